@@ -1,0 +1,32 @@
+"""Exceptions raised at the library's boundaries.
+
+Each refines a builtin so callers can catch either, and each message says what
+was expected, what was found and (where possible) what to do.
+"""
+
+
+class NA64Error(Exception):
+    """Base class of every error raised on purpose by na64reco."""
+
+
+class ConfigError(NA64Error, ValueError):
+    """A YAML configuration (setup, conditions, tag, selection) is malformed."""
+
+
+class CalibrationMissing(NA64Error, KeyError):
+    """No conditions cover the requested run."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class RawFormatError(NA64Error, ValueError):
+    """A raw file is missing, truncated, of an unknown format version or lacks a branch."""
+
+
+class SetupMismatch(NA64Error, ValueError):
+    """A file was written for another setup than the one being processed."""
+
+
+class BlindingError(NA64Error, PermissionError):
+    """An operation would expose events inside a blinded signal box."""

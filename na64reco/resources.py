@@ -1,0 +1,38 @@
+"""Where the project's data directories (``calib/``, ``selections/``) are found.
+
+From a checkout (editable install) they sit beside the ``na64reco`` package; in a
+wheel they are carried inside it as ``na64reco/_data/``.  The environment variables
+``NA64RECO_CALIB`` and ``NA64RECO_SELECTIONS`` override both.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def _data_dir(name: str, env: str) -> Path:
+    if os.environ.get(env):
+        path = Path(os.environ[env])
+        if not path.is_dir():
+            raise FileNotFoundError(f"{env}={path} is not a directory")
+        return path
+    for candidate in (_PACKAGE / "_data" / name, _PACKAGE.parent / name):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(
+        f"cannot find the {name}/ directory: looked in {_PACKAGE / '_data' / name} (wheel) and "
+        f"{_PACKAGE.parent / name} (checkout); set {env} to point at it"
+    )
+
+
+def calib_dir() -> Path:
+    """Directory holding setups, conditions and tags."""
+    return _data_dir("calib", "NA64RECO_CALIB")
+
+
+def selections_dir() -> Path:
+    """Directory holding the cut-flow definitions."""
+    return _data_dir("selections", "NA64RECO_SELECTIONS")
