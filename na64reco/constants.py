@@ -50,3 +50,35 @@ NA64MU_2022_MOT = 1.98e10
 NA64MU_2022_BACKGROUND = 0.07
 NA64MU_2022_BACKGROUND_ERROR = 0.03
 NA64MU_2022_OBSERVED = 0
+
+# --- physics layer additions ------------------------------------------------------------
+# Atomic + nuclear elastic form factor of the Weizsacker-Williams photon flux (Bjorken,
+# Essig, Schuster, Toro, PRD 80, 075018 (2009), eqs. A18-A19; Tsai, RMP 46, 815 (1974)).
+#: Screening radius a = FF_SCREENING_ELASTIC * Z^(-1/3) / m_e (Thomas-Fermi, BEST A18).
+FF_SCREENING_ELASTIC = 111.0
+#: Inelastic (atomic electron) screening a' = FF_SCREENING_INELASTIC * Z^(-2/3) / m_e (BEST A19).
+FF_SCREENING_INELASTIC = 773.0
+#: Nuclear size parameter d = FF_NUCLEAR_D * A^(-2/3) (BEST A18; A the mass number).
+FF_NUCLEAR_D = 0.164 * u.GeV**2
+#: Proton dipole form-factor scale (BEST A19).
+FF_PROTON_DIPOLE = 0.71 * u.GeV**2
+#: Proton magnetic moment in nuclear magnetons (PDG 2024).
+PROTON_MAGNETIC_MOMENT = 2.792847
+#: Lead mass number used by the form factors (PDG atomic weight, dimensionless).
+LEAD_MASS_NUMBER = 207.2
+# Muon energy loss in lead (PDG "Atomic and Nuclear Properties", Pb; Groom, Mokhov,
+# Striganov, ADNDT 78 (2001) 183):  -dE/dx = rho * (a + b E).
+#: Ionisation part a for a ~100 GeV muon in Pb incl. relativistic rise (PDG table, ~1.4).
+LEAD_MUON_IONISATION = 1.4 * u.MeV * u.cm2 / u.g
+#: Muon critical energy in Pb, where ionisation = radiative loss, so b = a / E_muc (PDG).
+LEAD_MUON_CRITICAL_ENERGY = 141.0 * u.GeV
+#: NA64 ECAL depth used as the dark-bremsstrahlung target: 40 X0 of Pb/Sc shashlik
+#: (NA64.md; Sieber, OPG/SPS 2021: L_mu ~ 40 X0).  Effective lead = 40 X0(Pb).
+NA64_ECAL_DEPTH_X0 = 40.0
+#: Nominal beam energies: NA64mu M2 muons 160 GeV, NA64e H4 electrons 100 GeV (NA64.md).
+NA64MU_BEAM_ENERGY = 160 * u.GeV
+NA64E_BEAM_ENERGY = 100 * u.GeV
+#: NA64mu signal box: scattered muon momentum p_out < 80 GeV (PRL 132, 211803 (2024)).
+NA64MU_P_OUT_MAX = 80 * u.GeV
+#: NA64e signal box: E_ECAL < 50 GeV, i.e. x > 0.5 at 100 GeV (NA64.md).
+NA64E_ECAL_MAX = 50 * u.GeV

@@ -28,6 +28,7 @@ DIMENSIONS: dict[str, tuple[str, ...]] = {
     "field": ("tesla", "T"),
     "dimensionless": ("", "percent", "perCent"),
     "density": ("g/cm3",),
+    "length_per_time": ("mm/ns", "um/ns", "cm/us"),
 }
 
 

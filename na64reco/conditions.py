@@ -1,0 +1,350 @@
+"""Per-channel conditions (calibration) with intervals of validity, grouped by tags.
+
+Layout under ``calib/``::
+
+    conditions/<setup>/<payload>/v<NNN>.yaml   one version of one payload for a run range
+    tags/<tag>.yaml                             a consistent set: payload -> list of files
+
+Payloads:
+
+``calorimeter``
+    per detector and channel: ``pedestal_even``, ``pedestal_odd`` (ADC), ``noise_adc``,
+    ``gain_mev_per_adc`` (MeV per ADC count), ``time_offset_ns``, ``status``
+    (0 good, 1 dead, 2 noisy).
+``tracker``
+    per plane: ``alignment_mm`` (offset of the plane along its measured coordinate),
+    ``dead_strips`` (list of strip numbers).
+
+A new calibration is always written as a new version file (never an edit of an old
+one) and published by a new tag.  For a run, each payload resolves to the file with
+the highest version among the tag's files whose run range contains the run; a run
+outside every range raises :class:`~na64reco.errors.CalibrationMissing` naming the
+run and the covered ranges.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import yaml
+
+from na64reco.config import Node, load_yaml
+from na64reco.errors import CalibrationMissing, ConfigError
+from na64reco.geometry import Setup, load_setup
+from na64reco.resources import calib_dir
+
+SCHEMA_VERSION = 1
+PAYLOADS = ("calorimeter", "tracker")
+CALO_FIELDS = ("pedestal_even", "pedestal_odd", "noise_adc", "gain_mev_per_adc", "time_offset_ns", "status")
+STATUS_GOOD, STATUS_DEAD, STATUS_NOISY = 0, 1, 2
+
+_NUMBERS = {"type": "array", "items": {"type": "number"}}
+PAYLOAD_SCHEMA = {
+    "type": "object",
+    "required": ["schema_version", "setup", "payload", "version", "runs"],
+    "properties": {
+        "schema_version": {"const": SCHEMA_VERSION},
+        "setup": {"type": "string"},
+        "payload": {"enum": list(PAYLOADS)},
+        "version": {"type": "integer", "minimum": 1},
+        "runs": {
+            "type": "object",
+            "required": ["first", "last"],
+            "properties": {"first": {"type": "integer", "minimum": 0}, "last": {"type": "integer", "minimum": 0}},
+            "additionalProperties": False,
+        },
+        "created": {"type": "string"},
+        "comment": {"type": "string"},
+        "derived_from": {"type": "string"},
+        "detectors": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "required": list(CALO_FIELDS),
+                "properties": {f: _NUMBERS for f in CALO_FIELDS},
+                "additionalProperties": False,
+            },
+        },
+        "planes": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["alignment_mm", "dead_strips"],
+                "properties": {
+                    "alignment_mm": {"type": "number"},
+                    "dead_strips": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                },
+                "additionalProperties": False,
+            },
+        },
+    },
+    "additionalProperties": False,
+}
+TAG_SCHEMA = {
+    "type": "object",
+    "required": ["schema_version", "tag", "setup", "payloads"],
+    "properties": {
+        "schema_version": {"const": SCHEMA_VERSION},
+        "tag": {"type": "string"},
+        "setup": {"type": "string"},
+        "description": {"type": "string"},
+        "payloads": {
+            "type": "object",
+            "required": list(PAYLOADS),
+            "properties": {p: {"type": "array", "items": {"type": "string"}, "minItems": 1} for p in PAYLOADS},
+            "additionalProperties": False,
+        },
+    },
+    "additionalProperties": False,
+}
+
+
+def default_tag(setup: str) -> str:
+    """The tag used when none is given: ``<setup>-default``."""
+    return f"{setup}-default"
+
+
+@dataclass(frozen=True)
+class CaloConditions:
+    """Arrays over the channels of one MSADC detector (gain in MeV per ADC count)."""
+
+    pedestal_even: np.ndarray
+    pedestal_odd: np.ndarray
+    noise_adc: np.ndarray
+    gain: np.ndarray
+    time_offset: np.ndarray
+    status: np.ndarray
+
+
+@dataclass(frozen=True)
+class PlaneConditions:
+    alignment: float  # mm
+    dead_strips: np.ndarray
+
+
+@dataclass(frozen=True)
+class RunConditions:
+    """Everything the reconstruction needs for one run."""
+
+    setup: str
+    tag: str
+    run: int
+    files: dict[str, str]  # payload -> file used
+    calo: dict[str, CaloConditions]
+    planes: dict[str, PlaneConditions]
+
+    def calo_table(self, setup: Setup, field: str) -> np.ndarray:
+        """Dense (256, max_channels) table of ``field`` indexed by [detector id, channel].
+
+        Unused entries are NaN, so a digit of an unknown channel cannot pass silently.
+        """
+        width = max(d.n_channels for d in setup.calorimeters.values())
+        table = np.full((256, width), np.nan)
+        for name, det in setup.calorimeters.items():
+            table[det.id, : det.n_channels] = getattr(self.calo[name], field)
+        return table
+
+
+# ----------------------------------------------------------------------------------------
+def _validate(data, schema, source: str) -> None:
+    try:
+        jsonschema.validate(data, schema)
+    except jsonschema.ValidationError as exc:
+        key = ".".join(map(str, exc.absolute_path)) or "<top level>"
+        raise ConfigError(f"{source}: key '{key}': {exc.message}") from None
+
+
+def _read(path: Path, schema) -> Node:
+    node = load_yaml(path, schema_version=SCHEMA_VERSION)
+    _validate(node.data, schema, str(path))
+    return node
+
+
+@functools.lru_cache(maxsize=64)
+def _payload(path: str) -> Node:
+    node = _read(Path(path), PAYLOAD_SCHEMA)
+    runs = node.data["runs"]
+    if runs["first"] > runs["last"]:
+        raise node.error("runs", f"first={runs['first']} is after last={runs['last']}")
+    return node
+
+
+def tag_path(tag: str, root: Path | None = None) -> Path:
+    return (root or calib_dir()) / "tags" / f"{tag}.yaml"
+
+
+def list_tags(root: Path | None = None) -> list[str]:
+    return sorted(p.stem for p in ((root or calib_dir()) / "tags").glob("*.yaml"))
+
+
+def load_tag(tag: str, root: Path | None = None) -> Node:
+    path = tag_path(tag, root)
+    if not path.is_file():
+        raise ConfigError(f"unknown calibration tag {tag!r} ({path} not found); known tags: "
+                          f"{', '.join(list_tags(root)) or 'none'}")
+    return _read(path, TAG_SCHEMA)
+
+
+def resolve(tag: str, run: int, root: Path | None = None) -> dict[str, Path]:
+    """Payload -> conditions file valid for ``run`` in ``tag`` (highest version wins)."""
+    root = root or calib_dir()
+    t = load_tag(tag, root)
+    chosen = {}
+    for payload in PAYLOADS:
+        candidates, ranges = [], []
+        for rel in t.data["payloads"][payload]:
+            path = root / "conditions" / rel
+            node = _payload(str(path))
+            if node.data["setup"] != t.data["setup"] or node.data["payload"] != payload:
+                raise ConfigError(f"{path}: is a {node.data['setup']}/{node.data['payload']} payload, "
+                                  f"but tag {tag!r} lists it as {t.data['setup']}/{payload}")
+            first, last = node.data["runs"]["first"], node.data["runs"]["last"]
+            ranges.append(f"{first}-{last}")
+            if first <= run <= last:
+                candidates.append((node.data["version"], path))
+        if not candidates:
+            raise CalibrationMissing(
+                f"run {run} has no {payload} conditions in tag {tag!r}: covered run ranges are "
+                f"{', '.join(ranges)}"
+            )
+        chosen[payload] = max(candidates)[1]
+    return chosen
+
+
+def load_conditions(setup: str | Setup, run: int, tag: str | None = None,
+                    root: Path | None = None) -> RunConditions:
+    """Conditions of ``run`` for ``setup`` from ``tag`` (default ``<setup>-default``)."""
+    setup = load_setup(setup) if isinstance(setup, str) else setup
+    tag = tag or default_tag(setup.name)
+    root = Path(root) if root else None
+    t = load_tag(tag, root)
+    if t.data["setup"] != setup.name:
+        raise ConfigError(f"calibration tag {tag!r} is for setup {t.data['setup']!r}, not {setup.name!r}")
+    files = resolve(tag, int(run), root)
+    calo_node = _payload(str(files["calorimeter"]))
+    calo = {}
+    for name, det in setup.calorimeters.items():
+        entry = calo_node.data.get("detectors", {}).get(name)
+        if entry is None:
+            raise calo_node.error("detectors", f"no entry for detector {name!r} of setup {setup.name}")
+        arrays = {}
+        for f in CALO_FIELDS:
+            a = np.asarray(entry[f], dtype=float)
+            if a.shape != (det.n_channels,):
+                raise calo_node.error(f"detectors.{name}.{f}", f"expected {det.n_channels} values, found {a.size}")
+            if not np.all(np.isfinite(a)):
+                raise calo_node.error(f"detectors.{name}.{f}", "contains NaN or infinity")
+            arrays[f] = a
+        if np.any(arrays["gain_mev_per_adc"] <= 0):
+            raise calo_node.error(f"detectors.{name}.gain_mev_per_adc", "gains must be positive")
+        calo[name] = CaloConditions(
+            arrays["pedestal_even"], arrays["pedestal_odd"], arrays["noise_adc"],
+            arrays["gain_mev_per_adc"], arrays["time_offset_ns"], arrays["status"].astype(np.int8),
+        )
+    trk_node = _payload(str(files["tracker"]))
+    planes = {}
+    for p in setup.planes:
+        entry = trk_node.data.get("planes", {}).get(p.name)
+        if entry is None:
+            raise trk_node.error("planes", f"no entry for plane {p.name!r} of setup {setup.name}")
+        planes[p.name] = PlaneConditions(float(entry["alignment_mm"]), np.asarray(entry["dead_strips"], dtype=np.int64))
+    return RunConditions(setup.name, tag, int(run), {k: str(v) for k, v in files.items()}, calo, planes)
+
+
+# ----------------------------------------------------------------------------------------
+def next_version(setup: str, payload: str, root: Path | None = None) -> int:
+    folder = (root or calib_dir()) / "conditions" / setup / payload
+    versions = [int(p.stem[1:]) for p in folder.glob("v*.yaml") if p.stem[1:].isdigit()]
+    return max(versions, default=0) + 1
+
+
+def write_payload(setup: str, payload: str, runs: tuple[int, int], content: dict, *,
+                  comment: str = "", derived_from: str = "", root: Path | None = None) -> Path:
+    """Write ``content`` as a new version of ``payload``; never overwrites. Returns the path."""
+    root = root or calib_dir()
+    version = next_version(setup, payload, root)
+    data = {
+        "schema_version": SCHEMA_VERSION,
+        "setup": setup,
+        "payload": payload,
+        "version": version,
+        "runs": {"first": int(runs[0]), "last": int(runs[1])},
+        "created": _dt.date.today().isoformat(),
+        "comment": comment,
+    }
+    if derived_from:
+        data["derived_from"] = derived_from
+    data.update(content)
+    _validate(data, PAYLOAD_SCHEMA, f"new {setup}/{payload} v{version:03d}")
+    path = root / "conditions" / setup / payload / f"v{version:03d}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "x") as fh:  # "x": fail rather than overwrite
+        yaml.safe_dump(data, fh, sort_keys=False, default_flow_style=None, width=120)
+    return path
+
+
+def write_tag(tag: str, setup: str, payload_files: dict[str, list[str]], description: str = "",
+              root: Path | None = None) -> Path:
+    """Publish a new tag (fails if the tag exists: tags are immutable)."""
+    root = root or calib_dir()
+    data = {"schema_version": SCHEMA_VERSION, "tag": tag, "setup": setup,
+            "description": description, "payloads": payload_files}
+    _validate(data, TAG_SCHEMA, f"new tag {tag}")
+    path = tag_path(tag, root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        raise ConfigError(f"tag {tag!r} exists already ({path}); tags are immutable, choose a new name")
+    with open(path, "x") as fh:
+        yaml.safe_dump(data, fh, sort_keys=False)
+    return path
+
+
+def nominal_content(setup: Setup, seed: int) -> dict[str, dict]:
+    """Plausible per-channel constants around the setup's nominal read-out settings.
+
+    Used to make the committed ``v001`` conditions and, with another seed, the "true"
+    constants of simulated calibration runs.  Returns ``{"calorimeter": ..., "tracker": ...}``.
+    """
+    rng = np.random.default_rng(seed)
+    a = setup.msadc
+    dets = {}
+    for name, det in setup.calorimeters.items():
+        n = det.n_channels
+        ped_even = np.round(a.nominal_pedestal + a.pedestal_spread * rng.standard_normal(n), 1)
+        ped_odd = np.round(ped_even + a.parity_offset * (1 + 0.3 * rng.standard_normal(n)), 1)
+        gain = det.nominal_gain * (1 + a.gain_spread * rng.standard_normal(n)).clip(0.7, 1.3)
+        dets[name] = {
+            "pedestal_even": ped_even.tolist(),
+            "pedestal_odd": ped_odd.tolist(),
+            "noise_adc": np.round(a.noise * (1 + 0.1 * rng.standard_normal(n)).clip(0.7, 1.3), 2).tolist(),
+            "gain_mev_per_adc": [float(f"{g:.5g}") for g in gain],
+            "time_offset_ns": np.round(2.0 * rng.standard_normal(n), 2).tolist(),
+            "status": [0] * n,
+        }
+    planes = {p.name: {"alignment_mm": float(np.round(0.05 * rng.standard_normal(), 4)), "dead_strips": []}
+              for p in setup.planes}
+    return {"calorimeter": {"detectors": dets}, "tracker": {"planes": planes}}
+
+
+def publish(setup: str, tag: str, runs: tuple[int, int], content: dict[str, dict], *,
+            base_tag: str | None = None, comment: str = "", description: str = "",
+            root: Path | None = None) -> Path:
+    """Write new versions of the payloads in ``content`` and a new ``tag`` that uses them.
+
+    Payloads not in ``content`` are taken from ``base_tag`` (their file lists unchanged);
+    new files are appended to the base tag's lists, so older run ranges stay covered and
+    the new version wins inside ``runs``.
+    """
+    root = root or calib_dir()
+    base = load_tag(base_tag, root).data["payloads"] if base_tag else {}
+    files: dict[str, list[str]] = {p: list(base.get(p, [])) for p in PAYLOADS}
+    for payload, body in content.items():
+        path = write_payload(setup, payload, runs, body, comment=comment,
+                             derived_from=base_tag or "", root=root)
+        files[payload].append(path.relative_to(root / "conditions").as_posix())
+    return write_tag(tag, setup, files, description=description, root=root)

@@ -1,0 +1,170 @@
+"""Validated access to YAML configuration (setups, conditions, tags, selections).
+
+:class:`Node` wraps a mapping read from a file and remembers where it came from, so
+that every error names the file, the key path and what was allowed::
+
+    node = load_yaml(path, schema_version=1)
+    energy = node.quantity("beam.energy", "energy")      # float, hepunits
+    n = node.integer("cells.0", minimum=1)
+
+All accessors raise :class:`~na64reco.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from na64reco.errors import ConfigError
+from na64reco.units import parse_quantity
+
+_MISSING = object()
+
+
+def load_yaml(path: str | Path, *, schema_version: int | Sequence[int] | None = None) -> Node:
+    """Read a YAML mapping; check its ``schema_version`` if one is required."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
+        raise ConfigError(f"{path}: malformed YAML{line}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, found {type(data).__name__}")
+    node = Node(data, str(path))
+    if schema_version is not None:
+        allowed = (schema_version,) if isinstance(schema_version, int) else tuple(schema_version)
+        version = node.integer("schema_version")
+        if version not in allowed:
+            raise ConfigError(
+                f"{path}: key 'schema_version' is {version}; this version of na64reco reads "
+                f"{', '.join(map(str, allowed))}"
+            )
+    return node
+
+
+class Node:
+    """A mapping from a configuration file, with the key path used in messages."""
+
+    def __init__(self, data: dict[str, Any], source: str, path: str = "") -> None:
+        self.data = data
+        self.source = source
+        self.path = path
+
+    # -- navigation ------------------------------------------------------------------
+    def _where(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.source}: key '{self._where(key)}': {message}")
+
+    def raw(self, key: str, default: Any = _MISSING) -> Any:
+        node, _, rest = key.partition(".")
+        if node not in self.data:
+            if default is not _MISSING:
+                return default
+            known = ", ".join(map(str, self.data)) or "none"
+            raise self.error(node, f"missing (keys here: {known})")
+        value = self.data[node]
+        if rest:
+            if isinstance(value, list):
+                idx, _, rest2 = rest.partition(".")
+                if not idx.isdigit() or int(idx) >= len(value):
+                    raise self.error(f"{node}.{idx}", f"no item {idx} in a list of {len(value)}")
+                value = value[int(idx)]
+                if rest2:
+                    if not isinstance(value, dict):
+                        raise self.error(f"{node}.{idx}", "expected a mapping")
+                    return Node(value, self.source, self._where(f"{node}.{idx}")).raw(rest2, default)
+                return value
+            if not isinstance(value, dict):
+                raise self.error(node, f"expected a mapping, found {value!r}")
+            return Node(value, self.source, self._where(node)).raw(rest, default)
+        return value
+
+    def has(self, key: str) -> bool:
+        return self.raw(key, None) is not None
+
+    def node(self, key: str) -> Node:
+        value = self.raw(key)
+        if not isinstance(value, dict):
+            raise self.error(key, f"expected a mapping, found {type(value).__name__}")
+        return Node(value, self.source, self._where(key))
+
+    def items(self) -> Iterator[tuple[str, Node]]:
+        for key in self.data:
+            yield str(key), self.node(str(key))
+
+    def nodes(self, key: str) -> list[Node]:
+        value = self.raw(key)
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise self.error(key, "expected a list of mappings")
+        return [Node(v, self.source, self._where(f"{key}.{i}")) for i, v in enumerate(value)]
+
+    # -- typed values ------------------------------------------------------------------
+    def quantity(self, key: str, dimension: str, default: Any = _MISSING, *,
+                 minimum: float | None = None, maximum: float | None = None) -> float:
+        value = self.raw(key, default)
+        if value is default and default is not _MISSING:
+            return value
+        try:
+            q = parse_quantity(value, dimension)
+        except ValueError as exc:
+            raise self.error(key, str(exc)) from None
+        return self._check_range(key, q, minimum, maximum, value)
+
+    def number(self, key: str, default: Any = _MISSING, *, minimum: float | None = None,
+               maximum: float | None = None) -> float:
+        value = self.raw(key, default)
+        if value is default and default is not _MISSING:
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.error(key, f"expected a number, found {value!r}")
+        return self._check_range(key, float(value), minimum, maximum, value)
+
+    def integer(self, key: str, default: Any = _MISSING, *, minimum: int | None = None,
+                maximum: int | None = None) -> int:
+        value = self.raw(key, default)
+        if value is default and default is not _MISSING:
+            return value
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(key, f"expected an integer, found {value!r}")
+        return int(self._check_range(key, value, minimum, maximum, value))
+
+    def string(self, key: str, default: Any = _MISSING, *, choices: Sequence[str] | None = None) -> str:
+        value = self.raw(key, default)
+        if value is default and default is not _MISSING:
+            return value
+        if not isinstance(value, str):
+            raise self.error(key, f"expected a string, found {value!r}")
+        if choices is not None and value not in choices:
+            raise self.error(key, f"{value!r} is not one of: {', '.join(choices)}")
+        return value
+
+    def numbers(self, key: str, length: int | None = None, *, minimum: float | None = None,
+                maximum: float | None = None) -> list[float]:
+        value = self.raw(key)
+        if not isinstance(value, list) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+        ):
+            raise self.error(key, "expected a list of numbers")
+        if length is not None and len(value) != length:
+            raise self.error(key, f"expected {length} values, found {len(value)}")
+        for i, v in enumerate(value):
+            self._check_range(f"{key}.{i}", float(v), minimum, maximum, v)
+        return [float(v) for v in value]
+
+    def _check_range(self, key, q, minimum, maximum, shown):
+        if q != q:  # NaN
+            raise self.error(key, "is NaN")
+        if minimum is not None and q < minimum:
+            raise self.error(key, f"{shown!r} is below the allowed minimum {minimum}")
+        if maximum is not None and q > maximum:
+            raise self.error(key, f"{shown!r} is above the allowed maximum {maximum}")
+        return q

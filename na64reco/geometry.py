@@ -1,0 +1,484 @@
+"""Detector setups (``calib/setups/<name>.yaml``) as immutable objects.
+
+A :class:`Setup` holds the beam, magnets, tracker planes, calorimeters/counters, the
+sampling-ADC read-out and the trigger of one NA64 configuration, with every quantity in
+hepunits internal units.  Detectors are placed on the reference trajectory: a particle
+of each magnet's reference momentum entering along the z axis, bent by thin kicks at
+the magnet centres (exact for straight-line extrapolation of the outer segments).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from na64reco import constants
+from na64reco.config import Node, load_yaml
+from na64reco.errors import ConfigError
+from na64reco.resources import calib_dir
+
+SCHEMA_VERSION = 1
+SETUPS = ("na64mu", "na64e")
+TRACKER_TYPES = ("MM", "GEM", "straw")
+
+
+@dataclass(frozen=True)
+class Beam:
+    particle: str
+    energy: float
+    momentum_spread: float
+    spot_sigma_x: float
+    spot_sigma_y: float
+    divergence_x: float
+    divergence_y: float
+    start_z: float
+    halo_fraction: float
+    halo_radius_min: float
+    halo_radius_max: float
+    hadron_admixture: float
+    kaon_to_pion: float
+    particles_per_spill: float
+    spill_duration: float
+    pileup_window: float
+
+    @property
+    def mass(self) -> float:
+        return constants.MUON_MASS if self.particle.startswith("mu") else constants.ELECTRON_MASS
+
+
+@dataclass(frozen=True)
+class Magnet:
+    name: str
+    bend_plane: str  # "x" or "y"
+    center_z: float
+    length: float
+    field_integral: float  # hepunits (tesla * mm)
+    reference_momentum: float
+
+    def kick(self, momentum):
+        """Bend angle (rad) for a unit-charge particle of ``momentum`` (MeV, array ok)."""
+        return constants.MOMENTUM_PER_TESLA_METRE * self.field_integral / momentum
+
+    def momentum(self, kick):
+        """Inverse of :meth:`kick`: momentum (MeV) from a bend angle (rad)."""
+        return constants.MOMENTUM_PER_TESLA_METRE * self.field_integral / kick
+
+
+@dataclass(frozen=True)
+class TrackerPlane:
+    index: int
+    name: str
+    type: str
+    station: str
+    side: str  # "upstream" / "downstream" of the station's magnet
+    z: float
+    measures: str  # "x" or "y"
+    n_strips: int
+    pitch: float
+    resolution: float
+    efficiency: float
+    x0_fraction: float
+    noise_hits: float  # mean number of noise clusters per event
+    center: float = 0.0  # reference trajectory at z in the measured coordinate
+
+    @property
+    def width(self) -> float:
+        return self.n_strips * self.pitch
+
+    def strip_of(self, u):
+        """Strip index (float) of local coordinate ``u`` (mm, relative to the plane centre)."""
+        return (np.asarray(u) + 0.5 * self.width) / self.pitch - 0.5
+
+    def position_of(self, strip):
+        """Local coordinate (mm) of a (fractional) strip index."""
+        return (np.asarray(strip) + 0.5) * self.pitch - 0.5 * self.width
+
+
+@dataclass(frozen=True)
+class TrackerReadout:
+    mm_channels: int
+    mm_multiplex_steps: tuple[int, ...]
+    apv_sample_spacing: float
+    apv_peaking_time: float
+    apv_gain: float
+    apv_noise: float
+    cluster_spread: float
+    straw_drift_velocity: float
+    straw_tdc_lsb: float
+    air_x0_per_metre: float
+
+    def mm_channel_of_strip(self, strip):
+        """Multiplexing map: APV channel reading MM ``strip`` (vectorised)."""
+        strip = np.asarray(strip)
+        group, j = np.divmod(strip, self.mm_channels)
+        steps = np.asarray(self.mm_multiplex_steps)
+        return (j * steps[group]) % self.mm_channels
+
+    @property
+    def mm_strips_of_channel(self) -> np.ndarray:
+        """(mm_channels, groups) table: the strip of each group read by each channel."""
+        n, groups = self.mm_channels, len(self.mm_multiplex_steps)
+        table = np.empty((n, groups), dtype=np.int64)
+        j = np.arange(n)
+        for k in range(groups):
+            table[self.mm_channel_of_strip(k * n + j), k] = k * n + j
+        return table
+
+
+@dataclass(frozen=True)
+class Calorimeter:
+    """A calorimeter, module stack, paddle set or single counter read by the MSADC."""
+
+    name: str
+    id: int
+    kind: str  # calorimeter | modules | paddles | counter
+    z: float
+    nx: int
+    ny: int
+    n_sections: int  # sections (ECAL), modules (HCAL, SRD), paddles, or 1
+    section_names: tuple[str, ...]
+    section_depths: tuple[float, ...]
+    cell_size: tuple[float, float]
+    size: tuple[float, float]
+    hole: tuple[float, float]
+    offset_y: float
+    mip_mpv: float
+    mip_width: float
+    x0_fraction: float
+    nominal_gain: float  # energy per ADC count (MeV), the nominal read-out setting
+    params: dict = field(default_factory=dict, hash=False, compare=False)
+    center: tuple[float, float] = (0.0, 0.0)
+
+    @property
+    def n_channels(self) -> int:
+        if self.kind == "paddles":
+            return 2 * self.n_sections
+        return self.n_sections * self.nx * self.ny
+
+    def channel(self, section, ix, iy):
+        return (np.asarray(section) * self.nx + ix) * self.ny + iy
+
+    def cell_of_channel(self, channel):
+        """(section, ix, iy) of channel numbers (for paddles: (paddle, pmt, 0))."""
+        channel = np.asarray(channel)
+        if self.kind == "paddles":
+            return channel // 2, channel % 2, np.zeros_like(channel)
+        iy = channel % self.ny
+        ix = (channel // self.ny) % self.nx
+        return channel // (self.nx * self.ny), ix, iy
+
+    def cell_center(self, ix, iy):
+        """(x, y) of the centre of cell (ix, iy) in global coordinates."""
+        x = self.center[0] + (np.asarray(ix) - (self.nx - 1) / 2) * self.cell_size[0]
+        y = self.center[1] + self.offset_y + (np.asarray(iy) - (self.ny - 1) / 2) * self.cell_size[1]
+        return x, y
+
+    def cell_index(self, x, y):
+        """(ix, iy, inside) of global positions; ``inside`` is False outside or in the hole."""
+        lx = np.asarray(x) - self.center[0]
+        ly = np.asarray(y) - self.center[1] - self.offset_y
+        ix = np.floor(lx / self.cell_size[0] + self.nx / 2).astype(np.int64)
+        iy = np.floor(ly / self.cell_size[1] + self.ny / 2).astype(np.int64)
+        inside = (ix >= 0) & (ix < self.nx) & (iy >= 0) & (iy < self.ny)
+        if self.hole[0] > 0:
+            inside &= ~((np.abs(lx) < self.hole[0] / 2) & (np.abs(ly) < self.hole[1] / 2))
+        return np.clip(ix, 0, self.nx - 1), np.clip(iy, 0, self.ny - 1), inside
+
+    @property
+    def depth(self) -> float:
+        return float(sum(self.section_depths))
+
+
+@dataclass(frozen=True)
+class MSADC:
+    n_samples: int
+    sample_period: float
+    max_adc: int
+    pulse_rise: float
+    pulse_decay: float
+    signal_time: float
+    time_jitter: float
+    zero_suppression: float
+    nominal_pedestal: float
+    pedestal_spread: float
+    parity_offset: float
+    noise: float
+    gain_spread: float
+
+
+@dataclass(frozen=True)
+class TriggerTerm:
+    """One AND-term of the trigger: a counter (``veto`` for "!NAME") or an energy cut."""
+
+    detector: str
+    section: str | None = None
+    veto: bool = False
+    minimum: float | None = None
+    maximum: float | None = None
+
+
+@dataclass(frozen=True)
+class Trigger:
+    terms: tuple[TriggerTerm, ...]
+    counter_threshold: float
+
+
+@dataclass(frozen=True)
+class Setup:
+    name: str
+    description: str
+    source: str
+    beam: Beam
+    magnets: dict[str, Magnet]
+    planes: tuple[TrackerPlane, ...]
+    readout: TrackerReadout
+    calorimeters: dict[str, Calorimeter]
+    msadc: MSADC
+    trigger: Trigger
+
+    def detector(self, name: str) -> Calorimeter:
+        try:
+            return self.calorimeters[name]
+        except KeyError:
+            raise ConfigError(
+                f"setup {self.name!r} has no detector {name!r} (has: {', '.join(self.calorimeters)})"
+            ) from None
+
+    def detector_by_id(self, det_id: int) -> Calorimeter:
+        for det in self.calorimeters.values():
+            if det.id == det_id:
+                return det
+        raise ConfigError(f"setup {self.name!r} has no detector id {det_id}")
+
+    def planes_of(self, station: str, side: str | None = None) -> tuple[TrackerPlane, ...]:
+        return tuple(p for p in self.planes if p.station == station and (side is None or p.side == side))
+
+    def reference_position(self, z):
+        """(x, y) of the reference trajectory at ``z`` (vectorised)."""
+        z = np.asarray(z, dtype=float)
+        pos = {"x": np.zeros_like(z), "y": np.zeros_like(z)}
+        for m in self.magnets.values():
+            kick = m.kick(m.reference_momentum)
+            # the beam bends towards negative coordinates (negative muon, field sign chosen)
+            pos[m.bend_plane] = pos[m.bend_plane] - kick * np.clip(z - m.center_z, 0.0, None)
+        return pos["x"], pos["y"]
+
+
+# ----------------------------------------------------------------------------------------
+def setup_path(name: str) -> Path:
+    return calib_dir() / "setups" / f"{name}.yaml"
+
+
+@functools.lru_cache(maxsize=16)
+def load_setup(name_or_path: str) -> Setup:
+    """Load a setup by name (``"na64mu"``, ``"na64e"``) or from a YAML path."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        if name_or_path not in SETUPS:
+            raise ConfigError(f"unknown setup {name_or_path!r}; known setups: {', '.join(SETUPS)}")
+        path = setup_path(name_or_path)
+    return _parse_setup(load_yaml(path, schema_version=SCHEMA_VERSION))
+
+
+def _parse_setup(n: Node) -> Setup:
+    name = n.string("setup")
+    b = n.node("beam")
+    beam = Beam(
+        particle=b.string("particle", choices=("mu-", "mu+", "e-", "e+")),
+        energy=b.quantity("energy", "energy", minimum=0.0),
+        momentum_spread=b.number("momentum_spread", minimum=0.0, maximum=0.5),
+        spot_sigma_x=b.quantity("spot_sigma_x", "length", minimum=0.0),
+        spot_sigma_y=b.quantity("spot_sigma_y", "length", minimum=0.0),
+        divergence_x=b.quantity("divergence_x", "angle", minimum=0.0),
+        divergence_y=b.quantity("divergence_y", "angle", minimum=0.0),
+        start_z=b.quantity("start_z", "length"),
+        halo_fraction=b.number("halo_fraction", minimum=0.0, maximum=1.0),
+        halo_radius_min=b.quantity("halo_radius_min", "length", minimum=0.0),
+        halo_radius_max=b.quantity("halo_radius_max", "length", minimum=0.0),
+        hadron_admixture=b.number("hadron_admixture", minimum=0.0, maximum=1.0),
+        kaon_to_pion=b.number("kaon_to_pion", minimum=0.0),
+        particles_per_spill=b.number("particles_per_spill", minimum=1.0),
+        spill_duration=b.quantity("spill_duration", "time", minimum=0.0),
+        pileup_window=b.quantity("pileup_window", "time", minimum=0.0),
+    )
+    magnets = {}
+    for mname, m in n.node("magnets").items():
+        magnets[mname] = Magnet(
+            name=mname,
+            bend_plane=m.string("bend_plane", choices=("x", "y")),
+            center_z=m.quantity("center_z", "length"),
+            length=m.quantity("length", "length", minimum=0.0),
+            field_integral=m.quantity("field_integral", "field_integral"),
+            reference_momentum=m.quantity("reference_momentum", "energy", minimum=0.0),
+        )
+    t = n.node("trackers")
+    defaults = t.node("defaults")
+    planes = []
+    for i, p in enumerate(t.nodes("planes")):
+        ptype = p.string("type", choices=TRACKER_TYPES)
+        d = defaults.node(ptype)
+        merged = Node({**d.data, **p.data}, p.source, p.path)
+        station = merged.string("station", choices=tuple(magnets))
+        planes.append(TrackerPlane(
+            index=i,
+            name=merged.string("name"),
+            type=ptype,
+            station=station,
+            side=merged.string("side", choices=("upstream", "downstream")),
+            z=merged.quantity("z", "length"),
+            measures=merged.string("measures", choices=("x", "y")),
+            n_strips=merged.integer("n_strips", minimum=1),
+            pitch=merged.quantity("pitch", "length", minimum=0.0),
+            resolution=merged.quantity("resolution", "length", minimum=0.0),
+            efficiency=merged.number("efficiency", minimum=0.0, maximum=1.0),
+            x0_fraction=merged.number("x0_fraction", minimum=0.0),
+            noise_hits=merged.number("noise_hits", minimum=0.0),
+        ))
+    readout = TrackerReadout(
+        mm_channels=t.integer("mm_channels", minimum=1),
+        mm_multiplex_steps=tuple(int(v) for v in t.numbers("mm_multiplex_steps", minimum=1)),
+        apv_sample_spacing=t.quantity("apv_sample_spacing", "time", minimum=0.0),
+        apv_peaking_time=t.quantity("apv_peaking_time", "time", minimum=0.0),
+        apv_gain=t.number("apv_gain", minimum=0.0),
+        apv_noise=t.number("apv_noise", minimum=0.0),
+        cluster_spread=t.number("cluster_spread", minimum=0.0),
+        straw_drift_velocity=n.node("trackers").quantity("straw_drift_velocity", "length_per_time"),
+        straw_tdc_lsb=t.quantity("straw_tdc_lsb", "time", minimum=0.0),
+        air_x0_per_metre=t.number("air_x0_per_metre", minimum=0.0),
+    )
+    steps = readout.mm_multiplex_steps
+    signed = {s % readout.mm_channels for s in steps} | {-s % readout.mm_channels for s in steps}
+    if any(math.gcd(s, readout.mm_channels) != 1 for s in steps) or len(signed) != 2 * len(steps):
+        raise t.error("mm_multiplex_steps", "steps must be coprime with mm_channels and +-steps distinct")
+    mm_planes = [p for p in planes if p.type == "MM"]
+    if any(p.n_strips != readout.mm_channels * len(steps) for p in mm_planes):
+        raise t.error("mm_multiplex_steps", f"MM planes need mm_channels x len(steps) strips")
+    calos = {}
+    for cname, c in n.node("calorimeters").items():
+        calos[cname] = _parse_calorimeter(cname, c)
+    ids = [c.id for c in calos.values()]
+    if len(set(ids)) != len(ids):
+        raise n.error("calorimeters", f"detector ids must be unique, found {sorted(ids)}")
+    a = n.node("msadc")
+    msadc = MSADC(
+        n_samples=a.integer("n_samples", minimum=8),
+        sample_period=a.quantity("sample_period", "time", minimum=0.0),
+        max_adc=a.integer("max_adc", minimum=1),
+        pulse_rise=a.quantity("pulse_rise", "time", minimum=0.0),
+        pulse_decay=a.quantity("pulse_decay", "time", minimum=0.0),
+        signal_time=a.quantity("signal_time", "time", minimum=0.0),
+        time_jitter=a.quantity("time_jitter", "time", minimum=0.0),
+        zero_suppression=a.number("zero_suppression", minimum=0.0),
+        nominal_pedestal=a.number("nominal_pedestal", minimum=0.0),
+        pedestal_spread=a.number("pedestal_spread", minimum=0.0),
+        parity_offset=a.number("parity_offset"),
+        noise=a.number("noise", minimum=0.0),
+        gain_spread=a.number("gain_spread", minimum=0.0, maximum=0.5),
+    )
+    trig = n.node("trigger")
+    logic = trig.raw("logic")
+    if not isinstance(logic, list) or not logic:
+        raise trig.error("logic", "expected a non-empty list of terms")
+    terms = tuple(_parse_trigger_term(trig, i, s, calos) for i, s in enumerate(logic))
+    trigger = Trigger(terms, trig.number("counter_threshold", minimum=0.0))
+
+    setup = Setup(name, n.string("description", ""), n.source, beam, magnets,
+                  tuple(planes), readout, calos, msadc, trigger)
+    return _place_on_reference(setup)
+
+
+_TERM = re.compile(r"^\s*(\w+)(?:\.(\w+))?\s*([<>])\s*(.+)$")
+
+
+def _parse_trigger_term(trig: Node, i: int, text, calos) -> TriggerTerm:
+    if not isinstance(text, str):
+        raise trig.error(f"logic.{i}", f"expected a string term, found {text!r}")
+    m = _TERM.match(text)
+    if m:
+        det, section, op, qty = m.groups()
+        sub = Node({"q": qty}, trig.source, trig._where(f"logic.{i}"))
+        value = sub.quantity("q", "energy")
+        term = TriggerTerm(det, section, False, value if op == ">" else None, value if op == "<" else None)
+    else:
+        veto = text.startswith("!")
+        term = TriggerTerm(text.lstrip("!").strip(), None, veto)
+    if term.detector not in calos:
+        raise trig.error(f"logic.{i}", f"unknown detector {term.detector!r} (known: {', '.join(calos)})")
+    if term.section and term.section not in calos[term.detector].section_names:
+        raise trig.error(f"logic.{i}", f"{term.detector} has no section {term.section!r}")
+    return term
+
+
+def _parse_calorimeter(name: str, c: Node) -> Calorimeter:
+    kind = c.string("kind", choices=("calorimeter", "modules", "paddles", "counter"))
+    zero = (0.0, 0.0)
+    if kind == "calorimeter":
+        cells = c.numbers("cells", 2, minimum=1)
+        secs = c.nodes("sections")
+        names = tuple(s.string("name") for s in secs)
+        depths = tuple(s.quantity("depth", "length", minimum=0.0) for s in secs)
+        cell = tuple(c.quantity(f"cell_size.{i}", "length", minimum=0.0) for i in range(2))
+        size = (cells[0] * cell[0], cells[1] * cell[1])
+    elif kind == "modules":
+        cells = c.numbers("cells", 2, minimum=1)
+        nmod = c.integer("modules", minimum=1)
+        names = tuple(f"module{i}" for i in range(nmod))
+        depths = (c.quantity("module_depth", "length", minimum=0.0),) * nmod
+        cell = tuple(c.quantity(f"cell_size.{i}", "length", minimum=0.0) for i in range(2))
+        size = (cells[0] * cell[0], cells[1] * cell[1])
+    elif kind == "paddles":
+        npad = c.integer("paddles", minimum=1)
+        cells = [npad, 1]
+        names = tuple(f"paddle{i}" for i in range(npad))
+        depths = (10.0,)
+        cell = tuple(c.quantity(f"paddle_size.{i}", "length", minimum=0.0) for i in range(2))
+        size = (npad * cell[0], cell[1])
+    else:
+        cells = [1, 1]
+        names = ("counter",)
+        depths = (10.0,)
+        size = tuple(c.quantity(f"size.{i}", "length", minimum=0.0) for i in range(2))
+        cell = size
+    hole = tuple(c.quantity(f"hole.{i}", "length", minimum=0.0) for i in range(2)) if c.has("hole") else zero
+    params = {k: v for k, v in c.data.items()}
+    n_sections = len(names) if kind != "paddles" else cells[0]
+    return Calorimeter(
+        name=name,
+        id=c.integer("id", minimum=0, maximum=255),
+        kind=kind,
+        z=c.quantity("z", "length"),
+        nx=int(cells[0]) if kind != "paddles" else int(cells[0]),
+        ny=int(cells[1]),
+        n_sections=n_sections,
+        section_names=names,
+        section_depths=depths,
+        cell_size=(float(cell[0]), float(cell[1])),
+        size=(float(size[0]), float(size[1])),
+        hole=hole,
+        offset_y=c.quantity("offset_y", "length", 0.0),
+        mip_mpv=c.quantity("mip_mpv", "energy", minimum=0.0),
+        mip_width=c.quantity("mip_width", "energy", minimum=0.0),
+        x0_fraction=c.number("x0_fraction", 0.0, minimum=0.0),
+        nominal_gain=c.quantity("nominal_gain", "energy", minimum=0.0),
+        params=params,
+    )
+
+
+def _place_on_reference(setup: Setup) -> Setup:
+    """Centre every detector on the reference trajectory (returns a new Setup)."""
+    from dataclasses import replace
+
+    planes = []
+    for p in setup.planes:
+        x, y = setup.reference_position(p.z)
+        planes.append(replace(p, center=float(x if p.measures == "x" else y)))
+    calos = {}
+    for name, c in setup.calorimeters.items():
+        x, y = setup.reference_position(c.z)
+        calos[name] = replace(c, center=(float(x), float(y)))
+    return replace(setup, planes=tuple(planes), calorimeters=calos)
