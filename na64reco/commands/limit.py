@@ -1,0 +1,210 @@
+"""``na64reco limit``: 90 % CL limits on the dark-boson coupling from a counting result.
+
+Example (NA64mu 2022 inputs, PRL 132, 211803 (2024))::
+
+    na64reco limit --setup na64mu --mot 1.98e10 --efficiency 0.1 \\
+        --background 0.07 --background-uncertainty 0.03 --observed 0 \\
+        --masses 0.001 0.01 0.1 1.0 --plot limit.png
+
+Masses are given and printed in GeV.  For ``na64mu`` the coupling is g of the
+L_mu - L_tau Z' (compared with the muon g-2 band); for ``na64e`` it is the kinetic mixing
+eps of an invisibly decaying A' (``--eot``; rough primary-electron yield model, see
+:mod:`na64reco.physics.yields`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+
+from na64reco import constants
+from na64reco.errors import ConfigError
+
+NAME = "limit"
+HELP = "90% CL upper limits on signal events and on the coupling g (Z') or eps (A') vs mass"
+
+_GEV = 1000.0  # MeV per GeV (hepunits internal unit is MeV)
+
+#: Built-in setups: beam, model and signal box (published numbers, see constants).
+SETUPS = {
+    "na64mu": {"e0": constants.NA64MU_BEAM_ENERGY, "lepton_mass": constants.MUON_MASS,
+               "model": "zprime", "x_min": 1.0 - constants.NA64MU_P_OUT_MAX / constants.NA64MU_BEAM_ENERGY,
+               "coupling": "g"},
+    "na64e": {"e0": constants.NA64E_BEAM_ENERGY, "lepton_mass": constants.ELECTRON_MASS,
+              "model": "aprime", "x_min": 1.0 - constants.NA64E_ECAL_MAX / constants.NA64E_BEAM_ENERGY,
+              "coupling": "eps"},
+}
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--setup", choices=sorted(SETUPS), default="na64mu",
+                        help="beam mode: na64mu (Z', g) or na64e (A', eps)")
+    parser.add_argument("--mot", type=float, help="muons on target (na64mu)")
+    parser.add_argument("--eot", type=float, help="electrons on target (na64e)")
+    parser.add_argument("--efficiency", type=float, required=True,
+                        help="signal efficiency in (0, 1], excluding the x > x_min acceptance")
+    parser.add_argument("--background", type=float, default=0.0, help="expected background events")
+    parser.add_argument("--background-uncertainty", type=float, default=0.0,
+                        help="absolute 1-sigma uncertainty of the background")
+    parser.add_argument("--observed", type=int, default=0, help="observed events in the signal box")
+    parser.add_argument("--masses", type=float, nargs="+", required=True, help="X masses in GeV")
+    parser.add_argument("--x-min", type=float, default=None,
+                        help="minimum E_X/E0 (signal box); default from the setup (0.5)")
+    parser.add_argument("--method", choices=("iww", "ww"), default="iww",
+                        help="cross-section approximation (default iww)")
+    parser.add_argument("--cl", type=float, default=0.9, help="confidence level (default 0.9)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--plot", metavar="FILE.png", help="write the exclusion plot")
+
+
+def _validate(args) -> float:
+    setup = SETUPS[args.setup]
+    n_on_target = args.mot if setup["model"] == "zprime" else args.eot
+    flag = "--mot" if setup["model"] == "zprime" else "--eot"
+    if n_on_target is None:
+        raise ConfigError(f"setup {args.setup} needs {flag} (number of leptons on target)")
+    if not (n_on_target > 0 and math.isfinite(n_on_target)):
+        raise ConfigError(f"{flag} must be a positive number, got {n_on_target}")
+    if not (0.0 < args.efficiency <= 1.0):
+        raise ConfigError(f"--efficiency must be in (0, 1], got {args.efficiency}")
+    bad = [m for m in args.masses if not (m > 0 and math.isfinite(m))]
+    if bad:
+        raise ConfigError(f"--masses must be > 0 GeV, got {bad}")
+    too_heavy = [m for m in args.masses if m * _GEV >= setup["e0"] * (1 - (args.x_min or setup["x_min"]))]
+    if too_heavy:
+        raise ConfigError(f"--masses {too_heavy} GeV are above the kinematic reach of the "
+                          f"{setup['e0'] / _GEV:g} GeV beam with the x > x_min signal box")
+    if args.background < 0 or args.background_uncertainty < 0:
+        raise ConfigError("--background and --background-uncertainty must be >= 0")
+    if args.observed < 0:
+        raise ConfigError(f"--observed must be >= 0, got {args.observed}")
+    if not 0 < args.cl < 1:
+        raise ConfigError(f"--cl must be in (0, 1), got {args.cl}")
+    if args.x_min is not None and not 0 <= args.x_min < 1:
+        raise ConfigError(f"--x-min must be in [0, 1), got {args.x_min}")
+    return n_on_target
+
+
+def compute(args) -> dict:
+    """Limits for each mass of ``args`` (a namespace as built by :func:`add_arguments`)."""
+    from na64reco.physics.gminus2 import g_band
+    from na64reco.physics.yields import expected_signal
+    from na64reco.stats.limits import cls_upper_limit, coupling_limit, poisson_upper_limit
+
+    n_on_target = _validate(args)
+    setup = SETUPS[args.setup]
+    x_min = setup["x_min"] if args.x_min is None else args.x_min
+    n_up = cls_upper_limit(args.observed, args.background, args.background_uncertainty, args.cl)
+    n_up_poisson = poisson_upper_limit(args.observed, args.background, args.cl)
+    rows = []
+    for mass_gev in args.masses:
+        mass = mass_gev * _GEV
+        ref = 1e-4
+        n_ref = expected_signal(n_on_target, mass, ref, args.efficiency, e0=setup["e0"],
+                                lepton_mass=setup["lepton_mass"], model=setup["model"],
+                                x_min=x_min, method=args.method)
+        row = {"mass_gev": mass_gev, "n_expected_at_1e-4": n_ref,
+               f"{setup['coupling']}90": coupling_limit(mass, n_up, n_ref=n_ref, coupling_ref=ref)}
+        if setup["model"] == "zprime":
+            lo, mid, hi = (float(v) for v in g_band(mass, 2.0))
+            row.update({"g2_band_low": lo, "g2_band_central": mid, "g2_band_high": hi,
+                        "g2_excluded": bool(row["g90"] < lo)})
+        rows.append(row)
+    return {"setup": args.setup, "n_on_target": n_on_target, "efficiency": args.efficiency,
+            "background": args.background, "background_uncertainty": args.background_uncertainty,
+            "observed": args.observed, "cl": args.cl, "x_min": x_min, "method": args.method,
+            "n_up": n_up, "n_up_poisson": n_up_poisson, "limits": rows}
+
+
+def crossing_mass(masses, g90, g_low) -> float | None:
+    """Lowest mass (same units as ``masses``) above which g90 < g_low (log interpolation)."""
+    d = np.log(np.asarray(g90)) - np.log(np.asarray(g_low))
+    for i in range(len(d) - 1):
+        if d[i] >= 0 > d[i + 1]:
+            lm = np.log(masses[i]) + d[i] / (d[i] - d[i + 1]) * (np.log(masses[i + 1]) - np.log(masses[i]))
+            return float(np.exp(lm))
+    return float(masses[0]) if d[0] < 0 else None  # excluded over the whole range
+
+
+def _plot(result: dict, args, path: str) -> float | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mplhep
+
+    from na64reco.physics.gminus2 import g_band
+    from na64reco.physics.yields import expected_signal
+    from na64reco.stats.limits import coupling_limit
+
+    setup = SETUPS[args.setup]
+    masses = np.geomspace(1.0, 0.5 * setup["e0"] * (1 - result["x_min"]) if setup["model"] == "zprime"
+                          else 1000.0, 40)  # MeV
+    masses = masses[masses < 2000.0]
+    g90 = np.array([coupling_limit(m, result["n_up"], n_ref=expected_signal(
+        result["n_on_target"], m, 1e-4, args.efficiency, e0=setup["e0"],
+        lepton_mass=setup["lepton_mass"], model=setup["model"], x_min=result["x_min"],
+        n_steps=8, method=args.method), coupling_ref=1e-4) for m in masses])
+    mplhep.style.use("CMS")
+    fig, ax = plt.subplots(figsize=(9, 7))
+    crossing = None
+    if setup["model"] == "zprime":
+        lo, mid, hi = g_band(masses, 2.0)
+        ax.fill_between(masses / _GEV, lo, hi, color="tab:green", alpha=0.35,
+                        label=r"$(g-2)_\mu$ $\pm 2\sigma$ ($\Delta a_\mu=(2.51\pm0.59)\times10^{-9}$)")
+        ax.plot(masses / _GEV, mid, color="tab:green", lw=1)
+        crossing = crossing_mass(masses, g90, lo)
+    label = "this calculation, 90% CL" + (f" (eff={args.efficiency:g}, {args.method.upper()})")
+    ax.plot(masses / _GEV, g90, color="k", lw=2, label=label)
+    ax.fill_between(masses / _GEV, g90, 1.0, color="gray", alpha=0.2)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(r"$m_{Z'}$ [GeV]" if setup["model"] == "zprime" else r"$m_{A'}$ [GeV]")
+    ax.set_ylabel(r"$g_{Z'}$" if setup["model"] == "zprime" else r"$\epsilon$")
+    ax.set_ylim(min(g90.min(), 1e-4) / 2, 2e-2)
+    text = f"{args.setup}: N={result['n_on_target']:.3g}, b={args.background:g}, n_obs={args.observed}"
+    if crossing is not None:
+        where = ("over the whole range shown" if crossing <= masses[0]
+                 else f"above {crossing:.0f} MeV")
+        text += f"\ng-2 band excluded {where} (this calc.)"
+    if setup["model"] == "zprime":
+        text += "\nNA64mu 2022: g-2 explanation excluded above ~40 MeV"
+    ax.text(0.03, 0.97, text, transform=ax.transAxes, va="top", fontsize=13)
+    ax.legend(loc="lower right", fontsize=12)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return crossing
+
+
+def run(args) -> int:
+    result = compute(args)
+    if args.plot:
+        result["g2_crossing_mev"] = _plot(result, args, args.plot)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    c = SETUPS[args.setup]["coupling"]
+    print(f"# {args.setup}: N_on_target={result['n_on_target']:.4g} eff={args.efficiency:g} "
+          f"b={args.background:g}+-{args.background_uncertainty:g} n_obs={args.observed} "
+          f"x>{result['x_min']:g} ({args.method})")
+    print(f"# {args.cl:.0%} CL upper limit on signal events: {result['n_up']:.3f} "
+          f"(Poisson CLs cross-check {result['n_up_poisson']:.3f})")
+    if c == "g":
+        print(f"{'mass_GeV':>10} {'n_up':>7} {'g90':>10} {'g2_low':>10} {'g2_mid':>10} "
+              f"{'g2_high':>10}  g-2 excluded")
+        for r in result["limits"]:
+            print(f"{r['mass_gev']:10.4g} {result['n_up']:7.3f} {r['g90']:10.3e} "
+                  f"{r['g2_band_low']:10.3e} {r['g2_band_central']:10.3e} {r['g2_band_high']:10.3e}"
+                  f"  {'yes' if r['g2_excluded'] else 'no'}")
+    else:
+        print(f"{'mass_GeV':>10} {'n_up':>7} {'eps90':>10}")
+        for r in result["limits"]:
+            print(f"{r['mass_gev']:10.4g} {result['n_up']:7.3f} {r['eps90']:10.3e}")
+    if args.plot:
+        cross = result.get("g2_crossing_mev")
+        print(f"# plot written to {args.plot}"
+              + (f"; g-2 band excluded above {cross:.1f} MeV" if cross else ""))
+    return 0
