@@ -19,27 +19,33 @@ __all__ = ["loop_integral", "delta_a_mu", "g_band"]
 _GX, _GW = np.polynomial.legendre.leggauss(48)
 
 
+def _gl_log(f, lo, hi):
+    """Int_lo^hi f(x) dx with Gauss-Legendre in ln x (lo, hi arrays with a trailing axis)."""
+    l0, l1 = np.log(lo), np.log(hi)
+    x = np.exp(0.5 * (l1 - l0) * _GX + 0.5 * (l1 + l0))
+    return 0.5 * (l1 - l0)[..., 0] * np.sum(_GW * f(x) * x, axis=-1)
+
+
 def loop_integral(mass):
     """I(m) = Int_0^1 x^2 (1-x) / (x^2 + (1-x) r) dx, r = (m/m_mu)^2 (vectorised).
 
-    Gauss-Legendre on panels split at x = sqrt(r) (where the integrand turns over for
-    small r), in ln x below it; 1/2 for m -> 0 and 1/(3 r) for m -> infinity.
+    Gauss-Legendre panels in ln x on (0, 1/2], split at x = sqrt(r) (where the integrand
+    turns over for small r), and in ln(1-x) on [1/2, 1), split at 1-x = 1/r (the turn-over
+    for large r).  Limits: 1/2 for m -> 0 and 1/(3 r) for m -> infinity.
     """
     r = (np.asarray(mass, float) / constants.MUON_MASS) ** 2
     r1 = r[..., None]
-    xb = np.clip(np.sqrt(r1), 1e-12, 0.5)
 
     def f(x):
         return x**2 * (1 - x) / (x**2 + (1 - x) * r1)
 
-    # [1e-12 xb, xb] in ln x, then [xb, 1] linear
-    l0, l1 = np.log(1e-12 * xb), np.log(xb)
-    s = 0.5 * (l1 - l0) * _GX + 0.5 * (l1 + l0)
-    x = np.exp(s)
-    low = 0.5 * (l1 - l0)[..., 0] * np.sum(_GW * f(x) * x, axis=-1)
-    x = 0.5 * (1 - xb) * _GX + 0.5 * (1 + xb)
-    high = 0.5 * (1 - xb)[..., 0] * np.sum(_GW * f(x), axis=-1)
-    return low + high
+    def f_mirror(y):  # f at x = 1 - y
+        return f(1.0 - y)
+
+    xb = np.clip(np.sqrt(r1), 1e-12, 0.25)
+    yb = np.clip(1.0 / r1, 1e-12, 0.25)
+    return (_gl_log(f, 1e-12 * xb, xb) + _gl_log(f, xb, 0.5 + 0 * xb)
+            + _gl_log(f_mirror, 1e-12 * yb, yb) + _gl_log(f_mirror, yb, 0.5 + 0 * yb))
 
 
 def delta_a_mu(m_zprime, g):

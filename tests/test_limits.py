@@ -1,0 +1,58 @@
+"""Counting-experiment upper limits (Poisson and pyhf CLs) and coupling limits."""
+
+import math
+
+import numpy as np
+import pytest
+
+from na64reco.stats import limits
+
+
+def test_poisson_zero_observed_zero_background():
+    assert limits.poisson_upper_limit(0, 0.0) == pytest.approx(-math.log(0.1), rel=1e-9)  # 2.303
+    assert limits.poisson_upper_limit(0, 0.0, cl=0.95) == pytest.approx(-math.log(0.05), rel=1e-9)
+
+
+def test_poisson_known_values():
+    # classical (Neyman) 90 % upper limits, b = 0 (PDG Statistics review, table 40.3)
+    for n, ref in [(1, 3.890), (2, 5.322), (3, 6.681)]:
+        assert limits.poisson_upper_limit(n, 0.0, method="classical") == pytest.approx(ref, abs=2e-3)
+    # CLs with n = 0 does not depend on b
+    assert limits.poisson_upper_limit(0, 3.0) == pytest.approx(2.303, abs=1e-3)
+
+
+def test_poisson_monotonic_in_background():
+    ups = [limits.poisson_upper_limit(2, b) for b in (0.0, 0.5, 1.0, 2.0, 4.0)]
+    assert np.all(np.diff(ups) < 0)
+
+
+@pytest.mark.parametrize("b,db", [(1e-6, 0.0), (0.07, 0.03), (0.5, 0.2)])
+def test_pyhf_zero_observed(b, db):
+    assert limits.cls_upper_limit(0, b, db) == pytest.approx(2.303, rel=0.02)
+
+
+def test_pyhf_agrees_with_poisson_without_uncertainty():
+    for n, b in [(1, 0.07), (3, 1.0)]:
+        assert limits.cls_upper_limit(n, b, 0.0) == pytest.approx(limits.poisson_upper_limit(n, b), rel=0.02)
+
+
+def test_pyhf_monotonic_in_background_and_uncertainty_weakens():
+    ups = [limits.cls_upper_limit(2, b, 0.1 * b) for b in (0.2, 1.0, 3.0)]
+    assert ups[0] > ups[1] > ups[2]
+    assert limits.cls_upper_limit(2, 2.0, 1.0) > limits.cls_upper_limit(2, 2.0, 0.0)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError):
+        limits.poisson_upper_limit(-1, 0.0)
+    with pytest.raises(ValueError):
+        limits.cls_upper_limit(0, -0.1)
+
+
+def test_coupling_limit_scaling():
+    # N ~ g^2: N(g_ref=1e-4) = 0.23 -> g90 = 1e-4 * sqrt(2.3/0.23)
+    assert limits.coupling_limit(10.0, 2.3, n_ref=0.23, coupling_ref=1e-4) == pytest.approx(1e-4 * np.sqrt(10))
+    g90 = limits.coupling_limit(10.0, 2.3, n_mot=1.98e10, efficiency=0.5, x_min=0.5, n_steps=4)
+    from na64reco.physics.yields import expected_signal
+
+    assert expected_signal(1.98e10, 10.0, g90, 0.5, x_min=0.5, n_steps=4) == pytest.approx(2.3, rel=1e-10)
