@@ -1,0 +1,129 @@
+"""Round trip and error handling of the raw ROOT format."""
+
+import json
+
+import awkward as ak
+import numpy as np
+import pytest
+import uproot
+
+from na64reco.errors import RawFormatError, SetupMismatch
+from na64reco.io.raw import N_SAMPLES, TRUTH_BRANCHES, RawWriter, open_raw
+
+
+def _chunk(rng, n, first_event=0):
+    nc, na, ns = rng.integers(0, 6, n), rng.integers(0, 12, n), rng.integers(0, 3, n)
+    tc, ta, ts = nc.sum(), na.sum(), ns.sum()
+    return {
+        "run": np.full(n, 7), "spill": np.arange(n) // 100, "event": first_event + np.arange(n),
+        "trigger": np.ones(n), "time_in_spill": rng.uniform(0, 4.8, n),
+        "n_calo": nc, "calo_det": rng.integers(1, 15, tc), "calo_chan": rng.integers(0, 60, tc),
+        "calo_adc": rng.integers(0, 4096, (tc, N_SAMPLES)),
+        "n_apv": na, "apv_plane": rng.integers(0, 17, ta), "apv_chan": rng.integers(0, 320, ta),
+        "apv_a0": rng.integers(-20, 500, ta), "apv_a1": rng.integers(-20, 900, ta), "apv_a2": rng.integers(-20, 700, ta),
+        "n_straw": ns, "straw_plane": rng.integers(0, 17, ts), "straw_tube": rng.integers(0, 64, ts),
+        "straw_tdc": rng.integers(0, 200, ts),
+    }
+
+
+def _truth(rng, n):
+    t = {k: rng.normal(size=n) for k in TRUTH_BRANCHES}
+    t.update(run=np.full(n, 7), spill=np.zeros(n), event=np.arange(n), process=rng.integers(0, 9, n))
+    return t
+
+
+@pytest.fixture
+def written(tmp_path):
+    rng = np.random.default_rng(3)
+    path = tmp_path / "run7.root"
+    chunks = [_chunk(rng, 500, 0), _chunk(rng, 300, 500)]
+    truth = _truth(rng, 800)
+    with RawWriter(path, setup="na64mu", run=7, has_truth=True) as w:
+        for c in chunks:
+            w.write_events(c)
+        w.write_truth(truth)
+        w.write_spills({"run": [7, 7], "spill": [0, 1], "n_beam": [1000, 900], "n_triggered": [500, 300]})
+    return path, chunks, truth
+
+
+def test_round_trip(written):
+    path, chunks, truth = written
+    with open_raw(path, setup="na64mu") as f:
+        assert f.n_events == 800 and f.has_truth and f.run == 7 and f.setup == "na64mu"
+        ev = f.events()
+        assert ak.fields(ev.calo) == ["det", "chan", "adc"]
+        for k in ("event", "spill", "run"):
+            assert np.array_equal(np.asarray(ev[k]), np.concatenate([c[k] for c in chunks]))
+        adc = ak.to_numpy(ak.flatten(ev.calo.adc))
+        assert adc.shape[1] == N_SAMPLES and adc.dtype == np.int16
+        assert np.array_equal(adc, np.concatenate([c["calo_adc"] for c in chunks]))
+        assert np.array_equal(ak.to_numpy(ak.num(ev.calo)), np.concatenate([c["n_calo"] for c in chunks]))
+        for fld in ("plane", "chan", "a0", "a1", "a2"):
+            assert np.array_equal(ak.to_numpy(ak.flatten(ev.apv[fld])), np.concatenate([c[f"apv_{fld}"] for c in chunks]))
+        assert np.array_equal(ak.to_numpy(ak.flatten(ev.straw.tdc)), np.concatenate([c["straw_tdc"] for c in chunks]))
+        part = f.events(100, 600)
+        assert np.array_equal(ak.to_numpy(part.event), np.arange(100, 600))
+        sp = f.spills()
+        assert sp["n_beam"].sum() == 1900
+        t = f.truth()
+        assert np.allclose(t["p_in"], truth["p_in"].astype(np.float32))
+        assert np.array_equal(t["process"], truth["process"])
+
+
+def test_data_like_file_has_no_truth(tmp_path):
+    rng = np.random.default_rng(1)
+    path = tmp_path / "data.root"
+    with RawWriter(path, setup="na64e", run=3, has_truth=False) as w:
+        w.write_events(_chunk(rng, 10))
+        w.write_spills({"run": [3], "spill": [0], "n_beam": [10], "n_triggered": [10]})
+    f = open_raw(path)
+    assert not f.has_truth
+    assert "truth" not in uproot.open(path).keys(cycle=False)
+    with pytest.raises(RawFormatError, match="has no truth"):
+        f.truth()
+
+
+def test_errors(written, tmp_path):
+    path, _, _ = written
+    with pytest.raises(SetupMismatch, match="was written for setup 'na64mu', not 'na64e'"):
+        open_raw(path, setup="na64e")
+    with pytest.raises(RawFormatError, match="file not found"):
+        open_raw(tmp_path / "missing.root")
+    empty = tmp_path / "empty.root"
+    empty.write_bytes(b"")
+    with pytest.raises(RawFormatError, match="file is empty"):
+        open_raw(empty)
+    truncated = tmp_path / "truncated.root"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    with pytest.raises(RawFormatError, match="truncated.root"):
+        open_raw(truncated).events()
+
+
+def test_unknown_version_and_missing_branch(tmp_path):
+    rng = np.random.default_rng(2)
+    future = tmp_path / "future.root"
+    c = _chunk(rng, 5)
+    with RawWriter(future, setup="na64mu", run=1, has_truth=False, extra_meta={"format_version": 99}) as w:
+        w.write_events(c)
+    with pytest.raises(RawFormatError, match="version 99; this na64reco reads 'na64raw' version 1"):
+        open_raw(future)
+    other = tmp_path / "missing_branch.root"
+    with uproot.recreate(other) as f:
+        f.mktree("events", {"run": np.int32})
+        f["events"].extend({"run": np.ones(3, np.int32)})
+        f.mktree("spills", {"run": np.int32})
+        f["na64raw"] = json.dumps({"format": "na64raw", "format_version": 1, "setup": "na64mu", "run": 1})
+    with pytest.raises(RawFormatError, match="tree 'events' lacks branch\\(es\\) spill, event"):
+        open_raw(other)
+    plain = tmp_path / "plain.root"
+    with uproot.recreate(plain) as f:
+        f["x"] = "y"
+    with pytest.raises(RawFormatError, match="not an na64reco raw file"):
+        open_raw(plain)
+
+
+def test_unwritable_output(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    with pytest.raises(RawFormatError, match="a_file/x.root: cannot write"):
+        RawWriter(blocker / "x.root", setup="na64mu", run=1, has_truth=False)
