@@ -1,0 +1,132 @@
+"""The blinding rule.
+
+For *data* (raw files without truth), an event that passes every cut of the selection
+and is not provably outside the signal box (a NaN box variable counts as inside) is
+removed right after the cuts are evaluated, before any histogram, N-1 plot, count,
+log line or output sees it.  What remains is safe to show; the cut-flow's signal-box
+row reads ``"blinded"`` (see :class:`~na64reco.selection.cuts.CutflowTable`).
+
+The rule depends only on the events and the selection: not on the cut order in the
+YAML, not on any option.  The box can be opened only with an
+:class:`UnblindingToken`, which cannot be built by hand: it is issued by
+:meth:`UnblindingToken.from_ledger` after a registered ledger validator (the frozen-
+analysis ledger of ``na64reco freeze``/``unblind``) has accepted the request, and it
+is bound to one selection file (its SHA-256).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import awkward as ak
+import numpy as np
+
+from na64reco.errors import BlindingError
+from na64reco.selection.cuts import outside_mask
+from na64reco.selection.schema import Selection
+
+
+@dataclass(frozen=True)
+class BlindingDecision:
+    """What blinding did to one chunk (never shown for data: it would reveal the box)."""
+
+    keep: np.ndarray  # events that may be used further
+    blinded: bool     # True for data that was not unblinded
+
+
+def blind_mask(reco: ak.Array, masks: dict[str, np.ndarray], selection: Selection) -> np.ndarray:
+    """Events to hide: pass every cut and are not provably outside the signal box."""
+    hide = ~outside_mask(reco, selection.signal_box)
+    for m in masks.values():
+        hide &= m
+    return hide
+
+
+def apply_blinding(reco: ak.Array, masks: dict[str, np.ndarray], selection: Selection, *,
+                   is_data: bool, token: UnblindingToken | None = None) -> BlindingDecision:
+    """Decide which events survive blinding (all of them for simulation)."""
+    n = len(reco)
+    if not is_data:
+        return BlindingDecision(np.ones(n, bool), False)
+    if token is not None:
+        token.check(selection)
+        return BlindingDecision(np.ones(n, bool), False)
+    return BlindingDecision(~blind_mask(reco, masks, selection), True)
+
+
+# ----------------------------------------------------------------------------------------
+_LEDGER_VALIDATOR: Callable[[str, Selection], dict] | None = None
+_ISSUE = object()
+
+
+def register_ledger_validator(validator: Callable[[str, Selection], dict]) -> None:
+    """Install the function that checks a frozen-analysis ledger.
+
+    ``validator(ledger_path, selection)`` must raise :class:`BlindingError` unless the
+    ledger records ``selection`` (by its SHA-256) as frozen and allowed to be unblinded;
+    it returns the ledger entry (a dict) that authorises the unblinding.
+    """
+    global _LEDGER_VALIDATOR
+    _LEDGER_VALIDATOR = validator
+
+
+class UnblindingToken:
+    """Permission to open the signal box of one frozen selection.
+
+    Only :meth:`from_ledger` creates tokens; calling the class raises
+    :class:`BlindingError`.
+    """
+
+    __slots__ = ("selection_sha256", "ledger", "entry")
+
+    def __init__(self, *args, _key=None, **kwargs):
+        if _key is not _ISSUE:
+            raise BlindingError("an UnblindingToken cannot be made by hand: it is issued by "
+                                "UnblindingToken.from_ledger() from a frozen-analysis ledger "
+                                "(na64reco unblind)")
+        selection_sha256, ledger, entry = args
+        object.__setattr__(self, "selection_sha256", selection_sha256)
+        object.__setattr__(self, "ledger", ledger)
+        object.__setattr__(self, "entry", dict(entry))
+
+    def __setattr__(self, name, value):
+        raise BlindingError("an UnblindingToken is immutable")
+
+    def __reduce__(self):  # picklable for the futures/dask executors
+        return (_rebuild_token, (self.selection_sha256, self.ledger, self.entry))
+
+    @classmethod
+    def from_ledger(cls, ledger_path: str, selection: Selection) -> UnblindingToken:
+        if _LEDGER_VALIDATOR is None:
+            raise BlindingError("no frozen-analysis ledger validator is installed: the signal "
+                                "box stays closed (freeze the analysis with `na64reco freeze`)")
+        entry = _LEDGER_VALIDATOR(str(ledger_path), selection)
+        if not isinstance(entry, dict):
+            raise BlindingError(f"ledger {ledger_path}: the validator did not return an entry")
+        return cls(selection.sha256, str(ledger_path), entry, _key=_ISSUE)
+
+    def check(self, selection: Selection) -> None:
+        """Raise unless this token was issued for exactly ``selection``'s file content."""
+        if self.selection_sha256 != selection.sha256:
+            raise BlindingError(
+                f"the unblinding token was issued for a selection with SHA-256 "
+                f"{self.selection_sha256[:12]}..., not for {selection.source} "
+                f"({selection.sha256[:12]}...): the frozen selection was changed")
+
+    def __repr__(self) -> str:
+        return f"UnblindingToken(selection={self.selection_sha256[:12]}..., ledger={self.ledger!r})"
+
+
+def _rebuild_token(selection_sha256, ledger, entry):
+    return UnblindingToken(selection_sha256, ledger, entry, _key=_ISSUE)
+
+
+def check_unblind_argument(unblind) -> UnblindingToken | None:
+    """Validate a processor's ``unblind`` argument: ``None`` or a real token."""
+    if unblind is None:
+        return None
+    if isinstance(unblind, UnblindingToken):
+        return unblind
+    raise BlindingError(f"unblind={unblind!r} is not accepted: only an UnblindingToken issued from "
+                        "a frozen-analysis ledger can open the signal box")

@@ -1,0 +1,205 @@
+"""Evaluate a :class:`~na64reco.selection.schema.Selection` on reco records.
+
+:func:`cut_masks` turns each cut into a boolean mask (NaN fails every cut);
+:func:`build_selection` packs them into a coffea ``PackedSelection``;
+:class:`CutflowTable` is the mergeable cut-flow (events and weighted sums with their
+errors after each cut, and the N-1 counts) that processors return.
+
+Blinding (:mod:`na64reco.selection.blinding`) is applied *between* :func:`cut_masks`
+and everything else; functions here never decide what may be shown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import awkward as ak
+import numpy as np
+from coffea.analysis_tools import PackedSelection
+
+from na64reco.errors import NA64Error
+from na64reco.selection.schema import Cut, Region, Selection
+
+BOX = "signal_box"
+BLINDED = "blinded"
+
+
+def column(reco: ak.Array, variable: str) -> np.ndarray:
+    """A reco field as numpy (2-D for per-module variables); clear error if missing."""
+    if variable not in reco.fields:
+        raise NA64Error(f"reco record has no field {variable!r} (has: {', '.join(reco.fields)})")
+    arr = reco[variable]
+    if arr.ndim == 1:
+        return np.asarray(ak.to_numpy(arr))
+    return np.asarray(ak.to_numpy(ak.fill_none(ak.pad_none(arr, ak.max(ak.num(arr)) or 0), np.nan)),
+                      dtype=float)
+
+
+def _in_range(x: np.ndarray, lo: float | None, hi: float | None) -> np.ndarray:
+    ok = np.isfinite(x) if x.dtype.kind == "f" else np.ones(x.shape, bool)
+    if lo is not None:
+        ok &= x >= lo
+    if hi is not None:
+        ok &= x < hi
+    return ok
+
+
+def cut_mask(reco: ak.Array, cut: Cut) -> np.ndarray:
+    """Boolean mask of the events passing ``cut``."""
+    x = column(reco, cut.variable)
+    if cut.type == "equal":
+        return x == cut.value
+    if cut.type == "bits":
+        return (x.astype(np.uint64) & np.uint64(cut.bits)) == np.uint64(cut.bits)
+    if cut.type == "range":
+        return _in_range(x, cut.min, cut.max)
+    # each_in_range: every (selected) module in the window; no module -> fail
+    if x.ndim == 1:
+        x = x[:, None]
+    if cut.modules is not None:
+        if max(cut.modules) >= x.shape[1]:
+            raise NA64Error(f"cut {cut.name!r}: module {max(cut.modules)} requested but "
+                            f"{cut.variable} has {x.shape[1]} modules")
+        x = x[:, list(cut.modules)]
+    if x.shape[1] == 0:
+        return np.zeros(len(x), bool)
+    return np.all(_in_range(x, cut.min, cut.max), axis=1)
+
+
+def cut_masks(reco: ak.Array, selection: Selection) -> dict[str, np.ndarray]:
+    """Mask of each cut, in the selection's order."""
+    return {c.name: cut_mask(reco, c) for c in selection.cuts}
+
+
+def region_mask(reco: ak.Array, region: Region) -> np.ndarray:
+    """Events inside a region's range (not including the cuts)."""
+    return _in_range(column(reco, region.variable), region.min, region.max)
+
+
+def outside_mask(reco: ak.Array, region: Region) -> np.ndarray:
+    """Events provably outside a region: a NaN value is *not* provably outside."""
+    x = column(reco, region.variable).astype(float)
+    out = np.zeros(len(x), bool)
+    if region.min is not None:
+        out |= x < region.min
+    if region.max is not None:
+        out |= x >= region.max
+    return out
+
+
+def build_selection(masks: dict[str, np.ndarray], box: np.ndarray) -> PackedSelection:
+    """A coffea ``PackedSelection`` with every cut and, last, the signal box."""
+    sel = PackedSelection(dtype="uint64")
+    for name, m in masks.items():
+        sel.add(name, m)
+    sel.add(BOX, box)
+    return sel
+
+
+# ----------------------------------------------------------------------------------------
+@dataclass
+class CutflowTable:
+    """Cut-flow and N-1 counts, mergeable across chunks (``a + b``).
+
+    ``labels`` are ``initial``, each cut, and ``signal_box``.  For every label:
+    ``n`` (events), ``sumw`` and ``sumw2`` (weighted sum and sum of squared weights; the
+    error of the weighted sum is ``sqrt(sumw2)``) after that cut and all before it.
+    ``nm1_*`` hold the N-1 counts: all cuts (and the box) except that one.
+    ``blinded`` marks a table with data: its signal-box row (and the N-1 row with every
+    cut) is reported as ``"blinded"``, never as a number.
+    """
+
+    labels: list[str]
+    n: np.ndarray
+    sumw: np.ndarray
+    sumw2: np.ndarray
+    nm1_n: np.ndarray
+    nm1_sumw: np.ndarray
+    nm1_sumw2: np.ndarray
+    blinded: bool = False
+    weighted: bool = False
+    meta: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_selection(cls, sel: PackedSelection, cuts: list[str], weights: np.ndarray | None,
+                       *, blinded: bool) -> CutflowTable:
+        names = [*cuts, BOX]
+        w = np.ones(len(sel._data)) if weights is None else np.asarray(weights, dtype=float)
+        flow = sel.cutflow(*names).result()
+        nm1 = sel.nminusone(*names).result()
+        flow_masks = [np.ones(len(w), bool), *flow.maskscutflow]
+        nm1_masks = nm1.masks[:-1]  # N - each cut; the last (all) is the cut-flow's last row
+        return cls(
+            labels=["initial", *names],
+            n=np.array([np.count_nonzero(m) for m in flow_masks], dtype=np.int64),
+            sumw=np.array([w[m].sum() for m in flow_masks]),
+            sumw2=np.array([(w[m] ** 2).sum() for m in flow_masks]),
+            nm1_n=np.array([np.count_nonzero(m) for m in nm1_masks], dtype=np.int64),
+            nm1_sumw=np.array([w[m].sum() for m in nm1_masks]),
+            nm1_sumw2=np.array([(w[m] ** 2).sum() for m in nm1_masks]),
+            blinded=blinded, weighted=weights is not None,
+        )
+
+    def __add__(self, other: CutflowTable) -> CutflowTable:
+        if self.labels != other.labels:
+            raise NA64Error(f"cannot merge cut-flows with different cuts: {self.labels} vs {other.labels}")
+        return CutflowTable(
+            list(self.labels), self.n + other.n, self.sumw + other.sumw, self.sumw2 + other.sumw2,
+            self.nm1_n + other.nm1_n, self.nm1_sumw + other.nm1_sumw, self.nm1_sumw2 + other.nm1_sumw2,
+            self.blinded or other.blinded, self.weighted or other.weighted, {**self.meta, **other.meta},
+        )
+
+    def rows(self) -> list[dict]:
+        """The cut-flow as rows ``{cut, events, sumw, sumw_err, efficiency, cumulative}``.
+
+        For a blinded table the signal-box row carries ``"blinded"`` in every number.
+        """
+        out = []
+        for i, label in enumerate(self.labels):
+            if self.blinded and label == BOX:
+                out.append({"cut": label, "events": BLINDED, "sumw": BLINDED, "sumw_err": BLINDED,
+                            "efficiency": BLINDED, "cumulative": BLINDED})
+                continue
+            prev = self.sumw[i - 1] if i else self.sumw[0]
+            out.append({
+                "cut": label, "events": int(self.n[i]), "sumw": float(self.sumw[i]),
+                "sumw_err": float(np.sqrt(self.sumw2[i])),
+                "efficiency": float(self.sumw[i] / prev) if prev else float("nan"),
+                "cumulative": float(self.sumw[i] / self.sumw[0]) if self.sumw[0] else float("nan"),
+            })
+        return out
+
+    def nminusone_rows(self) -> list[dict]:
+        """N-1 rows ``{cut, events, sumw, sumw_err}``: events passing all but ``cut``."""
+        out = []
+        for i, label in enumerate(self.labels[1:]):
+            out.append({"cut": label, "events": int(self.nm1_n[i]), "sumw": float(self.nm1_sumw[i]),
+                        "sumw_err": float(np.sqrt(self.nm1_sumw2[i]))})
+        if self.blinded:
+            out.append({"cut": "none (all cuts and box)", "events": BLINDED, "sumw": BLINDED,
+                        "sumw_err": BLINDED})
+        else:
+            out.append({"cut": "none (all cuts and box)", "events": int(self.n[-1]),
+                        "sumw": float(self.sumw[-1]), "sumw_err": float(np.sqrt(self.sumw2[-1]))})
+        return out
+
+    def to_dict(self) -> dict:
+        return {"blinded": self.blinded, "weighted": self.weighted, "cutflow": self.rows(),
+                "nminusone": self.nminusone_rows()}
+
+    def format(self, title: str = "") -> str:
+        """A text table of the cut-flow (events, weighted sum +- error, efficiencies)."""
+        lines = [title] if title else []
+        lines.append(f"{'cut':<22}{'events':>12}{'weighted':>14}{'+-':>11}{'eff':>9}{'cumul':>9}")
+        for r in self.rows():
+            if r["events"] == BLINDED:
+                lines.append(f"{r['cut']:<22}{BLINDED:>12}{BLINDED:>14}{'':>11}{'':>9}{'':>9}")
+                continue
+            lines.append(f"{r['cut']:<22}{r['events']:>12d}{r['sumw']:>14.6g}{r['sumw_err']:>11.3g}"
+                         f"{r['efficiency']:>9.4f}{r['cumulative']:>9.4f}")
+        lines.append("N-1 (all cuts but one):")
+        for r in self.nminusone_rows():
+            ev = r["events"] if r["events"] == BLINDED else f"{r['events']:d}"
+            sw = r["sumw"] if r["sumw"] == BLINDED else f"{r['sumw']:.6g}"
+            lines.append(f"  {r['cut']:<28}{ev:>12}{sw:>14}")
+        return "\n".join(lines)
