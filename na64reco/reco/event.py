@@ -1,0 +1,59 @@
+"""Raw events -> one flat record of physics quantities per event.
+
+This is the stage the processors, ``na64reco reco`` and the notebooks call::
+
+    raw = open_raw("run.root")
+    conds = load_conditions(raw.setup, raw.run, tag)
+    reco = reconstruct(raw.events(), load_setup(raw.setup), conds, source=str(raw.path))
+
+Energies and momenta are in GeV, NaN where not reconstructed.  Per-module quantities
+(``hcal_module_energy``, ``veto_paddle_energy``, ``srd_module_energy``) are regular
+``n x k`` arrays.  For simulated files, :func:`attach_truth` adds ``truth_*`` fields.
+"""
+
+from __future__ import annotations
+
+import awkward as ak
+import numpy as np
+
+from na64reco.conditions import RunConditions
+from na64reco.geometry import Setup
+from na64reco.reco.calo import reconstruct_calo
+from na64reco.reco.tracking.stage import reconstruct_tracks
+
+#: Fields every reconstructed record has (others may follow).
+REQUIRED_FIELDS = (
+    "run", "spill", "event", "trigger", "p_in", "p_out", "n_tracks_in", "n_tracks_out",
+    "chi2_in", "chi2_out", "ecal_energy", "ecal_preshower_energy", "hcal_energy",
+    "vhcal_energy", "veto_energy",
+)
+TRUTH_FIELDS = ("process", "weight", "p_in", "p_out", "x", "vertex_z", "e_ecal", "e_hcal")
+
+
+def reconstruct(events: ak.Array, setup: Setup, conditions: RunConditions, source: str = "") -> ak.Array:
+    """Reconstruct raw ``events`` (as from :meth:`RawFile.events`) into flat records."""
+    out: dict[str, object] = {k: np.asarray(events[k]) for k in ("run", "spill", "event", "trigger")}
+    for name, value in {**reconstruct_calo(events, setup, conditions, source=source),
+                        **reconstruct_tracks(events, setup, conditions, source=source)}.items():
+        if name in out:
+            raise RuntimeError(f"reconstruction stages both produce {name!r}")
+        out[name] = value
+    return ak.zip({k: _column(v) for k, v in out.items()}, depth_limit=1)
+
+
+def attach_truth(reco: ak.Array, truth: dict[str, np.ndarray]) -> ak.Array:
+    """Add ``truth_<name>`` fields from the truth tree rows matching ``reco``'s events."""
+    if len(truth["event"]) != len(reco) or not np.array_equal(np.asarray(truth["event"]), np.asarray(reco["event"])):
+        raise ValueError("truth rows do not match the reconstructed events (event numbers differ)")
+    for name in TRUTH_FIELDS:
+        reco = ak.with_field(reco, np.asarray(truth[name]), f"truth_{name}")
+    return reco
+
+
+def _column(value):
+    if isinstance(value, ak.Array):
+        return value
+    arr = np.asarray(value)
+    if arr.ndim == 2:
+        return ak.from_numpy(arr, regulararray=True)
+    return arr
