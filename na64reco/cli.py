@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name != f"na64reco.commands.{name}":
                 raise
             continue  # subcommand not built yet
-        p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        text = module.HELP.replace("%", "%%")  # argparse %-formats help strings
+        p = sub.add_parser(module.NAME, help=text, description=text)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser
