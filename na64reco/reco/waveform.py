@@ -1,0 +1,497 @@
+"""MSADC waveforms -> per-digit amplitude, time, energy and quality flags.
+
+Three tiers (``STYLE.md``):
+
+* :func:`_waveform_kernel` -- numba kernel over the flat ``(n_digits, n_samples)`` sample
+  array and per-digit conditions arrays;
+* :func:`waveform_reference` -- a slow, obvious per-digit twin in plain Python/numpy,
+  tested to agree with the kernel;
+* :func:`reconstruct_digits` -- the wrapper used by the stage functions: looks up the
+  run's conditions of each digit, checks the input, calls the kernel.
+
+Algorithm, per digit (samples ``s_k``, ``k = 0..31``, period ``P``):
+
+1. Pedestals: the mean of the even and of the odd samples among the first
+   ``msadc.pedestal_samples`` samples (the event's own estimate).  If one of these
+   samples deviates from its parity mean by more than ``msadc.pedestal_contamination``
+   noise sigmas (a pulse or a pile-up tail sits in the pedestal region), the conditions
+   pedestals are used instead and :data:`FLAG_PEDESTAL_FALLBACK` is set.
+2. ``y_k = s_k - pedestal(parity of k)``; the largest sample gives ``a_max``.
+   Below ``msadc.zero_suppression`` ADC counts the digit is :data:`FLAG_BELOW_THRESHOLD`:
+   no time, no energy.
+3. Time: half-maximum of the rising edge by linear interpolation between samples
+   gives a first estimate of the pulse start ``t0 = t_half - half_rise``.  It is then
+   refined by a least-squares fit of the shared pulse template (``na64reco.pulse``,
+   unit peak) ``y_k = A f(kP - t0)`` to the samples around the maximum (4 before,
+   4 after; for saturated pulses 4 before the first and 4 after the last saturated one), with ``A`` solved linearly and ``t0`` by a golden-section search within
+   +-1.5 P of the first estimate.  Saturated samples (raw ``>= max_adc``) are left out of
+   the fit, so saturated pulses keep a sensible amplitude; they set
+   :data:`FLAG_SATURATED`.
+4. amplitude = ``A`` (ADC counts above pedestal, the template peak),
+   time = ``t0 + half_rise - time_offset`` (ns from the first sample: the half-maximum
+   time corrected for the channel's cable/PMT delay), energy = ``A * gain`` (MeV).
+5. Pile-up (:data:`FLAG_PILEUP`): another local maximum higher than
+   ``msadc.pileup_fraction`` of ``a_max`` that exceeds the fitted pulse's own tail there
+   by more than ``msadc.pileup_prominence`` noise sigmas, or a template chi2/ndf above
+   ``msadc.pileup_chi2`` (with sigma^2 = noise^2 + 1/12 per sample).
+6. Channels whose status is not good (dead, noisy) are :data:`FLAG_MASKED`; their
+   energy is reconstructed but never counted by the stage functions.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from na64reco.config import load_yaml
+from na64reco.errors import RawFormatError
+from na64reco.geometry import Setup
+from na64reco.pulse import msadc_half_rise_time, msadc_shape
+
+FLAG_SATURATED = 1
+FLAG_PILEUP = 2
+FLAG_PEDESTAL_FALLBACK = 4
+FLAG_MASKED = 8
+FLAG_BELOW_THRESHOLD = 16
+FLAG_OUT_OF_TIME = 32  # set by the stage functions (timing window), not by the kernel
+
+_GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+_N_GOLDEN = 22  # bracket 3 P * 0.618^22 ~ 1e-3 ns
+_FIT_BEFORE, _FIT_AFTER = 4, 4
+
+
+@dataclass(frozen=True)
+class WaveformConfig:
+    """Digit-reconstruction parameters of a setup (``msadc`` section of the setup YAML)."""
+
+    n_samples: int
+    period: float  # ns
+    max_adc: int
+    decay: float  # ns
+    half_rise: float  # ns, half-maximum time after the pulse start
+    signal_time: float  # ns, nominal pulse start
+    threshold: float  # ADC above pedestal
+    pedestal_samples: int
+    pedestal_contamination: float  # noise sigmas
+    timing_window: float  # ns
+    pileup_fraction: float
+    pileup_prominence: float  # noise sigmas
+    pileup_chi2: float
+
+    @property
+    def nominal_time(self) -> float:
+        """Half-maximum time of an in-time pulse of a channel with zero time offset (ns)."""
+        return self.signal_time + self.half_rise
+
+
+@functools.lru_cache(maxsize=16)
+def _config_from_source(source: str, n_samples, period, max_adc, decay, signal_time, threshold):
+    a = load_yaml(source).node("msadc")
+    return WaveformConfig(
+        n_samples=n_samples, period=period, max_adc=max_adc, decay=decay,
+        half_rise=msadc_half_rise_time(decay), signal_time=signal_time, threshold=threshold,
+        pedestal_samples=a.integer("pedestal_samples", minimum=2, maximum=n_samples - 8),
+        pedestal_contamination=a.number("pedestal_contamination", minimum=1.0),
+        timing_window=a.quantity("timing_window", "time", minimum=0.0),
+        pileup_fraction=a.number("pileup_fraction", minimum=0.0, maximum=1.0),
+        pileup_prominence=a.number("pileup_prominence", minimum=0.0),
+        pileup_chi2=a.number("pileup_chi2", minimum=1.0),
+    )
+
+
+def waveform_config(setup: Setup) -> WaveformConfig:
+    """The :class:`WaveformConfig` of ``setup`` (raises ConfigError naming a missing key)."""
+    m = setup.msadc
+    return _config_from_source(setup.source, m.n_samples, m.sample_period, m.max_adc,
+                               m.pulse_decay, m.signal_time, m.zero_suppression)
+
+
+def _kernel_args(cfg: WaveformConfig):
+    return (cfg.pedestal_samples, cfg.pedestal_contamination, cfg.period, cfg.decay, cfg.half_rise,
+            cfg.max_adc, cfg.threshold, cfg.pileup_fraction, cfg.pileup_prominence, cfg.pileup_chi2)
+
+
+# ----------------------------------------------------------------------------------------
+# fast kernel
+@numba.njit(cache=True, nogil=True)
+def _fit_sums(y, use, k_lo, k_hi, t0, period, decay):
+    """Sums (sum y f, sum f f) of the template starting at t0 over samples k_lo..k_hi."""
+    tp = 2.0 * decay
+    r = math.exp(-period / decay)
+    # exp(-(t_k - tp)/decay) with t_k = k P - t0, by recursion in k
+    e = math.exp(-(k_lo * period - t0 - tp) / decay)
+    syf = 0.0
+    sff = 0.0
+    for k in range(k_lo, k_hi + 1):
+        t = k * period - t0
+        if t > 0.0 and use[k]:
+            u = t / tp
+            f = u * u * e
+            syf += y[k] * f
+            sff += f * f
+        e *= r
+    return syf, sff
+
+
+@numba.njit(cache=True, nogil=True)
+def _waveform_kernel(adc, ped_even_cond, ped_odd_cond, noise, gain, time_offset, status,
+                     n_ped, contamination, period, decay, half_rise, max_adc, threshold,
+                     pileup_fraction, pileup_prominence, pileup_chi2):
+    n, ns = adc.shape
+    amplitude = np.empty(n)
+    time = np.empty(n)
+    energy = np.empty(n)
+    ped_even = np.empty(n)
+    ped_odd = np.empty(n)
+    chi2ndf = np.empty(n)
+    flags = np.zeros(n, dtype=np.uint8)
+    y = np.empty(ns)
+    use = np.empty(ns, dtype=np.bool_)
+    for i in range(n):
+        sig = max(noise[i], 1.0)
+        # 1. pedestals per parity from the first samples
+        se = 0.0
+        so = 0.0
+        ne = 0
+        no = 0
+        for k in range(n_ped):
+            if k % 2 == 0:
+                se += adc[i, k]
+                ne += 1
+            else:
+                so += adc[i, k]
+                no += 1
+        pe = se / ne
+        po = so / no
+        bad = False
+        for k in range(n_ped):
+            ref = pe if k % 2 == 0 else po
+            if abs(adc[i, k] - ref) > contamination * sig:
+                bad = True
+        f = np.uint8(0)
+        if bad:
+            pe = ped_even_cond[i]
+            po = ped_odd_cond[i]
+            f |= FLAG_PEDESTAL_FALLBACK
+        ped_even[i] = pe
+        ped_odd[i] = po
+        # 2. pedestal-subtracted samples, maximum, saturation
+        imax = 0
+        for k in range(ns):
+            y[k] = adc[i, k] - (pe if k % 2 == 0 else po)
+            use[k] = adc[i, k] < max_adc
+            if not use[k]:
+                f |= FLAG_SATURATED
+            if y[k] > y[imax]:
+                imax = k
+        amax = y[imax]
+        if status[i] != 0:
+            f |= FLAG_MASKED
+        if amax < threshold:
+            amplitude[i] = amax
+            time[i] = np.nan
+            energy[i] = 0.0
+            chi2ndf[i] = np.nan
+            flags[i] = f | FLAG_BELOW_THRESHOLD
+            continue
+        # 3. half maximum on the rising edge (linear interpolation) -> first t0
+        half = 0.5 * amax
+        t_half = 0.0
+        for k in range(imax - 1, -1, -1):
+            if y[k] < half:
+                t_half = period * (k + (half - y[k]) / (y[k + 1] - y[k]))
+                break
+        t0c = t_half - half_rise
+        k_first = imax
+        k_last = imax
+        for k in range(ns):
+            if not use[k]:
+                k_first = min(k_first, k)
+                k_last = max(k_last, k)
+        k_lo = max(0, k_first - _FIT_BEFORE)
+        k_hi = min(ns - 1, k_last + _FIT_AFTER)
+        # golden-section search of max (sum y f)^2 / sum f f  (= min chi2)
+        a = t0c - 1.5 * period
+        b = t0c + 1.5 * period
+        c = b - _GOLDEN * (b - a)
+        d = a + _GOLDEN * (b - a)
+        s1, s2 = _fit_sums(y, use, k_lo, k_hi, c, period, decay)
+        qc = s1 * s1 / s2 if s2 > 0 else -1.0
+        s1, s2 = _fit_sums(y, use, k_lo, k_hi, d, period, decay)
+        qd = s1 * s1 / s2 if s2 > 0 else -1.0
+        for _ in range(_N_GOLDEN):
+            if qc > qd:
+                b = d
+                d = c
+                qd = qc
+                c = b - _GOLDEN * (b - a)
+                s1, s2 = _fit_sums(y, use, k_lo, k_hi, c, period, decay)
+                qc = s1 * s1 / s2 if s2 > 0 else -1.0
+            else:
+                a = c
+                c = d
+                qc = qd
+                d = a + _GOLDEN * (b - a)
+                s1, s2 = _fit_sums(y, use, k_lo, k_hi, d, period, decay)
+                qd = s1 * s1 / s2 if s2 > 0 else -1.0
+        t0 = 0.5 * (a + b)
+        s1, s2 = _fit_sums(y, use, k_lo, k_hi, t0, period, decay)
+        amp = s1 / s2 if s2 > 0 else amax
+        # chi2 of the fit
+        npts = 0
+        syy = 0.0
+        for k in range(k_lo, k_hi + 1):
+            if use[k]:
+                syy += y[k] * y[k]
+                npts += 1
+        chi2 = max(syy - (s1 * s1 / s2 if s2 > 0 else 0.0), 0.0) / (noise[i] ** 2 + 1.0 / 12.0)
+        c2 = chi2 / (npts - 2) if npts > 2 else np.nan
+        # 5. pile-up: a second prominent local maximum, or an inconsistent shape
+        pile = c2 > pileup_chi2
+        for k in range(1, ns - 1):
+            if k == imax or y[k] <= pileup_fraction * amax or not use[k]:
+                continue
+            if y[k] > y[k - 1] and y[k] >= y[k + 1]:
+                t = k * period - t0
+                expected = 0.0
+                if t > 0.0:
+                    u = t / (2.0 * decay)
+                    expected = amp * u * u * math.exp(-(t - 2.0 * decay) / decay)
+                if y[k] - expected > pileup_prominence * sig:
+                    pile = True
+        if pile:
+            f |= FLAG_PILEUP
+        amplitude[i] = amp
+        time[i] = t0 + half_rise - time_offset[i]
+        energy[i] = amp * gain[i]
+        chi2ndf[i] = c2
+        flags[i] = f
+    return amplitude, time, energy, ped_even, ped_odd, chi2ndf, flags
+
+
+# ----------------------------------------------------------------------------------------
+# slow reference twin
+def waveform_reference(adc, ped_even_cond, ped_odd_cond, noise, gain, time_offset, status, cfg):
+    """Plain per-digit implementation of the same algorithm (see the module docstring).
+
+    Evaluates the template with :func:`na64reco.pulse.msadc_shape`; returns the same
+    tuple as the kernel: amplitude, time, energy, ped_even, ped_odd, chi2ndf, flags.
+    """
+    adc = np.asarray(adc, dtype=float)
+    n, ns = adc.shape
+    out = {k: np.empty(n) for k in ("amplitude", "time", "energy", "ped_even", "ped_odd", "chi2ndf")}
+    flags = np.zeros(n, dtype=np.uint8)
+    k_all = np.arange(ns)
+    for i in range(n):
+        s = adc[i]
+        sig = max(noise[i], 1.0)
+        head = s[: cfg.pedestal_samples]
+        pe, po = head[0::2].mean(), head[1::2].mean()
+        ref = np.where(np.arange(len(head)) % 2 == 0, pe, po)
+        f = 0
+        if np.any(np.abs(head - ref) > cfg.pedestal_contamination * sig):
+            pe, po = ped_even_cond[i], ped_odd_cond[i]
+            f |= FLAG_PEDESTAL_FALLBACK
+        out["ped_even"][i], out["ped_odd"][i] = pe, po
+        y = s - np.where(k_all % 2 == 0, pe, po)
+        use = s < cfg.max_adc
+        if not use.all():
+            f |= FLAG_SATURATED
+        if status[i] != 0:
+            f |= FLAG_MASKED
+        imax = int(np.argmax(y))
+        amax = y[imax]
+        if amax < cfg.threshold:
+            out["amplitude"][i], out["time"][i], out["energy"][i], out["chi2ndf"][i] = amax, np.nan, 0.0, np.nan
+            flags[i] = f | FLAG_BELOW_THRESHOLD
+            continue
+        below = [k for k in range(imax) if y[k] < amax / 2]
+        t_half = 0.0
+        if below:
+            k = below[-1]
+            t_half = cfg.period * (k + (amax / 2 - y[k]) / (y[k + 1] - y[k]))
+        saturated = np.flatnonzero(~use)
+        k_first = min(imax, saturated.min()) if saturated.size else imax
+        k_last = max(imax, saturated.max()) if saturated.size else imax
+        window = np.arange(max(0, k_first - _FIT_BEFORE), min(ns - 1, k_last + _FIT_AFTER) + 1)
+        window = window[use[window]]
+
+        def quality(t0):
+            tmpl = msadc_shape(window * cfg.period - t0, cfg.decay / 2, cfg.decay)
+            sff = np.sum(tmpl * tmpl)
+            return (np.sum(y[window] * tmpl) ** 2 / sff) if sff > 0 else -1.0
+
+        t0c = t_half - cfg.half_rise
+        a, b = t0c - 1.5 * cfg.period, t0c + 1.5 * cfg.period
+        c, d = b - _GOLDEN * (b - a), a + _GOLDEN * (b - a)
+        qc, qd = quality(c), quality(d)
+        for _ in range(_N_GOLDEN):
+            if qc > qd:
+                b, d, qd = d, c, qc
+                c = b - _GOLDEN * (b - a)
+                qc = quality(c)
+            else:
+                a, c, qc = c, d, qd
+                d = a + _GOLDEN * (b - a)
+                qd = quality(d)
+        t0 = (a + b) / 2
+        tmpl = msadc_shape(window * cfg.period - t0, cfg.decay / 2, cfg.decay)
+        sff = np.sum(tmpl**2)
+        amp = np.sum(y[window] * tmpl) / sff if sff > 0 else amax
+        resid = y[window] - amp * tmpl
+        c2 = np.sum(resid**2) / (noise[i] ** 2 + 1 / 12) / (len(window) - 2) if len(window) > 2 else np.nan
+        pile = c2 > cfg.pileup_chi2
+        for k in range(1, ns - 1):
+            if k != imax and use[k] and y[k] > cfg.pileup_fraction * amax and y[k] > y[k - 1] and y[k] >= y[k + 1]:
+                expected = amp * msadc_shape(k * cfg.period - t0, cfg.decay / 2, cfg.decay)
+                if y[k] - expected > cfg.pileup_prominence * sig:
+                    pile = True
+        if pile:
+            f |= FLAG_PILEUP
+        out["amplitude"][i] = amp
+        out["time"][i] = t0 + cfg.half_rise - time_offset[i]
+        out["energy"][i] = amp * gain[i]
+        out["chi2ndf"][i] = c2
+        flags[i] = f
+    return (out["amplitude"], out["time"], out["energy"], out["ped_even"], out["ped_odd"],
+            out["chi2ndf"], flags)
+
+
+# ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Digits:
+    """Reconstructed MSADC digits (flat arrays over digits).
+
+    amplitude: ADC counts above pedestal; time: ns (half-maximum, channel offset removed);
+    energy: MeV; pedestals: ADC; chi2ndf: template fit; flags: ``FLAG_*`` bits.
+    """
+
+    det: np.ndarray
+    chan: np.ndarray
+    amplitude: np.ndarray
+    time: np.ndarray
+    energy: np.ndarray
+    ped_even: np.ndarray
+    ped_odd: np.ndarray
+    chi2ndf: np.ndarray
+    flags: np.ndarray
+
+    @property
+    def good(self) -> np.ndarray:
+        """Digits that count: above threshold, not masked, not out of time."""
+        return (self.flags & (FLAG_BELOW_THRESHOLD | FLAG_MASKED | FLAG_OUT_OF_TIME)) == 0
+
+
+def check_samples(adc: np.ndarray, source: str = "", describe=None) -> np.ndarray:
+    """Validate a (n_digits, n_samples) sample array: finite, not all zero.
+
+    Raises :class:`RawFormatError` naming ``source`` and, through ``describe(i)``, the
+    event of the first bad digit.  Returns the samples as a C-contiguous array.
+    """
+    adc = np.ascontiguousarray(adc)
+    if adc.ndim != 2:
+        raise RawFormatError(f"{source or '<digits>'}: MSADC samples have shape {adc.shape}, "
+                             "expected (n_digits, n_samples)")
+    where = (lambda i: f"digit {i}") if describe is None else describe
+    if adc.dtype.kind == "f":
+        bad = ~np.isfinite(adc).all(axis=1)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise RawFormatError(f"{source or '<digits>'}: {where(i)} has NaN/infinite MSADC samples")
+    zero = ~adc.any(axis=1)
+    if zero.any():
+        i = int(np.argmax(zero))
+        raise RawFormatError(f"{source or '<digits>'}: {where(i)} has an all-zero MSADC waveform "
+                             f"({int(zero.sum())} such digit(s) in total): corrupt or unconnected read-out")
+    return adc
+
+
+def reconstruct_digits(det, chan, adc, setup: Setup, conditions, *, source: str = "",
+                       describe=None) -> Digits:
+    """Reconstruct flat MSADC digits with the run's ``conditions`` (wrapper of the kernel).
+
+    ``det``, ``chan``: detector id and channel of each digit; ``adc``: (n, 32) samples.
+    ``describe(i)`` names the event of digit ``i`` in error messages.
+    """
+    det = np.asarray(det, dtype=np.int64)
+    chan = np.asarray(chan, dtype=np.int64)
+    adc = check_samples(adc, source, describe)
+    cfg = waveform_config(setup)
+    if adc.shape[1] != cfg.n_samples:
+        raise RawFormatError(f"{source or '<digits>'}: {adc.shape[1]} samples per digit, "
+                             f"setup {setup.name} expects {cfg.n_samples}")
+    tables = _condition_tables(setup, conditions)
+    width = tables["gain"].shape[1]
+    known = (det >= 0) & (det < 256) & (chan >= 0) & (chan < width)
+    flat = np.where(known, det, 0) * width + np.where(known, chan, 0)
+    gain = tables["gain"].ravel()[flat]
+    bad = ~known | ~np.isfinite(gain)
+    if bad.any():
+        i = int(np.argmax(bad))
+        where = f"digit {i}" if describe is None else describe(i)
+        raise RawFormatError(
+            f"{source or '<digits>'}: {where}: detector id {det[i]} channel {chan[i]} is not a channel of "
+            f"setup {setup.name} (detectors: "
+            + ", ".join(f"{d.name}={d.id} ({d.n_channels} ch)" for d in setup.calorimeters.values()) + ")"
+        )
+    look = {k: v.ravel()[flat] for k, v in tables.items()}
+    if adc.dtype not in (np.int16, np.int32, np.int64, np.float64):
+        adc = adc.astype(np.float64)
+    res = _waveform_kernel(adc, look["pedestal_even"], look["pedestal_odd"], look["noise_adc"], gain,
+                           look["time_offset"], look["status"].astype(np.int64), *_kernel_args(cfg))
+    return Digits(det, chan, *res)
+
+
+def _condition_tables(setup: Setup, conditions) -> dict[str, np.ndarray]:
+    cache = getattr(conditions, "_na64reco_tables", None)
+    if cache is not None and cache[0] is setup:
+        return cache[1]
+    tables = {f: conditions.calo_table(setup, f)
+              for f in ("pedestal_even", "pedestal_odd", "noise_adc", "gain", "time_offset", "status")}
+    try:
+        object.__setattr__(conditions, "_na64reco_tables", (setup, tables))
+    except (AttributeError, TypeError):
+        pass
+    return tables
+
+
+# ----------------------------------------------------------------------------------------
+@numba.njit(cache=True, nogil=True)
+def _master_time_kernel(offsets, time, use, nominal, longest):
+    n = len(offsets) - 1
+    out = np.empty(n)
+    buf = np.empty(longest)
+    for e in range(n):
+        m = 0
+        for j in range(offsets[e], offsets[e + 1]):
+            if use[j]:
+                buf[m] = time[j]
+                m += 1
+        if m == 0:
+            out[e] = nominal
+        else:
+            v = np.sort(buf[:m])
+            out[e] = v[m // 2] if m % 2 == 1 else 0.5 * (v[m // 2 - 1] + v[m // 2])
+    return out
+
+
+def master_time(offsets, time, use, nominal: float) -> np.ndarray:
+    """Per event: median time of the digits selected by ``use``; ``nominal`` if none (ns)."""
+    offsets = np.asarray(offsets, dtype=np.int64)
+    longest = int(np.diff(offsets).max()) if len(offsets) > 1 else 0
+    return _master_time_kernel(offsets, np.asarray(time, dtype=float), np.asarray(use, dtype=np.bool_),
+                               float(nominal), max(longest, 1))
+
+
+def master_time_reference(offsets, time, use, nominal: float) -> np.ndarray:
+    """Slow twin of :func:`master_time`."""
+    out = []
+    for e in range(len(offsets) - 1):
+        sl = slice(offsets[e], offsets[e + 1])
+        t = np.asarray(time)[sl][np.asarray(use)[sl]]
+        out.append(float(np.median(t)) if t.size else nominal)
+    return np.asarray(out)
