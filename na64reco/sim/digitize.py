@@ -1,0 +1,260 @@
+"""From true deposits and crossings to raw digits (MSADC waveforms, APV samples, straw TDCs).
+
+MSADC (calorimeters, counters)
+    For each channel hit in an event: the deposits of each in-time component (the
+    triggering particle, a pile-up particle at its own time) give a pulse of peak
+    E / gain (:func:`na64reco.pulse.msadc_shape`) starting at
+    ``signal_time + time_offset[channel] + jitter + t_component``; samples every
+    ``sample_period``; pedestal per sample parity (even/odd) and Gaussian noise per
+    sample from the conditions; rounded, clipped to [0, max_adc] (saturation), int16.
+    Dead channels (status 1) get no signal.  Zero suppression: a calorimeter channel is
+    written only if its true peak amplitude (sum of its components' E/gain) exceeds
+    ``msadc.zero_suppression`` ADC counts; counter and veto channels are written
+    whenever hit; a random (pedestal) trigger writes every channel.
+APV25 (MM, GEM)
+    True crossing -> plane frame ``u = global - center - alignment``, smeared by the
+    plane resolution (avalanche position); dropped with probability 1 - efficiency.
+    Noise clusters: Poisson(noise_hits) per plane and event at uniform positions.
+    Cluster charge Q ~ Moyal(cluster_charge_mpv, cluster_charge_width); strip k gets
+    Q x [Phi((k + 1/2 - c)/s) - Phi((k - 1/2 - c)/s)] (Gaussian spread s =
+    ``cluster_spread`` strips around the strip coordinate c); dead strips get nothing.
+    Samples a_j = charge x apv_gain x apv_shape(first_sample_time + j spacing - phase - t)
+    + N(0, apv_noise), with a clock phase uniform in [0, spacing) per event.  MM strips
+    are summed per APV channel through the multiplexing map (``mm_channel_of_strip``),
+    GEM strips are channels.  A channel is written if max(a0, a1, a2) exceeds
+    ``threshold_sigma x apv_noise``.  Channels without signal are not simulated (their
+    noise-only over-threshold rate is left out: assumed removed by the on-line
+    common-mode and threshold logic).
+Straws
+    tube = floor(u / pitch + n/2); TDC = (drift distance / drift velocity + t) / lsb with
+    the distance to the tube axis smeared by the resolution; noise hits uniform in tube
+    and drift time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import ndtr
+
+from na64reco.conditions import STATUS_DEAD, RunConditions
+from na64reco.geometry import Setup
+from na64reco.pulse import apv_shape, msadc_shape
+from na64reco.sim import interactions as phys
+from na64reco.sim.params import SimParams
+
+_DET_SHIFT = 256  # channel numbers < 256
+_EV_SHIFT = 256 * 256
+
+
+# ---- MSADC -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CaloTables:
+    """Conditions as dense [det_id, channel] tables (the true constants of the simulation)."""
+
+    ped_even: np.ndarray
+    ped_odd: np.ndarray
+    noise: np.ndarray
+    gain: np.ndarray
+    time_offset: np.ndarray
+    dead: np.ndarray
+    always_written: np.ndarray  # [det_id] bool: counters and veto paddles
+    all_channels: tuple[np.ndarray, np.ndarray]  # (det_id, chan) of every channel
+
+    @staticmethod
+    def of(setup: Setup, cond: RunConditions) -> CaloTables:
+        status = cond.calo_table(setup, "status")
+        always = np.zeros(256, bool)
+        dets, chans = [], []
+        for det in setup.calorimeters.values():
+            always[det.id] = det.kind in ("counter", "paddles")
+            dets.append(np.full(det.n_channels, det.id, np.int16))
+            chans.append(np.arange(det.n_channels, dtype=np.int16))
+        order = np.lexsort((np.concatenate(chans), np.concatenate(dets)))
+        return CaloTables(
+            np.nan_to_num(cond.calo_table(setup, "pedestal_even")), np.nan_to_num(cond.calo_table(setup, "pedestal_odd")),
+            np.nan_to_num(cond.calo_table(setup, "noise_adc")), np.nan_to_num(cond.calo_table(setup, "gain"), nan=1.0),
+            np.nan_to_num(cond.calo_table(setup, "time_offset")), status == STATUS_DEAD, always,
+            (np.concatenate(dets)[order], np.concatenate(chans)[order]),
+        )
+
+
+def aggregate(ev, det, chan, energy, t):
+    """Sum deposits of the same (event, detector, channel, time).
+
+    Returns ``(key, t, energy)`` sorted by key then time; ``key = (ev*256 + det)*256 + chan``.
+    """
+    key = (np.asarray(ev, np.int64) * _DET_SHIFT + det) * _DET_SHIFT + chan
+    order = np.lexsort((t, key))
+    key, t, energy = key[order], np.asarray(t)[order], np.asarray(energy)[order]
+    if key.size == 0:
+        return key, t, energy
+    start = np.flatnonzero(np.concatenate([[True], (key[1:] != key[:-1]) | (t[1:] != t[:-1])]))
+    return key[start], t[start], np.add.reduceat(energy, start)
+
+
+def msadc_digits(rng: np.random.Generator, setup: Setup, tables: CaloTables, n_events: int,
+                 key, t, energy, *, every_channel: bool = False):
+    """MSADC digits of ``n_events`` events from aggregated components (see :func:`aggregate`).
+
+    Returns ``(ev, det_id, chan, adc)`` sorted by event, ``adc`` of shape (n, n_samples) int16.
+    """
+    a = setup.msadc
+    ev_c = key // _EV_SHIFT
+    det_c = (key // _DET_SHIFT) % _DET_SHIFT
+    ch_c = key % _DET_SHIFT
+    amp = np.where(tables.dead[det_c, ch_c], 0.0, energy / tables.gain[det_c, ch_c])
+    if every_channel:  # random trigger: every channel of every event, no signal added
+        all_det, all_ch = tables.all_channels
+        ev_all = np.repeat(np.arange(n_events, dtype=np.int64), all_det.size)
+        key_all = (ev_all * _DET_SHIFT + np.tile(all_det, n_events)) * _DET_SHIFT + np.tile(all_ch, n_events)
+        key = np.concatenate([key, key_all])
+        t = np.concatenate([t, np.zeros(key_all.size)])
+        amp = np.concatenate([amp, np.zeros(key_all.size)])
+        order = np.argsort(key, kind="stable")
+        key, t, amp = key[order], t[order], amp[order]
+    if key.size == 0:
+        return (np.zeros(0, np.int64), np.zeros(0, np.int16), np.zeros(0, np.int16),
+                np.zeros((0, a.n_samples), np.int16))
+    first = np.concatenate([[True], key[1:] != key[:-1]])
+    start = np.flatnonzero(first)
+    chan_key = key[start]
+    amp_sum = np.add.reduceat(amp, start)
+    hit = np.add.reduceat((amp > 0).astype(np.int64), start) > 0
+    det = (chan_key // _DET_SHIFT) % _DET_SHIFT
+    ch = chan_key % _DET_SHIFT
+    keep = (amp_sum > a.zero_suppression) | (tables.always_written[det] & hit)
+    if every_channel:
+        keep[:] = True
+    comp_chan = np.cumsum(first) - 1  # channel index of each component
+    comp_keep = keep[comp_chan]
+    chan_key, det, ch = chan_key[keep], det[keep], ch[keep]
+    n = chan_key.size
+    # pulses: one row per component, summed per channel
+    new_index = np.cumsum(keep) - 1
+    cidx = new_index[comp_chan[comp_keep]]
+    jitter = a.time_jitter * rng.standard_normal(n)
+    t0 = a.signal_time + tables.time_offset[det, ch] + jitter
+    ts = np.arange(a.n_samples) * a.sample_period
+    c_amp = amp[comp_keep]
+    sig = c_amp > 0
+    wave = np.zeros((n, a.n_samples))
+    if np.any(sig):
+        rows = c_amp[sig, None] * msadc_shape(ts[None, :] - (t0[cidx[sig]] + t[comp_keep][sig])[:, None],
+                                                a.pulse_rise, a.pulse_decay)
+        ci = cidx[sig]  # sorted: the components of one channel are contiguous
+        starts = np.flatnonzero(np.concatenate([[True], ci[1:] != ci[:-1]]))
+        wave[ci[starts]] = np.add.reduceat(rows, starts, axis=0)
+    parity = (np.arange(a.n_samples) % 2).astype(bool)
+    ped = np.where(parity[None, :], tables.ped_odd[det, ch][:, None], tables.ped_even[det, ch][:, None])
+    wave += ped + tables.noise[det, ch][:, None] * rng.standard_normal((n, a.n_samples))
+    adc = np.clip(np.rint(wave), 0, a.max_adc).astype(np.int16)
+    return chan_key // _EV_SHIFT, det.astype(np.int16), ch.astype(np.int16), adc
+
+
+# ---- trackers ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PlaneTables:
+    type: np.ndarray  # 0 MM, 1 GEM, 2 straw
+    center: np.ndarray
+    alignment: np.ndarray
+    resolution: np.ndarray
+    efficiency: np.ndarray
+    noise_hits: np.ndarray
+    n_strips: np.ndarray
+    pitch: np.ndarray
+    dead: np.ndarray  # (planes, max strips) bool
+
+    @staticmethod
+    def of(setup: Setup, cond: RunConditions) -> PlaneTables:
+        planes = setup.planes
+        width = max(p.n_strips for p in planes)
+        dead = np.zeros((len(planes), width + 1), bool)
+        for p in planes:
+            ds = cond.planes[p.name].dead_strips
+            dead[p.index, ds[(ds >= 0) & (ds < p.n_strips)]] = True
+        return PlaneTables(
+            np.array([("MM", "GEM", "straw").index(p.type) for p in planes]),
+            np.array([p.center for p in planes]), np.array([cond.planes[p.name].alignment for p in planes]),
+            np.array([p.resolution for p in planes]), np.array([p.efficiency for p in planes]),
+            np.array([p.noise_hits for p in planes]), np.array([p.n_strips for p in planes]),
+            np.array([p.pitch for p in planes]), dead)
+
+
+def tracker_points(rng: np.random.Generator, tables: PlaneTables, n_events: int, ev, plane, coord, t):
+    """Local positions of efficient true crossings plus noise clusters.
+
+    Returns ``(ev, plane, u, t)`` with u in the plane frame (mm).
+    """
+    keep = rng.random(ev.size) < tables.efficiency[plane]
+    ev, plane, coord, t = ev[keep], plane[keep], coord[keep], t[keep]
+    u = coord - tables.center[plane] - tables.alignment[plane] + tables.resolution[plane] * rng.standard_normal(ev.size)
+    n_noise = rng.poisson(tables.noise_hits * n_events)
+    nz_plane = np.repeat(np.arange(len(n_noise)), n_noise)
+    width = tables.n_strips * tables.pitch
+    nz_u = (rng.random(nz_plane.size) - 0.5) * width[nz_plane]
+    nz_ev = rng.integers(0, max(n_events, 1), nz_plane.size)
+    return (np.concatenate([ev, nz_ev]), np.concatenate([plane, nz_plane]).astype(np.int64),
+            np.concatenate([u, nz_u]), np.concatenate([t, np.zeros(nz_plane.size)]))
+
+
+def apv_digits(rng: np.random.Generator, setup: Setup, params: SimParams, tables: PlaneTables,
+               n_events: int, ev, plane, u, t):
+    """APV digits of MM/GEM planes from local points.  Returns (ev, plane, chan, a0, a1, a2)."""
+    ro = setup.readout
+    m = tables.type[plane] != 2
+    ev, plane, u, t = ev[m], plane[m], u[m], t[m]
+    nc = ev.size
+    q = np.clip(phys.moyal(rng, params.apv_charge_mpv, params.apv_charge_width, nc), 0.0, None)
+    c = (u + 0.5 * tables.n_strips[plane] * tables.pitch[plane]) / tables.pitch[plane] - 0.5
+    s0 = np.rint(c).astype(np.int64)
+    offs = np.arange(-3, 4)
+    strips = s0[:, None] + offs[None, :]
+    spread = max(ro.cluster_spread, 1e-3)
+    frac = ndtr((strips + 0.5 - c[:, None]) / spread) - ndtr((strips - 0.5 - c[:, None]) / spread)
+    ok = (strips >= 0) & (strips < tables.n_strips[plane][:, None])
+    ok &= ~tables.dead[plane[:, None], np.clip(strips, 0, tables.dead.shape[1] - 1)]
+    charge = q[:, None] * frac * ro.apv_gain
+    ok &= charge > 0.01
+    k, j = np.nonzero(ok)
+    s = strips[k, j]
+    pl = plane[k]
+    is_mm = tables.type[pl] == 0
+    chan = np.where(is_mm, ro.mm_channel_of_strip(np.where(is_mm, s, 0)), s)
+    phase = rng.uniform(0.0, ro.apv_sample_spacing, max(n_events, 1))
+    e_k = ev[k]
+    tt = params.apv_first_sample - phase[e_k] - t[k]
+    samples = np.stack([charge[k, j] * apv_shape(tt + i * ro.apv_sample_spacing, ro.apv_peaking_time)
+                        for i in range(3)], axis=1)
+    key = (e_k * 64 + pl) * 1024 + chan
+    order = np.argsort(key, kind="stable")
+    key, samples = key[order], samples[order]
+    if key.size == 0:
+        z = np.zeros(0, np.int64)
+        return z, z.astype(np.int16), z.astype(np.int16), z.astype(np.int16), z.astype(np.int16), z.astype(np.int16)
+    start = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
+    key = key[start]
+    samples = np.add.reduceat(samples, start, axis=0) + ro.apv_noise * rng.standard_normal((start.size, 3))
+    keep = samples.max(axis=1) > params.apv_threshold_sigma * ro.apv_noise
+    key, samples = key[keep], np.clip(np.rint(samples[keep]), -32768, 32767).astype(np.int16)
+    return (key // (64 * 1024), ((key // 1024) % 64).astype(np.int16), (key % 1024).astype(np.int16),
+            samples[:, 0], samples[:, 1], samples[:, 2])
+
+
+def straw_digits(rng: np.random.Generator, setup: Setup, tables: PlaneTables, n_events: int, ev, plane, u, t):
+    """Straw digits from local points (true crossings and noise).  Returns (ev, plane, tube, tdc)."""
+    ro = setup.readout
+    m = tables.type[plane] == 2
+    ev, plane, u, t = ev[m], plane[m], u[m], t[m]
+    n = tables.n_strips[plane]
+    pitch = tables.pitch[plane]
+    tube = np.floor(u / pitch + n / 2).astype(np.int64)
+    ok = (tube >= 0) & (tube < n)
+    ok &= ~tables.dead[plane, np.clip(tube, 0, tables.dead.shape[1] - 1)]
+    axis = (tube + 0.5) * pitch - n * pitch / 2
+    dist = np.clip(np.abs(u - axis), 0.0, pitch / 2)
+    tdc = np.rint((dist / ro.straw_drift_velocity + t) / ro.straw_tdc_lsb).astype(np.int64)
+    ev, plane, tube, tdc = ev[ok], plane[ok], tube[ok], tdc[ok]
+    order = np.lexsort((tdc, tube, plane, ev))
+    return ev[order], plane[order].astype(np.int16), tube[order].astype(np.int16), tdc[order].astype(np.int32)

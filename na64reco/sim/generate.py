@@ -1,0 +1,283 @@
+"""Orchestration of the fast simulation: spills -> transport -> trigger -> digits -> raw file.
+
+:func:`simulate` runs ``n_events`` beam particles (MOT for na64mu, EOT for na64e) and
+writes the triggered events in the raw format (:mod:`na64reco.io.raw`).
+
+Spills and reproducibility
+    The beam is cut into simulated spills of ``min(beam.particles_per_spill,
+    simulation.spill_particles_max)`` particles (10 000 by default: a *slice* of a real
+    spill; ``spills.n_beam`` counts the particles of each simulated spill, so the sum over
+    the file is ``n_events``).  Each spill has its own random stream,
+    ``numpy.random.default_rng(SeedSequence([seed, spill]))``, so the output depends only
+    on (seed, setup, conditions, options) and not on ``chunk_size``, which only sets how
+    many beam particles are buffered between two writes (memory is flat in N).
+    ``time_in_spill`` spreads the particles of a simulated spill uniformly over
+    ``beam.spill_duration``; ``event`` numbers the written events 1, 2, ... in the run.
+Processes
+    ``mixture`` (default): the beam with the admixtures of ``simulation.mixture``, each a
+    probability per beam particle; ``beam`` (beam lepton only), a single admixture
+    (every beam particle is that process: ``signal``, ``kdecay``, ``pidecay``,
+    ``hadron``, ``punchthrough``, ``dimuon``, ``pileup``, ``halo``), or ``pedestal`` (random
+    triggers: no particle, every channel written, trigger bit "random").  Tracker noise
+    and plane inefficiency are always on.  Events failing the trigger are not written but
+    are counted in ``spills.n_beam``.
+Truth
+    ``truth`` tree (unless ``truth=False``): :data:`na64reco.io.raw.TRUTH_BRANCHES`,
+    energies and momenta in GeV, lengths in mm; ``weight`` = expected signal events per
+    beam particle for (mass, coupling) for signal events (see :mod:`na64reco.sim.signal`),
+    1 otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import hepunits as u
+import numpy as np
+
+from na64reco.conditions import load_conditions
+from na64reco.errors import ConfigError, RawFormatError
+from na64reco.geometry import Setup, load_setup
+from na64reco.io.raw import PROCESSES, TRIGGER_BITS, RawWriter
+from na64reco.sim.beam import sample_beam
+from na64reco.sim.digitize import (CaloTables, PlaneTables, aggregate, apv_digits, msadc_digits,
+                                   straw_digits, tracker_points)
+from na64reco.sim.params import MIXTURE_KEYS, PROCESS_CHOICES, SimParams, load_sim_params
+from na64reco.sim.signal import lepton_mass_of, sample_signal_x, signal_weight
+from na64reco.sim.tracks import ROLE_PILEUP, Recorder, Tracks
+from na64reco.sim.transport import Context, Truth, follow
+from na64reco.sim.trigger import detector_sums, trigger_mask
+
+DEFAULT_CHUNK = 50_000
+
+
+@dataclass
+class SimulationResult:
+    """What :func:`simulate` did."""
+
+    output: Path
+    setup: str
+    run: int
+    n_beam: int
+    n_written: int
+    n_spills: int
+    seconds: float
+    process_counts: dict[str, int] = field(default_factory=dict)  # over all beam particles
+
+
+@dataclass(frozen=True)
+class _Job:
+    setup: Setup
+    params: SimParams
+    calo: CaloTables
+    planes: PlaneTables
+    seed: int
+    run: int
+    process: str
+    mass: float | None
+    weight: float
+    truth: bool
+    per_spill: int
+
+
+def _check_inputs(setup, n_events, seed, run, process, mass, coupling, chunk_size):
+    if process not in PROCESS_CHOICES:
+        raise ConfigError(f"unknown process {process!r}; choose one of: {', '.join(PROCESS_CHOICES)}")
+    for name, value, minimum in (("n_events", n_events, 1), ("seed", seed, 0), ("run", run, 0),
+                                 ("chunk_size", chunk_size, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+            raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if process == "signal" or (process == "mixture" and mass is not None):
+        if mass is None or not np.isfinite(mass) or mass <= 0:
+            raise ConfigError(f"process 'signal' needs a positive dark boson mass (got {mass!r}); "
+                              "give --mass in GeV")
+    if coupling is not None and (not np.isfinite(coupling) or coupling <= 0):
+        raise ConfigError(f"coupling must be positive, got {coupling!r}")
+
+
+def _check_output(output: Path) -> None:
+    parent = output.parent if str(output.parent) else Path(".")
+    if output.is_dir():
+        raise RawFormatError(f"{output}: cannot write: is a directory")
+    if not parent.is_dir():
+        raise RawFormatError(f"{output}: cannot write: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (output.exists() and not os.access(output, os.W_OK)):
+        raise RawFormatError(f"{output}: cannot write: permission denied")
+
+
+def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, process: str = "mixture",
+             mass: float | None = None, coupling: float | None = None, truth: bool = True,
+             chunk_size: int = DEFAULT_CHUNK, calib_tag: str | None = None, progress: bool = False,
+             mixture: dict[str, float] | None = None) -> SimulationResult:
+    """Simulate ``n_events`` beam particles and write the triggered events to ``output``.
+
+    Args:
+        setup: ``"na64mu"``, ``"na64e"``, a setup YAML path or a :class:`Setup`.
+        n_events: beam particles to simulate (MOT / EOT), > 0.
+        seed: random seed (>= 0); same seed and options -> identical file content.
+        run: run number written to the file and used to look up the conditions.
+        output: path of the ROOT file to create (overwritten).
+        process: one of :data:`na64reco.sim.params.PROCESS_CHOICES`.
+        mass: dark boson mass in hepunits (MeV; e.g. ``0.1 * hepunits.GeV``); required for
+            ``signal`` (and gives signal events in a mixture with a ``signal`` admixture).
+        coupling: Z' coupling g (na64mu) or A' mixing epsilon (na64e); default
+            ``simulation.signal.default_coupling``.  Only enters the truth weight.
+        truth: write the ``truth`` tree.
+        chunk_size: beam particles buffered between writes (rounded up to whole spills).
+        calib_tag: conditions tag giving the true constants (default ``<setup>-default``).
+        progress: show a tqdm progress bar on stderr.
+        mixture: overrides of ``simulation.mixture`` probabilities (validation samples).
+
+    Raises ConfigError / RawFormatError / CalibrationMissing with one-line messages.
+    """
+    t_start = time.perf_counter()
+    setup = setup if isinstance(setup, Setup) else load_setup(str(setup))
+    _check_inputs(setup, n_events, seed, run, process, mass, coupling, chunk_size)
+    output = Path(output)
+    _check_output(output)
+    params = load_sim_params(setup, mixture)
+    cond = load_conditions(setup, int(run), calib_tag)
+    lepton_mass = lepton_mass_of(setup.beam.particle)
+    weight = 1.0
+    if mass is not None:
+        coupling = params.default_coupling if coupling is None else float(coupling)
+        sample_signal_x(np.random.default_rng(0), 1, setup.beam.energy, mass, lepton_mass)  # checks kinematics
+        weight = signal_weight(mass, coupling, setup.beam.energy, lepton_mass)
+    per_spill = int(max(1, min(setup.beam.particles_per_spill, params.spill_particles_max)))
+    job = _Job(setup, params, CaloTables.of(setup, cond), PlaneTables.of(setup, cond), int(seed), int(run),
+               process, mass, weight, truth, per_spill)
+    n_spills = -(-int(n_events) // per_spill)
+    meta = {"simulation": {
+        "seed": int(seed), "process": process, "n_beam": int(n_events), "spill_particles": per_spill,
+        "mass_gev": None if mass is None else mass / u.GeV, "coupling": coupling,
+        "calib_tag": cond.tag, "conditions": cond.files,
+        "mixture": params.mixture if process == "mixture" else None,
+    }}
+    flush_every = max(1, -(-int(chunk_size) // per_spill))
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=int(n_events), unit="evt", unit_scale=True, file=sys.stderr, desc="simulate")
+    counts = dict.fromkeys(PROCESSES, 0)
+    n_written = 0
+    with RawWriter(output, setup=setup.name, run=int(run), has_truth=truth, extra_meta=meta) as writer:
+        buffer: list[dict] = []
+        for spill in range(n_spills):
+            n = min(per_spill, int(n_events) - spill * per_spill)
+            out = simulate_spill(job, spill, n, first_event=n_written + 1)
+            n_written += out["n_written"]
+            for name, code in PROCESSES.items():
+                counts[name] += int(out["process_counts"][code])
+            buffer.append(out)
+            if len(buffer) >= flush_every or spill == n_spills - 1:
+                _flush(writer, buffer, truth)
+                buffer = []
+            if bar is not None:
+                bar.update(n)
+    if bar is not None:
+        bar.close()
+    return SimulationResult(output, setup.name, int(run), int(n_events), n_written, n_spills,
+                            time.perf_counter() - t_start, {k: v for k, v in counts.items() if v})
+
+
+def _concat(parts: list[dict], key: str):
+    return np.concatenate([p[key] for p in parts])
+
+
+def _flush(writer: RawWriter, buffer: list[dict], truth: bool) -> None:
+    ev_keys = buffer[0]["events"].keys()
+    writer.write_events({k: _concat([b["events"] for b in buffer], k) for k in ev_keys})
+    writer.write_spills({k: _concat([b["spill"] for b in buffer], k) for k in buffer[0]["spill"]})
+    if truth:
+        writer.write_truth({k: _concat([b["truth"] for b in buffer], k) for k in buffer[0]["truth"]})
+
+
+# ----------------------------------------------------------------------------------------
+def draw_processes(rng: np.random.Generator, n: int, process: str, mixture: dict[str, float]) -> np.ndarray:
+    """Process code of each beam particle (``mixture``: categorical draw, else constant)."""
+    if process != "mixture":
+        return np.full(n, PROCESSES[process], np.int8)
+    keys = [k for k in MIXTURE_KEYS if mixture.get(k, 0.0) > 0]
+    edges = np.cumsum([mixture[k] for k in keys])
+    r = rng.random(n)
+    which = np.searchsorted(edges, r, side="right")
+    codes = np.array([PROCESSES[k] for k in keys] + [PROCESSES["beam"]], np.int8)
+    return codes[which]
+
+
+def simulate_spill(job: _Job, spill: int, n: int, first_event: int = 1) -> dict:
+    """Simulate one spill of ``n`` beam particles; returns the arrays to write."""
+    setup, prm = job.setup, job.params
+    rng = np.random.default_rng(np.random.SeedSequence([job.seed, spill]))
+    proc = draw_processes(rng, n, job.process, prm.mixture)
+    if job.process == "mixture" and job.mass is None:
+        proc[proc == PROCESSES["signal"]] = PROCESSES["beam"]
+    time_in_spill = (np.arange(n) + rng.random(n)) / job.per_spill * setup.beam.spill_duration / u.s
+    truth = Truth.new(n)
+    rec = Recorder(n)
+    pedestal = job.process == "pedestal"
+    if not pedestal:
+        ev = np.arange(n, dtype=np.int64)
+        tracks = [sample_beam(rng, setup, ev, proc)]
+        pile = np.flatnonzero(proc == PROCESSES["pileup"])
+        if pile.size:
+            w = setup.beam.pileup_window
+            tracks.append(sample_beam(rng, setup, pile, np.full(pile.size, PROCESSES["beam"], np.int8),
+                                      role=ROLE_PILEUP, t=rng.uniform(-w / 2, w / 2, pile.size)))
+        ctx = Context(rng, setup, prm, rec, truth, job.mass)
+        follow(ctx, Tracks.concat(tracks))
+    d_ev, d_det, d_ch, d_e, d_t = rec.deposits()
+    if pedestal:
+        fired = np.ones(n, bool)
+    else:
+        fired = trigger_mask(setup, n, d_ev, d_det, d_ch, d_e)
+    sel = np.flatnonzero(fired)
+    nw = sel.size
+    new_index = np.full(n, -1, np.int64)
+    new_index[sel] = np.arange(nw)
+    # ---- digits of the written events ----------------------------------------------------
+    m = fired[d_ev]
+    key, t_c, e_c = aggregate(new_index[d_ev[m]], d_det[m], d_ch[m], d_e[m], d_t[m])
+    c_ev, c_det, c_ch, c_adc = msadc_digits(rng, setup, job.calo, nw, key, t_c, e_c, every_channel=pedestal)
+    h_ev, h_pl, h_u, h_t = rec.hits()
+    m = fired[h_ev]
+    pts = tracker_points(rng, job.planes, nw, new_index[h_ev[m]], h_pl[m].astype(np.int64), h_u[m], h_t[m])
+    a_ev, a_pl, a_ch, a0, a1, a2 = apv_digits(rng, setup, prm, job.planes, nw, *pts)
+    s_ev, s_pl, s_tube, s_tdc = straw_digits(rng, setup, job.planes, nw, *pts)
+    events = {
+        "run": np.full(nw, job.run, np.int32), "spill": np.full(nw, spill + 1, np.int32),
+        "event": np.arange(first_event, first_event + nw, dtype=np.int64),
+        "trigger": np.full(nw, TRIGGER_BITS["random" if pedestal else "physics"], np.uint32),
+        "time_in_spill": time_in_spill[sel].astype(np.float32),
+        "n_calo": np.bincount(c_ev, minlength=nw), "calo_det": c_det, "calo_chan": c_ch, "calo_adc": c_adc,
+        "n_apv": np.bincount(a_ev, minlength=nw), "apv_plane": a_pl, "apv_chan": a_ch,
+        "apv_a0": a0, "apv_a1": a1, "apv_a2": a2,
+        "n_straw": np.bincount(s_ev, minlength=nw), "straw_plane": s_pl, "straw_tube": s_tube, "straw_tdc": s_tdc,
+    }
+    out = {"events": events, "n_written": nw,
+           "spill": {"run": np.array([job.run]), "spill": np.array([spill + 1]), "n_beam": np.array([n]),
+                     "n_triggered": np.array([nw])},
+           "process_counts": np.bincount(proc, minlength=len(PROCESSES))}
+    if job.truth:
+        def sums(name, section=None):
+            if name not in setup.calorimeters:
+                return np.zeros(nw)
+            return detector_sums(setup, n, d_ev, d_det, d_ch, d_e, name, section)[sel] / u.GeV
+
+        has_ps = "preshower" in setup.calorimeters["ECAL"].section_names
+        out["truth"] = {
+            "run": events["run"], "spill": events["spill"], "event": events["event"], "process": proc[sel],
+            "p_in": truth.p_in[sel] / u.GeV, "p_out": truth.p_out[sel] / u.GeV, "x": truth.x[sel],
+            "vertex_z": truth.vertex_z[sel],
+            "e_ecal": sums("ECAL"), "e_ecal_preshower": sums("ECAL", "preshower") if has_ps else np.zeros(nw),
+            "e_hcal": sums("HCAL"), "e_vhcal": sums("VHCAL"),
+            "e_veto": sums("VETO") / 2.0,  # both PMTs of a paddle carry the paddle's deposit
+            "e_srd": sums("SRD"),
+            "weight": np.where(proc[sel] == PROCESSES["signal"], job.weight, 1.0),
+        }
+    return out

@@ -1,0 +1,162 @@
+"""Physics of the fast simulation: energy-loss fluctuations, radiative losses, showers.
+
+Each model is a small vectorised function of numpy arrays with its formula and source
+in the docstring; parameters come from :class:`~na64reco.sim.params.SimParams` and the
+setup, never from literals here.
+
+* Ionisation fluctuations: the Moyal distribution (a closed-form approximation of the
+  Landau distribution with the same most probable value, J.E. Moyal, Phil. Mag. 46
+  (1955) 263): ``E = mpv + width * y``, ``y = -ln(z^2)``, ``z ~ N(0, 1)``; its mode is
+  exactly ``mpv``.  The true Landau tail (~1/E^2) is lighter here; the hard part of the
+  muon tail is produced explicitly by :func:`radiative_losses`.
+* Muon radiative losses (bremsstrahlung, e+e- pair production, knock-on electrons) with
+  v = E_loss / E:  dN/dv = b X (4/3 (1 - v) + v^2) / v  (bremsstrahlung-like shape,
+  normalised so that Int_0^1 v dN/dv dv = b X = mean fractional loss; PDG "Passage of
+  particles through matter", muon energy loss, b(E) of lead ~ 8e-6 cm^2/g near 100 GeV).
+  The number of losses with v > v_min is Poisson with mean
+  N(v_min) = b X [4/3 (-ln v_min - 1 + v_min) + (1 - v_min^2)/2].
+* EM showers: longitudinal Gamma profile dE/dt ~ t^(a-1) e^(-b t) (t in X0), with
+  t_max = (a - 1)/b = ln(E/E_c) - 0.5 (PDG eq. 34.36); lateral profile: two Gaussians
+  (core + tail) in Moliere radii; resolution sigma/E = s/sqrt(E/GeV) (+) c.
+* Hadron showers: interaction depth ~ Exp(lambda_I); visible energy = f_vis E with the
+  HCAL resolution; longitudinal Gamma(k) profile in lambda_I from the vertex; lateral
+  Gaussian.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import hepunits as u
+import numpy as np
+from scipy.special import gammainc, ndtr
+
+
+def moyal(rng: np.random.Generator, mpv, width, n: int | None = None):
+    """Moyal (Landau-like) energy-loss sample with most probable value ``mpv``."""
+    size = n if n is not None else np.broadcast(np.asarray(mpv), np.asarray(width)).shape
+    z = rng.standard_normal(size)
+    return mpv - width * np.log(np.maximum(z * z, 1e-300))
+
+
+# ---- muon radiative losses -------------------------------------------------------------
+def radiative_shape(v):
+    """Unnormalised v dN/dv of the hard-loss spectrum: 4/3 (1 - v) + v^2 (Int_0^1 = 1)."""
+    v = np.asarray(v, float)
+    return 4.0 / 3.0 * (1.0 - v) + v * v
+
+
+def radiative_mean_number(bx: float, v_min: float) -> float:
+    """Expected number of losses with v in (v_min, 1) for b X = ``bx`` (closed form)."""
+    return bx * (4.0 / 3.0 * (-np.log(v_min) - 1.0 + v_min) + 0.5 * (1.0 - v_min**2))
+
+
+def radiative_cdf_above(v, v_min: float) -> np.ndarray:
+    """P(V <= v | V > v_min) of the hard-loss spectrum (closed form, for tests)."""
+    v = np.asarray(v, float)
+
+    def prim(w):
+        return 4.0 / 3.0 * (np.log(w) - w) + 0.5 * w * w
+
+    return (prim(v) - prim(v_min)) / (prim(1.0) - prim(v_min))
+
+
+@functools.lru_cache(maxsize=8)
+def _radiative_table(v_min: float):
+    s = np.linspace(np.log(v_min), 0.0, 2049)  # ln v grid
+    v = np.exp(s)
+    return radiative_cdf_above(v, v_min), v
+
+
+def radiative_losses(rng: np.random.Generator, n_tracks: int, bx: float, v_min: float):
+    """Hard radiative losses of ``n_tracks`` muons crossing b X = ``bx``.
+
+    Returns ``(track_index, v)``: one entry per loss (a track can have several; most
+    have none).  Sampling by inverse CDF on a fine ln-v grid of the closed-form CDF.
+    """
+    counts = rng.poisson(radiative_mean_number(bx, v_min), n_tracks)
+    idx = np.repeat(np.arange(n_tracks), counts)
+    cdf, v = _radiative_table(float(v_min))
+    return idx, np.interp(rng.random(idx.size), cdf, v)
+
+
+# ---- EM showers ------------------------------------------------------------------------
+def em_profile_a(energy, critical_energy: float, b: float):
+    """Gamma-profile shape parameter a = b t_max + 1, t_max = ln(E/E_c) - 0.5 (>= 0)."""
+    tmax = np.clip(np.log(np.maximum(energy, 1e-9) / critical_energy) - 0.5, 0.0, None)
+    return b * tmax + 1.0
+
+
+def em_fraction_before(depth_x0, energy, critical_energy: float, b: float):
+    """Fraction of an EM shower of ``energy`` contained in the first ``depth_x0`` X0."""
+    d = np.clip(np.asarray(depth_x0, float), 0.0, None)
+    return gammainc(em_profile_a(energy, critical_energy, b), b * d)
+
+
+def em_resolution(energy, stochastic: float, constant: float):
+    """sigma_E / E = stochastic / sqrt(E/GeV) (+) constant (in quadrature)."""
+    e_gev = np.maximum(np.asarray(energy, float) / u.GeV, 1e-6)
+    return np.hypot(stochastic / np.sqrt(e_gev), constant)
+
+
+def smear_energy(rng, energy, stochastic: float, constant: float):
+    """Energy with Gaussian resolution, clipped at 0."""
+    energy = np.asarray(energy, float)
+    return np.clip(energy * (1.0 + em_resolution(energy, stochastic, constant)
+                             * rng.standard_normal(energy.shape)), 0.0, None)
+
+
+def _edges(n: int, size: float):
+    return (np.arange(n + 1) - n / 2.0) * size
+
+
+def cell_fractions(dx, dy, nx: int, ny: int, cell: tuple[float, float], sigmas, weights):
+    """Fractions (n, nx, ny) of a 2D Gaussian-mixture spot in each cell of a grid.
+
+    ``dx, dy``: spot centres relative to the grid centre (mm, arrays of n).
+    ``sigmas``/``weights``: the mixture (mm, weights summing to 1).  Separable per
+    component:  f_ij = Sum_k w_k [Phi((x_i+1 - dx)/s_k) - Phi((x_i - dx)/s_k)] [same in y].
+    """
+    ex, ey = _edges(nx, cell[0]), _edges(ny, cell[1])
+    out = 0.0
+    for s, w in zip(sigmas, weights):
+        fx = np.diff(ndtr((ex[None, :] - np.asarray(dx)[:, None]) / s), axis=1)
+        fy = np.diff(ndtr((ey[None, :] - np.asarray(dy)[:, None]) / s), axis=1)
+        out = out + w * fx[:, :, None] * fy[:, None, :]
+    return out
+
+
+# ---- hadron showers --------------------------------------------------------------------
+def hadron_fraction_before(depth_lambda, shape: float):
+    """Fraction of a hadron shower within ``depth_lambda`` interaction lengths of its vertex."""
+    return gammainc(shape, np.clip(np.asarray(depth_lambda, float), 0.0, None))
+
+
+# ---- two-body decay in flight ----------------------------------------------------------
+def two_body_decay(rng, p_parent, m_parent: float, m_daughter: float, m_other: float = 0.0):
+    """Lab momentum and polar angle of a daughter of an isotropic two-body decay in flight.
+
+    Rest frame: p* = sqrt((M^2 - (m1+m2)^2)(M^2 - (m1-m2)^2)) / 2M, cos theta* uniform.
+    Lab: p_par = gamma (p* cos + beta E*), p_T = p* sin.  Returns (p_lab, theta_lab, phi).
+    """
+    p_parent = np.asarray(p_parent, float)
+    big_m = m_parent
+    pstar = np.sqrt((big_m**2 - (m_daughter + m_other) ** 2) * (big_m**2 - (m_daughter - m_other) ** 2)) / (2 * big_m)
+    estar = np.sqrt(pstar**2 + m_daughter**2)
+    e_parent = np.sqrt(p_parent**2 + big_m**2)
+    gamma, beta = e_parent / big_m, p_parent / e_parent
+    cos = rng.uniform(-1.0, 1.0, p_parent.shape)
+    sin = np.sqrt(1.0 - cos**2)
+    p_par = gamma * (pstar * cos + beta * estar)
+    p_t = pstar * sin
+    return np.hypot(p_par, p_t), np.arctan2(p_t, p_par), rng.uniform(0, 2 * np.pi, p_parent.shape)
+
+
+def two_body_momentum_range(p_parent, m_parent: float, m_daughter: float, m_other: float = 0.0):
+    """(min, max) lab momentum of the daughter (closed form, for tests)."""
+    big_m = m_parent
+    pstar = np.sqrt((big_m**2 - (m_daughter + m_other) ** 2) * (big_m**2 - (m_daughter - m_other) ** 2)) / (2 * big_m)
+    estar = np.sqrt(pstar**2 + m_daughter**2)
+    e_parent = np.sqrt(np.asarray(p_parent, float) ** 2 + big_m**2)
+    gamma, beta = e_parent / big_m, np.asarray(p_parent, float) / e_parent
+    return gamma * (beta * estar - pstar), gamma * (beta * estar + pstar)

@@ -1,0 +1,131 @@
+"""Simulation parameters: the ``simulation:`` section of ``calib/setups/<setup>.yaml``.
+
+Every physics or detector assumption of the fast simulator lives in that section (with
+its source or the mark "assumed"); this module only validates it and converts units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from na64reco.config import load_yaml
+from na64reco.errors import ConfigError
+from na64reco.geometry import Setup
+
+#: Processes of the simulator (``--process``); ``mixture`` mixes the beam with the
+#: admixtures listed in ``simulation.mixture``.
+PROCESS_CHOICES = ("mixture", "beam", "signal", "kdecay", "pidecay", "hadron", "punchthrough",
+                   "dimuon", "pileup", "halo", "pedestal")
+#: Admixtures a mixture may contain (each a probability per beam particle).
+MIXTURE_KEYS = ("halo", "pileup", "hadron", "kdecay", "pidecay", "punchthrough", "dimuon", "signal")
+
+
+@dataclass(frozen=True)
+class SimParams:
+    source: str
+    spill_particles_max: int
+    mixture: dict[str, float]
+    # muon energy loss
+    radiative_b: float  # cm2/g
+    radiative_v_min: float
+    ecal_lead_g_cm2: float
+    hcal_module_energy_loss: float  # MeV
+    hcal_module_x0: float
+    # dimuons
+    dimuon_v_min: float
+    dimuon_v_max: float
+    # EM showers
+    critical_energy: float  # MeV
+    profile_b: float
+    core_fraction: float
+    core_sigma: float  # Moliere radii
+    tail_sigma: float  # Moliere radii
+    # hadrons
+    hadron_ecal_lambda: float
+    hadron_visible_fraction: float
+    hadron_profile_shape: float
+    hadron_lateral_sigma: float  # mm
+    hadron_veto_leak_mips: float
+    # APV
+    apv_charge_mpv: float
+    apv_charge_width: float
+    apv_first_sample: float  # ns
+    apv_threshold_sigma: float
+    # signal
+    default_coupling: float
+    recoil_pt_scale: float
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def radiative_bx(self) -> float:
+        """b X of the ECAL: mean fractional radiative energy loss of a muon (dimensionless)."""
+        return self.radiative_b * self.ecal_lead_g_cm2
+
+
+def load_sim_params(setup: Setup, mixture: dict[str, float] | None = None) -> SimParams:
+    """Read and validate the ``simulation`` section of ``setup``'s YAML file.
+
+    ``mixture`` overrides individual admixture probabilities (e.g. enhanced fractions
+    for a validation sample); unknown keys raise :class:`ConfigError`.
+    """
+    root = load_yaml(setup.source)
+    if not root.has("simulation"):
+        raise ConfigError(f"{setup.source}: key 'simulation': missing (the simulator needs this "
+                          "section: process admixtures and model parameters)")
+    s = root.node("simulation")
+    mix_node = s.node("mixture")
+    mix = {}
+    for key in MIXTURE_KEYS:
+        mix[key] = mix_node.number(key, 0.0, minimum=0.0, maximum=1.0)
+    unknown = set(mix_node.data) - set(MIXTURE_KEYS)
+    if unknown:
+        raise mix_node.error(sorted(unknown)[0], f"unknown admixture (known: {', '.join(MIXTURE_KEYS)})")
+    for key, value in (mixture or {}).items():
+        if key not in MIXTURE_KEYS:
+            raise ConfigError(f"mixture override {key!r}: unknown admixture (known: {', '.join(MIXTURE_KEYS)})")
+        if not 0.0 <= float(value) <= 1.0:
+            raise ConfigError(f"mixture override {key!r}={value!r}: expected a probability in [0, 1]")
+        mix[key] = float(value)
+    if sum(mix.values()) > 1.0:
+        raise ConfigError(f"{setup.source}: key 'simulation.mixture': admixtures sum to "
+                          f"{sum(mix.values()):.3g} > 1")
+    m = s.node("muon")
+    d = s.node("dimuon")
+    sh = s.node("shower")
+    h = s.node("hadron")
+    a = s.node("apv")
+    sg = s.node("signal")
+    params = SimParams(
+        source=setup.source,
+        spill_particles_max=s.integer("spill_particles_max", minimum=1),
+        mixture=mix,
+        radiative_b=m.number("radiative_b_cm2_per_g", minimum=0.0),
+        radiative_v_min=m.number("radiative_v_min", minimum=1e-6, maximum=0.5),
+        ecal_lead_g_cm2=m.number("ecal_lead_g_cm2", minimum=0.0),
+        hcal_module_energy_loss=m.quantity("hcal_module_energy_loss", "energy", minimum=0.0),
+        hcal_module_x0=m.number("hcal_module_x0", minimum=0.0),
+        dimuon_v_min=d.number("v_min", minimum=1e-4, maximum=1.0),
+        dimuon_v_max=d.number("v_max", minimum=1e-4, maximum=1.0),
+        critical_energy=sh.quantity("critical_energy", "energy", minimum=0.0),
+        profile_b=sh.number("profile_b", minimum=0.01),
+        core_fraction=sh.number("lateral_core_fraction", minimum=0.0, maximum=1.0),
+        core_sigma=sh.number("lateral_core_sigma", minimum=1e-3),
+        tail_sigma=sh.number("lateral_tail_sigma", minimum=1e-3),
+        hadron_ecal_lambda=h.number("ecal_interaction_lengths", minimum=0.0),
+        hadron_visible_fraction=h.number("visible_fraction", minimum=0.0, maximum=1.0),
+        hadron_profile_shape=h.number("profile_shape", minimum=1.0),
+        hadron_lateral_sigma=h.quantity("lateral_sigma", "length", minimum=0.0),
+        hadron_veto_leak_mips=h.number("veto_leak_mips", minimum=0.0),
+        apv_charge_mpv=a.number("cluster_charge_mpv", minimum=0.0),
+        apv_charge_width=a.number("cluster_charge_width", minimum=0.0),
+        apv_first_sample=a.quantity("first_sample_time", "time"),
+        apv_threshold_sigma=a.number("threshold_sigma", minimum=0.0),
+        default_coupling=sg.number("default_coupling", minimum=0.0),
+        recoil_pt_scale=sg.number("recoil_pt_scale", minimum=0.0),
+    )
+    if params.dimuon_v_min >= params.dimuon_v_max:
+        raise d.error("v_min", f"{params.dimuon_v_min} must be below v_max={params.dimuon_v_max}")
+    return params
+
+
+__all__ = ["SimParams", "load_sim_params", "PROCESS_CHOICES", "MIXTURE_KEYS"]

@@ -1,0 +1,154 @@
+"""Particles in flight as arrays, multiple scattering, and the collectors of true hits.
+
+A :class:`Tracks` object holds every particle of a simulated spill that is at the same
+z (the transport steps all of them together from element to element).  Several tracks
+can belong to one event (``ev``): the beam particle, an in-time pile-up muon, the two
+muons of a trident, noise is added later by the digitizers.
+
+Units: positions mm, slopes rad (small-angle: tx = dx/dz), momenta MeV, times ns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from na64reco import constants
+
+KIND_MUON, KIND_ELECTRON, KIND_PION, KIND_KAON = 0, 1, 2, 3
+MASSES = np.array([constants.MUON_MASS, constants.ELECTRON_MASS, constants.PION_CHARGED_MASS,
+                   constants.KAON_CHARGED_MASS])
+ROLE_PRIMARY, ROLE_PILEUP, ROLE_SECONDARY = 0, 1, 2
+
+#: Highland formula constant (PDG 2024, "Passage of particles through matter", eq. 34.16).
+HIGHLAND_MEV = 13.6
+HIGHLAND_LOG = 0.038
+
+
+@dataclass
+class Tracks:
+    """Struct of arrays; every field has one entry per track."""
+
+    ev: np.ndarray  # event index inside the spill
+    x: np.ndarray
+    y: np.ndarray
+    tx: np.ndarray
+    ty: np.ndarray
+    p: np.ndarray  # MeV
+    q: np.ndarray  # charge, +-1 (int8)
+    kind: np.ndarray  # KIND_* (int8)
+    role: np.ndarray  # ROLE_* (int8)
+    flag: np.ndarray  # process code of the event forcing special physics (int8)
+    t: np.ndarray  # time offset relative to the triggering particle (ns)
+    alive: np.ndarray  # bool
+
+    @property
+    def n(self) -> int:
+        return len(self.ev)
+
+    def take(self, idx) -> Tracks:
+        return Tracks(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
+
+    @staticmethod
+    def concat(parts: list[Tracks]) -> Tracks:
+        return Tracks(**{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Tracks)})
+
+    @staticmethod
+    def empty() -> Tracks:
+        z = np.zeros(0)
+        i = np.zeros(0, np.int8)
+        return Tracks(np.zeros(0, np.int64), z, z, z, z, z, i, i, i, i, z, np.zeros(0, bool))
+
+    @property
+    def mass(self) -> np.ndarray:
+        return MASSES[self.kind]
+
+    def drift(self, dz: float) -> None:
+        """Straight line over ``dz`` (mm)."""
+        self.x = self.x + self.tx * dz
+        self.y = self.y + self.ty * dz
+
+
+def highland(p, mass, x_over_x0):
+    """Plane-projected multiple-scattering angle theta0 (rad), Highland (PDG eq. 34.16).
+
+    ``p`` and ``mass`` in MeV (arrays), ``x_over_x0`` the material in radiation lengths.
+    Returns 0 where there is no material.
+    """
+    p = np.asarray(p, float)
+    x = np.asarray(x_over_x0, float)
+    energy = np.sqrt(p * p + mass * mass)
+    beta = p / energy
+    safe = np.where(x > 0, x, 1.0)
+    theta = HIGHLAND_MEV / (beta * p) * np.sqrt(safe) * (1.0 + HIGHLAND_LOG * np.log(safe / beta**2))
+    return np.where(x > 0, np.clip(theta, 0.0, None), 0.0)
+
+
+def scatter_thin(rng: np.random.Generator, tr: Tracks, x_over_x0, mask=None) -> None:
+    """Random angular kicks for a thin scatterer (both projections, independent)."""
+    if tr.n == 0:
+        return
+    th = highland(tr.p, tr.mass, x_over_x0)
+    if mask is not None:
+        th = np.where(mask, th, 0.0)
+    z1 = rng.standard_normal((2, tr.n))
+    tr.tx = tr.tx + th * z1[0]
+    tr.ty = tr.ty + th * z1[1]
+
+
+def scatter_thick(rng: np.random.Generator, tr: Tracks, x_over_x0, length: float, mask=None) -> None:
+    """Correlated angle and displacement at the exit of a thick scatterer of ``length`` mm.
+
+    PDG eq. 34.19-34.20: y = z1 L theta0 / sqrt(12) + z2 L theta0 / 2, theta = z2 theta0.
+    The straight-line part of the step (tx * L) is *not* applied here.
+    """
+    if tr.n == 0:
+        return
+    th = highland(tr.p, tr.mass, x_over_x0)
+    if mask is not None:
+        th = np.where(mask, th, 0.0)
+    z = rng.standard_normal((4, tr.n))
+    tr.x = tr.x + length * th * (z[0] / np.sqrt(12.0) + z[1] / 2.0)
+    tr.tx = tr.tx + th * z[1]
+    tr.y = tr.y + length * th * (z[2] / np.sqrt(12.0) + z[3] / 2.0)
+    tr.ty = tr.ty + th * z[3]
+
+
+class Recorder:
+    """Collects true energy deposits and tracker crossings of one spill as flat arrays."""
+
+    def __init__(self, n_events: int):
+        self.n_events = n_events
+        self._dep: list[tuple] = []
+        self._hits: list[tuple] = []
+
+    def deposit(self, ev, det_id: int, chan, energy, t) -> None:
+        ev = np.asarray(ev, np.int64)
+        if ev.size == 0:
+            return
+        n = ev.size
+        self._dep.append((ev, np.full(n, det_id, np.int16), np.broadcast_to(np.asarray(chan, np.int16), n),
+                          np.broadcast_to(np.asarray(energy, float), n), np.broadcast_to(np.asarray(t, float), n)))
+
+    def hit(self, ev, plane: int, coord, t) -> None:
+        ev = np.asarray(ev, np.int64)
+        if ev.size == 0:
+            return
+        n = ev.size
+        self._hits.append((ev, np.full(n, plane, np.int16), np.asarray(coord, float),
+                           np.broadcast_to(np.asarray(t, float), n)))
+
+    @staticmethod
+    def _cat(parts, dtypes):
+        if not parts:
+            return tuple(np.zeros(0, d) for d in dtypes)
+        return tuple(np.concatenate([p[i] for p in parts]).astype(d, copy=False) for i, d in enumerate(dtypes))
+
+    def deposits(self):
+        """(ev, det_id, chan, energy MeV, t ns) of every deposit, unsorted."""
+        return self._cat(self._dep, (np.int64, np.int16, np.int16, float, float))
+
+    def hits(self):
+        """(ev, plane index, measured global coordinate mm, t ns) of every crossing."""
+        return self._cat(self._hits, (np.int64, np.int16, float, float))

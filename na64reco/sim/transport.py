@@ -1,0 +1,525 @@
+"""Transport of all particles of a spill through the setup, element by element in z.
+
+Elements (sorted by z): tracker planes (true crossings + multiple scattering), thin
+counters and veto paddles (MIP deposits + scattering), magnets (thin kicks
+``q * Magnet.kick(p)`` in the bend plane: a negative particle bends towards negative
+coordinates, like the reference trajectory), the decay region after the incoming
+momentum station, and the thick detectors with their physics (ECAL: target, muon
+energy loss, signal, tridents, showers; VHCAL; HCAL modules; SRD).  Between elements
+the particles fly straight and scatter in air (``air_x0_per_metre``).
+
+Every step is vectorised over the particles; the Python loop runs over the ~25 elements
+only.  Energy deposits and crossings go to a :class:`~na64reco.sim.tracks.Recorder`;
+the true momenta at the stations and the signal/decay vertices go to ``truth``.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from na64reco import constants
+from na64reco.geometry import Calorimeter, Magnet, Setup, TrackerPlane
+from na64reco.io.raw import PROCESSES
+from na64reco.sim import interactions as phys
+from na64reco.sim.params import SimParams
+from na64reco.sim.signal import recoil_slopes, sample_signal_x
+from na64reco.sim.tracks import (KIND_ELECTRON, KIND_KAON, KIND_MUON, KIND_PION, MASSES,
+                                 ROLE_PRIMARY, ROLE_SECONDARY, Recorder, Tracks, scatter_thick,
+                                 scatter_thin)
+
+#: A muon slower than this stops (range out) in the thick detectors.
+_STOP_MOMENTUM_FLOOR = 0.3 * constants.MUON_MASS
+
+
+@dataclass(frozen=True)
+class Element:
+    z: float
+    kind: str  # plane | counter | paddles | magnet | decay | ecal | vhcal | hcal | srd
+    obj: object = None
+
+
+_ELEMENTS: dict[int, tuple[Setup, tuple]] = {}
+
+
+def elements(setup: Setup) -> tuple[Element, ...]:
+    """The setup's elements in z order (with the decay region after the first station)."""
+    cached = _ELEMENTS.get(id(setup))
+    if cached is not None and cached[0] is setup:
+        return cached[1]
+    result = _elements(setup)
+    _ELEMENTS[id(setup)] = (setup, result)
+    return result
+
+
+def _elements(setup: Setup) -> tuple[Element, ...]:
+    out = [Element(p.z, "plane", p) for p in setup.planes]
+    out += [Element(m.center_z, "magnet", m) for m in setup.magnets.values()]
+    for det in setup.calorimeters.values():
+        if det.kind in ("counter", "paddles"):
+            out.append(Element(det.z, det.kind, det))
+        elif det.name in ("ECAL", "VHCAL", "HCAL", "SRD"):
+            out.append(Element(det.z, det.name.lower(), det))
+    first = incoming_magnet(setup)
+    station_planes = [p.z for p in setup.planes if p.station == first.name]
+    out.append(Element(max(station_planes + [first.center_z]) + 1.0, "decay", None))
+    return tuple(sorted(out, key=lambda e: e.z))
+
+
+def incoming_magnet(setup: Setup) -> Magnet:
+    """The momentum station before the target (MS1 / MBPL): the first magnet in z."""
+    return min(setup.magnets.values(), key=lambda m: m.center_z)
+
+
+def outgoing_magnet(setup: Setup) -> Magnet | None:
+    """The station measuring the scattered muon (MS2): a magnet after the ECAL, if any."""
+    ecal_z = setup.detector("ECAL").z
+    after = [m for m in setup.magnets.values() if m.center_z > ecal_z]
+    return min(after, key=lambda m: m.center_z) if after else None
+
+
+@dataclass
+class Truth:
+    """Per-event truth filled during transport (arrays over the spill's events)."""
+
+    p_in: np.ndarray
+    p_out: np.ndarray
+    x: np.ndarray
+    vertex_z: np.ndarray
+
+    @staticmethod
+    def new(n: int) -> Truth:
+        return Truth(np.full(n, np.nan), np.full(n, np.nan), np.zeros(n), np.full(n, np.nan))
+
+
+@dataclass
+class Context:
+    rng: np.random.Generator
+    setup: Setup
+    params: SimParams
+    rec: Recorder
+    truth: Truth
+    signal_mass: float | None = None  # MeV
+
+
+# ----------------------------------------------------------------------------------------
+def follow(ctx: Context, tr: Tracks) -> Tracks:
+    """Transport ``tr`` from ``beam.start_z`` through every element; returns the survivors."""
+    z = ctx.setup.beam.start_z
+    air = ctx.setup.readout.air_x0_per_metre / 1000.0  # per mm
+    for el in elements(ctx.setup):
+        dz = el.z - z
+        if dz > 0:
+            tr.drift(dz)
+            scatter_thin(ctx.rng, tr, air * dz, tr.alive)
+            z = el.z
+        tr = _HANDLERS[el.kind](ctx, el, tr)
+        if el.kind in ("ecal", "vhcal", "hcal", "srd"):
+            z = el.z + el.obj.depth
+            tr = tr.take(tr.alive)
+    return tr
+
+
+def _plane(ctx: Context, el: Element, tr: Tracks) -> Tracks:
+    p: TrackerPlane = el.obj
+    m = tr.alive
+    coord = tr.x if p.measures == "x" else tr.y
+    ctx.rec.hit(tr.ev[m], p.index, coord[m], tr.t[m])
+    scatter_thin(ctx.rng, tr, p.x0_fraction, m)
+    return tr
+
+
+def _counter(ctx: Context, el: Element, tr: Tracks) -> Tracks:
+    det: Calorimeter = el.obj
+    ix, _, inside = det.cell_index(tr.x, tr.y)
+    hit = inside & tr.alive
+    n = int(hit.sum())
+    if n:
+        e = np.clip(phys.moyal(ctx.rng, det.mip_mpv, det.mip_width, n), 0.0, None)
+        if det.kind == "paddles":  # both PMTs of the paddle see the paddle's deposit
+            ev, t = tr.ev[hit], tr.t[hit]
+            ctx.rec.deposit(ev, det.id, 2 * ix[hit], e, t)
+            ctx.rec.deposit(ev, det.id, 2 * ix[hit] + 1, e, t)
+        else:
+            ctx.rec.deposit(tr.ev[hit], det.id, 0, e, tr.t[hit])
+    scatter_thin(ctx.rng, tr, det.x0_fraction, hit)
+    return tr
+
+
+def _magnet(ctx: Context, el: Element, tr: Tracks) -> Tracks:
+    mag: Magnet = el.obj
+    prim = tr.alive & (tr.role == ROLE_PRIMARY)
+    if mag.name == incoming_magnet(ctx.setup).name:
+        ctx.truth.p_in[tr.ev[prim]] = tr.p[prim]
+    out = outgoing_magnet(ctx.setup)
+    if out is not None and mag.name == out.name:
+        mu = prim & (tr.kind == KIND_MUON)
+        ctx.truth.p_out[tr.ev[mu]] = tr.p[mu]
+    kick = np.where(tr.alive, tr.q * mag.kick(np.maximum(tr.p, 1e-9)), 0.0)
+    if mag.bend_plane == "x":
+        tr.tx = tr.tx + kick
+    else:
+        tr.ty = tr.ty + kick
+    return tr
+
+
+def _decay(ctx: Context, el: Element, tr: Tracks) -> Tracks:
+    """Forced K/pi -> mu nu decays between the incoming station and the ECAL front."""
+    flags = (PROCESSES["kdecay"], PROCESSES["pidecay"])
+    sel = np.flatnonzero(tr.alive & (tr.role == ROLE_PRIMARY) & np.isin(tr.flag, flags)
+                         & ((tr.kind == KIND_PION) | (tr.kind == KIND_KAON)))
+    if sel.size == 0:
+        return tr
+    rng = ctx.rng
+    z_end = ctx.setup.detector("ECAL").z - 1.0
+    zd = rng.uniform(el.z, z_end, sel.size)
+    kind = tr.kind[sel]
+    p_mu, theta, phi = np.empty(sel.size), np.empty(sel.size), np.empty(sel.size)
+    # two_body_decay takes a scalar parent mass: pions and kaons separately
+    for k in (KIND_PION, KIND_KAON):
+        m = kind == k
+        if np.any(m):
+            p_mu[m], theta[m], phi[m] = phys.two_body_decay(rng, tr.p[sel][m], float(MASSES[k]),
+                                                            constants.MUON_MASS)
+    dzd = zd - el.z
+    dtx, dty = theta * np.cos(phi), theta * np.sin(phi)
+    # new line through the decay point: x(z_el) = x + tx dzd - (tx + dtx) dzd
+    tr.x[sel] = tr.x[sel] - dtx * dzd
+    tr.y[sel] = tr.y[sel] - dty * dzd
+    tr.tx[sel] = tr.tx[sel] + dtx
+    tr.ty[sel] = tr.ty[sel] + dty
+    tr.p[sel] = p_mu
+    tr.kind[sel] = KIND_MUON
+    ctx.truth.vertex_z[tr.ev[sel]] = zd
+    return tr
+
+
+# ---- ECAL: the active target -----------------------------------------------------------
+def _ecal_sections(det: Calorimeter):
+    """(depth mm, radiation lengths) per section from the setup's raw YAML."""
+    secs = det.params.get("sections", [])
+    x0 = [float(s.get("radiation_lengths", 0.0)) for s in secs]
+    if len(x0) != len(det.section_depths) or sum(x0) <= 0:
+        total = det.x0_fraction or 1.0
+        x0 = [total * d / det.depth for d in det.section_depths]
+    return np.asarray(det.section_depths, float), np.asarray(x0, float)
+
+
+def _mm_of_x0(det: Calorimeter, t_x0):
+    """Physical depth (mm from the front) of a depth in radiation lengths."""
+    depths, x0 = _ecal_sections(det)
+    return np.interp(t_x0, np.concatenate([[0.0], np.cumsum(x0)]), np.concatenate([[0.0], np.cumsum(depths)]))
+
+
+def _deposit_cells(ctx: Context, det: Calorimeter, section, ev, x, y, energy, t):
+    """Single-cell deposits at global (x, y) in ``section`` (array or int); outside -> lost."""
+    ix, iy, inside = det.cell_index(x, y)
+    keep = inside & (np.asarray(energy) > 0)
+    if np.any(keep):
+        sec = np.broadcast_to(np.asarray(section), keep.shape)[keep]
+        ctx.rec.deposit(ev[keep], det.id, det.channel(sec, ix[keep], iy[keep]),
+                        np.asarray(energy)[keep], np.asarray(t)[keep])
+
+
+def _deposit_spread(ctx: Context, det: Calorimeter, section: int, ev, x, y, energy, t, sigmas, weights,
+                    min_energy: float = 0.05):
+    """Deposits of spots spread over the cells of one section (Gaussian mixture)."""
+    if len(ev) == 0:
+        return
+    cx, cy = det.cell_center((det.nx - 1) / 2, (det.ny - 1) / 2)
+    frac = phys.cell_fractions(np.asarray(x) - cx, np.asarray(y) - cy, det.nx, det.ny, det.cell_size,
+                               sigmas, weights)
+    e = np.asarray(energy)[:, None, None] * frac
+    k, ix, iy = np.nonzero(e > min_energy)
+    if k.size:
+        ctx.rec.deposit(np.asarray(ev)[k], det.id, det.channel(section, ix, iy), e[k, ix, iy], np.asarray(t)[k])
+
+
+def _em_shower(ctx: Context, det: Calorimeter, ev, x, y, energy, t_start_x0, t):
+    """EM showers starting at depth ``t_start_x0`` (X0): resolution, preshower/main split, lateral."""
+    prm, rm = ctx.params, _moliere(det)
+    e = phys.smear_energy(ctx.rng, energy, float(det.params.get("resolution_stochastic", 0.0)),
+                          float(det.params.get("resolution_constant", 0.0)))
+    _, x0 = _ecal_sections(det)
+    f_ps = np.where(t_start_x0 < x0[0],
+                    phys.em_fraction_before(x0[0] - t_start_x0, e, prm.critical_energy, prm.profile_b), 0.0)
+    sig = (prm.core_sigma * rm, prm.tail_sigma * rm)
+    w = (prm.core_fraction, 1.0 - prm.core_fraction)
+    if len(x0) > 1:
+        _deposit_spread(ctx, det, 0, ev, x, y, e * f_ps, t, sig, w)
+        _deposit_spread(ctx, det, 1, ev, x, y, e * (1 - f_ps), t, sig, w)
+    else:
+        _deposit_spread(ctx, det, 0, ev, x, y, e, t, sig, w)
+
+
+@functools.lru_cache(maxsize=8)
+def _moliere_cached(text: str) -> float:
+    from na64reco.units import parse_quantity
+
+    return parse_quantity(text, "length")
+
+
+def _moliere(det: Calorimeter) -> float:
+    value = det.params.get("moliere_radius")
+    if value is None:
+        return det.cell_size[0]
+    return _moliere_cached(str(value))
+
+
+def _mip_split(ctx: Context, det: Calorimeter, n: int):
+    """Total MIP deposit and its preshower share (Beta-distributed around the X0 share)."""
+    rng = ctx.rng
+    total = np.clip(phys.moyal(rng, det.mip_mpv, det.mip_width, n), 0.0, None)
+    depths, x0 = _ecal_sections(det)
+    share = x0[0] / x0.sum()
+    kappa = 100.0  # concentration: sd of the share = sqrt(f (1 - f) / 101) (assumed)
+    f = rng.beta(share * kappa, (1 - share) * kappa, n) if len(x0) > 1 else np.ones(n)
+    return total, f
+
+
+def _ecal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
+    det: Calorimeter = el.obj
+    rng, prm = ctx.rng, ctx.params
+    depths, x0 = _ecal_sections(det)
+    total_x0, length = float(x0.sum()), det.depth
+    _, _, inside = det.cell_index(tr.x, tr.y)
+    inside &= tr.alive
+    new_tracks: list[Tracks] = []
+    mid = np.cumsum(depths) - depths / 2  # section mid-depths (mm)
+
+    # ---- muons -------------------------------------------------------------------------
+    mu = np.flatnonzero(inside & (tr.kind == KIND_MUON))
+    if mu.size:
+        p = tr.p[mu].copy()
+        ev, t = tr.ev[mu], tr.t[mu]
+        # signal: dark bremsstrahlung
+        sig = np.flatnonzero((tr.flag[mu] == PROCESSES["signal"]) & (tr.role[mu] == ROLE_PRIMARY))
+        if sig.size and ctx.signal_mass is not None:
+            xs = sample_signal_x(rng, sig.size, ctx.setup.beam.energy, ctx.signal_mass, constants.MUON_MASS)
+            zv = rng.uniform(0.0, length, sig.size)
+            p[sig] = p[sig] * (1.0 - xs)
+            dtx, dty = recoil_slopes(rng, p[sig], ctx.signal_mass, prm.recoil_pt_scale)
+            j = mu[sig]
+            tr.x[j] -= dtx * zv  # kink at the vertex: shift the line so that it passes there
+            tr.y[j] -= dty * zv
+            tr.tx[j] += dtx
+            tr.ty[j] += dty
+            ctx.truth.x[ev[sig]] = xs
+            ctx.truth.vertex_z[ev[sig]] = det.z + zv
+        # tridents mu N -> mu N mu+ mu-
+        dim = np.flatnonzero((tr.flag[mu] == PROCESSES["dimuon"]) & (tr.role[mu] == ROLE_PRIMARY))
+        if dim.size:
+            v = np.exp(rng.uniform(np.log(prm.dimuon_v_min), np.log(prm.dimuon_v_max), dim.size))
+            zv = rng.uniform(0.0, length, dim.size)
+            e_pair = v * p[dim]
+            p[dim] -= e_pair
+            share = rng.uniform(0.1, 0.9, dim.size)
+            ctx.truth.vertex_z[ev[dim]] = det.z + zv
+            j = mu[dim]
+            rest = length - zv
+            pair = []
+            for charge, frac in ((+1, share), (-1, 1.0 - share)):
+                pm = e_pair * frac
+                th = constants.MUON_MASS / pm * rng.standard_normal((2, dim.size))
+                xv, yv = tr.x[j] + tr.tx[j] * zv, tr.y[j] + tr.ty[j] * zv
+                ntx, nty = tr.tx[j] + th[0], tr.ty[j] + th[1]
+                pair.append(Tracks(
+                    ev=ev[dim].copy(), x=xv + ntx * rest - ntx * length, y=yv + nty * rest - nty * length,
+                    tx=ntx, ty=nty, p=pm, q=np.full(dim.size, charge, np.int8),
+                    kind=np.full(dim.size, KIND_MUON, np.int8), role=np.full(dim.size, ROLE_SECONDARY, np.int8),
+                    flag=tr.flag[j].copy(), t=t[dim].copy(), alive=pm > _STOP_MOMENTUM_FLOOR))
+                # their ionisation over the remaining depth (main section cell at the exit)
+                e_ion = np.clip(phys.moyal(rng, det.mip_mpv, det.mip_width, dim.size), 0, None) * rest / length
+                _deposit_cells(ctx, det, len(depths) - 1, ev[dim], xv + ntx * rest, yv + nty * rest, e_ion, t[dim])
+            new_tracks += pair  # positions are given at the ECAL *front* plane like the others
+        # ionisation (MIP), split preshower / main, one cell per section at mid-depth
+        total, f_ps = _mip_split(ctx, det, mu.size)
+        for s in range(len(depths)):
+            e_s = total * (f_ps if s == 0 else (1 - f_ps)) if len(depths) > 1 else total
+            _deposit_cells(ctx, det, s, ev, tr.x[mu] + tr.tx[mu] * mid[s], tr.y[mu] + tr.ty[mu] * mid[s], e_s, t)
+        # hard radiative losses, showering where they happen
+        k, v = phys.radiative_losses(rng, mu.size, prm.radiative_bx, prm.radiative_v_min)
+        if k.size:
+            e_loss = v * p[k]
+            tv = rng.uniform(0.0, total_x0, k.size)
+            zv = _mm_of_x0(det, tv)
+            j = mu[k]
+            _em_shower(ctx, det, ev[k], tr.x[j] + tr.tx[j] * zv, tr.y[j] + tr.ty[j] * zv, e_loss, tv, t[k])
+            np.subtract.at(p, k, e_loss)
+        p -= total
+        tr.p[mu] = p
+        tr.alive[mu] = p > _STOP_MOMENTUM_FLOOR
+
+    # ---- electrons: full EM shower (and the dark photon signal) -------------------------
+    el_idx = np.flatnonzero(inside & (tr.kind == KIND_ELECTRON))
+    if el_idx.size:
+        e = tr.p[el_idx].copy()
+        ev, t = tr.ev[el_idx], tr.t[el_idx]
+        sig = np.flatnonzero((tr.flag[el_idx] == PROCESSES["signal"]) & (tr.role[el_idx] == ROLE_PRIMARY))
+        if sig.size and ctx.signal_mass is not None:
+            xs = sample_signal_x(rng, sig.size, ctx.setup.beam.energy, ctx.signal_mass, constants.ELECTRON_MASS)
+            u01 = rng.random(sig.size)
+            tv = -np.log1p(-u01 * (1.0 - np.exp(-total_x0)))  # Exp(1 X0) truncated to the ECAL
+            e[sig] *= 1.0 - xs
+            ctx.truth.x[ev[sig]] = xs
+            ctx.truth.vertex_z[ev[sig]] = det.z + _mm_of_x0(det, tv)
+        _em_shower(ctx, det, ev, tr.x[el_idx], tr.y[el_idx], e, np.zeros(el_idx.size), t)
+        tr.alive[el_idx] = False
+
+    # ---- hadrons: interaction (shower shared with the HCAL) or MIP ------------------------
+    had = np.flatnonzero(inside & ((tr.kind == KIND_PION) | (tr.kind == KIND_KAON)))
+    if had.size:
+        ev, t = tr.ev[had], tr.t[had]
+        d = rng.exponential(1.0, had.size)
+        forced_pass = tr.flag[had] == PROCESSES["punchthrough"]
+        inter = (d < prm.hadron_ecal_lambda) & ~forced_pass
+        total, f_ps = _mip_split(ctx, det, had.size)
+        frac_before = np.where(inter, d / max(prm.hadron_ecal_lambda, 1e-9), 1.0)
+        for s in range(len(depths)):
+            e_s = total * frac_before * (f_ps if s == 0 else (1 - f_ps)) if len(depths) > 1 else total * frac_before
+            _deposit_cells(ctx, det, s, ev, tr.x[had] + tr.tx[had] * mid[s], tr.y[had] + tr.ty[had] * mid[s], e_s, t)
+        tr.p[had] -= total * frac_before
+        j = had[inter]
+        if j.size:
+            _hadron_shower_from_ecal(ctx, det, tr, j, d[inter])
+            tr.alive[j] = False
+
+    # ---- all survivors: multiple scattering in the ECAL and straight flight ------------
+    live = tr.alive & inside
+    scatter_thick(rng, tr, det.x0_fraction, length, live)
+    tr.drift(length)
+    if new_tracks:
+        for nt in new_tracks:
+            nt.drift(length)
+        tr = Tracks.concat([tr] + new_tracks)
+    return tr
+
+
+def _hadron_shower_from_ecal(ctx: Context, ecal: Calorimeter, tr: Tracks, j, d_lambda):
+    """Hadron interacting at depth ``d_lambda`` of the ECAL: ECAL / VETO / HCAL deposits."""
+    rng, prm, setup = ctx.rng, ctx.params, ctx.setup
+    hcal = setup.calorimeters.get("HCAL")
+    e_vis = tr.p[j] * prm.hadron_visible_fraction
+    stoch = float(hcal.params.get("resolution_stochastic", 0.65)) if hcal else 0.65
+    const = float(hcal.params.get("resolution_constant", 0.06)) if hcal else 0.06
+    e_vis = phys.smear_energy(rng, e_vis, stoch, const)
+    ev, t = tr.ev[j], tr.t[j]
+    lam = prm.hadron_ecal_lambda
+    rem = lam - d_lambda  # interaction lengths left in the ECAL
+    f_ecal = phys.hadron_fraction_before(rem, prm.hadron_profile_shape)
+    depths, _ = _ecal_sections(ecal)
+    ps_lambda = lam * depths[0] / depths.sum()
+    f_ps = np.where(d_lambda < ps_lambda,
+                    phys.hadron_fraction_before(ps_lambda - d_lambda, prm.hadron_profile_shape), 0.0)
+    sig = (prm.hadron_lateral_sigma,)
+    zv = d_lambda / lam * ecal.depth
+    xv, yv = tr.x[j] + tr.tx[j] * zv, tr.y[j] + tr.ty[j] * zv
+    if len(depths) > 1:
+        _deposit_spread(ctx, ecal, 0, ev, xv, yv, e_vis * f_ps, t, sig, (1.0,))
+        _deposit_spread(ctx, ecal, 1, ev, xv, yv, e_vis * (f_ecal - f_ps), t, sig, (1.0,))
+    else:
+        _deposit_spread(ctx, ecal, 0, ev, xv, yv, e_vis * f_ecal, t, sig, (1.0,))
+    veto = setup.calorimeters.get("VETO")
+    if veto is not None and prm.hadron_veto_leak_mips > 0:
+        n_mip = rng.poisson(prm.hadron_veto_leak_mips, j.size)
+        zz = veto.z - ecal.z
+        ix, _, ins = veto.cell_index(tr.x[j] + tr.tx[j] * zz, tr.y[j] + tr.ty[j] * zz)
+        k = ins & (n_mip > 0)
+        if np.any(k):
+            e = n_mip[k] * np.clip(phys.moyal(rng, veto.mip_mpv, veto.mip_width, int(k.sum())), 0, None)
+            ctx.rec.deposit(ev[k], veto.id, 2 * ix[k], e, t[k])
+            ctx.rec.deposit(ev[k], veto.id, 2 * ix[k] + 1, e, t[k])
+    if hcal is not None:
+        lam_mod = float(hcal.params.get("interaction_lengths_per_module", 7.5))
+        zz = hcal.z - ecal.z
+        xh, yh = tr.x[j] + tr.tx[j] * zz, tr.y[j] + tr.ty[j] * zz
+        for m in range(hcal.n_sections):
+            f = (phys.hadron_fraction_before(rem + (m + 1) * lam_mod, prm.hadron_profile_shape)
+                 - phys.hadron_fraction_before(rem + m * lam_mod, prm.hadron_profile_shape))
+            _deposit_spread(ctx, hcal, m, ev, xh, yh, e_vis * f, t, sig, (1.0,))
+
+
+# ---- VHCAL, HCAL, SRD ------------------------------------------------------------------
+def _vhcal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
+    det: Calorimeter = el.obj
+    zmid = det.depth / 2
+    hit = tr.alive & det.cell_index(tr.x + tr.tx * zmid, tr.y + tr.ty * zmid)[2]
+    if np.any(hit):
+        e = np.clip(phys.moyal(ctx.rng, det.mip_mpv, det.mip_width, int(hit.sum())), 0, None)
+        _deposit_cells(ctx, det, 0, tr.ev[hit], (tr.x + tr.tx * zmid)[hit], (tr.y + tr.ty * zmid)[hit], e, tr.t[hit])
+    tr.drift(det.depth)
+    return tr
+
+
+def _hcal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
+    det: Calorimeter = el.obj
+    rng, prm = ctx.rng, ctx.params
+    mod = det.section_depths[0]
+    lam_mod = float(det.params.get("interaction_lengths_per_module", 7.5))
+    _, _, inside = det.cell_index(tr.x, tr.y)
+    inside &= tr.alive
+    is_had = (tr.kind == KIND_PION) | (tr.kind == KIND_KAON)
+    forced = is_had & (tr.flag == PROCESSES["punchthrough"]) & (tr.role == ROLE_PRIMARY)
+    # hadrons: interaction depth (lambda) from the HCAL front; forced punch-through never interacts
+    d = np.where(forced, np.inf, rng.exponential(1.0, tr.n))
+    had = inside & is_had
+    e_vis = np.zeros(tr.n)
+    shower = had & (d < det.n_sections * lam_mod)
+    if np.any(shower):
+        stoch = float(det.params.get("resolution_stochastic", 0.65))
+        const = float(det.params.get("resolution_constant", 0.06))
+        e_vis[shower] = phys.smear_energy(rng, tr.p[shower] * prm.hadron_visible_fraction, stoch, const)
+    sig = (prm.hadron_lateral_sigma,)
+    for m in range(det.n_sections):
+        zmid = mod / 2
+        xm, ym = tr.x + tr.tx * zmid, tr.y + tr.ty * zmid
+        # charged particles crossing the whole module: MIP (muons, hadrons before interacting)
+        crossing = tr.alive & inside & (~is_had | (d > (m + 1) * lam_mod))
+        partial = tr.alive & inside & is_had & (d > m * lam_mod) & (d <= (m + 1) * lam_mod)
+        n = int((crossing | partial).sum())
+        if n:
+            sel = crossing | partial
+            e = np.clip(phys.moyal(rng, det.mip_mpv, det.mip_width, n), 0, None)
+            frac = np.where(partial[sel], (d[sel] - m * lam_mod) / lam_mod, 1.0)
+            _deposit_cells(ctx, det, m, tr.ev[sel], xm[sel], ym[sel], e * frac, tr.t[sel])
+        sh = shower & (d < (m + 1) * lam_mod)
+        if np.any(sh):
+            f = (phys.hadron_fraction_before((m + 1) * lam_mod - d[sh], prm.hadron_profile_shape)
+                 - phys.hadron_fraction_before(m * lam_mod - d[sh], prm.hadron_profile_shape))
+            _deposit_spread(ctx, det, m, tr.ev[sh], xm[sh], ym[sh], e_vis[sh] * f, tr.t[sh], sig, (1.0,))
+        # energy loss of muons, scattering, end of hadron tracks that showered
+        mu = tr.alive & inside & (tr.kind == KIND_MUON)
+        tr.p = np.where(mu, tr.p - prm.hcal_module_energy_loss, tr.p)
+        tr.alive = tr.alive & ~(mu & (tr.p < _STOP_MOMENTUM_FLOOR)) & ~(shower & (d < (m + 1) * lam_mod))
+        scatter_thick(rng, tr, prm.hcal_module_x0, mod, tr.alive & inside)
+        tr.drift(mod)
+    # forced punch-through hadrons leave the HCAL degraded (leading particle, assumed uniform 30-90 %)
+    pt = forced & inside & tr.alive
+    if np.any(pt):
+        tr.p[pt] = tr.p[pt] * rng.uniform(0.3, 0.9, int(pt.sum()))
+    return tr
+
+
+def _srd(ctx: Context, el: Element, tr: Tracks) -> Tracks:
+    """Synchrotron photons of electrons (the SRD sits beside the beam: only SR hits it)."""
+    det: Calorimeter = el.obj
+    from na64reco.units import parse_quantity
+
+    mean = parse_quantity(str(det.params.get("synchrotron_mean", "0 MeV")), "energy")
+    e_sel = tr.alive & (tr.kind == KIND_ELECTRON)
+    n = int(e_sel.sum())
+    if n and mean > 0:
+        total = np.zeros(n)
+        for m in range(det.n_sections):
+            e = ctx.rng.exponential(mean, n)
+            total += e
+            ctx.rec.deposit(tr.ev[e_sel], det.id, det.channel(m, 0, 0), e, tr.t[e_sel])
+        tr.p[e_sel] = tr.p[e_sel] - total
+    tr.drift(det.depth)
+    return tr
+
+
+_HANDLERS = {"plane": _plane, "counter": _counter, "paddles": _counter, "magnet": _magnet,
+             "decay": _decay, "ecal": _ecal, "vhcal": _vhcal, "hcal": _hcal, "srd": _srd}
