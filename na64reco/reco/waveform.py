@@ -60,7 +60,7 @@ FLAG_BELOW_THRESHOLD = 16
 FLAG_OUT_OF_TIME = 32  # set by the stage functions (timing window), not by the kernel
 
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
-_N_GOLDEN = 22  # bracket 3 P * 0.618^22 ~ 1e-3 ns
+_N_GOLDEN = 16  # final bracket 3 P * 0.618^16 ~ 0.02 ns
 _FIT_BEFORE, _FIT_AFTER = 4, 4
 
 

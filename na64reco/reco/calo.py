@@ -1,0 +1,340 @@
+"""Per-event calorimeter, veto and counter quantities from MSADC digits.
+
+Stage function: :func:`reconstruct_calo` (events as returned by
+:meth:`na64reco.io.raw.RawFile.events`).  The per-digit work is done by
+:func:`na64reco.reco.waveform.reconstruct_digits` (numba kernel); the per-event sums
+are scatter-adds (``np.bincount`` on ``event * n_channels + channel``), with no
+per-event Python loop.
+
+Which digits count
+    A digit counts if it is above the zero-suppression threshold, its channel status is
+    good, and its time is within ``msadc.timing_window`` of the event master time: the
+    median time of the ECAL and counter digits above threshold (the nominal in-time
+    half-maximum time if there are none).
+
+Output (one entry per event; energies in GeV, times in ns, positions in mm).  Detectors
+a setup lacks give NaN (same keys and shapes for every setup, except the counters,
+which are named after the setup's counters):
+
+=========================== ============================================================
+``ecal_preshower_energy``   sum of the ECAL sections named ``preshower``
+``ecal_main_energy``        sum of the other ECAL sections
+``ecal_energy``             total ECAL energy
+``ecal_max_cell_ix/iy``     cell (summed over sections) with most energy, -1 if no energy
+``ecal_cog_x``, ``_y``      energy-weighted mean of the cell centres (global coordinates)
+``ecal_shower_chi2``        shower-shape chi2/ndf of the 3x3 cells around the maximum,
+                            see :func:`shower_chi2`; NaN without ECAL energy
+``hcal_module_energy``      (n, n_modules) energy per HCAL module (sum of its cells)
+``hcal_energy``             total HCAL energy
+``vhcal_energy``            total VHCAL energy
+``veto_paddle_energy``      (n, n_paddles) mean of the paddle's good PMTs, each
+                            calibrated to energy (a zero-suppressed PMT counts as 0);
+                            NaN if both PMTs are masked
+``veto_energy``             sum over paddles
+``srd_module_energy``       (n, n_modules) SRD module energies (NaN x 3 without SRD)
+``srd_energy``              sum over SRD modules
+``counter_<NAME>_energy``   counter energy (sum of its in-time digits)
+``counter_<NAME>_time``     time of its largest in-time digit (NaN if none)
+``event_time``              the master time (ns)
+``n_saturated``             digits (above threshold) with a saturated sample
+``n_pileup``                digits flagged as pile-up
+``n_pedestal_fallback``     digits whose pedestal came from the conditions
+=========================== ============================================================
+
+Expected EM shower profile (for ``ecal_shower_chi2``): a lateral energy density
+``rho(r) ~ exp(-r / b)`` with ``b`` chosen so that a fraction ``shower_containment``
+(setup YAML) of the energy lies within one Moliere radius:
+``1 - (1 + R_M/b) exp(-R_M/b) = containment``.  Its cell fractions are tabulated for
+impact points on a grid over the central cell; each event's chi2 is the minimum over
+the grid of ``sum_i (f_i - F_i)^2 / sigma_i^2`` with
+``sigma_i^2 = s^2 F_i (1 - F_i) / E[GeV] + floor^2`` (``s`` the stochastic resolution
+term, ``floor`` = ``shower_fraction_floor``), divided by ndf = (cells used) - 3.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import awkward as ak
+import numba
+import numpy as np
+from hepunits import GeV
+from scipy.optimize import brentq
+
+from na64reco.errors import ConfigError
+from na64reco.geometry import Calorimeter, Setup
+from na64reco.reco.waveform import (
+    FLAG_BELOW_THRESHOLD,
+    FLAG_MASKED,
+    FLAG_OUT_OF_TIME,
+    FLAG_PEDESTAL_FALLBACK,
+    FLAG_PILEUP,
+    FLAG_SATURATED,
+    Digits,
+    master_time,
+    reconstruct_digits,
+    waveform_config,
+)
+
+#: Width of ``srd_module_energy`` for setups without an SRD (the NA64e SRD has 3
+#: modules); a schema choice so that outputs of both setups have the same shapes.
+ABSENT_SRD_MODULES = 3
+#: Impact-point grid (per axis) over the central cell for the shower-shape fit.
+PROFILE_GRID = 9
+
+
+def flat_digits(events) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(counts per event, det, chan, samples (n_digits, 32)) from awkward events."""
+    calo = events["calo"]
+    counts = ak.to_numpy(ak.num(calo, axis=1)).astype(np.int64)
+    det = ak.to_numpy(ak.flatten(calo["det"]))
+    chan = ak.to_numpy(ak.flatten(calo["chan"]))
+    adc = ak.to_numpy(ak.flatten(calo["adc"], axis=1))
+    return counts, det, chan, adc
+
+
+def digits_of_events(events, setup: Setup, conditions, source: str = "") -> tuple[Digits, np.ndarray, np.ndarray]:
+    """Reconstruct all digits of ``events``; returns (digits, event index per digit, master time).
+
+    Applies the timing window (sets ``FLAG_OUT_OF_TIME``).
+    """
+    counts, det, chan, adc = flat_digits(events)
+    ev = np.repeat(np.arange(len(counts)), counts)
+    run = ak.to_numpy(events["run"]) if "run" in events.fields else None
+    number = ak.to_numpy(events["event"]) if "event" in events.fields else None
+
+    def describe(i):
+        e = int(ev[i])
+        if run is not None and number is not None:
+            return f"run {int(run[e])} event {int(number[e])} (entry {e}, detector id {det[i]} channel {chan[i]})"
+        return f"entry {e} (digit {i})"
+
+    digits = reconstruct_digits(det, chan, adc, setup, conditions, source=source, describe=describe)
+    cfg = waveform_config(setup)
+    ref_ids = [d.id for d in setup.calorimeters.values() if d.kind == "counter" or d.name == "ECAL"]
+    ok = (digits.flags & (FLAG_BELOW_THRESHOLD | FLAG_MASKED | FLAG_PILEUP)) == 0
+    use = ok & np.isin(digits.det, ref_ids)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    t_master = master_time(offsets, digits.time, use, cfg.nominal_time)
+    late = ~(np.abs(digits.time - t_master[ev]) <= cfg.timing_window)  # NaN time -> out
+    flags = digits.flags | np.where(late & ((digits.flags & FLAG_BELOW_THRESHOLD) == 0),
+                                    np.uint8(FLAG_OUT_OF_TIME), np.uint8(0))
+    digits = Digits(digits.det, digits.chan, digits.amplitude, digits.time, digits.energy,
+                    digits.ped_even, digits.ped_odd, digits.chi2ndf, flags.astype(np.uint8))
+    return digits, ev, t_master
+
+
+def channel_sums(digits: Digits, ev: np.ndarray, n_events: int, det: Calorimeter,
+                 mask: np.ndarray | None = None) -> np.ndarray:
+    """(n_events, n_channels) sum of the counted digit energies (MeV) of ``det``."""
+    sel = digits.good & (digits.det == det.id)
+    if mask is not None:
+        sel &= mask
+    idx = ev[sel] * det.n_channels + digits.chan[sel]
+    return np.bincount(idx, weights=digits.energy[sel], minlength=n_events * det.n_channels).reshape(
+        n_events, det.n_channels)
+
+
+def reconstruct_calo(events, setup: Setup, conditions, source: str = "") -> dict[str, np.ndarray]:
+    """Calorimeter, veto and counter quantities of ``events`` (see the module docstring)."""
+    n = len(events)
+    digits, ev, t_master = digits_of_events(events, setup, conditions, source)
+    cal = setup.calorimeters
+    out: dict[str, np.ndarray] = {}
+
+    # --- ECAL
+    if "ECAL" in cal:
+        out.update(_ecal_quantities(setup, cal["ECAL"], channel_sums(digits, ev, n, cal["ECAL"])))
+    else:
+        for k in ("ecal_preshower_energy", "ecal_main_energy", "ecal_energy", "ecal_cog_x", "ecal_cog_y",
+                  "ecal_shower_chi2"):
+            out[k] = np.full(n, np.nan)
+        out["ecal_max_cell_ix"] = np.full(n, -1)
+        out["ecal_max_cell_iy"] = np.full(n, -1)
+
+    # --- module calorimeters
+    for name, key, width in (("HCAL", "hcal", None), ("SRD", "srd", ABSENT_SRD_MODULES)):
+        if name in cal:
+            det = cal[name]
+            e = channel_sums(digits, ev, n, det).reshape(n, det.n_sections, -1).sum(axis=2) / GeV
+        else:
+            e = np.full((n, width or 1), np.nan)
+        out[f"{key}_module_energy"] = e
+        out[f"{key}_energy"] = e.sum(axis=1)
+    out["vhcal_energy"] = (channel_sums(digits, ev, n, cal["VHCAL"]).sum(axis=1) / GeV
+                           if "VHCAL" in cal else np.full(n, np.nan))
+
+    # --- VETO paddles: mean of the good PMTs of each paddle
+    if "VETO" in cal:
+        det = cal["VETO"]
+        e = channel_sums(digits, ev, n, det).reshape(n, det.n_sections, 2) / GeV
+        good_pmt = (conditions.calo["VETO"].status == 0).reshape(det.n_sections, 2)
+        n_good = good_pmt.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out["veto_paddle_energy"] = np.where(n_good > 0, e.sum(axis=2) / np.maximum(n_good, 1), np.nan)
+        out["veto_energy"] = out["veto_paddle_energy"].sum(axis=1)
+    else:
+        out["veto_paddle_energy"] = np.full((n, 1), np.nan)
+        out["veto_energy"] = np.full(n, np.nan)
+
+    # --- counters
+    for name, det in cal.items():
+        if det.kind != "counter":
+            continue
+        sel = digits.good & (digits.det == det.id)
+        out[f"counter_{name}_energy"] = np.bincount(ev[sel], weights=digits.energy[sel], minlength=n) / GeV
+        t = np.full(n, np.nan)
+        if sel.any():
+            e_sel, ev_sel, t_sel = digits.energy[sel], ev[sel], digits.time[sel]
+            order = np.lexsort((e_sel, ev_sel))
+            last = np.r_[ev_sel[order][1:] != ev_sel[order][:-1], True]
+            t[ev_sel[order][last]] = t_sel[order][last]
+        out[f"counter_{name}_time"] = t
+
+    # --- flags
+    above = (digits.flags & FLAG_BELOW_THRESHOLD) == 0
+    out["event_time"] = t_master
+    for key, bit in (("n_saturated", FLAG_SATURATED), ("n_pileup", FLAG_PILEUP),
+                     ("n_pedestal_fallback", FLAG_PEDESTAL_FALLBACK)):
+        out[key] = np.bincount(ev[above & ((digits.flags & bit) != 0)], minlength=n).astype(np.int32)
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+def _ecal_quantities(setup: Setup, det: Calorimeter, chan_e: np.ndarray) -> dict[str, np.ndarray]:
+    n = chan_e.shape[0]
+    cells = chan_e.reshape(n, det.n_sections, det.nx, det.ny) / GeV
+    pre = np.array([s == "preshower" for s in det.section_names])
+    out = {
+        "ecal_preshower_energy": cells[:, pre].sum(axis=(1, 2, 3)),
+        "ecal_main_energy": cells[:, ~pre].sum(axis=(1, 2, 3)),
+    }
+    out["ecal_energy"] = out["ecal_preshower_energy"] + out["ecal_main_energy"]
+    grid = cells.sum(axis=1)  # (n, nx, ny)
+    total = grid.sum(axis=(1, 2))
+    has = total > 0
+    imax = grid.reshape(n, -1).argmax(axis=1)
+    out["ecal_max_cell_ix"] = np.where(has, imax // det.ny, -1)
+    out["ecal_max_cell_iy"] = np.where(has, imax % det.ny, -1)
+    ix, iy = np.meshgrid(np.arange(det.nx), np.arange(det.ny), indexing="ij")
+    cx, cy = det.cell_center(ix, iy)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["ecal_cog_x"] = np.where(has, (grid * cx).sum(axis=(1, 2)) / total, np.nan)
+        out["ecal_cog_y"] = np.where(has, (grid * cy).sum(axis=(1, 2)) / total, np.nan)
+    out["ecal_shower_chi2"] = shower_chi2(grid, det)
+    return out
+
+
+def _profile_params(det: Calorimeter) -> tuple[float, float, float, float]:
+    """(b, stochastic term, floor, moliere radius) of the ECAL's expected lateral profile."""
+    from na64reco.config import Node
+
+    node = Node(det.params, f"setup calorimeter {det.name}")
+    rm = node.quantity("moliere_radius", "length", minimum=0.0)
+    containment = node.number("shower_containment", minimum=0.05, maximum=0.999)
+    floor = node.number("shower_fraction_floor", minimum=1e-4)
+    stochastic = node.number("resolution_stochastic", minimum=0.0)
+    if rm <= 0:
+        raise ConfigError(f"setup calorimeter {det.name}: moliere_radius must be positive")
+    u = brentq(lambda u: (1 + u) * math.exp(-u) - (1 - containment), 1e-6, 100.0)
+    return rm / u, stochastic, floor, rm
+
+
+@functools.lru_cache(maxsize=8)
+def profile_table(cell_w: float, cell_h: float, b: float, grid: int = PROFILE_GRID, sub: int = 24) -> np.ndarray:
+    """Expected energy fractions of the 3x3 cells (PROFILE_GRID^2, 3, 3).
+
+    Row ``g = gx * grid + gy`` is an impact point at ``((gx + 0.5)/grid - 0.5) * cell_w``,
+    ``((gy + 0.5)/grid - 0.5) * cell_h`` from the centre of the central cell; fractions are
+    of the energy deposited in the 3x3 block (density ``exp(-r/b)``, midpoint rule with
+    ``sub`` x ``sub`` points per cell).
+    """
+    u = ((np.arange(3 * sub) + 0.5) / sub - 1.5)  # in cell units, -1.5..1.5
+    px, py = np.meshgrid(u * cell_w, u * cell_h, indexing="ij")
+    g = ((np.arange(grid) + 0.5) / grid - 0.5)
+    table = np.empty((grid * grid, 3, 3))
+    for gx in range(grid):
+        for gy in range(grid):
+            r = np.hypot(px - g[gx] * cell_w, py - g[gy] * cell_h)
+            dens = np.exp(-r / b).reshape(3, sub, 3, sub).sum(axis=(1, 3))
+            table[gx * grid + gy] = dens / dens.sum()
+    return table
+
+
+@numba.njit(cache=True, nogil=True)
+def _shower_chi2_kernel(grid_e, table, stochastic, floor):
+    n, nx, ny = grid_e.shape
+    ng = table.shape[0]
+    out = np.full(n, np.nan)
+    obs = np.empty((3, 3))
+    inside = np.empty((3, 3), dtype=np.bool_)
+    for e in range(n):
+        best_i = 0
+        best_j = 0
+        for i in range(nx):
+            for j in range(ny):
+                if grid_e[e, i, j] > grid_e[e, best_i, best_j]:
+                    best_i = i
+                    best_j = j
+        tot = 0.0
+        ncell = 0
+        for a in range(3):
+            for c in range(3):
+                i = best_i + a - 1
+                j = best_j + c - 1
+                inside[a, c] = 0 <= i < nx and 0 <= j < ny
+                obs[a, c] = grid_e[e, i, j] if inside[a, c] else 0.0
+                if inside[a, c]:
+                    tot += obs[a, c]
+                    ncell += 1
+        if tot <= 0.0 or ncell <= 3:
+            continue
+        best = np.inf
+        for g in range(ng):
+            norm = 0.0
+            for a in range(3):
+                for c in range(3):
+                    if inside[a, c]:
+                        norm += table[g, a, c]
+            chi2 = 0.0
+            for a in range(3):
+                for c in range(3):
+                    if inside[a, c]:
+                        fe = table[g, a, c] / norm
+                        var = stochastic * stochastic * fe * (1.0 - fe) / tot + floor * floor
+                        d = obs[a, c] / tot - fe
+                        chi2 += d * d / var
+            if chi2 < best:
+                best = chi2
+        out[e] = best / (ncell - 3)
+    return out
+
+
+def shower_chi2(grid_e: np.ndarray, det: Calorimeter) -> np.ndarray:
+    """Shower-shape chi2/ndf per event from (n, nx, ny) cell energies in GeV (see module doc)."""
+    b, stochastic, floor, _ = _profile_params(det)
+    table = profile_table(det.cell_size[0], det.cell_size[1], b)
+    return _shower_chi2_kernel(np.ascontiguousarray(grid_e, dtype=np.float64), table, stochastic, floor)
+
+
+def shower_chi2_reference(grid_e: np.ndarray, det: Calorimeter) -> np.ndarray:
+    """Slow twin of :func:`shower_chi2` (numpy per event)."""
+    b, stochastic, floor, _ = _profile_params(det)
+    table = profile_table(det.cell_size[0], det.cell_size[1], b)
+    out = []
+    for g in np.asarray(grid_e, dtype=float):
+        i, j = np.unravel_index(np.argmax(g), g.shape)
+        padded = np.pad(g, 1, constant_values=np.nan)
+        block = padded[i: i + 3, j: j + 3]
+        inside = np.isfinite(block)
+        tot = np.nansum(block)
+        if tot <= 0 or inside.sum() <= 3:
+            out.append(np.nan)
+            continue
+        expected = np.where(inside, table, 0.0)
+        expected = expected / expected.sum(axis=(1, 2), keepdims=True)
+        var = stochastic**2 * expected * (1 - expected) / tot + floor**2
+        chi2 = np.where(inside, (np.nan_to_num(block) / tot - expected) ** 2 / var, 0.0).sum(axis=(1, 2))
+        out.append(chi2.min() / (inside.sum() - 3))
+    return np.asarray(out)

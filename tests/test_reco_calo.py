@@ -1,0 +1,205 @@
+"""Per-event calorimeter quantities from synthetic MSADC digits of known deposits, and
+(when the simulator is available) the energy scale against the truth tree."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import awkward as ak
+import numpy as np
+import pytest
+from hepunits import GeV
+
+from na64reco.conditions import load_conditions
+from na64reco.errors import RawFormatError
+from na64reco.geometry import load_setup
+from na64reco.reco import calo as C
+from test_reco_waveform import CFG, pulses
+
+
+def make_events(setup, cond, ev, names, chans, energies_mev, dt=None, seed=0, n_events=None):
+    """Awkward events (the layout of RawFile.events()) with one digit per deposit."""
+    rng = np.random.default_rng(seed)
+    ev = np.asarray(ev)
+    det = np.array([setup.detector(nm).id for nm in names])
+    chan = np.asarray(chans)
+    e = np.asarray(energies_mev, float)
+    dt = np.zeros(len(ev)) if dt is None else np.asarray(dt, float)
+    order = np.argsort(ev, kind="stable")
+    ev, det, chan, e, dt = ev[order], det[order], chan[order], e[order], dt[order]
+    tab = {f: cond.calo_table(setup, f) for f in ("pedestal_even", "pedestal_odd", "noise_adc", "gain", "time_offset")}
+    adc = pulses(e / tab["gain"][det, chan], CFG.signal_time + tab["time_offset"][det, chan] + dt,
+                 tab["pedestal_even"][det, chan], tab["pedestal_odd"][det, chan], tab["noise_adc"][det, chan], rng)
+    n = int(n_events if n_events is not None else ev.max() + 1)
+    counts = np.bincount(ev, minlength=n)
+    calo = ak.zip({"det": ak.unflatten(det.astype(np.int16), counts), "chan": ak.unflatten(chan.astype(np.int16), counts)})
+    calo = ak.with_field(calo, ak.unflatten(ak.from_numpy(adc, regulararray=True), counts), "adc")
+    return ak.zip({"run": np.full(n, 7, np.int32), "event": np.arange(n) + 100, "calo": calo}, depth_limit=1)
+
+
+@pytest.fixture(scope="module")
+def mu():
+    setup = load_setup("na64mu")
+    return setup, load_conditions(setup, 1)
+
+
+def test_energies_of_known_deposits(mu):
+    setup, cond = mu
+    rng = np.random.default_rng(1)
+    n = 1500
+    ecal, hcal = setup.detector("ECAL"), setup.detector("HCAL")
+    rows = []  # (event, detector, channel, energy MeV)
+    true = {k: np.zeros(n) for k in ("ps", "main", "hcal", "veto", "S0", "Smu")}
+    true_mod = np.zeros((n, hcal.n_sections))
+    for i in range(n):
+        ix, iy = rng.integers(1, ecal.nx - 1), rng.integers(1, ecal.ny - 1)
+        for sec, key, scale in ((0, "ps", 2000.0), (1, "main", 20000.0)):
+            e_tot = rng.uniform(0.2, 1.0) * scale
+            frac = rng.dirichlet(np.ones(9) * 2)
+            for k, (a, b) in enumerate((a, b) for a in (-1, 0, 1) for b in (-1, 0, 1)):
+                e = e_tot * frac[k]
+                if e / cond.calo["ECAL"].gain[ecal.channel(sec, ix + a, iy + b)] > 40:  # well above threshold
+                    rows.append((i, "ECAL", ecal.channel(sec, ix + a, iy + b), e))
+                    true[key][i] += e
+        for m in range(hcal.n_sections):
+            e = rng.uniform(1500, 30000)
+            rows.append((i, "HCAL", hcal.channel(m, 1, 1), e))
+            true_mod[i, m] += e
+        pad = rng.integers(0, 3)
+        e = rng.uniform(5, 20)
+        rows += [(i, "VETO", 2 * pad, e), (i, "VETO", 2 * pad + 1, e)]
+        true["veto"][i] = e
+        for name in ("S0", "Smu"):
+            e = setup.detector(name).mip_mpv * rng.uniform(0.8, 2)
+            rows.append((i, name, 0, e))
+            true[name][i] = e
+    ev, names, chans, es = zip(*rows, strict=True)
+    out = C.reconstruct_calo(make_events(setup, cond, ev, names, chans, es), setup, cond, source="synthetic")
+
+    def check(reco_gev, true_mev, det, n_cells):
+        # per event: within 5 sigma of the amplitude noise (~0.7 x 2.5 ADC per cell) plus 1 %
+        tol = 5 * np.sqrt(n_cells) * 1.8 * cond.calo[det].gain.max() / GeV + 0.01 * true_mev / GeV
+        diff = reco_gev - true_mev / GeV
+        assert abs(diff.mean()) < 4 * diff.std() / np.sqrt(n) + 1e-9, (diff.mean(), diff.std())
+        assert np.all(np.abs(diff) < tol)
+
+    check(out["ecal_preshower_energy"], true["ps"], "ECAL", 9)
+    check(out["ecal_main_energy"], true["main"], "ECAL", 9)
+    check(out["ecal_energy"], true["ps"] + true["main"], "ECAL", 18)
+    check(out["hcal_module_energy"], true_mod, "HCAL", 1)
+    check(out["hcal_energy"], true_mod.sum(axis=1), "HCAL", 4)
+    check(out["veto_energy"], true["veto"], "VETO", 1)
+    check(out["counter_S0_energy"], true["S0"], "S0", 1)
+    check(out["counter_Smu_energy"], true["Smu"], "Smu", 1)
+    assert np.all(out["counter_S1_energy"] == 0) and np.all(np.isnan(out["counter_S1_time"]))
+    np.testing.assert_allclose(out["counter_S0_time"], CFG.nominal_time, atol=2.0)
+    np.testing.assert_allclose(out["event_time"], CFG.nominal_time, atol=1.0)
+    assert np.all(out["vhcal_energy"] == 0)
+    assert out["srd_module_energy"].shape == (n, C.ABSENT_SRD_MODULES)
+    assert np.all(np.isnan(out["srd_module_energy"])) and np.all(np.isnan(out["srd_energy"]))
+    for key, value in out.items():
+        assert len(value) == n, key
+
+
+def test_same_schema_for_both_setups(mu):
+    setup_e = load_setup("na64e")
+    cond_e = load_conditions(setup_e, 1)
+    srd = setup_e.detector("SRD")
+    ev = make_events(setup_e, cond_e, [0, 0, 1], ["SRD", "SRD", "ECAL"], [0, 2, 5], [20.0, 30.0, 50000.0])
+    out_e = C.reconstruct_calo(ev, setup_e, cond_e)
+    setup, cond = mu
+    out_mu = C.reconstruct_calo(make_events(setup, cond, [0], ["ECAL"], [5], [5000.0]), setup, cond)
+    drop = lambda d: {k: v.shape[1:] for k, v in d.items() if not k.startswith("counter_")}  # noqa: E731
+    assert drop(out_e) == drop(out_mu)
+    assert out_e["srd_module_energy"].shape == (2, srd.n_sections)
+    np.testing.assert_allclose(out_e["srd_module_energy"][0], [0.020, 0.0, 0.030], rtol=0.1)
+
+
+def test_timing_window_and_masked_channels(mu):
+    setup, cond = mu
+    ecal = setup.detector("ECAL")
+    ch_a, ch_b = ecal.channel(1, 2, 3), ecal.channel(1, 2, 2)
+    # event 0: b is 60 ns late (out of time); event 1: b is 10 ns late (in time)
+    ev = make_events(setup, cond, [0, 0, 1, 1, 0, 1], ["ECAL", "ECAL", "ECAL", "ECAL", "S0", "S0"],
+                     [ch_a, ch_b, ch_a, ch_b, 0, 0], [5000.0, 3000.0, 5000.0, 3000.0, 3.0, 3.0],
+                     dt=[0.0, 60.0, 0.0, 10.0, 0.0, 0.0])
+    out = C.reconstruct_calo(ev, setup, cond)
+    np.testing.assert_allclose(out["ecal_energy"], [5.0, 8.0], rtol=0.02)
+    # mask channel b: it no longer counts anywhere
+    c = cond.calo["ECAL"]
+    status = c.status.copy()
+    status[ch_b] = 1
+    masked = dataclasses.replace(cond, calo={**cond.calo, "ECAL": dataclasses.replace(c, status=status)})
+    out = C.reconstruct_calo(ev, setup, masked)
+    np.testing.assert_allclose(out["ecal_energy"], [5.0, 5.0], rtol=0.02)
+    # a VETO paddle with one masked PMT is measured by the other one alone
+    v = cond.calo["VETO"]
+    vstat = v.status.copy()
+    vstat[1] = 1
+    masked = dataclasses.replace(cond, calo={**cond.calo, "VETO": dataclasses.replace(v, status=vstat)})
+    ev = make_events(setup, cond, [0, 0], ["VETO", "VETO"], [0, 1], [12.0, 12.0])
+    out = C.reconstruct_calo(ev, setup, masked)
+    np.testing.assert_allclose(out["veto_paddle_energy"][0], [0.012, 0.0, 0.0], atol=0.0005)
+
+
+def test_max_cell_and_centre_of_gravity(mu):
+    setup, cond = mu
+    ecal = setup.detector("ECAL")
+    ev = make_events(setup, cond, [0, 1, 1, 2], ["ECAL"] * 3 + ["S0"],
+                     [ecal.channel(1, 1, 4), ecal.channel(1, 3, 2), ecal.channel(0, 4, 2), 0],
+                     [8000.0, 6000.0, 6000.0, 3.0])
+    out = C.reconstruct_calo(ev, setup, cond)
+    x0, y0 = ecal.cell_center(1, 4)
+    x1, y1 = ecal.cell_center(3.5, 2)
+    np.testing.assert_allclose([out["ecal_cog_x"][0], out["ecal_cog_y"][0]], [x0, y0], atol=1e-9)
+    np.testing.assert_allclose([out["ecal_cog_x"][1], out["ecal_cog_y"][1]], [x1, y1], atol=1.0)
+    assert (out["ecal_max_cell_ix"][0], out["ecal_max_cell_iy"][0]) == (1, 4)
+    assert out["ecal_max_cell_ix"][1] in (3, 4) and out["ecal_max_cell_iy"][1] == 2
+    assert (out["ecal_max_cell_ix"][2], out["ecal_max_cell_iy"][2]) == (-1, -1)
+    assert np.isnan(out["ecal_cog_x"][2]) and np.isnan(out["ecal_shower_chi2"][2])
+
+
+def _showers(det, rng, n, b, energy_gev):
+    """Cell energies (n, nx, ny) of showers with density exp(-r/b), sampled as 400 spots,
+    with the energy fluctuation of the stochastic term spread over the spots."""
+    gx, gy = rng.uniform(-0.5, 0.5, (2, n)) * np.array(det.cell_size)[:, None]
+    cx, cy = det.cell_center(det.nx // 2, det.ny // 2)
+    grid = np.zeros((n, det.nx, det.ny))
+    n_spots = 400
+    for i in range(n):
+        r = rng.gamma(2.0, b, n_spots)  # radial density r exp(-r/b) in 2D for rho ~ exp(-r/b)
+        phi = rng.uniform(0, 2 * np.pi, n_spots)
+        ix, iy, inside = det.cell_index(cx + gx[i] + r * np.cos(phi), cy + gy[i] + r * np.sin(phi))
+        np.add.at(grid[i], (ix[inside], iy[inside]), energy_gev / n_spots)
+    return grid
+
+
+def test_shower_chi2_separates_em_from_wide_showers_and_matches_twin(mu):
+    setup, _ = mu
+    det = setup.detector("ECAL")
+    rng = np.random.default_rng(2)
+    b = C._profile_params(det)[0]
+    em = _showers(det, rng, 300, b, 50.0)
+    wide = _showers(det, rng, 300, 3 * b, 50.0)
+    chi_em, chi_wide = C.shower_chi2(em, det), C.shower_chi2(wide, det)
+    np.testing.assert_allclose(chi_em, C.shower_chi2_reference(em, det), rtol=1e-9)
+    np.testing.assert_allclose(chi_wide, C.shower_chi2_reference(wide, det), rtol=1e-9)
+    # spot sampling gives fraction errors below the 2 % floor: EM chi2/ndf is O(1) or less
+    assert np.median(chi_em) < 2.0
+    assert np.median(chi_wide) > 10 * np.median(chi_em)
+    # containment of the expected profile: the configured fraction within one Moliere radius
+    rm = C._profile_params(det)[3]
+    r = rng.gamma(2.0, b, 200000)
+    assert abs(np.mean(r < rm) - det.params["shower_containment"]) < 0.005
+
+
+def test_corrupt_waveform_names_file_and_event(mu):
+    setup, cond = mu
+    ev = make_events(setup, cond, [0, 1], ["ECAL", "ECAL"], [3, 4], [1000.0, 1000.0])
+    calo = ev["calo"]
+    adc = ak.to_numpy(ak.flatten(calo["adc"], axis=1)).copy()
+    adc[1] = 0
+    calo = ak.with_field(calo, ak.unflatten(ak.from_numpy(adc, regulararray=True), [1, 1]), "adc")
+    bad = ak.with_field(ev, calo, "calo")
+    with pytest.raises(RawFormatError, match=r"run42\.root: run 7 event 101 .*all-zero"):
+        C.reconstruct_calo(bad, setup, cond, source="run42.root")
