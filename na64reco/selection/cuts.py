@@ -31,8 +31,10 @@ def column(reco: ak.Array, variable: str) -> np.ndarray:
     arr = reco[variable]
     if arr.ndim == 1:
         return np.asarray(ak.to_numpy(arr))
-    return np.asarray(ak.to_numpy(ak.fill_none(ak.pad_none(arr, ak.max(ak.num(arr)) or 0), np.nan)),
-                      dtype=float)
+    if not isinstance(arr.type.content, ak.types.RegularType):  # var -> pad with NaN
+        width = int(ak.max(ak.num(arr, axis=1), initial=0))
+        arr = ak.fill_none(ak.pad_none(arr, width, clip=True), np.nan)
+    return np.asarray(ak.to_numpy(arr), dtype=float)
 
 
 def _in_range(x: np.ndarray, lo: float | None, hi: float | None) -> np.ndarray:

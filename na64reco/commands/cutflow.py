@@ -1,0 +1,62 @@
+"""``na64reco cutflow OUTDIR_OR_FILE [--json]``: print the cut-flow of a saved run.
+
+Accepts the output directory of ``na64reco run``, its ``output.coffea`` or its
+``cutflow.json``.  Blinded rows stay blinded.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from na64reco.errors import NA64Error
+
+NAME = "cutflow"
+HELP = "print the cut-flow (events, weighted sums, N-1, regions) of a saved run output"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("path", metavar="OUTDIR_OR_FILE")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def load_summary(path: str | Path) -> dict:
+    from na64reco.runner import cutflow_summary
+
+    path = Path(path)
+    if path.is_dir():
+        candidates = [path / "cutflow.json", path / "output.coffea"]
+        found = [p for p in candidates if p.is_file()]
+        if not found:
+            raise NA64Error(f"{path}: no cutflow.json or output.coffea (not a `na64reco run` output)")
+        path = found[0]
+    if not path.is_file():
+        raise NA64Error(f"{path}: file not found")
+    if path.suffix == ".json":
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise NA64Error(f"{path}: not valid JSON: {exc}") from None
+    if path.suffix == ".coffea":
+        from coffea.util import load
+
+        try:
+            out = load(path)
+        except Exception as exc:
+            raise NA64Error(f"{path}: cannot read the coffea output: {exc}") from None
+        return json.loads(json.dumps(cutflow_summary(out), default=_default))
+    raise NA64Error(f"{path}: expected an output directory, output.coffea or cutflow.json")
+
+
+def _default(obj):
+    if isinstance(obj, set):
+        return sorted(obj)
+    return obj.item() if hasattr(obj, "item") else str(obj)
+
+
+def run(args) -> int:
+    from na64reco.runner import format_summary
+
+    summary = load_summary(args.path)
+    print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
+    return 0

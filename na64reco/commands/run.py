@@ -1,0 +1,70 @@
+"""``na64reco run``: run a blinded analysis processor over raw files and save the outputs.
+
+    na64reco run --processor na64mu_invisible --executor dask --workers 2 \\
+        --output out/ run1.root run2.root
+    na64reco run --processor na64e_invisible --fileset fileset.yaml --output out/
+
+Data (files without truth) are always blinded; there is no option to open the box.
+See docs/running.md.
+"""
+
+from __future__ import annotations
+
+from na64reco.errors import ConfigError
+
+NAME = "run"
+HELP = "run a blinded analysis processor (iterative, futures or dask) and save histograms, cut-flow, plots"
+
+
+def add_arguments(parser) -> None:
+    from processors import PROCESSORS
+
+    from na64reco.runner import EXECUTORS
+
+    parser.add_argument("--processor", required=True, choices=PROCESSORS)
+    parser.add_argument("--executor", choices=EXECUTORS, default="iterative")
+    parser.add_argument("--workers", type=int, default=1, help="processes (futures) or dask workers")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="dask scheduler to connect to (default: start a LocalCluster)")
+    parser.add_argument("--chunksize", type=int, default=50_000, help="events per chunk")
+    parser.add_argument("--skip-bad-files", action="store_true",
+                        help="report and skip unreadable/foreign files instead of stopping")
+    parser.add_argument("--retries", type=int, default=0,
+                        help="retries of a chunk after a transient error (time-out, lost connection)")
+    parser.add_argument("--calib-tag", metavar="T", help="calibration tag (default <setup>-default)")
+    parser.add_argument("--selection", metavar="YAML", help="selection file (default: the processor's)")
+    parser.add_argument("--output", required=True, metavar="OUTDIR")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG control plots")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--fileset", metavar="FILESET.yaml", help="datasets and their files")
+    parser.add_argument("files", nargs="*", metavar="FILES", help="raw files (one dataset)")
+
+
+def run(args) -> int:
+    from na64reco.runner import (
+        RunOptions,
+        cutflow_summary,
+        fileset_from_files,
+        format_summary,
+        load_fileset,
+        run_files,
+        save_outputs,
+    )
+
+    if bool(args.fileset) == bool(args.files):
+        raise ConfigError("give either FILES or --fileset FILESET.yaml (not both, not neither)")
+    if args.executor == "iterative" and args.workers != 1:
+        raise ConfigError("--workers needs --executor futures or dask")
+    if args.scheduler and args.executor != "dask":
+        raise ConfigError("--scheduler needs --executor dask")
+    fileset = load_fileset(args.fileset) if args.fileset else fileset_from_files(args.files)
+    opts = RunOptions(args.processor, executor=args.executor, workers=args.workers,
+                      scheduler=args.scheduler, chunksize=args.chunksize,
+                      skip_bad_files=args.skip_bad_files, retries=args.retries,
+                      calib_tag=args.calib_tag, selection=args.selection,
+                      status=not args.no_progress)
+    out = run_files(fileset, opts)
+    outdir = save_outputs(out, args.output, plots=not args.no_plots)
+    print(format_summary(cutflow_summary(out)))
+    print(f"outputs written to {outdir}/")
+    return 0

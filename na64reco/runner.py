@@ -1,0 +1,410 @@
+"""Run a processor over raw files with coffea's Runner (iterative, futures or dask).
+
+    out = run_files({"mu_data": ["a.root", "b.root"]}, RunOptions("na64mu_invisible",
+                    executor="dask", workers=2))
+    save_outputs(out, "outdir/")
+
+What this adds to ``coffea.processor.Runner``:
+
+* files are checked with :func:`na64reco.io.raw.open_raw` before coffea sees them
+  (empty, truncated, missing branch, other setup); with ``skip_bad_files`` a bad file
+  is listed with the reason and its events are accounted as skipped, without it the run
+  stops with one error naming the file.  A file that opens but fails while its chunks
+  are read is skipped chunk by chunk (with the same accounting) or stops the run;
+* retries are for *transient* errors only (time-outs, lost connections, I/O errors):
+  a deterministic error (bad file, bad configuration, a bug) is never re-run.  Our retry
+  replaces coffea's ``automatic_retries``, and dask's own task retries are set to 0, so
+  the two never multiply; a dask worker that dies is handled by the scheduler, which
+  reschedules its tasks (``distributed.scheduler.allowed-failures``);
+* the futures pool is made once per run and reused for every call;
+* the flat tree is read with the schema *class* ``BaseSchema`` and all branches are
+  preloaded in one go (the fileset ``preload`` option; lazy reading decompressed the
+  jagged branches twice);
+* accounting: ``events_processed + events_skipped == events_total`` for every run.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import time
+from collections.abc import Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from coffea import processor
+from coffea.nanoevents import BaseSchema
+
+from na64reco.config import load_yaml
+from na64reco.errors import ConfigError, NA64Error, RawFormatError, SetupMismatch
+from na64reco.io.raw import event_branches, open_raw
+
+EXECUTORS = ("iterative", "futures", "dask")
+FILESET_SCHEMA_VERSION = 1
+TREE = "events"
+
+
+@dataclass
+class RunOptions:
+    """How to run (see ``na64reco run --help``)."""
+
+    processor: str
+    executor: str = "iterative"
+    workers: int = 1
+    scheduler: str | None = None
+    chunksize: int = 50_000
+    skip_bad_files: bool = False
+    retries: int = 0
+    calib_tag: str | None = None
+    selection: str | None = None
+    status: bool = False
+    client: object = None   # an existing dask Client (tests, notebooks)
+
+    def __post_init__(self):
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"executor {self.executor!r} is not one of: {', '.join(EXECUTORS)}")
+        if self.workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {self.workers}")
+        if self.chunksize < 1:
+            raise ConfigError(f"chunksize must be >= 1, got {self.chunksize}")
+        if self.retries < 0:
+            raise ConfigError(f"retries must be >= 0, got {self.retries}")
+
+
+# ----------------------------------------------------------------------------------------
+def load_fileset(path: str | Path) -> dict[str, list[str]]:
+    """Read a fileset YAML: ``schema_version: 1`` and ``datasets: {name: [files]}``.
+
+    A dataset may also be ``{files: [...]}``; relative paths are relative to the YAML.
+    """
+    path = Path(path)
+    node = load_yaml(path, schema_version=FILESET_SCHEMA_VERSION)
+    datasets = node.node("datasets")
+    out = {}
+    for name in datasets.data:
+        value = datasets.raw(str(name))
+        files = value.get("files") if isinstance(value, dict) else value
+        if not isinstance(files, list) or not files or not all(isinstance(f, str) for f in files):
+            raise datasets.error(str(name), "expected a non-empty list of file paths (or {files: [...]})")
+        out[str(name)] = [str(f if Path(f).is_absolute() else path.parent / f) for f in files]
+    if not out:
+        raise node.error("datasets", "no datasets")
+    return out
+
+
+def fileset_from_files(files: list[str], dataset: str = "default") -> dict[str, list[str]]:
+    return {dataset: [str(f) for f in files]}
+
+
+@dataclass
+class FileCheck:
+    """Result of checking every file before the run."""
+
+    good: dict[str, list[str]]
+    entries: dict[str, int]                        # path -> events in the file (good files)
+    skipped: dict[str, dict] = field(default_factory=dict)  # path -> {reason, events}
+
+
+def check_files(fileset: Mapping[str, list[str]], setup: str, *, skip_bad_files: bool) -> FileCheck:
+    """Open every file with :func:`open_raw` (format, branches, setup, spills tree)."""
+    good, entries, skipped = {}, {}, {}
+    for dataset, files in fileset.items():
+        for path in files:
+            try:
+                with open_raw(path, setup=setup) as raw:
+                    raw.spills()
+                    n = raw.n_events
+            except (RawFormatError, SetupMismatch) as exc:
+                if not skip_bad_files:
+                    raise
+                skipped[str(path)] = {"reason": str(exc), "events": _entries_if_readable(path)}
+                continue
+            good.setdefault(dataset, []).append(str(path))
+            entries[str(path)] = n
+    return FileCheck(good, entries, skipped)
+
+
+def _entries_if_readable(path) -> int:
+    """Events of a file that failed the check, if its events tree can still be counted."""
+    try:
+        import uproot
+
+        with uproot.open(path) as f:
+            return int(f[TREE].num_entries)
+    except Exception:
+        return 0
+
+
+# ----------------------------------------------------------------------------------------
+def _chain(exc: BaseException):
+    seen = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return seen
+
+
+_TRANSIENT_ERRNO = {errno.EIO, errno.EAGAIN, errno.ESTALE, errno.EBUSY, errno.ETIMEDOUT,
+                    errno.ECONNRESET, errno.ECONNREFUSED, errno.EHOSTUNREACH}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """An error worth retrying: time-outs, lost connections, transient I/O errors."""
+    for e in _chain(exc):
+        if isinstance(e, NA64Error):
+            return False
+        if isinstance(e, (TimeoutError, ConnectionError, InterruptedError, BlockingIOError)):
+            return True
+        if isinstance(e, OSError) and e.errno in _TRANSIENT_ERRNO:
+            return True
+    return False
+
+
+def is_bad_file(exc: BaseException) -> bool:
+    """An error that says the *file* is bad (skippable with --skip-bad-files)."""
+    import struct
+    import zlib
+
+    import uproot
+
+    bad = (RawFormatError, SetupMismatch, OSError, EOFError, zlib.error, struct.error,
+           uproot.exceptions.KeyInFileError, uproot.deserialization.DeserializationError)
+    return any(isinstance(e, bad) for e in _chain(exc)) or any(
+        "decompress" in str(e).lower() or "basket" in str(e).lower() for e in _chain(exc))
+
+
+def _work_item(args):
+    item = args[0] if args else None
+    if isinstance(item, tuple):  # dask: (item, heavy_input)
+        item = item[0]
+    return item if isinstance(item, processor.executor.WorkItem) else None
+
+
+class ChunkGuard:
+    """Replaces coffea's ``automatic_retries``: retry transient errors, skip bad chunks.
+
+    Called by coffea as ``guard(coffea_retries, skipbadfiles, func, *args, **kw)``; the
+    coffea arguments are ignored (coffea would retry every error, and multiply with
+    dask's retries).
+    """
+
+    def __init__(self, retries: int, skip_bad_files: bool, backoff: float = 0.5):
+        self.retries, self.skip_bad_files, self.backoff = retries, skip_bad_files, backoff
+
+    def __call__(self, _coffea_retries, _skipbadfiles, func, *args, use_result_type=False, **kwargs):
+        attempt = 0
+        while True:
+            try:
+                return func(*args, **kwargs)
+            except Exception as exc:
+                item = _work_item(args)
+                if is_transient(exc) and attempt < self.retries:
+                    attempt += 1
+                    time.sleep(self.backoff * attempt)
+                    continue
+                if item is not None and self.skip_bad_files and is_bad_file(exc):
+                    return {"out": {}, "processed": {item},
+                            "na64_skipped": {item.filename: {
+                                "reason": f"entries {item.entrystart}-{item.entrystop}: "
+                                          f"{_root_message(exc)}",
+                                "events": item.entrystop - item.entrystart}}}
+                raise ChunkError(item, exc) from exc
+
+
+def _root_message(exc: BaseException) -> str:
+    inner = _chain(exc)[-1]
+    return f"{type(inner).__name__}: {inner}"
+
+
+class ChunkError(NA64Error):
+    """A chunk failed with a non-transient error (or after its retries)."""
+
+    def __init__(self, item, exc):
+        where = (f"{item.filename} (entries {item.entrystart}-{item.entrystop})" if item is not None
+                 else "preprocessing")
+        super().__init__(f"{where}: {_root_message(exc)}")
+
+
+# ----------------------------------------------------------------------------------------
+def _make_executor(opts: RunOptions, stack: ExitStack):
+    if opts.executor == "iterative":
+        return processor.IterativeExecutor(status=opts.status, retries=0)
+    if opts.executor == "futures":
+        import loky
+
+        pool = loky.ProcessPoolExecutor(max_workers=opts.workers)  # one pool for the whole run
+        stack.callback(pool.shutdown)
+        return processor.FuturesExecutor(pool=pool, workers=opts.workers, status=opts.status,
+                                         retries=0, compression=1)
+    client = opts.client
+    if client is None:
+        from dask.distributed import Client, LocalCluster
+
+        if opts.scheduler:
+            client = stack.enter_context(Client(opts.scheduler))
+        else:
+            cluster = stack.enter_context(LocalCluster(n_workers=opts.workers, threads_per_worker=1,
+                                                       processes=True, dashboard_address=None))
+            client = stack.enter_context(Client(cluster))
+    return processor.DaskExecutor(client=client, status=opts.status, retries=0, treereduction=8)
+
+
+def make_processor(opts: RunOptions, unblind=None):
+    from processors import get_processor
+
+    cls = get_processor(opts.processor)
+    return cls(opts.selection, calib_tag=opts.calib_tag, unblind=unblind)
+
+
+def run_files(fileset: Mapping[str, list[str]], opts: RunOptions, *, processor_instance=None) -> dict:
+    """Run over ``fileset`` ({dataset: [files]}); return ``{dataset: outputs}``.
+
+    Every dataset's ``provenance`` lists the skipped files with reasons and events, and
+    carries ``events_total`` (events in all files, bad ones included when countable).
+    """
+    proc = processor_instance or make_processor(opts)
+    check = check_files(fileset, proc.SETUP, skip_bad_files=opts.skip_bad_files)
+    t0 = time.time()
+    wrapped = {"out": {}}
+    if check.good:
+        coffea_fileset = {ds: {"files": files, "treename": TREE, "preload": event_branches()}
+                          for ds, files in check.good.items()}
+        with ExitStack() as stack:
+            executor = _make_executor(opts, stack)
+            runner = processor.Runner(
+                executor=executor, pre_executor=processor.IterativeExecutor(status=False, retries=0),
+                schema=BaseSchema, chunksize=opts.chunksize, skipbadfiles=False,
+                metadata_cache={}, savemetrics=False,
+            )
+            runner.automatic_retries = ChunkGuard(opts.retries, opts.skip_bad_files)
+            try:
+                wrapped = runner.run(coffea_fileset, proc, treename=TREE)
+            except ChunkError:
+                raise
+            except Exception as exc:  # coffea wraps errors; give one line naming the file
+                for e in _chain(exc):
+                    if isinstance(e, ChunkError):
+                        raise e from None
+                raise NA64Error(f"run failed: {_root_message(exc)}") from exc
+    out = dict(wrapped.get("out") or {})
+    _account(out, fileset, check, wrapped.get("na64_skipped", {}), proc)
+    for ds in out.values():
+        ds["provenance"].wall_time = time.time() - t0
+    return out
+
+
+def _account(out: dict, fileset, check: FileCheck, chunk_skips: dict, proc) -> None:
+    """Attach skipped files and the event totals to each dataset's provenance."""
+    from processors.base import Provenance
+
+    for dataset, files in fileset.items():
+        if dataset not in out:  # every file of the dataset was bad
+            out[dataset] = {"provenance": Provenance(
+                proc.NAME, proc.selection.name, proc.selection.sha256, proc.selection.source,
+                proc.calib_tag, __import__("na64reco").__version__)}
+        prov = out[dataset]["provenance"]
+        for path in files:
+            path = str(path)
+            for source in (check.skipped, chunk_skips):
+                if path in source:
+                    rec = prov.skipped.setdefault(path, {"reason": source[path]["reason"], "events": 0})
+                    if source is chunk_skips and rec["reason"] != source[path]["reason"]:
+                        rec["reason"] += "; " + source[path]["reason"]
+                    rec["events"] += source[path]["events"]
+        prov.events_total = sum(check.entries.get(str(p), prov.skipped.get(str(p), {}).get("events", 0))
+                                for p in files)
+        if prov.events_processed + prov.events_skipped != prov.events_total:
+            raise NA64Error(f"dataset {dataset}: accounting does not close: processed "
+                            f"{prov.events_processed} + skipped {prov.events_skipped} != total "
+                            f"{prov.events_total}")
+
+
+# ----------------------------------------------------------------------------------------
+def save_outputs(out: dict, outdir: str | Path, *, plots: bool = True) -> Path:
+    """Write ``output.coffea``, ``hists.root``, ``cutflow.txt``/``.json``, ``provenance.json``
+    and (``plots``) PNG control plots into ``outdir``."""
+    import uproot
+    from coffea.util import save
+
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    save(out, outdir / "output.coffea")
+    with uproot.recreate(outdir / "hists.root") as f:
+        for dataset, acc in out.items():
+            for name, h in acc.get("hists", {}).items():
+                for stage in h.axes["stage"]:
+                    f[f"{dataset}/{name}_{stage}"] = h[{"stage": stage}]
+            for name, h in acc.get("nminus1", {}).items():
+                f[f"{dataset}/nminus1_{name}"] = h
+    summary = cutflow_summary(out)
+    (outdir / "cutflow.json").write_text(json.dumps(summary, indent=1, default=_json_default))
+    (outdir / "cutflow.txt").write_text(format_summary(summary))
+    (outdir / "provenance.json").write_text(json.dumps(
+        {ds: acc["provenance"].to_dict() for ds, acc in out.items()}, indent=1, default=_json_default))
+    if plots:
+        from na64reco.plotting import control_plots
+
+        control_plots(out, outdir / "plots")
+    return outdir
+
+
+def _json_default(obj):
+    if isinstance(obj, set):
+        return sorted(obj)
+    if hasattr(obj, "item"):
+        return obj.item()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def cutflow_summary(out: dict) -> dict:
+    """Cut-flow, N-1, regions and key provenance of each dataset (JSON-ready)."""
+    summary = {}
+    for dataset, acc in out.items():
+        prov = acc["provenance"]
+        entry = {"provenance": {k: v for k, v in prov.to_dict().items() if k != "files"}}
+        entry["provenance"]["events_total"] = getattr(prov, "events_total", None)
+        if "cutflow" in acc:
+            entry.update(acc["cutflow"].to_dict())
+            entry["regions"] = {k: v.to_dict() for k, v in acc["regions"].items()}
+        summary[dataset] = entry
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    """The text form of :func:`cutflow_summary` (what ``na64reco cutflow`` prints)."""
+    from na64reco.selection.cuts import BLINDED
+
+    lines = []
+    for dataset, entry in summary.items():
+        p = entry["provenance"]
+        lines.append(f"== {dataset}: {p['processor']}, selection {p['selection']} "
+                     f"(sha256 {p['selection_sha256'][:12]}), calib tag {p['calib_tag']}, "
+                     f"na64reco {p['code_version']}")
+        lines.append(f"   events: {p['events_processed']} processed + {p['events_skipped']} skipped "
+                     f"= {p.get('events_total')} total; beam particles on target (MOT/EOT): "
+                     f"{p['n_beam']} in {p['n_spills']} spills")
+        for path, rec in p["skipped"].items():
+            lines.append(f"   skipped {path} ({rec['events']} events): {rec['reason']}")
+        if "cutflow" not in entry:
+            lines.append("   no events were processed")
+            continue
+        lines.append(f"{'cut':<24}{'events':>12}{'weighted':>14}{'+-':>11}{'eff':>9}{'cumul':>9}")
+        for r in entry["cutflow"]:
+            if r["events"] == BLINDED:
+                lines.append(f"{r['cut']:<24}{BLINDED:>12}{BLINDED:>14}")
+                continue
+            lines.append(f"{r['cut']:<24}{r['events']:>12d}{r['sumw']:>14.6g}{r['sumw_err']:>11.3g}"
+                         f"{r['efficiency']:>9.4f}{r['cumulative']:>9.4f}")
+        lines.append("N-1 (all cuts and box but one):")
+        for r in entry["nminusone"]:
+            ev = r["events"] if r["events"] == BLINDED else f"{r['events']:d}"
+            sw = r["sumw"] if r["sumw"] == BLINDED else f"{r['sumw']:.6g}"
+            lines.append(f"  {r['cut']:<28}{ev:>12}{sw:>14}")
+        lines.append("regions:")
+        for name, r in entry["regions"].items():
+            ev = r["events"] if r["events"] == BLINDED else f"{r['events']:d}"
+            sw = r["sumw"] if r["sumw"] == BLINDED else f"{r['sumw']:.6g} +- {r['sumw_err']:.3g}"
+            lines.append(f"  {name:<28}{ev:>12}  {sw}")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,389 @@
+"""Shared glue of the invisible-mode processors (NA64mu and NA64e).
+
+A processor reads one chunk of the raw ``events`` tree (coffea ``BaseSchema``),
+rebuilds the nested digits, reconstructs them with the library's stage function,
+evaluates the selection, applies blinding and fills the outputs.  The physics lives in
+the library; this module only calls it in order.
+
+Outputs (per dataset): ``hists`` (``hist.Hist``, weighted with the truth weight for
+simulation), ``nminus1`` (N-1 histogram of each cut's variable, and of the signal box
+variable), ``cutflow`` (:class:`~na64reco.selection.cuts.CutflowTable`), ``regions``
+(signal box and sidebands, :class:`RegionCounts`), ``provenance``
+(:class:`Provenance`: selection hash, calibration tag, code version, files, events,
+MOT/EOT).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import awkward as ak
+import hist
+import numpy as np
+from coffea import processor
+
+from na64reco import __version__
+from na64reco.conditions import default_tag, load_conditions
+from na64reco.errors import ConfigError, NA64Error, SetupMismatch
+from na64reco.geometry import load_setup
+from na64reco.io.raw import assemble_events, open_raw
+from na64reco.selection import (
+    BOX,
+    CutflowTable,
+    apply_blinding,
+    build_selection,
+    check_unblind_argument,
+    cut_masks,
+    load_selection,
+    region_mask,
+)
+from na64reco.selection.cuts import BLINDED, column
+from na64reco.selection.schema import VARIABLES, Selection, variable_info
+
+
+def reconstruct_stage(events, setup, conditions, source=""):
+    """The library's event reconstruction (``na64reco.reco.event.reconstruct``)."""
+    from na64reco.reco.event import reconstruct
+
+    return reconstruct(events, setup, conditions, source=source)
+
+
+def attach_truth_stage(reco, truth):
+    """The library's truth matching (``na64reco.reco.event.attach_truth``)."""
+    from na64reco.reco.event import attach_truth
+
+    return attach_truth(reco, truth)
+
+
+# ----------------------------------------------------------------------------------------
+@dataclass
+class RegionCounts:
+    """Events and weighted sums in one region; ``blinded`` hides the numbers."""
+
+    n: int = 0
+    sumw: float = 0.0
+    sumw2: float = 0.0
+    blinded: bool = False
+
+    def __add__(self, other: RegionCounts) -> RegionCounts:
+        return RegionCounts(self.n + other.n, self.sumw + other.sumw, self.sumw2 + other.sumw2,
+                            self.blinded or other.blinded)
+
+    def to_dict(self) -> dict:
+        if self.blinded:
+            return {"events": BLINDED, "sumw": BLINDED, "sumw_err": BLINDED}
+        return {"events": int(self.n), "sumw": float(self.sumw), "sumw_err": float(np.sqrt(self.sumw2))}
+
+
+@dataclass
+class Provenance:
+    """What produced an output; merges across chunks (constants must agree)."""
+
+    processor: str
+    selection: str
+    selection_sha256: str
+    selection_file: str
+    calib_tag: str
+    code_version: str
+    unblinded_by: str | None = None
+    events_processed: int = 0
+    chunks: int = 0
+    n_beam: int = 0           # MOT (na64mu) or EOT (na64e) from the spills trees
+    n_spills: int = 0
+    n_triggered: int = 0
+    files: dict = field(default_factory=dict)       # path -> {events, chunks, data, run, n_beam}
+    skipped: dict = field(default_factory=dict)     # path -> {reason, events}
+    conditions: set = field(default_factory=set)    # conditions files used
+    events_total: int | None = None  # set by the runner: events in every input file
+    wall_time: float | None = None   # set by the runner (s)
+
+    _CONSTANTS = ("processor", "selection", "selection_sha256", "calib_tag", "code_version",
+                  "unblinded_by")
+
+    def __add__(self, other: Provenance) -> Provenance:
+        for k in self._CONSTANTS:
+            if getattr(self, k) != getattr(other, k):
+                raise NA64Error(f"cannot merge outputs with different {k}: "
+                                f"{getattr(self, k)!r} vs {getattr(other, k)!r}")
+        files = {k: dict(v) for k, v in self.files.items()}
+        for path, rec in other.files.items():
+            if path in files:
+                mine = files[path]
+                for key in ("events", "chunks", "n_beam", "n_spills"):
+                    mine[key] = mine.get(key, 0) + rec.get(key, 0)
+            else:
+                files[path] = dict(rec)
+        skipped = {k: dict(v) for k, v in self.skipped.items()}
+        for path, rec in other.skipped.items():
+            if path in skipped:
+                skipped[path]["events"] += rec["events"]
+            else:
+                skipped[path] = dict(rec)
+        return Provenance(
+            self.processor, self.selection, self.selection_sha256, self.selection_file,
+            self.calib_tag, self.code_version, self.unblinded_by,
+            self.events_processed + other.events_processed, self.chunks + other.chunks,
+            self.n_beam + other.n_beam, self.n_spills + other.n_spills,
+            self.n_triggered + other.n_triggered, files, skipped, self.conditions | other.conditions,
+        )
+
+    @property
+    def events_skipped(self) -> int:
+        return sum(r["events"] for r in self.skipped.values())
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in (
+            "processor", "selection", "selection_sha256", "selection_file", "calib_tag",
+            "code_version", "unblinded_by", "events_processed", "chunks", "n_beam", "n_spills",
+            "n_triggered", "files", "skipped", "events_total", "wall_time")} | {
+            "events_skipped": self.events_skipped, "conditions": sorted(self.conditions)}
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    path: str
+    setup: str
+    run: int
+    is_data: bool
+
+
+# ----------------------------------------------------------------------------------------
+#: Default histogram binning, GeV for energies and momenta: name -> (bins, lo, hi, label).
+BINNING = {
+    "p_in": (120, 0.0, 240.0, r"$p_{in}$ [GeV]"),
+    "p_out": (120, 0.0, 240.0, r"$p_{out}$ [GeV]"),
+    "chi2_in": (100, 0.0, 100.0, r"$\chi^2_{in}$"),
+    "chi2_out": (100, 0.0, 100.0, r"$\chi^2_{out}$"),
+    "ecal_energy": (100, 0.0, 10.0, r"$E_{ECAL}$ [GeV]"),
+    "ecal_preshower_energy": (100, 0.0, 5.0, r"$E_{PS}$ [GeV]"),
+    "ecal_main_energy": (100, 0.0, 10.0, r"$E_{ECAL,main}$ [GeV]"),
+    "ecal_shower_chi2": (100, 0.0, 50.0, r"ECAL shower $\chi^2$"),
+    "hcal_energy": (100, 0.0, 30.0, r"$E_{HCAL}$ [GeV]"),
+    "hcal_module_energy": (100, 0.0, 10.0, r"$E_{HCAL}$ per module [GeV]"),
+    "vhcal_energy": (100, 0.0, 5.0, r"$E_{VHCAL}$ [GeV]"),
+    "veto_energy": (100, 0.0, 0.1, r"$E_{VETO}$ [GeV]"),
+    "veto_paddle_energy": (100, 0.0, 0.1, r"$E_{VETO}$ per paddle [GeV]"),
+    "srd_module_energy": (100, 0.0, 0.2, r"$E_{SRD}$ per module [GeV]"),
+    "counter": (100, 0.0, 0.05, "counter energy [GeV]"),
+}
+COUNT_BINS = {"n_tracks_in": 6, "n_tracks_out": 6, "trigger": 8, "ecal_max_cell_x": 6,
+              "ecal_max_cell_y": 7}
+
+
+def _axis(name: str, binning: dict) -> hist.axis.AxisProtocol:
+    kind = VARIABLES.get(name, ("scalar", "energy"))[0]
+    if kind in ("count", "bits"):
+        return hist.axis.Integer(0, COUNT_BINS.get(name, 8), name=name, label=name)
+    key = "counter" if name.startswith("counter_") else name
+    n, lo, hi, label = binning[key]
+    if key == "counter":
+        label = f"{name} [GeV]"
+    return hist.axis.Regular(n, lo, hi, name=name, label=label)
+
+
+def _is_modules(name: str) -> bool:
+    return VARIABLES.get(name, ("scalar",))[0] == "modules"
+
+
+class InvisibleProcessor(processor.ProcessorABC):
+    """Base of the blinded invisible-mode processors; subclasses set the class attributes.
+
+    Parameters
+    ----------
+    selection : name or path of the selection YAML (default ``SELECTION``)
+    calib_tag : calibration tag (default ``<setup>-default``)
+    unblind : ``None`` or an :class:`~na64reco.selection.blinding.UnblindingToken`;
+        anything else raises :class:`~na64reco.errors.BlindingError`
+    reco : reconstruction stage ``(events, setup, conditions, source) -> ak.Array``;
+        default :func:`reconstruct_stage` (the library's)
+    """
+
+    NAME = ""
+    SETUP = ""
+    SELECTION = ""
+    #: Physics variables histogrammed besides the cut variables.
+    MAIN_VARIABLES: tuple[str, ...] = ()
+    #: 2-D histograms (x, y).
+    PAIRS: tuple[tuple[str, str], ...] = ()
+    BINNING_OVERRIDES: dict = {}
+
+    def __init__(self, selection: str | None = None, *, calib_tag: str | None = None,
+                 unblind=None, reco=None):
+        self.token = check_unblind_argument(unblind)
+        self.selection: Selection = load_selection(selection or self.SELECTION)
+        if self.selection.setup != self.SETUP:
+            raise ConfigError(f"{self.selection.source}: key 'setup' is {self.selection.setup!r}; "
+                              f"processor {self.NAME} needs a {self.SETUP!r} selection")
+        if self.token is not None:
+            self.token.check(self.selection)
+        self.calib_tag = calib_tag or default_tag(self.SETUP)
+        self.reco = reco
+        self.binning = {**BINNING, **self.BINNING_OVERRIDES}
+        self._conditions = {}
+        self._files = {}
+        self._setup = None
+
+    def __getstate__(self):  # caches stay behind when shipped to workers
+        return {**self.__dict__, "_conditions": {}, "_files": {}, "_setup": None}
+
+    @property
+    def setup(self):
+        if self._setup is None:
+            self._setup = load_setup(self.SETUP)
+        return self._setup
+
+    # -- the analysis ---------------------------------------------------------------------
+    def process(self, events):
+        meta = dict(getattr(events, "metadata", None) or {})
+        info = self.file_info(meta, events)
+        conditions = self.conditions(info.run)
+        reco = self.reconstruct(events, conditions, info)
+        if not info.is_data:
+            reco = self.attach_truth(reco, info, meta)
+
+        masks = cut_masks(reco, self.selection)
+        decision = apply_blinding(reco, masks, self.selection, is_data=info.is_data, token=self.token)
+        reco = reco[decision.keep]                                   # data: box events gone
+        masks = {name: m[decision.keep] for name, m in masks.items()}
+        # ---- from here on only blinded events exist ----
+
+        weights = None if info.is_data else np.asarray(reco["truth_weight"], dtype=float)
+        box = region_mask(reco, self.selection.signal_box)
+        selection = build_selection(masks, box)
+        passed_all = selection.all(*masks)
+
+        out = {
+            "cutflow": CutflowTable.from_selection(selection, list(masks), weights,
+                                                   blinded=decision.blinded),
+            "hists": self.fill_histograms(reco, passed_all, weights),
+            "nminus1": self.fill_nminusone(reco, selection, weights),
+            "regions": self.count_regions(reco, selection, masks, box, weights, decision.blinded),
+            "provenance": self.provenance(events, meta, info, conditions),
+        }
+        return {meta.get("dataset", "default"): out}
+
+    def postprocess(self, accumulator):
+        return accumulator
+
+    # -- steps ----------------------------------------------------------------------------
+    def file_info(self, meta: dict, events) -> FileInfo:
+        """Setup, run and data/simulation of the chunk's file (data unless truth exists)."""
+        path = meta.get("filename")
+        if not path:  # no file to ask: treat as data (blinded), run from the events
+            runs = np.unique(np.asarray(events["run"]))
+            if len(runs) != 1:
+                raise NA64Error(f"a chunk without file metadata must hold one run, found {runs}")
+            return FileInfo("", self.SETUP, int(runs[0]), True)
+        if path not in self._files:
+            with open_raw(path) as raw:
+                if raw.setup != self.SETUP:
+                    raise SetupMismatch(f"{path}: was written for setup {raw.setup!r}, but processor "
+                                        f"{self.NAME} analyses {self.SETUP!r}")
+                self._files[path] = FileInfo(path, raw.setup, raw.run, not raw.has_truth)
+        return self._files[path]
+
+    def conditions(self, run: int):
+        if run not in self._conditions:
+            self._conditions[run] = load_conditions(self.setup, run, self.calib_tag)
+        return self._conditions[run]
+
+    def reconstruct(self, events, conditions, info: FileInfo) -> ak.Array:
+        nested = assemble_events(events, info.path or "<events>")
+        stage = self.reco or reconstruct_stage
+        reco = stage(nested, self.setup, conditions, info.path)
+        if len(reco) != len(events):
+            raise NA64Error(f"{info.path}: reconstruction returned {len(reco)} records for "
+                            f"{len(events)} events")
+        return reco
+
+    def attach_truth(self, reco: ak.Array, info: FileInfo, meta: dict) -> ak.Array:
+        """Truth weight/process of simulated events, from the ``truth`` tree if reco lacks them."""
+        if "truth_weight" in reco.fields:
+            return reco
+        start, stop = meta.get("entrystart"), meta.get("entrystop")
+        with open_raw(info.path) as raw:
+            truth = raw.truth(start, stop)
+        try:
+            return attach_truth_stage(reco, truth)
+        except ValueError as exc:
+            raise NA64Error(f"{info.path} entries {start}-{stop}: {exc}") from None
+
+    def variables(self) -> list[str]:
+        names = [*self.selection.variables, *self.MAIN_VARIABLES]
+        return [v for v in dict.fromkeys(names) if variable_info(v, self.SETUP)]
+
+    def _fill(self, h, reco, mask, weights, names, **fixed):
+        w = np.ones(np.count_nonzero(mask)) if weights is None else weights[mask]
+        cols = [column(reco, n)[mask] for n in names]
+        if len(names) == 1 and cols[0].ndim == 2:  # per-module variable: one entry per module
+            x = cols[0]
+            module = np.broadcast_to(np.arange(x.shape[1]), x.shape)
+            h.fill(module=module.ravel(), **{names[0]: x.ravel()}, weight=np.repeat(w, x.shape[1]),
+                   **fixed)
+            return
+        h.fill(**dict(zip(names, cols)), weight=w, **fixed)
+
+    def _book(self, names: tuple[str, ...], stage: bool) -> hist.Hist:
+        axes = [hist.axis.StrCategory(["all", "selected"], name="stage")] if stage else []
+        if len(names) == 1 and _is_modules(names[0]):
+            axes.append(hist.axis.Integer(0, 4, name="module", label="module"))
+        axes += [_axis(n, self.binning) for n in names]
+        return hist.Hist(*axes, storage=hist.storage.Weight())
+
+    def fill_histograms(self, reco, passed_all, weights) -> dict:
+        """Every cut and main variable (and the 2-D pairs), before cuts and after all cuts."""
+        everything = np.ones(len(reco), bool)
+        out = {}
+        for names in [(v,) for v in self.variables()] + list(self.PAIRS):
+            h = self._book(names, stage=True)
+            self._fill(h, reco, everything, weights, names, stage="all")
+            self._fill(h, reco, passed_all, weights, names, stage="selected")
+            out["_vs_".join(names)] = h
+        return out
+
+    def fill_nminusone(self, reco, selection, weights) -> dict:
+        """For each cut (and the box): its variable for events passing all the others."""
+        names = [*self.selection.cut_names, BOX]
+        out = {}
+        for name in names:
+            var = self.selection.signal_box.variable if name == BOX else self.selection.cut(name).variable
+            others = selection.all(*[n for n in names if n != name])
+            h = self._book((var,), stage=False)
+            self._fill(h, reco, others, weights, (var,))
+            out[name] = h
+        return out
+
+    def count_regions(self, reco, selection, masks, box, weights, blinded) -> dict:
+        w = np.ones(len(reco)) if weights is None else weights
+
+        def counts(m, hidden=False):
+            return RegionCounts(int(np.count_nonzero(m)), float(w[m].sum()), float((w[m] ** 2).sum()),
+                                hidden)
+
+        out = {BOX: counts(selection.all(*masks) & box, hidden=blinded)}
+        for sb in self.selection.sidebands:
+            if sb.fails:
+                base = selection.all(*[n for n in masks if n != sb.fails]) & ~masks[sb.fails]
+            else:
+                base = selection.all(*masks)
+            out[sb.name] = counts(base & region_mask(reco, sb))
+        return out
+
+    def provenance(self, events, meta, info: FileInfo, conditions) -> Provenance:
+        prov = Provenance(self.NAME, self.selection.name, self.selection.sha256, self.selection.source,
+                          self.calib_tag, __version__,
+                          repr(self.token) if self.token is not None else None)
+        n = len(events)
+        prov.events_processed, prov.chunks = n, 1
+        prov.conditions = set(getattr(conditions, "files", {}).values())
+        rec = {"events": n, "chunks": 1, "data": info.is_data, "run": info.run,
+               "n_beam": 0, "n_spills": 0}
+        if info.path and (meta.get("entrystart") or 0) == 0:  # the file's first chunk: spills once
+            with open_raw(info.path) as raw:
+                spills = raw.spills()
+            rec["n_beam"] = prov.n_beam = int(np.sum(spills["n_beam"]))
+            rec["n_spills"] = prov.n_spills = len(spills["spill"])
+            prov.n_triggered = int(np.sum(spills["n_triggered"]))
+        if info.path:
+            prov.files = {info.path: rec}
+        return prov
