@@ -1,0 +1,187 @@
+"""Blinding: data events passing every cut inside the signal box never reach an output.
+
+The expected box content is computed independently from the synthetic reco (numpy),
+and every output of the processor (histograms, N-1, cut-flow, regions, text, files)
+is checked not to contain those events, whatever the cut order, entry point or option.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+from coffea.nanoevents import BaseSchema, NanoEventsFactory
+from test_processors_synthetic import synthetic_reco, write_raw
+
+from na64reco.errors import BlindingError
+from na64reco.selection import load_selection
+from na64reco.selection import blinding as blinding_mod
+from na64reco.selection.blinding import UnblindingToken
+from na64reco.selection.cuts import BLINDED, BOX, cut_masks
+from processors.na64mu_invisible import Processor
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("blind")
+    return {"data": str(write_raw(d / "data.root", n_events=2000, truth=False, run=2)),
+            "mc": str(write_raw(d / "mc.root", n_events=2000, truth=True, run=2)), "dir": d}
+
+
+def _events(path, start=0, stop=None):
+    return NanoEventsFactory.from_root({path: "events"}, schemaclass=BaseSchema, mode="eager",
+                                       entry_start=start, entry_stop=stop,
+                                       metadata={"filename": path, "dataset": "d",
+                                                 "entrystart": start, "entrystop": stop}).events()
+
+
+def _boxed(path, selection):
+    """Reference: ids of the events passing every cut with p_out < 80 (or NaN)."""
+    import uproot
+
+    with uproot.open(path) as f:
+        ev = f["events"].arrays(["run", "spill", "event"], library="np")
+    reco = synthetic_reco(ev, "na64mu", None)
+    allcuts = np.logical_and.reduce(list(cut_masks(reco, selection).values()))
+    p_out = np.asarray(reco["p_out"])
+    return allcuts & ~(p_out >= 80), allcuts, p_out
+
+
+def _assert_blind(out, n_box, n_total):
+    cf = out["cutflow"]
+    assert cf.blinded
+    assert cf.rows()[-1]["events"] == BLINDED and cf.nminusone_rows()[-1]["events"] == BLINDED
+    assert out["regions"][BOX].to_dict()["events"] == BLINDED
+    assert cf.n[0] == n_total - n_box          # the boxed events are gone from everything
+    sel_p = out["hists"]["p_out"][{"stage": "selected"}]
+    assert sel_p[:80j].values().sum() == 0     # nothing below 80 GeV after all cuts
+    nm1 = out["nminus1"][BOX]                  # N-1 of the box variable stays blind
+    assert nm1[:80j].values().sum() == 0
+    for name, h in out["hists"].items():       # every histogram holds the blinded sample only
+        if "_vs_" in name or name in ("hcal_module_energy",):
+            continue
+        assert h[{"stage": "all"}].values(flow=True).sum() == pytest.approx(n_total - n_box)
+
+
+def test_direct_process_call_on_a_data_chunk_is_blinded(files):
+    proc = Processor(reco=synthetic_reco)
+    boxed, allcuts, _ = _boxed(files["data"], proc.selection)
+    assert boxed.sum() > 10 and (allcuts & ~boxed).sum() > 10   # the test has both populations
+    out = proc.process(_events(files["data"]))["d"]
+    _assert_blind(out, boxed.sum(), 2000)
+    assert out["cutflow"].n[-2] == (allcuts & ~boxed).sum()
+
+
+def test_chunks_without_file_metadata_count_as_data(files):
+    proc = Processor(reco=synthetic_reco)
+    ev = NanoEventsFactory.from_root({files["mc"]: "events"}, schemaclass=BaseSchema,
+                                     mode="eager").events()
+    ev.metadata.clear()
+    boxed, _, _ = _boxed(files["mc"], proc.selection)
+    out = proc.process(ev)["default"]
+    _assert_blind(out, boxed.sum(), 2000)
+
+
+def test_simulation_is_not_blinded(files):
+    proc = Processor(reco=synthetic_reco)
+    boxed, _, _ = _boxed(files["mc"], proc.selection)
+    out = proc.process(_events(files["mc"]))["d"]
+    assert not out["cutflow"].blinded
+    assert out["regions"][BOX].n == boxed.sum() > 0
+    assert out["cutflow"].n[-1] == boxed.sum()
+
+
+def _reordered(files, tmp_name, transform):
+    src = load_selection("na64mu_invisible").source
+    data = yaml.safe_load(open(src))
+    data = transform(data)
+    p = files["dir"] / tmp_name
+    p.write_text(yaml.safe_dump(data))
+    return str(p)
+
+
+@pytest.mark.parametrize("transform", [
+    lambda d: {**d, "cuts": d["cuts"][::-1]},                                      # reversed order
+    lambda d: {**d, "cuts": [{"name": "box_as_cut", "type": "range", "variable": "p_out",
+                              "max": "80 GeV"}] + d["cuts"]},                      # box as a cut
+    lambda d: {**d, "sidebands": [{"name": "sneaky", "variable": "p_out", "max": "80 GeV"}]},
+])
+def test_cut_order_and_sneaky_regions_cannot_open_the_box(files, transform):
+    path = _reordered(files, "reordered.yaml", transform)
+    proc = Processor(path, reco=synthetic_reco)
+    boxed, _, _ = _boxed(files["data"], load_selection("na64mu_invisible"))
+    out = proc.process(_events(files["data"]))["d"]
+    _assert_blind(out, boxed.sum(), 2000)
+    for name, counts in out["regions"].items():
+        if name != BOX:
+            assert counts.n == 0 or name != "sneaky"
+
+
+@pytest.mark.parametrize("bad", [True, "yes", 1, {"token": "x"}, object()])
+def test_would_be_unblind_options_are_refused(bad):
+    with pytest.raises(BlindingError, match="UnblindingToken"):
+        Processor(unblind=bad, reco=synthetic_reco)
+
+
+def test_tokens_cannot_be_forged_and_need_a_ledger(monkeypatch):
+    sel = load_selection("na64mu_invisible")
+    with pytest.raises(BlindingError, match="cannot be made by hand"):
+        UnblindingToken(sel.sha256, "ledger", {})
+    monkeypatch.setattr(blinding_mod, "_LEDGER_VALIDATOR", None)
+    with pytest.raises(BlindingError, match="ledger"):
+        UnblindingToken.from_ledger("ledger.yaml", sel)
+
+
+def test_a_ledger_token_opens_only_its_own_selection(files, monkeypatch, tmp_path):
+    def validator(path, selection):
+        frozen = yaml.safe_load(open(path))["frozen"]
+        if selection.sha256 not in frozen:
+            raise BlindingError(f"{path}: selection not frozen")
+        return {"sha256": selection.sha256}
+
+    monkeypatch.setattr(blinding_mod, "_LEDGER_VALIDATOR", None)
+    blinding_mod.register_ledger_validator(validator)
+    sel = load_selection("na64mu_invisible")
+    ledger = tmp_path / "ledger.yaml"
+    ledger.write_text(yaml.safe_dump({"frozen": [sel.sha256]}))
+    token = UnblindingToken.from_ledger(str(ledger), sel)
+    with pytest.raises(BlindingError):
+        token.selection_sha256 = "0" * 64
+    other = _reordered(files, "other.yaml", lambda d: {**d, "cuts": d["cuts"][::-1]})
+    with pytest.raises(BlindingError, match="issued for"):
+        Processor(other, unblind=token, reco=synthetic_reco)
+    import pickle
+
+    proc = pickle.loads(pickle.dumps(Processor(unblind=token, reco=synthetic_reco)))
+    boxed, _, _ = _boxed(files["data"], sel)
+    out = proc.process(_events(files["data"]))["d"]
+    assert not out["cutflow"].blinded and out["regions"][BOX].n == boxed.sum()
+    assert "UnblindingToken" in out["provenance"].unblinded_by
+
+
+def test_cli_outputs_of_a_data_run_stay_blind(files, tmp_path, monkeypatch, capsys):
+    import json
+
+    import uproot
+
+    import processors.base as base
+    from na64reco.cli import main
+
+    monkeypatch.setattr(base, "reconstruct_stage", synthetic_reco)
+    outdir = tmp_path / "out"
+    assert main(["run", "--processor", "na64mu_invisible", "--output", str(outdir), "--no-plots",
+                 "--no-progress", "--chunksize", "700", files["data"]]) == 0
+    printed = capsys.readouterr().out
+    boxed, _, _ = _boxed(files["data"], load_selection("na64mu_invisible"))
+    assert "blinded" in printed
+    summary = json.loads((outdir / "cutflow.json").read_text())["default"]
+    assert summary["cutflow"][-1]["events"] == BLINDED
+    assert summary["regions"][BOX]["events"] == BLINDED
+    assert summary["cutflow"][0]["events"] == 2000 - boxed.sum()
+    with uproot.open(outdir / "hists.root") as f:
+        h = f["default/nminus1_signal_box"].to_hist()
+        assert h[:80j].values().sum() == 0
+        assert f["default/p_out_selected"].to_hist()[:80j].values().sum() == 0
+    assert main(["cutflow", str(outdir)]) == 0
+    text = capsys.readouterr().out
+    assert [ln for ln in text.splitlines() if ln.startswith(BOX)][0].split()[1] == BLINDED

@@ -1,0 +1,197 @@
+"""Selections as data: loading, validation messages, cut evaluation, cut-flow tables."""
+
+from __future__ import annotations
+
+import awkward as ak
+import numpy as np
+import pytest
+import yaml
+
+from na64reco.errors import ConfigError
+from na64reco.selection import CutflowTable, build_selection, cut_masks, load_selection
+from na64reco.selection.cuts import BLINDED, BOX, region_mask
+from na64reco.selection.schema import known_variables
+
+
+def test_shipped_selections_load_in_order_with_units():
+    mu = load_selection("na64mu_invisible")
+    assert mu.setup == "na64mu"
+    assert mu.cut_names[:3] == ["trigger", "single_track_in", "p_in_window"]
+    assert mu.cut("s4_fired").min == pytest.approx(0.0006)      # 0.6 MeV in GeV
+    assert mu.cut("p_in_window").min == pytest.approx(140.0)
+    assert mu.signal_box.variable == "p_out" and mu.signal_box.max == pytest.approx(80.0)
+    assert {s.name for s in mu.sidebands} == {"p_out_80_120", "veto_failed_box"}
+    e = load_selection("na64e_invisible")
+    assert e.signal_box.variable == "ecal_energy" and e.signal_box.max == pytest.approx(50.0)
+    assert e.cut("hcal_veto").max == pytest.approx(2.0)
+    assert len(mu.sha256) == 64 and mu.sha256 != e.sha256
+
+
+BASE = {
+    "schema_version": 1, "name": "t", "setup": "na64mu",
+    "cuts": [{"name": "single_in", "type": "equal", "variable": "n_tracks_in", "value": 1},
+             {"name": "p_in_window", "type": "range", "variable": "p_in", "min": "140 GeV", "max": "180 GeV"}],
+    "signal_box": {"variable": "p_out", "max": "80 GeV"},
+}
+
+
+def _write(tmp_path, data, text=None):
+    p = tmp_path / "sel.yaml"
+    p.write_text(text if text is not None else yaml.safe_dump(data))
+    return p
+
+
+def _mutated(**changes):
+    import copy
+
+    d = copy.deepcopy(BASE)
+    for path, value in changes.items():
+        obj = d
+        keys = path.split("__")
+        for k in keys[:-1]:
+            obj = obj[int(k)] if k.isdigit() else obj[k]
+        last = keys[-1]
+        obj[int(last) if last.isdigit() else last] = value
+    return d
+
+
+@pytest.mark.parametrize("changes, key, words", [
+    ({"cuts__0__type": "between"}, "cuts.0.type", ["range", "equal", "bits", "each_in_range"]),
+    ({"cuts__1__variable": "p_inn"}, "cuts.1.variable", ["p_in", "ecal_energy"]),
+    ({"cuts__1__min": 140}, "cuts.1.min", ["no unit", "GeV"]),
+    ({"cuts__1__min": "140 mm"}, "cuts.1.min", ["energy unit"]),
+    ({"schema_version": 7}, "schema_version", ["reads 1"]),
+    ({"setup": "na62"}, "setup", ["na64mu", "na64e"]),
+    ({"cuts__0__colour": "red"}, "cuts.0.colour", ["allowed keys"]),
+    ({"cuts__1__name": "single_in"}, "cuts", ["duplicate"]),
+    ({"cuts__1__max": "100 GeV"}, "cuts.1.max", ["above min"]),
+    ({"cuts__0__variable": "p_in"}, "cuts.0.variable", ["count"]),
+    ({"signal_box": {"variable": "p_out"}}, "signal_box.min", ["needs"]),
+    ({"sidebands": [{"name": "sb", "fails": "nope", "variable": "p_out", "max": "80 GeV"}]},
+     "sidebands.0.fails", ["single_in", "p_in_window"]),
+    ({"cuts__0": {"name": "t", "type": "bits", "variable": "trigger", "bits": ["physix"]}},
+     "cuts.0.bits", ["physics", "random"]),
+    ({"cuts__1__variable": "srd_module_energy"}, "cuts.1.variable", ["unknown variable"]),
+    ({"cuts__1__variable": "counter_S9_energy"}, "cuts.1.variable", ["counter_S4_energy"]),
+])
+def test_validation_errors_name_file_key_and_allowed_values(tmp_path, changes, key, words):
+    p = _write(tmp_path, _mutated(**changes))
+    with pytest.raises(ConfigError) as err:
+        load_selection(p)
+    msg = str(err.value)
+    assert str(p) in msg and f"'{key}'" in msg, msg
+    for w in words:
+        assert w in msg, msg
+
+
+def test_malformed_yaml_and_missing_file(tmp_path):
+    p = _write(tmp_path, None, text="schema_version: 1\ncuts: [a, b\n")
+    with pytest.raises(ConfigError, match="malformed YAML"):
+        load_selection(p)
+    with pytest.raises(ConfigError, match="not found"):
+        load_selection(tmp_path / "none.yaml")
+
+
+def test_dimensionless_bounds_are_plain_numbers(tmp_path):
+    d = _mutated(cuts__1={"name": "chi2", "type": "range", "variable": "chi2_out", "max": "3 GeV"})
+    with pytest.raises(ConfigError, match="plain number"):
+        load_selection(_write(tmp_path, d))
+    d = _mutated(cuts__1={"name": "chi2", "type": "range", "variable": "chi2_out", "max": 3})
+    assert load_selection(_write(tmp_path, d)).cut("chi2").max == 3.0
+
+
+def test_known_variables_depend_on_setup():
+    assert "srd_module_energy" in known_variables("na64e")
+    assert "srd_module_energy" not in known_variables("na64mu")
+    assert "counter_Smu_energy" in known_variables("na64mu")
+
+
+# ----------------------------------------------------------------------------------------
+def _records(n=400, seed=1):
+    rng = np.random.default_rng(seed)
+    p_in = rng.normal(160, 15, n)
+    p_in[rng.random(n) < 0.1] = np.nan
+    mods = rng.normal(2.2, 1.5, (n, 4))
+    return ak.zip({
+        "trigger": rng.integers(0, 4, n).astype(np.uint32),
+        "n_tracks_in": rng.integers(0, 3, n), "p_in": p_in, "p_out": rng.uniform(0, 200, n),
+        "hcal_module_energy": ak.from_numpy(mods, regulararray=True),
+        "truth_weight": rng.uniform(0.5, 2, n),
+    }, depth_limit=1)
+
+
+SEL = {**BASE, "cuts": [
+    {"name": "trig", "type": "bits", "variable": "trigger", "bits": ["physics"]},
+    {"name": "single_in", "type": "equal", "variable": "n_tracks_in", "value": 1},
+    {"name": "p_in_window", "type": "range", "variable": "p_in", "min": "140 GeV", "max": "180 GeV"},
+    {"name": "hcal", "type": "each_in_range", "variable": "hcal_module_energy", "min": "1 GeV",
+     "max": "4 GeV", "modules": [0, 2]},
+]}
+
+
+def test_cut_masks_agree_with_a_per_event_reference(tmp_path):
+    sel = load_selection(_write(tmp_path, SEL))
+    rec = _records()
+    masks = cut_masks(rec, sel)
+    for i, r in enumerate(ak.to_list(rec)):
+        assert masks["trig"][i] == bool(r["trigger"] & 1)
+        assert masks["single_in"][i] == (r["n_tracks_in"] == 1)
+        p = r["p_in"]
+        assert masks["p_in_window"][i] == (p == p and 140 <= p < 180)   # NaN fails
+        assert masks["hcal"][i] == all(1 <= r["hcal_module_energy"][m] < 4 for m in (0, 2))
+
+
+def test_var_length_module_variable_pads_with_nan(tmp_path):
+    sel = load_selection(_write(tmp_path, {**SEL, "cuts": [SEL["cuts"][3]]}))
+    rec = ak.zip({"hcal_module_energy": ak.Array([[2.0, 1.0, 3.0], [2.0], []])}, depth_limit=1)
+    assert cut_masks(rec, sel)["hcal"].tolist() == [True, False, False]
+
+
+def test_cutflow_table_matches_numpy_and_merges(tmp_path):
+    sel = load_selection(_write(tmp_path, SEL))
+    rec = _records(1000)
+    masks = cut_masks(rec, sel)
+    box = region_mask(rec, sel.signal_box)
+    w = np.asarray(rec["truth_weight"])
+    table = CutflowTable.from_selection(build_selection(masks, box), sel.cut_names, w, blinded=False)
+    running = np.ones(len(rec), bool)
+    expected = [running.copy()]
+    for m in [*masks.values(), box]:
+        running &= m
+        expected.append(running.copy())
+    assert table.labels == ["initial", *sel.cut_names, BOX]
+    assert table.n.tolist() == [int(m.sum()) for m in expected]
+    np.testing.assert_allclose(table.sumw, [w[m].sum() for m in expected])
+    np.testing.assert_allclose(table.sumw2, [(w[m] ** 2).sum() for m in expected])
+    allm = {**masks, BOX: box}
+    for i, name in enumerate(allm):
+        others = np.logical_and.reduce([m for k, m in allm.items() if k != name])
+        assert table.nm1_n[i] == others.sum()
+    # merging two halves gives the whole
+    half = len(rec) // 2
+    parts = []
+    for sl in (slice(0, half), slice(half, None)):
+        r = rec[sl]
+        ms = cut_masks(r, sel)
+        parts.append(CutflowTable.from_selection(build_selection(ms, region_mask(r, sel.signal_box)),
+                                                 sel.cut_names, w[sl], blinded=False))
+    merged = parts[0] + parts[1]
+    assert merged.n.tolist() == table.n.tolist()
+    np.testing.assert_allclose(merged.sumw, table.sumw)
+    rows = merged.rows()
+    assert rows[-1]["sumw_err"] == pytest.approx(np.sqrt(table.sumw2[-1]))
+
+
+def test_blinded_table_never_prints_the_box(tmp_path):
+    sel = load_selection(_write(tmp_path, SEL))
+    rec = _records(200)
+    masks = cut_masks(rec, sel)
+    t = CutflowTable.from_selection(build_selection(masks, region_mask(rec, sel.signal_box)),
+                                    sel.cut_names, None, blinded=True)
+    merged = t + CutflowTable.from_selection(build_selection(masks, region_mask(rec, sel.signal_box)),
+                                             sel.cut_names, None, blinded=False)
+    for table in (t, merged):
+        assert table.rows()[-1]["events"] == BLINDED
+        assert table.nminusone_rows()[-1]["events"] == BLINDED
+        box_line = next(ln for ln in table.format().splitlines() if ln.startswith(BOX))
+        assert box_line.split()[1:] == [BLINDED, BLINDED]
