@@ -1,0 +1,161 @@
+"""Physics models of the fast simulator against closed forms (no file I/O)."""
+
+from __future__ import annotations
+
+import hepunits as u
+import numpy as np
+import pytest
+from scipy import integrate, stats
+
+from na64reco import constants
+from na64reco.geometry import load_setup
+from na64reco.io.raw import PROCESSES
+from na64reco.sim import interactions as phys
+from na64reco.sim.beam import sample_beam
+from na64reco.sim.params import load_sim_params
+from na64reco.sim.tracks import KIND_MUON, Recorder, highland
+from na64reco.sim.transport import Context, Truth, follow
+from na64reco.sim.trigger import trigger_mask
+
+
+def test_moyal_mode_is_the_mpv():
+    rng = np.random.default_rng(1)
+    x = phys.moyal(rng, 0.4, 0.035, 400_000)
+    # Moyal: y = (x - mpv)/width has density exp(-(y + e^-y)/2)/sqrt(2 pi), mode 0, mean gamma + ln 2
+    mean_y = np.mean((x - 0.4) / 0.035)
+    assert mean_y == pytest.approx(np.euler_gamma + np.log(2), abs=5 * np.pi / np.sqrt(2) / np.sqrt(x.size))
+    assert stats.kstest((x - 0.4) / 0.035, stats.moyal.cdf).pvalue > 1e-3
+
+
+def test_highland_closed_form():
+    # 1 X0 at beta p = 1 GeV: 13.6 MeV / 1 GeV x (1 + 0.038 ln 1) for beta -> 1
+    th = highland(1000.0 * u.GeV, constants.MUON_MASS, 1.0)
+    assert th == pytest.approx(13.6e-6, rel=1e-6)
+    assert highland(160 * u.GeV, constants.MUON_MASS, 0.0) == 0.0
+
+
+def test_radiative_number_and_spectrum():
+    bx, vmin = 2.04e-3, 1e-3
+    numeric = integrate.quad(lambda v: bx * phys.radiative_shape(v) / v, vmin, 1.0)[0]
+    assert phys.radiative_mean_number(bx, vmin) == pytest.approx(numeric, rel=1e-8)
+    # mean fractional loss of the full spectrum is b X
+    assert integrate.quad(lambda v: phys.radiative_shape(v), 0, 1)[0] == pytest.approx(1.0)
+    rng = np.random.default_rng(2)
+    idx, v = phys.radiative_losses(rng, 200_000, bx, vmin)
+    expected = 200_000 * phys.radiative_mean_number(bx, vmin)
+    assert abs(idx.size - expected) < 5 * np.sqrt(expected)
+    assert stats.kstest(v, lambda w: phys.radiative_cdf_above(w, vmin)).pvalue > 1e-3
+
+
+def test_two_body_decay_kinematics():
+    rng = np.random.default_rng(3)
+    p = np.full(100_000, 160 * u.GeV)
+    pk, theta, _ = phys.two_body_decay(rng, p, constants.KAON_CHARGED_MASS, constants.MUON_MASS)
+    lo, hi = phys.two_body_momentum_range(160 * u.GeV, constants.KAON_CHARGED_MASS, constants.MUON_MASS)
+    assert pk.min() >= lo[()] * (1 - 1e-9) and pk.max() <= hi[()] * (1 + 1e-9)
+    # isotropic decay: the lab momentum is uniform between its limits (flat in cos theta*)
+    assert stats.kstest((pk - lo) / (hi - lo), "uniform").pvalue > 1e-3
+    r = (constants.MUON_MASS / constants.PION_CHARGED_MASS) ** 2
+    lo_pi, hi_pi = phys.two_body_momentum_range(160 * u.GeV, constants.PION_CHARGED_MASS, constants.MUON_MASS)
+    assert lo_pi / (160 * u.GeV) == pytest.approx(r, rel=1e-3) and hi_pi == pytest.approx(160 * u.GeV, rel=1e-6)
+
+
+def test_cell_fractions_sum_and_symmetry():
+    f = phys.cell_fractions(np.array([0.0, 5.0]), np.array([0.0, -3.0]), 21, 21, (38.2, 38.2),
+                            (0.25 * 35, 35.0), (0.85, 0.15))
+    assert f.sum(axis=(1, 2)) == pytest.approx([1.0, 1.0], abs=1e-9)
+    assert np.allclose(f[0], f[0][::-1, :]) and np.allclose(f[0], f[0][:, ::-1])
+
+
+def test_em_profile_containment():
+    # the Gamma profile is normalised: everything inside a very deep block, nothing at depth 0
+    assert phys.em_fraction_before(1000.0, 100 * u.GeV, 10 * u.MeV, 0.5) == pytest.approx(1.0)
+    assert phys.em_fraction_before(0.0, 100 * u.GeV, 10 * u.MeV, 0.5) == 0.0
+    # mean depth = a / b  =  t_max + 1/b
+    a = phys.em_profile_a(100 * u.GeV, 10 * u.MeV, 0.5)
+    mean = integrate.quad(lambda t: 1 - phys.em_fraction_before(t, 100 * u.GeV, 10 * u.MeV, 0.5), 0, 200)[0]
+    assert mean == pytest.approx(a / 0.5, rel=1e-6)
+
+
+# ---- transport-level checks ------------------------------------------------------------
+def _transport(process: str, n: int, seed: int):
+    setup = load_setup("na64mu")
+    params = load_sim_params(setup)
+    rng = np.random.default_rng(seed)
+    proc = np.full(n, PROCESSES[process], np.int8)
+    rec, truth = Recorder(n), Truth.new(n)
+    tracks = sample_beam(rng, setup, np.arange(n), proc)
+    follow(Context(rng, setup, params, rec, truth), tracks)
+    return setup, rec, truth
+
+
+def test_beam_spot_and_momentum_spread_at_the_first_tracker():
+    n = 20_000
+    setup, rec, truth = _transport("beam", n, 5)
+    ev, plane, coord, _ = rec.hits()
+    b = setup.beam
+    for name, spot, div in (("MM1X", b.spot_sigma_x, b.divergence_x), ("MM1Y", b.spot_sigma_y, b.divergence_y)):
+        p = next(q for q in setup.planes if q.name == name)
+        pos = coord[plane == p.index] - p.center
+        # spot (+) divergence x distance; scattering in S0/S1 and air is < 0.1 mm here
+        expected = np.hypot(spot, div * (p.z - b.start_z))
+        tol = 5 * expected / np.sqrt(2 * pos.size) + 0.05
+        assert pos.std() == pytest.approx(expected, abs=tol), name
+    rel = np.nanstd(truth.p_in) / np.nanmean(truth.p_in)
+    assert rel == pytest.approx(b.momentum_spread, abs=5 * b.momentum_spread / np.sqrt(2 * n))
+    assert np.nanmean(truth.p_in) == pytest.approx(b.energy, abs=5 * b.energy * b.momentum_spread / np.sqrt(n))
+
+
+def test_trigger_vetoes_muons_hitting_v1():
+    n = 20_000
+    setup, rec, truth = _transport("halo", n, 6)
+    ev, det, chan, e, _ = rec.deposits()
+    fired = trigger_mask(setup, n, ev, det, chan, e)
+    v1 = setup.detector("V1")
+    hit_v1 = np.zeros(n, bool)
+    hit_v1[ev[(det == v1.id) & (e > setup.trigger.counter_threshold * v1.mip_mpv)]] = True
+    assert hit_v1.sum() > 1000  # the halo does hit V1
+    assert not np.any(fired & hit_v1)
+    # the beam core passes: veto not fired, all counters fired for most muons
+    setup, rec, truth = _transport("beam", 5000, 7)
+    ev, det, chan, e, _ = rec.deposits()
+    assert trigger_mask(setup, 5000, ev, det, chan, e).mean() > 0.95
+
+
+def test_trigger_logic_by_hand():
+    setup = load_setup("na64mu")
+    ids = {k: setup.detector(k).id for k in ("S0", "S1", "Smu", "S4", "V1")}
+    mip = {k: setup.detector(k).mip_mpv for k in ids}
+    # event 0: all counters; event 1: all + V1; event 2: missing S4; event 3: S4 below threshold
+    rows = [(0, "S0"), (0, "S1"), (0, "Smu"), (0, "S4"),
+            (1, "S0"), (1, "S1"), (1, "Smu"), (1, "S4"), (1, "V1"),
+            (2, "S0"), (2, "S1"), (2, "Smu"),
+            (3, "S0"), (3, "S1"), (3, "Smu"), (3, "S4")]
+    ev = np.array([r[0] for r in rows])
+    det = np.array([ids[r[1]] for r in rows], np.int16)
+    e = np.array([mip[r[1]] for r in rows])
+    e[-1] = 0.1 * mip["S4"]
+    fired = trigger_mask(setup, 4, ev, det, np.zeros_like(det), e)
+    assert fired.tolist() == [True, False, False, False]
+
+
+def test_muon_momentum_after_decay_within_two_body_limits():
+    n = 5000
+    setup, rec, truth = _transport("pidecay", n, 8)
+    ok = np.isfinite(truth.p_out)
+    assert ok.mean() > 0.9
+    r = (constants.MUON_MASS / constants.PION_CHARGED_MASS) ** 2
+    ratio = truth.p_out[ok] / truth.p_in[ok]
+    # ionisation in the ECAL (~0.4 GeV) and rare radiative losses lower p_out slightly
+    assert np.all(ratio <= 1.0)
+    assert np.mean(ratio > r - 0.01) > 0.97
+    assert np.all((truth.vertex_z > 16000) & (truth.vertex_z < setup.detector("ECAL").z))
+
+
+def test_mip_kind_is_muon_after_decay():
+    from na64reco.sim.tracks import Tracks
+
+    setup = load_setup("na64mu")
+    rng = np.random.default_rng(9)
+    tr = sample_beam(rng, setup, np.arange(10), np.full(10, PROCESSES["kdecay"], np.int8))
+    assert isinstance(tr, Tracks) and np.all(tr.kind != KIND_MUON)
