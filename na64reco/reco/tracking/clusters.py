@@ -1,0 +1,372 @@
+"""Tracker digits -> hits (clusters) in global coordinates.
+
+APV planes (MM, GEM)
+    strip amplitude and time from :mod:`.apv`; strips below the threshold
+    (``apv_threshold_sigma`` x ``apv_noise``) and dead strips (conditions) are dropped;
+    MM channels are de-multiplexed (:mod:`.demux`); runs of adjacent strips become
+    clusters with the charge-weighted centroid ``strip = sum(s a) / sum(a)``.
+Straw planes
+    drift distance ``d = (tdc * lsb - drift_t0) * v`` clipped to [0, pitch/2]; the two
+    mirror positions ``tube centre +- d`` are both kept as hits flagged ambiguous with a
+    common origin (the left/right ambiguity is resolved by the track fit, which uses at
+    most one hit per origin).
+Coordinates
+    local ``u = plane.position_of(strip)``, global ``pos = plane.center + alignment + u``
+    (mm), along the coordinate the plane measures; ``z = plane.z``.  The hit error is the
+    configured plane resolution.
+
+Hits of one event are sorted by plane.  ``origin`` identifies the cluster / straw digit
+a hit came from (ambiguous candidates share it); it is unique within an event.
+"""
+
+from __future__ import annotations
+
+import awkward as ak
+import numba
+import numpy as np
+
+from na64reco.errors import RawFormatError
+from na64reco.reco.tracking.apv import strip_time
+from na64reco.reco.tracking.demux import _isort, demux_plane_into
+
+TYPE_CODE = {"MM": 0, "GEM": 1, "straw": 2}
+HIT_FIELDS = ("plane", "pos", "z", "sigma", "strip", "amp", "time", "size", "origin", "ambiguous")
+
+
+class PlaneTables:
+    """Per-plane arrays the kernels need (built once per setup and conditions)."""
+
+    def __init__(self, setup, conditions):
+        planes = setup.planes
+        self.n_planes = len(planes)
+        self.type = np.array([TYPE_CODE[p.type] for p in planes], np.int64)
+        self.n_strips = np.array([p.n_strips for p in planes], np.int64)
+        self.pitch = np.array([p.pitch for p in planes], float)
+        self.z = np.array([p.z for p in planes], float)
+        self.sigma = np.array([p.resolution for p in planes], float)
+        align = []
+        for p in planes:
+            if p.name not in conditions.planes:
+                raise RawFormatError(f"conditions {conditions.tag!r} run {conditions.run} have no plane {p.name!r}")
+            align.append(conditions.planes[p.name].alignment)
+        self.offset = np.array([p.center for p in planes], float) + np.array(align, float)
+        width = int(self.n_strips.max())
+        self.dead = np.zeros((self.n_planes, width), np.bool_)
+        for i, p in enumerate(planes):
+            dead = conditions.planes[p.name].dead_strips
+            if np.any((dead < 0) | (dead >= p.n_strips)):
+                raise RawFormatError(f"conditions: dead strips of {p.name} outside 0..{p.n_strips - 1}: {dead}")
+            self.dead[i, dead] = True
+        ro = setup.readout
+        self.table = np.ascontiguousarray(ro.mm_strips_of_channel)
+        self.mm_channels = ro.mm_channels
+        self.spacing = ro.apv_sample_spacing
+        self.peaking = ro.apv_peaking_time
+        self.noise = ro.apv_noise
+        self.drift_velocity = ro.straw_drift_velocity
+        self.tdc_lsb = ro.straw_tdc_lsb
+
+    def apv_threshold(self, threshold_sigma: float) -> float:
+        """Amplitude threshold in ADC counts."""
+        return float(threshold_sigma) * self.noise
+
+
+# ---------------------------------------------------------------------------------------
+@numba.njit(cache=True)
+def _emit(out_f, out_i, n, plane, pos, z, sigma, strip, amp, time, size, origin, amb):
+    out_f[n, 0] = pos
+    out_f[n, 1] = z
+    out_f[n, 2] = sigma
+    out_f[n, 3] = strip
+    out_f[n, 4] = amp
+    out_f[n, 5] = time
+    out_i[n, 0] = plane
+    out_i[n, 1] = size
+    out_i[n, 2] = origin
+    out_i[n, 3] = amb
+    return n + 1
+
+
+@numba.njit(cache=True)
+def _cluster_out(out_f, out_i, n, p, s, sa, t, size, origin, amb, n_strips, pitch, offset, zpl, sig):
+    u = (s + 0.5) * pitch[p] - 0.5 * n_strips[p] * pitch[p]
+    return _emit(out_f, out_i, n, p, offset[p] + u, zpl[p], sig[p], s, sa, t, size, origin, amb)
+
+
+@numba.njit(cache=True)
+def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc, ptype, n_strips, pitch, offset,
+                 zpl, sig, dead, table, threshold, spacing, peaking, lsb, t0, velocity):
+    """Flat kernel: APV and straw digits of all events -> hits sorted by (event, plane).
+
+    Returns (counts per event, out_f (hits, 6) floats, out_i (hits, 4) ints).  Digits
+    need not be ordered; events whose digits are not sorted by (plane, channel) are
+    sorted here (insertion sort), the usual sorted input costs nothing extra.
+    """
+    n_ev = offsets.shape[0] - 1
+    groups = table.shape[1]
+    cap = plane.shape[0] * groups + 2 * s_plane.shape[0] + 1
+    out_f = np.empty((cap, 6), np.float64)
+    out_i = np.empty((cap, 4), np.int64)
+    counts = np.zeros(n_ev, np.int64)
+    maxd = 1
+    maxs = 1
+    for e in range(n_ev):
+        maxd = max(maxd, offsets[e + 1] - offsets[e])
+        maxs = max(maxs, s_off[e + 1] - s_off[e])
+    skey = np.empty(maxs, np.float64)
+    sidx = np.empty(maxs, np.int64)
+    key = np.empty(maxd, np.float64)
+    idx = np.empty(maxd, np.int64)
+    ch = np.empty(maxd, np.int64)
+    am = np.empty(maxd, np.float64)
+    tm = np.empty(maxd, np.float64)
+    mg = maxd * groups + 1
+    ws_i = np.empty(4 * mg, np.int64)
+    ws_f = np.empty(2 * mg, np.float64)
+    strips = np.empty(mg, np.int64)
+    owner = np.empty(mg, np.int64)
+    rstart = np.empty(mg, np.int64)
+    rlen = np.empty(mg, np.int64)
+    singles = np.empty(mg, np.int64)
+    n = 0
+    for e in range(n_ev):
+        lo, hi = offsets[e], offsets[e + 1]
+        m = 0
+        ordered = True
+        for d in range(lo, hi):
+            if max(a0[d], max(a1[d], a2[d])) > threshold:
+                key[d - lo] = plane[d] * 65536 + chan[d]
+                idx[m] = d - lo
+                if m > 0 and key[idx[m - 1]] > key[d - lo]:
+                    ordered = False
+                m += 1
+        if not ordered:
+            _isort(key, idx, m)
+        slo = s_off[e]
+        ms = s_off[e + 1] - slo
+        ordered = True
+        for q in range(ms):
+            skey[q] = s_plane[slo + q] * 65536 + s_tube[slo + q]
+            sidx[q] = q
+            if q > 0 and skey[q - 1] > skey[q]:
+                ordered = False
+        if not ordered:
+            _isort(skey, sidx, ms)
+        js = 0
+        start_n = n
+        origin = 0
+        i = 0
+        while i < m or js < ms:
+            if js < ms and (i >= m or s_plane[slo + sidx[js]] < plane[lo + idx[i]]):
+                d = slo + sidx[js]
+                n = _straw_out(out_f, out_i, n, s_plane[d], s_tube[d], s_tdc[d], (1 << 20) + sidx[js], n_strips,
+                               pitch, offset, zpl, sig, dead, lsb, t0, velocity)
+                js += 1
+                continue
+            p = plane[lo + idx[i]]
+            e2 = i
+            while e2 + 1 < m and plane[lo + idx[e2 + 1]] == p:
+                e2 += 1
+            k = 0
+            for q in range(i, e2 + 1):
+                d = lo + idx[q]
+                c = chan[d]
+                if k > 0 and ch[k - 1] == c:  # duplicate digit: keep the first
+                    continue
+                ch[k] = c
+                am[k] = max(a0[d], max(a1[d], a2[d]))
+                tm[k] = strip_time(a0[d], a1[d], a2[d], spacing, peaking, threshold)
+                k += 1
+            if ptype[p] == 0:  # MM
+                mc, nruns, nsing = demux_plane_into(ch, am, k, table, dead[p], ws_i, ws_f, strips, owner,
+                                                    rstart, rlen, singles)
+                for r in range(nruns):
+                    sw = 0.0
+                    sa = 0.0
+                    best = -1.0
+                    t = np.nan
+                    for q in range(rstart[r], rstart[r] + rlen[r]):
+                        a = am[owner[q]]
+                        sw += strips[q] * a
+                        sa += a
+                        if a > best:
+                            best = a
+                            t = tm[owner[q]]
+                    n = _cluster_out(out_f, out_i, n, p, sw / sa, sa, t, rlen[r], origin, 0, n_strips, pitch,
+                                     offset, zpl, sig)
+                    origin += 1
+                for q in range(nsing):
+                    j = singles[q]
+                    for g in range(groups):
+                        s = table[ch[j], g]
+                        if dead[p, s]:
+                            continue
+                        n = _cluster_out(out_f, out_i, n, p, float(s), am[j], tm[j], 1, origin, 1, n_strips, pitch,
+                                         offset, zpl, sig)
+                    origin += 1
+            else:  # GEM: channel = strip
+                q = 0
+                while q < k:
+                    if dead[p, ch[q]]:
+                        q += 1
+                        continue
+                    r = q
+                    while r + 1 < k and ch[r + 1] == ch[r] + 1 and not dead[p, ch[r + 1]]:
+                        r += 1
+                    sw = 0.0
+                    sa = 0.0
+                    best = -1.0
+                    t = np.nan
+                    for w in range(q, r + 1):
+                        sw += ch[w] * am[w]
+                        sa += am[w]
+                        if am[w] > best:
+                            best = am[w]
+                            t = tm[w]
+                    n = _cluster_out(out_f, out_i, n, p, sw / sa, sa, t, r - q + 1, origin, 0, n_strips, pitch,
+                                     offset, zpl, sig)
+                    origin += 1
+                    q = r + 1
+            i = e2 + 1
+        counts[e] = n - start_n
+    return counts, out_f[:n], out_i[:n]
+
+
+@numba.njit(cache=True)
+def _straw_out(out_f, out_i, n, p, tube, tdc, org, n_strips, pitch, offset, zpl, sig, dead, lsb, t0, velocity):
+    """Emit the hit(s) of one straw digit: tube centre -+ drift distance (both, ambiguous)."""
+    if dead[p, tube]:
+        return n
+    dist = (tdc * lsb - t0) * velocity
+    dist = min(max(dist, 0.0), 0.5 * pitch[p])
+    u0 = (tube + 0.5) * pitch[p] - 0.5 * n_strips[p] * pitch[p]
+    time = tdc * lsb
+    if dist == 0.0:
+        return _emit(out_f, out_i, n, p, offset[p] + u0, zpl[p], sig[p], float(tube), 0.0, time, 1, org, 0)
+    n = _emit(out_f, out_i, n, p, offset[p] + u0 - dist, zpl[p], sig[p], float(tube), 0.0, time, 1, org, 1)
+    return _emit(out_f, out_i, n, p, offset[p] + u0 + dist, zpl[p], sig[p], float(tube), 0.0, time, 1, org, 1)
+
+
+# ---------------------------------------------------------------------------------------
+def _flat(coll, name, source):
+    try:
+        return np.asarray(ak.flatten(coll[name]))
+    except Exception as exc:
+        raise RawFormatError(f"{source}: cannot read tracker field {name!r}: {exc}") from None
+
+
+def _check_digits(what, plane, chan, allowed_types, tables, limit, source):
+    if plane.size == 0:
+        return
+    bad = (plane < 0) | (plane >= tables.n_planes)
+    if bad.any():
+        raise RawFormatError(f"{source}: {what}.plane has value {int(plane[bad][0])}; expected a plane index "
+                             f"0..{tables.n_planes - 1} of the setup")
+    wrong = ~np.isin(tables.type[plane], allowed_types)
+    if wrong.any():
+        raise RawFormatError(f"{source}: {what} digit on plane {int(plane[wrong][0])}, which is not read by {what}")
+    lim = limit[plane]
+    bad = (chan < 0) | (chan >= lim)
+    if bad.any():
+        i = np.flatnonzero(bad)[0]
+        raise RawFormatError(f"{source}: {what} channel {int(chan[i])} on plane {int(plane[i])}; expected "
+                             f"0..{int(lim[i]) - 1}")
+
+
+def event_hits(events, tables: PlaneTables, *, threshold_sigma: float, drift_t0: float = 0.0,
+               source: str = "") -> dict[str, np.ndarray]:
+    """All hits of ``events`` (awkward records with ``apv`` and ``straw``) as flat arrays.
+
+    Returns a dict of flat arrays with :data:`HIT_FIELDS` plus ``event`` (index of the
+    event in ``events``) and ``offsets`` (n_events + 1) -- hits sorted by (event, plane).
+    """
+    source = source or "<events>"
+    n_ev = len(events)
+    apv, straw = events["apv"], events["straw"]
+    a_off = np.zeros(n_ev + 1, np.int64)
+    np.cumsum(np.asarray(ak.num(apv, axis=1)), out=a_off[1:])
+    s_off = np.zeros(n_ev + 1, np.int64)
+    np.cumsum(np.asarray(ak.num(straw, axis=1)), out=s_off[1:])
+    a_plane = _flat(apv, "plane", source).astype(np.int64)
+    a_chan = _flat(apv, "chan", source).astype(np.int64)
+    limit = np.where(tables.type == 0, tables.mm_channels, tables.n_strips)
+    _check_digits("apv", a_plane, a_chan, (0, 1), tables, limit, source)
+    a = [_flat(apv, f, source).astype(np.float64) for f in ("a0", "a1", "a2")]
+    s_plane = _flat(straw, "plane", source).astype(np.int64)
+    s_tube = _flat(straw, "tube", source).astype(np.int64)
+    _check_digits("straw", s_plane, s_tube, (2,), tables, tables.n_strips, source)
+    s_tdc = _flat(straw, "tdc", source).astype(np.float64)
+    counts, f, i = _hits_kernel(a_off, a_plane, a_chan, a[0], a[1], a[2], s_off, s_plane, s_tube, s_tdc,
+                                tables.type, tables.n_strips, tables.pitch, tables.offset, tables.z, tables.sigma,
+                                tables.dead, tables.table, tables.apv_threshold(threshold_sigma), tables.spacing,
+                                tables.peaking, tables.tdc_lsb, drift_t0, tables.drift_velocity)
+    ev = np.repeat(np.arange(n_ev), counts)
+    offsets = np.zeros(n_ev + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return {"event": ev, "offsets": offsets, "plane": i[:, 0], "pos": f[:, 0], "z": f[:, 1], "sigma": f[:, 2],
+            "strip": f[:, 3], "amp": f[:, 4], "time": f[:, 5], "size": i[:, 1], "origin": i[:, 2],
+            "ambiguous": i[:, 3].astype(bool)}
+
+
+# ---------------------------------------------------------------------------------------
+def event_hits_reference(event, setup, conditions, *, threshold_sigma, drift_t0=0.0):
+    """Slow twin of :func:`event_hits` for ONE event (a python dict/awkward record).
+
+    Returns a list of hit tuples ``(plane, pos, strip, size, ambiguous)`` sorted like the
+    fast path (plane, then emission order).
+    """
+    from na64reco.reco.tracking.demux import demux_plane_reference
+
+    ro = setup.readout
+    thr = threshold_sigma * ro.apv_noise
+    table = ro.mm_strips_of_channel
+    digits = {}
+    for d in event["apv"]:
+        amp = max(float(d["a0"]), float(d["a1"]), float(d["a2"]))
+        if amp > thr:
+            digits.setdefault(int(d["plane"]), {}).setdefault(int(d["chan"]), amp)
+    hits = []
+
+    def glob(p, s):
+        pl = setup.planes[p]
+        return pl.center + conditions.planes[pl.name].alignment + float(pl.position_of(s))
+
+    for p in sorted(digits):
+        pl = setup.planes[p]
+        dead = np.zeros(pl.n_strips, bool)
+        dead[conditions.planes[pl.name].dead_strips] = True
+        chans = sorted(digits[p])
+        amps = [digits[p][c] for c in chans]
+        if pl.type == "MM":
+            clusters, singles = demux_plane_reference(chans, amps, table, dead)
+            for cl in clusters:
+                s = sum(st * amps[j] for st, j in cl) / sum(amps[j] for _, j in cl)
+                hits.append((p, glob(p, s), s, len(cl), False))
+            for j in singles:
+                for g in range(table.shape[1]):
+                    st = int(table[chans[j], g])
+                    if not dead[st]:
+                        hits.append((p, glob(p, st), float(st), 1, True))
+        else:
+            live = [c for c in chans if not dead[c]]
+            runs = []
+            for c in live:
+                if runs and c == runs[-1][-1] + 1:
+                    runs[-1].append(c)
+                else:
+                    runs.append([c])
+            for r in runs:
+                s = sum(c * digits[p][c] for c in r) / sum(digits[p][c] for c in r)
+                hits.append((p, glob(p, s), s, len(r), False))
+    for d in event["straw"]:
+        p, t = int(d["plane"]), int(d["tube"])
+        pl = setup.planes[p]
+        if t in set(conditions.planes[pl.name].dead_strips.tolist()):
+            continue
+        dist = min(max((float(d["tdc"]) * ro.straw_tdc_lsb - drift_t0) * ro.straw_drift_velocity, 0.0), pl.pitch / 2)
+        if dist == 0.0:
+            hits.append((p, glob(p, t), float(t), 1, False))
+        else:
+            hits.append((p, glob(p, t) - dist, float(t), 1, True))
+            hits.append((p, glob(p, t) + dist, float(t), 1, True))
+    return sorted(hits, key=lambda h: h[0])  # stable: keeps emission order inside a plane

@@ -1,0 +1,87 @@
+"""Tracking parameters (``tracking.yaml`` next to this module) as validated data.
+
+The YAML holds reconstruction choices (thresholds, cuts, search windows) per setup;
+detector facts (planes, magnets, resolutions) come from the :class:`~na64reco.geometry.Setup`.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+from na64reco.config import Node, load_yaml
+from na64reco.geometry import Setup
+
+SCHEMA_VERSION = 1
+CONFIG_PATH = Path(__file__).with_name("tracking.yaml")
+
+
+@dataclass(frozen=True)
+class StationConfig:
+    magnet: str
+    role: str  # "in" (p_in) or "out" (p_out)
+    p_min: float  # MeV
+    p_max: float  # MeV
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    apv_threshold_sigma: float
+    max_missing_planes: int
+    chi2_ndf_max: float
+    slope_window: float  # rad
+    slope_prior: float  # rad
+    max_hits_per_plane: int
+    max_candidates: int
+    drift_t0: float  # ns
+    stations: tuple[StationConfig, ...]
+
+    def station(self, role: str) -> StationConfig | None:
+        for s in self.stations:
+            if s.role == role:
+                return s
+        return None
+
+
+def _parse(node: Node, setup: Setup) -> TrackingConfig:
+    d = node.node("defaults")
+    setups = node.node("setups")
+    if not setups.has(setup.name):
+        raise setups.error(setup.name, f"no tracking parameters for setup {setup.name!r} "
+                                       f"(have: {', '.join(setups.data)})")
+    s = setups.node(setup.name)
+    stations = []
+    for name, st in s.node("stations").items():
+        if name not in setup.magnets:
+            raise st.error("", f"station {name!r} is not a magnet of setup {setup.name} "
+                               f"({', '.join(setup.magnets)})")
+        p_min = st.quantity("p_min", "energy", minimum=0.0)
+        p_max = st.quantity("p_max", "energy", minimum=0.0)
+        if not p_min < p_max:
+            raise st.error("p_min", f"p_min ({p_min} MeV) must be below p_max ({p_max} MeV)")
+        stations.append(StationConfig(name, st.string("role", choices=("in", "out")), p_min, p_max))
+    roles = [st.role for st in stations]
+    if len(set(roles)) != len(roles) or "in" not in roles:
+        raise s.error("stations", f"need exactly one 'in' station and at most one 'out', found roles {roles}")
+    return TrackingConfig(
+        apv_threshold_sigma=d.number("apv_threshold_sigma", minimum=0.0),
+        max_missing_planes=d.integer("max_missing_planes", minimum=0, maximum=2),
+        chi2_ndf_max=d.number("chi2_ndf_max", minimum=0.0),
+        slope_window=d.quantity("slope_window", "angle", minimum=0.0),
+        slope_prior=d.quantity("slope_prior", "angle", minimum=1e-9),
+        max_hits_per_plane=d.integer("max_hits_per_plane", minimum=1, maximum=256),
+        max_candidates=d.integer("max_candidates", minimum=1),
+        drift_t0=d.quantity("drift_t0", "time"),
+        stations=tuple(stations),
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _read(path: str) -> Node:
+    return load_yaml(path, schema_version=SCHEMA_VERSION)
+
+
+def load_tracking_config(setup: Setup, path: str | Path | None = None) -> TrackingConfig:
+    """Tracking parameters for ``setup`` (from ``tracking.yaml`` unless ``path`` is given)."""
+    return _parse(_read(str(path or CONFIG_PATH)), setup)

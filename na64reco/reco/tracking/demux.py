@@ -1,0 +1,160 @@
+"""Micromegas de-multiplexing: fired APV channels -> strip clusters.
+
+Each of the 64 channels of an MM plane reads one strip in each of the 5 strip groups
+(``readout.mm_strips_of_channel``).  The multiplex steps are chosen so that two
+*adjacent* strips of one group are read by channels whose other candidates are never
+adjacent (the +-steps are distinct), so a real cluster of >= 2 strips shows up as a run
+of adjacent candidate strips in its own group only.
+
+Algorithm, per plane and event:
+
+1. every fired channel proposes its candidate strips (dead strips excluded);
+2. the candidates are sorted; runs of adjacent strips (length >= 2) are cluster
+   candidates;
+3. runs are accepted greedily, longest first (then largest summed amplitude), if none of
+   their channels belongs to an already accepted run;
+4. a channel left over (a single-strip cluster, or a noise channel) cannot be resolved
+   locally: **all its candidate strips are kept as hits flagged ambiguous**, sharing one
+   origin id; track finding uses at most one of them per track (a wrong candidate is
+   16 mm or more away from the track and fails the chi2).
+
+:func:`demux_plane_into` is the numba kernel (:func:`demux_plane` a convenience wrapper);
+:func:`demux_plane_reference` its slow twin.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True, inline="always")
+def _isort(keys, idx, n):
+    """Insertion sort of ``idx[:n]`` by ``keys[idx]`` (stable; fast for the short lists here)."""
+    for i in range(1, n):
+        v = idx[i]
+        kv = keys[v]
+        j = i - 1
+        while j >= 0 and keys[idx[j]] > kv:
+            idx[j + 1] = idx[j]
+            j -= 1
+        idx[j + 1] = v
+
+
+@numba.njit(cache=True)
+def demux_plane_into(chans, amps, n, table, dead, ws_i, ws_f, strips, owner, run_start, run_len, singles):
+    """Resolve one MM plane without allocating (workspace arrays given by the caller).
+
+    ``chans[:n]`` fired channels (distinct), ``amps[:n]`` amplitudes, ``table``
+    (channels, groups) strip of each channel in each group, ``dead`` (n_strips,) bool.
+    ``ws_i`` (int64, >= 4 * n * groups) and ``ws_f`` (float64, >= 2 * n * groups) are scratch.
+
+    Fills ``strips``/``owner`` (sorted candidate strips and the index of the channel
+    owning each), ``run_start``/``run_len`` (accepted runs as slices of ``strips``) and
+    ``singles`` (unresolved channel indices).  Returns ``(n_cand, n_runs, n_singles)``.
+    """
+    groups = table.shape[1]
+    cap = n * groups
+    cs = ws_f[:cap]
+    idx = ws_i[:cap]
+    m = 0
+    for j in range(n):
+        for k in range(groups):
+            s = table[chans[j], k]
+            if dead[s]:
+                continue
+            cs[m] = s
+            ws_i[cap + m] = j
+            idx[m] = m
+            m += 1
+    _isort(cs, idx, m)
+    for q in range(m):
+        strips[q] = np.int64(cs[idx[q]])
+        owner[q] = ws_i[cap + idx[q]]
+    # runs of adjacent candidate strips (length >= 2)
+    rs = ws_i[2 * cap:3 * cap]
+    rl = ws_i[3 * cap:4 * cap]
+    rkey = ws_f[cap:2 * cap]
+    nr = 0
+    i = 0
+    while i < m:
+        e = i
+        while e + 1 < m and strips[e + 1] == strips[e] + 1:
+            e += 1
+        if e > i:
+            tot = 0.0
+            for q in range(i, e + 1):
+                tot += amps[owner[q]]
+            rs[nr] = i
+            rl[nr] = e - i + 1
+            rkey[nr] = -(e - i + 1) * 1e9 - tot
+            nr += 1
+        i = e + 1
+    # greedy: longest first, then largest summed amplitude (stable: lowest strip first)
+    ridx = idx  # candidates' order no longer needed
+    for r in range(nr):
+        ridx[r] = r
+    _isort(rkey, ridx, nr)
+    used = ws_i[cap:cap + n]  # owner copy done: reuse as flags
+    for j in range(n):
+        used[j] = 0
+    n_runs = 0
+    for t in range(nr):
+        r = ridx[t]
+        clash = False
+        for q in range(rs[r], rs[r] + rl[r]):
+            if used[owner[q]]:
+                clash = True
+                break
+        if clash:
+            continue
+        for q in range(rs[r], rs[r] + rl[r]):
+            used[owner[q]] = 1
+        run_start[n_runs] = rs[r]
+        run_len[n_runs] = rl[r]
+        n_runs += 1
+    n_singles = 0
+    for j in range(n):
+        if not used[j]:
+            singles[n_singles] = j
+            n_singles += 1
+    return m, n_runs, n_singles
+
+
+def demux_plane(chans, amps, table, dead):
+    """Convenience wrapper of :func:`demux_plane_into` returning
+    ``(clusters as [[(strip, channel index), ...]], unresolved channel indices)``."""
+    chans = np.asarray(chans, np.int64)
+    amps = np.asarray(amps, np.float64)
+    n, g = len(chans), table.shape[1]
+    ws_i, ws_f = np.zeros(4 * n * g + 1, np.int64), np.zeros(2 * n * g + 1)
+    strips, owner = np.zeros(n * g + 1, np.int64), np.zeros(n * g + 1, np.int64)
+    rstart, rlen, singles = (np.zeros(n * g + 1, np.int64) for _ in range(3))
+    m, nr, ns = demux_plane_into(chans, amps, n, np.asarray(table, np.int64), np.asarray(dead, np.bool_),
+                                 ws_i, ws_f, strips, owner, rstart, rlen, singles)
+    clusters = [[(int(strips[q]), int(owner[q])) for q in range(rstart[r], rstart[r] + rlen[r])] for r in range(nr)]
+    return clusters, [int(j) for j in singles[:ns]]
+
+
+def demux_plane_reference(chans, amps, table, dead):
+    """Slow twin of :func:`demux_plane`, same return values."""
+    cands = sorted((int(table[c, k]), j) for j, c in enumerate(chans) for k in range(table.shape[1])
+                   if not dead[table[c, k]])
+    runs, cur = [], [cands[0]] if cands else []
+    for s in cands[1:]:
+        if s[0] == cur[-1][0] + 1:
+            cur.append(s)
+        else:
+            runs.append(cur)
+            cur = [s]
+    if cur:
+        runs.append(cur)
+    runs = [r for r in runs if len(r) >= 2]
+    runs.sort(key=lambda r: (-len(r), -sum(float(amps[j]) for _, j in r)))  # stable like mergesort
+    used, clusters = set(), []
+    for r in runs:
+        if any(j in used for _, j in r):
+            continue
+        used.update(j for _, j in r)
+        clusters.append(r)
+    return [[(int(s), int(j)) for s, j in c] for c in clusters], [j for j in range(len(chans)) if j not in used]

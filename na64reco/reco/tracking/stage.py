@@ -1,0 +1,136 @@
+"""Stage function: tracker digits -> momenta, track counts and track parameters.
+
+:func:`reconstruct_tracks` is what a processor calls; :func:`event_display` returns the
+hits and fitted tracks of one event.  Output fields (one value per event):
+
+``p_in``, ``p_out``              momentum (GeV) from the deflection in the "in" / "out" station
+                                 (NaN if no track; ``p_out`` only for setups with one)
+``chi2_in``, ``chi2_out``        chi2/ndf of the bend-view kick fit (0 when ndf = 0)
+``ndf_in``, ``ndf_out``          its degrees of freedom
+``nhits_in``, ``nhits_out``      hits on the bend-view track
+``n_tracks_in``, ``n_tracks_out`` distinct good candidates: max over the two projections of
+                                 the station (-1 if a plane was too busy to search)
+``in_x``, ``in_y``, ``in_tx``, ``in_ty``   incoming track at the ECAL front z (mm, rad),
+                                 from the segments downstream of the "in" magnet
+``out_x``, ``out_y``, ``out_tx``, ``out_ty`` outgoing track (upstream segments of the "out"
+                                 magnet) extrapolated back to the ECAL front z
+``out_x_hcal``, ``out_y_hcal``   outgoing track (downstream segments) at the HCAL z (mm)
+``flags_in``, ``flags_out``      bit 1: candidate overflow, bit 2: busy plane (see tracks.py)
+
+Momentum uses only the bend projection (the other projection's angle changes p by
+less than 1e-6 relative at these angles).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from na64reco import units
+from na64reco.reco.tracking.clusters import PlaneTables, event_hits
+from na64reco.reco.tracking.config import load_tracking_config
+from na64reco.reco.tracking.tracks import ViewTables, find_tracks, make_views
+
+_CACHE: dict = {}
+
+
+def _tables(setup, conditions, config_path=None):
+    key = (setup.name, setup.source, conditions.tag, conditions.run, conditions.files.get("tracker"), config_path)
+    if key not in _CACHE:
+        cfg = load_tracking_config(setup, config_path)
+        views = make_views(setup, cfg)
+        _CACHE[key] = (cfg, PlaneTables(setup, conditions), ViewTables(views, cfg))
+    return _CACHE[key]
+
+
+def _extrapolate(par, view, z, downstream: bool):
+    """Position (mm) and slope (rad) at ``z`` of fitted view parameters ``par`` (..., 3)."""
+    dz = (z - view.z_magnet) / 1000.0
+    slope = par[..., 1] - (par[..., 2] if (view.bend and downstream) else 0.0)
+    return par[..., 0] + slope * dz, slope / 1000.0
+
+
+def reconstruct_tracks(events, setup, conditions, source: str = "", *, config_path=None,
+                       return_internals: bool = False) -> dict[str, np.ndarray]:
+    """Reconstruct tracks and momenta of ``events`` (awkward records with ``apv``, ``straw``).
+
+    ``setup`` a :class:`~na64reco.geometry.Setup`, ``conditions`` the run's
+    :class:`~na64reco.conditions.RunConditions`; ``source`` names the input in error
+    messages.  Returns a dict of numpy arrays (see module doc), momenta in GeV.
+    """
+    cfg, pt, vt = _tables(setup, conditions, config_path)
+    n = len(events)
+    hits = event_hits(events, pt, threshold_sigma=cfg.apv_threshold_sigma, drift_t0=cfg.drift_t0, source=source)
+    res = find_tracks(hits, n, pt.n_planes, vt)
+    ecal_z = setup.detector("ECAL").z
+    hcal_z = setup.detector("HCAL").z
+    out: dict[str, np.ndarray] = {}
+    for role in ("in", "out"):
+        st = cfg.station(role)
+        if st is None:
+            continue
+        iv = [i for i, v in enumerate(vt.views) if v.station == st.magnet]
+        ib = next(i for i in iv if vt.views[i].bend)
+        io = next(i for i in iv if not vt.views[i].bend)
+        vb, vo = vt.views[ib], vt.views[io]
+        magnet = setup.magnets[st.magnet]
+        kappa = res["par"][:, ib, 2] / 1000.0
+        ok = res["nh"][:, ib] > 0
+        p = np.full(n, np.nan)
+        p[ok] = magnet.momentum(kappa[ok]) / units.GeV
+        ndf = np.where(ok, res["nh"][:, ib] - vb.npar, 0)
+        out[f"p_{role}"] = p
+        out[f"chi2_{role}"] = np.where(ok, res["chi2"][:, ib] / np.maximum(ndf, 1), np.nan)
+        out[f"ndf_{role}"] = ndf
+        out[f"nhits_{role}"] = res["nh"][:, ib]
+        ntr = res["n_tracks"][:, iv]
+        out[f"n_tracks_{role}"] = np.where((ntr < 0).any(axis=1), -1, ntr.max(axis=1))
+        out[f"flags_{role}"] = np.bitwise_or.reduce(res["flags"][:, iv], axis=1)
+        coords = {vb.coord: (vb, ib), vo.coord: (vo, io)}
+        # at the ECAL front: downstream segments for "in", upstream segments for "out"
+        for c in ("x", "y"):
+            v, i = coords[c]
+            pos, slope = _extrapolate(res["par"][:, i], v, ecal_z, downstream=(role == "in"))
+            out[f"{role}_{c}"] = pos
+            out[f"{role}_t{c}"] = slope
+        if role == "out":
+            for c in ("x", "y"):
+                v, i = coords[c]
+                out[f"out_{c}_hcal"] = _extrapolate(res["par"][:, i], v, hcal_z, downstream=True)[0]
+    if return_internals:
+        out["_hits"] = hits
+        out["_tracks"] = res
+        out["_views"] = vt.views
+    return out
+
+
+def event_display(events, index: int, setup, conditions, *, config_path=None) -> dict:
+    """Hits and fitted tracks of event ``index`` of ``events`` for an event display.
+
+    Returns ``{"hits": {...arrays...}, "tracks": [...]}``: hits with ``plane`` (name),
+    ``z``, ``coord`` ("x"/"y"), ``pos`` (global, mm), ``ambiguous``, ``on_track``; and one
+    entry per view with ``station``, ``coord``, ``z`` and ``pos`` sampled along the track
+    (mm), ``p`` (GeV, bend views) and ``chi2``.
+    """
+    one = events[index: index + 1]
+    r = reconstruct_tracks(one, setup, conditions, return_internals=True, config_path=config_path)
+    h, t, views = r["_hits"], r["_tracks"], r["_views"]
+    used = np.zeros(len(h["pos"]), bool)
+    tracks = []
+    for i, v in enumerate(views):
+        sel = t["hits"][0, i]
+        used[sel[sel >= 0]] = True
+        if t["nh"][0, i] == 0:
+            continue
+        par = t["par"][0, i]
+        zs = np.array([setup.planes[v.planes[0]].z, v.z_magnet, setup.planes[v.planes[-1]].z])
+        pos = np.array([_extrapolate(par, v, z, downstream=z > v.z_magnet)[0] for z in zs])
+        entry = {"station": v.station, "coord": v.coord, "z": zs, "pos": pos, "chi2": float(t["chi2"][0, i])}
+        if v.bend:
+            entry["p"] = float(setup.magnets[v.station].momentum(par[2] / 1000.0) / units.GeV)
+        tracks.append(entry)
+    hits = {
+        "plane": np.array([setup.planes[p].name for p in h["plane"]]),
+        "z": h["z"], "coord": np.array([setup.planes[p].measures for p in h["plane"]]),
+        "pos": h["pos"], "ambiguous": h["ambiguous"], "on_track": used,
+    }
+    return {"hits": hits, "tracks": tracks}

@@ -1,0 +1,400 @@
+"""Track finding and fitting in 1-D projections ("views") around each magnet.
+
+A *view* is the set of planes of one station (magnet) measuring one coordinate,
+ordered in z.  Two models, linear in their parameters, with ``dz = z - z_magnet`` in
+metres:
+
+straight (the projection the magnet does not bend)
+    ``u = a + b dz``  (a in mm at the magnet centre, b slope in mrad)
+kick (the bend projection; thin-kick magnet at ``z_magnet``)
+    ``u = a + b dz`` upstream, ``u = a + (b - kappa) dz`` downstream; the two segments
+    meet at the magnet centre by construction, so the chi2 of this joint fit is the
+    up/down matching chi2 plus the straightness of both segments.  ``kappa`` (mrad) is
+    the deflection, positive for the beam (the magnets bend it towards negative
+    coordinates) and ``p = Magnet.momentum(kappa)``.
+
+Search (same definition for the numba kernel and its slow twin)
+    every assignment of at most one hit (or none) per plane of the view with at most
+    ``max_missing_planes`` planes without hit, a determinable fit (kick: >= 1 hit on each
+    side and >= 3 hits; straight: >= 2 hits), ``chi2 <= chi2_ndf_max * ndf`` (hit errors:
+    plane resolutions), ``|b - b_ref| <= slope_window`` (``b_ref`` the reference
+    trajectory's slope) and, for kicks, ``kappa`` inside the station's momentum window,
+    is a *candidate*.  Candidates are ranked by number of hits, then by
+    ``score = chi2 + ((b - b_ref) / slope_prior)^2`` (the prior only breaks ties between
+    candidates of equal chi2, e.g. 3-hit kick fits with ndf = 0).  The best candidate
+    is the track; ``n_tracks`` counts candidates taken greedily in rank order that share
+    no hit origin (cluster or straw digit) with an earlier one.
+
+    The kernel enumerates assignments depth-first and prunes a branch as soon as the
+    chi2 of its hits exceeds the largest possible cut (a chi2 can only grow when hits
+    are added), so it finds exactly the candidates of the exhaustive enumeration
+    :func:`search_view_reference`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+MAX_PLANES = 8
+FLAG_OVERFLOW = 1  # more candidates than max_candidates: some were not considered
+FLAG_BUSY = 2  # a plane had more than max_hits_per_plane hits: the view was not searched
+
+
+@dataclass(frozen=True)
+class View:
+    """One projection of one station."""
+
+    station: str
+    role: str  # "in" / "out"
+    coord: str  # "x" / "y"
+    bend: bool
+    z_magnet: float  # mm
+    planes: tuple[int, ...]  # setup plane indices, increasing z
+    dz: tuple[float, ...]  # m
+    down: tuple[bool, ...]
+    ref_slope: float  # mrad
+    ref_pos: float  # reference trajectory at the magnet centre (mm)
+    kappa_min: float  # mrad
+    kappa_max: float  # mrad
+
+    @property
+    def npar(self) -> int:
+        return 3 if self.bend else 2
+
+
+def make_views(setup, config) -> tuple[View, ...]:
+    """The views of every configured station (bend projection first)."""
+    views = []
+    for st in config.stations:
+        m = setup.magnets[st.magnet]
+        other = "x" if m.bend_plane == "y" else "y"
+        for coord in (m.bend_plane, other):
+            planes = sorted((p for p in setup.planes_of(m.name) if p.measures == coord), key=lambda p: p.z)
+            if len(planes) > MAX_PLANES:
+                raise ValueError(f"station {m.name} has {len(planes)} {coord} planes; at most {MAX_PLANES}")
+            ref = setup.reference_position(np.array([m.center_z - 1000.0, m.center_z]))
+            r = ref[0] if coord == "x" else ref[1]
+            bend = coord == m.bend_plane
+            views.append(View(
+                station=m.name, role=st.role, coord=coord, bend=bend, z_magnet=m.center_z,
+                planes=tuple(p.index for p in planes),
+                dz=tuple((p.z - m.center_z) / 1000.0 for p in planes),
+                down=tuple(p.side == "downstream" for p in planes),
+                ref_slope=float(r[1] - r[0]),  # mm per m = mrad
+                ref_pos=float(r[1]),
+                kappa_min=float(m.kick(st.p_max) * 1000.0) if bend else 0.0,
+                kappa_max=float(m.kick(st.p_min) * 1000.0) if bend else 0.0,
+            ))
+    return tuple(views)
+
+
+class ViewTables:
+    """Views as padded arrays for the kernel."""
+
+    def __init__(self, views, config):
+        nv = len(views)
+        self.views = views
+        self.planes = np.zeros((nv, MAX_PLANES), np.int64)
+        self.dz = np.zeros((nv, MAX_PLANES))
+        self.down = np.zeros((nv, MAX_PLANES), np.bool_)
+        self.nplanes = np.array([len(v.planes) for v in views], np.int64)
+        self.npar = np.array([v.npar for v in views], np.int64)
+        self.ref_slope = np.array([v.ref_slope for v in views])
+        self.kmin = np.array([v.kappa_min for v in views])
+        self.kmax = np.array([v.kappa_max for v in views])
+        for i, v in enumerate(views):
+            n = len(v.planes)
+            self.planes[i, :n] = v.planes
+            self.dz[i, :n] = v.dz
+            self.down[i, :n] = v.down
+        self.window = config.slope_window * 1000.0  # mrad
+        self.prior = config.slope_prior * 1000.0
+        self.chi2max = config.chi2_ndf_max
+        self.maxmiss = config.max_missing_planes
+        self.maxhits = config.max_hits_per_plane
+        self.maxc = config.max_candidates
+
+
+# ---------------------------------------------------------------------------------------
+@numba.njit(cache=True)
+def _solve(S, B, n, x):
+    """Solve S x = B (n x n, n <= 3) by Gaussian elimination with pivoting; False if singular."""
+    M = np.empty((3, 4))
+    for i in range(n):
+        for j in range(n):
+            M[i, j] = S[i, j]
+        M[i, n] = B[i]
+    for c in range(n):
+        piv = c
+        for r in range(c + 1, n):
+            if abs(M[r, c]) > abs(M[piv, c]):
+                piv = r
+        if abs(M[piv, c]) < 1e-12 * max(1.0, abs(S[0, 0])):
+            return False
+        if piv != c:
+            for j in range(n + 1):
+                tmp = M[c, j]
+                M[c, j] = M[piv, j]
+                M[piv, j] = tmp
+        for r in range(c + 1, n):
+            f = M[r, c] / M[c, c]
+            for j in range(c, n + 1):
+                M[r, j] -= f * M[c, j]
+    for i in range(n - 1, -1, -1):
+        s = M[i, n]
+        for j in range(i + 1, n):
+            s -= M[i, j] * x[j]
+        x[i] = s / M[i, i]
+    return True
+
+
+@numba.njit(cache=True)
+def _search_view(pos, sig, origin, starts, counts, dz, down, npl, npar, ref, kmin, kmax, window, prior,
+                 chi2max, maxmiss, maxc, L_hits, L_nh, L_key, L_chi2, L_par, best_hits, best_par):
+    """Search one view of one event.  Returns (nh, chi2, n_tracks, flags); fills best_*."""
+    S = np.zeros((MAX_PLANES + 1, 3, 3))
+    B = np.zeros((MAX_PLANES + 1, 3))
+    C = np.zeros(MAX_PLANES + 1)
+    NH = np.zeros(MAX_PLANES + 1, np.int64)
+    NUP = np.zeros(MAX_PLANES + 1, np.int64)
+    MISS = np.zeros(MAX_PLANES + 1, np.int64)
+    choice = np.full(MAX_PLANES, -2, np.int64)
+    x = np.zeros(3)
+    row = np.zeros(3)
+    bound = chi2max * (npl - npar) + 1e-6
+    nleaf = 0
+    flags = 0
+    lvl = 0
+    while lvl >= 0:
+        choice[lvl] += 1
+        if choice[lvl] >= counts[lvl]:
+            choice[lvl] = -2
+            lvl -= 1
+            continue
+        c = choice[lvl]
+        S[lvl + 1] = S[lvl]
+        B[lvl + 1] = B[lvl]
+        C[lvl + 1] = C[lvl]
+        NH[lvl + 1] = NH[lvl]
+        NUP[lvl + 1] = NUP[lvl]
+        MISS[lvl + 1] = MISS[lvl]
+        if c < 0:
+            MISS[lvl + 1] += 1
+            if MISS[lvl + 1] > maxmiss:
+                continue
+        else:
+            h = starts[lvl] + c
+            w = 1.0 / (sig[h] * sig[h])
+            row[0] = 1.0
+            row[1] = dz[lvl]
+            row[2] = -dz[lvl] if down[lvl] else 0.0
+            for i in range(npar):
+                for j in range(npar):
+                    S[lvl + 1, i, j] += w * row[i] * row[j]
+                B[lvl + 1, i] += w * row[i] * pos[h]
+            C[lvl + 1] += w * pos[h] * pos[h]
+            NH[lvl + 1] += 1
+            if not down[lvl]:
+                NUP[lvl + 1] += 1
+            nh = NH[lvl + 1]
+            ndn = nh - NUP[lvl + 1]
+            testable = nh >= 3 if npar == 2 else (nh >= 4 and NUP[lvl + 1] >= 1 and ndn >= 1)
+            if testable and _solve(S[lvl + 1], B[lvl + 1], npar, x):
+                chi2 = C[lvl + 1]
+                for i in range(npar):
+                    chi2 -= B[lvl + 1, i] * x[i]
+                if chi2 > bound:
+                    continue
+        if lvl + 1 < npl:
+            lvl += 1
+            continue
+        # ---- leaf
+        nh = NH[npl]
+        ndn = nh - NUP[npl]
+        if nh < npar or (npar == 3 and (NUP[npl] < 1 or ndn < 1)):
+            continue
+        if not _solve(S[npl], B[npl], npar, x):
+            continue
+        chi2 = 0.0
+        for l in range(npl):
+            if choice[l] >= 0:
+                h = starts[l] + choice[l]
+                pred = x[0] + x[1] * dz[l]
+                if npar == 3 and down[l]:
+                    pred -= x[2] * dz[l]
+                r = (pos[h] - pred) / sig[h]
+                chi2 += r * r
+        if chi2 > chi2max * (nh - npar) + 1e-6:
+            continue
+        if abs(x[1] - ref) > window:
+            continue
+        if npar == 3 and (x[2] < kmin or x[2] > kmax):
+            continue
+        if nleaf >= maxc:
+            flags |= 1
+            continue
+        for l in range(npl):
+            L_hits[nleaf, l] = starts[l] + choice[l] if choice[l] >= 0 else -1
+        L_nh[nleaf] = nh
+        d = (x[1] - ref) / prior
+        L_key[nleaf] = chi2 + d * d
+        L_chi2[nleaf] = chi2
+        for i in range(3):
+            L_par[nleaf, i] = x[i] if i < npar else 0.0
+        nleaf += 1
+    if nleaf == 0:
+        return 0, np.nan, 0, flags
+    # rank: more hits first, then lower score (two stable sorts = lexicographic order)
+    o1 = np.argsort(L_key[:nleaf], kind="mergesort")
+    miss = np.empty(nleaf, np.int64)
+    for t in range(nleaf):
+        miss[t] = npl - L_nh[o1[t]]
+    order = o1[np.argsort(miss, kind="mergesort")]
+    b = order[0]
+    for l in range(npl):
+        best_hits[l] = L_hits[b, l]
+    for i in range(3):
+        best_par[i] = L_par[b, i]
+    # distinct candidates: greedy in rank order, no shared origin
+    taken = np.empty(nleaf * MAX_PLANES, np.int64)
+    nt = 0
+    ntr = 0
+    for t in range(nleaf):
+        k = order[t]
+        clash = False
+        for l in range(npl):
+            h = L_hits[k, l]
+            if h < 0:
+                continue
+            for q in range(nt):
+                if taken[q] == origin[h]:
+                    clash = True
+                    break
+            if clash:
+                break
+        if clash:
+            continue
+        for l in range(npl):
+            h = L_hits[k, l]
+            if h >= 0:
+                taken[nt] = origin[h]
+                nt += 1
+        ntr += 1
+    return L_nh[b], L_chi2[b], ntr, flags
+
+
+@numba.njit(cache=True)
+def _track_kernel(bounds, n_planes_total, pos, sig, origin, v_planes, v_dz, v_down, v_npl, v_npar, v_ref,
+                  v_kmin, v_kmax, window, prior, chi2max, maxmiss, maxhits, maxc):
+    n_ev = (bounds.shape[0] - 1) // n_planes_total
+    nv = v_planes.shape[0]
+    out_nh = np.zeros((n_ev, nv), np.int64)
+    out_chi2 = np.full((n_ev, nv), np.nan)
+    out_ntr = np.zeros((n_ev, nv), np.int64)
+    out_flags = np.zeros((n_ev, nv), np.int64)
+    out_par = np.full((n_ev, nv, 3), np.nan)
+    out_hits = np.full((n_ev, nv, MAX_PLANES), -1, np.int64)
+    L_hits = np.empty((maxc, MAX_PLANES), np.int64)
+    L_nh = np.empty(maxc, np.int64)
+    L_key = np.empty(maxc)
+    L_chi2 = np.empty(maxc)
+    L_par = np.empty((maxc, 3))
+    starts = np.empty(MAX_PLANES, np.int64)
+    counts = np.empty(MAX_PLANES, np.int64)
+    bh = np.empty(MAX_PLANES, np.int64)
+    bp = np.empty(3)
+    for e in range(n_ev):
+        for v in range(nv):
+            npl = v_npl[v]
+            busy = False
+            for l in range(npl):
+                k = e * n_planes_total + v_planes[v, l]
+                starts[l] = bounds[k]
+                counts[l] = bounds[k + 1] - bounds[k]
+                if counts[l] > maxhits:
+                    busy = True
+            if busy:
+                out_flags[e, v] = 2
+                out_ntr[e, v] = -1
+                continue
+            nh, chi2, ntr, flags = _search_view(pos, sig, origin, starts, counts, v_dz[v], v_down[v], npl,
+                                                v_npar[v], v_ref[v], v_kmin[v], v_kmax[v], window, prior,
+                                                chi2max, maxmiss, maxc, L_hits, L_nh, L_key, L_chi2, L_par,
+                                                bh, bp)
+            out_nh[e, v] = nh
+            out_ntr[e, v] = ntr
+            out_flags[e, v] = flags
+            if nh > 0:
+                out_chi2[e, v] = chi2
+                for i in range(3):
+                    out_par[e, v, i] = bp[i]
+                for l in range(npl):
+                    out_hits[e, v, l] = bh[l]
+    return out_nh, out_chi2, out_ntr, out_flags, out_par, out_hits
+
+
+def plane_bounds(hits, n_events, n_planes):
+    """Flat (n_events * n_planes + 1) start indices of the hits of (event, plane)."""
+    key = hits["event"] * n_planes + hits["plane"]
+    return np.searchsorted(key, np.arange(n_events * n_planes + 1)).astype(np.int64)
+
+
+def find_tracks(hits, n_events, n_planes, vt: ViewTables):
+    """Run the kernel on flat ``hits`` (sorted by event, plane); arrays of shape (n_events, n_views, ...)."""
+    bounds = plane_bounds(hits, n_events, n_planes)
+    nh, chi2, ntr, flags, par, sel = _track_kernel(
+        bounds, n_planes, hits["pos"], hits["sigma"], hits["origin"], vt.planes, vt.dz, vt.down, vt.nplanes,
+        vt.npar, vt.ref_slope, vt.kmin, vt.kmax, vt.window, vt.prior, vt.chi2max, vt.maxmiss, vt.maxhits, vt.maxc)
+    return {"nh": nh, "chi2": chi2, "n_tracks": ntr, "flags": flags, "par": par, "hits": sel}
+
+
+# ---------------------------------------------------------------------------------------
+def search_view_reference(view_hits, view: View, vt: ViewTables):
+    """Slow twin: exhaustive enumeration for one view of one event.
+
+    ``view_hits`` is a list (one per plane of the view) of lists of ``(index, pos, sigma,
+    origin)``.  Returns ``(nh, chi2, n_tracks, params(3), chosen indices)`` or ``nh = 0``.
+    """
+    import itertools
+
+    npl, npar = len(view.planes), view.npar
+    if any(len(h) > vt.maxhits for h in view_hits):
+        return 0, float("nan"), -1, [float("nan")] * 3, [-1] * npl
+    cands = []
+    options = [[None] + list(h) for h in view_hits]
+    for combo in itertools.product(*options):
+        if sum(c is None for c in combo) > vt.maxmiss:
+            continue
+        used = [(l, c) for l, c in enumerate(combo) if c is not None]
+        nup = sum(not view.down[l] for l, _ in used)
+        nh = len(used)
+        if nh < npar or (npar == 3 and (nup < 1 or nh - nup < 1)):
+            continue
+        A = np.array([[1.0, view.dz[l], -view.dz[l] if view.down[l] else 0.0][:npar] for l, _ in used])
+        y = np.array([c[1] for _, c in used])
+        s = np.array([c[2] for _, c in used])
+        Aw, yw = A / s[:, None], y / s
+        if np.linalg.matrix_rank(Aw) < npar:
+            continue
+        par = np.linalg.lstsq(Aw, yw, rcond=None)[0]
+        chi2 = float(np.sum((yw - Aw @ par) ** 2))
+        if chi2 > vt.chi2max * (nh - npar) + 1e-6 or abs(par[1] - view.ref_slope) > vt.window:
+            continue
+        if npar == 3 and not (view.kappa_min <= par[2] <= view.kappa_max):
+            continue
+        score = chi2 + ((par[1] - view.ref_slope) / vt.prior) ** 2
+        cands.append((npl - nh, score, nh, chi2, list(par) + [0.0] * (3 - npar),
+                      [c[0] if c is not None else -1 for c in combo], {c[3] for _, c in used}))
+    if not cands:
+        return 0, float("nan"), 0, [float("nan")] * 3, [-1] * npl
+    cands.sort(key=lambda c: (c[0], c[1]))
+    taken, ntr = set(), 0
+    for c in cands:
+        if not (c[6] & taken):
+            taken |= c[6]
+            ntr += 1
+    best = cands[0]
+    return best[2], best[3], ntr, best[4], best[5]
