@@ -1,0 +1,37 @@
+"""``na64reco unblind``: open the signal box of a frozen analysis, once, on the record.
+
+Example::
+
+    na64reco unblind --ledger frozen/na64mu_2022.json --i-understand-this-opens-the-box \\
+        --output unblinded/
+
+Refuses (exit 1) when the selection, calibration, code, options or input files differ
+from the frozen ledger, naming each difference.  Runs the processor unblinded, writes
+the counts (signal box and sidebands) and plots to ``--output``, and appends the result
+to the append-only audit log (default ``unblinding_audit.jsonl`` beside the ledger, which
+is always written; ``--audit-log`` adds another).  Unblinding the same frozen state again
+prints the recorded result and runs nothing.  See ``docs/unblinding.md``.
+"""
+
+from __future__ import annotations
+
+NAME = "unblind"
+HELP = "open the signal box of a frozen analysis (once; recorded in an audit log)"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--ledger", required=True, metavar="LEDGER.json", help="ledger written by na64reco freeze")
+    parser.add_argument("--i-understand-this-opens-the-box", dest="confirm", action="store_true",
+                        help="required: confirms that the signal box is opened for good")
+    parser.add_argument("--output", metavar="DIR", help="directory for counts, cut-flow and plots")
+    parser.add_argument("--audit-log", metavar="FILE",
+                        help="additional audit log (JSON lines, append-only); the log beside the "
+                             "ledger is always written")
+
+
+def run(args) -> int:
+    from na64reco.unblinding import format_result, unblind
+
+    res = unblind(args.ledger, confirm=args.confirm, output_dir=args.output, audit_log=args.audit_log)
+    print(format_result(res))
+    return 0

@@ -1,0 +1,349 @@
+"""Freeze / unblind: ledger hashes, differences, the token, the audit log, the commands.
+
+The processor runs for real (coffea, iterative executor) over small raw-format *data*
+files (no truth); only the reconstruction stage is replaced by a deterministic
+function of the event number, so the expected box and sideband counts are computed
+here independently.  Calibration, selection and "code" live in temporary copies, so
+that tests can edit them (and concurrent edits of the repository cannot disturb them).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+import pytest
+
+import na64reco.unblinding as ub
+from na64reco.cli import main
+from na64reco.errors import BlindingError
+from na64reco.io.raw import RawWriter
+from na64reco.resources import calib_dir, selections_dir
+
+processors = pytest.importorskip("processors")
+pytest.importorskip("processors.base")
+pytest.importorskip("na64reco.runner")
+from na64reco.selection.blinding import UnblindingToken  # noqa: E402
+
+PROC = "na64mu_invisible"
+TAG = "na64mu-default"
+
+
+# ----------------------------------------------------------------------------------------
+# synthetic data and reconstruction
+def _p_out(event):
+    return 160.0 - (np.asarray(event) * 37 % 150).astype(float)
+
+
+def _veto_fails(event):
+    return np.asarray(event) % 10 == 3
+
+
+def fake_reco(events, setup, conditions, source=""):
+    """Every event passes every cut except the veto for event % 10 == 3; p_out from the id."""
+    event = np.asarray(events["event"])
+    n = len(event)
+    full = lambda v: np.full(n, v, dtype=float)  # noqa: E731
+    rec = {
+        "run": np.asarray(events["run"]), "spill": np.asarray(events["spill"]), "event": event,
+        "trigger": np.ones(n, np.uint32), "n_tracks_in": np.ones(n, np.int64),
+        "n_tracks_out": np.ones(n, np.int64), "p_in": full(160.0), "p_out": _p_out(event),
+        "chi2_in": full(2.0), "chi2_out": full(2.0), "ecal_energy": full(0.4),
+        "hcal_module_energy": ak.from_numpy(np.full((n, 4), 2.2), regulararray=True),
+        "hcal_energy": full(8.8), "vhcal_energy": full(0.01),
+        "veto_energy": np.where(_veto_fails(event), 0.05, 0.005),
+        "counter_S4_energy": full(0.002), "counter_Smu_energy": full(0.01),
+    }
+    for c in ("S0", "S1", "V1"):
+        rec[f"counter_{c}_energy"] = full(0.01)
+    return ak.zip(rec, depth_limit=1)
+
+
+def write_data(path: Path, first_event: int, n_events: int, run: int = 7) -> Path:
+    event = np.arange(first_event, first_event + n_events, dtype=np.int64)
+    z = np.zeros(n_events, np.int64)
+    ev = {"run": np.full(n_events, run), "spill": np.ones(n_events), "event": event,
+          "trigger": np.ones(n_events), "time_in_spill": np.zeros(n_events),
+          "n_calo": z, "calo_det": [], "calo_chan": [], "calo_adc": np.zeros((0, 32)),
+          "n_apv": z, "apv_plane": [], "apv_chan": [], "apv_a0": [], "apv_a1": [], "apv_a2": [],
+          "n_straw": z, "straw_plane": [], "straw_tube": [], "straw_tdc": []}
+    with RawWriter(path, setup="na64mu", run=run, has_truth=False) as w:  # data: no truth
+        w.write_events(ev)
+        w.write_spills({"run": [run], "spill": [1], "n_beam": [10 * n_events], "n_triggered": [n_events]})
+    return path
+
+
+def expected_counts(events: np.ndarray) -> dict:
+    p, vf = _p_out(events), _veto_fails(events)
+    return {"signal_box": int(np.sum(~vf & (p < 80))),
+            "p_out_80_120": int(np.sum(~vf & (p >= 80) & (p < 120))),
+            "veto_failed_box": int(np.sum(vf & (p < 80)))}
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """Temporary calib/, selection, code tree and data files; fake reconstruction."""
+    calib = tmp_path / "calib"
+    shutil.copytree(calib_dir(), calib)
+    monkeypatch.setenv("NA64RECO_CALIB", str(calib))
+    sel = tmp_path / "sel" / "na64mu_invisible.yaml"
+    sel.parent.mkdir()
+    shutil.copy(selections_dir() / "na64mu_invisible.yaml", sel)
+    code = tmp_path / "code"
+    for name, root in ub.code_roots().items():
+        shutil.copytree(root, code / name, ignore=shutil.ignore_patterns("__pycache__", "*.nbi", "*.nbc"))
+    roots = {name: code / name for name in ub.code_roots()}
+    monkeypatch.setattr(ub, "code_roots", lambda: roots)
+    monkeypatch.setattr(processors.base, "reconstruct_stage", fake_reco)
+    data = tmp_path / "data"
+    data.mkdir()
+    files = [write_data(data / "run7_a.root", 0, 120), write_data(data / "run7_b.root", 120, 90)]
+    ledger_dir = tmp_path / "frozen"
+    ledger_dir.mkdir()
+    return {"tmp": tmp_path, "calib": calib, "sel": sel, "code": code, "files": files,
+            "ledger": ledger_dir / "ledger.json", "events": np.arange(210)}
+
+
+def _freeze(env, **kw):
+    return ub.freeze(env["ledger"], processor=PROC, calib_tag=TAG, files=env["files"],
+                     selection=str(env["sel"]), **kw)
+
+
+# ----------------------------------------------------------------------------------------
+def test_code_state_covers_library_and_processors():
+    st = ub.code_state()
+    assert "na64reco/unblinding.py" in st["source_files"]
+    assert "na64reco/selection/blinding.py" in st["source_files"]
+    assert "processors/base.py" in st["source_files"]
+    assert not any("__pycache__" in p for p in st["source_files"])
+    assert st["source_sha256"] == ub.state_hash(st["source_files"])
+
+
+def test_ledger_records_every_input(env):
+    ledger = _freeze(env, options={"executor": "iterative", "chunksize": 50})
+    st = ledger["state"]
+    assert st["processor"] == {"name": PROC, "setup": "na64mu",
+                               "options": {"executor": "iterative", "chunksize": 50}}
+    assert st["selection"]["sha256"] == ub.sha256_file(env["sel"])
+    cal = st["calibration"]
+    assert cal["tag"] == TAG and cal["tag_sha256"] == ub.sha256_file(env["calib"] / "tags" / f"{TAG}.yaml")
+    assert cal["conditions"] == {
+        "na64mu/calorimeter/v001.yaml": ub.sha256_file(env["calib"] / "conditions/na64mu/calorimeter/v001.yaml"),
+        "na64mu/tracker/v001.yaml": ub.sha256_file(env["calib"] / "conditions/na64mu/tracker/v001.yaml")}
+    assert cal["setup_sha256"] == ub.sha256_file(env["calib"] / "setups" / "na64mu.yaml")
+    assert st["code"]["version"] == __import__("na64reco").__version__
+    paths = [f["path"] for f in st["files"]]
+    assert paths == sorted(str(f.resolve()) for f in env["files"])
+    for f in st["files"]:
+        assert f["size"] == Path(f["path"]).stat().st_size and f["sha256"] == ub.sha256_file(f["path"])
+    assert ledger["state_sha256"] == ub.state_hash(st)
+    assert ub.read_ledger(env["ledger"]) == ledger
+    _, _, diffs = ub.verify(env["ledger"])
+    assert [d for d in diffs if d.blocking] == []
+
+
+def test_ledger_is_never_overwritten_and_refreezing_needs_force_new(env):
+    _freeze(env)
+    before = env["ledger"].read_bytes()
+    with pytest.raises(BlindingError, match="never overwritten"):
+        _freeze(env)
+    with pytest.raises(BlindingError, match="never overwritten"):
+        _freeze(env, force_new=True)
+    assert env["ledger"].read_bytes() == before
+    second = env["ledger"].with_name("ledger_v2.json")
+    with pytest.raises(BlindingError, match="re-tuning"):
+        ub.freeze(second, processor=PROC, calib_tag=TAG, files=env["files"], selection=str(env["sel"]))
+    new = ub.freeze(second, processor=PROC, calib_tag=TAG, files=env["files"], selection=str(env["sel"]),
+                    force_new=True)
+    assert new["supersedes"][0]["ledger"] == str(env["ledger"].resolve())
+
+
+def test_freeze_rejects_unknown_options_and_missing_files(env):
+    from na64reco.errors import ConfigError, NA64Error
+
+    with pytest.raises(ConfigError, match="unknown processor option"):
+        _freeze(env, options={"unblind": True})
+    with pytest.raises(NA64Error, match="does not exist"):
+        ub.freeze(env["ledger"], processor=PROC, calib_tag=TAG, files=[env["tmp"] / "nope.root"])
+    assert not env["ledger"].exists()
+
+
+# ---- nothing but unblind() opens the box -------------------------------------------------
+def test_processor_refuses_anything_but_a_token(env):
+    from processors import get_processor
+
+    cls = get_processor(PROC)
+    for fake in (True, 1, "yes", object(), {"ledger": "x"}):
+        with pytest.raises(BlindingError):
+            cls(str(env["sel"]), unblind=fake)
+    with pytest.raises(BlindingError, match="by hand"):
+        UnblindingToken("0" * 64, str(env["ledger"]), {})
+
+
+def test_token_cannot_be_obtained_outside_unblind(env):
+    from na64reco.selection.schema import load_selection
+
+    _freeze(env)
+    sel = load_selection(env["sel"])
+    # a valid, verified ledger is still not enough: only unblind() issues tokens
+    with pytest.raises(BlindingError, match="issued only by"):
+        UnblindingToken.from_ledger(str(env["ledger"]), sel)
+    forged = env["tmp"] / "forged.json"
+    forged.write_text(json.dumps({"format": "na64reco-ledger", "state": {}}))
+    with pytest.raises(BlindingError):
+        UnblindingToken.from_ledger(str(forged), sel)
+
+
+def test_blinded_run_hides_the_box(env):
+    from na64reco.runner import RunOptions, run_files
+
+    out = run_files({"d": [str(f) for f in env["files"]]},
+                    RunOptions(PROC, selection=str(env["sel"]), calib_tag=TAG))
+    regions = out["d"]["regions"]
+    assert regions["signal_box"].to_dict()["events"] == "blinded"
+    exp = expected_counts(env["events"])
+    assert regions["p_out_80_120"].n == exp["p_out_80_120"]
+
+
+# ---- unblinding ----------------------------------------------------------------------------
+def test_unblind_requires_confirmation(env):
+    _freeze(env)
+    with pytest.raises(BlindingError, match="i-understand-this-opens-the-box"):
+        ub.unblind(env["ledger"], confirm=False)
+    assert not ub.default_audit_log(env["ledger"]).exists()
+
+
+def test_unblind_once_then_the_record(env):
+    _freeze(env)
+    log = ub.default_audit_log(env["ledger"])
+    log.write_text('{"format": "something-else", "note": "earlier line stays"}\n')
+    out = env["tmp"] / "unblinded"
+    res = ub.unblind(env["ledger"], confirm=True, output_dir=out)
+    exp = expected_counts(env["events"])
+    assert res.ran and res.observed == exp["signal_box"] > 0
+    assert res.record["result"]["sidebands"]["p_out_80_120"]["events"] == exp["p_out_80_120"]
+    assert res.record["result"]["sidebands"]["veto_failed_box"]["events"] == exp["veto_failed_box"]
+    assert res.record["result"]["n_beam"] == 10 * 210
+    assert (out / "unblinded_counts.json").is_file()
+    assert list((out / "plots").glob("*unblinded_p_out.png"))
+    lines = log.read_text().splitlines()
+    assert lines[0] == '{"format": "something-else", "note": "earlier line stays"}'
+    rec = json.loads(lines[1])
+    ledger = ub.read_ledger(env["ledger"])
+    assert rec["ledger_sha256"] == ledger["ledger_sha256"] and rec["state_sha256"] == ledger["state_sha256"]
+    assert rec["user"] and rec["time_utc"].endswith("+00:00")
+    assert rec["result"]["signal_box"]["events"] == exp["signal_box"]
+
+    def must_not_run(*_):
+        raise AssertionError("a second unblinding must not re-run the analysis")
+
+    again = ub.unblind(env["ledger"], confirm=True, output_dir=env["tmp"] / "again", runner=must_not_run)
+    assert not again.ran and again.record == rec
+    assert "unblinded before, on " + rec["time_utc"] in ub.format_result(again)
+    assert len(log.read_text().splitlines()) == 2  # nothing rewritten, nothing added
+    # a new ledger of the same frozen state is the same analysis: still the record
+    twin = env["ledger"].with_name("twin.json")
+    ub.freeze(twin, processor=PROC, calib_tag=TAG, files=env["files"], selection=str(env["sel"]),
+              force_new=True)
+    assert not ub.unblind(twin, confirm=True, runner=must_not_run).ran
+
+
+def test_extra_audit_log_also_gets_the_record(env):
+    _freeze(env)
+    extra = env["tmp"] / "elsewhere" / "audit.jsonl"
+    res = ub.unblind(env["ledger"], confirm=True, audit_log=extra, runner=lambda *a: {
+        "signal_box": {"events": 3}, "sidebands": {}, "n_beam": 1})
+    assert json.loads(extra.read_text())["state_sha256"] == res.record["state_sha256"]
+    # the log beside the ledger is always written, so another --audit-log cannot hide it
+    again = ub.unblind(env["ledger"], confirm=True, audit_log=env["tmp"] / "fresh.jsonl")
+    assert not again.ran and again.observed == 3
+
+
+@pytest.mark.parametrize("change, expected", [
+    ("selection", "selection changed: .*content sha256"),
+    ("conditions", "calibration changed: conditions file na64mu/calorimeter/v001.yaml was edited"),
+    ("tag", "calibration changed: tag file"),
+    ("setup", "calibration changed: detector setup file"),
+    ("code", "code changed: source na64reco/background.py modified"),
+    ("code_added", "code changed: source processors/sneaky.py added"),
+    ("file_content", "file content changed: .*run7_b.root"),
+    ("file_removed", "file list changed: removed .*run7_a.root"),
+])
+def test_unblind_refuses_a_changed_analysis(env, change, expected):
+    _freeze(env)
+    if change == "selection":
+        text = env["sel"].read_text().replace("max: 80 GeV", "max: 85 GeV", 1)
+        env["sel"].write_text(text)
+    elif change == "conditions":
+        p = env["calib"] / "conditions/na64mu/calorimeter/v001.yaml"
+        p.write_text(p.read_text().replace("comment:", "comment: retuned", 1))
+    elif change == "tag":
+        p = env["calib"] / "tags" / f"{TAG}.yaml"
+        p.write_text(p.read_text() + "# edited\n")
+    elif change == "setup":
+        p = env["calib"] / "setups" / "na64mu.yaml"
+        p.write_text(p.read_text() + "# edited\n")
+    elif change == "code":
+        p = env["code"] / "na64reco" / "background.py"
+        p.write_text(p.read_text() + "\n# tweak\n")
+    elif change == "code_added":
+        (env["code"] / "processors" / "sneaky.py").write_text("x = 1\n")
+    elif change == "file_content":
+        write_data(env["files"][1], 120, 91)
+    elif change == "file_removed":
+        env["files"][0].unlink()
+    with pytest.raises(BlindingError, match=expected):
+        ub.unblind(env["ledger"], confirm=True, runner=lambda *a: pytest.fail("must not run"))
+    assert not ub.default_audit_log(env["ledger"]).exists()
+
+
+def test_edited_ledger_is_refused(env):
+    _freeze(env)
+    ledger = json.loads(env["ledger"].read_text())
+    ledger["state"]["selection"]["sha256"] = "0" * 64  # "re-freeze" by hand
+    env["ledger"].write_text(json.dumps(ledger))
+    with pytest.raises(BlindingError, match="edited after it was frozen"):
+        ub.unblind(env["ledger"], confirm=True)
+
+
+def test_diff_states_names_every_difference(env):
+    a = _freeze(env)["state"]
+    b = json.loads(json.dumps(a))
+    b["processor"]["options"] = {"chunksize": 10}
+    b["files"].append({"path": "/data/new.root", "size": 1, "sha256": "f" * 64})
+    b["calibration"]["conditions"]["na64mu/tracker/v002.yaml"] = "e" * 64
+    b["code"]["git_commit"] = "abc"
+    whats = {(d.what, d.blocking) for d in ub.diff_states(a, b)}
+    assert whats == {("processor", True), ("file list", True), ("calibration", True)} | (
+        {("code", False)} if a["code"]["git_commit"] != "abc" else set())
+    assert ub.diff_states(a, a) == []
+
+
+# ---- commands ------------------------------------------------------------------------------
+def test_cli_freeze_and_unblind(env, capsys):
+    argv = ["freeze", "--processor", PROC, "--calib-tag", TAG, "--selection", str(env["sel"]),
+            "--options", '{"chunksize": 100}', "--ledger", str(env["ledger"]), *map(str, env["files"])]
+    assert main(argv) == 0
+    assert "frozen na64mu_invisible" in capsys.readouterr().out
+    assert main(argv) == 1
+    assert "never overwritten" in capsys.readouterr().err
+
+    assert main(["unblind", "--ledger", str(env["ledger"])]) == 1
+    err = capsys.readouterr().err
+    assert "--i-understand-this-opens-the-box" in err and len(err.strip().splitlines()) == 1
+
+    out_dir = env["tmp"] / "out"
+    assert main(["unblind", "--ledger", str(env["ledger"]), "--i-understand-this-opens-the-box",
+                 "--output", str(out_dir)]) == 0
+    exp = expected_counts(env["events"])
+    assert f"signal box: {exp['signal_box']} observed events" in capsys.readouterr().out
+    assert main(["unblind", "--ledger", str(env["ledger"]), "--i-understand-this-opens-the-box"]) == 0
+    text = capsys.readouterr().out
+    assert "unblinded before" in text and f"signal box: {exp['signal_box']} observed" in text
+
+    env["sel"].write_text(env["sel"].read_text().replace("max: 30", "max: 31", 1))
+    assert main(["unblind", "--ledger", str(env["ledger"]), "--i-understand-this-opens-the-box"]) == 1
+    assert "selection changed" in capsys.readouterr().err
