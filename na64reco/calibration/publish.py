@@ -1,0 +1,123 @@
+"""Run a calibration over raw files and publish the result as a new conditions version + tag."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from na64reco.calibration.mip import AmplitudeCollector, mip_gains
+from na64reco.calibration.pedestals import PedestalSums, pedestal_constants
+from na64reco.conditions import CALO_FIELDS, RunConditions, load_conditions, publish
+from na64reco.errors import NA64Error
+from na64reco.geometry import Setup
+from na64reco.io.raw import open_raw
+
+KINDS = ("pedestals", "mip")
+#: conditions field -> CaloConditions attribute
+_ATTR = {"pedestal_even": "pedestal_even", "pedestal_odd": "pedestal_odd", "noise_adc": "noise_adc",
+         "gain_mev_per_adc": "gain", "time_offset_ns": "time_offset", "status": "status"}
+
+
+@dataclass
+class CalibrationResult:
+    kind: str
+    n_events: int
+    content: dict  # the ``calorimeter`` payload body: {"detectors": {...}}
+    calibrated: dict[str, list[int]] = field(default_factory=dict)  # detector -> channels
+    skipped: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # detector -> (channel, reason)
+    derived: dict = field(default_factory=dict)  # the raw derived arrays per detector
+
+    @property
+    def n_calibrated(self) -> int:
+        return sum(len(v) for v in self.calibrated.values())
+
+    def summary(self) -> str:
+        lines = [f"{self.kind}: {self.n_events} events, {self.n_calibrated} channels calibrated"]
+        for name, chans in self.calibrated.items():
+            skipped = self.skipped.get(name, [])
+            lines.append(f"  {name}: {len(chans)} calibrated, {len(skipped)} left at the base values")
+        for name, items in self.skipped.items():
+            for ch, why in items:
+                lines.append(f"    {name} channel {ch}: {why}")
+        return "\n".join(lines)
+
+
+def _base_body(setup: Setup, base: RunConditions) -> dict:
+    dets = {}
+    for name in setup.calorimeters:
+        c = base.calo[name]
+        dets[name] = {f: np.asarray(getattr(c, _ATTR[f]), dtype=float).copy() for f in CALO_FIELDS}
+    return dets
+
+
+def _to_lists(dets: dict) -> dict:
+    out = {}
+    for name, fields in dets.items():
+        out[name] = {}
+        for f, a in fields.items():
+            if f == "status":
+                out[name][f] = [int(v) for v in a]
+            elif f in ("pedestal_even", "pedestal_odd"):
+                out[name][f] = [round(float(v), 3) for v in a]
+            elif f == "gain_mev_per_adc":
+                out[name][f] = [float(f"{v:.6g}") for v in a]
+            else:
+                out[name][f] = [round(float(v), 4) for v in a]
+    return {"detectors": out}
+
+
+def calibrate_files(kind: str, setup: Setup, files, run: int, *, base_tag: str | None = None,
+                    root: Path | None = None, min_entries: int | None = None) -> CalibrationResult:
+    """Derive ``kind`` constants from raw ``files``; the base conditions of ``run`` fill the rest."""
+    if kind not in KINDS:
+        raise NA64Error(f"unknown calibration kind {kind!r}; choose one of: {', '.join(KINDS)}")
+    if not files:
+        raise NA64Error("no input files given")
+    base = load_conditions(setup, run, base_tag, root=root)
+    body = _base_body(setup, base)
+    result = CalibrationResult(kind, 0, {})
+    if kind == "pedestals":
+        min_entries = 50 if min_entries is None else min_entries
+        sums = PedestalSums(max(d.n_channels for d in setup.calorimeters.values()))
+        for path in files:
+            with open_raw(path, setup=setup.name) as f:
+                result.n_events += sums.add(f.events(), setup)
+        if result.n_events == 0:
+            raise NA64Error(f"no random-trigger events in {', '.join(map(str, files))}: "
+                            "pedestals need a pedestal run (simulate --process pedestal)")
+        derived = pedestal_constants(sums, setup)
+        for name, d in derived.items():
+            ok = d["entries"] >= min_entries
+            for f in ("pedestal_even", "pedestal_odd", "noise_adc"):
+                body[name][f][ok] = d[f][ok]
+            result.calibrated[name] = np.flatnonzero(ok).tolist()
+            result.skipped[name] = [(int(c), f"{d['entries'][c]} digits < {min_entries}") for c in np.flatnonzero(~ok)]
+    else:
+        min_entries = 200 if min_entries is None else min_entries
+        col = AmplitudeCollector(setup, base)
+        for path in files:
+            with open_raw(path, setup=setup.name) as f:
+                col.add(f.events(), str(path))
+        result.n_events = col.n_events
+        derived = mip_gains(col, min_entries=min_entries)
+        for name, d in derived.items():
+            ok = np.isfinite(d["gain"])
+            body[name]["gain_mev_per_adc"][ok] = d["gain"][ok]
+            result.calibrated[name] = np.flatnonzero(ok).tolist()
+            result.skipped[name] = [(int(c), d["reason"][c]) for c in np.flatnonzero(~ok)]
+    result.derived = derived
+    result.content = _to_lists(body)
+    return result
+
+
+def publish_result(result: CalibrationResult, setup: Setup, tag: str, runs: tuple[int, int], *,
+                   base_tag: str | None = None, root: Path | None = None, sources=()) -> Path:
+    """Write ``result`` as a new calorimeter conditions version and a new ``tag``."""
+    comment = (f"{result.kind} calibration from {result.n_events} events"
+               + (f" of {', '.join(Path(s).name for s in sources)}" if sources else "")
+               + f"; {result.n_calibrated} channels derived, the others from {base_tag or 'the default tag'}")
+    return publish(setup.name, tag, runs, {"calorimeter": result.content},
+                   base_tag=base_tag or f"{setup.name}-default", comment=comment,
+                   description=f"{result.kind} calibration for runs {runs[0]}-{runs[1]}", root=root)

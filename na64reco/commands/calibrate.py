@@ -1,0 +1,45 @@
+"""``na64reco calibrate``: derive MSADC constants from calibration runs and publish a tag."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+NAME = "calibrate"
+HELP = ("derive per-channel constants from calibration runs (pedestals from random triggers, "
+        "gains from muon MIP peaks) and publish them as a new conditions version and tag")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--setup", required=True, choices=("na64mu", "na64e"))
+    parser.add_argument("--kind", required=True, choices=("pedestals", "mip"),
+                        help="pedestals: random-trigger run; mip: muon run (gains)")
+    parser.add_argument("--runs", nargs=2, type=int, required=True, metavar=("FIRST", "LAST"),
+                        help="run range where the new constants are valid")
+    parser.add_argument("--tag", required=True, help="name of the new tag (tags are immutable)")
+    parser.add_argument("--base-tag", default=None,
+                        help="tag giving the other constants (default <setup>-default)")
+    parser.add_argument("--calib-dir", default=None, type=Path,
+                        help="calibration directory (default: NA64RECO_CALIB or the package's calib/)")
+    parser.add_argument("--min-entries", type=int, default=None,
+                        help="minimum digits per channel (default 50 for pedestals, 200 for mip)")
+    parser.add_argument("files", nargs="+", type=Path, metavar="FILES")
+
+
+def run(args) -> int:
+    from na64reco.calibration.publish import calibrate_files, publish_result
+    from na64reco.errors import ConfigError
+    from na64reco.geometry import load_setup
+
+    first, last = args.runs
+    if first > last:
+        raise ConfigError(f"--runs {first} {last}: FIRST is after LAST")
+    if args.calib_dir is not None and not args.calib_dir.is_dir():
+        raise ConfigError(f"--calib-dir {args.calib_dir}: not a directory")
+    setup = load_setup(args.setup)
+    result = calibrate_files(args.kind, setup, args.files, first, base_tag=args.base_tag, root=args.calib_dir,
+                             min_entries=args.min_entries)
+    path = publish_result(result, setup, args.tag, (first, last), base_tag=args.base_tag, root=args.calib_dir,
+                          sources=args.files)
+    print(result.summary())
+    print(f"published tag {args.tag!r}: {path}")
+    return 0
