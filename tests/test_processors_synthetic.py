@@ -58,7 +58,7 @@ def synthetic_reco(events, setup, conditions, source=""):
         ecal = 0.4 + 0.05 * np.abs(g(8)) + np.where(u(9) < 0.1, 10 * u(10), 0.0)
     else:
         ecal = np.where(low, 60 * u(6), 100 * (1 + 0.02 * g(8)))
-        hcal_mod = np.where(u(26) < 0.9, 0.05 * np.abs(hcal_mod), hcal_mod)
+        hcal_mod = np.where(u(26)[:, None] < 0.9, 0.05 * np.abs(hcal_mod), hcal_mod)
     rec = {
         "run": run, "spill": np.asarray(events["spill"]), "event": event,
         "trigger": np.where(u(0) < 0.95, 1, 2).astype(np.uint32),
