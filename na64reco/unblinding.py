@@ -374,9 +374,13 @@ def freeze(ledger_path: str | Path, *, processor: str, calib_tag: str, files: It
     return ledger
 
 
-def verify(ledger_path: str | Path, *, calib_root: Path | None = None,
-           roots: dict[str, Path] | None = None) -> tuple[dict, dict, list[Difference]]:
-    """Read the ledger, recompute the state; return ``(ledger, current, differences)``."""
+def verify(ledger_path: str | Path, *, roots: dict[str, Path] | None = None) -> tuple[dict, dict, list[Difference]]:
+    """Read the ledger, recompute the state; return ``(ledger, current, differences)``.
+
+    The current state is what a run would use now: the calibration directory is the one
+    the processor would read (``calib_dir()``, i.e. ``NA64RECO_CALIB`` or the checkout),
+    not the one recorded in the ledger, so pointing it elsewhere is a difference.
+    """
     ledger = read_ledger(ledger_path)
     frozen = ledger["state"]
     fp = frozen["processor"]
@@ -384,8 +388,7 @@ def verify(ledger_path: str | Path, *, calib_root: Path | None = None,
         current = analysis_state(
             processor=fp["name"], calib_tag=frozen["calibration"]["tag"],
             files=[f["path"] for f in frozen["files"]], selection=frozen["selection"]["path"],
-            options=fp["options"], calib_root=calib_root or Path(frozen["calibration"]["root"]),
-            roots=roots, missing_ok=True)
+            options=fp["options"], calib_root=None, roots=roots, missing_ok=True)
     except ConfigError as exc:
         raise BlindingError(f"ledger {ledger_path}: the frozen analysis cannot be rebuilt: {exc}") from None
     except NA64Error as exc:
@@ -594,8 +597,7 @@ def _final_plots(out: dict, state: dict, plot_dir: Path) -> None:
 
 
 def unblind(ledger_path: str | Path, *, confirm: bool, output_dir: str | Path | None = None,
-            audit_log: str | Path | None = None, calib_root: Path | None = None,
-            roots: dict[str, Path] | None = None, runner=None) -> UnblindingResult:
+            audit_log: str | Path | None = None, roots: dict[str, Path] | None = None, runner=None) -> UnblindingResult:
     """Open the signal box of a frozen analysis, once, on the record.
 
     Refuses (:class:`BlindingError`) without ``confirm``, if the ledger was edited, or if
@@ -609,7 +611,7 @@ def unblind(ledger_path: str | Path, *, confirm: bool, output_dir: str | Path | 
         raise BlindingError("unblinding opens the signal box for good: confirm with "
                             "--i-understand-this-opens-the-box")
     ledger_path = Path(ledger_path).resolve()
-    ledger, current, diffs = verify(ledger_path, calib_root=calib_root, roots=roots)
+    ledger, current, diffs = verify(ledger_path, roots=roots)
     blocking = [d for d in diffs if d.blocking]
     if blocking:
         raise BlindingError(f"the analysis differs from the frozen state in {ledger_path.name} "

@@ -271,8 +271,9 @@ def test_extra_audit_log_also_gets_the_record(env):
     ("code_added", "code changed: source processors/sneaky.py added"),
     ("file_content", "file content changed: .*run7_b.root"),
     ("file_removed", "file list changed: removed .*run7_a.root"),
+    ("calib_dir", "calibration changed: calibration directory"),
 ])
-def test_unblind_refuses_a_changed_analysis(env, change, expected):
+def test_unblind_refuses_a_changed_analysis(env, change, expected, monkeypatch):
     _freeze(env)
     if change == "selection":
         text = env["sel"].read_text().replace("max: 80 GeV", "max: 85 GeV", 1)
@@ -295,6 +296,9 @@ def test_unblind_refuses_a_changed_analysis(env, change, expected):
         write_data(env["files"][1], 120, 91)
     elif change == "file_removed":
         env["files"][0].unlink()
+    elif change == "calib_dir":  # identical copy elsewhere: the processor would read other files
+        shutil.copytree(env["calib"], env["tmp"] / "calib2")
+        monkeypatch.setenv("NA64RECO_CALIB", str(env["tmp"] / "calib2"))
     with pytest.raises(BlindingError, match=expected):
         ub.unblind(env["ledger"], confirm=True, runner=lambda *a: pytest.fail("must not run"))
     assert not ub.default_audit_log(env["ledger"]).exists()
