@@ -57,6 +57,7 @@ __all__ = [
     "extrapolate",
     "fit_tail",
     "mc_component",
+    "mc_component_from_sums",
     "misreconstruction_background",
     "published_na64mu_2022",
     "rate_component",
@@ -383,37 +384,54 @@ def misreconstruction_background(values=None, *, sideband: tuple[float, float] =
 
 
 def mc_component(source: str, weights, in_box, *, n_simulated: float, exposure: float,
-                 cl: float = 0.9) -> BackgroundComponent:
+                 probability: float = 1.0, cl: float = 0.9) -> BackgroundComponent:
     """Background of one MC process in the box, scaled to ``exposure`` beam particles.
 
     ``weights`` are the truth weights (expected events per simulated beam particle) of
     the selected MC events, ``in_box`` marks those inside the signal box, and
     ``n_simulated`` is the number of simulated beam particles (``sum(n_beam)`` of the
-    spills).  With no event in the box the result is an upper limit at ``cl``: the
-    Poisson limit for 0 events (2.30 at 90 %) times the mean weight of the sample.
+    spills).  For a *forced* sample (every simulated particle undergoes the process,
+    truth weight 1) ``probability`` is the probability of the process per beam particle
+    (e.g. ``simulation.mixture.kdecay`` of the setup).  With no event in the box the
+    result is an upper limit at ``cl``: the Poisson limit for 0 events (2.30 at 90 %)
+    times the mean weight of the sample.
     """
-    if not (n_simulated > 0 and exposure >= 0):
-        raise NA64Error(f"mc_component {source!r}: n_simulated must be > 0 and exposure >= 0 "
-                        f"(got {n_simulated}, {exposure})")
     w = np.asarray(weights, dtype=float)
     box = np.asarray(in_box, dtype=bool)
     if w.shape != box.shape:
         raise NA64Error(f"mc_component {source!r}: weights {w.shape} and in_box {box.shape} differ in shape")
     if np.any(~np.isfinite(w)) or np.any(w < 0):
         raise NA64Error(f"mc_component {source!r}: weights must be finite and >= 0")
-    scale = exposure / n_simulated
-    sumw, sumw2 = float(w[box].sum()), float((w[box] ** 2).sum())
-    details = {"n_mc_in_box": int(box.sum()), "n_mc": int(w.size), "sumw": sumw, "sumw2": sumw2,
-               "n_simulated": float(n_simulated), "exposure": float(exposure)}
-    if box.any():
-        return BackgroundComponent(source, scale * sumw, scale * math.sqrt(sumw2), False,
-                                   "MC (truth weights) scaled to exposure", details)
     if w.size == 0:
         raise NA64Error(f"mc_component {source!r}: no MC events at all: cannot bound the background")
+    return mc_component_from_sums(source, int(box.sum()), float(w[box].sum()), float((w[box] ** 2).sum()),
+                                  n_simulated=n_simulated, exposure=exposure, probability=probability,
+                                  mean_weight=float(w.mean()), cl=cl)
+
+
+def mc_component_from_sums(source: str, n_box: int, sumw: float, sumw2: float, *, n_simulated: float,
+                           exposure: float, probability: float = 1.0, mean_weight: float = 1.0,
+                           cl: float = 0.9) -> BackgroundComponent:
+    """:func:`mc_component` from the box counts of a processor output.
+
+    ``n_box``, ``sumw``, ``sumw2``: MC events, sum of truth weights and of their squares in
+    the box (``regions["signal_box"]`` of a simulation run); ``mean_weight`` the mean
+    truth weight of the sample (used for the limit when ``n_box`` is 0).
+    """
+    if not (n_simulated > 0 and exposure >= 0 and probability >= 0):
+        raise NA64Error(f"mc component {source!r}: n_simulated must be > 0, exposure and probability "
+                        f">= 0 (got {n_simulated}, {exposure}, {probability})")
+    scale = exposure * probability / n_simulated
+    details = {"n_mc_in_box": int(n_box), "sumw": float(sumw), "sumw2": float(sumw2),
+               "n_simulated": float(n_simulated), "exposure": float(exposure),
+               "probability": float(probability)}
+    if n_box > 0:
+        return BackgroundComponent(source, scale * sumw, scale * math.sqrt(sumw2), False,
+                                   "MC (truth weights) scaled to exposure", details)
     from na64reco.stats.limits import poisson_upper_limit
 
     up = poisson_upper_limit(0, 0.0, cl, method="classical")
-    return BackgroundComponent(source, scale * up * float(w.mean()), 0.0, True,
+    return BackgroundComponent(source, scale * up * mean_weight, 0.0, True,
                                f"MC: no event in box, {cl:.0%} CL limit", details)
 
 

@@ -14,6 +14,7 @@ from na64reco.background import (
     extrapolate,
     fit_tail,
     mc_component,
+    mc_component_from_sums,
     misreconstruction_background,
     published_na64mu_2022,
     rate_component,
@@ -156,6 +157,14 @@ def test_mc_component_scales_weights_to_exposure():
     # unit weights: error is sqrt(N) scaled
     c3 = mc_component("dimuons", np.ones(50), np.arange(50) < 9, n_simulated=1e6, exposure=1e7)
     assert (c3.n, c3.error) == pytest.approx((90.0, 30.0))
+    # a forced sample (weight 1) of a process with probability 4e-11 per MOT
+    c4 = mc_component("K -> mu nu", np.ones(2000), np.arange(2000) < 400, n_simulated=2000,
+                      exposure=1.98e10, probability=4e-11)
+    assert c4.n == pytest.approx(1.98e10 * 4e-11 * 400 / 2000)
+    assert c4.error == pytest.approx(c4.n / math.sqrt(400))
+    same = mc_component_from_sums("K -> mu nu", 400, 400.0, 400.0, n_simulated=2000, exposure=1.98e10,
+                                  probability=4e-11)
+    assert (same.n, same.error) == pytest.approx((c4.n, c4.error))
 
 
 def test_mc_component_without_box_events_is_a_90cl_limit():
