@@ -33,8 +33,10 @@ Straws
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 from scipy.special import ndtr
 
@@ -131,26 +133,64 @@ def msadc_digits(rng: np.random.Generator, setup: Setup, tables: CaloTables, n_e
     comp_keep = keep[comp_chan]
     chan_key, det, ch = chan_key[keep], det[keep], ch[keep]
     n = chan_key.size
-    # pulses: one row per component, summed per channel
-    new_index = np.cumsum(keep) - 1
-    cidx = new_index[comp_chan[comp_keep]]
+    cidx = (np.cumsum(keep) - 1)[comp_chan[comp_keep]]  # kept channel of each kept component
+    chan_first = np.searchsorted(cidx, np.arange(n + 1))
     jitter = a.time_jitter * rng.standard_normal(n)
     t0 = a.signal_time + tables.time_offset[det, ch] + jitter
-    ts = np.arange(a.n_samples) * a.sample_period
-    c_amp = amp[comp_keep]
-    sig = c_amp > 0
-    wave = np.zeros((n, a.n_samples))
-    if np.any(sig):
-        rows = c_amp[sig, None] * msadc_shape(ts[None, :] - (t0[cidx[sig]] + t[comp_keep][sig])[:, None],
-                                                a.pulse_rise, a.pulse_decay)
-        ci = cidx[sig]  # sorted: the components of one channel are contiguous
-        starts = np.flatnonzero(np.concatenate([[True], ci[1:] != ci[:-1]]))
-        wave[ci[starts]] = np.add.reduceat(rows, starts, axis=0)
-    parity = (np.arange(a.n_samples) % 2).astype(bool)
-    ped = np.where(parity[None, :], tables.ped_odd[det, ch][:, None], tables.ped_even[det, ch][:, None])
-    wave += ped + tables.noise[det, ch][:, None] * rng.standard_normal((n, a.n_samples))
-    adc = np.clip(np.rint(wave), 0, a.max_adc).astype(np.int16)
+    noise = rng.standard_normal((n, a.n_samples))
+    adc = msadc_waveforms(chan_first, amp[comp_keep], t[comp_keep], t0, tables.ped_even[det, ch],
+                          tables.ped_odd[det, ch], tables.noise[det, ch], noise, a.sample_period,
+                          a.pulse_rise, a.pulse_decay, a.max_adc)
     return chan_key // _EV_SHIFT, det.astype(np.int16), ch.astype(np.int16), adc
+
+
+def msadc_waveforms(chan_first, amp, t, t0, ped_even, ped_odd, noise_sigma, noise, period, rise, decay,
+                    max_adc, *, reference: bool = False):
+    """Waveforms (n, n_samples) int16 of n channels from their pulse components.
+
+    Channel i owns components ``chan_first[i]:chan_first[i+1]`` (amplitude ``amp`` in ADC
+    counts, time ``t`` relative to the channel start time ``t0``).  Sample s is
+    ``ped(parity of s) + noise_sigma * noise[i, s] + Sum amp * msadc_shape(s*period - t0 - t)``,
+    rounded and clipped to [0, max_adc].  ``reference=True`` runs the numpy twin.
+    """
+    args = (np.asarray(chan_first, np.int64), np.asarray(amp, float), np.asarray(t, float),
+            np.asarray(t0, float), np.asarray(ped_even, float), np.asarray(ped_odd, float),
+            np.asarray(noise_sigma, float), np.asarray(noise, float), float(period), float(rise),
+            float(decay), int(max_adc))
+    return (_msadc_reference if reference else _msadc_kernel)(*args)
+
+
+def _msadc_reference(chan_first, amp, t, t0, ped_even, ped_odd, noise_sigma, noise, period, rise, decay, max_adc):
+    n, ns = noise.shape
+    ts = np.arange(ns) * period
+    wave = np.where(np.arange(ns) % 2 == 1, ped_odd[:, None], ped_even[:, None]) + noise_sigma[:, None] * noise
+    counts = np.diff(chan_first)
+    owner = np.repeat(np.arange(n), counts)
+    if owner.size:
+        rows = amp[:, None] * msadc_shape(ts[None, :] - (t0[owner] + t)[:, None], rise, decay)
+        np.add.at(wave, owner, rows)
+    return np.clip(np.rint(wave), 0, max_adc).astype(np.int16)
+
+
+@numba.njit(cache=True, nogil=True)
+def _msadc_kernel(chan_first, amp, t, t0, ped_even, ped_odd, noise_sigma, noise, period, rise, decay, max_adc):
+    n, ns = noise.shape
+    out = np.empty((n, ns), np.int16)
+    tp = 2.0 * decay  # pulse.msadc_shape: (x/tp)^2 exp(-(x - tp)/decay), peak 1 at x = tp
+    for i in range(n):
+        for s in range(ns):
+            v = (ped_odd[i] if s % 2 == 1 else ped_even[i]) + noise_sigma[i] * noise[i, s]
+            for c in range(chan_first[i], chan_first[i + 1]):
+                x = s * period - t0[i] - t[c]
+                if x > 0.0:
+                    v += amp[c] * (x / tp) ** 2 * math.exp(-(x - tp) / decay)
+            r = np.rint(v)
+            if r < 0.0:
+                r = 0.0
+            elif r > max_adc:
+                r = max_adc
+            out[i, s] = np.int16(r)
+    return out
 
 
 # ---- trackers ----------------------------------------------------------------------------
@@ -199,8 +239,13 @@ def tracker_points(rng: np.random.Generator, tables: PlaneTables, n_events: int,
             np.concatenate([u, nz_u]), np.concatenate([t, np.zeros(nz_plane.size)]))
 
 
+#: strips on each side of the cluster centre that receive charge (5 strips at 0.6-strip spread:
+#: the next one would get < 1e-3 of the charge)
+APV_HALF_WIDTH = 2
+
+
 def apv_digits(rng: np.random.Generator, setup: Setup, params: SimParams, tables: PlaneTables,
-               n_events: int, ev, plane, u, t):
+               n_events: int, ev, plane, u, t, *, reference: bool = False):
     """APV digits of MM/GEM planes from local points.  Returns (ev, plane, chan, a0, a1, a2)."""
     ro = setup.readout
     m = tables.type[plane] != 2
@@ -208,38 +253,93 @@ def apv_digits(rng: np.random.Generator, setup: Setup, params: SimParams, tables
     nc = ev.size
     q = np.clip(phys.moyal(rng, params.apv_charge_mpv, params.apv_charge_width, nc), 0.0, None)
     c = (u + 0.5 * tables.n_strips[plane] * tables.pitch[plane]) / tables.pitch[plane] - 0.5
-    s0 = np.rint(c).astype(np.int64)
-    offs = np.arange(-3, 4)
-    strips = s0[:, None] + offs[None, :]
-    spread = max(ro.cluster_spread, 1e-3)
+    phase = rng.uniform(0.0, ro.apv_sample_spacing, max(n_events, 1))
+    tt = params.apv_first_sample - phase[ev] - t
+    shape3 = apv_shape(tt[:, None] + np.arange(3)[None, :] * ro.apv_sample_spacing, ro.apv_peaking_time)
+    order = np.argsort(ev * 64 + plane, kind="stable")
+    mm_chan = ro.mm_channel_of_strip(np.arange(tables.dead.shape[1]) % (ro.mm_channels * len(ro.mm_multiplex_steps)))
+    args = (ev[order], plane[order], c[order], q[order] * ro.apv_gain, shape3[order], tables.n_strips,
+            tables.type == 0, tables.dead, mm_chan.astype(np.int64), max(ro.cluster_spread, 1e-3),
+            APV_HALF_WIDTH)
+    o_ev, o_pl, o_ch, o_a = (_apv_reference if reference else _apv_kernel)(*args)
+    o_a = o_a + ro.apv_noise * rng.standard_normal(o_a.shape)  # noise of every channel with charge
+    keep = o_a.max(axis=1) > params.apv_threshold_sigma * ro.apv_noise
+    a = np.clip(np.rint(o_a[keep]), -32768, 32767).astype(np.int16)
+    return o_ev[keep], o_pl[keep].astype(np.int16), o_ch[keep].astype(np.int16), a[:, 0], a[:, 1], a[:, 2]
+
+
+def _apv_reference(ev, plane, c, amp, shape3, n_strips, is_mm, dead, mm_chan, spread, half):
+    """Numpy twin of :func:`_apv_kernel`: noiseless samples summed per (event, plane, channel).
+
+    Clusters sorted by event and plane; output sorted by (event, plane, channel)."""
+    offs = np.arange(-half, half + 1)
+    strips = np.rint(c).astype(np.int64)[:, None] + offs[None, :]
+    ok = (strips >= 0) & (strips < n_strips[plane][:, None])
+    ok &= ~dead[plane[:, None], np.clip(strips, 0, dead.shape[1] - 1)]
     frac = ndtr((strips + 0.5 - c[:, None]) / spread) - ndtr((strips - 0.5 - c[:, None]) / spread)
-    ok = (strips >= 0) & (strips < tables.n_strips[plane][:, None])
-    ok &= ~tables.dead[plane[:, None], np.clip(strips, 0, tables.dead.shape[1] - 1)]
-    charge = q[:, None] * frac * ro.apv_gain
-    ok &= charge > 0.01
     k, j = np.nonzero(ok)
     s = strips[k, j]
-    pl = plane[k]
-    is_mm = tables.type[pl] == 0
-    chan = np.where(is_mm, ro.mm_channel_of_strip(np.where(is_mm, s, 0)), s)
-    phase = rng.uniform(0.0, ro.apv_sample_spacing, max(n_events, 1))
-    e_k = ev[k]
-    tt = params.apv_first_sample - phase[e_k] - t[k]
-    samples = np.stack([charge[k, j] * apv_shape(tt + i * ro.apv_sample_spacing, ro.apv_peaking_time)
-                        for i in range(3)], axis=1)
-    key = (e_k * 64 + pl) * 1024 + chan
+    chan = np.where(is_mm[plane[k]], mm_chan[s], s)
+    samples = (amp[k] * frac[k, j])[:, None] * shape3[k]
+    key = (ev[k] * 64 + plane[k]) * 1024 + chan
     order = np.argsort(key, kind="stable")
     key, samples = key[order], samples[order]
     if key.size == 0:
         z = np.zeros(0, np.int64)
-        return z, z.astype(np.int16), z.astype(np.int16), z.astype(np.int16), z.astype(np.int16), z.astype(np.int16)
+        return z, z, z, np.zeros((0, 3))
     start = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
     key = key[start]
-    samples = np.add.reduceat(samples, start, axis=0) + ro.apv_noise * rng.standard_normal((start.size, 3))
-    keep = samples.max(axis=1) > params.apv_threshold_sigma * ro.apv_noise
-    key, samples = key[keep], np.clip(np.rint(samples[keep]), -32768, 32767).astype(np.int16)
-    return (key // (64 * 1024), ((key // 1024) % 64).astype(np.int16), (key % 1024).astype(np.int16),
-            samples[:, 0], samples[:, 1], samples[:, 2])
+    samples = np.add.reduceat(samples, start, axis=0)
+    return key // (64 * 1024), (key // 1024) % 64, key % 1024, samples
+
+
+@numba.njit(cache=True, nogil=True)
+def _apv_kernel(ev, plane, c, amp, shape3, n_strips, is_mm, dead, mm_chan, spread, half):
+    n = ev.size
+    cap = n * (2 * half + 1)
+    o_ev = np.empty(cap, np.int64)
+    o_pl = np.empty(cap, np.int64)
+    o_ch = np.empty(cap, np.int64)
+    o_a = np.empty((cap, 3))
+    width = dead.shape[1]
+    buf = np.zeros((width, 3))
+    touched = np.zeros(width, np.bool_)
+    tl = np.empty(cap, np.int64)
+    k = 0
+    i = 0
+    inv = 1.0 / (spread * math.sqrt(2.0))
+    while i < n:
+        j = i
+        while j < n and ev[j] == ev[i] and plane[j] == plane[i]:
+            j += 1
+        p = plane[i]
+        nt = 0
+        for cl in range(i, j):
+            s0 = np.int64(np.rint(c[cl]))
+            for o in range(-half, half + 1):
+                s = s0 + o
+                if s < 0 or s >= n_strips[p] or dead[p, s]:
+                    continue
+                frac = 0.5 * (math.erf((s + 0.5 - c[cl]) * inv) - math.erf((s - 0.5 - c[cl]) * inv))
+                ch = mm_chan[s] if is_mm[p] else s
+                for a in range(3):
+                    buf[ch, a] += amp[cl] * frac * shape3[cl, a]
+                if not touched[ch]:
+                    touched[ch] = True
+                    tl[nt] = ch
+                    nt += 1
+        chans = np.sort(tl[:nt])
+        for ch in chans:
+            o_ev[k] = ev[i]
+            o_pl[k] = p
+            o_ch[k] = ch
+            for a in range(3):
+                o_a[k, a] = buf[ch, a]
+                buf[ch, a] = 0.0
+            touched[ch] = False
+            k += 1
+        i = j
+    return o_ev[:k], o_pl[:k], o_ch[:k], o_a[:k]
 
 
 def straw_digits(rng: np.random.Generator, setup: Setup, tables: PlaneTables, n_events: int, ev, plane, u, t):
