@@ -116,9 +116,10 @@ def check_files(fileset: Mapping[str, list[str]], setup: str, *, skip_bad_files:
                     raw.spills()
                     n = raw.n_events
             except (RawFormatError, SetupMismatch) as exc:
+                one_line = " ".join(str(exc).split())
                 if not skip_bad_files:
-                    raise
-                skipped[str(path)] = {"reason": str(exc), "events": _entries_if_readable(path)}
+                    raise type(exc)(one_line) from None
+                skipped[str(path)] = {"reason": one_line, "events": _entries_if_readable(path)}
                 continue
             good.setdefault(dataset, []).append(str(path))
             entries[str(path)] = n

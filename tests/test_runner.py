@@ -1,0 +1,189 @@
+"""Runner: bad files with and without --skip-bad-files (exact accounting), transient-only
+retries, fileset YAML, saved outputs and the cutflow command."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import uproot
+from test_processors_synthetic import synthetic_reco, write_raw
+
+from na64reco.errors import ConfigError, NA64Error
+from na64reco.runner import (
+    ChunkGuard,
+    RunOptions,
+    is_transient,
+    load_fileset,
+    run_files,
+    save_outputs,
+)
+from processors.na64mu_invisible import Processor
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("runner")
+    good = [str(write_raw(d / f"good{i}.root", n_events=600, first_event=1000 * i)) for i in range(2)]
+    empty = d / "empty.root"
+    empty.write_bytes(b"")
+    full = (d / "good0.root").read_bytes()
+    trunc = d / "truncated.root"
+    trunc.write_bytes(full[: len(full) // 2])
+    other = str(write_raw(d / "na64e.root", setup="na64e", n_events=321))
+    nobranch = d / "nobranch.root"
+    with uproot.recreate(nobranch) as f:
+        f["events"] = {"run": np.ones(50, np.int32), "event": np.arange(50)}
+        f["spills"] = {"run": np.ones(1, np.int32)}
+        f["na64raw"] = json.dumps({"format": "na64raw", "format_version": 1, "setup": "na64mu",
+                                   "run": 1, "has_truth": False})
+    return {"good": good, "empty": str(empty), "truncated": str(trunc), "other": other,
+            "nobranch": str(nobranch), "dir": d}
+
+
+def _opts(**kw):
+    return RunOptions("na64mu_invisible", chunksize=250, **kw)
+
+
+@pytest.mark.parametrize("bad, words", [
+    ("empty", ["empty"]), ("truncated", ["metadata"]), ("other", ["na64e", "na64mu"]),
+    ("nobranch", ["lacks branch"]),
+])
+def test_a_bad_file_stops_the_run_with_one_error_naming_it(files, bad, words):
+    with pytest.raises(NA64Error) as err:
+        run_files({"d": [files["good"][0], files[bad]]}, _opts(),
+                  processor_instance=Processor(reco=synthetic_reco))
+    msg = str(err.value)
+    assert files[bad] in msg and "\n" not in msg
+    for w in words:
+        assert w in msg
+
+
+def test_skip_bad_files_accounts_every_event(files):
+    fs = {"d": [files["good"][0], files["empty"], files["truncated"], files["other"],
+                files["nobranch"], files["good"][1]]}
+    out = run_files(fs, _opts(skip_bad_files=True), processor_instance=Processor(reco=synthetic_reco))
+    prov = out["d"]["provenance"]
+    assert prov.events_processed == 1200
+    assert set(prov.skipped) == {files[k] for k in ("empty", "truncated", "other", "nobranch")}
+    assert prov.skipped[files["other"]]["events"] == 321          # countable: accounted
+    assert prov.skipped[files["nobranch"]]["events"] == 50
+    assert prov.skipped[files["empty"]]["events"] == 0            # unreadable: nothing to count
+    n_trunc = prov.skipped[files["truncated"]]["events"]             # countable if the header survived
+    assert n_trunc in (0, 600)
+    assert prov.events_processed + prov.events_skipped == prov.events_total == 1200 + 321 + 50 + n_trunc
+    assert all(r["reason"] for r in prov.skipped.values())
+    assert out["d"]["cutflow"].n[0] > 0
+
+
+def test_a_file_failing_inside_its_chunks_is_skipped_chunk_by_chunk(files, tmp_path):
+    path = str(write_raw(tmp_path / "late.root", n_events=1000))
+
+    def reco_failing_late(events, setup, conditions, source=""):
+        if np.asarray(events["event"]).max() >= 750:
+            raise OSError("basket 7 cannot be decompressed")   # what a damaged file gives
+        return synthetic_reco(events, setup, conditions, source)
+
+    opts = _opts(skip_bad_files=True)
+    out = run_files({"d": [path, files["good"][0]]}, opts, processor_instance=Processor(reco=reco_failing_late))
+    prov = out["d"]["provenance"]
+    assert prov.skipped[path]["events"] == 250 and "750-1000" in prov.skipped[path]["reason"]
+    assert prov.events_processed == 750 + 600
+    assert prov.events_processed + prov.events_skipped == prov.events_total == 1600
+    with pytest.raises(NA64Error, match="late.root"):
+        run_files({"d": [path]}, _opts(), processor_instance=Processor(reco=reco_failing_late))
+
+
+def _flaky(exc_type, log):
+    """A reco stage failing at the first attempt of each chunk; attempts logged to a file
+    (the processor is pickled by the runner, so in-memory counters would be copies)."""
+    def reco(events, setup, conditions, source=""):
+        first = str(int(np.asarray(events["event"])[0]))
+        seen = log.read_text().split() if log.exists() else []
+        with open(log, "a") as f:
+            f.write(first + "\n")
+        if first not in seen:
+            raise exc_type("first attempt fails")
+        return synthetic_reco(events, setup, conditions, source)
+    return reco
+
+
+def _calls(log):
+    return len(log.read_text().split()) if log.exists() else 0
+
+
+def test_transient_errors_are_retried_deterministic_ones_are_not(files, tmp_path):
+    log = tmp_path / "a.log"
+    out = run_files({"d": [files["good"][0]]}, _opts(retries=2),
+                    processor_instance=Processor(reco=_flaky(TimeoutError, log)))
+    assert out["d"]["provenance"].events_processed == 600
+    assert _calls(log) == 2 * 2                              # 2 chunks, each failed once
+    log = tmp_path / "b.log"
+    with pytest.raises(NA64Error, match="first attempt fails"):
+        run_files({"d": [files["good"][0]]}, _opts(retries=5),
+                  processor_instance=Processor(reco=_flaky(ValueError, log)))
+    assert _calls(log) == 1                                  # never re-run
+    log = tmp_path / "c.log"
+    with pytest.raises(NA64Error):
+        run_files({"d": [files["good"][0]]}, _opts(retries=0),
+                  processor_instance=Processor(reco=_flaky(TimeoutError, log)))
+    assert _calls(log) == 1
+
+
+def test_guard_classification():
+    assert is_transient(TimeoutError()) and is_transient(ConnectionResetError())
+    assert not is_transient(ValueError()) and not is_transient(FileNotFoundError())
+    from na64reco.errors import RawFormatError
+
+    assert not is_transient(RawFormatError("x"))
+    g = ChunkGuard(retries=3, skip_bad_files=False, backoff=0)
+    n = []
+
+    def f():
+        n.append(1)
+        raise KeyError("bug")
+
+    with pytest.raises(NA64Error):
+        g(3, False, f)
+    assert len(n) == 1
+
+
+def test_fileset_yaml(files, tmp_path):
+    p = files["dir"] / "fileset.yaml"
+    p.write_text("schema_version: 1\ndatasets:\n  mu: [good0.root]\n  mu2: {files: [good1.root]}\n")
+    fs = load_fileset(p)
+    assert fs == {"mu": [files["good"][0]], "mu2": [files["good"][1]]}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("schema_version: 1\ndatasets:\n  mu: 3\n")
+    with pytest.raises(ConfigError, match=r"datasets\.mu"):
+        load_fileset(bad)
+    with pytest.raises(ConfigError, match="executor"):
+        RunOptions("na64mu_invisible", executor="spark")
+
+
+def test_saved_outputs_and_cutflow_command(files, tmp_path, capsys):
+    from na64reco.cli import main
+
+    out = run_files({"mc": [files["good"][0]]}, _opts(), processor_instance=Processor(reco=synthetic_reco))
+    outdir = save_outputs(out, tmp_path / "out", plots=False)
+    for name in ("output.coffea", "hists.root", "cutflow.txt", "cutflow.json", "provenance.json"):
+        assert (outdir / name).is_file()
+    from na64reco.plotting import plot_cutflow, plot_hist1d
+
+    plot_cutflow(out["mc"]["cutflow"], "mc", outdir / "cf.png")
+    plot_hist1d(out["mc"]["nminus1"]["signal_box"], "box", outdir / "box.png", hi=80)
+    assert (outdir / "cf.png").stat().st_size > 1000 and (outdir / "box.png").stat().st_size > 1000
+    capsys.readouterr()
+    with uproot.open(outdir / "hists.root") as f:
+        h = f["mc/p_in_all"].to_hist()
+        np.testing.assert_allclose(h.values(), out["mc"]["hists"]["p_in"][{"stage": "all"}].values())
+    prov = json.loads((outdir / "provenance.json").read_text())["mc"]
+    assert prov["selection_sha256"] == Processor().selection.sha256 and prov["calib_tag"] == "na64mu-default"
+    assert main(["cutflow", str(outdir), "--json"]) == 0
+    js = json.loads(capsys.readouterr().out)
+    assert js["mc"]["cutflow"][0]["events"] == 600
+    assert [r["events"] for r in js["mc"]["cutflow"]] == out["mc"]["cutflow"].n.tolist()
+    assert main(["cutflow", str(outdir / "output.coffea")]) == 0
+    assert "signal_box" in capsys.readouterr().out
+    assert main(["cutflow", str(tmp_path)]) == 1
