@@ -6,7 +6,7 @@ in-time, unsaturated, pile-up-free digits form a Landau-like spectrum.  Its most
 probable value is found by
 
 1. a first mode: the fullest bin of a histogram between the 2nd and 90th percentiles,
-2. a binned maximum-likelihood... in practice a least-squares fit with Poisson errors of a
+2. a least-squares fit (Poisson errors) of a
    Moyal density ``N/w * moyal((a - mpv) / w)`` (scipy) to the histogram in
    ``[mode - 2 w0, mode + 4 w0]``, ``w0 = mode * mip_width / mip_mpv``, iterated once
    around the fitted MPV.

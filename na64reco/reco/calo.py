@@ -291,19 +291,22 @@ def _shower_chi2_kernel(grid_e, table, stochastic, floor):
         if tot <= 0.0 or ncell <= 3:
             continue
         best = np.inf
+        inv_tot = 1.0 / tot
         for g in range(ng):
-            norm = 0.0
-            for a in range(3):
-                for c in range(3):
-                    if inside[a, c]:
-                        norm += table[g, a, c]
+            norm = 1.0  # the table rows sum to 1 over the full 3x3 block
+            if ncell < 9:
+                norm = 0.0
+                for a in range(3):
+                    for c in range(3):
+                        if inside[a, c]:
+                            norm += table[g, a, c]
             chi2 = 0.0
             for a in range(3):
                 for c in range(3):
                     if inside[a, c]:
                         fe = table[g, a, c] / norm
-                        var = stochastic * stochastic * fe * (1.0 - fe) / tot + floor * floor
-                        d = obs[a, c] / tot - fe
+                        var = stochastic * stochastic * fe * (1.0 - fe) * inv_tot + floor * floor
+                        d = obs[a, c] * inv_tot - fe
                         chi2 += d * d / var
             if chi2 < best:
                 best = chi2

@@ -60,7 +60,9 @@ FLAG_BELOW_THRESHOLD = 16
 FLAG_OUT_OF_TIME = 32  # set by the stage functions (timing window), not by the kernel
 
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
-_N_GOLDEN = 16  # final bracket 3 P * 0.618^16 ~ 0.02 ns
+_N_GOLDEN = 13  # final bracket 1.2 P * 0.618^13 ~ 0.03 ns
+_N_GOLDEN_SATURATED = 16  # final bracket 3 P * 0.618^16 ~ 0.02 ns
+_HALF_RANGE, _HALF_RANGE_SATURATED = 0.6, 1.5  # search range of t0 around the first estimate (P)
 _FIT_BEFORE, _FIT_AFTER = 4, 4
 
 
@@ -215,15 +217,17 @@ def _waveform_kernel(adc, ped_even_cond, ped_odd_cond, noise, gain, time_offset,
         k_lo = max(0, k_first - _FIT_BEFORE)
         k_hi = min(ns - 1, k_last + _FIT_AFTER)
         # golden-section search of max (sum y f)^2 / sum f f  (= min chi2)
-        a = t0c - 1.5 * period
-        b = t0c + 1.5 * period
+        sat = (f & FLAG_SATURATED) != 0
+        half_range = (_HALF_RANGE_SATURATED if sat else _HALF_RANGE) * period
+        a = t0c - half_range
+        b = t0c + half_range
         c = b - _GOLDEN * (b - a)
         d = a + _GOLDEN * (b - a)
         s1, s2 = _fit_sums(y, use, k_lo, k_hi, c, period, decay)
         qc = s1 * s1 / s2 if s2 > 0 else -1.0
         s1, s2 = _fit_sums(y, use, k_lo, k_hi, d, period, decay)
         qd = s1 * s1 / s2 if s2 > 0 else -1.0
-        for _ in range(_N_GOLDEN):
+        for _ in range(_N_GOLDEN_SATURATED if sat else _N_GOLDEN):
             if qc > qd:
                 b = d
                 d = c
@@ -326,10 +330,12 @@ def waveform_reference(adc, ped_even_cond, ped_odd_cond, noise, gain, time_offse
             return (np.sum(y[window] * tmpl) ** 2 / sff) if sff > 0 else -1.0
 
         t0c = t_half - cfg.half_rise
-        a, b = t0c - 1.5 * cfg.period, t0c + 1.5 * cfg.period
+        sat = bool(f & FLAG_SATURATED)
+        half_range = (_HALF_RANGE_SATURATED if sat else _HALF_RANGE) * cfg.period
+        a, b = t0c - half_range, t0c + half_range
         c, d = b - _GOLDEN * (b - a), a + _GOLDEN * (b - a)
         qc, qd = quality(c), quality(d)
-        for _ in range(_N_GOLDEN):
+        for _ in range(_N_GOLDEN_SATURATED if sat else _N_GOLDEN):
             if qc > qd:
                 b, d, qd = d, c, qc
                 c = b - _GOLDEN * (b - a)
