@@ -23,6 +23,8 @@ class StationConfig:
     role: str  # "in" (p_in) or "out" (p_out)
     p_min: float  # MeV
     p_max: float  # MeV
+    slope_window: float  # rad
+    momentum_prior: float  # relative width of the ranking prior around the beam momentum (0: none)
 
 
 @dataclass(frozen=True)
@@ -30,8 +32,9 @@ class TrackingConfig:
     apv_threshold_sigma: float
     max_missing_planes: int
     chi2_ndf_max: float
-    slope_window: float  # rad
+    slope_window: float  # rad (default; stations may override)
     slope_prior: float  # rad
+    match_sigma: float  # mm
     max_hits_per_plane: int
     max_candidates: int
     drift_t0: float  # ns
@@ -60,7 +63,9 @@ def _parse(node: Node, setup: Setup) -> TrackingConfig:
         p_max = st.quantity("p_max", "energy", minimum=0.0)
         if not p_min < p_max:
             raise st.error("p_min", f"p_min ({p_min} MeV) must be below p_max ({p_max} MeV)")
-        stations.append(StationConfig(name, st.string("role", choices=("in", "out")), p_min, p_max))
+        window = st.quantity("slope_window", "angle", d.quantity("slope_window", "angle"), minimum=0.0)
+        prior = st.number("momentum_prior", 0.0, minimum=0.0)
+        stations.append(StationConfig(name, st.string("role", choices=("in", "out")), p_min, p_max, window, prior))
     roles = [st.role for st in stations]
     if len(set(roles)) != len(roles) or "in" not in roles:
         raise s.error("stations", f"need exactly one 'in' station and at most one 'out', found roles {roles}")
@@ -70,6 +75,7 @@ def _parse(node: Node, setup: Setup) -> TrackingConfig:
         chi2_ndf_max=d.number("chi2_ndf_max", minimum=0.0),
         slope_window=d.quantity("slope_window", "angle", minimum=0.0),
         slope_prior=d.quantity("slope_prior", "angle", minimum=1e-9),
+        match_sigma=d.quantity("match_sigma", "length", minimum=1e-6),
         max_hits_per_plane=d.integer("max_hits_per_plane", minimum=1, maximum=256),
         max_candidates=d.integer("max_candidates", minimum=1),
         drift_t0=d.quantity("drift_t0", "time"),

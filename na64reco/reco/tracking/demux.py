@@ -11,8 +11,9 @@ Algorithm, per plane and event:
 1. every fired channel proposes its candidate strips (dead strips excluded);
 2. the candidates are sorted; runs of adjacent strips (length >= 2) are cluster
    candidates;
-3. runs are accepted greedily, longest first (then largest summed amplitude), if none of
-   their channels belongs to an already accepted run;
+3. runs are accepted greedily: repeatedly the longest run (then the largest summed
+   amplitude, then the lowest strip) among candidates whose channel is not yet assigned
+   (so a run that bridges into another cluster's channel is trimmed, not lost);
 4. a channel left over (a single-strip cluster, or a noise channel) cannot be resolved
    locally: **all its candidate strips are kept as hits flagged ambiguous**, sharing one
    origin id; track finding uses at most one of them per track (a wrong candidate is
@@ -47,7 +48,7 @@ def demux_plane_into(chans, amps, n, table, dead, ws_i, ws_f, strips, owner, run
 
     ``chans[:n]`` fired channels (distinct), ``amps[:n]`` amplitudes, ``table``
     (channels, groups) strip of each channel in each group, ``dead`` (n_strips,) bool.
-    ``ws_i`` (int64, >= 4 * n * groups) and ``ws_f`` (float64, >= 2 * n * groups) are scratch.
+    ``ws_i`` (int64, >= 2 * n * groups) and ``ws_f`` (float64, >= n * groups) are scratch.
 
     Fills ``strips``/``owner`` (sorted candidate strips and the index of the channel
     owning each), ``run_start``/``run_len`` (accepted runs as slices of ``strips``) and
@@ -71,47 +72,38 @@ def demux_plane_into(chans, amps, n, table, dead, ws_i, ws_f, strips, owner, run
     for q in range(m):
         strips[q] = np.int64(cs[idx[q]])
         owner[q] = ws_i[cap + idx[q]]
-    # runs of adjacent candidate strips (length >= 2)
-    rs = ws_i[2 * cap:3 * cap]
-    rl = ws_i[3 * cap:4 * cap]
-    rkey = ws_f[cap:2 * cap]
-    nr = 0
-    i = 0
-    while i < m:
-        e = i
-        while e + 1 < m and strips[e + 1] == strips[e] + 1:
-            e += 1
-        if e > i:
-            tot = 0.0
-            for q in range(i, e + 1):
-                tot += amps[owner[q]]
-            rs[nr] = i
-            rl[nr] = e - i + 1
-            rkey[nr] = -(e - i + 1) * 1e9 - tot
-            nr += 1
-        i = e + 1
-    # greedy: longest first, then largest summed amplitude (stable: lowest strip first)
-    ridx = idx  # candidates' order no longer needed
-    for r in range(nr):
-        ridx[r] = r
-    _isort(rkey, ridx, nr)
+    # greedy: repeatedly accept the best run of adjacent candidate strips whose channels
+    # are all unassigned (longest first, then largest summed amplitude, then lowest strip)
     used = ws_i[cap:cap + n]  # owner copy done: reuse as flags
     for j in range(n):
         used[j] = 0
     n_runs = 0
-    for t in range(nr):
-        r = ridx[t]
-        clash = False
-        for q in range(rs[r], rs[r] + rl[r]):
-            if used[owner[q]]:
-                clash = True
-                break
-        if clash:
-            continue
-        for q in range(rs[r], rs[r] + rl[r]):
+    while True:
+        best_s = -1
+        best_l = 1
+        best_a = 0.0
+        i = 0
+        while i < m:
+            if used[owner[i]]:
+                i += 1
+                continue
+            e = i
+            tot = amps[owner[i]]
+            while e + 1 < m and strips[e + 1] == strips[e] + 1 and not used[owner[e + 1]]:
+                e += 1
+                tot += amps[owner[e]]
+            ln = e - i + 1
+            if ln > best_l or (ln == best_l and ln >= 2 and tot > best_a):
+                best_s = i
+                best_l = ln
+                best_a = tot
+            i = e + 1
+        if best_s < 0:
+            break
+        for q in range(best_s, best_s + best_l):
             used[owner[q]] = 1
-        run_start[n_runs] = rs[r]
-        run_len[n_runs] = rl[r]
+        run_start[n_runs] = best_s
+        run_len[n_runs] = best_l
         n_runs += 1
     n_singles = 0
     for j in range(n):
@@ -140,21 +132,24 @@ def demux_plane_reference(chans, amps, table, dead):
     """Slow twin of :func:`demux_plane`, same return values."""
     cands = sorted((int(table[c, k]), j) for j, c in enumerate(chans) for k in range(table.shape[1])
                    if not dead[table[c, k]])
-    runs, cur = [], [cands[0]] if cands else []
-    for s in cands[1:]:
-        if s[0] == cur[-1][0] + 1:
-            cur.append(s)
-        else:
-            runs.append(cur)
-            cur = [s]
-    if cur:
-        runs.append(cur)
-    runs = [r for r in runs if len(r) >= 2]
-    runs.sort(key=lambda r: (-len(r), -sum(float(amps[j]) for _, j in r)))  # stable like mergesort
     used, clusters = set(), []
-    for r in runs:
-        if any(j in used for _, j in r):
-            continue
-        used.update(j for _, j in r)
-        clusters.append(r)
+    while True:
+        free = [c for c in cands if c[1] not in used]
+        runs, cur = [], []
+        for c in free:
+            if cur and c[0] == cur[-1][0] + 1:
+                cur.append(c)
+            else:
+                if cur:
+                    runs.append(cur)
+                cur = [c]
+        if cur:
+            runs.append(cur)
+        runs = [r for r in runs if len(r) >= 2]
+        if not runs:
+            break
+        # max() returns the first maximal element: the lowest strip among ties
+        best = max(runs, key=lambda r: (len(r), sum(float(amps[j]) for _, j in r)))
+        used.update(j for _, j in best)
+        clusters.append(best)
     return [[(int(s), int(j)) for s, j in c] for c in clusters], [j for j in range(len(chans)) if j not in used]

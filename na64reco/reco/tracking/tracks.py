@@ -23,7 +23,17 @@ Search (same definition for the numba kernel and its slow twin)
     ``score = chi2 + ((b - b_ref) / slope_prior)^2`` (the prior only breaks ties between
     candidates of equal chi2, e.g. 3-hit kick fits with ndf = 0).  The best candidate
     is the track; ``n_tracks`` counts candidates taken greedily in rank order that share
-    no hit origin (cluster or straw digit) with an earlier one.
+    no hit origin (cluster or straw digit) with an earlier one; apart from the best, only
+    candidates with ndf >= 1 count (an ndf = 0 fit is not checked by any redundant hit:
+    noise hits would make such "tracks" too often).
+
+    The incoming station (beam momentum station) may rank by a prior on the deflection
+    around the beam's (``momentum_prior``, relative width): with 4 planes a 3-hit kick
+    fit has ndf = 0, and a noise cluster on the one downstream plane with a hit would
+    otherwise win as often as the true hit.  The outgoing station's candidates are also ranked by their distance to the
+    incoming track at the ECAL front: ``score += ((u_ECAL - u_in) / match_sigma)^2``
+    (ranking only: a noise hit on a plane whose true hit was lost makes otherwise good
+    fits that point away from the target).
 
     The kernel enumerates assignments depth-first and prunes a branch as soon as the
     chi2 of its hits exceeds the largest possible cut (a chi2 can only grow when hits
@@ -33,7 +43,7 @@ Search (same definition for the numba kernel and its slow twin)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numba
 import numpy as np
@@ -59,6 +69,12 @@ class View:
     ref_pos: float  # reference trajectory at the magnet centre (mm)
     kappa_min: float  # mrad
     kappa_max: float  # mrad
+    slope_window: float  # mrad
+    kappa_prior: float = 0.0  # mrad: ranking prior on the deflection (beam momentum), 0 = none
+    kappa_prior_sigma: float = 0.0  # mrad
+    anchor_view: int = -1  # index of the view whose track anchors this one (ranking only)
+    anchor_dz: float = 0.0  # m: anchor z - this magnet's z
+    anchor_src_dz: float = 0.0  # m: anchor z - the source view's magnet z
 
     @property
     def npar(self) -> int:
@@ -87,8 +103,21 @@ def make_views(setup, config) -> tuple[View, ...]:
                 ref_pos=float(r[1]),
                 kappa_min=float(m.kick(st.p_max) * 1000.0) if bend else 0.0,
                 kappa_max=float(m.kick(st.p_min) * 1000.0) if bend else 0.0,
+                slope_window=float(st.slope_window * 1000.0),
+                kappa_prior=float(m.kick(setup.beam.energy) * 1000.0) if bend and st.momentum_prior > 0 else 0.0,
+                kappa_prior_sigma=float(m.kick(setup.beam.energy) * 1000.0 * st.momentum_prior) if bend else 0.0,
             ))
-    return tuple(views)
+    # the outgoing station's views are anchored to the incoming track at the ECAL front
+    z_anchor = setup.detector("ECAL").z if "ECAL" in setup.calorimeters else None
+    out = []
+    for v in views:
+        src = [i for i, w in enumerate(views) if w.role == "in" and w.coord == v.coord]
+        if v.role == "out" and src and z_anchor is not None:
+            w = views[src[0]]
+            v = replace(v, anchor_view=src[0], anchor_dz=(z_anchor - v.z_magnet) / 1000.0,
+                        anchor_src_dz=(z_anchor - w.z_magnet) / 1000.0)
+        out.append(v)
+    return tuple(out)
 
 
 class ViewTables:
@@ -105,12 +134,18 @@ class ViewTables:
         self.ref_slope = np.array([v.ref_slope for v in views])
         self.kmin = np.array([v.kappa_min for v in views])
         self.kmax = np.array([v.kappa_max for v in views])
+        self.kprior = np.array([v.kappa_prior for v in views])
+        self.kprior_sig = np.array([v.kappa_prior_sigma for v in views])
+        self.anchor = np.array([v.anchor_view for v in views], np.int64)
+        self.anchor_dz = np.array([v.anchor_dz for v in views])
+        self.anchor_src_dz = np.array([v.anchor_src_dz for v in views])
+        self.match_sigma = config.match_sigma
         for i, v in enumerate(views):
             n = len(v.planes)
             self.planes[i, :n] = v.planes
             self.dz[i, :n] = v.dz
             self.down[i, :n] = v.down
-        self.window = config.slope_window * 1000.0  # mrad
+        self.window = np.array([v.slope_window for v in views])  # mrad
         self.prior = config.slope_prior * 1000.0
         self.chi2max = config.chi2_ndf_max
         self.maxmiss = config.max_missing_planes
@@ -153,7 +188,7 @@ def _solve(S, B, n, x):
 
 @numba.njit(cache=True)
 def _search_view(pos, sig, origin, starts, counts, dz, down, npl, npar, ref, kmin, kmax, window, prior,
-                 chi2max, maxmiss, maxc, L_hits, L_nh, L_key, L_chi2, L_par, best_hits, best_par):
+                 kprior, kprior_sig, anc_ok, anc_pos, anc_dz, anc_sig, chi2max, maxmiss, maxc, L_hits, L_nh, L_key, L_chi2, L_par, best_hits, best_par):
     """Search one view of one event.  Returns (nh, chi2, n_tracks, flags); fills best_*."""
     S = np.zeros((MAX_PLANES + 1, 3, 3))
     B = np.zeros((MAX_PLANES + 1, 3))
@@ -241,6 +276,12 @@ def _search_view(pos, sig, origin, starts, counts, dz, down, npl, npar, ref, kmi
         L_nh[nleaf] = nh
         d = (x[1] - ref) / prior
         L_key[nleaf] = chi2 + d * d
+        if anc_ok:
+            d = (x[0] + x[1] * anc_dz - anc_pos) / anc_sig
+            L_key[nleaf] += d * d
+        if npar == 3 and kprior_sig > 0:
+            d = (x[2] - kprior) / kprior_sig
+            L_key[nleaf] += d * d
         L_chi2[nleaf] = chi2
         for i in range(3):
             L_par[nleaf, i] = x[i] if i < npar else 0.0
@@ -275,7 +316,7 @@ def _search_view(pos, sig, origin, starts, counts, dz, down, npl, npar, ref, kmi
                     break
             if clash:
                 break
-        if clash:
+        if clash or (t > 0 and L_nh[k] <= npar):
             continue
         for l in range(npl):
             h = L_hits[k, l]
@@ -288,7 +329,8 @@ def _search_view(pos, sig, origin, starts, counts, dz, down, npl, npar, ref, kmi
 
 @numba.njit(cache=True)
 def _track_kernel(bounds, n_planes_total, pos, sig, origin, v_planes, v_dz, v_down, v_npl, v_npar, v_ref,
-                  v_kmin, v_kmax, window, prior, chi2max, maxmiss, maxhits, maxc):
+                  v_kmin, v_kmax, window, prior, v_kprior, v_kprior_sig, v_anchor, v_anchor_dz, v_anchor_src_dz, match_sigma, chi2max,
+                  maxmiss, maxhits, maxc):
     n_ev = (bounds.shape[0] - 1) // n_planes_total
     nv = v_planes.shape[0]
     out_nh = np.zeros((n_ev, nv), np.int64)
@@ -320,9 +362,16 @@ def _track_kernel(bounds, n_planes_total, pos, sig, origin, v_planes, v_dz, v_do
                 out_flags[e, v] = 2
                 out_ntr[e, v] = -1
                 continue
+            src = v_anchor[v]
+            anc_ok = src >= 0 and out_nh[e, src] > 0
+            anc_pos = 0.0
+            if anc_ok:
+                ps = out_par[e, src]
+                slope = ps[1] - (ps[2] if v_npar[src] == 3 else 0.0)
+                anc_pos = ps[0] + slope * v_anchor_src_dz[v]
             nh, chi2, ntr, flags = _search_view(pos, sig, origin, starts, counts, v_dz[v], v_down[v], npl,
-                                                v_npar[v], v_ref[v], v_kmin[v], v_kmax[v], window, prior,
-                                                chi2max, maxmiss, maxc, L_hits, L_nh, L_key, L_chi2, L_par,
+                                                v_npar[v], v_ref[v], v_kmin[v], v_kmax[v], window[v], prior,
+                                                v_kprior[v], v_kprior_sig[v], anc_ok, anc_pos, v_anchor_dz[v], match_sigma, chi2max, maxmiss, maxc, L_hits, L_nh, L_key, L_chi2, L_par,
                                                 bh, bp)
             out_nh[e, v] = nh
             out_ntr[e, v] = ntr
@@ -347,13 +396,16 @@ def find_tracks(hits, n_events, n_planes, vt: ViewTables):
     bounds = plane_bounds(hits, n_events, n_planes)
     nh, chi2, ntr, flags, par, sel = _track_kernel(
         bounds, n_planes, hits["pos"], hits["sigma"], hits["origin"], vt.planes, vt.dz, vt.down, vt.nplanes,
-        vt.npar, vt.ref_slope, vt.kmin, vt.kmax, vt.window, vt.prior, vt.chi2max, vt.maxmiss, vt.maxhits, vt.maxc)
+        vt.npar, vt.ref_slope, vt.kmin, vt.kmax, vt.window, vt.prior, vt.kprior, vt.kprior_sig, vt.anchor, vt.anchor_dz,
+        vt.anchor_src_dz, vt.match_sigma, vt.chi2max, vt.maxmiss, vt.maxhits, vt.maxc)
     return {"nh": nh, "chi2": chi2, "n_tracks": ntr, "flags": flags, "par": par, "hits": sel}
 
 
 # ---------------------------------------------------------------------------------------
-def search_view_reference(view_hits, view: View, vt: ViewTables):
+def search_view_reference(view_hits, view: View, vt: ViewTables, anchor_pos=None):
     """Slow twin: exhaustive enumeration for one view of one event.
+
+    ``anchor_pos``: position (mm) of the anchoring track at the anchor z, or None.
 
     ``view_hits`` is a list (one per plane of the view) of lists of ``(index, pos, sigma,
     origin)``.  Returns ``(nh, chi2, n_tracks, params(3), chosen indices)`` or ``nh = 0``.
@@ -381,19 +433,23 @@ def search_view_reference(view_hits, view: View, vt: ViewTables):
             continue
         par = np.linalg.lstsq(Aw, yw, rcond=None)[0]
         chi2 = float(np.sum((yw - Aw @ par) ** 2))
-        if chi2 > vt.chi2max * (nh - npar) + 1e-6 or abs(par[1] - view.ref_slope) > vt.window:
+        if chi2 > vt.chi2max * (nh - npar) + 1e-6 or abs(par[1] - view.ref_slope) > view.slope_window:
             continue
         if npar == 3 and not (view.kappa_min <= par[2] <= view.kappa_max):
             continue
         score = chi2 + ((par[1] - view.ref_slope) / vt.prior) ** 2
+        if npar == 3 and view.kappa_prior_sigma > 0:
+            score += ((par[2] - view.kappa_prior) / view.kappa_prior_sigma) ** 2
+        if anchor_pos is not None:
+            score += ((par[0] + par[1] * view.anchor_dz - anchor_pos) / vt.match_sigma) ** 2
         cands.append((npl - nh, score, nh, chi2, list(par) + [0.0] * (3 - npar),
                       [c[0] if c is not None else -1 for c in combo], {c[3] for _, c in used}))
     if not cands:
         return 0, float("nan"), 0, [float("nan")] * 3, [-1] * npl
     cands.sort(key=lambda c: (c[0], c[1]))
     taken, ntr = set(), 0
-    for c in cands:
-        if not (c[6] & taken):
+    for i, c in enumerate(cands):
+        if not (c[6] & taken) and (i == 0 or c[2] > npar):
             taken |= c[6]
             ntr += 1
     best = cands[0]
