@@ -53,7 +53,7 @@ def attach_truth(reco: ak.Array, truth: dict[str, np.ndarray]) -> ak.Array:
 def _column(value):
     if isinstance(value, ak.Array):
         return value
-    arr = np.asarray(value)
+    arr = np.ascontiguousarray(value)
     if arr.ndim == 2:
         return ak.from_numpy(arr, regulararray=True)
     return arr
