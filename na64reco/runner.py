@@ -83,7 +83,7 @@ def load_fileset(path: str | Path) -> dict[str, list[str]]:
     datasets = node.node("datasets")
     out = {}
     for name in datasets.data:
-        value = datasets.raw(str(name))
+        value = datasets.data[name]  # (names may contain dots: no key-path lookup)
         files = value.get("files") if isinstance(value, dict) else value
         if not isinstance(files, list) or not files or not all(isinstance(f, str) for f in files):
             raise datasets.error(str(name), "expected a non-empty list of file paths (or {files: [...]})")
