@@ -33,7 +33,7 @@ def _simulate(n: int, path: Path, chunk: int) -> tuple[float, object]:
     return time.perf_counter() - t0, result
 
 
-def _plain_write(src: Path, dst: Path, chunk_events: int) -> float:
+def _plain_write(src: Path, dst: Path, chunk_events: int) -> tuple[float, float]:
     """Read every tree of ``src`` into memory, then time a bare uproot write of the same arrays."""
     import uproot
 
@@ -43,7 +43,7 @@ def _plain_write(src: Path, dst: Path, chunk_events: int) -> float:
         sp = f["spills"].arrays(library="np")
     names = [k for k in ev.fields if not k.startswith("n")]  # uproot re-creates the counters
     types = {k: ev[k].type.content for k in names}
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with uproot.recreate(dst, compression=uproot.ZSTD(1)) as out:
         out.mktree("events", types)
         for start in range(0, len(ev), chunk_events):
@@ -52,7 +52,7 @@ def _plain_write(src: Path, dst: Path, chunk_events: int) -> float:
         out["truth"].extend(tr)
         out.mktree("spills", {k: v.dtype for k, v in sp.items()})
         out["spills"].extend(sp)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def _peak_rss_child(n: int) -> float:
@@ -60,7 +60,7 @@ def _peak_rss_child(n: int) -> float:
         "import resource, tempfile, os\n"
         "from na64reco.sim import simulate\n"
         "d = tempfile.mkdtemp()\n"
-        f"simulate('na64mu', {n}, 1, 1, os.path.join(d, 'm.root'), chunk_size=50000)\n"
+        f"simulate('na64mu', {n}, 1, 1, os.path.join(d, 'm.root'), chunk_size=20000)\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -70,7 +70,7 @@ def _peak_rss_child(n: int) -> float:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=100_000)
-    ap.add_argument("--chunk", type=int, default=50_000)
+    ap.add_argument("--chunk", type=int, default=20_000)
     ap.add_argument("--memory", action="store_true", help="also measure peak RSS for 50k and 200k")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -81,11 +81,13 @@ def main(argv=None) -> int:
         cpu = time.process_time() - cpu0
         size = os.path.getsize(tmp / "sim.root")
         chunk_events = max(1, int(args.chunk * result.n_written / result.n_beam))
-        plain = _plain_write(tmp / "sim.root", tmp / "plain.root", chunk_events)
+        plain, plain_cpu = _plain_write(tmp / "sim.root", tmp / "plain.root", chunk_events)
         print(f"setup na64mu, process mixture, {result.n_beam} beam particles -> {result.n_written} written")
         print(f"simulate + write : {wall:7.2f} s wall, {cpu:7.2f} s CPU -> "
               f"{result.n_beam / wall:8.0f} beam particles/s, {result.n_written / wall:8.0f} written events/s")
-        print(f"plain uproot write of the same arrays: {plain:7.2f} s -> ratio simulate/plain = {wall / plain:5.2f}")
+        print(f"plain uproot write of the same arrays: {plain:7.2f} s wall, {plain_cpu:7.2f} s CPU")
+        print(f"ratio simulate+write / plain write: {wall / plain:5.2f} (wall), {cpu / plain_cpu:5.2f} (CPU)")
+        print(f"per core (CPU time): {result.n_beam / cpu:8.0f} beam particles/s")
         print(f"file size        : {size / 1e6:7.2f} MB = {size / result.n_written:6.0f} bytes per written event")
         print(f"this process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     if args.memory:

@@ -65,12 +65,13 @@ def test_apv_kernel_matches_reference(seed, n):
     amp = rng.uniform(10, 1000, n)
     shape3 = rng.uniform(0, 1, (n, 3))
     mm_chan = ro.mm_channel_of_strip(np.arange(dead.shape[1]) % 320).astype(np.int64)
-    args = (ev, plane, c, amp, shape3, n_strips, is_mm, dead, mm_chan, 0.6, 2)
+    noise = rng.standard_normal((n * 5, 3), dtype=np.float32)
+    args = (ev, plane, c, amp, shape3, n_strips, is_mm, dead, mm_chan, 0.6, 2, noise, 4.0, 12.0)
     f = dg._apv_kernel(*args)
     s = dg._apv_reference(*args)
     for a, b in zip(f[:3], s[:3]):
         np.testing.assert_array_equal(a, b)
-    np.testing.assert_allclose(f[3], s[3], rtol=1e-9, atol=1e-9)
-    # charge is conserved where no strip is dead or outside the plane
-    if n:
-        assert f[3].sum() <= (amp[:, None] * shape3).sum() * (1 + 1e-9)
+    assert np.abs(f[3].astype(int) - s[3].astype(int)).max(initial=0) <= 1  # rounding ties only
+    # without noise and threshold, the summed charge is at most the deposited charge
+    quiet = dg._apv_kernel(*args[:-3], np.zeros_like(noise), 0.0, -1.0)
+    assert quiet[3].astype(float).sum() <= (amp[:, None] * shape3).sum() + 3 * len(quiet[3]) * 0.5 + 1e-9

@@ -137,7 +137,7 @@ def msadc_digits(rng: np.random.Generator, setup: Setup, tables: CaloTables, n_e
     chan_first = np.searchsorted(cidx, np.arange(n + 1))
     jitter = a.time_jitter * rng.standard_normal(n)
     t0 = a.signal_time + tables.time_offset[det, ch] + jitter
-    noise = rng.standard_normal((n, a.n_samples))
+    noise = rng.standard_normal((n, a.n_samples), dtype=np.float32)
     adc = msadc_waveforms(chan_first, amp[comp_keep], t[comp_keep], t0, tables.ped_even[det, ch],
                           tables.ped_odd[det, ch], tables.noise[det, ch], noise, a.sample_period,
                           a.pulse_rise, a.pulse_decay, a.max_adc)
@@ -155,7 +155,7 @@ def msadc_waveforms(chan_first, amp, t, t0, ped_even, ped_odd, noise_sigma, nois
     """
     args = (np.asarray(chan_first, np.int64), np.asarray(amp, float), np.asarray(t, float),
             np.asarray(t0, float), np.asarray(ped_even, float), np.asarray(ped_odd, float),
-            np.asarray(noise_sigma, float), np.asarray(noise, float), float(period), float(rise),
+            np.asarray(noise_sigma, float), np.asarray(noise, np.float32), float(period), float(rise),
             float(decay), int(max_adc))
     return (_msadc_reference if reference else _msadc_kernel)(*args)
 
@@ -163,7 +163,7 @@ def msadc_waveforms(chan_first, amp, t, t0, ped_even, ped_odd, noise_sigma, nois
 def _msadc_reference(chan_first, amp, t, t0, ped_even, ped_odd, noise_sigma, noise, period, rise, decay, max_adc):
     n, ns = noise.shape
     ts = np.arange(ns) * period
-    wave = np.where(np.arange(ns) % 2 == 1, ped_odd[:, None], ped_even[:, None]) + noise_sigma[:, None] * noise
+    wave = np.where(np.arange(ns) % 2 == 1, ped_odd[:, None], ped_even[:, None]) + noise_sigma[:, None] * noise.astype(float)
     counts = np.diff(chan_first)
     owner = np.repeat(np.arange(n), counts)
     if owner.size:
@@ -179,7 +179,7 @@ def _msadc_kernel(chan_first, amp, t, t0, ped_even, ped_odd, noise_sigma, noise,
     tp = 2.0 * decay  # pulse.msadc_shape: (x/tp)^2 exp(-(x - tp)/decay), peak 1 at x = tp
     for i in range(n):
         for s in range(ns):
-            v = (ped_odd[i] if s % 2 == 1 else ped_even[i]) + noise_sigma[i] * noise[i, s]
+            v = (ped_odd[i] if s % 2 == 1 else ped_even[i]) + noise_sigma[i] * np.float64(noise[i, s])
             for c in range(chan_first[i], chan_first[i + 1]):
                 x = s * period - t0[i] - t[c]
                 if x > 0.0:
@@ -257,21 +257,23 @@ def apv_digits(rng: np.random.Generator, setup: Setup, params: SimParams, tables
     tt = params.apv_first_sample - phase[ev] - t
     shape3 = apv_shape(tt[:, None] + np.arange(3)[None, :] * ro.apv_sample_spacing, ro.apv_peaking_time)
     order = np.argsort(ev * 64 + plane, kind="stable")
+    noise = rng.standard_normal((nc * (2 * APV_HALF_WIDTH + 1), 3), dtype=np.float32)
     mm_chan = ro.mm_channel_of_strip(np.arange(tables.dead.shape[1]) % (ro.mm_channels * len(ro.mm_multiplex_steps)))
     args = (ev[order], plane[order], c[order], q[order] * ro.apv_gain, shape3[order], tables.n_strips,
             tables.type == 0, tables.dead, mm_chan.astype(np.int64), max(ro.cluster_spread, 1e-3),
-            APV_HALF_WIDTH)
-    o_ev, o_pl, o_ch, o_a = (_apv_reference if reference else _apv_kernel)(*args)
-    o_a = o_a + ro.apv_noise * rng.standard_normal(o_a.shape)  # noise of every channel with charge
-    keep = o_a.max(axis=1) > params.apv_threshold_sigma * ro.apv_noise
-    a = np.clip(np.rint(o_a[keep]), -32768, 32767).astype(np.int16)
-    return o_ev[keep], o_pl[keep].astype(np.int16), o_ch[keep].astype(np.int16), a[:, 0], a[:, 1], a[:, 2]
+            APV_HALF_WIDTH, noise, float(ro.apv_noise), float(params.apv_threshold_sigma * ro.apv_noise))
+    o_ev, o_pl, o_ch, a = (_apv_reference if reference else _apv_kernel)(*args)
+    return o_ev, o_pl.astype(np.int16), o_ch.astype(np.int16), a[:, 0], a[:, 1], a[:, 2]
 
 
-def _apv_reference(ev, plane, c, amp, shape3, n_strips, is_mm, dead, mm_chan, spread, half):
-    """Numpy twin of :func:`_apv_kernel`: noiseless samples summed per (event, plane, channel).
+def _apv_reference(ev, plane, c, amp, shape3, n_strips, is_mm, dead, mm_chan, spread, half, noise,
+                   noise_sigma, threshold):
+    """Numpy twin of :func:`_apv_kernel`.
 
-    Clusters sorted by event and plane; output sorted by (event, plane, channel)."""
+    Clusters sorted by (event, plane).  Charges are summed per (event, plane, channel);
+    the k-th touched channel in (event, plane, channel) order gets ``noise[k]``; channels
+    with max sample > ``threshold`` are returned, rounded to int16.
+    """
     offs = np.arange(-half, half + 1)
     strips = np.rint(c).astype(np.int64)[:, None] + offs[None, :]
     ok = (strips >= 0) & (strips < n_strips[plane][:, None])
@@ -286,26 +288,31 @@ def _apv_reference(ev, plane, c, amp, shape3, n_strips, is_mm, dead, mm_chan, sp
     key, samples = key[order], samples[order]
     if key.size == 0:
         z = np.zeros(0, np.int64)
-        return z, z, z, np.zeros((0, 3))
+        return z, z, z, np.zeros((0, 3), np.int16)
     start = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
     key = key[start]
-    samples = np.add.reduceat(samples, start, axis=0)
-    return key // (64 * 1024), (key // 1024) % 64, key % 1024, samples
+    samples = np.add.reduceat(samples, start, axis=0) + noise_sigma * noise[: start.size].astype(float)
+    keep = samples.max(axis=1) > threshold
+    key = key[keep]
+    a = np.clip(np.rint(samples[keep]), -32768, 32767).astype(np.int16)
+    return key // (64 * 1024), (key // 1024) % 64, key % 1024, a
 
 
 @numba.njit(cache=True, nogil=True)
-def _apv_kernel(ev, plane, c, amp, shape3, n_strips, is_mm, dead, mm_chan, spread, half):
+def _apv_kernel(ev, plane, c, amp, shape3, n_strips, is_mm, dead, mm_chan, spread, half, noise,
+                noise_sigma, threshold):
     n = ev.size
     cap = n * (2 * half + 1)
     o_ev = np.empty(cap, np.int64)
     o_pl = np.empty(cap, np.int64)
     o_ch = np.empty(cap, np.int64)
-    o_a = np.empty((cap, 3))
+    o_a = np.empty((cap, 3), np.int16)
     width = dead.shape[1]
     buf = np.zeros((width, 3))
     touched = np.zeros(width, np.bool_)
     tl = np.empty(cap, np.int64)
     k = 0
+    r = 0
     i = 0
     inv = 1.0 / (spread * math.sqrt(2.0))
     while i < n:
@@ -316,11 +323,14 @@ def _apv_kernel(ev, plane, c, amp, shape3, n_strips, is_mm, dead, mm_chan, sprea
         nt = 0
         for cl in range(i, j):
             s0 = np.int64(np.rint(c[cl]))
+            lower = math.erf((s0 - half - 0.5 - c[cl]) * inv)  # strip edges are shared: 2 half + 2 erf
             for o in range(-half, half + 1):
                 s = s0 + o
+                upper = math.erf((s + 0.5 - c[cl]) * inv)
+                frac = 0.5 * (upper - lower)
+                lower = upper
                 if s < 0 or s >= n_strips[p] or dead[p, s]:
                     continue
-                frac = 0.5 * (math.erf((s + 0.5 - c[cl]) * inv) - math.erf((s - 0.5 - c[cl]) * inv))
                 ch = mm_chan[s] if is_mm[p] else s
                 for a in range(3):
                     buf[ch, a] += amp[cl] * frac * shape3[cl, a]
@@ -328,16 +338,33 @@ def _apv_kernel(ev, plane, c, amp, shape3, n_strips, is_mm, dead, mm_chan, sprea
                     touched[ch] = True
                     tl[nt] = ch
                     nt += 1
-        chans = np.sort(tl[:nt])
-        for ch in chans:
-            o_ev[k] = ev[i]
-            o_pl[k] = p
-            o_ch[k] = ch
+        for a in range(1, nt):  # insertion sort of the few touched channels
+            key = tl[a]
+            b = a - 1
+            while b >= 0 and tl[b] > key:
+                tl[b + 1] = tl[b]
+                b -= 1
+            tl[b + 1] = key
+        for q in range(nt):
+            ch = tl[q]
+            big = -1e300
             for a in range(3):
-                o_a[k, a] = buf[ch, a]
+                v = buf[ch, a] + noise_sigma * np.float64(noise[r, a])
+                buf[ch, a] = v
+                if v > big:
+                    big = v
+            r += 1
+            if big > threshold:
+                o_ev[k] = ev[i]
+                o_pl[k] = p
+                o_ch[k] = ch
+                for a in range(3):
+                    v = np.rint(buf[ch, a])
+                    o_a[k, a] = np.int16(min(max(v, -32768.0), 32767.0))
+                k += 1
+            for a in range(3):
                 buf[ch, a] = 0.0
             touched[ch] = False
-            k += 1
         i = j
     return o_ev[:k], o_pl[:k], o_ch[:k], o_a[:k]
 

@@ -52,7 +52,7 @@ from na64reco.sim.tracks import ROLE_PILEUP, Recorder, Tracks
 from na64reco.sim.transport import Context, Truth, follow
 from na64reco.sim.trigger import detector_sums, trigger_mask
 
-DEFAULT_CHUNK = 50_000
+DEFAULT_CHUNK = 20_000
 
 
 @dataclass
