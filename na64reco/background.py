@@ -297,9 +297,15 @@ class BackgroundComponent:
 
     def text(self) -> str:
         """``"n +- error"`` rounded to the error's precision, or ``"< n"``."""
+        ref = self.n if (self.upper_limit or self.error <= 0) else self.error
+        d = _decimals(ref)
+        if d > 4:  # tiny numbers: common power of ten, e.g. (1.86 +- 0.03)e-06
+            exp = int(math.floor(math.log10(abs(self.n if self.n else ref))))
+            scaled = replace(self, n=self.n / 10.0**exp, error=self.error / 10.0**exp)
+            body = scaled.text()
+            return f"< {body[2:]}e{exp:+03d}" if self.upper_limit else f"({body})e{exp:+03d}"
         if self.upper_limit:
-            return f"< {self.n:.{_decimals(self.n)}f}"
-        d = _decimals(self.error if self.error > 0 else self.n)
+            return f"< {self.n:.{d}f}"
         return f"{self.n:.{d}f} +- {self.error:.{d}f}"
 
 

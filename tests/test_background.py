@@ -201,3 +201,5 @@ def test_design_study_rates_scale_with_exposure():
     assert ten.n == pytest.approx(10 * mis.n)
     lim = rate_component("dimuons", 1e-12, 1e10, upper_limit=True)
     assert lim.upper_limit and lim.text() == "< 0.01"
+    assert BackgroundComponent("k", 1.86e-6, 3e-8).text() == "(1.86 +- 0.03)e-06"
+    assert BackgroundComponent("d", 2.3e-7, upper_limit=True).text() == "< 2e-07"
