@@ -1,0 +1,45 @@
+"""``na64reco display``: draw one raw event from the top and the side."""
+
+from __future__ import annotations
+
+NAME = "display"
+HELP = "draw one event (top and side views: hits, fitted tracks, calorimeter energies) to a PNG"
+
+
+def add_arguments(p):
+    p.add_argument("raw", help="raw ROOT file")
+    p.add_argument("--event", type=int, required=True, help="event number (the 'event' branch)")
+    p.add_argument("--output", "-o", required=True, help="output image (.png, .pdf, .svg)")
+    p.add_argument("--calib-tag", default=None, help="calibration tag (default: <setup>-default)")
+
+
+def run(args) -> int:
+    import numpy as np
+
+    from na64reco.conditions import load_conditions
+    from na64reco.display import draw_event
+    from na64reco.errors import ConfigError
+    from na64reco.geometry import load_setup
+    from na64reco.io.raw import open_raw
+
+    with open_raw(args.raw) as raw:
+        setup = load_setup(raw.setup)
+        conds = load_conditions(setup, raw.run, args.calib_tag)
+        numbers = raw._file["events"]["event"].array(library="np")
+        where = np.nonzero(numbers == args.event)[0]
+        if where.size == 0:
+            raise ConfigError(f"{args.raw}: no event {args.event} (events {numbers.min()}..{numbers.max()}, "
+                              f"{numbers.size} written; events failing the trigger are not in the file)")
+        i = int(where[0])
+        events = raw.events(i, i + 1)
+        title = f"{args.raw} ({raw.setup}, {'simulation' if raw.has_truth else 'data'})"
+        if raw.has_truth:
+            from na64reco.io.raw import PROCESSES
+
+            t = raw.truth(i, i + 1)
+            names = {v: k for k, v in PROCESSES.items()}
+            title += (f"   truth: {names.get(int(t['process'][0]), '?')}, p_in = {t['p_in'][0]:.1f} GeV, "
+                      f"p_out = {t['p_out'][0]:.1f} GeV")
+        draw_event(events, 0, setup, conds, title=title, output=args.output)
+    print(f"event {args.event} of {args.raw} -> {args.output}")
+    return 0
