@@ -624,6 +624,23 @@ def unblind(ledger_path: str | Path, *, confirm: bool, output_dir: str | Path | 
     if earlier is not None:
         return UnblindingResult(earlier, ran=False, output_dir=None)
 
+    lock = ledger_path.with_name(f".unblinding-{ledger['state_sha256'][:16]}.lock")  # per frozen state
+    try:
+        with open(lock, "x") as fh:  # one unblinding of a ledger at a time
+            fh.write(f"{getpass.getuser()} {_utcnow()} pid {os.getpid()}\n")
+    except FileExistsError:
+        raise BlindingError(f"an unblinding of this frozen state is in progress ({lock} exists: "
+                            f"{lock.read_text().strip()}); remove the lock only if that run died") from None
+    try:
+        earlier = previous_unblinding(ledger["state_sha256"], logs)  # again, under the lock
+        if earlier is not None:
+            return UnblindingResult(earlier, ran=False, output_dir=None)
+        return _unblind_locked(ledger_path, ledger, current, diffs, logs, output_dir, runner)
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _unblind_locked(ledger_path, ledger, current, diffs, logs, output_dir, runner) -> UnblindingResult:
     from na64reco.selection.schema import load_selection
 
     selection = load_selection(ledger["state"]["selection"]["path"])

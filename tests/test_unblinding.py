@@ -252,6 +252,17 @@ def test_unblind_once_then_the_record(env):
     assert not ub.unblind(twin, confirm=True, runner=must_not_run).ran
 
 
+def test_concurrent_unblinding_is_refused(env):
+    state = _freeze(env)["state_sha256"]
+    lock = env["ledger"].with_name(f".unblinding-{state[:16]}.lock")
+    lock.write_text("someone 2026-01-01T00:00:00+00:00 pid 1\n")
+    with pytest.raises(BlindingError, match="in progress"):
+        ub.unblind(env["ledger"], confirm=True, runner=lambda *a: pytest.fail("must not run"))
+    lock.unlink()
+    ub.unblind(env["ledger"], confirm=True, runner=lambda *a: {"signal_box": {"events": 0}})
+    assert not lock.exists()
+
+
 def test_extra_audit_log_also_gets_the_record(env):
     _freeze(env)
     extra = env["tmp"] / "elsewhere" / "audit.jsonl"
