@@ -29,7 +29,7 @@ import os
 import subprocess
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from na64reco import __version__
@@ -495,6 +495,7 @@ class UnblindingResult:
     record: dict
     ran: bool            # False: the state was unblinded before, ``record`` is that record
     output_dir: Path | None = None
+    changed_since: list[str] = field(default_factory=list)  # differences found now (ran=False)
 
     @property
     def observed(self) -> int:
@@ -603,7 +604,8 @@ def unblind(ledger_path: str | Path, *, confirm: bool, output_dir: str | Path | 
     Refuses (:class:`BlindingError`) without ``confirm``, if the ledger was edited, or if
     the current state differs from the frozen one (each difference is named).  If the
     frozen state was unblinded before (in ``audit_log`` or the default log beside the
-    ledger), returns that record without running.  Otherwise runs the processor with the
+    ledger), returns that record without running (differences found now are listed in
+    ``changed_since``, never acted upon).  Otherwise runs the processor with the
     token, writes outputs to ``output_dir`` and appends the record to the audit log(s).
     ``runner(ledger, token, output_dir) -> result`` replaces :func:`run_unblinded` (tests).
     """
@@ -611,18 +613,20 @@ def unblind(ledger_path: str | Path, *, confirm: bool, output_dir: str | Path | 
         raise BlindingError("unblinding opens the signal box for good: confirm with "
                             "--i-understand-this-opens-the-box")
     ledger_path = Path(ledger_path).resolve()
+    frozen = read_ledger(ledger_path)
+    logs = [default_audit_log(ledger_path)]
+    if audit_log is not None and Path(audit_log).resolve() != logs[0]:
+        logs.insert(0, Path(audit_log).resolve())
+    earlier = previous_unblinding(frozen["state_sha256"], logs)
     ledger, current, diffs = verify(ledger_path, roots=roots)
     blocking = [d for d in diffs if d.blocking]
+    if earlier is not None:  # on the record already: show it, never re-run
+        return UnblindingResult(earlier, ran=False, output_dir=None,
+                                changed_since=[str(d) for d in blocking])
     if blocking:
         raise BlindingError(f"the analysis differs from the frozen state in {ledger_path.name} "
                             f"(frozen {ledger['frozen_at']} by {ledger['frozen_by']}): "
                             + "; ".join(str(d) for d in blocking))
-    logs = [default_audit_log(ledger_path)]
-    if audit_log is not None and Path(audit_log).resolve() != logs[0]:
-        logs.insert(0, Path(audit_log).resolve())
-    earlier = previous_unblinding(ledger["state_sha256"], logs)
-    if earlier is not None:
-        return UnblindingResult(earlier, ran=False, output_dir=None)
 
     lock = ledger_path.with_name(f".unblinding-{ledger['state_sha256'][:16]}.lock")  # per frozen state
     try:
@@ -679,6 +683,9 @@ def format_result(res: UnblindingResult) -> str:
     if not res.ran:
         lines.append(f"this frozen state was unblinded before, on {rec['time_utc']} by {rec['user']}; "
                      "the recorded result is shown (nothing was re-run)")
+        for change in res.changed_since:
+            lines.append(f"warning: since then, {change} (a new result needs a new freeze: "
+                         "na64reco freeze --force-new)")
     lines.append(f"ledger {rec['ledger']} (state {rec['state_sha256'][:12]}), processor {rec['processor']}")
     lines.append(f"signal box: {r['signal_box']['events']} observed events")
     for name, v in r.get("sidebands", {}).items():

@@ -360,6 +360,17 @@ def test_cli_freeze_and_unblind(env, capsys):
     text = capsys.readouterr().out
     assert "unblinded before" in text and f"signal box: {exp['signal_box']} observed" in text
 
+    # re-tuning after unblinding: the record stays the answer, the change is pointed out
+    env["sel"].write_text(env["sel"].read_text().replace("max: 30", "max: 31", 1))
+    assert main(["unblind", "--ledger", str(env["ledger"]), "--i-understand-this-opens-the-box"]) == 0
+    text = capsys.readouterr().out
+    assert f"signal box: {exp['signal_box']} observed" in text
+    assert "warning: since then, selection changed" in text
+
+
+def test_cli_unblind_refuses_a_changed_selection(env, capsys):
+    _freeze(env)
     env["sel"].write_text(env["sel"].read_text().replace("max: 30", "max: 31", 1))
     assert main(["unblind", "--ledger", str(env["ledger"]), "--i-understand-this-opens-the-box"]) == 1
-    assert "selection changed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "selection changed" in err and len(err.strip().splitlines()) == 1
