@@ -93,7 +93,9 @@ def _cluster_out(out_f, out_i, n, p, s, sa, t, size, origin, amb, n_strips, pitc
     return _emit(out_f, out_i, n, p, offset[p] + u, zpl[p], sig[p], s, sa, t, size, origin, amb)
 
 
-@numba.njit(cache=True)
+# Not cached on disk: numba's cache is keyed on this file only, and this kernel inlines
+# functions of demux.py / apv.py, whose changes would otherwise be silently ignored.
+@numba.njit(cache=False)
 def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc, ptype, n_strips, pitch, offset,
                  zpl, sig, dead, table, threshold, spacing, peaking, lsb, t0, velocity):
     """Flat kernel: APV and straw digits of all events -> hits sorted by (event, plane).
@@ -358,7 +360,7 @@ def event_hits_reference(event, setup, conditions, *, threshold_sigma, drift_t0=
             for r in runs:
                 s = sum(c * digits[p][c] for c in r) / sum(digits[p][c] for c in r)
                 hits.append((p, glob(p, s), s, len(r), False))
-    for d in event["straw"]:
+    for d in sorted(event["straw"], key=lambda d: (int(d["plane"]), int(d["tube"]))):
         p, t = int(d["plane"]), int(d["tube"])
         pl = setup.planes[p]
         if t in set(conditions.planes[pl.name].dead_strips.tolist()):

@@ -13,11 +13,16 @@ Algorithm, per plane and event:
    candidates;
 3. runs are accepted greedily: repeatedly the longest run (then the largest summed
    amplitude, then the lowest strip) among candidates whose channel is not yet assigned
-   (so a run that bridges into another cluster's channel is trimmed, not lost);
+   (so a run that bridges into another cluster's channel is trimmed, not lost); a run
+   never contains one channel twice;
 4. a channel left over (a single-strip cluster, or a noise channel) cannot be resolved
    locally: **all its candidate strips are kept as hits flagged ambiguous**, sharing one
    origin id; track finding uses at most one of them per track (a wrong candidate is
    16 mm or more away from the track and fails the chi2).
+
+Known limitation: a cluster of 4-5 strips straddling the boundary of groups 3 and 4
+(strips ~255-260) has the same channels as the run shifted by one strip (channel 51
+reads both strips 255 and 259); the lower run is chosen (a 0.25 mm shift).
 
 :func:`demux_plane_into` is the numba kernel (:func:`demux_plane` a convenience wrapper);
 :func:`demux_plane_reference` its slow twin.
@@ -82,14 +87,18 @@ def demux_plane_into(chans, amps, n, table, dead, ws_i, ws_f, strips, owner, run
         best_s = -1
         best_l = 1
         best_a = 0.0
-        i = 0
-        while i < m:
+        for i in range(m):  # the longest run starting at every free candidate
             if used[owner[i]]:
-                i += 1
                 continue
             e = i
             tot = amps[owner[i]]
             while e + 1 < m and strips[e + 1] == strips[e] + 1 and not used[owner[e + 1]]:
+                dup = False  # a channel reads one strip of a cluster at most
+                for q in range(i, e + 1):
+                    if owner[q] == owner[e + 1]:
+                        dup = True
+                if dup:
+                    break
                 e += 1
                 tot += amps[owner[e]]
             ln = e - i + 1
@@ -97,7 +106,6 @@ def demux_plane_into(chans, amps, n, table, dead, ws_i, ws_f, strips, owner, run
                 best_s = i
                 best_l = ln
                 best_a = tot
-            i = e + 1
         if best_s < 0:
             break
         for q in range(best_s, best_s + best_l):
@@ -135,16 +143,14 @@ def demux_plane_reference(chans, amps, table, dead):
     used, clusters = set(), []
     while True:
         free = [c for c in cands if c[1] not in used]
-        runs, cur = [], []
-        for c in free:
-            if cur and c[0] == cur[-1][0] + 1:
-                cur.append(c)
-            else:
-                if cur:
-                    runs.append(cur)
-                cur = [c]
-        if cur:
-            runs.append(cur)
+        runs = []
+        for i in range(len(free)):  # the longest run starting at every free candidate
+            run = [free[i]]
+            for c in free[i + 1:]:
+                if c[0] != run[-1][0] + 1 or any(c[1] == o for _, o in run):
+                    break
+                run.append(c)
+            runs.append(run)
         runs = [r for r in runs if len(r) >= 2]
         if not runs:
             break
