@@ -159,3 +159,23 @@ def test_mip_kind_is_muon_after_decay():
     rng = np.random.default_rng(9)
     tr = sample_beam(rng, setup, np.arange(10), np.full(10, PROCESSES["kdecay"], np.int8))
     assert isinstance(tr, Tracks) and np.all(tr.kind != KIND_MUON)
+
+
+def test_shower_profile_fluctuations_closed_form():
+    """GFlash-style fluctuations: sigma(ln T), sigma(ln a) and their correlation as configured."""
+    params = load_sim_params(load_setup("na64e"))
+    rng = np.random.default_rng(10)
+    e = np.full(200_000, 50 * u.GeV)
+    a, b = phys.em_profile_fluctuated(rng, e, params.critical_energy, params.profile_b,
+                                      params.fluct_log_tmax, params.fluct_log_alpha, params.fluct_rho)
+    ln_y = np.log(50 * u.GeV / params.critical_energy)
+    ln_t, ln_a = np.log((a - 1) / b), np.log(a)
+    s_t = 1 / (params.fluct_log_tmax[0] + params.fluct_log_tmax[1] * ln_y)
+    s_a = 1 / (params.fluct_log_alpha[0] + params.fluct_log_alpha[1] * ln_y)
+    rho = params.fluct_rho[0] + params.fluct_rho[1] * ln_y
+    n = e.size
+    assert ln_t.std() == pytest.approx(s_t, rel=5 / np.sqrt(2 * n))
+    assert ln_a.std() == pytest.approx(s_a, rel=5 / np.sqrt(2 * n))
+    assert np.corrcoef(ln_t, ln_a)[0, 1] == pytest.approx(rho, abs=5 * (1 - rho**2) / np.sqrt(n))
+    # median T is the mean-profile t_max = ln y - 0.5
+    assert np.median(ln_t) == pytest.approx(np.log(ln_y - 0.5), abs=5 * s_t / np.sqrt(n) * 1.26)

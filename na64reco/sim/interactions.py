@@ -93,6 +93,32 @@ def em_fraction_before(depth_x0, energy, critical_energy: float, b: float):
     return gammainc(em_profile_a(energy, critical_energy, b), b * d)
 
 
+def em_profile_fluctuated(rng, energy, critical_energy: float, b: float, log_tmax, log_alpha, rho):
+    """Per-shower Gamma-profile parameters (a, b) with correlated log-normal fluctuations.
+
+    Mean profile: T = t_max = ln y - 0.5, a = b T + 1 (y = E/E_c).  Fluctuations as in
+    GFlash (Grindhammer & Peters, hep-ex/0001020): ln T and ln a get Gaussian shifts with
+    sigma(ln T) = 1/(t0 + t1 ln y), sigma(ln a) = 1/(a0 + a1 ln y) and correlation
+    rho = r0 + r1 ln y (sigmas capped at 1 for very soft showers).  Returns (a, b) arrays.
+    """
+    energy = np.asarray(energy, float)
+    ln_y = np.log(np.maximum(energy / critical_energy, 1.0 + 1e-9))
+    tmax = np.clip(ln_y - 0.5, 0.1, None)
+    a_mean = b * tmax + 1.0
+
+    def inv(c):
+        den = c[0] + c[1] * ln_y
+        return np.where(den > 1.0, 1.0 / np.where(den > 1.0, den, 1.0), 1.0)
+
+    s_t, s_a = inv(log_tmax), inv(log_alpha)
+    r = np.clip(rho[0] + rho[1] * ln_y, -1.0, 1.0)
+    z1, z2 = rng.standard_normal((2, energy.size))
+    c1, c2 = np.sqrt((1 + r) / 2), np.sqrt((1 - r) / 2)
+    t_f = tmax * np.exp(s_t * (c1 * z1 + c2 * z2))
+    a_f = np.maximum(a_mean * np.exp(s_a * (c1 * z1 - c2 * z2)), 1.0 + 1e-6)
+    return a_f, (a_f - 1.0) / t_f
+
+
 def em_resolution(energy, stochastic: float, constant: float):
     """sigma_E / E = stochastic / sqrt(E/GeV) (+) constant (in quadrature)."""
     e_gev = np.maximum(np.asarray(energy, float) / u.GeV, 1e-6)

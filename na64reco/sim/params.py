@@ -40,6 +40,9 @@ class SimParams:
     core_fraction: float
     core_sigma: float  # Moliere radii
     tail_sigma: float  # Moliere radii
+    fluct_log_tmax: tuple[float, float]
+    fluct_log_alpha: tuple[float, float]
+    fluct_rho: tuple[float, float]
     # hadrons
     hadron_ecal_lambda: float
     hadron_visible_fraction: float
@@ -111,6 +114,9 @@ def load_sim_params(setup: Setup, mixture: dict[str, float] | None = None) -> Si
         core_fraction=sh.number("lateral_core_fraction", minimum=0.0, maximum=1.0),
         core_sigma=sh.number("lateral_core_sigma", minimum=1e-3),
         tail_sigma=sh.number("lateral_tail_sigma", minimum=1e-3),
+        fluct_log_tmax=tuple(sh.numbers("fluct_log_tmax", 2)),
+        fluct_log_alpha=tuple(sh.numbers("fluct_log_alpha", 2)),
+        fluct_rho=tuple(sh.numbers("fluct_rho", 2)),
         hadron_ecal_lambda=h.number("ecal_interaction_lengths", minimum=0.0),
         hadron_visible_fraction=h.number("visible_fraction", minimum=0.0, maximum=1.0),
         hadron_profile_shape=h.number("profile_shape", minimum=1.0),

@@ -19,6 +19,7 @@ import functools
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import gammainc
 
 from na64reco import constants
 from na64reco.geometry import Calorimeter, Magnet, Setup, TrackerPlane
@@ -243,8 +244,10 @@ def _em_shower(ctx: Context, det: Calorimeter, ev, x, y, energy, t_start_x0, t):
     e = phys.smear_energy(ctx.rng, energy, float(det.params.get("resolution_stochastic", 0.0)),
                           float(det.params.get("resolution_constant", 0.0)))
     _, x0 = _ecal_sections(det)
-    f_ps = np.where(t_start_x0 < x0[0],
-                    phys.em_fraction_before(x0[0] - t_start_x0, e, prm.critical_energy, prm.profile_b), 0.0)
+    a, b = phys.em_profile_fluctuated(ctx.rng, e, prm.critical_energy, prm.profile_b, prm.fluct_log_tmax,
+                                      prm.fluct_log_alpha, prm.fluct_rho)
+    depth = np.clip(x0[0] - np.asarray(t_start_x0, float), 0.0, None)
+    f_ps = np.where(depth > 0, gammainc(a, b * depth), 0.0)
     sig = (prm.core_sigma * rm, prm.tail_sigma * rm)
     w = (prm.core_fraction, 1.0 - prm.core_fraction)
     if len(x0) > 1:
