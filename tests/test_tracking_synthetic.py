@@ -69,6 +69,8 @@ def make_events(n, *, setup="na64mu", seed=1, p_in=160 * units.GeV, noise=True, 
                 pileup=0.0, scatter=True, ecal_loss=None, t_first=25.0, charge=40.0):
     """Synthetic events: (awkward events with apv/straw, truth dict).
 
+    ``noise``: False, True / "cluster" (noise clusters at uniform positions) or "strip"
+    (single fired strips: ambiguous MM channels).
     ``truth``: ``p_in``, ``p_out`` (GeV), ``coords`` (n, planes) true measured coordinates
     (mm), ``measured`` (n, planes) bool (plane efficient), ``pileup`` (n,) bool.
     """
@@ -129,9 +131,12 @@ def make_events(n, *, setup="na64mu", seed=1, p_in=160 * units.GeV, noise=True, 
                         for k, v in zip(("ev", "plane", "tube", "tdc"),
                                         (e, pl.index, int(rng.integers(pl.n_strips)), int(rng.integers(0, 60)))):
                             straw[k].append(v)
-                    else:
+                    elif noise == "strip":  # one fired strip: an ambiguous MM channel
                         st = np.array([rng.integers(pl.n_strips)])
                         apv_strips(e, pl, st, rng.uniform(20, 200, 1))
+                    else:  # a cluster at a uniform position (as the simulator makes them)
+                        deposit(e, pl, pl.center + cond.planes[pl.name].alignment
+                                + (rng.random() - 0.5) * pl.width)
         # a strip/channel fired twice (two deposits) is read once: sum the samples
         del digits_before
     ev = _merge(apv, ("plane", "chan"), ("a0", "a1", "a2"))

@@ -1,0 +1,103 @@
+"""Tracking physics on synthetic events against truth: efficiency vs the plane
+efficiencies, momentum resolution vs the analytic expectation, pile-up counting."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_tracking_synthetic import make_events
+
+from na64reco.conditions import load_conditions
+from na64reco.geometry import load_setup
+from na64reco.reco.tracking import reconstruct_tracks
+from na64reco.reco.tracking.config import load_tracking_config
+from na64reco.reco.tracking.resolution import momentum_resolution
+from na64reco.reco.tracking.tracks import make_views
+
+SETUP = load_setup("na64mu")
+COND = load_conditions(SETUP, 1)
+VIEWS = {(v.role, v.bend): v for v in make_views(SETUP, load_tracking_config(SETUP))}
+N = 3000
+
+
+def allowed_efficiency(effs, max_missing=1):
+    """P(at most ``max_missing`` of independent planes with efficiencies ``effs`` fail)."""
+    effs = np.asarray(effs)
+    p = np.prod(effs)
+    if max_missing >= 1:
+        p += sum(np.prod(np.delete(effs, i)) * (1 - effs[i]) for i in range(len(effs)))
+    return p
+
+
+def robust_sigma(x):
+    """Gaussian-equivalent sigma from the interquartile range (insensitive to tails)."""
+    q1, q3 = np.percentile(x, [25, 75])
+    return (q3 - q1) / 1.349
+
+
+def inside(truth, margin=1.0):
+    ok = np.ones(len(truth["p_in"]), bool)
+    for pl in SETUP.planes:
+        ok &= np.abs(truth["coords"][:, pl.index] - pl.center) < pl.width / 2 - margin
+    return ok
+
+
+@pytest.fixture(scope="module")
+def beam():
+    events, truth = make_events(N, seed=7)
+    return truth, reconstruct_tracks(events, SETUP, COND)
+
+
+@pytest.mark.parametrize("role", ["in", "out"])
+def test_efficiency_reaches_what_the_planes_allow(beam, role):
+    truth, out = beam
+    view = VIEWS[(role, True)]
+    allowed = allowed_efficiency([SETUP.planes[i].efficiency for i in view.planes])
+    sel = inside(truth)
+    eff = np.isfinite(out[f"p_{role}"][sel]).mean()
+    err = np.sqrt(allowed * (1 - allowed) / sel.sum())
+    assert eff >= 0.99 * allowed, (eff, allowed, err)
+
+
+@pytest.mark.parametrize("role", ["in", "out"])
+def test_resolution_matches_the_analytic_expectation(beam, role):
+    truth, out = beam
+    view = VIEWS[(role, True)]
+    full = (out[f"nhits_{role}"] == len(view.planes)) & np.isfinite(out[f"p_{role}"])
+    rel = out[f"p_{role}"][full] / truth[f"p_{role}"][full] - 1
+    measured = robust_sigma(rel)
+    expected = momentum_resolution(SETUP, view, np.median(truth[f"p_{role}"]) * 1000.0)
+    assert abs(np.median(rel)) < 5 * measured / np.sqrt(full.sum())  # no bias
+    assert measured == pytest.approx(expected, rel=0.2)
+
+
+def test_low_momentum_outgoing_resolution():
+    events, truth = make_events(1500, seed=8, ecal_loss=120e3)  # p_out ~ 40 GeV
+    out = reconstruct_tracks(events, SETUP, COND)
+    view = VIEWS[("out", True)]
+    full = (out["nhits_out"] == len(view.planes)) & np.isfinite(out["p_out"])
+    rel = out["p_out"][full] / truth["p_out"][full] - 1
+    expected = momentum_resolution(SETUP, view, np.median(truth["p_out"]) * 1000.0)
+    assert robust_sigma(rel) == pytest.approx(expected, rel=0.2)
+
+
+def test_pileup_muon_is_counted_as_a_second_track():
+    events, truth = make_events(600, seed=9, pileup=1.0)
+    out = reconstruct_tracks(events, SETUP, COND)
+    two = np.mean(out["n_tracks_in"][inside(truth, 5.0)] >= 2)
+    assert two > 0.8
+    single_events, single_truth = make_events(600, seed=10)
+    single = reconstruct_tracks(single_events, SETUP, COND)
+    assert np.mean(single["n_tracks_in"] >= 2) < 0.05
+
+
+def test_alignment_is_applied():
+    events, truth = make_events(400, seed=12, noise=False)
+    out = reconstruct_tracks(events, SETUP, COND, return_internals=True)
+    h = out["_hits"]
+    sel = ~h["ambiguous"]
+    res = h["pos"][sel] - truth["coords"][h["event"][sel], h["plane"][sel]]
+    for pl in SETUP.planes:
+        r = res[h["plane"][sel] == pl.index]
+        r = r[np.abs(r) < 1.0]
+        assert abs(np.mean(r)) < 5 * np.std(r) / np.sqrt(r.size) + 0.005, pl.name
