@@ -279,3 +279,63 @@ def test_missing_simulation_section_is_a_config_error(tmp_path):
     path.write_text(text[:cut] + "\n")
     with pytest.raises(ConfigError, match="simulation"):
         simulate(str(path), 10, 1, 1, tmp_path / "o.root")
+
+
+# ---- true conditions: dead channels and alignment --------------------------------------------
+def test_dead_channels_and_alignment_from_the_calibration_tag(tmp_path, monkeypatch):
+    import shutil
+
+    from na64reco.conditions import nominal_content, publish
+    from na64reco.resources import calib_dir
+
+    root = tmp_path / "calib"
+    shutil.copytree(calib_dir(), root)
+    monkeypatch.setenv("NA64RECO_CALIB", str(root))
+    setup = load_setup("na64mu")
+    ecal = setup.detector("ECAL")
+    # the beam hits the two central main-section cells (6 rows: the beam sits on a boundary)
+    dead = [int(ecal.channel(1, 2, 2)), int(ecal.channel(1, 2, 3))]
+    content = nominal_content(setup, 1)
+    for ch in dead:
+        content["calorimeter"]["detectors"]["ECAL"]["status"][ch] = 1
+    shift = 2.0  # mm
+    content["tracker"]["planes"]["GEM1X"]["alignment_mm"] += shift
+    publish("na64mu", "sim-test-dead", (1, 10), content, base_tag="na64mu-default")
+    a, b = tmp_path / "nominal.root", tmp_path / "dead.root"
+    simulate("na64mu", 3000, 2, 1, a, process="beam")
+    simulate("na64mu", 3000, 2, 1, b, process="beam", calib_tag="sim-test-dead")
+    with open_raw(a) as fa, open_raw(b) as fb:
+        ea, eb = fa.events(), fb.events()
+    chans = lambda ev: ak.to_numpy(ak.flatten(ev.calo.chan[ev.calo.det == ecal.id]))  # noqa: E731
+    assert np.isin(dead, chans(ea)).all()  # normally hit
+    assert not np.isin(dead, chans(eb)).any()  # dead: no signal, below zero suppression
+    # GEM1X (one strip per channel): clusters move by -shift/pitch strips in the plane frame
+    gem = next(p for p in setup.planes if p.name == "GEM1X")
+
+    def centroid(ev):
+        sel = ev.apv.plane == gem.index
+        q = ak.values_astype(ev.apv.a1[sel], np.float64)
+        s = ak.values_astype(ev.apv.chan[sel], np.float64)
+        c = ak.sum(q * s, axis=1) / ak.sum(q, axis=1)
+        return ak.to_numpy(ak.fill_none(ak.nan_to_none(c), np.nan))
+
+    d = centroid(eb) - centroid(ea)
+    d = d[np.isfinite(d)]
+    # same seed: only the shift differs (noise clusters are event-wise identical too)
+    assert np.median(d) == pytest.approx(-shift / gem.pitch, abs=0.05)
+
+
+def test_straw_tdc_range(beam_file):
+    path, _ = beam_file
+    setup = load_setup("na64mu")
+    straw = next(p for p in setup.planes if p.type == "straw")
+    with open_raw(path) as f:
+        ev = f.events()
+    tdc = ak.to_numpy(ak.flatten(ev.straw.tdc))
+    tube = ak.to_numpy(ak.flatten(ev.straw.tube))
+    max_drift = straw.pitch / 2 / setup.readout.straw_drift_velocity / setup.readout.straw_tdc_lsb
+    assert tdc.size > 0.9 * len(ev) * straw.efficiency
+    assert tdc.min() >= 0 and tdc.max() <= max_drift + 1
+    assert tube.min() >= 0 and tube.max() < straw.n_strips
+    # uniform illumination of a tube: the drift distance (TDC) is uniform in [0, pitch/2]
+    assert stats.kstest(tdc / max_drift, "uniform").statistic < 0.05

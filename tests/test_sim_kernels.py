@@ -75,3 +75,29 @@ def test_apv_kernel_matches_reference(seed, n):
     # without noise and threshold, the summed charge is at most the deposited charge
     quiet = dg._apv_kernel(*args[:-3], np.zeros_like(noise), 0.0, -1.0)
     assert quiet[3].astype(float).sum() <= (amp[:, None] * shape3).sum() + 3 * len(quiet[3]) * 0.5 + 1e-9
+
+
+def test_apv_mm_multiplexing_and_gem_strips():
+    """One noiseless cluster: MM channels follow the multiplexing map, GEM channels are strips."""
+    setup = load_setup("na64mu")
+    ro = setup.readout
+    planes = setup.planes
+    mm = next(p for p in planes if p.type == "MM")
+    gem = next(p for p in planes if p.type == "GEM")
+    n_strips = np.array([p.n_strips for p in planes])
+    is_mm = np.array([p.type == "MM" for p in planes])
+    dead = np.zeros((len(planes), n_strips.max() + 1), bool)
+    mm_chan = ro.mm_channel_of_strip(np.arange(dead.shape[1]) % 320).astype(np.int64)
+    for plane, c in ((mm, 200.3), (gem, 100.6)):
+        args = (np.array([0]), np.array([plane.index]), np.array([c]), np.array([600.0]),
+                np.ones((1, 3)), n_strips, is_mm, dead, mm_chan, 0.6, 2,
+                np.zeros((5, 3), np.float32), 0.0, -1.0)
+        _, _, ch, a = dg._apv_kernel(*args)
+        strips = np.rint(c).astype(int) + np.arange(-2, 3)
+        expected = ro.mm_channel_of_strip(strips) if plane.type == "MM" else strips
+        np.testing.assert_array_equal(np.sort(ch), np.sort(expected))
+        # charge centroid of the strips reproduces the cluster position
+        order = np.argsort(ch) if plane.type == "GEM" else None
+        if order is not None:
+            q = a[order, 0].astype(float)
+            assert (q * strips).sum() / q.sum() == pytest.approx(c, abs=0.02)
