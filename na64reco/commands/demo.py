@@ -103,7 +103,7 @@ def _summary_figure(result: dict, output: Path, mass: float) -> Path:
         ax.set_ylabel("fraction of events after all cuts")
         ax.legend(fontsize=12)
     axes[0].axvspan(0, 80, color="0.9", zorder=0)
-    axes[0].text(40, 0.5, "signal box\n(blind for data)", ha="center", transform=axes[0].get_xaxis_transform(),
+    axes[0].text(40, 0.8, "signal box\n(blind for data)", ha="center", transform=axes[0].get_xaxis_transform(),
                  fontsize=12)
     flow = result[sig_name]["cutflow"].to_dict()["cutflow"]
     names = [r["cut"] for r in flow]
