@@ -179,3 +179,29 @@ def test_shower_profile_fluctuations_closed_form():
     assert np.corrcoef(ln_t, ln_a)[0, 1] == pytest.approx(rho, abs=5 * (1 - rho**2) / np.sqrt(n))
     # median T is the mean-profile t_max = ln y - 0.5
     assert np.median(ln_t) == pytest.approx(np.log(ln_y - 0.5), abs=5 * s_t / np.sqrt(n) * 1.26)
+
+
+def test_multiple_scattering_in_the_ecal_follows_highland():
+    """Thick scatterer (PDG 34.19-34.20): angle sigma = theta0, displacement sigma = L theta0 / sqrt(3)."""
+    from na64reco.sim.tracks import Tracks
+    from na64reco.sim.transport import _ecal, elements
+
+    setup = load_setup("na64mu")
+    params = load_sim_params(setup)
+    n = 40_000
+    rng = np.random.default_rng(11)
+    ecal_el = next(e for e in elements(setup) if e.kind == "ecal")
+    det = ecal_el.obj
+    x0, y0 = det.cell_center(2, 2)
+    z = np.zeros(n)
+    tr = Tracks(ev=np.arange(n), x=z + x0, y=z + y0, tx=z.copy(), ty=z.copy(), p=np.full(n, 160 * u.GeV),
+                q=np.full(n, -1, np.int8), kind=np.zeros(n, np.int8), role=np.zeros(n, np.int8),
+                flag=np.zeros(n, np.int8), t=z.copy(), alive=np.ones(n, bool))
+    rec, truth = Recorder(n), Truth.new(n)
+    out = _ecal(Context(rng, setup, params, rec, truth), ecal_el, tr)
+    ok = out.p > 150 * u.GeV  # leave out the few hard radiative losses
+    theta0 = highland(np.median(out.p[ok]), constants.MUON_MASS, det.x0_fraction)
+    tol = 5 / np.sqrt(2 * ok.sum())
+    assert out.tx[ok].std() == pytest.approx(theta0, rel=tol + 0.01)
+    assert out.ty[ok].std() == pytest.approx(theta0, rel=tol + 0.01)
+    assert (out.x[ok] - x0).std() == pytest.approx(det.depth * theta0 / np.sqrt(3), rel=tol + 0.01)

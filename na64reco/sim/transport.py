@@ -391,8 +391,8 @@ def _ecal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
 
     # ---- all survivors: multiple scattering in the ECAL and straight flight ------------
     live = tr.alive & inside
+    tr.drift(length)  # straight line with the incoming slopes, then the scattering at the exit
     scatter_thick(rng, tr, det.x0_fraction, length, live)
-    tr.drift(length)
     if new_tracks:
         for nt in new_tracks:
             nt.drift(length)
@@ -496,8 +496,8 @@ def _hcal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
         mu = tr.alive & inside & (tr.kind == KIND_MUON)
         tr.p = np.where(mu, tr.p - prm.hcal_module_energy_loss, tr.p)
         tr.alive = tr.alive & ~(mu & (tr.p < _STOP_MOMENTUM_FLOOR)) & ~(shower & (d < (m + 1) * lam_mod))
-        scatter_thick(rng, tr, prm.hcal_module_x0, mod, tr.alive & inside)
         tr.drift(mod)
+        scatter_thick(rng, tr, prm.hcal_module_x0, mod, tr.alive & inside)
     # forced punch-through hadrons leave the HCAL degraded (leading particle, assumed uniform 30-90 %)
     pt = forced & inside & tr.alive
     if np.any(pt):
