@@ -15,6 +15,8 @@ MOT/EOT).
 
 from __future__ import annotations
 
+import functools
+import os
 from dataclasses import dataclass, field
 
 import awkward as ak
@@ -39,6 +41,23 @@ from na64reco.selection import (
 )
 from na64reco.selection.cuts import BLINDED, column
 from na64reco.selection.schema import VARIABLES, Selection, variable_info
+
+
+@functools.lru_cache(maxsize=8)
+def _setup(name: str):
+    return load_setup(name)
+
+
+@functools.lru_cache(maxsize=64)
+def _conditions(setup_name: str, run: int, tag: str):
+    """Per-process cache: processors are unpickled afresh for every chunk."""
+    return load_conditions(_setup(setup_name), run, tag)
+
+
+@functools.lru_cache(maxsize=256)
+def _file_info(path: str, mtime_ns: int) -> FileInfo:
+    with open_raw(path) as raw:
+        return FileInfo(path, raw.setup, raw.run, not raw.has_truth)
 
 
 def reconstruct_stage(events, setup, conditions, source=""):
@@ -229,7 +248,7 @@ class InvisibleProcessor(processor.ProcessorABC):
     @property
     def setup(self):
         if self._setup is None:
-            self._setup = load_setup(self.SETUP)
+            self._setup = _setup(self.SETUP)
         return self._setup
 
     # -- the analysis ---------------------------------------------------------------------
@@ -275,16 +294,16 @@ class InvisibleProcessor(processor.ProcessorABC):
                 raise NA64Error(f"a chunk without file metadata must hold one run, found {runs}")
             return FileInfo("", self.SETUP, int(runs[0]), True)
         if path not in self._files:
-            with open_raw(path) as raw:
-                if raw.setup != self.SETUP:
-                    raise SetupMismatch(f"{path}: was written for setup {raw.setup!r}, but processor "
-                                        f"{self.NAME} analyses {self.SETUP!r}")
-                self._files[path] = FileInfo(path, raw.setup, raw.run, not raw.has_truth)
+            info = _file_info(path, os.stat(path).st_mtime_ns)
+            if info.setup != self.SETUP:
+                raise SetupMismatch(f"{path}: was written for setup {info.setup!r}, but processor "
+                                    f"{self.NAME} analyses {self.SETUP!r}")
+            self._files[path] = info
         return self._files[path]
 
     def conditions(self, run: int):
         if run not in self._conditions:
-            self._conditions[run] = load_conditions(self.setup, run, self.calib_tag)
+            self._conditions[run] = _conditions(self.SETUP, run, self.calib_tag)
         return self._conditions[run]
 
     def reconstruct(self, events, conditions, info: FileInfo) -> ak.Array:
