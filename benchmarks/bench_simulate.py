@@ -73,6 +73,10 @@ def main(argv=None) -> int:
     ap.add_argument("--chunk", type=int, default=20_000)
     ap.add_argument("--memory", action="store_true", help="also measure peak RSS for 50k and 200k")
     args = ap.parse_args(argv)
+    if args.memory:
+        # first, while this process is small: Linux children inherit the parent's ru_maxrss
+        for n in (50_000, 200_000):
+            print(f"peak RSS, fresh process, N = {n:>7}: {_peak_rss_child(n):7.0f} MB")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         _simulate(2000, tmp / "warm.root", args.chunk)  # imports, caches
@@ -90,9 +94,6 @@ def main(argv=None) -> int:
         print(f"per core (CPU time): {result.n_beam / cpu:8.0f} beam particles/s")
         print(f"file size        : {size / 1e6:7.2f} MB = {size / result.n_written:6.0f} bytes per written event")
         print(f"this process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
-    if args.memory:
-        for n in (50_000, 200_000):
-            print(f"peak RSS, fresh process, N = {n:>7}: {_peak_rss_child(n):7.0f} MB")
     return 0
 
 

@@ -176,15 +176,26 @@ def _msadc_reference(chan_first, amp, t, t0, ped_even, ped_odd, noise_sigma, noi
 def _msadc_kernel(chan_first, amp, t, t0, ped_even, ped_odd, noise_sigma, noise, period, rise, decay, max_adc):
     n, ns = noise.shape
     out = np.empty((n, ns), np.int16)
+    wave = np.empty(ns)
     tp = 2.0 * decay  # pulse.msadc_shape: (x/tp)^2 exp(-(x - tp)/decay), peak 1 at x = tp
+    step = math.exp(-period / decay)  # the exponential factor between two samples
     for i in range(n):
         for s in range(ns):
-            v = (ped_odd[i] if s % 2 == 1 else ped_even[i]) + noise_sigma[i] * np.float64(noise[i, s])
-            for c in range(chan_first[i], chan_first[i + 1]):
-                x = s * period - t0[i] - t[c]
-                if x > 0.0:
-                    v += amp[c] * (x / tp) ** 2 * math.exp(-(x - tp) / decay)
-            r = np.rint(v)
+            wave[s] = (ped_odd[i] if s % 2 == 1 else ped_even[i]) + noise_sigma[i] * np.float64(noise[i, s])
+        for c in range(chan_first[i], chan_first[i + 1]):
+            start = t0[i] + t[c]
+            s1 = max(0, int(math.floor(start / period)) + 1)  # first sample strictly after the start
+            while s1 < ns and s1 * period - start <= 0.0:
+                s1 += 1
+            if s1 >= ns:
+                continue
+            e = amp[c] * math.exp(-(s1 * period - start - tp) / decay)
+            for s in range(s1, ns):
+                x = s * period - start
+                wave[s] += e * (x / tp) ** 2
+                e *= step
+        for s in range(ns):
+            r = np.rint(wave[s])
             if r < 0.0:
                 r = 0.0
             elif r > max_adc:
