@@ -250,11 +250,22 @@ def _straw_out(out_f, out_i, n, p, tube, tdc, org, n_strips, pitch, offset, zpl,
 
 
 # ---------------------------------------------------------------------------------------
-def _flat(coll, name, source):
+def _jagged(coll, names, what, source):
+    """(offsets, {name: flat numpy array}) of a jagged record collection, without copies when
+    the layout is the plain one the reader makes (ListOffsetArray of a RecordArray)."""
     try:
-        return np.asarray(ak.flatten(coll[name]))
+        lay = ak.to_layout(coll)
+        if isinstance(lay, ak.contents.ListOffsetArray) and isinstance(lay.content, ak.contents.RecordArray):
+            off = np.asarray(lay.offsets).astype(np.int64)
+            lo, hi = off[0], off[-1]
+            flat = {n: np.asarray(lay.content[n].data if hasattr(lay.content[n], "data")
+                                  else ak.to_numpy(lay.content[n]))[lo:hi] for n in names}
+            return off - lo, flat
+        off = np.zeros(len(coll) + 1, np.int64)
+        np.cumsum(np.asarray(ak.num(coll, axis=1)), out=off[1:])
+        return off, {n: np.asarray(ak.flatten(coll[n])) for n in names}
     except Exception as exc:
-        raise RawFormatError(f"{source}: cannot read tracker field {name!r}: {exc}") from None
+        raise RawFormatError(f"{source}: cannot read the {what} digits ({', '.join(names)}): {exc}") from None
 
 
 def _check_digits(what, plane, chan, allowed_types, tables, limit, source):
@@ -284,20 +295,15 @@ def event_hits(events, tables: PlaneTables, *, threshold_sigma: float, drift_t0:
     """
     source = source or "<events>"
     n_ev = len(events)
-    apv, straw = events["apv"], events["straw"]
-    a_off = np.zeros(n_ev + 1, np.int64)
-    np.cumsum(np.asarray(ak.num(apv, axis=1)), out=a_off[1:])
-    s_off = np.zeros(n_ev + 1, np.int64)
-    np.cumsum(np.asarray(ak.num(straw, axis=1)), out=s_off[1:])
-    a_plane = _flat(apv, "plane", source).astype(np.int64)
-    a_chan = _flat(apv, "chan", source).astype(np.int64)
+    a_off, a = _jagged(events["apv"], ("plane", "chan", "a0", "a1", "a2"), "apv", source)
+    s_off, s = _jagged(events["straw"], ("plane", "tube", "tdc"), "straw", source)
+    a_plane, a_chan = a["plane"].astype(np.int64), a["chan"].astype(np.int64)
     limit = np.where(tables.type == 0, tables.mm_channels, tables.n_strips)
     _check_digits("apv", a_plane, a_chan, (0, 1), tables, limit, source)
-    a = [_flat(apv, f, source).astype(np.float64) for f in ("a0", "a1", "a2")]
-    s_plane = _flat(straw, "plane", source).astype(np.int64)
-    s_tube = _flat(straw, "tube", source).astype(np.int64)
+    s_plane, s_tube = s["plane"].astype(np.int64), s["tube"].astype(np.int64)
     _check_digits("straw", s_plane, s_tube, (2,), tables, tables.n_strips, source)
-    s_tdc = _flat(straw, "tdc", source).astype(np.float64)
+    a = [a[k].astype(np.float64) for k in ("a0", "a1", "a2")]
+    s_tdc = s["tdc"].astype(np.float64)
     counts, f, i = _hits_kernel(a_off, a_plane, a_chan, a[0], a[1], a[2], s_off, s_plane, s_tube, s_tdc,
                                 tables.type, tables.n_strips, tables.pitch, tables.offset, tables.z, tables.sigma,
                                 tables.dead, tables.table, tables.apv_threshold(threshold_sigma), tables.spacing,

@@ -188,17 +188,16 @@ def _solve(S, B, n, x):
 
 @numba.njit(cache=True)
 def _search_view(pos, sig, origin, starts, counts, dz, down, npl, npar, ref, kmin, kmax, window, prior,
-                 kprior, kprior_sig, anc_ok, anc_pos, anc_dz, anc_sig, chi2max, maxmiss, maxc, L_hits, L_nh, L_key, L_chi2, L_par, best_hits, best_par):
+                 kprior, kprior_sig, anc_ok, anc_pos, anc_dz, anc_sig, chi2max, maxmiss, maxc, L_hits, L_nh, L_key,
+                 L_chi2, L_par, best_hits, best_par, S, B, C, NH, NUP, MISS, choice, x, row, order, taken):
     """Search one view of one event.  Returns (nh, chi2, n_tracks, flags); fills best_*."""
-    S = np.zeros((MAX_PLANES + 1, 3, 3))
-    B = np.zeros((MAX_PLANES + 1, 3))
-    C = np.zeros(MAX_PLANES + 1)
-    NH = np.zeros(MAX_PLANES + 1, np.int64)
-    NUP = np.zeros(MAX_PLANES + 1, np.int64)
-    MISS = np.zeros(MAX_PLANES + 1, np.int64)
-    choice = np.full(MAX_PLANES, -2, np.int64)
-    x = np.zeros(3)
-    row = np.zeros(3)
+    S[0] = 0.0
+    B[0] = 0.0
+    C[0] = 0.0
+    NH[0] = 0
+    NUP[0] = 0
+    MISS[0] = 0
+    choice[:] = -2
     bound = chi2max * (npl - npar) + 1e-6
     nleaf = 0
     flags = 0
@@ -288,19 +287,20 @@ def _search_view(pos, sig, origin, starts, counts, dz, down, npl, npar, ref, kmi
         nleaf += 1
     if nleaf == 0:
         return 0, np.nan, 0, flags
-    # rank: more hits first, then lower score (two stable sorts = lexicographic order)
-    o1 = np.argsort(L_key[:nleaf], kind="mergesort")
-    miss = np.empty(nleaf, np.int64)
+    # rank: more hits first, then lower score (stable insertion sort: ties keep search order)
     for t in range(nleaf):
-        miss[t] = npl - L_nh[o1[t]]
-    order = o1[np.argsort(miss, kind="mergesort")]
+        k = t
+        while k > 0 and (L_nh[order[k - 1]] < L_nh[t] or (L_nh[order[k - 1]] == L_nh[t]
+                                                          and L_key[order[k - 1]] > L_key[t])):
+            order[k] = order[k - 1]
+            k -= 1
+        order[k] = t
     b = order[0]
     for l in range(npl):
         best_hits[l] = L_hits[b, l]
     for i in range(3):
         best_par[i] = L_par[b, i]
     # distinct candidates: greedy in rank order, no shared origin
-    taken = np.empty(nleaf * MAX_PLANES, np.int64)
     nt = 0
     ntr = 0
     for t in range(nleaf):
@@ -348,6 +348,17 @@ def _track_kernel(bounds, n_planes_total, pos, sig, origin, v_planes, v_dz, v_do
     counts = np.empty(MAX_PLANES, np.int64)
     bh = np.empty(MAX_PLANES, np.int64)
     bp = np.empty(3)
+    S = np.zeros((MAX_PLANES + 1, 3, 3))
+    B = np.zeros((MAX_PLANES + 1, 3))
+    C = np.zeros(MAX_PLANES + 1)
+    NH = np.zeros(MAX_PLANES + 1, np.int64)
+    NUP = np.zeros(MAX_PLANES + 1, np.int64)
+    MISS = np.zeros(MAX_PLANES + 1, np.int64)
+    choice = np.full(MAX_PLANES, -2, np.int64)
+    x = np.zeros(3)
+    row = np.zeros(3)
+    order = np.empty(maxc, np.int64)
+    taken = np.empty(maxc * MAX_PLANES, np.int64)
     for e in range(n_ev):
         for v in range(nv):
             npl = v_npl[v]
@@ -372,7 +383,7 @@ def _track_kernel(bounds, n_planes_total, pos, sig, origin, v_planes, v_dz, v_do
             nh, chi2, ntr, flags = _search_view(pos, sig, origin, starts, counts, v_dz[v], v_down[v], npl,
                                                 v_npar[v], v_ref[v], v_kmin[v], v_kmax[v], window[v], prior,
                                                 v_kprior[v], v_kprior_sig[v], anc_ok, anc_pos, v_anchor_dz[v], match_sigma, chi2max, maxmiss, maxc, L_hits, L_nh, L_key, L_chi2, L_par,
-                                                bh, bp)
+                                                bh, bp, S, B, C, NH, NUP, MISS, choice, x, row, order, taken)
             out_nh[e, v] = nh
             out_ntr[e, v] = ntr
             out_flags[e, v] = flags
