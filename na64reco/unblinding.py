@@ -34,6 +34,7 @@ from pathlib import Path
 
 from na64reco import __version__
 from na64reco.errors import BlindingError, ConfigError, NA64Error
+from na64reco.selection.blinding import unblinding_lock_path
 
 LEDGER_FORMAT = "na64reco-ledger"
 LEDGER_VERSION = 1
@@ -628,7 +629,7 @@ def unblind(ledger_path: str | Path, *, confirm: bool, output_dir: str | Path | 
                             f"(frozen {ledger['frozen_at']} by {ledger['frozen_by']}): "
                             + "; ".join(str(d) for d in blocking))
 
-    lock = ledger_path.with_name(f".unblinding-{ledger['state_sha256'][:16]}.lock")  # per frozen state
+    lock = unblinding_lock_path(ledger_path, ledger["state_sha256"])  # per frozen state
     try:
         with open(lock, "x") as fh:  # one unblinding of a ledger at a time
             fh.write(f"{getpass.getuser()} {_utcnow()} pid {os.getpid()}\n")

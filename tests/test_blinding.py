@@ -36,7 +36,12 @@ def _events(path, start=0, stop=None):
 
 
 def _boxed(path, selection):
-    """Reference: ids of the events passing every cut with p_out < 80 (or NaN)."""
+    """Reference, from numpy: (hidden, allcuts, p_out, candidates).
+
+    hidden: data events blinding must remove (p_out < 80 GeV or NaN, unless the VETO
+    clearly fired, >= 25 MeV: selections/blinding.yaml); candidates: events passing every
+    cut inside the box (what a simulation box count shows).
+    """
     import uproot
 
     with uproot.open(path) as f:
@@ -44,7 +49,9 @@ def _boxed(path, selection):
     reco = synthetic_reco(ev, "na64mu", None)
     allcuts = np.logical_and.reduce(list(cut_masks(reco, selection).values()))
     p_out = np.asarray(reco["p_out"])
-    return allcuts & ~(p_out >= 80), allcuts, p_out
+    in_box = ~(p_out >= 80)
+    hidden = in_box & ~(np.asarray(reco["veto_energy"]) >= 0.025)
+    return hidden, allcuts, p_out, allcuts & in_box
 
 
 def _assert_blind(out, n_box, n_total):
@@ -65,11 +72,14 @@ def _assert_blind(out, n_box, n_total):
 
 def test_direct_process_call_on_a_data_chunk_is_blinded(files):
     proc = Processor(reco=synthetic_reco)
-    boxed, allcuts, _ = _boxed(files["data"], proc.selection)
-    assert boxed.sum() > 10 and (allcuts & ~boxed).sum() > 10   # the test has both populations
+    hidden, allcuts, _, candidates = _boxed(files["data"], proc.selection)
+    assert candidates.sum() > 10 and (allcuts & ~hidden).sum() > 10   # both populations exist
     out = proc.process(_events(files["data"]))["d"]
-    _assert_blind(out, boxed.sum(), 2000)
-    assert out["cutflow"].n[-2] == (allcuts & ~boxed).sum()
+    _assert_blind(out, hidden.sum(), 2000)
+    assert out["cutflow"].n[-2] == (allcuts & ~hidden).sum()
+    # the candidates hide among box events failing other cuts: subtraction does not count them
+    assert hidden.sum() - candidates.sum() > 10
+    assert 2000 - out["cutflow"].n[0] == hidden.sum() != candidates.sum()
 
 
 def test_chunks_without_file_metadata_count_as_data(files):
@@ -77,18 +87,18 @@ def test_chunks_without_file_metadata_count_as_data(files):
     ev = NanoEventsFactory.from_root({files["mc"]: "events"}, schemaclass=BaseSchema,
                                      mode="eager").events()
     ev.metadata.clear()
-    boxed, _, _ = _boxed(files["mc"], proc.selection)
+    hidden, _, _, _ = _boxed(files["mc"], proc.selection)
     out = proc.process(ev)["default"]
-    _assert_blind(out, boxed.sum(), 2000)
+    _assert_blind(out, hidden.sum(), 2000)
 
 
 def test_simulation_is_not_blinded(files):
     proc = Processor(reco=synthetic_reco)
-    boxed, _, _ = _boxed(files["mc"], proc.selection)
+    _, _, _, candidates = _boxed(files["mc"], proc.selection)
     out = proc.process(_events(files["mc"]))["d"]
     assert not out["cutflow"].blinded
-    assert out["regions"][BOX].n == boxed.sum() > 0
-    assert out["cutflow"].n[-1] == boxed.sum()
+    assert out["regions"][BOX].n == candidates.sum() > 0
+    assert out["cutflow"].n[-1] == candidates.sum()
 
 
 def _reordered(files, tmp_name, transform):
@@ -109,9 +119,9 @@ def _reordered(files, tmp_name, transform):
 def test_cut_order_and_sneaky_regions_cannot_open_the_box(files, transform):
     path = _reordered(files, "reordered.yaml", transform)
     proc = Processor(path, reco=synthetic_reco)
-    boxed, _, _ = _boxed(files["data"], load_selection("na64mu_invisible"))
+    hidden, _, _, _ = _boxed(files["data"], load_selection("na64mu_invisible"))
     out = proc.process(_events(files["data"]))["d"]
-    _assert_blind(out, boxed.sum(), 2000)
+    _assert_blind(out, hidden.sum(), 2000)
     for name, counts in out["regions"].items():
         if name != BOX:
             assert counts.n == 0 or name != "sneaky"
@@ -132,31 +142,58 @@ def test_tokens_cannot_be_forged_and_need_a_ledger(monkeypatch):
         UnblindingToken.from_ledger("ledger.yaml", sel)
 
 
-def test_a_ledger_token_opens_only_its_own_selection(files, monkeypatch, tmp_path):
+def test_a_ledger_token_opens_only_its_own_selection_while_unblinding_runs(files, monkeypatch, tmp_path):
+    import json
+    import pickle
+
+    sel = load_selection("na64mu_invisible")
+    ledger = tmp_path / "ledger.json"
+    state = "5" * 64
+    ledger.write_text(json.dumps({"state_sha256": state, "state": {"selection": {"sha256": sel.sha256}}}))
+
     def validator(path, selection):
-        frozen = yaml.safe_load(open(path))["frozen"]
-        if selection.sha256 not in frozen:
+        frozen = json.loads(open(path).read())
+        if selection.sha256 != frozen["state"]["selection"]["sha256"]:
             raise BlindingError(f"{path}: selection not frozen")
-        return {"sha256": selection.sha256}
+        return {"state_sha256": frozen["state_sha256"]}
 
     monkeypatch.setattr(blinding_mod, "_LEDGER_VALIDATOR", None)
     blinding_mod.register_ledger_validator(validator)
-    sel = load_selection("na64mu_invisible")
-    ledger = tmp_path / "ledger.yaml"
-    ledger.write_text(yaml.safe_dump({"frozen": [sel.sha256]}))
     token = UnblindingToken.from_ledger(str(ledger), sel)
     with pytest.raises(BlindingError):
         token.selection_sha256 = "0" * 64
+    # no unblinding in progress: the token (or a copy rebuilt from a pickle) opens nothing
+    with pytest.raises(BlindingError, match="outside a running"):
+        Processor(unblind=token, reco=synthetic_reco)
+    with pytest.raises(BlindingError, match="outside a running"):
+        Processor(unblind=pickle.loads(pickle.dumps(token)), reco=synthetic_reco)
+    lock = blinding_mod.unblinding_lock_path(ledger, state)
+    lock.write_text("test")
     other = _reordered(files, "other.yaml", lambda d: {**d, "cuts": d["cuts"][::-1]})
     with pytest.raises(BlindingError, match="issued for"):
         Processor(other, unblind=token, reco=synthetic_reco)
-    import pickle
-
     proc = pickle.loads(pickle.dumps(Processor(unblind=token, reco=synthetic_reco)))
-    boxed, _, _ = _boxed(files["data"], sel)
+    _, _, _, candidates = _boxed(files["data"], sel)
     out = proc.process(_events(files["data"]))["d"]
-    assert not out["cutflow"].blinded and out["regions"][BOX].n == boxed.sum()
+    assert not out["cutflow"].blinded and out["regions"][BOX].n == candidates.sum()
     assert "UnblindingToken" in out["provenance"].unblinded_by
+    lock.unlink()  # the unblinding is over: the same processor is blind again
+    with pytest.raises(BlindingError, match="outside a running"):
+        proc.process(_events(files["data"]))
+    ledger.write_text(json.dumps({"state_sha256": "6" * 64, "state": {"selection": {"sha256": sel.sha256}}}))
+    with pytest.raises(BlindingError, match="does not match the frozen state"):
+        token.check(sel)
+
+
+def test_a_selection_with_a_smaller_box_does_not_open_the_protected_region(files):
+    path = _reordered(files, "smallbox.yaml", lambda d: {**d, "signal_box": {"variable": "p_out", "max": "1 GeV"}})
+    proc = Processor(path, reco=synthetic_reco)
+    hidden, _, p_out, _ = _boxed(files["data"], load_selection("na64mu_invisible"))
+    out = proc.process(_events(files["data"]))["d"]
+    visible_controls = ((p_out < 80) & ~hidden).sum()      # box events where the VETO fired
+    assert 0 < visible_controls < (p_out < 80).sum()
+    assert out["hists"]["p_out"][{"stage": "all"}][:80j].values().sum() == visible_controls
+    assert out["cutflow"].n[0] == 2000 - hidden.sum()
 
 
 def test_cli_outputs_of_a_data_run_stay_blind(files, tmp_path, monkeypatch, capsys):
@@ -172,12 +209,12 @@ def test_cli_outputs_of_a_data_run_stay_blind(files, tmp_path, monkeypatch, caps
     assert main(["run", "--processor", "na64mu_invisible", "--output", str(outdir), "--no-plots",
                  "--no-progress", "--chunksize", "700", files["data"]]) == 0
     printed = capsys.readouterr().out
-    boxed, _, _ = _boxed(files["data"], load_selection("na64mu_invisible"))
+    hidden, _, _, _ = _boxed(files["data"], load_selection("na64mu_invisible"))
     assert "blinded" in printed
     summary = json.loads((outdir / "cutflow.json").read_text())["default"]
     assert summary["cutflow"][-1]["events"] == BLINDED
     assert summary["regions"][BOX]["events"] == BLINDED
-    assert summary["cutflow"][0]["events"] == 2000 - boxed.sum()
+    assert summary["cutflow"][0]["events"] == 2000 - hidden.sum()
     with uproot.open(outdir / "hists.root") as f:
         h = f["default/nminus1_signal_box"].to_hist()
         assert h[:80j].values().sum() == 0

@@ -293,3 +293,8 @@ def _parse_region(r: Node, setup: str, name: str, cut_names: list[str], *, allow
         fails = r.string("fails", choices=cut_names)
     text = _range_text(var, lo, hi, dim) + (f", failing {fails}" if fails else "")
     return Region(name, var, lo, hi, fails, text)
+
+
+def parse_region(node: Node, setup: str, name: str) -> Region:
+    """A plain region (variable with min and/or max, units checked) from a YAML mapping."""
+    return _parse_region(node, setup, name, [], allow_fails=False)
