@@ -32,6 +32,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"beam particles buffered between writes (default {DEFAULT_CHUNK})")
     p.add_argument("--calib-tag", metavar="TAG", help="conditions tag of the true constants "
                                                      "(default <setup>-default)")
+    p.add_argument("--trigger", default="physics", choices=("physics", "calibration"),
+                   help="physics: the setup's trigger (default); calibration: its beam-counter terms "
+                        "only (no energy cuts), e.g. full-energy electrons for the ECAL calibration")
+    p.add_argument("--beam-energy", type=float, metavar="GEV",
+                   help="beam energy in GeV (default: the setup's; magnet settings scale with it)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
 
 
@@ -42,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
         args.setup, args.events, args.seed, args.run, args.output, process=args.process,
         mass=None if args.mass is None else args.mass * u.GeV, coupling=args.coupling,
         truth=not args.no_truth, chunk_size=args.chunk_size, calib_tag=args.calib_tag,
-        progress=not args.quiet,
+        progress=not args.quiet, trigger=args.trigger,
+        beam_energy=None if args.beam_energy is None else args.beam_energy * u.GeV,
     )
     if not args.quiet:
         rate = result.n_beam / result.seconds if result.seconds > 0 else float("nan")

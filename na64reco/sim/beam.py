@@ -9,12 +9,30 @@ divergence.  The beam is a mu-/e- (charge -1); hadrons of the admixture are pi- 
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from na64reco.geometry import Setup
 from na64reco.io.raw import PROCESSES
 from na64reco.sim.tracks import (KIND_ELECTRON, KIND_KAON, KIND_MUON, KIND_PION, ROLE_PRIMARY,
                                  Tracks)
+
+
+def with_beam_energy(setup: Setup, energy: float) -> Setup:
+    """``setup`` with beam energy ``energy`` (MeV): every magnet's field integral and
+    reference momentum scale with it (the beam-line and spectrometer settings follow the
+    beam energy), so beam particles follow the same reference trajectory and hit the
+    detectors where the nominal beam does.  For calibration runs at other energies."""
+    if not np.isfinite(energy) or energy <= 0:
+        from na64reco.errors import ConfigError
+
+        raise ConfigError(f"beam energy must be positive, got {energy!r} MeV")
+    f = energy / setup.beam.energy
+    magnets = {k: dataclasses.replace(m, field_integral=m.field_integral * f,
+                                      reference_momentum=m.reference_momentum * f)
+               for k, m in setup.magnets.items()}
+    return dataclasses.replace(setup, beam=dataclasses.replace(setup.beam, energy=energy), magnets=magnets)
 
 
 def beam_kind(setup: Setup) -> int:

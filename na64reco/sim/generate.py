@@ -26,10 +26,17 @@ Truth
     energies and momenta in GeV, lengths in mm; ``weight`` = expected signal events per
     beam particle for (mass, coupling) for signal events (see :mod:`na64reco.sim.signal`),
     1 otherwise.
+Calibration runs
+    ``trigger="calibration"`` writes every beam particle that passes the setup's counter
+    terms (the energy terms are dropped, :func:`na64reco.sim.trigger.calibration_trigger`)
+    with trigger bit "calibration"; ``beam_energy`` overrides ``beam.energy`` (magnet
+    settings scaled with it, :func:`na64reco.sim.beam.with_beam_energy`).  E.g. NA64e
+    electron runs for the ECAL response calibration and its energy dependence.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -43,14 +50,14 @@ from na64reco.conditions import load_conditions
 from na64reco.errors import ConfigError, RawFormatError
 from na64reco.geometry import Setup, load_setup
 from na64reco.io.raw import PROCESSES, TRIGGER_BITS, RawWriter
-from na64reco.sim.beam import sample_beam
+from na64reco.sim.beam import sample_beam, with_beam_energy
 from na64reco.sim.digitize import (CaloTables, PlaneTables, aggregate, apv_digits, msadc_digits,
                                    straw_digits, tracker_points)
 from na64reco.sim.params import MIXTURE_KEYS, PROCESS_CHOICES, SimParams, load_sim_params
 from na64reco.sim.signal import lepton_mass_of, sample_signal_x, signal_weight
 from na64reco.sim.tracks import ROLE_PILEUP, Recorder, Tracks
 from na64reco.sim.transport import Context, Truth, follow
-from na64reco.sim.trigger import detector_sums, trigger_mask
+from na64reco.sim.trigger import TRIGGERS, calibration_trigger, detector_sums, trigger_mask
 
 DEFAULT_CHUNK = 20_000
 
@@ -82,6 +89,7 @@ class _Job:
     weight: float
     truth: bool
     per_spill: int
+    trigger: str = "physics"
 
 
 def _check_inputs(setup, n_events, seed, run, process, mass, coupling, chunk_size):
@@ -112,7 +120,8 @@ def _check_output(output: Path) -> None:
 def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, process: str = "mixture",
              mass: float | None = None, coupling: float | None = None, truth: bool = True,
              chunk_size: int = DEFAULT_CHUNK, calib_tag: str | None = None, progress: bool = False,
-             mixture: dict[str, float] | None = None) -> SimulationResult:
+             mixture: dict[str, float] | None = None, trigger: str = "physics",
+             beam_energy: float | None = None) -> SimulationResult:
     """Simulate ``n_events`` beam particles and write the triggered events to ``output``.
 
     Args:
@@ -131,12 +140,21 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
         calib_tag: conditions tag giving the true constants (default ``<setup>-default``).
         progress: show a tqdm progress bar on stderr.
         mixture: overrides of ``simulation.mixture`` probabilities (validation samples).
+        trigger: ``"physics"`` (the setup's trigger) or ``"calibration"`` (its counter
+            terms only; trigger bit "calibration"), see the module docstring.
+        beam_energy: beam energy in hepunits (MeV), default ``beam.energy`` of the setup.
 
     Raises ConfigError / RawFormatError / CalibrationMissing with one-line messages.
     """
     t_start = time.perf_counter()
     setup = setup if isinstance(setup, Setup) else load_setup(str(setup))
     _check_inputs(setup, n_events, seed, run, process, mass, coupling, chunk_size)
+    if trigger not in TRIGGERS:
+        raise ConfigError(f"unknown trigger {trigger!r}; choose one of: {', '.join(TRIGGERS)}")
+    if beam_energy is not None:
+        setup = with_beam_energy(setup, float(beam_energy))
+    if trigger == "calibration":
+        setup = dataclasses.replace(setup, trigger=calibration_trigger(setup.trigger))
     output = Path(output)
     _check_output(output)
     params = load_sim_params(setup, mixture)
@@ -149,13 +167,14 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
         weight = signal_weight(mass, coupling, setup.beam.energy, lepton_mass)
     per_spill = int(max(1, min(setup.beam.particles_per_spill, params.spill_particles_max)))
     job = _Job(setup, params, CaloTables.of(setup, cond), PlaneTables.of(setup, cond), int(seed), int(run),
-               process, mass, weight, truth, per_spill)
+               process, mass, weight, truth, per_spill, trigger)
     n_spills = -(-int(n_events) // per_spill)
     meta = {"simulation": {
         "seed": int(seed), "process": process, "n_beam": int(n_events), "spill_particles": per_spill,
         "mass_gev": None if mass is None else mass / u.GeV, "coupling": coupling,
         "calib_tag": cond.tag, "conditions": cond.files,
         "mixture": params.mixture if process == "mixture" else None,
+        "trigger": trigger, "beam_energy_gev": setup.beam.energy / u.GeV,
     }}
     flush_every = max(1, -(-int(chunk_size) // per_spill))
     bar = None
@@ -252,7 +271,7 @@ def simulate_spill(job: _Job, spill: int, n: int, first_event: int = 1) -> dict:
     events = {
         "run": np.full(nw, job.run, np.int32), "spill": np.full(nw, spill + 1, np.int32),
         "event": np.arange(first_event, first_event + nw, dtype=np.int64),
-        "trigger": np.full(nw, TRIGGER_BITS["random" if pedestal else "physics"], np.uint32),
+        "trigger": np.full(nw, TRIGGER_BITS["random" if pedestal else job.trigger], np.uint32),
         "time_in_spill": time_in_spill[sel].astype(np.float32),
         "n_calo": np.bincount(c_ev, minlength=nw), "calo_det": c_det, "calo_chan": c_ch, "calo_adc": c_adc,
         "n_apv": np.bincount(a_ev, minlength=nw), "apv_plane": a_pl, "apv_chan": a_ch,

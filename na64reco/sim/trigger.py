@@ -5,13 +5,26 @@ its channels exceeds ``counter_threshold`` x its MIP most probable value; ``!NAM
 the veto (it must not fire).  Energy terms ``DET[.section] > Q`` / ``< Q`` compare the
 true energy summed over the detector (or section).  The hardware discriminates analog
 sums; using true energies neglects the read-out noise (a few MeV), documented choice.
+
+Calibration trigger (``simulate(..., trigger="calibration")``): only the setup's counter
+terms (beam counters and vetoes), without its energy terms, so that every beam particle
+seen by the beam counters is written -- e.g. full-energy electrons for the ECAL response
+calibration, which the NA64e physics trigger (``ECAL < 95 GeV``) rejects.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from na64reco.geometry import Setup
+from na64reco.geometry import Setup, Trigger
+
+TRIGGERS = ("physics", "calibration")
+
+
+def calibration_trigger(trigger: Trigger) -> Trigger:
+    """``trigger`` without its energy terms (counter and veto terms kept)."""
+    terms = tuple(t for t in trigger.terms if t.minimum is None and t.maximum is None)
+    return Trigger(terms, trigger.counter_threshold)
 
 
 def detector_sums(setup: Setup, n_events: int, ev, det_id, chan, energy, name: str,
