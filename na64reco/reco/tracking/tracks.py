@@ -154,51 +154,111 @@ class ViewTables:
 
 
 # ---------------------------------------------------------------------------------------
+# Normal equations of a view fit are kept packed: S = (s00, s01, s02, s11, s12, s22) of the
+# symmetric 3x3 matrix sum(w r r^T), B = sum(w u r), C = sum(w u^2), with the design row
+# r = (1, dz, -dz if downstream else 0) (only the first npar entries are used).
 @numba.njit(cache=True)
 def _solve(S, B, n, x):
-    """Solve S x = B (n x n, n <= 3) by Gaussian elimination with pivoting; False if singular."""
-    M = np.empty((3, 4))
-    for i in range(n):
-        for j in range(n):
-            M[i, j] = S[i, j]
-        M[i, n] = B[i]
-    for c in range(n):
-        piv = c
-        for r in range(c + 1, n):
-            if abs(M[r, c]) > abs(M[piv, c]):
-                piv = r
-        if abs(M[piv, c]) < 1e-12 * max(1.0, abs(S[0, 0])):
+    """Solve S x = B (packed symmetric S, n = 2 or 3) in closed form; False if S is singular.
+
+    S is positive semi-definite, so 0 <= det <= the product of its diagonal (Hadamard): the
+    system counts as singular when det is below 1e-12 of that product.
+    """
+    s00 = S[0]
+    s01 = S[1]
+    s11 = S[3]
+    if n == 2:
+        det = s00 * s11 - s01 * s01
+        if not abs(det) > 1e-12 * s00 * s11:
             return False
-        if piv != c:
-            for j in range(n + 1):
-                tmp = M[c, j]
-                M[c, j] = M[piv, j]
-                M[piv, j] = tmp
-        for r in range(c + 1, n):
-            f = M[r, c] / M[c, c]
-            for j in range(c, n + 1):
-                M[r, j] -= f * M[c, j]
-    for i in range(n - 1, -1, -1):
-        s = M[i, n]
-        for j in range(i + 1, n):
-            s -= M[i, j] * x[j]
-        x[i] = s / M[i, i]
+        x[0] = (s11 * B[0] - s01 * B[1]) / det
+        x[1] = (s00 * B[1] - s01 * B[0]) / det
+        return True
+    s02 = S[2]
+    s12 = S[4]
+    s22 = S[5]
+    c00 = s11 * s22 - s12 * s12
+    c01 = s12 * s02 - s01 * s22
+    c02 = s01 * s12 - s11 * s02
+    det = s00 * c00 + s01 * c01 + s02 * c02
+    if not abs(det) > 1e-12 * s00 * s11 * s22:
+        return False
+    c11 = s00 * s22 - s02 * s02
+    c12 = s01 * s02 - s00 * s12
+    c22 = s00 * s11 - s01 * s01
+    x[0] = (c00 * B[0] + c01 * B[1] + c02 * B[2]) / det
+    x[1] = (c01 * B[0] + c11 * B[1] + c12 * B[2]) / det
+    x[2] = (c02 * B[0] + c12 * B[1] + c22 * B[2]) / det
     return True
+
+
+@numba.njit(cache=True)
+def _rank(L_nh, L_key, n, order, tmp):
+    """``order[:n]``: candidates by more hits first, then lower score; stable (ties keep the
+    search order).  Insertion sort for short lists, bottom-up merge sort otherwise."""
+    if n <= 16:
+        for t in range(n):
+            k = t
+            while k > 0 and (L_nh[order[k - 1]] < L_nh[t] or (L_nh[order[k - 1]] == L_nh[t]
+                                                              and L_key[order[k - 1]] > L_key[t])):
+                order[k] = order[k - 1]
+                k -= 1
+            order[k] = t
+        return
+    for t in range(n):
+        order[t] = t
+    width = 1
+    while width < n:
+        for lo in range(0, n, 2 * width):
+            mid = min(lo + width, n)
+            hi = min(lo + 2 * width, n)
+            i = lo
+            j = mid
+            k = lo
+            while i < mid and j < hi:
+                a = order[i]
+                b = order[j]
+                if L_nh[b] > L_nh[a] or (L_nh[b] == L_nh[a] and L_key[b] < L_key[a]):
+                    tmp[k] = b
+                    j += 1
+                else:
+                    tmp[k] = a
+                    i += 1
+                k += 1
+            while i < mid:
+                tmp[k] = order[i]
+                i += 1
+                k += 1
+            while j < hi:
+                tmp[k] = order[j]
+                j += 1
+                k += 1
+        for t in range(n):
+            order[t] = tmp[t]
+        width *= 2
 
 
 @numba.njit(cache=True)
 def _search_view(pos, sig, origin, starts, counts, dz, down, npl, npar, ref, kmin, kmax, window, prior,
                  kprior, kprior_sig, anc_ok, anc_pos, anc_dz, anc_sig, chi2max, maxmiss, maxc, L_hits, L_nh, L_key,
-                 L_chi2, L_par, best_hits, best_par, S, B, C, NH, NUP, MISS, choice, x, row, order, taken):
-    """Search one view of one event.  Returns (nh, chi2, n_tracks, flags); fills best_*."""
-    S[0] = 0.0
-    B[0] = 0.0
+                 L_chi2, L_par, best_hits, best_par, S, B, C, NH, NUP, MISS, choice, x, order, tmp, base, mark):
+    """Search one view of one event.  Returns (nh, chi2, n_tracks, flags); fills best_*.
+
+    Depth-first over the planes; level ``l + 1`` of the workspaces (S, B, C, NH, NUP, MISS)
+    holds the normal equations of the hits chosen on planes 0..l.  A branch is pruned when
+    its chi2 (``C - B.x``) exceeds the loosest cut any completion could have,
+    ``chi2max * (npl - missed - npar)``, plus a rounding margin.
+    """
+    for i in range(6):
+        S[0, i] = 0.0
+    for i in range(3):
+        B[0, i] = 0.0
     C[0] = 0.0
     NH[0] = 0
     NUP[0] = 0
     MISS[0] = 0
-    choice[:] = -2
-    bound = chi2max * (npl - npar) + 1e-6
+    for l in range(npl):
+        choice[l] = -2
     nleaf = 0
     flags = 0
     lvl = 0
@@ -209,48 +269,70 @@ def _search_view(pos, sig, origin, starts, counts, dz, down, npl, npar, ref, kmi
             lvl -= 1
             continue
         c = choice[lvl]
-        S[lvl + 1] = S[lvl]
-        B[lvl + 1] = B[lvl]
-        C[lvl + 1] = C[lvl]
-        NH[lvl + 1] = NH[lvl]
-        NUP[lvl + 1] = NUP[lvl]
-        MISS[lvl + 1] = MISS[lvl]
+        nxt = lvl + 1
+        solved = False
         if c < 0:
-            MISS[lvl + 1] += 1
-            if MISS[lvl + 1] > maxmiss:
+            if MISS[lvl] + 1 > maxmiss:
                 continue
+            for i in range(6):
+                S[nxt, i] = S[lvl, i]
+            for i in range(3):
+                B[nxt, i] = B[lvl, i]
+            C[nxt] = C[lvl]
+            NH[nxt] = NH[lvl]
+            NUP[nxt] = NUP[lvl]
+            MISS[nxt] = MISS[lvl] + 1
         else:
             h = starts[lvl] + c
             w = 1.0 / (sig[h] * sig[h])
-            row[0] = 1.0
-            row[1] = dz[lvl]
-            row[2] = -dz[lvl] if down[lvl] else 0.0
-            for i in range(npar):
-                for j in range(npar):
-                    S[lvl + 1, i, j] += w * row[i] * row[j]
-                B[lvl + 1, i] += w * row[i] * pos[h]
-            C[lvl + 1] += w * pos[h] * pos[h]
-            NH[lvl + 1] += 1
-            if not down[lvl]:
-                NUP[lvl + 1] += 1
-            nh = NH[lvl + 1]
-            ndn = nh - NUP[lvl + 1]
-            testable = nh >= 3 if npar == 2 else (nh >= 4 and NUP[lvl + 1] >= 1 and ndn >= 1)
-            if testable and _solve(S[lvl + 1], B[lvl + 1], npar, x):
-                chi2 = C[lvl + 1]
+            u = pos[h]
+            d = dz[lvl]
+            wd = w * d
+            wdd = wd * d
+            wu = w * u
+            S[nxt, 0] = S[lvl, 0] + w
+            S[nxt, 1] = S[lvl, 1] + wd
+            S[nxt, 3] = S[lvl, 3] + wdd
+            B[nxt, 0] = B[lvl, 0] + wu
+            B[nxt, 1] = B[lvl, 1] + wu * d
+            if down[lvl]:
+                S[nxt, 2] = S[lvl, 2] - wd
+                S[nxt, 4] = S[lvl, 4] - wdd
+                S[nxt, 5] = S[lvl, 5] + wdd
+                B[nxt, 2] = B[lvl, 2] - wu * d
+                NUP[nxt] = NUP[lvl]
+            else:
+                S[nxt, 2] = S[lvl, 2]
+                S[nxt, 4] = S[lvl, 4]
+                S[nxt, 5] = S[lvl, 5]
+                B[nxt, 2] = B[lvl, 2]
+                NUP[nxt] = NUP[lvl] + 1
+            C[nxt] = C[lvl] + wu * u
+            NH[nxt] = NH[lvl] + 1
+            MISS[nxt] = MISS[lvl]
+            nh = NH[nxt]
+            ndn = nh - NUP[nxt]
+            testable = nh >= 3 if npar == 2 else (nh >= 4 and NUP[nxt] >= 1 and ndn >= 1)
+            if testable and _solve(S[nxt], B[nxt], npar, x):
+                solved = True
+                chi2 = C[nxt]
                 for i in range(npar):
-                    chi2 -= B[lvl + 1, i] * x[i]
-                if chi2 > bound:
+                    chi2 -= B[nxt, i] * x[i]
+                if chi2 > chi2max * (npl - MISS[nxt] - npar) + 1e-6 + 1e-12 * C[nxt]:
                     continue
-        if lvl + 1 < npl:
-            lvl += 1
+        if nxt < npl:
+            lvl = nxt
             continue
         # ---- leaf
         nh = NH[npl]
         ndn = nh - NUP[npl]
         if nh < npar or (npar == 3 and (NUP[npl] < 1 or ndn < 1)):
             continue
-        if not _solve(S[npl], B[npl], npar, x):
+        if not solved and not _solve(S[npl], B[npl], npar, x):
+            continue
+        if abs(x[1] - ref) > window:
+            continue
+        if npar == 3 and (x[2] < kmin or x[2] > kmax):
             continue
         chi2 = 0.0
         for l in range(npl):
@@ -263,12 +345,8 @@ def _search_view(pos, sig, origin, starts, counts, dz, down, npl, npar, ref, kmi
                 chi2 += r * r
         if chi2 > chi2max * (nh - npar) + 1e-6:
             continue
-        if abs(x[1] - ref) > window:
-            continue
-        if npar == 3 and (x[2] < kmin or x[2] > kmax):
-            continue
         if nleaf >= maxc:
-            flags |= 1
+            flags |= FLAG_OVERFLOW
             continue
         for l in range(npl):
             L_hits[nleaf, l] = starts[l] + choice[l] if choice[l] >= 0 else -1
@@ -287,50 +365,50 @@ def _search_view(pos, sig, origin, starts, counts, dz, down, npl, npar, ref, kmi
         nleaf += 1
     if nleaf == 0:
         return 0, np.nan, 0, flags
-    # rank: more hits first, then lower score (stable insertion sort: ties keep search order)
-    for t in range(nleaf):
-        k = t
-        while k > 0 and (L_nh[order[k - 1]] < L_nh[t] or (L_nh[order[k - 1]] == L_nh[t]
-                                                          and L_key[order[k - 1]] > L_key[t])):
-            order[k] = order[k - 1]
-            k -= 1
-        order[k] = t
+    _rank(L_nh, L_key, nleaf, order, tmp)
     b = order[0]
     for l in range(npl):
         best_hits[l] = L_hits[b, l]
     for i in range(3):
         best_par[i] = L_par[b, i]
-    # distinct candidates: greedy in rank order, no shared origin
-    nt = 0
+    # distinct candidates: greedy in rank order, no shared origin.  mark[] flags the view's
+    # hits (local index base[l] + j) whose origin an accepted candidate already uses.
+    nloc = 0
+    for l in range(npl):
+        base[l] = nloc
+        nloc += counts[l]
+    for q in range(nloc):
+        mark[q] = False
     ntr = 0
     for t in range(nleaf):
         k = order[t]
+        if t > 0 and L_nh[k] <= npar:
+            continue
         clash = False
+        for l in range(npl):
+            h = L_hits[k, l]
+            if h >= 0 and mark[base[l] + h - starts[l]]:
+                clash = True
+                break
+        if clash:
+            continue
         for l in range(npl):
             h = L_hits[k, l]
             if h < 0:
                 continue
-            for q in range(nt):
-                if taken[q] == origin[h]:
-                    clash = True
-                    break
-            if clash:
-                break
-        if clash or (t > 0 and L_nh[k] <= npar):
-            continue
-        for l in range(npl):
-            h = L_hits[k, l]
-            if h >= 0:
-                taken[nt] = origin[h]
-                nt += 1
+            o = origin[h]
+            for l2 in range(npl):
+                for q in range(counts[l2]):
+                    if origin[starts[l2] + q] == o:
+                        mark[base[l2] + q] = True
         ntr += 1
     return L_nh[b], L_chi2[b], ntr, flags
 
 
 @numba.njit(cache=True)
 def _track_kernel(bounds, n_planes_total, pos, sig, origin, v_planes, v_dz, v_down, v_npl, v_npar, v_ref,
-                  v_kmin, v_kmax, window, prior, v_kprior, v_kprior_sig, v_anchor, v_anchor_dz, v_anchor_src_dz, match_sigma, chi2max,
-                  maxmiss, maxhits, maxc):
+                  v_kmin, v_kmax, window, prior, v_kprior, v_kprior_sig, v_anchor, v_anchor_dz, v_anchor_src_dz,
+                  match_sigma, chi2max, maxmiss, maxhits, maxc):
     n_ev = (bounds.shape[0] - 1) // n_planes_total
     nv = v_planes.shape[0]
     out_nh = np.zeros((n_ev, nv), np.int64)
@@ -339,6 +417,7 @@ def _track_kernel(bounds, n_planes_total, pos, sig, origin, v_planes, v_dz, v_do
     out_flags = np.zeros((n_ev, nv), np.int64)
     out_par = np.full((n_ev, nv, 3), np.nan)
     out_hits = np.full((n_ev, nv, MAX_PLANES), -1, np.int64)
+    # workspaces, allocated once per call
     L_hits = np.empty((maxc, MAX_PLANES), np.int64)
     L_nh = np.empty(maxc, np.int64)
     L_key = np.empty(maxc)
@@ -348,7 +427,7 @@ def _track_kernel(bounds, n_planes_total, pos, sig, origin, v_planes, v_dz, v_do
     counts = np.empty(MAX_PLANES, np.int64)
     bh = np.empty(MAX_PLANES, np.int64)
     bp = np.empty(3)
-    S = np.zeros((MAX_PLANES + 1, 3, 3))
+    S = np.zeros((MAX_PLANES + 1, 6))
     B = np.zeros((MAX_PLANES + 1, 3))
     C = np.zeros(MAX_PLANES + 1)
     NH = np.zeros(MAX_PLANES + 1, np.int64)
@@ -356,9 +435,10 @@ def _track_kernel(bounds, n_planes_total, pos, sig, origin, v_planes, v_dz, v_do
     MISS = np.zeros(MAX_PLANES + 1, np.int64)
     choice = np.full(MAX_PLANES, -2, np.int64)
     x = np.zeros(3)
-    row = np.zeros(3)
     order = np.empty(maxc, np.int64)
-    taken = np.empty(maxc * MAX_PLANES, np.int64)
+    tmp = np.empty(maxc, np.int64)
+    base = np.empty(MAX_PLANES, np.int64)
+    mark = np.empty(MAX_PLANES * maxhits, np.bool_)
     for e in range(n_ev):
         for v in range(nv):
             npl = v_npl[v]
@@ -370,7 +450,7 @@ def _track_kernel(bounds, n_planes_total, pos, sig, origin, v_planes, v_dz, v_do
                 if counts[l] > maxhits:
                     busy = True
             if busy:
-                out_flags[e, v] = 2
+                out_flags[e, v] = FLAG_BUSY
                 out_ntr[e, v] = -1
                 continue
             src = v_anchor[v]
@@ -382,8 +462,10 @@ def _track_kernel(bounds, n_planes_total, pos, sig, origin, v_planes, v_dz, v_do
                 anc_pos = ps[0] + slope * v_anchor_src_dz[v]
             nh, chi2, ntr, flags = _search_view(pos, sig, origin, starts, counts, v_dz[v], v_down[v], npl,
                                                 v_npar[v], v_ref[v], v_kmin[v], v_kmax[v], window[v], prior,
-                                                v_kprior[v], v_kprior_sig[v], anc_ok, anc_pos, v_anchor_dz[v], match_sigma, chi2max, maxmiss, maxc, L_hits, L_nh, L_key, L_chi2, L_par,
-                                                bh, bp, S, B, C, NH, NUP, MISS, choice, x, row, order, taken)
+                                                v_kprior[v], v_kprior_sig[v], anc_ok, anc_pos, v_anchor_dz[v],
+                                                match_sigma, chi2max, maxmiss, maxc, L_hits, L_nh, L_key, L_chi2,
+                                                L_par, bh, bp, S, B, C, NH, NUP, MISS, choice, x, order, tmp, base,
+                                                mark)
             out_nh[e, v] = nh
             out_ntr[e, v] = ntr
             out_flags[e, v] = flags
