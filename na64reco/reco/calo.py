@@ -53,6 +53,7 @@ term, ``floor`` = ``shower_fraction_floor``), divided by ndf = (cells used) - 3.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -136,8 +137,9 @@ def channel_sums(digits: Digits, ev: np.ndarray, n_events: int, det: Calorimeter
         n_events, det.n_channels)
 
 
-def reconstruct_calo(events, setup: Setup, conditions, source: str = "") -> dict[str, np.ndarray]:
-    """Calorimeter, veto and counter quantities of ``events`` (see the module docstring)."""
+def reconstruct_calo_reference(events, setup: Setup, conditions, source: str = "") -> dict[str, np.ndarray]:
+    """Slow twin of :func:`reconstruct_calo`: digits as arrays, then numpy scatter-adds
+    (``np.bincount``) per detector and sort-based counter times."""
     n = len(events)
     digits, ev, t_master = digits_of_events(events, setup, conditions, source)
     cal = setup.calorimeters
@@ -145,7 +147,8 @@ def reconstruct_calo(events, setup: Setup, conditions, source: str = "") -> dict
 
     # --- ECAL
     if "ECAL" in cal:
-        out.update(_ecal_quantities(setup, cal["ECAL"], channel_sums(digits, ev, n, cal["ECAL"])))
+        out.update(_ecal_quantities_reference(setup, cal["ECAL"], channel_sums(digits, ev, n, cal["ECAL"]),
+                                              conditions.calo["ECAL"]))
     else:
         for k in ("ecal_preshower_energy", "ecal_main_energy", "ecal_energy", "ecal_cog_x", "ecal_cog_y",
                   "ecal_shower_chi2"):
@@ -202,9 +205,209 @@ def reconstruct_calo(events, setup: Setup, conditions, source: str = "") -> dict
 
 
 # ----------------------------------------------------------------------------------------
-def _ecal_quantities(setup: Setup, det: Calorimeter, chan_e: np.ndarray) -> dict[str, np.ndarray]:
+# fast path: the waveform kernel over all digits, then one numba pass over the events
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+    """Where each [detector id, channel] goes in the per-event sums (cached per setup)."""
+
+    column: np.ndarray  # (256, width) int64: column of the sums table, -1 if none
+    reference: np.ndarray  # (256,) bool: detectors whose times define the master time
+    counter_slot: np.ndarray  # (256,) int64: counter index for the counter times, -1 if none
+    n_columns: int
+    offsets: dict  # detector name -> first column
+    counters: tuple  # counter names in slot order
+
+
+_LAYOUTS: dict[int, tuple[Setup, _Layout]] = {}
+
+
+def _layout(setup: Setup) -> _Layout:
+    """The :class:`_Layout` of ``setup`` (cached by identity: setups are immutable)."""
+    hit = _LAYOUTS.get(id(setup))
+    if hit is not None and hit[0] is setup:
+        return hit[1]
+    if len(_LAYOUTS) > 16:
+        _LAYOUTS.clear()
+    lay = _make_layout(setup)
+    _LAYOUTS[id(setup)] = (setup, lay)
+    return lay
+
+
+def _make_layout(setup: Setup) -> _Layout:
+    width = max(d.n_channels for d in setup.calorimeters.values())
+    column = np.full((256, width), -1, np.int64)
+    reference = np.zeros(256, np.bool_)
+    slot = np.full(256, -1, np.int64)
+    offsets, counters, n_col = {}, [], 0
+    for name, det in setup.calorimeters.items():
+        ch = np.arange(det.n_channels)
+        offsets[name] = n_col
+        if name in ("HCAL", "SRD"):  # modules: one column per module (section)
+            column[det.id, ch] = n_col + det.cell_of_channel(ch)[0]
+            n_col += det.n_sections
+        elif name == "VHCAL" or det.kind == "counter":  # one column
+            column[det.id, ch] = n_col
+            n_col += 1
+        else:  # ECAL cells, VETO PMTs: one column per channel
+            column[det.id, ch] = n_col + ch
+            n_col += det.n_channels
+        if det.kind == "counter":
+            slot[det.id] = len(counters)
+            counters.append(name)
+        reference[det.id] = det.kind == "counter" or name == "ECAL"
+    return _Layout(column, reference, slot, n_col, offsets, tuple(counters))
+
+
+@numba.njit(cache=True, nogil=True)
+def _event_kernel(offsets, det, chan, time, energy, flags, column, reference, counter_slot,
+                  n_columns, n_counters, nominal, window, longest):
+    """Per event: master time (median time of the usable reference digits), timing window
+    (sets FLAG_OUT_OF_TIME in ``flags``), energy sums per column of the counted digits,
+    time of each counter's largest counted digit, flag counts of the digits above threshold."""
+    n = len(offsets) - 1
+    sums = np.zeros((n, n_columns))
+    t_master = np.empty(n)
+    c_energy = np.full((n, max(n_counters, 1)), -np.inf)
+    c_time = np.full((n, max(n_counters, 1)), np.nan)
+    n_flag = np.zeros((3, n), np.int32)
+    buf = np.empty(max(longest, 1))
+    not_ref = FLAG_BELOW_THRESHOLD | FLAG_MASKED | FLAG_PILEUP
+    not_good = FLAG_BELOW_THRESHOLD | FLAG_MASKED | FLAG_OUT_OF_TIME
+    for e in range(n):
+        lo = offsets[e]
+        hi = offsets[e + 1]
+        m = 0
+        for j in range(lo, hi):
+            if (flags[j] & not_ref) == 0 and reference[det[j]]:
+                # insertion sort into buf[:m]
+                t = time[j]
+                q = m
+                while q > 0 and buf[q - 1] > t:
+                    buf[q] = buf[q - 1]
+                    q -= 1
+                buf[q] = t
+                m += 1
+        if m == 0:
+            tm = nominal
+        elif m % 2 == 1:
+            tm = buf[m // 2]
+        else:
+            tm = 0.5 * (buf[m // 2 - 1] + buf[m // 2])
+        t_master[e] = tm
+        for j in range(lo, hi):
+            f = flags[j]
+            if (f & FLAG_BELOW_THRESHOLD) != 0:
+                continue
+            if not (abs(time[j] - tm) <= window):  # NaN time -> out of time
+                f |= FLAG_OUT_OF_TIME
+                flags[j] = f
+            if (f & FLAG_SATURATED) != 0:
+                n_flag[0, e] += 1
+            if (f & FLAG_PILEUP) != 0:
+                n_flag[1, e] += 1
+            if (f & FLAG_PEDESTAL_FALLBACK) != 0:
+                n_flag[2, e] += 1
+            if (f & not_good) != 0:
+                continue
+            sums[e, column[det[j], chan[j]]] += energy[j]
+            s = counter_slot[det[j]]
+            if s >= 0 and energy[j] >= c_energy[e, s]:
+                c_energy[e, s] = energy[j]
+                c_time[e, s] = time[j]
+    return sums, t_master, c_time, n_flag
+
+
+def reconstruct_calo(events, setup: Setup, conditions, source: str = "") -> dict[str, np.ndarray]:
+    """Calorimeter, veto and counter quantities of ``events`` (see the module docstring)."""
+    n = len(events)
+    counts, det, chan, adc = flat_digits(events)
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    describe = _describer(events, counts, det, chan)
+    digits = reconstruct_digits(det, chan, adc, setup, conditions, source=source, describe=describe)
+    cfg = waveform_config(setup)
+    lay = _layout(setup)
+    flags = digits.flags.copy()
+    sums, t_master, c_time, n_flag = _event_kernel(
+        offsets, digits.det, digits.chan, digits.time, digits.energy, flags, lay.column, lay.reference,
+        lay.counter_slot, lay.n_columns, len(lay.counters), float(cfg.nominal_time), float(cfg.timing_window),
+        int(counts.max()) if n else 0)
+    cal = setup.calorimeters
+    out: dict[str, np.ndarray] = {}
+
+    def cols(name, width):
+        return sums[:, lay.offsets[name]: lay.offsets[name] + width]
+
+    if "ECAL" in cal:
+        ecal = cal["ECAL"]
+        out.update(_ecal_quantities(setup, ecal, cols("ECAL", ecal.n_channels), conditions.calo["ECAL"]))
+    else:
+        for k in ("ecal_preshower_energy", "ecal_main_energy", "ecal_energy", "ecal_cog_x", "ecal_cog_y",
+                  "ecal_shower_chi2"):
+            out[k] = np.full(n, np.nan)
+        out["ecal_max_cell_ix"] = np.full(n, -1)
+        out["ecal_max_cell_iy"] = np.full(n, -1)
+    for name, key, width in (("HCAL", "hcal", None), ("SRD", "srd", ABSENT_SRD_MODULES)):
+        if name in cal:
+            e = cols(name, cal[name].n_sections) / GeV
+        else:
+            e = np.full((n, width or 1), np.nan)
+        out[f"{key}_module_energy"] = e
+        out[f"{key}_energy"] = e.sum(axis=1)
+    out["vhcal_energy"] = cols("VHCAL", 1)[:, 0] / GeV if "VHCAL" in cal else np.full(n, np.nan)
+    if "VETO" in cal:
+        det_v = cal["VETO"]
+        e = cols("VETO", det_v.n_channels).reshape(n, det_v.n_sections, 2) / GeV
+        good_pmt = (conditions.calo["VETO"].status == 0).reshape(det_v.n_sections, 2)
+        n_good = good_pmt.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out["veto_paddle_energy"] = np.where(n_good > 0, e.sum(axis=2) / np.maximum(n_good, 1), np.nan)
+        out["veto_energy"] = out["veto_paddle_energy"].sum(axis=1)
+    else:
+        out["veto_paddle_energy"] = np.full((n, 1), np.nan)
+        out["veto_energy"] = np.full(n, np.nan)
+    for i, name in enumerate(lay.counters):
+        out[f"counter_{name}_energy"] = cols(name, 1)[:, 0] / GeV
+        out[f"counter_{name}_time"] = c_time[:, i].copy()
+    out["event_time"] = t_master
+    out["n_saturated"], out["n_pileup"], out["n_pedestal_fallback"] = n_flag
+    return out
+
+
+def _describer(events, counts, det, chan):
+    """``describe(i)``: names the event of digit ``i`` in error messages."""
+    fields = events.fields
+
+    def describe(i):
+        e = int(np.searchsorted(np.cumsum(counts), i, side="right"))
+        if "run" in fields and "event" in fields:
+            return (f"run {int(events['run'][e])} event {int(events['event'][e])} (entry {e}, "
+                    f"detector id {det[i]} channel {chan[i]})")
+        return f"entry {e} (digit {i})"
+
+    return describe
+
+
+# ----------------------------------------------------------------------------------------
+def _response(cond, n_sections: int) -> tuple[np.ndarray, np.ndarray]:
+    """(energies in GeV, scales (n_points, n_sections)) of the ECAL response; empty if none."""
+    e = getattr(cond, "response_energy", None)
+    if e is None or len(e) == 0:
+        return np.zeros(0), np.ones((0, n_sections))
+    return np.asarray(e, float) / GeV, np.asarray(cond.response_scale, float).reshape(len(e), n_sections)
+
+
+def _ecal_quantities_reference(setup: Setup, det: Calorimeter, chan_e: np.ndarray, cond=None) -> dict[str, np.ndarray]:
+    """ECAL quantities from (n, n_channels) cell energies (MeV), numpy (slow twin of
+    :func:`_ecal_kernel`).  The response scales (if any) multiply each section's cells by
+    the scale interpolated at the event's uncorrected ECAL energy."""
     n = chan_e.shape[0]
     cells = chan_e.reshape(n, det.n_sections, det.nx, det.ny) / GeV
+    resp_e, resp_s = _response(cond, det.n_sections)
+    if len(resp_e):
+        raw = cells.sum(axis=(1, 2, 3))
+        scale = np.stack([np.interp(raw, resp_e, resp_s[:, k]) for k in range(det.n_sections)], axis=1)
+        cells = cells * scale[:, :, None, None]
     pre = np.array([s == "preshower" for s in det.section_names])
     out = {
         "ecal_preshower_energy": cells[:, pre].sum(axis=(1, 2, 3)),
@@ -224,6 +427,100 @@ def _ecal_quantities(setup: Setup, det: Calorimeter, chan_e: np.ndarray) -> dict
         out["ecal_cog_y"] = np.where(has, (grid * cy).sum(axis=(1, 2)) / total, np.nan)
     out["ecal_shower_chi2"] = shower_chi2(grid, det)
     return out
+
+
+def _ecal_quantities(setup: Setup, det: Calorimeter, chan_e: np.ndarray, cond=None) -> dict[str, np.ndarray]:
+    """Fast version of :func:`_ecal_quantities_reference` (one numba pass)."""
+    b, stochastic, floor, _ = _profile_params(det)
+    table = profile_table(det.cell_size[0], det.cell_size[1], b)
+    ix, iy = np.meshgrid(np.arange(det.nx), np.arange(det.ny), indexing="ij")
+    cx, cy = det.cell_center(ix, iy)
+    pre = np.array([s == "preshower" for s in det.section_names], np.bool_)
+    resp_e, resp_s = _response(cond, det.n_sections)
+    res = _ecal_kernel(np.asarray(chan_e, np.float64), float(GeV), det.n_sections, det.nx, det.ny, pre,
+                       np.ascontiguousarray(cx, np.float64), np.ascontiguousarray(cy, np.float64),
+                       resp_e, np.ascontiguousarray(resp_s), table, stochastic, floor)
+    keys = ("ecal_preshower_energy", "ecal_main_energy", "ecal_energy", "ecal_max_cell_ix", "ecal_max_cell_iy",
+            "ecal_cog_x", "ecal_cog_y", "ecal_shower_chi2")
+    return dict(zip(keys, res, strict=True))
+
+
+@numba.njit(cache=True, nogil=True)
+def _interp(x, xp, fp, k):
+    """np.interp(x, xp, fp[:, k]) for a scalar x (constant outside the table)."""
+    m = len(xp)
+    if x <= xp[0]:
+        return fp[0, k]
+    if x >= xp[m - 1]:
+        return fp[m - 1, k]
+    j = 1
+    while xp[j] < x:
+        j += 1
+    w = (x - xp[j - 1]) / (xp[j] - xp[j - 1])
+    return fp[j - 1, k] + w * (fp[j, k] - fp[j - 1, k])
+
+
+@numba.njit(cache=True, nogil=True)
+def _ecal_kernel(chan_e, unit, n_sec, nx, ny, pre, cx, cy, resp_e, resp_s, table, stochastic, floor):
+    n = chan_e.shape[0]
+    ps = np.zeros(n)
+    main = np.zeros(n)
+    etot = np.empty(n)
+    max_ix = np.full(n, -1, np.int64)
+    max_iy = np.full(n, -1, np.int64)
+    cog_x = np.full(n, np.nan)
+    cog_y = np.full(n, np.nan)
+    chi2 = np.full(n, np.nan)
+    grid = np.empty((nx, ny))
+    obs = np.empty((3, 3))
+    inside = np.empty((3, 3), dtype=np.bool_)
+    scale = np.ones(n_sec)
+    n_cell = nx * ny
+    for e in range(n):
+        if len(resp_e) > 0:
+            raw = 0.0
+            for c in range(n_sec * n_cell):
+                raw += chan_e[e, c] / unit
+            for k in range(n_sec):
+                scale[k] = _interp(raw, resp_e, resp_s, k)
+        for i in range(nx):
+            for j in range(ny):
+                grid[i, j] = 0.0
+        for k in range(n_sec):
+            sec = 0.0
+            for i in range(nx):
+                for j in range(ny):
+                    v = chan_e[e, (k * nx + i) * ny + j] / unit * scale[k]
+                    sec += v
+                    grid[i, j] += v
+            if pre[k]:
+                ps[e] += sec
+            else:
+                main[e] += sec
+        etot[e] = ps[e] + main[e]
+        tot = 0.0
+        sx = 0.0
+        sy = 0.0
+        best = -np.inf
+        bi = 0
+        bj = 0
+        for i in range(nx):
+            for j in range(ny):
+                g = grid[i, j]
+                tot += g
+                sx += g * cx[i, j]
+                sy += g * cy[i, j]
+                if g > best:
+                    best = g
+                    bi = i
+                    bj = j
+        if tot > 0.0:
+            max_ix[e] = bi
+            max_iy[e] = bj
+            cog_x[e] = sx / tot
+            cog_y[e] = sy / tot
+        chi2[e] = _chi2_one(grid, table, stochastic, floor, obs, inside)
+    return ps, main, etot, max_ix, max_iy, cog_x, cog_y, chi2
 
 
 def _profile_params(det: Calorimeter) -> tuple[float, float, float, float]:
@@ -263,54 +560,66 @@ def profile_table(cell_w: float, cell_h: float, b: float, grid: int = PROFILE_GR
 
 
 @numba.njit(cache=True, nogil=True)
-def _shower_chi2_kernel(grid_e, table, stochastic, floor):
-    n, nx, ny = grid_e.shape
+def _chi2_one(g2, table, stochastic, floor, obs, inside):
+    """Shower-shape chi2/ndf of one event's (nx, ny) cell energies (GeV); ``obs``,
+    ``inside``: (3, 3) work arrays.  A grid point stops being summed as soon as its
+    partial chi2 exceeds the best so far (terms are >= 0: the minimum is unchanged)."""
+    nx, ny = g2.shape
     ng = table.shape[0]
+    best_i = 0
+    best_j = 0
+    for i in range(nx):
+        for j in range(ny):
+            if g2[i, j] > g2[best_i, best_j]:
+                best_i = i
+                best_j = j
+    tot = 0.0
+    ncell = 0
+    for a in range(3):
+        for c in range(3):
+            i = best_i + a - 1
+            j = best_j + c - 1
+            inside[a, c] = 0 <= i < nx and 0 <= j < ny
+            obs[a, c] = g2[i, j] if inside[a, c] else 0.0
+            if inside[a, c]:
+                tot += obs[a, c]
+                ncell += 1
+    if tot <= 0.0 or ncell <= 3:
+        return np.nan
+    best = np.inf
+    inv_tot = 1.0 / tot
+    for q in range(ng):  # the central impact point first: a good bound early
+        g = (q + ng // 2) % ng
+        norm = 1.0  # the table rows sum to 1 over the full 3x3 block
+        if ncell < 9:
+            norm = 0.0
+            for a in range(3):
+                for c in range(3):
+                    if inside[a, c]:
+                        norm += table[g, a, c]
+        chi2 = 0.0
+        for a in range(3):
+            for c in range(3):
+                if inside[a, c]:
+                    fe = table[g, a, c] / norm
+                    var = stochastic * stochastic * fe * (1.0 - fe) * inv_tot + floor * floor
+                    d = obs[a, c] * inv_tot - fe
+                    chi2 += d * d / var
+            if chi2 > best:
+                break
+        if chi2 < best:
+            best = chi2
+    return best / (ncell - 3)
+
+
+@numba.njit(cache=True, nogil=True)
+def _shower_chi2_kernel(grid_e, table, stochastic, floor):
+    n = grid_e.shape[0]
     out = np.full(n, np.nan)
     obs = np.empty((3, 3))
     inside = np.empty((3, 3), dtype=np.bool_)
     for e in range(n):
-        best_i = 0
-        best_j = 0
-        for i in range(nx):
-            for j in range(ny):
-                if grid_e[e, i, j] > grid_e[e, best_i, best_j]:
-                    best_i = i
-                    best_j = j
-        tot = 0.0
-        ncell = 0
-        for a in range(3):
-            for c in range(3):
-                i = best_i + a - 1
-                j = best_j + c - 1
-                inside[a, c] = 0 <= i < nx and 0 <= j < ny
-                obs[a, c] = grid_e[e, i, j] if inside[a, c] else 0.0
-                if inside[a, c]:
-                    tot += obs[a, c]
-                    ncell += 1
-        if tot <= 0.0 or ncell <= 3:
-            continue
-        best = np.inf
-        inv_tot = 1.0 / tot
-        for g in range(ng):
-            norm = 1.0  # the table rows sum to 1 over the full 3x3 block
-            if ncell < 9:
-                norm = 0.0
-                for a in range(3):
-                    for c in range(3):
-                        if inside[a, c]:
-                            norm += table[g, a, c]
-            chi2 = 0.0
-            for a in range(3):
-                for c in range(3):
-                    if inside[a, c]:
-                        fe = table[g, a, c] / norm
-                        var = stochastic * stochastic * fe * (1.0 - fe) * inv_tot + floor * floor
-                        d = obs[a, c] * inv_tot - fe
-                        chi2 += d * d / var
-            if chi2 < best:
-                best = chi2
-        out[e] = best / (ncell - 3)
+        out[e] = _chi2_one(grid_e[e], table, stochastic, floor, obs, inside)
     return out
 
 

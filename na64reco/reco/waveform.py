@@ -140,6 +140,54 @@ def _fit_sums(y, use, k_lo, k_hi, t0, period, decay):
 
 
 @numba.njit(cache=True, nogil=True)
+def _suffix_moments(y, use, k_lo, k_hi, tau, period, cexp, mom):
+    """Suffix sums over the used samples k >= m of the fit window (m = k_lo..k_hi+1) of
+    ``y c d^j`` (rows 0-2, j = 0..2) and ``c^2 d^j`` (rows 3-7, j = 0..4), with
+    ``c = cexp[k]`` and ``d = k P - tau`` (local times: mild cancellation below)."""
+    for j in range(8):
+        mom[k_hi + 1, j] = 0.0
+    for k in range(k_hi, k_lo - 1, -1):
+        for j in range(8):
+            mom[k, j] = mom[k + 1, j]
+        if use[k]:
+            d = k * period - tau
+            yc = y[k] * cexp[k]
+            cc = cexp[k] * cexp[k]
+            d2 = d * d
+            mom[k, 0] += yc
+            mom[k, 1] += yc * d
+            mom[k, 2] += yc * d2
+            mom[k, 3] += cc
+            mom[k, 4] += cc * d
+            mom[k, 5] += cc * d2
+            mom[k, 6] += cc * d2 * d
+            mom[k, 7] += cc * d2 * d2
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _quality(mom, delta, t0, k_lo, k_hi, period):
+    """``(sum y f)^2 / sum f f`` of :func:`_fit_sums` for a pulse start ``t0 = tau + delta``
+    in O(1): with ``t_k = d_k - delta`` the sums are polynomials in delta of the suffix
+    moments over the samples with ``t_k > 0`` (the common factor exp(t0/decay) and the
+    powers of the peaking time cancel in the ratio).  -1 where no sample contributes."""
+    m = int(math.floor(t0 / period)) + 1
+    while m - 1 >= k_lo and (m - 1) * period - t0 > 0.0:
+        m -= 1
+    while m <= k_hi and m * period - t0 <= 0.0:
+        m += 1
+    m = max(m, k_lo)
+    if m > k_hi:
+        return -1.0
+    syf = mom[m, 2] - 2.0 * delta * mom[m, 1] + delta * delta * mom[m, 0]
+    dd = delta * delta
+    sff = (mom[m, 7] - 4.0 * delta * mom[m, 6] + 6.0 * dd * mom[m, 5] - 4.0 * dd * delta * mom[m, 4]
+           + dd * dd * mom[m, 3])
+    if sff <= 0.0:
+        return -1.0
+    return syf * syf / sff
+
+
+@numba.njit(cache=True, nogil=True)
 def _waveform_kernel(adc, ped_even_cond, ped_odd_cond, noise, gain, time_offset, status,
                      n_ped, contamination, period, decay, half_rise, max_adc, threshold,
                      pileup_fraction, pileup_prominence, pileup_chi2):
@@ -153,6 +201,11 @@ def _waveform_kernel(adc, ped_even_cond, ped_odd_cond, noise, gain, time_offset,
     flags = np.zeros(n, dtype=np.uint8)
     y = np.empty(ns)
     use = np.empty(ns, dtype=np.bool_)
+    mom = np.empty((ns + 1, 8))
+    # template factor exp(-(k P - 2 decay) / decay) of sample k for a pulse starting at 0
+    cexp = np.empty(ns)
+    for k in range(ns):
+        cexp[k] = math.exp(-(k * period - 2.0 * decay) / decay)
     for i in range(n):
         sig = max(noise[i], 1.0)
         # 1. pedestals per parity from the first samples
@@ -183,11 +236,15 @@ def _waveform_kernel(adc, ped_even_cond, ped_odd_cond, noise, gain, time_offset,
         ped_odd[i] = po
         # 2. pedestal-subtracted samples, maximum, saturation
         imax = 0
+        k_sat_first = ns
+        k_sat_last = -1
         for k in range(ns):
             y[k] = adc[i, k] - (pe if k % 2 == 0 else po)
             use[k] = adc[i, k] < max_adc
             if not use[k]:
                 f |= FLAG_SATURATED
+                k_sat_first = min(k_sat_first, k)
+                k_sat_last = k
             if y[k] > y[imax]:
                 imax = k
         amax = y[imax]
@@ -208,40 +265,34 @@ def _waveform_kernel(adc, ped_even_cond, ped_odd_cond, noise, gain, time_offset,
                 t_half = period * (k + (half - y[k]) / (y[k + 1] - y[k]))
                 break
         t0c = t_half - half_rise
-        k_first = imax
-        k_last = imax
-        for k in range(ns):
-            if not use[k]:
-                k_first = min(k_first, k)
-                k_last = max(k_last, k)
+        k_first = min(imax, k_sat_first)
+        k_last = max(imax, k_sat_last)
         k_lo = max(0, k_first - _FIT_BEFORE)
         k_hi = min(ns - 1, k_last + _FIT_AFTER)
-        # golden-section search of max (sum y f)^2 / sum f f  (= min chi2)
+        # golden-section search of max (sum y f)^2 / sum f f  (= min chi2), the quality
+        # evaluated from suffix moments (see _quality); the final fit uses _fit_sums
         sat = (f & FLAG_SATURATED) != 0
         half_range = (_HALF_RANGE_SATURATED if sat else _HALF_RANGE) * period
+        _suffix_moments(y, use, k_lo, k_hi, t0c, period, cexp, mom)
         a = t0c - half_range
         b = t0c + half_range
         c = b - _GOLDEN * (b - a)
         d = a + _GOLDEN * (b - a)
-        s1, s2 = _fit_sums(y, use, k_lo, k_hi, c, period, decay)
-        qc = s1 * s1 / s2 if s2 > 0 else -1.0
-        s1, s2 = _fit_sums(y, use, k_lo, k_hi, d, period, decay)
-        qd = s1 * s1 / s2 if s2 > 0 else -1.0
+        qc = _quality(mom, c - t0c, c, k_lo, k_hi, period)
+        qd = _quality(mom, d - t0c, d, k_lo, k_hi, period)
         for _ in range(_N_GOLDEN_SATURATED if sat else _N_GOLDEN):
             if qc > qd:
                 b = d
                 d = c
                 qd = qc
                 c = b - _GOLDEN * (b - a)
-                s1, s2 = _fit_sums(y, use, k_lo, k_hi, c, period, decay)
-                qc = s1 * s1 / s2 if s2 > 0 else -1.0
+                qc = _quality(mom, c - t0c, c, k_lo, k_hi, period)
             else:
                 a = c
                 c = d
                 qc = qd
                 d = a + _GOLDEN * (b - a)
-                s1, s2 = _fit_sums(y, use, k_lo, k_hi, d, period, decay)
-                qd = s1 * s1 / s2 if s2 > 0 else -1.0
+                qd = _quality(mom, d - t0c, d, k_lo, k_hi, period)
         t0 = 0.5 * (a + b)
         s1, s2 = _fit_sums(y, use, k_lo, k_hi, t0, period, decay)
         amp = s1 / s2 if s2 > 0 else amax
