@@ -97,6 +97,13 @@ fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 6))
 mc_scale = mot["data"] / mot["mc"]
 
 
+def data_points(ax, h, **kw):
+    """Data as points with Poisson errors, non-empty bins only (clearer on a log scale)."""
+    x, n = h.axes[0].centers, h.values()
+    m = n > 0
+    ax.errorbar(x[m], n[m], yerr=np.sqrt(n[m]), fmt="ko", ms=4, **kw)
+
+
 def project(h):
     return h.project(h.axes[-1].name) if "module" in h.axes.name else h
 
@@ -114,7 +121,7 @@ for ax, cut in zip(axes, panels):
     mplhep.histplot(hs["mc"] * mc_scale, ax=ax, label="MC (scaled to data MOT)", color="tab:blue", yerr=False)
     mplhep.histplot(hs["signal"] * (area / hs["signal"].sum().value), ax=ax, label="Z' 100 MeV (shape)", yerr=False,
                     color="tab:orange")
-    mplhep.histplot(hs["data"], ax=ax, histtype="errorbar", color="k", label="data (blinded)")
+    data_points(ax, hs["data"], label="data (blinded)")
     if cut != "signal_box":
         c = selection.cut(cut)
         for edge in (c.min, c.max):
