@@ -10,7 +10,13 @@ Payloads:
 ``calorimeter``
     per detector and channel: ``pedestal_even``, ``pedestal_odd`` (ADC), ``noise_adc``,
     ``gain_mev_per_adc`` (MeV per ADC count), ``time_offset_ns``, ``status``
-    (0 good, 1 dead, 2 noisy).
+    (0 good, 1 dead, 2 noisy).  Optional (``schema_version`` 2) per detector, the
+    shower response of its sections: ``response_energy_gev`` (increasing energies E_k of
+    the uncorrected sum over the detector) and ``response_scale`` (one list per E_k with
+    one scale per section).  The reconstruction multiplies each section by its scale
+    interpolated linearly in the event's uncorrected energy (constant outside the
+    table); absent = 1 (no correction).  Written by the electron-beam calibration
+    (:mod:`na64reco.calibration.electron`).
 ``tracker``
     per plane: ``alignment_mm`` (offset of the plane along its measured coordinate),
     ``dead_strips`` (list of strip numbers).
@@ -26,19 +32,24 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jsonschema
 import numpy as np
 import yaml
+from hepunits import GeV
 
 from na64reco.config import Node, load_yaml
 from na64reco.errors import CalibrationMissing, ConfigError
 from na64reco.geometry import Setup, load_setup
 from na64reco.resources import calib_dir
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1  # tags
+#: payload files: version 2 adds the optional response fields; version 1 files stay valid
+PAYLOAD_SCHEMA_VERSION = 2
+PAYLOAD_SCHEMA_VERSIONS = (1, 2)
+RESPONSE_FIELDS = ("response_energy_gev", "response_scale")
 PAYLOADS = ("calorimeter", "tracker")
 CALO_FIELDS = ("pedestal_even", "pedestal_odd", "noise_adc", "gain_mev_per_adc", "time_offset_ns", "status")
 STATUS_GOOD, STATUS_DEAD, STATUS_NOISY = 0, 1, 2
@@ -48,7 +59,7 @@ PAYLOAD_SCHEMA = {
     "type": "object",
     "required": ["schema_version", "setup", "payload", "version", "runs"],
     "properties": {
-        "schema_version": {"const": SCHEMA_VERSION},
+        "schema_version": {"enum": list(PAYLOAD_SCHEMA_VERSIONS)},
         "setup": {"type": "string"},
         "payload": {"enum": list(PAYLOADS)},
         "version": {"type": "integer", "minimum": 1},
@@ -66,7 +77,12 @@ PAYLOAD_SCHEMA = {
             "additionalProperties": {
                 "type": "object",
                 "required": list(CALO_FIELDS),
-                "properties": {f: _NUMBERS for f in CALO_FIELDS},
+                "properties": {**{f: _NUMBERS for f in CALO_FIELDS},
+                               "response_energy_gev": {"type": "array", "items": {"type": "number", "minimum": 0},
+                                                       "minItems": 1},
+                               "response_scale": {"type": "array", "items": _NUMBERS, "minItems": 1}},
+                "dependentRequired": {"response_energy_gev": ["response_scale"],
+                                      "response_scale": ["response_energy_gev"]},
                 "additionalProperties": False,
             },
         },
@@ -111,7 +127,11 @@ def default_tag(setup: str) -> str:
 
 @dataclass(frozen=True)
 class CaloConditions:
-    """Arrays over the channels of one MSADC detector (gain in MeV per ADC count)."""
+    """Arrays over the channels of one MSADC detector (gain in MeV per ADC count).
+
+    ``response_energy`` (n_points,) in MeV and ``response_scale`` (n_points, n_sections):
+    the section response table (empty: no correction), see the module docstring.
+    """
 
     pedestal_even: np.ndarray
     pedestal_odd: np.ndarray
@@ -119,6 +139,8 @@ class CaloConditions:
     gain: np.ndarray
     time_offset: np.ndarray
     status: np.ndarray
+    response_energy: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    response_scale: np.ndarray = field(default_factory=lambda: np.zeros((0, 1)))
 
 
 @dataclass(frozen=True)
@@ -159,15 +181,15 @@ def _validate(data, schema, source: str) -> None:
         raise ConfigError(f"{source}: key '{key}': {exc.message}") from None
 
 
-def _read(path: Path, schema) -> Node:
-    node = load_yaml(path, schema_version=SCHEMA_VERSION)
+def _read(path: Path, schema, versions=(SCHEMA_VERSION,)) -> Node:
+    node = load_yaml(path, schema_version=versions)
     _validate(node.data, schema, str(path))
     return node
 
 
 @functools.lru_cache(maxsize=64)
 def _payload(path: str) -> Node:
-    node = _read(Path(path), PAYLOAD_SCHEMA)
+    node = _read(Path(path), PAYLOAD_SCHEMA, PAYLOAD_SCHEMA_VERSIONS)
     runs = node.data["runs"]
     if runs["first"] > runs["last"]:
         raise node.error("runs", f"first={runs['first']} is after last={runs['last']}")
@@ -245,6 +267,7 @@ def load_conditions(setup: str | Setup, run: int, tag: str | None = None,
         calo[name] = CaloConditions(
             arrays["pedestal_even"], arrays["pedestal_odd"], arrays["noise_adc"],
             arrays["gain_mev_per_adc"], arrays["time_offset_ns"], arrays["status"].astype(np.int8),
+            *_response_of(calo_node, name, det, entry),
         )
     trk_node = _payload(str(files["tracker"]))
     planes = {}
@@ -254,6 +277,26 @@ def load_conditions(setup: str | Setup, run: int, tag: str | None = None,
             raise trk_node.error("planes", f"no entry for plane {p.name!r} of setup {setup.name}")
         planes[p.name] = PlaneConditions(float(entry["alignment_mm"]), np.asarray(entry["dead_strips"], dtype=np.int64))
     return RunConditions(setup.name, tag, int(run), {k: str(v) for k, v in files.items()}, calo, planes)
+
+
+def _response_of(node: Node, name: str, det, entry: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(energies in MeV, scales (n_points, n_sections)) of a detector entry; empty if absent."""
+    if "response_energy_gev" not in entry:
+        return np.zeros(0), np.zeros((0, det.n_sections))
+    key = f"detectors.{name}"
+    if node.data["schema_version"] < 2:
+        raise node.error(f"{key}.response_energy_gev", "response fields need schema_version 2")
+    energy = np.asarray(entry["response_energy_gev"], dtype=float)
+    rows = entry["response_scale"]
+    if len(rows) != len(energy) or any(len(r) != det.n_sections for r in rows):
+        raise node.error(f"{key}.response_scale", f"expected {len(energy)} lists (one per response energy) "
+                         f"of {det.n_sections} values (one per section: {', '.join(det.section_names)})")
+    scale = np.asarray(rows, dtype=float).reshape(len(energy), det.n_sections)
+    if not (np.all(np.isfinite(energy)) and np.all(np.diff(energy) > 0)):
+        raise node.error(f"{key}.response_energy_gev", "must be finite and strictly increasing")
+    if not (np.all(np.isfinite(scale)) and np.all(scale > 0)):
+        raise node.error(f"{key}.response_scale", "scales must be finite and positive")
+    return energy * GeV, scale
 
 
 # ----------------------------------------------------------------------------------------
@@ -269,7 +312,7 @@ def write_payload(setup: str, payload: str, runs: tuple[int, int], content: dict
     root = root or calib_dir()
     version = next_version(setup, payload, root)
     data = {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": PAYLOAD_SCHEMA_VERSION,
         "setup": setup,
         "payload": payload,
         "version": version,

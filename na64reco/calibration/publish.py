@@ -6,7 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from hepunits import GeV
 
+from na64reco.calibration.electron import (SectionSums, electron_params, fit_response_point,
+                                          response_table)
 from na64reco.calibration.mip import AmplitudeCollector, mip_gains
 from na64reco.calibration.pedestals import PedestalSums, pedestal_constants
 from na64reco.conditions import CALO_FIELDS, RunConditions, load_conditions, publish
@@ -14,7 +17,7 @@ from na64reco.errors import NA64Error
 from na64reco.geometry import Setup
 from na64reco.io.raw import open_raw
 
-KINDS = ("pedestals", "mip")
+KINDS = ("pedestals", "mip", "electron")
 #: conditions field -> CaloConditions attribute
 _ATTR = {"pedestal_even": "pedestal_even", "pedestal_odd": "pedestal_odd", "noise_adc": "noise_adc",
          "gain_mev_per_adc": "gain", "time_offset_ns": "time_offset", "status": "status"}
@@ -34,6 +37,8 @@ class CalibrationResult:
         return sum(len(v) for v in self.calibrated.values())
 
     def summary(self) -> str:
+        if self.kind == "electron":
+            return self._electron_summary()
         lines = [f"{self.kind}: {self.n_events} events, {self.n_calibrated} channels calibrated"]
         for name, chans in self.calibrated.items():
             skipped = self.skipped.get(name, [])
@@ -44,11 +49,27 @@ class CalibrationResult:
         return "\n".join(lines)
 
 
+    def _electron_summary(self) -> str:
+        d = self.derived["ECAL"]
+        lines = [f"electron: {self.n_events} events, ECAL response at {len(d['points'])} beam energies"]
+        for p in d["points"]:
+            sc = ", ".join(f"{v:.4f} +- {e:.4f}" for v, e in zip(p.scale, p.scale_error, strict=True))
+            lines.append(f"  {p.beam_energy:g} GeV: uncorrected peak {p.raw_peak:.3f} GeV "
+                         f"({p.raw_peak / p.beam_energy:.4f}), section scales [{sc}], "
+                         f"sigma/E {p.resolution:.4f}, {p.n_core}/{p.n_events} events in the core")
+        for _, why in self.skipped.get("ECAL", []):
+            lines.append(f"  {why}")
+        return "\n".join(lines)
+
+
 def _base_body(setup: Setup, base: RunConditions) -> dict:
     dets = {}
     for name in setup.calorimeters:
         c = base.calo[name]
         dets[name] = {f: np.asarray(getattr(c, _ATTR[f]), dtype=float).copy() for f in CALO_FIELDS}
+        if len(c.response_energy):  # carried over from the base tag
+            dets[name]["response_energy_gev"] = np.asarray(c.response_energy) / GeV
+            dets[name]["response_scale"] = np.asarray(c.response_scale)
     return dets
 
 
@@ -63,14 +84,24 @@ def _to_lists(dets: dict) -> dict:
                 out[name][f] = [round(float(v), 3) for v in a]
             elif f == "gain_mev_per_adc":
                 out[name][f] = [float(f"{v:.6g}") for v in a]
+            elif f == "response_energy_gev":
+                out[name][f] = [round(float(v), 4) for v in a]
+            elif f == "response_scale":
+                out[name][f] = [[round(float(v), 5) for v in row] for row in a]
             else:
                 out[name][f] = [round(float(v), 4) for v in a]
     return {"detectors": out}
 
 
 def calibrate_files(kind: str, setup: Setup, files, run: int, *, base_tag: str | None = None,
-                    root: Path | None = None, min_entries: int | None = None) -> CalibrationResult:
-    """Derive ``kind`` constants from raw ``files``; the base conditions of ``run`` fill the rest."""
+                    root: Path | None = None, min_entries: int | None = None,
+                    beam_energy_gev: float | None = None) -> CalibrationResult:
+    """Derive ``kind`` constants from raw ``files``; the base conditions of ``run`` fill the rest.
+
+    ``electron``: the beam energy of each file is ``beam_energy_gev`` if given, else the
+    one recorded by the simulator in the file (``simulation.beam_energy_gev``), else the
+    setup's nominal beam energy.
+    """
     if kind not in KINDS:
         raise NA64Error(f"unknown calibration kind {kind!r}; choose one of: {', '.join(KINDS)}")
     if not files:
@@ -94,6 +125,30 @@ def calibrate_files(kind: str, setup: Setup, files, run: int, *, base_tag: str |
                 body[name][f][ok] = d[f][ok]
             result.calibrated[name] = np.flatnonzero(ok).tolist()
             result.skipped[name] = [(int(c), f"{d['entries'][c]} digits < {min_entries}") for c in np.flatnonzero(~ok)]
+    elif kind == "electron":
+        prm = electron_params(setup)
+        min_entries = prm["min_events"] if min_entries is None else min_entries
+        col = SectionSums(setup, base)
+        for path in files:
+            with open_raw(path, setup=setup.name) as f:
+                energy = beam_energy_gev or (f.meta.get("simulation") or {}).get("beam_energy_gev") \
+                    or setup.beam.energy / GeV
+                result.n_events += col.add(f.events(), float(energy), str(path))
+        points = []
+        for energy in col.energies():
+            sums = col.sums(energy)
+            if len(sums) < min_entries:
+                result.skipped.setdefault("ECAL", []).append(
+                    (-1, f"{energy:g} GeV: {len(sums)} events < {min_entries}, not used"))
+                continue
+            points.append(fit_response_point(sums, energy, prm["core_sigmas"]))
+        if not points:
+            raise NA64Error(f"electron calibration: no beam energy with >= {min_entries} events in "
+                            f"{', '.join(map(str, files))}")
+        table_e, table_s = response_table(points, prm["unity_below_gev"])
+        body["ECAL"]["response_energy_gev"] = table_e
+        body["ECAL"]["response_scale"] = table_s
+        derived = {"ECAL": {"points": points, "response_energy_gev": table_e, "response_scale": table_s}}
     else:
         min_entries = 200 if min_entries is None else min_entries
         col = AmplitudeCollector(setup, base)
@@ -115,9 +170,14 @@ def calibrate_files(kind: str, setup: Setup, files, run: int, *, base_tag: str |
 def publish_result(result: CalibrationResult, setup: Setup, tag: str, runs: tuple[int, int], *,
                    base_tag: str | None = None, root: Path | None = None, sources=()) -> Path:
     """Write ``result`` as a new calorimeter conditions version and a new ``tag``."""
+    if result.kind == "electron":
+        energies = ", ".join(f"{p.beam_energy:g}" for p in result.derived["ECAL"]["points"])
+        what = (f"ECAL section response table from beam electrons of {energies} GeV (unit scale at the "
+                f"lowest table energy and below); channel constants from {base_tag or 'the default tag'}")
+    else:
+        what = f"{result.n_calibrated} channels derived, the others from {base_tag or 'the default tag'}"
     comment = (f"{result.kind} calibration from {result.n_events} events"
-               + (f" of {', '.join(Path(s).name for s in sources)}" if sources else "")
-               + f"; {result.n_calibrated} channels derived, the others from {base_tag or 'the default tag'}")
+               + (f" of {', '.join(Path(s).name for s in sources)}" if sources else "") + f"; {what}")
     return publish(setup.name, tag, runs, {"calorimeter": result.content},
                    base_tag=base_tag or f"{setup.name}-default", comment=comment,
                    description=f"{result.kind} calibration for runs {runs[0]}-{runs[1]}", root=root)

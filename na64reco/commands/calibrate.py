@@ -5,14 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 NAME = "calibrate"
-HELP = ("derive per-channel constants from calibration runs (pedestals from random triggers, "
-        "gains from muon MIP peaks) and publish them as a new conditions version and tag")
+HELP = ("derive constants from calibration runs (pedestals from random triggers, gains from muon "
+        "MIP peaks, the ECAL shower response from electron-beam runs) and publish them as a new "
+        "conditions version and tag")
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--setup", required=True, choices=("na64mu", "na64e"))
-    parser.add_argument("--kind", required=True, choices=("pedestals", "mip"),
-                        help="pedestals: random-trigger run; mip: muon run (gains)")
+    parser.add_argument("--kind", required=True, choices=("pedestals", "mip", "electron"),
+                        help="pedestals: random-trigger run; mip: muon run (gains); electron: "
+                             "electron-beam runs at one or more energies (ECAL section response)")
     parser.add_argument("--runs", nargs=2, type=int, required=True, metavar=("FIRST", "LAST"),
                         help="run range where the new constants are valid")
     parser.add_argument("--tag", required=True, help="name of the new tag (tags are immutable)")
@@ -21,7 +23,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--calib-dir", default=None, type=Path,
                         help="calibration directory (default: NA64RECO_CALIB or the package's calib/)")
     parser.add_argument("--min-entries", type=int, default=None,
-                        help="minimum digits per channel (default 50 for pedestals, 200 for mip)")
+                        help="minimum digits per channel (default 50 for pedestals, 200 for mip); "
+                             "electron: minimum events per beam energy (default from the setup)")
+    parser.add_argument("--beam-energy", type=float, default=None, metavar="GEV",
+                        help="electron: beam energy of all FILES in GeV (default: recorded in each "
+                             "simulated file, else the setup's beam energy)")
     parser.add_argument("files", nargs="+", type=Path, metavar="FILES")
 
 
@@ -37,7 +43,7 @@ def run(args) -> int:
         raise ConfigError(f"--calib-dir {args.calib_dir}: not a directory")
     setup = load_setup(args.setup)
     result = calibrate_files(args.kind, setup, args.files, first, base_tag=args.base_tag, root=args.calib_dir,
-                             min_entries=args.min_entries)
+                             min_entries=args.min_entries, beam_energy_gev=args.beam_energy)
     path = publish_result(result, setup, args.tag, (first, last), base_tag=args.base_tag, root=args.calib_dir,
                           sources=args.files)
     print(result.summary())
