@@ -14,8 +14,8 @@ Payloads:
     shower response of its sections: ``response_energy_gev`` (increasing energies E_k of
     the uncorrected sum over the detector) and ``response_scale`` (one list per E_k with
     one scale per section).  The reconstruction multiplies each section by its scale
-    interpolated linearly in the event's uncorrected energy (constant outside the
-    table); absent = 1 (no correction).  Written by the electron-beam calibration
+    interpolated linearly in 1/E of the event's uncorrected energy E (constant outside
+    the table); absent = 1 (no correction).  Written by the electron-beam calibration
     (:mod:`na64reco.calibration.electron`).
 ``tracker``
     per plane: ``alignment_mm`` (offset of the plane along its measured coordinate),

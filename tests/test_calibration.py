@@ -3,6 +3,8 @@ constants from the raw files, compare with the truth within statistical toleranc
 
 from __future__ import annotations
 
+import contextlib
+import io
 import shutil
 from pathlib import Path
 
@@ -124,3 +126,151 @@ def test_expected_mip_shares_ecal_by_radiation_lengths():
     assert e[ecal.channel(0, 2, 3)] == pytest.approx(0.1 * ecal.mip_mpv)
     assert e[ecal.channel(1, 2, 3)] == pytest.approx(0.9 * ecal.mip_mpv)
     assert np.all(expected_mip(setup.detector("HCAL")) == setup.detector("HCAL").mip_mpv)
+
+
+# ---- ECAL response from electron-beam runs --------------------------------------------------
+@pytest.fixture(scope="module")
+def electrons(tmp_path_factory):
+    """Electron calibration runs at 10 and 100 GeV, a published response tag, and
+    independent evaluation runs at 30 (between the calibration energies) and 100 GeV."""
+    root = tmp_path_factory.mktemp("ecalib")
+    shutil.copytree(REPO_CALIB, root, dirs_exist_ok=True)
+    files = {}
+    for name, energy, seed, n in (("cal10", 10, 31, 1200), ("cal100", 100, 32, 1200),
+                                  ("eval30", 30, 33, 1000), ("eval100", 100, 34, 1000)):
+        files[name] = root / f"{name}.root"
+        sim.simulate("na64e", n, seed, RUN, files[name], process="beam", trigger="calibration",
+                     beam_energy=energy * 1000.0)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["calibrate", "--setup", "na64e", "--kind", "electron", "--runs", "1", "999999",
+                     "--tag", "e-response", "--calib-dir", str(root), str(files["cal10"]), str(files["cal100"])])
+    assert code == 0, out.getvalue()
+    return load_setup("na64e"), root, files, out.getvalue()
+
+
+def _ecal(path, setup, cond):
+    from na64reco.io.raw import open_raw
+    from na64reco.reco.calo import reconstruct_calo
+
+    with open_raw(path) as f:
+        events, truth = f.events(), f.truth()
+    return reconstruct_calo(events, setup, cond), truth
+
+
+def test_electron_response_closure(electrons):
+    from na64reco.calibration.electron import peak
+
+    setup, root, files, printed = electrons
+    assert "ECAL response at 2 beam energies" in printed and "published tag 'e-response'" in printed
+    new = load_conditions(setup, RUN, "e-response", root=root)
+    old = load_conditions(setup, RUN, root=root)
+    assert new.files["calorimeter"].endswith("v002.yaml")
+    assert new.calo["ECAL"].response_scale.shape == (3, 2)  # unit point + 2 beam energies
+    for name, energy in (("eval30", 30.0), ("eval100", 100.0)):
+        before, truth = _ecal(files[name], setup, old)
+        after, _ = _ecal(files[name], setup, new)
+        pk_before, _ = peak(before["ecal_energy"])
+        pk_after, sigma = peak(after["ecal_energy"])
+        # before: the zero suppression loses > 1.5 % of the shower
+        assert pk_before / energy < 0.985, (name, pk_before)
+        # after: the peak at the beam energy within 1 % (statistical error ~0.1 %)
+        assert abs(pk_after / energy - 1) < 0.01, (name, pk_after, sigma)
+        # and the deposited (true) energy within 1 %: the beam calibration includes the
+        # ~0.3 % leakage of the simulation
+        ratio = after["ecal_energy"] / np.asarray(truth["e_ecal"])
+        assert abs(np.median(ratio) - 1) < 0.01, (name, np.median(ratio))
+        # the preshower, alone, is within 5 % (its weight comes from the PS/main fluctuations)
+        ps = after["ecal_preshower_energy"].sum() / np.asarray(truth["e_ecal_preshower"]).sum()
+        assert abs(ps - 1) < 0.05, (name, ps)
+
+
+def test_electron_response_keeps_the_mip_scale(electrons, world):
+    """The response table (scale 1 below 1 GeV) leaves muon MIP deposits unchanged."""
+    import dataclasses
+
+    from na64reco.calibration.electron import peak
+
+    setup_e, root_e, _, _ = electrons
+    resp = load_conditions(setup_e, RUN, "e-response", root=root_e).calo["ECAL"]
+    setup, _, _, muons, true = world
+    ecal = dataclasses.replace(true.calo["ECAL"], response_energy=resp.response_energy,
+                               response_scale=resp.response_scale)
+    with_resp = dataclasses.replace(true, calo={**true.calo, "ECAL": ecal})
+    before, truth = _ecal(muons, setup, true)
+    after, _ = _ecal(muons, setup, with_resp)
+    mip = np.asarray(truth["e_ecal"]) < 0.6
+    assert mip.sum() > 10000
+    np.testing.assert_array_equal(after["ecal_energy"][mip & (before["ecal_energy"] < 1.0)],
+                                  before["ecal_energy"][mip & (before["ecal_energy"] < 1.0)])
+    pk_b, _ = peak(before["ecal_energy"][mip])
+    pk_a, _ = peak(after["ecal_energy"][mip])
+    assert abs(pk_a / pk_b - 1) < 0.001
+    assert abs(after["ecal_energy"][mip].sum() / before["ecal_energy"][mip].sum() - 1) < 0.01
+
+
+def test_response_fields_are_validated(tmp_path):
+    import yaml
+
+    from na64reco import conditions
+    from na64reco.errors import ConfigError
+
+    root = tmp_path / "calib"
+    shutil.copytree(REPO_CALIB, root)
+    path = root / "conditions/na64e/calorimeter/v001.yaml"
+    base = yaml.safe_load(path.read_text())
+    cases = [
+        (2, {"response_energy_gev": [1.0, 5.0], "response_scale": [[1.0, 1.0], [1.2, 1.1]]}, None),
+        (1, {"response_energy_gev": [1.0, 5.0], "response_scale": [[1.0, 1.0], [1.2, 1.1]]}, "need schema_version 2"),
+        (2, {"response_energy_gev": [1.0, 5.0], "response_scale": [[1.0, 1.0], [1.2]]}, "of 2 values"),
+        (2, {"response_energy_gev": [5.0, 1.0], "response_scale": [[1.0, 1.0], [1.2, 1.1]]}, "strictly increasing"),
+        (2, {"response_energy_gev": [5.0]}, "'response_scale' is a dependency"),
+        (2, {"response_energy_gev": [5.0], "response_scale": [[0.0, 1.0]]}, "finite and positive"),
+    ]
+    for version, fields, message in cases:
+        data = yaml.safe_load(yaml.safe_dump(base))
+        data["schema_version"] = version
+        data["detectors"]["ECAL"].update(fields)
+        path.write_text(yaml.safe_dump(data))
+        conditions._payload.cache_clear()
+        try:
+            if message is None:
+                c = load_conditions("na64e", 10, root=root).calo["ECAL"]
+                np.testing.assert_allclose(c.response_energy, [1000.0, 5000.0])
+                assert c.response_scale.shape == (2, 2)
+            else:
+                with pytest.raises(ConfigError, match=message):
+                    load_conditions("na64e", 10, root=root)
+        finally:
+            conditions._payload.cache_clear()
+    # a version-1 file without the fields reads as "no correction"
+    path.write_text(yaml.safe_dump(base))
+    assert len(load_conditions("na64e", 10, root=root).calo["ECAL"].response_energy) == 0
+    conditions._payload.cache_clear()
+
+
+def test_response_applied_by_fast_path_and_twin_alike():
+    import dataclasses
+
+    from na64reco.reco import calo as C
+    from test_reco_calo import assert_same_as_reference, make_events
+
+    setup = load_setup("na64e")
+    cond = load_conditions(setup, 1)
+    ecal = setup.detector("ECAL")
+    table = dataclasses.replace(cond.calo["ECAL"], response_energy=np.array([1000.0, 5000.0, 50000.0]),
+                                response_scale=np.array([[1.0, 1.0], [1.3, 1.2], [1.1, 1.05]]))
+    resp = dataclasses.replace(cond, calo={**cond.calo, "ECAL": table})
+    # event 0: 0.5 GeV (below the unit point), 1: 3 GeV (interpolated), 2: 80 GeV (above the table)
+    ev = make_events(setup, cond, [0, 1, 1, 2, 2], ["ECAL"] * 5,
+                     [ecal.channel(1, 2, 2), ecal.channel(0, 2, 2), ecal.channel(1, 2, 2), ecal.channel(0, 2, 2),
+                      ecal.channel(1, 2, 2)], [500.0, 1000.0, 2000.0, 8000.0, 72000.0])
+    raw = C.reconstruct_calo(ev, setup, cond)
+    out = C.reconstruct_calo(ev, setup, resp)
+    assert_same_as_reference(out, C.reconstruct_calo_reference(ev, setup, resp))
+    w = (1 / 1.0 - 1 / raw["ecal_energy"][1]) / (1 / 1.0 - 1 / 5.0)  # linear in 1/E
+    np.testing.assert_allclose(out["ecal_energy"][0], raw["ecal_energy"][0], rtol=1e-15)
+    np.testing.assert_allclose(out["ecal_preshower_energy"][1], raw["ecal_preshower_energy"][1] * (1 + 0.3 * w))
+    np.testing.assert_allclose(out["ecal_main_energy"][1], raw["ecal_main_energy"][1] * (1 + 0.2 * w))
+    np.testing.assert_allclose(out["ecal_energy"][2],
+                               1.1 * raw["ecal_preshower_energy"][2] + 1.05 * raw["ecal_main_energy"][2])

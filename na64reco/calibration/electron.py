@@ -23,8 +23,9 @@ calibration --beam-energy E``, or real calibration-trigger runs):
 
 The table (uncorrected peak energies, scales) is written as ``response_energy_gev`` /
 ``response_scale`` of the ECAL in a new calorimeter payload; the reconstruction
-interpolates the scales linearly in the event's uncorrected energy, constant outside the
-table.  One point below the scan, at ``calibration.electron.unity_below`` of the setup
+interpolates the scales linearly in 1/E of the event's uncorrected energy E, constant
+outside the table (the energy lost below the threshold, ~1-1.5 GeV from 10 to 100 GeV in
+the simulation, varies slowly, so scale - 1 goes roughly as 1/E).  One point below the scan, at ``calibration.electron.unity_below`` of the setup
 (1 GeV), has scale 1: MIP-like deposits (one cell per section, nothing below the zero
 suppression to recover) keep the MIP scale of the gains.  Showers between that point and
 the lowest scan energy are therefore only partly corrected: scan down to the lowest

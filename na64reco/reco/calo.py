@@ -390,11 +390,21 @@ def _describer(events, counts, det, chan):
 
 # ----------------------------------------------------------------------------------------
 def _response(cond, n_sections: int) -> tuple[np.ndarray, np.ndarray]:
-    """(energies in GeV, scales (n_points, n_sections)) of the ECAL response; empty if none."""
+    """ECAL response table as (1/E in 1/GeV, increasing; scales (n_points, n_sections)),
+    empty if none.  The scales are interpolated linearly in 1/E of the uncorrected energy
+    (the energy lost below the zero suppression varies slowly with E, so scale - 1 ~ 1/E),
+    constant outside the table."""
     e = getattr(cond, "response_energy", None)
     if e is None or len(e) == 0:
         return np.zeros(0), np.ones((0, n_sections))
-    return np.asarray(e, float) / GeV, np.asarray(cond.response_scale, float).reshape(len(e), n_sections)
+    inv = GeV / np.asarray(e, float)[::-1]
+    scale = np.asarray(cond.response_scale, float).reshape(len(e), n_sections)[::-1]
+    return np.ascontiguousarray(inv), np.ascontiguousarray(scale)
+
+
+def _inverse(raw):
+    with np.errstate(divide="ignore"):
+        return np.where(raw > 0, 1.0 / np.where(raw > 0, raw, 1.0), np.inf)
 
 
 def _ecal_quantities_reference(setup: Setup, det: Calorimeter, chan_e: np.ndarray, cond=None) -> dict[str, np.ndarray]:
@@ -403,10 +413,10 @@ def _ecal_quantities_reference(setup: Setup, det: Calorimeter, chan_e: np.ndarra
     the scale interpolated at the event's uncorrected ECAL energy."""
     n = chan_e.shape[0]
     cells = chan_e.reshape(n, det.n_sections, det.nx, det.ny) / GeV
-    resp_e, resp_s = _response(cond, det.n_sections)
-    if len(resp_e):
-        raw = cells.sum(axis=(1, 2, 3))
-        scale = np.stack([np.interp(raw, resp_e, resp_s[:, k]) for k in range(det.n_sections)], axis=1)
+    resp_u, resp_s = _response(cond, det.n_sections)
+    if len(resp_u):
+        u = _inverse(cells.sum(axis=(1, 2, 3)))
+        scale = np.stack([np.interp(u, resp_u, resp_s[:, k]) for k in range(det.n_sections)], axis=1)
         cells = cells * scale[:, :, None, None]
     pre = np.array([s == "preshower" for s in det.section_names])
     out = {
@@ -481,8 +491,9 @@ def _ecal_kernel(chan_e, unit, n_sec, nx, ny, pre, cx, cy, resp_e, resp_s, table
             raw = 0.0
             for c in range(n_sec * n_cell):
                 raw += chan_e[e, c] / unit
+            u = 1.0 / raw if raw > 0.0 else np.inf
             for k in range(n_sec):
-                scale[k] = _interp(raw, resp_e, resp_s, k)
+                scale[k] = _interp(u, resp_e, resp_s, k)
         for i in range(nx):
             for j in range(ny):
                 grid[i, j] = 0.0
