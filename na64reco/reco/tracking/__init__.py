@@ -2,6 +2,7 @@
 
 Layers (each module imports only those above it in this list):
 
+``_jit``       numba disk cache keyed on the sources of every module a kernel compiles in
 ``apv``        APV25 samples -> strip amplitude and time
 ``demux``      micromegas de-multiplexing of fired channels into strip clusters
 ``clusters``   digits -> hits in global coordinates (alignment applied)

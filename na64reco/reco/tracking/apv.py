@@ -27,16 +27,23 @@ import numpy as np
 @numba.njit(cache=True)
 def strip_time(a0: float, a1: float, a2: float, spacing: float, peaking: float, min_a0: float) -> float:
     """Pulse start relative to the first sample (ns), from the sample ratios (see module doc)."""
+    return strip_time_r(a0, a1, a2, spacing, math.exp(-spacing / peaking), math.exp(-2.0 * spacing / peaking), min_a0)
+
+
+@numba.njit(cache=True)
+def strip_time_r(a0: float, a1: float, a2: float, spacing: float, r1: float, r2: float, min_a0: float) -> float:
+    """:func:`strip_time` with the shape factors precomputed (for kernels calling it per strip):
+    ``r1 = exp(-spacing / peaking)``, ``r2 = exp(-2 spacing / peaking)``."""
     if a2 <= 0.0:
         return math.nan
     if a0 > min_a0:
-        q = a0 / a2 * math.exp(-2.0 * spacing / peaking)
+        q = a0 / a2 * r2
         if q >= 1.0:
             return math.nan
         return -(2.0 * spacing * q / (1.0 - q))
     if a1 <= 0.0:
         return math.nan
-    q = a1 / a2 * math.exp(-spacing / peaking)
+    q = a1 / a2 * r1
     if q >= 1.0:
         return math.nan
     return -(spacing * q / (1.0 - q) - spacing)

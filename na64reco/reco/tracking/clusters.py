@@ -21,12 +21,16 @@ a hit came from (ambiguous candidates share it); it is unique within an event.
 
 from __future__ import annotations
 
+import math
+
 import awkward as ak
 import numba
 import numpy as np
 
 from na64reco.errors import RawFormatError
-from na64reco.reco.tracking.apv import strip_time
+from na64reco.reco.tracking import apv, demux
+from na64reco.reco.tracking._jit import njit_cached_with
+from na64reco.reco.tracking.apv import strip_time_r
 from na64reco.reco.tracking.demux import _isort, demux_plane_into
 
 TYPE_CODE = {"MM": 0, "GEM": 1, "straw": 2}
@@ -74,17 +78,30 @@ class PlaneTables:
 # ---------------------------------------------------------------------------------------
 @numba.njit(cache=True)
 def _emit(out_f, out_i, n, plane, pos, z, sigma, strip, amp, time, size, origin, amb):
-    out_f[n, 0] = pos
-    out_f[n, 1] = z
-    out_f[n, 2] = sigma
-    out_f[n, 3] = strip
-    out_f[n, 4] = amp
-    out_f[n, 5] = time
-    out_i[n, 0] = plane
-    out_i[n, 1] = size
-    out_i[n, 2] = origin
-    out_i[n, 3] = amb
+    out_f[0, n] = pos
+    out_f[1, n] = z
+    out_f[2, n] = sigma
+    out_f[3, n] = strip
+    out_f[4, n] = amp
+    out_f[5, n] = time
+    out_i[0, n] = plane
+    out_i[1, n] = size
+    out_i[2, n] = origin
+    out_i[3, n] = amb
     return n + 1
+
+
+@numba.njit(cache=True)
+def _reserve(out_f, out_i, n, extra):
+    """The output arrays with room for ``extra`` more hits after the first ``n`` (doubling)."""
+    if n + extra <= out_f.shape[1]:
+        return out_f, out_i
+    cap = max(2 * out_f.shape[1], n + extra)
+    f = np.empty((out_f.shape[0], cap), np.float64)
+    i = np.empty((out_i.shape[0], cap), np.int64)
+    f[:, :n] = out_f[:, :n]
+    i[:, :n] = out_i[:, :n]
+    return f, i
 
 
 @numba.njit(cache=True)
@@ -93,23 +110,39 @@ def _cluster_out(out_f, out_i, n, p, s, sa, t, size, origin, amb, n_strips, pitc
     return _emit(out_f, out_i, n, p, offset[p] + u, zpl[p], sig[p], s, sa, t, size, origin, amb)
 
 
-# Not cached on disk: numba's cache is keyed on this file only, and this kernel inlines
-# functions of demux.py / apv.py, whose changes would otherwise be silently ignored.
-@numba.njit(cache=False)
+@numba.njit(cache=True)
+def _digits_ok(plane, chan, allowed, limit):
+    """True if every digit has a plane of an allowed type and a channel inside its range."""
+    n_planes = allowed.shape[0]
+    for d in range(plane.shape[0]):
+        p = plane[d]
+        if p < 0 or p >= n_planes or not allowed[p] or chan[d] < 0 or chan[d] >= limit[p]:
+            return False
+    return True
+
+
+# Cached on disk with a key over the sources of this module and of apv.py / demux.py,
+# whose kernels it compiles in (see _jit.py).
+@njit_cached_with(apv, demux)
 def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc, ptype, n_strips, pitch, offset,
                  zpl, sig, dead, table, threshold, spacing, peaking, lsb, t0, velocity):
     """Flat kernel: APV and straw digits of all events -> hits sorted by (event, plane).
 
-    Returns (counts per event, out_f (hits, 6) floats, out_i (hits, 4) ints).  Digits
-    need not be ordered; events whose digits are not sorted by (plane, channel) are
-    sorted here (insertion sort), the usual sorted input costs nothing extra.
+    Returns (counts per event, hits per (event, plane) (n_events * n_planes), out_f (6, hits)
+    floats, out_i (4, hits) ints).  Digits need not be ordered; events whose digits are not
+    sorted by (plane, channel) are sorted here (insertion sort), the usual sorted input costs
+    nothing extra.  The APV time is computed only for the strip that gives a hit its time
+    (the largest strip of a cluster, or the channel of an unresolved MM single).
     """
     n_ev = offsets.shape[0] - 1
+    n_planes = ptype.shape[0]
     groups = table.shape[1]
-    cap = plane.shape[0] * groups + 2 * s_plane.shape[0] + 1
-    out_f = np.empty((cap, 6), np.float64)
-    out_i = np.empty((cap, 4), np.int64)
+    r1 = math.exp(-spacing / peaking)
+    r2 = math.exp(-2.0 * spacing / peaking)
+    out_f = np.empty((6, plane.shape[0] + 2 * s_plane.shape[0] + 16), np.float64)
+    out_i = np.empty((4, out_f.shape[1]), np.int64)
     counts = np.zeros(n_ev, np.int64)
+    per_plane = np.zeros(n_ev * n_planes, np.int64)
     maxd = 1
     maxs = 1
     for e in range(n_ev):
@@ -121,7 +154,7 @@ def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc
     idx = np.empty(maxd, np.int64)
     ch = np.empty(maxd, np.int64)
     am = np.empty(maxd, np.float64)
-    tm = np.empty(maxd, np.float64)
+    dg = np.empty(maxd, np.int64)  # digit of each channel (its time is computed when needed)
     mg = maxd * groups + 1
     ws_i = np.empty(4 * mg, np.int64)
     ws_f = np.empty(2 * mg, np.float64)
@@ -161,8 +194,12 @@ def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc
         while i < m or js < ms:
             if js < ms and (i >= m or s_plane[slo + sidx[js]] < plane[lo + idx[i]]):
                 d = slo + sidx[js]
-                n = _straw_out(out_f, out_i, n, s_plane[d], s_tube[d], s_tdc[d], (1 << 20) + sidx[js], n_strips,
-                               pitch, offset, zpl, sig, dead, lsb, t0, velocity)
+                if n + 2 > out_f.shape[1]:
+                    out_f, out_i = _reserve(out_f, out_i, n, 2)
+                n1 = _straw_out(out_f, out_i, n, s_plane[d], s_tube[d], float(s_tdc[d]), (1 << 20) + sidx[js],
+                                n_strips, pitch, offset, zpl, sig, dead, lsb, t0, velocity)
+                per_plane[e * n_planes + s_plane[d]] += n1 - n
+                n = n1
                 js += 1
                 continue
             p = plane[lo + idx[i]]
@@ -176,9 +213,12 @@ def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc
                 if k > 0 and ch[k - 1] == c:  # duplicate digit: keep the first
                     continue
                 ch[k] = c
-                am[k] = max(a0[d], max(a1[d], a2[d]))
-                tm[k] = strip_time(a0[d], a1[d], a2[d], spacing, peaking, threshold)
+                am[k] = max(float(a0[d]), max(float(a1[d]), float(a2[d])))
+                dg[k] = d
                 k += 1
+            if n + k * groups > out_f.shape[1]:
+                out_f, out_i = _reserve(out_f, out_i, n, k * groups)
+            n_before = n
             if ptype[p] == 0:  # MM
                 mc, nruns, nsing = demux_plane_into(ch, am, k, table, dead[p], ws_i, ws_f, strips, owner,
                                                     rstart, rlen, singles)
@@ -186,24 +226,28 @@ def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc
                     sw = 0.0
                     sa = 0.0
                     best = -1.0
-                    t = np.nan
+                    jb = -1
                     for q in range(rstart[r], rstart[r] + rlen[r]):
                         a = am[owner[q]]
                         sw += strips[q] * a
                         sa += a
                         if a > best:
                             best = a
-                            t = tm[owner[q]]
+                            jb = owner[q]
+                    d = dg[jb]
+                    t = strip_time_r(float(a0[d]), float(a1[d]), float(a2[d]), spacing, r1, r2, threshold)
                     n = _cluster_out(out_f, out_i, n, p, sw / sa, sa, t, rlen[r], origin, 0, n_strips, pitch,
                                      offset, zpl, sig)
                     origin += 1
                 for q in range(nsing):
                     j = singles[q]
+                    d = dg[j]
+                    t = strip_time_r(float(a0[d]), float(a1[d]), float(a2[d]), spacing, r1, r2, threshold)
                     for g in range(groups):
                         s = table[ch[j], g]
                         if dead[p, s]:
                             continue
-                        n = _cluster_out(out_f, out_i, n, p, float(s), am[j], tm[j], 1, origin, 1, n_strips, pitch,
+                        n = _cluster_out(out_f, out_i, n, p, float(s), am[j], t, 1, origin, 1, n_strips, pitch,
                                          offset, zpl, sig)
                     origin += 1
             else:  # GEM: channel = strip
@@ -218,20 +262,23 @@ def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc
                     sw = 0.0
                     sa = 0.0
                     best = -1.0
-                    t = np.nan
+                    jb = q
                     for w in range(q, r + 1):
                         sw += ch[w] * am[w]
                         sa += am[w]
                         if am[w] > best:
                             best = am[w]
-                            t = tm[w]
+                            jb = w
+                    d = dg[jb]
+                    t = strip_time_r(float(a0[d]), float(a1[d]), float(a2[d]), spacing, r1, r2, threshold)
                     n = _cluster_out(out_f, out_i, n, p, sw / sa, sa, t, r - q + 1, origin, 0, n_strips, pitch,
                                      offset, zpl, sig)
                     origin += 1
                     q = r + 1
+            per_plane[e * n_planes + p] += n - n_before
             i = e2 + 1
         counts[e] = n - start_n
-    return counts, out_f[:n], out_i[:n]
+    return counts, per_plane, out_f[:, :n], out_i[:, :n]
 
 
 @numba.njit(cache=True)
@@ -250,6 +297,11 @@ def _straw_out(out_f, out_i, n, p, tube, tdc, org, n_strips, pitch, offset, zpl,
 
 
 # ---------------------------------------------------------------------------------------
+def _native(a):
+    """``a`` as a native-byte-order array (what the kernels accept); no copy if it is one."""
+    return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
+
+
 def _jagged(coll, names, what, source):
     """(offsets, {name: flat numpy array}) of a jagged record collection, without copies when
     the layout is the plain one the reader makes (ListOffsetArray of a RecordArray)."""
@@ -258,12 +310,12 @@ def _jagged(coll, names, what, source):
         if isinstance(lay, ak.contents.ListOffsetArray) and isinstance(lay.content, ak.contents.RecordArray):
             off = np.asarray(lay.offsets).astype(np.int64)
             lo, hi = off[0], off[-1]
-            flat = {n: np.asarray(lay.content[n].data if hasattr(lay.content[n], "data")
-                                  else ak.to_numpy(lay.content[n]))[lo:hi] for n in names}
+            flat = {n: _native(np.asarray(lay.content[n].data if hasattr(lay.content[n], "data")
+                                          else ak.to_numpy(lay.content[n]))[lo:hi]) for n in names}
             return off - lo, flat
         off = np.zeros(len(coll) + 1, np.int64)
         np.cumsum(np.asarray(ak.num(coll, axis=1)), out=off[1:])
-        return off, {n: np.asarray(ak.flatten(coll[n])) for n in names}
+        return off, {n: _native(np.asarray(ak.flatten(coll[n]))) for n in names}
     except Exception as exc:
         raise RawFormatError(f"{source}: cannot read the {what} digits ({', '.join(names)}): {exc}") from None
 
@@ -286,34 +338,42 @@ def _check_digits(what, plane, chan, allowed_types, tables, limit, source):
                              f"0..{int(lim[i]) - 1}")
 
 
+def _validate(what, plane, chan, allowed_types, tables, limit, source):
+    """One compiled pass over the digits; the numpy checks only to word the error."""
+    if not _digits_ok(plane, chan, np.isin(tables.type, allowed_types), limit):
+        _check_digits(what, plane.astype(np.int64), chan.astype(np.int64), allowed_types, tables, limit, source)
+        raise RawFormatError(f"{source}: invalid {what} digits")
+
+
 def event_hits(events, tables: PlaneTables, *, threshold_sigma: float, drift_t0: float = 0.0,
                source: str = "") -> dict[str, np.ndarray]:
     """All hits of ``events`` (awkward records with ``apv`` and ``straw``) as flat arrays.
 
     Returns a dict of flat arrays with :data:`HIT_FIELDS` plus ``event`` (index of the
-    event in ``events``) and ``offsets`` (n_events + 1) -- hits sorted by (event, plane).
+    event in ``events``), ``offsets`` (n_events + 1) and ``plane_offsets``
+    (n_events * n_planes + 1: hits of event e, plane p start at ``plane_offsets[e * n_planes
+    + p]``) -- hits sorted by (event, plane).
     """
     source = source or "<events>"
     n_ev = len(events)
     a_off, a = _jagged(events["apv"], ("plane", "chan", "a0", "a1", "a2"), "apv", source)
     s_off, s = _jagged(events["straw"], ("plane", "tube", "tdc"), "straw", source)
-    a_plane, a_chan = a["plane"].astype(np.int64), a["chan"].astype(np.int64)
     limit = np.where(tables.type == 0, tables.mm_channels, tables.n_strips)
-    _check_digits("apv", a_plane, a_chan, (0, 1), tables, limit, source)
-    s_plane, s_tube = s["plane"].astype(np.int64), s["tube"].astype(np.int64)
-    _check_digits("straw", s_plane, s_tube, (2,), tables, tables.n_strips, source)
-    a = [a[k].astype(np.float64) for k in ("a0", "a1", "a2")]
-    s_tdc = s["tdc"].astype(np.float64)
-    counts, f, i = _hits_kernel(a_off, a_plane, a_chan, a[0], a[1], a[2], s_off, s_plane, s_tube, s_tdc,
-                                tables.type, tables.n_strips, tables.pitch, tables.offset, tables.z, tables.sigma,
-                                tables.dead, tables.table, tables.apv_threshold(threshold_sigma), tables.spacing,
-                                tables.peaking, tables.tdc_lsb, drift_t0, tables.drift_velocity)
+    _validate("apv", a["plane"], a["chan"], (0, 1), tables, limit, source)
+    _validate("straw", s["plane"], s["tube"], (2,), tables, tables.n_strips, source)
+    counts, per_plane, f, i = _hits_kernel(
+        a_off, a["plane"], a["chan"], a["a0"], a["a1"], a["a2"], s_off, s["plane"], s["tube"], s["tdc"],
+        tables.type, tables.n_strips, tables.pitch, tables.offset, tables.z, tables.sigma, tables.dead, tables.table,
+        tables.apv_threshold(threshold_sigma), tables.spacing, tables.peaking, tables.tdc_lsb, drift_t0,
+        tables.drift_velocity)
     ev = np.repeat(np.arange(n_ev), counts)
     offsets = np.zeros(n_ev + 1, np.int64)
     np.cumsum(counts, out=offsets[1:])
-    return {"event": ev, "offsets": offsets, "plane": i[:, 0], "pos": f[:, 0], "z": f[:, 1], "sigma": f[:, 2],
-            "strip": f[:, 3], "amp": f[:, 4], "time": f[:, 5], "size": i[:, 1], "origin": i[:, 2],
-            "ambiguous": i[:, 3].astype(bool)}
+    plane_offsets = np.zeros(n_ev * tables.n_planes + 1, np.int64)
+    np.cumsum(per_plane, out=plane_offsets[1:])
+    return {"event": ev, "offsets": offsets, "plane_offsets": plane_offsets, "plane": i[0], "pos": f[0],
+            "z": f[1], "sigma": f[2], "strip": f[3], "amp": f[4], "time": f[5], "size": i[1], "origin": i[2],
+            "ambiguous": i[3].astype(bool)}
 
 
 # ---------------------------------------------------------------------------------------

@@ -486,7 +486,9 @@ def plane_bounds(hits, n_events, n_planes):
 
 def find_tracks(hits, n_events, n_planes, vt: ViewTables):
     """Run the kernel on flat ``hits`` (sorted by event, plane); arrays of shape (n_events, n_views, ...)."""
-    bounds = plane_bounds(hits, n_events, n_planes)
+    bounds = hits.get("plane_offsets")
+    if bounds is None or len(bounds) != n_events * n_planes + 1:
+        bounds = plane_bounds(hits, n_events, n_planes)
     nh, chi2, ntr, flags, par, sel = _track_kernel(
         bounds, n_planes, hits["pos"], hits["sigma"], hits["origin"], vt.planes, vt.dz, vt.down, vt.nplanes,
         vt.npar, vt.ref_slope, vt.kmin, vt.kmax, vt.window, vt.prior, vt.kprior, vt.kprior_sig, vt.anchor, vt.anchor_dz,

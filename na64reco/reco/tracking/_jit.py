@@ -1,0 +1,76 @@
+"""On-disk numba caching for kernels that inline jitted functions of other modules.
+
+numba keys a function's cache on the time stamp of the file that defines it.  A kernel
+compiles the jitted functions it calls into itself, so after an edit of *their* file the
+cached kernel would keep running the old code (numba documents this limitation).  Not
+caching costs every process the compilation (~5 s for the hits kernel), which hurts
+futures and dask workers.
+
+:func:`njit_cached_with` caches in a directory named after the SHA-256 of the defining
+file and of every module whose kernels it calls, so an edit of any of them compiles
+afresh.  The choice over merging those modules into one file: the APV, de-multiplexing
+and clustering layers keep their own modules, reference twins and tests.
+
+Cache root: ``NUMBA_CACHE_DIR`` if set, else ``__pycache__`` next to the defining file,
+else the temporary directory; with no writable place the kernel is not cached.  Stale
+directories (earlier source versions) are never read again; delete them at will.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import os
+import tempfile
+from pathlib import Path
+
+import numba
+
+
+def source_digest(*files) -> str:
+    """SHA-256 (hex, 16 characters) of the contents of ``files`` in order."""
+    h = hashlib.sha256()
+    for f in files:
+        h.update(Path(f).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _writable(path: Path) -> bool:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path):
+            pass
+        return True
+    except OSError:
+        return False
+
+
+def cache_dir_for(fn, modules) -> Path | None:
+    """Cache directory of ``fn`` calling kernels of ``modules`` (None: nowhere writable)."""
+    src = inspect.getsourcefile(fn)
+    name = f"na64reco-{source_digest(src, *(m.__file__ for m in modules))}"
+    roots = [os.environ.get("NUMBA_CACHE_DIR") or numba.config.CACHE_DIR or None,
+             str(Path(src).parent / "__pycache__"),
+             str(Path(tempfile.gettempdir()) / f"na64reco-numba-{os.getuid() if hasattr(os, 'getuid') else 0}")]
+    for root in roots:
+        if root and _writable(Path(root) / name):
+            return Path(root) / name
+    return None
+
+
+def njit_cached_with(*modules, **options):
+    """``numba.njit(cache=True, **options)`` whose cache is keyed on the sources of the
+    defining module and of ``modules`` (see the module doc)."""
+
+    def decorate(fn):
+        where = cache_dir_for(fn, modules)
+        if where is None:
+            return numba.njit(cache=False, **options)(fn)
+        before = numba.config.CACHE_DIR
+        numba.config.CACHE_DIR = str(where)  # read once, when caching is enabled below
+        try:
+            return numba.njit(cache=True, **options)(fn)
+        finally:
+            numba.config.CACHE_DIR = before
+
+    return decorate
