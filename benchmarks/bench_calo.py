@@ -8,9 +8,13 @@ given, then reports events/s (one core) of
 * plain uproot reading of the calo branches (``calo_det``, ``calo_chan``, ``calo_adc``),
 * ``RawFile.events()`` (all branches, assembled into awkward records),
 * the calo stage ``reconstruct_calo`` on events already in memory (waveform kernel,
-  scatter-adds, shower shape),
+  one numba pass per event for the sums, one for the ECAL quantities),
+* its slow twin ``reconstruct_calo_reference`` (the previous numpy scatter-add path, with
+  the same waveform kernel),
 
-and the ratio of the calo stage to plain uproot reading of its branches.
+and the ratios of the calo stage to plain uproot reading of its branches.  Times are the
+best of ``--repeat`` in CPU time of this process (``time.process_time``: robust against
+other jobs on a shared machine) and, in brackets, wall time.
 """
 
 from __future__ import annotations
@@ -30,16 +34,18 @@ import uproot  # noqa: E402
 from na64reco.conditions import load_conditions  # noqa: E402
 from na64reco.geometry import load_setup  # noqa: E402
 from na64reco.io.raw import open_raw  # noqa: E402
-from na64reco.reco.calo import reconstruct_calo  # noqa: E402
+from na64reco.reco.calo import reconstruct_calo, reconstruct_calo_reference  # noqa: E402
 
 
 def best_of(fn, repeat):
-    times = []
+    """(best CPU time, best wall time) of ``repeat`` calls."""
+    cpu, wall = [], []
     for _ in range(repeat):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+        cpu.append(time.process_time() - c)
+        wall.append(time.perf_counter() - t)
+    return min(cpu), min(wall)
 
 
 def main() -> None:
@@ -70,13 +76,21 @@ def main() -> None:
         events = f.events()
     digits = int(ak.sum(ak.num(events["calo"])))
     reconstruct_calo(events[:100], setup, cond)  # compile / load the numba cache
+    reconstruct_calo_reference(events[:100], setup, cond)
     t_reco = best_of(lambda: reconstruct_calo(events, setup, cond, source=str(path)), args.repeat)
+    t_ref = best_of(lambda: reconstruct_calo_reference(events, setup, cond, source=str(path)), args.repeat)
+
+    def rate(t):
+        return f"{n / t[0]:10,.0f} events/s  ({n / t[1]:,.0f} wall)"
+
     print(f"file: {path} ({n} events, {digits / n:.1f} MSADC digits/event)")
-    print(f"uproot read of calo branches : {n / t_uproot:12,.0f} events/s")
-    print(f"RawFile.events() (all)       : {n / t_events:12,.0f} events/s")
-    print(f"reconstruct_calo             : {n / t_reco:12,.0f} events/s  ({digits / t_reco:,.0f} digits/s)")
-    print(f"calo stage / uproot read     : {t_reco / t_uproot:.2f} x the time "
-          f"(reading + calo stage: {n / (t_uproot + t_reco):,.0f} events/s)")
+    print(f"uproot read of calo branches : {rate(t_uproot)}")
+    print(f"RawFile.events() (all)       : {rate(t_events)}")
+    print(f"reconstruct_calo             : {rate(t_reco)}  {digits / t_reco[0]:,.0f} digits/s")
+    print(f"reconstruct_calo_reference   : {rate(t_ref)}")
+    print(f"calo stage / uproot read     : {t_reco[0] / t_uproot[0]:.2f} x the CPU time "
+          f"(reference twin: {t_ref[0] / t_uproot[0]:.2f} x; reading + calo stage: "
+          f"{n / (t_uproot[0] + t_reco[0]):,.0f} events/s)")
     out = reconstruct_calo(events[:1000], setup, cond)
     assert np.isfinite(out["ecal_energy"]).all()
 

@@ -310,7 +310,8 @@ def _waveform_kernel(adc, ped_even_cond, ped_odd_cond, noise, gain, time_offset,
         for k in range(1, ns - 1):
             if k == imax or y[k] <= pileup_fraction * amax or not use[k]:
                 continue
-            if y[k] > y[k - 1] and y[k] >= y[k + 1]:
+            # (the template tail is >= 0: a maximum below the prominence cannot be pile-up)
+            if y[k] > y[k - 1] and y[k] >= y[k + 1] and y[k] > pileup_prominence * sig:
                 t = k * period - t0
                 expected = 0.0
                 if t > 0.0:
@@ -459,12 +460,27 @@ def check_samples(adc: np.ndarray, source: str = "", describe=None) -> np.ndarra
         if bad.any():
             i = int(np.argmax(bad))
             raise RawFormatError(f"{source or '<digits>'}: {where(i)} has NaN/infinite MSADC samples")
-    zero = ~adc.any(axis=1)
-    if zero.any():
+    if len(adc) and adc.shape[1] and _first_all_zero(adc) >= 0:
+        zero = ~adc.any(axis=1)
         i = int(np.argmax(zero))
         raise RawFormatError(f"{source or '<digits>'}: {where(i)} has an all-zero MSADC waveform "
                              f"({int(zero.sum())} such digit(s) in total): corrupt or unconnected read-out")
     return adc
+
+
+@numba.njit(cache=True, nogil=True)
+def _first_all_zero(adc):
+    """Index of the first all-zero row, -1 if none (stops at the first non-zero sample)."""
+    n, ns = adc.shape
+    for i in range(n):
+        zero = True
+        for k in range(ns):
+            if adc[i, k] != 0:
+                zero = False
+                break
+        if zero:
+            return i
+    return -1
 
 
 def reconstruct_digits(det, chan, adc, setup: Setup, conditions, *, source: str = "",
