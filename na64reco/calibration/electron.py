@@ -25,9 +25,10 @@ The table (uncorrected peak energies, scales) is written as ``response_energy_ge
 ``response_scale`` of the ECAL in a new calorimeter payload; the reconstruction
 interpolates the scales linearly in 1/E of the event's uncorrected energy E, constant
 outside the table (the energy lost below the threshold, ~1-1.5 GeV from 10 to 100 GeV in
-the simulation, varies slowly, so scale - 1 goes roughly as 1/E).  One point below the scan, at ``calibration.electron.unity_below`` of the setup
-(1 GeV), has scale 1: MIP-like deposits (one cell per section, nothing below the zero
-suppression to recover) keep the MIP scale of the gains.  Showers between that point and
+the simulation, varies slowly, so scale - 1 goes roughly as 1/E).  One point below the
+scan, at ``calibration.electron.unity_below`` of the setup (1 GeV), has scale 1:
+MIP-like deposits (one cell per section, nothing below the zero suppression to recover)
+keep the MIP scale of the gains.  Showers between that point and
 the lowest scan energy are therefore only partly corrected: scan down to the lowest
 energy that matters (the NA64e signal box is E_ECAL < 50 GeV).
 
@@ -182,6 +183,7 @@ def response_table(points: list[ResponsePoint], unity_below_gev: float) -> tuple
         energy.insert(0, unity_below_gev)
         scale.insert(0, np.ones_like(pts[0].scale))
     if np.any(np.diff(energy) <= 0):
-        raise NA64Error("electron calibration: the peaks of the uncorrected ECAL sum do not increase with "
-                        f"the beam energy ({', '.join(f'{p.beam_energy:g} GeV -> {p.raw_peak:.3f}' for p in pts)})")
+        seen = ", ".join(f"{p.beam_energy:g} GeV -> {p.raw_peak:.3f}" for p in pts)
+        raise NA64Error("electron calibration: the peaks of the uncorrected ECAL sum do not increase "
+                        f"with the beam energy ({seen})")
     return np.asarray(energy), np.asarray(scale)
