@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from dataclasses import dataclass, field
 
 import awkward as ak
@@ -56,8 +57,31 @@ def _conditions(setup_name: str, run: int, tag: str):
 
 @functools.lru_cache(maxsize=256)
 def _file_info(path: str, mtime_ns: int) -> FileInfo:
-    with open_raw(path) as raw:
-        return FileInfo(path, raw.setup, raw.run, not raw.has_truth)
+    raw = _open_raw_cached(path, mtime_ns)
+    return FileInfo(path, raw.setup, raw.run, not raw.has_truth)
+
+
+_LOCAL = threading.local()  # per thread: {(path, mtime_ns): RawFile}, most recently used last
+_MAX_OPEN = 4
+
+
+def _open_raw_cached(path: str, mtime_ns: int):
+    """An open :class:`~na64reco.io.raw.RawFile` kept for the chunks that follow (file info,
+    truth rows, spills): a file is opened once per worker process, not three times per
+    chunk.  At most ``_MAX_OPEN`` stay open; the least recently used is closed."""
+    cache = _LOCAL.__dict__.setdefault("files", {})
+    key = (path, mtime_ns)
+    raw = cache.pop(key, None)
+    if raw is None:
+        raw = open_raw(path)
+        while len(cache) >= _MAX_OPEN:
+            cache.pop(next(iter(cache))).close()
+    cache[key] = raw
+    return raw
+
+
+def _raw(path: str):
+    return _open_raw_cached(path, os.stat(path).st_mtime_ns)
 
 
 def reconstruct_stage(events, setup, conditions, source=""):
@@ -200,6 +224,27 @@ def _axis(name: str, binning: dict) -> hist.axis.AxisProtocol:
     return hist.axis.Regular(n, lo, hi, name=name, label=label)
 
 
+class Columns:
+    """Numpy columns of a reco record array (:func:`~na64reco.selection.cuts.column`),
+    each converted once and kept."""
+
+    def __init__(self, reco: ak.Array):
+        self.reco = reco
+        self._cols: dict[str, np.ndarray] = {}
+
+    @classmethod
+    def of(cls, reco) -> Columns:
+        return reco if isinstance(reco, cls) else cls(reco)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._cols:
+            self._cols[name] = column(self.reco, name)
+        return self._cols[name]
+
+    def __len__(self) -> int:
+        return len(self.reco)
+
+
 def _is_modules(name: str) -> bool:
     return VARIABLES.get(name, ("scalar",))[0] == "modules"
 
@@ -270,12 +315,13 @@ class InvisibleProcessor(processor.ProcessorABC):
         box = region_mask(reco, self.selection.signal_box)
         selection = build_selection(masks, box)
         passed_all = selection.all(*masks)
+        cols = Columns(reco)  # numpy columns, converted once per chunk
 
         out = {
             "cutflow": CutflowTable.from_selection(selection, list(masks), weights,
                                                    blinded=decision.blinded),
-            "hists": self.fill_histograms(reco, passed_all, weights),
-            "nminus1": self.fill_nminusone(reco, selection, weights),
+            "hists": self.fill_histograms(cols, passed_all, weights),
+            "nminus1": self.fill_nminusone(cols, selection, weights),
             "regions": self.count_regions(reco, selection, masks, box, weights, decision.blinded),
             "provenance": self.provenance(events, meta, info, conditions),
         }
@@ -320,8 +366,7 @@ class InvisibleProcessor(processor.ProcessorABC):
         if "truth_weight" in reco.fields:
             return reco
         start, stop = meta.get("entrystart"), meta.get("entrystop")
-        with open_raw(info.path) as raw:
-            truth = raw.truth(start, stop)
+        truth = _raw(info.path).truth(start, stop)
         try:
             return attach_truth_stage(reco, truth)
         except ValueError as exc:
@@ -331,9 +376,9 @@ class InvisibleProcessor(processor.ProcessorABC):
         names = [*self.selection.variables, *self.MAIN_VARIABLES]
         return [v for v in dict.fromkeys(names) if variable_info(v, self.SETUP)]
 
-    def _fill(self, h, reco, mask, weights, names, **fixed):
+    def _fill(self, h, cols, mask, weights, names, **fixed):
         w = np.ones(np.count_nonzero(mask)) if weights is None else weights[mask]
-        cols = [column(reco, n)[mask] for n in names]
+        cols = [cols[n][mask] for n in names]
         if len(names) == 1 and cols[0].ndim == 2:  # per-module variable: one entry per module
             x = cols[0]
             module = np.broadcast_to(np.arange(x.shape[1]), x.shape)
@@ -351,24 +396,26 @@ class InvisibleProcessor(processor.ProcessorABC):
 
     def fill_histograms(self, reco, passed_all, weights) -> dict:
         """Every cut and main variable (and the 2-D pairs), before cuts and after all cuts."""
-        everything = np.ones(len(reco), bool)
+        cols = Columns.of(reco)
+        everything = np.ones(len(cols), bool)
         out = {}
         for names in [(v,) for v in self.variables()] + list(self.PAIRS):
             h = self._book(names, stage=True)
-            self._fill(h, reco, everything, weights, names, stage="all")
-            self._fill(h, reco, passed_all, weights, names, stage="selected")
+            self._fill(h, cols, everything, weights, names, stage="all")
+            self._fill(h, cols, passed_all, weights, names, stage="selected")
             out["_vs_".join(names)] = h
         return out
 
     def fill_nminusone(self, reco, selection, weights) -> dict:
         """For each cut (and the box): its variable for events passing all the others."""
         names = [*self.selection.cut_names, BOX]
+        cols = Columns.of(reco)
         out = {}
         for name in names:
             var = self.selection.signal_box.variable if name == BOX else self.selection.cut(name).variable
             others = selection.all(*[n for n in names if n != name])
             h = self._book((var,), stage=False)
-            self._fill(h, reco, others, weights, (var,))
+            self._fill(h, cols, others, weights, (var,))
             out[name] = h
         return out
 
@@ -398,8 +445,7 @@ class InvisibleProcessor(processor.ProcessorABC):
         rec = {"events": n, "chunks": 1, "data": info.is_data, "run": info.run,
                "n_beam": 0, "n_spills": 0}
         if info.path and (meta.get("entrystart") or 0) == 0:  # the file's first chunk: spills once
-            with open_raw(info.path) as raw:
-                spills = raw.spills()
+            spills = _raw(info.path).spills()
             rec["n_beam"] = prov.n_beam = int(np.sum(spills["n_beam"]))
             rec["n_spills"] = prov.n_spills = len(spills["spill"])
             prov.n_triggered = int(np.sum(spills["n_triggered"]))

@@ -45,9 +45,9 @@ def attach_truth(reco: ak.Array, truth: dict[str, np.ndarray]) -> ak.Array:
     """Add ``truth_<name>`` fields from the truth tree rows matching ``reco``'s events."""
     if len(truth["event"]) != len(reco) or not np.array_equal(np.asarray(truth["event"]), np.asarray(reco["event"])):
         raise ValueError("truth rows do not match the reconstructed events (event numbers differ)")
-    for name in TRUTH_FIELDS:
-        reco = ak.with_field(reco, np.asarray(truth[name]), f"truth_{name}")
-    return reco
+    fields = {name: reco[name] for name in reco.fields}  # one zip, not a copy per added field
+    fields.update({f"truth_{name}": np.asarray(truth[name]) for name in TRUTH_FIELDS})
+    return ak.zip(fields, depth_limit=1)
 
 
 def _column(value):
