@@ -120,9 +120,21 @@ TAG_SCHEMA = {
 }
 
 
-def default_tag(setup: str) -> str:
-    """The tag used when none is given: ``<setup>-default``."""
-    return f"{setup}-default"
+DEFAULT_TAGS_FILE = "default_tags.yaml"
+
+
+def default_tag(setup: str, root: Path | None = None) -> str:
+    """The tag used when none is given.
+
+    ``calib/default_tags.yaml`` names it per setup (the pointer moves when a new
+    calibration is published; tags themselves never change); without an entry it is
+    ``<setup>-default``.
+    """
+    path = (root or calib_dir()) / DEFAULT_TAGS_FILE
+    if not path.is_file():
+        return f"{setup}-default"
+    node = load_yaml(path, schema_version=SCHEMA_VERSION)
+    return node.node("defaults").string(setup, f"{setup}-default")
 
 
 @dataclass(frozen=True)
@@ -242,8 +254,8 @@ def load_conditions(setup: str | Setup, run: int, tag: str | None = None,
                     root: Path | None = None) -> RunConditions:
     """Conditions of ``run`` for ``setup`` from ``tag`` (default ``<setup>-default``)."""
     setup = load_setup(setup) if isinstance(setup, str) else setup
-    tag = tag or default_tag(setup.name)
     root = Path(root) if root else None
+    tag = tag or default_tag(setup.name, root)
     t = load_tag(tag, root)
     if t.data["setup"] != setup.name:
         raise ConfigError(f"calibration tag {tag!r} is for setup {t.data['setup']!r}, not {setup.name!r}")

@@ -114,7 +114,7 @@ def test_nan_in_conditions(calib):
 
 
 def test_unknown_tag_lists_known(calib):
-    with pytest.raises(ConfigError, match=r"unknown calibration tag 'nope'.*known tags: na64e-default, na64mu-default"):
+    with pytest.raises(ConfigError, match=r"unknown calibration tag 'nope'.*known tags: na64e-default, .*na64mu-default"):
         load_conditions("na64mu", 10, tag="nope", root=calib)
     with pytest.raises(ConfigError, match="is for setup 'na64e', not 'na64mu'"):
         load_conditions("na64mu", 10, tag="na64e-default", root=calib)
@@ -124,3 +124,15 @@ def test_write_payload_validates_before_writing(calib):
     with pytest.raises(ConfigError, match="detectors.ECAL"):
         write_payload("na64mu", "calorimeter", (1, 2), {"detectors": {"ECAL": {"gain_mev_per_adc": [1.0]}}}, root=calib)
     assert not (calib / "conditions/na64mu/calorimeter/v002.yaml").exists()
+
+
+def test_default_tag_pointer(calib):
+    from na64reco.conditions import DEFAULT_TAGS_FILE
+
+    (calib / DEFAULT_TAGS_FILE).write_text("schema_version: 1\ndefaults: {na64mu: na64mu-test}\n")
+    assert default_tag("na64mu", calib) == "na64mu-test"
+    assert default_tag("na64e", calib) == "na64e-default"  # no entry: <setup>-default
+    with pytest.raises(ConfigError, match="unknown calibration tag 'na64mu-test'"):
+        load_conditions("na64mu", 10, root=calib)
+    (calib / DEFAULT_TAGS_FILE).unlink()
+    assert default_tag("na64mu", calib) == "na64mu-default"
