@@ -1,16 +1,17 @@
 """Full-chain throughput (raw -> histograms) and scaling of the blinded processors.
 
     python benchmarks/bench_chain.py FILE.root [FILE.root ...] [--processor na64mu_invisible]
-        [--chunksizes 5000 20000] [--skip-dask]
+        [--chunksizes 5000 20000] [--repeat 3] [--skip-dask]
 
-Prints:
+Prints (each timing the minimum of ``--repeat`` runs, wall and CPU time of this process):
 * plain uproot read of the ``events`` tree (all branches) in events/s;
 * the full chain with the iterative executor in events/s/core and its time relative
-  to the plain read (target <= 3x);
-* dask with 1 and 2 workers (LocalCluster, 1 thread each): wall time and speed-up
-  (target >= 1.6x on 2 free cores);
-* peak resident memory per dask worker for each chunk size.
-Run on an otherwise idle machine; figures depend on the load.
+  to the plain read measured in the same run (target <= 3x), in wall and in CPU time;
+* dask with 1 and 2 workers (LocalCluster, 1 thread each, workers warmed up first): wall
+  time and speed-up (target >= 1.6x on 2 free cores);
+* peak resident memory per dask worker for each chunk size (chunks are whole basket
+  clusters of at most the chunk size when the clusters fit, see ``na64reco.runner``).
+Run on an otherwise idle machine; figures depend on the load (the CPU-time ratio less so).
 """
 
 from __future__ import annotations
@@ -25,27 +26,53 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+def best(fn, repeat):
+    """(result, min wall s, min CPU s of this process) over ``repeat`` calls of ``fn``."""
+    walls, cpus = [], []
+    for _ in range(repeat):
+        w, c = time.perf_counter(), time.process_time()
+        res = fn()
+        walls.append(time.perf_counter() - w)
+        cpus.append(time.process_time() - c)
+    return res, min(walls), min(cpus)
+
+
 def read_uproot(files):
     import uproot
 
     n = 0
-    t = time.perf_counter()
     for f in files:
         with uproot.open(f) as fh:
             n += len(fh["events"].arrays(library="ak"))
-    return n, time.perf_counter() - t
+    return n
 
 
 def run(files, processor, executor, workers=1, chunksize=20000, client=None):
     from na64reco.runner import RunOptions, run_files
 
     opts = RunOptions(processor, executor=executor, workers=workers, chunksize=chunksize, client=client)
-    t = time.perf_counter()
     out = run_files({"bench": list(files)}, opts)
-    return out["bench"]["provenance"].events_processed, time.perf_counter() - t
+    return out["bench"]["provenance"].events_processed
+
+
+def _reset_peak_rss():
+    """Restart the worker's peak-RSS count (Linux ``clear_refs``): ``ru_maxrss`` is inherited
+    from the process that started the worker, so it would report the benchmark's own peak."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
 
 
 def _peak_rss_mb():
+    """Peak RSS since :func:`_reset_peak_rss` (``VmHWM``), else ``ru_maxrss``."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -62,15 +89,19 @@ def _warm(path, processor, n=500):
     return True
 
 
-def dask_run(files, processor, workers, chunksize):
+def dask_run(files, processor, workers, chunksize, repeat=1):
+    """(events, min wall s, peak RSS MB of the largest worker); start-up and warm-up not timed."""
     from dask.distributed import Client, LocalCluster
 
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster, Client(cluster) as client:
+        t = time.perf_counter()
         client.run(_warm, str(Path(files[0]).resolve()), processor)  # not timed
-        n, dt = run(files, processor, "dask", workers, chunksize, client)
+        warm = time.perf_counter() - t
+        client.run(_reset_peak_rss)
+        n, dt, _ = best(lambda: run(files, processor, "dask", workers, chunksize, client), repeat)
         peaks = client.run(_peak_rss_mb)
-    return n, dt, max(peaks.values())
+    return n, dt, max(peaks.values()), warm
 
 
 def main(argv=None):
@@ -78,25 +109,30 @@ def main(argv=None):
     ap.add_argument("files", nargs="+")
     ap.add_argument("--processor", default="na64mu_invisible")
     ap.add_argument("--chunksizes", type=int, nargs="+", default=[5000, 20000])
+    ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--skip-dask", action="store_true")
     args = ap.parse_args(argv)
     os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".numba_cache"))
 
     run(args.files[:1], args.processor, "iterative", chunksize=2000)   # warm-up: imports, numba
-    n, t_read = read_uproot(args.files)
-    print(f"plain uproot read      : {n} events in {t_read:.2f} s = {n / t_read:,.0f} events/s")
-    n, t_chain = run(args.files, args.processor, "iterative", chunksize=max(args.chunksizes))
-    print(f"full chain (iterative) : {n} events in {t_chain:.2f} s = {n / t_chain:,.0f} events/s/core; "
-          f"{t_chain / t_read:.1f}x the plain read (target <= 3x)")
+    n, r_wall, r_cpu = best(lambda: read_uproot(args.files), args.repeat)
+    print(f"plain uproot read      : {n} events in {r_wall:.2f} s wall, {r_cpu:.2f} s CPU = "
+          f"{n / r_wall:,.0f} events/s")
+    cs = max(args.chunksizes)
+    n, c_wall, c_cpu = best(lambda: run(args.files, args.processor, "iterative", chunksize=cs), args.repeat)
+    print(f"full chain (iterative) : {n} events in {c_wall:.2f} s wall, {c_cpu:.2f} s CPU = "
+          f"{n / c_cpu:,.0f} events/s/core; {c_wall / r_wall:.1f}x the plain read in wall time, "
+          f"{c_cpu / r_cpu:.1f}x in CPU time (target <= 3x)")
     if args.skip_dask:
         return 0
     cs = min(args.chunksizes)
-    n1, t1, m1 = dask_run(args.files, args.processor, 1, cs)
-    n2, t2, m2 = dask_run(args.files, args.processor, 2, cs)
+    n1, t1, m1, w1 = dask_run(args.files, args.processor, 1, cs, args.repeat)
+    n2, t2, m2, w2 = dask_run(args.files, args.processor, 2, cs, args.repeat)
     print(f"dask 1 worker          : {t1:.2f} s;  2 workers: {t2:.2f} s;  speed-up {t1 / t2:.2f}x "
-          f"(target >= 1.6x)")
+          f"(target >= 1.6x); {t1 / r_wall:.1f}x / {t2 / r_wall:.1f}x the plain read; "
+          f"worker warm-up (imports, kernels from the disk cache) {w1:.1f} s / {w2:.1f} s")
     for c in args.chunksizes:
-        _, dt, peak = dask_run(args.files, args.processor, 2, c)
+        _, dt, peak, _ = dask_run(args.files, args.processor, 2, c)
         print(f"chunksize {c:>7}      : 2 workers {dt:.2f} s, peak RSS per worker {peak:.0f} MB")
     return 0
 

@@ -20,6 +20,11 @@ What this adds to ``coffea.processor.Runner``:
 * the flat tree is read with the schema *class* ``BaseSchema`` and all branches are
   preloaded in one go (the fileset ``preload`` option; lazy reading decompressed the
   jagged branches twice);
+* chunks follow the files' basket clusters when the clusters are no larger than the
+  chunk size: every chunk is then whole clusters and at most ``chunksize`` events (a chunk
+  that cuts a cluster makes uproot decompress that cluster's baskets once per chunk
+  touching it, ~3x the read cost at chunks of 5000 events in files with ~19k-event
+  clusters).  Files with larger clusters are cut every ``chunksize`` events;
 * accounting: ``events_processed + events_skipped == events_total`` for every run.
 """
 
@@ -104,17 +109,19 @@ class FileCheck:
     good: dict[str, list[str]]
     entries: dict[str, int]                        # path -> events in the file (good files)
     skipped: dict[str, dict] = field(default_factory=dict)  # path -> {reason, events}
+    max_cluster: int = 0                           # largest basket cluster (events) of the good files
 
 
 def check_files(fileset: Mapping[str, list[str]], setup: str, *, skip_bad_files: bool) -> FileCheck:
     """Open every file with :func:`open_raw` (format, branches, setup, spills tree)."""
-    good, entries, skipped = {}, {}, {}
+    good, entries, skipped, max_cluster = {}, {}, {}, 0
     for dataset, files in fileset.items():
         for path in files:
             try:
                 with open_raw(path, setup=setup) as raw:
                     raw.spills()
                     n = raw.n_events
+                    cluster = _largest_cluster(raw)
             except (RawFormatError, SetupMismatch) as exc:
                 one_line = " ".join(str(exc).split())
                 if not skip_bad_files:
@@ -123,7 +130,29 @@ def check_files(fileset: Mapping[str, list[str]], setup: str, *, skip_bad_files:
                 continue
             good.setdefault(dataset, []).append(str(path))
             entries[str(path)] = n
-    return FileCheck(good, entries, skipped)
+            max_cluster = max(max_cluster, cluster)
+    return FileCheck(good, entries, skipped, max_cluster)
+
+
+def _largest_cluster(raw) -> int:
+    """Events in the largest basket cluster of the ``events`` tree (0 if unknown)."""
+    try:
+        edges = raw._file[TREE].common_entry_offsets()
+        return int(max(b - a for a, b in zip(edges[:-1], edges[1:]))) if len(edges) > 1 else 0
+    except Exception:
+        return 0
+
+
+def chunking(chunksize: int, max_cluster: int) -> tuple[int, bool]:
+    """(coffea target chunk size, align to clusters) for chunks of at most ``chunksize`` events.
+
+    coffea's aligned chunks end at the first cluster edge at least ``target`` events after
+    their start, so they hold fewer than ``target + max_cluster`` events: with
+    ``target = chunksize - max_cluster + 1`` they are whole clusters of at most ``chunksize``.
+    """
+    if 0 < max_cluster <= chunksize:
+        return chunksize - max_cluster + 1, True
+    return chunksize, False
 
 
 def _entries_if_readable(path) -> int:
@@ -271,11 +300,12 @@ def run_files(fileset: Mapping[str, list[str]], opts: RunOptions, *, processor_i
     if check.good:
         coffea_fileset = {ds: {"files": files, "treename": TREE, "preload": event_branches()}
                           for ds, files in check.good.items()}
+        target, align = chunking(opts.chunksize, check.max_cluster)
         with ExitStack() as stack:
             executor = _make_executor(opts, stack)
             runner = processor.Runner(
                 executor=executor, pre_executor=processor.IterativeExecutor(status=False, retries=0),
-                schema=BaseSchema, chunksize=opts.chunksize, skipbadfiles=False,
+                schema=BaseSchema, chunksize=target, align_clusters=align, skipbadfiles=False,
                 metadata_cache={}, savemetrics=False,
             )
             runner.automatic_retries = ChunkGuard(opts.retries, opts.skip_bad_files)

@@ -187,3 +187,22 @@ def test_saved_outputs_and_cutflow_command(files, tmp_path, capsys):
     assert main(["cutflow", str(outdir / "output.coffea")]) == 0
     assert "signal_box" in capsys.readouterr().out
     assert main(["cutflow", str(tmp_path)]) == 1
+
+
+def test_chunks_are_whole_clusters_of_at_most_the_chunk_size():
+    from na64reco.runner import chunking
+
+    clusters = [0, 1900, 3800, 5700, 7600, 9400]
+    for chunksize in (1900, 2500, 4000, 5000, 12000):
+        target, align = chunking(chunksize, 1900)
+        assert align
+        edges = [0]  # coffea's rule for aligned chunks
+        for c in clusters:
+            if c >= edges[-1] + target:
+                edges.append(c)
+        if edges[-1] != clusters[-1]:
+            edges.append(clusters[-1])
+        sizes = [b - a for a, b in zip(edges[:-1], edges[1:])]
+        assert max(sizes) <= chunksize and set(edges) <= set(clusters)
+    assert chunking(1000, 1900) == (1000, False)  # clusters larger than a chunk: plain cuts
+    assert chunking(1000, 0) == (1000, False)
