@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     except (NA64Error, OSError) as exc:
         if args.traceback:
             raise
-        print(f"na64reco {args.command}: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split())  # one line, whatever the library below wrote
+        print(f"na64reco {args.command}: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"na64reco {args.command}: interrupted", file=sys.stderr)
