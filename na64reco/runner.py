@@ -280,6 +280,13 @@ def _make_executor(opts: RunOptions, stack: ExitStack):
     return processor.DaskExecutor(client=client, status=opts.status, retries=0, treereduction=8)
 
 
+def _close_raw_files():
+    """Raw files the processor kept open in this process (iterative executor)."""
+    from processors.base import close_raw_files
+
+    close_raw_files()
+
+
 def make_processor(opts: RunOptions, unblind=None):
     from processors import get_processor
 
@@ -309,6 +316,7 @@ def run_files(fileset: Mapping[str, list[str]], opts: RunOptions, *, processor_i
                 metadata_cache={}, savemetrics=False,
             )
             runner.automatic_retries = ChunkGuard(opts.retries, opts.skip_bad_files)
+            stack.callback(_close_raw_files)
             try:
                 wrapped = runner.run(coffea_fileset, proc, treename=TREE)
             except ChunkError:

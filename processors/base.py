@@ -84,6 +84,13 @@ def _raw(path: str):
     return _open_raw_cached(path, os.stat(path).st_mtime_ns)
 
 
+def close_raw_files() -> None:
+    """Close the raw files this thread keeps open (the runner calls it after a run)."""
+    cache = _LOCAL.__dict__.get("files", {})
+    while cache:
+        cache.pop(next(iter(cache))).close()
+
+
 def reconstruct_stage(events, setup, conditions, source=""):
     """The library's event reconstruction (``na64reco.reco.event.reconstruct``)."""
     from na64reco.reco.event import reconstruct
