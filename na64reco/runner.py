@@ -98,8 +98,37 @@ def load_fileset(path: str | Path) -> dict[str, list[str]]:
     return out
 
 
-def fileset_from_files(files: list[str], dataset: str = "default") -> dict[str, list[str]]:
-    return {dataset: [str(f) for f in files]}
+def fileset_from_files(files: list[str], dataset: str | None = None) -> dict[str, list[str]]:
+    """Datasets for a plain list of files.
+
+    With ``dataset`` all files form that one dataset.  Otherwise files are grouped by
+    what they hold, so that samples are never summed by accident: ``data`` (no truth),
+    ``mc_<process>`` for simulated files (``mc_signal_m<mass>GeV`` for signal), ``mc``
+    for simulation of unknown origin, and ``default`` for files that cannot be opened
+    (the run then reports or skips them).
+    """
+    if dataset is not None:
+        return {dataset: [str(f) for f in files]}
+    out: dict[str, list[str]] = {}
+    for f in files:
+        out.setdefault(_dataset_of(f), []).append(str(f))
+    return out
+
+
+def _dataset_of(path) -> str:
+    try:
+        with open_raw(path) as raw:
+            if not raw.has_truth:
+                return "data"
+            sim = raw.meta.get("simulation") or {}
+    except NA64Error:
+        return "default"
+    process = sim.get("process")
+    if not process:
+        return "mc"
+    if process == "signal" and sim.get("mass_gev") is not None:
+        return f"mc_signal_m{sim['mass_gev']:g}GeV"
+    return f"mc_{process}"
 
 
 @dataclass

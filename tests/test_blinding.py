@@ -211,14 +211,14 @@ def test_cli_outputs_of_a_data_run_stay_blind(files, tmp_path, monkeypatch, caps
     printed = capsys.readouterr().out
     hidden, _, _, _ = _boxed(files["data"], load_selection("na64mu_invisible"))
     assert "blinded" in printed
-    summary = json.loads((outdir / "cutflow.json").read_text())["default"]
+    summary = json.loads((outdir / "cutflow.json").read_text())["data"]
     assert summary["cutflow"][-1]["events"] == BLINDED
     assert summary["regions"][BOX]["events"] == BLINDED
     assert summary["cutflow"][0]["events"] == 2000 - hidden.sum()
     with uproot.open(outdir / "hists.root") as f:
-        h = f["default/nminus1_signal_box"].to_hist()
+        h = f["data/nminus1_signal_box"].to_hist()
         assert h[:80j].values().sum() == 0
-        assert f["default/p_out_selected"].to_hist()[:80j].values().sum() == 0
+        assert f["data/p_out_selected"].to_hist()[:80j].values().sum() == 0
     assert main(["cutflow", str(outdir)]) == 0
     text = capsys.readouterr().out
     assert [ln for ln in text.splitlines() if ln.startswith(BOX)][0].split()[1] == BLINDED

@@ -37,7 +37,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG control plots")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--fileset", metavar="FILESET.yaml", help="datasets and their files")
-    parser.add_argument("files", nargs="*", metavar="FILES", help="raw files (one dataset)")
+    parser.add_argument("--dataset", metavar="NAME", help="put all FILES in one dataset NAME "
+                        "(default: group them by content: data, mc_<process>, mc_signal_m<mass>GeV)")
+    parser.add_argument("files", nargs="*", metavar="FILES", help="raw files")
 
 
 def run(args) -> int:
@@ -57,7 +59,7 @@ def run(args) -> int:
         raise ConfigError("--workers needs --executor futures or dask")
     if args.scheduler and args.executor != "dask":
         raise ConfigError("--scheduler needs --executor dask")
-    fileset = load_fileset(args.fileset) if args.fileset else fileset_from_files(args.files)
+    fileset = load_fileset(args.fileset) if args.fileset else fileset_from_files(args.files, args.dataset)
     opts = RunOptions(args.processor, executor=args.executor, workers=args.workers,
                       scheduler=args.scheduler, chunksize=args.chunksize,
                       skip_bad_files=args.skip_bad_files, retries=args.retries,
