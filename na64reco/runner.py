@@ -346,6 +346,7 @@ def run_files(fileset: Mapping[str, list[str]], opts: RunOptions, *, processor_i
             )
             runner.automatic_retries = ChunkGuard(opts.retries, opts.skip_bad_files)
             stack.callback(_close_raw_files)
+            _quiet_coffea_bars(stack, quiet=not opts.status)
             try:
                 wrapped = runner.run(coffea_fileset, proc, treename=TREE)
             except ChunkError:
@@ -360,6 +361,16 @@ def run_files(fileset: Mapping[str, list[str]], opts: RunOptions, *, processor_i
     for ds in out.values():
         ds["provenance"].wall_time = time.time() - t0
     return out
+
+
+def _quiet_coffea_bars(stack: ExitStack, *, quiet: bool) -> None:
+    """Silence coffea's rich progress bars when asked (its ``status=False`` does not hide
+    the bar: coffea 2026.9 passes ``disable`` as a task field, which rich ignores)."""
+    from coffea.util import coffea_console
+
+    before = coffea_console.quiet
+    coffea_console.quiet = quiet or before
+    stack.callback(setattr, coffea_console, "quiet", before)
 
 
 def _account(out: dict, fileset, check: FileCheck, chunk_skips: dict, proc) -> None:
