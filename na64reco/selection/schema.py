@@ -61,6 +61,7 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "p_out": ("scalar", "energy"),
     "chi2_in": ("scalar", "dimensionless"),
     "chi2_out": ("scalar", "dimensionless"),
+    "track_match_chi2": ("scalar", "dimensionless"),
     "ecal_energy": ("scalar", "energy"),
     "ecal_preshower_energy": ("scalar", "energy"),
     "ecal_main_energy": ("scalar", "energy"),
@@ -78,7 +79,7 @@ _COUNTER = re.compile(r"^counter_([A-Za-z0-9]+)_energy$")
 #: Counters of each setup (``counter_<NAME>_energy`` fields of the reco record).
 COUNTERS = {"na64mu": ("S0", "S1", "V1", "S4", "Smu"), "na64e": ("S0", "S1", "V1")}
 #: Variables that exist only in one setup.
-SETUP_ONLY = {"srd_module_energy": "na64e"}
+SETUP_ONLY = {"srd_module_energy": "na64e", "track_match_chi2": "na64mu"}
 
 
 def variable_info(name: str, setup: str) -> tuple[str, str] | None:

@@ -15,15 +15,12 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from na64reco import constants
+from na64reco.material import highland  # noqa: F401  (re-exported: the one Highland implementation)
 
 KIND_MUON, KIND_ELECTRON, KIND_PION, KIND_KAON = 0, 1, 2, 3
 MASSES = np.array([constants.MUON_MASS, constants.ELECTRON_MASS, constants.PION_CHARGED_MASS,
                    constants.KAON_CHARGED_MASS])
 ROLE_PRIMARY, ROLE_PILEUP, ROLE_SECONDARY = 0, 1, 2
-
-#: Highland formula constant (PDG 2024, "Passage of particles through matter", eq. 34.16).
-HIGHLAND_MEV = 13.6
-HIGHLAND_LOG = 0.038
 
 
 @dataclass
@@ -68,21 +65,6 @@ class Tracks:
         """Straight line over ``dz`` (mm)."""
         self.x = self.x + self.tx * dz
         self.y = self.y + self.ty * dz
-
-
-def highland(p, mass, x_over_x0):
-    """Plane-projected multiple-scattering angle theta0 (rad), Highland (PDG eq. 34.16).
-
-    ``p`` and ``mass`` in MeV (arrays), ``x_over_x0`` the material in radiation lengths.
-    Returns 0 where there is no material.
-    """
-    p = np.asarray(p, float)
-    x = np.asarray(x_over_x0, float)
-    energy = np.sqrt(p * p + mass * mass)
-    beta = p / energy
-    safe = np.where(x > 0, x, 1.0)
-    theta = HIGHLAND_MEV / (beta * p) * np.sqrt(safe) * (1.0 + HIGHLAND_LOG * np.log(safe / beta**2))
-    return np.where(x > 0, np.clip(theta, 0.0, None), 0.0)
 
 
 def scatter_thin(rng: np.random.Generator, tr: Tracks, x_over_x0, mask=None) -> None:

@@ -9,8 +9,7 @@ resolutions only).  The measured coordinates have covariance
 where ``s`` runs over the scatterers between the first and the last plane of the view:
 every tracker plane (thin, ``x0_fraction``) and the air (``air_x0_per_metre``, each gap
 between planes as a thick layer: its Highland angle spread uniformly over 16 thin
-sub-layers).  Highland (PDG 2024 eq. 34.16):
-``theta0 = 13.6 MeV / (beta p) sqrt(x) (1 + 0.038 ln(x / beta^2))``.
+sub-layers).  Highland: :func:`na64reco.material.highland`.
 The covariance of the estimator is ``G V G^T`` (sandwich: exact for Gaussian errors
 even though the fit ignores the scattering correlations); ``sigma(p)/p = sigma(kappa)/kappa``
 to first order.
@@ -21,18 +20,9 @@ from __future__ import annotations
 import numpy as np
 
 from na64reco import constants
+from na64reco.material import highland, thick_scatterer_offset_sigma
 
-HIGHLAND_MEV = 13.6  # PDG 2024 eq. 34.16
-HIGHLAND_LOG = 0.038
 AIR_SUBLAYERS = 16
-
-
-def highland(p, x_over_x0, mass=constants.MUON_MASS):
-    """Projected multiple-scattering angle (rad) for momentum ``p`` (MeV)."""
-    if x_over_x0 <= 0:
-        return 0.0
-    beta = p / np.hypot(p, mass)
-    return HIGHLAND_MEV / (beta * p) * np.sqrt(x_over_x0) * (1 + HIGHLAND_LOG * np.log(x_over_x0 / beta**2))
 
 
 def scatterers(setup, z_first: float, z_last: float, p: float, mass=constants.MUON_MASS):
@@ -41,13 +31,13 @@ def scatterers(setup, z_first: float, z_last: float, p: float, mass=constants.MU
     zs = sorted({pl.z for pl in setup.planes if z_first <= pl.z < z_last})
     for pl in setup.planes:
         if z_first <= pl.z < z_last:
-            out.append((pl.z, highland(p, pl.x0_fraction, mass)))
+            out.append((pl.z, highland(p, mass, pl.x0_fraction)))
     edges = [z_first] + [z for z in zs if z > z_first] + [z_last]
     air = setup.readout.air_x0_per_metre
     for a, b in zip(edges[:-1], edges[1:]):
         if b <= a:
             continue
-        th = highland(p, air * (b - a) / 1000.0, mass)
+        th = highland(p, mass, air * (b - a) / 1000.0)
         sub = (np.arange(AIR_SUBLAYERS) + 0.5) / AIR_SUBLAYERS
         for f in sub:
             out.append((a + f * (b - a), th / np.sqrt(AIR_SUBLAYERS)))
@@ -85,3 +75,91 @@ def momentum_resolution(setup, view, p: float, planes_used=None, *, scattering: 
     cov = view_covariance(setup, view, p, planes_used, scattering=scattering)
     kappa = setup.magnets[view.station].kick(p) * 1000.0  # mrad
     return float(np.sqrt(cov[2, 2]) / kappa)
+
+
+# ---------------------------------------------------------------------------------------
+# Track matching at the ECAL front: incoming track (downstream segments of the "in" station)
+# vs outgoing track (upstream segments of the "out" station), both extrapolated to the ECAL
+# front face z_E.  Per projection the difference d = u_out - u_in has the variance
+#
+#   var(d) = g_in^T C_in g_in + sum_s theta_s(p_in)^2 (z_E - z_s)^2           incoming fit + material to z_E
+#          + L^2 theta0_ECAL(p_out)^2 / 3                                       the ECAL (thick scatterer)
+#          + g_out^T C_out g_out + sum_s theta_s(p_out)^2 (z_s - z_E)^2         outgoing fit + material back to z_E
+#
+# with C the fitted-parameter covariance of the view (:func:`view_covariance`, points and
+# scattering between its planes), g = d(u at z_E)/d(parameters), and s the scatterers
+# (tracker planes, air, counters/calorimeters other than the ECAL with x0_fraction > 0)
+# between the view and the ECAL.  For beta = 1 every scattering term scales as 1/p^2, so
+# var(d) = a + b_in (p_ref/p_in)^2 + b_out (p_ref/p_out)^2 with coefficients computed once.
+# ``track_match_chi2 = dx^2/var(dx) + dy^2/var(dy)`` is chi2(2 dof) distributed for a muon
+# that crosses the ECAL without a kink (the beam; the signal up to its emission angle).
+def _material_between(setup, z_a: float, z_b: float, p: float, mass=constants.MUON_MASS, *, skip=("ECAL",)):
+    """(z, theta0) of every scatterer in [z_a, z_b) (mm): tracker planes, air, counters and
+    calorimeters with material (except ``skip``; a thick one counts at its centre)."""
+    out = list(scatterers(setup, z_a, z_b, p, mass)) if z_b > z_a else []
+    for name, det in setup.calorimeters.items():
+        if name in skip or det.x0_fraction <= 0:
+            continue
+        zc = det.z + 0.5 * det.depth
+        if z_a <= zc < z_b:
+            out.append((zc, float(highland(p, mass, det.x0_fraction))))
+    return out
+
+
+def extrapolation_variance(setup, view, z: float, p: float, *, downstream: bool, planes_used=None,
+                           mass=constants.MUON_MASS) -> float:
+    """Variance (mm^2) of the position at ``z`` (mm) of a ``view`` track of momentum ``p`` (MeV):
+    the fitted parameters (points + scattering inside the view) propagated to ``z`` (the
+    downstream segment if ``downstream``) plus the scattering in the material between the
+    view's planes and ``z``."""
+    cov = view_covariance(setup, view, p, planes_used, mass=mass)
+    dz = (z - view.z_magnet) / 1000.0  # m (parameters: a mm, b mrad, kappa mrad)
+    g = np.array([1.0, dz, -dz if downstream else 0.0])[: cov.shape[0]]
+    var = float(g @ cov @ g)
+    used = np.ones(len(view.planes), bool) if planes_used is None else np.asarray(planes_used, bool)
+    zs = [setup.planes[i].z for i, u in zip(view.planes, used) if u]
+    if z >= max(zs):  # extrapolating downstream of the last plane: material from it to z
+        lo, hi = max(zs), z
+    else:  # extrapolating upstream of the first plane: material from z to it
+        lo, hi = z, min(zs)
+    for z_s, th in _material_between(setup, lo, hi, p, mass):
+        var += th**2 * (z - z_s) ** 2
+    return var
+
+
+def ecal_match_variance(setup, p: float, mass=constants.MUON_MASS) -> float:
+    """Variance (mm^2) of the back-extrapolated position at the ECAL front of a muon of
+    momentum ``p`` (MeV) leaving the ECAL (thick scatterer, PDG eq. 34.19-34.20)."""
+    ecal = setup.detector("ECAL")
+    th = highland(p, mass, ecal.x0_fraction)
+    return float(thick_scatterer_offset_sigma(th, ecal.depth)) ** 2
+
+
+class MatchResolution:
+    """``var(d)`` of one projection as ``a + b_in (p_ref/p_in)^2 + b_out (p_ref/p_out)^2``
+    (mm^2, momenta in MeV); see the comment above.  ``in_used``/``out_used``: plane masks of
+    the two views (default all planes)."""
+
+    P_REF = 100_000.0  # MeV
+
+    def __init__(self, setup, view_in, view_out, in_used=None, out_used=None, mass=constants.MUON_MASS):
+        z_e = setup.detector("ECAL").z
+
+        def v_in(p):
+            return extrapolation_variance(setup, view_in, z_e, p, downstream=True, planes_used=in_used, mass=mass)
+
+        def v_out(p):
+            var = extrapolation_variance(setup, view_out, z_e, p, downstream=False, planes_used=out_used, mass=mass)
+            # the material between the ECAL back face and z_E itself is the ECAL (counted apart)
+            return var + ecal_match_variance(setup, p, mass)
+
+        # two evaluations per side separate the constant (point) part from the 1/p^2 part
+        big = 1e12
+        a_in, a_out = v_in(big), v_out(big)
+        self.a = a_in + a_out
+        self.b_in = v_in(self.P_REF) - a_in
+        self.b_out = v_out(self.P_REF) - a_out
+
+    def variance(self, p_in, p_out):
+        """Variance (mm^2) of ``u_out - u_in`` at the ECAL front for momenta in MeV (arrays)."""
+        return self.a + self.b_in * (self.P_REF / np.asarray(p_in)) ** 2 + self.b_out * (self.P_REF / np.asarray(p_out)) ** 2

@@ -15,6 +15,13 @@ hits and fitted tracks of one event.  Output fields (one value per event):
 ``out_x``, ``out_y``, ``out_tx``, ``out_ty`` outgoing track (upstream segments of the "out"
                                  magnet) extrapolated back to the ECAL front z
 ``out_x_hcal``, ``out_y_hcal``   outgoing track (downstream segments) at the HCAL z (mm)
+``track_match_chi2``             (dx/sigma_x)^2 + (dy/sigma_y)^2 of the outgoing minus the incoming
+                                 track at the ECAL front (``out_x - in_x``, ``out_y - in_y``),
+                                 sigma from points, extrapolation and multiple scattering at the
+                                 measured p_in / p_out (:class:`.resolution.MatchResolution`);
+                                 ~chi2(2 dof) for a muon without a kink.  Sum over the projections
+                                 with both tracks (1 dof if one projection lacks a track: low-p
+                                 muons often leave the MS2 y planes), NaN if none
 ``flags_in``, ``flags_out``      bit 1: candidate overflow, bit 2: busy plane (see tracks.py)
 
 Momentum uses only the bend projection (the other projection's angle changes p by
@@ -28,6 +35,7 @@ import numpy as np
 from na64reco import units
 from na64reco.reco.tracking.clusters import PlaneTables, event_hits
 from na64reco.reco.tracking.config import load_tracking_config
+from na64reco.reco.tracking.resolution import MatchResolution
 from na64reco.reco.tracking.tracks import ViewTables, find_tracks, make_views
 
 _CACHE: dict = {}
@@ -96,11 +104,47 @@ def reconstruct_tracks(events, setup, conditions, source: str = "", *, config_pa
             for c in ("x", "y"):
                 v, i = coords[c]
                 out[f"out_{c}_hcal"] = _extrapolate(res["par"][:, i], v, hcal_z, downstream=True)[0]
+    if "p_out" in out:
+        out["track_match_chi2"] = _match_chi2(out, res, vt, setup, cfg)
     if return_internals:
         out["_hits"] = hits
         out["_tracks"] = res
         out["_views"] = vt.views
     return out
+
+
+_MATCH_CACHE: dict = {}
+
+
+def _match_chi2(out, res, vt, setup, cfg):
+    """``track_match_chi2`` per event (see module doc); the variance depends on which planes
+    each of the two tracks used (a few patterns per file, each computed once)."""
+    chi2 = np.zeros(len(out["p_out"]))
+    n_proj = np.zeros(len(chi2), np.int64)
+    p_in = out["p_in"] * units.GeV
+    p_out = out["p_out"] * units.GeV
+    for c in ("x", "y"):
+        iv = {v.role: i for i, v in enumerate(vt.views) if v.coord == c}
+        vi, vo = vt.views[iv["in"]], vt.views[iv["out"]]
+        used_in = res["hits"][:, iv["in"], :len(vi.planes)] >= 0
+        used_out = res["hits"][:, iv["out"], :len(vo.planes)] >= 0
+        code = (used_in @ (1 << np.arange(used_in.shape[1]))) * 256 + used_out @ (1 << np.arange(used_out.shape[1]))
+        var = np.full(len(chi2), np.nan)
+        for k in np.unique(code):
+            sel = code == k
+            mi, mo = used_in[sel][0], used_out[sel][0]
+            if not mi.any() or not mo.any():
+                continue
+            key = (setup.name, setup.source, vi, vo, tuple(mi), tuple(mo))
+            if key not in _MATCH_CACHE:
+                _MATCH_CACHE[key] = MatchResolution(setup, vi, vo, mi, mo)
+            var[sel] = _MATCH_CACHE[key].variance(p_in[sel], p_out[sel])
+        d = out[f"out_{c}"] - out[f"in_{c}"]
+        term = d * d / var
+        ok = np.isfinite(term)
+        chi2[ok] += term[ok]
+        n_proj += ok
+    return np.where(n_proj > 0, chi2, np.nan)
 
 
 def event_display(events, index: int, setup, conditions, *, config_path=None) -> dict:
