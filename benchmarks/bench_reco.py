@@ -1,0 +1,82 @@
+"""Full event reconstruction throughput (calorimeters + tracking), as a ratio to reading.
+
+    python benchmarks/bench_reco.py [--file RAW.root | --events 100000] [--repeat 3] [--chunk 50000]
+
+Prints, on one core and in one process: the plain uproot read of the ``events`` branches
+(the baseline), the read + ``assemble_events`` + ``reconstruct`` chain, events/s per
+core (CPU time, minimum of the repeats) and the ratio to the baseline, plus the peak
+memory of the process (bounded by the chunk size, not the file size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import uproot
+
+from na64reco.conditions import load_conditions
+from na64reco.geometry import load_setup
+from na64reco.io.raw import assemble_events, event_branches, open_raw
+from na64reco.reco.event import reconstruct
+
+
+def _read(path, chunk):
+    n = 0
+    with uproot.open(path) as f:
+        for arrays in f["events"].iterate(event_branches(), step_size=chunk):
+            n += len(arrays)
+    return n
+
+
+def _reco(path, chunk, setup, conds):
+    n = 0
+    with uproot.open(path) as f:
+        for arrays in f["events"].iterate(event_branches(), step_size=chunk):
+            reco = reconstruct(assemble_events(arrays, str(path)), setup, conds, source=str(path))
+            n += len(reco)
+    return n
+
+
+def _best(fn, repeat):
+    cpu = wall = float("inf")
+    for _ in range(repeat):
+        c0, w0 = time.process_time(), time.perf_counter()
+        n = fn()
+        cpu, wall = min(cpu, time.process_time() - c0), min(wall, time.perf_counter() - w0)
+    return n, cpu, wall
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--file")
+    ap.add_argument("--events", type=int, default=100_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--chunk", type=int, default=50_000)
+    args = ap.parse_args()
+    path = args.file
+    if path is None:
+        from na64reco.sim import simulate
+
+        path = Path(tempfile.mkdtemp()) / "bench_reco.root"
+        simulate("na64mu", args.events, 1, 1001, path)
+    with open_raw(path) as raw:
+        setup = load_setup(raw.setup)
+        conds = load_conditions(setup, raw.run)
+    _reco(path, 1000, setup, conds)  # compile the kernels outside the timing
+    n, cpu_read, wall_read = _best(lambda: _read(path, args.chunk), args.repeat)
+    _, cpu_reco, wall_reco = _best(lambda: _reco(path, args.chunk, setup, conds), args.repeat)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"file {path}: {n} events, chunk {args.chunk}")
+    print(f"plain uproot read      : {n / cpu_read:10.0f} events/s/core (CPU {cpu_read:.2f} s, wall {wall_read:.2f} s)")
+    print(f"read + reconstruct     : {n / cpu_reco:10.0f} events/s/core (CPU {cpu_reco:.2f} s, wall {wall_reco:.2f} s)")
+    print(f"reconstruction alone   : {n / (cpu_reco - cpu_read):10.0f} events/s/core")
+    print(f"ratio (read+reco)/read : {cpu_reco / cpu_read:10.2f} x (CPU)   {wall_reco / wall_read:.2f} x (wall)")
+    print(f"peak RSS               : {peak:10.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
