@@ -11,11 +11,16 @@ import awkward as ak
 import numpy as np
 from scipy.special import ndtr
 
-from na64reco import units
+from na64reco import constants, units
 from na64reco.conditions import load_conditions
 from na64reco.geometry import load_setup
 from na64reco.pulse import apv_shape
-from na64reco.reco.tracking.resolution import highland
+from na64reco.material import highland as _highland
+
+
+def highland(p, x_over_x0):
+    """Muon Highland angle (rad) at ``p`` MeV."""
+    return _highland(p, constants.MUON_MASS, x_over_x0)
 
 
 def _track_states(setup, rng, n, p_in, *, x0=None, y0=None, ecal_loss=None, scatter=True):
