@@ -204,6 +204,7 @@ BINNING = {
     "p_out": (120, 0.0, 240.0, r"$p_{out}$ [GeV]"),
     "chi2_in": (100, 0.0, 100.0, r"$\chi^2_{in}$"),
     "chi2_out": (100, 0.0, 100.0, r"$\chi^2_{out}$"),
+    "track_match_chi2": (100, 0.0, 100.0, r"track match $\chi^2$ (in vs out at the ECAL)"),
     "ecal_energy": (100, 0.0, 10.0, r"$E_{ECAL}$ [GeV]"),
     "ecal_preshower_energy": (100, 0.0, 5.0, r"$E_{PS}$ [GeV]"),
     "ecal_main_energy": (100, 0.0, 10.0, r"$E_{ECAL,main}$ [GeV]"),

@@ -64,6 +64,7 @@ def synthetic_reco(events, setup, conditions, source=""):
         "trigger": np.where(u(0) < 0.95, 1, 2).astype(np.uint32),
         "p_in": p_in, "p_out": p_out, "n_tracks_in": n_in, "n_tracks_out": n_out,
         "chi2_in": 5 * u(11), "chi2_out": np.where(n_out > 0, 40 * u(12) ** 2, np.nan),
+        "track_match_chi2": np.where(n_out > 0, 30 * u(18) ** 2, np.nan),
         "ecal_energy": ecal, "ecal_preshower_energy": 0.2 * ecal * (0.5 + u(13)),
         "ecal_main_energy": ecal * 0.8, "ecal_max_cell_x": np.full(n, 2), "ecal_max_cell_y": np.full(n, 3),
         "ecal_shower_chi2": 20 * u(14) ** 2,
