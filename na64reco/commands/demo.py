@@ -66,12 +66,18 @@ def _display_signal_event(path, output: Path) -> Path:
     from na64reco.geometry import load_setup
     from na64reco.io.raw import open_raw
 
+    from na64reco.reco.event import reconstruct
+
     with open_raw(path) as raw:
-        truth = raw.truth(0, min(raw.n_events, 1000))
-        candidates = np.nonzero(truth["p_out"] < 80)[0]
-        i = int(candidates[0]) if candidates.size else 0
+        n = min(raw.n_events, 500)
+        truth = raw.truth(0, n)
         setup = load_setup(raw.setup)
-        draw_event(raw.events(i, i + 1), 0, setup, load_conditions(setup, raw.run),
+        conditions = load_conditions(setup, raw.run)
+        p_out = np.asarray(reconstruct(raw.events(0, n), setup, conditions).p_out, dtype=float)
+        # a typical box event: true and reconstructed p_out below 80 GeV
+        candidates = np.nonzero((truth["p_out"] < 80) & (p_out < 80))[0]
+        i = int(candidates[0]) if candidates.size else 0
+        draw_event(raw.events(i, i + 1), 0, setup, conditions,
                    title=f"{Path(path).name}: simulated Z' signal, true p_out = {truth['p_out'][i]:.1f} GeV",
                    output=output)
     return output
