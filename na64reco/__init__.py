@@ -2,16 +2,19 @@
 
 Layers (each imports only from layers above it in this list):
 
-    units, constants, errors, resources
+    units, constants, errors, resources, material
     config            -- validated YAML loading (quantities with units)
     geometry          -- detector setups from ``calib/setups``
     conditions        -- per-channel calibration by run range from ``calib/``
     io                -- the raw ROOT format (read/write)
     sim               -- fast parametric simulator writing the raw format
-    reco              -- raw digits -> calibrated physics quantities
+    reco, calibration -- raw digits -> calibrated physics quantities; constants from data
+    display           -- event display
     selection         -- cut-flows as data and blinding
-    physics, stats    -- signal yields, backgrounds, limits
-    cli               -- the ``na64reco`` command
+    runner            -- coffea Runner over files (processors/ hold the analysis glue)
+    physics, stats    -- signal yields, limits
+    background, efficiency, unblinding
+    cli, commands     -- the ``na64reco`` command
 """
 
 __version__ = "0.1.0"
