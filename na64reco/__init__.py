@@ -4,6 +4,7 @@ Layers (each imports only from layers above it in this list):
 
     units, constants, errors, resources, material
     config            -- validated YAML loading (quantities with units)
+    physics, stats    -- cross sections, widths, g-2, yields, limits (pure functions)
     geometry          -- detector setups from ``calib/setups``
     conditions        -- per-channel calibration by run range from ``calib/``
     io                -- the raw ROOT format (read/write)
@@ -12,7 +13,6 @@ Layers (each imports only from layers above it in this list):
     display           -- event display
     selection         -- cut-flows as data and blinding
     runner            -- coffea Runner over files (processors/ hold the analysis glue)
-    physics, stats    -- signal yields, limits
     background, efficiency, unblinding
     cli, commands     -- the ``na64reco`` command
 """
