@@ -137,6 +137,15 @@ def channel_sums(digits: Digits, ev: np.ndarray, n_events: int, det: Calorimeter
         n_events, det.n_channels)
 
 
+def _absent_ecal(n: int) -> dict[str, np.ndarray]:
+    """ECAL fields of a setup without an ECAL: NaN energies, cell -1."""
+    out = {k: np.full(n, np.nan) for k in ("ecal_preshower_energy", "ecal_main_energy", "ecal_energy",
+                                            "ecal_cog_x", "ecal_cog_y", "ecal_shower_chi2")}
+    out["ecal_max_cell_ix"] = np.full(n, -1)
+    out["ecal_max_cell_iy"] = np.full(n, -1)
+    return out
+
+
 def reconstruct_calo_reference(events, setup: Setup, conditions, source: str = "") -> dict[str, np.ndarray]:
     """Slow twin of :func:`reconstruct_calo`: digits as arrays, then numpy scatter-adds
     (``np.bincount``) per detector and sort-based counter times."""
@@ -150,11 +159,7 @@ def reconstruct_calo_reference(events, setup: Setup, conditions, source: str = "
         out.update(_ecal_quantities_reference(setup, cal["ECAL"], channel_sums(digits, ev, n, cal["ECAL"]),
                                               conditions.calo["ECAL"]))
     else:
-        for k in ("ecal_preshower_energy", "ecal_main_energy", "ecal_energy", "ecal_cog_x", "ecal_cog_y",
-                  "ecal_shower_chi2"):
-            out[k] = np.full(n, np.nan)
-        out["ecal_max_cell_ix"] = np.full(n, -1)
-        out["ecal_max_cell_iy"] = np.full(n, -1)
+        out.update(_absent_ecal(n))
 
     # --- module calorimeters
     for name, key, width in (("HCAL", "hcal", None), ("SRD", "srd", ABSENT_SRD_MODULES)):
@@ -342,11 +347,7 @@ def reconstruct_calo(events, setup: Setup, conditions, source: str = "") -> dict
         ecal = cal["ECAL"]
         out.update(_ecal_quantities(setup, ecal, cols("ECAL", ecal.n_channels), conditions.calo["ECAL"]))
     else:
-        for k in ("ecal_preshower_energy", "ecal_main_energy", "ecal_energy", "ecal_cog_x", "ecal_cog_y",
-                  "ecal_shower_chi2"):
-            out[k] = np.full(n, np.nan)
-        out["ecal_max_cell_ix"] = np.full(n, -1)
-        out["ecal_max_cell_iy"] = np.full(n, -1)
+        out.update(_absent_ecal(n))
     for name, key, width in (("HCAL", "hcal", None), ("SRD", "srd", ABSENT_SRD_MODULES)):
         if name in cal:
             e = cols(name, cal[name].n_sections) / GeV
