@@ -139,16 +139,17 @@ class FileCheck:
     entries: dict[str, int]                        # path -> events in the file (good files)
     skipped: dict[str, dict] = field(default_factory=dict)  # path -> {reason, events}
     max_cluster: int = 0                           # largest basket cluster (events) of the good files
+    exposure: dict[str, tuple[int, int]] = field(default_factory=dict)  # path -> (n_beam, n_spills)
 
 
 def check_files(fileset: Mapping[str, list[str]], setup: str, *, skip_bad_files: bool) -> FileCheck:
     """Open every file with :func:`open_raw` (format, branches, setup, spills tree)."""
-    good, entries, skipped, max_cluster = {}, {}, {}, 0
+    good, entries, skipped, max_cluster, exposure = {}, {}, {}, 0, {}
     for dataset, files in fileset.items():
         for path in files:
             try:
                 with open_raw(path, setup=setup) as raw:
-                    raw.spills()
+                    spills = raw.spills()
                     n = raw.n_events
                     cluster = _largest_cluster(raw)
             except (RawFormatError, SetupMismatch) as exc:
@@ -159,8 +160,9 @@ def check_files(fileset: Mapping[str, list[str]], setup: str, *, skip_bad_files:
                 continue
             good.setdefault(dataset, []).append(str(path))
             entries[str(path)] = n
+            exposure[str(path)] = (int(spills["n_beam"].sum()), len(spills["spill"]))
             max_cluster = max(max_cluster, cluster)
-    return FileCheck(good, entries, skipped, max_cluster)
+    return FileCheck(good, entries, skipped, max_cluster, exposure)
 
 
 def _largest_cluster(raw) -> int:
@@ -267,7 +269,9 @@ class ChunkGuard:
                             "na64_skipped": {item.filename: {
                                 "reason": f"entries {item.entrystart}-{item.entrystop}: "
                                           f"{_root_message(exc)}",
-                                "events": item.entrystop - item.entrystart}}}
+                                "events": item.entrystop - item.entrystart,
+                                # the processor reads a file's spills with its first chunk
+                                "first_chunk": int(item.entrystart == 0)}}}
                 raise ChunkError(item, exc) from exc
 
 
@@ -391,6 +395,11 @@ def _account(out: dict, fileset, check: FileCheck, chunk_skips: dict, proc) -> N
                     if source is chunk_skips and rec["reason"] != source[path]["reason"]:
                         rec["reason"] += "; " + source[path]["reason"]
                     rec["events"] += source[path]["events"]
+            if chunk_skips.get(path, {}).get("first_chunk") and path in check.exposure:
+                # the skipped first chunk would have counted the file's MOT/EOT: count it here
+                n_beam, n_spills = check.exposure[path]
+                prov.n_beam += n_beam
+                prov.n_spills += n_spills
         prov.events_total = sum(check.entries.get(str(p), prov.skipped.get(str(p), {}).get("events", 0))
                                 for p in files)
         if prov.events_processed + prov.events_skipped != prov.events_total:

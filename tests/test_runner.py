@@ -206,3 +206,25 @@ def test_chunks_are_whole_clusters_of_at_most_the_chunk_size():
         assert max(sizes) <= chunksize and set(edges) <= set(clusters)
     assert chunking(1000, 1900) == (1000, False)  # clusters larger than a chunk: plain cuts
     assert chunking(1000, 0) == (1000, False)
+
+
+def test_a_skipped_first_chunk_keeps_the_files_exposure(files, tmp_path):
+    from na64reco.io.raw import open_raw
+
+    path = str(write_raw(tmp_path / "early.root", n_events=1000))
+
+    def reco_failing_early(events, setup, conditions, source=""):
+        if np.asarray(events["event"]).min() < 250:
+            raise OSError("basket 0 cannot be decompressed")
+        return synthetic_reco(events, setup, conditions, source)
+
+    out = run_files({"d": [path, files["good"][0]]}, _opts(skip_bad_files=True),
+                    processor_instance=Processor(reco=reco_failing_early))
+    prov = out["d"]["provenance"]
+    expected = 0
+    for p in (path, files["good"][0]):
+        with open_raw(p) as raw:
+            expected += int(raw.spills()["n_beam"].sum())
+    assert prov.skipped[path]["events"] > 0
+    assert prov.n_beam == expected
+    assert prov.events_processed + prov.events_skipped == prov.events_total
