@@ -12,10 +12,6 @@ _CALO_COLOURS = {"calorimeter": "tab:orange", "modules": "tab:brown", "paddles":
 
 def draw_event(raw_events, index: int, setup, conditions, *, title: str = "", output=None):
     """Draw event ``index`` of ``raw_events``; returns the matplotlib figure (saved if ``output``)."""
-    import matplotlib
-
-    if output is not None:
-        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 

@@ -11,14 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import mplhep
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import mplhep  # noqa: E402
-import numpy as np  # noqa: E402
-
-from na64reco.selection.cuts import BLINDED, BOX  # noqa: E402
+from na64reco.selection.cuts import BLINDED, BOX
 
 
 def plot_cutflow(table, title: str, path: Path) -> None:
@@ -71,9 +68,16 @@ def plot_hist2d(h, title: str, path: Path) -> None:
     plt.close(fig)
 
 
-def _project(h):
+def project_modules(h):
     """Sum a per-module histogram over modules (plots show the per-module values)."""
     return h.project(h.axes[-1].name) if "module" in h.axes.name else h
+
+
+def data_points(ax, h, **kw):
+    """Data as points with Poisson errors, non-empty bins only (clearer on a log scale)."""
+    x, n = h.axes[0].centers, h.values()
+    m = n > 0
+    ax.errorbar(x[m], n[m], yerr=np.sqrt(n[m]), fmt="ko", ms=4, **kw)
 
 
 def control_plots(out: dict, outdir: str | Path, selection=None) -> list[Path]:
@@ -103,14 +107,14 @@ def control_plots(out: dict, outdir: str | Path, selection=None) -> list[Path]:
                 if cut.type == "equal":
                     lo, hi = cut.value, cut.value + 1
             p = outdir / f"{dataset}_nminus1_{name}.png"
-            plot_hist1d(_project(h), f"{dataset}: N-1 {name} ({var}){tag}", p, lo=lo, hi=hi)
+            plot_hist1d(project_modules(h), f"{dataset}: N-1 {name} ({var}){tag}", p, lo=lo, hi=hi)
             written.append(p)
         for name, h in acc["hists"].items():
             p = outdir / f"{dataset}_{name}.png"
             if name.count("_vs_"):
                 plot_hist2d(h[{"stage": "selected"}], f"{dataset}: {name}, all cuts{tag}", p)
             else:
-                plot_hist1d([_project(h[{"stage": s}]) for s in ("all", "selected")],
+                plot_hist1d([project_modules(h[{"stage": s}]) for s in ("all", "selected")],
                             f"{dataset}: {name}{tag}", p, labels=["before cuts", "after all cuts"])
             written.append(p)
     return written

@@ -550,9 +550,6 @@ def run_unblinded(ledger: dict, token, output_dir: Path | None) -> dict:
 
 def _final_plots(out: dict, state: dict, plot_dir: Path) -> None:
     """Unblinded cut-flow, N-1 of each cut, and the box variable with box and sidebands."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import mplhep
 

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -37,6 +39,7 @@ from hepunits import MeV
 
 from na64reco import background as bg
 from na64reco.geometry import load_setup
+from na64reco.plotting import data_points, project_modules
 from na64reco.runner import RunOptions, cutflow_summary, format_summary, run_files
 from na64reco.selection import load_selection
 from na64reco.sim.generate import simulate
@@ -97,16 +100,6 @@ fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 6))
 mc_scale = mot["data"] / mot["mc"]
 
 
-def data_points(ax, h, **kw):
-    """Data as points with Poisson errors, non-empty bins only (clearer on a log scale)."""
-    x, n = h.axes[0].centers, h.values()
-    m = n > 0
-    ax.errorbar(x[m], n[m], yerr=np.sqrt(n[m]), fmt="ko", ms=4, **kw)
-
-
-def project(h):
-    return h.project(h.axes[-1].name) if "module" in h.axes.name else h
-
 
 for ax, cut in zip(axes, panels):
     if cut == "signal_box":
@@ -114,8 +107,8 @@ for ax, cut in zip(axes, panels):
         title = "p_out after all cuts (N-1 of the box)"
     else:
         var = selection.cut(cut).variable
-        hs = {name: project(out[name]["hists"][var][{"stage": "all"}]) for name in ("mc", "data")}
-        hs["signal"] = project(out["signal"]["nminus1"][cut])
+        hs = {name: project_modules(out[name]["hists"][var][{"stage": "all"}]) for name in ("mc", "data")}
+        hs["signal"] = project_modules(out["signal"]["nminus1"][cut])
         title = f"{cut}: MC/data before cuts, signal N-1"
     area = (hs["mc"] * mc_scale).sum().value
     mplhep.histplot(hs["mc"] * mc_scale, ax=ax, label="MC (scaled to data MOT)", color="tab:blue", yerr=False)

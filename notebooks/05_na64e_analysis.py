@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -34,6 +36,7 @@ from na64reco import background as bg
 from na64reco.efficiency import efficiency_from_output, x_acceptance
 from na64reco.errors import NA64Error
 from na64reco.io.raw import open_raw
+from na64reco.plotting import data_points, project_modules
 from na64reco.runner import RunOptions, cutflow_summary, format_summary, run_files
 from na64reco.selection import load_selection
 from na64reco.sim.generate import simulate
@@ -73,17 +76,6 @@ print(format_summary(cutflow_summary({k: out[k] for k in ("signal", "data")})))
 # the data EOT, the signal to the MC area.
 
 # %%
-def data_points(ax, h, **kw):
-    """Data as points with Poisson errors, non-empty bins only (clearer on a log scale)."""
-    x, n = h.axes[0].centers, h.values()
-    m = n > 0
-    ax.errorbar(x[m], n[m], yerr=np.sqrt(n[m]), fmt="ko", ms=4, **kw)
-
-
-def project(h):
-    return h.project(h.axes[-1].name) if "module" in h.axes.name else h
-
-
 panels = ["srd_tag", "preshower", "hcal_veto", "signal_box"]
 fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 6))
 scale = eot["data"] / eot["mc"]
@@ -93,8 +85,8 @@ for ax, cut in zip(axes, panels):
         title = r"$E_{ECAL}$ after all cuts (N-1 of the box)"
     else:
         var = selection.cut(cut).variable
-        hs = {name: project(out[name]["hists"][var][{"stage": "all"}]) for name in ("mc", "data")}
-        hs["signal"] = project(out["signal"]["nminus1"][cut])
+        hs = {name: project_modules(out[name]["hists"][var][{"stage": "all"}]) for name in ("mc", "data")}
+        hs["signal"] = project_modules(out["signal"]["nminus1"][cut])
         title = f"{cut}: MC/data before cuts, signal N-1"
     area = (hs["mc"] * scale).sum().value
     mplhep.histplot(hs["mc"] * scale, ax=ax, color="tab:blue", yerr=False, label="MC (scaled to data EOT)")

@@ -137,6 +137,18 @@ def channel_sums(digits: Digits, ev: np.ndarray, n_events: int, det: Calorimeter
         n_events, det.n_channels)
 
 
+def _veto_quantities(cal, conditions, sums, n: int) -> dict[str, np.ndarray]:
+    """VETO per paddle (mean of its good PMTs, GeV) and total, from per-channel sums (MeV)."""
+    if sums is None:
+        return {"veto_paddle_energy": np.full((n, 1), np.nan), "veto_energy": np.full(n, np.nan)}
+    det = cal["VETO"]
+    e = sums.reshape(n, det.n_sections, 2) / GeV
+    n_good = (conditions.calo["VETO"].status == 0).reshape(det.n_sections, 2).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        paddle = np.where(n_good > 0, e.sum(axis=2) / np.maximum(n_good, 1), np.nan)
+    return {"veto_paddle_energy": paddle, "veto_energy": paddle.sum(axis=1)}
+
+
 def _absent_ecal(n: int) -> dict[str, np.ndarray]:
     """ECAL fields of a setup without an ECAL: NaN energies, cell -1."""
     out = {k: np.full(n, np.nan) for k in ("ecal_preshower_energy", "ecal_main_energy", "ecal_energy",
@@ -174,17 +186,8 @@ def reconstruct_calo_reference(events, setup: Setup, conditions, source: str = "
                            if "VHCAL" in cal else np.full(n, np.nan))
 
     # --- VETO paddles: mean of the good PMTs of each paddle
-    if "VETO" in cal:
-        det = cal["VETO"]
-        e = channel_sums(digits, ev, n, det).reshape(n, det.n_sections, 2) / GeV
-        good_pmt = (conditions.calo["VETO"].status == 0).reshape(det.n_sections, 2)
-        n_good = good_pmt.sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out["veto_paddle_energy"] = np.where(n_good > 0, e.sum(axis=2) / np.maximum(n_good, 1), np.nan)
-        out["veto_energy"] = out["veto_paddle_energy"].sum(axis=1)
-    else:
-        out["veto_paddle_energy"] = np.full((n, 1), np.nan)
-        out["veto_energy"] = np.full(n, np.nan)
+    veto_sums = channel_sums(digits, ev, n, cal["VETO"]) if "VETO" in cal else None
+    out.update(_veto_quantities(cal, conditions, veto_sums, n))
 
     # --- counters
     for name, det in cal.items():
@@ -356,17 +359,7 @@ def reconstruct_calo(events, setup: Setup, conditions, source: str = "") -> dict
         out[f"{key}_module_energy"] = e
         out[f"{key}_energy"] = e.sum(axis=1)
     out["vhcal_energy"] = cols("VHCAL", 1)[:, 0] / GeV if "VHCAL" in cal else np.full(n, np.nan)
-    if "VETO" in cal:
-        det_v = cal["VETO"]
-        e = cols("VETO", det_v.n_channels).reshape(n, det_v.n_sections, 2) / GeV
-        good_pmt = (conditions.calo["VETO"].status == 0).reshape(det_v.n_sections, 2)
-        n_good = good_pmt.sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out["veto_paddle_energy"] = np.where(n_good > 0, e.sum(axis=2) / np.maximum(n_good, 1), np.nan)
-        out["veto_energy"] = out["veto_paddle_energy"].sum(axis=1)
-    else:
-        out["veto_paddle_energy"] = np.full((n, 1), np.nan)
-        out["veto_energy"] = np.full(n, np.nan)
+    out.update(_veto_quantities(cal, conditions, cols("VETO", cal["VETO"].n_channels) if "VETO" in cal else None, n))
     for i, name in enumerate(lay.counters):
         out[f"counter_{name}_energy"] = cols(name, 1)[:, 0] / GeV
         out[f"counter_{name}_time"] = c_time[:, i].copy()
