@@ -58,7 +58,7 @@ def run(args) -> int:
 
 
 def _display_signal_event(path, output: Path) -> Path:
-    """Event display of the first signal event with a true p_out below 80 GeV."""
+    """Event display of the first signal event with true and reconstructed p_out in the box."""
     import numpy as np
 
     from na64reco.conditions import load_conditions
@@ -74,8 +74,8 @@ def _display_signal_event(path, output: Path) -> Path:
         setup = load_setup(raw.setup)
         conditions = load_conditions(setup, raw.run)
         p_out = np.asarray(reconstruct(raw.events(0, n), setup, conditions).p_out, dtype=float)
-        # a typical box event: true and reconstructed p_out below 80 GeV
-        candidates = np.nonzero((truth["p_out"] < 80) & (p_out < 80))[0]
+        box = _box_edge_gev()
+        candidates = np.nonzero((truth["p_out"] < box) & (p_out < box))[0]
         i = int(candidates[0]) if candidates.size else 0
         draw_event(raw.events(i, i + 1), 0, setup, conditions,
                    title=f"{Path(path).name}: simulated Z' signal, true p_out = {truth['p_out'][i]:.1f} GeV",
@@ -108,8 +108,9 @@ def _summary_figure(result: dict, output: Path, mass: float) -> Path:
         ax.set_yscale("log")
         ax.set_ylabel("fraction of events after all cuts")
         ax.legend(fontsize=12)
-    axes[0].axvspan(0, 80, color="0.9", zorder=0)
-    axes[0].text(40, 0.8, "signal box\n(blind for data)", ha="center", transform=axes[0].get_xaxis_transform(),
+    box = _box_edge_gev()
+    axes[0].axvspan(0, box, color="0.9", zorder=0)
+    axes[0].text(box / 2, 0.8, "signal box\n(blind for data)", ha="center", transform=axes[0].get_xaxis_transform(),
                  fontsize=12)
     flow = result[sig_name]["cutflow"].to_dict()["cutflow"]
     names = [r["cut"] for r in flow]
@@ -122,3 +123,10 @@ def _summary_figure(result: dict, output: Path, mass: float) -> Path:
     fig.savefig(output, dpi=80)
     plt.close(fig)
     return output
+
+
+def _box_edge_gev() -> float:
+    """Upper edge of the NA64mu signal box (p_out, GeV) from the selection file."""
+    from na64reco.selection import load_selection
+
+    return float(load_selection("na64mu_invisible").signal_box.max)
