@@ -22,8 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 
 def _simulate(n: int, path: Path, chunk: int) -> tuple[float, object]:
     from na64reco.sim import simulate

@@ -4,8 +4,9 @@ and the ratio to plain uproot reading of the apv/straw branches.
     python benchmarks/bench_tracking.py [--file F.root] [--events 100000] [--repeat 3]
 
 Without --file, a beam file is simulated into a temporary directory with
-``na64reco simulate`` (takes a minute for 100k events).  Rates are per CPU-second (``time.process_time``).  Numba compilation is excluded
-(a warm-up call on 100 events first).  Single-threaded: numba kernels run serially.
+``na64reco simulate`` (takes a minute for 100k events).  Rates are per CPU-second
+(``time.process_time``).  Numba compilation is excluded (a warm-up call on 100 events
+first).  Single-threaded: numba kernels run serially.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import uproot
 
 from na64reco.conditions import load_conditions
@@ -50,8 +50,26 @@ def main(argv=None) -> int:
     path = args.file
     if path is None:
         path = str(Path(tempfile.mkdtemp()) / "bench_na64mu.root")
-        subprocess.run([sys.executable, "-m", "na64reco.cli", "simulate", "--setup", "na64mu", "--events",
-                        str(args.events), "--seed", "5", "--process", "beam", "--output", path, "--quiet"], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "na64reco.cli",
+                "simulate",
+                "--setup",
+                "na64mu",
+                "--events",
+                str(args.events),
+                "--seed",
+                "5",
+                "--process",
+                "beam",
+                "--output",
+                path,
+                "--quiet",
+            ],
+            check=True,
+        )
     raw = open_raw(path)
     setup = load_setup(raw.setup)
     cond = load_conditions(setup, raw.run)

@@ -80,7 +80,8 @@ def main() -> None:
             n_exp = frac * probability[proc] * exposure
             err = (np.sqrt(n_in) if n_in else 2.3) / n_beam * probability[proc] * exposure
         expected.append(f"{n_exp:.3g} +- {err:.2g}" if last["events"] else f"< {err:.2g} (90% CL)")
-    lines.append("| expected in box for %.3g %s | " % (exposure, "MOT" if args.setup == "na64mu" else "EOT")
+    unit = "MOT" if args.setup == "na64mu" else "EOT"
+    lines.append(f"| expected in box for {exposure:.3g} {unit} | "
                  + " | ".join(expected) + " |")
     lines.append("")
     text = "\n".join(lines)

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from hepunits import GeV, MeV
 
 from na64reco import constants
 from na64reco.commands.limit import crossing_mass
@@ -35,7 +36,6 @@ from na64reco.efficiency import signal_efficiency, x_acceptance
 from na64reco.physics.gminus2 import g_band
 from na64reco.physics.yields import expected_signal
 from na64reco.stats.limits import cls_upper_limit, coupling_limit
-from hepunits import GeV, MeV
 
 MOT = 1.98e10
 BACKGROUND, BACKGROUND_ERR, OBSERVED = 0.07, 0.03, 0
@@ -126,7 +126,7 @@ def main(argv=None) -> int:
     # ---- curves and crossings --------------------------------------------------------------
     grid = np.geomspace(masses[0], masses[-1], 60)
     eff_grid = interpolate_efficiency(masses, table.efficiency, grid)
-    curve_a = np.array([g90(m, n_up, e, x_min=None, method="iww") for m, e in zip(grid, eff_grid)])
+    curve_a = np.array([g90(m, n_up, e, x_min=None, method="iww") for m, e in zip(grid, eff_grid, strict=True)])
     curve_b = {meth: np.array([g90(m, n_up, e, x_min=X_MIN, method=meth) for m in grid])
                for meth, e in eff_b.items()}
     band = g_band(grid, 2.0)

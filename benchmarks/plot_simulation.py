@@ -57,12 +57,15 @@ def main() -> None:
     e = tm["e_ecal"][beam]
     a.hist(e, bins=np.logspace(-1, 2.2, 120), histtype="step", lw=2)
     a.axvline(setup.calorimeters["ECAL"].mip_mpv / GeV, color="r", ls="--", label="setup MIP MPV")
-    a.set_xscale("log"); a.set_yscale("log")
-    a.set_xlabel(r"true $E_{ECAL}$ of beam muons [GeV]"); a.legend(fontsize=14)
+    a.set_xscale("log")
+    a.set_yscale("log")
+    a.set_xlabel(r"true $E_{ECAL}$ of beam muons [GeV]")
+    a.legend(fontsize=14)
     a.set_title(f"P(E > 3.5 GeV) = {np.mean(e > 3.5):.4f}", fontsize=14)
     a = ax[0, 2]
     a.hist(tm["e_hcal"][beam], bins=120, range=(0, 30), histtype="step", lw=2, label="beam muons")
-    a.set_xlabel(r"true $E_{HCAL}$ (4 modules) [GeV]"); a.legend(fontsize=14)
+    a.set_xlabel(r"true $E_{HCAL}$ (4 modules) [GeV]")
+    a.legend(fontsize=14)
     a = ax[1, 0]
     x = ts["x"]
     counts, edges = np.histogram(x, bins=50, range=(0, 1))
@@ -71,13 +74,16 @@ def main() -> None:
     e0 = float(np.mean(ts["p_in"])) * GeV
     shape = x_pdf(centres, e0, args.mass * GeV, MUON_MASS)
     a.plot(centres, shape / shape.sum() * counts.sum(), "r-", label="IWW $d\\sigma/dx$ shape")
-    a.set_xlabel(r"signal $x = E_{Z'}/E_0$"); a.legend(fontsize=14)
+    a.set_xlabel(r"signal $x = E_{Z'}/E_0$")
+    a.legend(fontsize=14)
     a.set_title(f"Z' m = {args.mass:g} GeV (trigger acceptance not unfolded)", fontsize=14)
     a = ax[1, 1]
     a.hist(tm["p_out"][beam], bins=80, range=(0, 200), histtype="step", lw=2, label="beam muons")
     a.hist(ts["p_out"], bins=80, range=(0, 200), histtype="step", lw=2, label="Z' signal")
     a.axvline(80, color="k", ls=":", label="signal box edge")
-    a.set_yscale("log"); a.set_xlabel(r"true $p_{out}$ [GeV]"); a.legend(fontsize=14)
+    a.set_yscale("log")
+    a.set_xlabel(r"true $p_{out}$ [GeV]")
+    a.legend(fontsize=14)
     a = ax[1, 2]
     ev = mix.events(0, 200)
     ecal = setup.calorimeters["ECAL"].id
@@ -90,7 +96,9 @@ def main() -> None:
             a.step(t, adc[k], where="mid", lw=2, label=f"event {int(ev.event[i])}, ECAL channel "
                    f"{int(np.asarray(ev.calo.chan[i])[sel][k])}")
             break
-    a.set_xlabel("time [ns]"); a.set_ylabel("ADC counts"); a.legend(fontsize=12)
+    a.set_xlabel("time [ns]")
+    a.set_ylabel("ADC counts")
+    a.legend(fontsize=12)
     a.set_title("raw MSADC samples (even/odd pedestals, 12.5 ns)", fontsize=14)
     fig.suptitle(f"na64reco fast simulation, NA64mu: {args.events} muons on target", fontsize=18)
     fig.tight_layout()

@@ -67,7 +67,7 @@ def run(path, outdir):
     roles = [r for r in ("in", "out") if f"p_{r}" in out]
     fig, axes = plt.subplots(1, len(roles), figsize=(8 * len(roles), 6))
     axes = np.atleast_1d(axes)
-    for ax, role in zip(axes, roles):
+    for ax, role in zip(axes, roles, strict=True):
         view = views[(role, True)]
         p, tp = out[f"p_{role}"], truth[f"p_{role}"]
         full = (out[f"nhits_{role}"] == len(view.planes)) & np.isfinite(p) & np.isfinite(tp)
@@ -152,7 +152,7 @@ def signal_resolution(path, outdir):
     edges = np.array([10, 20, 30, 45, 60, 80, 110, 170])
     centers, meas, err, exp = [], [], [], []
     lines = [f"signal file {path}: {len(events)} events, {full.sum()} with full-hit outgoing tracks"]
-    for a, b in zip(edges[:-1], edges[1:]):
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
         m = (tp >= a) & (tp < b)
         if m.sum() < 30:
             continue

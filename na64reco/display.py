@@ -26,7 +26,7 @@ def draw_event(raw_events, index: int, setup, conditions, *, title: str = "", ou
     digits = reconstruct_digits(np.asarray(calo.det), np.asarray(calo.chan), np.asarray(calo.adc).reshape(-1, 32),
                                 setup, conditions)
     fig, axes = plt.subplots(2, 1, figsize=(14, 8), sharex=True)
-    for ax, coord in zip(axes, ("x", "y")):
+    for ax, coord in zip(axes, ("x", "y"), strict=True):
         k = 0 if coord == "x" else 1
         for m in setup.magnets.values():
             zc = m.center_z / 1000
@@ -37,7 +37,7 @@ def draw_event(raw_events, index: int, setup, conditions, *, title: str = "", ou
             if p.measures == coord:
                 ax.plot([p.z / 1000] * 2, [p.center - p.width / 2, p.center + p.width / 2], color="0.6", lw=1)
         energy_of = {}
-        for d, c, e, g in zip(digits.det, digits.chan, digits.energy, digits.good):
+        for d, c, e, g in zip(digits.det, digits.chan, digits.energy, digits.good, strict=True):
             if g:
                 energy_of[(int(d), int(c))] = energy_of.get((int(d), int(c)), 0.0) + float(e)
         for det in setup.calorimeters.values():

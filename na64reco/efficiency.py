@@ -235,7 +235,7 @@ def signal_efficiency(setup: str, masses, n_events: int, *, seed: int = 1, run: 
                 print(f"[efficiency] simulated {setup} m = {mass:g} MeV: {n_events} -> {path}", flush=True)
         out = run_files(fileset, opts)
     points = []
-    for mass, name in zip(masses, fileset):
+    for mass, name in zip(masses, fileset, strict=True):
         points.append(efficiency_from_output(out[name], weights[name], mass=mass,
                                              acceptance=x_acceptance(setup, mass)))
     return EfficiencyTable(setup, PROCESSORS[setup], _kinematics(setup)[3], points)

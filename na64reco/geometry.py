@@ -357,7 +357,7 @@ def _parse_setup(n: Node) -> Setup:
         raise t.error("mm_multiplex_steps", "steps must be coprime with mm_channels and +-steps distinct")
     mm_planes = [p for p in planes if p.type == "MM"]
     if any(p.n_strips != readout.mm_channels * len(steps) for p in mm_planes):
-        raise t.error("mm_multiplex_steps", f"MM planes need mm_channels x len(steps) strips")
+        raise t.error("mm_multiplex_steps", "MM planes need mm_channels x len(steps) strips")
     calos = {}
     for cname, c in n.node("calorimeters").items():
         calos[cname] = _parse_calorimeter(cname, c)

@@ -169,7 +169,7 @@ def _largest_cluster(raw) -> int:
     """Events in the largest basket cluster of the ``events`` tree (0 if unknown)."""
     try:
         edges = raw._file[TREE].common_entry_offsets()
-        return int(max(b - a for a, b in zip(edges[:-1], edges[1:]))) if len(edges) > 1 else 0
+        return int(max(b - a for a, b in zip(edges[:-1], edges[1:], strict=True))) if len(edges) > 1 else 0
     except Exception:
         return 0
 

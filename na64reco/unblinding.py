@@ -162,9 +162,8 @@ def files_state(files: Iterable[str | Path], *, missing_ok: bool = False) -> lis
 
 def _processor_info(name: str, selection: str | None) -> tuple[str, Path]:
     """The processor's setup and the path of the selection it will use."""
-    from processors import get_processor
-
     from na64reco.selection.schema import selection_path
+    from processors import get_processor
 
     cls = get_processor(name)
     return cls.SETUP, selection_path(selection or cls.SELECTION).resolve()

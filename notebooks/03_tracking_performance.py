@@ -71,7 +71,7 @@ print({k: len(v.planes) for k, v in views.items()}, "planes per (station, bend v
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(16, 6))
-for ax, role in zip(axes, ("in", "out")):
+for ax, role in zip(axes, ("in", "out"), strict=True):
     view = views[(role, True)]
     p, tp = beam[f"p_{role}"], beam_truth[f"p_{role}"]
     full = (beam[f"nhits_{role}"] == len(view.planes)) & np.isfinite(p) & np.isfinite(tp)
@@ -102,7 +102,7 @@ tp = sig_truth["p_out"][full]
 rel = sig["p_out"][full] / tp - 1
 edges = np.array([10, 20, 30, 45, 60, 80, 110, 170])
 centres, measured, errors = [], [], []
-for lo, hi in zip(edges[:-1], edges[1:]):
+for lo, hi in zip(edges[:-1], edges[1:], strict=True):
     m = (tp >= lo) & (tp < hi)
     if m.sum() < 30:
         continue
@@ -120,7 +120,7 @@ ax.set_xlabel(r"true $p_{out}$ [GeV]")
 ax.set_ylabel(r"$\sigma(p_{out})/p_{out}$")
 ax.legend(fontsize=12)
 plt.show()
-for c, s in zip(centres, measured):
+for c, s in zip(centres, measured, strict=True):
     print(f"p_out ~ {c:5.1f} GeV: measured {s:.4f}, analytic {momentum_resolution(setup, view, c * GeV):.4f}")
 
 # %% [markdown]

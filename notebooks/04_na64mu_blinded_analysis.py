@@ -101,7 +101,7 @@ mc_scale = mot["data"] / mot["mc"]
 
 
 
-for ax, cut in zip(axes, panels):
+for ax, cut in zip(axes, panels, strict=True):
     if cut == "signal_box":
         hs = {name: out[name]["nminus1"][cut] for name in ("mc", "signal", "data")}
         title = "p_out after all cuts (N-1 of the box)"

@@ -29,7 +29,6 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import mplhep
-import numpy as np
 from hepunits import MeV
 
 from na64reco import background as bg
@@ -79,7 +78,7 @@ print(format_summary(cutflow_summary({k: out[k] for k in ("signal", "data")})))
 panels = ["srd_tag", "preshower", "hcal_veto", "signal_box"]
 fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 6))
 scale = eot["data"] / eot["mc"]
-for ax, cut in zip(axes, panels):
+for ax, cut in zip(axes, panels, strict=True):
     if cut == "signal_box":
         hs = {name: out[name]["nminus1"][cut] for name in ("mc", "signal", "data")}
         title = r"$E_{ECAL}$ after all cuts (N-1 of the box)"

@@ -71,7 +71,7 @@ print(f"n_up (90% CL, CLs, b = {B} +- {DB}, n_obs = {N_OBS}) = {n_up:.3f}; "
 grid = np.geomspace(masses[0], masses[-1], 30)
 eff = np.exp(np.interp(np.log(grid), np.log(masses), np.log(table.efficiency)))
 g90 = np.array([coupling_limit(m, n_up, n_ref=expected_signal(MOT, m, 1e-4, e, n_steps=8), coupling_ref=1e-4)
-                for m, e in zip(grid, eff)])
+                for m, e in zip(grid, eff, strict=True)])
 lo, mid, hi = g_band(grid, 2.0)
 cross = crossing_mass(grid, g90, lo)
 fig, ax = plt.subplots(figsize=(10, 7))

@@ -393,7 +393,7 @@ class InvisibleProcessor(processor.ProcessorABC):
             h.fill(module=module.ravel(), **{names[0]: x.ravel()}, weight=np.repeat(w, x.shape[1]),
                    **fixed)
             return
-        h.fill(**dict(zip(names, cols)), weight=w, **fixed)
+        h.fill(**dict(zip(names, cols, strict=True)), weight=w, **fixed)
 
     def _book(self, names: tuple[str, ...], stage: bool) -> hist.Hist:
         axes = [hist.axis.StrCategory(["all", "selected"], name="stage")] if stage else []

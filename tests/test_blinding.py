@@ -14,8 +14,8 @@ from coffea.nanoevents import BaseSchema, NanoEventsFactory
 from test_processors_synthetic import synthetic_reco, write_raw
 
 from na64reco.errors import BlindingError
-from na64reco.selection import load_selection
 from na64reco.selection import blinding as blinding_mod
+from na64reco.selection import load_selection
 from na64reco.selection.blinding import UnblindingToken
 from na64reco.selection.cuts import BLINDED, BOX, cut_masks
 from processors.na64mu_invisible import Processor

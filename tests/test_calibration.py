@@ -144,7 +144,8 @@ def electrons(tmp_path_factory):
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = main(["calibrate", "--setup", "na64e", "--kind", "electron", "--runs", "1", "999999",
-                     "--tag", "e-response", "--base-tag", "na64e-default", "--calib-dir", str(root), str(files["cal10"]), str(files["cal100"])])
+                     "--tag", "e-response", "--base-tag", "na64e-default", "--calib-dir", str(root),
+                     str(files["cal10"]), str(files["cal100"])])
     assert code == 0, out.getvalue()
     return load_setup("na64e"), root, files, out.getvalue()
 
@@ -195,15 +196,18 @@ def test_electron_response_keeps_the_mip_scale(electrons, world):
     setup_e, root_e, _, _ = electrons
     resp = load_conditions(setup_e, RUN, "e-response", root=root_e).calo["ECAL"]
     setup, _, _, muons, true = world
-    ecal = dataclasses.replace(true.calo["ECAL"], response_energy=resp.response_energy,
-                               response_scale=resp.response_scale)
+    ecal = dataclasses.replace(
+        true.calo["ECAL"], response_energy=resp.response_energy, response_scale=resp.response_scale
+    )
     with_resp = dataclasses.replace(true, calo={**true.calo, "ECAL": ecal})
     before, truth = _ecal(muons, setup, true)
     after, _ = _ecal(muons, setup, with_resp)
     mip = np.asarray(truth["e_ecal"]) < 0.6
     assert mip.sum() > 10000
-    np.testing.assert_array_equal(after["ecal_energy"][mip & (before["ecal_energy"] < 1.0)],
-                                  before["ecal_energy"][mip & (before["ecal_energy"] < 1.0)])
+    np.testing.assert_array_equal(
+        after["ecal_energy"][mip & (before["ecal_energy"] < 1.0)],
+        before["ecal_energy"][mip & (before["ecal_energy"] < 1.0)],
+    )
     pk_b, _ = peak(before["ecal_energy"][mip])
     pk_a, _ = peak(after["ecal_energy"][mip])
     assert abs(pk_a / pk_b - 1) < 0.001
@@ -253,19 +257,34 @@ def test_response_fields_are_validated(tmp_path):
 def test_response_applied_by_fast_path_and_twin_alike():
     import dataclasses
 
-    from na64reco.reco import calo as C
     from test_reco_calo import assert_same_as_reference, make_events
+
+    from na64reco.reco import calo as C
 
     setup = load_setup("na64e")
     cond = load_conditions(setup, 1, "na64e-default")  # nominal: no response table
     ecal = setup.detector("ECAL")
-    table = dataclasses.replace(cond.calo["ECAL"], response_energy=np.array([1000.0, 5000.0, 50000.0]),
-                                response_scale=np.array([[1.0, 1.0], [1.3, 1.2], [1.1, 1.05]]))
+    table = dataclasses.replace(
+        cond.calo["ECAL"],
+        response_energy=np.array([1000.0, 5000.0, 50000.0]),
+        response_scale=np.array([[1.0, 1.0], [1.3, 1.2], [1.1, 1.05]]),
+    )
     resp = dataclasses.replace(cond, calo={**cond.calo, "ECAL": table})
     # event 0: 0.5 GeV (below the unit point), 1: 3 GeV (interpolated), 2: 80 GeV (above the table)
-    ev = make_events(setup, cond, [0, 1, 1, 2, 2], ["ECAL"] * 5,
-                     [ecal.channel(1, 2, 2), ecal.channel(0, 2, 2), ecal.channel(1, 2, 2), ecal.channel(0, 2, 2),
-                      ecal.channel(1, 2, 2)], [500.0, 1000.0, 2000.0, 8000.0, 72000.0])
+    ev = make_events(
+        setup,
+        cond,
+        [0, 1, 1, 2, 2],
+        ["ECAL"] * 5,
+        [
+            ecal.channel(1, 2, 2),
+            ecal.channel(0, 2, 2),
+            ecal.channel(1, 2, 2),
+            ecal.channel(0, 2, 2),
+            ecal.channel(1, 2, 2),
+        ],
+        [500.0, 1000.0, 2000.0, 8000.0, 72000.0],
+    )
     raw = C.reconstruct_calo(ev, setup, cond)
     out = C.reconstruct_calo(ev, setup, resp)
     assert_same_as_reference(out, C.reconstruct_calo_reference(ev, setup, resp))
@@ -273,5 +292,6 @@ def test_response_applied_by_fast_path_and_twin_alike():
     np.testing.assert_allclose(out["ecal_energy"][0], raw["ecal_energy"][0], rtol=1e-15)
     np.testing.assert_allclose(out["ecal_preshower_energy"][1], raw["ecal_preshower_energy"][1] * (1 + 0.3 * w))
     np.testing.assert_allclose(out["ecal_main_energy"][1], raw["ecal_main_energy"][1] * (1 + 0.2 * w))
-    np.testing.assert_allclose(out["ecal_energy"][2],
-                               1.1 * raw["ecal_preshower_energy"][2] + 1.05 * raw["ecal_main_energy"][2])
+    np.testing.assert_allclose(
+        out["ecal_energy"][2], 1.1 * raw["ecal_preshower_energy"][2] + 1.05 * raw["ecal_main_energy"][2]
+    )

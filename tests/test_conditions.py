@@ -80,9 +80,15 @@ def _corrupt(calib, edit):
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda d: d["detectors"]["ECAL"]["gain_mev_per_adc"].pop(), r"detectors.ECAL.gain_mev_per_adc': expected 60 values, found 59"),
+        (
+            lambda d: d["detectors"]["ECAL"]["gain_mev_per_adc"].pop(),
+            r"detectors.ECAL.gain_mev_per_adc': expected 60 values, found 59",
+        ),
         (lambda d: d["detectors"]["ECAL"]["gain_mev_per_adc"].__setitem__(0, -1.0), "gains must be positive"),
-        (lambda d: d["detectors"]["ECAL"].pop("pedestal_odd"), r"key 'detectors.ECAL': 'pedestal_odd' is a required property"),
+        (
+            lambda d: d["detectors"]["ECAL"].pop("pedestal_odd"),
+            r"key 'detectors.ECAL': 'pedestal_odd' is a required property",
+        ),
         (lambda d: d["detectors"].pop("HCAL"), r"no entry for detector 'HCAL'"),
         (lambda d: d.update(runs={"first": 10, "last": 5}), r"first=10 is after last=5"),
         (lambda d: d.update(schema_version=3), r"'schema_version' is 3"),
@@ -114,7 +120,9 @@ def test_nan_in_conditions(calib):
 
 
 def test_unknown_tag_lists_known(calib):
-    with pytest.raises(ConfigError, match=r"unknown calibration tag 'nope'.*known tags: na64e-default, .*na64mu-default"):
+    with pytest.raises(
+        ConfigError, match=r"unknown calibration tag 'nope'.*known tags: na64e-default, .*na64mu-default"
+    ):
         load_conditions("na64mu", 10, tag="nope", root=calib)
     with pytest.raises(ConfigError, match="is for setup 'na64e', not 'na64mu'"):
         load_conditions("na64mu", 10, tag="na64e-default", root=calib)

@@ -44,7 +44,9 @@ def test_mm_multiplexing_map_is_a_5_to_1_partition_resolvable_by_pairs():
     assert np.all(r.mm_channel_of_strip(table) == np.arange(64)[:, None])
     # a pair of adjacent strips identifies its position uniquely
     strips = np.arange(319)
-    pairs = {(int(a), int(b)) for a, b in zip(r.mm_channel_of_strip(strips), r.mm_channel_of_strip(strips + 1))}
+    pairs = {
+        (int(a), int(b)) for a, b in zip(r.mm_channel_of_strip(strips), r.mm_channel_of_strip(strips + 1), strict=True)
+    }
     same_group = (strips // 64) == ((strips + 1) // 64)
     assert len(pairs) >= same_group.sum()
 

@@ -175,7 +175,7 @@ def test_threshold_and_range():
 def test_x_pdf_normalised():
     for m in (5.0, 200.0):
         lo, hi = db.x_limits(E0, m)
-        val = quad(lambda x: float(db.x_pdf(np.array([x]), E0, m)[0]), lo, hi,
+        val = quad(lambda x, m=m: float(db.x_pdf(np.array([x]), E0, m)[0]), lo, hi,
                    points=[m / c.MUON_MASS] if m < c.MUON_MASS else [1 - (c.MUON_MASS / m) ** 2],
                    limit=500)[0]
         assert val == pytest.approx(1.0, rel=1e-4)
@@ -189,8 +189,8 @@ def test_sample_x_follows_pdf():
         lo, hi = db.x_limits(E0, m)
         assert x.min() >= lo and x.max() <= hi
         edges = np.array([lo, 0.1, 0.3, 0.5, 0.7, 0.9, hi])
-        expected = np.array([quad(lambda t: float(db.x_pdf(np.array([t]), E0, m)[0]), a, b, limit=200)[0]
-                             for a, b in zip(edges[:-1], edges[1:])])
+        expected = np.array([quad(lambda t, m=m: float(db.x_pdf(np.array([t]), E0, m)[0]), a, b, limit=200)[0]
+                             for a, b in zip(edges[:-1], edges[1:], strict=True)])
         counts = np.histogram(x, edges)[0]
         # multinomial: compare with 5 sigma per bin
         sigma = np.sqrt(n * expected * (1 - expected)) + 1

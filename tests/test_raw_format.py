@@ -15,13 +15,24 @@ def _chunk(rng, n, first_event=0):
     nc, na, ns = rng.integers(0, 6, n), rng.integers(0, 12, n), rng.integers(0, 3, n)
     tc, ta, ts = nc.sum(), na.sum(), ns.sum()
     return {
-        "run": np.full(n, 7), "spill": np.arange(n) // 100, "event": first_event + np.arange(n),
-        "trigger": np.ones(n), "time_in_spill": rng.uniform(0, 4.8, n),
-        "n_calo": nc, "calo_det": rng.integers(1, 15, tc), "calo_chan": rng.integers(0, 60, tc),
+        "run": np.full(n, 7),
+        "spill": np.arange(n) // 100,
+        "event": first_event + np.arange(n),
+        "trigger": np.ones(n),
+        "time_in_spill": rng.uniform(0, 4.8, n),
+        "n_calo": nc,
+        "calo_det": rng.integers(1, 15, tc),
+        "calo_chan": rng.integers(0, 60, tc),
         "calo_adc": rng.integers(0, 4096, (tc, N_SAMPLES)),
-        "n_apv": na, "apv_plane": rng.integers(0, 17, ta), "apv_chan": rng.integers(0, 320, ta),
-        "apv_a0": rng.integers(-20, 500, ta), "apv_a1": rng.integers(-20, 900, ta), "apv_a2": rng.integers(-20, 700, ta),
-        "n_straw": ns, "straw_plane": rng.integers(0, 17, ts), "straw_tube": rng.integers(0, 64, ts),
+        "n_apv": na,
+        "apv_plane": rng.integers(0, 17, ta),
+        "apv_chan": rng.integers(0, 320, ta),
+        "apv_a0": rng.integers(-20, 500, ta),
+        "apv_a1": rng.integers(-20, 900, ta),
+        "apv_a2": rng.integers(-20, 700, ta),
+        "n_straw": ns,
+        "straw_plane": rng.integers(0, 17, ts),
+        "straw_tube": rng.integers(0, 64, ts),
         "straw_tdc": rng.integers(0, 200, ts),
     }
 
@@ -59,7 +70,9 @@ def test_round_trip(written):
         assert np.array_equal(adc, np.concatenate([c["calo_adc"] for c in chunks]))
         assert np.array_equal(ak.to_numpy(ak.num(ev.calo)), np.concatenate([c["n_calo"] for c in chunks]))
         for fld in ("plane", "chan", "a0", "a1", "a2"):
-            assert np.array_equal(ak.to_numpy(ak.flatten(ev.apv[fld])), np.concatenate([c[f"apv_{fld}"] for c in chunks]))
+            assert np.array_equal(
+                ak.to_numpy(ak.flatten(ev.apv[fld])), np.concatenate([c[f"apv_{fld}"] for c in chunks])
+            )
         assert np.array_equal(ak.to_numpy(ak.flatten(ev.straw.tdc)), np.concatenate([c["straw_tdc"] for c in chunks]))
         part = f.events(100, 600)
         assert np.array_equal(ak.to_numpy(part.event), np.arange(100, 600))

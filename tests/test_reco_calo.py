@@ -9,12 +9,12 @@ import awkward as ak
 import numpy as np
 import pytest
 from hepunits import GeV
+from test_reco_waveform import CFG, pulses
 
 from na64reco.conditions import load_conditions
 from na64reco.errors import RawFormatError
 from na64reco.geometry import load_setup
 from na64reco.reco import calo as C
-from test_reco_waveform import CFG, pulses
 
 
 def make_events(setup, cond, ev, names, chans, energies_mev, dt=None, seed=0, n_events=None):
@@ -32,7 +32,9 @@ def make_events(setup, cond, ev, names, chans, energies_mev, dt=None, seed=0, n_
                  tab["pedestal_even"][det, chan], tab["pedestal_odd"][det, chan], tab["noise_adc"][det, chan], rng)
     n = int(n_events if n_events is not None else ev.max() + 1)
     counts = np.bincount(ev, minlength=n)
-    calo = ak.zip({"det": ak.unflatten(det.astype(np.int16), counts), "chan": ak.unflatten(chan.astype(np.int16), counts)})
+    calo = ak.zip(
+        {"det": ak.unflatten(det.astype(np.int16), counts), "chan": ak.unflatten(chan.astype(np.int16), counts)}
+    )
     calo = ak.with_field(calo, ak.unflatten(ak.from_numpy(adc, regulararray=True), counts), "adc")
     return ak.zip({"run": np.full(n, 7, np.int32), "event": np.arange(n) + 100, "calo": calo}, depth_limit=1)
 
@@ -120,9 +122,15 @@ def test_timing_window_and_masked_channels(mu):
     ecal = setup.detector("ECAL")
     ch_a, ch_b = ecal.channel(1, 2, 3), ecal.channel(1, 2, 2)
     # event 0: b is 60 ns late (out of time); event 1: b is 10 ns late (in time)
-    ev = make_events(setup, cond, [0, 0, 1, 1, 0, 1], ["ECAL", "ECAL", "ECAL", "ECAL", "S0", "S0"],
-                     [ch_a, ch_b, ch_a, ch_b, 0, 0], [5000.0, 3000.0, 5000.0, 3000.0, 3.0, 3.0],
-                     dt=[0.0, 60.0, 0.0, 10.0, 0.0, 0.0])
+    ev = make_events(
+        setup,
+        cond,
+        [0, 0, 1, 1, 0, 1],
+        ["ECAL", "ECAL", "ECAL", "ECAL", "S0", "S0"],
+        [ch_a, ch_b, ch_a, ch_b, 0, 0],
+        [5000.0, 3000.0, 5000.0, 3000.0, 3.0, 3.0],
+        dt=[0.0, 60.0, 0.0, 10.0, 0.0, 0.0],
+    )
     out = C.reconstruct_calo(ev, setup, cond)
     np.testing.assert_allclose(out["ecal_energy"], [5.0, 8.0], rtol=0.02)
     # mask channel b: it no longer counts anywhere
@@ -145,9 +153,14 @@ def test_timing_window_and_masked_channels(mu):
 def test_max_cell_and_centre_of_gravity(mu):
     setup, cond = mu
     ecal = setup.detector("ECAL")
-    ev = make_events(setup, cond, [0, 1, 1, 2], ["ECAL"] * 3 + ["S0"],
-                     [ecal.channel(1, 1, 4), ecal.channel(1, 3, 2), ecal.channel(0, 4, 2), 0],
-                     [8000.0, 6000.0, 6000.0, 3.0])
+    ev = make_events(
+        setup,
+        cond,
+        [0, 1, 1, 2],
+        ["ECAL"] * 3 + ["S0"],
+        [ecal.channel(1, 1, 4), ecal.channel(1, 3, 2), ecal.channel(0, 4, 2), 0],
+        [8000.0, 6000.0, 6000.0, 3.0],
+    )
     out = C.reconstruct_calo(ev, setup, cond)
     x0, y0 = ecal.cell_center(1, 4)
     x1, y1 = ecal.cell_center(3.5, 2)
@@ -176,17 +189,24 @@ def test_fast_path_matches_reference_twin(mu):
     ecal = setup.detector("ECAL")
     ch_a, ch_b = ecal.channel(1, 2, 3), ecal.channel(1, 2, 2)
     # out-of-time digits, counters with two digits, a masked channel, empty events
-    ev = make_events(setup, cond, [0, 0, 1, 1, 0, 1, 1, 3, 3], ["ECAL", "ECAL", "ECAL", "ECAL", "S0", "S0", "S0",
-                                                                 "HCAL", "VETO"],
-                     [ch_a, ch_b, ch_a, ch_b, 0, 0, 0, 5, 3], [5000.0, 3000.0, 5000.0, 3000.0, 3.0, 3.0, 5.0, 9000.0, 8.0],
-                     dt=[0.0, 60.0, 0.0, 10.0, 0.0, 0.0, 4.0, 0.0, 0.0], n_events=5)
+    ev = make_events(
+        setup,
+        cond,
+        [0, 0, 1, 1, 0, 1, 1, 3, 3],
+        ["ECAL", "ECAL", "ECAL", "ECAL", "S0", "S0", "S0", "HCAL", "VETO"],
+        [ch_a, ch_b, ch_a, ch_b, 0, 0, 0, 5, 3],
+        [5000.0, 3000.0, 5000.0, 3000.0, 3.0, 3.0, 5.0, 9000.0, 8.0],
+        dt=[0.0, 60.0, 0.0, 10.0, 0.0, 0.0, 4.0, 0.0, 0.0],
+        n_events=5,
+    )
     c = cond.calo["ECAL"]
     status = c.status.copy()
     status[ecal.channel(1, 2, 2)] = 1
     masked = dataclasses.replace(cond, calo={**cond.calo, "ECAL": dataclasses.replace(c, status=status)})
     for conditions in (cond, masked):
-        assert_same_as_reference(C.reconstruct_calo(ev, setup, conditions),
-                                 C.reconstruct_calo_reference(ev, setup, conditions))
+        assert_same_as_reference(
+            C.reconstruct_calo(ev, setup, conditions), C.reconstruct_calo_reference(ev, setup, conditions)
+        )
 
 
 def _showers(det, rng, n, b, energy_gev):

@@ -31,8 +31,9 @@ def pulses(amplitude, start, ped_even, ped_odd, noise, rng, extra=None):
     ped = np.where(K % 2 == 0, np.broadcast_to(ped_even, (n,))[:, None], np.broadcast_to(ped_odd, (n,))[:, None])
     s = ped + amplitude[:, None] * msadc_shape(K * CFG.period - start[:, None], 10.0, CFG.decay)
     for a2, t2 in extra or []:
-        s = s + np.asarray(a2, float).reshape(-1, 1) * msadc_shape(K * CFG.period - np.asarray(t2, float).reshape(-1, 1),
-                                                                 10.0, CFG.decay)
+        s = s + np.asarray(a2, float).reshape(-1, 1) * msadc_shape(
+            K * CFG.period - np.asarray(t2, float).reshape(-1, 1), 10.0, CFG.decay
+        )
     s = s + rng.normal(0.0, 1.0, s.shape) * np.broadcast_to(noise, (n,))[:, None]
     return np.clip(np.round(s), 0, CFG.max_adc).astype(np.int16)
 
@@ -195,8 +196,9 @@ def test_reconstruct_digits_uses_conditions_and_rejects_bad_input():
     np.testing.assert_allclose(d.time, CFG.nominal_time, atol=1.0)
     assert np.all(d.good)
     with pytest.raises(RawFormatError, match=r"x\.root: digit 1 has an all-zero"):
-        W.reconstruct_digits([1, 1], [0, 1], np.vstack([adc[:1], np.zeros((1, 32), np.int16)]), SETUP, cond,
-                             source="x.root")
+        W.reconstruct_digits(
+            [1, 1], [0, 1], np.vstack([adc[:1], np.zeros((1, 32), np.int16)]), SETUP, cond, source="x.root"
+        )
     bad = adc[:2].astype(float)
     bad[1, 5] = np.nan
     with pytest.raises(RawFormatError, match="NaN"):

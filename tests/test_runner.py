@@ -202,7 +202,7 @@ def test_chunks_are_whole_clusters_of_at_most_the_chunk_size():
                 edges.append(c)
         if edges[-1] != clusters[-1]:
             edges.append(clusters[-1])
-        sizes = [b - a for a, b in zip(edges[:-1], edges[1:])]
+        sizes = [b - a for a, b in zip(edges[:-1], edges[1:], strict=True)]
         assert max(sizes) <= chunksize and set(edges) <= set(clusters)
     assert chunking(1000, 1900) == (1000, False)  # clusters larger than a chunk: plain cuts
     assert chunking(1000, 0) == (1000, False)

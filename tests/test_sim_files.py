@@ -13,8 +13,8 @@ from na64reco.conditions import load_conditions
 from na64reco.errors import ConfigError
 from na64reco.geometry import load_setup
 from na64reco.io.raw import PROCESSES, TRIGGER_BITS, open_raw
-from na64reco.sim import simulate
 from na64reco.sim import interactions as phys
+from na64reco.sim import simulate
 from na64reco.sim.params import load_sim_params
 
 N_BEAM = 20_000
@@ -76,7 +76,7 @@ def test_round_trip_counts_and_ranges(beam_file):
     setup = load_setup("na64mu")
     known = {d.id: d.n_channels for d in setup.calorimeters.values()}
     det, chan = ak.to_numpy(ak.flatten(ev.calo.det)), ak.to_numpy(ak.flatten(ev.calo.chan))
-    assert all(0 <= c < known[d] for d, c in zip(det[:2000], chan[:2000]))
+    assert all(0 <= c < known[d] for d, c in zip(det[:2000], chan[:2000], strict=True))
     # APV: MM channels 0..63, GEM strips < 256; every event has its counters
     plane = ak.to_numpy(ak.flatten(ev.apv.plane))
     ch = ak.to_numpy(ak.flatten(ev.apv.chan))

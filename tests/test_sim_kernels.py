@@ -69,7 +69,7 @@ def test_apv_kernel_matches_reference(seed, n):
     args = (ev, plane, c, amp, shape3, n_strips, is_mm, dead, mm_chan, 0.6, 2, noise, 4.0, 12.0)
     f = dg._apv_kernel(*args)
     s = dg._apv_reference(*args)
-    for a, b in zip(f[:3], s[:3]):
+    for a, b in zip(f[:3], s[:3], strict=True):
         np.testing.assert_array_equal(a, b)
     assert np.abs(f[3].astype(int) - s[3].astype(int)).max(initial=0) <= 1  # rounding ties only
     # without noise and threshold, the summed charge is at most the deposited charge

@@ -30,7 +30,9 @@ TABLE = RO.mm_strips_of_channel
 @given(st.floats(0.5, 120.0))
 def test_apv_time_inverts_the_cr_rc_shape(t_s):
     a = 300.0 * apv_shape(t_s + np.arange(3) * RO.apv_sample_spacing, RO.apv_peaking_time)
-    assert strip_time(a[0], a[1], a[2], RO.apv_sample_spacing, RO.apv_peaking_time, 1e-9) == pytest.approx(-t_s, abs=1e-6)
+    assert strip_time(a[0], a[1], a[2], RO.apv_sample_spacing, RO.apv_peaking_time, 1e-9) == pytest.approx(
+        -t_s, abs=1e-6
+    )
 
 
 @settings(deadline=None)
@@ -38,7 +40,9 @@ def test_apv_time_inverts_the_cr_rc_shape(t_s):
 def test_apv_time_when_the_pulse_starts_after_the_first_sample(t_s):
     a = 300.0 * apv_shape(t_s + np.arange(3) * RO.apv_sample_spacing, RO.apv_peaking_time)
     assert a[0] == 0.0
-    assert strip_time(a[0], a[1], a[2], RO.apv_sample_spacing, RO.apv_peaking_time, 1.0) == pytest.approx(-t_s, abs=1e-6)
+    assert strip_time(a[0], a[1], a[2], RO.apv_sample_spacing, RO.apv_peaking_time, 1.0) == pytest.approx(
+        -t_s, abs=1e-6
+    )
 
 
 def test_every_real_mm_cluster_is_resolved_uniquely():
@@ -57,8 +61,11 @@ def test_every_real_mm_cluster_is_resolved_uniquely():
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.integers(0, 63), min_size=1, max_size=24, unique=True), st.randoms(use_true_random=False),
-       st.lists(st.integers(0, 319), max_size=6))
+@given(
+    st.lists(st.integers(0, 63), min_size=1, max_size=24, unique=True),
+    st.randoms(use_true_random=False),
+    st.lists(st.integers(0, 319), max_size=6),
+)
 def test_demux_kernel_equals_reference(chans, rnd, dead_list):
     chans = sorted(chans)
     amps = [float(rnd.randint(20, 600)) for _ in chans]
@@ -78,12 +85,21 @@ def noisy():
 def test_hits_kernel_equals_reference(noisy):
     events, _, cfg, _, _, hits = noisy
     for e in range(len(events)):
-        ref = event_hits_reference(events[e], SETUP, COND, threshold_sigma=cfg.apv_threshold_sigma,
-                                   drift_t0=cfg.drift_t0)
+        ref = event_hits_reference(
+            events[e], SETUP, COND, threshold_sigma=cfg.apv_threshold_sigma, drift_t0=cfg.drift_t0
+        )
         lo, hi = hits["offsets"][e], hits["offsets"][e + 1]
-        got = [(int(p), float(x), float(s), int(n), bool(a)) for p, x, s, n, a in
-               zip(hits["plane"][lo:hi], hits["pos"][lo:hi], hits["strip"][lo:hi], hits["size"][lo:hi],
-                   hits["ambiguous"][lo:hi])]
+        got = [
+            (int(p), float(x), float(s), int(n), bool(a))
+            for p, x, s, n, a in zip(
+                hits["plane"][lo:hi],
+                hits["pos"][lo:hi],
+                hits["strip"][lo:hi],
+                hits["size"][lo:hi],
+                hits["ambiguous"][lo:hi],
+                strict=True,
+            )
+        ]
         assert [(g[0], g[3], g[4]) for g in got] == [(r[0], r[3], r[4]) for r in ref], f"event {e}"
         np.testing.assert_allclose([g[1] for g in got], [r[1] for r in ref], rtol=0, atol=1e-9)
         np.testing.assert_allclose([g[2] for g in got], [r[2] for r in ref], rtol=0, atol=1e-9)
@@ -96,8 +112,14 @@ def test_track_kernel_equals_exhaustive_reference(noisy):
     for e in range(len(events)):
         lo, hi = hits["offsets"][e], hits["offsets"][e + 1]
         for v, view in enumerate(vt.views):
-            view_hits = [[(i, hits["pos"][i], hits["sigma"][i], hits["origin"][i])
-                          for i in range(lo, hi) if hits["plane"][i] == p] for p in view.planes]
+            view_hits = [
+                [
+                    (i, hits["pos"][i], hits["sigma"][i], hits["origin"][i])
+                    for i in range(lo, hi)
+                    if hits["plane"][i] == p
+                ]
+                for p in view.planes
+            ]
             anchor = None
             if view.anchor_view >= 0 and res["nh"][e, view.anchor_view] > 0:
                 src = vt.views[view.anchor_view]
@@ -107,8 +129,8 @@ def test_track_kernel_equals_exhaustive_reference(noisy):
             assert res["nh"][e, v] == nh, (e, v)
             assert res["n_tracks"][e, v] == ntr, (e, v)
             if nh:
-                assert list(res["hits"][e, v, :len(view.planes)]) == chosen, (e, v)
-                np.testing.assert_allclose(res["par"][e, v, :view.npar], par[:view.npar], rtol=1e-9, atol=1e-9)
+                assert list(res["hits"][e, v, : len(view.planes)]) == chosen, (e, v)
+                np.testing.assert_allclose(res["par"][e, v, : view.npar], par[: view.npar], rtol=1e-9, atol=1e-9)
                 assert res["chi2"][e, v] == pytest.approx(chi2, rel=1e-6, abs=1e-9)
                 n_compared += 1
     assert n_compared > 0.9 * len(events) * len(vt.views)
@@ -120,8 +142,19 @@ def test_momenta_from_the_stage_match_the_magnet_formula(noisy):
     kappa = out["_tracks"]["par"][:, 0, 2] / 1000.0
     ok = np.isfinite(out["p_in"])
     np.testing.assert_allclose(out["p_in"][ok], SETUP.magnets["MS1"].momentum(kappa[ok]) / 1000.0, rtol=1e-12)
-    assert set(out) >= {"p_in", "p_out", "n_tracks_in", "n_tracks_out", "chi2_in", "chi2_out", "in_x", "in_y",
-                        "out_x", "out_y", "out_x_hcal"}
+    assert set(out) >= {
+        "p_in",
+        "p_out",
+        "n_tracks_in",
+        "n_tracks_out",
+        "chi2_in",
+        "chi2_out",
+        "in_x",
+        "in_y",
+        "out_x",
+        "out_y",
+        "out_x_hcal",
+    }
 
 
 def test_na64e_has_no_outgoing_momentum():
@@ -136,6 +169,7 @@ def test_na64e_has_no_outgoing_momentum():
 
 def test_bad_digits_raise_clear_errors():
     import awkward as ak
+
     events, _ = make_events(3, seed=2)
     bad = ak.with_field(events, ak.with_field(events["apv"], events["apv"]["plane"] + 40, "plane"), "apv")
     with pytest.raises(RawFormatError, match=r"run1\.root: apv\.plane has value 4\d"):
@@ -143,8 +177,7 @@ def test_bad_digits_raise_clear_errors():
 
 
 def test_bad_tracking_config_names_file_and_key(tmp_path):
-    text = (load_tracking_config.__globals__["CONFIG_PATH"]).read_text().replace("MS2: {role: out",
-                                                                                   "MSX: {role: out")
+    text = (load_tracking_config.__globals__["CONFIG_PATH"]).read_text().replace("MS2: {role: out", "MSX: {role: out")
     path = tmp_path / "tracking.yaml"
     path.write_text(text)
     with pytest.raises(ConfigError, match=r"tracking\.yaml.*MSX.*not a magnet"):

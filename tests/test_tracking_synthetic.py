@@ -14,8 +14,8 @@ from scipy.special import ndtr
 from na64reco import constants, units
 from na64reco.conditions import load_conditions
 from na64reco.geometry import load_setup
-from na64reco.pulse import apv_shape
 from na64reco.material import highland as _highland
+from na64reco.pulse import apv_shape
 
 
 def highland(p, x_over_x0):
@@ -97,9 +97,9 @@ def make_events(n, *, setup="na64mu", seed=1, p_in=160 * units.GeV, noise=True, 
     def apv_strips(e, pl, strip_values, amps):
         a = amps[:, None] * shapes[None, :] + ro.apv_noise * rng.standard_normal((len(amps), 3))
         keep = a.max(axis=1) > 3 * ro.apv_noise  # zero suppression
-        for sv, ak_ in zip(strip_values[keep], np.round(a[keep]).astype(np.int16)):
+        for sv, ak_ in zip(strip_values[keep], np.round(a[keep]).astype(np.int16), strict=True):
             chan = int(ro.mm_channel_of_strip(sv)) if pl.type == "MM" else int(sv)
-            for k, v in zip(("ev", "plane", "chan", "a0", "a1", "a2"), (e, pl.index, chan, *ak_)):
+            for k, v in zip(("ev", "plane", "chan", "a0", "a1", "a2"), (e, pl.index, chan, *ak_), strict=True):
                 apv[k].append(v)
 
     def deposit(e, pl, true_coord):
@@ -110,7 +110,7 @@ def make_events(n, *, setup="na64mu", seed=1, p_in=160 * units.GeV, noise=True, 
                 return
             d = abs(u - float(pl.position_of(tube)))
             tdc = int(round(d / ro.straw_drift_velocity / ro.straw_tdc_lsb))
-            for k, v in zip(("ev", "plane", "tube", "tdc"), (e, pl.index, tube, tdc)):
+            for k, v in zip(("ev", "plane", "tube", "tdc"), (e, pl.index, tube, tdc), strict=True):
                 straw[k].append(v)
             return
         sf = float(pl.strip_of(u))
@@ -134,29 +134,45 @@ def make_events(n, *, setup="na64mu", seed=1, p_in=160 * units.GeV, noise=True, 
                 for _ in range(rng.poisson(pl.noise_hits)):
                     if pl.type == "straw":
                         for k, v in zip(("ev", "plane", "tube", "tdc"),
-                                        (e, pl.index, int(rng.integers(pl.n_strips)), int(rng.integers(0, 60)))):
+                                        (e, pl.index, int(rng.integers(pl.n_strips)), int(rng.integers(0, 60))),
+                                        strict=True):
                             straw[k].append(v)
                     elif noise == "strip":  # one fired strip: an ambiguous MM channel
                         st = np.array([rng.integers(pl.n_strips)])
                         apv_strips(e, pl, st, rng.uniform(20, 200, 1))
                     else:  # a cluster at a uniform position (as the simulator makes them)
-                        deposit(e, pl, pl.center + cond.planes[pl.name].alignment
-                                + (rng.random() - 0.5) * pl.width)
+                        deposit(e, pl, pl.center + cond.planes[pl.name].alignment + (rng.random() - 0.5) * pl.width)
         # a strip/channel fired twice (two deposits) is read once: sum the samples
         del digits_before
     ev = _merge(apv, ("plane", "chan"), ("a0", "a1", "a2"))
     a_counts = np.bincount(ev["ev"], minlength=n) if len(ev["ev"]) else np.zeros(n, int)
     s_ev = np.asarray(straw["ev"], np.int64)
     s_counts = np.bincount(s_ev, minlength=n) if len(s_ev) else np.zeros(n, int)
-    events = ak.zip({
-        "apv": ak.unflatten(ak.zip({k: np.asarray(ev[k], np.int16) for k in ("plane", "chan", "a0", "a1", "a2")}),
-                            a_counts),
-        "straw": ak.unflatten(ak.zip({"plane": np.asarray(straw["plane"], np.int16),
-                                      "tube": np.asarray(straw["tube"], np.int16),
-                                      "tdc": np.asarray(straw["tdc"], np.int32)}), s_counts),
-    }, depth_limit=1)
-    truth = {"p_in": pin / units.GeV, "p_out": pout / units.GeV, "coords": coords, "measured": measured,
-             "pileup": has_pu}
+    events = ak.zip(
+        {
+            "apv": ak.unflatten(
+                ak.zip({k: np.asarray(ev[k], np.int16) for k in ("plane", "chan", "a0", "a1", "a2")}), a_counts
+            ),
+            "straw": ak.unflatten(
+                ak.zip(
+                    {
+                        "plane": np.asarray(straw["plane"], np.int16),
+                        "tube": np.asarray(straw["tube"], np.int16),
+                        "tdc": np.asarray(straw["tdc"], np.int32),
+                    }
+                ),
+                s_counts,
+            ),
+        },
+        depth_limit=1,
+    )
+    truth = {
+        "p_in": pin / units.GeV,
+        "p_out": pout / units.GeV,
+        "coords": coords,
+        "measured": measured,
+        "pileup": has_pu,
+    }
     return events, truth
 
 

@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 from hepunits import GeV
 
-from na64reco.calibration.electron import (SectionSums, electron_params, fit_response_point,
-                                          response_table)
+from na64reco.calibration.electron import SectionSums, electron_params, fit_response_point, response_table
 from na64reco.calibration.mip import AmplitudeCollector, mip_gains
 from na64reco.calibration.pedestals import PedestalSums, pedestal_constants
 from na64reco.conditions import CALO_FIELDS, RunConditions, load_conditions, publish

@@ -65,7 +65,6 @@ def _display_signal_event(path, output: Path) -> Path:
     from na64reco.display import draw_event
     from na64reco.geometry import load_setup
     from na64reco.io.raw import open_raw
-
     from na64reco.reco.event import reconstruct
 
     with open_raw(path) as raw:
@@ -94,7 +93,7 @@ def _summary_figure(result: dict, output: Path, mass: float) -> Path:
     mplhep.style.use("CMS")
     fig, axes = plt.subplots(1, 3, figsize=(21, 6.5))
     sig_name = f"signal_m{mass:g}GeV"
-    for ax, var in zip(axes[:2], ("p_out", "ecal_energy")):
+    for ax, var in zip(axes[:2], ("p_out", "ecal_energy"), strict=True):
         for name, label in (("mc_mixture", "MC: beam + backgrounds"), (sig_name, f"Z' signal, m = {mass:g} GeV"),
                             ("data", "data-like run (blinded)")):
             h = result[name]["hists"].get(var)

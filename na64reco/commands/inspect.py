@@ -30,7 +30,9 @@ def summarise(path) -> dict:
         if raw.has_truth:
             codes = raw.truth()["process"]
             names = {v: k for k, v in PROCESSES.items()}
-            info["processes"] = {names.get(int(c), str(c)): int(n) for c, n in zip(*np.unique(codes, return_counts=True))}
+            info["processes"] = {
+                names.get(int(c), str(c)): int(n) for c, n in zip(*np.unique(codes, return_counts=True), strict=True)
+            }
     return info
 
 
@@ -41,9 +43,11 @@ def run(args) -> int:
         return 0
     for i in infos:
         unit = "MOT" if i["setup"] == "na64mu" else "EOT"
-        print(f"{i['file']}: {i['setup']} run {i['run']}, format v{i['format_version']}, {i['events']} events "
-              f"in {i['spills']} spills, {i['beam_particles']} {unit}, {'simulation' if i['has_truth'] else 'data'}"
-              f" ({i['producer']})")
+        print(
+            f"{i['file']}: {i['setup']} run {i['run']}, format v{i['format_version']}, {i['events']} events "
+            f"in {i['spills']} spills, {i['beam_particles']} {unit}, {'simulation' if i['has_truth'] else 'data'}"
+            f" ({i['producer']})"
+        )
         for name, n in i.get("processes", {}).items():
             print(f"  {name:14s} {n}")
     return 0

@@ -17,9 +17,8 @@ HELP = "run a blinded analysis processor (iterative, futures or dask) and save h
 
 
 def add_arguments(parser) -> None:
-    from processors import PROCESSORS
-
     from na64reco.runner import EXECUTORS
+    from processors import PROCESSORS
 
     parser.add_argument("--processor", required=True, choices=PROCESSORS)
     parser.add_argument("--executor", choices=EXECUTORS, default="iterative")

@@ -91,7 +91,7 @@ def expected_signal(n_mot: float, mass: float, coupling: float, efficiency: floa
     profile = muon_energy_profile if is_muon else electron_energy_profile
     energies, lengths = profile(e0, thickness, n_steps)
     total = 0.0
-    for energy, length in zip(energies, lengths):
+    for energy, length in zip(energies, lengths, strict=True):
         xm = x_min
         if p_out_max is not None:
             xm = max(xm or 0.0, 1.0 - p_out_max / energy)

@@ -23,7 +23,8 @@ Algorithm, per digit (samples ``s_k``, ``k = 0..31``, period ``P``):
    gives a first estimate of the pulse start ``t0 = t_half - half_rise``.  It is then
    refined by a least-squares fit of the shared pulse template (``na64reco.pulse``,
    unit peak) ``y_k = A f(kP - t0)`` to the samples around the maximum (4 before,
-   4 after; for saturated pulses 4 before the first and 4 after the last saturated one), with ``A`` solved linearly and ``t0`` by a golden-section search within
+   4 after; for saturated pulses 4 before the first and 4 after the last saturated one),
+   with ``A`` solved linearly and ``t0`` by a golden-section search within
    +-1.5 P of the first estimate.  Saturated samples (raw ``>= max_adc``) are left out of
    the fit, so saturated pulses keep a sensible amplitude; they set
    :data:`FLAG_SATURATED`.
@@ -94,8 +95,13 @@ class WaveformConfig:
 def _config_from_source(source: str, n_samples, period, max_adc, decay, signal_time, threshold):
     a = load_yaml(source).node("msadc")
     return WaveformConfig(
-        n_samples=n_samples, period=period, max_adc=max_adc, decay=decay,
-        half_rise=msadc_half_rise_time(decay), signal_time=signal_time, threshold=threshold,
+        n_samples=n_samples,
+        period=period,
+        max_adc=max_adc,
+        decay=decay,
+        half_rise=msadc_half_rise_time(decay),
+        signal_time=signal_time,
+        threshold=threshold,
         pedestal_samples=a.integer("pedestal_samples", minimum=2, maximum=n_samples - 8),
         pedestal_contamination=a.number("pedestal_contamination", minimum=1.0),
         timing_window=a.quantity("timing_window", "time", minimum=0.0),
@@ -108,13 +114,24 @@ def _config_from_source(source: str, n_samples, period, max_adc, decay, signal_t
 def waveform_config(setup: Setup) -> WaveformConfig:
     """The :class:`WaveformConfig` of ``setup`` (raises ConfigError naming a missing key)."""
     m = setup.msadc
-    return _config_from_source(setup.source, m.n_samples, m.sample_period, m.max_adc,
-                               m.pulse_decay, m.signal_time, m.zero_suppression)
+    return _config_from_source(
+        setup.source, m.n_samples, m.sample_period, m.max_adc, m.pulse_decay, m.signal_time, m.zero_suppression
+    )
 
 
 def _kernel_args(cfg: WaveformConfig):
-    return (cfg.pedestal_samples, cfg.pedestal_contamination, cfg.period, cfg.decay, cfg.half_rise,
-            cfg.max_adc, cfg.threshold, cfg.pileup_fraction, cfg.pileup_prominence, cfg.pileup_chi2)
+    return (
+        cfg.pedestal_samples,
+        cfg.pedestal_contamination,
+        cfg.period,
+        cfg.decay,
+        cfg.half_rise,
+        cfg.max_adc,
+        cfg.threshold,
+        cfg.pileup_fraction,
+        cfg.pileup_prominence,
+        cfg.pileup_chi2,
+    )
 
 
 # ----------------------------------------------------------------------------------------
@@ -180,17 +197,34 @@ def _quality(mom, delta, t0, k_lo, k_hi, period):
         return -1.0
     syf = mom[m, 2] - 2.0 * delta * mom[m, 1] + delta * delta * mom[m, 0]
     dd = delta * delta
-    sff = (mom[m, 7] - 4.0 * delta * mom[m, 6] + 6.0 * dd * mom[m, 5] - 4.0 * dd * delta * mom[m, 4]
-           + dd * dd * mom[m, 3])
+    sff = (
+        mom[m, 7] - 4.0 * delta * mom[m, 6] + 6.0 * dd * mom[m, 5] - 4.0 * dd * delta * mom[m, 4] + dd * dd * mom[m, 3]
+    )
     if sff <= 0.0:
         return -1.0
     return syf * syf / sff
 
 
 @numba.njit(cache=True, nogil=True)
-def _waveform_kernel(adc, ped_even_cond, ped_odd_cond, noise, gain, time_offset, status,
-                     n_ped, contamination, period, decay, half_rise, max_adc, threshold,
-                     pileup_fraction, pileup_prominence, pileup_chi2):
+def _waveform_kernel(
+    adc,
+    ped_even_cond,
+    ped_odd_cond,
+    noise,
+    gain,
+    time_offset,
+    status,
+    n_ped,
+    contamination,
+    period,
+    decay,
+    half_rise,
+    max_adc,
+    threshold,
+    pileup_fraction,
+    pileup_prominence,
+    pileup_chi2,
+):
     n, ns = adc.shape
     amplitude = np.empty(n)
     time = np.empty(n)
@@ -376,7 +410,7 @@ def waveform_reference(adc, ped_even_cond, ped_odd_cond, noise, gain, time_offse
         window = np.arange(max(0, k_first - _FIT_BEFORE), min(ns - 1, k_last + _FIT_AFTER) + 1)
         window = window[use[window]]
 
-        def quality(t0):
+        def quality(t0, window=window, y=y):
             tmpl = msadc_shape(window * cfg.period - t0, cfg.decay / 2, cfg.decay)
             sff = np.sum(tmpl * tmpl)
             return (np.sum(y[window] * tmpl) ** 2 / sff) if sff > 0 else -1.0
@@ -415,8 +449,7 @@ def waveform_reference(adc, ped_even_cond, ped_odd_cond, noise, gain, time_offse
         out["energy"][i] = amp * gain[i]
         out["chi2ndf"][i] = c2
         flags[i] = f
-    return (out["amplitude"], out["time"], out["energy"], out["ped_even"], out["ped_odd"],
-            out["chi2ndf"], flags)
+    return (out["amplitude"], out["time"], out["energy"], out["ped_even"], out["ped_odd"], out["chi2ndf"], flags)
 
 
 # ----------------------------------------------------------------------------------------
@@ -452,8 +485,9 @@ def check_samples(adc: np.ndarray, source: str = "", describe=None) -> np.ndarra
     """
     adc = np.ascontiguousarray(adc)
     if adc.ndim != 2:
-        raise RawFormatError(f"{source or '<digits>'}: MSADC samples have shape {adc.shape}, "
-                             "expected (n_digits, n_samples)")
+        raise RawFormatError(
+            f"{source or '<digits>'}: MSADC samples have shape {adc.shape}, expected (n_digits, n_samples)"
+        )
     where = (lambda i: f"digit {i}") if describe is None else describe
     if adc.dtype.kind == "f":
         bad = ~np.isfinite(adc).all(axis=1)
@@ -463,8 +497,10 @@ def check_samples(adc: np.ndarray, source: str = "", describe=None) -> np.ndarra
     if len(adc) and adc.shape[1] and _first_all_zero(adc) >= 0:
         zero = ~adc.any(axis=1)
         i = int(np.argmax(zero))
-        raise RawFormatError(f"{source or '<digits>'}: {where(i)} has an all-zero MSADC waveform "
-                             f"({int(zero.sum())} such digit(s) in total): corrupt or unconnected read-out")
+        raise RawFormatError(
+            f"{source or '<digits>'}: {where(i)} has an all-zero MSADC waveform "
+            f"({int(zero.sum())} such digit(s) in total): corrupt or unconnected read-out"
+        )
     return adc
 
 
@@ -483,8 +519,7 @@ def _first_all_zero(adc):
     return -1
 
 
-def reconstruct_digits(det, chan, adc, setup: Setup, conditions, *, source: str = "",
-                       describe=None) -> Digits:
+def reconstruct_digits(det, chan, adc, setup: Setup, conditions, *, source: str = "", describe=None) -> Digits:
     """Reconstruct flat MSADC digits with the run's ``conditions`` (wrapper of the kernel).
 
     ``det``, ``chan``: detector id and channel of each digit; ``adc``: (n, 32) samples.
@@ -495,8 +530,9 @@ def reconstruct_digits(det, chan, adc, setup: Setup, conditions, *, source: str 
     adc = check_samples(adc, source, describe)
     cfg = waveform_config(setup)
     if adc.shape[1] != cfg.n_samples:
-        raise RawFormatError(f"{source or '<digits>'}: {adc.shape[1]} samples per digit, "
-                             f"setup {setup.name} expects {cfg.n_samples}")
+        raise RawFormatError(
+            f"{source or '<digits>'}: {adc.shape[1]} samples per digit, setup {setup.name} expects {cfg.n_samples}"
+        )
     tables = _condition_tables(setup, conditions)
     width = tables["gain"].shape[1]
     known = (det >= 0) & (det < 256) & (chan >= 0) & (chan < width)
@@ -509,13 +545,22 @@ def reconstruct_digits(det, chan, adc, setup: Setup, conditions, *, source: str 
         raise RawFormatError(
             f"{source or '<digits>'}: {where}: detector id {det[i]} channel {chan[i]} is not a channel of "
             f"setup {setup.name} (detectors: "
-            + ", ".join(f"{d.name}={d.id} ({d.n_channels} ch)" for d in setup.calorimeters.values()) + ")"
+            + ", ".join(f"{d.name}={d.id} ({d.n_channels} ch)" for d in setup.calorimeters.values())
+            + ")"
         )
     look = {k: v.ravel()[flat] for k, v in tables.items()}
     if adc.dtype not in (np.int16, np.int32, np.int64, np.float64):
         adc = adc.astype(np.float64)
-    res = _waveform_kernel(adc, look["pedestal_even"], look["pedestal_odd"], look["noise_adc"], gain,
-                           look["time_offset"], look["status"].astype(np.int64), *_kernel_args(cfg))
+    res = _waveform_kernel(
+        adc,
+        look["pedestal_even"],
+        look["pedestal_odd"],
+        look["noise_adc"],
+        gain,
+        look["time_offset"],
+        look["status"].astype(np.int64),
+        *_kernel_args(cfg),
+    )
     return Digits(det, chan, *res)
 
 
@@ -523,8 +568,10 @@ def _condition_tables(setup: Setup, conditions) -> dict[str, np.ndarray]:
     cache = getattr(conditions, "_na64reco_tables", None)
     if cache is not None and cache[0] is setup:
         return cache[1]
-    tables = {f: conditions.calo_table(setup, f)
-              for f in ("pedestal_even", "pedestal_odd", "noise_adc", "gain", "time_offset", "status")}
+    tables = {
+        f: conditions.calo_table(setup, f)
+        for f in ("pedestal_even", "pedestal_odd", "noise_adc", "gain", "time_offset", "status")
+    }
     try:
         object.__setattr__(conditions, "_na64reco_tables", (setup, tables))
     except (AttributeError, TypeError):
@@ -556,8 +603,9 @@ def master_time(offsets, time, use, nominal: float) -> np.ndarray:
     """Per event: median time of the digits selected by ``use``; ``nominal`` if none (ns)."""
     offsets = np.asarray(offsets, dtype=np.int64)
     longest = int(np.diff(offsets).max()) if len(offsets) > 1 else 0
-    return _master_time_kernel(offsets, np.asarray(time, dtype=float), np.asarray(use, dtype=np.bool_),
-                               float(nominal), max(longest, 1))
+    return _master_time_kernel(
+        offsets, np.asarray(time, dtype=float), np.asarray(use, dtype=np.bool_), float(nominal), max(longest, 1)
+    )
 
 
 def master_time_reference(offsets, time, use, nominal: float) -> np.ndarray:

@@ -41,10 +41,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from na64reco.config import Node, load_yaml
-from na64reco.errors import ConfigError
 from na64reco.io.raw import TRIGGER_BITS
 from na64reco.resources import selections_dir
-from na64reco.units import GeV, parse_quantity
+from na64reco.units import GeV
 
 SCHEMA_VERSION = 1
 SETUPS = ("na64mu", "na64e")
@@ -174,7 +173,7 @@ def load_selection(name_or_path: str | Path) -> Selection:
     setup = node.string("setup", choices=SETUPS)
     name = node.string("name")
     cuts = []
-    for i, c in enumerate(node.nodes("cuts")):
+    for c in node.nodes("cuts"):
         cuts.append(_parse_cut(c, setup))
     if not cuts:
         raise node.error("cuts", "needs at least one cut")

@@ -15,8 +15,7 @@ import numpy as np
 
 from na64reco.geometry import Setup
 from na64reco.io.raw import PROCESSES
-from na64reco.sim.tracks import (KIND_ELECTRON, KIND_KAON, KIND_MUON, KIND_PION, ROLE_PRIMARY,
-                                 Tracks)
+from na64reco.sim.tracks import KIND_ELECTRON, KIND_KAON, KIND_MUON, KIND_PION, ROLE_PRIMARY, Tracks
 
 
 def with_beam_energy(setup: Setup, energy: float) -> Setup:

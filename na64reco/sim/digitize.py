@@ -75,9 +75,13 @@ class CaloTables:
             chans.append(np.arange(det.n_channels, dtype=np.int16))
         order = np.lexsort((np.concatenate(chans), np.concatenate(dets)))
         return CaloTables(
-            np.nan_to_num(cond.calo_table(setup, "pedestal_even")), np.nan_to_num(cond.calo_table(setup, "pedestal_odd")),
-            np.nan_to_num(cond.calo_table(setup, "noise_adc")), np.nan_to_num(cond.calo_table(setup, "gain"), nan=1.0),
-            np.nan_to_num(cond.calo_table(setup, "time_offset")), status == STATUS_DEAD, always,
+            np.nan_to_num(cond.calo_table(setup, "pedestal_even")),
+            np.nan_to_num(cond.calo_table(setup, "pedestal_odd")),
+            np.nan_to_num(cond.calo_table(setup, "noise_adc")),
+            np.nan_to_num(cond.calo_table(setup, "gain"), nan=1.0),
+            np.nan_to_num(cond.calo_table(setup, "time_offset")),
+            status == STATUS_DEAD,
+            always,
             (np.concatenate(dets)[order], np.concatenate(chans)[order]),
         )
 
@@ -96,14 +100,22 @@ def aggregate(ev, det, chan, energy, t):
     return key[start], t[start], np.add.reduceat(energy, start)
 
 
-def msadc_digits(rng: np.random.Generator, setup: Setup, tables: CaloTables, n_events: int,
-                 key, t, energy, *, every_channel: bool = False):
+def msadc_digits(
+    rng: np.random.Generator,
+    setup: Setup,
+    tables: CaloTables,
+    n_events: int,
+    key,
+    t,
+    energy,
+    *,
+    every_channel: bool = False,
+):
     """MSADC digits of ``n_events`` events from aggregated components (see :func:`aggregate`).
 
     Returns ``(ev, det_id, chan, adc)`` sorted by event, ``adc`` of shape (n, n_samples) int16.
     """
     a = setup.msadc
-    ev_c = key // _EV_SHIFT
     det_c = (key // _DET_SHIFT) % _DET_SHIFT
     ch_c = key % _DET_SHIFT
     amp = np.where(tables.dead[det_c, ch_c], 0.0, energy / tables.gain[det_c, ch_c])
@@ -117,8 +129,12 @@ def msadc_digits(rng: np.random.Generator, setup: Setup, tables: CaloTables, n_e
         order = np.argsort(key, kind="stable")
         key, t, amp = key[order], t[order], amp[order]
     if key.size == 0:
-        return (np.zeros(0, np.int64), np.zeros(0, np.int16), np.zeros(0, np.int16),
-                np.zeros((0, a.n_samples), np.int16))
+        return (
+            np.zeros(0, np.int64),
+            np.zeros(0, np.int16),
+            np.zeros(0, np.int16),
+            np.zeros((0, a.n_samples), np.int16),
+        )
     first = np.concatenate([[True], key[1:] != key[:-1]])
     start = np.flatnonzero(first)
     chan_key = key[start]
@@ -138,14 +154,39 @@ def msadc_digits(rng: np.random.Generator, setup: Setup, tables: CaloTables, n_e
     jitter = a.time_jitter * rng.standard_normal(n)
     t0 = a.signal_time + tables.time_offset[det, ch] + jitter
     noise = rng.standard_normal((n, a.n_samples), dtype=np.float32)
-    adc = msadc_waveforms(chan_first, amp[comp_keep], t[comp_keep], t0, tables.ped_even[det, ch],
-                          tables.ped_odd[det, ch], tables.noise[det, ch], noise, a.sample_period,
-                          a.pulse_rise, a.pulse_decay, a.max_adc)
+    adc = msadc_waveforms(
+        chan_first,
+        amp[comp_keep],
+        t[comp_keep],
+        t0,
+        tables.ped_even[det, ch],
+        tables.ped_odd[det, ch],
+        tables.noise[det, ch],
+        noise,
+        a.sample_period,
+        a.pulse_rise,
+        a.pulse_decay,
+        a.max_adc,
+    )
     return chan_key // _EV_SHIFT, det.astype(np.int16), ch.astype(np.int16), adc
 
 
-def msadc_waveforms(chan_first, amp, t, t0, ped_even, ped_odd, noise_sigma, noise, period, rise, decay,
-                    max_adc, *, reference: bool = False):
+def msadc_waveforms(
+    chan_first,
+    amp,
+    t,
+    t0,
+    ped_even,
+    ped_odd,
+    noise_sigma,
+    noise,
+    period,
+    rise,
+    decay,
+    max_adc,
+    *,
+    reference: bool = False,
+):
     """Waveforms (n, n_samples) int16 of n channels from their pulse components.
 
     Channel i owns components ``chan_first[i]:chan_first[i+1]`` (amplitude ``amp`` in ADC
@@ -153,17 +194,29 @@ def msadc_waveforms(chan_first, amp, t, t0, ped_even, ped_odd, noise_sigma, nois
     ``ped(parity of s) + noise_sigma * noise[i, s] + Sum amp * msadc_shape(s*period - t0 - t)``,
     rounded and clipped to [0, max_adc].  ``reference=True`` runs the numpy twin.
     """
-    args = (np.asarray(chan_first, np.int64), np.asarray(amp, float), np.asarray(t, float),
-            np.asarray(t0, float), np.asarray(ped_even, float), np.asarray(ped_odd, float),
-            np.asarray(noise_sigma, float), np.asarray(noise, np.float32), float(period), float(rise),
-            float(decay), int(max_adc))
+    args = (
+        np.asarray(chan_first, np.int64),
+        np.asarray(amp, float),
+        np.asarray(t, float),
+        np.asarray(t0, float),
+        np.asarray(ped_even, float),
+        np.asarray(ped_odd, float),
+        np.asarray(noise_sigma, float),
+        np.asarray(noise, np.float32),
+        float(period),
+        float(rise),
+        float(decay),
+        int(max_adc),
+    )
     return (_msadc_reference if reference else _msadc_kernel)(*args)
 
 
 def _msadc_reference(chan_first, amp, t, t0, ped_even, ped_odd, noise_sigma, noise, period, rise, decay, max_adc):
     n, ns = noise.shape
     ts = np.arange(ns) * period
-    wave = np.where(np.arange(ns) % 2 == 1, ped_odd[:, None], ped_even[:, None]) + noise_sigma[:, None] * noise.astype(float)
+    wave = np.where(np.arange(ns) % 2 == 1, ped_odd[:, None], ped_even[:, None]) + noise_sigma[:, None] * noise.astype(
+        float
+    )
     counts = np.diff(chan_first)
     owner = np.repeat(np.arange(n), counts)
     if owner.size:
@@ -227,10 +280,15 @@ class PlaneTables:
             dead[p.index, ds[(ds >= 0) & (ds < p.n_strips)]] = True
         return PlaneTables(
             np.array([("MM", "GEM", "straw").index(p.type) for p in planes]),
-            np.array([p.center for p in planes]), np.array([cond.planes[p.name].alignment for p in planes]),
-            np.array([p.resolution for p in planes]), np.array([p.efficiency for p in planes]),
-            np.array([p.noise_hits for p in planes]), np.array([p.n_strips for p in planes]),
-            np.array([p.pitch for p in planes]), dead)
+            np.array([p.center for p in planes]),
+            np.array([cond.planes[p.name].alignment for p in planes]),
+            np.array([p.resolution for p in planes]),
+            np.array([p.efficiency for p in planes]),
+            np.array([p.noise_hits for p in planes]),
+            np.array([p.n_strips for p in planes]),
+            np.array([p.pitch for p in planes]),
+            dead,
+        )
 
 
 def tracker_points(rng: np.random.Generator, tables: PlaneTables, n_events: int, ev, plane, coord, t):
@@ -246,8 +304,12 @@ def tracker_points(rng: np.random.Generator, tables: PlaneTables, n_events: int,
     width = tables.n_strips * tables.pitch
     nz_u = (rng.random(nz_plane.size) - 0.5) * width[nz_plane]
     nz_ev = rng.integers(0, max(n_events, 1), nz_plane.size)
-    return (np.concatenate([ev, nz_ev]), np.concatenate([plane, nz_plane]).astype(np.int64),
-            np.concatenate([u, nz_u]), np.concatenate([t, np.zeros(nz_plane.size)]))
+    return (
+        np.concatenate([ev, nz_ev]),
+        np.concatenate([plane, nz_plane]).astype(np.int64),
+        np.concatenate([u, nz_u]),
+        np.concatenate([t, np.zeros(nz_plane.size)]),
+    )
 
 
 #: strips on each side of the cluster centre that receive charge (5 strips at 0.6-strip spread:
@@ -255,8 +317,19 @@ def tracker_points(rng: np.random.Generator, tables: PlaneTables, n_events: int,
 APV_HALF_WIDTH = 2
 
 
-def apv_digits(rng: np.random.Generator, setup: Setup, params: SimParams, tables: PlaneTables,
-               n_events: int, ev, plane, u, t, *, reference: bool = False):
+def apv_digits(
+    rng: np.random.Generator,
+    setup: Setup,
+    params: SimParams,
+    tables: PlaneTables,
+    n_events: int,
+    ev,
+    plane,
+    u,
+    t,
+    *,
+    reference: bool = False,
+):
     """APV digits of MM/GEM planes from local points.  Returns (ev, plane, chan, a0, a1, a2)."""
     ro = setup.readout
     m = tables.type[plane] != 2
@@ -270,15 +343,29 @@ def apv_digits(rng: np.random.Generator, setup: Setup, params: SimParams, tables
     order = np.argsort(ev * 64 + plane, kind="stable")
     noise = rng.standard_normal((nc * (2 * APV_HALF_WIDTH + 1), 3), dtype=np.float32)
     mm_chan = ro.mm_channel_of_strip(np.arange(tables.dead.shape[1]) % (ro.mm_channels * len(ro.mm_multiplex_steps)))
-    args = (ev[order], plane[order], c[order], q[order] * ro.apv_gain, shape3[order], tables.n_strips,
-            tables.type == 0, tables.dead, mm_chan.astype(np.int64), max(ro.cluster_spread, 1e-3),
-            APV_HALF_WIDTH, noise, float(ro.apv_noise), float(params.apv_threshold_sigma * ro.apv_noise))
+    args = (
+        ev[order],
+        plane[order],
+        c[order],
+        q[order] * ro.apv_gain,
+        shape3[order],
+        tables.n_strips,
+        tables.type == 0,
+        tables.dead,
+        mm_chan.astype(np.int64),
+        max(ro.cluster_spread, 1e-3),
+        APV_HALF_WIDTH,
+        noise,
+        float(ro.apv_noise),
+        float(params.apv_threshold_sigma * ro.apv_noise),
+    )
     o_ev, o_pl, o_ch, a = (_apv_reference if reference else _apv_kernel)(*args)
     return o_ev, o_pl.astype(np.int16), o_ch.astype(np.int16), a[:, 0], a[:, 1], a[:, 2]
 
 
-def _apv_reference(ev, plane, c, amp, shape3, n_strips, is_mm, dead, mm_chan, spread, half, noise,
-                   noise_sigma, threshold):
+def _apv_reference(
+    ev, plane, c, amp, shape3, n_strips, is_mm, dead, mm_chan, spread, half, noise, noise_sigma, threshold
+):
     """Numpy twin of :func:`_apv_kernel`.
 
     Clusters sorted by (event, plane).  Charges are summed per (event, plane, channel);
@@ -310,8 +397,7 @@ def _apv_reference(ev, plane, c, amp, shape3, n_strips, is_mm, dead, mm_chan, sp
 
 
 @numba.njit(cache=True, nogil=True)
-def _apv_kernel(ev, plane, c, amp, shape3, n_strips, is_mm, dead, mm_chan, spread, half, noise,
-                noise_sigma, threshold):
+def _apv_kernel(ev, plane, c, amp, shape3, n_strips, is_mm, dead, mm_chan, spread, half, noise, noise_sigma, threshold):
     n = ev.size
     cap = n * (2 * half + 1)
     o_ev = np.empty(cap, np.int64)

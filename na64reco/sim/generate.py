@@ -51,8 +51,15 @@ from na64reco.errors import ConfigError, RawFormatError
 from na64reco.geometry import Setup, load_setup
 from na64reco.io.raw import PROCESSES, TRIGGER_BITS, RawWriter
 from na64reco.sim.beam import sample_beam, with_beam_energy
-from na64reco.sim.digitize import (CaloTables, PlaneTables, aggregate, apv_digits, msadc_digits,
-                                   straw_digits, tracker_points)
+from na64reco.sim.digitize import (
+    CaloTables,
+    PlaneTables,
+    aggregate,
+    apv_digits,
+    msadc_digits,
+    straw_digits,
+    tracker_points,
+)
 from na64reco.sim.params import MIXTURE_KEYS, PROCESS_CHOICES, SimParams, load_sim_params
 from na64reco.sim.signal import lepton_mass_of, sample_signal_x, signal_weight
 from na64reco.sim.tracks import ROLE_PILEUP, Recorder, Tracks

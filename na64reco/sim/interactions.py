@@ -145,7 +145,7 @@ def cell_fractions(dx, dy, nx: int, ny: int, cell: tuple[float, float], sigmas, 
     """
     ex, ey = _edges(nx, cell[0]), _edges(ny, cell[1])
     out = 0.0
-    for s, w in zip(sigmas, weights):
+    for s, w in zip(sigmas, weights, strict=True):
         fx = np.diff(ndtr((ex[None, :] - np.asarray(dx)[:, None]) / s), axis=1)
         fy = np.diff(ndtr((ey[None, :] - np.asarray(dy)[:, None]) / s), axis=1)
         out = out + w * fx[:, :, None] * fy[:, None, :]

@@ -27,9 +27,19 @@ from na64reco.io.raw import PROCESSES
 from na64reco.sim import interactions as phys
 from na64reco.sim.params import SimParams
 from na64reco.sim.signal import recoil_slopes, sample_signal_x
-from na64reco.sim.tracks import (KIND_ELECTRON, KIND_KAON, KIND_MUON, KIND_PION, MASSES,
-                                 ROLE_PRIMARY, ROLE_SECONDARY, Recorder, Tracks, scatter_thick,
-                                 scatter_thin)
+from na64reco.sim.tracks import (
+    KIND_ELECTRON,
+    KIND_KAON,
+    KIND_MUON,
+    KIND_PION,
+    MASSES,
+    ROLE_PRIMARY,
+    ROLE_SECONDARY,
+    Recorder,
+    Tracks,
+    scatter_thick,
+    scatter_thin,
+)
 
 #: A muon slower than this stops (range out) in the thick detectors.
 _STOP_MOMENTUM_FLOOR = 0.3 * constants.MUON_MASS

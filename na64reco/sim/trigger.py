@@ -58,7 +58,9 @@ def trigger_mask(setup: Setup, n_events: int, ev, det_id, chan, energy) -> np.nd
     for term in trig.terms:
         det = setup.detector(term.detector)
         if term.minimum is None and term.maximum is None:
-            fired = counter_max(setup, n_events, ev, det_id, energy, term.detector) > trig.counter_threshold * det.mip_mpv
+            fired = (
+                counter_max(setup, n_events, ev, det_id, energy, term.detector) > trig.counter_threshold * det.mip_mpv
+            )
             ok &= ~fired if term.veto else fired
         else:
             e = detector_sums(setup, n_events, ev, det_id, chan, energy, term.detector, term.section)

@@ -61,6 +61,6 @@ def amplitude_and_time(a0, a1, a2, spacing, peaking, min_a0=0.0):
     amp = np.maximum(a0, np.maximum(a1, a2))
     out = np.empty(amp.shape)
     flat = out.reshape(-1)
-    for i, (x0, x1, x2) in enumerate(zip(a0.reshape(-1), a1.reshape(-1), a2.reshape(-1))):
+    for i, (x0, x1, x2) in enumerate(zip(a0.reshape(-1), a1.reshape(-1), a2.reshape(-1), strict=True)):
         flat[i] = strip_time(x0, x1, x2, spacing, peaking, min_a0)
     return amp, out

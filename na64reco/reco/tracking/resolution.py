@@ -34,7 +34,7 @@ def scatterers(setup, z_first: float, z_last: float, p: float, mass=constants.MU
             out.append((pl.z, highland(p, mass, pl.x0_fraction)))
     edges = [z_first] + [z for z in zs if z > z_first] + [z_last]
     air = setup.readout.air_x0_per_metre
-    for a, b in zip(edges[:-1], edges[1:]):
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
         if b <= a:
             continue
         th = highland(p, mass, air * (b - a) / 1000.0)
@@ -51,9 +51,9 @@ def view_covariance(setup, view, p: float, planes_used=None, *, scattering: bool
     ``planes_used``: boolean mask over the view's planes (default: all).
     """
     used = np.ones(len(view.planes), bool) if planes_used is None else np.asarray(planes_used, bool)
-    planes = [setup.planes[i] for i, u in zip(view.planes, used) if u]
-    dz = np.array([d for d, u in zip(view.dz, used) if u])
-    down = np.array([d for d, u in zip(view.down, used) if u])
+    planes = [setup.planes[i] for i, u in zip(view.planes, used, strict=True) if u]
+    dz = np.array([d for d, u in zip(view.dz, used, strict=True) if u])
+    down = np.array([d for d, u in zip(view.down, used, strict=True) if u])
     cols = [np.ones_like(dz), dz] + ([np.where(down, -dz, 0.0)] if view.bend else [])
     A = np.stack(cols, axis=1)
     sig = np.array([pl.resolution for pl in planes])
@@ -117,7 +117,7 @@ def extrapolation_variance(setup, view, z: float, p: float, *, downstream: bool,
     g = np.array([1.0, dz, -dz if downstream else 0.0])[: cov.shape[0]]
     var = float(g @ cov @ g)
     used = np.ones(len(view.planes), bool) if planes_used is None else np.asarray(planes_used, bool)
-    zs = [setup.planes[i].z for i, u in zip(view.planes, used) if u]
+    zs = [setup.planes[i].z for i, u in zip(view.planes, used, strict=True) if u]
     if z >= max(zs):  # extrapolating downstream of the last plane: material from it to z
         lo, hi = max(zs), z
     else:  # extrapolating upstream of the first plane: material from z to it
@@ -162,4 +162,5 @@ class MatchResolution:
 
     def variance(self, p_in, p_out):
         """Variance (mm^2) of ``u_out - u_in`` at the ECAL front for momenta in MeV (arrays)."""
-        return self.a + self.b_in * (self.P_REF / np.asarray(p_in)) ** 2 + self.b_out * (self.P_REF / np.asarray(p_out)) ** 2
+        p_in, p_out = np.asarray(p_in), np.asarray(p_out)
+        return self.a + self.b_in * (self.P_REF / p_in) ** 2 + self.b_out * (self.P_REF / p_out) ** 2

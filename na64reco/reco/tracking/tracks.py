@@ -244,7 +244,7 @@ def _search_view(pos, sig, origin, starts, counts, dz, down, npl, npar, ref, kmi
                  L_chi2, L_par, best_hits, best_par, S, B, C, NH, NUP, MISS, choice, x, order, tmp, base, mark):
     """Search one view of one event.  Returns (nh, chi2, n_tracks, flags); fills best_*.
 
-    Depth-first over the planes; level ``l + 1`` of the workspaces (S, B, C, NH, NUP, MISS)
+    Depth-first over the planes; level ``ip + 1`` of the workspaces (S, B, C, NH, NUP, MISS)
     holds the normal equations of the hits chosen on planes 0..l.  A branch is pruned when
     its chi2 (``C - B.x``) exceeds the loosest cut any completion could have,
     ``chi2max * (npl - missed - npar)``, plus a rounding margin.
@@ -257,8 +257,8 @@ def _search_view(pos, sig, origin, starts, counts, dz, down, npl, npar, ref, kmi
     NH[0] = 0
     NUP[0] = 0
     MISS[0] = 0
-    for l in range(npl):
-        choice[l] = -2
+    for ip in range(npl):
+        choice[ip] = -2
     nleaf = 0
     flags = 0
     lvl = 0
@@ -335,12 +335,12 @@ def _search_view(pos, sig, origin, starts, counts, dz, down, npl, npar, ref, kmi
         if npar == 3 and (x[2] < kmin or x[2] > kmax):
             continue
         chi2 = 0.0
-        for l in range(npl):
-            if choice[l] >= 0:
-                h = starts[l] + choice[l]
-                pred = x[0] + x[1] * dz[l]
-                if npar == 3 and down[l]:
-                    pred -= x[2] * dz[l]
+        for ip in range(npl):
+            if choice[ip] >= 0:
+                h = starts[ip] + choice[ip]
+                pred = x[0] + x[1] * dz[ip]
+                if npar == 3 and down[ip]:
+                    pred -= x[2] * dz[ip]
                 r = (pos[h] - pred) / sig[h]
                 chi2 += r * r
         if chi2 > chi2max * (nh - npar) + 1e-6:
@@ -348,8 +348,8 @@ def _search_view(pos, sig, origin, starts, counts, dz, down, npl, npar, ref, kmi
         if nleaf >= maxc:
             flags |= FLAG_OVERFLOW
             continue
-        for l in range(npl):
-            L_hits[nleaf, l] = starts[l] + choice[l] if choice[l] >= 0 else -1
+        for ip in range(npl):
+            L_hits[nleaf, ip] = starts[ip] + choice[ip] if choice[ip] >= 0 else -1
         L_nh[nleaf] = nh
         d = (x[1] - ref) / prior
         L_key[nleaf] = chi2 + d * d
@@ -367,16 +367,16 @@ def _search_view(pos, sig, origin, starts, counts, dz, down, npl, npar, ref, kmi
         return 0, np.nan, 0, flags
     _rank(L_nh, L_key, nleaf, order, tmp)
     b = order[0]
-    for l in range(npl):
-        best_hits[l] = L_hits[b, l]
+    for ip in range(npl):
+        best_hits[ip] = L_hits[b, ip]
     for i in range(3):
         best_par[i] = L_par[b, i]
     # distinct candidates: greedy in rank order, no shared origin.  mark[] flags the view's
-    # hits (local index base[l] + j) whose origin an accepted candidate already uses.
+    # hits (local index base[ip] + j) whose origin an accepted candidate already uses.
     nloc = 0
-    for l in range(npl):
-        base[l] = nloc
-        nloc += counts[l]
+    for ip in range(npl):
+        base[ip] = nloc
+        nloc += counts[ip]
     for q in range(nloc):
         mark[q] = False
     ntr = 0
@@ -385,15 +385,15 @@ def _search_view(pos, sig, origin, starts, counts, dz, down, npl, npar, ref, kmi
         if t > 0 and L_nh[k] <= npar:
             continue
         clash = False
-        for l in range(npl):
-            h = L_hits[k, l]
-            if h >= 0 and mark[base[l] + h - starts[l]]:
+        for ip in range(npl):
+            h = L_hits[k, ip]
+            if h >= 0 and mark[base[ip] + h - starts[ip]]:
                 clash = True
                 break
         if clash:
             continue
-        for l in range(npl):
-            h = L_hits[k, l]
+        for ip in range(npl):
+            h = L_hits[k, ip]
             if h < 0:
                 continue
             o = origin[h]
@@ -443,11 +443,11 @@ def _track_kernel(bounds, n_planes_total, pos, sig, origin, v_planes, v_dz, v_do
         for v in range(nv):
             npl = v_npl[v]
             busy = False
-            for l in range(npl):
-                k = e * n_planes_total + v_planes[v, l]
-                starts[l] = bounds[k]
-                counts[l] = bounds[k + 1] - bounds[k]
-                if counts[l] > maxhits:
+            for ip in range(npl):
+                k = e * n_planes_total + v_planes[v, ip]
+                starts[ip] = bounds[k]
+                counts[ip] = bounds[k + 1] - bounds[k]
+                if counts[ip] > maxhits:
                     busy = True
             if busy:
                 out_flags[e, v] = FLAG_BUSY
@@ -473,8 +473,8 @@ def _track_kernel(bounds, n_planes_total, pos, sig, origin, v_planes, v_dz, v_do
                 out_chi2[e, v] = chi2
                 for i in range(3):
                     out_par[e, v, i] = bp[i]
-                for l in range(npl):
-                    out_hits[e, v, l] = bh[l]
+                for ip in range(npl):
+                    out_hits[e, v, ip] = bh[ip]
     return out_nh, out_chi2, out_ntr, out_flags, out_par, out_hits
 
 
@@ -515,12 +515,12 @@ def search_view_reference(view_hits, view: View, vt: ViewTables, anchor_pos=None
     for combo in itertools.product(*options):
         if sum(c is None for c in combo) > vt.maxmiss:
             continue
-        used = [(l, c) for l, c in enumerate(combo) if c is not None]
-        nup = sum(not view.down[l] for l, _ in used)
+        used = [(ip, c) for ip, c in enumerate(combo) if c is not None]
+        nup = sum(not view.down[ip] for ip, _ in used)
         nh = len(used)
         if nh < npar or (npar == 3 and (nup < 1 or nh - nup < 1)):
             continue
-        A = np.array([[1.0, view.dz[l], -view.dz[l] if view.down[l] else 0.0][:npar] for l, _ in used])
+        A = np.array([[1.0, view.dz[ip], -view.dz[ip] if view.down[ip] else 0.0][:npar] for ip, _ in used])
         y = np.array([c[1] for _, c in used])
         s = np.array([c[2] for _, c in used])
         Aw, yw = A / s[:, None], y / s
