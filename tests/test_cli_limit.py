@@ -44,6 +44,14 @@ def test_na64e_eps(capsys):
     (["--mot", "1e10", "--efficiency", "0", "--masses", "0.01"], "--efficiency"),
     (["--mot", "1e10", "--efficiency", "0.1", "--masses", "0"], "--masses"),
     (["--efficiency", "0.1", "--masses", "0.01"], "--mot"),
+    (["--mot", "1e10", "--efficiency", "0.1", "--masses", "0.01", "--background", "inf"], "--background"),
+    (["--mot", "1e10", "--efficiency", "0.1", "--masses", "0.01", "--background", "nan"], "--background"),
+    (["--mot", "inf", "--efficiency", "0.1", "--masses", "0.01"], "--mot"),
+    (["--mot", "1e10", "--efficiency", "nan", "--masses", "0.01"], "--efficiency"),
+    (["--mot", "1e10", "--efficiency", "0.1", "--masses", "0.01", "--background", "0.07",
+      "--background-uncertainty", "1e6"], "--background-uncertainty"),
+    (["--mot", "1e10", "--efficiency", "0.1", "--masses", "0.01", "--background-uncertainty", "0.03"],
+     "--background-uncertainty"),
 ])
 def test_bad_input_raises_config_error(extra, msg, capsys):
     args = cli.build_parser().parse_args(["limit", "--setup", "na64mu"] + extra)
@@ -66,3 +74,23 @@ def test_crossing_mass():
     frac = math.log(1.5) / (math.log(1.5) - math.log(0.5))
     assert limit.crossing_mass([1, 10, 100], [2, 1.5, 0.5], [1, 1, 1]) == pytest.approx(10 * 10**frac)
     assert limit.crossing_mass([1, 10], [2, 3], [1, 1]) is None
+
+
+def _limits(capsys, *extra):
+    assert cli.main(PUBLISHED[:5] + ["--efficiency", "0.1", "--masses", "0.01", "--json", *extra]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_large_observed_count_gives_the_gaussian_limit(capsys):
+    """n_obs = 1e6 over b = 0.07: s_up -> n + z_0.9 sqrt(n) (CLs ~ CLs+b for a large count)."""
+    out = _limits(capsys, "--observed", "1000000", "--background", "0.07", "--background-uncertainty", "0.03")
+    n = 1e6
+    assert out["n_up"] == pytest.approx(n + 1.2816 * math.sqrt(n), abs=5.0)
+
+
+def test_coupling_limit_scales_as_inverse_sqrt_exposure_up_to_the_float_range(capsys):
+    """g90 ~ 1/sqrt(N): an enormous --mot gives a tiny but non-zero limit, not 0."""
+    base = _limits(capsys)["limits"][0]["g90"]
+    huge = _limits(capsys, "--mot", "1.98e300")["limits"][0]["g90"]
+    assert huge > 0
+    assert huge == pytest.approx(base / math.sqrt(1e290), rel=1e-9)

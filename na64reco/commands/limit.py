@@ -76,8 +76,18 @@ def _validate(args) -> float:
     if too_heavy:
         raise ConfigError(f"--masses {too_heavy} GeV are above the kinematic reach of the "
                           f"{setup['e0'] / _GEV:g} GeV beam with the x > x_min signal box")
-    if args.background < 0 or args.background_uncertainty < 0:
-        raise ConfigError("--background and --background-uncertainty must be >= 0")
+    from na64reco.stats.limits import MAX_RELATIVE_BACKGROUND_UNCERTAINTY as max_rel
+
+    for flag, value in (("--background", args.background), ("--background-uncertainty", args.background_uncertainty)):
+        if not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"{flag} must be a finite number >= 0, got {value}")
+    if args.background_uncertainty > 0 and args.background == 0:
+        raise ConfigError(f"--background-uncertainty {args.background_uncertainty:g} needs --background > 0 "
+                          "(the uncertainty is on the background normalisation)")
+    if args.background_uncertainty > max_rel * args.background:
+        raise ConfigError(f"--background-uncertainty {args.background_uncertainty:g} is more than {max_rel:g} times "
+                          f"--background {args.background:g}: the one-bin model's Gaussian-constrained background "
+                          "normalisation does not describe that; give a smaller uncertainty")
     if args.observed < 0:
         raise ConfigError(f"--observed must be >= 0, got {args.observed}")
     if not 0 < args.cl < 1:
@@ -102,11 +112,14 @@ def compute(args) -> dict:
     for mass_gev in args.masses:
         mass = mass_gev * _GEV
         ref = 1e-4
-        n_ref = expected_signal(n_on_target, mass, ref, args.efficiency, e0=setup["e0"],
-                                lepton_mass=setup["lepton_mass"], model=setup["model"],
-                                x_min=x_min, method=args.method)
-        row = {"mass_gev": mass_gev, "n_expected_at_1e-4": n_ref,
-               f"{setup['coupling']}90": coupling_limit(mass, n_up, n_ref=n_ref, coupling_ref=ref)}
+        # the yield is linear in the leptons on target: the per-lepton yield keeps the
+        # coupling limit finite for any exposure (g90 ~ 1/sqrt(N), N up to the float range)
+        n_ref_per_lepton = expected_signal(1.0, mass, ref, args.efficiency, e0=setup["e0"],
+                                           lepton_mass=setup["lepton_mass"], model=setup["model"],
+                                           x_min=x_min, method=args.method)
+        g90 = coupling_limit(mass, n_up, n_ref=n_ref_per_lepton, coupling_ref=ref) / math.sqrt(n_on_target)
+        row = {"mass_gev": mass_gev, "n_expected_at_1e-4": n_ref_per_lepton * n_on_target,
+               f"{setup['coupling']}90": g90}
         if setup["model"] == "zprime":
             lo, mid, hi = (float(v) for v in g_band(mass, 2.0))
             row.update({"g2_band_low": lo, "g2_band_central": mid, "g2_band_high": hi,

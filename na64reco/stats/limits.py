@@ -24,11 +24,16 @@ from scipy import optimize, stats
 __all__ = ["poisson_upper_limit", "cls_upper_limit", "coupling_limit", "single_bin_model"]
 
 
+#: Largest relative background uncertainty the one-bin model describes: the normsys
+#: interpolation of pyhf fails (NaN fits) or gives meaningless limits far beyond this.
+MAX_RELATIVE_BACKGROUND_UNCERTAINTY = 10.0
+
+
 def _check(n_obs, background, cl):
     if n_obs < 0 or int(n_obs) != n_obs:
         raise ValueError(f"observed count must be a non-negative integer, got {n_obs}")
-    if background < 0:
-        raise ValueError(f"background must be >= 0, got {background}")
+    if not (math.isfinite(background) and background >= 0):
+        raise ValueError(f"background must be a finite number >= 0, got {background}")
     if not 0 < cl < 1:
         raise ValueError(f"confidence level must be in (0, 1), got {cl}")
 
@@ -96,8 +101,16 @@ def cls_upper_limit(n_obs: int, background: float, background_uncertainty: float
     import pyhf
 
     _check(n_obs, background, cl)
-    if background_uncertainty < 0:
-        raise ValueError(f"background uncertainty must be >= 0, got {background_uncertainty}")
+    if not (math.isfinite(background_uncertainty) and background_uncertainty >= 0):
+        raise ValueError(f"background uncertainty must be a finite number >= 0, got {background_uncertainty}")
+    if background_uncertainty > 0 and background == 0:
+        raise ValueError(f"background uncertainty {background_uncertainty:g} on a zero background: the model "
+                         "constrains the background normalisation, so give a background > 0 (or no uncertainty)")
+    if background_uncertainty > MAX_RELATIVE_BACKGROUND_UNCERTAINTY * background:
+        ratio = background_uncertainty / background
+        raise ValueError(f"background uncertainty {background_uncertainty:g} is {ratio:.3g} times the background "
+                         f"{background:g}; the Gaussian-constrained normalisation of the one-bin model is meaningful "
+                         f"up to {MAX_RELATIVE_BACKGROUND_UNCERTAINTY:g} times it")
     if calctype not in ("exact", "asymptotics"):
         raise ValueError(f"calctype must be 'exact' or 'asymptotics', got {calctype!r}")
     model = single_bin_model(background, background_uncertainty)
@@ -123,11 +136,11 @@ def cls_upper_limit(n_obs: int, background: float, background_uncertainty: float
         return cls(mu) - (1.0 - cl)
 
     lo, hi = 1e-3, 2.0
-    while f(hi) > 0:
+    while f(hi) > 0:  # the limit is below n_obs + 10 sqrt(n_obs) + 10 for any background
         lo, hi = hi, hi * 2.0
-        if hi > 1e4:
-            raise RuntimeError("CLs scan did not converge")
-    return float(optimize.brentq(f, lo, hi, xtol=1e-6))
+        if hi > 4.0 * (n + 10.0 * math.sqrt(n) + 10.0):
+            raise RuntimeError(f"CLs scan did not converge (n_obs={n}, b={background:g})")
+    return float(optimize.brentq(f, lo, hi, xtol=1e-6 * max(1.0, hi)))
 
 
 def coupling_limit(mass: float, n_up: float, *, n_ref: float | None = None,
