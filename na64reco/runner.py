@@ -362,6 +362,7 @@ def run_files(fileset: Mapping[str, list[str]], opts: RunOptions, *, processor_i
                 raise NA64Error(f"run failed: {_root_message(exc)}") from exc
     out = dict(wrapped.get("out") or {})
     _account(out, fileset, check, wrapped.get("na64_skipped", {}), proc)
+    _require_some_input(out)
     for ds in out.values():
         ds["provenance"].wall_time = time.time() - t0
     return out
@@ -375,6 +376,16 @@ def _quiet_coffea_bars(stack: ExitStack, *, quiet: bool) -> None:
     before = coffea_console.quiet
     coffea_console.quiet = quiet or before
     stack.callback(setattr, coffea_console, "quiet", before)
+
+
+def _require_some_input(out: dict) -> None:
+    """A run whose every file was skipped has no result: fail instead of writing empty outputs."""
+    provs = [ds["provenance"] for ds in out.values()]
+    if provs and all(p.events_processed == 0 and p.skipped for p in provs):
+        skipped = {path: rec for p in provs for path, rec in p.skipped.items()}
+        first, rec = next(iter(skipped.items()))
+        raise NA64Error(f"no events processed: all {len(skipped)} input files were bad and skipped "
+                        f"(first: {first}: {rec['reason']})")
 
 
 def _account(out: dict, fileset, check: FileCheck, chunk_skips: dict, proc) -> None:

@@ -77,6 +77,13 @@ def test_skip_bad_files_accounts_every_event(files):
     assert out["d"]["cutflow"].n[0] > 0
 
 
+def test_a_run_whose_every_file_is_bad_fails_even_when_skipping(files):
+    bad = [files[k] for k in ("empty", "truncated", "nobranch")]
+    with pytest.raises(NA64Error, match=r"no events processed: all 3 input files were bad") as err:
+        run_files({"d": bad}, _opts(skip_bad_files=True), processor_instance=Processor(reco=synthetic_reco))
+    assert files["empty"] in str(err.value) and "\n" not in str(err.value)
+
+
 def test_a_file_failing_inside_its_chunks_is_skipped_chunk_by_chunk(files, tmp_path):
     path = str(write_raw(tmp_path / "late.root", n_events=1000))
 
