@@ -139,12 +139,12 @@ class FileCheck:
     entries: dict[str, int]                        # path -> events in the file (good files)
     skipped: dict[str, dict] = field(default_factory=dict)  # path -> {reason, events}
     max_cluster: int = 0                           # largest basket cluster (events) of the good files
-    exposure: dict[str, tuple[int, int]] = field(default_factory=dict)  # path -> (n_beam, n_spills)
+    spills: dict[str, dict] = field(default_factory=dict)  # path -> the file's spills tree (arrays)
 
 
 def check_files(fileset: Mapping[str, list[str]], setup: str, *, skip_bad_files: bool) -> FileCheck:
     """Open every file with :func:`open_raw` (format, branches, setup, spills tree)."""
-    good, entries, skipped, max_cluster, exposure = {}, {}, {}, 0, {}
+    good, entries, skipped, max_cluster, spills_of = {}, {}, {}, 0, {}
     for dataset, files in fileset.items():
         for path in files:
             try:
@@ -160,9 +160,9 @@ def check_files(fileset: Mapping[str, list[str]], setup: str, *, skip_bad_files:
                 continue
             good.setdefault(dataset, []).append(str(path))
             entries[str(path)] = n
-            exposure[str(path)] = (int(spills["n_beam"].sum()), len(spills["spill"]))
+            spills_of[str(path)] = spills
             max_cluster = max(max_cluster, cluster)
-    return FileCheck(good, entries, skipped, max_cluster, exposure)
+    return FileCheck(good, entries, skipped, max_cluster, spills_of)
 
 
 def _largest_cluster(raw) -> int:
@@ -269,9 +269,7 @@ class ChunkGuard:
                             "na64_skipped": {item.filename: {
                                 "reason": f"entries {item.entrystart}-{item.entrystop}: "
                                           f"{_root_message(exc)}",
-                                "events": item.entrystop - item.entrystart,
-                                # the processor reads a file's spills with its first chunk
-                                "first_chunk": int(item.entrystart == 0)}}}
+                                "events": item.entrystop - item.entrystart}}}
                 raise ChunkError(item, exc) from exc
 
 
@@ -335,6 +333,7 @@ def run_files(fileset: Mapping[str, list[str]], opts: RunOptions, *, processor_i
     """
     proc = processor_instance or make_processor(opts)
     check = check_files(fileset, proc.SETUP, skip_bad_files=opts.skip_bad_files)
+    proc.known_spills = check.spills  # read once here; the processor's exposure needs them
     t0 = time.time()
     wrapped = {"out": {}}
     if check.good:
@@ -406,11 +405,6 @@ def _account(out: dict, fileset, check: FileCheck, chunk_skips: dict, proc) -> N
                     if source is chunk_skips and rec["reason"] != source[path]["reason"]:
                         rec["reason"] += "; " + source[path]["reason"]
                     rec["events"] += source[path]["events"]
-            if chunk_skips.get(path, {}).get("first_chunk") and path in check.exposure:
-                # the skipped first chunk would have counted the file's MOT/EOT: count it here
-                n_beam, n_spills = check.exposure[path]
-                prov.n_beam += n_beam
-                prov.n_spills += n_spills
         prov.events_total = sum(check.entries.get(str(p), prov.skipped.get(str(p), {}).get("events", 0))
                                 for p in files)
         if prov.events_processed + prov.events_skipped != prov.events_total:
@@ -485,6 +479,10 @@ def format_summary(summary: dict) -> str:
                      f"{p['n_beam']} in {p['n_spills']} spills")
         for path, rec in p["skipped"].items():
             lines.append(f"   skipped {path} ({rec['events']} events): {rec['reason']}")
+        if p.get("partial_spills"):
+            lost = sum(s["n_beam"] for s in p["partial_spills"])
+            lines.append(f"   not in MOT/EOT: {len(p['partial_spills'])} spills with skipped events "
+                         f"({lost} beam particles; see na64reco.exposure)")
         if "cutflow" not in entry:
             lines.append("   no events were processed")
             continue

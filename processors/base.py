@@ -28,6 +28,7 @@ from coffea import processor
 from na64reco import __version__
 from na64reco.conditions import default_tag, load_conditions
 from na64reco.errors import ConfigError, NA64Error, SetupMismatch
+from na64reco.exposure import count_spills, merge_spill_counts, spill_exposure
 from na64reco.geometry import load_setup
 from na64reco.io.raw import assemble_events, open_raw
 from na64reco.selection import (
@@ -105,6 +106,20 @@ def attach_truth_stage(reco, truth):
     return attach_truth(reco, truth)
 
 
+def settle_exposure(prov: Provenance, read_spills) -> None:
+    """Set the MOT/EOT, spills and triggered counts of ``prov`` from the events processed
+    per spill of each file (``read_spills(path)`` gives a file's ``spills`` tree)."""
+    prov.n_beam = prov.n_spills = prov.n_triggered = 0
+    prov.partial_spills = []
+    for path, rec in prov.files.items():
+        exp = spill_exposure(read_spills(path), rec.get("spill_events", {}), path)
+        rec["n_beam"], rec["n_spills"] = exp.n_beam, exp.n_spills
+        prov.n_beam += exp.n_beam
+        prov.n_spills += exp.n_spills
+        prov.n_triggered += exp.n_triggered
+        prov.partial_spills += exp.partial
+
+
 # ----------------------------------------------------------------------------------------
 @dataclass
 class RegionCounts:
@@ -138,14 +153,15 @@ class Provenance:
     unblinded_by: str | None = None
     events_processed: int = 0
     chunks: int = 0
-    n_beam: int = 0           # MOT (na64mu) or EOT (na64e) from the spills trees
+    n_beam: int = 0           # MOT (na64mu) or EOT (na64e) of the processed spills (na64reco.exposure)
     n_spills: int = 0
     n_triggered: int = 0
-    files: dict = field(default_factory=dict)       # path -> {events, chunks, data, run, n_beam}
+    files: dict = field(default_factory=dict)       # path -> {events, chunks, data, run, n_beam, spill_events}
     skipped: dict = field(default_factory=dict)     # path -> {reason, events}
     conditions: set = field(default_factory=set)    # conditions files used
     events_total: int | None = None  # set by the runner: events in every input file
     wall_time: float | None = None   # set by the runner (s)
+    partial_spills: list = field(default_factory=list)  # spills not counted in n_beam (events skipped)
 
     _CONSTANTS = ("processor", "selection", "selection_sha256", "calib_tag", "code_version",
                   "unblinded_by")
@@ -161,6 +177,7 @@ class Provenance:
                 mine = files[path]
                 for key in ("events", "chunks", "n_beam", "n_spills"):
                     mine[key] = mine.get(key, 0) + rec.get(key, 0)
+                mine["spill_events"] = merge_spill_counts(mine.get("spill_events", {}), rec.get("spill_events", {}))
             else:
                 files[path] = dict(rec)
         skipped = {k: dict(v) for k, v in self.skipped.items()}
@@ -175,6 +192,7 @@ class Provenance:
             self.events_processed + other.events_processed, self.chunks + other.chunks,
             self.n_beam + other.n_beam, self.n_spills + other.n_spills,
             self.n_triggered + other.n_triggered, files, skipped, self.conditions | other.conditions,
+            partial_spills=self.partial_spills + other.partial_spills,
         )
 
     @property
@@ -185,7 +203,7 @@ class Provenance:
         return {k: getattr(self, k) for k in (
             "processor", "selection", "selection_sha256", "selection_file", "calib_tag",
             "code_version", "unblinded_by", "events_processed", "chunks", "n_beam", "n_spills",
-            "n_triggered", "files", "skipped", "events_total", "wall_time")} | {
+            "n_triggered", "files", "skipped", "events_total", "wall_time", "partial_spills")} | {
             "events_skipped": self.events_skipped, "conditions": sorted(self.conditions)}
 
 
@@ -294,9 +312,10 @@ class InvisibleProcessor(processor.ProcessorABC):
         self._conditions = {}
         self._files = {}
         self._setup = None
+        self.known_spills = {}  # path -> spills tree already read (by the runner's file check)
 
     def __getstate__(self):  # caches stay behind when shipped to workers
-        return {**self.__dict__, "_conditions": {}, "_files": {}, "_setup": None}
+        return {**self.__dict__, "_conditions": {}, "_files": {}, "_setup": None, "known_spills": {}}
 
     @property
     def setup(self):
@@ -336,7 +355,14 @@ class InvisibleProcessor(processor.ProcessorABC):
         return {meta.get("dataset", "default"): out}
 
     def postprocess(self, accumulator):
+        """Exposure (MOT/EOT) of what was processed, spill by spill (:mod:`na64reco.exposure`)."""
+        for out in accumulator.values():
+            settle_exposure(out["provenance"], self._spills)
         return accumulator
+
+    def _spills(self, path: str) -> dict:
+        spills = self.known_spills.get(path)
+        return spills if spills is not None else _raw(path).spills()
 
     # -- steps ----------------------------------------------------------------------------
     def file_info(self, meta: dict, events) -> FileInfo:
@@ -450,13 +476,8 @@ class InvisibleProcessor(processor.ProcessorABC):
         n = len(events)
         prov.events_processed, prov.chunks = n, 1
         prov.conditions = set(getattr(conditions, "files", {}).values())
-        rec = {"events": n, "chunks": 1, "data": info.is_data, "run": info.run,
-               "n_beam": 0, "n_spills": 0}
-        if info.path and (meta.get("entrystart") or 0) == 0:  # the file's first chunk: spills once
-            spills = _raw(info.path).spills()
-            rec["n_beam"] = prov.n_beam = int(np.sum(spills["n_beam"]))
-            rec["n_spills"] = prov.n_spills = len(spills["spill"])
-            prov.n_triggered = int(np.sum(spills["n_triggered"]))
+        rec = {"events": n, "chunks": 1, "data": info.is_data, "run": info.run, "n_beam": 0, "n_spills": 0,
+               "spill_events": count_spills(events["spill"]) if "spill" in events.fields else {}}
         if info.path:
             prov.files = {info.path: rec}
         return prov

@@ -215,23 +215,45 @@ def test_chunks_are_whole_clusters_of_at_most_the_chunk_size():
     assert chunking(1000, 0) == (1000, False)
 
 
-def test_a_skipped_first_chunk_keeps_the_files_exposure(files, tmp_path):
+def _reference_exposure(paths, processed):
+    """Slow twin of the spill rule: a spill's n_beam counts iff all its events were processed."""
     from na64reco.io.raw import open_raw
 
-    path = str(write_raw(tmp_path / "early.root", n_events=1000))
+    total = 0
+    for p in paths:
+        with open_raw(p) as raw:
+            spills, ev = raw.spills(), raw.events()
+        spill_of_event = np.asarray(ev["spill"])
+        done = processed(np.asarray(ev["event"]))
+        for s, n_beam in zip(spills["spill"], spills["n_beam"], strict=True):
+            if done[spill_of_event == s].all():
+                total += int(n_beam)
+    return total
+
+
+def test_mot_counts_exactly_the_spills_whose_events_were_processed(files, tmp_path):
+    """A chunk skipped while reading removes the MOT of the spills it touches, and only those."""
+    path = str(write_raw(tmp_path / "early.root", n_events=1000))  # 4 spills of 250 events
 
     def reco_failing_early(events, setup, conditions, source=""):
         if np.asarray(events["event"]).min() < 250:
             raise OSError("basket 0 cannot be decompressed")
         return synthetic_reco(events, setup, conditions, source)
 
-    out = run_files({"d": [path, files["good"][0]]}, _opts(skip_bad_files=True),
-                    processor_instance=Processor(reco=reco_failing_early))
+    paths = [path, files["good"][0]]  # good0: 600 events in 4 spills of 150
+    out = run_files({"d": paths}, _opts(skip_bad_files=True), processor_instance=Processor(reco=reco_failing_early))
     prov = out["d"]["provenance"]
-    expected = 0
-    for p in (path, files["good"][0]):
-        with open_raw(p) as raw:
-            expected += int(raw.spills()["n_beam"].sum())
-    assert prov.skipped[path]["events"] > 0
-    assert prov.n_beam == expected
+    assert prov.n_beam == _reference_exposure(paths, lambda event: event >= 250) == 3 * 100_000 + 2 * 100_000
+    assert prov.n_spills == 5
+    uncounted = {(s["file"], s["spill"]) for s in prov.partial_spills}
+    assert uncounted == {(path, 1), (files["good"][0], 1), (files["good"][0], 2)}
+    assert all(s["processed"] < s["written"] for s in prov.partial_spills)
     assert prov.events_processed + prov.events_skipped == prov.events_total
+
+
+def test_a_file_refused_up_front_adds_no_exposure(files):
+    out = run_files({"d": [files["good"][0], files["empty"]]}, _opts(skip_bad_files=True),
+                    processor_instance=Processor(reco=synthetic_reco))
+    prov = out["d"]["provenance"]
+    assert prov.n_beam == _reference_exposure([files["good"][0]], lambda event: event >= 0) == 4 * 100_000
+    assert prov.partial_spills == []
