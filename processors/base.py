@@ -27,10 +27,11 @@ from coffea import processor
 
 from na64reco import __version__
 from na64reco.conditions import default_tag, load_conditions
-from na64reco.errors import ConfigError, NA64Error, SetupMismatch
+from na64reco.errors import ConfigError, NA64Error, RawFormatError, SetupMismatch
 from na64reco.exposure import count_spills, merge_spill_counts, spill_exposure
 from na64reco.geometry import load_setup
-from na64reco.io.raw import assemble_events, open_raw
+from na64reco.io.checksum import verify_chunk
+from na64reco.io.raw import assemble_events, event_branches, open_raw
 from na64reco.selection import (
     BOX,
     CutflowTable,
@@ -327,6 +328,7 @@ class InvisibleProcessor(processor.ProcessorABC):
     def process(self, events):
         meta = dict(getattr(events, "metadata", None) or {})
         info = self.file_info(meta, events)
+        self.verify(events, meta, info)
         conditions = self.conditions(info.run)
         reco = self.reconstruct(events, conditions, info)
         if not info.is_data:
@@ -380,6 +382,24 @@ class InvisibleProcessor(processor.ProcessorABC):
                                     f"{self.NAME} analyses {self.SETUP!r}")
             self._files[path] = info
         return self._files[path]
+
+    def verify(self, events, meta: dict, info: FileInfo) -> None:
+        """Check the chunk against its file's content checksums (:mod:`na64reco.io.checksum`).
+        Any failure to read, decompress or verify is a bad-file error naming the entries."""
+        if not info.path:
+            return
+        start = int(meta.get("entrystart") or 0)
+        stop = int(meta.get("entrystop") or start + len(events))
+        raw = _raw(info.path)
+        try:
+            arrays = {b: events[b] for b in event_branches()}
+            verify_chunk(raw.blocks("events"), arrays, start, stop, info.path,
+                         read=lambda a, b: raw.arrays("events", a, b))
+        except RawFormatError:
+            raise
+        except Exception as exc:  # whatever uproot/awkward raise on damaged content
+            raise RawFormatError(f"{info.path}: entries {start}-{stop}: cannot read or decode: "
+                                 f"{type(exc).__name__}: {exc}") from None
 
     def conditions(self, run: int):
         if run not in self._conditions:

@@ -112,20 +112,27 @@ def test_errors(written, tmp_path):
         open_raw(truncated).events()
 
 
+def signed_meta(meta: dict) -> dict:
+    """Metadata with a valid self-checksum (a well-formed file of the wrong content)."""
+    from na64reco.io.checksum import meta_checksum
+
+    return {**meta, "checksum": meta_checksum(meta)}
+
+
 def test_unknown_version_and_missing_branch(tmp_path):
     rng = np.random.default_rng(2)
     future = tmp_path / "future.root"
     c = _chunk(rng, 5)
     with RawWriter(future, setup="na64mu", run=1, has_truth=False, extra_meta={"format_version": 99}) as w:
         w.write_events(c)
-    with pytest.raises(RawFormatError, match="version 99; this na64reco reads 'na64raw' version 1"):
+    with pytest.raises(RawFormatError, match="version 99; this na64reco reads 'na64raw' version 2"):
         open_raw(future)
     other = tmp_path / "missing_branch.root"
     with uproot.recreate(other) as f:
         f.mktree("events", {"run": np.int32})
         f["events"].extend({"run": np.ones(3, np.int32)})
         f.mktree("spills", {"run": np.int32})
-        f["na64raw"] = json.dumps({"format": "na64raw", "format_version": 1, "setup": "na64mu", "run": 1})
+        f["na64raw"] = json.dumps(signed_meta({"format": "na64raw", "format_version": 2, "setup": "na64mu", "run": 1}))
     with pytest.raises(RawFormatError, match="tree 'events' lacks branch\\(es\\) spill, event"):
         open_raw(other)
     plain = tmp_path / "plain.root"

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import uproot
 from test_processors_synthetic import synthetic_reco, write_raw
+from test_raw_format import signed_meta
 
 from na64reco.errors import ConfigError, NA64Error
 from na64reco.runner import (
@@ -34,10 +35,12 @@ def files(tmp_path_factory):
     other = str(write_raw(d / "na64e.root", setup="na64e", n_events=321))
     nobranch = d / "nobranch.root"
     with uproot.recreate(nobranch) as f:
-        f["events"] = {"run": np.ones(50, np.int32), "event": np.arange(50)}
-        f["spills"] = {"run": np.ones(1, np.int32)}
-        f["na64raw"] = json.dumps({"format": "na64raw", "format_version": 1, "setup": "na64mu",
-                                   "run": 1, "has_truth": False})
+        f.mktree("events", {"run": np.int32, "event": np.int64})
+        f["events"].extend({"run": np.ones(50, np.int32), "event": np.arange(50)})
+        f.mktree("spills", {"run": np.int32})
+        f["spills"].extend({"run": np.ones(1, np.int32)})
+        f["na64raw"] = json.dumps(signed_meta({"format": "na64raw", "format_version": 2, "setup": "na64mu",
+                                               "run": 1, "has_truth": False}))
     return {"good": good, "empty": str(empty), "truncated": str(trunc), "other": other,
             "nobranch": str(nobranch), "dir": d}
 

@@ -13,9 +13,12 @@ Trees (documented in ``docs/raw-format.md``):
     MOT or EOT), ``n_triggered``.
 ``truth`` (simulation only)
     one row per written event, see :data:`TRUTH_BRANCHES`.
+``<tree>_sums`` for each of them
+    content checksums by block of entries (:mod:`na64reco.io.checksum`), verified by
+    every reader on what it reads.
 ``na64raw`` (a TObjString)
     JSON metadata: format name and version, setup, run, whether truth is present,
-    process codes, producer.
+    process codes, producer, the entries of every tree and a checksum of itself.
 
 The samples are stored flat (not as ``int16[][32]``) because fixed-size jagged
 branches written by uproot did not read back correctly (checked with uproot 5.7).
@@ -33,9 +36,11 @@ import uproot
 
 from na64reco import __version__
 from na64reco.errors import RawFormatError, SetupMismatch
+from na64reco.io.checksum import BOUNDS, Blocks, content_sum, meta_checksum, sums_tree
 
 FORMAT_NAME = "na64raw"
-FORMAT_VERSION = 1
+#: 2: content checksums (``<tree>_sums`` trees, metadata checksum and entry counts).
+FORMAT_VERSION = 2
 META_KEY = "na64raw"
 N_SAMPLES = 32
 
@@ -109,6 +114,20 @@ class RawWriter:
                      **(extra_meta or {})}
         self._trees_made = False
         self.n_events = 0
+        self.entries = {"events": 0, "spills": 0, **({"truth": 0} if has_truth else {})}
+
+    def _extend(self, tree: str, arrays: dict, flat: dict[str, np.ndarray], n: int) -> None:
+        """Append ``n`` entries to ``tree`` and their block of content sums (``flat``: the
+        flattened content of every branch) to ``<tree>_sums``."""
+        start = self.entries[tree]
+        sums = {"entry_start": np.array([start], np.int64), "entry_stop": np.array([start + n], np.int64)}
+        sums.update({b: np.array([content_sum(v)], np.uint64) for b, v in flat.items()})
+        self._file[tree].extend(arrays)
+        self._file[sums_tree(tree)].extend(sums)
+        self.entries[tree] = start + n
+
+    def _make_sums_tree(self, tree: str, branches) -> None:
+        self._file.mktree(sums_tree(tree), {**{b: np.int64 for b in BOUNDS}, **{b: np.uint64 for b in branches}})
 
     def _make_trees(self):
         types = dict(EVENT_SCALARS)
@@ -119,41 +138,54 @@ class RawWriter:
                                      **{c: ak.types.ListType(types[c]) for c in COLLECTIONS},
                                      "calo_adc": ak.types.ListType(ak.types.NumpyType("int16"))})
         self._file.mktree("spills", dict(SPILL_BRANCHES))
+        self._make_sums_tree("events", event_branches())
+        self._make_sums_tree("spills", SPILL_BRANCHES)
         if self.has_truth:
             self._file.mktree("truth", dict(TRUTH_BRANCHES))
+            self._make_sums_tree("truth", TRUTH_BRANCHES)
         self._trees_made = True
 
     def write_events(self, ev: dict) -> None:
         if not self._trees_made:
             self._make_trees()
         out = {k: np.asarray(ev[k], dtype=t) for k, t in EVENT_SCALARS.items()}
+        flat = dict(out)
         n = len(out["run"])
         for name, fields in COLLECTIONS.items():
             counts = np.asarray(ev[f"n_{name}"], dtype=np.int64)
             if counts.shape != (n,):
                 raise ValueError(f"n_{name} has shape {counts.shape}, expected ({n},)")
-            out[name] = jagged(counts, **{f: np.asarray(ev[f"{name}_{f}"], dtype=t) for f, t in fields.items()})
+            values = {f: np.asarray(ev[f"{name}_{f}"], dtype=t) for f, t in fields.items()}
+            out[name] = jagged(counts, **values)
+            flat[f"n{name}"] = counts
+            flat.update({f"{name}_{f}": v for f, v in values.items()})
         adc = np.asarray(ev["calo_adc"], dtype=np.int16).reshape(-1)
-        out["calo_adc"] = ak.unflatten(adc, np.asarray(ev["n_calo"], dtype=np.int64) * N_SAMPLES)
-        self._file["events"].extend(out)
+        adc_counts = np.asarray(ev["n_calo"], dtype=np.int64) * N_SAMPLES
+        out["calo_adc"] = ak.unflatten(adc, adc_counts)
+        flat["ncalo_adc"], flat["calo_adc"] = adc_counts, adc
+        self._extend("events", out, flat, n)
         self.n_events += n
 
     def write_spills(self, spills: dict) -> None:
         if not self._trees_made:
             self._make_trees()
-        self._file["spills"].extend({k: np.asarray(spills[k], dtype=t) for k, t in SPILL_BRANCHES.items()})
+        arrays = {k: np.asarray(spills[k], dtype=t) for k, t in SPILL_BRANCHES.items()}
+        self._extend("spills", arrays, arrays, len(arrays["spill"]))
 
     def write_truth(self, truth: dict) -> None:
         if not self.has_truth:
             raise ValueError("this writer was opened with has_truth=False")
         if not self._trees_made:
             self._make_trees()
-        self._file["truth"].extend({k: np.asarray(truth[k], dtype=t) for k, t in TRUTH_BRANCHES.items()})
+        arrays = {k: np.asarray(truth[k], dtype=t) for k, t in TRUTH_BRANCHES.items()}
+        self._extend("truth", arrays, arrays, len(arrays["event"]))
 
     def close(self) -> None:
         if not self._trees_made:
             self._make_trees()
-        self._file[META_KEY] = json.dumps(self.meta)
+        meta = {**self.meta, "entries": dict(self.entries)}
+        meta["checksum"] = meta_checksum(meta)
+        self._file[META_KEY] = json.dumps(meta)
         self._file.close()
 
     def __enter__(self):
@@ -180,6 +212,7 @@ class RawFile:
     n_events: int
     has_truth: bool
     _file: object = field(repr=False, default=None)
+    _blocks: dict = field(repr=False, default_factory=dict)
 
     @property
     def setup(self) -> str:
@@ -189,22 +222,67 @@ class RawFile:
     def run(self) -> int:
         return int(self.meta["run"])
 
+    def blocks(self, tree: str) -> Blocks:
+        """The checksum blocks of ``tree`` (read once)."""
+        if tree not in self._blocks:
+            n = int(self._file[tree].num_entries)
+            sums = _read_flat(self._file, sums_tree(tree), None, self.path)
+            self._blocks[tree] = Blocks.from_arrays(tree, sums, n, self.path)
+        return self._blocks[tree]
+
+    def arrays(self, tree: str, entry_start: int, entry_stop: int) -> ak.Array:
+        """Entries of ``tree`` as read, unchecked (see :meth:`read_verified`)."""
+        return self._file[tree].arrays(entry_start=entry_start, entry_stop=entry_stop)
+
+    def read_verified(self, tree: str, entry_start: int | None = None, entry_stop: int | None = None,
+                      library: str = "ak"):
+        """Entries ``[entry_start, entry_stop)`` of ``tree``, checked against its checksums.
+
+        The range is widened to whole checksum blocks for the check, then cut back.  Any
+        failure to read, decompress or verify is a :class:`RawFormatError` naming the file,
+        the tree and the entries.
+        """
+        n = int(self._file[tree].num_entries)
+        start = 0 if entry_start is None else max(0, min(int(entry_start), n))
+        stop = n if entry_stop is None else max(start, min(int(entry_stop), n))
+        try:
+            blocks = self.blocks(tree)
+            lo, hi = blocks.widen(start, stop)
+            arrays = self._file[tree].arrays(entry_start=lo, entry_stop=hi, library=library)
+            blocks.verify(arrays, lo, hi, self.path)
+        except RawFormatError:
+            raise
+        except Exception as exc:  # uproot/awkward raise many types for damaged content
+            raise RawFormatError(f"{self.path}: cannot read tree {tree!r} entries {start}-{stop}: "
+                                 f"{type(exc).__name__}: {exc}") from None
+        if (lo, hi) == (start, stop):
+            return arrays
+        if library == "np":
+            return {k: v[start - lo:stop - lo] for k, v in arrays.items()}
+        return arrays[start - lo:stop - lo]
+
     def events(self, entry_start: int | None = None, entry_stop: int | None = None) -> ak.Array:
         """Events as an awkward record array with ``calo.adc`` of shape (digits, 32)."""
-        tree = self._file["events"]
+        arrays = self.read_verified("events", entry_start, entry_stop)
         try:
-            arrays = tree.arrays(entry_start=entry_start, entry_stop=entry_stop)
-        except Exception as exc:  # uproot raises many types for damaged baskets
-            raise RawFormatError(f"{self.path}: cannot read tree 'events': {exc}") from None
-        return assemble_events(arrays, self.path)
+            return assemble_events(arrays, self.path)
+        except RawFormatError:
+            raise
+        except Exception as exc:
+            raise RawFormatError(f"{self.path}: cannot decode tree 'events' entries {entry_start}-{entry_stop}: "
+                                 f"{type(exc).__name__}: {exc}") from None
 
     def spills(self) -> dict[str, np.ndarray]:
-        return _read_flat(self._file, "spills", SPILL_BRANCHES, self.path)
+        return self.read_verified("spills", library="np")
 
     def truth(self, entry_start: int | None = None, entry_stop: int | None = None) -> dict[str, np.ndarray]:
         if not self.has_truth:
             raise RawFormatError(f"{self.path}: has no truth (a data-like file)")
-        return _read_flat(self._file, "truth", TRUTH_BRANCHES, self.path, entry_start, entry_stop)
+        return self.read_verified("truth", entry_start, entry_stop, library="np")
+
+    def verify(self) -> dict[str, int]:
+        """Read and check every tree whole; returns the entries of each."""
+        return {tree: len(self.read_verified(tree)) for tree in _trees(self.has_truth)}
 
     def close(self):
         self._file.close()
@@ -247,13 +325,73 @@ def _read_flat(file, name, branches, path, start=None, stop=None):
         tree = file[name]
     except Exception:
         raise RawFormatError(f"{path}: has no tree {name!r}") from None
+    branches = list(tree.keys()) if branches is None else list(branches)
     missing = [b for b in branches if b not in tree.keys()]
     if missing:
         raise RawFormatError(f"{path}: tree {name!r} lacks branch(es) {', '.join(missing)}")
     try:
-        return tree.arrays(list(branches), entry_start=start, entry_stop=stop, library="np")
+        return tree.arrays(branches, entry_start=start, entry_stop=stop, library="np")
     except Exception as exc:
-        raise RawFormatError(f"{path}: cannot read tree {name!r}: {exc}") from None
+        raise RawFormatError(f"{path}: cannot read tree {name!r}: {type(exc).__name__}: {exc}") from None
+
+
+def _trees(has_truth: bool) -> tuple[str, ...]:
+    return ("events", "spills", "truth") if has_truth else ("events", "spills")
+
+
+def branch_types(has_truth: bool) -> dict[str, dict[str, np.dtype]]:
+    """The numpy type of every branch of every tree (jagged branches: of their values)."""
+    events = {k: np.dtype(t) for k, t in EVENT_SCALARS.items()}
+    for c, fields in COLLECTIONS.items():
+        events[f"n{c}"] = np.dtype(np.int32)
+        events.update({f"{c}_{f}": np.dtype(t) for f, t in fields.items()})
+    events["ncalo_adc"], events["calo_adc"] = np.dtype(np.int32), np.dtype(np.int16)
+    types = {"events": events, "spills": {k: np.dtype(t) for k, t in SPILL_BRANCHES.items()}}
+    if has_truth:
+        types["truth"] = {k: np.dtype(t) for k, t in TRUTH_BRANCHES.items()}
+    for tree in list(types):
+        types[sums_tree(tree)] = {**{b: np.dtype(np.int64) for b in BOUNDS},
+                                  **{b: np.dtype(np.uint64) for b in types[tree]}}
+    return types
+
+
+def _check_structure(f, keys, meta: dict, path) -> bool:
+    """Trees, entry counts and branch types against the format; returns ``has_truth``."""
+    has_truth = bool(meta.get("has_truth"))
+    expected = branch_types(has_truth)
+    unexpected = sorted(set(keys) - set(expected) - {META_KEY})
+    if unexpected:
+        raise RawFormatError(f"{path}: unexpected object(s) {', '.join(map(repr, unexpected))}: the "
+                             f"metadata says the file holds {', '.join(sorted(expected))} (modified file?)")
+    entries = meta.get("entries") or {}
+    for tree, types in expected.items():
+        if tree not in keys:
+            raise RawFormatError(f"{path}: has no tree {tree!r}")
+        t = f[tree]
+        if not isinstance(t, uproot.TTree):
+            raise RawFormatError(f"{path}: {tree!r} is a {type(t).__name__.removeprefix('Model_')}, expected a TTree")
+        if tree in entries and int(t.num_entries) != int(entries[tree]):
+            raise RawFormatError(f"{path}: tree {tree!r} has {t.num_entries} entries, the metadata says "
+                                 f"{entries[tree]} (corrupt file)")
+        present = {b.name: b for b in t.branches}
+        missing = [b for b in types if b not in present]
+        if missing:
+            raise RawFormatError(f"{path}: tree {tree!r} lacks branch(es) {', '.join(missing)}")
+        for name, want in types.items():
+            got = _value_dtype(present[name].interpretation)
+            if got is None or got.kind != want.kind or got.itemsize != want.itemsize:
+                raise RawFormatError(f"{path}: branch {tree}.{name} holds {got or present[name].interpretation}, "
+                                     f"expected {want.name}")
+    if set(entries) != {t for t in expected if not t.endswith("_sums")}:
+        raise RawFormatError(f"{path}: metadata 'entries' lists {sorted(entries)}, expected "
+                             f"{sorted(_trees(has_truth))}")
+    return has_truth
+
+
+def _value_dtype(interpretation) -> np.dtype | None:
+    inner = getattr(interpretation, "content", interpretation)
+    dtype = getattr(inner, "to_dtype", None)
+    return np.dtype(dtype) if dtype is not None else None
 
 
 def open_raw(path, *, setup: str | None = None) -> RawFile:
@@ -277,23 +415,27 @@ def open_raw(path, *, setup: str | None = None) -> RawFile:
     except Exception as exc:
         f.close()
         raise RawFormatError(f"{path}: unreadable '{META_KEY}' metadata: {exc}") from None
-    if meta.get("format") != FORMAT_NAME or meta.get("format_version") != FORMAT_VERSION:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME or meta.get("format_version") != FORMAT_VERSION:
         f.close()
+        meta = meta if isinstance(meta, dict) else {}
+        old = " (written before content checksums: re-simulate it)" if meta.get("format_version") == 1 else ""
         raise RawFormatError(
-            f"{path}: format {meta.get('format')!r} version {meta.get('format_version')!r}; this "
+            f"{path}: format {meta.get('format')!r} version {meta.get('format_version')!r}{old}; this "
             f"na64reco reads {FORMAT_NAME!r} version {FORMAT_VERSION}"
         )
+    if meta.get("checksum") != meta_checksum(meta):
+        f.close()
+        raise RawFormatError(f"{path}: metadata checksum mismatch: the '{META_KEY}' metadata is corrupt or was edited")
     if setup is not None and meta.get("setup") != setup:
         f.close()
         raise SetupMismatch(f"{path}: was written for setup {meta.get('setup')!r}, not {setup!r}")
-    for tree in ("events", "spills"):
-        if tree not in keys:
-            f.close()
-            raise RawFormatError(f"{path}: has no tree {tree!r}")
-    present = set(f["events"].keys())
-    missing = [b for b in event_branches() if b not in present]
-    if missing:
+    try:
+        has_truth = _check_structure(f, keys, meta, path)
+        n_events = int(f["events"].num_entries)
+    except RawFormatError:
         f.close()
-        raise RawFormatError(f"{path}: tree 'events' lacks branch(es) {', '.join(missing)}")
-    has_truth = bool(meta.get("has_truth")) and "truth" in keys
-    return RawFile(path, meta, int(f["events"].num_entries), has_truth, f)
+        raise
+    except Exception as exc:  # damaged TTree headers and the like
+        f.close()
+        raise RawFormatError(f"{path}: unreadable tree structure: {type(exc).__name__}: {exc}") from None
+    return RawFile(path, meta, n_events, has_truth, f)
