@@ -21,6 +21,7 @@ COMMANDS = (
     "demo",
     "simulate",
     "inspect",
+    "verify",
     "calibrate",
     "reco",
     "display",

@@ -21,7 +21,12 @@ class CalibrationMissing(NA64Error, KeyError):
 
 
 class RawFormatError(NA64Error, ValueError):
-    """A raw file is missing, truncated, of an unknown format version or lacks a branch."""
+    """A raw file is missing, truncated, corrupt, of an unknown format version or lacks a branch.
+
+    The message is one line, whatever the reader below wrote (uproot's span several)."""
+
+    def __str__(self) -> str:
+        return " ".join(super().__str__().split())
 
 
 class SetupMismatch(NA64Error, ValueError):

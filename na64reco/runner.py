@@ -232,7 +232,23 @@ def is_bad_file(exc: BaseException) -> bool:
     bad = (RawFormatError, SetupMismatch, OSError, EOFError, zlib.error, struct.error,
            uproot.exceptions.KeyInFileError, uproot.deserialization.DeserializationError)
     return any(isinstance(e, bad) for e in _chain(exc)) or any(
-        "decompress" in str(e).lower() or "basket" in str(e).lower() for e in _chain(exc))
+        "decompress" in str(e).lower() or "basket" in str(e).lower() for e in _chain(exc)) or _raised_reading(exc)
+
+
+def _raised_reading(exc: BaseException) -> bool:
+    """True if ``exc`` was raised while coffea/uproot read the chunk, before the processor
+    saw it: whatever its type, the file's bytes could not be decoded.  (Inside the
+    processor, reading and checking the chunk turn every failure into a RawFormatError;
+    anything else raised there is a bug, not a bad file.)"""
+    tb = exc.__traceback__
+    frames = []
+    while tb is not None:
+        frames.append(tb.tb_frame.f_code)
+        tb = tb.tb_next
+    in_processor = any(code.co_name == "process" and code.co_filename.endswith(("processors/base.py",))
+                       for code in frames)
+    in_reader = any("/uproot/" in code.co_filename or "/awkward/" in code.co_filename for code in frames)
+    return in_reader and not in_processor
 
 
 def _work_item(args):
@@ -284,7 +300,7 @@ class ChunkError(NA64Error):
     def __init__(self, item, exc):
         where = (f"{item.filename} (entries {item.entrystart}-{item.entrystop})" if item is not None
                  else "preprocessing")
-        super().__init__(f"{where}: {_root_message(exc)}")
+        super().__init__(" ".join(f"{where}: {_root_message(exc)}".split()))
 
 
 # ----------------------------------------------------------------------------------------

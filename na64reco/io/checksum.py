@@ -15,10 +15,9 @@ ends as a :class:`~na64reco.errors.RawFormatError` naming the file, the tree and
 entry range -- never as a silently different result.
 
 The sum of a branch is taken over its flattened content (jagged branches: the values,
-their counts being checked through the counter branches ``n<collection>``):
-integers as their values (sign-extended to 64 bits), floats as their bit patterns.
-It is additive over entries, so blocks can be summed piecewise and the cost is one
-pass over the decoded bytes.
+their counts being checked through the counter branches ``n<collection>``), as the
+little-endian bytes of the branch's own type read in 8-byte words: one pass over the
+decoded bytes at memory speed.
 """
 
 from __future__ import annotations
@@ -43,36 +42,41 @@ def sums_tree(tree: str) -> str:
 
 
 def _flat(values) -> tuple[np.ndarray, np.ndarray | None]:
-    """Flat content and (jagged) per-entry counts of a numpy or awkward array."""
+    """Flat content and (jagged) entry offsets into it, of a numpy or awkward array."""
     if isinstance(values, np.ndarray):
         return values.reshape(-1), None
-    arr = ak.Array(values)
+    layout = ak.to_layout(values)
+    if isinstance(layout, ak.contents.ListOffsetArray) and isinstance(layout.content, ak.contents.NumpyArray):
+        offsets = np.asarray(layout.offsets.data).astype(np.int64, copy=False)
+        return np.asarray(layout.content.data), offsets  # no copy: the reader's own buffers
+    arr = ak.Array(layout)
     if arr.ndim == 1:
         return ak.to_numpy(arr), None
-    return ak.to_numpy(ak.flatten(arr, axis=None)), ak.to_numpy(ak.num(arr, axis=1))
+    counts = ak.to_numpy(ak.num(arr, axis=1))
+    offsets = np.zeros(len(counts) + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return ak.to_numpy(ak.flatten(arr, axis=None)), offsets
 
 
 def content_sum(flat: np.ndarray) -> np.uint64:
-    """64-bit wrapping sum of ``flat``: integer values, or the bit patterns of floats."""
-    flat = np.ascontiguousarray(flat)
-    if flat.dtype.kind == "f":
-        flat = flat.view(f"u{flat.dtype.itemsize}")
-        return np.uint64(np.sum(flat, dtype=np.uint64))
-    if flat.dtype.kind == "b":
-        flat = flat.view(np.uint8)
-    with np.errstate(over="ignore"):
-        return np.int64(np.sum(flat, dtype=np.int64)).view(np.uint64)
+    """64-bit wrapping sum of the bytes of ``flat`` (little-endian, in the branch's own
+    type), read as 8-byte words, the last one zero-padded.  One pass at memory speed."""
+    data = np.ascontiguousarray(flat)
+    if data.dtype.byteorder == ">" or (data.dtype.byteorder == "=" and np.little_endian is False):
+        data = data.astype(data.dtype.newbyteorder("<"))
+    raw = data.reshape(-1).view(np.uint8)
+    n_words = raw.size // 8
+    total = np.sum(raw[: n_words * 8].view(np.uint64), dtype=np.uint64) if n_words else np.uint64(0)
+    tail = raw[n_words * 8:]
+    if tail.size:
+        total = np.uint64(total + np.frombuffer(tail.tobytes() + bytes(8 - tail.size), np.uint64)[0])
+    return np.uint64(total)
 
 
 def block_sums(values, bounds: np.ndarray) -> np.ndarray:
     """Sum of ``values`` (one branch, entries 0..n) in each block ``[bounds[i], bounds[i+1])``."""
-    flat, counts = _flat(values)
-    if counts is None:
-        offsets = bounds
-    else:
-        cum = np.zeros(len(counts) + 1, np.int64)
-        np.cumsum(counts, out=cum[1:])
-        offsets = cum[bounds]
+    flat, entry_offsets = _flat(values)
+    offsets = bounds if entry_offsets is None else entry_offsets[bounds]
     return np.array([content_sum(flat[a:b]) for a, b in zip(offsets[:-1], offsets[1:], strict=True)],
                     dtype=np.uint64)
 

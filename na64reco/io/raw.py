@@ -157,12 +157,12 @@ class RawWriter:
                 raise ValueError(f"n_{name} has shape {counts.shape}, expected ({n},)")
             values = {f: np.asarray(ev[f"{name}_{f}"], dtype=t) for f, t in fields.items()}
             out[name] = jagged(counts, **values)
-            flat[f"n{name}"] = counts
+            flat[f"n{name}"] = counts.astype(np.int32)  # counters are stored as int32
             flat.update({f"{name}_{f}": v for f, v in values.items()})
         adc = np.asarray(ev["calo_adc"], dtype=np.int16).reshape(-1)
         adc_counts = np.asarray(ev["n_calo"], dtype=np.int64) * N_SAMPLES
         out["calo_adc"] = ak.unflatten(adc, adc_counts)
-        flat["ncalo_adc"], flat["calo_adc"] = adc_counts, adc
+        flat["ncalo_adc"], flat["calo_adc"] = adc_counts.astype(np.int32), adc
         self._extend("events", out, flat, n)
         self.n_events += n
 
