@@ -147,3 +147,28 @@ def test_unwritable_output(tmp_path):
     blocker.write_text("not a directory")
     with pytest.raises(RawFormatError, match="a_file/x.root: cannot write"):
         RawWriter(blocker / "x.root", setup="na64mu", run=1, has_truth=False)
+
+
+def test_a_truth_tree_added_to_a_data_file_does_not_make_it_simulation(tmp_path):
+    """A data copy with a dummy ``truth`` tree (one ``uproot.update``), with or without the
+    metadata edited to say ``has_truth``, is refused, never read as MC."""
+    from na64reco.io.raw import TRUTH_BRANCHES
+    from na64reco.sim.generate import simulate
+
+    data = tmp_path / "data.root"
+    simulate("na64mu", 300, 1, 1001, data, truth=False)
+    assert not open_raw(data).has_truth
+    n = open_raw(data).n_events
+    added = tmp_path / "added.root"
+    added.write_bytes(data.read_bytes())
+    with uproot.update(added) as f:
+        f["truth"] = {k: np.zeros(n, t) for k, t in TRUTH_BRANCHES.items()}
+    with pytest.raises(RawFormatError, match="added.root: unexpected object.*'truth'"):
+        open_raw(added)
+    edited = tmp_path / "edited.root"
+    edited.write_bytes(added.read_bytes())
+    with uproot.update(edited) as f:
+        meta = json.loads(str(f["na64raw"]))
+        f["na64raw"] = json.dumps({**meta, "has_truth": True})
+    with pytest.raises(RawFormatError, match="edited.root: metadata checksum mismatch"):
+        open_raw(edited)
