@@ -24,15 +24,18 @@
 import tempfile
 from pathlib import Path
 
+import awkward as ak
 import matplotlib.pyplot as plt
 import mplhep
 import numpy as np
 from hepunits import MeV
 
 from na64reco.conditions import load_conditions
+from na64reco.constants import MUON_MASS
 from na64reco.display import draw_event
 from na64reco.geometry import load_setup
 from na64reco.io.raw import PROCESSES, open_raw
+from na64reco.material import highland
 from na64reco.reco.event import attach_truth, reconstruct
 from na64reco.runner import RunOptions, cutflow_summary, format_summary, run_files
 from na64reco.sim.generate import simulate
@@ -110,6 +113,34 @@ ax.set_xlabel(r"true $p_{out}$ [GeV]")
 ax.set_ylabel(r"reconstructed $p_{out}$ [GeV]")
 plt.show()
 print(f"median p_out/p_out(true) - 1 = {np.median(p_out[ok] / t[ok] - 1):+.4f} ({ok.sum()} events)")
+
+# %% [markdown]
+# ## Muon directions as vectors
+# `reco.mu_in` and `reco.mu_out` are scikit-hep `vector` records (`Momentum4D`: px, py, pz
+# in GeV and the muon mass) built from p_in / p_out and the fitted track slopes at the ECAL
+# front, None where a track projection is missing.  `reco.mu_out.theta` is the polar angle
+# in the lab (the beam crosses the ECAL at ~7.5 mrad, bent by MS1); the scattering angle is
+# the kink `reco.mu_in.deltaangle(reco.mu_out)`.  For beam muons it is multiple scattering in
+# the 40 X0 of the ECAL: a Rayleigh distribution with the Highland theta0.
+# `(reco.mu_in - reco.mu_out).mag` is the momentum given to the target.
+
+# %%
+kink = ak.to_numpy(ak.fill_none(reco.mu_in.deltaangle(reco.mu_out), np.nan)) * 1e3  # mrad
+q = ak.to_numpy(ak.fill_none((reco.mu_in - reco.mu_out).mag, np.nan))  # GeV
+beam = (np.asarray(reco.truth_process) == PROCESSES["beam"]) & (p_out > 100) & np.isfinite(kink)
+theta0 = 1e3 * highland(setup.beam.energy, MUON_MASS, setup.detector("ECAL").x0_fraction)  # mrad
+bins = np.linspace(0, 3, 61)
+x = 0.5 * (bins[1:] + bins[:-1])
+fig, ax = plt.subplots(figsize=(9, 6))
+ax.hist(kink[beam], bins=bins, histtype="step", lw=2, label="beam muons, $p_{out}$ > 100 GeV")
+ax.plot(x, beam.sum() * np.diff(bins)[0] * x / theta0**2 * np.exp(-(x**2) / (2 * theta0**2)),
+        label=rf"Highland, ECAL: $\theta_0$ = {theta0:.2f} mrad")
+ax.set_xlabel(r"kink angle $\angle(\mu_{in}, \mu_{out})$ [mrad]")
+ax.set_ylabel("events")
+ax.legend(fontsize=12)
+plt.show()
+print(f"median kink {np.median(kink[beam]):.3f} mrad, Rayleigh median of theta0 {theta0 * np.sqrt(2 * np.log(2)):.3f} "
+      f"mrad ({beam.sum()} beam muons); median |p_in - p_out| (3-vectors) {np.median(q[beam]):.2f} GeV")
 
 # %% [markdown]
 # ## Run the blinded processor

@@ -3,7 +3,9 @@
 A processor reads one chunk of the raw ``events`` tree (coffea ``BaseSchema``),
 rebuilds the nested digits, reconstructs them with the library's stage function,
 evaluates the selection, applies blinding and fills the outputs.  The physics lives in
-the library; this module only calls it in order.
+the library; this module only calls it in order.  The reco records carry the muons as
+vector records too (``reco.mu_in``, ``reco.mu_out``, :mod:`na64reco.reco.kinematics`): a
+processor needing an angle writes ``reco.mu_in.deltaangle(reco.mu_out)``, not trigonometry.
 
 Outputs (per dataset): ``hists`` (``hist.Hist``, weighted with the truth weight for
 simulation), ``nminus1`` (N-1 histogram of each cut's variable, and of the signal box

@@ -12,6 +12,8 @@ PUBLIC = {
     "na64reco.sim": ["simulate"],
     "na64reco.reco.event": ["reconstruct", "attach_truth"],
     "na64reco.reco.files": ["reconstruct_file", "read_reco", "iterate_reco"],
+    "na64reco.reco.kinematics": ["momentum_vectors", "momentum_components", "muon_vectors", "restore_vectors",
+                                 "MUON_VECTORS", "MUON_MASS_GEV"],
     "na64reco.reco.calo": ["reconstruct_calo"],
     "na64reco.reco.tracking": ["reconstruct_tracks", "event_display"],
     "na64reco.display": ["draw_event"],

@@ -1,4 +1,8 @@
-"""``na64reco reco``: raw file -> one row per event (Parquet or ROOT) with provenance."""
+"""``na64reco reco``: raw file -> one row per event (Parquet or ROOT) with provenance.
+
+The fields, the muon vectors ``mu_in`` / ``mu_out`` and how each format stores them:
+``docs/reco-output.md``.
+"""
 
 from __future__ import annotations
 

@@ -8,7 +8,11 @@ This is the stage the processors, ``na64reco reco`` and the notebooks call::
 
 Energies and momenta are in GeV, NaN where not reconstructed.  Per-module quantities
 (``hcal_module_energy``, ``veto_paddle_energy``, ``srd_module_energy``) are regular
-``n x k`` arrays.  For simulated files, :func:`attach_truth` adds ``truth_*`` fields.
+``n x k`` arrays.  Muon setups also get ``mu_in`` and ``mu_out``: scikit-hep ``vector``
+``Momentum4D`` records (px, py, pz, mass in GeV) of the incoming and outgoing muon at the
+ECAL, None unless the momentum and both track projections are measured
+(:mod:`na64reco.reco.kinematics`), so ``reco.mu_in.deltaangle(reco.mu_out)`` is the kink
+angle.  For simulated files, :func:`attach_truth` adds ``truth_*`` fields.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import numpy as np
 from na64reco.conditions import RunConditions
 from na64reco.geometry import Setup
 from na64reco.reco.calo import reconstruct_calo
+from na64reco.reco.kinematics import muon_vectors
 from na64reco.reco.tracking.stage import reconstruct_tracks
 
 #: Fields every reconstructed record has (others may follow).
@@ -38,6 +43,8 @@ def reconstruct(events: ak.Array, setup: Setup, conditions: RunConditions, sourc
         if name in out:
             raise RuntimeError(f"reconstruction stages both produce {name!r}")
         out[name] = value
+    if setup.beam.particle.startswith("mu"):
+        out.update(muon_vectors(out))  # mu_in, mu_out: vector records from p and the slopes
     return ak.zip({k: _column(v) for k, v in out.items()}, depth_limit=1)
 
 

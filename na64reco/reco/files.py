@@ -1,4 +1,12 @@
-"""Reconstruct whole raw files into per-event tables (Parquet or ROOT), chunk by chunk."""
+"""Reconstruct whole raw files into per-event tables (Parquet or ROOT), chunk by chunk.
+
+Parquet keeps the awkward types (extension types in the Arrow schema): ``mu_in`` /
+``mu_out`` come back from ``ak.from_parquet`` as ``Momentum4D`` vector records once
+``vector.register_awkward()`` ran (importing :mod:`na64reco.reco.kinematics` does).  ROOT
+stores flat branches: a per-module field ``x`` as ``x_0``, ``x_1``...; a vector field
+``mu_out`` as ``mu_out_px``, ``mu_out_py``, ``mu_out_pz``, ``mu_out_mass`` (NaN where the
+vector is missing); :func:`~na64reco.reco.kinematics.restore_vectors` rebuilds the records.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,7 @@ import json
 from pathlib import Path
 
 import awkward as ak
+import numpy as np
 
 from na64reco import __version__
 from na64reco.conditions import load_conditions
@@ -13,6 +22,7 @@ from na64reco.errors import RawFormatError
 from na64reco.geometry import load_setup
 from na64reco.io.raw import open_raw
 from na64reco.reco.event import attach_truth, reconstruct
+from na64reco.reco.kinematics import restore_vectors
 
 
 def provenance(raw, conditions, inputs) -> dict:
@@ -79,7 +89,7 @@ def _write_chunk(writer, output: Path, reco: ak.Array, meta: dict):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = ak.to_arrow_table(reco, extensionarray=False)
+        table = ak.to_arrow_table(reco, extensionarray=True)  # keeps the vector record names
         if writer is None:
             schema = table.schema.with_metadata({"na64reco": json.dumps(meta)})
             writer = pq.ParquetWriter(output, schema, compression="zstd")
@@ -90,6 +100,10 @@ def _write_chunk(writer, output: Path, reco: ak.Array, meta: dict):
     flat = {}
     for name in reco.fields:
         col = reco[name]
+        if col.fields:  # a vector record: one branch per component, NaN where missing
+            for sub in col.fields:
+                flat[f"{name}_{sub}"] = ak.to_numpy(ak.fill_none(col[sub], np.nan))
+            continue
         arr = ak.to_numpy(col)
         if arr.ndim == 2:
             for k in range(arr.shape[1]):
@@ -105,9 +119,9 @@ def _write_chunk(writer, output: Path, reco: ak.Array, meta: dict):
 
 
 def read_reco(path) -> tuple[ak.Array, dict]:
-    """Read a Parquet reco file back: (records, provenance)."""
+    """Read a Parquet reco file back: (records, provenance); ``mu_in`` / ``mu_out`` are vectors."""
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)
     meta = json.loads(table.schema.metadata[b"na64reco"])
-    return ak.from_arrow(table), meta
+    return restore_vectors(ak.from_arrow(table)), meta
