@@ -89,8 +89,9 @@ def read_audit_log(path: str | Path) -> list[dict]:
             raise AuditLogError(f"audit log {path} record {i} is not JSON: the log was edited") from None
         expected = prev if prev is not None else (rec.get("ledger_sha256") if isinstance(rec, dict) else None)
         if not isinstance(rec, dict) or rec.get("prev_sha256") != expected or canonical_line(rec) != line:
-            raise AuditLogError(f"audit log {path} record {i}: the hash chain is broken (this record was edited, "
-                                "or a record before it was removed or changed)")
+            where = "the first record was removed, or this one edited" if i == 1 else \
+                f"record {i - 1} or {i} was edited, or records between them removed"
+            raise AuditLogError(f"audit log {path} record {i}: the hash chain is broken ({where})")
         records.append(rec)
         prev = _sha(line)
     n = len(records)
