@@ -9,9 +9,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from na64reco.errors import BlindingError, ConfigError, NA64Error
-from na64reco.unblinding.audit import AUDIT_FORMAT, append_audit_record, default_audit_log, find_records
+from na64reco.unblinding.audit import AUDIT_FORMAT, append_audit_record, default_audit_log
 from na64reco.unblinding.diff import Difference, diff_states
-from na64reco.unblinding.registry import registry_logs, user_registry
+from na64reco.unblinding.registry import registry_logs, unblinded_before, user_registry
 from na64reco.unblinding.state import analysis_state, dataset_hash, state_hash
 
 LEDGER_FORMAT = "na64reco-ledger"
@@ -82,15 +82,6 @@ def _earlier_ledgers(ledger_path: Path, state: dict) -> list[dict]:
         if _same_dataset(old["state"], state):
             out.append({"ledger": str(other), "state_sha256": old["state_sha256"], "frozen_at": old["frozen_at"]})
     return out
-
-
-def unblinded_before(state: dict, registry: str | Path | None = None) -> list[dict]:
-    """Recorded unblindings of the data set of ``state`` (any frozen state), one per state."""
-    dataset = dataset_hash(state["files"])
-    found = find_records(registry_logs(dataset, state["files"], registry), dataset_sha256=dataset)
-    by_state = {rec["state_sha256"]: rec for _, rec in reversed(found)}
-    return [{"ledger": r["ledger"], "state_sha256": s, "unblinded_at": r["time_utc"], "unblinded_by": r["user"]}
-            for s, r in by_state.items()]
 
 
 def freeze(ledger_path: str | Path, *, processor: str, calib_tag: str, files: Iterable[str | Path],

@@ -17,9 +17,9 @@ from na64reco.unblinding.audit import (
     previous_unblinding,
 )
 from na64reco.unblinding.guard import unblinding_session
-from na64reco.unblinding.ledger import read_ledger, unblinded_before, verify
+from na64reco.unblinding.ledger import read_ledger, verify
 from na64reco.unblinding.outputs import run_unblinded
-from na64reco.unblinding.registry import registry_logs, user_registry
+from na64reco.unblinding.registry import registry_logs, unblinded_before, user_registry
 from na64reco.unblinding.state import dataset_hash
 
 

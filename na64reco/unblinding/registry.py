@@ -20,6 +20,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from na64reco.unblinding.audit import find_records
+from na64reco.unblinding.state import dataset_hash
+
 REGISTRY_ENV = "NA64RECO_REGISTRY"
 BESIDE_DATA = ".na64reco-unblindings"
 
@@ -44,3 +47,12 @@ def registry_logs(dataset_sha256: str, files: list[dict], registry: str | Path |
         if beside.is_dir() or (for_writing and os.access(parent, os.W_OK)):
             dirs.append(beside)
     return [d / f"{dataset_sha256}.jsonl" for d in dict.fromkeys(dirs)]
+
+
+def unblinded_before(state: dict, registry: str | Path | None = None) -> list[dict]:
+    """Recorded unblindings of the data set of ``state`` (any frozen state), one per state."""
+    dataset = dataset_hash(state["files"])
+    found = find_records(registry_logs(dataset, state["files"], registry), dataset_sha256=dataset)
+    by_state = {rec["state_sha256"]: rec for _, rec in reversed(found)}
+    return [{"ledger": r["ledger"], "state_sha256": s, "unblinded_at": r["time_utc"], "unblinded_by": r["user"]}
+            for s, r in by_state.items()]
