@@ -522,3 +522,19 @@ def test_cli_force_new_with_a_reason(env, capsys):
     assert main([*argv, "--force-new", "--reason", "looser chi2"]) == 0
     out = capsys.readouterr().out
     assert "supersedes " + str(env["ledger"].resolve()) in out and "reason: looser chi2" in out
+
+
+def test_a_failed_unblinding_leaves_a_trace_and_can_be_run_again(env):
+    _freeze(env)
+
+    def dies(*_):
+        raise RuntimeError("plotting failed after the counts were written")
+
+    with pytest.raises(RuntimeError, match="plotting failed"):
+        ub.unblind(env["ledger"], confirm=True, runner=dies)
+    (aborted,) = ub.read_audit_log(ub.default_audit_log(env["ledger"]))
+    assert aborted["kind"] == "unblinding-aborted" and "plotting failed" in aborted["error"]
+    assert ub.read_audit_log(env["registry"] / f"{aborted['dataset_sha256']}.jsonl") == [aborted]
+    res = ub.unblind(env["ledger"], confirm=True, runner=_fake_run(3))
+    assert res.ran and [r["kind"] for r in ub.read_audit_log(ub.default_audit_log(env["ledger"]))] == [
+        "unblinding-aborted", "unblinding"]

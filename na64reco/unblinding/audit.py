@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -129,6 +130,20 @@ def append_audit_record(path: str | Path, record: dict) -> dict:
         os.fsync(fh.fileno())
         _write_head(path, len(records) + 1, _sha(line))
     return rec
+
+
+def append_to_logs(required: Iterable[Path], optional: Iterable[Path], record: dict) -> None:
+    """Append ``record`` to every ``required`` log, and to the ``optional`` ones where they can be
+    written (a warning otherwise: e.g. a registry beside read-only data)."""
+    for log in dict.fromkeys(required):
+        append_audit_record(log, record)
+    for log in dict.fromkeys(optional):
+        try:
+            append_audit_record(log, record)
+        except BlindingError:
+            raise
+        except OSError as exc:
+            warnings.warn(f"could not append to {log}: {exc}", stacklevel=2)
 
 
 def find_records(logs: Iterable[str | Path], *, kind: str = "unblinding", state_sha256: str | None = None,

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from na64reco.errors import BlindingError, ConfigError, NA64Error
-from na64reco.unblinding.audit import AUDIT_FORMAT, append_audit_record, default_audit_log
+from na64reco.unblinding.audit import AUDIT_FORMAT, append_to_logs, default_audit_log
 from na64reco.unblinding.diff import Difference, diff_states
 from na64reco.unblinding.registry import registry_logs, unblinded_before, user_registry
 from na64reco.unblinding.state import analysis_state, dataset_hash, state_hash
@@ -130,9 +130,8 @@ def freeze(ledger_path: str | Path, *, processor: str, calib_tag: str, files: It
                   "time_utc": ledger["frozen_at"], "ledger": str(ledger_path.resolve()),
                   "ledger_sha256": ledger["ledger_sha256"], "state_sha256": ledger["state_sha256"],
                   "dataset_sha256": dataset_hash(state["files"]), "reason": reason, "supersedes": unblinded}
-        for log in [default_audit_log(ledger_path), *registry_logs(record["dataset_sha256"], state["files"],
-                                                                     registry, for_writing=True)]:
-            append_audit_record(log, record)
+        registries = registry_logs(record["dataset_sha256"], state["files"], registry, for_writing=True)
+        append_to_logs([default_audit_log(ledger_path), registries[0]], registries[1:], record)
     return ledger
 
 

@@ -12,7 +12,7 @@ from na64reco.errors import BlindingError
 from na64reco.unblinding.audit import (
     AUDIT_FORMAT,
     _json_default,
-    append_audit_record,
+    append_to_logs,
     default_audit_log,
     previous_unblinding,
 )
@@ -81,34 +81,42 @@ def unblind(ledger_path: str | Path, *, confirm: bool, output_dir: str | Path | 
                             f"({u['unblinded_at']} by {u['unblinded_by']}, ledger {u['ledger']}) that this ledger "
                             "does not supersede: use --force-new --reason '...' to record why it is opened again")
 
+    out_dir = Path(output_dir) if output_dir is not None else None
+    record = {
+        "format": AUDIT_FORMAT, "kind": "unblinding", "user": getpass.getuser(),
+        "ledger": str(ledger_path), "ledger_sha256": ledger["ledger_sha256"],
+        "state_sha256": ledger["state_sha256"], "dataset_sha256": dataset,
+        "processor": ledger["state"]["processor"]["name"],
+        "selection_sha256": ledger["state"]["selection"]["sha256"],
+        "calib_tag": ledger["state"]["calibration"]["tag"],
+        "code_version": ledger["state"]["code"]["version"],
+        "git_commit": current["code"].get("git_commit"),
+        "supersedes": ledger["supersedes"] + others,
+        "reason": "; ".join(r for r in (ledger.get("reason", ""), reason if others else "") if r),
+        "registry": str(user_registry(registry)),
+        "notes": [str(d) for d in diffs],
+        "output_dir": str(out_dir.resolve()) if out_dir else None,
+    }
+    registries = registry_logs(dataset, files, registry, for_writing=True)
+    write_to = ([*logs, registries[0]], registries[1:])  # required; beside the data if possible
     with unblinding_session(ledger_path, ledger) as token:
         earlier = previous_unblinding(ledger["state_sha256"], every_log)  # again, under the lock
         if earlier is not None:
             return UnblindingResult(earlier, ran=False)
-        out_dir = Path(output_dir) if output_dir is not None else None
-        result = (runner or run_unblinded)(ledger, token, out_dir)
-        record = {
-            "format": AUDIT_FORMAT, "kind": "unblinding", "user": getpass.getuser(),
-            "time_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-            "ledger": str(ledger_path), "ledger_sha256": ledger["ledger_sha256"],
-            "state_sha256": ledger["state_sha256"], "dataset_sha256": dataset,
-            "processor": ledger["state"]["processor"]["name"],
-            "selection_sha256": ledger["state"]["selection"]["sha256"],
-            "calib_tag": ledger["state"]["calibration"]["tag"],
-            "code_version": ledger["state"]["code"]["version"],
-            "git_commit": current["code"].get("git_commit"),
-            "supersedes": ledger["supersedes"] + others,
-            "reason": "; ".join(r for r in (ledger.get("reason", ""), reason if others else "") if r),
-            "registry": str(user_registry(registry)),
-            "notes": [str(d) for d in diffs],
-            "output_dir": str(out_dir.resolve()) if out_dir else None,
-            "result": result,
-        }
-        if out_dir is not None:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            with open(out_dir / "unblinded_counts.json", "x") as fh:
-                json.dump(record, fh, indent=1, sort_keys=True, default=_json_default)
-        for log in dict.fromkeys(logs + registry_logs(dataset, files, registry, for_writing=True)):
-            append_audit_record(log, record)
+        try:
+            result = (runner or run_unblinded)(ledger, token, out_dir)
+        except BaseException as exc:  # the box may be partly open: leave a trace, then fail
+            append_to_logs(*write_to, {**record, "kind": "unblinding-aborted", "time_utc": _now(),
+                               "error": f"{type(exc).__name__}: {exc}"})
+            raise
+        record = {**record, "time_utc": _now(), "result": result}
+        append_to_logs(*write_to, record)  # on the record before anything else can fail
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with open(out_dir / "unblinded_counts.json", "x") as fh:
+            json.dump(record, fh, indent=1, sort_keys=True, default=_json_default)
     return UnblindingResult(record, ran=True, output_dir=out_dir)
 
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
