@@ -538,3 +538,17 @@ def test_a_failed_unblinding_leaves_a_trace_and_can_be_run_again(env):
     res = ub.unblind(env["ledger"], confirm=True, runner=_fake_run(3))
     assert res.ran and [r["kind"] for r in ub.read_audit_log(ub.default_audit_log(env["ledger"]))] == [
         "unblinding-aborted", "unblinding"]
+
+
+def test_a_log_rewritten_with_a_valid_chain_disagrees_with_the_registry(env):
+    _freeze(env)
+    ub.unblind(env["ledger"], confirm=True, runner=_fake_run(3))
+    log = ub.default_audit_log(env["ledger"])
+    (rec,) = ub.read_audit_log(log)
+    log.unlink()
+    ub.audit.head_path(log).unlink()
+    rec.pop("prev_sha256")
+    rec["result"]["signal_box"]["events"] = 0
+    ub.append_audit_record(log, rec)  # a rewrite that recomputes the chain and the head
+    with pytest.raises(ub.AuditLogError, match="recorded differently in .*: one of them was edited"):
+        ub.unblind(env["ledger"], confirm=True, runner=_never)
