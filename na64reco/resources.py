@@ -2,7 +2,9 @@
 
 From a checkout (editable install) they sit beside the ``na64reco`` package; in a
 wheel they are carried inside it as ``na64reco/_data/``.  The environment variables
-``NA64RECO_CALIB`` and ``NA64RECO_SELECTIONS`` override both.
+``NA64RECO_CALIB`` and ``NA64RECO_SELECTIONS`` override both, except for what
+:func:`package_selections_dir` serves: the blinding's protected regions always come from
+the installed package.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from pathlib import Path
 _PACKAGE = Path(__file__).resolve().parent
 
 
-def _data_dir(name: str, env: str) -> Path:
-    if os.environ.get(env):
+def _data_dir(name: str, env: str | None) -> Path:
+    if env and os.environ.get(env):
         path = Path(os.environ[env])
         if not path.is_dir():
             raise FileNotFoundError(f"{env}={path} is not a directory")
@@ -24,7 +26,7 @@ def _data_dir(name: str, env: str) -> Path:
             return candidate
     raise FileNotFoundError(
         f"cannot find the {name}/ directory: looked in {_PACKAGE / '_data' / name} (wheel) and "
-        f"{_PACKAGE.parent / name} (checkout); set {env} to point at it"
+        f"{_PACKAGE.parent / name} (checkout)" + (f"; set {env} to point at it" if env else "")
     )
 
 
@@ -36,3 +38,8 @@ def calib_dir() -> Path:
 def selections_dir() -> Path:
     """Directory holding the cut-flow definitions."""
     return _data_dir("selections", "NA64RECO_SELECTIONS")
+
+
+def package_selections_dir() -> Path:
+    """The ``selections/`` directory of the installed package (``NA64RECO_SELECTIONS`` ignored)."""
+    return _data_dir("selections", None)

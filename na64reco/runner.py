@@ -42,7 +42,7 @@ from coffea import processor
 from coffea.nanoevents import BaseSchema
 
 from na64reco.config import load_yaml
-from na64reco.errors import ConfigError, NA64Error, RawFormatError, SetupMismatch
+from na64reco.errors import BlindingError, ConfigError, NA64Error, RawFormatError, SetupMismatch
 from na64reco.io.raw import event_branches, open_raw
 
 EXECUTORS = ("iterative", "futures", "dask")
@@ -229,6 +229,8 @@ def is_bad_file(exc: BaseException) -> bool:
 
     import uproot
 
+    if any(isinstance(e, BlindingError) for e in _chain(exc)):  # a refusal, never a bad file to skip
+        return False
     bad = (RawFormatError, SetupMismatch, OSError, EOFError, zlib.error, struct.error,
            uproot.exceptions.KeyInFileError, uproot.deserialization.DeserializationError)
     return any(isinstance(e, bad) for e in _chain(exc)) or any(

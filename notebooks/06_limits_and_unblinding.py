@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -108,8 +110,9 @@ selection = workdir / "na64mu_invisible.yaml"
 shutil.copy(selections_dir() / "na64mu_invisible.yaml", selection)
 ledger = workdir / "frozen" / "na64mu_demo.json"
 audit = workdir / "audit.jsonl"
+registry = workdir / "registry"  # a demonstration: not the user's registry of unblindings
 frozen = freeze(ledger, processor="na64mu_invisible", calib_tag="na64mu-default", files=[data],
-                selection=str(selection), note="notebook 06 demonstration on simulated data")
+                selection=str(selection), note="notebook 06 demonstration on simulated data", registry=registry)
 print("frozen state", frozen["state_sha256"][:12], "by", frozen["frozen_by"], "at", frozen["frozen_at"])
 print("ledger records:", sorted(frozen["state"]))
 
@@ -130,7 +133,7 @@ except BlindingError as exc:
 original = selection.read_text()
 _ = selection.write_text(original.replace("max: 80 GeV", "max: 90 GeV", 1))
 try:
-    unblind(ledger, confirm=True, output_dir=workdir / "unblinded", audit_log=audit)
+    unblind(ledger, confirm=True, output_dir=workdir / "unblinded", audit_log=audit, registry=registry)
 except BlindingError as exc:
     print("refused:", exc)
 _ = selection.write_text(original)
@@ -139,7 +142,7 @@ _ = selection.write_text(original)
 # Unblinding, once, with the audit log (a demonstration on simulated data):
 
 # %%
-result = unblind(ledger, confirm=True, output_dir=workdir / "unblinded", audit_log=audit)
+result = unblind(ledger, confirm=True, output_dir=workdir / "unblinded", audit_log=audit, registry=registry)
 print(format_result(result))
 display(Image(filename=str(workdir / "unblinded" / "plots" / "unblinded_unblinded_p_out.png")))
 
@@ -147,9 +150,24 @@ display(Image(filename=str(workdir / "unblinded" / "plots" / "unblinded_unblinde
 # Asking again returns the recorded result without running anything:
 
 # %%
-again = unblind(ledger, confirm=True, output_dir=workdir / "again", audit_log=audit)
+again = unblind(ledger, confirm=True, output_dir=workdir / "again", audit_log=audit, registry=registry)
 print("ran again:", again.ran)
 print(format_result(again).splitlines()[0])
 for record in read_audit_log(audit):
     print(json.dumps({k: record[k] for k in ("user", "time_utc", "state_sha256", "processor", "calib_tag")}))
     print("  observed in the box:", record["result"]["signal_box"]["events"])
+
+# %% [markdown]
+# Every log is hash-chained (each record carries the SHA-256 of the previous line; the first
+# one the ledger's hash) with a chain head beside it, and the unblinding is also in the
+# registry, keyed by the content of the data set: editing or deleting a log is refused, and
+# a new freeze of the same data anywhere needs `--force-new --reason`.
+
+# %%
+print("chain head:", (audit.parent / (audit.name + ".head")).read_text().strip())
+print("registry logs:", sorted(p.name for p in registry.glob("*.jsonl")))
+try:
+    freeze(workdir / "elsewhere" / "again.json", processor="na64mu_invisible", calib_tag="na64mu-default",
+           files=[data], selection=str(selection), registry=registry)
+except BlindingError as exc:
+    print("refused:", exc)

@@ -29,7 +29,7 @@ from coffea import processor
 
 from na64reco import __version__
 from na64reco.conditions import default_tag, load_conditions
-from na64reco.errors import ConfigError, NA64Error, RawFormatError, SetupMismatch
+from na64reco.errors import BlindingError, ConfigError, NA64Error, RawFormatError, SetupMismatch
 from na64reco.exposure import count_spills, merge_spill_counts, spill_exposure
 from na64reco.geometry import load_setup
 from na64reco.io.checksum import verify_chunk
@@ -288,7 +288,9 @@ class InvisibleProcessor(processor.ProcessorABC):
     unblind : ``None`` or an :class:`~na64reco.selection.blinding.UnblindingToken`;
         anything else raises :class:`~na64reco.errors.BlindingError`
     reco : reconstruction stage ``(events, setup, conditions, source) -> ak.Array``;
-        default :func:`reconstruct_stage` (the library's)
+        default :func:`reconstruct_stage` (the library's).  For simulation only: a data
+        chunk processed with it raises :class:`~na64reco.errors.BlindingError` (a
+        substitute reconstruction could move data events out of the signal box)
     """
 
     NAME = ""
@@ -409,6 +411,10 @@ class InvisibleProcessor(processor.ProcessorABC):
         return self._conditions[run]
 
     def reconstruct(self, events, conditions, info: FileInfo) -> ak.Array:
+        if self.reco is not None and info.is_data:
+            raise BlindingError(f"{info.path or 'a chunk without file metadata'} is data: the processor's reco= "
+                                "hook is refused for data (it could move events out of the signal box); "
+                                "it is for simulation only")
         nested = assemble_events(events, info.path or "<events>")
         stage = self.reco or reconstruct_stage
         reco = stage(nested, self.setup, conditions, info.path)

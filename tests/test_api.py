@@ -18,7 +18,7 @@ PUBLIC = {
     "na64reco.reco.tracking": ["reconstruct_tracks", "event_display"],
     "na64reco.display": ["draw_event"],
     "na64reco.selection": ["load_selection"],
-    "na64reco.selection.blinding": ["UnblindingToken", "apply_blinding", "load_protection"],
+    "na64reco.selection.blinding": ["UnblindingToken", "apply_blinding", "load_protection", "protection_path"],
     "na64reco.runner": ["run_files", "RunOptions", "save_outputs", "cutflow_summary", "load_fileset"],
     "na64reco.physics.darkbrem": ["dsigma_dx", "sigma_total", "x_pdf", "sample_x"],
     "na64reco.physics.gminus2": ["delta_a_mu", "g_band"],
@@ -26,7 +26,8 @@ PUBLIC = {
     "na64reco.stats.limits": ["cls_upper_limit", "poisson_upper_limit", "coupling_limit"],
     "na64reco.background": ["fit_tail", "misreconstruction_background", "mc_component", "BackgroundTable"],
     "na64reco.efficiency": [],
-    "na64reco.unblinding": ["freeze", "verify", "unblind"],
+    "na64reco.unblinding": ["freeze", "verify", "unblind", "read_audit_log", "format_result", "AuditLogError",
+                            "UnblindingResult", "user_registry"],
     "processors": ["get_processor"],
 }
 

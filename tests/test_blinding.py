@@ -7,18 +7,21 @@ is checked not to contain those events, whatever the cut order, entry point or o
 
 from __future__ import annotations
 
+import awkward as ak
 import numpy as np
 import pytest
 import yaml
 from coffea.nanoevents import BaseSchema, NanoEventsFactory
-from test_processors_synthetic import synthetic_reco, write_raw
+from test_processors_synthetic import synthetic_processor, synthetic_reco, write_raw
 
-from na64reco.errors import BlindingError
+from na64reco.errors import BlindingError, NA64Error
 from na64reco.selection import blinding as blinding_mod
 from na64reco.selection import load_selection
 from na64reco.selection.blinding import UnblindingToken
 from na64reco.selection.cuts import BLINDED, BOX, cut_masks
 from processors.na64mu_invisible import Processor
+
+SynthMu = synthetic_processor(Processor)  # the synthetic reco for data too (a test subclass)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +74,7 @@ def _assert_blind(out, n_box, n_total):
 
 
 def test_direct_process_call_on_a_data_chunk_is_blinded(files):
-    proc = Processor(reco=synthetic_reco)
+    proc = SynthMu()
     hidden, allcuts, _, candidates = _boxed(files["data"], proc.selection)
     assert candidates.sum() > 10 and (allcuts & ~hidden).sum() > 10   # both populations exist
     out = proc.process(_events(files["data"]))["d"]
@@ -83,7 +86,7 @@ def test_direct_process_call_on_a_data_chunk_is_blinded(files):
 
 
 def test_chunks_without_file_metadata_count_as_data(files):
-    proc = Processor(reco=synthetic_reco)
+    proc = SynthMu()
     ev = NanoEventsFactory.from_root({files["mc"]: "events"}, schemaclass=BaseSchema,
                                      mode="eager").events()
     ev.metadata.clear()
@@ -93,7 +96,7 @@ def test_chunks_without_file_metadata_count_as_data(files):
 
 
 def test_simulation_is_not_blinded(files):
-    proc = Processor(reco=synthetic_reco)
+    proc = SynthMu()
     _, _, _, candidates = _boxed(files["mc"], proc.selection)
     out = proc.process(_events(files["mc"]))["d"]
     assert not out["cutflow"].blinded
@@ -118,7 +121,7 @@ def _reordered(files, tmp_name, transform):
 ])
 def test_cut_order_and_sneaky_regions_cannot_open_the_box(files, transform):
     path = _reordered(files, "reordered.yaml", transform)
-    proc = Processor(path, reco=synthetic_reco)
+    proc = SynthMu(path)
     hidden, _, _, _ = _boxed(files["data"], load_selection("na64mu_invisible"))
     out = proc.process(_events(files["data"]))["d"]
     _assert_blind(out, hidden.sum(), 2000)
@@ -130,64 +133,146 @@ def test_cut_order_and_sneaky_regions_cannot_open_the_box(files, transform):
 @pytest.mark.parametrize("bad", [True, "yes", 1, {"token": "x"}, object()])
 def test_would_be_unblind_options_are_refused(bad):
     with pytest.raises(BlindingError, match="UnblindingToken"):
-        Processor(unblind=bad, reco=synthetic_reco)
+        Processor(unblind=bad)
 
 
-def test_tokens_cannot_be_forged_and_need_a_ledger(monkeypatch):
+def test_tokens_cannot_be_forged_or_asked_for():
     sel = load_selection("na64mu_invisible")
     with pytest.raises(BlindingError, match="cannot be made by hand"):
         UnblindingToken(sel.sha256, "ledger", {})
-    monkeypatch.setattr(blinding_mod, "_LEDGER_VALIDATOR", None)
-    with pytest.raises(BlindingError, match="ledger"):
-        UnblindingToken.from_ledger("ledger.yaml", sel)
+    with pytest.raises(BlindingError, match="issued only by"):
+        UnblindingToken.from_ledger("ledger.json", sel)
 
 
-def test_a_ledger_token_opens_only_its_own_selection_while_unblinding_runs(files, monkeypatch, tmp_path):
-    import json
+def _session(tmp_path, sel, state="5" * 64):
+    """An unblinding session as ``unblind()`` opens it (after its checks), for a stand-in ledger."""
+    from na64reco.unblinding.guard import unblinding_session
+
+    ledger = {"state_sha256": state, "state": {"selection": {"sha256": sel.sha256}}}
+    return unblinding_session(tmp_path / "ledger.json", ledger)
+
+
+def test_a_token_opens_only_its_own_selection_while_its_unblinding_runs(files, tmp_path):
     import pickle
 
+    import cloudpickle
+
     sel = load_selection("na64mu_invisible")
-    ledger = tmp_path / "ledger.json"
-    state = "5" * 64
-    ledger.write_text(json.dumps({"state_sha256": state, "state": {"selection": {"sha256": sel.sha256}}}))
-
-    def validator(path, selection):
-        frozen = json.loads(open(path).read())
-        if selection.sha256 != frozen["state"]["selection"]["sha256"]:
-            raise BlindingError(f"{path}: selection not frozen")
-        return {"state_sha256": frozen["state_sha256"]}
-
-    monkeypatch.setattr(blinding_mod, "_LEDGER_VALIDATOR", None)
-    blinding_mod.register_ledger_validator(validator)
-    token = UnblindingToken.from_ledger(str(ledger), sel)
-    with pytest.raises(BlindingError):
-        token.selection_sha256 = "0" * 64
-    # no unblinding in progress: the token (or a copy rebuilt from a pickle) opens nothing
-    with pytest.raises(BlindingError, match="outside a running"):
-        Processor(unblind=token, reco=synthetic_reco)
-    with pytest.raises(BlindingError, match="outside a running"):
-        Processor(unblind=pickle.loads(pickle.dumps(token)), reco=synthetic_reco)
-    lock = blinding_mod.unblinding_lock_path(ledger, state)
-    lock.write_text("test")
     other = _reordered(files, "other.yaml", lambda d: {**d, "cuts": d["cuts"][::-1]})
-    with pytest.raises(BlindingError, match="issued for"):
-        Processor(other, unblind=token, reco=synthetic_reco)
-    proc = pickle.loads(pickle.dumps(Processor(unblind=token, reco=synthetic_reco)))
     _, _, _, candidates = _boxed(files["data"], sel)
-    out = proc.process(_events(files["data"]))["d"]
-    assert not out["cutflow"].blinded and out["regions"][BOX].n == candidates.sum()
-    assert "UnblindingToken" in out["provenance"].unblinded_by
-    lock.unlink()  # the unblinding is over: the same processor is blind again
+    with _session(tmp_path, sel) as token:
+        with pytest.raises(BlindingError):
+            token.selection_sha256 = "0" * 64
+        with pytest.raises(BlindingError, match="issued for"):
+            SynthMu(other, unblind=token)
+        proc = pickle.loads(cloudpickle.dumps(SynthMu(unblind=token)))  # as the executors ship it
+        out = proc.process(_events(files["data"]))["d"]
+        assert not out["cutflow"].blinded and out["regions"][BOX].n == candidates.sum()
+        assert "UnblindingToken" in out["provenance"].unblinded_by
+        shipped = pickle.dumps(token)  # as the executor ships it during the unblinding
+    # the unblinding is over: the same processor, the token and every copy are blind again
     with pytest.raises(BlindingError, match="outside a running"):
         proc.process(_events(files["data"]))
-    ledger.write_text(json.dumps({"state_sha256": "6" * 64, "state": {"selection": {"sha256": sel.sha256}}}))
-    with pytest.raises(BlindingError, match="does not match the frozen state"):
-        token.check(sel)
+    with pytest.raises(BlindingError, match="outside a running"):
+        SynthMu(unblind=pickle.loads(shipped))
+
+
+def test_a_pickled_token_and_a_hand_made_lock_open_nothing(files, tmp_path):
+    """Issue 10: a token rebuilt from a pickle plus a hand-made lock file opened the box."""
+    import json
+    import os
+    import pickle
+
+    from na64reco.selection import token as token_mod
+
+    sel = load_selection("na64mu_invisible")
+    with _session(tmp_path, sel) as token:
+        pass
+    lock = token_mod.unblinding_lock_path(token.ledger, token.state_sha256)
+    lock.write_text(json.dumps({"pid": os.getpid(), "digest": token_mod.public_digest(token.mac)}))
+    rebuilt = pickle.loads(pickle.dumps(token))  # pickled outside the session: no secret
+    assert rebuilt._secret is None
+    for t in (token, rebuilt):
+        with pytest.raises(BlindingError, match="outside a running"):
+            SynthMu(unblind=t)
+    # a pickle that carries a made-up secret (and a matching MAC) is refused as well
+    fields = [getattr(token, n) for n in token.__slots__[:-1]]
+    fields[4] = token_mod._mac(b"x" * 32, token.state_sha256, token.selection_sha256, token.nonce)
+    forged = token_mod._rebuild_token(*fields, b"x" * 32)
+    lock.write_text(json.dumps({"pid": os.getpid(), "digest": token_mod.public_digest(forged.mac)}))
+    with pytest.raises(BlindingError, match="outside a running"):
+        SynthMu(unblind=forged)
+    out = SynthMu().process(_events(files["data"]))["d"]  # and the data stay blind
+    hidden, _, _, _ = _boxed(files["data"], sel)
+    _assert_blind(out, hidden.sum(), 2000)
+
+
+def _check_in_worker(payload, sha256):
+    import pickle
+    from types import SimpleNamespace
+
+    pickle.loads(payload).check(SimpleNamespace(sha256=sha256, source="selection"))
+    return "accepted"
+
+
+def test_workers_accept_the_token_only_while_their_unblinding_runs(tmp_path):
+    import pickle
+
+    import loky
+
+    sel = load_selection("na64mu_invisible")
+    with loky.ProcessPoolExecutor(max_workers=1) as pool:
+        with _session(tmp_path, sel) as token:
+            shipped = pickle.dumps(token)
+            assert pool.submit(_check_in_worker, shipped, sel.sha256).result() == "accepted"
+        with pytest.raises(BlindingError, match="outside a running"):
+            pool.submit(_check_in_worker, shipped, sel.sha256).result()
+
+
+def test_the_reco_hook_is_refused_for_data_and_allowed_for_simulation(files):
+    """Issue 10: ``Processor(reco=...)`` fed modified reconstructed events for data."""
+    from na64reco.runner import RunOptions, run_files
+
+    def moved(events, setup, conditions, source=""):  # every box event moved out of the box
+        reco = synthetic_reco(events, setup, conditions, source)
+        return ak.with_field(reco, reco["p_out"] + 200.0, "p_out")
+
+    with pytest.raises(BlindingError, match="reco= hook is refused for data"):
+        Processor(reco=moved).process(_events(files["data"]))
+    for skip in (False, True):  # a refusal is never a "bad file" to skip; one line naming the file
+        with pytest.raises(NA64Error, match=f"{files['data']}.*reco= hook is refused for data"):
+            run_files({"d": [files["data"]]}, RunOptions("na64mu_invisible", skip_bad_files=skip),
+                      processor_instance=Processor(reco=moved))
+    out = Processor(reco=moved).process(_events(files["mc"]))["d"]
+    assert out["regions"][BOX].n == 0  # for simulation the hook works (everything moved out)
+
+
+def test_a_redirected_selections_directory_does_not_move_the_protected_region(files, tmp_path, monkeypatch):
+    """Issue 10: NA64RECO_SELECTIONS pointing at a user-written blinding.yaml moved the region."""
+    from na64reco.resources import selections_dir
+
+    user = tmp_path / "mysel"
+    user.mkdir()
+    for name in ("na64mu_invisible.yaml", "na64e_invisible.yaml"):
+        (user / name).write_text((selections_dir() / name).read_text())
+    (user / "blinding.yaml").write_text(
+        "schema_version: 1\nsetups:\n  na64mu:\n    protected: {variable: p_out, max: 0.001 GeV}\n"
+        "  na64e:\n    protected: {variable: ecal_energy, max: 0.001 GeV}\n")
+    blinding_mod.load_protection.cache_clear()
+    monkeypatch.setenv("NA64RECO_SELECTIONS", str(user))
+    try:
+        assert blinding_mod.load_protection("na64mu").protected.max == pytest.approx(80.0)
+        proc = SynthMu()
+        assert proc.selection.source.startswith(str(user))  # selections do come from the user path
+        hidden, _, _, _ = _boxed(files["data"], proc.selection)
+        _assert_blind(proc.process(_events(files["data"]))["d"], hidden.sum(), 2000)
+    finally:
+        blinding_mod.load_protection.cache_clear()
 
 
 def test_a_selection_with_a_smaller_box_does_not_open_the_protected_region(files):
     path = _reordered(files, "smallbox.yaml", lambda d: {**d, "signal_box": {"variable": "p_out", "max": "1 GeV"}})
-    proc = Processor(path, reco=synthetic_reco)
+    proc = SynthMu(path)
     hidden, _, p_out, _ = _boxed(files["data"], load_selection("na64mu_invisible"))
     out = proc.process(_events(files["data"]))["d"]
     visible_controls = ((p_out < 80) & ~hidden).sum()      # box events where the VETO fired

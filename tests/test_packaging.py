@@ -26,6 +26,7 @@ def test_wheel_contains_packages_and_data(wheel):
     assert "na64reco/_data/calib/setups/na64mu.yaml" in names
     assert "na64reco/_data/calib/tags/na64mu-default.yaml" in names
     assert any(n.startswith("na64reco/_data/selections/") and n.endswith(".yaml") for n in names)
+    assert "na64reco/_data/selections/blinding.yaml" in names  # the protected regions travel with the package
 
 
 def test_installed_wheel_finds_its_data_outside_the_checkout(wheel, tmp_path):
@@ -35,11 +36,14 @@ def test_installed_wheel_finds_its_data_outside_the_checkout(wheel, tmp_path):
     code = (
         "import na64reco.resources as r, na64reco.geometry as g, na64reco.conditions as c;"
         "print(r.calib_dir()); print(r.selections_dir());"
-        "s = g.load_setup('na64mu'); print(len(c.load_conditions(s, 1).calo))"
+        "s = g.load_setup('na64mu'); print(len(c.load_conditions(s, 1).calo));"
+        "import na64reco.selection.blinding as b; print(b.protection_path())"
     )
-    env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}
+    # a user selections directory does not move the protected regions of the installed package
+    env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "NA64RECO_SELECTIONS": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    calib, selections, n_dets = out.stdout.split()
-    assert calib.startswith(str(site)) and selections.startswith(str(site))
+    calib, selections, n_dets, protection = out.stdout.split()
+    assert calib.startswith(str(site)) and selections == str(tmp_path)
+    assert protection == str(site / "na64reco" / "_data" / "selections" / "blinding.yaml")
     assert int(n_dets) == 9

@@ -12,7 +12,7 @@ import cloudpickle
 import numpy as np
 import pytest
 import test_processors_synthetic as synth
-from test_processors_synthetic import synthetic_reco, write_raw
+from test_processors_synthetic import synthetic_processor, synthetic_reco, write_raw
 
 from na64reco.runner import RunOptions, run_files
 from processors.na64e_invisible import Processor as EProcessor
@@ -27,6 +27,7 @@ def slow_reco(events, setup, conditions, source=""):
 
 
 cloudpickle.register_pickle_by_value(__import__(__name__))
+SynthMu, SynthE = synthetic_processor(Processor), synthetic_processor(EProcessor)  # data too: see there
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,7 @@ def _assert_same(a, b):
 @pytest.fixture(scope="module")
 def reference(fileset):
     return run_files(fileset, RunOptions("na64mu_invisible", chunksize=400),
-                     processor_instance=Processor(reco=synthetic_reco))
+                     processor_instance=SynthMu())
 
 
 def test_iterative_output_content(reference, fileset):
@@ -96,7 +97,7 @@ def test_iterative_output_content(reference, fileset):
 
 def test_chunking_does_not_change_the_result(reference, fileset):
     other = run_files(fileset, RunOptions("na64mu_invisible", chunksize=1000),
-                      processor_instance=Processor(reco=synthetic_reco))
+                      processor_instance=SynthMu())
     a, b = _snapshot(reference), _snapshot(other)
     for ds in ("mc", "data"):  # chunk counts differ, everything else agrees
         assert a.pop(f"{ds}/prov") == b.pop(f"{ds}/prov")
@@ -107,10 +108,10 @@ def test_futures_and_dask_agree_with_iterative(reference, fileset):
     ref = _snapshot(reference)
     fut = run_files(fileset, RunOptions("na64mu_invisible", executor="futures", workers=2,
                                         chunksize=400),
-                    processor_instance=Processor(reco=synthetic_reco))
+                    processor_instance=SynthMu())
     _assert_same(ref, _snapshot(fut))
     dsk = run_files(fileset, RunOptions("na64mu_invisible", executor="dask", workers=2, chunksize=400),
-                    processor_instance=Processor(reco=synthetic_reco))
+                    processor_instance=SynthMu())
     _assert_same(ref, _snapshot(dsk))
 
 
@@ -124,7 +125,7 @@ def test_dask_result_survives_a_killed_worker(reference, fileset):
         def go():
             result["out"] = run_files(fileset, RunOptions("na64mu_invisible", executor="dask",
                                                           chunksize=150, client=client),
-                                      processor_instance=Processor(reco=slow_reco))
+                                      processor_instance=synthetic_processor(Processor, slow_reco)())
 
         t = threading.Thread(target=go)
         t.start()
@@ -154,7 +155,7 @@ def test_na64e_processor_runs_and_blinds_data(tmp_path):
     mc = str(write_raw(tmp_path / "e_mc.root", setup="na64e", run=4, n_events=800))
     data = str(write_raw(tmp_path / "e_data.root", setup="na64e", run=4, n_events=800, truth=False))
     out = run_files({"mc": [mc], "data": [data]}, RunOptions("na64e_invisible", chunksize=300),
-                    processor_instance=EProcessor(reco=synthetic_reco))
+                    processor_instance=SynthE())
     assert out["mc"]["regions"]["signal_box"].n > 0
     assert out["data"]["regions"]["signal_box"].to_dict()["events"] == "blinded"
     assert out["data"]["hists"]["ecal_energy"][{"stage": "selected"}][:50j].values().sum() == 0

@@ -26,7 +26,7 @@ from na64reco.resources import calib_dir, selections_dir
 processors = pytest.importorskip("processors")
 pytest.importorskip("processors.base")
 pytest.importorskip("na64reco.runner")
-from na64reco.selection.blinding import UnblindingToken  # noqa: E402
+from na64reco.selection.blinding import UnblindingToken, protection_path  # noqa: E402
 
 PROC = "na64mu_invisible"
 TAG = "na64mu-default"
@@ -96,7 +96,8 @@ def env(tmp_path, monkeypatch):
     for name, root in ub.code_roots().items():
         shutil.copytree(root, code / name, ignore=shutil.ignore_patterns("__pycache__", "*.nbi", "*.nbc"))
     roots = {name: code / name for name in ub.code_roots()}
-    monkeypatch.setattr(ub, "code_roots", lambda: roots)
+    monkeypatch.setattr(ub.state, "code_roots", lambda: roots)
+    monkeypatch.setenv("NA64RECO_REGISTRY", str(tmp_path / "registry"))
     monkeypatch.setattr(processors.base, "reconstruct_stage", fake_reco)
     data = tmp_path / "data"
     data.mkdir()
@@ -104,7 +105,7 @@ def env(tmp_path, monkeypatch):
     ledger_dir = tmp_path / "frozen"
     ledger_dir.mkdir()
     return {"tmp": tmp_path, "calib": calib, "sel": sel, "code": code, "files": files,
-            "ledger": ledger_dir / "ledger.json", "events": np.arange(210)}
+            "ledger": ledger_dir / "ledger.json", "events": np.arange(210), "registry": tmp_path / "registry"}
 
 
 def _freeze(env, **kw):
@@ -115,7 +116,9 @@ def _freeze(env, **kw):
 # ----------------------------------------------------------------------------------------
 def test_code_state_covers_library_and_processors():
     st = ub.code_state()
-    assert "na64reco/unblinding.py" in st["source_files"]
+    assert "na64reco/unblinding/ledger.py" in st["source_files"]
+    assert "na64reco/selection/token.py" in st["source_files"]
+    assert st["source_files"]["protection/blinding.yaml"] == ub.sha256_file(protection_path())
     assert "na64reco/selection/blinding.py" in st["source_files"]
     assert "processors/base.py" in st["source_files"]
     assert not any("__pycache__" in p for p in st["source_files"])
@@ -187,15 +190,10 @@ def test_token_cannot_be_obtained_outside_unblind(env):
     from na64reco.selection.schema import load_selection
 
     _freeze(env)
-    ub._register()  # the installed validator is this module's (other tests may swap it)
     sel = load_selection(env["sel"])
     # a valid, verified ledger is still not enough: only unblind() issues tokens
     with pytest.raises(BlindingError, match="issued only by"):
         UnblindingToken.from_ledger(str(env["ledger"]), sel)
-    forged = env["tmp"] / "forged.json"
-    forged.write_text(json.dumps({"format": "na64reco-ledger", "state": {}}))
-    with pytest.raises(BlindingError):
-        UnblindingToken.from_ledger(str(forged), sel)
 
 
 def test_blinded_run_hides_the_box(env):
@@ -220,7 +218,6 @@ def test_unblind_requires_confirmation(env):
 def test_unblind_once_then_the_record(env):
     _freeze(env)
     log = ub.default_audit_log(env["ledger"])
-    log.write_text('{"format": "something-else", "note": "earlier line stays"}\n')
     out = env["tmp"] / "unblinded"
     res = ub.unblind(env["ledger"], confirm=True, output_dir=out)
     exp = expected_counts(env["events"])
@@ -231,10 +228,14 @@ def test_unblind_once_then_the_record(env):
     assert (out / "unblinded_counts.json").is_file()
     assert list((out / "plots").glob("*unblinded_p_out.png"))
     lines = log.read_text().splitlines()
-    assert lines[0] == '{"format": "something-else", "note": "earlier line stays"}'
-    rec = json.loads(lines[1])
+    rec = json.loads(lines[0])
     ledger = ub.read_ledger(env["ledger"])
     assert rec["ledger_sha256"] == ledger["ledger_sha256"] and rec["state_sha256"] == ledger["state_sha256"]
+    assert rec["prev_sha256"] == ledger["ledger_sha256"]  # the chain starts at the ledger
+    assert rec["dataset_sha256"] == ub.dataset_hash(ledger["state"]["files"])
+    # the same record in the user's registry and beside the data, keyed by the data set
+    for reg in ub.registry_logs(rec["dataset_sha256"], ledger["state"]["files"]):
+        assert ub.read_audit_log(reg) == [rec]
     assert rec["user"] and rec["time_utc"].endswith("+00:00")
     assert rec["result"]["signal_box"]["events"] == exp["signal_box"]
 
@@ -244,11 +245,11 @@ def test_unblind_once_then_the_record(env):
     again = ub.unblind(env["ledger"], confirm=True, output_dir=env["tmp"] / "again", runner=must_not_run)
     assert not again.ran and again.record == rec
     assert "unblinded before, on " + rec["time_utc"] in ub.format_result(again)
-    assert len(log.read_text().splitlines()) == 2  # nothing rewritten, nothing added
+    assert len(log.read_text().splitlines()) == 1  # nothing rewritten, nothing added
     # a new ledger of the same frozen state is the same analysis: still the record
     twin = env["ledger"].with_name("twin.json")
     ub.freeze(twin, processor=PROC, calib_tag=TAG, files=env["files"], selection=str(env["sel"]),
-              force_new=True)
+              force_new=True, reason="a second ledger of the same analysis")
     assert not ub.unblind(twin, confirm=True, runner=must_not_run).ran
 
 
@@ -374,3 +375,180 @@ def test_cli_unblind_refuses_a_changed_selection(env, capsys):
     assert main(["unblind", "--ledger", str(env["ledger"]), "--i-understand-this-opens-the-box"]) == 1
     err = capsys.readouterr().err
     assert "selection changed" in err and len(err.strip().splitlines()) == 1
+
+
+# ---- the record cannot be rewritten --------------------------------------------------------
+def _fake_run(n=3):
+    return lambda *a: {"signal_box": {"events": n}, "sidebands": {}, "n_beam": 1}
+
+
+def _never(*_):
+    raise AssertionError("must not run")
+
+
+def test_a_hand_edited_count_in_the_audit_log_is_refused(env):
+    """Issue 10: a hand-edited count in the audit log was believed."""
+    _freeze(env)
+    ub.unblind(env["ledger"], confirm=True, runner=_fake_run(3))
+    log = ub.default_audit_log(env["ledger"])
+    log.write_text(log.read_text().replace('"events":3', '"events":0'))
+    with pytest.raises(ub.AuditLogError, match=f"audit log {log} record 1 was edited"):
+        ub.unblind(env["ledger"], confirm=True, runner=_never)
+
+
+def test_an_edited_earlier_record_breaks_the_chain(env):
+    _freeze(env)
+    ub.unblind(env["ledger"], confirm=True, runner=_fake_run(3))
+    env["sel"].write_text(env["sel"].read_text().replace("max: 30", "max: 31", 1))
+    second = env["ledger"].with_name("retuned.json")
+    ub.freeze(second, processor=PROC, calib_tag=TAG, files=env["files"], selection=str(env["sel"]),
+              force_new=True, reason="chi2 cut loosened")
+    log = ub.default_audit_log(env["ledger"])
+    assert [r["kind"] for r in ub.read_audit_log(log)] == ["unblinding", "freeze-after-unblinding"]
+    lines = log.read_text().splitlines()
+    lines[0] = lines[0].replace('"events":3', '"events":1')
+    log.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ub.AuditLogError, match=f"audit log {log} record 2: the hash chain is broken"):
+        ub.read_audit_log(log)
+
+
+@pytest.mark.parametrize("how", ["truncated", "emptied", "deleted", "head_deleted", "line_added"])
+def test_a_truncated_or_deleted_audit_log_is_refused(env, how):
+    """Issue 10: deleting the log let `unblind` run again."""
+    _freeze(env)
+    ub.unblind(env["ledger"], confirm=True, runner=_fake_run(3))
+    log = ub.default_audit_log(env["ledger"])
+    first = log.read_text()
+    if how == "truncated":
+        log.write_text(first[: len(first) // 2])
+        expected = "record 1 is cut short"
+    elif how == "emptied":
+        log.write_text("")
+        expected = "holds 0 record.*record 1 onwards was removed"
+    elif how == "deleted":
+        log.unlink()
+        expected = "was deleted: its chain head"
+    elif how == "head_deleted":
+        ub.audit.head_path(log).unlink()
+        expected = "chain head .* is missing"
+    else:
+        rec = json.loads(first)
+        rec["prev_sha256"] = "0" * 64
+        log.write_text(first + ub.audit.canonical_line(rec) + "\n")
+        expected = "record 2"
+    with pytest.raises(ub.AuditLogError, match=expected):
+        ub.unblind(env["ledger"], confirm=True, runner=_never)
+
+
+def test_deleting_log_and_head_or_copying_the_ledger_does_not_reopen_the_box(env):
+    """Issue 10: deleting the log, or copying the ledger to another directory, let `unblind` run again."""
+    _freeze(env)
+    first = ub.unblind(env["ledger"], confirm=True, runner=_fake_run(3))
+    elsewhere = env["tmp"] / "copy" / "ledger.json"
+    elsewhere.parent.mkdir()
+    shutil.copy(env["ledger"], elsewhere)
+    again = ub.unblind(elsewhere, confirm=True, runner=_never)
+    assert not again.ran and again.observed == 3 and again.record["time_utc"] == first.record["time_utc"]
+    log = ub.default_audit_log(env["ledger"])
+    log.unlink()
+    ub.audit.head_path(log).unlink()
+    assert not ub.unblind(env["ledger"], confirm=True, runner=_never).ran  # the registries remember
+
+
+def test_the_user_registry_alone_remembers_copied_data(env):
+    _freeze(env)
+    ub.unblind(env["ledger"], confirm=True, runner=_fake_run(3))
+    moved = env["tmp"] / "moved"
+    moved.mkdir()
+    files = [shutil.copy(f, moved / f.name) for f in env["files"]]  # same content, no registry beside
+    ledger = env["tmp"] / "other" / "ledger.json"
+    with pytest.raises(BlindingError, match="unblinded before .*--force-new --reason"):
+        ub.freeze(ledger, processor=PROC, calib_tag=TAG, files=files, selection=str(env["sel"]))
+    assert not ledger.exists()
+    new = ub.freeze(ledger, processor=PROC, calib_tag=TAG, files=files, selection=str(env["sel"]),
+                    force_new=True, reason="data moved to new storage")
+    assert [s["ledger"] for s in new["supersedes"]] == [str(env["ledger"].resolve())]
+    res = ub.unblind(ledger, confirm=True, runner=_fake_run(3))  # on the record, with its reason
+    assert res.ran and res.record["supersedes"] == new["supersedes"] and res.record["reason"] == new["reason"]
+
+
+def test_refreezing_retuned_cuts_elsewhere_supersedes_the_unblinding(env):
+    """Issue 10: re-tuning a cut and freezing into a new directory gave a fresh unblinding with
+    "supersedes": []."""
+    _freeze(env)
+    first = ub.unblind(env["ledger"], confirm=True, runner=_fake_run(3))
+    env["sel"].write_text(env["sel"].read_text().replace("max: 30", "max: 31", 1))
+    ledger = env["tmp"] / "elsewhere" / "retuned.json"
+    kw = dict(processor=PROC, calib_tag=TAG, files=env["files"], selection=str(env["sel"]))
+    with pytest.raises(BlindingError, match="unblinded before"):
+        ub.freeze(ledger, **kw)
+    with pytest.raises(BlindingError, match="needs --reason"):
+        ub.freeze(ledger, force_new=True, **kw)
+    new = ub.freeze(ledger, force_new=True, reason="chi2 cut loosened after unblinding", **kw)
+    assert new["supersedes"] == [{"ledger": str(env["ledger"].resolve()),
+                                  "state_sha256": first.record["state_sha256"],
+                                  "unblinded_at": first.record["time_utc"], "unblinded_by": first.record["user"]}]
+    assert new["reason"] == "chi2 cut loosened after unblinding"
+    (noted,) = ub.read_audit_log(ub.default_audit_log(ledger))
+    assert noted["kind"] == "freeze-after-unblinding" and noted["reason"] == new["reason"]
+    res = ub.unblind(ledger, confirm=True, runner=_fake_run(5))
+    assert res.ran and res.record["supersedes"] == new["supersedes"] and res.record["reason"] == new["reason"]
+    assert "supersedes " + str(env["ledger"].resolve()) in ub.format_result(res)
+
+
+def test_a_ledger_frozen_before_another_unblinding_needs_force_new_to_unblind(env):
+    _freeze(env)
+    env["sel"].write_text(env["sel"].read_text().replace("max: 30", "max: 31", 1))
+    other = env["tmp"] / "team_b" / "ledger.json"
+    ub.freeze(other, processor=PROC, calib_tag=TAG, files=env["files"], selection=str(env["sel"]))
+    ub.unblind(other, confirm=True, runner=_fake_run(4))
+    env["sel"].write_text(env["sel"].read_text().replace("max: 31", "max: 30", 1))
+    with pytest.raises(BlindingError, match="unblinded before with another frozen state"):
+        ub.unblind(env["ledger"], confirm=True, runner=_never)
+    res = ub.unblind(env["ledger"], confirm=True, force_new=True, reason="the nominal analysis", runner=_fake_run(3))
+    assert res.ran and res.record["supersedes"][0]["ledger"] == str(other.resolve())
+    assert res.record["reason"] == "the nominal analysis"
+
+
+def test_cli_force_new_with_a_reason(env, capsys):
+    _freeze(env)
+    assert main(["unblind", "--ledger", str(env["ledger"]), "--i-understand-this-opens-the-box"]) == 0
+    env["sel"].write_text(env["sel"].read_text().replace("max: 30", "max: 31", 1))
+    argv = ["freeze", "--processor", PROC, "--calib-tag", TAG, "--selection", str(env["sel"]),
+            "--ledger", str(env["tmp"] / "new" / "l.json"), *map(str, env["files"])]
+    capsys.readouterr()
+    assert main(argv) == 1
+    assert "--force-new --reason" in capsys.readouterr().err
+    assert main([*argv, "--force-new", "--reason", "looser chi2"]) == 0
+    out = capsys.readouterr().out
+    assert "supersedes " + str(env["ledger"].resolve()) in out and "reason: looser chi2" in out
+
+
+def test_a_failed_unblinding_leaves_a_trace_and_can_be_run_again(env):
+    _freeze(env)
+
+    def dies(*_):
+        raise RuntimeError("plotting failed after the counts were written")
+
+    with pytest.raises(RuntimeError, match="plotting failed"):
+        ub.unblind(env["ledger"], confirm=True, runner=dies)
+    (aborted,) = ub.read_audit_log(ub.default_audit_log(env["ledger"]))
+    assert aborted["kind"] == "unblinding-aborted" and "plotting failed" in aborted["error"]
+    assert ub.read_audit_log(env["registry"] / f"{aborted['dataset_sha256']}.jsonl") == [aborted]
+    res = ub.unblind(env["ledger"], confirm=True, runner=_fake_run(3))
+    assert res.ran and [r["kind"] for r in ub.read_audit_log(ub.default_audit_log(env["ledger"]))] == [
+        "unblinding-aborted", "unblinding"]
+
+
+def test_a_log_rewritten_with_a_valid_chain_disagrees_with_the_registry(env):
+    _freeze(env)
+    ub.unblind(env["ledger"], confirm=True, runner=_fake_run(3))
+    log = ub.default_audit_log(env["ledger"])
+    (rec,) = ub.read_audit_log(log)
+    log.unlink()
+    ub.audit.head_path(log).unlink()
+    rec.pop("prev_sha256")
+    rec["result"]["signal_box"]["events"] = 0
+    ub.append_audit_record(log, rec)  # a rewrite that recomputes the chain and the head
+    with pytest.raises(ub.AuditLogError, match="recorded differently in .*: one of them was edited"):
+        ub.unblind(env["ledger"], confirm=True, runner=_never)

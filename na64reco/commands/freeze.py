@@ -33,6 +33,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--force-new", action="store_true",
                         help="freeze again although a ledger for this processor and these files exists "
                              "(the new ledger records that it supersedes it)")
+    parser.add_argument("--reason", default="",
+                        help="why the data are frozen again (required with --force-new when they were unblinded "
+                             "before; recorded in the ledger and the unblinding logs)")
+    parser.add_argument("--registry", metavar="DIR",
+                        help="registry of unblindings (default: $NA64RECO_REGISTRY, else "
+                             "~/.local/share/na64reco/unblindings)")
     parser.add_argument("--note", default="", help="free text stored in the ledger")
     parser.add_argument("files", nargs="+", metavar="FILES", help="raw files the analysis will unblind")
 
@@ -47,7 +53,8 @@ def run(args) -> int:
     if not isinstance(options, dict):
         raise ConfigError(f"--options must be a JSON object, got {args.options!r}")
     ledger = freeze(args.ledger, processor=args.processor, calib_tag=args.calib_tag, files=args.files,
-                    selection=args.selection, options=options, force_new=args.force_new, note=args.note)
+                    selection=args.selection, options=options, force_new=args.force_new, note=args.note,
+                    reason=args.reason, registry=args.registry)
     st = ledger["state"]
     print(f"frozen {st['processor']['name']} into {args.ledger}: state {ledger['state_sha256'][:16]}")
     print(f"  selection {st['selection']['path']} (sha256 {st['selection']['sha256'][:12]})")
@@ -57,5 +64,8 @@ def run(args) -> int:
           f"sources {st['code']['source_sha256'][:12]} ({len(st['code']['source_files'])} files)")
     print(f"  {len(st['files'])} input files, {sum(f['size'] for f in st['files'])} bytes")
     for old in ledger["supersedes"]:
-        print(f"  supersedes {old['ledger']} (frozen {old['frozen_at']})")
+        when = f"unblinded {old['unblinded_at']}" if "unblinded_at" in old else f"frozen {old['frozen_at']}"
+        print(f"  supersedes {old['ledger']} ({when})")
+    if ledger.get("reason"):
+        print(f"  reason: {ledger['reason']}")
     return 0

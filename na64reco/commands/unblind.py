@@ -27,11 +27,19 @@ def add_arguments(parser) -> None:
     parser.add_argument("--audit-log", metavar="FILE",
                         help="additional audit log (JSON lines, append-only); the log beside the "
                              "ledger is always written")
+    parser.add_argument("--force-new", action="store_true",
+                        help="unblind although the same data were unblinded with another frozen state that "
+                             "this ledger does not supersede (needs --reason)")
+    parser.add_argument("--reason", default="", help="why (with --force-new; recorded in the audit logs)")
+    parser.add_argument("--registry", metavar="DIR",
+                        help="registry of unblindings (default: $NA64RECO_REGISTRY, else "
+                             "~/.local/share/na64reco/unblindings)")
 
 
 def run(args) -> int:
     from na64reco.unblinding import format_result, unblind
 
-    res = unblind(args.ledger, confirm=args.confirm, output_dir=args.output, audit_log=args.audit_log)
+    res = unblind(args.ledger, confirm=args.confirm, output_dir=args.output, audit_log=args.audit_log,
+                  registry=args.registry, force_new=args.force_new, reason=args.reason)
     print(format_result(res))
     return 0

@@ -1,0 +1,46 @@
+"""The unblinding session: the lock beside the ledger and the token bound to an in-memory secret.
+
+:func:`unblinding_session` is the only caller of :func:`na64reco.selection.token._open_session`.
+While it is open, the lock file ``.unblinding-<state>.lock`` beside the ledger exists (it
+also stops a concurrent unblinding of the same frozen state) and holds the user, time,
+host, this process's id and the public digest of the token's MAC -- nothing that could
+rebuild the token.  When it closes, the secret is forgotten and the lock removed, so
+every copy of the token is dead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import getpass
+import json
+import os
+import socket
+from pathlib import Path
+
+from na64reco.errors import BlindingError
+from na64reco.selection.token import _close_session, _open_session, public_digest, unblinding_lock_path
+
+
+@contextlib.contextmanager
+def unblinding_session(ledger_path: str | Path, ledger: dict):
+    """Lock the frozen state and yield its :class:`~na64reco.selection.token.UnblindingToken`."""
+    state = ledger["state_sha256"]
+    token = _open_session(ledger_path, state, ledger["state"]["selection"]["sha256"])
+    lock = unblinding_lock_path(ledger_path, state)
+    try:
+        try:
+            fh = open(lock, "x")  # one unblinding of a frozen state at a time
+        except FileExistsError:
+            raise BlindingError(f"an unblinding of this frozen state is in progress ({lock} exists: "
+                                f"{lock.read_text().strip()}); remove the lock only if that run died") from None
+        with fh:
+            json.dump({"user": getpass.getuser(), "host": socket.gethostname(), "pid": os.getpid(),
+                       "time_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+                       "digest": public_digest(token.mac)}, fh)
+        try:
+            yield token
+        finally:
+            lock.unlink(missing_ok=True)
+    finally:
+        _close_session(token)

@@ -1,0 +1,128 @@
+"""What an unblinding produces: the run over the frozen files, its counts, plots and summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from na64reco.errors import BlindingError
+from na64reco.unblinding.state import state_hash
+
+
+def _result_from_output(out: dict) -> dict:
+    """Counts of the unblinded run: signal box and sidebands per dataset and in total."""
+    datasets = {}
+    for name, acc in out.items():
+        if "regions" not in acc:
+            datasets[name] = {"events_processed": 0}
+            continue
+        prov = acc["provenance"]
+        regions = {k: v.to_dict() for k, v in acc["regions"].items()}
+        datasets[name] = {"regions": regions, "n_beam": int(prov.n_beam),
+                          "events_processed": int(prov.events_processed),
+                          "events_skipped": int(prov.events_skipped),
+                          "unblinded_by": prov.unblinded_by}
+    from na64reco.selection.cuts import BLINDED, BOX
+
+    total: dict[str, dict] = {}
+    for d in datasets.values():
+        for region, r in d.get("regions", {}).items():
+            if r["events"] == BLINDED:
+                raise BlindingError(f"region {region} is still blinded after unblinding: the processor "
+                                    "did not accept the token")
+            t = total.setdefault(region, {"events": 0})
+            t["events"] += int(r["events"])
+    return {"signal_box": total.get(BOX, {"events": 0}),
+            "sidebands": {k: v for k, v in total.items() if k != BOX},
+            "n_beam": sum(d.get("n_beam", 0) for d in datasets.values()),
+            "datasets": datasets}
+
+
+def run_unblinded(ledger: dict, token, output_dir: Path | None) -> dict:
+    """Run the frozen processor with ``token`` over the frozen files; write outputs."""
+    from na64reco.runner import RunOptions, make_processor, run_files, save_outputs
+
+    st = ledger["state"]
+    opts = RunOptions(processor=st["processor"]["name"], calib_tag=st["calibration"]["tag"],
+                      selection=st["selection"]["path"], **st["processor"]["options"])
+    proc = make_processor(opts, unblind=token)
+    out = run_files({"unblinded": [f["path"] for f in st["files"]]}, opts, processor_instance=proc)
+    result = _result_from_output(out)
+    if output_dir is not None:
+        save_outputs(out, output_dir, plots=False)  # output.coffea, hists.root, cut-flow, provenance
+        _final_plots(out, st, output_dir / "plots")
+    return result
+
+
+def _final_plots(out: dict, state: dict, plot_dir: Path) -> None:
+    """Unblinded cut-flow, N-1 of each cut, and the box variable with box and sidebands."""
+    import matplotlib.pyplot as plt
+    import mplhep
+
+    from na64reco.plotting import plot_cutflow, plot_hist1d
+    from na64reco.selection.cuts import BOX
+    from na64reco.selection.schema import load_selection
+
+    sel = load_selection(state["selection"]["path"])
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    for dataset, acc in out.items():
+        h = acc.get("nminus1", {}).get(BOX)
+        if h is None:
+            continue
+        plot_cutflow(acc["cutflow"], f"{dataset}: cut-flow (unblinded)", plot_dir / f"{dataset}_cutflow.png")
+        for name, hn in acc["nminus1"].items():
+            if name == BOX:
+                continue
+            cut = sel.cut(name)
+            lo, hi = (cut.value, cut.value + 1) if cut.type == "equal" else (cut.min, cut.max)
+            if "module" in hn.axes.name:
+                hn = hn.project(hn.axes[-1].name)
+            plot_hist1d(hn, f"{dataset}: N-1 {name} ({cut.variable}), unblinded",
+                        plot_dir / f"{dataset}_nminus1_{name}.png", lo=lo, hi=hi)
+        fig, ax = plt.subplots(figsize=(7, 5))
+        mplhep.histplot(h, ax=ax, histtype="errorbar", color="k", label="data (unblinded)")
+        box = sel.signal_box
+        lo = box.min if box.min is not None else h.axes[0].edges[0]
+        hi = box.max if box.max is not None else h.axes[0].edges[-1]
+        ax.axvspan(lo, hi, color="tab:red", alpha=0.15, label=f"signal box ({box.text})")
+        for sb in sel.sidebands:
+            if sb.fails is None and sb.variable == box.variable:
+                ax.axvspan(sb.min if sb.min is not None else lo, sb.max if sb.max is not None else hi,
+                           color="tab:blue", alpha=0.1, label=f"sideband {sb.name}")
+        ax.set_yscale("log")
+        ax.set_ylim(bottom=0.5)
+        ax.set_xlabel(h.axes[0].label)
+        ax.set_ylabel("events")
+        ax.set_title(f"{state['processor']['name']}: {dataset}, unblinded "
+                     f"(state {state_hash(state)[:12]})", fontsize=9)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(plot_dir / f"{dataset}_unblinded_{box.variable}.png", dpi=100)
+        plt.close(fig)
+
+
+def format_result(res) -> str:
+    """Text summary of an :class:`~na64reco.unblinding.procedure.UnblindingResult`."""
+    rec = res.record
+    r = rec["result"]
+    lines = []
+    if not res.ran:
+        lines.append(f"this frozen state was unblinded before, on {rec['time_utc']} by {rec['user']}; "
+                     "the recorded result is shown (nothing was re-run)")
+        for change in res.changed_since:
+            lines.append(f"warning: since then, {change} (a new result needs a new freeze: "
+                         "na64reco freeze --force-new)")
+    lines.append(f"ledger {rec['ledger']} (state {rec['state_sha256'][:12]}), processor {rec['processor']}")
+    lines.append(f"signal box: {r['signal_box']['events']} observed events")
+    for name, v in r.get("sidebands", {}).items():
+        lines.append(f"sideband {name}: {v['events']} events")
+    lines.append(f"beam particles on target: {r.get('n_beam', 0)}")
+    for old in rec.get("supersedes", []):
+        when = old.get("unblinded_at") or old.get("frozen_at")
+        lines.append(f"supersedes {old['ledger']} (state {old['state_sha256'][:12]}, {when})")
+    if rec.get("reason"):
+        lines.append(f"reason: {rec['reason']}")
+    for note in rec.get("notes", []):
+        lines.append(f"note: {note}")
+    if res.ran and rec.get("output_dir"):
+        lines.append(f"outputs in {rec['output_dir']}")
+    return "\n".join(lines)

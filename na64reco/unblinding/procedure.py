@@ -1,0 +1,122 @@
+"""``unblind()``: open the signal box of a frozen analysis, once, on the record."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import getpass
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from na64reco.errors import BlindingError
+from na64reco.unblinding.audit import (
+    AUDIT_FORMAT,
+    _json_default,
+    append_to_logs,
+    default_audit_log,
+    previous_unblinding,
+)
+from na64reco.unblinding.guard import unblinding_session
+from na64reco.unblinding.ledger import read_ledger, verify
+from na64reco.unblinding.outputs import run_unblinded
+from na64reco.unblinding.registry import registry_logs, unblinded_before, user_registry
+from na64reco.unblinding.state import dataset_hash
+
+
+@dataclass
+class UnblindingResult:
+    """What :func:`unblind` returns: the recorded counts and whether this call ran."""
+
+    record: dict
+    ran: bool            # False: the state was unblinded before, ``record`` is that record
+    output_dir: Path | None = None
+    changed_since: list[str] = field(default_factory=list)  # differences found now (ran=False)
+
+    @property
+    def observed(self) -> int:
+        return int(self.record["result"]["signal_box"]["events"])
+
+
+def unblind(ledger_path: str | Path, *, confirm: bool, output_dir: str | Path | None = None,
+            audit_log: str | Path | None = None, roots: dict[str, Path] | None = None, runner=None,
+            registry: str | Path | None = None, force_new: bool = False, reason: str = "") -> UnblindingResult:
+    """Open the signal box of a frozen analysis, once, on the record.
+
+    Refuses (:class:`BlindingError`) without ``confirm``, if the ledger was edited, if an
+    audit or registry log fails its hash chain, or if the current state differs from the
+    frozen one (each difference is named).  If the frozen state was unblinded before (in
+    the log beside the ledger, ``audit_log`` or a registry of its data set), returns that
+    record without running (differences found now are listed in ``changed_since``).  If
+    the same data set was unblinded with another frozen state that the ledger does not
+    supersede, ``force_new`` and a ``reason`` are required.  Otherwise runs the processor
+    with a token valid only during this call, writes outputs to ``output_dir`` and appends
+    the record to every log.  ``runner(ledger, token, output_dir) -> result`` replaces
+    :func:`~na64reco.unblinding.outputs.run_unblinded` (tests).
+    """
+    if not confirm:
+        raise BlindingError("unblinding opens the signal box for good: confirm with "
+                            "--i-understand-this-opens-the-box")
+    ledger_path = Path(ledger_path).resolve()
+    frozen = read_ledger(ledger_path)
+    files = frozen["state"]["files"]
+    dataset = dataset_hash(files)
+    logs = [default_audit_log(ledger_path)]
+    if audit_log is not None and Path(audit_log).resolve() != logs[0]:
+        logs.insert(0, Path(audit_log).resolve())
+    every_log = logs + registry_logs(dataset, files, registry)
+    earlier = previous_unblinding(frozen["state_sha256"], every_log)
+    ledger, current, diffs = verify(ledger_path, roots=roots)
+    blocking = [d for d in diffs if d.blocking]
+    if earlier is not None:  # on the record already: show it, never re-run
+        return UnblindingResult(earlier, ran=False, changed_since=[str(d) for d in blocking])
+    if blocking:
+        raise BlindingError(f"the analysis differs from the frozen state in {ledger_path.name} "
+                            f"(frozen {ledger['frozen_at']} by {ledger['frozen_by']}): "
+                            + "; ".join(str(d) for d in blocking))
+    superseded = {s["state_sha256"] for s in ledger["supersedes"]}
+    others = [u for u in unblinded_before(ledger["state"], registry) if u["state_sha256"] not in superseded]
+    if others and not (force_new and reason.strip()):
+        u = others[0]
+        raise BlindingError(f"the data set of {ledger_path.name} was unblinded before with another frozen state "
+                            f"({u['unblinded_at']} by {u['unblinded_by']}, ledger {u['ledger']}) that this ledger "
+                            "does not supersede: use --force-new --reason '...' to record why it is opened again")
+
+    out_dir = Path(output_dir) if output_dir is not None else None
+    record = {
+        "format": AUDIT_FORMAT, "kind": "unblinding", "user": getpass.getuser(),
+        "ledger": str(ledger_path), "ledger_sha256": ledger["ledger_sha256"],
+        "state_sha256": ledger["state_sha256"], "dataset_sha256": dataset,
+        "processor": ledger["state"]["processor"]["name"],
+        "selection_sha256": ledger["state"]["selection"]["sha256"],
+        "calib_tag": ledger["state"]["calibration"]["tag"],
+        "code_version": ledger["state"]["code"]["version"],
+        "git_commit": current["code"].get("git_commit"),
+        "supersedes": ledger["supersedes"] + others,
+        "reason": "; ".join(r for r in (ledger.get("reason", ""), reason if others else "") if r),
+        "registry": str(user_registry(registry)),
+        "notes": [str(d) for d in diffs],
+        "output_dir": str(out_dir.resolve()) if out_dir else None,
+    }
+    registries = registry_logs(dataset, files, registry, for_writing=True)
+    write_to = ([*logs, registries[0]], registries[1:])  # required; beside the data if possible
+    with unblinding_session(ledger_path, ledger) as token:
+        earlier = previous_unblinding(ledger["state_sha256"], every_log)  # again, under the lock
+        if earlier is not None:
+            return UnblindingResult(earlier, ran=False)
+        try:
+            result = (runner or run_unblinded)(ledger, token, out_dir)
+        except BaseException as exc:  # the box may be partly open: leave a trace, then fail
+            append_to_logs(*write_to, {**record, "kind": "unblinding-aborted", "time_utc": _now(),
+                               "error": f"{type(exc).__name__}: {exc}"})
+            raise
+        record = {**record, "time_utc": _now(), "result": result}
+        append_to_logs(*write_to, record)  # on the record before anything else can fail
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with open(out_dir / "unblinded_counts.json", "x") as fh:
+            json.dump(record, fh, indent=1, sort_keys=True, default=_json_default)
+    return UnblindingResult(record, ran=True, output_dir=out_dir)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")

@@ -1,0 +1,58 @@
+"""The registry of unblindings, keyed by the content of the data set they opened.
+
+Copying a ledger to another directory, deleting the audit log beside it, or freezing
+the same data anew elsewhere does not make the data blind again: every unblinding is
+also appended to ``<registry>/<dataset sha256>.jsonl`` (hash-chained like an audit log,
+:mod:`na64reco.unblinding.audit`), where the data-set hash is the SHA-256 of the sorted
+SHA-256s of its files (:func:`~na64reco.unblinding.state.dataset_hash`), so copies and
+renames of the files are the same data set.  The registries are
+
+* the user's: ``registry=`` / ``--registry``, else ``$NA64RECO_REGISTRY``, else
+  ``$XDG_DATA_HOME/na64reco/unblindings`` (``~/.local/share/na64reco/unblindings``);
+* ``.na64reco-unblindings/`` beside the data files, wherever that can be written.
+
+Pointing the registry elsewhere is possible (tests do it) but leaves a trace: the ledger
+and every record name the registry they used.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from na64reco.unblinding.audit import find_records
+from na64reco.unblinding.state import dataset_hash
+
+REGISTRY_ENV = "NA64RECO_REGISTRY"
+BESIDE_DATA = ".na64reco-unblindings"
+
+
+def user_registry(registry: str | Path | None = None) -> Path:
+    """The user's registry directory (``registry``, ``$NA64RECO_REGISTRY`` or the XDG default)."""
+    if registry is not None:
+        return Path(registry).expanduser().resolve()
+    if os.environ.get(REGISTRY_ENV):
+        return Path(os.environ[REGISTRY_ENV]).expanduser().resolve()
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "na64reco" / "unblindings"
+
+
+def registry_logs(dataset_sha256: str, files: list[dict], registry: str | Path | None = None, *,
+                  for_writing: bool = False) -> list[Path]:
+    """The registry logs of a data set: the user's, and beside the data (existing, or writable
+    when ``for_writing``)."""
+    dirs = [user_registry(registry)]
+    for parent in sorted({Path(f["path"]).parent for f in files}):
+        beside = parent / BESIDE_DATA
+        if beside.is_dir() or (for_writing and os.access(parent, os.W_OK)):
+            dirs.append(beside)
+    return [d / f"{dataset_sha256}.jsonl" for d in dict.fromkeys(dirs)]
+
+
+def unblinded_before(state: dict, registry: str | Path | None = None) -> list[dict]:
+    """Recorded unblindings of the data set of ``state`` (any frozen state), one per state."""
+    dataset = dataset_hash(state["files"])
+    found = find_records(registry_logs(dataset, state["files"], registry), dataset_sha256=dataset)
+    by_state = {rec["state_sha256"]: rec for _, rec in reversed(found)}
+    return [{"ledger": r["ledger"], "state_sha256": s, "unblinded_at": r["time_utc"], "unblinded_by": r["user"]}
+            for s, r in by_state.items()]
