@@ -119,6 +119,8 @@ class RawWriter:
     def _extend(self, tree: str, arrays: dict, flat: dict[str, np.ndarray], n: int) -> None:
         """Append ``n`` entries to ``tree`` and their block of content sums (``flat``: the
         flattened content of every branch) to ``<tree>_sums``."""
+        if n == 0:
+            return  # an empty block would check nothing
         start = self.entries[tree]
         sums = {"entry_start": np.array([start], np.int64), "entry_stop": np.array([start + n], np.int64)}
         sums.update({b: np.array([content_sum(v)], np.uint64) for b, v in flat.items()})
