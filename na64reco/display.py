@@ -136,7 +136,7 @@ def _draw_view(ax, coord: str, setup, trk: dict, cells, mappable) -> None:
         total[det.name] = total.get(det.name, 0.0) + e
     for det, z, depth, c, size, e in cells:
         ax.add_patch(Rectangle((z, c - size / 2), depth, size, facecolor=cmap(norm(e)), lw=0, zorder=2))
-        if e > 0.05 * total[det.name] and depth >= 0.3:
+        if e > 0.05 * total[det.name] and depth >= 0.3 and size >= 100:  # room for the text
             ax.text(z + depth / 2, c, f"{e:.2f}\nGeV", fontsize=11, ha="center", va="center", zorder=3,
                     color="white" if norm(e) > 0.6 else "black", linespacing=0.9)
     hits = trk["hits"]

@@ -80,7 +80,7 @@ def _number(x: float) -> str:
     if x < 1e5:
         return f"{x:,.0f}".replace(",", " ")
     exp = int(np.floor(np.log10(x)))
-    return rf"${x / 10 ** exp:.2g} \times 10^{{{exp}}}$"
+    return rf"${x / 10 ** exp:.3g} \times 10^{{{exp}}}$"
 
 
 def axis_unit(label: str) -> str | None:
@@ -282,14 +282,19 @@ def _new_figure(figsize=(10, 8)) -> Figure:
     return Figure(figsize=figsize, layout="constrained")
 
 
-def _finish(fig: Figure, ax, ctx: PlotContext) -> Figure:
-    """Fix the layout (leaving room above the axes), then put the experiment label on:
-    mplhep places its second word from the first one's size at call time, so the axes
-    must not move afterwards."""
+def freeze_layout(fig: Figure, top_margin: float = 0.55) -> Figure:
+    """Run the figure's constrained layout once, leaving ``top_margin`` inches above the
+    axes for :func:`exp_label`, and keep it: mplhep places the label's second word from
+    the first one's size at call time, so the axes must not move afterwards."""
     engine = fig.get_layout_engine()
-    engine.set(rect=(0, 0, 1, 1 - 0.55 / fig.get_figheight()))
+    engine.set(rect=(0, 0, 1, 1 - top_margin / fig.get_figheight()))
     engine.execute(fig)
     fig.set_layout_engine("none")
+    return fig
+
+
+def _finish(fig: Figure, ax, ctx: PlotContext) -> Figure:
+    freeze_layout(fig)
     exp_label(ax, data=ctx.data, rlabel=ctx.rlabel, unblinded=ctx.unblinded)
     return fig
 
