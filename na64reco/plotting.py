@@ -278,8 +278,19 @@ class _XAxis:
         return (np.asarray(x, dtype=float) + self.shift) * self.scale
 
 
-def _new_figure(figsize=(10, 8)) -> Figure:
-    return Figure(figsize=figsize, layout="constrained")
+def _new_figure(figsize=(10, 8), margins: dict | None = None) -> Figure:
+    """A figure not kept by pyplot: constrained layout, or fixed ``margins`` (figure
+    fractions for ``subplots_adjust``; much faster to lay out)."""
+    if margins is None:
+        return Figure(figsize=figsize, layout="constrained")
+    fig = Figure(figsize=figsize)
+    fig.subplots_adjust(**margins)
+    return fig
+
+
+#: Margins of the 10 x 8 in one-axes figures (ROOT style fonts).
+_MARGINS_1D = {"left": 0.15, "right": 0.96, "bottom": 0.12, "top": 0.92}
+_MARGINS_2D = {"left": 0.12, "right": 0.86, "bottom": 0.12, "top": 0.92}
 
 
 def freeze_layout(fig: Figure, top_margin: float = 0.55) -> Figure:
@@ -294,7 +305,8 @@ def freeze_layout(fig: Figure, top_margin: float = 0.55) -> Figure:
 
 
 def _finish(fig: Figure, ax, ctx: PlotContext) -> Figure:
-    freeze_layout(fig)
+    if fig.get_layout_engine() is not None:
+        freeze_layout(fig)
     exp_label(ax, data=ctx.data, rlabel=ctx.rlabel, unblinded=ctx.unblinded)
     return fig
 
@@ -413,7 +425,7 @@ def figure_hist1d(h, ctx: PlotContext | None = None, *, title: str = "", lo=None
     ctx = ctx or PlotContext()
     hs = h if isinstance(h, list) else [h]
     xa = _XAxis.of(hs[0].axes[-1])
-    fig = _new_figure()
+    fig = _new_figure(margins=_MARGINS_1D)
     ax = fig.add_subplot()
     labels = labels or [ctx.name or "events"]
     if ctx.data:
@@ -448,7 +460,7 @@ def figure_hist2d(h, ctx: PlotContext | None = None, *, title: str = "") -> Figu
     bands over hidden ranges of either axis for blinded data."""
     ctx = ctx or PlotContext()
     xa, ya = _XAxis.of(h.axes[0]), _XAxis.of(h.axes[1])
-    fig = _new_figure((11, 8))
+    fig = _new_figure((11, 8), margins=_MARGINS_2D)
     ax = fig.add_subplot()
     values = np.asarray(h.values(), dtype=float)
     pos = values[values > 0]
@@ -457,7 +469,7 @@ def figure_hist2d(h, ctx: PlotContext | None = None, *, title: str = "") -> Figu
     norm = (matplotlib.colors.LogNorm(vmin=vmin, vmax=vmax) if vmax / vmin > 30
             else matplotlib.colors.Normalize(vmin=0, vmax=vmax))
     mesh = ax.pcolormesh(xa.drawn, ya.drawn, np.where(values > 0, values, np.nan).T, norm=norm, cmap="viridis")
-    cbar = fig.colorbar(mesh, ax=ax, pad=0.02)
+    cbar = fig.colorbar(mesh, ax=ax, fraction=0.05, pad=0.02)
     wx, wy = bin_width_text(xa.drawn, xa.unit), bin_width_text(ya.drawn, ya.unit)
     cbar.set_label(f"Events / ({wx} $\\times$ {wy})" if wx and wy else "Events / bin", loc="top")
     bands = ([], [])
