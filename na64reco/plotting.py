@@ -60,7 +60,10 @@ def na64_style():
 def exp_label(ax, *, data: bool, rlabel: str = "", unblinded: bool = False):
     """"NA64 Internal" (data) or "NA64 Simulation" above ``ax``, ``rlabel`` on the right."""
     llabel = ("Internal, unblinded" if unblinded else "Internal") if data else "Simulation"
-    return mplhep.label.exp_label(exp=EXPERIMENT, llabel=llabel, rlabel=rlabel, loc=0, ax=ax)
+    # scilocator_adjust=False: mplhep's adjustment for a y offset text looks the axes up
+    # with plt.gca(), which opens a pyplot figure; our linear y axes have no offset text.
+    return mplhep.label.exp_label(exp=EXPERIMENT, llabel=llabel, rlabel=rlabel, loc=0, ax=ax,
+                                  scilocator_adjust=False)
 
 
 def beam_label(setup: str, n_beam: float) -> str:
@@ -236,6 +239,10 @@ class PlotContext:
     def sym(self, variable: str) -> str:
         return self.symbols.get(variable, variable)
 
+    def label(self, ax):
+        """The experiment label of this dataset above ``ax``."""
+        return exp_label(ax, data=self.data, rlabel=self.rlabel, unblinded=self.unblinded)
+
     def hidden_text(self) -> str:
         """``"$p_{out}$ < 80 GeV"`` (and ``"unless $E_{VETO}$ >= 25 MeV"``): what blinding hides."""
         b = self.blinding
@@ -278,7 +285,7 @@ class _XAxis:
         return (np.asarray(x, dtype=float) + self.shift) * self.scale
 
 
-def _new_figure(figsize=(10, 8), margins: dict | None = None) -> Figure:
+def new_figure(figsize=(10, 8), margins: dict | None = None) -> Figure:
     """A figure not kept by pyplot: constrained layout, or fixed ``margins`` (figure
     fractions for ``subplots_adjust``; much faster to lay out)."""
     if margins is None:
@@ -307,7 +314,7 @@ def freeze_layout(fig: Figure, top_margin: float = 0.55) -> Figure:
 def _finish(fig: Figure, ax, ctx: PlotContext) -> Figure:
     if fig.get_layout_engine() is not None:
         freeze_layout(fig)
-    exp_label(ax, data=ctx.data, rlabel=ctx.rlabel, unblinded=ctx.unblinded)
+    ctx.label(ax)
     return fig
 
 
@@ -330,7 +337,7 @@ def figure_cutflow(table, ctx: PlotContext | None = None, title: str = "") -> Fi
     ctx = ctx or PlotContext()
     rows = table.rows()
     n = len(rows)
-    fig = _new_figure((15, 2.5 + 0.62 * n))
+    fig = new_figure((15, 2.5 + 0.62 * n))
     ax = fig.add_subplot()
     y = np.arange(n)[::-1]
     first = rows[0]["sumw"] if rows and rows[0]["sumw"] not in (BLINDED, 0) else None
@@ -389,11 +396,18 @@ def _y_range(ax, hs, data: bool, empty_text: str | None = "no events"):
     bottom = 0.5 if data else pos.min() / 2
     top = pos.max()
     if top / bottom < 30:
-        ax.set_ylim(0, top * 1.7)
+        with_errors = max(float(np.max(np.asarray(h.values(), float) + np.sqrt(np.abs(_variances(h))))) for h in hs)
+        ax.set_ylim(0, max(top, with_errors) * 1.6)
+        ax.ticklabel_format(axis="y", style="plain", useOffset=False)  # no offset text under the label
         return
     ax.set_yscale("log")
     ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_ylim(bottom, top * 10 ** (0.5 * np.log10(top / bottom)))
+
+
+def _variances(h):
+    var = h.variances()
+    return np.asarray(h.values() if var is None else var, dtype=float)
 
 
 def _fit_range(xa: _XAxis, hs, keep=()) -> tuple[float, float]:
@@ -417,15 +431,16 @@ def _fit_range(xa: _XAxis, hs, keep=()) -> tuple[float, float]:
 
 
 def figure_hist1d(h, ctx: PlotContext | None = None, *, title: str = "", lo=None, hi=None, labels=None,
-                  cut_label: str | None = None, inside_box: bool = False, ylabel_what: str = "Events") -> Figure:
+                  cut_label: str | None = None, inside_box: bool = False, ylabel_what: str = "Events",
+                  spans=()) -> Figure:
     """One variable: one or more histograms (data drawn as points), the cut window
-    ``lo``/``hi`` (dashed lines, legend ``cut_label``) and, for blinded data, hatched
-    "blinded" bands (``inside_box``: all events are box events, see
-    :func:`blinded_intervals`)."""
+    ``lo``/``hi`` (dashed lines, legend ``cut_label``), shaded ``spans`` ``(lo, hi,
+    label, colour)`` (``None`` for an open end) and, for blinded data, hatched "blinded"
+    bands (``inside_box``: all events are box events, see :func:`blinded_intervals`)."""
     ctx = ctx or PlotContext()
     hs = h if isinstance(h, list) else [h]
     xa = _XAxis.of(hs[0].axes[-1])
-    fig = _new_figure(margins=_MARGINS_1D)
+    fig = new_figure(margins=_MARGINS_1D)
     ax = fig.add_subplot()
     labels = labels or [ctx.name or "events"]
     if ctx.data:
@@ -437,6 +452,9 @@ def figure_hist1d(h, ctx: PlotContext | None = None, *, title: str = "", lo=None
     marks = [v for v in (lo, hi) if v is not None]
     for i, v in enumerate(marks):
         ax.axvline(xa.to(v), color="#e42536", ls="--", lw=2, label=(cut_label or "cut") if i == 0 else None)
+    for a, b, text, colour in spans:
+        ax.axvspan(xa.to(xa.edges[0] if a is None else a), xa.to(xa.edges[-1] if b is None else b), color=colour,
+                   alpha=0.15, lw=0, label=text, zorder=0.4)
     blinded = []
     if ctx.blinding is not None:
         blinded = blinded_intervals(ctx.blinding, xa.name, xa.edges[0], xa.edges[-1], inside_box=inside_box)
@@ -460,7 +478,7 @@ def figure_hist2d(h, ctx: PlotContext | None = None, *, title: str = "") -> Figu
     bands over hidden ranges of either axis for blinded data."""
     ctx = ctx or PlotContext()
     xa, ya = _XAxis.of(h.axes[0]), _XAxis.of(h.axes[1])
-    fig = _new_figure((11, 8), margins=_MARGINS_2D)
+    fig = new_figure((11, 8), margins=_MARGINS_2D)
     ax = fig.add_subplot()
     values = np.asarray(h.values(), dtype=float)
     pos = values[values > 0]
@@ -522,8 +540,9 @@ def plot_context(dataset: str, acc: dict, selection) -> PlotContext:
     )
 
 
-def _cut_window(selection, name: str, ctx: PlotContext, unit: str | None):
-    """(lo, hi, legend text) of a cut or of the signal box (the lines drawn on its N-1)."""
+def cut_window(selection, name: str, ctx: PlotContext, unit: str | None):
+    """(lo, hi, legend text) of a cut or of the signal box (the lines drawn on its N-1;
+    ``unit`` that of the variable's values)."""
     if name == BOX:
         box = selection.signal_box
         return box.min, box.max, "signal box: " + range_text(ctx.sym(box.variable), box.min, box.max, unit)
@@ -554,7 +573,7 @@ def control_specs(out: dict, selection=None) -> Iterator[tuple[str, Callable[[],
         yield f"{dataset}_cutflow", cutflow
         for name, h in acc["nminus1"].items():
             hp = project_modules(h)
-            lo, hi, text = _cut_window(sel, name, ctx, axis_unit(hp.axes[-1].label))
+            lo, hi, text = cut_window(sel, name, ctx, axis_unit(hp.axes[-1].label))
             what = "Module entries" if "module" in h.axes.name else "Events"
 
             def nminus1(hp=hp, name=name, lo=lo, hi=hi, text=text, what=what, ctx=ctx, kind=kind):
