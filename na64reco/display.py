@@ -120,16 +120,28 @@ def _draw_view(ax, coord: str, setup, trk: dict, cells, mappable) -> None:
             ax.plot([p.z / 1000] * 2, [p.center - p.width / 2, p.center + p.width / 2], color="0.6", lw=1.5,
                     label=f"tracker plane (measures {coord})" if first else None)
             first = False
-    kinds = set()
-    for det in setup.calorimeters.values():
+    lo = min(det.center[k] - det.size[k] / 2 for det in setup.calorimeters.values())
+    hi = max(det.center[k] + det.size[k] / 2 for det in setup.calorimeters.values())
+    y0, y1 = max(lo, -400) - 20, min(hi, 400) + 20
+    ax.set_ylim(y0, y1)
+    line = 0.07 * (y1 - y0)  # height of a name label
+    kinds, placed = set(), []
+    for det in sorted(setup.calorimeters.values(), key=lambda d: d.z):
         z0, depth = det.z / 1000, max(det.depth / 1000, 0.05)
         half = det.size[k] / 2
         centre = det.center[k] + (det.offset_y if k == 1 else 0.0)
         ax.add_patch(Rectangle((z0, centre - half), depth, 2 * half, fill=False, ec=_CALO_COLOURS[det.kind], lw=1.5,
                                label=None if det.kind in kinds else _CALO_KINDS[det.kind]))
         kinds.add(det.kind)
-        ax.text(z0, centre + half, det.name, fontsize="xx-small", va="bottom", color=_CALO_COLOURS[det.kind],
-                clip_on=True)
+        # the name above the outline (inside the top of the view if it reaches beyond), else
+        # higher up or below the outline, wherever it does not overlap a name already written
+        top = min(centre + half, y1 - 1.1 * line)
+        slots = [top + i * line for i in range(4)] + [centre - half - (i + 1) * line for i in range(4)]
+        free = [y for y in slots if y0 <= y <= y1 - line
+                and not any(abs(z0 - z) < 1.2 and abs(y - yy) < line for z, yy in placed)]
+        y = free[0] if free else top
+        placed.append((z0, y))
+        ax.text(z0, y, det.name, fontsize="xx-small", va="bottom", color=_CALO_COLOURS[det.kind], clip_on=True)
     cmap, norm = mappable.get_cmap(), mappable.norm
     total = {}
     for det, *_, e in cells:
@@ -159,9 +171,6 @@ def _draw_view(ax, coord: str, setup, trk: dict, cells, mappable) -> None:
     ax.text(0.005, 0.03, "top view (x-z)" if coord == "x" else "side view (y-z)", transform=ax.transAxes,
             fontsize="x-small", va="bottom")
     ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize="xx-small", frameon=False)
-    lo = min(det.center[k] - det.size[k] / 2 for det in setup.calorimeters.values())
-    hi = max(det.center[k] + det.size[k] / 2 for det in setup.calorimeters.values())
-    ax.set_ylim(max(lo, -400) - 20, min(hi, 400) + 20)
 
 
 def _projected_cells(setup, k: int, energy_of: dict) -> list:
