@@ -396,13 +396,17 @@ def _y_range(ax, hs, data: bool, empty_text: str | None = "no events"):
     bottom = 0.5 if data else pos.min() / 2
     top = pos.max()
     if top / bottom < 30:
-        with_errors = max(float(np.max(np.asarray(h.values(), float) + np.sqrt(np.abs(_variances(h))))) for h in hs)
-        ax.set_ylim(0, max(top, with_errors) * 1.6)
+        ax.set_ylim(0, _top_with_errors(hs) * 1.75)
         ax.ticklabel_format(axis="y", style="plain", useOffset=False)  # no offset text under the label
         return
+    top = _top_with_errors(hs)
     ax.set_yscale("log")
     ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_ylim(bottom, top * 10 ** (0.5 * np.log10(top / bottom)))
+    ax.set_ylim(bottom, top * 10 ** (0.75 * np.log10(top / bottom)))
+
+
+def _top_with_errors(hs) -> float:
+    return max(float(np.max(np.asarray(h.values(), float) + np.sqrt(np.abs(_variances(h))))) for h in hs)
 
 
 def _variances(h):
