@@ -68,11 +68,12 @@ def exp_label(ax, *, data: bool, rlabel: str = "", unblinded: bool = False):
 
 def beam_label(setup: str, n_beam: float) -> str:
     """``"20 000 MOT"`` / ``"9.4 x 10^11 EOT"`` for a setup's beam particles on target."""
+    from na64reco.errors import NA64Error
     from na64reco.geometry import load_setup
 
     try:
         unit = "MOT" if load_setup(setup).beam.particle.startswith("mu") else "EOT"
-    except Exception:  # an unknown setup still gets a label
+    except NA64Error:  # an unknown setup still gets a label
         unit = "on target"
     if not n_beam:
         return setup
@@ -119,6 +120,14 @@ def events_label(edges, unit: str | None, what: str = "Events", integer: bool = 
         return what
     width = bin_width_text(edges, unit)
     return f"{what} / {width}" if width else f"{what} / bin"
+
+
+def value_unit(variable: str, setup: str) -> str | None:
+    """The unit of a reco variable's values (GeV for energies and momenta, else None)."""
+    from na64reco.selection.schema import variable_info
+
+    info = variable_info(variable, setup)
+    return "GeV" if info and info[1] == "energy" else None
 
 
 def range_text(name: str, lo: float | None, hi: float | None, unit: str | None) -> str:
@@ -230,6 +239,7 @@ class PlotContext:
     blinding: Blinding | None = None   # set for blinded data
     rlabel: str = ""
     name: str = ""                     # dataset name
+    setup: str = ""
     symbols: dict = field(default_factory=dict)  # variable -> symbol (from the histogram axes)
 
     @property
@@ -245,13 +255,15 @@ class PlotContext:
 
     def hidden_text(self) -> str:
         """``"$p_{out}$ < 80 GeV"`` (and ``"unless $E_{VETO}$ >= 25 MeV"``): what blinding hides."""
+        def text(region):
+            return range_text(self.sym(region.variable), region.min, region.max,
+                              value_unit(region.variable, self.setup))
+
         b = self.blinding
-        regions = list(dict.fromkeys(range_text(self.sym(r.variable), r.min, r.max, "GeV") for r in b.regions))
-        text = " or ".join(regions)
+        out = " or ".join(dict.fromkeys(text(r) for r in b.regions))
         if b.controls:
-            text += "\nunless " + " or ".join(range_text(self.sym(c.variable), c.min, c.max, "GeV")
-                                              for c in b.controls)
-        return text
+            out += "\nunless " + " or ".join(text(c) for c in b.controls)
+        return out
 
 
 @dataclass(frozen=True)
@@ -540,15 +552,16 @@ def plot_context(dataset: str, acc: dict, selection) -> PlotContext:
         blinding=Blinding.of(selection) if acc["cutflow"].blinded else None,
         rlabel=beam_label(selection.setup, getattr(prov, "n_beam", 0)),
         name=dataset,
+        setup=selection.setup,
         symbols=symbols,
     )
 
 
-def cut_window(selection, name: str, ctx: PlotContext, unit: str | None):
-    """(lo, hi, legend text) of a cut or of the signal box (the lines drawn on its N-1;
-    ``unit`` that of the variable's values)."""
+def cut_window(selection, name: str, ctx: PlotContext):
+    """(lo, hi, legend text) of a cut or of the signal box: the lines drawn on its N-1."""
     if name == BOX:
         box = selection.signal_box
+        unit = value_unit(box.variable, selection.setup)
         return box.min, box.max, "signal box: " + range_text(ctx.sym(box.variable), box.min, box.max, unit)
     cut = selection.cut(name)
     sym = ctx.sym(cut.variable)
@@ -556,7 +569,8 @@ def cut_window(selection, name: str, ctx: PlotContext, unit: str | None):
         return cut.value, cut.value + 1, f"cut {name}: {sym} = {cut.value}"
     if cut.min is None and cut.max is None:
         return None, None, f"cut {name}: {cut.text}"
-    return cut.min, cut.max, f"cut {name}: " + range_text(sym, cut.min, cut.max, unit)
+    return cut.min, cut.max, f"cut {name}: " + range_text(sym, cut.min, cut.max,
+                                                          value_unit(cut.variable, selection.setup))
 
 
 def control_specs(out: dict, selection=None) -> Iterator[tuple[str, Callable[[], Figure]]]:
@@ -577,7 +591,7 @@ def control_specs(out: dict, selection=None) -> Iterator[tuple[str, Callable[[],
         yield f"{dataset}_cutflow", cutflow
         for name, h in acc["nminus1"].items():
             hp = project_modules(h)
-            lo, hi, text = cut_window(sel, name, ctx, axis_unit(hp.axes[-1].label))
+            lo, hi, text = cut_window(sel, name, ctx)
             what = "Module entries" if "module" in h.axes.name else "Events"
 
             def nminus1(hp=hp, name=name, lo=lo, hi=hi, text=text, what=what, ctx=ctx, kind=kind):

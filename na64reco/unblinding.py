@@ -551,13 +551,13 @@ def _final_plots(out: dict, state: dict, plot_dir: Path) -> None:
     """Unblinded cut-flow, N-1 of each cut, and the box variable with box and sidebands."""
     from na64reco.plotting import (
         DPI,
-        axis_unit,
         cut_window,
         figure_hist1d,
         na64_style,
         plot_context,
         plot_cutflow,
         range_text,
+        value_unit,
     )
     from na64reco.selection.cuts import BOX
     from na64reco.selection.schema import load_selection
@@ -576,11 +576,11 @@ def _final_plots(out: dict, state: dict, plot_dir: Path) -> None:
                     continue
                 if "module" in hn.axes.name:
                     hn = hn.project(hn.axes[-1].name)
-                lo, hi, text = cut_window(sel, name, ctx, axis_unit(hn.axes[-1].label))
+                lo, hi, text = cut_window(sel, name, ctx)
                 figure_hist1d(hn, ctx, title=f"{dataset}: N-1 of {name}, unblinded", lo=lo, hi=hi, cut_label=text,
                               labels=["data (unblinded)"]).savefig(plot_dir / f"{dataset}_nminus1_{name}.png", dpi=DPI)
             box = sel.signal_box
-            unit = axis_unit(h.axes[-1].label)
+            unit = value_unit(box.variable, sel.setup)
             spans = [(box.min, box.max, "signal box: " + range_text(ctx.sym(box.variable), box.min, box.max, unit),
                       "tab:red")]
             spans += [(sb.min, sb.max, f"sideband {sb.name}: " + range_text(ctx.sym(sb.variable), sb.min, sb.max,
