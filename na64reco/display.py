@@ -31,8 +31,13 @@ def check_not_blinded(reco, setup_name: str) -> None:
     protection = load_protection(setup_name)
     control = any(bool(region_mask(reco, c)[0]) for c in protection.visible_controls)
     if not bool(outside_mask(reco, protection.protected)[0]) and not control:
-        r = reco[0]
-        raise BlindingError(f"run {int(r.run)} event {int(r.event)}: this {setup_name} data event is inside the "
+        from na64reco.selection.cuts import column
+
+        r, var = reco[0], protection.protected.variable
+        value = float(column(reco, var)[0])
+        where = f"has no measured {var}, so is not provably outside" if value != value else "is inside"
+        # (never the value itself: that would reveal a hidden event)
+        raise BlindingError(f"run {int(r.run)} event {int(r.event)}: this {setup_name} data event {where} the "
                             f"protected region {protection.protected.text} (selections/blinding.yaml); it stays "
                             "hidden until `na64reco unblind`")
 
