@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -40,7 +42,7 @@ from na64reco.reco.event import attach_truth, reconstruct
 from na64reco.runner import RunOptions, cutflow_summary, format_summary, run_files
 from na64reco.sim.generate import simulate
 
-mplhep.style.use("CMS")
+plt.style.use(mplhep.style.ROOT)  # experiment-neutral mplhep style (NA64 is not CMS)
 workdir = Path(tempfile.mkdtemp(prefix="na64reco-01-"))
 print("working directory:", workdir)
 

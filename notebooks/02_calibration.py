@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -43,7 +45,7 @@ from na64reco.geometry import load_setup
 from na64reco.resources import calib_dir
 from na64reco.sim.generate import simulate
 
-mplhep.style.use("CMS")
+plt.style.use(mplhep.style.ROOT)  # experiment-neutral mplhep style (NA64 is not CMS)
 workdir = Path(tempfile.mkdtemp(prefix="na64reco-02-"))
 root = workdir / "calib"
 shutil.copytree(calib_dir(), root)           # a private calibration directory

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -39,7 +41,7 @@ from na64reco.reco.tracking.resolution import momentum_resolution
 from na64reco.reco.tracking.stage import reconstruct_tracks
 from na64reco.sim.generate import simulate
 
-mplhep.style.use("CMS")
+plt.style.use(mplhep.style.ROOT)  # experiment-neutral mplhep style (NA64 is not CMS)
 workdir = Path(tempfile.mkdtemp(prefix="na64reco-03-"))
 simulate("na64mu", 6000, seed=3, run=1001, output=workdir / "beam.root", process="beam")
 simulate("na64mu", 3000, seed=4, run=1001, output=workdir / "signal.root", process="signal", mass=300 * MeV)

@@ -39,13 +39,13 @@ from hepunits import MeV
 
 from na64reco import background as bg
 from na64reco.geometry import load_setup
-from na64reco.plotting import data_points, project_modules
+from na64reco.plotting import Blinding, blinded_intervals, data_points, draw_blinded, project_modules
 from na64reco.runner import RunOptions, cutflow_summary, format_summary, run_files
 from na64reco.selection import load_selection
 from na64reco.sim.generate import simulate
 from na64reco.sim.params import load_sim_params
 
-mplhep.style.use("CMS")
+plt.style.use(mplhep.style.ROOT)  # experiment-neutral mplhep style (NA64 is not CMS)
 workdir = Path(tempfile.mkdtemp(prefix="na64reco-04-"))
 samples = {
     "mc": dict(n=8000, process="mixture", truth=True),
@@ -121,7 +121,8 @@ for ax, cut in zip(axes, panels, strict=True):
             if edge is not None:
                 ax.axvline(edge, color="r", ls="--")
     else:
-        ax.axvspan(0, 80, color="tab:red", alpha=0.15, hatch="//", label="signal box (blind for data)")
+        edges = hs["data"].axes[0].edges  # the hidden range read from selections/blinding.yaml and the box
+        draw_blinded(ax, blinded_intervals(Blinding.of(selection), "p_out", edges[0], edges[-1]), "blinded (data)")
     ax.set_yscale("log")
     ax.set_ylim(0.5, None)
     ax.set_title(title, fontsize=13)

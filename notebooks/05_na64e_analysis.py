@@ -35,12 +35,12 @@ from na64reco import background as bg
 from na64reco.efficiency import efficiency_from_output, x_acceptance
 from na64reco.errors import NA64Error
 from na64reco.io.raw import open_raw
-from na64reco.plotting import data_points, project_modules
+from na64reco.plotting import Blinding, blinded_intervals, data_points, draw_blinded, project_modules
 from na64reco.runner import RunOptions, cutflow_summary, format_summary, run_files
 from na64reco.selection import load_selection
 from na64reco.sim.generate import simulate
 
-mplhep.style.use("CMS")
+plt.style.use(mplhep.style.ROOT)  # experiment-neutral mplhep style (NA64 is not CMS)
 workdir = Path(tempfile.mkdtemp(prefix="na64reco-05-"))
 samples = {
     "mc": dict(n=5000, process="mixture", truth=True),
@@ -94,7 +94,9 @@ for ax, cut in zip(axes, panels, strict=True):
                         label="A' 100 MeV (shape)")
     data_points(ax, hs["data"], label="data (blinded)")
     if cut == "signal_box":
-        ax.axvspan(0, 50, color="tab:red", alpha=0.15, hatch="//", label="signal box (blind for data)")
+        edges = hs["data"].axes[0].edges  # the hidden range read from selections/blinding.yaml and the box
+        draw_blinded(ax, blinded_intervals(Blinding.of(selection), "ecal_energy", edges[0], edges[-1]),
+                     "blinded (data)")
     else:
         c = selection.cut(cut)
         for edge in (c.min, c.max):

@@ -48,7 +48,7 @@ from na64reco.sim.generate import simulate
 from na64reco.stats.limits import cls_upper_limit, coupling_limit, poisson_upper_limit
 from na64reco.unblinding import format_result, freeze, read_audit_log, unblind
 
-mplhep.style.use("CMS")
+plt.style.use(mplhep.style.ROOT)  # experiment-neutral mplhep style (NA64 is not CMS)
 workdir = Path(tempfile.mkdtemp(prefix="na64reco-06-"))
 print("working directory:", workdir)
 

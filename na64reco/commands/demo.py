@@ -83,44 +83,90 @@ def _display_signal_event(path, output: Path) -> Path:
 
 
 def _summary_figure(result: dict, output: Path, mass: float) -> Path:
-    """p_out and E_ECAL after all other cuts for MC, signal and (blinded) data; the cut-flow."""
-    import matplotlib
+    """p_out and E_ECAL after all cuts (shapes) for MC, signal and the blinded data-like
+    run, with the signal box and the blinded range; the signal cut-flow."""
+    import numpy as np
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import mplhep
+    from na64reco.plotting import (
+        DPI,
+        Blinding,
+        axis_unit,
+        beam_label,
+        blinded_intervals,
+        draw_blinded,
+        events_label,
+        exp_label,
+        freeze_layout,
+        na64_style,
+        range_text,
+        symbol,
+    )
+    from na64reco.selection import load_selection
 
-    mplhep.style.use("CMS")
-    fig, axes = plt.subplots(1, 3, figsize=(21, 6.5))
+    selection = load_selection("na64mu_invisible")
+    box = selection.signal_box
+    blinding = Blinding.of(selection)
     sig_name = f"signal_m{mass:g}GeV"
-    for ax, var in zip(axes[:2], ("p_out", "ecal_energy"), strict=True):
-        for name, label in (("mc_mixture", "MC: beam + backgrounds"), (sig_name, f"Z' signal, m = {mass:g} GeV"),
-                            ("data", "data-like run (blinded)")):
-            h = result[name]["hists"].get(var)
-            if h is None:
-                continue
-            h = h[{"stage": "selected"}]
-            total = h.sum().value if hasattr(h.sum(), "value") else h.sum()
-            if total <= 0:
-                continue
-            mplhep.histplot(h / total, ax=ax, label=label, histtype="step", lw=2)
-        ax.set_yscale("log")
-        ax.set_ylabel("fraction of events after all cuts")
-        ax.legend(fontsize=12)
-    box = _box_edge_gev()
-    axes[0].axvspan(0, box, color="0.9", zorder=0)
-    axes[0].text(box / 2, 0.8, "signal box\n(blind for data)", ha="center", transform=axes[0].get_xaxis_transform(),
-                 fontsize=12)
-    flow = result[sig_name]["cutflow"].to_dict()["cutflow"]
-    names = [r["cut"] for r in flow]
-    axes[2].barh(range(len(flow))[::-1], [r["cumulative"] for r in flow], color="tab:orange")
-    axes[2].set_yticks(range(len(flow))[::-1], names, fontsize=11)
-    axes[2].set_xlabel("signal efficiency (cumulative)")
-    axes[2].set_xlim(0, 1)
-    fig.suptitle("na64reco demo: simulated NA64mu run, blinded invisible-mode analysis", fontsize=16)
-    fig.tight_layout()
-    fig.savefig(output, dpi=80)
-    plt.close(fig)
+    n_beam = result["mc_mixture"]["provenance"].n_beam
+    with na64_style():
+        fig = Figure(figsize=(30, 9.5), layout="constrained")
+        axes = fig.subplots(1, 3, width_ratios=(1, 1, 0.9))
+        for ax, var in zip(axes[:2], ("p_out", "ecal_energy"), strict=True):
+            edges = labels = None
+            for name, label, colour in (("mc_mixture", "MC: beam + backgrounds", "#5790fc"),
+                                        (sig_name, f"Z' signal, m = {mass:g} GeV", "#f89c20"),
+                                        ("data", "data-like run (blinded)", "k")):
+                h = result[name]["hists"].get(var)
+                if h is None:
+                    continue
+                h = h[{"stage": "selected"}]
+                values = np.asarray(h.values(), dtype=float)
+                total = values.sum()
+                if total <= 0:
+                    continue
+                axis = h.axes[-1]
+                edges, labels = np.asarray(axis.edges, dtype=float), axis.label
+                if name == "data":
+                    m = values > 0
+                    ax.errorbar(axis.centers[m], values[m] / total, yerr=np.sqrt(values[m]) / total, fmt="o",
+                                color=colour, ms=5, label=label, zorder=4)
+                else:
+                    err = np.sqrt(np.asarray(h.variances(), dtype=float)) / total
+                    ax.stairs(values / total, edges, color=colour, lw=2.5, label=label)
+                    ax.errorbar(axis.centers, values / total, yerr=err, fmt="none", color=colour, lw=1)
+            ax.set_yscale("log")
+            ax.set_ylim(1e-5, 30)
+            ax.set_xlim(edges[0], edges[-1])
+            ax.set_xlabel(labels)
+            ax.set_ylabel(events_label(edges, axis_unit(labels), "Fraction of events"))
+            if var == box.variable:
+                for edge in (box.min, box.max):
+                    if edge is not None:
+                        ax.axvline(edge, color="#e42536", ls="--", lw=2.5,
+                                   label="signal box: " + range_text(symbol(labels), box.min, box.max, "GeV"))
+                draw_blinded(ax, blinded_intervals(blinding, var, edges[0], edges[-1]), "blinded in data")
+            ax.legend(loc="upper right", fontsize="x-small", title="after all cuts, normalised to unit area",
+                      title_fontsize="x-small", alignment="left", frameon=True, facecolor="white", framealpha=1.0,
+                      edgecolor="0.7")
+        flow = result[sig_name]["cutflow"].to_dict()["cutflow"]
+        y = np.arange(len(flow))[::-1]
+        eff = np.array([r["cumulative"] for r in flow], dtype=float)
+        axes[2].barh(y, eff, height=0.7, color="#f89c20", label=f"Z' signal, m = {mass:g} GeV")
+        for yi, e in zip(y, eff, strict=True):
+            axes[2].text(e + 0.01, yi, f"{e:.1%}", va="center", fontsize="xx-small")
+        axes[2].set_yticks(y, [r["cut"] for r in flow], fontsize="x-small")
+        axes[2].tick_params(axis="y", which="both", left=False, right=False)
+        axes[2].set_xlim(0, 1.2)
+        axes[2].set_xticks(np.linspace(0, 1, 6))
+        axes[2].set_xlabel("Signal efficiency after the cut (cumulative)")
+        axes[2].set_ylabel("Cut (applied in order)", fontsize="small")
+        axes[2].legend(loc="lower right", fontsize="x-small", frameon=True, facecolor="white", framealpha=1.0,
+                       edgecolor="0.7")
+        freeze_layout(fig)
+        for ax in axes:
+            exp_label(ax, data=False, rlabel=f"{beam_label('na64mu', n_beam)} per sample")
+        fig.savefig(output, dpi=DPI * 0.75)
     return output
 
 

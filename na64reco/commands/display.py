@@ -40,6 +40,6 @@ def run(args) -> int:
             names = {v: k for k, v in PROCESSES.items()}
             title += (f"   truth: {names.get(int(t['process'][0]), '?')}, p_in = {t['p_in'][0]:.1f} GeV, "
                       f"p_out = {t['p_out'][0]:.1f} GeV")
-        draw_event(events, 0, setup, conds, title=title, output=args.output)
+        draw_event(events, 0, setup, conds, title=title, output=args.output, data=not raw.has_truth)
     print(f"event {args.event} of {args.raw} -> {args.output}")
     return 0

@@ -142,14 +142,8 @@ def crossing_mass(masses, g90, g_low) -> float | None:
 
 
 def _plot(result: dict, args, path: str) -> float | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import mplhep
-
-    from na64reco.physics.gminus2 import g_band
     from na64reco.physics.yields import expected_signal
+    from na64reco.plotting import na64_style
     from na64reco.stats.limits import coupling_limit
 
     setup = SETUPS[args.setup]
@@ -160,8 +154,19 @@ def _plot(result: dict, args, path: str) -> float | None:
         result["n_on_target"], m, 1e-4, args.efficiency, e0=setup["e0"],
         lepton_mass=setup["lepton_mass"], model=setup["model"], x_min=result["x_min"],
         n_steps=8, method=args.method), coupling_ref=1e-4) for m in masses])
-    mplhep.style.use("CMS")
-    fig, ax = plt.subplots(figsize=(9, 7))
+    with na64_style():
+        return _draw_limit(result, args, path, setup, masses, g90)
+
+
+def _draw_limit(result: dict, args, path: str, setup: dict, masses, g90) -> float | None:
+    """The exclusion plot (in the NA64 style set by the caller); returns the g-2 crossing mass."""
+    from matplotlib.figure import Figure
+
+    from na64reco.physics.gminus2 import g_band
+    from na64reco.plotting import DPI, beam_label, exp_label, freeze_layout
+
+    fig = Figure(figsize=(11, 9), layout="constrained")
+    ax = fig.add_subplot()
     crossing = None
     if setup["model"] == "zprime":
         lo, mid, hi = g_band(masses, 2.0)
@@ -171,24 +176,27 @@ def _plot(result: dict, args, path: str) -> float | None:
         crossing = crossing_mass(masses, g90, lo)
     label = "this calculation, 90% CL" + (f" (eff={args.efficiency:g}, {args.method.upper()})")
     ax.plot(masses / _GEV, g90, color="k", lw=2, label=label)
-    ax.fill_between(masses / _GEV, g90, 1.0, color="gray", alpha=0.2)
+    ax.fill_between(masses / _GEV, g90, 1.0, color="gray", alpha=0.2, lw=0, label="excluded at 90% CL")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(r"$m_{Z'}$ [GeV]" if setup["model"] == "zprime" else r"$m_{A'}$ [GeV]")
-    ax.set_ylabel(r"$g_{Z'}$" if setup["model"] == "zprime" else r"$\epsilon$")
+    ax.set_ylabel(r"$g_{Z'}$" if setup["model"] == "zprime" else "ε (kinetic mixing)")
     ax.set_ylim(min(g90.min(), 1e-4) / 2, 2e-2)
-    text = f"{args.setup}: N={result['n_on_target']:.3g}, b={args.background:g}, n_obs={args.observed}"
+    text = (f"{args.setup}: {beam_label(args.setup, result['n_on_target'])}, "
+            f"b = {args.background:g} events, $n_{{obs}}$ = {args.observed}")
     if crossing is not None:
         where = ("over the whole range shown" if crossing <= masses[0]
                  else f"above {crossing:.0f} MeV")
         text += f"\ng-2 band excluded {where} (this calc.)"
     if setup["model"] == "zprime":
         text += "\nNA64mu 2022: g-2 explanation excluded above ~40 MeV"
-    ax.text(0.03, 0.97, text, transform=ax.transAxes, va="top", fontsize=13)
-    ax.legend(loc="lower right", fontsize=12)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    ax.text(0.03, 0.97, text, transform=ax.transAxes, va="top", fontsize="xx-small",
+            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8})
+    ax.legend(loc="lower right", fontsize="xx-small", frameon=True, facecolor="white", framealpha=1.0,
+              edgecolor="0.7")
+    freeze_layout(fig)
+    exp_label(ax, data=True, rlabel=beam_label(args.setup, result["n_on_target"]))
+    fig.savefig(path, dpi=DPI)
     return crossing
 
 

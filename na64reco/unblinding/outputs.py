@@ -55,10 +55,16 @@ def run_unblinded(ledger: dict, token, output_dir: Path | None) -> dict:
 
 def _final_plots(out: dict, state: dict, plot_dir: Path) -> None:
     """Unblinded cut-flow, N-1 of each cut, and the box variable with box and sidebands."""
-    import matplotlib.pyplot as plt
-    import mplhep
-
-    from na64reco.plotting import plot_cutflow, plot_hist1d
+    from na64reco.plotting import (
+        DPI,
+        cut_window,
+        figure_hist1d,
+        na64_style,
+        plot_context,
+        plot_cutflow,
+        range_text,
+        value_unit,
+    )
     from na64reco.selection.cuts import BOX
     from na64reco.selection.schema import load_selection
 
@@ -68,36 +74,27 @@ def _final_plots(out: dict, state: dict, plot_dir: Path) -> None:
         h = acc.get("nminus1", {}).get(BOX)
         if h is None:
             continue
-        plot_cutflow(acc["cutflow"], f"{dataset}: cut-flow (unblinded)", plot_dir / f"{dataset}_cutflow.png")
-        for name, hn in acc["nminus1"].items():
-            if name == BOX:
-                continue
-            cut = sel.cut(name)
-            lo, hi = (cut.value, cut.value + 1) if cut.type == "equal" else (cut.min, cut.max)
-            if "module" in hn.axes.name:
-                hn = hn.project(hn.axes[-1].name)
-            plot_hist1d(hn, f"{dataset}: N-1 {name} ({cut.variable}), unblinded",
-                        plot_dir / f"{dataset}_nminus1_{name}.png", lo=lo, hi=hi)
-        fig, ax = plt.subplots(figsize=(7, 5))
-        mplhep.histplot(h, ax=ax, histtype="errorbar", color="k", label="data (unblinded)")
-        box = sel.signal_box
-        lo = box.min if box.min is not None else h.axes[0].edges[0]
-        hi = box.max if box.max is not None else h.axes[0].edges[-1]
-        ax.axvspan(lo, hi, color="tab:red", alpha=0.15, label=f"signal box ({box.text})")
-        for sb in sel.sidebands:
-            if sb.fails is None and sb.variable == box.variable:
-                ax.axvspan(sb.min if sb.min is not None else lo, sb.max if sb.max is not None else hi,
-                           color="tab:blue", alpha=0.1, label=f"sideband {sb.name}")
-        ax.set_yscale("log")
-        ax.set_ylim(bottom=0.5)
-        ax.set_xlabel(h.axes[0].label)
-        ax.set_ylabel("events")
-        ax.set_title(f"{state['processor']['name']}: {dataset}, unblinded "
-                     f"(state {state_hash(state)[:12]})", fontsize=9)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(plot_dir / f"{dataset}_unblinded_{box.variable}.png", dpi=100)
-        plt.close(fig)
+        ctx = plot_context(dataset, acc, sel)
+        plot_cutflow(acc["cutflow"], f"{dataset}: cut-flow (unblinded)", plot_dir / f"{dataset}_cutflow.png", ctx)
+        with na64_style():
+            for name, hn in acc["nminus1"].items():
+                if name == BOX:
+                    continue
+                if "module" in hn.axes.name:
+                    hn = hn.project(hn.axes[-1].name)
+                lo, hi, text = cut_window(sel, name, ctx)
+                figure_hist1d(hn, ctx, title=f"{dataset}: N-1 of {name}, unblinded", lo=lo, hi=hi, cut_label=text,
+                              labels=["data (unblinded)"]).savefig(plot_dir / f"{dataset}_nminus1_{name}.png", dpi=DPI)
+            box = sel.signal_box
+            unit = value_unit(box.variable, sel.setup)
+            spans = [(box.min, box.max, "signal box: " + range_text(ctx.sym(box.variable), box.min, box.max, unit),
+                      "tab:red")]
+            spans += [(sb.min, sb.max, f"sideband {sb.name}: " + range_text(ctx.sym(sb.variable), sb.min, sb.max,
+                                                                             unit), "tab:blue")
+                      for sb in sel.sidebands if sb.fails is None and sb.variable == box.variable]
+            title = f"{state['processor']['name']}: {dataset}, unblinded\n(state {state_hash(state)[:12]})"
+            figure_hist1d(h, ctx, title=title, labels=["data (unblinded), all cuts but the box"],
+                          spans=spans).savefig(plot_dir / f"{dataset}_unblinded_{box.variable}.png", dpi=DPI)
 
 
 def format_result(res) -> str:
