@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 from matplotlib.text import Text
-from test_processors_synthetic import synthetic_reco, write_raw
+from test_processors_synthetic import synthetic_processor, write_raw
 
 from na64reco.errors import BlindingError
 from na64reco.plotting import (
@@ -35,7 +35,7 @@ def _processor(setup):
         from processors.na64mu_invisible import Processor
     else:
         from processors.na64e_invisible import Processor
-    return Processor(reco=synthetic_reco)
+    return synthetic_processor(Processor)()
 
 
 @pytest.fixture(scope="module", params=["na64mu", "na64e"])
