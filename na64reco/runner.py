@@ -409,16 +409,31 @@ def _account(out: dict, fileset, check: FileCheck, chunk_skips: dict, proc) -> N
 
 
 # ----------------------------------------------------------------------------------------
-def save_outputs(out: dict, outdir: str | Path, *, plots: bool = True) -> Path:
+def save_outputs(out: dict, outdir: str | Path, *, plots: bool = True, overwrite: bool = False,
+                 inputs=()) -> Path:
     """Write ``output.coffea``, ``hists.root``, ``cutflow.txt``/``.json``, ``provenance.json``
-    and (``plots``) PNG control plots into ``outdir``."""
+    and (``plots``) PNG control plots into ``outdir``, all at once.
+
+    The files are written into a temporary sibling directory that is renamed to ``outdir``
+    at the end (:func:`na64reco.atomic.output_dir`): a run that fails or is interrupted
+    leaves no ``outdir``.  An existing ``outdir`` is refused
+    (:class:`~na64reco.atomic.OutputExists`) unless ``overwrite``, which replaces it whole
+    (but never when it holds one of ``inputs`` or the current directory).
+    """
+    from na64reco.atomic import output_dir
+
+    with output_dir(outdir, overwrite=overwrite, inputs=inputs) as staged:
+        write_outputs(out, staged, plots=plots)
+    return Path(outdir)
+
+
+def write_outputs(out: dict, directory: Path, *, plots: bool = True) -> None:
+    """The files of :func:`save_outputs`, written into the existing ``directory``."""
     import uproot
     from coffea.util import save
 
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    save(out, outdir / "output.coffea")
-    with uproot.recreate(outdir / "hists.root") as f:
+    save(out, directory / "output.coffea")
+    with uproot.recreate(directory / "hists.root") as f:
         for dataset, acc in out.items():
             for name, h in acc.get("hists", {}).items():
                 for stage in h.axes["stage"]:
@@ -426,15 +441,14 @@ def save_outputs(out: dict, outdir: str | Path, *, plots: bool = True) -> Path:
             for name, h in acc.get("nminus1", {}).items():
                 f[f"{dataset}/nminus1_{name}"] = h
     summary = cutflow_summary(out)
-    (outdir / "cutflow.json").write_text(json.dumps(summary, indent=1, default=_json_default))
-    (outdir / "cutflow.txt").write_text(format_summary(summary))
-    (outdir / "provenance.json").write_text(json.dumps(
+    (directory / "cutflow.json").write_text(json.dumps(summary, indent=1, default=_json_default))
+    (directory / "cutflow.txt").write_text(format_summary(summary))
+    (directory / "provenance.json").write_text(json.dumps(
         {ds: acc["provenance"].to_dict() for ds, acc in out.items()}, indent=1, default=_json_default))
     if plots:
         from na64reco.plotting import control_plots
 
-        control_plots(out, outdir / "plots")
-    return outdir
+        control_plots(out, directory / "plots")
 
 
 def _json_default(obj):

@@ -11,7 +11,7 @@ HELP = ("derive constants from calibration runs (pedestals from random triggers,
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--setup", required=True, choices=("na64mu", "na64e"))
+    parser.add_argument("--setup", required=True, choices=("na64mu", "na64e"), help="detector setup")
     parser.add_argument("--kind", required=True, choices=("pedestals", "mip", "electron"),
                         help="pedestals: random-trigger run; mip: muon run (gains); electron: "
                              "electron-beam runs at one or more energies (ECAL section response)")
@@ -28,7 +28,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--beam-energy", type=float, default=None, metavar="GEV",
                         help="electron: beam energy of all FILES in GeV (default: recorded in each "
                              "simulated file, else the setup's beam energy)")
-    parser.add_argument("files", nargs="+", type=Path, metavar="FILES")
+    parser.add_argument("files", nargs="+", type=Path, metavar="FILES", help="raw files of the calibration runs")
 
 
 def run(args) -> int:

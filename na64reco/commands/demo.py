@@ -18,9 +18,11 @@ def add_arguments(p):
     p.add_argument("--output", "-o", default="demo-output", help="output directory (default: demo-output)")
     p.add_argument("--events", type=int, default=20_000, help="muons on target per sample (default 20000)")
     p.add_argument("--mass", type=float, default=0.1, help="Z' mass of the signal sample in GeV (default 0.1)")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--executor", default="iterative", choices=("iterative", "futures", "dask"))
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1,
+                   help="random seed of the first sample (the others use seed+1, seed+2)")
+    p.add_argument("--executor", default="iterative", choices=("iterative", "futures", "dask"),
+                   help="coffea executor of the analysis")
+    p.add_argument("--workers", type=int, default=1, help="processes (futures) or dask workers")
 
 
 def run(args) -> int:

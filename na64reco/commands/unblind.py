@@ -23,10 +23,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--ledger", required=True, metavar="LEDGER.json", help="ledger written by na64reco freeze")
     parser.add_argument("--i-understand-this-opens-the-box", dest="confirm", action="store_true",
                         help="required: confirms that the signal box is opened for good")
-    parser.add_argument("--output", metavar="DIR", help="directory for counts, cut-flow and plots")
+    parser.add_argument("--output", metavar="DIR", help="directory for counts, cut-flow and plots; it must not exist (default: none, "
+                             "the result is printed and logged only)")
     parser.add_argument("--audit-log", metavar="FILE",
                         help="additional audit log (JSON lines, append-only); the log beside the "
-                             "ledger is always written")
+                             "ledger is always written (default: none)")
 
 
 def run(args) -> int:
