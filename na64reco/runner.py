@@ -491,6 +491,10 @@ def format_summary(summary: dict) -> str:
         if "cutflow" not in entry:
             lines.append("   no events were processed")
             continue
+        withheld = _withheld(entry)
+        if withheld is not None:
+            lines.append(f"   withheld (blinded region, before the cut-flow): {withheld} events "
+                         "(the 'initial' row counts processed minus withheld)")
         lines.append(f"{'cut':<24}{'events':>12}{'weighted':>14}{'+-':>11}{'eff':>9}{'cumul':>9}")
         for r in entry["cutflow"]:
             if r["events"] == BLINDED:
@@ -510,3 +514,19 @@ def format_summary(summary: dict) -> str:
             lines.append(f"  {name:<28}{ev:>12}  {sw}")
         lines.append("")
     return "\n".join(lines)
+
+
+def _withheld(entry: dict) -> int | None:
+    """Events of a blinded (data) cut-flow removed by blinding before its ``initial`` row.
+
+    It is ``events_processed`` minus the ``initial`` row, two numbers every output shows
+    anyway; it counts every event of the protected region, whatever the cuts say, so it
+    tells nothing about the signal box (see :mod:`na64reco.selection.blinding`).  None for
+    a cut-flow that is not blinded (simulation, unblinded data).
+    """
+    from na64reco.selection.cuts import BLINDED
+
+    rows = entry.get("cutflow") or []
+    if not rows or not any(r["events"] == BLINDED for r in rows) or rows[0]["events"] == BLINDED:
+        return None
+    return int(entry["provenance"]["events_processed"]) - int(rows[0]["events"])

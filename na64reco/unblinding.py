@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from na64reco import __version__
+from na64reco.atomic import write_new_file
 from na64reco.errors import BlindingError, ConfigError, NA64Error
 from na64reco.selection.blinding import unblinding_lock_path
 
@@ -368,9 +369,8 @@ def freeze(ledger_path: str | Path, *, processor: str, calib_tag: str, files: It
                             "supersedes it")
     ledger = make_ledger(state, supersedes=earlier, note=note)
     ledger_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(ledger_path, "x") as fh:  # "x": never overwrite
-        json.dump(ledger, fh, indent=1, sort_keys=True)
-        fh.write("\n")
+    # whole or not at all (a half-written ledger would block the next freeze), never overwritten
+    write_new_file(ledger_path, json.dumps(ledger, indent=1, sort_keys=True) + "\n")
     return ledger
 
 
@@ -532,8 +532,9 @@ def _result_from_output(out: dict) -> dict:
 
 
 def run_unblinded(ledger: dict, token, output_dir: Path | None) -> dict:
-    """Run the frozen processor with ``token`` over the frozen files; write outputs."""
-    from na64reco.runner import RunOptions, make_processor, run_files, save_outputs
+    """Run the frozen processor with ``token`` over the frozen files; write outputs into
+    the existing directory ``output_dir``."""
+    from na64reco.runner import RunOptions, make_processor, run_files, write_outputs
 
     st = ledger["state"]
     opts = RunOptions(processor=st["processor"]["name"], calib_tag=st["calibration"]["tag"],
@@ -542,7 +543,7 @@ def run_unblinded(ledger: dict, token, output_dir: Path | None) -> dict:
     out = run_files({"unblinded": [f["path"] for f in st["files"]]}, opts, processor_instance=proc)
     result = _result_from_output(out)
     if output_dir is not None:
-        save_outputs(out, output_dir, plots=False)  # output.coffea, hists.root, cut-flow, provenance
+        write_outputs(out, output_dir, plots=False)  # output.coffea, hists.root, cut-flow, provenance
         _final_plots(out, st, output_dir / "plots")
     return result
 
@@ -595,7 +596,8 @@ def _final_plots(out: dict, state: dict, plot_dir: Path) -> None:
 
 
 def unblind(ledger_path: str | Path, *, confirm: bool, output_dir: str | Path | None = None,
-            audit_log: str | Path | None = None, roots: dict[str, Path] | None = None, runner=None) -> UnblindingResult:
+            audit_log: str | Path | None = None, roots: dict[str, Path] | None = None, runner=None,
+            overwrite: bool = False) -> UnblindingResult:
     """Open the signal box of a frozen analysis, once, on the record.
 
     Refuses (:class:`BlindingError`) without ``confirm``, if the ledger was edited, or if
@@ -604,6 +606,8 @@ def unblind(ledger_path: str | Path, *, confirm: bool, output_dir: str | Path | 
     ledger), returns that record without running (differences found now are listed in
     ``changed_since``, never acted upon).  Otherwise runs the processor with the
     token, writes outputs to ``output_dir`` and appends the record to the audit log(s).
+    ``output_dir`` appears whole or not at all (:func:`na64reco.atomic.output_dir`); an
+    existing one is refused before the box is opened unless ``overwrite``.
     ``runner(ledger, token, output_dir) -> result`` replaces :func:`run_unblinded` (tests).
     """
     if not confirm:
@@ -636,19 +640,37 @@ def unblind(ledger_path: str | Path, *, confirm: bool, output_dir: str | Path | 
         earlier = previous_unblinding(ledger["state_sha256"], logs)  # again, under the lock
         if earlier is not None:
             return UnblindingResult(earlier, ran=False, output_dir=None)
-        return _unblind_locked(ledger_path, ledger, current, diffs, logs, output_dir, runner)
+        return _unblind_locked(ledger_path, ledger, current, diffs, logs, output_dir, runner, overwrite)
     finally:
         lock.unlink(missing_ok=True)
 
 
-def _unblind_locked(ledger_path, ledger, current, diffs, logs, output_dir, runner) -> UnblindingResult:
+def _unblind_locked(ledger_path, ledger, current, diffs, logs, output_dir, runner,
+                    overwrite=False) -> UnblindingResult:
+    from contextlib import nullcontext
+
+    from na64reco.atomic import check_new_output
+    from na64reco.atomic import output_dir as staged_output_dir
     from na64reco.selection.schema import load_selection
 
+    out_dir = Path(output_dir) if output_dir is not None else None
+    if out_dir is not None:
+        check_new_output(out_dir, overwrite=overwrite)  # before the box is opened
     selection = load_selection(ledger["state"]["selection"]["path"])
     token = _issue_token(ledger_path, ledger, selection)
-    out_dir = Path(output_dir) if output_dir is not None else None
-    result = (runner or run_unblinded)(ledger, token, out_dir)
-    record = {
+    with (staged_output_dir(out_dir, overwrite=overwrite) if out_dir is not None else nullcontext()) as staged:
+        result = (runner or run_unblinded)(ledger, token, staged)
+        record = _audit_record(ledger_path, ledger, current, diffs, out_dir, result)
+        if staged is not None:
+            with open(staged / "unblinded_counts.json", "x") as fh:
+                json.dump(record, fh, indent=1, sort_keys=True, default=_json_default)
+    for log in logs:
+        append_audit_record(log, record)
+    return UnblindingResult(record, ran=True, output_dir=out_dir)
+
+
+def _audit_record(ledger_path, ledger, current, diffs, out_dir, result) -> dict:
+    return {
         "format": AUDIT_FORMAT,
         "user": getpass.getuser(),
         "time_utc": _utcnow(),
@@ -664,13 +686,6 @@ def _unblind_locked(ledger_path, ledger, current, diffs, logs, output_dir, runne
         "output_dir": str(out_dir.resolve()) if out_dir else None,
         "result": result,
     }
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with open(out_dir / "unblinded_counts.json", "x") as fh:
-            json.dump(record, fh, indent=1, sort_keys=True, default=_json_default)
-    for log in logs:
-        append_audit_record(log, record)
-    return UnblindingResult(record, ran=True, output_dir=out_dir)
 
 
 def format_result(res: UnblindingResult) -> str:

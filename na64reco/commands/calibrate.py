@@ -33,6 +33,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from na64reco.calibration.publish import calibrate_files, publish_result
+    from na64reco.conditions import tag_path
     from na64reco.errors import ConfigError
     from na64reco.geometry import load_setup
 
@@ -41,6 +42,9 @@ def run(args) -> int:
         raise ConfigError(f"--runs {first} {last}: FIRST is after LAST")
     if args.calib_dir is not None and not args.calib_dir.is_dir():
         raise ConfigError(f"--calib-dir {args.calib_dir}: not a directory")
+    if tag_path(args.tag, args.calib_dir).exists():  # before the work (tags are immutable)
+        raise ConfigError(f"tag {args.tag!r} exists already ({tag_path(args.tag, args.calib_dir)}); tags are "
+                          "immutable, choose a new --tag")
     setup = load_setup(args.setup)
     result = calibrate_files(args.kind, setup, args.files, first, base_tag=args.base_tag, root=args.calib_dir,
                              min_entries=args.min_entries, beam_energy_gev=args.beam_energy)

@@ -56,7 +56,8 @@ def add_arguments(parser) -> None:
                         help="cross-section approximation (default iww)")
     parser.add_argument("--cl", type=float, default=0.9, help="confidence level (default 0.9)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--plot", metavar="FILE.png", help="write the exclusion plot (default: no plot)")
+    parser.add_argument("--plot", metavar="FILE.png",
+                        help="write the exclusion plot, whole (replaced if it exists; default: no plot)")
 
 
 def _validate(args) -> float:
@@ -182,7 +183,10 @@ def _plot(result: dict, args, path: str) -> float | None:
 def run(args) -> int:
     result = compute(args)
     if args.plot:
-        result["g2_crossing_mev"] = _plot(result, args, args.plot)
+        from na64reco.atomic import output_file
+
+        with output_file(args.plot) as staged:
+            result["g2_crossing_mev"] = _plot(result, args, staged)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

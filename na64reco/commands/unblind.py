@@ -23,8 +23,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--ledger", required=True, metavar="LEDGER.json", help="ledger written by na64reco freeze")
     parser.add_argument("--i-understand-this-opens-the-box", dest="confirm", action="store_true",
                         help="required: confirms that the signal box is opened for good")
-    parser.add_argument("--output", metavar="DIR", help="directory for counts, cut-flow and plots; it must not exist (default: none, "
-                             "the result is printed and logged only)")
+    parser.add_argument("--output", metavar="DIR",
+                        help="directory for counts, cut-flow and plots; it must not exist unless --overwrite "
+                             "(default: none, the result is printed and logged only)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --output directory as a whole (nothing of it is kept)")
     parser.add_argument("--audit-log", metavar="FILE",
                         help="additional audit log (JSON lines, append-only); the log beside the "
                              "ledger is always written (default: none)")
@@ -33,6 +36,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from na64reco.unblinding import format_result, unblind
 
-    res = unblind(args.ledger, confirm=args.confirm, output_dir=args.output, audit_log=args.audit_log)
+    res = unblind(args.ledger, confirm=args.confirm, output_dir=args.output, audit_log=args.audit_log,
+                  overwrite=args.overwrite)
     print(format_result(res))
     return 0
