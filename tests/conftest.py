@@ -5,6 +5,23 @@ from __future__ import annotations
 import os
 
 import matplotlib
+import pytest
 
 matplotlib.use("Agg")
 os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".numba_cache"))
+
+#: Beam particles of the shared small NA64mu files (enough for every cut-flow row to be filled).
+SMALL_MOT = 3000
+
+
+@pytest.fixture(scope="session")
+def small_na64mu_files(tmp_path_factory):
+    """A small simulated NA64mu run (truth: MC) and a data-like one (``--no-truth``),
+    made once per session: ``{"mc": Path, "data": Path}``.  Tests must not modify them."""
+    from na64reco.sim.generate import simulate
+
+    folder = tmp_path_factory.mktemp("na64mu_small")
+    files = {"mc": folder / "mc.root", "data": folder / "data.root"}
+    simulate("na64mu", SMALL_MOT, 11, 1001, files["mc"], truth=True)
+    simulate("na64mu", SMALL_MOT, 13, 1002, files["data"], truth=False)
+    return files

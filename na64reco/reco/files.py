@@ -58,6 +58,8 @@ def reconstruct_file(path, output, *, calib_tag: str | None = None, chunk_size: 
     if output.suffix not in (".parquet", ".root"):
         raise RawFormatError(f"{output}: output must end in .parquet or .root")
     opened = open_raw(path)
+    if opened.n_events == 0:
+        raise RawFormatError(f"{path}: no events to reconstruct")
     n = 0
     writer = None
     meta = None
