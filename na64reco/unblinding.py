@@ -654,11 +654,13 @@ def _unblind_locked(ledger_path, ledger, current, diffs, logs, output_dir, runne
     from na64reco.selection.schema import load_selection
 
     out_dir = Path(output_dir) if output_dir is not None else None
+    keep = [ledger_path, *logs, *(f["path"] for f in ledger["state"]["files"])]  # never inside a replaced dir
     if out_dir is not None:
-        check_new_output(out_dir, overwrite=overwrite)  # before the box is opened
+        check_new_output(out_dir, overwrite=overwrite, inputs=keep)  # before the box is opened
     selection = load_selection(ledger["state"]["selection"]["path"])
     token = _issue_token(ledger_path, ledger, selection)
-    with (staged_output_dir(out_dir, overwrite=overwrite) if out_dir is not None else nullcontext()) as staged:
+    staging = staged_output_dir(out_dir, overwrite=overwrite, inputs=keep) if out_dir is not None else nullcontext()
+    with staging as staged:
         result = (runner or run_unblinded)(ledger, token, staged)
         record = _audit_record(ledger_path, ledger, current, diffs, out_dir, result)
         if staged is not None:
