@@ -26,7 +26,8 @@ TIMEOUT = 300  # s per command: a hung command fails the test instead of the CI 
 
 
 def _entry_point() -> str:
-    found = shutil.which("na64reco") or shutil.which("na64reco", path=str(Path(sys.executable).parent))
+    """The console script of the environment running the tests (else the one on PATH)."""
+    found = shutil.which("na64reco", path=str(Path(sys.executable).parent)) or shutil.which("na64reco")
     if found is None:
         pytest.skip("the na64reco entry point is not installed (pip install -e .)")
     return found
@@ -110,8 +111,8 @@ def test_readme_quickstart_runs_line_by_line(tmp_path):
         for out in output_args(argv):
             assert_nonempty(tmp_path / out)
             written.append(out)
-        if argv[1] == "cutflow":
-            assert "blinded" in proc.stdout.splitlines()[-1] or "blinded" in proc.stdout
+        if argv[1] == "cutflow":  # as the README says: the last cut-flow row of data reads "blinded"
+            assert re.search(r"^signal_box\s+blinded\s+blinded$", proc.stdout, re.M), proc.stdout
     # every simulated file is read by another line (sig.root was once simulated and never used)
     argvs = [shlex.split(line, comments=True) for line in lines]
     for argv in argvs:
@@ -143,9 +144,8 @@ def test_demo_default_path_with_plots(tmp_path):
     proc = na64reco("demo", "--events", 1000, "--output", "demo", cwd=tmp_path)
     out = tmp_path / "demo"
     assert "signal_box" in proc.stdout and "blinded" in proc.stdout
-    for name in ("event_display.png", "summary.png"):
-        assert pngs(out) and (out / name) in pngs(out)
-    assert pngs(out / "analysis" / "plots")
+    assert {p.name for p in pngs(out)} == {"event_display.png", "summary.png"}
+    assert len(pngs(out / "analysis" / "plots")) > 30
     for name in ("output.coffea", "hists.root", "cutflow.json", "cutflow.txt", "provenance.json"):
         assert_nonempty(out / "analysis" / name)
     prov = json.loads((out / "analysis" / "provenance.json").read_text())
