@@ -107,9 +107,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         where = save_crash_report(exc, argv if argv is not None else sys.argv[1:])
         kind = f"{type(exc).__name__}: {' '.join(str(exc).split())}".rstrip(": ")
-        saved = f"the full traceback is in {where}" if where else "the traceback could not be saved"
-        print(f"na64reco {args.command}: internal error, a bug in na64reco ({kind[:200]}); {saved}; "
-              "please report it with that file", file=sys.stderr)
+        saved = (f"the full traceback is in {where}; please report it with that file" if where else
+                 "the traceback could not be saved: run again with `na64reco --traceback` and report it")
+        print(f"na64reco {args.command}: internal error, a bug in na64reco ({kind[:200]}); {saved}",
+              file=sys.stderr)
         return EXIT_BUG
 
 
