@@ -73,22 +73,22 @@ def output_dir(path: str | Path, *, overwrite: bool = False, inputs: Iterable[st
     staged = _temp_sibling(final, "tmp")
     _remove(staged)  # left over by a crashed process that had the same pid
     staged.mkdir()
+    old = None
     try:
         yield staged
+        if final.exists() or final.is_symlink():
+            check_new_output(final, overwrite=overwrite, inputs=inputs)  # it may have appeared meanwhile
+            old = _temp_sibling(final, "old")
+            _remove(old)
+            os.replace(final, old)
+        try:
+            os.replace(staged, final)
+        except BaseException:
+            if old is not None:
+                os.replace(old, final)
+                old = None
+            raise
     except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
-    old = None
-    if final.exists() or final.is_symlink():
-        check_new_output(final, overwrite=overwrite, inputs=inputs)  # it may have appeared meanwhile
-        old = _temp_sibling(final, "old")
-        _remove(old)
-        os.replace(final, old)
-    try:
-        os.replace(staged, final)
-    except BaseException:
-        if old is not None:
-            os.replace(old, final)
         shutil.rmtree(staged, ignore_errors=True)
         raise
     if old is not None:

@@ -43,6 +43,15 @@ def test_output_dir_refuses_or_replaces_whole(tmp_path):
     assert sorted(p.name for p in final.rglob("*")) == ["new.txt"] and not leftovers(tmp_path)
 
 
+def test_output_that_appears_meanwhile_is_not_overwritten(tmp_path):
+    final = tmp_path / "out"
+    with pytest.raises(atomic.OutputExists), atomic.output_dir(final) as staged:
+        (staged / "mine.txt").write_text("mine")
+        final.mkdir()  # another run finished first
+        (final / "theirs.txt").write_text("theirs")
+    assert [p.name for p in final.iterdir()] == ["theirs.txt"] and not leftovers(tmp_path)
+
+
 def test_overwrite_never_deletes_inputs_or_the_working_directory(tmp_path, monkeypatch):
     final = tmp_path / "out"
     final.mkdir()
