@@ -3,15 +3,22 @@
 Each module in :mod:`na64reco.commands` defines ``NAME``, ``HELP``,
 ``add_arguments(parser)`` and ``run(args) -> int``.  Errors of the library
 (:class:`~na64reco.errors.NA64Error`) and of the operating system are printed as one
-line on stderr with a non-zero exit code, never as a traceback (``--traceback`` shows
-it for debugging).
+line on stderr with exit code 1, never as a traceback (``--traceback`` shows it for
+debugging).  Any other exception is a bug in na64reco: one line on stderr says so and
+names the file where the full traceback was saved (``na64reco-crash-<time>-<pid>.txt``
+in ``NA64RECO_CRASH_DIR`` or the temporary directory), exit code 3.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import importlib
+import os
 import sys
+import tempfile
+import traceback
+from pathlib import Path
 
 from na64reco import __version__
 from na64reco.errors import NA64Error
@@ -33,18 +40,36 @@ COMMANDS = (
 )
 
 
+#: Exit codes: user or system error, bug in na64reco, interrupted (128 + SIGINT).
+EXIT_ERROR, EXIT_BUG, EXIT_INTERRUPTED = 1, 3, 130
+CRASH_DIR_ENV = "NA64RECO_CRASH_DIR"
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Appends "(default: X)" to an option's help unless the help already says its default,
+    the option is required or a flag, or it has no default value."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("%(default)" in text or "default" in text.lower() or not action.option_strings
+                or action.required or any(action.default is v for v in (None, False, True, argparse.SUPPRESS))):
+            return text
+        return text + " (default: %(default)s)"
+
+
 def _load(name: str):
     return importlib.import_module(f"na64reco.commands.{name}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="na64reco",
+        prog="na64reco", formatter_class=HelpFormatter,
         description="NA64 raw data to physics results: simulate, calibrate, reconstruct, "
         "select (blinded), count and set limits.",
     )
     parser.add_argument("--version", action="version", version=f"na64reco {__version__}")
-    parser.add_argument("--traceback", action="store_true", help="show Python tracebacks on errors")
+    parser.add_argument("--traceback", action="store_true",
+                        help="show the Python traceback of any error instead of a one-line message")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:
@@ -53,8 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name != f"na64reco.commands.{name}":
                 raise
             continue  # subcommand not built yet
-        text = module.HELP.replace("%", "%%")  # argparse %-formats help strings
-        p = sub.add_parser(module.NAME, help=text, description=text)
+        # argparse %-formats the help of a subcommand in the list, not the description
+        p = sub.add_parser(module.NAME, help=module.HELP.replace("%", "%%"), description=module.HELP,
+                           formatter_class=HelpFormatter)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser
@@ -73,10 +99,39 @@ def main(argv: list[str] | None = None) -> int:
             raise
         message = " ".join(str(exc).split())  # one line, whatever the library below wrote
         print(f"na64reco {args.command}: error: {message}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"na64reco {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if args.traceback:
+            raise
+        where = save_crash_report(exc, argv if argv is not None else sys.argv[1:])
+        kind = f"{type(exc).__name__}: {' '.join(str(exc).split())}".rstrip(": ")
+        saved = (f"the full traceback is in {where}; please report it with that file" if where else
+                 "the traceback could not be saved: run again with `na64reco --traceback` and report it")
+        print(f"na64reco {args.command}: internal error, a bug in na64reco ({kind[:200]}); {saved}",
+              file=sys.stderr)
+        return EXIT_BUG
+
+
+def save_crash_report(exc: BaseException, argv: list[str]) -> Path | None:
+    """Write the command line, versions and traceback of ``exc`` to a new crash file;
+    return its path (None if no file could be written)."""
+    now = datetime.datetime.now(datetime.UTC)
+    folder = Path(os.environ.get(CRASH_DIR_ENV) or tempfile.gettempdir())
+    path = folder / f"na64reco-crash-{now:%Y%m%dT%H%M%SZ}-{os.getpid()}.txt"
+    text = (f"na64reco {__version__} crashed at {now.isoformat()}\n"
+            f"command: na64reco {' '.join(argv)}\n"
+            f"cwd: {os.getcwd()}\npython: {sys.version.split()[0]} ({sys.executable})\n\n"
+            + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(path, "x") as fh:
+            fh.write(text)
+    except OSError:
+        return None
+    return path
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -40,6 +40,7 @@ import numpy as np
 import yaml
 from hepunits import GeV
 
+from na64reco.atomic import write_new_file
 from na64reco.config import Node, load_yaml
 from na64reco.errors import CalibrationMissing, ConfigError
 from na64reco.geometry import Setup, load_setup
@@ -338,8 +339,8 @@ def write_payload(setup: str, payload: str, runs: tuple[int, int], content: dict
     _validate(data, PAYLOAD_SCHEMA, f"new {setup}/{payload} v{version:03d}")
     path = root / "conditions" / setup / payload / f"v{version:03d}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "x") as fh:  # "x": fail rather than overwrite
-        yaml.safe_dump(data, fh, sort_keys=False, default_flow_style=None, width=120)
+    # whole or not at all, and never over an existing file
+    write_new_file(path, yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=120))
     return path
 
 
@@ -354,8 +355,7 @@ def write_tag(tag: str, setup: str, payload_files: dict[str, list[str]], descrip
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
         raise ConfigError(f"tag {tag!r} exists already ({path}); tags are immutable, choose a new name")
-    with open(path, "x") as fh:
-        yaml.safe_dump(data, fh, sort_keys=False)
+    write_new_file(path, yaml.safe_dump(data, sort_keys=False))  # whole, never over an existing file
     return path
 
 
@@ -396,6 +396,9 @@ def publish(setup: str, tag: str, runs: tuple[int, int], content: dict[str, dict
     the new version wins inside ``runs``.
     """
     root = root or calib_dir()
+    if tag_path(tag, root).exists():  # before any payload is written
+        raise ConfigError(f"tag {tag!r} exists already ({tag_path(tag, root)}); tags are immutable, "
+                          "choose a new name")
     base = load_tag(base_tag, root).data["payloads"] if base_tag else {}
     files: dict[str, list[str]] = {p: list(base.get(p, [])) for p in PAYLOADS}
     for payload, body in content.items():

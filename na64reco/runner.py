@@ -432,16 +432,31 @@ def _account(out: dict, fileset, check: FileCheck, chunk_skips: dict, proc) -> N
 
 
 # ----------------------------------------------------------------------------------------
-def save_outputs(out: dict, outdir: str | Path, *, plots: bool = True) -> Path:
+def save_outputs(out: dict, outdir: str | Path, *, plots: bool = True, overwrite: bool = False,
+                 inputs=()) -> Path:
     """Write ``output.coffea``, ``hists.root``, ``cutflow.txt``/``.json``, ``provenance.json``
-    and (``plots``) PNG control plots into ``outdir``."""
+    and (``plots``) PNG control plots into ``outdir``, all at once.
+
+    The files are written into a temporary sibling directory that is renamed to ``outdir``
+    at the end (:func:`na64reco.atomic.output_dir`): a run that fails or is interrupted
+    leaves no ``outdir``.  An existing ``outdir`` is refused
+    (:class:`~na64reco.atomic.OutputExists`) unless ``overwrite``, which replaces it whole
+    (but never when it holds one of ``inputs`` or the current directory).
+    """
+    from na64reco.atomic import output_dir
+
+    with output_dir(outdir, overwrite=overwrite, inputs=inputs) as staged:
+        write_outputs(out, staged, plots=plots)
+    return Path(outdir)
+
+
+def write_outputs(out: dict, directory: Path, *, plots: bool = True) -> None:
+    """The files of :func:`save_outputs`, written into the existing ``directory``."""
     import uproot
     from coffea.util import save
 
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    save(out, outdir / "output.coffea")
-    with uproot.recreate(outdir / "hists.root") as f:
+    save(out, directory / "output.coffea")
+    with uproot.recreate(directory / "hists.root") as f:
         for dataset, acc in out.items():
             for name, h in acc.get("hists", {}).items():
                 for stage in h.axes["stage"]:
@@ -449,15 +464,14 @@ def save_outputs(out: dict, outdir: str | Path, *, plots: bool = True) -> Path:
             for name, h in acc.get("nminus1", {}).items():
                 f[f"{dataset}/nminus1_{name}"] = h
     summary = cutflow_summary(out)
-    (outdir / "cutflow.json").write_text(json.dumps(summary, indent=1, default=_json_default))
-    (outdir / "cutflow.txt").write_text(format_summary(summary))
-    (outdir / "provenance.json").write_text(json.dumps(
+    (directory / "cutflow.json").write_text(json.dumps(summary, indent=1, default=_json_default))
+    (directory / "cutflow.txt").write_text(format_summary(summary))
+    (directory / "provenance.json").write_text(json.dumps(
         {ds: acc["provenance"].to_dict() for ds, acc in out.items()}, indent=1, default=_json_default))
     if plots:
         from na64reco.plotting import control_plots
 
-        control_plots(out, outdir / "plots")
-    return outdir
+        control_plots(out, directory / "plots")
 
 
 def _json_default(obj):
@@ -504,6 +518,10 @@ def format_summary(summary: dict) -> str:
         if "cutflow" not in entry:
             lines.append("   no events were processed")
             continue
+        withheld = _withheld(entry)
+        if withheld is not None:
+            lines.append(f"   withheld (blinded region, before the cut-flow): {withheld} events "
+                         "(the 'initial' row counts processed minus withheld)")
         lines.append(f"{'cut':<24}{'events':>12}{'weighted':>14}{'+-':>11}{'eff':>9}{'cumul':>9}")
         for r in entry["cutflow"]:
             if r["events"] == BLINDED:
@@ -523,3 +541,19 @@ def format_summary(summary: dict) -> str:
             lines.append(f"  {name:<28}{ev:>12}  {sw}")
         lines.append("")
     return "\n".join(lines)
+
+
+def _withheld(entry: dict) -> int | None:
+    """Events of a blinded (data) cut-flow removed by blinding before its ``initial`` row.
+
+    It is ``events_processed`` minus the ``initial`` row, two numbers every output shows
+    anyway; it counts every event of the protected region, whatever the cuts say, so it
+    tells nothing about the signal box (see :mod:`na64reco.selection.blinding`).  None for
+    a cut-flow that is not blinded (simulation, unblinded data).
+    """
+    from na64reco.selection.cuts import BLINDED
+
+    rows = entry.get("cutflow") or []
+    if not rows or not any(r["events"] == BLINDED for r in rows) or rows[0]["events"] == BLINDED:
+        return None
+    return int(entry["provenance"]["events_processed"]) - int(rows[0]["events"])

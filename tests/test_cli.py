@@ -44,3 +44,78 @@ def test_truncated_file_error_is_one_line(tmp_path, capsys):
     assert cli.main(["reco", str(cut), "--output", str(tmp_path / "o.parquet")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cut.root" in err and "Traceback" not in err
+
+
+# ---- help texts ------------------------------------------------------------------------
+def _parsers():
+    parser = cli.build_parser()
+    (sub,) = [a for a in parser._actions if a.dest == "command"]
+    return {"na64reco": parser, **sub.choices}
+
+
+@pytest.mark.parametrize("name", sorted(_parsers()))
+def test_every_option_has_help_and_shows_its_default(name):
+    import argparse
+
+    parser = _parsers()[name]
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+            continue
+        label = "/".join(action.option_strings) or action.dest
+        assert action.help and action.help.strip(), f"na64reco {name} {label}: no help text"
+        text = formatter._expand_help(action)
+        flag = action.nargs == 0  # --json, --quiet, --version ...
+        if action.option_strings and not action.required and not flag:
+            assert "default" in text.lower(), f"na64reco {name} {label}: help does not show the default: {text!r}"
+    assert "%%" not in parser.format_help()
+
+
+def test_subcommand_list_and_descriptions_show_percent_once(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["limit", "--help"])
+    out = capsys.readouterr().out
+    assert "90% CL" in out and "%%" not in out
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    assert "%%" not in capsys.readouterr().out
+
+
+# ---- unexpected exceptions -------------------------------------------------------------
+def _crash(monkeypatch):
+    import na64reco.commands.inspect as inspect_cmd
+
+    def broken(path):
+        raise ZeroDivisionError("division by zero in a test")
+
+    monkeypatch.setattr(inspect_cmd, "summarise", broken)
+
+
+def test_a_bug_prints_one_line_and_saves_the_traceback(tmp_path, monkeypatch, capsys):
+    _crash(monkeypatch)
+    monkeypatch.setenv(cli.CRASH_DIR_ENV, str(tmp_path / "crashes"))
+    assert cli.main(["inspect", "some.root"]) == cli.EXIT_BUG == 3
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "bug in na64reco" in err and "ZeroDivisionError" in err
+    (report,) = (tmp_path / "crashes").glob("na64reco-crash-*.txt")
+    assert str(report) in err
+    text = report.read_text()
+    assert "command: na64reco inspect some.root" in text
+    assert "Traceback (most recent call last)" in text and "in broken" in text
+
+
+def test_traceback_option_reraises_a_bug(monkeypatch, tmp_path):
+    _crash(monkeypatch)
+    monkeypatch.setenv(cli.CRASH_DIR_ENV, str(tmp_path))
+    with pytest.raises(ZeroDivisionError):
+        cli.main(["--traceback", "inspect", "some.root"])
+    assert not list(tmp_path.iterdir())
+
+
+def test_user_errors_stay_one_line_with_exit_1(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(cli.CRASH_DIR_ENV, str(tmp_path / "crashes"))
+    assert cli.main(["limit", "--efficiency", "2", "--mot", "1e10", "--masses", "0.1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("na64reco limit: error: --efficiency") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "crashes").exists()

@@ -67,6 +67,8 @@ def test_new_version_wins_inside_its_range_and_never_overwrites(calib):
     with pytest.raises(ConfigError, match="tags are immutable"):
         publish("na64mu", "na64mu-test", (100, 200), {"calorimeter": content["calorimeter"]},
                 base_tag="na64mu-default", root=calib)
+    assert not (calib / "conditions/na64mu/calorimeter/v003.yaml").exists()  # refused before writing
+    assert not list(calib.rglob(".*.tmp-*"))  # written whole: no temporary file left
     assert resolve("na64mu-test", 150, calib)["tracker"].name == "v001.yaml"
 
 

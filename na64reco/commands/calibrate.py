@@ -11,7 +11,7 @@ HELP = ("derive constants from calibration runs (pedestals from random triggers,
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--setup", required=True, choices=("na64mu", "na64e"))
+    parser.add_argument("--setup", required=True, choices=("na64mu", "na64e"), help="detector setup")
     parser.add_argument("--kind", required=True, choices=("pedestals", "mip", "electron"),
                         help="pedestals: random-trigger run; mip: muon run (gains); electron: "
                              "electron-beam runs at one or more energies (ECAL section response)")
@@ -28,11 +28,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--beam-energy", type=float, default=None, metavar="GEV",
                         help="electron: beam energy of all FILES in GeV (default: recorded in each "
                              "simulated file, else the setup's beam energy)")
-    parser.add_argument("files", nargs="+", type=Path, metavar="FILES")
+    parser.add_argument("files", nargs="+", type=Path, metavar="FILES", help="raw files of the calibration runs")
 
 
 def run(args) -> int:
     from na64reco.calibration.publish import calibrate_files, publish_result
+    from na64reco.conditions import tag_path
     from na64reco.errors import ConfigError
     from na64reco.geometry import load_setup
 
@@ -41,6 +42,9 @@ def run(args) -> int:
         raise ConfigError(f"--runs {first} {last}: FIRST is after LAST")
     if args.calib_dir is not None and not args.calib_dir.is_dir():
         raise ConfigError(f"--calib-dir {args.calib_dir}: not a directory")
+    if tag_path(args.tag, args.calib_dir).exists():  # before the work (tags are immutable)
+        raise ConfigError(f"tag {args.tag!r} exists already ({tag_path(args.tag, args.calib_dir)}); tags are "
+                          "immutable, choose a new --tag")
     setup = load_setup(args.setup)
     result = calibrate_files(args.kind, setup, args.files, first, base_tag=args.base_tag, root=args.calib_dir,
                              min_entries=args.min_entries, beam_energy_gev=args.beam_energy)

@@ -16,7 +16,8 @@ HELP = "print the cut-flow (events, weighted sums, N-1, regions) of a saved run 
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("path", metavar="OUTDIR_OR_FILE")
+    parser.add_argument("path", metavar="OUTDIR_OR_FILE",
+                        help="output directory of `na64reco run`, its output.coffea or its cutflow.json")
     parser.add_argument("--json", action="store_true", help="print JSON")
 
 

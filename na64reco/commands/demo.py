@@ -15,46 +15,69 @@ HELP = "simulate a small NA64mu run, reconstruct, run the blinded analysis, prin
 
 
 def add_arguments(p):
-    p.add_argument("--output", "-o", default="demo-output", help="output directory (default: demo-output)")
+    p.add_argument("--output", "-o", default="demo-output",
+                   help="output directory (default: demo-output); it appears when the demo has finished "
+                        "and must not exist unless --overwrite")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output directory as a whole (nothing of it is kept)")
     p.add_argument("--events", type=int, default=20_000, help="muons on target per sample (default 20000)")
     p.add_argument("--mass", type=float, default=0.1, help="Z' mass of the signal sample in GeV (default 0.1)")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--executor", default="iterative", choices=("iterative", "futures", "dask"))
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1,
+                   help="random seed of the first sample (the others use seed+1, seed+2)")
+    p.add_argument("--executor", default="iterative", choices=("iterative", "futures", "dask"),
+                   help="coffea executor of the analysis")
+    p.add_argument("--workers", type=int, default=1, help="processes (futures) or dask workers")
 
 
 def run(args) -> int:
+    from na64reco.atomic import check_new_output, output_dir
     from na64reco.errors import ConfigError
-    from na64reco.runner import RunOptions, cutflow_summary, format_summary, run_files, save_outputs
+    from na64reco.runner import RunOptions, cutflow_summary, format_summary, run_files, write_outputs
     from na64reco.sim.generate import simulate
     from na64reco.units import GeV
 
     if args.events <= 0:
         raise ConfigError(f"--events must be positive, got {args.events}")
     out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
+    check_new_output(out, overwrite=args.overwrite)
     samples = {
         "mc_mixture": dict(process="mixture", truth=True, seed=args.seed),
         f"signal_m{args.mass:g}GeV": dict(process="signal", mass=args.mass * GeV, truth=True, seed=args.seed + 1),
         "data": dict(process="mixture", truth=False, seed=args.seed + 2),
     }
-    fileset = {}
-    for i, (name, kw) in enumerate(samples.items()):
-        path = out / f"{name}.root"
-        print(f"[demo] simulating {name}: {args.events} muons on target -> {path}")
-        simulate("na64mu", args.events, run=1001 + i, output=path, progress=True, **kw)
-        fileset[name] = [str(path)]
-    print(f"[demo] running na64mu_invisible ({args.executor}) over {len(fileset)} datasets")
-    opts = RunOptions("na64mu_invisible", executor=args.executor, workers=args.workers, status=True)
-    result = run_files(fileset, opts)
-    save_outputs(result, out / "analysis")
-    print(format_summary(cutflow_summary(result)))
-    signal = fileset[f"signal_m{args.mass:g}GeV"][0]
-    display = _display_signal_event(signal, out / "event_display.png")
-    summary = _summary_figure(result, out / "summary.png", args.mass)
+    # everything is written into a temporary sibling of OUT, renamed to OUT at the end
+    with output_dir(out, overwrite=args.overwrite) as staged:
+        fileset = {}
+        for i, (name, kw) in enumerate(samples.items()):
+            path = staged / f"{name}.root"
+            print(f"[demo] simulating {name}: {args.events} muons on target -> {out / path.name}")
+            simulate("na64mu", args.events, run=1001 + i, output=path, progress=True, **kw)
+            fileset[name] = [str(path)]
+        print(f"[demo] running na64mu_invisible ({args.executor}) over {len(fileset)} datasets")
+        opts = RunOptions("na64mu_invisible", executor=args.executor, workers=args.workers, status=True)
+        result = run_files(fileset, opts)
+        _relocate(result, staged, out)  # the provenance names the files where they will be
+        (staged / "analysis").mkdir()
+        write_outputs(result, staged / "analysis")
+        print(format_summary(cutflow_summary(result)))
+        signal = fileset[f"signal_m{args.mass:g}GeV"][0]
+        display = _display_signal_event(signal, staged / "event_display.png")
+        summary = _summary_figure(result, staged / "summary.png", args.mass)
     print(f"[demo] outputs in {out}/: analysis/ (cut-flow, histograms, control plots), {display.name}, "
           f"{summary.name}")
     return 0
+
+
+def _relocate(result: dict, staged: Path, final: Path) -> None:
+    """Rename the input files recorded in each dataset's provenance from ``staged`` to ``final``."""
+    def moved(path: str) -> str:
+        p = Path(path)
+        return str(final / p.relative_to(staged)) if p.is_relative_to(staged) else path
+
+    for acc in result.values():
+        prov = acc["provenance"]
+        prov.files = {moved(k): v for k, v in prov.files.items()}
+        prov.skipped = {moved(k): v for k, v in prov.skipped.items()}
 
 
 def _display_signal_event(path, output: Path) -> Path:

@@ -9,13 +9,15 @@ HELP = "draw one event (top and side views: hits, fitted tracks, calorimeter ene
 def add_arguments(p):
     p.add_argument("raw", help="raw ROOT file")
     p.add_argument("--event", type=int, required=True, help="event number (the 'event' branch)")
-    p.add_argument("--output", "-o", required=True, help="output image (.png, .pdf, .svg)")
+    p.add_argument("--output", "-o", required=True,
+                   help="output image (.png, .pdf, .svg), written whole (replaced if it exists)")
     p.add_argument("--calib-tag", default=None, help="calibration tag (default: <setup>-default)")
 
 
 def run(args) -> int:
     import numpy as np
 
+    from na64reco.atomic import output_file
     from na64reco.conditions import load_conditions
     from na64reco.display import draw_event
     from na64reco.errors import ConfigError
@@ -40,6 +42,7 @@ def run(args) -> int:
             names = {v: k for k, v in PROCESSES.items()}
             title += (f"   truth: {names.get(int(t['process'][0]), '?')}, p_in = {t['p_in'][0]:.1f} GeV, "
                       f"p_out = {t['p_out'][0]:.1f} GeV")
-        draw_event(events, 0, setup, conds, title=title, output=args.output, data=not raw.has_truth)
+        with output_file(args.output) as staged:  # no half-written image after a crash
+            draw_event(events, 0, setup, conds, title=title, output=staged, data=not raw.has_truth)
     print(f"event {args.event} of {args.raw} -> {args.output}")
     return 0

@@ -41,8 +41,8 @@ SETUPS = {
 def add_arguments(parser) -> None:
     parser.add_argument("--setup", choices=sorted(SETUPS), default="na64mu",
                         help="beam mode: na64mu (Z', g) or na64e (A', eps)")
-    parser.add_argument("--mot", type=float, help="muons on target (na64mu)")
-    parser.add_argument("--eot", type=float, help="electrons on target (na64e)")
+    parser.add_argument("--mot", type=float, help="muons on target (required for na64mu; no default)")
+    parser.add_argument("--eot", type=float, help="electrons on target (required for na64e; no default)")
     parser.add_argument("--efficiency", type=float, required=True,
                         help="signal efficiency in (0, 1], excluding the x > x_min acceptance")
     parser.add_argument("--background", type=float, default=0.0, help="expected background events")
@@ -56,7 +56,8 @@ def add_arguments(parser) -> None:
                         help="cross-section approximation (default iww)")
     parser.add_argument("--cl", type=float, default=0.9, help="confidence level (default 0.9)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--plot", metavar="FILE.png", help="write the exclusion plot")
+    parser.add_argument("--plot", metavar="FILE.png",
+                        help="write the exclusion plot, whole (replaced if it exists; default: no plot)")
 
 
 def _validate(args) -> float:
@@ -203,7 +204,10 @@ def _draw_limit(result: dict, args, path: str, setup: dict, masses, g90) -> floa
 def run(args) -> int:
     result = compute(args)
     if args.plot:
-        result["g2_crossing_mev"] = _plot(result, args, args.plot)
+        from na64reco.atomic import output_file
+
+        with output_file(args.plot) as staged:
+            result["g2_crossing_mev"] = _plot(result, args, staged)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

@@ -6,26 +6,37 @@ The fields, the muon vectors ``mu_in`` / ``mu_out`` and how each format stores t
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from na64reco.reco.files import DEFAULT_CHUNK
+
 NAME = "reco"
 HELP = "reconstruct a raw file into a per-event table (Parquet or ROOT)"
 
 
 def add_arguments(p):
     p.add_argument("raw", help="raw ROOT file (na64raw format)")
-    p.add_argument("--output", "-o", required=True, help="output .parquet (or .root) file")
+    p.add_argument("--output", "-o", required=True,
+                   help="output .parquet (or .root) file, written whole at the end (replaced if it exists)")
     p.add_argument("--calib-tag", default=None, help="calibration tag (default: <setup>-default)")
-    p.add_argument("--chunk-size", type=int, default=100_000, help="events per chunk (bounds memory)")
+    p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK,
+                   help="events per chunk (bounds the memory; the progress bar advances by chunks)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args) -> int:
+    from na64reco.atomic import output_file
     from na64reco.errors import ConfigError
     from na64reco.reco.files import reconstruct_file
 
     if args.chunk_size <= 0:
         raise ConfigError(f"--chunk-size must be positive, got {args.chunk_size}")
-    summary = reconstruct_file(args.raw, args.output, calib_tag=args.calib_tag,
-                               chunk_size=args.chunk_size, progress=not args.quiet)
+    if Path(args.output).suffix not in (".parquet", ".root"):
+        raise ConfigError(f"--output {args.output}: must end in .parquet or .root")
+    with output_file(args.output) as staged:  # a crash leaves no half-written table
+        summary = reconstruct_file(args.raw, staged, calib_tag=args.calib_tag,
+                                   chunk_size=args.chunk_size, progress=not args.quiet)
+    summary["output"] = args.output
     print(f"reconstructed {summary['events']} events of run {summary['run']} ({summary['setup']}, "
           f"calibration tag {summary['calibration_tag']}) -> {summary['output']}")
     return 0

@@ -20,28 +20,36 @@ def add_arguments(parser) -> None:
     from na64reco.runner import EXECUTORS
     from processors import PROCESSORS
 
-    parser.add_argument("--processor", required=True, choices=PROCESSORS)
-    parser.add_argument("--executor", choices=EXECUTORS, default="iterative")
-    parser.add_argument("--workers", type=int, default=1, help="processes (futures) or dask workers")
+    parser.add_argument("--processor", required=True, choices=PROCESSORS, help="analysis processor")
+    parser.add_argument("--executor", choices=EXECUTORS, default="iterative", help="coffea executor")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes (futures) or dask workers")
     parser.add_argument("--scheduler", metavar="ADDRESS",
                         help="dask scheduler to connect to (default: start a LocalCluster)")
     parser.add_argument("--chunksize", type=int, default=50_000, help="events per chunk")
     parser.add_argument("--skip-bad-files", action="store_true",
                         help="report and skip unreadable/foreign files instead of stopping")
     parser.add_argument("--retries", type=int, default=0,
-                        help="retries of a chunk after a transient error (time-out, lost connection)")
+                        help="retries of a chunk after a transient error (time-out, lost connection); "
+                             "default %(default)s: no retry")
     parser.add_argument("--calib-tag", metavar="T", help="calibration tag (default <setup>-default)")
     parser.add_argument("--selection", metavar="YAML", help="selection file (default: the processor's)")
-    parser.add_argument("--output", required=True, metavar="OUTDIR")
+    parser.add_argument("--output", required=True, metavar="OUTDIR",
+                        help="output directory; it appears only when the run has finished (written "
+                             "into a temporary sibling, then renamed); it must not exist unless --overwrite")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing OUTDIR as a whole (nothing of the old run is kept)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG control plots")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--fileset", metavar="FILESET.yaml", help="datasets and their files")
+    parser.add_argument("--fileset", metavar="FILESET.yaml",
+                        help="datasets and their files (instead of FILES; default: none)")
     parser.add_argument("--dataset", metavar="NAME", help="put all FILES in one dataset NAME "
                         "(default: group them by content: data, mc_<process>, mc_signal_m<mass>GeV)")
-    parser.add_argument("files", nargs="*", metavar="FILES", help="raw files")
+    parser.add_argument("files", nargs="*", metavar="FILES", help="raw files (or --fileset)")
 
 
 def run(args) -> int:
+    from na64reco.atomic import check_new_output
     from na64reco.runner import (
         RunOptions,
         cutflow_summary,
@@ -59,13 +67,15 @@ def run(args) -> int:
     if args.scheduler and args.executor != "dask":
         raise ConfigError("--scheduler needs --executor dask")
     fileset = load_fileset(args.fileset) if args.fileset else fileset_from_files(args.files, args.dataset)
+    inputs = [f for files in fileset.values() for f in files] + ([args.fileset] if args.fileset else [])
+    check_new_output(args.output, overwrite=args.overwrite, inputs=inputs)  # before hours of work
     opts = RunOptions(args.processor, executor=args.executor, workers=args.workers,
                       scheduler=args.scheduler, chunksize=args.chunksize,
                       skip_bad_files=args.skip_bad_files, retries=args.retries,
                       calib_tag=args.calib_tag, selection=args.selection,
                       status=not args.no_progress)
     out = run_files(fileset, opts)
-    outdir = save_outputs(out, args.output, plots=not args.no_plots)
+    outdir = save_outputs(out, args.output, plots=not args.no_plots, overwrite=args.overwrite, inputs=inputs)
     print(format_summary(cutflow_summary(out)))
     print(f"outputs written to {outdir}/")
     return 0

@@ -23,7 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", required=True, metavar="FILE.root", help="raw ROOT file to write")
     p.add_argument("--process", default="mixture", metavar="PROCESS",
                    help=f"one of {', '.join(PROCESS_CHOICES)} (default mixture)")
-    p.add_argument("--mass", type=float, metavar="GEV", help="dark boson mass in GeV (required for signal)")
+    p.add_argument("--mass", type=float, metavar="GEV",
+                   help="dark boson mass in GeV (required for --process signal; no default)")
     p.add_argument("--coupling", type=float, metavar="G",
                    help="Z' coupling g (na64mu) or A' mixing epsilon (na64e); default from the setup's "
                         "simulation.signal.default_coupling")

@@ -23,10 +23,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--ledger", required=True, metavar="LEDGER.json", help="ledger written by na64reco freeze")
     parser.add_argument("--i-understand-this-opens-the-box", dest="confirm", action="store_true",
                         help="required: confirms that the signal box is opened for good")
-    parser.add_argument("--output", metavar="DIR", help="directory for counts, cut-flow and plots")
+    parser.add_argument("--output", metavar="DIR",
+                        help="directory for counts, cut-flow and plots; it must not exist unless --overwrite "
+                             "(default: none, the result is printed and logged only)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --output directory as a whole (nothing of it is kept)")
     parser.add_argument("--audit-log", metavar="FILE",
                         help="additional audit log (JSON lines, append-only); the log beside the "
-                             "ledger is always written")
+                             "ledger is always written (default: none)")
     parser.add_argument("--force-new", action="store_true",
                         help="unblind although the same data were unblinded with another frozen state that "
                              "this ledger does not supersede (needs --reason)")
@@ -40,6 +44,6 @@ def run(args) -> int:
     from na64reco.unblinding import format_result, unblind
 
     res = unblind(args.ledger, confirm=args.confirm, output_dir=args.output, audit_log=args.audit_log,
-                  registry=args.registry, force_new=args.force_new, reason=args.reason)
+                  registry=args.registry, force_new=args.force_new, reason=args.reason, overwrite=args.overwrite)
     print(format_result(res))
     return 0

@@ -8,6 +8,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from na64reco.atomic import write_new_file
 from na64reco.errors import BlindingError, ConfigError, NA64Error
 from na64reco.unblinding.audit import AUDIT_FORMAT, append_to_logs, default_audit_log
 from na64reco.unblinding.diff import Difference, diff_states
@@ -122,9 +123,8 @@ def freeze(ledger_path: str | Path, *, processor: str, calib_tag: str, files: It
     ledger = make_ledger(state, supersedes=supersedes, note=note, reason=reason,
                          registry=str(user_registry(registry)))
     ledger_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(ledger_path, "x") as fh:  # "x": never overwrite
-        json.dump(ledger, fh, indent=1, sort_keys=True)
-        fh.write("\n")
+    # whole or not at all (a half-written ledger would block the next freeze), never overwritten
+    write_new_file(ledger_path, json.dumps(ledger, indent=1, sort_keys=True) + "\n")
     if unblinded:  # re-tuning after an unblinding is on the record, with its reason
         record = {"format": AUDIT_FORMAT, "kind": "freeze-after-unblinding", "user": ledger["frozen_by"],
                   "time_utc": ledger["frozen_at"], "ledger": str(ledger_path.resolve()),

@@ -39,7 +39,7 @@ def _result_from_output(out: dict) -> dict:
 
 def run_unblinded(ledger: dict, token, output_dir: Path | None) -> dict:
     """Run the frozen processor with ``token`` over the frozen files; write outputs."""
-    from na64reco.runner import RunOptions, make_processor, run_files, save_outputs
+    from na64reco.runner import RunOptions, make_processor, run_files, write_outputs
 
     st = ledger["state"]
     opts = RunOptions(processor=st["processor"]["name"], calib_tag=st["calibration"]["tag"],
@@ -48,7 +48,7 @@ def run_unblinded(ledger: dict, token, output_dir: Path | None) -> dict:
     out = run_files({"unblinded": [f["path"] for f in st["files"]]}, opts, processor_instance=proc)
     result = _result_from_output(out)
     if output_dir is not None:
-        save_outputs(out, output_dir, plots=False)  # output.coffea, hists.root, cut-flow, provenance
+        write_outputs(out, output_dir, plots=False)  # output.coffea, hists.root, cut-flow, provenance
         _final_plots(out, st, output_dir / "plots")
     return result
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import datetime as _dt
 import getpass
 import json
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from na64reco.atomic import check_new_output
+from na64reco.atomic import output_dir as staged_output_dir
 from na64reco.errors import BlindingError
 from na64reco.unblinding.audit import (
     AUDIT_FORMAT,
@@ -39,7 +42,8 @@ class UnblindingResult:
 
 def unblind(ledger_path: str | Path, *, confirm: bool, output_dir: str | Path | None = None,
             audit_log: str | Path | None = None, roots: dict[str, Path] | None = None, runner=None,
-            registry: str | Path | None = None, force_new: bool = False, reason: str = "") -> UnblindingResult:
+            registry: str | Path | None = None, force_new: bool = False, reason: str = "",
+            overwrite: bool = False) -> UnblindingResult:
     """Open the signal box of a frozen analysis, once, on the record.
 
     Refuses (:class:`BlindingError`) without ``confirm``, if the ledger was edited, if an
@@ -51,7 +55,9 @@ def unblind(ledger_path: str | Path, *, confirm: bool, output_dir: str | Path | 
     supersede, ``force_new`` and a ``reason`` are required.  Otherwise runs the processor
     with a token valid only during this call, writes outputs to ``output_dir`` and appends
     the record to every log.  ``runner(ledger, token, output_dir) -> result`` replaces
-    :func:`~na64reco.unblinding.outputs.run_unblinded` (tests).
+    :func:`~na64reco.unblinding.outputs.run_unblinded` (tests).  ``output_dir`` appears whole
+    or not at all (:func:`na64reco.atomic.output_dir`); an existing one is refused before the
+    box is opened unless ``overwrite``.
     """
     if not confirm:
         raise BlindingError("unblinding opens the signal box for good: confirm with "
@@ -82,6 +88,9 @@ def unblind(ledger_path: str | Path, *, confirm: bool, output_dir: str | Path | 
                             "does not supersede: use --force-new --reason '...' to record why it is opened again")
 
     out_dir = Path(output_dir) if output_dir is not None else None
+    keep = [ledger_path, *logs, *(f["path"] for f in files)]  # never inside a replaced directory
+    if out_dir is not None:
+        check_new_output(out_dir, overwrite=overwrite, inputs=keep)  # before the box is opened
     record = {
         "format": AUDIT_FORMAT, "kind": "unblinding", "user": getpass.getuser(),
         "ledger": str(ledger_path), "ledger_sha256": ledger["ledger_sha256"],
@@ -103,18 +112,20 @@ def unblind(ledger_path: str | Path, *, confirm: bool, output_dir: str | Path | 
         earlier = previous_unblinding(ledger["state_sha256"], every_log)  # again, under the lock
         if earlier is not None:
             return UnblindingResult(earlier, ran=False)
+        staging = staged_output_dir(out_dir, overwrite=overwrite, inputs=keep) if out_dir else nullcontext()
         try:
-            result = (runner or run_unblinded)(ledger, token, out_dir)
+            with staging as staged:
+                result = (runner or run_unblinded)(ledger, token, staged)
+                record = {**record, "time_utc": _now(), "result": result}
+                append_to_logs(*write_to, record)  # on the record before anything else can fail
+                if staged is not None:
+                    with open(staged / "unblinded_counts.json", "x") as fh:
+                        json.dump(record, fh, indent=1, sort_keys=True, default=_json_default)
         except BaseException as exc:  # the box may be partly open: leave a trace, then fail
-            append_to_logs(*write_to, {**record, "kind": "unblinding-aborted", "time_utc": _now(),
-                               "error": f"{type(exc).__name__}: {exc}"})
+            if "result" not in record:
+                append_to_logs(*write_to, {**record, "kind": "unblinding-aborted", "time_utc": _now(),
+                                           "error": f"{type(exc).__name__}: {exc}"})
             raise
-        record = {**record, "time_utc": _now(), "result": result}
-        append_to_logs(*write_to, record)  # on the record before anything else can fail
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with open(out_dir / "unblinded_counts.json", "x") as fh:
-            json.dump(record, fh, indent=1, sort_keys=True, default=_json_default)
     return UnblindingResult(record, ran=True, output_dir=out_dir)
 
 
