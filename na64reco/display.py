@@ -25,12 +25,10 @@ def check_not_blinded(reco, setup_name: str) -> None:
     """Raise :class:`~na64reco.errors.BlindingError` if a data event (one record of
     ``reco``) lies in the protected region of ``setup_name`` and in no visible control."""
     from na64reco.errors import BlindingError
-    from na64reco.selection.blinding import load_protection
-    from na64reco.selection.cuts import outside_mask, region_mask
+    from na64reco.selection.blinding import load_protection, protected_mask
 
     protection = load_protection(setup_name)
-    control = any(bool(region_mask(reco, c)[0]) for c in protection.visible_controls)
-    if not bool(outside_mask(reco, protection.protected)[0]) and not control:
+    if bool(protected_mask(reco, setup_name)[0]):
         from na64reco.selection.cuts import column
 
         r, var = reco[0], protection.protected.variable
@@ -44,14 +42,17 @@ def check_not_blinded(reco, setup_name: str) -> None:
 
 def draw_event(raw_events, index: int, setup, conditions, *, title: str = "", output=None, data: bool = False):
     """Draw event ``index`` of ``raw_events``; returns the matplotlib figure (saved, and
-    not kept by pyplot, if ``output``).  ``data``: the event is from data (labels read
-    "Internal"; an event in the protected region raises
-    :class:`~na64reco.errors.BlindingError`)."""
+    not kept by pyplot, if ``output``).  A data event (``data``, or events read from a data
+    file, which carry that mark whatever ``data`` says) gets "Internal" labels, and one in
+    the protected region raises :class:`~na64reco.errors.BlindingError`."""
+    from na64reco.io.raw import is_data_events, release_data_events
     from na64reco.plotting import DPI, exp_label, na64_style
     from na64reco.reco.event import reconstruct
     from na64reco.reco.tracking.stage import event_display
     from na64reco.reco.waveform import reconstruct_digits
 
+    data = data or is_data_events(raw_events)
+    raw_events = release_data_events(raw_events)  # withheld below, before anything is drawn
     one = raw_events[index: index + 1]
     reco = reconstruct(one, setup, conditions)
     if data:

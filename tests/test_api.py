@@ -11,7 +11,7 @@ PUBLIC = {
     "na64reco.conditions": ["load_conditions", "default_tag", "publish", "nominal_content", "RunConditions"],
     "na64reco.sim": ["simulate"],
     "na64reco.reco.event": ["reconstruct", "attach_truth"],
-    "na64reco.reco.files": ["reconstruct_file", "read_reco", "iterate_reco"],
+    "na64reco.export": ["reconstruct_file", "read_reco", "iterate_reco"],
     "na64reco.reco.kinematics": ["momentum_vectors", "momentum_components", "muon_vectors", "restore_vectors",
                                  "MUON_VECTORS", "MUON_MASS_GEV"],
     "na64reco.reco.calo": ["reconstruct_calo"],

@@ -127,16 +127,16 @@ def test_existing_output_is_refused_then_replaced_with_overwrite(small_na64mu_fi
 
 # ---- reco --output ---------------------------------------------------------------------
 def test_interrupted_reco_leaves_no_table(small_na64mu_files, tmp_path, monkeypatch, capsys):
-    import na64reco.reco.files as files
+    import na64reco.export as files
 
     real = files._write_chunk
     calls = []
 
-    def fail_second(writer, output, reco, meta):
+    def fail_second(writer, output, reco):
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(writer, output, reco, meta)
+        return real(writer, output, reco)
 
     monkeypatch.setattr(files, "_write_chunk", fail_second)
     out = tmp_path / "mc.parquet"
@@ -149,7 +149,7 @@ def test_interrupted_reco_leaves_no_table(small_na64mu_files, tmp_path, monkeypa
 def test_reco_progress_bar_advances_chunk_by_chunk(small_na64mu_files, tmp_path, monkeypatch):
     import tqdm
 
-    import na64reco.reco.files as files
+    import na64reco.export as files
 
     log = []
     real_update, real_init, real_reco = tqdm.tqdm.update, tqdm.tqdm.__init__, files.reconstruct

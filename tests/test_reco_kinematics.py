@@ -17,11 +17,11 @@ from hepunits import MeV
 
 from na64reco import constants
 from na64reco.conditions import load_conditions
+from na64reco.export import read_reco, reconstruct_file
 from na64reco.geometry import load_setup
 from na64reco.io.raw import PROCESSES, open_raw
 from na64reco.material import highland
 from na64reco.reco.event import attach_truth, reconstruct
-from na64reco.reco.files import read_reco, reconstruct_file
 from na64reco.reco.kinematics import MUON_MASS_GEV, momentum_components, momentum_vectors, restore_vectors
 from na64reco.sim.generate import simulate
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from na64reco.reco.files import DEFAULT_CHUNK
+from na64reco.export import DEFAULT_CHUNK
 
 NAME = "reco"
 HELP = "reconstruct a raw file into a per-event table (Parquet or ROOT)"
@@ -27,7 +27,7 @@ def add_arguments(p):
 def run(args) -> int:
     from na64reco.atomic import output_file
     from na64reco.errors import ConfigError
-    from na64reco.reco.files import reconstruct_file
+    from na64reco.export import reconstruct_file
 
     if args.chunk_size <= 0:
         raise ConfigError(f"--chunk-size must be positive, got {args.chunk_size}")
@@ -39,4 +39,8 @@ def run(args) -> int:
     summary["output"] = args.output
     print(f"reconstructed {summary['events']} events of run {summary['run']} ({summary['setup']}, "
           f"calibration tag {summary['calibration_tag']}) -> {summary['output']}")
+    blinding = summary.get("blinding")
+    if blinding:
+        print(f"data: {blinding['withheld_events']} events withheld (protected region "
+              f"{blinding['withheld_region']}; only `na64reco unblind` opens it)")
     return 0

@@ -35,7 +35,7 @@ import numpy as np
 import uproot
 
 from na64reco import __version__
-from na64reco.errors import RawFormatError, SetupMismatch
+from na64reco.errors import BlindingError, RawFormatError, SetupMismatch
 from na64reco.io.checksum import BOUNDS, Blocks, content_sum, meta_checksum, sums_tree
 
 FORMAT_NAME = "na64raw"
@@ -78,6 +78,35 @@ TRUTH_BRANCHES = {
     "e_vhcal": np.float32, "e_veto": np.float32, "e_srd": np.float32,  # GeV, true deposits
     "weight": np.float64,    # expected events per simulated beam particle x N (see docs)
 }
+
+
+#: Awkward parameter on the events :meth:`RawFile.events` reads from a *data* file (no
+#: truth).  The public reconstruction functions refuse such events: they would return every
+#: event, the protected region of the signal search included.  :mod:`na64reco.export` and
+#: the event display reconstruct data and withhold that region themselves.
+DATA_PARAMETER = "na64reco_data"
+
+
+def is_data_events(events) -> bool:
+    """True for events read from a data file by :meth:`RawFile.events`."""
+    try:
+        return bool(ak.parameters(events).get(DATA_PARAMETER))
+    except (TypeError, ValueError):
+        return False
+
+
+def refuse_data_events(events, what: str) -> None:
+    """Raise :class:`BlindingError` if ``events`` come from a data file (see :data:`DATA_PARAMETER`)."""
+    if is_data_events(events):
+        raise BlindingError(f"{what} of data events would return every event, including the protected region "
+                            "of the signal search: use na64reco.export.iterate_reco / `na64reco reco` (which "
+                            "withhold it) or a processor (which blinds it)")
+
+
+def release_data_events(events):
+    """``events`` without the data mark, for callers that withhold the protected region of
+    what they reconstruct themselves (:mod:`na64reco.export`, :mod:`na64reco.display`)."""
+    return ak.with_parameter(events, DATA_PARAMETER, None) if is_data_events(events) else events
 
 
 def jagged(counts: np.ndarray, **fields: np.ndarray) -> ak.Array:
@@ -264,10 +293,12 @@ class RawFile:
         return arrays[start - lo:stop - lo]
 
     def events(self, entry_start: int | None = None, entry_stop: int | None = None) -> ak.Array:
-        """Events as an awkward record array with ``calo.adc`` of shape (digits, 32)."""
+        """Events as an awkward record array with ``calo.adc`` of shape (digits, 32); those of a
+        data file carry :data:`DATA_PARAMETER` (the public reconstruction refuses them)."""
         arrays = self.read_verified("events", entry_start, entry_stop)
         try:
-            return assemble_events(arrays, self.path)
+            events = assemble_events(arrays, self.path)
+            return events if self.has_truth else ak.with_parameter(events, DATA_PARAMETER, True)
         except RawFormatError:
             raise
         except Exception as exc:

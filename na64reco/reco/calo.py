@@ -65,6 +65,7 @@ from scipy.optimize import brentq
 
 from na64reco.errors import ConfigError
 from na64reco.geometry import Calorimeter, Setup
+from na64reco.io.raw import refuse_data_events
 from na64reco.reco.waveform import (
     FLAG_BELOW_THRESHOLD,
     FLAG_MASKED,
@@ -326,7 +327,9 @@ def _event_kernel(offsets, det, chan, time, energy, flags, column, reference, co
 
 
 def reconstruct_calo(events, setup: Setup, conditions, source: str = "") -> dict[str, np.ndarray]:
-    """Calorimeter, veto and counter quantities of ``events`` (see the module docstring)."""
+    """Calorimeter, veto and counter quantities of ``events`` (see the module docstring).
+    Events of a data file are refused (see :func:`na64reco.reco.event.reconstruct`)."""
+    refuse_data_events(events, "reconstruct_calo()")
     n = len(events)
     counts, det, chan, adc = flat_digits(events)
     offsets = np.zeros(n + 1, np.int64)

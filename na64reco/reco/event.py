@@ -22,6 +22,7 @@ import numpy as np
 
 from na64reco.conditions import RunConditions
 from na64reco.geometry import Setup
+from na64reco.io.raw import refuse_data_events
 from na64reco.reco.calo import reconstruct_calo
 from na64reco.reco.kinematics import muon_vectors
 from na64reco.reco.tracking.stage import reconstruct_tracks
@@ -36,7 +37,11 @@ TRUTH_FIELDS = ("process", "weight", "p_in", "p_out", "x", "vertex_z", "e_ecal",
 
 
 def reconstruct(events: ak.Array, setup: Setup, conditions: RunConditions, source: str = "") -> ak.Array:
-    """Reconstruct raw ``events`` (as from :meth:`RawFile.events`) into flat records."""
+    """Reconstruct raw ``events`` (as from :meth:`RawFile.events`) into flat records.
+
+    Events of a data file are refused (:class:`~na64reco.errors.BlindingError`): use
+    :func:`na64reco.export.iterate_reco`, which withholds the protected region."""
+    refuse_data_events(events, "reconstruct()")
     out: dict[str, object] = {k: np.asarray(events[k]) for k in ("run", "spill", "event", "trigger")}
     for name, value in {**reconstruct_calo(events, setup, conditions, source=source),
                         **reconstruct_tracks(events, setup, conditions, source=source)}.items():

@@ -36,7 +36,8 @@ from na64reco.selection.schema import Region, Selection, parse_region
 from na64reco.selection.token import UnblindingToken, unblinding_lock_path
 
 __all__ = ["PROTECTED_FILE", "BlindingDecision", "Protection", "UnblindingToken", "apply_blinding", "blind_mask",
-           "check_unblind_argument", "load_protection", "protection_path", "unblinding_lock_path"]
+           "check_unblind_argument", "load_protection", "protected_mask", "protection_path", "protection_text",
+           "unblinding_lock_path", "withhold_protected"]
 
 PROTECTED_FILE = "blinding.yaml"
 
@@ -63,6 +64,32 @@ def load_protection(setup: str) -> Protection:
     controls = tuple(parse_region(c, setup, f"control{i}") for i, c in
                      enumerate(entry.nodes("visible_controls") if entry.has("visible_controls") else []))
     return Protection(protected, controls)
+
+
+def protected_mask(reco: ak.Array, setup: str) -> np.ndarray:
+    """Data events that stay hidden whatever the selection: not provably outside the
+    setup's protected region (NaN counts as inside) and in no visible control region."""
+    protection = load_protection(setup)
+    inside = ~outside_mask(reco, protection.protected)
+    for region in protection.visible_controls:
+        inside &= ~region_mask(reco, region)
+    return inside
+
+
+def withhold_protected(reco: ak.Array, setup: str) -> tuple[ak.Array, int]:
+    """``(reco without the protected events, how many were withheld)``: what an exporter or
+    viewer of *data* may show before the unblinding (``na64reco reco``, the event display)."""
+    hidden = protected_mask(reco, setup)
+    return reco[~hidden], int(np.count_nonzero(hidden))
+
+
+def protection_text(setup: str) -> str:
+    """The protected region and its visible controls, in words (for output metadata)."""
+    protection = load_protection(setup)
+    text = protection.protected.text
+    if protection.visible_controls:
+        text += " unless " + " or ".join(c.text for c in protection.visible_controls)
+    return text
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 from na64reco import units
+from na64reco.io.raw import refuse_data_events
 from na64reco.reco.tracking.clusters import PlaneTables, event_hits
 from na64reco.reco.tracking.config import load_tracking_config
 from na64reco.reco.tracking.resolution import MatchResolution
@@ -63,8 +64,10 @@ def reconstruct_tracks(events, setup, conditions, source: str = "", *, config_pa
 
     ``setup`` a :class:`~na64reco.geometry.Setup`, ``conditions`` the run's
     :class:`~na64reco.conditions.RunConditions`; ``source`` names the input in error
-    messages.  Returns a dict of numpy arrays (see module doc), momenta in GeV.
+    messages.  Returns a dict of numpy arrays (see module doc), momenta in GeV.  Events of a
+    data file are refused (see :func:`na64reco.reco.event.reconstruct`).
     """
+    refuse_data_events(events, "reconstruct_tracks()")
     cfg, pt, vt = _tables(setup, conditions, config_path)
     n = len(events)
     hits = event_hits(events, pt, threshold_sigma=cfg.apv_threshold_sigma, drift_t0=cfg.drift_t0, source=source)

@@ -1,4 +1,12 @@
-"""Reconstruct whole raw files into per-event tables (Parquet or ROOT), chunk by chunk.
+"""Reconstructed events of whole raw files, chunk by chunk, as records or tables (Parquet
+or ROOT) -- with the protected region of *data* withheld.
+
+For a data file (no truth) every event not provably outside the setup's protected region
+(``selections/blinding.yaml``: NA64mu p_out < 80 GeV, NA64e E_ECAL < 50 GeV, except the
+visible veto controls) is withheld before a record leaves this module; the number withheld
+and the rule are in the summary and in the file metadata (``blinding``).  Only
+``na64reco unblind`` opens that region.  (This module sits above the selection layer for
+that reason; the reconstruction stage functions refuse data events outright.)
 
 Parquet keeps the awkward types (extension types in the Arrow schema): ``mu_in`` /
 ``mu_out`` come back from ``ak.from_parquet`` as ``Momentum4D`` vector records once
@@ -20,9 +28,10 @@ from na64reco import __version__
 from na64reco.conditions import load_conditions
 from na64reco.errors import RawFormatError
 from na64reco.geometry import load_setup
-from na64reco.io.raw import RawFile, open_raw
+from na64reco.io.raw import RawFile, open_raw, release_data_events
 from na64reco.reco.event import attach_truth, reconstruct
 from na64reco.reco.kinematics import restore_vectors
+from na64reco.selection.blinding import protection_text, withhold_protected
 
 
 def provenance(raw, conditions, inputs) -> dict:
@@ -34,6 +43,8 @@ def provenance(raw, conditions, inputs) -> dict:
         "conditions_files": conditions.files,
         "inputs": [str(p) for p in inputs],
         "has_truth": raw.has_truth,
+        "blinding": ({"withheld_region": protection_text(raw.setup), "withheld_events": 0,
+                      "opened_by": "na64reco unblind only"} if not raw.has_truth else None),
     }
 
 
@@ -42,9 +53,13 @@ def provenance(raw, conditions, inputs) -> dict:
 DEFAULT_CHUNK = 20_000
 
 
-def iterate_reco(path, *, calib_tag: str | None = None, chunk_size: int = DEFAULT_CHUNK, with_truth: bool = True):
+def iterate_reco(path, *, calib_tag: str | None = None, chunk_size: int = DEFAULT_CHUNK, with_truth: bool = True,
+                 withheld: list | None = None):
     """Yield (reco chunk, RawFile, RunConditions) for consecutive entry ranges of ``path``
-    (a file name or an open :class:`~na64reco.io.raw.RawFile`)."""
+    (a file name or an open :class:`~na64reco.io.raw.RawFile`).
+
+    For data the events of the protected region are withheld from every chunk; the number
+    withheld from each chunk is appended to ``withheld`` if a list is given."""
     raw = path if isinstance(path, RawFile) else open_raw(path)
     setup = load_setup(raw.setup)
     conds = load_conditions(setup, raw.run, calib_tag)
@@ -52,9 +67,16 @@ def iterate_reco(path, *, calib_tag: str | None = None, chunk_size: int = DEFAUL
         stop = min(start + chunk_size, raw.n_events)
         if stop <= start:
             break
-        reco = reconstruct(raw.events(start, stop), setup, conds, source=str(raw.path))
-        if with_truth and raw.has_truth:
-            reco = attach_truth(reco, raw.truth(start, stop))
+        events = raw.events(start, stop)
+        if raw.has_truth:
+            reco = reconstruct(events, setup, conds, source=str(raw.path))
+            if with_truth:
+                reco = attach_truth(reco, raw.truth(start, stop))
+        else:  # data: reconstruct, then withhold the protected region before it leaves
+            reco, n_hidden = withhold_protected(
+                reconstruct(release_data_events(events), setup, conds, source=str(raw.path)), raw.setup)
+            if withheld is not None:
+                withheld.append(n_hidden)
         yield reco, raw, conds
 
 
@@ -74,18 +96,23 @@ def reconstruct_file(path, output, *, calib_tag: str | None = None, chunk_size: 
     writer = None
     meta = None
     bar = None
+    withheld: list[int] = []
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=opened.n_events, unit="ev", desc=Path(path).name)
     try:
-        for reco, raw, conds in iterate_reco(opened, calib_tag=calib_tag, chunk_size=chunk_size):
+        for reco, raw, conds in iterate_reco(opened, calib_tag=calib_tag, chunk_size=chunk_size, withheld=withheld):
             if meta is None:
                 meta = provenance(raw, conds, [path])
-            writer = _write_chunk(writer, output, reco, meta)
+            writer = _write_chunk(writer, output, reco)
             n += len(reco)
             if bar is not None:
-                bar.update(len(reco))
+                bar.update(len(reco) + (withheld[-1] if withheld else 0))
+        if meta is not None and meta["blinding"] is not None:
+            meta["blinding"]["withheld_events"] = sum(withheld)
+        if writer is not None:
+            _write_meta(writer, output, meta)
     finally:
         if bar is not None:
             bar.close()
@@ -96,15 +123,22 @@ def reconstruct_file(path, output, *, calib_tag: str | None = None, chunk_size: 
     return {"events": n, "output": str(output), **meta}
 
 
-def _write_chunk(writer, output: Path, reco: ak.Array, meta: dict):
+def _write_meta(writer, output: Path, meta: dict) -> None:
+    """The provenance (and what was withheld), written once all chunks are known."""
+    if output.suffix == ".parquet":
+        writer.add_key_value_metadata({"na64reco": json.dumps(meta)})
+    else:
+        writer["na64reco"] = json.dumps(meta)
+
+
+def _write_chunk(writer, output: Path, reco: ak.Array):
     if output.suffix == ".parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         table = ak.to_arrow_table(reco, extensionarray=True)  # keeps the vector record names
         if writer is None:
-            schema = table.schema.with_metadata({"na64reco": json.dumps(meta)})
-            writer = pq.ParquetWriter(output, schema, compression="zstd")
+            writer = pq.ParquetWriter(output, table.schema, compression="zstd")
         writer.write_table(pa.Table.from_batches(table.to_batches(), schema=writer.schema))
         return writer
     import uproot
@@ -125,7 +159,6 @@ def _write_chunk(writer, output: Path, reco: ak.Array, meta: dict):
     if writer is None:
         writer = uproot.recreate(output)
         writer.mktree("reco", {k: v.dtype for k, v in flat.items()})
-        writer["na64reco"] = json.dumps(meta)
     writer["reco"].extend(flat)
     return writer
 
@@ -135,5 +168,5 @@ def read_reco(path) -> tuple[ak.Array, dict]:
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)
-    meta = json.loads(table.schema.metadata[b"na64reco"])
+    meta = json.loads(pq.read_metadata(path).metadata[b"na64reco"])
     return restore_vectors(ak.from_arrow(table)), meta
