@@ -30,7 +30,7 @@ def provenance(raw, conditions, inputs) -> dict:
 def iterate_reco(path, *, calib_tag: str | None = None, chunk_size: int = 100_000, with_truth: bool = True):
     """Yield (reco chunk, RawFile, RunConditions) for consecutive entry ranges of ``path``."""
     raw = open_raw(path)
-    setup = load_setup(raw.setup)
+    setup = load_setup(raw.setup, run=raw.run)
     conds = load_conditions(setup, raw.run, calib_tag)
     for start in range(0, max(raw.n_events, 1), chunk_size):
         stop = min(start + chunk_size, raw.n_events)
