@@ -49,9 +49,13 @@ Search (same definition for the numba kernel and its slow twin)
     deflection found in the bend view, or the station's p_min if none): candidates with
     ``(d/sigma)^2 > vertex_chi2_max`` are not candidates, the others add ``(d/sigma)^2`` to
     their score.  A noise hit on a plane whose true hit was lost makes otherwise good fits
-    that point away from the target: they now fail instead of being ranked low.  Without an
-    incoming track in the projection (a missed MS1 view), the beam spot takes its place:
-    the reference trajectory at the ECAL front with the spot variance added.
+    that point away from the target: they now fail instead of being ranked low.  The
+    incoming track anchors the constraint only if it misses at most ``anchor_max_missing``
+    planes of its view (a 3-of-4 straight fit has 1 dof: noise makes wrong incoming tracks,
+    which would then veto the true outgoing one and favour a fake pointing to them);
+    otherwise, or without an incoming track, the beam spot takes its place: the reference
+    trajectory at the ECAL front with the spot variance added.  The vertex chi2 enters the
+    score with weight ``vertex_rank_weight``.
 
     The kernel enumerates assignments depth-first and prunes a branch as soon as the
     chi2 of its hits exceeds the largest possible cut (a chi2 can only grow when hits
@@ -195,6 +199,8 @@ class ViewTables:
         self.spot_pos = np.array([v.spot_pos for v in views])
         self.spot_var = np.array([v.spot_var for v in views])
         self.vertex_chi2max = config.vertex_chi2_max
+        self.vertex_rank_weight = config.vertex_rank_weight
+        self.anchor_max_missing = config.anchor_max_missing
         self.miss_pen = np.zeros((nv, MAX_PLANES))
         for i, v in enumerate(views):
             n = len(v.planes)
@@ -297,8 +303,8 @@ def _rank(L_nh, L_key, n, order, tmp):
 
 @numba.njit(cache=True)
 def _search_view(pos, sig, origin, starts, counts, dz, down, npl, npar, ref, kmin, kmax, window, prior,
-                 kprior, kprior_sig, anc_ok, anc_pos, anc_dz, vtx_va, vtx_vb, kap_other, vtx_chi2max, miss_pen,
-                 chi2max, maxmiss, maxc, L_hits, L_nh, L_key,
+                 kprior, kprior_sig, anc_ok, anc_pos, anc_dz, vtx_va, vtx_vb, kap_other, vtx_chi2max, vtx_rank,
+                 miss_pen, chi2max, maxmiss, maxc, L_hits, L_nh, L_key,
                  L_chi2, L_par, best_hits, best_par, S, B, C, NH, NUP, MISS, choice, x, order, tmp, base, mark):
     """Search one view of one event.  Returns (nh, chi2, n_tracks, flags); fills best_*.
 
@@ -417,7 +423,7 @@ def _search_view(pos, sig, origin, starts, counts, dz, down, npl, npar, ref, kmi
             L_hits[nleaf, ip] = starts[ip] + choice[ip] if choice[ip] >= 0 else -1
         L_nh[nleaf] = nh
         d = (x[1] - ref) / prior
-        L_key[nleaf] = chi2 + d * d + vchi2
+        L_key[nleaf] = chi2 + d * d + vtx_rank * vchi2
         for ip in range(npl):
             if choice[ip] < 0:
                 L_key[nleaf] += miss_pen[ip]
@@ -473,8 +479,8 @@ def _search_view(pos, sig, origin, starts, counts, dz, down, npl, npar, ref, kmi
 @numba.njit(cache=True)
 def _track_kernel(bounds, n_planes_total, pos, sig, origin, v_planes, v_dz, v_down, v_npl, v_npar, v_ref,
                   v_kmin, v_kmax, window, prior, v_kprior, v_kprior_sig, v_anchor, v_anchor_dz, v_anchor_src_dz,
-                  v_vtx_va, v_vtx_vb, v_kview, v_spot_pos, v_spot_var, vtx_chi2max, v_miss_pen, chi2max, maxmiss,
-                  maxhits, maxc):
+                  v_vtx_va, v_vtx_vb, v_kview, v_spot_pos, v_spot_var, vtx_chi2max, vtx_rank, anc_miss, v_miss_pen,
+                  chi2max, maxmiss, maxhits, maxc):
     n_ev = (bounds.shape[0] - 1) // n_planes_total
     nv = v_planes.shape[0]
     out_nh = np.zeros((n_ev, nv), np.int64)
@@ -520,7 +526,7 @@ def _track_kernel(bounds, n_planes_total, pos, sig, origin, v_planes, v_dz, v_do
                 out_ntr[e, v] = -1
                 continue
             src = v_anchor[v]
-            anc_ok = src >= 0 and out_nh[e, src] > 0
+            anc_ok = src >= 0 and out_nh[e, src] >= v_npl[src] - anc_miss
             anc_pos = 0.0
             va = v_vtx_va[v]
             if anc_ok:
@@ -538,7 +544,7 @@ def _track_kernel(bounds, n_planes_total, pos, sig, origin, v_planes, v_dz, v_do
             nh, chi2, ntr, flags = _search_view(pos, sig, origin, starts, counts, v_dz[v], v_down[v], npl,
                                                 v_npar[v], v_ref[v], v_kmin[v], v_kmax[v], window[v], prior,
                                                 v_kprior[v], v_kprior_sig[v], anc_ok, anc_pos, v_anchor_dz[v],
-                                                va, v_vtx_vb[v], kap_other, vtx_chi2max, v_miss_pen[v],
+                                                va, v_vtx_vb[v], kap_other, vtx_chi2max, vtx_rank, v_miss_pen[v],
                                                 chi2max, maxmiss, maxc, L_hits, L_nh, L_key, L_chi2,
                                                 L_par, bh, bp, S, B, C, NH, NUP, MISS, choice, x, order, tmp, base,
                                                 mark)
@@ -569,7 +575,7 @@ def find_tracks(hits, n_events, n_planes, vt: ViewTables):
         bounds, n_planes, hits["pos"], hits["sigma"], hits["origin"], vt.planes, vt.dz, vt.down, vt.nplanes,
         vt.npar, vt.ref_slope, vt.kmin, vt.kmax, vt.window, vt.prior, vt.kprior, vt.kprior_sig, vt.anchor, vt.anchor_dz,
         vt.anchor_src_dz, vt.vertex_va, vt.vertex_vb, vt.kappa_view, vt.spot_pos, vt.spot_var, vt.vertex_chi2max,
-        vt.miss_pen, vt.chi2max, vt.maxmiss, vt.maxhits, vt.maxc)
+        vt.vertex_rank_weight, vt.anchor_max_missing, vt.miss_pen, vt.chi2max, vt.maxmiss, vt.maxhits, vt.maxc)
     return {"nh": nh, "chi2": chi2, "n_tracks": ntr, "flags": flags, "par": par, "hits": sel}
 
 
@@ -622,7 +628,7 @@ def search_view_reference(view_hits, view: View, vt: ViewTables, anchor_pos=None
             vchi2 = (par[0] + par[1] * view.anchor_dz - pos0) ** 2 / (va + view.vertex_vb * kap**2)
             if vchi2 > vt.vertex_chi2max:
                 continue
-            score += vchi2
+            score += vt.vertex_rank_weight * vchi2
         score += sum(view.miss_penalty[ip] for ip, c in enumerate(combo) if c is None)
         cands.append((-nh, score, nh, chi2, list(par) + [0.0] * (3 - npar),
                       [c[0] if c is not None else -1 for c in combo], {c[3] for _, c in used}))
@@ -645,7 +651,7 @@ def anchor_of(res, e: int, v: int, vt: ViewTables):
     if view.anchor_view < 0:
         return None, None
     anchor = None
-    if res["nh"][e, view.anchor_view] > 0:
+    if res["nh"][e, view.anchor_view] >= len(vt.views[view.anchor_view].planes) - vt.anchor_max_missing:
         src = vt.views[view.anchor_view]
         ps = res["par"][e, view.anchor_view]
         anchor = ps[0] + (ps[1] - (ps[2] if src.bend else 0.0)) * view.anchor_src_dz
