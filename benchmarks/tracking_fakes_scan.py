@@ -7,7 +7,8 @@ and event as a multiple of the setup's) of the 2022-like NA64mu layout, and for 
 2023-like period as configured, it simulates ``--events`` beam muons with the calibration
 trigger (beam counters only: unscattered muons are written) and reconstructs the tracks.
 Among the muons with true p_out > 100 GeV it reports the tracking efficiency (p_out
-reconstructed) and the fake-momentum rate: reconstructed p_out < 80 GeV, at tracking level
+reconstructed; and with track_match_chi2 < 20, the efficiency the selection sees) and the
+fake-momentum rate: reconstructed p_out < 80 GeV, at tracking level
 and after the outgoing/incoming track match cut of the selection (track_match_chi2 < 20).
 Zero counts: 90 % CL upper limit 2.3 / N.
 
@@ -57,6 +58,7 @@ def measure(setup, run: int, path: Path, n: int, seed: int) -> dict:
     po, match = out["p_out"], out["track_match_chi2"]
     fake = hard & (po < 80)
     return {"n_hard": int(hard.sum()), "eff": float(np.mean(np.isfinite(po[hard]))),
+            "eff_match": float(np.mean(match[hard] < 20)),
             "fake": int(fake.sum()), "fake_match": int(np.sum(fake & (match < 20)))}
 
 
@@ -84,9 +86,10 @@ def main(argv=None) -> int:
             r = measure(s23, 10000, work / "beam_2023.root", args.events, args.seed)
             rows.append({"layout": "2023", "efficiency": "as set", "noise": 1.0, **r})
     print(f"{'layout':>6} {'plane_eff':>9} {'noise':>5} {'N(p>100)':>8} {'track_eff':>9} "
-          f"{'fake(p<80)':>16} {'fake & match<20':>16}")
+          f"{'eff&match<20':>12} {'fake(p<80)':>16} {'fake & match<20':>16}")
     for r in rows:
         print(f"{r['layout']:>6} {r['efficiency']!s:>9} {r['noise']:>5g} {r['n_hard']:>8} {r['eff']:>9.4f} "
+              f"{r['eff_match']:>12.4f} "
               f"{rate(r['fake'], r['n_hard']):>16} {rate(r['fake_match'], r['n_hard']):>16}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
