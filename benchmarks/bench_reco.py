@@ -64,7 +64,7 @@ def main() -> None:
         path = Path(tempfile.mkdtemp()) / "bench_reco.root"
         simulate("na64mu", args.events, 1, 1001, path)
     with open_raw(path) as raw:
-        setup = load_setup(raw.setup)
+        setup = load_setup(raw.setup, run=raw.run)
         conds = load_conditions(setup, raw.run)
     _reco(path, 1000, setup, conds)  # compile the kernels outside the timing
     n, cpu_read, wall_read = _best(lambda: _read(path, args.chunk), args.repeat)

@@ -71,7 +71,7 @@ def main(argv=None) -> int:
             check=True,
         )
     raw = open_raw(path)
-    setup = load_setup(raw.setup)
+    setup = load_setup(raw.setup, run=raw.run)
     cond = load_conditions(setup, raw.run)
     events = raw.events()
     n = len(events)

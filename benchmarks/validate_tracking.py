@@ -58,7 +58,7 @@ def acceptance(setup, view):
 
 def run(path, outdir):
     raw = open_raw(path)
-    setup = load_setup(raw.setup)
+    setup = load_setup(raw.setup, run=raw.run)
     cond = load_conditions(setup, raw.run)
     events, truth = raw.events(), raw.truth()
     out = reconstruct_tracks(events, setup, cond, source=str(path), return_internals=True)
@@ -141,7 +141,7 @@ def upper90(n):
 
 def signal_resolution(path, outdir):
     raw = open_raw(path)
-    setup = load_setup(raw.setup)
+    setup = load_setup(raw.setup, run=raw.run)
     cond = load_conditions(setup, raw.run)
     events, truth = raw.events(), raw.truth()
     out = reconstruct_tracks(events, setup, cond, return_internals=True)
@@ -181,7 +181,7 @@ def signal_resolution(path, outdir):
 
 def pileup_counts(path):
     raw = open_raw(path)
-    setup = load_setup(raw.setup)
+    setup = load_setup(raw.setup, run=raw.run)
     out = reconstruct_tracks(raw.events(), setup, load_conditions(setup, raw.run))
     lines = [f"pile-up file {path}:"]
     for role in ("in", "out"):

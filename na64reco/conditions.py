@@ -253,8 +253,11 @@ def resolve(tag: str, run: int, root: Path | None = None) -> dict[str, Path]:
 
 def load_conditions(setup: str | Setup, run: int, tag: str | None = None,
                     root: Path | None = None) -> RunConditions:
-    """Conditions of ``run`` for ``setup`` from ``tag`` (default ``<setup>-default``)."""
-    setup = load_setup(setup) if isinstance(setup, str) else setup
+    """Conditions of ``run`` for ``setup`` from ``tag`` (default: ``calib/default_tags.yaml``).
+
+    A setup given by name is loaded for the run's period (:func:`~na64reco.geometry.load_setup`).
+    """
+    setup = load_setup(setup, run=int(run)) if isinstance(setup, str) else setup
     root = Path(root) if root else None
     tag = tag or default_tag(setup.name, root)
     t = load_tag(tag, root)

@@ -61,7 +61,7 @@ def iterate_reco(path, *, calib_tag: str | None = None, chunk_size: int = DEFAUL
     For data the events of the protected region are withheld from every chunk; the number
     withheld from each chunk is appended to ``withheld`` if a list is given."""
     raw = path if isinstance(path, RawFile) else open_raw(path)
-    setup = load_setup(raw.setup)
+    setup = load_setup(raw.setup, run=raw.run)
     conds = load_conditions(setup, raw.run, calib_tag)
     for start in range(0, max(raw.n_events, 1), chunk_size):
         stop = min(start + chunk_size, raw.n_events)

@@ -5,6 +5,25 @@ sampling-ADC read-out and the trigger of one NA64 configuration, with every quan
 hepunits internal units.  Detectors are placed on the reference trajectory: a particle
 of each magnet's reference momentum entering along the z axis, bent by thin kicks at
 the magnet centres (exact for straight-line extrapolation of the outer segments).
+
+Run periods
+    A setup file may list ``periods``: each has a ``name``, a run range ``runs: {first,
+    last}`` and an ``override`` of the base description (the rest of the file).  The
+    override is merged key by key into the base (mappings recursively, other values
+    replaced), except ``trackers.planes``, merged by plane ``name``: an entry with an
+    existing name updates that plane's keys, a new name adds a plane, ``{name: X,
+    remove: true}`` drops plane X.  ``load_setup(name, run=...)`` applies the period
+    containing ``run``; without a run, the base description (``Setup.period`` = "").
+    ``simulation`` and ``calibration`` cannot be overridden (they are read from the file
+    by the simulator and the calibration, not from the :class:`Setup`).
+
+Deflected-muon counters
+    A counter with ``deflected: {magnet: M, edge_momentum: P}`` is placed beside the
+    reference trajectory in M's bend plane, on the side a lower-momentum particle of the
+    beam's charge bends to, with its inner edge where a particle of momentum P (entering
+    M on the reference trajectory) crosses the counter's z: offset
+    :func:`deflection_offset` = -(kick(P) - kick(p_ref)) x (z - z_M).  An unscattered beam
+    particle misses it; a particle with p < P hits it (up to the spread of positions).
 """
 
 from __future__ import annotations
@@ -12,7 +31,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -153,6 +172,8 @@ class Calorimeter:
     nominal_gain: float  # energy per ADC count (MeV), the nominal read-out setting
     params: dict = field(default_factory=dict, hash=False, compare=False)
     center: tuple[float, float] = (0.0, 0.0)
+    deflected_magnet: str = ""  # counters beside the beam (module doc): the bending magnet
+    edge_momentum: float = 0.0  # ... and the momentum whose trajectory passes the inner edge (MeV)
 
     @property
     def n_channels(self) -> int:
@@ -229,6 +250,16 @@ class Trigger:
 
 
 @dataclass(frozen=True)
+class Period:
+    """A run period of a setup file: name, run range and the override it applies."""
+
+    name: str
+    first: int
+    last: int
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class Setup:
     name: str
     description: str
@@ -240,6 +271,7 @@ class Setup:
     calorimeters: dict[str, Calorimeter]
     msadc: MSADC
     trigger: Trigger
+    period: str = ""  # run period applied ("" = the base description)
 
     def detector(self, name: str) -> Calorimeter:
         try:
@@ -269,20 +301,147 @@ class Setup:
         return pos["x"], pos["y"]
 
 
+def deflection_offset(magnet: Magnet, momentum, z):
+    """Position (mm) at ``z`` of a beam-charge particle of ``momentum`` relative to the reference.
+
+    Both enter ``magnet`` on the reference trajectory; thin kick at the magnet centre, straight
+    flight after it: offset = -(kick(p) - kick(p_ref)) x (z - z_magnet).  The field sign makes
+    the reference bend towards negative coordinates (:meth:`Setup.reference_position`), so a
+    softer particle of the same charge lands further on the negative side.  0 upstream of
+    the magnet centre.  Vectorised in ``momentum`` and ``z``.
+    """
+    lever = np.clip(np.asarray(z, float) - magnet.center_z, 0.0, None)
+    extra = magnet.kick(np.asarray(momentum, float)) - magnet.kick(magnet.reference_momentum)
+    return -extra * lever
+
+
 # ----------------------------------------------------------------------------------------
 def setup_path(name: str) -> Path:
     return calib_dir() / "setups" / f"{name}.yaml"
 
 
-@functools.lru_cache(maxsize=16)
-def load_setup(name_or_path: str) -> Setup:
-    """Load a setup by name (``"na64mu"``, ``"na64e"``) or from a YAML path."""
+def _setup_file(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
         if name_or_path not in SETUPS:
             raise ConfigError(f"unknown setup {name_or_path!r}; known setups: {', '.join(SETUPS)}")
         path = setup_path(name_or_path)
-    return _parse_setup(load_yaml(path, schema_version=SCHEMA_VERSION))
+    return path
+
+
+def load_setup(name_or_path: str, run: int | None = None) -> Setup:
+    """Load a setup by name (``"na64mu"``, ``"na64e"``) or from a YAML path.
+
+    ``run``: apply the run period containing it (module doc); a run outside every period of
+    a file that has periods raises ConfigError naming the covered ranges.
+    """
+    if run is None:
+        return _load_period(str(name_or_path), "")
+    period = period_of_run(name_or_path, int(run))
+    return _load_period(str(name_or_path), period.name if period else "")
+
+
+def list_periods(name_or_path: str) -> tuple[Period, ...]:
+    """The run periods of a setup file (empty if it has none)."""
+    return _periods(str(_setup_file(str(name_or_path))))
+
+
+def period_of_run(name_or_path: str, run: int) -> Period | None:
+    """The period of ``run`` (None if the file has no periods)."""
+    path = _setup_file(str(name_or_path))
+    periods = _periods(str(path))
+    if not periods:
+        return None
+    for p in periods:
+        if p.first <= run <= p.last:
+            return p
+    ranges = ", ".join(f"{p.name}: {p.first}-{p.last}" for p in periods)
+    raise ConfigError(f"{path}: key 'periods': run {run} is in no period (periods: {ranges})")
+
+
+@functools.lru_cache(maxsize=16)
+def _periods(path: str) -> tuple[Period, ...]:
+    node = load_yaml(path, schema_version=SCHEMA_VERSION)
+    if not node.has("periods"):
+        return ()
+    out = []
+    for p in node.nodes("periods"):
+        name = str(p.raw("name"))
+        first, last = p.integer("runs.first", minimum=0), p.integer("runs.last", minimum=0)
+        if first > last:
+            raise p.error("runs", f"first={first} is after last={last}")
+        if p.has("override") and not isinstance(p.raw("override"), dict):
+            raise p.error("override", "expected a mapping of setup keys")
+        bad = set(p.data) - {"name", "runs", "override", "description"}
+        if bad:
+            raise p.error(sorted(bad)[0], "unknown key (allowed: name, runs, override, description)")
+        out.append(Period(name, first, last, p.string("description", "")))
+    names = [p.name for p in out]
+    if len(set(names)) != len(names):
+        raise node.error("periods", f"period names must be unique, found {names}")
+    spans = sorted((p.first, p.last, p.name) for p in out)
+    for a, b in zip(spans, spans[1:], strict=False):
+        if b[0] <= a[1]:
+            raise node.error("periods", f"run ranges of periods {a[2]!r} and {b[2]!r} overlap")
+    return tuple(out)
+
+
+_NOT_OVERRIDABLE = ("schema_version", "setup", "periods", "simulation", "calibration")
+
+
+@functools.lru_cache(maxsize=16)
+def _load_period(name_or_path: str, period: str) -> Setup:
+    path = _setup_file(name_or_path)
+    node = load_yaml(path, schema_version=SCHEMA_VERSION)
+    data = {k: v for k, v in node.data.items() if k != "periods"}
+    if period:
+        (entry,) = [(i, p) for i, p in enumerate(node.nodes("periods")) if str(p.raw("name")) == period]
+        i, p = entry
+        where = f"periods.{i}.override"
+        override = p.data.get("override") or {}
+        for key in override:
+            if key in _NOT_OVERRIDABLE:
+                raise ConfigError(f"{path}: key '{where}.{key}': cannot be overridden by a period")
+            if key not in data:
+                raise ConfigError(f"{path}: key '{where}.{key}': not a key of the base description")
+        data = _merge(data, override, f"{where}", str(path))
+    setup = _parse_setup(Node(data, str(path)))
+    return replace(setup, period=period)
+
+
+def _merge(base, over, where: str, source: str):
+    """``over`` merged into ``base`` (module doc); new objects, inputs untouched."""
+    if isinstance(base, dict) and isinstance(over, dict):
+        out = dict(base)
+        for k, v in over.items():
+            key = f"{where}.{k}"
+            if where.endswith("trackers") and k == "planes":
+                out[k] = _merge_planes(base.get("planes", []), v, key, source)
+            else:
+                out[k] = _merge(base[k], v, key, source) if k in base else v
+        return out
+    return over
+
+
+def _merge_planes(base: list, over, where: str, source: str) -> list:
+    if not isinstance(over, list):
+        raise ConfigError(f"{source}: key '{where}': expected a list of planes")
+    out = [dict(p) for p in base]
+    names = [p.get("name") for p in out]
+    for i, p in enumerate(over):
+        if not isinstance(p, dict) or "name" not in p:
+            raise ConfigError(f"{source}: key '{where}.{i}': expected a mapping with a 'name'")
+        if p.get("remove"):
+            if p["name"] not in names:
+                raise ConfigError(f"{source}: key '{where}.{i}': no plane {p['name']!r} to remove")
+            j = names.index(p["name"])
+            del out[j], names[j]
+        elif p["name"] in names:
+            out[names.index(p["name"])].update(p)
+        else:
+            out.append(dict(p))
+            names.append(p["name"])
+    return out
 
 
 def _parse_setup(n: Node) -> Setup:
@@ -360,7 +519,7 @@ def _parse_setup(n: Node) -> Setup:
         raise t.error("mm_multiplex_steps", "MM planes need mm_channels x len(steps) strips")
     calos = {}
     for cname, c in n.node("calorimeters").items():
-        calos[cname] = _parse_calorimeter(cname, c)
+        calos[cname] = _parse_calorimeter(cname, c, magnets)
     ids = [c.id for c in calos.values()]
     if len(set(ids)) != len(ids):
         raise n.error("calorimeters", f"detector ids must be unique, found {sorted(ids)}")
@@ -414,8 +573,20 @@ def _parse_trigger_term(trig: Node, i: int, text, calos) -> TriggerTerm:
     return term
 
 
-def _parse_calorimeter(name: str, c: Node) -> Calorimeter:
+def _parse_calorimeter(name: str, c: Node, magnets: dict[str, Magnet]) -> Calorimeter:
     kind = c.string("kind", choices=("calorimeter", "modules", "paddles", "counter"))
+    deflected, edge = "", 0.0
+    if c.has("deflected"):
+        d = c.node("deflected")
+        if kind != "counter":
+            raise c.error("deflected", f"only counters can be placed beside the beam, {name} is a {kind}")
+        deflected = d.string("magnet", choices=tuple(magnets))
+        m = magnets[deflected]
+        edge = d.quantity("edge_momentum", "energy", minimum=0.0)
+        if not 0 < edge < m.reference_momentum:
+            raise d.error("edge_momentum", f"must be between 0 and {deflected}'s reference momentum")
+        if c.quantity("z", "length") <= m.center_z:
+            raise c.error("z", f"a counter beside the beam must be downstream of {deflected}")
     zero = (0.0, 0.0)
     if kind == "calorimeter":
         cells = c.numbers("cells", 2, minimum=1)
@@ -466,13 +637,14 @@ def _parse_calorimeter(name: str, c: Node) -> Calorimeter:
         x0_fraction=c.number("x0_fraction", 0.0, minimum=0.0),
         nominal_gain=c.quantity("nominal_gain", "energy", minimum=0.0),
         params=params,
+        deflected_magnet=deflected,
+        edge_momentum=edge,
     )
 
 
 def _place_on_reference(setup: Setup) -> Setup:
-    """Centre every detector on the reference trajectory (returns a new Setup)."""
-    from dataclasses import replace
-
+    """Centre every detector on the reference trajectory, counters beside the beam at their
+    deflection edge (returns a new Setup)."""
     planes = []
     for p in setup.planes:
         x, y = setup.reference_position(p.z)
@@ -480,5 +652,20 @@ def _place_on_reference(setup: Setup) -> Setup:
     calos = {}
     for name, c in setup.calorimeters.items():
         x, y = setup.reference_position(c.z)
-        calos[name] = replace(c, center=(float(x), float(y)))
+        center = [float(x), float(y)]
+        if c.deflected_magnet:
+            m = setup.magnets[c.deflected_magnet]
+            axis = 0 if m.bend_plane == "x" else 1
+            edge = float(deflection_offset(m, c.edge_momentum, c.z))
+            # the counter extends from the edge away from the beam
+            center[axis] += edge + np.sign(edge) * c.size[axis] / 2
+        calos[name] = replace(c, center=(center[0], center[1]))
     return replace(setup, planes=tuple(planes), calorimeters=calos)
+
+
+def _cache_clear() -> None:
+    _load_period.cache_clear()
+    _periods.cache_clear()
+
+
+load_setup.cache_clear = _cache_clear  # type: ignore[attr-defined]  (tests edit setup files)

@@ -81,7 +81,7 @@ print(f"event {first.event}: {len(first.calo)} MSADC digits, {len(first.apv)} AP
 # MS2 -> p_out), calorimeter energies, counters.  GeV, NaN where not reconstructed.
 
 # %%
-setup = load_setup(raw.setup)
+setup = load_setup(raw.setup, run=raw.run)
 conditions = load_conditions(setup, raw.run)
 reco = attach_truth(reconstruct(events, setup, conditions, source=str(raw.path)), raw.truth())
 print(reco.fields)

@@ -51,7 +51,7 @@ samples = {
     "mc": dict(n=8000, process="mixture", truth=True),
     "signal": dict(n=3000, process="signal", mass=100 * MeV, truth=True),
     "kdecay": dict(n=1500, process="kdecay", truth=True),
-    "data": dict(n=40000, process="mixture", truth=False),
+    "data": dict(n=100000, process="mixture", truth=False),
 }
 fileset = {}
 for i, (name, s) in enumerate(samples.items()):
@@ -143,20 +143,23 @@ print("data events after all cuts with p_out < 80 GeV in any histogram:", h.valu
 # %% [markdown]
 # ## Background estimate (still blind)
 # * momentum mis-reconstruction: extended maximum-likelihood fit of the p_out tail of data
-#   after all cuts in the 80-120 GeV sideband, extrapolated into the box (exponential
+#   after all cuts in the 80-145 GeV sideband, extrapolated into the box (exponential
 #   tail; the power-law tail gives the shape systematic), scaled to 1.98e10 MOT;
 # * K -> mu nu in flight: the forced MC sample in the box, scaled by the probability per
 #   MOT of the setup's mixture and the exposure.
 #
-# The samples here are tiny (4e4 MOT of "data" for an extrapolation to 2e10 MOT): the
-# numbers show the method, with the errors they deserve, not a result.  The sideband events
+# The samples here are tiny (1e5 MOT of "data" for an extrapolation to 2e10 MOT): the
+# numbers show the method, with the errors they deserve, not a result.  The trigger fires on
+# deflected muons (S4/Smu beside the beam), so after all cuts the data are the triggered
+# tail of the beam, reconstructed near 150 GeV; 80-120 GeV is empty in 1e5 MOT and the
+# sideband reaches up to 145 GeV.  The sideband events
 # are beam muons whose p_out was mis-measured (compare notebook 03's tail): the simulated
 # tracking tail is what this estimate measures, and it is compared below with the published
 # NA64mu table.
 
 # %%
 EXPOSURE = 1.98e10
-mis = bg.misreconstruction_background(counts=h.values(), edges=edges, sideband=(80, 120), box=(None, 80),
+mis = bg.misreconstruction_background(counts=h.values(), edges=edges, sideband=(80, 145), box=(None, 80),
                                       peak=160, model="exponential", alternative="power_law")
 mis = mis.scaled(EXPOSURE / mot["data"])
 k_box = out["kdecay"]["regions"]["signal_box"]

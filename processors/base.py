@@ -49,14 +49,15 @@ from na64reco.selection.schema import VARIABLES, Selection, variable_info
 
 
 @functools.lru_cache(maxsize=8)
-def _setup(name: str):
-    return load_setup(name)
+def _setup(name: str, run: int | None = None):
+    """The setup of ``run``'s period (the base description without a run)."""
+    return load_setup(name, run=run)
 
 
 @functools.lru_cache(maxsize=64)
 def _conditions(setup_name: str, run: int, tag: str):
     """Per-process cache: processors are unpickled afresh for every chunk."""
-    return load_conditions(_setup(setup_name), run, tag)
+    return load_conditions(_setup(setup_name, run), run, tag)
 
 
 @functools.lru_cache(maxsize=256)
@@ -417,7 +418,7 @@ class InvisibleProcessor(processor.ProcessorABC):
                                 "it is for simulation only")
         nested = assemble_events(events, info.path or "<events>")
         stage = self.reco or reconstruct_stage
-        reco = stage(nested, self.setup, conditions, info.path)
+        reco = stage(nested, _setup(self.SETUP, info.run), conditions, info.path)
         if len(reco) != len(events):
             raise NA64Error(f"{info.path}: reconstruction returned {len(reco)} records for "
                             f"{len(events)} events")

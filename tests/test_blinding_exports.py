@@ -28,7 +28,7 @@ from na64reco.selection.blinding import protected_mask
 def truth_of_data(small_na64mu_files):
     """The reconstruction of the data file with nothing withheld (what must not leak)."""
     with open_raw(small_na64mu_files["data"]) as raw:
-        setup = load_setup(raw.setup)
+        setup = load_setup(raw.setup, run=raw.run)
         reco = reconstruct(release_data_events(raw.events()), setup, load_conditions(setup, raw.run))
     hidden = protected_mask(reco, "na64mu")
     assert hidden.sum() > 0  # the file has protected events, or the tests below prove nothing
@@ -70,7 +70,7 @@ def test_public_reconstruction_refuses_data_events(small_na64mu_files, stage):
     from na64reco.reco.tracking.stage import event_display, reconstruct_tracks
 
     with open_raw(small_na64mu_files["data"]) as raw:
-        setup = load_setup(raw.setup)
+        setup = load_setup(raw.setup, run=raw.run)
         conds = load_conditions(setup, raw.run)
         events = raw.events(0, 50)
     call = {"reconstruct": lambda: reconstruct(events, setup, conds),
@@ -93,7 +93,7 @@ def test_event_display_of_a_protected_data_event_is_refused_without_its_data_fla
     i = int(np.flatnonzero(hidden)[0])
     j = int(np.flatnonzero(~hidden)[0])
     with open_raw(small_na64mu_files["data"]) as raw:
-        setup = load_setup(raw.setup)
+        setup = load_setup(raw.setup, run=raw.run)
         conds = load_conditions(setup, raw.run)
         with pytest.raises(BlindingError, match="protected region"):
             draw_event(raw.events(i, i + 1), 0, setup, conds, data=False)

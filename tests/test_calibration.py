@@ -35,9 +35,14 @@ def world(tmp_path_factory):
             comment="true constants of the closure test", root=root)
     ped = root / "ped.root"
     sim.simulate("na64mu", 400, 11, RUN, ped, process="pedestal", calib_tag="true-mu")
+    # beam muons with the calibration trigger (beam counters: every muon is written) for the
+    # detectors on the beam, and the deflected muons of the physics trigger for S4/Smu, which
+    # sit beside the beam (~1 % of the muons)
     muons = root / "mu.root"
-    sim.simulate("na64mu", 30000, 12, RUN, muons, process="beam", calib_tag="true-mu")
-    yield setup, root, ped, muons, load_conditions(setup, RUN, "true-mu", root=root)
+    sim.simulate("na64mu", 30000, 12, RUN, muons, process="beam", calib_tag="true-mu", trigger="calibration")
+    deflected = root / "mu_deflected.root"
+    sim.simulate("na64mu", 40000, 13, RUN, deflected, process="beam", calib_tag="true-mu")
+    yield setup, root, ped, [muons, deflected], load_conditions(setup, RUN, "true-mu", root=root)
     mp.undo()
 
 
@@ -63,7 +68,7 @@ def test_mip_gain_closure(world):
     setup, root, ped, muons, true = world
     ped_res = calibrate_files("pedestals", setup, [ped], RUN, root=root)
     publish_result(ped_res, setup, "closure-ped", (1, 999999), base_tag="na64mu-default", root=root)
-    res = calibrate_files("mip", setup, [muons], RUN, base_tag="closure-ped", root=root)
+    res = calibrate_files("mip", setup, muons, RUN, base_tag="closure-ped", root=root)
     n_checked = {}
     for name, d in res.derived.items():
         ok = np.isfinite(d["gain"])
@@ -75,9 +80,11 @@ def test_mip_gain_closure(world):
         assert np.all(np.abs(ratio[precise] - 1) < 0.01), (name, ratio[precise])
         n_checked[name] = int(precise.sum())
     # the beam-centre cells are calibrated: ECAL main-section centre cells, every HCAL module,
-    # the beam counters and the VETO paddle on the beam
+    # the beam counters and the VETO paddle on the beam; S4/Smu from the few hundred deflected
+    # muons (calibrated, within 5 sigma of the truth above, not to the 1 % of the others)
     assert n_checked["ECAL"] >= 2 and n_checked["HCAL"] == 4
-    assert all(n_checked[c] == 1 for c in ("S0", "S1", "S4", "Smu"))
+    assert all(n_checked[c] == 1 for c in ("S0", "S1"))
+    assert all(np.isfinite(res.derived[c]["gain"]).all() for c in ("S4", "Smu"))
     assert n_checked["VETO"] >= 2
     # preshower MIP (~10 ADC) sits at the zero-suppression threshold: not calibrated, said why
     ecal = setup.detector("ECAL")
@@ -200,8 +207,8 @@ def test_electron_response_keeps_the_mip_scale(electrons, world):
         true.calo["ECAL"], response_energy=resp.response_energy, response_scale=resp.response_scale
     )
     with_resp = dataclasses.replace(true, calo={**true.calo, "ECAL": ecal})
-    before, truth = _ecal(muons, setup, true)
-    after, _ = _ecal(muons, setup, with_resp)
+    before, truth = _ecal(muons[0], setup, true)
+    after, _ = _ecal(muons[0], setup, with_resp)
     mip = np.asarray(truth["e_ecal"]) < 0.6
     assert mip.sum() > 10000
     np.testing.assert_array_equal(

@@ -45,7 +45,7 @@ def test_default_tag_gives_arrays_for_every_channel(setup):
 
 def test_run_outside_every_interval_names_run_and_ranges():
     with pytest.raises(CalibrationMissing, match=r"run 0 has no calorimeter conditions in tag "
-                                                 r"'na64mu-default': covered run ranges are 1-999999"):
+                                                 r"'na64mu-periods-v1': covered run ranges are 1-999999"):
         load_conditions("na64mu", run=0)
 
 
@@ -146,3 +146,14 @@ def test_default_tag_pointer(calib):
         load_conditions("na64mu", 10, root=calib)
     (calib / DEFAULT_TAGS_FILE).unlink()
     assert default_tag("na64mu", calib) == "na64mu-default"
+
+
+def test_run_periods_get_their_setup_and_tracker_payload():
+    """2023 runs (na64mu periods) resolve tracker v002, which has the 2023 MS2 planes; the
+    older tag without it fails naming the missing plane."""
+    c23 = load_conditions("na64mu", 10000)
+    assert c23.files["tracker"].endswith("na64mu/tracker/v002.yaml") and "MM7X" in c23.planes
+    c22 = load_conditions("na64mu", 9999)
+    assert c22.files["tracker"].endswith("na64mu/tracker/v001.yaml") and "MM7X" not in c22.planes
+    with pytest.raises(ConfigError, match="no entry for plane 'MM7X'"):
+        load_conditions("na64mu", 10000, "na64mu-default")

@@ -1,9 +1,11 @@
+import hepunits
 import numpy as np
 import pytest
 import yaml
 
+from na64reco import units
 from na64reco.errors import ConfigError
-from na64reco.geometry import SETUPS, load_setup
+from na64reco.geometry import SETUPS, deflection_offset, list_periods, load_setup
 from na64reco.resources import calib_dir
 
 
@@ -90,3 +92,75 @@ def test_malformed_setup_errors(tmp_path, edit, message):
 def test_unknown_setup():
     with pytest.raises(ConfigError, match="unknown setup 'na64x'; known setups: na64mu, na64e"):
         load_setup("na64x")
+
+
+# ---- deflected-muon counters and run periods ------------------------------------------
+def test_deflected_counters_sit_at_the_edge_momentum_deflection():
+    """S4/Smu inner edges: where a muon of edge_momentum bent by MS2 crosses the counter z,
+    by hand from the field integral (p [GeV] = 0.299792458 B L [T m] / kick)."""
+    s = load_setup("na64mu")
+    ms2 = s.magnets["MS2"]
+    bl = ms2.field_integral / (hepunits.tesla * hepunits.m)
+    for name in ("S4", "Smu"):
+        c = s.calorimeters[name]
+        p_edge = c.edge_momentum / units.GeV
+        lever = (c.z - ms2.center_z) / 1000.0  # m
+        ref_x = s.reference_position(c.z)[0]
+        by_hand = ref_x - 0.299792458 * bl * (1 / p_edge - 1 / 160.0) * lever * 1000.0  # mm
+        inner = c.center[0] + c.size[0] / 2  # the counter extends to negative x from its edge
+        assert inner == pytest.approx(by_hand, abs=1e-6), name
+        # an unscattered reference muon misses it, a muon below the edge momentum hits it
+        assert not c.cell_index(ref_x, s.reference_position(c.z)[1])[2]
+        x_soft = ref_x + deflection_offset(ms2, 0.8 * c.edge_momentum, c.z)
+        assert c.cell_index(x_soft, s.reference_position(c.z)[1])[2]
+
+
+def test_periods_select_by_run_and_override_only_their_keys():
+    base = load_setup("na64mu")
+    p22, p23 = load_setup("na64mu", run=1), load_setup("na64mu", run=10000)
+    assert (base.period, p22.period, p23.period) == ("", "2022", "2023")
+    assert [p.name for p in p22.planes] == [p.name for p in base.planes]
+    added = [p.name for p in p23.planes if p.name not in {q.name for q in base.planes}]
+    assert added == ["MM7X", "MM7Y", "ST2X", "ST2Y"]
+    # MS2 bend view: 2 upstream measurements in 2022, 3 in 2023
+    ups = [len([p for p in s.planes_of("MS2", "upstream") if p.measures == "x"]) for s in (p22, p23)]
+    assert ups == [2, 3]
+    assert {p.efficiency for p in p22.planes if p.type == "MM"} == {0.90}
+    assert {p.efficiency for p in p23.planes if p.type == "MM"} == {0.97}
+    # everything not overridden is the base description
+    assert p23.calorimeters == base.calorimeters and p23.magnets == base.magnets and p23.beam == base.beam
+    assert [p.name for p in list_periods("na64mu")] == ["2022", "2023"]
+    with pytest.raises(ConfigError, match=r"run 1000000 is in no period \(periods: 2022: 0-9999"):
+        load_setup("na64mu", run=1_000_000)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d["periods"][1]["override"].update(simulation={}), r"periods.1.override.simulation': cannot be"),
+        (lambda d: d["periods"][1]["override"].update(nope=1), r"periods.1.override.nope': not a key of the base"),
+        (lambda d: d["periods"][1]["override"]["trackers"]["planes"].append({"name": "XX", "remove": True}),
+         r"periods.1.override.trackers.planes.4': no plane 'XX' to remove"),
+        (lambda d: d["periods"][1]["runs"].update(first=9000), r"'periods': run ranges of periods '2022' and '2023'"),
+        (lambda d: d["periods"][1].update(extra=1), r"periods.1.extra': unknown key"),
+        (lambda d: d["calorimeters"]["S4"]["deflected"].update(magnet="MS9"), r"S4.deflected.magnet': 'MS9'"),
+        (lambda d: d["calorimeters"]["S4"]["deflected"].update(edge_momentum="200 GeV"),
+         r"S4.deflected.edge_momentum': must be between 0 and MS2"),
+    ],
+)
+def test_malformed_periods_errors(tmp_path, edit, message):
+    path = _broken_setup(tmp_path, edit)
+    with pytest.raises(ConfigError, match=message):
+        load_setup(path, run=10000)
+        load_setup(path)
+
+
+def test_period_removes_and_updates_planes_by_name(tmp_path):
+    def edit(d):
+        d["periods"][1]["override"]["trackers"]["planes"] += [{"name": "MM1X", "remove": True},
+                                                               {"name": "MM2X", "efficiency": 0.5}]
+    path = _broken_setup(tmp_path, edit)
+    s = load_setup(path, run=10000)
+    names = [p.name for p in s.planes]
+    assert "MM1X" not in names and next(p for p in s.planes if p.name == "MM2X").efficiency == 0.5
+    assert [p.index for p in s.planes] == list(range(len(s.planes)))

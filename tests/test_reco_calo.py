@@ -269,7 +269,7 @@ def test_energy_scale_against_truth(tmp_path):
     from na64reco.io.raw import open_raw
 
     path = tmp_path / "mu.root"
-    sim.simulate("na64mu", 12000, 21, 5, path)
+    sim.simulate("na64mu", 12000, 21, 5, path, trigger="calibration")  # every beam muon written
     setup = load_setup("na64mu")
     with open_raw(path) as f:
         events, truth = f.events(), f.truth()
@@ -288,5 +288,8 @@ def test_energy_scale_against_truth(tmp_path):
     }
     for key, r in ratios.items():
         assert abs(r - 1) < 0.01, (key, r)
-    # per-event agreement of the HCAL (MIPs and showers): median ratio within 0.5 %
-    assert abs(np.median(out["hcal_energy"] / truth["e_hcal"]) - 1) < 0.005
+    # per-event agreement of the HCAL (MIPs and showers) where it has a deposit (the calibration
+    # trigger also writes muons that miss it): median ratio within 0.5 %
+    hit = truth["e_hcal"] > 0
+    assert hit.mean() > 0.9
+    assert abs(np.median(out["hcal_energy"][hit] / truth["e_hcal"][hit]) - 1) < 0.005

@@ -11,6 +11,7 @@ import uproot
 from test_processors_synthetic import synthetic_reco, write_raw
 from test_raw_format import signed_meta
 
+from na64reco.conditions import default_tag
 from na64reco.errors import ConfigError, NA64Error
 from na64reco.runner import (
     ChunkGuard,
@@ -189,7 +190,7 @@ def test_saved_outputs_and_cutflow_command(files, tmp_path, capsys):
         h = f["mc/p_in_all"].to_hist()
         np.testing.assert_allclose(h.values(), out["mc"]["hists"]["p_in"][{"stage": "all"}].values())
     prov = json.loads((outdir / "provenance.json").read_text())["mc"]
-    assert prov["selection_sha256"] == Processor().selection.sha256 and prov["calib_tag"] == "na64mu-default"
+    assert prov["selection_sha256"] == Processor().selection.sha256 and prov["calib_tag"] == default_tag("na64mu")
     assert main(["cutflow", str(outdir), "--json"]) == 0
     js = json.loads(capsys.readouterr().out)
     assert js["mc"]["cutflow"][0]["events"] == 600

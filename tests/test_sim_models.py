@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import hepunits as u
 import numpy as np
 import pytest
@@ -15,7 +17,7 @@ from na64reco.sim.beam import sample_beam
 from na64reco.sim.params import load_sim_params
 from na64reco.sim.tracks import KIND_MUON, Recorder, highland
 from na64reco.sim.transport import Context, Truth, follow
-from na64reco.sim.trigger import trigger_mask
+from na64reco.sim.trigger import calibration_trigger, trigger_mask
 
 
 def test_moyal_mode_is_the_mpv():
@@ -78,14 +80,14 @@ def test_em_profile_containment():
 
 
 # ---- transport-level checks ------------------------------------------------------------
-def _transport(process: str, n: int, seed: int):
-    setup = load_setup("na64mu")
+def _transport(process: str, n: int, seed: int, setup=None, mass=None):
+    setup = setup or load_setup("na64mu")
     params = load_sim_params(setup)
     rng = np.random.default_rng(seed)
     proc = np.full(n, PROCESSES[process], np.int8)
     rec, truth = Recorder(n), Truth.new(n)
     tracks = sample_beam(rng, setup, np.arange(n), proc)
-    follow(Context(rng, setup, params, rec, truth), tracks)
+    follow(Context(rng, setup, params, rec, truth, mass), tracks)
     return setup, rec, truth
 
 
@@ -116,10 +118,85 @@ def test_trigger_vetoes_muons_hitting_v1():
     hit_v1[ev[(det == v1.id) & (e > setup.trigger.counter_threshold * v1.mip_mpv)]] = True
     assert hit_v1.sum() > 1000  # the halo does hit V1
     assert not np.any(fired & hit_v1)
-    # the beam core passes: veto not fired, all counters fired for most muons
+    # the beam core passes the beam counters and the veto (the calibration trigger) ...
     setup, rec, truth = _transport("beam", 5000, 7)
     ev, det, chan, e, _ = rec.deposits()
-    assert trigger_mask(setup, 5000, ev, det, chan, e).mean() > 0.95
+    beam_only = dataclasses.replace(setup, trigger=calibration_trigger(setup.trigger, setup))
+    assert [t.detector for t in beam_only.trigger.terms] == ["S0", "S1", "V1"]
+    assert trigger_mask(beam_only, 5000, ev, det, chan, e).mean() > 0.95
+    # ... but not the physics trigger, whose S4/Smu sit beside the beam (next tests)
+    assert trigger_mask(setup, 5000, ev, det, chan, e).mean() < 0.03
+
+
+def _sigma_at_counter(setup, z, p_out):
+    """Analytic rms (mm) of an unscattered muon's bend-plane position at ``z`` behind the HCAL:
+    beam spot, divergence, multiple scattering in the ECAL (at 160 GeV, lever arm from the ECAL
+    centre) and in the HCAL (at p_out, thick scatterer: L^2/3 + L d + d^2)."""
+    b, prm = setup.beam, load_sim_params(setup)
+    ecal, hcal = setup.detector("ECAL"), setup.detector("HCAL")
+    th_e = highland(b.energy, constants.MUON_MASS, ecal.x0_fraction)
+    length = hcal.depth
+    th_h = highland(p_out, constants.MUON_MASS, prm.hcal_module_x0 * hcal.n_sections)
+    d = z - (hcal.z + length)
+    var = (b.spot_sigma_x**2 + (b.divergence_x * (z - b.start_z)) ** 2
+           + (th_e * (z - ecal.z - ecal.depth / 2)) ** 2 + th_h**2 * (length**2 / 3 + length * d + d * d))
+    return np.sqrt(var)
+
+
+def test_unscattered_muons_leak_into_the_deflected_muon_trigger_as_the_gaussian_tail_predicts():
+    """Muons keeping p_out > 150 GeV reach S4 with the analytic spread; the trigger fires for the
+    fraction of them beyond the counter's inner edge (Gaussian tail), counted with MC errors."""
+    n = 60_000
+    setup, rec, truth = _transport("beam", n, 17)
+    s4 = setup.detector("S4")
+    ev, det, chan, e, _ = rec.deposits()
+    fired = trigger_mask(setup, n, ev, det, chan, e)
+    hard = truth.p_out > 150 * u.GeV
+    from scipy.stats import norm
+
+    from na64reco.geometry import deflection_offset
+
+    ms2 = setup.magnets["MS2"]
+    edge = deflection_offset(ms2, s4.edge_momentum, s4.z)  # inner edge relative to the reference
+    shift = deflection_offset(ms2, truth.p_out[hard], s4.z)  # where each muon's mean lands
+    sigma = _sigma_at_counter(setup, s4.z, truth.p_out[hard])
+    expected = norm.cdf((shift - edge) / sigma * -1.0).sum()  # edge < 0: P(x < edge)
+    observed = np.count_nonzero(fired[hard])
+    assert expected > 50  # the test has power
+    assert abs(observed - expected) < 5 * np.sqrt(expected) + 0.05 * expected, (observed, expected)
+
+
+def test_deflected_muon_trigger_edge_sits_at_the_edge_momentum():
+    """Dark-brem muons (p_out spread over 0-160 GeV): the trigger efficiency is 1/2 at the
+    edge momentum computed from the MS2 field integral and the counter position (the spread of
+    positions at the counter is symmetric around the deflected trajectory), rises below it
+    and keeps falling above it (unscattered muons: the previous test); moving the counters (edge 50 GeV) moves the 50 %
+    point with them.  (Far below the edge it stays < 1: soft muons scatter in the ECAL and
+    HCAL by several cm, some back across the edge.)"""
+    from na64reco.geometry import _place_on_reference
+
+    n = 40_000
+    base = load_setup("na64mu")
+    for edge_gev in (70.0, 50.0):
+        calos = {k: (dataclasses.replace(c, edge_momentum=edge_gev * u.GeV) if c.deflected_magnet else c)
+                 for k, c in base.calorimeters.items()}
+        setup = _place_on_reference(dataclasses.replace(base, calorimeters=calos))
+        setup, rec, truth = _transport("signal", n, 19, setup=setup, mass=0.1 * u.GeV)
+        ev, det, chan, e, _ = rec.deposits()
+        fired = trigger_mask(setup, n, ev, det, chan, e)
+        p = truth.p_out / u.GeV
+
+        def eff(lo, hi, p=p, fired=fired):
+            m = (p > lo) & (p < hi)
+            return fired[m].mean(), np.sqrt(0.25 / m.sum())
+
+        at, err = eff(edge_gev - 3, edge_gev + 3)
+        assert abs(at - 0.5) < 3 * err + 0.06, (edge_gev, at)   # the smeared step is ~linear here
+        below, _ = eff(edge_gev - 25, edge_gev - 15)
+        above, _ = eff(edge_gev + 15, edge_gev + 25)
+        assert below > at + 0.12 and above < at - 0.12, (edge_gev, below, at, above)
+        high, _ = eff(edge_gev + 45, 200)
+        assert high < above - 0.05, (edge_gev, above, high)
 
 
 def test_trigger_logic_by_hand():

@@ -18,7 +18,7 @@ from na64reco.reco.tracking.clusters import event_hits, event_hits_reference
 from na64reco.reco.tracking.config import load_tracking_config
 from na64reco.reco.tracking.demux import demux_plane, demux_plane_reference
 from na64reco.reco.tracking.stage import _tables
-from na64reco.reco.tracking.tracks import find_tracks, search_view_reference
+from na64reco.reco.tracking.tracks import anchor_of, find_tracks, search_view_reference
 
 SETUP = load_setup("na64mu")
 COND = load_conditions(SETUP, 1)
@@ -120,12 +120,8 @@ def test_track_kernel_equals_exhaustive_reference(noisy):
                 ]
                 for p in view.planes
             ]
-            anchor = None
-            if view.anchor_view >= 0 and res["nh"][e, view.anchor_view] > 0:
-                src = vt.views[view.anchor_view]
-                ps = res["par"][e, view.anchor_view]
-                anchor = ps[0] + (ps[1] - (ps[2] if src.bend else 0.0)) * view.anchor_src_dz
-            nh, chi2, ntr, par, chosen = search_view_reference(view_hits, view, vt, anchor)
+            anchor, kappa_other = anchor_of(res, e, v, vt)
+            nh, chi2, ntr, par, chosen = search_view_reference(view_hits, view, vt, anchor, kappa_other)
             assert res["nh"][e, v] == nh, (e, v)
             assert res["n_tracks"][e, v] == ntr, (e, v)
             if nh:

@@ -48,9 +48,12 @@ def test_sim_and_reco_share_one_highland():
 
 @pytest.fixture(scope="module", params=["beam", "signal"])
 def matched(request, tmp_path_factory):
-    setup = load_setup("na64mu")
+    # the 2023-like period (plane efficiencies 0.95-0.97): with the 2022 planes (0.90) the beam
+    # tail beyond 20 is 1.4 % (1.7 % before the vertex constraint in the search): wrong hits
+    # on missing planes, not the variance this test checks (docs/periods.md)
+    setup = load_setup("na64mu", run=10001)
     path = tmp_path_factory.mktemp("match") / f"{request.param}.root"
-    simulate(setup, 4000, seed=7, run=1001, output=path, process=request.param,
+    simulate(setup, 4000, seed=7, run=10001, output=path, process=request.param, trigger="calibration",
              mass=0.1 * units.GeV if request.param == "signal" else None)
     raw = open_raw(path)
     out = reconstruct_tracks(raw.events(), setup, load_conditions(setup, raw.run))

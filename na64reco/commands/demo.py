@@ -93,7 +93,7 @@ def _display_signal_event(path, output: Path) -> Path:
     with open_raw(path) as raw:
         n = min(raw.n_events, 500)
         truth = raw.truth(0, n)
-        setup = load_setup(raw.setup)
+        setup = load_setup(raw.setup, run=raw.run)
         conditions = load_conditions(setup, raw.run)
         p_out = np.asarray(reconstruct(raw.events(0, n), setup, conditions).p_out, dtype=float)
         box = _box_edge_gev()

@@ -25,7 +25,7 @@ def run(args) -> int:
     from na64reco.io.raw import open_raw
 
     with open_raw(args.raw) as raw:
-        setup = load_setup(raw.setup)
+        setup = load_setup(raw.setup, run=raw.run)
         conds = load_conditions(setup, raw.run, args.calib_tag)
         numbers = raw._file["events"]["event"].array(library="np")
         where = np.nonzero(numbers == args.event)[0]

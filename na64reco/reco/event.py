@@ -4,7 +4,7 @@ This is the stage the processors, ``na64reco reco`` and the notebooks call::
 
     raw = open_raw("run.root")
     conds = load_conditions(raw.setup, raw.run, tag)
-    reco = reconstruct(raw.events(), load_setup(raw.setup), conds, source=str(raw.path))
+    reco = reconstruct(raw.events(), load_setup(raw.setup, run=raw.run), conds, source=str(raw.path))
 
 Energies and momenta are in GeV, NaN where not reconstructed.  Per-module quantities
 (``hcal_module_energy``, ``veto_paddle_energy``, ``srd_module_energy``) are regular

@@ -27,11 +27,17 @@ Truth
     beam particle for (mass, coupling) for signal events (see :mod:`na64reco.sim.signal`),
     1 otherwise.
 Calibration runs
-    ``trigger="calibration"`` writes every beam particle that passes the setup's counter
-    terms (the energy terms are dropped, :func:`na64reco.sim.trigger.calibration_trigger`)
+    ``trigger="calibration"`` writes every beam particle that passes the setup's beam
+    counter and veto terms (upstream of the target; the energy terms and the NA64mu
+    deflected-muon counters S4/Smu are dropped, :func:`na64reco.sim.trigger.calibration_trigger`)
     with trigger bit "calibration"; ``beam_energy`` overrides ``beam.energy`` (magnet
     settings scaled with it, :func:`na64reco.sim.beam.with_beam_energy`).  E.g. NA64e
-    electron runs for the ECAL response calibration and its energy dependence.
+    electron runs for the ECAL response calibration and its energy dependence, or NA64mu
+    unscattered 160 GeV muons for the momentum mis-reconstruction study.
+Run periods
+    A setup given by name is loaded for the period of ``run`` (``calib/setups/na64mu.yaml``
+    ``periods``: 2022-like runs 0-9999, 2023-like runs 10000-999999); the file metadata
+    records it (``simulation.period``).
 """
 
 from __future__ import annotations
@@ -132,7 +138,8 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
     """Simulate ``n_events`` beam particles and write the triggered events to ``output``.
 
     Args:
-        setup: ``"na64mu"``, ``"na64e"``, a setup YAML path or a :class:`Setup`.
+        setup: ``"na64mu"``, ``"na64e"``, a setup YAML path (loaded for the period of
+            ``run``) or a :class:`Setup` (used as given).
         n_events: beam particles to simulate (MOT / EOT), > 0.
         seed: random seed (>= 0); same seed and options -> identical file content.
         run: run number written to the file and used to look up the conditions.
@@ -154,14 +161,14 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
     Raises ConfigError / RawFormatError / CalibrationMissing with one-line messages.
     """
     t_start = time.perf_counter()
-    setup = setup if isinstance(setup, Setup) else load_setup(str(setup))
+    setup = setup if isinstance(setup, Setup) else load_setup(str(setup), run=int(run))
     _check_inputs(setup, n_events, seed, run, process, mass, coupling, chunk_size)
     if trigger not in TRIGGERS:
         raise ConfigError(f"unknown trigger {trigger!r}; choose one of: {', '.join(TRIGGERS)}")
     if beam_energy is not None:
         setup = with_beam_energy(setup, float(beam_energy))
     if trigger == "calibration":
-        setup = dataclasses.replace(setup, trigger=calibration_trigger(setup.trigger))
+        setup = dataclasses.replace(setup, trigger=calibration_trigger(setup.trigger, setup))
     output = Path(output)
     _check_output(output)
     params = load_sim_params(setup, mixture)
@@ -177,7 +184,8 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
                process, mass, weight, truth, per_spill, trigger)
     n_spills = -(-int(n_events) // per_spill)
     meta = {"simulation": {
-        "seed": int(seed), "process": process, "n_beam": int(n_events), "spill_particles": per_spill,
+        "seed": int(seed), "period": setup.period, "process": process, "n_beam": int(n_events),
+        "spill_particles": per_spill,
         "mass_gev": None if mass is None else mass / u.GeV, "coupling": coupling,
         "calib_tag": cond.tag, "conditions": cond.files,
         "mixture": params.mixture if process == "mixture" else None,

@@ -7,9 +7,12 @@ true energy summed over the detector (or section).  The hardware discriminates a
 sums; using true energies neglects the read-out noise (a few MeV), documented choice.
 
 Calibration trigger (``simulate(..., trigger="calibration")``): only the setup's counter
-terms (beam counters and vetoes), without its energy terms, so that every beam particle
-seen by the beam counters is written -- e.g. full-energy electrons for the ECAL response
-calibration, which the NA64e physics trigger (``ECAL < 95 GeV``) rejects.
+terms of the *beam* counters and vetoes (detectors upstream of the target ECAL), without
+its energy terms and without the deflected-muon counters behind the target (NA64mu S4,
+Smu), so that every beam particle seen by the beam counters is written -- e.g.
+full-energy electrons for the ECAL response calibration, which the NA64e physics trigger
+(``ECAL < 95 GeV``) rejects, or unscattered 160 GeV muons for the momentum
+mis-reconstruction study, which the NA64mu physics trigger (deflected muons) rejects.
 """
 
 from __future__ import annotations
@@ -21,9 +24,13 @@ from na64reco.geometry import Setup, Trigger
 TRIGGERS = ("physics", "calibration")
 
 
-def calibration_trigger(trigger: Trigger) -> Trigger:
-    """``trigger`` without its energy terms (counter and veto terms kept)."""
+def calibration_trigger(trigger: Trigger, setup: Setup | None = None) -> Trigger:
+    """``trigger`` without its energy terms; with ``setup``, also without the counters at or
+    behind the target ECAL (only the beam counters and vetoes stay)."""
     terms = tuple(t for t in trigger.terms if t.minimum is None and t.maximum is None)
+    if setup is not None and "ECAL" in setup.calorimeters:
+        z_target = setup.detector("ECAL").z
+        terms = tuple(t for t in terms if setup.detector(t.detector).z < z_target)
     return Trigger(terms, trigger.counter_threshold)
 
 

@@ -34,7 +34,9 @@ class TrackingConfig:
     chi2_ndf_max: float
     slope_window: float  # rad (default; stations may override)
     slope_prior: float  # rad
-    match_sigma: float  # mm
+    vertex_chi2_max: float  # outgoing candidates: (residual at the target / its sigma)^2 allowed
+    vertex_rank_weight: float  # weight of that vertex chi2 in the ranking score
+    anchor_max_missing: int  # the incoming track anchors the vertex only with at most this many missing planes
     max_hits_per_plane: int
     max_candidates: int
     drift_t0: float  # ns
@@ -75,7 +77,9 @@ def _parse(node: Node, setup: Setup) -> TrackingConfig:
         chi2_ndf_max=d.number("chi2_ndf_max", minimum=0.0),
         slope_window=d.quantity("slope_window", "angle", minimum=0.0),
         slope_prior=d.quantity("slope_prior", "angle", minimum=1e-9),
-        match_sigma=d.quantity("match_sigma", "length", minimum=1e-6),
+        vertex_chi2_max=d.number("vertex_chi2_max", minimum=0.0),
+        vertex_rank_weight=d.number("vertex_rank_weight", minimum=0.0),
+        anchor_max_missing=d.integer("anchor_max_missing", minimum=0, maximum=2),
         max_hits_per_plane=d.integer("max_hits_per_plane", minimum=1, maximum=256),
         max_candidates=d.integer("max_candidates", minimum=1),
         drift_t0=d.quantity("drift_t0", "time"),

@@ -43,7 +43,8 @@ _CACHE: dict = {}
 
 
 def _tables(setup, conditions, config_path=None):
-    key = (setup.name, setup.source, conditions.tag, conditions.run, conditions.files.get("tracker"), config_path)
+    key = (setup.name, setup.source, setup.period, conditions.tag, conditions.run, conditions.files.get("tracker"),
+           config_path)
     if key not in _CACHE:
         cfg = load_tracking_config(setup, config_path)
         views = make_views(setup, cfg)
@@ -138,7 +139,7 @@ def _match_chi2(out, res, vt, setup, cfg):
             mi, mo = used_in[sel][0], used_out[sel][0]
             if not mi.any() or not mo.any():
                 continue
-            key = (setup.name, setup.source, vi, vo, tuple(mi), tuple(mo))
+            key = (setup.name, setup.source, setup.period, vi, vo, tuple(mi), tuple(mo))
             if key not in _MATCH_CACHE:
                 _MATCH_CACHE[key] = MatchResolution(setup, vi, vo, mi, mo)
             var[sel] = _MATCH_CACHE[key].variance(p_in[sel], p_out[sel])

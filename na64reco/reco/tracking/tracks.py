@@ -19,9 +19,17 @@ Search (same definition for the numba kernel and its slow twin)
     side and >= 3 hits; straight: >= 2 hits), ``chi2 <= chi2_ndf_max * ndf`` (hit errors:
     plane resolutions), ``|b - b_ref| <= slope_window`` (``b_ref`` the reference
     trajectory's slope) and, for kicks, ``kappa`` inside the station's momentum window,
-    is a *candidate*.  Candidates are ranked by number of hits, then by
-    ``score = chi2 + ((b - b_ref) / slope_prior)^2`` (the prior only breaks ties between
-    candidates of equal chi2, e.g. 3-hit kick fits with ndf = 0).  The best candidate
+    is a *candidate*.  Candidates are ranked by
+    ``score = chi2 + ((b - b_ref) / slope_prior)^2 + Sum_missing pen_i``: the missing-plane
+    penalty of plane i is -2 ln of the likelihood ratio of "the track missed plane i and its
+    hits are noise" to "a hit of plane i is the track's" at zero residual:
+    ``pen_i = 2 ln(eps_i / ((1 - eps_i) sqrt(2 pi) sigma_i rho_i))`` (efficiency eps_i clipped
+    to [0.5, 0.9999], resolution sigma_i, noise density rho_i = noise clusters per event /
+    plane width, at least 0.01 per event; >= 0).  A candidate with one more hit wins unless
+    that hit adds more than pen_i (~17-20 for the NA64mu planes) to the chi2: with noise
+    this rare, leaving out a hit that fits is the improbable explanation.  Ties (equal score) go to more hits,
+    then to the search order (depth-first, "no hit" before the hits of a plane in their
+    input order), so the result is deterministic.  The best candidate
     is the track; ``n_tracks`` counts candidates taken greedily in rank order that share
     no hit origin (cluster or straw digit) with an earlier one; apart from the best, only
     candidates with ndf >= 1 count (an ndf = 0 fit is not checked by any redundant hit:
@@ -30,10 +38,24 @@ Search (same definition for the numba kernel and its slow twin)
     The incoming station (beam momentum station) may rank by a prior on the deflection
     around the beam's (``momentum_prior``, relative width): with 4 planes a 3-hit kick
     fit has ndf = 0, and a noise cluster on the one downstream plane with a hit would
-    otherwise win as often as the true hit.  The outgoing station's candidates are also ranked by their distance to the
-    incoming track at the ECAL front: ``score += ((u_ECAL - u_in) / match_sigma)^2``
-    (ranking only: a noise hit on a plane whose true hit was lost makes otherwise good
-    fits that point away from the target).
+    otherwise win as often as the true hit.
+
+    Vertex constraint (outgoing station): the incoming track at the ECAL front (the target)
+    is a measurement of the outgoing track there.  A candidate's residual d = u_ECAL - u_in
+    enters with its expected variance ``vertex_va + vertex_vb kappa^2`` (points,
+    extrapolation and scattering of both tracks and of the ECAL, from
+    :class:`.resolution.MatchResolution` at the beam momentum for the incoming track;
+    the 1/p^2 part through the candidate's deflection kappa, for the non-bend view the
+    deflection found in the bend view, or the station's p_min if none): candidates with
+    ``(d/sigma)^2 > vertex_chi2_max`` are not candidates, the others add ``(d/sigma)^2`` to
+    their score.  A noise hit on a plane whose true hit was lost makes otherwise good fits
+    that point away from the target: they now fail instead of being ranked low.  The
+    incoming track anchors the constraint only if it misses at most ``anchor_max_missing``
+    planes of its view (a 3-of-4 straight fit has 1 dof: noise makes wrong incoming tracks,
+    which would then veto the true outgoing one and favour a fake pointing to them);
+    otherwise, or without an incoming track, the beam spot takes its place: the reference
+    trajectory at the ECAL front with the spot variance added.  The vertex chi2 enters the
+    score with weight ``vertex_rank_weight``.
 
     The kernel enumerates assignments depth-first and prunes a branch as soon as the
     chi2 of its hits exceeds the largest possible cut (a chi2 can only grow when hits
@@ -72,9 +94,15 @@ class View:
     slope_window: float  # mrad
     kappa_prior: float = 0.0  # mrad: ranking prior on the deflection (beam momentum), 0 = none
     kappa_prior_sigma: float = 0.0  # mrad
-    anchor_view: int = -1  # index of the view whose track anchors this one (ranking only)
+    anchor_view: int = -1  # index of the view whose track anchors this one (vertex constraint)
     anchor_dz: float = 0.0  # m: anchor z - this magnet's z
     anchor_src_dz: float = 0.0  # m: anchor z - the source view's magnet z
+    vertex_va: float = 0.0  # mm^2: constant part of the vertex residual variance
+    vertex_vb: float = 0.0  # mm^2 / mrad^2: its 1/p^2 part per kappa^2
+    kappa_view: int = -1  # non-bend views: the station's bend view (its kappa gives p)
+    spot_pos: float = 0.0  # mm: reference trajectory at the anchor z (vertex without incoming track)
+    spot_var: float = 0.0  # mm^2: beam spot variance there (0: no spot fallback)
+    miss_penalty: tuple[float, ...] = ()  # per plane: missing-plane score penalty (missing_plane_penalty)
 
     @property
     def npar(self) -> int:
@@ -106,6 +134,7 @@ def make_views(setup, config) -> tuple[View, ...]:
                 slope_window=float(st.slope_window * 1000.0),
                 kappa_prior=float(m.kick(setup.beam.energy) * 1000.0) if bend and st.momentum_prior > 0 else 0.0,
                 kappa_prior_sigma=float(m.kick(setup.beam.energy) * 1000.0 * st.momentum_prior) if bend else 0.0,
+                miss_penalty=tuple(missing_plane_penalty(p) for p in planes),
             ))
     # the outgoing station's views are anchored to the incoming track at the ECAL front
     z_anchor = setup.detector("ECAL").z if "ECAL" in setup.calorimeters else None
@@ -114,10 +143,35 @@ def make_views(setup, config) -> tuple[View, ...]:
         src = [i for i, w in enumerate(views) if w.role == "in" and w.coord == v.coord]
         if v.role == "out" and src and z_anchor is not None:
             w = views[src[0]]
+            va, vb = _vertex_variance(setup, w, v)
+            kv = -1 if v.bend else next(i for i, u in enumerate(views) if u.station == v.station and u.bend)
+            ref = setup.reference_position(z_anchor)
+            b = setup.beam
+            spot = (b.spot_sigma_x**2 + (b.divergence_x * (z_anchor - b.start_z)) ** 2 if v.coord == "x"
+                    else b.spot_sigma_y**2 + (b.divergence_y * (z_anchor - b.start_z)) ** 2)
             v = replace(v, anchor_view=src[0], anchor_dz=(z_anchor - v.z_magnet) / 1000.0,
-                        anchor_src_dz=(z_anchor - w.z_magnet) / 1000.0)
+                        anchor_src_dz=(z_anchor - w.z_magnet) / 1000.0, vertex_va=va, vertex_vb=vb, kappa_view=kv,
+                        spot_pos=float(ref[0] if v.coord == "x" else ref[1]), spot_var=float(spot))
         out.append(v)
     return tuple(out)
+
+
+def missing_plane_penalty(plane) -> float:
+    """Score penalty of a candidate without a hit on ``plane`` (a TrackerPlane), module doc."""
+    eps = min(max(float(plane.efficiency), 0.5), 0.9999)
+    rho = max(float(plane.noise_hits), 0.01) / plane.width  # noise clusters per mm
+    return max(0.0, 2.0 * float(np.log(eps / ((1.0 - eps) * np.sqrt(2 * np.pi) * plane.resolution * rho))))
+
+
+def _vertex_variance(setup, view_in, view_out) -> tuple[float, float]:
+    """(va mm^2, vb mm^2/mrad^2) of the vertex residual variance va + vb kappa^2 (module doc)."""
+    from na64reco.reco.tracking.resolution import MatchResolution
+
+    mr = MatchResolution(setup, view_in, view_out)
+    va = mr.a + mr.b_in * (mr.P_REF / setup.beam.energy) ** 2
+    magnet = setup.magnets[view_out.station]
+    kappa_ref = magnet.kick(mr.P_REF) * 1000.0  # mrad at P_REF
+    return float(va), float(mr.b_out / kappa_ref**2)
 
 
 class ViewTables:
@@ -139,12 +193,21 @@ class ViewTables:
         self.anchor = np.array([v.anchor_view for v in views], np.int64)
         self.anchor_dz = np.array([v.anchor_dz for v in views])
         self.anchor_src_dz = np.array([v.anchor_src_dz for v in views])
-        self.match_sigma = config.match_sigma
+        self.vertex_va = np.array([v.vertex_va for v in views])
+        self.vertex_vb = np.array([v.vertex_vb for v in views])
+        self.kappa_view = np.array([v.kappa_view for v in views], np.int64)
+        self.spot_pos = np.array([v.spot_pos for v in views])
+        self.spot_var = np.array([v.spot_var for v in views])
+        self.vertex_chi2max = config.vertex_chi2_max
+        self.vertex_rank_weight = config.vertex_rank_weight
+        self.anchor_max_missing = config.anchor_max_missing
+        self.miss_pen = np.zeros((nv, MAX_PLANES))
         for i, v in enumerate(views):
             n = len(v.planes)
             self.planes[i, :n] = v.planes
             self.dz[i, :n] = v.dz
             self.down[i, :n] = v.down
+            self.miss_pen[i, :n] = v.miss_penalty
         self.window = np.array([v.slope_window for v in views])  # mrad
         self.prior = config.slope_prior * 1000.0
         self.chi2max = config.chi2_ndf_max
@@ -194,13 +257,13 @@ def _solve(S, B, n, x):
 
 @numba.njit(cache=True)
 def _rank(L_nh, L_key, n, order, tmp):
-    """``order[:n]``: candidates by more hits first, then lower score; stable (ties keep the
-    search order).  Insertion sort for short lists, bottom-up merge sort otherwise."""
+    """``order[:n]``: candidates by lower score, ties by more hits; stable (remaining ties keep
+    the search order).  Insertion sort for short lists, bottom-up merge sort otherwise."""
     if n <= 16:
         for t in range(n):
             k = t
-            while k > 0 and (L_nh[order[k - 1]] < L_nh[t] or (L_nh[order[k - 1]] == L_nh[t]
-                                                              and L_key[order[k - 1]] > L_key[t])):
+            while k > 0 and (L_key[order[k - 1]] > L_key[t] or (L_key[order[k - 1]] == L_key[t]
+                                                                and L_nh[order[k - 1]] < L_nh[t])):
                 order[k] = order[k - 1]
                 k -= 1
             order[k] = t
@@ -218,7 +281,7 @@ def _rank(L_nh, L_key, n, order, tmp):
             while i < mid and j < hi:
                 a = order[i]
                 b = order[j]
-                if L_nh[b] > L_nh[a] or (L_nh[b] == L_nh[a] and L_key[b] < L_key[a]):
+                if L_key[b] < L_key[a] or (L_key[b] == L_key[a] and L_nh[b] > L_nh[a]):
                     tmp[k] = b
                     j += 1
                 else:
@@ -240,7 +303,8 @@ def _rank(L_nh, L_key, n, order, tmp):
 
 @numba.njit(cache=True)
 def _search_view(pos, sig, origin, starts, counts, dz, down, npl, npar, ref, kmin, kmax, window, prior,
-                 kprior, kprior_sig, anc_ok, anc_pos, anc_dz, anc_sig, chi2max, maxmiss, maxc, L_hits, L_nh, L_key,
+                 kprior, kprior_sig, anc_ok, anc_pos, anc_dz, vtx_va, vtx_vb, kap_other, vtx_chi2max, vtx_rank,
+                 miss_pen, chi2max, maxmiss, maxc, L_hits, L_nh, L_key,
                  L_chi2, L_par, best_hits, best_par, S, B, C, NH, NUP, MISS, choice, x, order, tmp, base, mark):
     """Search one view of one event.  Returns (nh, chi2, n_tracks, flags); fills best_*.
 
@@ -345,6 +409,13 @@ def _search_view(pos, sig, origin, starts, counts, dz, down, npl, npar, ref, kmi
                 chi2 += r * r
         if chi2 > chi2max * (nh - npar) + 1e-6:
             continue
+        vchi2 = 0.0
+        if anc_ok:
+            d = x[0] + x[1] * anc_dz - anc_pos
+            kap = x[2] if npar == 3 else kap_other
+            vchi2 = d * d / (vtx_va + vtx_vb * kap * kap)
+            if vchi2 > vtx_chi2max:
+                continue
         if nleaf >= maxc:
             flags |= FLAG_OVERFLOW
             continue
@@ -352,10 +423,10 @@ def _search_view(pos, sig, origin, starts, counts, dz, down, npl, npar, ref, kmi
             L_hits[nleaf, ip] = starts[ip] + choice[ip] if choice[ip] >= 0 else -1
         L_nh[nleaf] = nh
         d = (x[1] - ref) / prior
-        L_key[nleaf] = chi2 + d * d
-        if anc_ok:
-            d = (x[0] + x[1] * anc_dz - anc_pos) / anc_sig
-            L_key[nleaf] += d * d
+        L_key[nleaf] = chi2 + d * d + vtx_rank * vchi2
+        for ip in range(npl):
+            if choice[ip] < 0:
+                L_key[nleaf] += miss_pen[ip]
         if npar == 3 and kprior_sig > 0:
             d = (x[2] - kprior) / kprior_sig
             L_key[nleaf] += d * d
@@ -408,7 +479,8 @@ def _search_view(pos, sig, origin, starts, counts, dz, down, npl, npar, ref, kmi
 @numba.njit(cache=True)
 def _track_kernel(bounds, n_planes_total, pos, sig, origin, v_planes, v_dz, v_down, v_npl, v_npar, v_ref,
                   v_kmin, v_kmax, window, prior, v_kprior, v_kprior_sig, v_anchor, v_anchor_dz, v_anchor_src_dz,
-                  match_sigma, chi2max, maxmiss, maxhits, maxc):
+                  v_vtx_va, v_vtx_vb, v_kview, v_spot_pos, v_spot_var, vtx_chi2max, vtx_rank, anc_miss, v_miss_pen,
+                  chi2max, maxmiss, maxhits, maxc):
     n_ev = (bounds.shape[0] - 1) // n_planes_total
     nv = v_planes.shape[0]
     out_nh = np.zeros((n_ev, nv), np.int64)
@@ -454,16 +526,26 @@ def _track_kernel(bounds, n_planes_total, pos, sig, origin, v_planes, v_dz, v_do
                 out_ntr[e, v] = -1
                 continue
             src = v_anchor[v]
-            anc_ok = src >= 0 and out_nh[e, src] > 0
+            anc_ok = src >= 0 and out_nh[e, src] >= v_npl[src] - anc_miss
             anc_pos = 0.0
+            va = v_vtx_va[v]
             if anc_ok:
                 ps = out_par[e, src]
                 slope = ps[1] - (ps[2] if v_npar[src] == 3 else 0.0)
                 anc_pos = ps[0] + slope * v_anchor_src_dz[v]
+            elif src >= 0 and v_spot_var[v] > 0:  # no incoming track: the beam spot
+                anc_ok = True
+                anc_pos = v_spot_pos[v]
+                va += v_spot_var[v]
+            kap_other = v_kmax[v]
+            kv = v_kview[v]
+            if kv >= 0:
+                kap_other = out_par[e, kv, 2] if out_nh[e, kv] > 0 else v_kmax[kv]
             nh, chi2, ntr, flags = _search_view(pos, sig, origin, starts, counts, v_dz[v], v_down[v], npl,
                                                 v_npar[v], v_ref[v], v_kmin[v], v_kmax[v], window[v], prior,
                                                 v_kprior[v], v_kprior_sig[v], anc_ok, anc_pos, v_anchor_dz[v],
-                                                match_sigma, chi2max, maxmiss, maxc, L_hits, L_nh, L_key, L_chi2,
+                                                va, v_vtx_vb[v], kap_other, vtx_chi2max, vtx_rank, v_miss_pen[v],
+                                                chi2max, maxmiss, maxc, L_hits, L_nh, L_key, L_chi2,
                                                 L_par, bh, bp, S, B, C, NH, NUP, MISS, choice, x, order, tmp, base,
                                                 mark)
             out_nh[e, v] = nh
@@ -492,15 +574,18 @@ def find_tracks(hits, n_events, n_planes, vt: ViewTables):
     nh, chi2, ntr, flags, par, sel = _track_kernel(
         bounds, n_planes, hits["pos"], hits["sigma"], hits["origin"], vt.planes, vt.dz, vt.down, vt.nplanes,
         vt.npar, vt.ref_slope, vt.kmin, vt.kmax, vt.window, vt.prior, vt.kprior, vt.kprior_sig, vt.anchor, vt.anchor_dz,
-        vt.anchor_src_dz, vt.match_sigma, vt.chi2max, vt.maxmiss, vt.maxhits, vt.maxc)
+        vt.anchor_src_dz, vt.vertex_va, vt.vertex_vb, vt.kappa_view, vt.spot_pos, vt.spot_var, vt.vertex_chi2max,
+        vt.vertex_rank_weight, vt.anchor_max_missing, vt.miss_pen, vt.chi2max, vt.maxmiss, vt.maxhits, vt.maxc)
     return {"nh": nh, "chi2": chi2, "n_tracks": ntr, "flags": flags, "par": par, "hits": sel}
 
 
 # ---------------------------------------------------------------------------------------
-def search_view_reference(view_hits, view: View, vt: ViewTables, anchor_pos=None):
+def search_view_reference(view_hits, view: View, vt: ViewTables, anchor_pos=None, kappa_other=None):
     """Slow twin: exhaustive enumeration for one view of one event.
 
-    ``anchor_pos``: position (mm) of the anchoring track at the anchor z, or None.
+    ``anchor_pos``: position (mm) of the anchoring track at the anchor z, or None;
+    ``kappa_other`` (non-bend views with an anchor): the deflection (mrad) giving the
+    momentum of the vertex variance, default the station's p_min (:func:`anchor_of`).
 
     ``view_hits`` is a list (one per plane of the view) of lists of ``(index, pos, sigma,
     origin)``.  Returns ``(nh, chi2, n_tracks, params(3), chosen indices)`` or ``nh = 0``.
@@ -535,13 +620,21 @@ def search_view_reference(view_hits, view: View, vt: ViewTables, anchor_pos=None
         score = chi2 + ((par[1] - view.ref_slope) / vt.prior) ** 2
         if npar == 3 and view.kappa_prior_sigma > 0:
             score += ((par[2] - view.kappa_prior) / view.kappa_prior_sigma) ** 2
-        if anchor_pos is not None:
-            score += ((par[0] + par[1] * view.anchor_dz - anchor_pos) / vt.match_sigma) ** 2
-        cands.append((npl - nh, score, nh, chi2, list(par) + [0.0] * (3 - npar),
+        pos0, va = anchor_pos, view.vertex_va
+        if pos0 is None and view.anchor_view >= 0 and view.spot_var > 0:  # no incoming track: beam spot
+            pos0, va = view.spot_pos, va + view.spot_var
+        if pos0 is not None:
+            kap = par[2] if npar == 3 else (view.kappa_max if kappa_other is None else kappa_other)
+            vchi2 = (par[0] + par[1] * view.anchor_dz - pos0) ** 2 / (va + view.vertex_vb * kap**2)
+            if vchi2 > vt.vertex_chi2max:
+                continue
+            score += vt.vertex_rank_weight * vchi2
+        score += sum(view.miss_penalty[ip] for ip, c in enumerate(combo) if c is None)
+        cands.append((-nh, score, nh, chi2, list(par) + [0.0] * (3 - npar),
                       [c[0] if c is not None else -1 for c in combo], {c[3] for _, c in used}))
     if not cands:
         return 0, float("nan"), 0, [float("nan")] * 3, [-1] * npl
-    cands.sort(key=lambda c: (c[0], c[1]))
+    cands.sort(key=lambda c: (c[1], c[0]))  # score, then more hits; stable: search order
     taken, ntr = set(), 0
     for i, c in enumerate(cands):
         if not (c[6] & taken) and (i == 0 or c[2] > npar):
@@ -549,3 +642,21 @@ def search_view_reference(view_hits, view: View, vt: ViewTables, anchor_pos=None
             ntr += 1
     best = cands[0]
     return best[2], best[3], ntr, best[4], best[5]
+
+
+def anchor_of(res, e: int, v: int, vt: ViewTables):
+    """(anchor position mm or None, kappa_other mrad or None) of view ``v`` in event ``e`` from
+    the kernel's results ``res`` (what :func:`_track_kernel` uses; for the twin's tests)."""
+    view = vt.views[v]
+    if view.anchor_view < 0:
+        return None, None
+    anchor = None
+    if res["nh"][e, view.anchor_view] >= len(vt.views[view.anchor_view].planes) - vt.anchor_max_missing:
+        src = vt.views[view.anchor_view]
+        ps = res["par"][e, view.anchor_view]
+        anchor = ps[0] + (ps[1] - (ps[2] if src.bend else 0.0)) * view.anchor_src_dz
+    kappa = None
+    if view.kappa_view >= 0:
+        kv = view.kappa_view
+        kappa = res["par"][e, kv, 2] if res["nh"][e, kv] > 0 else vt.views[kv].kappa_max
+    return anchor, kappa
