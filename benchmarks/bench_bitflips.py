@@ -1,7 +1,7 @@
 """Single-bit flips in a raw file: how many fail cleanly, change nothing, or change a
 result silently (the last must be zero).
 
-    python benchmarks/bench_bitflips.py [--flips 1000] [--events 1500] [--seed 1]
+    python benchmarks/bench_bitflips.py [--flips 1000] [--events 40000] [--seed 1]
 
 Simulates a small NA64mu file (with truth), runs the ``na64mu_invisible`` processor on
 it, then on copies with one bit flipped each, drawn evenly over the regions of the
@@ -30,7 +30,7 @@ from na64reco.sim.generate import simulate  # noqa: E402
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--flips", type=int, default=1000)
-    ap.add_argument("--events", type=int, default=1500)
+    ap.add_argument("--events", type=int, default=40_000)
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args(argv)
 
@@ -39,7 +39,7 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "clean.root"
-        simulate("na64mu", args.events, args.seed, 1001, src, chunk_size=500)
+        simulate("na64mu", args.events, args.seed, 1001, src, chunk_size=10_000)
         size = src.stat().st_size
         kind, clean = result_of(src, run)
         assert kind == "result", clean

@@ -140,7 +140,7 @@ def test_interrupted_reco_leaves_no_table(small_na64mu_files, tmp_path, monkeypa
 
     monkeypatch.setattr(files, "_write_chunk", fail_second)
     out = tmp_path / "mc.parquet"
-    assert cli.main(["reco", str(small_na64mu_files["mc"]), "--output", str(out), "--chunk-size", "1000",
+    assert cli.main(["reco", str(small_na64mu_files["mc"]), "--output", str(out), "--chunk-size", "10",
                      "--quiet"]) == cli.EXIT_INTERRUPTED
     assert len(calls) == 2 and list(tmp_path.iterdir()) == []
     capsys.readouterr()
@@ -169,10 +169,10 @@ def test_reco_progress_bar_advances_chunk_by_chunk(small_na64mu_files, tmp_path,
     monkeypatch.setattr(tqdm.tqdm, "__init__", init)
     monkeypatch.setattr(tqdm.tqdm, "update", update)
     monkeypatch.setattr(files, "reconstruct", reconstruct)
-    summary = files.reconstruct_file(small_na64mu_files["mc"], tmp_path / "mc.parquet", chunk_size=1000,
+    summary = files.reconstruct_file(small_na64mu_files["mc"], tmp_path / "mc.parquet", chunk_size=10,
                                      progress=True)
     assert log[0] == "bar"  # shown before the first chunk is worked on
     updates = [x for x in log if isinstance(x, int)]
     assert len(updates) == log.count("chunk") >= 3 and sum(updates) == summary["events"]
-    assert all(n == 1000 for n in updates[:-1])
-    assert log[1:] == ["chunk", 1000] * (len(updates) - 1) + ["chunk", updates[-1]]  # one step per chunk
+    assert all(n == 10 for n in updates[:-1])
+    assert log[1:] == ["chunk", 10] * (len(updates) - 1) + ["chunk", updates[-1]]  # one step per chunk

@@ -19,7 +19,7 @@ def _run(path):
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory):
     src = tmp_path_factory.mktemp("flips") / "clean.root"
-    simulate("na64mu", 1500, 7, 1001, src, chunk_size=500)  # several checksum blocks per tree
+    simulate("na64mu", 40_000, 7, 1001, src, chunk_size=10_000)  # ~400 triggered events, 4 checksum blocks
     kind, result = result_of(src, _run)
     assert kind == "result"
     return src, result
@@ -65,7 +65,7 @@ def test_a_flip_in_the_spills_content_is_an_error_not_a_different_mot(clean, tmp
             dst = flipped_copy(src, tmp_path / "spills.root", byte * 8 + bit)
             try:
                 with open_raw(dst) as raw:
-                    assert raw.spills()["n_beam"].sum() == 1500
+                    assert raw.spills()["n_beam"].sum() == 40_000
             except RawFormatError as exc:
                 assert str(dst) in str(exc)
                 n_errors += 1

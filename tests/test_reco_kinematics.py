@@ -84,8 +84,9 @@ def test_restore_vectors_from_unnamed_records_and_flat_columns():
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("kinematics")
-    simulate("na64mu", 1200, seed=31, run=1001, output=d / "beam.root", process="beam")
-    simulate("na64mu", 500, seed=32, run=1001, output=d / "signal.root", process="signal", mass=300 * MeV)
+    # every beam muon written (calibration trigger): the deflected-muon trigger keeps ~1 %
+    simulate("na64mu", 1200, seed=31, run=1001, output=d / "beam.root", process="beam", trigger="calibration")
+    simulate("na64mu", 1000, seed=32, run=1001, output=d / "signal.root", process="signal", mass=300 * MeV)
     return d
 
 
