@@ -43,6 +43,7 @@ from coffea.nanoevents import BaseSchema
 
 from na64reco.config import load_yaml
 from na64reco.errors import ConfigError, NA64Error, RawFormatError, SetupMismatch
+from na64reco.io import location
 from na64reco.io.raw import event_branches, open_raw
 
 EXECUTORS = ("iterative", "futures", "dask")
@@ -81,7 +82,8 @@ class RunOptions:
 def load_fileset(path: str | Path) -> dict[str, list[str]]:
     """Read a fileset YAML: ``schema_version: 1`` and ``datasets: {name: [files]}``.
 
-    A dataset may also be ``{files: [...]}``; relative paths are relative to the YAML.
+    A dataset may also be ``{files: [...]}``; relative paths are relative to the YAML,
+    absolute paths and URLs (``root://``, ``https://``, ``s3://``) are taken as they are.
     """
     path = Path(path)
     node = load_yaml(path, schema_version=FILESET_SCHEMA_VERSION)
@@ -92,7 +94,7 @@ def load_fileset(path: str | Path) -> dict[str, list[str]]:
         files = value.get("files") if isinstance(value, dict) else value
         if not isinstance(files, list) or not files or not all(isinstance(f, str) for f in files):
             raise datasets.error(str(name), "expected a non-empty list of file paths (or {files: [...]})")
-        out[str(name)] = [str(f if Path(f).is_absolute() else path.parent / f) for f in files]
+        out[str(name)] = [location.join(path.parent, f) for f in files]
     if not out:
         raise node.error("datasets", "no datasets")
     return out
@@ -107,11 +109,12 @@ def fileset_from_files(files: list[str], dataset: str | None = None) -> dict[str
     for simulation of unknown origin, and ``default`` for files that cannot be opened
     (the run then reports or skips them).
     """
+    files = [location.location(f) for f in files]  # URLs as given (never through Path)
     if dataset is not None:
-        return {dataset: [str(f) for f in files]}
+        return {dataset: files}
     out: dict[str, list[str]] = {}
     for f in files:
-        out.setdefault(_dataset_of(f), []).append(str(f))
+        out.setdefault(_dataset_of(f), []).append(f)
     return out
 
 
@@ -191,7 +194,7 @@ def _entries_if_readable(path) -> int:
     try:
         import uproot
 
-        with uproot.open(path) as f:
+        with uproot.open(location.uproot_source(path)) as f:
             return int(f[TREE].num_entries)
     except Exception:
         return 0

@@ -33,6 +33,7 @@ import uproot
 
 from na64reco import __version__
 from na64reco.errors import RawFormatError, SetupMismatch
+from na64reco.io.location import file_info, is_url, uproot_source
 
 FORMAT_NAME = "na64raw"
 FORMAT_VERSION = 1
@@ -175,7 +176,7 @@ def _prim(t) -> str:
 class RawFile:
     """An opened, checked raw file.  Use :func:`open_raw`."""
 
-    path: Path
+    path: Path | str   # a Path, or the URL of a remote file
     meta: dict
     n_events: int
     has_truth: bool
@@ -257,14 +258,17 @@ def _read_flat(file, name, branches, path, start=None, stop=None):
 
 
 def open_raw(path, *, setup: str | None = None) -> RawFile:
-    """Open and check a raw file: existence, ROOT structure, format version, branches, setup."""
-    path = Path(path)
-    if not path.is_file():
-        raise RawFormatError(f"{path}: file not found")
-    if path.stat().st_size == 0:
+    """Open and check a raw file: existence, ROOT structure, format version, branches, setup.
+
+    ``path`` is a local path or a URL that fsspec reads (``root://``, ``https://``,
+    ``s3://``; see :mod:`na64reco.io.location`).  ``RawFile.path`` is a ``Path`` for a
+    local file and the URL string for a remote one.
+    """
+    path = path if is_url(path) else Path(path)
+    if file_info(path).size == 0:  # raises "<path>: file not found"
         raise RawFormatError(f"{path}: file is empty (0 bytes)")
     try:
-        f = uproot.open(path)
+        f = uproot.open(uproot_source(path))
         keys = f.keys(cycle=False)
     except Exception as exc:
         raise RawFormatError(f"{path}: not a readable ROOT file (truncated or corrupt?): {exc}") from None

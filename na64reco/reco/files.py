@@ -11,6 +11,7 @@ from na64reco import __version__
 from na64reco.conditions import load_conditions
 from na64reco.errors import RawFormatError
 from na64reco.geometry import load_setup
+from na64reco.io.location import display_name
 from na64reco.io.raw import open_raw
 from na64reco.reco.event import attach_truth, reconstruct
 
@@ -59,7 +60,7 @@ def reconstruct_file(path, output, *, calib_tag: str | None = None, chunk_size: 
                 if progress:
                     from tqdm import tqdm
 
-                    bar = tqdm(total=raw.n_events, unit="ev", desc=Path(path).name)
+                    bar = tqdm(total=raw.n_events, unit="ev", desc=display_name(path))
             writer = _write_chunk(writer, output, reco, meta)
             n += len(reco)
             if bar:
