@@ -305,15 +305,72 @@ def _make_executor(opts: RunOptions, stack: ExitStack):
                                          retries=0, compression=1)
     client = opts.client
     if client is None:
-        from dask.distributed import Client, LocalCluster
+        from dask.distributed import Client
 
         if opts.scheduler:
             client = stack.enter_context(Client(opts.scheduler))
         else:
-            cluster = stack.enter_context(LocalCluster(n_workers=opts.workers, threads_per_worker=1,
-                                                       processes=True, dashboard_address=None))
+            cluster = stack.enter_context(local_cluster(opts.workers))
             client = stack.enter_context(Client(cluster))
     return processor.DaskExecutor(client=client, status=opts.status, retries=0, treereduction=8)
+
+
+def local_cluster(workers: int, *, preload: bool = True):
+    """The one-machine dask cluster of ``--executor dask`` (no ``--scheduler``).
+
+    ``workers`` processes of one thread each (the reconstruction holds the GIL for much
+    of its time), no dashboard (its HTTP routes on a free loopback port), warnings and
+    errors only in the log, and the client's
+    numba cache directory.  ``preload`` (the default): the workers run
+    :mod:`na64reco.dask_worker` (imports and numba start-up before the first task, fast
+    exit), and where the platform has it and dask's start method is left at its default,
+    the worker processes are forked from a fork server that imported the analysis modules
+    once (instead of each worker importing them: ~2 s of CPU per worker).
+    ``benchmarks/bench_dask_startup.py`` times each phase.
+    """
+    import logging
+    import os
+
+    import dask
+    import numba
+    from dask.distributed import LocalCluster
+
+    env = {}
+    cache = os.environ.get("NUMBA_CACHE_DIR") or numba.config.CACHE_DIR
+    if cache:
+        env["NUMBA_CACHE_DIR"] = str(cache)
+    config = {}
+    if preload and _use_forkserver():
+        config["distributed.worker.multiprocessing-method"] = "forkserver"
+    with dask.config.set(config):
+        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                            # the scheduler's HTTP routes on a free loopback port: no "port 8787 is
+                            # in use" warning when another cluster runs on the machine
+                            scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
+                            silence_logs=logging.WARNING, env=env,
+                            preload=["na64reco.dask_worker"] if preload else [])
+
+
+def _use_forkserver() -> bool:
+    """Make dask's fork server (if dask is configured to spawn, the default) preload
+    :data:`na64reco.dask_worker.MODULES`; False where there is no fork server."""
+    import multiprocessing
+    import multiprocessing.forkserver
+
+    import dask
+
+    if (dask.config.get("distributed.worker.multiprocessing-method") != "spawn"
+            or "forkserver" not in multiprocessing.get_all_start_methods()):
+        return False
+    from distributed.utils import get_mp_context
+
+    from na64reco.dask_worker import MODULES
+
+    with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
+        ctx = get_mp_context()  # distributed sets its own preload list the first time
+    current = list(getattr(multiprocessing.forkserver._forkserver, "_preload_modules", None) or [])
+    ctx.set_forkserver_preload(current + [m for m in ("na64reco.dask_worker", *MODULES) if m not in current])
+    return True
 
 
 def _close_raw_files():
