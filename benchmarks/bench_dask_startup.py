@@ -19,9 +19,9 @@ without and once with the worker preload (:mod:`na64reco.dask_worker`):
 
 Part 2 (``--walls``) runs the command line ``na64reco run --processor
 na64mu_invisible --no-plots --no-progress`` with ``--executor iterative`` and with
-``--executor dask --workers N``, alternating, ``--repeat`` times each, and prints the
-wall times side by side.  ``--pythonpath DIR`` runs another checkout's code (e.g. an
-export of an older commit, for before/after figures).
+``--executor dask --workers N``, interleaved, ``--repeat`` rounds, and prints the wall
+times side by side.  ``--compare before=DIR`` times another checkout's code too, in the
+same rounds (e.g. ``git archive <commit> | tar -x -C DIR``, for before/after figures).
 
 The machine may be shared: say so when quoting the figures, and repeat.
 """
@@ -84,26 +84,30 @@ def phases(path: str, workers: int, preload: bool, t_imports: float) -> list[tup
     return rows
 
 
-def walls(path: str, workers: int, repeat: int, pythonpath: str | None) -> dict[str, list[float]]:
-    env = dict(os.environ)
-    if pythonpath:
-        env["PYTHONPATH"] = pythonpath
+def walls(path: str, workers: int, repeat: int, checkouts: dict[str, str | None]) -> dict[str, list[float]]:
+    """Wall times of the command line, ``{"<checkout> <executor>": [seconds]}``; every round
+    runs each checkout and executor once, in turn, so that a changing load hits all alike."""
     exe = str(Path(sys.executable).with_name("na64reco"))
     base = [exe, "run", "--processor", "na64mu_invisible", "--no-plots", "--no-progress"]
     runs = {"iterative": ["--executor", "iterative"], "dask": ["--executor", "dask", "--workers", str(workers)]}
-    times: dict[str, list[float]] = {k: [] for k in runs}
+    times: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(repeat):
             for name, extra in runs.items():
-                t0 = time.perf_counter()
-                done = subprocess.run([*base, *extra, "--output", f"{tmp}/{name}{i}", path], env=env,
-                                      capture_output=True, text=True)
-                times[name].append(time.perf_counter() - t0)
-                if done.returncode:
-                    raise SystemExit(f"{name} failed:\n{done.stderr}")
-                noise = [line for line in done.stderr.splitlines() if line.strip()]
-                if noise:
-                    print(f"  ({name} run {i + 1} wrote {len(noise)} line(s) on stderr: {noise[0][:100]})")
+                for label, pythonpath in checkouts.items():
+                    env = dict(os.environ)
+                    if pythonpath:
+                        env["PYTHONPATH"] = pythonpath
+                    key = f"{label} {name}".strip()
+                    t0 = time.perf_counter()
+                    done = subprocess.run([*base, *extra, "--output", f"{tmp}/{label}{name}{i}", path], env=env,
+                                          capture_output=True, text=True)
+                    times.setdefault(key, []).append(time.perf_counter() - t0)
+                    if done.returncode:
+                        raise SystemExit(f"{key} failed:\n{done.stderr}")
+                    noise = [line for line in done.stderr.splitlines() if line.strip()]
+                    if noise:
+                        print(f"  ({key} run {i + 1} wrote {len(noise)} line(s) on stderr: {noise[0][:100]})")
     return times
 
 
@@ -114,7 +118,9 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--phases", action="store_true", help="only part 1")
     p.add_argument("--walls", action="store_true", help="only part 2")
-    p.add_argument("--pythonpath", help="PYTHONPATH for the command-line runs (another checkout)")
+    p.add_argument("--compare", metavar="LABEL=DIR", action="append", default=[],
+                   help="also time the command line of another checkout (PYTHONPATH=DIR), e.g. "
+                        "before=/tmp/old (an export of an older commit); repeatable")
     args = p.parse_args()
     both = not (args.phases or args.walls)
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (a shared machine inflates every figure)")
@@ -129,11 +135,15 @@ def main() -> None:
             for label, seconds in phases(args.file, args.workers, preload, t_imports):
                 print(f"  {label:46s} {seconds:6.2f} s")
     if args.walls or both:
-        times = walls(args.file, args.workers, args.repeat, args.pythonpath)
-        print(f"\n-- na64reco run wall times ({args.repeat} runs each, alternating)")
+        checkouts = dict(c.split("=", 1) for c in args.compare)
+        checkouts = {**checkouts, ("this" if checkouts else ""): None}
+        times = walls(args.file, args.workers, args.repeat, checkouts)
+        print(f"\n-- na64reco run wall times, s ({args.repeat} rounds, runs interleaved)")
         for name, ts in times.items():
-            print(f"  {name:10s} " + "  ".join(f"{t:6.1f}" for t in ts) + f"   median {statistics.median(ts):5.1f} s")
-        print(f"  dask / iterative: {statistics.median(times['dask']) / statistics.median(times['iterative']):.2f}")
+            print(f"  {name:22s} " + "  ".join(f"{t:6.1f}" for t in ts) + f"   median {statistics.median(ts):5.1f}")
+        for label in checkouts:
+            med = {ex: statistics.median(times[f"{label} {ex}".strip()]) for ex in ("iterative", "dask")}
+            print(f"  {label or 'this'}: dask - iterative = {med['dask'] - med['iterative']:+.1f} s")
     print(f"load average now {os.getloadavg()[0]:.1f}")
 
 

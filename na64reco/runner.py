@@ -293,7 +293,30 @@ class ChunkError(NA64Error):
 
 
 # ----------------------------------------------------------------------------------------
-def _make_executor(opts: RunOptions, stack: ExitStack):
+def _start_local_cluster(opts: RunOptions, stack: ExitStack):
+    """For ``executor="dask"`` without a client or scheduler: start :func:`local_cluster`
+    in a background thread (its worker processes start while the client checks the files
+    and imports what coffea's dask executor needs); a future of the cluster, or None.
+    The cluster is closed when ``stack`` closes, also after an error."""
+    if opts.executor != "dask" or opts.client is not None or opts.scheduler:
+        return None
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="na64reco-local-cluster")
+    starting = pool.submit(local_cluster, opts.workers)
+    pool.shutdown(wait=False)
+    stack.callback(_close_cluster, starting)
+    import dask.dataframe  # noqa: F401  (coffea's DaskExecutor imports it on its first call: ~1 s)
+
+    return starting
+
+
+def _close_cluster(starting) -> None:
+    if starting.exception() is None:  # (waits for the start; a failed start was reported already)
+        starting.result().close()
+
+
+def _make_executor(opts: RunOptions, stack: ExitStack, starting=None):
     if opts.executor == "iterative":
         return processor.IterativeExecutor(status=opts.status, retries=0)
     if opts.executor == "futures":
@@ -309,6 +332,8 @@ def _make_executor(opts: RunOptions, stack: ExitStack):
 
         if opts.scheduler:
             client = stack.enter_context(Client(opts.scheduler))
+        elif starting is not None:
+            client = stack.enter_context(Client(starting.result()))
         else:
             cluster = stack.enter_context(local_cluster(opts.workers))
             client = stack.enter_context(Client(cluster))
@@ -325,7 +350,7 @@ def local_cluster(workers: int, *, preload: bool = True):
     :mod:`na64reco.dask_worker` (imports and numba start-up before the first task, fast
     exit), and where the platform has it and dask's start method is left at its default,
     the worker processes are forked from a fork server that imported the analysis modules
-    once (instead of each worker importing them: ~2 s of CPU per worker).
+    and started numba once (instead of each worker doing it: ~2-3 s of CPU per worker).
     ``benchmarks/bench_dask_startup.py`` times each phase.
     """
     import logging
@@ -352,8 +377,9 @@ def local_cluster(workers: int, *, preload: bool = True):
 
 
 def _use_forkserver() -> bool:
-    """Make dask's fork server (if dask is configured to spawn, the default) preload
-    :data:`na64reco.dask_worker.MODULES`; False where there is no fork server."""
+    """Make dask's fork server (if dask is configured to spawn, the default) import
+    :data:`na64reco.dask_worker.MODULES` and start numba once, before it forks the
+    workers (:mod:`na64reco._forkserver_preload`); False where there is no fork server."""
     import multiprocessing
     import multiprocessing.forkserver
 
@@ -369,7 +395,8 @@ def _use_forkserver() -> bool:
     with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
         ctx = get_mp_context()  # distributed sets its own preload list the first time
     current = list(getattr(multiprocessing.forkserver._forkserver, "_preload_modules", None) or [])
-    ctx.set_forkserver_preload(current + [m for m in ("na64reco.dask_worker", *MODULES) if m not in current])
+    wanted = [*MODULES, "na64reco.dask_worker", "na64reco._forkserver_preload"]
+    ctx.set_forkserver_preload(current + [m for m in wanted if m not in current])
     return True
 
 
@@ -394,15 +421,16 @@ def run_files(fileset: Mapping[str, list[str]], opts: RunOptions, *, processor_i
     carries ``events_total`` (events in all files, bad ones included when countable).
     """
     proc = processor_instance or make_processor(opts)
-    check = check_files(fileset, proc.SETUP, skip_bad_files=opts.skip_bad_files)
-    t0 = time.time()
     wrapped = {"out": {}}
-    if check.good:
-        coffea_fileset = {ds: {"files": files, "treename": TREE, "preload": event_branches()}
-                          for ds, files in check.good.items()}
-        target, align = chunking(opts.chunksize, check.max_cluster)
-        with ExitStack() as stack:
-            executor = _make_executor(opts, stack)
+    with ExitStack() as stack:
+        starting = _start_local_cluster(opts, stack)  # in the background while the files are checked
+        check = check_files(fileset, proc.SETUP, skip_bad_files=opts.skip_bad_files)
+        t0 = time.time()
+        if check.good:
+            coffea_fileset = {ds: {"files": files, "treename": TREE, "preload": event_branches()}
+                              for ds, files in check.good.items()}
+            target, align = chunking(opts.chunksize, check.max_cluster)
+            executor = _make_executor(opts, stack, starting)
             runner = processor.Runner(
                 executor=executor, pre_executor=processor.IterativeExecutor(status=False, retries=0),
                 schema=BaseSchema, chunksize=target, align_clusters=align, skipbadfiles=False,
