@@ -213,14 +213,31 @@ _TRANSIENT_ERRNO = {errno.EIO, errno.EAGAIN, errno.ESTALE, errno.EBUSY, errno.ET
                     errno.ECONNRESET, errno.ECONNREFUSED, errno.EHOSTUNREACH}
 
 
+#: HTTP answers worth retrying (time-out, too many requests, server errors of a proxy or gateway)
+_TRANSIENT_HTTP = {408, 429, 500, 502, 503, 504}
+
+
+def _network_errors() -> tuple[type, ...]:
+    """Lost-connection errors of the HTTP client of remote files (aiohttp through fsspec)."""
+    try:
+        import aiohttp
+    except ImportError:
+        return ()
+    return aiohttp.ClientConnectionError, aiohttp.ClientPayloadError
+
+
 def is_transient(exc: BaseException) -> bool:
-    """An error worth retrying: time-outs, lost connections, transient I/O errors."""
+    """An error worth retrying: time-outs, lost connections (also of remote files: a
+    dropped HTTP connection, HTTP 408/429/5xx), transient I/O errors."""
+    network = _network_errors()
     for e in _chain(exc):
         if isinstance(e, NA64Error):
             return False
-        if isinstance(e, (TimeoutError, ConnectionError, InterruptedError, BlockingIOError)):
+        if isinstance(e, (TimeoutError, ConnectionError, InterruptedError, BlockingIOError, *network)):
             return True
         if isinstance(e, OSError) and e.errno in _TRANSIENT_ERRNO:
+            return True
+        if type(e).__module__.startswith("aiohttp") and getattr(e, "status", None) in _TRANSIENT_HTTP:
             return True
     return False
 

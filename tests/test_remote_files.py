@@ -5,6 +5,7 @@ results as the local file, on executors with workers; a missing URL is one clear
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,7 +52,7 @@ def test_file_info_and_bytes_over_http(served):
     local = location.file_info(served["local"])
     assert info.size == local.size and info.version            # Content-Length, Last-Modified
     with location.open_bytes(served["remote"]) as fh:
-        assert fh.read() == open(served["local"], "rb").read()
+        assert fh.read() == Path(served["local"]).read_bytes()
     with pytest.raises(RawFormatError) as err:
         location.file_info(served["missing"])
     assert str(err.value) == f"{served['missing']}: file not found"
@@ -155,3 +156,23 @@ def test_unblinding_hashes_remote_files(served):
     with pytest.raises(NA64Error, match="does not exist"):
         files_state([served["missing"]])
     assert files_state([served["missing"], served["remote"]], missing_ok=True) == [remote]
+
+
+def test_display_over_http(served, tmp_path, capsys):
+    out = tmp_path / "event.png"
+    assert cli.main(["display", served["remote"], "--event", "3", "--output", str(out)]) == 0
+    assert out.stat().st_size > 10_000 and served["remote"] in capsys.readouterr().out
+
+
+def test_network_errors_of_remote_files_are_transient():
+    import aiohttp
+
+    from na64reco.runner import is_transient
+
+    info = aiohttp.RequestInfo(url=aiohttp.client.URL("http://127.0.0.1/x.root"), method="GET", headers={},
+                               real_url=aiohttp.client.URL("http://127.0.0.1/x.root"))
+    assert is_transient(aiohttp.ServerDisconnectedError())
+    assert is_transient(aiohttp.ClientPayloadError("response payload is not completed"))
+    assert is_transient(aiohttp.ClientResponseError(info, (), status=503))
+    assert not is_transient(aiohttp.ClientResponseError(info, (), status=404))
+    assert not is_transient(RawFormatError("http://127.0.0.1/x.root: file not found"))
