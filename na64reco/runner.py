@@ -231,7 +231,7 @@ def is_transient(exc: BaseException) -> bool:
     dropped HTTP connection, HTTP 408/429/5xx), transient I/O errors."""
     network = _network_errors()
     for e in _chain(exc):
-        if isinstance(e, NA64Error):
+        if isinstance(e, NA64Error) and not isinstance(e, ConnectionError):  # (RemoteFileUnavailable is)
             return False
         if isinstance(e, (TimeoutError, ConnectionError, InterruptedError, BlockingIOError, *network)):
             return True
@@ -239,7 +239,17 @@ def is_transient(exc: BaseException) -> bool:
             return True
         if type(e).__module__.startswith("aiohttp") and getattr(e, "status", None) in _TRANSIENT_HTTP:
             return True
+        if isinstance(e, TypeError) and any(f"'{name}' object" in str(e) for name in _NETWORK_ERROR_NAMES):
+            # uproot 5.7 reading through fsspec receives a failed byte range as the
+            # exception object (fsspec's cat_ranges on_error="return") and fails with
+            # "TypeError: 'ServerDisconnectedError' object is not subscriptable"
+            return True
     return False
+
+
+_NETWORK_ERROR_NAMES = ("ServerDisconnectedError", "ClientConnectorError", "ClientOSError", "ClientPayloadError",
+                        "ServerTimeoutError", "ConnectionTimeoutError", "SocketTimeoutError", "FSTimeoutError",
+                        "ConnectionResetError", "ConnectionRefusedError", "TimeoutError")
 
 
 def is_bad_file(exc: BaseException) -> bool:

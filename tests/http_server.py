@@ -35,10 +35,14 @@ class RangeHandler(SimpleHTTPRequestHandler):
         self.server.requests.append(f"GET {self.path} {self.headers.get('Range', '')}".strip())
         match = _RANGE.match(self.headers.get("Range", "").replace(" ", ""))
         path = self.translate_path(self.path)
+        first, last = match.groups() if match else ("", "")
+        if first and last and int(last) - int(first) >= self.server.drop_size and self.server.drop_ranges > 0:
+            self.server.drop_ranges -= 1  # a lost connection: closed without an answer
+            self.close_connection = True
+            return None
         if not match or not os.path.isfile(path):
             return super().do_GET()
         size = os.path.getsize(path)
-        first, last = match.groups()
         if first == "":          # suffix: the last n bytes
             first, last = max(size - int(last or 0), 0), size - 1
         else:
@@ -73,6 +77,8 @@ def serve(directory):
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     server.requests = []
+    server.drop_ranges = 0          # set > 0: that many range requests of at least
+    server.drop_size = 100_000      # drop_size bytes are answered by closing the connection
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
     thread.start()
     try:

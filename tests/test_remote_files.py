@@ -176,3 +176,39 @@ def test_network_errors_of_remote_files_are_transient():
     assert is_transient(aiohttp.ClientResponseError(info, (), status=503))
     assert not is_transient(aiohttp.ClientResponseError(info, (), status=404))
     assert not is_transient(RawFormatError("http://127.0.0.1/x.root: file not found"))
+
+
+def test_an_unreachable_server_is_a_bad_file_and_a_transient_error():
+    import socket
+
+    from na64reco.errors import RemoteFileUnavailable
+    from na64reco.runner import is_transient
+
+    with socket.socket() as sock:  # a loopback port that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/run.root"
+    with pytest.raises(RemoteFileUnavailable) as err:
+        location.file_info(url)
+    assert str(err.value).startswith(f"{url}: not reachable") and "\n" not in str(err.value)
+    assert isinstance(err.value, RawFormatError) and is_transient(err.value)
+
+
+def test_a_dropped_connection_is_retried_with_retries(served):
+    """The server closes the connection instead of answering the large byte range of a
+    chunk: without --retries the run stops with one line naming the URL and the entries;
+    with them the chunk is read again and the result is the same."""
+    fs = {"d": [served["remote"]]}
+    reference = run_files(fs, RunOptions("na64mu_invisible", chunksize=150))
+    server = served["server"]
+    try:
+        server.drop_ranges = 2
+        with pytest.raises(NA64Error) as err:
+            run_files(fs, RunOptions("na64mu_invisible", chunksize=150))
+        assert str(err.value).startswith(f"{served['remote']} (entries ") and "\n" not in str(err.value)
+        server.drop_ranges = 2
+        out = run_files(fs, RunOptions("na64mu_invisible", chunksize=150, retries=4))
+        assert server.drop_ranges == 0
+    finally:
+        server.drop_ranges = 0
+    assert out["d"]["cutflow"].n.tolist() == reference["d"]["cutflow"].n.tolist()
+    assert out["d"]["provenance"].events_processed == reference["d"]["provenance"].events_processed

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from na64reco.errors import RawFormatError
+from na64reco.errors import RawFormatError, RemoteFileUnavailable
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]+://")
 #: Optional extra that provides each remote protocol (for the error message when it is missing).
@@ -93,13 +93,18 @@ def _filesystem(url: str):
         raise RawFormatError(f"{url}: cannot read {scheme(url)}:// URLs: {exc}{hint}") from None
 
 
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions it was raised from, outermost first."""
+    causes: list[BaseException] = []
+    while exc is not None and exc not in causes:
+        causes.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return causes
+
+
 def _remote_error(url: str, exc: BaseException) -> RawFormatError:
     """One line for a failed look-up of ``url``: not found, or the underlying reason."""
-    causes = []
-    e = exc
-    while e is not None and e not in causes:
-        causes.append(e)
-        e = e.__cause__ or e.__context__
+    causes = _causes(exc)
     status = next((getattr(c, "status", None) for c in causes if getattr(c, "status", None)), None)
     if status == 404 or (isinstance(exc, FileNotFoundError) and len(causes) == 1):
         return RawFormatError(f"{url}: file not found")
@@ -107,14 +112,35 @@ def _remote_error(url: str, exc: BaseException) -> RawFormatError:
         return RawFormatError(f"{url}: permission denied (credentials: see docs/running.md)")
     inner = causes[-1]
     text = " ".join(str(inner).split()) or type(inner).__name__
-    return RawFormatError(f"{url}: file not found or not reachable ({type(inner).__name__}: {text})")
+    return connection_failure(url, exc) or RawFormatError(
+        f"{url}: file not found or not readable ({type(inner).__name__}: {text})")
+
+
+def connection_failure(path, exc: BaseException) -> RemoteFileUnavailable | None:
+    """The error to raise when reading the URL ``path`` failed because its connection did
+    (refused, dropped, timed out); None for a local path or another kind of failure."""
+    if not is_url(path):
+        return None
+    causes = _causes(exc)
+    if not any(isinstance(c, (ConnectionError, TimeoutError)) or _is_connection_error(c) for c in causes):
+        return None
+    inner = causes[-1]
+    text = " ".join(str(inner).split()) or type(inner).__name__
+    return RemoteFileUnavailable(f"{path}: not reachable ({type(inner).__name__}: {text})")
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    """A lost or refused connection of the HTTP client (aiohttp) that fsspec uses."""
+    return type(exc).__module__.startswith("aiohttp") and any(
+        cls.__name__ in ("ClientConnectionError", "ClientPayloadError") for cls in type(exc).__mro__)
 
 
 def file_info(path) -> FileInfo:
     """Size and version of a local or remote file.
 
     Raises :class:`~na64reco.errors.RawFormatError` (``<path>: file not found``) if it is
-    not there, and for a URL that cannot be reached.
+    not there, :class:`~na64reco.errors.RemoteFileUnavailable` (a transient error) for a
+    URL whose server cannot be reached.
     """
     if not is_url(path):
         try:

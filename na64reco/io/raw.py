@@ -33,7 +33,7 @@ import uproot
 
 from na64reco import __version__
 from na64reco.errors import RawFormatError, SetupMismatch
-from na64reco.io.location import file_info, is_url, uproot_source
+from na64reco.io.location import connection_failure, file_info, is_url, uproot_source
 
 FORMAT_NAME = "na64raw"
 FORMAT_VERSION = 1
@@ -196,7 +196,8 @@ class RawFile:
         try:
             arrays = tree.arrays(entry_start=entry_start, entry_stop=entry_stop)
         except Exception as exc:  # uproot raises many types for damaged baskets
-            raise RawFormatError(f"{self.path}: cannot read tree 'events': {exc}") from None
+            raise connection_failure(self.path, exc) or RawFormatError(
+                f"{self.path}: cannot read tree 'events': {exc}") from None
         return assemble_events(arrays, self.path)
 
     def spills(self) -> dict[str, np.ndarray]:
@@ -254,7 +255,7 @@ def _read_flat(file, name, branches, path, start=None, stop=None):
     try:
         return tree.arrays(list(branches), entry_start=start, entry_stop=stop, library="np")
     except Exception as exc:
-        raise RawFormatError(f"{path}: cannot read tree {name!r}: {exc}") from None
+        raise connection_failure(path, exc) or RawFormatError(f"{path}: cannot read tree {name!r}: {exc}") from None
 
 
 def open_raw(path, *, setup: str | None = None) -> RawFile:
@@ -271,7 +272,8 @@ def open_raw(path, *, setup: str | None = None) -> RawFile:
         f = uproot.open(uproot_source(path))
         keys = f.keys(cycle=False)
     except Exception as exc:
-        raise RawFormatError(f"{path}: not a readable ROOT file (truncated or corrupt?): {exc}") from None
+        raise connection_failure(path, exc) or RawFormatError(
+            f"{path}: not a readable ROOT file (truncated or corrupt?): {exc}") from None
     if META_KEY not in keys:
         f.close()
         raise RawFormatError(f"{path}: no '{META_KEY}' metadata: not an na64reco raw file "
