@@ -29,6 +29,13 @@ class RawFormatError(NA64Error, ValueError):
         return " ".join(super().__str__().split())
 
 
+class RemoteFileUnavailable(RawFormatError, ConnectionError):
+    """A remote file (URL) could not be reached: the server refused, dropped or timed out.
+
+    A bad file for the file checks (skippable with ``--skip-bad-files``), and a transient
+    error for the chunk retries (``--retries``)."""
+
+
 class SetupMismatch(NA64Error, ValueError):
     """A file was written for another setup than the one being processed."""
 

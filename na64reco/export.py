@@ -28,6 +28,7 @@ from na64reco import __version__
 from na64reco.conditions import load_conditions
 from na64reco.errors import RawFormatError
 from na64reco.geometry import load_setup
+from na64reco.io.location import display_name
 from na64reco.io.raw import RawFile, open_raw, release_data_events
 from na64reco.reco.event import attach_truth, reconstruct
 from na64reco.reco.kinematics import restore_vectors
@@ -100,7 +101,7 @@ def reconstruct_file(path, output, *, calib_tag: str | None = None, chunk_size: 
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=opened.n_events, unit="ev", desc=Path(path).name)
+        bar = tqdm(total=opened.n_events, unit="ev", desc=display_name(path))
     try:
         for reco, raw, conds in iterate_reco(opened, calib_tag=calib_tag, chunk_size=chunk_size, withheld=withheld):
             if meta is None:

@@ -43,6 +43,7 @@ from coffea.nanoevents import BaseSchema
 
 from na64reco.config import load_yaml
 from na64reco.errors import BlindingError, ConfigError, NA64Error, RawFormatError, SetupMismatch
+from na64reco.io import location
 from na64reco.io.raw import event_branches, open_raw
 
 EXECUTORS = ("iterative", "futures", "dask")
@@ -81,7 +82,8 @@ class RunOptions:
 def load_fileset(path: str | Path) -> dict[str, list[str]]:
     """Read a fileset YAML: ``schema_version: 1`` and ``datasets: {name: [files]}``.
 
-    A dataset may also be ``{files: [...]}``; relative paths are relative to the YAML.
+    A dataset may also be ``{files: [...]}``; relative paths are relative to the YAML,
+    absolute paths and URLs (``root://``, ``https://``, ``s3://``) are taken as they are.
     """
     path = Path(path)
     node = load_yaml(path, schema_version=FILESET_SCHEMA_VERSION)
@@ -92,7 +94,7 @@ def load_fileset(path: str | Path) -> dict[str, list[str]]:
         files = value.get("files") if isinstance(value, dict) else value
         if not isinstance(files, list) or not files or not all(isinstance(f, str) for f in files):
             raise datasets.error(str(name), "expected a non-empty list of file paths (or {files: [...]})")
-        out[str(name)] = [str(f if Path(f).is_absolute() else path.parent / f) for f in files]
+        out[str(name)] = [location.join(path.parent, f) for f in files]
     if not out:
         raise node.error("datasets", "no datasets")
     return out
@@ -107,11 +109,12 @@ def fileset_from_files(files: list[str], dataset: str | None = None) -> dict[str
     for simulation of unknown origin, and ``default`` for files that cannot be opened
     (the run then reports or skips them).
     """
+    files = [location.location(f) for f in files]  # URLs as given (never through Path)
     if dataset is not None:
-        return {dataset: [str(f) for f in files]}
+        return {dataset: files}
     out: dict[str, list[str]] = {}
     for f in files:
-        out.setdefault(_dataset_of(f), []).append(str(f))
+        out.setdefault(_dataset_of(f), []).append(f)
     return out
 
 
@@ -191,7 +194,7 @@ def _entries_if_readable(path) -> int:
     try:
         import uproot
 
-        with uproot.open(path) as f:
+        with uproot.open(location.uproot_source(path)) as f:
             return int(f[TREE].num_entries)
     except Exception:
         return 0
@@ -210,16 +213,43 @@ _TRANSIENT_ERRNO = {errno.EIO, errno.EAGAIN, errno.ESTALE, errno.EBUSY, errno.ET
                     errno.ECONNRESET, errno.ECONNREFUSED, errno.EHOSTUNREACH}
 
 
+#: HTTP answers worth retrying (time-out, too many requests, server errors of a proxy or gateway)
+_TRANSIENT_HTTP = {408, 429, 500, 502, 503, 504}
+
+
+def _network_errors() -> tuple[type, ...]:
+    """Lost-connection errors of the HTTP client of remote files (aiohttp through fsspec)."""
+    try:
+        import aiohttp
+    except ImportError:
+        return ()
+    return aiohttp.ClientConnectionError, aiohttp.ClientPayloadError
+
+
 def is_transient(exc: BaseException) -> bool:
-    """An error worth retrying: time-outs, lost connections, transient I/O errors."""
+    """An error worth retrying: time-outs, lost connections (also of remote files: a
+    dropped HTTP connection, HTTP 408/429/5xx), transient I/O errors."""
+    network = _network_errors()
     for e in _chain(exc):
-        if isinstance(e, NA64Error):
+        if isinstance(e, NA64Error) and not isinstance(e, ConnectionError):  # (RemoteFileUnavailable is)
             return False
-        if isinstance(e, (TimeoutError, ConnectionError, InterruptedError, BlockingIOError)):
+        if isinstance(e, (TimeoutError, ConnectionError, InterruptedError, BlockingIOError, *network)):
             return True
         if isinstance(e, OSError) and e.errno in _TRANSIENT_ERRNO:
             return True
+        if type(e).__module__.startswith("aiohttp") and getattr(e, "status", None) in _TRANSIENT_HTTP:
+            return True
+        if isinstance(e, TypeError) and any(f"'{name}' object" in str(e) for name in _NETWORK_ERROR_NAMES):
+            # uproot 5.7 reading through fsspec receives a failed byte range as the
+            # exception object (fsspec's cat_ranges on_error="return") and fails with
+            # "TypeError: 'ServerDisconnectedError' object is not subscriptable"
+            return True
     return False
+
+
+_NETWORK_ERROR_NAMES = ("ServerDisconnectedError", "ClientConnectorError", "ClientOSError", "ClientPayloadError",
+                        "ServerTimeoutError", "ConnectionTimeoutError", "SocketTimeoutError", "FSTimeoutError",
+                        "ConnectionResetError", "ConnectionRefusedError", "TimeoutError")
 
 
 def is_bad_file(exc: BaseException) -> bool:
@@ -306,7 +336,30 @@ class ChunkError(NA64Error):
 
 
 # ----------------------------------------------------------------------------------------
-def _make_executor(opts: RunOptions, stack: ExitStack):
+def _start_local_cluster(opts: RunOptions, stack: ExitStack):
+    """For ``executor="dask"`` without a client or scheduler: start :func:`local_cluster`
+    in a background thread (its worker processes start while the client checks the files
+    and imports what coffea's dask executor needs); a future of the cluster, or None.
+    The cluster is closed when ``stack`` closes, also after an error."""
+    if opts.executor != "dask" or opts.client is not None or opts.scheduler:
+        return None
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="na64reco-local-cluster")
+    starting = pool.submit(local_cluster, opts.workers)
+    pool.shutdown(wait=False)
+    stack.callback(_close_cluster, starting)
+    import dask.dataframe  # noqa: F401  (coffea's DaskExecutor imports it on its first call: ~1 s)
+
+    return starting
+
+
+def _close_cluster(starting) -> None:
+    if starting.exception() is None:  # (waits for the start; a failed start was reported already)
+        starting.result().close()
+
+
+def _make_executor(opts: RunOptions, stack: ExitStack, starting=None):
     if opts.executor == "iterative":
         return processor.IterativeExecutor(status=opts.status, retries=0)
     if opts.executor == "futures":
@@ -318,15 +371,76 @@ def _make_executor(opts: RunOptions, stack: ExitStack):
                                          retries=0, compression=1)
     client = opts.client
     if client is None:
-        from dask.distributed import Client, LocalCluster
+        from dask.distributed import Client
 
         if opts.scheduler:
             client = stack.enter_context(Client(opts.scheduler))
+        elif starting is not None:
+            client = stack.enter_context(Client(starting.result()))
         else:
-            cluster = stack.enter_context(LocalCluster(n_workers=opts.workers, threads_per_worker=1,
-                                                       processes=True, dashboard_address=None))
+            cluster = stack.enter_context(local_cluster(opts.workers))
             client = stack.enter_context(Client(cluster))
     return processor.DaskExecutor(client=client, status=opts.status, retries=0, treereduction=8)
+
+
+def local_cluster(workers: int, *, preload: bool = True):
+    """The one-machine dask cluster of ``--executor dask`` (no ``--scheduler``).
+
+    ``workers`` processes of one thread each (the reconstruction holds the GIL for much
+    of its time), no dashboard (its HTTP routes on a free loopback port), warnings and
+    errors only in the log, and the client's
+    numba cache directory.  ``preload`` (the default): the workers run
+    :mod:`na64reco.dask_worker` (imports and numba start-up before the first task, fast
+    exit), and where the platform has it and dask's start method is left at its default,
+    the worker processes are forked from a fork server that imported the analysis modules
+    and started numba once (instead of each worker doing it: ~2-3 s of CPU per worker).
+    ``benchmarks/bench_dask_startup.py`` times each phase.
+    """
+    import logging
+    import os
+
+    import dask
+    import numba
+    from dask.distributed import LocalCluster
+
+    env = {}
+    cache = os.environ.get("NUMBA_CACHE_DIR") or numba.config.CACHE_DIR
+    if cache:
+        env["NUMBA_CACHE_DIR"] = str(cache)
+    config = {}
+    if preload and _use_forkserver():
+        config["distributed.worker.multiprocessing-method"] = "forkserver"
+    with dask.config.set(config):
+        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                            # the scheduler's HTTP routes on a free loopback port: no "port 8787 is
+                            # in use" warning when another cluster runs on the machine
+                            scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
+                            silence_logs=logging.WARNING, env=env,
+                            preload=["na64reco.dask_worker"] if preload else [])
+
+
+def _use_forkserver() -> bool:
+    """Make dask's fork server (if dask is configured to spawn, the default) import
+    :data:`na64reco.dask_worker.MODULES` and start numba once, before it forks the
+    workers (:mod:`na64reco._forkserver_preload`); False where there is no fork server."""
+    import multiprocessing
+    import multiprocessing.forkserver
+
+    import dask
+
+    if (dask.config.get("distributed.worker.multiprocessing-method") != "spawn"
+            or "forkserver" not in multiprocessing.get_all_start_methods()):
+        return False
+    from distributed.utils import get_mp_context
+
+    from na64reco.dask_worker import MODULES
+
+    with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
+        ctx = get_mp_context()  # distributed sets its own preload list the first time
+    current = list(getattr(multiprocessing.forkserver._forkserver, "_preload_modules", None) or [])
+    wanted = [*MODULES, "na64reco.dask_worker", "na64reco._forkserver_preload"]
+    ctx.set_forkserver_preload(current + [m for m in wanted if m not in current])
+    return True
 
 
 def _close_raw_files():
@@ -350,16 +464,17 @@ def run_files(fileset: Mapping[str, list[str]], opts: RunOptions, *, processor_i
     carries ``events_total`` (events in all files, bad ones included when countable).
     """
     proc = processor_instance or make_processor(opts)
-    check = check_files(fileset, proc.SETUP, skip_bad_files=opts.skip_bad_files)
-    proc.known_spills = check.spills  # read once here; the processor's exposure needs them
-    t0 = time.time()
     wrapped = {"out": {}}
-    if check.good:
-        coffea_fileset = {ds: {"files": files, "treename": TREE, "preload": event_branches()}
-                          for ds, files in check.good.items()}
-        target, align = chunking(opts.chunksize, check.max_cluster)
-        with ExitStack() as stack:
-            executor = _make_executor(opts, stack)
+    with ExitStack() as stack:
+        starting = _start_local_cluster(opts, stack)  # in the background while the files are checked
+        check = check_files(fileset, proc.SETUP, skip_bad_files=opts.skip_bad_files)
+        proc.known_spills = check.spills  # read once here; the processor's exposure needs them
+        t0 = time.time()
+        if check.good:
+            coffea_fileset = {ds: {"files": files, "treename": TREE, "preload": event_branches()}
+                              for ds, files in check.good.items()}
+            target, align = chunking(opts.chunksize, check.max_cluster)
+            executor = _make_executor(opts, stack, starting)
             runner = processor.Runner(
                 executor=executor, pre_executor=processor.IterativeExecutor(status=False, retries=0),
                 schema=BaseSchema, chunksize=target, align_clusters=align, skipbadfiles=False,

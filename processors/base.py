@@ -18,7 +18,6 @@ MOT/EOT).
 from __future__ import annotations
 
 import functools
-import os
 import threading
 from dataclasses import dataclass, field
 
@@ -33,6 +32,7 @@ from na64reco.errors import BlindingError, ConfigError, NA64Error, RawFormatErro
 from na64reco.exposure import count_spills, merge_spill_counts, spill_exposure
 from na64reco.geometry import load_setup
 from na64reco.io.checksum import verify_chunk
+from na64reco.io.location import file_version
 from na64reco.io.raw import assemble_events, event_branches, open_raw
 from na64reco.selection import (
     BOX,
@@ -61,21 +61,21 @@ def _conditions(setup_name: str, run: int, tag: str):
 
 
 @functools.lru_cache(maxsize=256)
-def _file_info(path: str, mtime_ns: int) -> FileInfo:
-    raw = _open_raw_cached(path, mtime_ns)
+def _file_info(path: str, version: str) -> FileInfo:
+    raw = _open_raw_cached(path, version)
     return FileInfo(path, raw.setup, raw.run, not raw.has_truth)
 
 
-_LOCAL = threading.local()  # per thread: {(path, mtime_ns): RawFile}, most recently used last
+_LOCAL = threading.local()  # per thread: {(path, version): RawFile}, most recently used last
 _MAX_OPEN = 4
 
 
-def _open_raw_cached(path: str, mtime_ns: int):
+def _open_raw_cached(path: str, version: str):
     """An open :class:`~na64reco.io.raw.RawFile` kept for the chunks that follow (file info,
     truth rows, spills): a file is opened once per worker process, not three times per
     chunk.  At most ``_MAX_OPEN`` stay open; the least recently used is closed."""
     cache = _LOCAL.__dict__.setdefault("files", {})
-    key = (path, mtime_ns)
+    key = (path, version)  # version: mtime (local), ETag or Last-Modified (remote)
     raw = cache.pop(key, None)
     if raw is None:
         raw = open_raw(path)
@@ -86,7 +86,7 @@ def _open_raw_cached(path: str, mtime_ns: int):
 
 
 def _raw(path: str):
-    return _open_raw_cached(path, os.stat(path).st_mtime_ns)
+    return _open_raw_cached(path, file_version(path))
 
 
 def close_raw_files() -> None:
@@ -381,7 +381,7 @@ class InvisibleProcessor(processor.ProcessorABC):
                 raise NA64Error(f"a chunk without file metadata must hold one run, found {runs}")
             return FileInfo("", self.SETUP, int(runs[0]), True)
         if path not in self._files:
-            info = _file_info(path, os.stat(path).st_mtime_ns)
+            info = _file_info(path, file_version(path))
             if info.setup != self.SETUP:
                 raise SetupMismatch(f"{path}: was written for setup {info.setup!r}, but processor "
                                     f"{self.NAME} analyses {self.SETUP!r}")

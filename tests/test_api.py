@@ -7,6 +7,7 @@ import pytest
 
 PUBLIC = {
     "na64reco.io": ["open_raw", "RawWriter", "RawFile", "FORMAT_VERSION", "PROCESSES"],
+    "na64reco.io.location": ["is_url", "file_info", "open_bytes", "display_name", "FileInfo"],
     "na64reco.geometry": ["load_setup", "Setup", "SETUPS"],
     "na64reco.conditions": ["load_conditions", "default_tag", "publish", "nominal_content", "RunConditions"],
     "na64reco.sim": ["simulate"],
@@ -20,8 +21,9 @@ PUBLIC = {
     "na64reco.selection": ["load_selection"],
     "na64reco.selection.blinding": ["UnblindingToken", "apply_blinding", "load_protection", "protection_path"],
     "na64reco.runner": ["run_files", "RunOptions", "save_outputs", "write_outputs", "cutflow_summary",
-                        "load_fileset"],
+                        "load_fileset", "fileset_from_files", "local_cluster"],
     "na64reco.atomic": ["output_dir", "output_file", "write_new_file", "check_new_output", "OutputExists"],
+    "na64reco.dask_worker": ["dask_setup", "dask_teardown"],
     "na64reco.physics.darkbrem": ["dsigma_dx", "sigma_total", "x_pdf", "sample_x"],
     "na64reco.physics.gminus2": ["delta_a_mu", "g_band"],
     "na64reco.physics.yields": ["expected_signal"],

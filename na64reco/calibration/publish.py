@@ -14,6 +14,7 @@ from na64reco.calibration.pedestals import PedestalSums, pedestal_constants
 from na64reco.conditions import CALO_FIELDS, RunConditions, load_conditions, publish
 from na64reco.errors import NA64Error
 from na64reco.geometry import Setup
+from na64reco.io.location import display_name
 from na64reco.io.raw import open_raw
 
 KINDS = ("pedestals", "mip", "electron")
@@ -176,7 +177,7 @@ def publish_result(result: CalibrationResult, setup: Setup, tag: str, runs: tupl
     else:
         what = f"{result.n_calibrated} channels derived, the others from {base_tag or 'the default tag'}"
     comment = (f"{result.kind} calibration from {result.n_events} events"
-               + (f" of {', '.join(Path(s).name for s in sources)}" if sources else "") + f"; {what}")
+               + (f" of {', '.join(display_name(s) for s in sources)}" if sources else "") + f"; {what}")
     return publish(setup.name, tag, runs, {"calorimeter": result.content},
                    base_tag=base_tag or f"{setup.name}-default", comment=comment,
                    description=f"{result.kind} calibration for runs {runs[0]}-{runs[1]}", root=root)

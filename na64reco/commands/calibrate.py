@@ -28,7 +28,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--beam-energy", type=float, default=None, metavar="GEV",
                         help="electron: beam energy of all FILES in GeV (default: recorded in each "
                              "simulated file, else the setup's beam energy)")
-    parser.add_argument("files", nargs="+", type=Path, metavar="FILES", help="raw files of the calibration runs")
+    parser.add_argument("files", nargs="+", metavar="FILES", help="raw files of the calibration runs (paths or URLs)")
 
 
 def run(args) -> int:

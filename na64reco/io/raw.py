@@ -37,6 +37,7 @@ import uproot
 from na64reco import __version__
 from na64reco.errors import BlindingError, RawFormatError, SetupMismatch
 from na64reco.io.checksum import BOUNDS, Blocks, content_sum, meta_checksum, sums_tree
+from na64reco.io.location import connection_failure, file_info, is_url, uproot_source
 
 FORMAT_NAME = "na64raw"
 #: 2: content checksums (``<tree>_sums`` trees, metadata checksum and entry counts).
@@ -238,7 +239,7 @@ def _prim(t) -> str:
 class RawFile:
     """An opened, checked raw file.  Use :func:`open_raw`."""
 
-    path: Path
+    path: Path | str   # a Path, or the URL of a remote file
     meta: dict
     n_events: int
     has_truth: bool
@@ -284,8 +285,8 @@ class RawFile:
         except RawFormatError:
             raise
         except Exception as exc:  # uproot/awkward raise many types for damaged content
-            raise RawFormatError(f"{self.path}: cannot read tree {tree!r} entries {start}-{stop}: "
-                                 f"{type(exc).__name__}: {exc}") from None
+            raise connection_failure(self.path, exc) or RawFormatError(
+                f"{self.path}: cannot read tree {tree!r} entries {start}-{stop}: {type(exc).__name__}: {exc}") from None
         if (lo, hi) == (start, stop):
             return arrays
         if library == "np":
@@ -365,7 +366,8 @@ def _read_flat(file, name, branches, path, start=None, stop=None):
     try:
         return tree.arrays(branches, entry_start=start, entry_stop=stop, library="np")
     except Exception as exc:
-        raise RawFormatError(f"{path}: cannot read tree {name!r}: {type(exc).__name__}: {exc}") from None
+        raise connection_failure(path, exc) or RawFormatError(
+            f"{path}: cannot read tree {name!r}: {type(exc).__name__}: {exc}") from None
 
 
 def _trees(has_truth: bool) -> tuple[str, ...]:
@@ -428,17 +430,21 @@ def _value_dtype(interpretation) -> np.dtype | None:
 
 
 def open_raw(path, *, setup: str | None = None) -> RawFile:
-    """Open and check a raw file: existence, ROOT structure, format version, branches, setup."""
-    path = Path(path)
-    if not path.is_file():
-        raise RawFormatError(f"{path}: file not found")
-    if path.stat().st_size == 0:
+    """Open and check a raw file: existence, ROOT structure, format version, branches, setup.
+
+    ``path`` is a local path or a URL that fsspec reads (``root://``, ``https://``,
+    ``s3://``; see :mod:`na64reco.io.location`).  ``RawFile.path`` is a ``Path`` for a
+    local file and the URL string for a remote one.
+    """
+    path = path if is_url(path) else Path(path)
+    if file_info(path).size == 0:  # raises "<path>: file not found"
         raise RawFormatError(f"{path}: file is empty (0 bytes)")
     try:
-        f = uproot.open(path)
+        f = uproot.open(uproot_source(path))
         keys = f.keys(cycle=False)
     except Exception as exc:
-        raise RawFormatError(f"{path}: not a readable ROOT file (truncated or corrupt?): {exc}") from None
+        raise connection_failure(path, exc) or RawFormatError(
+            f"{path}: not a readable ROOT file (truncated or corrupt?): {exc}") from None
     if META_KEY not in keys:
         f.close()
         raise RawFormatError(f"{path}: no '{META_KEY}' metadata: not an na64reco raw file "

@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from na64reco import __version__
-from na64reco.errors import ConfigError, NA64Error
+from na64reco.errors import ConfigError, NA64Error, RawFormatError
+from na64reco.io import location
 
 #: Processor options a ledger may fix (fields of :class:`na64reco.runner.RunOptions`).
 RUN_OPTIONS = ("executor", "workers", "chunksize", "skip_bad_files", "retries", "scheduler")
@@ -23,9 +24,9 @@ _CHUNK = 1 << 20
 
 
 def sha256_file(path: str | Path) -> str:
-    """SHA-256 of a file's content (hex)."""
+    """SHA-256 of a file's content (hex); ``path`` may be a URL (see :mod:`na64reco.io.location`)."""
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with location.open_bytes(path) as fh:
         while block := fh.read(_CHUNK):
             h.update(block)
     return h.hexdigest()
@@ -125,13 +126,15 @@ def files_state(files: Iterable[str | Path], *, missing_ok: bool = False) -> lis
     ``missing_ok`` leaves out files that do not exist (to report them as removed).
     """
     out = []
-    for f in sorted({str(Path(f).resolve()) for f in files}):
-        p = Path(f)
-        if not p.is_file():
+    for f in sorted({location.resolve(f) for f in files}):
+        try:
+            info = location.file_info(f)
+        except RawFormatError as exc:
             if missing_ok:
                 continue
-            raise NA64Error(f"input file {f} does not exist")
-        out.append({"path": f, "size": p.stat().st_size, "sha256": sha256_file(p)})
+            gone = str(exc).endswith("file not found")
+            raise NA64Error(f"input file {f} does not exist" if gone else f"input file {exc}") from None
+        out.append({"path": f, "size": info.size, "sha256": sha256_file(f)})
     if not out and not missing_ok:
         raise ConfigError("no input files: a frozen analysis needs the files it will unblind")
     return out
