@@ -37,10 +37,10 @@ from pathlib import Path
 
 import hepunits as u
 import numpy as np
-from na64reco.reco.files import iterate_reco
 
 from na64reco.conditions import load_conditions
 from na64reco.efficiency import x_acceptance
+from na64reco.export import iterate_reco
 from na64reco.geometry import load_setup
 from na64reco.io.raw import PROCESSES, open_raw
 from na64reco.selection import cut_masks, load_selection, region_mask
