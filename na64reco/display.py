@@ -21,6 +21,12 @@ _TRACK_COLOURS = ("#5790fc", "#e42536", "#2ca02c", "#964a8b")
 _CELL_CMAP = "Reds"
 
 
+def _momentum_text(p) -> str:
+    """A reconstructed momentum for the summary line ("not reconstructed" for NaN)."""
+    p = float(p)
+    return f"{p:.1f} GeV" if np.isfinite(p) else "not reconstructed"
+
+
 def check_not_blinded(reco, setup_name: str) -> None:
     """Raise :class:`~na64reco.errors.BlindingError` if a data event (one record of
     ``reco``) lies in the protected region of ``setup_name`` and in no visible control."""
@@ -83,7 +89,7 @@ def draw_event(raw_events, index: int, setup, conditions, *, title: str = "", ou
                        fontsize="small")
         cbar.ax.tick_params(labelsize="x-small")
         modules = ", ".join(f"{e:.1f}" for e in np.asarray(r.hcal_module_energy))
-        summary = (rf"$p_{{in}}$ = {float(r.p_in):.1f} GeV,  $p_{{out}}$ = {float(r.p_out):.1f} GeV,  "
+        summary = (rf"$p_{{in}}$ = {_momentum_text(r.p_in)},  $p_{{out}}$ = {_momentum_text(r.p_out)},  "
                    rf"$E_{{ECAL}}$ = {float(r.ecal_energy):.2f} GeV,  $E_{{HCAL}}$ = {float(r.hcal_energy):.2f} GeV "
                    f"(modules {modules} GeV),  "
                    rf"$E_{{VETO}}$ = {float(r.veto_energy) * 1000:.1f} MeV,  "
