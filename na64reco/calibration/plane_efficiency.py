@@ -161,9 +161,10 @@ def _occupancy(hits, p, keep=None) -> np.ndarray:
 
 
 def _off_track(hits, vts, setup: Setup) -> np.ndarray:
-    """Mask of the hits farther than :data:`OFF_TRACK_MM` from their view's track, in events
-    where the view has one candidate (other hits: False)."""
-    off = np.zeros(hits["pos"].size, bool)
+    """Mask of the hits of clusters with no candidate within :data:`OFF_TRACK_MM` of their
+    view's track, in events where the view has one candidate (other hits: False)."""
+    tracked = np.zeros(hits["pos"].size, bool)
+    near = np.zeros(hits["pos"].size, bool)
     for vt in vts:
         one = vt.n_tracks == 1
         pred = predict(vt.view, vt.par[one])
@@ -173,8 +174,10 @@ def _off_track(hits, vts, setup: Setup) -> np.ndarray:
             row[vt.event[one]] = np.arange(one.sum())
             r = row[hits["event"][sel]]
             ok = r >= 0
-            off[sel[ok]] = np.abs(hits["pos"][sel[ok]] - pred[r[ok], ip]) > OFF_TRACK_MM
-    return off
+            tracked[sel[ok]] = True
+            near[sel[ok]] = np.abs(hits["pos"][sel[ok]] - pred[r[ok], ip]) <= OFF_TRACK_MM
+    key = hits["event"].astype(np.int64) * 1_000_000 + hits["origin"]  # the straw mirror shares it
+    return tracked & ~np.isin(key, key[near])
 
 
 def measure_planes(runs: list[BeamRun], setup: Setup, base: RunConditions) -> EfficiencyResult:
