@@ -17,7 +17,9 @@ Efficiency (tag and probe)
     (1 mm from its edges) and more than one window from a dead or hot strip.  Probe: a
     hit of the plane within ``W = max(2 mm, 6 sigma)`` of the prediction (sigma: the
     refit's extrapolation error and the plane resolution).  Random coincidences are
-    measured in two side windows of the same width 10 mm either side (probability p) and
+    measured in two side windows of the same width 10 mm either side (probability p;
+    noise clusters only: the track's own cluster and its de-multiplexing candidates exist
+    only when the hit does; side windows near a dead or hot strip are not used) and
     removed: ``eff = (k / n - p) / (1 - p)``, binomial error ``sqrt(f (1 - f) / n) / (1 - p)``.
 Noise rate
     in the tagged events: clusters (distinct hit origins) of the plane with no candidate
@@ -265,42 +267,62 @@ def _probe_view(hits, vt, setup: Setup, base: RunConditions, out, acc, n_planes)
         local = pred - p.center - base.planes[p.name].alignment
         strip = p.strip_of(local)
         bad = np.array(res.dead_strips + res.hot_strips, dtype=float)
-        near_bad = np.zeros(pred.size, bool)
-        if bad.size:
-            near_bad = (np.abs(strip[:, None] - bad[None, :]) * p.pitch < window[:, None] + p.pitch).any(axis=1)
-        inside = (np.abs(local) < 0.5 * p.width - EDGE_MARGIN_MM) & ~near_bad
+        inside = (np.abs(local) < 0.5 * p.width - EDGE_MARGIN_MM) & ~_near(strip, bad, window, p)
         pl = np.full(inside.sum(), index)
         _, dist = nearest_hits(hits, n_planes, e[inside], pl, pred[inside])
         a.n += int(inside.sum())
         a.k += int((dist <= window[inside]).sum())
+        # random coincidences: side windows of noise clusters only (the track's own cluster and
+        # its de-multiplexing candidates exist only when the hit does; hot strips are excluded)
+        noise_only = {"pos": _noise_positions(hits, e, pred, window, p, res), "plane_offsets": hits["plane_offsets"]}
         for sgn in (-1.0, 1.0):
             shifted = pred[inside] + sgn * SIDE_OFFSET_MM
             ok = np.abs(local[inside] + sgn * SIDE_OFFSET_MM) < 0.5 * p.width - EDGE_MARGIN_MM
-            _, d = nearest_hits(hits, n_planes, e[inside][ok], pl[ok], shifted[ok])
+            ok &= ~_near(strip[inside] + sgn * SIDE_OFFSET_MM / p.pitch, bad, window[inside], p)
+            _, d = nearest_hits(noise_only, n_planes, e[inside][ok], pl[ok], shifted[ok])
             a.side += int((d <= window[inside][ok]).sum())
             a.n_side += int(ok.sum())
         _noise(hits, e, pred, window, p, res, a)
 
 
-def _noise(hits, ev, pred, window, p, res, a) -> None:
-    """Noise clusters of plane ``p`` in events ``ev`` away from the track and the hot strips."""
-    sel = hits["plane"] == p.index
-    h_ev, h_pos, h_org, h_strip = hits["event"][sel], hits["pos"][sel], hits["origin"][sel], hits["strip"][sel]
-    row = np.full(int(hits["event"].max(initial=0)) + 1 if hits["event"].size else 1, -1, np.int64)
+def _near(strip, bad, window, p) -> np.ndarray:
+    """Positions (strip units) within a window and a strip of a dead or hot strip."""
+    if bad.size == 0:
+        return np.zeros(np.shape(strip), bool)
+    return (np.abs(strip[:, None] - bad[None, :]) * p.pitch < window[:, None] + p.pitch).any(axis=1)
+
+
+def _noise_hits_mask(hits, ev, pred, window, p, res):
+    """(hits of plane ``p`` in the tagged events ``ev`` that are noise, their event-origin
+    keys, the zone searched around the track): clusters with no candidate within
+    ``max(W, 3 mm)`` of the track (its cluster and the pieces a split leaves) nor on a hot
+    strip (+-1); ambiguous candidates of one cluster share its origin."""
+    row = np.full(int(hits["event"].max(initial=0)) + 2, -1, np.int64)
     row[ev] = np.arange(ev.size)
-    r = row[h_ev] if h_ev.size else np.zeros(0, np.int64)
+    sel = hits["plane"] == p.index
+    r = np.where(sel, row[hits["event"]], -1)
     tracked = r >= 0
-    zone = np.maximum(window, OFF_TRACK_MM)  # the track's cluster and its split pieces
-    near = np.zeros(h_ev.size, bool)
-    near[tracked] = np.abs(h_pos[tracked] - pred[r[tracked]]) <= zone[r[tracked]]
+    zone = np.maximum(window, OFF_TRACK_MM)
+    near = np.zeros(sel.size, bool)
+    near[tracked] = np.abs(hits["pos"][tracked] - pred[r[tracked]]) <= zone[r[tracked]]
     near_hot = [s + d for s in res.hot_strips for d in (-1, 0, 1)]
-    hot = np.isin(np.floor(h_strip + 0.5).astype(np.int64), np.array(near_hot, np.int64))
-    # a cluster with any candidate near the track (or a hot strip) is not noise: ambiguous
-    # candidates of one cluster share its origin
-    org_key = h_ev.astype(np.int64) * 1_000_000 + h_org
-    excluded = np.isin(org_key, org_key[near | hot])
-    keep = tracked & ~excluded
-    a.noise += int(np.unique(org_key[keep]).size)
+    hot = sel & np.isin(np.floor(hits["strip"] + 0.5).astype(np.int64), np.array(near_hot, np.int64))
+    key = hits["event"].astype(np.int64) * 1_000_000 + hits["origin"]
+    noise = tracked & ~np.isin(key, key[near | hot])
+    return noise, key, zone
+
+
+def _noise_positions(hits, ev, pred, window, p, res) -> np.ndarray:
+    """Hit positions with every hit that is not noise of plane ``p`` set to NaN (never nearest)."""
+    noise, _, _ = _noise_hits_mask(hits, ev, pred, window, p, res)
+    other = hits["plane"] != p.index
+    return np.where(noise | other, hits["pos"], np.nan)
+
+
+def _noise(hits, ev, pred, window, p, res, a) -> None:
+    """Noise clusters of plane ``p`` per tagged event (module doc)."""
+    noise, key, zone = _noise_hits_mask(hits, ev, pred, window, p, res)
+    a.noise += int(np.unique(key[noise]).size)
     a.noise_events += int(ev.size)
     a.noise_width += float(np.sum(p.width - 2.0 * zone - 3 * len(res.hot_strips) * p.pitch))
 
