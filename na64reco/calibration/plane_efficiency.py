@@ -13,9 +13,10 @@ Dead and hot strips (occupancy)
     conditions call dead are kept dead (the reconstruction drops their signal).
 Efficiency (tag and probe)
     tag: the view's best track (one candidate in the view) with hits on every *other*
-    plane, refitted without the probed plane; the prediction must lie inside the plane
+    plane, refitted without the probed plane, with priors on its slope (and deflection)
+    from the run's tracks, chi2 probability above 1e-3; the prediction must lie inside the plane
     (1 mm from its edges) and more than one window from a dead or hot strip.  Probe: a
-    hit of the plane within ``W = max(2 mm, 6 sigma)`` of the prediction (sigma: the
+    hit of the plane within ``W = max(5 mm, 6 sigma)`` of the prediction (sigma: the
     refit's extrapolation error and the plane resolution).  Random coincidences are
     measured in two side windows of the same width 10 mm either side (probability p;
     noise clusters only: the track's own cluster and its de-multiplexing candidates exist
@@ -23,8 +24,11 @@ Efficiency (tag and probe)
     removed: ``eff = (k / n - p) / (1 - p)``, binomial error ``sqrt(f (1 - f) / n) / (1 - p)``.
 Noise rate
     in the tagged events: clusters (distinct hit origins) of the plane with no candidate
-    within ``max(W, 3 mm)`` of the track (its cluster and the pieces a split leaves) or on
-    a hot strip (+-1), per event, scaled up by the plane width over the width searched.
+    within 3 mm of the track (its cluster and the pieces a split leaves) or on a hot strip
+    (+-1), per event, scaled up by the plane width over the width searched.  (An MM noise
+    cluster the de-multiplexing cannot resolve has several candidates and is lost a little
+    more often than the width ratio says; clusters split in two count twice: the two
+    effects are of a few % and of opposite sign, see docs/calibration.md.)
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+from scipy.stats import chi2 as chi2_dist
 
 from na64reco.calibration.beam_tracks import (
     BeamRun,
@@ -50,15 +55,19 @@ DEAD_FRACTION = 0.2
 MIN_EXPECTED = 20.0
 SIDE_OFFSET_MM = 10.0
 EDGE_MARGIN_MM = 1.0
-MIN_WINDOW_MM = 2.0  # a noise cluster merged into the track's moves its centroid by up to ~1 mm
+MIN_WINDOW_MM = 5.0  # tags with a noise hit in place of a lost one point a few mm off; merged clusters ~1 mm
 WINDOW_SIGMAS = 6.0
 MIN_PROBES = 50
 OFF_TRACK_MM = 3.0
 SHADOW_RATIO = 3.0
-#: tag refit: chi2 cut (the bend views get a pseudo-measurement of the deflection at the beam
-#: momentum, relative width :data:`KAPPA_PRIOR_WIDTH`, so that 3-hit kick fits are checked too)
-TAG_CHI2 = 12.0
-KAPPA_PRIOR_WIDTH = 0.1
+#: tag refit: priors on the slope (and deflection) of the view's tracks, centred on the median
+#: of the run's full tracks with PRIOR_SCALE x their robust spread (the beam's divergence and
+#: momentum spread), so that the tag hits are checked even where the refit has no redundancy;
+#: tags with a chi2 probability below TAG_PROBABILITY are dropped.  Without the priors a noise
+#: hit replacing a lost hit on a tag plane passes more easily when the probed hit is missing
+#: too (fewer constraints), which biases the efficiency low.
+PRIOR_SCALE = 1.5
+TAG_PROBABILITY = 1e-3
 
 
 @dataclass
@@ -117,25 +126,34 @@ def bad_strips(counts: np.ndarray) -> tuple[list[int], list[int], int]:
     return np.flatnonzero(dead).tolist(), np.flatnonzero(hot).tolist(), int((~testable).sum())
 
 
-def _refit_without(view, y, w, ip, kappa0: float):
-    """Fit of the other planes' hits (and, for a bend view, the deflection prior around
-    ``kappa0`` mrad): prediction on plane ip (T,), its variance and the fit's chi2."""
+def _refit_without(view, y, w, ip, prior_mean, prior_sigma):
+    """Fit of the other planes' hits with Gaussian priors on the parameters 1.. (slope,
+    deflection): prediction on plane ip (T,), its variance, the chi2 and its ndf (T,)."""
     R = design(view)
     w = w.copy()
     w[:, ip] = 0.0
     C = np.einsum("ti,ia,ib->tab", w, R, R)
     b = np.einsum("ti,ti,ia->ta", w, y, R)
-    wk = 0.0
-    if view.bend:
-        wk = 1.0 / (KAPPA_PRIOR_WIDTH * kappa0) ** 2
-        C[:, 2, 2] += wk
-        b[:, 2] += wk * kappa0
+    wp = 1.0 / np.asarray(prior_sigma) ** 2
+    for k in range(1, R.shape[1]):
+        C[:, k, k] += wp[k - 1]
+        b[:, k] += wp[k - 1] * prior_mean[k - 1]
     Ci = np.linalg.inv(C)
     q = np.einsum("tab,tb->ta", Ci, b)
     chi2 = (w * (y - q @ R.T) ** 2).sum(axis=1)
-    if view.bend:
-        chi2 += wk * (q[:, 2] - kappa0) ** 2
-    return q @ R[ip], np.einsum("a,tab,b->t", R[ip], Ci, R[ip]), chi2
+    for k in range(1, R.shape[1]):
+        chi2 += wp[k - 1] * (q[:, k] - prior_mean[k - 1]) ** 2
+    ndf = (w > 0).sum(axis=1) + R.shape[1] - 1 - R.shape[1]
+    return q @ R[ip], np.einsum("a,tab,b->t", R[ip], Ci, R[ip]), chi2, ndf
+
+
+def _priors(vt, R) -> tuple[np.ndarray, np.ndarray]:
+    """Median and PRIOR_SCALE x robust spread of the parameters 1.. of the view's full tracks."""
+    full = (vt.hit >= 0).all(axis=1) & (vt.n_tracks == 1)
+    par = vt.par[full][:, 1:R.shape[1]] if full.sum() >= 20 else vt.par[:, 1:R.shape[1]]
+    med = np.median(par, axis=0)
+    spread = 1.4826 * np.median(np.abs(par - med), axis=0)
+    return med, PRIOR_SCALE * np.maximum(spread, 1e-6)
 
 
 class _Counts:
@@ -148,7 +166,7 @@ class _Counts:
         self.side = self.n_side = 0
         self.noise = 0
         self.noise_events = 0
-        self.noise_width = 0.0
+        self.excluded = 0.0  # sum over events of the width excluded around the track and hot strips
 
 
 def _occupancy(hits, p, keep=None) -> np.ndarray:
@@ -220,7 +238,7 @@ def measure_planes(runs: list[BeamRun], setup: Setup, base: RunConditions) -> Ef
         f = a.k / a.n
         r.efficiency = (f - r.random_rate) / (1.0 - r.random_rate)
         r.efficiency_error = np.sqrt(max(f * (1 - f), 1.0 / a.n) / a.n) / (1.0 - r.random_rate)
-        scale = p.width / (a.noise_width / max(a.noise_events, 1))
+        scale = p.width / (p.width - a.excluded / max(a.noise_events, 1))
         r.noise_hits = a.noise / max(a.noise_events, 1) * scale
         r.noise_error = np.sqrt(max(a.noise, 1)) / max(a.noise_events, 1) * scale
     return EfficiencyResult(out, sum(len(r.events) for r in runs))
@@ -246,9 +264,7 @@ def _probe_view(hits, vt, setup: Setup, base: RunConditions, out, acc, n_planes)
     w = np.where(hit >= 0, 1.0 / sig[None, :] ** 2, 0.0)
     R = design(view)
     down = np.asarray(view.down)
-    kappa0 = 0.0
-    if view.bend:
-        kappa0 = 1000.0 * base.magnet(setup, view.station).kick(setup.beam.energy)  # mrad
+    prior_mean, prior_sigma = _priors(vt, R)
     for ip, index in enumerate(view.planes):
         p = setup.planes[index]
         a, res = acc[p.name], out[p.name]
@@ -260,8 +276,8 @@ def _probe_view(hits, vt, setup: Setup, base: RunConditions, out, acc, n_planes)
                 continue
         if tag.sum() == 0 or (hit[:, others] >= 0).sum(axis=1).max() < R.shape[1]:
             continue
-        pred, var, chi2 = _refit_without(view, y[tag], w[tag], ip, kappa0)
-        good = chi2 < TAG_CHI2
+        pred, var, chi2, ndf = _refit_without(view, y[tag], w[tag], ip, prior_mean, prior_sigma)
+        good = chi2_dist.sf(chi2, ndf) > TAG_PROBABILITY
         pred, var, e = pred[good], var[good], ev[tag][good]
         window = np.maximum(MIN_WINDOW_MM, WINDOW_SIGMAS * np.sqrt(var + sig[ip] ** 2))
         local = pred - p.center - base.planes[p.name].alignment
@@ -294,15 +310,15 @@ def _near(strip, bad, window, p) -> np.ndarray:
 
 def _noise_hits_mask(hits, ev, pred, window, p, res):
     """(hits of plane ``p`` in the tagged events ``ev`` that are noise, their event-origin
-    keys, the zone searched around the track): clusters with no candidate within
-    ``max(W, 3 mm)`` of the track (its cluster and the pieces a split leaves) nor on a hot
+    keys, the zone excluded around the track): clusters with no candidate within
+    3 mm of the track (its cluster and the pieces a split leaves) nor on a hot
     strip (+-1); ambiguous candidates of one cluster share its origin."""
     row = np.full(int(hits["event"].max(initial=0)) + 2, -1, np.int64)
     row[ev] = np.arange(ev.size)
     sel = hits["plane"] == p.index
     r = np.where(sel, row[hits["event"]], -1)
     tracked = r >= 0
-    zone = np.maximum(window, OFF_TRACK_MM)
+    zone = np.full(ev.size, OFF_TRACK_MM)
     near = np.zeros(sel.size, bool)
     near[tracked] = np.abs(hits["pos"][tracked] - pred[r[tracked]]) <= zone[r[tracked]]
     near_hot = [s + d for s in res.hot_strips for d in (-1, 0, 1)]
@@ -324,7 +340,7 @@ def _noise(hits, ev, pred, window, p, res, a) -> None:
     noise, key, zone = _noise_hits_mask(hits, ev, pred, window, p, res)
     a.noise += int(np.unique(key[noise]).size)
     a.noise_events += int(ev.size)
-    a.noise_width += float(np.sum(p.width - 2.0 * zone - 3 * len(res.hot_strips) * p.pitch))
+    a.excluded += float(np.sum(2.0 * zone + 3 * len(res.hot_strips) * p.pitch))
 
 
 def efficiency_content(setup: Setup, base: RunConditions, result: EfficiencyResult) -> dict:
