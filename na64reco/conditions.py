@@ -19,7 +19,14 @@ Payloads:
     (:mod:`na64reco.calibration.electron`).
 ``tracker``
     per plane: ``alignment_mm`` (offset of the plane along its measured coordinate),
-    ``dead_strips`` (list of strip numbers).
+    ``dead_strips`` (list of strip numbers).  Optional (``schema_version`` 3) per plane:
+    ``efficiency`` (probability that a crossing gives a hit), ``noise_hits`` (mean noise
+    clusters per event), ``hot_strips`` (strips that fire in many events); and per magnet
+    (``magnets``): ``field_integral_tm`` (effective field integral at the nominal setting,
+    tesla metre).  Absent = the setup's value (``efficiency``, ``noise_hits``,
+    ``field_integral``) or none (``hot_strips``).  Written by the tracker calibrations
+    (:mod:`na64reco.calibration.alignment`, :mod:`~na64reco.calibration.momentum_scale`,
+    :mod:`~na64reco.calibration.plane_efficiency`).
 
 A new calibration is always written as a new version file (never an edit of an old
 one) and published by a new tag.  For a run, each payload resolves to the file with
@@ -32,13 +39,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import jsonschema
 import numpy as np
 import yaml
-from hepunits import GeV
+from hepunits import GeV, tesla
+from hepunits import m as metre
 
 from na64reco.atomic import write_new_file
 from na64reco.config import Node, load_yaml
@@ -47,10 +55,12 @@ from na64reco.geometry import Setup, load_setup
 from na64reco.resources import calib_dir
 
 SCHEMA_VERSION = 1  # tags
-#: payload files: version 2 adds the optional response fields; version 1 files stay valid
-PAYLOAD_SCHEMA_VERSION = 2
-PAYLOAD_SCHEMA_VERSIONS = (1, 2)
+#: payload files: version 2 adds the optional response fields, version 3 the optional tracker
+#: fields (plane efficiency, noise, hot strips; magnet field integrals); older files stay valid
+PAYLOAD_SCHEMA_VERSION = 3
+PAYLOAD_SCHEMA_VERSIONS = (1, 2, 3)
 RESPONSE_FIELDS = ("response_energy_gev", "response_scale")
+TRACKER_OPTIONAL = ("efficiency", "noise_hits", "hot_strips")
 PAYLOADS = ("calorimeter", "tracker")
 CALO_FIELDS = ("pedestal_even", "pedestal_odd", "noise_adc", "gain_mev_per_adc", "time_offset_ns", "status")
 STATUS_GOOD, STATUS_DEAD, STATUS_NOISY = 0, 1, 2
@@ -95,7 +105,19 @@ PAYLOAD_SCHEMA = {
                 "properties": {
                     "alignment_mm": {"type": "number"},
                     "dead_strips": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                    "efficiency": {"type": "number", "minimum": 0, "maximum": 1},
+                    "noise_hits": {"type": "number", "minimum": 0},
+                    "hot_strips": {"type": "array", "items": {"type": "integer", "minimum": 0}},
                 },
+                "additionalProperties": False,
+            },
+        },
+        "magnets": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["field_integral_tm"],
+                "properties": {"field_integral_tm": {"type": "number", "exclusiveMinimum": 0}},
                 "additionalProperties": False,
             },
         },
@@ -160,6 +182,9 @@ class CaloConditions:
 class PlaneConditions:
     alignment: float  # mm
     dead_strips: np.ndarray
+    efficiency: float | None = None  # None: the setup's value
+    noise_hits: float | None = None  # mean noise clusters per event; None: the setup's value
+    hot_strips: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 @dataclass(frozen=True)
@@ -172,6 +197,21 @@ class RunConditions:
     files: dict[str, str]  # payload -> file used
     calo: dict[str, CaloConditions]
     planes: dict[str, PlaneConditions]
+    field_integrals: dict[str, float] = field(default_factory=dict)  # magnet -> hepunits; absent: setup
+
+    def magnet(self, setup: Setup, name: str):
+        """The setup's magnet ``name`` with the field integral of these conditions."""
+        m = setup.magnets[name]
+        return replace(m, field_integral=self.field_integrals[name]) if name in self.field_integrals else m
+
+    def plane_efficiency(self, plane) -> float:
+        """Hit efficiency of a setup :class:`~na64reco.geometry.TrackerPlane` (conditions, else setup)."""
+        e = self.planes[plane.name].efficiency
+        return plane.efficiency if e is None else e
+
+    def plane_noise_hits(self, plane) -> float:
+        n = self.planes[plane.name].noise_hits
+        return plane.noise_hits if n is None else n
 
     def calo_table(self, setup: Setup, field: str) -> np.ndarray:
         """Dense (256, max_channels) table of ``field`` indexed by [detector id, channel].
@@ -291,8 +331,43 @@ def load_conditions(setup: str | Setup, run: int, tag: str | None = None,
         entry = trk_node.data.get("planes", {}).get(p.name)
         if entry is None:
             raise trk_node.error("planes", f"no entry for plane {p.name!r} of setup {setup.name}")
-        planes[p.name] = PlaneConditions(float(entry["alignment_mm"]), np.asarray(entry["dead_strips"], dtype=np.int64))
-    return RunConditions(setup.name, tag, int(run), {k: str(v) for k, v in files.items()}, calo, planes)
+        extra = [f for f in TRACKER_OPTIONAL if f in entry]
+        if extra and trk_node.data["schema_version"] < 3:
+            raise trk_node.error(f"planes.{p.name}.{extra[0]}", "optional tracker fields need schema_version 3")
+        hot = np.asarray(entry.get("hot_strips", []), dtype=np.int64)
+        if np.any(hot >= p.n_strips):
+            raise trk_node.error(f"planes.{p.name}.hot_strips", f"strips outside 0..{p.n_strips - 1}: {hot.tolist()}")
+        planes[p.name] = PlaneConditions(float(entry["alignment_mm"]), np.asarray(entry["dead_strips"], dtype=np.int64),
+                                         entry.get("efficiency"), entry.get("noise_hits"), hot)
+    fields = {}
+    for name, entry in trk_node.data.get("magnets", {}).items():
+        if name not in setup.magnets:
+            raise trk_node.error(f"magnets.{name}", f"not a magnet of setup {setup.name} ({', '.join(setup.magnets)})")
+        if trk_node.data["schema_version"] < 3:
+            raise trk_node.error(f"magnets.{name}", "magnet field integrals need schema_version 3")
+        fields[name] = float(entry["field_integral_tm"]) * tesla * metre
+    return RunConditions(setup.name, tag, int(run), {k: str(v) for k, v in files.items()}, calo, planes, fields)
+
+
+def tracker_content(setup: Setup, cond: RunConditions) -> dict:
+    """The ``tracker`` payload body of ``cond`` (every plane and the magnets it sets), to edit
+    and publish as a new version (the tracker calibrations start from it)."""
+    planes = {}
+    for p in setup.planes:
+        c = cond.planes[p.name]
+        entry = {"alignment_mm": round(float(c.alignment), 5), "dead_strips": [int(s) for s in c.dead_strips]}
+        if c.efficiency is not None:
+            entry["efficiency"] = round(float(c.efficiency), 5)
+        if c.noise_hits is not None:
+            entry["noise_hits"] = round(float(c.noise_hits), 5)
+        if len(c.hot_strips):
+            entry["hot_strips"] = [int(s) for s in c.hot_strips]
+        planes[p.name] = entry
+    body: dict = {"planes": planes}
+    if cond.field_integrals:
+        body["magnets"] = {k: {"field_integral_tm": float(f"{v / (tesla * metre):.7g}")}
+                           for k, v in cond.field_integrals.items()}
+    return body
 
 
 def _response_of(node: Node, name: str, det, entry: dict) -> tuple[np.ndarray, np.ndarray]:

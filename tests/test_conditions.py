@@ -93,7 +93,7 @@ def _corrupt(calib, edit):
         ),
         (lambda d: d["detectors"].pop("HCAL"), r"no entry for detector 'HCAL'"),
         (lambda d: d.update(runs={"first": 10, "last": 5}), r"first=10 is after last=5"),
-        (lambda d: d.update(schema_version=3), r"'schema_version' is 3"),
+        (lambda d: d.update(schema_version=4), r"'schema_version' is 4"),  # 1-3 are known
         (lambda d: d.update(colour="blue"), r"Additional properties are not allowed \('colour'"),
     ],
 )

@@ -8,16 +8,23 @@ from pathlib import Path
 import numpy as np
 from hepunits import GeV
 
+from na64reco.calibration.alignment import align, alignment_content
+from na64reco.calibration.beam_tracks import read_beam_runs
 from na64reco.calibration.electron import SectionSums, electron_params, fit_response_point, response_table
 from na64reco.calibration.mip import AmplitudeCollector, mip_gains
+from na64reco.calibration.momentum_scale import measure_scales, scale_content
+from na64reco.calibration.momentum_scale import summary as scale_summary
 from na64reco.calibration.pedestals import PedestalSums, pedestal_constants
+from na64reco.calibration.plane_efficiency import efficiency_content, measure_planes
 from na64reco.conditions import CALO_FIELDS, RunConditions, load_conditions, publish
 from na64reco.errors import NA64Error
 from na64reco.geometry import Setup
 from na64reco.io.location import display_name
 from na64reco.io.raw import open_raw
 
-KINDS = ("pedestals", "mip", "electron")
+CALO_KINDS = ("pedestals", "mip", "electron")
+TRACKER_KINDS = ("alignment", "momentum-scale", "efficiency")
+KINDS = CALO_KINDS + TRACKER_KINDS
 #: conditions field -> CaloConditions attribute
 _ATTR = {"pedestal_even": "pedestal_even", "pedestal_odd": "pedestal_odd", "noise_adc": "noise_adc",
          "gain_mev_per_adc": "gain", "time_offset_ns": "time_offset", "status": "status"}
@@ -31,12 +38,16 @@ class CalibrationResult:
     calibrated: dict[str, list[int]] = field(default_factory=dict)  # detector -> channels
     skipped: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # detector -> (channel, reason)
     derived: dict = field(default_factory=dict)  # the raw derived arrays per detector
+    payload: str = "calorimeter"  # the conditions payload ``content`` is the body of
+    report: str = ""  # the summary of the tracker kinds
 
     @property
     def n_calibrated(self) -> int:
         return sum(len(v) for v in self.calibrated.values())
 
     def summary(self) -> str:
+        if self.report:
+            return self.report
         if self.kind == "electron":
             return self._electron_summary()
         lines = [f"{self.kind}: {self.n_events} events, {self.n_calibrated} channels calibrated"]
@@ -107,6 +118,8 @@ def calibrate_files(kind: str, setup: Setup, files, run: int, *, base_tag: str |
     if not files:
         raise NA64Error("no input files given")
     base = load_conditions(setup, run, base_tag, root=root)
+    if kind in TRACKER_KINDS:
+        return _calibrate_tracker(kind, setup, files, base, beam_energy_gev)
     body = _base_body(setup, base)
     result = CalibrationResult(kind, 0, {})
     if kind == "pedestals":
@@ -167,10 +180,31 @@ def calibrate_files(kind: str, setup: Setup, files, run: int, *, base_tag: str |
     return result
 
 
+def _calibrate_tracker(kind: str, setup: Setup, files, base: RunConditions,
+                       beam_energy_gev: float | None) -> CalibrationResult:
+    """The tracker kinds: beam runs -> a new ``tracker`` payload body."""
+    runs = read_beam_runs(files, setup, beam_energy_gev)
+    n = sum(len(r.events) for r in runs)
+    if kind == "alignment":
+        res = align(runs, setup, base)
+        return CalibrationResult(kind, n, alignment_content(setup, base, res), derived={"alignment": res},
+                                 payload="tracker", report=res.summary())
+    if kind == "momentum-scale":
+        scales = measure_scales(runs, setup, base)
+        return CalibrationResult(kind, n, scale_content(setup, base, scales), derived={"scales": scales},
+                                 payload="tracker", report=scale_summary(scales, n))
+    res = measure_planes(runs, setup, base)
+    return CalibrationResult(kind, n, efficiency_content(setup, base, res), derived={"planes": res},
+                             payload="tracker", report=res.summary())
+
+
 def publish_result(result: CalibrationResult, setup: Setup, tag: str, runs: tuple[int, int], *,
                    base_tag: str | None = None, root: Path | None = None, sources=()) -> Path:
-    """Write ``result`` as a new calorimeter conditions version and a new ``tag``."""
-    if result.kind == "electron":
+    """Write ``result`` as a new conditions version (of its payload) and a new ``tag``."""
+    if result.payload == "tracker":
+        what = f"{result.kind} derived from beam tracks, the other tracker constants from " \
+               f"{base_tag or 'the default tag'}"
+    elif result.kind == "electron":
         energies = ", ".join(f"{p.beam_energy:g}" for p in result.derived["ECAL"]["points"])
         what = (f"ECAL section response table from beam electrons of {energies} GeV (unit scale at the "
                 f"lowest table energy and below); channel constants from {base_tag or 'the default tag'}")
@@ -178,6 +212,6 @@ def publish_result(result: CalibrationResult, setup: Setup, tag: str, runs: tupl
         what = f"{result.n_calibrated} channels derived, the others from {base_tag or 'the default tag'}"
     comment = (f"{result.kind} calibration from {result.n_events} events"
                + (f" of {', '.join(display_name(s) for s in sources)}" if sources else "") + f"; {what}")
-    return publish(setup.name, tag, runs, {"calorimeter": result.content},
+    return publish(setup.name, tag, runs, {result.payload: result.content},
                    base_tag=base_tag or f"{setup.name}-default", comment=comment,
                    description=f"{result.kind} calibration for runs {runs[0]}-{runs[1]}", root=root)

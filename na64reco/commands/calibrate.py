@@ -6,15 +6,20 @@ from pathlib import Path
 
 NAME = "calibrate"
 HELP = ("derive constants from calibration runs (pedestals from random triggers, gains from muon "
-        "MIP peaks, the ECAL shower response from electron-beam runs) and publish them as a new "
-        "conditions version and tag")
+        "MIP peaks, the ECAL shower response from electron-beam runs; tracker alignment, magnet field "
+        "integrals, plane efficiencies, noise, dead and hot strips from beam runs) and publish them as a "
+        "new conditions version and tag")
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--setup", required=True, choices=("na64mu", "na64e"), help="detector setup")
-    parser.add_argument("--kind", required=True, choices=("pedestals", "mip", "electron"),
+    parser.add_argument("--kind", required=True,
+                        choices=("pedestals", "mip", "electron", "alignment", "momentum-scale", "efficiency"),
                         help="pedestals: random-trigger run; mip: muon run (gains); electron: "
-                             "electron-beam runs at one or more energies (ECAL section response)")
+                             "electron-beam runs at one or more energies (ECAL section response); "
+                             "alignment: beam runs (plane offsets); momentum-scale: beam runs at a known "
+                             "energy (magnet field integrals); efficiency: beam runs (plane efficiency, "
+                             "noise rate, dead and hot strips)")
     parser.add_argument("--runs", nargs=2, type=int, required=True, metavar=("FIRST", "LAST"),
                         help="run range where the new constants are valid")
     parser.add_argument("--tag", required=True, help="name of the new tag (tags are immutable)")
@@ -26,7 +31,7 @@ def add_arguments(parser) -> None:
                         help="minimum digits per channel (default 50 for pedestals, 200 for mip); "
                              "electron: minimum events per beam energy (default from the setup)")
     parser.add_argument("--beam-energy", type=float, default=None, metavar="GEV",
-                        help="electron: beam energy of all FILES in GeV (default: recorded in each "
+                        help="electron, momentum-scale: beam energy of all FILES in GeV (default: recorded in each "
                              "simulated file, else the setup's beam energy)")
     parser.add_argument("files", nargs="+", metavar="FILES", help="raw files of the calibration runs (paths or URLs)")
 

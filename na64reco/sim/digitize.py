@@ -15,6 +15,9 @@ APV25 (MM, GEM)
     True crossing -> plane frame ``u = global - center - alignment``, smeared by the
     plane resolution (avalanche position); dropped with probability 1 - efficiency.
     Noise clusters: Poisson(noise_hits) per plane and event at uniform positions.
+    (Efficiency and noise from the conditions where they set them, else the setup.)
+    Hot strips (conditions): a noise cluster centred on the strip in a fraction
+    :data:`HOT_STRIP_OCCUPANCY` of the events.
     Cluster charge Q ~ Moyal(cluster_charge_mpv, cluster_charge_width); strip k gets
     Q x [Phi((k + 1/2 - c)/s) - Phi((k - 1/2 - c)/s)] (Gaussian spread s =
     ``cluster_spread`` strips around the strip coordinate c); dead strips get nothing.
@@ -34,7 +37,7 @@ Straws
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numba
 import numpy as np
@@ -258,6 +261,11 @@ def _msadc_kernel(chan_first, amp, t, t0, ped_even, ped_odd, noise_sigma, noise,
 
 
 # ---- trackers ----------------------------------------------------------------------------
+#: fraction of the events in which a hot strip fires (assumed: a strip with a broken
+#: threshold or a pick-up line, far above the ~1e-3 occupancy of a strip from noise)
+HOT_STRIP_OCCUPANCY = 0.2
+
+
 @dataclass(frozen=True)
 class PlaneTables:
     type: np.ndarray  # 0 MM, 1 GEM, 2 straw
@@ -269,6 +277,8 @@ class PlaneTables:
     n_strips: np.ndarray
     pitch: np.ndarray
     dead: np.ndarray  # (planes, max strips) bool
+    hot_plane: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # one entry per hot strip
+    hot_strip: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     @staticmethod
     def of(setup: Setup, cond: RunConditions) -> PlaneTables:
@@ -283,11 +293,13 @@ class PlaneTables:
             np.array([p.center for p in planes]),
             np.array([cond.planes[p.name].alignment for p in planes]),
             np.array([p.resolution for p in planes]),
-            np.array([p.efficiency for p in planes]),
-            np.array([p.noise_hits for p in planes]),
+            np.array([cond.plane_efficiency(p) for p in planes]),
+            np.array([cond.plane_noise_hits(p) for p in planes]),
             np.array([p.n_strips for p in planes]),
             np.array([p.pitch for p in planes]),
             dead,
+            np.array([p.index for p in planes for _ in cond.planes[p.name].hot_strips], np.int64),
+            np.array([s for p in planes for s in cond.planes[p.name].hot_strips], np.int64),
         )
 
 
@@ -304,6 +316,13 @@ def tracker_points(rng: np.random.Generator, tables: PlaneTables, n_events: int,
     width = tables.n_strips * tables.pitch
     nz_u = (rng.random(nz_plane.size) - 0.5) * width[nz_plane]
     nz_ev = rng.integers(0, max(n_events, 1), nz_plane.size)
+    if tables.hot_plane.size:  # hot strips: a cluster on the strip in a fraction of the events
+        fires = rng.random((max(n_events, 1), tables.hot_plane.size)) < HOT_STRIP_OCCUPANCY
+        h_ev, h_k = np.nonzero(fires[:n_events])
+        hp = tables.hot_plane[h_k]
+        h_u = (tables.hot_strip[h_k] + 0.5) * tables.pitch[hp] - 0.5 * width[hp]
+        nz_plane, nz_u = np.concatenate([nz_plane, hp]), np.concatenate([nz_u, h_u])
+        nz_ev = np.concatenate([nz_ev, h_ev])
     return (
         np.concatenate([ev, nz_ev]),
         np.concatenate([plane, nz_plane]).astype(np.int64),

@@ -165,6 +165,8 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
     _check_inputs(setup, n_events, seed, run, process, mass, coupling, chunk_size)
     if trigger not in TRIGGERS:
         raise ConfigError(f"unknown trigger {trigger!r}; choose one of: {', '.join(TRIGGERS)}")
+    cond = load_conditions(setup, int(run), calib_tag)
+    setup = _true_magnets(setup, cond)
     if beam_energy is not None:
         setup = with_beam_energy(setup, float(beam_energy))
     if trigger == "calibration":
@@ -172,7 +174,6 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
     output = Path(output)
     _check_output(output)
     params = load_sim_params(setup, mixture)
-    cond = load_conditions(setup, int(run), calib_tag)
     lepton_mass = lepton_mass_of(setup.beam.particle)
     weight = 1.0
     if mass is not None:
@@ -217,6 +218,14 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
         bar.close()
     return SimulationResult(output, setup.name, int(run), int(n_events), n_written, n_spills,
                             time.perf_counter() - t_start, {k: v for k, v in counts.items() if v})
+
+
+def _true_magnets(setup: Setup, cond) -> Setup:
+    """The setup with the conditions' magnet field integrals (the true field of the run)."""
+    if not cond.field_integrals:
+        return setup
+    magnets = {k: cond.magnet(setup, k) for k in setup.magnets}
+    return dataclasses.replace(setup, magnets=magnets)
 
 
 def _concat(parts: list[dict], key: str):

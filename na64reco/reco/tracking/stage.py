@@ -84,7 +84,7 @@ def reconstruct_tracks(events, setup, conditions, source: str = "", *, config_pa
         ib = next(i for i in iv if vt.views[i].bend)
         io = next(i for i in iv if not vt.views[i].bend)
         vb, vo = vt.views[ib], vt.views[io]
-        magnet = setup.magnets[st.magnet]
+        magnet = conditions.magnet(setup, st.magnet)  # field integral of the conditions
         kappa = res["par"][:, ib, 2] / 1000.0
         ok = res["nh"][:, ib] > 0
         p = np.full(n, np.nan)
@@ -174,7 +174,7 @@ def event_display(events, index: int, setup, conditions, *, config_path=None) ->
         pos = np.array([_extrapolate(par, v, z, downstream=z > v.z_magnet)[0] for z in zs])
         entry = {"station": v.station, "coord": v.coord, "z": zs, "pos": pos, "chi2": float(t["chi2"][0, i])}
         if v.bend:
-            entry["p"] = float(setup.magnets[v.station].momentum(par[2] / 1000.0) / units.GeV)
+            entry["p"] = float(conditions.magnet(setup, v.station).momentum(par[2] / 1000.0) / units.GeV)
         tracks.append(entry)
     hits = {
         "plane": np.array([setup.planes[p].name for p in h["plane"]]),
