@@ -96,7 +96,8 @@ def main(argv=None) -> int:
     true = load_conditions(setup, RUN, "v-true", root=root)
     beam = tmp / "beam.root"
     t0 = time.perf_counter()
-    simulate("na64mu", args.events, args.seed, RUN, beam, process="beam", calib_tag="v-true")
+    simulate("na64mu", args.events, args.seed, RUN, beam, process="beam", calib_tag="v-true",
+             trigger="calibration")  # beam-calibration trigger: every beam muon written
     print(f"simulated {args.events} beam muons with the true tag in {time.perf_counter() - t0:.0f} s")
     results, prev = {}, "na64mu-default"
     for kind, tag in (("alignment", "v-align"), ("momentum-scale", "v-scale"), ("efficiency", "v-eff")):
