@@ -38,18 +38,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "only (no energy cuts), e.g. full-energy electrons for the ECAL calibration")
     p.add_argument("--beam-energy", type=float, metavar="GEV",
                    help="beam energy in GeV (default: the setup's; magnet settings scale with it)")
+    p.add_argument("--spill-particles", type=int, metavar="N",
+                   help="beam particles per simulated spill (default: the setup's, at most "
+                        "simulation.spill_particles_max)")
+    p.add_argument("--faults", metavar="YAML",
+                   help="detector faults to inject into chosen spills: a YAML list of {spill, kind, ...} "
+                        "(kinds pedestal_jump, noisy_channel, dead_plane; see na64reco.sim.faults)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
 
 
 def run(args: argparse.Namespace) -> int:
     from na64reco.sim import simulate
+    from na64reco.sim.faults import load_faults
 
+    faults = load_faults(args.faults) if args.faults else None
     result = simulate(
         args.setup, args.events, args.seed, args.run, args.output, process=args.process,
         mass=None if args.mass is None else args.mass * u.GeV, coupling=args.coupling,
         truth=not args.no_truth, chunk_size=args.chunk_size, calib_tag=args.calib_tag,
         progress=not args.quiet, trigger=args.trigger,
         beam_energy=None if args.beam_energy is None else args.beam_energy * u.GeV,
+        faults=faults, spill_particles=args.spill_particles,
     )
     if not args.quiet:
         rate = result.n_beam / result.seconds if result.seconds > 0 else float("nan")

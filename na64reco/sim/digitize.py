@@ -10,7 +10,8 @@ MSADC (calorimeters, counters)
     Dead channels (status 1) get no signal.  Zero suppression: a calorimeter channel is
     written only if its true peak amplitude (sum of its components' E/gain) exceeds
     ``msadc.zero_suppression`` ADC counts; counter and veto channels are written
-    whenever hit; a random (pedestal) trigger writes every channel.
+    whenever hit; a random (pedestal) trigger writes every channel, and so does an
+    injected noisy channel (``CaloTables.forced``, :mod:`na64reco.sim.faults`).
 APV25 (MM, GEM)
     True crossing -> plane frame ``u = global - center - alignment``, smeared by the
     plane resolution (avalanche position); dropped with probability 1 - efficiency.
@@ -66,6 +67,9 @@ class CaloTables:
     dead: np.ndarray
     always_written: np.ndarray  # [det_id] bool: counters and veto paddles
     all_channels: tuple[np.ndarray, np.ndarray]  # (det_id, chan) of every channel
+    #: [det_id, channel] bool: channels written in every event (an injected noisy channel,
+    #: :mod:`na64reco.sim.faults`); None: none
+    forced: np.ndarray | None = None
 
     @staticmethod
     def of(setup: Setup, cond: RunConditions) -> CaloTables:
@@ -131,6 +135,15 @@ def msadc_digits(
         amp = np.concatenate([amp, np.zeros(key_all.size)])
         order = np.argsort(key, kind="stable")
         key, t, amp = key[order], t[order], amp[order]
+    if tables.forced is not None and not every_channel:  # injected noisy channels: in every event
+        f_det, f_ch = np.nonzero(tables.forced)
+        ev_f = np.repeat(np.arange(n_events, dtype=np.int64), f_det.size)
+        key_f = (ev_f * _DET_SHIFT + np.tile(f_det, n_events)) * _DET_SHIFT + np.tile(f_ch, n_events)
+        key = np.concatenate([key, key_f])
+        t = np.concatenate([t, np.zeros(key_f.size)])
+        amp = np.concatenate([amp, np.zeros(key_f.size)])
+        order = np.argsort(key, kind="stable")
+        key, t, amp = key[order], t[order], amp[order]
     if key.size == 0:
         return (
             np.zeros(0, np.int64),
@@ -148,6 +161,8 @@ def msadc_digits(
     keep = (amp_sum > a.zero_suppression) | (tables.always_written[det] & hit)
     if every_channel:
         keep[:] = True
+    elif tables.forced is not None:
+        keep |= tables.forced[det, ch]
     comp_chan = np.cumsum(first) - 1  # channel index of each component
     comp_keep = keep[comp_chan]
     chan_key, det, ch = chan_key[keep], det[keep], ch[keep]

@@ -38,6 +38,12 @@ Run periods
     A setup given by name is loaded for the period of ``run`` (``calib/setups/na64mu.yaml``
     ``periods``: 2022-like runs 0-9999, 2023-like runs 10000-999999); the file metadata
     records it (``simulation.period``).
+Injected faults (run-quality closure)
+    ``faults``: a list of detector faults in chosen spills (a pedestal jump or a noisy
+    channel of a calorimeter, a dead tracker plane), see :mod:`na64reco.sim.faults`; the
+    file metadata records them (``simulation.faults``).  ``spill_particles`` sets the beam
+    particles per simulated spill (default: ``min(beam.particles_per_spill,
+    simulation.spill_particles_max)``), e.g. to get several spills from a small run.
 """
 
 from __future__ import annotations
@@ -66,6 +72,7 @@ from na64reco.sim.digitize import (
     straw_digits,
     tracker_points,
 )
+from na64reco.sim.faults import Fault, faulty_calo, faulty_planes, parse_faults
 from na64reco.sim.params import MIXTURE_KEYS, PROCESS_CHOICES, SimParams, load_sim_params
 from na64reco.sim.signal import lepton_mass_of, sample_signal_x, signal_weight
 from na64reco.sim.tracks import ROLE_PILEUP, Recorder, Tracks
@@ -103,6 +110,7 @@ class _Job:
     truth: bool
     per_spill: int
     trigger: str = "physics"
+    faults: tuple[Fault, ...] = ()
 
 
 def _check_inputs(setup, n_events, seed, run, process, mass, coupling, chunk_size):
@@ -134,7 +142,8 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
              mass: float | None = None, coupling: float | None = None, truth: bool = True,
              chunk_size: int = DEFAULT_CHUNK, calib_tag: str | None = None, progress: bool = False,
              mixture: dict[str, float] | None = None, trigger: str = "physics",
-             beam_energy: float | None = None) -> SimulationResult:
+             beam_energy: float | None = None, faults: list[dict] | None = None,
+             spill_particles: int | None = None) -> SimulationResult:
     """Simulate ``n_events`` beam particles and write the triggered events to ``output``.
 
     Args:
@@ -157,6 +166,10 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
         trigger: ``"physics"`` (the setup's trigger) or ``"calibration"`` (its counter
             terms only; trigger bit "calibration"), see the module docstring.
         beam_energy: beam energy in hepunits (MeV), default ``beam.energy`` of the setup.
+        faults: detector faults injected into chosen spills (:mod:`na64reco.sim.faults`);
+            None or [] gives the output of a healthy detector, bit for bit.
+        spill_particles: beam particles per simulated spill (default
+            ``min(beam.particles_per_spill, simulation.spill_particles_max)``).
 
     Raises ConfigError / RawFormatError / CalibrationMissing with one-line messages.
     """
@@ -181,8 +194,14 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
         sample_signal_x(np.random.default_rng(0), 1, setup.beam.energy, mass, lepton_mass)  # checks kinematics
         weight = signal_weight(mass, coupling, setup.beam.energy, lepton_mass)
     per_spill = int(max(1, min(setup.beam.particles_per_spill, params.spill_particles_max)))
+    if spill_particles is not None:
+        if isinstance(spill_particles, bool) or not isinstance(spill_particles, (int, np.integer)) \
+                or spill_particles < 1:
+            raise ConfigError(f"spill_particles must be an integer >= 1, got {spill_particles!r}")
+        per_spill = int(spill_particles)
+    fault_list = parse_faults(faults, setup)
     job = _Job(setup, params, CaloTables.of(setup, cond), PlaneTables.of(setup, cond), int(seed), int(run),
-               process, mass, weight, truth, per_spill, trigger)
+               process, mass, weight, truth, per_spill, trigger, fault_list)
     n_spills = -(-int(n_events) // per_spill)
     meta = {"simulation": {
         "seed": int(seed), "period": setup.period, "process": process, "n_beam": int(n_events),
@@ -191,6 +210,7 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
         "calib_tag": cond.tag, "conditions": cond.files,
         "mixture": params.mixture if process == "mixture" else None,
         "trigger": trigger, "beam_energy_gev": setup.beam.energy / u.GeV,
+        **({"faults": [f.to_dict() for f in fault_list]} if fault_list else {}),
     }}
     flush_every = max(1, -(-int(chunk_size) // per_spill))
     bar = None
@@ -286,12 +306,14 @@ def simulate_spill(job: _Job, spill: int, n: int, first_event: int = 1) -> dict:
     # ---- digits of the written events ----------------------------------------------------
     m = fired[d_ev]
     key, t_c, e_c = aggregate(new_index[d_ev[m]], d_det[m], d_ch[m], d_e[m], d_t[m])
-    c_ev, c_det, c_ch, c_adc = msadc_digits(rng, setup, job.calo, nw, key, t_c, e_c, every_channel=pedestal)
+    faults = tuple(f for f in job.faults if f.spill == spill + 1)  # injected faults of this spill
+    calo, planes = faulty_calo(job.calo, faults, setup), faulty_planes(job.planes, faults, setup)
+    c_ev, c_det, c_ch, c_adc = msadc_digits(rng, setup, calo, nw, key, t_c, e_c, every_channel=pedestal)
     h_ev, h_pl, h_u, h_t = rec.hits()
     m = fired[h_ev]
-    pts = tracker_points(rng, job.planes, nw, new_index[h_ev[m]], h_pl[m].astype(np.int64), h_u[m], h_t[m])
-    a_ev, a_pl, a_ch, a0, a1, a2 = apv_digits(rng, setup, prm, job.planes, nw, *pts)
-    s_ev, s_pl, s_tube, s_tdc = straw_digits(rng, setup, job.planes, nw, *pts)
+    pts = tracker_points(rng, planes, nw, new_index[h_ev[m]], h_pl[m].astype(np.int64), h_u[m], h_t[m])
+    a_ev, a_pl, a_ch, a0, a1, a2 = apv_digits(rng, setup, prm, planes, nw, *pts)
+    s_ev, s_pl, s_tube, s_tdc = straw_digits(rng, setup, planes, nw, *pts)
     events = {
         "run": np.full(nw, job.run, np.int32), "spill": np.full(nw, spill + 1, np.int32),
         "event": np.arange(first_event, first_event + nw, dtype=np.int64),
