@@ -30,6 +30,7 @@ COMMANDS = (
     "inspect",
     "verify",
     "calibrate",
+    "dqm",
     "reco",
     "display",
     "run",

@@ -318,6 +318,7 @@ def assess(files: list[FileQuality], tol: Tolerances) -> Assessment:
         g_ok = cat["gain_entries"] >= tol.gain_min_entries
         g_med = np.nanmedian(np.where(g_ok, cat["gain"], np.nan), axis=0)
         ratio = cat["gain"] / g_med
+        out.medians["gain"] = g_med
         err = MEDIAN_ERROR * cat["gain_width"] / np.sqrt(np.maximum(cat["gain_entries"], 1)) / g_med
         out.pulls["gain_ratio"], out.medians["gain_ratio"] = judge(ratio, err, g_ok & (g_med > 0),
                                                                   tol.gain_ratio_floor, ns)
