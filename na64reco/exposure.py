@@ -12,6 +12,10 @@ spill some of whose events were skipped counts nothing and is reported as *parti
 fewer MOT, i.e. a conservative background per MOT and signal efficiency).  A spill
 with no triggered events counts when any event of its file was processed.  A file
 refused before the run, or whose every chunk was skipped, counts nothing.
+
+**Bad spills.**  A spill in the run-quality bad-spill list (``na64reco dqm``, given to
+``na64reco run --bad-spills``) counts nothing either: its events are dropped before
+anything is filled, and it is reported as *excluded* with the list's reasons.
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ class Exposure:
     #: spills not counted because some of their events were not processed:
     #: ``{"file", "spill", "processed", "written", "n_beam"}`` each
     partial: list[dict] = field(default_factory=list)
+    #: spills not counted because they are in the bad-spill list:
+    #: ``{"file", "spill", "n_beam", "reasons"}`` each
+    excluded: list[dict] = field(default_factory=list)
 
 
 def count_spills(spill_numbers) -> dict[int, int]:
@@ -50,13 +57,16 @@ def merge_spill_counts(a: Mapping[int, int], b: Mapping[int, int]) -> dict[int, 
     return out
 
 
-def spill_exposure(spills: Mapping[str, np.ndarray], processed: Mapping[int, int], source: str) -> Exposure:
+def spill_exposure(spills: Mapping[str, np.ndarray], processed: Mapping[int, int], source: str,
+                   excluded: Mapping[int, list] | None = None) -> Exposure:
     """Exposure of one file from its ``spills`` tree and the events processed per spill.
 
     Args:
         spills: the file's ``spills`` tree (``spill``, ``n_beam``, ``n_triggered`` arrays).
         processed: events processed per spill number (:func:`count_spills`, merged over chunks).
         source: the file (for messages).
+        excluded: spill numbers of this file in the bad-spill list, with their reasons: never
+            counted, listed in ``Exposure.excluded``.
 
     Raises:
         NA64Error: events of a spill the ``spills`` tree does not list, or more events of a
@@ -72,12 +82,16 @@ def spill_exposure(spills: Mapping[str, np.ndarray], processed: Mapping[int, int
     if unknown:
         raise NA64Error(f"{source}: events of spill(s) {unknown[:5]} that the spills tree does not list")
     exp = Exposure()
+    excluded = excluded or {}
     for spill, i in index.items():
         n = processed.get(spill, 0)
         if n > written[i]:
             raise NA64Error(f"{source}: {n} events of spill {spill} processed, but the spills tree says "
                             f"{int(written[i])} were written")
-        if n == written[i]:
+        if spill in excluded:
+            exp.excluded.append({"file": source, "spill": spill, "n_beam": int(n_beam[i]),
+                                 "reasons": list(excluded[spill])})
+        elif n == written[i]:
             exp.n_beam += int(n_beam[i])
             exp.n_spills += 1
             exp.n_triggered += int(written[i])

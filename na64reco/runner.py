@@ -66,6 +66,7 @@ class RunOptions:
     selection: str | None = None
     status: bool = False
     client: object = None   # an existing dask Client (tests, notebooks)
+    bad_spills: str | Path | None = None  # bad-spill list (na64reco dqm): those spills are dropped
 
     def __post_init__(self):
         if self.executor not in EXECUTORS:
@@ -464,6 +465,10 @@ def run_files(fileset: Mapping[str, list[str]], opts: RunOptions, *, processor_i
     carries ``events_total`` (events in all files, bad ones included when countable).
     """
     proc = processor_instance or make_processor(opts)
+    if opts.bad_spills is not None:  # dropped by the processor, left out of the MOT/EOT
+        from na64reco.dqm import load_bad_spills
+
+        proc.bad_spills, proc.bad_spills_source = load_bad_spills(opts.bad_spills), str(opts.bad_spills)
     wrapped = {"out": {}}
     with ExitStack() as stack:
         starting = _start_local_cluster(opts, stack)  # in the background while the files are checked
@@ -630,6 +635,10 @@ def format_summary(summary: dict) -> str:
             lost = sum(s["n_beam"] for s in p["partial_spills"])
             lines.append(f"   not in MOT/EOT: {len(p['partial_spills'])} spills with skipped events "
                          f"({lost} beam particles; see na64reco.exposure)")
+        if p.get("excluded_spills"):
+            lost = sum(s["n_beam"] for s in p["excluded_spills"])
+            lines.append(f"   not in MOT/EOT: {len(p['excluded_spills'])} bad spills of {p['bad_spills']} "
+                         f"({lost} beam particles, {p['events_excluded']} events dropped)")
         if "cutflow" not in entry:
             lines.append("   no events were processed")
             continue

@@ -110,13 +110,16 @@ def attach_truth_stage(reco, truth):
     return attach_truth(reco, truth)
 
 
-def settle_exposure(prov: Provenance, read_spills) -> None:
+def settle_exposure(prov: Provenance, read_spills, bad_spills=None) -> None:
     """Set the MOT/EOT, spills and triggered counts of ``prov`` from the events processed
-    per spill of each file (``read_spills(path)`` gives a file's ``spills`` tree)."""
+    per spill of each file (``read_spills(path)`` gives a file's ``spills`` tree); the spills
+    of ``bad_spills`` (``{(run, spill): reasons}``) are not counted but listed."""
     prov.n_beam = prov.n_spills = prov.n_triggered = 0
-    prov.partial_spills = []
+    prov.partial_spills, prov.excluded_spills = [], []
     for path, rec in prov.files.items():
-        exp = spill_exposure(read_spills(path), rec.get("spill_events", {}), path)
+        mine = {s: why for (r, s), why in (bad_spills or {}).items() if r == rec.get("run")}
+        exp = spill_exposure(read_spills(path), rec.get("spill_events", {}), path, excluded=mine)
+        prov.excluded_spills += exp.excluded
         rec["n_beam"], rec["n_spills"] = exp.n_beam, exp.n_spills
         prov.n_beam += exp.n_beam
         prov.n_spills += exp.n_spills
@@ -166,9 +169,12 @@ class Provenance:
     events_total: int | None = None  # set by the runner: events in every input file
     wall_time: float | None = None   # set by the runner (s)
     partial_spills: list = field(default_factory=list)  # spills not counted in n_beam (events skipped)
+    bad_spills: str | None = None  # the bad-spill list applied (na64reco dqm), if any
+    events_excluded: int = 0  # of events_processed: dropped as events of a listed bad spill
+    excluded_spills: list = field(default_factory=list)  # bad spills not counted in n_beam
 
     _CONSTANTS = ("processor", "selection", "selection_sha256", "calib_tag", "code_version",
-                  "unblinded_by")
+                  "unblinded_by", "bad_spills")
 
     def __add__(self, other: Provenance) -> Provenance:
         for k in self._CONSTANTS:
@@ -196,7 +202,9 @@ class Provenance:
             self.events_processed + other.events_processed, self.chunks + other.chunks,
             self.n_beam + other.n_beam, self.n_spills + other.n_spills,
             self.n_triggered + other.n_triggered, files, skipped, self.conditions | other.conditions,
-            partial_spills=self.partial_spills + other.partial_spills,
+            partial_spills=self.partial_spills + other.partial_spills, bad_spills=self.bad_spills,
+            events_excluded=self.events_excluded + other.events_excluded,
+            excluded_spills=self.excluded_spills + other.excluded_spills,
         )
 
     @property
@@ -207,7 +215,8 @@ class Provenance:
         return {k: getattr(self, k) for k in (
             "processor", "selection", "selection_sha256", "selection_file", "calib_tag",
             "code_version", "unblinded_by", "events_processed", "chunks", "n_beam", "n_spills",
-            "n_triggered", "files", "skipped", "events_total", "wall_time", "partial_spills")} | {
+            "n_triggered", "files", "skipped", "events_total", "wall_time", "partial_spills", "bad_spills",
+            "events_excluded", "excluded_spills")} | {
             "events_skipped": self.events_skipped, "conditions": sorted(self.conditions)}
 
 
@@ -319,6 +328,8 @@ class InvisibleProcessor(processor.ProcessorABC):
         self._files = {}
         self._setup = None
         self.known_spills = {}  # path -> spills tree already read (by the runner's file check)
+        self.bad_spills = {}  # (run, spill) -> reasons: spills dropped (runner --bad-spills)
+        self.bad_spills_source = None
 
     def __getstate__(self):  # caches stay behind when shipped to workers
         return {**self.__dict__, "_conditions": {}, "_files": {}, "_setup": None, "known_spills": {}}
@@ -334,10 +345,12 @@ class InvisibleProcessor(processor.ProcessorABC):
         meta = dict(getattr(events, "metadata", None) or {})
         info = self.file_info(meta, events)
         self.verify(events, meta, info)
+        read = events
+        events, keep = self.drop_bad_spills(events)  # listed bad spills: gone before anything is filled
         conditions = self.conditions(info.run)
         reco = self.reconstruct(events, conditions, info)
         if not info.is_data:
-            reco = self.attach_truth(reco, info, meta)
+            reco = self.attach_truth(reco, info, meta, keep)
 
         masks = cut_masks(reco, self.selection)
         decision = apply_blinding(reco, masks, self.selection, is_data=info.is_data, token=self.token)
@@ -357,14 +370,14 @@ class InvisibleProcessor(processor.ProcessorABC):
             "hists": self.fill_histograms(cols, passed_all, weights),
             "nminus1": self.fill_nminusone(cols, selection, weights),
             "regions": self.count_regions(reco, selection, masks, box, weights, decision.blinded),
-            "provenance": self.provenance(events, meta, info, conditions),
+            "provenance": self.provenance(read, meta, info, conditions, excluded=len(read) - len(events)),
         }
         return {meta.get("dataset", "default"): out}
 
     def postprocess(self, accumulator):
         """Exposure (MOT/EOT) of what was processed, spill by spill (:mod:`na64reco.exposure`)."""
         for out in accumulator.values():
-            settle_exposure(out["provenance"], self._spills)
+            settle_exposure(out["provenance"], self._spills, self.bad_spills)
         return accumulator
 
     def _spills(self, path: str) -> dict:
@@ -406,6 +419,16 @@ class InvisibleProcessor(processor.ProcessorABC):
             raise RawFormatError(f"{info.path}: entries {start}-{stop}: cannot read or decode: "
                                  f"{type(exc).__name__}: {exc}") from None
 
+    def drop_bad_spills(self, events):
+        """``(events, keep)``: the events not in a spill of :attr:`bad_spills` and their mask
+        (None when nothing is dropped)."""
+        if not self.bad_spills:
+            return events, None
+        key = np.asarray(events["run"]).astype(np.int64) * 2**32 + np.asarray(events["spill"]).astype(np.int64)
+        bad = np.array([r * 2**32 + s for r, s in self.bad_spills], np.int64)
+        keep = ~np.isin(key, bad)
+        return (events, None) if keep.all() else (events[keep], keep)
+
     def conditions(self, run: int):
         if run not in self._conditions:
             self._conditions[run] = _conditions(self.SETUP, run, self.calib_tag)
@@ -424,12 +447,15 @@ class InvisibleProcessor(processor.ProcessorABC):
                             f"{len(events)} events")
         return reco
 
-    def attach_truth(self, reco: ak.Array, info: FileInfo, meta: dict) -> ak.Array:
-        """Truth weight/process of simulated events, from the ``truth`` tree if reco lacks them."""
+    def attach_truth(self, reco: ak.Array, info: FileInfo, meta: dict, keep=None) -> ak.Array:
+        """Truth weight/process of simulated events, from the ``truth`` tree if reco lacks them
+        (``keep``: the chunk's events kept, :meth:`drop_bad_spills`)."""
         if "truth_weight" in reco.fields:
             return reco
         start, stop = meta.get("entrystart"), meta.get("entrystop")
         truth = _raw(info.path).truth(start, stop)
+        if keep is not None:
+            truth = {k: v[keep] for k, v in truth.items()}
         try:
             return attach_truth_stage(reco, truth)
         except ValueError as exc:
@@ -498,12 +524,14 @@ class InvisibleProcessor(processor.ProcessorABC):
             out[sb.name] = counts(base & region_mask(reco, sb))
         return out
 
-    def provenance(self, events, meta, info: FileInfo, conditions) -> Provenance:
+    def provenance(self, events, meta, info: FileInfo, conditions, excluded: int = 0) -> Provenance:
+        """``events``: every event of the chunk read (those of bad spills included, ``excluded``
+        of them), so that the accounting of the events and spills closes."""
         prov = Provenance(self.NAME, self.selection.name, self.selection.sha256, self.selection.source,
                           self.calib_tag, __version__,
-                          repr(self.token) if self.token is not None else None)
+                          repr(self.token) if self.token is not None else None, bad_spills=self.bad_spills_source)
         n = len(events)
-        prov.events_processed, prov.chunks = n, 1
+        prov.events_processed, prov.chunks, prov.events_excluded = n, 1, excluded
         prov.conditions = set(getattr(conditions, "files", {}).values())
         rec = {"events": n, "chunks": 1, "data": info.is_data, "run": info.run, "n_beam": 0, "n_spills": 0,
                "spill_events": count_spills(events["spill"]) if "spill" in events.fields else {}}

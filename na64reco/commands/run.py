@@ -45,6 +45,9 @@ def add_arguments(parser) -> None:
                         help="datasets and their files (instead of FILES; default: none)")
     parser.add_argument("--dataset", metavar="NAME", help="put all FILES in one dataset NAME "
                         "(default: group them by content: data, mc_<process>, mc_signal_m<mass>GeV)")
+    parser.add_argument("--bad-spills", metavar="FILE",
+                        help="bad-spill list (bad_spills.yaml of `na64reco dqm`): the events of those spills "
+                             "are dropped and the spills left out of the MOT/EOT (listed in the provenance)")
     parser.add_argument("files", nargs="*", metavar="FILES", help="raw files (or --fileset)")
 
 
@@ -67,13 +70,14 @@ def run(args) -> int:
     if args.scheduler and args.executor != "dask":
         raise ConfigError("--scheduler needs --executor dask")
     fileset = load_fileset(args.fileset) if args.fileset else fileset_from_files(args.files, args.dataset)
-    inputs = [f for files in fileset.values() for f in files] + ([args.fileset] if args.fileset else [])
+    inputs = [f for files in fileset.values() for f in files] + ([args.fileset] if args.fileset else []) \
+        + ([args.bad_spills] if args.bad_spills else [])
     check_new_output(args.output, overwrite=args.overwrite, inputs=inputs)  # before hours of work
     opts = RunOptions(args.processor, executor=args.executor, workers=args.workers,
                       scheduler=args.scheduler, chunksize=args.chunksize,
                       skip_bad_files=args.skip_bad_files, retries=args.retries,
                       calib_tag=args.calib_tag, selection=args.selection,
-                      status=not args.no_progress)
+                      status=not args.no_progress, bad_spills=args.bad_spills)
     out = run_files(fileset, opts)
     outdir = save_outputs(out, args.output, plots=not args.no_plots, overwrite=args.overwrite, inputs=inputs)
     print(format_summary(cutflow_summary(out)))
