@@ -174,10 +174,11 @@ def group_median(key: np.ndarray, value: np.ndarray, n_keys: int) -> tuple[np.nd
 
 
 def _pedestal_noise(adc: np.ndarray, n_ped: int) -> np.ndarray:
-    """r.m.s. (ADC) of each digit's first ``n_ped`` samples about their even/odd means."""
+    """r.m.s. (ADC) of each digit's first ``n_ped`` samples about their even/odd means (two
+    means fitted: divided by ``n_ped - 2``, an unbiased variance)."""
     x = adc[:, :n_ped].astype(float)
     dev = np.concatenate([x[:, p::2] - x[:, p::2].mean(axis=1, keepdims=True) for p in (0, 1)], axis=1)
-    return np.sqrt((dev**2).mean(axis=1))
+    return np.sqrt((dev**2).sum(axis=1) / max(n_ped - 2, 1))
 
 
 def measure_file(path, *, calib_tag: str | None = None) -> FileQuality:
