@@ -262,3 +262,25 @@ def test_freeze_then_unblind_through_the_entry_point(small_na64mu_files, tmp_pat
                     cwd=tmp_path)
     assert "unblinded before" in proc.stdout and f"signal box: {observed} observed" in proc.stdout
     assert not (tmp_path / "again").exists()  # nothing re-run, nothing written
+
+
+# ---- run quality ------------------------------------------------------------------------
+def test_dqm_through_the_entry_point(tmp_path):
+    """simulate with injected faults, then `na64reco dqm` with default options (plots on):
+    the PNGs, dqm.json and a bad-spill list naming the faulty spills."""
+    (tmp_path / "faults.yaml").write_text(
+        "faults:\n"
+        "  - {spill: 2, kind: dead_plane, plane: MM2Y}\n"
+        "  - {spill: 3, kind: pedestal_jump, detector: HCAL, channel: 4, adc: -30}\n")
+    na64reco("simulate", "--setup", "na64mu", "--events", "5000", "--trigger", "calibration", "--spill-particles",
+             "1000", "--faults", "faults.yaml", "--output", "beam.root", "--quiet", cwd=tmp_path)
+    proc = na64reco("dqm", "beam.root", "--output", "dqm", cwd=tmp_path)
+    assert "5 spills in 1 file(s): 2 out of tolerance" in proc.stdout, proc.stdout
+    names = {p.name for p in pngs(tmp_path / "dqm" / "plots")}
+    assert {"rates_trigger_per_beam.png", "calo_occupancy.png", "calo_pedestal_shift.png",
+            "tracker_hit_fraction.png"} <= names, names
+    summary = json.loads((tmp_path / "dqm" / "dqm.json").read_text())
+    assert summary["n_spills"] == 5 and summary["n_beam"] == 5000 and summary["n_beam_good"] == 3000
+    assert [b["spill"] for b in summary["bad_spills"]] == [2, 3]
+    assert "spill: 2" in (tmp_path / "dqm" / "bad_spills.yaml").read_text()
+    no_temp_siblings(tmp_path)
