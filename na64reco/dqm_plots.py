@@ -86,7 +86,8 @@ def figure_events(a: Assessment):
         ax.axvspan(i - 0.5, i + 0.5, color=BAD_COLOR, alpha=0.15, lw=0)
     _ticks(ax, x, labels, xlabel)
     ax.set_ylabel("entries per spill")
-    ax.set_ylim(0, None)
+    top = max(int(f.n_beam.max(initial=0)) for f in a.files)
+    ax.set_ylim(0, 1.2 * top if top else 1)
     ax.legend(loc="lower left", title="red band: bad spill" if bad.any() else None)
     _label(ax, a)
     return fig

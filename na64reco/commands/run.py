@@ -47,7 +47,8 @@ def add_arguments(parser) -> None:
                         "(default: group them by content: data, mc_<process>, mc_signal_m<mass>GeV)")
     parser.add_argument("--bad-spills", metavar="FILE",
                         help="bad-spill list (bad_spills.yaml of `na64reco dqm`): the events of those spills "
-                             "are dropped and the spills left out of the MOT/EOT (listed in the provenance)")
+                             "are dropped and the spills left out of the MOT/EOT (listed in the provenance); "
+                             "default: none")
     parser.add_argument("files", nargs="*", metavar="FILES", help="raw files (or --fileset)")
 
 

@@ -43,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "simulation.spill_particles_max)")
     p.add_argument("--faults", metavar="YAML",
                    help="detector faults to inject into chosen spills: a YAML list of {spill, kind, ...} "
-                        "(kinds pedestal_jump, noisy_channel, dead_plane; see na64reco.sim.faults)")
+                        "(kinds pedestal_jump, noisy_channel, dead_plane; see na64reco.sim.faults; default: none)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
 
 
