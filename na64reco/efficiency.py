@@ -41,7 +41,7 @@ from na64reco import constants
 from na64reco.errors import ConfigError, NA64Error
 
 __all__ = ["PROCESSORS", "EfficiencyPoint", "EfficiencyTable", "signal_efficiency",
-           "efficiency_from_output", "x_acceptance"]
+           "efficiency_from_output", "x_acceptance", "daq_live_fraction", "efficiency_breakdown"]
 
 #: Invisible-mode processor of each setup.
 PROCESSORS = {"na64mu": "na64mu_invisible", "na64e": "na64e_invisible"}
@@ -123,6 +123,39 @@ class EfficiencyTable:
                          f"{p.efficiency:7.4f} {p.error:7.4f} {p.acceptance:10.4f} "
                          f"{p.efficiency_excluding_acceptance:7.4f}")
         return "\n".join(lines)
+
+
+def daq_live_fraction(setup, triggers_per_beam_particle: float) -> float:
+    """Live fraction of a non-paralysable DAQ, ``1 / (1 + R tau)``.
+
+    ``R`` is the trigger rate in the spill: ``triggers_per_beam_particle`` (measured on a
+    beam-mixture sample) x ``beam.particles_per_spill`` / ``beam.spill_duration`` of the
+    :class:`~na64reco.geometry.Setup`; ``tau`` is ``trigger.dead_time`` (the setup's
+    ``dead_time_per_event``, 0: always live).
+    """
+    if not (triggers_per_beam_particle >= 0 and math.isfinite(triggers_per_beam_particle)):
+        raise NA64Error(f"trigger rate per beam particle must be >= 0, got {triggers_per_beam_particle}")
+    rate = triggers_per_beam_particle * setup.beam.particles_per_spill / setup.beam.spill_duration
+    return 1.0 / (1.0 + rate * setup.trigger.dead_time)
+
+
+def efficiency_breakdown(point: EfficiencyPoint, live_fraction: float = 1.0) -> list[tuple[str, float]]:
+    """The efficiency of ``point`` as a product of named factors, in the order they act.
+
+    ``trigger (events written)`` (written / simulated signal interactions), then each cut of the
+    selection relative to the one before (``signal_box`` last: the x acceptance smeared by
+    the p_out resolution), then ``DAQ live time``.  The product of the factors is
+    ``point.efficiency x live_fraction`` (all signal events of a sample carry one weight).
+    """
+    rows = [("trigger (events written)", point.trigger_efficiency)]
+    flow = point.cutflow
+    if flow:
+        previous = flow[0]["events"]
+        for row in flow[1:]:
+            rows.append((row["cut"], row["events"] / previous if previous else 0.0))
+            previous = row["events"]
+    rows.append(("DAQ live time", float(live_fraction)))
+    return rows
 
 
 def x_acceptance(setup: str, mass: float, method: str = "iww") -> float:

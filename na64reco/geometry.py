@@ -247,6 +247,9 @@ class TriggerTerm:
 class Trigger:
     terms: tuple[TriggerTerm, ...]
     counter_threshold: float
+    #: DAQ dead time per recorded trigger (non-paralysable; 0 = none): the live fraction at a
+    #: trigger rate R is 1 / (1 + R x dead_time) (:func:`na64reco.efficiency.daq_live_fraction`)
+    dead_time: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -544,7 +547,8 @@ def _parse_setup(n: Node) -> Setup:
     if not isinstance(logic, list) or not logic:
         raise trig.error("logic", "expected a non-empty list of terms")
     terms = tuple(_parse_trigger_term(trig, i, s, calos) for i, s in enumerate(logic))
-    trigger = Trigger(terms, trig.number("counter_threshold", minimum=0.0))
+    trigger = Trigger(terms, trig.number("counter_threshold", minimum=0.0),
+                      trig.quantity("dead_time_per_event", "time", 0.0, minimum=0.0))
 
     setup = Setup(name, n.string("description", ""), n.source, beam, magnets,
                   tuple(planes), readout, calos, msadc, trigger)

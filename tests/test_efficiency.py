@@ -141,3 +141,27 @@ def test_errors():
 
     with pytest.raises(NA64Error, match="beam count"):
         efficiency_from_output({"provenance": Prov()}, 1.0, mass=1.0, acceptance=0.5)
+
+
+def test_daq_live_fraction_is_non_paralysable_dead_time():
+    """1 / (1 + R tau): R from triggers per muon x muons per spill / spill length."""
+    from na64reco.efficiency import daq_live_fraction
+    from na64reco.geometry import load_setup
+
+    setup = load_setup("na64mu", run=1001)
+    rate = 9e-3 * setup.beam.particles_per_spill / setup.beam.spill_duration
+    assert daq_live_fraction(setup, 9e-3) == pytest.approx(1 / (1 + rate * setup.trigger.dead_time))
+    assert 0.85 < daq_live_fraction(setup, 9e-3) < 0.95   # 10 us at ~9.4 kHz
+    assert daq_live_fraction(setup, 0.0) == 1.0
+    assert daq_live_fraction(load_setup("na64e"), 1e-2) == 1.0  # no dead time given: always live
+
+
+def test_efficiency_breakdown_multiplies_to_the_efficiency():
+    from na64reco.efficiency import EfficiencyPoint, efficiency_breakdown
+
+    flow = [{"cut": "initial", "events": 400}, {"cut": "a", "events": 300}, {"cut": "b", "events": 150},
+            {"cut": "signal_box", "events": 120}]
+    point = EfficiencyPoint(100.0, 1000, 400, 120, 1e-3, 0.12, 0.12, 0.01, 0.6, flow)
+    rows = efficiency_breakdown(point, 0.9)
+    assert [name for name, _ in rows] == ["trigger (events written)", "a", "b", "signal_box", "DAQ live time"]
+    assert math.prod(f for _, f in rows) == pytest.approx(0.12 * 0.9)
