@@ -48,6 +48,11 @@ from na64reco.io.raw import event_branches, open_raw
 EXECUTORS = ("iterative", "futures", "dask")
 FILESET_SCHEMA_VERSION = 1
 TREE = "events"
+#: uproot options of the files coffea opens per chunk.  No array cache: a chunk's file is
+#: freed only by the cyclic garbage collector (uproot's file objects reference each other),
+#: and its default 100 MB array cache kept the chunk's decoded branches (~1.5 kB/event) alive
+#: until then, so memory grew with the file (docs/performance.md, "Memory").
+UPROOT_OPTIONS = {"array_cache": None}
 
 
 @dataclass
@@ -369,7 +374,7 @@ def run_files(fileset: Mapping[str, list[str]], opts: RunOptions, *, processor_i
             stack.callback(_close_raw_files)
             _quiet_coffea_bars(stack, quiet=not opts.status)
             try:
-                wrapped = runner.run(coffea_fileset, proc, treename=TREE)
+                wrapped = runner.run(coffea_fileset, proc, treename=TREE, uproot_options=dict(UPROOT_OPTIONS))
             except ChunkError:
                 raise
             except Exception as exc:  # coffea wraps errors; give one line naming the file

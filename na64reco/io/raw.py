@@ -435,7 +435,7 @@ def open_raw(path, *, setup: str | None = None) -> RawFile:
     if path.stat().st_size == 0:
         raise RawFormatError(f"{path}: file is empty (0 bytes)")
     try:
-        f = uproot.open(path)
+        f = uproot.open(path, array_cache=None)  # no cache: every read is verified, then the caller's
         keys = f.keys(cycle=False)
     except Exception as exc:
         raise RawFormatError(f"{path}: not a readable ROOT file (truncated or corrupt?): {exc}") from None
