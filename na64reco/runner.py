@@ -168,7 +168,7 @@ def check_files(fileset: Mapping[str, list[str]], setup: str, *, skip_bad_files:
                     n = raw.n_events
                     edges = _cluster_edges(raw)
                     info[str(path)] = {"numentries": n, "uuid": raw._file.file.fUUID, "clusters": edges,
-                                       "mtime_ns": raw.path.stat().st_mtime_ns}
+                                       "mtime_ns": _mtime_ns(raw.path)}
             except (RawFormatError, SetupMismatch) as exc:
                 one_line = " ".join(str(exc).split())
                 if not skip_bad_files:
@@ -180,6 +180,14 @@ def check_files(fileset: Mapping[str, list[str]], setup: str, *, skip_bad_files:
             spills_of[str(path)] = spills
             max_cluster = max(max_cluster, _largest_cluster(edges))
     return FileCheck(good, entries, skipped, max_cluster, spills_of, info)
+
+
+def _mtime_ns(path) -> int | None:
+    """Modification time of a local file (None if it has none, e.g. not a local path)."""
+    try:
+        return Path(path).stat().st_mtime_ns
+    except (OSError, ValueError):
+        return None
 
 
 def _cluster_edges(raw) -> list[int]:
@@ -362,7 +370,7 @@ def _note_checked(check: FileCheck) -> None:
     does not read their trees' headers again (:func:`processors.base.note_checked_files`)."""
     from processors.base import note_checked_files
 
-    note_checked_files({path: rec["mtime_ns"] for path, rec in check.files.items()})
+    note_checked_files({path: rec["mtime_ns"] for path, rec in check.files.items() if rec["mtime_ns"] is not None})
 
 
 def make_processor(opts: RunOptions, unblind=None):
