@@ -49,6 +49,11 @@ from na64reco.io.raw import event_branches, open_raw
 EXECUTORS = ("iterative", "futures", "dask")
 FILESET_SCHEMA_VERSION = 1
 TREE = "events"
+#: uproot options of the files coffea opens per chunk.  No array cache: a chunk's file is
+#: freed only by the cyclic garbage collector (uproot's file objects reference each other),
+#: and its default 100 MB array cache kept the chunk's decoded branches (~1.5 kB/event) alive
+#: until then, so memory grew with the file (docs/performance.md, "Memory").
+UPROOT_OPTIONS = {"array_cache": None}
 
 
 @dataclass
@@ -144,18 +149,30 @@ class FileCheck:
     skipped: dict[str, dict] = field(default_factory=dict)  # path -> {reason, events}
     max_cluster: int = 0                           # largest basket cluster (events) of the good files
     spills: dict[str, dict] = field(default_factory=dict)  # path -> the file's spills tree (arrays)
+    #: path -> what coffea's preprocessing would open the file again for
+    #: (``numentries``, ``uuid``, ``clusters``) and its ``mtime_ns`` when checked
+    files: dict[str, dict] = field(default_factory=dict)
+
+    def coffea_metadata(self, treename: str = TREE) -> dict:
+        """coffea ``metadata_cache`` entries of the good files: its preprocessing then opens none."""
+        from coffea.processor.executor import FileMeta
+
+        return {FileMeta(ds, path, treename): {k: self.files[path][k] for k in ("numentries", "uuid", "clusters")}
+                for ds, paths in self.good.items() for path in paths}
 
 
 def check_files(fileset: Mapping[str, list[str]], setup: str, *, skip_bad_files: bool) -> FileCheck:
     """Open every file with :func:`open_raw` (format, branches, setup, spills tree)."""
-    good, entries, skipped, max_cluster, spills_of = {}, {}, {}, 0, {}
+    good, entries, skipped, max_cluster, spills_of, info = {}, {}, {}, 0, {}, {}
     for dataset, files in fileset.items():
         for path in files:
             try:
                 with open_raw(path, setup=setup) as raw:
                     spills = raw.spills()
                     n = raw.n_events
-                    cluster = _largest_cluster(raw)
+                    edges = _cluster_edges(raw)
+                    info[str(path)] = {"numentries": n, "uuid": raw._file.file.fUUID, "clusters": edges,
+                                       "mtime_ns": _mtime_ns(raw.path)}
             except (RawFormatError, SetupMismatch) as exc:
                 one_line = " ".join(str(exc).split())
                 if not skip_bad_files:
@@ -165,17 +182,29 @@ def check_files(fileset: Mapping[str, list[str]], setup: str, *, skip_bad_files:
             good.setdefault(dataset, []).append(str(path))
             entries[str(path)] = n
             spills_of[str(path)] = spills
-            max_cluster = max(max_cluster, cluster)
-    return FileCheck(good, entries, skipped, max_cluster, spills_of)
+            max_cluster = max(max_cluster, _largest_cluster(edges))
+    return FileCheck(good, entries, skipped, max_cluster, spills_of, info)
 
 
-def _largest_cluster(raw) -> int:
-    """Events in the largest basket cluster of the ``events`` tree (0 if unknown)."""
+def _mtime_ns(path) -> int | None:
+    """Modification time of a local file (None if it has none, e.g. not a local path)."""
     try:
-        edges = raw._file[TREE].common_entry_offsets()
-        return int(max(b - a for a, b in zip(edges[:-1], edges[1:], strict=True))) if len(edges) > 1 else 0
+        return Path(path).stat().st_mtime_ns
+    except (OSError, ValueError):
+        return None
+
+
+def _cluster_edges(raw) -> list[int]:
+    """Entry offsets of the basket clusters of the ``events`` tree (``[0, n]`` if unknown)."""
+    try:
+        return [int(e) for e in raw._file[TREE].common_entry_offsets()]
     except Exception:
-        return 0
+        return [0, raw.n_events]
+
+
+def _largest_cluster(edges) -> int:
+    """Events in the largest basket cluster (0 if unknown)."""
+    return int(max(b - a for a, b in zip(edges[:-1], edges[1:], strict=True))) if len(edges) > 1 else 0
 
 
 def chunking(chunksize: int, max_cluster: int) -> tuple[int, bool]:
@@ -451,6 +480,14 @@ def _close_raw_files():
     close_raw_files()
 
 
+def _note_checked(check: FileCheck) -> None:
+    """Tell the processor's file cache (this process) which files were checked, so that it
+    does not read their trees' headers again (:func:`processors.base.note_checked_files`)."""
+    from processors.base import note_checked_files
+
+    note_checked_files({path: rec["mtime_ns"] for path, rec in check.files.items() if rec["mtime_ns"] is not None})
+
+
 def make_processor(opts: RunOptions, unblind=None):
     from processors import get_processor
 
@@ -483,13 +520,14 @@ def run_files(fileset: Mapping[str, list[str]], opts: RunOptions, *, processor_i
             runner = processor.Runner(
                 executor=executor, pre_executor=processor.IterativeExecutor(status=False, retries=0),
                 schema=BaseSchema, chunksize=target, align_clusters=align, skipbadfiles=False,
-                metadata_cache={}, savemetrics=False,
+                metadata_cache=check.coffea_metadata(TREE), savemetrics=False,
             )
             runner.automatic_retries = ChunkGuard(opts.retries, opts.skip_bad_files)
+            _note_checked(check)
             stack.callback(_close_raw_files)
             _quiet_coffea_bars(stack, quiet=not opts.status)
             try:
-                wrapped = runner.run(coffea_fileset, proc, treename=TREE)
+                wrapped = runner.run(coffea_fileset, proc, treename=TREE, uproot_options=dict(UPROOT_OPTIONS))
             except ChunkError:
                 raise
             except Exception as exc:  # coffea wraps errors; give one line naming the file

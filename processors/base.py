@@ -61,8 +61,8 @@ def _conditions(setup_name: str, run: int, tag: str):
 
 
 @functools.lru_cache(maxsize=256)
-def _file_info(path: str, version: str) -> FileInfo:
-    raw = _open_raw_cached(path, version)
+def _file_info(path: str, version: str, checked: bool = False) -> FileInfo:
+    raw = _open_raw_cached(path, version, checked)
     return FileInfo(path, raw.setup, raw.run, not raw.has_truth)
 
 
@@ -70,15 +70,17 @@ _LOCAL = threading.local()  # per thread: {(path, version): RawFile}, most recen
 _MAX_OPEN = 4
 
 
-def _open_raw_cached(path: str, version: str):
+def _open_raw_cached(path: str, version: str, checked: bool = False):
     """An open :class:`~na64reco.io.raw.RawFile` kept for the chunks that follow (file info,
     truth rows, spills): a file is opened once per worker process, not three times per
-    chunk.  At most ``_MAX_OPEN`` stay open; the least recently used is closed."""
+    chunk.  At most ``_MAX_OPEN`` stay open; the least recently used is closed.  ``checked``:
+    the runner checked this file (at this ``mtime_ns``) in this process, so its trees are
+    not checked again (:func:`~na64reco.io.raw.open_raw` ``structure=False``)."""
     cache = _LOCAL.__dict__.setdefault("files", {})
     key = (path, version)  # version: mtime (local), ETag or Last-Modified (remote)
     raw = cache.pop(key, None)
     if raw is None:
-        raw = open_raw(path)
+        raw = open_raw(path, structure=not checked)
         while len(cache) >= _MAX_OPEN:
             cache.pop(next(iter(cache))).close()
     cache[key] = raw
@@ -86,14 +88,30 @@ def _open_raw_cached(path: str, version: str):
 
 
 def _raw(path: str):
-    return _open_raw_cached(path, file_version(path))
+    version = file_version(path)
+    return _open_raw_cached(path, version, _CHECKED.get(path) == version)
+
+
+#: path -> version (:func:`na64reco.io.location.file_version`: the mtime in ns of a local file)
+#: of the files the runner checked (:func:`~na64reco.io.raw.open_raw`, trees and branches) in
+#: this process for the current run: opened here without checking them again.  Per process,
+#: not on the processor: processors are pickled to every chunk, and the worker processes of
+#: futures/dask, which have not checked the files, check them.
+_CHECKED: dict[str, str] = {}
+
+
+def note_checked_files(mtimes: dict[str, int]) -> None:
+    """Record the files (``{path: mtime_ns}``) the runner has checked in this process."""
+    _CHECKED.update({path: str(mtime) for path, mtime in mtimes.items()})
 
 
 def close_raw_files() -> None:
-    """Close the raw files this thread keeps open (the runner calls it after a run)."""
+    """Close the raw files this thread keeps open and forget the checked files (the runner
+    calls it after a run)."""
     cache = _LOCAL.__dict__.get("files", {})
     while cache:
         cache.pop(next(iter(cache))).close()
+    _CHECKED.clear()
 
 
 def reconstruct_stage(events, setup, conditions, source=""):
@@ -394,7 +412,8 @@ class InvisibleProcessor(processor.ProcessorABC):
                 raise NA64Error(f"a chunk without file metadata must hold one run, found {runs}")
             return FileInfo("", self.SETUP, int(runs[0]), True)
         if path not in self._files:
-            info = _file_info(path, file_version(path))
+            version = file_version(path)
+            info = _file_info(path, version, _CHECKED.get(path) == version)
             if info.setup != self.SETUP:
                 raise SetupMismatch(f"{path}: was written for setup {info.setup!r}, but processor "
                                     f"{self.NAME} analyses {self.SETUP!r}")

@@ -1,0 +1,106 @@
+"""Per-file overhead of ``run_files``: 100 files of 1k MOT against one file of the same events.
+
+    python benchmarks/bench_many_files.py [--workdir DIR] [--files 100] [--mot 1000]
+        [--repeat 3] [--profile OUT.prof] [--data]
+
+Simulates once (kept in ``DIR``, default a fixed directory under the temp dir) ``--files``
+NA64mu files of ``--mot`` beam muons each (seeds 1.., run 1001, calibration trigger: ~94 %
+of the muons are written, ~940 events a file) and one file of ``files * mot`` muons
+(seed 1001), then, in one warm process (imports and JIT excluded by a first run), times
+``run_files`` (iterative, processor ``na64mu_invisible``) on
+
+* one small file,
+* all the small files (one dataset),
+* the one big file (about the same events),
+
+each the minimum of ``--repeat`` runs (wall and CPU time), and prints the per-file overhead
+``(t(N files) - t(big file)) / (N - 1)`` (the event cost is the same in both), and
+``(t(N files) - t(1 file)) / (N - 1)`` (per-file cost events included, the issue's figure).
+``--data`` makes data-like files (no truth tree: what a muon campaign's files are).
+``--profile`` writes a cProfile of one N-file run (``python -m pstats OUT.prof``).
+Run on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def make_files(workdir: Path, n_files: int, mot: int, truth: bool) -> tuple[list[str], str]:
+    from na64reco.sim import simulate
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    kind = "" if truth else "data-"
+
+    def make(path: Path, n: int, seed: int) -> str:
+        if not path.exists():
+            tmp = path.with_suffix(".part.root")
+            simulate("na64mu", n, seed, 1001, tmp, trigger="calibration", truth=truth)
+            tmp.rename(path)
+        return str(path)
+
+    small = [make(workdir / f"{kind}mot{mot}-seed{i + 1}.root", mot, i + 1) for i in range(n_files)]
+    return small, make(workdir / f"{kind}mot{mot * n_files}-seed1001.root", mot * n_files, 1001)
+
+
+def timed(files: list[str], opts, repeat: int) -> tuple[float, float, int]:
+    """(min wall s, min CPU s of this process, events) over ``repeat`` runs."""
+    from na64reco.runner import run_files
+
+    wall, cpu, events = float("inf"), float("inf"), 0
+    for _ in range(repeat):
+        w, c = time.perf_counter(), time.process_time()
+        out = run_files({"bench": files}, opts)
+        wall, cpu = min(wall, time.perf_counter() - w), min(cpu, time.process_time() - c)
+        events = out["bench"]["provenance"].events_processed
+    return wall, cpu, events
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "na64reco-many-files")
+    ap.add_argument("--files", type=int, default=100)
+    ap.add_argument("--mot", type=int, default=1000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--profile", type=Path, default=None)
+    ap.add_argument("--data", action="store_true", help="files without truth (data-like)")
+    args = ap.parse_args(argv)
+
+    from na64reco.runner import RunOptions, run_files
+
+    small, big = make_files(args.workdir, args.files, args.mot, truth=not args.data)
+    opts = RunOptions("na64mu_invisible")
+    run_files({"bench": small[:2]}, opts)  # warm-up: imports, numba JIT, setup and conditions caches
+
+    (t1, c1, n1), (tn, cn, nn), (tb, cb, nb) = (timed(f, opts, args.repeat) for f in (small[:1], small, [big]))
+    n = len(small)
+    print(f"run_files, iterative, na64mu_invisible, {'data' if args.data else 'simulation'} files "
+          f"(min of {args.repeat}; wall and CPU time of this process)")
+    print(f"  1 file   : {n1:7d} events {t1:7.2f} s wall {c1:7.2f} s CPU")
+    print(f"  {n} files: {nn:7d} events {tn:7.2f} s wall {cn:7.2f} s CPU ({nn / cn:.0f} events/s CPU)")
+    print(f"  1 big    : {nb:7d} events {tb:7.2f} s wall {cb:7.2f} s CPU ({nb / cb:.0f} events/s CPU)")
+    print(f"per-file overhead (t({n} files) - t(big, scaled to the same events)) / {n - 1}: "
+          f"{(tn - tb * nn / nb) / (n - 1) * 1e3:.1f} ms wall, {(cn - cb * nn / nb) / (n - 1) * 1e3:.1f} ms CPU")
+    print(f"per-file cost, events included (t({n} files) - t(1 file)) / {n - 1}: "
+          f"{(tn - t1) / (n - 1) * 1e3:.1f} ms wall, {(cn - c1) / (n - 1) * 1e3:.1f} ms CPU")
+
+    if args.profile:
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
+        run_files({"bench": small}, opts)
+        prof.disable()
+        prof.dump_stats(args.profile)
+        print(f"profile of one {n}-file run: {args.profile}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
