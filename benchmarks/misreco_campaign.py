@@ -178,10 +178,10 @@ def plot(rows: list[dict], path: Path) -> None:
                                      None)):
                     ax.plot(xs, norm * np.exp(fit.model.log_shape(xs, fit.theta)), ls=ls, color=c, lw=2,
                             label=f"{r['period']}: {lab}" if lab else None)
-            ax.text(0.03, 0.14 - 0.07 * rows.index(r),
+            ax.text(0.03, 0.48 - 0.05 * rows.index(r),
                     f"{r['period']}: fit {best['sideband'][0]:g}-{best['sideband'][1]:g} GeV, box "
                     f"{best['n'] / n:.1e} $\\pm$ {best['error'] / n:.0e} / MOT",
-                    transform=ax.transAxes, color=c, fontsize="xx-small")
+                    transform=ax.transAxes, color=c, fontsize="xx-small", ha="left")
         ax.axvspan(0, BOX[1], color="0.9", zorder=0, label="signal box (extrapolated)")
         ax.set_yscale("log")
         ax.set_xlim(0, 200)
