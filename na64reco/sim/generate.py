@@ -143,7 +143,7 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
              chunk_size: int = DEFAULT_CHUNK, calib_tag: str | None = None, progress: bool = False,
              mixture: dict[str, float] | None = None, trigger: str = "physics",
              beam_energy: float | None = None, faults: list[dict] | None = None,
-             spill_particles: int | None = None) -> SimulationResult:
+             spill_particles: int | None = None, first_spill: int = 0) -> SimulationResult:
     """Simulate ``n_events`` beam particles and write the triggered events to ``output``.
 
     Args:
@@ -199,13 +199,15 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
                 or spill_particles < 1:
             raise ConfigError(f"spill_particles must be an integer >= 1, got {spill_particles!r}")
         per_spill = int(spill_particles)
+    if isinstance(first_spill, bool) or not isinstance(first_spill, (int, np.integer)) or first_spill < 0:
+        raise ConfigError(f"first_spill must be an integer >= 0, got {first_spill!r}")
     fault_list = parse_faults(faults, setup)
     job = _Job(setup, params, CaloTables.of(setup, cond), PlaneTables.of(setup, cond), int(seed), int(run),
                process, mass, weight, truth, per_spill, trigger, fault_list)
     n_spills = -(-int(n_events) // per_spill)
     meta = {"simulation": {
         "seed": int(seed), "period": setup.period, "process": process, "n_beam": int(n_events),
-        "spill_particles": per_spill,
+        "spill_particles": per_spill, **({"first_spill": int(first_spill)} if first_spill else {}),
         "mass_gev": None if mass is None else mass / u.GeV, "coupling": coupling,
         "calib_tag": cond.tag, "conditions": cond.files,
         "mixture": params.mixture if process == "mixture" else None,
@@ -222,14 +224,15 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
     n_written = 0
     with RawWriter(output, setup=setup.name, run=int(run), has_truth=truth, extra_meta=meta) as writer:
         buffer: list[dict] = []
-        for spill in range(n_spills):
-            n = min(per_spill, int(n_events) - spill * per_spill)
+        for i in range(n_spills):
+            spill = int(first_spill) + i
+            n = min(per_spill, int(n_events) - i * per_spill)
             out = simulate_spill(job, spill, n, first_event=n_written + 1)
             n_written += out["n_written"]
             for name, code in PROCESSES.items():
                 counts[name] += int(out["process_counts"][code])
             buffer.append(out)
-            if len(buffer) >= flush_every or spill == n_spills - 1:
+            if len(buffer) >= flush_every or i == n_spills - 1:
                 _flush(writer, buffer, truth)
                 buffer = []
             if bar is not None:

@@ -1,0 +1,235 @@
+"""Momentum mis-reconstruction background of NA64mu from an at-scale beam-muon campaign.
+
+    python benchmarks/misreco_campaign.py [--mot 1000000] [--workers 2] [--seed 1]
+        [--spills-per-file 20] [--periods 2022,2023] [--sidebands 80:120,80:144] [--workdir DIR]
+        [--json OUT.json] [--plot docs/images/misreco_tail.png]
+
+For each run period (2022: run 1, 2023: run 10001 of ``calib/setups/na64mu.yaml``):
+
+1. ``--mot`` beam muons (``process=beam``, the physics trigger S0 x S1 x Smu x S4 x !V1:
+   only what the experiment writes) simulated as independent spill jobs on a
+   ``distributed.LocalCluster`` of ``--workers`` processes (:mod:`na64reco.campaign`;
+   the files do not depend on the number of workers);
+2. the ``na64mu_invisible`` processor over the files (:func:`na64reco.runner.run_files`,
+   dask executor, same cluster); the MOT is the processor's exposure (sum of the spill
+   ``n_beam``), checked against the campaign's;
+3. the N-1 histogram of the signal box (p_out of the events passing every other cut)
+   is fitted in each sideband of ``--sidebands`` (the first that has enough events is
+   the one plotted) with the extended-likelihood tail fit of
+   :func:`na64reco.background.misreconstruction_background` (exponential, power law as
+   the shape systematic) and extrapolated into the box p_out < 80 GeV; per MOT and for
+   1.98e10 MOT (the 2022 exposure), beside the MC count in the box (a measurement if > 0,
+   else a 90 % CL upper limit 2.3 / MOT);
+4. (truth, a second reconstruction pass on the cluster) the true p_out of the events
+   after all cuts with reco p_out below ``TAIL_GEV``: in the box, how many are momentum
+   mis-reconstruction (true p_out > 100 GeV) and how many real losses (true p_out < 80).
+
+Prints a table, writes ``--json`` and the tail plot ``--plot`` (per MOT, log y, fit and
+extrapolation, both periods).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from na64reco.background import fit_tail, misreconstruction_background
+from na64reco.campaign import campaign_exposure, default_spill_particles, plan_campaign, simulate_campaign
+from na64reco.errors import NA64Error
+from na64reco.runner import RunOptions, local_cluster, run_files
+
+PERIOD_RUNS = {"2022": 1, "2023": 10001}
+EXPOSURE_2022 = 1.98e10  # MOT of the 2022 NA64mu run (seed 001)
+BOX = (None, 80.0)
+PEAK = 160.0
+TAIL_GEV = 144.0
+
+
+def tail_truth(path: str) -> list[tuple[float, float]]:
+    """(reco p_out, true p_out) of the events of ``path`` passing every cut (the box aside)
+    with reco p_out < TAIL_GEV."""
+    from na64reco.export import iterate_reco
+    from na64reco.selection import cut_masks, load_selection
+
+    sel = load_selection("na64mu_invisible")
+    out = []
+    for reco, _, _ in iterate_reco(path, with_truth=True):
+        ok = np.ones(len(reco), bool)
+        for m in cut_masks(reco, sel).values():
+            ok &= np.asarray(m)
+        po, tp = np.asarray(reco["p_out"], dtype=float), np.asarray(reco["truth_p_out"], dtype=float)
+        keep = ok & (po < TAIL_GEV)
+        out += list(zip(po[keep].tolist(), tp[keep].tolist(), strict=True))
+    return out
+
+
+def run_period(name: str, args, work: Path, client) -> dict:
+    run = PERIOD_RUNS[name]
+    per_spill = args.spill_particles or default_spill_particles("na64mu", run)
+    plan = plan_campaign(args.mot, per_spill, args.spills_per_file)
+    outdir = work / name
+    outdir.mkdir(parents=True, exist_ok=True)
+    sim = simulate_campaign("na64mu", plan, seed=args.seed, run=run, outdir=outdir, client=client,
+                            process="beam", trigger="physics")
+    t0 = time.perf_counter()
+    out = run_files({name: sim.files}, RunOptions("na64mu_invisible", executor="dask", client=client))[name]
+    reco_s = time.perf_counter() - t0
+    mot = int(out["provenance"].n_beam)
+    summed, n_spills = campaign_exposure(sim.files)
+    if not mot == summed == args.mot:
+        raise NA64Error(f"period {name}: MOT bookkeeping does not close: processor {mot}, spill tables "
+                        f"{summed}, asked {args.mot}")
+    h = out["nminus1"]["signal_box"]
+    counts, edges = h.values(), h.axes[0].edges
+    in_box = int(round(counts[edges[1:] <= BOX[1]].sum()))
+    row = {"period": name, "run": run, "mot": mot, "spills": n_spills, "files": len(sim.files),
+           "written": sim.n_written, "sim_wall_s": sim.seconds, "sim_cpu_s": sim.cpu_seconds, "reco_wall_s": reco_s,
+           "after_cuts_but_box": int(round(counts.sum())), "box_mc": in_box,
+           "counts": counts.tolist(), "edges": edges.tolist(), "fits": []}
+    for sb in args.sidebands:
+        try:
+            comp = misreconstruction_background(counts=counts, edges=edges, sideband=sb, box=BOX, peak=PEAK)
+            row["fits"].append({"sideband": list(sb), "n": comp.n, "error": comp.error, **comp.details})
+        except NA64Error as exc:
+            row["fits"].append({"sideband": list(sb), "n": None, "message": str(exc)})
+    if args.truth:
+        t0 = time.perf_counter()
+        pairs = [p for part in client.gather(client.map(tail_truth, sim.files, pure=False)) for p in part]
+        row["truth_s"] = time.perf_counter() - t0
+        row["tail_pairs"] = pairs
+        box = [t for r, t in pairs if r < BOX[1]]
+        row["box_true"] = {"true<80": sum(t < 80 for t in box), "80-100": sum(80 <= t <= 100 for t in box),
+                           "true>100 (misreco)": sum(t > 100 for t in box), "none": sum(not t == t for t in box)}
+    return row
+
+
+def per_mot(k: float, n: int) -> str:
+    return f"{k / n:.2e} +- {math.sqrt(k) / n:.1e}" if k else f"< {2.3 / n:.1e} (90% CL, 0 events)"
+
+
+def report(rows: list[dict]) -> str:
+    lines = []
+    for r in rows:
+        n = r["mot"]
+        lines += [f"== period {r['period']} (run {r['run']}): {n:.3g} MOT in {r['spills']} spills, {r['files']} files; "
+                  f"written {r['written']} ({r['written'] / n:.2e} per MOT)",
+                  f"   simulation {r['sim_wall_s']:.0f} s wall ({r['sim_cpu_s']:.0f} s CPU in the jobs), "
+                  f"reconstruction + selection {r['reco_wall_s']:.0f} s wall",
+                  f"   after all cuts but the box: {r['after_cuts_but_box']} "
+                  f"({r['after_cuts_but_box'] / n:.2e} per MOT)",
+                  f"   in the box (MC count): {r['box_mc']} -> per MOT {per_mot(r['box_mc'], n)}; "
+                  f"x 1.98e10 MOT: {r['box_mc'] / n * EXPOSURE_2022:.3g}"
+                  + ("" if r["box_mc"] else f" (< {2.3 / n * EXPOSURE_2022:.3g})")]
+        if "box_true" in r:
+            lines.append(f"   box events by true p_out: {r['box_true']} (truth pass {r['truth_s']:.0f} s)")
+        for f in r["fits"]:
+            sb = f"{f['sideband'][0]:g}-{f['sideband'][1]:g} GeV"
+            if f["n"] is None:
+                lines.append(f"   tail fit in {sb}: {f['message']}")
+                continue
+            lines += [f"   tail fit in {sb}: {f['n_sideband']} events, exponential slope {f['theta']:.3f} +- "
+                      f"{f['theta_error']:.3f} /GeV; box: {f['n']:.3g} +- {f['error']:.2g} events (stat "
+                      f"{f['stat_error']:.2g}, shape syst {f['shape_syst']:.2g}, power law {f['n_alternative']:.3g})",
+                      f"      per MOT: {f['n'] / n:.2e} +- {f['error'] / n:.1e}; x 1.98e10 MOT: "
+                      f"{f['n'] / n * EXPOSURE_2022:.3g} +- {f['error'] / n * EXPOSURE_2022:.2g} events "
+                      "(published: 0.05 +- 0.03 in 2022; ~5e-13 per MOT goal)"]
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    from na64reco.plotting import _legend, exp_label, na64_style, new_figure
+
+    colors = {"2022": "tab:blue", "2023": "tab:red"}
+    with na64_style():
+        fig = new_figure(figsize=(10, 8))
+        ax = fig.subplots()
+        lowest = []
+        for r in rows:
+            n, c = r["mot"], colors.get(r["period"], "k")
+            counts, edges = np.asarray(r["counts"]), np.asarray(r["edges"])
+            centers = 0.5 * (edges[1:] + edges[:-1])
+            ok = counts > 0
+            ax.errorbar(centers[ok], counts[ok] / n, yerr=np.sqrt(counts[ok]) / n, xerr=np.diff(edges)[ok] / 2,
+                        fmt="o", ms=4, color=c, label=f"{r['period']}: beam muons, {n:.2g} MOT")
+            lowest.append(0.2 / n)
+            mis = np.asarray([rp for rp, tp in r.get("tail_pairs", []) if tp > 100], dtype=float)
+            if mis.size:
+                k, _ = np.histogram(mis, edges)
+                sel = k > 0
+                ax.plot(centers[sel], k[sel] / n, "x", ms=9, mew=2, color=c,
+                        label=f"{r['period']}: of which true $p_{{out}}$ > 100 GeV")
+            good = [f for f in r["fits"] if f["n"] is not None]
+            if not good:
+                continue
+            best = good[0]
+            for model, style in (("exponential", "-"), ("power_law", ":")):
+                fit = fit_tail(counts=counts, edges=edges, fit_range=tuple(best["sideband"]), model=model, peak=PEAK)
+                lo, hi = fit.fit_range
+                width = float(edges[1] - edges[0])
+                norm = fit.nu / fit.model.integral(lo, hi, fit.theta) * width / n  # per MOT per bin
+                for xs, ls, lab in ((np.linspace(lo, hi, 100), style, f"{model.replace('_', ' ')} fit"),
+                                    (np.linspace(0.0, lo, 100), "--" if model == "exponential" else (0, (1, 3)),
+                                     None)):
+                    ax.plot(xs, norm * np.exp(fit.model.log_shape(xs, fit.theta)), ls=ls, color=c, lw=2,
+                            label=f"{r['period']}: {lab}" if lab else None)
+            ax.text(0.03, 0.48 - 0.05 * rows.index(r),
+                    f"{r['period']}: fit {best['sideband'][0]:g}-{best['sideband'][1]:g} GeV, box "
+                    f"{best['n'] / n:.1e} $\\pm$ {best['error'] / n:.0e} / MOT",
+                    transform=ax.transAxes, color=c, fontsize="xx-small", ha="left")
+        ax.axvspan(0, BOX[1], color="0.9", zorder=0, label="signal box (extrapolated)")
+        ax.set_yscale("log")
+        ax.set_xlim(0, 200)
+        ax.set_ylim(min(lowest or [1e-9]), 1e-1)
+        ax.set_xlabel(r"$p_{out}$ [GeV]")
+        ax.set_ylabel("events per MOT / 2 GeV")
+        _legend(ax, loc="upper left", fontsize="xx-small")
+        exp_label(ax, data=False, rlabel="N-1 of the box: all other cuts")
+        fig.savefig(path, dpi=80)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--mot", type=int, default=1_000_000, help="MOT per period")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--spills-per-file", type=int, default=20)
+    ap.add_argument("--spill-particles", type=int, default=None)
+    ap.add_argument("--periods", default="2022,2023")
+    ap.add_argument("--sidebands", default="80:120,80:144",
+                    help="comma-separated lo:hi fit ranges in GeV; the first that converges is plotted")
+    ap.add_argument("--no-truth", dest="truth", action="store_false",
+                    help="skip the truth breakdown of the tail (a second reconstruction pass)")
+    ap.add_argument("--workdir", type=Path, default=None, help="keep the simulated files here")
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--plot", type=Path, default=None)
+    ap.add_argument("--from-json", type=Path, default=None,
+                    help="no simulation: report and plot the rows of an earlier --json")
+    args = ap.parse_args(argv)
+    args.sidebands = [tuple(float(x) for x in sb.split(":")) for sb in args.sidebands.split(",")]
+    if args.from_json:
+        rows = json.loads(args.from_json.read_text())
+        print(report(rows))
+        if args.plot:
+            plot(rows, args.plot)
+        return 0
+    from distributed import Client
+
+    with tempfile.TemporaryDirectory() as tmp, local_cluster(args.workers) as cluster, Client(cluster) as client:
+        work = args.workdir or Path(tmp)
+        rows = [run_period(p, args, work, client) for p in args.periods.split(",")]
+    print(report(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1, default=float))
+    if args.plot:
+        plot(rows, args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
