@@ -127,23 +127,9 @@ def msadc_digits(
     ch_c = key % _DET_SHIFT
     amp = np.where(tables.dead[det_c, ch_c], 0.0, energy / tables.gain[det_c, ch_c])
     if every_channel:  # random trigger: every channel of every event, no signal added
-        all_det, all_ch = tables.all_channels
-        ev_all = np.repeat(np.arange(n_events, dtype=np.int64), all_det.size)
-        key_all = (ev_all * _DET_SHIFT + np.tile(all_det, n_events)) * _DET_SHIFT + np.tile(all_ch, n_events)
-        key = np.concatenate([key, key_all])
-        t = np.concatenate([t, np.zeros(key_all.size)])
-        amp = np.concatenate([amp, np.zeros(key_all.size)])
-        order = np.argsort(key, kind="stable")
-        key, t, amp = key[order], t[order], amp[order]
+        key, t, amp = _in_every_event(key, t, amp, *tables.all_channels, n_events)
     if tables.forced is not None and not every_channel:  # injected noisy channels: in every event
-        f_det, f_ch = np.nonzero(tables.forced)
-        ev_f = np.repeat(np.arange(n_events, dtype=np.int64), f_det.size)
-        key_f = (ev_f * _DET_SHIFT + np.tile(f_det, n_events)) * _DET_SHIFT + np.tile(f_ch, n_events)
-        key = np.concatenate([key, key_f])
-        t = np.concatenate([t, np.zeros(key_f.size)])
-        amp = np.concatenate([amp, np.zeros(key_f.size)])
-        order = np.argsort(key, kind="stable")
-        key, t, amp = key[order], t[order], amp[order]
+        key, t, amp = _in_every_event(key, t, amp, *np.nonzero(tables.forced), n_events)
     if key.size == 0:
         return (
             np.zeros(0, np.int64),
@@ -227,6 +213,18 @@ def msadc_waveforms(
         int(max_adc),
     )
     return (_msadc_reference if reference else _msadc_kernel)(*args)
+
+
+def _in_every_event(key, t, amp, det, ch, n_events: int):
+    """Add channels ``(det, ch)`` to every event with no signal (amplitude 0), keeping the
+    components sorted by key (event, detector, channel)."""
+    ev = np.repeat(np.arange(n_events, dtype=np.int64), det.size)
+    extra = (ev * _DET_SHIFT + np.tile(det, n_events)) * _DET_SHIFT + np.tile(ch, n_events)
+    key = np.concatenate([key, extra])
+    t = np.concatenate([t, np.zeros(extra.size)])
+    amp = np.concatenate([amp, np.zeros(extra.size)])
+    order = np.argsort(key, kind="stable")
+    return key[order], t[order], amp[order]
 
 
 def _msadc_reference(chan_first, amp, t, t0, ped_even, ped_odd, noise_sigma, noise, period, rise, decay, max_adc):
