@@ -203,7 +203,7 @@ class Provenance:
         for path, rec in other.files.items():
             if path in files:
                 mine = files[path]
-                for key in ("events", "chunks", "n_beam", "n_spills"):
+                for key in ("events", "chunks"):
                     mine[key] = mine.get(key, 0) + rec.get(key, 0)
                 mine["spill_events"] = merge_spill_counts(mine.get("spill_events", {}), rec.get("spill_events", {}))
             else:
@@ -344,19 +344,17 @@ class InvisibleProcessor(processor.ProcessorABC):
         self.binning = {**BINNING, **self.BINNING_OVERRIDES}
         self._conditions = {}
         self._files = {}
-        self._setup = None
         self.known_spills = {}  # path -> spills tree already read (by the runner's file check)
         self.bad_spills = {}  # (run, spill) -> reasons: spills dropped (runner --bad-spills)
         self.bad_spills_source = None
 
     def __getstate__(self):  # caches stay behind when shipped to workers
-        return {**self.__dict__, "_conditions": {}, "_files": {}, "_setup": None, "known_spills": {}}
+        return {**self.__dict__, "_conditions": {}, "_files": {}, "known_spills": {}}
 
     @property
     def setup(self):
-        if self._setup is None:
-            self._setup = _setup(self.SETUP)
-        return self._setup
+        """The base description of the setup (a chunk is reconstructed with its run's period)."""
+        return _setup(self.SETUP)
 
     # -- the analysis ---------------------------------------------------------------------
     def process(self, events):
@@ -552,7 +550,7 @@ class InvisibleProcessor(processor.ProcessorABC):
         n = len(events)
         prov.events_processed, prov.chunks, prov.events_excluded = n, 1, excluded
         prov.conditions = set(getattr(conditions, "files", {}).values())
-        rec = {"events": n, "chunks": 1, "data": info.is_data, "run": info.run, "n_beam": 0, "n_spills": 0,
+        rec = {"events": n, "chunks": 1, "data": info.is_data, "run": info.run,  # n_beam, n_spills: postprocess
                "spill_events": count_spills(events["spill"]) if "spill" in events.fields else {}}
         if info.path:
             prov.files = {info.path: rec}
