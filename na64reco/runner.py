@@ -150,7 +150,8 @@ class FileCheck:
     max_cluster: int = 0                           # largest basket cluster (events) of the good files
     spills: dict[str, dict] = field(default_factory=dict)  # path -> the file's spills tree (arrays)
     #: path -> what coffea's preprocessing would open the file again for
-    #: (``numentries``, ``uuid``, ``clusters``) and its ``mtime_ns`` when checked
+    #: (``numentries``, ``uuid``, ``clusters``) and its ``version`` when checked (local files:
+    #: :func:`na64reco.io.location.file_version`, the mtime; None for URLs)
     files: dict[str, dict] = field(default_factory=dict)
 
     def coffea_metadata(self, treename: str = TREE) -> dict:
@@ -172,7 +173,7 @@ def check_files(fileset: Mapping[str, list[str]], setup: str, *, skip_bad_files:
                     n = raw.n_events
                     edges = _cluster_edges(raw)
                     info[str(path)] = {"numentries": n, "uuid": raw._file.file.fUUID, "clusters": edges,
-                                       "mtime_ns": _mtime_ns(raw.path)}
+                                       "version": None if location.is_url(path) else location.file_version(path)}
             except (RawFormatError, SetupMismatch) as exc:
                 one_line = " ".join(str(exc).split())
                 if not skip_bad_files:
@@ -184,14 +185,6 @@ def check_files(fileset: Mapping[str, list[str]], setup: str, *, skip_bad_files:
             spills_of[str(path)] = spills
             max_cluster = max(max_cluster, _largest_cluster(edges))
     return FileCheck(good, entries, skipped, max_cluster, spills_of, info)
-
-
-def _mtime_ns(path) -> int | None:
-    """Modification time of a local file (None if it has none, e.g. not a local path)."""
-    try:
-        return Path(path).stat().st_mtime_ns
-    except (OSError, ValueError):
-        return None
 
 
 def _cluster_edges(raw) -> list[int]:
@@ -485,7 +478,7 @@ def _note_checked(check: FileCheck) -> None:
     does not read their trees' headers again (:func:`processors.base.note_checked_files`)."""
     from processors.base import note_checked_files
 
-    note_checked_files({path: rec["mtime_ns"] for path, rec in check.files.items() if rec["mtime_ns"] is not None})
+    note_checked_files({path: rec["version"] for path, rec in check.files.items() if rec["version"] is not None})
 
 
 def make_processor(opts: RunOptions, unblind=None):

@@ -74,7 +74,7 @@ def _open_raw_cached(path: str, version: str, checked: bool = False):
     """An open :class:`~na64reco.io.raw.RawFile` kept for the chunks that follow (file info,
     truth rows, spills): a file is opened once per worker process, not three times per
     chunk.  At most ``_MAX_OPEN`` stay open; the least recently used is closed.  ``checked``:
-    the runner checked this file (at this ``mtime_ns``) in this process, so its trees are
+    the runner checked this file (at this ``version``) in this process, so its trees are
     not checked again (:func:`~na64reco.io.raw.open_raw` ``structure=False``)."""
     cache = _LOCAL.__dict__.setdefault("files", {})
     key = (path, version)  # version: mtime (local), ETag or Last-Modified (remote)
@@ -100,9 +100,10 @@ def _raw(path: str):
 _CHECKED: dict[str, str] = {}
 
 
-def note_checked_files(mtimes: dict[str, int]) -> None:
-    """Record the files (``{path: mtime_ns}``) the runner has checked in this process."""
-    _CHECKED.update({path: str(mtime) for path, mtime in mtimes.items()})
+def note_checked_files(versions: dict[str, str]) -> None:
+    """Record the files (``{path: version}``, :func:`~na64reco.io.location.file_version`) the
+    runner has checked in this process."""
+    _CHECKED.update(versions)
 
 
 def close_raw_files() -> None:

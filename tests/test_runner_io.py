@@ -78,12 +78,12 @@ def test_a_file_changed_since_the_check_is_checked_again(two_files, monkeypatch)
     path = two_files[0]
     structure = _counting(monkeypatch, raw_module, "_check_structure")
     base.close_raw_files()
-    base.note_checked_files({path: os.stat(path).st_mtime_ns - 1})  # checked at another mtime
+    base.note_checked_files({path: str(os.stat(path).st_mtime_ns - 1)})  # checked at another mtime
     try:
         base._raw(path)
         assert len(structure) == 1
         base.close_raw_files()
-        base.note_checked_files({path: os.stat(path).st_mtime_ns})
+        base.note_checked_files({path: str(os.stat(path).st_mtime_ns)})
         base._raw(path)
         assert len(structure) == 1  # the same file as checked: not again
     finally:
