@@ -57,7 +57,7 @@ def periods():
     except ImportError:  # older checkouts: no periods
         return [("base", 1)]
     found = list_periods("na64mu")
-    return [(p.name, max(p.first, 1)) for p in found] or [("base", 1)]
+    return [(p.name, p.first) for p in found] or [("base", 1)]
 
 
 def rate(k: int, n: int) -> str:

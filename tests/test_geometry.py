@@ -130,7 +130,7 @@ def test_periods_select_by_run_and_override_only_their_keys():
     # everything not overridden is the base description
     assert p23.calorimeters == base.calorimeters and p23.magnets == base.magnets and p23.beam == base.beam
     assert [p.name for p in list_periods("na64mu")] == ["2022", "2023"]
-    with pytest.raises(ConfigError, match=r"run 1000000 is in no period \(periods: 2022: 0-9999"):
+    with pytest.raises(ConfigError, match=r"run 1000000 is in no period \(periods: 2022: 1-9999"):
         load_setup("na64mu", run=1_000_000)
 
 

@@ -80,3 +80,12 @@ def test_true_track_with_noise_keeps_its_hits_and_ties_are_deterministic():
     swapped = [list(reversed(h)) for h in hits]
     nh2, _, _, par2, chosen2 = search_view_reference(swapped, OUT_X, VT, anchor)
     assert nh2 == nh and np.allclose(par2, par) and chosen2 == chosen
+
+
+def test_missing_plane_penalty_follows_the_measured_plane_efficiency():
+    """The ranking uses the run's conditions: a less efficient plane costs less when missed."""
+    p = SETUP.planes[0]
+    nominal = missing_plane_penalty(p)
+    assert missing_plane_penalty(p, p.efficiency, p.noise_hits) == nominal
+    assert missing_plane_penalty(p, 0.80, p.noise_hits) < nominal < missing_plane_penalty(p, 0.99, p.noise_hits)
+    assert missing_plane_penalty(p, p.efficiency, 10 * p.noise_hits) < nominal  # more noise: a hit proves less

@@ -159,6 +159,9 @@ def _summary_figure(result: dict, output: Path, mass: float) -> Path:
                     err = np.sqrt(np.asarray(h.variances(), dtype=float)) / total
                     ax.stairs(values / total, edges, color=colour, lw=2.5, label=label)
                     ax.errorbar(axis.centers, values / total, yerr=err, fmt="none", color=colour, lw=1)
+            if edges is None:  # no sample has an event after all cuts: say so instead of an empty axis
+                ax.text(0.5, 0.5, f"no event after all cuts ({var})", transform=ax.transAxes, ha="center")
+                continue
             ax.set_yscale("log")
             ax.set_ylim(1e-5, 30)
             ax.set_xlim(edges[0], edges[-1])

@@ -17,6 +17,8 @@ mis-reconstruction study, which the NA64mu physics trigger (deflected muons) rej
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from na64reco.geometry import Setup, Trigger
@@ -25,13 +27,13 @@ TRIGGERS = ("physics", "calibration")
 
 
 def calibration_trigger(trigger: Trigger, setup: Setup | None = None) -> Trigger:
-    """``trigger`` without its energy terms; with ``setup``, also without the counters at or
-    behind the target ECAL (only the beam counters and vetoes stay)."""
+    """``trigger`` without its energy terms; with ``setup``, also without the counters placed
+    beside the beam for deflected muons (``deflected`` in the setup): the beam counters and
+    vetoes stay.  The DAQ dead time and thresholds are those of ``trigger``."""
     terms = tuple(t for t in trigger.terms if t.minimum is None and t.maximum is None)
-    if setup is not None and "ECAL" in setup.calorimeters:
-        z_target = setup.detector("ECAL").z
-        terms = tuple(t for t in terms if setup.detector(t.detector).z < z_target)
-    return Trigger(terms, trigger.counter_threshold)
+    if setup is not None:
+        terms = tuple(t for t in terms if not setup.detector(t.detector).deflected_magnet)
+    return dataclasses.replace(trigger, terms=terms)
 
 
 def detector_sums(setup: Setup, n_events: int, ev, det_id, chan, energy, name: str,

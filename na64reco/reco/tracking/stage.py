@@ -47,7 +47,7 @@ def _tables(setup, conditions, config_path=None):
            config_path)
     if key not in _CACHE:
         cfg = load_tracking_config(setup, config_path)
-        views = make_views(setup, cfg)
+        views = make_views(setup, cfg, conditions)
         _CACHE[key] = (cfg, PlaneTables(setup, conditions), ViewTables(views, cfg))
     return _CACHE[key]
 

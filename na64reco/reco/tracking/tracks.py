@@ -109,8 +109,11 @@ class View:
         return 3 if self.bend else 2
 
 
-def make_views(setup, config) -> tuple[View, ...]:
-    """The views of every configured station (bend projection first)."""
+def make_views(setup, config, conditions=None) -> tuple[View, ...]:
+    """The views of every configured station (bend projection first).  The missing-plane
+    penalties use the plane efficiencies and noise of ``conditions`` (a run's
+    :class:`~na64reco.conditions.RunConditions`: measured with ``calibrate --kind
+    efficiency``), else the setup's."""
     views = []
     for st in config.stations:
         m = setup.magnets[st.magnet]
@@ -134,7 +137,10 @@ def make_views(setup, config) -> tuple[View, ...]:
                 slope_window=float(st.slope_window * 1000.0),
                 kappa_prior=float(m.kick(setup.beam.energy) * 1000.0) if bend and st.momentum_prior > 0 else 0.0,
                 kappa_prior_sigma=float(m.kick(setup.beam.energy) * 1000.0 * st.momentum_prior) if bend else 0.0,
-                miss_penalty=tuple(missing_plane_penalty(p) for p in planes),
+                miss_penalty=tuple(
+                    missing_plane_penalty(p) if conditions is None
+                    else missing_plane_penalty(p, conditions.plane_efficiency(p), conditions.plane_noise_hits(p))
+                    for p in planes),
             ))
     # the outgoing station's views are anchored to the incoming track at the ECAL front
     z_anchor = setup.detector("ECAL").z if "ECAL" in setup.calorimeters else None
@@ -156,10 +162,13 @@ def make_views(setup, config) -> tuple[View, ...]:
     return tuple(out)
 
 
-def missing_plane_penalty(plane) -> float:
-    """Score penalty of a candidate without a hit on ``plane`` (a TrackerPlane), module doc."""
-    eps = min(max(float(plane.efficiency), 0.5), 0.9999)
-    rho = max(float(plane.noise_hits), 0.01) / plane.width  # noise clusters per mm
+def missing_plane_penalty(plane, efficiency: float | None = None, noise_hits: float | None = None) -> float:
+    """Score penalty of a candidate without a hit on ``plane`` (a TrackerPlane), module doc;
+    ``efficiency`` and ``noise_hits`` default to the plane's nominal values."""
+    efficiency = plane.efficiency if efficiency is None else efficiency
+    noise_hits = plane.noise_hits if noise_hits is None else noise_hits
+    eps = min(max(float(efficiency), 0.5), 0.9999)
+    rho = max(float(noise_hits), 0.01) / plane.width  # noise clusters per mm
     return max(0.0, 2.0 * float(np.log(eps / ((1.0 - eps) * np.sqrt(2 * np.pi) * plane.resolution * rho))))
 
 
