@@ -64,10 +64,8 @@ def iterate_reco(path, *, calib_tag: str | None = None, chunk_size: int = DEFAUL
     raw = path if isinstance(path, RawFile) else open_raw(path)
     setup = load_setup(raw.setup, run=raw.run)
     conds = load_conditions(setup, raw.run, calib_tag)
-    for start in range(0, max(raw.n_events, 1), chunk_size):
+    for start in range(0, raw.n_events, chunk_size):
         stop = min(start + chunk_size, raw.n_events)
-        if stop <= start:
-            break
         events = raw.events(start, stop)
         if raw.has_truth:
             reco = reconstruct(events, setup, conds, source=str(raw.path))
@@ -119,8 +117,6 @@ def reconstruct_file(path, output, *, calib_tag: str | None = None, chunk_size: 
             bar.close()
         if writer is not None:
             writer.close()
-    if meta is None:
-        raise RawFormatError(f"{path}: no events to reconstruct")
     return {"events": n, "output": str(output), **meta}
 
 

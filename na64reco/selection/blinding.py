@@ -104,12 +104,10 @@ def blind_mask(reco: ak.Array, masks: dict[str, np.ndarray], selection: Selectio
     """Data events to hide: not provably outside the protected region or the selection's
     box, and not in a visible control region.  (``masks`` is accepted for symmetry with
     the cut evaluation; the rule deliberately does not depend on the editable cuts.)"""
-    protection = load_protection(selection.setup)
-    inside = ~outside_mask(reco, protection.protected) | ~outside_mask(reco, selection.signal_box)
     control = np.zeros(len(reco), bool)
-    for region in protection.visible_controls:
+    for region in load_protection(selection.setup).visible_controls:
         control |= region_mask(reco, region)
-    return inside & ~control
+    return protected_mask(reco, selection.setup) | (~outside_mask(reco, selection.signal_box) & ~control)
 
 
 def apply_blinding(reco: ak.Array, masks: dict[str, np.ndarray], selection: Selection, *,
