@@ -49,10 +49,10 @@ from na64reco.reco.tracking.clusters import PlaneTables, event_hits
 from na64reco.reco.tracking.config import load_tracking_config
 from na64reco.reco.waveform import FLAG_PEDESTAL_FALLBACK, FLAG_PILEUP, FLAG_SATURATED, waveform_config
 from na64reco.resources import calib_dir
+from na64reco.stats.robust import MAD_TO_SIGMA
 
 TOLERANCES_SCHEMA_VERSION = 1
 BAD_SPILLS_SCHEMA_VERSION = 1
-MAD_TO_SIGMA = 1.4826  # sigma of a Gaussian / its median absolute deviation
 MEDIAN_ERROR = 1.2533  # error of the median / (sigma / sqrt(n)) for a Gaussian
 MIN_SPILLS = 3  # spills with a value needed to judge a channel or plane (a median of 2 is their mean)
 

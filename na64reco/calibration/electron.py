@@ -50,6 +50,7 @@ from na64reco.config import load_yaml
 from na64reco.errors import NA64Error
 from na64reco.geometry import Setup
 from na64reco.io.raw import TRIGGER_BITS
+from na64reco.stats.robust import median_and_sigma
 
 #: defaults of the ``calibration.electron`` section of a setup YAML
 DEFAULTS = {"core_sigmas": 2.5, "unity_below_gev": 1.0, "min_events": 300}
@@ -125,14 +126,9 @@ class ResponsePoint:
     n_core: int
 
 
-def _robust(x: np.ndarray) -> tuple[float, float]:
-    med = float(np.median(x))
-    return med, 1.4826 * float(np.median(np.abs(x - med)))
-
-
 def peak(x: np.ndarray, n_sigma: float = 2.0, iterations: int = 5) -> tuple[float, float]:
     """(peak, sigma): mean and r.m.s. within +-n_sigma (iterated from the median and MAD)."""
-    mu, sig = _robust(x)
+    mu, sig = median_and_sigma(x)
     for _ in range(iterations):
         core = np.abs(x - mu) < n_sigma * max(sig, 1e-12)
         if core.sum() < 3:
@@ -152,7 +148,7 @@ def fit_response_point(sums: np.ndarray, beam_energy: float, core_sigmas: float 
     core = np.ones(len(x), bool)
     for _ in range(iterations):
         e = x @ scale
-        med, sig = _robust(e)
+        med, sig = median_and_sigma(e)
         core = np.abs(e - med) < core_sigmas * max(sig, 1e-12)
         a = x[core]
         # sections with (almost) no energy cannot be fitted: keep their previous scale

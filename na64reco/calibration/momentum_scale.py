@@ -31,6 +31,7 @@ from na64reco.constants import MOMENTUM_PER_TESLA_METRE
 from na64reco.errors import NA64Error
 from na64reco.geometry import Setup
 from na64reco.reco.calo import reconstruct_calo
+from na64reco.stats.robust import robust_sigma
 
 #: events whose calorimeters upstream of the magnet measured more are not used (GeV): the
 #: radiative tail, where E[1/p] is not the second-order formula
@@ -65,7 +66,7 @@ def clipped(kappa: np.ndarray) -> np.ndarray:
     ok = np.isfinite(kappa)
     for _ in range(5):
         med = np.median(kappa[ok])
-        sig = 1.4826 * np.median(np.abs(kappa[ok] - med))
+        sig = robust_sigma(kappa[ok], centre=med)
         new = np.isfinite(kappa) & (np.abs(kappa - med) <= CLIP_SIGMAS * sig)
         if np.array_equal(new, ok):
             break

@@ -49,6 +49,7 @@ from na64reco.calibration.beam_tracks import (
 from na64reco.conditions import RunConditions, tracker_content
 from na64reco.errors import NA64Error
 from na64reco.geometry import Setup
+from na64reco.stats.robust import robust_sigma
 
 HOT_FACTOR = 5.0
 DEAD_FRACTION = 0.2
@@ -152,7 +153,7 @@ def _priors(vt, R) -> tuple[np.ndarray, np.ndarray]:
     full = (vt.hit >= 0).all(axis=1) & (vt.n_tracks == 1)
     par = vt.par[full][:, 1:R.shape[1]] if full.sum() >= 20 else vt.par[:, 1:R.shape[1]]
     med = np.median(par, axis=0)
-    spread = 1.4826 * np.median(np.abs(par - med), axis=0)
+    spread = robust_sigma(par, axis=0, centre=med)
     return med, PRIOR_SCALE * np.maximum(spread, 1e-6)
 
 
