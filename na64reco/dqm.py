@@ -39,9 +39,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from na64reco.bad_spills import BAD_SPILLS_SCHEMA_VERSION, BadSpillsError, load_bad_spills  # noqa: F401 (re-exported)
 from na64reco.conditions import load_conditions
 from na64reco.config import load_yaml
-from na64reco.errors import ConfigError, NA64Error
+from na64reco.errors import NA64Error
 from na64reco.geometry import Setup, load_setup
 from na64reco.io.raw import open_raw, release_data_events
 from na64reco.reco.calo import digits_of_events, flat_digits
@@ -52,13 +53,8 @@ from na64reco.resources import calib_dir
 from na64reco.stats.robust import MAD_TO_SIGMA
 
 TOLERANCES_SCHEMA_VERSION = 1
-BAD_SPILLS_SCHEMA_VERSION = 1
 MEDIAN_ERROR = 1.2533  # error of the median / (sigma / sqrt(n)) for a Gaussian
 MIN_SPILLS = 3  # spills with a value needed to judge a channel or plane (a median of 2 is their mean)
-
-
-class BadSpillsError(ConfigError):
-    """A bad-spill list that cannot be read."""
 
 
 # ----------------------------------------------------------------------------------------
@@ -369,32 +365,6 @@ def write_bad_spills(assessment: Assessment, path) -> Path:
     path = Path(path)
     path.write_text(yaml.safe_dump(data, sort_keys=False, width=200))
     return path
-
-
-def load_bad_spills(path) -> dict[tuple[int, int], list[str]]:
-    """``{(run, spill): reasons}`` of a bad-spill list written by :func:`write_bad_spills`
-    (YAML or JSON with the same keys)."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise BadSpillsError(f"{path}: bad-spill list not found") from None
-    except (OSError, yaml.YAMLError) as exc:
-        raise BadSpillsError(f"{path}: cannot read the bad-spill list: {exc}") from None
-    if not isinstance(data, dict) or data.get("schema_version") != BAD_SPILLS_SCHEMA_VERSION:
-        found = data.get("schema_version") if isinstance(data, dict) else type(data).__name__
-        raise BadSpillsError(f"{path}: key 'schema_version' is {found!r}; expected {BAD_SPILLS_SCHEMA_VERSION} "
-                             "(a list written by `na64reco dqm`)")
-    spills = data.get("spills")
-    if not isinstance(spills, list):
-        raise BadSpillsError(f"{path}: key 'spills' must be a list of {{run, spill, reasons}}")
-    out = {}
-    for i, s in enumerate(spills):
-        if not isinstance(s, dict) or not all(isinstance(s.get(k), int) and not isinstance(s.get(k), bool)
-                                              for k in ("run", "spill")):
-            raise BadSpillsError(f"{path}: spills[{i}] needs integer 'run' and 'spill', got {s!r}")
-        out[(s["run"], s["spill"])] = [str(r) for r in s.get("reasons") or []]
-    return out
 
 
 def summary(assessment: Assessment) -> dict:

@@ -496,7 +496,7 @@ def run_files(fileset: Mapping[str, list[str]], opts: RunOptions, *, processor_i
     """
     proc = processor_instance or make_processor(opts)
     if opts.bad_spills is not None:  # dropped by the processor, left out of the MOT/EOT
-        from na64reco.dqm import load_bad_spills
+        from na64reco.bad_spills import load_bad_spills
 
         proc.bad_spills, proc.bad_spills_source = load_bad_spills(opts.bad_spills), str(opts.bad_spills)
     wrapped = {"out": {}}

@@ -16,10 +16,11 @@ from pathlib import Path
 import awkward as ak
 import numpy as np
 import pytest
+import yaml
 
 import na64reco.unblinding as ub
 from na64reco.cli import main
-from na64reco.errors import BlindingError
+from na64reco.errors import BlindingError, ConfigError
 from na64reco.io.raw import RawWriter
 from na64reco.resources import calib_dir, selections_dir
 
@@ -62,17 +63,17 @@ def fake_reco(events, setup, conditions, source=""):
     return ak.zip(rec, depth_limit=1)
 
 
-def write_data(path: Path, first_event: int, n_events: int, run: int = 7) -> Path:
+def write_data(path: Path, first_event: int, n_events: int, run: int = 7, spill: int = 1) -> Path:
     event = np.arange(first_event, first_event + n_events, dtype=np.int64)
     z = np.zeros(n_events, np.int64)
-    ev = {"run": np.full(n_events, run), "spill": np.ones(n_events), "event": event,
+    ev = {"run": np.full(n_events, run), "spill": np.full(n_events, spill), "event": event,
           "trigger": np.ones(n_events), "time_in_spill": np.zeros(n_events),
           "n_calo": z, "calo_det": [], "calo_chan": [], "calo_adc": np.zeros((0, 32)),
           "n_apv": z, "apv_plane": [], "apv_chan": [], "apv_a0": [], "apv_a1": [], "apv_a2": [],
           "n_straw": z, "straw_plane": [], "straw_tube": [], "straw_tdc": []}
     with RawWriter(path, setup="na64mu", run=run, has_truth=False) as w:  # data: no truth
         w.write_events(ev)
-        w.write_spills({"run": [run], "spill": [1], "n_beam": [10 * n_events], "n_triggered": [n_events]})
+        w.write_spills({"run": [run], "spill": [spill], "n_beam": [10 * n_events], "n_triggered": [n_events]})
     return path
 
 
@@ -552,3 +553,42 @@ def test_a_log_rewritten_with_a_valid_chain_disagrees_with_the_registry(env):
     ub.append_audit_record(log, rec)  # a rewrite that recomputes the chain and the head
     with pytest.raises(ub.AuditLogError, match="recorded differently in .*: one of them was edited"):
         ub.unblind(env["ledger"], confirm=True, runner=_never)
+
+
+# ----------------------------------------------------------------------------------------
+def _bad_spill_list(path: Path, spills) -> Path:
+    path.write_text(yaml.safe_dump({"schema_version": 1, "spills": [
+        {"run": r, "spill": s, "reasons": ["test"]} for r, s in spills]}))
+    return path
+
+
+def test_the_frozen_bad_spill_list_is_applied_by_unblind(env):
+    """A data-quality list is part of the analysis: frozen by content, applied by unblind."""
+    bad = write_data(env["tmp"] / "data" / "run7_spill2.root", 1000, 50, spill=2)
+    listed = _bad_spill_list(env["tmp"] / "bad_spills.yaml", [(7, 2)])
+    ledger = ub.freeze(env["ledger"], processor=PROC, calib_tag=TAG, files=[*env["files"], bad],
+                       selection=str(env["sel"]), bad_spills=listed)
+    assert ledger["state"]["bad_spills"]["spills"] == 1
+    res = ub.unblind(env["ledger"], confirm=True)
+    exp = expected_counts(env["events"])  # spill 2's 50 events are dropped and not in the MOT
+    assert res.observed == exp["signal_box"]
+    assert res.record["result"]["n_beam"] == 10 * 210
+
+
+def test_an_edited_or_missing_bad_spill_list_blocks_unblinding(env):
+    listed = _bad_spill_list(env["tmp"] / "bad_spills.yaml", [(7, 2)])
+    _freeze(env, bad_spills=listed)
+    _bad_spill_list(listed, [(7, 1)])  # now it would drop the spill with the events
+    with pytest.raises(BlindingError, match="bad-spill list .* was edited"):
+        ub.unblind(env["ledger"], confirm=True, runner=lambda *a: pytest.fail("must not run"))
+    listed.unlink()
+    with pytest.raises(BlindingError, match="bad-spill list .* is missing"):
+        ub.unblind(env["ledger"], confirm=True, runner=lambda *a: pytest.fail("must not run"))
+
+
+def test_a_malformed_bad_spill_list_is_refused_at_freeze(env):
+    p = env["tmp"] / "bad.yaml"
+    p.write_text("spills: [1, 2]\n")
+    with pytest.raises(ConfigError, match="schema_version"):
+        _freeze(env, bad_spills=p)
+    assert not env["ledger"].exists()

@@ -29,6 +29,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--selection", help="selection name or YAML file (default: the processor's)")
     parser.add_argument("--options", default="{}", metavar="JSON",
                         help='processor run options as JSON, e.g. \'{"executor": "futures", "workers": 2}\'')
+    parser.add_argument("--bad-spills", metavar="FILE",
+                        help="bad-spill list (bad_spills.yaml of `na64reco dqm`) the analysis drops; frozen by "
+                             "content, and applied again by `na64reco unblind`")
     parser.add_argument("--ledger", required=True, metavar="LEDGER.json", help="ledger file to write (must not exist)")
     parser.add_argument("--force-new", action="store_true",
                         help="freeze again although a ledger for this processor and these files exists "
@@ -54,7 +57,7 @@ def run(args) -> int:
         raise ConfigError(f"--options must be a JSON object, got {args.options!r}")
     ledger = freeze(args.ledger, processor=args.processor, calib_tag=args.calib_tag, files=args.files,
                     selection=args.selection, options=options, force_new=args.force_new, note=args.note,
-                    reason=args.reason, registry=args.registry)
+                    reason=args.reason, registry=args.registry, bad_spills=args.bad_spills)
     st = ledger["state"]
     print(f"frozen {st['processor']['name']} into {args.ledger}: state {ledger['state_sha256'][:16]}")
     print(f"  selection {st['selection']['path']} (sha256 {st['selection']['sha256'][:12]})")
@@ -63,6 +66,8 @@ def run(args) -> int:
     print(f"  code na64reco {st['code']['version']}, git {(st['code']['git_commit'] or 'n/a')[:12]}, "
           f"sources {st['code']['source_sha256'][:12]} ({len(st['code']['source_files'])} files)")
     print(f"  {len(st['files'])} input files, {sum(f['size'] for f in st['files'])} bytes")
+    if st.get("bad_spills"):
+        print(f"  bad-spill list {st['bad_spills']['path']} ({st['bad_spills']['spills']} spills dropped)")
     for old in ledger["supersedes"]:
         when = f"unblinded {old['unblinded_at']}" if "unblinded_at" in old else f"frozen {old['frozen_at']}"
         print(f"  supersedes {old['ledger']} ({when})")

@@ -70,6 +70,13 @@ def diff_states(frozen: dict, current: dict) -> list[Difference]:
                                       f"{_short(ck.get('git_commit'))} with identical analysis "
                                       "sources", blocking=False))
 
+    fb, cb = frozen.get("bad_spills"), current.get("bad_spills")
+    if (fb or {}).get("path") != (cb or {}).get("path"):
+        out.append(Difference("bad-spill list", f"{(fb or {}).get('path')} -> {(cb or {}).get('path')}"))
+    elif fb and fb["sha256"] != cb["sha256"]:
+        now = "is missing" if cb["sha256"] is None else f"was edited ({_short(fb['sha256'])} -> {_short(cb['sha256'])})"
+        out.append(Difference("bad-spill list", f"{fb['path']} {now}"))
+
     ff = {f["path"]: f for f in frozen["files"]}
     cf = {f["path"]: f for f in current["files"]}
     added, removed = sorted(set(cf) - set(ff)), sorted(set(ff) - set(cf))

@@ -88,7 +88,8 @@ def _earlier_ledgers(ledger_path: Path, state: dict) -> list[dict]:
 def freeze(ledger_path: str | Path, *, processor: str, calib_tag: str, files: Iterable[str | Path],
            selection: str | None = None, options: dict | None = None, force_new: bool = False,
            reason: str = "", note: str = "", calib_root: Path | None = None,
-           roots: dict[str, Path] | None = None, registry: str | Path | None = None) -> dict:
+           roots: dict[str, Path] | None = None, registry: str | Path | None = None,
+           bad_spills: str | Path | None = None) -> dict:
     """Record the analysis state in a new ledger file; return the ledger.
 
     An existing ledger is never overwritten.  If another ledger in the same directory
@@ -102,7 +103,7 @@ def freeze(ledger_path: str | Path, *, processor: str, calib_tag: str, files: It
         raise BlindingError(f"{ledger_path} exists: a frozen ledger is never overwritten; freeze into "
                             "a new file (--force-new --ledger NEW.json) if the analysis really changed")
     state = analysis_state(processor=processor, calib_tag=calib_tag, files=files, selection=selection,
-                           options=options, calib_root=calib_root, roots=roots)
+                           options=options, calib_root=calib_root, roots=roots, bad_spills=bad_spills)
     earlier = _earlier_ledgers(ledger_path, state)
     unblinded = unblinded_before(state, registry)
     if unblinded and not force_new:
@@ -149,7 +150,8 @@ def verify(ledger_path: str | Path, *, roots: dict[str, Path] | None = None) -> 
         current = analysis_state(
             processor=fp["name"], calib_tag=frozen["calibration"]["tag"],
             files=[f["path"] for f in frozen["files"]], selection=frozen["selection"]["path"],
-            options=fp["options"], calib_root=None, roots=roots, missing_ok=True)
+            options=fp["options"], calib_root=None, roots=roots, missing_ok=True,
+            bad_spills=(frozen.get("bad_spills") or {}).get("path"))
     except ConfigError as exc:
         raise BlindingError(f"ledger {ledger_path}: the frozen analysis cannot be rebuilt: {exc}") from None
     except NA64Error as exc:

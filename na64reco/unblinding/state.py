@@ -149,6 +149,23 @@ def _processor_info(name: str, selection: str | None) -> tuple[str, Path]:
     return cls.SETUP, selection_path(selection or cls.SELECTION).resolve()
 
 
+def bad_spills_state(path: str | Path | None, *, missing_ok: bool = False) -> dict | None:
+    """The bad-spill list the analysis drops (``na64reco dqm``): path, content hash, spills.
+
+    ``None`` when the analysis uses no list.  The list is read (and so validated) here: a
+    list that cannot be read is refused at freeze time, not at unblinding.
+    """
+    if path is None:
+        return None
+    from na64reco.bad_spills import load_bad_spills
+
+    path = Path(path).resolve()
+    if missing_ok and not path.is_file():
+        return {"path": str(path), "sha256": None, "spills": None}
+    spills = load_bad_spills(path)
+    return {"path": str(path), "sha256": sha256_file(path), "spills": len(spills)}
+
+
 def check_options(options: dict | None) -> dict:
     options = dict(options or {})
     unknown = sorted(set(options) - set(RUN_OPTIONS))
@@ -160,7 +177,7 @@ def check_options(options: dict | None) -> dict:
 def analysis_state(*, processor: str, calib_tag: str, files: Iterable[str | Path],
                    selection: str | None = None, options: dict | None = None,
                    calib_root: Path | None = None, roots: dict[str, Path] | None = None,
-                   missing_ok: bool = False) -> dict:
+                   missing_ok: bool = False, bad_spills: str | Path | None = None) -> dict:
     """Everything that defines the result of running ``processor`` over ``files``."""
     from na64reco.selection.schema import load_selection
 
@@ -180,6 +197,7 @@ def analysis_state(*, processor: str, calib_tag: str, files: Iterable[str | Path
         "calibration": cal,
         "code": code_state(roots),
         "files": files_state(files, missing_ok=missing_ok),
+        "bad_spills": bad_spills_state(bad_spills, missing_ok=missing_ok),
     }
 
 

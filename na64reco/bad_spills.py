@@ -1,0 +1,46 @@
+"""The bad-spill list: spills that the run quality (``na64reco dqm``) excluded.
+
+Written by :func:`na64reco.dqm.write_bad_spills`, read by :func:`load_bad_spills` for
+``na64reco run --bad-spills`` and frozen with an analysis (``na64reco freeze
+--bad-spills``), so the unblinded run drops the same spills as the blinded one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from na64reco.errors import ConfigError
+
+BAD_SPILLS_SCHEMA_VERSION = 1
+
+
+class BadSpillsError(ConfigError):
+    """A bad-spill list that cannot be read."""
+
+
+def load_bad_spills(path) -> dict[tuple[int, int], list[str]]:
+    """``{(run, spill): reasons}`` of a bad-spill list written by :func:`write_bad_spills`
+    (YAML or JSON with the same keys)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise BadSpillsError(f"{path}: bad-spill list not found") from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise BadSpillsError(f"{path}: cannot read the bad-spill list: {exc}") from None
+    if not isinstance(data, dict) or data.get("schema_version") != BAD_SPILLS_SCHEMA_VERSION:
+        found = data.get("schema_version") if isinstance(data, dict) else type(data).__name__
+        raise BadSpillsError(f"{path}: key 'schema_version' is {found!r}; expected {BAD_SPILLS_SCHEMA_VERSION} "
+                             "(a list written by `na64reco dqm`)")
+    spills = data.get("spills")
+    if not isinstance(spills, list):
+        raise BadSpillsError(f"{path}: key 'spills' must be a list of {{run, spill, reasons}}")
+    out = {}
+    for i, s in enumerate(spills):
+        if not isinstance(s, dict) or not all(isinstance(s.get(k), int) and not isinstance(s.get(k), bool)
+                                              for k in ("run", "spill")):
+            raise BadSpillsError(f"{path}: spills[{i}] needs integer 'run' and 'spill', got {s!r}")
+        out[(s["run"], s["spill"])] = [str(r) for r in s.get("reasons") or []]
+    return out
