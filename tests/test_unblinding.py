@@ -265,6 +265,25 @@ def test_concurrent_unblinding_is_refused(env):
     assert not lock.exists()
 
 
+def test_two_frozen_states_of_one_data_set_cannot_unblind_at_once(env):
+    """The lock is per data set too: a second ledger elsewhere (another state) waits its turn."""
+    _freeze(env)
+    other = env["tmp"] / "elsewhere" / "retuned.json"
+    ub.freeze(other, processor=PROC, calib_tag=TAG, files=env["files"], selection=str(env["sel"]),
+              options={"chunksize": 1000})
+    refused = []
+
+    def first_runner(*_):  # while the first unblinding runs, the second one is tried
+        with pytest.raises(BlindingError, match="unblinding of this data set .* is in progress"):
+            ub.unblind(other, confirm=True, runner=lambda *a: pytest.fail("must not run"))
+        refused.append(True)
+        return {"signal_box": {"events": 0}}
+
+    ub.unblind(env["ledger"], confirm=True, runner=first_runner)
+    assert refused
+    assert not list((env["registry"]).glob("*.lock"))  # released
+
+
 def test_extra_audit_log_also_gets_the_record(env):
     _freeze(env)
     extra = env["tmp"] / "elsewhere" / "audit.jsonl"

@@ -2,7 +2,9 @@
 
 :func:`unblinding_session` is the only caller of :func:`na64reco.selection.token._open_session`.
 While it is open, the lock file ``.unblinding-<state>.lock`` beside the ledger exists (it
-also stops a concurrent unblinding of the same frozen state) and holds the user, time,
+stops a concurrent unblinding of the same frozen state), and so does the data set's lock
+in the user's registry, ``<dataset>.lock`` (it stops two different frozen states of the
+same data from being unblinded at once, wherever their ledgers sit).  Both hold the user, time,
 host, this process's id and the public digest of the token's MAC -- nothing that could
 rebuild the token.  When it closes, the secret is forgotten and the lock removed, so
 every copy of the token is dead.
@@ -23,24 +25,30 @@ from na64reco.selection.token import _close_session, _open_session, public_diges
 
 
 @contextlib.contextmanager
-def unblinding_session(ledger_path: str | Path, ledger: dict):
-    """Lock the frozen state and yield its :class:`~na64reco.selection.token.UnblindingToken`."""
+def unblinding_session(ledger_path: str | Path, ledger: dict, dataset_lock: str | Path | None = None):
+    """Lock the frozen state (and the data set, at ``dataset_lock``) and yield the
+    :class:`~na64reco.selection.token.UnblindingToken`."""
     state = ledger["state_sha256"]
     token = _open_session(ledger_path, state, ledger["state"]["selection"]["sha256"])
-    lock = unblinding_lock_path(ledger_path, state)
+    locks = [(unblinding_lock_path(ledger_path, state), "this frozen state")]
+    if dataset_lock is not None:
+        locks.append((Path(dataset_lock), "this data set (with any frozen state)"))
+    held: list[Path] = []
     try:
-        try:
-            fh = open(lock, "x")  # one unblinding of a frozen state at a time
-        except FileExistsError:
-            raise BlindingError(f"an unblinding of this frozen state is in progress ({lock} exists: "
-                                f"{lock.read_text().strip()}); remove the lock only if that run died") from None
-        with fh:
-            json.dump({"user": getpass.getuser(), "host": socket.gethostname(), "pid": os.getpid(),
-                       "time_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-                       "digest": public_digest(token.mac)}, fh)
-        try:
-            yield token
-        finally:
-            lock.unlink(missing_ok=True)
+        for lock, what in locks:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fh = open(lock, "x")  # one unblinding at a time
+            except FileExistsError:
+                raise BlindingError(f"an unblinding of {what} is in progress ({lock} exists: "
+                                    f"{lock.read_text().strip()}); remove the lock only if that run died") from None
+            held.append(lock)
+            with fh:
+                json.dump({"user": getpass.getuser(), "host": socket.gethostname(), "pid": os.getpid(),
+                           "time_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+                           "digest": public_digest(token.mac)}, fh)
+        yield token
     finally:
+        for lock in held:
+            lock.unlink(missing_ok=True)
         _close_session(token)

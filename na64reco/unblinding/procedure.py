@@ -108,10 +108,15 @@ def unblind(ledger_path: str | Path, *, confirm: bool, output_dir: str | Path | 
     }
     registries = registry_logs(dataset, files, registry, for_writing=True)
     write_to = ([*logs, registries[0]], registries[1:])  # required; beside the data if possible
-    with unblinding_session(ledger_path, ledger) as token:
-        earlier = previous_unblinding(ledger["state_sha256"], every_log)  # again, under the lock
+    with unblinding_session(ledger_path, ledger, user_registry(registry) / f"{dataset}.lock") as token:
+        earlier = previous_unblinding(ledger["state_sha256"], every_log)  # again, under the locks
         if earlier is not None:
             return UnblindingResult(earlier, ran=False)
+        late = [u for u in unblinded_before(ledger["state"], registry)
+                if u["state_sha256"] not in superseded and u not in others]
+        if late and not (force_new and reason.strip()):  # another frozen state finished while we checked
+            raise BlindingError(f"the data set of {ledger_path.name} was just unblinded with another frozen "
+                                f"state (ledger {late[0]['ledger']}): use --force-new --reason '...' to open it again")
         staging = staged_output_dir(out_dir, overwrite=overwrite, inputs=keep) if out_dir else nullcontext()
         try:
             with staging as staged:
