@@ -33,6 +33,7 @@ from na64reco import background as bg
 from na64reco import constants
 from na64reco.geometry import load_setup
 from na64reco.runner import RunOptions, run_files
+from na64reco.sim.biasing import species_per_mot
 from na64reco.sim.generate import simulate
 from na64reco.sim.params import load_sim_params
 from na64reco.sim.punchthrough import punch_through_probability
@@ -83,8 +84,7 @@ def punch_table(setup, n: int, seed: int) -> list[str]:
 
 def period_rates(run: int, n: int, seed: int, tmp: Path) -> tuple[str, dict, dict]:
     setup = load_setup("na64mu", run=run)
-    per_mot = {"kdecay": setup.beam.hadron_admixture * setup.beam.kaon_to_pion,
-               "pidecay": setup.beam.hadron_admixture, "punchthrough": 1.0, "dimuon": 1.0}
+    per_mot = {proc: species_per_mot(setup, proc) for proc in PROCESSES}
     fileset = {}
     for i, proc in enumerate(PROCESSES):
         path = tmp / f"{proc}_{run}.root"

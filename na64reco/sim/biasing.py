@@ -29,8 +29,8 @@ import numpy as np
 
 from na64reco.errors import ConfigError
 
-__all__ = ["forced_decay", "forced_exponential", "forced_log_uniform", "log_uniform_fraction",
-           "survival", "weighted_rate"]
+__all__ = ["FORCED_PROCESSES", "forced_decay", "forced_exponential", "forced_log_uniform", "log_uniform_fraction",
+           "species_per_mot", "survival", "weighted_rate"]
 
 
 def survival(thickness, mean_free_path):
@@ -98,3 +98,24 @@ def weighted_rate(weights, passed=None, n_sampled: float | None = None) -> tuple
     if passed is not None:
         w = w[np.asarray(passed, bool)]
     return float(w.sum() / n), float(np.sqrt(np.sum(w * w)) / n)
+
+
+#: Processes whose single-process runs are biased: truth weight = probability of the forced
+#: outcome per beam particle of the process's species.
+FORCED_PROCESSES = ("kdecay", "pidecay", "dimuon", "punchthrough")
+
+
+def species_per_mot(setup, process: str) -> float:
+    """Beam particles of the species a forced ``process`` starts from, per MOT.
+
+    K: ``beam.hadron_admixture x beam.kaon_to_pion``; pi: ``beam.hadron_admixture``;
+    tridents and leading hadrons start from the beam muon: 1.  So the rate per MOT of a
+    forced run is ``species_per_mot x sum(w) / N``.
+    """
+    if process == "kdecay":
+        return float(setup.beam.hadron_admixture * setup.beam.kaon_to_pion)
+    if process == "pidecay":
+        return float(setup.beam.hadron_admixture)
+    if process in ("dimuon", "punchthrough"):
+        return 1.0
+    raise ConfigError(f"process {process!r} is not a forced process (forced: {', '.join(FORCED_PROCESSES)})")
