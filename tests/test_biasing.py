@@ -192,3 +192,14 @@ def test_weights_flow_through_the_cutflow(tmp_path):
     assert first["events"] == len(w)
     assert first["sumw"] == pytest.approx(w.sum(), rel=1e-9)
     assert first["sumw_err"] == pytest.approx(np.sqrt(np.sum(w * w)), rel=1e-9)
+
+
+def test_species_per_mot():
+    from na64reco.sim.biasing import species_per_mot
+
+    setup = load_setup("na64mu")
+    assert species_per_mot(setup, "kdecay") == pytest.approx(1e-6 * 0.03)  # seed 004 admixture x K/pi
+    assert species_per_mot(setup, "pidecay") == pytest.approx(1e-6)
+    assert species_per_mot(setup, "dimuon") == 1.0
+    with pytest.raises(ConfigError, match="'beam' is not a forced process"):
+        species_per_mot(setup, "beam")
