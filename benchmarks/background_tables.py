@@ -181,7 +181,18 @@ def main() -> None:
     ap.add_argument("--write", default=None, help="write the markdown tables into this file (section markers)")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix="bkg-tables-"))
+    with tempfile.TemporaryDirectory(prefix="bkg-tables-") as tmp:
+        text = tables(args, Path(tmp), t0)
+    print(text)
+    if args.write:
+        write_section(Path(args.write), text, " ".join(["python benchmarks/background_tables.py",
+                                                        f"--events {args.events}",
+                                                        f"--punch-events {args.punch_events}",
+                                                        f"--seed {args.seed}", f"--runs {args.runs}"]))
+
+
+def tables(args, tmp: Path, t0: float) -> str:
+    """The markdown text of all tables (simulations in ``tmp``)."""
     runs = [int(r) for r in args.runs.split(",")]
     lines = ["### Punch-through of 100 GeV hadrons through HCAL modules (ours / seed 004)", ""]
     lines += punch_table(load_setup("na64mu", run=runs[0]), args.punch_events, args.seed)
@@ -266,13 +277,7 @@ def main() -> None:
         lines += ["", f"### K -> mu nu in flight, factor by factor ({p}-like)", "", *chains[p]]
     lines += ["", f"({args.events} forced events per process and period, seed {args.seed}; "
               f"{time.perf_counter() - t0:.0f} s)"]
-    text = "\n".join(lines)
-    print(text)
-    if args.write:
-        write_section(Path(args.write), text, " ".join(["python benchmarks/background_tables.py",
-                                                        f"--events {args.events}",
-                                                        f"--punch-events {args.punch_events}",
-                                                        f"--seed {args.seed}", f"--runs {args.runs}"]))
+    return "\n".join(lines)
 
 
 BEGIN, END = "<!-- background_tables.py: begin -->", "<!-- background_tables.py: end -->"
