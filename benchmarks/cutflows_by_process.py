@@ -22,6 +22,7 @@ import numpy as np
 
 from na64reco.geometry import load_setup
 from na64reco.runner import RunOptions, run_files
+from na64reco.sim.biasing import FORCED_PROCESSES, species_per_mot
 from na64reco.sim.generate import simulate
 from na64reco.sim.params import load_sim_params
 from na64reco.units import GeV
@@ -75,6 +76,12 @@ def main() -> None:
         if proc == "signal":
             n_exp = last["sumw"] / n_beam * exposure  # truth weight = expected events per MOT
             err = last["sumw_err"] / n_beam * exposure
+        elif args.setup == "na64mu" and proc in FORCED_PROCESSES:  # weighted (biased) sample
+            first = acc["cutflow"].rows()[0]
+            scale = species_per_mot(setup, proc) / n_beam * exposure
+            mean_w = first["sumw"] / first["events"] if first["events"] else 0.0
+            n_exp = last["sumw"] * scale
+            err = (last["sumw_err"] if last["events"] else 2.3 * mean_w) * scale
         else:
             frac, n_in = last["events"] / n_beam, last["events"]
             n_exp = frac * probability[proc] * exposure

@@ -50,6 +50,8 @@ from na64reco.errors import NA64Error
 
 __all__ = [
     "TAIL_MODELS",
+    "DESIGN_NA64MU_PER_MOT",
+    "DESIGN_PUNCHTHROUGH_100GEV",
     "BackgroundComponent",
     "BackgroundTable",
     "TailFit",
@@ -58,9 +60,11 @@ __all__ = [
     "fit_tail",
     "mc_component",
     "mc_component_from_sums",
+    "misreco_from_json",
     "misreconstruction_background",
     "published_na64mu_2022",
     "rate_component",
+    "sum_components",
 ]
 
 #: Minimum number of sideband events for a tail fit.
@@ -466,3 +470,64 @@ def published_na64mu_2022() -> BackgroundTable:
         tuple(BackgroundComponent(s, n, e, lim, "published") for s, n, e, lim in PUBLISHED_NA64MU_2022),
         "NA64mu 2022 (1.98e10 MOT), published",
     )
+
+
+# ----------------------------------------------------------------------------------------
+# design-study levels and the mis-reconstruction campaign (docs/backgrounds.md)
+#: NA64mu design-study background levels per MOT (seed 004; NA64.md section 4):
+#: (source, level, is an upper limit).
+DESIGN_NA64MU_PER_MOT = (
+    ("momentum mis-reconstruction", 5e-13, False),
+    ("calorimeter non-hermeticity", 1e-12, True),
+    ("single-hadron punch-through", 5e-12, False),
+    ("hadron decays in flight", 5e-13, False),
+    ("dimuon production", 1e-12, True),
+)
+#: Seed 004: punch-through probability of 100 GeV hadrons through 1 / 2 / 4 HCAL modules.
+DESIGN_PUNCHTHROUGH_100GEV = {
+    "pion": (2e-3, 5e-6, 3e-11),
+    "proton": (4e-4, 4e-7, 2e-13),
+    "neutron": (4e-4, 3e-7, 8e-14),
+}
+#: Keys a mis-reconstruction campaign summary (docs/data/misreco_<period>.json) must have.
+MISRECO_KEYS = ("mot", "box_count", "per_mot", "per_mot_err", "extrapolated_per_mot", "extrapolated_err", "period")
+
+
+def misreco_from_json(path) -> BackgroundComponent:
+    """The mis-reconstruction rate per MOT from a campaign summary JSON.
+
+    A box count > 0 gives ``per_mot +- per_mot_err`` (measured); no box event gives the
+    extrapolated tail ``extrapolated_per_mot +- extrapolated_err`` (fit).  Missing keys or
+    a bad file raise :class:`NA64Error` naming the file and key.
+    """
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise NA64Error(f"{path}: cannot read the mis-reconstruction summary: {exc}") from None
+    for key in MISRECO_KEYS:
+        if key not in data:
+            raise NA64Error(f"{path}: key {key!r}: missing (expected keys: {', '.join(MISRECO_KEYS)})")
+    if int(data["box_count"]) > 0:
+        return BackgroundComponent("momentum mis-reconstruction", float(data["per_mot"]), float(data["per_mot_err"]),
+                                   False, f"MC campaign, {int(data['box_count'])} in the box of "
+                                   f"{float(data['mot']):.3g} MOT ({path.name})", dict(data))
+    return BackgroundComponent("momentum mis-reconstruction", float(data["extrapolated_per_mot"]),
+                               float(data["extrapolated_err"]), False,
+                               f"MC campaign, tail fit extrapolated ({path.name})", dict(data))
+
+
+def sum_components(source: str, parts) -> BackgroundComponent:
+    """Sum of components (errors in quadrature; a sum of limits is a limit; a limit added
+    to a measured value counts as ``u +- u`` like :meth:`BackgroundTable.total`)."""
+    parts = list(parts)
+    if not parts:
+        raise NA64Error(f"sum_components {source!r}: nothing to add")
+    if all(p.upper_limit for p in parts):
+        return BackgroundComponent(source, sum(p.n for p in parts), 0.0, True, " + ".join(p.source for p in parts))
+    n = sum(p.n for p in parts)
+    err = math.sqrt(sum((p.n if p.upper_limit else p.error) ** 2 for p in parts))
+    return BackgroundComponent(source, n, err, False, " + ".join(p.source for p in parts))

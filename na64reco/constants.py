@@ -23,6 +23,8 @@ PION_CHARGED_CTAU = 7.8045 * u.m  # PDG 2024
 KAON_CHARGED_CTAU = 3.7110 * u.m  # PDG 2024
 #: Branching fraction K+- -> mu nu (PDG 2024); pi -> mu nu is ~100 %.
 KAON_TO_MUNU_BR = 0.6356
+#: Branching fraction pi+- -> mu nu (PDG 2024).
+PION_TO_MUNU_BR = 0.9998770
 
 # --- couplings and conversion constants -----------------------------------------------
 FINE_STRUCTURE = 1 / 137.035999084  # CODATA 2018

@@ -21,7 +21,8 @@
 # * `mc`: the beam with its admixtures (halo, pile-up, hadrons, decays, ...), with truth;
 # * `signal`: Z' of 100 MeV, every muon a signal interaction, with truth (weights = expected
 #   events per MOT for the default coupling);
-# * `kdecay`: a forced K -> mu nu sample (every muon replaced by the decay chain), with truth;
+# * `kdecay`: a forced K -> mu nu sample (every muon replaced by the decay chain, weighted with
+#   the decay probability), with truth;
 # * `data`: the same mixture **without truth**: for the processor this is data, and its
 #   signal box stays blind.
 #
@@ -43,7 +44,6 @@ from na64reco.plotting import Blinding, blinded_intervals, data_points, draw_bli
 from na64reco.runner import RunOptions, cutflow_summary, format_summary, run_files
 from na64reco.selection import load_selection
 from na64reco.sim.generate import simulate
-from na64reco.sim.params import load_sim_params
 
 plt.style.use(mplhep.style.ROOT)  # experiment-neutral mplhep style (NA64 is not CMS)
 workdir = Path(tempfile.mkdtemp(prefix="na64reco-04-"))
@@ -163,7 +163,10 @@ mis = bg.misreconstruction_background(counts=h.values(), edges=edges, sideband=(
                                       peak=160, model="exponential", alternative="power_law")
 mis = mis.scaled(EXPOSURE / mot["data"])
 k_box = out["kdecay"]["regions"]["signal_box"]
-p_k = load_sim_params(load_setup("na64mu")).mixture["kdecay"]
+# the forced sample is weighted (biased sampling): each event carries P(decay in the volume) x BR
+# per beam kaon, so the probability per MOT is the kaons per MOT (docs/backgrounds.md)
+beam = load_setup("na64mu").beam
+p_k = beam.hadron_admixture * beam.kaon_to_pion
 kdec = bg.mc_component_from_sums("K -> mu nu in flight", k_box.n, k_box.sumw, k_box.sumw2,
                                  n_simulated=mot["kdecay"], exposure=EXPOSURE, probability=p_k)
 table = bg.BackgroundTable((mis, kdec), f"expected background in the box for {EXPOSURE:.3g} MOT (this notebook)")

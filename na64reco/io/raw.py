@@ -54,7 +54,7 @@ PROCESSES = {
     "kdecay": 2,        # K -> mu nu in flight after the momentum station
     "pidecay": 3,       # pi -> mu nu in flight after the momentum station
     "hadron": 4,        # hadron in the beam interacting in the calorimeters
-    "punchthrough": 5,  # hadron leaking through the HCAL
+    "punchthrough": 5,  # leading neutral hadron from the target punching through the HCAL
     "dimuon": 6,        # mu N -> mu N mu+ mu- in the target
     "pileup": 7,        # a second beam particle in time
     "halo": 8,          # beam halo particle

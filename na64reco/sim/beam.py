@@ -46,8 +46,9 @@ def sample_beam(rng: np.random.Generator, setup: Setup, ev: np.ndarray, process:
                 role: int = ROLE_PRIMARY, t=None) -> Tracks:
     """Beam particles for events ``ev`` whose (forced) process codes are ``process``.
 
-    Halo events get halo kinematics; hadron processes (hadron, punchthrough, kdecay,
-    pidecay) a pi-/K- of the beam momentum; everything else a beam lepton.
+    Halo events get halo kinematics; hadron processes (hadron, kdecay, pidecay) a pi-/K- of
+    the beam momentum; everything else (punchthrough: a leading hadron made by the muon in
+    the target) a beam lepton.
     """
     b = setup.beam
     n = len(ev)
@@ -63,7 +64,7 @@ def sample_beam(rng: np.random.Generator, setup: Setup, ev: np.ndarray, process:
         x[halo] = np.sqrt(r2) * np.cos(phi)
         y[halo] = np.sqrt(r2) * np.sin(phi)
     kind = np.full(n, beam_kind(setup), np.int8)
-    hadronic = np.isin(process, [PROCESSES["hadron"], PROCESSES["punchthrough"], PROCESSES["pidecay"]])
+    hadronic = np.isin(process, [PROCESSES["hadron"], PROCESSES["pidecay"]])
     kind[hadronic] = KIND_PION
     kind[process == PROCESSES["kdecay"]] = KIND_KAON
     return Tracks(

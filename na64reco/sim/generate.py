@@ -24,8 +24,11 @@ Processes
 Truth
     ``truth`` tree (unless ``truth=False``): :data:`na64reco.io.raw.TRUTH_BRANCHES`,
     energies and momenta in GeV, lengths in mm; ``weight`` = expected signal events per
-    beam particle for (mass, coupling) for signal events (see :mod:`na64reco.sim.signal`),
-    1 otherwise.
+    beam particle for (mass, coupling) for signal events (see :mod:`na64reco.sim.signal`);
+    in a single-process run of a rare process (``kdecay``, ``pidecay``, ``dimuon``,
+    ``punchthrough``) the probability of the forced outcome per beam particle of that
+    species (biased sampling, :mod:`na64reco.sim.biasing`, docs/backgrounds.md); 1 otherwise
+    (and always in a ``mixture``, where ``simulation.mixture`` gives the rates per MOT).
 Calibration runs
     ``trigger="calibration"`` writes every beam particle that passes the setup's beam
     counter and veto terms (upstream of the target; the energy terms and the NA64mu
@@ -295,7 +298,7 @@ def simulate_spill(job: _Job, spill: int, n: int, first_event: int = 1) -> dict:
             w = setup.beam.pileup_window
             tracks.append(sample_beam(rng, setup, pile, np.full(pile.size, PROCESSES["beam"], np.int8),
                                       role=ROLE_PILEUP, t=rng.uniform(-w / 2, w / 2, pile.size)))
-        ctx = Context(rng, setup, prm, rec, truth, job.mass)
+        ctx = Context(rng, setup, prm, rec, truth, job.mass, biased=job.process != "mixture")
         follow(ctx, Tracks.concat(tracks))
     d_ev, d_det, d_ch, d_e, d_t = rec.deposits()
     if pedestal:
@@ -346,6 +349,6 @@ def simulate_spill(job: _Job, spill: int, n: int, first_event: int = 1) -> dict:
             "e_hcal": sums("HCAL"), "e_vhcal": sums("VHCAL"),
             "e_veto": sums("VETO") / 2.0,  # both PMTs of a paddle carry the paddle's deposit
             "e_srd": sums("SRD"),
-            "weight": np.where(proc[sel] == PROCESSES["signal"], job.weight, 1.0),
+            "weight": np.where(proc[sel] == PROCESSES["signal"], job.weight, truth.weight[sel]),
         }
     return out

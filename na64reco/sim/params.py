@@ -6,11 +6,12 @@ its source or the mark "assumed"); this module only validates it and converts un
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from na64reco.config import load_yaml
 from na64reco.errors import ConfigError
 from na64reco.geometry import Setup
+from na64reco.sim.punchthrough import SPECIES, PunchThroughModel
 
 #: Processes of the simulator (``--process``); ``mixture`` mixes the beam with the
 #: admixtures listed in ``simulation.mixture``.
@@ -58,6 +59,14 @@ class SimParams:
     default_coupling: float
     recoil_pt_scale: float
     extra: dict = field(default_factory=dict, compare=False)
+    # rare processes and biased sampling (optional sections; docs/backgrounds.md)
+    dimuon_rate: float = 0.0  # tridents per muon, v in [dimuon_v_min, dimuon_v_max]
+    punch: PunchThroughModel | None = None
+    leading_rate: float = 0.0  # leading hadrons per muon with v >= leading_v_min
+    leading_v_min: float = 0.1
+    leading_neutral_fraction: float = 0.0
+    bias_v_min: float = 0.45  # forced energy-transfer fractions [bias_v_min, v_max]
+    bias_ecal_visible_max: float = 2000.0  # MeV
 
     @property
     def radiative_bx(self) -> float:
@@ -131,7 +140,37 @@ def load_sim_params(setup: Setup, mixture: dict[str, float] | None = None) -> Si
     )
     if params.dimuon_v_min >= params.dimuon_v_max:
         raise d.error("v_min", f"{params.dimuon_v_min} must be below v_max={params.dimuon_v_max}")
-    return params
+    return replace(params, **_rare_process_params(setup, s, h, d))
+
+
+def _rare_process_params(setup: Setup, s, h, d) -> dict:
+    """The optional punch-through, leading-hadron, trident-rate and biasing entries."""
+    out: dict = {"dimuon_rate": d.number("rate", 0.0, minimum=0.0, maximum=1.0)}
+    if h.has("punchthrough"):
+        pt = h.node("punchthrough")
+        ratio_node = pt.node("lambda_ratio")
+        ratios = {k: ratio_node.number(k, minimum=0.01) for k in ratio_node.data}
+        unknown = set(ratios) - set(SPECIES)
+        if unknown:
+            raise ratio_node.error(sorted(unknown)[0], f"unknown species (known: {', '.join(SPECIES)})")
+        hcal = setup.calorimeters.get("HCAL")
+        if hcal is None:
+            raise pt.error("lambda_ratio", "punch-through needs an HCAL in the setup")
+        out["punch"] = PunchThroughModel(
+            module_lambda=float(hcal.params.get("interaction_lengths_per_module", 7.5)),
+            lambda_ratio=ratios, visible_fraction=h.number("visible_fraction", minimum=0.0, maximum=1.0),
+            cut_charged=pt.quantity("cut_charged", "energy", minimum=0.0),
+            cut_neutral=pt.quantity("cut_neutral", "energy", minimum=0.0))
+    if h.has("leading"):
+        ld = h.node("leading")
+        out["leading_rate"] = ld.number("rate", minimum=0.0, maximum=1.0)
+        out["leading_v_min"] = ld.number("v_min", minimum=1e-4, maximum=1.0)
+        out["leading_neutral_fraction"] = ld.number("neutral_fraction", minimum=0.0, maximum=1.0)
+    if s.has("biasing"):
+        b = s.node("biasing")
+        out["bias_v_min"] = b.number("v_min", minimum=1e-4, maximum=1.0)
+        out["bias_ecal_visible_max"] = b.quantity("ecal_visible_max", "energy", minimum=0.0)
+    return out
 
 
 __all__ = ["SimParams", "load_sim_params", "PROCESS_CHOICES", "MIXTURE_KEYS"]

@@ -25,7 +25,9 @@ from na64reco import constants
 from na64reco.geometry import Calorimeter, Magnet, Setup, TrackerPlane
 from na64reco.io.raw import PROCESSES
 from na64reco.sim import interactions as phys
+from na64reco.sim.biasing import forced_decay, forced_log_uniform, survival
 from na64reco.sim.params import SimParams
+from na64reco.sim.punchthrough import punch_through
 from na64reco.sim.signal import recoil_slopes, sample_signal_x
 from na64reco.sim.tracks import (
     KIND_ELECTRON,
@@ -99,10 +101,11 @@ class Truth:
     p_out: np.ndarray
     x: np.ndarray
     vertex_z: np.ndarray
+    weight: np.ndarray  # probability of the forced process (biased runs), else 1
 
     @staticmethod
     def new(n: int) -> Truth:
-        return Truth(np.full(n, np.nan), np.full(n, np.nan), np.zeros(n), np.full(n, np.nan))
+        return Truth(np.full(n, np.nan), np.full(n, np.nan), np.zeros(n), np.full(n, np.nan), np.ones(n))
 
 
 @dataclass
@@ -113,6 +116,9 @@ class Context:
     rec: Recorder
     truth: Truth
     signal_mass: float | None = None  # MeV
+    #: biased sampling (single-process runs): rare processes are forced into the region that
+    #: can reach the signal box and truth.weight gets the probability of what was forced
+    biased: bool = False
 
 
 # ----------------------------------------------------------------------------------------
@@ -177,7 +183,12 @@ def _magnet(ctx: Context, el: Element, tr: Tracks) -> Tracks:
 
 
 def _decay(ctx: Context, el: Element, tr: Tracks) -> Tracks:
-    """Forced K/pi -> mu nu decays between the incoming station and the ECAL front."""
+    """Forced K/pi -> mu nu decays between the incoming station and the ECAL front.
+
+    The decay point follows the exponential decay law restricted to the volume
+    (:func:`~na64reco.sim.biasing.forced_decay`); biased runs weight the event with
+    P(decay in the volume) x BR(-> mu nu) (per beam K / pi).
+    """
     flags = (PROCESSES["kdecay"], PROCESSES["pidecay"])
     sel = np.flatnonzero(tr.alive & (tr.role == ROLE_PRIMARY) & np.isin(tr.flag, flags)
                          & ((tr.kind == KIND_PION) | (tr.kind == KIND_KAON)))
@@ -185,15 +196,20 @@ def _decay(ctx: Context, el: Element, tr: Tracks) -> Tracks:
         return tr
     rng = ctx.rng
     z_end = ctx.setup.detector("ECAL").z - 1.0
-    zd = rng.uniform(el.z, z_end, sel.size)
     kind = tr.kind[sel]
+    zd, w = np.empty(sel.size), np.empty(sel.size)
     p_mu, theta, phi = np.empty(sel.size), np.empty(sel.size), np.empty(sel.size)
     # two_body_decay takes a scalar parent mass: pions and kaons separately
-    for k in (KIND_PION, KIND_KAON):
+    for k, ctau, br in ((KIND_PION, constants.PION_CHARGED_CTAU, constants.PION_TO_MUNU_BR),
+                        (KIND_KAON, constants.KAON_CHARGED_CTAU, constants.KAON_TO_MUNU_BR)):
         m = kind == k
         if np.any(m):
+            zd[m], w[m] = forced_decay(rng, tr.p[sel][m], float(MASSES[k]), ctau, el.z, z_end)
+            w[m] *= br
             p_mu[m], theta[m], phi[m] = phys.two_body_decay(rng, tr.p[sel][m], float(MASSES[k]),
                                                             constants.MUON_MASS)
+    if ctx.biased:
+        ctx.truth.weight[tr.ev[sel]] *= w
     dzd = zd - el.z
     dtx, dty = theta * np.cos(phi), theta * np.sin(phi)
     # new line through the decay point: x(z_el) = x + tx dzd - (tx + dtx) dzd
@@ -324,7 +340,12 @@ def _ecal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
         # tridents mu N -> mu N mu+ mu-
         dim = np.flatnonzero((tr.flag[mu] == PROCESSES["dimuon"]) & (tr.role[mu] == ROLE_PRIMARY))
         if dim.size:
-            v = np.exp(rng.uniform(np.log(prm.dimuon_v_min), np.log(prm.dimuon_v_max), dim.size))
+            if ctx.biased:  # forced into the pair fractions that can put the muon in the box
+                v, w = forced_log_uniform(rng, dim.size, prm.dimuon_v_min, prm.dimuon_v_max,
+                                          prm.bias_v_min, prm.dimuon_v_max)
+                ctx.truth.weight[ev[dim]] *= w * prm.dimuon_rate
+            else:
+                v = np.exp(rng.uniform(np.log(prm.dimuon_v_min), np.log(prm.dimuon_v_max), dim.size))
             zv = rng.uniform(0.0, length, dim.size)
             e_pair = v * p[dim]
             p[dim] -= e_pair
@@ -347,6 +368,10 @@ def _ecal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
                 e_ion = np.clip(phys.moyal(rng, det.mip_mpv, det.mip_width, dim.size), 0, None) * rest / length
                 _deposit_cells(ctx, det, len(depths) - 1, ev[dim], xv + ntx * rest, yv + nty * rest, e_ion, t[dim])
             new_tracks += pair  # positions are given at the ECAL *front* plane like the others
+        # leading neutral hadron mu N -> mu X h, punching through everything behind it
+        lead = np.flatnonzero((tr.flag[mu] == PROCESSES["punchthrough"]) & (tr.role[mu] == ROLE_PRIMARY))
+        if lead.size:
+            _leading_hadron(ctx, det, tr, mu[lead], p, lead)
         # ionisation (MIP), split preshower / main, one cell per section at mid-depth
         total, f_ps = _mip_split(ctx, det, mu.size)
         for s in range(len(depths)):
@@ -386,8 +411,7 @@ def _ecal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
     if had.size:
         ev, t = tr.ev[had], tr.t[had]
         d = rng.exponential(1.0, had.size)
-        forced_pass = tr.flag[had] == PROCESSES["punchthrough"]
-        inter = (d < prm.hadron_ecal_lambda) & ~forced_pass
+        inter = d < prm.hadron_ecal_lambda
         total, f_ps = _mip_split(ctx, det, had.size)
         frac_before = np.where(inter, d / max(prm.hadron_ecal_lambda, 1e-9), 1.0)
         for s in range(len(depths)):
@@ -408,6 +432,51 @@ def _ecal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
             nt.drift(length)
         tr = Tracks.concat([tr] + new_tracks)
     return tr
+
+
+def _leading_hadron(ctx: Context, det: Calorimeter, tr: Tracks, j, p, k):
+    """mu N -> mu X h in the target with a leading neutral hadron (process ``punchthrough``).
+
+    ``j``: track indices of the muons, ``p[k]`` their momenta (updated here).  Vertex
+    uniform in the ECAL depth; energy transfer nu = v p, dN/dv ~ 1/v on [leading v_min, 1];
+    the leading hadron (neutral, a neutron) takes z nu, z ~ U(0, 1); the rest (1 - z) nu
+    showers at the vertex with the visible fraction.  Forced, each with its probability in
+    the weight of biased runs: v in [biasing v_min, 1] (the box), the hadron neutral, a
+    visible ECAL shower below ``biasing.ecal_visible_max``, no interaction of the hadron in
+    the rest of the ECAL (exp(-lambda_rest)), punch-through of every HCAL module
+    (:func:`~na64reco.sim.punchthrough.punch_through`, biased estimator); times the rate of
+    leading hadrons per muon.  Unbiased (mixture) runs use the same forced kinematics with
+    weight 1 (``mixture.punchthrough`` is the rate per MOT).  The neutral hadron is not
+    tracked: it flies along the beam through the VHCAL hole and leaves less than the neutral
+    cut in the HCAL (assumed; the forcing).
+    """
+    rng, prm = ctx.rng, ctx.params
+    n = j.size
+    ev, t = tr.ev[j], tr.t[j]
+    v, w = forced_log_uniform(rng, n, prm.leading_v_min, 1.0, prm.bias_v_min, 1.0)
+    w = w * prm.leading_rate * prm.leading_neutral_fraction
+    nu = v * p[k]
+    fvis = prm.hadron_visible_fraction
+    budget = np.clip(prm.bias_ecal_visible_max / np.maximum(nu * fvis, 1e-9), 0.0, 1.0)
+    z = 1.0 - budget * rng.random(n)  # U(1 - budget, 1): visible (1 - z) nu f_vis below the max
+    w = w * budget
+    zv = rng.uniform(0.0, det.depth, n)
+    ratio = prm.punch.lambda_ratio.get("neutron", 1.0) if prm.punch is not None else 1.0
+    w = w * survival(prm.hadron_ecal_lambda * (1.0 - zv / det.depth), ratio)
+    hcal = ctx.setup.calorimeters.get("HCAL")
+    if hcal is not None and prm.punch is not None:
+        w = w * punch_through(rng, prm.punch, "neutron", z * nu, hcal.n_sections, biased=True)
+    e_vis = (1.0 - z) * nu * fvis
+    xv, yv = tr.x[j] + tr.tx[j] * zv, tr.y[j] + tr.ty[j] * zv
+    section = np.searchsorted(np.cumsum(det.section_depths), zv, side="right")
+    section = np.minimum(section, len(det.section_depths) - 1)
+    for sec in np.unique(section):
+        m = section == sec
+        _deposit_spread(ctx, det, int(sec), ev[m], xv[m], yv[m], e_vis[m], t[m], (prm.hadron_lateral_sigma,), (1.0,))
+    p[k] = p[k] - nu
+    ctx.truth.vertex_z[ev] = det.z + zv
+    if ctx.biased:
+        ctx.truth.weight[ev] *= w
 
 
 def _hadron_shower_from_ecal(ctx: Context, ecal: Calorimeter, tr: Tracks, j, d_lambda):
@@ -474,9 +543,13 @@ def _hcal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
     _, _, inside = det.cell_index(tr.x, tr.y)
     inside &= tr.alive
     is_had = (tr.kind == KIND_PION) | (tr.kind == KIND_KAON)
-    forced = is_had & (tr.flag == PROCESSES["punchthrough"]) & (tr.role == ROLE_PRIMARY)
-    # hadrons: interaction depth (lambda) from the HCAL front; forced punch-through never interacts
-    d = np.where(forced, np.inf, rng.exponential(1.0, tr.n))
+    # hadrons: interaction depth from the HCAL front, in nucleon interaction lengths (a pion or
+    # kaon interaction length is lambda_ratio times longer, simulation.hadron.punchthrough)
+    ratio = np.ones(tr.n)
+    if prm.punch is not None:
+        ratio[tr.kind == KIND_PION] = prm.punch.lambda_ratio.get("pion", 1.0)
+        ratio[tr.kind == KIND_KAON] = prm.punch.lambda_ratio.get("kaon", 1.0)
+    d = rng.exponential(1.0, tr.n) * ratio
     had = inside & is_had
     e_vis = np.zeros(tr.n)
     shower = had & (d < det.n_sections * lam_mod)
@@ -508,10 +581,6 @@ def _hcal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
         tr.alive = tr.alive & ~(mu & (tr.p < _STOP_MOMENTUM_FLOOR)) & ~(shower & (d < (m + 1) * lam_mod))
         tr.drift(mod)
         scatter_thick(rng, tr, prm.hcal_module_x0, mod, tr.alive & inside)
-    # forced punch-through hadrons leave the HCAL degraded (leading particle, assumed uniform 30-90 %)
-    pt = forced & inside & tr.alive
-    if np.any(pt):
-        tr.p[pt] = tr.p[pt] * rng.uniform(0.3, 0.9, int(pt.sum()))
     return tr
 
 
