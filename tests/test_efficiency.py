@@ -162,6 +162,44 @@ def test_efficiency_breakdown_multiplies_to_the_efficiency():
     flow = [{"cut": "initial", "events": 400}, {"cut": "a", "events": 300}, {"cut": "b", "events": 150},
             {"cut": "signal_box", "events": 120}]
     point = EfficiencyPoint(100.0, 1000, 400, 120, 1e-3, 0.12, 0.12, 0.01, 0.6, flow)
-    rows = efficiency_breakdown(point, 0.9)
-    assert [name for name, _ in rows] == ["trigger (events written)", "a", "b", "signal_box", "DAQ live time"]
-    assert math.prod(f for _, f in rows) == pytest.approx(0.12 * 0.9)
+    rows = efficiency_breakdown(point, 0.9, 0.95)
+    assert [name for name, _ in rows] == ["trigger (events written)", "a", "b", "signal_box",
+                                          "pile-up rejection", "DAQ live time"]
+    assert math.prod(f for _, f in rows) == pytest.approx(0.12 * 0.95 * 0.9)
+    with pytest.raises(NA64Error, match="pileup_free"):
+        efficiency_breakdown(point, 0.9, 1.5)
+
+
+def test_pileup_free_fraction_is_poisson_in_the_pileup_window():
+    """exp(-R w): 5e6 muons in 4.8 s and a 30 ns window give 3.1 % pile-up (the simulation's
+    ``pileup`` admixture, 0.031 per MOT); no window, no loss."""
+    import dataclasses
+
+    from na64reco.efficiency import pileup_free_fraction
+    from na64reco.geometry import load_setup
+
+    setup = load_setup("na64mu", run=1001)
+    mu = setup.beam.particles_per_spill / setup.beam.spill_duration * setup.beam.pileup_window
+    assert pileup_free_fraction(setup) == pytest.approx(math.exp(-mu))
+    assert 1 - pileup_free_fraction(setup) == pytest.approx(0.031, rel=0.05)
+    no_window = dataclasses.replace(setup, beam=dataclasses.replace(setup.beam, pileup_window=0.0))
+    assert pileup_free_fraction(no_window) == 1.0
+
+
+def test_published_implied_efficiency_closes_on_the_yield():
+    """The implied efficiency puts exactly n_up events at the crossing coupling, scales as 1/g^2 and
+    1/MOT, and is larger for the smaller WW cross section."""
+    from hepunits import MeV
+
+    from na64reco.efficiency import published_implied_efficiency
+    from na64reco.physics.yields import expected_signal
+
+    kw = dict(mot=1.98e10, n_up=2.3, crossing_mass=40 * MeV, g_at_crossing=4.8e-4)
+    eff = published_implied_efficiency(**kw)
+    assert expected_signal(1.98e10, 40 * MeV, 4.8e-4, eff, x_min=0.5, n_steps=8) == pytest.approx(2.3)
+    assert 0.03 < eff < 0.06    # the "~0.04" of issue 9
+    assert published_implied_efficiency(**{**kw, "g_at_crossing": 9.6e-4}) == pytest.approx(eff / 4)
+    assert published_implied_efficiency(**{**kw, "mot": 3.96e10}) == pytest.approx(eff / 2)
+    assert published_implied_efficiency(**kw, method="ww") > 1.3 * eff
+    with pytest.raises(NA64Error, match="must be > 0"):
+        published_implied_efficiency(**{**kw, "n_up": 0.0})
