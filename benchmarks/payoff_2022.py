@@ -139,7 +139,7 @@ def poisson_p_values(n_obs: int, b: float, db: float, n_draws: int = 20001) -> t
 
 
 # ---- efficiency and limits --------------------------------------------------------------
-def load_efficiency(path: Path, period: str = "2022") -> tuple[np.ndarray, np.ndarray]:
+def load_efficiency(path: Path, period: str = "2022") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     doc = json.loads(path.read_text())
     try:
         points = doc["periods"][period]["points"]
@@ -148,9 +148,10 @@ def load_efficiency(path: Path, period: str = "2022") -> tuple[np.ndarray, np.nd
                           "(make it with benchmarks/efficiency_breakdown.py --json)") from None
     masses = np.array([p["mass_mev"] for p in points]) * MeV
     eff = np.array([p["efficiency"] for p in points])
+    err = np.array([p.get("error", 0.0) for p in points])
     if not (np.all(eff > 0) and np.all(eff <= 1)):
         raise PayoffError(f"{path}: efficiencies of period {period} must be in (0, 1], got {eff.tolist()}")
-    return masses, eff
+    return masses, eff, err
 
 
 def interpolate_efficiency(masses, eff, grid):
@@ -253,7 +254,7 @@ def main(argv=None) -> int:
     (work / "data").mkdir(parents=True)
     log: list = []
     comps = load_background(args.background)
-    masses, eff = load_efficiency(args.efficiency_json)
+    masses, eff, eff_err = load_efficiency(args.efficiency_json)
     tag = default_tag("na64mu")
 
     # 1. data
@@ -272,7 +273,9 @@ def main(argv=None) -> int:
                  "--process", "signal", "--mass", mass_gev, "--no-truth", "--quiet", "--output", files[1],
                  log=log, cwd=work)
         e_inj = float(interpolate_efficiency(masses, eff, np.array([mass_gev * GeV]))[0])
-        injected = {"mass_gev": mass_gev, "interactions": n_sig, "efficiency": e_inj, "expected": n_sig * e_inj}
+        rel = float(np.interp(np.log(mass_gev * GeV), np.log(masses), eff_err / eff))
+        injected = {"mass_gev": mass_gev, "interactions": n_sig, "efficiency": e_inj, "expected": n_sig * e_inj,
+                    "expected_error": n_sig * e_inj * rel}
 
     # 2. blinded analysis
     na64reco("run", "--processor", PROCESSOR, "--calib-tag", tag, "--output", work / "blinded", "--no-progress",
@@ -309,7 +312,8 @@ def main(argv=None) -> int:
 
     # 5. consistency
     b_expected = b + (injected["expected"] if injected else 0.0)
-    p_high, p_low = poisson_p_values(observed, b_expected, db)
+    db_expected = math.hypot(db, injected["expected_error"] if injected else 0.0)
+    p_high, p_low = poisson_p_values(observed, b_expected, db_expected)
     consistent = min(p_high, p_low) > CONSISTENCY_P
 
     # 6. limits
@@ -334,7 +338,8 @@ def main(argv=None) -> int:
         "background_file": str(args.background), "background": {"n": b, "error": db, "rows": b_rows},
         "background_1p98e10": {"n": b_full, "error": db_full, "rows": b_full_rows},
         "observed": observed, "unblinded_counts": str(work / "unblinded" / "unblinded_counts.json"),
-        "expected": b_expected, "p_value_n_ge_obs": p_high, "p_value_n_le_obs": p_low, "consistent": consistent,
+        "expected": b_expected, "expected_error": db_expected,
+        "p_value_n_ge_obs": p_high, "p_value_n_le_obs": p_low, "consistent": consistent,
         "n_up": {"data": n_up_data, "1p98e10_our_background": n_up_full, "1p98e10_published_background": n_up_pub,
                  "median_observed_1p98e10": n_med},
         "efficiency_json": str(args.efficiency_json),
@@ -358,7 +363,7 @@ def main(argv=None) -> int:
         print(f"#   {r['source']}: {'< ' if r['upper_limit'] else ''}{r['n']:.3g}"
               + ("" if r["upper_limit"] else f" +- {r['error']:.2g}"))
     print(f"# unblinded: {observed} observed (unblind command and unblinded_counts.json agree); expected "
-          f"{b_expected:.3g} +- {db:.2g}: P(n >= obs) = {p_high:.3g}, P(n <= obs) = {p_low:.3g} -> "
+          f"{b_expected:.3g} +- {db_expected:.2g}: P(n >= obs) = {p_high:.3g}, P(n <= obs) = {p_low:.3g} -> "
           f"{'consistent' if consistent else 'NOT consistent'} within Poisson (3 sigma)")
     print(f"# at 1.98e10 MOT our background would be {b_full:.3g} +- {db_full:.2g} events "
           f"(published {PUBLISHED_B} +- {PUBLISHED_DB}); n_up: data {n_up_data:.2f}, 1.98e10 ours "
