@@ -4,6 +4,7 @@ closed-form checks against the analytic x spectrum.  Small samples (< 30 s)."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -203,3 +204,23 @@ def test_published_implied_efficiency_closes_on_the_yield():
     assert published_implied_efficiency(**kw, method="ww") > 1.3 * eff
     with pytest.raises(NA64Error, match="must be > 0"):
         published_implied_efficiency(**{**kw, "n_up": 0.0})
+
+
+def test_breakdown_benchmark_replaces_only_its_generated_block(tmp_path):
+    """docs/efficiency.md keeps its prose: the benchmark rewrites the marked block only (and appends
+    one to a page that has none)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "efficiency_breakdown.py"
+    spec = importlib.util.spec_from_file_location("efficiency_breakdown", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    page = tmp_path / "page.md"
+    page.write_text(f"intro\n\n{mod.BEGIN}\nold table\n{mod.END}\n\nprose after\n")
+    mod.replace_generated(page, f"{mod.BEGIN}\nnew table\n{mod.END}")
+    text = page.read_text()
+    assert text == f"intro\n\n{mod.BEGIN}\nnew table\n{mod.END}\n\nprose after\n"
+    bare = tmp_path / "bare.md"
+    bare.write_text("only prose\n")
+    mod.replace_generated(bare, f"{mod.BEGIN}\nt\n{mod.END}")
+    assert bare.read_text() == f"only prose\n\n{mod.BEGIN}\nt\n{mod.END}\n"
