@@ -4,6 +4,7 @@ closed-form checks against the analytic x spectrum.  Small samples (< 30 s)."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -162,6 +163,64 @@ def test_efficiency_breakdown_multiplies_to_the_efficiency():
     flow = [{"cut": "initial", "events": 400}, {"cut": "a", "events": 300}, {"cut": "b", "events": 150},
             {"cut": "signal_box", "events": 120}]
     point = EfficiencyPoint(100.0, 1000, 400, 120, 1e-3, 0.12, 0.12, 0.01, 0.6, flow)
-    rows = efficiency_breakdown(point, 0.9)
-    assert [name for name, _ in rows] == ["trigger (events written)", "a", "b", "signal_box", "DAQ live time"]
-    assert math.prod(f for _, f in rows) == pytest.approx(0.12 * 0.9)
+    rows = efficiency_breakdown(point, 0.9, 0.95)
+    assert [name for name, _ in rows] == ["trigger (events written)", "a", "b", "signal_box",
+                                          "pile-up rejection", "DAQ live time"]
+    assert math.prod(f for _, f in rows) == pytest.approx(0.12 * 0.95 * 0.9)
+    with pytest.raises(NA64Error, match="pileup_free"):
+        efficiency_breakdown(point, 0.9, 1.5)
+
+
+def test_pileup_free_fraction_is_poisson_in_the_pileup_window():
+    """exp(-R w): 5e6 muons in 4.8 s and a 30 ns window give 3.1 % pile-up (the simulation's
+    ``pileup`` admixture, 0.031 per MOT); no window, no loss."""
+    import dataclasses
+
+    from na64reco.efficiency import pileup_free_fraction
+    from na64reco.geometry import load_setup
+
+    setup = load_setup("na64mu", run=1001)
+    mu = setup.beam.particles_per_spill / setup.beam.spill_duration * setup.beam.pileup_window
+    assert pileup_free_fraction(setup) == pytest.approx(math.exp(-mu))
+    assert 1 - pileup_free_fraction(setup) == pytest.approx(0.031, rel=0.05)
+    no_window = dataclasses.replace(setup, beam=dataclasses.replace(setup.beam, pileup_window=0.0))
+    assert pileup_free_fraction(no_window) == 1.0
+
+
+def test_published_implied_efficiency_closes_on_the_yield():
+    """The implied efficiency puts exactly n_up events at the crossing coupling, scales as 1/g^2 and
+    1/MOT, and is larger for the smaller WW cross section."""
+    from hepunits import MeV
+
+    from na64reco.efficiency import published_implied_efficiency
+    from na64reco.physics.yields import expected_signal
+
+    kw = dict(mot=1.98e10, n_up=2.3, crossing_mass=40 * MeV, g_at_crossing=4.8e-4)
+    eff = published_implied_efficiency(**kw)
+    assert expected_signal(1.98e10, 40 * MeV, 4.8e-4, eff, x_min=0.5, n_steps=8) == pytest.approx(2.3)
+    assert 0.03 < eff < 0.06    # the "~0.04" of issue 9
+    assert published_implied_efficiency(**{**kw, "g_at_crossing": 9.6e-4}) == pytest.approx(eff / 4)
+    assert published_implied_efficiency(**{**kw, "mot": 3.96e10}) == pytest.approx(eff / 2)
+    assert published_implied_efficiency(**kw, method="ww") > 1.3 * eff
+    with pytest.raises(NA64Error, match="must be > 0"):
+        published_implied_efficiency(**{**kw, "n_up": 0.0})
+
+
+def test_breakdown_benchmark_replaces_only_its_generated_block(tmp_path):
+    """docs/efficiency.md keeps its prose: the benchmark rewrites the marked block only (and appends
+    one to a page that has none)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "efficiency_breakdown.py"
+    spec = importlib.util.spec_from_file_location("efficiency_breakdown", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    page = tmp_path / "page.md"
+    page.write_text(f"intro\n\n{mod.BEGIN}\nold table\n{mod.END}\n\nprose after\n")
+    mod.replace_generated(page, f"{mod.BEGIN}\nnew table\n{mod.END}")
+    text = page.read_text()
+    assert text == f"intro\n\n{mod.BEGIN}\nnew table\n{mod.END}\n\nprose after\n"
+    bare = tmp_path / "bare.md"
+    bare.write_text("only prose\n")
+    mod.replace_generated(bare, f"{mod.BEGIN}\nt\n{mod.END}")
+    assert bare.read_text() == f"only prose\n\n{mod.BEGIN}\nt\n{mod.END}\n"
