@@ -85,7 +85,7 @@ def test_apv_kernel_matches_reference(seed, n, pool):
     if pool:  # a small pool read from random offsets (windows overlap and wrap around its end)
         noise, start = rng.standard_normal(50).astype(np.float32), rng.integers(0, 50, n)
     else:
-        noise, start = dg._fresh_apv_noise(rng, n, 2)
+        noise, start = dg._apv_noise(rng, n, 2, pool=False)
     args = (ev, plane, c, amp, shape3, n_strips, is_mm, dead, mm_chan, 0.6, 2, noise, start, 4.0, 12.0)
     f = dg._apv_kernel(*args)
     s = dg._apv_reference(*args)

@@ -165,10 +165,7 @@ def msadc_digits(
     chan_first = np.searchsorted(cidx, np.arange(n + 1))
     jitter = a.time_jitter * rng.standard_normal(n)
     t0 = a.signal_time + tables.time_offset[det, ch] + jitter
-    if pool:
-        noise, noise_start = gaussian_pool(), window_starts(rng, n, a.n_samples)
-    else:
-        noise, noise_start = rng.standard_normal((n, a.n_samples), dtype=np.float32), None
+    noise, noise_start = _msadc_noise(rng, n, a.n_samples, pool)
     adc = msadc_waveforms(
         chan_first,
         amp[comp_keep],
@@ -246,6 +243,14 @@ def msadc_waveforms(
         int(max_adc),
     )
     return (_msadc_reference if reference else _msadc_kernel)(*args)
+
+
+def _msadc_noise(rng: np.random.Generator, n: int, n_samples: int, pool: bool):
+    """Unit noise of ``n`` channels for :func:`msadc_waveforms`: ``(noise, noise_start)``,
+    windows of the pool (``pool=True``) or fresh draws of shape (n, n_samples) and None."""
+    if pool:
+        return gaussian_pool(), window_starts(rng, n, n_samples)
+    return rng.standard_normal((n, n_samples), dtype=np.float32), None
 
 
 def _in_every_event(key, t, amp, det, ch, n_events: int):
@@ -413,11 +418,7 @@ def apv_digits(
     tt = params.apv_first_sample - phase[ev] - t
     shape3 = apv_shape(tt[:, None] + np.arange(3)[None, :] * ro.apv_sample_spacing, ro.apv_peaking_time)
     order = np.argsort(ev * 64 + plane, kind="stable")
-    if pool:  # the channels of the (event, plane) starting at cluster i read from noise_start[i] on
-        noise = gaussian_pool()[:POOL_SIZE]
-        noise_start = window_starts(rng, nc, 3 * (2 * APV_HALF_WIDTH + 1))  # k clusters: <= 5 k channels
-    else:
-        noise, noise_start = _fresh_apv_noise(rng, nc, APV_HALF_WIDTH)
+    noise, noise_start = _apv_noise(rng, nc, APV_HALF_WIDTH, pool)
     mm_chan = ro.mm_channel_of_strip(np.arange(tables.dead.shape[1]) % (ro.mm_channels * len(ro.mm_multiplex_steps)))
     args = (
         ev[order],
@@ -440,10 +441,15 @@ def apv_digits(
     return o_ev, o_pl.astype(np.int16), o_ch.astype(np.int16), a[:, 0], a[:, 1], a[:, 2]
 
 
-def _fresh_apv_noise(rng: np.random.Generator, n_clusters: int, half: int) -> tuple[np.ndarray, np.ndarray]:
-    """Fresh N(0, 1) noise for :func:`_apv_kernel`: disjoint ranges of numbers for every
-    (event, plane) group (a group of k clusters touches at most k (2 half + 1) channels)."""
+def _apv_noise(rng: np.random.Generator, n_clusters: int, half: int, pool: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Unit noise for :func:`_apv_kernel`: ``(noise, noise_start)``, the (event, plane) whose
+    first cluster is i reading from ``noise_start[i]`` on; a group of k clusters touches at
+    most k (2 half + 1) channels, 3 numbers each, so the ranges of the groups are disjoint
+    (in a block of :data:`na64reco.sim.noise.BLOCK` clusters for the pool, everywhere for
+    fresh draws, ``pool=False``)."""
     per_cluster = 3 * (2 * half + 1)
+    if pool:
+        return gaussian_pool()[:POOL_SIZE], window_starts(rng, n_clusters, per_cluster)
     noise = rng.standard_normal(max(n_clusters, 1) * per_cluster, dtype=np.float32)
     return noise, np.arange(n_clusters, dtype=np.int64) * per_cluster
 
@@ -490,6 +496,7 @@ def _apv_reference(
 @numba.njit(cache=True, nogil=True)
 def _apv_kernel(ev, plane, c, amp, shape3, n_strips, is_mm, dead, mm_chan, spread, half, noise, noise_start,
                 noise_sigma, threshold):
+    # noise: >= 3 numbers, read cyclically (see _apv_reference)
     n = ev.size
     n_noise = noise.size
     cap = n * (2 * half + 1)
