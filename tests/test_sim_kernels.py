@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from na64reco.geometry import load_setup
-from na64reco.pulse import msadc_shape
+from na64reco.pulse import apv_shape, msadc_shape
 from na64reco.sim import digitize as dg
 
 
@@ -121,3 +121,24 @@ def test_apv_mm_multiplexing_and_gem_strips():
         if order is not None:
             q = a[order, 0].astype(float)
             assert (q * strips).sum() / q.sum() == pytest.approx(c, abs=0.02)
+
+
+def test_apv_cluster_inputs_match_the_pulse_shape():
+    setup = load_setup("na64mu")
+    rng = np.random.default_rng(2)
+    n, n_planes = 500, len(setup.planes)
+    n_strips = np.array([p.n_strips for p in setup.planes])
+    pitch = np.array([p.pitch for p in setup.planes], float)
+    ev, plane = rng.integers(0, 20, n), rng.integers(0, n_planes, n)
+    u, t, q, phase = rng.uniform(-50, 50, n), rng.uniform(-30, 30, n), rng.uniform(0, 900, n), rng.uniform(0, 25, 20)
+    order = np.argsort(ev * 64 + plane, kind="stable")
+    e_s, p_s, c, amp, shape3 = dg._apv_cluster_inputs(order, ev, plane, u, t, q, phase, n_strips, pitch, 2.0, 60.0,
+                                                      25.0, 50.0)
+    ev, plane, u, t, q = ev[order], plane[order], u[order], t[order], q[order]
+    np.testing.assert_array_equal(e_s, ev)
+    np.testing.assert_array_equal(p_s, plane)
+    np.testing.assert_allclose(c, (u + 0.5 * n_strips[plane] * pitch[plane]) / pitch[plane] - 0.5, rtol=1e-14)
+    np.testing.assert_allclose(amp, 2.0 * q, rtol=1e-15)
+    tt = 60.0 - phase[ev] - t
+    np.testing.assert_allclose(shape3, apv_shape(tt[:, None] + 25.0 * np.arange(3)[None, :], 50.0), rtol=1e-13,
+                               atol=1e-15)

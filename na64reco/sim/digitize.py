@@ -50,7 +50,7 @@ from scipy.special import ndtr
 
 from na64reco.conditions import STATUS_DEAD, RunConditions
 from na64reco.geometry import Setup
-from na64reco.pulse import apv_shape, msadc_shape
+from na64reco.pulse import msadc_shape
 from na64reco.sim import interactions as phys
 from na64reco.sim.noise import POOL_SIZE, gaussian_pool, window_starts
 from na64reco.sim.params import SimParams
@@ -413,19 +413,14 @@ def apv_digits(
     ev, plane, u, t = ev[m], plane[m], u[m], t[m]
     nc = ev.size
     q = np.clip(phys.moyal(rng, params.apv_charge_mpv, params.apv_charge_width, nc), 0.0, None)
-    c = (u + 0.5 * tables.n_strips[plane] * tables.pitch[plane]) / tables.pitch[plane] - 0.5
     phase = rng.uniform(0.0, ro.apv_sample_spacing, max(n_events, 1))
-    tt = params.apv_first_sample - phase[ev] - t
-    shape3 = apv_shape(tt[:, None] + np.arange(3)[None, :] * ro.apv_sample_spacing, ro.apv_peaking_time)
-    order = np.argsort(ev * 64 + plane, kind="stable")
+    order = np.argsort(ev * 64 + plane, kind="stable")  # clusters by (event, plane)
     noise, noise_start = _apv_noise(rng, nc, APV_HALF_WIDTH, pool)
     mm_chan = ro.mm_channel_of_strip(np.arange(tables.dead.shape[1]) % (ro.mm_channels * len(ro.mm_multiplex_steps)))
     args = (
-        ev[order],
-        plane[order],
-        c[order],
-        q[order] * ro.apv_gain,
-        shape3[order],
+        *_apv_cluster_inputs(order, ev, plane, u, t, q, phase, tables.n_strips, np.asarray(tables.pitch, float),
+                             float(ro.apv_gain), float(params.apv_first_sample), float(ro.apv_sample_spacing),
+                             float(ro.apv_peaking_time)),
         tables.n_strips,
         tables.type == 0,
         tables.dead,
@@ -452,6 +447,33 @@ def _apv_noise(rng: np.random.Generator, n_clusters: int, half: int, pool: bool)
         return gaussian_pool()[:POOL_SIZE], window_starts(rng, n_clusters, per_cluster)
     noise = rng.standard_normal(max(n_clusters, 1) * per_cluster, dtype=np.float32)
     return noise, np.arange(n_clusters, dtype=np.int64) * per_cluster
+
+
+@numba.njit(cache=True, nogil=True)
+def _apv_cluster_inputs(order, ev, plane, u, t, q, phase, n_strips, pitch, gain, first_sample, spacing, peaking):
+    """The clusters in the order ``order``: event, plane, strip coordinate
+    ``c = u / pitch + n_strips / 2 - 1/2``, amplitude ``q x gain`` and the samples
+    ``apv_shape(first_sample + j spacing - phase[ev] - t)``, j = 0, 1, 2
+    (:func:`na64reco.pulse.apv_shape`), in one pass instead of five gathers and a
+    temporary array each."""
+    n = order.size
+    ev_s = np.empty(n, np.int64)
+    plane_s = np.empty(n, np.int64)
+    c = np.empty(n)
+    amp = np.empty(n)
+    shape3 = np.empty((n, 3))
+    for i in range(n):
+        o = order[i]
+        p = plane[o]
+        ev_s[i] = ev[o]
+        plane_s[i] = p
+        c[i] = (u[o] + 0.5 * n_strips[p] * pitch[p]) / pitch[p] - 0.5
+        amp[i] = q[o] * gain
+        tt = first_sample - phase[ev[o]] - t[o]
+        for j in range(3):
+            x = tt + j * spacing
+            shape3[i, j] = (x / peaking) * math.exp(1.0 - x / peaking) if x > 0 else 0.0
+    return ev_s, plane_s, c, amp, shape3
 
 
 def _apv_reference(
