@@ -131,9 +131,9 @@ def msadc_digits(
     Returns ``(ev, det_id, chan, adc)`` sorted by event, ``adc`` of shape (n, n_samples) int16.
     """
     a = setup.msadc
-    det_c = (key // _DET_SHIFT) % _DET_SHIFT
-    ch_c = key % _DET_SHIFT
-    amp = np.where(tables.dead[det_c, ch_c], 0.0, energy / tables.gain[det_c, ch_c])
+    width = tables.gain.shape[1]  # [det_id, channel] tables, read by flat index det_id * width + channel
+    flat_c = ((key // _DET_SHIFT) % _DET_SHIFT) * width + key % _DET_SHIFT
+    amp = np.where(tables.dead.reshape(-1)[flat_c], 0.0, energy / tables.gain.reshape(-1)[flat_c])
     if every_channel:  # random trigger: every channel of every event, no signal added
         key, t, amp = _in_every_event(key, t, amp, *tables.all_channels, n_events)
     if tables.forced is not None and not every_channel:  # injected noisy channels: in every event
@@ -145,35 +145,24 @@ def msadc_digits(
             np.zeros(0, np.int16),
             np.zeros((0, a.n_samples), np.int16),
         )
-    first = np.concatenate([[True], key[1:] != key[:-1]])
-    start = np.flatnonzero(first)
-    chan_key = key[start]
-    amp_sum = np.add.reduceat(amp, start)
-    hit = np.add.reduceat((amp > 0).astype(np.int64), start) > 0
+    forced = tables.forced if tables.forced is not None else np.zeros(tables.gain.shape, bool)
+    chan_key, chan_first, comp = _msadc_select(key, amp, tables.always_written, forced, float(a.zero_suppression),
+                                               every_channel)
     det = (chan_key // _DET_SHIFT) % _DET_SHIFT
     ch = chan_key % _DET_SHIFT
-    keep = (amp_sum > a.zero_suppression) | (tables.always_written[det] & hit)
-    if every_channel:
-        keep[:] = True
-    elif tables.forced is not None:
-        keep |= tables.forced[det, ch]
-    comp_chan = np.cumsum(first) - 1  # channel index of each component
-    comp_keep = keep[comp_chan]
-    chan_key, det, ch = chan_key[keep], det[keep], ch[keep]
+    flat = det * width + ch
     n = chan_key.size
-    cidx = (np.cumsum(keep) - 1)[comp_chan[comp_keep]]  # kept channel of each kept component
-    chan_first = np.searchsorted(cidx, np.arange(n + 1))
     jitter = a.time_jitter * rng.standard_normal(n)
-    t0 = a.signal_time + tables.time_offset[det, ch] + jitter
+    t0 = a.signal_time + tables.time_offset.reshape(-1)[flat] + jitter
     noise, noise_start = _msadc_noise(rng, n, a.n_samples, pool)
     adc = msadc_waveforms(
         chan_first,
-        amp[comp_keep],
-        t[comp_keep],
+        amp[comp],
+        t[comp],
         t0,
-        tables.ped_even[det, ch],
-        tables.ped_odd[det, ch],
-        tables.noise[det, ch],
+        tables.ped_even.reshape(-1)[flat],
+        tables.ped_odd.reshape(-1)[flat],
+        tables.noise.reshape(-1)[flat],
         noise,
         a.sample_period,
         a.pulse_rise,
@@ -243,6 +232,45 @@ def msadc_waveforms(
         int(max_adc),
     )
     return (_msadc_reference if reference else _msadc_kernel)(*args)
+
+
+@numba.njit(cache=True, nogil=True)
+def _msadc_select(key, amp, always_written, forced, zero_suppression, every_channel):
+    """The written channels of components sorted by ``key`` (event, detector, channel).
+
+    A channel (its components' amplitudes ``amp`` summed) is written if the sum exceeds
+    ``zero_suppression``, or if it is hit (a component with amp > 0) on an always-written
+    detector, or if it is ``forced[det, chan]``, or always with ``every_channel``.
+    Returns ``(chan_key, chan_first, comp)``: the written channels' keys, their components
+    ``comp[chan_first[i]:chan_first[i + 1]]`` (indices into the inputs).
+    """
+    n = key.size
+    chan_key = np.empty(n, np.int64)
+    chan_first = np.empty(n + 1, np.int64)
+    comp = np.empty(n, np.int64)
+    k = 0
+    m = 0
+    i = 0
+    while i < n:
+        total = 0.0
+        hit = False
+        j = i
+        while j < n and key[j] == key[i]:
+            total += amp[j]
+            hit = hit or amp[j] > 0
+            j += 1
+        det = (key[i] // 256) % 256
+        ch = key[i] % 256
+        if every_channel or total > zero_suppression or (always_written[det] and hit) or forced[det, ch]:
+            chan_key[k] = key[i]
+            chan_first[k] = m
+            for c in range(i, j):
+                comp[m] = c
+                m += 1
+            k += 1
+        i = j
+    chan_first[k] = m
+    return chan_key[:k], chan_first[: k + 1], comp[:m]
 
 
 def _msadc_noise(rng: np.random.Generator, n: int, n_samples: int, pool: bool):
