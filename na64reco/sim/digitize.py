@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 
 import numba
 import numpy as np
-from scipy.special import ndtr
+from scipy.special import erf, ndtr
 
 from na64reco.conditions import STATUS_DEAD, RunConditions
 from na64reco.geometry import Setup
@@ -416,6 +416,25 @@ def tracker_points(rng: np.random.Generator, tables: PlaneTables, n_events: int,
 #: the next one would get < 1e-3 of the charge)
 APV_HALF_WIDTH = 2
 
+#: erf tabulated for the APV strip fractions: ``erf(x)`` for x in [-_ERF_RANGE, _ERF_RANGE] in
+#: steps of 1/_ERF_PER_UNIT, linearly interpolated (error < h^2/8 max|erf''| = 7e-9), +-1 beyond
+#: (1 - erf(4.5) = 2e-10); 4x faster than ``math.erf`` in the kernel (issue 11)
+_ERF_RANGE = 4.5
+_ERF_PER_UNIT = 4096
+_ERF_TABLE = erf(np.arange(-int(_ERF_RANGE * _ERF_PER_UNIT), int(_ERF_RANGE * _ERF_PER_UNIT) + 2) / _ERF_PER_UNIT)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _erf(x):
+    """``erf(x)`` from :data:`_ERF_TABLE` (see there)."""
+    if x >= _ERF_RANGE:
+        return 1.0
+    if x <= -_ERF_RANGE:
+        return -1.0
+    f = (x + _ERF_RANGE) * _ERF_PER_UNIT
+    i = int(f)
+    return _ERF_TABLE[i] + (f - i) * (_ERF_TABLE[i + 1] - _ERF_TABLE[i])
+
 
 def apv_digits(
     rng: np.random.Generator,
@@ -569,10 +588,10 @@ def _apv_kernel(ev, plane, c, amp, shape3, n_strips, is_mm, dead, mm_chan, sprea
         nt = 0
         for cl in range(i, j):
             s0 = np.int64(np.rint(c[cl]))
-            lower = math.erf((s0 - half - 0.5 - c[cl]) * inv)  # strip edges are shared: 2 half + 2 erf
+            lower = _erf((s0 - half - 0.5 - c[cl]) * inv)  # strip edges are shared: 2 half + 2 erf
             for o in range(-half, half + 1):
                 s = s0 + o
-                upper = math.erf((s + 0.5 - c[cl]) * inv)
+                upper = _erf((s + 0.5 - c[cl]) * inv)
                 frac = 0.5 * (upper - lower)
                 lower = upper
                 if s < 0 or s >= n_strips[p] or dead[p, s]:
