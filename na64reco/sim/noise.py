@@ -1,8 +1,9 @@
 """Electronics noise of the digitisation from a pre-drawn pool of standard-normal numbers.
 
 Drawing a fresh Gaussian number for each of the 32 MSADC samples of every written channel,
-and for the 3 APV samples of every touched channel, was ~40 % of the simulation's CPU
-time (issue 11).  Instead, one *pool* of :data:`POOL_SIZE` standard-normal numbers is
+and for the 3 APV samples of every touched channel, was 17 % of the simulation's CPU
+time (0.54 of 3.25 s per 100k MOT with the calibration trigger, issue 11), and more
+through the memory traffic of the arrays.  Instead, one *pool* of :data:`POOL_SIZE` standard-normal numbers is
 made once per process, and a channel takes the consecutive numbers of a window in it
 (:func:`window_starts`): the windows of :data:`BLOCK` consecutive channels are adjacent,
 each block of windows starts at a random offset (one random integer per 64 channels
@@ -22,10 +23,12 @@ The pool is *stratified* and *antithetic*: for ``k = 0 .. H-1`` (``H = POOL_SIZE
   pool of independent draws would be off by ~1 % of it), its mean is 0 (the pairs
   cancel) and its variance 1 to O(1 / POOL_SIZE): averages over many channels, such as a
   pedestal or a noise-occupancy measurement, converge to the values of fresh draws;
-* what differs from fresh draws: a stretch of numbers recurs (at a random offset, so in
-  other channels and events) once more than ``POOL_SIZE`` samples are drawn, e.g. each
-  pool number ~24 times in the 3 x 10^8 MSADC samples of 10^7 events.  Only an estimator
-  that correlates the noise of different channels sample by sample could see it.
+* what differs from fresh draws: a stretch of numbers recurs wherever two blocks of
+  windows overlap (random offsets, so in other channels and events); each pool number is
+  read (samples drawn) / ``POOL_SIZE`` times on average, e.g. ~24 times in the 3 x 10^8
+  MSADC samples of 10^7 events.  Only an estimator that correlates the noise of
+  different channels sample by sample, across blocks, could see it; the noise of two
+  given channels over many events is uncorrelated as with fresh draws.
 
 The pool does not depend on the seed (it is the same in every process, built from the
 fixed :data:`POOL_SEED`); the offsets come from the random stream of each spill, so the
