@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from na64reco.geometry import load_setup
-from na64reco.pulse import msadc_shape
+from na64reco.pulse import apv_shape, msadc_shape
 from na64reco.sim import digitize as dg
 
 
@@ -47,8 +47,25 @@ def test_msadc_single_pulse_closed_form():
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), n=st.integers(0, 60))
-def test_apv_kernel_matches_reference(seed, n):
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(0, 40))
+def test_msadc_kernel_with_a_noise_pool_matches_reference(seed, n):
+    """Noise read from windows of a flat pool (overlapping, random offsets) as in the simulation."""
+    rng = np.random.default_rng(seed)
+    args = _msadc_inputs(rng, n)
+    pool = rng.standard_normal(100).astype(np.float32)
+    start = rng.integers(0, 100 - 32 + 1, n)
+    kw = {"noise_start": start, "n_samples": 32}
+    fast = dg.msadc_waveforms(*args[:7], pool, *args[8:], **kw)
+    slow = dg.msadc_waveforms(*args[:7], pool, *args[8:], reference=True, **kw)
+    assert np.abs(fast.astype(int) - slow.astype(int)).max(initial=0) <= 1
+    # the same as the (n, 32) noise made of the windows
+    windows = pool[start[:, None] + np.arange(32)[None, :]]
+    np.testing.assert_array_equal(fast, dg.msadc_waveforms(*args[:7], windows, *args[8:]))
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(0, 60), pool=st.booleans())
+def test_apv_kernel_matches_reference(seed, n, pool):
     setup = load_setup("na64mu")
     ro = setup.readout
     rng = np.random.default_rng(seed)
@@ -65,15 +82,18 @@ def test_apv_kernel_matches_reference(seed, n):
     amp = rng.uniform(10, 1000, n)
     shape3 = rng.uniform(0, 1, (n, 3))
     mm_chan = ro.mm_channel_of_strip(np.arange(dead.shape[1]) % 320).astype(np.int64)
-    noise = rng.standard_normal((n * 5, 3), dtype=np.float32)
-    args = (ev, plane, c, amp, shape3, n_strips, is_mm, dead, mm_chan, 0.6, 2, noise, 4.0, 12.0)
+    if pool:  # a small pool read from random offsets (windows overlap and wrap around its end)
+        noise, start = rng.standard_normal(50).astype(np.float32), rng.integers(0, 50, n)
+    else:
+        noise, start = dg._apv_noise(rng, n, 2, pool=False)
+    args = (ev, plane, c, amp, shape3, n_strips, is_mm, dead, mm_chan, 0.6, 2, noise, start, 4.0, 12.0)
     f = dg._apv_kernel(*args)
     s = dg._apv_reference(*args)
     for a, b in zip(f[:3], s[:3], strict=True):
         np.testing.assert_array_equal(a, b)
     assert np.abs(f[3].astype(int) - s[3].astype(int)).max(initial=0) <= 1  # rounding ties only
     # without noise and threshold, the summed charge is at most the deposited charge
-    quiet = dg._apv_kernel(*args[:-3], np.zeros_like(noise), 0.0, -1.0)
+    quiet = dg._apv_kernel(*args[:-4], np.zeros_like(noise), start, 0.0, -1.0)
     assert quiet[3].astype(float).sum() <= (amp[:, None] * shape3).sum() + 3 * len(quiet[3]) * 0.5 + 1e-9
 
 
@@ -91,7 +111,7 @@ def test_apv_mm_multiplexing_and_gem_strips():
     for plane, c in ((mm, 200.3), (gem, 100.6)):
         args = (np.array([0]), np.array([plane.index]), np.array([c]), np.array([600.0]),
                 np.ones((1, 3)), n_strips, is_mm, dead, mm_chan, 0.6, 2,
-                np.zeros((5, 3), np.float32), 0.0, -1.0)
+                np.zeros(15, np.float32), np.zeros(1, np.int64), 0.0, -1.0)
         _, _, ch, a = dg._apv_kernel(*args)
         strips = np.rint(c).astype(int) + np.arange(-2, 3)
         expected = ro.mm_channel_of_strip(strips) if plane.type == "MM" else strips
@@ -101,3 +121,24 @@ def test_apv_mm_multiplexing_and_gem_strips():
         if order is not None:
             q = a[order, 0].astype(float)
             assert (q * strips).sum() / q.sum() == pytest.approx(c, abs=0.02)
+
+
+def test_apv_cluster_inputs_match_the_pulse_shape():
+    setup = load_setup("na64mu")
+    rng = np.random.default_rng(2)
+    n, n_planes = 500, len(setup.planes)
+    n_strips = np.array([p.n_strips for p in setup.planes])
+    pitch = np.array([p.pitch for p in setup.planes], float)
+    ev, plane = rng.integers(0, 20, n), rng.integers(0, n_planes, n)
+    u, t, q, phase = rng.uniform(-50, 50, n), rng.uniform(-30, 30, n), rng.uniform(0, 900, n), rng.uniform(0, 25, 20)
+    order = np.argsort(ev * 64 + plane, kind="stable")
+    e_s, p_s, c, amp, shape3 = dg._apv_cluster_inputs(order, ev, plane, u, t, q, phase, n_strips, pitch, 2.0, 60.0,
+                                                      25.0, 50.0)
+    ev, plane, u, t, q = ev[order], plane[order], u[order], t[order], q[order]
+    np.testing.assert_array_equal(e_s, ev)
+    np.testing.assert_array_equal(p_s, plane)
+    np.testing.assert_allclose(c, (u + 0.5 * n_strips[plane] * pitch[plane]) / pitch[plane] - 0.5, rtol=1e-14)
+    np.testing.assert_allclose(amp, 2.0 * q, rtol=1e-15)
+    tt = 60.0 - phase[ev] - t
+    np.testing.assert_allclose(shape3, apv_shape(tt[:, None] + 25.0 * np.arange(3)[None, :], 50.0), rtol=1e-13,
+                               atol=1e-15)

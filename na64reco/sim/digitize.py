@@ -6,7 +6,9 @@ MSADC (calorimeters, counters)
     E / gain (:func:`na64reco.pulse.msadc_shape`) starting at
     ``signal_time + time_offset[channel] + jitter + t_component``; samples every
     ``sample_period``; pedestal per sample parity (even/odd) and Gaussian noise per
-    sample from the conditions; rounded, clipped to [0, max_adc] (saturation), int16.
+    sample from the conditions (the N(0, 1) numbers read from the pre-drawn pool of
+    :mod:`na64reco.sim.noise`, a window at a random offset per channel); rounded,
+    clipped to [0, max_adc] (saturation), int16.
     Dead channels (status 1) get no signal.  Zero suppression: a calorimeter channel is
     written only if its true peak amplitude (sum of its components' E/gain) exceeds
     ``msadc.zero_suppression`` ADC counts; counter and veto channels are written
@@ -23,7 +25,9 @@ APV25 (MM, GEM)
     Q x [Phi((k + 1/2 - c)/s) - Phi((k - 1/2 - c)/s)] (Gaussian spread s =
     ``cluster_spread`` strips around the strip coordinate c); dead strips get nothing.
     Samples a_j = charge x apv_gain x apv_shape(first_sample_time + j spacing - phase - t)
-    + N(0, apv_noise), with a clock phase uniform in [0, spacing) per event.  MM strips
+    + N(0, apv_noise), with a clock phase uniform in [0, spacing) per event (the noise of
+    the channels of one plane and event: consecutive numbers of the pool of
+    :mod:`na64reco.sim.noise` from a random offset).  MM strips
     are summed per APV channel through the multiplexing map (``mm_channel_of_strip``),
     GEM strips are channels.  A channel is written if max(a0, a1, a2) exceeds
     ``threshold_sigma x apv_noise``.  Channels without signal are not simulated (their
@@ -42,12 +46,13 @@ from dataclasses import dataclass, field
 
 import numba
 import numpy as np
-from scipy.special import ndtr
+from scipy.special import erf, ndtr
 
 from na64reco.conditions import STATUS_DEAD, RunConditions
 from na64reco.geometry import Setup
-from na64reco.pulse import apv_shape, msadc_shape
+from na64reco.pulse import msadc_shape
 from na64reco.sim import interactions as phys
+from na64reco.sim.noise import POOL_SIZE, gaussian_pool, window_starts
 from na64reco.sim.params import SimParams
 
 _DET_SHIFT = 256  # channel numbers < 256
@@ -117,15 +122,18 @@ def msadc_digits(
     energy,
     *,
     every_channel: bool = False,
+    pool: bool = True,
 ):
     """MSADC digits of ``n_events`` events from aggregated components (see :func:`aggregate`).
 
+    ``pool=False`` draws fresh Gaussian noise for every sample instead of reading it from the
+    pool of :mod:`na64reco.sim.noise` (the reference of the noise model; slower).
     Returns ``(ev, det_id, chan, adc)`` sorted by event, ``adc`` of shape (n, n_samples) int16.
     """
     a = setup.msadc
-    det_c = (key // _DET_SHIFT) % _DET_SHIFT
-    ch_c = key % _DET_SHIFT
-    amp = np.where(tables.dead[det_c, ch_c], 0.0, energy / tables.gain[det_c, ch_c])
+    width = tables.gain.shape[1]  # [det_id, channel] tables, read by flat index det_id * width + channel
+    flat_c = ((key // _DET_SHIFT) % _DET_SHIFT) * width + key % _DET_SHIFT
+    amp = np.where(tables.dead.reshape(-1)[flat_c], 0.0, energy / tables.gain.reshape(-1)[flat_c])
     if every_channel:  # random trigger: every channel of every event, no signal added
         key, t, amp = _in_every_event(key, t, amp, *tables.all_channels, n_events)
     if tables.forced is not None and not every_channel:  # injected noisy channels: in every event
@@ -137,40 +145,31 @@ def msadc_digits(
             np.zeros(0, np.int16),
             np.zeros((0, a.n_samples), np.int16),
         )
-    first = np.concatenate([[True], key[1:] != key[:-1]])
-    start = np.flatnonzero(first)
-    chan_key = key[start]
-    amp_sum = np.add.reduceat(amp, start)
-    hit = np.add.reduceat((amp > 0).astype(np.int64), start) > 0
+    forced = tables.forced if tables.forced is not None else np.zeros(tables.gain.shape, bool)
+    chan_key, chan_first, comp = _msadc_select(key, amp, tables.always_written, forced, float(a.zero_suppression),
+                                               every_channel)
     det = (chan_key // _DET_SHIFT) % _DET_SHIFT
     ch = chan_key % _DET_SHIFT
-    keep = (amp_sum > a.zero_suppression) | (tables.always_written[det] & hit)
-    if every_channel:
-        keep[:] = True
-    elif tables.forced is not None:
-        keep |= tables.forced[det, ch]
-    comp_chan = np.cumsum(first) - 1  # channel index of each component
-    comp_keep = keep[comp_chan]
-    chan_key, det, ch = chan_key[keep], det[keep], ch[keep]
+    flat = det * width + ch
     n = chan_key.size
-    cidx = (np.cumsum(keep) - 1)[comp_chan[comp_keep]]  # kept channel of each kept component
-    chan_first = np.searchsorted(cidx, np.arange(n + 1))
     jitter = a.time_jitter * rng.standard_normal(n)
-    t0 = a.signal_time + tables.time_offset[det, ch] + jitter
-    noise = rng.standard_normal((n, a.n_samples), dtype=np.float32)
+    t0 = a.signal_time + tables.time_offset.reshape(-1)[flat] + jitter
+    noise, noise_start = _msadc_noise(rng, n, a.n_samples, pool)
     adc = msadc_waveforms(
         chan_first,
-        amp[comp_keep],
-        t[comp_keep],
+        amp[comp],
+        t[comp],
         t0,
-        tables.ped_even[det, ch],
-        tables.ped_odd[det, ch],
-        tables.noise[det, ch],
+        tables.ped_even.reshape(-1)[flat],
+        tables.ped_odd.reshape(-1)[flat],
+        tables.noise.reshape(-1)[flat],
         noise,
         a.sample_period,
         a.pulse_rise,
         a.pulse_decay,
         a.max_adc,
+        noise_start=noise_start,
+        n_samples=a.n_samples,
     )
     return chan_key // _EV_SHIFT, det.astype(np.int16), ch.astype(np.int16), adc
 
@@ -189,15 +188,33 @@ def msadc_waveforms(
     decay,
     max_adc,
     *,
+    noise_start=None,
+    n_samples: int | None = None,
     reference: bool = False,
 ):
     """Waveforms (n, n_samples) int16 of n channels from their pulse components.
 
     Channel i owns components ``chan_first[i]:chan_first[i+1]`` (amplitude ``amp`` in ADC
     counts, time ``t`` relative to the channel start time ``t0``).  Sample s is
-    ``ped(parity of s) + noise_sigma * noise[i, s] + Sum amp * msadc_shape(s*period - t0 - t)``,
-    rounded and clipped to [0, max_adc].  ``reference=True`` runs the numpy twin.
+    ``ped(parity of s) + noise_sigma * z[i, s] + Sum amp * msadc_shape(s*period - t0 - t)``,
+    rounded and clipped to [0, max_adc].  The unit noise ``z[i, s]`` is ``noise[i, s]``
+    (``noise`` of shape (n, n_samples)) or, with ``noise_start`` and ``n_samples``,
+    ``noise[noise_start[i] + s]`` (``noise`` a flat pool, e.g.
+    :func:`na64reco.sim.noise.gaussian_pool`).
+    ``reference=True`` runs the numpy twin.
     """
+    noise = np.asarray(noise, np.float32)
+    n = len(chan_first) - 1
+    if noise_start is None:
+        n_samples = noise.shape[1]
+        noise_start = np.arange(n, dtype=np.int64) * n_samples
+        noise = noise.reshape(-1)
+    elif n_samples is None:
+        raise ValueError("msadc_waveforms: n_samples is needed with noise_start")
+    noise_start = np.asarray(noise_start, np.int64)
+    if n and (noise_start.min() < 0 or noise_start.max() + n_samples > noise.size):
+        raise ValueError(f"noise windows [{noise_start.min()}, {noise_start.max() + n_samples}) "
+                         f"outside the {noise.size} noise numbers")
     args = (
         np.asarray(chan_first, np.int64),
         np.asarray(amp, float),
@@ -206,13 +223,62 @@ def msadc_waveforms(
         np.asarray(ped_even, float),
         np.asarray(ped_odd, float),
         np.asarray(noise_sigma, float),
-        np.asarray(noise, np.float32),
+        noise,
+        noise_start,
+        int(n_samples),
         float(period),
         float(rise),
         float(decay),
         int(max_adc),
     )
     return (_msadc_reference if reference else _msadc_kernel)(*args)
+
+
+@numba.njit(cache=True, nogil=True)
+def _msadc_select(key, amp, always_written, forced, zero_suppression, every_channel):
+    """The written channels of components sorted by ``key`` (event, detector, channel).
+
+    A channel (its components' amplitudes ``amp`` summed) is written if the sum exceeds
+    ``zero_suppression``, or if it is hit (a component with amp > 0) on an always-written
+    detector, or if it is ``forced[det, chan]``, or always with ``every_channel``.
+    Returns ``(chan_key, chan_first, comp)``: the written channels' keys, their components
+    ``comp[chan_first[i]:chan_first[i + 1]]`` (indices into the inputs).
+    """
+    n = key.size
+    chan_key = np.empty(n, np.int64)
+    chan_first = np.empty(n + 1, np.int64)
+    comp = np.empty(n, np.int64)
+    k = 0
+    m = 0
+    i = 0
+    while i < n:
+        total = 0.0
+        hit = False
+        j = i
+        while j < n and key[j] == key[i]:
+            total += amp[j]
+            hit = hit or amp[j] > 0
+            j += 1
+        det = (key[i] // 256) % 256
+        ch = key[i] % 256
+        if every_channel or total > zero_suppression or (always_written[det] and hit) or forced[det, ch]:
+            chan_key[k] = key[i]
+            chan_first[k] = m
+            for c in range(i, j):
+                comp[m] = c
+                m += 1
+            k += 1
+        i = j
+    chan_first[k] = m
+    return chan_key[:k], chan_first[: k + 1], comp[:m]
+
+
+def _msadc_noise(rng: np.random.Generator, n: int, n_samples: int, pool: bool):
+    """Unit noise of ``n`` channels for :func:`msadc_waveforms`: ``(noise, noise_start)``,
+    windows of the pool (``pool=True``) or fresh draws of shape (n, n_samples) and None."""
+    if pool:
+        return gaussian_pool(), window_starts(rng, n, n_samples)
+    return rng.standard_normal((n, n_samples), dtype=np.float32), None
 
 
 def _in_every_event(key, t, amp, det, ch, n_events: int):
@@ -227,12 +293,12 @@ def _in_every_event(key, t, amp, det, ch, n_events: int):
     return key[order], t[order], amp[order]
 
 
-def _msadc_reference(chan_first, amp, t, t0, ped_even, ped_odd, noise_sigma, noise, period, rise, decay, max_adc):
-    n, ns = noise.shape
+def _msadc_reference(chan_first, amp, t, t0, ped_even, ped_odd, noise_sigma, noise, noise_start, ns, period, rise,
+                     decay, max_adc):
+    n = len(chan_first) - 1
     ts = np.arange(ns) * period
-    wave = np.where(np.arange(ns) % 2 == 1, ped_odd[:, None], ped_even[:, None]) + noise_sigma[:, None] * noise.astype(
-        float
-    )
+    z = noise[noise_start[:, None] + np.arange(ns)[None, :]].astype(float)
+    wave = np.where(np.arange(ns) % 2 == 1, ped_odd[:, None], ped_even[:, None]) + noise_sigma[:, None] * z
     counts = np.diff(chan_first)
     owner = np.repeat(np.arange(n), counts)
     if owner.size:
@@ -242,15 +308,17 @@ def _msadc_reference(chan_first, amp, t, t0, ped_even, ped_odd, noise_sigma, noi
 
 
 @numba.njit(cache=True, nogil=True)
-def _msadc_kernel(chan_first, amp, t, t0, ped_even, ped_odd, noise_sigma, noise, period, rise, decay, max_adc):
-    n, ns = noise.shape
+def _msadc_kernel(chan_first, amp, t, t0, ped_even, ped_odd, noise_sigma, noise, noise_start, ns, period, rise, decay,
+                  max_adc):
+    n = len(chan_first) - 1
     out = np.empty((n, ns), np.int16)
     wave = np.empty(ns)
     tp = 2.0 * decay  # pulse.msadc_shape: (x/tp)^2 exp(-(x - tp)/decay), peak 1 at x = tp
     step = math.exp(-period / decay)  # the exponential factor between two samples
     for i in range(n):
+        z0 = noise_start[i]
         for s in range(ns):
-            wave[s] = (ped_odd[i] if s % 2 == 1 else ped_even[i]) + noise_sigma[i] * np.float64(noise[i, s])
+            wave[s] = (ped_odd[i] if s % 2 == 1 else ped_even[i]) + noise_sigma[i] * np.float64(noise[z0 + s])
         for c in range(chan_first[i], chan_first[i + 1]):
             start = t0[i] + t[c]
             s1 = max(0, int(math.floor(start / period)) + 1)  # first sample strictly after the start
@@ -348,6 +416,25 @@ def tracker_points(rng: np.random.Generator, tables: PlaneTables, n_events: int,
 #: the next one would get < 1e-3 of the charge)
 APV_HALF_WIDTH = 2
 
+#: erf tabulated for the APV strip fractions: ``erf(x)`` for x in [-_ERF_RANGE, _ERF_RANGE] in
+#: steps of 1/_ERF_PER_UNIT, linearly interpolated (error < h^2/8 max|erf''| = 7e-9), +-1 beyond
+#: (1 - erf(4.5) = 2e-10); 4x faster than ``math.erf`` in the kernel (issue 11)
+_ERF_RANGE = 4.5
+_ERF_PER_UNIT = 4096
+_ERF_TABLE = erf(np.arange(-int(_ERF_RANGE * _ERF_PER_UNIT), int(_ERF_RANGE * _ERF_PER_UNIT) + 2) / _ERF_PER_UNIT)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _erf(x):
+    """``erf(x)`` from :data:`_ERF_TABLE` (see there)."""
+    if x >= _ERF_RANGE:
+        return 1.0
+    if x <= -_ERF_RANGE:
+        return -1.0
+    f = (x + _ERF_RANGE) * _ERF_PER_UNIT
+    i = int(f)
+    return _ERF_TABLE[i] + (f - i) * (_ERF_TABLE[i + 1] - _ERF_TABLE[i])
+
 
 def apv_digits(
     rng: np.random.Generator,
@@ -360,27 +447,27 @@ def apv_digits(
     u,
     t,
     *,
+    pool: bool = True,
     reference: bool = False,
 ):
-    """APV digits of MM/GEM planes from local points.  Returns (ev, plane, chan, a0, a1, a2)."""
+    """APV digits of MM/GEM planes from local points.  Returns (ev, plane, chan, a0, a1, a2).
+
+    ``pool=False`` draws fresh Gaussian noise for every touched channel instead of reading
+    it from the pool of :mod:`na64reco.sim.noise` (the reference of the noise model).
+    """
     ro = setup.readout
     m = tables.type[plane] != 2
     ev, plane, u, t = ev[m], plane[m], u[m], t[m]
     nc = ev.size
     q = np.clip(phys.moyal(rng, params.apv_charge_mpv, params.apv_charge_width, nc), 0.0, None)
-    c = (u + 0.5 * tables.n_strips[plane] * tables.pitch[plane]) / tables.pitch[plane] - 0.5
     phase = rng.uniform(0.0, ro.apv_sample_spacing, max(n_events, 1))
-    tt = params.apv_first_sample - phase[ev] - t
-    shape3 = apv_shape(tt[:, None] + np.arange(3)[None, :] * ro.apv_sample_spacing, ro.apv_peaking_time)
-    order = np.argsort(ev * 64 + plane, kind="stable")
-    noise = rng.standard_normal((nc * (2 * APV_HALF_WIDTH + 1), 3), dtype=np.float32)
+    order = np.argsort(ev * 64 + plane, kind="stable")  # clusters by (event, plane)
+    noise, noise_start = _apv_noise(rng, nc, APV_HALF_WIDTH, pool)
     mm_chan = ro.mm_channel_of_strip(np.arange(tables.dead.shape[1]) % (ro.mm_channels * len(ro.mm_multiplex_steps)))
     args = (
-        ev[order],
-        plane[order],
-        c[order],
-        q[order] * ro.apv_gain,
-        shape3[order],
+        *_apv_cluster_inputs(order, ev, plane, u, t, q, phase, tables.n_strips, np.asarray(tables.pitch, float),
+                             float(ro.apv_gain), float(params.apv_first_sample), float(ro.apv_sample_spacing),
+                             float(ro.apv_peaking_time)),
         tables.n_strips,
         tables.type == 0,
         tables.dead,
@@ -388,6 +475,7 @@ def apv_digits(
         max(ro.cluster_spread, 1e-3),
         APV_HALF_WIDTH,
         noise,
+        noise_start,
         float(ro.apv_noise),
         float(params.apv_threshold_sigma * ro.apv_noise),
     )
@@ -395,14 +483,55 @@ def apv_digits(
     return o_ev, o_pl.astype(np.int16), o_ch.astype(np.int16), a[:, 0], a[:, 1], a[:, 2]
 
 
+def _apv_noise(rng: np.random.Generator, n_clusters: int, half: int, pool: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Unit noise for :func:`_apv_kernel`: ``(noise, noise_start)``, the (event, plane) whose
+    first cluster is i reading from ``noise_start[i]`` on; a group of k clusters touches at
+    most k (2 half + 1) channels, 3 numbers each, so the ranges of the groups are disjoint
+    (in a block of :data:`na64reco.sim.noise.BLOCK` clusters for the pool, everywhere for
+    fresh draws, ``pool=False``)."""
+    per_cluster = 3 * (2 * half + 1)
+    if pool:
+        return gaussian_pool()[:POOL_SIZE], window_starts(rng, n_clusters, per_cluster)
+    noise = rng.standard_normal(max(n_clusters, 1) * per_cluster, dtype=np.float32)
+    return noise, np.arange(n_clusters, dtype=np.int64) * per_cluster
+
+
+@numba.njit(cache=True, nogil=True)
+def _apv_cluster_inputs(order, ev, plane, u, t, q, phase, n_strips, pitch, gain, first_sample, spacing, peaking):
+    """The clusters in the order ``order``: event, plane, strip coordinate
+    ``c = u / pitch + n_strips / 2 - 1/2``, amplitude ``q x gain`` and the samples
+    ``apv_shape(first_sample + j spacing - phase[ev] - t)``, j = 0, 1, 2
+    (:func:`na64reco.pulse.apv_shape`), in one pass instead of five gathers and a
+    temporary array each."""
+    n = order.size
+    ev_s = np.empty(n, np.int64)
+    plane_s = np.empty(n, np.int64)
+    c = np.empty(n)
+    amp = np.empty(n)
+    shape3 = np.empty((n, 3))
+    for i in range(n):
+        o = order[i]
+        p = plane[o]
+        ev_s[i] = ev[o]
+        plane_s[i] = p
+        c[i] = (u[o] + 0.5 * n_strips[p] * pitch[p]) / pitch[p] - 0.5
+        amp[i] = q[o] * gain
+        tt = first_sample - phase[ev[o]] - t[o]
+        for j in range(3):
+            x = tt + j * spacing
+            shape3[i, j] = (x / peaking) * math.exp(1.0 - x / peaking) if x > 0 else 0.0
+    return ev_s, plane_s, c, amp, shape3
+
+
 def _apv_reference(
-    ev, plane, c, amp, shape3, n_strips, is_mm, dead, mm_chan, spread, half, noise, noise_sigma, threshold
+    ev, plane, c, amp, shape3, n_strips, is_mm, dead, mm_chan, spread, half, noise, noise_start, noise_sigma, threshold
 ):
     """Numpy twin of :func:`_apv_kernel`.
 
     Clusters sorted by (event, plane).  Charges are summed per (event, plane, channel);
-    the k-th touched channel in (event, plane, channel) order gets ``noise[k]``; channels
-    with max sample > ``threshold`` are returned, rounded to int16.
+    the q-th touched channel (in channel order) of the (event, plane) whose first cluster
+    is i gets the noise ``noise[(noise_start[i] + 3 q + j) % noise.size]``, j = 0, 1, 2;
+    channels with max sample > ``threshold`` are returned, rounded to int16.
     """
     offs = np.arange(-half, half + 1)
     strips = np.rint(c).astype(np.int64)[:, None] + offs[None, :]
@@ -421,7 +550,12 @@ def _apv_reference(
         return z, z, z, np.zeros((0, 3), np.int16)
     start = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
     key = key[start]
-    samples = np.add.reduceat(samples, start, axis=0) + noise_sigma * noise[: start.size].astype(float)
+    group_key = ev * 64 + plane  # (event, plane) of each cluster, sorted
+    group_first = np.searchsorted(group_key, key // 1024, side="left")  # first cluster of the channel's group
+    new_group = np.concatenate([[True], group_first[1:] != group_first[:-1]])
+    rank = np.arange(key.size) - np.maximum.accumulate(np.where(new_group, np.arange(key.size), 0))
+    where = (noise_start[group_first] + 3 * rank)[:, None] + np.arange(3)[None, :]
+    samples = np.add.reduceat(samples, start, axis=0) + noise_sigma * noise[where % noise.size].astype(float)
     keep = samples.max(axis=1) > threshold
     key = key[keep]
     a = np.clip(np.rint(samples[keep]), -32768, 32767).astype(np.int16)
@@ -429,8 +563,11 @@ def _apv_reference(
 
 
 @numba.njit(cache=True, nogil=True)
-def _apv_kernel(ev, plane, c, amp, shape3, n_strips, is_mm, dead, mm_chan, spread, half, noise, noise_sigma, threshold):
+def _apv_kernel(ev, plane, c, amp, shape3, n_strips, is_mm, dead, mm_chan, spread, half, noise, noise_start,
+                noise_sigma, threshold):
+    # noise: >= 3 numbers, read cyclically (see _apv_reference)
     n = ev.size
+    n_noise = noise.size
     cap = n * (2 * half + 1)
     o_ev = np.empty(cap, np.int64)
     o_pl = np.empty(cap, np.int64)
@@ -441,7 +578,6 @@ def _apv_kernel(ev, plane, c, amp, shape3, n_strips, is_mm, dead, mm_chan, sprea
     touched = np.zeros(width, np.bool_)
     tl = np.empty(cap, np.int64)
     k = 0
-    r = 0
     i = 0
     inv = 1.0 / (spread * math.sqrt(2.0))
     while i < n:
@@ -452,10 +588,10 @@ def _apv_kernel(ev, plane, c, amp, shape3, n_strips, is_mm, dead, mm_chan, sprea
         nt = 0
         for cl in range(i, j):
             s0 = np.int64(np.rint(c[cl]))
-            lower = math.erf((s0 - half - 0.5 - c[cl]) * inv)  # strip edges are shared: 2 half + 2 erf
+            lower = _erf((s0 - half - 0.5 - c[cl]) * inv)  # strip edges are shared: 2 half + 2 erf
             for o in range(-half, half + 1):
                 s = s0 + o
-                upper = math.erf((s + 0.5 - c[cl]) * inv)
+                upper = _erf((s + 0.5 - c[cl]) * inv)
                 frac = 0.5 * (upper - lower)
                 lower = upper
                 if s < 0 or s >= n_strips[p] or dead[p, s]:
@@ -474,15 +610,21 @@ def _apv_kernel(ev, plane, c, amp, shape3, n_strips, is_mm, dead, mm_chan, sprea
                 tl[b + 1] = tl[b]
                 b -= 1
             tl[b + 1] = key
+        r = noise_start[i] % n_noise
         for q in range(nt):
             ch = tl[q]
             big = -1e300
             for a in range(3):
-                v = buf[ch, a] + noise_sigma * np.float64(noise[r, a])
+                z = r + a
+                if z >= n_noise:  # wrap around the end of the noise numbers
+                    z -= n_noise
+                v = buf[ch, a] + noise_sigma * np.float64(noise[z])
                 buf[ch, a] = v
                 if v > big:
                     big = v
-            r += 1
+            r += 3
+            if r >= n_noise:
+                r -= n_noise
             if big > threshold:
                 o_ev[k] = ev[i]
                 o_pl[k] = p
