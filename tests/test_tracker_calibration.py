@@ -64,12 +64,7 @@ def world(tmp_path_factory):
     publish("na64mu", "true-trk", (1, 999999), {"tracker": true_tracker(setup, base)}, base_tag="na64mu-default",
             comment="true tracker constants of the closure test", root=root)
     beam = root / "beam.root"
-    # seed 23: with seed 21 the realization of the pooled digitisation noise (issue 11) gave a
-    # false hot strip (MM2Y 188: 12 off-track hits where its neighbours' median is 2).  The
-    # hot-strip criterion (5 sigma in the Gaussian approximation, at ~4 hits per strip) flags a
-    # noise fluctuation in many realizations: 2 of seeds 21-27 with the pooled noise, 5 of 7
-    # with fresh Gaussian draws (the previous simulator); an open problem of the calibration.
-    sim.simulate("na64mu", N_BEAM, 23, RUN, beam, process="beam", calib_tag="true-trk",
+    sim.simulate("na64mu", N_BEAM, 21, RUN, beam, process="beam", calib_tag="true-trk",
                  trigger="calibration")  # every beam muon written (the physics trigger keeps ~1 %)
     results = {}
     prev = "na64mu-default"
@@ -222,3 +217,22 @@ def test_optional_tracker_fields_need_schema_3(tmp_path):
     _payload.cache_clear()
     with pytest.raises(ConfigError, match="MM1X.efficiency.*schema_version 3"):
         load_conditions(setup, 1, "with-eff", root=root)
+
+
+def test_hot_strip_criterion_false_rate_and_power():
+    """Pure Poisson occupancy at a few hits per strip calls ~HOT_P_VALUE planes hot; a strip
+    with 10x the rate is found."""
+    from na64reco.calibration.plane_efficiency import HOT_P_VALUE, bad_strips
+
+    rng = np.random.default_rng(5)
+    n_planes, n_strips, lam = 2000, 256, 4.0
+    false = sum(bool(bad_strips(rng.poisson(lam, n_strips))[1]) for _ in range(n_planes))
+    # expected <= HOT_P_VALUE * n_planes = 2; 8 is beyond the Poisson 99.9 % quantile of 2
+    assert false <= 8
+    found = 0
+    for _ in range(50):
+        c = rng.poisson(lam, n_strips)
+        c[100] = rng.poisson(10 * lam)
+        found += bad_strips(c)[1] == [100]
+    assert found >= 45
+    assert HOT_P_VALUE <= 1e-2

@@ -6,9 +6,13 @@ Dead and hot strips (occupancy)
     count the hits per strip (``floor(strip + 1/2)`` of the cluster centroid; for straws the
     tube) over the run; the expectation of strip s is the median count of strips s+-2 ..
     s+-6 (the direct neighbours are left out: a dead strip splits the clusters over it
-    onto them).  *Hot*: more than :data:`HOT_FACTOR` times the expectation and 5 sigma
-    above it.  *Dead*: below :data:`DEAD_FRACTION` of an expectation of at least
-    :data:`MIN_EXPECTED` hits (a strip with less illumination is not judged:
+    onto them).  *Hot*: more than :data:`HOT_FACTOR` times the expectation and a Poisson
+    tail probability ``P(N >= count | expectation)`` below :data:`HOT_P_VALUE` / (strips of
+    the plane), i.e. a false hot strip in about one plane in a thousand; the expectation is
+    at least the plane's median count (noise hits light a plane evenly, and the median of
+    ten neighbours alone is often low at a few hits per strip).  *Dead*: below
+    :data:`DEAD_FRACTION` of an expectation of at least :data:`MIN_EXPECTED` hits (a strip
+    with less illumination is not judged:
     ``untested``; beam tracks and noise clusters both illuminate).  Strips the base
     conditions call dead are kept dead (the reconstruction drops their signal).
 Efficiency (tag and probe)
@@ -37,6 +41,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy.stats import chi2 as chi2_dist
+from scipy.stats import poisson
 
 from na64reco.calibration.beam_tracks import (
     BeamRun,
@@ -52,6 +57,7 @@ from na64reco.geometry import Setup
 from na64reco.stats.robust import robust_sigma
 
 HOT_FACTOR = 5.0
+HOT_P_VALUE = 1e-3  # per plane: chance of calling a fluctuation hot (trials over its strips included)
 DEAD_FRACTION = 0.2
 MIN_EXPECTED = 20.0
 SIDE_OFFSET_MM = 10.0
@@ -121,7 +127,8 @@ def expected_counts(counts: np.ndarray) -> np.ndarray:
 def bad_strips(counts: np.ndarray) -> tuple[list[int], list[int], int]:
     """(dead, hot, untested) strips of one plane from its occupancy (module doc)."""
     exp = expected_counts(counts)
-    hot = (counts > HOT_FACTOR * exp) & (counts > exp + 5.0 * np.sqrt(np.maximum(exp, 1.0)))
+    mu = np.maximum(exp, max(float(np.median(counts)), 1.0))
+    hot = (counts > HOT_FACTOR * exp) & (poisson.sf(counts - 1, mu) < HOT_P_VALUE / counts.size)
     testable = exp >= MIN_EXPECTED
     dead = testable & (counts < DEAD_FRACTION * exp)
     return np.flatnonzero(dead).tolist(), np.flatnonzero(hot).tolist(), int((~testable).sum())
