@@ -442,6 +442,12 @@ def local_cluster(workers: int, *, preload: bool = True):
                             preload=["na64reco.dask_worker"] if preload else [])
 
 
+#: Modules distributed puts into its fork server's preload (its optional packages) that a
+#: worker running na64reco processors never imports: pandas alone is ~75 MB of every
+#: worker's resident memory (docs/performance.md, "Worker memory").
+NOT_PRELOADED = ("pandas",)
+
+
 def _use_forkserver() -> bool:
     """Make dask's fork server (if dask is configured to spawn, the default) import
     :data:`na64reco.dask_worker.MODULES` and start numba once, before it forks the
@@ -460,7 +466,8 @@ def _use_forkserver() -> bool:
 
     with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
         ctx = get_mp_context()  # distributed sets its own preload list the first time
-    current = list(getattr(multiprocessing.forkserver._forkserver, "_preload_modules", None) or [])
+    current = [m for m in getattr(multiprocessing.forkserver._forkserver, "_preload_modules", None) or []
+               if m not in NOT_PRELOADED]
     wanted = [*MODULES, "na64reco.dask_worker", "na64reco._forkserver_preload"]
     ctx.set_forkserver_preload(current + [m for m in wanted if m not in current])
     return True
