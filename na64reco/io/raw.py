@@ -521,7 +521,8 @@ def _read_tables(f, meta: dict, path) -> dict[str, Blocks]:
         text = str(f[SUMS_KEY])
     except Exception as exc:
         raise connection_failure(path, exc) or RawFormatError(
-            f"{path}: unreadable '{SUMS_KEY}' checksum table: {type(exc).__name__}: {exc}") from None
+            f"{path}: unreadable '{SUMS_KEY}' checksum table (truncated or corrupt file?): "
+            f"{type(exc).__name__}: {exc}") from None
     if table_checksum(text) != meta.get("sums_checksum"):
         raise RawFormatError(f"{path}: checksum table mismatch: '{SUMS_KEY}' is corrupt or was edited")
     types = data_branch_types(bool(meta.get("has_truth")))
@@ -556,7 +557,7 @@ def open_raw(path, *, setup: str | None = None, structure: bool | tuple[str, ...
         if setup is not None and meta.get("setup") != setup:
             raise SetupMismatch(f"{path}: was written for setup {meta.get('setup')!r}, not {setup!r}")
         _check_unexpected(keys, meta, path)
-        raw = RawFile(path, meta, int(meta["entries"]["events"]), bool(meta.get("has_truth")), f)
+        raw = RawFile(path, meta, -1, bool(meta.get("has_truth")), f)
         trees = branch_types(raw.has_truth, raw.version)
         now = tuple(trees) if structure is True else tuple(structure or ())
         for tree in now:
@@ -564,6 +565,7 @@ def open_raw(path, *, setup: str | None = None, structure: bool | tuple[str, ...
                 raise RawFormatError(f"{path}: has no tree {tree!r}")
             raw.tree(tree)
         _check_present(keys, meta, path)
+        raw.n_events = int(meta["entries"]["events"])
         if raw.version >= 3:
             raw._blocks.update(_read_tables(f, meta, path))
     except (RawFormatError, SetupMismatch):
@@ -594,6 +596,4 @@ def _read_meta(f, keys, path) -> dict:
         )
     if meta.get("checksum") != meta_checksum(meta):
         raise RawFormatError(f"{path}: metadata checksum mismatch: the '{META_KEY}' metadata is corrupt or was edited")
-    if not isinstance(meta.get("entries"), dict) or not isinstance(meta["entries"].get("events"), int):
-        raise RawFormatError(f"{path}: metadata 'entries' lacks the entries of tree 'events'")
     return meta
