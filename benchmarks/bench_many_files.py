@@ -18,6 +18,9 @@ each the minimum of ``--repeat`` runs (wall and CPU time), and prints the per-fi
 ``(t(N files) - t(1 file)) / (N - 1)`` (per-file cost events included, the issue's figure).
 ``--data`` makes data-like files (no truth tree: what a muon campaign's files are).
 ``--profile`` writes a cProfile of one N-file run (``python -m pstats OUT.prof``).
+``--pieces`` prints the CPU time per small file of the reads a run makes per file
+(opening, metadata, checksum table, each tree's header, the runner's check, coffea's
+chunk read), each in a loop over the files.
 Run on an otherwise idle machine.
 """
 
@@ -62,6 +65,45 @@ def timed(files: list[str], opts, repeat: int) -> tuple[float, float, int]:
     return wall, cpu, events
 
 
+def pieces(files: list[str]) -> None:
+    """CPU ms per file of each read a run makes per file, each in a loop over ``files``."""
+    import uproot
+    from coffea.nanoevents import BaseSchema, NanoEventsFactory
+
+    from na64reco.io import raw
+    from na64reco.runner import check_files
+
+    META_KEY, SUMS_KEY, open_raw = raw.META_KEY, getattr(raw, "SUMS_KEY", None), raw.open_raw  # (also before v3)
+
+    def per_file(label, fn):
+        fn(files[0])
+        c = time.process_time()
+        for f in files:
+            fn(f)
+        print(f"  {label:<44}{(time.process_time() - c) / len(files) * 1e3:7.2f} ms")
+
+    def opened(f):
+        return uproot.open(f, array_cache=None)
+
+    def chunk(f):
+        n = open_raw(f, structure=False).n_events
+        return NanoEventsFactory.from_root({f: "events"}, schemaclass=BaseSchema, mode="eager",
+                                           uproot_options={"array_cache": None}, preload=lambda b: True,
+                                           metadata={"filename": f, "entrystart": 0, "entrystop": n}).events()
+
+    print(f"CPU per file of the reads of a run ({len(files)} files, each in a loop):")
+    per_file("open + keys", lambda f: opened(f).keys(cycle=False))
+    per_file("open + metadata", lambda f: str(opened(f)[META_KEY]))
+    keys = set(opened(files[0]).keys(cycle=False))
+    if SUMS_KEY in keys:
+        per_file("open + checksum table (string)", lambda f: str(opened(f)[SUMS_KEY]))
+    for tree in sorted(k for k in keys if k not in (META_KEY, SUMS_KEY)):
+        per_file(f"open + header of {tree!r}", lambda f, t=tree: opened(f)[t])
+    per_file("open_raw, no tree checked", lambda f: open_raw(f, structure=False).close())
+    per_file("the runner's check (check_files)", lambda f: check_files({"d": [f]}, "na64mu", skip_bad_files=False))
+    per_file("coffea's chunk read (open, header, 20 branches)", chunk)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "na64reco-many-files")
@@ -70,11 +112,15 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--profile", type=Path, default=None)
     ap.add_argument("--data", action="store_true", help="files without truth (data-like)")
+    ap.add_argument("--pieces", action="store_true", help="only the CPU time of each read per file")
     args = ap.parse_args(argv)
 
     from na64reco.runner import RunOptions, run_files
 
     small, big = make_files(args.workdir, args.files, args.mot, truth=not args.data)
+    if args.pieces:
+        pieces(small)
+        return 0
     opts = RunOptions("na64mu_invisible")
     run_files({"bench": small[:2]}, opts)  # warm-up: imports, numba JIT, setup and conditions caches
 

@@ -168,12 +168,16 @@ def check_files(fileset: Mapping[str, list[str]], setup: str, *, skip_bad_files:
     for dataset, files in fileset.items():
         for path in files:
             try:
-                with open_raw(path, setup=setup) as raw:
+                # the events tree now (coffea reads it next); spills when read just below; the
+                # truth tree when the processor reads it (docs/performance.md, "Per-file overhead")
+                with open_raw(path, setup=setup, structure=(TREE,)) as raw:
                     spills = raw.spills()
                     n = raw.n_events
                     edges = _cluster_edges(raw)
-                    info[str(path)] = {"numentries": n, "uuid": raw._file.file.fUUID, "clusters": edges,
-                                       "version": None if location.is_url(path) else location.file_version(path)}
+                    info[str(path)] = {"numentries": n, "uuid": raw.uuid, "clusters": edges,
+                                       "version": None if location.is_url(path) else location.file_version(path),
+                                       "setup": raw.setup, "run": raw.run, "has_truth": raw.has_truth,
+                                       "blocks": raw.blocks(TREE) if raw.version >= 3 else None}
             except (RawFormatError, SetupMismatch) as exc:
                 one_line = " ".join(str(exc).split())
                 if not skip_bad_files:
@@ -190,7 +194,7 @@ def check_files(fileset: Mapping[str, list[str]], setup: str, *, skip_bad_files:
 def _cluster_edges(raw) -> list[int]:
     """Entry offsets of the basket clusters of the ``events`` tree (``[0, n]`` if unknown)."""
     try:
-        return [int(e) for e in raw._file[TREE].common_entry_offsets()]
+        return [int(e) for e in raw.tree(TREE).common_entry_offsets()]
     except Exception:
         return [0, raw.n_events]
 
@@ -442,6 +446,12 @@ def local_cluster(workers: int, *, preload: bool = True):
                             preload=["na64reco.dask_worker"] if preload else [])
 
 
+#: Modules distributed puts into its fork server's preload (its optional packages) that a
+#: worker running na64reco processors never imports: pandas alone is ~75 MB of every
+#: worker's resident memory (docs/performance.md, "Worker memory").
+NOT_PRELOADED = ("pandas",)
+
+
 def _use_forkserver() -> bool:
     """Make dask's fork server (if dask is configured to spawn, the default) import
     :data:`na64reco.dask_worker.MODULES` and start numba once, before it forks the
@@ -460,7 +470,8 @@ def _use_forkserver() -> bool:
 
     with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
         ctx = get_mp_context()  # distributed sets its own preload list the first time
-    current = list(getattr(multiprocessing.forkserver._forkserver, "_preload_modules", None) or [])
+    current = [m for m in getattr(multiprocessing.forkserver._forkserver, "_preload_modules", None) or []
+               if m not in NOT_PRELOADED]
     wanted = [*MODULES, "na64reco.dask_worker", "na64reco._forkserver_preload"]
     ctx.set_forkserver_preload(current + [m for m in wanted if m not in current])
     return True
@@ -474,11 +485,13 @@ def _close_raw_files():
 
 
 def _note_checked(check: FileCheck) -> None:
-    """Tell the processor's file cache (this process) which files were checked, so that it
-    does not read their trees' headers again (:func:`processors.base.note_checked_files`)."""
+    """Tell the processor (this process) what the check found in each file: its version,
+    setup, run, truth and the checksum blocks of its events, so that it opens a data file
+    not at all and a simulated one only for its truth (:func:`processors.base.note_checked_files`)."""
     from processors.base import note_checked_files
 
-    note_checked_files({path: rec["version"] for path, rec in check.files.items() if rec["version"] is not None})
+    note_checked_files({path: {k: rec[k] for k in ("version", "setup", "run", "has_truth", "blocks")}
+                        for path, rec in check.files.items() if rec["version"] is not None})
 
 
 def make_processor(opts: RunOptions, unblind=None):

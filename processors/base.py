@@ -62,6 +62,9 @@ def _conditions(setup_name: str, run: int, tag: str):
 
 @functools.lru_cache(maxsize=256)
 def _file_info(path: str, version: str, checked: bool = False) -> FileInfo:
+    rec = _checked(path, version)
+    if rec is not None:  # what the runner's check found: the file is not opened for it
+        return FileInfo(path, rec["setup"], int(rec["run"]), not rec["has_truth"])
     raw = _open_raw_cached(path, version, checked)
     return FileInfo(path, raw.setup, raw.run, not raw.has_truth)
 
@@ -74,8 +77,9 @@ def _open_raw_cached(path: str, version: str, checked: bool = False):
     """An open :class:`~na64reco.io.raw.RawFile` kept for the chunks that follow (file info,
     truth rows, spills): a file is opened once per worker process, not three times per
     chunk.  At most ``_MAX_OPEN`` stay open; the least recently used is closed.  ``checked``:
-    the runner checked this file (at this ``version``) in this process, so its trees are
-    not checked again (:func:`~na64reco.io.raw.open_raw` ``structure=False``)."""
+    the runner checked this file (at this ``version``) in this process, so the trees it
+    did not check (truth) are checked when first read (:func:`~na64reco.io.raw.open_raw`
+    ``structure=False``)."""
     cache = _LOCAL.__dict__.setdefault("files", {})
     key = (path, version)  # version: mtime (local), ETag or Last-Modified (remote)
     raw = cache.pop(key, None)
@@ -89,21 +93,30 @@ def _open_raw_cached(path: str, version: str, checked: bool = False):
 
 def _raw(path: str):
     version = file_version(path)
-    return _open_raw_cached(path, version, _CHECKED.get(path) == version)
+    return _open_raw_cached(path, version, _checked(path, version) is not None)
 
 
-#: path -> version (:func:`na64reco.io.location.file_version`: the mtime in ns of a local file)
-#: of the files the runner checked (:func:`~na64reco.io.raw.open_raw`, trees and branches) in
-#: this process for the current run: opened here without checking them again.  Per process,
-#: not on the processor: processors are pickled to every chunk, and the worker processes of
-#: futures/dask, which have not checked the files, check them.
-_CHECKED: dict[str, str] = {}
+#: path -> what the runner's check (:func:`~na64reco.io.raw.open_raw`) found in the file in
+#: this process for the current run: ``version`` (:func:`na64reco.io.location.file_version`:
+#: the mtime in ns of a local file), ``setup``, ``run``, ``has_truth`` and ``blocks`` (the
+#: checksum blocks of ``events``, a :class:`~na64reco.io.checksum.Blocks`, None for a
+#: version-2 file).  A data file is then not opened by the processor at all, a simulated
+#: one for its truth only.  Per process, not on the processor: processors are pickled to
+#: every chunk, and the worker processes of futures/dask, which have not checked the
+#: files, check them.
+_CHECKED: dict[str, dict] = {}
 
 
-def note_checked_files(versions: dict[str, str]) -> None:
-    """Record the files (``{path: version}``, :func:`~na64reco.io.location.file_version`) the
-    runner has checked in this process."""
-    _CHECKED.update(versions)
+def _checked(path: str, version: str) -> dict | None:
+    """The check's record of ``path`` if the file is still at that ``version``."""
+    rec = _CHECKED.get(path)
+    return rec if rec is not None and rec["version"] == version else None
+
+
+def note_checked_files(records: dict[str, dict]) -> None:
+    """Record what the runner's check found in each file (``{path: record}``, see
+    :data:`_CHECKED`) in this process."""
+    _CHECKED.update(records)
 
 
 def close_raw_files() -> None:
@@ -330,6 +343,12 @@ class InvisibleProcessor(processor.ProcessorABC):
     #: 2-D histograms (x, y).
     PAIRS: tuple[tuple[str, str], ...] = ()
     BINNING_OVERRIDES: dict = {}
+    #: Events reconstructed at a time (the library's reconstruction): its temporaries are
+    #: ~7 kB per event (143 MB for a 20k-event chunk, more than the chunk's data and the
+    #: worker's imports together), so larger chunks are reconstructed in slices of this
+    #: many events, which gives the same records (the reconstruction is event by event)
+    #: at a bounded memory (docs/performance.md, "Worker memory").
+    RECO_BATCH = 5000
 
     def __init__(self, selection: str | None = None, *, calib_tag: str | None = None,
                  unblind=None, reco=None):
@@ -412,7 +431,7 @@ class InvisibleProcessor(processor.ProcessorABC):
             return FileInfo("", self.SETUP, int(runs[0]), True)
         if path not in self._files:
             version = file_version(path)
-            info = _file_info(path, version, _CHECKED.get(path) == version)
+            info = _file_info(path, version, _checked(path, version) is not None)
             if info.setup != self.SETUP:
                 raise SetupMismatch(f"{path}: was written for setup {info.setup!r}, but processor "
                                     f"{self.NAME} analyses {self.SETUP!r}")
@@ -426,11 +445,13 @@ class InvisibleProcessor(processor.ProcessorABC):
             return
         start = int(meta.get("entrystart") or 0)
         stop = int(meta.get("entrystop") or start + len(events))
-        raw = _raw(info.path)
+        rec = _checked(info.path, file_version(info.path))
         try:
+            known = rec["blocks"] if rec is not None else None  # (None also for a version-2 file)
+            blocks = known if known is not None else _raw(info.path).blocks("events")
             arrays = {b: events[b] for b in event_branches()}
-            verify_chunk(raw.blocks("events"), arrays, start, stop, info.path,
-                         read=lambda a, b: raw.arrays("events", a, b))
+            verify_chunk(blocks, arrays, start, stop, info.path,
+                         read=lambda a, b: _raw(info.path).arrays("events", a, b))
         except RawFormatError:
             raise
         except Exception as exc:  # whatever uproot/awkward raise on damaged content
@@ -458,8 +479,14 @@ class InvisibleProcessor(processor.ProcessorABC):
                                 "hook is refused for data (it could move events out of the signal box); "
                                 "it is for simulation only")
         nested = assemble_events(events, info.path or "<events>")
-        stage = self.reco or reconstruct_stage
-        reco = stage(nested, _setup(self.SETUP, info.run), conditions, info.path)
+        setup = _setup(self.SETUP, info.run)
+        if self.reco is not None:
+            reco = self.reco(nested, setup, conditions, info.path)
+        elif len(nested) <= self.RECO_BATCH:
+            reco = reconstruct_stage(nested, setup, conditions, info.path)
+        else:
+            reco = ak.concatenate([reconstruct_stage(nested[a:a + self.RECO_BATCH], setup, conditions, info.path)
+                                   for a in range(0, len(nested), self.RECO_BATCH)])
         if len(reco) != len(events):
             raise NA64Error(f"{info.path}: reconstruction returned {len(reco)} records for "
                             f"{len(events)} events")

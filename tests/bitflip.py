@@ -3,8 +3,9 @@
 Used by ``tests/test_bitflips.py`` (a few dozen flips) and
 ``benchmarks/bench_bitflips.py`` (a thousand).  Flips are drawn per *region* of the
 file so that every tree is hit, however small: the baskets of each branch of each
-tree (``events``, ``spills``, ``truth`` and their ``*_sums``), the metadata string,
-the TTree headers, and the rest of the file (ROOT header, streamers, free space).
+tree (``events``, ``spills``, ``truth``), the metadata string,
+the TTree headers, the checksum table (``na64raw_sums``, format version 3; version 2 had
+the ``*_sums`` trees), and the rest of the file (ROOT header, streamers, free space).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import uproot
 
 from na64reco.errors import NA64Error
+from na64reco.io.raw import SUMS_KEY
 
 
 def regions(path) -> dict[str, list[tuple[int, int]]]:
@@ -36,7 +38,7 @@ def regions(path) -> dict[str, list[tuple[int, int]]]:
                     out.setdefault(f"{name} baskets", []).extend(
                         (int(s), int(s) + int(b)) for s, b in zip(seeks, sizes, strict=True) if b > 0)
             else:
-                out.setdefault("metadata", []).append(span)
+                out.setdefault("checksum table" if name == SUMS_KEY else "metadata", []).append(span)
     for spans in out.values():
         covered += spans
     covered.sort()

@@ -125,7 +125,7 @@ def test_unknown_version_and_missing_branch(tmp_path):
     c = _chunk(rng, 5)
     with RawWriter(future, setup="na64mu", run=1, has_truth=False, extra_meta={"format_version": 99}) as w:
         w.write_events(c)
-    with pytest.raises(RawFormatError, match="version 99; this na64reco reads 'na64raw' version 2"):
+    with pytest.raises(RawFormatError, match="version 99; this na64reco reads 'na64raw' versions 2, 3"):
         open_raw(future)
     other = tmp_path / "missing_branch.root"
     with uproot.recreate(other) as f:
@@ -172,3 +172,89 @@ def test_a_truth_tree_added_to_a_data_file_does_not_make_it_simulation(tmp_path)
         f["na64raw"] = json.dumps({**meta, "has_truth": True})
     with pytest.raises(RawFormatError, match="edited.root: metadata checksum mismatch"):
         open_raw(edited)
+
+
+class _WriterV2(RawWriter):
+    """The version-2 layout (a ``<tree>_sums`` tree per tree, no checksum table), to check
+    that files written before version 3 still read."""
+
+    def _make_trees(self):
+        from na64reco.io.checksum import BOUNDS, sums_tree
+        from na64reco.io.raw import data_branch_types
+
+        super()._make_trees()
+        for tree, types in data_branch_types(self.has_truth).items():
+            self._file.mktree(sums_tree(tree), {**{b: np.int64 for b in BOUNDS}, **{b: np.uint64 for b in types}})
+
+    def close(self):
+        from na64reco.io.checksum import meta_checksum, sums_tree
+
+        if not self._trees_made:
+            self._make_trees()
+        for tree, t in self.tables.items():
+            if t["entry_start"]:
+                bounds = {b: np.array(t[b], np.int64) for b in ("entry_start", "entry_stop")}
+                sums = {b: np.array(v, np.uint64) for b, v in t["sums"].items()}
+                self._file[sums_tree(tree)].extend({**bounds, **sums})
+        meta = {**self.meta, "format_version": 2, "entries": dict(self.entries)}
+        meta["checksum"] = meta_checksum(meta)
+        self._file["na64raw"] = json.dumps(meta)
+        self._file.close()
+
+
+def _write_both(tmp_path, rng):
+    chunks = [_chunk(rng, n, first_event=100 * i) for i, n in enumerate((40, 25))]
+    paths = {}
+    for name, cls in (("v3", RawWriter), ("v2", _WriterV2)):
+        paths[name] = tmp_path / f"{name}.root"
+        with cls(paths[name], setup="na64mu", run=1, has_truth=False) as w:
+            for c in chunks:
+                w.write_events(c)
+            w.write_spills({"run": [1, 1], "spill": [1, 2], "n_beam": [100, 200], "n_triggered": [40, 25]})
+    return paths
+
+
+def test_version_3_holds_one_checksum_table_and_version_2_files_still_read(tmp_path):
+    paths = _write_both(tmp_path, np.random.default_rng(5))
+    with uproot.open(paths["v3"]) as f:
+        assert set(f.keys(cycle=False)) == {"events", "spills", "na64raw", "na64raw_sums"}
+    with uproot.open(paths["v2"]) as f:
+        assert {"events_sums", "spills_sums"} <= set(f.keys(cycle=False))
+    with open_raw(paths["v3"]) as v3, open_raw(paths["v2"]) as v2:
+        assert (v3.version, v2.version) == (3, 2)
+        assert v3.verify() == v2.verify() == {"events": 65, "spills": 2}
+        assert ak.to_list(v3.events(10, 50)) == ak.to_list(v2.events(10, 50))
+        b3, b2 = v3.blocks("events"), v2.blocks("events")
+        assert b3.starts.tolist() == b2.starts.tolist() == [0, 40] and b3.stops.tolist() == [40, 65]
+        assert b3.names == b2.names and np.array_equal(b3.table, b2.table)
+
+
+def test_a_damaged_checksum_table_is_refused(tmp_path):
+    from na64reco.io.checksum import encode_table, meta_checksum, table_checksum
+
+    paths = _write_both(tmp_path, np.random.default_rng(6))
+    with uproot.open(paths["v3"]) as f:
+        meta, table = json.loads(str(f["na64raw"])), json.loads(str(f["na64raw_sums"]))
+
+    def rewrite(name, table, meta):
+        path = tmp_path / name
+        path.write_bytes(paths["v3"].read_bytes())
+        with uproot.update(path) as f:
+            f["na64raw_sums"] = encode_table(table)
+            f["na64raw"] = json.dumps(meta)
+        return path
+
+    edited = json.loads(json.dumps(table))
+    edited["events"]["sums"]["run"][0] += 1
+    with pytest.raises(RawFormatError, match="edited.root: checksum table mismatch"):
+        open_raw(rewrite("edited.root", edited, meta))
+    # re-signed: the table is read, and the changed sum is caught when the events are read
+    resigned = {**meta, "sums_checksum": table_checksum(encode_table(edited))}
+    resigned["checksum"] = meta_checksum(resigned)
+    with pytest.raises(RawFormatError, match="resigned.root: checksum mismatch in tree 'events', branch 'run'"):
+        open_raw(rewrite("resigned.root", edited, resigned), structure=False).events()
+    del edited["spills"]["sums"]["n_beam"]
+    resigned = {**meta, "sums_checksum": table_checksum(encode_table(edited))}
+    resigned["checksum"] = meta_checksum(resigned)
+    with pytest.raises(RawFormatError, match="lacking.root: unreadable checksum table.*'spills' has sums of"):
+        open_raw(rewrite("lacking.root", edited, resigned), structure=False)

@@ -51,7 +51,7 @@ def _opts(**kw):
 
 
 @pytest.mark.parametrize("bad, words", [
-    ("empty", ["empty"]), ("truncated", ["metadata"]), ("other", ["na64e", "na64mu"]),
+    ("empty", ["empty"]), ("truncated", ["truncated"]), ("other", ["na64e", "na64mu"]),
     ("nobranch", ["lacks branch"]),
 ])
 def test_a_bad_file_stops_the_run_with_one_error_naming_it(files, bad, words):

@@ -41,20 +41,36 @@ def _counting(monkeypatch, module, name):
     return calls
 
 
-def test_each_file_is_checked_once_and_coffea_preprocessing_opens_none(two_files, monkeypatch):
+def test_each_tree_is_checked_once_and_coffea_preprocessing_opens_none(two_files, monkeypatch):
     reference = _run(two_files)["d"]
-    structure = _counting(monkeypatch, raw_module, "_check_structure")
+    checked = _counting(monkeypatch, raw_module, "_check_tree")
+    opened = _counting(monkeypatch, base, "open_raw")
 
     def no_open(*args, **kwargs):
         raise AssertionError("coffea's preprocessing opened a file the runner had checked")
 
     monkeypatch.setattr(Runner, "metadata_fetcher_root", staticmethod(no_open))
     out = _run(two_files)["d"]
-    assert len(structure) == len(two_files)  # the runner's check; the processor does not repeat it
+    # events and spills by the runner's check, truth when the processor first reads it (and
+    # events again where the processor reads a checksum block that its 250-event chunk cuts)
+    pairs = [(str(a[4]), a[1]) for a in checked]
+    assert set(pairs) == {(p, t) for p in two_files for t in ("events", "spills", "truth")}
+    assert all(pairs.count(pair) == 1 for pair in pairs if pair[1] != "events")
+    assert len(opened) == len(two_files)  # the processor opens a simulated file once, for its truth
     prov = out["provenance"]
     assert prov.events_processed == prov.events_total == 1400 and prov.chunks == reference["provenance"].chunks
     assert out["cutflow"].to_dict() == reference["cutflow"].to_dict()
     assert base._CHECKED == {}  # forgotten after the run
+
+
+def test_the_processor_opens_no_data_file_the_runner_checked(tmp_path, monkeypatch):
+    from na64reco.sim.generate import simulate
+
+    path = tmp_path / "data.root"
+    simulate("na64mu", 2000, 3, 1001, path, truth=False, trigger="calibration")
+    opened = _counting(monkeypatch, base, "open_raw")
+    out = run_files({"d": [str(path)]}, RunOptions("na64mu_invisible"))["d"]
+    assert opened == [] and out["provenance"].events_processed == open_raw(path).n_events > 0
 
 
 def test_chunk_files_and_raw_files_keep_no_array_cache(two_files, monkeypatch):
@@ -76,16 +92,18 @@ def test_chunk_files_and_raw_files_keep_no_array_cache(two_files, monkeypatch):
 
 def test_a_file_changed_since_the_check_is_checked_again(two_files, monkeypatch):
     path = two_files[0]
-    structure = _counting(monkeypatch, raw_module, "_check_structure")
+    checked = _counting(monkeypatch, raw_module, "_check_tree")
     base.close_raw_files()
-    base.note_checked_files({path: str(os.stat(path).st_mtime_ns - 1)})  # checked at another mtime
+    record = {"setup": "na64mu", "run": 1, "has_truth": True, "blocks": None}
+    base.note_checked_files({path: {**record, "version": str(os.stat(path).st_mtime_ns - 1)}})  # another mtime
     try:
         base._raw(path)
-        assert len(structure) == 1
+        assert {a[1] for a in checked} == {"events", "spills", "truth"}  # every tree, at opening
         base.close_raw_files()
-        base.note_checked_files({path: str(os.stat(path).st_mtime_ns)})
+        checked.clear()
+        base.note_checked_files({path: {**record, "version": str(os.stat(path).st_mtime_ns)}})
         base._raw(path)
-        assert len(structure) == 1  # the same file as checked: not again
+        assert checked == []  # the same file as checked: its trees when first read
     finally:
         base.close_raw_files()
 
@@ -98,3 +116,20 @@ def test_open_without_the_structure_check_reads_the_same_and_still_checks_the_me
     empty.write_bytes(b"")
     with pytest.raises(RawFormatError, match="empty"):
         open_raw(empty, structure=False)
+
+
+def test_reconstruction_in_slices_gives_the_same_outputs(tmp_path):
+    """Chunks larger than ``RECO_BATCH`` are reconstructed in slices (worker memory): every
+    cut-flow row, region and histogram is the same as from the whole chunk."""
+    from bitflip import canonical
+
+    from na64reco.sim.generate import simulate
+
+    path = tmp_path / "sim.root"
+    simulate("na64mu", 1500, 4, 1001, path, trigger="calibration")
+    whole, sliced = Processor(), Processor()
+    sliced.RECO_BATCH = 250
+    opts = RunOptions("na64mu_invisible")
+    outs = [run_files({"d": [str(path)]}, opts, processor_instance=p) for p in (whole, sliced)]
+    assert outs[0]["d"]["provenance"].chunks == 1 and open_raw(path).n_events > 4 * sliced.RECO_BATCH
+    assert canonical(outs[0]) == canonical(outs[1])

@@ -13,12 +13,13 @@ Trees (documented in ``docs/raw-format.md``):
     MOT or EOT), ``n_triggered``.
 ``truth`` (simulation only)
     one row per written event, see :data:`TRUTH_BRANCHES`.
-``<tree>_sums`` for each of them
-    content checksums by block of entries (:mod:`na64reco.io.checksum`), verified by
-    every reader on what it reads.
+``na64raw_sums`` (a TObjString, version 3; version 2: a tree ``<tree>_sums`` per tree)
+    content checksums of each tree by block of entries (:mod:`na64reco.io.checksum`),
+    verified by every reader on what it reads.
 ``na64raw`` (a TObjString)
     JSON metadata: format name and version, setup, run, whether truth is present,
-    process codes, producer, the entries of every tree and a checksum of itself.
+    process codes, producer, the entries of every tree, the SHA-256 of ``na64raw_sums``
+    and a checksum of itself.
 
 The samples are stored flat (not as ``int16[][32]``) because fixed-size jagged
 branches written by uproot did not read back correctly (checked with uproot 5.7).
@@ -36,13 +37,27 @@ import uproot
 
 from na64reco import __version__
 from na64reco.errors import BlindingError, RawFormatError, SetupMismatch
-from na64reco.io.checksum import BOUNDS, Blocks, content_sum, meta_checksum, sums_tree
+from na64reco.io.checksum import (
+    BOUNDS,
+    Blocks,
+    content_sum,
+    decode_table,
+    encode_table,
+    meta_checksum,
+    sums_tree,
+    table_checksum,
+)
 from na64reco.io.location import connection_failure, file_info, is_url, uproot_source
 
 FORMAT_NAME = "na64raw"
-#: 2: content checksums (``<tree>_sums`` trees, metadata checksum and entry counts).
-FORMAT_VERSION = 2
+#: 2: content checksums (``<tree>_sums`` trees, metadata checksum and entry counts);
+#: 3: the checksums of all trees in one string, ``na64raw_sums`` (no ``<tree>_sums`` trees,
+#: whose headers cost more to read than the content of a small file).
+FORMAT_VERSION = 3
+#: Versions this reader reads (version 2: the checksum trees).
+READ_VERSIONS = (2, 3)
 META_KEY = "na64raw"
+SUMS_KEY = "na64raw_sums"
 N_SAMPLES = 32
 
 TRIGGER_BITS = {"physics": 1, "random": 2, "calibration": 4}
@@ -145,21 +160,26 @@ class RawWriter:
         self._trees_made = False
         self.n_events = 0
         self.entries = {"events": 0, "spills": 0, **({"truth": 0} if has_truth else {})}
+        #: the block tables (``na64raw_sums``), written at :meth:`close`
+        self.tables = {tree: {"entry_start": [], "entry_stop": [], "sums": {b: [] for b in types}}
+                       for tree, types in data_branch_types(has_truth).items()}
 
     def _extend(self, tree: str, arrays: dict, flat: dict[str, np.ndarray], n: int) -> None:
         """Append ``n`` entries to ``tree`` and their block of content sums (``flat``: the
-        flattened content of every branch) to ``<tree>_sums``."""
+        flattened content of every branch) to its block table."""
         if n == 0:
             return  # an empty block would check nothing
         start = self.entries[tree]
-        sums = {"entry_start": np.array([start], np.int64), "entry_stop": np.array([start + n], np.int64)}
-        sums.update({b: np.array([content_sum(v)], np.uint64) for b, v in flat.items()})
+        table = self.tables[tree]
+        sums = {b: int(content_sum(v)) for b, v in flat.items()}
+        if set(sums) != set(table["sums"]):
+            raise ValueError(f"tree {tree!r}: branches {sorted(sums)}, expected {sorted(table['sums'])}")
         self._file[tree].extend(arrays)
-        self._file[sums_tree(tree)].extend(sums)
+        table["entry_start"].append(start)
+        table["entry_stop"].append(start + n)
+        for b, v in sums.items():
+            table["sums"][b].append(v)
         self.entries[tree] = start + n
-
-    def _make_sums_tree(self, tree: str, branches) -> None:
-        self._file.mktree(sums_tree(tree), {**{b: np.int64 for b in BOUNDS}, **{b: np.uint64 for b in branches}})
 
     def _make_trees(self):
         types = dict(EVENT_SCALARS)
@@ -170,11 +190,8 @@ class RawWriter:
                                      **{c: ak.types.ListType(types[c]) for c in COLLECTIONS},
                                      "calo_adc": ak.types.ListType(ak.types.NumpyType("int16"))})
         self._file.mktree("spills", dict(SPILL_BRANCHES))
-        self._make_sums_tree("events", event_branches())
-        self._make_sums_tree("spills", SPILL_BRANCHES)
         if self.has_truth:
             self._file.mktree("truth", dict(TRUTH_BRANCHES))
-            self._make_sums_tree("truth", TRUTH_BRANCHES)
         self._trees_made = True
 
     def write_events(self, ev: dict) -> None:
@@ -215,7 +232,9 @@ class RawWriter:
     def close(self) -> None:
         if not self._trees_made:
             self._make_trees()
-        meta = {**self.meta, "entries": dict(self.entries)}
+        sums = encode_table(self.tables)
+        self._file[SUMS_KEY] = sums
+        meta = {**self.meta, "entries": dict(self.entries), "sums_checksum": table_checksum(sums)}
         meta["checksum"] = meta_checksum(meta)
         self._file[META_KEY] = json.dumps(meta)
         self._file.close()
@@ -237,7 +256,13 @@ def _prim(t) -> str:
 # ----------------------------------------------------------------------------------------
 @dataclass
 class RawFile:
-    """An opened, checked raw file.  Use :func:`open_raw`."""
+    """An opened, checked raw file.  Use :func:`open_raw`.
+
+    The metadata and the checksum tables are checked when the file is opened; each tree's
+    structure (its entries against the metadata, its branches and their types against the
+    format) the first time it is used (:meth:`tree`), or at opening with
+    ``open_raw(..., structure=True)``: nothing is read from a tree that was not checked.
+    """
 
     path: Path | str   # a Path, or the URL of a remote file
     meta: dict
@@ -245,6 +270,7 @@ class RawFile:
     has_truth: bool
     _file: object = field(repr=False, default=None)
     _blocks: dict = field(repr=False, default_factory=dict)
+    _trees: dict = field(repr=False, default_factory=dict)
 
     @property
     def setup(self) -> str:
@@ -254,23 +280,52 @@ class RawFile:
     def run(self) -> int:
         return int(self.meta["run"])
 
+    @property
+    def version(self) -> int:
+        return int(self.meta["format_version"])
+
+    @property
+    def uuid(self):
+        """The ROOT file's UUID (what coffea identifies a file by)."""
+        return self._file.file.fUUID
+
+    def tree(self, name: str):
+        """The uproot TTree ``name``, its structure checked against the format and the
+        metadata the first time (reads the tree's header: ~2-8 ms)."""
+        if name not in self._trees:
+            expected = branch_types(self.has_truth, self.version)
+            if name not in expected:
+                raise RawFormatError(f"{self.path}: has no tree {name!r} (format version {self.version})")
+            try:
+                self._trees[name] = _check_tree(self._file, name, expected[name], self.meta, self.path)
+            except RawFormatError:
+                raise
+            except Exception as exc:  # damaged TTree headers and the like
+                raise connection_failure(self.path, exc) or RawFormatError(
+                    f"{self.path}: unreadable tree {name!r}: {type(exc).__name__}: {exc}") from None
+        return self._trees[name]
+
     def blocks(self, tree: str) -> Blocks:
-        """The checksum blocks of ``tree`` (read once)."""
+        """The checksum blocks of ``tree`` (version 3: checked at opening; version 2: read
+        from ``<tree>_sums`` once)."""
         if tree not in self._blocks:
+            if self.version >= 3:
+                raise RawFormatError(f"{self.path}: has no tree {tree!r}")
             n = self._entries(tree)
+            self.tree(sums_tree(tree))
             sums = _read_flat(self._file, sums_tree(tree), None, self.path)
             self._blocks[tree] = Blocks.from_arrays(tree, sums, n, self.path)
         return self._blocks[tree]
 
     def _entries(self, tree: str) -> int:
-        """Entries of ``tree``: from the metadata, which :func:`open_raw` checked against the
-        trees (reading a tree's header only for its entry count costs ~3 ms)."""
+        """Entries of ``tree``: from the metadata, which is checked against each tree when
+        the tree is first used (reading a tree's header only for its entry count costs ~3 ms)."""
         n = (self.meta.get("entries") or {}).get(tree)
-        return int(n) if n is not None else int(self._file[tree].num_entries)
+        return int(n) if n is not None else int(self.tree(tree).num_entries)
 
     def arrays(self, tree: str, entry_start: int, entry_stop: int) -> ak.Array:
         """Entries of ``tree`` as read, unchecked (see :meth:`read_verified`)."""
-        return self._file[tree].arrays(entry_start=entry_start, entry_stop=entry_stop)
+        return self.tree(tree).arrays(entry_start=entry_start, entry_stop=entry_stop)
 
     def read_verified(self, tree: str, entry_start: int | None = None, entry_stop: int | None = None,
                       library: str = "ak"):
@@ -286,7 +341,7 @@ class RawFile:
         try:
             blocks = self.blocks(tree)
             lo, hi = blocks.widen(start, stop)
-            arrays = self._file[tree].arrays(entry_start=lo, entry_stop=hi, library=library)
+            arrays = self.tree(tree).arrays(entry_start=lo, entry_stop=hi, library=library)
             blocks.verify(arrays, lo, hi, self.path)
         except RawFormatError:
             raise
@@ -380,8 +435,8 @@ def _trees(has_truth: bool) -> tuple[str, ...]:
     return ("events", "spills", "truth") if has_truth else ("events", "spills")
 
 
-def branch_types(has_truth: bool) -> dict[str, dict[str, np.dtype]]:
-    """The numpy type of every branch of every tree (jagged branches: of their values)."""
+def data_branch_types(has_truth: bool) -> dict[str, dict[str, np.dtype]]:
+    """The numpy type of every branch of every data tree (jagged branches: of their values)."""
     events = {k: np.dtype(t) for k, t in EVENT_SCALARS.items()}
     for c, fields in COLLECTIONS.items():
         events[f"n{c}"] = np.dtype(np.int32)
@@ -390,43 +445,68 @@ def branch_types(has_truth: bool) -> dict[str, dict[str, np.dtype]]:
     types = {"events": events, "spills": {k: np.dtype(t) for k, t in SPILL_BRANCHES.items()}}
     if has_truth:
         types["truth"] = {k: np.dtype(t) for k, t in TRUTH_BRANCHES.items()}
-    for tree in list(types):
-        types[sums_tree(tree)] = {**{b: np.dtype(np.int64) for b in BOUNDS},
-                                  **{b: np.dtype(np.uint64) for b in types[tree]}}
     return types
 
 
-def _check_structure(f, keys, meta: dict, path) -> bool:
-    """Trees, entry counts and branch types against the format; returns ``has_truth``."""
-    has_truth = bool(meta.get("has_truth"))
-    expected = branch_types(has_truth)
-    unexpected = sorted(set(keys) - set(expected) - {META_KEY})
+def branch_types(has_truth: bool, version: int = FORMAT_VERSION) -> dict[str, dict[str, np.dtype]]:
+    """The numpy type of every branch of every tree of a file of format ``version``
+    (version 2 adds a ``<tree>_sums`` tree per data tree)."""
+    types = data_branch_types(has_truth)
+    if version == 2:
+        for tree in list(types):
+            types[sums_tree(tree)] = {**{b: np.dtype(np.int64) for b in BOUNDS},
+                                      **{b: np.dtype(np.uint64) for b in types[tree]}}
+    return types
+
+
+def _objects(has_truth: bool, version: int) -> set[str]:
+    """Every key a file of this version holds."""
+    return set(branch_types(has_truth, version)) | {META_KEY} | ({SUMS_KEY} if version >= 3 else set())
+
+
+def _check_unexpected(keys, meta: dict, path) -> None:
+    """No object the metadata does not imply (a tree added to a file, e.g. ``truth`` to data)."""
+    expected = _objects(bool(meta.get("has_truth")), int(meta["format_version"]))
+    unexpected = sorted(set(keys) - expected)
     if unexpected:
         raise RawFormatError(f"{path}: unexpected object(s) {', '.join(map(repr, unexpected))}: the "
-                             f"metadata says the file holds {', '.join(sorted(expected))} (modified file?)")
-    entries = meta.get("entries") or {}
-    for tree, types in expected.items():
+                             f"metadata says the file holds {', '.join(sorted(expected - {META_KEY}))} "
+                             "(modified file?)")
+
+
+def _check_present(keys, meta: dict, path) -> None:
+    """Every tree the metadata implies is there, and the metadata counts the entries of each."""
+    has_truth, version = bool(meta.get("has_truth")), int(meta["format_version"])
+    for tree in branch_types(has_truth, version):
         if tree not in keys:
             raise RawFormatError(f"{path}: has no tree {tree!r}")
-        t = f[tree]
-        if not isinstance(t, uproot.TTree):
-            raise RawFormatError(f"{path}: {tree!r} is a {type(t).__name__.removeprefix('Model_')}, expected a TTree")
-        if tree in entries and int(t.num_entries) != int(entries[tree]):
-            raise RawFormatError(f"{path}: tree {tree!r} has {t.num_entries} entries, the metadata says "
-                                 f"{entries[tree]} (corrupt file)")
-        present = {b.name: b for b in t.branches}
-        missing = [b for b in types if b not in present]
-        if missing:
-            raise RawFormatError(f"{path}: tree {tree!r} lacks branch(es) {', '.join(missing)}")
-        for name, want in types.items():
-            got = _value_dtype(present[name].interpretation)
-            if got is None or got.kind != want.kind or got.itemsize != want.itemsize:
-                raise RawFormatError(f"{path}: branch {tree}.{name} holds {got or present[name].interpretation}, "
-                                     f"expected {want.name}")
-    if set(entries) != {t for t in expected if not t.endswith("_sums")}:
+    if version >= 3 and SUMS_KEY not in keys:
+        raise RawFormatError(f"{path}: has no '{SUMS_KEY}' checksum table")
+    entries = meta.get("entries") or {}
+    if set(entries) != set(_trees(has_truth)):
         raise RawFormatError(f"{path}: metadata 'entries' lists {sorted(entries)}, expected "
                              f"{sorted(_trees(has_truth))}")
-    return has_truth
+
+
+def _check_tree(f, tree: str, types: dict[str, np.dtype], meta: dict, path):
+    """The TTree ``tree`` of ``f``, its entries (data trees) and branch types checked."""
+    t = f[tree]
+    if not isinstance(t, uproot.TTree):
+        raise RawFormatError(f"{path}: {tree!r} is a {type(t).__name__.removeprefix('Model_')}, expected a TTree")
+    entries = meta.get("entries") or {}
+    if tree in entries and int(t.num_entries) != int(entries[tree]):
+        raise RawFormatError(f"{path}: tree {tree!r} has {t.num_entries} entries, the metadata says "
+                             f"{entries[tree]} (corrupt file)")
+    present = {b.name: b for b in t.branches}
+    missing = [b for b in types if b not in present]
+    if missing:
+        raise RawFormatError(f"{path}: tree {tree!r} lacks branch(es) {', '.join(missing)}")
+    for name, want in types.items():
+        got = _value_dtype(present[name].interpretation)
+        if got is None or got.kind != want.kind or got.itemsize != want.itemsize:
+            raise RawFormatError(f"{path}: branch {tree}.{name} holds {got or present[name].interpretation}, "
+                                 f"expected {want.name}")
+    return t
 
 
 def _value_dtype(interpretation) -> np.dtype | None:
@@ -435,17 +515,33 @@ def _value_dtype(interpretation) -> np.dtype | None:
     return np.dtype(dtype) if dtype is not None else None
 
 
-def open_raw(path, *, setup: str | None = None, structure: bool = True) -> RawFile:
-    """Open and check a raw file: existence, ROOT structure, format version, branches, setup.
+def _read_tables(f, meta: dict, path) -> dict[str, Blocks]:
+    """The block tables of a version-3 file, checked against the metadata's ``sums_checksum``."""
+    try:
+        text = str(f[SUMS_KEY])
+    except Exception as exc:
+        raise connection_failure(path, exc) or RawFormatError(
+            f"{path}: unreadable '{SUMS_KEY}' checksum table (truncated or corrupt file?): "
+            f"{type(exc).__name__}: {exc}") from None
+    if table_checksum(text) != meta.get("sums_checksum"):
+        raise RawFormatError(f"{path}: checksum table mismatch: '{SUMS_KEY}' is corrupt or was edited")
+    types = data_branch_types(bool(meta.get("has_truth")))
+    return decode_table(text, meta["entries"], {t: list(b) for t, b in types.items()}, path)
+
+
+def open_raw(path, *, setup: str | None = None, structure: bool | tuple[str, ...] = True) -> RawFile:
+    """Open and check a raw file: existence, format version, metadata, objects, checksum
+    tables, setup, and (``structure``) the trees' branches and entries.
 
     ``path`` is a local path or a URL that fsspec reads (``root://``, ``https://``,
     ``s3://``; see :mod:`na64reco.io.location`).  ``RawFile.path`` is a ``Path`` for a
     local file and the URL string for a remote one.
 
-    ``structure=False`` skips the check of the trees and branch types (reading every tree's
-    header, ~30 ms a file), for a file the caller has already opened with the check (the
-    runner, before the run): the metadata and its checksum are still checked, and every
-    read is still verified against the content checksums.
+    ``structure``: True checks every tree now; False, or a tuple of the trees to check now,
+    checks the others when they are first used (reading a tree's header costs ~2-8 ms), for
+    readers that use some trees only (the runner's check before a run, the processors).
+    Either way nothing is read from a tree whose structure was not checked, and every read
+    is verified against the content checksums.
     """
     path = path if is_url(path) else Path(path)
     if file_info(path).size == 0:  # raises "<path>: file not found"
@@ -456,38 +552,48 @@ def open_raw(path, *, setup: str | None = None, structure: bool = True) -> RawFi
     except Exception as exc:
         raise connection_failure(path, exc) or RawFormatError(
             f"{path}: not a readable ROOT file (truncated or corrupt?): {exc}") from None
-    if META_KEY not in keys:
-        f.close()
-        raise RawFormatError(f"{path}: no '{META_KEY}' metadata: not an na64reco raw file "
-                             "(or truncated before it was closed)")
     try:
-        meta = json.loads(str(f[META_KEY]))
-    except Exception as exc:
-        f.close()
-        raise RawFormatError(f"{path}: unreadable '{META_KEY}' metadata: {exc}") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME or meta.get("format_version") != FORMAT_VERSION:
-        f.close()
-        meta = meta if isinstance(meta, dict) else {}
-        old = " (written before content checksums: re-simulate it)" if meta.get("format_version") == 1 else ""
-        raise RawFormatError(
-            f"{path}: format {meta.get('format')!r} version {meta.get('format_version')!r}{old}; this "
-            f"na64reco reads {FORMAT_NAME!r} version {FORMAT_VERSION}"
-        )
-    if meta.get("checksum") != meta_checksum(meta):
-        f.close()
-        raise RawFormatError(f"{path}: metadata checksum mismatch: the '{META_KEY}' metadata is corrupt or was edited")
-    if setup is not None and meta.get("setup") != setup:
-        f.close()
-        raise SetupMismatch(f"{path}: was written for setup {meta.get('setup')!r}, not {setup!r}")
-    try:
-        if not structure:
-            return RawFile(path, meta, int(meta["entries"]["events"]), bool(meta.get("has_truth")), f)
-        has_truth = _check_structure(f, keys, meta, path)
-        n_events = int(f["events"].num_entries)
-    except RawFormatError:
+        meta = _read_meta(f, keys, path)
+        if setup is not None and meta.get("setup") != setup:
+            raise SetupMismatch(f"{path}: was written for setup {meta.get('setup')!r}, not {setup!r}")
+        _check_unexpected(keys, meta, path)
+        raw = RawFile(path, meta, -1, bool(meta.get("has_truth")), f)
+        trees = branch_types(raw.has_truth, raw.version)
+        now = tuple(trees) if structure is True else tuple(structure or ())
+        for tree in now:
+            if tree not in keys:
+                raise RawFormatError(f"{path}: has no tree {tree!r}")
+            raw.tree(tree)
+        _check_present(keys, meta, path)
+        raw.n_events = int(meta["entries"]["events"])
+        if raw.version >= 3:
+            raw._blocks.update(_read_tables(f, meta, path))
+    except (RawFormatError, SetupMismatch):
         f.close()
         raise
     except Exception as exc:  # damaged TTree headers and the like
         f.close()
         raise RawFormatError(f"{path}: unreadable tree structure: {type(exc).__name__}: {exc}") from None
-    return RawFile(path, meta, n_events, has_truth, f)
+    return raw
+
+
+def _read_meta(f, keys, path) -> dict:
+    """The file's metadata, its format version and self-checksum checked."""
+    if META_KEY not in keys:
+        raise RawFormatError(f"{path}: no '{META_KEY}' metadata: not an na64reco raw file "
+                             "(or truncated before it was closed)")
+    try:
+        meta = json.loads(str(f[META_KEY]))
+    except Exception as exc:
+        raise RawFormatError(f"{path}: unreadable '{META_KEY}' metadata: {exc}") from None
+    version = meta.get("format_version") if isinstance(meta, dict) else None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME or version not in READ_VERSIONS:
+        meta = meta if isinstance(meta, dict) else {}
+        old = " (written before content checksums: re-simulate it)" if meta.get("format_version") == 1 else ""
+        raise RawFormatError(
+            f"{path}: format {meta.get('format')!r} version {meta.get('format_version')!r}{old}; this "
+            f"na64reco reads {FORMAT_NAME!r} versions {', '.join(map(str, READ_VERSIONS))}"
+        )
+    if meta.get("checksum") != meta_checksum(meta):
+        raise RawFormatError(f"{path}: metadata checksum mismatch: the '{META_KEY}' metadata is corrupt or was edited")
+    return meta

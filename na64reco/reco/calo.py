@@ -61,7 +61,6 @@ import awkward as ak
 import numba
 import numpy as np
 from hepunits import GeV
-from scipy.optimize import brentq
 
 from na64reco.errors import ConfigError
 from na64reco.geometry import Calorimeter, Setup
@@ -542,8 +541,25 @@ def _profile_params(det: Calorimeter) -> tuple[float, float, float, float]:
     stochastic = node.number("resolution_stochastic", minimum=0.0)
     if rm <= 0:
         raise ConfigError(f"setup calorimeter {det.name}: moliere_radius must be positive")
-    u = brentq(lambda u: (1 + u) * math.exp(-u) - (1 - containment), 1e-6, 100.0)
+    u = _containment_radius(containment)
     return rm / u, stochastic, floor, rm
+
+
+def _containment_radius(containment: float) -> float:
+    """``u`` with ``(1 + u) exp(-u) = 1 - containment``: the radius, in units of the profile's
+    ``b``, that holds the fraction ``containment`` of ``exp(-r / b)``.  Bisection to the last bit
+    (the left side falls monotonically for u > 0); not scipy's root finder, which would put
+    scipy.optimize (~50 MB) into every dask worker for this one number."""
+    lo, hi = 1e-6, 100.0
+    target = 1.0 - containment
+    while True:
+        mid = 0.5 * (lo + hi)
+        if mid in (lo, hi):
+            return mid
+        if (1.0 + mid) * math.exp(-mid) > target:
+            lo = mid
+        else:
+            hi = mid
 
 
 @functools.lru_cache(maxsize=8)
