@@ -76,7 +76,7 @@ class PlaneTables:
 
 
 # ---------------------------------------------------------------------------------------
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _emit(out_f, out_i, n, plane, pos, z, sigma, strip, amp, time, size, origin, amb):
     out_f[0, n] = pos
     out_f[1, n] = z
@@ -104,7 +104,7 @@ def _reserve(out_f, out_i, n, extra):
     return f, i
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _cluster_out(out_f, out_i, n, p, s, sa, t, size, origin, amb, n_strips, pitch, offset, zpl, sig):
     u = (s + 0.5) * pitch[p] - 0.5 * n_strips[p] * pitch[p]
     return _emit(out_f, out_i, n, p, offset[p] + u, zpl[p], sig[p], s, sa, t, size, origin, amb)
@@ -281,7 +281,7 @@ def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc
     return counts, per_plane, out_f[:, :n], out_i[:, :n]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _straw_out(out_f, out_i, n, p, tube, tdc, org, n_strips, pitch, offset, zpl, sig, dead, lsb, t0, velocity):
     """Emit the hit(s) of one straw digit: tube centre -+ drift distance (both, ambiguous)."""
     if dead[p, tube]:
