@@ -8,10 +8,11 @@ core (CPU time, minimum of the repeats) and the ratio to the baseline, plus the 
 memory of the process (bounded by the chunk size, not the file size).
 
 ``--stages``: also the CPU time of each stage over the whole file (chunks of ``--chunk``
-events already in memory), in seconds and as a multiple of the plain read measured in the
-same run: assembling the nested events, the MSADC waveform kernel, the rest of the
-calorimeter stage, the tracker hits (digits -> clusters), the track search and fits, the
-rest of the tracking stage (momenta, extrapolations, track match), the record building.
+events already in memory; each the minimum of the repeats), in seconds and as a multiple
+of the plain read measured in the same run: assembling the nested events, the calorimeter
+stage and within it the MSADC waveform kernel (with its wrapper), the tracking stage and
+within it the tracker hits (digits -> clusters) and the track search and fits, and the
+whole ``reconstruct`` (both stages and the record building).
 """
 
 from __future__ import annotations
@@ -60,12 +61,12 @@ def _chunk_steps(arrays, path, setup, conds, cfg, pt, vt):
     hits = event_hits(nested, pt, threshold_sigma=cfg.apv_threshold_sigma, drift_t0=cfg.drift_t0)
     return {
         "assemble_events": lambda: assemble_events(arrays, path),
-        "calo: waveform kernel": lambda: reconstruct_digits(det, chan, adc, setup, conds),
         "calo: whole stage": lambda: reconstruct_calo(nested, setup, conds),
+        "calo: waveform kernel": lambda: reconstruct_digits(det, chan, adc, setup, conds),
+        "tracking: whole stage": lambda: reconstruct_tracks(nested, setup, conds),
         "tracking: hits": lambda: event_hits(nested, pt, threshold_sigma=cfg.apv_threshold_sigma,
                                              drift_t0=cfg.drift_t0),
         "tracking: search + fits": lambda: find_tracks(hits, len(nested), pt.n_planes, vt),
-        "tracking: whole stage": lambda: reconstruct_tracks(nested, setup, conds),
         "reconstruct (all)": lambda: reconstruct(nested, setup, conds),
     }
 
@@ -85,16 +86,7 @@ def _stages(path, chunk, setup, conds, repeat):
             t[name] = _best(fn, repeat)[1]
         for name, v in t.items():
             total[name] = total.get(name, 0.0) + v
-    out = {"assemble_events": total["assemble_events"],
-           "calo: waveform kernel": total["calo: waveform kernel"],
-           "calo: sums, ECAL, counters": total["calo: whole stage"] - total["calo: waveform kernel"],
-           "tracking: hits": total["tracking: hits"],
-           "tracking: search + fits": total["tracking: search + fits"],
-           "tracking: momenta, match, rest": (total["tracking: whole stage"] - total["tracking: hits"]
-                                              - total["tracking: search + fits"])}
-    out["records (zip, vectors), rest"] = (total["reconstruct (all)"] - total["calo: whole stage"]
-                                           - total["tracking: whole stage"])
-    return out
+    return total
 
 
 def _best(fn, repeat):
@@ -136,7 +128,8 @@ def main() -> None:
     if args.stages:
         print(f"stages (CPU s over the {n} events; x = multiple of the plain read's {cpu_read:.2f} s):")
         for name, t in _stages(path, args.chunk, setup, conds, args.repeat).items():
-            print(f"  {name:32s} {t:6.3f} s  {t / cpu_read:5.2f} x")
+            label = f"  {name}" if name.startswith(("calo:", "tracking:")) and "whole" not in name else name
+            print(f"  {label:32s} {t:6.3f} s  {t / cpu_read:5.2f} x")
 
 
 if __name__ == "__main__":
