@@ -176,7 +176,7 @@ def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc
     return counts, per_plane, out_f[:, :n], out_i[:, :n]
 
 
-@numba.njit(cache=True)
+@njit_cached_with(apv, demux)  # compiles in the de-multiplexer and the APV time, as above
 def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube,
                 s_tdc, ptype, n_strips, pitch, offset, zpl, sig, dead, table, threshold, spacing, r1, r2, lsb, t0,
                 velocity, skey, sidx, key, idx, ch, am, dg, ws_i, ws_f, strips, owner, rstart, rlen, singles):
