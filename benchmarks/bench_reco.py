@@ -1,11 +1,18 @@
 """Full event reconstruction throughput (calorimeters + tracking), as a ratio to reading.
 
-    python benchmarks/bench_reco.py [--file RAW.root | --events 100000] [--repeat 3] [--chunk 50000]
+    python benchmarks/bench_reco.py [--file RAW.root | --events 100000] [--repeat 3] [--chunk 50000] [--stages]
 
 Prints, on one core and in one process: the plain uproot read of the ``events`` branches
 (the baseline), the read + ``assemble_events`` + ``reconstruct`` chain, events/s per
 core (CPU time, minimum of the repeats) and the ratio to the baseline, plus the peak
 memory of the process (bounded by the chunk size, not the file size).
+
+``--stages``: also the CPU time of each stage over the whole file (chunks of ``--chunk``
+events already in memory; each the minimum of the repeats), in seconds and as a multiple
+of the plain read measured in the same run: assembling the nested events, the calorimeter
+stage and within it the MSADC waveform kernel (with its wrapper), the tracking stage and
+within it the tracker hits (digits -> clusters) and the track search and fits, and the
+whole ``reconstruct`` (both stages and the record building).
 """
 
 from __future__ import annotations
@@ -41,6 +48,47 @@ def _reco(path, chunk, setup, conds):
     return n
 
 
+def _chunk_steps(arrays, path, setup, conds, cfg, pt, vt):
+    """{stage: callable} for one chunk of flat branches (inputs of each stage made first)."""
+    from na64reco.reco.calo import flat_digits, reconstruct_calo
+    from na64reco.reco.tracking.clusters import event_hits
+    from na64reco.reco.tracking.stage import reconstruct_tracks
+    from na64reco.reco.tracking.tracks import find_tracks
+    from na64reco.reco.waveform import reconstruct_digits
+
+    nested = assemble_events(arrays, path)
+    _, det, chan, adc = flat_digits(nested)
+    hits = event_hits(nested, pt, threshold_sigma=cfg.apv_threshold_sigma, drift_t0=cfg.drift_t0)
+    return {
+        "assemble_events": lambda: assemble_events(arrays, path),
+        "calo: whole stage": lambda: reconstruct_calo(nested, setup, conds),
+        "calo: waveform kernel": lambda: reconstruct_digits(det, chan, adc, setup, conds),
+        "tracking: whole stage": lambda: reconstruct_tracks(nested, setup, conds),
+        "tracking: hits": lambda: event_hits(nested, pt, threshold_sigma=cfg.apv_threshold_sigma,
+                                             drift_t0=cfg.drift_t0),
+        "tracking: search + fits": lambda: find_tracks(hits, len(nested), pt.n_planes, vt),
+        "reconstruct (all)": lambda: reconstruct(nested, setup, conds),
+    }
+
+
+def _stages(path, chunk, setup, conds, repeat):
+    """{stage: minimum CPU s over ``repeat``} summed over the chunks of ``path`` (see doc)."""
+    from na64reco.reco.tracking.stage import _tables
+
+    with uproot.open(path, array_cache=None) as f:
+        chunks = list(f["events"].iterate(event_branches(), step_size=chunk))
+    cfg, pt, vt = _tables(setup, conds)
+    total: dict[str, float] = {}
+    for arrays in chunks:
+        t = {}
+        steps = _chunk_steps(arrays, str(path), setup, conds, cfg, pt, vt)
+        for name, fn in steps.items():
+            t[name] = _best(fn, repeat)[1]
+        for name, v in t.items():
+            total[name] = total.get(name, 0.0) + v
+    return total
+
+
 def _best(fn, repeat):
     cpu = wall = float("inf")
     for _ in range(repeat):
@@ -56,6 +104,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--chunk", type=int, default=50_000)
+    ap.add_argument("--stages", action="store_true", help="also the CPU time of each stage")
     args = ap.parse_args()
     path = args.file
     if path is None:
@@ -76,6 +125,11 @@ def main() -> None:
     print(f"reconstruction alone   : {n / (cpu_reco - cpu_read):10.0f} events/s/core")
     print(f"ratio (read+reco)/read : {cpu_reco / cpu_read:10.2f} x (CPU)   {wall_reco / wall_read:.2f} x (wall)")
     print(f"peak RSS               : {peak:10.0f} MB")
+    if args.stages:
+        print(f"stages (CPU s over the {n} events; x = multiple of the plain read's {cpu_read:.2f} s):")
+        for name, t in _stages(path, args.chunk, setup, conds, args.repeat).items():
+            label = f"  {name}" if name.startswith(("calo:", "tracking:")) and "whole" not in name else name
+            print(f"  {label:32s} {t:6.3f} s  {t / cpu_read:5.2f} x")
 
 
 if __name__ == "__main__":

@@ -184,8 +184,33 @@ def test_hits_kernel_cache_is_keyed_on_every_module_it_compiles_in(tmp_path):
     from na64reco.reco.tracking import _jit, apv, clusters, demux
 
     digest = _jit.source_digest(clusters.__file__, apv.__file__, demux.__file__)
-    cache = clusters._hits_kernel._cache
-    assert f"na64reco-{digest}" in str(cache._cache_path)
+    for kernel in (clusters._hits_kernel, clusters._hits_block):  # both compile in demux and apv kernels
+        assert f"na64reco-{digest}" in str(kernel._cache._cache_path)
     edited = tmp_path / "demux.py"
     edited.write_text(open(demux.__file__).read() + "\n# an edit\n")
     assert _jit.source_digest(clusters.__file__, apv.__file__, edited) != digest
+
+
+def test_hits_kernel_grows_its_output_for_events_of_many_ambiguous_hits():
+    """Isolated MM channels give one hit per strip group (5 per digit), more hits than the
+    kernel's first guess of the output size: the output grows between blocks of events and
+    every event still equals the slow twin."""
+    import awkward as ak
+
+    cfg, pt, _ = _tables(SETUP, COND)
+    chans = [0, 10, 20, 30, 40, 50]
+    n_ev = 40
+    apv = [[{"plane": p, "chan": c, "a0": 100, "a1": 300, "a2": 200} for p in (0, 2, 4) for c in chans]
+           for _ in range(n_ev)]
+    straw = [[] if e % 2 else [{"plane": 14, "tube": 7, "tdc": 40}] for e in range(n_ev)]
+    events = ak.zip({"apv": ak.Array(apv), "straw": ak.Array(straw)}, depth_limit=1)
+    hits = event_hits(events, pt, threshold_sigma=cfg.apv_threshold_sigma, drift_t0=cfg.drift_t0)
+    assert len(hits["pos"]) > 3 * len(chans) * n_ev  # more hits than digits
+    for e in range(n_ev):
+        ref = event_hits_reference(events[e], SETUP, COND, threshold_sigma=cfg.apv_threshold_sigma,
+                                   drift_t0=cfg.drift_t0)
+        lo, hi = hits["offsets"][e], hits["offsets"][e + 1]
+        assert [(int(p), int(n), bool(a)) for p, n, a in zip(hits["plane"][lo:hi], hits["size"][lo:hi],
+                                                           hits["ambiguous"][lo:hi], strict=True)] == \
+            [(r[0], r[3], r[4]) for r in ref], f"event {e}"
+        np.testing.assert_allclose(hits["pos"][lo:hi], [r[1] for r in ref], rtol=0, atol=1e-9)

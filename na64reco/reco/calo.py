@@ -445,7 +445,8 @@ def _ecal_quantities(setup: Setup, det: Calorimeter, chan_e: np.ndarray, cond=No
     resp_e, resp_s = _response(cond, det.n_sections)
     res = _ecal_kernel(np.asarray(chan_e, np.float64), float(GeV), det.n_sections, det.nx, det.ny, pre,
                        np.ascontiguousarray(cx, np.float64), np.ascontiguousarray(cy, np.float64),
-                       resp_e, np.ascontiguousarray(resp_s), table, stochastic, floor)
+                       resp_e, np.ascontiguousarray(resp_s), table, _profile_variance(table, stochastic),
+                       stochastic, floor)
     keys = ("ecal_preshower_energy", "ecal_main_energy", "ecal_energy", "ecal_max_cell_ix", "ecal_max_cell_iy",
             "ecal_cog_x", "ecal_cog_y", "ecal_shower_chi2")
     return dict(zip(keys, res, strict=True))
@@ -467,7 +468,7 @@ def _interp(x, xp, fp, k):
 
 
 @numba.njit(cache=True, nogil=True)
-def _ecal_kernel(chan_e, unit, n_sec, nx, ny, pre, cx, cy, resp_e, resp_s, table, stochastic, floor):
+def _ecal_kernel(chan_e, unit, n_sec, nx, ny, pre, cx, cy, resp_e, resp_s, table, pvar, stochastic, floor):
     n = chan_e.shape[0]
     ps = np.zeros(n)
     main = np.zeros(n)
@@ -526,7 +527,7 @@ def _ecal_kernel(chan_e, unit, n_sec, nx, ny, pre, cx, cy, resp_e, resp_s, table
             max_iy[e] = bj
             cog_x[e] = sx / tot
             cog_y[e] = sy / tot
-        chi2[e] = _chi2_one(grid, table, stochastic, floor, obs, inside)
+        chi2[e] = _chi2_one(grid, table, pvar, stochastic, floor, obs, inside)
     return ps, main, etot, max_ix, max_iy, cog_x, cog_y, chi2
 
 
@@ -583,11 +584,21 @@ def profile_table(cell_w: float, cell_h: float, b: float, grid: int = PROFILE_GR
     return table
 
 
+def _profile_variance(table: np.ndarray, stochastic: float) -> np.ndarray:
+    """``s^2 F (1 - F)`` per impact point and cell of a :func:`profile_table` (the stochastic
+    part of the fraction variance times the energy; same operations, same order as the
+    kernel's general path)."""
+    return stochastic * stochastic * table * (1.0 - table)
+
+
 @numba.njit(cache=True, nogil=True)
-def _chi2_one(g2, table, stochastic, floor, obs, inside):
+def _chi2_one(g2, table, pvar, stochastic, floor, obs, inside):
     """Shower-shape chi2/ndf of one event's (nx, ny) cell energies (GeV); ``obs``,
-    ``inside``: (3, 3) work arrays.  A grid point stops being summed as soon as its
-    partial chi2 exceeds the best so far (terms are >= 0: the minimum is unchanged)."""
+    ``inside``: (3, 3) work arrays; ``pvar`` = :func:`_profile_variance` of ``table``.  A grid
+    point stops being summed as soon as its partial chi2 exceeds the best so far (terms are
+    >= 0: the minimum is unchanged).  For a full 3x3 block (fractions need no
+    renormalisation) the variance terms come from ``pvar``, the same products as the
+    general path in the same order (identical results, one division per cell fewer)."""
     nx, ny = g2.shape
     ng = table.shape[0]
     best_i = 0
@@ -612,21 +623,36 @@ def _chi2_one(g2, table, stochastic, floor, obs, inside):
         return np.nan
     best = np.inf
     inv_tot = 1.0 / tot
-    for q in range(ng):  # the central impact point first: a good bound early
-        g = (q + ng // 2) % ng
-        norm = 1.0  # the table rows sum to 1 over the full 3x3 block
-        if ncell < 9:
-            norm = 0.0
+    ff = floor * floor
+    if ncell == 9:  # the usual full block: fractions and variance terms from the tables
+        for a in range(3):
+            for c in range(3):
+                obs[a, c] *= inv_tot  # observed fractions
+        for q in range(ng):  # the central impact point first: a good bound early
+            g = (q + ng // 2) % ng
+            chi2 = 0.0
             for a in range(3):
                 for c in range(3):
-                    if inside[a, c]:
-                        norm += table[g, a, c]
+                    d = obs[a, c] - table[g, a, c]
+                    chi2 += d * d / (pvar[g, a, c] * inv_tot + ff)
+                if chi2 > best:
+                    break
+            if chi2 < best:
+                best = chi2
+        return best / (ncell - 3)
+    for q in range(ng):  # the central impact point first: a good bound early
+        g = (q + ng // 2) % ng
+        norm = 0.0  # the fractions are renormalised to the cells inside
+        for a in range(3):
+            for c in range(3):
+                if inside[a, c]:
+                    norm += table[g, a, c]
         chi2 = 0.0
         for a in range(3):
             for c in range(3):
                 if inside[a, c]:
                     fe = table[g, a, c] / norm
-                    var = stochastic * stochastic * fe * (1.0 - fe) * inv_tot + floor * floor
+                    var = stochastic * stochastic * fe * (1.0 - fe) * inv_tot + ff
                     d = obs[a, c] * inv_tot - fe
                     chi2 += d * d / var
             if chi2 > best:
@@ -637,13 +663,13 @@ def _chi2_one(g2, table, stochastic, floor, obs, inside):
 
 
 @numba.njit(cache=True, nogil=True)
-def _shower_chi2_kernel(grid_e, table, stochastic, floor):
+def _shower_chi2_kernel(grid_e, table, pvar, stochastic, floor):
     n = grid_e.shape[0]
     out = np.full(n, np.nan)
     obs = np.empty((3, 3))
     inside = np.empty((3, 3), dtype=np.bool_)
     for e in range(n):
-        out[e] = _chi2_one(grid_e[e], table, stochastic, floor, obs, inside)
+        out[e] = _chi2_one(grid_e[e], table, pvar, stochastic, floor, obs, inside)
     return out
 
 
@@ -651,7 +677,8 @@ def shower_chi2(grid_e: np.ndarray, det: Calorimeter) -> np.ndarray:
     """Shower-shape chi2/ndf per event from (n, nx, ny) cell energies in GeV (see module doc)."""
     b, stochastic, floor, _ = _profile_params(det)
     table = profile_table(det.cell_size[0], det.cell_size[1], b)
-    return _shower_chi2_kernel(np.ascontiguousarray(grid_e, dtype=np.float64), table, stochastic, floor)
+    return _shower_chi2_kernel(np.ascontiguousarray(grid_e, dtype=np.float64), table,
+                               _profile_variance(table, stochastic), stochastic, floor)
 
 
 def shower_chi2_reference(grid_e: np.ndarray, det: Calorimeter) -> np.ndarray:

@@ -76,7 +76,7 @@ class PlaneTables:
 
 
 # ---------------------------------------------------------------------------------------
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _emit(out_f, out_i, n, plane, pos, z, sigma, strip, amp, time, size, origin, amb):
     out_f[0, n] = pos
     out_f[1, n] = z
@@ -104,7 +104,7 @@ def _reserve(out_f, out_i, n, extra):
     return f, i
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _cluster_out(out_f, out_i, n, p, s, sa, t, size, origin, amb, n_strips, pitch, offset, zpl, sig):
     u = (s + 0.5) * pitch[p] - 0.5 * n_strips[p] * pitch[p]
     return _emit(out_f, out_i, n, p, offset[p] + u, zpl[p], sig[p], s, sa, t, size, origin, amb)
@@ -163,9 +163,33 @@ def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc
     rstart = np.empty(mg, np.int64)
     rlen = np.empty(mg, np.int64)
     singles = np.empty(mg, np.int64)
+    e = 0
     n = 0
-    for e in range(n_ev):
+    while True:  # blocks of events that fit the output arrays, which grow between blocks
+        e, n = _hits_block(e, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0, a1, a2, s_off, s_plane,
+                           s_tube, s_tdc, ptype, n_strips, pitch, offset, zpl, sig, dead, table, threshold, spacing,
+                           r1, r2, lsb, t0, velocity, skey, sidx, key, idx, ch, am, dg, ws_i, ws_f, strips, owner,
+                           rstart, rlen, singles)
+        if e >= n_ev:
+            break
+        out_f, out_i = _reserve(out_f, out_i, n, (offsets[e + 1] - offsets[e]) * groups + 2 * (s_off[e + 1] - s_off[e]))
+    return counts, per_plane, out_f[:, :n], out_i[:, :n]
+
+
+@njit_cached_with(apv, demux)  # compiles in the de-multiplexer and the APV time, as above
+def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube,
+                s_tdc, ptype, n_strips, pitch, offset, zpl, sig, dead, table, threshold, spacing, r1, r2, lsb, t0,
+                velocity, skey, sidx, key, idx, ch, am, dg, ws_i, ws_f, strips, owner, rstart, rlen, singles):
+    """Hits of events ``e0...`` appended at ``out_*[:, n:]`` until an event might not fit
+    (at most ``groups`` hits per APV digit, 2 per straw digit); returns (next event, n)."""
+    n_ev = offsets.shape[0] - 1
+    n_planes = ptype.shape[0]
+    groups = table.shape[1]
+    cap = out_f.shape[1]
+    for e in range(e0, n_ev):
         lo, hi = offsets[e], offsets[e + 1]
+        if n + (hi - lo) * groups + 2 * (s_off[e + 1] - s_off[e]) > cap:
+            return e, n
         m = 0
         ordered = True
         for d in range(lo, hi):
@@ -194,8 +218,6 @@ def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc
         while i < m or js < ms:
             if js < ms and (i >= m or s_plane[slo + sidx[js]] < plane[lo + idx[i]]):
                 d = slo + sidx[js]
-                if n + 2 > out_f.shape[1]:
-                    out_f, out_i = _reserve(out_f, out_i, n, 2)
                 n1 = _straw_out(out_f, out_i, n, s_plane[d], s_tube[d], float(s_tdc[d]), (1 << 20) + sidx[js],
                                 n_strips, pitch, offset, zpl, sig, dead, lsb, t0, velocity)
                 per_plane[e * n_planes + s_plane[d]] += n1 - n
@@ -216,8 +238,6 @@ def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc
                 am[k] = max(float(a0[d]), max(float(a1[d]), float(a2[d])))
                 dg[k] = d
                 k += 1
-            if n + k * groups > out_f.shape[1]:
-                out_f, out_i = _reserve(out_f, out_i, n, k * groups)
             n_before = n
             if ptype[p] == 0:  # MM
                 mc, nruns, nsing = demux_plane_into(ch, am, k, table, dead[p], ws_i, ws_f, strips, owner,
@@ -278,10 +298,10 @@ def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc
             per_plane[e * n_planes + p] += n - n_before
             i = e2 + 1
         counts[e] = n - start_n
-    return counts, per_plane, out_f[:, :n], out_i[:, :n]
+    return n_ev, n
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _straw_out(out_f, out_i, n, p, tube, tdc, org, n_strips, pitch, offset, zpl, sig, dead, lsb, t0, velocity):
     """Emit the hit(s) of one straw digit: tube centre -+ drift distance (both, ambiguous)."""
     if dead[p, tube]:

@@ -53,41 +53,48 @@ def demux_plane_into(chans, amps, n, table, dead, ws_i, ws_f, strips, owner, run
 
     ``chans[:n]`` fired channels (distinct), ``amps[:n]`` amplitudes, ``table``
     (channels, groups) strip of each channel in each group, ``dead`` (n_strips,) bool.
-    ``ws_i`` (int64, >= 2 * n * groups) and ``ws_f`` (float64, >= n * groups) are scratch.
+    ``ws_i`` (int64, >= 2 * n * groups) is scratch; ``ws_f`` is unused (kept for callers).
 
     Fills ``strips``/``owner`` (sorted candidate strips and the index of the channel
     owning each), ``run_start``/``run_len`` (accepted runs as slices of ``strips``) and
     ``singles`` (unresolved channel indices).  Returns ``(n_cand, n_runs, n_singles)``.
     """
     groups = table.shape[1]
-    cap = n * groups
-    cs = ws_f[:cap]
-    idx = ws_i[:cap]
     m = 0
-    for j in range(n):
-        for k in range(groups):
+    # candidates inserted group by group: the setup's groups are increasing strip ranges,
+    # so each insertion moves past the few candidates of its own group only
+    for k in range(groups):
+        for j in range(n):
             s = table[chans[j], k]
             if dead[s]:
                 continue
-            cs[m] = s
-            ws_i[cap + m] = j
-            idx[m] = m
+            q = m
+            while q > 0 and strips[q - 1] > s:
+                strips[q] = strips[q - 1]
+                owner[q] = owner[q - 1]
+                q -= 1
+            strips[q] = s
+            owner[q] = j
             m += 1
-    _isort(cs, idx, m)
-    for q in range(m):
-        strips[q] = np.int64(cs[idx[q]])
-        owner[q] = ws_i[cap + idx[q]]
     # greedy: repeatedly accept the best run of adjacent candidate strips whose channels
-    # are all unassigned (longest first, then largest summed amplitude, then lowest strip)
-    used = ws_i[cap:cap + n]  # owner copy done: reuse as flags
+    # are all unassigned (longest first, then largest summed amplitude, then lowest strip).
+    # Only a candidate followed by an adjacent strip can start a run of >= 2.
+    used = ws_i[:n]
     for j in range(n):
         used[j] = 0
+    starts = ws_i[n:n + m]
+    n_starts = 0
+    for i in range(m - 1):
+        if strips[i + 1] == strips[i] + 1:
+            starts[n_starts] = i
+            n_starts += 1
     n_runs = 0
-    while True:
+    while n_starts > 0:
         best_s = -1
         best_l = 1
         best_a = 0.0
-        for i in range(m):  # the longest run starting at every free candidate
+        for w in range(n_starts):
+            i = starts[w]
             if used[owner[i]]:
                 continue
             e = i

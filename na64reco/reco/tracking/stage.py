@@ -120,6 +120,14 @@ def reconstruct_tracks(events, setup, conditions, source: str = "", *, config_pa
 _MATCH_CACHE: dict = {}
 
 
+def _pattern(used: np.ndarray) -> np.ndarray:
+    """Bit pattern (int64) of the used planes, one per row of the (n, planes) bool array."""
+    code = np.zeros(len(used), np.int64)
+    for j in range(used.shape[1]):
+        code |= used[:, j].astype(np.int64) << j
+    return code
+
+
 def _match_chi2(out, res, vt, setup, cfg):
     """``track_match_chi2`` per event (see module doc); the variance depends on which planes
     each of the two tracks used (a few patterns per file, each computed once)."""
@@ -132,17 +140,22 @@ def _match_chi2(out, res, vt, setup, cfg):
         vi, vo = vt.views[iv["in"]], vt.views[iv["out"]]
         used_in = res["hits"][:, iv["in"], :len(vi.planes)] >= 0
         used_out = res["hits"][:, iv["out"], :len(vo.planes)] >= 0
-        code = (used_in @ (1 << np.arange(used_in.shape[1]))) * 256 + used_out @ (1 << np.arange(used_out.shape[1]))
-        var = np.full(len(chi2), np.nan)
-        for k in np.unique(code):
-            sel = code == k
-            mi, mo = used_in[sel][0], used_out[sel][0]
+        code = _pattern(used_in) * (1 << used_out.shape[1]) + _pattern(used_out)
+        # one (a, b_in, b_out) per pattern of used planes, then one vectorised expression
+        # (the same one as MatchResolution.variance, term by term)
+        codes, first, inverse = np.unique(code, return_index=True, return_inverse=True)
+        coef = np.full((3, len(codes)), np.nan)
+        for k, i in enumerate(first):
+            mi, mo = used_in[i], used_out[i]
             if not mi.any() or not mo.any():
                 continue
             key = (setup.name, setup.source, setup.period, vi, vo, tuple(mi), tuple(mo))
             if key not in _MATCH_CACHE:
                 _MATCH_CACHE[key] = MatchResolution(setup, vi, vo, mi, mo)
-            var[sel] = _MATCH_CACHE[key].variance(p_in[sel], p_out[sel])
+            m = _MATCH_CACHE[key]
+            coef[:, k] = m.a, m.b_in, m.b_out
+        a, b_in, b_out = coef[:, inverse.reshape(-1)]
+        var = a + b_in * (MatchResolution.P_REF / p_in) ** 2 + b_out * (MatchResolution.P_REF / p_out) ** 2
         d = out[f"out_{c}"] - out[f"in_{c}"]
         term = d * d / var
         ok = np.isfinite(term)

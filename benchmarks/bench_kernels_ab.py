@@ -1,0 +1,119 @@
+"""Before/after speed of the reconstruction kernels, both timed in ONE process.
+
+    git archive <before-commit> | tar -x -C BEFORE_DIR
+    python benchmarks/bench_kernels_ab.py --before BEFORE_DIR --file RAW.root [--events 50000] [--repeat 7]
+
+On a shared machine CPU times of separate runs scatter by 20-40 %; here the kernels of an
+earlier source tree (``BEFORE_DIR``, executed from its sources with numba's on-disk cache
+off) and of this tree run alternately on the same events in memory, and each figure is
+the minimum CPU time of ``--repeat`` rounds.  Compared: the tracker hits kernel (with the
+earlier tree's de-multiplexer), the ECAL quantities (shower chi2) and the track-match chi2.
+The results of both are checked equal before timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import types
+from pathlib import Path
+
+import numba
+import numpy as np
+import uproot
+
+import na64reco.reco.calo as calo
+import na64reco.reco.tracking.clusters as clusters
+import na64reco.reco.tracking.stage as stage
+from na64reco.conditions import load_conditions
+from na64reco.geometry import load_setup
+from na64reco.io.raw import assemble_events, event_branches, open_raw
+
+
+def _module(name: str, path: Path, edit=lambda s: s, extra: dict | None = None) -> types.ModuleType:
+    """The module at ``path`` executed under ``name`` (numba cache off, source edited by ``edit``)."""
+    mod = types.ModuleType(name)
+    sys.modules[name] = mod
+    mod.__dict__.update(extra or {})
+    exec(compile(edit(path.read_text()).replace("cache=True", "cache=False"), str(path), "exec"), mod.__dict__)
+    return mod
+
+
+def _equal(a, b) -> bool:
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, tuple | list):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
+    return np.array_equal(np.asarray(a), np.asarray(b), equal_nan=np.asarray(a).dtype.kind == "f")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--before", type=Path, required=True, help="source tree of the earlier version")
+    ap.add_argument("--file", required=True)
+    ap.add_argument("--events", type=int, default=50_000)
+    ap.add_argument("--repeat", type=int, default=7)
+    args = ap.parse_args()
+    reco = args.before / "na64reco" / "reco"
+    with open_raw(args.file) as raw:
+        setup = load_setup(raw.setup, run=raw.run)
+        conds = load_conditions(setup, raw.run)
+    with uproot.open(args.file, array_cache=None) as f:
+        events = assemble_events(f["events"].arrays(event_branches(), entry_stop=args.events), args.file)
+
+    old_demux = _module("before_demux", reco / "tracking" / "demux.py")
+    old_clusters = _module(
+        "before_clusters", reco / "tracking" / "clusters.py",
+        edit=lambda s: s.replace("from na64reco.reco.tracking.demux import _isort, demux_plane_into", "")
+                        .replace("@njit_cached_with(apv, demux)", "@numba.njit"),
+        extra={"_isort": old_demux._isort, "demux_plane_into": old_demux.demux_plane_into, "numba": numba})
+    old_calo = _module("before_calo", reco / "calo.py")
+    old_stage = _module("before_stage", reco / "tracking" / "stage.py")
+
+    cfg, pt, vt = stage._tables(setup, conds)
+    a_off, a = clusters._jagged(events["apv"], ("plane", "chan", "a0", "a1", "a2"), "apv", args.file)
+    s_off, s = clusters._jagged(events["straw"], ("plane", "tube", "tdc"), "straw", args.file)
+
+    def hits(kernel):
+        return lambda: kernel(a_off, a["plane"], a["chan"], a["a0"], a["a1"], a["a2"], s_off, s["plane"], s["tube"],
+                              s["tdc"], pt.type, pt.n_strips, pt.pitch, pt.offset, pt.z, pt.sigma, pt.dead, pt.table,
+                              pt.apv_threshold(cfg.apv_threshold_sigma), pt.spacing, pt.peaking, pt.tdc_lsb,
+                              cfg.drift_t0, pt.drift_velocity)
+
+    grabbed = {}
+    keep = calo._ecal_quantities
+
+    def grab(*a):
+        grabbed["ecal"] = a
+        return keep(*a)
+
+    calo._ecal_quantities = grab
+    try:
+        calo.reconstruct_calo(events, setup, conds)
+    finally:
+        calo._ecal_quantities = keep
+    tracks = stage.reconstruct_tracks(events, setup, conds, return_internals=True)
+    res = tracks["_tracks"]
+    pairs = {
+        "tracker hits kernel": (hits(old_clusters._hits_kernel), hits(clusters._hits_kernel)),
+        "ECAL quantities": (lambda: old_calo._ecal_quantities(*grabbed["ecal"]),
+                            lambda: calo._ecal_quantities(*grabbed["ecal"])),
+        "track match chi2": (lambda: old_stage._match_chi2(tracks, res, vt, setup, cfg),
+                             lambda: stage._match_chi2(tracks, res, vt, setup, cfg)),
+    }
+    print(f"{args.file}: {len(events)} events; CPU s, minimum of {args.repeat} alternating rounds")
+    for name, (before, after) in pairs.items():
+        same = _equal(before(), after())
+        t_b, t_a = [], []
+        for _ in range(args.repeat):
+            for fn, t in ((before, t_b), (after, t_a)):
+                c = time.process_time()
+                fn()
+                t.append(time.process_time() - c)
+        print(f"{name:22s} before {min(t_b):7.4f}  after {min(t_a):7.4f}  speed-up {min(t_b) / min(t_a):5.2f}x  "
+              f"outputs {'identical' if same else 'DIFFER'}")
+
+
+if __name__ == "__main__":
+    main()
