@@ -24,6 +24,9 @@ hits and fitted tracks of one event.  Output fields (one value per event):
                                  muons often leave the MS2 y planes), NaN if none
 ``flags_in``, ``flags_out``      bit 1: candidate overflow, bit 2: busy plane (see tracks.py)
 
+Hits whose reconstructed time is off the plane's in-time window (``hit_time_sigma`` of
+``tracking.yaml``, :func:`.tracks.hit_time_windows`) are dropped before the search.
+
 Momentum uses only the bend projection (the other projection's angle changes p by
 less than 1e-6 relative at these angles).
 """
@@ -37,7 +40,7 @@ from na64reco.io.raw import refuse_data_events
 from na64reco.reco.tracking.clusters import PlaneTables, event_hits
 from na64reco.reco.tracking.config import load_tracking_config
 from na64reco.reco.tracking.resolution import MatchResolution
-from na64reco.reco.tracking.tracks import ViewTables, find_tracks, make_views
+from na64reco.reco.tracking.tracks import ViewTables, find_tracks, hit_time_windows, make_views, select_in_time
 
 _CACHE: dict = {}
 
@@ -48,7 +51,8 @@ def _tables(setup, conditions, config_path=None):
     if key not in _CACHE:
         cfg = load_tracking_config(setup, config_path)
         views = make_views(setup, cfg, conditions)
-        _CACHE[key] = (cfg, PlaneTables(setup, conditions), ViewTables(views, cfg))
+        _CACHE[key] = (cfg, PlaneTables(setup, conditions), ViewTables(views, cfg),
+                       hit_time_windows(setup, conditions, cfg.hit_time_sigma))
     return _CACHE[key]
 
 
@@ -69,9 +73,10 @@ def reconstruct_tracks(events, setup, conditions, source: str = "", *, config_pa
     data file are refused (see :func:`na64reco.reco.event.reconstruct`).
     """
     refuse_data_events(events, "reconstruct_tracks()")
-    cfg, pt, vt = _tables(setup, conditions, config_path)
+    cfg, pt, vt, (t_lo, t_hi) = _tables(setup, conditions, config_path)
     n = len(events)
     hits = event_hits(events, pt, threshold_sigma=cfg.apv_threshold_sigma, drift_t0=cfg.drift_t0, source=source)
+    hits = select_in_time(hits, t_lo, t_hi)  # out-of-time hits are not used (hit_time_windows)
     res = find_tracks(hits, n, pt.n_planes, vt)
     ecal_z = setup.detector("ECAL").z
     hcal_z = setup.detector("HCAL").z
