@@ -2,7 +2,7 @@
 
     python benchmarks/misreco_campaign.py [--mot 1000000] [--workers 2] [--seed 1]
         [--spills-per-file 20] [--periods 2022,2023] [--sidebands 80:120,80:144] [--workdir DIR]
-        [--json OUT.json] [--plot docs/images/misreco_tail.png]
+        [--json OUT.json] [--period-json docs/data] [--plot docs/images/misreco_tail.png]
 
 For each run period (2022: run 1, 2023: run 10001 of ``calib/setups/na64mu.yaml``):
 
@@ -24,8 +24,9 @@ For each run period (2022: run 1, 2023: run 10001 of ``calib/setups/na64mu.yaml`
    after all cuts with reco p_out below ``TAIL_GEV``: in the box, how many are momentum
    mis-reconstruction (true p_out > 100 GeV) and how many real losses (true p_out < 80).
 
-Prints a table, writes ``--json`` and the tail plot ``--plot`` (per MOT, log y, fit and
-extrapolation, both periods).
+Prints a table, writes ``--json`` (all rows), ``--period-json DIR`` (``DIR/misreco_<period>.json``
+per period: the figures the background tables read, :func:`period_summary`) and the tail plot
+``--plot`` (per MOT, log y, fit and extrapolation, both periods).
 """
 
 from __future__ import annotations
@@ -107,6 +108,32 @@ def run_period(name: str, args, work: Path, client) -> dict:
         row["box_true"] = {"true<80": sum(t < 80 for t in box), "80-100": sum(80 <= t <= 100 for t in box),
                            "true>100 (misreco)": sum(t > 100 for t in box), "none": sum(not t == t for t in box)}
     return row
+
+
+def period_summary(row: dict) -> dict:
+    """The per-period figures other tools read: ``period``, ``mot``, ``box_count`` (MC count in
+    the box after all cuts), ``per_mot`` and ``per_mot_err`` (a measurement; None with no event)
+    or ``per_mot_upper_limit`` (90 % CL, 2.3 / MOT, with no event), and the tail-fit
+    extrapolation into the box ``extrapolated_per_mot`` +- ``extrapolated_err`` (1 sigma: stat.
+    and shape in quadrature; the first sideband whose fit converged, ``extrapolated_sideband``;
+    None if none did) with its one-sided 90 % CL upper bound ``extrapolated_upper_90``
+    (central + 1.2816 sigma, covered on toys: tests/test_background.py)."""
+    n, k = row["mot"], row["box_mc"]
+    out = {"period": row["period"], "run": row["run"], "mot": n, "box_count": k,
+           "per_mot": k / n if k else None, "per_mot_err": math.sqrt(k) / n if k else None,
+           "per_mot_upper_limit": None if k else 2.3 / n, "upper_limit_cl": 0.9,
+           "after_cuts_but_box": row["after_cuts_but_box"], "written": row["written"],
+           "extrapolated_per_mot": None, "extrapolated_err": None, "extrapolated_upper_90": None,
+           "extrapolated_sideband": None, "box_true": row.get("box_true")}
+    good = [f for f in row["fits"] if f["n"] is not None]
+    if good:
+        f = good[0]
+        out.update({"extrapolated_per_mot": f["n"] / n, "extrapolated_err": f["error"] / n,
+                    "extrapolated_upper_90": (f["n"] + 1.2816 * f["error"]) / n,
+                    "extrapolated_sideband": f["sideband"], "extrapolated_stat_err": f["stat_error"] / n,
+                    "extrapolated_shape_syst": f["shape_syst"] / n, "tail_model": f["model"],
+                    "alternative_per_mot": f["n_alternative"] / n})
+    return out
 
 
 def per_mot(k: float, n: int) -> str:
@@ -208,6 +235,7 @@ def main(argv=None) -> int:
     ap.add_argument("--workdir", type=Path, default=None, help="keep the simulated files here")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--plot", type=Path, default=None)
+    ap.add_argument("--period-json", type=Path, default=None, help="write DIR/misreco_<period>.json per period")
     ap.add_argument("--from-json", type=Path, default=None,
                     help="no simulation: report and plot the rows of an earlier --json")
     args = ap.parse_args(argv)
@@ -215,8 +243,7 @@ def main(argv=None) -> int:
     if args.from_json:
         rows = json.loads(args.from_json.read_text())
         print(report(rows))
-        if args.plot:
-            plot(rows, args.plot)
+        write_outputs(rows, args)
         return 0
     from distributed import Client
 
@@ -226,9 +253,18 @@ def main(argv=None) -> int:
     print(report(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1, default=float))
+    write_outputs(rows, args)
+    return 0
+
+
+def write_outputs(rows: list[dict], args) -> None:
+    if args.period_json:
+        args.period_json.mkdir(parents=True, exist_ok=True)
+        for r in rows:
+            (args.period_json / f"misreco_{r['period']}.json").write_text(
+                json.dumps(period_summary(r), indent=1, default=float) + "\n")
     if args.plot:
         plot(rows, args.plot)
-    return 0
 
 
 if __name__ == "__main__":
