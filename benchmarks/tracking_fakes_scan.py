@@ -2,7 +2,7 @@
 with the fake rate at nominal noise from noise-enhanced samples (biased sampling).
 
     python benchmarks/tracking_fakes_scan.py [--events 20000] [--periods 2022,2023]
-        [--noise 1,10,20,30] [--campaign docs/data/misreco_2022.json,docs/data/misreco_2023.json]
+        [--noise 1,10,20,30 (k or k:EVENTS)] [--campaign docs/data/misreco_2022.json,docs/data/misreco_2023.json]
         [--workdir DIR] [--json OUT.json]
 
 For each period (2022: run 1, 2023: run 10001 of ``calib/setups/na64mu.yaml``) and each noise
@@ -125,7 +125,8 @@ def main(argv=None) -> int:
     ap.add_argument("--events", type=int, default=20_000)
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--periods", default="2022,2023")
-    ap.add_argument("--noise", default="1,10,20,30", help="comma-separated noise multipliers")
+    ap.add_argument("--noise", default="1,10,20,30",
+                    help="comma-separated noise multipliers k, each optionally k:EVENTS (default --events)")
     ap.add_argument("--campaign", default="", help="comma-separated campaign JSON files (misreco_<period>.json)")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
@@ -139,7 +140,10 @@ def main(argv=None) -> int:
         work = args.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         for period in args.periods.split(","):
-            prow = [measure(period, float(k), args.events, args.seed, work) for k in args.noise.split(",")]
+            prow = []
+            for item in args.noise.split(","):
+                k, _, n = item.partition(":")
+                prow.append(measure(period, float(k), int(n) if n else args.events, args.seed, work))
             rows += prow
             fits[period] = fit_power(prow)
     print(f"{'period':>6} {'noise':>5} {'N(p>100)':>8} {'eff':>7} {'closed':>7} {'eff+cuts':>8} "

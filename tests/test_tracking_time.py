@@ -102,14 +102,14 @@ def test_period_efficiencies_differ_four_fold():
 
 
 def test_out_of_time_noise_is_never_used(tmp_path):
-    """Ten times the noise, all of it out of time (APV clusters 60-150 ns before the trigger,
+    """Three times the noise, all of it out of time (APV clusters 60-150 ns before the trigger,
     straw hits after the maximum drift time): the search uses none of it and finds the
     noise-free efficiency; without the time cut the same file's tracks do use noise hits."""
     run = 1
     setup = load_setup("na64mu", run=run)
     ro = dataclasses.replace(setup.readout, apv_noise_window=(-150.0, -60.0), straw_noise_window=(150.0, 250.0))
     noisy = dataclasses.replace(setup, readout=ro, planes=tuple(
-        dataclasses.replace(p, noise_hits=10 * p.noise_hits) for p in setup.planes))
+        dataclasses.replace(p, noise_hits=3 * p.noise_hits) for p in setup.planes))
     path = tmp_path / "oot.root"
     simulate(noisy, 1500, 23, run, path, process="beam", trigger="calibration")
     raw = open_raw(path)
