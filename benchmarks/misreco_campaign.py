@@ -220,8 +220,8 @@ def plot(rows: list[dict], path: Path, scan: dict | None = None) -> None:
         notes = []
         for r in rows:
             n = r["mot"]
-            notes.append((colors.get(r["period"], "k"), f"{r['period']}: box count {r['box_mc']} in {n:.0e} MOT"
-                          + (f" = {r['box_mc'] / n:.1e} / MOT" if r["box_mc"] else f", < {2.3 / n:.1e} / MOT (90% CL)")))
+            rate = f" = {r['box_mc'] / n:.1e} / MOT" if r["box_mc"] else f", < {2.3 / n:.1e} / MOT (90% CL)"
+            notes.append((colors.get(r["period"], "k"), f"{r['period']}: box count {r['box_mc']} in {n:.0e} MOT{rate}"))
             fit = (scan or {}).get(r["period"])
             if fit and "per_mot" in fit:
                 lo, hi = fit["per_mot_1sigma"]

@@ -42,6 +42,7 @@ class TrackingConfig:
     max_candidates: int
     drift_t0: float  # ns
     hit_time_sigma: float  # hits further than this many time resolutions from the track's time are not used (0: off)
+    use_mm_singles: bool  # False: unresolved MM singles (multiplexing ghosts) are not used
     stations: tuple[StationConfig, ...]
 
     def station(self, role: str) -> StationConfig | None:
@@ -93,8 +94,16 @@ def _parse(node: Node, setup: Setup) -> TrackingConfig:
         max_candidates=d.integer("max_candidates", minimum=1),
         drift_t0=d.quantity("drift_t0", "time"),
         hit_time_sigma=d.number("hit_time_sigma", 0.0, minimum=0.0),
+        use_mm_singles=_flag(d, "use_mm_singles", True),
         stations=tuple(stations),
     )
+
+
+def _flag(node: Node, key: str, default: bool) -> bool:
+    value = node.raw(key, default)
+    if not isinstance(value, bool):
+        raise node.error(key, f"expected true or false, found {value!r}")
+    return value
 
 
 @functools.lru_cache(maxsize=8)

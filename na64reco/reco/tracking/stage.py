@@ -25,7 +25,9 @@ hits and fitted tracks of one event.  Output fields (one value per event):
 ``flags_in``, ``flags_out``      bit 1: candidate overflow, bit 2: busy plane (see tracks.py)
 
 Hits whose reconstructed time is off the plane's in-time window (``hit_time_sigma`` of
-``tracking.yaml``, :func:`.tracks.hit_time_windows`) are dropped before the search.
+``tracking.yaml``, :func:`.tracks.hit_time_windows`) are dropped before the search, and so
+are unresolved micromegas singles where ``use_mm_singles`` is false
+(:func:`.tracks.drop_mm_singles`).
 
 Momentum uses only the bend projection (the other projection's angle changes p by
 less than 1e-6 relative at these angles).
@@ -40,7 +42,14 @@ from na64reco.io.raw import refuse_data_events
 from na64reco.reco.tracking.clusters import PlaneTables, event_hits
 from na64reco.reco.tracking.config import load_tracking_config
 from na64reco.reco.tracking.resolution import MatchResolution
-from na64reco.reco.tracking.tracks import ViewTables, find_tracks, hit_time_windows, make_views, select_in_time
+from na64reco.reco.tracking.tracks import (
+    ViewTables,
+    drop_mm_singles,
+    find_tracks,
+    hit_time_windows,
+    make_views,
+    select_in_time,
+)
 
 _CACHE: dict = {}
 
@@ -77,6 +86,8 @@ def reconstruct_tracks(events, setup, conditions, source: str = "", *, config_pa
     n = len(events)
     hits = event_hits(events, pt, threshold_sigma=cfg.apv_threshold_sigma, drift_t0=cfg.drift_t0, source=source)
     hits = select_in_time(hits, t_lo, t_hi)  # out-of-time hits are not used (hit_time_windows)
+    if not cfg.use_mm_singles:
+        hits = drop_mm_singles(hits, pt.type == 0)
     res = find_tracks(hits, n, pt.n_planes, vt)
     ecal_z = setup.detector("ECAL").z
     hcal_z = setup.detector("HCAL").z

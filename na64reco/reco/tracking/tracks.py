@@ -252,10 +252,23 @@ def select_in_time(hits: dict, lo: np.ndarray, hi: np.ndarray) -> dict:
     never uses them.  Returns ``hits`` itself if every hit is in time."""
     t = np.asarray(hits["time"])
     plane = np.asarray(hits["plane"])
-    keep = (t >= lo[plane]) & (t <= hi[plane])
+    return select_hits(hits, (t >= lo[plane]) & (t <= hi[plane]))
+
+
+def drop_mm_singles(hits: dict, is_mm: np.ndarray) -> dict:
+    """``hits`` without the candidate positions of unresolved micromegas singles (one fired
+    channel: its strips in every multiplexing group, ``ambiguous`` MM hits): all but one of them
+    are ghosts at the true hit's time, which a wrong track can pick up.  Straw hits (ambiguous
+    by their mirror) are kept.  ``is_mm``: per setup plane, True for MM planes."""
+    return select_hits(hits, ~(np.asarray(hits["ambiguous"], bool) & is_mm[np.asarray(hits["plane"])]))
+
+
+def select_hits(hits: dict, keep: np.ndarray) -> dict:
+    """The hits with ``keep`` (flat, sorted by event and plane), per-event ``offsets`` recomputed,
+    ``plane_offsets`` dropped (:func:`find_tracks` recomputes it).  ``hits`` itself if all kept."""
     if keep.all():
         return hits
-    n = t.size
+    n = keep.size
     out = {k: (v[keep] if isinstance(v, np.ndarray) and v.ndim == 1 and v.size == n else v)
            for k, v in hits.items() if k not in ("plane_offsets", "offsets")}
     if "offsets" in hits:
