@@ -41,7 +41,14 @@ from pathlib import Path
 import numpy as np
 
 from na64reco.background import fit_tail, misreconstruction_background
-from na64reco.campaign import campaign_exposure, default_spill_particles, plan_campaign, simulate_campaign
+from na64reco.campaign import (
+    CampaignResult,
+    campaign_exposure,
+    default_spill_particles,
+    job_path,
+    plan_campaign,
+    simulate_campaign,
+)
 from na64reco.errors import NA64Error
 from na64reco.runner import RunOptions, local_cluster, run_files
 
@@ -72,14 +79,29 @@ def tail_truth(path: str) -> list[tuple[float, float]]:
     return out
 
 
+def reuse_files(plan, seed: int, run: int, outdir: Path) -> CampaignResult | None:
+    """The campaign files of an earlier run in ``outdir`` (same plan and seed), or None if any
+    is missing (--reuse: reconstruct again without simulating; simulation times are then 0)."""
+    from na64reco.io.raw import open_raw
+
+    paths = [str(job_path(outdir, f"na64mu_run{run}_seed{seed}", j)) for j in plan.jobs]
+    if not all(Path(p).exists() for p in paths):
+        return None
+    n_beam, n_spills = campaign_exposure(paths)
+    written = sum(int(open_raw(p).meta["entries"]["events"]) for p in paths)
+    return CampaignResult(paths, n_beam, written, n_spills, 0.0, 0.0)
+
+
 def run_period(name: str, args, work: Path, client) -> dict:
     run = PERIOD_RUNS[name]
     per_spill = args.spill_particles or default_spill_particles("na64mu", run)
     plan = plan_campaign(args.mot, per_spill, args.spills_per_file)
     outdir = work / name
     outdir.mkdir(parents=True, exist_ok=True)
-    sim = simulate_campaign("na64mu", plan, seed=args.seed, run=run, outdir=outdir, client=client,
-                            process="beam", trigger="physics")
+    sim = reuse_files(plan, args.seed, run, outdir) if args.reuse else None
+    if sim is None:
+        sim = simulate_campaign("na64mu", plan, seed=args.seed, run=run, outdir=outdir, client=client,
+                                process="beam", trigger="physics")
     t0 = time.perf_counter()
     out = run_files({name: sim.files}, RunOptions("na64mu_invisible", executor="dask", client=client))[name]
     reco_s = time.perf_counter() - t0
@@ -256,6 +278,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-truth", dest="truth", action="store_false",
                     help="skip the truth breakdown of the tail (a second reconstruction pass)")
     ap.add_argument("--workdir", type=Path, default=None, help="keep the simulated files here")
+    ap.add_argument("--reuse", action="store_true",
+                    help="reconstruct the files already in --workdir (same --mot/--seed) instead of simulating")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--plot", type=Path, default=None)
     ap.add_argument("--period-json", type=Path, default=None, help="write DIR/misreco_<period>.json per period")
