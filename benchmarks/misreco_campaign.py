@@ -306,8 +306,24 @@ def main(argv=None) -> int:
     return 0
 
 
+def noise_scaled(rows: list[dict], scaling: dict) -> dict:
+    """Per period, the fake-kick rate per MOT in the box from the noise scan
+    (benchmarks/tracking_fakes_scan.py: fakes per muon tracked with the tracking cuts at nominal
+    noise, f1, with its log-normal 1 sigma) times this campaign's events after all cuts but the
+    box per MOT."""
+    out = {}
+    for r in rows:
+        fit = scaling.get(r["period"])
+        if not fit:
+            continue
+        kept = r["after_cuts_but_box"] / r["mot"]
+        band = [fit["f1"] * math.exp(s * fit["f1_ln_error"]) * kept for s in (-1, 1)]
+        out[r["period"]] = {**fit, "per_mot": fit["f1"] * kept, "per_mot_1sigma": band}
+    return out
+
+
 def write_outputs(rows: list[dict], args) -> None:
-    scan = json.loads(args.noise_scan.read_text())["noise_scaling"] if args.noise_scan else {}
+    scan = noise_scaled(rows, json.loads(args.noise_scan.read_text())["noise_scaling"]) if args.noise_scan else {}
     if args.period_json:
         args.period_json.mkdir(parents=True, exist_ok=True)
         for r in rows:
