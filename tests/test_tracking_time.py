@@ -23,7 +23,7 @@ from na64reco.geometry import load_setup
 from na64reco.io.raw import open_raw
 from na64reco.reco.tracking import reconstruct_tracks
 from na64reco.reco.tracking.config import CONFIG_PATH, load_tracking_config
-from na64reco.reco.tracking.tracks import hit_time_windows, select_in_time
+from na64reco.reco.tracking.tracks import drop_mm_singles, hit_time_windows, select_in_time
 from na64reco.sim.generate import simulate
 
 
@@ -53,6 +53,17 @@ def test_select_in_time_drops_late_early_and_unknown_times():
     out = select_in_time(hits, np.array([-10.0, -10.0]), np.array([10.0, 10.0]))
     assert out["pos"].tolist() == [0.0, 3.0]
     assert out["offsets"].tolist() == [0, 1, 2] and "plane_offsets" not in out
+
+
+def test_mm_singles_are_dropped_only_where_the_period_says_and_straw_mirrors_stay():
+    hits = {"event": np.array([0, 0, 0, 0]), "plane": np.array([0, 0, 1, 1]),
+            "ambiguous": np.array([True, False, True, True]), "pos": np.arange(4.0), "time": np.zeros(4)}
+    out = drop_mm_singles(hits, np.array([True, False]))  # plane 0 MM, plane 1 straw
+    assert out["pos"].tolist() == [1.0, 2.0, 3.0]
+    cfg22 = load_tracking_config(load_setup("na64mu", run=1))
+    cfg23 = load_tracking_config(load_setup("na64mu", run=10001))
+    assert (cfg22.use_mm_singles, cfg22.max_missing_planes) == (False, 0)
+    assert (cfg23.use_mm_singles, cfg23.max_missing_planes) == (True, 1)
 
 
 def _closed_form_efficiency(setup) -> float:
