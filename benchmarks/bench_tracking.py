@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     n = len(events)
     reconstruct_tracks(events[:100], setup, cond)  # compile
     t_reco = best_of(lambda: reconstruct_tracks(events, setup, cond), args.repeat)
-    cfg, pt, vt = _tables(setup, cond)
+    cfg, pt, vt, _ = _tables(setup, cond)
     t_hits = best_of(lambda: event_hits(events, pt, threshold_sigma=cfg.apv_threshold_sigma), args.repeat)
     hits = event_hits(events, pt, threshold_sigma=cfg.apv_threshold_sigma)
     t_trk = best_of(lambda: find_tracks(hits, n, pt.n_planes, vt), args.repeat)

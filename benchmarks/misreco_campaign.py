@@ -2,7 +2,7 @@
 
     python benchmarks/misreco_campaign.py [--mot 1000000] [--workers 2] [--seed 1]
         [--spills-per-file 20] [--periods 2022,2023] [--sidebands 80:120,80:144] [--workdir DIR]
-        [--json OUT.json] [--plot docs/images/misreco_tail.png]
+        [--json OUT.json] [--period-json docs/data] [--plot docs/images/misreco_tail.png]
 
 For each run period (2022: run 1, 2023: run 10001 of ``calib/setups/na64mu.yaml``):
 
@@ -24,8 +24,9 @@ For each run period (2022: run 1, 2023: run 10001 of ``calib/setups/na64mu.yaml`
    after all cuts with reco p_out below ``TAIL_GEV``: in the box, how many are momentum
    mis-reconstruction (true p_out > 100 GeV) and how many real losses (true p_out < 80).
 
-Prints a table, writes ``--json`` and the tail plot ``--plot`` (per MOT, log y, fit and
-extrapolation, both periods).
+Prints a table, writes ``--json`` (all rows), ``--period-json DIR`` (``DIR/misreco_<period>.json``
+per period: the figures the background tables read, :func:`period_summary`) and the tail plot
+``--plot`` (per MOT, log y, fit and extrapolation, both periods).
 """
 
 from __future__ import annotations
@@ -40,7 +41,14 @@ from pathlib import Path
 import numpy as np
 
 from na64reco.background import fit_tail, misreconstruction_background
-from na64reco.campaign import campaign_exposure, default_spill_particles, plan_campaign, simulate_campaign
+from na64reco.campaign import (
+    CampaignResult,
+    campaign_exposure,
+    default_spill_particles,
+    job_path,
+    plan_campaign,
+    simulate_campaign,
+)
 from na64reco.errors import NA64Error
 from na64reco.runner import RunOptions, local_cluster, run_files
 
@@ -49,6 +57,8 @@ EXPOSURE_2022 = 1.98e10  # MOT of the 2022 NA64mu run (seed 001)
 BOX = (None, 80.0)
 PEAK = 160.0
 TAIL_GEV = 144.0
+MISRECO_BELOW = 120.0  # GeV: reco p_out below the reach of the beam core (~6 sigma); with true p_out > 100: a fake
+Y_MIN = 1e-16  # per MOT per bin: low enough to show the extrapolations into the box
 
 
 def tail_truth(path: str) -> list[tuple[float, float]]:
@@ -69,14 +79,29 @@ def tail_truth(path: str) -> list[tuple[float, float]]:
     return out
 
 
+def reuse_files(plan, seed: int, run: int, outdir: Path) -> CampaignResult | None:
+    """The campaign files of an earlier run in ``outdir`` (same plan and seed), or None if any
+    is missing (--reuse: reconstruct again without simulating; simulation times are then 0)."""
+    from na64reco.io.raw import open_raw
+
+    paths = [str(job_path(outdir, f"na64mu_run{run}_seed{seed}", j)) for j in plan.jobs]
+    if not all(Path(p).exists() for p in paths):
+        return None
+    n_beam, n_spills = campaign_exposure(paths)
+    written = sum(int(open_raw(p).meta["entries"]["events"]) for p in paths)
+    return CampaignResult(paths, n_beam, written, n_spills, 0.0, 0.0)
+
+
 def run_period(name: str, args, work: Path, client) -> dict:
     run = PERIOD_RUNS[name]
     per_spill = args.spill_particles or default_spill_particles("na64mu", run)
     plan = plan_campaign(args.mot, per_spill, args.spills_per_file)
     outdir = work / name
     outdir.mkdir(parents=True, exist_ok=True)
-    sim = simulate_campaign("na64mu", plan, seed=args.seed, run=run, outdir=outdir, client=client,
-                            process="beam", trigger="physics")
+    sim = reuse_files(plan, args.seed, run, outdir) if args.reuse else None
+    if sim is None:
+        sim = simulate_campaign("na64mu", plan, seed=args.seed, run=run, outdir=outdir, client=client,
+                                process="beam", trigger="physics")
     t0 = time.perf_counter()
     out = run_files({name: sim.files}, RunOptions("na64mu_invisible", executor="dask", client=client))[name]
     reco_s = time.perf_counter() - t0
@@ -107,6 +132,32 @@ def run_period(name: str, args, work: Path, client) -> dict:
         row["box_true"] = {"true<80": sum(t < 80 for t in box), "80-100": sum(80 <= t <= 100 for t in box),
                            "true>100 (misreco)": sum(t > 100 for t in box), "none": sum(not t == t for t in box)}
     return row
+
+
+def period_summary(row: dict) -> dict:
+    """The per-period figures other tools read: ``period``, ``mot``, ``box_count`` (MC count in
+    the box after all cuts), ``per_mot`` and ``per_mot_err`` (a measurement; None with no event)
+    or ``per_mot_upper_limit`` (90 % CL, 2.3 / MOT, with no event), and the tail-fit
+    extrapolation into the box ``extrapolated_per_mot`` +- ``extrapolated_err`` (1 sigma: stat.
+    and shape in quadrature; the first sideband whose fit converged, ``extrapolated_sideband``;
+    None if none did) with its one-sided 90 % CL upper bound ``extrapolated_upper_90``
+    (central + 1.2816 sigma, covered on toys: tests/test_background.py)."""
+    n, k = row["mot"], row["box_mc"]
+    out = {"period": row["period"], "run": row["run"], "mot": n, "box_count": k,
+           "per_mot": k / n if k else None, "per_mot_err": math.sqrt(k) / n if k else None,
+           "per_mot_upper_limit": None if k else 2.3 / n, "upper_limit_cl": 0.9,
+           "after_cuts_but_box": row["after_cuts_but_box"], "written": row["written"],
+           "extrapolated_per_mot": None, "extrapolated_err": None, "extrapolated_upper_90": None,
+           "extrapolated_sideband": None, "box_true": row.get("box_true")}
+    good = [f for f in row["fits"] if f["n"] is not None]
+    if good:
+        f = good[0]
+        out.update({"extrapolated_per_mot": f["n"] / n, "extrapolated_err": f["error"] / n,
+                    "extrapolated_upper_90": (f["n"] + 1.2816 * f["error"]) / n,
+                    "extrapolated_sideband": f["sideband"], "extrapolated_stat_err": f["stat_error"] / n,
+                    "extrapolated_shape_syst": f["shape_syst"] / n, "tail_model": f["model"],
+                    "alternative_per_mot": f["n_alternative"] / n})
+    return out
 
 
 def per_mot(k: float, n: int) -> str:
@@ -142,7 +193,9 @@ def report(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict], path: Path, scan: dict | None = None) -> None:
+    from scipy.stats import chi2
+
     from na64reco.plotting import _legend, exp_label, na64_style, new_figure
 
     colors = {"2022": "tab:blue", "2023": "tab:red"}
@@ -155,15 +208,18 @@ def plot(rows: list[dict], path: Path) -> None:
             counts, edges = np.asarray(r["counts"]), np.asarray(r["edges"])
             centers = 0.5 * (edges[1:] + edges[:-1])
             ok = counts > 0
-            ax.errorbar(centers[ok], counts[ok] / n, yerr=np.sqrt(counts[ok]) / n, xerr=np.diff(edges)[ok] / 2,
+            k_ok = counts[ok]
+            yerr = np.array([k_ok - chi2.ppf(0.1587, 2 * k_ok) / 2, chi2.ppf(0.8413, 2 * k_ok + 2) / 2 - k_ok]) / n
+            ax.errorbar(centers[ok], counts[ok] / n, yerr=yerr, xerr=np.diff(edges)[ok] / 2,
                         fmt="o", ms=4, color=c, label=f"{r['period']}: beam muons, {n:.2g} MOT")
             lowest.append(0.2 / n)
-            mis = np.asarray([rp for rp, tp in r.get("tail_pairs", []) if tp > 100], dtype=float)
+            mis = np.asarray([rp for rp, tp in r.get("tail_pairs", []) if tp > 100 and rp < MISRECO_BELOW],
+                             dtype=float)
             if mis.size:
                 k, _ = np.histogram(mis, edges)
                 sel = k > 0
                 ax.plot(centers[sel], k[sel] / n, "x", ms=9, mew=2, color=c,
-                        label=f"{r['period']}: of which true $p_{{out}}$ > 100 GeV")
+                        label=f"{r['period']}: mis-reconstructed (true > 100 GeV, reco < {MISRECO_BELOW:g} GeV)")
             good = [f for f in r["fits"] if f["n"] is not None]
             if not good:
                 continue
@@ -178,14 +234,30 @@ def plot(rows: list[dict], path: Path) -> None:
                                      None)):
                     ax.plot(xs, norm * np.exp(fit.model.log_shape(xs, fit.theta)), ls=ls, color=c, lw=2,
                             label=f"{r['period']}: {lab}" if lab else None)
-            ax.text(0.03, 0.48 - 0.05 * rows.index(r),
+            ax.text(0.36, 0.50 - 0.04 * rows.index(r),
                     f"{r['period']}: fit {best['sideband'][0]:g}-{best['sideband'][1]:g} GeV, box "
                     f"{best['n'] / n:.1e} $\\pm$ {best['error'] / n:.0e} / MOT",
-                    transform=ax.transAxes, color=c, fontsize="xx-small", ha="left")
+                    transform=ax.transAxes, color=c, fontsize="xx-small", ha="left",
+                    bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 1})
+        notes = []
+        for r in rows:
+            n = r["mot"]
+            rate = f" = {r['box_mc'] / n:.1e} / MOT" if r["box_mc"] else f", < {2.3 / n:.1e} / MOT (90% CL)"
+            notes.append((colors.get(r["period"], "k"), f"{r['period']}: box count {r['box_mc']} in {n:.0e} MOT{rate}"))
+            fit = (scan or {}).get(r["period"])
+            if fit and "per_mot" in fit:
+                lo, hi = fit["per_mot_1sigma"]
+                notes.append((colors.get(r["period"], "k"),
+                              f"{r['period']}: noise-scaled fake kicks {fit['per_mot']:.0e} / MOT ({lo:.0e}-{hi:.0e})"))
+        notes.append(("k", "published 2022: 2.5e-12 / MOT (0.05 in 1.98e10 MOT)"))
+        notes.append(("k", "2023 goal: < 5e-13 / MOT"))
+        for i, (c, text) in enumerate(notes):
+            ax.text(0.36, 0.42 - 0.04 * i, text, transform=ax.transAxes, color=c, fontsize="xx-small", ha="left",
+                    bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 1})
         ax.axvspan(0, BOX[1], color="0.9", zorder=0, label="signal box (extrapolated)")
         ax.set_yscale("log")
         ax.set_xlim(0, 200)
-        ax.set_ylim(min(lowest or [1e-9]), 1e-1)
+        ax.set_ylim(min(lowest + [Y_MIN]), 1e-1)
         ax.set_xlabel(r"$p_{out}$ [GeV]")
         ax.set_ylabel("events per MOT / 2 GeV")
         _legend(ax, loc="upper left", fontsize="xx-small")
@@ -206,8 +278,13 @@ def main(argv=None) -> int:
     ap.add_argument("--no-truth", dest="truth", action="store_false",
                     help="skip the truth breakdown of the tail (a second reconstruction pass)")
     ap.add_argument("--workdir", type=Path, default=None, help="keep the simulated files here")
+    ap.add_argument("--reuse", action="store_true",
+                    help="reconstruct the files already in --workdir (same --mot/--seed) instead of simulating")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--plot", type=Path, default=None)
+    ap.add_argument("--period-json", type=Path, default=None, help="write DIR/misreco_<period>.json per period")
+    ap.add_argument("--noise-scan", type=Path, default=None,
+                    help="JSON of benchmarks/tracking_fakes_scan.py: its box estimate per MOT joins the outputs")
     ap.add_argument("--from-json", type=Path, default=None,
                     help="no simulation: report and plot the rows of an earlier --json")
     args = ap.parse_args(argv)
@@ -215,8 +292,7 @@ def main(argv=None) -> int:
     if args.from_json:
         rows = json.loads(args.from_json.read_text())
         print(report(rows))
-        if args.plot:
-            plot(rows, args.plot)
+        write_outputs(rows, args)
         return 0
     from distributed import Client
 
@@ -226,9 +302,40 @@ def main(argv=None) -> int:
     print(report(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1, default=float))
-    if args.plot:
-        plot(rows, args.plot)
+    write_outputs(rows, args)
     return 0
+
+
+def noise_scaled(rows: list[dict], scaling: dict) -> dict:
+    """Per period, the fake-kick rate per MOT in the box from the noise scan
+    (benchmarks/tracking_fakes_scan.py: fakes per muon tracked with the tracking cuts at nominal
+    noise, f1, with its log-normal 1 sigma) times this campaign's events after all cuts but the
+    box per MOT."""
+    out = {}
+    for r in rows:
+        fit = scaling.get(r["period"])
+        if not fit:
+            continue
+        kept = r["after_cuts_but_box"] / r["mot"]
+        band = [fit["f1"] * math.exp(s * fit["f1_ln_error"]) * kept for s in (-1, 1)]
+        out[r["period"]] = {**fit, "per_mot": fit["f1"] * kept, "per_mot_1sigma": band}
+    return out
+
+
+def write_outputs(rows: list[dict], args) -> None:
+    scan = noise_scaled(rows, json.loads(args.noise_scan.read_text())["noise_scaling"]) if args.noise_scan else {}
+    if args.period_json:
+        args.period_json.mkdir(parents=True, exist_ok=True)
+        for r in rows:
+            summary = period_summary(r)
+            fit = scan.get(r["period"])
+            if fit and "per_mot" in fit:  # benchmarks/tracking_fakes_scan.py: noise-enhanced samples
+                summary.update({"noise_scaled_per_mot": fit["per_mot"], "noise_scaled_1sigma": fit["per_mot_1sigma"],
+                                "noise_scaling_exponent": [fit["exponent"], fit["exponent_error"]]})
+            (args.period_json / f"misreco_{r['period']}.json").write_text(
+                json.dumps(summary, indent=1, default=float) + "\n")
+    if args.plot:
+        plot(rows, args.plot, scan)
 
 
 if __name__ == "__main__":

@@ -1,21 +1,29 @@
-"""Tracking efficiency and fake-momentum rate of 160 GeV beam muons vs plane efficiency and noise.
+"""Tracking efficiency and fake-momentum rate of 160 GeV beam muons per run period, on truth,
+with the fake rate at nominal noise from noise-enhanced samples (biased sampling).
 
-    python benchmarks/tracking_fakes_scan.py [--events 20000] [--workdir DIR] [--json OUT.json]
+    python benchmarks/tracking_fakes_scan.py [--events 20000] [--periods 2022,2023]
+        [--noise 1,10,20,30 (k or k:EVENTS)] [--campaign docs/data/misreco_2022.json,docs/data/misreco_2023.json]
+        [--workdir DIR] [--json OUT.json]
 
-For each setting (plane efficiency of every tracker plane, tracker noise clusters per plane
-and event as a multiple of the setup's) of the 2022-like NA64mu layout, and for the
-2023-like period as configured, it simulates ``--events`` beam muons with the calibration
-trigger (beam counters only: unscattered muons are written) and reconstructs the tracks.
-Among the muons with true p_out > 100 GeV it reports the tracking efficiency (p_out
-reconstructed; and with track_match_chi2 < 20, the efficiency the selection sees) and the
-fake-momentum rate: reconstructed p_out < 80 GeV, at tracking level
-and after the outgoing/incoming track match cut of the selection (track_match_chi2 < 20).
-Zero counts: 90 % CL upper limit 2.3 / N.
+For each period (2022: run 1, 2023: run 10001 of ``calib/setups/na64mu.yaml``) and each noise
+multiplier k (tracker noise clusters per plane and event x k, at random times in the readout
+window), ``--events`` beam muons are simulated with the calibration trigger (every beam muon
+is written) and reconstructed.  Among the muons with true p_out > 100 GeV:
 
-Simulated files are kept in ``--workdir`` and reused, so the same files can be
-reconstructed by another checkout for a before/after comparison (run this script with
-PYTHONPATH pointing at it; the 2023 layout needs the run-period setup and is skipped by
-checkouts without it).
+* tracking efficiency: p_in and p_out found, beside the closed form (at most
+  max_missing_planes of each bend view's planes without hit, independent plane
+  efficiencies, times the beam-spot acceptance of the narrowest plane); and with the
+  selection's tracking cuts (one track in each station, chi2_out < 30, track_match_chi2 < 20);
+* fakes: reconstructed p_out < 80 GeV, at tracking level and after those cuts.
+
+Fakes after the cuts are too rare to count at the nominal noise (k = 1) in any affordable
+sample: a fake kick needs every upstream (or downstream) bend-plane hit of MS2 lost and
+replaced by in-time noise hits that line up, i.e. a power of the noise density.  The scan
+fits f(k) = f1 k^n (Poisson likelihood over the k > 1 points, f = fakes after cuts per muon
+tracked with the cuts) and extrapolates to k = 1 with the fit's covariance (the error on n
+dominates).  Per MOT: f1 x (events after all cuts but the box per MOT, from the campaign
+JSON of the period, ``--campaign``): the fraction of well-tracked beam muons that fake a
+kick times the well-tracked beam muons the analysis keeps.
 """
 
 from __future__ import annotations
@@ -25,74 +33,142 @@ import dataclasses
 import json
 import math
 import tempfile
+from itertools import combinations
 from pathlib import Path
 
 import numpy as np
+from scipy import optimize
+from scipy.stats import norm
 
 from na64reco.conditions import load_conditions
 from na64reco.geometry import load_setup
 from na64reco.io.raw import open_raw
 from na64reco.reco.tracking import reconstruct_tracks
+from na64reco.reco.tracking.config import load_tracking_config
 from na64reco.sim.generate import simulate
 
-SETTINGS = [(0.90, 1.0), (0.97, 1.0), (0.90, 3.0), (0.97, 3.0)]  # (plane efficiency, noise multiplier)
+PERIOD_RUNS = {"2022": 1, "2023": 10001}
 
 
-def with_planes(setup, efficiency: float, noise: float):
-    planes = tuple(dataclasses.replace(p, efficiency=efficiency, noise_hits=p.noise_hits * noise)
-                   for p in setup.planes)
-    return dataclasses.replace(setup, planes=planes)
+def closed_form_efficiency(setup) -> float:
+    """P(p_in and p_out found) from the plane efficiencies, the N-k rule and the spot acceptance."""
+    cfg = load_tracking_config(setup)
+    total = 1.0
+    for st in cfg.stations:
+        m = setup.magnets[st.magnet]
+        planes = [p for p in setup.planes_of(m.name) if p.measures == m.bend_plane]
+        eff = np.array([p.efficiency for p in planes])
+        prob = 0.0
+        for k in range(cfg.max_missing_planes + 1):
+            for miss in combinations(range(len(planes)), k):
+                mask = np.zeros(len(planes), bool)
+                mask[list(miss)] = True
+                prob += np.prod(np.where(mask, 1 - eff, eff))
+        sigma = setup.beam.spot_sigma_x if m.bend_plane == "x" else setup.beam.spot_sigma_y
+        total *= prob * (2 * norm.cdf(min(p.width for p in planes) / 2 / sigma) - 1)
+    return float(total)
 
 
-def rate(k, n):
-    return f"< {2.3 / n:.1e}" if k == 0 else f"{k / n:.1e} +- {math.sqrt(k) / n:.0e}"
+def with_noise(setup, k: float):
+    return dataclasses.replace(setup, planes=tuple(dataclasses.replace(p, noise_hits=p.noise_hits * k)
+                                                   for p in setup.planes))
 
 
-def measure(setup, run: int, path: Path, n: int, seed: int) -> dict:
+def measure(period: str, k: float, n: int, seed: int, work: Path) -> dict:
+    run = PERIOD_RUNS[period]
+    setup = load_setup("na64mu", run=run)
+    path = work / f"beam_{period}_noise{k:g}_{n}_{seed}.root"
     if not path.exists():
-        simulate(setup, n, seed, run, path, process="beam", trigger="calibration")
+        simulate(with_noise(setup, k), n, seed, run, path, process="beam", trigger="calibration")
     raw = open_raw(path)
     out = reconstruct_tracks(raw.events(), setup, load_conditions(setup, run))
-    tp = np.asarray(raw.truth()["p_out"])
-    hard = tp > 100
-    po, match = out["p_out"], out["track_match_chi2"]
-    fake = hard & (po < 80)
-    return {"n_hard": int(hard.sum()), "eff": float(np.mean(np.isfinite(po[hard]))),
-            "eff_match": float(np.mean(match[hard] < 20)),
-            "fake": int(fake.sum()), "fake_match": int(np.sum(fake & (match < 20)))}
+    hard = np.asarray(raw.truth()["p_out"]) > 100
+    found = np.isfinite(out["p_in"]) & np.isfinite(out["p_out"])
+    cuts = ((out["n_tracks_in"] == 1) & (out["n_tracks_out"] == 1) & (out["chi2_out"] < 30)
+            & (out["track_match_chi2"] < 20) & found)
+    fake = hard & (out["p_out"] < 80)
+    return {"period": period, "noise": k, "n_hard": int(hard.sum()), "eff": float(found[hard].mean()),
+            "eff_expected": closed_form_efficiency(setup), "eff_cuts": float(cuts[hard].mean()),
+            "n_tracked_cuts": int((cuts & hard).sum()), "fake": int(fake.sum()), "fake_cuts": int((fake & cuts).sum())}
+
+
+def fit_power(rows: list[dict]) -> dict | None:
+    """f(k) = f1 k^n through the points with k > 1 (Poisson); f1 and its error at k = 1."""
+    pts = [(r["noise"], r["fake_cuts"], r["n_tracked_cuts"]) for r in rows if r["noise"] > 1 and r["n_tracked_cuts"]]
+    if len(pts) < 2 or sum(c for _, c, _ in pts) < 3:
+        return None
+    k, c, m = (np.array(v, float) for v in zip(*pts, strict=True))
+
+    def nll(p):
+        mu = m * np.exp(p[0] + p[1] * np.log(k))
+        return float(np.sum(mu - c * np.log(np.maximum(mu, 1e-300))))
+
+    res = optimize.minimize(nll, x0=np.array([math.log(max(c.sum(), 1) / m.sum()) - 2 * math.log(k.mean()), 2.0]),
+                            method="Nelder-Mead", options={"xatol": 1e-8, "fatol": 1e-10, "maxiter": 4000})
+    h = np.zeros((2, 2))
+    eps = np.array([1e-3, 1e-3])
+    for i in range(2):
+        for j in range(2):
+            ei, ej = np.eye(2)[i] * eps[i], np.eye(2)[j] * eps[j]
+            h[i, j] = (nll(res.x + ei + ej) - nll(res.x + ei - ej) - nll(res.x - ei + ej) + nll(res.x - ei - ej)) / (
+                4 * eps[i] * eps[j])
+    cov = np.linalg.inv(h)
+    ln_f1, n = res.x
+    err_ln = math.sqrt(max(cov[0, 0], 0.0))
+    return {"exponent": float(n), "exponent_error": float(math.sqrt(max(cov[1, 1], 0.0))),
+            "f1": float(math.exp(ln_f1)), "f1_ln_error": err_ln,
+            "points": [{"noise": float(a), "fakes": int(b), "tracked": int(d)} for a, b, d in pts]}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--events", type=int, default=20_000)
     ap.add_argument("--seed", type=int, default=5)
+    ap.add_argument("--periods", default="2022,2023")
+    ap.add_argument("--noise", default="1,10,20,30",
+                    help="comma-separated noise multipliers k, each optionally k:EVENTS (default --events)")
+    ap.add_argument("--campaign", default="", help="comma-separated campaign JSON files (misreco_<period>.json)")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
-    rows = []
+    after_cuts = {}
+    for f in filter(None, args.campaign.split(",")):
+        d = json.loads(Path(f).read_text())
+        after_cuts[str(d["period"])] = d["after_cuts_but_box"] / d["mot"]
+    rows, fits = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         work = args.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        base = load_setup("na64mu")
-        for eff, noise in SETTINGS:
-            r = measure(with_planes(base, eff, noise), 1, work / f"beam_eff{eff:g}_noise{noise:g}.root",
-                        args.events, args.seed)
-            rows.append({"layout": "2022", "efficiency": eff, "noise": noise, **r})
-        try:
-            s23 = load_setup("na64mu", run=10000)
-        except TypeError:
-            s23 = None
-        if s23 is not None and s23.period:
-            r = measure(s23, 10000, work / "beam_2023.root", args.events, args.seed)
-            rows.append({"layout": "2023", "efficiency": "as set", "noise": 1.0, **r})
-    print(f"{'layout':>6} {'plane_eff':>9} {'noise':>5} {'N(p>100)':>8} {'track_eff':>9} "
-          f"{'eff&match<20':>12} {'fake(p<80)':>16} {'fake & match<20':>16}")
+        for period in args.periods.split(","):
+            prow = []
+            for item in args.noise.split(","):
+                k, _, n = item.partition(":")
+                prow.append(measure(period, float(k), int(n) if n else args.events, args.seed, work))
+            rows += prow
+            fits[period] = fit_power(prow)
+    print(f"{'period':>6} {'noise':>5} {'N(p>100)':>8} {'eff':>7} {'closed':>7} {'eff+cuts':>8} "
+          f"{'fake(p<80)':>10} {'fake+cuts':>9}")
     for r in rows:
-        print(f"{r['layout']:>6} {r['efficiency']!s:>9} {r['noise']:>5g} {r['n_hard']:>8} {r['eff']:>9.4f} "
-              f"{r['eff_match']:>12.4f} "
-              f"{rate(r['fake'], r['n_hard']):>16} {rate(r['fake_match'], r['n_hard']):>16}")
+        print(f"{r['period']:>6} {r['noise']:>5g} {r['n_hard']:>8} {r['eff']:>7.4f} {r['eff_expected']:>7.4f} "
+              f"{r['eff_cuts']:>8.4f} {r['fake']:>10} {r['fake_cuts']:>9}")
+    summary = {}
+    for period, fit in fits.items():
+        if fit is None:
+            print(f"{period}: too few fakes after cuts for the noise scaling")
+            continue
+        lo, hi = (fit["f1"] * math.exp(s * fit["f1_ln_error"]) for s in (-1, 1))
+        line = (f"{period}: fakes after cuts per tracked muon = f1 k^n, n = {fit['exponent']:.2f} +- "
+                f"{fit['exponent_error']:.2f}; at nominal noise f1 = {fit['f1']:.2e} (1 sigma {lo:.1e} - {hi:.1e})")
+        summary[period] = dict(fit)
+        if period in after_cuts:
+            pm = fit["f1"] * after_cuts[period]
+            line += (f"; per MOT {pm:.1e} (1 sigma {lo * after_cuts[period]:.1e} - {hi * after_cuts[period]:.1e}),"
+                     f" x 1.98e10 MOT: {pm * 1.98e10:.2g}")
+            summary[period]["per_mot"] = pm
+            summary[period]["per_mot_1sigma"] = [lo * after_cuts[period], hi * after_cuts[period]]
+        print(line)
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+        args.json.write_text(json.dumps({"rows": rows, "noise_scaling": summary}, indent=1))
     return 0
 
 

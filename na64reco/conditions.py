@@ -21,10 +21,12 @@ Payloads:
     per plane: ``alignment_mm`` (offset of the plane along its measured coordinate),
     ``dead_strips`` (list of strip numbers).  Optional (``schema_version`` 3) per plane:
     ``efficiency`` (probability that a crossing gives a hit), ``noise_hits`` (mean noise
-    clusters per event), ``hot_strips`` (strips that fire in many events); and per magnet
+    clusters per event), ``hot_strips`` (strips that fire in many events), ``time_offset_ns`` and
+    ``time_resolution_ns`` (reconstructed hit time of an in-time track and its resolution: the
+    track search's hit-time window); and per magnet
     (``magnets``): ``field_integral_tm`` (effective field integral at the nominal setting,
-    tesla metre).  Absent = the setup's value (``efficiency``, ``noise_hits``,
-    ``field_integral``) or none (``hot_strips``).  Written by the tracker calibrations
+    tesla metre).  Absent = the setup's value (``efficiency``, ``noise_hits``, ``time_offset``,
+    ``time_resolution``, ``field_integral``) or none (``hot_strips``).  Written by the tracker calibrations
     (:mod:`na64reco.calibration.alignment`, :mod:`~na64reco.calibration.momentum_scale`,
     :mod:`~na64reco.calibration.plane_efficiency`).
 
@@ -60,7 +62,7 @@ SCHEMA_VERSION = 1  # tags
 PAYLOAD_SCHEMA_VERSION = 3
 PAYLOAD_SCHEMA_VERSIONS = (1, 2, 3)
 RESPONSE_FIELDS = ("response_energy_gev", "response_scale")
-TRACKER_OPTIONAL = ("efficiency", "noise_hits", "hot_strips")
+TRACKER_OPTIONAL = ("efficiency", "noise_hits", "hot_strips", "time_offset_ns", "time_resolution_ns")
 PAYLOADS = ("calorimeter", "tracker")
 CALO_FIELDS = ("pedestal_even", "pedestal_odd", "noise_adc", "gain_mev_per_adc", "time_offset_ns", "status")
 STATUS_GOOD, STATUS_DEAD, STATUS_NOISY = 0, 1, 2
@@ -108,6 +110,8 @@ PAYLOAD_SCHEMA = {
                     "efficiency": {"type": "number", "minimum": 0, "maximum": 1},
                     "noise_hits": {"type": "number", "minimum": 0},
                     "hot_strips": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                    "time_offset_ns": {"type": "number"},
+                    "time_resolution_ns": {"type": "number", "minimum": 0},
                 },
                 "additionalProperties": False,
             },
@@ -185,6 +189,8 @@ class PlaneConditions:
     efficiency: float | None = None  # None: the setup's value
     noise_hits: float | None = None  # mean noise clusters per event; None: the setup's value
     hot_strips: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    time_offset: float | None = None  # ns: reconstructed hit time of an in-time track; None: the setup's
+    time_resolution: float | None = None  # ns; None: the setup's
 
 
 @dataclass(frozen=True)
@@ -212,6 +218,12 @@ class RunConditions:
     def plane_noise_hits(self, plane) -> float:
         n = self.planes[plane.name].noise_hits
         return plane.noise_hits if n is None else n
+
+    def plane_time(self, plane) -> tuple[float, float]:
+        """(time offset, time resolution) in ns of a plane's hits (conditions, else setup)."""
+        c = self.planes[plane.name]
+        return (plane.time_offset if c.time_offset is None else c.time_offset,
+                plane.time_resolution if c.time_resolution is None else c.time_resolution)
 
     def calo_table(self, setup: Setup, field: str) -> np.ndarray:
         """Dense (256, max_channels) table of ``field`` indexed by [detector id, channel].
@@ -338,7 +350,8 @@ def load_conditions(setup: str | Setup, run: int, tag: str | None = None,
         if np.any(hot >= p.n_strips):
             raise trk_node.error(f"planes.{p.name}.hot_strips", f"strips outside 0..{p.n_strips - 1}: {hot.tolist()}")
         planes[p.name] = PlaneConditions(float(entry["alignment_mm"]), np.asarray(entry["dead_strips"], dtype=np.int64),
-                                         entry.get("efficiency"), entry.get("noise_hits"), hot)
+                                         entry.get("efficiency"), entry.get("noise_hits"), hot,
+                                         entry.get("time_offset_ns"), entry.get("time_resolution_ns"))
     fields = {}
     for name, entry in trk_node.data.get("magnets", {}).items():
         if name not in setup.magnets:
@@ -362,6 +375,10 @@ def tracker_content(setup: Setup, cond: RunConditions) -> dict:
             entry["noise_hits"] = round(float(c.noise_hits), 5)
         if len(c.hot_strips):
             entry["hot_strips"] = [int(s) for s in c.hot_strips]
+        if c.time_offset is not None:
+            entry["time_offset_ns"] = round(float(c.time_offset), 3)
+        if c.time_resolution is not None:
+            entry["time_resolution_ns"] = round(float(c.time_resolution), 3)
         planes[p.name] = entry
     body: dict = {"planes": planes}
     if cond.field_integrals:

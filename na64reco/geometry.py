@@ -104,6 +104,10 @@ class TrackerPlane:
     x0_fraction: float
     noise_hits: float  # mean number of noise clusters per event
     center: float = 0.0  # reference trajectory at z in the measured coordinate
+    #: hit time of an in-time track (ns, reconstructed hit time: APV pulse start relative to the
+    #: first sample, straw TDC time of zero drift) and its resolution (ns; 0: no time information)
+    time_offset: float = 0.0
+    time_resolution: float = 0.0
 
     @property
     def width(self) -> float:
@@ -130,6 +134,10 @@ class TrackerReadout:
     straw_drift_velocity: float
     straw_tdc_lsb: float
     air_x0_per_metre: float
+    #: (first, last) time (ns, relative to the trigger) of simulated noise clusters (APV planes)
+    #: and noise straw hits; (0, 0): at the trigger time
+    apv_noise_window: tuple[float, float] = (0.0, 0.0)
+    straw_noise_window: tuple[float, float] = (0.0, 0.0)
 
     def mm_channel_of_strip(self, strip):
         """Multiplexing map: APV channel reading MM ``strip`` (vectorised)."""
@@ -500,6 +508,8 @@ def _parse_setup(n: Node) -> Setup:
             efficiency=merged.number("efficiency", minimum=0.0, maximum=1.0),
             x0_fraction=merged.number("x0_fraction", minimum=0.0),
             noise_hits=merged.number("noise_hits", minimum=0.0),
+            time_offset=merged.quantity("time_offset", "time", 0.0),
+            time_resolution=merged.quantity("time_resolution", "time", 0.0, minimum=0.0),
         ))
     readout = TrackerReadout(
         mm_channels=t.integer("mm_channels", minimum=1),
@@ -512,6 +522,8 @@ def _parse_setup(n: Node) -> Setup:
         straw_drift_velocity=n.node("trackers").quantity("straw_drift_velocity", "length_per_time"),
         straw_tdc_lsb=t.quantity("straw_tdc_lsb", "time", minimum=0.0),
         air_x0_per_metre=t.number("air_x0_per_metre", minimum=0.0),
+        apv_noise_window=_time_window(t, "apv_noise_window"),
+        straw_noise_window=_time_window(t, "straw_noise_window"),
     )
     steps = readout.mm_multiplex_steps
     signed = {s % readout.mm_channels for s in steps} | {-s % readout.mm_channels for s in steps}
@@ -575,6 +587,20 @@ def _parse_trigger_term(trig: Node, i: int, text, calos) -> TriggerTerm:
     if term.section and term.section not in calos[term.detector].section_names:
         raise trig.error(f"logic.{i}", f"{term.detector} has no section {term.section!r}")
     return term
+
+
+def _time_window(node, key: str) -> tuple[float, float]:
+    """An optional ``[first, last]`` pair of times (with units) of ``node``; (0, 0) if absent."""
+    if not node.has(key):
+        return (0.0, 0.0)
+    value = node.raw(key)
+    if not isinstance(value, list) or len(value) != 2:
+        raise node.error(key, f"expected [first, last] times with units, found {value!r}")
+    sub = Node({"first": value[0], "last": value[1]}, node.source, f"{node.path}.{key}" if node.path else key)
+    first, last = sub.quantity("first", "time"), sub.quantity("last", "time")
+    if not first <= last:
+        raise node.error(key, f"first time {value[0]} after last time {value[1]}")
+    return (first, last)
 
 
 def _parse_calorimeter(name: str, c: Node, magnets: dict[str, Magnet]) -> Calorimeter:

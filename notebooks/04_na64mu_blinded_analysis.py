@@ -143,7 +143,7 @@ print("data events after all cuts with p_out < 80 GeV in any histogram:", h.valu
 # %% [markdown]
 # ## Background estimate (still blind)
 # * momentum mis-reconstruction: extended maximum-likelihood fit of the p_out tail of data
-#   after all cuts in the 80-145 GeV sideband, extrapolated into the box (exponential
+#   after all cuts in the 80-150 GeV sideband, extrapolated into the box (exponential
 #   tail; the power-law tail gives the shape systematic), scaled to 1.98e10 MOT;
 # * K -> mu nu in flight: the forced MC sample in the box, scaled by the probability per
 #   MOT of the setup's mixture and the exposure.
@@ -152,14 +152,14 @@ print("data events after all cuts with p_out < 80 GeV in any histogram:", h.valu
 # numbers show the method, with the errors they deserve, not a result.  The trigger fires on
 # deflected muons (S4/Smu beside the beam), so after all cuts the data are the triggered
 # tail of the beam, reconstructed near 150 GeV; 80-120 GeV is empty in 1e5 MOT and the
-# sideband reaches up to 145 GeV.  The sideband events
+# sideband reaches up to 150 GeV (the 2022 tracking keeps ~1/4 of the muons).  The sideband events
 # are beam muons whose p_out was mis-measured (compare notebook 03's tail): the simulated
 # tracking tail is what this estimate measures, and it is compared below with the published
 # NA64mu table.
 
 # %%
 EXPOSURE = 1.98e10
-mis = bg.misreconstruction_background(counts=h.values(), edges=edges, sideband=(80, 145), box=(None, 80),
+mis = bg.misreconstruction_background(counts=h.values(), edges=edges, sideband=(80, 150), box=(None, 80),
                                       peak=160, model="exponential", alternative="power_law")
 mis = mis.scaled(EXPOSURE / mot["data"])
 k_box = out["kdecay"]["regions"]["signal_box"]

@@ -46,7 +46,9 @@ def test_reco_output_of_data_withholds_the_protected_region(small_na64mu_files, 
     table = pd.read_parquet(out)
     assert len(table) == len(reco) - hidden.sum()
     assert not (table["p_out"] < 80).any() or (table.loc[table["p_out"] < 80, "veto_energy"] >= 0.025).all()
-    assert table["p_out"].notna().all()  # no measured p_out: not provably outside, withheld
+    # no measured p_out: not provably outside, withheld unless in the visible control (the
+    # 2022 tracking requires every plane, so many events have no p_out)
+    assert (table["p_out"].notna() | (table["veto_energy"] >= 0.025)).all()
     shown = set(zip(table["run"], table["event"], strict=True))
     assert not shown & set(zip(np.asarray(reco.run)[hidden], np.asarray(reco.event)[hidden], strict=True))
     from na64reco.export import read_reco

@@ -43,7 +43,7 @@ def test_efficiency_in_range_with_binomial_error(mu):
     for p in table.points:
         assert p.n_simulated == N_EVENTS
         assert 0 < p.efficiency < 1
-        assert p.n_selected > 50
+        assert p.n_selected > 20  # 2022 period: its tracking keeps ~1/4 of the muons (docs/periods.md)
         assert p.error == pytest.approx(math.sqrt(p.efficiency * (1 - p.efficiency) / N_EVENTS))
         assert 0 < p.trigger_efficiency <= 1
     text = table.format()

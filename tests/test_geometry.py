@@ -125,7 +125,8 @@ def test_periods_select_by_run_and_override_only_their_keys():
     # MS2 bend view: 2 upstream measurements in 2022, 3 in 2023
     ups = [len([p for p in s.planes_of("MS2", "upstream") if p.measures == "x"]) for s in (p22, p23)]
     assert ups == [2, 3]
-    assert {p.efficiency for p in p22.planes if p.type == "MM"} == {0.90}
+    assert {p.efficiency for p in base.planes if p.type == "MM"} == {0.90}
+    assert {p.efficiency for p in p22.planes if p.type == "MM"} == {0.85}
     assert {p.efficiency for p in p23.planes if p.type == "MM"} == {0.97}
     # everything not overridden is the base description
     assert p23.calorimeters == base.calorimeters and p23.magnets == base.magnets and p23.beam == base.beam

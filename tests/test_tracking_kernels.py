@@ -77,7 +77,7 @@ def test_demux_kernel_equals_reference(chans, rnd, dead_list):
 @pytest.fixture(scope="module")
 def noisy():
     events, truth = make_events(100, seed=21, pileup=0.3, noise="strip")
-    cfg, pt, vt = _tables(SETUP, COND)
+    cfg, pt, vt, _ = _tables(SETUP, COND)
     hits = event_hits(events, pt, threshold_sigma=cfg.apv_threshold_sigma, drift_t0=cfg.drift_t0)
     return events, truth, cfg, pt, vt, hits
 

@@ -95,7 +95,10 @@ def design(view) -> np.ndarray:
 
 def reconstruct_views(run: BeamRun, setup: Setup, cond: RunConditions) -> tuple[dict, list[ViewTracks], dict]:
     """``(hits, [ViewTracks per view], stage output)`` of ``run`` with ``cond``."""
-    out = reconstruct_tracks(run.events, setup, cond, str(run.path), return_internals=True)
+    # one plane may be missing whatever the period's rule: the tag-and-probe of the plane
+    # efficiencies needs tracks without the probed plane
+    out = reconstruct_tracks(run.events, setup, cond, str(run.path), return_internals=True,
+                             config_overrides={"max_missing_planes": 1})
     hits, res = out["_hits"], out["_tracks"]
     views = []
     for i, v in enumerate(out["_views"]):

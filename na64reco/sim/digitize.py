@@ -17,7 +17,10 @@ MSADC (calorimeters, counters)
 APV25 (MM, GEM)
     True crossing -> plane frame ``u = global - center - alignment``, smeared by the
     plane resolution (avalanche position); dropped with probability 1 - efficiency.
-    Noise clusters: Poisson(noise_hits) per plane and event at uniform positions.
+    Noise clusters: Poisson(noise_hits) per plane and event at uniform positions and at
+    times uniform in the readout window ``apv_noise_window`` (setup, relative to the trigger:
+    out-of-time clusters have late or decayed samples and a reconstructed time off the
+    track's; the window ends where a cluster no longer has a sample above threshold).
     (Efficiency and noise from the conditions where they set them, else the setup.)
     Hot strips (conditions): a noise cluster centred on the strip in a fraction
     :data:`HOT_STRIP_OCCUPANCY` of the events.
@@ -36,7 +39,7 @@ APV25 (MM, GEM)
 Straws
     tube = floor(u / pitch + n/2); TDC = (drift distance / drift velocity + t) / lsb with
     the distance to the tube axis smeared by the resolution; noise hits uniform in tube
-    and drift time.
+    and drift distance, at times uniform in ``straw_noise_window`` (the TDC window).
 """
 
 from __future__ import annotations
@@ -360,6 +363,9 @@ class PlaneTables:
     dead: np.ndarray  # (planes, max strips) bool
     hot_plane: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # one entry per hot strip
     hot_strip: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    #: per plane: the window (ns, relative to the trigger) of the noise clusters' times
+    noise_t_first: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    noise_t_last: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @staticmethod
     def of(setup: Setup, cond: RunConditions) -> PlaneTables:
@@ -381,6 +387,8 @@ class PlaneTables:
             dead,
             np.array([p.index for p in planes for _ in cond.planes[p.name].hot_strips], np.int64),
             np.array([s for p in planes for s in cond.planes[p.name].hot_strips], np.int64),
+            *(np.array([(setup.readout.straw_noise_window if p.type == "straw" else setup.readout.apv_noise_window)[k]
+                        for p in planes]) for k in (0, 1)),
         )
 
 
@@ -397,6 +405,10 @@ def tracker_points(rng: np.random.Generator, tables: PlaneTables, n_events: int,
     width = tables.n_strips * tables.pitch
     nz_u = (rng.random(nz_plane.size) - 0.5) * width[nz_plane]
     nz_ev = rng.integers(0, max(n_events, 1), nz_plane.size)
+    nz_t = np.zeros(nz_plane.size)
+    if np.any(tables.noise_t_last > tables.noise_t_first):  # random times in the planes' readout windows
+        lo, hi = tables.noise_t_first[nz_plane], tables.noise_t_last[nz_plane]
+        nz_t = lo + (hi - lo) * rng.random(nz_plane.size)
     if tables.hot_plane.size:  # hot strips: a cluster on the strip in a fraction of the events
         fires = rng.random((max(n_events, 1), tables.hot_plane.size)) < HOT_STRIP_OCCUPANCY
         h_ev, h_k = np.nonzero(fires[:n_events])
@@ -404,11 +416,12 @@ def tracker_points(rng: np.random.Generator, tables: PlaneTables, n_events: int,
         h_u = (tables.hot_strip[h_k] + 0.5) * tables.pitch[hp] - 0.5 * width[hp]
         nz_plane, nz_u = np.concatenate([nz_plane, hp]), np.concatenate([nz_u, h_u])
         nz_ev = np.concatenate([nz_ev, h_ev])
+        nz_t = np.concatenate([nz_t, np.zeros(h_ev.size)])  # a hot strip fires with the trigger
     return (
         np.concatenate([ev, nz_ev]),
         np.concatenate([plane, nz_plane]).astype(np.int64),
         np.concatenate([u, nz_u]),
-        np.concatenate([t, np.zeros(nz_plane.size)]),
+        np.concatenate([t, nz_t]),
     )
 
 

@@ -1,6 +1,7 @@
 """Tracking parameters (``tracking.yaml`` next to this module) as validated data.
 
-The YAML holds reconstruction choices (thresholds, cuts, search windows) per setup;
+The YAML holds reconstruction choices (thresholds, cuts, search windows) per setup, with
+optional overrides of the defaults per run period (``setups.<setup>.periods.<period>``);
 detector facts (planes, magnets, resolutions) come from the :class:`~na64reco.geometry.Setup`.
 """
 
@@ -40,6 +41,8 @@ class TrackingConfig:
     max_hits_per_plane: int
     max_candidates: int
     drift_t0: float  # ns
+    hit_time_sigma: float  # hits further than this many time resolutions from the track's time are not used (0: off)
+    use_mm_singles: bool  # False: unresolved MM singles (multiplexing ghosts) are not used
     stations: tuple[StationConfig, ...]
 
     def station(self, role: str) -> StationConfig | None:
@@ -56,6 +59,13 @@ def _parse(node: Node, setup: Setup) -> TrackingConfig:
         raise setups.error(setup.name, f"no tracking parameters for setup {setup.name!r} "
                                        f"(have: {', '.join(setups.data)})")
     s = setups.node(setup.name)
+    if s.has("periods") and s.node("periods").has(setup.period):
+        # a run period's reconstruction choices replace the defaults key by key
+        over = s.node("periods").node(setup.period)
+        unknown = sorted(set(over.data) - set(d.data))
+        if unknown:
+            raise over.error(unknown[0], f"not a tracking default (have: {', '.join(d.data)})")
+        d = Node({**d.data, **over.data}, d.source, d.path)
     stations = []
     for name, st in s.node("stations").items():
         if name not in setup.magnets:
@@ -83,8 +93,17 @@ def _parse(node: Node, setup: Setup) -> TrackingConfig:
         max_hits_per_plane=d.integer("max_hits_per_plane", minimum=1, maximum=256),
         max_candidates=d.integer("max_candidates", minimum=1),
         drift_t0=d.quantity("drift_t0", "time"),
+        hit_time_sigma=d.number("hit_time_sigma", 0.0, minimum=0.0),
+        use_mm_singles=_flag(d, "use_mm_singles", True),
         stations=tuple(stations),
     )
+
+
+def _flag(node: Node, key: str, default: bool) -> bool:
+    value = node.raw(key, default)
+    if not isinstance(value, bool):
+        raise node.error(key, f"expected true or false, found {value!r}")
+    return value
 
 
 @functools.lru_cache(maxsize=8)

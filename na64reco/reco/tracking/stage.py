@@ -24,11 +24,18 @@ hits and fitted tracks of one event.  Output fields (one value per event):
                                  muons often leave the MS2 y planes), NaN if none
 ``flags_in``, ``flags_out``      bit 1: candidate overflow, bit 2: busy plane (see tracks.py)
 
+Hits whose reconstructed time is off the plane's in-time window (``hit_time_sigma`` of
+``tracking.yaml``, :func:`.tracks.hit_time_windows`) are dropped before the search, and so
+are unresolved micromegas singles where ``use_mm_singles`` is false
+(:func:`.tracks.drop_mm_singles`).
+
 Momentum uses only the bend projection (the other projection's angle changes p by
 less than 1e-6 relative at these angles).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
@@ -37,18 +44,28 @@ from na64reco.io.raw import refuse_data_events
 from na64reco.reco.tracking.clusters import PlaneTables, event_hits
 from na64reco.reco.tracking.config import load_tracking_config
 from na64reco.reco.tracking.resolution import MatchResolution
-from na64reco.reco.tracking.tracks import ViewTables, find_tracks, make_views
+from na64reco.reco.tracking.tracks import (
+    ViewTables,
+    drop_mm_singles,
+    find_tracks,
+    hit_time_windows,
+    make_views,
+    select_in_time,
+)
 
 _CACHE: dict = {}
 
 
-def _tables(setup, conditions, config_path=None):
+def _tables(setup, conditions, config_path=None, overrides=None):
     key = (setup.name, setup.source, setup.period, conditions.tag, conditions.run, conditions.files.get("tracker"),
-           config_path)
+           config_path, tuple(sorted((overrides or {}).items())))
     if key not in _CACHE:
         cfg = load_tracking_config(setup, config_path)
+        if overrides:
+            cfg = dataclasses.replace(cfg, **overrides)
         views = make_views(setup, cfg, conditions)
-        _CACHE[key] = (cfg, PlaneTables(setup, conditions), ViewTables(views, cfg))
+        _CACHE[key] = (cfg, PlaneTables(setup, conditions), ViewTables(views, cfg),
+                       hit_time_windows(setup, conditions, cfg.hit_time_sigma))
     return _CACHE[key]
 
 
@@ -60,19 +77,30 @@ def _extrapolate(par, view, z, downstream: bool):
 
 
 def reconstruct_tracks(events, setup, conditions, source: str = "", *, config_path=None,
-                       return_internals: bool = False) -> dict[str, np.ndarray]:
+                       config_overrides: dict | None = None, return_internals: bool = False) -> dict[str, np.ndarray]:
     """Reconstruct tracks and momenta of ``events`` (awkward records with ``apv``, ``straw``).
 
     ``setup`` a :class:`~na64reco.geometry.Setup`, ``conditions`` the run's
     :class:`~na64reco.conditions.RunConditions`; ``source`` names the input in error
     messages.  Returns a dict of numpy arrays (see module doc), momenta in GeV.  Events of a
-    data file are refused (see :func:`na64reco.reco.event.reconstruct`).
+    data file are refused (see :func:`na64reco.reco.event.reconstruct`).  ``config_overrides``
+    replaces fields of the tracking configuration (e.g. ``{"max_missing_planes": 1}`` for the
+    tag-and-probe of the plane efficiencies).  With ``return_internals`` the hits are all of
+    them (``_hits``), and the tracks' hit indices refer to them.
     """
     refuse_data_events(events, "reconstruct_tracks()")
-    cfg, pt, vt = _tables(setup, conditions, config_path)
+    cfg, pt, vt, (t_lo, t_hi) = _tables(setup, conditions, config_path, config_overrides)
     n = len(events)
-    hits = event_hits(events, pt, threshold_sigma=cfg.apv_threshold_sigma, drift_t0=cfg.drift_t0, source=source)
+    all_hits = event_hits(events, pt, threshold_sigma=cfg.apv_threshold_sigma, drift_t0=cfg.drift_t0, source=source)
+    all_hits["index"] = np.arange(len(all_hits["pos"]))
+    hits = select_in_time(all_hits, t_lo, t_hi)  # out-of-time hits are not used (hit_time_windows)
+    if not cfg.use_mm_singles:
+        hits = drop_mm_singles(hits, pt.type == 0)
     res = find_tracks(hits, n, pt.n_planes, vt)
+    if hits is not all_hits:  # the tracks' hit indices into all the hits
+        sel = res["hits"]
+        res["hits"] = np.where(sel >= 0, hits["index"][np.maximum(sel, 0)], -1)
+    hits = all_hits
     ecal_z = setup.detector("ECAL").z
     hcal_z = setup.detector("HCAL").z
     out: dict[str, np.ndarray] = {}

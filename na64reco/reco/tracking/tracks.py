@@ -225,6 +225,57 @@ class ViewTables:
         self.maxc = config.max_candidates
 
 
+def hit_time_windows(setup, conditions, n_sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per setup plane, the (first, last) reconstructed hit time (ns) a track's hit may have.
+
+    APV planes (MM, GEM): ``t0 +- n_sigma sigma_t``; straws (the TDC time is the hit time plus
+    the drift time, 0 to ``pitch / 2 / drift velocity``): ``[t0 - n sigma_t, t0 + drift_max +
+    n sigma_t]``.  ``t0`` and ``sigma_t`` from the run's conditions (else the setup's); a plane
+    with ``sigma_t = 0`` (no time information) or ``n_sigma = 0`` accepts every time.
+    """
+    lo = np.full(len(setup.planes), -np.inf)
+    hi = np.full(len(setup.planes), np.inf)
+    if n_sigma <= 0:
+        return lo, hi
+    for p in setup.planes:
+        t0, sig = conditions.plane_time(p) if conditions is not None else (p.time_offset, p.time_resolution)
+        if sig <= 0:
+            continue
+        drift = 0.5 * p.pitch / setup.readout.straw_drift_velocity if p.type == "straw" else 0.0
+        lo[p.index], hi[p.index] = t0 - n_sigma * sig, t0 + drift + n_sigma * sig
+    return lo, hi
+
+
+def select_in_time(hits: dict, lo: np.ndarray, hi: np.ndarray) -> dict:
+    """``hits`` (flat, sorted by event and plane) without the hits whose ``time`` is outside
+    ``[lo, hi]`` of their plane (:func:`hit_time_windows`) or unknown (NaN): the track search
+    never uses them.  Returns ``hits`` itself if every hit is in time."""
+    t = np.asarray(hits["time"])
+    plane = np.asarray(hits["plane"])
+    return select_hits(hits, (t >= lo[plane]) & (t <= hi[plane]))
+
+
+def drop_mm_singles(hits: dict, is_mm: np.ndarray) -> dict:
+    """``hits`` without the candidate positions of unresolved micromegas singles (one fired
+    channel: its strips in every multiplexing group, ``ambiguous`` MM hits): all but one of them
+    are ghosts at the true hit's time, which a wrong track can pick up.  Straw hits (ambiguous
+    by their mirror) are kept.  ``is_mm``: per setup plane, True for MM planes."""
+    return select_hits(hits, ~(np.asarray(hits["ambiguous"], bool) & is_mm[np.asarray(hits["plane"])]))
+
+
+def select_hits(hits: dict, keep: np.ndarray) -> dict:
+    """The hits with ``keep`` (flat, sorted by event and plane), per-event ``offsets`` recomputed,
+    ``plane_offsets`` dropped (:func:`find_tracks` recomputes it).  ``hits`` itself if all kept."""
+    if keep.all():
+        return hits
+    n = keep.size
+    out = {k: (v[keep] if isinstance(v, np.ndarray) and v.ndim == 1 and v.size == n else v)
+           for k, v in hits.items() if k not in ("plane_offsets", "offsets")}
+    if "offsets" in hits:
+        out["offsets"] = np.searchsorted(out["event"], np.arange(len(hits["offsets"]))).astype(np.int64)
+    return out
+
+
 # ---------------------------------------------------------------------------------------
 # Normal equations of a view fit are kept packed: S = (s00, s01, s02, s11, s12, s22) of the
 # symmetric 3x3 matrix sum(w r r^T), B = sum(w u r), C = sum(w u^2), with the design row
