@@ -496,7 +496,11 @@ MISRECO_KEYS = ("mot", "box_count", "per_mot", "per_mot_err", "extrapolated_per_
 def misreco_from_json(path) -> BackgroundComponent:
     """The mis-reconstruction rate per MOT from a campaign summary JSON.
 
-    A box count > 0 gives ``per_mot +- per_mot_err`` (measured); no box event gives the
+    A box count > 0 gives ``per_mot +- per_mot_err`` (measured).  With no box event, the
+    noise-scaled estimate ``noise_scaled_per_mot`` (fake kicks counted at 5-30x the tracker
+    noise and scaled back, ``benchmarks/tracking_fakes_scan.py``) when the summary has one,
+    with the upper side of its 1 sigma band ``noise_scaled_1sigma`` as the error: it measures
+    the mechanism (noise hits faking a kick) that a 1e7-MOT tail cannot reach.  Otherwise the
     extrapolated tail ``extrapolated_per_mot +- extrapolated_err`` (fit).  Missing keys or
     a bad file raise :class:`NA64Error` naming the file and key.
     """
@@ -515,6 +519,13 @@ def misreco_from_json(path) -> BackgroundComponent:
         return BackgroundComponent("momentum mis-reconstruction", float(data["per_mot"]), float(data["per_mot_err"]),
                                    False, f"MC campaign, {int(data['box_count'])} in the box of "
                                    f"{float(data['mot']):.3g} MOT ({path.name})", dict(data))
+    if data.get("noise_scaled_per_mot") is not None:
+        c = float(data["noise_scaled_per_mot"])
+        lo, hi = (float(x) for x in data["noise_scaled_1sigma"])
+        return BackgroundComponent("momentum mis-reconstruction", c, hi - c, False,
+                                   f"noise-scaled fake kicks, 1 sigma {lo:.2g}-{hi:.2g} per MOT; tail fit "
+                                   f"{float(data['extrapolated_per_mot']):.2g} +- {float(data['extrapolated_err']):.2g}"
+                                   f" ({path.name})", dict(data))
     return BackgroundComponent("momentum mis-reconstruction", float(data["extrapolated_per_mot"]),
                                float(data["extrapolated_err"]), False,
                                f"MC campaign, tail fit extrapolated ({path.name})", dict(data))
