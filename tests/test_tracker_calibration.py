@@ -175,13 +175,20 @@ def test_momentum_scale_closure(world):
 def test_efficiency_closure(world):
     setup, root, beam, true, results = world
     res = results["efficiency"].derived["planes"]
+    ratios = []
     for p in setup.planes:
         r, t = res.planes[p.name], true.planes[p.name]
         pull = (r.efficiency - t.efficiency) / r.efficiency_error
         assert abs(pull) < 3, (p.name, r.efficiency, t.efficiency, r.efficiency_error)
-        assert r.noise_hits == pytest.approx(t.noise_hits, rel=0.10), p.name
+        # the conditions give the generated noise rate; the calibration measures the clusters the
+        # reconstruction sees.  Since noise clusters have random times in the readout window
+        # (issue 9) the seen rate is ~4 % lower on average (pulses far from the sampling time
+        # likely fall below the APV threshold): per plane within 4 sigma, on average within 10 %
+        assert abs(r.noise_hits - t.noise_hits) < 4 * r.noise_error + 0.05 * t.noise_hits, p.name
+        ratios.append(r.noise_hits / t.noise_hits)
         assert r.dead_strips == DEAD.get(p.name, []), p.name
         assert r.hot_strips == HOT.get(p.name, []), p.name
+    assert 0.90 < np.mean(ratios) < 1.05
     cond = load_conditions(setup, RUN, "c-eff", root=root)
     assert cond.planes["MM3X"].dead_strips.tolist() == DEAD["MM3X"]
     assert cond.planes["GEM2X"].hot_strips.tolist() == HOT["GEM2X"]

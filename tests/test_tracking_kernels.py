@@ -197,7 +197,7 @@ def test_hits_kernel_grows_its_output_for_events_of_many_ambiguous_hits():
     every event still equals the slow twin."""
     import awkward as ak
 
-    cfg, pt, _ = _tables(SETUP, COND)
+    cfg, pt, _, _ = _tables(SETUP, COND)
     chans = [0, 10, 20, 30, 40, 50]
     n_ev = 40
     apv = [[{"plane": p, "chan": c, "a0": 100, "a1": 300, "a2": 200} for p in (0, 2, 4) for c in chans]

@@ -31,7 +31,7 @@ def add_arguments(parser) -> None:
                         help='processor run options as JSON, e.g. \'{"executor": "futures", "workers": 2}\'')
     parser.add_argument("--bad-spills", metavar="FILE",
                         help="bad-spill list (bad_spills.yaml of `na64reco dqm`) the analysis drops; frozen by "
-                             "content, and applied again by `na64reco unblind`")
+                             "content, and applied again by `na64reco unblind` (default: none)")
     parser.add_argument("--ledger", required=True, metavar="LEDGER.json", help="ledger file to write (must not exist)")
     parser.add_argument("--force-new", action="store_true",
                         help="freeze again although a ledger for this processor and these files exists "
