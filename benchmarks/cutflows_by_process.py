@@ -41,7 +41,7 @@ def main() -> None:
     ap.add_argument("--mass", type=float, default=None, help="signal mass in GeV (default 0.1 / 0.01)")
     ap.add_argument("--output", default=None, help="append the markdown table to this file")
     args = ap.parse_args()
-    setup = load_setup(args.setup)
+    setup = load_setup(args.setup, run=1001)
     mass = args.mass or (0.1 if args.setup == "na64mu" else 0.01)
     mixture = load_sim_params(setup).mixture
     tmp = Path(tempfile.mkdtemp(prefix="cutflows-"))

@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--mass", type=float, default=0.1, help="Z' mass, GeV")
     ap.add_argument("--output", default="docs/images/simulation.png")
     args = ap.parse_args()
-    setup = load_setup("na64mu")
+    setup = load_setup("na64mu", run=1001)
     tmp = Path(tempfile.mkdtemp(prefix="na64sim-"))
     simulate(setup, args.events, seed=11, run=1001, output=tmp / "mix.root")
     simulate(setup, args.events // 4, seed=12, run=1001, output=tmp / "sig.root", process="signal",

@@ -86,10 +86,7 @@ def selected(reco, skip=()):
 
 
 def measure_period(name: str, run: int, args, work: Path) -> dict:
-    try:
-        setup = load_setup("na64mu", run=run)
-    except TypeError:  # older checkouts: no periods
-        setup = load_setup("na64mu")
+    setup = load_setup("na64mu", run=run)
     load_conditions(setup, run)  # fail early if the period has no conditions
     out: dict = {"period": name, "run": run}
     s4 = setup.detector("S4")

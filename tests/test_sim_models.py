@@ -282,3 +282,17 @@ def test_multiple_scattering_in_the_ecal_follows_highland():
     assert out.tx[ok].std() == pytest.approx(theta0, rel=tol + 0.01)
     assert out.ty[ok].std() == pytest.approx(theta0, rel=tol + 0.01)
     assert (out.x[ok] - x0).std() == pytest.approx(det.depth * theta0 / np.sqrt(3), rel=tol + 0.01)
+
+
+def test_a_setup_object_of_another_period_is_refused(tmp_path):
+    """simulate() with a Setup loaded for the base description (or another period) than the
+    run's would write a file the reconstruction reads with another detector."""
+    from na64reco.errors import ConfigError
+    from na64reco.geometry import load_setup
+    from na64reco.sim import simulate
+
+    with pytest.raises(ConfigError, match=r"loaded for the base description but run 1001 is in period '2022'"):
+        simulate(load_setup("na64mu"), 10, 1, 1001, tmp_path / "x.root")
+    with pytest.raises(ConfigError, match=r"period '2023' but run 1001 is in period '2022'"):
+        simulate(load_setup("na64mu", run=10001), 10, 1, 1001, tmp_path / "x.root")
+    simulate(load_setup("na64mu", run=1001), 10, 1, 1001, tmp_path / "x.root")

@@ -63,7 +63,7 @@ import numpy as np
 
 from na64reco.conditions import load_conditions
 from na64reco.errors import ConfigError, RawFormatError
-from na64reco.geometry import Setup, load_setup
+from na64reco.geometry import Setup, load_setup, period_of_run
 from na64reco.io.raw import PROCESSES, TRIGGER_BITS, RawWriter
 from na64reco.sim.beam import sample_beam, with_beam_energy
 from na64reco.sim.digitize import (
@@ -141,6 +141,17 @@ def _check_output(output: Path) -> None:
         raise RawFormatError(f"{output}: cannot write: permission denied")
 
 
+def _check_period(setup: Setup, run: int) -> None:
+    """A :class:`Setup` given as an object must be the one of ``run``'s period: the file says
+    ``run`` and everything downstream reconstructs it with that period's detector."""
+    period = period_of_run(setup.source, run)
+    want = period.name if period else ""
+    if setup.period != want:
+        have = f"period {setup.period!r}" if setup.period else "the base description"
+        raise ConfigError(f"setup {setup.name!r} was loaded for {have} but run {run} is in period {want!r}: "
+                          f"use load_setup({setup.name!r}, run={run}) or pass the setup's name")
+
+
 def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, process: str = "mixture",
              mass: float | None = None, coupling: float | None = None, truth: bool = True,
              chunk_size: int = DEFAULT_CHUNK, calib_tag: str | None = None, progress: bool = False,
@@ -179,6 +190,7 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
     t_start = time.perf_counter()
     setup = setup if isinstance(setup, Setup) else load_setup(str(setup), run=int(run))
     _check_inputs(setup, n_events, seed, run, process, mass, coupling, chunk_size)
+    _check_period(setup, int(run))
     if trigger not in TRIGGERS:
         raise ConfigError(f"unknown trigger {trigger!r}; choose one of: {', '.join(TRIGGERS)}")
     cond = load_conditions(setup, int(run), calib_tag)
