@@ -33,40 +33,19 @@ import dataclasses
 import json
 import math
 import tempfile
-from itertools import combinations
 from pathlib import Path
 
 import numpy as np
 from scipy import optimize
-from scipy.stats import norm
 
 from na64reco.conditions import load_conditions
 from na64reco.geometry import load_setup
 from na64reco.io.raw import open_raw
 from na64reco.reco.tracking import reconstruct_tracks
-from na64reco.reco.tracking.config import load_tracking_config
+from na64reco.reco.tracking.expectation import closed_form_efficiency
 from na64reco.sim.generate import simulate
 
 PERIOD_RUNS = {"2022": 1, "2023": 10001}
-
-
-def closed_form_efficiency(setup) -> float:
-    """P(p_in and p_out found) from the plane efficiencies, the N-k rule and the spot acceptance."""
-    cfg = load_tracking_config(setup)
-    total = 1.0
-    for st in cfg.stations:
-        m = setup.magnets[st.magnet]
-        planes = [p for p in setup.planes_of(m.name) if p.measures == m.bend_plane]
-        eff = np.array([p.efficiency for p in planes])
-        prob = 0.0
-        for k in range(cfg.max_missing_planes + 1):
-            for miss in combinations(range(len(planes)), k):
-                mask = np.zeros(len(planes), bool)
-                mask[list(miss)] = True
-                prob += np.prod(np.where(mask, 1 - eff, eff))
-        sigma = setup.beam.spot_sigma_x if m.bend_plane == "x" else setup.beam.spot_sigma_y
-        total *= prob * (2 * norm.cdf(min(p.width for p in planes) / 2 / sigma) - 1)
-    return float(total)
 
 
 def with_noise(setup, k: float):

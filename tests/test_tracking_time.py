@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from itertools import combinations
 
 import numpy as np
 import pytest
-from scipy.stats import norm
 
 from na64reco.conditions import load_conditions
 from na64reco.geometry import load_setup
 from na64reco.io.raw import open_raw
 from na64reco.reco.tracking import reconstruct_tracks
 from na64reco.reco.tracking.config import CONFIG_PATH, load_tracking_config
+from na64reco.reco.tracking.expectation import closed_form_efficiency
 from na64reco.reco.tracking.tracks import drop_mm_singles, hit_time_windows, select_in_time
 from na64reco.sim.generate import simulate
 
@@ -66,27 +65,6 @@ def test_mm_singles_are_dropped_only_where_the_period_says_and_straw_mirrors_sta
     assert (cfg23.use_mm_singles, cfg23.max_missing_planes) == (True, 1)
 
 
-def _closed_form_efficiency(setup) -> float:
-    """P(p_in and p_out found) for beam muons: in each bend view at most max_missing_planes of
-    its planes without hit (independent plane efficiencies) times the beam-spot acceptance of
-    the narrowest plane of the view (Gaussian spot on the reference trajectory)."""
-    cfg = load_tracking_config(setup)
-    total = 1.0
-    for st in cfg.stations:
-        m = setup.magnets[st.magnet]
-        planes = [p for p in setup.planes_of(m.name) if p.measures == m.bend_plane]
-        eff = np.array([p.efficiency for p in planes])
-        prob = 0.0
-        for k in range(cfg.max_missing_planes + 1):
-            for miss in combinations(range(len(planes)), k):
-                mask = np.zeros(len(planes), bool)
-                mask[list(miss)] = True
-                prob += np.prod(np.where(mask, 1 - eff, eff))
-        sigma = setup.beam.spot_sigma_x if m.bend_plane == "x" else setup.beam.spot_sigma_y
-        total *= prob * (2 * norm.cdf(min(p.width for p in planes) / 2 / sigma) - 1)
-    return float(total)
-
-
 def _efficiency(raw, setup, run, **kw):
     out = reconstruct_tracks(raw.events(), setup, load_conditions(setup, run), return_internals=True, **kw)
     hard = np.asarray(raw.truth()["p_out"]) > 100
@@ -100,14 +78,14 @@ def test_tracking_efficiency_per_period_is_the_closed_form(tmp_path, run):
     path = tmp_path / f"beam_{run}.root"
     simulate(setup, 3000, 17, run, path, process="beam", trigger="calibration")
     eff, n, _ = _efficiency(open_raw(path), setup, run)
-    expected = _closed_form_efficiency(setup)
+    expected = closed_form_efficiency(setup)
     sigma = math.sqrt(expected * (1 - expected) / n)
     assert abs(eff - expected) < 4 * sigma + 0.005, (eff, expected, sigma)
 
 
 def test_period_efficiencies_differ_four_fold():
     """Seed 003: the 2023-24 set-up raised the tracking efficiency four-fold (closed forms)."""
-    ratio = _closed_form_efficiency(load_setup("na64mu", run=10001)) / _closed_form_efficiency(
+    ratio = closed_form_efficiency(load_setup("na64mu", run=10001)) / closed_form_efficiency(
         load_setup("na64mu", run=1))
     assert 3.0 < ratio < 5.0, ratio
 
@@ -133,7 +111,7 @@ def test_out_of_time_noise_is_never_used(tmp_path):
     used = t[t >= 0]
     assert used.size > 0
     assert np.all((h["time"][used] >= lo[h["plane"][used]]) & (h["time"][used] <= hi[h["plane"][used]]))
-    expected = _closed_form_efficiency(setup)
+    expected = closed_form_efficiency(setup)
     assert abs(eff - expected) < 4 * math.sqrt(expected * (1 - expected) / n) + 0.005, (eff, expected)
 
     cfg = tmp_path / "tracking.yaml"
