@@ -22,6 +22,7 @@ import threading
 from dataclasses import dataclass, field
 
 import awkward as ak
+import boost_histogram as bh
 import hist
 import numpy as np
 from coffea import processor
@@ -44,7 +45,7 @@ from na64reco.selection import (
     load_selection,
     region_mask,
 )
-from na64reco.selection.cuts import BLINDED, column
+from na64reco.selection.cuts import BLINDED, Columns
 from na64reco.selection.schema import VARIABLES, Selection, variable_info
 
 
@@ -295,27 +296,6 @@ def _axis(name: str, binning: dict) -> hist.axis.AxisProtocol:
     return hist.axis.Regular(n, lo, hi, name=name, label=label)
 
 
-class Columns:
-    """Numpy columns of a reco record array (:func:`~na64reco.selection.cuts.column`),
-    each converted once and kept."""
-
-    def __init__(self, reco: ak.Array):
-        self.reco = reco
-        self._cols: dict[str, np.ndarray] = {}
-
-    @classmethod
-    def of(cls, reco) -> Columns:
-        return reco if isinstance(reco, cls) else cls(reco)
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        if name not in self._cols:
-            self._cols[name] = column(self.reco, name)
-        return self._cols[name]
-
-    def __len__(self) -> int:
-        return len(self.reco)
-
-
 def _is_modules(name: str) -> bool:
     return VARIABLES.get(name, ("scalar",))[0] == "modules"
 
@@ -367,9 +347,10 @@ class InvisibleProcessor(processor.ProcessorABC):
         self.known_spills = {}  # path -> spills tree already read (by the runner's file check)
         self.bad_spills = {}  # (run, spill) -> reasons: spills dropped (runner --bad-spills)
         self.bad_spills_source = None
+        self._booked = {}  # (names, stage) -> an empty histogram, copied for each chunk
 
     def __getstate__(self):  # caches stay behind when shipped to workers
-        return {**self.__dict__, "_conditions": {}, "_files": {}, "known_spills": {}}
+        return {**self.__dict__, "_conditions": {}, "_files": {}, "known_spills": {}, "_booked": {}}
 
     @property
     def setup(self):
@@ -388,24 +369,24 @@ class InvisibleProcessor(processor.ProcessorABC):
         if not info.is_data:
             reco = self.attach_truth(reco, info, meta, keep)
 
-        masks = cut_masks(reco, self.selection)
-        decision = apply_blinding(reco, masks, self.selection, is_data=info.is_data, token=self.token)
-        reco = reco[decision.keep]                                   # data: box events gone
+        cols = Columns(reco)  # numpy columns, each converted from awkward once per chunk
+        masks = cut_masks(cols, self.selection)
+        decision = apply_blinding(cols, masks, self.selection, is_data=info.is_data, token=self.token)
+        cols = cols.take(decision.keep)                              # data: box events gone
         masks = {name: m[decision.keep] for name, m in masks.items()}
         # ---- from here on only blinded events exist ----
 
-        weights = None if info.is_data else np.asarray(reco["truth_weight"], dtype=float)
-        box = region_mask(reco, self.selection.signal_box)
+        weights = None if info.is_data else np.asarray(cols["truth_weight"], dtype=float)
+        box = region_mask(cols, self.selection.signal_box)
         selection = build_selection(masks, box)
         passed_all = selection.all(*masks)
-        cols = Columns(reco)  # numpy columns, converted once per chunk
 
         out = {
             "cutflow": CutflowTable.from_selection(selection, list(masks), weights,
                                                    blinded=decision.blinded),
             "hists": self.fill_histograms(cols, passed_all, weights),
             "nminus1": self.fill_nminusone(cols, selection, weights),
-            "regions": self.count_regions(reco, selection, masks, box, weights, decision.blinded),
+            "regions": self.count_regions(cols, selection, masks, box, weights, decision.blinded),
             "provenance": self.provenance(read, meta, info, conditions, excluded=len(read) - len(events)),
         }
         return {meta.get("dataset", "default"): out}
@@ -510,32 +491,41 @@ class InvisibleProcessor(processor.ProcessorABC):
         names = [*self.selection.variables, *self.MAIN_VARIABLES]
         return [v for v in dict.fromkeys(names) if variable_info(v, self.SETUP)]
 
-    def _fill(self, h, cols, mask, weights, names, **fixed):
-        w = np.ones(np.count_nonzero(mask)) if weights is None else weights[mask]
-        cols = [cols[n][mask] for n in names]
-        if len(names) == 1 and cols[0].ndim == 2:  # per-module variable: one entry per module
-            x = cols[0]
+    def _fill(self, h, cols, mask, weights, names, stage: str | None = None):
+        """Fill ``h`` (booked by :meth:`_book`: axes ``[stage,] [module,] *names``) with the
+        events of ``mask``.  The values go to boost-histogram's fill in axis order (the
+        same fill as ``hist.Hist.fill`` by axis name, without its per-call name mapping)."""
+        all_events = mask is None
+        w = (np.ones(len(cols)) if all_events else np.ones(np.count_nonzero(mask))) if weights is None \
+            else (weights if all_events else weights[mask])
+        values = [cols[n] if all_events else cols[n][mask] for n in names]
+        lead = () if stage is None else (stage,)
+        if len(names) == 1 and values[0].ndim == 2:  # per-module variable: one entry per module
+            x = values[0]
             module = np.broadcast_to(np.arange(x.shape[1]), x.shape)
-            h.fill(module=module.ravel(), **{names[0]: x.ravel()}, weight=np.repeat(w, x.shape[1]),
-                   **fixed)
+            bh.Histogram.fill(h, *lead, module.ravel(), x.ravel(), weight=np.repeat(w, x.shape[1]))
             return
-        h.fill(**dict(zip(names, cols, strict=True)), weight=w, **fixed)
+        bh.Histogram.fill(h, *lead, *values, weight=w)
 
     def _book(self, names: tuple[str, ...], stage: bool) -> hist.Hist:
-        axes = [hist.axis.StrCategory(["all", "selected"], name="stage")] if stage else []
-        if len(names) == 1 and _is_modules(names[0]):
-            axes.append(hist.axis.Integer(0, 4, name="module", label="module"))
-        axes += [_axis(n, self.binning) for n in names]
-        return hist.Hist(*axes, storage=hist.storage.Weight())
+        """An empty histogram of ``names`` (with a ``stage`` axis if ``stage``): booked once
+        per processor object and copied for each chunk (a copy is cheaper than booking)."""
+        key = (names, stage)
+        if key not in self._booked:
+            axes = [hist.axis.StrCategory(["all", "selected"], name="stage")] if stage else []
+            if len(names) == 1 and _is_modules(names[0]):
+                axes.append(hist.axis.Integer(0, 4, name="module", label="module"))
+            axes += [_axis(n, self.binning) for n in names]
+            self._booked[key] = hist.Hist(*axes, storage=hist.storage.Weight())
+        return self._booked[key].copy()
 
     def fill_histograms(self, reco, passed_all, weights) -> dict:
         """Every cut and main variable (and the 2-D pairs), before cuts and after all cuts."""
         cols = Columns.of(reco)
-        everything = np.ones(len(cols), bool)
         out = {}
         for names in [(v,) for v in self.variables()] + list(self.PAIRS):
             h = self._book(names, stage=True)
-            self._fill(h, cols, everything, weights, names, stage="all")
+            self._fill(h, cols, None, weights, names, stage="all")
             self._fill(h, cols, passed_all, weights, names, stage="selected")
             out["_vs_".join(names)] = h
         return out

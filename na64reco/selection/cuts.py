@@ -24,8 +24,11 @@ BOX = "signal_box"
 BLINDED = "blinded"
 
 
-def column(reco: ak.Array, variable: str) -> np.ndarray:
-    """A reco field as numpy (2-D for per-module variables); clear error if missing."""
+def column(reco, variable: str) -> np.ndarray:
+    """A reco field as numpy (2-D for per-module variables); clear error if missing.
+    ``reco``: a reco record array or a :class:`Columns` of one (its cached column)."""
+    if isinstance(reco, Columns):
+        return reco[variable]
     if variable not in reco.fields:
         raise NA64Error(f"reco record has no field {variable!r} (has: {', '.join(reco.fields)})")
     arr = reco[variable]
@@ -35,6 +38,44 @@ def column(reco: ak.Array, variable: str) -> np.ndarray:
         width = int(ak.max(ak.num(arr, axis=1), initial=0))
         arr = ak.fill_none(ak.pad_none(arr, width, clip=True), np.nan)
     return np.asarray(ak.to_numpy(arr), dtype=float)
+
+
+class Columns:
+    """Numpy columns of a reco record array (:func:`column`), each converted once and kept.
+
+    Accepted wherever a reco array is (:func:`cut_masks`, :func:`region_mask`, the
+    blinding): a chunk's columns are converted from awkward once, not once per use
+    (docs/performance.md, "Per-chunk fixed cost").  The cached arrays are shared: callers
+    must not modify them in place."""
+
+    def __init__(self, reco: ak.Array, cols: dict[str, np.ndarray] | None = None):
+        self.reco = reco
+        self._cols: dict[str, np.ndarray] = cols if cols is not None else {}
+
+    @classmethod
+    def of(cls, reco) -> Columns:
+        return reco if isinstance(reco, cls) else cls(reco)
+
+    @property
+    def fields(self) -> list[str]:
+        return self.reco.fields
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._cols:
+            self._cols[name] = column(self.reco, name)
+        return self._cols[name]
+
+    def __len__(self) -> int:
+        return len(self.reco)
+
+    def take(self, keep: np.ndarray) -> Columns:
+        """The columns of the events where ``keep`` (a boolean mask) is True: the 1-D columns
+        converted so far are sliced in numpy, the others converted from ``reco[keep]``
+        when first asked for; the same values as converting ``reco[keep]`` (a variable-length
+        column is padded to the widest event *of the kept ones*, so it is converted again)."""
+        if keep.all():
+            return self
+        return Columns(self.reco[keep], {k: v[keep] for k, v in self._cols.items() if v.ndim == 1})
 
 
 def _in_range(x: np.ndarray, lo: float | None, hi: float | None) -> np.ndarray:
