@@ -347,10 +347,9 @@ class InvisibleProcessor(processor.ProcessorABC):
         self.known_spills = {}  # path -> spills tree already read (by the runner's file check)
         self.bad_spills = {}  # (run, spill) -> reasons: spills dropped (runner --bad-spills)
         self.bad_spills_source = None
-        self._booked = {}  # (names, stage) -> an empty histogram, copied for each chunk
 
     def __getstate__(self):  # caches stay behind when shipped to workers
-        return {**self.__dict__, "_conditions": {}, "_files": {}, "known_spills": {}, "_booked": {}}
+        return {**self.__dict__, "_conditions": {}, "_files": {}, "known_spills": {}}
 
     @property
     def setup(self):
@@ -508,16 +507,11 @@ class InvisibleProcessor(processor.ProcessorABC):
         bh.Histogram.fill(h, *lead, *values, weight=w)
 
     def _book(self, names: tuple[str, ...], stage: bool) -> hist.Hist:
-        """An empty histogram of ``names`` (with a ``stage`` axis if ``stage``): booked once
-        per processor object and copied for each chunk (a copy is cheaper than booking)."""
-        key = (names, stage)
-        if key not in self._booked:
-            axes = [hist.axis.StrCategory(["all", "selected"], name="stage")] if stage else []
-            if len(names) == 1 and _is_modules(names[0]):
-                axes.append(hist.axis.Integer(0, 4, name="module", label="module"))
-            axes += [_axis(n, self.binning) for n in names]
-            self._booked[key] = hist.Hist(*axes, storage=hist.storage.Weight())
-        return self._booked[key].copy()
+        axes = [hist.axis.StrCategory(["all", "selected"], name="stage")] if stage else []
+        if len(names) == 1 and _is_modules(names[0]):
+            axes.append(hist.axis.Integer(0, 4, name="module", label="module"))
+        axes += [_axis(n, self.binning) for n in names]
+        return hist.Hist(*axes, storage=hist.storage.Weight())
 
     def fill_histograms(self, reco, passed_all, weights) -> dict:
         """Every cut and main variable (and the 2-D pairs), before cuts and after all cuts."""
