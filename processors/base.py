@@ -240,6 +240,39 @@ class Provenance:
             excluded_spills=self.excluded_spills + other.excluded_spills,
         )
 
+    def __iadd__(self, other: Provenance) -> Provenance:
+        """``self + other`` in place: what coffea's accumulation calls for every chunk after
+        the second.  ``+`` copies the per-file records of everything merged so far, so
+        merging N one-chunk files that way is O(N^2) record copies (~1 ms per file at 1e4
+        files, ~0.1 s at 1e5); this is O(what ``other`` holds)."""
+        for k in self._CONSTANTS:
+            if getattr(self, k) != getattr(other, k):
+                raise NA64Error(f"cannot merge outputs with different {k}: "
+                                f"{getattr(self, k)!r} vs {getattr(other, k)!r}")
+        for path, rec in other.files.items():
+            mine = self.files.get(path)
+            if mine is None:
+                self.files[path] = dict(rec)
+                continue
+            for key in ("events", "chunks"):
+                mine[key] = mine.get(key, 0) + rec.get(key, 0)
+            mine["spill_events"] = merge_spill_counts(mine.get("spill_events", {}), rec.get("spill_events", {}))
+        for path, rec in other.skipped.items():
+            if path in self.skipped:
+                self.skipped[path]["events"] += rec["events"]
+            else:
+                self.skipped[path] = dict(rec)
+        self.events_processed += other.events_processed
+        self.chunks += other.chunks
+        self.n_beam += other.n_beam
+        self.n_spills += other.n_spills
+        self.n_triggered += other.n_triggered
+        self.conditions = self.conditions | other.conditions
+        self.partial_spills = self.partial_spills + other.partial_spills
+        self.events_excluded += other.events_excluded
+        self.excluded_spills = self.excluded_spills + other.excluded_spills
+        return self
+
     @property
     def events_skipped(self) -> int:
         return sum(r["events"] for r in self.skipped.values())
