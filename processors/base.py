@@ -149,8 +149,11 @@ def settle_exposure(prov: Provenance, read_spills, bad_spills=None) -> None:
     of ``bad_spills`` (``{(run, spill): reasons}``) are not counted but listed."""
     prov.n_beam = prov.n_spills = prov.n_triggered = 0
     prov.partial_spills, prov.excluded_spills = [], []
+    by_run: dict = {}  # run -> {spill: reasons}: grouped once, not filtered again for every file
+    for (r, s), why in (bad_spills or {}).items():
+        by_run.setdefault(r, {})[s] = why
     for path, rec in prov.files.items():
-        mine = {s: why for (r, s), why in (bad_spills or {}).items() if r == rec.get("run")}
+        mine = dict(by_run.get(rec.get("run"), {}))
         exp = spill_exposure(read_spills(path), rec.get("spill_events", {}), path, excluded=mine)
         prov.excluded_spills += exp.excluded
         rec["n_beam"], rec["n_spills"] = exp.n_beam, exp.n_spills
