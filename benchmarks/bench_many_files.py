@@ -1,7 +1,7 @@
 """Per-file overhead of ``run_files``: 100 files of 1k MOT against one file of the same events.
 
     python benchmarks/bench_many_files.py [--workdir DIR] [--files 100] [--mot 1000]
-        [--repeat 3] [--profile OUT.prof] [--data]
+        [--repeat 3] [--profile OUT.prof] [--data] [--pieces] [--merge N]
 
 Simulates once (kept in ``DIR``, default a fixed directory under the temp dir) ``--files``
 NA64mu files of ``--mot`` beam muons each (seeds 1.., run 1001, calibration trigger: ~94 %
@@ -21,6 +21,10 @@ each the minimum of ``--repeat`` runs (wall and CPU time), and prints the per-fi
 ``--pieces`` prints the CPU time per small file of the reads a run makes per file
 (opening, metadata, checksum table, each tree's header, the runner's check, coffea's
 chunk read), each in a loop over the files.
+``--merge N`` (no files needed) prints the CPU time per file of coffea's accumulation of
+N one-chunk outputs (the processor's provenance, one file record each): the part of the
+per-file cost that grows with the number of files (docs/performance.md, "Per-chunk fixed
+cost").
 Run on an otherwise idle machine.
 """
 
@@ -104,6 +108,27 @@ def pieces(files: list[str]) -> None:
     per_file("coffea's chunk read (open, header, 20 branches)", chunk)
 
 
+def merge_cost(n_files: int) -> None:
+    """CPU per file of coffea's accumulation of ``n_files`` one-chunk provenance outputs."""
+    from coffea.processor.accumulator import accumulate
+
+    from processors.base import Provenance
+
+    def outputs():
+        for i in range(n_files):
+            p = Provenance("na64mu_invisible", "sel", "sha", "sel.yaml", "tag", "v")
+            p.events_processed, p.chunks = 940, 1
+            p.files = {f"/data/run1001/file{i:06d}.root": {"events": 940, "chunks": 1, "data": True, "run": 1001,
+                                                           "spill_events": {1: 470, 2: 470}}}
+            yield {"bench": {"provenance": p}}
+
+    c = time.process_time()
+    out = accumulate(outputs())
+    t = time.process_time() - c
+    print(f"accumulation of {n_files} one-file outputs: {t:.2f} s CPU, {t / n_files * 1e3:.3f} ms per file "
+          f"({len(out['bench']['provenance'].files)} file records)")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "na64reco-many-files")
@@ -113,7 +138,12 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", type=Path, default=None)
     ap.add_argument("--data", action="store_true", help="files without truth (data-like)")
     ap.add_argument("--pieces", action="store_true", help="only the CPU time of each read per file")
+    ap.add_argument("--merge", type=int, default=0, metavar="N",
+                    help="only the CPU time per file of merging N one-file outputs")
     args = ap.parse_args(argv)
+    if args.merge:
+        merge_cost(args.merge)
+        return 0
 
     from na64reco.runner import RunOptions, run_files
 

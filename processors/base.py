@@ -22,6 +22,7 @@ import threading
 from dataclasses import dataclass, field
 
 import awkward as ak
+import boost_histogram as bh
 import hist
 import numpy as np
 from coffea import processor
@@ -44,7 +45,7 @@ from na64reco.selection import (
     load_selection,
     region_mask,
 )
-from na64reco.selection.cuts import BLINDED, column
+from na64reco.selection.cuts import BLINDED, Columns
 from na64reco.selection.schema import VARIABLES, Selection, variable_info
 
 
@@ -148,8 +149,11 @@ def settle_exposure(prov: Provenance, read_spills, bad_spills=None) -> None:
     of ``bad_spills`` (``{(run, spill): reasons}``) are not counted but listed."""
     prov.n_beam = prov.n_spills = prov.n_triggered = 0
     prov.partial_spills, prov.excluded_spills = [], []
+    by_run: dict = {}  # run -> {spill: reasons}: grouped once, not filtered again for every file
+    for (r, s), why in (bad_spills or {}).items():
+        by_run.setdefault(r, {})[s] = why
     for path, rec in prov.files.items():
-        mine = {s: why for (r, s), why in (bad_spills or {}).items() if r == rec.get("run")}
+        mine = dict(by_run.get(rec.get("run"), {}))
         exp = spill_exposure(read_spills(path), rec.get("spill_events", {}), path, excluded=mine)
         prov.excluded_spills += exp.excluded
         rec["n_beam"], rec["n_spills"] = exp.n_beam, exp.n_spills
@@ -239,6 +243,39 @@ class Provenance:
             excluded_spills=self.excluded_spills + other.excluded_spills,
         )
 
+    def __iadd__(self, other: Provenance) -> Provenance:
+        """``self + other`` in place: what coffea's accumulation calls for every chunk after
+        the second.  ``+`` copies the per-file records of everything merged so far, so
+        merging N one-chunk files that way is O(N^2) record copies (~1 ms per file at 1e4
+        files, ~0.1 s at 1e5); this is O(what ``other`` holds)."""
+        for k in self._CONSTANTS:
+            if getattr(self, k) != getattr(other, k):
+                raise NA64Error(f"cannot merge outputs with different {k}: "
+                                f"{getattr(self, k)!r} vs {getattr(other, k)!r}")
+        for path, rec in other.files.items():
+            mine = self.files.get(path)
+            if mine is None:
+                self.files[path] = dict(rec)
+                continue
+            for key in ("events", "chunks"):
+                mine[key] = mine.get(key, 0) + rec.get(key, 0)
+            mine["spill_events"] = merge_spill_counts(mine.get("spill_events", {}), rec.get("spill_events", {}))
+        for path, rec in other.skipped.items():
+            if path in self.skipped:
+                self.skipped[path]["events"] += rec["events"]
+            else:
+                self.skipped[path] = dict(rec)
+        self.events_processed += other.events_processed
+        self.chunks += other.chunks
+        self.n_beam += other.n_beam
+        self.n_spills += other.n_spills
+        self.n_triggered += other.n_triggered
+        self.conditions = self.conditions | other.conditions
+        self.partial_spills = self.partial_spills + other.partial_spills
+        self.events_excluded += other.events_excluded
+        self.excluded_spills = self.excluded_spills + other.excluded_spills
+        return self
+
     @property
     def events_skipped(self) -> int:
         return sum(r["events"] for r in self.skipped.values())
@@ -293,27 +330,6 @@ def _axis(name: str, binning: dict) -> hist.axis.AxisProtocol:
     if key == "counter":
         label = f"{name} [GeV]"
     return hist.axis.Regular(n, lo, hi, name=name, label=label)
-
-
-class Columns:
-    """Numpy columns of a reco record array (:func:`~na64reco.selection.cuts.column`),
-    each converted once and kept."""
-
-    def __init__(self, reco: ak.Array):
-        self.reco = reco
-        self._cols: dict[str, np.ndarray] = {}
-
-    @classmethod
-    def of(cls, reco) -> Columns:
-        return reco if isinstance(reco, cls) else cls(reco)
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        if name not in self._cols:
-            self._cols[name] = column(self.reco, name)
-        return self._cols[name]
-
-    def __len__(self) -> int:
-        return len(self.reco)
 
 
 def _is_modules(name: str) -> bool:
@@ -388,24 +404,24 @@ class InvisibleProcessor(processor.ProcessorABC):
         if not info.is_data:
             reco = self.attach_truth(reco, info, meta, keep)
 
-        masks = cut_masks(reco, self.selection)
-        decision = apply_blinding(reco, masks, self.selection, is_data=info.is_data, token=self.token)
-        reco = reco[decision.keep]                                   # data: box events gone
+        cols = Columns(reco)  # numpy columns, each converted from awkward once per chunk
+        masks = cut_masks(cols, self.selection)
+        decision = apply_blinding(cols, masks, self.selection, is_data=info.is_data, token=self.token)
+        cols = cols.take(decision.keep)                              # data: box events gone
         masks = {name: m[decision.keep] for name, m in masks.items()}
         # ---- from here on only blinded events exist ----
 
-        weights = None if info.is_data else np.asarray(reco["truth_weight"], dtype=float)
-        box = region_mask(reco, self.selection.signal_box)
+        weights = None if info.is_data else np.asarray(cols["truth_weight"], dtype=float)
+        box = region_mask(cols, self.selection.signal_box)
         selection = build_selection(masks, box)
         passed_all = selection.all(*masks)
-        cols = Columns(reco)  # numpy columns, converted once per chunk
 
         out = {
             "cutflow": CutflowTable.from_selection(selection, list(masks), weights,
                                                    blinded=decision.blinded),
             "hists": self.fill_histograms(cols, passed_all, weights),
             "nminus1": self.fill_nminusone(cols, selection, weights),
-            "regions": self.count_regions(reco, selection, masks, box, weights, decision.blinded),
+            "regions": self.count_regions(cols, selection, masks, box, weights, decision.blinded),
             "provenance": self.provenance(read, meta, info, conditions, excluded=len(read) - len(events)),
         }
         return {meta.get("dataset", "default"): out}
@@ -510,16 +526,21 @@ class InvisibleProcessor(processor.ProcessorABC):
         names = [*self.selection.variables, *self.MAIN_VARIABLES]
         return [v for v in dict.fromkeys(names) if variable_info(v, self.SETUP)]
 
-    def _fill(self, h, cols, mask, weights, names, **fixed):
-        w = np.ones(np.count_nonzero(mask)) if weights is None else weights[mask]
-        cols = [cols[n][mask] for n in names]
-        if len(names) == 1 and cols[0].ndim == 2:  # per-module variable: one entry per module
-            x = cols[0]
+    def _fill(self, h, cols, mask, weights, names, stage: str | None = None):
+        """Fill ``h`` (booked by :meth:`_book`: axes ``[stage,] [module,] *names``) with the
+        events of ``mask``.  The values go to boost-histogram's fill in axis order (the
+        same fill as ``hist.Hist.fill`` by axis name, without its per-call name mapping)."""
+        all_events = mask is None
+        w = (np.ones(len(cols)) if all_events else np.ones(np.count_nonzero(mask))) if weights is None \
+            else (weights if all_events else weights[mask])
+        values = [cols[n] if all_events else cols[n][mask] for n in names]
+        lead = () if stage is None else (stage,)
+        if len(names) == 1 and values[0].ndim == 2:  # per-module variable: one entry per module
+            x = values[0]
             module = np.broadcast_to(np.arange(x.shape[1]), x.shape)
-            h.fill(module=module.ravel(), **{names[0]: x.ravel()}, weight=np.repeat(w, x.shape[1]),
-                   **fixed)
+            bh.Histogram.fill(h, *lead, module.ravel(), x.ravel(), weight=np.repeat(w, x.shape[1]))
             return
-        h.fill(**dict(zip(names, cols, strict=True)), weight=w, **fixed)
+        bh.Histogram.fill(h, *lead, *values, weight=w)
 
     def _book(self, names: tuple[str, ...], stage: bool) -> hist.Hist:
         axes = [hist.axis.StrCategory(["all", "selected"], name="stage")] if stage else []
@@ -531,11 +552,10 @@ class InvisibleProcessor(processor.ProcessorABC):
     def fill_histograms(self, reco, passed_all, weights) -> dict:
         """Every cut and main variable (and the 2-D pairs), before cuts and after all cuts."""
         cols = Columns.of(reco)
-        everything = np.ones(len(cols), bool)
         out = {}
         for names in [(v,) for v in self.variables()] + list(self.PAIRS):
             h = self._book(names, stage=True)
-            self._fill(h, cols, everything, weights, names, stage="all")
+            self._fill(h, cols, None, weights, names, stage="all")
             self._fill(h, cols, passed_all, weights, names, stage="selected")
             out["_vs_".join(names)] = h
         return out

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import yaml
 
-from na64reco.errors import ConfigError
+from na64reco.errors import ConfigError, NA64Error
 from na64reco.selection import CutflowTable, build_selection, cut_masks, load_selection
-from na64reco.selection.cuts import BLINDED, BOX, region_mask
+from na64reco.selection.cuts import BLINDED, BOX, CutMasks, region_mask
 from na64reco.selection.schema import known_variables
 
 
@@ -180,6 +180,42 @@ def test_cutflow_table_matches_numpy_and_merges(tmp_path):
     np.testing.assert_allclose(merged.sumw, table.sumw)
     rows = merged.rows()
     assert rows[-1]["sumw_err"] == pytest.approx(np.sqrt(table.sumw2[-1]))
+
+
+def test_cut_masks_give_the_packed_selection_tables(tmp_path):
+    """The processors' numpy masks (CutMasks) give the same cut-flow and N-1 table as a
+    coffea PackedSelection of the same cuts, to the last bit; and the same all()."""
+    from coffea.analysis_tools import PackedSelection
+
+    sel = load_selection(_write(tmp_path, SEL))
+    rec = _records(1000)
+    masks = cut_masks(rec, sel)
+    box = region_mask(rec, sel.signal_box)
+    w = np.asarray(rec["truth_weight"], dtype=float)
+    packed = PackedSelection(dtype="uint64")
+    for name, m in {**masks, BOX: box}.items():
+        packed.add(name, m)
+    ours = build_selection(masks, box)
+    for weights in (w, None):
+        a = CutflowTable.from_selection(ours, sel.cut_names, weights, blinded=False)
+        b = CutflowTable.from_selection(packed, sel.cut_names, weights, blinded=False)
+        for key in ("n", "sumw", "sumw2", "nm1_n", "nm1_sumw", "nm1_sumw2"):
+            assert getattr(a, key).tolist() == getattr(b, key).tolist(), key
+    names = list(masks)
+    for subset in ([], names[:1], names, [*names[1:], BOX]):
+        assert np.array_equal(ours.all(*subset), packed.all(*subset))
+    with pytest.raises(NA64Error, match="no cut 'nope'"):
+        ours.all("nope")
+    # one and two cuts: coffea's all() of no names is every cut, and so is ours
+    for k in (1, 2):
+        packed, ours = PackedSelection(dtype="uint64"), CutMasks()
+        for name, m in list({**masks, BOX: box}.items())[:k]:
+            packed.add(name, m)
+            ours.add(name, m)
+        assert np.array_equal(ours.all(), packed.all())
+        for a, b in zip(ours.nminusone_masks(*ours.names), packed.nminusone(*ours.names).result().masks[:-1],
+                        strict=True):
+            assert np.array_equal(a, b)
 
 
 def test_blinded_table_never_prints_the_box(tmp_path):

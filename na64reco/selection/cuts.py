@@ -1,7 +1,8 @@
 """Evaluate a :class:`~na64reco.selection.schema.Selection` on reco records.
 
 :func:`cut_masks` turns each cut into a boolean mask (NaN fails every cut);
-:func:`build_selection` packs them into a coffea ``PackedSelection``;
+:func:`build_selection` keeps them by name (:class:`CutMasks`, the masks a coffea
+``PackedSelection`` would give, in plain numpy);
 :class:`CutflowTable` is the mergeable cut-flow (events and weighted sums with their
 errors after each cut, and the N-1 counts) that processors return.
 
@@ -24,8 +25,11 @@ BOX = "signal_box"
 BLINDED = "blinded"
 
 
-def column(reco: ak.Array, variable: str) -> np.ndarray:
-    """A reco field as numpy (2-D for per-module variables); clear error if missing."""
+def column(reco, variable: str) -> np.ndarray:
+    """A reco field as numpy (2-D for per-module variables); clear error if missing.
+    ``reco``: a reco record array or a :class:`Columns` of one (its cached column)."""
+    if isinstance(reco, Columns):
+        return reco[variable]
     if variable not in reco.fields:
         raise NA64Error(f"reco record has no field {variable!r} (has: {', '.join(reco.fields)})")
     arr = reco[variable]
@@ -35,6 +39,44 @@ def column(reco: ak.Array, variable: str) -> np.ndarray:
         width = int(ak.max(ak.num(arr, axis=1), initial=0))
         arr = ak.fill_none(ak.pad_none(arr, width, clip=True), np.nan)
     return np.asarray(ak.to_numpy(arr), dtype=float)
+
+
+class Columns:
+    """Numpy columns of a reco record array (:func:`column`), each converted once and kept.
+
+    Accepted wherever a reco array is (:func:`cut_masks`, :func:`region_mask`, the
+    blinding): a chunk's columns are converted from awkward once, not once per use
+    (docs/performance.md, "Per-chunk fixed cost").  The cached arrays are shared: callers
+    must not modify them in place."""
+
+    def __init__(self, reco: ak.Array, cols: dict[str, np.ndarray] | None = None):
+        self.reco = reco
+        self._cols: dict[str, np.ndarray] = cols if cols is not None else {}
+
+    @classmethod
+    def of(cls, reco) -> Columns:
+        return reco if isinstance(reco, cls) else cls(reco)
+
+    @property
+    def fields(self) -> list[str]:
+        return self.reco.fields
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._cols:
+            self._cols[name] = column(self.reco, name)
+        return self._cols[name]
+
+    def __len__(self) -> int:
+        return len(self.reco)
+
+    def take(self, keep: np.ndarray) -> Columns:
+        """The columns of the events where ``keep`` (a boolean mask) is True: the 1-D columns
+        converted so far are sliced in numpy, the others converted from ``reco[keep]``
+        when first asked for; the same values as converting ``reco[keep]`` (a variable-length
+        column is padded to the widest event *of the kept ones*, so it is converted again)."""
+        if keep.all():
+            return self
+        return Columns(self.reco[keep], {k: v[keep] for k, v in self._cols.items() if v.ndim == 1})
 
 
 def _in_range(x: np.ndarray, lo: float | None, hi: float | None) -> np.ndarray:
@@ -89,11 +131,68 @@ def outside_mask(reco: ak.Array, region: Region) -> np.ndarray:
     return out
 
 
-def build_selection(masks: dict[str, np.ndarray], box: np.ndarray) -> PackedSelection:
-    """A coffea ``PackedSelection`` with every cut and, last, the signal box."""
-    sel = PackedSelection(dtype="uint64")
-    for name, m in masks.items():
-        sel.add(name, m)
+class CutMasks:
+    """The boolean mask of each cut (and the signal box), in order, by name: what the
+    processors ask of a selection (:meth:`all`, and the cut-flow and N-1 masks of
+    :meth:`CutflowTable.from_selection`), in plain numpy.  It gives the same masks as a
+    coffea ``PackedSelection`` of the same cuts (``tests/test_selection.py``) at a tenth of
+    its cost per chunk (no packing into bit words, no awkward conversion of each mask:
+    docs/performance.md, "Per-chunk fixed cost")."""
+
+    def __init__(self, masks: dict[str, np.ndarray] | None = None):
+        self._masks: dict[str, np.ndarray] = {}
+        for name, m in (masks or {}).items():
+            self.add(name, m)
+
+    def add(self, name: str, mask: np.ndarray) -> None:
+        m = np.asarray(mask)
+        if m.dtype != bool or m.ndim != 1:
+            raise NA64Error(f"selection mask {name!r} must be a 1-D boolean array, got {m.dtype} of shape {m.shape}")
+        if name in self._masks:
+            raise NA64Error(f"selection mask {name!r} added twice")
+        if self._masks and len(m) != len(self):
+            raise NA64Error(f"selection mask {name!r} has {len(m)} entries, the others {len(self)}")
+        self._masks[name] = m
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._masks)
+
+    def __len__(self) -> int:
+        return len(next(iter(self._masks.values()))) if self._masks else 0
+
+    def all(self, *names: str) -> np.ndarray:
+        """Events passing every cut in ``names``; with no names, every cut of the selection
+        (as ``PackedSelection.all()``, so that the outputs stay what they were)."""
+        return self._and(names or self.names)
+
+    def _and(self, names) -> np.ndarray:
+        out = np.ones(len(self), bool)
+        for name in names:
+            out &= self._mask(name)
+        return out
+
+    def _mask(self, name: str) -> np.ndarray:
+        if name not in self._masks:
+            raise NA64Error(f"selection has no cut {name!r} (has: {', '.join(self._masks)})")
+        return self._masks[name]
+
+    def cutflow_masks(self, *names: str) -> list[np.ndarray]:
+        """Events passing the first 1, 2, ... ``len(names)`` cuts of ``names``."""
+        running, out = np.ones(len(self), bool), []
+        for name in names:
+            running = running & self._mask(name)
+            out.append(running)
+        return out
+
+    def nminusone_masks(self, *names: str) -> list[np.ndarray]:
+        """For each cut of ``names``: events passing all the others (:meth:`all`)."""
+        return [self.all(*[n for n in names if n != name]) for name in names]
+
+
+def build_selection(masks: dict[str, np.ndarray], box: np.ndarray) -> CutMasks:
+    """The selection's masks: every cut and, last, the signal box."""
+    sel = CutMasks(masks)
     sel.add(BOX, box)
     return sel
 
@@ -123,14 +222,21 @@ class CutflowTable:
     meta: dict = field(default_factory=dict)
 
     @classmethod
-    def from_selection(cls, sel: PackedSelection, cuts: list[str], weights: np.ndarray | None,
+    def from_selection(cls, sel: CutMasks | PackedSelection, cuts: list[str], weights: np.ndarray | None,
                        *, blinded: bool) -> CutflowTable:
+        """From the masks of :func:`build_selection` (or a coffea ``PackedSelection`` of
+        the same cuts and the box)."""
         names = [*cuts, BOX]
-        w = np.ones(len(sel._data)) if weights is None else np.asarray(weights, dtype=float)
-        flow = sel.cutflow(*names).result()
-        nm1 = sel.nminusone(*names).result()
-        flow_masks = [np.ones(len(w), bool), *flow.maskscutflow]
-        nm1_masks = nm1.masks[:-1]  # N - each cut; the last (all) is the cut-flow's last row
+        if isinstance(sel, CutMasks):
+            w = np.ones(len(sel)) if weights is None else np.asarray(weights, dtype=float)
+            flow_masks = [np.ones(len(w), bool), *sel.cutflow_masks(*names)]
+            nm1_masks = sel.nminusone_masks(*names)
+        else:
+            w = np.ones(len(sel._data)) if weights is None else np.asarray(weights, dtype=float)
+            flow = sel.cutflow(*names).result()
+            nm1 = sel.nminusone(*names).result()
+            flow_masks = [np.ones(len(w), bool), *flow.maskscutflow]
+            nm1_masks = nm1.masks[:-1]  # N - each cut; the last (all) is the cut-flow's last row
         return cls(
             labels=["initial", *names],
             n=np.array([np.count_nonzero(m) for m in flow_masks], dtype=np.int64),
