@@ -63,6 +63,8 @@ FLAG_OUT_OF_TIME = 32  # set by the stage functions (timing window), not by the 
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 _N_GOLDEN = 13  # final bracket 1.2 P * 0.618^13 ~ 0.03 ns
 _N_GOLDEN_SATURATED = 16  # final bracket 3 P * 0.618^16 ~ 0.02 ns
+_N_NEWTON = 6  # Newton iterations before falling back to the golden-section search
+_NEWTON_TOL = 1e-3  # ns, last Newton step (convergence is quadratic: the error is far below)
 _HALF_RANGE, _HALF_RANGE_SATURATED = 0.6, 1.5  # search range of t0 around the first estimate (P)
 _FIT_BEFORE, _FIT_AFTER = 4, 4
 
@@ -206,6 +208,83 @@ def _quality(mom, delta, t0, k_lo, k_hi, period):
 
 
 @numba.njit(cache=True, nogil=True)
+def _newton_t0(y, use, k_lo, k_hi, t0, lo, hi, period, cexp):
+    """Newton iteration for the pulse start maximising ``Q(t0) = (sum y f)^2 / sum f f``
+    (= minimising the template chi2 with the amplitude solved linearly), from ``t0``.
+
+    With ``e_k = k P - t0`` and ``c_k = cexp[k]`` the sums over the used samples with
+    ``e_k > 0`` are ``N = sum y c e^2`` and ``D = sum c^2 e^4`` up to factors that cancel
+    in Q; ``dQ/dt0 = 0`` at ``h = 2 N' D - N D' = 0`` (derivatives in t0), solved by Newton
+    steps ``-h / h'`` (``h' < 0`` at a maximum).  Returns ``(t0, ok)``; ``ok`` is False if
+    a step leaves ``[lo, hi]``, the curvature is not that of a maximum, or the steps have
+    not fallen below :data:`_NEWTON_TOL` after :data:`_N_NEWTON` iterations (the caller
+    then falls back to the golden-section search).
+    """
+    for _ in range(_N_NEWTON):
+        a0 = 0.0
+        a1 = 0.0
+        a2 = 0.0
+        b2 = 0.0
+        b3 = 0.0
+        b4 = 0.0
+        for k in range(k_lo, k_hi + 1):
+            e = k * period - t0
+            if e > 0.0 and use[k]:
+                yc = y[k] * cexp[k]
+                cc = cexp[k] * cexp[k]
+                e2 = e * e
+                a0 += yc
+                a1 += yc * e
+                a2 += yc * e2
+                b2 += cc * e2
+                b3 += cc * e2 * e
+                b4 += cc * e2 * e2
+        # N = a2, N' = -2 a1, N'' = 2 a0; D = b4, D' = -4 b3, D'' = 12 b2
+        if a2 <= 0.0 or b4 <= 0.0:
+            return t0, False
+        h = -4.0 * a1 * b4 + 4.0 * a2 * b3
+        hp = 4.0 * a0 * b4 + 8.0 * a1 * b3 - 12.0 * a2 * b2
+        if hp >= 0.0:
+            return t0, False
+        step = -h / hp
+        t0 += step
+        if t0 < lo or t0 > hi:
+            return t0, False
+        if abs(step) < _NEWTON_TOL:
+            return t0, True
+    return t0, False
+
+
+@numba.njit(cache=True, nogil=True)
+def _golden_t0(y, use, k_lo, k_hi, t0c, half_range, sat, period, cexp, mom):
+    """Golden-section search of the pulse start maximising Q within ``t0c +- half_range``:
+    the fallback of :func:`_newton_t0` (and the algorithm before it)."""
+    # golden-section search of max (sum y f)^2 / sum f f  (= min chi2), the quality
+    # evaluated from suffix moments (see _quality); the final fit uses _fit_sums
+    _suffix_moments(y, use, k_lo, k_hi, t0c, period, cexp, mom)
+    a = t0c - half_range
+    b = t0c + half_range
+    c = b - _GOLDEN * (b - a)
+    d = a + _GOLDEN * (b - a)
+    qc = _quality(mom, c - t0c, c, k_lo, k_hi, period)
+    qd = _quality(mom, d - t0c, d, k_lo, k_hi, period)
+    for _ in range(_N_GOLDEN_SATURATED if sat else _N_GOLDEN):
+        if qc > qd:
+            b = d
+            d = c
+            qd = qc
+            c = b - _GOLDEN * (b - a)
+            qc = _quality(mom, c - t0c, c, k_lo, k_hi, period)
+        else:
+            a = c
+            c = d
+            qc = qd
+            d = a + _GOLDEN * (b - a)
+            qd = _quality(mom, d - t0c, d, k_lo, k_hi, period)
+    return 0.5 * (a + b)
+
+
+@numba.njit(cache=True, nogil=True)
 def _waveform_kernel(
     adc,
     ped_even_cond,
@@ -303,31 +382,13 @@ def _waveform_kernel(
         k_last = max(imax, k_sat_last)
         k_lo = max(0, k_first - _FIT_BEFORE)
         k_hi = min(ns - 1, k_last + _FIT_AFTER)
-        # golden-section search of max (sum y f)^2 / sum f f  (= min chi2), the quality
-        # evaluated from suffix moments (see _quality); the final fit uses _fit_sums
+        # Newton steps on the exact condition dQ/dt0 = 0 of the best template fit
+        # (max Q = (sum y f)^2 / sum f f, i.e. min chi2) from the half-maximum estimate
         sat = (f & FLAG_SATURATED) != 0
         half_range = (_HALF_RANGE_SATURATED if sat else _HALF_RANGE) * period
-        _suffix_moments(y, use, k_lo, k_hi, t0c, period, cexp, mom)
-        a = t0c - half_range
-        b = t0c + half_range
-        c = b - _GOLDEN * (b - a)
-        d = a + _GOLDEN * (b - a)
-        qc = _quality(mom, c - t0c, c, k_lo, k_hi, period)
-        qd = _quality(mom, d - t0c, d, k_lo, k_hi, period)
-        for _ in range(_N_GOLDEN_SATURATED if sat else _N_GOLDEN):
-            if qc > qd:
-                b = d
-                d = c
-                qd = qc
-                c = b - _GOLDEN * (b - a)
-                qc = _quality(mom, c - t0c, c, k_lo, k_hi, period)
-            else:
-                a = c
-                c = d
-                qc = qd
-                d = a + _GOLDEN * (b - a)
-                qd = _quality(mom, d - t0c, d, k_lo, k_hi, period)
-        t0 = 0.5 * (a + b)
+        t0, ok = _newton_t0(y, use, k_lo, k_hi, t0c, t0c - half_range, t0c + half_range, period, cexp)
+        if not ok:
+            t0 = _golden_t0(y, use, k_lo, k_hi, t0c, half_range, sat, period, cexp, mom)
         s1, s2 = _fit_sums(y, use, k_lo, k_hi, t0, period, decay)
         amp = s1 / s2 if s2 > 0 else amax
         # chi2 of the fit
@@ -418,19 +479,9 @@ def waveform_reference(adc, ped_even_cond, ped_odd_cond, noise, gain, time_offse
         t0c = t_half - cfg.half_rise
         sat = bool(f & FLAG_SATURATED)
         half_range = (_HALF_RANGE_SATURATED if sat else _HALF_RANGE) * cfg.period
-        a, b = t0c - half_range, t0c + half_range
-        c, d = b - _GOLDEN * (b - a), a + _GOLDEN * (b - a)
-        qc, qd = quality(c), quality(d)
-        for _ in range(_N_GOLDEN_SATURATED if sat else _N_GOLDEN):
-            if qc > qd:
-                b, d, qd = d, c, qc
-                c = b - _GOLDEN * (b - a)
-                qc = quality(c)
-            else:
-                a, c, qc = c, d, qd
-                d = a + _GOLDEN * (b - a)
-                qd = quality(d)
-        t0 = (a + b) / 2
+        t0 = _newton_reference(y[window], window * cfg.period, t0c, half_range, cfg)
+        if t0 is None:
+            t0 = _golden_reference(quality, t0c, half_range, sat)
         tmpl = msadc_shape(window * cfg.period - t0, cfg.decay / 2, cfg.decay)
         sff = np.sum(tmpl**2)
         amp = np.sum(y[window] * tmpl) / sff if sff > 0 else amax
@@ -450,6 +501,48 @@ def waveform_reference(adc, ped_even_cond, ped_odd_cond, noise, gain, time_offse
         out["chi2ndf"][i] = c2
         flags[i] = f
     return (out["amplitude"], out["time"], out["energy"], out["ped_even"], out["ped_odd"], out["chi2ndf"], flags)
+
+
+def _golden_reference(quality, t0c, half_range, sat):
+    """Golden-section search of the maximum of ``quality`` within ``t0c +- half_range``."""
+    a, b = t0c - half_range, t0c + half_range
+    c, d = b - _GOLDEN * (b - a), a + _GOLDEN * (b - a)
+    qc, qd = quality(c), quality(d)
+    for _ in range(_N_GOLDEN_SATURATED if sat else _N_GOLDEN):
+        if qc > qd:
+            b, d, qd = d, c, qc
+            c = b - _GOLDEN * (b - a)
+            qc = quality(c)
+        else:
+            a, c, qc = c, d, qd
+            d = a + _GOLDEN * (b - a)
+            qd = quality(d)
+    return (a + b) / 2
+
+
+def _newton_reference(y, t_sample, t0, half_range, cfg):
+    """Newton iteration of :func:`_newton_t0` in numpy; None where the kernel falls back."""
+    lo, hi = t0 - half_range, t0 + half_range
+    c = np.exp(-(t_sample - 2 * cfg.decay) / cfg.decay)  # template factor, common exp(t0/decay) dropped
+    for _ in range(_N_NEWTON):
+        e = t_sample - t0
+        on = e > 0
+        yc, cc, e = (y * c)[on], (c * c)[on], e[on]
+        n0, n1, n2 = np.sum(yc), -2 * np.sum(yc * e), np.sum(yc * e**2)  # N'', N', N (t0 derivatives)
+        d0, d1, d2 = 12 * np.sum(cc * e**2), -4 * np.sum(cc * e**3), np.sum(cc * e**4)  # D'', D', D
+        if n2 <= 0 or d2 <= 0:
+            return None
+        h = 2 * n1 * d2 - n2 * d1
+        hp = 2 * (2 * n0) * d2 + n1 * d1 - n2 * d0
+        if hp >= 0:
+            return None
+        step = -h / hp
+        t0 += step
+        if not lo <= t0 <= hi:
+            return None
+        if abs(step) < _NEWTON_TOL:
+            return t0
+    return None
 
 
 # ----------------------------------------------------------------------------------------
