@@ -64,7 +64,7 @@ _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 _N_GOLDEN = 13  # final bracket 1.2 P * 0.618^13 ~ 0.03 ns
 _N_GOLDEN_SATURATED = 16  # final bracket 3 P * 0.618^16 ~ 0.02 ns
 _N_NEWTON = 6  # Newton iterations before falling back to the golden-section search
-_NEWTON_TOL = 1e-3  # ns, last Newton step (convergence is quadratic: the error is far below)
+_NEWTON_TOL = 0.05  # ns, last Newton step (convergence is quadratic: the error after it is ~1e-4 ns)
 _HALF_RANGE, _HALF_RANGE_SATURATED = 0.6, 1.5  # search range of t0 around the first estimate (P)
 _FIT_BEFORE, _FIT_AFTER = 4, 4
 
@@ -208,14 +208,17 @@ def _quality(mom, delta, t0, k_lo, k_hi, period):
 
 
 @numba.njit(cache=True, nogil=True)
-def _newton_t0(y, use, k_lo, k_hi, t0, lo, hi, period, cexp):
+def _newton_t0(y, use, k_lo, k_hi, t0, lo, hi, period, decay, cexp):
     """Newton iteration for the pulse start maximising ``Q(t0) = (sum y f)^2 / sum f f``
     (= minimising the template chi2 with the amplitude solved linearly), from ``t0``.
 
     With ``e_k = k P - t0`` and ``c_k = cexp[k]`` the sums over the used samples with
     ``e_k > 0`` are ``N = sum y c e^2`` and ``D = sum c^2 e^4`` up to factors that cancel
     in Q; ``dQ/dt0 = 0`` at ``h = 2 N' D - N D' = 0`` (derivatives in t0), solved by Newton
-    steps ``-h / h'`` (``h' < 0`` at a maximum).  Returns ``(t0, ok)``; ``ok`` is False if
+    steps ``-h / h'`` (``h' < 0`` at a maximum).  Returns ``(t0, ok, amplitude, Q)``, the
+    last two from the sums of the last iteration (before its step ``s``): Q is stationary
+    there and is moved to the final t0 to second order (``Q' = N h / D^2``), the amplitude
+    ``N tp^2 / (D exp(t0/decay))`` to second order in ``s`` of its logarithm.  ``ok`` is False if
     a step leaves ``[lo, hi]``, the curvature is not that of a maximum, or the steps have
     not fallen below :data:`_NEWTON_TOL` after :data:`_N_NEWTON` iterations (the caller
     then falls back to the golden-section search).
@@ -241,18 +244,24 @@ def _newton_t0(y, use, k_lo, k_hi, t0, lo, hi, period, cexp):
                 b4 += cc * e2 * e2
         # N = a2, N' = -2 a1, N'' = 2 a0; D = b4, D' = -4 b3, D'' = 12 b2
         if a2 <= 0.0 or b4 <= 0.0:
-            return t0, False
+            return t0, False, 0.0, 0.0
         h = -4.0 * a1 * b4 + 4.0 * a2 * b3
         hp = 4.0 * a0 * b4 + 8.0 * a1 * b3 - 12.0 * a2 * b2
         if hp >= 0.0:
-            return t0, False
+            return t0, False, 0.0, 0.0
         step = -h / hp
+        if abs(step) < _NEWTON_TOL:
+            tp = 2.0 * decay
+            ln1 = -2.0 * a1 / a2 + 4.0 * b3 / b4 - 1.0 / decay  # d ln(amplitude) / d t0
+            ln2 = 2.0 * a0 / a2 - (2.0 * a1 / a2) ** 2 - 12.0 * b2 / b4 + (4.0 * b3 / b4) ** 2  # d/dt0 of ln1
+            amp = a2 * tp * tp / b4 * math.exp(-t0 / decay + step * ln1 + 0.5 * step * step * ln2)
+            q = a2 * a2 / b4 - 0.5 * a2 * h * h / (b4 * b4 * hp)  # Q at t0 + step to second order
+            t0 += step
+            return t0, lo <= t0 <= hi, amp, q
         t0 += step
         if t0 < lo or t0 > hi:
-            return t0, False
-        if abs(step) < _NEWTON_TOL:
-            return t0, True
-    return t0, False
+            return t0, False, 0.0, 0.0
+    return t0, False, 0.0, 0.0
 
 
 @numba.njit(cache=True, nogil=True)
@@ -386,11 +395,12 @@ def _waveform_kernel(
         # (max Q = (sum y f)^2 / sum f f, i.e. min chi2) from the half-maximum estimate
         sat = (f & FLAG_SATURATED) != 0
         half_range = (_HALF_RANGE_SATURATED if sat else _HALF_RANGE) * period
-        t0, ok = _newton_t0(y, use, k_lo, k_hi, t0c, t0c - half_range, t0c + half_range, period, cexp)
+        t0, ok, amp, q = _newton_t0(y, use, k_lo, k_hi, t0c, t0c - half_range, t0c + half_range, period, decay, cexp)
         if not ok:
             t0 = _golden_t0(y, use, k_lo, k_hi, t0c, half_range, sat, period, cexp, mom)
-        s1, s2 = _fit_sums(y, use, k_lo, k_hi, t0, period, decay)
-        amp = s1 / s2 if s2 > 0 else amax
+            s1, s2 = _fit_sums(y, use, k_lo, k_hi, t0, period, decay)
+            amp = s1 / s2 if s2 > 0 else amax
+            q = s1 * s1 / s2 if s2 > 0 else 0.0
         # chi2 of the fit
         npts = 0
         syy = 0.0
@@ -398,7 +408,7 @@ def _waveform_kernel(
             if use[k]:
                 syy += y[k] * y[k]
                 npts += 1
-        chi2 = max(syy - (s1 * s1 / s2 if s2 > 0 else 0.0), 0.0) / (noise[i] ** 2 + 1.0 / 12.0)
+        chi2 = max(syy - q, 0.0) / (noise[i] ** 2 + 1.0 / 12.0)
         c2 = chi2 / (npts - 2) if npts > 2 else np.nan
         # 5. pile-up: a second prominent local maximum, or an inconsistent shape
         pile = c2 > pileup_chi2
@@ -479,14 +489,17 @@ def waveform_reference(adc, ped_even_cond, ped_odd_cond, noise, gain, time_offse
         t0c = t_half - cfg.half_rise
         sat = bool(f & FLAG_SATURATED)
         half_range = (_HALF_RANGE_SATURATED if sat else _HALF_RANGE) * cfg.period
-        t0 = _newton_reference(y[window], window * cfg.period, t0c, half_range, cfg)
-        if t0 is None:
+        newton = _newton_reference(y[window], window * cfg.period, t0c, half_range, cfg)
+        if newton is not None:
+            t0, amp, chi2 = newton
+            chi2 = max(np.sum(y[window] ** 2) - chi2, 0.0)  # (Newton returns the best sum (y f)^2 / sum f f)
+        else:
             t0 = _golden_reference(quality, t0c, half_range, sat)
-        tmpl = msadc_shape(window * cfg.period - t0, cfg.decay / 2, cfg.decay)
-        sff = np.sum(tmpl**2)
-        amp = np.sum(y[window] * tmpl) / sff if sff > 0 else amax
-        resid = y[window] - amp * tmpl
-        c2 = np.sum(resid**2) / (noise[i] ** 2 + 1 / 12) / (len(window) - 2) if len(window) > 2 else np.nan
+            tmpl = msadc_shape(window * cfg.period - t0, cfg.decay / 2, cfg.decay)
+            sff = np.sum(tmpl**2)
+            amp = np.sum(y[window] * tmpl) / sff if sff > 0 else amax
+            chi2 = np.sum((y[window] - amp * tmpl) ** 2)
+        c2 = chi2 / (noise[i] ** 2 + 1 / 12) / (len(window) - 2) if len(window) > 2 else np.nan
         pile = c2 > cfg.pileup_chi2
         for k in range(1, ns - 1):
             if k != imax and use[k] and y[k] > cfg.pileup_fraction * amax and y[k] > y[k - 1] and y[k] >= y[k + 1]:
@@ -521,7 +534,8 @@ def _golden_reference(quality, t0c, half_range, sat):
 
 
 def _newton_reference(y, t_sample, t0, half_range, cfg):
-    """Newton iteration of :func:`_newton_t0` in numpy; None where the kernel falls back."""
+    """Newton iteration of :func:`_newton_t0` in numpy: (t0, amplitude, best sum (y f)^2 / sum f f),
+    None where the kernel falls back to the golden-section search."""
     lo, hi = t0 - half_range, t0 + half_range
     c = np.exp(-(t_sample - 2 * cfg.decay) / cfg.decay)  # template factor, common exp(t0/decay) dropped
     for _ in range(_N_NEWTON):
@@ -537,11 +551,16 @@ def _newton_reference(y, t_sample, t0, half_range, cfg):
         if hp >= 0:
             return None
         step = -h / hp
+        if abs(step) < _NEWTON_TOL:
+            dlog = n1 / n2 - d1 / d2 - 1 / cfg.decay  # d ln(amplitude) / d t0, and its derivative:
+            dlog2 = 2 * n0 / n2 - (n1 / n2) ** 2 - d0 / d2 + (d1 / d2) ** 2
+            amp = n2 * (2 * cfg.decay) ** 2 / d2 * np.exp(-t0 / cfg.decay + step * dlog + step**2 * dlog2 / 2)
+            q = n2**2 / d2 + n2 * h * (-h / hp) / d2**2 / 2  # Q(t0 + step) to second order, Q' = N h / D^2
+            t0 += step
+            return (t0, amp, q) if lo <= t0 <= hi else None
         t0 += step
         if not lo <= t0 <= hi:
             return None
-        if abs(step) < _NEWTON_TOL:
-            return t0
     return None
 
 
