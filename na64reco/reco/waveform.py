@@ -64,7 +64,7 @@ _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 _N_GOLDEN = 13  # final bracket 1.2 P * 0.618^13 ~ 0.03 ns
 _N_GOLDEN_SATURATED = 16  # final bracket 3 P * 0.618^16 ~ 0.02 ns
 _N_NEWTON = 6  # Newton iterations before falling back to the golden-section search
-_NEWTON_TOL = 0.05  # ns, last Newton step (convergence is quadratic: the error after it is ~1e-4 ns)
+_NEWTON_TOL = 0.02  # ns, last Newton step (convergence is quadratic: the error after it is ~1e-5 ns)
 _HALF_RANGE, _HALF_RANGE_SATURATED = 0.6, 1.5  # search range of t0 around the first estimate (P)
 _FIT_BEFORE, _FIT_AFTER = 4, 4
 
