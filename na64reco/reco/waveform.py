@@ -335,20 +335,20 @@ def _waveform_kernel(
         so = 0.0
         ne = 0
         no = 0
-        for k in range(n_ped):
-            if k % 2 == 0:
-                se += adc[i, k]
-                ne += 1
-            else:
-                so += adc[i, k]
-                no += 1
+        for k in range(0, n_ped, 2):
+            se += adc[i, k]
+            ne += 1
+        for k in range(1, n_ped, 2):
+            so += adc[i, k]
+            no += 1
         pe = se / ne
         po = so / no
         bad = False
-        for k in range(n_ped):
-            ref = pe if k % 2 == 0 else po
-            if abs(adc[i, k] - ref) > contamination * sig:
-                bad = True
+        cut = contamination * sig
+        for k in range(0, n_ped, 2):
+            bad |= abs(adc[i, k] - pe) > cut
+        for k in range(1, n_ped, 2):
+            bad |= abs(adc[i, k] - po) > cut
         f = np.uint8(0)
         if bad:
             pe = ped_even_cond[i]
@@ -360,15 +360,24 @@ def _waveform_kernel(
         imax = 0
         k_sat_first = ns
         k_sat_last = -1
+        # (separate loops: the first vectorises; saturation is rare)
+        raw_max = adc[i, 0]
         for k in range(ns):
-            y[k] = adc[i, k] - (pe if k % 2 == 0 else po)
-            use[k] = adc[i, k] < max_adc
-            if not use[k]:
-                f |= FLAG_SATURATED
-                k_sat_first = min(k_sat_first, k)
-                k_sat_last = k
+            a = adc[i, k]
+            y[k] = a - (pe if (k & 1) == 0 else po)
+            raw_max = max(raw_max, a)
+        for k in range(1, ns):
             if y[k] > y[imax]:
                 imax = k
+        if raw_max >= max_adc:
+            for k in range(ns):
+                use[k] = adc[i, k] < max_adc
+                if not use[k]:
+                    f |= FLAG_SATURATED
+                    k_sat_first = min(k_sat_first, k)
+                    k_sat_last = k
+        else:
+            use[:] = True
         amax = y[imax]
         if status[i] != 0:
             f |= FLAG_MASKED
