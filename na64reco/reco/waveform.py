@@ -421,11 +421,12 @@ def _waveform_kernel(
         c2 = chi2 / (npts - 2) if npts > 2 else np.nan
         # 5. pile-up: a second prominent local maximum, or an inconsistent shape
         pile = c2 > pileup_chi2
+        # (the template tail is >= 0: a maximum below the prominence cannot be pile-up)
+        low = max(pileup_fraction * amax, pileup_prominence * sig)
         for k in range(1, ns - 1):
-            if k == imax or y[k] <= pileup_fraction * amax or not use[k]:
+            if y[k] <= low or k == imax or not use[k]:
                 continue
-            # (the template tail is >= 0: a maximum below the prominence cannot be pile-up)
-            if y[k] > y[k - 1] and y[k] >= y[k + 1] and y[k] > pileup_prominence * sig:
+            if y[k] > y[k - 1] and y[k] >= y[k + 1]:
                 t = k * period - t0
                 expected = 0.0
                 if t > 0.0:
