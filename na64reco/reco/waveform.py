@@ -24,10 +24,13 @@ Algorithm, per digit (samples ``s_k``, ``k = 0..31``, period ``P``):
    refined by a least-squares fit of the shared pulse template (``na64reco.pulse``,
    unit peak) ``y_k = A f(kP - t0)`` to the samples around the maximum (4 before,
    4 after; for saturated pulses 4 before the first and 4 after the last saturated one),
-   with ``A`` solved linearly and ``t0`` by a golden-section search within
-   +-1.5 P of the first estimate.  Saturated samples (raw ``>= max_adc``) are left out of
-   the fit, so saturated pulses keep a sensible amplitude; they set
-   :data:`FLAG_SATURATED`.
+   with ``A`` solved linearly and ``t0`` by Newton steps on the exact stationarity
+   condition of the fit (:func:`_newton_t0`, closed-form derivatives, stop at a step
+   < 0.02 ns) from the first estimate; where they leave +-0.6 P (saturated: +-1.5 P) of
+   it, meet a non-maximum curvature or do not converge in 6 steps, by a golden-section
+   search within that range (:func:`_golden_t0`).  Saturated samples (raw
+   ``>= max_adc``) are left out of the fit, so saturated pulses keep a sensible
+   amplitude; they set :data:`FLAG_SATURATED`.
 4. amplitude = ``A`` (ADC counts above pedestal, the template peak),
    time = ``t0 + half_rise - time_offset`` (ns from the first sample: the half-maximum
    time corrected for the channel's cable/PMT delay), energy = ``A * gain`` (MeV).
