@@ -77,10 +77,15 @@ def assert_twins_agree(adc, pe, po, status, rng):
     return fast
 
 
-def test_kernel_agrees_with_reference_twin_on_every_branch():
+def test_kernel_agrees_with_reference_twin_on_every_branch(monkeypatch):
     rng = np.random.default_rng(7)
     adc, pe, po, status = mixed_sample(rng)
+    fallbacks = []
+    golden = W._golden_reference
+    monkeypatch.setattr(W, "_golden_reference", lambda *a: fallbacks.append(1) or golden(*a))
     flags = assert_twins_agree(adc, pe, po, status, rng)[6]
+    fitted = np.sum(flags & W.FLAG_BELOW_THRESHOLD == 0)
+    assert 0 < len(fallbacks) < fitted / 2, "sample must exercise both the Newton fit and its golden-section fallback"
     for bit in (W.FLAG_SATURATED, W.FLAG_PILEUP, W.FLAG_PEDESTAL_FALLBACK, W.FLAG_MASKED, W.FLAG_BELOW_THRESHOLD):
         assert np.any(flags & bit), f"sample does not exercise flag {bit}"
 
