@@ -24,10 +24,13 @@ Algorithm, per digit (samples ``s_k``, ``k = 0..31``, period ``P``):
    refined by a least-squares fit of the shared pulse template (``na64reco.pulse``,
    unit peak) ``y_k = A f(kP - t0)`` to the samples around the maximum (4 before,
    4 after; for saturated pulses 4 before the first and 4 after the last saturated one),
-   with ``A`` solved linearly and ``t0`` by a golden-section search within
-   +-1.5 P of the first estimate.  Saturated samples (raw ``>= max_adc``) are left out of
-   the fit, so saturated pulses keep a sensible amplitude; they set
-   :data:`FLAG_SATURATED`.
+   with ``A`` solved linearly and ``t0`` by Newton steps on the exact stationarity
+   condition of the fit (:func:`_newton_t0`, closed-form derivatives, stop at a step
+   < 0.02 ns) from the first estimate; where they leave +-0.6 P (saturated: +-1.5 P) of
+   it, meet a non-maximum curvature or do not converge in 6 steps, by a golden-section
+   search within that range (:func:`_golden_t0`).  Saturated samples (raw
+   ``>= max_adc``) are left out of the fit, so saturated pulses keep a sensible
+   amplitude; they set :data:`FLAG_SATURATED`.
 4. amplitude = ``A`` (ADC counts above pedestal, the template peak),
    time = ``t0 + half_rise - time_offset`` (ns from the first sample: the half-maximum
    time corrected for the channel's cable/PMT delay), energy = ``A * gain`` (MeV).
@@ -63,6 +66,8 @@ FLAG_OUT_OF_TIME = 32  # set by the stage functions (timing window), not by the 
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 _N_GOLDEN = 13  # final bracket 1.2 P * 0.618^13 ~ 0.03 ns
 _N_GOLDEN_SATURATED = 16  # final bracket 3 P * 0.618^16 ~ 0.02 ns
+_N_NEWTON = 6  # Newton iterations before falling back to the golden-section search
+_NEWTON_TOL = 0.02  # ns, last Newton step (convergence is quadratic: the error after it is ~1e-5 ns)
 _HALF_RANGE, _HALF_RANGE_SATURATED = 0.6, 1.5  # search range of t0 around the first estimate (P)
 _FIT_BEFORE, _FIT_AFTER = 4, 4
 
@@ -206,6 +211,92 @@ def _quality(mom, delta, t0, k_lo, k_hi, period):
 
 
 @numba.njit(cache=True, nogil=True)
+def _newton_t0(y, use, k_lo, k_hi, t0, lo, hi, period, decay, cexp):
+    """Newton iteration for the pulse start maximising ``Q(t0) = (sum y f)^2 / sum f f``
+    (= minimising the template chi2 with the amplitude solved linearly), from ``t0``.
+
+    With ``e_k = k P - t0`` and ``c_k = cexp[k]`` the sums over the used samples with
+    ``e_k > 0`` are ``N = sum y c e^2`` and ``D = sum c^2 e^4`` up to factors that cancel
+    in Q; ``dQ/dt0 = 0`` at ``h = 2 N' D - N D' = 0`` (derivatives in t0), solved by Newton
+    steps ``-h / h'`` (``h' < 0`` at a maximum).  Returns ``(t0, ok, amplitude, Q)``, the
+    last two from the sums of the last iteration (before its step ``s``): Q is stationary
+    there and is moved to the final t0 to second order (``Q' = N h / D^2``), the amplitude
+    ``N tp^2 / (D exp(t0/decay))`` to second order in ``s`` of its logarithm.  ``ok`` is False if
+    a step leaves ``[lo, hi]``, the curvature is not that of a maximum, or the steps have
+    not fallen below :data:`_NEWTON_TOL` after :data:`_N_NEWTON` iterations (the caller
+    then falls back to the golden-section search).
+    """
+    for _ in range(_N_NEWTON):
+        a0 = 0.0
+        a1 = 0.0
+        a2 = 0.0
+        b2 = 0.0
+        b3 = 0.0
+        b4 = 0.0
+        for k in range(k_lo, k_hi + 1):
+            e = k * period - t0
+            if e > 0.0 and use[k]:
+                yc = y[k] * cexp[k]
+                cc = cexp[k] * cexp[k]
+                e2 = e * e
+                a0 += yc
+                a1 += yc * e
+                a2 += yc * e2
+                b2 += cc * e2
+                b3 += cc * e2 * e
+                b4 += cc * e2 * e2
+        # N = a2, N' = -2 a1, N'' = 2 a0; D = b4, D' = -4 b3, D'' = 12 b2
+        if a2 <= 0.0 or b4 <= 0.0:
+            return t0, False, 0.0, 0.0
+        h = -4.0 * a1 * b4 + 4.0 * a2 * b3
+        hp = 4.0 * a0 * b4 + 8.0 * a1 * b3 - 12.0 * a2 * b2
+        if hp >= 0.0:
+            return t0, False, 0.0, 0.0
+        step = -h / hp
+        if abs(step) < _NEWTON_TOL:
+            tp = 2.0 * decay
+            ln1 = -2.0 * a1 / a2 + 4.0 * b3 / b4 - 1.0 / decay  # d ln(amplitude) / d t0
+            ln2 = 2.0 * a0 / a2 - (2.0 * a1 / a2) ** 2 - 12.0 * b2 / b4 + (4.0 * b3 / b4) ** 2  # d/dt0 of ln1
+            amp = a2 * tp * tp / b4 * math.exp(-t0 / decay + step * ln1 + 0.5 * step * step * ln2)
+            q = a2 * a2 / b4 - 0.5 * a2 * h * h / (b4 * b4 * hp)  # Q at t0 + step to second order
+            t0 += step
+            return t0, lo <= t0 <= hi, amp, q
+        t0 += step
+        if t0 < lo or t0 > hi:
+            return t0, False, 0.0, 0.0
+    return t0, False, 0.0, 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def _golden_t0(y, use, k_lo, k_hi, t0c, half_range, sat, period, cexp, mom):
+    """Golden-section search of the pulse start maximising Q within ``t0c +- half_range``:
+    the fallback of :func:`_newton_t0` (and the algorithm before it)."""
+    # golden-section search of max (sum y f)^2 / sum f f  (= min chi2), the quality
+    # evaluated from suffix moments (see _quality); the final fit uses _fit_sums
+    _suffix_moments(y, use, k_lo, k_hi, t0c, period, cexp, mom)
+    a = t0c - half_range
+    b = t0c + half_range
+    c = b - _GOLDEN * (b - a)
+    d = a + _GOLDEN * (b - a)
+    qc = _quality(mom, c - t0c, c, k_lo, k_hi, period)
+    qd = _quality(mom, d - t0c, d, k_lo, k_hi, period)
+    for _ in range(_N_GOLDEN_SATURATED if sat else _N_GOLDEN):
+        if qc > qd:
+            b = d
+            d = c
+            qd = qc
+            c = b - _GOLDEN * (b - a)
+            qc = _quality(mom, c - t0c, c, k_lo, k_hi, period)
+        else:
+            a = c
+            c = d
+            qc = qd
+            d = a + _GOLDEN * (b - a)
+            qd = _quality(mom, d - t0c, d, k_lo, k_hi, period)
+    return 0.5 * (a + b)
+
+
+@numba.njit(cache=True, nogil=True)
 def _waveform_kernel(
     adc,
     ped_even_cond,
@@ -247,20 +338,20 @@ def _waveform_kernel(
         so = 0.0
         ne = 0
         no = 0
-        for k in range(n_ped):
-            if k % 2 == 0:
-                se += adc[i, k]
-                ne += 1
-            else:
-                so += adc[i, k]
-                no += 1
+        for k in range(0, n_ped, 2):
+            se += adc[i, k]
+            ne += 1
+        for k in range(1, n_ped, 2):
+            so += adc[i, k]
+            no += 1
         pe = se / ne
         po = so / no
         bad = False
-        for k in range(n_ped):
-            ref = pe if k % 2 == 0 else po
-            if abs(adc[i, k] - ref) > contamination * sig:
-                bad = True
+        cut = contamination * sig
+        for k in range(0, n_ped, 2):
+            bad |= abs(adc[i, k] - pe) > cut
+        for k in range(1, n_ped, 2):
+            bad |= abs(adc[i, k] - po) > cut
         f = np.uint8(0)
         if bad:
             pe = ped_even_cond[i]
@@ -272,15 +363,24 @@ def _waveform_kernel(
         imax = 0
         k_sat_first = ns
         k_sat_last = -1
+        # (separate loops: the first vectorises; saturation is rare)
+        raw_max = adc[i, 0]
         for k in range(ns):
-            y[k] = adc[i, k] - (pe if k % 2 == 0 else po)
-            use[k] = adc[i, k] < max_adc
-            if not use[k]:
-                f |= FLAG_SATURATED
-                k_sat_first = min(k_sat_first, k)
-                k_sat_last = k
+            a = adc[i, k]
+            y[k] = a - (pe if (k & 1) == 0 else po)
+            raw_max = max(raw_max, a)
+        for k in range(1, ns):
             if y[k] > y[imax]:
                 imax = k
+        if raw_max >= max_adc:
+            for k in range(ns):
+                use[k] = adc[i, k] < max_adc
+                if not use[k]:
+                    f |= FLAG_SATURATED
+                    k_sat_first = min(k_sat_first, k)
+                    k_sat_last = k
+        else:
+            use[:] = True
         amax = y[imax]
         if status[i] != 0:
             f |= FLAG_MASKED
@@ -303,33 +403,16 @@ def _waveform_kernel(
         k_last = max(imax, k_sat_last)
         k_lo = max(0, k_first - _FIT_BEFORE)
         k_hi = min(ns - 1, k_last + _FIT_AFTER)
-        # golden-section search of max (sum y f)^2 / sum f f  (= min chi2), the quality
-        # evaluated from suffix moments (see _quality); the final fit uses _fit_sums
+        # Newton steps on the exact condition dQ/dt0 = 0 of the best template fit
+        # (max Q = (sum y f)^2 / sum f f, i.e. min chi2) from the half-maximum estimate
         sat = (f & FLAG_SATURATED) != 0
         half_range = (_HALF_RANGE_SATURATED if sat else _HALF_RANGE) * period
-        _suffix_moments(y, use, k_lo, k_hi, t0c, period, cexp, mom)
-        a = t0c - half_range
-        b = t0c + half_range
-        c = b - _GOLDEN * (b - a)
-        d = a + _GOLDEN * (b - a)
-        qc = _quality(mom, c - t0c, c, k_lo, k_hi, period)
-        qd = _quality(mom, d - t0c, d, k_lo, k_hi, period)
-        for _ in range(_N_GOLDEN_SATURATED if sat else _N_GOLDEN):
-            if qc > qd:
-                b = d
-                d = c
-                qd = qc
-                c = b - _GOLDEN * (b - a)
-                qc = _quality(mom, c - t0c, c, k_lo, k_hi, period)
-            else:
-                a = c
-                c = d
-                qc = qd
-                d = a + _GOLDEN * (b - a)
-                qd = _quality(mom, d - t0c, d, k_lo, k_hi, period)
-        t0 = 0.5 * (a + b)
-        s1, s2 = _fit_sums(y, use, k_lo, k_hi, t0, period, decay)
-        amp = s1 / s2 if s2 > 0 else amax
+        t0, ok, amp, q = _newton_t0(y, use, k_lo, k_hi, t0c, t0c - half_range, t0c + half_range, period, decay, cexp)
+        if not ok:
+            t0 = _golden_t0(y, use, k_lo, k_hi, t0c, half_range, sat, period, cexp, mom)
+            s1, s2 = _fit_sums(y, use, k_lo, k_hi, t0, period, decay)
+            amp = s1 / s2 if s2 > 0 else amax
+            q = s1 * s1 / s2 if s2 > 0 else 0.0
         # chi2 of the fit
         npts = 0
         syy = 0.0
@@ -337,15 +420,16 @@ def _waveform_kernel(
             if use[k]:
                 syy += y[k] * y[k]
                 npts += 1
-        chi2 = max(syy - (s1 * s1 / s2 if s2 > 0 else 0.0), 0.0) / (noise[i] ** 2 + 1.0 / 12.0)
+        chi2 = max(syy - q, 0.0) / (noise[i] ** 2 + 1.0 / 12.0)
         c2 = chi2 / (npts - 2) if npts > 2 else np.nan
         # 5. pile-up: a second prominent local maximum, or an inconsistent shape
         pile = c2 > pileup_chi2
+        # (the template tail is >= 0: a maximum below the prominence cannot be pile-up)
+        low = max(pileup_fraction * amax, pileup_prominence * sig)
         for k in range(1, ns - 1):
-            if k == imax or y[k] <= pileup_fraction * amax or not use[k]:
+            if y[k] <= low or k == imax or not use[k]:
                 continue
-            # (the template tail is >= 0: a maximum below the prominence cannot be pile-up)
-            if y[k] > y[k - 1] and y[k] >= y[k + 1] and y[k] > pileup_prominence * sig:
+            if y[k] > y[k - 1] and y[k] >= y[k + 1]:
                 t = k * period - t0
                 expected = 0.0
                 if t > 0.0:
@@ -418,24 +502,17 @@ def waveform_reference(adc, ped_even_cond, ped_odd_cond, noise, gain, time_offse
         t0c = t_half - cfg.half_rise
         sat = bool(f & FLAG_SATURATED)
         half_range = (_HALF_RANGE_SATURATED if sat else _HALF_RANGE) * cfg.period
-        a, b = t0c - half_range, t0c + half_range
-        c, d = b - _GOLDEN * (b - a), a + _GOLDEN * (b - a)
-        qc, qd = quality(c), quality(d)
-        for _ in range(_N_GOLDEN_SATURATED if sat else _N_GOLDEN):
-            if qc > qd:
-                b, d, qd = d, c, qc
-                c = b - _GOLDEN * (b - a)
-                qc = quality(c)
-            else:
-                a, c, qc = c, d, qd
-                d = a + _GOLDEN * (b - a)
-                qd = quality(d)
-        t0 = (a + b) / 2
-        tmpl = msadc_shape(window * cfg.period - t0, cfg.decay / 2, cfg.decay)
-        sff = np.sum(tmpl**2)
-        amp = np.sum(y[window] * tmpl) / sff if sff > 0 else amax
-        resid = y[window] - amp * tmpl
-        c2 = np.sum(resid**2) / (noise[i] ** 2 + 1 / 12) / (len(window) - 2) if len(window) > 2 else np.nan
+        newton = _newton_reference(y[window], window * cfg.period, t0c, half_range, cfg)
+        if newton is not None:
+            t0, amp, chi2 = newton
+            chi2 = max(np.sum(y[window] ** 2) - chi2, 0.0)  # (Newton returns the best sum (y f)^2 / sum f f)
+        else:
+            t0 = _golden_reference(quality, t0c, half_range, sat)
+            tmpl = msadc_shape(window * cfg.period - t0, cfg.decay / 2, cfg.decay)
+            sff = np.sum(tmpl**2)
+            amp = np.sum(y[window] * tmpl) / sff if sff > 0 else amax
+            chi2 = np.sum((y[window] - amp * tmpl) ** 2)
+        c2 = chi2 / (noise[i] ** 2 + 1 / 12) / (len(window) - 2) if len(window) > 2 else np.nan
         pile = c2 > cfg.pileup_chi2
         for k in range(1, ns - 1):
             if k != imax and use[k] and y[k] > cfg.pileup_fraction * amax and y[k] > y[k - 1] and y[k] >= y[k + 1]:
@@ -450,6 +527,54 @@ def waveform_reference(adc, ped_even_cond, ped_odd_cond, noise, gain, time_offse
         out["chi2ndf"][i] = c2
         flags[i] = f
     return (out["amplitude"], out["time"], out["energy"], out["ped_even"], out["ped_odd"], out["chi2ndf"], flags)
+
+
+def _golden_reference(quality, t0c, half_range, sat):
+    """Golden-section search of the maximum of ``quality`` within ``t0c +- half_range``."""
+    a, b = t0c - half_range, t0c + half_range
+    c, d = b - _GOLDEN * (b - a), a + _GOLDEN * (b - a)
+    qc, qd = quality(c), quality(d)
+    for _ in range(_N_GOLDEN_SATURATED if sat else _N_GOLDEN):
+        if qc > qd:
+            b, d, qd = d, c, qc
+            c = b - _GOLDEN * (b - a)
+            qc = quality(c)
+        else:
+            a, c, qc = c, d, qd
+            d = a + _GOLDEN * (b - a)
+            qd = quality(d)
+    return (a + b) / 2
+
+
+def _newton_reference(y, t_sample, t0, half_range, cfg):
+    """Newton iteration of :func:`_newton_t0` in numpy: (t0, amplitude, best sum (y f)^2 / sum f f),
+    None where the kernel falls back to the golden-section search."""
+    lo, hi = t0 - half_range, t0 + half_range
+    c = np.exp(-(t_sample - 2 * cfg.decay) / cfg.decay)  # template factor, common exp(t0/decay) dropped
+    for _ in range(_N_NEWTON):
+        e = t_sample - t0
+        on = e > 0
+        yc, cc, e = (y * c)[on], (c * c)[on], e[on]
+        n0, n1, n2 = np.sum(yc), -2 * np.sum(yc * e), np.sum(yc * e**2)  # N'', N', N (t0 derivatives)
+        d0, d1, d2 = 12 * np.sum(cc * e**2), -4 * np.sum(cc * e**3), np.sum(cc * e**4)  # D'', D', D
+        if n2 <= 0 or d2 <= 0:
+            return None
+        h = 2 * n1 * d2 - n2 * d1
+        hp = 2 * (2 * n0) * d2 + n1 * d1 - n2 * d0
+        if hp >= 0:
+            return None
+        step = -h / hp
+        if abs(step) < _NEWTON_TOL:
+            dlog = n1 / n2 - d1 / d2 - 1 / cfg.decay  # d ln(amplitude) / d t0, and its derivative:
+            dlog2 = 2 * n0 / n2 - (n1 / n2) ** 2 - d0 / d2 + (d1 / d2) ** 2
+            amp = n2 * (2 * cfg.decay) ** 2 / d2 * np.exp(-t0 / cfg.decay + step * dlog + step**2 * dlog2 / 2)
+            q = n2**2 / d2 + n2 * h * (-h / hp) / d2**2 / 2  # Q(t0 + step) to second order, Q' = N h / D^2
+            t0 += step
+            return (t0, amp, q) if lo <= t0 <= hi else None
+        t0 += step
+        if not lo <= t0 <= hi:
+            return None
+    return None
 
 
 # ----------------------------------------------------------------------------------------
