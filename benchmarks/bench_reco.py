@@ -48,17 +48,20 @@ def _reco(path, chunk, setup, conds):
     return n
 
 
-def _chunk_steps(arrays, path, setup, conds, cfg, pt, vt):
+def _chunk_steps(arrays, path, setup, conds, cfg, pt, vt, windows):
     """{stage: callable} for one chunk of flat branches (inputs of each stage made first)."""
     from na64reco.reco.calo import flat_digits, reconstruct_calo
     from na64reco.reco.tracking.clusters import event_hits
     from na64reco.reco.tracking.stage import reconstruct_tracks
-    from na64reco.reco.tracking.tracks import find_tracks
+    from na64reco.reco.tracking.tracks import drop_mm_singles, find_tracks, select_in_time
     from na64reco.reco.waveform import reconstruct_digits
 
     nested = assemble_events(arrays, path)
     _, det, chan, adc = flat_digits(nested)
-    hits = event_hits(nested, pt, threshold_sigma=cfg.apv_threshold_sigma, drift_t0=cfg.drift_t0)
+    hits = select_in_time(event_hits(nested, pt, threshold_sigma=cfg.apv_threshold_sigma, drift_t0=cfg.drift_t0),
+                          *windows)  # the hits the search gets (as in reconstruct_tracks)
+    if not cfg.use_mm_singles:
+        hits = drop_mm_singles(hits, pt.type == 0)
     return {
         "assemble_events": lambda: assemble_events(arrays, path),
         "calo: whole stage": lambda: reconstruct_calo(nested, setup, conds),
@@ -77,11 +80,11 @@ def _stages(path, chunk, setup, conds, repeat):
 
     with uproot.open(path, array_cache=None) as f:
         chunks = list(f["events"].iterate(event_branches(), step_size=chunk))
-    cfg, pt, vt = _tables(setup, conds)
+    cfg, pt, vt, windows = _tables(setup, conds)
     total: dict[str, float] = {}
     for arrays in chunks:
         t = {}
-        steps = _chunk_steps(arrays, str(path), setup, conds, cfg, pt, vt)
+        steps = _chunk_steps(arrays, str(path), setup, conds, cfg, pt, vt, windows)
         for name, fn in steps.items():
             t[name] = _best(fn, repeat)[1]
         for name, v in t.items():
