@@ -250,9 +250,19 @@ def select_in_time(hits: dict, lo: np.ndarray, hi: np.ndarray) -> dict:
     """``hits`` (flat, sorted by event and plane) without the hits whose ``time`` is outside
     ``[lo, hi]`` of their plane (:func:`hit_time_windows`) or unknown (NaN): the track search
     never uses them.  Returns ``hits`` itself if every hit is in time."""
+    return select_hits(hits, in_time(hits, lo, hi))
+
+
+def in_time(hits: dict, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Mask of the hits whose ``time`` is inside ``[lo, hi]`` of their plane (NaN is not)."""
     t = np.asarray(hits["time"])
     plane = np.asarray(hits["plane"])
-    return select_hits(hits, (t >= lo[plane]) & (t <= hi[plane]))
+    return (t >= lo[plane]) & (t <= hi[plane])
+
+
+def mm_singles(hits: dict, is_mm: np.ndarray) -> np.ndarray:
+    """Mask of the candidate positions of unresolved micromegas singles (see :func:`drop_mm_singles`)."""
+    return np.asarray(hits["ambiguous"], bool) & is_mm[np.asarray(hits["plane"])]
 
 
 def drop_mm_singles(hits: dict, is_mm: np.ndarray) -> dict:
@@ -260,7 +270,7 @@ def drop_mm_singles(hits: dict, is_mm: np.ndarray) -> dict:
     channel: its strips in every multiplexing group, ``ambiguous`` MM hits): all but one of them
     are ghosts at the true hit's time, which a wrong track can pick up.  Straw hits (ambiguous
     by their mirror) are kept.  ``is_mm``: per setup plane, True for MM planes."""
-    return select_hits(hits, ~(np.asarray(hits["ambiguous"], bool) & is_mm[np.asarray(hits["plane"])]))
+    return select_hits(hits, ~mm_singles(hits, is_mm))
 
 
 def select_hits(hits: dict, keep: np.ndarray) -> dict:
