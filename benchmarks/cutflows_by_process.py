@@ -25,6 +25,7 @@ from na64reco.runner import RunOptions, run_files
 from na64reco.sim.biasing import FORCED_PROCESSES, species_per_mot
 from na64reco.sim.generate import simulate
 from na64reco.sim.params import load_sim_params
+from na64reco.stats.limits import ZERO_OBSERVED_UL90 as UL0
 from na64reco.units import GeV
 
 EXPOSURE = {"na64mu": 1.98e10, "na64e": 9e11}  # NA64.md: published MOT / EOT
@@ -81,7 +82,7 @@ def main() -> None:
             scale = species_per_mot(setup, proc) / n_beam * exposure
             mean_w = first["sumw"] / first["events"] if first["events"] else 0.0
             n_exp = last["sumw"] * scale
-            err = (last["sumw_err"] if last["events"] else 2.3 * mean_w) * scale
+            err = (last["sumw_err"] if last["events"] else UL0 * mean_w) * scale
         else:
             frac, n_in = last["events"] / n_beam, last["events"]
             n_exp = frac * probability[proc] * exposure

@@ -51,6 +51,7 @@ from na64reco.campaign import (
 )
 from na64reco.errors import NA64Error
 from na64reco.runner import RunOptions, local_cluster, run_files
+from na64reco.stats.limits import ZERO_OBSERVED_UL90 as UL0
 
 PERIOD_RUNS = {"2022": 1, "2023": 10001}
 EXPOSURE_2022 = 1.98e10  # MOT of the 2022 NA64mu run (seed 001)
@@ -145,7 +146,7 @@ def period_summary(row: dict) -> dict:
     n, k = row["mot"], row["box_mc"]
     out = {"period": row["period"], "run": row["run"], "mot": n, "box_count": k,
            "per_mot": k / n if k else None, "per_mot_err": math.sqrt(k) / n if k else None,
-           "per_mot_upper_limit": None if k else 2.3 / n, "upper_limit_cl": 0.9,
+           "per_mot_upper_limit": None if k else UL0 / n, "upper_limit_cl": 0.9,
            "after_cuts_but_box": row["after_cuts_but_box"], "written": row["written"],
            "extrapolated_per_mot": None, "extrapolated_err": None, "extrapolated_upper_90": None,
            "extrapolated_sideband": None, "box_true": row.get("box_true")}
@@ -161,7 +162,7 @@ def period_summary(row: dict) -> dict:
 
 
 def per_mot(k: float, n: int) -> str:
-    return f"{k / n:.2e} +- {math.sqrt(k) / n:.1e}" if k else f"< {2.3 / n:.1e} (90% CL, 0 events)"
+    return f"{k / n:.2e} +- {math.sqrt(k) / n:.1e}" if k else f"< {UL0 / n:.1e} (90% CL, 0 events)"
 
 
 def report(rows: list[dict]) -> str:
@@ -176,7 +177,7 @@ def report(rows: list[dict]) -> str:
                   f"({r['after_cuts_but_box'] / n:.2e} per MOT)",
                   f"   in the box (MC count): {r['box_mc']} -> per MOT {per_mot(r['box_mc'], n)}; "
                   f"x 1.98e10 MOT: {r['box_mc'] / n * EXPOSURE_2022:.3g}"
-                  + ("" if r["box_mc"] else f" (< {2.3 / n * EXPOSURE_2022:.3g})")]
+                  + ("" if r["box_mc"] else f" (< {UL0 / n * EXPOSURE_2022:.3g})")]
         if "box_true" in r:
             lines.append(f"   box events by true p_out: {r['box_true']} (truth pass {r['truth_s']:.0f} s)")
         for f in r["fits"]:
@@ -242,7 +243,7 @@ def plot(rows: list[dict], path: Path, scan: dict | None = None) -> None:
         notes = []
         for r in rows:
             n = r["mot"]
-            rate = f" = {r['box_mc'] / n:.1e} / MOT" if r["box_mc"] else f", < {2.3 / n:.1e} / MOT (90% CL)"
+            rate = f" = {r['box_mc'] / n:.1e} / MOT" if r["box_mc"] else f", < {UL0 / n:.1e} / MOT (90% CL)"
             notes.append((colors.get(r["period"], "k"), f"{r['period']}: box count {r['box_mc']} in {n:.0e} MOT{rate}"))
             fit = (scan or {}).get(r["period"])
             if fit and "per_mot" in fit:

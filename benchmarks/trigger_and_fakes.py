@@ -45,6 +45,7 @@ from na64reco.geometry import load_setup
 from na64reco.io.raw import PROCESSES, open_raw
 from na64reco.selection import cut_masks, load_selection, region_mask
 from na64reco.sim.generate import simulate
+from na64reco.stats.limits import ZERO_OBSERVED_UL90 as UL0
 
 MASSES_GEV = (0.001, 0.01, 0.1, 1.0)
 NAMES = {v: k for k, v in PROCESSES.items()}
@@ -62,7 +63,7 @@ def periods():
 
 def rate(k: int, n: int) -> str:
     if k == 0:
-        return f"< {2.3 / n:.1e} (90% CL)"
+        return f"< {UL0 / n:.1e} (90% CL)"
     return f"{k / n:.2e} +- {math.sqrt(k) / n:.1e}"
 
 

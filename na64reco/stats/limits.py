@@ -21,7 +21,10 @@ import math
 import numpy as np
 from scipy import optimize, stats
 
-__all__ = ["poisson_upper_limit", "cls_upper_limit", "coupling_limit", "single_bin_model"]
+#: 90 % CL upper limit on a Poisson mean with no event observed and no background: -ln(0.1)
+ZERO_OBSERVED_UL90 = -math.log(0.1)
+
+__all__ = ["ZERO_OBSERVED_UL90", "poisson_upper_limit", "cls_upper_limit", "coupling_limit", "single_bin_model"]
 
 
 #: Largest relative background uncertainty the one-bin model describes: the normsys
