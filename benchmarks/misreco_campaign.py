@@ -50,13 +50,17 @@ from na64reco.campaign import (
     simulate_campaign,
 )
 from na64reco.errors import NA64Error
+from na64reco.geometry import load_setup
 from na64reco.runner import RunOptions, local_cluster, run_files
+from na64reco.selection import load_selection
 from na64reco.stats.limits import ZERO_OBSERVED_UL90 as UL0
+from na64reco.units import GeV
 
 PERIOD_RUNS = {"2022": 1, "2023": 10001}
 EXPOSURE_2022 = 1.98e10  # MOT of the 2022 NA64mu run (seed 001)
-BOX = (None, 80.0)
-PEAK = 160.0
+_BOX = load_selection("na64mu_invisible").signal_box
+BOX = (_BOX.min, _BOX.max)  # GeV, the selection's signal box on p_out
+PEAK = load_setup("na64mu").beam.energy / GeV  # the beam momentum, where the p_out peak sits
 TAIL_GEV = 144.0
 MISRECO_BELOW = 120.0  # GeV: reco p_out below the reach of the beam core (~6 sigma); with true p_out > 100: a fake
 Y_MIN = 1e-16  # per MOT per bin: low enough to show the extrapolations into the box
@@ -66,7 +70,7 @@ def tail_truth(path: str) -> list[tuple[float, float]]:
     """(reco p_out, true p_out) of the events of ``path`` passing every cut (the box aside)
     with reco p_out < TAIL_GEV."""
     from na64reco.export import iterate_reco
-    from na64reco.selection import cut_masks, load_selection
+    from na64reco.selection import cut_masks
 
     sel = load_selection("na64mu_invisible")
     out = []
