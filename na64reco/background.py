@@ -521,7 +521,11 @@ def misreco_from_json(path) -> BackgroundComponent:
                                    f"{float(data['mot']):.3g} MOT ({path.name})", dict(data))
     if data.get("noise_scaled_per_mot") is not None:
         c = float(data["noise_scaled_per_mot"])
-        lo, hi = (float(x) for x in data["noise_scaled_1sigma"])
+        band = data.get("noise_scaled_1sigma")
+        if not (isinstance(band, list) and len(band) == 2 and c <= float(band[1])):
+            raise NA64Error(f"{path}: key 'noise_scaled_1sigma': expected [low, high] around "
+                            f"noise_scaled_per_mot={c:g}, got {band!r}")
+        lo, hi = (float(x) for x in band)
         return BackgroundComponent("momentum mis-reconstruction", c, hi - c, False,
                                    f"noise-scaled fake kicks, 1 sigma {lo:.2g}-{hi:.2g} per MOT; tail fit "
                                    f"{float(data['extrapolated_per_mot']):.2g} +- {float(data['extrapolated_err']):.2g}"

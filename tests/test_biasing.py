@@ -156,6 +156,9 @@ def test_misreco_summary_and_sums(tmp_path):
                                 "noise_scaled_1sigma": [2e-10, 7e-9]}))
     c = bg.misreco_from_json(path)
     assert (c.n, c.error) == (1e-9, 6e-9) and "noise-scaled" in c.method
+    path.write_text(json.dumps({**data, "box_count": 0, "noise_scaled_per_mot": 1e-9}))
+    with pytest.raises(NA64Error, match="key 'noise_scaled_1sigma': expected"):
+        bg.misreco_from_json(path)
     path.write_text(json.dumps({"mot": 1}))
     with pytest.raises(NA64Error, match="misreco_2022.json: key 'box_count': missing"):
         bg.misreco_from_json(path)
