@@ -546,3 +546,53 @@ def sum_components(source: str, parts) -> BackgroundComponent:
     n = sum(p.n for p in parts)
     err = math.sqrt(sum((p.n if p.upper_limit else p.error) ** 2 for p in parts))
     return BackgroundComponent(source, n, err, False, " + ".join(p.source for p in parts))
+
+
+def forced_noise_ratio(rows: list[dict], expected: float, cl: float = 0.9) -> dict:
+    """E[numerator] / E[denominator] at the nominal noise from forced-noise samples.
+
+    Exact biased sampling of the tracker noise (:mod:`na64reco.sim.forced_noise`): a sample
+    with exactly m noise clusters per event in a region R estimates G_m = E[g | m in R], and
+    E[g] = sum_m Poisson(m; expected) G_m, ``expected`` being the nominal mean number in R.
+
+    ``rows``: one per count m = 0..M, each with ``count``, ``events`` and the event counts
+    ``numerator`` (e.g. fake kicks after the cuts, a subset of) ``denominator`` (e.g. beam
+    muons tracked with the cuts).  Returns ``ratio`` +- ``error`` (binomial, delta method),
+    ``upper`` (``cl`` upper bound: each row's numerator replaced by its Poisson upper limit,
+    conservative), ``truncation`` (what the counts m > M can add at most, relative to the
+    denominator: ``sum_{m > M} P(m) / den``), and the per-event sums.
+    """
+    from functools import cache
+
+    from na64reco.stats.limits import poisson_upper_limit
+
+    upper_limit = cache(lambda k: poisson_upper_limit(k, cl=cl, method="classical"))
+    ms = sorted(int(r["count"]) for r in rows)
+    if ms != list(range(len(ms))):
+        raise NA64Error(f"forced noise: need the counts 0..M without gaps, got {ms}")
+    if not expected > 0:
+        raise NA64Error(f"forced noise: expected noise clusters in the region must be > 0, got {expected}")
+
+    def poisson(m: int) -> float:
+        return math.exp(-expected + m * math.log(expected) - math.lgamma(m + 1))
+
+    num = den = up = var_num = var_den = cov = 0.0
+    terms = []
+    for r in rows:
+        m, n, k = int(r["count"]), int(r["events"]), int(r["numerator"])
+        p = poisson(m)
+        a, b = k / n, int(r["denominator"]) / n
+        num += p * a
+        den += p * b
+        up += p * upper_limit(k) / n
+        var_num += p * p * a * (1 - a) / n
+        var_den += p * p * b * (1 - b) / n
+        cov += p * p * a * (1 - b) / n
+        terms.append({"count": m, "poisson": p, "numerator_per_event": a, "contribution": p * a})
+    if not den > 0:
+        raise NA64Error("forced noise: no denominator event in any sample")
+    covered = sum(poisson(m) for m in ms)
+    var = var_num / den**2 - 2 * num * cov / den**3 + num**2 * var_den / den**4
+    return {"ratio": num / den, "error": math.sqrt(max(var, 0.0)), "upper": up / den, "cl": cl,
+            "truncation": (1.0 - covered) / den, "expected": expected, "covered": covered,
+            "numerator_per_event": num, "denominator_per_event": den, "terms": terms}

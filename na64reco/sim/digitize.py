@@ -55,6 +55,8 @@ from na64reco.conditions import STATUS_DEAD, RunConditions
 from na64reco.geometry import Setup
 from na64reco.pulse import msadc_shape
 from na64reco.sim import interactions as phys
+from na64reco.sim.forced_noise import ForcedRegion
+from na64reco.sim.forced_noise import apply as force_noise
 from na64reco.sim.noise import POOL_SIZE, gaussian_pool, window_starts
 from na64reco.sim.params import SimParams
 
@@ -392,9 +394,12 @@ class PlaneTables:
         )
 
 
-def tracker_points(rng: np.random.Generator, tables: PlaneTables, n_events: int, ev, plane, coord, t):
+def tracker_points(rng: np.random.Generator, tables: PlaneTables, n_events: int, ev, plane, coord, t,
+                   forced: ForcedRegion | None = None):
     """Local positions of efficient true crossings plus noise clusters.
 
+    ``forced``: exactly ``forced.count`` noise clusters per event inside its region instead
+    of the nominal ones there (:mod:`na64reco.sim.forced_noise`); None: nominal noise.
     Returns ``(ev, plane, u, t)`` with u in the plane frame (mm).
     """
     keep = rng.random(ev.size) < tables.efficiency[plane]
@@ -409,6 +414,8 @@ def tracker_points(rng: np.random.Generator, tables: PlaneTables, n_events: int,
     if np.any(tables.noise_t_last > tables.noise_t_first):  # random times in the planes' readout windows
         lo, hi = tables.noise_t_first[nz_plane], tables.noise_t_last[nz_plane]
         nz_t = lo + (hi - lo) * rng.random(nz_plane.size)
+    if forced is not None:
+        nz_plane, nz_u, nz_ev, nz_t = force_noise(rng, forced, n_events, width, nz_plane, nz_u, nz_ev, nz_t)
     if tables.hot_plane.size:  # hot strips: a cluster on the strip in a fraction of the events
         fires = rng.random((max(n_events, 1), tables.hot_plane.size)) < HOT_STRIP_OCCUPANCY
         h_ev, h_k = np.nonzero(fires[:n_events])

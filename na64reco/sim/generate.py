@@ -76,6 +76,8 @@ from na64reco.sim.digitize import (
     tracker_points,
 )
 from na64reco.sim.faults import Fault, faulty_calo, faulty_planes, parse_faults
+from na64reco.sim.forced_noise import ForcedNoise, ForcedRegion
+from na64reco.sim.forced_noise import resolve as resolve_forced
 from na64reco.sim.params import MIXTURE_KEYS, PROCESS_CHOICES, SimParams, load_sim_params
 from na64reco.sim.signal import lepton_mass_of, sample_signal_x, signal_weight
 from na64reco.sim.tracks import ROLE_PILEUP, Recorder, Tracks
@@ -114,6 +116,7 @@ class _Job:
     per_spill: int
     trigger: str = "physics"
     faults: tuple[Fault, ...] = ()
+    forced: ForcedRegion | None = None
 
 
 def _check_inputs(setup, n_events, seed, run, process, mass, coupling, chunk_size):
@@ -157,7 +160,8 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
              chunk_size: int = DEFAULT_CHUNK, calib_tag: str | None = None, progress: bool = False,
              mixture: dict[str, float] | None = None, trigger: str = "physics",
              beam_energy: float | None = None, faults: list[dict] | None = None,
-             spill_particles: int | None = None, first_spill: int = 0) -> SimulationResult:
+             spill_particles: int | None = None, first_spill: int = 0,
+             forced_noise: ForcedNoise | None = None) -> SimulationResult:
     """Simulate ``n_events`` beam particles and write the triggered events to ``output``.
 
     Args:
@@ -184,6 +188,10 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
             None or [] gives the output of a healthy detector, bit for bit.
         spill_particles: beam particles per simulated spill (default
             ``min(beam.particles_per_spill, simulation.spill_particles_max)``).
+        forced_noise: exactly ``forced_noise.count`` tracker noise clusters per event in a
+            region of planes and times instead of the nominal ones there: biased sampling of
+            rare noise configurations (:mod:`na64reco.sim.forced_noise`); the file's
+            metadata records the region and its nominal mean ``expected``.
 
     Raises ConfigError / RawFormatError / CalibrationMissing with one-line messages.
     """
@@ -217,8 +225,15 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
     if isinstance(first_spill, bool) or not isinstance(first_spill, (int, np.integer)) or first_spill < 0:
         raise ConfigError(f"first_spill must be an integer >= 0, got {first_spill!r}")
     fault_list = parse_faults(faults, setup)
-    job = _Job(setup, params, CaloTables.of(setup, cond), PlaneTables.of(setup, cond), int(seed), int(run),
-               process, mass, weight, truth, per_spill, trigger, fault_list)
+    planes = PlaneTables.of(setup, cond)
+    region = None
+    if forced_noise is not None:
+        if fault_list:
+            raise ConfigError("forced noise and injected faults cannot be combined (a fault may change the noise "
+                              "of the forced region)")
+        region = resolve_forced(forced_noise, setup, planes.noise_hits, planes.noise_t_first, planes.noise_t_last)
+    job = _Job(setup, params, CaloTables.of(setup, cond), planes, int(seed), int(run),
+               process, mass, weight, truth, per_spill, trigger, fault_list, region)
     n_spills = -(-int(n_events) // per_spill)
     meta = {"simulation": {
         "seed": int(seed), "period": setup.period, "process": process, "n_beam": int(n_events),
@@ -228,6 +243,7 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
         "mixture": params.mixture if process == "mixture" else None,
         "trigger": trigger, "beam_energy_gev": setup.beam.energy / u.GeV,
         **({"faults": [f.to_dict() for f in fault_list]} if fault_list else {}),
+        **({"forced_noise": {**forced_noise.to_dict(), "expected": region.expected}} if region is not None else {}),
     }}
     flush_every = max(1, -(-int(chunk_size) // per_spill))
     bar = None
@@ -329,7 +345,7 @@ def simulate_spill(job: _Job, spill: int, n: int, first_event: int = 1) -> dict:
     c_ev, c_det, c_ch, c_adc = msadc_digits(rng, setup, calo, nw, key, t_c, e_c, every_channel=pedestal)
     h_ev, h_pl, h_u, h_t = rec.hits()
     m = fired[h_ev]
-    pts = tracker_points(rng, planes, nw, new_index[h_ev[m]], h_pl[m].astype(np.int64), h_u[m], h_t[m])
+    pts = tracker_points(rng, planes, nw, new_index[h_ev[m]], h_pl[m].astype(np.int64), h_u[m], h_t[m], job.forced)
     a_ev, a_pl, a_ch, a0, a1, a2 = apv_digits(rng, setup, prm, planes, nw, *pts)
     s_ev, s_pl, s_tube, s_tdc = straw_digits(rng, setup, planes, nw, *pts)
     events = {
