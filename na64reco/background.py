@@ -497,7 +497,11 @@ def misreco_from_json(path) -> BackgroundComponent:
     """The mis-reconstruction rate per MOT from a campaign summary JSON.
 
     A box count > 0 gives ``per_mot +- per_mot_err`` (measured).  With no box event, the
-    noise-scaled estimate ``noise_scaled_per_mot`` (fake kicks counted at 5-30x the tracker
+    forced-noise estimate ``forced_noise_per_mot +- forced_noise_err`` when the summary has
+    one (exact biased sampling of the tracker noise at its nominal level,
+    ``benchmarks/misreco_forced_noise.py``; no fake in any sample: its 90 % CL bound
+    ``forced_noise_upper_90`` as a limit), else the noise-scaled estimate
+    ``noise_scaled_per_mot`` (fake kicks counted at 5-30x the tracker
     noise and scaled back, ``benchmarks/tracking_fakes_scan.py``) when the summary has one,
     with the upper side of its 1 sigma band ``noise_scaled_1sigma`` as the error: it measures
     the mechanism (noise hits faking a kick) that a 1e7-MOT tail cannot reach.  Otherwise the
@@ -519,6 +523,22 @@ def misreco_from_json(path) -> BackgroundComponent:
         return BackgroundComponent("momentum mis-reconstruction", float(data["per_mot"]), float(data["per_mot_err"]),
                                    False, f"MC campaign, {int(data['box_count'])} in the box of "
                                    f"{float(data['mot']):.3g} MOT ({path.name})", dict(data))
+    if data.get("forced_noise_per_mot") is not None:
+        c = float(data["forced_noise_per_mot"])
+        for key in ("forced_noise_err", "forced_noise_upper_90"):
+            v = data.get(key)
+            if not isinstance(v, (int, float)) or not v >= 0:
+                raise NA64Error(f"{path}: key {key!r}: expected a number >= 0 beside forced_noise_per_mot={c:g}, "
+                                f"got {v!r}")
+        up = float(data["forced_noise_upper_90"])
+        if c <= 0:
+            return BackgroundComponent("momentum mis-reconstruction", up, 0.0, True,
+                                       f"forced tracker noise: no fake kick in any sample, conservative 90 % CL bound "
+                                       f"({path.name})", dict(data))
+        return BackgroundComponent("momentum mis-reconstruction", c, float(data["forced_noise_err"]), False,
+                                   f"forced tracker noise (exact biased sampling), 90 % CL bound {up:.2g} per MOT; "
+                                   f"tail fit {float(data['extrapolated_per_mot']):.2g} +- "
+                                   f"{float(data['extrapolated_err']):.2g} ({path.name})", dict(data))
     if data.get("noise_scaled_per_mot") is not None:
         c = float(data["noise_scaled_per_mot"])
         band = data.get("noise_scaled_1sigma")

@@ -113,6 +113,7 @@ def study(run: int, counts, events: int, seed: int, workdir, *, setup_name: str 
         rows.append(row)
         if progress:
             progress(row)
-    return {"run": run, "period": setup.period, "sides": list(sides), "region": {k: list(v) for k, v in windows.items()},
+    return {"run": run, "period": setup.period, "sides": list(sides),
+            "region": {k: [float(a), float(b)] for k, (a, b) in windows.items()},
             "expected": expected, "rows": rows, "hard_p_out_gev": HARD_P_OUT,
             "beam_energy_gev": setup.beam.energy / u.GeV}

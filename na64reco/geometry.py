@@ -138,6 +138,9 @@ class TrackerReadout:
     #: and noise straw hits; (0, 0): at the trigger time
     apv_noise_window: tuple[float, float] = (0.0, 0.0)
     straw_noise_window: tuple[float, float] = (0.0, 0.0)
+    #: (first, last) time (ns) in which other beam particles cross the trackers at the beam rate
+    #: (tracker hits only; :mod:`na64reco.sim.occupancy`); (0, 0): none
+    beam_pileup_window: tuple[float, float] = (0.0, 0.0)
 
     def mm_channel_of_strip(self, strip):
         """Multiplexing map: APV channel reading MM ``strip`` (vectorised)."""
@@ -524,6 +527,7 @@ def _parse_setup(n: Node) -> Setup:
         air_x0_per_metre=t.number("air_x0_per_metre", minimum=0.0),
         apv_noise_window=_time_window(t, "apv_noise_window"),
         straw_noise_window=_time_window(t, "straw_noise_window"),
+        beam_pileup_window=_time_window(t, "beam_pileup_window"),
     )
     steps = readout.mm_multiplex_steps
     signed = {s % readout.mm_channels for s in steps} | {-s % readout.mm_channels for s in steps}

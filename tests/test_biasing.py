@@ -156,6 +156,17 @@ def test_misreco_summary_and_sums(tmp_path):
                                 "noise_scaled_1sigma": [2e-10, 7e-9]}))
     c = bg.misreco_from_json(path)
     assert (c.n, c.error) == (1e-9, 6e-9) and "noise-scaled" in c.method
+    forced = {"forced_noise_per_mot": 3e-12, "forced_noise_err": 2e-12, "forced_noise_upper_90": 4e-11}
+    path.write_text(json.dumps({**data, "box_count": 0, "noise_scaled_per_mot": 1e-9,
+                                "noise_scaled_1sigma": [2e-10, 7e-9], **forced}))
+    c = bg.misreco_from_json(path)  # the forced-noise estimate is preferred
+    assert (c.n, c.error, c.upper_limit) == (3e-12, 2e-12, False) and "forced tracker noise" in c.method
+    path.write_text(json.dumps({**data, "box_count": 0, **forced, "forced_noise_per_mot": 0.0}))
+    c = bg.misreco_from_json(path)
+    assert (c.n, c.upper_limit) == (4e-11, True)
+    path.write_text(json.dumps({**data, "box_count": 0, **forced, "forced_noise_err": None}))
+    with pytest.raises(NA64Error, match="key 'forced_noise_err': expected a number >= 0"):
+        bg.misreco_from_json(path)
     path.write_text(json.dumps({**data, "box_count": 0, "noise_scaled_per_mot": 1e-9}))
     with pytest.raises(NA64Error, match="key 'noise_scaled_1sigma': expected"):
         bg.misreco_from_json(path)

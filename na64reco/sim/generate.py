@@ -78,6 +78,7 @@ from na64reco.sim.digitize import (
 from na64reco.sim.faults import Fault, faulty_calo, faulty_planes, parse_faults
 from na64reco.sim.forced_noise import ForcedNoise, ForcedRegion
 from na64reco.sim.forced_noise import resolve as resolve_forced
+from na64reco.sim.occupancy import beam_pileup_hits
 from na64reco.sim.params import MIXTURE_KEYS, PROCESS_CHOICES, SimParams, load_sim_params
 from na64reco.sim.signal import lepton_mass_of, sample_signal_x, signal_weight
 from na64reco.sim.tracks import ROLE_PILEUP, Recorder, Tracks
@@ -345,7 +346,12 @@ def simulate_spill(job: _Job, spill: int, n: int, first_event: int = 1) -> dict:
     c_ev, c_det, c_ch, c_adc = msadc_digits(rng, setup, calo, nw, key, t_c, e_c, every_channel=pedestal)
     h_ev, h_pl, h_u, h_t = rec.hits()
     m = fired[h_ev]
-    pts = tracker_points(rng, planes, nw, new_index[h_ev[m]], h_pl[m].astype(np.int64), h_u[m], h_t[m], job.forced)
+    h_ev, h_pl, h_u, h_t = new_index[h_ev[m]], h_pl[m], h_u[m], h_t[m]
+    if not pedestal:  # the other beam muons crossing the trackers within their readout windows
+        o_ev, o_pl, o_u, o_t = beam_pileup_hits(rng, setup, prm, nw)
+        if o_ev.size:
+            h_ev, h_pl, h_u, h_t = (np.concatenate(a) for a in ((h_ev, o_ev), (h_pl, o_pl), (h_u, o_u), (h_t, o_t)))
+    pts = tracker_points(rng, planes, nw, h_ev, h_pl.astype(np.int64), h_u, h_t, job.forced)
     a_ev, a_pl, a_ch, a0, a1, a2 = apv_digits(rng, setup, prm, planes, nw, *pts)
     s_ev, s_pl, s_tube, s_tdc = straw_digits(rng, setup, planes, nw, *pts)
     events = {
