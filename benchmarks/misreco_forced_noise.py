@@ -51,6 +51,8 @@ def main(argv=None) -> int:
     ap.add_argument("--periods", default="2022,2023")
     ap.add_argument("--counts", type=int, default=6, help="largest forced count M (samples m = 0..M)")
     ap.add_argument("--events", type=int, default=200_000, help="beam muons per sample")
+    ap.add_argument("--events-per-count", default="1:1000000,2:1000000,3:400000",
+                    help="m:EVENTS,... samples that get another size (the terms that dominate)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--sides", default="upstream,downstream", help="MS2 sides whose bend planes form the region")
     ap.add_argument("--campaign", type=Path, default=Path("docs/data"),
@@ -63,7 +65,9 @@ def main(argv=None) -> int:
     summary = {}
     for period in args.periods.split(","):
         t0 = time.perf_counter()
-        res = study(PERIOD_RUNS[period], range(args.counts + 1), args.events, args.seed, args.workdir,
+        sizes = {-1: args.events, **{int(a): int(b) for a, b in (x.split(":") for x in
+                                                                  filter(None, args.events_per_count.split(",")))}}
+        res = study(PERIOD_RUNS[period], range(args.counts + 1), sizes, args.seed, args.workdir,
                     sides=args.sides.split(","))
         est = combine(res)
         camp = args.campaign / f"misreco_{period}.json"
@@ -98,7 +102,7 @@ def main(argv=None) -> int:
                      forced_noise_upper_90=out["per_mot_upper_90"],
                      forced_noise={"region": res["region"], "expected": res["expected"], "rows": res["rows"],
                                    "per_tracked": est["ratio"], "per_tracked_err": est["error"],
-                                   "events_per_sample": args.events, "seed": args.seed})
+                                   "seed": args.seed})
             target.write_text(json.dumps(d, indent=1))
             print(f"wrote the forced-noise estimate into {target}")
     if args.json:

@@ -87,11 +87,12 @@ def count(path, setup, conditions, selection) -> dict:
             "fake": int(fake.sum())}
 
 
-def study(run: int, counts, events: int, seed: int, workdir, *, setup_name: str = "na64mu",
+def study(run: int, counts, events: int | dict[int, int], seed: int, workdir, *, setup_name: str = "na64mu",
           selection: str = "na64mu_invisible", sides=("downstream",), progress=None) -> dict:
-    """Forced-noise samples m = 0..max(counts) of ``events`` beam muons each (calibration
-    trigger: every muon written) for ``run``; returns the per-sample counts, the region and
-    its nominal mean ``expected``.  Samples already in ``workdir`` are reused."""
+    """Forced-noise samples m = 0..max(counts) of ``events`` beam muons each (an int, or a
+    dict m -> events, key -1 for the others; calibration trigger: every muon written) for
+    ``run``; returns the per-sample counts, the region and its nominal mean ``expected``.
+    Samples already in ``workdir`` are reused."""
     setup = load_setup(setup_name, run=run)
     cond = load_conditions(setup, run)
     sel = load_selection(selection)
@@ -105,9 +106,10 @@ def study(run: int, counts, events: int, seed: int, workdir, *, setup_name: str 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     for m in range(int(max(counts)) + 1):
-        path = workdir / f"forced_run{run}_{'_'.join(sorted(windows))}_m{m}_{events}_{seed}.root"
+        n = int(events.get(m, events.get(-1, 0)) if isinstance(events, dict) else events)
+        path = workdir / f"forced_run{run}_{'_'.join(sorted(windows))}_m{m}_{n}_{seed}.root"
         if not path.exists():
-            simulate(setup, events, seed + 1000 * m, run, path, process="beam", trigger="calibration",
+            simulate(setup, n, seed + 1000 * m, run, path, process="beam", trigger="calibration",
                      forced_noise=ForcedNoise.of(windows, m))
         row = {"count": m, **count(path, setup, cond, sel)}
         rows.append(row)
