@@ -32,7 +32,7 @@ from na64reco.sim.forced_noise import ForcedNoise, resolve
 from na64reco.sim.generate import simulate
 
 #: the cuts of ``selections/na64mu_invisible.yaml`` that use the trackers only
-TRACKING_CUTS = ("single_track_in", "p_in_window", "single_track_out", "chi2_out", "track_match")
+TRACKING_CUTS = ("single_track_in", "p_in_window", "single_track_out", "no_pileup_out", "chi2_out", "track_match")
 #: beam muons whose true outgoing momentum is above this are "should be measured high"
 HARD_P_OUT = 100.0  # GeV (reco unit)
 #: how far (ns) the simulated time of an APV cluster may lie before the earliest reconstructed
@@ -44,15 +44,16 @@ APV_TIME_MARGIN = 10.0
 STRAW_TIME_MARGIN = 10.0
 
 
-def bend_region(setup, conditions, station: str = "MS2", sides=("downstream",)) -> dict[str, tuple[float, float]]:
+def bend_region(setup, conditions, station: str = "MS2",
+                sides=("upstream", "downstream")) -> dict[str, tuple[float, float]]:
     """Region R: the bend-view planes of ``station`` on ``sides`` of its magnet, over the
     simulated noise times whose hits can be in time for the track search (its hit-time
     windows, widened by the margins and clipped to the planes' noise windows).
 
-    The default is the downstream planes: the vertex constraint (the incoming track and the
-    magnet centre) pins the upstream segment, so fake kicks are wrong downstream segments
-    (docs/periods.md); noise elsewhere is simulated as usual, so the estimate stays exact
-    whatever R is: R only decides which noise is sampled efficiently."""
+    The default is both sides: the fake kicks of the forced samples use noise or ghost hits
+    upstream (a kinked muon whose upstream segment is rebuilt from a noise hit) as well as
+    downstream (docs/periods.md).  Noise elsewhere is simulated as usual, so the estimate
+    stays exact whatever R is: R only decides which noise is sampled efficiently."""
     from na64reco.reco.tracking.config import load_tracking_config
 
     cfg = load_tracking_config(setup)
@@ -88,7 +89,7 @@ def count(path, setup, conditions, selection) -> dict:
 
 
 def study(run: int, counts, events: int | dict[int, int], seed: int, workdir, *, setup_name: str = "na64mu",
-          selection: str = "na64mu_invisible", sides=("downstream",), progress=None) -> dict:
+          selection: str = "na64mu_invisible", sides=("upstream", "downstream"), progress=None) -> dict:
     """Forced-noise samples m = 0..max(counts) of ``events`` beam muons each (an int, or a
     dict m -> events, key -1 for the others; calibration trigger: every muon written) for
     ``run``; returns the per-sample counts, the region and its nominal mean ``expected``.

@@ -51,7 +51,8 @@ def fake_reco(events, setup, conditions, source=""):
     rec = {
         "run": np.asarray(events["run"]), "spill": np.asarray(events["spill"]), "event": event,
         "trigger": np.ones(n, np.uint32), "n_tracks_in": np.ones(n, np.int64),
-        "n_tracks_out": np.ones(n, np.int64), "p_in": full(160.0), "p_out": _p_out(event),
+        "n_tracks_out": np.ones(n, np.int64), "n_extra_planes_out": np.zeros(n, np.int64),
+        "p_in": full(160.0), "p_out": _p_out(event),
         "chi2_in": full(2.0), "chi2_out": full(2.0), "track_match_chi2": full(1.0), "ecal_energy": full(0.4),
         "hcal_module_energy": ak.from_numpy(np.full((n, 4), 2.2), regulararray=True),
         "hcal_energy": full(8.8), "vhcal_energy": full(0.01),

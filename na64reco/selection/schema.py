@@ -56,6 +56,8 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "trigger": ("bits", "dimensionless"),
     "n_tracks_in": ("count", "dimensionless"),
     "n_tracks_out": ("count", "dimensionless"),
+    "n_extra_planes_in": ("count", "dimensionless"),
+    "n_extra_planes_out": ("count", "dimensionless"),
     "p_in": ("scalar", "energy"),
     "p_out": ("scalar", "energy"),
     "chi2_in": ("scalar", "dimensionless"),

@@ -672,7 +672,11 @@ def straw_digits(rng: np.random.Generator, setup: Setup, tables: PlaneTables, n_
     ok &= ~tables.dead[plane, np.clip(tube, 0, tables.dead.shape[1] - 1)]
     axis = (tube + 0.5) * pitch - n * pitch / 2
     dist = np.clip(np.abs(u - axis), 0.0, pitch / 2)
-    tdc = np.rint((dist / ro.straw_drift_velocity + t) / ro.straw_tdc_lsb).astype(np.int64)
+    tdc_time = dist / ro.straw_drift_velocity + t
+    first, last = ro.straw_noise_window
+    if last > first:  # the TDC window: hits of muons crossing before or long after the trigger are not read
+        ok &= (tdc_time >= first) & (tdc_time <= last + 0.5 * pitch / ro.straw_drift_velocity)
+    tdc = np.rint(tdc_time / ro.straw_tdc_lsb).astype(np.int64)
     ev, plane, tube, tdc = ev[ok], plane[ok], tube[ok], tdc[ok]
     order = np.lexsort((tdc, tube, plane, ev))
     return ev[order], plane[order].astype(np.int16), tube[order].astype(np.int16), tdc[order].astype(np.int32)

@@ -23,6 +23,10 @@ hits and fitted tracks of one event.  Output fields (one value per event):
                                  with both tracks (1 dof if one projection lacks a track: low-p
                                  muons often leave the MS2 y planes), NaN if none
 ``flags_in``, ``flags_out``      bit 1: candidate overflow, bit 2: busy plane (see tracks.py)
+``n_extra_planes_in``, ``n_extra_planes_out``  planes of the station with an in-time hit that no
+                                 track of the event uses (twins of used hits excepted,
+                                 :func:`extra_hit_planes`): a second in-time muon (pile-up) fills
+                                 most of them
 
 Hits whose reconstructed time is off the plane's in-time window (``hit_time_sigma`` of
 ``tracking.yaml``, :func:`.tracks.hit_time_windows`) are dropped before the search, and so
@@ -105,6 +109,11 @@ def reconstruct_tracks(events, setup, conditions, source: str = "", *, config_pa
     sel = res["hits"]  # the tracks' hit indices into all the hits
     res["hits"] = np.where(sel >= 0, hits["index"][np.maximum(sel, 0)], -1)
     hits = all_hits
+    view_planes = []  # per view: mask over the setup's planes
+    for v in vt.views:
+        m = np.zeros(pt.n_planes, bool)
+        m[list(v.planes)] = True
+        view_planes.append(m)
     ecal_z = setup.detector("ECAL").z
     hcal_z = setup.detector("HCAL").z
     out: dict[str, np.ndarray] = {}
@@ -128,6 +137,10 @@ def reconstruct_tracks(events, setup, conditions, source: str = "", *, config_pa
         out[f"nhits_{role}"] = res["nh"][:, ib]
         ntr = res["n_tracks"][:, iv]
         out[f"n_tracks_{role}"] = np.where((ntr < 0).any(axis=1), -1, ntr.max(axis=1))
+        tracked_planes = np.zeros((n, pt.n_planes), bool)  # the planes of the station's views with a track
+        for i in iv:
+            tracked_planes |= (res["nh"][:, i] > 0)[:, None] & view_planes[i][None, :]
+        out[f"n_extra_planes_{role}"] = extra_hit_planes(hits, keep, res["hits"][:, iv], tracked_planes)
         out[f"flags_{role}"] = np.bitwise_or.reduce(res["flags"][:, iv], axis=1)
         coords = {vb.coord: (vb, ib), vo.coord: (vo, io)}
         # at the ECAL front: downstream segments for "in", upstream segments for "out"
@@ -147,6 +160,26 @@ def reconstruct_tracks(events, setup, conditions, source: str = "", *, config_pa
         out["_tracks"] = res
         out["_views"] = vt.views
     return out
+
+
+def extra_hit_planes(hits: dict, usable: np.ndarray, used: np.ndarray, planes: np.ndarray) -> np.ndarray:
+    """Per event: how many of its ``planes`` (bool, events x setup planes: the planes of the
+    views that have a track) have a ``usable`` hit (in time, searchable) that is neither a hit
+    of the event's tracks (``used``: indices into ``hits``, -1 for none) nor a twin of one
+    (same ``origin``: the mirror of a straw hit, a ghost of a micromegas single).  A second
+    in-time muon adds such hits on most planes of a station; uncorrelated noise on a plane or
+    two."""
+    n_events, n_planes = planes.shape
+    ev = np.asarray(hits["event"], np.int64)
+    pl = np.asarray(hits["plane"], np.int64)
+    org = np.asarray(hits["origin"], np.int64)
+    u = used[used >= 0].ravel()
+    used_key = ((ev[u] * n_planes + pl[u]) << 32) | org[u]
+    idx = np.flatnonzero(usable & planes[ev, pl])
+    key = ((ev[idx] * n_planes + pl[idx]) << 32) | org[idx]
+    extra = idx[~np.isin(key, used_key)]
+    busy = np.unique(ev[extra] * n_planes + pl[extra])
+    return np.bincount(busy // n_planes, minlength=n_events).astype(np.int64)
 
 
 _MATCH_CACHE: dict = {}
