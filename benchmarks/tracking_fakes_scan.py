@@ -13,7 +13,8 @@ is written) and reconstructed.  Among the muons with true p_out > 100 GeV:
 * tracking efficiency: p_in and p_out found, beside the closed form (at most
   max_missing_planes of each bend view's planes without hit, independent plane
   efficiencies, times the beam-spot acceptance of the narrowest plane); and with the
-  selection's tracking cuts (one track in each station, chi2_out < 30, track_match_chi2 < 20);
+  selection's tracking cuts (``na64reco.fake_kicks.TRACKING_CUTS``: one track in each
+  station, p_in window, no second in-time muon in MS2, chi2_out, track match);
 * fakes: reconstructed p_out < 80 GeV, at tracking level and after those cuts.
 
 Fakes after the cuts are too rare to count at the nominal noise (k = 1) in any affordable
@@ -39,10 +40,13 @@ import numpy as np
 from scipy import optimize
 
 from na64reco.conditions import load_conditions
+from na64reco.fake_kicks import TRACKING_CUTS
 from na64reco.geometry import load_setup
 from na64reco.io.raw import open_raw
 from na64reco.reco.tracking import reconstruct_tracks
 from na64reco.reco.tracking.expectation import closed_form_efficiency
+from na64reco.selection.cuts import Columns, cut_mask
+from na64reco.selection.schema import load_selection
 from na64reco.sim.generate import simulate
 
 PERIOD_RUNS = {"2022": 1, "2023": 10001}
@@ -63,8 +67,11 @@ def measure(period: str, k: float, n: int, seed: int, work: Path) -> dict:
     out = reconstruct_tracks(raw.events(), setup, load_conditions(setup, run))
     hard = np.asarray(raw.truth()["p_out"]) > 100
     found = np.isfinite(out["p_in"]) & np.isfinite(out["p_out"])
-    cuts = ((out["n_tracks_in"] == 1) & (out["n_tracks_out"] == 1) & (out["chi2_out"] < 30)
-            & (out["track_match_chi2"] < 20) & found)
+    sel = {c.name: c for c in load_selection("na64mu_invisible").cuts}
+    cols = Columns(None, {k: np.asarray(v) for k, v in out.items()})
+    cuts = found.copy()
+    for name in TRACKING_CUTS:
+        cuts &= cut_mask(cols, sel[name])
     fake = hard & (out["p_out"] < 80)
     return {"period": period, "noise": k, "n_hard": int(hard.sum()), "eff": float(found[hard].mean()),
             "eff_expected": closed_form_efficiency(setup), "eff_cuts": float(cuts[hard].mean()),

@@ -673,9 +673,10 @@ def straw_digits(rng: np.random.Generator, setup: Setup, tables: PlaneTables, n_
     axis = (tube + 0.5) * pitch - n * pitch / 2
     dist = np.clip(np.abs(u - axis), 0.0, pitch / 2)
     tdc_time = dist / ro.straw_drift_velocity + t
-    first, last = ro.straw_noise_window
-    if last > first:  # the TDC window: hits of muons crossing before or long after the trigger are not read
-        ok &= (tdc_time >= first) & (tdc_time <= last + 0.5 * pitch / ro.straw_drift_velocity)
+    last = ro.straw_noise_window[1]
+    if last > ro.straw_noise_window[0]:  # the TDC counts from the trigger to the window's end plus a drift time:
+        ok &= (tdc_time >= 0.0) & (tdc_time <= last + 0.5 * pitch / ro.straw_drift_velocity)  # pile-up muons
+        # crossing before the trigger or long after it are not read
     tdc = np.rint(tdc_time / ro.straw_tdc_lsb).astype(np.int64)
     ev, plane, tube, tdc = ev[ok], plane[ok], tube[ok], tdc[ok]
     order = np.lexsort((tdc, tube, plane, ev))
