@@ -474,7 +474,7 @@ def apv_digits(
     nc = ev.size
     q = np.clip(phys.moyal(rng, params.apv_charge_mpv, params.apv_charge_width, nc), 0.0, None)
     phase = rng.uniform(0.0, ro.apv_sample_spacing, max(n_events, 1))
-    order = np.argsort(ev * 64 + plane, kind="stable")  # clusters by (event, plane)
+    order = _group_order(ev, plane, max(n_events, 1), tables.n_strips.size)  # clusters by (event, plane)
     noise, noise_start = _apv_noise(rng, nc, APV_HALF_WIDTH, pool)
     mm_chan = ro.mm_channel_of_strip(np.arange(tables.dead.shape[1]) % (ro.mm_channels * len(ro.mm_multiplex_steps)))
     args = (
@@ -507,6 +507,32 @@ def _apv_noise(rng: np.random.Generator, n_clusters: int, half: int, pool: bool)
         return gaussian_pool()[:POOL_SIZE], window_starts(rng, n_clusters, per_cluster)
     noise = rng.standard_normal(max(n_clusters, 1) * per_cluster, dtype=np.float32)
     return noise, np.arange(n_clusters, dtype=np.int64) * per_cluster
+
+
+def _group_order(ev, plane, n_events: int, n_planes: int) -> np.ndarray:
+    """``np.argsort(ev * n_planes + plane, kind="stable")`` (the same permutation) by a
+    counting sort: keys below ``n_events * n_planes``, O(n + keys) instead of
+    O(n log n) (8 -> 2 ms for the 180k clusters of a 10k-MOT spill; issue 11)."""
+    ev = np.asarray(ev, np.int64)
+    plane = np.asarray(plane, np.int64)
+    if ev.size and (ev.min() < 0 or ev.max() >= n_events or plane.min() < 0 or plane.max() >= n_planes):
+        return np.argsort(ev * n_planes + plane, kind="stable")  # not expected: keys out of range
+    return _counting_order(ev, plane, n_events, n_planes)
+
+
+@numba.njit(cache=True, nogil=True)
+def _counting_order(ev, plane, n_events, n_planes):
+    start = np.zeros(n_events * n_planes + 1, np.int64)
+    for i in range(ev.size):
+        start[ev[i] * n_planes + plane[i] + 1] += 1
+    for k in range(1, start.size):
+        start[k] += start[k - 1]
+    order = np.empty(ev.size, np.int64)
+    for i in range(ev.size):
+        key = ev[i] * n_planes + plane[i]
+        order[start[key]] = i
+        start[key] += 1
+    return order
 
 
 @numba.njit(cache=True, nogil=True)
