@@ -85,8 +85,8 @@ def scatter_thin(rng: np.random.Generator, tr: Tracks, x_over_x0, mask=None, dri
         x = float(x_over_x0)
         z1 = rng.standard_normal((2, tr.n))
         mask = np.ones(tr.n, np.bool_) if mask is None else np.asarray(mask, np.bool_)
-        tr.x, tr.y, tr.tx, tr.ty = _thin_kernel(tr.x, tr.y, tr.tx, tr.ty, float(drift), _log_highland_arg(tr, x),
-                                                tr.p, tr.kind, MASSES, x, mask, z1)
+        tr.x, tr.y, tr.tx, tr.ty = _thin_kernel(tr.x, tr.y, tr.tx, tr.ty, float(drift), *_highland_parts(tr, x),
+                                                mask, z1)
         return
     if drift:
         tr.drift(drift)
@@ -111,8 +111,8 @@ def scatter_thick(rng: np.random.Generator, tr: Tracks, x_over_x0, length: float
         x = float(x_over_x0)
         z = rng.standard_normal((4, tr.n))
         mask = np.ones(tr.n, np.bool_) if mask is None else np.asarray(mask, np.bool_)
-        tr.x, tr.y, tr.tx, tr.ty = _thick_kernel(tr.x, tr.y, tr.tx, tr.ty, float(length), _log_highland_arg(tr, x),
-                                                 tr.p, tr.kind, MASSES, x, mask, z)
+        tr.x, tr.y, tr.tx, tr.ty = _thick_kernel(tr.x, tr.y, tr.tx, tr.ty, float(length), *_highland_parts(tr, x),
+                                                 mask, z)
         return
     th = highland(tr.p, tr.mass, x_over_x0)
     if mask is not None:
@@ -124,66 +124,64 @@ def scatter_thick(rng: np.random.Generator, tr: Tracks, x_over_x0, length: float
     tr.ty = tr.ty + th * z[3]
 
 
-def _log_highland_arg(tr: Tracks, x: float) -> np.ndarray | None:
-    """``log(x / beta^2)`` of every track for :func:`~na64reco.material.highland` (None if
-    ``x <= 0``: no material).  The argument comes from a kernel, the logarithm from numpy
-    itself: numpy's vectorised ``log`` and the C library's, which a numba kernel calls,
-    differ in the last bit for ~0.3 % of the arguments."""
+def _highland_parts(tr: Tracks, x: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """The factors of :func:`~na64reco.material.highland` of every track for ``x`` radiation
+    lengths: ``13.6 MeV / (beta p)``, ``log(x / beta^2)`` and ``sqrt(x)`` (zeros if ``x <= 0``:
+    no material).  The logarithm is numpy's own: its vectorised ``log`` and the C library's,
+    which a numba kernel calls, differ in the last bit for ~0.3 % of the arguments."""
     if not x > 0:
-        return None
-    return np.log(_highland_arg(tr.p, tr.kind, MASSES, x))
+        zero = np.zeros(tr.n)
+        return zero, zero, 0.0
+    scale, arg = _highland_factors(tr.p, tr.kind, MASSES, x)
+    return scale, np.log(arg, out=arg), math.sqrt(x)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _beta(p, mass):
-    return p / math.sqrt(p * p + mass * mass)
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _highland_arg(p, kind, masses, x):
-    out = np.empty(p.size)
+def _highland_factors(p, kind, masses, x):
+    scale = np.empty(p.size)
+    arg = np.empty(p.size)
     for i in range(p.size):
-        beta = _beta(p[i], masses[kind[i]])
-        out[i] = x / (beta * beta)
-    return out
+        m = masses[kind[i]]
+        beta = p[i] / math.sqrt(p[i] * p[i] + m * m)
+        scale[i] = HIGHLAND_MEV / (beta * p[i])
+        arg[i] = x / (beta * beta)
+    return scale, arg
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _theta0(scale, sqrt_x, log_arg, on):
+    """Highland's theta0 from its factors, in the order of :func:`~na64reco.material.highland`,
+    clipped at 0 (a NaN stays NaN, like ``np.clip``); 0 where not ``on``."""
+    theta = scale * sqrt_x * (1.0 + HIGHLAND_LOG * log_arg)
+    theta = 0.0 if theta < 0.0 else theta
+    return theta if on else 0.0
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _theta0(p, mass, x, log_arg):
-    """:func:`~na64reco.material.highland` of one track, same operations in the same order
-    (``log_arg`` = ``log(x / beta^2)`` from numpy), clipped at 0 (a NaN stays NaN, like
-    ``np.clip``)."""
-    beta = _beta(p, mass)
-    theta = HIGHLAND_MEV / (beta * p) * math.sqrt(x) * (1.0 + HIGHLAND_LOG * log_arg)
-    if theta < 0.0:
-        theta = 0.0
-    return theta
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _thin_kernel(x0, y0, tx0, ty0, drift, log_arg, p, kind, masses, x, mask, z):
-    n = p.size
+def _thin_kernel(x0, y0, tx0, ty0, drift, scale, log_arg, sqrt_x, mask, z):
+    n = x0.size
     x1, y1, tx1, ty1 = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
+    if drift != 0.0:
+        for i in range(n):
+            x1[i] = x0[i] + tx0[i] * drift
+            y1[i] = y0[i] + ty0[i] * drift
+    else:
+        x1[:] = x0
+        y1[:] = y0
     for i in range(n):
-        x1[i] = x0[i] + tx0[i] * drift if drift != 0.0 else x0[i]
-        y1[i] = y0[i] + ty0[i] * drift if drift != 0.0 else y0[i]
-        th = 0.0
-        if mask[i] and log_arg is not None:
-            th = _theta0(p[i], masses[kind[i]], x, log_arg[i])
+        th = _theta0(scale[i], sqrt_x, log_arg[i], mask[i])
         tx1[i] = tx0[i] + th * z[0, i]
         ty1[i] = ty0[i] + th * z[1, i]
     return x1, y1, tx1, ty1
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _thick_kernel(x0, y0, tx0, ty0, length, log_arg, p, kind, masses, x, mask, z):
-    n = p.size
+def _thick_kernel(x0, y0, tx0, ty0, length, scale, log_arg, sqrt_x, mask, z):
+    n = x0.size
     x1, y1, tx1, ty1 = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
     r12 = math.sqrt(12.0)
     for i in range(n):
-        th = 0.0
-        if mask[i] and log_arg is not None:
-            th = _theta0(p[i], masses[kind[i]], x, log_arg[i])
+        th = _theta0(scale[i], sqrt_x, log_arg[i], mask[i])
         lth = length * th
         x1[i] = x0[i] + lth * (z[0, i] / r12 + z[1, i] / 2.0)
         tx1[i] = tx0[i] + th * z[1, i]
