@@ -493,7 +493,7 @@ def apv_digits(
         float(params.apv_threshold_sigma * ro.apv_noise),
     )
     o_ev, o_pl, o_ch, a = (_apv_reference if reference else _apv_kernel)(*args)
-    return o_ev, o_pl.astype(np.int16), o_ch.astype(np.int16), a[:, 0], a[:, 1], a[:, 2]
+    return o_ev, o_pl.astype(np.int16, copy=False), o_ch.astype(np.int16, copy=False), a[:, 0], a[:, 1], a[:, 2]
 
 
 def _apv_noise(rng: np.random.Generator, n_clusters: int, half: int, pool: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -609,13 +609,13 @@ def _apv_kernel(ev, plane, c, amp, shape3, n_strips, is_mm, dead, mm_chan, sprea
     n_noise = noise.size
     cap = n * (2 * half + 1)
     o_ev = np.empty(cap, np.int64)
-    o_pl = np.empty(cap, np.int64)
-    o_ch = np.empty(cap, np.int64)
+    o_pl = np.empty(cap, np.int16)  # the int16 of the raw format: < 64 planes, < 1024 channels
+    o_ch = np.empty(cap, np.int16)
     o_a = np.empty((cap, 3), np.int16)
     width = dead.shape[1]
     buf = np.zeros((width, 3))
     touched = np.zeros(width, np.bool_)
-    tl = np.empty(cap, np.int64)
+    tl = np.empty(width, np.int64)  # the touched channels of one (event, plane), each once
     k = 0
     i = 0
     inv = 1.0 / (spread * math.sqrt(2.0))
