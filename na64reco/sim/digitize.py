@@ -664,14 +664,13 @@ def _apv_kernel(ev, plane, c, amp, shape3, n_strips, is_mm, dead, mm_chan, sprea
             r += 3
             if r >= n_noise:
                 r -= n_noise
-            if big > threshold:
-                o_ev[k] = ev[i]
-                o_pl[k] = p
-                o_ch[k] = ch
-                for a in range(3):
-                    v = np.rint(buf[ch, a])
-                    o_a[k, a] = np.int16(min(max(v, -32768.0), 32767.0))
-                k += 1
+            o_ev[k] = ev[i]  # written in any case, kept (k advanced) if above the threshold: no
+            o_pl[k] = p  # unpredictable branch (~2/3 of the touched channels pass; issue 11)
+            o_ch[k] = ch
+            for a in range(3):
+                v = np.rint(buf[ch, a])
+                o_a[k, a] = np.int16(min(max(v, -32768.0), 32767.0))
+            k += 1 if big > threshold else 0
             for a in range(3):
                 buf[ch, a] = 0.0
             touched[ch] = False
