@@ -8,6 +8,8 @@ import pytest
 
 from na64reco import constants
 from na64reco.material import highland
+from na64reco.sim import interactions as phys
+from na64reco.sim.randoms import standard_normal, standard_normals
 from na64reco.sim.tracks import MASSES, Tracks, scatter_thick, scatter_thin
 
 
@@ -97,3 +99,20 @@ def test_empty_tracks():
     scatter_thin(np.random.default_rng(1), tr, 0.1, tr.alive, drift=5.0)
     scatter_thick(np.random.default_rng(1), tr, 0.1, 5.0, tr.alive)
     assert tr.n == 0
+
+
+@pytest.mark.parametrize(("rows", "n"), [(1, 0), (1, 1), (2, 10_500), (5, 333), (4, 7)])
+def test_numba_normals_are_numpys_normals(rows, n):
+    """The normals drawn in numba are numpy's, from the same stream, leaving the same state."""
+    a, b = np.random.default_rng(rows * 1000 + n), np.random.default_rng(rows * 1000 + n)
+    _same(standard_normals(a, rows, n), b.standard_normal((rows, n)))
+    _same(standard_normal(a, n), b.standard_normal(n))
+    assert a.bit_generator.state == b.bit_generator.state
+
+
+def test_moyal_draws_as_before():
+    """interactions.moyal with a count: numpy's formula on numpy's normals, bit for bit."""
+    a, b = np.random.default_rng(9), np.random.default_rng(9)
+    z = b.standard_normal(1000)
+    _same(phys.moyal(a, 1.5, 0.3, 1000), 1.5 - 0.3 * np.log(np.maximum(z * z, 1e-300)))
+    assert a.random() == b.random()

@@ -57,6 +57,7 @@ from na64reco.pulse import msadc_shape
 from na64reco.sim import interactions as phys
 from na64reco.sim.noise import POOL_SIZE, gaussian_pool, window_starts
 from na64reco.sim.params import SimParams
+from na64reco.sim.randoms import standard_normal
 
 _DET_SHIFT = 256  # channel numbers < 256
 _EV_SHIFT = 256 * 256
@@ -155,7 +156,7 @@ def msadc_digits(
     ch = chan_key % _DET_SHIFT
     flat = det * width + ch
     n = chan_key.size
-    jitter = a.time_jitter * rng.standard_normal(n)
+    jitter = a.time_jitter * standard_normal(rng, n)  # = rng.standard_normal(n), drawn in numba
     t0 = a.signal_time + tables.time_offset.reshape(-1)[flat] + jitter
     noise, noise_start = _msadc_noise(rng, n, a.n_samples, pool)
     adc = msadc_waveforms(

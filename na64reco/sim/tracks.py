@@ -18,6 +18,7 @@ import numpy as np
 
 from na64reco import constants
 from na64reco.material import HIGHLAND_LOG, HIGHLAND_MEV, highland  # highland: re-exported, the one implementation
+from na64reco.sim.randoms import standard_normals
 
 KIND_MUON, KIND_ELECTRON, KIND_PION, KIND_KAON = 0, 1, 2, 3
 MASSES = np.array([constants.MUON_MASS, constants.ELECTRON_MASS, constants.PION_CHARGED_MASS,
@@ -83,7 +84,7 @@ def scatter_thin(rng: np.random.Generator, tr: Tracks, x_over_x0, mask=None, dri
         return
     if np.ndim(x_over_x0) == 0:
         x = float(x_over_x0)
-        z1 = rng.standard_normal((2, tr.n))
+        z1 = standard_normals(rng, 2, tr.n)
         mask = np.ones(tr.n, np.bool_) if mask is None else np.asarray(mask, np.bool_)
         tr.x, tr.y, tr.tx, tr.ty = _thin_kernel(tr.x, tr.y, tr.tx, tr.ty, float(drift), *_highland_parts(tr, x),
                                                 mask, z1)
@@ -109,7 +110,7 @@ def scatter_thick(rng: np.random.Generator, tr: Tracks, x_over_x0, length: float
         return
     if np.ndim(x_over_x0) == 0:
         x = float(x_over_x0)
-        z = rng.standard_normal((4, tr.n))
+        z = standard_normals(rng, 4, tr.n)
         mask = np.ones(tr.n, np.bool_) if mask is None else np.asarray(mask, np.bool_)
         tr.x, tr.y, tr.tx, tr.ty = _thick_kernel(tr.x, tr.y, tr.tx, tr.ty, float(length), *_highland_parts(tr, x),
                                                  mask, z)
