@@ -2,6 +2,7 @@
 
     python benchmarks/bench_simulate.py [--events 100000] [--memory] [--trigger calibration|physics]
                                         [--repeat 3] [--profile]
+    python benchmarks/bench_simulate.py --digest
 
 1. NA64mu ``mixture`` beam particles per second on one core, *including* writing the raw
    file (CPU time, minimum of ``--repeat`` runs in one warm process).
@@ -11,8 +12,15 @@
 3. Bytes per written event on disk.
 4. With ``--memory``: peak RSS of fresh processes simulating 50k and 200k beam particles
    (memory must be flat in N: chunked writing).
-5. With ``--profile``: CPU time of the stages (transport, trigger, MSADC and APV
-   digitisation, writing) of the fastest run.
+With ``--digest`` it only prints, for ten small configurations (NA64mu mixture with the
+calibration and physics triggers, signal in a 2023-like run, dimuon, punchthrough,
+kdecay, hadron; NA64e mixture and signal; a pedestal run), the SHA-256 of the content of
+every branch of the written trees: run it on two versions of the code
+(``PYTHONPATH=<tree>``) to show that a speed-up leaves the output bit-identical.
+
+5. With ``--profile``: CPU time of the stages (transport and its multiple scattering,
+   trigger, MSADC and APV digitisation, writing and its concatenation of the spills) of
+   the fastest run (inclusive times: an indented line is part of the line above it).
 
 The default trigger is ``calibration``: ~94 % of the beam particles are written, which is
 the configuration of issue 11 (94k written events per 100k MOT) and the one where
@@ -42,14 +50,18 @@ def _simulate(n: int, path: Path, chunk: int, trigger: str) -> tuple[float, floa
 
 #: (module, attribute, label) of the stages timed by ``--profile`` (CPU time, inclusive)
 _STAGES = (
+    ("na64reco.sim.generate", "simulate_spill", "whole spills (all below but writing)"),
     ("na64reco.sim.generate", "follow", "transport (follow)"),
+    ("na64reco.sim.transport", "scatter_thin", "  thin scatterers + flight (incl. RNG)"),
+    ("na64reco.sim.transport", "scatter_thick", "  thick scatterers (incl. RNG)"),
     ("na64reco.sim.generate", "trigger_mask", "trigger"),
     ("na64reco.sim.generate", "msadc_digits", "MSADC digits"),
     ("na64reco.sim.generate", "tracker_points", "tracker points"),
     ("na64reco.sim.generate", "apv_digits", "APV digits"),
     ("na64reco.sim.generate", "straw_digits", "straw digits"),
     ("na64reco.sim.generate", "_flush", "writing (concat + RawWriter)"),
-    ("na64reco.sim.generate", "simulate_spill", "whole spills (all of the above but writing)"),
+    ("na64reco.sim.generate", "_concat", "  concatenating the spills of a chunk"),
+    ("na64reco.sim.generate", "load_sim_params", "simulation parameters (setup YAML)"),
 )
 
 
@@ -101,6 +113,47 @@ def _plain_write(src: Path, dst: Path, chunk_events: int, repeat: int) -> tuple[
     return min(walls), min(cpus)
 
 
+#: the configurations of ``--digest`` (small: ~1 min for all)
+_DIGEST_RUNS = (
+    {"setup": "na64mu", "n_events": 20000, "seed": 3, "run": 1, "trigger": "calibration"},
+    {"setup": "na64mu", "n_events": 20000, "seed": 4, "run": 1},
+    {"setup": "na64mu", "n_events": 3000, "seed": 5, "run": 12000, "process": "signal", "mass_gev": 0.1},
+    {"setup": "na64mu", "n_events": 3000, "seed": 6, "run": 1, "process": "dimuon"},
+    {"setup": "na64mu", "n_events": 3000, "seed": 7, "run": 1, "process": "punchthrough"},
+    {"setup": "na64mu", "n_events": 3000, "seed": 8, "run": 1, "process": "kdecay"},
+    {"setup": "na64mu", "n_events": 3000, "seed": 8, "run": 1, "process": "hadron"},
+    {"setup": "na64e", "n_events": 5000, "seed": 9, "run": 1},
+    {"setup": "na64e", "n_events": 3000, "seed": 10, "run": 1, "process": "signal", "mass_gev": 0.02},
+    {"setup": "na64mu", "n_events": 500, "seed": 11, "run": 1, "process": "pedestal"},
+)
+
+
+def _digests() -> None:
+    import hashlib
+
+    import hepunits as u
+    import numpy as np
+    import uproot
+
+    from na64reco.sim import simulate
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "digest.root"
+        for cfg in _DIGEST_RUNS:
+            kw = {k: v for k, v in cfg.items() if k != "mass_gev"}
+            if "mass_gev" in cfg:
+                kw["mass"] = cfg["mass_gev"] * u.GeV
+            simulate(output=path, **kw)
+            h = hashlib.sha256()
+            with uproot.open(path) as f:
+                for tree in ("events", "truth", "spills"):
+                    for name, v in f[tree].arrays(library="np").items():
+                        flat = (np.concatenate(list(v)) if len(v) else np.zeros(0)) if v.dtype == object else v
+                        h.update(name.encode())
+                        h.update(np.ascontiguousarray(flat).tobytes())
+            print(f"{h.hexdigest()[:16]}  {cfg}")
+
+
 def _peak_rss_child(n: int, trigger: str) -> float:
     code = (
         "import resource, tempfile, os\n"
@@ -121,7 +174,11 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="runs of each measurement (the minimum is shown)")
     ap.add_argument("--memory", action="store_true", help="also measure peak RSS for 50k and 200k")
     ap.add_argument("--profile", action="store_true", help="CPU time per simulation stage")
+    ap.add_argument("--digest", action="store_true", help="only the content digests of ten small runs")
     args = ap.parse_args(argv)
+    if args.digest:
+        _digests()
+        return 0
     if args.memory:
         # first, while this process is small: Linux children inherit the parent's ru_maxrss
         for n in (50_000, 200_000):
@@ -153,8 +210,9 @@ def main(argv=None) -> int:
         print(f"file size        : {size / 1e6:7.2f} MB = {per_event:6.0f} bytes per written event")
         if profile:
             print("CPU time by stage (fastest run):")
-            for label, seconds in sorted(profile.items(), key=lambda kv: -kv[1]):
-                print(f"  {label:44s} {seconds:6.3f} s  {seconds / cpu:4.0%}")
+            for _, _, label in _STAGES:
+                if label in profile:
+                    print(f"  {label:48s} {profile[label]:6.3f} s  {profile[label] / cpu:4.0%}")
         print(f"this process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     return 0
 

@@ -132,7 +132,9 @@ def test_apv_cluster_inputs_match_the_pulse_shape():
     ev, plane = rng.integers(0, 20, n), rng.integers(0, n_planes, n)
     u, t, q, phase = rng.uniform(-50, 50, n), rng.uniform(-30, 30, n), rng.uniform(0, 900, n), rng.uniform(0, 25, 20)
     order = np.argsort(ev * 64 + plane, kind="stable")
-    e_s, p_s, c, amp, shape3 = dg._apv_cluster_inputs(order, ev, plane, u, t, q, phase, n_strips, pitch, 2.0, 60.0,
+    dest = dg._group_positions(ev, plane, 20, n_planes)
+    np.testing.assert_array_equal(order[dest], np.arange(n))  # the inverse of the stable argsort
+    e_s, p_s, c, amp, shape3 = dg._apv_cluster_inputs(dest, ev, plane, u, t, q, phase, n_strips, pitch, 2.0, 60.0,
                                                       25.0, 50.0)
     ev, plane, u, t, q = ev[order], plane[order], u[order], t[order], q[order]
     np.testing.assert_array_equal(e_s, ev)
@@ -142,3 +144,20 @@ def test_apv_cluster_inputs_match_the_pulse_shape():
     tt = 60.0 - phase[ev] - t
     np.testing.assert_allclose(shape3, apv_shape(tt[:, None] + 25.0 * np.arange(3)[None, :], 50.0), rtol=1e-13,
                                atol=1e-15)
+
+
+@pytest.mark.parametrize("n_events", [1, 7, 300])
+def test_group_positions_invert_the_stable_argsort(n_events):
+    """The counting sort of the APV clusters by (event, plane): the same permutation as the
+    stable argsort it replaced, for clusters in any order with many ties; keys out of the
+    declared range fall back to the argsort."""
+    rng = np.random.default_rng(n_events)
+    n_planes = 21
+    for n in (0, 1, 50, 5000):
+        ev, plane = rng.integers(0, n_events, n), rng.integers(0, n_planes, n)
+        dest = dg._group_positions(ev, plane, n_events, n_planes)
+        order = np.argsort(ev * n_planes + plane, kind="stable")
+        np.testing.assert_array_equal(dest[order], np.arange(n))
+    ev[0] = n_events  # out of range
+    order = np.argsort(ev * n_planes + plane, kind="stable")
+    np.testing.assert_array_equal(dg._group_positions(ev, plane, n_events, n_planes)[order], np.arange(n))

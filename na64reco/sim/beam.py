@@ -15,6 +15,7 @@ import numpy as np
 
 from na64reco.geometry import Setup
 from na64reco.io.raw import PROCESSES
+from na64reco.sim.randoms import standard_normals
 from na64reco.sim.tracks import KIND_ELECTRON, KIND_KAON, KIND_MUON, KIND_PION, ROLE_PRIMARY, Tracks
 
 
@@ -52,7 +53,7 @@ def sample_beam(rng: np.random.Generator, setup: Setup, ev: np.ndarray, process:
     """
     b = setup.beam
     n = len(ev)
-    z = rng.standard_normal((5, n))
+    z = standard_normals(rng, 5, n)  # = rng.standard_normal((5, n)), drawn in numba
     p = b.energy * (1.0 + b.momentum_spread * z[0])
     x = b.spot_sigma_x * z[1]
     y = b.spot_sigma_y * z[2]

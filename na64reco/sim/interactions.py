@@ -31,11 +31,15 @@ import hepunits as u
 import numpy as np
 from scipy.special import gammainc, ndtr
 
+from na64reco.sim.randoms import standard_normal
+
 
 def moyal(rng: np.random.Generator, mpv, width, n: int | None = None):
     """Moyal (Landau-like) energy-loss sample with most probable value ``mpv``."""
-    size = n if n is not None else np.broadcast(np.asarray(mpv), np.asarray(width)).shape
-    z = rng.standard_normal(size)
+    if n is not None:
+        z = standard_normal(rng, n)  # = rng.standard_normal(n), drawn in numba
+    else:
+        z = rng.standard_normal(np.broadcast(np.asarray(mpv), np.asarray(width)).shape)
     return mpv - width * np.log(np.maximum(z * z, 1e-300))
 
 

@@ -82,5 +82,4 @@ def window_starts(rng: np.random.Generator, n: int, width: int, size: int = POOL
     (into the pool's padding, or, for a reader that wraps around, to its start).
     """
     base = rng.integers(0, size, -(-n // block), dtype=np.int64)
-    i = np.arange(n, dtype=np.int64)
-    return base[i // block] + width * (i % block)
+    return (base[:, None] + width * np.arange(block, dtype=np.int64)).reshape(-1)[:n]  # no integer division

@@ -128,9 +128,8 @@ def follow(ctx: Context, tr: Tracks) -> Tracks:
     air = ctx.setup.readout.air_x0_per_metre / 1000.0  # per mm
     for el in elements(ctx.setup):
         dz = el.z - z
-        if dz > 0:
-            tr.drift(dz)
-            scatter_thin(ctx.rng, tr, air * dz, tr.alive)
+        if dz > 0:  # straight flight and the scattering in air, in one pass
+            scatter_thin(ctx.rng, tr, air * dz, tr.alive, drift=dz)
             z = el.z
         tr = _HANDLERS[el.kind](ctx, el, tr)
         if el.kind in ("ecal", "vhcal", "hcal", "srd"):
