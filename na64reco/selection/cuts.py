@@ -32,6 +32,9 @@ def column(reco, variable: str) -> np.ndarray:
         return reco[variable]
     if variable not in reco.fields:
         raise NA64Error(f"reco record has no field {variable!r} (has: {', '.join(reco.fields)})")
+    flat = _numpy_field(reco, variable)
+    if flat is not None:
+        return flat
     arr = reco[variable]
     if arr.ndim == 1:
         return np.asarray(ak.to_numpy(arr))
@@ -39,6 +42,24 @@ def column(reco, variable: str) -> np.ndarray:
         width = int(ak.max(ak.num(arr, axis=1), initial=0))
         arr = ak.fill_none(ak.pad_none(arr, width, clip=True), np.nan)
     return np.asarray(ak.to_numpy(arr), dtype=float)
+
+
+def _numpy_field(reco, variable: str) -> np.ndarray | None:
+    """The field's numpy buffer when the record array holds it as one (a plain numpy
+    field, or a fixed-size list of one: per-module variables): what :func:`column`
+    gives, without awkward's field projection and conversion (~50 us per column, ~60
+    columns per chunk).  None for any other layout (sliced records, variable-length or
+    option fields), which :func:`column` converts through awkward."""
+    layout = getattr(reco, "layout", None)
+    if not isinstance(layout, ak.contents.RecordArray) or layout.backend.name != "cpu":
+        return None
+    n, field = layout.length, layout.content(variable)
+    if isinstance(field, ak.contents.NumpyArray) and field.data.ndim == 1:
+        return np.asarray(field.data)[:n]
+    if (isinstance(field, ak.contents.RegularArray) and isinstance(field.content, ak.contents.NumpyArray)
+            and field.content.data.ndim == 1):
+        return np.asarray(np.asarray(field.content.data)[:n * field.size].reshape(n, field.size), dtype=float)
+    return None
 
 
 class Columns:
