@@ -409,8 +409,9 @@ def read_chunk(item, uproot_options: dict, timeout=None):
     (all branches of ``events`` if none), as one awkward record array: one open, one
     header and one ``arrays`` call.  Errors propagate from inside uproot (the runner's
     :func:`is_bad_file` takes them as the file's, as when coffea read the chunk)."""
-    import awkward as ak
     import uproot
+
+    from na64reco.reco.event import record
 
     options = dict(uproot_options)
     timeout = options.pop("timeout", timeout)
@@ -419,7 +420,7 @@ def read_chunk(item, uproot_options: dict, timeout=None):
     with uproot.open({item.filename: None}, timeout=timeout, **options) as file:
         arrays = file[item.treename].arrays(names, entry_start=item.entrystart, entry_stop=item.entrystop,
                                             how=dict)
-    return ak.zip(arrays, depth_limit=1)
+    return record(arrays)
 
 
 def _start_local_cluster(opts: RunOptions, stack: ExitStack):
