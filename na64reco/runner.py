@@ -407,14 +407,17 @@ def chunk_metadata(item) -> dict:
 def read_chunk(item, uproot_options: dict, timeout=None):
     """The entries ``[entrystart, entrystop)`` of the work item's tree, its preload branches
     (all branches of ``events`` if none), as one awkward record array: one open, one
-    header and one ``arrays`` call.  Errors propagate from inside uproot (the runner's
-    :func:`is_bad_file` takes them as the file's, as when coffea read the chunk)."""
+    header and one ``arrays`` call (a local file memory-mapped).  Errors propagate from
+    inside uproot (the runner's :func:`is_bad_file` takes them as the file's, as when
+    coffea read the chunk)."""
     import uproot
 
     from na64reco.reco.event import record
 
     options = dict(uproot_options)
     timeout = options.pop("timeout", timeout)
+    if not location.is_url(item.filename):  # a local file memory-mapped: ~2 ms per chunk less than
+        options.setdefault("handler", uproot.source.file.MemmapSource)  # fsspec's (and its I/O thread)
     names = [b for b in event_branches() if not item.preload or b in item.preload]
     names += sorted(set(item.preload or ()) - set(names))
     with uproot.open({item.filename: None}, timeout=timeout, **options) as file:
