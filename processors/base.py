@@ -575,7 +575,10 @@ class InvisibleProcessor(processor.ProcessorABC):
         """Empty sums of the histogram :meth:`_book` books, its template booked once per
         process (the processor is unpickled afresh for every chunk; docs/performance.md,
         "Per-file overhead", third pass)."""
-        key = (type(self).__qualname__, tuple(sorted(self.binning.items())), names, stage)
+        binning = self.__dict__.get("_binning_key")
+        if binning is None:
+            binning = self._binning_key = tuple(sorted(self.binning.items()))
+        key = (type(self).__qualname__, binning, names, stage)
         template = _TEMPLATES.get(key)
         if template is None:
             template = _TEMPLATES[key] = HistTemplate(self._book(names, stage))

@@ -70,9 +70,11 @@ class Columns:
     (docs/performance.md, "Per-chunk fixed cost").  The cached arrays are shared: callers
     must not modify them in place."""
 
-    def __init__(self, reco: ak.Array, cols: dict[str, np.ndarray] | None = None):
+    def __init__(self, reco: ak.Array, cols: dict[str, np.ndarray] | None = None, *,
+                 taken_from: tuple[ak.Array, np.ndarray] | None = None):
         self.reco = reco
         self._cols: dict[str, np.ndarray] = cols if cols is not None else {}
+        self._taken_from = taken_from  # (records, mask): ``reco`` is ``records[mask]`` (:meth:`take`)
 
     @classmethod
     def of(cls, reco) -> Columns:
@@ -84,7 +86,11 @@ class Columns:
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self._cols:
-            self._cols[name] = column(self.reco, name)
+            flat = None
+            if self._taken_from is not None and name in self.reco.fields:  # numeric or fixed-size field:
+                records, keep = self._taken_from  # its buffer sliced (``reco[mask]`` is an indexed view
+                flat = _numpy_field(records, name)  # that awkward would convert field by field)
+            self._cols[name] = column(self.reco, name) if flat is None else flat[keep]
         return self._cols[name]
 
     def __len__(self) -> int:
@@ -92,12 +98,14 @@ class Columns:
 
     def take(self, keep: np.ndarray) -> Columns:
         """The columns of the events where ``keep`` (a boolean mask) is True: the 1-D columns
-        converted so far are sliced in numpy, the others converted from ``reco[keep]``
-        when first asked for; the same values as converting ``reco[keep]`` (a variable-length
-        column is padded to the widest event *of the kept ones*, so it is converted again)."""
+        converted so far are sliced in numpy, the others, when first asked for, sliced from
+        the records' numpy buffer (numeric and fixed-size fields) or converted from
+        ``reco[keep]``; the same values as converting ``reco[keep]`` (a variable-length column
+        is padded to the widest event *of the kept ones*, so it is converted again)."""
         if keep.all():
             return self
-        return Columns(self.reco[keep], {k: v[keep] for k, v in self._cols.items() if v.ndim == 1})
+        return Columns(self.reco[keep], {k: v[keep] for k, v in self._cols.items() if v.ndim == 1},
+                       taken_from=(self.reco, keep))
 
 
 def _in_range(x: np.ndarray, lo: float | None, hi: float | None) -> np.ndarray:
