@@ -117,6 +117,43 @@ class HistSums:
         return h
 
 
-def to_hists(group: dict) -> dict:
-    """``{name: hist.Hist}`` of a dict of :class:`HistSums` (hist.Hist values are kept)."""
+class HistGroup:
+    """Named :class:`HistSums` merged as one accumulator.  coffea's accumulation walks a
+    dict entry by entry, with two ``isinstance`` checks against its ``Addable`` protocol
+    per entry (~25 us each): for the ~45 histograms of a chunk that was ~2 ms per chunk;
+    a group is one entry.  Merging follows coffea's for dicts: sums of the same name add,
+    the others are copied."""
+
+    __slots__ = ("sums",)
+
+    def __init__(self, sums: dict[str, HistSums]):
+        self.sums = sums
+
+    @staticmethod
+    def _copy(h: HistSums) -> HistSums:
+        return HistSums(h.template, h.sumw.copy(), h.sumw2.copy())
+
+    def __add__(self, other: HistGroup) -> HistGroup:
+        out = {k: v + other.sums[k] if k in other.sums else self._copy(v) for k, v in self.sums.items()}
+        out.update({k: self._copy(v) for k, v in other.sums.items() if k not in self.sums})
+        return HistGroup(out)
+
+    def __iadd__(self, other: HistGroup) -> HistGroup:
+        for k, v in other.sums.items():
+            if k in self.sums:
+                self.sums[k] += v
+            else:
+                self.sums[k] = self._copy(v)
+        return self
+
+    def to_hists(self) -> dict:
+        """``{name: hist.Hist}``."""
+        return {name: h.to_hist() for name, h in self.sums.items()}
+
+
+def to_hists(group) -> dict:
+    """``{name: hist.Hist}`` of a :class:`HistGroup` or of a dict of :class:`HistSums`
+    (``hist.Hist`` values are kept)."""
+    if isinstance(group, HistGroup):
+        return group.to_hists()
     return {name: h.to_hist() if isinstance(h, HistSums) else h for name, h in group.items()}

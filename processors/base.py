@@ -31,7 +31,7 @@ from na64reco.conditions import default_tag, load_conditions
 from na64reco.errors import BlindingError, ConfigError, NA64Error, RawFormatError, SetupMismatch
 from na64reco.exposure import count_spills, merge_spill_counts, spill_exposure
 from na64reco.geometry import load_setup
-from na64reco.hists import HistSums, HistTemplate, to_hists
+from na64reco.hists import HistGroup, HistSums, HistTemplate, to_hists
 from na64reco.io.checksum import verify_chunk
 from na64reco.io.location import file_version
 from na64reco.io.raw import assemble_events, event_branches, open_raw
@@ -427,7 +427,7 @@ class InvisibleProcessor(processor.ProcessorABC):
         the runner's plain awkward records, :func:`na64reco.runner.read_chunk`) with coffea's
         chunk ``meta`` (dataset, filename, entrystart, entrystop).  Its histograms are
         :class:`~na64reco.hists.HistSums` (merged as numpy sums; :meth:`postprocess` makes
-        them ``hist.Hist``)."""
+        them ``hist.Hist``), one :class:`~na64reco.hists.HistGroup` per group."""
         info = self.file_info(meta, events)
         self.verify(events, meta, info)
         read = events
@@ -613,7 +613,7 @@ class InvisibleProcessor(processor.ProcessorABC):
             self._fill(h, cols, None, weights, names, stage="all")
             self._fill(h, cols, passed_all, weights, names, stage="selected")
             out["_vs_".join(names)] = h
-        return out
+        return HistGroup(out)
 
     def fill_nminusone(self, reco, selection, weights) -> dict:
         """For each cut (and the box): its variable for events passing all the others."""
@@ -626,7 +626,7 @@ class InvisibleProcessor(processor.ProcessorABC):
             h = self._sums((var,), stage=False)
             self._fill(h, cols, others, weights, (var,))
             out[name] = h
-        return out
+        return HistGroup(out)
 
     def count_regions(self, reco, selection, masks, box, weights, blinded) -> dict:
         w = np.ones(len(reco)) if weights is None else weights

@@ -11,7 +11,7 @@ import pytest
 from coffea.processor.accumulator import accumulate
 
 from na64reco.errors import NA64Error
-from na64reco.hists import HistSums, HistTemplate, to_hists
+from na64reco.hists import HistGroup, HistSums, HistTemplate, to_hists
 
 
 def _book(kind: str) -> hist.Hist:
@@ -98,3 +98,26 @@ def test_sums_survive_pickling_without_the_templates_storage():
     merged = back + s
     assert merged.to_hist().axes == template.hist.axes
     assert np.array_equal(merged.sumw, 2 * s.sumw) and np.array_equal(merged.sumw2, 2 * s.sumw2)
+
+
+def test_a_group_merges_as_coffea_merges_a_dict_of_sums():
+    """Chunks with different histogram names (a name missing in some chunks): the group's
+    merge gives what coffea's accumulation of plain dicts of the same sums gives."""
+    rng = np.random.default_rng(5)
+    templates = {k: HistTemplate(_book(k)) for k in ("regular", "pair", "count")}
+    chunks = []
+    for names in (("regular", "pair"), ("pair", "count"), ("regular", "pair", "count"), ("count",)):
+        sums = {}
+        for k in names:
+            s = HistSums(templates[k])
+            values = _values(k, 50, rng)
+            s.fill("all", *values, weight=rng.exponential(1.0, len(values[-1])))
+            sums[k] = s
+        chunks.append(sums)
+    copies = [{k: HistSums(v.template, v.sumw.copy(), v.sumw2.copy()) for k, v in c.items()} for c in chunks]
+    ref = to_hists(accumulate({"g": c} for c in copies)["g"])
+    got = to_hists(accumulate({"g": HistGroup(c)} for c in chunks)["g"])
+    assert list(got) == list(ref) == ["regular", "pair", "count"]
+    for k in ref:
+        assert got[k].view(flow=True).value.tobytes() == ref[k].view(flow=True).value.tobytes()
+        assert got[k].view(flow=True).variance.tobytes() == ref[k].view(flow=True).variance.tobytes()
