@@ -1,7 +1,7 @@
 """Per-file overhead of ``run_files``: 100 files of 1k MOT against one file of the same events.
 
     python benchmarks/bench_many_files.py [--workdir DIR] [--files 100] [--mot 1000]
-        [--repeat 3] [--profile OUT.prof] [--data] [--pieces] [--merge N]
+        [--repeat 3] [--profile OUT.prof] [--data] [--pieces] [--steps] [--merge N]
 
 Simulates once (kept in ``DIR``, default a fixed directory under the temp dir) ``--files``
 NA64mu files of ``--mot`` beam muons each (seeds 1.., run 1001, calibration trigger: ~94 %
@@ -21,6 +21,9 @@ each the minimum of ``--repeat`` runs (wall and CPU time), and prints the per-fi
 ``--pieces`` prints the CPU time per small file of the reads a run makes per file
 (opening, metadata, checksum table, each tree's header, the runner's check, coffea's
 chunk read), each in a loop over the files.
+``--steps`` prints the CPU time per file of each step of a run (the runner's check, the
+chunk read, the processor's steps, the reconstruction, the rest) over the N files and
+over the big file, and the excess per file: where the per-file overhead goes.
 ``--merge N`` (no files needed) prints the CPU time per file of coffea's accumulation of
 N one-chunk outputs (the processor's provenance, one file record each): the part of the
 per-file cost that grows with the number of files (docs/performance.md, "Per-chunk fixed
@@ -106,6 +109,70 @@ def pieces(files: list[str]) -> None:
     per_file("open_raw, no tree checked", lambda f: open_raw(f, structure=False).close())
     per_file("the runner's check (check_files)", lambda f: check_files({"d": [f]}, "na64mu", skip_bad_files=False))
     per_file("coffea's chunk read (open, header, 20 branches)", chunk)
+    try:
+        from na64reco.runner import read_chunk
+    except ImportError:  # (before the third pass)
+        return
+    from types import SimpleNamespace
+
+    def own(f):
+        n = open_raw(f, structure=False).n_events
+        return read_chunk(SimpleNamespace(filename=f, treename="events", entrystart=0, entrystop=n, preload=None),
+                          {"array_cache": None})
+
+    per_file("the runner's chunk read (read_chunk)", own)
+
+
+def steps(small: list[str], big: str, opts) -> None:
+    """CPU ms per file of each step of ``run_files`` on the small files and on the big file
+    (timers around the functions, in this process), and the excess per small file."""
+    import collections
+    import functools
+
+    import na64reco.runner as runner
+    import processors.base as base
+
+    spent: dict[str, float] = collections.defaultdict(float)
+
+    def timed_fn(fn, label):
+        @functools.wraps(fn)
+        def wrapper(*a, **k):
+            c = time.process_time()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[label] += time.process_time() - c
+        return wrapper
+
+    patches = [(runner, "check_files", "runner: check_files"), (runner, "read_chunk", "runner: read_chunk"),
+               (base, "assemble_events", "reco: assemble_events (io)"),
+               (base, "reconstruct_stage", "reco: reconstruct (reco/)"),
+               (base, "attach_truth_stage", "reco: attach_truth (reco/)")]
+    patches += [(base.InvisibleProcessor, m, f"processor: {m}") for m in (
+        "process_chunk", "verify", "fill_histograms", "fill_nminusone", "count_regions", "provenance", "postprocess")]
+    patches += [(base, f, f"selection: {f}") for f in ("cut_masks", "apply_blinding", "build_selection")]
+    saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
+    for obj, name, label in patches:
+        setattr(obj, name, timed_fn(getattr(obj, name), label))
+    try:
+        run_files = runner.run_files
+        res = {}
+        for label, files in (("small", small), ("big", [big])):
+            run_files({"bench": files}, opts)  # warm
+            spent.clear()
+            c = time.process_time()
+            events = run_files({"bench": files}, opts)["bench"]["provenance"].events_processed
+            spent["TOTAL (run_files)"] = time.process_time() - c
+            res[label] = (dict(spent), events)
+    finally:
+        for obj, name, fn in saved:
+            setattr(obj, name, fn)
+    (s, ns), (b, nb) = res["small"], res["big"]
+    n = len(small)
+    print(f"CPU ms per small file ({n} files, {ns} events) and per-file excess over the big file "
+          f"({nb} events, scaled to {ns}); one run each:")
+    for k in sorted(s, key=lambda k: -s[k]):
+        print(f"  {k:<40}{s[k] / n * 1e3:8.2f}{(s[k] - b.get(k, 0.0) * ns / nb) / n * 1e3:8.2f}")
 
 
 def merge_cost(n_files: int) -> None:
@@ -138,6 +205,7 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", type=Path, default=None)
     ap.add_argument("--data", action="store_true", help="files without truth (data-like)")
     ap.add_argument("--pieces", action="store_true", help="only the CPU time of each read per file")
+    ap.add_argument("--steps", action="store_true", help="only the CPU time per file of each step of a run")
     ap.add_argument("--merge", type=int, default=0, metavar="N",
                     help="only the CPU time per file of merging N one-file outputs")
     args = ap.parse_args(argv)
@@ -148,10 +216,13 @@ def main(argv=None) -> int:
     from na64reco.runner import RunOptions, run_files
 
     small, big = make_files(args.workdir, args.files, args.mot, truth=not args.data)
+    opts = RunOptions("na64mu_invisible")
     if args.pieces:
         pieces(small)
         return 0
-    opts = RunOptions("na64mu_invisible")
+    if args.steps:
+        steps(small, big, opts)
+        return 0
     run_files({"bench": small[:2]}, opts)  # warm-up: imports, numba JIT, setup and conditions caches
 
     (t1, c1, n1), (tn, cn, nn), (tb, cb, nb) = (timed(f, opts, args.repeat) for f in (small[:1], small, [big]))

@@ -304,7 +304,7 @@ def _raised_reading(exc: BaseException) -> bool:
     while tb is not None:
         frames.append(tb.tb_frame.f_code)
         tb = tb.tb_next
-    in_processor = any(code.co_name == "process" and code.co_filename.endswith(("processors/base.py",))
+    in_processor = any(code.co_name in ("process", "process_chunk") and code.co_filename.endswith("processors/base.py")
                        for code in frames)
     in_reader = any("/uproot/" in code.co_filename or "/awkward/" in code.co_filename for code in frames)
     return in_reader and not in_processor
@@ -363,6 +363,69 @@ class ChunkError(NA64Error):
 
 
 # ----------------------------------------------------------------------------------------
+class ChunkRunner(processor.Runner):
+    """coffea's ``Runner`` (the same executors, chunking, accumulation and retries) whose
+    chunks for a processor with ``process_chunk(arrays, metadata)`` (the invisible-mode
+    processors) are read with one ``uproot`` ``arrays`` call into a plain awkward record
+    array of the ``events`` branches, instead of through coffea's NanoEvents factory:
+    its forms, type names and virtual arrays were ~8 ms per chunk of fixed cost, and
+    every branch the processor then touched went through the factory's mapping again
+    (~6 ms per chunk), more than reading a 940-event chunk (docs/performance.md,
+    "Per-file overhead", third pass).  Other processors, metrics and checkpoints take
+    coffea's own path."""
+
+    @staticmethod
+    def _work_function(format, xrootdtimeout, schema, use_dataframes, savemetrics, item, **kwargs):
+        proc = kwargs["processor_instance"]
+        if isinstance(proc, str) and proc == "heavy":  # dask: (item, processor)
+            item, proc = item
+        if not isinstance(proc, processor.ProcessorABC) and not callable(proc):  # futures: compressed pickle
+            import cloudpickle
+            import lz4.frame
+
+            proc = cloudpickle.loads(lz4.frame.decompress(proc))
+        if (format != "root" or savemetrics or kwargs.get("checkpointer") is not None
+                or not hasattr(proc, "process_chunk")):
+            return processor.Runner._work_function(format, xrootdtimeout, schema, use_dataframes, savemetrics,
+                                                   item, **{**kwargs, "processor_instance": proc})
+        return {"out": proc.process_chunk(read_chunk(item, kwargs["uproot_options"], xrootdtimeout),
+                                          chunk_metadata(item)),
+                "processed": {item}}
+
+
+def chunk_metadata(item) -> dict:
+    """What coffea's ``events.metadata`` holds for a work item."""
+    import uuid
+
+    meta = {"dataset": item.dataset, "filename": item.filename, "treename": item.treename,
+            "entrystart": item.entrystart, "entrystop": item.entrystop,
+            "fileuuid": str(uuid.UUID(bytes=item.fileuuid)) if len(item.fileuuid) > 0 else ""}
+    meta.update(item.usermeta or {})
+    return meta
+
+
+def read_chunk(item, uproot_options: dict, timeout=None):
+    """The entries ``[entrystart, entrystop)`` of the work item's tree, its preload branches
+    (all branches of ``events`` if none), as one awkward record array: one open, one
+    header and one ``arrays`` call (a local file memory-mapped).  Errors propagate from
+    inside uproot (the runner's :func:`is_bad_file` takes them as the file's, as when
+    coffea read the chunk)."""
+    import uproot
+
+    from na64reco.reco.event import record
+
+    options = dict(uproot_options)
+    timeout = options.pop("timeout", timeout)
+    if not location.is_url(item.filename):  # a local file memory-mapped: ~2 ms per chunk less than
+        options.setdefault("handler", uproot.source.file.MemmapSource)  # fsspec's (and its I/O thread)
+    names = [b for b in event_branches() if not item.preload or b in item.preload]
+    names += sorted(set(item.preload or ()) - set(names))
+    with uproot.open({item.filename: None}, timeout=timeout, **options) as file:
+        arrays = file[item.treename].arrays(names, entry_start=item.entrystart, entry_stop=item.entrystop,
+                                            how=dict)
+    return record(arrays)
+
+
 def _start_local_cluster(opts: RunOptions, stack: ExitStack):
     """For ``executor="dask"`` without a client or scheduler: start :func:`local_cluster`
     in a background thread (its worker processes start while the client checks the files
@@ -523,7 +586,7 @@ def run_files(fileset: Mapping[str, list[str]], opts: RunOptions, *, processor_i
                               for ds, files in check.good.items()}
             target, align = chunking(opts.chunksize, check.max_cluster)
             executor = _make_executor(opts, stack, starting)
-            runner = processor.Runner(
+            runner = ChunkRunner(
                 executor=executor, pre_executor=processor.IterativeExecutor(status=False, retries=0),
                 schema=BaseSchema, chunksize=target, align_clusters=align, skipbadfiles=False,
                 metadata_cache=check.coffea_metadata(TREE), savemetrics=False,

@@ -22,7 +22,6 @@ import threading
 from dataclasses import dataclass, field
 
 import awkward as ak
-import boost_histogram as bh
 import hist
 import numpy as np
 from coffea import processor
@@ -32,6 +31,7 @@ from na64reco.conditions import default_tag, load_conditions
 from na64reco.errors import BlindingError, ConfigError, NA64Error, RawFormatError, SetupMismatch
 from na64reco.exposure import count_spills, merge_spill_counts, spill_exposure
 from na64reco.geometry import load_setup
+from na64reco.hists import HistGroup, HistSums, HistTemplate, to_hists
 from na64reco.io.checksum import verify_chunk
 from na64reco.io.location import file_version
 from na64reco.io.raw import assemble_events, event_branches, open_raw
@@ -161,6 +161,26 @@ def settle_exposure(prov: Provenance, read_spills, bad_spills=None) -> None:
         prov.n_spills += exp.n_spills
         prov.n_triggered += exp.n_triggered
         prov.partial_spills += exp.partial
+
+
+def _branches(events, names) -> dict:
+    """``{name: events[name]}``; from a plain record array (the runner's chunk read) the
+    fields' own buffers (numpy) and layouts, without awkward's high-level field access
+    (~30 us a field, 20 per chunk): the same content for the checksums."""
+    layout = getattr(events, "layout", None)
+    if not isinstance(layout, ak.contents.RecordArray):
+        return {b: events[b] for b in names}
+    out = {}
+    for b in names:
+        c = layout.content(b)
+        if c.length == layout.length and isinstance(c, ak.contents.NumpyArray) and isinstance(c.data, np.ndarray):
+            out[b] = c.data
+        elif (c.length == layout.length and isinstance(c, ak.contents.ListOffsetArray)
+              and isinstance(c.content, ak.contents.NumpyArray) and isinstance(c.content.data, np.ndarray)):
+            out[b] = c
+        else:
+            out[b] = events[b]
+    return out
 
 
 # ----------------------------------------------------------------------------------------
@@ -297,6 +317,11 @@ class FileInfo:
     is_data: bool
 
 
+#: (processor class, binning, variable names, stage axis) -> the empty booked histogram
+#: (:class:`~na64reco.hists.HistTemplate`) its chunks fill: booked once per process.
+_TEMPLATES: dict[tuple, HistTemplate] = {}
+
+
 # ----------------------------------------------------------------------------------------
 #: Default histogram binning, GeV for energies and momenta: name -> (bins, lo, hi, label).
 BINNING = {
@@ -394,7 +419,15 @@ class InvisibleProcessor(processor.ProcessorABC):
 
     # -- the analysis ---------------------------------------------------------------------
     def process(self, events):
-        meta = dict(getattr(events, "metadata", None) or {})
+        out = self.process_chunk(events, dict(getattr(events, "metadata", None) or {}))
+        return self._with_hists(out)
+
+    def process_chunk(self, events, meta: dict):
+        """:meth:`process` of ``events`` (the flat ``events`` branches: coffea's NanoEvents or
+        the runner's plain awkward records, :func:`na64reco.runner.read_chunk`) with coffea's
+        chunk ``meta`` (dataset, filename, entrystart, entrystop).  Its histograms are
+        :class:`~na64reco.hists.HistSums` (merged as numpy sums; :meth:`postprocess` makes
+        them ``hist.Hist``), one :class:`~na64reco.hists.HistGroup` per group."""
         info = self.file_info(meta, events)
         self.verify(events, meta, info)
         read = events
@@ -427,9 +460,19 @@ class InvisibleProcessor(processor.ProcessorABC):
         return {meta.get("dataset", "default"): out}
 
     def postprocess(self, accumulator):
-        """Exposure (MOT/EOT) of what was processed, spill by spill (:mod:`na64reco.exposure`)."""
+        """Exposure (MOT/EOT) of what was processed, spill by spill (:mod:`na64reco.exposure`);
+        the merged histogram sums as ``hist.Hist``."""
         for out in accumulator.values():
             settle_exposure(out["provenance"], self._spills, self.bad_spills)
+        return self._with_hists(accumulator)
+
+    @staticmethod
+    def _with_hists(accumulator: dict) -> dict:
+        """``accumulator`` ({dataset: outputs}) with its histogram groups as ``hist.Hist``."""
+        for out in accumulator.values():
+            for group in ("hists", "nminus1"):
+                if group in out:
+                    out[group] = to_hists(out[group])
         return accumulator
 
     def _spills(self, path: str) -> dict:
@@ -465,7 +508,7 @@ class InvisibleProcessor(processor.ProcessorABC):
         try:
             known = rec["blocks"] if rec is not None else None  # (None also for a version-2 file)
             blocks = known if known is not None else _raw(info.path).blocks("events")
-            arrays = {b: events[b] for b in event_branches()}
+            arrays = _branches(events, event_branches())
             verify_chunk(blocks, arrays, start, stop, info.path,
                          read=lambda a, b: _raw(info.path).arrays("events", a, b))
         except RawFormatError:
@@ -526,10 +569,9 @@ class InvisibleProcessor(processor.ProcessorABC):
         names = [*self.selection.variables, *self.MAIN_VARIABLES]
         return [v for v in dict.fromkeys(names) if variable_info(v, self.SETUP)]
 
-    def _fill(self, h, cols, mask, weights, names, stage: str | None = None):
-        """Fill ``h`` (booked by :meth:`_book`: axes ``[stage,] [module,] *names``) with the
-        events of ``mask``.  The values go to boost-histogram's fill in axis order (the
-        same fill as ``hist.Hist.fill`` by axis name, without its per-call name mapping)."""
+    def _fill(self, h: HistSums, cols, mask, weights, names, stage: str | None = None):
+        """Fill ``h`` (axes ``[stage,] [module,] *names``, :meth:`_sums`) with the events of
+        ``mask``: the values in axis order, as ``hist.Hist.fill`` by axis name would."""
         all_events = mask is None
         w = (np.ones(len(cols)) if all_events else np.ones(np.count_nonzero(mask))) if weights is None \
             else (weights if all_events else weights[mask])
@@ -538,9 +580,9 @@ class InvisibleProcessor(processor.ProcessorABC):
         if len(names) == 1 and values[0].ndim == 2:  # per-module variable: one entry per module
             x = values[0]
             module = np.broadcast_to(np.arange(x.shape[1]), x.shape)
-            bh.Histogram.fill(h, *lead, module.ravel(), x.ravel(), weight=np.repeat(w, x.shape[1]))
+            h.fill(*lead, module.ravel(), x.ravel(), weight=np.repeat(w, x.shape[1]))
             return
-        bh.Histogram.fill(h, *lead, *values, weight=w)
+        h.fill(*lead, *values, weight=w)
 
     def _book(self, names: tuple[str, ...], stage: bool) -> hist.Hist:
         axes = [hist.axis.StrCategory(["all", "selected"], name="stage")] if stage else []
@@ -549,16 +591,29 @@ class InvisibleProcessor(processor.ProcessorABC):
         axes += [_axis(n, self.binning) for n in names]
         return hist.Hist(*axes, storage=hist.storage.Weight())
 
+    def _sums(self, names: tuple[str, ...], stage: bool) -> HistSums:
+        """Empty sums of the histogram :meth:`_book` books, its template booked once per
+        process (the processor is unpickled afresh for every chunk; docs/performance.md,
+        "Per-file overhead", third pass)."""
+        binning = self.__dict__.get("_binning_key")
+        if binning is None:
+            binning = self._binning_key = tuple(sorted(self.binning.items()))
+        key = (type(self).__qualname__, binning, names, stage)
+        template = _TEMPLATES.get(key)
+        if template is None:
+            template = _TEMPLATES[key] = HistTemplate(self._book(names, stage))
+        return HistSums(template)
+
     def fill_histograms(self, reco, passed_all, weights) -> dict:
         """Every cut and main variable (and the 2-D pairs), before cuts and after all cuts."""
         cols = Columns.of(reco)
         out = {}
         for names in [(v,) for v in self.variables()] + list(self.PAIRS):
-            h = self._book(names, stage=True)
+            h = self._sums(names, stage=True)
             self._fill(h, cols, None, weights, names, stage="all")
             self._fill(h, cols, passed_all, weights, names, stage="selected")
             out["_vs_".join(names)] = h
-        return out
+        return HistGroup(out)
 
     def fill_nminusone(self, reco, selection, weights) -> dict:
         """For each cut (and the box): its variable for events passing all the others."""
@@ -568,10 +623,10 @@ class InvisibleProcessor(processor.ProcessorABC):
         for name in names:
             var = self.selection.signal_box.variable if name == BOX else self.selection.cut(name).variable
             others = selection.all(*[n for n in names if n != name])
-            h = self._book((var,), stage=False)
+            h = self._sums((var,), stage=False)
             self._fill(h, cols, others, weights, (var,))
             out[name] = h
-        return out
+        return HistGroup(out)
 
     def count_regions(self, reco, selection, masks, box, weights, blinded) -> dict:
         w = np.ones(len(reco)) if weights is None else weights

@@ -231,3 +231,32 @@ def test_blinded_table_never_prints_the_box(tmp_path):
         assert table.nminusone_rows()[-1]["events"] == BLINDED
         box_line = next(ln for ln in table.format().splitlines() if ln.startswith(BOX))
         assert box_line.split()[1:] == [BLINDED, BLINDED]
+
+
+def test_columns_of_kept_events_are_those_of_the_kept_records():
+    """``Columns.take``: numeric and per-module columns sliced from the records' buffers,
+    variable-length ones converted from the kept records (padded to the widest kept event):
+    each the same dtype, shape and values as converting ``reco[keep]``."""
+    from na64reco.reco.event import record
+    from na64reco.selection.cuts import Columns, column
+
+    rng = np.random.default_rng(3)
+    n = 200
+    counts = rng.integers(0, 4, n)
+    counts[7] = 9  # the widest event, dropped below
+    x = rng.normal(size=n)
+    x[::9] = np.nan
+    reco = record({"p_out": x, "n_tracks_in": rng.integers(0, 5, n), "trigger": rng.integers(0, 8, n).astype(np.uint32),
+                   "hcal_module_energy": ak.from_numpy(rng.random((n, 4)), regulararray=True),
+                   "veto_paddle_energy": ak.unflatten(rng.random(counts.sum()), counts)})
+    keep = rng.random(n) < 0.7
+    keep[7] = False
+    cols = Columns(reco)
+    cols["p_out"]  # converted before the take: sliced; the others after it
+    taken = cols.take(keep)
+    for name in reco.fields:
+        ref = column(reco[keep], name)
+        got = taken[name]
+        assert got.dtype == ref.dtype and got.shape == ref.shape, name
+        assert np.array_equal(got, ref, equal_nan=got.dtype.kind == "f"), name
+    assert taken["veto_paddle_energy"].shape[1] == counts[keep].max() < 9

@@ -1,0 +1,42 @@
+"""na64reco.reco.event.record: the reco record built as one RecordArray is what
+``ak.zip(fields, depth_limit=1)`` gives (form, values, vector behaviour)."""
+
+from __future__ import annotations
+
+import awkward as ak
+import numpy as np
+import pytest
+
+from na64reco.reco.event import record
+from na64reco.reco.kinematics import VECTOR_NAME  # (registers vector's awkward behaviour)
+
+
+def _fields(n: int, rng) -> dict:
+    x = rng.normal(size=n)
+    x[::7] = np.nan
+    vec = ak.mask(ak.zip({"px": rng.normal(size=n), "py": rng.normal(size=n), "pz": 100 + rng.normal(size=n),
+                          "mass": np.full(n, 0.1057)}, with_name=VECTOR_NAME), rng.random(n) < 0.8)
+    return {
+        "run": np.full(n, 1001, np.int32), "event": np.arange(n, dtype=np.int64),
+        "trigger": rng.integers(0, 8, n).astype(np.uint32), "p_out": x,
+        "hcal_module_energy": ak.from_numpy(rng.random((n, 4)), regulararray=True),
+        "hits": ak.unflatten(rng.random(3 * n), np.full(n, 3)),
+        "mu_in": vec, "mu_out": vec[::-1],
+        "sliced": rng.random(2 * n)[::2],  # a strided numpy column
+    }
+
+
+@pytest.mark.parametrize("n", [0, 1, 940])
+def test_record_is_the_zip_of_its_fields(n):
+    fields = _fields(n, np.random.default_rng(n))
+    got, ref = record(fields), ak.zip(fields, depth_limit=1)
+    assert got.layout.form == ref.layout.form and got.fields == ref.fields and len(got) == len(ref) == n
+    assert ak.array_equal(got, ref, equal_nan=True)
+    assert ak.almost_equal(got.mu_in.deltaangle(got.mu_out), ref.mu_in.deltaangle(ref.mu_out))
+
+
+def test_fields_of_other_lengths_or_kinds_go_through_zip():
+    with pytest.raises(ValueError):
+        record({"a": np.arange(3), "b": np.arange(4)})
+    two_d = {"a": np.arange(3), "m": np.ones((3, 2))}
+    assert record(two_d).layout.form == ak.zip(two_d, depth_limit=1).layout.form
