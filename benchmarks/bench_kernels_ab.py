@@ -71,7 +71,7 @@ def main() -> None:
     old_calo = _module("before_calo", reco / "calo.py")
     old_stage = _module("before_stage", reco / "tracking" / "stage.py")
 
-    cfg, pt, vt = stage._tables(setup, conds)
+    cfg, pt, vt, _ = stage._tables(setup, conds)
     a_off, a = clusters._jagged(events["apv"], ("plane", "chan", "a0", "a1", "a2"), "apv", args.file)
     s_off, s = clusters._jagged(events["straw"], ("plane", "tube", "tdc"), "straw", args.file)
 

@@ -51,12 +51,11 @@ from na64reco.reco.tracking.tracks import (
     in_time,
     make_views,
     mm_singles,
-    select_hits,
 )
 
 _CACHE: dict = {}
-#: columns of the hit table that :func:`find_tracks` reads (with ``index`` back into all hits)
-SEARCH_COLUMNS = ("event", "plane", "pos", "sigma", "origin", "index", "offsets", "plane_offsets")
+#: columns of the hit table that :func:`find_tracks` reads (besides ``plane_offsets``)
+SEARCH_COLUMNS = ("pos", "sigma", "origin")
 
 
 def _tables(setup, conditions, config_path=None, overrides=None):
@@ -70,6 +69,22 @@ def _tables(setup, conditions, config_path=None, overrides=None):
         _CACHE[key] = (cfg, PlaneTables(setup, conditions), ViewTables(views, cfg),
                        hit_time_windows(setup, conditions, cfg.hit_time_sigma))
     return _CACHE[key]
+
+
+def _search_hits(hits: dict, keep: np.ndarray) -> dict:
+    """The hits with ``keep``, as :func:`find_tracks` reads them: :data:`SEARCH_COLUMNS`,
+    ``plane_offsets`` and ``offsets`` (the running count of kept hits at the old offsets: the
+    same as :func:`.tracks.select_hits` recomputes by a search over the event column), and
+    ``index`` into ``hits``.  One selection of three columns instead of the whole table (~200 MB
+    per 100k events)."""
+    index = np.flatnonzero(keep)
+    out = {k: hits[k][index] for k in SEARCH_COLUMNS}
+    kept = np.zeros(keep.size + 1, np.int64)
+    np.cumsum(keep, out=kept[1:])
+    out["offsets"] = kept[hits["offsets"]]
+    out["plane_offsets"] = kept[hits["plane_offsets"]]
+    out["index"] = index
+    return out
 
 
 def _extrapolate(par, view, z, downstream: bool):
@@ -95,16 +110,16 @@ def reconstruct_tracks(events, setup, conditions, source: str = "", *, config_pa
     cfg, pt, vt, (t_lo, t_hi) = _tables(setup, conditions, config_path, config_overrides)
     n = len(events)
     all_hits = event_hits(events, pt, threshold_sigma=cfg.apv_threshold_sigma, drift_t0=cfg.drift_t0, source=source)
-    all_hits["index"] = np.arange(len(all_hits["pos"]))
     keep = in_time(all_hits, t_lo, t_hi)  # out-of-time hits are not used (hit_time_windows)
     if not cfg.use_mm_singles:
         keep &= ~mm_singles(all_hits, pt.type == 0)
-    # one selection, of the columns the search reads only (the full hit table is ~200 MB per 100k events)
-    hits = select_hits({k: all_hits[k] for k in SEARCH_COLUMNS}, keep)
+    hits = _search_hits(all_hits, keep)
     res = find_tracks(hits, n, pt.n_planes, vt)
     sel = res["hits"]  # the tracks' hit indices into all the hits
     res["hits"] = np.where(sel >= 0, hits["index"][np.maximum(sel, 0)], -1)
     hits = all_hits
+    if return_internals:
+        hits["index"] = np.arange(len(hits["pos"]))
     ecal_z = setup.detector("ECAL").z
     hcal_z = setup.detector("HCAL").z
     out: dict[str, np.ndarray] = {}
