@@ -83,9 +83,15 @@ def demux_plane_slots(chans, amps, n, table, dead, slot, used, starts, run_start
                 n_starts += slot[s - 1] >= 0
             starts[n_starts] = s
             n_starts += slot[s + 1] >= 0
+    n_runs = _disjoint_segments(amps, n_starts, slot, used, starts, run_start, run_len)
+    if n_runs < 0:  # a channel in two segments (or twice in one): the greedy search below
+        n_runs = 0
+        for j in range(n):
+            used[j] = 0
+    else:
+        n_starts = 0
     # greedy: repeatedly accept the best run of adjacent candidate strips whose channels
     # are all unassigned (longest first, then largest summed amplitude, then lowest strip)
-    n_runs = 0
     while n_starts > 0:
         best_s = -1
         best_l = 1
@@ -124,6 +130,58 @@ def demux_plane_slots(chans, amps, n, table, dead, slot, used, starts, run_start
             singles[n_singles] = j
             n_singles += 1
     return n_runs, n_singles
+
+
+@numba.njit(cache=True, inline="always")
+def _run_sum(amps, slot, s, ln):
+    tot = amps[slot[s]]  # summed from the first strip, as the greedy search sums
+    for q in range(s + 1, s + ln):
+        tot += amps[slot[q]]
+    return tot
+
+
+@numba.njit(cache=True)
+def _disjoint_segments(amps, n_starts, slot, used, starts, run_start, run_len):
+    """The usual case without a search: the segments (maximal runs of adjacent candidate
+    strips) when no channel reads two strips of them.  Then every segment is one accepted
+    run: the greedy search's best run is always a whole segment (a run from inside a segment
+    is shorter than the one from its first strip, and a run never ends before its segment's
+    end when all channels are distinct), and accepting it uses channels of no other segment.
+    The runs are put in the order the greedy search accepts them (longer, then larger
+    summed amplitude, then lower strip first) and their channels marked ``used``.  Returns
+    the number of runs, or -1 if a channel occurs twice (``used`` then holds marks to clear).
+    """
+    n_runs = 0
+    for w in range(n_starts):
+        s = starts[w]
+        if s > 0 and slot[s - 1] >= 0:
+            continue  # not the first strip of its segment
+        e = s + 1
+        while slot[e + 1] >= 0:
+            e += 1
+        for q in range(s, e + 1):
+            j = slot[q]
+            if used[j]:
+                return -1
+            used[j] = 1
+        ln = e - s + 1
+        tot = _run_sum(amps, slot, s, ln)
+        r = n_runs
+        while r > 0:
+            l2 = run_len[r - 1]
+            if ln < l2:
+                break
+            if ln == l2:
+                t2 = _run_sum(amps, slot, run_start[r - 1], l2)
+                if tot < t2 or (tot == t2 and s > run_start[r - 1]):
+                    break
+            run_start[r] = run_start[r - 1]
+            run_len[r] = l2
+            r -= 1
+        run_start[r] = s
+        run_len[r] = ln
+        n_runs += 1
+    return n_runs
 
 
 @numba.njit(cache=True)
