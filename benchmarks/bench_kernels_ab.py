@@ -8,7 +8,9 @@ earlier source tree (``BEFORE_DIR``, executed from its sources with numba's on-d
 off) and of this tree run alternately on the same events in memory, and each figure is
 the minimum CPU time of ``--repeat`` rounds.  Compared: the tracker hits kernel (with the
 earlier tree's de-multiplexer), the track search kernel (``find_tracks`` on the hits the
-stage hands it), the ECAL quantities (shower chi2) and the track-match chi2.
+stage hands it), the whole tracking stage (the earlier ``stage.py`` calling this tree's
+kernels: the difference is the stage's own glue), the ECAL quantities (shower chi2) and the
+track-match chi2.
 The results of both are checked equal before timing.
 """
 
@@ -110,6 +112,8 @@ def main() -> None:
                             lambda: calo._ecal_quantities(*grabbed["ecal"])),
         "track search kernel": (lambda: old_tracks.find_tracks(search_hits, len(events), pt.n_planes, vt),
                                 lambda: tracks_mod.find_tracks(search_hits, len(events), pt.n_planes, vt)),
+        "tracking stage": (lambda: old_stage.reconstruct_tracks(events, setup, conds),
+                           lambda: stage.reconstruct_tracks(events, setup, conds)),
         "track match chi2": (lambda: old_stage._match_chi2(tracks, res, vt, setup, cfg),
                              lambda: stage._match_chi2(tracks, res, vt, setup, cfg)),
     }
