@@ -7,7 +7,10 @@ On a shared machine CPU times of separate runs scatter by 20-40 %; here the kern
 earlier source tree (``BEFORE_DIR``, executed from its sources with numba's on-disk cache
 off) and of this tree run alternately on the same events in memory, and each figure is
 the minimum CPU time of ``--repeat`` rounds.  Compared: the tracker hits kernel (with the
-earlier tree's de-multiplexer), the ECAL quantities (shower chi2) and the track-match chi2.
+earlier tree's de-multiplexer), the track search kernel (``find_tracks`` on the hits the
+stage hands it), the whole tracking stage (the earlier ``stage.py`` calling this tree's
+kernels: the difference is the stage's own glue), the ECAL quantities (shower chi2) and the
+track-match chi2.
 The results of both are checked equal before timing.
 """
 
@@ -26,6 +29,7 @@ import uproot
 import na64reco.reco.calo as calo
 import na64reco.reco.tracking.clusters as clusters
 import na64reco.reco.tracking.stage as stage
+import na64reco.reco.tracking.tracks as tracks_mod
 from na64reco.conditions import load_conditions
 from na64reco.geometry import load_setup
 from na64reco.io.raw import assemble_events, event_branches, open_raw
@@ -70,8 +74,9 @@ def main() -> None:
         extra={"_isort": old_demux._isort, "demux_plane_into": old_demux.demux_plane_into, "numba": numba})
     old_calo = _module("before_calo", reco / "calo.py")
     old_stage = _module("before_stage", reco / "tracking" / "stage.py")
+    old_tracks = _module("before_tracks", reco / "tracking" / "tracks.py")
 
-    cfg, pt, vt = stage._tables(setup, conds)
+    cfg, pt, vt, windows = stage._tables(setup, conds)
     a_off, a = clusters._jagged(events["apv"], ("plane", "chan", "a0", "a1", "a2"), "apv", args.file)
     s_off, s = clusters._jagged(events["straw"], ("plane", "tube", "tdc"), "straw", args.file)
 
@@ -95,10 +100,20 @@ def main() -> None:
         calo._ecal_quantities = keep
     tracks = stage.reconstruct_tracks(events, setup, conds, return_internals=True)
     res = tracks["_tracks"]
+    all_hits = clusters.event_hits(events, pt, threshold_sigma=cfg.apv_threshold_sigma, drift_t0=cfg.drift_t0)
+    keep = tracks_mod.in_time(all_hits, *windows)
+    if not cfg.use_mm_singles:
+        keep &= ~tracks_mod.mm_singles(all_hits, pt.type == 0)
+    search_hits = {k: all_hits[k][keep] for k in ("pos", "sigma", "origin")}
+    search_hits["plane_offsets"] = np.concatenate([[0], np.cumsum(keep)])[all_hits["plane_offsets"]]
     pairs = {
         "tracker hits kernel": (hits(old_clusters._hits_kernel), hits(clusters._hits_kernel)),
         "ECAL quantities": (lambda: old_calo._ecal_quantities(*grabbed["ecal"]),
                             lambda: calo._ecal_quantities(*grabbed["ecal"])),
+        "track search kernel": (lambda: old_tracks.find_tracks(search_hits, len(events), pt.n_planes, vt),
+                                lambda: tracks_mod.find_tracks(search_hits, len(events), pt.n_planes, vt)),
+        "tracking stage": (lambda: old_stage.reconstruct_tracks(events, setup, conds),
+                           lambda: stage.reconstruct_tracks(events, setup, conds)),
         "track match chi2": (lambda: old_stage._match_chi2(tracks, res, vt, setup, cfg),
                              lambda: stage._match_chi2(tracks, res, vt, setup, cfg)),
     }

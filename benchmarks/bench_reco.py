@@ -52,16 +52,17 @@ def _chunk_steps(arrays, path, setup, conds, cfg, pt, vt, windows):
     """{stage: callable} for one chunk of flat branches (inputs of each stage made first)."""
     from na64reco.reco.calo import flat_digits, reconstruct_calo
     from na64reco.reco.tracking.clusters import event_hits
-    from na64reco.reco.tracking.stage import reconstruct_tracks
-    from na64reco.reco.tracking.tracks import drop_mm_singles, find_tracks, select_in_time
+    from na64reco.reco.tracking.stage import _search_hits, reconstruct_tracks
+    from na64reco.reco.tracking.tracks import find_tracks, in_time, mm_singles
     from na64reco.reco.waveform import reconstruct_digits
 
     nested = assemble_events(arrays, path)
     _, det, chan, adc = flat_digits(nested)
-    hits = select_in_time(event_hits(nested, pt, threshold_sigma=cfg.apv_threshold_sigma, drift_t0=cfg.drift_t0),
-                          *windows)  # the hits the search gets (as in reconstruct_tracks)
+    all_hits = event_hits(nested, pt, threshold_sigma=cfg.apv_threshold_sigma, drift_t0=cfg.drift_t0)
+    keep = in_time(all_hits, *windows)  # the hits the search gets, as reconstruct_tracks selects them
     if not cfg.use_mm_singles:
-        hits = drop_mm_singles(hits, pt.type == 0)
+        keep &= ~mm_singles(all_hits, pt.type == 0)
+    hits = _search_hits(all_hits, keep)
     return {
         "assemble_events": lambda: assemble_events(arrays, path),
         "calo: whole stage": lambda: reconstruct_calo(nested, setup, conds),

@@ -214,3 +214,39 @@ def test_hits_kernel_grows_its_output_for_events_of_many_ambiguous_hits():
                                                            hits["ambiguous"][lo:hi], strict=True)] == \
             [(r[0], r[3], r[4]) for r in ref], f"event {e}"
         np.testing.assert_allclose(hits["pos"][lo:hi], [r[1] for r in ref], rtol=0, atol=1e-9)
+
+
+def test_demux_strip_map_equals_reference_on_crowded_planes_with_tied_amplitudes():
+    """The strip-map kernel (whole segments when their channels are distinct, the greedy search
+    otherwise) against the slow twin: many fired channels, amplitudes from three values (ties
+    decided by the lowest strip), a few dead strips."""
+    rng = np.random.default_rng(11)
+    for _ in range(1500):
+        n = int(rng.integers(1, 28))
+        chans = np.sort(rng.choice(64, n, replace=False))
+        amps = rng.choice([50.0, 100.0, 150.0], n)
+        dead = np.zeros(320, bool)
+        dead[rng.integers(0, 320, int(rng.integers(0, 4)))] = True
+        assert demux_plane(chans, amps, TABLE, dead) == demux_plane_reference(chans, amps, TABLE, dead)
+
+
+def test_plane_tables_refuse_a_multiplexing_table_with_a_strip_read_twice():
+    from na64reco.reco.tracking.clusters import PlaneTables
+
+    class Readout:
+        def __getattr__(self, name):
+            return getattr(RO, name)
+
+    table = TABLE.copy()
+    table[5, 2] = table[6, 2]
+    ro = Readout()
+    ro.mm_strips_of_channel = table
+
+    class Setup:
+        def __getattr__(self, name):
+            return getattr(SETUP, name)
+
+    setup = Setup()
+    setup.readout = ro
+    with pytest.raises(RawFormatError, match=f"strip {int(table[6, 2])} is read by channels \\[5, 6\\]"):
+        PlaneTables(setup, COND)

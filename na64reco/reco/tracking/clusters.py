@@ -31,7 +31,7 @@ from na64reco.errors import RawFormatError
 from na64reco.reco.tracking import apv, demux
 from na64reco.reco.tracking._jit import njit_cached_with
 from na64reco.reco.tracking.apv import strip_time_r
-from na64reco.reco.tracking.demux import _isort, demux_plane_into
+from na64reco.reco.tracking.demux import _isort, check_table, clear_slots, demux_plane_slots
 
 TYPE_CODE = {"MM": 0, "GEM": 1, "straw": 2}
 HIT_FIELDS = ("plane", "pos", "z", "sigma", "strip", "amp", "time", "size", "origin", "ambiguous")
@@ -62,7 +62,11 @@ class PlaneTables:
                 raise RawFormatError(f"conditions: dead strips of {p.name} outside 0..{p.n_strips - 1}: {dead}")
             self.dead[i, dead] = True
         ro = setup.readout
-        self.table = np.ascontiguousarray(ro.mm_strips_of_channel)
+        self.table = np.ascontiguousarray(ro.mm_strips_of_channel, dtype=np.int64)
+        bad = check_table(self.table)
+        if bad is not None:
+            raise RawFormatError(f"setup {setup.name!r}: readout.mm_strips_of_channel: {bad}; the MM "
+                                 f"de-multiplexing needs every strip read by one channel")
         self.mm_channels = ro.mm_channels
         self.spacing = ro.apv_sample_spacing
         self.peaking = ro.apv_peaking_time
@@ -156,10 +160,9 @@ def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc
     am = np.empty(maxd, np.float64)
     dg = np.empty(maxd, np.int64)  # digit of each channel (its time is computed when needed)
     mg = maxd * groups + 1
-    ws_i = np.empty(4 * mg, np.int64)
-    ws_f = np.empty(2 * mg, np.float64)
-    strips = np.empty(mg, np.int64)
-    owner = np.empty(mg, np.int64)
+    slot = np.full(max(table.max() + 2, dead.shape[1] + 1), -1, np.int64)  # strip -> channel (demux.py)
+    used = np.empty(maxd, np.int64)
+    starts = np.empty(mg, np.int64)
     rstart = np.empty(mg, np.int64)
     rlen = np.empty(mg, np.int64)
     singles = np.empty(mg, np.int64)
@@ -168,7 +171,7 @@ def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc
     while True:  # blocks of events that fit the output arrays, which grow between blocks
         e, n = _hits_block(e, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0, a1, a2, s_off, s_plane,
                            s_tube, s_tdc, ptype, n_strips, pitch, offset, zpl, sig, dead, table, threshold, spacing,
-                           r1, r2, lsb, t0, velocity, skey, sidx, key, idx, ch, am, dg, ws_i, ws_f, strips, owner,
+                           r1, r2, lsb, t0, velocity, skey, sidx, key, idx, ch, am, dg, slot, used, starts,
                            rstart, rlen, singles)
         if e >= n_ev:
             break
@@ -179,7 +182,7 @@ def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc
 @njit_cached_with(apv, demux)  # compiles in the de-multiplexer and the APV time, as above
 def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube,
                 s_tdc, ptype, n_strips, pitch, offset, zpl, sig, dead, table, threshold, spacing, r1, r2, lsb, t0,
-                velocity, skey, sidx, key, idx, ch, am, dg, ws_i, ws_f, strips, owner, rstart, rlen, singles):
+                velocity, skey, sidx, key, idx, ch, am, dg, slot, used, starts, rstart, rlen, singles):
     """Hits of events ``e0...`` appended at ``out_*[:, n:]`` until an event might not fit
     (at most ``groups`` hits per APV digit, 2 per straw digit); returns (next event, n)."""
     n_ev = offsets.shape[0] - 1
@@ -240,20 +243,20 @@ def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0
                 k += 1
             n_before = n
             if ptype[p] == 0:  # MM
-                mc, nruns, nsing = demux_plane_into(ch, am, k, table, dead[p], ws_i, ws_f, strips, owner,
-                                                    rstart, rlen, singles)
+                nruns, nsing = demux_plane_slots(ch, am, k, table, dead[p], slot, used, starts, rstart, rlen,
+                                                 singles)
                 for r in range(nruns):
                     sw = 0.0
                     sa = 0.0
                     best = -1.0
                     jb = -1
-                    for q in range(rstart[r], rstart[r] + rlen[r]):
-                        a = am[owner[q]]
-                        sw += strips[q] * a
+                    for s in range(rstart[r], rstart[r] + rlen[r]):
+                        a = am[slot[s]]
+                        sw += s * a
                         sa += a
                         if a > best:
                             best = a
-                            jb = owner[q]
+                            jb = slot[s]
                     d = dg[jb]
                     t = strip_time_r(float(a0[d]), float(a1[d]), float(a2[d]), spacing, r1, r2, threshold)
                     n = _cluster_out(out_f, out_i, n, p, sw / sa, sa, t, rlen[r], origin, 0, n_strips, pitch,
@@ -270,6 +273,7 @@ def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0
                         n = _cluster_out(out_f, out_i, n, p, float(s), am[j], t, 1, origin, 1, n_strips, pitch,
                                          offset, zpl, sig)
                     origin += 1
+                clear_slots(ch, k, table, slot)
             else:  # GEM: channel = strip
                 q = 0
                 while q < k:

@@ -24,8 +24,10 @@ Known limitation: a cluster of 4-5 strips straddling the boundary of groups 3 an
 (strips ~255-260) has the same channels as the run shifted by one strip (channel 51
 reads both strips 255 and 259); the lower run is chosen (a 0.25 mm shift).
 
-:func:`demux_plane_into` is the numba kernel (:func:`demux_plane` a convenience wrapper);
-:func:`demux_plane_reference` its slow twin.
+:func:`demux_plane_slots` is the numba kernel (:func:`demux_plane` a convenience wrapper);
+:func:`demux_plane_reference` its slow twin.  The kernel keeps the candidates in a strip map
+(strip -> channel) instead of a sorted list; that needs every strip read by one channel only,
+which :class:`~na64reco.reco.tracking.clusters.PlaneTables` checks.
 """
 
 from __future__ import annotations
@@ -48,75 +50,77 @@ def _isort(keys, idx, n):
 
 
 @numba.njit(cache=True)
-def demux_plane_into(chans, amps, n, table, dead, ws_i, ws_f, strips, owner, run_start, run_len, singles):
-    """Resolve one MM plane without allocating (workspace arrays given by the caller).
+def demux_plane_slots(chans, amps, n, table, dead, slot, used, starts, run_start, run_len, singles):
+    """Resolve one MM plane without allocating and without sorting (workspaces given by the caller).
 
-    ``chans[:n]`` fired channels (distinct), ``amps[:n]`` amplitudes, ``table``
-    (channels, groups) strip of each channel in each group, ``dead`` (n_strips,) bool.
-    ``ws_i`` (int64, >= 2 * n * groups) is scratch; ``ws_f`` is unused (kept for callers).
+    ``chans[:n]`` fired channels (distinct), ``amps[:n]`` amplitudes, ``table`` (channels,
+    groups) strip of each channel in each group, every strip read by one channel only
+    (:func:`check_table`), ``dead`` (n_strips,) bool.  ``slot`` (int64, > the largest strip
+    + 1) must be -1 everywhere on entry: on return ``slot[s]`` is the index of the channel
+    whose candidate strip ``s`` is (-1 for no candidate) until :func:`clear_slots` resets it;
+    ``used`` (int64, >= n) and ``starts`` (int64, >= n * groups) are scratch.
 
-    Fills ``strips``/``owner`` (sorted candidate strips and the index of the channel
-    owning each), ``run_start``/``run_len`` (accepted runs as slices of ``strips``) and
-    ``singles`` (unresolved channel indices).  Returns ``(n_cand, n_runs, n_singles)``.
+    Fills ``run_start``/``run_len`` (accepted runs: first strip and length; the run's strips
+    are ``run_start .. run_start + run_len - 1``, their channels ``slot[strip]``) and
+    ``singles`` (unresolved channel indices, ascending).  Returns ``(n_runs, n_singles)``.
+    The runs and their order are those of :func:`demux_plane_reference`: the strip map
+    ``slot`` replaces the sorted candidate list (adjacency is ``slot[s + 1] >= 0``), and the
+    lowest-strip tie-break, which the sorted scan got from its order, is explicit.
     """
     groups = table.shape[1]
-    m = 0
-    # candidates inserted group by group: the setup's groups are increasing strip ranges,
-    # so each insertion moves past the few candidates of its own group only
-    for k in range(groups):
-        for j in range(n):
+    # only a candidate followed by an adjacent candidate strip can start a run of >= 2: each
+    # such pair is found when the second of its two strips is entered (no branch on the data)
+    n_starts = 0
+    for j in range(n):
+        used[j] = 0
+        for k in range(groups):
             s = table[chans[j], k]
             if dead[s]:
                 continue
-            q = m
-            while q > 0 and strips[q - 1] > s:
-                strips[q] = strips[q - 1]
-                owner[q] = owner[q - 1]
-                q -= 1
-            strips[q] = s
-            owner[q] = j
-            m += 1
+            slot[s] = j
+            if s > 0:
+                starts[n_starts] = s - 1
+                n_starts += slot[s - 1] >= 0
+            starts[n_starts] = s
+            n_starts += slot[s + 1] >= 0
+    n_runs = _disjoint_segments(amps, n_starts, slot, used, starts, run_start, run_len)
+    if n_runs < 0:  # a channel in two segments (or twice in one): the greedy search below
+        n_runs = 0
+        for j in range(n):
+            used[j] = 0
+    else:
+        n_starts = 0
     # greedy: repeatedly accept the best run of adjacent candidate strips whose channels
-    # are all unassigned (longest first, then largest summed amplitude, then lowest strip).
-    # Only a candidate followed by an adjacent strip can start a run of >= 2.
-    used = ws_i[:n]
-    for j in range(n):
-        used[j] = 0
-    starts = ws_i[n:n + m]
-    n_starts = 0
-    for i in range(m - 1):
-        if strips[i + 1] == strips[i] + 1:
-            starts[n_starts] = i
-            n_starts += 1
-    n_runs = 0
+    # are all unassigned (longest first, then largest summed amplitude, then lowest strip)
     while n_starts > 0:
         best_s = -1
         best_l = 1
         best_a = 0.0
         for w in range(n_starts):
-            i = starts[w]
-            if used[owner[i]]:
+            s = starts[w]
+            if used[slot[s]]:
                 continue
-            e = i
-            tot = amps[owner[i]]
-            while e + 1 < m and strips[e + 1] == strips[e] + 1 and not used[owner[e + 1]]:
+            e = s
+            tot = amps[slot[s]]
+            while slot[e + 1] >= 0 and not used[slot[e + 1]]:
+                o = slot[e + 1]
                 dup = False  # a channel reads one strip of a cluster at most
-                for q in range(i, e + 1):
-                    if owner[q] == owner[e + 1]:
+                for q in range(s, e + 1):
+                    if slot[q] == o:
                         dup = True
                 if dup:
                     break
                 e += 1
-                tot += amps[owner[e]]
-            ln = e - i + 1
-            if ln > best_l or (ln == best_l and ln >= 2 and tot > best_a):
-                best_s = i
+                tot += amps[o]
+            ln = e - s + 1
+            if ln > best_l or (ln == best_l and ln >= 2 and (tot > best_a or (tot == best_a and s < best_s))):
+                best_s = s
                 best_l = ln
                 best_a = tot
         if best_s < 0:
             break
         for q in range(best_s, best_s + best_l):
-            used[owner[q]] = 1
+            used[slot[q]] = 1
         run_start[n_runs] = best_s
         run_len[n_runs] = best_l
         n_runs += 1
@@ -125,21 +129,101 @@ def demux_plane_into(chans, amps, n, table, dead, ws_i, ws_f, strips, owner, run
         if not used[j]:
             singles[n_singles] = j
             n_singles += 1
-    return m, n_runs, n_singles
+    return n_runs, n_singles
+
+
+@numba.njit(cache=True, inline="always")
+def _run_sum(amps, slot, s, ln):
+    tot = amps[slot[s]]  # summed from the first strip, as the greedy search sums
+    for q in range(s + 1, s + ln):
+        tot += amps[slot[q]]
+    return tot
+
+
+@numba.njit(cache=True)
+def _disjoint_segments(amps, n_starts, slot, used, starts, run_start, run_len):
+    """The usual case without a search: the segments (maximal runs of adjacent candidate
+    strips) when no channel reads two strips of them.  Then every segment is one accepted
+    run: the greedy search's best run is always a whole segment (a run from inside a segment
+    is shorter than the one from its first strip, and a run never ends before its segment's
+    end when all channels are distinct), and accepting it uses channels of no other segment.
+    The runs are put in the order the greedy search accepts them (longer, then larger
+    summed amplitude, then lower strip first) and their channels marked ``used``.  Returns
+    the number of runs, or -1 if a channel occurs twice (``used`` then holds marks to clear).
+    """
+    n_runs = 0
+    for w in range(n_starts):
+        s = starts[w]
+        if s > 0 and slot[s - 1] >= 0:
+            continue  # not the first strip of its segment
+        e = s + 1
+        while slot[e + 1] >= 0:
+            e += 1
+        for q in range(s, e + 1):
+            j = slot[q]
+            if used[j]:
+                return -1
+            used[j] = 1
+        ln = e - s + 1
+        tot = _run_sum(amps, slot, s, ln)
+        r = n_runs
+        while r > 0:
+            l2 = run_len[r - 1]
+            if ln < l2:
+                break
+            if ln == l2:
+                t2 = _run_sum(amps, slot, run_start[r - 1], l2)
+                if tot < t2 or (tot == t2 and s > run_start[r - 1]):
+                    break
+            run_start[r] = run_start[r - 1]
+            run_len[r] = l2
+            r -= 1
+        run_start[r] = s
+        run_len[r] = ln
+        n_runs += 1
+    return n_runs
+
+
+@numba.njit(cache=True)
+def clear_slots(chans, n, table, slot):
+    """Reset the strip map ``slot`` filled by :func:`demux_plane_slots` to -1."""
+    for j in range(n):
+        for k in range(table.shape[1]):
+            slot[table[chans[j], k]] = -1
+
+
+def check_table(table) -> str | None:
+    """None if every strip of the channel -> strip ``table`` is read by one channel only (what
+    :func:`demux_plane_slots` needs), else a one-line description of the first strip read twice."""
+    flat = np.asarray(table).reshape(-1)
+    strips, counts = np.unique(flat, return_counts=True)
+    if (counts > 1).any():
+        s = int(strips[counts > 1][0])
+        chans = sorted({int(c) for c in np.nonzero((np.asarray(table) == s).any(axis=1))[0]})
+        return f"strip {s} is read by channels {chans}"
+    return None
 
 
 def demux_plane(chans, amps, table, dead):
-    """Convenience wrapper of :func:`demux_plane_into` returning
-    ``(clusters as [[(strip, channel index), ...]], unresolved channel indices)``."""
+    """Convenience wrapper of :func:`demux_plane_slots` returning
+    ``(clusters as [[(strip, channel index), ...]], unresolved channel indices)``.
+
+    A channel given twice (the hits kernel keeps the first digit of a channel, so only a
+    caller of this wrapper can do that) proposes each strip twice, which the strip map cannot
+    hold: such input, and a table with a strip read by two channels, go to
+    :func:`demux_plane_reference`, which defines the result."""
     chans = np.asarray(chans, np.int64)
+    if len(np.unique(chans)) < len(chans) or check_table(table) is not None:
+        return demux_plane_reference(chans, amps, table, dead)
     amps = np.asarray(amps, np.float64)
+    table = np.asarray(table, np.int64)
     n, g = len(chans), table.shape[1]
-    ws_i, ws_f = np.zeros(4 * n * g + 1, np.int64), np.zeros(2 * n * g + 1)
-    strips, owner = np.zeros(n * g + 1, np.int64), np.zeros(n * g + 1, np.int64)
+    slot = np.full(int(table.max()) + 2, -1, np.int64)
+    used, starts = np.zeros(n + 1, np.int64), np.zeros(n * g + 1, np.int64)
     rstart, rlen, singles = (np.zeros(n * g + 1, np.int64) for _ in range(3))
-    m, nr, ns = demux_plane_into(chans, amps, n, np.asarray(table, np.int64), np.asarray(dead, np.bool_),
-                                 ws_i, ws_f, strips, owner, rstart, rlen, singles)
-    clusters = [[(int(strips[q]), int(owner[q])) for q in range(rstart[r], rstart[r] + rlen[r])] for r in range(nr)]
+    nr, ns = demux_plane_slots(chans, amps, n, table, np.asarray(dead, np.bool_), slot, used, starts, rstart, rlen,
+                               singles)
+    clusters = [[(int(s), int(slot[s])) for s in range(rstart[r], rstart[r] + rlen[r])] for r in range(nr)]
     return clusters, [int(j) for j in singles[:ns]]
 
 

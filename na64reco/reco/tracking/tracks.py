@@ -371,18 +371,19 @@ def _rank(L_nh, L_key, n, order, tmp):
         width *= 2
 
 
-@numba.njit(cache=True)
-def _search_view(pos, sig, origin, starts, counts, dz, down, npl, npar, ref, kmin, kmax, window, prior,
-                 kprior, kprior_sig, anc_ok, anc_pos, anc_dz, vtx_va, vtx_vb, kap_other, vtx_chi2max, vtx_rank,
-                 miss_pen, chi2max, maxmiss, maxc, L_hits, L_nh, L_key,
+@numba.njit(cache=True, inline="always")  # compiled into _track_kernel: see its comment
+def _search_view(pos, sig, origin, starts, counts, dz, down, cuts, miss_pen, L_hits, L_nh, L_key,
                  L_chi2, L_par, best_hits, best_par, S, B, C, NH, NUP, MISS, choice, x, order, tmp, base, mark):
     """Search one view of one event.  Returns (nh, chi2, n_tracks, flags); fills best_*.
 
     Depth-first over the planes; level ``ip + 1`` of the workspaces (S, B, C, NH, NUP, MISS)
     holds the normal equations of the hits chosen on planes 0..l.  A branch is pruned when
     its chi2 (``C - B.x``) exceeds the loosest cut any completion could have,
-    ``chi2max * (npl - missed - npar)``, plus a rounding margin.
+    ``chi2max * (npl - missed - npar)``, plus a rounding margin.  ``cuts``: the view's and
+    event's scalars, in the order unpacked below.
     """
+    npl, npar, ref, kmin, kmax, window, prior, kprior, kprior_sig, anc_ok, anc_pos, anc_dz, vtx_va, vtx_vb, \
+        kap_other, vtx_chi2max, vtx_rank, chi2max, maxmiss, maxc = cuts
     for i in range(6):
         S[0, i] = 0.0
     for i in range(3):
@@ -581,6 +582,9 @@ def _track_kernel(bounds, n_planes_total, pos, sig, origin, v_planes, v_dz, v_do
     tmp = np.empty(maxc, np.int64)
     base = np.empty(MAX_PLANES, np.int64)
     mark = np.empty(MAX_PLANES * maxhits, np.bool_)
+    # _search_view is inlined and takes its scalars as one tuple: a call with its ~50 arguments
+    # (most of them arrays, each reference-counted on the way in and out) cost ~250 ns per view,
+    # more than the search of a typical view
     for e in range(n_ev):
         for v in range(nv):
             npl = v_npl[v]
@@ -611,13 +615,12 @@ def _track_kernel(bounds, n_planes_total, pos, sig, origin, v_planes, v_dz, v_do
             kv = v_kview[v]
             if kv >= 0:
                 kap_other = out_par[e, kv, 2] if out_nh[e, kv] > 0 else v_kmax[kv]
-            nh, chi2, ntr, flags = _search_view(pos, sig, origin, starts, counts, v_dz[v], v_down[v], npl,
-                                                v_npar[v], v_ref[v], v_kmin[v], v_kmax[v], window[v], prior,
-                                                v_kprior[v], v_kprior_sig[v], anc_ok, anc_pos, v_anchor_dz[v],
-                                                va, v_vtx_vb[v], kap_other, vtx_chi2max, vtx_rank, v_miss_pen[v],
-                                                chi2max, maxmiss, maxc, L_hits, L_nh, L_key, L_chi2,
-                                                L_par, bh, bp, S, B, C, NH, NUP, MISS, choice, x, order, tmp, base,
-                                                mark)
+            cuts = (npl, v_npar[v], v_ref[v], v_kmin[v], v_kmax[v], window[v], prior, v_kprior[v], v_kprior_sig[v],
+                    anc_ok, anc_pos, v_anchor_dz[v], va, v_vtx_vb[v], kap_other, vtx_chi2max, vtx_rank, chi2max,
+                    maxmiss, maxc)
+            nh, chi2, ntr, flags = _search_view(pos, sig, origin, starts, counts, v_dz[v], v_down[v], cuts,
+                                                v_miss_pen[v], L_hits, L_nh, L_key, L_chi2, L_par, bh, bp, S, B, C,
+                                                NH, NUP, MISS, choice, x, order, tmp, base, mark)
             out_nh[e, v] = nh
             out_ntr[e, v] = ntr
             out_flags[e, v] = flags
