@@ -1,0 +1,47 @@
+"""The pile-up veto of MS2: ``n_extra_planes_out`` (planes of the tracked views with an in-time
+hit that no track uses, twins of used hits excepted)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from na64reco.conditions import load_conditions
+from na64reco.geometry import load_setup
+from na64reco.io.raw import open_raw
+from na64reco.reco.tracking import reconstruct_tracks
+from na64reco.reco.tracking.stage import extra_hit_planes
+from na64reco.sim.generate import simulate
+
+
+def test_extra_planes_count_untracked_hits_but_not_twins():
+    # 3 events, 4 planes; event 0: plane 1 has the track hit and its mirror (same origin),
+    # plane 2 a second cluster; event 1: two extra clusters on plane 3, one out of time;
+    # event 2: plane 0 is not a tracked plane of the event
+    hits = {"event": np.array([0, 0, 0, 0, 1, 1, 1, 2, 2]),
+            "plane": np.array([1, 1, 2, 2, 3, 3, 3, 0, 1]),
+            "origin": np.array([5, 5, 6, 7, 8, 9, 10, 11, 12])}
+    usable = np.array([True, True, True, True, True, True, False, True, True])
+    used = np.array([[0, 2, -1], [4, -1, -1], [8, -1, -1]])
+    planes = np.ones((3, 4), bool)
+    planes[2, 0] = False
+    assert extra_hit_planes(hits, usable, used, planes).tolist() == [1, 1, 0]
+    # event 1's second extra cluster moved to plane 2 and made usable: two planes
+    hits["plane"][5] = 2
+    usable[6] = True
+    assert extra_hit_planes(hits, usable, used, planes).tolist() == [1, 2, 0]
+
+
+@pytest.mark.parametrize("run", [1, 10001])
+def test_a_second_in_time_muon_fills_the_planes_and_single_muons_do_not(tmp_path, run):
+    setup = load_setup("na64mu", run=run)
+    cond = load_conditions(setup, run)
+    frac = {}
+    for process in ("beam", "pileup"):  # pileup: a second beam muon within +-15 ns in every event
+        path = tmp_path / f"{process}.root"
+        simulate(setup, 3000, 3, run, path, process=process, trigger="calibration")
+        out = reconstruct_tracks(open_raw(path).events(), setup, cond)
+        ok = np.isfinite(out["p_out"])
+        frac[process] = float(np.mean(out["n_extra_planes_out"][ok] > 2))
+    assert frac["beam"] < 0.06, frac  # nominal noise and out-of-time pile-up: a few %
+    assert frac["pileup"] > 0.8, frac  # an in-time second muon: vetoed
