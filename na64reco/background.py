@@ -499,8 +499,8 @@ def misreco_from_json(path) -> BackgroundComponent:
     A box count > 0 gives ``per_mot +- per_mot_err`` (measured).  With no box event, the
     forced-noise estimate ``forced_noise_per_mot +- forced_noise_err`` when the summary has
     one (exact biased sampling of the tracker noise at its nominal level,
-    ``benchmarks/misreco_forced_noise.py``; no fake in any sample: its 90 % CL bound
-    ``forced_noise_upper_90`` as a limit), else the noise-scaled estimate
+    ``benchmarks/misreco_forced_noise.py``; with no fake in any sample the extrapolated tail,
+    the forced samples' bound being set by their sizes), else the noise-scaled estimate
     ``noise_scaled_per_mot`` (fake kicks counted at 5-30x the tracker
     noise and scaled back, ``benchmarks/tracking_fakes_scan.py``) when the summary has one,
     with the upper side of its 1 sigma band ``noise_scaled_1sigma`` as the error: it measures
@@ -531,10 +531,11 @@ def misreco_from_json(path) -> BackgroundComponent:
                 raise NA64Error(f"{path}: key {key!r}: expected a number >= 0 beside forced_noise_per_mot={c:g}, "
                                 f"got {v!r}")
         up = float(data["forced_noise_upper_90"])
-        if c <= 0:
-            return BackgroundComponent("momentum mis-reconstruction", up, 0.0, True,
-                                       f"forced tracker noise: no fake kick in any sample, conservative 90 % CL bound "
-                                       f"({path.name})", dict(data))
+        if c <= 0:  # no fake in any sample: its bound is set by the sample sizes, the tail fit says more
+            return BackgroundComponent("momentum mis-reconstruction", float(data["extrapolated_per_mot"]),
+                                       float(data["extrapolated_err"]), False,
+                                       f"MC campaign, tail fit extrapolated; forced tracker noise: no fake kick in "
+                                       f"any sample (bound {up:.2g} per MOT) ({path.name})", dict(data))
         return BackgroundComponent("momentum mis-reconstruction", c, float(data["forced_noise_err"]), False,
                                    f"forced tracker noise (exact biased sampling), 90 % CL bound {up:.2g} per MOT; "
                                    f"tail fit {float(data['extrapolated_per_mot']):.2g} +- "
