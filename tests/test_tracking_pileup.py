@@ -45,3 +45,31 @@ def test_a_second_in_time_muon_fills_the_planes_and_single_muons_do_not(tmp_path
         frac[process] = float(np.mean(out["n_extra_planes_out"][ok] > 2))
     assert frac["beam"] < 0.06, frac  # nominal noise and out-of-time pile-up: a few %
     assert frac["pileup"] > 0.8, frac  # an in-time second muon: vetoed
+
+
+def test_stage_kernel_equals_the_reference(tmp_path):
+    """The stage's n_extra_planes_out (compiled, event by event) against extra_hit_planes
+    (numpy) on simulated pile-up events, hit tables and tracks from the stage's internals."""
+    run = 1
+    setup = load_setup("na64mu", run=run)
+    cond = load_conditions(setup, run)
+    path = tmp_path / "pile.root"
+    simulate(setup, 1500, 5, run, path, process="pileup", trigger="calibration")
+    out = reconstruct_tracks(open_raw(path).events(), setup, cond, return_internals=True)
+    hits, res, views = out["_hits"], out["_tracks"], out["_views"]
+    n = len(out["p_out"])
+    from na64reco.reco.tracking.config import load_tracking_config
+    from na64reco.reco.tracking.tracks import hit_time_windows, in_time, mm_singles
+
+    cfg = load_tracking_config(setup)
+    lo, hi = hit_time_windows(setup, cond, cfg.hit_time_sigma)
+    usable = in_time(hits, lo, hi)
+    if not cfg.use_mm_singles:
+        usable &= ~mm_singles(hits, np.array([p.type == "MM" for p in setup.planes]))
+    iv = [i for i, v in enumerate(views) if v.station == "MS2"]
+    planes = np.zeros((n, len(setup.planes)), bool)
+    for i in iv:
+        planes[:, list(views[i].planes)] |= (res["nh"][:, i] > 0)[:, None]
+    ref = extra_hit_planes(hits, usable, res["hits"][:, iv], planes)
+    assert np.array_equal(out["n_extra_planes_out"], ref)
+    assert (ref > 2).mean() > 0.3  # the sample exercises the veto

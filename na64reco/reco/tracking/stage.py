@@ -189,10 +189,12 @@ def reconstruct_tracks(events, setup, conditions, source: str = "", *, config_pa
         out[f"nhits_{role}"] = res["nh"][:, ib]
         ntr = res["n_tracks"][:, iv]
         out[f"n_tracks_{role}"] = np.where((ntr < 0).any(axis=1), -1, ntr.max(axis=1))
-        tracked_planes = np.zeros((n, pt.n_planes), bool)  # the planes of the station's views with a track
-        for i in iv:
-            tracked_planes |= (res["nh"][:, i] > 0)[:, None] & view_planes[i][None, :]
-        out[f"n_extra_planes_{role}"] = extra_hit_planes(hits, keep, res["hits"][:, iv], tracked_planes)
+        view_of_plane = np.full(pt.n_planes, -1, np.int64)  # which of the station's views a plane is in
+        for k, i in enumerate(iv):
+            view_of_plane[view_planes[i]] = k
+        out[f"n_extra_planes_{role}"] = _extra_planes_kernel(
+            hits["plane_offsets"], hits["origin"], keep, res["hits"][:, iv].reshape(n, -1),
+            res["nh"][:, iv] > 0, view_of_plane)
         out[f"flags_{role}"] = np.bitwise_or.reduce(res["flags"][:, iv], axis=1)
         coords = {vb.coord: (vb, ib), vo.coord: (vo, io)}
         # at the ECAL front: downstream segments for "in", upstream segments for "out"
@@ -215,12 +217,12 @@ def reconstruct_tracks(events, setup, conditions, source: str = "", *, config_pa
 
 
 def extra_hit_planes(hits: dict, usable: np.ndarray, used: np.ndarray, planes: np.ndarray) -> np.ndarray:
-    """Per event: how many of its ``planes`` (bool, events x setup planes: the planes of the
-    views that have a track) have a ``usable`` hit (in time, searchable) that is neither a hit
-    of the event's tracks (``used``: indices into ``hits``, -1 for none) nor a twin of one
-    (same ``origin``: the mirror of a straw hit, a ghost of a micromegas single).  A second
-    in-time muon adds such hits on most planes of a station; uncorrelated noise on a plane or
-    two."""
+    """(Slow reference of the stage's kernel.)  Per event: how many of its ``planes`` (bool,
+    events x setup planes: the planes of the views that have a track) have a ``usable`` hit
+    (in time, searchable) that is neither a hit of the event's tracks (``used``: indices
+    into ``hits``, -1 for none) nor a twin of one (same ``origin``: the mirror of a straw
+    hit, a ghost of a micromegas single).  A second in-time muon adds such hits on most
+    planes of a station; uncorrelated noise on a plane or two."""
     n_events, n_planes = planes.shape
     ev = np.asarray(hits["event"], np.int64)
     pl = np.asarray(hits["plane"], np.int64)
@@ -232,6 +234,37 @@ def extra_hit_planes(hits: dict, usable: np.ndarray, used: np.ndarray, planes: n
     extra = idx[~np.isin(key, used_key)]
     busy = np.unique(ev[extra] * n_planes + pl[extra])
     return np.bincount(busy // n_planes, minlength=n_events).astype(np.int64)
+
+
+@numba.njit(cache=True)
+def _extra_planes_kernel(plane_offsets, origin, usable, used, has_track, view_of_plane):
+    """:func:`extra_hit_planes` event by event (the stage's version; that one is its slow
+    reference): ``plane_offsets`` (events x planes + 1) bound the hits of (event, plane),
+    ``used`` (events, k) the track hit indices (-1 none), ``has_track`` (events, views of
+    the station), ``view_of_plane`` the station view of each setup plane (-1: none)."""
+    n = used.shape[0]
+    n_planes = view_of_plane.shape[0]
+    out = np.zeros(n, np.int64)
+    for e in range(n):
+        for p in range(n_planes):
+            v = view_of_plane[p]
+            if v < 0 or not has_track[e, v]:
+                continue
+            lo = plane_offsets[e * n_planes + p]
+            hi = plane_offsets[e * n_planes + p + 1]
+            for i in range(lo, hi):
+                if not usable[i]:
+                    continue
+                twin = False
+                for j in range(used.shape[1]):
+                    u = used[e, j]
+                    if u >= lo and u < hi and origin[u] == origin[i]:
+                        twin = True
+                        break
+                if not twin:
+                    out[e] += 1
+                    break
+    return out
 
 
 _MATCH_CACHE: dict = {}
