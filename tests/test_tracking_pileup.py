@@ -73,3 +73,10 @@ def test_stage_kernel_equals_the_reference(tmp_path):
     ref = extra_hit_planes(hits, usable, res["hits"][:, iv], planes)
     assert np.array_equal(out["n_extra_planes_out"], ref)
     assert (ref > 2).mean() > 0.3  # the sample exercises the veto
+
+
+def test_no_events_give_empty_counts(tmp_path):
+    setup = load_setup("na64mu", run=1)
+    simulate(setup, 50, 2, 1, tmp_path / "few.root", process="beam", trigger="calibration")
+    out = reconstruct_tracks(open_raw(tmp_path / "few.root").events()[:0], setup, load_conditions(setup, 1))
+    assert out["n_extra_planes_out"].shape == (0,) and out["n_extra_planes_in"].shape == (0,)

@@ -193,7 +193,7 @@ def reconstruct_tracks(events, setup, conditions, source: str = "", *, config_pa
         for k, i in enumerate(iv):
             view_of_plane[view_planes[i]] = k
         out[f"n_extra_planes_{role}"] = _extra_planes_kernel(
-            hits["plane_offsets"], hits["origin"], keep, res["hits"][:, iv].reshape(n, -1),
+            hits["plane_offsets"], hits["origin"], keep, res["hits"][:, iv].reshape(n, len(iv) * res["hits"].shape[2]),
             res["nh"][:, iv] > 0, view_of_plane)
         out[f"flags_{role}"] = np.bitwise_or.reduce(res["flags"][:, iv], axis=1)
         coords = {vb.coord: (vb, ib), vo.coord: (vo, io)}
