@@ -33,10 +33,9 @@ import time
 from pathlib import Path
 
 from na64reco.background import forced_noise_ratio
-from na64reco.fake_kicks import study
+from na64reco.constants import NA64MU_2022_MOT as EXPOSURE_2022
+from na64reco.fake_kicks import PERIOD_RUNS, study
 
-PERIOD_RUNS = {"2022": 1, "2023": 10001}
-EXPOSURE_2022 = 1.98e10  # MOT of the 2022 run (seed 001)
 NOISE_SCALES = (0.3, 1.0, 3.0, 10.0)
 
 

@@ -25,12 +25,16 @@ from na64reco.conditions import load_conditions
 from na64reco.geometry import load_setup
 from na64reco.io.raw import open_raw
 from na64reco.reco.tracking import reconstruct_tracks
+from na64reco.reco.tracking.config import load_tracking_config
 from na64reco.reco.tracking.tracks import hit_time_windows
 from na64reco.selection.cuts import Columns, cut_mask, region_mask
 from na64reco.selection.schema import load_selection
+from na64reco.sim.digitize import PlaneTables
 from na64reco.sim.forced_noise import ForcedNoise, resolve
 from na64reco.sim.generate import simulate
 
+#: a run of each NA64mu run period (calib/setups/na64mu.yaml, ``periods``)
+PERIOD_RUNS = {"2022": 1, "2023": 10001}
 #: the cuts of ``selections/na64mu_invisible.yaml`` that use the trackers only
 TRACKING_CUTS = ("single_track_in", "p_in_window", "single_track_out", "no_pileup_out", "chi2_out", "track_match")
 #: beam muons whose true outgoing momentum is above this are "should be measured high"
@@ -54,8 +58,6 @@ def bend_region(setup, conditions, station: str = "MS2",
     upstream (a kinked muon whose upstream segment is rebuilt from a noise hit) as well as
     downstream (docs/periods.md).  Noise elsewhere is simulated as usual, so the estimate
     stays exact whatever R is: R only decides which noise is sampled efficiently."""
-    from na64reco.reco.tracking.config import load_tracking_config
-
     cfg = load_tracking_config(setup)
     lo, hi = hit_time_windows(setup, conditions, cfg.hit_time_sigma)
     ro = setup.readout
@@ -98,8 +100,6 @@ def study(run: int, counts, events: int | dict[int, int], seed: int, workdir, *,
     cond = load_conditions(setup, run)
     sel = load_selection(selection)
     windows = bend_region(setup, cond, sides=tuple(sides))
-    from na64reco.sim.digitize import PlaneTables
-
     tables = PlaneTables.of(setup, cond)
     expected = resolve(ForcedNoise.of(windows, 0), setup, tables.noise_hits, tables.noise_t_first,
                        tables.noise_t_last).expected

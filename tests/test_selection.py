@@ -260,3 +260,13 @@ def test_columns_of_kept_events_are_those_of_the_kept_records():
         assert got.dtype == ref.dtype and got.shape == ref.shape, name
         assert np.array_equal(got, ref, equal_nan=got.dtype.kind == "f"), name
     assert taken["veto_paddle_energy"].shape[1] == counts[keep].max() < 9
+
+
+def test_columns_from_a_dict_name_a_missing_field():
+    from na64reco.errors import NA64Error
+    from na64reco.selection.cuts import Columns
+
+    cols = Columns(None, {"p_out": np.ones(2)})
+    assert cols["p_out"].tolist() == [1.0, 1.0]
+    with pytest.raises(NA64Error, match="no field 'chi2_out' \\(has: p_out\\)"):
+        cols["chi2_out"]

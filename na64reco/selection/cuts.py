@@ -86,6 +86,8 @@ class Columns:
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self._cols:
+            if self.reco is None:  # columns given as a dict only (e.g. a tracking stage's output)
+                raise NA64Error(f"reco columns have no field {name!r} (has: {', '.join(self._cols)})")
             flat = None
             if self._taken_from is not None and name in self.reco.fields:  # numeric or fixed-size field:
                 records, keep = self._taken_from  # its buffer sliced (``reco[mask]`` is an indexed view

@@ -31,12 +31,16 @@ from na64reco.sim.tracks import ROLE_PILEUP, Recorder
 from na64reco.sim.transport import Context, Truth, follow
 
 
+def _gap(window: tuple[float, float], in_time: float) -> tuple[float, float]:
+    """The part ``[a, a + gap)`` of ``window`` inside ``[-in_time / 2, in_time / 2]``."""
+    a = max(window[0], -in_time / 2)
+    return a, max(min(window[1], in_time / 2) - a, 0.0)
+
+
 def pileup_times(rng: np.random.Generator, n: int, window: tuple[float, float], in_time: float) -> np.ndarray:
     """``n`` times uniform over ``window`` without ``[-in_time / 2, in_time / 2]``."""
-    lo, hi = window
-    a, b = max(lo, -in_time / 2), min(hi, in_time / 2)
-    gap = max(b - a, 0.0)
-    x = lo + rng.random(n) * (hi - lo - gap)
+    a, gap = _gap(window, in_time)
+    x = window[0] + rng.random(n) * (window[1] - window[0] - gap)
     return np.where(x < a, x, x + gap) if gap > 0 else x
 
 
@@ -45,10 +49,8 @@ def expected_per_event(setup) -> float:
     lo, hi = setup.readout.beam_pileup_window
     if not hi > lo:
         return 0.0
-    w = setup.beam.pileup_window
-    gap = max(min(hi, w / 2) - max(lo, -w / 2), 0.0)
     rate = setup.beam.particles_per_spill / setup.beam.spill_duration  # per ns (hepunits time: ns)
-    return float(rate * (hi - lo - gap))
+    return float(rate * (hi - lo - _gap((lo, hi), setup.beam.pileup_window)[1]))
 
 
 def beam_pileup_hits(rng: np.random.Generator, setup, params, n_events: int):

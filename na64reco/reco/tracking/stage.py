@@ -25,7 +25,7 @@ hits and fitted tracks of one event.  Output fields (one value per event):
 ``flags_in``, ``flags_out``      bit 1: candidate overflow, bit 2: busy plane (see tracks.py)
 ``n_extra_planes_in``, ``n_extra_planes_out``  planes of the station with an in-time hit that no
                                  track of the event uses (twins of used hits excepted,
-                                 :func:`extra_hit_planes`): a second in-time muon (pile-up) fills
+                                 :func:`extra_planes`): a second in-time muon (pile-up) fills
                                  most of them
 
 Hits whose reconstructed time is off the plane's in-time window (``hit_time_sigma`` of
@@ -192,7 +192,7 @@ def reconstruct_tracks(events, setup, conditions, source: str = "", *, config_pa
         view_of_plane = np.full(pt.n_planes, -1, np.int64)  # which of the station's views a plane is in
         for k, i in enumerate(iv):
             view_of_plane[view_planes[i]] = k
-        out[f"n_extra_planes_{role}"] = _extra_planes_kernel(
+        out[f"n_extra_planes_{role}"] = extra_planes(
             hits["plane_offsets"], hits["origin"], keep, res["hits"][:, iv].reshape(n, len(iv) * res["hits"].shape[2]),
             res["nh"][:, iv] > 0, view_of_plane)
         out[f"flags_{role}"] = np.bitwise_or.reduce(res["flags"][:, iv], axis=1)
@@ -216,30 +216,13 @@ def reconstruct_tracks(events, setup, conditions, source: str = "", *, config_pa
     return out
 
 
-def extra_hit_planes(hits: dict, usable: np.ndarray, used: np.ndarray, planes: np.ndarray) -> np.ndarray:
-    """(Slow reference of the stage's kernel.)  Per event: how many of its ``planes`` (bool,
-    events x setup planes: the planes of the views that have a track) have a ``usable`` hit
-    (in time, searchable) that is neither a hit of the event's tracks (``used``: indices
-    into ``hits``, -1 for none) nor a twin of one (same ``origin``: the mirror of a straw
-    hit, a ghost of a micromegas single).  A second in-time muon adds such hits on most
-    planes of a station; uncorrelated noise on a plane or two."""
-    n_events, n_planes = planes.shape
-    ev = np.asarray(hits["event"], np.int64)
-    pl = np.asarray(hits["plane"], np.int64)
-    org = np.asarray(hits["origin"], np.int64)
-    u = used[used >= 0].ravel()
-    used_key = ((ev[u] * n_planes + pl[u]) << 32) | org[u]
-    idx = np.flatnonzero(usable & planes[ev, pl])
-    key = ((ev[idx] * n_planes + pl[idx]) << 32) | org[idx]
-    extra = idx[~np.isin(key, used_key)]
-    busy = np.unique(ev[extra] * n_planes + pl[extra])
-    return np.bincount(busy // n_planes, minlength=n_events).astype(np.int64)
-
-
 @numba.njit(cache=True)
-def _extra_planes_kernel(plane_offsets, origin, usable, used, has_track, view_of_plane):
-    """:func:`extra_hit_planes` event by event (the stage's version; that one is its slow
-    reference): ``plane_offsets`` (events x planes + 1) bound the hits of (event, plane),
+def extra_planes(plane_offsets, origin, usable, used, has_track, view_of_plane):
+    """Per event: how many planes of the station's views that have a track hold a ``usable``
+    hit (in time, searchable) that is neither a hit of the event's tracks nor a twin of one
+    (same ``origin``: the mirror of a straw hit, a ghost of a micromegas single).  A second
+    in-time muon adds such hits on most planes of a station; uncorrelated noise on a plane or
+    two.  ``plane_offsets`` (events x planes + 1) bound the hits of (event, plane),
     ``used`` (events, k) the track hit indices (-1 none), ``has_track`` (events, views of
     the station), ``view_of_plane`` the station view of each setup plane (-1: none)."""
     n = used.shape[0]
