@@ -617,3 +617,127 @@ def forced_noise_ratio(rows: list[dict], expected: float, cl: float = 0.9) -> di
     return {"ratio": num / den, "error": math.sqrt(max(var, 0.0)), "upper": up / den, "cl": cl,
             "truncation": (1.0 - covered) / den, "expected": expected, "covered": covered,
             "numerator_per_event": num, "denominator_per_event": den, "terms": terms}
+
+
+# ----------------------------------------------------------------------------------------
+# dimuons: direct count on a large forced sample and the factorised estimate
+#: Keys a dimuon campaign summary (docs/data/dimuon_<period>.json) must have.
+DIMUON_KEYS = ("period", "n_beam", "mean_weight", "species_per_mot", "calo_rest", "single", "both", "direct")
+
+
+def factorised_rate(factors, scale: float = 1.0, cl: float = 0.9) -> dict:
+    """``scale x prod(k_i / n_i)`` for factors ``(k_i, n_i)`` assumed independent.
+
+    ``rate`` (None if some ``k_i`` is 0) with ``error`` (relative errors of the binomial
+    counts in quadrature), and ``upper``: a ``cl`` upper limit on the product that holds
+    whatever the correlation of the estimators (Bonferroni: each factor at its Poisson upper
+    limit of CL ``1 - (1 - cl) / len(factors)``, capped at 1).  Each factor's
+    ``(k, n, value, upper)`` is in ``factors``.
+    """
+    from na64reco.stats.limits import poisson_upper_limit
+
+    rows = [(int(k), int(n)) for k, n in factors]
+    if not rows:
+        raise NA64Error("factorised_rate: no factor given")
+    for k, n in rows:
+        if not (n > 0 and 0 <= k <= n):
+            raise NA64Error(f"factorised_rate: factor ({k}, {n}): need 0 <= k <= n and n > 0")
+    cl_each = 1.0 - (1.0 - cl) / len(rows)
+    out = []
+    for k, n in rows:
+        up = min(1.0, poisson_upper_limit(k, 0.0, cl_each, method="classical") / n)
+        out.append({"k": k, "n": n, "value": k / n, "upper": up})
+    rate = err = None
+    if all(k > 0 for k, _ in rows):
+        rate = scale * math.prod(k / n for k, n in rows)
+        err = rate * math.sqrt(sum((1 - k / n) / k for k, n in rows))
+    return {"rate": rate, "error": err, "upper": scale * math.prod(f["upper"] for f in out), "cl": cl,
+            "cl_each": cl_each, "factors": out}
+
+
+def independence_ratio(k_pass: int, n_pass: int, k_fail: int, n_fail: int) -> dict:
+    """P(b | a) / P(b | not a) from the counts of a 2x2 table, with its error and the pull
+    of the difference P(b | a) - P(b | not a) (binomial errors): 1 within errors when b and
+    a are independent."""
+    if not (n_pass > 0 and n_fail > 0 and 0 <= k_pass <= n_pass and 0 <= k_fail <= n_fail):
+        raise NA64Error(f"independence_ratio: bad 2x2 counts {k_pass}/{n_pass}, {k_fail}/{n_fail}")
+    p1, p0 = k_pass / n_pass, k_fail / n_fail
+    v1, v0 = p1 * (1 - p1) / n_pass, p0 * (1 - p0) / n_fail
+    if k_pass == 0 or k_fail == 0:  # a zero cell: the variance of the other side's estimate, at least
+        pooled = (k_pass + k_fail) / (n_pass + n_fail)
+        v1, v0 = max(v1, pooled * (1 - pooled) / n_pass), max(v0, pooled * (1 - pooled) / n_fail)
+    sd = math.sqrt(v1 + v0)
+    ratio = p1 / p0 if p0 > 0 else None
+    r_err = ratio * math.sqrt(v1 / p1**2 + v0 / p0**2) if (ratio and p1 > 0) else None
+    return {"p_pass": p1, "p_fail": p0, "ratio": ratio, "ratio_error": r_err,
+            "pull": (p1 - p0) / sd if sd > 0 else 0.0, "counts": [k_pass, n_pass, k_fail, n_fail]}
+
+
+def dimuon_estimate(summary: dict, cl: float = 0.9) -> dict:
+    """The dimuon rate per MOT from a forced-trident campaign summary
+    (``benchmarks/dimuon_campaign.py``).
+
+    ``direct``: the count with every cut and the box over all ``n_beam`` forced tridents
+    (``rate`` +- ``error`` if > 0, else the ``cl`` limit 2.3 mean weights / N), no assumption.
+    ``factorised``: w x P(every cut but ``no_veto`` and ``hcal_mip``, box included; fully
+    reconstructed subsample) x P(no_veto | calorimeter rest) x P(hcal_mip | calorimeter rest)
+    (all events), the three assumed independent (:func:`factorised_rate`, with its
+    correlation-free limit); ``factorised_joint``: the same with P(no_veto and hcal_mip |
+    calorimeter rest) measured jointly (two factors).  ``checks``: the independence tests
+    (:func:`independence_ratio`) of the loosened VETO / HCAL cuts against each MS2 cut and
+    against each other.  Rates are per MOT (``species_per_mot x mean_weight x ...``).
+    """
+    for key in DIMUON_KEYS:
+        if key not in summary:
+            raise NA64Error(f"dimuon summary: key {key!r}: missing (expected keys: {', '.join(DIMUON_KEYS)})")
+    n, w, s = int(summary["n_beam"]), float(summary["mean_weight"] or 0.0), float(summary["species_per_mot"])
+    if not (n > 0 and w > 0):
+        raise NA64Error(f"dimuon summary {summary['period']}: n_beam={n} and mean_weight={w} must be > 0")
+    d = summary["direct"]
+    direct = {"events": int(d["events"]), "after_calo_cuts": int(d.get("after_calo_cuts", 0)), "n_beam": n}
+    if d["events"] > 0:
+        direct.update(rate=s * d["sumw"] / n, error=s * math.sqrt(d["sumw2"]) / n, upper_limit=False)
+    else:
+        from na64reco.stats.limits import poisson_upper_limit
+
+        direct.update(rate=s * w * poisson_upper_limit(0, 0.0, cl, method="classical") / n, error=0.0,
+                      upper_limit=True)
+    out = {"period": summary["period"], "direct": direct, "factorised": None, "factorised_joint": None,
+           "checks": {}}
+    rest = int(summary["calo_rest"])
+    full = summary.get("full")
+    if full and rest > 0:
+        f_ms2 = (full["all_but_calo_group"], full["n_beam"])
+        out["factorised"] = factorised_rate([f_ms2, (summary["single"]["no_veto"], rest),
+                                             (summary["single"]["hcal_mip"], rest)], s * w, cl)
+        out["factorised_joint"] = factorised_rate([f_ms2, (summary["both"], rest)], s * w, cl)
+        for key, (k1, n1, k0, n0) in full.get("checks", {}).items():
+            if n1 > 0 and n0 > 0:
+                out["checks"][key] = independence_ratio(k1, n1, k0, n0)
+    for key, both in summary.get("loose_pairs", {}).items():
+        kv, kh = key.split("&")
+        nv, nh = summary["loose"][kv], summary["loose"][kh]
+        if 0 < nv < rest:
+            out["checks"][f"{kh} | {kv}"] = independence_ratio(both, nv, nh - both, rest - nv)
+    return out
+
+
+def dimuon_from_json(path) -> tuple[BackgroundComponent, dict]:
+    """The dimuon row per MOT from ``docs/data/dimuon_<period>.json``: the direct count (a
+    limit when no forced trident passes), and the :func:`dimuon_estimate` beside it."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise NA64Error(f"{path}: cannot read the dimuon summary: {exc}") from None
+    try:
+        est = dimuon_estimate(data)
+    except NA64Error as exc:
+        raise NA64Error(f"{path}: {exc}") from None
+    d = est["direct"]
+    how = (f"forced tridents, direct count: {d['events']} of {d['n_beam']:.3g} pass every cut"
+           f" ({d['after_calo_cuts']} the calorimeter cuts) ({path.name})")
+    return BackgroundComponent("dimuon production", d["rate"], d["error"], d["upper_limit"], how, est), est
