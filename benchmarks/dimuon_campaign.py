@@ -239,9 +239,9 @@ def run_period(name: str, args, work: Path, client) -> dict:
             "mean_weight": tot["sumw_written"] / tot["written"] if tot["written"] else None,
             "files": len(paths), "wall_s": wall, "sim_cpu_s": sum(p["sim_s"] for p in parts),
             "reduce_cpu_s": sum(p["reduce_s"] for p in parts), **tot,
-            "command": " ".join(["python benchmarks/dimuon_campaign.py", f"--events {args.events}",
-                                 f"--full-events {args.full_events}", f"--seed {args.seed}",
-                                 f"--spills-per-file {args.spills_per_file}"])}
+            "command": " ".join(["python benchmarks/dimuon_campaign.py", f"--periods {name}",
+                                 f"--events {args.events}", f"--full-events {args.full_events}",
+                                 f"--seed {args.seed}", f"--spills-per-file {args.spills_per_file}"])}
 
 
 def main(argv=None) -> int:
