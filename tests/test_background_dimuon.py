@@ -166,3 +166,23 @@ def test_campaign_calorimeter_cuts_match_the_full_reconstruction(tmp_path):
     tot = mod.merge([out])
     assert tot["full"]["written"] == out["written"] and tot["direct"]["events"] == 0
     assert tot["sumw_written"] / tot["written"] == pytest.approx(8.5e-7, rel=0.01)  # 1e-5 x 0.085 (forced v >= 0.45)
+
+
+def test_background_tables_total_lines_and_goal():
+    """benchmarks/background_tables.py: the dimuon limit is listed beside the total of the
+    estimated rows, added only to the conservative total, and the goal line says which."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "background_tables.py"
+    spec = importlib.util.spec_from_file_location("background_tables", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rows = {"momentum mis-reconstruction": bg.BackgroundComponent("m", 8.2e-12, 7.9e-12),
+            "hadron decays in flight": bg.BackgroundComponent("k", 4.1e-13, 3e-14),
+            "dimuon production": bg.BackgroundComponent("dimuon production", 6.5e-13, upper_limit=True),
+            "_k": bg.BackgroundComponent("ignored", 1.0, 1.0)}
+    tot = mod.totals({"2022": rows}, ["2022"], 1.98e10)["2022"]
+    assert tot["n"] == pytest.approx(8.61e-12 * 1.98e10) and tot["limits"] == "dimuon production < 0.013"
+    assert tot["n_conservative"] == pytest.approx(9.26e-12 * 1.98e10)
+    assert "**reached**" in mod.goal_text(tot)
+    rows["dimuon production"] = bg.BackgroundComponent("dimuon production", 9.7e-11, upper_limit=True)
+    tot = mod.totals({"2022": rows}, ["2022"], 1.98e10)["2022"]  # the 20000-trident limit of the previous pass
+    assert tot["estimated"] == "0.17 +- 0.2" and "not with the limits added" in mod.goal_text(tot)
