@@ -136,6 +136,7 @@ def cached_period_rates(run: int, args, tmp: Path) -> tuple[str, dict, dict]:
     key = f"run={run} events={args.events} seed={args.seed}"
     cache = json.loads(args.cache.read_text()) if args.cache and args.cache.exists() else {}
     if key in cache:
+        args.cache_used = True
         period, comps, info = cache[key]
         return period, {k: bg.BackgroundComponent(**c) for k, c in comps.items()}, info
     period, comps, info = period_rates(run, args.events, args.seed, tmp)
@@ -423,8 +424,9 @@ def tables(args, tmp: Path, t0: float) -> str:
                       *dimuon_section(p, periods[p]["_dimuon_estimate"])]
     for p in names:
         lines += ["", f"### K -> mu nu in flight, factor by factor ({p}-like)", "", *chains[p]]
+    reused = "; simulated rates reused from --cache" if getattr(args, "cache_used", False) else ""
     lines += ["", f"({args.events} forced events per process and period, seed {args.seed}; "
-              f"{time.perf_counter() - t0:.0f} s)"]
+              f"{time.perf_counter() - t0:.0f} s{reused})"]
     return "\n".join(lines)
 
 
