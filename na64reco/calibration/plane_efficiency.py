@@ -51,6 +51,7 @@ from na64reco.calibration.beam_tracks import (
     reconstruct_views,
     with_planes,
 )
+from na64reco.calibration.strip_profile import local_expectation
 from na64reco.conditions import RunConditions, tracker_content
 from na64reco.errors import NA64Error
 from na64reco.geometry import Setup
@@ -59,6 +60,7 @@ from na64reco.stats.robust import robust_sigma
 HOT_FACTOR = 5.0
 HOT_P_VALUE = 1e-3  # per plane: chance of calling a fluctuation hot (trials over its strips included)
 DEAD_FRACTION = 0.2
+MAX_PASSES = 5  # judgements of a plane's strips, each with the previous one's bad strips masked
 MIN_EXPECTED = 20.0
 SIDE_OFFSET_MM = 10.0
 EDGE_MARGIN_MM = 1.0
@@ -113,24 +115,39 @@ def strip_counts(strip: np.ndarray, n_strips: int) -> np.ndarray:
     return np.bincount(s[(s >= 0) & (s < n_strips)], minlength=n_strips)
 
 
-def expected_counts(counts: np.ndarray) -> np.ndarray:
-    """Median of the counts of strips s+-2 .. s+-6 (fewer at the edges)."""
+def expected_counts(counts: np.ndarray, masked: np.ndarray | None = None) -> np.ndarray:
+    """Expected counts of every strip from the smooth occupancy profile of its neighbours
+    s+-2 .. s+-6, ``masked`` strips left out (:func:`~na64reco.calibration.strip_profile.local_expectation`)."""
+    return local_expectation(counts, masked)
+
+
+def bad_strips(counts: np.ndarray, known_dead=()) -> tuple[list[int], list[int], int]:
+    """(dead, hot, untested) strips of one plane from its occupancy (module doc).
+
+    ``known_dead``: strips already known dead (no hits by construction): not used as
+    neighbours.  The strips judged dead or hot (the hot ones with their neighbours +-1, which
+    carry their shadows) are left out of the neighbours' expectations and the judgement is
+    repeated until it no longer changes (at most :data:`MAX_PASSES` times).
+    """
+    counts = np.asarray(counts)
     n = counts.size
-    out = np.empty(n)
-    offs = np.concatenate([np.arange(-6, -1), np.arange(2, 7)])
-    for s in range(n):
-        k = s + offs
-        out[s] = np.median(counts[k[(k >= 0) & (k < n)]])
-    return out
-
-
-def bad_strips(counts: np.ndarray) -> tuple[list[int], list[int], int]:
-    """(dead, hot, untested) strips of one plane from its occupancy (module doc)."""
-    exp = expected_counts(counts)
-    mu = np.maximum(exp, max(float(np.median(counts)), 1.0))
-    hot = (counts > HOT_FACTOR * exp) & (poisson.sf(counts - 1, mu) < HOT_P_VALUE / counts.size)
-    testable = exp >= MIN_EXPECTED
-    dead = testable & (counts < DEAD_FRACTION * exp)
+    known = np.zeros(n, bool)
+    known[np.asarray(list(known_dead), np.int64)] = True
+    floor = max(float(np.median(counts[~known])) if (~known).any() else 0.0, 1.0)
+    masked, flags = known, None
+    for _ in range(MAX_PASSES):
+        exp = expected_counts(counts, masked)
+        mu = np.fmax(exp, floor)
+        hot = (counts > HOT_FACTOR * exp) & (poisson.sf(counts - 1, mu) < HOT_P_VALUE / n)
+        testable = exp >= MIN_EXPECTED
+        dead = testable & (counts < DEAD_FRACTION * exp) & ~known
+        if flags is not None and np.array_equal(dead, flags[0]) and np.array_equal(hot, flags[1]):
+            break
+        flags = dead, hot
+        shadows = np.zeros(n, bool)
+        shadows[1:] |= hot[:-1]
+        shadows[:-1] |= hot[1:]
+        masked = known | dead | hot | shadows
     return np.flatnonzero(dead).tolist(), np.flatnonzero(hot).tolist(), int((~testable).sum())
 
 
@@ -179,13 +196,18 @@ class _Counts:
 
 def _occupancy(hits, p, keep=None) -> np.ndarray:
     """Hits per strip of plane ``p`` (APV planes: unambiguous clusters only, so that the
-    de-multiplexing candidates of a cluster do not pile up on its partner strips)."""
+    de-multiplexing candidates of a cluster do not pile up on its partner strips; straws:
+    digits, not their two left/right candidates, so that the counts are Poisson)."""
     sel = hits["plane"] == p.index
     if p.type != "straw":
         sel &= ~hits["ambiguous"]
     if keep is not None:
         sel &= keep
-    return strip_counts(hits["strip"][sel], p.n_strips)
+    idx = np.flatnonzero(sel)
+    if p.type == "straw":  # the mirror candidate of a digit shares its origin: count the digit once
+        key = hits["event"][idx].astype(np.int64) * 1_000_000 + hits["origin"][idx]
+        idx = idx[np.unique(key, return_index=True)[1]]
+    return strip_counts(hits["strip"][idx], p.n_strips)
 
 
 def _off_track(hits, vts, setup: Setup) -> np.ndarray:
@@ -218,8 +240,8 @@ def measure_planes(runs: list[BeamRun], setup: Setup, base: RunConditions) -> Ef
             acc[p.name].occ += _occupancy(hits, p)
     out = {}
     for p in setup.planes:
-        dead, _, untested = bad_strips(acc[p.name].occ)
         known = base.planes[p.name].dead_strips.tolist()
+        dead, _, untested = bad_strips(acc[p.name].occ, known)
         out[p.name] = PlaneResult(p.name, dead_strips=sorted(set(dead) | set(known)), untested=untested)
     # pass 2: reconstruct with the dead strips known; off-track occupancy -> hot strips
     cond = with_planes(base, {n: replace(base.planes[n], dead_strips=np.asarray(r.dead_strips, np.int64))
@@ -232,7 +254,8 @@ def measure_planes(runs: list[BeamRun], setup: Setup, base: RunConditions) -> Ef
         for p in setup.planes:
             acc[p.name].off += _occupancy(hits, p, off)
     for p in setup.planes:
-        out[p.name].hot_strips = _without_shadows(bad_strips(acc[p.name].off)[1], acc[p.name].off)
+        hot = bad_strips(acc[p.name].off, out[p.name].dead_strips)[1]
+        out[p.name].hot_strips = _without_shadows(hot, acc[p.name].off)
     for hits, vts in recon:  # pass 3: tag and probe, noise
         for vt in vts:
             _probe_view(hits, vt, setup, cond, out, acc, n_planes)
