@@ -40,8 +40,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+from scipy.stats import binom, poisson
 from scipy.stats import chi2 as chi2_dist
-from scipy.stats import poisson
 
 from na64reco.calibration.beam_tracks import (
     BeamRun,
@@ -51,16 +51,18 @@ from na64reco.calibration.beam_tracks import (
     reconstruct_views,
     with_planes,
 )
-from na64reco.calibration.strip_profile import local_expectation
+from na64reco.calibration.strip_profile import GAP, HALF_WIDTH, MAX_REACH, local_expectation, neighbours
 from na64reco.conditions import RunConditions, tracker_content
 from na64reco.errors import NA64Error
 from na64reco.geometry import Setup
 from na64reco.stats.robust import robust_sigma
 
-HOT_FACTOR = 5.0
-HOT_P_VALUE = 1e-3  # per plane: chance of calling a fluctuation hot (trials over its strips included)
+HOT_FACTOR = 3.0  # was 5 against the median of the neighbours; the profile fit is closer (docs/calibration.md)
+#: per plane: chance of calling a fluctuation hot, or dead (trials over its strips included)
+BAD_P_VALUE = 1e-3
+HOT_P_VALUE = BAD_P_VALUE  # the name of before
 DEAD_FRACTION = 0.2
-MAX_PASSES = 5  # judgements of a plane's strips, each with the previous one's bad strips masked
+MAX_PASSES = 20  # judgements of a plane's strips, each with one more bad strip left out
 MIN_EXPECTED = 20.0
 SIDE_OFFSET_MM = 10.0
 EDGE_MARGIN_MM = 1.0
@@ -121,33 +123,98 @@ def expected_counts(counts: np.ndarray, masked: np.ndarray | None = None) -> np.
     return local_expectation(counts, masked)
 
 
+def _judge(counts, exp, floor, known, strict: float = 1.0, n_neighbours=None):
+    """(hot, dead, testable) masks of one plane's strips against the expectations ``exp``
+    (``strict``: the factors HOT_FACTOR and 1 / DEAD_FRACTION multiplied by it).
+
+    The probabilities are those of the count given the count plus the neighbours' (the
+    expectation times ``n_neighbours``, the strips it was estimated from; None: known
+    exactly): a binomial with ``1 / (1 + n_neighbours)``, exact for an even profile, so that
+    the uncertainty of an expectation from a few hits on ten strips is not taken for a signal.
+    """
+    mu = np.nan_to_num(np.fmax(exp, floor))
+    p_max = BAD_P_VALUE / counts.size
+    if n_neighbours is None:
+        p_hot, p_dead = poisson.sf(counts - 1, mu), poisson.cdf(counts, np.nan_to_num(exp))
+    else:
+        m = np.maximum(n_neighbours, 1)
+        p_hot = binom.sf(counts - 1, counts + np.rint(mu * m).astype(np.int64), 1.0 / (1 + m))
+        p_dead = binom.cdf(counts, counts + np.rint(np.nan_to_num(exp) * m).astype(np.int64), 1.0 / (1 + m))
+    with np.errstate(invalid="ignore"):
+        hot = (counts > strict * HOT_FACTOR * exp) & (p_hot < p_max)
+        testable = exp >= MIN_EXPECTED
+        dead = testable & (counts < DEAD_FRACTION / strict * exp) & (p_dead < p_max)
+    dead[known] = False
+    return hot, _holes(counts, dead, known), testable
+
+
+def _holes(counts, dead, known) -> np.ndarray:
+    """The dead candidates that are holes: below DEAD_FRACTION of the lower of the nearest
+    strips on either side that are not candidates themselves (nor known dead).  A strip at the
+    foot of a steep beam flank, where the fitted expectation can overshoot, is not."""
+    out = dead.copy()
+    other = ~dead
+    other[known] = False
+    ok = np.flatnonzero(other)
+    for s in np.flatnonzero(dead):
+        i = np.searchsorted(ok, s)
+        near = [counts[ok[j]] for j in (i - 1, i) if 0 <= j < ok.size]
+        out[s] = bool(near) and counts[s] < DEAD_FRACTION * min(near)
+    return out
+
+
+def _spikes(counts, holes=None) -> np.ndarray:
+    """Median of the counts of strips s-2 .. s+2: a crude expectation that a single strip far
+    off (a dead tube in a straw plane's beam core, a hot strip) does not move, and that is the
+    strip's own count where the profile is monotonic."""
+    n = counts.size
+    k = np.arange(n)[:, None] + np.arange(-2, 3)[None, :]
+    kc = np.clip(k, 0, n - 1)
+    usable = (k >= 0) & (k < n) & (True if holes is None else ~holes[kc])
+    c = np.where(usable, counts[kc].astype(float), np.nan)
+    with np.errstate(all="ignore"):
+        return np.nanmedian(np.where(usable.any(axis=1)[:, None], c, 0.0), axis=1)
+
+
 def bad_strips(counts: np.ndarray, known_dead=()) -> tuple[list[int], list[int], int]:
     """(dead, hot, untested) strips of one plane from its occupancy (module doc).
 
     ``known_dead``: strips already known dead (no hits by construction): not used as
-    neighbours.  The strips judged dead or hot (the hot ones with their neighbours +-1, which
-    carry their shadows) are left out of the neighbours' expectations and the judgement is
-    repeated until it no longer changes (at most :data:`MAX_PASSES` times).
+    neighbours.  A strong outlier (a dead tube in a 6 mm straw plane's beam core, a hot strip)
+    bends the fitted expectations of the strips around it, which then look bad as well; so
+    the strips that are dead or hot already against the median of the five strips
+    around them (which a single outlier does not move) are left out of the neighbours' fits
+    first, and then, one at a time, the strip furthest (Poisson deviance) off its fitted
+    expectation among those judged dead or hot, until no new one is found (at most
+    :data:`MAX_PASSES` judgements).  A hot strip is left out with its neighbours +-1 (its
+    shadows).
     """
     counts = np.asarray(counts)
     n = counts.size
-    known = np.zeros(n, bool)
-    known[np.asarray(list(known_dead), np.int64)] = True
-    floor = max(float(np.median(counts[~known])) if (~known).any() else 0.0, 1.0)
-    masked, flags = known, None
+    masked = np.zeros(n, bool)
+    known = np.asarray(list(known_dead), np.int64)
+    masked[known] = True
+    floor = max(float(np.median(np.delete(counts, known))) if known.size < n else 0.0, 1.0)
+    # the crude stage takes out only gross outliers (twice as far off as the criteria)
+    # (holes first: a hole lowers the median of the strips next to it)
+    dead = _judge(counts, _spikes(counts), floor, known, strict=2.0)[1]
+    hot = _judge(counts, _spikes(counts, dead | masked), floor, known, strict=2.0)[0]
+    for s in np.flatnonzero(hot):
+        masked[max(s - 1, 0):s + 2] = True
+    masked |= dead
     for _ in range(MAX_PASSES):
         exp = expected_counts(counts, masked)
-        mu = np.fmax(exp, floor)
-        hot = (counts > HOT_FACTOR * exp) & (poisson.sf(counts - 1, mu) < HOT_P_VALUE / n)
-        testable = exp >= MIN_EXPECTED
-        dead = testable & (counts < DEAD_FRACTION * exp) & ~known
-        if flags is not None and np.array_equal(dead, flags[0]) and np.array_equal(hot, flags[1]):
+        used = neighbours(masked, HALF_WIDTH - GAP, GAP, MAX_REACH)[1].sum(axis=1)
+        hot, dead, testable = _judge(counts, exp, floor, known, n_neighbours=used)
+        new = (hot | dead) & ~masked
+        if not new.any():
             break
-        flags = dead, hot
-        shadows = np.zeros(n, bool)
-        shadows[1:] |= hot[:-1]
-        shadows[:-1] |= hot[1:]
-        masked = known | dead | hot | shadows
+        mu = np.fmax(exp, floor)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            deviance = np.where(counts > 0, counts * np.log(counts / mu), 0.0) - (counts - mu)
+        worst = int(np.flatnonzero(new)[np.argmax(deviance[new])])
+        masked[max(worst - 1, 0):worst + 2] |= hot[worst]
+        masked[worst] = True
     return np.flatnonzero(dead).tolist(), np.flatnonzero(hot).tolist(), int((~testable).sum())
 
 

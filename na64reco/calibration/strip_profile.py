@@ -9,24 +9,32 @@ the counts of strips ``s +- 2 .. s +- HALF_WIDTH``: the strip itself and its dir
 shifts some centroids onto them) are left out, as are the ``masked`` strips (known or
 suspected bad).  A Gaussian beam profile is exactly log-quadratic, so the peak of a beam
 spot a few strips wide (the 6 mm straws) is expected as well as its flanks; on a flat
-profile the fit is an average of the neighbours.  ``f`` is the plane's floor (the evenly
-spread noise), fixed to a low estimate, :func:`profile_floor`: without it a log-quadratic
-cannot follow the turn from a narrow peak onto the floor and overshoots there by several
-times; an underestimate only brings that back partly, an overestimate makes the strips
-below it look less dead and less hot, never more.  With neighbours on one side only (the
-plane's edges) the curvature term is dropped, with fewer than three neighbours the slope
-too.
+profile the fit is an average of the neighbours.
 
-Kernel: :func:`local_expectation`, a Newton (IRLS) iteration run for all strips at once;
-its per-strip reference twin is in ``tests/test_strip_profile.py``.
+* ``f`` is the plane's floor (the evenly spread noise), fixed to a low estimate,
+  :func:`profile_floor`: without it a log-quadratic cannot follow the turn from a narrow
+  peak onto the floor and overshoots there by several times; an underestimate only brings
+  that back partly, an overestimate makes the strips below it look less dead and less hot,
+  never more.
+* The slope and curvature terms are used only where the counts ask for them: each lowers
+  the deviance by more than :data:`LR_THRESHOLD` (else the simpler fit is kept), and only
+  with enough neighbours (curvature: two on each side; slope: three in all, the plane's
+  edges).  Weak Gaussian priors keep the fits of a few scattered hits finite.
+
+Kernel: :func:`_expectations` (numba, one penalised Newton fit with step halving per strip
+and order); wrapper :func:`local_expectation`.  The slow reference twin (``scipy.optimize``
+per strip) is in ``tests/test_strip_profile.py``.
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
-#: neighbours s +- 2 .. s +- HALF_WIDTH enter the expectation of strip s (strips)
+#: neighbours s +- 2 .. s +- HALF_WIDTH enter the expectation of strip s (strips); where some
+#: of them are masked, the next usable strips further out take their place, up to MAX_REACH
 HALF_WIDTH = 6
+MAX_REACH = 12
 #: the direct neighbours +-1 are left out (they share the strip's clusters)
 GAP = 1
 #: offsets are divided by this in the fit (conditioning only: x = offset / X_SCALE)
@@ -39,10 +47,12 @@ SLOPE_PRIOR = 1.0 / 3.0**2
 CURVATURE_PRIOR = 1.0 / 4.0**2
 #: a slope (curvature) term is used only where it lowers the deviance by more than this
 #: (one parameter at ~3 sigma): with few hits the neighbours' mean (slope) is taken
-LR_THRESHOLD = 9.0
-MAX_ITERATIONS = 50
-TOLERANCE = 1e-8
-MAX_STEP = 3.0  # largest change of a parameter per Newton step (damping for sparse counts)
+LR_THRESHOLD = 25.0
+MAX_ITERATIONS = 100
+TOLERANCE = 1e-12  # Newton decrement (~ twice the -log(likelihood) still to gain) at convergence
+MAX_STEP = 3.0  # largest change of a parameter per Newton step
+#: no fitted value above e^EXP_HEADROOM x (the plane's largest count + 1)
+EXP_HEADROOM = 5.0
 
 
 def neighbour_offsets(half_width: int = HALF_WIDTH, gap: int = GAP) -> np.ndarray:
@@ -64,36 +74,164 @@ def profile_floor(counts: np.ndarray, masked: np.ndarray | None = None, *, half_
     return float(np.convolve(c, np.ones(w) / w, mode="valid").min())
 
 
+def neighbours(masked: np.ndarray, per_side: int, gap: int, reach: int) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets (S, 2 per_side) of the strips that enter each strip's expectation: on each side
+    the ``per_side`` nearest strips beyond ``gap`` that are inside the plane and not masked, no
+    further than ``reach``; and whether each slot is filled (S, 2 per_side)."""
+    n = masked.size
+    offsets = np.zeros((n, 2 * per_side), np.int64)
+    valid = np.zeros((n, 2 * per_side), bool)
+    for side, sign in enumerate((-1, 1)):
+        d = sign * np.arange(gap + 1, reach + 1)
+        k = np.arange(n)[:, None] + d[None, :]
+        usable = (k >= 0) & (k < n)
+        usable[usable] = ~masked[k[usable]]
+        rank = np.cumsum(usable, axis=1)  # 1, 2, ... on the usable ones
+        take = usable & (rank <= per_side)
+        rows, cols = np.nonzero(take)
+        slot = side * per_side + rank[rows, cols] - 1
+        offsets[rows, slot] = d[cols]
+        valid[rows, slot] = True
+    return offsets, valid
+
+
 def allowed_orders(valid: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Highest polynomial order of log(expectation - f) per strip that its usable neighbours
     (S, K) can carry: 2 with at least two on each side, 1 with at least three in all, else 0."""
     left = (valid & (offsets < 0)).sum(axis=1)
-    right = (valid & (offsets > 0)).sum(axis=1)
+    right = (valid & (offsets > 0)).sum(axis=1)  # offsets (K,) or (S, K)
     return np.where((left >= 2) & (right >= 2), 2, np.where(left + right >= 3, 1, 0))
 
 
-def _fit(y, v, X, f, prior, beta, eta_max):
-    """Penalised Poisson fit of ``f + exp(X beta)`` to the counts ``y`` (S, K) with weights
-    ``v`` (1 usable, 0 not) by Fisher scoring, all strips at once; Gaussian priors at zero of
-    inverse variances ``prior`` (S, 3) (a huge one switches a term off).  Returns the
-    parameters (S, 3) and the deviances (S,)."""
-    beta = beta.copy()
-    diag = [0, 1, 2], [0, 1, 2]
+@numba.njit(cache=True)
+def _objective(beta, npar, y, v, x, f, prior, eta_max):
+    """Penalised Poisson -log(likelihood) of ``f + exp(sum_j beta_j x^j)`` (constants dropped);
+    ``x[k, j]`` is the j-th power of neighbour k's offset (j = 0..4)."""
+    out = 0.0
+    for k in range(y.size):
+        if v[k]:
+            eta = beta[0]
+            for j in range(1, npar):
+                eta += beta[j] * x[k, j]
+            mu = f + np.exp(min(eta, eta_max))
+            out += mu - y[k] * np.log(mu)
+    for j in range(1, npar):
+        out += 0.5 * prior[j] * beta[j] ** 2
+    return out
+
+
+@numba.njit(cache=True)
+def _solve(H, g, n, d):
+    """Solution ``d`` of the n x n (n <= 3) symmetric positive definite system H d = g (Cramer)."""
+    if n == 1:
+        d[0] = g[0] / H[0, 0]
+    elif n == 2:
+        det = H[0, 0] * H[1, 1] - H[0, 1] * H[1, 0]
+        d[0] = (g[0] * H[1, 1] - H[0, 1] * g[1]) / det
+        d[1] = (H[0, 0] * g[1] - g[0] * H[1, 0]) / det
+    else:  # adjugate of the symmetric matrix
+        a, b, c, e, h, k = H[0, 0], H[0, 1], H[0, 2], H[1, 1], H[1, 2], H[2, 2]
+        A, B, C = e * k - h * h, c * h - b * k, b * h - c * e
+        D, E, F = a * k - c * c, b * c - a * h, a * e - b * b
+        det = a * A + b * B + c * C
+        d[0] = (A * g[0] + B * g[1] + C * g[2]) / det
+        d[1] = (B * g[0] + D * g[1] + E * g[2]) / det
+        d[2] = (C * g[0] + E * g[1] + F * g[2]) / det
+
+
+@numba.njit(cache=True)
+def _fit(beta, npar, y, v, x, f, prior, eta_max, work):
+    """Penalised Poisson fit of the first ``npar`` parameters (in place) by Fisher scoring
+    with step halving; returns the deviance.  ``work``: (6, 3) scratch."""
+    obj = _objective(beta, npar, y, v, x, f, prior, eta_max)
+    H = work[:3]
+    g = work[3]
+    trial = work[4]
+    step = work[5]
     for _ in range(MAX_ITERATIONS):
-        e = np.exp(np.minimum(beta @ X.T, eta_max))  # (S, K)
-        mu = f + e
-        H = np.einsum("sk,ka,kb->sab", v * e * e / mu, X, X)
-        H[:, diag[0], diag[1]] += prior
-        H[:, 0, 0] += 1e-12  # no usable neighbour: the step is zero, the result NaN (caller)
-        g = (v * (y - mu) * e / mu) @ X - prior * beta
-        step = np.clip(np.linalg.solve(H, g[:, :, None])[:, :, 0], -MAX_STEP, MAX_STEP)
-        beta += step
-        if np.abs(step).max() < TOLERANCE:
+        H[:] = 0.0
+        g[:] = 0.0
+        for k in range(y.size):
+            if v[k]:
+                eta = beta[0]
+                for j in range(1, npar):
+                    eta += beta[j] * x[k, j]
+                e = np.exp(min(eta, eta_max))
+                mu = f + e
+                r = (y[k] - mu) * e / mu
+                w = e * e / mu
+                for a in range(npar):
+                    g[a] += r * x[k, a]
+                    for b in range(npar):
+                        H[a, b] += w * x[k, a + b]
+        for j in range(1, npar):
+            H[j, j] += prior[j]
+            g[j] -= prior[j] * beta[j]
+        H[0, 0] += 1e-9  # e -> 0 on the floor: a finite step
+        _solve(H, g, npar, step)
+        decrement = 0.0  # Newton decrement g . H^-1 g: twice the expected gain of the full step
+        largest = 0.0
+        for j in range(npar):
+            decrement += g[j] * step[j]
+            largest = max(largest, abs(step[j]))
+        if decrement < TOLERANCE:
             break
-    mu = f + np.exp(np.minimum(beta @ X.T, eta_max))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        term = np.where(y > 0, y * np.log(y / mu), 0.0) - (y - mu)
-    return beta, 2.0 * (v * term).sum(axis=1)
+        scale = min(1.0, MAX_STEP / largest)  # the whole step shrunk: its direction kept
+        accepted = False
+        for _ in range(60):
+            for j in range(npar):
+                trial[j] = beta[j] + scale * step[j]
+            new = _objective(trial, npar, y, v, x, f, prior, eta_max)
+            if new <= obj:
+                accepted = True
+                break
+            scale *= 0.5
+        if not accepted:
+            break
+        for j in range(npar):
+            beta[j] = trial[j]
+        obj = new
+    dev = 0.0
+    for k in range(y.size):
+        if v[k]:
+            eta = beta[0]
+            for j in range(1, npar):
+                eta += beta[j] * x[k, j]
+            mu = f + np.exp(min(eta, eta_max))
+            dev += (y[k] * np.log(y[k] / mu) if y[k] > 0 else 0.0) - (y[k] - mu)
+    return 2.0 * dev
+
+
+@numba.njit(cache=True)
+def _expectations(y, v, allowed, x, f, prior, eta_max, threshold):
+    """Kernel: the expectation (f + e^a) of every strip from its neighbours' counts ``y`` (S, K),
+    usable ``v`` (S, K), the powers 0..4 of their scaled offsets ``x`` (S, K, 5), highest allowed
+    order (S,): nested fits of order 0, 1, 2, a term kept
+    where it lowers the deviance by more than ``threshold``; NaN without usable neighbours."""
+    n = y.shape[0]
+    out = np.full(n, np.nan)
+    beta = np.zeros(3)
+    work = np.zeros((6, 3))
+    for s in range(n):
+        tot = 0.0
+        nv = 0
+        for k in range(y.shape[1]):
+            if v[s, k]:
+                tot += y[s, k]
+                nv += 1
+        if nv == 0:
+            continue
+        beta[:] = 0.0
+        beta[0] = np.log(max(tot / nv - f, 0.0) + 0.5)
+        best_dev = _fit(beta, 1, y[s], v[s], x[s], f, prior, eta_max, work)
+        best_a = beta[0]
+        for order in range(1, allowed[s] + 1):
+            dev = _fit(beta, order + 1, y[s], v[s], x[s], f, prior, eta_max, work)
+            if best_dev - dev > threshold:
+                best_dev = dev
+                best_a = beta[0]
+        out[s] = f + np.exp(min(best_a, eta_max))
+    return out
 
 
 def local_expectation(counts: np.ndarray, masked: np.ndarray | None = None, *, floor: float | None = None,
@@ -111,32 +249,11 @@ def local_expectation(counts: np.ndarray, masked: np.ndarray | None = None, *, f
     y_all = np.asarray(counts, dtype=float)
     n = y_all.size
     masked = np.zeros(n, bool) if masked is None else np.asarray(masked, bool)
-    offsets = neighbour_offsets(half_width, gap)
-    idx = np.arange(n)[:, None] + offsets[None, :]
-    inside = (idx >= 0) & (idx < n)
-    idx = np.clip(idx, 0, n - 1)
-    valid = inside & ~masked[idx]
+    offsets, valid = neighbours(masked, half_width - gap, gap, max(MAX_REACH, half_width))
+    idx = np.clip(np.arange(n)[:, None] + offsets, 0, n - 1)
     y = np.where(valid, y_all[idx], 0.0)
-    v = valid.astype(float)
-    allowed = allowed_orders(valid, offsets)
     f = profile_floor(y_all, masked) if floor is None else float(floor)
-    x = offsets / X_SCALE
-    X = np.stack([np.ones_like(x), x, x * x], axis=1)  # (K, 3)
-    n_valid = v.sum(axis=1)
-    beta = np.zeros((n, 3))
-    beta[:, 0] = np.log(np.maximum(y.sum(axis=1) / np.maximum(n_valid, 1.0) - f, 0.0) + 0.5)
-    eta_max = np.log(y_all.max(initial=0.0) + 1.0) + 5.0  # no fitted value above e^5 x the largest count
-    prior = np.zeros((n, 3))
-    best, best_dev = None, None
-    for order in range(3):  # nested fits; a term is kept where the counts ask for it
-        prior[:, 1] = SLOPE_PRIOR if order >= 1 else 1e12
-        prior[:, 2] = CURVATURE_PRIOR if order >= 2 else 1e12
-        beta, dev = _fit(y, v, X, f, prior, beta, eta_max)
-        if best is None:
-            best, best_dev = beta.copy(), dev
-            continue
-        take = (allowed >= order) & (best_dev - dev > LR_THRESHOLD)
-        best[take], best_dev[take] = beta[take], dev[take]
-    out = f + np.exp(np.minimum(best[:, 0], eta_max))
-    out[n_valid == 0] = np.nan
-    return out
+    prior = np.array([0.0, SLOPE_PRIOR, CURVATURE_PRIOR])
+    eta_max = float(np.log(y_all.max(initial=0.0) + 1.0) + EXP_HEADROOM)
+    powers = (offsets / X_SCALE)[:, :, None] ** np.arange(5)[None, None, :]
+    return _expectations(y, valid, allowed_orders(valid, offsets), powers, f, prior, eta_max, LR_THRESHOLD)
