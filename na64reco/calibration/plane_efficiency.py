@@ -4,17 +4,24 @@ Reconstruct with the base conditions (aligned: run the alignment first); then pe
 
 Dead and hot strips (occupancy)
     count the hits per strip (``floor(strip + 1/2)`` of the cluster centroid; for straws the
-    tube) over the run; the expectation of strip s is the median count of strips s+-2 ..
-    s+-6 (the direct neighbours are left out: a dead strip splits the clusters over it
-    onto them).  *Hot*: more than :data:`HOT_FACTOR` times the expectation and a Poisson
-    tail probability ``P(N >= count | expectation)`` below :data:`HOT_P_VALUE` / (strips of
-    the plane), i.e. a false hot strip in about one plane in a thousand; the expectation is
-    at least the plane's median count (noise hits light a plane evenly, and the median of
-    ten neighbours alone is often low at a few hits per strip).  *Dead*: below
-    :data:`DEAD_FRACTION` of an expectation of at least :data:`MIN_EXPECTED` hits (a strip
-    with less illumination is not judged:
-    ``untested``; beam tracks and noise clusters both illuminate).  Strips the base
-    conditions call dead are kept dead (the reconstruction drops their signal).
+    tube, each digit once, not its two left/right candidates) over the run; the
+    expectation of strip s follows the smooth occupancy profile (the beam spot of the
+    triggering and the pile-up muons on the even noise floor): a local Poisson fit of
+    ``floor + exp(quadratic)`` to the strips s+-2 .. s+-6 (the direct neighbours are left
+    out: a dead strip splits the clusters over it onto them; masked strips are replaced by
+    the next ones out), :mod:`na64reco.calibration.strip_profile`.  *Hot*: more than
+    :data:`HOT_FACTOR` times the expectation and a tail probability below
+    :data:`BAD_P_VALUE` / (strips of the plane), i.e. a false hot strip in about one plane in
+    a thousand; the probability is that of the count given it plus the neighbours' (binomial,
+    so that an expectation from a few hits on ten strips is not taken as exact), with the
+    expectation at least the plane's median count.  *Dead*: below :data:`DEAD_FRACTION` of
+    an expectation of at least :data:`MIN_EXPECTED` hits (a strip with less illumination is
+    not judged: ``untested``; beam tracks and noise clusters both illuminate), with the same
+    probability criterion, and a hole: below DEAD_FRACTION of its nearest good strips on
+    both sides.  Outliers bend their neighbours' fits, so they are taken out first (those
+    off the median of the five strips around them by twice the factors), then one at a
+    time (:func:`bad_strips`).  Strips the base conditions call dead are kept dead (the
+    reconstruction drops their signal).
 Efficiency (tag and probe)
     tag: the view's best track (one candidate in the view) with hits on every *other*
     plane, refitted without the probed plane, with priors on its slope (and deflection)
