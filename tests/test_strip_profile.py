@@ -26,17 +26,22 @@ def _reference_strip(x, y, top, f, eta_max) -> float:
 
     def nll(b):
         m = mu(b)
-        return np.sum(m - y * np.log(m)) + 0.5 * np.sum(prior[1:b.size] * b[1:] ** 2)
+        e = m - f
+        value = np.sum(m - y * np.log(m)) + 0.5 * np.sum(prior[1:b.size] * b[1:] ** 2)
+        grad = np.array([np.sum((1 - y / m) * e * x**j) for j in range(b.size)]) + prior[:b.size] * b
+        return value, grad
 
     def dev(b):
         m = mu(b)
         return 2 * np.sum(np.where(y > 0, y * np.log(np.where(y > 0, y, 1) / m), 0.0) - (y - m))
 
-    opts = {"xatol": 1e-10, "fatol": 1e-12, "maxiter": 20000}
-    best = minimize(nll, [np.log(max(y.mean() - f, 0.0) + 0.5)], method="Nelder-Mead", options=opts).x
+    def fit(start):
+        return minimize(nll, start, jac=True, method="BFGS", options={"gtol": 1e-8, "maxiter": 10000}).x
+
+    best = fit([np.log(max(y.mean() - f, 0.0) + 0.5)])
     best_dev, b = dev(best), best
     for _ in range(top):  # orders 1 .. top
-        b = minimize(nll, np.append(b, 0.0), method="Nelder-Mead", options=opts).x
+        b = fit(np.append(b, 0.0))
         if best_dev - dev(b) > sp.LR_THRESHOLD:
             best, best_dev = b, dev(b)
     return f + np.exp(min(best[0], eta_max))
@@ -79,12 +84,11 @@ def _profile(rng, kind: str) -> np.ndarray:
 
 def test_kernel_agrees_with_its_reference_twin():
     rng = np.random.default_rng(11)
-    for kind, n in (("straw", 64), ("straw", 64), ("MM", 96)):
-        for _ in range(1):
-            c = rng.poisson(_profile(rng, kind)[:n])
-            masked = np.zeros(c.size, bool)
-            masked[rng.choice(c.size, 3, replace=False)] = True
-            np.testing.assert_allclose(sp.local_expectation(c, masked), _reference(c, masked), rtol=2e-4)
+    for kind, n in (("straw", 64), ("MM", 96)):
+        c = rng.poisson(_profile(rng, kind)[:n])
+        masked = np.zeros(c.size, bool)
+        masked[rng.choice(c.size, 3, replace=False)] = True
+        np.testing.assert_allclose(sp.local_expectation(c, masked), _reference(c, masked), rtol=2e-4)
 
 
 def test_closed_forms():
