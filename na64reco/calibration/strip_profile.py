@@ -7,7 +7,8 @@ few strips off it (dead, hot).  The expectation of strip ``s`` is the value at `
 the counts of strips ``s +- 2 .. s +- HALF_WIDTH``: the strip itself and its direct neighbours
 (which share its clusters: a dead strip splits them onto them, a hot strip's charge spread
 shifts some centroids onto them) are left out, as are the ``masked`` strips (known or
-suspected bad).  A Gaussian beam profile is exactly log-quadratic, so the peak of a beam
+suspected bad), whose places the next usable strips further out take (up to
+:data:`MAX_REACH`).  A Gaussian beam profile is exactly log-quadratic, so the peak of a beam
 spot a few strips wide (the 6 mm straws) is expected as well as its flanks; on a flat
 profile the fit is an average of the neighbours.
 
@@ -45,19 +46,16 @@ X_SCALE = 4.0
 #: few scattered hits finite (the likelihood alone runs off to a spike between them)
 SLOPE_PRIOR = 1.0 / 3.0**2
 CURVATURE_PRIOR = 1.0 / 4.0**2
-#: a slope (curvature) term is used only where it lowers the deviance by more than this
-#: (one parameter at ~3 sigma): with few hits the neighbours' mean (slope) is taken
+#: a slope (curvature) term is used only where it lowers the deviance by more than this (one
+#: parameter at 5 sigma: at 3 sigma, 9, a plane of 320 strips has a spike fitted between
+#: scattered hits somewhere, which calls a good strip dead): with few hits the neighbours'
+#: mean (slope) is taken
 LR_THRESHOLD = 25.0
 MAX_ITERATIONS = 100
 TOLERANCE = 1e-12  # Newton decrement (~ twice the -log(likelihood) still to gain) at convergence
 MAX_STEP = 3.0  # largest change of a parameter per Newton step
 #: no fitted value above e^EXP_HEADROOM x (the plane's largest count + 1)
 EXP_HEADROOM = 5.0
-
-
-def neighbour_offsets(half_width: int = HALF_WIDTH, gap: int = GAP) -> np.ndarray:
-    """The strip offsets that enter an expectation: -half_width .. -(gap+1), gap+1 .. half_width."""
-    return np.concatenate([np.arange(-half_width, -gap), np.arange(gap + 1, half_width + 1)])
 
 
 def profile_floor(counts: np.ndarray, masked: np.ndarray | None = None, *, half_width: int = HALF_WIDTH) -> float:
@@ -97,9 +95,10 @@ def neighbours(masked: np.ndarray, per_side: int, gap: int, reach: int) -> tuple
 
 def allowed_orders(valid: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Highest polynomial order of log(expectation - f) per strip that its usable neighbours
-    (S, K) can carry: 2 with at least two on each side, 1 with at least three in all, else 0."""
+    (S, K) at ``offsets`` (S, K) can carry: 2 with at least two on each side, 1 with at least
+    three in all, else 0."""
     left = (valid & (offsets < 0)).sum(axis=1)
-    right = (valid & (offsets > 0)).sum(axis=1)  # offsets (K,) or (S, K)
+    right = (valid & (offsets > 0)).sum(axis=1)
     return np.where((left >= 2) & (right >= 2), 2, np.where(left + right >= 3, 1, 0))
 
 
