@@ -4,17 +4,24 @@ Reconstruct with the base conditions (aligned: run the alignment first); then pe
 
 Dead and hot strips (occupancy)
     count the hits per strip (``floor(strip + 1/2)`` of the cluster centroid; for straws the
-    tube) over the run; the expectation of strip s is the median count of strips s+-2 ..
-    s+-6 (the direct neighbours are left out: a dead strip splits the clusters over it
-    onto them).  *Hot*: more than :data:`HOT_FACTOR` times the expectation and a Poisson
-    tail probability ``P(N >= count | expectation)`` below :data:`HOT_P_VALUE` / (strips of
-    the plane), i.e. a false hot strip in about one plane in a thousand; the expectation is
-    at least the plane's median count (noise hits light a plane evenly, and the median of
-    ten neighbours alone is often low at a few hits per strip).  *Dead*: below
-    :data:`DEAD_FRACTION` of an expectation of at least :data:`MIN_EXPECTED` hits (a strip
-    with less illumination is not judged:
-    ``untested``; beam tracks and noise clusters both illuminate).  Strips the base
-    conditions call dead are kept dead (the reconstruction drops their signal).
+    tube, each digit once, not its two left/right candidates) over the run; the
+    expectation of strip s follows the smooth occupancy profile (the beam spot of the
+    triggering and the pile-up muons on the even noise floor): a local Poisson fit of
+    ``floor + exp(quadratic)`` to the strips s+-2 .. s+-6 (the direct neighbours are left
+    out: a dead strip splits the clusters over it onto them; masked strips are replaced by
+    the next ones out), :mod:`na64reco.calibration.strip_profile`.  *Hot*: more than
+    :data:`HOT_FACTOR` times the expectation and a tail probability below
+    :data:`BAD_P_VALUE` / (strips of the plane), i.e. a false hot strip in about one plane in
+    a thousand; the probability is that of the count given it plus the neighbours' (binomial,
+    so that an expectation from a few hits on ten strips is not taken as exact), with the
+    expectation at least the plane's median count.  *Dead*: below :data:`DEAD_FRACTION` of
+    an expectation of at least :data:`MIN_EXPECTED` hits (a strip with less illumination is
+    not judged: ``untested``; beam tracks and noise clusters both illuminate), with the same
+    probability criterion, and a hole: below DEAD_FRACTION of its nearest good strips on
+    both sides.  Outliers bend their neighbours' fits, so they are taken out first (those
+    off the median of the five strips around them by twice the factors), then one at a
+    time (:func:`bad_strips`).  Strips the base conditions call dead are kept dead (the
+    reconstruction drops their signal).
 Efficiency (tag and probe)
     tag: the view's best track (one candidate in the view) with hits on every *other*
     plane, refitted without the probed plane, with priors on its slope (and deflection)
@@ -40,8 +47,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+from scipy.stats import binom, poisson
 from scipy.stats import chi2 as chi2_dist
-from scipy.stats import poisson
 
 from na64reco.calibration.beam_tracks import (
     BeamRun,
@@ -51,14 +58,18 @@ from na64reco.calibration.beam_tracks import (
     reconstruct_views,
     with_planes,
 )
+from na64reco.calibration.strip_profile import GAP, HALF_WIDTH, MAX_REACH, local_expectation, neighbours
 from na64reco.conditions import RunConditions, tracker_content
 from na64reco.errors import NA64Error
 from na64reco.geometry import Setup
 from na64reco.stats.robust import robust_sigma
 
-HOT_FACTOR = 5.0
-HOT_P_VALUE = 1e-3  # per plane: chance of calling a fluctuation hot (trials over its strips included)
+HOT_FACTOR = 3.0  # was 5 against the median of the neighbours; the profile fit is closer (docs/calibration.md)
+#: per plane: chance of calling a fluctuation hot, or dead (trials over its strips included)
+BAD_P_VALUE = 1e-3
+HOT_P_VALUE = BAD_P_VALUE  # the name of before
 DEAD_FRACTION = 0.2
+MAX_PASSES = 20  # judgements of a plane's strips, each with one more bad strip left out
 MIN_EXPECTED = 20.0
 SIDE_OFFSET_MM = 10.0
 EDGE_MARGIN_MM = 1.0
@@ -113,24 +124,104 @@ def strip_counts(strip: np.ndarray, n_strips: int) -> np.ndarray:
     return np.bincount(s[(s >= 0) & (s < n_strips)], minlength=n_strips)
 
 
-def expected_counts(counts: np.ndarray) -> np.ndarray:
-    """Median of the counts of strips s+-2 .. s+-6 (fewer at the edges)."""
-    n = counts.size
-    out = np.empty(n)
-    offs = np.concatenate([np.arange(-6, -1), np.arange(2, 7)])
-    for s in range(n):
-        k = s + offs
-        out[s] = np.median(counts[k[(k >= 0) & (k < n)]])
+def expected_counts(counts: np.ndarray, masked: np.ndarray | None = None) -> np.ndarray:
+    """Expected counts of every strip from the smooth occupancy profile of its neighbours
+    s+-2 .. s+-6, ``masked`` strips left out (:func:`~na64reco.calibration.strip_profile.local_expectation`)."""
+    return local_expectation(counts, masked)
+
+
+def _judge(counts, exp, floor, known, strict: float = 1.0, n_neighbours=None):
+    """(hot, dead, testable) masks of one plane's strips against the expectations ``exp``
+    (``strict``: the factors HOT_FACTOR and 1 / DEAD_FRACTION multiplied by it).
+
+    The probabilities are those of the count given the count plus the neighbours' (the
+    expectation times ``n_neighbours``, the strips it was estimated from; None: known
+    exactly): a binomial with ``1 / (1 + n_neighbours)``, exact for an even profile, so that
+    the uncertainty of an expectation from a few hits on ten strips is not taken for a signal.
+    """
+    mu = np.nan_to_num(np.fmax(exp, floor))
+    p_max = BAD_P_VALUE / counts.size
+    if n_neighbours is None:
+        p_hot, p_dead = poisson.sf(counts - 1, mu), poisson.cdf(counts, np.nan_to_num(exp))
+    else:
+        m = np.maximum(n_neighbours, 1)
+        p_hot = binom.sf(counts - 1, counts + np.rint(mu * m).astype(np.int64), 1.0 / (1 + m))
+        p_dead = binom.cdf(counts, counts + np.rint(np.nan_to_num(exp) * m).astype(np.int64), 1.0 / (1 + m))
+    with np.errstate(invalid="ignore"):
+        hot = (counts > strict * HOT_FACTOR * exp) & (p_hot < p_max)
+        testable = exp >= MIN_EXPECTED
+        dead = testable & (counts < DEAD_FRACTION / strict * exp) & (p_dead < p_max)
+    dead[known] = False
+    return hot, _holes(counts, dead, known), testable
+
+
+def _holes(counts, dead, known) -> np.ndarray:
+    """The dead candidates that are holes: below DEAD_FRACTION of the lower of the nearest
+    strips on either side that are not candidates themselves (nor known dead).  A strip at the
+    foot of a steep beam flank, where the fitted expectation can overshoot, is not."""
+    out = dead.copy()
+    other = ~dead
+    other[known] = False
+    ok = np.flatnonzero(other)
+    for s in np.flatnonzero(dead):
+        i = np.searchsorted(ok, s)
+        near = [counts[ok[j]] for j in (i - 1, i) if 0 <= j < ok.size]
+        out[s] = bool(near) and counts[s] < DEAD_FRACTION * min(near)
     return out
 
 
-def bad_strips(counts: np.ndarray) -> tuple[list[int], list[int], int]:
-    """(dead, hot, untested) strips of one plane from its occupancy (module doc)."""
-    exp = expected_counts(counts)
-    mu = np.maximum(exp, max(float(np.median(counts)), 1.0))
-    hot = (counts > HOT_FACTOR * exp) & (poisson.sf(counts - 1, mu) < HOT_P_VALUE / counts.size)
-    testable = exp >= MIN_EXPECTED
-    dead = testable & (counts < DEAD_FRACTION * exp)
+def _spikes(counts, holes=None) -> np.ndarray:
+    """Median of the counts of strips s-2 .. s+2: a crude expectation that a single strip far
+    off (a dead tube in a straw plane's beam core, a hot strip) does not move, and that is the
+    strip's own count where the profile is monotonic."""
+    n = counts.size
+    k = np.arange(n)[:, None] + np.arange(-2, 3)[None, :]
+    kc = np.clip(k, 0, n - 1)
+    usable = (k >= 0) & (k < n) & (True if holes is None else ~holes[kc])
+    c = np.where(usable, counts[kc].astype(float), np.nan)
+    with np.errstate(all="ignore"):
+        return np.nanmedian(np.where(usable.any(axis=1)[:, None], c, 0.0), axis=1)
+
+
+def bad_strips(counts: np.ndarray, known_dead=()) -> tuple[list[int], list[int], int]:
+    """(dead, hot, untested) strips of one plane from its occupancy (module doc).
+
+    ``known_dead``: strips already known dead (no hits by construction): not used as
+    neighbours.  A strong outlier (a dead tube in a 6 mm straw plane's beam core, a hot strip)
+    bends the fitted expectations of the strips around it, which then look bad as well; so
+    the strips that are dead or hot already against the median of the five strips
+    around them (which a single outlier does not move) are left out of the neighbours' fits
+    first, and then, one at a time, the strip furthest (Poisson deviance) off its fitted
+    expectation among those judged dead or hot, until no new one is found (at most
+    :data:`MAX_PASSES` judgements).  A hot strip is left out with its neighbours +-1 (its
+    shadows).
+    """
+    counts = np.asarray(counts)
+    n = counts.size
+    masked = np.zeros(n, bool)
+    known = np.asarray(list(known_dead), np.int64)
+    masked[known] = True
+    floor = max(float(np.median(np.delete(counts, known))) if known.size < n else 0.0, 1.0)
+    # the crude stage takes out only gross outliers (twice as far off as the criteria)
+    # (holes first: a hole lowers the median of the strips next to it)
+    dead = _judge(counts, _spikes(counts), floor, known, strict=2.0)[1]
+    hot = _judge(counts, _spikes(counts, dead | masked), floor, known, strict=2.0)[0]
+    for s in np.flatnonzero(hot):
+        masked[max(s - 1, 0):s + 2] = True
+    masked |= dead
+    for _ in range(MAX_PASSES):
+        exp = expected_counts(counts, masked)
+        used = neighbours(masked, HALF_WIDTH - GAP, GAP, MAX_REACH)[1].sum(axis=1)
+        hot, dead, testable = _judge(counts, exp, floor, known, n_neighbours=used)
+        new = (hot | dead) & ~masked
+        if not new.any():
+            break
+        mu = np.fmax(exp, floor)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            deviance = np.where(counts > 0, counts * np.log(counts / mu), 0.0) - (counts - mu)
+        worst = int(np.flatnonzero(new)[np.argmax(deviance[new])])
+        masked[max(worst - 1, 0):worst + 2] |= hot[worst]
+        masked[worst] = True
     return np.flatnonzero(dead).tolist(), np.flatnonzero(hot).tolist(), int((~testable).sum())
 
 
@@ -179,13 +270,18 @@ class _Counts:
 
 def _occupancy(hits, p, keep=None) -> np.ndarray:
     """Hits per strip of plane ``p`` (APV planes: unambiguous clusters only, so that the
-    de-multiplexing candidates of a cluster do not pile up on its partner strips)."""
+    de-multiplexing candidates of a cluster do not pile up on its partner strips; straws:
+    digits, not their two left/right candidates, so that the counts are Poisson)."""
     sel = hits["plane"] == p.index
     if p.type != "straw":
         sel &= ~hits["ambiguous"]
     if keep is not None:
         sel &= keep
-    return strip_counts(hits["strip"][sel], p.n_strips)
+    idx = np.flatnonzero(sel)
+    if p.type == "straw":  # the mirror candidate of a digit shares its origin: count the digit once
+        key = hits["event"][idx].astype(np.int64) * 1_000_000 + hits["origin"][idx]
+        idx = idx[np.unique(key, return_index=True)[1]]
+    return strip_counts(hits["strip"][idx], p.n_strips)
 
 
 def _off_track(hits, vts, setup: Setup) -> np.ndarray:
@@ -218,8 +314,8 @@ def measure_planes(runs: list[BeamRun], setup: Setup, base: RunConditions) -> Ef
             acc[p.name].occ += _occupancy(hits, p)
     out = {}
     for p in setup.planes:
-        dead, _, untested = bad_strips(acc[p.name].occ)
         known = base.planes[p.name].dead_strips.tolist()
+        dead, _, untested = bad_strips(acc[p.name].occ, known)
         out[p.name] = PlaneResult(p.name, dead_strips=sorted(set(dead) | set(known)), untested=untested)
     # pass 2: reconstruct with the dead strips known; off-track occupancy -> hot strips
     cond = with_planes(base, {n: replace(base.planes[n], dead_strips=np.asarray(r.dead_strips, np.int64))
@@ -232,7 +328,8 @@ def measure_planes(runs: list[BeamRun], setup: Setup, base: RunConditions) -> Ef
         for p in setup.planes:
             acc[p.name].off += _occupancy(hits, p, off)
     for p in setup.planes:
-        out[p.name].hot_strips = _without_shadows(bad_strips(acc[p.name].off)[1], acc[p.name].off)
+        hot = bad_strips(acc[p.name].off, out[p.name].dead_strips)[1]
+        out[p.name].hot_strips = _without_shadows(hot, acc[p.name].off)
     for hits, vts in recon:  # pass 3: tag and probe, noise
         for vt in vts:
             _probe_view(hits, vt, setup, cond, out, acc, n_planes)
