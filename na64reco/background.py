@@ -569,51 +569,79 @@ def sum_components(source: str, parts) -> BackgroundComponent:
     return BackgroundComponent(source, n, err, False, " + ".join(p.source for p in parts))
 
 
-def forced_noise_ratio(rows: list[dict], expected: float, cl: float = 0.9) -> dict:
-    """E[numerator] / E[denominator] at the nominal noise from forced-noise samples.
+def forced_noise_ratio(rows: list[dict], expected: float, cl: float = 0.9,
+                       expected_pileup: float | None = None) -> dict:
+    """E[numerator] / E[denominator] at the nominal noise and pile-up from forced samples.
 
     Exact biased sampling of the tracker noise (:mod:`na64reco.sim.forced_noise`): a sample
     with exactly m noise clusters per event in a region R estimates G_m = E[g | m in R], and
     E[g] = sum_m Poisson(m; expected) G_m, ``expected`` being the nominal mean number in R.
+    The out-of-time beam muons may be forced as well (:mod:`na64reco.sim.occupancy`): a row
+    with ``pileup`` = k (exactly k muons in the near times N) estimates G_{m,k} and gets the
+    weight Poisson(m; expected) Poisson(k; ``expected_pileup``); a row without it (or None)
+    has the nominal pile-up.  Each m has either one nominal-pile-up row or rows k = 0..K.
 
-    ``rows``: one per count m = 0..M, each with ``count``, ``events`` and the event counts
+    ``rows``: one per stratum, m = 0..M, each with ``count``, ``events`` and the event counts
     ``numerator`` (e.g. fake kicks after the cuts, a subset of) ``denominator`` (e.g. beam
     muons tracked with the cuts).  Returns ``ratio`` +- ``error`` (binomial, delta method),
     ``upper`` (``cl`` upper bound: each row's numerator replaced by its Poisson upper limit,
-    conservative), ``truncation`` (what the counts m > M can add at most, relative to the
-    denominator: ``sum_{m > M} P(m) / den``), and the per-event sums.
+    conservative), ``empty_upper`` (the part of it from the strata with no numerator event:
+    what the sample sizes leave unconstrained), ``truncation`` (what the strata not sampled
+    can add at most, relative to the denominator: their total weight / den), and the
+    per-event sums; ``terms`` per row (``weight``, ``poisson`` its alias, ``contribution``,
+    ``upper_contribution`` relative to the denominator).
     """
     from functools import cache
 
     from na64reco.stats.limits import poisson_upper_limit
 
     upper_limit = cache(lambda k: poisson_upper_limit(k, cl=cl, method="classical"))
-    ms = sorted(int(r["count"]) for r in rows)
+    by_m: dict[int, list] = {}
+    for r in rows:
+        by_m.setdefault(int(r["count"]), []).append(r.get("pileup"))
+    ms = sorted(by_m)
     if ms != list(range(len(ms))):
         raise NA64Error(f"forced noise: need the counts 0..M without gaps, got {ms}")
     if not expected > 0:
         raise NA64Error(f"forced noise: expected noise clusters in the region must be > 0, got {expected}")
+    for m, ks in by_m.items():
+        if ks == [None]:
+            continue
+        if None in ks or sorted(ks) != list(range(len(ks))):
+            raise NA64Error(f"forced pile-up: count m={m} needs one nominal-pile-up row or the pile-up counts "
+                            f"0..K without gaps, got {ks}")
+        if expected_pileup is None or not expected_pileup > 0:
+            raise NA64Error(f"forced pile-up: rows with a pile-up count need expected_pileup > 0, got "
+                            f"{expected_pileup}")
 
-    def poisson(m: int) -> float:
-        return math.exp(-expected + m * math.log(expected) - math.lgamma(m + 1))
+    def poisson(m: int, lam: float) -> float:
+        return math.exp(-lam + m * math.log(lam) - math.lgamma(m + 1))
 
-    num = den = up = var_num = var_den = cov = 0.0
+    num = den = up = up_empty = var_num = var_den = cov = covered = 0.0
     terms = []
     for r in rows:
         m, n, k = int(r["count"]), int(r["events"]), int(r["numerator"])
-        p = poisson(m)
+        kp = r.get("pileup")
+        p = poisson(m, expected) * (1.0 if kp is None else poisson(int(kp), expected_pileup))
+        covered += p
         a, b = k / n, int(r["denominator"]) / n
         num += p * a
         den += p * b
         up += p * upper_limit(k) / n
+        if k == 0:
+            up_empty += p * upper_limit(0) / n
         var_num += p * p * a * (1 - a) / n
         var_den += p * p * b * (1 - b) / n
         cov += p * p * a * (1 - b) / n
-        terms.append({"count": m, "poisson": p, "numerator_per_event": a, "contribution": p * a})
+        terms.append({"count": m, "pileup": kp, "weight": p, "poisson": p, "numerator_per_event": a,
+                      "contribution": p * a, "upper_contribution": p * upper_limit(k) / n})
     if not den > 0:
         raise NA64Error("forced noise: no denominator event in any sample")
-    covered = sum(poisson(m) for m in ms)
+    for t in terms:
+        t["contribution"] /= den
+        t["upper_contribution"] /= den
     var = var_num / den**2 - 2 * num * cov / den**3 + num**2 * var_den / den**4
-    return {"ratio": num / den, "error": math.sqrt(max(var, 0.0)), "upper": up / den, "cl": cl,
-            "truncation": (1.0 - covered) / den, "expected": expected, "covered": covered,
+    return {"ratio": num / den, "error": math.sqrt(max(var, 0.0)), "upper": up / den, "empty_upper": up_empty / den,
+            "cl": cl, "truncation": max(1.0 - covered, 0.0) / den, "expected": expected,
+            "expected_pileup": expected_pileup, "covered": covered,
             "numerator_per_event": num, "denominator_per_event": den, "terms": terms}
