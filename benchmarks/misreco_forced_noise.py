@@ -1,7 +1,7 @@
 """Fake momentum kicks at the nominal tracker noise and beam pile-up, per run period, by forced sampling.
 
     python benchmarks/misreco_forced_noise.py [--periods 2022,2023] [--strata M:K:EVENTS,...]
-        [--scale 2023:0.5] [--workers 2] [--seed 7] [--sides upstream,downstream]
+        [--workers 2] [--part-events 500000] [--keep-files] [--seed 7] [--sides upstream,downstream]
         [--campaign docs/data] [--workdir DIR] [--json OUT.json] [--period-json docs/data]
 
 For each period (2022: run 1, 2023: run 10001) and each stratum (m, k) of ``--strata``,
@@ -43,22 +43,27 @@ from na64reco.errors import NA64Error
 from na64reco.fake_kicks import PERIOD_RUNS, study
 
 NOISE_SCALES = (0.3, 1.0, 3.0, 10.0)
-#: the strata of the 2022 run (2023: x --scale); K = n: nominal pile-up (the forced-noise
-#: samples of the previous pass, same names and seeds)
-DEFAULT_STRATA = ("0:0:4000000,0:1:10000000,0:2:2000000,0:3:400000,0:4:100000,0:5:100000,0:6:100000,"
-                  "1:0:2000000,1:1:3000000,1:2:400000,1:3:100000,1:4:50000,1:5:50000,1:6:50000,"
-                  "2:n:1000000,3:n:400000,4:n:200000,5:n:200000")
+#: strata per period, M:K:EVENTS (K = n: nominal pile-up: the forced-noise samples m >= 2 of
+#: the previous pass, same names and seeds); sized for ~40 min of 2 shared cores (2023 muons
+#: cost ~3x more to simulate and reconstruct)
+NOMINAL_PILEUP = "2:n:1000000,3:n:400000,4:n:200000,5:n:200000"
+DEFAULT_STRATA = {
+    "2022": "0:0:2000000,0:1:2500000,0:2:500000,0:3:100000,0:4:20000,0:5:20000,0:6:20000,"
+            "1:0:300000,1:1:500000,1:2:100000,1:3:20000,1:4:10000,1:5:10000,1:6:10000," + NOMINAL_PILEUP,
+    "2023": "0:0:500000,0:1:1000000,0:2:200000,0:3:50000,0:4:10000,0:5:10000,0:6:10000,"
+            "1:0:100000,1:1:200000,1:2:50000,1:3:10000,1:4:10000,1:5:10000,1:6:10000," + NOMINAL_PILEUP,
+}
 TAIL_SIDEBAND = (80.0, 144.0)
 BOX = (None, 80.0)
 
 
-def parse_strata(text: str, scale: float = 1.0) -> tuple[list, dict]:
+def parse_strata(text: str) -> tuple[list, dict]:
     strata, events = [], {}
     for item in filter(None, text.split(",")):
         m, k, n = item.split(":")
         key = (int(m), None if k == "n" else int(k))
         strata.append(key)
-        events[key] = int(n) if key[1] is None else max(1, int(round(int(n) * scale)))
+        events[key] = int(n)
     return strata, events
 
 
@@ -93,9 +98,8 @@ def tail_bound(res: dict, est: dict) -> dict | None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--periods", default="2022,2023")
-    ap.add_argument("--strata", default=DEFAULT_STRATA, help="M:K:EVENTS,... (K = n: nominal pile-up)")
-    ap.add_argument("--scale", default="2023:0.5",
-                    help="PERIOD:FACTOR,... events of the forced-pile-up strata x FACTOR")
+    ap.add_argument("--strata", default=None,
+                    help="M:K:EVENTS,... (K = n: nominal pile-up) for every period (default: DEFAULT_STRATA)")
     ap.add_argument("--workers", type=int, default=2, help="dask workers (0: in this process)")
     ap.add_argument("--part-events", type=int, default=500_000, help="muons per simulated file")
     ap.add_argument("--keep-files", action="store_true",
@@ -109,7 +113,6 @@ def main(argv=None) -> int:
     ap.add_argument("--period-json", type=Path, default=None,
                     help="directory whose misreco_<period>.json gets the forced estimate")
     args = ap.parse_args(argv)
-    scales = {a: float(b) for a, b in (x.split(":") for x in filter(None, args.scale.split(",")))}
     summary = {}
     with contextlib.ExitStack() as stack:
         client = None
@@ -120,15 +123,15 @@ def main(argv=None) -> int:
 
             client = stack.enter_context(Client(stack.enter_context(local_cluster(args.workers))))
         for period in args.periods.split(","):
-            summary[period] = run_period(period, args, scales.get(period, 1.0), client)
+            summary[period] = run_period(period, args, client)
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1, default=float))
     return 0
 
 
-def run_period(period: str, args, scale: float, client) -> dict:
+def run_period(period: str, args, client) -> dict:
     t0 = time.perf_counter()
-    strata, events = parse_strata(args.strata, scale)
+    strata, events = parse_strata(args.strata or DEFAULT_STRATA[period])
     res = study(PERIOD_RUNS[period], strata, events, args.seed, args.workdir, sides=args.sides.split(","),
                 client=client, part_events=args.part_events, keep_files=args.keep_files)
     est = combine(res)

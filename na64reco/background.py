@@ -500,7 +500,10 @@ def misreco_from_json(path) -> BackgroundComponent:
     forced-noise estimate ``forced_noise_per_mot +- forced_noise_err`` when the summary has
     one (exact biased sampling of the tracker noise at its nominal level,
     ``benchmarks/misreco_forced_noise.py``; with no fake in any sample the extrapolated tail,
-    the forced samples' bound being set by their sizes), else the noise-scaled estimate
+    the forced samples' bound being set by their sizes; with strata of forced noise and forced
+    pile-up, ``forced_noise.strata``, the stratified sum, its (0, 0) stratum by the tail fit
+    ``forced_noise_tail_00_per_mot`` when present, the nested ``stratified``), else the
+    noise-scaled estimate
     ``noise_scaled_per_mot`` (fake kicks counted at 5-30x the tracker
     noise and scaled back, ``benchmarks/tracking_fakes_scan.py``) when the summary has one,
     with the upper side of its 1 sigma band ``noise_scaled_1sigma`` as the error: it measures
@@ -519,6 +522,36 @@ def misreco_from_json(path) -> BackgroundComponent:
     for key in MISRECO_KEYS:
         if key not in data:
             raise NA64Error(f"{path}: key {key!r}: missing (expected keys: {', '.join(MISRECO_KEYS)})")
+
+    def stratified(counted: float, err: float, upper: float, strata: list) -> BackgroundComponent:
+        """The row from the strata (m, k) of forced noise and forced pile-up: the counted sum, with
+        the (0, 0) stratum (the muon alone) by the tail fit of its p_out spectrum when the summary
+        has one (its count, 0 or not, is then taken out of the sum); the 90 % CL bound of the strata
+        without a fake stated in the source.  No fake and no tail fit: the 90 % CL bound, as a limit."""
+        for s in strata:
+            for key in ("count", "pileup", "fake", "per_tracked"):
+                if key not in s:
+                    raise NA64Error(f"{path}: key 'forced_noise.strata': a stratum lacks {key!r}: {s!r}")
+        kept = data.get("kept_per_mot") or (float(data["after_cuts_but_box"]) / float(data["mot"]))
+        fakes = sum(int(s["fake"]) for s in strata)
+        empty = data.get("forced_noise_empty_upper_90")
+        empty_txt = f"; strata without a fake < {float(empty):.2g} per MOT (90 % CL, sample sizes)" if empty else ""
+        tail, tail_err = data.get("forced_noise_tail_00_per_mot"), data.get("forced_noise_tail_00_err")
+        head = f"forced noise x forced pile-up, {len(strata)} strata (m, k), {fakes} fake(s)"
+        if tail is not None and tail_err is not None:
+            c00 = sum(float(s["per_tracked"]) for s in strata if s["count"] == 0 and s["pileup"] == 0) * kept
+            n = counted - c00 + max(float(tail), 0.0)
+            return BackgroundComponent("momentum mis-reconstruction", n, math.hypot(err, float(tail_err)), False,
+                                       f"{head}: counted {counted - c00:.2g} +- {err:.2g}, (0, 0) stratum by its "
+                                       f"tail fit {float(tail):.2g} +- {float(tail_err):.2g} per MOT{empty_txt} "
+                                       f"({path.name})",
+                                       dict(data))
+        if counted <= 0:
+            return BackgroundComponent("momentum mis-reconstruction", upper, 0.0, True,
+                                       f"{head}: 90 % CL bound from the sample sizes ({path.name})", dict(data))
+        return BackgroundComponent("momentum mis-reconstruction", counted, err, False,
+                                   f"{head}: counted{empty_txt} ({path.name})", dict(data))
+
     if int(data["box_count"]) > 0:
         return BackgroundComponent("momentum mis-reconstruction", float(data["per_mot"]), float(data["per_mot_err"]),
                                    False, f"MC campaign, {int(data['box_count'])} in the box of "
@@ -531,6 +564,9 @@ def misreco_from_json(path) -> BackgroundComponent:
                 raise NA64Error(f"{path}: key {key!r}: expected a number >= 0 beside forced_noise_per_mot={c:g}, "
                                 f"got {v!r}")
         up = float(data["forced_noise_upper_90"])
+        strata = (data.get("forced_noise") or {}).get("strata")
+        if strata is not None:  # stratified in (noise m, pile-up k)
+            return stratified(c, float(data["forced_noise_err"]), up, strata)
         if c <= 0:  # no fake in any sample: its bound is set by the sample sizes, the tail fit says more
             return BackgroundComponent("momentum mis-reconstruction", float(data["extrapolated_per_mot"]),
                                        float(data["extrapolated_err"]), False,

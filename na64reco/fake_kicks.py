@@ -29,6 +29,7 @@ import hepunits as u
 import numpy as np
 
 from na64reco.conditions import load_conditions
+from na64reco.errors import ConfigError
 from na64reco.geometry import load_setup
 from na64reco.io.raw import open_raw
 from na64reco.reco.tracking import reconstruct_tracks
@@ -176,9 +177,10 @@ def study(run: int, strata, events: dict, seed: int, workdir, *, setup_name: str
         else:
             sizes = [min(part_events, n - i) for i in range(0, n, part_events)]
             parts = [(workdir / f"forced_run{run}_{planes}_m{m}_k{k}_{n}_{seed}_p{j}.root", s,
-                      seed + 1000 * m + 100 * (k + 1) + 10 * j) for j, s in enumerate(sizes)]
-        if not 0 <= m < 1000 or not (k is None or 0 <= k < 9) or len(parts) > 10:
-            raise ValueError(f"stratum {(m, k)} with {len(parts)} parts: outside the seed scheme")
+                      seed + 1000 * m + 100 * (k + 1) + j) for j, s in enumerate(sizes)]
+        if not 0 <= m < 1000 or not (k is None or 0 <= k < 9) or len(parts) > 100:
+            raise ConfigError(f"forced samples: stratum {(m, k)} in {len(parts)} parts is outside the seed scheme "
+                              f"(m < 1000, k < 9, at most 100 parts: raise part_events)")
         jobs += [((m, k), (str(p), setup_name, run, s, sd, windows, m, near, k, selection,
                                       keep_files or k is None)) for p, s, sd in parts]
     if client is not None:
@@ -192,7 +194,10 @@ def study(run: int, strata, events: dict, seed: int, workdir, *, setup_name: str
                                         "tracked": 0, "fake": 0, "p_out_counts": [0] * (len(P_OUT_EDGES) - 1)})
         for key in ("events", "hard", "tracked", "fake"):
             row[key] += c[key]
-        row["p_out_counts"] = [a + b for a, b in zip(row["p_out_counts"], c["p_out_counts"], strict=True)]
+        if row["p_out_counts"] is None or c.get("p_out_counts") is None:  # counts of a pass without it
+            row["p_out_counts"] = None
+        else:
+            row["p_out_counts"] = [a + b for a, b in zip(row["p_out_counts"], c["p_out_counts"], strict=True)]
     rows = [rows[s] for s in strata]
     if progress:
         for r in rows:
