@@ -18,8 +18,9 @@ exact up to the strata not sampled (printed as ``truncation``;
 all cuts but the box per MOT of the period's mis-reconstruction campaign (``--campaign DIR``:
 ``misreco_<period>.json``, key ``after_cuts_but_box`` / ``mot``).  Strata with no fake are
 bounded by their sample sizes (90 % CL, printed per stratum); the (0, 0) stratum (the muon
-alone, no noise in R, no pile-up in N) is also bounded by a tail fit of its p_out spectrum
-(80-144 GeV, exponential and power law, extrapolated below 80 GeV).
+alone, no noise in R, no pile-up in N) is also estimated by a tail fit of its mis-measurement:
+``E_beam p_out(reco) / p_out(true)`` of its tracked muons, fitted in 80-144 GeV (exponential,
+power law as the alternative) and extrapolated below 80 GeV (:func:`tail_bound`).
 
 Because each sample fixes m, the same samples give the rate for any other density of the
 uncorrelated noise in R (``Lambda_R -> s Lambda_R``): the table "noise scale".
@@ -74,24 +75,29 @@ def combine(res: dict, scale: float = 1.0) -> dict:
 
 
 def tail_bound(res: dict, est: dict) -> dict | None:
-    """Tail fit of p_out in the (0, 0) stratum, extrapolated into the box, as a rate per tracked
-    muon of the whole (its stratum weight x fitted box fraction of its tracked muons / den)."""
+    """Tail fit of the mis-measurement in the (0, 0) stratum: the reconstructed p_out of its
+    tracked muons scaled to the beam energy (``E_beam p_out(reco) / p_out(true)``, so that real
+    energy loss, cut at the true ``HARD_P_OUT``, is not in the sideband), fitted in
+    ``TAIL_SIDEBAND`` and extrapolated below 80 GeV (the box of a muon at the beam energy); as
+    a rate per tracked muon of the whole (stratum weight x box events / its muons / den)."""
     row = next((r for r in res["rows"] if r["count"] == 0 and r["pileup"] == 0), None)
-    if row is None or not row["tracked"]:
+    if row is None or not row["tracked"] or not row.get("scaled_p_out_counts"):
         return None
     term = next(t for t in est["terms"] if t["count"] == 0 and t["pileup"] == 0)
-    out = {"tracked": row["tracked"], "sideband": list(TAIL_SIDEBAND)}
-    for model, alt in (("exponential", "power_law"),):
-        try:
-            comp = misreconstruction_background(counts=row["p_out_counts"], edges=res["p_out_edges"],
-                                                sideband=TAIL_SIDEBAND, box=BOX, model=model, alternative=alt)
-        except NA64Error as exc:
-            return {**out, "message": str(exc)}
-        f = term["weight"] / est["denominator_per_event"] / row["tracked"] * (row["tracked"] / row["hard"])
-        out.update(n_box=comp.n, err_box=comp.error, per_tracked=comp.n * f, per_tracked_err=comp.error * f,
-                   in_sideband=int(sum(c for c, lo in zip(row["p_out_counts"], res["p_out_edges"], strict=False)
-                                       if TAIL_SIDEBAND[0] <= lo < TAIL_SIDEBAND[1])),
-                   details={k: v for k, v in comp.details.items() if isinstance(v, (int, float, str))})
+    counts = row["scaled_p_out_counts"]
+    out = {"tracked": row["tracked"], "sideband": list(TAIL_SIDEBAND), "variable": "E_beam p_out(reco)/p_out(true)",
+           "in_sideband": int(sum(c for c, lo in zip(counts, res["p_out_edges"], strict=False)
+                                  if TAIL_SIDEBAND[0] <= lo < TAIL_SIDEBAND[1])),
+           "below_sideband": int(sum(c for c, lo in zip(counts, res["p_out_edges"], strict=False)
+                                     if lo < TAIL_SIDEBAND[0]))}
+    try:
+        comp = misreconstruction_background(counts=counts, edges=res["p_out_edges"], sideband=TAIL_SIDEBAND,
+                                            box=BOX, model="exponential", alternative="power_law")
+    except NA64Error as exc:
+        return {**out, "message": str(exc)}
+    f = term["weight"] / est["denominator_per_event"] / row["hard"]
+    out.update(n_box=comp.n, err_box=comp.error, per_tracked=comp.n * f, per_tracked_err=comp.error * f,
+               details={k: v for k, v in comp.details.items() if isinstance(v, (int, float, str))})
     return out
 
 
@@ -156,7 +162,9 @@ def run_period(period: str, args, client) -> dict:
     if tail and "per_tracked" in tail:
         print(f"(0, 0) stratum tail fit {TAIL_SIDEBAND} -> p_out < 80 GeV: {tail['n_box']:.2g} +- "
               f"{tail['err_box']:.2g} "
-              f"of {tail['tracked']} tracked ({tail['in_sideband']} in the sideband) -> {tail['per_tracked']:.2e} +- "
+              f"of {tail['tracked']} tracked ({tail['in_sideband']} in the sideband, "
+              f"{tail['below_sideband']} below) -> "
+              f"{tail['per_tracked']:.2e} +- "
               f"{tail['per_tracked_err']:.1e} per tracked muon")
     elif tail:
         print(f"(0, 0) stratum tail fit: {tail['message']}")

@@ -55,7 +55,10 @@ HARD_P_OUT = 100.0  # GeV (reco unit)
 #: is ever in time)
 APV_TIME_MARGIN = 10.0
 STRAW_TIME_MARGIN = 10.0
-#: bins (GeV) of the reconstructed p_out of the tracked hard muons, kept per sample (tail fits)
+#: bins (GeV) of the reconstructed p_out of the tracked hard muons, kept per sample, and of
+#: the same scaled to the beam energy, ``E_beam p_out(reco) / p_out(true)`` (the tail fits of
+#: the mis-measurement: its sideband holds no real energy loss, which the cut on the true p_out
+#: truncates at HARD_P_OUT in the unscaled spectrum)
 P_OUT_EDGES = np.arange(0.0, 201.0, 2.0)
 
 
@@ -110,7 +113,8 @@ def count(path, setup, conditions, selection) -> dict:
     raw = open_raw(path)
     out = reconstruct_tracks(raw.events(), setup, conditions, source=str(path))
     out = Columns(None, {k: np.asarray(v) for k, v in out.items()})  # the tracking columns, for the cuts
-    hard = np.asarray(raw.truth()["p_out"]) > HARD_P_OUT
+    true_p_out = np.asarray(raw.truth()["p_out"])
+    hard = true_p_out > HARD_P_OUT
     cuts = {c.name: c for c in selection.cuts}
     tracked = hard.copy()
     for name in TRACKING_CUTS:
@@ -118,8 +122,9 @@ def count(path, setup, conditions, selection) -> dict:
     fake = tracked & region_mask(out, selection.signal_box)
     p_out = np.asarray(out["p_out"])[tracked]
     hist = np.histogram(p_out, bins=P_OUT_EDGES)[0]
+    scaled = np.histogram(p_out * (setup.beam.energy / u.GeV) / true_p_out[tracked], bins=P_OUT_EDGES)[0]
     return {"events": int(hard.size), "hard": int(hard.sum()), "tracked": int(tracked.sum()),
-            "fake": int(fake.sum()), "p_out_counts": hist.tolist()}
+            "fake": int(fake.sum()), "p_out_counts": hist.tolist(), "scaled_p_out_counts": scaled.tolist()}
 
 
 def _sample(path: str, setup_name: str, run: int, n: int, seed: int, windows: dict, m: int, near, k,
@@ -191,13 +196,14 @@ def study(run: int, strata, events: dict, seed: int, workdir, *, setup_name: str
     rows = {}
     for (stratum, _), c in zip(jobs, counted, strict=True):
         row = rows.setdefault(stratum, {"count": stratum[0], "pileup": stratum[1], "events": 0, "hard": 0,
-                                        "tracked": 0, "fake": 0, "p_out_counts": [0] * (len(P_OUT_EDGES) - 1)})
+                                        "tracked": 0, "fake": 0})
         for key in ("events", "hard", "tracked", "fake"):
             row[key] += c[key]
-        if row["p_out_counts"] is None or c.get("p_out_counts") is None:  # counts of a pass without it
-            row["p_out_counts"] = None
-        else:
-            row["p_out_counts"] = [a + b for a, b in zip(row["p_out_counts"], c["p_out_counts"], strict=True)]
+        for key in ("p_out_counts", "scaled_p_out_counts"):
+            if row.get(key, 0) is None or c.get(key) is None:  # counts of a pass without it
+                row[key] = None
+            else:
+                row[key] = [a + b for a, b in zip(row.get(key) or [0] * len(c[key]), c[key], strict=True)]
     rows = [rows[s] for s in strata]
     if progress:
         for r in rows:

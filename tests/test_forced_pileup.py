@@ -10,6 +10,7 @@ form.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import numpy as np
@@ -100,7 +101,7 @@ def test_decomposition_equals_direct_simulation_of_the_times(setup_cond):
     near = near_times(setup, cond)
     fast = _raised(setup, 2.0 / expected_near(setup, ForcedPileup.of(near, 0)))
     lam = expected_near(fast, ForcedPileup.of(near, 0))
-    n = 40000
+    n = 20000
 
     def g(ev, t):
         m = _in(t, near)
@@ -132,9 +133,9 @@ def test_decomposition_equals_direct_simulation_after_reconstruction(setup_cond,
     setup, cond = setup_cond
     sel = load_selection("na64mu_invisible")
     near = near_times(setup, cond)
-    fast = _raised(setup, 1.5 / expected_near(setup, ForcedPileup.of(near, 0)))
+    fast = _raised(setup, 1.0 / expected_near(setup, ForcedPileup.of(near, 0)))
     lam = expected_near(fast, ForcedPileup.of(near, 0))
-    n = 3000
+    n = 2500
     simulate(fast, n, 11, RUN, tmp_path / "direct.root", process="beam", trigger="calibration")
     d = count(tmp_path / "direct.root", fast, cond, sel)
     rows = []
@@ -202,3 +203,33 @@ def test_stratified_ratio_closed_form_and_checks():
                            expected_pileup=mu)
     with pytest.raises(NA64Error, match="need expected_pileup > 0"):
         forced_noise_ratio(rows, lam)
+
+
+def test_misreco_row_from_the_strata(tmp_path):
+    from na64reco.background import misreco_from_json
+
+    path = tmp_path / "misreco_2023.json"
+    strata = [{"count": 0, "pileup": 0, "fake": 0, "per_tracked": 0.0},
+              {"count": 0, "pileup": 1, "fake": 1, "per_tracked": 1e-9},
+              {"count": 2, "pileup": None, "fake": 0, "per_tracked": 0.0}]
+    data = {"mot": 1e7, "box_count": 0, "per_mot": 0.0, "per_mot_err": 0.0, "extrapolated_per_mot": 1e-17,
+            "extrapolated_err": 1e-10, "period": "2023", "after_cuts_but_box": 10000,
+            "forced_noise_per_mot": 1e-12, "forced_noise_err": 1e-12, "forced_noise_upper_90": 5e-9,
+            "forced_noise_empty_upper_90": 4e-9, "forced_noise": {"strata": strata}}
+    path.write_text(json.dumps(data))
+    c = misreco_from_json(path)
+    assert (c.n, c.error, c.upper_limit) == (1e-12, 1e-12, False)
+    assert "3 strata (m, k), 1 fake(s)" in c.method and "without a fake < 4e-09 per MOT" in c.method
+    # the (0, 0) stratum by its tail fit: replaces that stratum's count
+    path.write_text(json.dumps({**data, "forced_noise_tail_00_per_mot": 3e-13, "forced_noise_tail_00_err": 4e-13}))
+    c = misreco_from_json(path)
+    assert c.n == pytest.approx(1.3e-12) and c.error == pytest.approx(math.hypot(1e-12, 4e-13))
+    assert "tail fit 3e-13" in c.method
+    # no fake anywhere and no tail fit: the sample-size bound, as a limit
+    path.write_text(json.dumps({**data, "forced_noise_per_mot": 0.0, "forced_noise_err": 0.0,
+                                "forced_noise": {"strata": [dict(s, fake=0, per_tracked=0.0) for s in strata]}}))
+    c = misreco_from_json(path)
+    assert (c.n, c.upper_limit) == (5e-9, True)
+    path.write_text(json.dumps({**data, "forced_noise": {"strata": [{"count": 0, "fake": 0}]}}))
+    with pytest.raises(NA64Error, match="misreco_2023.json: key 'forced_noise.strata': a stratum lacks 'pileup'"):
+        misreco_from_json(path)
