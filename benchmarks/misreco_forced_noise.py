@@ -46,13 +46,16 @@ from na64reco.fake_kicks import PERIOD_RUNS, study
 NOISE_SCALES = (0.3, 1.0, 3.0, 10.0)
 #: strata per period, M:K:EVENTS (K = n: nominal pile-up: the forced-noise samples m >= 2 of
 #: the previous pass, same names and seeds); sized for ~40 min of 2 shared cores (2023 muons
-#: cost ~3x more to simulate and reconstruct)
-NOMINAL_PILEUP = "2:n:1000000,3:n:400000,4:n:200000,5:n:200000"
+#: cost ~3x more to simulate and reconstruct).  2022: m = 2 split in k as well (its fake of the
+#: previous pass had a second muon 15-45 ns from the trigger)
 DEFAULT_STRATA = {
     "2022": "0:0:2000000,0:1:2500000,0:2:500000,0:3:100000,0:4:20000,0:5:20000,0:6:20000,"
-            "1:0:300000,1:1:500000,1:2:100000,1:3:20000,1:4:10000,1:5:10000,1:6:10000," + NOMINAL_PILEUP,
+            "1:0:300000,1:1:500000,1:2:100000,1:3:20000,1:4:10000,1:5:10000,1:6:10000,"
+            "2:0:200000,2:1:500000,2:2:100000,2:3:20000,2:4:10000,2:5:10000,2:6:10000,"
+            "3:n:400000,4:n:200000,5:n:200000",
     "2023": "0:0:500000,0:1:1000000,0:2:200000,0:3:50000,0:4:10000,0:5:10000,0:6:10000,"
-            "1:0:100000,1:1:200000,1:2:50000,1:3:10000,1:4:10000,1:5:10000,1:6:10000," + NOMINAL_PILEUP,
+            "1:0:100000,1:1:200000,1:2:50000,1:3:10000,1:4:10000,1:5:10000,1:6:10000,"
+            "2:n:1000000,3:n:400000,4:n:200000,5:n:200000",
 }
 TAIL_SIDEBAND = (80.0, 144.0)
 BOX = (None, 80.0)
