@@ -522,7 +522,10 @@ def misreco_from_json(path) -> BackgroundComponent:
     forced-noise estimate ``forced_noise_per_mot +- forced_noise_err`` when the summary has
     one (exact biased sampling of the tracker noise at its nominal level,
     ``benchmarks/misreco_forced_noise.py``; with no fake in any sample the extrapolated tail,
-    the forced samples' bound being set by their sizes), else the noise-scaled estimate
+    the forced samples' bound being set by their sizes; with strata of forced noise and forced
+    pile-up, ``forced_noise.strata``, the stratified sum, its (0, 0) stratum by the tail fit
+    ``forced_noise_tail_00_per_mot`` when present, the nested ``stratified``), else the
+    noise-scaled estimate
     ``noise_scaled_per_mot`` (fake kicks counted at 5-30x the tracker
     noise and scaled back, ``benchmarks/tracking_fakes_scan.py``) when the summary has one,
     with the upper side of its 1 sigma band ``noise_scaled_1sigma`` as the error: it measures
@@ -541,6 +544,36 @@ def misreco_from_json(path) -> BackgroundComponent:
     for key in MISRECO_KEYS:
         if key not in data:
             raise NA64Error(f"{path}: key {key!r}: missing (expected keys: {', '.join(MISRECO_KEYS)})")
+
+    def stratified(counted: float, err: float, upper: float, strata: list) -> BackgroundComponent:
+        """The row from the strata (m, k) of forced noise and forced pile-up: the counted sum, with
+        the (0, 0) stratum (the muon alone) by the tail fit of its p_out spectrum when the summary
+        has one (its count, 0 or not, is then taken out of the sum); the 90 % CL bound of the strata
+        without a fake stated in the source.  No fake and no tail fit: the 90 % CL bound, as a limit."""
+        for s in strata:
+            for key in ("count", "pileup", "fake", "per_tracked"):
+                if key not in s:
+                    raise NA64Error(f"{path}: key 'forced_noise.strata': a stratum lacks {key!r}: {s!r}")
+        kept = data.get("kept_per_mot") or (float(data["after_cuts_but_box"]) / float(data["mot"]))
+        fakes = sum(int(s["fake"]) for s in strata)
+        empty = data.get("forced_noise_empty_upper_90")
+        empty_txt = f"; strata without a fake < {float(empty):.2g} per MOT (90 % CL, sample sizes)" if empty else ""
+        tail, tail_err = data.get("forced_noise_tail_00_per_mot"), data.get("forced_noise_tail_00_err")
+        head = f"forced noise x forced pile-up, {len(strata)} strata (m, k), {fakes} fake(s)"
+        if tail is not None and tail_err is not None:
+            c00 = sum(float(s["per_tracked"]) for s in strata if s["count"] == 0 and s["pileup"] == 0) * kept
+            n = counted - c00 + max(float(tail), 0.0)
+            return BackgroundComponent("momentum mis-reconstruction", n, math.hypot(err, float(tail_err)), False,
+                                       f"{head}: counted {counted - c00:.2g} +- {err:.2g}, (0, 0) stratum by its "
+                                       f"tail fit {float(tail):.2g} +- {float(tail_err):.2g} per MOT{empty_txt} "
+                                       f"({path.name})",
+                                       dict(data))
+        if counted <= 0:
+            return BackgroundComponent("momentum mis-reconstruction", upper, 0.0, True,
+                                       f"{head}: 90 % CL bound from the sample sizes ({path.name})", dict(data))
+        return BackgroundComponent("momentum mis-reconstruction", counted, err, False,
+                                   f"{head}: counted{empty_txt} ({path.name})", dict(data))
+
     if int(data["box_count"]) > 0:
         return BackgroundComponent("momentum mis-reconstruction", float(data["per_mot"]), float(data["per_mot_err"]),
                                    False, f"MC campaign, {int(data['box_count'])} in the box of "
@@ -553,6 +586,9 @@ def misreco_from_json(path) -> BackgroundComponent:
                 raise NA64Error(f"{path}: key {key!r}: expected a number >= 0 beside forced_noise_per_mot={c:g}, "
                                 f"got {v!r}")
         up = float(data["forced_noise_upper_90"])
+        strata = (data.get("forced_noise") or {}).get("strata")
+        if strata is not None:  # stratified in (noise m, pile-up k)
+            return stratified(c, float(data["forced_noise_err"]), up, strata)
         if c <= 0:  # no fake in any sample: its bound is set by the sample sizes, the tail fit says more
             return BackgroundComponent("momentum mis-reconstruction", float(data["extrapolated_per_mot"]),
                                        float(data["extrapolated_err"]), False,
@@ -592,53 +628,81 @@ def sum_components(source: str, parts) -> BackgroundComponent:
     return BackgroundComponent(source, n, err, False, " + ".join(p.source for p in parts))
 
 
-def forced_noise_ratio(rows: list[dict], expected: float, cl: float = 0.9) -> dict:
-    """E[numerator] / E[denominator] at the nominal noise from forced-noise samples.
+def forced_noise_ratio(rows: list[dict], expected: float, cl: float = 0.9,
+                       expected_pileup: float | None = None) -> dict:
+    """E[numerator] / E[denominator] at the nominal noise and pile-up from forced samples.
 
     Exact biased sampling of the tracker noise (:mod:`na64reco.sim.forced_noise`): a sample
     with exactly m noise clusters per event in a region R estimates G_m = E[g | m in R], and
     E[g] = sum_m Poisson(m; expected) G_m, ``expected`` being the nominal mean number in R.
+    The out-of-time beam muons may be forced as well (:mod:`na64reco.sim.occupancy`): a row
+    with ``pileup`` = k (exactly k muons in the near times N) estimates G_{m,k} and gets the
+    weight Poisson(m; expected) Poisson(k; ``expected_pileup``); a row without it (or None)
+    has the nominal pile-up.  Each m has either one nominal-pile-up row or rows k = 0..K.
 
-    ``rows``: one per count m = 0..M, each with ``count``, ``events`` and the event counts
+    ``rows``: one per stratum, m = 0..M, each with ``count``, ``events`` and the event counts
     ``numerator`` (e.g. fake kicks after the cuts, a subset of) ``denominator`` (e.g. beam
     muons tracked with the cuts).  Returns ``ratio`` +- ``error`` (binomial, delta method),
     ``upper`` (``cl`` upper bound: each row's numerator replaced by its Poisson upper limit,
-    conservative), ``truncation`` (what the counts m > M can add at most, relative to the
-    denominator: ``sum_{m > M} P(m) / den``), and the per-event sums.
+    conservative), ``empty_upper`` (the part of it from the strata with no numerator event:
+    what the sample sizes leave unconstrained), ``truncation`` (what the strata not sampled
+    can add at most, relative to the denominator: their total weight / den), and the
+    per-event sums; ``terms`` per row (``weight``, ``poisson`` its alias, ``contribution``,
+    ``upper_contribution`` relative to the denominator).
     """
     from functools import cache
 
     from na64reco.stats.limits import poisson_upper_limit
 
     upper_limit = cache(lambda k: poisson_upper_limit(k, cl=cl, method="classical"))
-    ms = sorted(int(r["count"]) for r in rows)
+    by_m: dict[int, list] = {}
+    for r in rows:
+        by_m.setdefault(int(r["count"]), []).append(r.get("pileup"))
+    ms = sorted(by_m)
     if ms != list(range(len(ms))):
         raise NA64Error(f"forced noise: need the counts 0..M without gaps, got {ms}")
     if not expected > 0:
         raise NA64Error(f"forced noise: expected noise clusters in the region must be > 0, got {expected}")
+    for m, ks in by_m.items():
+        if ks == [None]:
+            continue
+        if None in ks or sorted(ks) != list(range(len(ks))):
+            raise NA64Error(f"forced pile-up: count m={m} needs one nominal-pile-up row or the pile-up counts "
+                            f"0..K without gaps, got {ks}")
+        if expected_pileup is None or not expected_pileup > 0:
+            raise NA64Error(f"forced pile-up: rows with a pile-up count need expected_pileup > 0, got "
+                            f"{expected_pileup}")
 
-    def poisson(m: int) -> float:
-        return math.exp(-expected + m * math.log(expected) - math.lgamma(m + 1))
+    def poisson(m: int, lam: float) -> float:
+        return math.exp(-lam + m * math.log(lam) - math.lgamma(m + 1))
 
-    num = den = up = var_num = var_den = cov = 0.0
+    num = den = up = up_empty = var_num = var_den = cov = covered = 0.0
     terms = []
     for r in rows:
         m, n, k = int(r["count"]), int(r["events"]), int(r["numerator"])
-        p = poisson(m)
+        kp = r.get("pileup")
+        p = poisson(m, expected) * (1.0 if kp is None else poisson(int(kp), expected_pileup))
+        covered += p
         a, b = k / n, int(r["denominator"]) / n
         num += p * a
         den += p * b
         up += p * upper_limit(k) / n
+        if k == 0:
+            up_empty += p * upper_limit(0) / n
         var_num += p * p * a * (1 - a) / n
         var_den += p * p * b * (1 - b) / n
         cov += p * p * a * (1 - b) / n
-        terms.append({"count": m, "poisson": p, "numerator_per_event": a, "contribution": p * a})
+        terms.append({"count": m, "pileup": kp, "weight": p, "poisson": p, "numerator_per_event": a,
+                      "contribution": p * a, "upper_contribution": p * upper_limit(k) / n})
     if not den > 0:
         raise NA64Error("forced noise: no denominator event in any sample")
-    covered = sum(poisson(m) for m in ms)
+    for t in terms:
+        t["contribution"] /= den
+        t["upper_contribution"] /= den
     var = var_num / den**2 - 2 * num * cov / den**3 + num**2 * var_den / den**4
-    return {"ratio": num / den, "error": math.sqrt(max(var, 0.0)), "upper": up / den, "cl": cl,
-            "truncation": (1.0 - covered) / den, "expected": expected, "covered": covered,
+    return {"ratio": num / den, "error": math.sqrt(max(var, 0.0)), "upper": up / den, "empty_upper": up_empty / den,
+            "cl": cl, "truncation": max(1.0 - covered, 0.0) / den, "expected": expected,
+            "expected_pileup": expected_pileup, "covered": covered,
             "numerator_per_event": num, "denominator_per_event": den, "terms": terms}
 
 

@@ -78,7 +78,7 @@ from na64reco.sim.digitize import (
 from na64reco.sim.faults import Fault, faulty_calo, faulty_planes, parse_faults
 from na64reco.sim.forced_noise import ForcedNoise, ForcedRegion
 from na64reco.sim.forced_noise import resolve as resolve_forced
-from na64reco.sim.occupancy import beam_pileup_hits
+from na64reco.sim.occupancy import ForcedPileup, beam_pileup_hits, expected_near
 from na64reco.sim.params import MIXTURE_KEYS, PROCESS_CHOICES, SimParams, load_sim_params
 from na64reco.sim.signal import lepton_mass_of, sample_signal_x, signal_weight
 from na64reco.sim.tracks import ROLE_PILEUP, Recorder, Tracks
@@ -118,6 +118,7 @@ class _Job:
     trigger: str = "physics"
     faults: tuple[Fault, ...] = ()
     forced: ForcedRegion | None = None
+    forced_pileup: ForcedPileup | None = None
 
 
 def _check_inputs(setup, n_events, seed, run, process, mass, coupling, chunk_size):
@@ -162,7 +163,8 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
              mixture: dict[str, float] | None = None, trigger: str = "physics",
              beam_energy: float | None = None, faults: list[dict] | None = None,
              spill_particles: int | None = None, first_spill: int = 0,
-             forced_noise: ForcedNoise | None = None) -> SimulationResult:
+             forced_noise: ForcedNoise | None = None,
+             forced_pileup: ForcedPileup | None = None) -> SimulationResult:
     """Simulate ``n_events`` beam particles and write the triggered events to ``output``.
 
     Args:
@@ -193,6 +195,9 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
             region of planes and times instead of the nominal ones there: biased sampling of
             rare noise configurations (:mod:`na64reco.sim.forced_noise`); the file's
             metadata records the region and its nominal mean ``expected``.
+        forced_pileup: exactly ``forced_pileup.count`` out-of-time beam muons per event in
+            its near times instead of the nominal ones there (:mod:`na64reco.sim.occupancy`);
+            the metadata records them and their nominal mean ``expected``.
 
     Raises ConfigError / RawFormatError / CalibrationMissing with one-line messages.
     """
@@ -233,8 +238,9 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
             raise ConfigError("forced noise and injected faults cannot be combined (a fault may change the noise "
                               "of the forced region)")
         region = resolve_forced(forced_noise, setup, planes.noise_hits, planes.noise_t_first, planes.noise_t_last)
+    lambda_near = None if forced_pileup is None else expected_near(setup, forced_pileup)  # checks it
     job = _Job(setup, params, CaloTables.of(setup, cond), planes, int(seed), int(run),
-               process, mass, weight, truth, per_spill, trigger, fault_list, region)
+               process, mass, weight, truth, per_spill, trigger, fault_list, region, forced_pileup)
     n_spills = -(-int(n_events) // per_spill)
     meta = {"simulation": {
         "seed": int(seed), "period": setup.period, "process": process, "n_beam": int(n_events),
@@ -245,6 +251,7 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
         "trigger": trigger, "beam_energy_gev": setup.beam.energy / u.GeV,
         **({"faults": [f.to_dict() for f in fault_list]} if fault_list else {}),
         **({"forced_noise": {**forced_noise.to_dict(), "expected": region.expected}} if region is not None else {}),
+        **({"forced_pileup": {**forced_pileup.to_dict(), "expected": lambda_near}} if forced_pileup else {}),
     }}
     flush_every = max(1, -(-int(chunk_size) // per_spill))
     bar = None
@@ -348,7 +355,7 @@ def simulate_spill(job: _Job, spill: int, n: int, first_event: int = 1) -> dict:
     m = fired[h_ev]
     h_ev, h_pl, h_u, h_t = new_index[h_ev[m]], h_pl[m], h_u[m], h_t[m]
     if not pedestal:  # the other beam muons crossing the trackers within their readout windows
-        o_ev, o_pl, o_u, o_t = beam_pileup_hits(rng, setup, prm, nw)
+        o_ev, o_pl, o_u, o_t = beam_pileup_hits(rng, setup, prm, nw, job.forced_pileup)
         if o_ev.size:
             h_ev, h_pl, h_u, h_t = (np.concatenate(a) for a in ((h_ev, o_ev), (h_pl, o_pl), (h_u, o_u), (h_t, o_t)))
     pts = tracker_points(rng, planes, nw, h_ev, h_pl.astype(np.int64), h_u, h_t, job.forced)

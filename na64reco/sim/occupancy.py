@@ -19,12 +19,30 @@ kicks of ``docs/periods.md``).  This module simulates them as what they are:
 
 The uncorrelated noise clusters of the setup (``noise_hits``) are then the remaining
 sources (delta rays, conversions, electronics) at a much lower rate.
+
+Forced pile-up (:class:`ForcedPileup`): exact biased sampling of these muons, as
+:mod:`na64reco.sim.forced_noise` does for the noise.  Their times are a Poisson process; the
+part inside a "near" set of times N (those whose hits can pass the track search's hit-time
+cut) is independent of the rest, Poisson with mean ``lambda_N = rate x |N|`` per event, and
+given its number k the k times are uniform in N.  So for any event quantity g::
+
+    E[g] = sum_k Poisson(k; lambda_N) G_k,    G_k = E[g | exactly k muons in N]
+
+A sample with ``ForcedPileup.of(N, k)`` draws the muons outside N as usual and exactly k in N
+(uniform times, the same beam kinematics and transport): its mean of g estimates G_k.  The
+two forced processes (noise, pile-up) are independent, so with both forced
+``E[g] = sum_{m,k} Poisson(m; Lambda_R) Poisson(k; lambda_N) G_{m,k}``
+(:func:`na64reco.background.forced_noise_ratio`).  Without forcing nothing changes (the same
+random numbers are drawn).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
+from na64reco.errors import ConfigError
 from na64reco.io.raw import PROCESSES
 from na64reco.sim.beam import sample_beam
 from na64reco.sim.tracks import ROLE_PILEUP, Recorder
@@ -44,6 +62,100 @@ def pileup_times(rng: np.random.Generator, n: int, window: tuple[float, float], 
     return np.where(x < a, x, x + gap) if gap > 0 else x
 
 
+@dataclass(frozen=True)
+class ForcedPileup:
+    """Exactly ``count`` out-of-time beam muons per event with times in ``near`` (N: a union of
+    time intervals in ns relative to the trigger, inside ``trackers.beam_pileup_window``; the
+    in-time window ``beam.pileup_window`` of the mixture's ``pileup`` process is taken out of
+    it), the muons at other times nominal."""
+
+    near: tuple[tuple[float, float], ...]
+    count: int
+
+    @staticmethod
+    def of(near, count: int) -> ForcedPileup:
+        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
+            raise ConfigError(f"forced pile-up: count must be an integer >= 0, got {count!r}")
+        near = tuple((float(a), float(b)) for a, b in near)
+        if not near or any(not b > a for a, b in near):
+            raise ConfigError(f"forced pile-up: near times must be intervals (first < last) ns, got {list(near)}")
+        return ForcedPileup(tuple(sorted(near)), int(count))
+
+    def to_dict(self) -> dict:
+        return {"count": self.count, "near": [list(x) for x in self.near]}
+
+
+def _minus(segments: list[tuple[float, float]], cut: tuple[float, float]) -> list[tuple[float, float]]:
+    out = []
+    for a, b in segments:
+        for x, y in ((a, min(b, cut[0])), (max(a, cut[1]), b)):
+            if y > x:
+                out.append((x, y))
+    return out
+
+
+def near_segments(setup, forced: ForcedPileup) -> list[tuple[float, float]]:
+    """N resolved on the setup: disjoint intervals inside the window, without the in-time window."""
+    lo, hi = setup.readout.beam_pileup_window
+    if not hi > lo:
+        raise ConfigError(f"forced pile-up: setup {setup.name!r} has no trackers.beam_pileup_window")
+    segs: list[tuple[float, float]] = []
+    for a, b in forced.near:
+        if not (lo <= a and b <= hi):
+            raise ConfigError(f"forced pile-up: near interval [{a:g}, {b:g}] ns is not inside "
+                              f"trackers.beam_pileup_window [{lo:g}, {hi:g}] ns")
+        for x, y in _minus([(a, b)], (-setup.beam.pileup_window / 2, setup.beam.pileup_window / 2)):
+            segs = _minus(segs, (x, y)) + [(x, y)]  # union, kept disjoint
+    if not segs:
+        raise ConfigError(f"forced pile-up: near times {list(forced.near)} lie inside the in-time window")
+    return sorted(segs)
+
+
+def far_segments(setup, near: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The window without the in-time window and without N."""
+    segs = [tuple(setup.readout.beam_pileup_window)]
+    for cut in [(-setup.beam.pileup_window / 2, setup.beam.pileup_window / 2), *near]:
+        segs = _minus(segs, cut)
+    return segs
+
+
+def _rate(setup) -> float:
+    return setup.beam.particles_per_spill / setup.beam.spill_duration  # per ns (hepunits time: ns)
+
+
+def _length(segs) -> float:
+    return float(sum(b - a for a, b in segs))
+
+
+def expected_near(setup, forced: ForcedPileup) -> float:
+    """lambda_N: mean number of out-of-time beam muons per event in N (nominal)."""
+    return float(_rate(setup) * _length(near_segments(setup, forced)))
+
+
+def _uniform_on(rng: np.random.Generator, n: int, segs) -> np.ndarray:
+    """``n`` times uniform over the disjoint intervals ``segs`` (one random number each)."""
+    lengths = np.array([b - a for a, b in segs])
+    edges = np.concatenate([[0.0], np.cumsum(lengths)])
+    x = rng.random(n) * edges[-1]
+    i = np.minimum(np.searchsorted(edges, x, side="right") - 1, len(segs) - 1)
+    return np.array([a for a, _ in segs])[i] + (x - edges[i])
+
+
+def pileup_muons(rng: np.random.Generator, setup, n_events: int, forced: ForcedPileup | None = None):
+    """Event index (sorted) and time of the out-of-time beam muons of ``n_events`` events."""
+    if forced is None:
+        n = int(rng.poisson(expected_per_event(setup) * n_events))
+        ev = np.sort(rng.integers(0, n_events, n))
+        return ev, pileup_times(rng, n, setup.readout.beam_pileup_window, setup.beam.pileup_window)
+    near = near_segments(setup, forced)
+    far = far_segments(setup, near)
+    n = int(rng.poisson(_rate(setup) * _length(far) * n_events))
+    ev = np.concatenate([rng.integers(0, n_events, n), np.repeat(np.arange(n_events, dtype=np.int64), forced.count)])
+    t = np.concatenate([_uniform_on(rng, n, far), _uniform_on(rng, forced.count * n_events, near)])
+    order = np.argsort(ev, kind="stable")
+    return ev[order], t[order]
+
+
 def expected_per_event(setup) -> float:
     """Mean number of out-of-time beam muons per event crossing the trackers."""
     lo, hi = setup.readout.beam_pileup_window
@@ -53,15 +165,14 @@ def expected_per_event(setup) -> float:
     return float(rate * (hi - lo - _gap((lo, hi), setup.beam.pileup_window)[1]))
 
 
-def beam_pileup_hits(rng: np.random.Generator, setup, params, n_events: int):
+def beam_pileup_hits(rng: np.random.Generator, setup, params, n_events: int, forced: ForcedPileup | None = None):
     """Tracker crossings ``(ev, plane, coord, t)`` of the out-of-time beam muons of
-    ``n_events`` events (event indices 0..n_events-1); empty if the setup has no window."""
-    mean = expected_per_event(setup)
-    if mean <= 0 or n_events == 0:
+    ``n_events`` events (event indices 0..n_events-1); empty if the setup has no window.
+    ``forced``: exactly ``forced.count`` of them per event in its near times (see the module doc)."""
+    if expected_per_event(setup) <= 0 or n_events == 0:
         return Recorder(n_events).hits()
-    n = int(rng.poisson(mean * n_events))
-    ev = np.sort(rng.integers(0, n_events, n))
-    t = pileup_times(rng, n, setup.readout.beam_pileup_window, setup.beam.pileup_window)
+    ev, t = pileup_muons(rng, setup, n_events, forced)
+    n = ev.size
     tracks = sample_beam(rng, setup, ev, np.full(n, PROCESSES["beam"], np.int8), role=ROLE_PILEUP, t=t)
     rec = Recorder(n_events)
     follow(Context(rng, setup, params, rec, Truth.new(n_events)), tracks)
