@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import re
 import sys
 import time
 import types
@@ -70,11 +71,11 @@ def main() -> None:
         events = assemble_events(f["events"].arrays(event_branches(), entry_stop=args.events), args.file)
 
     old_demux = _module("before_demux", reco / "tracking" / "demux.py")
-    old_clusters = _module(
+    old_clusters = _module(  # with the earlier tree's de-multiplexer (whichever of its names it imports)
         "before_clusters", reco / "tracking" / "clusters.py",
-        edit=lambda s: s.replace("from na64reco.reco.tracking.demux import _isort, demux_plane_into", "")
+        edit=lambda s: re.sub(r"from na64reco\.reco\.tracking\.demux import [^\n]*", "", s)
                         .replace("@njit_cached_with(apv, demux)", "@numba.njit"),
-        extra={"_isort": old_demux._isort, "demux_plane_into": old_demux.demux_plane_into, "numba": numba})
+        extra={**{k: v for k, v in vars(old_demux).items() if not k.startswith("__")}, "numba": numba})
     old_calo = _module("before_calo", reco / "calo.py")
     old_stage = _module("before_stage", reco / "tracking" / "stage.py")
     old_tracks = _module("before_tracks", reco / "tracking" / "tracks.py")
@@ -85,8 +86,8 @@ def main() -> None:
 
     def hits(kernel):
         # kernels since the fourth pass take the search's time windows and MM-singles planes
-        # (empty windows: the whole table, as before)
-        extra = (clusters._NONE, clusters._NONE, np.zeros(pt.n_planes, np.bool_)) \
+        # (None: the whole table, as before)
+        extra = (None, None, np.zeros(pt.n_planes, np.bool_)) \
             if "drop" in inspect.signature(kernel.py_func).parameters else ()
         return lambda: kernel(a_off, a["plane"], a["chan"], a["a0"], a["a1"], a["a2"], s_off, s["plane"], s["tube"],
                               s["tdc"], pt.type, pt.n_strips, pt.pitch, pt.offset, pt.z, pt.sigma, pt.dead, pt.table,

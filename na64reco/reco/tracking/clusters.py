@@ -82,11 +82,11 @@ class PlaneTables:
 # ---------------------------------------------------------------------------------------
 @numba.njit(cache=True, inline="always")
 def _emit(out_f, out_i, n, plane, pos, z, sigma, strip, amp, time, size, origin, amb, lo, hi):
-    """Append one hit at ``n``; returns the next free index.  The whole table (``lo`` empty):
+    """Append one hit at ``n``; returns the next free index.  The whole table (``lo`` None):
     every hit, :data:`HIT_FIELDS` in 6 float and 4 int rows.  The search's table (``lo``,
     ``hi``: the planes' time windows): only a hit whose ``time`` is inside ``[lo, hi]`` of its
     plane (NaN is not), and only ``pos``, ``sigma`` (float rows) and ``origin`` (int row)."""
-    if lo.shape[0] == 0:
+    if lo is None:  # numba compiles the kernels once for None and once for arrays: no test at run time
         out_f[0, n] = pos
         out_f[1, n] = z
         out_f[2, n] = sigma
@@ -144,7 +144,7 @@ def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc
     """Flat kernel: APV and straw digits of all events -> hits sorted by (event, plane).
 
     Returns (counts per event, hits per (event, plane) (n_events * n_planes), out_f (6, hits)
-    floats, out_i (4, hits) ints).  With ``win_lo``, ``win_hi`` (per plane) not empty, only the
+    floats, out_i (4, hits) ints).  With ``win_lo``, ``win_hi`` (per plane) not None, only the
     hits the track search uses (:func:`search_hits`): times inside the windows, no MM singles on
     the planes with ``drop``; out_f (2, hits) ``pos``, ``sigma`` and out_i (1, hits) ``origin``
     (origins numbered as in the whole table).  ``drop`` must be all False for the whole table.
@@ -158,7 +158,7 @@ def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc
     groups = table.shape[1]
     r1 = math.exp(-spacing / peaking)
     r2 = math.exp(-2.0 * spacing / peaking)
-    whole = win_lo.shape[0] == 0
+    whole = win_lo is None
     out_f = np.empty((6 if whole else 2, plane.shape[0] + 2 * s_plane.shape[0] + 16), np.float64)
     out_i = np.empty((4 if whole else 1, out_f.shape[1]), np.int64)
     counts = np.zeros(n_ev, np.int64)
@@ -390,10 +390,7 @@ def _validate(what, plane, chan, allowed_types, tables, limit, source):
         raise RawFormatError(f"{source}: invalid {what} digits")
 
 
-_NONE = np.zeros(0)
-
-
-def _kernel_hits(events, tables, threshold_sigma, drift_t0, source, lo=_NONE, hi=_NONE, drop=None):
+def _kernel_hits(events, tables, threshold_sigma, drift_t0, source, lo=None, hi=None, drop=None):
     """(counts per event, hits per (event, plane), float rows, int rows) of :func:`_hits_kernel`
     on the digits of ``events`` (checked first)."""
     source = source or "<events>"
