@@ -80,13 +80,16 @@ class PlaneTables:
 
 
 # ---------------------------------------------------------------------------------------
-@numba.njit(cache=True, inline="always")
-def _emit(out_f, out_i, n, plane, pos, z, sigma, strip, amp, time, size, origin, amb, lo, hi):
-    """Append one hit at ``n``; returns the next free index.  The whole table (``lo`` None):
-    every hit, :data:`HIT_FIELDS` in 6 float and 4 int rows.  The search's table (``lo``,
-    ``hi``: the planes' time windows): only a hit whose ``time`` is inside ``[lo, hi]`` of its
-    plane (NaN is not), and only ``pos``, ``sigma`` (float rows) and ``origin`` (int row)."""
-    if lo is None:  # numba compiles the kernels once for None and once for arrays: no test at run time
+@numba.njit(cache=True)
+def _put(out_f, out_i, n, whole, plane, pos, z, sigma, strip, amp, time, size, origin, amb):
+    """Write one hit at ``n``; returns ``n + 1``.  The whole table: :data:`HIT_FIELDS` in 6 float
+    and 4 int rows; the search's table: ``pos``, ``sigma`` (float rows) and ``origin`` (int row).
+
+    Not inlined on purpose, and given no array but the outputs: numba increfs and decrefs every
+    array bound to the arguments of an *inlined* function, an atomic operation each, which per
+    hit cost more than the rest of the emission (perf: 20 % of the hits kernel in NRT_incref and
+    NRT_decref); a plain call passes its arguments without (and LLVM may still inline it)."""
+    if whole:
         out_f[0, n] = pos
         out_f[1, n] = z
         out_f[2, n] = sigma
@@ -97,13 +100,20 @@ def _emit(out_f, out_i, n, plane, pos, z, sigma, strip, amp, time, size, origin,
         out_i[1, n] = size
         out_i[2, n] = origin
         out_i[3, n] = amb
-        return n + 1
-    if time >= lo[plane] and time <= hi[plane]:
+    else:
         out_f[0, n] = pos
         out_f[1, n] = sigma
         out_i[0, n] = origin
-        return n + 1
-    return n
+    return n + 1
+
+
+@numba.njit(cache=True)
+def _window(lo, hi, p):
+    """The time window of plane ``p`` for the search's table (``lo`` None: the whole table, every
+    time, NaN included, is kept: the caller tests ``whole`` first)."""
+    if lo is None:
+        return -math.inf, math.inf
+    return lo[p], hi[p]
 
 
 @numba.njit(cache=True)
@@ -117,12 +127,6 @@ def _reserve(out_f, out_i, n, extra):
     f[:, :n] = out_f[:, :n]
     i[:, :n] = out_i[:, :n]
     return f, i
-
-
-@numba.njit(cache=True, inline="always")
-def _cluster_out(out_f, out_i, n, p, s, sa, t, size, origin, amb, n_strips, pitch, offset, zpl, sig, lo, hi):
-    u = (s + 0.5) * pitch[p] - 0.5 * n_strips[p] * pitch[p]
-    return _emit(out_f, out_i, n, p, offset[p] + u, zpl[p], sig[p], s, sa, t, size, origin, amb, lo, hi)
 
 
 @numba.njit(cache=True)
@@ -206,6 +210,7 @@ def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0
     n_planes = ptype.shape[0]
     groups = table.shape[1]
     cap = out_f.shape[1]
+    whole = win_lo is None  # known when compiling: one specialisation each
     for e in range(e0, n_ev):
         lo, hi = offsets[e], offsets[e + 1]
         if n + (hi - lo) * groups + 2 * (s_off[e + 1] - s_off[e]) > cap:
@@ -238,10 +243,27 @@ def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0
         while i < m or js < ms:
             if js < ms and (i >= m or s_plane[slo + sidx[js]] < plane[lo + idx[i]]):
                 d = slo + sidx[js]
-                n1 = _straw_out(out_f, out_i, n, s_plane[d], s_tube[d], float(s_tdc[d]), (1 << 20) + sidx[js],
-                                n_strips, pitch, offset, zpl, sig, dead, lsb, t0, velocity, win_lo, win_hi)
-                per_plane[e * n_planes + s_plane[d]] += n1 - n
-                n = n1
+                sp = s_plane[d]
+                tube = s_tube[d]
+                if not dead[sp, tube]:  # tube centre -+ drift distance (both hits, ambiguous)
+                    tdc = float(s_tdc[d])
+                    org = (1 << 20) + sidx[js]
+                    dist = (tdc * lsb - t0) * velocity
+                    dist = min(max(dist, 0.0), 0.5 * pitch[sp])
+                    u0 = (tube + 0.5) * pitch[sp] - 0.5 * n_strips[sp] * pitch[sp]
+                    tt = tdc * lsb
+                    t_lo, t_hi = _window(win_lo, win_hi, sp)
+                    if whole or (tt >= t_lo and tt <= t_hi):
+                        n1 = n
+                        if dist == 0.0:
+                            n = _put(out_f, out_i, n, whole, sp, offset[sp] + u0, zpl[sp], sig[sp], float(tube), 0.0,
+                                     tt, 1, org, 0)
+                        else:
+                            n = _put(out_f, out_i, n, whole, sp, offset[sp] + u0 - dist, zpl[sp], sig[sp],
+                                     float(tube), 0.0, tt, 1, org, 1)
+                            n = _put(out_f, out_i, n, whole, sp, offset[sp] + u0 + dist, zpl[sp], sig[sp],
+                                     float(tube), 0.0, tt, 1, org, 1)
+                        per_plane[e * n_planes + sp] += n - n1
                 js += 1
                 continue
             p = plane[lo + idx[i]]
@@ -259,6 +281,9 @@ def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0
                 dg[k] = d
                 k += 1
             n_before = n
+            t_lo, t_hi = _window(win_lo, win_hi, p)
+            u_a = pitch[p]  # strip s -> local u = (s + 0.5) * pitch - 0.5 * n_strips * pitch
+            u_b = 0.5 * n_strips[p] * pitch[p]
             if ptype[p] == 0:  # MM
                 nruns, nsing = demux_plane_slots(ch, am, k, table, dead[p], slot, used, starts, rstart, rlen,
                                                  singles)
@@ -276,8 +301,10 @@ def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0
                             jb = slot[s]
                     d = dg[jb]
                     t = strip_time_r(float(a0[d]), float(a1[d]), float(a2[d]), spacing, r1, r2, threshold)
-                    n = _cluster_out(out_f, out_i, n, p, sw / sa, sa, t, rlen[r], origin, 0, n_strips, pitch,
-                                     offset, zpl, sig, win_lo, win_hi)
+                    if whole or (t >= t_lo and t <= t_hi):
+                        st = sw / sa
+                        n = _put(out_f, out_i, n, whole, p, offset[p] + ((st + 0.5) * u_a - u_b), zpl[p], sig[p], st,
+                                 sa, t, rlen[r], origin, 0)
                     origin += 1
                 if drop[p]:  # the search's table: no MM singles here (their origins still counted)
                     origin += nsing
@@ -286,12 +313,13 @@ def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0
                     j = singles[q]
                     d = dg[j]
                     t = strip_time_r(float(a0[d]), float(a1[d]), float(a2[d]), spacing, r1, r2, threshold)
-                    for g in range(groups):
-                        s = table[ch[j], g]
-                        if dead[p, s]:
-                            continue
-                        n = _cluster_out(out_f, out_i, n, p, float(s), am[j], t, 1, origin, 1, n_strips, pitch,
-                                         offset, zpl, sig, win_lo, win_hi)
+                    if whole or (t >= t_lo and t <= t_hi):
+                        for g in range(groups):
+                            s = table[ch[j], g]
+                            if dead[p, s]:
+                                continue
+                            n = _put(out_f, out_i, n, whole, p, offset[p] + ((float(s) + 0.5) * u_a - u_b), zpl[p],
+                                     sig[p], float(s), am[j], t, 1, origin, 1)
                     origin += 1
                 clear_slots(ch, k, table, slot)
             else:  # GEM: channel = strip
@@ -315,30 +343,16 @@ def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0
                             jb = w
                     d = dg[jb]
                     t = strip_time_r(float(a0[d]), float(a1[d]), float(a2[d]), spacing, r1, r2, threshold)
-                    n = _cluster_out(out_f, out_i, n, p, sw / sa, sa, t, r - q + 1, origin, 0, n_strips, pitch,
-                                     offset, zpl, sig, win_lo, win_hi)
+                    if whole or (t >= t_lo and t <= t_hi):
+                        st = sw / sa
+                        n = _put(out_f, out_i, n, whole, p, offset[p] + ((st + 0.5) * u_a - u_b), zpl[p], sig[p], st,
+                                 sa, t, r - q + 1, origin, 0)
                     origin += 1
                     q = r + 1
             per_plane[e * n_planes + p] += n - n_before
             i = e2 + 1
         counts[e] = n - start_n
     return n_ev, n
-
-
-@numba.njit(cache=True, inline="always")
-def _straw_out(out_f, out_i, n, p, tube, tdc, org, n_strips, pitch, offset, zpl, sig, dead, lsb, t0, velocity, lo,
-               hi):
-    """Emit the hit(s) of one straw digit: tube centre -+ drift distance (both, ambiguous)."""
-    if dead[p, tube]:
-        return n
-    dist = (tdc * lsb - t0) * velocity
-    dist = min(max(dist, 0.0), 0.5 * pitch[p])
-    u0 = (tube + 0.5) * pitch[p] - 0.5 * n_strips[p] * pitch[p]
-    time = tdc * lsb
-    if dist == 0.0:
-        return _emit(out_f, out_i, n, p, offset[p] + u0, zpl[p], sig[p], float(tube), 0.0, time, 1, org, 0, lo, hi)
-    n = _emit(out_f, out_i, n, p, offset[p] + u0 - dist, zpl[p], sig[p], float(tube), 0.0, time, 1, org, 1, lo, hi)
-    return _emit(out_f, out_i, n, p, offset[p] + u0 + dist, zpl[p], sig[p], float(tube), 0.0, time, 1, org, 1, lo, hi)
 
 
 # ---------------------------------------------------------------------------------------
