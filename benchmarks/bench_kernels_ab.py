@@ -7,7 +7,9 @@ On a shared machine CPU times of separate runs scatter by 20-40 %; here the kern
 earlier source tree (``BEFORE_DIR``, executed from its sources with numba's on-disk cache
 off) and of this tree run alternately on the same events in memory, and each figure is
 the minimum CPU time of ``--repeat`` rounds.  Compared: the tracker hits kernel (with the
-earlier tree's de-multiplexer), the track search kernel (``find_tracks`` on the hits the
+earlier tree's de-multiplexer; the whole hit table), the hits the track search gets (this
+tree's whole table and the stage's selection vs the kernel's search table: both from this
+tree, independent of BEFORE_DIR), the track search kernel (``find_tracks`` on the hits the
 stage hands it), the whole tracking stage (the earlier ``stage.py`` calling this tree's
 kernels: the difference is the stage's own glue), the ECAL quantities (shower chi2) and the
 track-match chi2.
@@ -17,6 +19,8 @@ The results of both are checked equal before timing.
 from __future__ import annotations
 
 import argparse
+import inspect
+import re
 import sys
 import time
 import types
@@ -67,11 +71,11 @@ def main() -> None:
         events = assemble_events(f["events"].arrays(event_branches(), entry_stop=args.events), args.file)
 
     old_demux = _module("before_demux", reco / "tracking" / "demux.py")
-    old_clusters = _module(
+    old_clusters = _module(  # with the earlier tree's de-multiplexer (whichever of its names it imports)
         "before_clusters", reco / "tracking" / "clusters.py",
-        edit=lambda s: s.replace("from na64reco.reco.tracking.demux import _isort, demux_plane_into", "")
+        edit=lambda s: re.sub(r"from na64reco\.reco\.tracking\.demux import [^\n]*", "", s)
                         .replace("@njit_cached_with(apv, demux)", "@numba.njit"),
-        extra={"_isort": old_demux._isort, "demux_plane_into": old_demux.demux_plane_into, "numba": numba})
+        extra={**{k: v for k, v in vars(old_demux).items() if not k.startswith("__")}, "numba": numba})
     old_calo = _module("before_calo", reco / "calo.py")
     old_stage = _module("before_stage", reco / "tracking" / "stage.py")
     old_tracks = _module("before_tracks", reco / "tracking" / "tracks.py")
@@ -81,10 +85,27 @@ def main() -> None:
     s_off, s = clusters._jagged(events["straw"], ("plane", "tube", "tdc"), "straw", args.file)
 
     def hits(kernel):
+        # kernels since the fourth pass take the search's time windows and MM-singles planes
+        # (None: the whole table, as before)
+        extra = (None, None, np.zeros(pt.n_planes, np.bool_)) \
+            if "drop" in inspect.signature(kernel.py_func).parameters else ()
         return lambda: kernel(a_off, a["plane"], a["chan"], a["a0"], a["a1"], a["a2"], s_off, s["plane"], s["tube"],
                               s["tdc"], pt.type, pt.n_strips, pt.pitch, pt.offset, pt.z, pt.sigma, pt.dead, pt.table,
                               pt.apv_threshold(cfg.apv_threshold_sigma), pt.spacing, pt.peaking, pt.tdc_lsb,
-                              cfg.drift_t0, pt.drift_velocity)
+                              cfg.drift_t0, pt.drift_velocity, *extra)
+
+    drop = (pt.type == 0) & (not cfg.use_mm_singles)
+
+    def whole_then_select():  # this tree's whole hit table, then the stage's selection of the search's hits
+        h = clusters.event_hits(events, pt, threshold_sigma=cfg.apv_threshold_sigma, drift_t0=cfg.drift_t0)
+        kept, index, *cols = stage._search_selection(h["time"], h["plane"], h["ambiguous"],
+                                                     *(h[k] for k in stage.SEARCH_COLUMNS), *windows, drop)
+        return cols, kept[h["plane_offsets"]]
+
+    def search_table():  # the search's hits made directly by the kernel (fourth pass)
+        h = clusters.search_hits(events, pt, threshold_sigma=cfg.apv_threshold_sigma, drift_t0=cfg.drift_t0,
+                                 lo=windows[0], hi=windows[1], drop=drop)
+        return [h[k] for k in stage.SEARCH_COLUMNS], h["plane_offsets"]
 
     grabbed = {}
     keep = calo._ecal_quantities
@@ -108,6 +129,7 @@ def main() -> None:
     search_hits["plane_offsets"] = np.concatenate([[0], np.cumsum(keep)])[all_hits["plane_offsets"]]
     pairs = {
         "tracker hits kernel": (hits(old_clusters._hits_kernel), hits(clusters._hits_kernel)),
+        "search's hits": (whole_then_select, search_table),
         "ECAL quantities": (lambda: old_calo._ecal_quantities(*grabbed["ecal"]),
                             lambda: calo._ecal_quantities(*grabbed["ecal"])),
         "track search kernel": (lambda: old_tracks.find_tracks(search_hits, len(events), pt.n_planes, vt),

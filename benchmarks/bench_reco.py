@@ -11,7 +11,8 @@ memory of the process (bounded by the chunk size, not the file size).
 events already in memory; each the minimum of the repeats), in seconds and as a multiple
 of the plain read measured in the same run: assembling the nested events, the calorimeter
 stage and within it the MSADC waveform kernel (with its wrapper), the tracking stage and
-within it the tracker hits (digits -> clusters) and the track search and fits, and the
+within it the tracker hits (digits -> clusters: the whole table of ``event_hits``, and the
+search's hits that ``reconstruct_tracks`` makes, ``search_hits``) and the track search and fits, and the
 whole ``reconstruct`` (both stages and the record building).
 """
 
@@ -51,7 +52,7 @@ def _reco(path, chunk, setup, conds):
 def _chunk_steps(arrays, path, setup, conds, cfg, pt, vt, windows):
     """{stage: callable} for one chunk of flat branches (inputs of each stage made first)."""
     from na64reco.reco.calo import flat_digits, reconstruct_calo
-    from na64reco.reco.tracking.clusters import event_hits
+    from na64reco.reco.tracking.clusters import event_hits, search_hits
     from na64reco.reco.tracking.stage import _search_hits, reconstruct_tracks
     from na64reco.reco.tracking.tracks import find_tracks, in_time, mm_singles
     from na64reco.reco.waveform import reconstruct_digits
@@ -70,6 +71,9 @@ def _chunk_steps(arrays, path, setup, conds, cfg, pt, vt, windows):
         "tracking: whole stage": lambda: reconstruct_tracks(nested, setup, conds),
         "tracking: hits": lambda: event_hits(nested, pt, threshold_sigma=cfg.apv_threshold_sigma,
                                              drift_t0=cfg.drift_t0),
+        "tracking: search's hits": lambda: search_hits(nested, pt, threshold_sigma=cfg.apv_threshold_sigma,
+                                                       drift_t0=cfg.drift_t0, lo=windows[0], hi=windows[1],
+                                                       drop=(pt.type == 0) & (not cfg.use_mm_singles)),
         "tracking: search + fits": lambda: find_tracks(hits, len(nested), pt.n_planes, vt),
         "reconstruct (all)": lambda: reconstruct(nested, setup, conds),
     }

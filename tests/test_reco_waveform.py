@@ -263,3 +263,32 @@ def test_newton_fit_is_the_exact_chi2_minimum():
         assert abs(amp[i] - a_min) < 1e-4 * a_min, (i, amp[i], a_min)
         ndf = len(win) - 2
         assert abs(chi2[i] - c2_min / ndf / (2.5**2 + 1 / 12)) < 0.02, (i, chi2[i] * ndf * (2.5**2 + 1 / 12), c2_min)
+
+
+def test_condition_lookup_in_one_pass_equals_the_numpy_gather():
+    """_gather_tables (one compiled pass) against the numpy gather it replaced: the same
+    per-digit conditions, and the first digit of an unknown channel or non-finite gain
+    (detector ids and channels out of range, and channels of no detector, included)."""
+    cond = load_conditions(SETUP, 1)
+    tables = W._condition_tables(SETUP, cond)
+    width = tables["gain"].shape[1]
+    stacked = W._stacked_tables(cond, tables)
+    rng = np.random.default_rng(4)
+    ids = [d.id for d in SETUP.calorimeters.values()]
+    for n_bad in (0, 1, 3):
+        det = rng.choice(ids, 2000).astype(np.int64)
+        chan = rng.integers(0, width, 2000).astype(np.int64)
+        known = np.isfinite(tables["gain"][det, chan])
+        det, chan = det[known], chan[known]
+        where = rng.choice(len(det), n_bad, replace=False)
+        det[where[:1]] = 300
+        chan[where[1:2]] = -1
+        det[where[2:]] = 255  # no detector: NaN gain
+        rows, first = W._gather_tables(det, chan, stacked, width, W._TABLE_FIELDS.index("gain"))
+        ok = (det >= 0) & (det < 256) & (chan >= 0) & (chan < width)
+        flat = np.where(ok, det, 0) * width + np.where(ok, chan, 0)
+        for k, f in enumerate(W._TABLE_FIELDS):
+            np.testing.assert_array_equal(rows[k], tables[f].ravel()[flat])
+        bad = ~ok | ~np.isfinite(tables["gain"].ravel()[flat])
+        assert first == (int(np.argmax(bad)) if bad.any() else -1)
+        assert (first >= 0) == (n_bad > 0)

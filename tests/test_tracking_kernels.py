@@ -250,3 +250,54 @@ def test_plane_tables_refuse_a_multiplexing_table_with_a_strip_read_twice():
     setup.readout = ro
     with pytest.raises(RawFormatError, match=f"strip {int(table[6, 2])} is read by channels \\[5, 6\\]"):
         PlaneTables(setup, COND)
+
+
+@pytest.fixture(scope="module")
+def simulated_mixture(tmp_path_factory):
+    """1500 beam particles of the na64mu mixture (beam pile-up muons: out-of-time tracker hits)."""
+    from na64reco.io.raw import open_raw
+    from na64reco.sim.generate import simulate
+
+    setup = load_setup("na64mu", run=1)
+    path = tmp_path_factory.mktemp("mix") / "mix.root"
+    simulate(setup, 1500, 3, 1, path, trigger="calibration")
+    return open_raw(path).events(), setup, load_conditions(setup, 1)
+
+
+@pytest.mark.parametrize("overrides", [None, {"use_mm_singles": True, "max_missing_planes": 1},
+                                       {"hit_time_sigma": 0}])
+def test_search_hits_are_the_selected_columns_of_the_whole_table(simulated_mixture, overrides):
+    """The kernel's search table (time windows and MM-singles drop applied as hits are made,
+    three columns) equals the whole hit table with the search's selection (tracks.in_time,
+    tracks.mm_singles) applied afterwards: same hits, values, origins, dtypes and offsets."""
+    from na64reco.reco.tracking.clusters import search_hits
+    from na64reco.reco.tracking.tracks import in_time, mm_singles
+
+    events, setup, cond = simulated_mixture
+    cfg, pt, _, (lo, hi) = _tables(setup, cond, None, overrides)
+    drop = (pt.type == 0) & (not cfg.use_mm_singles)
+    whole = event_hits(events, pt, threshold_sigma=cfg.apv_threshold_sigma, drift_t0=cfg.drift_t0)
+    keep = in_time(whole, lo, hi) & ~(mm_singles(whole, pt.type == 0) & drop[whole["plane"]])
+    if overrides is None:  # the mixture has hits off time and MM singles: the selection matters
+        assert 0 < keep.sum() < 0.9 * keep.size
+    got = search_hits(events, pt, threshold_sigma=cfg.apv_threshold_sigma, drift_t0=cfg.drift_t0, lo=lo, hi=hi,
+                      drop=drop)
+    kept = np.concatenate([[0], np.cumsum(keep)])
+    for k in ("pos", "sigma", "origin"):
+        assert got[k].dtype == whole[k].dtype
+        np.testing.assert_array_equal(got[k], whole[k][keep])
+    np.testing.assert_array_equal(got["offsets"], kept[whole["offsets"]])
+    np.testing.assert_array_equal(got["plane_offsets"], kept[whole["plane_offsets"]])
+
+
+@pytest.mark.parametrize("overrides", [None, {"use_mm_singles": True, "max_missing_planes": 1}])
+def test_stage_outputs_equal_with_and_without_the_whole_hit_table(simulated_mixture, overrides):
+    """reconstruct_tracks on the search table (the default) and on the whole table
+    (``return_internals``) give the same outputs, value for value."""
+    events, setup, cond = simulated_mixture
+    plain = reconstruct_tracks(events, setup, cond, config_overrides=overrides)
+    full = reconstruct_tracks(events, setup, cond, config_overrides=overrides, return_internals=True)
+    assert set(plain) == {k for k in full if not k.startswith("_")}
+    for k, v in plain.items():
+        assert v.dtype == full[k].dtype, k
+        np.testing.assert_array_equal(v, full[k], err_msg=k)

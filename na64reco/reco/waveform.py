@@ -660,12 +660,9 @@ def reconstruct_digits(det, chan, adc, setup: Setup, conditions, *, source: str 
         )
     tables = _condition_tables(setup, conditions)
     width = tables["gain"].shape[1]
-    known = (det >= 0) & (det < 256) & (chan >= 0) & (chan < width)
-    flat = np.where(known, det, 0) * width + np.where(known, chan, 0)
-    gain = tables["gain"].ravel()[flat]
-    bad = ~known | ~np.isfinite(gain)
-    if bad.any():
-        i = int(np.argmax(bad))
+    stacked = _stacked_tables(conditions, tables)
+    look_rows, i = _gather_tables(det, chan, stacked, width, _TABLE_FIELDS.index("gain"))
+    if i >= 0:
         where = f"digit {i}" if describe is None else describe(i)
         raise RawFormatError(
             f"{source or '<digits>'}: {where}: detector id {det[i]} channel {chan[i]} is not a channel of "
@@ -673,7 +670,8 @@ def reconstruct_digits(det, chan, adc, setup: Setup, conditions, *, source: str 
             + ", ".join(f"{d.name}={d.id} ({d.n_channels} ch)" for d in setup.calorimeters.values())
             + ")"
         )
-    look = {k: v.ravel()[flat] for k, v in tables.items()}
+    look = dict(zip(_TABLE_FIELDS, look_rows, strict=True))
+    gain = look["gain"]
     if adc.dtype not in (np.int16, np.int32, np.int64, np.float64):
         adc = adc.astype(np.float64)
     res = _waveform_kernel(
@@ -689,19 +687,55 @@ def reconstruct_digits(det, chan, adc, setup: Setup, conditions, *, source: str 
     return Digits(det, chan, *res)
 
 
+_TABLE_FIELDS = ("pedestal_even", "pedestal_odd", "noise_adc", "gain", "time_offset", "status")
+
+
 def _condition_tables(setup: Setup, conditions) -> dict[str, np.ndarray]:
     cache = getattr(conditions, "_na64reco_tables", None)
     if cache is not None and cache[0] is setup:
         return cache[1]
-    tables = {
-        f: conditions.calo_table(setup, f)
-        for f in ("pedestal_even", "pedestal_odd", "noise_adc", "gain", "time_offset", "status")
-    }
+    tables = {f: conditions.calo_table(setup, f) for f in _TABLE_FIELDS}
     try:
         object.__setattr__(conditions, "_na64reco_tables", (setup, tables))
     except (AttributeError, TypeError):
         pass
     return tables
+
+
+def _stacked_tables(conditions, tables: dict[str, np.ndarray]) -> np.ndarray:
+    """The (256, width) tables of :data:`_TABLE_FIELDS` as one (fields, 256 * width) array
+    (kept with the tables on ``conditions`` when it accepts it)."""
+    cache = getattr(conditions, "_na64reco_stacked", None)
+    if cache is not None and cache[0] is tables:
+        return cache[1]
+    stacked = np.ascontiguousarray(np.stack([tables[f].ravel() for f in _TABLE_FIELDS]), np.float64)
+    try:
+        object.__setattr__(conditions, "_na64reco_stacked", (tables, stacked))
+    except (AttributeError, TypeError):
+        pass
+    return stacked
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather_tables(det, chan, stacked, width, gain_row):
+    """Per digit, the entries of ``stacked`` (fields, 256 * width) at (detector id, channel),
+    in one pass: returns the (fields, n_digits) values and the first digit whose detector id
+    or channel is out of the tables or whose gain is not finite (-1 if none).  Such a digit
+    gets the entries of (0, 0), as the numpy gather it replaces gave it (the caller raises)."""
+    n = det.shape[0]
+    rows = stacked.shape[0]
+    out = np.empty((rows, n))
+    first_bad = -1
+    for i in range(n):
+        d = det[i]
+        c = chan[i]
+        known = d >= 0 and d < 256 and c >= 0 and c < width
+        j = d * width + c if known else 0
+        for r in range(rows):
+            out[r, i] = stacked[r, j]
+        if first_bad < 0 and (not known or not np.isfinite(out[gain_row, i])):
+            first_bad = i
+    return out, first_bad
 
 
 # ----------------------------------------------------------------------------------------

@@ -80,19 +80,40 @@ class PlaneTables:
 
 
 # ---------------------------------------------------------------------------------------
-@numba.njit(cache=True, inline="always")
-def _emit(out_f, out_i, n, plane, pos, z, sigma, strip, amp, time, size, origin, amb):
-    out_f[0, n] = pos
-    out_f[1, n] = z
-    out_f[2, n] = sigma
-    out_f[3, n] = strip
-    out_f[4, n] = amp
-    out_f[5, n] = time
-    out_i[0, n] = plane
-    out_i[1, n] = size
-    out_i[2, n] = origin
-    out_i[3, n] = amb
+@numba.njit(cache=True)
+def _put(out_f, out_i, n, whole, plane, pos, z, sigma, strip, amp, time, size, origin, amb):
+    """Write one hit at ``n``; returns ``n + 1``.  The whole table: :data:`HIT_FIELDS` in 6 float
+    and 4 int rows; the search's table: ``pos``, ``sigma`` (float rows) and ``origin`` (int row).
+
+    Not inlined on purpose, and given no array but the outputs: numba increfs and decrefs every
+    array bound to the arguments of an *inlined* function, an atomic operation each, which per
+    hit cost more than the rest of the emission (perf: 20 % of the hits kernel in NRT_incref and
+    NRT_decref); a plain call passes its arguments without (and LLVM may still inline it)."""
+    if whole:
+        out_f[0, n] = pos
+        out_f[1, n] = z
+        out_f[2, n] = sigma
+        out_f[3, n] = strip
+        out_f[4, n] = amp
+        out_f[5, n] = time
+        out_i[0, n] = plane
+        out_i[1, n] = size
+        out_i[2, n] = origin
+        out_i[3, n] = amb
+    else:
+        out_f[0, n] = pos
+        out_f[1, n] = sigma
+        out_i[0, n] = origin
     return n + 1
+
+
+@numba.njit(cache=True)
+def _window(lo, hi, p):
+    """The time window of plane ``p`` for the search's table (``lo`` None: the whole table, every
+    time, NaN included, is kept: the caller tests ``whole`` first)."""
+    if lo is None:
+        return -math.inf, math.inf
+    return lo[p], hi[p]
 
 
 @numba.njit(cache=True)
@@ -106,12 +127,6 @@ def _reserve(out_f, out_i, n, extra):
     f[:, :n] = out_f[:, :n]
     i[:, :n] = out_i[:, :n]
     return f, i
-
-
-@numba.njit(cache=True, inline="always")
-def _cluster_out(out_f, out_i, n, p, s, sa, t, size, origin, amb, n_strips, pitch, offset, zpl, sig):
-    u = (s + 0.5) * pitch[p] - 0.5 * n_strips[p] * pitch[p]
-    return _emit(out_f, out_i, n, p, offset[p] + u, zpl[p], sig[p], s, sa, t, size, origin, amb)
 
 
 @numba.njit(cache=True)
@@ -129,22 +144,27 @@ def _digits_ok(plane, chan, allowed, limit):
 # whose kernels it compiles in (see _jit.py).
 @njit_cached_with(apv, demux)
 def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc, ptype, n_strips, pitch, offset,
-                 zpl, sig, dead, table, threshold, spacing, peaking, lsb, t0, velocity):
+                 zpl, sig, dead, table, threshold, spacing, peaking, lsb, t0, velocity, win_lo, win_hi, drop):
     """Flat kernel: APV and straw digits of all events -> hits sorted by (event, plane).
 
     Returns (counts per event, hits per (event, plane) (n_events * n_planes), out_f (6, hits)
-    floats, out_i (4, hits) ints).  Digits need not be ordered; events whose digits are not
-    sorted by (plane, channel) are sorted here (insertion sort), the usual sorted input costs
-    nothing extra.  The APV time is computed only for the strip that gives a hit its time
-    (the largest strip of a cluster, or the channel of an unresolved MM single).
+    floats, out_i (4, hits) ints).  With ``win_lo``, ``win_hi`` (per plane) not None, only the
+    hits the track search uses (:func:`search_hits`): times inside the windows, no MM singles on
+    the planes with ``drop``; out_f (2, hits) ``pos``, ``sigma`` and out_i (1, hits) ``origin``
+    (origins numbered as in the whole table).  ``drop`` must be all False for the whole table.
+    Digits need not be ordered; events whose digits are not sorted by (plane, channel) are
+    sorted here (insertion sort), the usual sorted input costs nothing extra.  The APV time is
+    computed only for the strip that gives a hit its time (the largest strip of a cluster, or
+    the channel of an unresolved MM single).
     """
     n_ev = offsets.shape[0] - 1
     n_planes = ptype.shape[0]
     groups = table.shape[1]
     r1 = math.exp(-spacing / peaking)
     r2 = math.exp(-2.0 * spacing / peaking)
-    out_f = np.empty((6, plane.shape[0] + 2 * s_plane.shape[0] + 16), np.float64)
-    out_i = np.empty((4, out_f.shape[1]), np.int64)
+    whole = win_lo is None
+    out_f = np.empty((6 if whole else 2, plane.shape[0] + 2 * s_plane.shape[0] + 16), np.float64)
+    out_i = np.empty((4 if whole else 1, out_f.shape[1]), np.int64)
     counts = np.zeros(n_ev, np.int64)
     per_plane = np.zeros(n_ev * n_planes, np.int64)
     maxd = 1
@@ -171,8 +191,8 @@ def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc
     while True:  # blocks of events that fit the output arrays, which grow between blocks
         e, n = _hits_block(e, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0, a1, a2, s_off, s_plane,
                            s_tube, s_tdc, ptype, n_strips, pitch, offset, zpl, sig, dead, table, threshold, spacing,
-                           r1, r2, lsb, t0, velocity, skey, sidx, key, idx, ch, am, dg, slot, used, starts,
-                           rstart, rlen, singles)
+                           r1, r2, lsb, t0, velocity, win_lo, win_hi, drop, skey, sidx, key, idx, ch, am, dg, slot,
+                           used, starts, rstart, rlen, singles)
         if e >= n_ev:
             break
         out_f, out_i = _reserve(out_f, out_i, n, (offsets[e + 1] - offsets[e]) * groups + 2 * (s_off[e + 1] - s_off[e]))
@@ -182,13 +202,15 @@ def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc
 @njit_cached_with(apv, demux)  # compiles in the de-multiplexer and the APV time, as above
 def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube,
                 s_tdc, ptype, n_strips, pitch, offset, zpl, sig, dead, table, threshold, spacing, r1, r2, lsb, t0,
-                velocity, skey, sidx, key, idx, ch, am, dg, slot, used, starts, rstart, rlen, singles):
+                velocity, win_lo, win_hi, drop, skey, sidx, key, idx, ch, am, dg, slot, used, starts, rstart, rlen,
+                singles):
     """Hits of events ``e0...`` appended at ``out_*[:, n:]`` until an event might not fit
     (at most ``groups`` hits per APV digit, 2 per straw digit); returns (next event, n)."""
     n_ev = offsets.shape[0] - 1
     n_planes = ptype.shape[0]
     groups = table.shape[1]
     cap = out_f.shape[1]
+    whole = win_lo is None  # known when compiling: one specialisation each
     for e in range(e0, n_ev):
         lo, hi = offsets[e], offsets[e + 1]
         if n + (hi - lo) * groups + 2 * (s_off[e + 1] - s_off[e]) > cap:
@@ -221,10 +243,27 @@ def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0
         while i < m or js < ms:
             if js < ms and (i >= m or s_plane[slo + sidx[js]] < plane[lo + idx[i]]):
                 d = slo + sidx[js]
-                n1 = _straw_out(out_f, out_i, n, s_plane[d], s_tube[d], float(s_tdc[d]), (1 << 20) + sidx[js],
-                                n_strips, pitch, offset, zpl, sig, dead, lsb, t0, velocity)
-                per_plane[e * n_planes + s_plane[d]] += n1 - n
-                n = n1
+                sp = s_plane[d]
+                tube = s_tube[d]
+                if not dead[sp, tube]:  # tube centre -+ drift distance (both hits, ambiguous)
+                    tdc = float(s_tdc[d])
+                    org = (1 << 20) + sidx[js]
+                    dist = (tdc * lsb - t0) * velocity
+                    dist = min(max(dist, 0.0), 0.5 * pitch[sp])
+                    u0 = (tube + 0.5) * pitch[sp] - 0.5 * n_strips[sp] * pitch[sp]
+                    tt = tdc * lsb
+                    t_lo, t_hi = _window(win_lo, win_hi, sp)
+                    if whole or (tt >= t_lo and tt <= t_hi):
+                        n1 = n
+                        if dist == 0.0:
+                            n = _put(out_f, out_i, n, whole, sp, offset[sp] + u0, zpl[sp], sig[sp], float(tube), 0.0,
+                                     tt, 1, org, 0)
+                        else:
+                            n = _put(out_f, out_i, n, whole, sp, offset[sp] + u0 - dist, zpl[sp], sig[sp],
+                                     float(tube), 0.0, tt, 1, org, 1)
+                            n = _put(out_f, out_i, n, whole, sp, offset[sp] + u0 + dist, zpl[sp], sig[sp],
+                                     float(tube), 0.0, tt, 1, org, 1)
+                        per_plane[e * n_planes + sp] += n - n1
                 js += 1
                 continue
             p = plane[lo + idx[i]]
@@ -242,6 +281,9 @@ def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0
                 dg[k] = d
                 k += 1
             n_before = n
+            t_lo, t_hi = _window(win_lo, win_hi, p)
+            u_a = pitch[p]  # strip s -> local u = (s + 0.5) * pitch - 0.5 * n_strips * pitch
+            u_b = 0.5 * n_strips[p] * pitch[p]
             if ptype[p] == 0:  # MM
                 nruns, nsing = demux_plane_slots(ch, am, k, table, dead[p], slot, used, starts, rstart, rlen,
                                                  singles)
@@ -259,19 +301,25 @@ def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0
                             jb = slot[s]
                     d = dg[jb]
                     t = strip_time_r(float(a0[d]), float(a1[d]), float(a2[d]), spacing, r1, r2, threshold)
-                    n = _cluster_out(out_f, out_i, n, p, sw / sa, sa, t, rlen[r], origin, 0, n_strips, pitch,
-                                     offset, zpl, sig)
+                    if whole or (t >= t_lo and t <= t_hi):
+                        st = sw / sa
+                        n = _put(out_f, out_i, n, whole, p, offset[p] + ((st + 0.5) * u_a - u_b), zpl[p], sig[p], st,
+                                 sa, t, rlen[r], origin, 0)
                     origin += 1
+                if drop[p]:  # the search's table: no MM singles here (their origins still counted)
+                    origin += nsing
+                    nsing = 0
                 for q in range(nsing):
                     j = singles[q]
                     d = dg[j]
                     t = strip_time_r(float(a0[d]), float(a1[d]), float(a2[d]), spacing, r1, r2, threshold)
-                    for g in range(groups):
-                        s = table[ch[j], g]
-                        if dead[p, s]:
-                            continue
-                        n = _cluster_out(out_f, out_i, n, p, float(s), am[j], t, 1, origin, 1, n_strips, pitch,
-                                         offset, zpl, sig)
+                    if whole or (t >= t_lo and t <= t_hi):
+                        for g in range(groups):
+                            s = table[ch[j], g]
+                            if dead[p, s]:
+                                continue
+                            n = _put(out_f, out_i, n, whole, p, offset[p] + ((float(s) + 0.5) * u_a - u_b), zpl[p],
+                                     sig[p], float(s), am[j], t, 1, origin, 1)
                     origin += 1
                 clear_slots(ch, k, table, slot)
             else:  # GEM: channel = strip
@@ -295,29 +343,16 @@ def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0
                             jb = w
                     d = dg[jb]
                     t = strip_time_r(float(a0[d]), float(a1[d]), float(a2[d]), spacing, r1, r2, threshold)
-                    n = _cluster_out(out_f, out_i, n, p, sw / sa, sa, t, r - q + 1, origin, 0, n_strips, pitch,
-                                     offset, zpl, sig)
+                    if whole or (t >= t_lo and t <= t_hi):
+                        st = sw / sa
+                        n = _put(out_f, out_i, n, whole, p, offset[p] + ((st + 0.5) * u_a - u_b), zpl[p], sig[p], st,
+                                 sa, t, r - q + 1, origin, 0)
                     origin += 1
                     q = r + 1
             per_plane[e * n_planes + p] += n - n_before
             i = e2 + 1
         counts[e] = n - start_n
     return n_ev, n
-
-
-@numba.njit(cache=True, inline="always")
-def _straw_out(out_f, out_i, n, p, tube, tdc, org, n_strips, pitch, offset, zpl, sig, dead, lsb, t0, velocity):
-    """Emit the hit(s) of one straw digit: tube centre -+ drift distance (both, ambiguous)."""
-    if dead[p, tube]:
-        return n
-    dist = (tdc * lsb - t0) * velocity
-    dist = min(max(dist, 0.0), 0.5 * pitch[p])
-    u0 = (tube + 0.5) * pitch[p] - 0.5 * n_strips[p] * pitch[p]
-    time = tdc * lsb
-    if dist == 0.0:
-        return _emit(out_f, out_i, n, p, offset[p] + u0, zpl[p], sig[p], float(tube), 0.0, time, 1, org, 0)
-    n = _emit(out_f, out_i, n, p, offset[p] + u0 - dist, zpl[p], sig[p], float(tube), 0.0, time, 1, org, 1)
-    return _emit(out_f, out_i, n, p, offset[p] + u0 + dist, zpl[p], sig[p], float(tube), 0.0, time, 1, org, 1)
 
 
 # ---------------------------------------------------------------------------------------
@@ -369,6 +404,30 @@ def _validate(what, plane, chan, allowed_types, tables, limit, source):
         raise RawFormatError(f"{source}: invalid {what} digits")
 
 
+def _kernel_hits(events, tables, threshold_sigma, drift_t0, source, lo=None, hi=None, drop=None):
+    """(counts per event, hits per (event, plane), float rows, int rows) of :func:`_hits_kernel`
+    on the digits of ``events`` (checked first)."""
+    source = source or "<events>"
+    a_off, a = _jagged(events["apv"], ("plane", "chan", "a0", "a1", "a2"), "apv", source)
+    s_off, s = _jagged(events["straw"], ("plane", "tube", "tdc"), "straw", source)
+    limit = np.where(tables.type == 0, tables.mm_channels, tables.n_strips)
+    _validate("apv", a["plane"], a["chan"], (0, 1), tables, limit, source)
+    _validate("straw", s["plane"], s["tube"], (2,), tables, tables.n_strips, source)
+    return _hits_kernel(
+        a_off, a["plane"], a["chan"], a["a0"], a["a1"], a["a2"], s_off, s["plane"], s["tube"], s["tdc"],
+        tables.type, tables.n_strips, tables.pitch, tables.offset, tables.z, tables.sigma, tables.dead, tables.table,
+        tables.apv_threshold(threshold_sigma), tables.spacing, tables.peaking, tables.tdc_lsb, drift_t0,
+        tables.drift_velocity, lo, hi, np.zeros(tables.n_planes, np.bool_) if drop is None else drop)
+
+
+def _offsets(counts, per_plane):
+    offsets = np.zeros(counts.size + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    plane_offsets = np.zeros(per_plane.size + 1, np.int64)
+    np.cumsum(per_plane, out=plane_offsets[1:])
+    return offsets, plane_offsets
+
+
 def event_hits(events, tables: PlaneTables, *, threshold_sigma: float, drift_t0: float = 0.0,
                source: str = "") -> dict[str, np.ndarray]:
     """All hits of ``events`` (awkward records with ``apv`` and ``straw``) as flat arrays.
@@ -378,26 +437,31 @@ def event_hits(events, tables: PlaneTables, *, threshold_sigma: float, drift_t0:
     (n_events * n_planes + 1: hits of event e, plane p start at ``plane_offsets[e * n_planes
     + p]``) -- hits sorted by (event, plane).
     """
-    source = source or "<events>"
-    n_ev = len(events)
-    a_off, a = _jagged(events["apv"], ("plane", "chan", "a0", "a1", "a2"), "apv", source)
-    s_off, s = _jagged(events["straw"], ("plane", "tube", "tdc"), "straw", source)
-    limit = np.where(tables.type == 0, tables.mm_channels, tables.n_strips)
-    _validate("apv", a["plane"], a["chan"], (0, 1), tables, limit, source)
-    _validate("straw", s["plane"], s["tube"], (2,), tables, tables.n_strips, source)
-    counts, per_plane, f, i = _hits_kernel(
-        a_off, a["plane"], a["chan"], a["a0"], a["a1"], a["a2"], s_off, s["plane"], s["tube"], s["tdc"],
-        tables.type, tables.n_strips, tables.pitch, tables.offset, tables.z, tables.sigma, tables.dead, tables.table,
-        tables.apv_threshold(threshold_sigma), tables.spacing, tables.peaking, tables.tdc_lsb, drift_t0,
-        tables.drift_velocity)
-    ev = np.repeat(np.arange(n_ev), counts)
-    offsets = np.zeros(n_ev + 1, np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    plane_offsets = np.zeros(n_ev * tables.n_planes + 1, np.int64)
-    np.cumsum(per_plane, out=plane_offsets[1:])
+    counts, per_plane, f, i = _kernel_hits(events, tables, threshold_sigma, drift_t0, source)
+    ev = np.repeat(np.arange(len(events)), counts)
+    offsets, plane_offsets = _offsets(counts, per_plane)
     return {"event": ev, "offsets": offsets, "plane_offsets": plane_offsets, "plane": i[0], "pos": f[0],
             "z": f[1], "sigma": f[2], "strip": f[3], "amp": f[4], "time": f[5], "size": i[1], "origin": i[2],
             "ambiguous": i[3].astype(bool)}
+
+
+def search_hits(events, tables: PlaneTables, *, threshold_sigma: float, drift_t0: float = 0.0, lo: np.ndarray,
+                hi: np.ndarray, drop: np.ndarray, source: str = "") -> dict[str, np.ndarray]:
+    """The hits of ``events`` the track search uses, made directly by the kernel: those of
+    :func:`event_hits` whose ``time`` is inside ``[lo, hi]`` of their plane (NaN is not) and
+    that are not MM singles (``ambiguous``) on a plane with ``drop`` -- only their ``pos``,
+    ``sigma``, ``origin`` (the same values as in :func:`event_hits`), with ``offsets`` and
+    ``plane_offsets`` counting these hits.  The clusters and de-multiplexing are the same;
+    what is saved is writing, then selecting, the hits and columns the search never reads."""
+    lo = np.ascontiguousarray(lo, np.float64)
+    hi = np.ascontiguousarray(hi, np.float64)
+    drop = np.ascontiguousarray(drop, np.bool_)
+    if not (lo.shape == hi.shape == drop.shape == (tables.n_planes,)):
+        raise ValueError(f"search_hits: lo, hi, drop need one value per plane ({tables.n_planes}); got "
+                         f"{lo.shape}, {hi.shape}, {drop.shape}")
+    counts, per_plane, f, i = _kernel_hits(events, tables, threshold_sigma, drift_t0, source, lo, hi, drop)
+    offsets, plane_offsets = _offsets(counts, per_plane)
+    return {"offsets": offsets, "plane_offsets": plane_offsets, "pos": f[0], "sigma": f[1], "origin": i[0]}
 
 
 # ---------------------------------------------------------------------------------------

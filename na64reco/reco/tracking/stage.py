@@ -46,7 +46,7 @@ import numpy as np
 
 from na64reco import units
 from na64reco.io.raw import refuse_data_events
-from na64reco.reco.tracking.clusters import PlaneTables, event_hits
+from na64reco.reco.tracking.clusters import PlaneTables, event_hits, search_hits
 from na64reco.reco.tracking.config import load_tracking_config
 from na64reco.reco.tracking.resolution import MatchResolution
 from na64reco.reco.tracking.tracks import (
@@ -145,22 +145,29 @@ def reconstruct_tracks(events, setup, conditions, source: str = "", *, config_pa
     refuse_data_events(events, "reconstruct_tracks()")
     cfg, pt, vt, (t_lo, t_hi) = _tables(setup, conditions, config_path, config_overrides)
     n = len(events)
-    all_hits = event_hits(events, pt, threshold_sigma=cfg.apv_threshold_sigma, drift_t0=cfg.drift_t0, source=source)
     # out-of-time hits are not used (hit_time_windows), nor, unless use_mm_singles, the MM
-    # singles (tracks.in_time, tracks.mm_singles): one compiled pass selects and compacts
+    # singles (tracks.in_time, tracks.mm_singles)
     drop = (pt.type == 0) & (not cfg.use_mm_singles)
-    kept, index, *cols = _search_selection(all_hits["time"], all_hits["plane"], all_hits["ambiguous"],
-                                           *(all_hits[k] for k in SEARCH_COLUMNS), t_lo, t_hi, drop)
-    hits = _with_offsets(all_hits, kept, index, dict(zip(SEARCH_COLUMNS, cols, strict=True)))
+    if return_internals:  # all the hits; one compiled pass selects and compacts the search's
+        all_hits = event_hits(events, pt, threshold_sigma=cfg.apv_threshold_sigma, drift_t0=cfg.drift_t0,
+                              source=source)
+        kept, index, *cols = _search_selection(all_hits["time"], all_hits["plane"], all_hits["ambiguous"],
+                                               *(all_hits[k] for k in SEARCH_COLUMNS), t_lo, t_hi, drop)
+        hits = _with_offsets(all_hits, kept, index, dict(zip(SEARCH_COLUMNS, cols, strict=True)))
+    else:  # only the search's hits, selected by the kernel as it makes them (the same values)
+        hits = search_hits(events, pt, threshold_sigma=cfg.apv_threshold_sigma, drift_t0=cfg.drift_t0, lo=t_lo,
+                           hi=t_hi, drop=drop, source=source)
     res = find_tracks(hits, n, pt.n_planes, vt)
-    sel = res["hits"]  # the tracks' hit indices into all the hits
-    if index.size:
-        res["hits"] = np.where(sel >= 0, index[np.maximum(sel, 0)], -1)
-    hits = all_hits
     if return_internals:
+        sel = res["hits"]  # the tracks' hit indices into all the hits
+        if index.size:
+            res["hits"] = np.where(sel >= 0, index[np.maximum(sel, 0)], -1)
+        hits = all_hits
         hits["index"] = np.arange(len(hits["pos"]))
-    keep = np.zeros(len(all_hits["pos"]), bool)  # the hits the search may use
-    keep[index] = True
+        keep = np.zeros(len(all_hits["pos"]), bool)  # the hits the search may use
+        keep[index] = True
+    else:  # the table is the search's: every hit usable, the tracks' indices refer to it
+        keep = np.ones(len(hits["pos"]), bool)
     view_planes = []  # per view: mask over the setup's planes
     for v in vt.views:
         m = np.zeros(pt.n_planes, bool)

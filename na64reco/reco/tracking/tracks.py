@@ -290,7 +290,7 @@ def select_hits(hits: dict, keep: np.ndarray) -> dict:
 # Normal equations of a view fit are kept packed: S = (s00, s01, s02, s11, s12, s22) of the
 # symmetric 3x3 matrix sum(w r r^T), B = sum(w u r), C = sum(w u^2), with the design row
 # r = (1, dz, -dz if downstream else 0) (only the first npar entries are used).
-@numba.njit(cache=True)
+@numba.njit(cache=True, _nrt=False)  # see _search_view
 def _solve(S, B, n, x):
     """Solve S x = B (packed symmetric S, n = 2 or 3) in closed form; False if S is singular.
 
@@ -325,7 +325,7 @@ def _solve(S, B, n, x):
     return True
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, _nrt=False)  # see _search_view
 def _rank(L_nh, L_key, n, order, tmp):
     """``order[:n]``: candidates by lower score, ties by more hits; stable (remaining ties keep
     the search order).  Insertion sort for short lists, bottom-up merge sort otherwise."""
@@ -371,7 +371,7 @@ def _rank(L_nh, L_key, n, order, tmp):
         width *= 2
 
 
-@numba.njit(cache=True, inline="always")  # compiled into _track_kernel: see its comment
+@numba.njit(cache=True, _nrt=False)  # a plain call without reference counting: see _track_kernel
 def _search_view(pos, sig, origin, starts, counts, dz, down, cuts, miss_pen, L_hits, L_nh, L_key,
                  L_chi2, L_par, best_hits, best_par, S, B, C, NH, NUP, MISS, choice, x, order, tmp, base, mark):
     """Search one view of one event.  Returns (nh, chi2, n_tracks, flags); fills best_*.
@@ -582,9 +582,11 @@ def _track_kernel(bounds, n_planes_total, pos, sig, origin, v_planes, v_dz, v_do
     tmp = np.empty(maxc, np.int64)
     base = np.empty(MAX_PLANES, np.int64)
     mark = np.empty(MAX_PLANES * maxhits, np.bool_)
-    # _search_view is inlined and takes its scalars as one tuple: a call with its ~50 arguments
-    # (most of them arrays, each reference-counted on the way in and out) cost ~250 ns per view,
-    # more than the search of a typical view
+    # _search_view takes its scalars as one tuple and is compiled without numba's reference
+    # counting (_nrt=False: it allocates nothing), as are _solve and _rank, which it calls.  A
+    # call with its ~30 array arguments, each reference-counted on the way in and out (atomic
+    # operations), cost ~250 ns per view, more than the search of a typical view; inlining it
+    # (the third pass) left the counting of the arrays bound to its arguments in the loop
     for e in range(n_ev):
         for v in range(nv):
             npl = v_npl[v]
