@@ -25,6 +25,15 @@ import tempfile
 from pathlib import Path
 
 import numba
+from numba.core import cpu
+
+# NO_NRT: compile a helper without numba's runtime reference counting.  The helpers that take
+# it allocate nothing and are called per plane or per search node on arrays their caller owns;
+# with the runtime every call increments and decrements the reference count of each array
+# argument (atomic operations, 12-19 % of the hits kernel in ``perf``).  ``_nrt`` is an
+# underscored (not public) option of numba's CPU target: if a numba version drops it, the
+# helpers compile with the runtime, slower, with the same results.
+NO_NRT: dict = {"_nrt": False} if hasattr(cpu.CPUTargetOptions, "_nrt") else {}
 
 
 def source_digest(*files) -> str:

@@ -35,6 +35,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from na64reco.reco.tracking._jit import NO_NRT
+
 
 # _NO_NRT: the de-multiplexer runs once per MM plane and event (~10 per event) on arrays its
 # caller owns, and allocates nothing.  Compiled with numba's runtime (NRT), every call
@@ -55,7 +57,7 @@ def _isort(keys, idx, n):
         idx[j + 1] = v
 
 
-@numba.njit(cache=True, _nrt=False)  # no reference counting: see _NO_NRT
+@numba.njit(cache=True, **NO_NRT)  # no reference counting: see _NO_NRT
 def demux_plane_slots(chans, amps, n, table, dead, slot, used, starts, run_start, run_len, singles):
     """Resolve one MM plane without allocating and without sorting (workspaces given by the caller).
 
@@ -146,7 +148,7 @@ def _run_sum(amps, slot, s, ln):
     return tot
 
 
-@numba.njit(cache=True, _nrt=False)  # no reference counting: see _NO_NRT
+@numba.njit(cache=True, **NO_NRT)  # no reference counting: see _NO_NRT
 def _disjoint_segments(amps, n_starts, slot, used, starts, run_start, run_len):
     """The usual case without a search: the segments (maximal runs of adjacent candidate
     strips) when no channel reads two strips of them.  Then every segment is one accepted
@@ -190,7 +192,7 @@ def _disjoint_segments(amps, n_starts, slot, used, starts, run_start, run_len):
     return n_runs
 
 
-@numba.njit(cache=True, _nrt=False)  # no reference counting: see _NO_NRT
+@numba.njit(cache=True, **NO_NRT)  # no reference counting: see _NO_NRT
 def clear_slots(chans, n, table, slot):
     """Reset the strip map ``slot`` filled by :func:`demux_plane_slots` to -1."""
     for j in range(n):

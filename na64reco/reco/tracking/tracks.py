@@ -70,6 +70,8 @@ from dataclasses import dataclass, replace
 import numba
 import numpy as np
 
+from na64reco.reco.tracking._jit import NO_NRT
+
 MAX_PLANES = 8
 FLAG_OVERFLOW = 1  # more candidates than max_candidates: some were not considered
 FLAG_BUSY = 2  # a plane had more than max_hits_per_plane hits: the view was not searched
@@ -290,7 +292,7 @@ def select_hits(hits: dict, keep: np.ndarray) -> dict:
 # Normal equations of a view fit are kept packed: S = (s00, s01, s02, s11, s12, s22) of the
 # symmetric 3x3 matrix sum(w r r^T), B = sum(w u r), C = sum(w u^2), with the design row
 # r = (1, dz, -dz if downstream else 0) (only the first npar entries are used).
-@numba.njit(cache=True, _nrt=False)  # see _search_view
+@numba.njit(cache=True, **NO_NRT)  # see _search_view
 def _solve(S, B, n, x):
     """Solve S x = B (packed symmetric S, n = 2 or 3) in closed form; False if S is singular.
 
@@ -325,7 +327,7 @@ def _solve(S, B, n, x):
     return True
 
 
-@numba.njit(cache=True, _nrt=False)  # see _search_view
+@numba.njit(cache=True, **NO_NRT)  # see _search_view
 def _rank(L_nh, L_key, n, order, tmp):
     """``order[:n]``: candidates by lower score, ties by more hits; stable (remaining ties keep
     the search order).  Insertion sort for short lists, bottom-up merge sort otherwise."""
@@ -371,7 +373,7 @@ def _rank(L_nh, L_key, n, order, tmp):
         width *= 2
 
 
-@numba.njit(cache=True, _nrt=False)  # a plain call without reference counting: see _track_kernel
+@numba.njit(cache=True, **NO_NRT)  # a plain call without reference counting: see _track_kernel
 def _search_view(pos, sig, origin, starts, counts, dz, down, cuts, miss_pen, L_hits, L_nh, L_key,
                  L_chi2, L_par, best_hits, best_par, S, B, C, NH, NUP, MISS, choice, x, order, tmp, base, mark):
     """Search one view of one event.  Returns (nh, chi2, n_tracks, flags); fills best_*.
