@@ -403,9 +403,9 @@ def tracker_points(rng: np.random.Generator, tables: PlaneTables, n_events: int,
     of the nominal ones there (:mod:`na64reco.sim.forced_noise`); None: nominal noise.
     Returns ``(ev, plane, u, t)`` with u in the plane frame (mm).
     """
-    keep = rng.random(ev.size) < tables.efficiency[plane]
-    ev, plane, coord, t = ev[keep], plane[keep], coord[keep], t[keep]
-    u = coord - tables.center[plane] - tables.alignment[plane] + tables.resolution[plane] * rng.standard_normal(ev.size)
+    ev, plane, u, t = _efficient_points(rng, np.asarray(ev, np.int64), np.asarray(plane, np.int64),
+                                        np.asarray(coord, float), np.asarray(t, float), tables.efficiency,
+                                        tables.center, tables.alignment, tables.resolution)
     n_noise = rng.poisson(tables.noise_hits * n_events)
     nz_plane = np.repeat(np.arange(len(n_noise)), n_noise)
     width = tables.n_strips * tables.pitch
@@ -431,6 +431,35 @@ def tracker_points(rng: np.random.Generator, tables: PlaneTables, n_events: int,
         np.concatenate([u, nz_u]),
         np.concatenate([t, nz_t]),
     )
+
+
+@numba.njit(cache=True, nogil=True)
+def _efficient_points(rng, ev, plane, coord, t, efficiency, center, alignment, resolution):
+    """The crossings kept by the plane efficiency and their smeared local coordinate, in one
+    pass each: the numbers of ``keep = rng.random(n) < efficiency[plane]`` and then
+    ``u = coord - center[plane] - alignment[plane] + resolution[plane] * rng.standard_normal(n_kept)``
+    of the kept crossings, from the same random stream (numba runs numpy's algorithms on the
+    generator: same numbers, same state after; issue 11, fourth pass)."""
+    n = ev.size
+    keep = np.empty(n, np.bool_)
+    k = 0
+    for i in range(n):
+        keep[i] = rng.random() < efficiency[plane[i]]
+        k += keep[i]
+    o_ev = np.empty(k, np.int64)
+    o_pl = np.empty(k, np.int64)
+    o_u = np.empty(k)
+    o_t = np.empty(k)
+    j = 0
+    for i in range(n):
+        if keep[i]:
+            p = plane[i]
+            o_ev[j] = ev[i]
+            o_pl[j] = p
+            o_t[j] = t[i]
+            o_u[j] = coord[i] - center[p] - alignment[p] + resolution[p] * rng.standard_normal()
+            j += 1
+    return o_ev, o_pl, o_u, o_t
 
 
 #: strips on each side of the cluster centre that receive charge (5 strips at 0.6-strip spread:
@@ -560,6 +589,7 @@ def _apv_cluster_inputs(dest, ev, plane, u, t, q, phase, n_strips, pitch, gain, 
     c = np.empty(n)
     amp = np.empty(n)
     shape3 = np.empty((n, 3))
+    step = math.exp(-spacing / peaking)  # exp(1 - x / peaking) from one sample to the next
     for o in range(n):
         i = dest[o]
         p = plane[o]
@@ -568,9 +598,14 @@ def _apv_cluster_inputs(dest, ev, plane, u, t, q, phase, n_strips, pitch, gain, 
         c[i] = (u[o] + 0.5 * n_strips[p] * pitch[p]) / pitch[p] - 0.5
         amp[i] = q[o] * gain
         tt = first_sample - phase[ev[o]] - t[o]
+        e = -1.0  # exp(1 - x / peaking) of the previous positive sample, -1 before the first
         for j in range(3):
             x = tt + j * spacing
-            shape3[i, j] = (x / peaking) * math.exp(1.0 - x / peaking) if x > 0 else 0.0
+            if x > 0:
+                e = math.exp(1.0 - x / peaking) if e < 0 else e * step
+                shape3[i, j] = (x / peaking) * e
+            else:
+                shape3[i, j] = 0.0
     return ev_s, plane_s, c, amp, shape3
 
 
