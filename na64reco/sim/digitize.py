@@ -109,13 +109,77 @@ def aggregate(ev, det, chan, energy, t):
 
     Returns ``(key, t, energy)`` sorted by key then time; ``key = (ev*256 + det)*256 + chan``.
     """
-    key = (np.asarray(ev, np.int64) * _DET_SHIFT + det) * _DET_SHIFT + chan
-    order = np.lexsort((t, key))
+    ev = np.asarray(ev, np.int64)
+    key = (ev * _DET_SHIFT + det) * _DET_SHIFT + chan
+    order = event_lexsort(ev, (key, t))  # = np.lexsort((t, key)): the event is key's leading part
     key, t, energy = key[order], np.asarray(t)[order], np.asarray(energy)[order]
     if key.size == 0:
         return key, t, energy
     start = np.flatnonzero(np.concatenate([[True], (key[1:] != key[:-1]) | (t[1:] != t[:-1])]))
     return key[start], t[start], np.add.reduceat(energy, start)
+
+
+#: events of more entries than this make :func:`event_lexsort` use ``np.lexsort`` (the
+#: insertion sort inside an event is quadratic; ~10-60 entries per event are typical)
+_INSERTION_MAX = 64
+
+
+def event_lexsort(ev, keys) -> np.ndarray:
+    """``np.lexsort((*reversed(keys), ev))``, the same permutation (a stable sort by event,
+    then by ``keys[0]``, ``keys[1]``, ...), for event indices ``ev >= 0``: a counting sort by
+    event and an insertion sort of the few entries of each event (O(n) instead of the
+    O(n log n) merge sorts of ``np.lexsort``, one per key; issue 11, fourth pass).  Falls
+    back to ``np.lexsort`` with NaN keys, negative events or an event of more than
+    :data:`_INSERTION_MAX` entries."""
+    ev = np.asarray(ev, np.int64)
+    cols = [np.asarray(k) for k in keys]
+    if ev.size == 0 or ev.min() < 0 or len(cols) > 3:
+        return np.lexsort((*reversed(cols), ev))
+    floats = [c for c in cols if c.dtype.kind == "f"]
+    if any(np.isnan(c).any() for c in floats):
+        return np.lexsort((*reversed(cols), ev))
+    k = [c.astype(np.float64) if c.dtype.kind == "f" else c.astype(np.int64) for c in cols]
+    while len(k) < 3:
+        k.append(np.zeros(ev.size, np.int64))
+    order = _event_insertion_sort(ev, int(ev.max()) + 1, k[0], k[1], k[2], _INSERTION_MAX)
+    if order is None or order.size != ev.size:  # pragma: no cover - numba returns an array
+        return np.lexsort((*reversed(cols), ev))
+    if order.size and order[0] < 0:  # an event too large for the insertion sort
+        return np.lexsort((*reversed(cols), ev))
+    return order
+
+
+@numba.njit(cache=True, nogil=True)
+def _event_insertion_sort(ev, n_events, k0, k1, k2, max_run):
+    n = ev.size
+    start = np.zeros(n_events + 1, np.int64)
+    for i in range(n):
+        start[ev[i] + 1] += 1
+    for e in range(n_events):
+        if start[e + 1] > max_run:
+            out = np.empty(n, np.int64)
+            out[:1] = -1  # too large: the caller falls back
+            return out
+        start[e + 1] += start[e]
+    order = np.empty(n, np.int64)
+    pos = start[:-1].copy()
+    for i in range(n):
+        order[pos[ev[i]]] = i
+        pos[ev[i]] += 1
+    for e in range(n_events):
+        a = start[e]
+        for x in range(a + 1, start[e + 1]):
+            o = order[x]
+            y = x - 1
+            while y >= a:
+                q = order[y]
+                if k0[q] > k0[o] or (k0[q] == k0[o] and (k1[q] > k1[o] or (k1[q] == k1[o] and k2[q] > k2[o]))):
+                    order[y + 1] = q
+                    y -= 1
+                else:
+                    break
+            order[y + 1] = o
+    return order
 
 
 def msadc_digits(
@@ -744,5 +808,5 @@ def straw_digits(rng: np.random.Generator, setup: Setup, tables: PlaneTables, n_
         # crossing before the trigger or long after it are not read
     tdc = np.rint(tdc_time / ro.straw_tdc_lsb).astype(np.int64)
     ev, plane, tube, tdc = ev[ok], plane[ok], tube[ok], tdc[ok]
-    order = np.lexsort((tdc, tube, plane, ev))
+    order = event_lexsort(ev, (plane, tube, tdc))  # = np.lexsort((tdc, tube, plane, ev))
     return ev[order], plane[order].astype(np.int16), tube[order].astype(np.int16), tdc[order].astype(np.int32)
