@@ -53,6 +53,7 @@ _STAGES = (
     ("na64reco.sim.generate", "simulate_spill", "whole spills (all below but writing)"),
     ("na64reco.sim.generate", "follow", "transport (follow)"),
     ("na64reco.sim.transport", "scatter_thin", "  thin scatterers + flight (incl. RNG)"),
+    ("na64reco.sim.transport", "thin_steps", "  tracker stations: planes + air gaps (incl. RNG)"),
     ("na64reco.sim.transport", "scatter_thick", "  thick scatterers (incl. RNG)"),
     ("na64reco.sim.generate", "trigger_mask", "trigger"),
     ("na64reco.sim.generate", "msadc_digits", "MSADC digits"),
