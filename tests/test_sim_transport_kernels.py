@@ -116,3 +116,49 @@ def test_moyal_draws_as_before():
     z = b.standard_normal(1000)
     _same(phys.moyal(a, 1.5, 0.3, 1000), 1.5 - 0.3 * np.log(np.maximum(z * z, 1e-300)))
     assert a.random() == b.random()
+
+
+def _one_by_one(rng, tr, drift, x, record, mask):
+    """The steps of :func:`thin_steps` as the transport made them before (issue 11, fourth
+    pass): one ``scatter_thin`` per step, the coordinate recorded after the flight."""
+    coords = []
+    for d, xs, r in zip(drift, x, record, strict=True):
+        if d:
+            tr.drift(d)
+        if r >= 0:
+            coords.append((tr.x if r == 0 else tr.y).copy())
+        scatter_thin(rng, tr, xs, mask)
+    return coords
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the p = 0 track: 0 / 0
+@pytest.mark.parametrize("seed", [1, 2])
+def test_thin_steps_match_scatter_thin_one_by_one(seed):
+    """A tracker station (air gap, plane, air gap, plane, ...), with material-free steps and
+    flights of zero length: the same positions, slopes and recorded coordinates bit for bit
+    (p = 0 and slow tracks, masked tracks) and the same random numbers consumed."""
+    from na64reco.sim.tracks import thin_steps
+
+    drift = [1000.0, 0.0, 10.0, 0.0, 0.0, 1990.0, 0.0, 0.0]
+    x = [3e-3, 5e-3, 0.0, 4e-3, 2e-3, 6e-3, 0.0, 1e-6]
+    record = [-1, 0, -1, 1, 0, -1, 1, -1]
+    tr, ref = _tracks(seed, 2000), _tracks(seed, 2000)
+    rng_a, rng_b = np.random.default_rng(seed + 7), np.random.default_rng(seed + 7)
+    coords = thin_steps(rng_a, tr, drift, x, record, tr.alive)
+    expected = _one_by_one(rng_b, ref, drift, x, record, ref.alive)
+    assert coords.shape == (4, 2000)
+    for got, want in zip(coords, expected, strict=True):
+        _same(got, want)
+    for got, want in zip((tr.x, tr.y, tr.tx, tr.ty), (ref.x, ref.y, ref.tx, ref.ty), strict=True):
+        _same(got, want)
+    assert rng_a.random() == rng_b.random()
+
+
+def test_thin_steps_of_no_tracks_draw_nothing():
+    from na64reco.sim.tracks import thin_steps
+
+    tr = Tracks.empty()
+    rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
+    coords = thin_steps(rng_a, tr, [5.0, 0.0], [1e-3, 1e-3], [-1, 0], tr.alive)
+    assert coords.shape == (1, 0)
+    assert rng_a.random() == rng_b.random()
