@@ -202,8 +202,7 @@ def msadc_digits(
     """
     a = setup.msadc
     width = tables.gain.shape[1]  # [det_id, channel] tables, read by flat index det_id * width + channel
-    flat_c = ((key // _DET_SHIFT) % _DET_SHIFT) * width + key % _DET_SHIFT
-    amp = np.where(tables.dead.reshape(-1)[flat_c], 0.0, energy / tables.gain.reshape(-1)[flat_c])
+    amp = _msadc_amplitudes(key, np.asarray(energy, float), tables.dead.reshape(-1), tables.gain.reshape(-1), width)
     if every_channel:  # random trigger: every channel of every event, no signal added
         key, t, amp = _in_every_event(key, t, amp, *tables.all_channels, n_events)
     if tables.forced is not None and not every_channel:  # injected noisy channels: in every event
@@ -218,21 +217,20 @@ def msadc_digits(
     forced = tables.forced if tables.forced is not None else np.zeros(tables.gain.shape, bool)
     chan_key, chan_first, comp = _msadc_select(key, amp, tables.always_written, forced, float(a.zero_suppression),
                                                every_channel)
-    det = (chan_key // _DET_SHIFT) % _DET_SHIFT
-    ch = chan_key % _DET_SHIFT
-    flat = det * width + ch
     n = chan_key.size
     jitter = a.time_jitter * standard_normal(rng, n)  # = rng.standard_normal(n), drawn in numba
-    t0 = a.signal_time + tables.time_offset.reshape(-1)[flat] + jitter
+    ev, det, ch, t0, ped_even, ped_odd, sigma = _msadc_channel_tables(
+        chan_key, width, float(a.signal_time), jitter, tables.time_offset.reshape(-1), tables.ped_even.reshape(-1),
+        tables.ped_odd.reshape(-1), tables.noise.reshape(-1))
     noise, noise_start = _msadc_noise(rng, n, a.n_samples, pool)
     adc = msadc_waveforms(
         chan_first,
         amp[comp],
         t[comp],
         t0,
-        tables.ped_even.reshape(-1)[flat],
-        tables.ped_odd.reshape(-1)[flat],
-        tables.noise.reshape(-1)[flat],
+        ped_even,
+        ped_odd,
+        sigma,
         noise,
         a.sample_period,
         a.pulse_rise,
@@ -241,7 +239,42 @@ def msadc_digits(
         noise_start=noise_start,
         n_samples=a.n_samples,
     )
-    return chan_key // _EV_SHIFT, det.astype(np.int16), ch.astype(np.int16), adc
+    return ev, det, ch, adc
+
+
+@numba.njit(cache=True, nogil=True)
+def _msadc_amplitudes(key, energy, dead, gain, width):
+    """Amplitude (ADC counts) of each component: ``energy / gain`` of its channel, 0 if the
+    channel is dead (flat [det_id, channel] tables, key = (event, det_id, channel))."""
+    amp = np.empty(key.size)
+    for i in range(key.size):
+        f = ((key[i] // _DET_SHIFT) % _DET_SHIFT) * width + key[i] % _DET_SHIFT
+        amp[i] = 0.0 if dead[f] else energy[i] / gain[f]
+    return amp
+
+
+@numba.njit(cache=True, nogil=True)
+def _msadc_channel_tables(chan_key, width, signal_time, jitter, time_offset, ped_even, ped_odd, noise):
+    """Per written channel, in one pass: event, det_id and channel (int16), start time
+    ``signal_time + time_offset + jitter`` and the pedestals and noise of its flat table entry."""
+    n = chan_key.size
+    ev = np.empty(n, np.int64)
+    det = np.empty(n, np.int16)
+    ch = np.empty(n, np.int16)
+    t0, pe, po, sg = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
+    for i in range(n):
+        k = chan_key[i]
+        d = (k // _DET_SHIFT) % _DET_SHIFT
+        c = k % _DET_SHIFT
+        f = d * width + c
+        ev[i] = k // _EV_SHIFT
+        det[i] = d
+        ch[i] = c
+        t0[i] = signal_time + time_offset[f] + jitter[i]
+        pe[i] = ped_even[f]
+        po[i] = ped_odd[f]
+        sg[i] = noise[f]
+    return ev, det, ch, t0, pe, po, sg
 
 
 def msadc_waveforms(
