@@ -134,8 +134,9 @@ def test_apv_cluster_inputs_match_the_pulse_shape():
     order = np.argsort(ev * 64 + plane, kind="stable")
     dest = dg._group_positions(ev, plane, 20, n_planes)
     np.testing.assert_array_equal(order[dest], np.arange(n))  # the inverse of the stable argsort
-    e_s, p_s, c, amp, shape3 = dg._apv_cluster_inputs(dest, ev, plane, u, t, q, phase, n_strips, pitch, 2.0, 60.0,
-                                                      25.0, 50.0)
+    rows = dg._apv_cluster_inputs(dest, ev, plane, u, t, q, phase, n_strips, pitch, 2.0, 60.0, 25.0, 50.0)
+    assert rows.shape == (n, len(dg._APV_ROW))
+    e_s, p_s, c, amp, shape3 = dg._apv_columns(rows)
     ev, plane, u, t, q = ev[order], plane[order], u[order], t[order], q[order]
     np.testing.assert_array_equal(e_s, ev)
     np.testing.assert_array_equal(p_s, plane)
