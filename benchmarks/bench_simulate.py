@@ -3,7 +3,7 @@
     python benchmarks/bench_simulate.py [--events 100000] [--memory] [--trigger calibration|physics]
                                         [--repeat 3] [--profile]
     python benchmarks/bench_simulate.py --digest
-    python benchmarks/bench_simulate.py --events 30000 --spills 7
+    python benchmarks/bench_simulate.py --events 30000 --spills 7 [--profile]
 
 1. NA64mu ``mixture`` beam particles per second on one core, *including* writing the raw
    file (CPU time, minimum of ``--repeat`` runs in one warm process).
@@ -162,24 +162,34 @@ def _digests() -> None:
             print(f"{h.hexdigest()[:16]}  {cfg}")
 
 
-def _per_spill(n_events: int, repeat: int, trigger: str) -> tuple[float, int]:
+def _per_spill(n_events: int, repeat: int, trigger: str, stages: dict | None = None,
+               stage_best: dict | None = None) -> tuple[float, int]:
     """CPU time of the simulation proper (no writing): every spill of an ``n_events`` run
     simulated ``repeat`` times (the same output each time: a spill's random stream depends
     only on the seed and its number), the minimum of each spill, summed.  Returns
-    (seconds, spills).  Less sensitive to a loaded machine than whole runs."""
+    (seconds, spills).  Less sensitive to a loaded machine than whole runs.  With the
+    ``stages`` of :func:`_install_stage_timers`, ``stage_best`` gets the sum over the spills
+    of each stage's minimum over the repeats."""
     import na64reco.sim.generate as gen
     from na64reco.sim import simulate
 
     orig = gen.simulate_spill
     best: list[float] = []
+    per_stage: dict[str, float] = {}
 
     def timed(job, spill, n, first_event=1):
         times = []
+        mins: dict[str, float] = {}
         for _ in range(repeat):
+            before = dict(stages or {})
             c0 = time.process_time()
             out = orig(job, spill, n, first_event=first_event)
             times.append(time.process_time() - c0)
+            for k, v in (stages or {}).items():
+                mins[k] = min(mins.get(k, float("inf")), v - before.get(k, 0.0))
         best.append(min(times))
+        for k, v in mins.items():
+            per_stage[k] = per_stage.get(k, 0.0) + v
         return out
 
     gen.simulate_spill = timed
@@ -187,9 +197,12 @@ def _per_spill(n_events: int, repeat: int, trigger: str) -> tuple[float, int]:
         with tempfile.TemporaryDirectory() as tmp:
             simulate("na64mu", 2000, 1, 1, Path(tmp) / "warm.root", trigger=trigger)  # imports, caches
             best.clear()
+            per_stage.clear()
             simulate("na64mu", n_events, 1, 1, Path(tmp) / "spills.root", trigger=trigger)
     finally:
         gen.simulate_spill = orig
+    if stage_best is not None:
+        stage_best.update(per_stage)
     return sum(best), len(best)
 
 
@@ -222,10 +235,17 @@ def main(argv=None) -> int:
         _digests()
         return 0
     if args.spills:
-        sec, n_spills = _per_spill(args.events, args.spills, args.trigger)
+        stages = _install_stage_timers() if args.profile else None
+        stage_best: dict[str, float] = {}
+        sec, n_spills = _per_spill(args.events, args.spills, args.trigger, stages, stage_best)
+        scale = 100_000 / args.events
         print(f"simulation proper (no writing), trigger {args.trigger}: {sec:6.3f} s CPU for {args.events} beam "
-              f"particles in {n_spills} spills (minimum of {args.spills} per spill) = "
-              f"{sec * 100_000 / args.events:6.3f} s per 100k")
+              f"particles in {n_spills} spills (minimum of {args.spills} per spill) = {sec * scale:6.3f} s per 100k")
+        if stage_best:
+            print("CPU time by stage per 100k (each stage's minimum per spill, summed):")
+            for _, _, label in _STAGES:
+                if label in stage_best:
+                    print(f"  {label:48s} {stage_best[label] * scale:6.3f} s")
         return 0
     if args.memory:
         # first, while this process is small: Linux children inherit the parent's ru_maxrss
