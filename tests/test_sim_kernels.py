@@ -134,8 +134,9 @@ def test_apv_cluster_inputs_match_the_pulse_shape():
     order = np.argsort(ev * 64 + plane, kind="stable")
     dest = dg._group_positions(ev, plane, 20, n_planes)
     np.testing.assert_array_equal(order[dest], np.arange(n))  # the inverse of the stable argsort
-    e_s, p_s, c, amp, shape3 = dg._apv_cluster_inputs(dest, ev, plane, u, t, q, phase, n_strips, pitch, 2.0, 60.0,
-                                                      25.0, 50.0)
+    rows = dg._apv_cluster_inputs(dest, ev, plane, u, t, q, phase, n_strips, pitch, 2.0, 60.0, 25.0, 50.0)
+    assert rows.shape == (n, len(dg._APV_ROW))
+    e_s, p_s, c, amp, shape3 = dg._apv_columns(rows)
     ev, plane, u, t, q = ev[order], plane[order], u[order], t[order], q[order]
     np.testing.assert_array_equal(e_s, ev)
     np.testing.assert_array_equal(p_s, plane)
@@ -161,3 +162,70 @@ def test_group_positions_invert_the_stable_argsort(n_events):
     ev[0] = n_events  # out of range
     order = np.argsort(ev * n_planes + plane, kind="stable")
     np.testing.assert_array_equal(dg._group_positions(ev, plane, n_events, n_planes)[order], np.arange(n))
+
+
+def test_event_lexsort_is_np_lexsort():
+    """The counting + insertion sort of the deposits and straw digits: the permutation of
+    ``np.lexsort`` (stable, ties in input order), for int and float keys with many ties and
+    signed zeros; NaN keys and events too large for the insertion sort fall back to it."""
+    rng = np.random.default_rng(11)
+    for n, n_events in ((0, 1), (1, 1), (50, 3), (4000, 150), (4000, 2000)):
+        ev = rng.integers(0, n_events, n)
+        k0 = rng.integers(0, 6, n)
+        k1 = rng.integers(-3, 3, n).astype(float)
+        k1[rng.random(n) < 0.2] = -0.0
+        k2 = rng.integers(0, 2, n).astype(np.int32)
+        for keys in ((k0,), (k0, k1), (k0, k1, k2), (k1, k0), (k2, k2, k1)):
+            np.testing.assert_array_equal(dg.event_lexsort(ev, keys), np.lexsort((*reversed(keys), ev)))
+    ev = rng.integers(0, 5, 100)
+    t = rng.random(100)
+    t[3] = np.nan
+    np.testing.assert_array_equal(dg.event_lexsort(ev, (t,)), np.lexsort((t, ev)))
+    ev = np.repeat(np.arange(3), dg._INSERTION_MAX + 5)  # events larger than the insertion sort takes
+    key = rng.integers(0, 4, ev.size)
+    np.testing.assert_array_equal(dg.event_lexsort(ev, (key,)), np.lexsort((key, ev)))
+
+
+def test_efficient_points_draw_numpys_numbers():
+    """Plane efficiency and resolution smearing in one numba pass: the numbers of the numpy
+    steps it replaced (``rng.random(n) < eff``, then the normals of the kept crossings) and
+    the same generator state after."""
+    rng = np.random.default_rng(5)
+    n, n_planes = 5000, 12
+    ev, plane = rng.integers(0, 300, n), rng.integers(0, n_planes, n)
+    coord, t = rng.uniform(-50, 50, n), rng.uniform(-20, 20, n)
+    eff, center, align, res = (rng.uniform(0.5, 1.0, n_planes), rng.uniform(-5, 5, n_planes),
+                               rng.normal(0, 0.1, n_planes), rng.uniform(0.05, 0.2, n_planes))
+    a, b = np.random.default_rng(9), np.random.default_rng(9)
+    got = dg._efficient_points(a, ev, plane, coord, t, eff, center, align, res)
+    keep = b.random(n) < eff[plane]
+    e, p, c, tt = ev[keep], plane[keep], coord[keep], t[keep]
+    u = c - center[p] - align[p] + res[p] * b.standard_normal(e.size)
+    for x, y in zip(got, (e, p, u, tt), strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert 0 < keep.sum() < n
+    assert a.random() == b.random()
+
+
+def test_apv_digits_kernel_and_reference_agree():
+    """``apv_digits`` end to end (cluster rows, sort, kernel) against its numpy reference
+    (``reference=True``) on crossings of a simulated-like spill, the same random numbers."""
+    from na64reco.conditions import load_conditions
+    from na64reco.sim.params import load_sim_params
+
+    setup = load_setup("na64mu", run=1)
+    tables = dg.PlaneTables.of(setup, load_conditions(setup, 1))
+    params = load_sim_params(setup)
+    rng = np.random.default_rng(4)
+    n_events, n = 300, 6000
+    apv_planes = np.flatnonzero(tables.type != 2)
+    ev, plane = rng.integers(0, n_events, n), rng.choice(apv_planes, n)
+    u = rng.uniform(-0.45, 0.45, n) * tables.n_strips[plane] * tables.pitch[plane]
+    t = rng.uniform(-30, 30, n)
+    fast = dg.apv_digits(np.random.default_rng(8), setup, params, tables, n_events, ev, plane, u, t)
+    slow = dg.apv_digits(np.random.default_rng(8), setup, params, tables, n_events, ev, plane, u, t, reference=True)
+    assert fast[0].size > n
+    for a, b in zip(fast[:3], slow[:3], strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(fast[3:], slow[3:], strict=True):
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1  # rounding ties only

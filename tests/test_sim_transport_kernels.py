@@ -116,3 +116,94 @@ def test_moyal_draws_as_before():
     z = b.standard_normal(1000)
     _same(phys.moyal(a, 1.5, 0.3, 1000), 1.5 - 0.3 * np.log(np.maximum(z * z, 1e-300)))
     assert a.random() == b.random()
+
+
+def _one_by_one(rng, tr, drift, x, record, mask):
+    """The steps of :func:`thin_steps` as the transport made them before (issue 11, fourth
+    pass): one ``scatter_thin`` per step, the coordinate recorded after the flight."""
+    coords = []
+    for d, xs, r in zip(drift, x, record, strict=True):
+        if d:
+            tr.drift(d)
+        if r >= 0:
+            coords.append((tr.x if r == 0 else tr.y).copy())
+        scatter_thin(rng, tr, xs, mask)
+    return coords
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the p = 0 track: 0 / 0
+@pytest.mark.parametrize("seed", [1, 2])
+def test_thin_steps_match_scatter_thin_one_by_one(seed):
+    """A tracker station (air gap, plane, air gap, plane, ...), with material-free steps and
+    flights of zero length: the same positions, slopes and recorded coordinates bit for bit
+    (p = 0 and slow tracks, masked tracks) and the same random numbers consumed."""
+    from na64reco.sim.tracks import thin_steps
+
+    drift = [1000.0, 0.0, 10.0, 0.0, 0.0, 1990.0, 0.0, 0.0]
+    x = [3e-3, 5e-3, 0.0, 4e-3, 2e-3, 6e-3, 0.0, 1e-6]
+    record = [-1, 0, -1, 1, 0, -1, 1, -1]
+    tr, ref = _tracks(seed, 2000), _tracks(seed, 2000)
+    rng_a, rng_b = np.random.default_rng(seed + 7), np.random.default_rng(seed + 7)
+    coords = thin_steps(rng_a, tr, drift, x, record, tr.alive)
+    expected = _one_by_one(rng_b, ref, drift, x, record, ref.alive)
+    assert coords.shape == (4, 2000)
+    for got, want in zip(coords, expected, strict=True):
+        _same(got, want)
+    for got, want in zip((tr.x, tr.y, tr.tx, tr.ty), (ref.x, ref.y, ref.tx, ref.ty), strict=True):
+        _same(got, want)
+    assert rng_a.random() == rng_b.random()
+
+
+def test_thin_steps_of_no_tracks_draw_nothing():
+    from na64reco.sim.tracks import thin_steps
+
+    tr = Tracks.empty()
+    rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
+    coords = thin_steps(rng_a, tr, [5.0, 0.0], [1e-3, 1e-3], [-1, 0], tr.alive)
+    assert coords.shape == (1, 0)
+    assert rng_a.random() == rng_b.random()
+
+
+def test_follow_with_stations_equals_the_element_by_element_loop():
+    """The transport with each tracker station in one kernel (issue 11, fourth pass) against
+    the element-by-element loop it replaced (every plane through its handler): the same hits,
+    deposits, surviving tracks and random numbers consumed, for a mixture of processes."""
+    from na64reco.geometry import load_setup
+    from na64reco.io.raw import PROCESSES
+    from na64reco.sim import transport as tp
+    from na64reco.sim.beam import sample_beam
+    from na64reco.sim.params import load_sim_params
+    from na64reco.sim.tracks import Recorder
+
+    def loop(ctx, tr):
+        z = ctx.setup.beam.start_z
+        air = ctx.setup.readout.air_x0_per_metre / 1000.0
+        for el in tp.elements(ctx.setup):
+            dz = el.z - z
+            if dz > 0:
+                scatter_thin(ctx.rng, tr, air * dz, tr.alive, drift=dz)
+                z = el.z
+            tr = tp._HANDLERS[el.kind](ctx, el, tr)
+            if el.kind in ("ecal", "vhcal", "hcal", "srd"):
+                z = el.z + el.obj.depth
+                tr = tr.take(tr.alive)
+        return tr
+
+    setup = load_setup("na64mu", run=1)
+    params = load_sim_params(setup)
+    n = 3000
+    codes = np.array([PROCESSES[k] for k in ("beam", "dimuon", "punchthrough", "hadron")], np.int8)
+    results = []
+    for transport in (tp.follow, loop):
+        rng = np.random.default_rng(21)
+        proc = codes[rng.integers(0, codes.size, n)]
+        rec = Recorder(n)
+        ctx = tp.Context(rng, setup, params, rec, tp.Truth.new(n), biased=True)
+        out = transport(ctx, sample_beam(rng, setup, np.arange(n, dtype=np.int64), proc))
+        results.append((rec.hits(), rec.deposits(), out, rng.random()))
+    (h1, d1, o1, r1), (h2, d2, o2, r2) = results
+    assert h1[0].size > 10 * n and r1 == r2
+    for a, b in zip((*h1, *d1), (*h2, *d2), strict=True):
+        _same(a.astype(float), b.astype(float))
+    for name in ("ev", "x", "y", "tx", "ty", "p", "alive"):
+        _same(getattr(o1, name).astype(float), getattr(o2, name).astype(float))

@@ -191,6 +191,88 @@ def _thick_kernel(x0, y0, tx0, ty0, length, scale, log_arg, sqrt_x, mask, z):
     return x1, y1, tx1, ty1
 
 
+def thin_steps(rng: np.random.Generator, tr: Tracks, drift, x_over_x0, record, mask) -> np.ndarray:
+    """A sequence of thin steps, each ``scatter_thin(rng, tr, x_over_x0[s], mask, drift=drift[s])``
+    (scalar material) with, for ``record[s]`` 0 / 1, the track's x / y after the flight and
+    before the kick recorded; returns those coordinates, one row per recording step.
+
+    The same numbers as the calls one by one (tracker stations: air gap, plane, air gap, plane,
+    ...), in one kernel: the momenta do not change along the steps, so Highland's
+    ``13.6 MeV / (beta p)`` and ``beta^2`` are computed once, the logarithms of all steps in
+    one numpy call (numpy's, see :func:`_highland_parts`), and the normals of all steps in one
+    draw, in the order of the calls (issue 11, fourth pass)."""
+    drift = np.asarray(drift, float)
+    x = np.asarray(x_over_x0, float)
+    record = np.asarray(record, np.int64)
+    n_rec = int(np.count_nonzero(record >= 0))
+    if tr.n == 0:
+        tr.drift(float(drift.sum()))
+        return np.zeros((n_rec, 0))
+    steps = drift.size
+    rows = np.cumsum(x > 0) - 1  # row of each step with material in the logarithms
+    scale, beta2 = _highland_base(tr.p, tr.kind, MASSES)
+    log_arg = _highland_args(x[x > 0], beta2)
+    log_arg = np.log(log_arg, out=log_arg)
+    z = standard_normals(rng, 2 * steps, tr.n)
+    sqrt_x = np.sqrt(np.where(x > 0, x, 0.0))  # math.sqrt of each positive x (correctly rounded both)
+    tr.x, tr.y, tr.tx, tr.ty, coords = _steps_kernel(tr.x, tr.y, tr.tx, tr.ty, drift, x > 0, np.where(x > 0, rows, -1),
+                                                     sqrt_x, record, n_rec, scale, log_arg,
+                                                     np.asarray(mask, np.bool_), z)
+    return coords
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _highland_base(p, kind, masses):
+    """``13.6 MeV / (beta p)`` and ``beta^2`` of every track, the operations of
+    :func:`_highland_factors`."""
+    scale = np.empty(p.size)
+    beta2 = np.empty(p.size)
+    for i in range(p.size):
+        m = masses[kind[i]]
+        beta = p[i] / math.sqrt(p[i] * p[i] + m * m)
+        scale[i] = HIGHLAND_MEV / (beta * p[i])
+        beta2[i] = beta * beta
+    return scale, beta2
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _highland_args(xs, beta2):
+    arg = np.empty((xs.size, beta2.size))
+    for r in range(xs.size):
+        for i in range(beta2.size):
+            arg[r, i] = xs[r] / beta2[i]
+    return arg
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _steps_kernel(x0, y0, tx0, ty0, drift, material, row, sqrt_x, record, n_rec, scale, log_arg, mask, z):
+    n = x0.size
+    x, y, tx, ty = x0.copy(), y0.copy(), tx0.copy(), ty0.copy()
+    coords = np.empty((n_rec, n))
+    for i in range(n):
+        xi, yi, txi, tyi = x[i], y[i], tx[i], ty[i]
+        k = 0
+        for s in range(drift.size):
+            d = drift[s]
+            if d != 0.0:
+                xi = xi + txi * d
+                yi = yi + tyi * d
+            if record[s] == 0:
+                coords[k, i] = xi
+                k += 1
+            elif record[s] == 1:
+                coords[k, i] = yi
+                k += 1
+            if material[s]:
+                th = _theta0(scale[i], sqrt_x[s], log_arg[row[s], i], mask[i])
+            else:
+                th = _theta0(0.0, 0.0, 0.0, mask[i])
+            txi = txi + th * z[2 * s, i]
+            tyi = tyi + th * z[2 * s + 1, i]
+        x[i], y[i], tx[i], ty[i] = xi, yi, txi, tyi
+    return x, y, tx, ty, coords
+
+
 class Recorder:
     """Collects true energy deposits and tracker crossings of one spill as flat arrays."""
 

@@ -41,6 +41,7 @@ from na64reco.sim.tracks import (
     Tracks,
     scatter_thick,
     scatter_thin,
+    thin_steps,
 )
 
 #: A muon slower than this stops (range out) in the thick detectors.
@@ -126,7 +127,18 @@ def follow(ctx: Context, tr: Tracks) -> Tracks:
     """Transport ``tr`` from ``beam.start_z`` through every element; returns the survivors."""
     z = ctx.setup.beam.start_z
     air = ctx.setup.readout.air_x0_per_metre / 1000.0  # per mm
-    for el in elements(ctx.setup):
+    els = elements(ctx.setup)
+    k = 0
+    while k < len(els):
+        el = els[k]
+        if el.kind == "plane":  # a station's planes and their air gaps in one kernel
+            end = k
+            while end < len(els) and els[end].kind == "plane":
+                end += 1
+            z = _planes(ctx, els[k:end], tr, z, air)
+            k = end
+            continue
+        k += 1
         dz = el.z - z
         if dz > 0:  # straight flight and the scattering in air, in one pass
             scatter_thin(ctx.rng, tr, air * dz, tr.alive, drift=dz)
@@ -136,6 +148,28 @@ def follow(ctx: Context, tr: Tracks) -> Tracks:
             z = el.z + el.obj.depth
             tr = tr.take(tr.alive)
     return tr
+
+
+def _planes(ctx: Context, run: tuple[Element, ...], tr: Tracks, z: float, air: float) -> float:
+    """Consecutive tracker planes: for each, the flight and air scattering from ``z`` (if it
+    is upstream), then :func:`_plane`, by :func:`~na64reco.sim.tracks.thin_steps` (the same
+    numbers); returns the z of the last plane."""
+    drift, x, record = [], [], []
+    for el in run:
+        dz = el.z - z
+        if dz > 0:
+            drift.append(dz)
+            x.append(air * dz)
+            record.append(-1)
+            z = el.z
+        drift.append(0.0)
+        x.append(el.obj.x0_fraction)
+        record.append(0 if el.obj.measures == "x" else 1)
+    m = tr.alive
+    coords = thin_steps(ctx.rng, tr, drift, x, record, m)
+    for el, coord in zip(run, coords, strict=True):
+        ctx.rec.hit(tr.ev[m], el.obj.index, coord[m], tr.t[m])
+    return z
 
 
 def _plane(ctx: Context, el: Element, tr: Tracks) -> Tracks:
