@@ -42,7 +42,7 @@ def reconstruct(events: ak.Array, setup: Setup, conditions: RunConditions, sourc
     Events of a data file are refused (:class:`~na64reco.errors.BlindingError`): use
     :func:`na64reco.export.iterate_reco`, which withholds the protected region."""
     refuse_data_events(events, "reconstruct()")
-    out: dict[str, object] = {k: np.asarray(events[k]) for k in ("run", "spill", "event", "trigger")}
+    out: dict[str, object] = {k: _numpy_field(events, k) for k in ("run", "spill", "event", "trigger")}
     for name, value in {**reconstruct_calo(events, setup, conditions, source=source),
                         **reconstruct_tracks(events, setup, conditions, source=source)}.items():
         if name in out:
@@ -57,7 +57,7 @@ def attach_truth(reco: ak.Array, truth: dict[str, np.ndarray]) -> ak.Array:
     """Add ``truth_<name>`` fields from the truth tree rows matching ``reco``'s events."""
     if len(truth["event"]) != len(reco) or not np.array_equal(np.asarray(truth["event"]), np.asarray(reco["event"])):
         raise ValueError("truth rows do not match the reconstructed events (event numbers differ)")
-    fields = {name: reco[name] for name in reco.fields}  # one zip, not a copy per added field
+    fields = _fields(reco)  # one record, not a copy per added field
     fields.update({f"truth_{name}": np.asarray(truth[name]) for name in TRUTH_FIELDS})
     return record(fields)
 
@@ -74,16 +74,44 @@ def record(fields: dict) -> ak.Array:
             layouts.append(ak.contents.NumpyArray(v))
         elif isinstance(v, ak.Array) and not v.behavior and not v.attrs:
             layouts.append(v.layout)
+        elif isinstance(v, ak.contents.Content):  # a field's layout (:func:`_fields`)
+            layouts.append(v)
         else:
-            return ak.zip(fields, depth_limit=1)
+            return _zip(fields)
     lengths = {layout.length for layout in layouts}
     if len(lengths) != 1:
-        return ak.zip(fields, depth_limit=1)  # (its error for fields of different lengths)
+        return _zip(fields)  # (its error for fields of different lengths)
     return ak.Array(ak.contents.RecordArray(layouts, list(fields), length=lengths.pop()))
 
 
+def _zip(fields: dict) -> ak.Array:
+    return ak.zip({k: ak.Array(v) if isinstance(v, ak.contents.Content) else v for k, v in fields.items()},
+                  depth_limit=1)
+
+
+def _fields(records: ak.Array) -> dict:
+    """``{name: records[name]}``; of a plain record array (no behaviour or attrs of its own) the
+    fields' layouts, without awkward's projection of each (~30 us a field, ~60 fields)."""
+    layout = records.layout
+    if isinstance(layout, ak.contents.RecordArray) and not records.behavior and not records.attrs \
+            and not layout.parameters:
+        return {name: layout.content(name) for name in layout.fields}
+    return {name: records[name] for name in records.fields}
+
+
+def _numpy_field(records: ak.Array, name: str) -> np.ndarray:
+    """``np.asarray(records[name])``; a numeric field of a plain record array from its buffer."""
+    layout = records.layout
+    if isinstance(layout, ak.contents.RecordArray) and name in layout.fields:
+        field = layout.content(name)
+        if isinstance(field, ak.contents.NumpyArray) and not field.parameters:
+            return np.asarray(field.data)
+    return np.asarray(records[name])
+
+
 def _column(value):
-    if isinstance(value, ak.Array):
+    if isinstance(value, ak.Array) or (isinstance(value, np.ndarray) and value.ndim == 1
+                                       and value.flags.c_contiguous):
         return value
     arr = np.ascontiguousarray(value)
     if arr.ndim == 2:
