@@ -60,3 +60,19 @@ def test_fields_of_a_record_and_its_numeric_fields_are_those_of_awkward():
     assert np.array_equal(_numpy_field(masked, "event"), np.arange(0, 940, 3))
     with_param = ak.with_parameter(rec, "x", 1)
     assert list(fields_of(with_param)) == rec.fields
+
+
+@pytest.mark.parametrize("sizes", [[940, 5000, 0, 17], [3, 3], [1]])
+def test_concatenated_records_are_those_of_awkward(sizes):
+    from na64reco.reco.event import concatenate
+
+    rng = np.random.default_rng(len(sizes))
+    parts = [record(_fields(n, rng)) for n in sizes]
+    parts[0] = parts[0][2:]  # (a sliced part: its fields' buffers start later)
+    got, ref = concatenate(parts), ak.concatenate(parts)
+    assert got.layout.form == ref.layout.form and len(got) == len(ref)
+    assert ak.array_equal(got, ref, equal_nan=True)
+    assert ak.almost_equal(got.mu_in.deltaangle(got.mu_out), ref.mu_in.deltaangle(ref.mu_out))
+    other = [record({"a": np.arange(n, dtype=np.int32)}) for n in sizes] + [record({"a": np.arange(2.0)})]
+    assert concatenate(other).layout.form == ak.concatenate(other).layout.form  # int32 + float64: awkward's
+    assert ak.array_equal(concatenate(other), ak.concatenate(other))
