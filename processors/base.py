@@ -136,6 +136,13 @@ def reconstruct_stage(events, setup, conditions, source=""):
     return reconstruct(events, setup, conditions, source=source)
 
 
+def concatenate_records(records):
+    """The reco records of a chunk's slices as one (``na64reco.reco.event.concatenate``)."""
+    from na64reco.reco.event import concatenate
+
+    return concatenate(records)
+
+
 def attach_truth_stage(reco, truth):
     """The library's truth matching (``na64reco.reco.event.attach_truth``)."""
     from na64reco.reco.event import attach_truth
@@ -544,8 +551,9 @@ class InvisibleProcessor(processor.ProcessorABC):
         elif len(nested) <= self.RECO_BATCH:
             reco = reconstruct_stage(nested, setup, conditions, info.path)
         else:
-            reco = ak.concatenate([reconstruct_stage(nested[a:a + self.RECO_BATCH], setup, conditions, info.path)
-                                   for a in range(0, len(nested), self.RECO_BATCH)])
+            reco = concatenate_records([reconstruct_stage(nested[a:a + self.RECO_BATCH], setup, conditions,
+                                                          info.path)
+                                        for a in range(0, len(nested), self.RECO_BATCH)])
         if len(reco) != len(events):
             raise NA64Error(f"{info.path}: reconstruction returned {len(reco)} records for "
                             f"{len(events)} events")

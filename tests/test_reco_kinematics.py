@@ -185,3 +185,32 @@ def test_electron_setup_has_no_muon_vectors(tmp_path):
         reco = reconstruct(raw.events(), setup, load_conditions(setup, raw.run))
     assert "p_in" in reco.fields
     assert "mu_in" not in reco.fields and "mu_out" not in reco.fields
+
+
+# ---- the array built directly is what ak.zip + ak.mask gave --------------------------------
+def _zipped_vectors(p, tx, ty, mass=MUON_MASS_GEV):
+    """The construction before the fourth pass (``ak.zip(..., with_name=...)`` + ``ak.mask``)."""
+    p, tx, ty = (np.asarray(a, dtype=np.float64) for a in (p, tx, ty))
+    with np.errstate(invalid="ignore"):
+        px, py, pz = momentum_components(p, tx, ty)
+    measured = np.isfinite(px) & np.isfinite(py) & np.isfinite(pz)
+    return ak.mask(ak.zip({"px": px, "py": py, "pz": pz, "mass": np.full(p.shape, float(mass))},
+                          with_name="Momentum4D"), measured)
+
+
+@pytest.mark.parametrize("n", [0, 1, 997])
+def test_vectors_are_what_zip_and_mask_gave(n):
+    rng = np.random.default_rng(n)
+    p, tx, ty = rng.uniform(1, 200, n), rng.normal(0, 0.01, n), rng.normal(0, 0.01, n)
+    p[::5], tx[1::7], ty[2::11] = np.nan, np.inf, -np.inf
+    got, ref = momentum_vectors(p, tx, ty), _zipped_vectors(p, tx, ty)
+    assert got.layout.form == ref.layout.form and got.type == ref.type and len(got) == n
+    assert ak.array_equal(got, ref, equal_nan=True)
+    assert ak.is_none(got).tolist() == ak.is_none(ref).tolist()
+    other = momentum_vectors(p[::-1], ty, tx)
+    for a, b in ((got.pt, ref.pt), (got.theta, ref.theta), (got.deltaphi(other), ref.deltaphi(other)),
+                 ((got - other).mass2, (ref - other).mass2), (got.deltaangle(other), ref.deltaangle(other))):
+        assert ak.array_equal(a, b, equal_nan=True)
+    assert got.mass.tolist() == ref.mass.tolist()
+    heavy = momentum_vectors(p, tx, ty, mass=0.5)
+    assert ak.array_equal(heavy, _zipped_vectors(p, tx, ty, mass=0.5), equal_nan=True)

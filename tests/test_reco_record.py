@@ -40,3 +40,39 @@ def test_fields_of_other_lengths_or_kinds_go_through_zip():
         record({"a": np.arange(3), "b": np.arange(4)})
     two_d = {"a": np.arange(3), "m": np.ones((3, 2))}
     assert record(two_d).layout.form == ak.zip(two_d, depth_limit=1).layout.form
+
+
+def test_fields_of_a_record_and_its_numeric_fields_are_those_of_awkward():
+    from na64reco.reco.event import _fields as fields_of
+    from na64reco.reco.event import _numpy_field
+
+    rec = record(_fields(940, np.random.default_rng(3)))
+    got = fields_of(rec)
+    assert list(got) == rec.fields
+    again = record(got)
+    assert again.layout.form == rec.layout.form and ak.array_equal(again, rec, equal_nan=True)
+    for name in ("run", "event", "trigger", "p_out", "sliced"):
+        a, b = _numpy_field(rec, name), np.asarray(rec[name])
+        assert a.dtype == b.dtype and np.array_equal(a, b, equal_nan=True)
+    sliced = rec[5:17]  # a sliced record: its fields' buffers are views of the right entries
+    assert np.array_equal(_numpy_field(sliced, "event"), np.arange(5, 17))
+    masked = rec[np.arange(940) % 3 == 0]
+    assert np.array_equal(_numpy_field(masked, "event"), np.arange(0, 940, 3))
+    with_param = ak.with_parameter(rec, "x", 1)
+    assert list(fields_of(with_param)) == rec.fields
+
+
+@pytest.mark.parametrize("sizes", [[940, 5000, 0, 17], [3, 3], [1]])
+def test_concatenated_records_are_those_of_awkward(sizes):
+    from na64reco.reco.event import concatenate
+
+    rng = np.random.default_rng(len(sizes))
+    parts = [record(_fields(n, rng)) for n in sizes]
+    parts[0] = parts[0][2:]  # (a sliced part: its fields' buffers start later)
+    got, ref = concatenate(parts), ak.concatenate(parts)
+    assert got.layout.form == ref.layout.form and len(got) == len(ref)
+    assert ak.array_equal(got, ref, equal_nan=True)
+    assert ak.almost_equal(got.mu_in.deltaangle(got.mu_out), ref.mu_in.deltaangle(ref.mu_out))
+    other = [record({"a": np.arange(n, dtype=np.int32)}) for n in sizes] + [record({"a": np.arange(2.0)})]
+    assert concatenate(other).layout.form == ak.concatenate(other).layout.form  # int32 + float64: awkward's
+    assert ak.array_equal(concatenate(other), ak.concatenate(other))

@@ -42,7 +42,7 @@ def reconstruct(events: ak.Array, setup: Setup, conditions: RunConditions, sourc
     Events of a data file are refused (:class:`~na64reco.errors.BlindingError`): use
     :func:`na64reco.export.iterate_reco`, which withholds the protected region."""
     refuse_data_events(events, "reconstruct()")
-    out: dict[str, object] = {k: np.asarray(events[k]) for k in ("run", "spill", "event", "trigger")}
+    out: dict[str, object] = {k: _numpy_field(events, k) for k in ("run", "spill", "event", "trigger")}
     for name, value in {**reconstruct_calo(events, setup, conditions, source=source),
                         **reconstruct_tracks(events, setup, conditions, source=source)}.items():
         if name in out:
@@ -57,7 +57,7 @@ def attach_truth(reco: ak.Array, truth: dict[str, np.ndarray]) -> ak.Array:
     """Add ``truth_<name>`` fields from the truth tree rows matching ``reco``'s events."""
     if len(truth["event"]) != len(reco) or not np.array_equal(np.asarray(truth["event"]), np.asarray(reco["event"])):
         raise ValueError("truth rows do not match the reconstructed events (event numbers differ)")
-    fields = {name: reco[name] for name in reco.fields}  # one zip, not a copy per added field
+    fields = _fields(reco)  # one record, not a copy per added field
     fields.update({f"truth_{name}": np.asarray(truth[name]) for name in TRUTH_FIELDS})
     return record(fields)
 
@@ -74,16 +74,101 @@ def record(fields: dict) -> ak.Array:
             layouts.append(ak.contents.NumpyArray(v))
         elif isinstance(v, ak.Array) and not v.behavior and not v.attrs:
             layouts.append(v.layout)
+        elif isinstance(v, ak.contents.Content):  # a field's layout (:func:`_fields`)
+            layouts.append(v)
         else:
-            return ak.zip(fields, depth_limit=1)
+            return _zip(fields)
     lengths = {layout.length for layout in layouts}
     if len(lengths) != 1:
-        return ak.zip(fields, depth_limit=1)  # (its error for fields of different lengths)
+        return _zip(fields)  # (its error for fields of different lengths)
     return ak.Array(ak.contents.RecordArray(layouts, list(fields), length=lengths.pop()))
 
 
+def concatenate(records: list[ak.Array]) -> ak.Array:
+    """``ak.concatenate(records)`` of records of the same fields (the reconstruction of a chunk
+    in slices): fields that are numbers, fixed-size lists of numbers or masked records of
+    numbers (the ``Momentum4D`` vectors) joined as their numpy buffers, others by awkward.
+    ``ak.concatenate`` merges field by field through its generic machinery, ~150 ms per 50k
+    events of the reco record (docs/performance.md, "Per-file overhead", fourth pass).
+    Same form and values (``tests/test_reco_record.py``)."""
+    layouts = [r.layout for r in records]
+    first = layouts[0] if layouts else None
+    if (len(layouts) < 2 or any(r.behavior or r.attrs for r in records)
+            or not all(isinstance(x, ak.contents.RecordArray) and not x.is_tuple and x.fields == first.fields
+                       and x.parameters == first.parameters for x in layouts)):
+        return ak.concatenate(records)
+    contents = []
+    for name in first.fields:
+        parts = [x.content(name) for x in layouts]
+        merged = _merged(parts)
+        contents.append(merged if merged is not None else ak.concatenate([ak.Array(x) for x in parts]).layout)
+    return ak.Array(ak.contents.RecordArray(contents, list(first.fields), length=sum(x.length for x in layouts),
+                                            parameters=first.parameters))
+
+
+def _merged(parts: list):
+    """The layouts ``parts`` (each cut to its length) joined, or None if not of one simple kind."""
+    first = parts[0]
+    kind, params = type(first), first.parameters
+    if not all(type(x) is kind and x.parameters == params for x in parts):
+        return None
+    n = sum(x.length for x in parts)
+    if kind is ak.contents.NumpyArray:
+        if all(x.data.ndim == 1 and x.data.dtype == first.data.dtype for x in parts):
+            return ak.contents.NumpyArray(np.concatenate([x.data for x in parts]), parameters=params)
+        return None
+    if kind is ak.contents.RegularArray:
+        if not all(x.size == first.size for x in parts) or first.size == 0:
+            return None
+        inner = _merged([x.content[:x.length * x.size] for x in parts])
+        return None if inner is None else ak.contents.RegularArray(inner, first.size, zeros_length=n,
+                                                                   parameters=params)
+    if kind is ak.contents.ByteMaskedArray:
+        if not all(x.valid_when == first.valid_when for x in parts):
+            return None
+        inner = _merged([x.content[:x.length] for x in parts])
+        if inner is None:
+            return None
+        mask = np.concatenate([np.asarray(x.mask.data)[:x.length] for x in parts])
+        return ak.contents.ByteMaskedArray(ak.index.Index8(mask), inner, first.valid_when, parameters=params)
+    if kind is ak.contents.RecordArray:
+        if not all(x.fields == first.fields and not x.is_tuple for x in parts):
+            return None
+        contents = [_merged([x.content(name) for x in parts]) for name in first.fields]
+        if any(c is None for c in contents):
+            return None
+        return ak.contents.RecordArray(contents, list(first.fields), length=n, parameters=params)
+    return None
+
+
+def _zip(fields: dict) -> ak.Array:
+    return ak.zip({k: ak.Array(v) if isinstance(v, ak.contents.Content) else v for k, v in fields.items()},
+                  depth_limit=1)
+
+
+def _fields(records: ak.Array) -> dict:
+    """``{name: records[name]}``; of a plain record array (no behaviour or attrs of its own) the
+    fields' layouts, without awkward's projection of each (~30 us a field, ~60 fields)."""
+    layout = records.layout
+    if isinstance(layout, ak.contents.RecordArray) and not records.behavior and not records.attrs \
+            and not layout.parameters:
+        return {name: layout.content(name) for name in layout.fields}
+    return {name: records[name] for name in records.fields}
+
+
+def _numpy_field(records: ak.Array, name: str) -> np.ndarray:
+    """``np.asarray(records[name])``; a numeric field of a plain record array from its buffer."""
+    layout = records.layout
+    if isinstance(layout, ak.contents.RecordArray) and name in layout.fields:
+        field = layout.content(name)
+        if isinstance(field, ak.contents.NumpyArray) and not field.parameters:
+            return np.asarray(field.data)
+    return np.asarray(records[name])
+
+
 def _column(value):
-    if isinstance(value, ak.Array):
+    if isinstance(value, ak.Array) or (isinstance(value, np.ndarray) and value.ndim == 1
+                                       and value.flags.c_contiguous):
         return value
     arr = np.ascontiguousarray(value)
     if arr.ndim == 2:

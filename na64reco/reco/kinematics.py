@@ -72,9 +72,13 @@ def momentum_vectors(p, tx, ty, mass: float = MUON_MASS_GEV) -> ak.Array:
     with np.errstate(invalid="ignore"):  # inf slopes: 0 * inf, masked below
         px, py, pz = momentum_components(p, tx, ty)
     measured = np.isfinite(px) & np.isfinite(py) & np.isfinite(pz)
-    records = ak.zip({"px": px, "py": py, "pz": pz, "mass": np.full(p.shape, float(mass))},
-                     with_name=VECTOR_NAME)
-    return ak.mask(records, measured)
+    # what ak.mask(ak.zip({...}, with_name=VECTOR_NAME), measured) gives, built directly:
+    # ~0.08 ms instead of ~0.9 per call (docs/performance.md, "Per-file overhead", fourth pass)
+    columns = [px, py, pz, np.full(p.shape, float(mass))]
+    records = ak.contents.RecordArray([ak.contents.NumpyArray(np.ascontiguousarray(c)) for c in columns],
+                                      list(VECTOR_FIELDS), length=len(p),
+                                      parameters={"__record__": VECTOR_NAME})
+    return ak.Array(ak.contents.ByteMaskedArray(ak.index.Index8(measured.view(np.int8)), records, valid_when=True))
 
 
 def muon_vectors(fields: dict) -> dict[str, ak.Array]:
