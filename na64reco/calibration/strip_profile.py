@@ -102,6 +102,15 @@ def allowed_orders(valid: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return np.where((left >= 2) & (right >= 2), 2, np.where(left + right >= 3, 1, 0))
 
 
+@numba.njit(cache=True, inline="always")
+def _profile_term(beta, npar, x, k, eta_max):
+    """``exp(sum_j beta_j x[k, j])`` (capped at ``exp(eta_max)``): the non-floor part of neighbour k's mean."""
+    eta = beta[0]
+    for j in range(1, npar):
+        eta += beta[j] * x[k, j]
+    return np.exp(min(eta, eta_max))
+
+
 @numba.njit(cache=True)
 def _objective(beta, npar, y, v, x, f, prior, eta_max):
     """Penalised Poisson -log(likelihood) of ``f + exp(sum_j beta_j x^j)`` (constants dropped);
@@ -109,10 +118,7 @@ def _objective(beta, npar, y, v, x, f, prior, eta_max):
     out = 0.0
     for k in range(y.size):
         if v[k]:
-            eta = beta[0]
-            for j in range(1, npar):
-                eta += beta[j] * x[k, j]
-            mu = f + np.exp(min(eta, eta_max))
+            mu = f + _profile_term(beta, npar, x, k, eta_max)
             out += mu - y[k] * np.log(mu)
     for j in range(1, npar):
         out += 0.5 * prior[j] * beta[j] ** 2
@@ -152,10 +158,7 @@ def _fit(beta, npar, y, v, x, f, prior, eta_max, work):
         g[:] = 0.0
         for k in range(y.size):
             if v[k]:
-                eta = beta[0]
-                for j in range(1, npar):
-                    eta += beta[j] * x[k, j]
-                e = np.exp(min(eta, eta_max))
+                e = _profile_term(beta, npar, x, k, eta_max)
                 mu = f + e
                 r = (y[k] - mu) * e / mu
                 w = e * e / mu
@@ -193,10 +196,7 @@ def _fit(beta, npar, y, v, x, f, prior, eta_max, work):
     dev = 0.0
     for k in range(y.size):
         if v[k]:
-            eta = beta[0]
-            for j in range(1, npar):
-                eta += beta[j] * x[k, j]
-            mu = f + np.exp(min(eta, eta_max))
+            mu = f + _profile_term(beta, npar, x, k, eta_max)
             dev += (y[k] * np.log(y[k] / mu) if y[k] > 0 else 0.0) - (y[k] - mu)
     return 2.0 * dev
 
