@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 import pytest
+from forced_checks import assert_combination_matches_direct
 
 from na64reco.background import forced_noise_ratio
 from na64reco.conditions import load_conditions
@@ -136,10 +137,7 @@ def test_decomposition_equals_direct_simulation_after_reconstruction(setup_cond,
         c = count(f, noisy, cond, sel)
         rows.append({"count": m, "events": c["hard"], "numerator": c["tracked"], "denominator": c["hard"]})
     res = forced_noise_ratio(rows, lam)
-    direct = d["tracked"] / d["hard"]
-    sigma = math.hypot(math.sqrt(direct * (1 - direct) / d["hard"]), res["error"])
-    assert res["truncation"] < 0.01
-    assert abs(res["ratio"] - direct) < 4 * sigma + res["truncation"], (res["ratio"], direct, sigma)
+    assert_combination_matches_direct(res, d)
 
 
 def test_forced_noise_is_recorded_and_nominal_runs_are_unchanged(setup_cond, tmp_path):
