@@ -524,7 +524,8 @@ def misreco_from_json(path) -> BackgroundComponent:
     ``benchmarks/misreco_forced_noise.py``; with no fake in any sample the extrapolated tail,
     the forced samples' bound being set by their sizes; with strata of forced noise and forced
     pile-up, ``forced_noise.strata``, the stratified sum, its (0, 0) stratum by the tail fit
-    ``forced_noise_tail_00_per_mot`` when present, the nested ``stratified``), else the
+    ``forced_noise_tail_00_per_mot`` when present, or rather by its truth classification
+    ``lone_muon_00`` when present, the nested ``with_lone_muon``), else the
     noise-scaled estimate
     ``noise_scaled_per_mot`` (fake kicks counted at 5-30x the tracker
     noise and scaled back, ``benchmarks/tracking_fakes_scan.py``) when the summary has one,
@@ -560,6 +561,9 @@ def misreco_from_json(path) -> BackgroundComponent:
         empty_txt = f"; strata without a fake < {float(empty):.2g} per MOT (90 % CL, sample sizes)" if empty else ""
         tail, tail_err = data.get("forced_noise_tail_00_per_mot"), data.get("forced_noise_tail_00_err")
         head = f"forced noise x forced pile-up, {len(strata)} strata (m, k), {fakes} fake(s)"
+        lone = data.get("lone_muon_00")
+        if lone is not None:
+            return with_lone_muon(counted, err, strata, kept, fakes, empty, tail, tail_err, head, lone)
         if tail is not None and tail_err is not None:
             c00 = sum(float(s["per_tracked"]) for s in strata if s["count"] == 0 and s["pileup"] == 0) * kept
             n = counted - c00 + max(float(tail), 0.0)
@@ -573,6 +577,36 @@ def misreco_from_json(path) -> BackgroundComponent:
                                        f"{head}: 90 % CL bound from the sample sizes ({path.name})", dict(data))
         return BackgroundComponent("momentum mis-reconstruction", counted, err, False,
                                    f"{head}: counted{empty_txt} ({path.name})", dict(data))
+
+    def with_lone_muon(counted, err, strata, kept, fakes, empty, tail, tail_err, head, lone) -> BackgroundComponent:
+        """The row with the (0, 0) stratum (the muon alone) from its truth classification
+        (``lone_muon_00``, ``benchmarks/lone_muon_tail.py``): its count and its sample-size bound
+        are taken out, its estimate ``per_mot`` added, its bound ``per_mot_upper`` (what outliers
+        rarer or larger than the sample shows could add) in quadrature to the error; the tail
+        fit stays in the source text as a cross-check.  No fake in any other stratum: the 90 %
+        CL bound of the other strata plus that bound, as a limit."""
+        for key in ("per_mot", "per_mot_upper"):
+            v = lone.get(key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+                raise NA64Error(f"{path}: key 'lone_muon_00.{key}': expected a number >= 0, got {v!r}")
+        n00, b00 = float(lone["per_mot"]), float(lone["per_mot_upper"])
+        s00 = [s for s in strata if s["count"] == 0 and s["pileup"] == 0]
+        c00 = sum(float(s["per_tracked"]) for s in s00) * kept
+        up00 = sum(float(s.get("upper_90_per_tracked", 0.0)) for s in s00) * kept
+        other = counted - c00
+        empty_other = max(float(empty or 0.0) - up00, 0.0)
+        lone_txt = (f"(0, 0) stratum (the muon alone) classified on truth: {n00:.2g} per MOT, outliers beyond the "
+                    f"sample bounded at {b00:.2g}")
+        tail_txt = (f"; its tail fit, a cross-check: {float(tail):.2g} +- {float(tail_err):.2g}"
+                    if tail is not None and tail_err is not None else "")
+        empty_txt = f"; other strata without a fake < {empty_other:.2g} per MOT (90 % CL, sample sizes)"
+        if fakes - sum(int(s["fake"]) for s in s00) <= 0 and other <= 0:
+            return BackgroundComponent("momentum mis-reconstruction", empty_other + b00, 0.0, True,
+                                       f"{head}: no fake; 90 % CL bound of the other strata's sample sizes plus the "
+                                       f"{lone_txt}{tail_txt} ({path.name})", dict(data))
+        return BackgroundComponent("momentum mis-reconstruction", other + n00, math.hypot(err, b00), False,
+                                   f"{head}: counted {other:.2g} +- {err:.2g}; {lone_txt}{tail_txt}{empty_txt} "
+                                   f"({path.name})", dict(data))
 
     if int(data["box_count"]) > 0:
         return BackgroundComponent("momentum mis-reconstruction", float(data["per_mot"]), float(data["per_mot_err"]),

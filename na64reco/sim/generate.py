@@ -119,6 +119,7 @@ class _Job:
     faults: tuple[Fault, ...] = ()
     forced: ForcedRegion | None = None
     forced_pileup: ForcedPileup | None = None
+    crossings: bool = False
 
 
 def _check_inputs(setup, n_events, seed, run, process, mass, coupling, chunk_size):
@@ -164,7 +165,7 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
              beam_energy: float | None = None, faults: list[dict] | None = None,
              spill_particles: int | None = None, first_spill: int = 0,
              forced_noise: ForcedNoise | None = None,
-             forced_pileup: ForcedPileup | None = None) -> SimulationResult:
+             forced_pileup: ForcedPileup | None = None, true_crossings=None) -> SimulationResult:
     """Simulate ``n_events`` beam particles and write the triggered events to ``output``.
 
     Args:
@@ -198,6 +199,11 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
         forced_pileup: exactly ``forced_pileup.count`` out-of-time beam muons per event in
             its near times instead of the nominal ones there (:mod:`na64reco.sim.occupancy`);
             the metadata records them and their nominal mean ``expected``.
+        true_crossings: path of a ``.npz`` to write the true tracker crossings of the written
+            events' own particles to (``event`` number in the file, ``plane`` index, true
+            measured coordinate ``u`` in mm, time ``t`` in ns; the out-of-time beam pile-up
+            muons not included), for truth studies of the tracking; None (default) writes
+            nothing and changes nothing else (no random number drawn).
 
     Raises ConfigError / RawFormatError / CalibrationMissing with one-line messages.
     """
@@ -240,7 +246,8 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
         region = resolve_forced(forced_noise, setup, planes.noise_hits, planes.noise_t_first, planes.noise_t_last)
     lambda_near = None if forced_pileup is None else expected_near(setup, forced_pileup)  # checks it
     job = _Job(setup, params, CaloTables.of(setup, cond), planes, int(seed), int(run),
-               process, mass, weight, truth, per_spill, trigger, fault_list, region, forced_pileup)
+               process, mass, weight, truth, per_spill, trigger, fault_list, region, forced_pileup,
+               true_crossings is not None)
     n_spills = -(-int(n_events) // per_spill)
     meta = {"simulation": {
         "seed": int(seed), "period": setup.period, "process": process, "n_beam": int(n_events),
@@ -261,6 +268,7 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
         bar = tqdm(total=int(n_events), unit="evt", unit_scale=True, file=sys.stderr, desc="simulate")
     counts = dict.fromkeys(PROCESSES, 0)
     n_written = 0
+    crossings: list[dict] = []
     with RawWriter(output, setup=setup.name, run=int(run), has_truth=truth, extra_meta=meta) as writer:
         buffer: list[dict] = []
         for i in range(n_spills):
@@ -271,6 +279,8 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
             for name, code in PROCESSES.items():
                 counts[name] += int(out["process_counts"][code])
             buffer.append(out)
+            if job.crossings:
+                crossings.append(out.pop("crossings"))
             if len(buffer) >= flush_every or i == n_spills - 1:
                 _flush(writer, buffer, truth)
                 buffer = []
@@ -278,6 +288,9 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
                 bar.update(n)
     if bar is not None:
         bar.close()
+    if job.crossings:
+        np.savez(true_crossings, **{k: _concat(crossings, k) if crossings else np.zeros(0)
+                                    for k in ("event", "plane", "u", "t")})
     return SimulationResult(output, setup.name, int(run), int(n_events), n_written, n_spills,
                             time.perf_counter() - t_start, {k: v for k, v in counts.items() if v})
 
@@ -354,6 +367,9 @@ def simulate_spill(job: _Job, spill: int, n: int, first_event: int = 1) -> dict:
     h_ev, h_pl, h_u, h_t = rec.hits()
     m = fired[h_ev]
     h_ev, h_pl, h_u, h_t = new_index[h_ev[m]], h_pl[m], h_u[m], h_t[m]
+    crossings = None
+    if job.crossings:  # opt-in truth of the tracking studies (simulate(true_crossings=)): no random number
+        crossings = {"event": h_ev + first_event, "plane": h_pl.copy(), "u": h_u.copy(), "t": h_t.copy()}
     if not pedestal:  # the other beam muons crossing the trackers within their readout windows
         o_ev, o_pl, o_u, o_t = beam_pileup_hits(rng, setup, prm, nw, job.forced_pileup)
         if o_ev.size:
@@ -375,6 +391,8 @@ def simulate_spill(job: _Job, spill: int, n: int, first_event: int = 1) -> dict:
            "spill": {"run": np.array([job.run]), "spill": np.array([spill + 1]), "n_beam": np.array([n]),
                      "n_triggered": np.array([nw])},
            "process_counts": np.bincount(proc, minlength=len(PROCESSES))}
+    if crossings is not None:
+        out["crossings"] = crossings
     if job.truth:
         def sums(name, section=None):
             if name not in setup.calorimeters:

@@ -1,0 +1,120 @@
+"""The (0, 0) stratum of the mis-reconstruction (the lone beam muon) classified on truth.
+
+    python benchmarks/lone_muon_tail.py [--periods 2022,2023] [--events 1000000]
+        [--part-events 100000] [--workers 2] [--seed 11] [--workdir DIR] [--json OUT.json]
+        [--campaign docs/data] [--period-json docs/data]
+
+For each period, EVENTS beam muons of the (0, 0) stratum (exactly 0 noise clusters in the
+region R of the MS2 bend-view planes, exactly 0 out-of-time beam muons in the near times N:
+:mod:`na64reco.fake_kicks`) are simulated with the simulator's true tracker crossings
+(``simulate(true_crossings=)``) in parts of PART-EVENTS (one dask task each; a part's
+classification is kept as ``<part>.muons.npz``, the raw file deleted, so a rerun with the
+same workdir is immediate).  Each tracked muon is classified on truth
+(:func:`na64reco.lone_muon.classify`), and :func:`na64reco.lone_muon.p00_estimate` gives
+
+* the pull of the fitted deflection against the truth for the muons fitted with the right
+  hits: its Gaussian fit, GOF, tail counts and largest |pull|;
+* each non-Gaussian class (wrong twin, far hit) with its rate and the deflection shift its
+  hits make, in units of the distance to the box;
+* the box probability per tracked muon: the closed-form Gaussian tail of every muon (its own
+  fit sigma x the measured pull width) at its measured shift, plus the bound of the worst
+  shift the hit deviations can make; and the directly counted fakes.
+
+``--period-json DIR`` writes it as ``lone_muon_00`` into ``DIR/misreco_<period>.json``
+(:func:`na64reco.background.misreco_from_json` then uses it for the (0, 0) stratum in place
+of the tail fit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import time
+from pathlib import Path
+
+from na64reco.fake_kicks import PERIOD_RUNS
+from na64reco.conditions import load_conditions
+from na64reco.geometry import load_setup
+from na64reco.lone_muon import load_muons, p00_estimate, simulate_parts, view_geometry
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--periods", default="2022,2023")
+    ap.add_argument("--events", type=int, default=1_000_000, help="muons of the (0, 0) stratum per period")
+    ap.add_argument("--part-events", type=int, default=100_000)
+    ap.add_argument("--workers", type=int, default=2, help="dask workers (0: in this process)")
+    ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--workdir", type=Path, default=Path("lone-muon-work"))
+    ap.add_argument("--campaign", type=Path, default=Path("docs/data"),
+                    help="directory of misreco_<period>.json (weights, kept muons per MOT)")
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--period-json", type=Path, default=None,
+                    help="directory whose misreco_<period>.json gets the estimate (key lone_muon_00)")
+    args = ap.parse_args(argv)
+    summary = {}
+    with contextlib.ExitStack() as stack:
+        client = None
+        if args.workers > 0:
+            from distributed import Client
+
+            from na64reco.runner import local_cluster
+
+            client = stack.enter_context(Client(stack.enter_context(local_cluster(args.workers))))
+        for period in args.periods.split(","):
+            t0 = time.perf_counter()
+            files = simulate_parts(PERIOD_RUNS[period], args.events, args.seed, args.workdir,
+                                   part_events=args.part_events, client=client)
+            camp = args.campaign / f"misreco_{period}.json"
+            period_data = json.loads(camp.read_text()) if camp.exists() else {}
+            setup = load_setup("na64mu", run=PERIOD_RUNS[period])
+            geometry = view_geometry(setup, load_conditions(setup, PERIOD_RUNS[period]))
+            est = p00_estimate(load_muons(files), geometry, period_data)
+            est["seconds"] = time.perf_counter() - t0
+            est.update(period=period, run=PERIOD_RUNS[period], events=args.events, seed=args.seed)
+            print_estimate(est)
+            summary[period] = est
+            if args.period_json is not None:
+                target = args.period_json / f"misreco_{period}.json"
+                d = json.loads(target.read_text())
+                d["lone_muon_00"] = est
+                target.write_text(json.dumps(d, indent=1))
+                print(f"wrote lone_muon_00 into {target}")
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=1))
+    return 0
+
+
+def print_estimate(e: dict) -> None:
+    c = e["core"]
+    print(f"\n== {e['period']} (run {e['run']}): {e['events']} muons of the (0, 0) stratum, {e['hard']} hard, "
+          f"{e['tracked']} tracked ({e['seconds']:.0f} s); view {', '.join(e['view_planes'])}")
+    print(f"classes of the tracked muons: " + ", ".join(f"{k} {v}" for k, v in e["classes"].items()))
+    print(f"core (right hits, {c['n']} muons): pull mean {c['mean']:.4f} +- {c['mean_err']:.4f}, width "
+          f"{c['width']:.4f} +- {c['width_err']:.4f} (fit's own sigma: 1); KS p = {c['ks_p']:.3g}, AD {c['ad']:.3g}; "
+          f"|pull| > 3 / 4 / 5: {c['tails_obs']} (Gaussian of that width: "
+          f"{', '.join(f'{x:.3g}' for x in c['tails_exp'])}); max |pull| {c['max_abs_pull']:.2f}")
+    print(f"distance to the box p_out < 80 GeV: median {e['box_distance_median_sigma']:.1f} fit sigmas "
+          f"(smallest {e['box_distance_min_sigma']:.1f})")
+    for name, k in e["shift_classes"].items():
+        print(f"  {name}: {k['n']} muons ({k['rate']:.2e} per tracked), shift/distance to the box: max "
+              f"{k['max_shift_fraction']:.3g}, largest |pull| {k['max_abs_pull']:.2f}")
+    o = e["outlier_planes"]
+    print("outliers per plane (used / outliers / 90 % rate limit / largest outlier deviation mm / bound mm): " + "; ".join(
+        f"{p} {u} / {k} / {r:.1e} / {d:.2f} / {b:.2f}" for p, u, k, r, d, b in zip(
+            o["planes"], o["used"], o["outliers"], o["rate_upper_90"], o["max_outlier_dev_mm"], o["bound_dev_mm"],
+            strict=True)))
+    print(f"muons by number of outlier planes {o['muons_by_outlier_planes']} (two or more if independent: "
+          f"{o['two_or_more_expected_if_independent']:.2f}; correlation factor F <= "
+          f"{o['correlation_factor_upper_90'] or float('inf'):.3g}); geometry check (gains) {e['geometry_check_max_gain_diff']:.1e}")
+    print(f"box probability per tracked muon: Gaussian core log10 {e['log10_p_core']:.1f}; with the measured shifts "
+          f"log10 {e['log10_p_measured']:.1f}; bound (outlier sets) log10 {e['log10_p_bound']:.1f}; "
+          f"counted fakes {e['fakes']} in {e['tracked']}")
+    if "per_mot_upper" in e:
+        print(f"(0, 0) stratum per MOT: {e['per_mot']:.3g} (bound {e['per_mot_upper']:.3g}); the count alone bounds "
+              f"it at {e['per_mot_count_upper_90']:.2g} (90 % CL)")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

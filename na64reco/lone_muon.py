@@ -1,0 +1,599 @@
+"""The lone beam muon's momentum mis-measurement, classified on truth (the (0, 0) stratum).
+
+In the (0, 0) stratum of :mod:`na64reco.fake_kicks` (no uncorrelated noise cluster in the
+region R of the MS2 bend-view planes, no out-of-time beam muon in the near times N) every
+hit the outgoing search can use on the MS2 bend view is the muon's own: its cluster, or a
+twin of it (the mirror position of a straw hit, a ghost of a multiplexed micromegas
+single; twins share the hit's ``origin``).  Its reconstructed p_out is the kick fit
+(:mod:`na64reco.reco.tracking.tracks`) of those hits.  With the right hits the fit is
+linear in Gaussian deviations (hit smearing, Highland scattering), so the curvature error
+is Gaussian; anything else is discrete and is classified here on truth, muon by muon,
+from the true crossings the simulator writes on request (``simulate(true_crossings=)``):
+
+``wrong``     a used hit is a twin of the muon's hit other than the one nearest the true
+              crossing (straw left/right, micromegas ghost)
+``far``       a used hit's twin group holds no hit within ``CORRECT_SIGMAS`` plane resolutions
+              of the truth: the muon's own cluster mis-measured beyond its Gaussian core (a
+              non-Gaussian centroid: strip noise above threshold at the cluster's edge, an
+              out-of-time cluster merged into it), or not the muon's hit at all
+``missing``   planes of the view without a usable hit of the muon within ``CORRECT_SIGMAS``
+              (plane inefficiency, out-of-time reconstruction, a dropped MM single)
+``correct``   neither wrong nor far (missing planes allowed: the fit is then simply
+              less constrained, still Gaussian with its own covariance)
+
+Per tracked muon (:data:`na64reco.fake_kicks.TRACKING_CUTS`, true p_out above
+``HARD_P_OUT``): the fitted deflection ``kappa`` (mrad), its sigma from the fit's own
+covariance (hit resolutions only, :func:`kick_gain`), the true deflection
+``C / p_true`` (``C`` = the magnet's momentum at 1 mrad, the thin-kick relation of the
+reconstruction), the pull, and for ``wrong`` muons the deflection change the wrong twins
+make, ``sum_j g_j (u_used - u_right twin)`` (exact: the fit is linear in the hits).
+:func:`summarize` turns the muons of a sample into the figures of the estimate
+(:func:`p00_estimate`).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from na64reco import units
+from na64reco.errors import ConfigError
+from na64reco.fake_kicks import HARD_P_OUT, TRACKING_CUTS
+from na64reco.io.raw import open_raw
+from na64reco.reco.tracking import reconstruct_tracks
+from na64reco.selection.cuts import Columns, cut_mask, region_mask
+
+#: a used hit within this many plane resolutions of the true crossing is the muon's own
+#: (nearest of its twin group); a plane with no usable hit that close is "missing"
+CORRECT_SIGMAS = 5.0
+#: twins of a hit (same origin) sit next to it in the hit table: a straw hit and its mirror,
+#: a micromegas single and its 4 ghosts (5 multiplexing groups)
+MAX_TWIN_OFFSET = 5
+#: the box edge of the mis-reconstruction (selections/na64mu_invisible.yaml signal box p_out < 80 GeV)
+BOX_P_OUT = 80.0  # GeV
+#: fields saved per tracked muon (:func:`classify`)
+MUON_FIELDS = ("p_true", "p_reco", "kappa", "kappa_true", "sigma_kappa", "dk_wrong", "used", "missing", "wrong",
+               "far", "fake", "dev", "gain")
+
+
+def _true_coordinates(events, crossings: dict, n_planes: int) -> np.ndarray:
+    """(events, planes) true measured coordinate of the event's own particle (NaN: none)."""
+    ev = np.asarray(events["event"], np.int64)
+    order = np.argsort(ev)
+    u = np.full((ev.size, n_planes), np.nan)
+    row = order[np.clip(np.searchsorted(ev, crossings["event"], sorter=order), 0, max(ev.size - 1, 0))]
+    ok = ev[row] == crossings["event"] if ev.size else np.zeros(0, bool)
+    u[row[ok], np.asarray(crossings["plane"], np.int64)[ok]] = crossings["u"][ok]
+    return u
+
+
+def kick_gain(dz: np.ndarray, down: np.ndarray, sigma: np.ndarray, used: np.ndarray):
+    """Weighted least-squares kick fit of :mod:`.reco.tracking.tracks` (rows ``[1, dz, -dz
+    down]``, weights 1/sigma^2 of the used planes), batched over muons: returns the sigma of
+    kappa from the fit's covariance (mrad) and the gains ``g`` (muons, planes) with
+    ``kappa = sum_j g_j u_j``.  ``dz`` (planes,) in m, ``down`` (planes,), ``sigma`` and
+    ``used`` (muons, planes)."""
+    a = np.stack(np.broadcast_arrays(np.ones_like(dz), dz, -dz * down), axis=-1)  # (planes, 3)
+    w = np.where(used, 1.0 / np.where(used, sigma, 1.0) ** 2, 0.0)  # (muons, planes)
+    m = np.einsum("pi,np,pj->nij", a, w, a)
+    cov = np.linalg.inv(m)
+    gain = np.einsum("nj,pj,np->np", cov[:, 2, :], a, w)
+    return np.sqrt(cov[:, 2, 2]), gain
+
+
+def classify(path, crossings_path, setup, conditions, selection) -> dict[str, np.ndarray]:
+    """Tracked hard beam muons of a simulated (0, 0) file, classified on truth (module doc).
+
+    ``crossings_path``: the ``.npz`` of ``simulate(..., true_crossings=)`` for ``path``.
+    Returns :data:`MUON_FIELDS` per tracked muon (bit masks over the planes of the MS2 bend
+    view, in z order) plus, per hard muon, ``all_missing`` and ``all_tracked`` (the missing
+    planes whether tracked or not) and ``view_planes`` (the view's plane names)."""
+    raw = open_raw(path)
+    events = raw.events()
+    crossings = dict(np.load(crossings_path))
+    r = reconstruct_tracks(events, setup, conditions, source=str(path), return_internals=True)
+    hits, res, views = r["_hits"], r["_tracks"], r["_views"]
+    station = next((v for v in views if v.role == "out" and v.bend), None)
+    if station is None:
+        raise ConfigError(f"{path}: setup {setup.name!r} has no outgoing bend view to classify")
+    ib = views.index(station)
+    planes = np.asarray(station.planes)
+    npl = planes.size
+    cols = Columns(None, {k: np.asarray(v) for k, v in r.items() if not k.startswith("_")})
+    truth = raw.truth()
+    p_true = np.asarray(truth["p_out"], float)
+    hard = p_true > HARD_P_OUT
+    cuts = {c.name: c for c in selection.cuts}
+    tracked = hard.copy()
+    for name in TRACKING_CUTS:
+        tracked &= cut_mask(cols, cuts[name])
+    fake = tracked & region_mask(cols, selection.signal_box)
+    n_setup = len(setup.planes)
+    u_true = _true_coordinates(events, crossings, n_setup)[:, planes]
+    pos, sig, origin, hplane = hits["pos"], hits["sigma"], hits["origin"], np.asarray(hits["plane"], np.int64)
+    usable = usable_hits(hits, setup, conditions)
+    plane_off = np.asarray(hits["plane_offsets"], np.int64)
+    n = p_true.size
+    ev_of = np.searchsorted(plane_off[::n_setup], np.arange(pos.size), side="right") - 1
+    # missing: no usable hit of the plane within CORRECT_SIGMAS of the truth
+    col = np.full(n_setup, -1)
+    col[planes] = np.arange(npl)
+    j_of = col[hplane]
+    on = (j_of >= 0) & usable
+    close = on.copy()
+    close[on] = np.abs(pos[on] - u_true[ev_of[on], j_of[on]]) < CORRECT_SIGMAS * sig[on]
+    near = np.zeros((n, npl), bool)
+    near[ev_of[close], j_of[close]] = True
+    missing = ~near
+    sel = np.asarray(res["hits"][:, ib, :npl])[tracked]  # used hit index per plane, -1 none
+    used = sel >= 0
+    t = np.flatnonzero(tracked)
+    ut = u_true[t]
+    h = np.maximum(sel, 0)
+    best = h.copy()  # nearest twin of the used hit to the truth
+    dbest = np.abs(pos[h] - ut)
+    for off in range(-MAX_TWIN_OFFSET, MAX_TWIN_OFFSET + 1):
+        if off == 0:
+            continue
+        k = np.clip(h + off, 0, pos.size - 1)
+        same = (origin[k] == origin[h]) & (hits["plane"][k] == hits["plane"][h]) & (np.abs(k - h) == abs(off))
+        same &= ev_of[k] == ev_of[h]
+        d = np.abs(pos[k] - ut)
+        better = same & (d < dbest)
+        best = np.where(better, k, best)
+        dbest = np.where(better, d, dbest)
+    wrong = used & (best != h)
+    far = used & ~(dbest < CORRECT_SIGMAS * sig[best])
+    wrong &= ~far
+    dz = np.asarray(station.dz, float)
+    down = np.asarray(station.down, float)
+    sigma_k, gain = kick_gain(dz, down, np.where(used, sig[h], 1.0), used)
+    delta = np.where(wrong, pos[h] - pos[best], 0.0)
+    kappa = np.asarray(res["par"][:, ib, 2])[tracked]
+    c = conditions.magnet(setup, station.station).momentum(1e-3) / units.GeV  # p (GeV) at 1 mrad
+    bits = 1 << np.arange(npl)
+    return {
+        "p_true": p_true[t], "p_reco": np.asarray(cols["p_out"])[t], "kappa": kappa, "kappa_true": c / p_true[t],
+        "sigma_kappa": sigma_k, "dk_wrong": np.sum(gain * delta, axis=1),
+        "used": (used * bits).sum(1), "missing": (missing[t] * bits).sum(1), "wrong": (wrong * bits).sum(1),
+        "far": (far * bits).sum(1), "fake": fake[t],
+        "dev": np.where(used, pos[h] - ut, np.nan).astype(np.float32), "gain": gain.astype(np.float32),
+        "all_missing": (missing[hard] * bits).sum(1), "all_tracked": tracked[hard],
+        "view_planes": np.array([setup.planes[p].name for p in planes]), "c_gev_mrad": np.array(c),
+        "beam_energy_gev": np.array(setup.beam.energy / units.GeV),
+        "view_straw_pitch": np.array([setup.planes[p].pitch if setup.planes[p].type == "straw" else 0.0
+                                      for p in planes]),
+        "max_missing": np.array(_max_missing(setup)),
+    }
+
+
+def usable_hits(hits: dict, setup, conditions) -> np.ndarray:
+    """Mask of the hits the track search may use: in time (:func:`.tracks.hit_time_windows`)
+    and, unless ``use_mm_singles``, not a candidate position of a micromegas single."""
+    from na64reco.reco.tracking.config import load_tracking_config
+    from na64reco.reco.tracking.tracks import hit_time_windows, in_time, mm_singles
+
+    cfg = load_tracking_config(setup)
+    lo, hi = hit_time_windows(setup, conditions, cfg.hit_time_sigma)
+    ok = in_time(hits, lo, hi)
+    if not cfg.use_mm_singles:
+        ok &= ~mm_singles(hits, np.array([p.type == "MM" for p in setup.planes]))
+    return ok
+
+
+def view_geometry(setup, conditions) -> dict:
+    """The outgoing bend view's fit geometry: ``dz`` (m), ``down``, ``sigma`` (mm, the plane
+    resolutions the fit weights with) per plane in z order and the chi2/ndf cut."""
+    from na64reco.reco.tracking.config import load_tracking_config
+    from na64reco.reco.tracking.tracks import make_views
+
+    cfg = load_tracking_config(setup)
+    view = next(v for v in make_views(setup, cfg, conditions) if v.role == "out" and v.bend)
+    return {"dz": np.asarray(view.dz, float), "down": np.asarray(view.down, float),
+            "sigma": np.array([setup.planes[p].resolution for p in view.planes], float),
+            "chi2_ndf_max": float(cfg.chi2_ndf_max), "planes": [setup.planes[p].name for p in view.planes]}
+
+
+def set_reach(geometry: dict, used: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For one pattern of used planes: the gains ``g`` (kappa = g . u), and for every set S of
+    planes (bit code 0..2^planes-1) the largest deflection change outliers on S can make per unit
+    of the fit's standardized residual norm, ``R_S = max g_S . d`` over ``d`` supported on S with
+    ``|W^1/2 (I - H) d| <= 1`` (inf if some d on S leaves no residual: the other used planes do
+    not fix the three parameters); with the chi2 cut, ``|W^1/2 (I - H) d| <= sqrt(chi2) +``
+    the right hits' residual norm."""
+    dz, down, sig = geometry["dz"], geometry["down"], geometry["sigma"]
+    npl = dz.size
+    a = np.stack([np.ones(npl), dz, -dz * down], axis=1)[used]
+    w = 1.0 / sig[used] ** 2
+    cov = np.linalg.inv(a.T @ (a * w[:, None]))
+    g_used = (cov @ (a * w[:, None]).T)[2]
+    h = (a @ cov @ a.T) * w[None, :]  # hat matrix (rows: fitted value of plane i per u_j)
+    v = np.sqrt(w)[:, None] * (np.eye(used.sum()) - h)  # W^1/2 (I - H): residual per unit deviation
+    idx = np.flatnonzero(used)
+    reach = np.full(1 << npl, np.inf)
+    reach[0] = 0.0
+    for code in range(1, 1 << npl):
+        in_s = ((code >> np.arange(npl)) & 1).astype(bool)
+        if not used[in_s].all():
+            continue
+        cols = np.flatnonzero(np.isin(idx, np.flatnonzero(in_s)))
+        vs = v[:, cols]
+        m = vs.T @ vs
+        if np.linalg.matrix_rank(m, tol=1e-9 * max(np.trace(m), 1e-300)) < cols.size:
+            continue
+        gs = g_used[cols]
+        reach[code] = float(np.sqrt(gs @ np.linalg.solve(m, gs)))
+    g = np.zeros(npl)
+    g[idx] = g_used
+    return g, reach
+
+
+#: quantile of the right hits' residual norm taken in the chi2 bound of :func:`set_reach`
+#: (what lies beyond is added to the bound as such)
+RESIDUAL_QUANTILE = 1e-20
+#: a used hit farther than this many plane resolutions from the truth is an outlier of the
+#: estimate (:func:`p00_estimate`), its shift counted muon by muon
+OUTLIER_SIGMAS = 5.0
+#: the bound's largest outlier deviation per plane: this many times the largest seen
+DEV_FACTOR = 2.0
+
+
+def _outlier_bound(m, geometry, used, room, width_k, rate_up, d_bound, inflation, set_cap, quantile):
+    """Per muon: log10 of the bound of :func:`p00_estimate` (see there); ``room`` the distance
+    to the box minus the core mean (mrad), ``width_k`` the core width (mrad).  Also returns the
+    largest difference between the gains of the geometry and the stored ones (mrad/mm)."""
+    from scipy import stats
+    from scipy.special import log_ndtr
+
+    npl = used.shape[1]
+    bits = 1 << np.arange(npl)
+    code_of = (used * bits).sum(1)
+    ln10 = math.log(10.0)
+    out = np.full(code_of.size, -np.inf)
+    check = 0.0
+    width_ratio = float(np.median(width_k / np.asarray(m["sigma_kappa"], float))) if code_of.size else 1.0
+    for pattern in np.unique(code_of):
+        sel = np.flatnonzero(code_of == pattern)
+        u = ((pattern >> np.arange(npl)) & 1).astype(bool)
+        g, reach = set_reach(geometry, u)
+        check = max(check, float(np.max(np.abs(np.asarray(m["gain"], float)[sel] - g[None, :]))))
+        ndf = int(u.sum()) - 3
+        c = math.sqrt(geometry["chi2_ndf_max"] * max(ndf, 0))
+        q = width_ratio * math.sqrt(stats.chi2.isf(quantile, ndf)) if ndf > 0 else 0.0
+        lg = log_ndtr(-room[sel] / width_k[sel]) / ln10  # no outlier
+        acc = lg * ln10
+        for code in range(1, 1 << npl):
+            in_s = ((code >> np.arange(npl)) & 1).astype(bool)
+            if not u[in_s].all():
+                continue
+            k = int(in_s.sum())
+            p_set = float(np.sum(np.log10(rate_up[in_s])))
+            if k >= 2:
+                p_set = min(p_set + (k - 1) * math.log10(inflation), math.log10(set_cap[k]))
+            shift = min(float(np.sum(np.abs(g[in_s]) * d_bound[in_s])), (c + q) * reach[code])
+            term = p_set + np.logaddexp(log_ndtr(-(room[sel] - shift) / width_k[sel]),
+                                        math.log(quantile)) / ln10
+            acc = np.logaddexp(acc, term * ln10)
+        out[sel] = acc / ln10
+    return out, check
+
+
+def _max_missing(setup) -> int:
+    from na64reco.reco.tracking.config import load_tracking_config
+
+    return int(load_tracking_config(setup).max_missing_planes)
+
+
+def gaussian_log10_tail(kappa_true, sigma, dk=0.0, width=1.0, c=1.0, box=BOX_P_OUT) -> np.ndarray:
+    """log10 of P(reco p_out < ``box``) for a Gaussian kappa error of ``width x sigma`` around
+    ``kappa_true + dk`` (the box is kappa > c / box)."""
+    from scipy.special import log_ndtr
+
+    z = (c / box - kappa_true - dk) / (width * sigma)
+    return log_ndtr(-z) / math.log(10.0)
+
+
+def _log10_mean(log10_values: np.ndarray) -> float:
+    if not log10_values.size:
+        return -math.inf
+    top = float(np.max(log10_values))
+    if not math.isfinite(top):
+        return -math.inf
+    return top + math.log10(float(np.mean(10.0 ** (log10_values - top))))
+
+
+def load_muons(paths) -> dict[str, np.ndarray]:
+    """Concatenate the per-file outputs of :func:`classify` saved as ``.npz``."""
+    parts = [dict(np.load(p)) for p in paths]
+    if not parts:
+        raise ConfigError("lone muon study: no classified file given")
+    out = {k: np.concatenate([p[k] for p in parts]) for k in (*MUON_FIELDS, "all_missing", "all_tracked")}
+    for k in ("view_planes", "c_gev_mrad", "max_missing", "view_straw_pitch", "beam_energy_gev"):
+        out[k] = parts[0][k]
+    return out
+
+
+def popcount(bits: np.ndarray) -> np.ndarray:
+    b = np.asarray(bits, np.int64)
+    return sum(((b >> j) & 1) for j in range(16))
+
+
+def _part(path: str, run: int, n: int, seed: int, setup_name: str = "na64mu",
+          selection: str = "na64mu_invisible") -> str:
+    """Simulate one part of the (0, 0) stratum (unless its classification exists), classify its
+    tracked muons, keep ``<part>.muons.npz`` and delete the raw file (a dask task)."""
+    from na64reco.conditions import load_conditions
+    from na64reco.fake_kicks import bend_region, near_times
+    from na64reco.geometry import load_setup
+    from na64reco.selection.schema import load_selection
+    from na64reco.sim.forced_noise import ForcedNoise
+    from na64reco.sim.generate import simulate
+    from na64reco.sim.occupancy import ForcedPileup
+
+    out = Path(path).with_suffix(".muons.npz")
+    if out.exists():
+        return str(out)
+    setup = load_setup(setup_name, run=run)
+    cond = load_conditions(setup, run)
+    cross = Path(path).with_suffix(".crossings.npz")
+    simulate(setup, n, seed, run, path, process="beam", trigger="calibration",
+             forced_noise=ForcedNoise.of(bend_region(setup, cond), 0),
+             forced_pileup=ForcedPileup.of(near_times(setup, cond), 0), true_crossings=cross)
+    res = classify(path, cross, setup, cond, load_selection(selection))
+    tmp = Path(path).with_suffix(".part.npz")
+    np.savez(tmp, **res)
+    tmp.rename(out)
+    Path(path).unlink()
+    cross.unlink()
+    return str(out)
+
+
+def simulate_parts(run: int, events: int, seed: int, workdir, *, part_events: int = 100_000, client=None) -> list[str]:
+    """The (0, 0) sample of ``run`` in parts of at most ``part_events`` muons (part j: seed
+    ``seed x 1000 + j``, so a larger sample contains a smaller one), simulated and classified (:func:`_part`) on the dask ``client`` if given;
+    returns the classification files."""
+    if part_events < 1 or events < 1 or -(-events // part_events) > 1000:
+        raise ConfigError(f"lone muon study: {events} muons in parts of {part_events}: need 1-1000 parts")
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    sizes = [min(part_events, events - i) for i in range(0, events, part_events)]
+    # part j has seed seed x 1000 + j whatever the total: a larger sample reuses the smaller one's parts
+    jobs = [(str(workdir / f"lone_run{run}_{seed}_{part_events}_p{j}.root"), run, s, seed * 1000 + j)
+            for j, s in enumerate(sizes)]
+    if client is not None:
+        return client.gather(client.map(_part, *zip(*jobs, strict=True), pure=False))
+    return [_part(*j) for j in jobs]
+
+
+def _box_sigmas(m: dict, box: float = BOX_P_OUT) -> np.ndarray:
+    """Distance of each muon's true deflection to the box edge, ``C / box - kappa_true`` (mrad)."""
+    return float(m["c_gev_mrad"]) / box - m["kappa_true"]
+
+
+def core_fit(pull: np.ndarray) -> dict:
+    """Gaussian description of the pulls of the right-hit fits: mean, width (with their errors),
+    Kolmogorov-Smirnov p-value and Anderson-Darling statistic against the Gaussian of that mean
+    and width, counts beyond 3, 4, 5 widths and what that Gaussian expects, largest |pull|."""
+    from scipy import stats
+
+    n = pull.size
+    if n < 10:
+        raise ConfigError(f"lone muon study: {n} right-hit muons: too few for the Gaussian check")
+    mu, s = float(np.mean(pull)), float(np.std(pull, ddof=1))
+    z = (pull - mu) / s
+    ad = stats.anderson(z, dist="norm")
+    return {"n": int(n), "mean": mu, "mean_err": s / math.sqrt(n), "width": s, "width_err": s / math.sqrt(2 * (n - 1)),
+            "ks_p": float(stats.kstest(z, "norm").pvalue), "ad": float(ad.statistic),
+            "ad_critical_1pct": float(ad.critical_values[-1]),
+            "tails_obs": [int(np.sum(np.abs(z) > k)) for k in (3, 4, 5)],
+            "tails_exp": [float(n * 2 * stats.norm.sf(k)) for k in (3, 4, 5)],
+            "max_abs_pull": float(np.max(np.abs(z))), "max_abs_pull_expected": float(stats.norm.isf(0.25 / n))}
+
+
+def p00_estimate(m: dict, geometry: dict, period: dict | None = None, box: float = BOX_P_OUT, *,
+                 outlier_sigmas: float = OUTLIER_SIGMAS, dev_factor: float = DEV_FACTOR,
+                 residual_quantile: float = RESIDUAL_QUANTILE) -> dict:
+    """The figures of the (0, 0) stratum from classified muons (:func:`load_muons`).
+
+    ``geometry``: :func:`view_geometry` of the period (checked against the stored gains).
+    ``period``: the period's ``misreco_<period>.json`` (strata weights and the kept muons per
+    MOT of the forced estimate), for the rate per tracked muon of the whole and per MOT.
+
+    The fitted deflection error of a muon is ``sum_j g_j dev_j`` (hit deviations from the true
+    crossings, the fit being linear) plus the scattering, so it splits into the right hits'
+    part, Gaussian (checked: ``core``, :func:`core_fit`), and the *outliers*: used hits that are
+    a wrong twin or farther than ``CORRECT_SIGMAS`` from the truth (``shift``: their
+    ``sum_j g_j dev_j``).
+
+    * ``log10_p_measured``: every tracked muon's box probability, a Gaussian of the core's
+      width (upper 2-sigma value, in units of the muon's own fit sigma) around its true
+      deflection plus the core mean plus its measured outlier shift, averaged (the central
+      value); ``log10_p_core`` the same for the right-hit muons alone (x their fraction);
+    * ``log10_p_bound``: the same muons, every set S of used planes taken as outliers with
+      probability ``F^(|S|-1) prod_{j in S} r_j`` (``r_j`` the 90 % CL upper limit of the plane's
+      outlier rate; ``F`` >= 1 the correlation of outliers across planes, the 90 % CL upper limit
+      of the muons with two or more outlier planes over what independent planes give,
+      ``outlier_planes``; and for |S| >= 2 at most the 90 % CL rate limit of muons with |S| or
+      more outlier planes), shifting the fit towards the box by the least of (a) ``sum_{j in S}
+      |g_j| d_j``, ``d_j`` twice the largest deviation of a used hit seen on the plane, and (b)
+      what the chi2 cut lets outliers on S do (:func:`set_reach`, with the right hits' residual
+      norm at its 1e-20 quantile); the probability that rarer or larger outliers than the
+      sample shows, alone or combined, reach the box;
+    * ``fakes``: counted directly.
+    """
+    from scipy.special import log_ndtr
+
+    from na64reco.stats.limits import poisson_upper_limit
+
+    pull = (m["kappa"] - m["kappa_true"]) / m["sigma_kappa"]
+    dist = _box_sigmas(m, box)
+    sig_k = np.asarray(m["sigma_kappa"], float)
+    dev = np.nan_to_num(np.asarray(m["dev"], float))
+    gain = np.asarray(m["gain"], float)
+    npl = gain.shape[1]
+    planes = [str(p) for p in m["view_planes"]]
+    bits = 1 << np.arange(npl)
+    used = (m["used"][:, None] & bits) > 0
+    wrong_p = (m["wrong"][:, None] & bits) > 0
+    far_p = used & ~wrong_p & (np.abs(dev) > outlier_sigmas * np.asarray(geometry["sigma"], float)[None, :])
+    outl = wrong_p | far_p
+    wrong, far = wrong_p.any(axis=1), far_p.any(axis=1)
+    right = ~outl.any(axis=1)
+    core = core_fit(pull[right])
+    width = core["width"] + 2 * core["width_err"]
+    shift = np.sum(np.where(outl, gain * dev, 0.0), axis=1)
+    n_used = used.sum(0)
+    n_out = outl.sum(0)
+    rate_up = np.array([poisson_upper_limit(int(k), cl=0.9, method="classical") / max(int(n), 1)
+                        for k, n in zip(n_out, n_used, strict=True)])
+    max_out = np.array([float(np.max(np.abs(dev[outl[:, j], j]), initial=0.0)) for j in range(npl)])
+    max_dev = np.array([float(np.max(np.abs(dev[used[:, j], j]), initial=0.0)) for j in range(npl)])
+    d_bound = dev_factor * np.maximum(max_out, max_dev)
+    mean_k = core["mean"] * sig_k
+    tracked = int(dist.size)
+
+    def log10_tail(sel, extra):
+        z = (dist[sel] - mean_k[sel] - extra[sel]) / (width * sig_k[sel])
+        return log_ndtr(-z) / math.log(10.0)
+
+    everyone = np.ones(tracked, bool)
+    # the bound: sum over the sets S of outlier planes, per pattern of used planes
+    k_out = outl.sum(1)
+    r_obs = n_out / np.maximum(n_used, 1)
+    pair_exp = 0.0  # expected muons with >= 2 outlier planes if the planes were independent
+    for i in range(npl):
+        for j in range(i + 1, npl):
+            pair_exp += float(np.sum(used[:, i] & used[:, j])) * r_obs[i] * r_obs[j]
+    n_multi = int(np.sum(k_out >= 2))
+    multi_up = poisson_upper_limit(n_multi, cl=0.9, method="classical")
+    inflation = max(1.0, multi_up / pair_exp) if pair_exp > 0 else math.inf
+    # a set of k >= 2 planes: at most the rate limit of muons with k or more outlier planes
+    set_cap = np.array([poisson_upper_limit(int(np.sum(k_out >= k)), cl=0.9, method="classical") / max(tracked, 1)
+                        for k in range(npl + 1)])
+    bound, geom_check = _outlier_bound(m, geometry, used, dist - mean_k, width * sig_k, rate_up, d_bound, inflation,
+                                       set_cap, residual_quantile)
+    out = {
+        "method": "truth-classified lone muon (benchmarks/lone_muon_tail.py): right-hit fits Gaussian (closed-form "
+                  "tail), outliers (wrong twins, far hits) by their measured shifts; bound: every set of outlier "
+                  "planes at its rate limit and twice the largest deviation seen",
+        "view_planes": planes, "hard": int(m["all_tracked"].size), "tracked": tracked,
+        "classes": {"right hits": int(right.sum()), "wrong twin": int((wrong & ~far).sum()),
+                    "far hit": int(far.sum()),
+                    **{f"{k} plane(s) missing": int(np.sum(popcount(m["missing"]) == k)) for k in range(3)},
+                    "tracked with more missing planes than the search allows": int(
+                        np.sum(popcount(m["missing"] & ~m["far"]) > int(m["max_missing"])))},
+        "core": core, "width_used": width,
+        "box_distance_median_sigma": float(np.median(dist / sig_k)) if tracked else math.nan,
+        "box_distance_min_sigma": float(np.min(dist / sig_k)) if tracked else math.nan,
+        "outlier_planes": {"planes": planes, "used": n_used.tolist(), "outliers": n_out.tolist(),
+                           "rate_upper_90": rate_up.tolist(), "max_outlier_dev_mm": max_out.tolist(),
+                           "max_dev_mm": max_dev.tolist(), "bound_dev_mm": d_bound.tolist(),
+                           "muons_by_outlier_planes": np.bincount(k_out, minlength=3).tolist(),
+                           "two_or_more_expected_if_independent": pair_exp, "two_or_more": n_multi,
+                           "correlation_factor_upper_90": inflation if math.isfinite(inflation) else None,
+                           "set_cap_by_size": set_cap.tolist(),
+                           },
+        "shift_classes": {},
+        "log10_p_core": _log10_mean(log10_tail(right, np.zeros(tracked))) + (
+            math.log10(right.mean()) if right.any() else 0.0),
+        "log10_p_measured": _log10_mean(log10_tail(everyone, shift)),
+        "log10_p_bound": _log10_mean(bound), "geometry_check_max_gain_diff": geom_check,
+        "fakes": int(np.sum(m["fake"])),
+    }
+    for name, sel in (("wrong twin", wrong & ~far), ("far hit", far)):
+        frac = shift[sel] / dist[sel]
+        out["shift_classes"][name] = {
+            "n": int(sel.sum()), "rate": float(sel.mean()) if tracked else 0.0,
+            "max_shift_fraction": float(np.max(np.abs(frac), initial=0.0)),
+            "shift_fraction_quantiles": np.quantile(frac, [0.0, 0.01, 0.5, 0.99, 1.0]).tolist() if sel.any() else [],
+            "max_abs_pull": float(np.max(np.abs(pull[sel]), initial=0.0)),
+            "planes": {p: int(np.sum(((m["wrong"] | m["far"])[sel] >> j) & 1)) for j, p in enumerate(planes)}}
+    out["all_pulls"] = {"max_abs_pull": float(np.max(np.abs(pull))) if tracked else 0.0,
+                        "beyond_5": int(np.sum(np.abs(pull - core["mean"]) > 5 * core["width"]))}
+    out["tail_shapes"] = tail_shapes_gof(m, mean_k, shift, core["width"])
+    if period:
+        out.update(_per_mot(out, period))
+    return out
+
+
+def tail_shapes_gof(m: dict, mean_k, shift, width: float, sideband=(80.0, 144.0)) -> dict:
+    """The campaign's tail fit against the truth: the spectrum ``E_beam p_out(reco) / p_out(true)``
+    of the tracked muons, the exponential and the power law fitted in ``sideband`` (binned, 2 GeV)
+    and extrapolated below 80 GeV as in ``benchmarks/misreco_forced_noise.py``; beside them the
+    truth model's expectation per bin (every muon's Gaussian at its measured shift, core width)
+    and each description's Poisson deviance in the sideband bins with at least one expected event."""
+    from scipy import stats
+    from scipy.special import log_ndtr
+
+    from na64reco.background import extrapolate, fit_tail
+    from na64reco.fake_kicks import P_OUT_EDGES
+
+    e = float(m["beam_energy_gev"])
+    scaled = e * m["p_reco"] / m["p_true"]
+    counts = np.histogram(scaled, bins=P_OUT_EDGES)[0]
+    edges = np.asarray(P_OUT_EDGES, float)
+    inside = (edges[:-1] >= sideband[0]) & (edges[1:] <= sideband[1])
+    lows, highs, obs = edges[:-1][inside], edges[1:][inside], counts[inside].astype(float)
+    sig = width * m["sigma_kappa"]
+
+    def below(x):  # expected muons with scaled < x: kappa > E kappa_true / x
+        z = (e * m["kappa_true"] / x - m["kappa_true"] - mean_k - shift) / sig
+        return float(np.sum(np.exp(log_ndtr(-z))))
+
+    model = np.array([below(b) - below(a) for a, b in zip(lows, highs, strict=True)])
+    out = {"sideband": list(sideband), "in_sideband": int(obs.sum()), "truth_model_in_sideband": float(model.sum()),
+           "observed": obs.astype(int).tolist(), "truth_model": model.tolist(), "bins": lows.tolist()}
+
+    def deviance(exp):
+        ok = exp > 0
+        o, x = obs[ok], exp[ok]
+        d = 2 * np.sum(x - o + np.where(o > 0, o * np.log(np.maximum(o, 1) / x), 0.0))
+        return float(d), int(ok.sum())
+
+    d, nb = deviance(model)
+    out["truth_model_deviance"], out["truth_model_bins"] = d, nb
+    out["truth_model_p"] = float(stats.chi2.sf(d, max(nb, 1)))
+    for shape in ("exponential", "power_law"):
+        try:
+            fit = fit_tail(None, sideband, model=shape, peak=e, counts=counts, edges=edges)
+        except Exception as exc:  # noqa: BLE001 - a failed fit is a result here, said as such
+            out[shape] = {"message": str(exc)}
+            continue
+        n_box, err = extrapolate(fit, (None, 80.0))
+        total = fit.model.integral(sideband[0], sideband[1], fit.theta)
+        exp = obs.sum() * np.array([fit.model.integral(a, b, fit.theta) for a, b in zip(lows, highs, strict=True)]) \
+            / total
+        d, nb = deviance(exp)
+        out[shape] = {"theta": float(fit.theta), "n_box": float(n_box), "n_box_err": float(err),
+                      "n_box_per_tracked": float(n_box) / max(len(scaled), 1), "deviance": d, "bins": nb,
+                      "p": float(stats.chi2.sf(d, max(nb - 1, 1)))}
+    return out
+
+
+def _per_mot(est: dict, period: dict) -> dict:
+    """The (0, 0) figures per tracked muon of the whole and per MOT: the stratum's weight x its
+    box probability per hard muon / the tracked muons per hard muon at the nominal noise and
+    pile-up (the strata of ``forced_noise`` in the period's JSON) x the kept muons per MOT."""
+    strata = (period.get("forced_noise") or {}).get("strata")
+    if not strata:
+        return {}
+    s00 = next((s for s in strata if s["count"] == 0 and s["pileup"] == 0), None)
+    if s00 is None:
+        return {}
+    den = sum(float(s["weight"]) * s["tracked"] / s["hard"] for s in strata if s["hard"])
+    kept = period.get("kept_per_mot") or float(period["after_cuts_but_box"]) / float(period["mot"])
+    frac = est["tracked"] / est["hard"]
+    scale = float(s00["weight"]) * frac / den * kept  # P(box | tracked (0, 0) muon) -> per MOT
+    lg = math.log10(scale)
+    from na64reco.stats.limits import poisson_upper_limit
+
+    up_count = float(s00["weight"]) * poisson_upper_limit(est["fakes"], cl=0.9, method="classical") / est["hard"] \
+        / den * kept
+    return {"weight_00": float(s00["weight"]), "kept_per_mot": kept, "denominator_per_event": den,
+            "log10_per_mot": est["log10_p_measured"] + lg, "log10_per_mot_upper": est["log10_p_bound"] + lg,
+            "per_mot": 10.0 ** (est["log10_p_measured"] + lg), "per_mot_upper": 10.0 ** (est["log10_p_bound"] + lg),
+            "per_mot_count_upper_90": up_count,
+            "tail_fit_per_mot": {k: est["tail_shapes"][k]["n_box_per_tracked"] * scale
+                                 for k in ("exponential", "power_law") if "n_box" in est["tail_shapes"].get(k, {})}}

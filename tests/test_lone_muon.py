@@ -1,0 +1,207 @@
+"""The lone muon's mis-measurement (the (0, 0) stratum) on truth (na64reco.lone_muon).
+
+The true crossings are opt-in and change nothing else; the kick fit is linear (gains, chi2
+reach against brute force); on a small (0, 0) sample the right-hit fits have Gaussian pulls
+of the fit's own sigma (times the scattering's few per cent), every pull beyond 5 widths is
+an outlier of the discrete classes, and the model (Gaussian core at each muon's measured
+outlier shift) predicts the tail it can see; the box probability and its bound against
+closed forms; the row of misreco_from_json with the truth-classified (0, 0) stratum.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from na64reco.conditions import load_conditions
+from na64reco.errors import NA64Error
+from na64reco.geometry import load_setup
+from na64reco.io.raw import open_raw
+from na64reco.lone_muon import (
+    classify,
+    kick_gain,
+    load_muons,
+    p00_estimate,
+    set_reach,
+    simulate_parts,
+    view_geometry,
+)
+from na64reco.selection.schema import load_selection
+from na64reco.sim.generate import simulate
+
+RUN = 10001  # 2023 period: 93 % of the muons tracked, N-1 planes, MM singles and two straw planes
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    work = tmp_path_factory.mktemp("lone")
+    files = simulate_parts(RUN, 4000, 3, work, part_events=4000)
+    setup = load_setup("na64mu", run=RUN)
+    return load_muons(files), view_geometry(setup, load_conditions(setup, RUN))
+
+
+def test_true_crossings_are_opt_in_and_draw_nothing(tmp_path):
+    setup = load_setup("na64mu", run=RUN)
+    a, b = tmp_path / "a.root", tmp_path / "b.root"
+    simulate(setup, 300, 5, RUN, a, process="beam", trigger="calibration")
+    simulate(setup, 300, 5, RUN, b, process="beam", trigger="calibration", true_crossings=tmp_path / "b.npz")
+    ea, eb = open_raw(a).events(), open_raw(b).events()
+    for field in ("event", "apv", "straw", "calo"):
+        assert ea[field].tolist() == eb[field].tolist(), field
+    cross = np.load(tmp_path / "b.npz")
+    # one crossing per plane and event for a beam muon that stays in the planes' acceptance
+    per_event = np.bincount(cross["event"], minlength=int(np.max(ea["event"])) + 1)[np.asarray(ea["event"])]
+    assert np.median(per_event) == len(setup.planes)
+    assert set(np.unique(cross["event"])) <= set(np.asarray(ea["event"]).tolist())
+
+
+def test_kick_gain_is_the_least_squares_fit_and_reach_its_chi2_bound():
+    rng = np.random.default_rng(1)
+    dz = np.array([-6.0, -4.0, -2.5, 3.0, 5.0, 6.5, 8.0])
+    down = (dz > 0).astype(float)
+    sig = np.array([0.07, 0.07, 0.07, 0.07, 0.15, 0.15, 0.07])
+    used = np.array([True, False, True, True, True, True, True])
+    u = rng.normal(size=7)
+    a = np.stack([np.ones(7), dz, -dz * down], axis=1)[used]
+    par = np.linalg.lstsq(a / sig[used, None], u[used] / sig[used], rcond=None)[0]
+    sk, g = kick_gain(dz, down, sig[None, :], used[None, :])
+    assert g[0] @ np.where(used, u, 0.0) == pytest.approx(par[2])
+    cov = np.linalg.inv((a / sig[used, None] ** 2).T @ a)
+    assert sk[0] == pytest.approx(math.sqrt(cov[2, 2]))
+    geometry = {"dz": dz, "down": down, "sigma": sig, "chi2_ndf_max": 10.0}
+    g2, reach = set_reach(geometry, used)
+    assert g2 == pytest.approx(g[0])
+    # a set on planes 4, 5 (two downstream): no direction d on it beats R_S per unit residual norm
+    code = (1 << 4) | (1 << 5)
+    h = a @ cov @ a.T / sig[used][None, :] ** 2
+    v = (np.eye(used.sum()) - h) / sig[used][:, None]
+    cols = [3, 4]  # planes 4, 5 among the used ones
+    ratios = []
+    for _ in range(2000):
+        d = rng.normal(size=2)
+        ratios.append(g2[[4, 5]] @ d / np.linalg.norm(v[:, cols] @ d))
+    assert max(ratios) <= reach[code] * (1 + 1e-9)
+    assert max(ratios) > 0.99 * reach[code]
+    # every used plane but two: the other planes cannot fix the three parameters
+    assert math.isinf(reach[sum(1 << j for j in (2, 3, 4, 5, 6))])
+
+
+def test_right_hit_pulls_are_gaussian_and_outliers_explain_the_rest(sample):
+    m, _ = sample
+    assert m["all_tracked"].mean() > 0.85 and len(m["p_true"]) > 3000
+    pull = (m["kappa"] - m["kappa_true"]) / m["sigma_kappa"]
+    right = (m["wrong"] == 0) & (m["far"] == 0)
+    z = pull[right]
+    # the fit's own sigma (hit resolutions) plus a few per cent of scattering inside MS2
+    assert abs(z.mean()) < 5 * z.std() / math.sqrt(z.size)
+    assert 1.0 < z.std() < 1.1
+    assert stats.kstest((z - z.mean()) / z.std(), "norm").pvalue > 1e-3
+    assert np.max(np.abs(z - z.mean())) < 5.5 * z.std()
+    # every pull beyond 5 core widths belongs to a discrete class (wrong twin or far hit)
+    big = np.abs(pull - z.mean()) > 5 * z.std()
+    assert not np.any(big & right)
+    # the search never tracks with more missing planes than it allows, unless an outlier fills one
+    missing = np.array([bin(x).count("1") for x in (m["missing"] & ~m["far"])])
+    assert np.all(missing <= int(m["max_missing"]))
+    assert m["fake"].sum() == 0
+
+
+def test_model_predicts_the_visible_tail(sample):
+    """The Gaussian core at each muon's outlier shift predicts how many muons lie beyond 3 and
+    4 core widths of the truth (the tail a small sample sees), within 4 sigma."""
+    m, geometry = sample
+    est = p00_estimate(m, geometry)
+    core = est["core"]
+    wrong, far = m["wrong"] > 0, m["far"] > 0
+    bits = 1 << np.arange(m["gain"].shape[1])
+    outl = ((m["wrong"] | m["far"])[:, None] & bits) > 0
+    shift = np.sum(np.where(outl, m["gain"] * np.nan_to_num(m["dev"]), 0.0), axis=1)
+    err = (m["kappa"] - m["kappa_true"]) / m["sigma_kappa"] - core["mean"]
+    for k in (3.0, 4.0):
+        model = np.sum(stats.norm.sf((k * core["width"] - shift / m["sigma_kappa"]) / core["width"])
+                       + stats.norm.cdf((-k * core["width"] - shift / m["sigma_kappa"]) / core["width"]))
+        observed = int(np.sum(np.abs(err) > k * core["width"]))
+        assert abs(observed - model) < 4 * math.sqrt(model) + 1, (k, observed, model)
+    assert (wrong | far).sum() > 0  # the sample has outliers to explain
+    # the estimate: far below the bound, the bound far below what the count alone says
+    assert est["log10_p_measured"] < -20
+    assert est["log10_p_measured"] <= est["log10_p_bound"] < math.log10(2.3 / len(m["p_true"]))
+    assert est["geometry_check_max_gain_diff"] < 1e-6
+
+
+def test_box_probability_and_bound_against_closed_forms(sample):
+    _, geometry = sample
+    n, npl = 20000, 7
+    rng = np.random.default_rng(4)
+    c = 400.0  # GeV mrad
+    sig = np.full(n, 0.5)  # mrad
+    used_bits = (1 << npl) - 1
+    g, _ = set_reach(geometry, np.ones(npl, bool))
+    m = {"p_true": np.full(n, 160.0), "kappa_true": np.full(n, c / 160.0), "sigma_kappa": sig,
+         "kappa": c / 160.0 + sig * rng.normal(size=n), "dk_wrong": np.zeros(n), "used": np.full(n, used_bits),
+         "missing": np.zeros(n, np.int64), "wrong": np.zeros(n, np.int64), "far": np.zeros(n, np.int64),
+         "fake": np.zeros(n, bool), "dev": np.zeros((n, npl)), "gain": np.tile(g, (n, 1)),
+         "all_missing": np.zeros(n, np.int64), "all_tracked": np.ones(n, bool), "view_planes": np.array(
+             [f"P{j}" for j in range(npl)]), "c_gev_mrad": np.array(c), "max_missing": np.array(1),
+         "view_straw_pitch": np.zeros(npl), "beam_energy_gev": np.array(160.0)}
+    m["p_reco"] = c / m["kappa"]
+    est = p00_estimate(m, geometry)
+    w = est["width_used"]
+    dist = c / 80.0 - c / 160.0
+    closed = stats.norm.logsf((dist - est["core"]["mean"] * 0.5) / (w * 0.5)) / math.log(10)
+    assert est["log10_p_measured"] == pytest.approx(closed, abs=1e-6)
+    # no outlier seen: each plane's rate is bounded by 2.3 / n; with no deviation seen the bound
+    # is the rate limit times the Gaussian at no shift, i.e. the core itself plus tiny terms
+    assert est["log10_p_bound"] >= est["log10_p_measured"]
+    # an outlier plane whose deviations reach three times the distance to the box: without the
+    # chi2 cut the bound is at least its rate limit; with it, what the chi2 lets that plane do
+    m2 = dict(m, far=np.where(np.arange(n) < 50, 1, 0), dev=m["dev"].copy())
+    m2["dev"][:50, 0] = np.sign(g[0]) * 1.5 * dist / abs(g[0])
+    loose = p00_estimate(m2, dict(geometry, chi2_ndf_max=1e12))
+    assert 10 ** loose["log10_p_bound"] >= 0.99 * loose["outlier_planes"]["rate_upper_90"][0]
+    assert loose["outlier_planes"]["rate_upper_90"][0] == pytest.approx(stats.poisson.ppf(0.9, 50) / n, rel=0.1)
+    tight = p00_estimate(m2, geometry)
+    assert est["log10_p_bound"] <= tight["log10_p_bound"] <= loose["log10_p_bound"]
+
+
+def test_misreco_row_with_the_lone_muon(tmp_path):
+    from na64reco.background import misreco_from_json
+
+    path = tmp_path / "misreco_2022.json"
+    strata = [{"count": 0, "pileup": 0, "fake": 0, "per_tracked": 0.0, "upper_90_per_tracked": 3e-6},
+              {"count": 2, "pileup": 0, "fake": 3, "per_tracked": 1e-8, "upper_90_per_tracked": 2e-8},
+              {"count": 1, "pileup": 0, "fake": 0, "per_tracked": 0.0, "upper_90_per_tracked": 1e-6}]
+    data = {"mot": 1e7, "box_count": 0, "per_mot": 0.0, "per_mot_err": 0.0, "extrapolated_per_mot": 1e-17,
+            "extrapolated_err": 1e-10, "period": "2022", "after_cuts_but_box": 10000,
+            "forced_noise_per_mot": 1e-11, "forced_noise_err": 6e-12, "forced_noise_upper_90": 5e-9,
+            "forced_noise_empty_upper_90": 4e-9, "forced_noise": {"strata": strata},
+            "forced_noise_tail_00_per_mot": 1e-15, "forced_noise_tail_00_err": 5.8e-11,
+            "lone_muon_00": {"per_mot": 1e-40, "per_mot_upper": 2e-13}}
+    path.write_text(json.dumps(data))
+    c = misreco_from_json(path)
+    assert not c.upper_limit
+    assert c.n == pytest.approx(1e-11) and c.error == pytest.approx(math.hypot(6e-12, 2e-13))
+    assert "classified on truth: 1e-40 per MOT" in c.method and "tail fit, a cross-check: 1e-15 +- 5.8e-11" in c.method
+    kept = 1e-3
+    assert f"other strata without a fake < {4e-9 - 3e-6 * kept:.2g}" in c.method
+    # no fake in the other strata: the other strata's bound plus the (0, 0) bound, as a limit
+    none = [dict(s, fake=0, per_tracked=0.0) for s in strata]
+    path.write_text(json.dumps({**data, "forced_noise_per_mot": 0.0, "forced_noise_err": 0.0,
+                                "forced_noise": {"strata": none}}))
+    c = misreco_from_json(path)
+    assert c.upper_limit and c.n == pytest.approx(4e-9 - 3e-6 * kept + 2e-13)
+    path.write_text(json.dumps({**data, "lone_muon_00": {"per_mot": 1e-40}}))
+    with pytest.raises(NA64Error, match="misreco_2022.json: key 'lone_muon_00.per_mot_upper'"):
+        misreco_from_json(path)
+
+
+def test_classify_names_a_setup_without_an_outgoing_station(tmp_path):
+    setup = load_setup("na64e", run=1)
+    out = tmp_path / "e.root"
+    simulate(setup, 50, 1, 1, out, process="beam", trigger="calibration", true_crossings=tmp_path / "e.npz")
+    with pytest.raises(NA64Error, match="e.root: setup 'na64e' has no outgoing bend view"):
+        classify(out, tmp_path / "e.npz", setup, load_conditions(setup, 1), load_selection("na64mu_invisible"))
