@@ -30,19 +30,33 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import time
 from pathlib import Path
 
-from na64reco.fake_kicks import PERIOD_RUNS
 from na64reco.conditions import load_conditions
+from na64reco.fake_kicks import PERIOD_RUNS
 from na64reco.geometry import load_setup
 from na64reco.lone_muon import load_muons, p00_estimate, simulate_parts, view_geometry
+
+#: muons per period (2022 tracks 16 % of them, 2023 92 %): ~14 min of 2 shared cores in all
+DEFAULT_EVENTS = "2022:3000000,2023:2000000"
+
+
+def events_of(text: str, period: str) -> int:
+    if ":" not in text:
+        return int(text)
+    sizes = dict(item.split(":") for item in text.split(","))
+    if period not in sizes:
+        raise SystemExit(f"--events {text}: no size for period {period}")
+    return int(sizes[period])
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--periods", default="2022,2023")
-    ap.add_argument("--events", type=int, default=1_000_000, help="muons of the (0, 0) stratum per period")
+    ap.add_argument("--events", default=DEFAULT_EVENTS,
+                    help="muons of the (0, 0) stratum: N for every period or PERIOD:N,... (default %(default)s)")
     ap.add_argument("--part-events", type=int, default=100_000)
     ap.add_argument("--workers", type=int, default=2, help="dask workers (0: in this process)")
     ap.add_argument("--seed", type=int, default=11)
@@ -64,7 +78,8 @@ def main(argv=None) -> int:
             client = stack.enter_context(Client(stack.enter_context(local_cluster(args.workers))))
         for period in args.periods.split(","):
             t0 = time.perf_counter()
-            files = simulate_parts(PERIOD_RUNS[period], args.events, args.seed, args.workdir,
+            n_events = events_of(str(args.events), period)
+            files = simulate_parts(PERIOD_RUNS[period], n_events, args.seed, args.workdir,
                                    part_events=args.part_events, client=client)
             camp = args.campaign / f"misreco_{period}.json"
             period_data = json.loads(camp.read_text()) if camp.exists() else {}
@@ -72,7 +87,8 @@ def main(argv=None) -> int:
             geometry = view_geometry(setup, load_conditions(setup, PERIOD_RUNS[period]))
             est = p00_estimate(load_muons(files), geometry, period_data)
             est["seconds"] = time.perf_counter() - t0
-            est.update(period=period, run=PERIOD_RUNS[period], events=args.events, seed=args.seed)
+            est.update(period=period, run=PERIOD_RUNS[period], events=n_events, seed=args.seed,
+                       part_events=args.part_events)
             print_estimate(est)
             summary[period] = est
             if args.period_json is not None:
@@ -90,7 +106,7 @@ def print_estimate(e: dict) -> None:
     c = e["core"]
     print(f"\n== {e['period']} (run {e['run']}): {e['events']} muons of the (0, 0) stratum, {e['hard']} hard, "
           f"{e['tracked']} tracked ({e['seconds']:.0f} s); view {', '.join(e['view_planes'])}")
-    print(f"classes of the tracked muons: " + ", ".join(f"{k} {v}" for k, v in e["classes"].items()))
+    print("classes of the tracked muons: " + ", ".join(f"{k} {v}" for k, v in e["classes"].items()))
     print(f"core (right hits, {c['n']} muons): pull mean {c['mean']:.4f} +- {c['mean_err']:.4f}, width "
           f"{c['width']:.4f} +- {c['width_err']:.4f} (fit's own sigma: 1); KS p = {c['ks_p']:.3g}, AD {c['ad']:.3g}; "
           f"|pull| > 3 / 4 / 5: {c['tails_obs']} (Gaussian of that width: "
@@ -101,19 +117,36 @@ def print_estimate(e: dict) -> None:
         print(f"  {name}: {k['n']} muons ({k['rate']:.2e} per tracked), shift/distance to the box: max "
               f"{k['max_shift_fraction']:.3g}, largest |pull| {k['max_abs_pull']:.2f}")
     o = e["outlier_planes"]
-    print("outliers per plane (used / outliers / 90 % rate limit / largest outlier deviation mm / bound mm): " + "; ".join(
+    print("outliers per plane (used / outliers / 90 % rate limit / largest outlier deviation mm / bound mm): "
+          + "; ".join(
         f"{p} {u} / {k} / {r:.1e} / {d:.2f} / {b:.2f}" for p, u, k, r, d, b in zip(
             o["planes"], o["used"], o["outliers"], o["rate_upper_90"], o["max_outlier_dev_mm"], o["bound_dev_mm"],
             strict=True)))
     print(f"muons by number of outlier planes {o['muons_by_outlier_planes']} (two or more if independent: "
           f"{o['two_or_more_expected_if_independent']:.2f}; correlation factor F <= "
-          f"{o['correlation_factor_upper_90'] or float('inf'):.3g}); geometry check (gains) {e['geometry_check_max_gain_diff']:.1e}")
+          f"{o['correlation_factor_upper_90'] or float('inf'):.3g}); geometry check (gains) "
+          f"{e['geometry_check_max_gain_diff']:.1e}")
     print(f"box probability per tracked muon: Gaussian core log10 {e['log10_p_core']:.1f}; with the measured shifts "
           f"log10 {e['log10_p_measured']:.1f}; bound (outlier sets) log10 {e['log10_p_bound']:.1f}; "
           f"counted fakes {e['fakes']} in {e['tracked']}")
+    print("  bound by number of outlier planes (log10 per tracked muon): "
+          + ", ".join(f"{k}: {v:.1f}" for k, v in enumerate(e["log10_p_bound_by_outlier_planes"])))
+    t = e["tail_shapes"]
+    print(f"tail fits of E_beam p_out(reco)/p_out(true) in {t['sideband']} GeV: {t['in_sideband']} muons in the "
+          f"sideband, the truth model expects {t['truth_model_in_sideband']:.1f} (deviance "
+          f"{t['truth_model_deviance']:.1f} in {t['truth_model_bins']} bins, p = {t['truth_model_p']:.2g})")
+    for shape in ("exponential", "power_law"):
+        f = t.get(shape, {})
+        if "n_box" in f:
+            decades = math.log10(max(f["n_box_per_tracked"], 1e-300)) - e["log10_p_measured"]
+            print(f"  {shape}: deviance {f['deviance']:.1f} in {f['bins']} bins (p = {f['p']:.2g}); box "
+                  f"{f['n_box_per_tracked']:.2g} per tracked muon, {decades:.1f} decades above the truth model")
+        else:
+            print(f"  {shape}: {f.get('message')}")
     if "per_mot_upper" in e:
-        print(f"(0, 0) stratum per MOT: {e['per_mot']:.3g} (bound {e['per_mot_upper']:.3g}); the count alone bounds "
-              f"it at {e['per_mot_count_upper_90']:.2g} (90 % CL)")
+        print(f"(0, 0) stratum per MOT: 10^{e['log10_per_mot']:.1f} (truth model); bounds: outlier sets "
+              f"{e['per_mot_outlier_bound']:.2g}, the count alone {e['per_mot_count_upper_90']:.2g} (90 % CL); "
+              f"tail fits {', '.join(f'{k} {v:.2g}' for k, v in e['tail_fit_per_mot'].items())}")
 
 
 if __name__ == "__main__":

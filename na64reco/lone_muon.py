@@ -235,15 +235,24 @@ def set_reach(geometry: dict, used: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 RESIDUAL_QUANTILE = 1e-20
 #: a used hit farther than this many plane resolutions from the truth is an outlier of the
 #: estimate (:func:`p00_estimate`), its shift counted muon by muon
-OUTLIER_SIGMAS = 5.0
-#: the bound's largest outlier deviation per plane: this many times the largest seen
+OUTLIER_SIGMAS = 3.5
+#: the bound's largest outlier deviation per plane beyond those seen: this many times the
+#: largest seen (at the rate limit of none seen)
 DEV_FACTOR = 2.0
+#: muons per pattern of used planes over which the bound is averaged (evenly spaced)
+BOUND_MUONS = 2000
 
 
-def _outlier_bound(m, geometry, used, room, width_k, rate_up, d_bound, inflation, set_cap, quantile):
-    """Per muon: log10 of the bound of :func:`p00_estimate` (see there); ``room`` the distance
-    to the box minus the core mean (mrad), ``width_k`` the core width (mrad).  Also returns the
-    largest difference between the gains of the geometry and the stored ones (mrad/mm)."""
+def _outlier_bound(m, geometry, used, room, width_k, rates, devs, inflation, set_cap, quantile,
+                   max_muons: int = BOUND_MUONS):
+    """log10 of the mean over the muons of the bound of :func:`p00_estimate` (see there):
+    ``room`` the distance to the box minus the core mean (mrad), ``width_k`` the core width
+    (mrad), ``rates`` / ``devs`` (levels, planes) the rate limit and largest deviation (mm) of
+    each outlier level of each plane; patterns with more than ``max_muons`` muons are averaged
+    over that many of them, evenly spaced in their distance to the box.  Also returns the largest difference between the
+    gains of the geometry and the stored ones (mrad/mm)."""
+    import itertools
+
     from scipy import stats
     from scipy.special import log_ndtr
 
@@ -251,33 +260,49 @@ def _outlier_bound(m, geometry, used, room, width_k, rate_up, d_bound, inflation
     bits = 1 << np.arange(npl)
     code_of = (used * bits).sum(1)
     ln10 = math.log(10.0)
-    out = np.full(code_of.size, -np.inf)
     check = 0.0
     width_ratio = float(np.median(width_k / np.asarray(m["sigma_kappa"], float))) if code_of.size else 1.0
+    log_rates = np.log10(np.maximum(rates, 1e-300))
+    total, weight = -np.inf, 0
+    by_size = np.full(npl + 1, -np.inf)  # the bound's terms by number of outlier planes
     for pattern in np.unique(code_of):
         sel = np.flatnonzero(code_of == pattern)
+        check = max(check, float(np.max(np.abs(np.asarray(m["gain"], float)[sel] - set_reach(
+            geometry, ((pattern >> np.arange(npl)) & 1).astype(bool))[0][None, :]))))
+        n_pattern = sel.size
+        if sel.size > max_muons:  # evenly spaced in the distance to the box (both extremes kept)
+            sel = sel[np.argsort(room[sel] / width_k[sel])]
+            sel = sel[np.linspace(0, sel.size - 1, max_muons).astype(np.int64)]
         u = ((pattern >> np.arange(npl)) & 1).astype(bool)
         g, reach = set_reach(geometry, u)
-        check = max(check, float(np.max(np.abs(np.asarray(m["gain"], float)[sel] - g[None, :]))))
         ndf = int(u.sum()) - 3
         c = math.sqrt(geometry["chi2_ndf_max"] * max(ndf, 0))
         q = width_ratio * math.sqrt(stats.chi2.isf(quantile, ndf)) if ndf > 0 else 0.0
-        lg = log_ndtr(-room[sel] / width_k[sel]) / ln10  # no outlier
-        acc = lg * ln10
-        for code in range(1, 1 << npl):
-            in_s = ((code >> np.arange(npl)) & 1).astype(bool)
-            if not u[in_s].all():
+        acc = log_ndtr(-room[sel] / width_k[sel])  # no outlier
+        acc_k = [acc] + [np.full(sel.size, -np.inf) for _ in range(npl)]
+        idx = np.flatnonzero(u)
+        for states in itertools.product(range(rates.shape[0] + 1), repeat=idx.size):
+            st = np.array(states)
+            on = st > 0
+            if not on.any():
                 continue
-            k = int(in_s.sum())
-            p_set = float(np.sum(np.log10(rate_up[in_s])))
+            planes = idx[on]
+            lv = st[on] - 1
+            k = int(on.sum())
+            p_set = float(np.sum(log_rates[lv, planes]))
             if k >= 2:
                 p_set = min(p_set + (k - 1) * math.log10(inflation), math.log10(set_cap[k]))
-            shift = min(float(np.sum(np.abs(g[in_s]) * d_bound[in_s])), (c + q) * reach[code])
-            term = p_set + np.logaddexp(log_ndtr(-(room[sel] - shift) / width_k[sel]),
-                                        math.log(quantile)) / ln10
-            acc = np.logaddexp(acc, term * ln10)
-        out[sel] = acc / ln10
-    return out, check
+            code = int(np.sum(bits[planes]))
+            shift = min(float(np.sum(np.abs(g[planes]) * devs[lv, planes])), (c + q) * reach[code])
+            term = p_set * ln10 + np.logaddexp(log_ndtr(-(room[sel] - shift) / width_k[sel]), math.log(quantile))
+            acc_k[k] = np.logaddexp(acc_k[k], term)
+        for k in range(npl + 1):
+            by_size[k] = np.logaddexp(by_size[k], float(np.logaddexp.reduce(acc_k[k]) - math.log(sel.size))
+                                      + math.log(n_pattern))
+        weight += n_pattern
+    total = np.logaddexp.reduce(by_size)
+    norm = math.log(max(weight, 1))
+    return (total - norm) / ln10, check, ((by_size - norm) / ln10).tolist()
 
 
 def _max_missing(setup) -> int:
@@ -352,8 +377,8 @@ def _part(path: str, run: int, n: int, seed: int, setup_name: str = "na64mu",
 
 def simulate_parts(run: int, events: int, seed: int, workdir, *, part_events: int = 100_000, client=None) -> list[str]:
     """The (0, 0) sample of ``run`` in parts of at most ``part_events`` muons (part j: seed
-    ``seed x 1000 + j``, so a larger sample contains a smaller one), simulated and classified (:func:`_part`) on the dask ``client`` if given;
-    returns the classification files."""
+    ``seed x 1000 + j``, so a larger sample contains a smaller one), simulated and classified
+    (:func:`_part`) on the dask ``client`` if given; returns the classification files."""
     if part_events < 1 or events < 1 or -(-events // part_events) > 1000:
         raise ConfigError(f"lone muon study: {events} muons in parts of {part_events}: need 1-1000 parts")
     workdir = Path(workdir)
@@ -394,7 +419,7 @@ def core_fit(pull: np.ndarray) -> dict:
 
 def p00_estimate(m: dict, geometry: dict, period: dict | None = None, box: float = BOX_P_OUT, *,
                  outlier_sigmas: float = OUTLIER_SIGMAS, dev_factor: float = DEV_FACTOR,
-                 residual_quantile: float = RESIDUAL_QUANTILE) -> dict:
+                 residual_quantile: float = RESIDUAL_QUANTILE, bound_muons: int = BOUND_MUONS) -> dict:
     """The figures of the (0, 0) stratum from classified muons (:func:`load_muons`).
 
     ``geometry``: :func:`view_geometry` of the period (checked against the stored gains).
@@ -411,16 +436,20 @@ def p00_estimate(m: dict, geometry: dict, period: dict | None = None, box: float
       width (upper 2-sigma value, in units of the muon's own fit sigma) around its true
       deflection plus the core mean plus its measured outlier shift, averaged (the central
       value); ``log10_p_core`` the same for the right-hit muons alone (x their fraction);
-    * ``log10_p_bound``: the same muons, every set S of used planes taken as outliers with
-      probability ``F^(|S|-1) prod_{j in S} r_j`` (``r_j`` the 90 % CL upper limit of the plane's
-      outlier rate; ``F`` >= 1 the correlation of outliers across planes, the 90 % CL upper limit
-      of the muons with two or more outlier planes over what independent planes give,
-      ``outlier_planes``; and for |S| >= 2 at most the 90 % CL rate limit of muons with |S| or
-      more outlier planes), shifting the fit towards the box by the least of (a) ``sum_{j in S}
-      |g_j| d_j``, ``d_j`` twice the largest deviation of a used hit seen on the plane, and (b)
-      what the chi2 cut lets outliers on S do (:func:`set_reach`, with the right hits' residual
-      norm at its 1e-20 quantile); the probability that rarer or larger outliers than the
-      sample shows, alone or combined, reach the box;
+    * ``log10_p_bound``: the same muons, every used plane either right or an outlier at one of
+      three levels: deviations up to the 99 % quantile of the plane's outliers (probability: the
+      90 % CL limit of its outlier rate ``r_j``), up to the largest seen (the limit of the rate
+      above the quantile), up to ``dev_factor`` x that (the limit of none seen); a set S of
+      outlier planes with probability ``F^(|S|-1) prod_{j in S} rate_j`` (``F`` >= 1 the
+      correlation of outliers across planes: the 90 % CL limit of the muons with two or more
+      outlier planes over what independent planes give; and at most the rate limit of muons
+      with |S| or more outlier planes), shifting the fit towards the box by the least of (a)
+      ``sum_{j in S} |g_j| d_j`` at the levels' deviations and (b) what the chi2 cut lets
+      outliers on S do (:func:`set_reach`, the right hits' residual norm at its
+      ``residual_quantile``, the rest added as such): the probability that rarer or larger
+      outliers than the sample shows, alone or combined, reach the box (averaged over
+      ``bound_muons`` muons per pattern of used planes, evenly spaced in their distance to
+      the box);
     * ``fakes``: counted directly.
     """
     from scipy.special import log_ndtr
@@ -450,7 +479,18 @@ def p00_estimate(m: dict, geometry: dict, period: dict | None = None, box: float
                         for k, n in zip(n_out, n_used, strict=True)])
     max_out = np.array([float(np.max(np.abs(dev[outl[:, j], j]), initial=0.0)) for j in range(npl)])
     max_dev = np.array([float(np.max(np.abs(dev[used[:, j], j]), initial=0.0)) for j in range(npl)])
-    d_bound = dev_factor * np.maximum(max_out, max_dev)
+    seen = np.maximum(max_out, max_dev)
+    d_bound = dev_factor * seen
+    ul = poisson_upper_limit  # noqa: N806 - short alias
+    beyond = np.array([ul(0, cl=0.9, method="classical") / max(int(n), 1) for n in n_used])
+    # three outlier levels per plane: up to the 99 % quantile of its outliers' deviations (rate
+    # limit of all its outliers), up to the largest seen (rate limit of those above the quantile),
+    # up to dev_factor x that (rate limit of none seen)
+    q99 = np.array([float(np.quantile(np.abs(dev[outl[:, j], j]), 0.99)) if n_out[j] else 0.0 for j in range(npl)])
+    q99 = np.maximum(q99, outlier_sigmas * np.asarray(geometry["sigma"], float))
+    above = np.array([int(np.sum(np.abs(dev[outl[:, j], j]) > q99[j])) for j in range(npl)])
+    rate_above = np.array([ul(int(k), cl=0.9, method="classical") / max(int(n), 1)
+                           for k, n in zip(above, n_used, strict=True)])
     mean_k = core["mean"] * sig_k
     tracked = int(dist.size)
 
@@ -472,8 +512,10 @@ def p00_estimate(m: dict, geometry: dict, period: dict | None = None, box: float
     # a set of k >= 2 planes: at most the rate limit of muons with k or more outlier planes
     set_cap = np.array([poisson_upper_limit(int(np.sum(k_out >= k)), cl=0.9, method="classical") / max(tracked, 1)
                         for k in range(npl + 1)])
-    bound, geom_check = _outlier_bound(m, geometry, used, dist - mean_k, width * sig_k, rate_up, d_bound, inflation,
-                                       set_cap, residual_quantile)
+    bound, geom_check, bound_by_size = _outlier_bound(
+        m, geometry, used, dist - mean_k, width * sig_k, np.stack([rate_up, rate_above, beyond]),
+        np.stack([q99, seen, d_bound]),
+        inflation, set_cap, residual_quantile, bound_muons)
     out = {
         "method": "truth-classified lone muon (benchmarks/lone_muon_tail.py): right-hit fits Gaussian (closed-form "
                   "tail), outliers (wrong twins, far hits) by their measured shifts; bound: every set of outlier "
@@ -490,6 +532,8 @@ def p00_estimate(m: dict, geometry: dict, period: dict | None = None, box: float
         "outlier_planes": {"planes": planes, "used": n_used.tolist(), "outliers": n_out.tolist(),
                            "rate_upper_90": rate_up.tolist(), "max_outlier_dev_mm": max_out.tolist(),
                            "max_dev_mm": max_dev.tolist(), "bound_dev_mm": d_bound.tolist(),
+                           "beyond_rate_upper_90": beyond.tolist(), "q99_outlier_dev_mm": q99.tolist(),
+                           "above_q99": above.tolist(), "above_q99_rate_upper_90": rate_above.tolist(),
                            "muons_by_outlier_planes": np.bincount(k_out, minlength=3).tolist(),
                            "two_or_more_expected_if_independent": pair_exp, "two_or_more": n_multi,
                            "correlation_factor_upper_90": inflation if math.isfinite(inflation) else None,
@@ -499,7 +543,9 @@ def p00_estimate(m: dict, geometry: dict, period: dict | None = None, box: float
         "log10_p_core": _log10_mean(log10_tail(right, np.zeros(tracked))) + (
             math.log10(right.mean()) if right.any() else 0.0),
         "log10_p_measured": _log10_mean(log10_tail(everyone, shift)),
-        "log10_p_bound": _log10_mean(bound), "geometry_check_max_gain_diff": geom_check,
+        "log10_p_bound": bound, "log10_p_bound_by_outlier_planes": bound_by_size,
+        "geometry_check_max_gain_diff": geom_check,
+        "outlier_sigmas": outlier_sigmas, "dev_factor": dev_factor, "residual_quantile": residual_quantile,
         "fakes": int(np.sum(m["fake"])),
     }
     for name, sel in (("wrong twin", wrong & ~far), ("far hit", far)):
@@ -593,7 +639,10 @@ def _per_mot(est: dict, period: dict) -> dict:
         / den * kept
     return {"weight_00": float(s00["weight"]), "kept_per_mot": kept, "denominator_per_event": den,
             "log10_per_mot": est["log10_p_measured"] + lg, "log10_per_mot_upper": est["log10_p_bound"] + lg,
-            "per_mot": 10.0 ** (est["log10_p_measured"] + lg), "per_mot_upper": 10.0 ** (est["log10_p_bound"] + lg),
-            "per_mot_count_upper_90": up_count,
+            "per_mot": 10.0 ** (est["log10_p_measured"] + lg),
+            "per_mot_outlier_bound": 10.0 ** (est["log10_p_bound"] + lg), "per_mot_count_upper_90": up_count,
+            # the smaller of the two bounds: the outlier sets' (model) and the count's (no model)
+            "per_mot_upper": min(10.0 ** (est["log10_p_bound"] + lg), up_count),
+            "per_mot_upper_from": "outlier sets" if 10.0 ** (est["log10_p_bound"] + lg) <= up_count else "count",
             "tail_fit_per_mot": {k: est["tail_shapes"][k]["n_box_per_tracked"] * scale
                                  for k in ("exponential", "power_law") if "n_box" in est["tail_shapes"].get(k, {})}}

@@ -114,7 +114,7 @@ def test_model_predicts_the_visible_tail(sample):
     """The Gaussian core at each muon's outlier shift predicts how many muons lie beyond 3 and
     4 core widths of the truth (the tail a small sample sees), within 4 sigma."""
     m, geometry = sample
-    est = p00_estimate(m, geometry)
+    est = p00_estimate(m, geometry, bound_muons=500)
     core = est["core"]
     wrong, far = m["wrong"] > 0, m["far"] > 0
     bits = 1 << np.arange(m["gain"].shape[1])
@@ -135,7 +135,7 @@ def test_model_predicts_the_visible_tail(sample):
 
 def test_box_probability_and_bound_against_closed_forms(sample):
     _, geometry = sample
-    n, npl = 20000, 7
+    n, npl = 5000, 7
     rng = np.random.default_rng(4)
     c = 400.0  # GeV mrad
     sig = np.full(n, 0.5)  # mrad
@@ -149,7 +149,7 @@ def test_box_probability_and_bound_against_closed_forms(sample):
              [f"P{j}" for j in range(npl)]), "c_gev_mrad": np.array(c), "max_missing": np.array(1),
          "view_straw_pitch": np.zeros(npl), "beam_energy_gev": np.array(160.0)}
     m["p_reco"] = c / m["kappa"]
-    est = p00_estimate(m, geometry)
+    est = p00_estimate(m, geometry, bound_muons=300)
     w = est["width_used"]
     dist = c / 80.0 - c / 160.0
     closed = stats.norm.logsf((dist - est["core"]["mean"] * 0.5) / (w * 0.5)) / math.log(10)
@@ -161,10 +161,10 @@ def test_box_probability_and_bound_against_closed_forms(sample):
     # chi2 cut the bound is at least its rate limit; with it, what the chi2 lets that plane do
     m2 = dict(m, far=np.where(np.arange(n) < 50, 1, 0), dev=m["dev"].copy())
     m2["dev"][:50, 0] = np.sign(g[0]) * 1.5 * dist / abs(g[0])
-    loose = p00_estimate(m2, dict(geometry, chi2_ndf_max=1e12))
+    loose = p00_estimate(m2, dict(geometry, chi2_ndf_max=1e12), bound_muons=300)
     assert 10 ** loose["log10_p_bound"] >= 0.99 * loose["outlier_planes"]["rate_upper_90"][0]
     assert loose["outlier_planes"]["rate_upper_90"][0] == pytest.approx(stats.poisson.ppf(0.9, 50) / n, rel=0.1)
-    tight = p00_estimate(m2, geometry)
+    tight = p00_estimate(m2, geometry, bound_muons=300)
     assert est["log10_p_bound"] <= tight["log10_p_bound"] <= loose["log10_p_bound"]
 
 
