@@ -20,7 +20,10 @@ all cuts but the box per MOT of the period's mis-reconstruction campaign (``--ca
 bounded by their sample sizes (90 % CL, printed per stratum); the (0, 0) stratum (the muon
 alone, no noise in R, no pile-up in N) is also estimated by a tail fit of its mis-measurement:
 ``E_beam p_out(reco) / p_out(true)`` of its tracked muons, fitted in 80-144 GeV (exponential,
-power law as the alternative) and extrapolated below 80 GeV (:func:`tail_bound`).
+power law as the alternative) and extrapolated below 80 GeV (:func:`tail_bound`): kept as a
+cross-check, the (0, 0) stratum being classified on truth by ``benchmarks/lone_muon_tail.py``
+(key ``lone_muon_00`` of the period JSON, which ``misreco_from_json`` prefers; rerun it after
+this script, it takes the strata's weights from the JSON).
 
 Because each sample fixes m, the same samples give the rate for any other density of the
 uncorrelated noise in R (``Lambda_R -> s Lambda_R``): the table "noise scale".
