@@ -22,6 +22,7 @@ from na64reco.errors import NA64Error
 from na64reco.geometry import load_setup
 from na64reco.io.raw import open_raw
 from na64reco.lone_muon import (
+    OUTLIER_SIGMAS,
     classify,
     kick_gain,
     load_muons,
@@ -91,10 +92,12 @@ def test_kick_gain_is_the_least_squares_fit_and_reach_its_chi2_bound():
 
 
 def test_right_hit_pulls_are_gaussian_and_outliers_explain_the_rest(sample):
-    m, _ = sample
+    m, geometry = sample
     assert m["all_tracked"].mean() > 0.85 and len(m["p_true"]) > 3000
     pull = (m["kappa"] - m["kappa_true"]) / m["sigma_kappa"]
-    right = (m["wrong"] == 0) & (m["far"] == 0)
+    # right hits: no wrong twin, every used hit within OUTLIER_SIGMAS resolutions of the truth
+    off = np.abs(np.nan_to_num(m["dev"])) > OUTLIER_SIGMAS * geometry["sigma"][None, :]
+    right = (m["wrong"] == 0) & ~off.any(axis=1)
     z = pull[right]
     # the fit's own sigma (hit resolutions) plus a few per cent of scattering inside MS2
     assert abs(z.mean()) < 5 * z.std() / math.sqrt(z.size)
