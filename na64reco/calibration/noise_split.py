@@ -1,0 +1,235 @@
+"""The off-track clusters of a beam run split into uncorrelated noise and beam pile-up muons.
+
+At a muon beam most off-track clusters of a tracker plane are not noise but the out-of-time
+beam muons inside its readout window (:mod:`na64reco.sim.occupancy`): *tracks*, i.e. a
+cluster on every plane they cross, nearly parallel to the triggering muon (the beam
+divergence; behind the ECAL its multiple scattering).  Noise clusters are uncorrelated
+across planes.  Per view (station x coordinate), in the events where the view has one track:
+
+* ``N_p``: off-track clusters of plane p (distinct origins; no candidate within 3 mm of the
+  track nor on a hot strip +-1), at offsets ``d = position - track`` on the plane;
+* partner planes ``Q_p``: the other planes of the view on the same side of the magnet read out
+  by APVs (close in z, no magnet between: a pile-up muon's offset changes by the angle
+  difference times dz only); window ``W_pq = max(MIN_WINDOW_MM, WINDOW_SPREADS x s_pq)``,
+  ``s_pq`` the robust spread of the offset differences of the run's pairs within
+  :data:`PAIR_RANGE_MM` (accidentals make it wider, never narrower);
+* ``B_p``: clusters of p with an off-track candidate of some q in Q_p within ``W_pq`` of
+  their offset (any of the de-multiplexing / left-right candidates);
+* accidentals: the same count against the clusters of q of the *next* event (event mixing:
+  the same offset distribution, structure of the MM de-multiplexing candidates included),
+  ``alpha_p`` per cluster;
+* a pile-up cluster of p has a partner with probability ``eps_p = 1 - prod_q (1 - e_q)``
+  (``e_q`` the tag-and-probe efficiencies) if the muon lies in q's readout window too; the
+  straw window is longer than the APVs': its pile-up clusters are scaled by the ratio of the
+  pile-up window lengths it sees alone and with the APVs (beam muons are uniform in time)::
+
+      P_p = (B_p - alpha_p N_p) / (eps_p (1 - alpha_p)) x L_p / L_pQ,   noise_p = (N_p - P_p) / n x scale_p
+
+  with ``scale_p`` the width over the width searched (noise is uniform).
+* the pile-up muons per event: ``P_p / (n e_p)`` corrected for the muons within the 3 mm zone
+  around the track (the density of the paired clusters at 3-9 mm carried into it) and scaled
+  from the plane's window to ``trackers.beam_pileup_window`` (without the in-time window).
+
+Errors: binomial-Poisson on the counts (the paired and the unpaired clusters independent),
+the efficiency errors neglected (eps_p ~ 0.99 with two partners).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from na64reco.calibration.beam_tracks import predict
+from na64reco.stats.robust import robust_sigma
+
+OFF_TRACK_MM = 3.0  # as plane_efficiency.OFF_TRACK_MM
+MIN_WINDOW_MM = 2.0
+WINDOW_SPREADS = 5.0
+PAIR_RANGE_MM = 10.0
+ZONE_REFERENCE_MM = 6.0  # the zone's density is taken at OFF_TRACK_MM .. OFF_TRACK_MM + this
+
+
+@dataclass
+class NoiseSplit:
+    """Per plane: uncorrelated noise and pile-up clusters per event, pile-up muons per event."""
+
+    noise_hits: float
+    noise_error: float
+    pileup_hits: float  # pile-up muon clusters per event (off-track, in the plane's window)
+    pileup_error: float
+    pileup_muons: float  # out-of-time beam muons per event in trackers.beam_pileup_window
+    pileup_muons_error: float
+    partners: tuple[str, ...]
+
+
+class Counts:
+    """Accumulators of one plane over the runs."""
+
+    def __init__(self):
+        self.n_events = 0
+        self.clusters = 0  # N
+        self.paired = 0  # B
+        self.accidental = 0.0  # mixed-event partners
+        self.zone_paired = 0  # paired clusters at OFF_TRACK_MM .. + ZONE_REFERENCE_MM
+        self.excluded = 0.0
+
+
+def _segments_length(segs) -> float:
+    return float(sum(max(b - a, 0.0) for a, b in segs))
+
+
+def _intersect(segs, window):
+    return [(max(a, window[0]), min(b, window[1])) for a, b in segs if min(b, window[1]) > max(a, window[0])]
+
+
+def pileup_times(setup) -> list[tuple[float, float]]:
+    """The out-of-time pile-up times: ``trackers.beam_pileup_window`` without the in-time window."""
+    lo, hi = setup.readout.beam_pileup_window
+    half = setup.beam.pileup_window / 2
+    return [(a, b) for a, b in ((lo, min(hi, -half)), (max(lo, half), hi)) if b > a]
+
+
+def readout_window(setup, plane) -> tuple[float, float]:
+    return setup.readout.straw_noise_window if plane.type == "straw" else setup.readout.apv_noise_window
+
+
+def _has_partner(r_p, d_p, r_q, d_q, window) -> np.ndarray:
+    """For each (event r_p, offset d_p): is there a (r_q, d_q) of the same event within ``window``."""
+    if d_q.size == 0 or d_p.size == 0:
+        return np.zeros(d_p.size, bool)
+    span = 4.0 * (np.abs(d_p).max(initial=0) + np.abs(d_q).max(initial=0) + window + 1.0)
+    kq = np.sort(r_q * span + d_q)
+    kp = r_p * span + d_p
+    return np.searchsorted(kq, kp + window, side="right") > np.searchsorted(kq, kp - window, side="left")
+
+
+def _candidates(hits, vt, setup, hot):
+    """Off-track candidates of the view's planes in its one-track events:
+    (plane position in view, event row, offset, cluster key), and the events."""
+    one = vt.n_tracks == 1
+    ev = vt.event[one]
+    pred = predict(vt.view, vt.par[one])
+    planes = list(vt.view.planes)
+    row = np.full(int(hits["event"].max(initial=0)) + 2, -1, np.int64)
+    row[ev] = np.arange(ev.size)
+    sel = np.flatnonzero(np.isin(hits["plane"], planes) & (row[np.minimum(hits["event"], row.size - 1)] >= 0))
+    lookup = np.full(len(setup.planes), -1, np.int64)
+    lookup[planes] = np.arange(len(planes))
+    ip = lookup[hits["plane"][sel]]
+    r = row[hits["event"][sel]]
+    d = hits["pos"][sel] - pred[r, ip]
+    key = hits["event"][sel].astype(np.int64) * 1_000_000 + hits["origin"][sel]
+    strip = np.floor(hits["strip"][sel] + 0.5).astype(np.int64)
+    bad = np.abs(d) <= OFF_TRACK_MM
+    for k, index in enumerate(planes):
+        near_hot = [s + dd for s in hot.get(setup.planes[index].name, []) for dd in (-1, 0, 1)]
+        bad |= (ip == k) & np.isin(strip, np.array(near_hot, np.int64))
+    keep = ~np.isin(key, key[bad])
+    return ip[keep], r[keep], d[keep], key[keep], ev.size
+
+
+def split_view(hits, vt, setup, hot: dict, accs: dict) -> dict[str, tuple[str, ...]]:
+    """Accumulate the counts of the view's planes (module doc); returns the partner planes."""
+    view = vt.view
+    ip, r, d, key, n_ev = _candidates(hits, vt, setup, hot)
+    planes = [setup.planes[i] for i in view.planes]
+    down = np.asarray(view.down)
+    dz = np.asarray(view.dz)
+    out = {}
+    for a, p in enumerate(planes):
+        acc = accs[p.name]
+        acc.n_events += n_ev
+        acc.excluded += n_ev * (2 * OFF_TRACK_MM + 3 * p.pitch * len(hot.get(p.name, [])))
+        on_p = ip == a
+        keys_p, first = np.unique(key[on_p], return_index=True)
+        acc.clusters += keys_p.size
+        partners = [b for b, q in enumerate(planes) if b != a and down[b] == down[a] and q.type != "straw"]
+        out[p.name] = tuple(planes[b].name for b in partners)
+        paired = np.zeros(on_p.sum(), bool)
+        mixed = np.zeros(on_p.sum(), bool)
+        for b in partners:
+            on_q = ip == b
+            diff = _pair_differences(r[on_p], d[on_p], r[on_q], d[on_q])
+            window = max(MIN_WINDOW_MM, WINDOW_SPREADS * robust_sigma(diff)) if diff.size >= 20 else \
+                MIN_WINDOW_MM + 2.0 * abs(dz[b] - dz[a])
+            paired |= _has_partner(r[on_p], d[on_p], r[on_q], d[on_q], window)
+            mixed |= _has_partner(r[on_p], d[on_p], (r[on_q] + 1) % max(n_ev, 1), d[on_q], window)
+        # a cluster is paired if any of its candidates is
+        kp = key[on_p]
+        acc.paired += np.unique(kp[paired]).size
+        acc.accidental += np.unique(kp[mixed]).size
+        zone = np.abs(d[on_p]) <= OFF_TRACK_MM + ZONE_REFERENCE_MM
+        acc.zone_paired += np.unique(kp[paired & zone]).size
+    return out
+
+
+def _pair_differences(r_p, d_p, r_q, d_q) -> np.ndarray:
+    """Offset differences d_q - d_p of the same-event pairs within PAIR_RANGE_MM."""
+    order = np.argsort(r_q, kind="stable")
+    rq, dq = r_q[order], d_q[order]
+    lo = np.searchsorted(rq, r_p, side="left")
+    hi = np.searchsorted(rq, r_p, side="right")
+    n = hi - lo
+    i = np.repeat(np.arange(r_p.size), n)
+    j = np.repeat(lo, n) + np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+    diff = dq[j] - d_p[i]
+    return diff[np.abs(diff) < PAIR_RANGE_MM]
+
+
+def finish(setup, accs: dict, partners: dict, efficiency: dict[str, float]) -> dict[str, NoiseSplit]:
+    """Per plane: the split (module doc) from the accumulated counts and the plane efficiencies."""
+    pile = pileup_times(setup)
+    by_name = {p.name: p for p in setup.planes}
+    total = _segments_length(pile)
+    out = {}
+    for p in setup.planes:
+        a = accs[p.name]
+        n = max(a.n_events, 1)
+        seen = _intersect(pile, readout_window(setup, p))
+        own = _segments_length(seen)
+        both = [s for q in partners[p.name] for s in _intersect(seen, readout_window(setup, by_name[q]))]
+        shared = _segments_length(_union(both))
+        eps = 1.0 - np.prod([1.0 - efficiency[q] for q in partners[p.name]]) if partners[p.name] else 0.0
+        if eps <= 0 or shared <= 0 or a.clusters == 0:
+            out[p.name] = NoiseSplit(np.nan, np.nan, np.nan, np.nan, np.nan, np.nan, partners[p.name])
+            continue
+        alpha = a.accidental / a.clusters
+        factor = own / shared / (eps * (1.0 - alpha))
+        pairs = a.paired - alpha * a.clusters
+        pileup = pairs * factor
+        scale = p.width / (p.width - a.excluded / n)
+        noise = (a.clusters - pileup) / n * scale
+        # errors: paired B ~ Poisson, unpaired N - B ~ Poisson (independent); the accidental
+        # term from as many mixed trials as clusters (Poisson)
+        var_b, var_u, var_acc = max(a.paired, 1), max(a.clusters - a.paired, 1), max(a.accidental, 1)
+        noise_var = ((1.0 - factor) ** 2 * var_b + var_u + (factor * 1.0) ** 2 * var_acc) * (scale / n) ** 2
+        pile_var = factor**2 * (var_b + var_acc) / n**2
+        zone = pairs / max(a.paired, 1) * a.zone_paired * OFF_TRACK_MM / ZONE_REFERENCE_MM * factor
+        eff = efficiency[p.name]
+        muons = (pileup + zone) / n / eff * total / own
+        muons_error = np.sqrt(pile_var) / eff * total / own * (1 + zone / max(pileup, 1))
+        out[p.name] = NoiseSplit(float(noise), float(np.sqrt(noise_var)), float(pileup / n), float(np.sqrt(pile_var)),
+                                 float(muons), float(muons_error), partners[p.name])
+    return out
+
+
+def _union(segs):
+    out: list[tuple[float, float]] = []
+    for a, b in sorted(segs):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def combined_rate(splits) -> tuple[float, float]:
+    """Inverse-variance weighted mean of the planes' pile-up muons per event; its error is the
+    smallest plane's (the planes count the same muons: their errors are not independent)."""
+    v = np.array([(s.pileup_muons, s.pileup_muons_error) for s in splits if np.isfinite(s.pileup_muons)
+                  and s.pileup_muons_error > 0])
+    if v.size == 0:
+        return float("nan"), float("nan")
+    w = 1.0 / v[:, 1] ** 2
+    return float((w * v[:, 0]).sum() / w.sum()), float(v[:, 1].min())
