@@ -7,7 +7,9 @@ divergence; behind the ECAL its multiple scattering).  Noise clusters are uncorr
 across planes.  Per view (station x coordinate), in the events where the view has one track:
 
 * ``N_p``: off-track clusters of plane p (distinct origins; no candidate within 3 mm of the
-  track nor on a hot strip +-1), at offsets ``d = position - track`` on the plane;
+  track nor on a hot strip +-1), at offsets ``d = position - track`` on the plane, inside
+  the narrowest of the plane and its partners (less :data:`FIDUCIAL_MARGIN_MM`; a straw plane
+  whole);
 * partner planes ``Q_p``: the other planes of the view on the same side of the magnet read out
   by APVs (close in z, no magnet between: a pile-up muon's offset changes by the angle
   difference times dz only); window ``W_pq = max(MIN_WINDOW_MM, WINDOW_SPREADS x s_pq)``,
@@ -19,7 +21,10 @@ across planes.  Per view (station x coordinate), in the events where the view ha
   the same offset distribution, structure of the MM de-multiplexing candidates included),
   ``alpha_p`` per cluster;
 * a pile-up cluster of p has a partner with probability ``eps_p = 1 - prod_q (1 - e_q)``
-  (``e_q`` the tag-and-probe efficiencies) if the muon lies in q's readout window too; the
+  if the muon lies in q's readout window too; ``e_q`` is q's efficiency for pile-up muons,
+  measured by tag and probe on the pile-up *segments* of the other side of the magnet (a
+  pair of APV planes within their window, extrapolated; accidental tags and probes
+  subtracted by event mixing), else (fewer than 100 segments) the triggering muons' one; the
   straw window is longer than the APVs': its pile-up clusters are scaled by the ratio of the
   pile-up window lengths it sees alone and with the APVs (beam muons are uniform in time)::
 
@@ -47,6 +52,7 @@ OFF_TRACK_MM = 3.0  # as plane_efficiency.OFF_TRACK_MM
 MIN_WINDOW_MM = 2.0
 WINDOW_SPREADS = 5.0
 PAIR_RANGE_MM = 10.0
+FIDUCIAL_MARGIN_MM = 3.0  # inside the narrowest of a plane and its partners (alignment, angles)
 ZONE_REFERENCE_MM = 6.0  # the zone's density is taken at OFF_TRACK_MM .. OFF_TRACK_MM + this
 
 
@@ -73,6 +79,19 @@ class Counts:
         self.accidental = 0.0  # mixed-event partners
         self.zone_paired = 0  # paired clusters at OFF_TRACK_MM .. + ZONE_REFERENCE_MM
         self.excluded = 0.0
+        self.searched = 0.0  # sum over events of the fiducial width (mm)
+        self.probe_tags = 0  # pile-up segments of the other side pointing at the plane
+        self.probe_found = 0
+        self.probe_tag_accidental = 0.0  # of the tags: accidental segments (event mixing)
+        self.probe_accidental = 0
+
+    def pileup_efficiency(self) -> float:
+        """Efficiency of the plane for out-of-time beam muons (tag and probe on pile-up segments)."""
+        if self.probe_tags == 0:
+            return float("nan")
+        alpha = self.probe_accidental / self.probe_tags
+        true_tags = self.probe_tags - self.probe_tag_accidental  # segments of a pile-up muon
+        return (self.probe_found - alpha * self.probe_tags) / (true_tags * (1.0 - alpha))
 
 
 def _segments_length(segs) -> float:
@@ -126,13 +145,13 @@ def _candidates(hits, vt, setup, hot):
         near_hot = [s + dd for s in hot.get(setup.planes[index].name, []) for dd in (-1, 0, 1)]
         bad |= (ip == k) & np.isin(strip, np.array(near_hot, np.int64))
     keep = ~np.isin(key, key[bad])
-    return ip[keep], r[keep], d[keep], key[keep], ev.size
+    return ip[keep], r[keep], d[keep], key[keep], hits["pos"][sel][keep], ev.size
 
 
 def split_view(hits, vt, setup, hot: dict, accs: dict) -> dict[str, tuple[str, ...]]:
     """Accumulate the counts of the view's planes (module doc); returns the partner planes."""
     view = vt.view
-    ip, r, d, key, n_ev = _candidates(hits, vt, setup, hot)
+    ip, r, d, key, pos, n_ev = _candidates(hits, vt, setup, hot)
     planes = [setup.planes[i] for i in view.planes]
     down = np.asarray(view.down)
     dz = np.asarray(view.dz)
@@ -141,18 +160,22 @@ def split_view(hits, vt, setup, hot: dict, accs: dict) -> dict[str, tuple[str, .
         acc = accs[p.name]
         acc.n_events += n_ev
         acc.excluded += n_ev * (2 * OFF_TRACK_MM + 3 * p.pitch * len(hot.get(p.name, [])))
-        on_p = ip == a
-        keys_p, first = np.unique(key[on_p], return_index=True)
-        acc.clusters += keys_p.size
         partners = [b for b, q in enumerate(planes) if b != a and down[b] == down[a] and q.type != "straw"]
         out[p.name] = tuple(planes[b].name for b in partners)
+        # only where the partners cover the plane (a muon outside them has no partner)
+        # (a straw plane is several times wider than the beam spot and its APV partners: all of it)
+        half = p.width / 2 if p.type == "straw" else \
+            min(q.width for q in [p, *(planes[b] for b in partners)]) / 2 - FIDUCIAL_MARGIN_MM
+        on_p = (ip == a) & (np.abs(pos - p.center) < half)
+        acc.searched += n_ev * 2 * half
+        keys_p, first = np.unique(key[on_p], return_index=True)
+        acc.clusters += keys_p.size
         paired = np.zeros(on_p.sum(), bool)
         mixed = np.zeros(on_p.sum(), bool)
         for b in partners:
             on_q = ip == b
             diff = _pair_differences(r[on_p], d[on_p], r[on_q], d[on_q])
-            window = max(MIN_WINDOW_MM, WINDOW_SPREADS * robust_sigma(diff)) if diff.size >= 20 else \
-                MIN_WINDOW_MM + 2.0 * abs(dz[b] - dz[a])
+            window = _window(diff, MIN_WINDOW_MM + 2.0 * abs(dz[b] - dz[a]))
             paired |= _has_partner(r[on_p], d[on_p], r[on_q], d[on_q], window)
             mixed |= _has_partner(r[on_p], d[on_p], (r[on_q] + 1) % max(n_ev, 1), d[on_q], window)
         # a cluster is paired if any of its candidates is
@@ -161,24 +184,86 @@ def split_view(hits, vt, setup, hot: dict, accs: dict) -> dict[str, tuple[str, .
         acc.accidental += np.unique(kp[mixed]).size
         zone = np.abs(d[on_p]) <= OFF_TRACK_MM + ZONE_REFERENCE_MM
         acc.zone_paired += np.unique(kp[paired & zone]).size
+    # pile-up efficiencies: segments of each APV pair of one side probe the other side's planes
+    apv = [k for k, q in enumerate(planes) if q.type != "straw"]
+    for a in apv:
+        for b in apv:
+            if b <= a or down[a] != down[b]:
+                continue
+            on_a, on_b = ip == a, ip == b
+            window = _window(_pair_differences(r[on_a], d[on_a], r[on_b], d[on_b]), MIN_WINDOW_MM)
+            seg = _segments(r, d, key, on_a, on_b, dz[a], dz[b], window)
+            fake = np.unique(key[on_a][_accidental_segments(r, d, on_a, on_b, n_ev, window)]).size
+            seg = (*seg[:3], seg[3], fake)
+            for c in apv:
+                if down[c] != down[a]:
+                    _probe_segments(seg, dz[a], r, d, ip == c, dz[c], n_ev, accs[planes[c].name])
     return out
+
+
+def _same_event_pairs(r_p, r_q) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (i, j) of all the pairs of entries of p and q in the same event."""
+    order = np.argsort(r_q, kind="stable")
+    lo = np.searchsorted(r_q[order], r_p, side="left")
+    n = np.searchsorted(r_q[order], r_p, side="right") - lo
+    i = np.repeat(np.arange(r_p.size), n)
+    j = order[np.repeat(lo, n) + np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)]
+    return i, j
 
 
 def _pair_differences(r_p, d_p, r_q, d_q) -> np.ndarray:
     """Offset differences d_q - d_p of the same-event pairs within PAIR_RANGE_MM."""
-    order = np.argsort(r_q, kind="stable")
-    rq, dq = r_q[order], d_q[order]
-    lo = np.searchsorted(rq, r_p, side="left")
-    hi = np.searchsorted(rq, r_p, side="right")
-    n = hi - lo
-    i = np.repeat(np.arange(r_p.size), n)
-    j = np.repeat(lo, n) + np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
-    diff = dq[j] - d_p[i]
+    i, j = _same_event_pairs(r_p, r_q)
+    diff = d_q[j] - d_p[i]
     return diff[np.abs(diff) < PAIR_RANGE_MM]
 
 
+def _window(diff: np.ndarray, fallback: float) -> float:
+    return max(MIN_WINDOW_MM, WINDOW_SPREADS * robust_sigma(diff)) if diff.size >= 20 else fallback
+
+
+def _segments(r, d, key, on_a, on_b, z_a, z_b, window):
+    """Pile-up segments of a pair of planes (a, b): one per cluster of a with a candidate of b
+    within ``window``: (event row, offset on a, slope of the offset per metre)."""
+    ia, ib = np.flatnonzero(on_a), np.flatnonzero(on_b)
+    i, j = _same_event_pairs(r[ia], r[ib])
+    ok = np.abs(d[ib][j] - d[ia][i]) < window
+    i, j = i[ok], j[ok]
+    first = np.unique(key[ia][i], return_index=True)[1]
+    i, j = i[first], j[first]
+    return r[ia][i], d[ia][i], (d[ib][j] - d[ia][i]) / (z_b - z_a), ia[i]
+
+
+def _accidental_segments(r, d, on_a, on_b, n_ev, window) -> np.ndarray:
+    """Mask over the candidates of a: a candidate of b of the next event within ``window``."""
+    ia, ib = np.flatnonzero(on_a), np.flatnonzero(on_b)
+    return _has_partner(r[ia], d[ia], (r[ib] + 1) % max(n_ev, 1), d[ib], window)
+
+
+def _probe_segments(seg, z_a, r, d, on_c, z_c, n_ev, acc: Counts) -> None:
+    """Tag and probe of plane c with the pile-up segments of the other side: found within a
+    window of the extrapolated offset; accidentals with the clusters of c of the next event."""
+    rs, ds, slope, _, fake = seg
+    pred = ds + slope * (z_c - z_a)
+    away = np.abs(pred) > OFF_TRACK_MM + MIN_WINDOW_MM  # the muon is off-track on c too
+    rs, pred = rs[away], pred[away]
+    acc.probe_tag_accidental += fake * away.mean() if away.size else 0.0
+    ic = np.flatnonzero(on_c)
+    i, j = _same_event_pairs(rs, r[ic])
+    res = d[ic][j] - pred[i]
+    window = _window(res[np.abs(res) < PAIR_RANGE_MM], 2 * MIN_WINDOW_MM)
+    acc.probe_tags += rs.size
+    acc.probe_found += int(_has_partner(rs, pred, r[ic], d[ic], window).sum())
+    acc.probe_accidental += int(_has_partner(rs, pred, (r[ic] + 1) % max(n_ev, 1), d[ic], window).sum())
+
+
 def finish(setup, accs: dict, partners: dict, efficiency: dict[str, float]) -> dict[str, NoiseSplit]:
-    """Per plane: the split (module doc) from the accumulated counts and the plane efficiencies."""
+    """Per plane: the split (module doc) from the accumulated counts; the planes' efficiencies
+    for pile-up muons where measured (APV planes with a pair on the other side of the magnet),
+    else ``efficiency`` (the tag-and-probe of the triggering muons)."""
+    measured = {name: a.pileup_efficiency() for name, a in accs.items()}
+    efficiency = {name: measured[name] if np.isfinite(measured[name]) and accs[name].probe_tags >= 100 else e
+                  for name, e in efficiency.items()}
     pile = pileup_times(setup)
     by_name = {p.name: p for p in setup.planes}
     total = _segments_length(pile)
@@ -198,7 +283,7 @@ def finish(setup, accs: dict, partners: dict, efficiency: dict[str, float]) -> d
         factor = own / shared / (eps * (1.0 - alpha))
         pairs = a.paired - alpha * a.clusters
         pileup = pairs * factor
-        scale = p.width / (p.width - a.excluded / n)
+        scale = p.width / ((a.searched - a.excluded) / n)
         noise = (a.clusters - pileup) / n * scale
         # errors: paired B ~ Poisson, unpaired N - B ~ Poisson (independent); the accidental
         # term from as many mixed trials as clusters (Poisson)
