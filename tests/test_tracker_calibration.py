@@ -191,7 +191,7 @@ def test_efficiency_closure(world):
         assert r.off_track_hits < t.noise_hits + pileup * t.efficiency + 4 * r.off_track_error, p.name
         # noise_hits: the uncorrelated noise split from the pile-up muons (calibration/noise_split.py)
         assert abs(r.noise_hits - t.noise_hits) < 4 * r.noise_error + 0.005, (p.name, r.noise_hits, t.noise_hits)
-        assert r.pileup_hits > 3 * t.noise_hits, p.name
+        assert r.pileup_hits > 2 * t.noise_hits, p.name  # ~0.12-0.13 per plane: most of the off-track clusters
         # the hot- and dead-strip search against the beam profile of the pile-up muons
         assert r.dead_strips == DEAD.get(p.name, []), p.name
         assert r.hot_strips == HOT.get(p.name, []), p.name

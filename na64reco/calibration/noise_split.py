@@ -193,8 +193,11 @@ def split_view(hits, vt, setup, hot: dict, accs: dict) -> dict[str, tuple[str, .
             on_a, on_b = ip == a, ip == b
             window = _window(_pair_differences(r[on_a], d[on_a], r[on_b], d[on_b]), MIN_WINDOW_MM)
             seg = _segments(r, d, key, on_a, on_b, dz[a], dz[b], window)
-            fake = np.unique(key[on_a][_accidental_segments(r, d, on_a, on_b, n_ev, window)]).size
-            seg = (*seg[:3], seg[3], fake)
+            # accidental segments: alpha per cluster of a without a true partner, so of the T
+            # segments of the N clusters, T - (T - alpha N) / (1 - alpha) are accidental
+            n_a = np.unique(key[on_a]).size
+            alpha = np.unique(key[on_a][_accidental_segments(r, d, on_a, on_b, n_ev, window)]).size / max(n_a, 1)
+            seg = (*seg[:3], alpha * max(n_a - seg[0].size, 0) / (1.0 - alpha))
             for c in apv:
                 if down[c] != down[a]:
                     _probe_segments(seg, dz[a], r, d, ip == c, dz[c], n_ev, accs[planes[c].name])
@@ -231,7 +234,7 @@ def _segments(r, d, key, on_a, on_b, z_a, z_b, window):
     i, j = i[ok], j[ok]
     first = np.unique(key[ia][i], return_index=True)[1]
     i, j = i[first], j[first]
-    return r[ia][i], d[ia][i], (d[ib][j] - d[ia][i]) / (z_b - z_a), ia[i]
+    return r[ia][i], d[ia][i], (d[ib][j] - d[ia][i]) / (z_b - z_a)
 
 
 def _accidental_segments(r, d, on_a, on_b, n_ev, window) -> np.ndarray:
@@ -243,7 +246,7 @@ def _accidental_segments(r, d, on_a, on_b, n_ev, window) -> np.ndarray:
 def _probe_segments(seg, z_a, r, d, on_c, z_c, n_ev, acc: Counts) -> None:
     """Tag and probe of plane c with the pile-up segments of the other side: found within a
     window of the extrapolated offset; accidentals with the clusters of c of the next event."""
-    rs, ds, slope, _, fake = seg
+    rs, ds, slope, fake = seg
     pred = ds + slope * (z_c - z_a)
     away = np.abs(pred) > OFF_TRACK_MM + MIN_WINDOW_MM  # the muon is off-track on c too
     rs, pred = rs[away], pred[away]
