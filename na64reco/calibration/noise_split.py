@@ -54,6 +54,8 @@ WINDOW_SPREADS = 5.0
 PAIR_RANGE_MM = 10.0
 FIDUCIAL_MARGIN_MM = 3.0  # inside the narrowest of a plane and its partners (alignment, angles)
 ZONE_REFERENCE_MM = 6.0  # the zone's density is taken at OFF_TRACK_MM .. OFF_TRACK_MM + this
+SEGMENT_WINDOW_FACTOR = 2.0  # the pile-up segments' pair window / the split's
+MIN_SEGMENTS = 100  # pile-up segments needed to use a plane's measured pile-up efficiency
 
 
 @dataclass
@@ -80,10 +82,22 @@ class Counts:
         self.zone_paired = 0  # paired clusters at OFF_TRACK_MM .. + ZONE_REFERENCE_MM
         self.excluded = 0.0
         self.searched = 0.0  # sum over events of the fiducial width (mm)
+        self.zone_half = OFF_TRACK_MM  # half-width (mm) around the track where clusters are not counted
+        self.singles = 0  # MM singles among the clusters of the counted region
+        self.region_clusters = 0  # all clusters of the counted region, singles included
         self.probe_tags = 0  # pile-up segments of the other side pointing at the plane
         self.probe_found = 0
         self.probe_tag_accidental = 0.0  # of the tags: accidental segments (event mixing)
+        self.probe_paired = 0  # found with a partner
+        self.probe_paired_accidental = 0
         self.probe_accidental = 0
+
+    def pairing_probability(self) -> float:
+        """Probability that a pile-up cluster of the plane is paired, accidental partners
+        included (``eps + (1 - eps) alpha``): segments with a paired cluster over those with
+        a cluster, the accidental clusters (event mixing) subtracted from both."""
+        den = self.probe_found - self.probe_accidental
+        return (self.probe_paired - self.probe_paired_accidental) / den if den > 0 else float("nan")
 
     def pileup_efficiency(self) -> float:
         """Efficiency of the plane for out-of-time beam muons (tag and probe on pile-up segments)."""
@@ -145,53 +159,68 @@ def _candidates(hits, vt, setup, hot):
         near_hot = [s + dd for s in hot.get(setup.planes[index].name, []) for dd in (-1, 0, 1)]
         bad |= (ip == k) & np.isin(strip, np.array(near_hot, np.int64))
     keep = ~np.isin(key, key[bad])
-    return ip[keep], r[keep], d[keep], key[keep], hits["pos"][sel][keep], ev.size
+    types = np.array([setup.planes[i].type for i in planes])
+    single = (types[ip] == "MM") & hits["ambiguous"][sel]  # an MM single: one unresolved channel
+    return ip[keep], r[keep], d[keep], key[keep], hits["pos"][sel][keep], single[keep], ev.size
 
 
 def split_view(hits, vt, setup, hot: dict, accs: dict) -> dict[str, tuple[str, ...]]:
     """Accumulate the counts of the view's planes (module doc); returns the partner planes."""
     view = vt.view
-    ip, r, d, key, pos, n_ev = _candidates(hits, vt, setup, hot)
+    ip, r, d, key, pos, single, n_ev = _candidates(hits, vt, setup, hot)
     planes = [setup.planes[i] for i in view.planes]
     down = np.asarray(view.down)
     dz = np.asarray(view.dz)
     out = {}
+    is_paired = np.zeros(ip.size, bool)  # candidates with a partner (pile-up pairs)
+    zone_half = np.full(len(planes), OFF_TRACK_MM)
     for a, p in enumerate(planes):
         acc = accs[p.name]
-        acc.n_events += n_ev
-        acc.excluded += n_ev * (2 * OFF_TRACK_MM + 3 * p.pitch * len(hot.get(p.name, [])))
         partners = [b for b, q in enumerate(planes) if b != a and down[b] == down[a] and q.type != "straw"]
         out[p.name] = tuple(planes[b].name for b in partners)
         # only where the partners cover the plane (a muon outside them has no partner)
         # (a straw plane is several times wider than the beam spot and its APV partners: all of it)
         half = p.width / 2 if p.type == "straw" else \
             min(q.width for q in [p, *(planes[b] for b in partners)]) / 2 - FIDUCIAL_MARGIN_MM
-        on_p = (ip == a) & (np.abs(pos - p.center) < half)
+        all_p = (ip == a) & ~single
+        windows = {b: _window(_pair_differences(r[all_p], d[all_p], r[(ip == b) & ~single], d[(ip == b) & ~single]),
+                              MIN_WINDOW_MM + 2.0 * abs(dz[b] - dz[a])) for b in partners}
+        # counted: clusters farther from the track than the zone plus the widest pair window, so
+        # that a pile-up muon's partner can never lie in the zone (cut away with the track)
+        zone_half[a] = OFF_TRACK_MM + max(windows.values(), default=0.0)
+        acc.n_events += n_ev
+        acc.excluded += n_ev * (2 * zone_half[a] + 3 * p.pitch * len(hot.get(p.name, [])))
         acc.searched += n_ev * 2 * half
-        keys_p, first = np.unique(key[on_p], return_index=True)
-        acc.clusters += keys_p.size
-        paired = np.zeros(on_p.sum(), bool)
-        mixed = np.zeros(on_p.sum(), bool)
-        for b in partners:
-            on_q = ip == b
-            diff = _pair_differences(r[on_p], d[on_p], r[on_q], d[on_q])
-            window = _window(diff, MIN_WINDOW_MM + 2.0 * abs(dz[b] - dz[a]))
-            paired |= _has_partner(r[on_p], d[on_p], r[on_q], d[on_q], window)
-            mixed |= _has_partner(r[on_p], d[on_p], (r[on_q] + 1) % max(n_ev, 1), d[on_q], window)
-        # a cluster is paired if any of its candidates is
-        kp = key[on_p]
-        acc.paired += np.unique(kp[paired]).size
-        acc.accidental += np.unique(kp[mixed]).size
-        zone = np.abs(d[on_p]) <= OFF_TRACK_MM + ZONE_REFERENCE_MM
-        acc.zone_paired += np.unique(kp[paired & zone]).size
+        paired = np.zeros(all_p.sum(), bool)
+        mixed = np.zeros(all_p.sum(), bool)
+        for b, window in windows.items():
+            on_q = (ip == b) & ~single
+            paired |= _has_partner(r[all_p], d[all_p], r[on_q], d[on_q], window)
+            mixed |= _has_partner(r[all_p], d[all_p], (r[on_q] + 1) % max(n_ev, 1), d[on_q], window)
+        is_paired[all_p] = paired
+        # a cluster counts (and is paired) if any of its candidates does (is)
+        use = (np.abs(pos[all_p] - p.center) < half) & (np.abs(d[all_p]) > zone_half[a])
+        kp = key[all_p][use]
+        acc.clusters += np.unique(kp).size
+        acc.paired += np.unique(kp[paired[use]]).size
+        acc.accidental += np.unique(kp[mixed[use]]).size
+        zone = np.abs(d[all_p][use]) <= zone_half[a] + ZONE_REFERENCE_MM
+        acc.zone_paired += np.unique(kp[paired[use] & zone]).size
+        acc.zone_half = zone_half[a]
+        region = (ip == a) & (np.abs(pos - p.center) < half) & (np.abs(d) > zone_half[a])
+        acc.singles += np.unique(key[region & single]).size
+        acc.region_clusters += np.unique(key[region]).size
     # pile-up efficiencies: segments of each APV pair of one side probe the other side's planes
     apv = [k for k, q in enumerate(planes) if q.type != "straw"]
     for a in apv:
         for b in apv:
             if b <= a or down[a] != down[b]:
                 continue
-            on_a, on_b = ip == a, ip == b
-            window = _window(_pair_differences(r[on_a], d[on_a], r[on_b], d[on_b]), MIN_WINDOW_MM)
+            on_a, on_b = (ip == a) & ~single, (ip == b) & ~single
+            # tags of any angle (a narrow tag window would select the muons whose angle, the
+            # beam's divergence and the scattering in the ECAL, also pairs them on the probed side)
+            window = SEGMENT_WINDOW_FACTOR * _window(_pair_differences(r[on_a], d[on_a], r[on_b], d[on_b]),
+                                                     MIN_WINDOW_MM)
             seg = _segments(r, d, key, on_a, on_b, dz[a], dz[b], window)
             # accidental segments: alpha per cluster of a without a true partner, so of the T
             # segments of the N clusters, T - (T - alpha N) / (1 - alpha) are accidental
@@ -200,7 +229,8 @@ def split_view(hits, vt, setup, hot: dict, accs: dict) -> dict[str, tuple[str, .
             seg = (*seg[:3], alpha * max(n_a - seg[0].size, 0) / (1.0 - alpha))
             for c in apv:
                 if down[c] != down[a]:
-                    _probe_segments(seg, dz[a], r, d, ip == c, dz[c], n_ev, accs[planes[c].name])
+                    _probe_segments(seg, dz[a], r, d, (ip == c) & ~single & (np.abs(d) > zone_half[c]), is_paired,
+                                    dz[c], zone_half[c], n_ev, accs[planes[c].name])
     return out
 
 
@@ -243,12 +273,13 @@ def _accidental_segments(r, d, on_a, on_b, n_ev, window) -> np.ndarray:
     return _has_partner(r[ia], d[ia], (r[ib] + 1) % max(n_ev, 1), d[ib], window)
 
 
-def _probe_segments(seg, z_a, r, d, on_c, z_c, n_ev, acc: Counts) -> None:
+def _probe_segments(seg, z_a, r, d, on_c, is_paired, z_c, zone_c, n_ev, acc: Counts) -> None:
     """Tag and probe of plane c with the pile-up segments of the other side: found within a
-    window of the extrapolated offset; accidentals with the clusters of c of the next event."""
+    window of the extrapolated offset, and found *with a partner* (the pairing of the split);
+    accidentals with the clusters of c of the next event."""
     rs, ds, slope, fake = seg
     pred = ds + slope * (z_c - z_a)
-    away = np.abs(pred) > OFF_TRACK_MM + MIN_WINDOW_MM  # the muon is off-track on c too
+    away = np.abs(pred) > zone_c  # the muon's cluster on c is counted (outside c's zone)
     rs, pred = rs[away], pred[away]
     acc.probe_tag_accidental += fake * away.mean() if away.size else 0.0
     ic = np.flatnonzero(on_c)
@@ -258,6 +289,9 @@ def _probe_segments(seg, z_a, r, d, on_c, z_c, n_ev, acc: Counts) -> None:
     acc.probe_tags += rs.size
     acc.probe_found += int(_has_partner(rs, pred, r[ic], d[ic], window).sum())
     acc.probe_accidental += int(_has_partner(rs, pred, (r[ic] + 1) % max(n_ev, 1), d[ic], window).sum())
+    jc = ic[is_paired[ic]]
+    acc.probe_paired += int(_has_partner(rs, pred, r[jc], d[jc], window).sum())
+    acc.probe_paired_accidental += int(_has_partner(rs, pred, (r[jc] + 1) % max(n_ev, 1), d[jc], window).sum())
 
 
 def finish(setup, accs: dict, partners: dict, efficiency: dict[str, float]) -> dict[str, NoiseSplit]:
@@ -265,7 +299,7 @@ def finish(setup, accs: dict, partners: dict, efficiency: dict[str, float]) -> d
     for pile-up muons where measured (APV planes with a pair on the other side of the magnet),
     else ``efficiency`` (the tag-and-probe of the triggering muons)."""
     measured = {name: a.pileup_efficiency() for name, a in accs.items()}
-    efficiency = {name: measured[name] if np.isfinite(measured[name]) and accs[name].probe_tags >= 100 else e
+    efficiency = {name: measured[name] if np.isfinite(measured[name]) and accs[name].probe_tags >= MIN_SEGMENTS else e
                   for name, e in efficiency.items()}
     pile = pileup_times(setup)
     by_name = {p.name: p for p in setup.planes}
@@ -283,22 +317,37 @@ def finish(setup, accs: dict, partners: dict, efficiency: dict[str, float]) -> d
             out[p.name] = NoiseSplit(np.nan, np.nan, np.nan, np.nan, np.nan, np.nan, partners[p.name])
             continue
         alpha = a.accidental / a.clusters
-        factor = own / shared / (eps * (1.0 - alpha))
+        pairing = a.pairing_probability()
+        # B = P (eps + (1 - eps) alpha) + (N - P) alpha: with the pairing probability measured
+        # on pile-up segments, P = (B - alpha N) / (pairing - alpha); else from the efficiencies
+        rel_var = 0.0  # relative variance of the pairing probability
+        if a.probe_found - a.probe_accidental >= MIN_SEGMENTS and pairing > alpha:
+            factor = own / shared / (pairing - alpha)
+            rel_var = pairing * (1.0 - pairing) / (a.probe_found - a.probe_accidental) / (pairing - alpha) ** 2
+        else:
+            factor = own / shared / (eps * (1.0 - alpha))
         pairs = a.paired - alpha * a.clusters
         pileup = pairs * factor
-        scale = p.width / ((a.searched - a.excluded) / n)
+        # MM singles (one unresolved channel: a pulse far from the sampling time) pair with
+        # nothing; noise and pile-up clusters, both uniform over the APV window with the same
+        # charge, become singles equally often: the split is of the other clusters, scaled up
+        singles = 1.0 / (1.0 - a.singles / a.region_clusters) if a.region_clusters > a.singles else 1.0
+        scale = p.width / ((a.searched - a.excluded) / n) * singles
         noise = (a.clusters - pileup) / n * scale
         # errors: paired B ~ Poisson, unpaired N - B ~ Poisson (independent); the accidental
         # term from as many mixed trials as clusters (Poisson)
         var_b, var_u, var_acc = max(a.paired, 1), max(a.clusters - a.paired, 1), max(a.accidental, 1)
-        noise_var = ((1.0 - factor) ** 2 * var_b + var_u + (factor * 1.0) ** 2 * var_acc) * (scale / n) ** 2
-        pile_var = factor**2 * (var_b + var_acc) / n**2
-        zone = pairs / max(a.paired, 1) * a.zone_paired * OFF_TRACK_MM / ZONE_REFERENCE_MM * factor
+        pile_var = factor**2 * (var_b + var_acc) / n**2 + (pileup / n) ** 2 * rel_var
+        noise_var = ((1.0 - factor) ** 2 * var_b + var_u + factor**2 * var_acc + pileup**2 * rel_var) * (scale / n) ** 2
+        # the pile-up muons in the zone: the paired clusters' density beside it carried into it
+        zone = pairs / max(a.paired, 1) * a.zone_paired * a.zone_half / ZONE_REFERENCE_MM * factor
+        whole = (pileup + zone) / max(pileup, 1e-12)
         eff = efficiency[p.name]
         muons = (pileup + zone) / n / eff * total / own
-        muons_error = np.sqrt(pile_var) / eff * total / own * (1 + zone / max(pileup, 1))
-        out[p.name] = NoiseSplit(float(noise), float(np.sqrt(noise_var)), float(pileup / n), float(np.sqrt(pile_var)),
-                                 float(muons), float(muons_error), partners[p.name])
+        muons_error = np.sqrt(pile_var) / eff * total / own * whole
+        out[p.name] = NoiseSplit(float(noise), float(np.sqrt(noise_var)), float((pileup + zone) / n * singles),
+                                 float(np.sqrt(pile_var) * whole * singles), float(muons), float(muons_error),
+                                 partners[p.name])
     return out
 
 
