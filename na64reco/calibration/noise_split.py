@@ -4,39 +4,47 @@ At a muon beam most off-track clusters of a tracker plane are not noise but the 
 beam muons inside its readout window (:mod:`na64reco.sim.occupancy`): *tracks*, i.e. a
 cluster on every plane they cross, nearly parallel to the triggering muon (the beam
 divergence; behind the ECAL its multiple scattering).  Noise clusters are uncorrelated
-across planes.  Per view (station x coordinate), in the events where the view has one track:
+across planes.  Per view (station x coordinate), in the events where the view has one track,
+with ``d = position - track`` the offset of a candidate from the track on its plane:
 
-* ``N_p``: off-track clusters of plane p (distinct origins; no candidate within 3 mm of the
-  track nor on a hot strip +-1), at offsets ``d = position - track`` on the plane, inside
-  the narrowest of the plane and its partners (less :data:`FIDUCIAL_MARGIN_MM`; a straw plane
-  whole);
-* partner planes ``Q_p``: the other planes of the view on the same side of the magnet read out
-  by APVs (close in z, no magnet between: a pile-up muon's offset changes by the angle
-  difference times dz only); window ``W_pq = max(MIN_WINDOW_MM, WINDOW_SPREADS x s_pq)``,
-  ``s_pq`` the robust spread of the offset differences of the run's pairs within
-  :data:`PAIR_RANGE_MM` (accidentals make it wider, never narrower);
-* ``B_p``: clusters of p with an off-track candidate of some q in Q_p within ``W_pq`` of
-  their offset (any of the de-multiplexing / left-right candidates);
-* accidentals: the same count against the clusters of q of the *next* event (event mixing:
-  the same offset distribution, structure of the MM de-multiplexing candidates included),
-  ``alpha_p`` per cluster;
-* a pile-up cluster of p has a partner with probability ``eps_p = 1 - prod_q (1 - e_q)``
-  if the muon lies in q's readout window too; ``e_q`` is q's efficiency for pile-up muons,
-  measured by tag and probe on the pile-up *segments* of the other side of the magnet (a
-  pair of APV planes within their window, extrapolated; accidental tags and probes
-  subtracted by event mixing), else (fewer than 100 segments) the triggering muons' one; the
-  straw window is longer than the APVs': its pile-up clusters are scaled by the ratio of the
-  pile-up window lengths it sees alone and with the APVs (beam muons are uniform in time)::
+* partner planes ``Q_p``: the other APV planes of the view on the same side of the magnet
+  (close in z, no magnet between: a pile-up muon's offset changes by the angle difference
+  times dz only); window ``W_pq = max(MIN_WINDOW_MM, WINDOW_SPREADS x s_pq)``, ``s_pq`` the
+  robust spread of the offset differences of the run's pairs within :data:`PAIR_RANGE_MM`;
+* ``N_p``: clusters of plane p (distinct origins) farther than ``Z_p = 3 mm + max_q W_pq``
+  from the track (so that a pile-up muon's partner is never in the 3 mm zone that is cut
+  away with the track), not on a hot strip +-1, inside the narrowest of the plane and its
+  partners (less :data:`FIDUCIAL_MARGIN_MM`; a straw plane whole), MM singles (one
+  unresolved channel: pulses far from the sampling time) left out;
+* ``B_p``: those with a candidate of some q in Q_p within ``W_pq`` of their offset (any of
+  the de-multiplexing / left-right candidates); accidentals ``alpha_p`` per cluster: the
+  same against the clusters of q of the *next* event (event mixing: the same offset
+  distribution, the structure of the MM de-multiplexing and the track's own clusters
+  included);
+* the pairing probability ``pi_p`` of a pile-up cluster of p (accidental partners
+  included): tag and probe on pile-up *segments* of the other side of the magnet (a pair of
+  APV planes within twice their window, extrapolated to p): segments with a counted cluster
+  of p near the extrapolation that is paired, over those with one; accidental clusters
+  subtracted from both by event mixing.  Then ``B = P pi + (N - P) alpha``::
 
-      P_p = (B_p - alpha_p N_p) / (eps_p (1 - alpha_p)) x L_p / L_pQ,   noise_p = (N_p - P_p) / n x scale_p
+      P_p = (B_p - alpha_p N_p) / (pi_p - alpha_p),   noise_p = (N_p - P_p) / n x scale_p / (1 - s_p)
 
-  with ``scale_p`` the width over the width searched (noise is uniform).
-* the pile-up muons per event: ``P_p / (n e_p)`` corrected for the muons within the 3 mm zone
-  around the track (the density of the paired clusters at 3-9 mm carried into it) and scaled
-  from the plane's window to ``trackers.beam_pileup_window`` (without the in-time window).
+  ``scale_p`` the plane width over the width counted (noise is uniform), ``s_p`` the
+  fraction of MM singles among the clusters of the counted region (noise and pile-up
+  clusters are both uniform over the APV window with the same charge: singles equally
+  often).  Planes without segments (the straws): ``pi_p ~ eps_p (1 - alpha_p) + alpha_p``
+  with ``eps_p = 1 - prod_q (1 - e_q)``, ``e_q`` the partners' efficiencies for pile-up
+  muons (segments found / segments, accidental tags and probes subtracted), and the
+  pile-up clusters scaled by the ratio of the pile-up window lengths the plane sees alone
+  and with its partners (the straw TDC window is longer than the APVs'; beam muons are
+  uniform in time);
+* the pile-up muons per event: ``P_p / (n e_p)`` with the muons in the zone ``|d| < Z_p``
+  added (a Gaussian density through the paired clusters of two bands of
+  :data:`ZONE_REFERENCE_MM` beside it, flat for straws), scaled from the plane's window to
+  ``trackers.beam_pileup_window`` (without the in-time window).
 
-Errors: binomial-Poisson on the counts (the paired and the unpaired clusters independent),
-the efficiency errors neglected (eps_p ~ 0.99 with two partners).
+Errors: Poisson on the paired and unpaired clusters and the accidentals, binomial on the
+pairing probability; the partners' efficiencies of the straw's estimate neglected.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import erf
 
 from na64reco.calibration.beam_tracks import predict
 from na64reco.stats.robust import robust_sigma
@@ -53,7 +62,7 @@ MIN_WINDOW_MM = 2.0
 WINDOW_SPREADS = 5.0
 PAIR_RANGE_MM = 10.0
 FIDUCIAL_MARGIN_MM = 3.0  # inside the narrowest of a plane and its partners (alignment, angles)
-ZONE_REFERENCE_MM = 6.0  # the zone's density is taken at OFF_TRACK_MM .. OFF_TRACK_MM + this
+ZONE_REFERENCE_MM = 6.0  # the zone's pile-up density from two bands of this width beside it
 SEGMENT_WINDOW_FACTOR = 2.0  # the pile-up segments' pair window / the split's
 MIN_SEGMENTS = 100  # pile-up segments needed to use a plane's measured pile-up efficiency
 
@@ -79,7 +88,8 @@ class Counts:
         self.clusters = 0  # N
         self.paired = 0  # B
         self.accidental = 0.0  # mixed-event partners
-        self.zone_paired = 0  # paired clusters at OFF_TRACK_MM .. + ZONE_REFERENCE_MM
+        self.zone_paired = 0  # paired clusters at |d| in zone_half .. + ZONE_REFERENCE_MM
+        self.zone_paired_far = 0  # ... and in the next band out
         self.excluded = 0.0
         self.searched = 0.0  # sum over events of the fiducial width (mm)
         self.zone_half = OFF_TRACK_MM  # half-width (mm) around the track where clusters are not counted
@@ -204,8 +214,10 @@ def split_view(hits, vt, setup, hot: dict, accs: dict) -> dict[str, tuple[str, .
         acc.clusters += np.unique(kp).size
         acc.paired += np.unique(kp[paired[use]]).size
         acc.accidental += np.unique(kp[mixed[use]]).size
-        zone = np.abs(d[all_p][use]) <= zone_half[a] + ZONE_REFERENCE_MM
-        acc.zone_paired += np.unique(kp[paired[use] & zone]).size
+        dist = np.abs(d[all_p][use]) - zone_half[a]
+        acc.zone_paired += np.unique(kp[paired[use] & (dist <= ZONE_REFERENCE_MM)]).size
+        acc.zone_paired_far += np.unique(kp[paired[use] & (dist > ZONE_REFERENCE_MM)
+                                            & (dist <= 2 * ZONE_REFERENCE_MM)]).size
         acc.zone_half = zone_half[a]
         region = (ip == a) & (np.abs(pos - p.center) < half) & (np.abs(d) > zone_half[a])
         acc.singles += np.unique(key[region & single]).size
@@ -340,7 +352,9 @@ def finish(setup, accs: dict, partners: dict, efficiency: dict[str, float]) -> d
         pile_var = factor**2 * (var_b + var_acc) / n**2 + (pileup / n) ** 2 * rel_var
         noise_var = ((1.0 - factor) ** 2 * var_b + var_u + factor**2 * var_acc + pileup**2 * rel_var) * (scale / n) ** 2
         # the pile-up muons in the zone: the paired clusters' density beside it carried into it
-        zone = pairs / max(a.paired, 1) * a.zone_paired * a.zone_half / ZONE_REFERENCE_MM * factor
+        # (straws: flat; the mirror candidates of the digits blur the bands' densities)
+        zone = pairs / max(a.paired, 1) * factor * _zone_count(a.zone_paired, 0 if p.type == "straw" else
+                                                               a.zone_paired_far, a.zone_half)
         whole = (pileup + zone) / max(pileup, 1e-12)
         eff = efficiency[p.name]
         muons = (pileup + zone) / n / eff * total / own
@@ -349,6 +363,20 @@ def finish(setup, accs: dict, partners: dict, efficiency: dict[str, float]) -> d
                                  float(np.sqrt(pile_var) * whole * singles), float(muons), float(muons_error),
                                  partners[p.name])
     return out
+
+
+def _zone_count(near: float, far: float, zone: float) -> float:
+    """Paired clusters expected at |d| < ``zone`` from ``near`` and ``far`` in the two bands of
+    :data:`ZONE_REFERENCE_MM` beside it: a density ``A exp(-k d^2)`` (the offset of a beam
+    muon from another is Gaussian about 0) through the bands' centres, integrated over the zone."""
+    b = ZONE_REFERENCE_MM
+    if near <= 0:
+        return 0.0
+    m1, m2 = zone + b / 2, zone + 3 * b / 2
+    k = max(np.log(near / far) / (m2**2 - m1**2), 0.0) if far > 0 else 0.0
+    rho = near / (2 * b) * np.exp(k * m1**2)  # density per mm at d = 0 (both signs counted)
+    integral = zone if k <= 0 else 0.5 * np.sqrt(np.pi / k) * erf(zone * np.sqrt(k))
+    return float(2 * rho * integral)
 
 
 def _union(segs):
