@@ -82,11 +82,12 @@ def noise_closure(setup, eff, true) -> None:
     print("\n== noise closure: off-track clusters split into uncorrelated noise and beam pile-up muons ==")
     print(f"{'plane':6s} {'true noise':>10s} {'measured noise':>16s} {'pull':>6s} {'ratio':>6s} "
           f"{'off-track (old)':>16s} {'ratio':>6s} {'pile-up clusters':>17s} {'pile-up muons':>15s}")
-    pulls, split, old = [], {}, {}
+    pulls, split, old, split_err = [], {}, {}, {}
     for p in setup.planes:
         r, t = eff.planes[p.name], true.planes[p.name]
         pulls.append((r.noise_hits - t.noise_hits) / r.noise_error)
         split[p.name], old[p.name] = r.noise_hits / t.noise_hits, r.off_track_hits / t.noise_hits
+        split_err[p.name] = r.noise_error / t.noise_hits
         print(f"{p.name:6s} {t.noise_hits:10.4f} {r.noise_hits:7.4f} +- {r.noise_error:.4f} {pulls[-1]:+6.2f} "
               f"{split[p.name]:6.3f} {r.off_track_hits:7.4f} +- {r.off_track_error:.4f} {old[p.name]:6.2f} "
               f"{r.pileup_hits:8.4f} +- {r.pileup_error:.4f} {r.pileup_muons:6.3f} +- {r.pileup_muons_error:.3f}")
@@ -98,10 +99,11 @@ def noise_closure(setup, eff, true) -> None:
     gen = expected_per_event(setup)
     print(f"out-of-time beam muons per event: measured {eff.pileup_muons:.3f} +- {eff.pileup_muons_error:.3f}, "
           f"generated {gen:.4f} (ratio {eff.pileup_muons / gen:.3f})")
-    forced_noise_shift(split, old)
+    forced_noise_shift(split, old, split_err)
 
 
-def forced_noise_shift(split: dict, old: dict, path: Path = REPO_CALIB.parent / "docs/data/misreco_2022.json") -> None:
+def forced_noise_shift(split: dict, old: dict, split_err: dict,
+                       path: Path = REPO_CALIB.parent / "docs/data/misreco_2022.json") -> None:
     """The 2022 forced-noise estimate with Lambda_R from measured noise: each plane of its
     region R at (measured / true) x the nominal noise, the strata reweighted (no rerun)."""
     import json
@@ -117,11 +119,11 @@ def forced_noise_shift(split: dict, old: dict, path: Path = REPO_CALIB.parent / 
     noise = {p.name: (p.noise_hits, p.type) for p in setup22.planes}
     ro = setup22.readout
 
-    def lam(ratio: dict) -> float:
+    def lam(ratio: dict, power: int = 1) -> float:
         total = 0.0
         for name, (a, b) in fn["region"].items():
             lo, hi = ro.straw_noise_window if noise[name][1] == "straw" else ro.apv_noise_window
-            total += noise[name][0] * ratio.get(name, 1.0) * (b - a) / (hi - lo)
+            total += (noise[name][0] * ratio.get(name, 1.0) * (b - a) / (hi - lo)) ** power
         return total
 
     rows = [{"count": r["count"], "pileup": r["pileup"], "events": r["hard"], "numerator": r["fake"],
@@ -135,8 +137,11 @@ def forced_noise_shift(split: dict, old: dict, path: Path = REPO_CALIB.parent / 
         est = forced_noise_ratio(rows, value, expected_pileup=fn["expected_pileup"])
         per_mot = d["forced_noise_per_mot"] * est["ratio"] / base["ratio"]
         print(f"{label:34s} {value:9.4f} {per_mot:9.2e} {per_mot * 1.98e10:14.3f} {est['ratio'] / base['ratio']:6.2f}")
+    err = np.sqrt(lam(split_err, 2))
+    lo_, hi_ = (forced_noise_ratio(rows, lam(split) + k * err, expected_pileup=fn["expected_pileup"])["ratio"]
+                / base["ratio"] for k in (-1, 1))
     print(f"(tag Lambda_R in the file: {fn['expected']:.4f}; the region's planes take the validation's measured / "
-          f"true ratios)")
+          f"true ratios; the measured Lambda_R +- {err:.4f} (stat) moves the estimate by x {lo_:.2f} .. {hi_:.2f})")
 
 
 def main(argv=None) -> int:
