@@ -196,6 +196,8 @@ def test_efficiency_closure(world):
         assert r.dead_strips == DEAD.get(p.name, []), p.name
         assert r.hot_strips == HOT.get(p.name, []), p.name
     cond = load_conditions(setup, RUN, "c-eff", root=root)
+    # the published noise_hits is the split (uncorrelated) noise: the simulator adds the pile-up
+    assert cond.planes["MM1X"].noise_hits == pytest.approx(max(res.planes["MM1X"].noise_hits, 0.0), abs=1e-5)
     assert cond.planes["MM3X"].dead_strips.tolist() == DEAD["MM3X"]
     assert cond.planes["GEM2X"].hot_strips.tolist() == HOT["GEM2X"]
     assert cond.field_integrals  # the momentum scale of the previous tag is carried over
