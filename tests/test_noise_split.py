@@ -54,15 +54,8 @@ def test_pileup_rate(split):
 
     setup, _, _, res = split
     rate, err = noise_split.combined_rate(res.values())
-    generated = expected_per_event(setup)
-    # the APV planes see a pile-up muon over a window somewhat shorter than apv_noise_window
-    # (pulses at its early edge have decayed below threshold): the rate comes out ~15 % low
-    assert 0.75 * generated < rate < 1.05 * generated, (rate, err, generated)
-    for p in setup.planes:
-        assert res[p.name].pileup_hits > 0.5 * generated * cond_eff_floor(), p.name
-
-
-def cond_eff_floor() -> float:
-    """The lowest pile-up clusters per muon a plane can have: efficiency 0.8 x the APV window's
-    share of the pile-up window (195 / 420 ns) x the 80 % outside the 3 mm track zone."""
-    return 0.8 * 195 / 420 * 0.8
+    generated = expected_per_event(setup)  # 0.4375 out-of-time beam muons per event
+    assert abs(rate - generated) < 3 * err, (rate, err, generated)
+    assert 0.85 * generated < rate < 1.15 * generated, (rate, err, generated)
+    for p in setup.planes:  # every plane sees them: at least efficiency x APV window share of them
+        assert res[p.name].pileup_hits > 0.8 * generated * 195 / 420 * 0.8, p.name

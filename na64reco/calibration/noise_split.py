@@ -40,8 +40,10 @@ with ``d = position - track`` the offset of a candidate from the track on its pl
   uniform in time);
 * the pile-up muons per event: ``P_p / (n e_p)`` with the muons in the zone ``|d| < Z_p``
   added (a Gaussian density through the paired clusters of two bands of
-  :data:`ZONE_REFERENCE_MM` beside it, flat for straws), scaled from the plane's window to
-  ``trackers.beam_pileup_window`` (without the in-time window).
+  :data:`ZONE_REFERENCE_MM` beside it, flat for straws), divided by ``1 - s_p`` (a muon at a
+  time that makes MM singles is in no segment), scaled from the plane's window to
+  ``trackers.beam_pileup_window`` (without the in-time window); combined over the planes by
+  the median (:func:`combined_rate`).
 
 Errors: Poisson on the paired and unpaired clusters and the accidentals, binomial on the
 pairing probability; the partners' efficiencies of the straw's estimate neglected.
@@ -357,7 +359,8 @@ def finish(setup, accs: dict, partners: dict, efficiency: dict[str, float]) -> d
                                                                a.zone_paired_far, a.zone_half)
         whole = (pileup + zone) / max(pileup, 1e-12)
         eff = efficiency[p.name]
-        muons = (pileup + zone) / n / eff * total / own
+        # the muons whose clusters are MM singles are in no segment and no P: as many as the clusters
+        muons = (pileup + zone) / n / eff * total / own * singles
         muons_error = np.sqrt(pile_var) / eff * total / own * whole
         out[p.name] = NoiseSplit(float(noise), float(np.sqrt(noise_var)), float((pileup + zone) / n * singles),
                                  float(np.sqrt(pile_var) * whole * singles), float(muons), float(muons_error),
@@ -390,11 +393,12 @@ def _union(segs):
 
 
 def combined_rate(splits) -> tuple[float, float]:
-    """Inverse-variance weighted mean of the planes' pile-up muons per event; its error is the
-    smallest plane's (the planes count the same muons: their errors are not independent)."""
+    """Median of the planes' pile-up muons per event and its error: the larger of the smallest
+    plane's statistical error (the planes count the same muons) and half the 16-84 % spread of
+    the planes (their systematic differences: zone, acceptance, singles)."""
     v = np.array([(s.pileup_muons, s.pileup_muons_error) for s in splits if np.isfinite(s.pileup_muons)
                   and s.pileup_muons_error > 0])
     if v.size == 0:
         return float("nan"), float("nan")
-    w = 1.0 / v[:, 1] ** 2
-    return float((w * v[:, 0]).sum() / w.sum()), float(v[:, 1].min())
+    q16, q84 = np.percentile(v[:, 0], [16, 84])
+    return float(np.median(v[:, 0])), float(max(v[:, 1].min(), 0.5 * (q84 - q16)))

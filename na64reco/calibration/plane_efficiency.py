@@ -119,7 +119,7 @@ class PlaneResult:
 class EfficiencyResult:
     planes: dict[str, PlaneResult]
     n_events: int
-    pileup_muons: float = float("nan")  # per event, the planes' weighted mean
+    pileup_muons: float = float("nan")  # per event, the median over the planes
     pileup_muons_error: float = float("nan")
 
     def summary(self) -> str:
