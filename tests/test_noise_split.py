@@ -57,5 +57,5 @@ def test_pileup_rate(split):
     generated = expected_per_event(setup)  # 0.4375 out-of-time beam muons per event
     assert abs(rate - generated) < 3 * err, (rate, err, generated)
     assert 0.85 * generated < rate < 1.15 * generated, (rate, err, generated)
-    for p in setup.planes:  # every plane sees them: at least efficiency x APV window share of them
-        assert res[p.name].pileup_hits > 0.8 * generated * 195 / 420 * 0.8, p.name
+    for p in setup.planes:  # every plane sees them: ~efficiency x the APV window's share (195 / 420 ns)
+        assert res[p.name].pileup_hits > 0.5 * generated * 195 / 420, p.name
