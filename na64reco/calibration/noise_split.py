@@ -66,6 +66,10 @@ PAIR_RANGE_MM = 10.0
 FIDUCIAL_MARGIN_MM = 3.0  # inside the narrowest of a plane and its partners (alignment, angles)
 ZONE_REFERENCE_MM = 6.0  # the zone's pile-up density from two bands of this width beside it
 SEGMENT_WINDOW_FACTOR = 2.0  # the pile-up segments' pair window / the split's
+#: straw digits counted: TDC times 0 .. this (ns), i.e. muons within [-max drift, this] of the
+#: trigger, well inside the APV window: the APV segments measure their pairing (the straw's
+#: noise is then scaled from this slice to its whole TDC window)
+STRAW_SLICE_NS = 60.0
 MIN_SEGMENTS = 100  # pile-up segments needed to use a plane's measured pile-up efficiency
 
 
@@ -97,6 +101,7 @@ class Counts:
         self.zone_half = OFF_TRACK_MM  # half-width (mm) around the track where clusters are not counted
         self.singles = 0  # MM singles among the clusters of the counted region
         self.region_clusters = 0  # all clusters of the counted region, singles included
+        self.region_all = 0  # the same without the straws' time slice
         self.probe_tags = 0  # pile-up segments of the other side pointing at the plane
         self.probe_found = 0
         self.probe_tag_accidental = 0.0  # of the tags: accidental segments (event mixing)
@@ -173,13 +178,17 @@ def _candidates(hits, vt, setup, hot):
     keep = ~np.isin(key, key[bad])
     types = np.array([setup.planes[i].type for i in planes])
     single = (types[ip] == "MM") & hits["ambiguous"][sel]  # an MM single: one unresolved channel
-    return ip[keep], r[keep], d[keep], key[keep], hits["pos"][sel][keep], single[keep], ev.size
+    return (ip[keep], r[keep], d[keep], key[keep], hits["pos"][sel][keep], single[keep], hits["time"][sel][keep],
+            ev.size)
 
 
 def split_view(hits, vt, setup, hot: dict, accs: dict) -> dict[str, tuple[str, ...]]:
     """Accumulate the counts of the view's planes (module doc); returns the partner planes."""
     view = vt.view
-    ip, r, d, key, pos, single, n_ev = _candidates(hits, vt, setup, hot)
+    ip, r, d, key, pos, single, time, n_ev = _candidates(hits, vt, setup, hot)
+    types = np.array([q.type for q in (setup.planes[i] for i in vt.view.planes)])
+    # straws: the digits of the slice only (TDC time; both mirror candidates share it)
+    sliced = (types[ip] != "straw") | ((time >= 0.0) & (time <= STRAW_SLICE_NS))
     planes = [setup.planes[i] for i in view.planes]
     down = np.asarray(view.down)
     dz = np.asarray(view.dz)
@@ -195,8 +204,10 @@ def split_view(hits, vt, setup, hot: dict, accs: dict) -> dict[str, tuple[str, .
         half = p.width / 2 if p.type == "straw" else \
             min(q.width for q in [p, *(planes[b] for b in partners)]) / 2 - FIDUCIAL_MARGIN_MM
         all_p = (ip == a) & ~single
-        windows = {b: _window(_pair_differences(r[all_p], d[all_p], r[(ip == b) & ~single], d[(ip == b) & ~single]),
-                              MIN_WINDOW_MM + 2.0 * abs(dz[b] - dz[a])) for b in partners}
+        # (a straw digit's mirror candidate lies up to a tube radius off: the spread within half the range)
+        reach = PAIR_RANGE_MM / 2 if p.type == "straw" else PAIR_RANGE_MM
+        windows = {b: _window(_pair_differences(r[all_p], d[all_p], r[(ip == b) & ~single], d[(ip == b) & ~single],
+                                                reach), MIN_WINDOW_MM + 2.0 * abs(dz[b] - dz[a])) for b in partners}
         # counted: clusters farther from the track than the zone plus the widest pair window, so
         # that a pile-up muon's partner can never lie in the zone (cut away with the track)
         zone_half[a] = OFF_TRACK_MM + max(windows.values(), default=0.0)
@@ -211,7 +222,7 @@ def split_view(hits, vt, setup, hot: dict, accs: dict) -> dict[str, tuple[str, .
             mixed |= _has_partner(r[all_p], d[all_p], (r[on_q] + 1) % max(n_ev, 1), d[on_q], window)
         is_paired[all_p] = paired
         # a cluster counts (and is paired) if any of its candidates does (is)
-        use = (np.abs(pos[all_p] - p.center) < half) & (np.abs(d[all_p]) > zone_half[a])
+        use = (np.abs(pos[all_p] - p.center) < half) & (np.abs(d[all_p]) > zone_half[a]) & sliced[all_p]
         kp = key[all_p][use]
         acc.clusters += np.unique(kp).size
         acc.paired += np.unique(kp[paired[use]]).size
@@ -222,8 +233,9 @@ def split_view(hits, vt, setup, hot: dict, accs: dict) -> dict[str, tuple[str, .
                                             & (dist <= 2 * ZONE_REFERENCE_MM)]).size
         acc.zone_half = zone_half[a]
         region = (ip == a) & (np.abs(pos - p.center) < half) & (np.abs(d) > zone_half[a])
-        acc.singles += np.unique(key[region & single]).size
-        acc.region_clusters += np.unique(key[region]).size
+        acc.singles += np.unique(key[region & single & sliced]).size
+        acc.region_clusters += np.unique(key[region & sliced]).size
+        acc.region_all += np.unique(key[region]).size  # straws: all TDC times
     # pile-up efficiencies: segments of each APV pair of one side probe the other side's planes
     apv = [k for k, q in enumerate(planes) if q.type != "straw"]
     for a in apv:
@@ -241,10 +253,11 @@ def split_view(hits, vt, setup, hot: dict, accs: dict) -> dict[str, tuple[str, .
             n_a = np.unique(key[on_a]).size
             alpha = np.unique(key[on_a][_accidental_segments(r, d, on_a, on_b, n_ev, window)]).size / max(n_a, 1)
             seg = (*seg[:3], alpha * max(n_a - seg[0].size, 0) / (1.0 - alpha))
-            for c in apv:
+            for c in range(len(planes)):
                 if down[c] != down[a]:
-                    _probe_segments(seg, dz[a], r, d, (ip == c) & ~single & (np.abs(d) > zone_half[c]), is_paired,
-                                    dz[c], zone_half[c], n_ev, accs[planes[c].name])
+                    on_c = (ip == c) & ~single & (np.abs(d) > zone_half[c]) & sliced
+                    _probe_segments(seg, dz[a], r, d, on_c, is_paired, dz[c], zone_half[c], n_ev,
+                                    accs[planes[c].name])
     return out
 
 
@@ -258,11 +271,11 @@ def _same_event_pairs(r_p, r_q) -> tuple[np.ndarray, np.ndarray]:
     return i, j
 
 
-def _pair_differences(r_p, d_p, r_q, d_q) -> np.ndarray:
-    """Offset differences d_q - d_p of the same-event pairs within PAIR_RANGE_MM."""
+def _pair_differences(r_p, d_p, r_q, d_q, reach: float = PAIR_RANGE_MM) -> np.ndarray:
+    """Offset differences d_q - d_p of the same-event pairs within ``reach``."""
     i, j = _same_event_pairs(r_p, r_q)
     diff = d_q[j] - d_p[i]
-    return diff[np.abs(diff) < PAIR_RANGE_MM]
+    return diff[np.abs(diff) < reach]
 
 
 def _window(diff: np.ndarray, fallback: float) -> float:
@@ -312,7 +325,9 @@ def finish(setup, accs: dict, partners: dict, efficiency: dict[str, float]) -> d
     """Per plane: the split (module doc) from the accumulated counts; the planes' efficiencies
     for pile-up muons where measured (APV planes with a pair on the other side of the magnet),
     else ``efficiency`` (the tag-and-probe of the triggering muons)."""
-    measured = {name: a.pileup_efficiency() for name, a in accs.items()}
+    # (a straw's segments probe only its time slice: its efficiency is the triggering muons')
+    straws = {p.name for p in setup.planes if p.type == "straw"}
+    measured = {name: a.pileup_efficiency() if name not in straws else float("nan") for name, a in accs.items()}
     efficiency = {name: measured[name] if np.isfinite(measured[name]) and accs[name].probe_tags >= MIN_SEGMENTS else e
                   for name, e in efficiency.items()}
     pile = pileup_times(setup)
@@ -335,9 +350,14 @@ def finish(setup, accs: dict, partners: dict, efficiency: dict[str, float]) -> d
         # B = P (eps + (1 - eps) alpha) + (N - P) alpha: with the pairing probability measured
         # on pile-up segments, P = (B - alpha N) / (pairing - alpha); else from the efficiencies
         rel_var = 0.0  # relative variance of the pairing probability
-        if a.probe_found - a.probe_accidental >= MIN_SEGMENTS and pairing > alpha:
-            factor = own / shared / (pairing - alpha)
+        measured = a.probe_found - a.probe_accidental >= MIN_SEGMENTS and pairing > alpha
+        straw_slice = p.type == "straw"  # the slice's muons are all in the APV window
+        if measured:
             rel_var = pairing * (1.0 - pairing) / (a.probe_found - a.probe_accidental) / (pairing - alpha) ** 2
+        if straw_slice:
+            factor = 1.0 / ((pairing if measured else eps * (1.0 - alpha) + alpha) - alpha)
+        elif measured:
+            factor = own / shared / (pairing - alpha)
         else:
             factor = own / shared / (eps * (1.0 - alpha))
         pairs = a.paired - alpha * a.clusters
@@ -347,25 +367,60 @@ def finish(setup, accs: dict, partners: dict, efficiency: dict[str, float]) -> d
         # charge, become singles equally often: the split is of the other clusters, scaled up
         singles = 1.0 / (1.0 - a.singles / a.region_clusters) if a.region_clusters > a.singles else 1.0
         scale = p.width / ((a.searched - a.excluded) / n) * singles
-        noise = (a.clusters - pileup) / n * scale
         # errors: paired B ~ Poisson, unpaired N - B ~ Poisson (independent); the accidental
         # term from as many mixed trials as clusters (Poisson)
         var_b, var_u, var_acc = max(a.paired, 1), max(a.clusters - a.paired, 1), max(a.accidental, 1)
-        pile_var = factor**2 * (var_b + var_acc) / n**2 + (pileup / n) ** 2 * rel_var
-        noise_var = ((1.0 - factor) ** 2 * var_b + var_u + factor**2 * var_acc + pileup**2 * rel_var) * (scale / n) ** 2
+        noise_var = (1.0 - factor) ** 2 * var_b + var_u + factor**2 * var_acc + pileup**2 * rel_var  # counts^2
+        pile_var = factor**2 * (var_b + var_acc) + pileup**2 * rel_var
         # the pile-up muons in the zone: the paired clusters' density beside it carried into it
         # (straws: flat; the mirror candidates of the digits blur the bands' densities)
         zone = pairs / max(a.paired, 1) * factor * _zone_count(a.zone_paired, 0 if p.type == "straw" else
                                                                a.zone_paired_far, a.zone_half)
         whole = (pileup + zone) / max(pileup, 1e-12)
+        noise_count = a.clusters - pileup
+        if straw_slice:  # the slice's noise scaled to the whole TDC window; all the other digits are pile-up
+            fraction = straw_slice_fraction(setup, p)
+            noise_count /= fraction
+            noise_var /= fraction**2
+            pileup = a.region_all - noise_count
+            pile_var = a.region_all + noise_var
+            own = straw_visible_time(setup, p)
+        noise = noise_count / n * scale
         eff = efficiency[p.name]
         # the muons whose clusters are MM singles are in no segment and no P: as many as the clusters
-        muons = (pileup + zone) / n / eff * total / own * singles
-        muons_error = np.sqrt(pile_var) / eff * total / own * whole
-        out[p.name] = NoiseSplit(float(noise), float(np.sqrt(noise_var)), float((pileup + zone) / n * singles),
-                                 float(np.sqrt(pile_var) * whole * singles), float(muons), float(muons_error),
-                                 partners[p.name])
+        pile_hits = pileup * whole / n * singles
+        pile_err = np.sqrt(pile_var) * whole / n * singles
+        muons = pile_hits / eff * total / own
+        out[p.name] = NoiseSplit(float(noise), float(np.sqrt(noise_var) * scale / n), float(pile_hits), float(pile_err),
+                                 float(muons), float(pile_err / eff * total / own), partners[p.name])
     return out
+
+
+def _uniform_sum_cdf(x: float, lo: float, hi: float, tau: float) -> float:
+    """P(t + u <= x) for t uniform in [lo, hi] and u uniform in [0, tau] (both > 0 wide)."""
+    grid = lo + (np.arange(4000) + 0.5) / 4000 * (hi - lo)
+    return float(np.clip((x - grid) / tau, 0.0, 1.0).mean())
+
+
+def straw_slice_fraction(setup, plane) -> float:
+    """Fraction of a straw plane's noise digits with a TDC time in [0, STRAW_SLICE_NS]: noise at
+    times uniform in ``straw_noise_window`` plus a drift time uniform in [0, pitch / 2 / v]."""
+    lo, hi = setup.readout.straw_noise_window
+    tau = 0.5 * plane.pitch / setup.readout.straw_drift_velocity
+    return _uniform_sum_cdf(STRAW_SLICE_NS, lo, hi, tau) - _uniform_sum_cdf(0.0, lo, hi, tau)
+
+
+def straw_visible_time(setup, plane) -> float:
+    """Length (ns) of pile-up times a straw plane reads: muon time plus drift time inside the
+    TDC range [0, window end + max drift] (the digitisation's), integrated over the pile-up times."""
+    tau = 0.5 * plane.pitch / setup.readout.straw_drift_velocity
+    last = setup.readout.straw_noise_window[1] + tau
+    total = 0.0
+    for a, b in pileup_times(setup):
+        t = a + (np.arange(4000) + 0.5) / 4000 * (b - a)
+        seen = np.clip((last - t) / tau, 0.0, 1.0) - np.clip((0.0 - t) / tau, 0.0, 1.0)
+        total += float(seen.mean()) * (b - a)
+    return total
 
 
 def _zone_count(near: float, far: float, zone: float) -> float:
