@@ -353,7 +353,8 @@ def finish(setup, accs: dict, partners: dict, efficiency: dict[str, float]) -> d
         measured = a.probe_found - a.probe_accidental >= MIN_SEGMENTS and pairing > alpha
         straw_slice = p.type == "straw"  # the slice's muons are all in the APV window
         if measured:
-            rel_var = pairing * (1.0 - pairing) / (a.probe_found - a.probe_accidental) / (pairing - alpha) ** 2
+            m = a.probe_found - a.probe_accidental  # (binomial; at least one in m: few segments near 1)
+            rel_var = max(pairing * (1.0 - pairing), 1.0 / m) / m / (pairing - alpha) ** 2
         if straw_slice:
             factor = 1.0 / ((pairing if measured else eps * (1.0 - alpha) + alpha) - alpha)
         elif measured:
