@@ -247,7 +247,8 @@ def main(argv=None) -> int:
         measured = tracker_content(setup, nominal)
         for name, r in eff.planes.items():
             measured["planes"][name].update(efficiency=round(float(r.efficiency), 5),
-                                            noise_hits=round(float(r.noise_hits), 5), dead_strips=r.dead_strips)
+                                            noise_hits=round(max(float(r.noise_hits), 0.0), 5),
+                                            dead_strips=r.dead_strips)
             if r.hot_strips:
                 measured["planes"][name]["hot_strips"] = r.hot_strips
         publish("na64mu", "v-measured-planes", (1, 999999), {"tracker": measured}, base_tag="na64mu-default",

@@ -378,10 +378,16 @@ def _with_split(result: EfficiencyResult, recon, setup: Setup) -> EfficiencyResu
     splits = noise_split.finish(setup, accs, partners, eff)
     for name, s in splits.items():
         r = result.planes[name]
-        r.noise_hits, r.noise_error = s.noise_hits, s.noise_error
+        # no split where there is no beam pile-up (na64e) or no partner plane: the off-track count
+        split = np.isfinite(s.noise_hits) and bool(noise_split.pileup_times(setup))
+        r.noise_hits, r.noise_error = (s.noise_hits, s.noise_error) if split else (r.off_track_hits, r.off_track_error)
         r.pileup_hits, r.pileup_error = s.pileup_hits, s.pileup_error
         r.pileup_muons, r.pileup_muons_error = s.pileup_muons, s.pileup_muons_error
     result.pileup_muons, result.pileup_muons_error = noise_split.combined_rate(splits.values())
+    if not noise_split.pileup_times(setup):  # the setup has no beam pile-up in its trackers
+        for r in result.planes.values():
+            r.pileup_hits = r.pileup_error = r.pileup_muons = r.pileup_muons_error = 0.0
+        result.pileup_muons = result.pileup_muons_error = 0.0
     return result
 
 
