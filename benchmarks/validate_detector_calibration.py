@@ -74,6 +74,76 @@ def resolution(events, truth, setup, cond, key) -> float:
     return 0.5 * (q84 - q16)
 
 
+def noise_closure(setup, eff, true) -> None:
+    """Noise split vs the true tag's noise_hits per plane, the pile-up rate vs the generator's,
+    and what the measured noise does to the forced-noise Lambda_R of the 2022 estimate."""
+    from na64reco.sim.occupancy import expected_per_event
+
+    print("\n== noise closure: off-track clusters split into uncorrelated noise and beam pile-up muons ==")
+    print(f"{'plane':6s} {'true noise':>10s} {'measured noise':>16s} {'pull':>6s} {'ratio':>6s} "
+          f"{'off-track (old)':>16s} {'ratio':>6s} {'pile-up clusters':>17s} {'pile-up muons':>15s}")
+    pulls, split, old, split_err = [], {}, {}, {}
+    for p in setup.planes:
+        r, t = eff.planes[p.name], true.planes[p.name]
+        pulls.append((r.noise_hits - t.noise_hits) / r.noise_error)
+        split[p.name], old[p.name] = r.noise_hits / t.noise_hits, r.off_track_hits / t.noise_hits
+        split_err[p.name] = r.noise_error / t.noise_hits
+        print(f"{p.name:6s} {t.noise_hits:10.4f} {r.noise_hits:7.4f} +- {r.noise_error:.4f} {pulls[-1]:+6.2f} "
+              f"{split[p.name]:6.3f} {r.off_track_hits:7.4f} +- {r.off_track_error:.4f} {old[p.name]:6.2f} "
+              f"{r.pileup_hits:8.4f} +- {r.pileup_error:.4f} {r.pileup_muons:6.3f} +- {r.pileup_muons_error:.3f}")
+    pulls = np.array(pulls)
+    print(f"noise pulls: mean {pulls.mean():+.2f}, rms {pulls.std():.2f}, |pull| < 2 for "
+          f"{(np.abs(pulls) < 2).sum()}/{pulls.size}, < 3 for {(np.abs(pulls) < 3).sum()}/{pulls.size}; "
+          f"measured / true {min(split.values()):.2f}-{max(split.values()):.2f} "
+          f"(the old off-track count: {min(old.values()):.1f}-{max(old.values()):.1f})")
+    gen = expected_per_event(setup)
+    print(f"out-of-time beam muons per event: measured {eff.pileup_muons:.3f} +- {eff.pileup_muons_error:.3f}, "
+          f"generated {gen:.4f} (ratio {eff.pileup_muons / gen:.3f})")
+    forced_noise_shift(split, old, split_err)
+
+
+def forced_noise_shift(split: dict, old: dict, split_err: dict,
+                       path: Path = REPO_CALIB.parent / "docs/data/misreco_2022.json") -> None:
+    """The 2022 forced-noise estimate with Lambda_R from measured noise: each plane of its
+    region R at (measured / true) x the nominal noise, the strata reweighted (no rerun)."""
+    import json
+
+    from na64reco.background import forced_noise_ratio
+
+    if not path.exists():
+        print(f"(no {path}: forced-noise shift skipped)")
+        return
+    d = json.loads(path.read_text())
+    fn = d["forced_noise"]
+    setup22 = load_setup("na64mu", run=int(d.get("run", 1)))  # the 2022 period
+    noise = {p.name: (p.noise_hits, p.type) for p in setup22.planes}
+    ro = setup22.readout
+
+    def lam(ratio: dict, power: int = 1) -> float:
+        total = 0.0
+        for name, (a, b) in fn["region"].items():
+            lo, hi = ro.straw_noise_window if noise[name][1] == "straw" else ro.apv_noise_window
+            total += (noise[name][0] * ratio.get(name, 1.0) * (b - a) / (hi - lo)) ** power
+        return total
+
+    rows = [{"count": r["count"], "pileup": r["pileup"], "events": r["hard"], "numerator": r["fake"],
+             "denominator": r["tracked"]} for r in fn["strata"]]
+    base = forced_noise_ratio(rows, fn["expected"], expected_pileup=fn["expected_pileup"])
+    print(f"\n== 2022 forced-noise mis-reconstruction ({path.name}, strata reweighted, not rerun) ==")
+    print(f"{'Lambda_R from':34s} {'Lambda_R':>9s} {'per MOT':>9s} {'x 1.98e10 MOT':>14s} {'/ tag':>6s}")
+    for label, ratio in (("the tag (setup noise_hits)", {}), ("measured noise (split)", split),
+                         ("off-track clusters (old, unsplit)", old)):
+        value = lam(ratio)
+        est = forced_noise_ratio(rows, value, expected_pileup=fn["expected_pileup"])
+        per_mot = d["forced_noise_per_mot"] * est["ratio"] / base["ratio"]
+        print(f"{label:34s} {value:9.4f} {per_mot:9.2e} {per_mot * 1.98e10:14.3f} {est['ratio'] / base['ratio']:6.2f}")
+    err = np.sqrt(lam(split_err, 2))
+    lo_, hi_ = (forced_noise_ratio(rows, lam(split) + k * err, expected_pileup=fn["expected_pileup"])["ratio"]
+                / base["ratio"] for k in (-1, 1))
+    print(f"(tag Lambda_R in the file: {fn['expected']:.4f}; the region's planes take the validation's measured / "
+          f"true ratios; the measured Lambda_R +- {err:.4f} (stat) moves the estimate by x {lo_:.2f} .. {hi_:.2f})")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=50_000, help="beam muons of the calibration run")
@@ -153,23 +223,22 @@ def main(argv=None) -> int:
     # ---- efficiency ----------------------------------------------------------------------
     eff = results["efficiency"].derived["planes"]
     print("\n== efficiency closure ==")
-    print(f"{'plane':6s} {'true':>6s} {'measured':>16s} {'pull':>6s} {'noise true':>10s} {'measured':>9s} "
-          f"{'ratio':>6s}  dead true/found, hot true/found")
-    pulls, ratios, strips_ok = [], [], True
+    print(f"{'plane':6s} {'true':>6s} {'measured':>16s} {'pull':>6s}  dead true/found, hot true/found")
+    pulls, strips_ok = [], True
     for p in setup.planes:
         r, t = eff.planes[p.name], true.planes[p.name]
         pull = (r.efficiency - t.efficiency) / r.efficiency_error
         pulls.append(pull)
-        ratios.append(r.noise_hits / t.noise_hits)
         ok = r.dead_strips == DEAD.get(p.name, []) and r.hot_strips == HOT.get(p.name, [])
         strips_ok &= ok
-        print(f"{p.name:6s} {t.efficiency:6.3f} {r.efficiency:7.4f} +- {r.efficiency_error:.4f} {pull:+6.2f} "
-              f"{t.noise_hits:10.3f} {r.noise_hits:9.4f} {ratios[-1]:6.3f}  {DEAD.get(p.name, [])}/{r.dead_strips}, "
+        print(f"{p.name:6s} {t.efficiency:6.3f} {r.efficiency:7.4f} +- {r.efficiency_error:.4f} {pull:+6.2f}  "
+              f"{DEAD.get(p.name, [])}/{r.dead_strips}, "
               f"{HOT.get(p.name, [])}/{r.hot_strips}{'' if ok else '  <-- MISMATCH'}")
     pulls = np.array(pulls)
     print(f"efficiency pulls: mean {pulls.mean():+.2f}, rms {pulls.std():.2f}, |pull| < 2 for "
-          f"{(np.abs(pulls) < 2).sum()}/{pulls.size} planes; noise ratio range {min(ratios):.3f}-{max(ratios):.3f}; "
+          f"{(np.abs(pulls) < 2).sum()}/{pulls.size} planes; "
           f"dead/hot strips {'all found, none extra' if strips_ok else 'MISMATCH'}")
+    noise_closure(setup, eff, true)
 
     # ---- signal efficiency with the measured plane efficiencies --------------------------
     if args.signal_events > 0:
@@ -178,7 +247,8 @@ def main(argv=None) -> int:
         measured = tracker_content(setup, nominal)
         for name, r in eff.planes.items():
             measured["planes"][name].update(efficiency=round(float(r.efficiency), 5),
-                                            noise_hits=round(float(r.noise_hits), 5), dead_strips=r.dead_strips)
+                                            noise_hits=round(max(float(r.noise_hits), 0.0), 5),
+                                            dead_strips=r.dead_strips)
             if r.hot_strips:
                 measured["planes"][name]["hot_strips"] = r.hot_strips
         publish("na64mu", "v-measured-planes", (1, 999999), {"tracker": measured}, base_tag="na64mu-default",

@@ -33,10 +33,16 @@ Efficiency (tag and probe)
     noise clusters only: the track's own cluster and its de-multiplexing candidates exist
     only when the hit does; side windows near a dead or hot strip are not used) and
     removed: ``eff = (k / n - p) / (1 - p)``, binomial error ``sqrt(f (1 - f) / n) / (1 - p)``.
-Noise rate
+Off-track clusters (``off_track_hits``)
     in the tagged events: clusters (distinct hit origins) of the plane with no candidate
     within 3 mm of the track (its cluster and the pieces a split leaves) or on a hot strip
-    (+-1), per event, scaled up by the plane width over the width searched.  (An MM noise
+    (+-1), per event, scaled up by the plane width over the width searched: the uncorrelated
+    noise *and* the clusters of the out-of-time beam muons.
+Noise rate (``noise_hits``, the conditions' meaning: uncorrelated noise clusters only)
+    the off-track clusters split into the pile-up muons (correlated across the planes of a
+    view) and the rest, :mod:`na64reco.calibration.noise_split`; the pile-up clusters per
+    plane and the pile-up muons per event are kept beside it (``pileup_hits``,
+    ``pileup_muons``).  (An MM noise
     cluster the de-multiplexing cannot resolve has several candidates and is lost a little
     more often than the width ratio says; clusters split in two count twice: the two
     effects are of a few % and of opposite sign, see docs/calibration.md.)
@@ -50,6 +56,7 @@ import numpy as np
 from scipy.stats import binom, poisson
 from scipy.stats import chi2 as chi2_dist
 
+from na64reco.calibration import noise_split
 from na64reco.calibration.beam_tracks import (
     BeamRun,
     design,
@@ -95,8 +102,14 @@ class PlaneResult:
     efficiency_error: float = float("nan")
     n_probes: int = 0
     random_rate: float = 0.0
-    noise_hits: float = float("nan")
+    noise_hits: float = float("nan")  # uncorrelated noise clusters per event (the split)
     noise_error: float = float("nan")
+    off_track_hits: float = float("nan")  # all off-track clusters per event: noise + pile-up muons
+    off_track_error: float = float("nan")
+    pileup_hits: float = float("nan")  # clusters of out-of-time beam muons per event
+    pileup_error: float = float("nan")
+    pileup_muons: float = float("nan")  # out-of-time beam muons per event (trackers.beam_pileup_window)
+    pileup_muons_error: float = float("nan")
     dead_strips: list[int] = field(default_factory=list)
     hot_strips: list[int] = field(default_factory=list)
     untested: int = 0  # strips with too little illumination to be judged dead
@@ -106,14 +119,18 @@ class PlaneResult:
 class EfficiencyResult:
     planes: dict[str, PlaneResult]
     n_events: int
+    pileup_muons: float = float("nan")  # per event, the median over the planes
+    pileup_muons_error: float = float("nan")
 
     def summary(self) -> str:
-        lines = [f"efficiency: {self.n_events} events",
-                 f"  {'plane':6s} {'efficiency':>18s} {'probes':>7s} {'random':>7s} {'noise/event':>16s}"
-                 "  dead, hot strips"]
+        lines = [f"efficiency: {self.n_events} events; out-of-time beam muons per event "
+                 f"{self.pileup_muons:.3f} +- {self.pileup_muons_error:.3f}",
+                 f"  {'plane':6s} {'efficiency':>18s} {'probes':>7s} {'random':>7s} {'off-track/event':>16s}"
+                 f" {'pile-up/event':>16s} {'noise/event':>16s}  dead, hot strips"]
         for r in self.planes.values():
             lines.append(f"  {r.name:6s} {r.efficiency:9.4f} +- {r.efficiency_error:.4f} {r.n_probes:7d} "
-                         f"{r.random_rate:7.4f} {r.noise_hits:7.4f} +- {r.noise_error:.4f}  "
+                         f"{r.random_rate:7.4f} {r.off_track_hits:7.4f} +- {r.off_track_error:.4f} "
+                         f"{r.pileup_hits:7.4f} +- {r.pileup_error:.4f} {r.noise_hits:7.4f} +- {r.noise_error:.4f}  "
                          f"dead {r.dead_strips or '-'}, hot {r.hot_strips or '-'}"
                          + (f" ({r.untested} strips too little illuminated to test)" if r.untested else ""))
         return "\n".join(lines)
@@ -344,9 +361,34 @@ def measure_planes(runs: list[BeamRun], setup: Setup, base: RunConditions) -> Ef
         r.efficiency = (f - r.random_rate) / (1.0 - r.random_rate)
         r.efficiency_error = np.sqrt(max(f * (1 - f), 1.0 / a.n) / a.n) / (1.0 - r.random_rate)
         scale = p.width / (p.width - a.excluded / max(a.noise_events, 1))
-        r.noise_hits = a.noise / max(a.noise_events, 1) * scale
-        r.noise_error = np.sqrt(max(a.noise, 1)) / max(a.noise_events, 1) * scale
-    return EfficiencyResult(out, sum(len(r.events) for r in runs))
+        r.off_track_hits = a.noise / max(a.noise_events, 1) * scale
+        r.off_track_error = np.sqrt(max(a.noise, 1)) / max(a.noise_events, 1) * scale
+    return _with_split(EfficiencyResult(out, sum(len(r.events) for r in runs)), recon, setup)
+
+
+def _with_split(result: EfficiencyResult, recon, setup: Setup) -> EfficiencyResult:
+    """The off-track clusters split into noise and pile-up muons (:mod:`.noise_split`)."""
+    accs = {p.name: noise_split.Counts() for p in setup.planes}
+    hot = {name: r.hot_strips for name, r in result.planes.items()}
+    partners: dict[str, tuple[str, ...]] = {}
+    for hits, vts in recon:
+        for vt in vts:
+            partners.update(noise_split.split_view(hits, vt, setup, hot, accs))
+    eff = {name: float(np.clip(r.efficiency, 0.0, 1.0)) for name, r in result.planes.items()}
+    splits = noise_split.finish(setup, accs, partners, eff)
+    for name, s in splits.items():
+        r = result.planes[name]
+        # no split where there is no beam pile-up (na64e) or no partner plane: the off-track count
+        split = np.isfinite(s.noise_hits) and bool(noise_split.pileup_times(setup))
+        r.noise_hits, r.noise_error = (s.noise_hits, s.noise_error) if split else (r.off_track_hits, r.off_track_error)
+        r.pileup_hits, r.pileup_error = s.pileup_hits, s.pileup_error
+        r.pileup_muons, r.pileup_muons_error = s.pileup_muons, s.pileup_muons_error
+    result.pileup_muons, result.pileup_muons_error = noise_split.combined_rate(splits.values())
+    if not noise_split.pileup_times(setup):  # the setup has no beam pile-up in its trackers
+        for r in result.planes.values():
+            r.pileup_hits = r.pileup_error = r.pileup_muons = r.pileup_muons_error = 0.0
+        result.pileup_muons = result.pileup_muons_error = 0.0
+    return result
 
 
 def _without_shadows(hot: list[int], counts: np.ndarray) -> list[int]:
@@ -454,7 +496,8 @@ def efficiency_content(setup: Setup, base: RunConditions, result: EfficiencyResu
     for name, r in result.planes.items():
         entry = body["planes"][name]
         entry["efficiency"] = round(float(np.clip(r.efficiency, 0.0, 1.0)), 5)
-        entry["noise_hits"] = round(float(r.noise_hits), 5)
+        # the conditions' noise_hits: uncorrelated noise (the simulator adds the beam pile-up)
+        entry["noise_hits"] = round(max(float(r.noise_hits), 0.0), 5)
         entry["dead_strips"] = [int(s) for s in r.dead_strips]
         if r.hot_strips:
             entry["hot_strips"] = [int(s) for s in r.hot_strips]
