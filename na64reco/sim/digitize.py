@@ -124,6 +124,10 @@ def aggregate(ev, det, chan, energy, t):
 _INSERTION_MAX = 64
 
 
+#: integer keys of :func:`event_lexsort` below this are exact as float64
+_EXACT_INT = 2**53
+
+
 def event_lexsort(ev, keys) -> np.ndarray:
     """``np.lexsort((*reversed(keys), ev))``, the same permutation (a stable sort by event,
     then by ``keys[0]``, ``keys[1]``, ...), for event indices ``ev >= 0``: a counting sort by
@@ -138,9 +142,14 @@ def event_lexsort(ev, keys) -> np.ndarray:
     floats = [c for c in cols if c.dtype.kind == "f"]
     if any(np.isnan(c).any() for c in floats):
         return np.lexsort((*reversed(cols), ev))
-    k = [c.astype(np.float64) if c.dtype.kind == "f" else c.astype(np.int64) for c in cols]
+    if any(c.dtype.kind not in "fiub" or (c.dtype.kind in "iu" and max(-int(c.min()), int(c.max())) >= _EXACT_INT)
+           for c in cols):
+        return np.lexsort((*reversed(cols), ev))
+    # every key as float64 (integers exact below 2^53, same order): one compiled
+    # specialisation of the kernel instead of one per combination of key types (issue 11)
+    k = [c.astype(np.float64) for c in cols]
     while len(k) < 3:
-        k.append(np.zeros(ev.size, np.int64))
+        k.append(np.zeros(ev.size))
     order = _event_insertion_sort(ev, int(ev.max()) + 1, k[0], k[1], k[2], _INSERTION_MAX)
     if order is None or order.size != ev.size:  # pragma: no cover - numba returns an array
         return np.lexsort((*reversed(cols), ev))
