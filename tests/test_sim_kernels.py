@@ -229,3 +229,28 @@ def test_apv_digits_kernel_and_reference_agree():
         np.testing.assert_array_equal(a, b)
     for a, b in zip(fast[3:], slow[3:], strict=True):
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1  # rounding ties only
+
+
+def test_written_hits_is_the_mask_gather_and_concatenation():
+    from na64reco.sim.tracks import written_hits
+
+    rng = np.random.default_rng(4)
+    n, n_events = 500, 60
+    hits = (rng.integers(0, n_events, n), rng.integers(0, 40, n).astype(np.int16), rng.normal(0, 50, n),
+            rng.normal(0, 20, n))
+    fired = rng.random(n_events) < 0.7
+    new_index = np.full(n_events, -1, np.int64)
+    new_index[fired] = np.arange(fired.sum())
+    for n_extra in (0, 37):
+        extra = (rng.integers(0, fired.sum(), n_extra), rng.integers(0, 40, n_extra).astype(np.int16),
+                 rng.normal(0, 50, n_extra), rng.normal(0, 20, n_extra))
+        m = fired[hits[0]]
+        want = (np.concatenate([new_index[hits[0][m]], extra[0]]),
+                np.concatenate([hits[1][m], extra[1]]).astype(np.int64),
+                np.concatenate([hits[2][m], extra[2]]), np.concatenate([hits[3][m], extra[3]]))
+        got = written_hits(new_index, hits, extra)
+        for a, b in zip(got, want, strict=True):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)
+    empty = written_hits(new_index, tuple(h[:0] for h in hits), tuple(h[:0] for h in hits))
+    assert all(a.size == 0 for a in empty) and empty[1].dtype == np.int64

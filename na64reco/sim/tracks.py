@@ -308,3 +308,37 @@ class Recorder:
     def hits(self):
         """(ev, plane index, measured global coordinate mm, t ns) of every crossing."""
         return self._cat(self._hits, (np.int64, np.int16, float, float))
+
+
+def written_hits(new_index, hits, extra):
+    """The crossings ``hits = (ev, plane, coord, t)`` of the written events, their events
+    renumbered by ``new_index`` (-1: not written), followed by ``extra`` (crossings already in
+    written-event numbers, e.g. the pile-up muons'); plane as int64.  The same arrays as the
+    mask, gathers, concatenation and cast they replace, in one pass (issue 11, fifth pass)."""
+    ev, plane, coord, t = hits
+    o_ev, o_plane, o_coord, o_t = extra
+    return _written_hits(np.asarray(new_index, np.int64), np.asarray(ev, np.int64), np.asarray(plane, np.int16),
+                         np.asarray(coord, float), np.asarray(t, float), np.asarray(o_ev, np.int64),
+                         np.asarray(o_plane, np.int16), np.asarray(o_coord, float), np.asarray(o_t, float))
+
+
+@numba.njit(cache=True, nogil=True)
+def _written_hits(new_index, ev, plane, coord, t, o_ev, o_plane, o_coord, o_t):
+    k = 0
+    for i in range(ev.size):
+        k += new_index[ev[i]] >= 0
+    n = k + o_ev.size
+    r_ev = np.empty(n, np.int64)
+    r_plane = np.empty(n, np.int64)
+    r_coord = np.empty(n)
+    r_t = np.empty(n)
+    k = 0
+    for i in range(ev.size):
+        e = new_index[ev[i]]
+        if e >= 0:
+            r_ev[k], r_plane[k], r_coord[k], r_t[k] = e, plane[i], coord[i], t[i]
+            k += 1
+    for i in range(o_ev.size):
+        r_ev[k], r_plane[k], r_coord[k], r_t[k] = o_ev[i], o_plane[i], o_coord[i], o_t[i]
+        k += 1
+    return r_ev, r_plane, r_coord, r_t
