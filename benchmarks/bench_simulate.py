@@ -265,8 +265,9 @@ def _cold_compile(configs: int) -> None:
     the runs and of numba's compilations per kernel."""
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache)
-        out = subprocess.run([sys.executable, "-c", _COMPILE_CHILD, str(Path(__file__).parent), str(configs)],
-                             capture_output=True, text=True, env=env, check=True)
+        # cwd: not the checkout, whose directory ``python -c`` would put before PYTHONPATH=<tree>
+        out = subprocess.run([sys.executable, "-c", _COMPILE_CHILD, str(Path(__file__).resolve().parent),
+                              str(configs)], capture_output=True, text=True, env=env, check=True, cwd=cache)
     print(f"cold numba cache, first {configs} --digest configuration(s) (<= 1000 beam particles each):")
     print(out.stdout, end="")
 
@@ -279,7 +280,8 @@ def _peak_rss_child(n: int, trigger: str) -> float:
         f"simulate('na64mu', {n}, 1, 1, os.path.join(d, 'm.root'), chunk_size=20000, trigger={trigger!r})\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=tempfile.gettempdir())  # not the checkout: ``-c`` puts the cwd before PYTHONPATH
     return int(out.stdout.strip().splitlines()[-1]) / 1024.0  # kB -> MB (Linux)
 
 
