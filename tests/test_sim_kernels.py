@@ -254,3 +254,36 @@ def test_written_hits_is_the_mask_gather_and_concatenation():
             np.testing.assert_array_equal(a, b)
     empty = written_hits(new_index, tuple(h[:0] for h in hits), tuple(h[:0] for h in hits))
     assert all(a.size == 0 for a in empty) and empty[1].dtype == np.int64
+
+
+def test_kernels_compile_once_for_pool_fresh_noise_and_key_types():
+    """The noise pool (read-only) and fresh noise (writable), integer and float sort keys reach
+    the same compiled specialisation of each kernel: no second compilation (issue 11, cold
+    compile time)."""
+    from na64reco.conditions import load_conditions
+    from na64reco.sim.params import load_sim_params
+
+    setup = load_setup("na64mu", run=1)
+    tables = dg.PlaneTables.of(setup, load_conditions(setup, 1))
+    params = load_sim_params(setup)
+    rng = np.random.default_rng(2)
+    n_events, n = 20, 200
+    apv_planes = np.flatnonzero(tables.type != 2)
+    ev, plane = rng.integers(0, n_events, n), rng.choice(apv_planes, n)
+    u = rng.uniform(-0.45, 0.45, n) * tables.n_strips[plane] * tables.pitch[plane]
+    t = rng.uniform(-30, 30, n)
+    dg.apv_digits(rng, setup, params, tables, n_events, ev, plane, u, t)
+    apv = set(dg._apv_rows_kernel.signatures)
+    dg.apv_digits(rng, setup, params, tables, n_events, ev, plane, u, t, pool=False)
+    assert set(dg._apv_rows_kernel.signatures) == apv
+    args = _msadc_inputs(rng, 10)
+    dg.msadc_waveforms(*args[:7], rng.standard_normal(64 * 32).astype(np.float32), *args[8:],
+                       noise_start=np.arange(10) * 32, n_samples=32)
+    msadc = set(dg._msadc_kernel.signatures)
+    dg.msadc_waveforms(*args)  # fresh (n, 32) noise, writable
+    assert set(dg._msadc_kernel.signatures) == msadc
+    dg.event_lexsort(ev, (plane, t))
+    lexsort = set(dg._event_insertion_sort.signatures)
+    dg.event_lexsort(ev, (plane.astype(np.int16), ev, plane))
+    dg.event_lexsort(ev, (t,))
+    assert set(dg._event_insertion_sort.signatures) == lexsort
