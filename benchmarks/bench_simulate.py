@@ -4,6 +4,7 @@
                                         [--repeat 3] [--profile]
     python benchmarks/bench_simulate.py --digest
     python benchmarks/bench_simulate.py --events 30000 --spills 7 [--profile]
+    python benchmarks/bench_simulate.py --compile [K]
 
 1. NA64mu ``mixture`` beam particles per second on one core, *including* writing the raw
    file (CPU time, minimum of ``--repeat`` runs in one warm process).
@@ -26,6 +27,11 @@ every branch of the written trees: run it on two versions of the code
 6. With ``--spills R``: only the simulation proper (no writing), each spill of the run
    simulated R times and the minimum per spill summed: the before/after figure that a
    loaded machine disturbs least.
+
+7. With ``--compile [K]``: the cold numba compilation (a fresh process, ``NUMBA_CACHE_DIR`` an
+   empty directory) of the first runs of the first K ``--digest`` configurations (all by
+   default; at most 1000 beam particles each): CPU time of those runs, of numba's
+   compilations, and per kernel (inclusive and exclusive of what it compiles inside it).
 
 The default trigger is ``calibration``: ~94 % of the beam particles are written, which is
 the configuration of issue 11 (94k written events per 100k MOT) and the one where
@@ -206,6 +212,66 @@ def _per_spill(n_events: int, repeat: int, trigger: str, stages: dict | None = N
     return sum(best), len(best)
 
 
+#: the child of ``--compile``: numba's compile events of the first runs of the ``--digest``
+#: configurations (small), CPU time per compiled function, inclusive and exclusive of the
+#: functions compiled inside it
+_COMPILE_CHILD = """
+import sys, tempfile, time
+from pathlib import Path
+c_import = time.process_time()
+from numba.core import event
+incl, excl, top, stack = {}, {}, set(), []
+def name(ev):
+    f = ev.data["dispatcher"].py_func
+    return f"{f.__module__}.{f.__qualname__}".replace(".<locals>", "") + " " + str(ev.data["args"])
+class Recorder(event.Listener):
+    def on_start(self, ev):
+        stack.append([name(ev), time.process_time(), 0.0])
+    def on_end(self, ev):
+        k, t, inner = stack.pop()
+        dt = time.process_time() - t
+        incl[k] = incl.get(k, 0.0) + dt
+        excl[k] = excl.get(k, 0.0) + dt - inner
+        if stack:
+            stack[-1][2] += dt
+        else:
+            top.add(k)
+event.register("numba:compile", Recorder())
+import hepunits as u
+from na64reco.sim import simulate
+sys.path.insert(0, sys.argv[1])
+from bench_simulate import _DIGEST_RUNS
+c0, w0 = time.process_time(), time.perf_counter()
+with tempfile.TemporaryDirectory() as tmp:
+    for cfg in _DIGEST_RUNS[:int(sys.argv[2])]:
+        kw = {k: v for k, v in cfg.items() if k != "mass_gev"}
+        kw["n_events"] = min(kw["n_events"], 1000)
+        if "mass_gev" in cfg:
+            kw["mass"] = cfg["mass_gev"] * u.GeV
+        simulate(output=Path(tmp) / "c.root", **kw)
+c1, w1 = time.process_time(), time.perf_counter()
+ours = sorted((k for k in top if k.startswith("na64reco")), key=lambda k: -incl[k])
+print(f"first runs: {c1 - c0:.2f} s CPU, {w1 - w0:.2f} s wall; numba compilation {sum(incl[k] for k in top):.2f} s CPU "
+      f"in {len(top)} top-level compilations ({len(incl)} with the functions compiled inside them)")
+print("  incl. s  excl. s  kernel (argument types)")
+for k in ours:
+    print(f"  {incl[k]:7.2f}  {excl[k]:7.2f}  {k[:150]}")
+"""
+
+
+def _cold_compile(configs: int) -> None:
+    """``--compile``: a fresh process with an empty numba cache runs the first ``configs`` of the
+    ``--digest`` configurations (at most 1000 beam particles each) and prints the CPU time of
+    the runs and of numba's compilations per kernel."""
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        # cwd: not the checkout, whose directory ``python -c`` would put before PYTHONPATH=<tree>
+        out = subprocess.run([sys.executable, "-c", _COMPILE_CHILD, str(Path(__file__).resolve().parent),
+                              str(configs)], capture_output=True, text=True, env=env, check=True, cwd=cache)
+    print(f"cold numba cache, first {configs} --digest configuration(s) (<= 1000 beam particles each):")
+    print(out.stdout, end="")
+
+
 def _peak_rss_child(n: int, trigger: str) -> float:
     code = (
         "import resource, tempfile, os\n"
@@ -214,7 +280,8 @@ def _peak_rss_child(n: int, trigger: str) -> float:
         f"simulate('na64mu', {n}, 1, 1, os.path.join(d, 'm.root'), chunk_size=20000, trigger={trigger!r})\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=tempfile.gettempdir())  # not the checkout: ``-c`` puts the cwd before PYTHONPATH
     return int(out.stdout.strip().splitlines()[-1]) / 1024.0  # kB -> MB (Linux)
 
 
@@ -230,7 +297,12 @@ def main(argv=None) -> int:
     ap.add_argument("--spills", type=int, default=0, metavar="R",
                     help="only the simulation proper: each spill of an --events run simulated R times, minimum "
                          "per spill (e.g. --events 30000 --spills 7)")
+    ap.add_argument("--compile", type=int, nargs="?", const=len(_DIGEST_RUNS), default=0, metavar="K",
+                    help="only the cold numba compilation of the first K --digest configurations (default: all)")
     args = ap.parse_args(argv)
+    if args.compile:
+        _cold_compile(args.compile)
+        return 0
     if args.digest:
         _digests()
         return 0

@@ -229,3 +229,61 @@ def test_apv_digits_kernel_and_reference_agree():
         np.testing.assert_array_equal(a, b)
     for a, b in zip(fast[3:], slow[3:], strict=True):
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1  # rounding ties only
+
+
+def test_written_hits_is_the_mask_gather_and_concatenation():
+    from na64reco.sim.tracks import written_hits
+
+    rng = np.random.default_rng(4)
+    n, n_events = 500, 60
+    hits = (rng.integers(0, n_events, n), rng.integers(0, 40, n).astype(np.int16), rng.normal(0, 50, n),
+            rng.normal(0, 20, n))
+    fired = rng.random(n_events) < 0.7
+    new_index = np.full(n_events, -1, np.int64)
+    new_index[fired] = np.arange(fired.sum())
+    for n_extra in (0, 37):
+        extra = (rng.integers(0, fired.sum(), n_extra), rng.integers(0, 40, n_extra).astype(np.int16),
+                 rng.normal(0, 50, n_extra), rng.normal(0, 20, n_extra))
+        m = fired[hits[0]]
+        want = (np.concatenate([new_index[hits[0][m]], extra[0]]),
+                np.concatenate([hits[1][m], extra[1]]).astype(np.int64),
+                np.concatenate([hits[2][m], extra[2]]), np.concatenate([hits[3][m], extra[3]]))
+        got = written_hits(new_index, hits, extra)
+        for a, b in zip(got, want, strict=True):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)
+    empty = written_hits(new_index, tuple(h[:0] for h in hits), tuple(h[:0] for h in hits))
+    assert all(a.size == 0 for a in empty) and empty[1].dtype == np.int64
+
+
+def test_kernels_compile_once_for_pool_fresh_noise_and_key_types():
+    """The noise pool (read-only) and fresh noise (writable), integer and float sort keys reach
+    the same compiled specialisation of each kernel: no second compilation (issue 11, cold
+    compile time)."""
+    from na64reco.conditions import load_conditions
+    from na64reco.sim.params import load_sim_params
+
+    setup = load_setup("na64mu", run=1)
+    tables = dg.PlaneTables.of(setup, load_conditions(setup, 1))
+    params = load_sim_params(setup)
+    rng = np.random.default_rng(2)
+    n_events, n = 20, 200
+    apv_planes = np.flatnonzero(tables.type != 2)
+    ev, plane = rng.integers(0, n_events, n), rng.choice(apv_planes, n)
+    u = rng.uniform(-0.45, 0.45, n) * tables.n_strips[plane] * tables.pitch[plane]
+    t = rng.uniform(-30, 30, n)
+    dg.apv_digits(rng, setup, params, tables, n_events, ev, plane, u, t)
+    apv = set(dg._apv_rows_kernel.signatures)
+    dg.apv_digits(rng, setup, params, tables, n_events, ev, plane, u, t, pool=False)
+    assert set(dg._apv_rows_kernel.signatures) == apv
+    args = _msadc_inputs(rng, 10)
+    dg.msadc_waveforms(*args[:7], rng.standard_normal(64 * 32).astype(np.float32), *args[8:],
+                       noise_start=np.arange(10) * 32, n_samples=32)
+    msadc = set(dg._msadc_kernel.signatures)
+    dg.msadc_waveforms(*args)  # fresh (n, 32) noise, writable
+    assert set(dg._msadc_kernel.signatures) == msadc
+    dg.event_lexsort(ev, (plane, t))
+    lexsort = set(dg._event_insertion_sort.signatures)
+    dg.event_lexsort(ev, (plane.astype(np.int16), ev, plane))
+    dg.event_lexsort(ev, (t,))
+    assert set(dg._event_insertion_sort.signatures) == lexsort

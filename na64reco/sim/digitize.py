@@ -104,6 +104,17 @@ class CaloTables:
         )
 
 
+def _readonly(a: np.ndarray) -> np.ndarray:
+    """A read-only view of ``a`` (no copy): numba compiles a kernel once for read-only and once
+    for writable arrays of a type, and the noise pool (read-only) and fresh noise or the tests'
+    arrays (writable) would otherwise compile the MSADC and APV kernels twice each (issue 11)."""
+    if not a.flags.writeable:
+        return a
+    v = a.view()
+    v.flags.writeable = False
+    return v
+
+
 def aggregate(ev, det, chan, energy, t):
     """Sum deposits of the same (event, detector, channel, time).
 
@@ -124,6 +135,10 @@ def aggregate(ev, det, chan, energy, t):
 _INSERTION_MAX = 64
 
 
+#: integer keys of :func:`event_lexsort` below this are exact as float64
+_EXACT_INT = 2**53
+
+
 def event_lexsort(ev, keys) -> np.ndarray:
     """``np.lexsort((*reversed(keys), ev))``, the same permutation (a stable sort by event,
     then by ``keys[0]``, ``keys[1]``, ...), for event indices ``ev >= 0``: a counting sort by
@@ -138,9 +153,14 @@ def event_lexsort(ev, keys) -> np.ndarray:
     floats = [c for c in cols if c.dtype.kind == "f"]
     if any(np.isnan(c).any() for c in floats):
         return np.lexsort((*reversed(cols), ev))
-    k = [c.astype(np.float64) if c.dtype.kind == "f" else c.astype(np.int64) for c in cols]
+    if any(c.dtype.kind not in "fiub" or (c.dtype.kind in "iu" and max(-int(c.min()), int(c.max())) >= _EXACT_INT)
+           for c in cols):
+        return np.lexsort((*reversed(cols), ev))
+    # every key as float64 (integers exact below 2^53, same order): one compiled
+    # specialisation of the kernel instead of one per combination of key types (issue 11)
+    k = [c.astype(np.float64) for c in cols]
     while len(k) < 3:
-        k.append(np.zeros(ev.size, np.int64))
+        k.append(np.zeros(ev.size))
     order = _event_insertion_sort(ev, int(ev.max()) + 1, k[0], k[1], k[2], _INSERTION_MAX)
     if order is None or order.size != ev.size:  # pragma: no cover - numba returns an array
         return np.lexsort((*reversed(cols), ev))
@@ -314,6 +334,7 @@ def msadc_waveforms(
         noise = noise.reshape(-1)
     elif n_samples is None:
         raise ValueError("msadc_waveforms: n_samples is needed with noise_start")
+    noise = _readonly(noise)
     noise_start = np.asarray(noise_start, np.int64)
     if n and (noise_start.min() < 0 or noise_start.max() + n_samples > noise.size):
         raise ValueError(f"noise windows [{noise_start.min()}, {noise_start.max() + n_samples}) "
@@ -572,15 +593,17 @@ _ERF_TABLE = erf(np.arange(-int(_ERF_RANGE * _ERF_PER_UNIT), int(_ERF_RANGE * _E
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _erf(x):
-    """``erf(x)`` from :data:`_ERF_TABLE` (see there)."""
+def _erf(x, table):
+    """``erf(x)`` from ``table`` = :data:`_ERF_TABLE` (see there), an argument: numba freezes a
+    global array into the compiled code as a constant (the APV kernel's cache file 734 ->
+    145 kB without it; its compile time did not change measurably, issue 11, fifth pass)."""
     if x >= _ERF_RANGE:
         return 1.0
     if x <= -_ERF_RANGE:
         return -1.0
     f = (x + _ERF_RANGE) * _ERF_PER_UNIT
     i = int(f)
-    return _ERF_TABLE[i] + (f - i) * (_ERF_TABLE[i + 1] - _ERF_TABLE[i])
+    return table[i] + (f - i) * (table[i + 1] - table[i])
 
 
 def apv_digits(
@@ -610,6 +633,7 @@ def apv_digits(
     phase = rng.uniform(0.0, ro.apv_sample_spacing, max(n_events, 1))
     dest = _group_positions(ev, plane, max(n_events, 1), tables.n_strips.size)  # clusters by (event, plane)
     noise, noise_start = _apv_noise(rng, nc, APV_HALF_WIDTH, pool)
+    noise = _readonly(noise)
     mm_chan = ro.mm_channel_of_strip(np.arange(tables.dead.shape[1]) % (ro.mm_channels * len(ro.mm_multiplex_steps)))
     args = (
         _apv_cluster_inputs(dest, ev, plane, u, t, q, phase, tables.n_strips, np.asarray(tables.pitch, float),
@@ -629,7 +653,7 @@ def apv_digits(
     if reference:
         o_ev, o_pl, o_ch, a = _apv_reference(*_apv_columns(args[0]), *args[1:])
     else:
-        o_ev, o_pl, o_ch, a = _apv_rows_kernel(*args)
+        o_ev, o_pl, o_ch, a = _apv_rows_kernel(*args, _ERF_TABLE)
     return o_ev, o_pl.astype(np.int16, copy=False), o_ch.astype(np.int16, copy=False), a[:, 0], a[:, 1], a[:, 2]
 
 
@@ -763,12 +787,13 @@ def _apv_kernel(ev, plane, c, amp, shape3, n_strips, is_mm, dead, mm_chan, sprea
     :func:`_apv_reference`)."""
     rows = np.column_stack([np.asarray(ev, float), np.asarray(plane, float), c, amp,
                             np.asarray(shape3, float).reshape(-1, 3)])
-    return _apv_rows_kernel(rows, n_strips, is_mm, dead, mm_chan, spread, half, noise, noise_start, noise_sigma,
-                            threshold)
+    return _apv_rows_kernel(rows, n_strips, is_mm, dead, mm_chan, spread, half, _readonly(np.asarray(noise)),
+                            noise_start, noise_sigma, threshold, _ERF_TABLE)
 
 
 @numba.njit(cache=True, nogil=True)
-def _apv_rows_kernel(rows, n_strips, is_mm, dead, mm_chan, spread, half, noise, noise_start, noise_sigma, threshold):
+def _apv_rows_kernel(rows, n_strips, is_mm, dead, mm_chan, spread, half, noise, noise_start, noise_sigma, threshold,
+                     erf_table):
     # rows: _APV_ROW of the clusters sorted by (event, plane); noise: >= 3 numbers, read
     # cyclically (see _apv_reference)
     n = rows.shape[0]
@@ -794,10 +819,10 @@ def _apv_rows_kernel(rows, n_strips, is_mm, dead, mm_chan, spread, half, noise, 
         for cl in range(i, j):
             cc = rows[cl, 2]
             s0 = np.int64(np.rint(cc))
-            lower = _erf((s0 - half - 0.5 - cc) * inv)  # strip edges are shared: 2 half + 2 erf
+            lower = _erf((s0 - half - 0.5 - cc) * inv, erf_table)  # strip edges are shared: 2 half + 2 erf
             for o in range(-half, half + 1):
                 s = s0 + o
-                upper = _erf((s + 0.5 - cc) * inv)
+                upper = _erf((s + 0.5 - cc) * inv, erf_table)
                 frac = 0.5 * (upper - lower)
                 lower = upper
                 if s < 0 or s >= n_strips[p] or dead[p, s]:

@@ -81,7 +81,7 @@ from na64reco.sim.forced_noise import resolve as resolve_forced
 from na64reco.sim.occupancy import ForcedPileup, beam_pileup_hits, expected_near
 from na64reco.sim.params import MIXTURE_KEYS, PROCESS_CHOICES, SimParams, load_sim_params
 from na64reco.sim.signal import lepton_mass_of, sample_signal_x, signal_weight
-from na64reco.sim.tracks import ROLE_PILEUP, Recorder, Tracks
+from na64reco.sim.tracks import ROLE_PILEUP, Recorder, Tracks, written_hits
 from na64reco.sim.transport import Context, Truth, follow
 from na64reco.sim.trigger import TRIGGERS, calibration_trigger, detector_sums, trigger_mask
 
@@ -364,17 +364,15 @@ def simulate_spill(job: _Job, spill: int, n: int, first_event: int = 1) -> dict:
     faults = tuple(f for f in job.faults if f.spill == spill + 1)  # injected faults of this spill
     calo, planes = faulty_calo(job.calo, faults, setup), faulty_planes(job.planes, faults, setup)
     c_ev, c_det, c_ch, c_adc = msadc_digits(rng, setup, calo, nw, key, t_c, e_c, every_channel=pedestal)
-    h_ev, h_pl, h_u, h_t = rec.hits()
-    m = fired[h_ev]
-    h_ev, h_pl, h_u, h_t = new_index[h_ev[m]], h_pl[m], h_u[m], h_t[m]
+    hits = rec.hits()
     crossings = None
     if job.crossings:  # opt-in truth of the tracking studies (simulate(true_crossings=)): no random number
-        crossings = {"event": h_ev + first_event, "plane": h_pl.copy(), "u": h_u.copy(), "t": h_t.copy()}
-    if not pedestal:  # the other beam muons crossing the trackers within their readout windows
-        o_ev, o_pl, o_u, o_t = beam_pileup_hits(rng, setup, prm, nw, job.forced_pileup)
-        if o_ev.size:
-            h_ev, h_pl, h_u, h_t = (np.concatenate(a) for a in ((h_ev, o_ev), (h_pl, o_pl), (h_u, o_u), (h_t, o_t)))
-    pts = tracker_points(rng, planes, nw, h_ev, h_pl.astype(np.int64), h_u, h_t, job.forced)
+        h_ev, h_pl, h_u, h_t = hits
+        m = fired[h_ev]
+        crossings = {"event": new_index[h_ev[m]] + first_event, "plane": h_pl[m], "u": h_u[m], "t": h_t[m]}
+    # the other beam muons crossing the trackers within their readout windows
+    pile_hits = Recorder(nw).hits() if pedestal else beam_pileup_hits(rng, setup, prm, nw, job.forced_pileup)
+    pts = tracker_points(rng, planes, nw, *written_hits(new_index, hits, pile_hits), job.forced)
     a_ev, a_pl, a_ch, a0, a1, a2 = apv_digits(rng, setup, prm, planes, nw, *pts)
     s_ev, s_pl, s_tube, s_tdc = straw_digits(rng, setup, planes, nw, *pts)
     events = {

@@ -13,9 +13,13 @@ kicks of ``docs/periods.md``).  This module simulates them as what they are:
 * number Poisson with mean ``rate x duration`` per written event, the rate being
   ``beam.particles_per_spill / beam.spill_duration``;
 * beam kinematics (spot, divergence, momentum spread) and the full transport (multiple
-  scattering, magnets), recording only their tracker crossings: their calorimeter and
-  counter signals are outside the coincidence and integration windows (an approximation for
-  the few within a couple of MSADC samples of the window's edge).
+  scattering, magnets) up to the last tracker plane, recording only their tracker
+  crossings: their calorimeter and counter signals are outside the coincidence and
+  integration windows (an approximation for the few within a couple of MSADC samples of the
+  window's edge).  Before 2026-11-29 (issue 11, fifth pass) they were transported through
+  the HCAL and the counters behind it too: the same crossings from the same random
+  numbers, but the spill's later stages then read the stream from another position (other
+  realisations, the same distributions).
 
 The uncorrelated noise clusters of the setup (``noise_hits``) are then the remaining
 sources (delta rays, conversions, electronics) at a much lower rate.
@@ -175,5 +179,12 @@ def beam_pileup_hits(rng: np.random.Generator, setup, params, n_events: int, for
     n = ev.size
     tracks = sample_beam(rng, setup, ev, np.full(n, PROCESSES["beam"], np.int8), role=ROLE_PILEUP, t=t)
     rec = Recorder(n_events)
-    follow(Context(rng, setup, params, rec, Truth.new(n_events)), tracks)
+    # transported up to the last tracker plane only: what lies behind it (HCAL, counters) cannot
+    # change their crossings, and its random numbers were drawn for nothing (issue 11, fifth pass)
+    follow(Context(rng, setup, params, rec, Truth.new(n_events)), tracks, last_z=last_tracker_z(setup))
     return rec.hits()
+
+
+def last_tracker_z(setup) -> float:
+    """z of the most downstream tracker plane (mm)."""
+    return max(p.z for p in setup.planes)

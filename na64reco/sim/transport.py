@@ -123,11 +123,15 @@ class Context:
 
 
 # ----------------------------------------------------------------------------------------
-def follow(ctx: Context, tr: Tracks) -> Tracks:
-    """Transport ``tr`` from ``beam.start_z`` through every element; returns the survivors."""
+def follow(ctx: Context, tr: Tracks, last_z: float | None = None) -> Tracks:
+    """Transport ``tr`` from ``beam.start_z`` through every element (up to and including
+    the elements at ``z <= last_z`` if given: the rest are not reached, and draw no random
+    numbers); returns the survivors."""
     z = ctx.setup.beam.start_z
     air = ctx.setup.readout.air_x0_per_metre / 1000.0  # per mm
     els = elements(ctx.setup)
+    if last_z is not None:
+        els = tuple(e for e in els if e.z <= last_z)
     k = 0
     while k < len(els):
         el = els[k]
