@@ -25,7 +25,8 @@ hits and fitted tracks of one event.  Output fields (one value per event):
                                  with an outgoing track and no incoming track is matched to the
                                  incoming view's in-time hits instead, each carried along the beam
                                  direction to the ECAL front (the nearest in sigma; inf if that view
-                                 has no hit, :func:`_hit_match_terms`)
+                                 has no hit, :func:`_hit_match_terms`); NaN still needs both
+                                 tracks in neither projection
 ``flags_in``, ``flags_out``      bit 1: candidate overflow, bit 2: busy plane (see tracks.py)
 ``n_extra_planes_in``, ``n_extra_planes_out``  planes of the station with an in-time hit that no
                                  track of the event uses (twins of used hits excepted,
@@ -277,7 +278,10 @@ def _match_chi2(out, res, vt, setup, cfg, hits=None):
     each of the two tracks used (a few patterns per file, each computed once).  ``hits``
     (``plane_offsets``, ``pos``, usable mask): where a projection has an outgoing track and no
     incoming one, its term compares the outgoing track with the incoming view's usable hits
-    (:func:`_hit_match_terms`); without ``hits`` such a projection is left out."""
+    (:func:`_hit_match_terms`; inf if that view has no usable hit); without ``hits`` such a
+    projection is left out.  The match still needs a projection with both tracks (NaN
+    otherwise, as without ``hits``): the hit term tightens the match of the events it had, it
+    admits none that had no match."""
     chi2 = np.zeros(len(out["p_out"]))
     n_proj = np.zeros(len(chi2), np.int64)
     p_in = out["p_in"] * units.GeV
@@ -312,9 +316,8 @@ def _match_chi2(out, res, vt, setup, cfg, hits=None):
             todo = used_out.any(axis=1) & ~used_in.any(axis=1) & np.isfinite(out[f"out_{c}"])
             if todo.any():
                 alt = _hit_match_terms(out, c, vi, vo, used_out, todo, hits, setup)
-                ok = todo & np.isfinite(alt)
+                ok = todo & ~np.isnan(alt)
                 chi2[ok] += alt[ok]
-                n_proj += ok
     return np.where(n_proj > 0, chi2, np.nan)
 
 
