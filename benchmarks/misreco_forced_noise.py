@@ -49,7 +49,8 @@ NOISE_SCALES = (0.3, 1.0, 3.0, 10.0)
 #: cost ~3x more to simulate and reconstruct).  2022: m = 2 split in k as well (its fake of the
 #: previous pass had a second muon 15-45 ns from the trigger).  Fifth pass (the track match
 #: with the incoming hits, docs/periods.md "The counted fakes"): the 2022 strata rerun with
-#: the same sizes and new seeds (``--seed 11``, the default since); the 2023 counts of
+#: the same sizes and new seeds (``--seed 11``, the default since), then (0, 2) enlarged from
+#: 5e5 to 2.5e6 muons (its one fake carried the counted sum); the 2023 counts of
 #: docs/data are stop 17's (seed 7), which the new match leaves unchanged (checked paired on
 #: 2e5 muons: no event changes, benchmarks/hit_match_ab.py)
 DEFAULT_STRATA = {
