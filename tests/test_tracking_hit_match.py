@@ -86,7 +86,8 @@ def beam2022(tmp_path_factory):
     drop = (pt.type == 0) & (not cfg.use_mm_singles)
     usable = in_time(h, lo, hi) & ~(np.asarray(h["ambiguous"], bool) & drop[np.asarray(h["plane"])])
     hits = (h["plane_offsets"], h["pos"], usable)
-    return {"setup": setup, "out": out, "vt": vt, "cfg": cfg, "hits": hits,
+    plain = reconstruct_tracks(raw.events(), setup, cond)  # the search's hits only (the fast path)
+    return {"setup": setup, "out": out, "plain": plain, "vt": vt, "cfg": cfg, "hits": hits,
             "no_in_x": good & np.isnan(out["in_x"]) & np.isfinite(out["out_x"]),
             "sel": good & np.isnan(out["in_x"]) & np.isfinite(out["out_x"]) & np.isfinite(out["out_y"]),
             "both": good & np.isfinite(out["in_x"]) & np.isfinite(out["out_x"])}
@@ -102,6 +103,7 @@ def test_muons_without_incoming_x_track_match_their_own_hits(beam2022):
     assert sel.sum() > 100
     new = b["out"]["track_match_chi2"]
     assert np.array_equal(new, _match(b, b["out"], b["hits"]), equal_nan=True)
+    assert np.array_equal(new, b["plain"]["track_match_chi2"], equal_nan=True)
     y_only = _match(b, b["out"], None)  # the match before: the y projection alone (NaN without MS2 y track)
     # still no match without a projection with both tracks (no MS2 y track): nothing admitted
     assert np.array_equal(np.isnan(new), np.isnan(y_only))
