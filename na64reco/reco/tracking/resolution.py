@@ -157,6 +157,7 @@ class MatchResolution:
         big = 1e12
         a_in, a_out = v_in(big), v_out(big)
         self.a = a_in + a_out
+        self.a_out = a_out  # the outgoing track's part alone (matching it to incoming hits)
         self.b_in = v_in(self.P_REF) - a_in
         self.b_out = v_out(self.P_REF) - a_out
 
@@ -164,3 +165,48 @@ class MatchResolution:
         """Variance (mm^2) of ``u_out - u_in`` at the ECAL front for momenta in MeV (arrays)."""
         p_in, p_out = np.asarray(p_in), np.asarray(p_out)
         return self.a + self.b_in * (self.P_REF / p_in) ** 2 + self.b_out * (self.P_REF / p_out) ** 2
+
+
+def hit_extrapolation_variance(setup, plane, z: float, p: float, divergence: float, mass=constants.MUON_MASS) -> float:
+    """Variance (mm^2) of the position at ``z`` (mm, downstream of ``plane``) of an incoming
+    muon of momentum ``p`` (MeV) predicted from its hit on ``plane`` alone, carried along the
+    beam direction (no bend between the plane and ``z`` in the plane's coordinate): the hit's
+    resolution, the muon's angle to the beam direction at the plane (``divergence``, rad, and
+    the scattering in the material from the beam start to the plane) times the lever arm, and
+    the scattering in the material between the plane and ``z``."""
+    lever = z - plane.z
+    var = plane.resolution**2 + (divergence * lever) ** 2
+    for _, th in _material_between(setup, setup.beam.start_z, plane.z, p, mass):
+        var += (th * lever) ** 2
+    for z_s, th in _material_between(setup, plane.z, z, p, mass):
+        var += th**2 * (z - z_s) ** 2
+    return float(var)
+
+
+class HitMatchResolution:
+    """Incoming hits as the incoming side of the track match, for a projection whose incoming
+    view has no track: per usable plane of ``view_in`` (straight from the plane to the ECAL
+    front in its coordinate: every plane of a non-bend view, the downstream planes of a bend
+    view), ``shift`` (mm) carries a hit along the beam direction to the ECAL front (reference
+    trajectory there minus at the plane) and its variance is ``c0 + c1 (p_ref/p_in)^2``
+    (:func:`hit_extrapolation_variance`).  ``planes`` are the setup plane indices."""
+
+    P_REF = MatchResolution.P_REF
+
+    def __init__(self, setup, view_in, mass=constants.MUON_MASS):
+        z_e = setup.detector("ECAL").z
+        div = setup.beam.divergence_x if view_in.coord == "x" else setup.beam.divergence_y
+        k = 0 if view_in.coord == "x" else 1
+        ref_e = setup.reference_position(z_e)[k]
+        planes, shift, c0, c1 = [], [], [], []
+        for i, down in zip(view_in.planes, view_in.down, strict=True):
+            pl = setup.planes[i]
+            if view_in.bend and not down:
+                continue
+            big = hit_extrapolation_variance(setup, pl, z_e, 1e12, div, mass)
+            planes.append(i)
+            shift.append(float(ref_e - setup.reference_position(pl.z)[k]))
+            c0.append(big)
+            c1.append(hit_extrapolation_variance(setup, pl, z_e, self.P_REF, div, mass) - big)
+        self.planes = np.array(planes, np.int64)
+        self.shift, self.c0, self.c1 = np.array(shift), np.array(c0), np.array(c1)

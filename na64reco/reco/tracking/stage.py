@@ -21,7 +21,12 @@ hits and fitted tracks of one event.  Output fields (one value per event):
                                  measured p_in / p_out (:class:`.resolution.MatchResolution`);
                                  ~chi2(2 dof) for a muon without a kink.  Sum over the projections
                                  with both tracks (1 dof if one projection lacks a track: low-p
-                                 muons often leave the MS2 y planes), NaN if none
+                                 muons often leave the MS2 y planes), NaN if none.  A projection
+                                 with an outgoing track and no incoming track is matched to the
+                                 incoming view's in-time hits instead, each carried along the beam
+                                 direction to the ECAL front (the nearest in sigma; inf if that view
+                                 has no hit, :func:`_hit_match_terms`); NaN still needs both
+                                 tracks in neither projection
 ``flags_in``, ``flags_out``      bit 1: candidate overflow, bit 2: busy plane (see tracks.py)
 ``n_extra_planes_in``, ``n_extra_planes_out``  planes of the station with an in-time hit that no
                                  track of the event uses (twins of used hits excepted,
@@ -48,7 +53,7 @@ from na64reco import units
 from na64reco.io.raw import refuse_data_events
 from na64reco.reco.tracking.clusters import PlaneTables, event_hits, search_hits
 from na64reco.reco.tracking.config import load_tracking_config
-from na64reco.reco.tracking.resolution import MatchResolution
+from na64reco.reco.tracking.resolution import HitMatchResolution, MatchResolution
 from na64reco.reco.tracking.tracks import (
     ViewTables,
     find_tracks,
@@ -215,7 +220,7 @@ def reconstruct_tracks(events, setup, conditions, source: str = "", *, config_pa
                 v, i = coords[c]
                 out[f"out_{c}_hcal"] = _extrapolate(res["par"][:, i], v, hcal_z, downstream=True)[0]
     if "p_out" in out:
-        out["track_match_chi2"] = _match_chi2(out, res, vt, setup, cfg)
+        out["track_match_chi2"] = _match_chi2(out, res, vt, setup, cfg, hits=(hits["plane_offsets"], hits["pos"], keep))
     if return_internals:
         out["_hits"] = hits
         out["_tracks"] = res
@@ -268,9 +273,15 @@ def _pattern(used: np.ndarray) -> np.ndarray:
     return code
 
 
-def _match_chi2(out, res, vt, setup, cfg):
+def _match_chi2(out, res, vt, setup, cfg, hits=None):
     """``track_match_chi2`` per event (see module doc); the variance depends on which planes
-    each of the two tracks used (a few patterns per file, each computed once)."""
+    each of the two tracks used (a few patterns per file, each computed once).  ``hits``
+    (``plane_offsets``, ``pos``, usable mask): where a projection has an outgoing track and no
+    incoming one, its term compares the outgoing track with the incoming view's usable hits
+    (:func:`_hit_match_terms`; inf if that view has no usable hit); without ``hits`` such a
+    projection is left out.  The match still needs a projection with both tracks (NaN
+    otherwise, as without ``hits``): the hit term tightens the match of the events it had, it
+    admits none that had no match."""
     chi2 = np.zeros(len(out["p_out"]))
     n_proj = np.zeros(len(chi2), np.int64)
     p_in = out["p_in"] * units.GeV
@@ -301,7 +312,73 @@ def _match_chi2(out, res, vt, setup, cfg):
         ok = np.isfinite(term)
         chi2[ok] += term[ok]
         n_proj += ok
+        if hits is not None:
+            todo = used_out.any(axis=1) & ~used_in.any(axis=1) & np.isfinite(out[f"out_{c}"])
+            if todo.any():
+                alt = _hit_match_terms(out, c, vi, vo, used_out, todo, hits, setup)
+                ok = todo & ~np.isnan(alt)
+                chi2[ok] += alt[ok]
     return np.where(n_proj > 0, chi2, np.nan)
+
+
+def _hit_match_terms(out, c, vi, vo, used_out, todo, hits, setup):
+    """The match term of projection ``c`` for the events ``todo`` (an outgoing track and no
+    incoming track in ``c``): the smallest ``(u_out - u_hit)^2 / var`` over the usable hits of
+    the incoming view's planes carried along the beam direction to the ECAL front
+    (:class:`.resolution.HitMatchResolution`), ``var`` the outgoing track's part of the match
+    variance at its p_out plus the hit's at p_in (the beam energy where p_in is not measured).
+    inf where the incoming view has no usable hit.  Without it the outgoing bend view of a
+    muon whose incoming track lacks this projection is tied to the target only by the beam
+    spot, and two noise hits upstream of MS2 (one in place of a lost true hit) make a fake
+    kick that the match cannot see (docs/periods.md, "The counted fakes")."""
+    key = (setup.name, setup.source, setup.period, vi)
+    if key not in _MATCH_CACHE:
+        _MATCH_CACHE[key] = HitMatchResolution(setup, vi)
+    hm = _MATCH_CACHE[key]
+    p_ref = MatchResolution.P_REF
+    codes, first, inverse = np.unique(_pattern(used_out), return_index=True, return_inverse=True)
+    coef = np.full((2, len(codes)), np.nan)
+    for k, i in enumerate(first):
+        mo = used_out[i]
+        if not mo.any():
+            continue
+        key = (setup.name, setup.source, setup.period, vi, vo, (True,) * len(vi.planes), tuple(mo))
+        if key not in _MATCH_CACHE:
+            _MATCH_CACHE[key] = MatchResolution(setup, vi, vo, None, mo)
+        m = _MATCH_CACHE[key]
+        coef[:, k] = m.a_out, m.b_out
+    a_out, b_out = coef[:, inverse.reshape(-1)]
+    p_in = np.where(np.isfinite(out["p_in"]), out["p_in"] * units.GeV, setup.beam.energy)
+    var_out = a_out + b_out * (p_ref / (out["p_out"] * units.GeV)) ** 2
+    plane_offsets, pos, usable = hits
+    n_planes = len(setup.planes)
+    return _nearest_hit_chi2(plane_offsets, pos, usable, n_planes, hm.planes, hm.shift, hm.c0, hm.c1,
+                             out[f"out_{c}"], var_out, (p_ref / p_in) ** 2, todo)
+
+
+@numba.njit(cache=True)
+def _nearest_hit_chi2(plane_offsets, pos, usable, n_planes, planes, shift, c0, c1, u_out, var_out, fac_in, todo):
+    """Per event with ``todo``: min over the ``usable`` hits of ``planes`` of
+    ``(u_out - pos - shift)^2 / (var_out + c0 + c1 fac_in)`` (per plane ``shift``, ``c0``,
+    ``c1``); inf without such a hit, NaN where not ``todo``."""
+    n = u_out.shape[0]
+    res = np.full(n, np.nan)
+    for e in range(n):
+        if not todo[e]:
+            continue
+        best = np.inf
+        for k in range(planes.shape[0]):
+            p = planes[k]
+            var = var_out[e] + c0[k] + c1[k] * fac_in[e]
+            for i in range(plane_offsets[e * n_planes + p], plane_offsets[e * n_planes + p + 1]):
+                if not usable[i]:
+                    continue
+                d = u_out[e] - pos[i] - shift[k]
+                q = d * d / var
+                if q < best:
+                    best = q
+        res[e] = best
+    return res
 
 
 def event_display(events, index: int, setup, conditions, *, config_path=None) -> dict:
