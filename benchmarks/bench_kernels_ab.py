@@ -74,6 +74,7 @@ def main() -> None:
     old_clusters = _module(  # with the earlier tree's de-multiplexer (whichever of its names it imports)
         "before_clusters", reco / "tracking" / "clusters.py",
         edit=lambda s: re.sub(r"from na64reco\.reco\.tracking\.demux import [^\n]*", "", s)
+                        .replace("@njit_cached_with(apv, demux, **NO_NRT)", "@numba.njit(**NO_NRT)")
                         .replace("@njit_cached_with(apv, demux)", "@numba.njit"),
         extra={**{k: v for k, v in vars(old_demux).items() if not k.startswith("__")}, "numba": numba})
     old_calo = _module("before_calo", reco / "calo.py")
@@ -87,10 +88,10 @@ def main() -> None:
     def hits(kernel):
         # kernels since the fourth pass take the search's time windows and MM-singles planes
         # (None: the whole table, as before)
-        # and since the fifth the channel map of each plane (demux.strip_channel_map)
+        # and since the fifth the channel map and neighbour table of each plane (demux.py)
         params = inspect.signature(kernel.py_func).parameters
         extra = (None, None, np.zeros(pt.n_planes, np.bool_)) if "drop" in params else ()
-        chan_map = (pt.strip_chan,) if "strip_chan" in params else ()
+        chan_map = (pt.strip_chan, pt.neighbours) if "strip_chan" in params else ()
         return lambda: kernel(a_off, a["plane"], a["chan"], a["a0"], a["a1"], a["a2"], s_off, s["plane"], s["tube"],
                               s["tdc"], pt.type, pt.n_strips, pt.pitch, pt.offset, pt.z, pt.sigma, pt.dead, pt.table,
                               *chan_map, pt.apv_threshold(cfg.apv_threshold_sigma), pt.spacing, pt.peaking, pt.tdc_lsb,
