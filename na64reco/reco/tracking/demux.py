@@ -27,7 +27,9 @@ reads both strips 255 and 259); the lower run is chosen (a 0.25 mm shift).
 :func:`demux_plane_slots` is the numba kernel (:func:`demux_plane` a convenience wrapper);
 :func:`demux_plane_reference` its slow twin.  The kernel keeps the candidates in a strip map
 (strip -> channel) instead of a sorted list; that needs every strip read by one channel only,
-which :class:`~na64reco.reco.tracking.clusters.PlaneTables` checks.
+which :class:`~na64reco.reco.tracking.clusters.PlaneTables` checks.  The hits kernel inlines
+:func:`demux_plane_map`, the same results from per-plane tables built once
+(:func:`strip_channel_map`, :func:`neighbour_table`): no strip map to fill and clear per plane.
 """
 
 from __future__ import annotations
