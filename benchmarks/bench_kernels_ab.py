@@ -74,6 +74,7 @@ def main() -> None:
     old_clusters = _module(  # with the earlier tree's de-multiplexer (whichever of its names it imports)
         "before_clusters", reco / "tracking" / "clusters.py",
         edit=lambda s: re.sub(r"from na64reco\.reco\.tracking\.demux import [^\n]*", "", s)
+                        .replace("@njit_cached_with(apv, demux, **NO_NRT)", "@numba.njit(**NO_NRT)")
                         .replace("@njit_cached_with(apv, demux)", "@numba.njit"),
         extra={**{k: v for k, v in vars(old_demux).items() if not k.startswith("__")}, "numba": numba})
     old_calo = _module("before_calo", reco / "calo.py")
@@ -87,11 +88,13 @@ def main() -> None:
     def hits(kernel):
         # kernels since the fourth pass take the search's time windows and MM-singles planes
         # (None: the whole table, as before)
-        extra = (None, None, np.zeros(pt.n_planes, np.bool_)) \
-            if "drop" in inspect.signature(kernel.py_func).parameters else ()
+        # and since the fifth the channel map and neighbour table of each plane (demux.py)
+        params = inspect.signature(kernel.py_func).parameters
+        extra = (None, None, np.zeros(pt.n_planes, np.bool_)) if "drop" in params else ()
+        chan_map = (pt.strip_chan, pt.neighbours) if "strip_chan" in params else ()
         return lambda: kernel(a_off, a["plane"], a["chan"], a["a0"], a["a1"], a["a2"], s_off, s["plane"], s["tube"],
                               s["tdc"], pt.type, pt.n_strips, pt.pitch, pt.offset, pt.z, pt.sigma, pt.dead, pt.table,
-                              pt.apv_threshold(cfg.apv_threshold_sigma), pt.spacing, pt.peaking, pt.tdc_lsb,
+                              *chan_map, pt.apv_threshold(cfg.apv_threshold_sigma), pt.spacing, pt.peaking, pt.tdc_lsb,
                               cfg.drift_t0, pt.drift_velocity, *extra)
 
     drop = (pt.type == 0) & (not cfg.use_mm_singles)
@@ -105,6 +108,11 @@ def main() -> None:
     def search_table():  # the search's hits made directly by the kernel (fourth pass)
         h = clusters.search_hits(events, pt, threshold_sigma=cfg.apv_threshold_sigma, drift_t0=cfg.drift_t0,
                                  lo=windows[0], hi=windows[1], drop=drop)
+        return [h[k] for k in stage.SEARCH_COLUMNS], h["plane_offsets"]
+
+    def old_search():  # the earlier tree's kernel making the search's table (fourth pass on)
+        h = old_clusters.search_hits(events, pt, threshold_sigma=cfg.apv_threshold_sigma, drift_t0=cfg.drift_t0,
+                                     lo=windows[0], hi=windows[1], drop=drop)
         return [h[k] for k in stage.SEARCH_COLUMNS], h["plane_offsets"]
 
     grabbed = {}
@@ -130,6 +138,7 @@ def main() -> None:
     pairs = {
         "tracker hits kernel": (hits(old_clusters._hits_kernel), hits(clusters._hits_kernel)),
         "search's hits": (whole_then_select, search_table),
+        "search's hits kernel": (lambda: old_search(), search_table),
         "ECAL quantities": (lambda: old_calo._ecal_quantities(*grabbed["ecal"]),
                             lambda: calo._ecal_quantities(*grabbed["ecal"])),
         "track search kernel": (lambda: old_tracks.find_tracks(search_hits, len(events), pt.n_planes, vt),

@@ -243,6 +243,55 @@ def test_shower_chi2_separates_em_from_wide_showers_and_matches_twin(mu):
     assert abs(np.mean(r < rm) - det.params["shower_containment"]) < 0.005
 
 
+def _chi2_every_point(grid, det):
+    """Shower chi2/ndf of full 3x3 blocks as the minimum over EVERY impact point, each summed in
+    full in the kernel's order of terms (no early stop, no skipped point): NaN where the block
+    is not full."""
+    b, stochastic, floor, _ = C._profile_params(det)
+    table = C.profile_table(det.cell_size[0], det.cell_size[1], b)
+    pvar = C._profile_variance(table, stochastic)
+    out = np.full(len(grid), np.nan)
+    for e, g2 in enumerate(grid):
+        i, j = np.unravel_index(np.argmax(g2), g2.shape)  # the first maximum, as the kernel
+        if not (0 < i < g2.shape[0] - 1 and 0 < j < g2.shape[1] - 1):
+            continue
+        obs = [[float(g2[i + a - 1, j + c - 1]) for c in range(3)] for a in range(3)]
+        tot = 0.0
+        for a in range(3):
+            for c in range(3):
+                tot += obs[a][c]
+        if tot <= 0.0:
+            continue
+        inv = 1.0 / tot
+        obs = [[x * inv for x in row] for row in obs]
+        best = np.inf
+        for g in range(len(table)):
+            chi2 = 0.0
+            for a in range(3):
+                for c in range(3):
+                    d = obs[a][c] - float(table[g, a, c])
+                    chi2 += d * d / (float(pvar[g, a, c]) * inv + floor * floor)
+            best = min(best, chi2)
+        out[e] = best / 6
+    return out
+
+
+def test_shower_chi2_equals_the_minimum_over_every_impact_point(mu):
+    """The kernel skips impact points by bounds (the row-wise stop; since the fifth pass the
+    central cell's term alone): its chi2 must be bit for bit the minimum over every point."""
+    setup, _ = mu
+    det = setup.detector("ECAL")
+    rng = np.random.default_rng(5)
+    b = C._profile_params(det)[0]
+    grid = np.concatenate([_showers(det, rng, 60, b, 50.0), _showers(det, rng, 60, 3 * b, 20.0),
+                           _showers(det, rng, 30, 0.3 * b, 80.0)])
+    got = C.shower_chi2(grid, det)
+    want = _chi2_every_point(grid, det)
+    full = ~np.isnan(want)
+    assert full.sum() > 100
+    assert np.array_equal(got[full], want[full])
+
+
 def test_corrupt_waveform_names_file_and_event(mu):
     setup, cond = mu
     ev = make_events(setup, cond, [0, 1], ["ECAL", "ECAL"], [3, 4], [1000.0, 1000.0])

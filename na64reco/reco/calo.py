@@ -630,6 +630,15 @@ def _chi2_one(g2, table, pvar, stochastic, floor, obs, inside):
                 obs[a, c] *= inv_tot  # observed fractions
         for q in range(ng):  # the central impact point first: a good bound early
             g = (q + ng // 2) % ng
+            # the central cell's term alone is a lower bound of the sum below (its terms are
+            # >= 0, and a rounded sum of non-negative numbers is >= each of them): a point whose
+            # central term reaches the best so far cannot lower it and is skipped.  Same value
+            # (same expression) as in the sum, so the minimum and its bits are unchanged; the
+            # row-wise stop alone summed ~500 of the 729 terms per event, the central cell
+            # dominating the chi2 near the minimum (fifth pass, issue 11)
+            d = obs[1, 1] - table[g, 1, 1]
+            if d * d / (pvar[g, 1, 1] * inv_tot + ff) >= best:
+                continue
             chi2 = 0.0
             for a in range(3):
                 for c in range(3):

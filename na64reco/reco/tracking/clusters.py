@@ -29,9 +29,9 @@ import numpy as np
 
 from na64reco.errors import RawFormatError
 from na64reco.reco.tracking import apv, demux
-from na64reco.reco.tracking._jit import njit_cached_with
+from na64reco.reco.tracking._jit import NO_NRT, njit_cached_with
 from na64reco.reco.tracking.apv import strip_time_r
-from na64reco.reco.tracking.demux import _isort, check_table, clear_slots, demux_plane_slots
+from na64reco.reco.tracking.demux import _isort, check_table, demux_plane_map, neighbour_table, strip_channel_map
 
 TYPE_CODE = {"MM": 0, "GEM": 1, "straw": 2}
 HIT_FIELDS = ("plane", "pos", "z", "sigma", "strip", "amp", "time", "size", "origin", "ambiguous")
@@ -67,6 +67,11 @@ class PlaneTables:
         if bad is not None:
             raise RawFormatError(f"setup {setup.name!r}: readout.mm_strips_of_channel: {bad}; the MM "
                                  f"de-multiplexing needs every strip read by one channel")
+        # per plane: the channel reading each live strip (demux.strip_channel_map; MM planes only)
+        self.strip_chan = np.stack([strip_channel_map(self.table, self.dead[i]) if t == 0 else
+                                    np.full(max(int(self.table.max()) + 1, width) + 2, self.table.shape[0], np.int64)
+                                    for i, t in enumerate(self.type)])
+        self.neighbours = np.stack([neighbour_table(self.table, m) for m in self.strip_chan])
         self.mm_channels = ro.mm_channels
         self.spacing = ro.apv_sample_spacing
         self.peaking = ro.apv_peaking_time
@@ -144,7 +149,8 @@ def _digits_ok(plane, chan, allowed, limit):
 # whose kernels it compiles in (see _jit.py).
 @njit_cached_with(apv, demux)
 def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc, ptype, n_strips, pitch, offset,
-                 zpl, sig, dead, table, threshold, spacing, peaking, lsb, t0, velocity, win_lo, win_hi, drop):
+                 zpl, sig, dead, table, strip_chan, neighbours, threshold, spacing, peaking, lsb, t0, velocity, win_lo,
+                 win_hi, drop):
     """Flat kernel: APV and straw digits of all events -> hits sorted by (event, plane).
 
     Returns (counts per event, hits per (event, plane) (n_events * n_planes), out_f (6, hits)
@@ -180,7 +186,7 @@ def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc
     am = np.empty(maxd, np.float64)
     dg = np.empty(maxd, np.int64)  # digit of each channel (its time is computed when needed)
     mg = maxd * groups + 1
-    slot = np.full(max(table.max() + 2, dead.shape[1] + 1), -1, np.int64)  # strip -> channel (demux.py)
+    cidx = np.full(table.shape[0] + 1, -1, np.int64)  # channel -> index of its digit (demux_plane_map)
     used = np.empty(maxd, np.int64)
     starts = np.empty(mg, np.int64)
     rstart = np.empty(mg, np.int64)
@@ -190,20 +196,20 @@ def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc
     n = 0
     while True:  # blocks of events that fit the output arrays, which grow between blocks
         e, n = _hits_block(e, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0, a1, a2, s_off, s_plane,
-                           s_tube, s_tdc, ptype, n_strips, pitch, offset, zpl, sig, dead, table, threshold, spacing,
-                           r1, r2, lsb, t0, velocity, win_lo, win_hi, drop, skey, sidx, key, idx, ch, am, dg, slot,
-                           used, starts, rstart, rlen, singles)
+                           s_tube, s_tdc, ptype, n_strips, pitch, offset, zpl, sig, dead, table, strip_chan, neighbours,
+                           threshold, spacing, r1, r2, lsb, t0, velocity, win_lo, win_hi, drop, skey, sidx, key, idx,
+                           ch, am, dg, cidx, used, starts, rstart, rlen, singles)
         if e >= n_ev:
             break
         out_f, out_i = _reserve(out_f, out_i, n, (offsets[e + 1] - offsets[e]) * groups + 2 * (s_off[e + 1] - s_off[e]))
     return counts, per_plane, out_f[:, :n], out_i[:, :n]
 
 
-@njit_cached_with(apv, demux)  # compiles in the de-multiplexer and the APV time, as above
+@njit_cached_with(apv, demux, **NO_NRT)  # compiles in the de-multiplexer and the APV time, as above
 def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube,
-                s_tdc, ptype, n_strips, pitch, offset, zpl, sig, dead, table, threshold, spacing, r1, r2, lsb, t0,
-                velocity, win_lo, win_hi, drop, skey, sidx, key, idx, ch, am, dg, slot, used, starts, rstart, rlen,
-                singles):
+                s_tdc, ptype, n_strips, pitch, offset, zpl, sig, dead, table, strip_chan, neighbours, threshold,
+                spacing, r1, r2, lsb, t0, velocity, win_lo, win_hi, drop, skey, sidx, key, idx, ch, am, dg, cidx, used,
+                starts, rstart, rlen, singles):
     """Hits of events ``e0...`` appended at ``out_*[:, n:]`` until an event might not fit
     (at most ``groups`` hits per APV digit, 2 per straw digit); returns (next event, n)."""
     n_ev = offsets.shape[0] - 1
@@ -285,20 +291,22 @@ def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0
             u_a = pitch[p]  # strip s -> local u = (s + 0.5) * pitch - 0.5 * n_strips * pitch
             u_b = 0.5 * n_strips[p] * pitch[p]
             if ptype[p] == 0:  # MM
-                nruns, nsing = demux_plane_slots(ch, am, k, table, dead[p], slot, used, starts, rstart, rlen,
-                                                 singles)
+                sc = strip_chan[p]  # strip s -> channel index cidx[sc[s + 1]] (demux_plane_map)
+                nruns, nsing = demux_plane_map(ch, am, k, table, sc, neighbours[p], cidx, used, starts, rstart, rlen,
+                                               singles)
                 for r in range(nruns):
                     sw = 0.0
                     sa = 0.0
                     best = -1.0
                     jb = -1
                     for s in range(rstart[r], rstart[r] + rlen[r]):
-                        a = am[slot[s]]
+                        jr = cidx[sc[s + 1]]  # (not js: the straw digits' counter)
+                        a = am[jr]
                         sw += s * a
                         sa += a
                         if a > best:
                             best = a
-                            jb = slot[s]
+                            jb = jr
                     d = dg[jb]
                     t = strip_time_r(float(a0[d]), float(a1[d]), float(a2[d]), spacing, r1, r2, threshold)
                     if whole or (t >= t_lo and t <= t_hi):
@@ -321,7 +329,8 @@ def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0
                             n = _put(out_f, out_i, n, whole, p, offset[p] + ((float(s) + 0.5) * u_a - u_b), zpl[p],
                                      sig[p], float(s), am[j], t, 1, origin, 1)
                     origin += 1
-                clear_slots(ch, k, table, slot)
+                for q in range(k):
+                    cidx[ch[q]] = -1
             else:  # GEM: channel = strip
                 q = 0
                 while q < k:
@@ -416,8 +425,9 @@ def _kernel_hits(events, tables, threshold_sigma, drift_t0, source, lo=None, hi=
     return _hits_kernel(
         a_off, a["plane"], a["chan"], a["a0"], a["a1"], a["a2"], s_off, s["plane"], s["tube"], s["tdc"],
         tables.type, tables.n_strips, tables.pitch, tables.offset, tables.z, tables.sigma, tables.dead, tables.table,
-        tables.apv_threshold(threshold_sigma), tables.spacing, tables.peaking, tables.tdc_lsb, drift_t0,
-        tables.drift_velocity, lo, hi, np.zeros(tables.n_planes, np.bool_) if drop is None else drop)
+        tables.strip_chan, tables.neighbours, tables.apv_threshold(threshold_sigma), tables.spacing, tables.peaking,
+        tables.tdc_lsb, drift_t0, tables.drift_velocity, lo, hi,
+        np.zeros(tables.n_planes, np.bool_) if drop is None else drop)
 
 
 def _offsets(counts, per_plane):

@@ -273,6 +273,24 @@ def _pattern(used: np.ndarray) -> np.ndarray:
     return code
 
 
+def _patterns(code: np.ndarray, bits: int):
+    """``np.unique(code, return_index=True, return_inverse=True)`` for codes of ``bits`` bits,
+    except that ``first`` is *a* row of each code, not necessarily the first (every row of a
+    code has the same used planes, all the caller reads from it).  Up to 2^16 possible codes
+    by a table over them (two O(n) passes) instead of numpy's sort (~1 ms per 50k events)."""
+    if bits > 16 or len(code) == 0:
+        return np.unique(code, return_index=True, return_inverse=True)
+    present = np.zeros(1 << bits, np.bool_)
+    present[code] = True
+    codes = np.flatnonzero(present)
+    slot = np.zeros(1 << bits, np.int64)
+    slot[codes] = np.arange(len(codes))
+    inverse = slot[code]
+    first = np.empty(len(codes), np.int64)
+    first[inverse] = np.arange(len(code))
+    return codes, first, inverse
+
+
 def _match_chi2(out, res, vt, setup, cfg, hits=None):
     """``track_match_chi2`` per event (see module doc); the variance depends on which planes
     each of the two tracks used (a few patterns per file, each computed once).  ``hits``
@@ -294,7 +312,7 @@ def _match_chi2(out, res, vt, setup, cfg, hits=None):
         code = _pattern(used_in) * (1 << used_out.shape[1]) + _pattern(used_out)
         # one (a, b_in, b_out) per pattern of used planes, then one vectorised expression
         # (the same one as MatchResolution.variance, term by term)
-        codes, first, inverse = np.unique(code, return_index=True, return_inverse=True)
+        codes, first, inverse = _patterns(code, used_in.shape[1] + used_out.shape[1])
         coef = np.full((3, len(codes)), np.nan)
         for k, i in enumerate(first):
             mi, mo = used_in[i], used_out[i]
