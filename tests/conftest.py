@@ -1,19 +1,84 @@
-"""Shared fixtures.  Simulated files are made once per session and reused."""
+"""Shared fixtures.  Simulated files are made once per session and reused.
+
+The suite runs on all cores with pytest-xdist (``-n auto --dist loadgroup``, pyproject.toml).
+Two rules keep that as cheap as one process and as strict:
+
+* a test module whose tests share a module-scoped fixture (a simulated file, say) is one
+  work unit (an ``xdist_group`` named after the module, added below): its fixture is built
+  once, by one worker; the other tests are spread one by one;
+* session-scoped inputs (``small_na64mu_files``) are built once per run by whichever worker
+  asks first, under a file lock, and read by all (:func:`_made_once`).
+
+``pytest -n 0`` runs everything in one process, as before.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 
 import matplotlib
 import pytest
 
-matplotlib.use("Agg")
-os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".numba_cache"))
+try:
+    import fcntl
+except ImportError:  # not POSIX: every worker makes its own copy of the shared inputs
+    fcntl = None
 
+matplotlib.use("Agg")
+# One on-disk numba cache for all workers and subprocesses: numba writes each cache file to a
+# temporary name and renames it into place, so two processes compiling at once do not
+# corrupt it (at worst both compile the same kernel).
+os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".numba_cache"))
 
 
 #: Beam particles of the shared small NA64mu files (enough for every cut-flow row to be filled).
 SMALL_MOT = 3000
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist turns the xdist_group marks into work units
+def pytest_collection_modifyitems(config, items):
+    """One xdist work unit per module for the tests that use a module-scoped fixture."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None or item.get_closest_marker("xdist_group") is not None:
+            continue
+        if any(defs and defs[-1].scope in ("module", "class", "package")
+               for defs in info.name2fixturedefs.values()):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
+@contextlib.contextmanager
+def _locked(path):
+    """An exclusive lock on ``path`` across processes (none without fcntl)."""
+    if fcntl is None:
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _made_once(tmp_path_factory, name: str, make) -> os.PathLike:
+    """``make(folder)`` once per test run, shared by all xdist workers; returns the folder.
+
+    The first worker to ask builds it under a lock while the others wait; a build that
+    failed half-way is redone from scratch.  Without xdist this is a plain session folder."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER") and fcntl is not None:
+        base = base.parent  # the run's folder, above the per-worker ones
+    folder = base / name
+    with _locked(base / f"{name}.lock"):
+        if not (folder / ".complete").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            make(folder)
+            (folder / ".complete").touch()
+    return folder
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -31,11 +96,13 @@ def _private_unblinding_registry(tmp_path_factory):
 @pytest.fixture(scope="session")
 def small_na64mu_files(tmp_path_factory):
     """A small simulated NA64mu run (truth: MC) and a data-like one (``--no-truth``),
-    made once per session: ``{"mc": Path, "data": Path}``.  Tests must not modify them."""
+    made once per test run (by one xdist worker): ``{"mc": Path, "data": Path}``.
+    Tests must not modify them."""
     from na64reco.sim.generate import simulate
 
-    folder = tmp_path_factory.mktemp("na64mu_small")
-    files = {"mc": folder / "mc.root", "data": folder / "data.root"}
-    simulate("na64mu", SMALL_MOT, 11, 1001, files["mc"], truth=True)
-    simulate("na64mu", SMALL_MOT, 13, 1002, files["data"], truth=False)
-    return files
+    def make(folder):
+        simulate("na64mu", SMALL_MOT, 11, 1001, folder / "mc.root", truth=True)
+        simulate("na64mu", SMALL_MOT, 13, 1002, folder / "data.root", truth=False)
+
+    folder = _made_once(tmp_path_factory, "na64mu_small", make)
+    return {"mc": folder / "mc.root", "data": folder / "data.root"}
