@@ -722,7 +722,8 @@ def stratum_estimate(m: dict, geometry: dict, period: dict | None = None, stratu
       the largest shift the chi2 cut lets it make, in units of each muon's distance to the box
       (the right hits exactly on the fit, and with their residual norm at the bound's
       quantile), and the tracked muons for which one wrong hit on some plane can reach the box
-      at all; the measured single-foreign-hit muons against that limit (none may exceed it);
+      at all; the measured muons whose only outlier is one foreign hit against that limit (the
+      right hits' own residual lets a few exceed it a little: the 1-D ``z`` of the bound);
     * per MOT (``period`` given): the stratum's weight in place of the (0, 0) one.
     """
     from scipy import stats
@@ -741,7 +742,10 @@ def stratum_estimate(m: dict, geometry: dict, period: dict | None = None, stratu
         "muons_replacing_own_hit": int(np.sum(f["replacing"] > 0)),
         "muons_on_missing_plane_only": int(np.sum((f["on_missing"] > 0) & (f["replacing"] == 0))),
         "rate": float(np.mean(f["n_foreign"] > 0)) if tracked else 0.0,
-        "rate_00_far_hit": (ref["far hit"] / ref_tracked) if ref_tracked and "far hit" in ref else None,
+        # the far-hit class of p00_estimate (a used hit beyond OUTLIER_SIGMAS), here and in (0, 0)
+        "far_hit_class_rate": est["shift_classes"]["far hit"]["rate"],
+        "far_hit_class_rate_00": (ref["far hit"] / ref_tracked) if ref_tracked and "far hit" in ref else None,
+        "core_00": ((period or {}).get("lone_muon_00") or {}).get("core"),
     }
     # the closed form of one wrong hit: its largest pull on kappa within the chi2 cut
     npl = geometry["dz"].size
@@ -772,6 +776,11 @@ def stratum_estimate(m: dict, geometry: dict, period: dict | None = None, stratu
     dev = np.nan_to_num(np.asarray(m["dev"], float))
     shift_one = gain[rows, j_one] * dev[rows, j_one]
     limit_one = reach_plane[rows, j_one]
+    # the clean ones: no other outlier (no wrong twin, every other used hit within OUTLIER_SIGMAS)
+    others = used & (np.abs(dev) > OUTLIER_SIGMAS * np.asarray(geometry["sigma"], float)[None, :])
+    others[rows, j_one] = False
+    one &= (np.asarray(m["wrong"]) == 0) & ~others.any(axis=1)
+    ratio = np.abs(shift_one[one]) / np.maximum(limit_one[one], 1e-300)
     finite = np.isfinite(reach_plane) & (reach_plane > 0)
     # the closed form of one foreign hit at ANY deviation on plane j: the right hits' residual
     # component along the wrong hit's residual direction is a 1-D Gaussian z (width: the core's),
@@ -813,9 +822,27 @@ def stratum_estimate(m: dict, geometry: dict, period: dict | None = None, stratu
         "muons_one_hit_can_reach_box_with_residual_quantile": int(np.sum(reach_q >= room)),
         "measured_one_foreign": int(one.sum()),
         "measured_shift_over_room_max": float(np.max(np.abs(shift_one[one]) / room[one], initial=0.0)),
-        "measured_shift_over_limit_max": float(np.max(np.abs(shift_one[one]) / np.maximum(limit_one[one], 1e-300),
-                                                      initial=0.0)),
+        "measured_shift_over_limit_max": float(np.max(ratio, initial=0.0)),
+        "measured_shift_over_limit_quantiles": np.quantile(ratio, [0.5, 0.99]).tolist() if ratio.size else [],
+        "measured_above_limit": int(np.sum(ratio > 1.0)),
     }
+    # the bound: the outlier sets' (p00_estimate), or that with its one-outlier-plane part
+    # replaced by the closed form of one outlier at any deviation, whichever is smaller
+    by_size = est["log10_p_bound_by_outlier_planes"]
+    combined = _log10_sum([by_size[0], single_log10, *by_size[2:]])
+    est["log10_p_bound_outlier_sets"] = est["log10_p_bound"]
+    est["log10_p_bound_single_hit_closed_form"] = combined
+    est["bound_from"] = "one-hit closed form + larger outlier sets" if combined < est["log10_p_bound"] \
+        else "outlier sets"
+    est["log10_p_bound"] = min(combined, est["log10_p_bound"])
     if period:
         est.update(_per_mot(est, period, tuple(stratum)))
     return est
+
+
+def _log10_sum(values) -> float:
+    v = np.asarray([x for x in values if math.isfinite(x)], float)
+    if not v.size:
+        return -math.inf
+    top = float(v.max())
+    return top + math.log10(float(np.sum(10.0 ** (v - top))))
