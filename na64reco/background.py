@@ -602,9 +602,17 @@ def misreco_from_json(path) -> BackgroundComponent:
                 v = est.get(key)
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
                     raise NA64Error(f"{path}: key '{key_name}.{key}': expected a number >= 0, got {v!r}")
-        n_truth = sum(float(e["per_mot"]) for _, e in truths.values())
-        b_truth = sum(float(e["per_mot_upper"]) for _, e in truths.values())
+        # a stratum of truth_strata whose truth bound is not below its own forced sample's bound (no
+        # fake there) stays with the strata bounded by their sample sizes
+        own = {(s["count"], s["pileup"]): float(s.get("upper_90_per_tracked", math.inf)) * kept
+               for s in strata if int(s["fake"]) == 0}
+        kept_out = {st: (e, own[st]) for st, (_, e) in truths.items()
+                    if st != (0, 0) and st in own and own[st] <= float(e["per_mot_upper"])}
+        truths = {st: v for st, v in truths.items() if st not in kept_out}
         in_truth = [s for s in strata if (s["count"], s["pileup"]) in truths]
+        bounds = {st: float(e["per_mot_upper"]) for st, (_, e) in truths.items()}
+        n_truth = sum(float(e["per_mot"]) for _, e in truths.values())
+        b_truth = sum(bounds.values())
         c_truth = sum(float(s["per_tracked"]) for s in in_truth) * kept
         up_truth = sum(float(s.get("upper_90_per_tracked", 0.0)) for s in in_truth if int(s["fake"]) == 0) * kept
         other = counted - c_truth
@@ -615,7 +623,10 @@ def misreco_from_json(path) -> BackgroundComponent:
         for (m, k), (_, e) in sorted(truths.items()):
             if (m, k) != (0, 0):
                 lone_txt += (f"; ({m}, {k}) classified on truth: {float(e['per_mot']):.2g}, bounded at "
-                             f"{float(e['per_mot_upper']):.2g}")
+                             f"{bounds[(m, k)]:.2g}")
+        for (m, k), (e, b) in sorted(kept_out.items()):
+            lone_txt += (f"; ({m}, {k}) classified on truth: {float(e['per_mot']):.2g}, its bound "
+                         f"{float(e['per_mot_upper']):.2g} not below its sample size's {b:.2g}")
         tail_txt = (f"; its tail fit, a cross-check: {float(tail):.2g} +- {float(tail_err):.2g}"
                     if tail is not None and tail_err is not None else "")
         empty_txt = f"; other strata without a fake < {empty_other:.2g} per MOT (90 % CL, sample sizes)"

@@ -324,6 +324,13 @@ def test_misreco_row_with_truth_strata(tmp_path):
     assert c.upper_limit and c.n == pytest.approx(5e-9 * kept + 2e-12 + 3e-11 + 4e-12)
     assert "(1, 0) classified on truth: 1e-29, bounded at 3e-11" in c.method
     assert "(0, 1) classified on truth" in c.method
+    # a truth bound not below the stratum's own sample-size bound: the stratum stays with those
+    data["truth_strata"]["0,1"]["per_mot_upper"] = 3e-10
+    path.write_text(json.dumps(data))
+    c = misreco_from_json(path)
+    assert c.n == pytest.approx((5e-9 + 2e-7) * kept + 2e-12 + 3e-11)
+    assert "(0, 1) classified on truth: 1e-29, its bound 3e-10 not below its sample size's 2e-10" in c.method
+    data["truth_strata"]["0,1"]["per_mot_upper"] = 4e-12
     # a stratum with a fake keeps its count in the sum and its bound out of the empty strata's
     strata[3].update(fake=1, per_tracked=1e-8)
     data["forced_noise_per_mot"], data["forced_noise_err"] = 1e-8 * kept, 5e-12
