@@ -764,7 +764,7 @@ def stratum_estimate(m: dict, geometry: dict, period: dict | None = None, stratu
         c = math.sqrt(geometry["chi2_ndf_max"] * max(ndf, 0))
         q = pull_width * math.sqrt(stats.chi2.isf(quantile, ndf)) if ndf > 0 else 0.0
         r = single_hit_reach(geometry, u)
-        reach_plane[sel] = c * r[None, :]
+        reach_plane[sel] = np.where(np.isinf(r), np.inf, c * r)[None, :]  # no residual: anywhere, even at ndf 0
         reach_q[sel] = (c + q) * float(np.max(r))
     reach_max = reach_plane.max(axis=1)
     planes = [str(p) for p in m["view_planes"]]
