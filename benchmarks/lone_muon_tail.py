@@ -1,8 +1,10 @@
-"""The (0, 0) stratum of the mis-reconstruction (the lone beam muon) classified on truth.
+"""The (0, 0) stratum of the mis-reconstruction (the lone beam muon) classified on truth,
+and the strata with one extra hit source, (1, 0) and (0, 1) (``--strata``).
 
     python benchmarks/lone_muon_tail.py [--periods 2022,2023] [--events 1000000]
         [--part-events 100000] [--workers 2] [--seed 11] [--workdir DIR] [--json OUT.json]
         [--campaign docs/data] [--period-json docs/data]
+        [--strata 0,0 1,0 0,1] [--stratum-events N | PERIOD/M,K:N;...] [--stratum-part-events 50000]
 
 For each period, EVENTS beam muons of the (0, 0) stratum (exactly 0 noise clusters in the
 region R of the MS2 bend-view planes, exactly 0 out-of-time beam muons in the near times N:
@@ -23,6 +25,15 @@ same workdir is immediate).  Each tracked muon is classified on truth
 ``--period-json DIR`` writes it as ``lone_muon_00`` into ``DIR/misreco_<period>.json``
 (:func:`na64reco.background.misreco_from_json` then uses it for the (0, 0) stratum in place
 of the tail fit).
+
+``--strata 1,0 0,1``: the same for the strata with exactly one noise cluster in R, (1, 0), or
+exactly one beam muon in N, (0, 1) (:func:`na64reco.lone_muon.stratum_estimate`: the foreign
+hits the tracks used, the closed form of one wrong hit within the chi2 cut, the bound), cached
+per part as ``lone_run<run>_<seed>_s<m><k>_<part>_p<j>.muons.npz`` in WORKDIR; written as
+``truth_strata["m,k"]`` into ``DIR/misreco_<period>.json`` (a key of its own:
+``misreco_from_json`` then uses it in place of the stratum's sample-size bound).  With the
+cache in place a rerun only re-combines (no raw file needed, ~1 min per period and stratum);
+it takes the strata weights and kept muons per MOT from ``--campaign`` as they are then.
 """
 
 from __future__ import annotations
@@ -37,10 +48,22 @@ from pathlib import Path
 from na64reco.conditions import load_conditions
 from na64reco.fake_kicks import PERIOD_RUNS
 from na64reco.geometry import load_setup
-from na64reco.lone_muon import load_muons, p00_estimate, simulate_parts, view_geometry
+from na64reco.lone_muon import load_muons, p00_estimate, simulate_parts, stratum_estimate, view_geometry
 
 #: muons per period (2022 tracks 16 % of them, 2023 92 %): ~14 min of 2 shared cores in all
 DEFAULT_EVENTS = "2022:3000000,2023:2000000"
+#: muons of the other strata per period: ~13 min of 2 shared cores in all (2026-11-29)
+DEFAULT_STRATUM_EVENTS = "2022/1,0:3000000;2023/1,0:2500000;2022/0,1:2000000;2023/0,1:1500000"
+
+
+def stratum_events_of(text: str, period: str, stratum: tuple[int, int]) -> int:
+    if ":" not in text:
+        return int(text)
+    key = f"{period}/{stratum[0]},{stratum[1]}"
+    sizes = dict(item.split(":") for item in text.split(";"))
+    if key not in sizes:
+        raise SystemExit(f"--stratum-events {text}: no size for {key}")
+    return int(sizes[key])
 
 
 def events_of(text: str, period: str) -> int:
@@ -66,7 +89,13 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--period-json", type=Path, default=None,
                     help="directory whose misreco_<period>.json gets the estimate (key lone_muon_00)")
+    ap.add_argument("--strata", nargs="+", default=["0,0"],
+                    help="strata m,k to classify: 0,0 (the lone muon) and/or 1,0 0,1 (default %(default)s)")
+    ap.add_argument("--stratum-events", default=DEFAULT_STRATUM_EVENTS,
+                    help="muons of the strata other than (0, 0): N or PERIOD/M,K:N;... (default %(default)s)")
+    ap.add_argument("--stratum-part-events", type=int, default=50_000)
     args = ap.parse_args(argv)
+    strata = [tuple(int(x) for x in st.split(",")) for st in args.strata]
     summary = {}
     with contextlib.ExitStack() as stack:
         client = None
@@ -77,26 +106,40 @@ def main(argv=None) -> int:
 
             client = stack.enter_context(Client(stack.enter_context(local_cluster(args.workers))))
         for period in args.periods.split(","):
-            t0 = time.perf_counter()
-            n_events = events_of(str(args.events), period)
-            files = simulate_parts(PERIOD_RUNS[period], n_events, args.seed, args.workdir,
-                                   part_events=args.part_events, client=client)
             camp = args.campaign / f"misreco_{period}.json"
             period_data = json.loads(camp.read_text()) if camp.exists() else {}
             setup = load_setup("na64mu", run=PERIOD_RUNS[period])
             geometry = view_geometry(setup, load_conditions(setup, PERIOD_RUNS[period]))
-            est = p00_estimate(load_muons(files), geometry, period_data)
-            est["seconds"] = time.perf_counter() - t0
-            est.update(period=period, run=PERIOD_RUNS[period], events=n_events, seed=args.seed,
-                       part_events=args.part_events)
-            print_estimate(est)
-            summary[period] = est
-            if args.period_json is not None:
-                target = args.period_json / f"misreco_{period}.json"
-                d = json.loads(target.read_text())
-                d["lone_muon_00"] = est
-                target.write_text(json.dumps(d, indent=1))
-                print(f"wrote lone_muon_00 into {target}")
+            for stratum in strata:
+                t0 = time.perf_counter()
+                if stratum == (0, 0):
+                    n_events = events_of(str(args.events), period)
+                    files = simulate_parts(PERIOD_RUNS[period], n_events, args.seed, args.workdir,
+                                           part_events=args.part_events, client=client)
+                    est = p00_estimate(load_muons(files), geometry, period_data)
+                    part_events = args.part_events
+                else:
+                    n_events = stratum_events_of(args.stratum_events, period, stratum)
+                    files = simulate_parts(PERIOD_RUNS[period], n_events, args.seed, args.workdir,
+                                           part_events=args.stratum_part_events, client=client, stratum=stratum)
+                    est = stratum_estimate(load_muons(files), geometry, period_data, stratum)
+                    part_events = args.stratum_part_events
+                est["seconds"] = time.perf_counter() - t0
+                est.update(period=period, run=PERIOD_RUNS[period], events=n_events, seed=args.seed,
+                           part_events=part_events)
+                print_estimate(est)
+                name = "0,0" if stratum == (0, 0) else f"{stratum[0]},{stratum[1]}"
+                summary.setdefault(period, {})[name] = est
+                if args.period_json is not None:
+                    target = args.period_json / f"misreco_{period}.json"
+                    d = json.loads(target.read_text())
+                    if stratum == (0, 0):
+                        d["lone_muon_00"] = est
+                        print(f"wrote lone_muon_00 into {target}")
+                    else:
+                        d.setdefault("truth_strata", {})[name] = est
+                        print(f"wrote truth_strata[{name!r}] into {target}")
+                    target.write_text(json.dumps(d, indent=1))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1))
     return 0
@@ -104,7 +147,8 @@ def main(argv=None) -> int:
 
 def print_estimate(e: dict) -> None:
     c = e["core"]
-    print(f"\n== {e['period']} (run {e['run']}): {e['events']} muons of the (0, 0) stratum, {e['hard']} hard, "
+    st = tuple(e.get("stratum", (0, 0)))
+    print(f"\n== {e['period']} (run {e['run']}): {e['events']} muons of the {st} stratum, {e['hard']} hard, "
           f"{e['tracked']} tracked ({e['seconds']:.0f} s); view {', '.join(e['view_planes'])}")
     print("classes of the tracked muons: " + ", ".join(f"{k} {v}" for k, v in e["classes"].items()))
     print(f"core (right hits, {c['n']} muons): pull mean {c['mean']:.4f} +- {c['mean_err']:.4f}, width "
@@ -143,8 +187,30 @@ def print_estimate(e: dict) -> None:
                   f"{f['n_box_per_tracked']:.2g} per tracked muon, {decades:.1f} decades above the truth model")
         else:
             print(f"  {shape}: {f.get('message')}")
+    if "foreign" in e:
+        f, h = e["foreign"], e["single_hit"]
+        print(f"foreign hits used (not the muon's own: the noise cluster / the pile-up muon's hits, or its own far "
+              f"cluster): muons by number {f['muons_by_foreign_hits']}, replacing the muon's own hit "
+              f"{f['muons_replacing_own_hit']}, on a plane where it was missing only {f['muons_on_missing_plane_only']}"
+              f"; far-hit class rate {f['far_hit_class_rate']:.3g} (the (0, 0) stratum: "
+              f"{f['far_hit_class_rate_00'] or float('nan'):.3g}"
+              f"); core width here {e['core']['width']:.4f}, (0, 0) "
+              f"{(f['core_00'] or {}).get('width', float('nan')):.4f}")
+        print(f"one wrong hit within the chi2 cut (closed form, right hits on the fit): largest shift / distance to "
+              f"the box {h['reach_over_room_max']:.3g} (median {h['reach_over_room_median']:.3g}); muons it can bring "
+              f"into the box {h['muons_one_hit_can_reach_box']} (with the right hits' residual at the bound's quantile "
+              f"{h['muons_one_hit_can_reach_box_with_residual_quantile']}); measured single-foreign-hit muons "
+              f"{h['measured_one_foreign']} (clean ones: one foreign hit, no other outlier): largest shift / distance "
+              f"{h['measured_shift_over_room_max']:.3g}; shift / the closed-form limit: median "
+              f"{(h['measured_shift_over_limit_quantiles'] or [0])[0]:.3g}, "
+              f"max {h['measured_shift_over_limit_max']:.3g}"
+              f", {h['measured_above_limit']} above 1")
+        print(f"  one outlier at any deviation (1-D residual integral, plane outlier-rate limits): log10 "
+              f"{h['log10_p_bound']:.1f} per tracked muon; bound used: {e['bound_from']} (log10 "
+              f"{e['log10_p_bound']:.1f}; outlier sets alone {e['log10_p_bound_outlier_sets']:.1f})")
     if "per_mot_upper" in e:
-        print(f"(0, 0) stratum per MOT: 10^{e['log10_per_mot']:.1f} (truth model); bounds: outlier sets "
+        print(f"{st} stratum per MOT (its sample-size bound {e.get('sample_size_upper_per_mot', float('nan')):.2g}): "
+              f"10^{e['log10_per_mot']:.1f} (truth model); bounds: outlier sets "
               f"{e['per_mot_outlier_bound']:.2g}, the count alone {e['per_mot_count_upper_90']:.2g} (90 % CL); "
               f"tail fits {', '.join(f'{k} {v:.2g}' for k, v in e['tail_fit_per_mot'].items())}")
 

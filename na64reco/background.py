@@ -525,7 +525,8 @@ def misreco_from_json(path) -> BackgroundComponent:
     the forced samples' bound being set by their sizes; with strata of forced noise and forced
     pile-up, ``forced_noise.strata``, the stratified sum, its (0, 0) stratum by the tail fit
     ``forced_noise_tail_00_per_mot`` when present, or rather by its truth classification
-    ``lone_muon_00`` when present, the nested ``with_lone_muon``), else the
+    ``lone_muon_00`` when present, and the strata of ``truth_strata`` likewise, the nested
+    ``with_lone_muon``), else the
     noise-scaled estimate
     ``noise_scaled_per_mot`` (fake kicks counted at 5-30x the tracker
     noise and scaled back, ``benchmarks/tracking_fakes_scan.py``) when the summary has one,
@@ -579,32 +580,61 @@ def misreco_from_json(path) -> BackgroundComponent:
                                    f"{head}: counted{empty_txt} ({path.name})", dict(data))
 
     def with_lone_muon(counted, err, strata, kept, fakes, empty, tail, tail_err, head, lone) -> BackgroundComponent:
-        """The row with the (0, 0) stratum (the muon alone) from its truth classification
-        (``lone_muon_00``, ``benchmarks/lone_muon_tail.py``): its count and its sample-size bound
-        are taken out, its estimate ``per_mot`` added, its bound ``per_mot_upper`` (what outliers
-        rarer or larger than the sample shows could add) in quadrature to the error; the tail
-        fit stays in the source text as a cross-check.  No fake in any other stratum: the 90 %
-        CL bound of the other strata plus that bound, as a limit."""
-        for key in ("per_mot", "per_mot_upper"):
-            v = lone.get(key)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
-                raise NA64Error(f"{path}: key 'lone_muon_00.{key}': expected a number >= 0, got {v!r}")
+        """The row with strata classified on truth: the (0, 0) stratum (the muon alone,
+        ``lone_muon_00``, ``benchmarks/lone_muon_tail.py``) and the strata of ``truth_strata``
+        (one extra hit source, e.g. (1, 0) and (0, 1), ``--strata``; each with its ``stratum``
+        [m, k]): each one's count and its sample-size bound are taken out, its estimate
+        ``per_mot`` added, its bound ``per_mot_upper`` (what outliers rarer or larger than the
+        sample shows could add) summed into one bound, added in quadrature to the error; the tail
+        fit stays in the source text as a cross-check.  No fake in any other stratum: the 90 % CL
+        bound of the other strata plus the truth strata's bounds, as a limit."""
+        truths = {(0, 0): ("lone_muon_00", lone)}
+        extra = data.get("truth_strata") or {}
+        if not isinstance(extra, dict):
+            raise NA64Error(f"{path}: key 'truth_strata': expected a mapping 'm,k' -> estimate, got {extra!r}")
+        for name, est in extra.items():
+            st = est.get("stratum") if isinstance(est, dict) else None
+            if not (isinstance(st, list) and len(st) == 2 and all(isinstance(x, int) for x in st)):
+                raise NA64Error(f"{path}: key 'truth_strata.{name}.stratum': expected [m, k], got {st!r}")
+            truths[(st[0], st[1])] = (f"truth_strata.{name}", est)
+        for key_name, est in truths.values():
+            for key in ("per_mot", "per_mot_upper"):
+                v = est.get(key)
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+                    raise NA64Error(f"{path}: key '{key_name}.{key}': expected a number >= 0, got {v!r}")
+        # a stratum of truth_strata whose truth bound is not below its own forced sample's bound (no
+        # fake there) stays with the strata bounded by their sample sizes
+        own = {(s["count"], s["pileup"]): float(s.get("upper_90_per_tracked", math.inf)) * kept
+               for s in strata if int(s["fake"]) == 0}
+        kept_out = {st: (e, own[st]) for st, (_, e) in truths.items()
+                    if st != (0, 0) and st in own and own[st] <= float(e["per_mot_upper"])}
+        truths = {st: v for st, v in truths.items() if st not in kept_out}
+        in_truth = [s for s in strata if (s["count"], s["pileup"]) in truths]
+        bounds = {st: float(e["per_mot_upper"]) for st, (_, e) in truths.items()}
+        n_truth = sum(float(e["per_mot"]) for _, e in truths.values())
+        b_truth = sum(bounds.values())
+        c_truth = sum(float(s["per_tracked"]) for s in in_truth) * kept
+        up_truth = sum(float(s.get("upper_90_per_tracked", 0.0)) for s in in_truth if int(s["fake"]) == 0) * kept
+        other = counted - c_truth
+        empty_other = max(float(empty or 0.0) - up_truth, 0.0)
         n00, b00 = float(lone["per_mot"]), float(lone["per_mot_upper"])
-        s00 = [s for s in strata if s["count"] == 0 and s["pileup"] == 0]
-        c00 = sum(float(s["per_tracked"]) for s in s00) * kept
-        up00 = sum(float(s.get("upper_90_per_tracked", 0.0)) for s in s00) * kept
-        other = counted - c00
-        empty_other = max(float(empty or 0.0) - up00, 0.0)
         lone_txt = (f"(0, 0) stratum (the muon alone) classified on truth: {n00:.2g} per MOT, outliers beyond the "
                     f"sample bounded at {b00:.2g}")
+        for (m, k), (_, e) in sorted(truths.items()):
+            if (m, k) != (0, 0):
+                lone_txt += (f"; ({m}, {k}) classified on truth: {float(e['per_mot']):.2g}, bounded at "
+                             f"{bounds[(m, k)]:.2g}")
+        for (m, k), (e, b) in sorted(kept_out.items()):
+            lone_txt += (f"; ({m}, {k}) classified on truth: {float(e['per_mot']):.2g}, its bound "
+                         f"{float(e['per_mot_upper']):.2g} not below its sample size's {b:.2g}")
         tail_txt = (f"; its tail fit, a cross-check: {float(tail):.2g} +- {float(tail_err):.2g}"
                     if tail is not None and tail_err is not None else "")
         empty_txt = f"; other strata without a fake < {empty_other:.2g} per MOT (90 % CL, sample sizes)"
-        if fakes - sum(int(s["fake"]) for s in s00) <= 0 and other <= 0:
-            return BackgroundComponent("momentum mis-reconstruction", empty_other + b00, 0.0, True,
+        if fakes - sum(int(s["fake"]) for s in in_truth) <= 0 and other <= 0:
+            return BackgroundComponent("momentum mis-reconstruction", empty_other + b_truth, 0.0, True,
                                        f"{head}: no fake; 90 % CL bound of the other strata's sample sizes plus the "
                                        f"{lone_txt}{tail_txt} ({path.name})", dict(data))
-        return BackgroundComponent("momentum mis-reconstruction", other + n00, math.hypot(err, b00), False,
+        return BackgroundComponent("momentum mis-reconstruction", other + n_truth, math.hypot(err, b_truth), False,
                                    f"{head}: counted {other:.2g} +- {err:.2g}; {lone_txt}{tail_txt}{empty_txt} "
                                    f"({path.name})", dict(data))
 

@@ -346,9 +346,10 @@ def popcount(bits: np.ndarray) -> np.ndarray:
 
 
 def _part(path: str, run: int, n: int, seed: int, setup_name: str = "na64mu",
-          selection: str = "na64mu_invisible") -> str:
-    """Simulate one part of the (0, 0) stratum (unless its classification exists), classify its
-    tracked muons, keep ``<part>.muons.npz`` and delete the raw file (a dask task)."""
+          selection: str = "na64mu_invisible", count: int = 0, pileup: int = 0) -> str:
+    """Simulate one part of the stratum (``count`` noise clusters in R, ``pileup`` beam muons in
+    N; default the (0, 0) stratum) unless its classification exists, classify its tracked muons,
+    keep ``<part>.muons.npz`` and delete the raw file (a dask task)."""
     from na64reco.conditions import load_conditions
     from na64reco.fake_kicks import bend_region, near_times
     from na64reco.geometry import load_setup
@@ -364,8 +365,8 @@ def _part(path: str, run: int, n: int, seed: int, setup_name: str = "na64mu",
     cond = load_conditions(setup, run)
     cross = Path(path).with_suffix(".crossings.npz")
     simulate(setup, n, seed, run, path, process="beam", trigger="calibration",
-             forced_noise=ForcedNoise.of(bend_region(setup, cond), 0),
-             forced_pileup=ForcedPileup.of(near_times(setup, cond), 0), true_crossings=cross)
+             forced_noise=ForcedNoise.of(bend_region(setup, cond), count),
+             forced_pileup=ForcedPileup.of(near_times(setup, cond), pileup), true_crossings=cross)
     res = classify(path, cross, setup, cond, load_selection(selection))
     tmp = Path(path).with_suffix(".part.npz")
     np.savez(tmp, **res)
@@ -375,17 +376,26 @@ def _part(path: str, run: int, n: int, seed: int, setup_name: str = "na64mu",
     return str(out)
 
 
-def simulate_parts(run: int, events: int, seed: int, workdir, *, part_events: int = 100_000, client=None) -> list[str]:
-    """The (0, 0) sample of ``run`` in parts of at most ``part_events`` muons (part j: seed
-    ``seed x 1000 + j``, so a larger sample contains a smaller one), simulated and classified
-    (:func:`_part`) on the dask ``client`` if given; returns the classification files."""
+def simulate_parts(run: int, events: int, seed: int, workdir, *, part_events: int = 100_000, client=None,
+                   stratum: tuple[int, int] = (0, 0)) -> list[str]:
+    """The sample of ``stratum`` (m noise clusters in R, k beam muons in N; default (0, 0)) of
+    ``run`` in parts of at most ``part_events`` muons (part j: seed ``seed x 1000 + j``, so a
+    larger sample contains a smaller one; another stratum adds ``10^6 x (10 m + k)`` to it, a
+    stream of its own), simulated and classified (:func:`_part`) on the dask ``client`` if given;
+    returns the classification files."""
     if part_events < 1 or events < 1 or -(-events // part_events) > 1000:
         raise ConfigError(f"lone muon study: {events} muons in parts of {part_events}: need 1-1000 parts")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     sizes = [min(part_events, events - i) for i in range(0, events, part_events)]
     # part j has seed seed x 1000 + j whatever the total: a larger sample reuses the smaller one's parts
-    jobs = [(str(workdir / f"lone_run{run}_{seed}_{part_events}_p{j}.root"), run, s, seed * 1000 + j)
+    m, k = (int(x) for x in stratum)
+    if m < 0 or k < 0 or m > 9 or k > 9:
+        raise ConfigError(f"lone muon study: stratum {stratum!r}: need 0 <= m, k <= 9")
+    tag = "" if (m, k) == (0, 0) else f"_s{m}{k}"  # the (0, 0) names of the lone-muon cache unchanged
+    offset = 0 if (m, k) == (0, 0) else 1_000_000 * (10 * m + k)
+    jobs = [(str(workdir / f"lone_run{run}_{seed}{tag}_{part_events}_p{j}.root"), run, s, seed * 1000 + offset + j,
+             "na64mu", "na64mu_invisible", m, k)
             for j, s in enumerate(sizes)]
     if client is not None:
         return client.gather(client.map(_part, *zip(*jobs, strict=True), pure=False))
@@ -635,14 +645,15 @@ def tail_shapes_gof(m: dict, mean_k, shift, width: float, sideband=(80.0, 144.0)
     return out
 
 
-def _per_mot(est: dict, period: dict) -> dict:
-    """The (0, 0) figures per tracked muon of the whole and per MOT: the stratum's weight x its
-    box probability per hard muon / the tracked muons per hard muon at the nominal noise and
-    pile-up (the strata of ``forced_noise`` in the period's JSON) x the kept muons per MOT."""
+def _per_mot(est: dict, period: dict, stratum: tuple[int, int] = (0, 0)) -> dict:
+    """The figures of ``stratum`` (default (0, 0)) per tracked muon of the whole and per MOT: the
+    stratum's weight x its box probability per hard muon / the tracked muons per hard muon at
+    the nominal noise and pile-up (the strata of ``forced_noise`` in the period's JSON) x the
+    kept muons per MOT."""
     strata = (period.get("forced_noise") or {}).get("strata")
     if not strata:
         return {}
-    s00 = next((s for s in strata if s["count"] == 0 and s["pileup"] == 0), None)
+    s00 = next((s for s in strata if s["count"] == stratum[0] and s["pileup"] == stratum[1]), None)
     if s00 is None:
         return {}
     den = sum(float(s["weight"]) * s["tracked"] / s["hard"] for s in strata if s["hard"])
@@ -654,7 +665,9 @@ def _per_mot(est: dict, period: dict) -> dict:
 
     up_count = float(s00["weight"]) * poisson_upper_limit(est["fakes"], cl=0.9, method="classical") / est["hard"] \
         / den * kept
-    return {"weight_00": float(s00["weight"]), "kept_per_mot": kept, "denominator_per_event": den,
+    return {"weight_00" if tuple(stratum) == (0, 0) else "weight": float(s00["weight"]), "kept_per_mot": kept,
+            "sample_size_upper_per_mot": float(s00.get("upper_90_per_tracked", math.nan)) * kept,
+            "denominator_per_event": den,
             "log10_per_mot": est["log10_p_measured"] + lg, "log10_per_mot_upper": est["log10_p_bound"] + lg,
             "per_mot": 10.0 ** (est["log10_p_measured"] + lg),
             "per_mot_outlier_bound": 10.0 ** (est["log10_p_bound"] + lg), "per_mot_count_upper_90": up_count,
@@ -663,3 +676,173 @@ def _per_mot(est: dict, period: dict) -> dict:
             "per_mot_upper_from": "outlier sets" if 10.0 ** (est["log10_p_bound"] + lg) <= up_count else "count",
             "tail_fit_per_mot": {k: est["tail_shapes"][k]["n_box_per_tracked"] * scale
                                  for k in ("exponential", "power_law") if "n_box" in est["tail_shapes"].get(k, {})}}
+
+
+# ----------------------------------------------------------------------------------------
+# the strata with one extra hit source: one noise cluster in R, (1, 0), or one beam muon in N, (0, 1)
+
+def single_hit_reach(geometry: dict, used: np.ndarray) -> np.ndarray:
+    """Per plane j of the view: the largest deflection change (mrad) ONE wrong hit on j can make
+    per unit of the fit's residual norm, ``|g_j| / |W^1/2 (I - H) e_j|`` (the one-plane sets of
+    :func:`set_reach`; inf where a wrong hit on j leaves no residual, 0 on planes not used).
+    With the right hits on the fit and the chi2 cut ``chi2 <= chi2_ndf_max x ndf``, one wrong
+    hit moves the deflection by at most ``sqrt(chi2_ndf_max x ndf) x`` this."""
+    npl = geometry["dz"].size
+    _, reach = set_reach(geometry, used)
+    return np.array([reach[1 << j] if used[j] else 0.0 for j in range(npl)])
+
+
+def foreign_hits(m: dict) -> dict[str, np.ndarray]:
+    """Per tracked muon of a classified sample: ``n_foreign`` the used hits that are not the
+    muon's own (``far``: no hit of their twin group within ``CORRECT_SIGMAS`` of the truth: in
+    the (1, 0) and (0, 1) strata the noise cluster or a hit of the pile-up muon, or, as in
+    (0, 0), the muon's own cluster mis-measured), ``replacing`` those on a plane where the
+    muon's own hit was there to use, ``on_missing`` those on a plane without it."""
+    far = np.asarray(m["far"], np.int64)
+    missing = np.asarray(m["missing"], np.int64)
+    return {"n_foreign": popcount(far), "replacing": popcount(far & ~missing), "on_missing": popcount(far & missing)}
+
+
+def stratum_estimate(m: dict, geometry: dict, period: dict | None = None, stratum: tuple[int, int] = (1, 0),
+                     box: float = BOX_P_OUT, **kwargs) -> dict:
+    """The figures of a stratum with extra hit sources (``stratum`` = (m noise clusters in R,
+    k beam muons in N)) from its classified muons (:func:`load_muons`).
+
+    Whatever the source of a wrong hit (the noise cluster, a hit of the pile-up muon, the
+    muon's own cluster mis-measured), the fitted deflection error is still
+    ``sum_j g_j dev_j`` (linear fit) plus scattering, so :func:`p00_estimate` applies as it
+    stands: a Gaussian core checked on the muons fitted with right hits only, the outliers
+    (the used foreign hits among them) by their measured shifts, and the bound over every set
+    of outlier planes at its rate limit and its chi2-limited reach.  Added here:
+
+    * ``foreign``: how many tracked muons used 0, 1, 2, ... foreign hits, how many of those
+      replaced the muon's own hit or sat on a plane where it was missing, and the rate of use
+      beside the (0, 0) far-hit rate of the period (``lone_muon_00`` of ``period``);
+    * ``single_hit``: the closed form of one wrong hit (:func:`single_hit_reach`): per plane
+      the largest shift the chi2 cut lets it make, in units of each muon's distance to the box
+      (the right hits exactly on the fit, and with their residual norm at the bound's
+      quantile), and the tracked muons for which one wrong hit on some plane can reach the box
+      at all; the measured muons whose only outlier is one foreign hit against that limit (the
+      right hits' own residual lets a few exceed it a little: the 1-D ``z`` of the bound);
+    * per MOT (``period`` given): the stratum's weight in place of the (0, 0) one.
+    """
+    from scipy import stats
+
+    from na64reco.stats.limits import poisson_upper_limit
+
+    est = p00_estimate(m, geometry, None, box, **kwargs)
+    est["stratum"] = [int(stratum[0]), int(stratum[1])]
+    est["method"] = est["method"].replace("lone muon", f"stratum ({stratum[0]}, {stratum[1]})")
+    f = foreign_hits(m)
+    tracked = int(f["n_foreign"].size)
+    ref = ((period or {}).get("lone_muon_00") or {}).get("classes", {})
+    ref_tracked = ((period or {}).get("lone_muon_00") or {}).get("tracked")
+    est["foreign"] = {
+        "muons_by_foreign_hits": np.bincount(f["n_foreign"], minlength=3).tolist(),
+        "muons_replacing_own_hit": int(np.sum(f["replacing"] > 0)),
+        "muons_on_missing_plane_only": int(np.sum((f["on_missing"] > 0) & (f["replacing"] == 0))),
+        "rate": float(np.mean(f["n_foreign"] > 0)) if tracked else 0.0,
+        # the far-hit class of p00_estimate (a used hit beyond OUTLIER_SIGMAS), here and in (0, 0)
+        "far_hit_class_rate": est["shift_classes"]["far hit"]["rate"],
+        "far_hit_class_rate_00": (ref["far hit"] / ref_tracked) if ref_tracked and "far hit" in ref else None,
+        "core_00": ((period or {}).get("lone_muon_00") or {}).get("core"),
+    }
+    # the closed form of one wrong hit: its largest pull on kappa within the chi2 cut
+    npl = geometry["dz"].size
+    bits = 1 << np.arange(npl)
+    used = (np.asarray(m["used"])[:, None] & bits) > 0
+    code = (used * bits).sum(1)
+    pull_width = est["width_used"]
+    room = _box_sigmas(m, box) - est["core"]["mean"] * np.asarray(m["sigma_kappa"], float)
+    reach_plane = np.zeros((tracked, npl))  # per muon and plane: one wrong hit's largest shift (mrad)
+    reach_q = np.zeros(tracked)  # per muon, the largest over the planes with the right hits' residual quantile
+    quantile = kwargs.get("residual_quantile", RESIDUAL_QUANTILE)
+    for pattern in np.unique(code):
+        sel = code == pattern
+        u = ((pattern >> np.arange(npl)) & 1).astype(bool)
+        ndf = int(u.sum()) - 3
+        c = math.sqrt(geometry["chi2_ndf_max"] * max(ndf, 0))
+        q = pull_width * math.sqrt(stats.chi2.isf(quantile, ndf)) if ndf > 0 else 0.0
+        r = single_hit_reach(geometry, u)
+        reach_plane[sel] = np.where(np.isinf(r), np.inf, c * r)[None, :]  # no residual: anywhere, even at ndf 0
+        reach_q[sel] = (c + q) * float(np.max(r))
+    reach_max = reach_plane.max(axis=1)
+    planes = [str(p) for p in m["view_planes"]]
+    one = f["n_foreign"] == 1
+    far_b = np.asarray(m["far"], np.int64)
+    rows = np.arange(tracked)
+    j_one = np.where(one, np.log2(np.maximum(far_b, 1)).astype(np.int64), 0)
+    gain = np.asarray(m["gain"], float)
+    dev = np.nan_to_num(np.asarray(m["dev"], float))
+    shift_one = gain[rows, j_one] * dev[rows, j_one]
+    limit_one = reach_plane[rows, j_one]
+    # the clean ones: no other outlier (no wrong twin, every other used hit within OUTLIER_SIGMAS)
+    others = used & (np.abs(dev) > OUTLIER_SIGMAS * np.asarray(geometry["sigma"], float)[None, :])
+    others[rows, j_one] = False
+    one &= (np.asarray(m["wrong"]) == 0) & ~others.any(axis=1)
+    ratio = np.abs(shift_one[one]) / np.maximum(limit_one[one], 1e-300)
+    finite = np.isfinite(reach_plane) & (reach_plane > 0)
+    # the closed form of one foreign hit at ANY deviation on plane j: the right hits' residual
+    # component along the wrong hit's residual direction is a 1-D Gaussian z (width: the core's),
+    # independent of their kappa error (least squares); the chi2 cut keeps |v_j d| <= c + |z|, so
+    # the shift is at most (c + |z|) R_j: P_j = E_z[ Phi(-(room - (c + |z|) R_j) / (width sigma_kappa)) ]
+    from scipy.special import log_ndtr
+
+    zh, wh = np.polynomial.hermite_e.hermegauss(60)
+    wh = wh / wh.sum()
+    sig_core = pull_width * np.asarray(m["sigma_kappa"], float)
+    log_pj = np.full((tracked, npl), -np.inf)
+    for j in range(npl):
+        ok = finite[:, j]
+        if not ok.any():
+            continue
+        c_r = reach_plane[ok, j]  # c R_j
+        r_j = c_r / np.maximum(np.array([math.sqrt(geometry["chi2_ndf_max"] * max(int(x) - 3, 0))
+                                          for x in popcount(code[ok])]), 1e-300)
+        arg = -(room[ok, None] - c_r[:, None] - pull_width * np.abs(zh)[None, :] * r_j[:, None]) / sig_core[ok, None]
+        log_pj[ok, j] = np.logaddexp.reduce(log_ndtr(arg) + np.log(wh)[None, :], axis=1)
+        inf_j = np.isinf(reach_plane[:, j]) & used[:, j]
+        log_pj[inf_j, j] = 0.0  # no residual: one wrong hit on j can move the fit anywhere
+    n_used = used.sum(0)
+    rate_use = np.array([poisson_upper_limit(int(k), cl=0.9, method="classical") / max(int(n), 1)
+                         for k, n in zip(est["outlier_planes"]["outliers"], n_used, strict=True)])
+    mean_pj = np.array([_log10_mean(log_pj[used[:, j], j] / math.log(10.0)) for j in range(npl)])
+    single_log10 = _log10_mean(np.array([math.log10(max(r, 1e-300)) + x + math.log10(max(n, 1) / max(tracked, 1))
+                                         for r, x, n in zip(rate_use, mean_pj, n_used, strict=True)])) + math.log10(npl)
+    est["single_hit"] = {
+        "log10_p_reach_by_plane": {p: float(mean_pj[j]) for j, p in enumerate(planes)},
+        "outlier_rate_upper_90_by_plane": {p: float(rate_use[j]) for j, p in enumerate(planes)},
+        "log10_p_bound": float(single_log10),
+        "max_shift_mrad_by_plane": {p: float(np.max(reach_plane[finite[:, j], j], initial=0.0))
+                                    for j, p in enumerate(planes)},
+        "planes_without_residual": {p: int(np.sum(np.isinf(reach_plane[:, j]))) for j, p in enumerate(planes)},
+        "reach_over_room_max": float(np.max(reach_max / room)) if tracked else 0.0,
+        "reach_over_room_median": float(np.median(reach_max / room)) if tracked else 0.0,
+        "muons_one_hit_can_reach_box": int(np.sum(reach_max >= room)),
+        "muons_one_hit_can_reach_box_with_residual_quantile": int(np.sum(reach_q >= room)),
+        "measured_one_foreign": int(one.sum()),
+        "measured_shift_over_room_max": float(np.max(np.abs(shift_one[one]) / room[one], initial=0.0)),
+        "measured_shift_over_limit_max": float(np.max(ratio, initial=0.0)),
+        "measured_shift_over_limit_quantiles": np.quantile(ratio, [0.5, 0.99]).tolist() if ratio.size else [],
+        "measured_above_limit": int(np.sum(ratio > 1.0)),
+    }
+    # the bound: the outlier sets' (p00_estimate), or that with its one-outlier-plane part
+    # replaced by the closed form of one outlier at any deviation, whichever is smaller
+    by_size = est["log10_p_bound_by_outlier_planes"]
+    combined = _log10_sum([by_size[0], single_log10, *by_size[2:]])
+    est["log10_p_bound_outlier_sets"] = est["log10_p_bound"]
+    est["log10_p_bound_single_hit_closed_form"] = combined
+    est["bound_from"] = "one-hit closed form + larger outlier sets" if combined < est["log10_p_bound"] \
+        else "outlier sets"
+    est["log10_p_bound"] = min(combined, est["log10_p_bound"])
+    if period:
+        est.update(_per_mot(est, period, tuple(stratum)))
+    return est
+
+
+def _log10_sum(values) -> float:
+    v = np.asarray([x for x in values if math.isfinite(x)], float)
+    if not v.size:
+        return -math.inf
+    top = float(v.max())
+    return top + math.log10(float(np.sum(10.0 ** (v - top))))

@@ -5,7 +5,10 @@ reach against brute force); on a small (0, 0) sample the right-hit fits have Gau
 of the fit's own sigma (times the scattering's few per cent), every pull beyond 5 widths is
 an outlier of the discrete classes, and the model (Gaussian core at each muon's measured
 outlier shift) predicts the tail it can see; the box probability and its bound against
-closed forms; the row of misreco_from_json with the truth-classified (0, 0) stratum.
+closed forms; the row of misreco_from_json with the truth-classified (0, 0) stratum.  The
+strata with one extra hit source: the foreign hits a track used (handmade and on a small
+(1, 0) sample, where the noise cluster is used), one wrong hit's chi2-limited pull against
+brute force, the row with ``truth_strata``.
 """
 
 from __future__ import annotations
@@ -208,3 +211,138 @@ def test_classify_names_a_setup_without_an_outgoing_station(tmp_path):
     simulate(setup, 50, 1, 1, out, process="beam", trigger="calibration", true_crossings=tmp_path / "e.npz")
     with pytest.raises(NA64Error, match="e.root: setup 'na64e' has no outgoing bend view"):
         classify(out, tmp_path / "e.npz", setup, load_conditions(setup, 1), load_selection("na64mu_invisible"))
+
+
+# ----------------------------------------------------------------------------------------
+# the strata with one extra hit source: (1, 0) one noise cluster in R, (0, 1) one beam muon in N
+
+def test_foreign_hits_on_a_handmade_sample():
+    from na64reco.lone_muon import foreign_hits
+
+    # plane 2 far with the muon's own hit there (replaced), plane 4 far where it was missing
+    m = {"far": np.array([0, 1 << 2, 1 << 4, (1 << 2) | (1 << 4)]),
+         "missing": np.array([0, 0, 1 << 4, 1 << 4])}
+    f = foreign_hits(m)
+    assert f["n_foreign"].tolist() == [0, 1, 1, 2]
+    assert f["replacing"].tolist() == [0, 1, 0, 1]
+    assert f["on_missing"].tolist() == [0, 0, 1, 1]
+
+
+def test_one_wrong_hit_within_the_chi2_cut_against_brute_force():
+    from na64reco.lone_muon import single_hit_reach
+
+    rng = np.random.default_rng(4)
+    dz = np.array([-6.0, -4.0, -2.5, 3.0, 5.0, 6.5, 8.0])
+    down = (dz > 0).astype(float)
+    sig = np.array([0.07, 0.07, 0.07, 0.07, 0.15, 0.15, 0.07])
+    used = np.array([True, True, True, True, True, False, True])
+    geometry = {"dz": dz, "down": down, "sigma": sig, "chi2_ndf_max": 10.0}
+    r = single_hit_reach(geometry, used)
+    assert r[5] == 0.0 and np.all(r[used] > 0)
+    a = np.stack([np.ones(7), dz, -dz * down], axis=1)[used]
+    aw = a / sig[used, None]
+    c = math.sqrt(10.0 * (used.sum() - 3))
+
+    pinv = np.linalg.pinv(aw)
+
+    def fit(u):  # kick and chi2 of the weighted least-squares fit of the used planes, batched over rows of u
+        y = u[:, used] / sig[used]
+        par = y @ pinv.T
+        return par[:, 2], np.sum((par @ aw.T - y) ** 2, axis=1)
+
+    for j in np.flatnonzero(used):
+        for r0_scale in (0.0, 1.0):
+            u0 = np.where(used, rng.normal(size=7) * sig * r0_scale, 0.0)  # the right hits' deviations
+            k0 = fit(u0[None, :])[0][0]
+            u = np.repeat(u0[None, :], 40001, axis=0)
+            u[:, j] += np.linspace(-40, 40, 40001) * sig[j]  # one wrong hit at any deviation
+            k, chi2 = fit(u)
+            best = float(np.max(np.abs(k - k0)[chi2 <= c * c]))
+            # the right hits' residual along the wrong hit's residual direction: the 1-D z of the bound
+            h = aw @ np.linalg.pinv(aw)
+            v = (np.eye(used.sum()) - h)[:, list(np.flatnonzero(used)).index(j)]
+            res0 = (np.eye(used.sum()) - h) @ (u0[used] / sig[used])
+            z = abs(res0 @ v) / np.linalg.norm(v)
+            assert best <= (c + z) * r[j] * (1 + 1e-6)
+            if r0_scale == 0.0:  # right hits on the fit: the closed form is reached
+                assert best >= c * r[j] * (1 - 1e-3)
+
+
+@pytest.fixture(scope="module")
+def sample10(tmp_path_factory):
+    work = tmp_path_factory.mktemp("s10")
+    files = simulate_parts(RUN, 3000, 3, work, part_events=3000, stratum=(1, 0))
+    assert all("_s10_" in f for f in files)
+    return load_muons(files)
+
+
+def test_stratum_10_noise_cluster_used_and_bounded(sample, sample10):
+    from na64reco.lone_muon import foreign_hits, stratum_estimate
+
+    m00, geometry = sample
+    f00, f10 = foreign_hits(m00), foreign_hits(sample10)
+    # the noise cluster is used: more foreign hits than the muon's own far clusters of (0, 0)
+    assert np.mean(f10["n_foreign"] > 0) > np.mean(f00["n_foreign"] > 0)
+    period = {"forced_noise": {"strata": [
+        {"count": 0, "pileup": 0, "weight": 0.85, "hard": 100, "tracked": 93, "upper_90_per_tracked": 4e-6},
+        {"count": 1, "pileup": 0, "weight": 0.06, "hard": 100, "tracked": 91, "upper_90_per_tracked": 1.5e-6}]},
+        "after_cuts_but_box": 6000, "mot": 1e6}
+    est = stratum_estimate(sample10, geometry, period, (1, 0), bound_muons=300)
+    h = est["single_hit"]
+    # with the right hits on the fit, one wrong hit within the chi2 cut cannot reach the box here
+    assert h["muons_one_hit_can_reach_box"] == 0 and 0 < h["reach_over_room_max"] < 1
+    assert h["measured_one_foreign"] > 0 and h["measured_shift_over_room_max"] < 1
+    assert est["log10_p_bound"] <= est["log10_p_bound_outlier_sets"]
+    assert est["fakes"] == 0 and est["stratum"] == [1, 0] and est["weight"] == 0.06
+    assert est["per_mot_upper"] <= est["per_mot_count_upper_90"]
+    assert est["sample_size_upper_per_mot"] == pytest.approx(1.5e-6 * 6000 / 1e6)
+
+
+def test_misreco_row_with_truth_strata(tmp_path):
+    from na64reco.background import misreco_from_json
+
+    path = tmp_path / "misreco_2023.json"
+    strata = [{"count": 0, "pileup": 0, "fake": 0, "per_tracked": 0.0, "upper_90_per_tracked": 3e-6},
+              {"count": 1, "pileup": 0, "fake": 0, "per_tracked": 0.0, "upper_90_per_tracked": 1e-6},
+              {"count": 0, "pileup": 1, "fake": 0, "per_tracked": 0.0, "upper_90_per_tracked": 2e-7},
+              {"count": 2, "pileup": 0, "fake": 0, "per_tracked": 0.0, "upper_90_per_tracked": 5e-9}]
+    kept = 1e-3
+    empty = sum(s["upper_90_per_tracked"] for s in strata) * kept
+    data = {"mot": 1e7, "box_count": 0, "per_mot": 0.0, "per_mot_err": 0.0, "extrapolated_per_mot": 1e-17,
+            "extrapolated_err": 1e-10, "period": "2023", "after_cuts_but_box": 10000,
+            "forced_noise_per_mot": 0.0, "forced_noise_err": 0.0, "forced_noise_upper_90": empty,
+            "forced_noise_empty_upper_90": empty, "forced_noise": {"strata": strata},
+            "lone_muon_00": {"per_mot": 1e-30, "per_mot_upper": 2e-12}}
+    path.write_text(json.dumps(data))
+    before = misreco_from_json(path)
+    assert before.upper_limit and before.n == pytest.approx(empty - 3e-6 * kept + 2e-12)
+    data["truth_strata"] = {"1,0": {"stratum": [1, 0], "per_mot": 1e-29, "per_mot_upper": 3e-11},
+                            "0,1": {"stratum": [0, 1], "per_mot": 1e-29, "per_mot_upper": 4e-12}}
+    path.write_text(json.dumps(data))
+    c = misreco_from_json(path)
+    # (1, 0) and (0, 1): their sample-size bounds out, their truth bounds in
+    assert c.upper_limit and c.n == pytest.approx(5e-9 * kept + 2e-12 + 3e-11 + 4e-12)
+    assert "(1, 0) classified on truth: 1e-29, bounded at 3e-11" in c.method
+    assert "(0, 1) classified on truth" in c.method
+    # a truth bound not below the stratum's own sample-size bound: the stratum stays with those
+    data["truth_strata"]["0,1"]["per_mot_upper"] = 3e-10
+    path.write_text(json.dumps(data))
+    c = misreco_from_json(path)
+    assert c.n == pytest.approx((5e-9 + 2e-7) * kept + 2e-12 + 3e-11)
+    assert "(0, 1) classified on truth: 1e-29, its bound 3e-10 not below its sample size's 2e-10" in c.method
+    data["truth_strata"]["0,1"]["per_mot_upper"] = 4e-12
+    # a stratum with a fake keeps its count in the sum and its bound out of the empty strata's
+    strata[3].update(fake=1, per_tracked=1e-8)
+    data["forced_noise_per_mot"], data["forced_noise_err"] = 1e-8 * kept, 5e-12
+    path.write_text(json.dumps(data))
+    c = misreco_from_json(path)
+    assert not c.upper_limit and c.n == pytest.approx(1e-8 * kept + 3e-29)
+    assert c.error == pytest.approx(math.hypot(5e-12, 2e-12 + 3e-11 + 4e-12))
+    data["truth_strata"]["1,0"]["stratum"] = "1,0"
+    path.write_text(json.dumps(data))
+    with pytest.raises(NA64Error, match=r"misreco_2023.json: key 'truth_strata.1,0.stratum': expected \[m, k\]"):
+        misreco_from_json(path)
+    data["truth_strata"]["1,0"] = {"stratum": [1, 0], "per_mot": 1e-29}
+    path.write_text(json.dumps(data))
+    with pytest.raises(NA64Error, match="misreco_2023.json: key 'truth_strata.1,0.per_mot_upper'"):
+        misreco_from_json(path)
