@@ -43,6 +43,9 @@ class TrackingConfig:
     drift_t0: float  # ns
     hit_time_sigma: float  # hits further than this many time resolutions from the track's time are not used (0: off)
     use_mm_singles: bool  # False: unresolved MM singles (multiplexing ghosts) are not used
+    # a view track whose APV hit times have a chi2 about their weighted mean with a probability
+    # below this is dropped (stage.time_consistent; 0: off)
+    track_time_prob_min: float
     stations: tuple[StationConfig, ...]
 
     def station(self, role: str) -> StationConfig | None:
@@ -95,6 +98,7 @@ def _parse(node: Node, setup: Setup) -> TrackingConfig:
         drift_t0=d.quantity("drift_t0", "time"),
         hit_time_sigma=d.number("hit_time_sigma", 0.0, minimum=0.0),
         use_mm_singles=_flag(d, "use_mm_singles", True),
+        track_time_prob_min=d.number("track_time_prob_min", 0.0, minimum=0.0, maximum=1.0),
         stations=tuple(stations),
     )
 

@@ -45,6 +45,7 @@ less than 1e-6 relative at these angles).
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numba
 import numpy as np
@@ -173,6 +174,15 @@ def reconstruct_tracks(events, setup, conditions, source: str = "", *, config_pa
         keep[index] = True
     else:  # the table is the search's: every hit usable, the tracks' indices refer to it
         keep = np.ones(len(hits["pos"]), bool)
+    if cfg.track_time_prob_min > 0.0:  # a common track time: time-inconsistent view tracks are dropped
+        drop_tracks = ~time_consistent(res["hits"], res["nh"], hits["time"], hits["time_error"],
+                                       time_chi2_cuts(cfg.track_time_prob_min, res["hits"].shape[2]))
+        if drop_tracks.any():
+            res["nh"][drop_tracks] = 0
+            res["par"][drop_tracks] = np.nan
+            res["chi2"][drop_tracks] = np.nan
+            res["hits"][drop_tracks] = -1
+            res["flags"][drop_tracks] |= FLAG_TIME
     view_planes = []  # per view: mask over the setup's planes
     for v in vt.views:
         m = np.zeros(pt.n_planes, bool)
@@ -226,6 +236,75 @@ def reconstruct_tracks(events, setup, conditions, source: str = "", *, config_pa
         out["_tracks"] = res
         out["_views"] = vt.views
     return out
+
+
+#: ``flags_in`` / ``flags_out`` bit: a view track was dropped for inconsistent hit times
+FLAG_TIME = 4
+
+
+def time_chi2_cuts(prob_min: float, max_hits: int) -> np.ndarray:
+    """Per number of timed hits n (index), the chi2 of n - 1 dof whose upper tail probability is
+    ``prob_min`` (inf for n < 2: one time is always consistent with itself)."""
+    from scipy.stats import chi2
+
+    cut = np.full(max_hits + 1, np.inf)
+    n = np.arange(2, max_hits + 1)
+    cut[2:] = chi2.isf(prob_min, n - 1)
+    return cut
+
+
+@numba.njit(cache=True)
+def time_chi2(hits, nh, time, time_error):
+    """Per (event, view): (chi2 of the times of the track's timed hits about their weighted
+    mean, number of those hits).  Timed hits: finite ``time`` and ``time_error`` > 0 (the APV
+    hits; straws carry the drift time in theirs and are left out).  ``hits`` (events, views, k)
+    index ``time`` / ``time_error`` (-1: none); views without a track (``nh`` 0) give (0, 0)."""
+    n_ev, n_v, k = hits.shape
+    chi2 = np.zeros((n_ev, n_v))
+    count = np.zeros((n_ev, n_v), np.int64)
+    for e in range(n_ev):
+        for v in range(n_v):
+            if nh[e, v] <= 0:
+                continue
+            sw = 0.0
+            st = 0.0
+            m = 0
+            for j in range(k):
+                h = hits[e, v, j]
+                if h < 0:
+                    continue
+                s = time_error[h]
+                t = time[h]
+                if s > 0.0 and math.isfinite(t):
+                    w = 1.0 / (s * s)
+                    sw += w
+                    st += w * t
+                    m += 1
+            if m < 2:
+                count[e, v] = m
+                continue
+            mean = st / sw
+            c = 0.0
+            for j in range(k):
+                h = hits[e, v, j]
+                if h < 0:
+                    continue
+                s = time_error[h]
+                t = time[h]
+                if s > 0.0 and math.isfinite(t):
+                    c += ((t - mean) / s) ** 2
+            chi2[e, v] = c
+            count[e, v] = m
+    return chi2, count
+
+
+def time_consistent(hits, nh, time, time_error, cuts) -> np.ndarray:
+    """(events, views) True where the view track's timed hits agree with one time: their
+    :func:`time_chi2` is within ``cuts[n]`` (:func:`time_chi2_cuts`) for its n timed hits;
+    True where there is no track or fewer than two timed hits."""
+    c, m = time_chi2(hits, nh, np.ascontiguousarray(time, np.float64),
+                     np.ascontiguousarray(time_error, np.float64))
+    return c <= cuts[np.minimum(m, cuts.size - 1)]
 
 
 @numba.njit(cache=True)
