@@ -176,7 +176,10 @@ def reconstruct_tracks(events, setup, conditions, source: str = "", *, config_pa
         keep = np.ones(len(hits["pos"]), bool)
     if cfg.track_time_prob_min > 0.0:  # a common track time: time-inconsistent view tracks are dropped
         drop_tracks = ~time_consistent(res["hits"], res["nh"], hits["time"], hits["time_error"],
-                                       time_chi2_cuts(cfg.track_time_prob_min, res["hits"].shape[2]))
+                                       time_chi2_cuts(cfg.track_time_prob_min, res["hits"].shape[2]),
+                                       cfg.track_time_outliers)
+        checked = {st.magnet for st in cfg.stations if st.role in cfg.track_time_roles}
+        drop_tracks[:, [v.station not in checked for v in vt.views]] = False
         if drop_tracks.any():
             res["nh"][drop_tracks] = 0
             res["par"][drop_tracks] = np.nan
@@ -255,12 +258,15 @@ def time_chi2_cuts(prob_min: float, max_hits: int) -> np.ndarray:
 
 @numba.njit(cache=True)
 def time_chi2(hits, nh, time, time_error):
-    """Per (event, view): (chi2 of the times of the track's timed hits about their weighted
-    mean, number of those hits).  Timed hits: finite ``time`` and ``time_error`` > 0 (the APV
-    hits; straws carry the drift time in theirs and are left out).  ``hits`` (events, views, k)
-    index ``time`` / ``time_error`` (-1: none); views without a track (``nh`` 0) give (0, 0)."""
+    """Per (event, view): the chi2 of the times of the track's timed hits about their weighted
+    mean, the same without the one hit whose removal lowers it most (the chi2 of the others about
+    their own mean: ``chi2 - w_i W / (W - w_i) (t_i - mean)^2``), and the number of timed hits.
+    Timed hits: finite ``time`` and ``time_error`` > 0 (the APV hits; straws carry the drift time
+    in theirs and are left out).  ``hits`` (events, views, k) index ``time`` / ``time_error``
+    (-1: none); views without a track (``nh`` 0) give (0, 0, 0)."""
     n_ev, n_v, k = hits.shape
     chi2 = np.zeros((n_ev, n_v))
+    chi2_loo = np.zeros((n_ev, n_v))
     count = np.zeros((n_ev, n_v), np.int64)
     for e in range(n_ev):
         for v in range(n_v):
@@ -271,40 +277,42 @@ def time_chi2(hits, nh, time, time_error):
             m = 0
             for j in range(k):
                 h = hits[e, v, j]
-                if h < 0:
-                    continue
-                s = time_error[h]
-                t = time[h]
-                if s > 0.0 and math.isfinite(t):
-                    w = 1.0 / (s * s)
+                if h >= 0 and time_error[h] > 0.0 and math.isfinite(time[h]):
+                    w = 1.0 / (time_error[h] * time_error[h])
                     sw += w
-                    st += w * t
+                    st += w * time[h]
                     m += 1
+            count[e, v] = m
             if m < 2:
-                count[e, v] = m
                 continue
             mean = st / sw
             c = 0.0
+            gain = 0.0
             for j in range(k):
                 h = hits[e, v, j]
-                if h < 0:
-                    continue
-                s = time_error[h]
-                t = time[h]
-                if s > 0.0 and math.isfinite(t):
-                    c += ((t - mean) / s) ** 2
+                if h >= 0 and time_error[h] > 0.0 and math.isfinite(time[h]):
+                    w = 1.0 / (time_error[h] * time_error[h])
+                    d2 = (time[h] - mean) ** 2
+                    c += w * d2
+                    gain = max(gain, w * sw / (sw - w) * d2)
             chi2[e, v] = c
-            count[e, v] = m
-    return chi2, count
+            chi2_loo[e, v] = max(c - gain, 0.0)
+    return chi2, chi2_loo, count
 
 
-def time_consistent(hits, nh, time, time_error, cuts) -> np.ndarray:
+def time_consistent(hits, nh, time, time_error, cuts, outliers: int = 1) -> np.ndarray:
     """(events, views) True where the view track's timed hits agree with one time: their
-    :func:`time_chi2` is within ``cuts[n]`` (:func:`time_chi2_cuts`) for its n timed hits;
-    True where there is no track or fewer than two timed hits."""
-    c, m = time_chi2(hits, nh, np.ascontiguousarray(time, np.float64),
-                     np.ascontiguousarray(time_error, np.float64))
-    return c <= cuts[np.minimum(m, cuts.size - 1)]
+    :func:`time_chi2` is within ``cuts[n]`` (:func:`time_chi2_cuts`) for its n timed hits, or,
+    with ``outliers`` = 1, that of the n - 1 hits left without the most deviant one is within
+    ``cuts[n - 1]`` (n >= 3).  True where there is no track or fewer than two timed hits."""
+    if outliers not in (0, 1):
+        raise ValueError(f"time_consistent: outliers must be 0 or 1, got {outliers}")
+    c, c1, m = time_chi2(hits, nh, np.ascontiguousarray(time, np.float64),
+                         np.ascontiguousarray(time_error, np.float64))
+    ok = c <= cuts[np.minimum(m, cuts.size - 1)]
+    if outliers:
+        ok |= (m >= 3) & (c1 <= cuts[np.clip(m - 1, 0, cuts.size - 1)])
+    return ok
 
 
 @numba.njit(cache=True)
