@@ -54,10 +54,17 @@ def _table(times, errors):
     return hits, np.array([[n]]), np.asarray(times, float), np.asarray(errors, float)
 
 
+def test_chi2_quantiles_are_scipys():
+    for dof in range(1, 8):
+        for x in (0.1, 1.0, 7.0, 25.0, 60.0):
+            assert stage.chi2_sf(x, dof) == pytest.approx(chi2_dist.sf(x, dof), rel=1e-9)
+    cuts = stage.time_chi2_cuts(1e-4, 8)
+    assert cuts[0] == cuts[1] == np.inf
+    assert cuts[2:] == pytest.approx(chi2_dist.isf(1e-4, np.arange(1, 8)), rel=1e-9)
+
+
 def test_handmade_hit_sets():
     cuts = stage.time_chi2_cuts(1e-4, 6)
-    assert cuts[0] == cuts[1] == np.inf
-    assert cuts[3] == pytest.approx(chi2_dist.isf(1e-4, 2))
     e = [0.3] * 4
     # one time within the errors: passes
     assert stage.time_consistent(*_table([-7.6, -7.8, -7.4, -7.7], e), cuts, 0).all()

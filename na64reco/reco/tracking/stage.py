@@ -45,6 +45,7 @@ less than 1e-6 relative at these angles).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import numba
@@ -245,14 +246,45 @@ def reconstruct_tracks(events, setup, conditions, source: str = "", *, config_pa
 FLAG_TIME = 4
 
 
+def chi2_sf(x: float, dof: int) -> float:
+    """Upper tail probability of chi2 with an integer ``dof`` >= 1 at ``x`` (closed form: a
+    Poisson sum for even dof, erfc plus a sum for odd; no scipy in the worker path)."""
+    if x <= 0.0:
+        return 1.0
+    h = 0.5 * x
+    if dof % 2 == 0:
+        term, total = 1.0, 1.0
+        for i in range(1, dof // 2):
+            term *= h / i
+            total += term
+        return math.exp(-h) * total
+    total, term = 0.0, math.sqrt(2.0 * x / math.pi) * math.exp(-h)
+    for r in range(1, (dof + 1) // 2):
+        total += term
+        term *= x / (2 * r + 1)
+    return math.erfc(math.sqrt(h)) + total
+
+
+@functools.lru_cache(maxsize=16)
+def _chi2_isf(prob: float, dof: int) -> float:
+    lo, hi = 0.0, 1.0
+    while chi2_sf(hi, dof) > prob:
+        hi *= 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if chi2_sf(mid, dof) > prob:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
 def time_chi2_cuts(prob_min: float, max_hits: int) -> np.ndarray:
     """Per number of timed hits n (index), the chi2 of n - 1 dof whose upper tail probability is
     ``prob_min`` (inf for n < 2: one time is always consistent with itself)."""
-    from scipy.stats import chi2
-
     cut = np.full(max_hits + 1, np.inf)
-    n = np.arange(2, max_hits + 1)
-    cut[2:] = chi2.isf(prob_min, n - 1)
+    for n in range(2, max_hits + 1):
+        cut[n] = _chi2_isf(float(prob_min), n - 1)
     return cut
 
 
