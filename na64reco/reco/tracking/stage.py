@@ -27,7 +27,8 @@ hits and fitted tracks of one event.  Output fields (one value per event):
                                  direction to the ECAL front (the nearest in sigma; inf if that view
                                  has no hit, :func:`_hit_match_terms`); NaN still needs both
                                  tracks in neither projection
-``flags_in``, ``flags_out``      bit 1: candidate overflow, bit 2: busy plane (see tracks.py)
+``flags_in``, ``flags_out``      bit 1: candidate overflow, bit 2: busy plane (see tracks.py), bit 4: a
+                                 view track dropped for inconsistent hit times (:func:`time_consistent`)
 ``n_extra_planes_in``, ``n_extra_planes_out``  planes of the station with an in-time hit that no
                                  track of the event uses (twins of used hits excepted,
                                  :func:`extra_planes`): a second in-time muon (pile-up) fills
