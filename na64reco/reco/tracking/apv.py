@@ -50,6 +50,28 @@ def strip_time_r(a0: float, a1: float, a2: float, spacing: float, r1: float, r2:
 
 
 @numba.njit(cache=True)
+def strip_time_error_r(a0: float, a1: float, a2: float, spacing: float, r1: float, r2: float, min_a0: float) -> float:
+    """Error of :func:`strip_time_r` (ns) per unit of sample noise (multiply by the APV noise in
+    ADC counts), by linear propagation of independent noise on the two samples of the ratio used:
+    ``t = -2 d q / (1 - q)``, ``q = (a0 / a2) r2``, so ``dt = 2 d / (1 - q)^2 dq`` with
+    ``dq^2 = (r2 / a2)^2 + (q / a2)^2`` per unit noise (``a1`` branch: ``d``, ``r1``).  NaN where
+    the time is NaN.  The clock phase is common to the planes of an event and not in it."""
+    if a2 <= 0.0:
+        return math.nan
+    if a0 > min_a0:
+        q = a0 / a2 * r2
+        if q >= 1.0:
+            return math.nan
+        return 2.0 * spacing / (1.0 - q) ** 2 * math.sqrt(r2 * r2 + q * q) / a2
+    if a1 <= 0.0:
+        return math.nan
+    q = a1 / a2 * r1
+    if q >= 1.0:
+        return math.nan
+    return spacing / (1.0 - q) ** 2 * math.sqrt(r1 * r1 + q * q) / a2
+
+
+@numba.njit(cache=True)
 def strip_amplitude(a0: float, a1: float, a2: float) -> float:
     """Amplitude (ADC): the largest of the three samples."""
     return max(a0, max(a1, a2))

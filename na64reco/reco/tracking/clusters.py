@@ -30,11 +30,11 @@ import numpy as np
 from na64reco.errors import RawFormatError
 from na64reco.reco.tracking import apv, demux
 from na64reco.reco.tracking._jit import NO_NRT, njit_cached_with
-from na64reco.reco.tracking.apv import strip_time_r
+from na64reco.reco.tracking.apv import strip_time_error_r, strip_time_r
 from na64reco.reco.tracking.demux import _isort, check_table, demux_plane_map, neighbour_table, strip_channel_map
 
 TYPE_CODE = {"MM": 0, "GEM": 1, "straw": 2}
-HIT_FIELDS = ("plane", "pos", "z", "sigma", "strip", "amp", "time", "size", "origin", "ambiguous")
+HIT_FIELDS = ("plane", "pos", "z", "sigma", "strip", "amp", "time", "time_error", "size", "origin", "ambiguous")
 
 
 class PlaneTables:
@@ -86,9 +86,10 @@ class PlaneTables:
 
 # ---------------------------------------------------------------------------------------
 @numba.njit(cache=True)
-def _put(out_f, out_i, n, whole, plane, pos, z, sigma, strip, amp, time, size, origin, amb):
-    """Write one hit at ``n``; returns ``n + 1``.  The whole table: :data:`HIT_FIELDS` in 6 float
-    and 4 int rows; the search's table: ``pos``, ``sigma`` (float rows) and ``origin`` (int row).
+def _put(out_f, out_i, n, whole, plane, pos, z, sigma, strip, amp, time, terr, size, origin, amb):
+    """Write one hit at ``n``; returns ``n + 1``.  The whole table: :data:`HIT_FIELDS` in 7 float
+    and 4 int rows; the search's table: ``pos``, ``sigma``, ``time``, ``time_error`` (float rows)
+    and ``origin`` (int row).  ``terr``: the APV time error per unit noise (NaN for straws).
 
     Not inlined on purpose, and given no array but the outputs: numba increfs and decrefs every
     array bound to the arguments of an *inlined* function, an atomic operation each, which per
@@ -101,6 +102,7 @@ def _put(out_f, out_i, n, whole, plane, pos, z, sigma, strip, amp, time, size, o
         out_f[3, n] = strip
         out_f[4, n] = amp
         out_f[5, n] = time
+        out_f[6, n] = terr
         out_i[0, n] = plane
         out_i[1, n] = size
         out_i[2, n] = origin
@@ -108,6 +110,8 @@ def _put(out_f, out_i, n, whole, plane, pos, z, sigma, strip, amp, time, size, o
     else:
         out_f[0, n] = pos
         out_f[1, n] = sigma
+        out_f[2, n] = time
+        out_f[3, n] = terr
         out_i[0, n] = origin
     return n + 1
 
@@ -169,7 +173,7 @@ def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc
     r1 = math.exp(-spacing / peaking)
     r2 = math.exp(-2.0 * spacing / peaking)
     whole = win_lo is None
-    out_f = np.empty((6 if whole else 2, plane.shape[0] + 2 * s_plane.shape[0] + 16), np.float64)
+    out_f = np.empty((7 if whole else 4, plane.shape[0] + 2 * s_plane.shape[0] + 16), np.float64)
     out_i = np.empty((4 if whole else 1, out_f.shape[1]), np.int64)
     counts = np.zeros(n_ev, np.int64)
     per_plane = np.zeros(n_ev * n_planes, np.int64)
@@ -263,12 +267,12 @@ def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0
                         n1 = n
                         if dist == 0.0:
                             n = _put(out_f, out_i, n, whole, sp, offset[sp] + u0, zpl[sp], sig[sp], float(tube), 0.0,
-                                     tt, 1, org, 0)
+                                     tt, math.nan, 1, org, 0)
                         else:
                             n = _put(out_f, out_i, n, whole, sp, offset[sp] + u0 - dist, zpl[sp], sig[sp],
-                                     float(tube), 0.0, tt, 1, org, 1)
+                                     float(tube), 0.0, tt, math.nan, 1, org, 1)
                             n = _put(out_f, out_i, n, whole, sp, offset[sp] + u0 + dist, zpl[sp], sig[sp],
-                                     float(tube), 0.0, tt, 1, org, 1)
+                                     float(tube), 0.0, tt, math.nan, 1, org, 1)
                         per_plane[e * n_planes + sp] += n - n1
                 js += 1
                 continue
@@ -309,10 +313,11 @@ def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0
                             jb = jr
                     d = dg[jb]
                     t = strip_time_r(float(a0[d]), float(a1[d]), float(a2[d]), spacing, r1, r2, threshold)
+                    te = strip_time_error_r(float(a0[d]), float(a1[d]), float(a2[d]), spacing, r1, r2, threshold)
                     if whole or (t >= t_lo and t <= t_hi):
                         st = sw / sa
                         n = _put(out_f, out_i, n, whole, p, offset[p] + ((st + 0.5) * u_a - u_b), zpl[p], sig[p], st,
-                                 sa, t, rlen[r], origin, 0)
+                                 sa, t, te, rlen[r], origin, 0)
                     origin += 1
                 if drop[p]:  # the search's table: no MM singles here (their origins still counted)
                     origin += nsing
@@ -321,13 +326,14 @@ def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0
                     j = singles[q]
                     d = dg[j]
                     t = strip_time_r(float(a0[d]), float(a1[d]), float(a2[d]), spacing, r1, r2, threshold)
+                    te = strip_time_error_r(float(a0[d]), float(a1[d]), float(a2[d]), spacing, r1, r2, threshold)
                     if whole or (t >= t_lo and t <= t_hi):
                         for g in range(groups):
                             s = table[ch[j], g]
                             if dead[p, s]:
                                 continue
                             n = _put(out_f, out_i, n, whole, p, offset[p] + ((float(s) + 0.5) * u_a - u_b), zpl[p],
-                                     sig[p], float(s), am[j], t, 1, origin, 1)
+                                     sig[p], float(s), am[j], t, te, 1, origin, 1)
                     origin += 1
                 for q in range(k):
                     cidx[ch[q]] = -1
@@ -352,10 +358,11 @@ def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0
                             jb = w
                     d = dg[jb]
                     t = strip_time_r(float(a0[d]), float(a1[d]), float(a2[d]), spacing, r1, r2, threshold)
+                    te = strip_time_error_r(float(a0[d]), float(a1[d]), float(a2[d]), spacing, r1, r2, threshold)
                     if whole or (t >= t_lo and t <= t_hi):
                         st = sw / sa
                         n = _put(out_f, out_i, n, whole, p, offset[p] + ((st + 0.5) * u_a - u_b), zpl[p], sig[p], st,
-                                 sa, t, r - q + 1, origin, 0)
+                                 sa, t, te, r - q + 1, origin, 0)
                     origin += 1
                     q = r + 1
             per_plane[e * n_planes + p] += n - n_before
@@ -451,7 +458,8 @@ def event_hits(events, tables: PlaneTables, *, threshold_sigma: float, drift_t0:
     ev = np.repeat(np.arange(len(events)), counts)
     offsets, plane_offsets = _offsets(counts, per_plane)
     return {"event": ev, "offsets": offsets, "plane_offsets": plane_offsets, "plane": i[0], "pos": f[0],
-            "z": f[1], "sigma": f[2], "strip": f[3], "amp": f[4], "time": f[5], "size": i[1], "origin": i[2],
+            "z": f[1], "sigma": f[2], "strip": f[3], "amp": f[4], "time": f[5], "time_error": f[6] * tables.noise,
+            "size": i[1], "origin": i[2],
             "ambiguous": i[3].astype(bool)}
 
 
@@ -471,7 +479,8 @@ def search_hits(events, tables: PlaneTables, *, threshold_sigma: float, drift_t0
                          f"{lo.shape}, {hi.shape}, {drop.shape}")
     counts, per_plane, f, i = _kernel_hits(events, tables, threshold_sigma, drift_t0, source, lo, hi, drop)
     offsets, plane_offsets = _offsets(counts, per_plane)
-    return {"offsets": offsets, "plane_offsets": plane_offsets, "pos": f[0], "sigma": f[1], "origin": i[0]}
+    return {"offsets": offsets, "plane_offsets": plane_offsets, "pos": f[0], "sigma": f[1], "time": f[2],
+            "time_error": f[3] * tables.noise, "origin": i[0]}
 
 
 # ---------------------------------------------------------------------------------------

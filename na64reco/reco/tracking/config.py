@@ -43,6 +43,11 @@ class TrackingConfig:
     drift_t0: float  # ns
     hit_time_sigma: float  # hits further than this many time resolutions from the track's time are not used (0: off)
     use_mm_singles: bool  # False: unresolved MM singles (multiplexing ghosts) are not used
+    # a view track whose APV hit times have a chi2 about their weighted mean with a probability
+    # below this is dropped (stage.time_consistent; 0: off)
+    track_time_prob_min: float
+    track_time_outliers: int  # 0 or 1: hits allowed off the common time (pulses summed with another)
+    track_time_roles: tuple[str, ...]  # station roles ("in", "out") whose view tracks are checked
     stations: tuple[StationConfig, ...]
 
     def station(self, role: str) -> StationConfig | None:
@@ -95,8 +100,18 @@ def _parse(node: Node, setup: Setup) -> TrackingConfig:
         drift_t0=d.quantity("drift_t0", "time"),
         hit_time_sigma=d.number("hit_time_sigma", 0.0, minimum=0.0),
         use_mm_singles=_flag(d, "use_mm_singles", True),
+        track_time_prob_min=d.number("track_time_prob_min", 0.0, minimum=0.0, maximum=1.0),
+        track_time_outliers=d.integer("track_time_outliers", 1, minimum=0, maximum=1),
+        track_time_roles=_roles(d, "track_time_roles", ("out",)),
         stations=tuple(stations),
     )
+
+
+def _roles(node: Node, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    value = node.raw(key, list(default))
+    if not isinstance(value, list) or not set(value) <= {"in", "out"}:
+        raise node.error(key, f"expected a list of station roles (in, out), found {value!r}")
+    return tuple(value)
 
 
 def _flag(node: Node, key: str, default: bool) -> bool:

@@ -27,7 +27,8 @@ hits and fitted tracks of one event.  Output fields (one value per event):
                                  direction to the ECAL front (the nearest in sigma; inf if that view
                                  has no hit, :func:`_hit_match_terms`); NaN still needs both
                                  tracks in neither projection
-``flags_in``, ``flags_out``      bit 1: candidate overflow, bit 2: busy plane (see tracks.py)
+``flags_in``, ``flags_out``      bit 1: candidate overflow, bit 2: busy plane (see tracks.py), bit 4: a
+                                 view track dropped for inconsistent hit times (:func:`time_consistent`)
 ``n_extra_planes_in``, ``n_extra_planes_out``  planes of the station with an in-time hit that no
                                  track of the event uses (twins of used hits excepted,
                                  :func:`extra_planes`): a second in-time muon (pile-up) fills
@@ -45,6 +46,8 @@ less than 1e-6 relative at these angles).
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 
 import numba
 import numpy as np
@@ -173,6 +176,18 @@ def reconstruct_tracks(events, setup, conditions, source: str = "", *, config_pa
         keep[index] = True
     else:  # the table is the search's: every hit usable, the tracks' indices refer to it
         keep = np.ones(len(hits["pos"]), bool)
+    if cfg.track_time_prob_min > 0.0:  # a common track time: time-inconsistent view tracks are dropped
+        drop_tracks = ~time_consistent(res["hits"], res["nh"], hits["time"], hits["time_error"],
+                                       time_chi2_cuts(cfg.track_time_prob_min, res["hits"].shape[2]),
+                                       cfg.track_time_outliers)
+        checked = {st.magnet for st in cfg.stations if st.role in cfg.track_time_roles}
+        drop_tracks[:, [v.station not in checked for v in vt.views]] = False
+        if drop_tracks.any():
+            res["nh"][drop_tracks] = 0
+            res["par"][drop_tracks] = np.nan
+            res["chi2"][drop_tracks] = np.nan
+            res["hits"][drop_tracks] = -1
+            res["flags"][drop_tracks] |= FLAG_TIME
     view_planes = []  # per view: mask over the setup's planes
     for v in vt.views:
         m = np.zeros(pt.n_planes, bool)
@@ -226,6 +241,111 @@ def reconstruct_tracks(events, setup, conditions, source: str = "", *, config_pa
         out["_tracks"] = res
         out["_views"] = vt.views
     return out
+
+
+#: ``flags_in`` / ``flags_out`` bit: a view track was dropped for inconsistent hit times
+FLAG_TIME = 4
+
+
+def chi2_sf(x: float, dof: int) -> float:
+    """Upper tail probability of chi2 with an integer ``dof`` >= 1 at ``x`` (closed form: a
+    Poisson sum for even dof, erfc plus a sum for odd; no scipy in the worker path)."""
+    if x <= 0.0:
+        return 1.0
+    h = 0.5 * x
+    if dof % 2 == 0:
+        term, total = 1.0, 1.0
+        for i in range(1, dof // 2):
+            term *= h / i
+            total += term
+        return math.exp(-h) * total
+    total, term = 0.0, math.sqrt(2.0 * x / math.pi) * math.exp(-h)
+    for r in range(1, (dof + 1) // 2):
+        total += term
+        term *= x / (2 * r + 1)
+    return math.erfc(math.sqrt(h)) + total
+
+
+@functools.lru_cache(maxsize=16)
+def _chi2_isf(prob: float, dof: int) -> float:
+    lo, hi = 0.0, 1.0
+    while chi2_sf(hi, dof) > prob:
+        hi *= 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if chi2_sf(mid, dof) > prob:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def time_chi2_cuts(prob_min: float, max_hits: int) -> np.ndarray:
+    """Per number of timed hits n (index), the chi2 of n - 1 dof whose upper tail probability is
+    ``prob_min`` (inf for n < 2: one time is always consistent with itself)."""
+    cut = np.full(max_hits + 1, np.inf)
+    for n in range(2, max_hits + 1):
+        cut[n] = _chi2_isf(float(prob_min), n - 1)
+    return cut
+
+
+@numba.njit(cache=True)
+def time_chi2(hits, nh, time, time_error):
+    """Per (event, view): the chi2 of the times of the track's timed hits about their weighted
+    mean, the same without the one hit whose removal lowers it most (the chi2 of the others about
+    their own mean: ``chi2 - w_i W / (W - w_i) (t_i - mean)^2``), and the number of timed hits.
+    Timed hits: finite ``time`` and ``time_error`` > 0 (the APV hits; straws carry the drift time
+    in theirs and are left out).  ``hits`` (events, views, k) index ``time`` / ``time_error``
+    (-1: none); views without a track (``nh`` 0) give (0, 0, 0)."""
+    n_ev, n_v, k = hits.shape
+    chi2 = np.zeros((n_ev, n_v))
+    chi2_loo = np.zeros((n_ev, n_v))
+    count = np.zeros((n_ev, n_v), np.int64)
+    for e in range(n_ev):
+        for v in range(n_v):
+            if nh[e, v] <= 0:
+                continue
+            sw = 0.0
+            st = 0.0
+            m = 0
+            for j in range(k):
+                h = hits[e, v, j]
+                if h >= 0 and time_error[h] > 0.0 and math.isfinite(time[h]):
+                    w = 1.0 / (time_error[h] * time_error[h])
+                    sw += w
+                    st += w * time[h]
+                    m += 1
+            count[e, v] = m
+            if m < 2:
+                continue
+            mean = st / sw
+            c = 0.0
+            gain = 0.0
+            for j in range(k):
+                h = hits[e, v, j]
+                if h >= 0 and time_error[h] > 0.0 and math.isfinite(time[h]):
+                    w = 1.0 / (time_error[h] * time_error[h])
+                    d2 = (time[h] - mean) ** 2
+                    c += w * d2
+                    gain = max(gain, w * sw / (sw - w) * d2)
+            chi2[e, v] = c
+            chi2_loo[e, v] = max(c - gain, 0.0)
+    return chi2, chi2_loo, count
+
+
+def time_consistent(hits, nh, time, time_error, cuts, outliers: int = 1) -> np.ndarray:
+    """(events, views) True where the view track's timed hits agree with one time: their
+    :func:`time_chi2` is within ``cuts[n]`` (:func:`time_chi2_cuts`) for its n timed hits, or,
+    with ``outliers`` = 1, that of the n - 1 hits left without the most deviant one is within
+    ``cuts[n - 1]`` (n >= 3).  True where there is no track or fewer than two timed hits."""
+    if outliers not in (0, 1):
+        raise ValueError(f"time_consistent: outliers must be 0 or 1, got {outliers}")
+    c, c1, m = time_chi2(hits, nh, np.ascontiguousarray(time, np.float64),
+                         np.ascontiguousarray(time_error, np.float64))
+    ok = c <= cuts[np.minimum(m, cuts.size - 1)]
+    if outliers:
+        ok |= (m >= 3) & (c1 <= cuts[np.clip(m - 1, 0, cuts.size - 1)])
+    return ok
 
 
 @numba.njit(cache=True)
