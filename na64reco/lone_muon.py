@@ -56,6 +56,8 @@ BOX_P_OUT = 80.0  # GeV
 #: fields saved per tracked muon (:func:`classify`)
 MUON_FIELDS = ("p_true", "p_reco", "kappa", "kappa_true", "sigma_kappa", "dk_wrong", "used", "missing", "wrong",
                "far", "fake", "dev", "gain")
+#: per tracked muon, kept when every classified part has them
+OPTIONAL_FIELDS = ("htime", "htime_err")
 
 
 def _true_coordinates(events, crossings: dict, n_planes: int) -> np.ndarray:
@@ -166,6 +168,9 @@ def classify(path, crossings_path, setup, conditions, selection) -> dict[str, np
         "view_straw_pitch": np.array([setup.planes[p].pitch if setup.planes[p].type == "straw" else 0.0
                                       for p in planes]),
         "max_missing": np.array(_max_missing(setup)),
+        # reconstructed time (ns) and its error of each used hit (NaN: none; straws hold the drift time)
+        "htime": np.where(used, np.asarray(hits["time"], float)[h], np.nan).astype(np.float32),
+        "htime_err": np.where(used, np.asarray(hits["time_error"], float)[h], np.nan).astype(np.float32),
     }
 
 
@@ -193,7 +198,10 @@ def view_geometry(setup, conditions) -> dict:
     view = next(v for v in make_views(setup, cfg, conditions) if v.role == "out" and v.bend)
     return {"dz": np.asarray(view.dz, float), "down": np.asarray(view.down, float),
             "sigma": np.array([setup.planes[p].resolution for p in view.planes], float),
-            "chi2_ndf_max": float(cfg.chi2_ndf_max), "planes": [setup.planes[p].name for p in view.planes]}
+            "chi2_ndf_max": float(cfg.chi2_ndf_max), "planes": [setup.planes[p].name for p in view.planes],
+            # the planes in the common track time (APV: GEM, MM; straws hold the drift time)
+            "timed": np.array([setup.planes[p].type != "straw" for p in view.planes], bool),
+            "track_time_prob_min": float(cfg.track_time_prob_min), "track_time_outliers": int(cfg.track_time_outliers)}
 
 
 def set_reach(geometry: dict, used: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -335,6 +343,9 @@ def load_muons(paths) -> dict[str, np.ndarray]:
     if not parts:
         raise ConfigError("lone muon study: no classified file given")
     out = {k: np.concatenate([p[k] for p in parts]) for k in (*MUON_FIELDS, "all_missing", "all_tracked")}
+    for k in OPTIONAL_FIELDS:  # in every part or left out (classified before they existed)
+        if all(k in p for p in parts):
+            out[k] = np.concatenate([p[k] for p in parts])
     for k in ("view_planes", "c_gev_mrad", "max_missing", "view_straw_pitch", "beam_energy_gev"):
         out[k] = parts[0][k]
     return out
@@ -692,6 +703,50 @@ def single_hit_reach(geometry: dict, used: np.ndarray) -> np.ndarray:
     return np.array([reach[1 << j] if used[j] else 0.0 for j in range(npl)])
 
 
+#: largest per-hit APV time error of a beam-muon hit (ns): apv.strip_time_error_r x the APV noise
+#: gives 0.1-1 ns (tracking.yaml, common track time); the closed form below is quoted at this value
+TIME_ERROR_MAX_NS = 1.0
+#: smallest |time| of a pile-up muon of the (0, 1) stratum (ns): the near times N of 2022,
+#: [-45, -15) U (15, 79] ns (fake_kicks.near_times)
+PILEUP_DT_MIN_NS = 15.0
+
+
+def time_pass_log10(n_own: int, n_foreign: int, dt: float, sigma: float, prob_min: float = 1e-4,
+                    outliers: int = 1) -> float:
+    """log10 of an upper bound on the probability that a view track with ``n_own`` APV hits of the
+    trigger muon (time 0) and ``n_foreign`` APV hits of a pile-up muon (time ``dt``), all with the
+    time error ``sigma``, passes the common track time (:func:`na64reco.reco.tracking.stage.
+    time_consistent`): the chi2 of n timed hits about their mean is a noncentral chi2 of n - 1 dof
+    with noncentrality ``(dt / sigma)^2 a b / (a + b)`` (a, b the hits of each time); with one
+    outlier allowed, the union over the hit left out (a own ones: (a - 1, b); b foreign: (a, b - 1))
+    at n - 2 dof.  0 (certain pass) when one of the groups is left empty (a or b <= 1 with the outlier)."""
+    from scipy import stats
+
+    from na64reco.reco.tracking.stage import time_chi2_cuts
+
+    a, b = int(n_own), int(n_foreign)
+    n = a + b
+    if a < 0 or b < 0 or sigma <= 0:
+        raise ValueError(f"time_pass_log10: n_own={n_own}, n_foreign={n_foreign}, sigma={sigma} must be >= 0, > 0")
+    cuts = time_chi2_cuts(prob_min, max(n, 2))
+
+    def log10_cdf(k: int, x: int, y: int) -> float:
+        if k < 1 or x == 0 or y == 0:
+            return 0.0 if k < 1 else float(stats.chi2.logcdf(cuts[k + 1], k) / math.log(10.0))
+        lam = (dt / sigma) ** 2 * x * y / (x + y)
+        return float(stats.ncx2.logcdf(cuts[k + 1], k, lam) / math.log(10.0))
+
+    if n < 2:
+        return 0.0
+    terms = [log10_cdf(n - 1, a, b)]
+    if outliers and n >= 3:
+        if a:
+            terms.append(math.log10(a) + log10_cdf(n - 2, a - 1, b))
+        if b:
+            terms.append(math.log10(b) + log10_cdf(n - 2, a, b - 1))
+    return min(0.0, _log10_sum(terms))
+
+
 def foreign_hits(m: dict) -> dict[str, np.ndarray]:
     """Per tracked muon of a classified sample: ``n_foreign`` the used hits that are not the
     muon's own (``far``: no hit of their twin group within ``CORRECT_SIGMAS`` of the truth: in
@@ -704,7 +759,8 @@ def foreign_hits(m: dict) -> dict[str, np.ndarray]:
 
 
 def stratum_estimate(m: dict, geometry: dict, period: dict | None = None, stratum: tuple[int, int] = (1, 0),
-                     box: float = BOX_P_OUT, **kwargs) -> dict:
+                     box: float = BOX_P_OUT, *, dt_min: float = PILEUP_DT_MIN_NS, sigma_max: float = TIME_ERROR_MAX_NS,
+                     **kwargs) -> dict:
     """The figures of a stratum with extra hit sources (``stratum`` = (m noise clusters in R,
     k beam muons in N)) from its classified muons (:func:`load_muons`).
 
@@ -724,6 +780,11 @@ def stratum_estimate(m: dict, geometry: dict, period: dict | None = None, stratu
       quantile), and the tracked muons for which one wrong hit on some plane can reach the box
       at all; the measured muons whose only outlier is one foreign hit against that limit (the
       right hits' own residual lets a few exceed it a little: the 1-D ``z`` of the bound);
+    * ``track_time`` (k >= 1 pile-up muons, :func:`_track_time_block`): the tracked muons by
+      foreign APV hits (in the common track time) and foreign straw hits, and the closed form
+      (:func:`time_pass_log10`) of a track with two or more of a pile-up muon's APV hits and two or
+      more of its own passing the time check, for a pile-up muon ``dt_min`` away and hit time
+      errors ``sigma_max``;
     * per MOT (``period`` given): the stratum's weight in place of the (0, 0) one.
     """
     from scipy import stats
@@ -751,6 +812,8 @@ def stratum_estimate(m: dict, geometry: dict, period: dict | None = None, stratu
     npl = geometry["dz"].size
     bits = 1 << np.arange(npl)
     used = (np.asarray(m["used"])[:, None] & bits) > 0
+    if tuple(stratum)[1] > 0:
+        est["track_time"] = _track_time_block(m, geometry, used, bits, dt_min, sigma_max)
     code = (used * bits).sum(1)
     pull_width = est["width_used"]
     room = _box_sigmas(m, box) - est["core"]["mean"] * np.asarray(m["sigma_kappa"], float)
@@ -838,6 +901,61 @@ def stratum_estimate(m: dict, geometry: dict, period: dict | None = None, stratu
     if period:
         est.update(_per_mot(est, period, tuple(stratum)))
     return est
+
+
+def _track_time_block(m: dict, geometry: dict, used: np.ndarray, bits: np.ndarray, dt_min: float,
+                      sigma_max: float) -> dict:
+    """The foreign hits of the tracked muons split by the common track time: ``timed`` planes (APV)
+    are in it, straws not.  Counts per muon of foreign APV hits (b) and its own APV hits (a), and
+    the closed-form pass probability of the mixed tracks a >= 2, b >= 2 (the largest over the
+    patterns the view allows) at ``dt_min`` and ``sigma_max``."""
+    npl = bits.size
+    timed = np.asarray(geometry.get("timed", [not str(p).startswith("ST") for p in geometry["planes"]]), bool)
+    far = (np.asarray(m["far"], np.int64)[:, None] & bits) > 0
+    b = (far & timed[None, :] & used).sum(1)
+    a = (~far & timed[None, :] & used).sum(1)
+    straw = (far & ~timed[None, :] & used).sum(1)
+    n_t = int(timed.sum())
+    prob_min = float(geometry.get("track_time_prob_min", 1e-4))
+    outl = int(geometry.get("track_time_outliers", 1))
+    mixed = [(x, y) for x in range(2, n_t + 1) for y in range(2, n_t + 1 - x)]
+    log_pass = {f"{x}+{y}": time_pass_log10(x, y, dt_min, sigma_max, prob_min, outl) for x, y in mixed}
+    timing = {}
+    if "htime" in m:  # the foreign APV hits' times against the weighted mean of the muon's own APV hits
+        t = np.asarray(m["htime"], float)
+        e = np.asarray(m["htime_err"], float)
+        own = ~far & timed[None, :] & used & np.isfinite(t) & (e > 0)
+        w = np.where(own, 1.0 / np.where(own, e, 1.0) ** 2, 0.0)
+        sw = w.sum(1)
+        mean = np.where(sw > 0, (w * np.nan_to_num(t)).sum(1) / np.maximum(sw, 1e-300), np.nan)
+        fa = far & timed[None, :] & used & np.isfinite(t) & (sw > 0)[:, None]
+        dtf = np.abs(t - mean[:, None])[fa]
+        multi = fa & (b >= 2)[:, None] & (a >= 2)[:, None]
+        dtm = np.abs(t - mean[:, None])[multi]
+        timing = {"foreign_apv_hits_timed": int(fa.sum()),
+                  "foreign_apv_dt_quantiles_ns": np.quantile(dtf, [0.1, 0.5, 0.9]).tolist() if dtf.size else [],
+                  "foreign_apv_dt_ge_dt_min": int(np.sum(dtf >= 0.5 * dt_min)),
+                  "foreign_apv_time_err_quantiles_ns": np.quantile(e[fa], [0.5, 0.9, 0.99]).tolist() if fa.any()
+                  else [],
+                  "mixed_2plus_foreign_hits": int(multi.sum()),
+                  "mixed_2plus_dt_quantiles_ns": np.quantile(dtm, [0.1, 0.5, 0.9]).tolist() if dtm.size else [],
+                  "mixed_2plus_dt_ge_half_dt_min": int(np.sum(dtm >= 0.5 * dt_min))}
+    return {
+        **timing,
+        "timed_planes": [str(p) for p, t in zip(m["view_planes"] if "view_planes" in m else geometry["planes"], timed,
+                                                 strict=True) if t],
+        "dt_min_ns": float(dt_min), "sigma_max_ns": float(sigma_max), "prob_min": prob_min, "outliers": outl,
+        "muons_by_foreign_apv_hits": np.bincount(b, minlength=3).tolist(),
+        "muons_by_foreign_straw_hits": np.bincount(straw, minlength=2).tolist(),
+        "two_plus_foreign_apv": int(np.sum(b >= 2)),
+        "two_plus_foreign_apv_own_apv_two_plus": int(np.sum((b >= 2) & (a >= 2))),
+        "two_plus_foreign_apv_own_apv_le1": int(np.sum((b >= 2) & (a <= 1))),
+        "one_foreign_apv_plus_straw": int(np.sum((b == 1) & (straw >= 1))),
+        "straw_only": int(np.sum((b == 0) & (straw >= 1))),
+        "log10_pass_mixed_by_pattern": log_pass,
+        "log10_pass_mixed_max": float(max(log_pass.values(), default=-math.inf)),
+        "planes": npl,
+    }
 
 
 def _log10_sum(values) -> float:

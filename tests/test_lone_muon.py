@@ -346,3 +346,61 @@ def test_misreco_row_with_truth_strata(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(NA64Error, match="misreco_2023.json: key 'truth_strata.1,0.per_mot_upper'"):
         misreco_from_json(path)
+
+
+@pytest.mark.parametrize(("n_own", "n_foreign", "sigma"), [(2, 2, 2.0), (3, 1, 3.0), (2, 3, 2.5), (1, 3, 1.0)])
+def test_time_pass_bound_against_the_track_time_check(n_own, n_foreign, sigma):
+    """The closed form of a track mixing a pile-up muon's APV hits 15 ns away with the muon's own
+    (time_pass_log10) bounds the pass rate of stage.time_consistent itself on simulated hit times
+    (the union over the hit left out is an upper bound, within a factor ~n of it), and is 1 when
+    the outlier allowed leaves one time alone."""
+    from na64reco.lone_muon import time_pass_log10
+    from na64reco.reco.tracking.stage import time_chi2_cuts, time_consistent
+
+    rng = np.random.default_rng(5)
+    n_tracks, n = 40_000, n_own + n_foreign
+    t = rng.normal(0.0, sigma, (n_tracks, n)) + np.r_[np.zeros(n_own), np.full(n_foreign, 15.0)][None, :]
+    hits = np.arange(n_tracks * n).reshape(n_tracks, 1, n)
+    ok = time_consistent(hits, np.full((n_tracks, 1), n), t.ravel(), np.full(t.size, sigma),
+                         time_chi2_cuts(1e-4, 8), 1)[:, 0]
+    bound = 10.0 ** time_pass_log10(n_own, n_foreign, 15.0, sigma)
+    measured = ok.mean()
+    assert measured <= bound + 3.0 * math.sqrt(bound * (1 - bound) / n_tracks) + 1e-4
+    if min(n_own, n_foreign) <= 1:
+        assert bound > 0.999 and measured > 0.99
+    else:
+        assert measured > bound / (2.0 * n) - 3.0 * math.sqrt(bound / n_tracks)
+
+
+def test_two_pileup_apv_hits_fail_the_track_time_at_one_ns():
+    from na64reco.lone_muon import time_pass_log10
+
+    # (2/3) (15 ns / 1 ns)^2 = 150 of noncentrality left after the outlier, 18.4 the cut: < 1e-14
+    assert time_pass_log10(2, 2, 15.0, 1.0) < -14.0
+    assert time_pass_log10(3, 2, 15.0, 1.0) < time_pass_log10(2, 2, 15.0, 1.0)
+    assert time_pass_log10(2, 2, 15.0, 0.1) < -100.0
+    with pytest.raises(ValueError, match="sigma=0"):
+        time_pass_log10(2, 2, 15.0, 0.0)
+
+
+def test_track_time_block_counts_foreign_apv_and_straw_hits():
+    from na64reco.lone_muon import _track_time_block
+
+    # planes GEM1X MM5X MM6X ST1X GEM2X (ST1X: straw, out of the track time), all used
+    geometry = {"planes": ["GEM1X", "MM5X", "MM6X", "ST1X", "GEM2X"], "timed": np.array([1, 1, 1, 0, 1], bool)}
+    bits = 1 << np.arange(5)
+    t0 = [0.0, 0.1, -0.1, 50.0, 0.0]
+    m = {"far": np.array([0, 0b00001, 0b00011, 0b01001, 0b10011, 0b01000]),
+         "htime": np.array([t0, t0, [20.0, 0.0, 0.0, 50.0, 0.0], t0, [0.2, 16.0, 0.0, 50.0, 0.0], t0], np.float32),
+         "htime_err": np.array([[0.5, 0.5, 0.5, np.nan, 0.5]] * 6, np.float32),
+         "view_planes": np.array(geometry["planes"])}
+    used = np.ones((6, 5), bool)
+    blk = _track_time_block(m, geometry, used, bits, 15.0, 1.0)
+    assert blk["muons_by_foreign_apv_hits"] == [2, 2, 1, 1]
+    assert blk["two_plus_foreign_apv"] == 2
+    assert blk["two_plus_foreign_apv_own_apv_two_plus"] == 1  # 2 + 2; the 3-foreign one has 1 own APV hit
+    assert blk["two_plus_foreign_apv_own_apv_le1"] == 1
+    assert blk["one_foreign_apv_plus_straw"] == 1 and blk["straw_only"] == 1
+    assert blk["mixed_2plus_foreign_hits"] == 2 and blk["mixed_2plus_dt_ge_half_dt_min"] == 1
+    assert blk["timed_planes"] == ["GEM1X", "MM5X", "MM6X", "GEM2X"]
+    assert blk["log10_pass_mixed_by_pattern"].keys() == {"2+2"} and blk["log10_pass_mixed_max"] < -14.0
