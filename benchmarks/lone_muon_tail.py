@@ -208,6 +208,19 @@ def print_estimate(e: dict) -> None:
         print(f"  one outlier at any deviation (1-D residual integral, plane outlier-rate limits): log10 "
               f"{h['log10_p_bound']:.1f} per tracked muon; bound used: {e['bound_from']} (log10 "
               f"{e['log10_p_bound']:.1f}; outlier sets alone {e['log10_p_bound_outlier_sets']:.1f})")
+    if "track_time" in e:
+        t = e["track_time"]
+        q = t.get("mixed_2plus_dt_quantiles_ns") or [math.nan] * 3
+        print(f"common track time ({', '.join(t['timed_planes'])}): muons by foreign APV hits "
+              f"{t['muons_by_foreign_apv_hits']}, by foreign straw hits {t['muons_by_foreign_straw_hits']}; 2+ foreign "
+              f"APV hits: {t['two_plus_foreign_apv']} ({t['two_plus_foreign_apv_own_apv_two_plus']} with 2+ own APV "
+              f"hits, "
+              f"{t['two_plus_foreign_apv_own_apv_le1']} with <= 1); closed form of a pile-up muon's 2+ APV hits "
+              f"{t['dt_min_ns']:g} ns away (hit errors {t['sigma_max_ns']:g} ns) passing: log10 "
+              f"{t['log10_pass_mixed_max']:.1f}; the mixed tracks' foreign APV hits from the own hits' time: "
+              f"10/50/90 % {q[0]:.2g} / {q[1]:.2g} / {q[2]:.2g} ns, "
+              f"{t.get('mixed_2plus_dt_ge_half_dt_min', 'n/a')} of {t.get('mixed_2plus_foreign_hits', 'n/a')} "
+              f">= {0.5 * t['dt_min_ns']:g} ns")
     if "per_mot_upper" in e:
         print(f"{st} stratum per MOT (its sample-size bound {e.get('sample_size_upper_per_mot', float('nan')):.2g}): "
               f"10^{e['log10_per_mot']:.1f} (truth model); bounds: outlier sets "
