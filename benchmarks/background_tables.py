@@ -248,7 +248,8 @@ def goal_text(tot: dict) -> str:
     """The 2022-like total against the goal (central values; the limits added or not)."""
     est, cons = tot["n"] <= GOAL_2022, tot["n_conservative"] <= GOAL_2022
     verdict = ("**reached**, also with the limits added at their value" if cons else
-               "**reached by the estimated rows, not with the limits added**" if est else "**not reached**")
+               "**not shown**: the estimated rows are below it, not with the limits added (a limit beside "
+               "them is above what the goal allows)" if est else "**not reached**")
     return (f"estimated rows {tot['estimated']}, limits beside ({tot['limits']}), with the limits added "
             f"{tot['conservative']}: {verdict} (central values; the error is that of the estimated rows)")
 

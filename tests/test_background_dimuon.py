@@ -186,3 +186,4 @@ def test_background_tables_total_lines_and_goal():
     rows["dimuon production"] = bg.BackgroundComponent("dimuon production", 9.7e-11, upper_limit=True)
     tot = mod.totals({"2022": rows}, ["2022"], 1.98e10)["2022"]  # the 20000-trident limit of the previous pass
     assert tot["estimated"] == "0.17 +- 0.2" and "not with the limits added" in mod.goal_text(tot)
+    assert "**not shown**" in mod.goal_text(tot) and "**reached**" not in mod.goal_text(tot)
