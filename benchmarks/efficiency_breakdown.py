@@ -38,6 +38,7 @@ from na64reco.efficiency import (
     published_implied_efficiency,
     signal_efficiency,
 )
+from na64reco.fake_kicks import TRACKING_CUTS
 from na64reco.geometry import load_setup
 from na64reco.io.raw import open_raw
 from na64reco.physics.gminus2 import g_band
@@ -46,7 +47,6 @@ from na64reco.stats.limits import cls_upper_limit
 
 PERIODS = {"2022": 1001, "2023": 10001}
 MASSES_MEV = (1.0, 10.0, 40.0, 100.0, 1000.0)
-TRACKING_CUTS = ("single_track_in", "p_in_window", "single_track_out", "no_pileup_out", "chi2_out", "track_match")
 #: NA64mu 2022 (PRL 132, 211803 (2024); seeds 001, 003): 1.98e10 MOT, b = 0.07 +- 0.03, 0 observed,
 #: the (g-2) explanation excluded above ~40 MeV (the limit crosses the lower edge of the +-2 sigma band).
 MOT_2022, B_2022, DB_2022, CROSSING_MEV = 1.98e10, 0.07, 0.03, 40.0

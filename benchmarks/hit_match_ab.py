@@ -27,35 +27,27 @@ import hepunits as u
 import numpy as np
 
 from na64reco.conditions import load_conditions
-from na64reco.fake_kicks import HARD_P_OUT, TRACKING_CUTS
+from na64reco.fake_kicks import HARD_P_OUT, tracking_cuts_and_box
 from na64reco.geometry import load_setup
 from na64reco.io.raw import open_raw
 from na64reco.reco.tracking import reconstruct_tracks, stage
-from na64reco.reco.tracking.tracks import in_time
-from na64reco.selection.cuts import Columns, cut_mask, region_mask
+from na64reco.selection.cuts import Columns
 from na64reco.selection.schema import load_selection
 
 
 def both_matches(events, setup, cond, source):
     """Tracking columns with the new match and the match without the hit term (``old``)."""
     out = reconstruct_tracks(events, setup, cond, source=source, return_internals=True)
-    cfg, pt, vt, (lo, hi) = stage._tables(setup, cond)
+    cfg, _, vt, _ = stage._tables(setup, cond)
     h = out["_hits"]
-    drop = (pt.type == 0) & (not cfg.use_mm_singles)
-    usable = in_time(h, lo, hi) & ~(np.asarray(h["ambiguous"], bool) & drop[np.asarray(h["plane"])])
-    new = stage._match_chi2(out, out["_tracks"], vt, setup, cfg, hits=(h["plane_offsets"], h["pos"], usable))
+    new = stage._match_chi2(out, out["_tracks"], vt, setup, cfg, hits=(h["plane_offsets"], h["pos"], out["_usable"]))
     old = stage._match_chi2(out, out["_tracks"], vt, setup, cfg, hits=None)
     cols = {k: np.asarray(v) for k, v in out.items() if not k.startswith("_")}
     return cols, new, old
 
 
 def passes(cols, match, selection):
-    c = Columns(None, {**cols, "track_match_chi2": match})
-    cuts = {x.name: x for x in selection.cuts}
-    ok = np.ones(len(match), bool)
-    for name in TRACKING_CUTS:
-        ok &= cut_mask(c, cuts[name])
-    return ok, region_mask(c, selection.signal_box)
+    return tracking_cuts_and_box(Columns(None, {**cols, "track_match_chi2": match}), selection)
 
 
 def count_file(path, chunk: int, selection, max_events: int | None = None) -> dict:

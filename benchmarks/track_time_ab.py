@@ -27,12 +27,12 @@ import hepunits as u
 import numpy as np
 
 from na64reco.conditions import load_conditions
-from na64reco.fake_kicks import HARD_P_OUT, TRACKING_CUTS
+from na64reco.fake_kicks import HARD_P_OUT, tracking_cuts_and_box
 from na64reco.geometry import load_setup
 from na64reco.io.raw import open_raw
 from na64reco.reco.tracking import reconstruct_tracks
 from na64reco.reco.tracking.stage import FLAG_TIME
-from na64reco.selection.cuts import Columns, cut_mask, region_mask
+from na64reco.selection.cuts import Columns
 from na64reco.selection.schema import load_selection
 
 
@@ -44,12 +44,7 @@ def both(events, setup, cond, source):
 
 
 def passes(cols, selection):
-    c = Columns(None, {k: np.asarray(v) for k, v in cols.items()})
-    cuts = {x.name: x for x in selection.cuts}
-    ok = np.ones(len(cols["p_out"]), bool)
-    for name in TRACKING_CUTS:
-        ok &= cut_mask(c, cuts[name])
-    return ok, region_mask(c, selection.signal_box)
+    return tracking_cuts_and_box(Columns(None, {k: np.asarray(v) for k, v in cols.items()}), selection)
 
 
 def count(events, true_p, setup, cond, source, selection, res, scaled):

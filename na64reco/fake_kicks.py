@@ -108,6 +108,16 @@ def near_times(setup, conditions) -> list[tuple[float, float]]:
     return near_segments(setup, ForcedPileup.of([(max(first, w[0]), min(last, w[1]))], 0))
 
 
+def tracking_cuts_and_box(cols: Columns, selection) -> tuple[np.ndarray, np.ndarray]:
+    """Per event: passes the tracking cuts of ``selection`` (:data:`TRACKING_CUTS`), and has its
+    reconstructed p_out inside the signal box; ``cols`` the tracking columns."""
+    cuts = {c.name: c for c in selection.cuts}
+    ok = np.ones(len(cols["p_out"]), bool)
+    for name in TRACKING_CUTS:
+        ok &= cut_mask(cols, cuts[name])
+    return ok, region_mask(cols, selection.signal_box)
+
+
 def count(path, setup, conditions, selection) -> dict:
     """Beam muons, tracked and fake counts of a simulated file (see the module doc)."""
     raw = open_raw(path)
@@ -115,11 +125,9 @@ def count(path, setup, conditions, selection) -> dict:
     out = Columns(None, {k: np.asarray(v) for k, v in out.items()})  # the tracking columns, for the cuts
     true_p_out = np.asarray(raw.truth()["p_out"])
     hard = true_p_out > HARD_P_OUT
-    cuts = {c.name: c for c in selection.cuts}
-    tracked = hard.copy()
-    for name in TRACKING_CUTS:
-        tracked &= cut_mask(out, cuts[name])
-    fake = tracked & region_mask(out, selection.signal_box)
+    ok, box = tracking_cuts_and_box(out, selection)
+    tracked = hard & ok
+    fake = tracked & box
     p_out = np.asarray(out["p_out"])[tracked]
     hist = np.histogram(p_out, bins=P_OUT_EDGES)[0]
     scaled = np.histogram(p_out * (setup.beam.energy / u.GeV) / true_p_out[tracked], bins=P_OUT_EDGES)[0]

@@ -40,10 +40,10 @@ import numpy as np
 
 from na64reco import units
 from na64reco.errors import ConfigError
-from na64reco.fake_kicks import HARD_P_OUT, TRACKING_CUTS
+from na64reco.fake_kicks import HARD_P_OUT, tracking_cuts_and_box
 from na64reco.io.raw import open_raw
 from na64reco.reco.tracking import reconstruct_tracks
-from na64reco.selection.cuts import Columns, cut_mask, region_mask
+from na64reco.selection.cuts import Columns
 
 #: a used hit within this many plane resolutions of the true crossing is the muon's own
 #: (nearest of its twin group); a plane with no usable hit that close is "missing"
@@ -107,15 +107,13 @@ def classify(path, crossings_path, setup, conditions, selection) -> dict[str, np
     truth = raw.truth()
     p_true = np.asarray(truth["p_out"], float)
     hard = p_true > HARD_P_OUT
-    cuts = {c.name: c for c in selection.cuts}
-    tracked = hard.copy()
-    for name in TRACKING_CUTS:
-        tracked &= cut_mask(cols, cuts[name])
-    fake = tracked & region_mask(cols, selection.signal_box)
+    ok, box = tracking_cuts_and_box(cols, selection)
+    tracked = hard & ok
+    fake = tracked & box
     n_setup = len(setup.planes)
     u_true = _true_coordinates(events, crossings, n_setup)[:, planes]
     pos, sig, origin, hplane = hits["pos"], hits["sigma"], hits["origin"], np.asarray(hits["plane"], np.int64)
-    usable = usable_hits(hits, setup, conditions)
+    usable = r["_usable"]
     plane_off = np.asarray(hits["plane_offsets"], np.int64)
     n = p_true.size
     ev_of = np.searchsorted(plane_off[::n_setup], np.arange(pos.size), side="right") - 1
@@ -172,20 +170,6 @@ def classify(path, crossings_path, setup, conditions, selection) -> dict[str, np
         "htime": np.where(used, np.asarray(hits["time"], float)[h], np.nan).astype(np.float32),
         "htime_err": np.where(used, np.asarray(hits["time_error"], float)[h], np.nan).astype(np.float32),
     }
-
-
-def usable_hits(hits: dict, setup, conditions) -> np.ndarray:
-    """Mask of the hits the track search may use: in time (:func:`.tracks.hit_time_windows`)
-    and, unless ``use_mm_singles``, not a candidate position of a micromegas single."""
-    from na64reco.reco.tracking.config import load_tracking_config
-    from na64reco.reco.tracking.tracks import hit_time_windows, in_time, mm_singles
-
-    cfg = load_tracking_config(setup)
-    lo, hi = hit_time_windows(setup, conditions, cfg.hit_time_sigma)
-    ok = in_time(hits, lo, hi)
-    if not cfg.use_mm_singles:
-        ok &= ~mm_singles(hits, np.array([p.type == "MM" for p in setup.planes]))
-    return ok
 
 
 def view_geometry(setup, conditions) -> dict:

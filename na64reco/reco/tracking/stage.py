@@ -148,7 +148,8 @@ def reconstruct_tracks(events, setup, conditions, source: str = "", *, config_pa
     data file are refused (see :func:`na64reco.reco.event.reconstruct`).  ``config_overrides``
     replaces fields of the tracking configuration (e.g. ``{"max_missing_planes": 1}`` for the
     tag-and-probe of the plane efficiencies).  With ``return_internals`` the hits are all of
-    them (``_hits``), and the tracks' hit indices refer to them.
+    them (``_hits``), the tracks' hit indices refer to them, and ``_usable`` masks the ones the
+    search may use (in time and, unless ``use_mm_singles``, not a micromegas single).
     """
     refuse_data_events(events, "reconstruct_tracks()")
     cfg, pt, vt, (t_lo, t_hi) = _tables(setup, conditions, config_path, config_overrides)
@@ -240,6 +241,7 @@ def reconstruct_tracks(events, setup, conditions, source: str = "", *, config_pa
         out["_hits"] = hits
         out["_tracks"] = res
         out["_views"] = vt.views
+        out["_usable"] = keep
     return out
 
 
