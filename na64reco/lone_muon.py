@@ -51,8 +51,8 @@ CORRECT_SIGMAS = 5.0
 #: twins of a hit (same origin) sit next to it in the hit table: a straw hit and its mirror,
 #: a micromegas single and its 4 ghosts (5 multiplexing groups)
 MAX_TWIN_OFFSET = 5
-#: the box edge of the mis-reconstruction (selections/na64mu_invisible.yaml signal box p_out < 80 GeV)
-BOX_P_OUT = 80.0  # GeV
+#: the selection whose signal box (p_out below its upper edge) the estimates are made for
+SELECTION = "na64mu_invisible"
 #: fields saved per tracked muon (:func:`classify`)
 MUON_FIELDS = ("p_true", "p_reco", "kappa", "kappa_true", "sigma_kappa", "dk_wrong", "used", "missing", "wrong",
                "far", "fake", "dev", "gain")
@@ -303,15 +303,6 @@ def _max_missing(setup) -> int:
     return int(load_tracking_config(setup).max_missing_planes)
 
 
-def gaussian_log10_tail(kappa_true, sigma, dk=0.0, width=1.0, c=1.0, box=BOX_P_OUT) -> np.ndarray:
-    """log10 of P(reco p_out < ``box``) for a Gaussian kappa error of ``width x sigma`` around
-    ``kappa_true + dk`` (the box is kappa > c / box)."""
-    from scipy.special import log_ndtr
-
-    z = (c / box - kappa_true - dk) / (width * sigma)
-    return log_ndtr(-z) / math.log(10.0)
-
-
 def _log10_mean(log10_values: np.ndarray) -> float:
     if not log10_values.size:
         return -math.inf
@@ -397,9 +388,23 @@ def simulate_parts(run: int, events: int, seed: int, workdir, *, part_events: in
     return [_part(*j) for j in jobs]
 
 
-def _box_sigmas(m: dict, box: float = BOX_P_OUT) -> np.ndarray:
-    """Distance of each muon's true deflection to the box edge, ``C / box - kappa_true`` (mrad)."""
-    return float(m["c_gev_mrad"]) / box - m["kappa_true"]
+def box_p_out(selection=SELECTION) -> float:
+    """The upper edge (GeV) of the signal box ``p_out < max`` of ``selection`` (a name or a
+    :class:`~na64reco.selection.schema.Selection`)."""
+    from na64reco.selection.schema import load_selection
+
+    sel = load_selection(selection) if isinstance(selection, str) else selection
+    box = sel.signal_box
+    if box.variable != "p_out" or box.max is None or box.min is not None:
+        raise ConfigError(f"selection {sel.name!r}: the lone-muon estimate needs a signal box p_out < max, "
+                          f"got {box.text or box}")
+    return float(box.max)
+
+
+def _box_sigmas(m: dict, box: float | None = None) -> np.ndarray:
+    """Distance of each muon's true deflection to the box edge, ``C / box - kappa_true`` (mrad);
+    ``box`` (GeV) by default that of :data:`SELECTION`."""
+    return float(m["c_gev_mrad"]) / (box_p_out() if box is None else box) - m["kappa_true"]
 
 
 #: 1 % critical value of the Anderson-Darling statistic for a normal sample with estimated
@@ -439,7 +444,7 @@ def core_fit(pull: np.ndarray) -> dict:
             "max_abs_pull": float(np.max(np.abs(z))), "max_abs_pull_expected": float(stats.norm.isf(0.25 / n))}
 
 
-def p00_estimate(m: dict, geometry: dict, period: dict | None = None, box: float = BOX_P_OUT, *,
+def p00_estimate(m: dict, geometry: dict, period: dict | None = None, box: float | None = None, *,
                  outlier_sigmas: float = OUTLIER_SIGMAS, dev_factor: float = DEV_FACTOR,
                  residual_quantile: float = RESIDUAL_QUANTILE, bound_muons: int = BOUND_MUONS) -> dict:
     """The figures of the (0, 0) stratum from classified muons (:func:`load_muons`).
@@ -743,8 +748,8 @@ def foreign_hits(m: dict) -> dict[str, np.ndarray]:
 
 
 def stratum_estimate(m: dict, geometry: dict, period: dict | None = None, stratum: tuple[int, int] = (1, 0),
-                     box: float = BOX_P_OUT, *, dt_min: float = PILEUP_DT_MIN_NS, sigma_max: float = TIME_ERROR_MAX_NS,
-                     **kwargs) -> dict:
+                     box: float | None = None, *, dt_min: float = PILEUP_DT_MIN_NS,
+                     sigma_max: float = TIME_ERROR_MAX_NS, **kwargs) -> dict:
     """The figures of a stratum with extra hit sources (``stratum`` = (m noise clusters in R,
     k beam muons in N)) from its classified muons (:func:`load_muons`).
 

@@ -22,6 +22,10 @@ from na64reco.geometry import Setup
 from na64reco.io.raw import open_raw, release_data_events
 from na64reco.reco.tracking.stage import reconstruct_tracks
 
+#: half-width (mm) of the zone around a beam track whose clusters count as the track's (a
+#: candidate of the plane) rather than off-track (noise or another muon): plane efficiencies,
+#: noise and the pile-up split (:mod:`.plane_efficiency`, :mod:`.noise_split`)
+OFF_TRACK_MM = 3.0
 _TRIAL = itertools.count(1)
 
 

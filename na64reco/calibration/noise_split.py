@@ -56,10 +56,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import erf
 
-from na64reco.calibration.beam_tracks import predict
+from na64reco.calibration.beam_tracks import OFF_TRACK_MM, predict
 from na64reco.stats.robust import robust_sigma
 
-OFF_TRACK_MM = 3.0  # as plane_efficiency.OFF_TRACK_MM
 MIN_WINDOW_MM = 2.0
 WINDOW_SPREADS = 5.0
 PAIR_RANGE_MM = 10.0

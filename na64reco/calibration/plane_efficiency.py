@@ -58,6 +58,7 @@ from scipy.stats import chi2 as chi2_dist
 
 from na64reco.calibration import noise_split
 from na64reco.calibration.beam_tracks import (
+    OFF_TRACK_MM,
     BeamRun,
     design,
     nearest_hits,
@@ -83,7 +84,6 @@ EDGE_MARGIN_MM = 1.0
 MIN_WINDOW_MM = 5.0  # tags with a noise hit in place of a lost one point a few mm off; merged clusters ~1 mm
 WINDOW_SIGMAS = 6.0
 MIN_PROBES = 50
-OFF_TRACK_MM = 3.0
 SHADOW_RATIO = 3.0
 #: tag refit: priors on the slope (and deflection) of the view's tracks, centred on the median
 #: of the run's full tracks with PRIOR_SCALE x their robust spread (the beam's divergence and
