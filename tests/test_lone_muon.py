@@ -404,3 +404,21 @@ def test_track_time_block_counts_foreign_apv_and_straw_hits():
     assert blk["mixed_2plus_foreign_hits"] == 2 and blk["mixed_2plus_dt_ge_half_dt_min"] == 1
     assert blk["timed_planes"] == ["GEM1X", "MM5X", "MM6X", "GEM2X"]
     assert blk["log10_pass_mixed_by_pattern"].keys() == {"2+2"} and blk["log10_pass_mixed_max"] < -14.0
+
+
+def test_box_edge_comes_from_the_selection():
+    """The estimates' box edge is the selection's signal box, not a copied number; a box that is
+    not ``p_out < max`` is refused with the selection's name."""
+    import dataclasses
+
+    from na64reco.errors import ConfigError
+    from na64reco.lone_muon import box_p_out
+    from na64reco.selection.schema import Region
+
+    sel = load_selection("na64mu_invisible")
+    assert box_p_out(sel) == pytest.approx(sel.signal_box.max) and box_p_out() == box_p_out(sel)
+    moved = dataclasses.replace(sel, signal_box=dataclasses.replace(sel.signal_box, max=70.0))
+    assert box_p_out(moved) == 70.0
+    bad = dataclasses.replace(sel, signal_box=Region("signal_box", "e_ecal", None, 1.0))
+    with pytest.raises(ConfigError, match="na64mu_invisible.*p_out < max"):
+        box_p_out(bad)
