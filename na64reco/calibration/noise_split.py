@@ -57,6 +57,16 @@ import numpy as np
 from scipy.special import erf
 
 from na64reco.calibration.beam_tracks import OFF_TRACK_MM, predict
+from na64reco.calibration.readout_times import (
+    STRAW_SLICE_NS,
+    intersect,
+    pileup_time_segments,
+    readout_window,
+    segments_length,
+    straw_slice_fraction,
+    straw_visible_time,
+    union,
+)
 from na64reco.stats.robust import robust_sigma
 
 MIN_WINDOW_MM = 2.0
@@ -65,10 +75,6 @@ PAIR_RANGE_MM = 10.0
 FIDUCIAL_MARGIN_MM = 3.0  # inside the narrowest of a plane and its partners (alignment, angles)
 ZONE_REFERENCE_MM = 6.0  # the zone's pile-up density from two bands of this width beside it
 SEGMENT_WINDOW_FACTOR = 2.0  # the pile-up segments' pair window / the split's
-#: straw digits counted: TDC times 0 .. this (ns), i.e. muons within [-max drift, this] of the
-#: trigger, well inside the APV window: the APV segments measure their pairing (the straw's
-#: noise is then scaled from this slice to its whole TDC window)
-STRAW_SLICE_NS = 60.0
 MIN_SEGMENTS = 100  # pile-up segments needed to use a plane's measured pile-up efficiency
 
 
@@ -124,23 +130,12 @@ class Counts:
         return (self.probe_found - alpha * self.probe_tags) / (true_tags * (1.0 - alpha))
 
 
-def _segments_length(segs) -> float:
-    return float(sum(max(b - a, 0.0) for a, b in segs))
 
 
-def _intersect(segs, window):
-    return [(max(a, window[0]), min(b, window[1])) for a, b in segs if min(b, window[1]) > max(a, window[0])]
 
 
-def pileup_times(setup) -> list[tuple[float, float]]:
-    """The out-of-time pile-up times: ``trackers.beam_pileup_window`` without the in-time window."""
-    lo, hi = setup.readout.beam_pileup_window
-    half = setup.beam.pileup_window / 2
-    return [(a, b) for a, b in ((lo, min(hi, -half)), (max(lo, half), hi)) if b > a]
 
 
-def readout_window(setup, plane) -> tuple[float, float]:
-    return setup.readout.straw_noise_window if plane.type == "straw" else setup.readout.apv_noise_window
 
 
 def _has_partner(r_p, d_p, r_q, d_q, window) -> np.ndarray:
@@ -329,17 +324,17 @@ def finish(setup, accs: dict, partners: dict, efficiency: dict[str, float]) -> d
     measured = {name: a.pileup_efficiency() if name not in straws else float("nan") for name, a in accs.items()}
     efficiency = {name: measured[name] if np.isfinite(measured[name]) and accs[name].probe_tags >= MIN_SEGMENTS else e
                   for name, e in efficiency.items()}
-    pile = pileup_times(setup)
+    pile = pileup_time_segments(setup)
     by_name = {p.name: p for p in setup.planes}
-    total = _segments_length(pile)
+    total = segments_length(pile)
     out = {}
     for p in setup.planes:
         a = accs[p.name]
         n = max(a.n_events, 1)
-        seen = _intersect(pile, readout_window(setup, p))
-        own = _segments_length(seen)
-        both = [s for q in partners[p.name] for s in _intersect(seen, readout_window(setup, by_name[q]))]
-        shared = _segments_length(_union(both))
+        seen = intersect(pile, readout_window(setup, p))
+        own = segments_length(seen)
+        both = [s for q in partners[p.name] for s in intersect(seen, readout_window(setup, by_name[q]))]
+        shared = segments_length(union(both))
         eps = 1.0 - np.prod([1.0 - efficiency[q] for q in partners[p.name]]) if partners[p.name] else 0.0
         if eps <= 0 or shared <= 0 or a.clusters == 0:
             out[p.name] = NoiseSplit(np.nan, np.nan, np.nan, np.nan, np.nan, np.nan, partners[p.name])
@@ -396,31 +391,10 @@ def finish(setup, accs: dict, partners: dict, efficiency: dict[str, float]) -> d
     return out
 
 
-def _uniform_sum_cdf(x: float, lo: float, hi: float, tau: float) -> float:
-    """P(t + u <= x) for t uniform in [lo, hi] and u uniform in [0, tau] (both > 0 wide)."""
-    grid = lo + (np.arange(4000) + 0.5) / 4000 * (hi - lo)
-    return float(np.clip((x - grid) / tau, 0.0, 1.0).mean())
 
 
-def straw_slice_fraction(setup, plane) -> float:
-    """Fraction of a straw plane's noise digits with a TDC time in [0, STRAW_SLICE_NS]: noise at
-    times uniform in ``straw_noise_window`` plus a drift time uniform in [0, pitch / 2 / v]."""
-    lo, hi = setup.readout.straw_noise_window
-    tau = 0.5 * plane.pitch / setup.readout.straw_drift_velocity
-    return _uniform_sum_cdf(STRAW_SLICE_NS, lo, hi, tau) - _uniform_sum_cdf(0.0, lo, hi, tau)
 
 
-def straw_visible_time(setup, plane) -> float:
-    """Length (ns) of pile-up times a straw plane reads: muon time plus drift time inside the
-    TDC range [0, window end + max drift] (the digitisation's), integrated over the pile-up times."""
-    tau = 0.5 * plane.pitch / setup.readout.straw_drift_velocity
-    last = setup.readout.straw_noise_window[1] + tau
-    total = 0.0
-    for a, b in pileup_times(setup):
-        t = a + (np.arange(4000) + 0.5) / 4000 * (b - a)
-        seen = np.clip((last - t) / tau, 0.0, 1.0) - np.clip((0.0 - t) / tau, 0.0, 1.0)
-        total += float(seen.mean()) * (b - a)
-    return total
 
 
 def _zone_count(near: float, far: float, zone: float) -> float:
@@ -437,14 +411,6 @@ def _zone_count(near: float, far: float, zone: float) -> float:
     return float(2 * rho * integral)
 
 
-def _union(segs):
-    out: list[tuple[float, float]] = []
-    for a, b in sorted(segs):
-        if out and a <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], b))
-        else:
-            out.append((a, b))
-    return out
 
 
 def combined_rate(splits) -> tuple[float, float]:

@@ -56,7 +56,7 @@ import numpy as np
 from scipy.stats import binom, poisson
 from scipy.stats import chi2 as chi2_dist
 
-from na64reco.calibration import noise_split
+from na64reco.calibration import noise_split, readout_times
 from na64reco.calibration.beam_tracks import (
     OFF_TRACK_MM,
     BeamRun,
@@ -379,12 +379,12 @@ def _with_split(result: EfficiencyResult, recon, setup: Setup) -> EfficiencyResu
     for name, s in splits.items():
         r = result.planes[name]
         # no split where there is no beam pile-up (na64e) or no partner plane: the off-track count
-        split = np.isfinite(s.noise_hits) and bool(noise_split.pileup_times(setup))
+        split = np.isfinite(s.noise_hits) and bool(readout_times.pileup_time_segments(setup))
         r.noise_hits, r.noise_error = (s.noise_hits, s.noise_error) if split else (r.off_track_hits, r.off_track_error)
         r.pileup_hits, r.pileup_error = s.pileup_hits, s.pileup_error
         r.pileup_muons, r.pileup_muons_error = s.pileup_muons, s.pileup_muons_error
     result.pileup_muons, result.pileup_muons_error = noise_split.combined_rate(splits.values())
-    if not noise_split.pileup_times(setup):  # the setup has no beam pile-up in its trackers
+    if not readout_times.pileup_time_segments(setup):  # the setup has no beam pile-up in its trackers
         for r in result.planes.values():
             r.pileup_hits = r.pileup_error = r.pileup_muons = r.pileup_muons_error = 0.0
         result.pileup_muons = result.pileup_muons_error = 0.0
