@@ -41,7 +41,7 @@ def test_freed_arrays_are_reused_without_page_faults():
     if ok != "True":
         pytest.skip("not glibc")
     pages = 2 * 20 * (4 << 20) // 4096
-    assert int(before) > pages // 2  # the blocks went back to the system and were faulted in again
+    assert int(before) > pages // 4  # the blocks went back to the system and were faulted in again
     assert int(after) < pages // 100  # now reused
 
 
