@@ -147,6 +147,38 @@ def test_apv_cluster_inputs_match_the_pulse_shape():
                                atol=1e-15)
 
 
+def test_apv_rows_of_all_points_equal_the_masked_inputs():
+    """The one-kernel APV rows from all tracker points (straw planes skipped inside) are the
+    rows of the masked points sorted by :func:`_group_positions`, bit for bit; an event or
+    plane out of range gives ``ok`` False and no rows (apv_digits then takes the masked path)."""
+    setup = load_setup("na64mu")
+    rng = np.random.default_rng(3)
+    n, n_events, n_planes = 3000, 40, len(setup.planes)
+    n_strips = np.array([p.n_strips for p in setup.planes])
+    pitch = np.array([p.pitch for p in setup.planes], float)
+    is_apv = np.array([p.type != "straw" for p in setup.planes])
+    assert is_apv.any() and not is_apv.all()
+    ev, plane = rng.integers(0, n_events, n), rng.integers(0, n_planes, n)
+    u, t, phase = rng.uniform(-50, 50, n), rng.uniform(-30, 30, n), rng.uniform(0, 25, n_events)
+    m = is_apv[plane]
+    q = rng.uniform(0, 900, int(m.sum()))
+    pulse = (2.0, 60.0, 25.0, 50.0)
+    rows, ok = dg._apv_rows_of(ev, plane, u, t, is_apv, q, phase, n_events, n_strips, pitch, *pulse)
+    dest = dg._group_positions(ev[m], plane[m], n_events, n_planes)
+    want = dg._apv_cluster_inputs(dest, ev[m], plane[m], u[m], t[m], q, phase, n_strips, pitch, *pulse)
+    assert ok
+    np.testing.assert_array_equal(rows, want)
+    for bad_ev, bad_plane in ((n_events, 0), (-1, 0), (0, n_planes)):
+        e2, p2 = ev.copy(), plane.copy()
+        e2[7], p2[7] = bad_ev, bad_plane
+        rows, ok = dg._apv_rows_of(e2, p2, u, t, is_apv, q, phase, n_events, n_strips, pitch, *pulse)
+        assert not ok and rows.shape == (0, len(dg._APV_ROW))
+    empty = np.zeros(0, np.int64)
+    rows, ok = dg._apv_rows_of(empty, empty, np.zeros(0), np.zeros(0), is_apv, np.zeros(0), phase, n_events,
+                               n_strips, pitch, *pulse)
+    assert ok and rows.shape == (0, len(dg._APV_ROW))
+
+
 @pytest.mark.parametrize("n_events", [1, 7, 300])
 def test_group_positions_invert_the_stable_argsort(n_events):
     """The counting sort of the APV clusters by (event, plane): the same permutation as the
