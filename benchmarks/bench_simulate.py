@@ -53,6 +53,9 @@ from pathlib import Path
 
 def _simulate(n: int, path: Path, chunk: int, trigger: str) -> tuple[float, float, object]:
     from na64reco.sim import simulate
+    from na64reco.sim.heap import retain_freed_memory
+
+    retain_freed_memory()  # as `na64reco simulate` does; the bare write of the same run then has it too
 
     t0, c0 = time.perf_counter(), time.process_time()
     result = simulate("na64mu", n, 1, 1, path, chunk_size=chunk, trigger=trigger)

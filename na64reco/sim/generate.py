@@ -78,7 +78,6 @@ from na64reco.sim.digitize import (
 from na64reco.sim.faults import Fault, faulty_calo, faulty_planes, parse_faults
 from na64reco.sim.forced_noise import ForcedNoise, ForcedRegion
 from na64reco.sim.forced_noise import resolve as resolve_forced
-from na64reco.sim.heap import retain_freed_memory
 from na64reco.sim.occupancy import ForcedPileup, beam_pileup_hits, expected_near
 from na64reco.sim.params import MIXTURE_KEYS, PROCESS_CHOICES, SimParams, load_sim_params
 from na64reco.sim.signal import lepton_mass_of, sample_signal_x, signal_weight
@@ -262,7 +261,6 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
         **({"forced_pileup": {**forced_pileup.to_dict(), "expected": lambda_near}} if forced_pileup else {}),
     }}
     flush_every = max(1, -(-int(chunk_size) // per_spill))
-    retain_freed_memory()  # the spills' arrays reuse the heap instead of new pages (issue 11, sixth pass)
     bar = None
     if progress:
         from tqdm import tqdm

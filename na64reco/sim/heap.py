@@ -16,6 +16,12 @@ that), with ``mallopt`` (``man 3 mallopt``).  The heap then keeps the memory of 
 largest spill between spills: the peak RSS is what it was (the same blocks, reused), but
 the memory is not given back to the system until the process ends.  It changes no number
 the simulation computes.  On other C libraries (macOS, musl) it does nothing.
+
+Because it changes the whole process, the library never calls it behind the user's back:
+``simulate()`` leaves the allocator alone (a notebook or a dask worker that goes on to
+process data keeps glibc's defaults).  The processes that only simulate call it: the
+``na64reco simulate`` command and ``benchmarks/bench_simulate.py``; a script simulating
+many spills in a process of its own may call it first.
 """
 
 from __future__ import annotations
