@@ -11,8 +11,9 @@ earlier tree's de-multiplexer; the whole hit table), the hits the track search g
 tree's whole table and the stage's selection vs the kernel's search table: both from this
 tree, independent of BEFORE_DIR), the track search kernel (``find_tracks`` on the hits the
 stage hands it), the whole tracking stage (the earlier ``stage.py`` calling this tree's
-kernels: the difference is the stage's own glue), the ECAL quantities (shower chi2) and the
-track-match chi2.
+kernels: the difference is the stage's own glue), the ECAL quantities (shower chi2) from a table
+of cell energies, the whole calorimeter stage (the earlier ``calo.py`` calling this tree's
+waveform kernel: the per-event sums and the ECAL quantities) and the track-match chi2.
 The results of both are checked equal before timing.
 """
 
@@ -115,18 +116,11 @@ def main() -> None:
                                      lo=windows[0], hi=windows[1], drop=drop)
         return [h[k] for k in stage.SEARCH_COLUMNS], h["plane_offsets"]
 
-    grabbed = {}
-    keep = calo._ecal_quantities
-
-    def grab(*a):
-        grabbed["ecal"] = a
-        return keep(*a)
-
-    calo._ecal_quantities = grab
-    try:
-        calo.reconstruct_calo(events, setup, conds)
-    finally:
-        calo._ecal_quantities = keep
+    # the ECAL cell energies of every event, (events, channels) MeV, as the calorimeter stage
+    # counts them (since the sixth pass the stage sums them per event without this table)
+    digits, ev_of, _ = calo.digits_of_events(events, setup, conds)
+    ecal = setup.calorimeters["ECAL"]
+    ecal_args = (setup, ecal, calo.channel_sums(digits, ev_of, len(events), ecal), conds.calo["ECAL"])
     tracks = stage.reconstruct_tracks(events, setup, conds, return_internals=True)
     res = tracks["_tracks"]
     all_hits = clusters.event_hits(events, pt, threshold_sigma=cfg.apv_threshold_sigma, drift_t0=cfg.drift_t0)
@@ -139,8 +133,9 @@ def main() -> None:
         "tracker hits kernel": (hits(old_clusters._hits_kernel), hits(clusters._hits_kernel)),
         "search's hits": (whole_then_select, search_table),
         "search's hits kernel": (lambda: old_search(), search_table),
-        "ECAL quantities": (lambda: old_calo._ecal_quantities(*grabbed["ecal"]),
-                            lambda: calo._ecal_quantities(*grabbed["ecal"])),
+        "ECAL quantities": (lambda: old_calo._ecal_quantities(*ecal_args), lambda: calo._ecal_quantities(*ecal_args)),
+        "calorimeter stage": (lambda: old_calo.reconstruct_calo(events, setup, conds),
+                              lambda: calo.reconstruct_calo(events, setup, conds)),
         "track search kernel": (lambda: old_tracks.find_tracks(search_hits, len(events), pt.n_planes, vt),
                                 lambda: tracks_mod.find_tracks(search_hits, len(events), pt.n_planes, vt)),
         "tracking stage": (lambda: old_stage.reconstruct_tracks(events, setup, conds),

@@ -4,8 +4,8 @@
 
 ``BEFORE_DIR``: source tree of the earlier version (``git archive <commit> | tar -x -C DIR``).
 For each file, ``reconstruct_calo`` runs once with the earlier tree's ``_waveform_kernel``
-and once with this tree's; printed per calorimeter: the mean and rms of E_reco / E_true
-for events with E_true above 1 GeV (with their statistical errors), the slope of a
+(per-digit conditions) and once with this tree's ``_fit_digits``; printed per calorimeter: the
+mean and rms of E_reco / E_true for events with E_true above 1 GeV (with their statistical errors), the slope of a
 straight-line fit E_reco vs E_true (linearity), the spread of digit times around the
 event master time, and the
 number of digits with each flag.
@@ -36,7 +36,12 @@ def main() -> None:
     old = types.ModuleType("waveform_before")
     sys.modules[old.__name__] = old
     exec(compile(path.read_text().replace("cache=True", "cache=False"), str(path), "exec"), old.__dict__)
-    kernels = {"before": old._waveform_kernel, "this tree": W._waveform_kernel}
+    def before(adc, cond, pe, po, noise, gain, offset, status, *args):  # the earlier per-digit kernel
+        return old._waveform_kernel(adc, pe[cond], po[cond], noise[cond], gain[cond], offset[cond],
+                                    status[cond].astype(np.int64), *args)
+
+    # reconstruct_digits calls _fit_digits (conditions tables and each digit's entry) since issue 11's sixth pass
+    kernels = {"before": before, "this tree": W._fit_digits}
     for file in args.files:
         with open_raw(file) as f:
             setup = load_setup(f.setup, run=f.run)
@@ -45,7 +50,7 @@ def main() -> None:
             truth = f.truth()
         print(f"{file}: {len(events)} events, setup {setup.name}")
         for name, kernel in kernels.items():
-            W._waveform_kernel = kernel
+            W._fit_digits = kernel
             out = calo.reconstruct_calo(events, setup, cond)
             digits, ev, t_master = calo.digits_of_events(events, setup, cond)
             line = [f"  {name:10s}"]
@@ -63,7 +68,7 @@ def main() -> None:
                         f"rms={dt.std():.4f}+-{dt.std() / np.sqrt(2 * good.sum()):.4f} ns")
             line.append("flags " + " ".join(f"{b}:{int(np.sum(digits.flags & b != 0))}" for b in (1, 2, 4)))
             print("\n    ".join(line))
-        W._waveform_kernel = kernels["this tree"]
+        W._fit_digits = kernels["this tree"]
 
 
 if __name__ == "__main__":

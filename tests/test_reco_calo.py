@@ -342,3 +342,56 @@ def test_energy_scale_against_truth(tmp_path):
     hit = truth["e_hcal"] > 0
     assert hit.mean() > 0.9
     assert abs(np.median(out["hcal_energy"][hit] / truth["e_hcal"][hit]) - 1) < 0.005
+
+
+def _random_deposits(setup, rng, n_events, names):
+    """Per-digit (event, detector name, channel, energy MeV, time shift ns) of ``n_events``
+    events with a few digits each, some out of time."""
+    ev, det, chan, e, dt = [], [], [], [], []
+    for i in range(n_events):
+        for _ in range(rng.integers(0, 6)):
+            name = names[rng.integers(len(names))]
+            ev.append(i)
+            det.append(name)
+            chan.append(int(rng.integers(setup.detector(name).n_channels)))
+            e.append(float(rng.uniform(20.0, 9000.0)))
+            dt.append(float(rng.choice([0.0, 0.0, 0.0, 40.0])))
+    return ev, det, chan, e, dt
+
+
+def test_per_event_sums_equal_the_channel_table_path_bit_for_bit(mu):
+    """reconstruct_calo sums each event's digits in one row and derives the ECAL quantities from
+    it at once (issue 11, sixth pass): the same bits as the whole (events, channels) table of the
+    counted digits fed to _ecal_quantities, and as its column sums for the other detectors."""
+    setup, cond = mu
+    rng = np.random.default_rng(11)
+    names = ["ECAL", "ECAL", "ECAL", "HCAL", "VETO", "VHCAL", "S0", "Smu"]
+    ev = make_events(setup, cond, *_random_deposits(setup, rng, 120, names), seed=3, n_events=120)
+    fast = C.reconstruct_calo(ev, setup, cond)
+    digits, ev_of, _ = C.digits_of_events(ev, setup, cond)
+    n = len(ev)
+    ecal = setup.detector("ECAL")
+    table = C._ecal_quantities(setup, ecal, C.channel_sums(digits, ev_of, n, ecal), cond.calo["ECAL"])
+    assert np.isfinite(table["ecal_shower_chi2"]).sum() > 20
+    for key, value in table.items():
+        assert fast[key].dtype == value.dtype, key
+        np.testing.assert_array_equal(fast[key], value, err_msg=key)
+    hcal = setup.detector("HCAL")
+    modules = C.channel_sums(digits, ev_of, n, hcal).reshape(n, hcal.n_sections, -1).sum(axis=2) / GeV
+    np.testing.assert_allclose(fast["hcal_module_energy"], modules, rtol=1e-12, atol=0)
+    counter = np.bincount(ev_of[digits.good & (digits.det == setup.detector("S0").id)],
+                          weights=digits.energy[digits.good & (digits.det == setup.detector("S0").id)], minlength=n)
+    np.testing.assert_array_equal(fast["counter_S0_energy"], counter / GeV)
+
+
+def test_setup_without_ecal_gives_the_absent_ecal_fields(mu):
+    """Without an ECAL the fused event kernel compiles without the ECAL part: NaN energies and
+    cell -1, the other detectors as with the ECAL."""
+    setup, cond = mu
+    rng = np.random.default_rng(12)
+    ev = make_events(setup, cond, *_random_deposits(setup, rng, 40, ["HCAL", "VETO", "S0"]), seed=4, n_events=40)
+    no_ecal = dataclasses.replace(setup, calorimeters={k: v for k, v in setup.calorimeters.items() if k != "ECAL"})
+    out, full = C.reconstruct_calo(ev, no_ecal, cond), C.reconstruct_calo(ev, setup, cond)
+    assert np.isnan(out["ecal_energy"]).all() and (out["ecal_max_cell_ix"] == -1).all()
+    for key in ("hcal_module_energy", "veto_paddle_energy", "counter_S0_energy", "n_pileup"):
+        np.testing.assert_array_equal(out[key], full[key], err_msg=key)

@@ -265,10 +265,11 @@ def test_newton_fit_is_the_exact_chi2_minimum():
         assert abs(chi2[i] - c2_min / ndf / (2.5**2 + 1 / 12)) < 0.02, (i, chi2[i] * ndf * (2.5**2 + 1 / 12), c2_min)
 
 
-def test_condition_lookup_in_one_pass_equals_the_numpy_gather():
-    """_gather_tables (one compiled pass) against the numpy gather it replaced: the same
-    per-digit conditions, and the first digit of an unknown channel or non-finite gain
-    (detector ids and channels out of range, and channels of no detector, included)."""
+def test_condition_index_in_one_pass_equals_the_numpy_gather():
+    """_condition_index (one compiled pass; the kernel reads the tables through it) against the
+    numpy gather it replaced: the same per-digit conditions, and the first digit of an unknown
+    channel or non-finite gain (detector ids and channels out of range, and channels of no
+    detector, included)."""
     cond = load_conditions(SETUP, 1)
     tables = W._condition_tables(SETUP, cond)
     width = tables["gain"].shape[1]
@@ -284,11 +285,30 @@ def test_condition_lookup_in_one_pass_equals_the_numpy_gather():
         det[where[:1]] = 300
         chan[where[1:2]] = -1
         det[where[2:]] = 255  # no detector: NaN gain
-        rows, first = W._gather_tables(det, chan, stacked, width, W._TABLE_FIELDS.index("gain"))
+        index, first = W._condition_index(det, chan, stacked[W._TABLE_FIELDS.index("gain")], width)
         ok = (det >= 0) & (det < 256) & (chan >= 0) & (chan < width)
         flat = np.where(ok, det, 0) * width + np.where(ok, chan, 0)
         for k, f in enumerate(W._TABLE_FIELDS):
-            np.testing.assert_array_equal(rows[k], tables[f].ravel()[flat])
+            np.testing.assert_array_equal(stacked[k][index], tables[f].ravel()[flat])
         bad = ~ok | ~np.isfinite(tables["gain"].ravel()[flat])
         assert first == (int(np.argmax(bad)) if bad.any() else -1)
         assert (first >= 0) == (n_bad > 0)
+
+
+def test_kernel_through_the_condition_index_equals_per_digit_conditions():
+    """_fit_digits reading the conditions tables through each digit's entry gives the same bits
+    as the per-digit conditions arrays (_waveform_kernel), flags included."""
+    rng = np.random.default_rng(8)
+    n_cond = 40
+    tables = [rng.normal(300, 30, n_cond), rng.normal(304, 30, n_cond), rng.uniform(1.5, 4.0, n_cond),
+              rng.uniform(2.0, 6.0, n_cond), rng.normal(0.0, 3.0, n_cond), (rng.random(n_cond) < 0.2).astype(float)]
+    entry = rng.integers(0, n_cond, 300)
+    adc = pulses(rng.uniform(5, 6000, 300), CFG.signal_time + rng.normal(0, 3, 300), tables[0][entry],
+                 tables[1][entry], tables[2][entry], rng)
+    direct = W._fit_digits(adc, entry, *tables, *W._kernel_args(CFG))
+    per_digit = W._waveform_kernel(adc, *(t[entry] for t in tables[:5]), tables[5][entry].astype(np.int64),
+                                   *W._kernel_args(CFG))
+    for a, b in zip(direct, per_digit, strict=True):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+    assert (direct[6] & W.FLAG_MASKED != 0).any() and (direct[6] & W.FLAG_MASKED == 0).any()

@@ -133,3 +133,19 @@ def test_outgoing_track_displaced_like_the_fakes_fails_the_match(beam2022):
         moved["out_x"] = np.where(sel, b["out"]["out_x"] + s * FAKE_OFFSET, b["out"]["out_x"])
         assert np.mean(_match(b, moved, b["hits"])[sel] > 20) > 0.97
         assert np.array_equal(_match(b, moved, None)[sel], _match(b, b["out"], None)[sel], equal_nan=True)
+
+
+def test_used_codes_are_the_used_plane_masks():
+    """_used_codes (one compiled pass, issue 11 sixth pass) equals the boolean masks it replaced:
+    bit j set where the view track has a hit on its j-th plane; _bits inverts it."""
+    rng = np.random.default_rng(5)
+    hits = np.where(rng.random((300, 4, 8)) < 0.6, rng.integers(0, 1000, (300, 4, 8)), -1)
+    hits[:20] = -1  # events without tracks
+    c_in, c_out = stage._used_codes(hits, 1, 4, 2, 5)
+    for code, v, n in ((c_in, 1, 4), (c_out, 2, 5)):
+        used = hits[:, v, :n] >= 0
+        assert code.dtype == np.int64
+        np.testing.assert_array_equal(code, (used * (1 << np.arange(n))).sum(axis=1))
+        for e in range(0, 300, 7):
+            np.testing.assert_array_equal(stage._bits(code[e], n), used[e])
+    assert (c_in[:20] == 0).all() and (c_out[:20] == 0).all()

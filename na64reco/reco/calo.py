@@ -65,6 +65,7 @@ from hepunits import GeV
 from na64reco.errors import ConfigError
 from na64reco.geometry import Calorimeter, Setup
 from na64reco.io.raw import refuse_data_events
+from na64reco.reco.tracking._jit import NO_NRT
 from na64reco.reco.waveform import (
     FLAG_BELOW_THRESHOLD,
     FLAG_MASKED,
@@ -268,12 +269,21 @@ def _make_layout(setup: Setup) -> _Layout:
 
 @numba.njit(cache=True, nogil=True)
 def _event_kernel(offsets, det, chan, time, energy, flags, column, reference, counter_slot,
-                  n_columns, n_counters, nominal, window, longest):
+                  n_columns, n_counters, nominal, window, longest, ecal_lo, ecal_hi, ecal):
     """Per event: master time (median time of the usable reference digits), timing window
     (sets FLAG_OUT_OF_TIME in ``flags``), energy sums per column of the counted digits,
-    time of each counter's largest counted digit, flag counts of the digits above threshold."""
+    time of each counter's largest counted digit, flag counts of the digits above threshold.
+
+    The sums of one event are made in a row of ``n_columns`` and used at once: the ECAL
+    columns ``ecal_lo:ecal_hi`` give the ECAL quantities (:func:`_ecal_event`, ``ecal`` its
+    parameters, None without an ECAL), the others are returned, ECAL columns left out
+    (``sums`` (n, n_columns - (ecal_hi - ecal_lo))).  The same additions in the same order
+    as a whole (n, n_columns) table followed by :func:`_ecal_kernel` (the same bits), without
+    that table: 30 MB per 50k events zeroed and read back (issue 11, sixth pass)."""
     n = len(offsets) - 1
-    sums = np.zeros((n, n_columns))
+    n_ecal = ecal_hi - ecal_lo
+    sums = np.empty((n, n_columns - n_ecal))
+    row = np.zeros((1, n_columns))
     t_master = np.empty(n)
     c_energy = np.full((n, max(n_counters, 1)), -np.inf)
     c_time = np.full((n, max(n_counters, 1)), np.nan)
@@ -281,6 +291,17 @@ def _event_kernel(offsets, det, chan, time, energy, flags, column, reference, co
     buf = np.empty(max(longest, 1))
     not_ref = FLAG_BELOW_THRESHOLD | FLAG_MASKED | FLAG_PILEUP
     not_good = FLAG_BELOW_THRESHOLD | FLAG_MASKED | FLAG_OUT_OF_TIME
+    if ecal is not None:
+        e_unit, e_sec, e_nx, e_ny, e_pre, e_cx, e_cy, e_resp_e, e_resp_s, e_table, e_pvar, e_stoch, e_floor = ecal
+        e_out = np.empty((6, n))
+        e_cell = np.empty((2, n), np.int64)
+        grid = np.empty((e_nx, e_ny))
+        obs = np.empty((3, 3))
+        inside = np.empty((3, 3), dtype=np.bool_)
+        scale = np.ones(e_sec)
+    else:
+        e_out = np.empty((6, 0))
+        e_cell = np.empty((2, 0), np.int64)
     for e in range(n):
         lo = offsets[e]
         hi = offsets[e + 1]
@@ -302,6 +323,8 @@ def _event_kernel(offsets, det, chan, time, energy, flags, column, reference, co
         else:
             tm = 0.5 * (buf[m // 2 - 1] + buf[m // 2])
         t_master[e] = tm
+        for c in range(n_columns):
+            row[0, c] = 0.0
         for j in range(lo, hi):
             f = flags[j]
             if (f & FLAG_BELOW_THRESHOLD) != 0:
@@ -317,12 +340,19 @@ def _event_kernel(offsets, det, chan, time, energy, flags, column, reference, co
                 n_flag[2, e] += 1
             if (f & not_good) != 0:
                 continue
-            sums[e, column[det[j], chan[j]]] += energy[j]
+            row[0, column[det[j], chan[j]]] += energy[j]
             s = counter_slot[det[j]]
             if s >= 0 and energy[j] >= c_energy[e, s]:
                 c_energy[e, s] = energy[j]
                 c_time[e, s] = time[j]
-    return sums, t_master, c_time, n_flag
+        for c in range(ecal_lo):
+            sums[e, c] = row[0, c]
+        for c in range(ecal_hi, n_columns):
+            sums[e, c - n_ecal] = row[0, c]
+        if ecal is not None:
+            _ecal_event(row, 0, ecal_lo, e, e_unit, e_sec, e_nx, e_ny, e_pre, e_cx, e_cy, e_resp_e, e_resp_s,
+                        e_table, e_pvar, e_stoch, e_floor, grid, obs, inside, scale, e_out, e_cell)
+    return sums, t_master, c_time, n_flag, e_out, e_cell
 
 
 def reconstruct_calo(events, setup: Setup, conditions, source: str = "") -> dict[str, np.ndarray]:
@@ -338,19 +368,26 @@ def reconstruct_calo(events, setup: Setup, conditions, source: str = "") -> dict
     cfg = waveform_config(setup)
     lay = _layout(setup)
     flags = digits.flags.copy()
-    sums, t_master, c_time, n_flag = _event_kernel(
-        offsets, digits.det, digits.chan, digits.time, digits.energy, flags, lay.column, lay.reference,
-        lay.counter_slot, lay.n_columns, len(lay.counters), float(cfg.nominal_time), float(cfg.timing_window),
-        int(counts.max()) if n else 0)
     cal = setup.calorimeters
-    out: dict[str, np.ndarray] = {}
-
-    def cols(name, width):
-        return sums[:, lay.offsets[name]: lay.offsets[name] + width]
-
     if "ECAL" in cal:
         ecal = cal["ECAL"]
-        out.update(_ecal_quantities(setup, ecal, cols("ECAL", ecal.n_channels), conditions.calo["ECAL"]))
+        ecal_lo, ecal_hi = lay.offsets["ECAL"], lay.offsets["ECAL"] + ecal.n_channels
+        ecal_args = _ecal_args(ecal, conditions.calo["ECAL"])
+    else:
+        ecal_lo = ecal_hi = 0
+        ecal_args = None
+    sums, t_master, c_time, n_flag, e_out, e_cell = _event_kernel(
+        offsets, digits.det, digits.chan, digits.time, digits.energy, flags, lay.column, lay.reference,
+        lay.counter_slot, lay.n_columns, len(lay.counters), float(cfg.nominal_time), float(cfg.timing_window),
+        int(counts.max()) if n else 0, ecal_lo, ecal_hi, ecal_args)
+    out: dict[str, np.ndarray] = {}
+
+    def cols(name, width):  # the columns of a detector in ``sums`` (the ECAL columns left out)
+        start = lay.offsets[name] - (ecal_hi - ecal_lo if lay.offsets[name] >= ecal_hi else 0)
+        return sums[:, start: start + width]
+
+    if "ECAL" in cal:
+        out.update(_ecal_outputs(e_out, e_cell))
     else:
         out.update(_absent_ecal(n))
     for name, key, width in (("HCAL", "hcal", None), ("SRD", "srd", ABSENT_SRD_MODULES)):
@@ -435,21 +472,31 @@ def _ecal_quantities_reference(setup: Setup, det: Calorimeter, chan_e: np.ndarra
     return out
 
 
-def _ecal_quantities(setup: Setup, det: Calorimeter, chan_e: np.ndarray, cond=None) -> dict[str, np.ndarray]:
-    """Fast version of :func:`_ecal_quantities_reference` (one numba pass)."""
+def _ecal_args(det: Calorimeter, cond=None) -> tuple:
+    """The parameters of :func:`_ecal_event` for ``det`` and its conditions ``cond``."""
     b, stochastic, floor, _ = _profile_params(det)
     table = profile_table(det.cell_size[0], det.cell_size[1], b)
     ix, iy = np.meshgrid(np.arange(det.nx), np.arange(det.ny), indexing="ij")
     cx, cy = det.cell_center(ix, iy)
     pre = np.array([s == "preshower" for s in det.section_names], np.bool_)
     resp_e, resp_s = _response(cond, det.n_sections)
-    res = _ecal_kernel(np.asarray(chan_e, np.float64), float(GeV), det.n_sections, det.nx, det.ny, pre,
-                       np.ascontiguousarray(cx, np.float64), np.ascontiguousarray(cy, np.float64),
-                       resp_e, np.ascontiguousarray(resp_s), table, _profile_variance(table, stochastic),
-                       stochastic, floor)
-    keys = ("ecal_preshower_energy", "ecal_main_energy", "ecal_energy", "ecal_max_cell_ix", "ecal_max_cell_iy",
-            "ecal_cog_x", "ecal_cog_y", "ecal_shower_chi2")
-    return dict(zip(keys, res, strict=True))
+    return (float(GeV), det.n_sections, det.nx, det.ny, pre, np.ascontiguousarray(cx, np.float64),
+            np.ascontiguousarray(cy, np.float64), resp_e, np.ascontiguousarray(resp_s), table,
+            _profile_variance(table, stochastic), stochastic, floor)
+
+
+def _ecal_outputs(e_out, e_cell) -> dict[str, np.ndarray]:
+    """The ECAL fields from the (6, n) and (2, n) outputs of :func:`_ecal_event`."""
+    ps, main, tot, cog_x, cog_y, chi2 = e_out
+    return {"ecal_preshower_energy": ps, "ecal_main_energy": main, "ecal_energy": tot,
+            "ecal_max_cell_ix": e_cell[0], "ecal_max_cell_iy": e_cell[1], "ecal_cog_x": cog_x, "ecal_cog_y": cog_y,
+            "ecal_shower_chi2": chi2}
+
+
+def _ecal_quantities(setup: Setup, det: Calorimeter, chan_e: np.ndarray, cond=None) -> dict[str, np.ndarray]:
+    """Fast version of :func:`_ecal_quantities_reference` (one numba pass over a table of
+    cell energies; :func:`reconstruct_calo` computes the same per event, without the table)."""
+    return _ecal_outputs(*_ecal_kernel(np.asarray(chan_e, np.float64), *_ecal_args(det, cond)))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -470,65 +517,80 @@ def _interp(x, xp, fp, k):
 @numba.njit(cache=True, nogil=True)
 def _ecal_kernel(chan_e, unit, n_sec, nx, ny, pre, cx, cy, resp_e, resp_s, table, pvar, stochastic, floor):
     n = chan_e.shape[0]
-    ps = np.zeros(n)
-    main = np.zeros(n)
-    etot = np.empty(n)
-    max_ix = np.full(n, -1, np.int64)
-    max_iy = np.full(n, -1, np.int64)
-    cog_x = np.full(n, np.nan)
-    cog_y = np.full(n, np.nan)
-    chi2 = np.full(n, np.nan)
+    e_out = np.empty((6, n))
+    e_cell = np.empty((2, n), np.int64)
     grid = np.empty((nx, ny))
     obs = np.empty((3, 3))
     inside = np.empty((3, 3), dtype=np.bool_)
     scale = np.ones(n_sec)
-    n_cell = nx * ny
     for e in range(n):
-        if len(resp_e) > 0:
-            raw = 0.0
-            for c in range(n_sec * n_cell):
-                raw += chan_e[e, c] / unit
-            u = 1.0 / raw if raw > 0.0 else np.inf
-            for k in range(n_sec):
-                scale[k] = _interp(u, resp_e, resp_s, k)
-        for i in range(nx):
-            for j in range(ny):
-                grid[i, j] = 0.0
+        _ecal_event(chan_e, e, 0, e, unit, n_sec, nx, ny, pre, cx, cy, resp_e, resp_s, table, pvar, stochastic,
+                    floor, grid, obs, inside, scale, e_out, e_cell)
+    return e_out, e_cell
+
+
+@numba.njit(cache=True, nogil=True, **NO_NRT)
+def _ecal_event(cells, r, base, e, unit, n_sec, nx, ny, pre, cx, cy, resp_e, resp_s, table, pvar, stochastic, floor,
+                grid, obs, inside, scale, e_out, e_cell):
+    """ECAL quantities of event ``e`` from its cell energies ``cells[r, base:base + n_sec * nx * ny]``
+    (MeV): ``e_out[:, e]`` = preshower, main and total energy, centre of gravity x and y, shower
+    chi2 (:func:`_ecal_outputs`), ``e_cell[:, e]`` = the cell with most energy (-1 if none).
+    ``grid``, ``obs``, ``inside``, ``scale``: work arrays (``scale`` all ones without a response
+    table).  Allocates nothing (compiled without numba's reference counting: a plain call per event)."""
+    n_cell = nx * ny
+    if len(resp_e) > 0:
+        raw = 0.0
+        for c in range(n_sec * n_cell):
+            raw += cells[r, base + c] / unit
+        u = 1.0 / raw if raw > 0.0 else np.inf
         for k in range(n_sec):
-            sec = 0.0
-            for i in range(nx):
-                for j in range(ny):
-                    v = chan_e[e, (k * nx + i) * ny + j] / unit * scale[k]
-                    sec += v
-                    grid[i, j] += v
-            if pre[k]:
-                ps[e] += sec
-            else:
-                main[e] += sec
-        etot[e] = ps[e] + main[e]
-        tot = 0.0
-        sx = 0.0
-        sy = 0.0
-        best = -np.inf
-        bi = 0
-        bj = 0
+            scale[k] = _interp(u, resp_e, resp_s, k)
+    for i in range(nx):
+        for j in range(ny):
+            grid[i, j] = 0.0
+    ps = 0.0
+    main = 0.0
+    for k in range(n_sec):
+        sec = 0.0
         for i in range(nx):
             for j in range(ny):
-                g = grid[i, j]
-                tot += g
-                sx += g * cx[i, j]
-                sy += g * cy[i, j]
-                if g > best:
-                    best = g
-                    bi = i
-                    bj = j
-        if tot > 0.0:
-            max_ix[e] = bi
-            max_iy[e] = bj
-            cog_x[e] = sx / tot
-            cog_y[e] = sy / tot
-        chi2[e] = _chi2_one(grid, table, pvar, stochastic, floor, obs, inside)
-    return ps, main, etot, max_ix, max_iy, cog_x, cog_y, chi2
+                v = cells[r, base + (k * nx + i) * ny + j] / unit * scale[k]
+                sec += v
+                grid[i, j] += v
+        if pre[k]:
+            ps += sec
+        else:
+            main += sec
+    e_out[0, e] = ps
+    e_out[1, e] = main
+    e_out[2, e] = ps + main
+    tot = 0.0
+    sx = 0.0
+    sy = 0.0
+    best = -np.inf
+    bi = 0
+    bj = 0
+    for i in range(nx):
+        for j in range(ny):
+            g = grid[i, j]
+            tot += g
+            sx += g * cx[i, j]
+            sy += g * cy[i, j]
+            if g > best:
+                best = g
+                bi = i
+                bj = j
+    if tot > 0.0:
+        e_cell[0, e] = bi
+        e_cell[1, e] = bj
+        e_out[3, e] = sx / tot
+        e_out[4, e] = sy / tot
+    else:
+        e_cell[0, e] = -1
+        e_cell[1, e] = -1
+        e_out[3, e] = np.nan
+        e_out[4, e] = np.nan
+    e_out[5, e] = _chi2_one(grid, table, pvar, stochastic, floor, obs, inside)
 
 
 def _profile_params(det: Calorimeter) -> tuple[float, float, float, float]:
@@ -591,7 +653,7 @@ def _profile_variance(table: np.ndarray, stochastic: float) -> np.ndarray:
     return stochastic * stochastic * table * (1.0 - table)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, **NO_NRT)
 def _chi2_one(g2, table, pvar, stochastic, floor, obs, inside):
     """Shower-shape chi2/ndf of one event's (nx, ny) cell energies (GeV); ``obs``,
     ``inside``: (3, 3) work arrays; ``pvar`` = :func:`_profile_variance` of ``table``.  A grid

@@ -316,6 +316,36 @@ def _waveform_kernel(
     pileup_prominence,
     pileup_chi2,
 ):
+    """:func:`_fit_digits` with per-digit conditions arrays (the conditions of digit i at i)."""
+    return _fit_digits(adc, np.arange(adc.shape[0]), ped_even_cond, ped_odd_cond, noise, gain, time_offset, status,
+                       n_ped, contamination, period, decay, half_rise, max_adc, threshold, pileup_fraction,
+                       pileup_prominence, pileup_chi2)
+
+
+@numba.njit(cache=True, nogil=True)
+def _fit_digits(
+    adc,
+    cond,
+    ped_even_cond,
+    ped_odd_cond,
+    noise,
+    gain,
+    time_offset,
+    status,
+    n_ped,
+    contamination,
+    period,
+    decay,
+    half_rise,
+    max_adc,
+    threshold,
+    pileup_fraction,
+    pileup_prominence,
+    pileup_chi2,
+):
+    """The waveform kernel: digit i has the conditions at ``cond[i]`` of the conditions arrays
+    (:func:`reconstruct_digits`: the flattened (detector id, channel) tables and each digit's
+    entry, :func:`_condition_index`; not a per-digit copy of six tables, 24 MB per 50k events)."""
     n, ns = adc.shape
     amplitude = np.empty(n)
     time = np.empty(n)
@@ -332,7 +362,8 @@ def _waveform_kernel(
     for k in range(ns):
         cexp[k] = math.exp(-(k * period - 2.0 * decay) / decay)
     for i in range(n):
-        sig = max(noise[i], 1.0)
+        c = cond[i]
+        sig = max(noise[c], 1.0)
         # 1. pedestals per parity from the first samples
         se = 0.0
         so = 0.0
@@ -354,8 +385,8 @@ def _waveform_kernel(
             bad |= abs(adc[i, k] - po) > cut
         f = np.uint8(0)
         if bad:
-            pe = ped_even_cond[i]
-            po = ped_odd_cond[i]
+            pe = ped_even_cond[c]
+            po = ped_odd_cond[c]
             f |= FLAG_PEDESTAL_FALLBACK
         ped_even[i] = pe
         ped_odd[i] = po
@@ -382,7 +413,7 @@ def _waveform_kernel(
         else:
             use[:] = True
         amax = y[imax]
-        if status[i] != 0:
+        if status[c] != 0:
             f |= FLAG_MASKED
         if amax < threshold:
             amplitude[i] = amax
@@ -420,7 +451,7 @@ def _waveform_kernel(
             if use[k]:
                 syy += y[k] * y[k]
                 npts += 1
-        chi2 = max(syy - q, 0.0) / (noise[i] ** 2 + 1.0 / 12.0)
+        chi2 = max(syy - q, 0.0) / (noise[c] ** 2 + 1.0 / 12.0)
         c2 = chi2 / (npts - 2) if npts > 2 else np.nan
         # 5. pile-up: a second prominent local maximum, or an inconsistent shape
         pile = c2 > pileup_chi2
@@ -440,8 +471,8 @@ def _waveform_kernel(
         if pile:
             f |= FLAG_PILEUP
         amplitude[i] = amp
-        time[i] = t0 + half_rise - time_offset[i]
-        energy[i] = amp * gain[i]
+        time[i] = t0 + half_rise - time_offset[c]
+        energy[i] = amp * gain[c]
         chi2ndf[i] = c2
         flags[i] = f
     return amplitude, time, energy, ped_even, ped_odd, chi2ndf, flags
@@ -661,7 +692,7 @@ def reconstruct_digits(det, chan, adc, setup: Setup, conditions, *, source: str 
     tables = _condition_tables(setup, conditions)
     width = tables["gain"].shape[1]
     stacked = _stacked_tables(conditions, tables)
-    look_rows, i = _gather_tables(det, chan, stacked, width, _TABLE_FIELDS.index("gain"))
+    cond, i = _condition_index(det, chan, stacked[_TABLE_FIELDS.index("gain")], width)
     if i >= 0:
         where = f"digit {i}" if describe is None else describe(i)
         raise RawFormatError(
@@ -670,23 +701,13 @@ def reconstruct_digits(det, chan, adc, setup: Setup, conditions, *, source: str 
             + ", ".join(f"{d.name}={d.id} ({d.n_channels} ch)" for d in setup.calorimeters.values())
             + ")"
         )
-    look = dict(zip(_TABLE_FIELDS, look_rows, strict=True))
-    gain = look["gain"]
     if adc.dtype not in (np.int16, np.int32, np.int64, np.float64):
         adc = adc.astype(np.float64)
-    res = _waveform_kernel(
-        adc,
-        look["pedestal_even"],
-        look["pedestal_odd"],
-        look["noise_adc"],
-        gain,
-        look["time_offset"],
-        look["status"].astype(np.int64),
-        *_kernel_args(cfg),
-    )
+    res = _fit_digits(adc, cond, *stacked, *_kernel_args(cfg))  # the rows in the order of _TABLE_FIELDS
     return Digits(det, chan, *res)
 
 
+#: the conditions the kernel reads, in the order of its arguments (:func:`_fit_digits`)
 _TABLE_FIELDS = ("pedestal_even", "pedestal_odd", "noise_adc", "gain", "time_offset", "status")
 
 
@@ -717,23 +738,21 @@ def _stacked_tables(conditions, tables: dict[str, np.ndarray]) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True)
-def _gather_tables(det, chan, stacked, width, gain_row):
-    """Per digit, the entries of ``stacked`` (fields, 256 * width) at (detector id, channel),
-    in one pass: returns the (fields, n_digits) values and the first digit whose detector id
-    or channel is out of the tables or whose gain is not finite (-1 if none).  Such a digit
-    gets the entries of (0, 0), as the numpy gather it replaces gave it (the caller raises)."""
+def _condition_index(det, chan, gain, width):
+    """Per digit, its entry ``det * width + chan`` in the flattened (256, width) conditions tables,
+    in one pass, and the first digit whose detector id or channel is out of the tables or whose
+    ``gain`` (flattened table) is not finite (-1 if none).  Such a digit gets entry 0 (the caller
+    raises)."""
     n = det.shape[0]
-    rows = stacked.shape[0]
-    out = np.empty((rows, n))
+    out = np.empty(n, np.int64)
     first_bad = -1
     for i in range(n):
         d = det[i]
         c = chan[i]
         known = d >= 0 and d < 256 and c >= 0 and c < width
         j = d * width + c if known else 0
-        for r in range(rows):
-            out[r, i] = stacked[r, j]
-        if first_bad < 0 and (not known or not np.isfinite(out[gain_row, i])):
+        out[i] = j
+        if first_bad < 0 and (not known or not np.isfinite(gain[j])):
             first_bad = i
     return out, first_bad
 

@@ -387,12 +387,32 @@ def extra_planes(plane_offsets, origin, usable, used, has_track, view_of_plane):
 _MATCH_CACHE: dict = {}
 
 
-def _pattern(used: np.ndarray) -> np.ndarray:
-    """Bit pattern (int64) of the used planes, one per row of the (n, planes) bool array."""
-    code = np.zeros(len(used), np.int64)
-    for j in range(used.shape[1]):
-        code |= used[:, j].astype(np.int64) << j
-    return code
+@numba.njit(cache=True)
+def _used_codes(hits, v_in, n_in, v_out, n_out):
+    """Per event, the bit patterns (int64) of the planes used by the tracks of views ``v_in`` and
+    ``v_out`` (bit j: ``hits[e, v, j] >= 0``, j < ``n_in`` / ``n_out``): the codes of
+    :func:`_match_chi2` in one pass over the (events, views, k) hit indices, instead of two
+    boolean (events, planes) masks, their ``any`` and a shift per plane."""
+    n = hits.shape[0]
+    c_in = np.empty(n, np.int64)
+    c_out = np.empty(n, np.int64)
+    for e in range(n):
+        a = 0
+        for j in range(n_in):
+            if hits[e, v_in, j] >= 0:
+                a |= 1 << j
+        b = 0
+        for j in range(n_out):
+            if hits[e, v_out, j] >= 0:
+                b |= 1 << j
+        c_in[e] = a
+        c_out[e] = b
+    return c_in, c_out
+
+
+def _bits(code, n: int) -> np.ndarray:
+    """The used-plane mask (bool, ``n``) of a pattern ``code`` of :func:`_used_codes`."""
+    return (int(code) >> np.arange(n)) & 1 == 1
 
 
 def _patterns(code: np.ndarray, bits: int):
@@ -429,15 +449,16 @@ def _match_chi2(out, res, vt, setup, cfg, hits=None):
     for c in ("x", "y"):
         iv = {v.role: i for i, v in enumerate(vt.views) if v.coord == c}
         vi, vo = vt.views[iv["in"]], vt.views[iv["out"]]
-        used_in = res["hits"][:, iv["in"], :len(vi.planes)] >= 0
-        used_out = res["hits"][:, iv["out"], :len(vo.planes)] >= 0
-        code = _pattern(used_in) * (1 << used_out.shape[1]) + _pattern(used_out)
+        k_max = res["hits"].shape[2]
+        n_in, n_out = min(len(vi.planes), k_max), min(len(vo.planes), k_max)
+        code_in, code_out = _used_codes(res["hits"], iv["in"], n_in, iv["out"], n_out)
+        code = code_in * (1 << n_out) + code_out
         # one (a, b_in, b_out) per pattern of used planes, then one vectorised expression
         # (the same one as MatchResolution.variance, term by term)
-        codes, first, inverse = _patterns(code, used_in.shape[1] + used_out.shape[1])
+        codes, first, inverse = _patterns(code, n_in + n_out)
         coef = np.full((3, len(codes)), np.nan)
         for k, i in enumerate(first):
-            mi, mo = used_in[i], used_out[i]
+            mi, mo = _bits(code_in[i], n_in), _bits(code_out[i], n_out)
             if not mi.any() or not mo.any():
                 continue
             key = (setup.name, setup.source, setup.period, vi, vo, tuple(mi), tuple(mo))
@@ -453,15 +474,15 @@ def _match_chi2(out, res, vt, setup, cfg, hits=None):
         chi2[ok] += term[ok]
         n_proj += ok
         if hits is not None:
-            todo = used_out.any(axis=1) & ~used_in.any(axis=1) & np.isfinite(out[f"out_{c}"])
+            todo = (code_out != 0) & (code_in == 0) & np.isfinite(out[f"out_{c}"])
             if todo.any():
-                alt = _hit_match_terms(out, c, vi, vo, used_out, todo, hits, setup)
+                alt = _hit_match_terms(out, c, vi, vo, code_out, n_out, todo, hits, setup)
                 ok = todo & ~np.isnan(alt)
                 chi2[ok] += alt[ok]
     return np.where(n_proj > 0, chi2, np.nan)
 
 
-def _hit_match_terms(out, c, vi, vo, used_out, todo, hits, setup):
+def _hit_match_terms(out, c, vi, vo, code_out, n_out, todo, hits, setup):
     """The match term of projection ``c`` for the events ``todo`` (an outgoing track and no
     incoming track in ``c``): the smallest ``(u_out - u_hit)^2 / var`` over the usable hits of
     the incoming view's planes carried along the beam direction to the ECAL front
@@ -470,16 +491,17 @@ def _hit_match_terms(out, c, vi, vo, used_out, todo, hits, setup):
     inf where the incoming view has no usable hit.  Without it the outgoing bend view of a
     muon whose incoming track lacks this projection is tied to the target only by the beam
     spot, and two noise hits upstream of MS2 (one in place of a lost true hit) make a fake
-    kick that the match cannot see (docs/periods.md, "The counted fakes")."""
+    kick that the match cannot see (docs/periods.md, "The counted fakes").  ``code_out``: per
+    event the planes the outgoing track used (:func:`_used_codes`, ``n_out`` bits)."""
     key = (setup.name, setup.source, setup.period, vi)
     if key not in _MATCH_CACHE:
         _MATCH_CACHE[key] = HitMatchResolution(setup, vi)
     hm = _MATCH_CACHE[key]
     p_ref = MatchResolution.P_REF
-    codes, first, inverse = np.unique(_pattern(used_out), return_index=True, return_inverse=True)
+    codes, first, inverse = _patterns(code_out, n_out)
     coef = np.full((2, len(codes)), np.nan)
     for k, i in enumerate(first):
-        mo = used_out[i]
+        mo = _bits(code_out[i], n_out)
         if not mo.any():
             continue
         key = (setup.name, setup.source, setup.period, vi, vo, (True,) * len(vi.planes), tuple(mo))
