@@ -298,12 +298,14 @@ def _outlier_bound(m, geometry, used, room, width_k, rates, devs, inflation, set
 
 
 def _integrated(m, geometry, used, outl, wrong, room, s_k, n_multi, pair_exp, outlier_sigmas, quantile,
-                max_muons: int = BOUND_MUONS) -> dict:
+                max_muons: int = BOUND_MUONS, upper_shape: str | None = None) -> dict:
     """The outliers' box probability per tracked muon integrated over their measured and fitted
     deviation densities (:func:`na64reco.outlier_tail.estimate`): ``used`` / ``outl`` / ``wrong``
     (muons, planes) masks (used, outlier, wrong twin), ``room`` the distance to the box minus
     the core mean and ``s_k`` the core width (mrad) per muon; each pattern of used planes
-    averaged over ``max_muons`` of its muons evenly spaced in ``room / s_k``, its chi2 cap as in
+    averaged over its muons (the ``max_muons`` closest to the box each as itself, the others in
+    bins: :func:`_muon_sample`; the bound's evenly spaced sample over-weights the closest muon,
+    which the count check shows at p_out < 130-140 GeV), its chi2 cap as in
     :func:`_outlier_bound`."""
     from scipy import stats
 
@@ -326,16 +328,73 @@ def _integrated(m, geometry, used, outl, wrong, room, s_k, n_multi, pair_exp, ou
     for pattern in np.unique(code_of):
         sel = np.flatnonzero(code_of == pattern)
         n_pattern = sel.size
-        if sel.size > max_muons:
-            sel = sel[np.argsort(room[sel] / s_k[sel])]
-            sel = sel[np.linspace(0, sel.size - 1, max_muons).astype(np.int64)]
+        r, sk, w = _muon_sample(room[sel], s_k[sel], max_muons)
         u = ((pattern >> np.arange(npl)) & 1).astype(bool)
         g, reach = set_reach(geometry, u)
         ndf = int(u.sum()) - 3
         c = math.sqrt(geometry["chi2_ndf_max"] * max(ndf, 0))
         q = width_ratio * math.sqrt(stats.chi2.isf(quantile, ndf)) if ndf > 0 else 0.0
-        patterns.append(outlier_tail.Pattern(u, g, reach, c + q, room[sel], s_k[sel], int(n_pattern)))
-    return outlier_tail.estimate(patterns, planes, sigma, n_multi, pair_exp, outlier_sigmas, quantile)
+        patterns.append(outlier_tail.Pattern(u, g, reach, c + q, r, sk, int(n_pattern), w))
+    return outlier_tail.estimate(patterns, planes, sigma, n_multi, pair_exp, outlier_sigmas, quantile,
+                                 upper_shape=upper_shape)
+
+
+#: width of the bins of the distance to the box (fit sigmas) that stand for the muons beyond the
+#: closest ones in the integrated estimate
+Z_BIN_SIGMAS = 0.01
+
+
+def _muon_sample(room: np.ndarray, s: np.ndarray, closest: int):
+    """The muons of a pattern for the box integrals: the ``closest`` ones to the box (in fit
+    sigmas) each as itself, the others by bins of ``Z_BIN_SIGMAS`` in ``room / s`` (their mean
+    room and sigma, weight their count); returns room, sigma, weights (summing to 1)."""
+    z = room / s
+    order = np.argsort(z)
+    n = z.size
+    near, rest = order[:closest], order[closest:]
+    if not rest.size:
+        return room[near], s[near], np.full(near.size, 1.0 / n)
+    b = np.floor(z[rest] / Z_BIN_SIGMAS).astype(np.int64)
+    _, inv, cnt = np.unique(b, return_inverse=True, return_counts=True)
+    r_b = np.bincount(inv, weights=room[rest]) / cnt
+    s_b = np.bincount(inv, weights=s[rest]) / cnt
+    return (np.concatenate([room[near], r_b]), np.concatenate([s[near], s_b]),
+            np.concatenate([np.full(near.size, 1.0 / n), cnt / n]))
+
+
+#: the count check of the integrated estimate: boxes p_out < these (GeV), where the sample has events
+COUNT_BOXES_GEV = (130.0, 140.0)
+#: and boxes at these many core widths above each muon's true deflection plus the core mean
+COUNT_K_SIGMAS = (4.0, 5.0, 6.0, 7.0)
+#: muons per pattern of used planes in the count check's integrals
+COUNT_MUONS = 500
+
+
+def count_check(m, geometry, used, outl, wrong, mean_k, s_k, n_multi, pair_exp, outlier_sigmas, quantile,
+                upper_shape: str, boxes=COUNT_BOXES_GEV, k_sigmas=COUNT_K_SIGMAS,
+                max_muons: int = COUNT_MUONS) -> list[dict]:
+    """The integrated estimate (core and outliers) against a direct count of the classified
+    sample, with the box moved to where the sample has events: ``p_out < box`` (``kappa > C /
+    box``) and ``kappa - kappa_true - mean > k s``; per box the counted muons, the estimated
+    number (central; core and outliers apart; the 90 % upper value) and the Poisson probabilities
+    of the count being this large or larger / this small or smaller given the central value."""
+    from scipy import stats
+
+    kappa, truth = np.asarray(m["kappa"], float), np.asarray(m["kappa_true"], float)
+    c = float(m["c_gev_mrad"])
+    n = kappa.size
+    rows = []
+    cases = [(f"p_out < {b:g} GeV", c / b - truth - mean_k, kappa > c / b) for b in boxes]
+    cases += [(f"{k:g} core widths", k * s_k, kappa - truth - mean_k > k * s_k) for k in k_sigmas]
+    for name, room, hit in cases:
+        e = _integrated(m, geometry, used, outl, wrong, room, s_k, n_multi, pair_exp, outlier_sigmas, quantile,
+                        max_muons, upper_shape=upper_shape)
+        est = n * e["central"]["p"]
+        k = int(np.sum(hit))
+        rows.append({"box": name, "counted": k, "estimated": est, "core": n * e["central"]["by_outlier_planes"][0],
+                     "outliers": n * e["central"]["p_outliers"], "upper": n * e["upper"]["p"],
+                     "p_ge": float(stats.poisson.sf(k - 1, est)), "p_le": float(stats.poisson.cdf(k, est))})
+    return rows
 
 
 def toy_pattern(geometry: dict, room_sigmas: np.ndarray, quantile: float = RESIDUAL_QUANTILE):
@@ -505,7 +564,7 @@ def core_fit(pull: np.ndarray) -> dict:
 def p00_estimate(m: dict, geometry: dict, period: dict | None = None, box: float | None = None, *,
                  outlier_sigmas: float = OUTLIER_SIGMAS, dev_factor: float = DEV_FACTOR,
                  residual_quantile: float = RESIDUAL_QUANTILE, bound_muons: int = BOUND_MUONS,
-                 integrated: bool = True) -> dict:
+                 integrated: bool = True, count_boxes: bool = True) -> dict:
     """The figures of the (0, 0) stratum from classified muons (:func:`load_muons`).
 
     ``geometry``: :func:`view_geometry` of the period (checked against the stored gains).
@@ -642,6 +701,9 @@ def p00_estimate(m: dict, geometry: dict, period: dict | None = None, box: float
     }
     if integ is not None:
         out["integrated"] = integ
+        if count_boxes:
+            out["count_check"] = count_check(m, geometry, used, outl, wrong_p, mean_k, core["width"] * sig_k, n_multi,
+                                             pair_exp, outlier_sigmas, residual_quantile, integ["upper_shape"])
         out["log10_p_integrated"] = math.log10(max(integ["central"]["p"], 1e-300))
         out["log10_p_integrated_upper"] = math.log10(max(integ["upper"]["p"], 1e-300))
         out["method"] = ("truth-classified lone muon (benchmarks/lone_muon_tail.py): right-hit fits Gaussian "

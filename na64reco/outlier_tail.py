@@ -39,7 +39,7 @@ the sample has events (:func:`count_check` in :mod:`na64reco.lone_muon`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -266,7 +266,8 @@ class Pattern:
     """One pattern of used planes: ``used`` (planes,) bool, ``gain`` (planes,), ``reach`` (2^planes: the largest shift
     per unit residual norm of outliers on each set, :func:`na64reco.lone_muon.set_reach`),
     ``cap_scale`` (the chi2 cut's residual norm plus the right hits' at its quantile),
-    ``room`` and ``s`` (mrad) of a sample of its muons, ``weight`` its muon count."""
+    ``room`` and ``s`` (mrad) of a sample of its muons with weights ``w`` (summing to 1; default
+    equal), ``weight`` its muon count."""
 
     used: np.ndarray
     gain: np.ndarray
@@ -275,13 +276,23 @@ class Pattern:
     room: np.ndarray
     s: np.ndarray
     weight: int
+    w: np.ndarray | None = None
+    _curves: dict = field(default_factory=dict, repr=False)
 
 
 def _box_curve(pattern: Pattern, x: np.ndarray) -> np.ndarray:
-    """mean_i Phi(-(room_i - x) / s_i) at the shifts ``x``."""
+    """sum_i w_i Phi(-(room_i - x) / s_i) at the shifts ``x`` (kept on the pattern per grid)."""
     from scipy.special import ndtr
 
-    return np.mean(ndtr(-(pattern.room[:, None] - x[None, :]) / pattern.s[:, None]), axis=0)
+    key = (x.size, float(x[-1]))
+    if key not in pattern._curves:
+        w = np.full(pattern.room.size, 1.0 / pattern.room.size) if pattern.w is None else np.asarray(pattern.w)
+        out = np.zeros(x.size)
+        for i in range(0, pattern.room.size, 1000):
+            sl = slice(i, i + 1000)
+            out += w[sl] @ ndtr(-(pattern.room[sl, None] - x[None, :]) / pattern.s[sl, None])
+        pattern._curves[key] = out
+    return pattern._curves[key]
 
 
 def integrate(patterns: list[Pattern], planes: list[PlaneOutliers], tails: list[Tail], sigma: np.ndarray,
@@ -357,10 +368,13 @@ def _tails(fits: dict, shape: str | None) -> list[dict]:
 
 
 def estimate(patterns: list[Pattern], planes: list[PlaneOutliers], sigma: np.ndarray, n_multi: int,
-             pair_expected: float, outlier_sigmas: float, quantile: float = 0.0) -> dict:
+             pair_expected: float, outlier_sigmas: float, quantile: float = 0.0, *,
+             upper_shape: str | None = None) -> dict:
     """Central and 90 % upper box probability per tracked muon of the outliers (module doc), with
     the fits, the per-shape results and the rates; ``n_multi`` the muons with two or more outlier
-    planes, ``pair_expected`` what independent planes give."""
+    planes, ``pair_expected`` what independent planes give.  ``upper_shape`` given: only the
+    central value and that shape's upper one (``central``, ``upper``), two integrals in place of
+    five (the count checks)."""
     from na64reco.stats.limits import poisson_upper_limit
 
     fits = fit_tails(planes, outlier_sigmas)
@@ -371,6 +385,9 @@ def estimate(patterns: list[Pattern], planes: list[PlaneOutliers], sigma: np.nda
         else math.inf
     corr_up = max(corr_up, 1.0) if math.isfinite(corr_up) else 1e6
     central = integrate(patterns, planes, _tails(fits, None), sigma, rates, corr, 0.0)
+    if upper_shape is not None:
+        heavy = [{k: t.heavier() for k, t in d.items()} for d in _tails(fits, upper_shape)]
+        return {"central": central, "upper": integrate(patterns, planes, heavy, sigma, rates_up, corr_up, quantile)}
     per_shape = {}
     for shape in SHAPES:
         tails = _tails(fits, shape)
