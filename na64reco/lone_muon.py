@@ -665,8 +665,13 @@ def p00_estimate(m: dict, geometry: dict, period: dict | None = None, box: float
         m, geometry, used, dist - mean_k, width * sig_k, np.stack([rate_up, rate_above, beyond]),
         np.stack([q99, seen, d_bound]),
         inflation, set_cap, residual_quantile, bound_muons)
-    integ = _integrated(m, geometry, used, outl, wrong_p, dist - mean_k, width * sig_k, n_multi, pair_exp,
-                        outlier_sigmas, residual_quantile, bound_muons) if integrated else None
+    integ, integ_message = None, None
+    if integrated:
+        try:
+            integ = _integrated(m, geometry, used, outl, wrong_p, dist - mean_k, width * sig_k, n_multi, pair_exp,
+                                outlier_sigmas, residual_quantile, bound_muons)
+        except ConfigError as exc:  # no outlier tail to fit: the adversarial bound stands alone
+            integ_message = str(exc)
     out = {
         "method": "truth-classified lone muon (benchmarks/lone_muon_tail.py): right-hit fits Gaussian (closed-form "
                   "tail), outliers (wrong twins, far hits) by their measured shifts; bound: every set of outlier "
@@ -699,6 +704,8 @@ def p00_estimate(m: dict, geometry: dict, period: dict | None = None, box: float
         "outlier_sigmas": outlier_sigmas, "dev_factor": dev_factor, "residual_quantile": residual_quantile,
         "fakes": int(np.sum(m["fake"])),
     }
+    if integ_message:
+        out["integrated_message"] = integ_message
     if integ is not None:
         out["integrated"] = integ
         if count_boxes:

@@ -182,6 +182,9 @@ def fit_tails(planes: list[PlaneOutliers], outlier_sigmas: float) -> dict:
         return out
 
     every = pooled_fit(np.concatenate([p.u for p in planes]) if planes else np.zeros(0))
+    if every["exponential"] is None:
+        raise ConfigError(f"outlier tail: {sum(p.n for p in planes)} outliers in all planes, too few above "
+                          f"{outlier_sigmas:g} plane resolutions to fit a tail")
     pooled = {k: pooled_fit(np.concatenate([p.u[p.kind(k)] for p in planes])) for k in KINDS}
     out = []
     loglik = dict.fromkeys(SHAPES, 0.0)
@@ -229,7 +232,8 @@ def _component_density(u: np.ndarray, toward: np.ndarray, tail: Tail, scale: flo
     idx = np.rint(scale * u[below] / dx).astype(np.int64)
     over = float(np.sum(idx > bins)) / n
     np.add.at(mass, idx[idx <= bins], 1.0 / n)
-    mass[0] += 1.0 - frac_toward  # away from the box: as no shift
+    # away from the box: as no shift (those below the threshold as seen, the tail's at the toward fraction)
+    mass[0] += float(np.sum(~toward & (u <= tail.u_t))) / n + w_tail * (1.0 - frac_toward)
     # above it the fitted tail (seen and unseen), towards the box, split at the lattice midpoints
     mid = (np.arange(bins + 2) - 0.5) * dx / scale
     sv = tail.survival(np.maximum(mid, tail.u_t))
