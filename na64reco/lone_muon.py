@@ -335,8 +335,10 @@ def _integrated(m, geometry, used, outl, wrong, room, s_k, n_multi, pair_exp, ou
         c = math.sqrt(geometry["chi2_ndf_max"] * max(ndf, 0))
         q = width_ratio * math.sqrt(stats.chi2.isf(quantile, ndf)) if ndf > 0 else 0.0
         patterns.append(outlier_tail.Pattern(u, g, reach, c + q, r, sk, int(n_pattern), w))
+    o = outl.astype(np.int64)
+    u = used.astype(np.int64)
     return outlier_tail.estimate(patterns, planes, sigma, n_multi, pair_exp, outlier_sigmas, quantile,
-                                 upper_shape=upper_shape)
+                                 upper_shape=upper_shape, pair_counts=o.T @ o, pair_used=u.T @ u)
 
 
 #: width of the bins of the distance to the box (fit sigmas) that stand for the muons beyond the

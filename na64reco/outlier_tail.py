@@ -223,6 +223,10 @@ def fit_tails(planes: list[PlaneOutliers], outlier_sigmas: float) -> dict:
 
 def _component_density(u: np.ndarray, toward: np.ndarray, tail: Tail, scale: float, dx: float,
                        bins: int) -> tuple[np.ndarray, float]:
+    if toward is None:  # coherent: every outlier towards the box
+        if not u.size:
+            return _component_density_all_toward(tail, scale, dx, bins)
+        toward = np.ones(u.size, bool)
     mass = np.zeros(bins + 1)
     n = max(u.size, 1)
     frac_toward = float(np.mean(toward)) if u.size else 0.5
@@ -242,7 +246,14 @@ def _component_density(u: np.ndarray, toward: np.ndarray, tail: Tail, scale: flo
     return mass, over
 
 
-def shift_density(plane: PlaneOutliers, tails: dict, scale: float, dx: float, bins: int) -> tuple[np.ndarray, float]:
+def _component_density_all_toward(tail: Tail, scale: float, dx: float, bins: int) -> tuple[np.ndarray, float]:
+    mid = (np.arange(bins + 2) - 0.5) * dx / scale
+    sv = tail.survival(np.maximum(mid, tail.u_t))
+    return sv[:-1] - sv[1:], float(sv[-1])
+
+
+def shift_density(plane: PlaneOutliers, tails: dict, scale: float, dx: float, bins: int,
+                  coherent: bool = False) -> tuple[np.ndarray, float]:
     """Density of ONE outlier's shift towards the box on a plane, ``x = scale u`` (mrad;
     ``scale = |g_j| sigma_j``), as masses on the lattice ``x_i = i dx``, i = 0..bins (each mass
     at its nearest lattice point) and the mass beyond ``(bins + 1/2) dx``: per kind (far hit,
@@ -250,15 +261,16 @@ def shift_density(plane: PlaneOutliers, tails: dict, scale: float, dx: float, bi
     ``u_t``, the kind's fitted tail ``tails[kind]`` above it with the fraction of the kind
     there (the seen deviations above ``u_t`` agree with it by its KS test; the hybrid of the
     seen ones and the fit beyond the largest counts the tail twice near the largest: toys);
-    away from the box counted as no shift (index 0)."""
+    away from the box counted as no shift (index 0).  ``coherent``: every outlier towards the box
+    (the sets of two or more outlier planes, whose signs are correlated in the samples)."""
     mass, over = np.zeros(bins + 1), 0.0
     if not plane.n:  # no outlier seen: the tail of the far hits from u_t on
-        return _component_density(plane.u, plane.toward, tails["far"], scale, dx, bins)
+        return _component_density(plane.u, None if coherent else plane.toward, tails["far"], scale, dx, bins)
     for k in KINDS:
         sel = plane.kind(k)
         if not sel.any():
             continue
-        m, o = _component_density(plane.u[sel], plane.toward[sel], tails[k], scale, dx, bins)
+        m, o = _component_density(plane.u[sel], None if coherent else plane.toward[sel], tails[k], scale, dx, bins)
         w = float(sel.sum()) / plane.n
         mass += w * m
         over += w * o
@@ -300,11 +312,14 @@ def _box_curve(pattern: Pattern, x: np.ndarray) -> np.ndarray:
 
 
 def integrate(patterns: list[Pattern], planes: list[PlaneOutliers], tails: list[Tail], sigma: np.ndarray,
-              rates: np.ndarray, corr: float, quantile: float = 0.0) -> dict:
+              rates: np.ndarray, corr: float, quantile: float = 0.0, pair_rates: np.ndarray | None = None) -> dict:
     """The box probability per tracked muon (module doc) for the given plane ``tails`` (one per
-    plane), outlier ``rates`` and correlation ``corr``; ``quantile``: what the chi2 cap leaves
-    out (the right hits' residual beyond its quantile) added per set as such.  Returns the total
-    and its terms by number of outlier planes (no outlier: the core)."""
+    plane), outlier ``rates`` and correlation ``corr``; ``pair_rates`` (planes x planes, NaN:
+    not measured) the measured rates of the two-plane sets in place of ``corr r_i r_j``;
+    ``quantile``: what the chi2 cap leaves out (the right hits' residual beyond its quantile)
+    added per set as such.  Sets of two or more outlier planes take every outlier towards the
+    box (their signs are correlated in the samples, either way).  Returns the total and its
+    terms by number of outlier planes (no outlier: the core)."""
     npl = len(planes)
     by_size = np.zeros(npl + 1)
     by_pattern, top_sets = [], []
@@ -315,7 +330,9 @@ def integrate(patterns: list[Pattern], planes: list[PlaneOutliers], tails: list[
         dx = max(float(np.max(pat.room + GRID_MARGIN_SIGMAS * pat.s)), 1e-9) / nb
         x = np.arange(nb + 1) * dx
         curve = _box_curve(pat, x)
-        dens = {j: shift_density(planes[j], tails[j], abs(float(pat.gain[j])) * float(sigma[j]), dx, nb)
+        single = {j: shift_density(planes[j], tails[j], abs(float(pat.gain[j])) * float(sigma[j]), dx, nb)
+                  for j in used}
+        dens = {j: shift_density(planes[j], tails[j], abs(float(pat.gain[j])) * float(sigma[j]), dx, nb, True)
                 for j in used}
         # the shift density of every subset of the used planes, each from its parent by one convolution
         sets = {0: (np.eye(1, nb + 1)[0], 0.0)}
@@ -323,7 +340,11 @@ def integrate(patterns: list[Pattern], planes: list[PlaneOutliers], tails: list[
             members = [j for j in range(npl) if (code >> j) & 1]
             if any(j not in dens for j in members):
                 continue
-            pa, po = sets[code ^ (1 << members[-1])]
+            if len(members) == 1:
+                sets[code] = single[members[0]]
+                continue
+            parent = code ^ (1 << members[-1])
+            pa, po = sets[parent] if len(members) > 2 else dens[members[0]]
             da, do = dens[members[-1]]
             conv = np.convolve(pa, da)
             over = po * (float(da.sum()) + do) + do * float(pa.sum()) + float(conv[nb + 1:].sum())
@@ -337,6 +358,8 @@ def integrate(patterns: list[Pattern], planes: list[PlaneOutliers], tails: list[
                 by_size[0] += pat.weight * float(curve[0])
                 continue
             rate = corr ** (k - 1) * float(np.prod(rates[members]))
+            if k == 2 and pair_rates is not None and np.isfinite(pair_rates[members[0], members[1]]):
+                rate = float(pair_rates[members[0], members[1]])
             cap = pat.cap_scale * float(pat.reach[code])
             keep = x <= cap + 0.5 * dx  # beyond the chi2 cut's largest shift: not tracked
             p_set = float(np.sum(mass[keep] * curve[keep])) + (over if cap >= x[-1] else 0.0) + quantile
@@ -373,12 +396,15 @@ def _tails(fits: dict, shape: str | None) -> list[dict]:
 
 def estimate(patterns: list[Pattern], planes: list[PlaneOutliers], sigma: np.ndarray, n_multi: int,
              pair_expected: float, outlier_sigmas: float, quantile: float = 0.0, *,
-             upper_shape: str | None = None) -> dict:
+             upper_shape: str | None = None, pair_counts: np.ndarray | None = None,
+             pair_used: np.ndarray | None = None) -> dict:
     """Central and 90 % upper box probability per tracked muon of the outliers (module doc), with
     the fits, the per-shape results and the rates; ``n_multi`` the muons with two or more outlier
     planes, ``pair_expected`` what independent planes give.  ``upper_shape`` given: only the
     central value and that shape's upper one (``central``, ``upper``), two integrals in place of
-    five (the count checks)."""
+    five (the count checks).  ``pair_counts`` / ``pair_used`` (planes x planes): the muons with
+    outliers on both planes of a pair / using both; a pair seen gets its measured rate (upper:
+    its Poisson 90 % limit), a pair not seen ``F r_i r_j``."""
     from na64reco.stats.limits import poisson_upper_limit
 
     fits = fit_tails(planes, outlier_sigmas)
@@ -388,19 +414,27 @@ def estimate(patterns: list[Pattern], planes: list[PlaneOutliers], sigma: np.nda
     corr_up = poisson_upper_limit(n_multi, cl=CL, method="classical") / pair_expected if pair_expected > 0 \
         else math.inf
     corr_up = max(corr_up, 1.0) if math.isfinite(corr_up) else 1e6
-    central = integrate(patterns, planes, _tails(fits, None), sigma, rates, corr, 0.0)
+    npl = len(planes)
+    pr, pr_up = np.full((npl, npl), np.nan), np.full((npl, npl), np.nan)
+    if pair_counts is not None:
+        seen = (pair_counts > 0) & (pair_used > 0)
+        pr[seen] = pair_counts[seen] / pair_used[seen]
+        pr_up[seen] = np.array([poisson_upper_limit(int(k), cl=CL, method="classical") for k in pair_counts[seen]]) \
+            / pair_used[seen]
+    central = integrate(patterns, planes, _tails(fits, None), sigma, rates, corr, 0.0, pr)
     if upper_shape is not None:
         heavy = [{k: t.heavier() for k, t in d.items()} for d in _tails(fits, upper_shape)]
-        return {"central": central, "upper": integrate(patterns, planes, heavy, sigma, rates_up, corr_up, quantile)}
+        return {"central": central,
+                "upper": integrate(patterns, planes, heavy, sigma, rates_up, corr_up, quantile, pr_up)}
     per_shape = {}
     for shape in SHAPES:
         tails = _tails(fits, shape)
         rejected = any(e is not None and e["own"] and e["fits"][shape][1] < GOF_P_MIN
                        for entry in fits["planes"] for e in entry.values())
         per_shape[shape] = {
-            "central": integrate(patterns, planes, tails, sigma, rates, corr, 0.0)["p_outliers"],
+            "central": integrate(patterns, planes, tails, sigma, rates, corr, 0.0, pr)["p_outliers"],
             "upper": integrate(patterns, planes, [{k: t.heavier() for k, t in d.items()} for d in tails], sigma,
-                               rates_up, corr_up, quantile),
+                               rates_up, corr_up, quantile, pr_up),
             "rejected": rejected}
     allowed = [s for s in SHAPES if not per_shape[s]["rejected"]] or list(SHAPES)
     up = max(allowed, key=lambda s: per_shape[s]["upper"]["p"])
@@ -422,6 +456,9 @@ def estimate(patterns: list[Pattern], planes: list[PlaneOutliers], sigma: np.nda
                       for s, v in per_shape.items()},
         "rates": rates.tolist(), "rates_upper_90": rates_up.tolist(), "correlation": corr,
         "correlation_upper_90": corr_up, "two_or_more": int(n_multi), "two_or_more_if_independent": pair_expected,
+        "pairs": None if pair_counts is None else {
+            "counts": np.asarray(pair_counts).astype(int).tolist(),
+            "if_independent": (np.asarray(pair_used) * rates[:, None] * rates[None, :]).tolist()},
         "tails": [{"n_outliers": p.n, "n_wrong": int(p.kind("wrong").sum()),
                    "toward_fraction": float(np.mean(p.toward)) if p.n else None,
                    "u_max_far": float(np.max(p.u[p.kind("far")], initial=0.0)),
