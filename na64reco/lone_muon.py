@@ -337,8 +337,16 @@ def _integrated(m, geometry, used, outl, wrong, room, s_k, n_multi, pair_exp, ou
         patterns.append(outlier_tail.Pattern(u, g, reach, c + q, r, sk, int(n_pattern), w))
     o = outl.astype(np.int64)
     u = used.astype(np.int64)
+    tw = outl & (gain * dev > 0)  # towards the box
+    signs = np.full((npl, npl, 3), np.nan)
+    for i in range(npl):
+        for j in range(i + 1, npl):
+            both = outl[:, i] & outl[:, j]
+            if both.any():
+                ti, tj = tw[both, i], tw[both, j]
+                signs[i, j] = [np.mean(ti & tj), np.mean(ti & ~tj), np.mean(~ti & tj)]
     return outlier_tail.estimate(patterns, planes, sigma, n_multi, pair_exp, outlier_sigmas, quantile,
-                                 upper_shape=upper_shape, pair_counts=o.T @ o, pair_used=u.T @ u)
+                                 upper_shape=upper_shape, pair_counts=o.T @ o, pair_used=u.T @ u, pair_signs=signs)
 
 
 #: width of the bins of the distance to the box (fit sigmas) that stand for the muons beyond the

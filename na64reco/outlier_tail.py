@@ -296,6 +296,13 @@ class Pattern:
     _curves: dict = field(default_factory=dict, repr=False)
 
 
+def _convolve(a: tuple[np.ndarray, float], b: tuple[np.ndarray, float], nb: int) -> tuple[np.ndarray, float]:
+    """The density of the sum of two shifts (masses on the lattice, mass beyond it)."""
+    (pa, po), (da, do) = a, b
+    conv = np.convolve(pa, da)
+    return conv[:nb + 1], po * (float(da.sum()) + do) + do * float(pa.sum()) + float(conv[nb + 1:].sum())
+
+
 def _box_curve(pattern: Pattern, x: np.ndarray) -> np.ndarray:
     """sum_i w_i Phi(-(room_i - x) / s_i) at the shifts ``x`` (kept on the pattern per grid)."""
     from scipy.special import ndtr
@@ -312,13 +319,16 @@ def _box_curve(pattern: Pattern, x: np.ndarray) -> np.ndarray:
 
 
 def integrate(patterns: list[Pattern], planes: list[PlaneOutliers], tails: list[Tail], sigma: np.ndarray,
-              rates: np.ndarray, corr: float, quantile: float = 0.0, pair_rates: np.ndarray | None = None) -> dict:
+              rates: np.ndarray, corr: float, quantile: float = 0.0, pair_rates: np.ndarray | None = None,
+              pair_signs: np.ndarray | None = None) -> dict:
     """The box probability per tracked muon (module doc) for the given plane ``tails`` (one per
     plane), outlier ``rates`` and correlation ``corr``; ``pair_rates`` (planes x planes, NaN:
     not measured) the measured rates of the two-plane sets in place of ``corr r_i r_j``;
     ``quantile``: what the chi2 cap leaves out (the right hits' residual beyond its quantile)
-    added per set as such.  Sets of two or more outlier planes take every outlier towards the
-    box (their signs are correlated in the samples, either way).  Returns the total and its
+    added per set as such.  The signs of a two-plane set: ``pair_signs`` (planes x planes x 3:
+    both towards the box, only the first, only the second; NaN: not measured) where measured,
+    one towards and one away counted as the one towards alone; else independent.  Sets of three
+    or more outlier planes take every outlier towards the box.  Returns the total and its
     terms by number of outlier planes (no outlier: the core)."""
     npl = len(planes)
     by_size = np.zeros(npl + 1)
@@ -334,21 +344,30 @@ def integrate(patterns: list[Pattern], planes: list[PlaneOutliers], tails: list[
                   for j in used}
         dens = {j: shift_density(planes[j], tails[j], abs(float(pat.gain[j])) * float(sigma[j]), dx, nb, True)
                 for j in used}
-        # the shift density of every subset of the used planes, each from its parent by one convolution
-        sets = {0: (np.eye(1, nb + 1)[0], 0.0)}
+        # the shift density of every subset of the used planes, all towards the box, each from its
+        # parent by one convolution
+        coh = {0: (np.eye(1, nb + 1)[0], 0.0)}
         for code in range(1, 1 << npl):
             members = [j for j in range(npl) if (code >> j) & 1]
             if any(j not in dens for j in members):
                 continue
+            coh[code] = _convolve(coh[code ^ (1 << members[-1])], dens[members[-1]], nb)
+        sets = {}
+        for code in coh:
+            members = [j for j in range(npl) if (code >> j) & 1]
             if len(members) == 1:
                 sets[code] = single[members[0]]
-                continue
-            parent = code ^ (1 << members[-1])
-            pa, po = sets[parent] if len(members) > 2 else dens[members[0]]
-            da, do = dens[members[-1]]
-            conv = np.convolve(pa, da)
-            over = po * (float(da.sum()) + do) + do * float(pa.sum()) + float(conv[nb + 1:].sum())
-            sets[code] = (conv[:nb + 1], over)
+            elif len(members) == 2:  # the signs: measured where the pair was seen, else independent
+                i, j = members
+                if pair_signs is not None and np.isfinite(pair_signs[i, j, 0]):
+                    f_both, f_i, f_j = (float(v) for v in pair_signs[i, j])
+                    m = f_both * coh[code][0] + f_i * dens[i][0] + f_j * dens[j][0]
+                    m[0] += 1.0 - f_both - f_i - f_j
+                    sets[code] = (m, f_both * coh[code][1] + f_i * dens[i][1] + f_j * dens[j][1])
+                else:
+                    sets[code] = _convolve(single[i], single[j], nb)
+            else:
+                sets[code] = coh[code]
         pat_out = 0.0
         pat_code = int(np.sum(1 << np.flatnonzero(pat.used)))
         for code, (mass, over) in sets.items():
@@ -397,14 +416,15 @@ def _tails(fits: dict, shape: str | None) -> list[dict]:
 def estimate(patterns: list[Pattern], planes: list[PlaneOutliers], sigma: np.ndarray, n_multi: int,
              pair_expected: float, outlier_sigmas: float, quantile: float = 0.0, *,
              upper_shape: str | None = None, pair_counts: np.ndarray | None = None,
-             pair_used: np.ndarray | None = None) -> dict:
+             pair_used: np.ndarray | None = None, pair_signs: np.ndarray | None = None) -> dict:
     """Central and 90 % upper box probability per tracked muon of the outliers (module doc), with
     the fits, the per-shape results and the rates; ``n_multi`` the muons with two or more outlier
     planes, ``pair_expected`` what independent planes give.  ``upper_shape`` given: only the
     central value and that shape's upper one (``central``, ``upper``), two integrals in place of
     five (the count checks).  ``pair_counts`` / ``pair_used`` (planes x planes): the muons with
     outliers on both planes of a pair / using both; a pair seen gets its measured rate (upper:
-    its Poisson 90 % limit), a pair not seen ``F r_i r_j``."""
+    its Poisson 90 % limit) and its measured signs ``pair_signs`` (:func:`integrate`), a pair
+    not seen ``F r_i r_j`` and independent signs."""
     from na64reco.stats.limits import poisson_upper_limit
 
     fits = fit_tails(planes, outlier_sigmas)
@@ -421,20 +441,20 @@ def estimate(patterns: list[Pattern], planes: list[PlaneOutliers], sigma: np.nda
         pr[seen] = pair_counts[seen] / pair_used[seen]
         pr_up[seen] = np.array([poisson_upper_limit(int(k), cl=CL, method="classical") for k in pair_counts[seen]]) \
             / pair_used[seen]
-    central = integrate(patterns, planes, _tails(fits, None), sigma, rates, corr, 0.0, pr)
+    central = integrate(patterns, planes, _tails(fits, None), sigma, rates, corr, 0.0, pr, pair_signs)
     if upper_shape is not None:
         heavy = [{k: t.heavier() for k, t in d.items()} for d in _tails(fits, upper_shape)]
         return {"central": central,
-                "upper": integrate(patterns, planes, heavy, sigma, rates_up, corr_up, quantile, pr_up)}
+                "upper": integrate(patterns, planes, heavy, sigma, rates_up, corr_up, quantile, pr_up, pair_signs)}
     per_shape = {}
     for shape in SHAPES:
         tails = _tails(fits, shape)
         rejected = any(e is not None and e["own"] and e["fits"][shape][1] < GOF_P_MIN
                        for entry in fits["planes"] for e in entry.values())
         per_shape[shape] = {
-            "central": integrate(patterns, planes, tails, sigma, rates, corr, 0.0, pr)["p_outliers"],
+            "central": integrate(patterns, planes, tails, sigma, rates, corr, 0.0, pr, pair_signs)["p_outliers"],
             "upper": integrate(patterns, planes, [{k: t.heavier() for k, t in d.items()} for d in tails], sigma,
-                               rates_up, corr_up, quantile, pr_up),
+                               rates_up, corr_up, quantile, pr_up, pair_signs),
             "rejected": rejected}
     allowed = [s for s in SHAPES if not per_shape[s]["rejected"]] or list(SHAPES)
     up = max(allowed, key=lambda s: per_shape[s]["upper"]["p"])
@@ -458,7 +478,8 @@ def estimate(patterns: list[Pattern], planes: list[PlaneOutliers], sigma: np.nda
         "correlation_upper_90": corr_up, "two_or_more": int(n_multi), "two_or_more_if_independent": pair_expected,
         "pairs": None if pair_counts is None else {
             "counts": np.asarray(pair_counts).astype(int).tolist(),
-            "if_independent": (np.asarray(pair_used) * rates[:, None] * rates[None, :]).tolist()},
+            "if_independent": (np.asarray(pair_used) * rates[:, None] * rates[None, :]).tolist(),
+            "signs_both_one_other": None if pair_signs is None else np.nan_to_num(pair_signs, nan=-1.0).tolist()},
         "tails": [{"n_outliers": p.n, "n_wrong": int(p.kind("wrong").sum()),
                    "toward_fraction": float(np.mean(p.toward)) if p.n else None,
                    "u_max_far": float(np.max(p.u[p.kind("far")], initial=0.0)),
