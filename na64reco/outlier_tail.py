@@ -7,20 +7,23 @@ twin or farther than ``OUTLIER_SIGMAS`` plane resolutions from the truth, each m
 by its gain ``g_j`` (mrad/mm) times its deviation ``d_j`` (mm).  Here the box probability of
 those outliers is *estimated*:
 
-* per plane j, the measured outlier deviations in plane resolutions, ``u = |d| / sigma_j``
-  (units that make planes comparable), the fraction of them pointing towards the box
-  (``g_j d_j > 0``; the others are counted as no shift, which only adds), and a tail fitted
-  above the plane's ``TAIL_QUANTILE`` quantile (unbinned maximum likelihood): exponential
-  ``f(u) = lam exp(-lam (u - u_t))`` or power law ``f(u) = alpha u_t^alpha / u^(alpha + 1)``,
-  each with its Kolmogorov-Smirnov p-value (:func:`fit_tails`).  Planes with fewer than
-  ``MIN_TAIL`` outliers in the tail take the tail of all planes pooled;
-* the density of one outlier's shift on plane j: the measured deviations up to the largest
-  seen, the fitted tail beyond it (the unseen region) with the tail's weight there
-  (:func:`shift_density`), on a grid of deflection shifts (mrad) per pattern of used planes;
+* per plane j and kind (far hit, wrong twin: a straw's mirror is at most a pitch away, its
+  tail truncated there), the measured outlier deviations in plane resolutions,
+  ``u = |d| / sigma_j`` (units that make planes comparable), the fraction of them pointing
+  towards the box (``g_j d_j > 0``; the others are counted as no shift, which only adds), and
+  a tail fitted above the ``TAIL_QUANTILE`` quantile (unbinned maximum likelihood):
+  exponential ``f(u) = lam exp(-lam (u - u_t))`` or power law
+  ``f(u) = alpha u_t^alpha / u^(alpha + 1)``, each with its Kolmogorov-Smirnov p-value
+  (:func:`fit_tails`); fewer than ``MIN_TAIL`` values in the tail: the kind's tail of all
+  planes pooled;
+* the density of one outlier's shift on plane j: the measured deviations below the tail's
+  threshold, the fitted tail above it, seen and unseen region (:func:`shift_density`), on a
+  lattice of deflection shifts (mrad) per pattern of used planes;
 * a set S of outlier planes has the rate ``F^(|S|-1) prod_{j in S} r_j`` (``r_j`` the plane's
   outlier rate, ``F`` the measured correlation: muons with two or more outlier planes over
-  what independent planes give) and the shift density of the convolution of its planes'
-  densities; what the chi2 cut cannot let through (a total shift beyond ``cap_S``, the
+  what independent planes give), a pair seen in the sample its measured rate and signs; the
+  shift density of S is the convolution of its planes' densities (three or more planes: all
+  towards the box); what the chi2 cut cannot let through (a total shift beyond ``cap_S``, the
   largest shift outliers on S can make within the cut: :func:`na64reco.lone_muon.set_reach`)
   is dropped;
 * ``P(box) = sum_S rate(S) sum_x density_S(x) mean_i Phi(-(room_i - x) / s_i)`` over the
@@ -28,10 +31,10 @@ those outliers is *estimated*:
   minus the core mean, ``s_i`` the core width), weighted by the patterns' counts.
 
 The central value takes the measured rates, ``F`` and the maximum-likelihood tails of the
-shape chosen per plane on its goodness of fit; the 90 % upper value takes every rate, ``F``
-and tail parameter at its one-sided 90 % limit (the heavier tail), for each shape the fits do
-not reject (KS p >= ``GOF_P_MIN`` on every plane fitted on its own), and the larger of them:
-the spread between the shapes is part of it.  Validated on toys
+shape chosen on the summed likelihood of the planes' fits; the 90 % upper value takes every
+rate, ``F`` and tail parameter at its one-sided 90 % limit (the heavier tail), for each shape
+the fits do not reject (KS p >= ``GOF_P_MIN`` on every plane fitted on its own), and the
+larger of them: the spread between the shapes is part of it.  Validated on toys
 (``benchmarks/outlier_tail_toys.py``) and against direct counts with the box moved to where
 the sample has events (:func:`count_check` in :mod:`na64reco.lone_muon`).
 """
