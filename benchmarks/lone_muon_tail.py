@@ -221,11 +221,54 @@ def print_estimate(e: dict) -> None:
               f"10/50/90 % {q[0]:.2g} / {q[1]:.2g} / {q[2]:.2g} ns, "
               f"{t.get('mixed_2plus_dt_ge_half_dt_min', 'n/a')} of {t.get('mixed_2plus_foreign_hits', 'n/a')} "
               f">= {0.5 * t['dt_min_ns']:g} ns")
+    if "integrated" in e:
+        print_integrated(e)
     if "per_mot_upper" in e:
+        bound = e.get("per_mot_outlier_bound_adversarial", e.get("per_mot_outlier_bound", math.nan))
         print(f"{st} stratum per MOT (its sample-size bound {e.get('sample_size_upper_per_mot', float('nan')):.2g}): "
-              f"10^{e['log10_per_mot']:.1f} (truth model); bounds: outlier sets "
-              f"{e['per_mot_outlier_bound']:.2g}, the count alone {e['per_mot_count_upper_90']:.2g} (90 % CL); "
+              f"10^{e['log10_per_mot']:.1f} (truth model, measured shifts); outliers integrated "
+              f"{e['per_mot']:.2g}, 90 % upper {e.get('per_mot_integrated_upper_90', math.nan):.2g}; adversarial "
+              f"bound (outlier sets) {bound:.2g}, the count alone {e['per_mot_count_upper_90']:.2g} (90 % CL); "
+              f"per_mot_upper {e['per_mot_upper']:.2g} ({e['per_mot_upper_from']}); "
               f"tail fits {', '.join(f'{k} {v:.2g}' for k, v in e['tail_fit_per_mot'].items())}")
+
+
+def print_integrated(e: dict) -> None:
+    """The outliers integrated (:mod:`na64reco.outlier_tail`): tails, terms, count check."""
+    i = e["integrated"]
+    planes = e["view_planes"]
+
+    def names(code):
+        return "+".join(p for j, p in enumerate(planes) if (code >> j) & 1) or "none"
+
+    print(f"outliers integrated: tail shape chosen {i['chosen_shape']} (log-likelihood "
+          + ", ".join(f"{k} {v:.1f}" for k, v in i["log_likelihood"].items())
+          + f"); correlation F = {i['correlation']:.2f} (90 % upper {i['correlation_upper_90']:.2f}; "
+          f"{i['two_or_more']} muons with 2+ outlier planes, {i['two_or_more_if_independent']:.1f} if independent)")
+    for p, t in zip(planes, i["tails"], strict=True):
+        for kind in ("far", "wrong"):
+            f = t[kind]
+            if f is None:
+                continue
+            x, y = f["exponential"], f["power_law"]
+            print(f"  {p} {kind}: {t['n_wrong'] if kind == 'wrong' else t['n_outliers'] - t['n_wrong']} outliers, "
+                  f"largest {t['u_max_' + kind]:.1f} sigma; tail above {x['u_t']:.2f} ({x['n_tail']}"
+                  f"{'' if f['own_fit'] else ', pooled'}): exp lam {x['par']:.2f} (90 % {x['par_heavier_90']:.2f}, "
+                  f"KS p {x['ks_p']:.2g}), power alpha {y['par']:.2f} (90 % {y['par_heavier_90']:.2f}, KS p "
+                  f"{y['ks_p']:.2g})" + (f", bound {x['bound']:.0f} sigma" if x.get("bound") else ""))
+    c, u = i["central"], i["upper"]
+    print(f"  per tracked muon: central {c['p_outliers']:.3g} (by outlier planes "
+          + ", ".join(f"{v:.2g}" for v in c["by_outlier_planes"][1:]) + f"); 90 % upper {u['p_outliers']:.3g} "
+          f"({i['upper_shape']}; shapes allowed {', '.join(i['shapes_allowed'])}); per shape "
+          + ", ".join(f"{k} {v['central']:.2g} / {v['upper']:.2g}{' (KS-rejected)' if v['rejected'] else ''}"
+                      for k, v in i["per_shape"].items()))
+    for t in c["largest_terms"][:5]:
+        print(f"    term {t['p_per_tracked']:.2g}: outliers on {names(t['set'])}, used "
+              f"{names(t['used'])}: rate {t['rate']:.2g} x P(box) {t['p_box_given_set']:.2g}")
+    for row in e.get("count_check", []):
+        print(f"  count check {row['box']}: counted {row['counted']}, estimated {row['estimated']:.3g} "
+              f"(core {row['core']:.3g}, outliers {row['outliers']:.3g}; 90 % upper {row['upper']:.3g}); "
+              f"P(>= counted) {row['p_ge']:.2g}, P(<= counted) {row['p_le']:.2g}")
 
 
 if __name__ == "__main__":

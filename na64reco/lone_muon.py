@@ -297,6 +297,133 @@ def _outlier_bound(m, geometry, used, room, width_k, rates, devs, inflation, set
     return (total - norm) / ln10, check, ((by_size - norm) / ln10).tolist()
 
 
+def _integrated(m, geometry, used, outl, wrong, room, s_k, n_multi, pair_exp, outlier_sigmas, quantile,
+                max_muons: int = BOUND_MUONS, upper_shape: str | None = None) -> dict:
+    """The outliers' box probability per tracked muon integrated over their measured and fitted
+    deviation densities (:func:`na64reco.outlier_tail.estimate`): ``used`` / ``outl`` / ``wrong``
+    (muons, planes) masks (used, outlier, wrong twin), ``room`` the distance to the box minus
+    the core mean and ``s_k`` the core width (mrad) per muon; each pattern of used planes
+    averaged over its muons (the ``max_muons`` closest to the box each as itself, the others in
+    bins: :func:`_muon_sample`; the bound's evenly spaced sample over-weights the closest muon,
+    which the count check shows at p_out < 130-140 GeV), its chi2 cap as in
+    :func:`_outlier_bound`."""
+    from scipy import stats
+
+    from na64reco import outlier_tail
+
+    sigma = np.asarray(geometry["sigma"], float)
+    dev = np.nan_to_num(np.asarray(m["dev"], float))
+    gain = np.asarray(m["gain"], float)
+    npl = used.shape[1]
+    # a straw hit's mirror is at most a pitch from the hit (twice the drift radius), plus the smearing
+    pitch = np.asarray(m["view_straw_pitch"], float)
+    bound = np.where(pitch > 0, (pitch + CORRECT_SIGMAS * sigma) / sigma, math.inf)
+    planes = [outlier_tail.PlaneOutliers(np.abs(dev[outl[:, j], j]) / sigma[j], (gain * dev)[outl[:, j], j] > 0,
+                                         int(used[:, j].sum()), wrong[outl[:, j], j], float(bound[j]))
+              for j in range(npl)]
+    bits = 1 << np.arange(npl)
+    code_of = (used * bits).sum(1)
+    width_ratio = float(np.median(s_k / np.asarray(m["sigma_kappa"], float))) if code_of.size else 1.0
+    patterns = []
+    for pattern in np.unique(code_of):
+        sel = np.flatnonzero(code_of == pattern)
+        n_pattern = sel.size
+        r, sk, w = _muon_sample(room[sel], s_k[sel], max_muons)
+        u = ((pattern >> np.arange(npl)) & 1).astype(bool)
+        g, reach = set_reach(geometry, u)
+        ndf = int(u.sum()) - 3
+        c = math.sqrt(geometry["chi2_ndf_max"] * max(ndf, 0))
+        q = width_ratio * math.sqrt(stats.chi2.isf(quantile, ndf)) if ndf > 0 else 0.0
+        patterns.append(outlier_tail.Pattern(u, g, reach, c + q, r, sk, int(n_pattern), w))
+    o = outl.astype(np.int64)
+    u = used.astype(np.int64)
+    tw = outl & (gain * dev > 0)  # towards the box
+    signs = np.full((npl, npl, 3), np.nan)
+    for i in range(npl):
+        for j in range(i + 1, npl):
+            both = outl[:, i] & outl[:, j]
+            if both.any():
+                ti, tj = tw[both, i], tw[both, j]
+                signs[i, j] = [np.mean(ti & tj), np.mean(ti & ~tj), np.mean(~ti & tj)]
+    return outlier_tail.estimate(patterns, planes, sigma, n_multi, pair_exp, outlier_sigmas, quantile,
+                                 upper_shape=upper_shape, pair_counts=o.T @ o, pair_used=u.T @ u, pair_signs=signs)
+
+
+#: width of the bins of the distance to the box (fit sigmas) that stand for the muons beyond the
+#: closest ones in the integrated estimate
+Z_BIN_SIGMAS = 0.01
+
+
+def _muon_sample(room: np.ndarray, s: np.ndarray, closest: int):
+    """The muons of a pattern for the box integrals: the ``closest`` ones to the box (in fit
+    sigmas) each as itself, the others by bins of ``Z_BIN_SIGMAS`` in ``room / s`` (their mean
+    room and sigma, weight their count); returns room, sigma, weights (summing to 1)."""
+    z = room / s
+    order = np.argsort(z)
+    n = z.size
+    near, rest = order[:closest], order[closest:]
+    if not rest.size:
+        return room[near], s[near], np.full(near.size, 1.0 / n)
+    b = np.floor(z[rest] / Z_BIN_SIGMAS).astype(np.int64)
+    _, inv, cnt = np.unique(b, return_inverse=True, return_counts=True)
+    r_b = np.bincount(inv, weights=room[rest]) / cnt
+    s_b = np.bincount(inv, weights=s[rest]) / cnt
+    return (np.concatenate([room[near], r_b]), np.concatenate([s[near], s_b]),
+            np.concatenate([np.full(near.size, 1.0 / n), cnt / n]))
+
+
+#: the count check of the integrated estimate: boxes p_out < these (GeV), where the sample has events
+COUNT_BOXES_GEV = (130.0, 140.0)
+#: and boxes at these many core widths above each muon's true deflection plus the core mean
+COUNT_K_SIGMAS = (4.0, 5.0, 6.0, 7.0)
+#: muons per pattern of used planes in the count check's integrals
+COUNT_MUONS = 500
+
+
+def count_check(m, geometry, used, outl, wrong, mean_k, s_k, n_multi, pair_exp, outlier_sigmas, quantile,
+                upper_shape: str, boxes=COUNT_BOXES_GEV, k_sigmas=COUNT_K_SIGMAS,
+                max_muons: int = COUNT_MUONS) -> list[dict]:
+    """The integrated estimate (core and outliers) against a direct count of the classified
+    sample, with the box moved to where the sample has events: ``p_out < box`` (``kappa > C /
+    box``) and ``kappa - kappa_true - mean > k s``; per box the counted muons, the estimated
+    number (central; core and outliers apart; the 90 % upper value) and the Poisson probabilities
+    of the count being this large or larger / this small or smaller given the central value."""
+    from scipy import stats
+
+    kappa, truth = np.asarray(m["kappa"], float), np.asarray(m["kappa_true"], float)
+    c = float(m["c_gev_mrad"])
+    n = kappa.size
+    rows = []
+    cases = [(f"p_out < {b:g} GeV", c / b - truth - mean_k, kappa > c / b) for b in boxes]
+    cases += [(f"{k:g} core widths", k * s_k, kappa - truth - mean_k > k * s_k) for k in k_sigmas]
+    for name, room, hit in cases:
+        e = _integrated(m, geometry, used, outl, wrong, room, s_k, n_multi, pair_exp, outlier_sigmas, quantile,
+                        max_muons, upper_shape=upper_shape)
+        est = n * e["central"]["p"]
+        k = int(np.sum(hit))
+        rows.append({"box": name, "counted": k, "estimated": est, "core": n * e["central"]["by_outlier_planes"][0],
+                     "outliers": n * e["central"]["p_outliers"], "upper": n * e["upper"]["p"],
+                     "p_ge": float(stats.poisson.sf(k - 1, est)), "p_le": float(stats.poisson.cdf(k, est))})
+    return rows
+
+
+def toy_pattern(geometry: dict, room_sigmas: np.ndarray, quantile: float = RESIDUAL_QUANTILE):
+    """The pattern of all used planes of ``geometry`` for the toys of :mod:`na64reco.outlier_tail`:
+    its gains, reach and chi2 cap, muons at ``room_sigmas`` fit sigmas from the box."""
+    from scipy import stats
+
+    from na64reco import outlier_tail
+
+    npl = geometry["dz"].size
+    u = np.ones(npl, bool)
+    g, reach = set_reach(geometry, u)
+    s_k, _ = kick_gain(geometry["dz"], geometry["down"], np.asarray(geometry["sigma"], float)[None, :], u[None, :])
+    ndf = npl - 3
+    cap = math.sqrt(geometry["chi2_ndf_max"] * ndf) + (math.sqrt(stats.chi2.isf(quantile, ndf)) if ndf > 0 else 0.0)
+    room = np.asarray(room_sigmas, float) * float(s_k[0])
+    return outlier_tail.Pattern(u, g, reach, cap, room, np.full(room.size, float(s_k[0])), int(room.size))
+
+
 def _max_missing(setup) -> int:
     from na64reco.reco.tracking.config import load_tracking_config
 
@@ -446,7 +573,8 @@ def core_fit(pull: np.ndarray) -> dict:
 
 def p00_estimate(m: dict, geometry: dict, period: dict | None = None, box: float | None = None, *,
                  outlier_sigmas: float = OUTLIER_SIGMAS, dev_factor: float = DEV_FACTOR,
-                 residual_quantile: float = RESIDUAL_QUANTILE, bound_muons: int = BOUND_MUONS) -> dict:
+                 residual_quantile: float = RESIDUAL_QUANTILE, bound_muons: int = BOUND_MUONS,
+                 integrated: bool = True, count_boxes: bool = True) -> dict:
     """The figures of the (0, 0) stratum from classified muons (:func:`load_muons`).
 
     ``geometry``: :func:`view_geometry` of the period (checked against the stored gains).
@@ -476,7 +604,11 @@ def p00_estimate(m: dict, geometry: dict, period: dict | None = None, box: float
       ``residual_quantile``, the rest added as such): the probability that rarer or larger
       outliers than the sample shows, alone or combined, reach the box (averaged over
       ``bound_muons`` muons per pattern of used planes, evenly spaced in their distance to
-      the box);
+      the box): the *adversarial bound*, kept as a cross-check;
+    * ``integrated`` (unless ``integrated=False``): the outliers' box probability estimated
+      instead of bounded (:mod:`na64reco.outlier_tail`: per plane the measured deviations and a
+      fitted tail beyond the largest, integrated over the outlier-plane sets with the Gaussian
+      core), central and 90 % upper value (``log10_p_integrated``, ``log10_p_integrated_upper``);
     * ``fakes``: counted directly.
     """
     from scipy.special import log_ndtr
@@ -543,6 +675,13 @@ def p00_estimate(m: dict, geometry: dict, period: dict | None = None, box: float
         m, geometry, used, dist - mean_k, width * sig_k, np.stack([rate_up, rate_above, beyond]),
         np.stack([q99, seen, d_bound]),
         inflation, set_cap, residual_quantile, bound_muons)
+    integ, integ_message = None, None
+    if integrated:
+        try:
+            integ = _integrated(m, geometry, used, outl, wrong_p, dist - mean_k, width * sig_k, n_multi, pair_exp,
+                                outlier_sigmas, residual_quantile, bound_muons)
+        except ConfigError as exc:  # no outlier tail to fit: the adversarial bound stands alone
+            integ_message = str(exc)
     out = {
         "method": "truth-classified lone muon (benchmarks/lone_muon_tail.py): right-hit fits Gaussian (closed-form "
                   "tail), outliers (wrong twins, far hits) by their measured shifts; bound: every set of outlier "
@@ -575,6 +714,20 @@ def p00_estimate(m: dict, geometry: dict, period: dict | None = None, box: float
         "outlier_sigmas": outlier_sigmas, "dev_factor": dev_factor, "residual_quantile": residual_quantile,
         "fakes": int(np.sum(m["fake"])),
     }
+    if integ_message:
+        out["integrated_message"] = integ_message
+    if integ is not None:
+        out["integrated"] = integ
+        if count_boxes:
+            out["count_check"] = count_check(m, geometry, used, outl, wrong_p, mean_k, core["width"] * sig_k, n_multi,
+                                             pair_exp, outlier_sigmas, residual_quantile, integ["upper_shape"])
+        out["log10_p_integrated"] = math.log10(max(integ["central"]["p"], 1e-300))
+        out["log10_p_integrated_upper"] = math.log10(max(integ["upper"]["p"], 1e-300))
+        out["method"] = ("truth-classified lone muon (benchmarks/lone_muon_tail.py): right-hit fits Gaussian "
+                         "(closed-form tail), the outliers (wrong twins, far hits) integrated over their measured "
+                         "deviations per plane and a fitted tail beyond (na64reco.outlier_tail); 90 % upper value: "
+                         "rates, correlation and tails at their 90 % limits; the adversarial bound (every set of "
+                         "outlier planes at its rate limit and twice the largest deviation seen) kept as a cross-check")
     for name, sel in (("wrong twin", wrong & ~far), ("far hit", far)):
         frac = shift[sel] / dist[sel]
         out["shift_classes"][name] = {
@@ -665,6 +818,18 @@ def _per_mot(est: dict, period: dict, stratum: tuple[int, int] = (0, 0)) -> dict
 
     up_count = float(s00["weight"]) * poisson_upper_limit(est["fakes"], cl=0.9, method="classical") / est["hard"] \
         / den * kept
+    out = _per_mot_bound(est, s00, den, kept, lg, scale, up_count, stratum)
+    if "log10_p_integrated" in est:  # the estimate replaces the adversarial bound (kept as a cross-check)
+        up = 10.0 ** (est["log10_p_integrated_upper"] + lg)
+        out.update({"per_mot_measured_shifts": out["per_mot"], "per_mot": 10.0 ** (est["log10_p_integrated"] + lg),
+                    "per_mot_outlier_bound_adversarial": out["per_mot_outlier_bound"],
+                    "per_mot_integrated_upper_90": up, "per_mot_upper": min(up, up_count),
+                    "per_mot_upper_from": "outliers integrated (90 % upper)" if up <= up_count else "count"})
+        del out["per_mot_outlier_bound"]
+    return out
+
+
+def _per_mot_bound(est, s00, den, kept, lg, scale, up_count, stratum) -> dict:
     return {"weight_00" if tuple(stratum) == (0, 0) else "weight": float(s00["weight"]), "kept_per_mot": kept,
             "sample_size_upper_per_mot": float(s00.get("upper_90_per_tracked", math.nan)) * kept,
             "denominator_per_event": den,

@@ -422,3 +422,50 @@ def test_box_edge_comes_from_the_selection():
     bad = dataclasses.replace(sel, signal_box=Region("signal_box", "e_ecal", None, 1.0))
     with pytest.raises(ConfigError, match="na64mu_invisible.*p_out < max"):
         box_p_out(bad)
+
+
+def test_integrated_outliers_replace_the_adversarial_bound():
+    """p00_estimate on handmade muons with far hits of a known exponential tail on two planes:
+    the integrated estimate is there, the row's per_mot_upper is its 90 % upper value (the
+    adversarial bound kept beside it), and the count check agrees with the counts where the
+    moved box has them."""
+    setup = load_setup("na64mu", run=RUN)
+    geometry = view_geometry(setup, load_conditions(setup, RUN))
+    rng = np.random.default_rng(9)
+    n, npl, c = 40000, geometry["dz"].size, 400.0
+    g, _ = set_reach(geometry, np.ones(npl, bool))
+    sig = np.full(n, 0.02)  # mrad: the fit's own sigma
+    dev = geometry["sigma"][None, :] * rng.normal(size=(n, npl))
+    far = np.zeros((n, npl), bool)
+    for j in (0, npl - 1):
+        far[:, j] = rng.random(n) < 0.01
+        u = OUTLIER_SIGMAS + rng.exponential(1.0, far[:, j].sum())
+        dev[far[:, j], j] = geometry["sigma"][j] * u * rng.choice([-1.0, 1.0], u.size)
+    core = sig * rng.normal(size=n)
+    kappa_true = np.full(n, c / 160.0)
+    kappa = kappa_true + core + np.sum(np.where(far, g[None, :] * dev, 0.0), axis=1)
+    bits = 1 << np.arange(npl)
+    m = {"p_true": np.full(n, 160.0), "kappa_true": kappa_true, "sigma_kappa": sig, "kappa": kappa,
+         "dk_wrong": np.zeros(n), "used": np.full(n, bits.sum()), "missing": np.zeros(n, np.int64),
+         "wrong": np.zeros(n, np.int64), "far": (far * bits).sum(1), "fake": np.zeros(n, bool),
+         "dev": np.where(far, dev, 0.0), "gain": np.tile(g, (n, 1)), "all_missing": np.zeros(n, np.int64),
+         "all_tracked": np.ones(n, bool), "view_planes": np.array(geometry["planes"]), "c_gev_mrad": np.array(c),
+         "max_missing": np.array(1), "view_straw_pitch": np.zeros(npl), "beam_energy_gev": np.array(160.0)}
+    m["p_reco"] = c / m["kappa"]
+    period = {"kept_per_mot": 1e-3, "forced_noise": {"strata": [
+        {"count": 0, "pileup": 0, "weight": 0.9, "tracked": 90, "hard": 100, "upper_90_per_tracked": 1e-4},
+        {"count": 1, "pileup": 0, "weight": 0.1, "tracked": 90, "hard": 100}]}}
+    est = p00_estimate(m, geometry, period, bound_muons=300)
+    i = est["integrated"]
+    assert i["chosen_shape"] == "exponential"
+    assert [t["n_outliers"] for t in i["tails"]][0] == int(far[:, 0].sum())
+    assert est["per_mot_upper"] == pytest.approx(min(est["per_mot_integrated_upper_90"], est["per_mot_count_upper_90"]))
+    # the adversarial bound stays beside it (not an upper bound of it: it stops at twice the largest deviation)
+    assert est["per_mot_outlier_bound_adversarial"] > 0 and est["per_mot_upper_from"].startswith("outliers integrated")
+    assert "per_mot_outlier_bound" not in est and est["per_mot"] <= est["per_mot_integrated_upper_90"]
+    rows = {r["box"]: r for r in est["count_check"]}
+    assert set(rows) >= {"4 core widths", "5 core widths"}
+    for r in rows.values():
+        if r["counted"] >= 5:
+            assert r["p_ge"] > 1e-3 and r["p_le"] > 1e-3, r
+    assert sum(r["counted"] >= 5 for r in rows.values()) >= 2
