@@ -61,7 +61,7 @@ MUON_FIELDS = ("p_true", "p_reco", "kappa", "kappa_true", "sigma_kappa", "dk_wro
 OPTIONAL_FIELDS = ("htime", "htime_err", "src", "src_muon")
 #: per hard muon (tracked or not), kept when every part has them: the out-of-time beam muons of the
 #: event on truth (:func:`classify`)
-OPTIONAL_HARD_FIELDS = ("pu_sep", "pu_time")
+OPTIONAL_HARD_FIELDS = ("pu_sep", "pu_time", "hard_p_true")
 #: source codes of a used hit (``src`` of :func:`classify`): 0 no hit used on the plane
 SRC_RIGHT, SRC_TWIN, SRC_FAR, SRC_PILEUP = 1, 2, 3, 4
 SOURCE_NAMES = {SRC_RIGHT: "own right", SRC_TWIN: "own wrong twin", SRC_FAR: "far (no truth within 5 resolutions)",
@@ -241,7 +241,7 @@ def classify(path, crossings_path, setup, conditions, selection) -> dict[str, np
         # per hard muon: the kept out-of-time beam muons' true crossings minus the muon's own (mm;
         # NaN: no such muon or crossing) and their times (ns)
         "pu_sep": (pu_u[hard] - u_true[hard][:, None, :]).astype(np.float32),
-        "pu_time": pu_t[hard].astype(np.float32),
+        "pu_time": pu_t[hard].astype(np.float32), "hard_p_true": p_true[hard].astype(np.float32),
     }
 
 
