@@ -451,8 +451,9 @@ def test_pileup_crossings_draw_nothing_and_match_the_digitized_hits(tmp_path):
     ea, eb = ra.events(), rb.events()
     for field in ea.fields:
         assert np.array_equal(np.asarray(ak_flat(ea[field])), np.asarray(ak_flat(eb[field]))), field
-    for field in ra.spills().fields:
-        assert np.array_equal(np.asarray(ra.spills()[field]), np.asarray(rb.spills()[field])), field
+    sa, sb = ra.spills(), rb.spills()
+    for field in sa:
+        assert np.array_equal(np.asarray(sa[field]), np.asarray(sb[field])), field
     cross = dict(np.load(tmp_path / "b.npz"))
     for key in ("pileup_event", "pileup_muon", "pileup_plane", "pileup_u", "pileup_t", "pileup_muon_event",
                 "pileup_muon_time"):
@@ -593,6 +594,7 @@ def test_pileup_set_bound_and_measured_tail_on_a_toy_with_known_shifts():
     sep[2, 0] = [0.1, 0.1, 0.4, 0.5, 0.6]
     tpu = np.array([[20.0, np.nan], [30.0, np.nan], [-18.0, np.nan]], np.float32)
     m = {"pu_sep": sep, "pu_time": tpu, "hard_p_true": p, "all_tracked": np.array([True, True, False]),
+         "src": np.ones((2, 5), np.int8),
          "c_gev_mrad": np.array(c), "max_missing": np.array(0)}
     box, width, mean = 80.0, 1.05, 0.0
     b = pileup_set_bound(m, geo, width, mean, box, negligible=-300.0)
@@ -603,16 +605,24 @@ def test_pileup_set_bound_and_measured_tail_on_a_toy_with_known_shifts():
             on = ((code >> np.arange(5)) & 1).astype(bool)
             d = np.where(on, sep[i, 0], 0.0).astype(float)
             lb = float(log_ndtr(-(c / box - c / p[i] - g @ d) / (width * sig_k)))
-            lc = float(stats.ncx2.logcdf(20.0 / width ** 2, 2, float(np.sum((v @ d) ** 2)) / width ** 2))
-            lt = time_pass_log10(int((~on & geo["timed"]).sum()), int((on & geo["timed"]).sum()), abs(float(tpu[i, 0])),
-                                 1.0) * math.log(10.0)
+            r = math.sqrt(float(np.sum((v @ d) ** 2))) / width
+            lc = float(log_ndtr(math.sqrt(20.0) / width - r))  # bounds the noncentral chi2 probability:
+            assert lc >= stats.ncx2.logcdf(20.0 / width ** 2, 2, r ** 2) - 1e-12
+            a_t, b_t = int((~on & geo["timed"]).sum()), int((on & geo["timed"]).sum())
+            lt = float(time_pass_log10_many(a_t, b_t, np.array([abs(float(tpu[i, 0]))]), 1.0)[0]) * math.log(10.0)
+            assert lt >= time_pass_log10(a_t, b_t, abs(float(tpu[i, 0])), 1.0) * math.log(10.0) - 1e-9
             total[i] += math.exp(lb + lc + lt)
     expect = math.log10(total.mean()) - math.log10(2 / 3)
-    assert b["log10_per_tracked"] == pytest.approx(expect, abs=1e-6)
-    assert total[1] < 1e-300 < total[0]
+    assert b["log10_union_per_tracked"] == pytest.approx(expect, abs=1e-6)
+    assert total[1] < 1e-40 < total[0]  # B parallel 50 mm away: only its own track, 15 sigma from the box
+    # the choice bound: no tracked muon used B's hits (no src given: all right) -> the 90 % limits of 0
+    # in 2 tracked muons times the largest mean set term of each size
+    assert b["choice_by_planes"][5]["set_of_max_q"] == "BBBBB"
     for a_t, b_t in ((2, 2), (1, 3), (3, 1), (0, 4), (2, 1)):
         many = time_pass_log10_many(a_t, b_t, np.array([5.0, 15.0, 40.0]), 1.0)
-        assert many == pytest.approx([time_pass_log10(a_t, b_t, x, 1.0) for x in (5.0, 15.0, 40.0)], abs=1e-9)
+        exact = np.array([time_pass_log10(a_t, b_t, x, 1.0) for x in (5.0, 15.0, 40.0)])
+        assert np.all(many >= exact - 1e-9) and np.all(many <= 0.0)
+        assert (many[2] < -10) == (exact[2] < -10) or min(a_t, b_t) <= 1
     # the measured tail: each muon's Gaussian at its exact shift (only hits not the muon's own right ones)
     mm = {"src": np.array([[1, 1, 4, 1, 4], [1, 1, 1, 1, 1]]), "dev": np.array([[0.1, 0.0, 0.5, 0.0, 0.8]] * 2),
           "gain": np.array([g, g]), "sigma_kappa": np.array([sig_k, sig_k]), "kappa_true": c / p[:2],
