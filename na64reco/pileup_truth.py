@@ -45,6 +45,7 @@ import numpy as np
 from na64reco.errors import ConfigError
 from na64reco.lone_muon import (
     CORRECT_SIGMAS,
+    OUTLIER_SIGMAS,
     SRC_PILEUP,
     TIME_ERROR_MAX_NS,
     _box_sigmas,
@@ -92,15 +93,20 @@ def own_only(m: dict, geometry: dict) -> dict:
     return out | {"_separate": separate}
 
 
-def measured_tail(m: dict, width: float, mean: float, box: float | None = None) -> np.ndarray:
+def measured_tail(m: dict, width: float, mean: float, box: float | None = None, sigma=None) -> np.ndarray:
     """log10 of each tracked muon's box probability: the Gaussian of ``width`` (pull units) about
     ``mean`` at its exact shift ``sum_j g_j dev_j`` over the used hits that are not A's right ones
-    (``src`` other than right: wrong twins, B's hits, hits with no truth near)."""
+    (``src`` other than right: wrong twins, B's hits, hits with no truth near) and, with the plane
+    resolutions ``sigma`` given, the right ones farther than ``OUTLIER_SIGMAS`` from the truth (the
+    outliers of :func:`na64reco.lone_muon.p00_estimate`: the core is fitted without them)."""
     from scipy.special import log_ndtr
 
     src = np.asarray(m["src"])
     dev = np.nan_to_num(np.asarray(m["dev"], float))
-    shift = np.sum(np.where((src > 1), np.asarray(m["gain"], float) * dev, 0.0), axis=1)
+    out = src > 1
+    if sigma is not None:
+        out |= (src == 1) & (np.abs(dev) > OUTLIER_SIGMAS * np.asarray(sigma, float)[None, :])
+    shift = np.sum(np.where(out, np.asarray(m["gain"], float) * dev, 0.0), axis=1)
     sig_k = np.asarray(m["sigma_kappa"], float)
     room = _box_sigmas(m, box) - mean * sig_k
     return log_ndtr(-(room - shift) / (width * sig_k)) / math.log(10.0)
@@ -278,7 +284,8 @@ def _log10_sum_(values) -> float:
     return top + math.log10(sum(10.0 ** (x - top) for x in v))
 
 
-def validate_edges(m: dict, width: float, mean: float, edges=(150.0, 145.0, 140.0, 135.0)) -> list[dict]:
+def validate_edges(m: dict, width: float, mean: float, edges=(150.0, 145.0, 140.0, 135.0, 130.0, 125.0),
+                   sigma=None) -> list[dict]:
     """Estimate against a direct count with looser box edges (GeV) where the count is not empty:
     the tracked muons with ``kappa >= C / edge`` (reco p_out below the edge) against the sum of
     their closed-form tails at their exact shifts, for all muons and for those using B's hits."""
@@ -288,7 +295,7 @@ def validate_edges(m: dict, width: float, mean: float, edges=(150.0, 145.0, 140.
     c = float(m["c_gev_mrad"])
     out = []
     for e in edges:
-        p = 10.0 ** measured_tail(m, width, mean, e)
+        p = 10.0 ** measured_tail(m, width, mean, e, sigma)
         hit = kappa >= c / e
         out.append({"edge_gev": float(e), "count": int(hit.sum()), "estimate": float(p.sum()),
                     "count_with_pileup_hits": int(hit[with_b].sum()),
@@ -308,7 +315,7 @@ def pileup_estimate(m: dict, geometry: dict, period: dict | None = None, stratum
     separate = own.pop("_separate")
     est = stratum_estimate(own, geometry, None, stratum, box, **kwargs)
     width, mean = float(est["width_used"]), float(est["core"]["mean"])
-    lg = measured_tail(m, width, mean, box)
+    lg = measured_tail(m, width, mean, box, geometry["sigma"])
     b = pileup_set_bound(m, geometry, width, mean, box)
     src = np.asarray(m["src"])
     with_b = np.any(src == SRC_PILEUP, axis=1)
@@ -330,7 +337,7 @@ def pileup_estimate(m: dict, geometry: dict, period: dict | None = None, stratum
             (np.asarray(m["kappa"]) - np.asarray(m["kappa_true"]))[with_b] / _box_sigmas(m, box)[with_b],
             initial=-np.inf)),
         "set_bound": b,
-        "validation": validate_edges(m, width, mean),
+        "validation": validate_edges(m, width, mean, sigma=geometry["sigma"]),
         "separate_sigmas": SEPARATE_SIGMAS,
     }
     est["log10_p_bound"] = float(np.logaddexp(own_bound * ln10, b["log10_choice_per_tracked"] * ln10) / ln10)
