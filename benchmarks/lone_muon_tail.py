@@ -243,7 +243,8 @@ def print_estimate(e: dict) -> None:
         print("  the search's choice x the largest set term, by planes with B's hits (tracked using / 90 % rate / "
               "log10 q): " + "; ".join(f"{n}: {c['tracked_using']} / {c['rate_upper_90']:.2g} / {c['log10_max_q']:.1f}"
                                       for n, c in b["choice_by_planes"].items())
-              + f"; sum log10 {b['log10_choice_per_tracked']:.1f} per tracked muon")
+              + f"; sum log10 {b['log10_choice_per_tracked']:.1f} per tracked muon (without the time factor "
+              f"{b['log10_choice_per_tracked_without_time']:.1f})")
         print("  validation, looser box edges (count / estimate; with pile-up hits): " + "; ".join(
             f"{v['edge_gev']:g} GeV {v['count']} / {v['estimate']:.1f} ({v['count_with_pileup_hits']} / "
             f"{v['estimate_with_pileup_hits']:.2f})" for v in p["validation"]))
