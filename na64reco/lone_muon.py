@@ -67,7 +67,7 @@ SRC_RIGHT, SRC_TWIN, SRC_FAR, SRC_PILEUP = 1, 2, 3, 4
 SOURCE_NAMES = {SRC_RIGHT: "own right", SRC_TWIN: "own wrong twin", SRC_FAR: "far (no truth within 5 resolutions)",
                 SRC_PILEUP: "pile-up muon"}
 #: out-of-time beam muons per event kept in the truth of :func:`classify` (nearest in time first)
-PILEUP_KEPT = 2
+PILEUP_KEPT = 3
 #: only the out-of-time beam muons within this |time| (ns) of the trigger are kept: the near times
 #: N lie within [-45, 79] ns in both periods (fake_kicks.near_times); a muon farther out cannot
 #: have a hit within the search's hit-time cut
@@ -393,7 +393,12 @@ def load_muons(paths) -> dict[str, np.ndarray]:
     out = {k: np.concatenate([p[k] for p in parts]) for k in (*MUON_FIELDS, "all_missing", "all_tracked")}
     for k in (*OPTIONAL_FIELDS, *OPTIONAL_HARD_FIELDS):  # in every part or left out (classified before they existed)
         if all(k in p for p in parts):
-            out[k] = np.concatenate([p[k] for p in parts])
+            arrays = [p[k] for p in parts]
+            if k in ("pu_sep", "pu_time"):  # parts keeping fewer pile-up muons: padded with none (NaN)
+                kept = max(a.shape[1] for a in arrays)
+                arrays = [np.pad(a, [(0, 0), (0, kept - a.shape[1])] + [(0, 0)] * (a.ndim - 2), constant_values=np.nan)
+                          for a in arrays]
+            out[k] = np.concatenate(arrays)
     for k in ("view_planes", "c_gev_mrad", "max_missing", "view_straw_pitch", "beam_energy_gev"):
         out[k] = parts[0][k]
     return out

@@ -499,7 +499,7 @@ def test_a_handmade_pileup_hit_is_classified_as_the_pileup_muons(tmp_path):
     """A used hit that sits on a pile-up muon's crossing (hand-made: the crossing file edited so that a
     kept pile-up muon crosses plane j exactly at the used hit and the muon's own crossing lies 20 mm
     away) is classified as the pile-up muon's; with the crossing file as written, it is the muon's own."""
-    from na64reco.lone_muon import SRC_PILEUP, SRC_RIGHT
+    from na64reco.lone_muon import PILEUP_KEPT, SRC_PILEUP, SRC_RIGHT
 
     setup = load_setup("na64mu", run=RUN)
     cond = load_conditions(setup, RUN)
@@ -508,7 +508,7 @@ def test_a_handmade_pileup_hit_is_classified_as_the_pileup_muons(tmp_path):
     simulate(setup, 400, 12, RUN, out, process="beam", trigger="calibration", forced_pileup=_near_pileup(setup, RUN),
              true_crossings=cpath)
     m = classify(out, cpath, setup, cond, sel)
-    assert m["src"].shape == m["dev"].shape and m["pu_sep"].shape[1:] == (2, m["dev"].shape[1])
+    assert m["src"].shape == m["dev"].shape and m["pu_sep"].shape[1:] == (PILEUP_KEPT, m["dev"].shape[1])
     i = int(np.flatnonzero(np.all(m["src"] == SRC_RIGHT, axis=1))[0])
     j = 1  # a micromegas plane of the view (no straw twin)
     plane = setup.plane_index(str(m["view_planes"][j])) if hasattr(setup, "plane_index") else \
