@@ -34,6 +34,13 @@ per part as ``lone_run<run>_<seed>_s<m><k>_<part>_p<j>.muons.npz`` in WORKDIR; w
 ``misreco_from_json`` then uses it in place of the stratum's sample-size bound).  With the
 cache in place a rerun only re-combines (no raw file needed, ~1 min per period and stratum);
 it takes the strata weights and kept muons per MOT from ``--campaign`` as they are then.
+
+Strata with k >= 1 near pile-up muons (``--strata 0,1 1,1 0,2 1,2 0,3``) whose parts carry the
+pile-up muon's truth (classified since stop 19: ``src``, ``pu_sep``, ``pu_time``,
+``hard_p_true``) are estimated by :func:`na64reco.pileup_truth.pileup_estimate` (each used hit's
+source on truth, the measured tails at exact shifts and their check against direct counts at
+looser box edges, A's own-outlier bound and the pile-up muon's set bound times the search's
+choice rate); older parts fall back to :func:`na64reco.lone_muon.stratum_estimate`.
 """
 
 from __future__ import annotations
