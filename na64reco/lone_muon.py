@@ -66,14 +66,6 @@ OPTIONAL_HARD_FIELDS = ("pu_sep", "pu_time", "hard_p_true")
 SRC_RIGHT, SRC_TWIN, SRC_FAR, SRC_PILEUP = 1, 2, 3, 4
 SOURCE_NAMES = {SRC_RIGHT: "own right", SRC_TWIN: "own wrong twin", SRC_FAR: "far (no truth within 5 resolutions)",
                 SRC_PILEUP: "pile-up muon"}
-#: out-of-time beam muons per event kept in the truth of :func:`classify` (nearest in time first)
-PILEUP_KEPT = 3
-#: only the out-of-time beam muons within this |time| (ns) of the trigger are kept: the near times
-#: N lie within [-45, 79] ns in both periods (fake_kicks.near_times); a muon farther out cannot
-#: have a hit within the search's hit-time cut
-PILEUP_KEPT_DT_NS = 100.0
-
-
 def _true_coordinates(events, crossings: dict, n_planes: int) -> np.ndarray:
     """(events, planes) true measured coordinate of the event's own particle (NaN: none)."""
     ev = np.asarray(events["event"], np.int64)
@@ -83,39 +75,6 @@ def _true_coordinates(events, crossings: dict, n_planes: int) -> np.ndarray:
     ok = ev[row] == crossings["event"] if ev.size else np.zeros(0, bool)
     u[row[ok], np.asarray(crossings["plane"], np.int64)[ok]] = crossings["u"][ok]
     return u
-
-
-def _pileup_truth(events, crossings: dict, n_planes: int) -> tuple[np.ndarray, np.ndarray]:
-    """The out-of-time beam muons of each event on truth (``simulate(true_crossings=)``): their
-    true measured coordinate (events, :data:`PILEUP_KEPT`, planes) and time (events,
-    :data:`PILEUP_KEPT`), the muons within :data:`PILEUP_KEPT_DT_NS` nearest in time first (NaN:
-    none).  Crossing files written before the pile-up truth existed give all NaN."""
-    ev = np.asarray(events["event"], np.int64)
-    u = np.full((ev.size, PILEUP_KEPT, n_planes), np.nan)
-    tt = np.full((ev.size, PILEUP_KEPT), np.nan)
-    if "pileup_muon_event" not in crossings or not ev.size:
-        return u, tt
-    order = np.argsort(ev)
-
-    def row_of(numbers):
-        r = order[np.clip(np.searchsorted(ev, numbers, sorter=order), 0, ev.size - 1)]
-        return r, ev[r] == numbers
-
-    mu_t = np.asarray(crossings["pileup_muon_time"], float)
-    mu_row, mu_ok = row_of(np.asarray(crossings["pileup_muon_event"], np.int64))
-    mu_ok &= np.abs(mu_t) <= PILEUP_KEPT_DT_NS
-    idx = np.flatnonzero(mu_ok)
-    idx = idx[np.lexsort((np.abs(mu_t[idx]), mu_row[idx]))]
-    first = np.searchsorted(mu_row[idx], mu_row[idx], side="left")
-    rank = np.full(mu_t.size, -1)
-    rank[idx] = np.arange(idx.size) - first
-    keep = (rank >= 0) & (rank < PILEUP_KEPT)
-    tt[mu_row[keep], rank[keep]] = mu_t[keep]
-    mid = np.asarray(crossings["pileup_muon"], np.int64)
-    c = keep[mid]
-    u[mu_row[mid[c]], rank[mid[c]], np.asarray(crossings["pileup_plane"], np.int64)[c]] = \
-        np.asarray(crossings["pileup_u"], float)[c]
-    return u, tt
 
 
 def kick_gain(dz: np.ndarray, down: np.ndarray, sigma: np.ndarray, used: np.ndarray):
@@ -194,26 +153,12 @@ def classify(path, crossings_path, setup, conditions, selection) -> dict[str, np
     wrong = used & (best != h)
     far = used & ~(dbest < CORRECT_SIGMAS * sig[best])
     wrong &= ~far
-    # the source of each used hit: the muon's own (right, wrong twin), an out-of-time beam muon's
-    # (its twin group within CORRECT_SIGMAS of that muon's true crossing), or no truth near it
-    pu_u, pu_t = _pileup_truth(events, crossings, n_setup)
+    # the source of each used hit: the muon's own (right, wrong twin), an out-of-time beam muon's, or none
+    from na64reco.pileup_truth import pileup_sources, pileup_truth_by_event
+
+    pu_u, pu_t = pileup_truth_by_event(events, crossings, n_setup)
     pu_u = pu_u[:, :, planes]
-    src = np.where(used, SRC_RIGHT, 0).astype(np.int8)
-    src[wrong] = SRC_TWIN
-    src[far] = SRC_FAR
-    src_muon = np.full(used.shape, -1, np.int8)
-    put = pu_u[t]  # (tracked, kept muons, planes)
-    for k in range(PILEUP_KEPT):
-        dk = np.full(used.shape, np.inf)
-        for off in range(-MAX_TWIN_OFFSET, MAX_TWIN_OFFSET + 1):
-            q = np.clip(h + off, 0, pos.size - 1)
-            same = (origin[q] == origin[h]) & (hits["plane"][q] == hits["plane"][h]) & (np.abs(q - h) == abs(off))
-            same &= ev_of[q] == ev_of[h]
-            d = np.where(same, np.abs(pos[q] - put[:, k, :]) / sig[q], np.inf)
-            dk = np.minimum(dk, np.nan_to_num(d, nan=np.inf))
-        hit_k = far & (dk < CORRECT_SIGMAS) & (src != SRC_PILEUP)
-        src[hit_k] = SRC_PILEUP
-        src_muon[hit_k] = k
+    src, src_muon = pileup_sources(used, wrong, far, h, hits, ev_of, pu_u[t])
     dz = np.asarray(station.dz, float)
     down = np.asarray(station.down, float)
     sigma_k, gain = kick_gain(dz, down, np.where(used, sig[h], 1.0), used)

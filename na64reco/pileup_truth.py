@@ -50,8 +50,12 @@ import numpy as np
 from na64reco.errors import ConfigError
 from na64reco.lone_muon import (
     CORRECT_SIGMAS,
+    MAX_TWIN_OFFSET,
     OUTLIER_SIGMAS,
+    SRC_FAR,
     SRC_PILEUP,
+    SRC_RIGHT,
+    SRC_TWIN,
     TIME_ERROR_MAX_NS,
     _box_sigmas,
     _log10_mean,
@@ -67,6 +71,71 @@ SEPARATE_SIGMAS = 2 * CORRECT_SIGMAS
 #: a (pattern, set) term of the bound below this log10 box probability is dropped before its chi2
 #: and time factors are computed (it cannot matter against the figures, ~1e-13 per MOT)
 LOG10_NEGLIGIBLE = -40.0
+#: out-of-time beam muons per event kept in the truth of :func:`na64reco.lone_muon.classify` (nearest in time first)
+PILEUP_KEPT = 3
+#: only the out-of-time beam muons within this |time| (ns) of the trigger are kept: the near times
+#: N lie within [-45, 79] ns in both periods (fake_kicks.near_times); a muon farther out cannot
+#: have a hit within the search's hit-time cut
+PILEUP_KEPT_DT_NS = 100.0
+
+
+def pileup_truth_by_event(events, crossings: dict, n_planes: int) -> tuple[np.ndarray, np.ndarray]:
+    """The out-of-time beam muons of each event on truth (``simulate(true_crossings=)``): their
+    true measured coordinate (events, :data:`PILEUP_KEPT`, planes) and time (events,
+    :data:`PILEUP_KEPT`), the muons within :data:`PILEUP_KEPT_DT_NS` nearest in time first (NaN:
+    none).  Crossing files written before the pile-up truth existed give all NaN."""
+    ev = np.asarray(events["event"], np.int64)
+    u = np.full((ev.size, PILEUP_KEPT, n_planes), np.nan)
+    tt = np.full((ev.size, PILEUP_KEPT), np.nan)
+    if "pileup_muon_event" not in crossings or not ev.size:
+        return u, tt
+    order = np.argsort(ev)
+
+    def row_of(numbers):
+        r = order[np.clip(np.searchsorted(ev, numbers, sorter=order), 0, ev.size - 1)]
+        return r, ev[r] == numbers
+
+    mu_t = np.asarray(crossings["pileup_muon_time"], float)
+    mu_row, mu_ok = row_of(np.asarray(crossings["pileup_muon_event"], np.int64))
+    mu_ok &= np.abs(mu_t) <= PILEUP_KEPT_DT_NS
+    idx = np.flatnonzero(mu_ok)
+    idx = idx[np.lexsort((np.abs(mu_t[idx]), mu_row[idx]))]
+    first = np.searchsorted(mu_row[idx], mu_row[idx], side="left")
+    rank = np.full(mu_t.size, -1)
+    rank[idx] = np.arange(idx.size) - first
+    keep = (rank >= 0) & (rank < PILEUP_KEPT)
+    tt[mu_row[keep], rank[keep]] = mu_t[keep]
+    mid = np.asarray(crossings["pileup_muon"], np.int64)
+    c = keep[mid]
+    u[mu_row[mid[c]], rank[mid[c]], np.asarray(crossings["pileup_plane"], np.int64)[c]] = \
+        np.asarray(crossings["pileup_u"], float)[c]
+    return u, tt
+
+
+def pileup_sources(used, wrong, far, h, hits, ev_of, pu_u):
+    """The source of each used hit of :func:`na64reco.lone_muon.classify` (``src``, SRC_* codes;
+    ``src_muon``: which kept pile-up muon, -1 none): the muon's own right hit or wrong twin, a
+    kept out-of-time beam muon's (the hit's twin group within ``CORRECT_SIGMAS`` of that muon's
+    true crossing, ``pu_u`` (tracked, kept, planes)), or far (no truth within ``CORRECT_SIGMAS``).
+    ``h`` the used hit index per muon and plane, ``hits`` the hit table, ``ev_of`` the event of
+    each hit."""
+    pos, sig, origin = hits["pos"], hits["sigma"], hits["origin"]
+    src = np.where(used, SRC_RIGHT, 0).astype(np.int8)
+    src[wrong] = SRC_TWIN
+    src[far] = SRC_FAR
+    src_muon = np.full(used.shape, -1, np.int8)
+    for k in range(pu_u.shape[1]):
+        dk = np.full(used.shape, np.inf)
+        for off in range(-MAX_TWIN_OFFSET, MAX_TWIN_OFFSET + 1):
+            q = np.clip(h + off, 0, pos.size - 1)
+            same = (origin[q] == origin[h]) & (hits["plane"][q] == hits["plane"][h]) & (np.abs(q - h) == abs(off))
+            same &= ev_of[q] == ev_of[h]
+            d = np.where(same, np.abs(pos[q] - pu_u[:, k, :]) / sig[q], np.inf)
+            dk = np.minimum(dk, np.nan_to_num(d, nan=np.inf))
+        hit_k = far & (dk < CORRECT_SIGMAS) & (src != SRC_PILEUP)
+        src[hit_k] = SRC_PILEUP
+        src_muon[hit_k] = k
+    return src, src_muon
 
 
 def _require(m: dict, keys) -> None:

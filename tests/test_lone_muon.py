@@ -499,7 +499,8 @@ def test_a_handmade_pileup_hit_is_classified_as_the_pileup_muons(tmp_path):
     """A used hit that sits on a pile-up muon's crossing (hand-made: the crossing file edited so that a
     kept pile-up muon crosses plane j exactly at the used hit and the muon's own crossing lies 20 mm
     away) is classified as the pile-up muon's; with the crossing file as written, it is the muon's own."""
-    from na64reco.lone_muon import PILEUP_KEPT, SRC_PILEUP, SRC_RIGHT
+    from na64reco.lone_muon import SRC_PILEUP, SRC_RIGHT
+    from na64reco.pileup_truth import PILEUP_KEPT
 
     setup = load_setup("na64mu", run=RUN)
     cond = load_conditions(setup, RUN)
