@@ -34,6 +34,13 @@ per part as ``lone_run<run>_<seed>_s<m><k>_<part>_p<j>.muons.npz`` in WORKDIR; w
 ``misreco_from_json`` then uses it in place of the stratum's sample-size bound).  With the
 cache in place a rerun only re-combines (no raw file needed, ~1 min per period and stratum);
 it takes the strata weights and kept muons per MOT from ``--campaign`` as they are then.
+
+Strata with k >= 1 near pile-up muons (``--strata 0,1 1,1 0,2 1,2 0,3``) whose parts carry the
+pile-up muon's truth (classified since stop 19: ``src``, ``pu_sep``, ``pu_time``,
+``hard_p_true``) are estimated by :func:`na64reco.pileup_truth.pileup_estimate` (each used hit's
+source on truth, the measured tails at exact shifts and their check against direct counts at
+looser box edges, A's own-outlier bound and the pile-up muon's set bound times the search's
+choice rate); older parts fall back to :func:`na64reco.lone_muon.stratum_estimate`.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from na64reco.conditions import load_conditions
 from na64reco.fake_kicks import PERIOD_RUNS
 from na64reco.geometry import load_setup
 from na64reco.lone_muon import load_muons, p00_estimate, simulate_parts, stratum_estimate, view_geometry
+from na64reco.pileup_truth import pileup_estimate
 
 #: muons per period (2022 tracks 16 % of them, 2023 92 %): ~14 min of 2 shared cores in all
 DEFAULT_EVENTS = "2022:3000000,2023:2000000"
@@ -122,7 +130,11 @@ def main(argv=None) -> int:
                     n_events = stratum_events_of(args.stratum_events, period, stratum)
                     files = simulate_parts(PERIOD_RUNS[period], n_events, args.seed, args.workdir,
                                            part_events=args.stratum_part_events, client=client, stratum=stratum)
-                    est = stratum_estimate(load_muons(files), geometry, period_data, stratum)
+                    muons = load_muons(files)
+                    if stratum[1] >= 1 and all(k in muons for k in ("src", "pu_sep", "hard_p_true")):
+                        est = pileup_estimate(muons, geometry, period_data, stratum)  # on the pile-up truth
+                    else:  # parts classified before the pile-up truth existed: the foreign hits as one class
+                        est = stratum_estimate(muons, geometry, period_data, stratum)
                     part_events = args.stratum_part_events
                 est["seconds"] = time.perf_counter() - t0
                 est.update(period=period, run=PERIOD_RUNS[period], events=n_events, seed=args.seed,
@@ -223,6 +235,28 @@ def print_estimate(e: dict) -> None:
               f">= {0.5 * t['dt_min_ns']:g} ns")
     if "integrated" in e:
         print_integrated(e)
+    if "pileup_truth" in e:
+        p, b = e["pileup_truth"], e["pileup_truth"]["set_bound"]
+        print("pile-up truth: used hits by source " + ", ".join(f"{k} {v}" for k, v in p["source_counts"].items())
+              + f"; muons by pile-up hits {p['muons_by_pileup_hits']} (separate from the muon's own crossing: "
+              f"{p['muons_by_separate_pileup_hits']}); with pile-up hits and an own outlier "
+              f"{p['muons_with_pileup_and_own_outlier']}; their largest (kappa - kappa_true) / distance to the box "
+              f"{p['largest_shift_over_room_with_pileup_hits']:.3g}")
+        print(f"  measured tail (exact shifts): log10 {e['log10_p_measured']:.1f} per tracked muon (with pile-up "
+              f"hits: {p['log10_measured_with_pileup_hits']:.1f}); own-outlier bound log10 "
+              f"{e['own_outlier_bound_log10']:.1f}")
+        print(f"  the pile-up muon's sets ({b['patterns']} patterns, {b['with_pileup_muon']} of {b['hard']} hard muons "
+              f"with a kept pile-up muon): union over the sets log10 {b['log10_union_per_tracked']:.1f} per tracked "
+              f"muon (without the time factor {b['log10_union_per_tracked_without_time']:.1f}); largest mean sets: "
+              + ", ".join(f"{k} {v:.1f}" for k, v in list(b["log10_mean_by_set_top"].items())[:4]))
+        print("  the search's choice x the largest set term, by planes with B's hits (tracked using / 90 % rate / "
+              "log10 q): " + "; ".join(f"{n}: {c['tracked_using']} / {c['rate_upper_90']:.2g} / {c['log10_max_q']:.1f}"
+                                      for n, c in b["choice_by_planes"].items())
+              + f"; sum log10 {b['log10_choice_per_tracked']:.1f} per tracked muon (without the time factor "
+              f"{b['log10_choice_per_tracked_without_time']:.1f})")
+        print("  validation, looser box edges (count / estimate; with pile-up hits): " + "; ".join(
+            f"{v['edge_gev']:g} GeV {v['count']} / {v['estimate']:.1f} ({v['count_with_pileup_hits']} / "
+            f"{v['estimate_with_pileup_hits']:.2f})" for v in p["validation"]))
     if "per_mot_upper" in e:
         bound = e.get("per_mot_outlier_bound_adversarial", e.get("per_mot_outlier_bound", math.nan))
         print(f"{st} stratum per MOT (its sample-size bound {e.get('sample_size_upper_per_mot', float('nan')):.2g}): "

@@ -56,10 +56,16 @@ SELECTION = "na64mu_invisible"
 #: fields saved per tracked muon (:func:`classify`)
 MUON_FIELDS = ("p_true", "p_reco", "kappa", "kappa_true", "sigma_kappa", "dk_wrong", "used", "missing", "wrong",
                "far", "fake", "dev", "gain")
-#: per tracked muon, kept when every classified part has them
-OPTIONAL_FIELDS = ("htime", "htime_err")
-
-
+#: per tracked muon, kept when every classified part has them (``src``, ``src_muon``: the
+#: source of each used hit, :func:`classify`; parts classified before they existed lack them)
+OPTIONAL_FIELDS = ("htime", "htime_err", "src", "src_muon")
+#: per hard muon (tracked or not), kept when every part has them: the out-of-time beam muons of the
+#: event on truth (:func:`classify`)
+OPTIONAL_HARD_FIELDS = ("pu_sep", "pu_time", "hard_p_true")
+#: source codes of a used hit (``src`` of :func:`classify`): 0 no hit used on the plane
+SRC_RIGHT, SRC_TWIN, SRC_FAR, SRC_PILEUP = 1, 2, 3, 4
+SOURCE_NAMES = {SRC_RIGHT: "own right", SRC_TWIN: "own wrong twin", SRC_FAR: "far (no truth within 5 resolutions)",
+                SRC_PILEUP: "pile-up muon"}
 def _true_coordinates(events, crossings: dict, n_planes: int) -> np.ndarray:
     """(events, planes) true measured coordinate of the event's own particle (NaN: none)."""
     ev = np.asarray(events["event"], np.int64)
@@ -147,6 +153,12 @@ def classify(path, crossings_path, setup, conditions, selection) -> dict[str, np
     wrong = used & (best != h)
     far = used & ~(dbest < CORRECT_SIGMAS * sig[best])
     wrong &= ~far
+    # the source of each used hit: the muon's own (right, wrong twin), an out-of-time beam muon's, or none
+    from na64reco.pileup_truth import pileup_sources, pileup_truth_by_event
+
+    pu_u, pu_t = pileup_truth_by_event(events, crossings, n_setup)
+    pu_u = pu_u[:, :, planes]
+    src, src_muon = pileup_sources(used, wrong, far, h, hits, ev_of, pu_u[t])
     dz = np.asarray(station.dz, float)
     down = np.asarray(station.down, float)
     sigma_k, gain = kick_gain(dz, down, np.where(used, sig[h], 1.0), used)
@@ -169,6 +181,12 @@ def classify(path, crossings_path, setup, conditions, selection) -> dict[str, np
         # reconstructed time (ns) and its error of each used hit (NaN: none; straws hold the drift time)
         "htime": np.where(used, np.asarray(hits["time"], float)[h], np.nan).astype(np.float32),
         "htime_err": np.where(used, np.asarray(hits["time_error"], float)[h], np.nan).astype(np.float32),
+        # per used hit its source (SRC_*) and, for a pile-up muon's hit, which kept muon (-1: none)
+        "src": src, "src_muon": src_muon,
+        # per hard muon: the kept out-of-time beam muons' true crossings minus the muon's own (mm;
+        # NaN: no such muon or crossing) and their times (ns)
+        "pu_sep": (pu_u[hard] - u_true[hard][:, None, :]).astype(np.float32),
+        "pu_time": pu_t[hard].astype(np.float32), "hard_p_true": p_true[hard].astype(np.float32),
     }
 
 
@@ -445,9 +463,14 @@ def load_muons(paths) -> dict[str, np.ndarray]:
     if not parts:
         raise ConfigError("lone muon study: no classified file given")
     out = {k: np.concatenate([p[k] for p in parts]) for k in (*MUON_FIELDS, "all_missing", "all_tracked")}
-    for k in OPTIONAL_FIELDS:  # in every part or left out (classified before they existed)
+    for k in (*OPTIONAL_FIELDS, *OPTIONAL_HARD_FIELDS):  # in every part or left out (classified before they existed)
         if all(k in p for p in parts):
-            out[k] = np.concatenate([p[k] for p in parts])
+            arrays = [p[k] for p in parts]
+            if k in ("pu_sep", "pu_time"):  # parts keeping fewer pile-up muons: padded with none (NaN)
+                kept = max(a.shape[1] for a in arrays)
+                arrays = [np.pad(a, [(0, 0), (0, kept - a.shape[1])] + [(0, 0)] * (a.ndim - 2), constant_values=np.nan)
+                          for a in arrays]
+            out[k] = np.concatenate(arrays)
     for k in ("view_planes", "c_gev_mrad", "max_missing", "view_straw_pitch", "beam_energy_gev"):
         out[k] = parts[0][k]
     return out

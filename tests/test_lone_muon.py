@@ -25,6 +25,7 @@ from na64reco.errors import NA64Error
 from na64reco.geometry import load_setup
 from na64reco.io.raw import open_raw
 from na64reco.lone_muon import (
+    CORRECT_SIGMAS,
     OUTLIER_SIGMAS,
     classify,
     kick_gain,
@@ -469,3 +470,219 @@ def test_integrated_outliers_replace_the_adversarial_bound():
         if r["counted"] >= 5:
             assert r["p_ge"] > 1e-3 and r["p_le"] > 1e-3, r
     assert sum(r["counted"] >= 5 for r in rows.values()) >= 2
+# ----------------------------------------------------------------------------------------
+# the pile-up muon on truth: the strata with an out-of-time beam muon in N (na64reco.pileup_truth)
+
+def _near_pileup(setup, run, count=1):
+    from na64reco.fake_kicks import near_times
+    from na64reco.sim.occupancy import ForcedPileup
+
+    return ForcedPileup.of(near_times(setup, load_conditions(setup, run)), count)
+
+
+def test_pileup_crossings_draw_nothing_and_match_the_digitized_hits(tmp_path):
+    """The pile-up muons' true crossings: the raw content is the same with and without them
+    (no random number drawn), and a near pile-up muon's crossing lies within 5 resolutions of a
+    cluster of its event on > 90 % of the APV planes' crossings, as the plane efficiency allows."""
+    from na64reco.reco.tracking import reconstruct_tracks
+
+    setup = load_setup("na64mu", run=RUN)
+    forced = _near_pileup(setup, RUN)
+    a, b = tmp_path / "a.root", tmp_path / "b.root"
+    simulate(setup, 400, 9, RUN, a, process="beam", trigger="calibration", forced_pileup=forced)
+    simulate(setup, 400, 9, RUN, b, process="beam", trigger="calibration", forced_pileup=forced,
+             true_crossings=tmp_path / "b.npz")
+    ra, rb = open_raw(a), open_raw(b)
+    ea, eb = ra.events(), rb.events()
+    for field in ea.fields:
+        assert np.array_equal(np.asarray(ak_flat(ea[field])), np.asarray(ak_flat(eb[field]))), field
+    sa, sb = ra.spills(), rb.spills()
+    for field in sa:
+        assert np.array_equal(np.asarray(sa[field]), np.asarray(sb[field])), field
+    cross = dict(np.load(tmp_path / "b.npz"))
+    for key in ("pileup_event", "pileup_muon", "pileup_plane", "pileup_u", "pileup_t", "pileup_muon_event",
+                "pileup_muon_time"):
+        assert key in cross, key
+    # exactly one muon per event in N (forced), its crossings carry its time and event
+    t_mu = cross["pileup_muon_time"]
+    in_n = np.zeros(t_mu.size, bool)
+    for lo, hi in forced.near:
+        in_n |= (t_mu >= lo) & (t_mu <= hi) & (np.abs(t_mu) > setup.beam.pileup_window / 2)
+    ev_n = cross["pileup_muon_event"][in_n]
+    assert np.array_equal(np.sort(ev_n), np.sort(np.asarray(ea["event"])))
+    assert np.array_equal(cross["pileup_t"], t_mu[cross["pileup_muon"]])
+    assert np.array_equal(cross["pileup_event"], cross["pileup_muon_event"][cross["pileup_muon"]])
+    # the crossings against the clusters of the event: APV planes, muons within +-45 ns (in the APV window)
+    r = reconstruct_tracks(eb, setup, load_conditions(setup, RUN), return_internals=True)
+    hits = r["_hits"]
+    n_setup = len(setup.planes)
+    off = np.asarray(hits["plane_offsets"], np.int64)
+    ev_numbers = np.asarray(eb["event"], np.int64)
+    row = np.searchsorted(ev_numbers, cross["pileup_event"])
+    cond = load_conditions(setup, RUN)
+    pos, sig = np.asarray(hits["pos"]), np.asarray(hits["sigma"])
+    matched, tried, eff = 0, 0, []
+    for i in np.flatnonzero((np.abs(cross["pileup_t"]) < 40) & (np.abs(cross["pileup_t"]) > 15)):
+        p = int(cross["pileup_plane"][i])
+        if setup.planes[p].type == "straw":
+            continue
+        lo, hi = off[row[i] * n_setup + p], off[row[i] * n_setup + p + 1]
+        tried += 1
+        eff.append(cond.plane_efficiency(setup.planes[p]))
+        matched += bool(np.any(np.abs(pos[lo:hi] - cross["pileup_u"][i]) < CORRECT_SIGMAS * sig[lo:hi]))
+    assert tried > 1000
+    assert matched / tried > 0.9 * float(np.mean(eff)), (matched, tried, float(np.mean(eff)))
+
+
+def ak_flat(x):
+    import awkward as ak
+
+    return ak.flatten(x, axis=None) if isinstance(x, ak.Array) else x
+
+
+def test_a_handmade_pileup_hit_is_classified_as_the_pileup_muons(tmp_path):
+    """A used hit that sits on a pile-up muon's crossing (hand-made: the crossing file edited so that a
+    kept pile-up muon crosses plane j exactly at the used hit and the muon's own crossing lies 20 mm
+    away) is classified as the pile-up muon's; with the crossing file as written, it is the muon's own."""
+    from na64reco.lone_muon import SRC_PILEUP, SRC_RIGHT
+    from na64reco.pileup_truth import PILEUP_KEPT
+
+    setup = load_setup("na64mu", run=RUN)
+    cond = load_conditions(setup, RUN)
+    sel = load_selection("na64mu_invisible")
+    out, cpath = tmp_path / "p.root", tmp_path / "p.npz"
+    simulate(setup, 400, 12, RUN, out, process="beam", trigger="calibration", forced_pileup=_near_pileup(setup, RUN),
+             true_crossings=cpath)
+    m = classify(out, cpath, setup, cond, sel)
+    assert m["src"].shape == m["dev"].shape and m["pu_sep"].shape[1:] == (PILEUP_KEPT, m["dev"].shape[1])
+    i = int(np.flatnonzero(np.all(m["src"] == SRC_RIGHT, axis=1))[0])
+    j = 1  # a micromegas plane of the view (no straw twin)
+    plane = setup.plane_index(str(m["view_planes"][j])) if hasattr(setup, "plane_index") else \
+        [p.name for p in setup.planes].index(str(m["view_planes"][j]))
+    cross = dict(np.load(cpath))
+    ev = int(np.asarray(open_raw(out).events()["event"])[np.flatnonzero(m["all_tracked"])[i]])
+    own = (cross["event"] == ev) & (cross["plane"] == plane)
+    u_true = float(cross["u"][own][0])
+    u_hit = u_true + float(m["dev"][i, j])
+    cross["u"] = np.where(own, u_true + 20.0, cross["u"])  # the muon's own crossing moved away
+    mu = int(np.flatnonzero(cross["pileup_muon_event"] == ev)[0])
+    cross["pileup_muon_time"] = cross["pileup_muon_time"].copy()
+    cross["pileup_muon_time"][mu] = 20.0  # nearest in time: the first kept muon
+    mine = (cross["pileup_muon"] == mu) & (cross["pileup_plane"] == plane)
+    assert mine.any()
+    cross["pileup_u"] = np.where(mine, u_hit, cross["pileup_u"])
+    edited = tmp_path / "edited.npz"
+    np.savez(edited, **cross)
+    m2 = classify(out, edited, setup, cond, sel)
+    assert m2["src"][i, j] == SRC_PILEUP and m2["src_muon"][i, j] == 0
+    assert m2["dev"][i, j] == pytest.approx(-20.0 + float(m["dev"][i, j]), abs=1e-3)
+    assert m2["pu_sep"][np.flatnonzero(m2["all_tracked"])[i], 0, j] == pytest.approx(u_hit - u_true - 20.0, abs=1e-3)
+    others = np.ones_like(m2["src"], bool)
+    others[i, j] = False
+    assert np.array_equal(m2["src"][others], m["src"][others])
+
+
+def _toy_geometry():
+    dz = np.array([-3.5, -2.0, 2.0, 3.0, 4.0])  # the 2022 view
+    return {"dz": dz, "down": (dz > 0).astype(float), "sigma": np.array([0.07, 0.07, 0.07, 0.15, 0.07]),
+            "chi2_ndf_max": 10.0, "planes": ["A1", "A2", "B1", "S1", "B2"],
+            "timed": np.array([True, True, True, False, True]), "track_time_prob_min": 1e-4,
+            "track_time_outliers": 1}
+
+
+def test_pileup_set_term_against_toys_of_the_fit():
+    """The bound's term of one set S (a pile-up muon's hits on S, the muon's own right hits elsewhere):
+    P(chi2 cut and kappa in the box) = Phi(-(room - g.d_S) / sigma) x P(ncx2 <= cut), the two
+    independent (least squares), against toys of the weighted fit with Gaussian hits."""
+    from scipy import stats
+
+    from na64reco.pileup_truth import _fit_matrices
+
+    geo = _toy_geometry()
+    used = np.ones(5, bool)
+    g, sig_k, v = _fit_matrices(geo, used)
+    rng = np.random.default_rng(7)
+    n = 400_000
+    a = np.stack([np.ones(5), geo["dz"], -geo["dz"] * geo["down"]], axis=1)
+    w = 1.0 / geo["sigma"] ** 2
+    cov = np.linalg.inv(a.T @ (a * w[:, None]))
+    proj = cov @ (a * w[:, None]).T  # parameters per hit vector
+    for on, d_mm, room_sig in (([2, 4], [0.3, 0.5], 2.0), ([0, 1], [0.2, 0.1], 1.0), ([2, 3, 4], [0.4, 0.4, 0.4], 3.0)):
+        d = np.zeros(5)
+        d[on] = d_mm
+        u = rng.normal(size=(n, 5)) * geo["sigma"] + d
+        par = u @ proj.T
+        chi2 = np.sum(((u - par @ a.T) / geo["sigma"]) ** 2, axis=1)
+        room = float(g @ d) + room_sig * sig_k
+        toy = np.mean((chi2 <= geo["chi2_ndf_max"] * 2) & (par[:, 2] >= room))
+        r2 = float(np.sum((v @ d) ** 2))
+        closed = stats.norm.sf((room - g @ d) / sig_k) * stats.ncx2.cdf(geo["chi2_ndf_max"] * 2, 2, r2)
+        assert toy == pytest.approx(closed, rel=5 * math.sqrt(closed * (1 - closed) / n) / closed + 1e-3), on
+        assert np.allclose(par[:, 2], u @ g)
+
+
+def test_pileup_set_bound_and_measured_tail_on_a_toy_with_known_shifts():
+    """On hand-made muons with known pile-up separations: the set bound equals the sum over the sets
+    computed by hand (one pattern, 31 sets, the time factor of each), a far pile-up muon adds nothing;
+    the measured tail is each muon's Gaussian at its shift; time_pass_log10_many equals the scalar."""
+    from scipy import stats
+    from scipy.special import log_ndtr
+
+    from na64reco.lone_muon import time_pass_log10
+    from na64reco.pileup_truth import _fit_matrices, measured_tail, pileup_set_bound, time_pass_log10_many
+
+    geo = _toy_geometry()
+    c = 500.0  # GeV mrad: kappa_true = c / p
+    p = np.array([100.0, 105.0, 150.0])
+    sep = np.full((3, 2, 5), np.nan, np.float32)
+    sep[0, 0] = [0.0, 0.0, 1.0, 1.2, 1.4]  # downstream kinked away from the muon
+    sep[1, 0] = [50.0, 50.0, 50.0, 50.0, 50.0]  # far: nothing
+    sep[2, 0] = [0.1, 0.1, 0.4, 0.5, 0.6]
+    tpu = np.array([[20.0, np.nan], [30.0, np.nan], [-18.0, np.nan]], np.float32)
+    m = {"pu_sep": sep, "pu_time": tpu, "hard_p_true": p, "all_tracked": np.array([True, True, False]),
+         "src": np.ones((2, 5), np.int8),
+         "c_gev_mrad": np.array(c), "max_missing": np.array(0)}
+    box, width, mean = 80.0, 1.05, 0.0
+    b = pileup_set_bound(m, geo, width, mean, box, negligible=-300.0)
+    g, sig_k, v = _fit_matrices(geo, np.ones(5, bool))
+    total = np.zeros(3)
+    for i in range(3):
+        for code in range(1, 32):
+            on = ((code >> np.arange(5)) & 1).astype(bool)
+            d = np.where(on, sep[i, 0], 0.0).astype(float)
+            lb = float(log_ndtr(-(c / box - c / p[i] - g @ d) / (width * sig_k)))
+            r = math.sqrt(float(np.sum((v @ d) ** 2))) / width
+            lc = float(log_ndtr(math.sqrt(20.0) / width - r))  # bounds the noncentral chi2 probability:
+            assert lc >= stats.ncx2.logcdf(20.0 / width ** 2, 2, r ** 2) - 1e-12
+            a_t, b_t = int((~on & geo["timed"]).sum()), int((on & geo["timed"]).sum())
+            lt = float(time_pass_log10_many(a_t, b_t, np.array([abs(float(tpu[i, 0]))]), 1.0)[0]) * math.log(10.0)
+            assert lt >= time_pass_log10(a_t, b_t, abs(float(tpu[i, 0])), 1.0) * math.log(10.0) - 1e-9
+            total[i] += math.exp(lb + lc + lt)
+    expect = math.log10(total.mean()) - math.log10(2 / 3)
+    assert b["log10_union_per_tracked"] == pytest.approx(expect, abs=1e-6)
+    assert total[1] < 1e-40 < total[0]  # B parallel 50 mm away: only its own track, 15 sigma from the box
+    # the choice bound: no tracked muon used B's hits (no src given: all right) -> the 90 % limits of 0
+    # in 2 tracked muons times the largest mean set term of each size
+    assert b["choice_by_planes"][5]["set_of_max_q"] == "BBBBB"
+    for a_t, b_t in ((2, 2), (1, 3), (3, 1), (0, 4), (2, 1)):
+        many = time_pass_log10_many(a_t, b_t, np.array([5.0, 15.0, 40.0]), 1.0)
+        exact = np.array([time_pass_log10(a_t, b_t, x, 1.0) for x in (5.0, 15.0, 40.0)])
+        assert np.all(many >= exact - 1e-9) and np.all(many <= 0.0)
+        assert (many[2] < -10) == (exact[2] < -10) or min(a_t, b_t) <= 1
+    # the measured tail: each muon's Gaussian at its exact shift (only hits not the muon's own right ones)
+    mm = {"src": np.array([[1, 1, 4, 1, 4], [1, 1, 1, 1, 1]]), "dev": np.array([[0.1, 0.0, 0.5, 0.0, 0.8]] * 2),
+          "gain": np.array([g, g]), "sigma_kappa": np.array([sig_k, sig_k]), "kappa_true": c / p[:2],
+          "c_gev_mrad": np.array(c)}
+    shift = g[2] * 0.5 + g[4] * 0.8
+    lg = measured_tail(mm, width, mean, box)
+    assert lg[0] == pytest.approx(stats.norm.logsf((c / box - c / p[0] - shift) / (width * sig_k)) / math.log(10))
+    assert lg[1] == pytest.approx(stats.norm.logsf((c / box - c / p[1]) / (width * sig_k)) / math.log(10))
+
+
+def test_pileup_estimate_refuses_parts_without_the_pileup_truth(sample):
+    from na64reco.pileup_truth import pileup_estimate
+
+    m, geometry = sample
+    old = {k: v for k, v in m.items() if k not in ("src", "src_muon", "pu_sep", "pu_time", "hard_p_true")}
+    with pytest.raises(NA64Error, match="lack src, pu_sep.*re-simulate"):
+        pileup_estimate(old, geometry, None, (0, 1))

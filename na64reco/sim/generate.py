@@ -201,9 +201,11 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
             the metadata records them and their nominal mean ``expected``.
         true_crossings: path of a ``.npz`` to write the true tracker crossings of the written
             events' own particles to (``event`` number in the file, ``plane`` index, true
-            measured coordinate ``u`` in mm, time ``t`` in ns; the out-of-time beam pile-up
-            muons not included), for truth studies of the tracking; None (default) writes
-            nothing and changes nothing else (no random number drawn).
+            measured coordinate ``u`` in mm, time ``t`` in ns) and of the out-of-time beam
+            pile-up muons (``pileup_event``, ``pileup_muon`` (the muon's index in the file),
+            ``pileup_plane``, ``pileup_u``, ``pileup_t`` per crossing; ``pileup_muon_event``,
+            ``pileup_muon_time`` (ns) per muon), for truth studies of the tracking; None
+            (default) writes nothing and changes nothing else (no random number drawn).
 
     Raises ConfigError / RawFormatError / CalibrationMissing with one-line messages.
     """
@@ -289,10 +291,40 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
     if bar is not None:
         bar.close()
     if job.crossings:
-        np.savez(true_crossings, **{k: _concat(crossings, k) if crossings else np.zeros(0)
-                                    for k in ("event", "plane", "u", "t")})
+        _number_pileup_muons(crossings)
+        keys = CROSSING_KEYS + (PILEUP_CROSSING_KEYS + PILEUP_MUON_KEYS
+                                if all("pileup_muon" in c for c in crossings) else ())
+        np.savez(true_crossings, **{k: _concat(crossings, k) if crossings else np.zeros(0) for k in keys})
     return SimulationResult(output, setup.name, int(run), int(n_events), n_written, n_spills,
                             time.perf_counter() - t_start, {k: v for k, v in counts.items() if v})
+
+
+#: the arrays of the ``true_crossings`` file: the written events' own particles, then the
+#: out-of-time beam pile-up muons (per crossing, and per muon)
+CROSSING_KEYS = ("event", "plane", "u", "t")
+PILEUP_CROSSING_KEYS = ("pileup_event", "pileup_muon", "pileup_plane", "pileup_u", "pileup_t")
+PILEUP_MUON_KEYS = ("pileup_muon_event", "pileup_muon_time")
+
+
+def _pileup_crossings(hits, pile: dict, first_event: int) -> dict:
+    """The true crossings of the out-of-time beam muons of a spill's written events (event
+    numbers of the file; muon index within the spill, made unique in the file by
+    :func:`_number_pileup_muons`) and each muon's event and time (ns)."""
+    ev, plane, u, t = hits
+    return {"pileup_event": np.asarray(ev, np.int64) + first_event, "pileup_muon": np.asarray(pile["muon"], np.int64),
+            "pileup_plane": np.asarray(plane, np.int64), "pileup_u": np.asarray(u, float),
+            "pileup_t": np.asarray(t, float),
+            "pileup_muon_event": np.asarray(pile["muon_event"], np.int64) + first_event,
+            "pileup_muon_time": np.asarray(pile["muon_time"], float)}
+
+
+def _number_pileup_muons(parts: list[dict]) -> None:
+    """Offsets the spills' pile-up muon indices so that they number the muons of the file."""
+    offset = 0
+    for p in parts:
+        if "pileup_muon" in p:
+            p["pileup_muon"] = p["pileup_muon"] + offset
+            offset += p["pileup_muon_event"].size
 
 
 def _true_magnets(setup: Setup, cond) -> Setup:
@@ -371,7 +403,13 @@ def simulate_spill(job: _Job, spill: int, n: int, first_event: int = 1) -> dict:
         m = fired[h_ev]
         crossings = {"event": new_index[h_ev[m]] + first_event, "plane": h_pl[m], "u": h_u[m], "t": h_t[m]}
     # the other beam muons crossing the trackers within their readout windows
-    pile_hits = Recorder(nw).hits() if pedestal else beam_pileup_hits(rng, setup, prm, nw, job.forced_pileup)
+    if pedestal:
+        pile_hits = Recorder(nw).hits()
+    elif crossings is not None:  # with the pile-up muons' truth (the same random numbers)
+        pile_hits, pile = beam_pileup_hits(rng, setup, prm, nw, job.forced_pileup, muons=True)
+        crossings.update(_pileup_crossings(pile_hits, pile, first_event))
+    else:
+        pile_hits = beam_pileup_hits(rng, setup, prm, nw, job.forced_pileup)
     pts = tracker_points(rng, planes, nw, *written_hits(new_index, hits, pile_hits), job.forced)
     a_ev, a_pl, a_ch, a0, a1, a2 = apv_digits(rng, setup, prm, planes, nw, *pts)
     s_ev, s_pl, s_tube, s_tdc = straw_digits(rng, setup, planes, nw, *pts)

@@ -169,20 +169,32 @@ def expected_per_event(setup) -> float:
     return float(rate * (hi - lo - _gap((lo, hi), setup.beam.pileup_window)[1]))
 
 
-def beam_pileup_hits(rng: np.random.Generator, setup, params, n_events: int, forced: ForcedPileup | None = None):
+def beam_pileup_hits(rng: np.random.Generator, setup, params, n_events: int, forced: ForcedPileup | None = None,
+                     muons: bool = False):
     """Tracker crossings ``(ev, plane, coord, t)`` of the out-of-time beam muons of
     ``n_events`` events (event indices 0..n_events-1); empty if the setup has no window.
-    ``forced``: exactly ``forced.count`` of them per event in its near times (see the module doc)."""
+    ``forced``: exactly ``forced.count`` of them per event in its near times (see the module doc).
+
+    ``muons``: also return their truth, ``{"muon": muon index of each crossing, "muon_event":
+    event index of each muon, "muon_time": its time (ns)}`` (the same random numbers: the muons
+    are transported labelled by their index either way, and the labels mapped to their events)."""
     if expected_per_event(setup) <= 0 or n_events == 0:
-        return Recorder(n_events).hits()
+        hits = Recorder(n_events).hits()
+        empty = {"muon": np.zeros(0, np.int64), "muon_event": np.zeros(0, np.int64), "muon_time": np.zeros(0)}
+        return (hits, empty) if muons else hits
     ev, t = pileup_muons(rng, setup, n_events, forced)
     n = ev.size
-    tracks = sample_beam(rng, setup, ev, np.full(n, PROCESSES["beam"], np.int8), role=ROLE_PILEUP, t=t)
-    rec = Recorder(n_events)
+    label = np.arange(n, dtype=np.int64)  # transported by muon index, mapped to the events below
+    tracks = sample_beam(rng, setup, label, np.full(n, PROCESSES["beam"], np.int8), role=ROLE_PILEUP, t=t)
+    rec = Recorder(n)
     # transported up to the last tracker plane only: what lies behind it (HCAL, counters) cannot
     # change their crossings, and its random numbers were drawn for nothing (issue 11, fifth pass)
-    follow(Context(rng, setup, params, rec, Truth.new(n_events)), tracks, last_z=last_tracker_z(setup))
-    return rec.hits()
+    follow(Context(rng, setup, params, rec, Truth.new(n)), tracks, last_z=last_tracker_z(setup))
+    h_mu, h_pl, h_u, h_t = rec.hits()
+    hits = (ev[h_mu], h_pl, h_u, h_t)
+    if muons:
+        return hits, {"muon": h_mu, "muon_event": ev, "muon_time": np.asarray(t, float)}
+    return hits
 
 
 def last_tracker_z(setup) -> float:
