@@ -847,7 +847,9 @@ def _per_mot(est: dict, period: dict, stratum: tuple[int, int] = (0, 0)) -> dict
         out.update({"per_mot_measured_shifts": out["per_mot"], "per_mot": 10.0 ** (est["log10_p_integrated"] + lg),
                     "per_mot_outlier_bound_adversarial": out["per_mot_outlier_bound"],
                     "per_mot_integrated_upper_90": up, "per_mot_upper": min(up, up_count),
-                    "per_mot_upper_from": "outliers integrated (90 % upper)" if up <= up_count else "count"})
+                    "per_mot_upper_from": ("outliers integrated (90 % upper)" + (
+                        " + the pile-up muon's sets x the search's choice" if "pileup_truth" in est else ""))
+                    if up <= up_count else "count"})
         del out["per_mot_outlier_bound"]
     return out
 

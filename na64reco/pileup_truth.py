@@ -428,6 +428,11 @@ def pileup_estimate(m: dict, geometry: dict, period: dict | None = None, stratum
                                  / ln10)
     est["bound_from"] = (f"A's own outliers ({est['bound_from']}) + B's sets x the search's choice rate (without the "
                          "track-time factor)")
+    if "log10_p_integrated_upper" in est:  # A's outliers integrated (outlier_tail): B's sets are added to its upper
+        own_up = float(est["log10_p_integrated_upper"])
+        est["log10_p_integrated_upper_own_only"] = own_up
+        est["log10_p_integrated_upper"] = float(np.logaddexp(
+            own_up * ln10, b["log10_choice_per_tracked_without_time"] * ln10) / ln10)
     est["method"] = (f"stratum ({stratum[0]}, {stratum[1]}) on the pile-up truth (benchmarks/lone_muon_tail.py): "
                      "each used hit's source on truth; closed-form Gaussian tails at exact shifts; bound: A's own "
                      "outlier sets + every set of planes given to the pile-up muon (chi2 and track-time closed forms)")

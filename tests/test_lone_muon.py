@@ -686,3 +686,37 @@ def test_pileup_estimate_refuses_parts_without_the_pileup_truth(sample):
     old = {k: v for k, v in m.items() if k not in ("src", "src_muon", "pu_sep", "pu_time", "hard_p_true")}
     with pytest.raises(NA64Error, match="lack src, pu_sep.*re-simulate"):
         pileup_estimate(old, geometry, None, (0, 1))
+
+
+def test_pileup_estimate_adds_the_pileup_sets_to_the_integrated_upper(monkeypatch):
+    """With A's own outliers integrated (outlier_tail), the row's upper value of a pile-up stratum is
+    the integrated upper PLUS B's sets x the search's choice: the pile-up muon's unseen
+    configurations are not dropped (the two branches of stop 19 met here)."""
+    from na64reco import pileup_truth as pt
+
+    own_up, choice = -12.0, -11.0  # log10 per tracked muon
+    n = 1000
+
+    def fake_stratum(m, geometry, period, stratum, box, **kw):
+        return {"log10_p_bound": -10.0, "bound_from": "x", "width_used": 1.0, "core": {"mean": 0.0},
+                "log10_p_measured": -40.0, "log10_p_integrated": -15.0, "log10_p_integrated_upper": own_up,
+                "tracked": n, "hard": 2 * n, "tail_shapes": {}}
+
+    monkeypatch.setattr(pt, "own_only", lambda m, g: {"_separate": np.zeros((n, 5), bool)})
+    monkeypatch.setattr(pt, "stratum_estimate", fake_stratum)
+    monkeypatch.setattr(pt, "measured_tail", lambda *a, **k: np.full(n, -40.0))
+    monkeypatch.setattr(pt, "pileup_set_bound", lambda *a, **k: {
+        "log10_choice_per_tracked_without_time": choice, "log10_choice_per_tracked": choice - 1})
+    monkeypatch.setattr(pt, "validate_edges", lambda *a, **k: [])
+    m = {"src": np.ones((n, 5), np.int8), "fake": np.zeros(n, bool), "kappa": np.ones(n), "kappa_true": np.ones(n),
+         "sigma_kappa": np.ones(n), "c_gev_mrad": np.array(400.0)}
+    period = {"kept_per_mot": 1e-3, "forced_noise": {"strata": [
+        {"count": 0, "pileup": 0, "weight": 0.9, "tracked": 90, "hard": 100},
+        {"count": 0, "pileup": 1, "weight": 0.1, "tracked": 50, "hard": 100, "upper_90_per_tracked": 1.0}]}}
+    est = pt.pileup_estimate(m, {"sigma": np.ones(5)}, period, (0, 1), 80.0)
+    assert est["log10_p_integrated_upper_own_only"] == own_up
+    assert est["log10_p_integrated_upper"] == pytest.approx(math.log10(10 ** own_up + 10 ** choice))
+    scale = 0.1 * (n / (2 * n)) / (0.9 * 0.9 + 0.1 * 0.5) * 1e-3
+    assert est["per_mot_integrated_upper_90"] == pytest.approx((10 ** own_up + 10 ** choice) * scale)
+    assert est["per_mot_upper"] == est["per_mot_integrated_upper_90"]
+    assert "pile-up muon's sets" in est["per_mot_upper_from"]
