@@ -40,7 +40,10 @@ or wrong-twin hit of B's), A's own outliers on a track that also uses B's hits (
 the measured part, as sampled, but not in the bound), APV hit times beyond their Gaussian
 errors.  The bound uses B's sets *without* the track-time factor (given beside): the
 reconstructed APV times of B's used hits lie near A's (median 2-5 ns in 2022 (0, 1), although
-B is 15-79 ns away), so the closed form at B's true time is not trusted.
+B is 15-79 ns away), so the closed form at B's true time is not trusted: the used ones are a
+mis-timed minority (1.8 % of B's MM crossings give a usable hit within 10 ns of A, half of them
+sharing an APV channel with A's cluster; GEM 0.1 %), selected by the hit-time window and the
+track time (``benchmarks/pileup_hit_times.py``; docs/periods.md, "The pile-up muon on truth").
 """
 
 from __future__ import annotations
