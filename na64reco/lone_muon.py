@@ -917,13 +917,22 @@ def time_pass_log10(n_own: int, n_foreign: int, dt: float, sigma: float, prob_mi
 
     if n < 2:
         return 0.0
+    return min(0.0, _log10_sum(time_pass_terms(a, b, outliers, log10_cdf)))
+
+
+def time_pass_terms(a: int, b: int, outliers: int, log10_cdf) -> list:
+    """The log10 terms of the union bound of :func:`time_pass_log10` for ``a`` own and ``b``
+    foreign timed hits: all hits kept (n - 1 dof), and with one outlier allowed each hit left
+    out in turn (n - 2 dof; ``a`` equal own terms, ``b`` equal foreign ones);
+    ``log10_cdf(dof, own, foreign)`` gives one term (a float or an array)."""
+    n = a + b
     terms = [log10_cdf(n - 1, a, b)]
     if outliers and n >= 3:
         if a:
             terms.append(math.log10(a) + log10_cdf(n - 2, a - 1, b))
         if b:
             terms.append(math.log10(b) + log10_cdf(n - 2, a, b - 1))
-    return min(0.0, _log10_sum(terms))
+    return terms
 
 
 def foreign_hits(m: dict) -> dict[str, np.ndarray]:

@@ -67,6 +67,7 @@ from na64reco.lone_muon import (
     _per_mot,
     box_p_out,
     stratum_estimate,
+    time_pass_terms,
 )
 
 #: B's hit is *separate* from A's cluster when B's true crossing is at least this many plane
@@ -215,12 +216,7 @@ def time_pass_log10_many(n_own: int, n_foreign: int, dt: np.ndarray, sigma: floa
         lam = (dt / sigma) ** 2 * x * y / (x + y)
         return log_ndtr(math.sqrt(cuts[k + 1]) - np.sqrt(lam)) / ln10
 
-    terms = [log10_cdf(n - 1, a, b)]
-    if outliers and n >= 3:
-        if a:
-            terms.append(math.log10(a) + log10_cdf(n - 2, a - 1, b))
-        if b:
-            terms.append(math.log10(b) + log10_cdf(n - 2, a, b - 1))
+    terms = time_pass_terms(a, b, outliers, log10_cdf)
     tot = np.logaddexp.reduce(np.stack(terms) * ln10, axis=0) / ln10
     return np.minimum(tot, 0.0)
 
