@@ -46,7 +46,6 @@ choice rate); older parts fall back to :func:`na64reco.lone_muon.stratum_estimat
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import time
@@ -57,6 +56,7 @@ from na64reco.fake_kicks import PERIOD_RUNS
 from na64reco.geometry import load_setup
 from na64reco.lone_muon import load_muons, p00_estimate, simulate_parts, stratum_estimate, view_geometry
 from na64reco.pileup_truth import pileup_estimate
+from na64reco.runner import local_client
 
 #: muons per period (2022 tracks 16 % of them, 2023 92 %): ~14 min of 2 shared cores in all
 DEFAULT_EVENTS = "2022:3000000,2023:2000000"
@@ -105,14 +105,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     strata = [tuple(int(x) for x in st.split(",")) for st in args.strata]
     summary = {}
-    with contextlib.ExitStack() as stack:
-        client = None
-        if args.workers > 0:
-            from distributed import Client
-
-            from na64reco.runner import local_cluster
-
-            client = stack.enter_context(Client(stack.enter_context(local_cluster(args.workers))))
+    with local_client(args.workers) as client:
         for period in args.periods.split(","):
             camp = args.campaign / f"misreco_{period}.json"
             period_data = json.loads(camp.read_text()) if camp.exists() else {}

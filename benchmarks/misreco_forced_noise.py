@@ -36,7 +36,6 @@ uncorrelated noise in R (``Lambda_R -> s Lambda_R``): the table "noise scale".
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import time
 from pathlib import Path
@@ -45,6 +44,7 @@ from na64reco.background import forced_noise_ratio, misreconstruction_background
 from na64reco.constants import NA64MU_2022_MOT as EXPOSURE_2022
 from na64reco.errors import NA64Error
 from na64reco.fake_kicks import PERIOD_RUNS, study
+from na64reco.runner import local_client
 
 NOISE_SCALES = (0.3, 1.0, 3.0, 10.0)
 #: strata per period, M:K:EVENTS (K = n: nominal pile-up: the forced-noise samples m >= 2 of
@@ -131,14 +131,7 @@ def main(argv=None) -> int:
                     help="directory whose misreco_<period>.json gets the forced estimate")
     args = ap.parse_args(argv)
     summary = {}
-    with contextlib.ExitStack() as stack:
-        client = None
-        if args.workers > 0:
-            from distributed import Client
-
-            from na64reco.runner import local_cluster
-
-            client = stack.enter_context(Client(stack.enter_context(local_cluster(args.workers))))
+    with local_client(args.workers) as client:
         for period in args.periods.split(","):
             summary[period] = run_period(period, args, client)
     if args.json:

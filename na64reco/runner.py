@@ -34,7 +34,7 @@ import errno
 import json
 import time
 from collections.abc import Mapping
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -508,6 +508,19 @@ def local_cluster(workers: int, *, preload: bool = True):
                             silence_logs=logging.WARNING, env=env,
                             preload=["na64reco.dask_worker"] if preload else [])
 
+
+
+@contextmanager
+def local_client(workers: int):
+    """A client of :func:`local_cluster` with ``workers`` workers, closed on exit; None (work in
+    this process) when ``workers`` is 0 or less: the ``--workers`` option of the scripts."""
+    if workers <= 0:
+        yield None
+        return
+    from distributed import Client
+
+    with local_cluster(workers) as cluster, Client(cluster) as client:
+        yield client
 
 #: Modules distributed puts into its fork server's preload (its optional packages) that a
 #: worker running na64reco processors never imports: pandas alone is ~75 MB of every

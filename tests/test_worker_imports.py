@@ -50,3 +50,18 @@ def test_the_fork_server_preloads_no_pandas():
     assert _use_forkserver()
     preload = multiprocessing.forkserver._forkserver._preload_modules
     assert "na64reco._forkserver_preload" in preload and not set(NOT_PRELOADED) & set(preload)
+
+
+def test_local_client_runs_tasks_on_workers_or_none_in_process():
+    """``--workers N`` of the scripts: 0 works in this process (no client), N >= 1 gives a client of
+    a local cluster with N workers that runs a task, closed on exit."""
+    import os
+
+    from na64reco.runner import local_client
+
+    with local_client(0) as client:
+        assert client is None
+    with local_client(1) as client:
+        assert len(client.scheduler_info()["workers"]) == 1
+        assert client.submit(os.getpid).result() != os.getpid()  # ran in the worker process
+    assert client.status == "closed"
