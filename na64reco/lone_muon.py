@@ -192,18 +192,24 @@ def classify(path, crossings_path, setup, conditions, selection) -> dict[str, np
 
 def view_geometry(setup, conditions) -> dict:
     """The outgoing bend view's fit geometry: ``dz`` (m), ``down``, ``sigma`` (mm, the plane
-    resolutions the fit weights with) per plane in z order and the chi2/ndf cut."""
+    resolutions the fit weights with) per plane in z order and the chi2/ndf cut; the track-time
+    settings and ``near_dt_min_ns``, the smallest |time| of a pile-up muon in the near times
+    (:func:`na64reco.fake_kicks.near_times`)."""
+    from na64reco.fake_kicks import near_times
     from na64reco.reco.tracking.config import load_tracking_config
     from na64reco.reco.tracking.tracks import make_views
 
     cfg = load_tracking_config(setup)
+    near = near_times(setup, conditions)
     view = next(v for v in make_views(setup, cfg, conditions) if v.role == "out" and v.bend)
     return {"dz": np.asarray(view.dz, float), "down": np.asarray(view.down, float),
             "sigma": np.array([setup.planes[p].resolution for p in view.planes], float),
             "chi2_ndf_max": float(cfg.chi2_ndf_max), "planes": [setup.planes[p].name for p in view.planes],
             # the planes in the common track time (APV: GEM, MM; straws hold the drift time)
             "timed": np.array([setup.planes[p].type != "straw" for p in view.planes], bool),
-            "track_time_prob_min": float(cfg.track_time_prob_min), "track_time_outliers": int(cfg.track_time_outliers)}
+            "track_time_prob_min": float(cfg.track_time_prob_min), "track_time_outliers": int(cfg.track_time_outliers),
+            # the smallest |time| (ns) of an out-of-time beam muon in the near times N (2022: 15)
+            "near_dt_min_ns": float(min(min(abs(a), abs(b)) for a, b in near)) if near else float("inf")}
 
 
 def set_reach(geometry: dict, used: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -885,9 +891,6 @@ def single_hit_reach(geometry: dict, used: np.ndarray) -> np.ndarray:
 #: largest per-hit APV time error of a beam-muon hit (ns): apv.strip_time_error_r x the APV noise
 #: gives 0.1-1 ns (tracking.yaml, common track time); the closed form below is quoted at this value
 TIME_ERROR_MAX_NS = 1.0
-#: smallest |time| of a pile-up muon of the (0, 1) stratum (ns): the near times N of 2022,
-#: [-45, -15) U (15, 79] ns (fake_kicks.near_times)
-PILEUP_DT_MIN_NS = 15.0
 
 
 def time_pass_log10(n_own: int, n_foreign: int, dt: float, sigma: float, prob_min: float = 1e-4,
@@ -947,7 +950,7 @@ def foreign_hits(m: dict) -> dict[str, np.ndarray]:
 
 
 def stratum_estimate(m: dict, geometry: dict, period: dict | None = None, stratum: tuple[int, int] = (1, 0),
-                     box: float | None = None, *, dt_min: float = PILEUP_DT_MIN_NS,
+                     box: float | None = None, *, dt_min: float | None = None,
                      sigma_max: float = TIME_ERROR_MAX_NS, **kwargs) -> dict:
     """The figures of a stratum with extra hit sources (``stratum`` = (m noise clusters in R,
     k beam muons in N)) from its classified muons (:func:`load_muons`).
@@ -1001,6 +1004,8 @@ def stratum_estimate(m: dict, geometry: dict, period: dict | None = None, stratu
     bits = 1 << np.arange(npl)
     used = (np.asarray(m["used"])[:, None] & bits) > 0
     if tuple(stratum)[1] > 0:
+        if dt_min is None:  # the smallest |time| of a pile-up muon of the near times (view_geometry)
+            dt_min = geometry["near_dt_min_ns"]
         est["track_time"] = _track_time_block(m, geometry, used, bits, dt_min, sigma_max)
     code = (used * bits).sum(1)
     pull_width = est["width_used"]

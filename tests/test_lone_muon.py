@@ -720,3 +720,17 @@ def test_pileup_estimate_adds_the_pileup_sets_to_the_integrated_upper(monkeypatc
     assert est["per_mot_integrated_upper_90"] == pytest.approx((10 ** own_up + 10 ** choice) * scale)
     assert est["per_mot_upper"] == est["per_mot_integrated_upper_90"]
     assert "pile-up muon's sets" in est["per_mot_upper_from"]
+
+
+def test_the_pileup_time_of_the_track_time_bound_comes_from_the_near_times():
+    """view_geometry's near_dt_min_ns is the smallest |time| of the near times N of the period
+    (fake_kicks.near_times), not a copied number: 15 ns for both periods' hit-time windows."""
+    from na64reco.fake_kicks import PERIOD_RUNS, near_times
+
+    for run in PERIOD_RUNS.values():
+        setup = load_setup("na64mu", run=run)
+        cond = load_conditions(setup, run)
+        near = near_times(setup, cond)
+        edge = view_geometry(setup, cond)["near_dt_min_ns"]
+        assert edge == min(min(abs(a), abs(b)) for a, b in near) == pytest.approx(15.0)
+        assert all(not (a < 0.5 * edge and b > -0.5 * edge) for a, b in near)  # no near time inside (-edge, edge)
