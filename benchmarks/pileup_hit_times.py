@@ -26,8 +26,6 @@ import numpy as np
 from na64reco.lone_muon import CORRECT_SIGMAS
 from na64reco.pileup_truth import SEPARATE_SIGMAS
 
-#: B's times of the forced near times N start this far from the trigger (fake_kicks.near_times, 2022)
-NEAR_MIN_NS = 15.0
 #: a B hit reconstructed this close to A's event time "looks in time" (B itself is >= 15 ns away)
 IN_TIME_LOOKING_NS = 10.0
 
@@ -136,7 +134,18 @@ def hit_times(path: Path, cross: Path, run: int) -> dict:
     return out
 
 
-def summarize(out: dict, edges: np.ndarray) -> list[str]:
+def near_min_ns(run: int) -> float:
+    """The smallest |time| (ns) of B in the forced near times N of the run's period
+    (:func:`na64reco.lone_muon.view_geometry`, from :func:`na64reco.fake_kicks.near_times`)."""
+    from na64reco.conditions import load_conditions
+    from na64reco.geometry import load_setup
+    from na64reco.lone_muon import view_geometry
+
+    setup = load_setup("na64mu", run=run)
+    return view_geometry(setup, load_conditions(setup, run))["near_dt_min_ns"]
+
+
+def summarize(out: dict, edges: np.ndarray, near_min: float) -> list[str]:
     """Per plane type and bin of B's true time: crossings, with a hit, time NaN, usable, and the
     median of B's hit time minus A's event time (all hits with a time; the usable ones)."""
     lines = []
@@ -163,10 +172,10 @@ def summarize(out: dict, edges: np.ndarray) -> list[str]:
                          f"{np.sum(m & b['usable']) / m.sum():.3f} | "
                          f"{np.median(b['dt'][fin]) if fin.any() else np.nan:+6.1f}  "
                          f"{np.median(tu) if tu.size else np.nan:+6.1f}  | {q[0]:+6.1f} {q[1]:+6.1f}")
-        n_in = (b["type"] == typ) & (np.abs(b["t_true"]) >= NEAR_MIN_NS) & (b["t_true"] < edges[-1])
+        n_in = (b["type"] == typ) & (np.abs(b["t_true"]) >= near_min) & (b["t_true"] < edges[-1])
         use = n_in & b["usable"]
         near = use & (np.abs(b["dt"]) < IN_TIME_LOOKING_NS)
-        lines.append(f"  B crossings with 15 <= |t_true| < {edges[-1]:.0f} ns: {int(n_in.sum())}, "
+        lines.append(f"  B crossings with {near_min:g} <= |t_true| < {edges[-1]:.0f} ns: {int(n_in.sum())}, "
                      f"usable {int(use.sum())}, "
                      f"of which within {IN_TIME_LOOKING_NS:.0f} ns of A's event time {int(near.sum())} "
                      f"({near.sum() / max(use.sum(), 1):.3f} of the usable, {near.sum() / max(n_in.sum(), 1):.4f} per "
@@ -229,7 +238,7 @@ def main(argv=None) -> None:
     path, cross = simulate_sample(a.run, a.events, a.seed, a.workdir)
     out = hit_times(path, cross, a.run)
     edges = np.arange(-50.0, 85.0, 5.0)  # the near times N lie in [-45, 79] ns
-    print("\n".join(summarize(out, edges)))
+    print("\n".join(summarize(out, edges, near_min_ns(a.run))))
     plot(out, a.plot, edges)
     print(f"wrote {a.plot}")
 
