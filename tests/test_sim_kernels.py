@@ -147,36 +147,53 @@ def test_apv_cluster_inputs_match_the_pulse_shape():
                                atol=1e-15)
 
 
-def test_apv_rows_of_all_points_equal_the_masked_inputs():
-    """The one-kernel APV rows from all tracker points (straw planes skipped inside) are the
-    rows of the masked points sorted by :func:`_group_positions`, bit for bit; an event or
-    plane out of range gives ``ok`` False and no rows (apv_digits then takes the masked path)."""
+@pytest.mark.parametrize("pool", [True, False])
+def test_apv_points_kernel_equals_the_rows_route(pool):
+    """The APV digits made from all tracker points in one kernel (straw planes skipped inside,
+    the clusters read through a counting-sort permutation, no rows) are those of the rows of
+    the masked points sorted by :func:`_group_positions` and :func:`_apv_rows_kernel`, bit for
+    bit (with dead strips, MM and GEM planes, several clusters per (event, plane), the pool's
+    and fresh noise); an event or plane out of range gives ``ok`` False and no digits
+    (apv_digits then takes the rows route)."""
     setup = load_setup("na64mu")
+    ro = setup.readout
     rng = np.random.default_rng(3)
     n, n_events, n_planes = 3000, 40, len(setup.planes)
     n_strips = np.array([p.n_strips for p in setup.planes])
     pitch = np.array([p.pitch for p in setup.planes], float)
     is_apv = np.array([p.type != "straw" for p in setup.planes])
-    assert is_apv.any() and not is_apv.all()
+    is_mm = np.array([p.type == "MM" for p in setup.planes])
+    assert is_apv.any() and not is_apv.all() and is_mm.any()
+    dead = np.zeros((n_planes, n_strips.max() + 1), bool)
+    dead[rng.integers(0, n_planes, 200), rng.integers(0, 256, 200)] = True
+    mm_chan = ro.mm_channel_of_strip(np.arange(dead.shape[1]) % 320).astype(np.int64)
     ev, plane = rng.integers(0, n_events, n), rng.integers(0, n_planes, n)
-    u, t, phase = rng.uniform(-50, 50, n), rng.uniform(-30, 30, n), rng.uniform(0, 25, n_events)
+    u = rng.uniform(-0.3, 0.3, n) * n_strips[plane] * pitch[plane]  # several clusters on the strips of a group
+    t, phase = rng.uniform(-30, 30, n), rng.uniform(0, 25, n_events)
     m = is_apv[plane]
-    q = rng.uniform(0, 900, int(m.sum()))
+    nc = int(m.sum())
+    q = rng.uniform(0, 900, nc)
     pulse = (2.0, 60.0, 25.0, 50.0)
-    rows, ok = dg._apv_rows_of(ev, plane, u, t, is_apv, q, phase, n_events, n_strips, pitch, *pulse)
+    noise, start = dg._apv_noise(rng, nc, 2, pool)
+    readout = (is_mm, dead, mm_chan, 0.6, 2, dg._readonly(noise), start, 4.0, 12.0, dg._ERF_TABLE)
+    *got, ok = dg._apv_points_kernel(ev, plane, u, t, is_apv, q, phase, n_events, n_strips, pitch, *pulse, *readout)
     dest = dg._group_positions(ev[m], plane[m], n_events, n_planes)
-    want = dg._apv_cluster_inputs(dest, ev[m], plane[m], u[m], t[m], q, phase, n_strips, pitch, *pulse)
-    assert ok
-    np.testing.assert_array_equal(rows, want)
+    rows = dg._apv_cluster_inputs(dest, ev[m], plane[m], u[m], t[m], q, phase, n_strips, pitch, *pulse)
+    want = dg._apv_rows_kernel(rows, n_strips, *readout)
+    assert ok and want[0].size > nc  # several digits per cluster
+    assert np.diff(want[0]).min() >= 0 and (np.diff(want[0] * 64 + want[1]) == 0).sum() > 100  # shared groups
+    for a, b in zip(got, want, strict=True):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
     for bad_ev, bad_plane in ((n_events, 0), (-1, 0), (0, n_planes)):
         e2, p2 = ev.copy(), plane.copy()
         e2[7], p2[7] = bad_ev, bad_plane
-        rows, ok = dg._apv_rows_of(e2, p2, u, t, is_apv, q, phase, n_events, n_strips, pitch, *pulse)
-        assert not ok and rows.shape == (0, len(dg._APV_ROW))
+        *got, ok = dg._apv_points_kernel(e2, p2, u, t, is_apv, q, phase, n_events, n_strips, pitch, *pulse, *readout)
+        assert not ok and all(a.shape[0] == 0 for a in got)
     empty = np.zeros(0, np.int64)
-    rows, ok = dg._apv_rows_of(empty, empty, np.zeros(0), np.zeros(0), is_apv, np.zeros(0), phase, n_events,
-                               n_strips, pitch, *pulse)
-    assert ok and rows.shape == (0, len(dg._APV_ROW))
+    *got, ok = dg._apv_points_kernel(empty, empty, np.zeros(0), np.zeros(0), is_apv, np.zeros(0), phase, n_events,
+                                     n_strips, pitch, *pulse, *readout)
+    assert ok and all(a.shape[0] == 0 for a in got)
 
 
 @pytest.mark.parametrize("n_events", [1, 7, 300])
@@ -305,9 +322,9 @@ def test_kernels_compile_once_for_pool_fresh_noise_and_key_types():
     u = rng.uniform(-0.45, 0.45, n) * tables.n_strips[plane] * tables.pitch[plane]
     t = rng.uniform(-30, 30, n)
     dg.apv_digits(rng, setup, params, tables, n_events, ev, plane, u, t)
-    apv = set(dg._apv_rows_kernel.signatures)
+    apv = set(dg._apv_points_kernel.signatures)
     dg.apv_digits(rng, setup, params, tables, n_events, ev, plane, u, t, pool=False)
-    assert set(dg._apv_rows_kernel.signatures) == apv
+    assert set(dg._apv_points_kernel.signatures) == apv
     args = _msadc_inputs(rng, 10)
     dg.msadc_waveforms(*args[:7], rng.standard_normal(64 * 32).astype(np.float32), *args[8:],
                        noise_start=np.arange(10) * 32, n_samples=32)
