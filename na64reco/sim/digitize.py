@@ -814,96 +814,147 @@ def _apv_points_kernel(ev, plane, u, t, is_apv, q, phase, n_events, n_strips, pi
     coordinate, amplitude and pulse shape are computed where they are used.  The rows (56 bytes
     per cluster, scattered into an 11 MB array whose lines came from memory cold: ~16 ms of
     ~35 ms per spill in the run) are not written or read again; the same digits bit for bit
-    (the same arithmetic and noise positions; issue 11, seventh pass).  Returns ``(ev, plane,
-    chan, a, ok)``; ``ok`` False (and no digits) if an event or plane is out of range."""
+    (the same arithmetic and noise positions; issue 11, seventh pass).  The charge sharing and
+    the noise, rounding and threshold of a group are :func:`_apv_rows_kernel`'s, written out
+    again in this one function: shared as inlined or called numba functions (array arguments)
+    they were 1.6x slower, reference counting per cluster.  Returns ``(ev, plane, chan, a,
+    ok)``; ``ok`` False (and no digits) if an event or plane is out of range (or more than
+    2^31 points: the permutation is int32)."""
     n_planes = n_strips.size
     n_keys = n_events * n_planes
     start = np.zeros(n_keys + 1, np.int64)
-    none = _apv_outputs(0, half)
-    if ev.size > _INT32_MAX:
-        return none[0], none[1], none[2], none[3], False
     for i in range(ev.size):
         p = plane[i]
-        if p < 0 or p >= n_planes or ev[i] < 0 or ev[i] >= n_events:
-            return none[0], none[1], none[2], none[3], False
+        if p < 0 or p >= n_planes or ev[i] < 0 or ev[i] >= n_events or ev.size > 2147483647:
+            z = np.empty(0, np.int64)
+            return z, np.empty(0, np.int16), np.empty(0, np.int16), np.empty((0, 3), np.int16), False
         if is_apv[p]:
             start[ev[i] * n_planes + p + 1] += 1
     for k in range(1, start.size):
         start[k] += start[k - 1]
     n = start[-1]
-    fill = start[:-1].copy()
-    perm = np.empty(n, np.int32)  # the point of each cluster, in (event, plane) order
-    qperm = np.empty(n, np.int32)  # and its charge (the o-th APV point's)
+    pos = start[:-1].copy()
+    perm = np.empty(n, np.int32)
+    qperm = np.empty(n, np.int32)
     o = 0
     for i in range(ev.size):
         p = plane[i]
         if is_apv[p]:
             key = ev[i] * n_planes + p
-            perm[fill[key]] = i
-            qperm[fill[key]] = o
-            fill[key] += 1
+            perm[pos[key]] = i
+            qperm[pos[key]] = o
+            pos[key] += 1
             o += 1
-    out = _apv_outputs(n, half)
-    scratch = _apv_scratch(dead.shape[1])
+    cap = n * (2 * half + 1)
+    o_ev = np.empty(cap, np.int64)
+    o_pl = np.empty(cap, np.int16)
+    o_ch = np.empty(cap, np.int16)
+    o_a = np.empty((cap, 3), np.int16)
+    width = dead.shape[1]
+    buf = np.zeros((width, 3))
+    touched = np.zeros(width, np.bool_)
+    tl = np.empty(width, np.int64)
+    n_noise = noise.size
     step = math.exp(-spacing / peaking)
     inv = 1.0 / (spread * math.sqrt(2.0))
     k = 0
     for key in range(n_keys):
-        i0, i1 = start[key], start[key + 1]
+        i0 = start[key]
+        i1 = start[key + 1]
         if i0 == i1:
             continue
         e = key // n_planes
         p = key - e * n_planes
         nt = 0
         for cl in range(i0, i1):
-            j = perm[cl]
-            c, amp, s0, s1, s2 = _apv_cluster(e, p, u[j], t[j], q[qperm[cl]], phase, n_strips, pitch, gain,
-                                              first_sample, spacing, peaking, step)
-            nt = _apv_spread(scratch, nt, c, amp, s0, s1, s2, p, n_strips, is_mm, dead, mm_chan, half, inv, erf_table)
-        k = _apv_emit(scratch, nt, out, k, e, p, noise, noise_start[i0], noise_sigma, threshold)
-    return out[0][:k], out[1][:k], out[2][:k], out[3][:k], True
-
-
-#: :func:`_apv_points_kernel` keeps cluster indices as int32
-_INT32_MAX = 2**31 - 1
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _apv_cluster(e, p, u, t, q, phase, n_strips, pitch, gain, first_sample, spacing, peaking, step):
-    """Strip coordinate ``c = u / pitch + n_strips / 2 - 1/2``, amplitude ``q x gain`` and the
-    samples ``apv_shape(first_sample + j spacing - phase[e] - t)``, j = 0, 1, 2
-    (:func:`na64reco.pulse.apv_shape`; ``exp(1 - x / peaking)`` once per cluster, then times
-    ``step = exp(-spacing / peaking)``) of a cluster of event ``e`` on plane ``p``."""
-    c = (u + 0.5 * n_strips[p] * pitch[p]) / pitch[p] - 0.5
-    tt = first_sample - phase[e] - t
-    x_exp = -1.0  # exp(1 - x / peaking) of the previous positive sample, -1 before the first
-    s0 = s1 = s2 = 0.0
-    for j in range(3):
-        x = tt + j * spacing
-        if x > 0:
-            x_exp = math.exp(1.0 - x / peaking) if x_exp < 0 else x_exp * step
-            v = (x / peaking) * x_exp
-            if j == 0:
-                s0 = v
-            elif j == 1:
-                s1 = v
-            else:
-                s2 = v
-    return c, q * gain, s0, s1, s2
+            src = perm[cl]
+            cc = (u[src] + 0.5 * n_strips[p] * pitch[p]) / pitch[p] - 0.5
+            amp = q[qperm[cl]] * gain
+            tt = first_sample - phase[e] - t[src]
+            x_exp = -1.0
+            sh0 = 0.0
+            sh1 = 0.0
+            sh2 = 0.0
+            for j in range(3):
+                x = tt + j * spacing
+                v = 0.0
+                if x > 0:
+                    x_exp = math.exp(1.0 - x / peaking) if x_exp < 0 else x_exp * step
+                    v = (x / peaking) * x_exp
+                if j == 0:
+                    sh0 = v
+                elif j == 1:
+                    sh1 = v
+                else:
+                    sh2 = v
+            s0 = np.int64(np.rint(cc))
+            lower = _erf((s0 - half - 0.5 - cc) * inv, erf_table)
+            for off in range(-half, half + 1):
+                s = s0 + off
+                upper = _erf((s + 0.5 - cc) * inv, erf_table)
+                frac = 0.5 * (upper - lower)
+                lower = upper
+                if s < 0 or s >= n_strips[p] or dead[p, s]:
+                    continue
+                ch = mm_chan[s] if is_mm[p] else s
+                buf[ch, 0] += amp * frac * sh0
+                buf[ch, 1] += amp * frac * sh1
+                buf[ch, 2] += amp * frac * sh2
+                if not touched[ch]:
+                    touched[ch] = True
+                    tl[nt] = ch
+                    nt += 1
+        for a in range(1, nt):
+            kk = tl[a]
+            b = a - 1
+            while b >= 0 and tl[b] > kk:
+                tl[b + 1] = tl[b]
+                b -= 1
+            tl[b + 1] = kk
+        r = noise_start[i0] % n_noise
+        for qq in range(nt):
+            ch = tl[qq]
+            big = -1e300
+            for a in range(3):
+                z = r + a
+                if z >= n_noise:
+                    z -= n_noise
+                v = buf[ch, a] + noise_sigma * np.float64(noise[z])
+                buf[ch, a] = v
+                if v > big:
+                    big = v
+            r += 3
+            if r >= n_noise:
+                r -= n_noise
+            o_ev[k] = e
+            o_pl[k] = p
+            o_ch[k] = ch
+            for a in range(3):
+                v = np.rint(buf[ch, a])
+                o_a[k, a] = np.int16(min(max(v, -32768.0), 32767.0))
+            k += 1 if big > threshold else 0
+            for a in range(3):
+                buf[ch, a] = 0.0
+            touched[ch] = False
+    return o_ev[:k], o_pl[:k], o_ch[:k], o_a[:k], True
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _apv_row(rows, i, e, p, u, t, q, phase, n_strips, pitch, gain, first_sample, spacing, peaking, step):
-    """Row ``i`` of :func:`_apv_cluster_inputs` for one cluster (:func:`_apv_cluster`)."""
-    c, amp, s0, s1, s2 = _apv_cluster(e, p, u, t, q, phase, n_strips, pitch, gain, first_sample, spacing, peaking,
-                                      step)
+    """Row ``i`` of :func:`_apv_cluster_inputs` for one cluster."""
     rows[i, 0] = e
     rows[i, 1] = p
-    rows[i, 2] = c
-    rows[i, 3] = amp
-    rows[i, 4] = s0
-    rows[i, 5] = s1
-    rows[i, 6] = s2
+    rows[i, 2] = (u + 0.5 * n_strips[p] * pitch[p]) / pitch[p] - 0.5
+    rows[i, 3] = q * gain
+    tt = first_sample - phase[e] - t
+    x_exp = -1.0  # exp(1 - x / peaking) of the previous positive sample, -1 before the first
+    for j in range(3):
+        x = tt + j * spacing
+        if x > 0:
+            x_exp = math.exp(1.0 - x / peaking) if x_exp < 0 else x_exp * step
+            rows[i, 4 + j] = (x / peaking) * x_exp
+        else:
+            rows[i, 4 + j] = 0.0
 
 
 #: the columns of a row of :func:`_apv_cluster_inputs`
@@ -970,8 +1021,16 @@ def _apv_rows_kernel(rows, n_strips, is_mm, dead, mm_chan, spread, half, noise, 
     # rows: _APV_ROW of the clusters sorted by (event, plane); noise: >= 3 numbers, read
     # cyclically (see _apv_reference)
     n = rows.shape[0]
-    out = _apv_outputs(n, half)
-    scratch = _apv_scratch(dead.shape[1])
+    n_noise = noise.size
+    cap = n * (2 * half + 1)
+    o_ev = np.empty(cap, np.int64)
+    o_pl = np.empty(cap, np.int16)  # the int16 of the raw format: < 64 planes, < 1024 channels
+    o_ch = np.empty(cap, np.int16)
+    o_a = np.empty((cap, 3), np.int16)
+    width = dead.shape[1]
+    buf = np.zeros((width, 3))
+    touched = np.zeros(width, np.bool_)
+    tl = np.empty(width, np.int64)  # the touched channels of one (event, plane), each once
     k = 0
     i = 0
     inv = 1.0 / (spread * math.sqrt(2.0))
@@ -982,96 +1041,57 @@ def _apv_rows_kernel(rows, n_strips, is_mm, dead, mm_chan, spread, half, noise, 
         p = np.int64(rows[i, 1])
         nt = 0
         for cl in range(i, j):
-            nt = _apv_spread(scratch, nt, rows[cl, 2], rows[cl, 3], rows[cl, 4], rows[cl, 5], rows[cl, 6], p, n_strips,
-                             is_mm, dead, mm_chan, half, inv, erf_table)
-        k = _apv_emit(scratch, nt, out, k, np.int64(rows[i, 0]), p, noise, noise_start[i], noise_sigma, threshold)
+            cc = rows[cl, 2]
+            s0 = np.int64(np.rint(cc))
+            lower = _erf((s0 - half - 0.5 - cc) * inv, erf_table)  # strip edges are shared: 2 half + 2 erf
+            for o in range(-half, half + 1):
+                s = s0 + o
+                upper = _erf((s + 0.5 - cc) * inv, erf_table)
+                frac = 0.5 * (upper - lower)
+                lower = upper
+                if s < 0 or s >= n_strips[p] or dead[p, s]:
+                    continue
+                ch = mm_chan[s] if is_mm[p] else s
+                for a in range(3):
+                    buf[ch, a] += rows[cl, 3] * frac * rows[cl, 4 + a]
+                if not touched[ch]:
+                    touched[ch] = True
+                    tl[nt] = ch
+                    nt += 1
+        for a in range(1, nt):  # insertion sort of the few touched channels
+            key = tl[a]
+            b = a - 1
+            while b >= 0 and tl[b] > key:
+                tl[b + 1] = tl[b]
+                b -= 1
+            tl[b + 1] = key
+        r = noise_start[i] % n_noise
+        for q in range(nt):
+            ch = tl[q]
+            big = -1e300
+            for a in range(3):
+                z = r + a
+                if z >= n_noise:  # wrap around the end of the noise numbers
+                    z -= n_noise
+                v = buf[ch, a] + noise_sigma * np.float64(noise[z])
+                buf[ch, a] = v
+                if v > big:
+                    big = v
+            r += 3
+            if r >= n_noise:
+                r -= n_noise
+            o_ev[k] = np.int64(rows[i, 0])  # written in any case, kept (k advanced) if above the threshold: no
+            o_pl[k] = p  # unpredictable branch (~2/3 of the touched channels pass; issue 11)
+            o_ch[k] = ch
+            for a in range(3):
+                v = np.rint(buf[ch, a])
+                o_a[k, a] = np.int16(min(max(v, -32768.0), 32767.0))
+            k += 1 if big > threshold else 0
+            for a in range(3):
+                buf[ch, a] = 0.0
+            touched[ch] = False
         i = j
-    return out[0][:k], out[1][:k], out[2][:k], out[3][:k]
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _apv_outputs(n_clusters, half):
-    """The digit arrays (event, plane, channel, samples) for at most 2 half + 1 per cluster."""
-    cap = n_clusters * (2 * half + 1)
-    # the int16 of the raw format: < 64 planes, < 1024 channels
-    return np.empty(cap, np.int64), np.empty(cap, np.int16), np.empty(cap, np.int16), np.empty((cap, 3), np.int16)
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _apv_scratch(width):
-    """Per-channel sums of one (event, plane), whether each channel is touched, and the
-    touched channels (each once, in the order first touched)."""
-    return np.zeros((width, 3)), np.zeros(width, np.bool_), np.empty(width, np.int64)
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _apv_spread(scratch, nt, cc, amp, s0, s1, s2, p, n_strips, is_mm, dead, mm_chan, half, inv, erf_table):
-    """Adds a cluster (strip coordinate ``cc``, amplitude, samples of the pulse shape) to the
-    2 half + 1 strips around it (Gaussian charge sharing, ``inv = 1 / (spread sqrt 2)``);
-    returns the number of touched channels."""
-    buf, touched, tl = scratch
-    s_0 = np.int64(np.rint(cc))
-    lower = _erf((s_0 - half - 0.5 - cc) * inv, erf_table)  # strip edges are shared: 2 half + 2 erf
-    for o in range(-half, half + 1):
-        s = s_0 + o
-        upper = _erf((s + 0.5 - cc) * inv, erf_table)
-        frac = 0.5 * (upper - lower)
-        lower = upper
-        if s < 0 or s >= n_strips[p] or dead[p, s]:
-            continue
-        ch = mm_chan[s] if is_mm[p] else s
-        buf[ch, 0] += amp * frac * s0
-        buf[ch, 1] += amp * frac * s1
-        buf[ch, 2] += amp * frac * s2
-        if not touched[ch]:
-            touched[ch] = True
-            tl[nt] = ch
-            nt += 1
-    return nt
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _apv_emit(scratch, nt, out, k, e, p, noise, noise_first, noise_sigma, threshold):
-    """The touched channels of event ``e``, plane ``p`` in channel order, each with the unit
-    noise ``noise[noise_first + 3 q + j]`` (q-th channel, sample j; cyclic) times
-    ``noise_sigma`` added, written at ``out[.][k]`` and kept if a sample exceeds ``threshold``;
-    the scratch cleared.  Returns the new number of digits."""
-    buf, touched, tl = scratch
-    o_ev, o_pl, o_ch, o_a = out
-    n_noise = noise.size
-    for a in range(1, nt):  # insertion sort of the few touched channels
-        key = tl[a]
-        b = a - 1
-        while b >= 0 and tl[b] > key:
-            tl[b + 1] = tl[b]
-            b -= 1
-        tl[b + 1] = key
-    r = noise_first % n_noise
-    for q in range(nt):
-        ch = tl[q]
-        big = -1e300
-        for a in range(3):
-            z = r + a
-            if z >= n_noise:  # wrap around the end of the noise numbers
-                z -= n_noise
-            v = buf[ch, a] + noise_sigma * np.float64(noise[z])
-            buf[ch, a] = v
-            if v > big:
-                big = v
-        r += 3
-        if r >= n_noise:
-            r -= n_noise
-        o_ev[k] = e  # written in any case, kept (k advanced) if above the threshold: no
-        o_pl[k] = p  # unpredictable branch (~2/3 of the touched channels pass; issue 11)
-        o_ch[k] = ch
-        for a in range(3):
-            v = np.rint(buf[ch, a])
-            o_a[k, a] = np.int16(min(max(v, -32768.0), 32767.0))
-        k += 1 if big > threshold else 0
-        for a in range(3):
-            buf[ch, a] = 0.0
-        touched[ch] = False
-    return k
+    return o_ev[:k], o_pl[:k], o_ch[:k], o_a[:k]
 
 
 def straw_digits(rng: np.random.Generator, setup: Setup, tables: PlaneTables, n_events: int, ev, plane, u, t):
