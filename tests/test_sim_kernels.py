@@ -336,36 +336,3 @@ def test_kernels_compile_once_for_pool_fresh_noise_and_key_types():
     dg.event_lexsort(ev, (plane.astype(np.int16), ev, plane))
     dg.event_lexsort(ev, (t,))
     assert set(dg._event_insertion_sort.signatures) == lexsort
-
-
-@pytest.mark.parametrize("case", ["nominal", "nan_time", "large_event", "none_written"])
-def test_aggregate_written_equals_the_masked_aggregate(case):
-    """The deposits of the written events summed per (event, channel, time) in one kernel: the
-    arrays of :func:`aggregate` of the masked, renumbered deposits, bit for bit (runs of equal
-    key and time summed in the same order; deposits of unwritten events dropped), also on the
-    fall-backs (a NaN time, an event of more than ``_INSERTION_MAX`` deposits) and with no
-    event written."""
-    rng = np.random.default_rng(5)
-    n, n_events = 4000, 300
-    ev = rng.integers(0, n_events, n)
-    det = rng.integers(0, 4, n).astype(np.int16)
-    chan = rng.integers(0, 6, n).astype(np.int16)
-    t = rng.choice([0.0, 1.5, 2.0], n)  # many equal (event, det, chan, t): runs to sum
-    energy = rng.exponential(1.0, n)
-    fired = rng.random(n_events) < 0.7
-    if case == "none_written":
-        fired[:] = False
-    if case == "nan_time":
-        t[np.flatnonzero(fired[ev])[3]] = np.nan
-    if case == "large_event":
-        ev[: dg._INSERTION_MAX + 5] = np.flatnonzero(fired)[0]
-    new_index = np.full(n_events, -1, np.int64)
-    new_index[fired] = np.arange(fired.sum())
-    m = fired[ev]
-    want = dg.aggregate(new_index[ev[m]], det[m], chan[m], energy[m], t[m])
-    got = dg.aggregate_written(new_index, ev, det, chan, energy, t)
-    if case == "nominal":
-        assert got[0].size < m.sum()  # runs were summed
-    for a, b in zip(got, want, strict=True):
-        assert a.dtype == b.dtype
-        np.testing.assert_array_equal(a, b)

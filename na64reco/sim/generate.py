@@ -69,7 +69,7 @@ from na64reco.sim.beam import sample_beam, with_beam_energy
 from na64reco.sim.digitize import (
     CaloTables,
     PlaneTables,
-    aggregate_written,
+    aggregate,
     apv_digits,
     msadc_digits,
     straw_digits,
@@ -391,7 +391,8 @@ def simulate_spill(job: _Job, spill: int, n: int, first_event: int = 1) -> dict:
     new_index = np.full(n, -1, np.int64)
     new_index[sel] = np.arange(nw)
     # ---- digits of the written events ----------------------------------------------------
-    key, t_c, e_c = aggregate_written(new_index, d_ev, d_det, d_ch, d_e, d_t)
+    m = fired[d_ev]
+    key, t_c, e_c = aggregate(new_index[d_ev[m]], d_det[m], d_ch[m], d_e[m], d_t[m])
     faults = tuple(f for f in job.faults if f.spill == spill + 1)  # injected faults of this spill
     calo, planes = faulty_calo(job.calo, faults, setup), faulty_planes(job.planes, faults, setup)
     c_ev, c_det, c_ch, c_adc = msadc_digits(rng, setup, calo, nw, key, t_c, e_c, every_channel=pedestal)
