@@ -662,7 +662,8 @@ def apv_digits(
             o_ev, o_pl, o_ch, a = _apv_reference(*_apv_columns(rows), *readout)
         else:
             o_ev, o_pl, o_ch, a = _apv_rows_kernel(rows, *readout, _ERF_TABLE)
-    return o_ev, o_pl.astype(np.int16, copy=False), o_ch.astype(np.int16, copy=False), a[:, 0], a[:, 1], a[:, 2]
+        a = a.T
+    return o_ev, o_pl.astype(np.int16, copy=False), o_ch.astype(np.int16, copy=False), a[0], a[1], a[2]
 
 
 def _apv_noise(rng: np.random.Generator, n_clusters: int, half: int, pool: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -752,7 +753,7 @@ def _apv_points_kernel(ev, plane, u, t, is_apv, q, phase, n_events, n_strips, pi
         p = plane[i]
         if p < 0 or p >= n_planes or ev[i] < 0 or ev[i] >= n_events or ev.size > 2147483647:
             z = np.empty(0, np.int64)
-            return z, np.empty(0, np.int16), np.empty(0, np.int16), np.empty((0, 3), np.int16), False
+            return z, np.empty(0, np.int16), np.empty(0, np.int16), np.empty((3, 0), np.int16), False
         if is_apv[p]:
             start[ev[i] * n_planes + p + 1] += 1
     for k in range(1, start.size):
@@ -774,7 +775,7 @@ def _apv_points_kernel(ev, plane, u, t, is_apv, q, phase, n_events, n_strips, pi
     o_ev = np.empty(cap, np.int64)
     o_pl = np.empty(cap, np.int16)
     o_ch = np.empty(cap, np.int16)
-    o_a = np.empty((cap, 3), np.int16)
+    o_a = np.empty((3, cap), np.int16)  # three contiguous sample columns (the file's branches)
     width = dead.shape[1]
     buf = np.zeros((width, 3))
     touched = np.zeros(width, np.bool_)
@@ -856,12 +857,12 @@ def _apv_points_kernel(ev, plane, u, t, is_apv, q, phase, n_events, n_strips, pi
             o_ch[k] = ch
             for a in range(3):
                 v = np.rint(buf[ch, a])
-                o_a[k, a] = np.int16(min(max(v, -32768.0), 32767.0))
+                o_a[a, k] = np.int16(min(max(v, -32768.0), 32767.0))
             k += 1 if big > threshold else 0
             for a in range(3):
                 buf[ch, a] = 0.0
             touched[ch] = False
-    return o_ev[:k], o_pl[:k], o_ch[:k], o_a[:k], True
+    return o_ev[:k], o_pl[:k], o_ch[:k], o_a[:, :k], True
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
