@@ -439,6 +439,13 @@ def _msadc_kernel(chan_first, amp, t, t0, ped_even, ped_odd, noise_sigma, noise,
     wave = np.empty(ns)
     tp = 2.0 * decay  # pulse.msadc_shape: (x/tp)^2 exp(-(x - tp)/decay), peak 1 at x = tp
     step = math.exp(-period / decay)  # the exponential factor between two samples
+    # its powers: the factor m samples after a pulse's first one, from a table instead of a
+    # product carried from sample to sample (a chain of dependent multiplications, the
+    # components' cost; issue 11, seventh pass: the same digits on every --digest run)
+    powers = np.empty(ns)
+    powers[0] = 1.0
+    for m in range(1, ns):
+        powers[m] = powers[m - 1] * step
     for i in range(n):
         z0 = noise_start[i]
         for s in range(ns):
@@ -453,8 +460,7 @@ def _msadc_kernel(chan_first, amp, t, t0, ped_even, ped_odd, noise_sigma, noise,
             e = amp[c] * math.exp(-(s1 * period - start - tp) / decay)
             for s in range(s1, ns):
                 x = s * period - start
-                wave[s] += e * (x / tp) ** 2
-                e *= step
+                wave[s] += e * powers[s - s1] * (x / tp) ** 2
         for s in range(ns):
             r = np.rint(wave[s])
             if r < 0.0:
