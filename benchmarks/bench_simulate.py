@@ -5,6 +5,7 @@
     python benchmarks/bench_simulate.py --digest
     python benchmarks/bench_simulate.py --events 30000 --spills 7 [--profile]
     python benchmarks/bench_simulate.py --compile [K]
+    python benchmarks/bench_simulate.py --ab OLD_TREE [--events 100000] [--repeat 6]
 
 1. NA64mu ``mixture`` beam particles per second on one core, *including* writing the raw
    file (CPU time, minimum of ``--repeat`` runs in one warm process).
@@ -32,6 +33,15 @@ every branch of the written trees: run it on two versions of the code
    empty directory) of the first runs of the first K ``--digest`` configurations (all by
    default; at most 1000 beam particles each): CPU time of those runs, of numba's
    compilations, and per kernel (inclusive and exclusive of what it compiles inside it).
+
+8. With ``--ab OLD_TREE``: an in-process A/B of the digitisation (the seventh pass's
+   changes): the functions that ``generate.py`` imports from ``na64reco/sim/digitize.py``
+   taken from the file of that name under ``OLD_TREE`` (e.g. a ``git archive`` of an older
+   commit) or from this tree, alternating (old, new, new, old, ...) in one warm process,
+   ``--repeat`` runs of each on ``--events`` beam particles (writing included): the CPU time
+   of each run, the medians and their ratio, the per-pair ratios, and the CPU time of the
+   APV and MSADC digitisation in each run.  On a shared machine the pairs move together, so
+   this resolves a few per cent where separate processes do not.
 
 The default trigger is ``calibration``: ~94 % of the beam particles are written, which is
 the configuration of issue 11 (94k written events per 100k MOT) and the one where
@@ -275,6 +285,62 @@ def _cold_compile(configs: int) -> None:
     print(out.stdout, end="")
 
 
+#: what ``generate.py`` imports from ``digitize.py`` (swapped by ``--ab``)
+_AB_FUNCTIONS = ("aggregate", "apv_digits", "msadc_digits", "straw_digits", "tracker_points")
+
+
+def _ab(old_tree: str, n: int, repeat: int, trigger: str) -> None:
+    """``--ab``: the digitisation of ``old_tree`` against this tree's, alternating in one process."""
+    import importlib.util
+    import statistics
+
+    import na64reco.sim.generate as gen
+    from na64reco.sim import simulate
+    from na64reco.sim.heap import retain_freed_memory
+
+    retain_freed_memory()
+    path = Path(old_tree) / "na64reco" / "sim" / "digitize.py"
+    spec = importlib.util.spec_from_file_location("_old_digitize", path)
+    old = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = old  # dataclasses look their module up
+    spec.loader.exec_module(old)
+    stage: dict[str, float] = {}
+
+    def timed(func, label):
+        def run(*a, **k):
+            c0 = time.process_time()
+            try:
+                return func(*a, **k)
+            finally:
+                stage[label] = stage.get(label, 0.0) + time.process_time() - c0
+        return run
+
+    impl = {which: {name: timed(getattr(mod, name), name) for name in _AB_FUNCTIONS}
+            for which, mod in (("old", old), ("new", gen))}
+    runs: dict[str, list[float]] = {"old": [], "new": []}
+    parts: dict[str, list[dict]] = {"old": [], "new": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(repeat + 1):  # round 0: warm-up of both (imports, numba caches)
+            for which in (("old", "new") if r % 2 == 0 else ("new", "old")):
+                for name, func in impl[which].items():
+                    setattr(gen, name, func)
+                stage.clear()
+                c0 = time.process_time()
+                simulate("na64mu", n if r else 2000, 1, 1, Path(tmp) / "ab.root", trigger=trigger)
+                if r:
+                    runs[which].append(time.process_time() - c0)
+                    parts[which].append(dict(stage))
+    print(f"in-process A/B, {n} beam particles, trigger {trigger}, {repeat} runs each (CPU s incl. writing); "
+          f"old = {path}")
+    for which in ("old", "new"):
+        apv = " ".join(f"{p['apv_digits']:.3f}" for p in parts[which])
+        msadc = " ".join(f"{p['msadc_digits']:.3f}" for p in parts[which])
+        print(f"  {which}: {' '.join(f'{x:.3f}' for x in runs[which])}  median {statistics.median(runs[which]):.3f}"
+              f"  | APV {apv} | MSADC {msadc}")
+    print(f"  old / new of the medians: {statistics.median(runs['old']) / statistics.median(runs['new']):.3f}; "
+          f"per pair: {' '.join(f'{a / b:.3f}' for a, b in zip(runs['old'], runs['new'], strict=True))}")
+
+
 def _peak_rss_child(n: int, trigger: str) -> float:
     code = (
         "import resource, tempfile, os\n"
@@ -302,7 +368,11 @@ def main(argv=None) -> int:
                          "per spill (e.g. --events 30000 --spills 7)")
     ap.add_argument("--compile", type=int, nargs="?", const=len(_DIGEST_RUNS), default=0, metavar="K",
                     help="only the cold numba compilation of the first K --digest configurations (default: all)")
+    ap.add_argument("--ab", metavar="OLD_TREE", help="in-process A/B of the digitisation against OLD_TREE's")
     args = ap.parse_args(argv)
+    if args.ab:
+        _ab(args.ab, args.events, args.repeat, args.trigger)
+        return 0
     if args.compile:
         _cold_compile(args.compile)
         return 0
