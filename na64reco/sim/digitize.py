@@ -799,7 +799,7 @@ def _apv_points_kernel(ev, plane, u, t, is_apv, q, phase, n_events, n_strips, pi
         p = key - e * n_planes
         nt = 0
         for cl in range(i0, i1):
-            src = perm[cl]
+            src = perm[cl]  # the cluster's row, as _apv_row computes it
             cc = (u[src] + 0.5 * n_strips[p] * pitch[p]) / pitch[p] - 0.5
             amp = q[qperm[cl]] * gain
             tt = first_sample - phase[e] - t[src]
@@ -819,7 +819,7 @@ def _apv_points_kernel(ev, plane, u, t, is_apv, q, phase, n_events, n_strips, pi
                     sh1 = v
                 else:
                     sh2 = v
-            s0 = np.int64(np.rint(cc))
+            s0 = np.int64(np.rint(cc))  # from here as in _apv_rows_kernel: charge sharing,
             lower = _erf((s0 - half - 0.5 - cc) * inv, erf_table)
             for off in range(-half, half + 1):
                 s = s0 + off
@@ -836,7 +836,7 @@ def _apv_points_kernel(ev, plane, u, t, is_apv, q, phase, n_events, n_strips, pi
                     touched[ch] = True
                     tl[nt] = ch
                     nt += 1
-        for a in range(1, nt):
+        for a in range(1, nt):  # the touched channels in channel order, their noise, threshold, output
             kk = tl[a]
             b = a - 1
             while b >= 0 and tl[b] > kk:
