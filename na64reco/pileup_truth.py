@@ -364,6 +364,7 @@ def pileup_set_bound(m: dict, geometry: dict, width: float, mean: float, box: fl
         choice_terms_nt.append(math.log10(rate) + max((v for k, v in mean_by_set_nt.items() if size_of[k] == size),
                                                       default=-math.inf))
     top_sets = dict(sorted(mean_by_set.items(), key=lambda kv: -kv[1])[:8])
+    top_sets_nt = dict(sorted(mean_by_set_nt.items(), key=lambda kv: -kv[1])[:8])
     return {
         "hard": n_hard, "tracked": n_tracked, "with_pileup_muon": int(np.sum(np.isfinite(tpu).any(axis=1))),
         "log10_union_per_tracked": (_log10_mean(lg) - math.log10(max(frac, 1e-300))) if n_hard else -math.inf,
@@ -371,7 +372,8 @@ def pileup_set_bound(m: dict, geometry: dict, width: float, mean: float, box: fl
         if n_hard else -math.inf,
         "log10_choice_per_tracked": _log10_sum_(choice_terms), "choice_by_planes": by_size,
         "log10_choice_per_tracked_without_time": _log10_sum_(choice_terms_nt),
-        "log10_mean_by_set_top": top_sets,
+        "log10_mean_by_set_top": top_sets, "log10_mean_by_set_top_without_time": top_sets_nt,
+        "choice_terms_without_time": dict(zip(by_size, choice_terms_nt, strict=True)),
         "time_sigma_ns": time_sigma, "negligible_log10": negligible,
         "patterns": len(patterns(geometry, int(m["max_missing"]))),
     }
@@ -435,7 +437,9 @@ def pileup_estimate(m: dict, geometry: dict, period: dict | None = None, stratum
         set_term = _log10_sum_([b_hard["log10_choice_per_tracked_without_time"], direct])
         soft_block = {"sample": soft, "hard_b": split | {
             "log10_choice_per_tracked_without_time": b_hard["log10_choice_per_tracked_without_time"],
-            "choice_by_planes": b_hard["choice_by_planes"], "log10_mean_by_set_top": b_hard["log10_mean_by_set_top"]},
+            "choice_by_planes": b_hard["choice_by_planes"], "log10_mean_by_set_top": b_hard["log10_mean_by_set_top"],
+            "log10_mean_by_set_top_without_time": b_hard.get("log10_mean_by_set_top_without_time"),
+            "choice_terms_without_time": b_hard.get("choice_terms_without_time")},
             "log10_direct_per_tracked": direct,
             "log10_choice_bound_per_tracked_all_b": b["log10_choice_per_tracked_without_time"],
             "log10_set_term_per_tracked": set_term}
@@ -490,4 +494,7 @@ def pileup_estimate(m: dict, geometry: dict, period: dict | None = None, stratum
                 "old_choice_bound_all_b": 10.0 ** (soft_block["log10_choice_bound_per_tracked_all_b"] + lg),
                 "own_outliers_integrated_upper": 10.0 ** (est.get("log10_p_integrated_upper_own_only",
                                                                   own_bound) + lg)}
+            if str(est.get("per_mot_upper_from", "")).startswith("outliers integrated"):
+                est["per_mot_upper_from"] = ("outliers integrated (90 % upper) + the pile-up muon forced soft (direct "
+                                             "count, 90 % upper) + its hard sets x the search's choice")
     return est
