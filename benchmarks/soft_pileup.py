@@ -17,7 +17,9 @@ the classification cache ``--natural`` (``lone_run<run>_<seed>_s01_50000_p*.muon
 read).  :func:`na64reco.pileup_truth.pileup_estimate` then re-makes the (0, 1) estimate on the
 natural sample with B's set term = the direct soft count + the hard-B set bound (the old choice
 bound kept beside it); ``--period-json DIR`` writes it as ``truth_strata["0,1"]`` into
-``DIR/misreco_<period>.json`` (copied from ``--campaign`` if absent) and prints the row of
+``DIR/misreco_<period>.json`` (copied from ``--campaign`` if absent), the soft sample's figures as
+``soft_pileup["0,1"]`` (which ``pileup_estimate`` then uses whenever the (0, 1) stratum is
+re-made from that JSON, e.g. by ``benchmarks/lone_muon_tail.py``), and prints the row of
 :func:`na64reco.background.misreco_from_json`.
 """
 
@@ -110,6 +112,7 @@ def main(argv=None) -> int:
                 if old is not None:  # the natural sample's events and seed as the stop-19 entry recorded them
                     est.update(events=old.get("events", est["events"]), part_events=old.get("part_events", 50_000))
                 d.setdefault("truth_strata", {})["0,1"] = est
+                d.setdefault("soft_pileup", {})["0,1"] = s  # pileup_estimate takes it from here on a rerun
                 target.write_text(json.dumps(d, indent=1))
                 print(f"wrote truth_strata['0,1'] into {target}")
                 print_row(target)

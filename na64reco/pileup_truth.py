@@ -417,9 +417,13 @@ def pileup_estimate(m: dict, geometry: dict, period: dict | None = None, stratum
     (:func:`na64reco.soft_pileup.soft_summary`).  B's set term is then the direct count of that
     sample (B in the forced region R: ``P_R x`` its fakes' 90 % upper per hard muon) plus the
     set bound over the natural muons whose B is not soft (:func:`na64reco.soft_pileup.hard_b_only`);
-    the choice bound over all of them stays as a cross-check (``pileup_truth.set_bound``)."""
+    the choice bound over all of them stays as a cross-check (``pileup_truth.set_bound``).  Not
+    given, it is taken from the period's JSON, ``period["soft_pileup"]["m,k"]``, when there
+    (``benchmarks/soft_pileup.py`` writes it), so a rerun of the strata keeps the measured term."""
     if tuple(stratum)[1] < 1:
         raise ConfigError(f"pile-up truth estimate: stratum {tuple(stratum)} has no pile-up muon in N")
+    if soft is None and period:
+        soft = (period.get("soft_pileup") or {}).get(f"{stratum[0]},{stratum[1]}")
     own = own_only(m, geometry)
     separate = own.pop("_separate")
     est = stratum_estimate(own, geometry, None, stratum, box, **kwargs)

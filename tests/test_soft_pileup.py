@@ -244,3 +244,32 @@ def test_pileup_estimate_takes_the_direct_soft_count(monkeypatch):
     assert blk["per_mot"]["old_choice_bound_all_b"] == pytest.approx(10 ** choice_all * scale)
     assert est["per_mot_integrated_upper_90"] == pytest.approx((10 ** own_up + term) * scale)
     assert "forced soft" in est["bound_from"]
+
+
+
+def test_pileup_estimate_reads_the_soft_figures_from_the_period(monkeypatch):
+    """Without ``soft=``, the figures written into the period's JSON (``soft_pileup["0,1"]``) are
+    used: the same estimate as with them given."""
+    from na64reco import pileup_truth as pt
+
+    n = 100
+    monkeypatch.setattr(pt, "own_only", lambda m, g: {"_separate": np.zeros((n, 5), bool)})
+    monkeypatch.setattr(pt, "stratum_estimate", lambda *a, **k: {
+        "log10_p_bound": -10.0, "bound_from": "x", "width_used": 1.0, "core": {"mean": 0.0},
+        "log10_p_measured": -40.0, "tracked": n, "hard": 2 * n, "tail_shapes": {}})
+    monkeypatch.setattr(pt, "measured_tail", lambda *a, **k: np.full(n, -40.0))
+    monkeypatch.setattr(pt, "pileup_set_bound", lambda *a, **k: {
+        "log10_choice_per_tracked_without_time": -11.0, "log10_choice_per_tracked": -12.0, "tracked": n,
+        "hard": 2 * n, "choice_by_planes": {}, "log10_mean_by_set_top": {}})
+    monkeypatch.setattr(pt, "validate_edges", lambda *a, **k: [])
+    from na64reco import soft_pileup as sp
+
+    monkeypatch.setattr(sp, "hard_b_only", lambda m, g: (m, {"split_gev": 100.0}))
+    m = {"src": np.ones((n, 5), np.int8), "fake": np.zeros(n, bool), "kappa": np.ones(n), "kappa_true": np.ones(n),
+         "sigma_kappa": np.ones(n), "c_gev_mrad": np.array(400.0)}
+    soft = {"per_hard_natural_upper_90": 1e-9}
+    given = pt.pileup_estimate(m, {"sigma": np.ones(5)}, None, (0, 1), 80.0, soft=soft)
+    read = pt.pileup_estimate(m, {"sigma": np.ones(5)}, {"soft_pileup": {"0,1": soft}}, (0, 1), 80.0)
+    none = pt.pileup_estimate(m, {"sigma": np.ones(5)}, None, (0, 1), 80.0)
+    assert read["log10_p_bound"] == given["log10_p_bound"] > none["log10_p_bound"]
+    assert "soft" in read["pileup_truth"] and "soft" not in none["pileup_truth"]
