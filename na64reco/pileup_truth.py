@@ -28,7 +28,10 @@ right hits.  So:
   rate at which the search took B's hits on c planes (counted on the tracked muons, 90 % CL)
   times the largest mean ``q_S`` of a c-plane set, summed over c.  It assumes that, given c,
   which muons' B the search takes does not depend on B's momentum and the right hits' errors
-  (a soft B, scattered more, is if anything less likely to match the incoming track);
+  (a soft B, scattered more, is if anything less likely to match the incoming track).  With a
+  sample of the stratum where B is forced soft (:mod:`na64reco.soft_pileup`, ``soft=`` of
+  :func:`pileup_estimate`) the soft B's part is counted directly instead (the choice rate of soft
+  B measured there, not assumed) and the bound keeps only the natural muons whose B is hard;
 * **A's own outliers** (wrong twins, A's own cluster far off): the bound of
   :func:`na64reco.lone_muon.stratum_estimate` on the same muons with B's *separate* hits
   (B's crossing at least ``SEPARATE_SIGMAS`` plane resolutions from A's: not merged with A's
