@@ -494,13 +494,20 @@ def pileup_estimate(m: dict, geometry: dict, period: dict | None = None, stratum
         if soft_block is not None and "weight" in est:  # the parts of B's term per MOT
             lg = math.log10(est["weight"] * est["tracked"] / est["hard"] / est["denominator_per_event"]
                             * est["kept_per_mot"])
+            central = 10.0 ** (soft_term(soft, b["tracked"], b["hard"], "per_hard_natural") + lg)
+            fakes = int(soft.get("fakes", 0))
             soft_block["per_mot"] = {
                 "soft_b_direct_upper_90": 10.0 ** (soft_block["log10_direct_per_tracked"] + lg),
+                "soft_b_direct": central, "soft_b_direct_err": central / math.sqrt(fakes) if fakes else 0.0,
+                "soft_b_fakes": fakes,
                 "hard_b_sets_choice": 10.0 ** (soft_block["hard_b"]["log10_choice_per_tracked_without_time"] + lg),
                 "set_term": 10.0 ** (set_term + lg),
                 "old_choice_bound_all_b": 10.0 ** (soft_block["log10_choice_bound_per_tracked_all_b"] + lg),
                 "own_outliers_integrated_upper": 10.0 ** (est.get("log10_p_integrated_upper_own_only",
                                                                   own_bound) + lg)}
+            # the counted soft fakes are part of the stratum's central value (Poisson error beside)
+            est["per_mot_without_soft_count"] = est["per_mot"]
+            est["per_mot"] = est["per_mot"] + central
             if str(est.get("per_mot_upper_from", "")).startswith("outliers integrated"):
                 est["per_mot_upper_from"] = ("outliers integrated (90 % upper) + the pile-up muon forced soft (direct "
                                              "count, 90 % upper) + its hard sets x the search's choice")

@@ -249,6 +249,7 @@ def soft_summary(m: dict, natural: dict | None = None, edges=EDGES, p_bins=P_BIN
            "fakes": fakes, "fakes_upper_90": up, "fake_rate_per_hard": fakes / max(n_hard, 1),
            "fake_rate_per_hard_upper_90": up / max(n_hard, 1),
            "per_hard_natural_upper_90": p_r * frac_forced * up / max(n_hard, 1),
+           "per_hard_natural": p_r * frac_forced * fakes / max(n_hard, 1),
            "edges": edge_counts(m, edges, which),
            "choice": choice_table(n_b, groups, npl)}
     if natural is not None:
@@ -268,11 +269,12 @@ def _ratio(soft: dict, nat: dict) -> dict:
             "ratio_upper_90": soft["rate_any_upper_90"] / r if r else math.inf}
 
 
-def soft_term(summary: dict, natural_tracked: int, natural_hard: int) -> float:
+def soft_term(summary: dict, natural_tracked: int, natural_hard: int, key: str = "per_hard_natural_upper_90") -> float:
     """log10 of the soft part per tracked muon of the natural sample: ``P_R x (fakes, 90 % upper)
     / hard muons`` of the soft sample x the natural hard-per-tracked (the bounds of
-    :func:`na64reco.pileup_truth.pileup_estimate` are per tracked muon)."""
-    v = summary["per_hard_natural_upper_90"] * natural_hard / max(natural_tracked, 1)
+    :func:`na64reco.pileup_truth.pileup_estimate` are per tracked muon); ``key``
+    ``"per_hard_natural"``: the count itself (the central value)."""
+    v = float(summary.get(key, 0.0)) * natural_hard / max(natural_tracked, 1)
     return math.log10(v) if v > 0 else -math.inf
 
 

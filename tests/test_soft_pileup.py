@@ -231,7 +231,8 @@ def test_pileup_estimate_takes_the_direct_soft_count(monkeypatch):
     period = {"kept_per_mot": 1e-3, "forced_noise": {"strata": [
         {"count": 0, "pileup": 0, "weight": 0.9, "tracked": 90, "hard": 100},
         {"count": 0, "pileup": 1, "weight": 0.1, "tracked": 50, "hard": 100, "upper_90_per_tracked": 1.0}]}}
-    soft = {"per_hard_natural_upper_90": 1e-10}  # per hard muon of the soft sample, x P_R
+    # per hard muon of the soft sample x P_R: 2 fakes counted, their 90 % upper
+    soft = {"per_hard_natural_upper_90": 1e-10, "per_hard_natural": 4e-11, "fakes": 2}
     est = pt.pileup_estimate(m, {"sigma": np.ones(5)}, period, (0, 1), 80.0, soft=soft)
     direct = 1e-10 * (2 * n) / n  # per tracked muon of the natural sample
     term = direct + 10 ** choice_hard
@@ -243,6 +244,11 @@ def test_pileup_estimate_takes_the_direct_soft_count(monkeypatch):
     assert blk["per_mot"]["hard_b_sets_choice"] == pytest.approx(10 ** choice_hard * scale)
     assert blk["per_mot"]["old_choice_bound_all_b"] == pytest.approx(10 ** choice_all * scale)
     assert est["per_mot_integrated_upper_90"] == pytest.approx((10 ** own_up + term) * scale)
+    central = 4e-11 * 2 * scale  # the counted soft fakes: the stratum's central value gets them
+    assert blk["per_mot"]["soft_b_direct"] == pytest.approx(central)
+    assert blk["per_mot"]["soft_b_direct_err"] == pytest.approx(central / math.sqrt(2))
+    assert est["per_mot"] == pytest.approx(est["per_mot_without_soft_count"] + central)
+    assert est["per_mot_without_soft_count"] == pytest.approx(1e-15 * scale)
     assert "forced soft" in est["bound_from"]
 
 
