@@ -147,6 +147,8 @@ def print_soft(period: str, s: dict, est: dict) -> None:
           f"{h['split_gev']:g} GeV from their crossings (R's), {h['without_momentum']} without a momentum")
     if "per_mot" in soft:
         p = soft["per_mot"]
+        print(f"(0, 1) per MOT: B soft counted {p['soft_b_direct']:.3g} +- {p['soft_b_direct_err']:.2g} "
+              f"({p['soft_b_fakes']} fakes)")
         print(f"(0, 1) per MOT: B soft (direct, 90 % upper) {p['soft_b_direct_upper_90']:.3g} + B hard (sets x choice) "
               f"{p['hard_b_sets_choice']:.3g} = {p['set_term']:.3g} (old choice bound over all B "
               f"{p['old_choice_bound_all_b']:.3g}); A's own outliers {p['own_outliers_integrated_upper']:.3g}; "
