@@ -28,7 +28,10 @@ right hits.  So:
   rate at which the search took B's hits on c planes (counted on the tracked muons, 90 % CL)
   times the largest mean ``q_S`` of a c-plane set, summed over c.  It assumes that, given c,
   which muons' B the search takes does not depend on B's momentum and the right hits' errors
-  (a soft B, scattered more, is if anything less likely to match the incoming track);
+  (a soft B, scattered more, is if anything less likely to match the incoming track).  With a
+  sample of the stratum where B is forced soft (:mod:`na64reco.soft_pileup`, ``soft=`` of
+  :func:`pileup_estimate`) the soft B's part is counted directly instead (the choice rate of soft
+  B measured there, not assumed) and the bound keeps only the natural muons whose B is hard;
 * **A's own outliers** (wrong twins, A's own cluster far off): the bound of
   :func:`na64reco.lone_muon.stratum_estimate` on the same muons with B's *separate* hits
   (B's crossing at least ``SEPARATE_SIGMAS`` plane resolutions from A's: not merged with A's
@@ -95,6 +98,32 @@ def pileup_truth_by_event(events, crossings: dict, n_planes: int) -> tuple[np.nd
     tt = np.full((ev.size, PILEUP_KEPT), np.nan)
     if "pileup_muon_event" not in crossings or not ev.size:
         return u, tt
+    mu_t = np.asarray(crossings["pileup_muon_time"], float)
+    mu_row, rank, keep = _kept_muons(ev, crossings)
+    tt[mu_row[keep], rank[keep]] = mu_t[keep]
+    mid = np.asarray(crossings["pileup_muon"], np.int64)
+    c = keep[mid]
+    u[mu_row[mid[c]], rank[mid[c]], np.asarray(crossings["pileup_plane"], np.int64)[c]] = \
+        np.asarray(crossings["pileup_u"], float)[c]
+    return u, tt
+
+
+def pileup_muon_field_by_event(events, crossings: dict, key: str = "pileup_muon_p") -> np.ndarray:
+    """A per-muon field of the kept out-of-time beam muons (events, :data:`PILEUP_KEPT`; NaN: none,
+    or a crossing file without ``key``), in the order of :func:`pileup_truth_by_event`: e.g.
+    ``pileup_muon_p``, the momentum behind the last tracker plane (GeV; NaN also: stopped), or
+    ``pileup_muon_near`` (1: a forced near muon) of :mod:`na64reco.sim.forced_soft`."""
+    ev = np.asarray(events["event"], np.int64)
+    p = np.full((ev.size, PILEUP_KEPT), np.nan)
+    if key not in crossings or not ev.size:
+        return p
+    mu_row, rank, keep = _kept_muons(ev, crossings)
+    p[mu_row[keep], rank[keep]] = np.asarray(crossings[key], float)[keep]
+    return p
+
+
+def _kept_muons(ev: np.ndarray, crossings: dict):
+    """Per pile-up muon: its event's row, its rank by |time| in the event, and whether it is kept."""
     order = np.argsort(ev)
 
     def row_of(numbers):
@@ -109,13 +138,7 @@ def pileup_truth_by_event(events, crossings: dict, n_planes: int) -> tuple[np.nd
     first = np.searchsorted(mu_row[idx], mu_row[idx], side="left")
     rank = np.full(mu_t.size, -1)
     rank[idx] = np.arange(idx.size) - first
-    keep = (rank >= 0) & (rank < PILEUP_KEPT)
-    tt[mu_row[keep], rank[keep]] = mu_t[keep]
-    mid = np.asarray(crossings["pileup_muon"], np.int64)
-    c = keep[mid]
-    u[mu_row[mid[c]], rank[mid[c]], np.asarray(crossings["pileup_plane"], np.int64)[c]] = \
-        np.asarray(crossings["pileup_u"], float)[c]
-    return u, tt
+    return mu_row, rank, (rank >= 0) & (rank < PILEUP_KEPT)
 
 
 def pileup_sources(used, wrong, far, h, hits, ev_of, pu_u):
@@ -344,6 +367,7 @@ def pileup_set_bound(m: dict, geometry: dict, width: float, mean: float, box: fl
         choice_terms_nt.append(math.log10(rate) + max((v for k, v in mean_by_set_nt.items() if size_of[k] == size),
                                                       default=-math.inf))
     top_sets = dict(sorted(mean_by_set.items(), key=lambda kv: -kv[1])[:8])
+    top_sets_nt = dict(sorted(mean_by_set_nt.items(), key=lambda kv: -kv[1])[:8])
     return {
         "hard": n_hard, "tracked": n_tracked, "with_pileup_muon": int(np.sum(np.isfinite(tpu).any(axis=1))),
         "log10_union_per_tracked": (_log10_mean(lg) - math.log10(max(frac, 1e-300))) if n_hard else -math.inf,
@@ -351,7 +375,8 @@ def pileup_set_bound(m: dict, geometry: dict, width: float, mean: float, box: fl
         if n_hard else -math.inf,
         "log10_choice_per_tracked": _log10_sum_(choice_terms), "choice_by_planes": by_size,
         "log10_choice_per_tracked_without_time": _log10_sum_(choice_terms_nt),
-        "log10_mean_by_set_top": top_sets,
+        "log10_mean_by_set_top": top_sets, "log10_mean_by_set_top_without_time": top_sets_nt,
+        "choice_terms_without_time": dict(zip(by_size, choice_terms_nt, strict=True)),
         "time_sigma_ns": time_sigma, "negligible_log10": negligible,
         "patterns": len(patterns(geometry, int(m["max_missing"]))),
     }
@@ -385,19 +410,46 @@ def validate_edges(m: dict, width: float, mean: float, edges=(150.0, 145.0, 140.
 
 
 def pileup_estimate(m: dict, geometry: dict, period: dict | None = None, stratum: tuple[int, int] = (0, 1),
-                    box: float | None = None, **kwargs) -> dict:
+                    box: float | None = None, soft: dict | None = None, **kwargs) -> dict:
     """The figures of a stratum with k >= 1 pile-up muons on the pile-up truth (module doc): the
     estimate of :func:`na64reco.lone_muon.stratum_estimate` on the muons with B's separate hits
     taken out (A's own outliers and B's merged hits), the measured tail with every hit's exact
-    shift, B's set bound, and per MOT the sum of the two bounds."""
+    shift, B's set bound, and per MOT the sum of the two bounds.
+
+    ``soft``: the figures of the stratum's sample with B forced soft
+    (:func:`na64reco.soft_pileup.soft_summary`).  B's set term is then the direct count of that
+    sample (B in the forced region R: ``P_R x`` its fakes' 90 % upper per hard muon) plus the
+    set bound over the natural muons whose B is not soft (:func:`na64reco.soft_pileup.hard_b_only`);
+    the choice bound over all of them stays as a cross-check (``pileup_truth.set_bound``).  Not
+    given, it is taken from the period's JSON, ``period["soft_pileup"]["m,k"]``, when there
+    (``benchmarks/soft_pileup.py`` writes it), so a rerun of the strata keeps the measured term."""
     if tuple(stratum)[1] < 1:
         raise ConfigError(f"pile-up truth estimate: stratum {tuple(stratum)} has no pile-up muon in N")
+    if soft is None and period:
+        soft = (period.get("soft_pileup") or {}).get(f"{stratum[0]},{stratum[1]}")
     own = own_only(m, geometry)
     separate = own.pop("_separate")
     est = stratum_estimate(own, geometry, None, stratum, box, **kwargs)
     width, mean = float(est["width_used"]), float(est["core"]["mean"])
     lg = measured_tail(m, width, mean, box, geometry["sigma"])
     b = pileup_set_bound(m, geometry, width, mean, box)
+    set_term = b["log10_choice_per_tracked_without_time"]
+    soft_block = None
+    if soft is not None:
+        from na64reco.soft_pileup import hard_b_only, soft_term
+
+        m_hard, split = hard_b_only(m, geometry)
+        b_hard = pileup_set_bound(m_hard, geometry, width, mean, box)
+        direct = soft_term(soft, b["tracked"], b["hard"])
+        set_term = _log10_sum_([b_hard["log10_choice_per_tracked_without_time"], direct])
+        soft_block = {"sample": soft, "hard_b": split | {
+            "log10_choice_per_tracked_without_time": b_hard["log10_choice_per_tracked_without_time"],
+            "choice_by_planes": b_hard["choice_by_planes"], "log10_mean_by_set_top": b_hard["log10_mean_by_set_top"],
+            "log10_mean_by_set_top_without_time": b_hard.get("log10_mean_by_set_top_without_time"),
+            "choice_terms_without_time": b_hard.get("choice_terms_without_time")},
+            "log10_direct_per_tracked": direct,
+            "log10_choice_bound_per_tracked_all_b": b["log10_choice_per_tracked_without_time"],
+            "log10_set_term_per_tracked": set_term}
     src = np.asarray(m["src"])
     with_b = np.any(src == SRC_PILEUP, axis=1)
     ln10 = math.log(10.0)
@@ -421,21 +473,42 @@ def pileup_estimate(m: dict, geometry: dict, period: dict | None = None, stratum
         "validation": validate_edges(m, width, mean, sigma=geometry["sigma"]),
         "separate_sigmas": SEPARATE_SIGMAS,
     }
+    if soft_block is not None:
+        est["pileup_truth"]["soft"] = soft_block
     # B's sets without the time factor: the reconstructed APV times of B's used hits lie near A's
     # (median 2-5 ns in 2022 (0, 1), B 15-79 ns away), so the closed form at B's true time is not trusted
-    est["log10_p_bound"] = float(np.logaddexp(own_bound * ln10, b["log10_choice_per_tracked_without_time"] * ln10)
-                                 / ln10)
-    est["bound_from"] = (f"A's own outliers ({est['bound_from']}) + B's sets x the search's choice rate (without the "
-                         "track-time factor)")
+    est["log10_p_bound"] = float(np.logaddexp(own_bound * ln10, set_term * ln10) / ln10)
+    est["bound_from"] = (f"A's own outliers ({est['bound_from']}) + " + (
+        "B soft: the direct count with B forced soft + B hard: its sets x the search's choice rate" if soft_block
+        else "B's sets x the search's choice rate") + " (without the track-time factor)")
     if "log10_p_integrated_upper" in est:  # A's outliers integrated (outlier_tail): B's sets are added to its upper
         own_up = float(est["log10_p_integrated_upper"])
         est["log10_p_integrated_upper_own_only"] = own_up
-        est["log10_p_integrated_upper"] = float(np.logaddexp(
-            own_up * ln10, b["log10_choice_per_tracked_without_time"] * ln10) / ln10)
+        est["log10_p_integrated_upper"] = float(np.logaddexp(own_up * ln10, set_term * ln10) / ln10)
     est["method"] = (f"stratum ({stratum[0]}, {stratum[1]}) on the pile-up truth (benchmarks/lone_muon_tail.py): "
                      "each used hit's source on truth; closed-form Gaussian tails at exact shifts; bound: A's own "
                      "outlier sets + every set of planes given to the pile-up muon (chi2 and track-time closed forms)")
     est["fakes"] = int(np.sum(m["fake"]))
     if period:
         est.update(_per_mot(est, period, tuple(stratum)))
+        if soft_block is not None and "weight" in est:  # the parts of B's term per MOT
+            lg = math.log10(est["weight"] * est["tracked"] / est["hard"] / est["denominator_per_event"]
+                            * est["kept_per_mot"])
+            central = 10.0 ** (soft_term(soft, b["tracked"], b["hard"], "per_hard_natural") + lg)
+            fakes = int(soft.get("fakes", 0))
+            soft_block["per_mot"] = {
+                "soft_b_direct_upper_90": 10.0 ** (soft_block["log10_direct_per_tracked"] + lg),
+                "soft_b_direct": central, "soft_b_direct_err": central / math.sqrt(fakes) if fakes else 0.0,
+                "soft_b_fakes": fakes,
+                "hard_b_sets_choice": 10.0 ** (soft_block["hard_b"]["log10_choice_per_tracked_without_time"] + lg),
+                "set_term": 10.0 ** (set_term + lg),
+                "old_choice_bound_all_b": 10.0 ** (soft_block["log10_choice_bound_per_tracked_all_b"] + lg),
+                "own_outliers_integrated_upper": 10.0 ** (est.get("log10_p_integrated_upper_own_only",
+                                                                  own_bound) + lg)}
+            # the counted soft fakes are part of the stratum's central value (Poisson error beside)
+            est["per_mot_without_soft_count"] = est["per_mot"]
+            est["per_mot"] = est["per_mot"] + central
+            if str(est.get("per_mot_upper_from", "")).startswith("outliers integrated"):
+                est["per_mot_upper_from"] = ("outliers integrated (90 % upper) + the pile-up muon forced soft (direct "
+                                             "count, 90 % upper) + its hard sets x the search's choice")
     return est

@@ -78,6 +78,7 @@ from na64reco.sim.digitize import (
 from na64reco.sim.faults import Fault, faulty_calo, faulty_planes, parse_faults
 from na64reco.sim.forced_noise import ForcedNoise, ForcedRegion
 from na64reco.sim.forced_noise import resolve as resolve_forced
+from na64reco.sim.forced_soft import ForcedSoft
 from na64reco.sim.occupancy import ForcedPileup, beam_pileup_hits, expected_near
 from na64reco.sim.params import MIXTURE_KEYS, PROCESS_CHOICES, SimParams, load_sim_params
 from na64reco.sim.signal import lepton_mass_of, sample_signal_x, signal_weight
@@ -120,6 +121,7 @@ class _Job:
     forced: ForcedRegion | None = None
     forced_pileup: ForcedPileup | None = None
     crossings: bool = False
+    forced_soft: ForcedSoft | None = None
 
 
 def _check_inputs(setup, n_events, seed, run, process, mass, coupling, chunk_size):
@@ -165,7 +167,8 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
              beam_energy: float | None = None, faults: list[dict] | None = None,
              spill_particles: int | None = None, first_spill: int = 0,
              forced_noise: ForcedNoise | None = None,
-             forced_pileup: ForcedPileup | None = None, true_crossings=None) -> SimulationResult:
+             forced_pileup: ForcedPileup | None = None, true_crossings=None,
+             forced_soft: ForcedSoft | None = None) -> SimulationResult:
     """Simulate ``n_events`` beam particles and write the triggered events to ``output``.
 
     Args:
@@ -205,7 +208,12 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
             pile-up muons (``pileup_event``, ``pileup_muon`` (the muon's index in the file),
             ``pileup_plane``, ``pileup_u``, ``pileup_t`` per crossing; ``pileup_muon_event``,
             ``pileup_muon_time`` (ns) per muon), for truth studies of the tracking; None
-            (default) writes nothing and changes nothing else (no random number drawn).
+            (default) writes nothing and changes nothing else (no random number drawn).  Also
+            per muon ``pileup_muon_p``, its momentum behind the last tracker plane (GeV).
+        forced_soft: the near pile-up muons of ``forced_pileup`` forced to lose a fraction of their
+            energy in a range in the ECAL (:mod:`na64reco.sim.forced_soft`); the metadata records
+            the range and its natural probability per muon, the crossings (``true_crossings``)
+            ``pileup_muon_near`` and ``pileup_muon_v_forced`` per muon.
 
     Raises ConfigError / RawFormatError / CalibrationMissing with one-line messages.
     """
@@ -247,9 +255,11 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
                               "of the forced region)")
         region = resolve_forced(forced_noise, setup, planes.noise_hits, planes.noise_t_first, planes.noise_t_last)
     lambda_near = None if forced_pileup is None else expected_near(setup, forced_pileup)  # checks it
+    if forced_soft is not None and (forced_pileup is None or forced_pileup.count < 1):
+        raise ConfigError("forced soft pile-up needs forced pile-up muons (forced_pileup with count >= 1)")
     job = _Job(setup, params, CaloTables.of(setup, cond), planes, int(seed), int(run),
                process, mass, weight, truth, per_spill, trigger, fault_list, region, forced_pileup,
-               true_crossings is not None)
+               true_crossings is not None, forced_soft)
     n_spills = -(-int(n_events) // per_spill)
     meta = {"simulation": {
         "seed": int(seed), "period": setup.period, "process": process, "n_beam": int(n_events),
@@ -261,6 +271,8 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
         **({"faults": [f.to_dict() for f in fault_list]} if fault_list else {}),
         **({"forced_noise": {**forced_noise.to_dict(), "expected": region.expected}} if region is not None else {}),
         **({"forced_pileup": {**forced_pileup.to_dict(), "expected": lambda_near}} if forced_pileup else {}),
+        **({"forced_soft": {**forced_soft.to_dict(), "expected_losses": forced_soft.expected_losses(params),
+                            "probability": forced_soft.probability(params)}} if forced_soft else {}),
     }}
     flush_every = max(1, -(-int(chunk_size) // per_spill))
     bar = None
@@ -294,6 +306,7 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
         _number_pileup_muons(crossings)
         keys = CROSSING_KEYS + (PILEUP_CROSSING_KEYS + PILEUP_MUON_KEYS
                                 if all("pileup_muon" in c for c in crossings) else ())
+        keys += tuple(k for k in PILEUP_MUON_EXTRA_KEYS if crossings and all(k in c for c in crossings))
         np.savez(true_crossings, **{k: _concat(crossings, k) if crossings else np.zeros(0) for k in keys})
     return SimulationResult(output, setup.name, int(run), int(n_events), n_written, n_spills,
                             time.perf_counter() - t_start, {k: v for k, v in counts.items() if v})
@@ -304,6 +317,9 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
 CROSSING_KEYS = ("event", "plane", "u", "t")
 PILEUP_CROSSING_KEYS = ("pileup_event", "pileup_muon", "pileup_plane", "pileup_u", "pileup_t")
 PILEUP_MUON_KEYS = ("pileup_muon_event", "pileup_muon_time")
+#: per pile-up muon, when known: its momentum behind the last tracker plane (GeV), and with
+#: ``forced_soft`` whether it is a near (forced) one and the sum of its forced losses' v
+PILEUP_MUON_EXTRA_KEYS = ("pileup_muon_p", "pileup_muon_near", "pileup_muon_v_forced")
 
 
 def _pileup_crossings(hits, pile: dict, first_event: int) -> dict:
@@ -315,7 +331,8 @@ def _pileup_crossings(hits, pile: dict, first_event: int) -> dict:
             "pileup_plane": np.asarray(plane, np.int64), "pileup_u": np.asarray(u, float),
             "pileup_t": np.asarray(t, float),
             "pileup_muon_event": np.asarray(pile["muon_event"], np.int64) + first_event,
-            "pileup_muon_time": np.asarray(pile["muon_time"], float)}
+            "pileup_muon_time": np.asarray(pile["muon_time"], float),
+            **{"pileup_" + k: np.asarray(pile[k]) for k in ("muon_p", "muon_near", "muon_v_forced") if k in pile}}
 
 
 def _number_pileup_muons(parts: list[dict]) -> None:
@@ -406,10 +423,10 @@ def simulate_spill(job: _Job, spill: int, n: int, first_event: int = 1) -> dict:
     if pedestal:
         pile_hits = Recorder(nw).hits()
     elif crossings is not None:  # with the pile-up muons' truth (the same random numbers)
-        pile_hits, pile = beam_pileup_hits(rng, setup, prm, nw, job.forced_pileup, muons=True)
+        pile_hits, pile = beam_pileup_hits(rng, setup, prm, nw, job.forced_pileup, muons=True, soft=job.forced_soft)
         crossings.update(_pileup_crossings(pile_hits, pile, first_event))
     else:
-        pile_hits = beam_pileup_hits(rng, setup, prm, nw, job.forced_pileup)
+        pile_hits = beam_pileup_hits(rng, setup, prm, nw, job.forced_pileup, soft=job.forced_soft)
     pts = tracker_points(rng, planes, nw, *written_hits(new_index, hits, pile_hits), job.forced)
     a_ev, a_pl, a_ch, a0, a1, a2 = apv_digits(rng, setup, prm, planes, nw, *pts)
     s_ev, s_pl, s_tube, s_tdc = straw_digits(rng, setup, planes, nw, *pts)

@@ -45,6 +45,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from hepunits import GeV
 
 from na64reco.errors import ConfigError
 from na64reco.io.raw import PROCESSES
@@ -170,30 +171,52 @@ def expected_per_event(setup) -> float:
 
 
 def beam_pileup_hits(rng: np.random.Generator, setup, params, n_events: int, forced: ForcedPileup | None = None,
-                     muons: bool = False):
+                     muons: bool = False, soft=None):
     """Tracker crossings ``(ev, plane, coord, t)`` of the out-of-time beam muons of
     ``n_events`` events (event indices 0..n_events-1); empty if the setup has no window.
     ``forced``: exactly ``forced.count`` of them per event in its near times (see the module doc).
 
     ``muons``: also return their truth, ``{"muon": muon index of each crossing, "muon_event":
     event index of each muon, "muon_time": its time (ns)}`` (the same random numbers: the muons
-    are transported labelled by their index either way, and the labels mapped to their events)."""
+    are transported labelled by their index either way, and the labels mapped to their events),
+    ``"muon_p"``: its momentum behind the last tracker plane (GeV; NaN: stopped).
+
+    ``soft``: a :class:`na64reco.sim.forced_soft.ForcedSoft` forcing the near muons of ``forced``
+    into its region of hard ECAL losses (:mod:`na64reco.sim.forced_soft`); the truth then also has
+    ``"muon_near"`` and ``"muon_v_forced"``."""
+    if soft is not None and (forced is None or forced.count < 1):
+        raise ConfigError("forced soft pile-up needs forced pile-up muons (forced_pileup with count >= 1)")
     if expected_per_event(setup) <= 0 or n_events == 0:
         hits = Recorder(n_events).hits()
-        empty = {"muon": np.zeros(0, np.int64), "muon_event": np.zeros(0, np.int64), "muon_time": np.zeros(0)}
+        empty = {"muon": np.zeros(0, np.int64), "muon_event": np.zeros(0, np.int64), "muon_time": np.zeros(0),
+                 "muon_p": np.zeros(0)}
+        if soft is not None:
+            empty |= {"muon_near": np.zeros(0, bool), "muon_v_forced": np.zeros(0)}
         return (hits, empty) if muons else hits
     ev, t = pileup_muons(rng, setup, n_events, forced)
     n = ev.size
     label = np.arange(n, dtype=np.int64)  # transported by muon index, mapped to the events below
     tracks = sample_beam(rng, setup, label, np.full(n, PROCESSES["beam"], np.int8), role=ROLE_PILEUP, t=t)
     rec = Recorder(n)
+    hook = None
+    if soft is not None:
+        from na64reco.sim.forced_soft import SoftLosses, chosen_near
+
+        hook = SoftLosses(soft, params, chosen_near(t, near_segments(setup, forced)))
     # transported up to the last tracker plane only: what lies behind it (HCAL, counters) cannot
     # change their crossings, and its random numbers were drawn for nothing (issue 11, fifth pass)
-    follow(Context(rng, setup, params, rec, Truth.new(n)), tracks, last_z=last_tracker_z(setup))
+    out = follow(Context(rng, setup, params, rec, Truth.new(n), forced_soft=hook), tracks,
+                 last_z=last_tracker_z(setup))
     h_mu, h_pl, h_u, h_t = rec.hits()
     hits = (ev[h_mu], h_pl, h_u, h_t)
     if muons:
-        return hits, {"muon": h_mu, "muon_event": ev, "muon_time": np.asarray(t, float)}
+        p = np.full(n, np.nan)
+        alive = out.alive & (out.role == ROLE_PILEUP)
+        p[out.ev[alive]] = out.p[alive] / GeV
+        truth = {"muon": h_mu, "muon_event": ev, "muon_time": np.asarray(t, float), "muon_p": p}
+        if hook is not None:
+            truth |= {"muon_near": hook.chosen, "muon_v_forced": hook.v_forced}
+        return hits, truth
     return hits
 
 

@@ -120,6 +120,9 @@ class Context:
     #: biased sampling (single-process runs): rare processes are forced into the region that
     #: can reach the signal box and truth.weight gets the probability of what was forced
     biased: bool = False
+    #: forced soft pile-up muons (:class:`na64reco.sim.forced_soft.SoftLosses`): their ECAL radiative
+    #: losses conditioned on a hard one; None (default) changes nothing
+    forced_soft: object = None
 
 
 # ----------------------------------------------------------------------------------------
@@ -416,6 +419,8 @@ def _ecal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
             _deposit_cells(ctx, det, s, ev, tr.x[mu] + tr.tx[mu] * mid[s], tr.y[mu] + tr.ty[mu] * mid[s], e_s, t)
         # hard radiative losses, showering where they happen
         k, v = phys.radiative_losses(rng, mu.size, prm.radiative_bx, prm.radiative_v_min)
+        if ctx.forced_soft is not None:
+            k, v = ctx.forced_soft.losses(rng, ev, k, v)
         if k.size:
             e_loss = v * p[k]
             tv = rng.uniform(0.0, total_x0, k.size)

@@ -1,0 +1,291 @@
+"""The pile-up-set term of a stratum with a near pile-up muon, measured with the muon forced soft.
+
+In a stratum (m, k >= 1) of :mod:`na64reco.fake_kicks` the outgoing search may use the hits of
+a near out-of-time beam muon B.  What can put such a track in the box p_out < 80 GeV is B
+itself being soft: a beam muon that lost a large part of its energy in the ECAL (the active
+target), ~3e-3 of them.  :func:`na64reco.pileup_truth.pileup_set_bound` bounds it with the
+rate at which the search took B's hits in the natural sample (B hard in all but ~3e-3 of it)
+times the largest mean box probability of a set of B's hits, assuming the choice does not
+depend on B's momentum.  Here the experiment's way instead: biased sampling.
+
+* **Soft sample** (:func:`simulate_soft_parts`): the stratum simulated with every near
+  muon forced into R = "a radiative loss in the ECAL with v >= ``v_min``" (p_B below ~120 GeV
+  for ``v_min`` 0.25; :mod:`na64reco.sim.forced_soft`, weight ``P_R`` per muon, closed form),
+  reconstructed and classified on truth (:func:`na64reco.lone_muon.classify`) with B's true
+  momentum (``pu_p``) and which kept muon is the forced one (``pu_near``).
+* **Direct count** (:func:`soft_summary`): fakes (tracked hard muons with every cut and the box)
+  and counts with the box edge moved up; the search's choice of B's hits by number of planes in
+  bins of p_B, against the hard-B rate of the natural sample (:func:`choice_table`).
+* **The term** (:func:`soft_term`): ``P_R x (fakes, 90 % CL upper if none) / hard muons``, per
+  tracked muon of the natural sample (``x hard / tracked`` there) so that it adds to
+  :func:`na64reco.pileup_truth.pileup_estimate`'s bounds; the muons outside R (B hard) keep
+  the set bound, with the box probabilities averaged over the natural muons whose B is not soft
+  (:func:`kick_momentum` from B's true crossings: a B below ``SOFT_SPLIT_GEV`` is R's).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from na64reco.errors import ConfigError
+from na64reco.lone_muon import SELECTION, SRC_PILEUP, load_muons
+
+#: a pile-up muon whose momentum from its true crossings (:func:`kick_momentum`) is below this (GeV)
+#: is counted in the forced region R (v >= 0.25 of a 160 GeV muon: p below ~120 GeV, the beam's
+#: spread and the ECAL's ionisation aside); between it and R's edge B is in both terms (conservative)
+SOFT_SPLIT_GEV = 100.0
+#: the forced region of the soft sample: a loss of at least this fraction of B's energy in the ECAL
+DEFAULT_V_MIN = 0.25
+#: bins of the soft muon's momentum (GeV) for the search's choice
+P_BINS = (0.0, 40.0, 80.0, 100.0, 130.0)
+#: box edges (GeV): the box and moved up, for the trend of the direct counts
+EDGES = (80.0, 100.0, 120.0, 140.0)
+#: per part, the fields kept besides those of :func:`na64reco.lone_muon.classify`
+SOFT_FIELDS = ("pu_p", "pu_near")
+
+
+def soft_part(path: str, run: int, n: int, seed: int, v_min: float = DEFAULT_V_MIN, v_max: float = 1.0,
+              count: int = 0, pileup: int = 1, setup_name: str = "na64mu", selection: str = SELECTION) -> str:
+    """Simulate one part of stratum (``count``, ``pileup``) with the near muons forced soft
+    (:class:`na64reco.sim.forced_soft.ForcedSoft` ``[v_min, v_max)``) unless its classification
+    exists, classify it, keep ``<part>.soft.npz`` (with ``pu_p``, ``pu_near`` per hard muon and
+    the weight's figures) and delete the raw and crossing files (a dask task)."""
+    from na64reco.conditions import load_conditions
+    from na64reco.fake_kicks import HARD_P_OUT, bend_region, near_times
+    from na64reco.geometry import load_setup
+    from na64reco.io.raw import open_raw
+    from na64reco.lone_muon import classify
+    from na64reco.pileup_truth import pileup_muon_field_by_event
+    from na64reco.selection.schema import load_selection
+    from na64reco.sim.forced_noise import ForcedNoise
+    from na64reco.sim.forced_soft import ForcedSoft, soft_weight
+    from na64reco.sim.generate import simulate
+    from na64reco.sim.occupancy import ForcedPileup
+    from na64reco.sim.params import load_sim_params
+
+    out = Path(path).with_suffix(".soft.npz")
+    if out.exists():
+        return str(out)
+    setup = load_setup(setup_name, run=run)
+    cond = load_conditions(setup, run)
+    cross = Path(path).with_suffix(".crossings.npz")
+    soft = ForcedSoft.of(v_min, v_max)
+    simulate(setup, n, seed, run, path, process="beam", trigger="calibration",
+             forced_noise=ForcedNoise.of(bend_region(setup, cond), count),
+             forced_pileup=ForcedPileup.of(near_times(setup, cond), pileup), forced_soft=soft, true_crossings=cross)
+    res = classify(path, cross, setup, cond, load_selection(selection))
+    crossings = dict(np.load(cross))
+    raw = open_raw(path)
+    events = raw.events()
+    hard = np.asarray(raw.truth()["p_out"], float) > HARD_P_OUT
+    prm = load_sim_params(setup)
+    w = soft_weight(crossings, {"probability": soft.probability(prm)})
+    res |= {"pu_p": pileup_muon_field_by_event(events, crossings, "pileup_muon_p")[hard].astype(np.float32),
+            "pu_near": pileup_muon_field_by_event(events, crossings, "pileup_muon_near")[hard] == 1,
+            "p_region": np.array(w["p_region"]), "near_muons": np.array(w["near_muons"]),
+            "near_forced": np.array(w["forced"]), "v_min": np.array(v_min), "v_max": np.array(v_max),
+            "events": np.array(n)}
+    tmp = Path(path).with_suffix(".part.npz")
+    np.savez(tmp, **res)
+    tmp.rename(out)
+    Path(path).unlink()
+    cross.unlink()
+    return str(out)
+
+
+def simulate_soft_parts(run: int, events: int, seed: int, workdir, *, part_events: int = 50_000, client=None,
+                        stratum: tuple[int, int] = (0, 1), v_min: float = DEFAULT_V_MIN,
+                        v_max: float = 1.0) -> list[str]:
+    """The soft sample of ``stratum`` in parts (part j: seed ``seed x 1000 + 10^8 + 10^6 (10 m + k)
+    + j``: a stream apart from the natural strata's of :func:`na64reco.lone_muon.simulate_parts`),
+    on the dask ``client`` if given; returns the part files."""
+    m, k = (int(x) for x in stratum)
+    if k < 1 or m < 0 or m > 9 or k > 9:
+        raise ConfigError(f"soft pile-up sample: stratum {stratum!r}: need 0 <= m <= 9 and 1 <= k <= 9")
+    if part_events < 1 or events < 1 or -(-events // part_events) > 1000:
+        raise ConfigError(f"soft pile-up sample: {events} muons in parts of {part_events}: need 1-1000 parts")
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    sizes = [min(part_events, events - i) for i in range(0, events, part_events)]
+    tag = f"v{round(v_min * 1000):03d}-{round(v_max * 1000):04d}"
+    jobs = [(str(workdir / f"soft_run{run}_{seed}_s{m}{k}_{tag}_{part_events}_p{j}.root"), run, s,
+             seed * 1000 + 100_000_000 + 1_000_000 * (10 * m + k) + j, v_min, v_max, m, k)
+            for j, s in enumerate(sizes)]
+    if client is not None:
+        return client.gather(client.map(soft_part, *zip(*jobs, strict=True), pure=False))
+    return [soft_part(*j) for j in jobs]
+
+
+def load_soft(paths) -> dict:
+    """The parts of :func:`simulate_soft_parts` concatenated (:func:`na64reco.lone_muon.load_muons`
+    plus ``pu_p``, ``pu_near`` per hard muon and the summed weight figures)."""
+    m = load_muons(paths)
+    parts = [dict(np.load(p)) for p in paths]
+    for k in SOFT_FIELDS:
+        m[k] = np.concatenate([p[k] for p in parts])
+    for k in ("near_muons", "near_forced", "events"):
+        m[k] = int(sum(int(p[k]) for p in parts))
+    for k in ("p_region", "v_min", "v_max"):
+        vals = {float(p[k]) for p in parts}
+        if len(vals) != 1:
+            raise ConfigError(f"soft pile-up sample: parts with different {k} {sorted(vals)}")
+        m[k] = vals.pop()
+    return m
+
+
+def forced_muon(m: dict) -> np.ndarray:
+    """Per hard muon, the kept index of its forced near muon (-1: none kept)."""
+    near = np.asarray(m["pu_near"], bool)
+    return np.where(near.any(axis=1), np.argmax(near, axis=1), -1)
+
+
+def b_planes(m: dict, which: np.ndarray | None = None) -> np.ndarray:
+    """Per tracked muon, the number of used planes holding B's hit: the kept muon ``which`` (per
+    hard muon, -1: any) or any pile-up muon."""
+    src = np.asarray(m["src"])
+    on = src == SRC_PILEUP
+    if which is not None:
+        w = np.asarray(which)[np.asarray(m["all_tracked"], bool)]
+        on &= (np.asarray(m["src_muon"]) == w[:, None]) | (w[:, None] < 0)
+    return on.sum(1)
+
+
+def choice_table(n_b: np.ndarray, groups: dict[str, np.ndarray], n_planes: int) -> dict:
+    """The search's choice: per group of tracked muons (a mask), how many used B's hits on c
+    planes, c = 1..n_planes, with the rate and its 90 % CL (classical) upper limit."""
+    from na64reco.stats.limits import poisson_upper_limit
+
+    out = {}
+    for name, mask in groups.items():
+        n = int(np.sum(mask))
+        by = np.bincount(np.asarray(n_b)[mask], minlength=n_planes + 1)[: n_planes + 1]
+        rows = {}
+        for c in range(1, n_planes + 1):
+            rows[str(c)] = {"using": int(by[c]), "rate": by[c] / n if n else math.nan,
+                            "rate_upper_90": poisson_upper_limit(int(by[c]), cl=0.9, method="classical") / n
+                            if n else math.inf}
+        any_b = int(by[1:].sum())
+        out[name] = {"tracked": n, "using_any": any_b, "rate_any": any_b / n if n else math.nan,
+                     "rate_any_upper_90": poisson_upper_limit(any_b, cl=0.9, method="classical") / n if n else math.inf,
+                     "by_planes": rows}
+    return out
+
+
+def edge_counts(m: dict, edges=EDGES, which: np.ndarray | None = None) -> list[dict]:
+    """Tracked muons reconstructed below each box edge (``kappa >= C / edge``), all and those using
+    B's hits, with B's momentum of the latter (the forced muon's)."""
+    kappa = np.asarray(m["kappa"], float)
+    c = float(m["c_gev_mrad"])
+    n_b = b_planes(m, which)
+    tracked = np.asarray(m["all_tracked"], bool)
+    p_b = np.full(tracked.sum(), np.nan)
+    if which is not None and "pu_p" in m:
+        w = np.asarray(which)[tracked]
+        p_b = np.where(w >= 0, np.asarray(m["pu_p"], float)[tracked][np.arange(w.size), np.maximum(w, 0)], np.nan)
+    out = []
+    for e in edges:
+        hit = kappa >= c / e
+        out.append({"edge_gev": float(e), "count": int(hit.sum()), "with_b_hits": int(np.sum(hit & (n_b > 0))),
+                    "p_reco_gev": sorted(float(x) for x in np.asarray(m["p_reco"], float)[hit])[:20],
+                    "p_b_gev_of_those_with_b_hits": sorted(float(x) for x in p_b[hit & (n_b > 0)])[:20]})
+    return out
+
+
+def kick_momentum(m: dict, geometry: dict, min_planes: int = 4) -> np.ndarray:
+    """Per hard muon and kept pile-up muon, B's momentum (GeV) from its true crossings on the view:
+    the kick fit is linear, so B's deflection is the hard muon's true one plus ``g . d`` over the
+    planes where both cross (``d``: ``pu_sep``, B minus the muon; the fit of those planes); NaN
+    with fewer than ``min_planes`` such planes or a deflection <= 0 (B bent the other way: far
+    out of the box)."""
+    from na64reco.pileup_truth import _fit_matrices
+
+    sep = np.asarray(m["pu_sep"], float)  # (hard, kept, planes)
+    c = float(m["c_gev_mrad"])
+    k_a = c / np.asarray(m["hard_p_true"], float)
+    out = np.full(sep.shape[:2], np.nan)
+    fin = np.isfinite(sep)
+    codes = (fin * (1 << np.arange(sep.shape[2]))).sum(-1)
+    for code in np.unique(codes):
+        used = ((int(code) >> np.arange(sep.shape[2])) & 1).astype(bool)
+        if used.sum() < min_planes:
+            continue
+        g, _, _ = _fit_matrices(geometry, used)
+        rows, ks = np.nonzero(codes == code)
+        kappa = k_a[rows] + sep[rows, ks][:, used] @ g[used]
+        out[rows, ks] = np.where(kappa > 0, c / np.where(kappa > 0, kappa, 1.0), np.nan)
+    return out
+
+
+def soft_summary(m: dict, natural: dict | None = None, edges=EDGES, p_bins=P_BINS) -> dict:
+    """The soft sample's figures (module doc): the weight, the direct count of fakes and its
+    rate per hard muon, the counts at moved box edges, and the search's choice of B's hits by
+    number of planes in bins of B's momentum, beside the natural sample's (``natural``, B hard
+    but for ~3e-3)."""
+    from na64reco.stats.limits import poisson_upper_limit
+
+    tracked = np.asarray(m["all_tracked"], bool)
+    n_hard, n_tracked = int(tracked.size), int(tracked.sum())
+    which = forced_muon(m)
+    n_b = b_planes(m, which)
+    npl = int(np.asarray(m["src"]).shape[1])
+    w_t = which[tracked]
+    p_b = np.where(w_t >= 0, np.asarray(m["pu_p"], float)[tracked][np.arange(w_t.size), np.maximum(w_t, 0)], np.nan)
+    groups = {f"p_B {lo:g}-{hi:g} GeV": (p_b >= lo) & (p_b < hi) for lo, hi in zip(p_bins[:-1], p_bins[1:],
+                                                                                      strict=True)}
+    groups["p_B stopped or not kept"] = ~np.isfinite(p_b)
+    groups["all soft"] = np.ones(n_tracked, bool)
+    fakes = int(np.sum(m["fake"]))
+    p_r = float(m["p_region"])
+    frac_forced = m["near_forced"] / max(m["near_muons"], 1)
+    up = poisson_upper_limit(fakes, cl=0.9, method="classical")
+    out = {"events": int(m["events"]), "hard": n_hard, "tracked": n_tracked, "v_min": float(m["v_min"]),
+           "v_max": float(m["v_max"]), "p_region": p_r, "near_muons": int(m["near_muons"]),
+           "near_forced": int(m["near_forced"]), "p_region_effective": p_r * frac_forced,
+           "p_b_quantiles_gev": [float(x) for x in np.nanquantile(np.asarray(m["pu_p"], float)[
+               np.asarray(m["pu_near"], bool)], [0.1, 0.5, 0.9])],
+           "fakes": fakes, "fakes_upper_90": up, "fake_rate_per_hard": fakes / max(n_hard, 1),
+           "fake_rate_per_hard_upper_90": up / max(n_hard, 1),
+           "per_hard_natural_upper_90": p_r * frac_forced * up / max(n_hard, 1),
+           "per_hard_natural": p_r * frac_forced * fakes / max(n_hard, 1),
+           "edges": edge_counts(m, edges, which),
+           "choice": choice_table(n_b, groups, npl)}
+    if natural is not None:
+        out["choice_natural"] = choice_table(b_planes(natural), {"natural (B hard but ~3e-3)": np.ones(
+            int(np.sum(natural["all_tracked"])), bool)}, npl)
+        out["ratio_soft_to_natural_any"] = _ratio(out["choice"]["all soft"], out["choice_natural"][
+            "natural (B hard but ~3e-3)"])
+    return out
+
+
+def _ratio(soft: dict, nat: dict) -> dict:
+    """Soft over natural choice rate of B's hits on any plane, with a 90 % upper of the ratio
+    (soft's upper over natural's rate)."""
+    r = nat["rate_any"]
+    return {"rate_soft": soft["rate_any"], "rate_natural": r,
+            "ratio": soft["rate_any"] / r if r else math.inf,
+            "ratio_upper_90": soft["rate_any_upper_90"] / r if r else math.inf}
+
+
+def soft_term(summary: dict, natural_tracked: int, natural_hard: int, key: str = "per_hard_natural_upper_90") -> float:
+    """log10 of the soft part per tracked muon of the natural sample: ``P_R x (fakes, 90 % upper)
+    / hard muons`` of the soft sample x the natural hard-per-tracked (the bounds of
+    :func:`na64reco.pileup_truth.pileup_estimate` are per tracked muon); ``key``
+    ``"per_hard_natural"``: the count itself (the central value)."""
+    v = float(summary.get(key, 0.0)) * natural_hard / max(natural_tracked, 1)
+    return math.log10(v) if v > 0 else -math.inf
+
+
+def hard_b_only(m: dict, geometry: dict, split_gev: float = SOFT_SPLIT_GEV) -> tuple[dict, dict]:
+    """The natural sample with the pile-up muons whose momentum from their crossings
+    (:func:`kick_momentum`) is below ``split_gev`` taken out of the set bound (``pu_sep`` NaN):
+    they are R's, measured by the soft sample.  Returns the muons and the counts."""
+    p = kick_momentum(m, geometry)
+    soft = np.isfinite(p) & (p < split_gev)
+    out = dict(m)
+    out["pu_sep"] = np.where(soft[:, :, None], np.nan, np.asarray(m["pu_sep"], float)).astype(np.float32)
+    return out, {"split_gev": split_gev, "soft_pileup_muons_taken_out": int(soft.sum()),
+                 "kept_pileup_muons": int(np.isfinite(np.asarray(m["pu_time"], float)).sum()),
+                 "without_momentum": int(np.sum(~np.isfinite(p) & np.isfinite(np.asarray(m["pu_time"], float))))}
