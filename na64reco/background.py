@@ -630,6 +630,20 @@ def misreco_from_json(path) -> BackgroundComponent:
         tail_txt = (f"; its tail fit, a cross-check: {float(tail):.2g} +- {float(tail_err):.2g}"
                     if tail is not None and tail_err is not None else "")
         empty_txt = f"; other strata without a fake < {empty_other:.2g} per MOT (90 % CL, sample sizes)"
+        # a truth stratum's central value with a counted part (e.g. fakes counted in a forced sample of
+        # its mechanism) carries that count's Poisson error ``per_mot_err``: the row is then an estimate
+        counted_err = [e.get("per_mot_err", 0.0) for _, e in truths.values()]
+        if any(isinstance(x, bool) or not isinstance(x, (int, float)) or not x >= 0 for x in counted_err):
+            raise NA64Error(f"{path}: key 'truth_strata.*.per_mot_err': expected numbers >= 0, got {counted_err!r}")
+        if any(x > 0 for x in counted_err) and fakes - sum(int(s["fake"]) for s in in_truth) <= 0 and other <= 0:
+            upper = empty_other + b_truth
+            err_c = math.sqrt(sum(x * x for x in counted_err))
+            return BackgroundComponent("momentum mis-reconstruction", n_truth, err_c, False,
+                                       f"{head}: estimate {n_truth:.2g} +- {err_c:.2g} per MOT from the counted parts "
+                                       f"of the strata classified on truth (Poisson errors); upper value "
+                                       f"{upper:.2g} per MOT (90 % CL: every stratum's bound added): the "
+                                       f"{lone_txt}{tail_txt}{empty_txt} ({path.name})",
+                                       dict(data, upper_90_per_mot=upper))
         if fakes - sum(int(s["fake"]) for s in in_truth) <= 0 and other <= 0:
             return BackgroundComponent("momentum mis-reconstruction", empty_other + b_truth, 0.0, True,
                                        f"{head}: no fake; 90 % CL bound of the other strata's sample sizes plus the "

@@ -508,6 +508,7 @@ def pileup_estimate(m: dict, geometry: dict, period: dict | None = None, stratum
             # the counted soft fakes are part of the stratum's central value (Poisson error beside)
             est["per_mot_without_soft_count"] = est["per_mot"]
             est["per_mot"] = est["per_mot"] + central
+            est["per_mot_err"] = soft_block["per_mot"]["soft_b_direct_err"]  # the count's Poisson error
             if str(est.get("per_mot_upper_from", "")).startswith("outliers integrated"):
                 est["per_mot_upper_from"] = ("outliers integrated (90 % upper) + the pile-up muon forced soft (direct "
                                              "count, 90 % upper) + its hard sets x the search's choice")

@@ -332,6 +332,19 @@ def test_misreco_row_with_truth_strata(tmp_path):
     assert c.n == pytest.approx((5e-9 + 2e-7) * kept + 2e-12 + 3e-11)
     assert "(0, 1) classified on truth: 1e-29, its bound 3e-10 not below its sample size's 2e-10" in c.method
     data["truth_strata"]["0,1"]["per_mot_upper"] = 4e-12
+    # a truth stratum with a counted part (its Poisson error given): an estimate, the bound beside
+    data["truth_strata"]["0,1"].update(per_mot=3e-12, per_mot_err=1e-12)
+    path.write_text(json.dumps(data))
+    c = misreco_from_json(path)
+    upper = 5e-9 * kept + 2e-12 + 3e-11 + 4e-12
+    assert not c.upper_limit and c.n == pytest.approx(3e-12 + 1e-29 + 1e-30) and c.error == pytest.approx(1e-12)
+    assert c.details["upper_90_per_mot"] == pytest.approx(upper) and f"upper value {upper:.2g} per MOT" in c.method
+    data["truth_strata"]["0,1"]["per_mot_err"] = "1e-12"
+    path.write_text(json.dumps(data))
+    with pytest.raises(NA64Error, match=r"misreco_2023.json: key 'truth_strata.\*.per_mot_err'"):
+        misreco_from_json(path)
+    data["truth_strata"]["0,1"].update(per_mot=1e-29)
+    del data["truth_strata"]["0,1"]["per_mot_err"]
     # a stratum with a fake keeps its count in the sum and its bound out of the empty strata's
     strata[3].update(fake=1, per_tracked=1e-8)
     data["forced_noise_per_mot"], data["forced_noise_err"] = 1e-8 * kept, 5e-12
