@@ -734,3 +734,31 @@ def test_the_pileup_time_of_the_track_time_bound_comes_from_the_near_times():
         edge = view_geometry(setup, cond)["near_dt_min_ns"]
         assert edge == min(min(abs(a), abs(b)) for a, b in near) == pytest.approx(15.0)
         assert all(not (a < 0.5 * edge and b > -0.5 * edge) for a, b in near)  # no near time inside (-edge, edge)
+
+
+def test_2023_stratum_21_parts_force_two_noise_clusters_and_one_near_muon(tmp_path):
+    """The 2023 m = 2 strata split in k (benchmarks/lone_muon_tail.py --strata 2,0 2,1 ...): a part of
+    (2, 1) is written with exactly 2 noise clusters in the 2023 region R (7 bend planes of MS2) and
+    exactly 1 beam muon in the near times N, and every hard muon of its classification carries that
+    one pile-up muon's truth (its time in N, its crossings)."""
+    from na64reco.fake_kicks import bend_region, near_times
+    from na64reco.sim.forced_noise import ForcedNoise
+
+    setup = load_setup("na64mu", run=RUN)
+    cond = load_conditions(setup, RUN)
+    region = bend_region(setup, cond)
+    assert len(region) == 7
+    simulate(setup, 100, 4, RUN, tmp_path / "a.root", process="beam", trigger="calibration",
+             forced_noise=ForcedNoise.of(region, 2), forced_pileup=_near_pileup(setup, RUN, 1))
+    meta = open_raw(tmp_path / "a.root").meta["simulation"]
+    assert meta["forced_noise"]["count"] == 2 and meta["forced_pileup"]["count"] == 1
+    m = load_muons(simulate_parts(RUN, 300, 4, tmp_path, part_events=300, stratum=(2, 1)))
+    t = np.asarray(m["pu_time"], float)
+    assert t.shape[0] == m["all_tracked"].size > 250
+    in_n = np.zeros(t.shape, bool)
+    for lo, hi in near_times(setup, cond):
+        in_n |= (t >= lo) & (t <= hi)
+    assert np.all(in_n.sum(axis=1) == 1)
+    sep = np.asarray(m["pu_sep"], float)
+    assert np.mean(np.isfinite(sep[in_n]).any(axis=1)) > 0.95  # the pile-up muon's crossings of the view
+    assert 0 < int(np.sum(m["all_tracked"])) < t.shape[0]  # the pile-up veto takes some (2023 (2, 1): ~26 % tracked)
