@@ -762,3 +762,25 @@ def test_2023_stratum_21_parts_force_two_noise_clusters_and_one_near_muon(tmp_pa
     sep = np.asarray(m["pu_sep"], float)
     assert np.mean(np.isfinite(sep[in_n]).any(axis=1)) > 0.95  # the pile-up muon's crossings of the view
     assert 0 < int(np.sum(m["all_tracked"])) < t.shape[0]  # the pile-up veto takes some (2023 (2, 1): ~26 % tracked)
+
+
+def test_lone_muon_tail_refuses_a_stratum_without_its_weight(tmp_path):
+    """benchmarks/lone_muon_tail.py: a stratum whose m has only the nominal pile-up ('m,n') in the
+    period's forced strata is refused before any simulation, naming the file, key and stratum."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "lone_muon_tail.py"
+    spec = importlib.util.spec_from_file_location("lone_muon_tail", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rows = [{"count": 0, "pileup": 0}, {"count": 0, "pileup": 1}, {"count": 2, "pileup": None}]
+    data = {"forced_noise": {"strata": rows}}
+    mod.check_weights(tmp_path / "m.json", data, [(0, 0), (0, 1)])
+    with pytest.raises(SystemExit, match=r"m.json: key 'forced_noise.strata': no stratum \(2, 0\).*k \['n'\]"):
+        mod.check_weights(tmp_path / "m.json", data, [(0, 0), (2, 0)])
+    with pytest.raises(SystemExit, match=r"\(3, 1\).*m = 3 has k none"):
+        mod.check_weights(tmp_path / "m.json", data, [(3, 1)])
+    mod.check_weights(tmp_path / "m.json", {}, [(3, 1)])  # no forced strata (no --campaign file): nothing to check
+    with pytest.raises(SystemExit, match="nominal-pile-up stratum 'm,n' is not classified"):
+        mod.main(["--strata", "3,n", "--campaign", str(tmp_path)])
