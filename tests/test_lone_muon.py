@@ -784,3 +784,27 @@ def test_lone_muon_tail_refuses_a_stratum_without_its_weight(tmp_path):
     mod.check_weights(tmp_path / "m.json", {}, [(3, 1)])  # no forced strata (no --campaign file): nothing to check
     with pytest.raises(SystemExit, match="nominal-pile-up stratum 'm,n' is not classified"):
         mod.main(["--strata", "3,n", "--campaign", str(tmp_path)])
+
+
+def test_per_mot_falls_back_to_the_count_when_the_sample_has_fakes():
+    """A stratum whose classified sample has counted fakes: its upper value is the count's 90 % CL
+    limit (model-free) and its central value at least the counted rate, not a model bound below
+    them; without fakes the smaller of the two bounds stands."""
+    from na64reco.lone_muon import _per_mot
+    from na64reco.stats.limits import poisson_upper_limit
+
+    strata = [{"count": 0, "pileup": 0, "weight": 0.9, "hard": 1000, "tracked": 900, "upper_90_per_tracked": 1e-3},
+              {"count": 2, "pileup": 3, "weight": 1e-6, "hard": 1000, "tracked": 10, "upper_90_per_tracked": 1e-7}]
+    period = {"forced_noise": {"strata": strata}, "kept_per_mot": 1e-3}
+    est = {"tracked": 20, "hard": 1000, "fakes": 1, "log10_p_measured": -3.0, "log10_p_bound": -9.0,
+           "log10_p_integrated": -12.0, "log10_p_integrated_upper": -10.0, "tail_shapes": {}}
+    den = 0.9 * 0.9 + 1e-6 * 0.01
+    out = _per_mot(est, period, (2, 3))
+    assert out["per_mot_counted"] == pytest.approx(1e-6 * 1 / 1000 / den * 1e-3)
+    assert out["per_mot"] == out["per_mot_counted"]
+    assert out["per_mot_upper"] == pytest.approx(1e-6 * poisson_upper_limit(1, cl=0.9, method="classical") / 1000
+                                                 / den * 1e-3)
+    assert out["per_mot_model_upper"] < out["per_mot_upper"] and out["per_mot_upper_from"].startswith("count (1 ")
+    quiet = _per_mot({**est, "fakes": 0}, period, (2, 3))
+    assert "per_mot_counted" not in quiet and quiet["per_mot_upper"] == pytest.approx(10.0 ** -10 * 20 / 1000 * 1e-6
+                                                                                     / den * 1e-3)
