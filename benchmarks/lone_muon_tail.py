@@ -282,7 +282,9 @@ def print_estimate(e: dict) -> None:
         bound = e.get("per_mot_outlier_bound_adversarial", e.get("per_mot_outlier_bound", math.nan))
         print(f"{st} stratum per MOT (its sample-size bound {e.get('sample_size_upper_per_mot', float('nan')):.2g}): "
               f"10^{e['log10_per_mot']:.1f} (truth model, measured shifts); outliers integrated "
-              f"{e['per_mot']:.2g}, 90 % upper {e.get('per_mot_integrated_upper_90', math.nan):.2g}; adversarial "
+              f"{e.get('per_mot_model', e['per_mot']):.2g}, 90 % upper "
+              f"{e.get('per_mot_integrated_upper_90', math.nan):.2g}"
+              + (f"; counted fakes {e['per_mot_counted']:.2g}" if "per_mot_counted" in e else "") + "; adversarial "
               f"bound (outlier sets) {bound:.2g}, the count alone {e['per_mot_count_upper_90']:.2g} (90 % CL); "
               f"per_mot_upper {e['per_mot_upper']:.2g} ({e['per_mot_upper_from']}); "
               f"tail fits {', '.join(f'{k} {v:.2g}' for k, v in e['tail_fit_per_mot'].items())}")

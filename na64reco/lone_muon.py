@@ -862,7 +862,8 @@ def _per_mot(est: dict, period: dict, stratum: tuple[int, int] = (0, 0)) -> dict
         del out["per_mot_outlier_bound"]
     if est["fakes"] and out["per_mot_upper"] < up_count:  # counted fakes: a model bound below them is contradicted
         counted = float(s00["weight"]) * est["fakes"] / est["hard"] / den * kept
-        out.update({"per_mot_model_upper": out["per_mot_upper"], "per_mot_counted": counted,
+        out.update({"per_mot_model": out["per_mot"], "per_mot_model_upper": out["per_mot_upper"],
+                    "per_mot_counted": counted,
                     "per_mot": max(out["per_mot"], counted), "per_mot_upper": up_count,
                     "per_mot_upper_from": f"count ({est['fakes']} counted fake(s): the model's upper value "
                                           f"{out['per_mot_upper']:.2g} is below them)"})
