@@ -41,6 +41,12 @@ pile-up muon's truth (classified since stop 19: ``src``, ``pu_sep``, ``pu_time``
 source on truth, the measured tails at exact shifts and their check against direct counts at
 looser box edges, A's own-outlier bound and the pile-up muon's set bound times the search's
 choice rate); older parts fall back to :func:`na64reco.lone_muon.stratum_estimate`.
+
+Any stratum (m, k) with m, k <= 9 is classified this way, e.g. the 2023 m = 2 and both periods'
+m = 3 strata split in k (stop 20: ``--strata 2,0 2,1 2,2 2,3 3,0 3,1 3,2``); their weights come
+from the ``forced_noise`` strata of the period JSON, so ``benchmarks/misreco_forced_noise.py``
+must have them split in k too (its ``DEFAULT_STRATA``); a nominal-pile-up stratum ("m,n") is
+refused.
 """
 
 from __future__ import annotations
@@ -103,12 +109,18 @@ def main(argv=None) -> int:
                     help="muons of the strata other than (0, 0): N or PERIOD/M,K:N;... (default %(default)s)")
     ap.add_argument("--stratum-part-events", type=int, default=50_000)
     args = ap.parse_args(argv)
-    strata = [tuple(int(x) for x in st.split(",")) for st in args.strata]
+    try:
+        strata = [tuple(int(x) for x in st.split(",")) for st in args.strata]
+    except ValueError:
+        raise SystemExit(f"--strata {' '.join(args.strata)}: each stratum is m,k with integers (a nominal-pile-up "
+                         "stratum 'm,n' is not classified: split it in k, benchmarks/misreco_forced_noise.py "
+                         "--strata M:0:N,M:1:N,...)") from None
     summary = {}
     with local_client(args.workers) as client:
         for period in args.periods.split(","):
             camp = args.campaign / f"misreco_{period}.json"
             period_data = json.loads(camp.read_text()) if camp.exists() else {}
+            check_weights(camp, period_data, strata)
             setup = load_setup("na64mu", run=PERIOD_RUNS[period])
             geometry = view_geometry(setup, load_conditions(setup, PERIOD_RUNS[period]))
             for stratum in strata:
@@ -148,6 +160,22 @@ def main(argv=None) -> int:
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1))
     return 0
+
+
+def check_weights(path: Path, period_data: dict, strata) -> None:
+    """Every stratum to classify needs its weight, a stratum (m, k) of the period's forced samples
+    (``forced_noise.strata`` of ``path``): refused before any simulation when the sample of that m
+    has the nominal pile-up (k = None) or lacks k."""
+    rows = (period_data.get("forced_noise") or {}).get("strata")
+    if not rows:
+        return
+    have = {(r["count"], r["pileup"]) for r in rows}
+    for m, k in strata:
+        if (m, k) not in have:
+            got = sorted("n" if kk is None else kk for mm, kk in have if mm == m)
+            raise SystemExit(f"{path}: key 'forced_noise.strata': no stratum ({m}, {k}) to weight the classification "
+                             f"(m = {m} has k {got or 'none'}; 'n' is the nominal pile-up): rerun "
+                             f"benchmarks/misreco_forced_noise.py with m = {m} split in k")
 
 
 def print_estimate(e: dict) -> None:
@@ -254,7 +282,9 @@ def print_estimate(e: dict) -> None:
         bound = e.get("per_mot_outlier_bound_adversarial", e.get("per_mot_outlier_bound", math.nan))
         print(f"{st} stratum per MOT (its sample-size bound {e.get('sample_size_upper_per_mot', float('nan')):.2g}): "
               f"10^{e['log10_per_mot']:.1f} (truth model, measured shifts); outliers integrated "
-              f"{e['per_mot']:.2g}, 90 % upper {e.get('per_mot_integrated_upper_90', math.nan):.2g}; adversarial "
+              f"{e.get('per_mot_model', e['per_mot']):.2g}, 90 % upper "
+              f"{e.get('per_mot_integrated_upper_90', math.nan):.2g}"
+              + (f"; counted fakes {e['per_mot_counted']:.2g}" if "per_mot_counted" in e else "") + "; adversarial "
               f"bound (outlier sets) {bound:.2g}, the count alone {e['per_mot_count_upper_90']:.2g} (90 % CL); "
               f"per_mot_upper {e['per_mot_upper']:.2g} ({e['per_mot_upper_from']}); "
               f"tail fits {', '.join(f'{k} {v:.2g}' for k, v in e['tail_fit_per_mot'].items())}")

@@ -55,15 +55,23 @@ NOISE_SCALES = (0.3, 1.0, 3.0, 10.0)
 #: the same sizes and new seeds (``--seed 11``, the default since), then (0, 2) enlarged from
 #: 5e5 to 2.5e6 muons (its one fake carried the counted sum); the 2023 counts of
 #: docs/data are stop 17's (seed 7), which the new match leaves unchanged (checked paired on
-#: 2e5 muons: no event changes, benchmarks/hit_match_ab.py)
+#: 2e5 muons: no event changes, benchmarks/hit_match_ab.py).  Stop 20: m = 3 (both periods) and
+#: the 2023 m = 2 split in k = 0..6 as well (forced pile-up, the 2023 ones seed 7, the 2022 ones
+#: seed 11), so that benchmarks/lone_muon_tail.py can classify them stratum by stratum (the natural-
+#: pile-up samples 2:n, 3:n were only bounded by their sizes: 3.6e-11 per MOT for 2023 m = 2); and
+#: k = 7 for m <= 3 and 6:n added (small samples), which turn the strata not sampled at all (the
+#: ``truncation``, every muon counted a fake: 2.3e-13 / 1.0e-12 per MOT) into sample-size bounds
 DEFAULT_STRATA = {
     "2022": "0:0:2000000,0:1:2500000,0:2:2500000,0:3:100000,0:4:20000,0:5:20000,0:6:20000,"
             "1:0:300000,1:1:500000,1:2:100000,1:3:20000,1:4:10000,1:5:10000,1:6:10000,"
             "2:0:2000000,2:1:500000,2:2:100000,2:3:20000,2:4:10000,2:5:10000,2:6:10000,"
-            "3:n:400000,4:n:200000,5:n:200000",
+            "3:0:400000,3:1:200000,3:2:50000,3:3:20000,3:4:10000,3:5:10000,3:6:10000,"
+            "0:7:10000,1:7:10000,2:7:10000,3:7:10000,4:n:200000,5:n:200000,6:n:20000",
     "2023": "0:0:500000,0:1:1000000,0:2:200000,0:3:50000,0:4:10000,0:5:10000,0:6:10000,"
             "1:0:100000,1:1:200000,1:2:50000,1:3:10000,1:4:10000,1:5:10000,1:6:10000,"
-            "2:n:1000000,3:n:400000,4:n:200000,5:n:200000",
+            "2:0:1000000,2:1:1000000,2:2:200000,2:3:50000,2:4:10000,2:5:10000,2:6:10000,"
+            "3:0:200000,3:1:100000,3:2:50000,3:3:10000,3:4:10000,3:5:10000,3:6:10000,"
+            "0:7:10000,1:7:10000,2:7:10000,3:7:10000,4:n:200000,5:n:200000,6:n:20000",
 }
 TAIL_SIDEBAND = (80.0, 144.0)
 BOX = (None, 80.0)

@@ -831,7 +831,10 @@ def _per_mot(est: dict, period: dict, stratum: tuple[int, int] = (0, 0)) -> dict
     """The figures of ``stratum`` (default (0, 0)) per tracked muon of the whole and per MOT: the
     stratum's weight x its box probability per hard muon / the tracked muons per hard muon at
     the nominal noise and pile-up (the strata of ``forced_noise`` in the period's JSON) x the
-    kept muons per MOT."""
+    kept muons per MOT.  A sample with counted fakes whose model upper value lies below the
+    count's 90 % CL upper limit gets the count's (model-free) upper limit and at least the
+    counted rate as ``per_mot`` (the model's kept as ``per_mot_model_upper``): the model missed
+    what made them (2022 (2, 3), stop 20: the hits of two pile-up muons on one track)."""
     strata = (period.get("forced_noise") or {}).get("strata")
     if not strata:
         return {}
@@ -857,6 +860,13 @@ def _per_mot(est: dict, period: dict, stratum: tuple[int, int] = (0, 0)) -> dict
                         " + the pile-up muon's sets x the search's choice" if "pileup_truth" in est else ""))
                     if up <= up_count else "count"})
         del out["per_mot_outlier_bound"]
+    if est["fakes"] and out["per_mot_upper"] < up_count:  # counted fakes: a model bound below them is contradicted
+        counted = float(s00["weight"]) * est["fakes"] / est["hard"] / den * kept
+        out.update({"per_mot_model": out["per_mot"], "per_mot_model_upper": out["per_mot_upper"],
+                    "per_mot_counted": counted,
+                    "per_mot": max(out["per_mot"], counted), "per_mot_upper": up_count,
+                    "per_mot_upper_from": f"count ({est['fakes']} counted fake(s): the model's upper value "
+                                          f"{out['per_mot_upper']:.2g} is below them)"})
     return out
 
 

@@ -747,3 +747,77 @@ def test_the_pileup_time_of_the_track_time_bound_comes_from_the_near_times():
         edge = view_geometry(setup, cond)["near_dt_min_ns"]
         assert edge == min(min(abs(a), abs(b)) for a, b in near) == pytest.approx(15.0)
         assert all(not (a < 0.5 * edge and b > -0.5 * edge) for a, b in near)  # no near time inside (-edge, edge)
+
+
+def test_2023_stratum_21_parts_force_two_noise_clusters_and_one_near_muon(tmp_path):
+    """The 2023 m = 2 strata split in k (benchmarks/lone_muon_tail.py --strata 2,0 2,1 ...): a part of
+    (2, 1) is written with exactly 2 noise clusters in the 2023 region R (7 bend planes of MS2) and
+    exactly 1 beam muon in the near times N, and every hard muon of its classification carries that
+    one pile-up muon's truth (its time in N, its crossings)."""
+    from na64reco.fake_kicks import bend_region, near_times
+    from na64reco.sim.forced_noise import ForcedNoise
+
+    setup = load_setup("na64mu", run=RUN)
+    cond = load_conditions(setup, RUN)
+    region = bend_region(setup, cond)
+    assert len(region) == 7
+    simulate(setup, 100, 4, RUN, tmp_path / "a.root", process="beam", trigger="calibration",
+             forced_noise=ForcedNoise.of(region, 2), forced_pileup=_near_pileup(setup, RUN, 1))
+    meta = open_raw(tmp_path / "a.root").meta["simulation"]
+    assert meta["forced_noise"]["count"] == 2 and meta["forced_pileup"]["count"] == 1
+    m = load_muons(simulate_parts(RUN, 300, 4, tmp_path, part_events=300, stratum=(2, 1)))
+    t = np.asarray(m["pu_time"], float)
+    assert t.shape[0] == m["all_tracked"].size > 250
+    in_n = np.zeros(t.shape, bool)
+    for lo, hi in near_times(setup, cond):
+        in_n |= (t >= lo) & (t <= hi)
+    assert np.all(in_n.sum(axis=1) == 1)
+    sep = np.asarray(m["pu_sep"], float)
+    assert np.mean(np.isfinite(sep[in_n]).any(axis=1)) > 0.95  # the pile-up muon's crossings of the view
+    assert 0 < int(np.sum(m["all_tracked"])) < t.shape[0]  # the pile-up veto takes some (2023 (2, 1): ~26 % tracked)
+
+
+def test_lone_muon_tail_refuses_a_stratum_without_its_weight(tmp_path):
+    """benchmarks/lone_muon_tail.py: a stratum whose m has only the nominal pile-up ('m,n') in the
+    period's forced strata is refused before any simulation, naming the file, key and stratum."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "lone_muon_tail.py"
+    spec = importlib.util.spec_from_file_location("lone_muon_tail", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rows = [{"count": 0, "pileup": 0}, {"count": 0, "pileup": 1}, {"count": 2, "pileup": None}]
+    data = {"forced_noise": {"strata": rows}}
+    mod.check_weights(tmp_path / "m.json", data, [(0, 0), (0, 1)])
+    with pytest.raises(SystemExit, match=r"m.json: key 'forced_noise.strata': no stratum \(2, 0\).*k \['n'\]"):
+        mod.check_weights(tmp_path / "m.json", data, [(0, 0), (2, 0)])
+    with pytest.raises(SystemExit, match=r"\(3, 1\).*m = 3 has k none"):
+        mod.check_weights(tmp_path / "m.json", data, [(3, 1)])
+    mod.check_weights(tmp_path / "m.json", {}, [(3, 1)])  # no forced strata (no --campaign file): nothing to check
+    with pytest.raises(SystemExit, match="nominal-pile-up stratum 'm,n' is not classified"):
+        mod.main(["--strata", "3,n", "--campaign", str(tmp_path)])
+
+
+def test_per_mot_falls_back_to_the_count_when_the_sample_has_fakes():
+    """A stratum whose classified sample has counted fakes: its upper value is the count's 90 % CL
+    limit (model-free) and its central value at least the counted rate, not a model bound below
+    them; without fakes the smaller of the two bounds stands."""
+    from na64reco.lone_muon import _per_mot
+    from na64reco.stats.limits import poisson_upper_limit
+
+    strata = [{"count": 0, "pileup": 0, "weight": 0.9, "hard": 1000, "tracked": 900, "upper_90_per_tracked": 1e-3},
+              {"count": 2, "pileup": 3, "weight": 1e-6, "hard": 1000, "tracked": 10, "upper_90_per_tracked": 1e-7}]
+    period = {"forced_noise": {"strata": strata}, "kept_per_mot": 1e-3}
+    est = {"tracked": 20, "hard": 1000, "fakes": 1, "log10_p_measured": -3.0, "log10_p_bound": -9.0,
+           "log10_p_integrated": -12.0, "log10_p_integrated_upper": -10.0, "tail_shapes": {}}
+    den = 0.9 * 0.9 + 1e-6 * 0.01
+    out = _per_mot(est, period, (2, 3))
+    assert out["per_mot_counted"] == pytest.approx(1e-6 * 1 / 1000 / den * 1e-3)
+    assert out["per_mot"] == out["per_mot_counted"]
+    assert out["per_mot_upper"] == pytest.approx(1e-6 * poisson_upper_limit(1, cl=0.9, method="classical") / 1000
+                                                 / den * 1e-3)
+    assert out["per_mot_model_upper"] < out["per_mot_upper"] and out["per_mot_upper_from"].startswith("count (1 ")
+    quiet = _per_mot({**est, "fakes": 0}, period, (2, 3))
+    assert "per_mot_counted" not in quiet and quiet["per_mot_upper"] == pytest.approx(10.0 ** -10 * 20 / 1000 * 1e-6
+                                                                                     / den * 1e-3)
