@@ -864,6 +864,8 @@ def _per_mot(est: dict, period: dict, stratum: tuple[int, int] = (0, 0)) -> dict
         counted = float(s00["weight"]) * est["fakes"] / est["hard"] / den * kept
         out.update({"per_mot_model": out["per_mot"], "per_mot_model_upper": out["per_mot_upper"],
                     "per_mot_counted": counted,
+                    # the count's Poisson error when it sets the central value (the row is then an estimate)
+                    "per_mot_err": counted / math.sqrt(est["fakes"]) if counted >= out["per_mot"] else 0.0,
                     "per_mot": max(out["per_mot"], counted), "per_mot_upper": up_count,
                     "per_mot_upper_from": f"count ({est['fakes']} counted fake(s): the model's upper value "
                                           f"{out['per_mot_upper']:.2g} is below them)"})

@@ -814,7 +814,7 @@ def test_per_mot_falls_back_to_the_count_when_the_sample_has_fakes():
     den = 0.9 * 0.9 + 1e-6 * 0.01
     out = _per_mot(est, period, (2, 3))
     assert out["per_mot_counted"] == pytest.approx(1e-6 * 1 / 1000 / den * 1e-3)
-    assert out["per_mot"] == out["per_mot_counted"]
+    assert out["per_mot"] == out["per_mot_counted"] and out["per_mot_err"] == pytest.approx(out["per_mot_counted"])
     assert out["per_mot_upper"] == pytest.approx(1e-6 * poisson_upper_limit(1, cl=0.9, method="classical") / 1000
                                                  / den * 1e-3)
     assert out["per_mot_model_upper"] < out["per_mot_upper"] and out["per_mot_upper_from"].startswith("count (1 ")
