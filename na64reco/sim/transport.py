@@ -120,6 +120,8 @@ class Context:
     #: biased sampling (single-process runs): rare processes are forced into the region that
     #: can reach the signal box and truth.weight gets the probability of what was forced
     biased: bool = False
+    #: forced single large-angle scattering (na64reco.sim.forced_scatter.ForcedScatter), else None
+    forced_scatter: object = None
 
 
 # ----------------------------------------------------------------------------------------
@@ -132,6 +134,10 @@ def follow(ctx: Context, tr: Tracks, last_z: float | None = None) -> Tracks:
     els = elements(ctx.setup)
     if last_z is not None:
         els = tuple(e for e in els if e.z <= last_z)
+    if ctx.forced_scatter is not None:  # biased sampling: adds the kink steps (kind "kink")
+        from na64reco.sim import forced_scatter
+
+        els = forced_scatter.prepare(ctx, els)
     k = 0
     while k < len(els):
         el = els[k]
@@ -641,4 +647,5 @@ def _srd(ctx: Context, el: Element, tr: Tracks) -> Tracks:
 
 
 _HANDLERS = {"plane": _plane, "counter": _counter, "paddles": _counter, "magnet": _magnet,
-             "decay": _decay, "ecal": _ecal, "vhcal": _vhcal, "hcal": _hcal, "srd": _srd}
+             "decay": _decay, "ecal": _ecal, "vhcal": _vhcal, "hcal": _hcal, "srd": _srd,
+             "kink": lambda ctx, el, tr: el.obj.apply(ctx, tr)}
