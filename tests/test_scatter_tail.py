@@ -90,3 +90,27 @@ def test_only_the_gap_at_the_magnet_reaches_the_box(geo2022):
     for z_s in (19.1, 20.5, 22.0, 26.0, 28.0):  # VETO, the MS2 planes: too far from the magnet
         acc, _ = st.view_acceptance(geo2022["bend"], geo2022, z_s, theta, kappa0, 2 * kappa0)
         assert acc.max() == 0, z_s
+
+
+def test_forced_scatter_weights_and_draws(tmp_path):
+    from na64reco.io.raw import open_raw
+    from na64reco.sim.forced_scatter import ForcedScatter, plan
+    from na64reco.sim.generate import simulate
+
+    setup = load_setup("na64mu", run=1)
+    fs = ForcedScatter(theta_min=1.8e-3, z_first=22010.0, z_last=26000.0)
+    pl = plan(setup, fs)
+    q_min = setup.beam.energy * fs.theta_min
+    # W: the natural probability of one scatter above q_min in the region (MM5Y's foil and the air)
+    pieces = [s for s in st.path_elements(setup) if 22010.0 <= s.z0 and s.z1 <= 26000.0]
+    want = sum(float(st.probability_above_q(s.material, s.x_over_x0, [q_min])[0]) for s in pieces)
+    assert pl.weight == pytest.approx(want, rel=1e-9)
+    assert np.all((pl.z > 22010.0) & (pl.z < 26000.0))
+    # the q distribution of a piece: P(q > 2 q_min | q > q_min) from its cdf against the cross section
+    k = int(np.argmax(pl.prob))
+    p2 = st.probability_above_q("air", 1.0, [q_min, 2 * q_min])
+    assert 1 - np.interp(2 * q_min, pl.q[k], pl.cdf[k]) == pytest.approx(p2[1] / p2[0], rel=1e-3)
+    out = tmp_path / "f.root"
+    simulate("na64mu", 2000, 5, 1, out, process="beam", trigger="calibration", forced_scatter=fs)
+    w = np.asarray(open_raw(out).truth()["weight"])
+    assert w.size > 0 and np.allclose(w, pl.weight)
