@@ -30,7 +30,10 @@ upstream of every MS2 plane (target, VETO, air) only tilts the incoming line: ``
 whatever the angle.  The acceptance of an element is the set of (theta_x, theta_y) whose best
 candidate (lowest chi2 + missing-plane penalties + vertex chi2, as the search ranks) passes the
 fit and vertex cuts and lands in the box, and whose muon still reaches the deflected S4/Smu
-counters (Gaussian beam spread there).
+counters (Gaussian beam spread there).  The non-bend projection is not required by the
+selection (a muon without an MS2 track there keeps its bend-view track, the track match then
+has one term): a kink's component across the bend plane only matters through the match when
+that projection is tracked (the forced sample showed box events with 1-6 mrad there).
 
 Simplifications (stated in :func:`element_table`'s rows): the muon's momentum is the beam's,
 the hit resolution and the Gaussian multiple scattering are neglected against the kink (a
@@ -403,7 +406,10 @@ def element_table(setup, conditions=None, p: float | None = None, track_match_ma
         inbox = np.flatnonzero(fx > 0)
         row["theta_min_mrad"] = min(row["theta_min_mrad"], float(np.abs(tx[inbox]).min()))
         theta = np.hypot(tx[:, None], ty[None, :]) * 1e-3  # rad
-        accept = (fx[:, None] * ay[None, :]) * ((px[:, None] + py[None, :]) <= track_match_max)
+        # the other projection is not required: without a track there, the match has the bend
+        # view's term only (reco/tracking/stage.py: 1 dof); with one, both terms
+        accept = fx[:, None] * (ay[None, :] * ((px[:, None] + py[None, :]) <= track_match_max)
+                                + (1 - ay[None, :]) * (px[:, None] <= track_match_max))
         kernel = accept * wx[:, None] * wy[None, :]
         prob = 0.0
         for z, a, n in atoms_per_area(slab.material, slab.x_over_x0):

@@ -14,7 +14,8 @@ hit); a muon that scatters in the region above q_min in nature is a muon of this
 per MOT = W x (fraction in the box) when q_min is below every kink that can reach it
 (:func:`na64reco.scatter_tail.element_table`).
 
-Only the primary muon is kicked (not pile-up muons).  Without ``forced_scatter`` the transport
+Only the primary muon is kicked (not pile-up muons); the truth's ``vertex_z`` is the z of its
+kink.  Without ``forced_scatter`` the transport
 is untouched (no element is added, no random number drawn).
 """
 
@@ -99,8 +100,8 @@ def _plan(setup, forced: ForcedScatter) -> _Plan:
 class _Kink:
     """The kink step of one piece for one spill: applied to the primary muons drawn to it."""
 
-    def __init__(self, index: int, draws: dict):
-        self.index, self.draws = index, draws
+    def __init__(self, index: int, z: float, draws: dict):
+        self.index, self.z, self.draws = index, z, draws
 
     def apply(self, ctx, tr):
         from na64reco.sim.tracks import KIND_MUON, ROLE_PRIMARY
@@ -112,6 +113,7 @@ class _Kink:
             theta = d["q"][ev] / tr.p[m]
             tr.tx[m] = tr.tx[m] + theta * np.cos(d["phi"][ev])
             tr.ty[m] = tr.ty[m] + theta * np.sin(d["phi"][ev])
+            ctx.truth.vertex_z[ev] = self.z  # truth of the forced sample: where the muon scattered
         return tr
 
 
@@ -132,6 +134,6 @@ def prepare(ctx, els: tuple) -> tuple:
         q[sel] = np.exp(np.interp(r[sel], pl.cdf[k], np.log(pl.q[k])))
     draws = {"piece": piece, "q": q, "phi": rng.uniform(0.0, 2 * np.pi, n)}
     ctx.truth.weight *= pl.weight
-    kinks = [Element(float(z), "kink", _Kink(k, draws)) for k, z in enumerate(pl.z)]
+    kinks = [Element(float(z), "kink", _Kink(k, float(z), draws)) for k, z in enumerate(pl.z)]
     return tuple(sorted(els + tuple(kinks), key=lambda e: e.z))
 
