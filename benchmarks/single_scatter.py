@@ -79,7 +79,8 @@ def _count(path: Path, run: int, workdir: Path) -> dict:
         ok &= m
     p_out = np.asarray(cols["p_out"], float)  # GeV in the reco table
     return {"passing": int(ok.sum()), "box": {str(e): int((ok & (p_out < e)).sum()) for e in EDGES_GEV},
-            "p_out_passing": sorted(float(x) for x in p_out[ok & (p_out < 150)])}
+            "p_out_edges_gev": list(range(0, 165, 5)),
+            "p_out_counts": np.histogram(p_out[ok], bins=np.arange(0, 165, 5))[0].tolist()}
 
 
 def forced(periods, n: int, seed: int, workdir: Path, workers: int, theta_min: float, z_first: float,
