@@ -43,7 +43,7 @@ def closed_form(periods) -> dict:
         print(f"\n## {period} (run {PERIOD_RUNS[period]}): kappa(160 GeV) {tab['kappa_beam_mrad']:.2f} mrad, "
               f"box kappa(80 GeV) {tab['kappa_box_mrad']:.2f} mrad; S4/Smu edges "
               + ", ".join(f"{n} {e:.1f} mm at {z:.1f} m" for n, z, e in tab["counters"])
-              + f", beam sigma there {tab['counter_sigma_mm']:.1f} mm")
+              + f", beam sigma there {tab['counter_sigma_mm']:.1f} mm; incoming track {tab['incoming_tracked']:.3f}")
         print("| element | material | x/X0 | z (m) | smallest kink in the box (mrad) | P(scatter above it) "
               "| per MOT in the box |")
         print("|---|---|---|---|---|---|---|")

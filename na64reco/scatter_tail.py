@@ -35,7 +35,8 @@ selection (a muon without an MS2 track there keeps its bend-view track, the trac
 has one term): a kink's component across the bend plane only matters through the match when
 that projection is tracked (the forced sample showed box events with 1-6 mrad there).
 
-Simplifications (stated in :func:`element_table`'s rows): the muon's momentum is the beam's,
+The probability includes the incoming track's (MS1 bend view) plane-efficiency patterns.
+Simplifications: the muon's momentum is the beam's,
 the hit resolution and the Gaussian multiple scattering are neglected against the kink (a
 kink must exceed ~2.6 mrad, the core is ~0.1 mrad), the other cuts' efficiencies (calorimeter
 MIPs, VETO) are not applied.  Materials (assumed): MM / GEM / straw planes polyimide, counters
@@ -243,7 +244,12 @@ def station_geometry(setup, conditions=None) -> dict:
     views = make_views(setup, cfg, conditions)
     geo = {"chi2_ndf_max": float(cfg.chi2_ndf_max), "vertex_chi2_max": float(cfg.vertex_chi2_max),
            "max_missing": int(cfg.max_missing_planes)}
+    geo["incoming"] = 1.0
     for v in views:
+        if v.role == "in" and v.bend:  # the incoming track (n_tracks_in counts the bend view)
+            eff = np.array([setup.planes[i].efficiency if conditions is None
+                            else conditions.plane_efficiency(setup.planes[i]) for i in v.planes])
+            geo["incoming"] = _tracked_probability(eff, int(cfg.max_missing_planes))
         if v.role != "out":
             continue
         planes = [setup.planes[i] for i in v.planes]
@@ -260,6 +266,16 @@ def station_geometry(setup, conditions=None) -> dict:
     geo["counters"] = [(d.name, d.z, float(_edge_offset(setup, d))) for d in counters]
     geo["counter_sigma"] = _beam_sigma_at(setup, max((d.z for d in counters), default=0.0))
     return geo
+
+
+def _tracked_probability(eff: np.ndarray, max_missing: int) -> float:
+    """P(at most ``max_missing`` of the planes without a hit), independent planes."""
+    total = 0.0
+    for code in range(1 << eff.size):
+        used = ((code >> np.arange(eff.size)) & 1).astype(bool)
+        if eff.size - used.sum() <= max_missing:
+            total += float(np.prod(np.where(used, eff, 1 - eff)))
+    return total
 
 
 def _edge_offset(setup, det) -> float:
@@ -414,13 +430,14 @@ def element_table(setup, conditions=None, p: float | None = None, track_match_ma
         prob = 0.0
         for z, a, n in atoms_per_area(slab.material, slab.x_over_x0):
             prob += n * float(np.sum(kernel * p * p * dsigma_d2q(p * theta, z, a)))
-        row["probability"] += prob
+        row["probability"] += prob * geo["incoming"]
     for row in rows.values():
         if math.isfinite(row["theta_min_mrad"]):
             q = p * row["theta_min_mrad"] * 1e-3
             row["p_above_theta_min"] = float(probability_above_q(row["material"], row["x_over_x0"], [q])[0])
     return {"rows": rows, "total": float(sum(r["probability"] for r in rows.values())),
-            "kappa_beam_mrad": kappa0, "kappa_box_mrad": kappa_box, "counter_sigma_mm": geo["counter_sigma"],
+            "incoming_tracked": geo["incoming"], "kappa_beam_mrad": kappa0, "kappa_box_mrad": kappa_box,
+            "counter_sigma_mm": geo["counter_sigma"],
             "counters": [(n, z / u.m, e) for n, z, e in geo["counters"]], "period": setup.period}
 
 
