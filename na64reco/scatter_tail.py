@@ -395,7 +395,8 @@ def element_table(setup, conditions=None, p: float | None = None, track_match_ma
     """Per element (:func:`path_elements`, air gaps merged per gap) the smallest kink landing in
     the box (mrad, inf if none), the natural probability of a scatter above it and the
     probability per beam muon of a box event passing the fits, the vertex / track match and the
-    trigger, for momentum ``p`` (default the beam's).  Keys ``rows`` and ``total``."""
+    trigger, for momentum ``p`` (default the beam's), and the natural probability of a scatter
+    above the extra kick the box needs (``p_above_box_kink``).  Keys ``rows`` and ``total``."""
     geo = station_geometry(setup, conditions)
     p = setup.beam.energy if p is None else p
     mag = geo["magnet"]
@@ -431,7 +432,9 @@ def element_table(setup, conditions=None, p: float | None = None, track_match_ma
         for z, a, n in atoms_per_area(slab.material, slab.x_over_x0):
             prob += n * float(np.sum(kernel * p * p * dsigma_d2q(p * theta, z, a)))
         row["probability"] += prob * geo["incoming"]
+    q_box = p * (kappa_box - kappa0) * 1e-3  # a kink as large as the extra kick the box needs
     for row in rows.values():
+        row["p_above_box_kink"] = float(probability_above_q(row["material"], row["x_over_x0"], [q_box])[0])
         if math.isfinite(row["theta_min_mrad"]):
             q = p * row["theta_min_mrad"] * 1e-3
             row["p_above_theta_min"] = float(probability_above_q(row["material"], row["x_over_x0"], [q])[0])
