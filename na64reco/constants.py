@@ -84,3 +84,25 @@ NA64E_BEAM_ENERGY = 100 * u.GeV
 NA64MU_P_OUT_MAX = 80 * u.GeV
 #: NA64e signal box: E_ECAL < 50 GeV, i.e. x > 0.5 at 100 GeV (NA64.md).
 NA64E_ECAL_MAX = 50 * u.GeV
+
+# --- single large-angle scattering (na64reco.scatter_tail) --------------------------------
+#: Neutron magnetic moment in nuclear magnetons (PDG 2024).
+NEUTRON_MAGNETIC_MOMENT = -1.91304273
+#: Helm nuclear form factor (Lewin & Smith, Astropart. Phys. 6 (1996) 87, eqs. 4.7-4.11):
+#: c = HELM_C_SLOPE A^(1/3) - HELM_C_OFFSET, a = HELM_DIFFUSENESS, skin s = HELM_SKIN,
+#: R0^2 = c^2 + 7/3 pi^2 a^2 - 5 s^2.
+HELM_C_SLOPE = 1.23 * u.fermi
+HELM_C_OFFSET = 0.60 * u.fermi
+HELM_DIFFUSENESS = 0.52 * u.fermi
+HELM_SKIN = 0.9 * u.fermi
+#: Radiation lengths (PDG "Atomic and Nuclear Properties": air dry, polyimide (Kapton),
+#: polyvinyltoluene plastic scintillator, lead).
+X0_AIR = 36.62 * u.g / u.cm2
+X0_POLYIMIDE = 40.58 * u.g / u.cm2
+X0_SCINTILLATOR = 43.90 * u.g / u.cm2
+X0_LEAD = 6.37 * u.g / u.cm2
+#: Compositions by mass fraction, (Z, A in g/mol, fraction) (PDG "Atomic and Nuclear Properties").
+AIR_COMPOSITION = ((7, 14.007, 0.7553), (8, 15.999, 0.2318), (18, 39.948, 0.0128))
+POLYIMIDE_COMPOSITION = ((1, 1.008, 0.0264), (6, 12.011, 0.6911), (7, 14.007, 0.0733), (8, 15.999, 0.2092))
+SCINTILLATOR_COMPOSITION = ((1, 1.008, 0.0850), (6, 12.011, 0.9150))
+LEAD_COMPOSITION = ((82, 207.2, 1.0),)

@@ -122,6 +122,7 @@ class _Job:
     forced_pileup: ForcedPileup | None = None
     crossings: bool = False
     forced_soft: ForcedSoft | None = None
+    forced_scatter: object = None  # na64reco.sim.forced_scatter.ForcedScatter
 
 
 def _check_inputs(setup, n_events, seed, run, process, mass, coupling, chunk_size):
@@ -168,7 +169,7 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
              spill_particles: int | None = None, first_spill: int = 0,
              forced_noise: ForcedNoise | None = None,
              forced_pileup: ForcedPileup | None = None, true_crossings=None,
-             forced_soft: ForcedSoft | None = None) -> SimulationResult:
+             forced_soft: ForcedSoft | None = None, forced_scatter=None) -> SimulationResult:
     """Simulate ``n_events`` beam particles and write the triggered events to ``output``.
 
     Args:
@@ -202,6 +203,8 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
         forced_pileup: exactly ``forced_pileup.count`` out-of-time beam muons per event in
             its near times instead of the nominal ones there (:mod:`na64reco.sim.occupancy`);
             the metadata records them and their nominal mean ``expected``.
+        forced_scatter: one large-angle scatter of each beam muon after the target
+            (:class:`na64reco.sim.forced_scatter.ForcedScatter`), weight = its natural probability.
         true_crossings: path of a ``.npz`` to write the true tracker crossings of the written
             events' own particles to (``event`` number in the file, ``plane`` index, true
             measured coordinate ``u`` in mm, time ``t`` in ns) and of the out-of-time beam
@@ -259,7 +262,7 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
         raise ConfigError("forced soft pile-up needs forced pile-up muons (forced_pileup with count >= 1)")
     job = _Job(setup, params, CaloTables.of(setup, cond), planes, int(seed), int(run),
                process, mass, weight, truth, per_spill, trigger, fault_list, region, forced_pileup,
-               true_crossings is not None, forced_soft)
+               true_crossings is not None, forced_soft, forced_scatter)
     n_spills = -(-int(n_events) // per_spill)
     meta = {"simulation": {
         "seed": int(seed), "period": setup.period, "process": process, "n_beam": int(n_events),
@@ -273,6 +276,7 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
         **({"forced_pileup": {**forced_pileup.to_dict(), "expected": lambda_near}} if forced_pileup else {}),
         **({"forced_soft": {**forced_soft.to_dict(), "expected_losses": forced_soft.expected_losses(params),
                             "probability": forced_soft.probability(params)}} if forced_soft else {}),
+        **({"forced_scatter": forced_scatter.to_dict()} if forced_scatter else {}),
     }}
     flush_every = max(1, -(-int(chunk_size) // per_spill))
     bar = None
@@ -396,7 +400,8 @@ def simulate_spill(job: _Job, spill: int, n: int, first_event: int = 1) -> dict:
             w = setup.beam.pileup_window
             tracks.append(sample_beam(rng, setup, pile, np.full(pile.size, PROCESSES["beam"], np.int8),
                                       role=ROLE_PILEUP, t=rng.uniform(-w / 2, w / 2, pile.size)))
-        ctx = Context(rng, setup, prm, rec, truth, job.mass, biased=job.process != "mixture")
+        ctx = Context(rng, setup, prm, rec, truth, job.mass, biased=job.process != "mixture",
+                      forced_scatter=job.forced_scatter)
         follow(ctx, Tracks.concat(tracks))
     d_ev, d_det, d_ch, d_e, d_t = rec.deposits()
     if pedestal:

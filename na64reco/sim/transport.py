@@ -123,6 +123,8 @@ class Context:
     #: forced soft pile-up muons (:class:`na64reco.sim.forced_soft.SoftLosses`): their ECAL radiative
     #: losses conditioned on a hard one; None (default) changes nothing
     forced_soft: object = None
+    #: forced single large-angle scattering (na64reco.sim.forced_scatter.ForcedScatter), else None
+    forced_scatter: object = None
 
 
 # ----------------------------------------------------------------------------------------
@@ -135,6 +137,10 @@ def follow(ctx: Context, tr: Tracks, last_z: float | None = None) -> Tracks:
     els = elements(ctx.setup)
     if last_z is not None:
         els = tuple(e for e in els if e.z <= last_z)
+    if ctx.forced_scatter is not None:  # biased sampling: adds the kink steps (kind "kink")
+        from na64reco.sim import forced_scatter
+
+        els = forced_scatter.prepare(ctx, els)
     k = 0
     while k < len(els):
         el = els[k]
@@ -646,4 +652,5 @@ def _srd(ctx: Context, el: Element, tr: Tracks) -> Tracks:
 
 
 _HANDLERS = {"plane": _plane, "counter": _counter, "paddles": _counter, "magnet": _magnet,
-             "decay": _decay, "ecal": _ecal, "vhcal": _vhcal, "hcal": _hcal, "srd": _srd}
+             "decay": _decay, "ecal": _ecal, "vhcal": _vhcal, "hcal": _hcal, "srd": _srd,
+             "kink": lambda ctx, el, tr: el.obj.apply(ctx, tr)}

@@ -1,0 +1,459 @@
+"""Single large-angle scattering of the beam muon: a closed form of its mis-reconstruction rate.
+
+The simulator's multiple scattering is Gaussian (Highland); the true angle distribution has a
+single-scattering tail ~ 1 / theta^4.  A 160 GeV muon is put in the box (p_out < 80 GeV) by a
+fake extra deflection of kappa(80 GeV) - kappa(p) = 2.6 mrad in the MS2 bend view (1.4 T m).
+
+Cross section per atom, small angles, beta = 1, q = p theta:
+
+    dsigma / dOmega = 4 (alpha hbar c)^2 / (p^2 theta^4) x [Z^2 F(q)^2 + (1 - F(q)^2) (Z W_p + N W_n)]
+
+* coherent on the nucleus: Rutherford x the Helm form factor F (radius from A, constants);
+* incoherent on the nucleons (closure: 1 - F^2 of the nuclear response is quasi-elastic):
+  protons ``W_p = (G_E^2 + tau G_M^2) / (1 + tau)``, neutrons the magnetic part only, dipole form
+  factors, ``tau = q^2 / 4 M^2``.  The recoil proton takes ``q^2 / 2 M`` (0.1-0.3 GeV at the kinks
+  that matter): in the ECAL it would add to the MIP, but a kink there cannot fake a kick (below);
+* on the electrons: not counted.  A muon scattering on a free electron turns by at most
+  ``theta_max = m_e / m_mu`` (4.8 mrad), and a turn of theta needs an electron of
+  ``T_e = E (1 - p' / p)`` with ``p'`` the muon's momentum afterwards: :func:`electron_recoil`
+  shows that every turn above the 2.6 mrad the box needs leaves the muon below ~85 GeV with a
+  > 75 GeV electron beside it, a true energy loss (the electron showers in the HCAL, whose MIP
+  cut it fails), not a mis-reconstruction;
+* atomic screening cuts the Rutherford rise below ~1e-7 rad (irrelevant at mrad).
+
+Kink algebra: a kink theta at z_s shifts every plane downstream by ``theta (z_j - z_s)``.  The
+reconstruction's fits are linear in the hits (:mod:`na64reco.reco.tracking.tracks`: bend view
+``[1, dz, -dz down]``, other view ``[1, dz]``), so the fitted deflection moves by ``theta g.s``
+and the chi2 is ``theta^2 |W^1/2 (I - H) s|^2``, the vertex residual at the ECAL front (the
+incoming track's constraint) ``theta e.s`` (module functions :func:`fit_response`).  A kink
+upstream of every MS2 plane (target, VETO, air) only tilts the incoming line: ``g.s = 0``, no fake
+whatever the angle.  The acceptance of an element is the set of (theta_x, theta_y) whose best
+candidate (lowest chi2 + missing-plane penalties + vertex chi2, as the search ranks) passes the
+fit and vertex cuts and lands in the box, and whose muon still reaches the deflected S4/Smu
+counters (Gaussian beam spread there).  The non-bend projection is not required by the
+selection (a muon without an MS2 track there keeps its bend-view track, the track match then
+has one term): a kink's component across the bend plane only matters through the match when
+that projection is tracked (the forced sample showed box events with 1-6 mrad there).
+
+The probability includes the incoming track's (MS1 bend view) plane-efficiency patterns.
+Simplifications: the muon's momentum is the beam's,
+the hit resolution and the Gaussian multiple scattering are neglected against the kink (a
+kink must exceed ~2.6 mrad, the core is ~0.1 mrad), the other cuts' efficiencies (calorimeter
+MIPs, VETO) are not applied.  Materials (assumed): MM / GEM / straw planes polyimide, counters
+plastic scintillator, ECAL lead, gaps air, with the setup's ``x0_fraction`` as thickness.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import hepunits as u
+import numpy as np
+
+from na64reco import constants as C
+from na64reco.errors import ConfigError
+
+ALPHA_HBARC = C.FINE_STRUCTURE * C.HBARC  # MeV mm
+
+#: (X0, composition) of the assumed materials.
+MATERIALS = {
+    "air": (C.X0_AIR, C.AIR_COMPOSITION),
+    "polyimide": (C.X0_POLYIMIDE, C.POLYIMIDE_COMPOSITION),
+    "scintillator": (C.X0_SCINTILLATOR, C.SCINTILLATOR_COMPOSITION),
+    "lead": (C.X0_LEAD, C.LEAD_COMPOSITION),
+}
+
+
+# ---------------------------------------------------------------------------- cross sections
+def helm(q, a_mass: float):
+    """Helm nuclear form factor F(q) (q in MeV, ``a_mass`` the mass number; F(0) = 1)."""
+    c = C.HELM_C_SLOPE * a_mass ** (1 / 3) - C.HELM_C_OFFSET
+    r0 = math.sqrt(c * c + 7 / 3 * math.pi**2 * C.HELM_DIFFUSENESS**2 - 5 * C.HELM_SKIN**2)
+    k = np.asarray(q, float) / C.HBARC  # 1/mm
+    x = np.maximum(k * r0, 1e-6)
+    j1 = (np.sin(x) - x * np.cos(x)) / x**2
+    return 3 * j1 / x * np.exp(-0.5 * (k * C.HELM_SKIN) ** 2)
+
+
+def nucleon_weights(q):
+    """(W_p, W_n): the Rosenbluth structure of a free proton / neutron at small angle, dipole
+    form factors (``constants.FF_PROTON_DIPOLE``), ``G_En = 0``."""
+    q2 = np.asarray(q, float) ** 2
+    gd2 = 1.0 / (1.0 + q2 / C.FF_PROTON_DIPOLE) ** 4
+    tau = q2 / (4 * C.PROTON_MASS**2)
+    wp = gd2 * (1 + tau * C.PROTON_MAGNETIC_MOMENT**2) / (1 + tau)
+    wn = gd2 * tau * C.NEUTRON_MAGNETIC_MOMENT**2 / (1 + tau)
+    return wp, wn
+
+
+def structure(q, z: int, a_mass: float, form_factors: bool = True):
+    """The bracket of the module doc's cross section for one atom (``Z^2`` without form factors)."""
+    q = np.asarray(q, float)
+    if not form_factors:
+        return np.full(q.shape, float(z * z))
+    wp, wn = nucleon_weights(q)
+    if z == 1:  # hydrogen: the nucleus is a proton
+        return wp
+    f2 = helm(q, a_mass) ** 2
+    n = round(a_mass) - z
+    return z * z * f2 + (1 - f2) * (z * wp + n * wn)
+
+
+def dsigma_d2q(q, z: int, a_mass: float, form_factors: bool = True):
+    """dsigma / d^2q (mm^2 per MeV^2) per atom: ``4 (alpha hbar c)^2 / q^4 x structure``; with
+    ``d^2q = p^2 dOmega`` it is the same for every momentum."""
+    q = np.asarray(q, float)
+    return 4 * ALPHA_HBARC**2 / q**4 * structure(q, z, a_mass, form_factors)
+
+
+def rutherford_above(theta, p, z: int):
+    """Closed form without form factors: sigma(> theta) = 4 pi (Z alpha hbar c / p)^2 / theta^2 (mm^2)."""
+    return 4 * math.pi * (z * ALPHA_HBARC / p) ** 2 / np.asarray(theta, float) ** 2
+
+
+def sigma_above_q(q_grid, z: int, a_mass: float, form_factors: bool = True, q_max: float = 30 * u.GeV):
+    """sigma(> q) per atom (mm^2) at each q of the increasing ``q_grid`` (MeV): the integral of
+    ``2 pi q dsigma/d^2q`` (trapezoids in log q on a fine grid) up to ``q_max``."""
+    q_grid = np.asarray(q_grid, float)
+    fine = np.geomspace(q_grid.min(), q_max, 4000)
+    f = 2 * math.pi * fine * fine * dsigma_d2q(fine, z, a_mass, form_factors)  # per d ln q
+    cum = np.concatenate([[0.0], np.cumsum(0.5 * (f[1:] + f[:-1]) * np.diff(np.log(fine)))])
+    above = cum[-1] - cum
+    return np.interp(np.log(q_grid), np.log(fine), above)
+
+
+def atoms_per_area(material: str, x_over_x0: float) -> list[tuple[int, float, float]]:
+    """(Z, A, atoms per mm^2) of ``x_over_x0`` radiation lengths of an assumed material."""
+    if material not in MATERIALS:
+        raise ConfigError(f"scatter_tail: unknown material {material!r}; choose one of {', '.join(MATERIALS)}")
+    x0, comp = MATERIALS[material]
+    t = x_over_x0 * x0
+    return [(z, a, t * w * C.AVOGADRO / (a * u.g / u.mole)) for z, a, w in comp]
+
+
+def probability_above_q(material: str, x_over_x0: float, q_grid, form_factors: bool = True):
+    """P(one scatter with momentum transfer > q) in ``x_over_x0`` of ``material`` (thin: P << 1)."""
+    return sum(n * sigma_above_q(q_grid, z, a, form_factors) for z, a, n in atoms_per_area(material, x_over_x0))
+
+
+def mean_square_angle(material: str, x_over_x0: float, p: float) -> float:
+    """<theta^2> (space angle, rad^2) of single scatters in the layer, from the atomic screening
+    angle (Thomas-Fermi, ``constants.FF_SCREENING_ELASTIC``) up: the order of the Highland width
+    (``<theta^2> = 2 theta0^2``) is a check of the normalisation."""
+    total = 0.0
+    for z, a, n in atoms_per_area(material, x_over_x0):
+        q_scr = C.ELECTRON_MASS * z ** (1 / 3) / C.FF_SCREENING_ELASTIC
+        q = np.geomspace(q_scr, 30 * u.GeV, 6000)
+        f = 2 * math.pi * q * q * dsigma_d2q(q, z, a) * (q / p) ** 2
+        total += n * float(np.sum(0.5 * (f[1:] + f[:-1]) * np.diff(np.log(q))))
+    return total
+
+
+def electron_recoil(theta, p: float) -> dict:
+    """Elastic mu e at momentum ``p`` for a muon turn ``theta`` (rad): the largest possible turn
+    ``theta_max`` and, below it, the muon's momentum after the turn on the soft branch and the
+    hard one (MeV, the two solutions; the hard one needs theta < theta_max).  Exact two-body
+    kinematics on an electron at rest."""
+    m, me = C.MUON_MASS, C.ELECTRON_MASS
+    e = math.hypot(p, m)
+    s = m * m + me * me + 2 * me * e
+    ps = p * me / math.sqrt(s)  # CM momentum
+    g = (e + me) / math.sqrt(s)
+    bg = p / math.sqrt(s)
+    es = math.hypot(ps, m)
+    cos_star = np.linspace(-1, 1, 200001)
+    pt = ps * np.sqrt(1 - cos_star**2)
+    pl = g * ps * cos_star + bg * es
+    ang = np.arctan2(pt, pl)
+    mom = np.hypot(pt, pl)
+    theta_max = float(ang.max())
+    theta = float(theta)
+    if theta > theta_max:
+        return {"theta_max": theta_max, "p_after": None, "electron_energy": None}
+    i_max = int(np.argmax(ang))
+    hard = np.interp(theta, ang[i_max:][::-1], mom[i_max:][::-1])  # forward branch (cos* > cos* of max)
+    soft = np.interp(theta, ang[:i_max + 1], mom[:i_max + 1])
+    return {"theta_max": theta_max, "p_after": (float(soft), float(hard)),
+            "electron_energy": (float(e - math.hypot(hard, m)), float(e - math.hypot(soft, m)))}
+
+
+# ------------------------------------------------------------------------------ the detector
+@dataclass(frozen=True)
+class Slab:
+    """A piece of material on the muon's path: ``z0 <= z <= z1`` (mm; thin: z0 == z1)."""
+
+    name: str
+    material: str
+    x_over_x0: float
+    z0: float
+    z1: float
+
+
+def path_elements(setup, air_step: float = 20.0 * u.mm) -> list[Slab]:
+    """The material from the ECAL front (the target) through the last plane of the outgoing
+    station, in z order, as the simulator places it (:func:`na64reco.sim.transport.elements`):
+    the ECAL (lead, its ``x0_fraction``), the counters (scintillator), the tracker planes
+    (polyimide) and the air between them in slices of ``air_step``."""
+    from na64reco.sim.transport import elements, outgoing_magnet
+
+    out_mag = outgoing_magnet(setup)
+    if out_mag is None:
+        raise ConfigError(f"setup {setup.name!r} has no outgoing station after the ECAL")
+    z_end = max(p.z for p in setup.planes if p.station == out_mag.name)
+    ecal = setup.detector("ECAL")
+    air = setup.readout.air_x0_per_metre / u.m
+    slabs, z = [], ecal.z
+    for el in elements(setup):
+        if el.z < ecal.z or el.z > z_end:
+            continue
+        if el.z > z:  # the air in front of the element
+            n = max(1, math.ceil((el.z - z) / air_step))
+            edges = np.linspace(z, el.z, n + 1)
+            slabs += [Slab(f"air {a / u.m:.2f}-{b / u.m:.2f} m", "air", air * (b - a), a, b)
+                      for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        if el.kind == "plane":
+            slabs.append(Slab(el.obj.name, "polyimide", el.obj.x0_fraction, el.z, el.z))
+            z = el.z
+        elif el.kind in ("counter", "paddles"):
+            if el.obj.x0_fraction > 0:
+                slabs.append(Slab(el.obj.name, "scintillator", el.obj.x0_fraction, el.z, el.z))
+            z = max(z, el.z)
+        elif el.kind == "ecal":
+            n = 10
+            edges = np.linspace(el.z, el.z + el.obj.depth, n + 1)
+            slabs += [Slab(f"ECAL {i}", "lead", el.obj.x0_fraction / n, a, b)
+                      for i, (a, b) in enumerate(zip(edges[:-1], edges[1:], strict=True))]
+            z = el.z + el.obj.depth
+        elif el.kind in ("vhcal", "hcal", "srd"):  # the muon flies through the VHCAL hole: no air there
+            z = el.z + el.obj.depth
+        else:  # magnet (a thin kick in air), decay region marker
+            z = max(z, el.z)
+    return slabs
+
+
+def station_geometry(setup, conditions=None) -> dict:
+    """The outgoing station's two views as the reconstruction fits them (bend: ``[1, dz, -dz
+    down]``, other: ``[1, dz]``; dz in m), with the plane resolutions, efficiencies and
+    missing-plane penalties, the vertex constraint (anchor dz, variance ``va + vb kappa^2``),
+    the cuts, the magnet and the deflected trigger counters."""
+    from na64reco.reco.tracking.config import load_tracking_config
+    from na64reco.reco.tracking.tracks import make_views
+
+    cfg = load_tracking_config(setup)
+    views = make_views(setup, cfg, conditions)
+    geo = {"chi2_ndf_max": float(cfg.chi2_ndf_max), "vertex_chi2_max": float(cfg.vertex_chi2_max),
+           "max_missing": int(cfg.max_missing_planes)}
+    geo["incoming"] = 1.0
+    for v in views:
+        if v.role == "in" and v.bend:  # the incoming track (n_tracks_in counts the bend view)
+            eff = np.array([setup.planes[i].efficiency if conditions is None
+                            else conditions.plane_efficiency(setup.planes[i]) for i in v.planes])
+            geo["incoming"] = _tracked_probability(eff, int(cfg.max_missing_planes))
+        if v.role != "out":
+            continue
+        planes = [setup.planes[i] for i in v.planes]
+        eff = [plane.efficiency if conditions is None else conditions.plane_efficiency(plane) for plane in planes]
+        geo["bend" if v.bend else "other"] = {
+            "names": [p.name for p in planes], "z": np.array([p.z for p in planes]) / u.m,
+            "dz": np.asarray(v.dz), "down": np.asarray(v.down, bool) if v.bend else np.zeros(len(planes), bool),
+            "sigma": np.array([p.resolution for p in planes]), "eff": np.array(eff),
+            "pen": np.asarray(v.miss_penalty, float), "npar": v.npar, "anchor_dz": v.anchor_dz,
+            "va": v.vertex_va, "vb": v.vertex_vb, "z_magnet": v.z_magnet / u.m}
+        if v.bend:
+            geo["magnet"] = setup.magnets[v.station]
+    counters = [d for d in setup.calorimeters.values() if d.deflected_magnet]
+    geo["counters"] = [(d.name, d.z, float(_edge_offset(setup, d))) for d in counters]
+    geo["counter_sigma"] = _beam_sigma_at(setup, max((d.z for d in counters), default=0.0))
+    return geo
+
+
+def _tracked_probability(eff: np.ndarray, max_missing: int) -> float:
+    """P(at most ``max_missing`` of the planes without a hit), independent planes."""
+    total = 0.0
+    for code in range(1 << eff.size):
+        used = ((code >> np.arange(eff.size)) & 1).astype(bool)
+        if eff.size - used.sum() <= max_missing:
+            total += float(np.prod(np.where(used, eff, 1 - eff)))
+    return total
+
+
+def _edge_offset(setup, det) -> float:
+    from na64reco.geometry import deflection_offset
+
+    return float(deflection_offset(setup.magnets[det.deflected_magnet], det.edge_momentum, det.z))
+
+
+def _beam_sigma_at(setup, z: float) -> float:
+    """Spread (mm) in x of unscattered-by-a-kink 160 GeV muons at ``z``: spot, divergence and the
+    Highland scattering of the ECAL and of the HCAL modules (thin at their centres)."""
+    from na64reco.material import highland
+
+    b = setup.beam
+    var = b.spot_sigma_x**2 + (b.divergence_x * (z - b.start_z)) ** 2
+    for det in setup.calorimeters.values():
+        if det.z >= z:
+            continue
+        if det.name == "ECAL":
+            var += (highland(b.energy, C.MUON_MASS, det.x0_fraction) * (z - det.z - det.depth / 2)) ** 2
+    if "HCAL" in setup.calorimeters:
+        from na64reco.sim.params import load_sim_params
+
+        h = setup.detector("HCAL")
+        x0 = load_sim_params(setup).hcal_module_x0
+        for k, depth in enumerate(h.section_depths):
+            zc = h.z + sum(h.section_depths[:k]) + depth / 2
+            if zc < z:
+                var += (highland(b.energy, C.MUON_MASS, x0) * (z - zc)) ** 2
+    return math.sqrt(var)
+
+
+def fit_response(view: dict, used: np.ndarray, z_s: float) -> tuple[float, float, float]:
+    """A unit kink (1 mrad) at ``z_s`` (m) in one view fitted on the ``used`` planes: the change of
+    the deflection kappa (mrad; 0 for the non-bend view), the standardized residual norm
+    ``|W^1/2 (I - H) s|`` (chi2 = theta^2 x its square) and the fitted line's shift at the anchor
+    (the ECAL front, mm)."""
+    s = np.clip(view["z"] - z_s, 0.0, None) * 1.0  # mm per mrad: dz in m x mrad
+    npar = view["npar"]
+    a = np.stack([np.ones(view["dz"].size), view["dz"], -view["dz"] * view["down"]], axis=1)[:, :npar]
+    a, w, su = a[used], 1.0 / view["sigma"][used] ** 2, s[used]
+    cov = np.linalg.inv(a.T @ (a * w[:, None]))
+    par = cov @ (a.T @ (w * su))
+    res = su - a @ par
+    kappa = float(par[2]) if npar == 3 else 0.0
+    anchor = float(par[0] + par[1] * view["anchor_dz"])
+    return kappa, float(math.sqrt(np.sum(w * res * res))), anchor
+
+
+def _patterns(view: dict, max_missing: int):
+    """(used mask, probability) of every pattern of efficient planes the search can track."""
+    eff = view["eff"]
+    npl = eff.size
+    out = []
+    for code in range(1 << npl):
+        used = ((code >> np.arange(npl)) & 1).astype(bool)
+        if npl - used.sum() > max_missing or used.sum() < view["npar"] + 1:
+            continue
+        if view["npar"] == 3 and not ((used & view["down"]).any() and (used & ~view["down"]).any()):
+            continue
+        out.append((used, float(np.prod(np.where(used, eff, 1 - eff)))))
+    return out
+
+
+def view_acceptance(view: dict, geo: dict, z_s: float, theta, kappa0: float, kappa_box: float):
+    """Per signed kink angle ``theta`` (mrad, array) at ``z_s`` (m): the probability over the
+    plane-efficiency patterns that the view's best candidate (search ranking: chi2 + missing-plane
+    penalties + vertex chi2) passes the chi2 and vertex cuts (and, bend view, has kappa >=
+    ``kappa_box``), and the squared vertex pull of that candidate (for the track match)."""
+    theta = np.asarray(theta, float)
+    kvtx = max(kappa0, kappa_box)
+    acc, pull2 = np.zeros(theta.size), np.zeros(theta.size)
+    for eff_used, prob in _patterns(view, geo["max_missing"]):
+        best = np.full(theta.size, np.inf)
+        ok, p2 = np.zeros(theta.size, bool), np.zeros(theta.size)
+        for used, _ in _patterns(view, geo["max_missing"]):
+            if (used & ~eff_used).any():
+                continue
+            dk, r, e = fit_response(view, used, z_s)
+            ndf = int(used.sum()) - view["npar"]
+            chi2 = (theta * r) ** 2
+            vtx = (theta * e) ** 2 / (view["va"] + view["vb"] * kvtx**2)
+            score = chi2 + vtx + float(view["pen"][~used].sum())
+            passes = (chi2 <= geo["chi2_ndf_max"] * max(ndf, 1)) & (vtx <= geo["vertex_chi2_max"])
+            take = passes & (score < best)
+            best = np.where(take, score, best)
+            inbox = (kappa0 + theta * dk >= kappa_box) if view["npar"] == 3 else np.ones(theta.size, bool)
+            ok = np.where(take, inbox, ok)
+            p2 = np.where(take, vtx, p2)
+        acc += prob * ok
+        pull2 += prob * ok * p2
+    return acc, np.where(acc > 0, pull2 / np.where(acc > 0, acc, 1.0), 0.0)
+
+
+def _trapezoid_weights(x: np.ndarray) -> np.ndarray:
+    w = np.zeros(x.size)
+    w[1:] += 0.5 * np.diff(x)
+    w[:-1] += 0.5 * np.diff(x)
+    return w
+
+
+def _trigger(geo: dict, z_s: float, theta) -> np.ndarray:
+    """Probability that a muon with a kink ``theta`` (mrad) at ``z_s`` (m) fires every deflected
+    counter: its shift ``theta (z_c - z_s)`` past the counter's inner edge, Gaussian spread."""
+    from scipy.special import ndtr
+
+    t = np.ones(np.shape(theta))
+    for _, zc, edge in geo["counters"]:
+        shift = np.asarray(theta) * (zc / u.m - z_s)  # mm
+        side = (edge - shift) if edge < 0 else (shift - edge)
+        t = np.minimum(t, ndtr(side / geo["counter_sigma"]))
+    return t
+
+
+def element_table(setup, conditions=None, p: float | None = None, track_match_max: float = 20.0,
+                  air_step: float = 20.0 * u.mm) -> dict:
+    """Per element (:func:`path_elements`, air gaps merged per gap) the smallest kink landing in
+    the box (mrad, inf if none), the natural probability of a scatter above it and the
+    probability per beam muon of a box event passing the fits, the vertex / track match and the
+    trigger, for momentum ``p`` (default the beam's), and the natural probability of a scatter
+    above the extra kick the box needs (``p_above_box_kink``).  Keys ``rows`` and ``total``."""
+    geo = station_geometry(setup, conditions)
+    p = setup.beam.energy if p is None else p
+    mag = geo["magnet"]
+    kappa0 = float(mag.kick(p)) * 1000.0
+    kappa_box = float(mag.kick(C.NA64MU_P_OUT_MAX)) * 1000.0
+    tx = np.geomspace(0.05, 200.0, 500)
+    tx = np.concatenate([-tx[::-1], tx])  # mrad, signed
+    ty = np.concatenate([-np.geomspace(1e-3, 200.0, 300)[::-1], [0.0], np.geomspace(1e-3, 200.0, 300)])
+    wx, wy = _trapezoid_weights(tx * 1e-3), _trapezoid_weights(ty * 1e-3)  # rad
+    rows = {}
+    for slab in path_elements(setup, air_step):
+        z_s = 0.5 * (slab.z0 + slab.z1) / u.m
+        ax, px = view_acceptance(geo["bend"], geo, z_s, tx, kappa0, kappa_box)
+        ay, py = view_acceptance(geo["other"], geo, z_s, ty, kappa0, kappa_box)
+        trig = _trigger(geo, z_s, tx)
+        fx = ax * trig
+        key = slab.name if not slab.name.startswith("air") else _gap_name(slab, setup)
+        row = rows.setdefault(key, {"material": slab.material, "x_over_x0": 0.0, "z_m": [z_s, z_s],
+                                    "theta_min_mrad": math.inf, "probability": 0.0, "p_above_theta_min": 0.0})
+        row["x_over_x0"] += slab.x_over_x0
+        row["z_m"] = [min(row["z_m"][0], slab.z0 / u.m), max(row["z_m"][1], slab.z1 / u.m)]
+        if not fx.any():
+            continue
+        inbox = np.flatnonzero(fx > 0)
+        row["theta_min_mrad"] = min(row["theta_min_mrad"], float(np.abs(tx[inbox]).min()))
+        theta = np.hypot(tx[:, None], ty[None, :]) * 1e-3  # rad
+        # the other projection is not required: without a track there, the match has the bend
+        # view's term only (reco/tracking/stage.py: 1 dof); with one, both terms
+        accept = fx[:, None] * (ay[None, :] * ((px[:, None] + py[None, :]) <= track_match_max)
+                                + (1 - ay[None, :]) * (px[:, None] <= track_match_max))
+        kernel = accept * wx[:, None] * wy[None, :]
+        prob = 0.0
+        for z, a, n in atoms_per_area(slab.material, slab.x_over_x0):
+            prob += n * float(np.sum(kernel * p * p * dsigma_d2q(p * theta, z, a)))
+        row["probability"] += prob * geo["incoming"]
+    q_box = p * (kappa_box - kappa0) * 1e-3  # a kink as large as the extra kick the box needs
+    for row in rows.values():
+        row["p_above_box_kink"] = float(probability_above_q(row["material"], row["x_over_x0"], [q_box])[0])
+        if math.isfinite(row["theta_min_mrad"]):
+            q = p * row["theta_min_mrad"] * 1e-3
+            row["p_above_theta_min"] = float(probability_above_q(row["material"], row["x_over_x0"], [q])[0])
+    return {"rows": rows, "total": float(sum(r["probability"] for r in rows.values())),
+            "incoming_tracked": geo["incoming"], "kappa_beam_mrad": kappa0, "kappa_box_mrad": kappa_box,
+            "counter_sigma_mm": geo["counter_sigma"],
+            "counters": [(n, z / u.m, e) for n, z, e in geo["counters"]], "period": setup.period}
+
+
+def _gap_name(slab: Slab, setup) -> str:
+    """The air gap a slice belongs to, named by the elements around it."""
+    from na64reco.sim.transport import elements
+
+    before = [e for e in elements(setup) if e.z <= slab.z0 and e.kind not in ("decay",)]
+    after = [e for e in elements(setup) if e.z >= slab.z1 and e.kind not in ("decay",)]
+    name = lambda e: e.obj.name if hasattr(e.obj, "name") else e.kind  # noqa: E731
+    b = name(before[-1]) if before else "start"
+    a = name(after[0]) if after else "end"
+    mag = [e for e in elements(setup) if e.kind == "magnet" and slab.z0 <= e.z <= slab.z1 + 1e-9]
+    if before and before[-1].kind == "magnet" or after and after[0].kind == "magnet" or mag:
+        return "air, MS2 gap" if any(m.obj.name != "MS1" for m in mag) or "MS2" in (b, a) else f"air {b} - {a}"
+    return f"air {b} - {a}"

@@ -1,0 +1,116 @@
+"""Single large-angle scattering (na64reco.scatter_tail, na64reco.sim.forced_scatter): cross
+sections against closed forms, the kink algebra against a direct fit of a kinked track."""
+
+import math
+
+import hepunits as u
+import numpy as np
+import pytest
+
+from na64reco import constants as C
+from na64reco import scatter_tail as st
+from na64reco.geometry import load_setup
+from na64reco.material import highland
+
+P = 160 * u.GeV
+
+
+@pytest.fixture(scope="module")
+def geo2022():
+    return st.station_geometry(load_setup("na64mu", run=1))
+
+
+def test_rutherford_limit_without_form_factors():
+    theta = np.array([1e-4, 1e-3, 3e-3, 1e-2])
+    for z in (1, 7, 82):
+        got = st.sigma_above_q(P * theta, z, 2.0 * z, form_factors=False, q_max=1e9 * u.GeV)
+        assert np.allclose(got, st.rutherford_above(theta, P, z), rtol=1e-3)
+
+
+def test_form_factors_limits():
+    # F(0) = 1: the coherent Z^2 at small q; at 0.5 GeV lead's coherent part is gone and the
+    # incoherent nucleons (~Z x dipole) are left
+    assert st.helm(1e-3, 207.2) == pytest.approx(1.0, abs=1e-6)
+    assert st.structure(0.1 * u.MeV, 82, 207.2) == pytest.approx(82**2, rel=1e-3)
+    wp, _ = st.nucleon_weights(500 * u.MeV)
+    assert st.structure(500 * u.MeV, 82, 207.2) == pytest.approx(82 * wp, rel=0.5)
+    assert st.structure(500 * u.MeV, 82, 207.2) < 1e-2 * 82**2
+
+
+def test_single_scattering_rms_has_the_highland_order():
+    # <theta^2> of single scatters from the screening angle up = 2 theta0^2 up to the
+    # logarithms Highland folds in: a factor < 2 in the width
+    for material, x in (("air", 0.01), ("polyimide", 0.004), ("lead", 1.0)):
+        rms = math.sqrt(st.mean_square_angle(material, x, P) / 2)
+        assert 0.5 < rms / highland(P, C.MUON_MASS, x) < 2.0, material
+
+
+def test_electron_recoil_cannot_fake_the_kick():
+    r = st.electron_recoil(2.0e-3, P)
+    assert r["theta_max"] == pytest.approx(C.ELECTRON_MASS / C.MUON_MASS, rel=0.02)
+    # the 2.6 mrad the box needs: the muon keeps < 90 GeV, the electron takes > 70 GeV
+    r = st.electron_recoil(2.62e-3, P)
+    assert max(r["p_after"]) < 90 * u.GeV and min(r["electron_energy"]) > 70 * u.GeV
+    assert st.electron_recoil(5e-3, P)["p_after"] is None
+
+
+def _direct_fit(view, used, u_hits):
+    a = np.stack([np.ones(view["dz"].size), view["dz"], -view["dz"] * view["down"]], axis=1)[:, :view["npar"]]
+    w = 1 / view["sigma"] ** 2
+    a, w, y = a[used], w[used], u_hits[used]
+    par = np.linalg.solve(a.T @ (a * w[:, None]), a.T @ (w * y))
+    return par, float(np.sum(w * (y - a @ par) ** 2))
+
+
+@pytest.mark.parametrize("z_s", [19.0, 21.0, 23.8, 24.0, 24.3, 26.5])
+def test_kink_algebra_matches_a_direct_fit(geo2022, z_s):
+    view = geo2022["bend"]
+    used = np.ones(view["dz"].size, bool)
+    kappa, theta = 2.6, -1.7  # mrad
+    line = 0.3 + 0.05 * view["dz"] - kappa * view["dz"] * view["down"]
+    kinked = line + theta * np.clip(view["z"] - z_s, 0, None)
+    p0, _ = _direct_fit(view, used, line)
+    p1, chi2 = _direct_fit(view, used, kinked)
+    dk, r, e = st.fit_response(view, used, z_s)
+    assert p1[2] - p0[2] == pytest.approx(theta * dk, abs=1e-9)
+    assert chi2 == pytest.approx((theta * r) ** 2, rel=1e-9, abs=1e-12)
+    assert (p1[0] + p1[1] * view["anchor_dz"]) - (p0[0] + p0[1] * view["anchor_dz"]) == pytest.approx(theta * e)
+    if z_s < view["z"].min():  # upstream of the station: a tilt of the incoming line, no fake kick
+        assert dk == pytest.approx(0, abs=1e-12) and r == pytest.approx(0, abs=1e-9)
+    if z_s == view["z_magnet"]:  # at the magnet: exactly a kick
+        assert dk == pytest.approx(-1.0) and r == pytest.approx(0, abs=1e-9)
+
+
+def test_only_the_gap_at_the_magnet_reaches_the_box(geo2022):
+    kappa0 = 2.6232
+    theta = -np.geomspace(0.1, 100, 200)
+    at_magnet, _ = st.view_acceptance(geo2022["bend"], geo2022, 24.0, theta, kappa0, 2 * kappa0)
+    all_planes = float(np.prod(geo2022["bend"]["eff"]))  # 2022: every plane required
+    assert at_magnet[theta <= -2.63].min() == pytest.approx(all_planes) and at_magnet[theta > -2.6].max() == 0
+    for z_s in (19.1, 20.5, 22.0, 26.0, 28.0):  # VETO, the MS2 planes: too far from the magnet
+        acc, _ = st.view_acceptance(geo2022["bend"], geo2022, z_s, theta, kappa0, 2 * kappa0)
+        assert acc.max() == 0, z_s
+
+
+def test_forced_scatter_weights_and_draws(tmp_path):
+    from na64reco.io.raw import open_raw
+    from na64reco.sim.forced_scatter import ForcedScatter, plan
+    from na64reco.sim.generate import simulate
+
+    setup = load_setup("na64mu", run=1)
+    fs = ForcedScatter(theta_min=1.8e-3, z_first=22010.0, z_last=26000.0)
+    pl = plan(setup, fs)
+    q_min = setup.beam.energy * fs.theta_min
+    # W: the natural probability of one scatter above q_min in the region (MM5Y's foil and the air)
+    pieces = [s for s in st.path_elements(setup) if 22010.0 <= s.z0 and s.z1 <= 26000.0]
+    want = sum(float(st.probability_above_q(s.material, s.x_over_x0, [q_min])[0]) for s in pieces)
+    assert pl.weight == pytest.approx(want, rel=1e-9)
+    assert np.all((pl.z > 22010.0) & (pl.z <= 26000.001))
+    # the q distribution of a piece: P(q > 2 q_min | q > q_min) from its cdf against the cross section
+    k = int(np.argmax(pl.prob))
+    p2 = st.probability_above_q("air", 1.0, [q_min, 2 * q_min])
+    assert 1 - np.interp(2 * q_min, pl.q[k], pl.cdf[k]) == pytest.approx(p2[1] / p2[0], rel=1e-2)  # 400-point grid
+    out = tmp_path / "f.root"
+    simulate("na64mu", 2000, 5, 1, out, process="beam", trigger="calibration", forced_scatter=fs)
+    w = np.asarray(open_raw(out).truth()["weight"])
+    assert w.size > 0 and np.allclose(w, pl.weight)
