@@ -166,10 +166,21 @@ def factorised(cutflow, n_beam: int, weight: float) -> dict | None:
 
 
 def misreco(period: str) -> tuple[bg.BackgroundComponent, str]:
+    """The row: the tracking's mis-reconstruction (strata of noise and pile-up) plus the single
+    large-angle scattering in MS2 (``docs/data/single_scatter.json``, when present)."""
     path = ROOT / "docs" / "data" / f"misreco_{period}.json"
     if path.exists():
-        return bg.misreco_from_json(path), f"read from {path.relative_to(ROOT)}"
-    return MISRECO_FALLBACK[period], f"{path.relative_to(ROOT)} absent: docs/periods.md campaign figure used"
+        row, note = bg.misreco_from_json(path), f"read from {path.relative_to(ROOT)}"
+    else:
+        row, note = MISRECO_FALLBACK[period], f"{path.relative_to(ROOT)} absent: docs/periods.md campaign figure used"
+    scatter = ROOT / "docs" / "data" / "single_scatter.json"
+    if not scatter.exists():
+        return row, note
+    kink = bg.single_scatter_from_json(scatter, period)
+    total = bg.sum_components("momentum mis-reconstruction", [row, kink])
+    note += (f"; the row is the sum of the tracking's {row.text()} per MOT ({row.method}) and the single "
+             f"large-angle scattering in MS2's {kink.text()} per MOT ({kink.method})")
+    return total, note
 
 
 def dimuon(period: str, directory: Path | None) -> tuple[bg.BackgroundComponent, dict] | None:

@@ -60,6 +60,7 @@ __all__ = [
     "TailModel",
     "dimuon_estimate",
     "dimuon_from_json",
+    "single_scatter_from_json",
     "extrapolate",
     "factorised_rate",
     "fit_tail",
@@ -690,6 +691,35 @@ def misreco_from_json(path) -> BackgroundComponent:
     return BackgroundComponent("momentum mis-reconstruction", float(data["extrapolated_per_mot"]),
                                float(data["extrapolated_err"]), False,
                                f"MC campaign, tail fit extrapolated ({path.name})", dict(data))
+
+
+def single_scatter_from_json(path, period: str, box: float = 80.0) -> BackgroundComponent:
+    """The single large-angle scattering of the beam muon in MS2 (``benchmarks/single_scatter.py``,
+    forced kinks with weights, ``docs/periods.md`` "Single large-angle scattering"): per MOT in the
+    box ``p_out < box`` of ``period``'s forced sample, with the Poisson error of its count (a 90 %
+    CL limit when the count is 0).  Missing keys or a bad file raise :class:`NA64Error` naming them."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise NA64Error(f"{path}: cannot read the single-scattering summary: {exc}") from None
+    forced = (data.get("forced") or {}).get(period) if isinstance(data, dict) else None
+    if not isinstance(forced, dict):
+        raise NA64Error(f"{path}: key 'forced.{period}': missing (expected the forced sample of period {period!r})")
+    key = f"{float(box):.1f}"
+    count, rate = (forced.get("box") or {}).get(key), (forced.get("per_mot") or {}).get(key)
+    for name, v in ((f"forced.{period}.box.{key}", count), (f"forced.{period}.per_mot.{key}", rate)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+            raise NA64Error(f"{path}: key {name!r}: expected a number >= 0, got {v!r}")
+    src = "single large-angle scattering in MS2"
+    how = (f"forced kinks, {int(count)} of {forced.get('muons', '?')} in the box p_out < {box:g} GeV, weight "
+           f"{forced.get('weight', float('nan')):.3g} per muon ({path.name})")
+    if count == 0:
+        return BackgroundComponent(src, float(rate), 0.0, True, how, dict(forced))
+    return BackgroundComponent(src, float(rate), float(rate) / math.sqrt(count), False, how, dict(forced))
 
 
 def sum_components(source: str, parts) -> BackgroundComponent:

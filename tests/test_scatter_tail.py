@@ -114,3 +114,28 @@ def test_forced_scatter_weights_and_draws(tmp_path):
     simulate("na64mu", 2000, 5, 1, out, process="beam", trigger="calibration", forced_scatter=fs)
     w = np.asarray(open_raw(out).truth()["weight"])
     assert w.size > 0 and np.allclose(w, pl.weight)
+
+
+def test_single_scatter_row_from_json(tmp_path):
+    """The background row of the forced kinks: rate per MOT with the count's Poisson error, a
+    limit at 0 counts, and one-line errors naming the file and key."""
+    import json
+    import math
+
+    from na64reco.background import single_scatter_from_json
+    from na64reco.errors import NA64Error
+
+    path = tmp_path / "single_scatter.json"
+    forced = {"muons": 1000, "weight": 1e-7, "box": {"80.0": 4}, "per_mot": {"80.0": 4e-10}}
+    path.write_text(json.dumps({"forced": {"2022": forced}}))
+    c = single_scatter_from_json(path, "2022")
+    assert not c.upper_limit and c.n == 4e-10 and math.isclose(c.error, 2e-10)
+    forced["box"]["80.0"] = 0
+    path.write_text(json.dumps({"forced": {"2022": forced}}))
+    assert single_scatter_from_json(path, "2022").upper_limit
+    with pytest.raises(NA64Error, match="single_scatter.json: key 'forced.2023'"):
+        single_scatter_from_json(path, "2023")
+    forced["per_mot"]["80.0"] = "4e-10"
+    path.write_text(json.dumps({"forced": {"2022": forced}}))
+    with pytest.raises(NA64Error, match=r"single_scatter.json: key 'forced.2022.per_mot.80.0'"):
+        single_scatter_from_json(path, "2022")
