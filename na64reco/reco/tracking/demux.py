@@ -327,7 +327,7 @@ def candidate_words(strip_chan) -> np.ndarray:
     strip_chan = np.asarray(strip_chan, np.int64)
     nch = strip_chan.max()  # the sentinel: the map's ends always hold it
     live = np.flatnonzero(strip_chan[1:-1] < nch)
-    words = np.zeros((len(strip_chan) - 2) // 64 + 2, np.uint64)
+    words = np.zeros((len(strip_chan) - 3) // 64 + 2, np.uint64)  # strips 0..len - 3, then a 0 word
     np.bitwise_or.at(words, live // 64, np.left_shift(np.uint64(1), (live % 64).astype(np.uint64)))
     return words
 
