@@ -165,8 +165,8 @@ def _digits_ok(plane, chan, allowed, limit):
 # whose kernels it compiles in (see _jit.py).
 @njit_cached_with(apv, demux)
 def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc, ptype, n_strips, pitch, offset,
-                 zpl, sig, dead, table, strip_chan, chan_words, live_words, threshold, spacing, peaking, lsb, t0, velocity,
-                 win_lo, win_hi, drop):
+                 zpl, sig, dead, table, strip_chan, chan_words, live_words, threshold, spacing, peaking, lsb, t0,
+                 velocity, win_lo, win_hi, drop):
     """Flat kernel: APV and straw digits of all events -> hits sorted by (event, plane).
 
     Returns (counts per event, hits per (event, plane) (n_events * n_planes), out_f (6, hits)
@@ -214,8 +214,8 @@ def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc
     while True:  # blocks of events that fit the output arrays, which grow between blocks
         e, n = _hits_block(e, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0, a1, a2, s_off, s_plane,
                            s_tube, s_tdc, ptype, n_strips, pitch, offset, zpl, sig, dead, table, strip_chan, chan_words,
-                           live_words, threshold, spacing, r1, r2, lsb, t0, velocity, win_lo, win_hi, drop, skey, sidx, key, idx,
-                           ch, am, dg, cidx, cand, used, starts, rstart, rlen, singles)
+                           live_words, threshold, spacing, r1, r2, lsb, t0, velocity, win_lo, win_hi, drop, skey, sidx,
+                           key, idx, ch, am, dg, cidx, cand, used, starts, rstart, rlen, singles)
         if e >= n_ev:
             break
         out_f, out_i = _reserve(out_f, out_i, n, (offsets[e + 1] - offsets[e]) * groups + 2 * (s_off[e + 1] - s_off[e]))
@@ -224,9 +224,9 @@ def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc
 
 @njit_cached_with(apv, demux, **NO_NRT)  # compiles in the de-multiplexer and the APV time, as above
 def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube,
-                s_tdc, ptype, n_strips, pitch, offset, zpl, sig, dead, table, strip_chan, chan_words, live_words, threshold,
-                spacing, r1, r2, lsb, t0, velocity, win_lo, win_hi, drop, skey, sidx, key, idx, ch, am, dg, cidx, cand,
-                used, starts, rstart, rlen, singles):
+                s_tdc, ptype, n_strips, pitch, offset, zpl, sig, dead, table, strip_chan, chan_words, live_words,
+                threshold, spacing, r1, r2, lsb, t0, velocity, win_lo, win_hi, drop, skey, sidx, key, idx, ch, am, dg,
+                cidx, cand, used, starts, rstart, rlen, singles):
     """Hits of events ``e0...`` appended at ``out_*[:, n:]`` until an event might not fit
     (at most ``groups`` hits per APV digit, 2 per straw digit); returns (next event, n)."""
     n_ev = offsets.shape[0] - 1
@@ -445,8 +445,8 @@ def _kernel_hits(events, tables, threshold_sigma, drift_t0, source, lo=None, hi=
     return _hits_kernel(
         a_off, a["plane"], a["chan"], a["a0"], a["a1"], a["a2"], s_off, s["plane"], s["tube"], s["tdc"],
         tables.type, tables.n_strips, tables.pitch, tables.offset, tables.z, tables.sigma, tables.dead, tables.table,
-        tables.strip_chan, tables.chan_words, tables.live_words, tables.apv_threshold(threshold_sigma), tables.spacing, tables.peaking,
-        tables.tdc_lsb, drift_t0, tables.drift_velocity, lo, hi,
+        tables.strip_chan, tables.chan_words, tables.live_words, tables.apv_threshold(threshold_sigma), tables.spacing,
+        tables.peaking, tables.tdc_lsb, drift_t0, tables.drift_velocity, lo, hi,
         np.zeros(tables.n_planes, np.bool_) if drop is None else drop)
 
 
