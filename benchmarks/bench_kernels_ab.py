@@ -98,7 +98,7 @@ def main() -> None:
         return lambda: kernel(a_off, a["plane"], a["chan"], a["a0"], a["a1"], a["a2"], s_off, s["plane"], s["tube"],
                               s["tdc"], pt.type, pt.n_strips, pt.pitch, pt.offset, pt.z, pt.sigma, pt.dead, pt.table,
                               *chan_map, pt.apv_threshold(cfg.apv_threshold_sigma), pt.spacing, pt.peaking, pt.tdc_lsb,
-                              cfg.drift_t0, pt.drift_velocity, *extra)
+                              cfg.drift_t0, pt.drift_velocity, *extra)[:4]  # (a fifth value since the seventh pass)
 
     drop = (pt.type == 0) & (not cfg.use_mm_singles)
 

@@ -324,6 +324,33 @@ def test_bad_digits_raise_clear_errors():
         reconstruct_tracks(bad, SETUP, COND, source="run1.root")
 
 
+@pytest.mark.parametrize("what, field, value, message", [
+    ("apv", "plane", 14, r"apv digit on plane 14, which is not read by apv"),  # the straw plane
+    ("apv", "plane", -1, r"apv\.plane has value -1"),
+    ("apv", "chan", 300, r"apv channel 300 on plane \d+; expected 0\.\.(63|255)"),
+    ("apv", "chan", -3, r"apv channel -3 on plane"),
+    ("straw", "plane", 0, r"straw digit on plane 0, which is not read by straw"),
+    ("straw", "tube", 64, r"straw channel 64 on plane 14; expected 0\.\.63"),
+])
+def test_bad_digit_of_a_later_event_is_found_by_the_kernel(what, field, value, message):
+    """The hits kernel checks the digits as it reads them (seventh pass): one bad digit in the
+    last event of three (plane of the other read-out, plane or channel out of range) raises the
+    worded error, for the whole hit table and the search's."""
+    import awkward as ak
+
+    events, _ = make_events(3, seed=2)
+    coll = events[what]
+    flat = np.asarray(ak.flatten(coll[field])).copy()
+    if what == "straw" and len(flat) == 0:
+        pytest.skip("no straw digit")
+    flat[-1] = value  # the last digit of the last event that has one
+    bad = ak.with_field(events, ak.with_field(coll, ak.unflatten(flat, ak.num(coll)), field), what)
+    with pytest.raises(RawFormatError, match=message):
+        reconstruct_tracks(bad, SETUP, COND, source="run1.root")
+    with pytest.raises(RawFormatError, match=message):
+        reconstruct_tracks(bad, SETUP, COND, source="run1.root", return_internals=True)
+
+
 def test_bad_tracking_config_names_file_and_key(tmp_path):
     text = (load_tracking_config.__globals__["CONFIG_PATH"]).read_text().replace("MS2: {role: out", "MSX: {role: out")
     path = tmp_path / "tracking.yaml"
