@@ -89,14 +89,16 @@ def main() -> None:
     def hits(kernel):
         # kernels since the fourth pass take the search's time windows and MM-singles planes
         # (None: the whole table, as before)
-        # and since the fifth the channel map and neighbour table of each plane (demux.py)
+        # and since the fifth the channel map and neighbour table of each plane (demux.py), since the
+        # seventh the channel map, each channel's strips and each plane's live strips as bits
         params = inspect.signature(kernel.py_func).parameters
         extra = (None, None, np.zeros(pt.n_planes, np.bool_)) if "drop" in params else ()
-        chan_map = (pt.strip_chan, pt.neighbours) if "strip_chan" in params else ()
+        names = ("strip_chan", "neighbours", "chan_words", "live_words")
+        chan_map = tuple(getattr(pt, k) for k in names if k in params)
         return lambda: kernel(a_off, a["plane"], a["chan"], a["a0"], a["a1"], a["a2"], s_off, s["plane"], s["tube"],
                               s["tdc"], pt.type, pt.n_strips, pt.pitch, pt.offset, pt.z, pt.sigma, pt.dead, pt.table,
                               *chan_map, pt.apv_threshold(cfg.apv_threshold_sigma), pt.spacing, pt.peaking, pt.tdc_lsb,
-                              cfg.drift_t0, pt.drift_velocity, *extra)
+                              cfg.drift_t0, pt.drift_velocity, *extra)[:4]  # (a fifth value since the seventh pass)
 
     drop = (pt.type == 0) & (not cfg.use_mm_singles)
 

@@ -17,8 +17,11 @@ from na64reco.reco.tracking.apv import strip_time
 from na64reco.reco.tracking.clusters import event_hits, event_hits_reference
 from na64reco.reco.tracking.config import load_tracking_config
 from na64reco.reco.tracking.demux import (
+    candidate_words,
+    channel_words,
     demux_plane,
     demux_plane_map,
+    demux_plane_mask,
     demux_plane_reference,
     neighbour_table,
     strip_channel_map,
@@ -143,6 +146,86 @@ def test_demux_channel_map_tables():
         assert int(np.int64(nb[c, 2 * groups]).view(np.uint64)) == bits
 
 
+def _demux_mask(chans, amps, table, dead):
+    """demux_plane_mask (the hits kernel's de-multiplexer since the seventh pass) in demux_plane's
+    return format; checks that it leaves the channel index map as the kernel expects it."""
+    chans = np.asarray(chans, np.int64)
+    amps = np.asarray(amps, np.float64)
+    table = np.asarray(table, np.int64)
+    sc = strip_channel_map(table, dead)
+    live = candidate_words(sc)
+    words = channel_words(table, len(live))
+    n, g = len(chans), table.shape[1]
+    cidx = np.full(table.shape[0] + 1, -1, np.int64)
+    cand = np.zeros(len(live), np.uint64)
+    used, starts, rstart, rlen, singles = (np.zeros(n * g + 1, np.int64) for _ in range(5))
+    nr, ns = demux_plane_mask(chans, amps, n, words, sc, live, cand, cidx, used, starts, rstart, rlen, singles)
+    clusters = [[(int(s), int(cidx[sc[s + 1]])) for s in range(rstart[r], rstart[r] + rlen[r])] for r in range(nr)]
+    assert (cidx[chans] == np.arange(n)).all()
+    cidx[chans] = -1
+    assert (cidx == -1).all()
+    return clusters, [int(j) for j in singles[:ns]]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.integers(0, 63), min_size=1, max_size=24, unique=True),
+    st.randoms(use_true_random=False),
+    st.lists(st.integers(0, 319), max_size=6),
+    st.booleans(),
+    st.integers(-1, 316),
+)
+def test_demux_bit_words_equal_channel_map_and_reference(chans, rnd, dead_list, beam, cluster):
+    """The bit-word de-multiplexer against the channel-map one (fifth pass) and the slow twin:
+    random fired channels, dead strips (some at word ends: 63, 64, 127, ...), the beam cluster's
+    channels that read channel 51 twice (the greedy search), a real cluster of 2-5 strips
+    (``cluster`` its first strip, -1 none) and amplitude ties."""
+    chans = set(chans)
+    if beam:
+        chans |= {0, 17, 34, 51}
+    if cluster >= 0:
+        chans |= set(RO.mm_channel_of_strip(np.arange(cluster, min(cluster + rnd.randint(2, 5), 320))).tolist())
+    chans = sorted(chans)
+    amps = [float(rnd.choice([100, 100, rnd.randint(20, 600)])) for _ in chans]
+    dead = np.zeros(320, bool)
+    dead[dead_list] = True
+    if rnd.random() < 0.3:
+        dead[[63, 64, 191, 192, 319]] = True
+    got = _demux_mask(chans, amps, TABLE, dead)
+    assert got == _demux_map(chans, amps, TABLE, dead)
+    assert got == demux_plane_reference(chans, amps, TABLE, dead)
+
+
+@pytest.mark.parametrize("n_chan, steps", [(8, (1, 3, 5)), (20, (1, 3, 7, 9, 11)), (64, (1, 13, 29, 7, 19))])
+def test_demux_bit_words_on_other_tables(n_chan, steps):
+    """Tables whose strips do not fill whole 64-bit words (24 and 100 strips) or do (320): the
+    bit-word de-multiplexer equals the slow twin on random fired channels and dead strips."""
+    table = np.array([[g * n_chan + (c * st_) % n_chan for g, st_ in enumerate(steps)] for c in range(n_chan)])
+    rng = np.random.default_rng(n_chan)
+    for _ in range(300):
+        chans = np.sort(rng.choice(n_chan, rng.integers(1, n_chan + 1), replace=False))
+        amps = rng.choice([50.0, 100.0, 100.0, 300.0], len(chans))
+        dead = rng.random(table.size) < 0.05
+        assert _demux_mask(chans, amps, table, dead) == demux_plane_reference(chans, amps, table, dead)
+
+
+def test_demux_bit_word_tables():
+    """candidate_words: a bit per live strip and one zero word past the last strip;
+    channel_words: the bits of each channel's strips."""
+    dead = np.zeros(320, bool)
+    dead[[5, 64, 319]] = True
+    live = candidate_words(strip_channel_map(TABLE, dead))
+    assert live.dtype == np.uint64 and len(live) == 6 and live[5] == 0
+    bits = np.unpackbits(live.view(np.uint8), bitorder="little")
+    assert (bits[:320] == ~dead).all() and not bits[320:].any()
+    words = channel_words(TABLE, len(live))
+    for c in range(TABLE.shape[0]):
+        on = np.flatnonzero(np.unpackbits(words[c].view(np.uint8), bitorder="little"))
+        assert on.tolist() == sorted(TABLE[c].tolist())
+    small = np.array([[0, 2], [1, 3]])  # 4 strips: one word and the zero word
+    assert candidate_words(strip_channel_map(small, np.zeros(4, bool))).tolist() == [15, 0]
+
+
 @pytest.fixture(scope="module")
 def noisy():
     events, truth = make_events(100, seed=21, pileup=0.3, noise="strip")
@@ -239,6 +322,33 @@ def test_bad_digits_raise_clear_errors():
     bad = ak.with_field(events, ak.with_field(events["apv"], events["apv"]["plane"] + 40, "plane"), "apv")
     with pytest.raises(RawFormatError, match=r"run1\.root: apv\.plane has value 4\d"):
         reconstruct_tracks(bad, SETUP, COND, source="run1.root")
+
+
+@pytest.mark.parametrize("what, field, value, message", [
+    ("apv", "plane", 14, r"apv digit on plane 14, which is not read by apv"),  # the straw plane
+    ("apv", "plane", -1, r"apv\.plane has value -1"),
+    ("apv", "chan", 300, r"apv channel 300 on plane \d+; expected 0\.\.(63|255)"),
+    ("apv", "chan", -3, r"apv channel -3 on plane"),
+    ("straw", "plane", 0, r"straw digit on plane 0, which is not read by straw"),
+    ("straw", "tube", 64, r"straw channel 64 on plane 14; expected 0\.\.63"),
+])
+def test_bad_digit_of_a_later_event_is_found_by_the_kernel(what, field, value, message):
+    """The hits kernel checks the digits as it reads them (seventh pass): one bad digit in the
+    last event of three (plane of the other read-out, plane or channel out of range) raises the
+    worded error, for the whole hit table and the search's."""
+    import awkward as ak
+
+    events, _ = make_events(3, seed=2)
+    coll = events[what]
+    flat = np.asarray(ak.flatten(coll[field])).copy()
+    if what == "straw" and len(flat) == 0:
+        pytest.skip("no straw digit")
+    flat[-1] = value  # the last digit of the last event that has one
+    bad = ak.with_field(events, ak.with_field(coll, ak.unflatten(flat, ak.num(coll)), field), what)
+    with pytest.raises(RawFormatError, match=message):
+        reconstruct_tracks(bad, SETUP, COND, source="run1.root")
+    with pytest.raises(RawFormatError, match=message):
+        reconstruct_tracks(bad, SETUP, COND, source="run1.root", return_internals=True)
 
 
 def test_bad_tracking_config_names_file_and_key(tmp_path):

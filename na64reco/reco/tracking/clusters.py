@@ -31,7 +31,15 @@ from na64reco.errors import RawFormatError
 from na64reco.reco.tracking import apv, demux
 from na64reco.reco.tracking._jit import NO_NRT, njit_cached_with
 from na64reco.reco.tracking.apv import strip_time_error_r, strip_time_r
-from na64reco.reco.tracking.demux import _isort, check_table, demux_plane_map, neighbour_table, strip_channel_map
+from na64reco.reco.tracking.demux import (
+    _isort,
+    candidate_words,
+    channel_words,
+    check_table,
+    demux_plane_mask,
+    neighbour_table,
+    strip_channel_map,
+)
 
 TYPE_CODE = {"MM": 0, "GEM": 1, "straw": 2}
 HIT_FIELDS = ("plane", "pos", "z", "sigma", "strip", "amp", "time", "time_error", "size", "origin", "ambiguous")
@@ -71,6 +79,10 @@ class PlaneTables:
         self.strip_chan = np.stack([strip_channel_map(self.table, self.dead[i]) if t == 0 else
                                     np.full(max(int(self.table.max()) + 1, width) + 2, self.table.shape[0], np.int64)
                                     for i, t in enumerate(self.type)])
+        # per plane: the live strips as bits (demux.candidate_words), what the hits kernel reads
+        self.live_words = np.stack([candidate_words(m) for m in self.strip_chan])
+        self.chan_words = channel_words(self.table, self.live_words.shape[1])  # each channel's strips as bits
+        # per plane: demux.neighbour_table (demux_plane_map's layout, kept for the benchmarks' A/B)
         self.neighbours = np.stack([neighbour_table(self.table, m) for m in self.strip_chan])
         self.mm_channels = ro.mm_channels
         self.spacing = ro.apv_sample_spacing
@@ -153,8 +165,8 @@ def _digits_ok(plane, chan, allowed, limit):
 # whose kernels it compiles in (see _jit.py).
 @njit_cached_with(apv, demux)
 def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc, ptype, n_strips, pitch, offset,
-                 zpl, sig, dead, table, strip_chan, neighbours, threshold, spacing, peaking, lsb, t0, velocity, win_lo,
-                 win_hi, drop):
+                 zpl, sig, dead, table, strip_chan, chan_words, live_words, threshold, spacing, peaking, lsb, t0,
+                 velocity, win_lo, win_hi, drop):
     """Flat kernel: APV and straw digits of all events -> hits sorted by (event, plane).
 
     Returns (counts per event, hits per (event, plane) (n_events * n_planes), out_f (6, hits)
@@ -177,6 +189,18 @@ def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc
     out_i = np.empty((4 if whole else 1, out_f.shape[1]), np.int64)
     counts = np.zeros(n_ev, np.int64)
     per_plane = np.zeros(n_ev * n_planes, np.int64)
+    # the channel limit of each plane for APV digits (MM channels, GEM strips; 0: a straw plane, no
+    # APV digit allowed) and for straw digits (tubes; 0: an APV plane): the digits are checked by
+    # the block as it reads them (_kernel_hits words the error)
+    a_lim = np.zeros(n_planes, np.int64)
+    s_lim = np.zeros(n_planes, np.int64)
+    for p in range(n_planes):
+        if ptype[p] == 0:
+            a_lim[p] = table.shape[0]
+        elif ptype[p] == 1:
+            a_lim[p] = n_strips[p]
+        else:
+            s_lim[p] = n_strips[p]
     maxd = 1
     maxs = 1
     for e in range(n_ev):
@@ -190,7 +214,8 @@ def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc
     am = np.empty(maxd, np.float64)
     dg = np.empty(maxd, np.int64)  # digit of each channel (its time is computed when needed)
     mg = maxd * groups + 1
-    cidx = np.full(table.shape[0] + 1, -1, np.int64)  # channel -> index of its digit (demux_plane_map)
+    cidx = np.full(table.shape[0] + 1, -1, np.int64)  # channel -> index of its digit (demux_plane_mask)
+    cand = np.zeros(live_words.shape[1], np.uint64)  # candidate strips as bits (demux_plane_mask)
     used = np.empty(maxd, np.int64)
     starts = np.empty(mg, np.int64)
     rstart = np.empty(mg, np.int64)
@@ -200,22 +225,27 @@ def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc
     n = 0
     while True:  # blocks of events that fit the output arrays, which grow between blocks
         e, n = _hits_block(e, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0, a1, a2, s_off, s_plane,
-                           s_tube, s_tdc, ptype, n_strips, pitch, offset, zpl, sig, dead, table, strip_chan, neighbours,
-                           threshold, spacing, r1, r2, lsb, t0, velocity, win_lo, win_hi, drop, skey, sidx, key, idx,
-                           ch, am, dg, cidx, used, starts, rstart, rlen, singles)
+                           s_tube, s_tdc, ptype, n_strips, pitch, offset, zpl, sig, dead, table, strip_chan, chan_words,
+                           live_words, threshold, spacing, r1, r2, lsb, t0, velocity, win_lo, win_hi, drop, skey, sidx,
+                           key, idx, ch, am, dg, cidx, cand, used, starts, rstart, rlen, singles, a_lim, s_lim)
+        if e < 0:  # event -1 - e has an invalid digit
+            return counts, per_plane, out_f[:, :0], out_i[:, :0], -1 - e
         if e >= n_ev:
             break
         out_f, out_i = _reserve(out_f, out_i, n, (offsets[e + 1] - offsets[e]) * groups + 2 * (s_off[e + 1] - s_off[e]))
-    return counts, per_plane, out_f[:, :n], out_i[:, :n]
+    return counts, per_plane, out_f[:, :n], out_i[:, :n], -1
 
 
 @njit_cached_with(apv, demux, **NO_NRT)  # compiles in the de-multiplexer and the APV time, as above
 def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube,
-                s_tdc, ptype, n_strips, pitch, offset, zpl, sig, dead, table, strip_chan, neighbours, threshold,
-                spacing, r1, r2, lsb, t0, velocity, win_lo, win_hi, drop, skey, sidx, key, idx, ch, am, dg, cidx, used,
-                starts, rstart, rlen, singles):
+                s_tdc, ptype, n_strips, pitch, offset, zpl, sig, dead, table, strip_chan, chan_words, live_words,
+                threshold, spacing, r1, r2, lsb, t0, velocity, win_lo, win_hi, drop, skey, sidx, key, idx, ch, am, dg,
+                cidx, cand, used, starts, rstart, rlen, singles, a_lim, s_lim):
     """Hits of events ``e0...`` appended at ``out_*[:, n:]`` until an event might not fit
-    (at most ``groups`` hits per APV digit, 2 per straw digit); returns (next event, n)."""
+    (at most ``groups`` hits per APV digit, 2 per straw digit); returns (next event, n), or
+    (-1 - e, n) if event ``e`` has a digit whose plane is not one of the setup's or whose channel
+    is not below its plane's limit (``a_lim`` APV, ``s_lim`` straw; 0 for a plane of the other
+    read-out): checked as the digits are read, before they index a table."""
     n_ev = offsets.shape[0] - 1
     n_planes = ptype.shape[0]
     groups = table.shape[1]
@@ -228,6 +258,9 @@ def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0
         m = 0
         ordered = True
         for d in range(lo, hi):
+            p = plane[d]
+            if p < 0 or p >= n_planes or chan[d] < 0 or chan[d] >= a_lim[p]:
+                return -1 - e, n
             if max(a0[d], max(a1[d], a2[d])) > threshold:
                 key[d - lo] = plane[d] * 65536 + chan[d]
                 idx[m] = d - lo
@@ -240,6 +273,9 @@ def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0
         ms = s_off[e + 1] - slo
         ordered = True
         for q in range(ms):
+            p = s_plane[slo + q]
+            if p < 0 or p >= n_planes or s_tube[slo + q] < 0 or s_tube[slo + q] >= s_lim[p]:
+                return -1 - e, n
             skey[q] = s_plane[slo + q] * 65536 + s_tube[slo + q]
             sidx[q] = q
             if q > 0 and skey[q - 1] > skey[q]:
@@ -295,9 +331,9 @@ def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0
             u_a = pitch[p]  # strip s -> local u = (s + 0.5) * pitch - 0.5 * n_strips * pitch
             u_b = 0.5 * n_strips[p] * pitch[p]
             if ptype[p] == 0:  # MM
-                sc = strip_chan[p]  # strip s -> channel index cidx[sc[s + 1]] (demux_plane_map)
-                nruns, nsing = demux_plane_map(ch, am, k, table, sc, neighbours[p], cidx, used, starts, rstart, rlen,
-                                               singles)
+                sc = strip_chan[p]  # strip s -> channel index cidx[sc[s + 1]] (demux_plane_mask)
+                nruns, nsing = demux_plane_mask(ch, am, k, chan_words, sc, live_words[p], cand, cidx, used, starts,
+                                                rstart, rlen, singles)
                 for r in range(nruns):
                     sw = 0.0
                     sa = 0.0
@@ -422,19 +458,23 @@ def _validate(what, plane, chan, allowed_types, tables, limit, source):
 
 def _kernel_hits(events, tables, threshold_sigma, drift_t0, source, lo=None, hi=None, drop=None):
     """(counts per event, hits per (event, plane), float rows, int rows) of :func:`_hits_kernel`
-    on the digits of ``events`` (checked first)."""
+    on the digits of ``events``, which the kernel checks as it reads them (a separate pass before,
+    until the seventh pass of issue 11); an invalid digit is described by :func:`_validate`."""
     source = source or "<events>"
     a_off, a = _jagged(events["apv"], ("plane", "chan", "a0", "a1", "a2"), "apv", source)
     s_off, s = _jagged(events["straw"], ("plane", "tube", "tdc"), "straw", source)
-    limit = np.where(tables.type == 0, tables.mm_channels, tables.n_strips)
-    _validate("apv", a["plane"], a["chan"], (0, 1), tables, limit, source)
-    _validate("straw", s["plane"], s["tube"], (2,), tables, tables.n_strips, source)
-    return _hits_kernel(
+    *res, bad = _hits_kernel(
         a_off, a["plane"], a["chan"], a["a0"], a["a1"], a["a2"], s_off, s["plane"], s["tube"], s["tdc"],
         tables.type, tables.n_strips, tables.pitch, tables.offset, tables.z, tables.sigma, tables.dead, tables.table,
-        tables.strip_chan, tables.neighbours, tables.apv_threshold(threshold_sigma), tables.spacing, tables.peaking,
-        tables.tdc_lsb, drift_t0, tables.drift_velocity, lo, hi,
+        tables.strip_chan, tables.chan_words, tables.live_words, tables.apv_threshold(threshold_sigma), tables.spacing,
+        tables.peaking, tables.tdc_lsb, drift_t0, tables.drift_velocity, lo, hi,
         np.zeros(tables.n_planes, np.bool_) if drop is None else drop)
+    if bad >= 0:  # the numpy checks word the error
+        limit = np.where(tables.type == 0, tables.mm_channels, tables.n_strips)
+        _validate("apv", a["plane"], a["chan"], (0, 1), tables, limit, source)
+        _validate("straw", s["plane"], s["tube"], (2,), tables, tables.n_strips, source)
+        raise RawFormatError(f"{source}: invalid tracker digit in entry {bad}")  # (not reached)
+    return tuple(res)
 
 
 def _offsets(counts, per_plane):

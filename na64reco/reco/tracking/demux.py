@@ -310,7 +310,125 @@ def demux_plane_map(chans, amps, n, table, strip_chan, nb, cidx, used, starts, r
             run_len[r] = ln
             n_runs += 1
     if twice:  # the greedy search of demux_plane_slots, over the segments (not inlined: rare)
-        n_runs = _greedy_segments(amps, n, strip_chan, cidx, used, starts, n_seg, run_start, run_len)
+        n_runs = _greedy_segments(amps, n, strip_chan, cidx, used, starts, n_seg, run_start, run_len, singles)
+    n_singles = 0
+    for j in range(n):
+        if not used[j]:
+            singles[n_singles] = j
+            n_singles += 1
+    return n_runs, n_singles
+
+
+def candidate_words(strip_chan) -> np.ndarray:
+    """The live strips of one plane as bits, the layout :func:`demux_plane_mask` reads: uint64
+    words, bit ``s % 64`` of word ``s // 64`` set where ``strip_chan[s + 1]`` (its
+    :func:`strip_channel_map`) names a channel, i.e. strip ``s`` exists and is live; at least one
+    word past the last strip (always 0), so ``s + 1`` of the last strip has a word."""
+    strip_chan = np.asarray(strip_chan, np.int64)
+    nch = strip_chan.max()  # the sentinel: the map's ends always hold it
+    live = np.flatnonzero(strip_chan[1:-1] < nch)
+    words = np.zeros((len(strip_chan) - 3) // 64 + 2, np.uint64)  # strips 0..len - 3, then a 0 word
+    np.bitwise_or.at(words, live // 64, np.left_shift(np.uint64(1), (live % 64).astype(np.uint64)))
+    return words
+
+
+def channel_words(table, n_words) -> np.ndarray:
+    """Per channel of the readout ``table`` (channels, groups) its strips as bits: uint64
+    ``(channels, n_words)``, bit ``s % 64`` of word ``s // 64`` set for each strip ``s`` the
+    channel reads (``n_words``: :func:`candidate_words`'s length, which covers every strip)."""
+    table = np.asarray(table, np.int64)
+    out = np.zeros((table.shape[0], n_words), np.uint64)
+    for c in range(table.shape[0]):
+        for s in table[c]:
+            out[c, s // 64] |= np.uint64(1 << int(s % 64))
+    return out
+
+
+#: index of the set bit of a power of two ``b`` (uint64): ``_DEBRUIJN[(b * _DEBRUIJN_K) >> 58]``
+_DEBRUIJN_K = np.uint64(0x03F79D71B4CB0A89)
+_DEBRUIJN = np.zeros(64, np.int64)
+for _i in range(64):
+    _DEBRUIJN[(((1 << _i) * int(_DEBRUIJN_K)) % (1 << 64)) >> 58] = _i
+
+
+@numba.njit(cache=True, inline="always")
+def _has(words, s):
+    """True if bit ``s`` of the word array is set."""
+    return (words[s >> 6] >> np.uint64(s & 63)) & np.uint64(1) != np.uint64(0)
+
+
+@numba.njit(cache=True, inline="always")
+def demux_plane_mask(chans, amps, n, chan_words, strip_chan, live, cand, cidx, used, starts, run_start, run_len,
+                     singles):
+    """:func:`demux_plane_map` (same ``run_start``, ``run_len``, ``singles``, ``used``, ``cidx``
+    and return value) with the candidate strips as a bit set: each word of it is the OR of the
+    fired channels' words (``chan_words``: :func:`channel_words` of the readout table, no branch),
+    masked by the live strips (``live``: :func:`candidate_words` of the plane); the segment starts
+    are the bits whose next strip is a candidate and whose previous one is not, found by shifts
+    over whole words (``cand``: uint64 scratch of ``len(live)`` words, overwritten).  A plane
+    without any pair of adjacent candidates (all singles) costs the ORs and one pass over the words.
+
+    The segments are those :func:`demux_plane_map` finds, in strip order instead of its
+    channel-then-group order; neither the run order (a total order on (length, summed amplitude,
+    -first strip), made by insertion), nor the test for a channel in two segments, nor the greedy
+    search (its best run does not depend on the scan order) depends on that order."""
+    nw = live.shape[0]
+    one = np.uint64(1)
+    for j in range(n):
+        cidx[chans[j]] = j
+        used[j] = 0
+    for w in range(nw):  # word by word: the OR chain stays in a register
+        acc = np.uint64(0)
+        for j in range(n):
+            acc |= chan_words[chans[j], w]
+        cand[w] = acc & live[w]
+    n_runs = 0
+    n_seg = 0
+    twice = False
+    prev = np.uint64(0)
+    for w in range(nw - 1):  # the last word is 0 (candidate_words): no start there
+        cur = cand[w]
+        # s a candidate, s + 1 one (the next word's bit 0 for bit 63), s - 1 not
+        st = cur & ((cur >> one) | (cand[w + 1] << np.uint64(63))) & ~((cur << one) | (prev >> np.uint64(63)))
+        prev = cur
+        while st != np.uint64(0):
+            low = st & (~st + one)  # the lowest start of the word
+            st ^= low
+            s = (w << 6) + _DEBRUIJN[(low * _DEBRUIJN_K) >> np.uint64(58)]
+            e = s + 1
+            while _has(cand, e + 1):
+                e += 1
+            starts[2 * n_seg] = s
+            starts[2 * n_seg + 1] = e
+            n_seg += 1
+            if twice:
+                continue
+            for q in range(s, e + 1):
+                jj = cidx[strip_chan[q + 1]]
+                if used[jj]:
+                    twice = True
+                used[jj] = 1
+            if twice:
+                continue
+            ln = e - s + 1
+            tot = _map_sum(amps, cidx, strip_chan, s, ln)
+            r = n_runs
+            while r > 0:
+                l2 = run_len[r - 1]
+                if ln < l2:
+                    break
+                if ln == l2:
+                    t2 = _map_sum(amps, cidx, strip_chan, run_start[r - 1], l2)
+                    if tot < t2 or (tot == t2 and s > run_start[r - 1]):
+                        break
+                run_start[r] = run_start[r - 1]
+                run_len[r] = l2
+                r -= 1
+            run_start[r] = s
+            run_len[r] = ln
+            n_runs += 1
+    if twice:  # the greedy search of demux_plane_slots, over the segments (not inlined: rare)
+        n_runs = _greedy_segments(amps, n, strip_chan, cidx, used, starts, n_seg, run_start, run_len, singles)
     n_singles = 0
     for j in range(n):
         if not used[j]:
@@ -320,14 +438,17 @@ def demux_plane_map(chans, amps, n, table, strip_chan, nb, cidx, used, starts, r
 
 
 @numba.njit(cache=True, **NO_NRT)  # no reference counting: see _NO_NRT
-def _greedy_segments(amps, n, strip_chan, cidx, used, starts, n_seg, run_start, run_len):
+def _greedy_segments(amps, n, strip_chan, cidx, used, starts, n_seg, run_start, run_len, mark):
     """The greedy search of :func:`demux_plane_slots` over the ``n_seg`` segments (first and last
     strip at ``starts[2 i]``, ``starts[2 i + 1]``) found by :func:`demux_plane_map`: fills
-    ``run_start``, ``run_len`` and ``used`` (reset here), returns the number of runs.  A plain
+    ``run_start``, ``run_len`` and ``used`` (reset here), returns the number of runs.  ``mark``
+    (int64, >= n; overwritten) marks the channels of the run being extended, so that a channel
+    already in it ends it in one test (the search's own loop over the run's strips, before).  A plain
     call, compiled once, for the ~15 % of planes that need it (inlined into both specialisations
     of the hits kernel it added ~2-4 s CPU to the cold compile of ``reconstruct``)."""
     for j in range(n):
         used[j] = 0
+        mark[j] = 0
     n_runs = 0
     while True:
         best_s = -1
@@ -341,18 +462,16 @@ def _greedy_segments(amps, n, strip_chan, cidx, used, starts, n_seg, run_start, 
                     continue
                 e = w
                 tot = amps[jw]
+                mark[jw] = 1
                 while e < seg_e:
                     o = cidx[strip_chan[e + 2]]
-                    if used[o]:
+                    if used[o] or mark[o]:  # a channel reads one strip of a cluster at most
                         break
-                    dup = False  # a channel reads one strip of a cluster at most
-                    for q in range(w, e + 1):
-                        if cidx[strip_chan[q + 1]] == o:
-                            dup = True
-                    if dup:
-                        break
+                    mark[o] = 1
                     e += 1
                     tot += amps[o]
+                for q in range(w, e + 1):
+                    mark[cidx[strip_chan[q + 1]]] = 0
                 ln = e - w + 1
                 if ln > best_l or (ln == best_l and ln >= 2 and (tot > best_a or (tot == best_a and w < best_s))):
                     best_s = w
