@@ -12,7 +12,7 @@ region R of the MS2 bend-view planes, exactly 0 out-of-time beam muons in the ne
 (``simulate(true_crossings=)``) in parts of PART-EVENTS (one dask task each; a part's
 classification is kept as ``<part>.muons.npz``, the raw file deleted, so a rerun with the
 same workdir is immediate).  Each tracked muon is classified on truth
-(:func:`na64reco.lone_muon.classify`), and :func:`na64reco.lone_muon.p00_estimate` gives
+(:func:`na64reco.lone_muon_truth.classify`), and :func:`na64reco.lone_muon.p00_estimate` gives
 
 * the pull of the fitted deflection against the truth for the muons fitted with the right
   hits: its Gaussian fit, GOF, tail counts and largest |pull|;
@@ -60,7 +60,8 @@ from pathlib import Path
 from na64reco.conditions import load_conditions
 from na64reco.fake_kicks import PERIOD_RUNS
 from na64reco.geometry import load_setup
-from na64reco.lone_muon import load_muons, p00_estimate, simulate_parts, stratum_estimate, view_geometry
+from na64reco.lone_muon import p00_estimate, stratum_estimate
+from na64reco.lone_muon_truth import load_muons, simulate_parts, view_geometry
 from na64reco.pileup_truth import pileup_estimate
 from na64reco.runner import local_client
 

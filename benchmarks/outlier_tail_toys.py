@@ -29,7 +29,8 @@ from na64reco import outlier_tail as ot
 from na64reco.conditions import load_conditions
 from na64reco.fake_kicks import PERIOD_RUNS
 from na64reco.geometry import load_setup
-from na64reco.lone_muon import OUTLIER_SIGMAS, toy_pattern, view_geometry
+from na64reco.lone_muon import OUTLIER_SIGMAS, toy_pattern
+from na64reco.lone_muon_truth import view_geometry
 
 
 def main(argv=None) -> int:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from na64reco.lone_muon import CORRECT_SIGMAS
+from na64reco.lone_muon_truth import CORRECT_SIGMAS
 from na64reco.pileup_truth import SEPARATE_SIGMAS
 
 #: a B hit reconstructed this close to A's event time "looks in time" (B itself is >= 15 ns away)
@@ -136,10 +136,10 @@ def hit_times(path: Path, cross: Path, run: int) -> dict:
 
 def near_min_ns(run: int) -> float:
     """The smallest |time| (ns) of B in the forced near times N of the run's period
-    (:func:`na64reco.lone_muon.view_geometry`, from :func:`na64reco.fake_kicks.near_times`)."""
+    (:func:`na64reco.lone_muon_truth.view_geometry`, from :func:`na64reco.fake_kicks.near_times`)."""
     from na64reco.conditions import load_conditions
     from na64reco.geometry import load_setup
-    from na64reco.lone_muon import view_geometry
+    from na64reco.lone_muon_truth import view_geometry
 
     setup = load_setup("na64mu", run=run)
     return view_geometry(setup, load_conditions(setup, run))["near_dt_min_ns"]

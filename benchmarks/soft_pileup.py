@@ -34,7 +34,7 @@ from pathlib import Path
 from na64reco.conditions import load_conditions
 from na64reco.fake_kicks import PERIOD_RUNS
 from na64reco.geometry import load_setup
-from na64reco.lone_muon import load_muons, view_geometry
+from na64reco.lone_muon_truth import load_muons, view_geometry
 from na64reco.pileup_truth import pileup_estimate
 from na64reco.runner import local_client
 from na64reco.soft_pileup import DEFAULT_V_MIN, load_soft, simulate_soft_parts, soft_summary

@@ -3,7 +3,7 @@
 In a stratum (m, k) of :mod:`na64reco.fake_kicks` with k >= 1 beam muons in the near times N,
 the outgoing bend-view search may use hits of such a pile-up muon ("B") instead of, or besides,
 the triggering muon's ("A").  With ``simulate(true_crossings=)`` the simulator writes B's true
-crossings too, and :func:`na64reco.lone_muon.classify` gives every used hit its source
+crossings too, and :func:`na64reco.lone_muon_truth.classify` gives every used hit its source
 (``src``: A's right hit, A's wrong twin, B's hit, or no truth within 5 resolutions) and, for
 every hard muon, B's true crossings relative to A's (``pu_sep``) and B's time (``pu_time``).
 
@@ -57,20 +57,22 @@ import numpy as np
 
 from na64reco.errors import ConfigError
 from na64reco.lone_muon import (
+    OUTLIER_SIGMAS,
+    TIME_ERROR_MAX_NS,
+    _log10_mean,
+    _per_mot,
+    stratum_estimate,
+    time_pass_terms,
+)
+from na64reco.lone_muon_truth import (
     CORRECT_SIGMAS,
     MAX_TWIN_OFFSET,
-    OUTLIER_SIGMAS,
     SRC_FAR,
     SRC_PILEUP,
     SRC_RIGHT,
     SRC_TWIN,
-    TIME_ERROR_MAX_NS,
     _box_sigmas,
-    _log10_mean,
-    _per_mot,
     box_p_out,
-    stratum_estimate,
-    time_pass_terms,
 )
 
 #: B's hit is *separate* from A's cluster when B's true crossing is at least this many plane
@@ -80,7 +82,8 @@ SEPARATE_SIGMAS = 2 * CORRECT_SIGMAS
 #: a (pattern, set) term of the bound below this log10 box probability is dropped before its chi2
 #: and time factors are computed (it cannot matter against the figures, ~1e-13 per MOT)
 LOG10_NEGLIGIBLE = -40.0
-#: out-of-time beam muons per event kept in the truth of :func:`na64reco.lone_muon.classify` (nearest in time first)
+#: out-of-time beam muons per event kept in the truth of :func:`na64reco.lone_muon_truth.classify`
+#: (nearest in time first)
 PILEUP_KEPT = 3
 #: only the out-of-time beam muons within this |time| (ns) of the trigger are kept: the near times
 #: N lie within [-45, 79] ns in both periods (fake_kicks.near_times); a muon farther out cannot
@@ -142,7 +145,7 @@ def _kept_muons(ev: np.ndarray, crossings: dict):
 
 
 def pileup_sources(used, wrong, far, h, hits, ev_of, pu_u):
-    """The source of each used hit of :func:`na64reco.lone_muon.classify` (``src``, SRC_* codes;
+    """The source of each used hit of :func:`na64reco.lone_muon_truth.classify` (``src``, SRC_* codes;
     ``src_muon``: which kept pile-up muon, -1 none): the muon's own right hit or wrong twin, a
     kept out-of-time beam muon's (the hit's twin group within ``CORRECT_SIGMAS`` of that muon's
     true crossing, ``pu_u`` (tracked, kept, planes)), or far (no truth within ``CORRECT_SIGMAS``).

@@ -11,7 +11,7 @@ depend on B's momentum.  Here the experiment's way instead: biased sampling.
 * **Soft sample** (:func:`simulate_soft_parts`): the stratum simulated with every near
   muon forced into R = "a radiative loss in the ECAL with v >= ``v_min``" (p_B below ~120 GeV
   for ``v_min`` 0.25; :mod:`na64reco.sim.forced_soft`, weight ``P_R`` per muon, closed form),
-  reconstructed and classified on truth (:func:`na64reco.lone_muon.classify`) with B's true
+  reconstructed and classified on truth (:func:`na64reco.lone_muon_truth.classify`) with B's true
   momentum (``pu_p``) and which kept muon is the forced one (``pu_near``).
 * **Direct count** (:func:`soft_summary`): fakes (tracked hard muons with every cut and the box)
   and counts with the box edge moved up; the search's choice of B's hits by number of planes in
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from na64reco.errors import ConfigError
-from na64reco.lone_muon import SELECTION, SRC_PILEUP, load_muons
+from na64reco.lone_muon_truth import SELECTION, SRC_PILEUP, load_muons
 
 #: a pile-up muon whose momentum from its true crossings (:func:`kick_momentum`) is below this (GeV)
 #: is counted in the forced region R (v >= 0.25 of a 160 GeV muon: p below ~120 GeV, the beam's
@@ -43,7 +43,7 @@ DEFAULT_V_MIN = 0.25
 P_BINS = (0.0, 40.0, 80.0, 100.0, 130.0)
 #: box edges (GeV): the box and moved up, for the trend of the direct counts
 EDGES = (80.0, 100.0, 120.0, 140.0)
-#: per part, the fields kept besides those of :func:`na64reco.lone_muon.classify`
+#: per part, the fields kept besides those of :func:`na64reco.lone_muon_truth.classify`
 SOFT_FIELDS = ("pu_p", "pu_near")
 
 
@@ -57,7 +57,7 @@ def soft_part(path: str, run: int, n: int, seed: int, v_min: float = DEFAULT_V_M
     from na64reco.fake_kicks import HARD_P_OUT, bend_region, near_times
     from na64reco.geometry import load_setup
     from na64reco.io.raw import open_raw
-    from na64reco.lone_muon import classify
+    from na64reco.lone_muon_truth import classify
     from na64reco.pileup_truth import pileup_muon_field_by_event
     from na64reco.selection.schema import load_selection
     from na64reco.sim.forced_noise import ForcedNoise
@@ -100,7 +100,7 @@ def simulate_soft_parts(run: int, events: int, seed: int, workdir, *, part_event
                         stratum: tuple[int, int] = (0, 1), v_min: float = DEFAULT_V_MIN,
                         v_max: float = 1.0) -> list[str]:
     """The soft sample of ``stratum`` in parts (part j: seed ``seed x 1000 + 10^8 + 10^6 (10 m + k)
-    + j``: a stream apart from the natural strata's of :func:`na64reco.lone_muon.simulate_parts`),
+    + j``: a stream apart from the natural strata's of :func:`na64reco.lone_muon_truth.simulate_parts`),
     on the dask ``client`` if given; returns the part files."""
     m, k = (int(x) for x in stratum)
     if k < 1 or m < 0 or m > 9 or k > 9:
@@ -120,7 +120,7 @@ def simulate_soft_parts(run: int, events: int, seed: int, workdir, *, part_event
 
 
 def load_soft(paths) -> dict:
-    """The parts of :func:`simulate_soft_parts` concatenated (:func:`na64reco.lone_muon.load_muons`
+    """The parts of :func:`simulate_soft_parts` concatenated (:func:`na64reco.lone_muon_truth.load_muons`
     plus ``pu_p``, ``pu_near`` per hard muon and the summed weight figures)."""
     m = load_muons(paths)
     parts = [dict(np.load(p)) for p in paths]

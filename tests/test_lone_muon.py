@@ -24,13 +24,12 @@ from na64reco.conditions import load_conditions
 from na64reco.errors import NA64Error
 from na64reco.geometry import load_setup
 from na64reco.io.raw import open_raw
-from na64reco.lone_muon import (
+from na64reco.lone_muon import OUTLIER_SIGMAS, p00_estimate
+from na64reco.lone_muon_truth import (
     CORRECT_SIGMAS,
-    OUTLIER_SIGMAS,
     classify,
     kick_gain,
     load_muons,
-    p00_estimate,
     set_reach,
     simulate_parts,
     view_geometry,
@@ -426,7 +425,7 @@ def test_box_edge_comes_from_the_selection():
     import dataclasses
 
     from na64reco.errors import ConfigError
-    from na64reco.lone_muon import box_p_out
+    from na64reco.lone_muon_truth import box_p_out
     from na64reco.selection.schema import Region
 
     sel = load_selection("na64mu_invisible")
@@ -557,7 +556,7 @@ def test_a_handmade_pileup_hit_is_classified_as_the_pileup_muons(tmp_path):
     """A used hit that sits on a pile-up muon's crossing (hand-made: the crossing file edited so that a
     kept pile-up muon crosses plane j exactly at the used hit and the muon's own crossing lies 20 mm
     away) is classified as the pile-up muon's; with the crossing file as written, it is the muon's own."""
-    from na64reco.lone_muon import SRC_PILEUP, SRC_RIGHT
+    from na64reco.lone_muon_truth import SRC_PILEUP, SRC_RIGHT
     from na64reco.pileup_truth import PILEUP_KEPT
 
     setup = load_setup("na64mu", run=RUN)
