@@ -214,7 +214,8 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
         forced_soft: the near pile-up muons of ``forced_pileup`` forced to lose a fraction of their
             energy in a range in the ECAL (:mod:`na64reco.sim.forced_soft`); the metadata records
             the range and its natural probability per muon, the crossings (``true_crossings``)
-            ``pileup_muon_near`` and ``pileup_muon_v_forced`` per muon.
+            ``pileup_muon_near``, ``pileup_muon_v_forced`` and ``pileup_muon_e_ecal`` per muon; the forced
+            muons' calorimeter deposits are in the event's MSADC digits at their times.
 
     Raises ConfigError / RawFormatError / CalibrationMissing with one-line messages.
     """

@@ -14,12 +14,17 @@ kicks of ``docs/periods.md``).  This module simulates them as what they are:
   ``beam.particles_per_spill / beam.spill_duration``;
 * beam kinematics (spot, divergence, momentum spread) and the full transport (multiple
   scattering, magnets) up to the last tracker plane, recording only their tracker
-  crossings: their calorimeter and counter signals are outside the coincidence and
-  integration windows (an approximation for the few within a couple of MSADC samples of the
-  window's edge).  Before 2026-11-29 (issue 11, fifth pass) they were transported through
-  the HCAL and the counters behind it too: the same crossings from the same random
-  numbers, but the spill's later stages then read the stream from another position (other
-  realisations, the same distributions).
+  crossings: the calorimeter and counter signals of a MIP are left out (most are outside the
+  coincidence and integration windows; one inside them adds a MIP, ~0.4 GeV to the ECAL: an
+  approximation).  That does not hold for a muon *forced soft*
+  (:mod:`na64reco.sim.forced_soft`): its radiative loss puts 40-130 GeV into the ECAL at its
+  time, inside the MSADC readout window, so the deposits its transport records (the shower and
+  the MIP in the ECAL cells it crosses, the upstream counters, VETO, VHCAL) are merged into the
+  event's digits (:func:`soft_deposits`, ``simulate(forced_soft=)`` only); its HCAL and S4/Smu
+  MIPs behind the last tracker are still left out.  Before 2026-11-29 (issue 11, fifth
+  pass) they were transported through the HCAL and the counters behind it too: the same
+  crossings from the same random numbers, but the spill's later stages then read the stream
+  from another position (other realisations, the same distributions).
 
 The uncorrelated noise clusters of the setup (``noise_hits``) are then the remaining
 sources (delta rays, conversions, electronics) at a much lower rate.
