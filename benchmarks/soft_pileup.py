@@ -132,7 +132,8 @@ def print_soft(period: str, s: dict, est: dict) -> None:
     if "tracking_fakes" in s:  # the forced muon's deposits in the calorimeters (issue 9)
         t = s["tracking_fakes"]
         print(f"  with the tracking cuts only: {t['n']} fakes; failing " + ", ".join(
-            f"{k} {v}" for k, v in t["failing"].items()) + f"; passing every calorimeter cut: {t['passing_all']}")
+            f"{k} {v}" for k, v in t["failing"].items()) + f"; passing {', '.join(t['counted_cuts'])}: "
+            f"{t['passing_counted']}")
         for e in t["events"]:
             print(f"    E_ECAL {e['ecal_energy_gev']:.1f} GeV (B's deposit {e['b_e_ecal_gev']:.1f}), master time "
                   f"{e['event_time_ns']:.0f} ns, t_B {e['b_time_ns']:+.0f} ns, p_B {e['p_b_gev']:.0f} GeV, "
