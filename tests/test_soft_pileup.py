@@ -411,3 +411,35 @@ def test_the_soft_deposits_change_the_calorimeters_only(soft_run, monkeypatch):
     ta, tb = a.truth(), b.truth()
     assert all(np.asarray(ta[k]).tobytes() == np.asarray(tb[k]).tobytes() for k in TRUTH_BRANCHES)
     assert ak.sum(ak.num(ea["calo"])) > 2 * ak.sum(ak.num(eb["calo"]))
+
+
+def test_the_fakes_are_counted_with_the_calorimeter_cuts():
+    """Synthetic: of 3 tracking fakes, one fails ecal_mip, one only S4/Smu (the trigger's, not
+    counted), one passes all: 2 fakes counted, 3 with the tracking cuts only, the failing cuts
+    named per fake; parts without the calorimeter fields count as before."""
+    from na64reco.soft_pileup import CALO_CUTS, calo_passes, soft_summary
+
+    n_hard, n_tr = 6, 4
+    tracked = np.zeros(n_hard, bool)
+    tracked[:n_tr] = True
+    near = np.zeros((n_hard, 3), bool)
+    near[:, 0] = True
+    all_bits = (1 << len(CALO_CUTS)) - 1
+    no_ecal = all_bits & ~(1 << CALO_CUTS.index("ecal_mip"))
+    no_s4 = all_bits & ~(1 << CALO_CUTS.index("s4_fired")) & ~(1 << CALO_CUTS.index("smu_fired"))
+    m = {"all_tracked": tracked, "src": np.ones((n_tr, 5), np.int8), "src_muon": np.full((n_tr, 5), -1, np.int8),
+         "pu_near": near, "pu_p": np.full((n_hard, 3), 50.0, np.float32), "fake": np.array([1, 1, 1, 0], bool),
+         "kappa": np.full(n_tr, 3.0), "c_gev_mrad": np.array(500.0), "p_reco": np.full(n_tr, 60.0),
+         "p_region": 2e-3, "near_muons": 6, "near_forced": 6, "events": 6, "v_min": 0.25, "v_max": 1.0}
+    before = soft_summary(m)
+    assert before["fakes"] == 3 and not before["calo_cuts"] and "tracking_fakes" not in before
+    m |= {"calo_pass": np.array([no_ecal, no_s4, all_bits, 0, 0, 0], np.uint8),
+          "ecal_energy": np.array([80.0, 0.4, 0.4, 0, 0, 0], np.float32), "event_time": np.full(n_hard, 140.0),
+          "b_time": np.full(n_hard, -10.0), "b_e_ecal": np.full(n_hard, 80.0)}
+    assert calo_passes(m).tolist() == [False, True, True, False, False, False]
+    s = soft_summary(m)
+    assert s["fakes"] == 2 and s["fakes_tracking_cuts_only"] == 3 and s["calo_cuts"]
+    t = s["tracking_fakes"]
+    assert t["n"] == 3 and t["passing_counted"] == 2 and t["failing"]["ecal_mip"] == 1 and t["failing"]["s4_fired"] == 1
+    assert [e["failed"] for e in t["events"]] == [["ecal_mip"], ["s4_fired", "smu_fired"], []]
+    assert t["events"][0]["ecal_energy_gev"] == pytest.approx(80.0) and t["events"][0]["p_b_gev"] == 50.0
