@@ -129,6 +129,15 @@ def print_soft(period: str, s: dict, est: dict) -> None:
           + " / ".join(f"{x:.0f}" for x in s["p_b_quantiles_gev"]) + " GeV")
     print(f"fakes (all cuts, p_out < 80 GeV): {s['fakes']} (90 % upper {s['fakes_upper_90']:.2f}); per hard muon "
           f"x P_R: < {s['per_hard_natural_upper_90']:.3g}")
+    if "tracking_fakes" in s:  # the forced muon's deposits in the calorimeters (issue 9)
+        t = s["tracking_fakes"]
+        print(f"  with the tracking cuts only: {t['n']} fakes; failing " + ", ".join(
+            f"{k} {v}" for k, v in t["failing"].items()) + f"; passing {', '.join(t['counted_cuts'])}: "
+            f"{t['passing_counted']}")
+        for e in t["events"]:
+            print(f"    E_ECAL {e['ecal_energy_gev']:.1f} GeV (B's deposit {e['b_e_ecal_gev']:.1f}), master time "
+                  f"{e['event_time_ns']:.0f} ns, t_B {e['b_time_ns']:+.0f} ns, p_B {e['p_b_gev']:.0f} GeV, "
+                  f"failed: {', '.join(e['failed']) or '-'}")
     for e in s["edges"]:
         print(f"  box edge {e['edge_gev']:g} GeV: {e['count']} tracked muons below it, {e['with_b_hits']} using "
               "B's hits"

@@ -45,6 +45,18 @@ P_BINS = (0.0, 40.0, 80.0, 100.0, 130.0)
 EDGES = (80.0, 100.0, 120.0, 140.0)
 #: per part, the fields kept besides those of :func:`na64reco.lone_muon_truth.classify`
 SOFT_FIELDS = ("pu_p", "pu_near")
+#: per hard muon, kept by parts simulated with the forced muon's deposits (2026-11-30, issue 9):
+#: which of :data:`CALO_CUTS` the event passes (bit i: cut i), its reconstructed ECAL energy (GeV)
+#: and master time (ns), the forced muon's time (ns) and true ECAL deposit (GeV)
+CALO_FIELDS = ("calo_pass", "ecal_energy", "event_time", "b_time", "b_e_ecal")
+#: the cuts of the selection after the tracking ones (the trigger bit aside), in the order of the
+#: bits of ``calo_pass``: the deflected-muon counters behind the HCAL, the calorimeters and the veto
+CALO_CUTS = ("s4_fired", "smu_fired", "ecal_mip", "no_veto", "no_vhcal", "hcal_mip")
+#: those counted with the fakes: not S4 / Smu, which the physics trigger requires and an
+#: unscattered muon misses (the strata scale the calibration-triggered muons to the muons the
+#: physics trigger keeps per MOT, :func:`na64reco.pileup_truth.pileup_estimate`), so they are
+#: already in the weight
+COUNTED_CALO_CUTS = ("ecal_mip", "no_veto", "no_vhcal", "hcal_mip")
 
 
 def soft_part(path: str, run: int, n: int, seed: int, v_min: float = DEFAULT_V_MIN, v_max: float = 1.0,
@@ -83,8 +95,10 @@ def soft_part(path: str, run: int, n: int, seed: int, v_min: float = DEFAULT_V_M
     hard = np.asarray(raw.truth()["p_out"], float) > HARD_P_OUT
     prm = load_sim_params(setup)
     w = soft_weight(crossings, {"probability": soft.probability(prm)})
+    near = pileup_muon_field_by_event(events, crossings, "pileup_muon_near") == 1
     res |= {"pu_p": pileup_muon_field_by_event(events, crossings, "pileup_muon_p")[hard].astype(np.float32),
-            "pu_near": pileup_muon_field_by_event(events, crossings, "pileup_muon_near")[hard] == 1,
+            "pu_near": near[hard],
+            **calo_fields(events, crossings, near, setup, cond, load_selection(selection), hard),
             "p_region": np.array(w["p_region"]), "near_muons": np.array(w["near_muons"]),
             "near_forced": np.array(w["forced"]), "v_min": np.array(v_min), "v_max": np.array(v_max),
             "events": np.array(n)}
@@ -94,6 +108,40 @@ def soft_part(path: str, run: int, n: int, seed: int, v_min: float = DEFAULT_V_M
     Path(path).unlink()
     cross.unlink()
     return str(out)
+
+
+def calo_fields(events, crossings: dict, near: np.ndarray, setup, cond, selection, hard: np.ndarray) -> dict:
+    """:data:`CALO_FIELDS` per hard muon: the calorimeter cuts (:data:`CALO_CUTS`) on the event's
+    reconstructed calorimeters (:func:`na64reco.reco.calo.reconstruct_calo`, the forced muon's
+    pulses in its waveforms) and the forced muon's time and ECAL deposit (NaN: none kept)."""
+    from na64reco.pileup_truth import pileup_muon_field_by_event
+    from na64reco.reco.calo import reconstruct_calo
+    from na64reco.selection.cuts import Columns, cut_mask
+
+    calo = reconstruct_calo(events, setup, cond)
+    cols = Columns(None, {k: np.asarray(v) for k, v in calo.items()})
+    cuts = {c.name: c for c in selection.cuts}
+    passed = np.zeros(len(calo["ecal_energy"]), np.uint8)
+    for i, name in enumerate(CALO_CUTS):
+        passed |= cut_mask(cols, cuts[name]).astype(np.uint8) << i
+
+    def of_near(key):
+        v = pileup_muon_field_by_event(events, crossings, key)
+        return np.where(near.any(1), v[np.arange(near.shape[0]), np.argmax(near, 1)], np.nan)
+
+    return {"calo_pass": passed[hard], "ecal_energy": np.asarray(calo["ecal_energy"], np.float32)[hard],
+            "event_time": np.asarray(calo["event_time"], np.float32)[hard],
+            "b_time": of_near("pileup_muon_time")[hard].astype(np.float32),
+            "b_e_ecal": of_near("pileup_muon_e_ecal")[hard].astype(np.float32)}
+
+
+def calo_passes(m: dict, cuts=COUNTED_CALO_CUTS) -> np.ndarray:
+    """Per hard muon: passes every cut of ``cuts`` (names of :data:`CALO_CUTS`; True for parts
+    simulated without the forced muon's deposits)."""
+    if "calo_pass" not in m:
+        return np.ones(np.asarray(m["all_tracked"]).size, bool)
+    mask = sum(1 << CALO_CUTS.index(c) for c in cuts)
+    return (np.asarray(m["calo_pass"], np.uint8) & mask) == mask
 
 
 def simulate_soft_parts(run: int, events: int, seed: int, workdir, *, part_events: int = 50_000, client=None,
@@ -126,6 +174,9 @@ def load_soft(paths) -> dict:
     parts = [dict(np.load(p)) for p in paths]
     for k in SOFT_FIELDS:
         m[k] = np.concatenate([p[k] for p in parts])
+    for k in CALO_FIELDS:  # in every part or left out (parts simulated before the forced muon's deposits)
+        if all(k in p for p in parts):
+            m[k] = np.concatenate([p[k] for p in parts])
     for k in ("near_muons", "near_forced", "events"):
         m[k] = int(sum(int(p[k]) for p in parts))
     for k in ("p_region", "v_min", "v_max"):
@@ -237,7 +288,9 @@ def soft_summary(m: dict, natural: dict | None = None, edges=EDGES, p_bins=P_BIN
                                                                                       strict=True)}
     groups["p_B stopped or not kept"] = ~np.isfinite(p_b)
     groups["all soft"] = np.ones(n_tracked, bool)
-    fakes = int(np.sum(m["fake"]))
+    calo = calo_passes(m)
+    fakes_tracking = int(np.sum(m["fake"]))
+    fakes = int(np.sum(np.asarray(m["fake"], bool) & calo[tracked]))
     p_r = float(m["p_region"])
     frac_forced = m["near_forced"] / max(m["near_muons"], 1)
     up = poisson_upper_limit(fakes, cl=0.9, method="classical")
@@ -246,18 +299,41 @@ def soft_summary(m: dict, natural: dict | None = None, edges=EDGES, p_bins=P_BIN
            "near_forced": int(m["near_forced"]), "p_region_effective": p_r * frac_forced,
            "p_b_quantiles_gev": [float(x) for x in np.nanquantile(np.asarray(m["pu_p"], float)[
                np.asarray(m["pu_near"], bool)], [0.1, 0.5, 0.9])],
-           "fakes": fakes, "fakes_upper_90": up, "fake_rate_per_hard": fakes / max(n_hard, 1),
+           "fakes": fakes, "fakes_tracking_cuts_only": fakes_tracking, "calo_cuts": "calo_pass" in m,
+           "fakes_upper_90": up, "fake_rate_per_hard": fakes / max(n_hard, 1),
            "fake_rate_per_hard_upper_90": up / max(n_hard, 1),
            "per_hard_natural_upper_90": p_r * frac_forced * up / max(n_hard, 1),
            "per_hard_natural": p_r * frac_forced * fakes / max(n_hard, 1),
            "edges": edge_counts(m, edges, which),
            "choice": choice_table(n_b, groups, npl)}
+    if "calo_pass" in m:
+        out["tracking_fakes"] = fake_calo_table(m)
     if natural is not None:
         out["choice_natural"] = choice_table(b_planes(natural), {"natural (B hard but ~3e-3)": np.ones(
             int(np.sum(natural["all_tracked"])), bool)}, npl)
         out["ratio_soft_to_natural_any"] = _ratio(out["choice"]["all soft"], out["choice_natural"][
             "natural (B hard but ~3e-3)"])
     return out
+
+
+def fake_calo_table(m: dict) -> dict:
+    """The fakes of the tracking cuts and the calorimeter cuts: how many fail each of
+    :data:`CALO_CUTS`, how many pass the counted ones (:data:`COUNTED_CALO_CUTS`), and per fake its
+    reconstructed ECAL energy, master time, the forced muon's time and true ECAL deposit, and the
+    cuts it fails."""
+    tracked = np.asarray(m["all_tracked"], bool)
+    f = np.flatnonzero(tracked)[np.asarray(m["fake"], bool)]
+    passed = np.asarray(m["calo_pass"], np.uint8)[f]
+    return {"n": int(f.size),
+            "failing": {name: int(np.sum(~(passed >> i) & 1)) for i, name in enumerate(CALO_CUTS)},
+            "counted_cuts": list(COUNTED_CALO_CUTS), "passing_counted": int(np.sum(calo_passes(m)[f])),
+            "events": [{"ecal_energy_gev": float(m["ecal_energy"][j]), "event_time_ns": float(m["event_time"][j]),
+                        "b_time_ns": float(m["b_time"][j]), "b_e_ecal_gev": float(m["b_e_ecal"][j]),
+                        "p_b_gev": float(np.nanmax(np.where(np.asarray(m["pu_near"])[j],
+                                                            np.asarray(m["pu_p"], float)[j], np.nan),
+                                                   initial=-np.inf)),
+                        "failed": [name for i, name in enumerate(CALO_CUTS) if not (int(passed[k]) >> i) & 1]}
+                       for k, j in enumerate(f)]}
 
 
 def _ratio(soft: dict, nat: dict) -> dict:

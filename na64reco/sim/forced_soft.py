@@ -27,6 +27,16 @@ The natural probability of R for a muon crossing the ECAL is ``P_R = 1 - exp(-n_
 cannot be in R: it is left as it is and counted (``soft_missed`` in the crossings' truth,
 :func:`soft_weight` then takes the fraction that was forced).
 
+**Their deposits.**  The forced muon's ECAL signal is no MIP: the loss showers in the ECAL
+(:func:`na64reco.sim.transport._em_shower`, the lateral spread of every radiative loss) at the
+muon's time t_B, well inside the MSADC readout window for the near times.  The deposits its
+transport records up to the last tracker plane (ECAL shower + MIP, upstream counters, VETO,
+VHCAL) are merged into the event's calorimeter deposits and digitised with them
+(:func:`na64reco.sim.occupancy.soft_deposits`, :func:`na64reco.sim.generate.simulate_spill`;
+the digitisation is redone from the generator state of the first pass, so the trackers and the
+truth are those of the sample without them); ``pileup_muon_e_ecal`` (GeV) per muon in the
+crossings.  Before 2026-11-30 (issue 9) they were dropped, as for every out-of-time pile-up muon.
+
 The near muons' momentum behind the last tracker plane (``pileup_muon_p``, GeV) and the v of
 their forced losses (``pileup_muon_v_forced``: their sum, 0 for a muon not forced) go to the
 ``true_crossings`` file.  Without ``forced_soft`` nothing changes (no random number drawn).

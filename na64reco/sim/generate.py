@@ -51,6 +51,7 @@ Injected faults (run-quality closure)
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import sys
@@ -216,7 +217,8 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
         forced_soft: the near pile-up muons of ``forced_pileup`` forced to lose a fraction of their
             energy in a range in the ECAL (:mod:`na64reco.sim.forced_soft`); the metadata records
             the range and its natural probability per muon, the crossings (``true_crossings``)
-            ``pileup_muon_near`` and ``pileup_muon_v_forced`` per muon.
+            ``pileup_muon_near``, ``pileup_muon_v_forced`` and ``pileup_muon_e_ecal`` per muon; the forced
+            muons' calorimeter deposits are in the event's MSADC digits at their times.
 
     Raises ConfigError / RawFormatError / CalibrationMissing with one-line messages.
     """
@@ -322,8 +324,9 @@ CROSSING_KEYS = ("event", "plane", "u", "t")
 PILEUP_CROSSING_KEYS = ("pileup_event", "pileup_muon", "pileup_plane", "pileup_u", "pileup_t")
 PILEUP_MUON_KEYS = ("pileup_muon_event", "pileup_muon_time")
 #: per pile-up muon, when known: its momentum behind the last tracker plane (GeV), and with
-#: ``forced_soft`` whether it is a near (forced) one and the sum of its forced losses' v
-PILEUP_MUON_EXTRA_KEYS = ("pileup_muon_p", "pileup_muon_near", "pileup_muon_v_forced")
+#: ``forced_soft`` whether it is a near (forced) one, the sum of its forced losses' v and its ECAL
+#: deposit (GeV, merged into the event's digits)
+PILEUP_MUON_EXTRA_KEYS = ("pileup_muon_p", "pileup_muon_near", "pileup_muon_v_forced", "pileup_muon_e_ecal")
 
 
 def _pileup_crossings(hits, pile: dict, first_event: int) -> dict:
@@ -336,7 +339,8 @@ def _pileup_crossings(hits, pile: dict, first_event: int) -> dict:
             "pileup_t": np.asarray(t, float),
             "pileup_muon_event": np.asarray(pile["muon_event"], np.int64) + first_event,
             "pileup_muon_time": np.asarray(pile["muon_time"], float),
-            **{"pileup_" + k: np.asarray(pile[k]) for k in ("muon_p", "muon_near", "muon_v_forced") if k in pile}}
+            **{"pileup_" + k: np.asarray(pile[k]) for k in ("muon_p", "muon_near", "muon_v_forced", "muon_e_ecal")
+               if k in pile}}
 
 
 def _number_pileup_muons(parts: list[dict]) -> None:
@@ -369,6 +373,23 @@ def _flush(writer: RawWriter, buffer: list[dict], truth: bool) -> None:
 
 
 # ----------------------------------------------------------------------------------------
+def _soft_digits(rng: np.random.Generator, state: dict, setup, calo, nw: int, own, deposits):
+    """MSADC digits of the written events with the forced soft pile-up muons' deposits
+    (:func:`na64reco.sim.occupancy.soft_deposits`, in written-event indices) merged into their own
+    aggregated ones ``own = (key, t, energy)``, drawn from the generator state ``state`` the first
+    digitisation started from (so the rest of the spill's stream is that of the run without them)."""
+    ev, det, ch, e, t = deposits
+    key, t_c, e_c = own
+    if ev.size:
+        k2, t2, e2 = aggregate(ev, det, ch, e, t)
+        key, t_c, e_c = (np.concatenate([key, k2]), np.concatenate([t_c, t2]), np.concatenate([e_c, e2]))
+        order = np.lexsort((t_c, key))
+        key, t_c, e_c = key[order], t_c[order], e_c[order]
+    again = np.random.Generator(type(rng.bit_generator)())
+    again.bit_generator.state = state
+    return msadc_digits(again, setup, calo, nw, key, t_c, e_c)
+
+
 def draw_processes(rng: np.random.Generator, n: int, process: str, mixture: dict[str, float]) -> np.ndarray:
     """Process code of each beam particle (``mixture``: categorical draw, else constant)."""
     if process != "mixture":
@@ -417,6 +438,8 @@ def simulate_spill(job: _Job, spill: int, n: int, first_event: int = 1) -> dict:
     key, t_c, e_c = aggregate(new_index[d_ev[m]], d_det[m], d_ch[m], d_e[m], d_t[m])
     faults = tuple(f for f in job.faults if f.spill == spill + 1)  # injected faults of this spill
     calo, planes = faulty_calo(job.calo, faults, setup), faulty_planes(job.planes, faults, setup)
+    soft = job.forced_soft is not None and not pedestal
+    calo_state = copy.deepcopy(rng.bit_generator.state) if soft else None  # the digits are redone below
     c_ev, c_det, c_ch, c_adc = msadc_digits(rng, setup, calo, nw, key, t_c, e_c, every_channel=pedestal)
     hits = rec.hits()
     crossings = None
@@ -427,11 +450,15 @@ def simulate_spill(job: _Job, spill: int, n: int, first_event: int = 1) -> dict:
     # the other beam muons crossing the trackers within their readout windows
     if pedestal:
         pile_hits = Recorder(nw).hits()
-    elif crossings is not None:  # with the pile-up muons' truth (the same random numbers)
+    elif crossings is not None or soft:  # with the pile-up muons' truth (the same random numbers)
         pile_hits, pile = beam_pileup_hits(rng, setup, prm, nw, job.forced_pileup, muons=True, soft=job.forced_soft)
-        crossings.update(_pileup_crossings(pile_hits, pile, first_event))
+        if crossings is not None:
+            crossings.update(_pileup_crossings(pile_hits, pile, first_event))
+        if soft:  # the forced soft muons' deposits at their times: the digits again, from the same numbers
+            c_ev, c_det, c_ch, c_adc = _soft_digits(rng, calo_state, setup, calo, nw, (key, t_c, e_c),
+                                                    pile["deposits"])
     else:
-        pile_hits = beam_pileup_hits(rng, setup, prm, nw, job.forced_pileup, soft=job.forced_soft)
+        pile_hits = beam_pileup_hits(rng, setup, prm, nw, job.forced_pileup)
     pts = tracker_points(rng, planes, nw, *written_hits(new_index, hits, pile_hits), job.forced)
     a_ev, a_pl, a_ch, a0, a1, a2 = apv_digits(rng, setup, prm, planes, nw, *pts)
     s_ev, s_pl, s_tube, s_tdc = straw_digits(rng, setup, planes, nw, *pts)

@@ -14,12 +14,17 @@ kicks of ``docs/periods.md``).  This module simulates them as what they are:
   ``beam.particles_per_spill / beam.spill_duration``;
 * beam kinematics (spot, divergence, momentum spread) and the full transport (multiple
   scattering, magnets) up to the last tracker plane, recording only their tracker
-  crossings: their calorimeter and counter signals are outside the coincidence and
-  integration windows (an approximation for the few within a couple of MSADC samples of the
-  window's edge).  Before 2026-11-29 (issue 11, fifth pass) they were transported through
-  the HCAL and the counters behind it too: the same crossings from the same random
-  numbers, but the spill's later stages then read the stream from another position (other
-  realisations, the same distributions).
+  crossings: the calorimeter and counter signals of a MIP are left out (most are outside the
+  coincidence and integration windows; one inside them adds a MIP, ~0.4 GeV to the ECAL: an
+  approximation).  That does not hold for a muon *forced soft*
+  (:mod:`na64reco.sim.forced_soft`): its radiative loss puts 40-130 GeV into the ECAL at its
+  time, inside the MSADC readout window, so the deposits its transport records (the shower and
+  the MIP in the ECAL cells it crosses, the upstream counters, VETO, VHCAL) are merged into the
+  event's digits (:func:`soft_deposits`, ``simulate(forced_soft=)`` only); its HCAL and S4/Smu
+  MIPs behind the last tracker are still left out.  Before 2026-11-29 (issue 11, fifth
+  pass) they were transported through the HCAL and the counters behind it too: the same
+  crossings from the same random numbers, but the spill's later stages then read the stream
+  from another position (other realisations, the same distributions).
 
 The uncorrelated noise clusters of the setup (``noise_hits``) are then the remaining
 sources (delta rays, conversions, electronics) at a much lower rate.
@@ -191,7 +196,9 @@ def beam_pileup_hits(rng: np.random.Generator, setup, params, n_events: int, for
         empty = {"muon": np.zeros(0, np.int64), "muon_event": np.zeros(0, np.int64), "muon_time": np.zeros(0),
                  "muon_p": np.zeros(0)}
         if soft is not None:
-            empty |= {"muon_near": np.zeros(0, bool), "muon_v_forced": np.zeros(0)}
+            empty |= {"muon_near": np.zeros(0, bool), "muon_v_forced": np.zeros(0), "muon_e_ecal": np.zeros(0),
+                      "deposits": (np.zeros(0, np.int64), np.zeros(0, np.int16), np.zeros(0, np.int16), np.zeros(0),
+                                   np.zeros(0))}
         return (hits, empty) if muons else hits
     ev, t = pileup_muons(rng, setup, n_events, forced)
     n = ev.size
@@ -216,8 +223,23 @@ def beam_pileup_hits(rng: np.random.Generator, setup, params, n_events: int, for
         truth = {"muon": h_mu, "muon_event": ev, "muon_time": np.asarray(t, float), "muon_p": p}
         if hook is not None:
             truth |= {"muon_near": hook.chosen, "muon_v_forced": hook.v_forced}
+            truth |= soft_deposits(setup, rec.deposits(), ev, hook.chosen, n)
         return hits, truth
     return hits
+
+
+def soft_deposits(setup, deposits, muon_event: np.ndarray, chosen: np.ndarray, n_muons: int) -> dict:
+    """The calorimeter and counter deposits of the forced soft muons (``chosen``, per muon
+    label) recorded by their transport up to the last tracker plane (the upstream counters, the
+    ECAL with the forced loss's shower and the MIP, VETO, VHCAL), at their own times, in event
+    indices: ``{"deposits": (ev, det_id, chan, energy MeV, t ns), "muon_e_ecal": per muon its
+    ECAL deposit (GeV)}`` (:mod:`na64reco.sim.forced_soft`, "Their deposits")."""
+    d_mu, d_det, d_ch, d_e, d_t = deposits
+    keep = np.asarray(chosen, bool)[d_mu]
+    ecal = setup.detector("ECAL").id
+    e_ecal = np.bincount(d_mu[keep & (d_det == ecal)], weights=d_e[keep & (d_det == ecal)], minlength=n_muons)
+    return {"deposits": (muon_event[d_mu[keep]], d_det[keep], d_ch[keep], d_e[keep], d_t[keep]),
+            "muon_e_ecal": e_ecal / GeV}
 
 
 def last_tracker_z(setup) -> float:
