@@ -31,6 +31,8 @@ import shutil
 import time
 from pathlib import Path
 
+from lone_muon_tail import events_of  # benchmarks/ is the script directory: --events N or PERIOD:N,...
+
 from na64reco.conditions import load_conditions
 from na64reco.fake_kicks import PERIOD_RUNS
 from na64reco.geometry import load_setup
@@ -42,15 +44,6 @@ from na64reco.soft_pileup import DEFAULT_V_MIN, load_soft, simulate_soft_parts, 
 DEFAULT_EVENTS = "2022:400000,2023:300000"
 #: 1.98e10 MOT: the 2022 exposure of the published search
 MOT_2022 = 1.98e10
-
-
-def events_of(text: str, period: str) -> int:
-    if ":" not in text:
-        return int(text)
-    sizes = dict(item.split(":") for item in text.split(","))
-    if period not in sizes:
-        raise SystemExit(f"--events {text}: no size for period {period}")
-    return int(sizes[period])
 
 
 def natural_parts(workdir: Path, run: int, seed: int) -> list[Path]:
