@@ -270,28 +270,39 @@ def popcount(bits: np.ndarray) -> np.ndarray:
     return sum(((b >> j) & 1) for j in range(16))
 
 
-def _part(path: str, run: int, n: int, seed: int, setup_name: str = "na64mu",
-          selection: str = "na64mu_invisible", count: int = 0, pileup: int = 0) -> str:
-    """Simulate one part of the stratum (``count`` noise clusters in R, ``pileup`` beam muons in
-    N; default the (0, 0) stratum) unless its classification exists, classify its tracked muons,
-    keep ``<part>.muons.npz`` and delete the raw file (a dask task)."""
+def simulate_stratum(path: str, run: int, n: int, seed: int, setup_name: str = "na64mu", count: int = 0,
+                     pileup: int = 0, **forcing):
+    """Simulate ``n`` beam muons of stratum (``count`` noise clusters in R, ``pileup`` beam muons in
+    N) of ``run`` into ``path`` with the calibration trigger and the true crossings beside it
+    (``<path stem>.crossings.npz``); ``forcing``: further ``simulate`` options (e.g.
+    ``forced_soft``).  Returns the setup, the conditions and the crossings' path."""
     from na64reco.conditions import load_conditions
     from na64reco.fake_kicks import bend_region, near_times
     from na64reco.geometry import load_setup
-    from na64reco.selection.schema import load_selection
     from na64reco.sim.forced_noise import ForcedNoise
     from na64reco.sim.generate import simulate
     from na64reco.sim.occupancy import ForcedPileup
 
-    out = Path(path).with_suffix(".muons.npz")
-    if out.exists():
-        return str(out)
     setup = load_setup(setup_name, run=run)
     cond = load_conditions(setup, run)
     cross = Path(path).with_suffix(".crossings.npz")
     simulate(setup, n, seed, run, path, process="beam", trigger="calibration",
              forced_noise=ForcedNoise.of(bend_region(setup, cond), count),
-             forced_pileup=ForcedPileup.of(near_times(setup, cond), pileup), true_crossings=cross)
+             forced_pileup=ForcedPileup.of(near_times(setup, cond), pileup), true_crossings=cross, **forcing)
+    return setup, cond, cross
+
+
+def _part(path: str, run: int, n: int, seed: int, setup_name: str = "na64mu",
+          selection: str = "na64mu_invisible", count: int = 0, pileup: int = 0) -> str:
+    """Simulate one part of the stratum (``count`` noise clusters in R, ``pileup`` beam muons in
+    N; default the (0, 0) stratum) unless its classification exists, classify its tracked muons,
+    keep ``<part>.muons.npz`` and delete the raw file (a dask task)."""
+    from na64reco.selection.schema import load_selection
+
+    out = Path(path).with_suffix(".muons.npz")
+    if out.exists():
+        return str(out)
+    setup, cond, cross = simulate_stratum(path, run, n, seed, setup_name, count, pileup)
     res = classify(path, cross, setup, cond, load_selection(selection))
     tmp = Path(path).with_suffix(".part.npz")
     np.savez(tmp, **res)

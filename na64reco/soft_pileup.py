@@ -65,29 +65,19 @@ def soft_part(path: str, run: int, n: int, seed: int, v_min: float = DEFAULT_V_M
     (:class:`na64reco.sim.forced_soft.ForcedSoft` ``[v_min, v_max)``) unless its classification
     exists, classify it, keep ``<part>.soft.npz`` (with ``pu_p``, ``pu_near`` per hard muon and
     the weight's figures) and delete the raw and crossing files (a dask task)."""
-    from na64reco.conditions import load_conditions
-    from na64reco.fake_kicks import HARD_P_OUT, bend_region, near_times
-    from na64reco.geometry import load_setup
+    from na64reco.fake_kicks import HARD_P_OUT
     from na64reco.io.raw import open_raw
-    from na64reco.lone_muon_truth import classify
+    from na64reco.lone_muon_truth import classify, simulate_stratum
     from na64reco.pileup_truth import pileup_muon_field_by_event
     from na64reco.selection.schema import load_selection
-    from na64reco.sim.forced_noise import ForcedNoise
     from na64reco.sim.forced_soft import ForcedSoft, soft_weight
-    from na64reco.sim.generate import simulate
-    from na64reco.sim.occupancy import ForcedPileup
     from na64reco.sim.params import load_sim_params
 
     out = Path(path).with_suffix(".soft.npz")
     if out.exists():
         return str(out)
-    setup = load_setup(setup_name, run=run)
-    cond = load_conditions(setup, run)
-    cross = Path(path).with_suffix(".crossings.npz")
     soft = ForcedSoft.of(v_min, v_max)
-    simulate(setup, n, seed, run, path, process="beam", trigger="calibration",
-             forced_noise=ForcedNoise.of(bend_region(setup, cond), count),
-             forced_pileup=ForcedPileup.of(near_times(setup, cond), pileup), forced_soft=soft, true_crossings=cross)
+    setup, cond, cross = simulate_stratum(path, run, n, seed, setup_name, count, pileup, forced_soft=soft)
     res = classify(path, cross, setup, cond, load_selection(selection))
     crossings = dict(np.load(cross))
     raw = open_raw(path)
