@@ -86,6 +86,13 @@ def main() -> None:
     a_off, a = clusters._jagged(events["apv"], ("plane", "chan", "a0", "a1", "a2"), "apv", args.file)
     s_off, s = clusters._jagged(events["straw"], ("plane", "tube", "tdc"), "straw", args.file)
 
+    # the fifth and sixth passes' kernels read each plane's neighbour table, which this tree no
+    # longer builds: made by the earlier tree's own demux when it has one
+    neighbours = (np.stack([old_demux.neighbour_table(pt.table, m) for m in pt.strip_chan])
+                  if hasattr(old_demux, "neighbour_table") else None)
+    if neighbours is not None:
+        pt.neighbours = neighbours  # the earlier tree's search_hits reads it from the tables
+
     def hits(kernel):
         # kernels since the fourth pass take the search's time windows and MM-singles planes
         # (None: the whole table, as before)
@@ -93,8 +100,9 @@ def main() -> None:
         # seventh the channel map, each channel's strips and each plane's live strips as bits
         params = inspect.signature(kernel.py_func).parameters
         extra = (None, None, np.zeros(pt.n_planes, np.bool_)) if "drop" in params else ()
-        names = ("strip_chan", "neighbours", "chan_words", "live_words")
-        chan_map = tuple(getattr(pt, k) for k in names if k in params)
+        tables = {"strip_chan": pt.strip_chan, "neighbours": neighbours, "chan_words": pt.chan_words,
+                  "live_words": pt.live_words}
+        chan_map = tuple(v for k, v in tables.items() if k in params)
         return lambda: kernel(a_off, a["plane"], a["chan"], a["a0"], a["a1"], a["a2"], s_off, s["plane"], s["tube"],
                               s["tdc"], pt.type, pt.n_strips, pt.pitch, pt.offset, pt.z, pt.sigma, pt.dead, pt.table,
                               *chan_map, pt.apv_threshold(cfg.apv_threshold_sigma), pt.spacing, pt.peaking, pt.tdc_lsb,

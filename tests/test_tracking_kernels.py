@@ -20,10 +20,8 @@ from na64reco.reco.tracking.demux import (
     candidate_words,
     channel_words,
     demux_plane,
-    demux_plane_map,
     demux_plane_mask,
     demux_plane_reference,
-    neighbour_table,
     strip_channel_map,
 )
 from na64reco.reco.tracking.stage import _tables
@@ -83,67 +81,15 @@ def test_demux_kernel_equals_reference(chans, rnd, dead_list):
     assert demux_plane(chans, amps, TABLE, dead) == demux_plane_reference(chans, amps, TABLE, dead)
 
 
-def _demux_map(chans, amps, table, dead):
-    """demux_plane_map (the hits kernel's de-multiplexer) in demux_plane's return format."""
-    chans = np.asarray(chans, np.int64)
-    amps = np.asarray(amps, np.float64)
-    table = np.asarray(table, np.int64)
-    sc = strip_channel_map(table, dead)
-    nb = neighbour_table(table, sc)
-    n, g = len(chans), table.shape[1]
-    cidx = np.full(table.shape[0] + 1, -1, np.int64)
-    used, starts, rstart, rlen, singles = (np.zeros(n * g + 1, np.int64) for _ in range(5))
-    nr, ns = demux_plane_map(chans, amps, n, table, sc, nb, cidx, used, starts, rstart, rlen, singles)
-    clusters = [[(int(s), int(cidx[sc[s + 1]])) for s in range(rstart[r], rstart[r] + rlen[r])] for r in range(nr)]
-    cidx[chans] = -1
-    assert (cidx == -1).all()
-    return clusters, [int(j) for j in singles[:ns]]
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    st.lists(st.integers(0, 63), min_size=1, max_size=24, unique=True),
-    st.randoms(use_true_random=False),
-    st.lists(st.integers(0, 319), max_size=6),
-    st.booleans(),
-)
-def test_demux_channel_map_equals_strip_map_and_reference(chans, rnd, dead_list, beam):
-    """The hits kernel's de-multiplexer (channel map, fifth pass) against the strip-map kernel
-    and the slow twin; ``beam`` adds the channels of the 255-259 cluster that read channel 51
-    twice (the greedy search's case) and gives ties in amplitude."""
-    if beam:
-        chans = sorted(set(chans) | {0, 17, 34, 51})
-    chans = sorted(chans)
-    amps = [float(rnd.choice([100, 100, rnd.randint(20, 600)])) for _ in chans]
-    dead = np.zeros(320, bool)
-    dead[dead_list] = True
-    got = _demux_map(chans, amps, TABLE, dead)
-    assert got == demux_plane(chans, amps, TABLE, dead)
-    assert got == demux_plane_reference(chans, amps, TABLE, dead)
-
-
 def test_demux_channel_map_tables():
-    """strip_channel_map / neighbour_table: channels of live strips, the neighbours of each
-    channel's strips, sentinels at dead strips and at both ends."""
+    """strip_channel_map: the channel of each live strip, sentinels at dead strips and at both ends."""
     dead = np.zeros(320, bool)
     dead[[5, 100]] = True
     sc = strip_channel_map(TABLE, dead)
-    nch, groups = TABLE.shape
+    nch = TABLE.shape[0]
     assert sc[0] == nch and sc[-1] == nch and sc[6] == nch and sc[101] == nch
     for s in (0, 4, 6, 99, 101, 319):
         assert sc[s + 1] == RO.mm_channel_of_strip(np.array([s]))[0]
-    nb = neighbour_table(TABLE, sc)
-    for c in range(nch):
-        bits = 0
-        for g in range(groups):
-            s = TABLE[c, g]
-            live = not dead[s]
-            after = s + 1 < 320 and not dead[s + 1] and live
-            before = s - 1 >= 0 and not dead[s - 1] and live
-            assert nb[c, g] == (RO.mm_channel_of_strip(np.array([s + 1]))[0] if after else nch)
-            assert nb[c, groups + g] == (RO.mm_channel_of_strip(np.array([s - 1]))[0] if before else nch)
-            bits |= (1 << int(nb[c, g])) if after else 0
-        assert int(np.int64(nb[c, 2 * groups]).view(np.uint64)) == bits
 
 
 def _demux_mask(chans, amps, table, dead):
@@ -175,8 +121,8 @@ def _demux_mask(chans, amps, table, dead):
     st.booleans(),
     st.integers(-1, 316),
 )
-def test_demux_bit_words_equal_channel_map_and_reference(chans, rnd, dead_list, beam, cluster):
-    """The bit-word de-multiplexer against the channel-map one (fifth pass) and the slow twin:
+def test_demux_bit_words_equal_slot_kernel_and_reference(chans, rnd, dead_list, beam, cluster):
+    """The bit-word de-multiplexer against the strip-map kernel and the slow twin:
     random fired channels, dead strips (some at word ends: 63, 64, 127, ...), the beam cluster's
     channels that read channel 51 twice (the greedy search), a real cluster of 2-5 strips
     (``cluster`` its first strip, -1 none) and amplitude ties."""
@@ -192,7 +138,7 @@ def test_demux_bit_words_equal_channel_map_and_reference(chans, rnd, dead_list, 
     if rnd.random() < 0.3:
         dead[[63, 64, 191, 192, 319]] = True
     got = _demux_mask(chans, amps, TABLE, dead)
-    assert got == _demux_map(chans, amps, TABLE, dead)
+    assert got == demux_plane(chans, amps, TABLE, dead)
     assert got == demux_plane_reference(chans, amps, TABLE, dead)
 
 

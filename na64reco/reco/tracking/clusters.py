@@ -37,7 +37,6 @@ from na64reco.reco.tracking.demux import (
     channel_words,
     check_table,
     demux_plane_mask,
-    neighbour_table,
     strip_channel_map,
 )
 
@@ -82,8 +81,6 @@ class PlaneTables:
         # per plane: the live strips as bits (demux.candidate_words), what the hits kernel reads
         self.live_words = np.stack([candidate_words(m) for m in self.strip_chan])
         self.chan_words = channel_words(self.table, self.live_words.shape[1])  # each channel's strips as bits
-        # per plane: demux.neighbour_table (demux_plane_map's layout, kept for the benchmarks' A/B)
-        self.neighbours = np.stack([neighbour_table(self.table, m) for m in self.strip_chan])
         self.mm_channels = ro.mm_channels
         self.spacing = ro.apv_sample_spacing
         self.peaking = ro.apv_peaking_time

@@ -28,8 +28,9 @@ reads both strips 255 and 259); the lower run is chosen (a 0.25 mm shift).
 :func:`demux_plane_reference` its slow twin.  The kernel keeps the candidates in a strip map
 (strip -> channel) instead of a sorted list; that needs every strip read by one channel only,
 which :class:`~na64reco.reco.tracking.clusters.PlaneTables` checks.  The hits kernel inlines
-:func:`demux_plane_map`, the same results from per-plane tables built once
-(:func:`strip_channel_map`, :func:`neighbour_table`): no strip map to fill and clear per plane.
+:func:`demux_plane_mask`, the same results from per-plane tables built once
+(:func:`strip_channel_map`, :func:`candidate_words`, :func:`channel_words`): the candidate strips
+as bits, no strip map to fill and clear per plane.
 """
 
 from __future__ import annotations
@@ -195,7 +196,7 @@ def _disjoint_segments(amps, n_starts, slot, used, starts, run_start, run_len):
 
 
 def strip_channel_map(table, dead) -> np.ndarray:
-    """The channel map :func:`demux_plane_map` reads for one plane: ``m[s + 1]`` is the channel
+    """The channel map :func:`demux_plane_mask` reads for one plane: ``m[s + 1]`` is the channel
     reading strip ``s`` if the strip is live, else ``table.shape[0]`` (a sentinel, as are
     ``m[0]`` and the entries past the last strip: "no candidate" at both ends).  ``dead``:
     (>= n_strips,) bool; the map has ``max(table.max() + 1, len(dead)) + 2`` entries."""
@@ -209,114 +210,6 @@ def strip_channel_map(table, dead) -> np.ndarray:
     live = ~padded[strips]
     m[strips[live] + 1] = chans[live]
     return m
-
-
-def neighbour_table(table, strip_chan) -> np.ndarray:
-    """Per channel ``c`` of one plane (``strip_chan`` its :func:`strip_channel_map`), int64
-    ``(channels, 2 * groups + 1)``: ``[c, g]`` the channel reading the strip after ``c``'s strip in
-    group ``g``, ``[c, groups + g]`` the one reading the strip before it (the sentinel
-    ``table.shape[0]`` where that strip or ``c``'s own is dead or absent), ``[c, 2 * groups]`` the
-    bits ``1 << (c' % 64)`` of the channels ``c'`` after any of ``c``'s strips: a fired channel
-    none of whose bits is fired starts no segment (one test instead of one per group)."""
-    table = np.asarray(table, np.int64)
-    nch, groups = table.shape
-    out = np.full((nch, 2 * groups + 1), nch, np.int64)
-    bits = np.zeros(nch, np.uint64)
-    for c in range(nch):
-        for g in range(groups):
-            s = int(table[c, g])
-            if strip_chan[s + 1] == nch:
-                continue
-            out[c, g] = strip_chan[s + 2]
-            out[c, groups + g] = strip_chan[s]
-            if out[c, g] < nch:
-                bits[c] |= np.uint64(1 << int(out[c, g] % 64))
-    out[:, 2 * groups] = bits.view(np.int64)
-    return out
-
-
-@numba.njit(cache=True, inline="always")
-def demux_plane_map(chans, amps, n, table, strip_chan, nb, cidx, used, starts, run_start, run_len, singles):
-    """:func:`demux_plane_slots` (same ``run_start``, ``run_len``, ``singles``, ``used`` and
-    return value) from a channel map instead of a strip map: nothing is written per candidate
-    strip, and the greedy search, where needed, looks only at the segments.
-
-    ``strip_chan``, ``nb``: :func:`strip_channel_map` and :func:`neighbour_table` of the plane;
-    ``cidx`` (int64, table.shape[0] + 1) must be -1 everywhere on entry: on return
-    ``cidx[chans[j]] = j`` for ``j < n`` (so the channel index of a run's strip ``s`` is
-    ``cidx[strip_chan[s + 1]]``, what ``slot[s]`` is after :func:`demux_plane_slots`) until the
-    caller resets those ``n`` entries to -1.  ``starts`` (int64, >= n * groups) is scratch.
-    Inlined into the hits kernel, which is compiled without numba's reference counting (so the
-    arrays bound to the inlined arguments cost nothing).
-
-    A fired channel whose neighbour bits (``nb[c, 2 * groups]``) meet no fired channel starts no
-    segment (a maximal run of >= 2 adjacent candidate strips); for the others, its strip ``s`` in
-    group ``g`` starts one when the strip after it is a candidate and the one before it is not
-    (``nb[c, g]``, ``nb[c, groups + g]``: one load each, no strip map).  Without a channel in two
-    segments (or twice in one) every segment is one run, ordered as in :func:`_disjoint_segments`
-    (same sums in the same order, same insertion).  Otherwise (~15 % of the planes a beam muon
-    crosses: the 255-259 cluster of the module doc reads channel 51 twice) the greedy search of
-    :func:`demux_plane_slots` runs over the segments' strips: its best run is the maximum of
-    (length, summed amplitude, -first strip) over the pairs of adjacent candidates, which does
-    not depend on the order it scans them in."""
-    groups = table.shape[1]
-    fired = 0
-    for j in range(n):
-        cidx[chans[j]] = j
-        used[j] = 0
-        fired |= np.int64(1) << (chans[j] & 63)
-    n_runs = 0
-    n_seg = 0
-    twice = False
-    for j in range(n):
-        c = chans[j]
-        if (nb[c, 2 * groups] & fired) == 0:
-            continue  # no fired channel after any of c's strips
-        for g in range(groups):
-            # live, the next strip a candidate, the previous one not (the sentinels have cidx -1)
-            if cidx[nb[c, g]] < 0 or cidx[nb[c, groups + g]] >= 0:
-                continue
-            s = table[c, g]
-            e = s + 1
-            while cidx[strip_chan[e + 2]] >= 0:
-                e += 1
-            starts[2 * n_seg] = s
-            starts[2 * n_seg + 1] = e
-            n_seg += 1
-            if twice:
-                continue
-            for q in range(s, e + 1):
-                jj = cidx[strip_chan[q + 1]]
-                if used[jj]:
-                    twice = True
-                used[jj] = 1
-            if twice:
-                continue
-            ln = e - s + 1
-            tot = _map_sum(amps, cidx, strip_chan, s, ln)
-            r = n_runs
-            while r > 0:
-                l2 = run_len[r - 1]
-                if ln < l2:
-                    break
-                if ln == l2:
-                    t2 = _map_sum(amps, cidx, strip_chan, run_start[r - 1], l2)
-                    if tot < t2 or (tot == t2 and s > run_start[r - 1]):
-                        break
-                run_start[r] = run_start[r - 1]
-                run_len[r] = l2
-                r -= 1
-            run_start[r] = s
-            run_len[r] = ln
-            n_runs += 1
-    if twice:  # the greedy search of demux_plane_slots, over the segments (not inlined: rare)
-        n_runs = _greedy_segments(amps, n, strip_chan, cidx, used, starts, n_seg, run_start, run_len, singles)
-    n_singles = 0
-    for j in range(n):
-        if not used[j]:
-            singles[n_singles] = j
-            n_singles += 1
-    return n_runs, n_singles
 
 
 def candidate_words(strip_chan) -> np.ndarray:
@@ -360,16 +253,17 @@ def _has(words, s):
 @numba.njit(cache=True, inline="always")
 def demux_plane_mask(chans, amps, n, chan_words, strip_chan, live, cand, cidx, used, starts, run_start, run_len,
                      singles):
-    """:func:`demux_plane_map` (same ``run_start``, ``run_len``, ``singles``, ``used``, ``cidx``
-    and return value) with the candidate strips as a bit set: each word of it is the OR of the
+    """:func:`demux_plane_slots` (same ``run_start``, ``run_len``, ``singles`` and return value;
+    ``used`` and ``cidx`` per fired channel: ``cidx[chan]`` its index, reset to -1 by the caller) from
+    per-plane tables, with the candidate strips as a bit set: each word of it is the OR of the
     fired channels' words (``chan_words``: :func:`channel_words` of the readout table, no branch),
     masked by the live strips (``live``: :func:`candidate_words` of the plane); the segment starts
     are the bits whose next strip is a candidate and whose previous one is not, found by shifts
     over whole words (``cand``: uint64 scratch of ``len(live)`` words, overwritten).  A plane
     without any pair of adjacent candidates (all singles) costs the ORs and one pass over the words.
 
-    The segments are those :func:`demux_plane_map` finds, in strip order instead of its
-    channel-then-group order; neither the run order (a total order on (length, summed amplitude,
+    The segments are found in strip order (the fifth pass's channel map found them in
+    channel-then-group order); neither the run order (a total order on (length, summed amplitude,
     -first strip), made by insertion), nor the test for a channel in two segments, nor the greedy
     search (its best run does not depend on the scan order) depends on that order."""
     nw = live.shape[0]
@@ -440,7 +334,7 @@ def demux_plane_mask(chans, amps, n, chan_words, strip_chan, live, cand, cidx, u
 @numba.njit(cache=True, **NO_NRT)  # no reference counting: see _NO_NRT
 def _greedy_segments(amps, n, strip_chan, cidx, used, starts, n_seg, run_start, run_len, mark):
     """The greedy search of :func:`demux_plane_slots` over the ``n_seg`` segments (first and last
-    strip at ``starts[2 i]``, ``starts[2 i + 1]``) found by :func:`demux_plane_map`: fills
+    strip at ``starts[2 i]``, ``starts[2 i + 1]``) found by :func:`demux_plane_mask`: fills
     ``run_start``, ``run_len`` and ``used`` (reset here), returns the number of runs.  ``mark``
     (int64, >= n; overwritten) marks the channels of the run being extended, so that a channel
     already in it ends it in one test (the search's own loop over the run's strips, before).  A plain
