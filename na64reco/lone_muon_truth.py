@@ -303,9 +303,15 @@ def _part(path: str, run: int, n: int, seed: int, setup_name: str = "na64mu",
     if out.exists():
         return str(out)
     setup, cond, cross = simulate_stratum(path, run, n, seed, setup_name, count, pileup)
-    res = classify(path, cross, setup, cond, load_selection(selection))
+    return keep_part(classify(path, cross, setup, cond, load_selection(selection)), path, cross, out)
+
+
+def keep_part(fields: dict, path, cross: Path, out: Path) -> str:
+    """Write a part's classification ``fields`` to ``out`` (through a temporary file, so a killed
+    task leaves no half-written part that a rerun would take as done), then delete the part's raw
+    file ``path`` and its crossings ``cross``; returns ``out``."""
     tmp = Path(path).with_suffix(".part.npz")
-    np.savez(tmp, **res)
+    np.savez(tmp, **fields)
     tmp.rename(out)
     Path(path).unlink()
     cross.unlink()

@@ -67,7 +67,7 @@ def soft_part(path: str, run: int, n: int, seed: int, v_min: float = DEFAULT_V_M
     the weight's figures) and delete the raw and crossing files (a dask task)."""
     from na64reco.fake_kicks import HARD_P_OUT
     from na64reco.io.raw import open_raw
-    from na64reco.lone_muon_truth import classify, simulate_stratum
+    from na64reco.lone_muon_truth import classify, keep_part, simulate_stratum
     from na64reco.pileup_truth import pileup_muon_field_by_event
     from na64reco.selection.schema import load_selection
     from na64reco.sim.forced_soft import ForcedSoft, soft_weight
@@ -92,12 +92,7 @@ def soft_part(path: str, run: int, n: int, seed: int, v_min: float = DEFAULT_V_M
             "p_region": np.array(w["p_region"]), "near_muons": np.array(w["near_muons"]),
             "near_forced": np.array(w["forced"]), "v_min": np.array(v_min), "v_max": np.array(v_max),
             "events": np.array(n)}
-    tmp = Path(path).with_suffix(".part.npz")
-    np.savez(tmp, **res)
-    tmp.rename(out)
-    Path(path).unlink()
-    cross.unlink()
-    return str(out)
+    return keep_part(res, path, cross, out)
 
 
 def calo_fields(events, crossings: dict, near: np.ndarray, setup, cond, selection, hard: np.ndarray) -> dict:
