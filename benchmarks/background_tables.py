@@ -42,6 +42,7 @@ import numpy as np
 from na64reco import background as bg
 from na64reco import constants
 from na64reco.geometry import load_setup
+from na64reco.lone_muon_truth import box_p_out
 from na64reco.runner import RunOptions, run_files
 from na64reco.sim.biasing import species_per_mot
 from na64reco.sim.generate import simulate
@@ -176,7 +177,7 @@ def misreco(period: str) -> tuple[bg.BackgroundComponent, str]:
     scatter = ROOT / "docs" / "data" / "single_scatter.json"
     if not scatter.exists():
         return row, note
-    kink = bg.single_scatter_from_json(scatter, period)
+    kink = bg.single_scatter_from_json(scatter, period, box_p_out())
     total = bg.sum_components("momentum mis-reconstruction", [row, kink])
     note += (f"; the row is the sum of the tracking's {row.text()} per MOT ({row.method}) and the single "
              f"large-angle scattering in MS2's {kink.text()} per MOT ({kink.method})")

@@ -693,10 +693,11 @@ def misreco_from_json(path) -> BackgroundComponent:
                                f"MC campaign, tail fit extrapolated ({path.name})", dict(data))
 
 
-def single_scatter_from_json(path, period: str, box: float = 80.0) -> BackgroundComponent:
+def single_scatter_from_json(path, period: str, box: float) -> BackgroundComponent:
     """The single large-angle scattering of the beam muon in MS2 (``benchmarks/single_scatter.py``,
     forced kinks with weights, ``docs/periods.md`` "Single large-angle scattering"): per MOT in the
-    box ``p_out < box`` of ``period``'s forced sample, with the Poisson error of its count (a 90 %
+    box ``p_out < box`` (GeV: the selection's box edge, one of the edges the summary counted) of
+    ``period``'s forced sample, with the Poisson error of its count (a 90 %
     CL limit when the count is 0).  Missing keys or a bad file raise :class:`NA64Error` naming them."""
     import json
     from pathlib import Path

@@ -128,14 +128,14 @@ def test_single_scatter_row_from_json(tmp_path):
     path = tmp_path / "single_scatter.json"
     forced = {"muons": 1000, "weight": 1e-7, "box": {"80.0": 4}, "per_mot": {"80.0": 4e-10}}
     path.write_text(json.dumps({"forced": {"2022": forced}}))
-    c = single_scatter_from_json(path, "2022")
+    c = single_scatter_from_json(path, "2022", 80.0)
     assert not c.upper_limit and c.n == 4e-10 and math.isclose(c.error, 2e-10)
     forced["box"]["80.0"] = 0
     path.write_text(json.dumps({"forced": {"2022": forced}}))
-    assert single_scatter_from_json(path, "2022").upper_limit
+    assert single_scatter_from_json(path, "2022", 80.0).upper_limit
     with pytest.raises(NA64Error, match="single_scatter.json: key 'forced.2023'"):
-        single_scatter_from_json(path, "2023")
+        single_scatter_from_json(path, "2023", 80.0)
     forced["per_mot"]["80.0"] = "4e-10"
     path.write_text(json.dumps({"forced": {"2022": forced}}))
     with pytest.raises(NA64Error, match=r"single_scatter.json: key 'forced.2022.per_mot.80.0'"):
-        single_scatter_from_json(path, "2022")
+        single_scatter_from_json(path, "2022", 80.0)
