@@ -39,7 +39,7 @@ def closed_form(periods, every: bool = False) -> dict:
     out = {}
     for period in periods:
         setup = load_setup("na64mu", run=PERIOD_RUNS[period])
-        tab = st.element_table(setup)
+        tab = st.element_table(setup, **st.selection_cuts())
         print(f"\n## {period} (run {PERIOD_RUNS[period]}): kappa(160 GeV) {tab['kappa_beam_mrad']:.2f} mrad, "
               f"box kappa(80 GeV) {tab['kappa_box_mrad']:.2f} mrad; S4/Smu edges "
               + ", ".join(f"{n} {e:.1f} mm at {z:.1f} m" for n, z, e in tab["counters"])

@@ -30,10 +30,12 @@ upstream of every MS2 plane (target, VETO, air) only tilts the incoming line: ``
 whatever the angle.  The acceptance of an element is the set of (theta_x, theta_y) whose best
 candidate (lowest chi2 + missing-plane penalties + vertex chi2, as the search ranks) passes the
 fit and vertex cuts and lands in the box, and whose muon still reaches the deflected S4/Smu
-counters (Gaussian beam spread there).  The non-bend projection is not required by the
-selection (a muon without an MS2 track there keeps its bend-view track, the track match then
-has one term): a kink's component across the bend plane only matters through the match when
-that projection is tracked (the forced sample showed box events with 1-6 mrad there).
+counters (Gaussian beam spread there).  Each view's patterns follow its own missing-plane rule
+and required planes (tracking.yaml), the bend view's best candidate must pass the selection's
+``chi2_out``, and the selection requires the non-bend projection (``both_views_out``): the
+kink's component across the bend plane must leave a straight track there, and the track match
+has both terms.  (Before the selection required it, a muon without an MS2 y track kept its
+bend-view track with a one-term match: 82 % of the forced kinks in the 2022 box.)
 
 The probability includes the incoming track's (MS1 bend view) plane-efficiency patterns.
 Simplifications: the muon's momentum is the beam's,
@@ -242,14 +244,13 @@ def station_geometry(setup, conditions=None) -> dict:
 
     cfg = load_tracking_config(setup)
     views = make_views(setup, cfg, conditions)
-    geo = {"chi2_ndf_max": float(cfg.chi2_ndf_max), "vertex_chi2_max": float(cfg.vertex_chi2_max),
-           "max_missing": int(cfg.max_missing_planes)}
+    geo = {"chi2_ndf_max": float(cfg.chi2_ndf_max), "vertex_chi2_max": float(cfg.vertex_chi2_max)}
     geo["incoming"] = 1.0
     for v in views:
         if v.role == "in" and v.bend:  # the incoming track (n_tracks_in counts the bend view)
             eff = np.array([setup.planes[i].efficiency if conditions is None
                             else conditions.plane_efficiency(setup.planes[i]) for i in v.planes])
-            geo["incoming"] = _tracked_probability(eff, int(cfg.max_missing_planes))
+            geo["incoming"] = _tracked_probability(eff, v.max_missing, np.asarray(v.required, bool))
         if v.role != "out":
             continue
         planes = [setup.planes[i] for i in v.planes]
@@ -259,7 +260,8 @@ def station_geometry(setup, conditions=None) -> dict:
             "dz": np.asarray(v.dz), "down": np.asarray(v.down, bool) if v.bend else np.zeros(len(planes), bool),
             "sigma": np.array([p.resolution for p in planes]), "eff": np.array(eff),
             "pen": np.asarray(v.miss_penalty, float), "npar": v.npar, "anchor_dz": v.anchor_dz,
-            "va": v.vertex_va, "vb": v.vertex_vb, "z_magnet": v.z_magnet / u.m}
+            "va": v.vertex_va, "vb": v.vertex_vb, "z_magnet": v.z_magnet / u.m,
+            "max_missing": v.max_missing, "required": np.array(v.required or (False,) * len(planes), bool)}
         if v.bend:
             geo["magnet"] = setup.magnets[v.station]
     counters = [d for d in setup.calorimeters.values() if d.deflected_magnet]
@@ -268,12 +270,14 @@ def station_geometry(setup, conditions=None) -> dict:
     return geo
 
 
-def _tracked_probability(eff: np.ndarray, max_missing: int) -> float:
-    """P(at most ``max_missing`` of the planes without a hit), independent planes."""
+def _tracked_probability(eff: np.ndarray, max_missing: int, required=None) -> float:
+    """P(at most ``max_missing`` of the planes without a hit and none of the ``required``),
+    independent planes."""
+    required = np.zeros(eff.size, bool) if required is None or not np.size(required) else required
     total = 0.0
     for code in range(1 << eff.size):
         used = ((code >> np.arange(eff.size)) & 1).astype(bool)
-        if eff.size - used.sum() <= max_missing:
+        if eff.size - used.sum() <= max_missing and not (required & ~used).any():
             total += float(np.prod(np.where(used, eff, 1 - eff)))
     return total
 
@@ -325,14 +329,17 @@ def fit_response(view: dict, used: np.ndarray, z_s: float) -> tuple[float, float
     return kappa, float(math.sqrt(np.sum(w * res * res))), anchor
 
 
-def _patterns(view: dict, max_missing: int):
-    """(used mask, probability) of every pattern of efficient planes the search can track."""
+def _patterns(view: dict):
+    """(used mask, probability) of every pattern of efficient planes the search can track (the
+    view's missing-plane rule and required planes)."""
     eff = view["eff"]
     npl = eff.size
     out = []
     for code in range(1 << npl):
         used = ((code >> np.arange(npl)) & 1).astype(bool)
-        if npl - used.sum() > max_missing or used.sum() < view["npar"] + 1:
+        if npl - used.sum() > view["max_missing"] or used.sum() < view["npar"] + 1:
+            continue
+        if (view["required"] & ~used).any():
             continue
         if view["npar"] == 3 and not ((used & view["down"]).any() and (used & ~view["down"]).any()):
             continue
@@ -340,18 +347,21 @@ def _patterns(view: dict, max_missing: int):
     return out
 
 
-def view_acceptance(view: dict, geo: dict, z_s: float, theta, kappa0: float, kappa_box: float):
+def view_acceptance(view: dict, geo: dict, z_s: float, theta, kappa0: float, kappa_box: float,
+                    chi2_best_max: float = math.inf):
     """Per signed kink angle ``theta`` (mrad, array) at ``z_s`` (m): the probability over the
     plane-efficiency patterns that the view's best candidate (search ranking: chi2 + missing-plane
     penalties + vertex chi2) passes the chi2 and vertex cuts (and, bend view, has kappa >=
-    ``kappa_box``), and the squared vertex pull of that candidate (for the track match)."""
+    ``kappa_box``) and has chi2/ndf <= ``chi2_best_max`` (a selection cut on the track found), and
+    the squared vertex pull of that candidate (for the track match)."""
     theta = np.asarray(theta, float)
     kvtx = max(kappa0, kappa_box)
     acc, pull2 = np.zeros(theta.size), np.zeros(theta.size)
-    for eff_used, prob in _patterns(view, geo["max_missing"]):
+    patterns = _patterns(view)
+    for eff_used, prob in patterns:
         best = np.full(theta.size, np.inf)
         ok, p2 = np.zeros(theta.size, bool), np.zeros(theta.size)
-        for used, _ in _patterns(view, geo["max_missing"]):
+        for used, _ in patterns:
             if (used & ~eff_used).any():
                 continue
             dk, r, e = fit_response(view, used, z_s)
@@ -363,7 +373,7 @@ def view_acceptance(view: dict, geo: dict, z_s: float, theta, kappa0: float, kap
             take = passes & (score < best)
             best = np.where(take, score, best)
             inbox = (kappa0 + theta * dk >= kappa_box) if view["npar"] == 3 else np.ones(theta.size, bool)
-            ok = np.where(take, inbox, ok)
+            ok = np.where(take, inbox & (chi2 <= chi2_best_max * max(ndf, 1)), ok)
             p2 = np.where(take, vtx, p2)
         acc += prob * ok
         pull2 += prob * ok * p2
@@ -391,12 +401,14 @@ def _trigger(geo: dict, z_s: float, theta) -> np.ndarray:
 
 
 def element_table(setup, conditions=None, p: float | None = None, track_match_max: float = 20.0,
-                  air_step: float = 20.0 * u.mm) -> dict:
+                  chi2_out_max: float = math.inf, air_step: float = 20.0 * u.mm) -> dict:
     """Per element (:func:`path_elements`, air gaps merged per gap) the smallest kink landing in
     the box (mrad, inf if none), the natural probability of a scatter above it and the
-    probability per beam muon of a box event passing the fits, the vertex / track match and the
-    trigger, for momentum ``p`` (default the beam's), and the natural probability of a scatter
-    above the extra kick the box needs (``p_above_box_kink``).  Keys ``rows`` and ``total``."""
+    probability per beam muon of a box event passing the fits, the vertex / track match
+    (``track_match_max``), the outgoing bend-view chi2/ndf (``chi2_out_max``) and the trigger,
+    for momentum ``p`` (default the beam's), and the natural probability of a scatter above the
+    extra kick the box needs (``p_above_box_kink``).  Keys ``rows`` and ``total``.  The cut values
+    are the selection's (:func:`selection_cuts`)."""
     geo = station_geometry(setup, conditions)
     p = setup.beam.energy if p is None else p
     mag = geo["magnet"]
@@ -409,7 +421,7 @@ def element_table(setup, conditions=None, p: float | None = None, track_match_ma
     rows = {}
     for slab in path_elements(setup, air_step):
         z_s = 0.5 * (slab.z0 + slab.z1) / u.m
-        ax, px = view_acceptance(geo["bend"], geo, z_s, tx, kappa0, kappa_box)
+        ax, px = view_acceptance(geo["bend"], geo, z_s, tx, kappa0, kappa_box, chi2_out_max)
         ay, py = view_acceptance(geo["other"], geo, z_s, ty, kappa0, kappa_box)
         trig = _trigger(geo, z_s, tx)
         fx = ax * trig
@@ -423,10 +435,8 @@ def element_table(setup, conditions=None, p: float | None = None, track_match_ma
         inbox = np.flatnonzero(fx > 0)
         row["theta_min_mrad"] = min(row["theta_min_mrad"], float(np.abs(tx[inbox]).min()))
         theta = np.hypot(tx[:, None], ty[None, :]) * 1e-3  # rad
-        # the other projection is not required: without a track there, the match has the bend
-        # view's term only (reco/tracking/stage.py: 1 dof); with one, both terms
-        accept = fx[:, None] * (ay[None, :] * ((px[:, None] + py[None, :]) <= track_match_max)
-                                + (1 - ay[None, :]) * (px[:, None] <= track_match_max))
+        # both projections required (both_views_out): the match has both terms
+        accept = fx[:, None] * ay[None, :] * ((px[:, None] + py[None, :]) <= track_match_max)
         kernel = accept * wx[:, None] * wy[None, :]
         prob = 0.0
         for z, a, n in atoms_per_area(slab.material, slab.x_over_x0):
@@ -442,6 +452,18 @@ def element_table(setup, conditions=None, p: float | None = None, track_match_ma
             "incoming_tracked": geo["incoming"], "kappa_beam_mrad": kappa0, "kappa_box_mrad": kappa_box,
             "counter_sigma_mm": geo["counter_sigma"],
             "counters": [(n, z / u.m, e) for n, z, e in geo["counters"]], "period": setup.period}
+
+
+def selection_cuts(name: str = "na64mu_invisible") -> dict:
+    """The selection's cuts the closed form applies: ``track_match_max`` and ``chi2_out_max``
+    (keyword arguments of :func:`element_table`); it must require both MS2 projections."""
+    from na64reco.selection.schema import load_selection
+
+    cuts = {c.variable: c for c in load_selection(name).cuts}
+    views = cuts.get("n_views_out")
+    if views is None or views.type != "equal" or views.value != 2:
+        raise ConfigError(f"selection {name!r}: the closed form assumes a cut n_views_out == 2 (both MS2 projections)")
+    return {"track_match_max": cuts["track_match_chi2"].max, "chi2_out_max": cuts["chi2_out"].max}
 
 
 def _gap_name(slab: Slab, setup) -> str:

@@ -349,7 +349,8 @@ BINNING = {
     "srd_module_energy": (100, 0.0, 0.2, r"$E_{SRD}$ per module [GeV]"),
     "counter": (100, 0.0, 0.05, "counter energy [GeV]"),
 }
-COUNT_BINS = {"n_tracks_in": 6, "n_tracks_out": 6, "n_extra_planes_out": 10, "trigger": 8, "ecal_max_cell_x": 6,
+COUNT_BINS = {"n_tracks_in": 6, "n_tracks_out": 6, "n_extra_planes_out": 10, "n_views_out": 3, "trigger": 8,
+              "ecal_max_cell_x": 6,
               "ecal_max_cell_y": 7}
 
 

@@ -99,10 +99,11 @@ def design(view) -> np.ndarray:
 
 def reconstruct_views(run: BeamRun, setup: Setup, cond: RunConditions) -> tuple[dict, list[ViewTracks], dict]:
     """``(hits, [ViewTracks per view], stage output)`` of ``run`` with ``cond``."""
-    # one plane may be missing whatever the period's rule: the tag-and-probe of the plane
-    # efficiencies needs tracks without the probed plane
+    # one plane may be missing whatever the period's rule, and none is required: the tag-and-probe
+    # of the plane efficiencies needs tracks without the probed plane
     out = reconstruct_tracks(run.events, setup, cond, str(run.path), return_internals=True,
-                             config_overrides={"max_missing_planes": 1})
+                             config_overrides={"max_missing_planes": 1, "view_max_missing_planes": (),
+                                               "required_planes": ()})
     hits, res = out["_hits"], out["_tracks"]
     views = []
     for i, v in enumerate(out["_views"]):

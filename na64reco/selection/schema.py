@@ -58,6 +58,8 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "n_tracks_out": ("count", "dimensionless"),
     "n_extra_planes_in": ("count", "dimensionless"),
     "n_extra_planes_out": ("count", "dimensionless"),
+    "n_views_in": ("count", "dimensionless"),
+    "n_views_out": ("count", "dimensionless"),
     "p_in": ("scalar", "energy"),
     "p_out": ("scalar", "energy"),
     "chi2_in": ("scalar", "dimensionless"),

@@ -49,6 +49,13 @@ class TrackingConfig:
     track_time_outliers: int  # 0 or 1: hits allowed off the common time (pulses summed with another)
     track_time_roles: tuple[str, ...]  # station roles ("in", "out") whose view tracks are checked
     stations: tuple[StationConfig, ...]
+    # per view ("<station> <coord>", e.g. "MS2 y"): its own max_missing_planes (else the default)
+    view_max_missing_planes: tuple[tuple[str, int], ...] = ()
+    required_planes: tuple[str, ...] = ()  # planes every candidate of their view must have a hit on
+
+    def max_missing_of(self, station: str, coord: str) -> int:
+        """Planes a candidate of the ``station``'s ``coord`` view may miss."""
+        return dict(self.view_max_missing_planes).get(f"{station} {coord}", self.max_missing_planes)
 
     def station(self, role: str) -> StationConfig | None:
         for s in self.stations:
@@ -104,7 +111,40 @@ def _parse(node: Node, setup: Setup) -> TrackingConfig:
         track_time_outliers=d.integer("track_time_outliers", 1, minimum=0, maximum=1),
         track_time_roles=_roles(d, "track_time_roles", ("out",)),
         stations=tuple(stations),
+        view_max_missing_planes=_view_missing(d, setup, stations),
+        required_planes=_plane_names(d, "required_planes", setup, stations),
     )
+
+
+def _view_missing(node: Node, setup: Setup, stations) -> tuple[tuple[str, int], ...]:
+    """``view_max_missing_planes``: a mapping "<station> <x|y>" -> 0..2 (stations tracked here)."""
+    value = node.raw("view_max_missing_planes", {})
+    if not isinstance(value, dict):
+        raise node.error("view_max_missing_planes", f"expected a mapping like {{'MS2 y': 1}}, found {value!r}")
+    names = {st.magnet for st in stations}
+    out = []
+    for key, n in value.items():
+        parts = str(key).split()
+        if len(parts) != 2 or parts[0] not in names or parts[1] not in ("x", "y"):
+            raise node.error("view_max_missing_planes", f"key {key!r} is not '<station> <x|y>' with a station of "
+                                                        f"{setup.name} ({', '.join(sorted(names))})")
+        if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= 2:
+            raise node.error("view_max_missing_planes", f"{key!r}: expected an integer 0..2, found {n!r}")
+        out.append((f"{parts[0]} {parts[1]}", n))
+    return tuple(sorted(out))
+
+
+def _plane_names(node: Node, key: str, setup: Setup, stations) -> tuple[str, ...]:
+    """A list of tracker plane names of the tracked stations."""
+    value = node.raw(key, [])
+    if not isinstance(value, list):
+        raise node.error(key, f"expected a list of tracker plane names, found {value!r}")
+    tracked = {p.name for st in stations for p in setup.planes_of(st.magnet)}
+    for name in value:
+        if name not in tracked:
+            raise node.error(key, f"{name!r} is not a tracker plane of a tracked station of {setup.name} "
+                                  f"(have: {', '.join(sorted(tracked))})")
+    return tuple(value)
 
 
 def _roles(node: Node, key: str, default: tuple[str, ...]) -> tuple[str, ...]:

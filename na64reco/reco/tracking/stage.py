@@ -27,6 +27,8 @@ hits and fitted tracks of one event.  Output fields (one value per event):
                                  direction to the ECAL front (the nearest in sigma; inf if that view
                                  has no hit, :func:`_hit_match_terms`); NaN still needs both
                                  tracks in neither projection
+``n_views_in``, ``n_views_out``  projections of the station with a track (0, 1, 2): the outgoing
+                                 muon's track in 3-D needs both
 ``flags_in``, ``flags_out``      bit 1: candidate overflow, bit 2: busy plane (see tracks.py), bit 4: a
                                  view track dropped for inconsistent hit times (:func:`time_consistent`)
 ``n_extra_planes_in``, ``n_extra_planes_out``  planes of the station with an in-time hit that no
@@ -217,6 +219,7 @@ def reconstruct_tracks(events, setup, conditions, source: str = "", *, config_pa
         out[f"nhits_{role}"] = res["nh"][:, ib]
         ntr = res["n_tracks"][:, iv]
         out[f"n_tracks_{role}"] = np.where((ntr < 0).any(axis=1), -1, ntr.max(axis=1))
+        out[f"n_views_{role}"] = (res["nh"][:, iv] > 0).sum(axis=1).astype(np.int64)
         view_of_plane = np.full(pt.n_planes, -1, np.int64)  # which of the station's views a plane is in
         for k, i in enumerate(iv):
             view_of_plane[view_planes[i]] = k

@@ -15,7 +15,8 @@ kick (the bend projection; thin-kick magnet at ``z_magnet``)
 
 Search (same definition for the numba kernel and its slow twin)
     every assignment of at most one hit (or none) per plane of the view with at most
-    ``max_missing_planes`` planes without hit, a determinable fit (kick: >= 1 hit on each
+    ``max_missing_planes`` planes without hit (per view: ``view_max_missing_planes``) and a hit
+    on each of its ``required_planes``, a determinable fit (kick: >= 1 hit on each
     side and >= 3 hits; straight: >= 2 hits), ``chi2 <= chi2_ndf_max * ndf`` (hit errors:
     plane resolutions), ``|b - b_ref| <= slope_window`` (``b_ref`` the reference
     trajectory's slope) and, for kicks, ``kappa`` inside the station's momentum window,
@@ -105,6 +106,8 @@ class View:
     spot_pos: float = 0.0  # mm: reference trajectory at the anchor z (vertex without incoming track)
     spot_var: float = 0.0  # mm^2: beam spot variance there (0: no spot fallback)
     miss_penalty: tuple[float, ...] = ()  # per plane: missing-plane score penalty (missing_plane_penalty)
+    max_missing: int = 1  # planes a candidate may miss (config max_missing_planes / view_max_missing_planes)
+    required: tuple[bool, ...] = ()  # per plane: a candidate must have a hit there (config required_planes)
 
     @property
     def npar(self) -> int:
@@ -143,6 +146,8 @@ def make_views(setup, config, conditions=None) -> tuple[View, ...]:
                     missing_plane_penalty(p) if conditions is None
                     else missing_plane_penalty(p, conditions.plane_efficiency(p), conditions.plane_noise_hits(p))
                     for p in planes),
+                max_missing=config.max_missing_of(m.name, coord),
+                required=tuple(p.name in config.required_planes for p in planes),
             ))
     # the outgoing station's views are anchored to the incoming track at the ECAL front
     z_anchor = setup.detector("ECAL").z if "ECAL" in setup.calorimeters else None
@@ -213,16 +218,18 @@ class ViewTables:
         self.vertex_rank_weight = config.vertex_rank_weight
         self.anchor_max_missing = config.anchor_max_missing
         self.miss_pen = np.zeros((nv, MAX_PLANES))
+        self.required = np.zeros((nv, MAX_PLANES), np.bool_)
         for i, v in enumerate(views):
             n = len(v.planes)
             self.planes[i, :n] = v.planes
             self.dz[i, :n] = v.dz
             self.down[i, :n] = v.down
             self.miss_pen[i, :n] = v.miss_penalty
+            self.required[i, :n] = v.required or (False,) * n
         self.window = np.array([v.slope_window for v in views])  # mrad
         self.prior = config.slope_prior * 1000.0
         self.chi2max = config.chi2_ndf_max
-        self.maxmiss = config.max_missing_planes
+        self.maxmiss = np.array([v.max_missing for v in views], np.int64)
         self.maxhits = config.max_hits_per_plane
         self.maxc = config.max_candidates
 
@@ -374,7 +381,7 @@ def _rank(L_nh, L_key, n, order, tmp):
 
 
 @numba.njit(cache=True, **NO_NRT)  # a plain call without reference counting: see _track_kernel
-def _search_view(pos, sig, origin, starts, counts, dz, down, cuts, miss_pen, L_hits, L_nh, L_key,
+def _search_view(pos, sig, origin, starts, counts, dz, down, cuts, miss_pen, required, L_hits, L_nh, L_key,
                  L_chi2, L_par, best_hits, best_par, S, B, C, NH, NUP, MISS, choice, x, order, tmp, base, mark):
     """Search one view of one event.  Returns (nh, chi2, n_tracks, flags); fills best_*.
 
@@ -409,7 +416,7 @@ def _search_view(pos, sig, origin, starts, counts, dz, down, cuts, miss_pen, L_h
         nxt = lvl + 1
         solved = False
         if c < 0:
-            if MISS[lvl] + 1 > maxmiss:
+            if MISS[lvl] + 1 > maxmiss or required[lvl]:
                 continue
             for i in range(6):
                 S[nxt, i] = S[lvl, i]
@@ -553,7 +560,7 @@ def _search_view(pos, sig, origin, starts, counts, dz, down, cuts, miss_pen, L_h
 def _track_kernel(bounds, n_planes_total, pos, sig, origin, v_planes, v_dz, v_down, v_npl, v_npar, v_ref,
                   v_kmin, v_kmax, window, prior, v_kprior, v_kprior_sig, v_anchor, v_anchor_dz, v_anchor_src_dz,
                   v_vtx_va, v_vtx_vb, v_kview, v_spot_pos, v_spot_var, vtx_chi2max, vtx_rank, anc_miss, v_miss_pen,
-                  chi2max, maxmiss, maxhits, maxc):
+                  v_required, chi2max, v_maxmiss, maxhits, maxc):
     n_ev = (bounds.shape[0] - 1) // n_planes_total
     nv = v_planes.shape[0]
     out_nh = np.zeros((n_ev, nv), np.int64)
@@ -621,10 +628,10 @@ def _track_kernel(bounds, n_planes_total, pos, sig, origin, v_planes, v_dz, v_do
                 kap_other = out_par[e, kv, 2] if out_nh[e, kv] > 0 else v_kmax[kv]
             cuts = (npl, v_npar[v], v_ref[v], v_kmin[v], v_kmax[v], window[v], prior, v_kprior[v], v_kprior_sig[v],
                     anc_ok, anc_pos, v_anchor_dz[v], va, v_vtx_vb[v], kap_other, vtx_chi2max, vtx_rank, chi2max,
-                    maxmiss, maxc)
+                    v_maxmiss[v], maxc)
             nh, chi2, ntr, flags = _search_view(pos, sig, origin, starts, counts, v_dz[v], v_down[v], cuts,
-                                                v_miss_pen[v], L_hits, L_nh, L_key, L_chi2, L_par, bh, bp, S, B, C,
-                                                NH, NUP, MISS, choice, x, order, tmp, base, mark)
+                                                v_miss_pen[v], v_required[v], L_hits, L_nh, L_key, L_chi2, L_par, bh,
+                                                bp, S, B, C, NH, NUP, MISS, choice, x, order, tmp, base, mark)
             out_nh[e, v] = nh
             out_ntr[e, v] = ntr
             out_flags[e, v] = flags
@@ -652,7 +659,8 @@ def find_tracks(hits, n_events, n_planes, vt: ViewTables):
         bounds, n_planes, hits["pos"], hits["sigma"], hits["origin"], vt.planes, vt.dz, vt.down, vt.nplanes,
         vt.npar, vt.ref_slope, vt.kmin, vt.kmax, vt.window, vt.prior, vt.kprior, vt.kprior_sig, vt.anchor, vt.anchor_dz,
         vt.anchor_src_dz, vt.vertex_va, vt.vertex_vb, vt.kappa_view, vt.spot_pos, vt.spot_var, vt.vertex_chi2max,
-        vt.vertex_rank_weight, vt.anchor_max_missing, vt.miss_pen, vt.chi2max, vt.maxmiss, vt.maxhits, vt.maxc)
+        vt.vertex_rank_weight, vt.anchor_max_missing, vt.miss_pen, vt.required, vt.chi2max, vt.maxmiss, vt.maxhits,
+        vt.maxc)
     return {"nh": nh, "chi2": chi2, "n_tracks": ntr, "flags": flags, "par": par, "hits": sel}
 
 
@@ -675,7 +683,9 @@ def search_view_reference(view_hits, view: View, vt: ViewTables, anchor_pos=None
     cands = []
     options = [[None] + list(h) for h in view_hits]
     for combo in itertools.product(*options):
-        if sum(c is None for c in combo) > vt.maxmiss:
+        if sum(c is None for c in combo) > view.max_missing:
+            continue
+        if any(combo[ip] is None for ip, req in enumerate(view.required) if req):
             continue
         used = [(ip, c) for ip, c in enumerate(combo) if c is not None]
         nup = sum(not view.down[ip] for ip, _ in used)
