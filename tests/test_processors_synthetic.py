@@ -64,6 +64,7 @@ def synthetic_reco(events, setup, conditions, source=""):
         "trigger": np.where(u(0) < 0.95, 1, 2).astype(np.uint32),
         "p_in": p_in, "p_out": p_out, "n_tracks_in": n_in, "n_tracks_out": n_out,
         "n_extra_planes_out": np.where(u(19) < 0.02, 6, (u(20) < 0.1).astype(np.int64)),
+        "n_views_out": np.where(n_out > 0, np.where(u(27) < 0.9, 2, 1), 0).astype(np.int64),
         "chi2_in": 5 * u(11), "chi2_out": np.where(n_out > 0, 40 * u(12) ** 2, np.nan),
         "track_match_chi2": np.where(n_out > 0, 30 * u(18) ** 2, np.nan),
         "ecal_energy": ecal, "ecal_preshower_energy": 0.2 * ecal * (0.5 + u(13)),

@@ -52,6 +52,7 @@ def fake_reco(events, setup, conditions, source=""):
         "run": np.asarray(events["run"]), "spill": np.asarray(events["spill"]), "event": event,
         "trigger": np.ones(n, np.uint32), "n_tracks_in": np.ones(n, np.int64),
         "n_tracks_out": np.ones(n, np.int64), "n_extra_planes_out": np.zeros(n, np.int64),
+        "n_views_out": np.full(n, 2, np.int64),
         "p_in": full(160.0), "p_out": _p_out(event),
         "chi2_in": full(2.0), "chi2_out": full(2.0), "track_match_chi2": full(1.0), "ecal_energy": full(0.4),
         "hcal_module_energy": ak.from_numpy(np.full((n, 4), 2.2), regulararray=True),
@@ -383,7 +384,7 @@ def test_cli_freeze_and_unblind(env, capsys):
     assert "unblinded before" in text and f"signal box: {exp['signal_box']} observed" in text
 
     # re-tuning after unblinding: the record stays the answer, the change is pointed out
-    env["sel"].write_text(env["sel"].read_text().replace("max: 30", "max: 31", 1))
+    env["sel"].write_text(env["sel"].read_text().replace("max: 20\n", "max: 21\n", 1))
     assert main(["unblind", "--ledger", str(env["ledger"]), "--i-understand-this-opens-the-box"]) == 0
     text = capsys.readouterr().out
     assert f"signal box: {exp['signal_box']} observed" in text
@@ -392,7 +393,7 @@ def test_cli_freeze_and_unblind(env, capsys):
 
 def test_cli_unblind_refuses_a_changed_selection(env, capsys):
     _freeze(env)
-    env["sel"].write_text(env["sel"].read_text().replace("max: 30", "max: 31", 1))
+    env["sel"].write_text(env["sel"].read_text().replace("max: 20\n", "max: 21\n", 1))
     assert main(["unblind", "--ledger", str(env["ledger"]), "--i-understand-this-opens-the-box"]) == 1
     err = capsys.readouterr().err
     assert "selection changed" in err and len(err.strip().splitlines()) == 1
@@ -420,7 +421,7 @@ def test_a_hand_edited_count_in_the_audit_log_is_refused(env):
 def test_an_edited_earlier_record_breaks_the_chain(env):
     _freeze(env)
     ub.unblind(env["ledger"], confirm=True, runner=_fake_run(3))
-    env["sel"].write_text(env["sel"].read_text().replace("max: 30", "max: 31", 1))
+    env["sel"].write_text(env["sel"].read_text().replace("max: 20\n", "max: 21\n", 1))
     second = env["ledger"].with_name("retuned.json")
     ub.freeze(second, processor=PROC, calib_tag=TAG, files=env["files"], selection=str(env["sel"]),
               force_new=True, reason="chi2 cut loosened")
@@ -498,7 +499,7 @@ def test_refreezing_retuned_cuts_elsewhere_supersedes_the_unblinding(env):
     "supersedes": []."""
     _freeze(env)
     first = ub.unblind(env["ledger"], confirm=True, runner=_fake_run(3))
-    env["sel"].write_text(env["sel"].read_text().replace("max: 30", "max: 31", 1))
+    env["sel"].write_text(env["sel"].read_text().replace("max: 20\n", "max: 21\n", 1))
     ledger = env["tmp"] / "elsewhere" / "retuned.json"
     kw = dict(processor=PROC, calib_tag=TAG, files=env["files"], selection=str(env["sel"]))
     with pytest.raises(BlindingError, match="unblinded before"):
@@ -519,11 +520,11 @@ def test_refreezing_retuned_cuts_elsewhere_supersedes_the_unblinding(env):
 
 def test_a_ledger_frozen_before_another_unblinding_needs_force_new_to_unblind(env):
     _freeze(env)
-    env["sel"].write_text(env["sel"].read_text().replace("max: 30", "max: 31", 1))
+    env["sel"].write_text(env["sel"].read_text().replace("max: 20\n", "max: 21\n", 1))
     other = env["tmp"] / "team_b" / "ledger.json"
     ub.freeze(other, processor=PROC, calib_tag=TAG, files=env["files"], selection=str(env["sel"]))
     ub.unblind(other, confirm=True, runner=_fake_run(4))
-    env["sel"].write_text(env["sel"].read_text().replace("max: 31", "max: 30", 1))
+    env["sel"].write_text(env["sel"].read_text().replace("max: 21\n", "max: 20\n", 1))
     with pytest.raises(BlindingError, match="unblinded before with another frozen state"):
         ub.unblind(env["ledger"], confirm=True, runner=_never)
     res = ub.unblind(env["ledger"], confirm=True, force_new=True, reason="the nominal analysis", runner=_fake_run(3))
@@ -534,7 +535,7 @@ def test_a_ledger_frozen_before_another_unblinding_needs_force_new_to_unblind(en
 def test_cli_force_new_with_a_reason(env, capsys):
     _freeze(env)
     assert main(["unblind", "--ledger", str(env["ledger"]), "--i-understand-this-opens-the-box"]) == 0
-    env["sel"].write_text(env["sel"].read_text().replace("max: 30", "max: 31", 1))
+    env["sel"].write_text(env["sel"].read_text().replace("max: 20\n", "max: 21\n", 1))
     argv = ["freeze", "--processor", PROC, "--calib-tag", TAG, "--selection", str(env["sel"]),
             "--ledger", str(env["tmp"] / "new" / "l.json"), *map(str, env["files"])]
     capsys.readouterr()
