@@ -101,7 +101,15 @@ X0_AIR = 36.62 * u.g / u.cm2
 X0_POLYIMIDE = 40.58 * u.g / u.cm2
 X0_SCINTILLATOR = 43.90 * u.g / u.cm2
 X0_LEAD = 6.37 * u.g / u.cm2
+#: Helium gas (PDG "Atomic and Nuclear Properties": X0 94.32 g/cm2, density 1.663e-4 g/cm3 at
+#: 20 C and 1 atm): 5.67 km, 19x the radiation length of air.
+X0_HELIUM = 94.32 * u.g / u.cm2
+HELIUM_DENSITY = 1.663e-4 * u.g / u.cm3
 #: Compositions by mass fraction, (Z, A in g/mol, fraction) (PDG "Atomic and Nuclear Properties").
+HELIUM_COMPOSITION = ((2, 4.0026, 1.0),)
+#: Gases that may fill a volume on the beam path instead of air (setup ``gas_volumes``):
+#: name -> (X0, density).
+GASES = {"helium": (X0_HELIUM, HELIUM_DENSITY)}
 AIR_COMPOSITION = ((7, 14.007, 0.7553), (8, 15.999, 0.2318), (18, 39.948, 0.0128))
 POLYIMIDE_COMPOSITION = ((1, 1.008, 0.0264), (6, 12.011, 0.6911), (7, 14.007, 0.0733), (8, 15.999, 0.2092))
 SCINTILLATOR_COMPOSITION = ((1, 1.008, 0.0850), (6, 12.011, 0.9150))

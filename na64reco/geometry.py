@@ -123,6 +123,18 @@ class TrackerPlane:
 
 
 @dataclass(frozen=True)
+class GasVolume:
+    """A volume on the beam path filled with a gas instead of air (e.g. a helium bag in a
+    spectrometer magnet): ``z0 <= z <= z1`` (mm), the gas's radiation lengths per metre."""
+
+    name: str
+    material: str  # a key of constants.GASES
+    z0: float
+    z1: float
+    x0_per_metre: float
+
+
+@dataclass(frozen=True)
 class TrackerReadout:
     mm_channels: int
     mm_multiplex_steps: tuple[int, ...]
@@ -141,6 +153,23 @@ class TrackerReadout:
     #: (first, last) time (ns) in which other beam particles cross the trackers at the beam rate
     #: (tracker hits only; :mod:`na64reco.sim.occupancy`); (0, 0): none
     beam_pileup_window: tuple[float, float] = (0.0, 0.0)
+    #: gas volumes replacing the air between z0 and z1 (z order, not overlapping)
+    gas_volumes: tuple[GasVolume, ...] = ()
+
+    def x0_between(self, z0: float, z1: float) -> float:
+        """Radiation lengths of the gas on the path from ``z0`` to ``z1`` (mm, z0 <= z1): air, but
+        inside the ``gas_volumes`` their gas.  Without volumes exactly ``air x0/mm x (z1 - z0)``."""
+        air = self.air_x0_per_metre / 1000.0
+        x = air * (z1 - z0)
+        for v in self.gas_volumes:
+            overlap = min(z1, v.z1) - max(z0, v.z0)
+            if overlap > 0:
+                x += overlap * (v.x0_per_metre / 1000.0 - air)
+        return x
+
+    def medium_at(self, z: float) -> str:
+        """The gas at ``z``: a gas volume's material, else ``"air"``."""
+        return next((v.material for v in self.gas_volumes if v.z0 <= z <= v.z1), "air")
 
     def mm_channel_of_strip(self, strip):
         """Multiplexing map: APV channel reading MM ``strip`` (vectorised)."""
@@ -528,6 +557,7 @@ def _parse_setup(n: Node) -> Setup:
         apv_noise_window=_time_window(t, "apv_noise_window"),
         straw_noise_window=_time_window(t, "straw_noise_window"),
         beam_pileup_window=_time_window(t, "beam_pileup_window"),
+        gas_volumes=_gas_volumes(t),
     )
     steps = readout.mm_multiplex_steps
     signed = {s % readout.mm_channels for s in steps} | {-s % readout.mm_channels for s in steps}
@@ -591,6 +621,25 @@ def _parse_trigger_term(trig: Node, i: int, text, calos) -> TriggerTerm:
     if term.section and term.section not in calos[term.detector].section_names:
         raise trig.error(f"logic.{i}", f"{term.detector} has no section {term.section!r}")
     return term
+
+
+def _gas_volumes(node) -> tuple[GasVolume, ...]:
+    """``gas_volumes``: a list of ``{name, material, first, last}`` (z with units, material a key
+    of constants.GASES), in z order and not overlapping."""
+    import hepunits
+
+    out = []
+    for v in node.nodes("gas_volumes") if node.has("gas_volumes") else []:
+        material = v.string("material", choices=tuple(constants.GASES))
+        z0, z1 = v.quantity("first", "length"), v.quantity("last", "length")
+        if not z0 < z1:
+            raise v.error("last", f"the volume must end after it starts (first {z0} mm, last {z1} mm)")
+        if out and z0 < out[-1].z1:
+            raise v.error("first", f"overlaps or precedes {out[-1].name!r} (ends at {out[-1].z1} mm): "
+                                   "give the volumes in z order, not overlapping")
+        x0, density = constants.GASES[material]
+        out.append(GasVolume(v.string("name"), material, z0, z1, float(hepunits.m * density / x0)))
+    return tuple(out)
 
 
 def _time_window(node, key: str) -> tuple[float, float]:

@@ -61,6 +61,7 @@ ALPHA_HBARC = C.FINE_STRUCTURE * C.HBARC  # MeV mm
 #: (X0, composition) of the assumed materials.
 MATERIALS = {
     "air": (C.X0_AIR, C.AIR_COMPOSITION),
+    "helium": (C.X0_HELIUM, C.HELIUM_COMPOSITION),
     "polyimide": (C.X0_POLYIMIDE, C.POLYIMIDE_COMPOSITION),
     "scintillator": (C.X0_SCINTILLATOR, C.SCINTILLATOR_COMPOSITION),
     "lead": (C.X0_LEAD, C.LEAD_COMPOSITION),
@@ -196,7 +197,8 @@ def path_elements(setup, air_step: float = 20.0 * u.mm) -> list[Slab]:
     """The material from the ECAL front (the target) through the last plane of the outgoing
     station, in z order, as the simulator places it (:func:`na64reco.sim.transport.elements`):
     the ECAL (lead, its ``x0_fraction``), the counters (scintillator), the tracker planes
-    (polyimide) and the air between them in slices of ``air_step``."""
+    (polyimide) and the gas between them (air, or a gas volume's gas: setup ``gas_volumes``) in
+    slices of at most ``air_step``, cut at the volumes' ends."""
     from na64reco.sim.transport import elements, outgoing_magnet
 
     out_mag = outgoing_magnet(setup)
@@ -204,16 +206,20 @@ def path_elements(setup, air_step: float = 20.0 * u.mm) -> list[Slab]:
         raise ConfigError(f"setup {setup.name!r} has no outgoing station after the ECAL")
     z_end = max(p.z for p in setup.planes if p.station == out_mag.name)
     ecal = setup.detector("ECAL")
-    air = setup.readout.air_x0_per_metre / u.m
+    gas = setup.readout
+    bounds = [b for v in gas.gas_volumes for b in (v.z0, v.z1)]
     slabs, z = [], ecal.z
     for el in elements(setup):
         if el.z < ecal.z or el.z > z_end:
             continue
-        if el.z > z:  # the air in front of the element
-            n = max(1, math.ceil((el.z - z) / air_step))
-            edges = np.linspace(z, el.z, n + 1)
-            slabs += [Slab(f"air {a / u.m:.2f}-{b / u.m:.2f} m", "air", air * (b - a), a, b)
-                      for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        if el.z > z:  # the gas in front of the element
+            cuts = [z] + sorted(b for b in bounds if z < b < el.z) + [el.z]
+            for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
+                n = max(1, math.ceil((hi - lo) / air_step))
+                edges = np.linspace(lo, hi, n + 1)
+                medium = gas.medium_at(0.5 * (lo + hi))
+                slabs += [Slab(f"{medium} {a / u.m:.2f}-{b / u.m:.2f} m", medium, gas.x0_between(a, b), a, b)
+                          for a, b in zip(edges[:-1], edges[1:], strict=True)]
         if el.kind == "plane":
             slabs.append(Slab(el.obj.name, "polyimide", el.obj.x0_fraction, el.z, el.z))
             z = el.z
@@ -425,7 +431,7 @@ def element_table(setup, conditions=None, p: float | None = None, track_match_ma
         ay, py = view_acceptance(geo["other"], geo, z_s, ty, kappa0, kappa_box)
         trig = _trigger(geo, z_s, tx)
         fx = ax * trig
-        key = slab.name if not slab.name.startswith("air") else _gap_name(slab, setup)
+        key = slab.name if slab.material not in ("air", *C.GASES) else _gap_name(slab, setup)
         row = rows.setdefault(key, {"material": slab.material, "x_over_x0": 0.0, "z_m": [z_s, z_s],
                                     "theta_min_mrad": math.inf, "probability": 0.0, "p_above_theta_min": 0.0})
         row["x_over_x0"] += slab.x_over_x0
@@ -477,5 +483,6 @@ def _gap_name(slab: Slab, setup) -> str:
     a = name(after[0]) if after else "end"
     mag = [e for e in elements(setup) if e.kind == "magnet" and slab.z0 <= e.z <= slab.z1 + 1e-9]
     if before and before[-1].kind == "magnet" or after and after[0].kind == "magnet" or mag:
-        return "air, MS2 gap" if any(m.obj.name != "MS1" for m in mag) or "MS2" in (b, a) else f"air {b} - {a}"
-    return f"air {b} - {a}"
+        gap = any(m.obj.name != "MS1" for m in mag) or "MS2" in (b, a)
+        return f"{slab.material}, MS2 gap" if gap else f"{slab.material} {b} - {a}"
+    return f"{slab.material} {b} - {a}"

@@ -6,7 +6,8 @@ counters and veto paddles (MIP deposits + scattering), magnets (thin kicks
 coordinates, like the reference trajectory), the decay region after the incoming
 momentum station, and the thick detectors with their physics (ECAL: target, muon
 energy loss, signal, tridents, showers; VHCAL; HCAL modules; SRD).  Between elements
-the particles fly straight and scatter in air (``air_x0_per_metre``).
+the particles fly straight and scatter in air (``air_x0_per_metre``) or in the gas of a
+gas volume (``gas_volumes``: e.g. a helium bag in MS2).
 
 Every step is vectorised over the particles; the Python loop runs over the ~25 elements
 only.  Energy deposits and crossings go to a :class:`~na64reco.sim.tracks.Recorder`;
@@ -133,7 +134,7 @@ def follow(ctx: Context, tr: Tracks, last_z: float | None = None) -> Tracks:
     the elements at ``z <= last_z`` if given: the rest are not reached, and draw no random
     numbers); returns the survivors."""
     z = ctx.setup.beam.start_z
-    air = ctx.setup.readout.air_x0_per_metre / 1000.0  # per mm
+    gas = ctx.setup.readout  # x0_between: air, or the gas of a gas volume
     els = elements(ctx.setup)
     if last_z is not None:
         els = tuple(e for e in els if e.z <= last_z)
@@ -148,13 +149,13 @@ def follow(ctx: Context, tr: Tracks, last_z: float | None = None) -> Tracks:
             end = k
             while end < len(els) and els[end].kind == "plane":
                 end += 1
-            z = _planes(ctx, els[k:end], tr, z, air)
+            z = _planes(ctx, els[k:end], tr, z, gas)
             k = end
             continue
         k += 1
         dz = el.z - z
-        if dz > 0:  # straight flight and the scattering in air, in one pass
-            scatter_thin(ctx.rng, tr, air * dz, tr.alive, drift=dz)
+        if dz > 0:  # straight flight and the scattering in air (or a gas volume), in one pass
+            scatter_thin(ctx.rng, tr, gas.x0_between(z, el.z), tr.alive, drift=dz)
             z = el.z
         tr = _HANDLERS[el.kind](ctx, el, tr)
         if el.kind in ("ecal", "vhcal", "hcal", "srd"):
@@ -163,8 +164,9 @@ def follow(ctx: Context, tr: Tracks, last_z: float | None = None) -> Tracks:
     return tr
 
 
-def _planes(ctx: Context, run: tuple[Element, ...], tr: Tracks, z: float, air: float) -> float:
-    """Consecutive tracker planes: for each, the flight and air scattering from ``z`` (if it
+def _planes(ctx: Context, run: tuple[Element, ...], tr: Tracks, z: float, gas) -> float:
+    """Consecutive tracker planes: for each, the flight and air scattering (``gas.x0_between``,
+    a :class:`~na64reco.geometry.TrackerReadout`) from ``z`` (if it
     is upstream), then :func:`_plane`, by :func:`~na64reco.sim.tracks.thin_steps` (the same
     numbers); returns the z of the last plane."""
     drift, x, record = [], [], []
@@ -172,7 +174,7 @@ def _planes(ctx: Context, run: tuple[Element, ...], tr: Tracks, z: float, air: f
         dz = el.z - z
         if dz > 0:
             drift.append(dz)
-            x.append(air * dz)
+            x.append(gas.x0_between(z, el.z))
             record.append(-1)
             z = el.z
         drift.append(0.0)
