@@ -138,8 +138,10 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--workdir", type=Path, default=Path("single_scatter_work"))
     ap.add_argument("--theta-min", type=float, default=1.8e-3, help="rad (below every kink that reaches the box)")
-    ap.add_argument("--z-first", type=float, default=22010.0, help="mm: after the last upstream MS2 plane")
-    ap.add_argument("--z-last", type=float, default=26000.0, help="mm: the first downstream MS2 plane")
+    # the MS2 helium bag (setup gas_volumes); the 2 cm of air at either end, next to the planes
+    # 2 m from the magnet centre, cannot put a muon in the box (closed form: 0)
+    ap.add_argument("--z-first", type=float, default=22030.0, help="mm: start of the forced region (the bag's)")
+    ap.add_argument("--z-last", type=float, default=25980.0, help="mm: its end (the bag's)")
     ap.add_argument("--json", type=Path, default=None, help="write the figures here")
     ap.add_argument("--all", action="store_true", help="also list every element with P(scatter > the box's kick)")
     args = ap.parse_args(argv)

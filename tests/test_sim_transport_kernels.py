@@ -177,11 +177,10 @@ def test_follow_with_stations_equals_the_element_by_element_loop():
 
     def loop(ctx, tr):
         z = ctx.setup.beam.start_z
-        air = ctx.setup.readout.air_x0_per_metre / 1000.0
         for el in tp.elements(ctx.setup):
             dz = el.z - z
-            if dz > 0:
-                scatter_thin(ctx.rng, tr, air * dz, tr.alive, drift=dz)
+            if dz > 0:  # air, or the gas of a gas volume (the MS2 helium bag)
+                scatter_thin(ctx.rng, tr, ctx.setup.readout.x0_between(z, el.z), tr.alive, drift=dz)
                 z = el.z
             tr = tp._HANDLERS[el.kind](ctx, el, tr)
             if el.kind in ("ecal", "vhcal", "hcal", "srd"):
