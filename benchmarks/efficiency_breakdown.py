@@ -119,7 +119,7 @@ def markdown(result: dict, args) -> str:
                   "|---|" + "---|" * len(pts)]
         for i, (name, _) in enumerate(pts[0]["factors"]):
             lines.append(f"| {name} | " + " | ".join(f"{p['factors'][i][1]:.3f}" for p in pts) + " |")
-        lines.append("| *tracking (the six tracking cuts)* | "
+        lines.append(f"| *tracking (the {len(TRACKING_CUTS)} tracking cuts)* | "
                      + " | ".join(f"*{p['tracking']:.3f}*" for p in pts) + " |")
         lines.append("| **efficiency per signal interaction** | " + " | ".join(
             f"**{p['efficiency']:.4f}** +- {p['error']:.4f}" for p in pts) + " |")
@@ -135,8 +135,9 @@ def markdown(result: dict, args) -> str:
     proj = result.get("projection_2022")
     if proj:
         lines += ["### The 2022 / 2023 tracking ratio beside seed 003's factor 4", "",
-                  "The six tracking cuts of the signal, 2022-like over 2023-like (simulated, in the products "
-                  f"above); seed 003: the 2023-24 tracking efficiency is {TRACKING_GAIN_2023:g}x the 2022 one.", "",
+                  f"The {len(TRACKING_CUTS)} tracking cuts of the signal, 2022-like over 2023-like (simulated, in the "
+                  f"products above); seed 003: the 2023-24 tracking efficiency is {TRACKING_GAIN_2023:g}x the 2022 "
+                  "one.", "",
                   "| | " + " | ".join(f"m = {m:g} MeV" for m in proj["mass_mev"]) + " |",
                   "|---|" + "---|" * len(proj["mass_mev"]),
                   "| tracking 2022 / 2023 (simulated) | " + " | ".join(f"{r:.2f}" for r in proj["tracking_ratio"])

@@ -45,7 +45,8 @@ from na64reco.sim.occupancy import ForcedPileup, expected_near, near_segments
 #: a run of each NA64mu run period (calib/setups/na64mu.yaml, ``periods``)
 PERIOD_RUNS = {"2022": 1, "2023": 10001}
 #: the cuts of ``selections/na64mu_invisible.yaml`` that use the trackers only
-TRACKING_CUTS = ("single_track_in", "p_in_window", "single_track_out", "no_pileup_out", "chi2_out", "track_match")
+TRACKING_CUTS = ("single_track_in", "p_in_window", "single_track_out", "both_views_out", "no_pileup_out", "chi2_out",
+                 "track_match")
 #: beam muons whose true outgoing momentum is above this are "should be measured high"
 HARD_P_OUT = 100.0  # GeV (reco unit)
 #: how far (ns) the simulated time of an APV cluster may lie before the earliest reconstructed
