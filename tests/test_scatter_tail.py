@@ -139,3 +139,43 @@ def test_single_scatter_row_from_json(tmp_path):
     path.write_text(json.dumps({"forced": {"2022": forced}}))
     with pytest.raises(NA64Error, match=r"single_scatter.json: key 'forced.2022.per_mot.80.0'"):
         single_scatter_from_json(path, "2022", 80.0)
+
+
+def test_the_fit_cut_on_the_best_candidate_shrinks_the_kink_window(geo2022):
+    """A kink 0.3 m from the magnet centre passes the search (chi2/ndf <= 10) as a kick but not
+    the selection's chi2_out <= 5; at 0.1 m it passes both."""
+    kappa0 = 2.6232
+    theta = np.array([-2.8])
+    loose, _ = st.view_acceptance(geo2022["bend"], geo2022, 24.3, theta, kappa0, 2 * kappa0)
+    tight, _ = st.view_acceptance(geo2022["bend"], geo2022, 24.3, theta, kappa0, 2 * kappa0, chi2_best_max=5.0)
+    near, _ = st.view_acceptance(geo2022["bend"], geo2022, 24.1, theta, kappa0, 2 * kappa0, chi2_best_max=5.0)
+    assert loose[0] > 0 and tight[0] == 0 and near[0] > 0
+
+
+def test_the_period_rules_enter_the_patterns():
+    """2022: the y view at N-1 (3 of 4 planes), the bend view every plane; 2023: MM6X in every
+    bend-view pattern.  The selection's cuts as the closed form reads them."""
+    g22 = st.station_geometry(load_setup("na64mu", run=1))
+    assert g22["other"]["max_missing"] == 1 and g22["bend"]["max_missing"] == 0
+    assert {int(u.sum()) for u, _ in st._patterns(g22["other"])} == {3, 4}
+    g23 = st.station_geometry(load_setup("na64mu", run=10001))
+    k = g23["bend"]["names"].index("MM6X")
+    assert g23["bend"]["required"][k] and all(used[k] for used, _ in st._patterns(g23["bend"]))
+    assert sum(p for _, p in st._patterns(g23["bend"])) == pytest.approx(
+        g23["bend"]["eff"][k] * st._tracked_probability(np.delete(g23["bend"]["eff"], k), 1))
+    assert st.selection_cuts() == {"track_match_max": 20.0, "chi2_out_max": 5.0}
+
+
+def test_helium_in_the_gap_lowers_the_closed_form():
+    """The MS2 bag: the closed form with the selection's cuts names the helium gap as the only
+    element reaching the box, 5-10x below the same gap in air (the setup without the bag)."""
+    import dataclasses
+
+    setup = load_setup("na64mu", run=1)
+    cuts = st.selection_cuts()
+    he = st.element_table(setup, **cuts)
+    air_setup = dataclasses.replace(setup, readout=dataclasses.replace(setup.readout, gas_volumes=()))
+    air = st.element_table(air_setup, **cuts)
+    rows = [k for k, r in he["rows"].items() if r["probability"] > 0]
+    assert rows == ["helium, MS2 gap"]
+    assert 5.0 < air["total"] / he["total"] < 10.0

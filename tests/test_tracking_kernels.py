@@ -457,3 +457,17 @@ def test_required_planes_and_per_view_missing_rules_act(noisy):
     assert missed_before.any() and not (found & missed_before & (res["hits"][:, bx, k] < 0)).any()
     ny = len(vt2.views[y].planes)
     assert (res["nh"][res["nh"][:, y] > 0, y] == ny).all()
+
+
+def test_n_views_counts_the_projections_with_a_track(noisy):
+    events, _, _, _, vt, _ = noisy
+    out = reconstruct_tracks(events, SETUP, COND, return_internals=True)
+    nh = out["_tracks"]["nh"]
+    for role in ("in", "out"):
+        iv = [i for i, v in enumerate(vt.views) if v.role == role]
+        np.testing.assert_array_equal(out[f"n_views_{role}"], (nh[:, iv] > 0).sum(axis=1))
+        assert out[f"n_views_{role}"].dtype == np.int64
+    # a y track of the outgoing station is what makes out_y finite
+    assert np.array_equal(np.isfinite(out["out_y"]), nh[:, [i for i, v in enumerate(vt.views)
+                                                         if v.role == "out" and v.coord == "y"][0]] > 0)
+    assert set(np.unique(out["n_views_out"])) >= {1, 2}

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from na64reco.conditions import load_conditions
+from na64reco.errors import ConfigError
 from na64reco.geometry import load_setup
 from na64reco.io.raw import open_raw
 from na64reco.reco.tracking import reconstruct_tracks
@@ -121,3 +122,34 @@ def test_out_of_time_noise_is_never_used(tmp_path):
     used0 = t0[t0 >= 0]
     late = (h0["time"][used0] < lo[h0["plane"][used0]]) | (h0["time"][used0] > hi[h0["plane"][used0]])
     assert late.any()  # the noise does reach tracks when time is ignored
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ('"2023": {required_planes: [MM6X]}', '"2023": {required_planes: [MM9X]}', "'MM9X' is not a tracker plane"),
+    ('"2023": {required_planes: [MM6X]}', '"2023": {required_planes: MM6X}', "expected a list of tracker plane"),
+    ("view_max_missing_planes: {MS2 y: 1}", "view_max_missing_planes: {MS3 y: 1}", "'MS3 y' is not"),
+    ("view_max_missing_planes: {MS2 y: 1}", "view_max_missing_planes: {MS2 y: 5}", "expected an integer 0..2"),
+    ("view_max_missing_planes: {MS2 y: 1}", "view_max_missing_planes: [MS2 y]", "expected a mapping"),
+])
+def test_bad_view_rules_name_the_key_and_the_value(tmp_path, old, new, message):
+    text = CONFIG_PATH.read_text()
+    assert old in text
+    cfg = tmp_path / "tracking.yaml"
+    cfg.write_text(text.replace(old, new))
+    run = 10001 if "2023" in old else 1
+    with pytest.raises(ConfigError, match=message) as err:
+        load_tracking_config(load_setup("na64mu", run=run), cfg)
+    assert str(cfg) in str(err.value)
+
+
+def test_period_view_rules():
+    """2022: every plane in the bend views, N-1 in the MS2 y view; 2023: N-1 and MM6X required."""
+    from na64reco.reco.tracking.tracks import make_views
+
+    for run, rules in ((1, {("MS1", "y"): 0, ("MS1", "x"): 0, ("MS2", "x"): 0, ("MS2", "y"): 1}),
+                       (10001, {("MS1", "y"): 1, ("MS1", "x"): 1, ("MS2", "x"): 1, ("MS2", "y"): 1})):
+        setup = load_setup("na64mu", run=run)
+        views = make_views(setup, load_tracking_config(setup))
+        assert {(v.station, v.coord): v.max_missing for v in views} == rules
+        required = {setup.planes[i].name for v in views for i, r in zip(v.planes, v.required, strict=True) if r}
+        assert required == (set() if run == 1 else {"MM6X"})
