@@ -80,6 +80,8 @@ from na64reco.sim.faults import Fault, faulty_calo, faulty_planes, parse_faults
 from na64reco.sim.forced_noise import ForcedNoise, ForcedRegion
 from na64reco.sim.forced_noise import resolve as resolve_forced
 from na64reco.sim.forced_soft import ForcedSoft
+from na64reco.sim.hard_scatter import plan as kink_plan
+from na64reco.sim.hard_scatter import spill_kinks
 from na64reco.sim.occupancy import ForcedPileup, beam_pileup_hits, expected_near
 from na64reco.sim.params import MIXTURE_KEYS, PROCESS_CHOICES, SimParams, load_sim_params
 from na64reco.sim.signal import lepton_mass_of, sample_signal_x, signal_weight
@@ -124,6 +126,7 @@ class _Job:
     crossings: bool = False
     forced_soft: ForcedSoft | None = None
     forced_scatter: object = None  # na64reco.sim.forced_scatter.ForcedScatter
+    hard_scatter: bool = True  # natural single large-angle scatters (na64reco.sim.hard_scatter), if the setup has them
 
 
 def _check_inputs(setup, n_events, seed, run, process, mass, coupling, chunk_size):
@@ -170,7 +173,8 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
              spill_particles: int | None = None, first_spill: int = 0,
              forced_noise: ForcedNoise | None = None,
              forced_pileup: ForcedPileup | None = None, true_crossings=None,
-             forced_soft: ForcedSoft | None = None, forced_scatter=None) -> SimulationResult:
+             forced_soft: ForcedSoft | None = None, forced_scatter=None,
+             hard_scatter: bool = True) -> SimulationResult:
     """Simulate ``n_events`` beam particles and write the triggered events to ``output``.
 
     Args:
@@ -206,6 +210,9 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
             the metadata records them and their nominal mean ``expected``.
         forced_scatter: one large-angle scatter of each beam muon after the target
             (:class:`na64reco.sim.forced_scatter.ForcedScatter`), weight = its natural probability.
+        hard_scatter: the natural single large-angle scatters of the primary muons
+            (:mod:`na64reco.sim.hard_scatter`, setup ``simulation.muon.single_scatter``; their own
+            random stream); False leaves them out, which changes only the events that had one.
         true_crossings: path of a ``.npz`` to write the true tracker crossings of the written
             events' own particles to (``event`` number in the file, ``plane`` index, true
             measured coordinate ``u`` in mm, time ``t`` in ns) and of the out-of-time beam
@@ -264,7 +271,7 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
         raise ConfigError("forced soft pile-up needs forced pile-up muons (forced_pileup with count >= 1)")
     job = _Job(setup, params, CaloTables.of(setup, cond), planes, int(seed), int(run),
                process, mass, weight, truth, per_spill, trigger, fault_list, region, forced_pileup,
-               true_crossings is not None, forced_soft, forced_scatter)
+               true_crossings is not None, forced_soft, forced_scatter, bool(hard_scatter))
     n_spills = -(-int(n_events) // per_spill)
     meta = {"simulation": {
         "seed": int(seed), "period": setup.period, "process": process, "n_beam": int(n_events),
@@ -279,6 +286,10 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
         **({"forced_soft": {**forced_soft.to_dict(), "expected_losses": forced_soft.expected_losses(params),
                             "probability": forced_soft.probability(params)}} if forced_soft else {}),
         **({"forced_scatter": forced_scatter.to_dict()} if forced_scatter else {}),
+        **({"single_scatter": {"q_floor_mev": params.hard_scatter_q_floor,
+                               "core_sigmas": params.hard_scatter_core_sigmas,
+                               "per_muon": kink_plan(setup, params).total}}
+           if hard_scatter and kink_plan(setup, params) is not None else {}),
     }}
     flush_every = max(1, -(-int(chunk_size) // per_spill))
     bar = None
@@ -421,8 +432,9 @@ def simulate_spill(job: _Job, spill: int, n: int, first_event: int = 1) -> dict:
             w = setup.beam.pileup_window
             tracks.append(sample_beam(rng, setup, pile, np.full(pile.size, PROCESSES["beam"], np.int8),
                                       role=ROLE_PILEUP, t=rng.uniform(-w / 2, w / 2, pile.size)))
+        kinks = spill_kinks(job.seed, spill, setup, prm, n) if job.hard_scatter else None
         ctx = Context(rng, setup, prm, rec, truth, job.mass, biased=job.process != "mixture",
-                      forced_scatter=job.forced_scatter)
+                      forced_scatter=job.forced_scatter, hard_kinks=kinks)
         follow(ctx, Tracks.concat(tracks))
     d_ev, d_det, d_ch, d_e, d_t = rec.deposits()
     if pedestal:

@@ -69,6 +69,10 @@ class SimParams:
     leading_neutral_fraction: float = 0.0
     bias_v_min: float = 0.45  # forced energy-transfer fractions [bias_v_min, v_max]
     bias_ecal_visible_max: float = 2000.0  # MeV
+    # natural single large-angle scattering of the primary muon (na64reco.sim.hard_scatter);
+    # q_floor 0: off
+    hard_scatter_q_floor: float = 0.0  # MeV: smallest momentum transfer added
+    hard_scatter_core_sigmas: float = 4.0  # and at least this many Highland widths (p theta0) of the element
 
     @property
     def radiative_bx(self) -> float:
@@ -187,6 +191,11 @@ def _rare_process_params(setup: Setup, s, h, d) -> dict:
         b = s.node("biasing")
         out["bias_v_min"] = b.number("v_min", minimum=1e-4, maximum=1.0)
         out["bias_ecal_visible_max"] = b.quantity("ecal_visible_max", "energy", minimum=0.0)
+    m = s.node("muon")
+    if m.has("single_scatter"):
+        ss = m.node("single_scatter")
+        out["hard_scatter_q_floor"] = ss.quantity("q_floor", "energy", minimum=0.0)
+        out["hard_scatter_core_sigmas"] = ss.number("core_sigmas", minimum=2.0)
     return out
 
 

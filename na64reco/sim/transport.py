@@ -25,6 +25,7 @@ from scipy.special import gammainc
 from na64reco import constants
 from na64reco.geometry import Calorimeter, Magnet, Setup, TrackerPlane
 from na64reco.io.raw import PROCESSES
+from na64reco.sim import hard_scatter
 from na64reco.sim import interactions as phys
 from na64reco.sim.biasing import forced_decay, forced_log_uniform, survival
 from na64reco.sim.params import SimParams
@@ -126,6 +127,8 @@ class Context:
     forced_soft: object = None
     #: forced single large-angle scattering (na64reco.sim.forced_scatter.ForcedScatter), else None
     forced_scatter: object = None
+    #: natural single large-angle scatters of the primary muons (na64reco.sim.hard_scatter.Kinks), else None
+    hard_kinks: object = None
 
 
 # ----------------------------------------------------------------------------------------
@@ -142,6 +145,8 @@ def follow(ctx: Context, tr: Tracks, last_z: float | None = None) -> Tracks:
         from na64reco.sim import forced_scatter
 
         els = forced_scatter.prepare(ctx, els)
+    kinks = ctx.hard_kinks
+    at = kinks.by_element(els) if kinks is not None and kinks.ev.size else {}
     k = 0
     while k < len(els):
         el = els[k]
@@ -149,10 +154,14 @@ def follow(ctx: Context, tr: Tracks, last_z: float | None = None) -> Tracks:
             end = k
             while end < len(els) and els[end].kind == "plane":
                 end += 1
-            z = _planes(ctx, els[k:end], tr, z, gas)
-            k = end
+            # split where a natural kink follows a plane (the same random numbers: _planes doc)
+            for stop in [i + 1 for i in range(k, end) if i in at] + [end]:
+                if stop > k:
+                    z = _planes(ctx, els[k:stop], tr, z, gas)
+                    if stop - 1 in at:
+                        hard_scatter.apply(tr, kinks, at[stop - 1], z)
+                    k = stop
             continue
-        k += 1
         dz = el.z - z
         if dz > 0:  # straight flight and the scattering in air (or a gas volume), in one pass
             scatter_thin(ctx.rng, tr, gas.x0_between(z, el.z), tr.alive, drift=dz)
@@ -161,6 +170,9 @@ def follow(ctx: Context, tr: Tracks, last_z: float | None = None) -> Tracks:
         if el.kind in ("ecal", "vhcal", "hcal", "srd"):
             z = el.z + el.obj.depth
             tr = tr.take(tr.alive)
+        if k in at:  # natural single large-angle scatters after this element
+            hard_scatter.apply(tr, kinks, at[k], hard_scatter.after_element(el))
+        k += 1
     return tr
 
 
