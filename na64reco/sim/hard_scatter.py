@@ -172,18 +172,17 @@ def apply(tr, kinks: Kinks, which: np.ndarray, z_after: float):
     element) by their angles, with the position offset of module doc; returns ``tr``."""
     from na64reco.sim.tracks import KIND_MUON, ROLE_PRIMARY
 
-    mu = tr.alive & (tr.role == ROLE_PRIMARY) & (tr.kind == KIND_MUON)
-    for j in which:
-        idx = np.flatnonzero(mu & (tr.ev == kinks.ev[j]))
-        if idx.size == 0:
-            continue
-        theta = kinks.q[j] / tr.p[idx]
+    idx = np.flatnonzero(tr.alive & (tr.role == ROLE_PRIMARY) & (tr.kind == KIND_MUON)
+                         & np.isin(tr.ev, kinks.ev[which]))
+    for j in which:  # one primary muon per event; several kinks of one event add up in turn
+        i = idx[tr.ev[idx] == kinks.ev[j]]
+        theta = kinks.q[j] / tr.p[i]
         tx, ty = theta * np.cos(kinks.phi[j]), theta * np.sin(kinks.phi[j])
         lever = kinks.z[j] - z_after
-        tr.tx[idx] += tx
-        tr.ty[idx] += ty
-        tr.x[idx] -= tx * lever
-        tr.y[idx] -= ty * lever
+        tr.tx[i] += tx
+        tr.ty[i] += ty
+        tr.x[i] -= tx * lever
+        tr.y[i] -= ty * lever
     return tr
 
 
