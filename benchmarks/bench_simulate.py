@@ -6,6 +6,7 @@
     python benchmarks/bench_simulate.py --events 30000 --spills 7 [--profile]
     python benchmarks/bench_simulate.py --compile [K]
     python benchmarks/bench_simulate.py --ab OLD_TREE [--events 100000] [--repeat 6]
+    python benchmarks/bench_simulate.py --tail-ab [--trigger physics] [--repeat 4]
 
 1. NA64mu ``mixture`` beam particles per second on one core, *including* writing the raw
    file (CPU time, minimum of ``--repeat`` runs in one warm process).
@@ -354,6 +355,27 @@ def _peak_rss_child(n: int, trigger: str) -> float:
     return int(out.stdout.strip().splitlines()[-1]) / 1024.0  # kB -> MB (Linux)
 
 
+def _tail_ab(n: int, repeat: int, trigger: str) -> None:
+    """``--tail-ab``: the simulation with and without the natural single-scattering tail
+    (:mod:`na64reco.sim.hard_scatter`), alternating in one warm process, writing included."""
+    import statistics
+
+    from na64reco.sim import simulate
+
+    times: dict[bool, list[float]] = {True: [], False: []}
+    with tempfile.TemporaryDirectory() as tmp:
+        simulate("na64mu", 20_000, 1, 1001, Path(tmp) / "warm.root", trigger=trigger)
+        for r in range(repeat):
+            for flag in ((False, True) if r % 2 == 0 else (True, False)):
+                c = time.process_time()
+                simulate("na64mu", n, 1, 1001, Path(tmp) / f"{flag}.root", trigger=trigger, hard_scatter=flag)
+                times[flag].append(time.process_time() - c)
+    for flag, v in times.items():
+        print(f"natural tail {'on ' if flag else 'off'}: CPU s per {n} MOT {sorted(round(x, 3) for x in v)}, "
+              f"median {statistics.median(v):.3f}")
+    print(f"ratio on / off (medians): {statistics.median(times[True]) / statistics.median(times[False]):.3f}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=100_000)
@@ -369,7 +391,12 @@ def main(argv=None) -> int:
     ap.add_argument("--compile", type=int, nargs="?", const=len(_DIGEST_RUNS), default=0, metavar="K",
                     help="only the cold numba compilation of the first K --digest configurations (default: all)")
     ap.add_argument("--ab", metavar="OLD_TREE", help="in-process A/B of the digitisation against OLD_TREE's")
+    ap.add_argument("--tail-ab", action="store_true",
+                    help="in-process A/B of the natural single-scattering tail (simulate hard_scatter on / off)")
     args = ap.parse_args(argv)
+    if args.tail_ab:
+        _tail_ab(args.events, args.repeat, args.trigger)
+        return 0
     if args.ab:
         _ab(args.ab, args.events, args.repeat, args.trigger)
         return 0
