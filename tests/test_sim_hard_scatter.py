@@ -90,7 +90,7 @@ def test_a_kink_moves_only_its_muon_by_theta_times_the_lever_arm(in_ecal):
         lever = z_plane[sel][~up] - z[j]
         proj = np.where(x_plane[sel][~up], np.cos(phi[j]), np.sin(phi[j]))
         ok = np.abs(proj) > 0.1
-        assert np.all(shift[up] == 0) and np.all(np.abs(shift[~up][ok]) > 0)
+        assert np.all(np.abs(shift[up]) < 1e-9) and np.all(np.abs(shift[~up][ok]) > 0)  # taken back: rounding
         if z[j] > 20000:  # in the gap: theta x the lever arm exactly, one theta for all planes
             theta = shift[~up][ok] / (proj[ok] * lever[ok])
             np.testing.assert_allclose(theta, theta[0], rtol=1e-6)
@@ -101,20 +101,28 @@ def test_a_kink_moves_only_its_muon_by_theta_times_the_lever_arm(in_ecal):
             assert np.all(np.sign(xs) == np.sign(np.cos(phi[j])))
 
 
-def test_simulate_changes_only_the_events_with_a_kink(tmp_path):
-    """A whole simulation with and without the natural scatters: the same number of written
-    events, and the files differ in at most as many events as there were scatters."""
+def test_a_spill_without_a_kink_is_unchanged(tmp_path):
+    """A whole simulation with and without the natural scatters, in spills of 500 beam particles
+    (~1.5 scatters each): the spills that drew none are the same bit for bit (the scatters have
+    their own random stream); the others may differ from the first kinked muon on."""
     import uproot
 
     from na64reco.sim.generate import simulate
 
-    paths = {}
+    per, n = 500, 12000
+    rows = {}
     for flag in (True, False):
-        paths[flag] = tmp_path / f"k{flag}.root"
-        simulate("na64mu", 20000, 7, 1001, paths[flag], process="beam", trigger="calibration", hard_scatter=flag)
-    a, b = (uproot.open(paths[f])["events"].arrays(library="ak").to_list() for f in (True, False))
-    assert len(a) == len(b) > 19000
-    n_diff = sum(x != y for x, y in zip(a, b, strict=True))
-    pl = hs.plan(load_setup("na64mu", run=1001), PARAMS)
-    n_kinks = sum(hs.spill_kinks(7, s, SETUP, PARAMS, 10000).ev.size for s in range(2))
-    assert 0.5 * pl.total * 20000 < n_diff <= n_kinks
+        path = tmp_path / f"k{flag}.root"
+        simulate("na64mu", n, 7, 1001, path, process="beam", trigger="calibration", hard_scatter=flag,
+                 spill_particles=per)
+        rows[flag] = uproot.open(path)["events"].arrays(library="ak").to_list()
+    setup = load_setup("na64mu", run=1001)
+    clean = {s + 1 for s in range(n // per) if hs.spill_kinks(7, s, setup, PARAMS, per).ev.size == 0}
+    assert 0 < len(clean) < n // per
+    by_spill = {flag: {} for flag in rows}
+    for flag, events in rows.items():
+        for e in events:
+            by_spill[flag].setdefault(e["spill"], []).append(e)
+    for s in clean:
+        assert by_spill[True][s] == by_spill[False][s], s
+    assert any(by_spill[True][s] != by_spill[False][s] for s in by_spill[True] if s not in clean)

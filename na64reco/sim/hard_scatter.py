@@ -14,6 +14,7 @@ the gas between them), where a kink can fake the outgoing momentum or the track 
   counted twice; ``q_floor`` keeps the thin pieces from adding kinks too small to matter
   (setup ``simulation.muon.single_scatter``; off without it, e.g. NA64e);
 * per beam particle the number of scatters is Poisson with mean ``W = sum_i P_i(q > q_cut_i)``
+  (drawn per spill: Poisson(W n) scatters on uniformly drawn particles)
   (~2e-3 for NA64mu, most of it in the air), the piece drawn with probability ``P_i / W``, z
   uniform in it, q from its cross section, azimuth uniform; the angle is ``q / p`` of the muon
   there.  Only an alive primary muon is turned (beam pile-up muons and secondaries are not);
@@ -140,9 +141,9 @@ def _plan(setup, floor: float, sigmas: float) -> Plan:
 
 
 def draw(rng: np.random.Generator, pl: Plan, n: int) -> Kinks:
-    """The scatters of ``n`` beam particles (module doc)."""
-    k = rng.poisson(pl.total, n)
-    ev = np.repeat(np.arange(n, dtype=np.int64), k)
+    """The scatters of ``n`` beam particles (module doc): their number is Poisson with mean
+    ``W n`` and each falls on a particle drawn uniformly, i.e. a Poisson count per particle."""
+    ev = np.sort(rng.integers(0, n, rng.poisson(pl.total * n))).astype(np.int64)
     piece = rng.choice(pl.prob.size, size=ev.size, p=pl.prob / pl.total)
     z = pl.z0[piece] + rng.random(ev.size) * (pl.z1 - pl.z0)[piece]
     r = rng.random(ev.size)
@@ -167,13 +168,18 @@ def after_element(el) -> float:
     return el.z + el.obj.depth if el.kind in _THICK else el.z
 
 
-def apply(tr, kinks: Kinks, which: np.ndarray, z_after: float):
-    """Turn the alive primary muons of the kinks ``which`` (all at or before ``z_after``'s
-    element) by their angles, with the position offset of module doc; returns ``tr``."""
+def apply(tr, kinks: Kinks, which: np.ndarray, z_after: float) -> list[tuple]:
+    """Turn the alive primary muons of the kinks ``which`` by their angles with the position
+    offset of the module doc, the track being at ``z_after``; returns ``(track indices, theta_x,
+    theta_y, z_kink)`` per kink applied.  A kink after a plane inside a run of planes is applied
+    this way at the run's start (``z_after`` upstream of the kink: the offset is then
+    ``theta (z - z_kink)`` at every plane of the run) and taken back from the crossings of the
+    planes before it (``transport._planes``), so that a run is never split."""
     from na64reco.sim.tracks import KIND_MUON, ROLE_PRIMARY
 
     idx = np.flatnonzero(tr.alive & (tr.role == ROLE_PRIMARY) & (tr.kind == KIND_MUON)
                          & np.isin(tr.ev, kinks.ev[which]))
+    done = []
     for j in which:  # one primary muon per event; several kinks of one event add up in turn
         i = idx[tr.ev[idx] == kinks.ev[j]]
         theta = kinks.q[j] / tr.p[i]
@@ -183,7 +189,8 @@ def apply(tr, kinks: Kinks, which: np.ndarray, z_after: float):
         tr.ty[i] += ty
         tr.x[i] -= tx * lever
         tr.y[i] -= ty * lever
-    return tr
+        done.append((i, tx, ty, kinks.z[j]))
+    return done
 
 
 __all__ = ["Kinks", "Plan", "STREAM", "after_element", "apply", "draw", "plan", "spill_kinks"]

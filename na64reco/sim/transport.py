@@ -154,13 +154,14 @@ def follow(ctx: Context, tr: Tracks, last_z: float | None = None) -> Tracks:
             end = k
             while end < len(els) and els[end].kind == "plane":
                 end += 1
-            # split where a natural kink follows a plane (the same random numbers: _planes doc)
-            for stop in [i + 1 for i in range(k, end) if i in at] + [end]:
-                if stop > k:
-                    z = _planes(ctx, els[k:stop], tr, z, gas)
-                    if stop - 1 in at:
-                        hard_scatter.apply(tr, kinks, at[stop - 1], z)
-                    k = stop
+            # a natural kink after a plane inside the run: applied before the run (at z) and taken
+            # back from the crossings of the planes up to it (hard_scatter.apply doc)
+            undo = [(i - k, *t) for i in range(k, end - 1) if i in at
+                    for t in hard_scatter.apply(tr, kinks, at[i], z)]
+            z = _planes(ctx, els[k:end], tr, z, gas, undo)
+            if end - 1 in at:
+                hard_scatter.apply(tr, kinks, at[end - 1], z)
+            k = end
             continue
         dz = el.z - z
         if dz > 0:  # straight flight and the scattering in air (or a gas volume), in one pass
@@ -176,11 +177,13 @@ def follow(ctx: Context, tr: Tracks, last_z: float | None = None) -> Tracks:
     return tr
 
 
-def _planes(ctx: Context, run: tuple[Element, ...], tr: Tracks, z: float, gas) -> float:
+def _planes(ctx: Context, run: tuple[Element, ...], tr: Tracks, z: float, gas, undo=()) -> float:
     """Consecutive tracker planes: for each, the flight and air scattering (``gas.x0_between``,
     a :class:`~na64reco.geometry.TrackerReadout`) from ``z`` (if it
     is upstream), then :func:`_plane`, by :func:`~na64reco.sim.tracks.thin_steps` (the same
-    numbers); returns the z of the last plane."""
+    numbers); returns the z of the last plane.  ``undo``: natural kinks applied before the run
+    that belong after its plane ``r`` (``(r, tracks, theta_x, theta_y, z_kink)``): the crossings of
+    planes 0..r are moved back by ``theta (z_plane - z_kink)``, which the kink had added."""
     drift, x, record = [], [], []
     for el in run:
         dz = el.z - z
@@ -194,6 +197,9 @@ def _planes(ctx: Context, run: tuple[Element, ...], tr: Tracks, z: float, gas) -
         record.append(0 if el.obj.measures == "x" else 1)
     m = tr.alive
     coords = thin_steps(ctx.rng, tr, drift, x, record, m)
+    for r, idx, tx, ty, z_k in undo:
+        for el, coord in zip(run[:r + 1], coords, strict=False):
+            coord[idx] -= (tx if el.obj.measures == "x" else ty) * (el.z - z_k)
     for el, coord in zip(run, coords, strict=True):
         ctx.rec.hit(tr.ev[m], el.obj.index, coord[m], tr.t[m])
     return z
