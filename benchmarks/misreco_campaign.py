@@ -212,10 +212,11 @@ def kink_spectra(path: Path) -> dict:
             edges = np.asarray(f["p_out_edges_gev"], float)
             scale = float(f["weight"]) / float(f["muons"])
             per_bin = np.asarray(f["p_out_counts"], float) * scale * 2.0 / np.diff(edges)
-            out[period] = (edges, per_bin, float(f["per_mot"]["80.0"]), int(f["box"]["80.0"]))
+            edge = f"{BOX[1]:.1f}"  # the selection's box edge, a key of the summary
+            out[period] = (edges, per_bin, float(f["per_mot"][edge]), int(f["box"][edge]))
         except (KeyError, TypeError, ValueError) as exc:
             raise NA64Error(f"{path}: forced.{period}: expected p_out_edges_gev, p_out_counts, weight, muons "
-                            f"and the box at 80 GeV ({exc!r})") from None
+                            f"and the box at {BOX[1]:g} GeV ({exc!r})") from None
     return out
 
 

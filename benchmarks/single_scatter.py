@@ -92,17 +92,34 @@ def _count(path: Path, run: int, workdir: Path) -> dict:
             "p_out_counts": np.histogram(p_out[ok], bins=np.arange(0, 165, 5))[0].tolist()}
 
 
-def forced(periods, n: int, seed: int, workdir: Path, workers: int, theta_min: float, z_first: float,
-           z_last: float) -> dict:
+def forced_region(setup) -> tuple[float, float]:
+    """The default forced region (mm): the gas volume around the outgoing magnet (the MS2 helium
+    bag: the few cm of air at its ends, next to planes 2 m from the magnet centre, cannot put a
+    muon in the box, closed form 0), else the gap between the station's last upstream and first
+    downstream planes."""
+    from na64reco.sim.transport import outgoing_magnet
+
+    m = outgoing_magnet(setup)
+    for v in setup.readout.gas_volumes:
+        if v.z0 <= m.center_z <= v.z1:
+            return v.z0, v.z1
+    return (max(p.z for p in setup.planes_of(m.name, "upstream")),
+            min(p.z for p in setup.planes_of(m.name, "downstream")))
+
+
+def forced(periods, n: int, seed: int, workdir: Path, workers: int, theta_min: float, z_first: float | None,
+           z_last: float | None) -> dict:
     from na64reco.sim.forced_scatter import ForcedScatter, plan
     from na64reco.sim.generate import simulate
 
     workdir.mkdir(parents=True, exist_ok=True)
-    fs = ForcedScatter(theta_min=theta_min, z_first=z_first, z_last=z_last)
     out = {}
     for period in periods:
         run = PERIOD_RUNS[period]
         setup = load_setup("na64mu", run=run)
+        lo, hi = forced_region(setup)
+        z0, z1 = (lo if z_first is None else z_first), (hi if z_last is None else z_last)
+        fs = ForcedScatter(theta_min=theta_min, z_first=z0, z_last=z1)
         w = plan(setup, fs).weight
         path = workdir / f"forced_scatter_{period}_n{n}_s{seed}.root"
         t0 = time.time()
@@ -120,7 +137,7 @@ def forced(periods, n: int, seed: int, workdir: Path, workers: int, theta_min: f
         out[period] = {"muons": n, "weight": w, "sim_s": t_sim, **c, "per_mot": per_mot,
                        "per_mot_is_upper": {e: k == 0 for e, k in c["box"].items()}}
         print(f"\n## {period}: {n} forced muons (q > {theta_min * 1e3:.2f} mrad x 160 GeV in z "
-              f"{z_first / 1000:.2f}-{z_last / 1000:.2f} m), W = {w:.3e} per muon, {t_sim:.0f} s simulation")
+              f"{z0 / 1000:.2f}-{z1 / 1000:.2f} m), W = {w:.3e} per muon, {t_sim:.0f} s simulation")
         print(f"passing every cut but the box: {c['passing']}")
         print("| box edge (GeV) | count | per MOT | events in 1.98e10 MOT |")
         print("|---|---|---|---|")
@@ -138,10 +155,9 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--workdir", type=Path, default=Path("single_scatter_work"))
     ap.add_argument("--theta-min", type=float, default=1.8e-3, help="rad (below every kink that reaches the box)")
-    # the MS2 helium bag (setup gas_volumes); the 2 cm of air at either end, next to the planes
-    # 2 m from the magnet centre, cannot put a muon in the box (closed form: 0)
-    ap.add_argument("--z-first", type=float, default=22030.0, help="mm: start of the forced region (the bag's)")
-    ap.add_argument("--z-last", type=float, default=25980.0, help="mm: its end (the bag's)")
+    ap.add_argument("--z-first", type=float, default=None,
+                    help="mm: start of the forced region (default: forced_region() of the setup)")
+    ap.add_argument("--z-last", type=float, default=None, help="mm: its end (default: forced_region())")
     ap.add_argument("--json", type=Path, default=None, help="write the figures here")
     ap.add_argument("--all", action="store_true", help="also list every element with P(scatter > the box's kick)")
     args = ap.parse_args(argv)

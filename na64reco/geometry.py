@@ -34,6 +34,7 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import hepunits
 import numpy as np
 
 from na64reco import constants
@@ -626,8 +627,6 @@ def _parse_trigger_term(trig: Node, i: int, text, calos) -> TriggerTerm:
 def _gas_volumes(node) -> tuple[GasVolume, ...]:
     """``gas_volumes``: a list of ``{name, material, first, last}`` (z with units, material a key
     of constants.GASES), in z order and not overlapping."""
-    import hepunits
-
     out = []
     for v in node.nodes("gas_volumes") if node.has("gas_volumes") else []:
         material = v.string("material", choices=tuple(constants.GASES))

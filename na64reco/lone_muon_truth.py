@@ -241,9 +241,14 @@ def set_reach(geometry: dict, used: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 
 def _max_missing(setup) -> int:
+    """Planes the outgoing station's bend-view candidates may miss (the view's own rule).  Its
+    ``required_planes`` are not imposed on the patterns built from it
+    (:func:`na64reco.pileup_truth.patterns`): a superset of the search's, so bounds stay upper ones."""
     from na64reco.reco.tracking.config import load_tracking_config
+    from na64reco.sim.transport import outgoing_magnet
 
-    return int(load_tracking_config(setup).max_missing_planes)
+    m = outgoing_magnet(setup)
+    return int(load_tracking_config(setup).max_missing_of(m.name, m.bend_plane))
 
 
 def load_muons(paths) -> dict[str, np.ndarray]:

@@ -126,3 +126,22 @@ def test_a_spill_without_a_kink_is_unchanged(tmp_path):
     for s in clean:
         assert by_spill[True][s] == by_spill[False][s], s
     assert any(by_spill[True][s] != by_spill[False][s] for s in by_spill[True] if s not in clean)
+
+
+@pytest.mark.parametrize("entry, message", [
+    ("single_scatter: {q_floor: 20, core_sigmas: 4}", "q_floor"),
+    ("single_scatter: {q_floor: 20 MeV, core_sigmas: 1}", "core_sigmas"),
+    ("single_scatter: {core_sigmas: 4}", "q_floor"),
+])
+def test_a_bad_single_scatter_entry_names_the_key(tmp_path, entry, message):
+    from na64reco.errors import ConfigError
+    from na64reco.geometry import setup_path
+
+    text = setup_path("na64mu").read_text()
+    good = "single_scatter: {q_floor: 20 MeV, core_sigmas: 4}"
+    assert good in text
+    path = tmp_path / "na64mu.yaml"
+    path.write_text(text.replace(good, entry))
+    with pytest.raises(ConfigError, match=message) as err:
+        load_sim_params(load_setup(str(path), run=1))
+    assert "single_scatter" in str(err.value)

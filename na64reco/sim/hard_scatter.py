@@ -50,7 +50,6 @@ from na64reco.scatter_tail import path_elements, probability_above_q
 STREAM = 0x4B494E4B
 _Q_POINTS = 200
 _Q_MAX = 30 * u.GeV
-_THICK = ("ecal", "vhcal", "hcal", "srd")
 
 
 @dataclass(frozen=True)
@@ -163,11 +162,6 @@ def spill_kinks(seed: int, spill: int, setup, params, n: int) -> Kinks | None:
     return draw(np.random.default_rng(np.random.SeedSequence([int(seed), int(spill), STREAM])), pl, n)
 
 
-def after_element(el) -> float:
-    """Where the track is after the transport handled element ``el`` (mm)."""
-    return el.z + el.obj.depth if el.kind in _THICK else el.z
-
-
 def apply(tr, kinks: Kinks, which: np.ndarray, z_after: float) -> list[tuple]:
     """Turn the alive primary muons of the kinks ``which`` by their angles with the position
     offset of the module doc, the track being at ``z_after``; returns ``(track indices, theta_x,
@@ -193,4 +187,4 @@ def apply(tr, kinks: Kinks, which: np.ndarray, z_after: float) -> list[tuple]:
     return done
 
 
-__all__ = ["Kinks", "Plan", "STREAM", "after_element", "apply", "draw", "plan", "spill_kinks"]
+__all__ = ["Kinks", "Plan", "STREAM", "apply", "draw", "plan", "spill_kinks"]

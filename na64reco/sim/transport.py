@@ -84,6 +84,16 @@ def _elements(setup: Setup) -> tuple[Element, ...]:
     return tuple(sorted(out, key=lambda e: e.z))
 
 
+#: elements with a depth: the transport leaves them at their back face
+THICK = ("ecal", "vhcal", "hcal", "srd")
+
+
+def after_element(el: Element) -> float:
+    """Where a particle is after the transport handled element ``el`` (mm): its z, or the back
+    face of a thick element."""
+    return el.z + el.obj.depth if el.kind in THICK else el.z
+
+
 def incoming_magnet(setup: Setup) -> Magnet:
     """The momentum station before the target (MS1 / MBPL): the first magnet in z."""
     return min(setup.magnets.values(), key=lambda m: m.center_z)
@@ -168,11 +178,11 @@ def follow(ctx: Context, tr: Tracks, last_z: float | None = None) -> Tracks:
             scatter_thin(ctx.rng, tr, gas.x0_between(z, el.z), tr.alive, drift=dz)
             z = el.z
         tr = _HANDLERS[el.kind](ctx, el, tr)
-        if el.kind in ("ecal", "vhcal", "hcal", "srd"):
-            z = el.z + el.obj.depth
+        if el.kind in THICK:
+            z = after_element(el)
             tr = tr.take(tr.alive)
         if k in at:  # natural single large-angle scatters after this element
-            hard_scatter.apply(tr, kinks, at[k], hard_scatter.after_element(el))
+            hard_scatter.apply(tr, kinks, at[k], z)
         k += 1
     return tr
 
