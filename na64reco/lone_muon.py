@@ -580,6 +580,35 @@ def _per_mot(est: dict, period: dict, stratum: tuple[int, int] = (0, 0)) -> dict
     return out
 
 
+def per_mot_for_campaign(est: dict, period: dict, stratum: tuple[int, int]) -> dict:
+    """A classified stratum's per-MOT figures again, for the period's current campaign.
+
+    The per-MOT figures of a stratum are its box probabilities per tracked muon (from the
+    classification, unchanged) x the stratum's weight x the kept muons per MOT of the period's
+    campaign (beam muons after all cuts but the box).  When the campaign is re-made (a new
+    selection, trigger or field) this re-derives them without re-simulating the stratum; the
+    old kept value is kept as ``kept_per_mot_classified_with``.  The forced-soft pile-up block
+    of the (0, 1) stratum (``pileup_truth.soft``, :func:`na64reco.pileup_truth.pileup_estimate`)
+    is linear in the kept muons too and is scaled with them."""
+    import copy
+
+    out = copy.deepcopy(est)
+    new = _per_mot(est, period, tuple(stratum))
+    if not new:
+        raise ConfigError(f"stratum {stratum}: the period has no forced_noise.strata row for it (its weight)")
+    out.setdefault("kept_per_mot_classified_with", est.get("kept_per_mot"))
+    soft = (out.get("pileup_truth") or {}).get("soft")
+    if soft is not None and "per_mot" in soft:
+        ratio = new["kept_per_mot"] / float(est["kept_per_mot"])
+        soft["per_mot"] = {k: (v if k == "soft_b_fakes" else v * ratio) for k, v in soft["per_mot"].items()}
+        new["per_mot_without_soft_count"] = new["per_mot"]
+        new["per_mot"] = new["per_mot"] + soft["per_mot"]["soft_b_direct"]
+        new["per_mot_err"] = soft["per_mot"]["soft_b_direct_err"]
+        new["per_mot_upper_from"] = est.get("per_mot_upper_from", new.get("per_mot_upper_from"))
+    out.update(new)
+    return out
+
+
 def _per_mot_bound(est, s00, den, kept, lg, scale, up_count, stratum) -> dict:
     return {"weight_00" if tuple(stratum) == (0, 0) else "weight": float(s00["weight"]), "kept_per_mot": kept,
             "sample_size_upper_per_mot": float(s00.get("upper_90_per_tracked", math.nan)) * kept,

@@ -1,3 +1,5 @@
+import dataclasses
+
 import hepunits
 import numpy as np
 import pytest
@@ -128,8 +130,18 @@ def test_periods_select_by_run_and_override_only_their_keys():
     assert {p.efficiency for p in base.planes if p.type == "MM"} == {0.90}
     assert {p.efficiency for p in p22.planes if p.type == "MM"} == {0.85}
     assert {p.efficiency for p in p23.planes if p.type == "MM"} == {0.97}
-    # everything not overridden is the base description
-    assert p23.calorimeters == base.calorimeters and p23.magnets == base.magnets and p23.beam == base.beam
+    # everything not overridden is the base description; the 2023 MS2 has twice the field
+    # integral, and what is placed on (or beside) its bent beam moves in x with it, nothing else
+    ms2 = base.magnets["MS2"]
+    assert p23.magnets == {**base.magnets, "MS2": dataclasses.replace(ms2, field_integral=2 * ms2.field_integral)}
+    assert p22.magnets == base.magnets and p23.beam == base.beam
+    moved = {k for k in base.calorimeters if p23.calorimeters[k] != base.calorimeters[k]}
+    assert moved == {"HCAL", "S4", "Smu"}
+    for k in moved:
+        c0, c1 = base.calorimeters[k], p23.calorimeters[k]
+        assert dataclasses.replace(c0, center=c1.center) == c1 and c1.center[1:] == c0.center[1:]
+    # the 160 GeV beam at the HCAL is bent twice as far
+    assert p23.calorimeters["HCAL"].center[0] == pytest.approx(2 * base.calorimeters["HCAL"].center[0])
     assert [p.name for p in list_periods("na64mu")] == ["2022", "2023"]
     with pytest.raises(ConfigError, match=r"run 1000000 is in no period \(periods: 2022: 1-9999"):
         load_setup("na64mu", run=1_000_000)

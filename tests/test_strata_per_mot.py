@@ -1,0 +1,60 @@
+"""The strata's per-MOT figures re-derived for a re-made campaign (lone_muon.per_mot_for_campaign)."""
+import copy
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from na64reco.errors import ConfigError
+from na64reco.lone_muon import per_mot_for_campaign
+
+DATA = Path(__file__).resolve().parents[1] / "docs" / "data"
+
+
+@pytest.fixture(scope="module")
+def period():
+    return json.loads((DATA / "misreco_2022.json").read_text())
+
+
+def _kept(p):
+    return float(p["after_cuts_but_box"]) / float(p["mot"])
+
+
+def test_per_mot_figures_scale_with_the_kept_muons(period):
+    again = copy.deepcopy(period)
+    again["after_cuts_but_box"] = period["after_cuts_but_box"] * 3  # the campaign keeps 3x the beam muons
+    ratio = _kept(again) / _kept(period)
+    assert ratio == pytest.approx(3.0)
+    names = ["0,0", *period["truth_strata"]]
+    assert len(names) > 10
+    for name in names:
+        est = period["lone_muon_00"] if name == "0,0" else period["truth_strata"][name]
+        new = per_mot_for_campaign(est, again, tuple(int(x) for x in name.split(",")))
+        for key in ("per_mot", "per_mot_upper", "per_mot_integrated_upper_90", "per_mot_count_upper_90"):
+            assert new[key] == pytest.approx(est[key] * ratio, rel=1e-9), (name, key)
+        assert new["log10_per_mot_upper"] == pytest.approx(est["log10_per_mot_upper"] + math.log10(ratio))
+        assert new["kept_per_mot_classified_with"] == est["kept_per_mot"]
+        assert new["kept_per_mot"] == pytest.approx(_kept(again))
+        soft = (est.get("pileup_truth") or {}).get("soft")
+        if soft is not None:  # the (0, 1) stratum's forced-soft terms scale too; its fake count does not
+            got = new["pileup_truth"]["soft"]["per_mot"]
+            assert got["soft_b_direct_upper_90"] == pytest.approx(soft["per_mot"]["soft_b_direct_upper_90"] * ratio)
+            assert got["soft_b_fakes"] == soft["per_mot"]["soft_b_fakes"]
+            assert soft["per_mot"] is not got  # the input is not changed
+    assert "0,1" in period["truth_strata"] and period["truth_strata"]["0,1"]["pileup_truth"].get("soft")
+
+
+def test_the_same_campaign_gives_the_same_figures(period):
+    est = period["truth_strata"]["1,1"]
+    new = per_mot_for_campaign(est, period, (1, 1))
+    for key in ("per_mot", "per_mot_upper", "sample_size_upper_per_mot"):
+        assert new[key] == pytest.approx(est[key], rel=1e-12)
+
+
+def test_a_stratum_without_a_weight_is_refused(period):
+    again = copy.deepcopy(period)
+    again["forced_noise"]["strata"] = [s for s in again["forced_noise"]["strata"]
+                                       if (s["count"], s["pileup"]) != (1, 1)]
+    with pytest.raises(ConfigError, match=r"stratum \(1, 1\).*forced_noise.strata"):
+        per_mot_for_campaign(period["truth_strata"]["1,1"], again, (1, 1))
