@@ -1,17 +1,20 @@
-"""The mis-reconstruction strata's per-MOT figures re-derived for a re-made campaign (issue 9).
+"""A re-made campaign applied to a period's mis-reconstruction summary (issue 9).
 
-Every classified stratum (``lone_muon_00`` and ``truth_strata`` of ``misreco_<period>.json``)
-stores its box probabilities per tracked muon and its per-MOT figures, the latter scaled with
-the kept beam muons per MOT of the campaign it was classified against.  After the campaign is
-re-made (``benchmarks/misreco_campaign.py --period-json``, keys merged into the period file),
-this rewrites the per-MOT figures of every stratum whose kept value differs from the period's
-current one (:func:`na64reco.lone_muon.per_mot_for_campaign`), leaving the re-made strata as they
-are, and prints old -> new per stratum::
+``misreco_<period>.json`` holds the campaign's figures (``benchmarks/misreco_campaign.py``:
+``mot``, ``after_cuts_but_box``, the tail fit, ...) and, beside them, per-MOT figures scaled with
+that campaign's kept beam muons per MOT (muons after all cuts but the box): the forced-noise
+strata's (``forced_noise_*``, ``benchmarks/misreco_forced_noise.py``) and every classified
+stratum's (``lone_muon_00``, ``truth_strata``, ``benchmarks/lone_muon_tail.py``).  After the campaign
+is re-made (a new selection, trigger or field) this puts its summary into the period file and
+re-derives those figures for its kept muons, without re-simulating the strata
+(:func:`na64reco.lone_muon.per_mot_for_campaign`; strata already classified against the new
+campaign are left as they are), and prints old -> new::
 
-    python benchmarks/strata_per_mot.py --period-json docs/data --periods 2023
+    python benchmarks/misreco_campaign.py --mot 10000000 --seed 1 --periods 2022 --period-json NEW
+    python benchmarks/strata_per_mot.py --campaign NEW --period-json docs/data --periods 2022
 
 A stratum classified under a different set-up (e.g. the 2023 MS2 field integral doubled in stop
-22) keeps its box probabilities: with a larger field integral the box lies further from the beam
+22) keeps its box probabilities; with a larger field integral the box lies further from the beam
 kick for the same hit errors, so they are upper values there (docs/periods.md).
 """
 from __future__ import annotations
@@ -23,10 +26,35 @@ from pathlib import Path
 
 from na64reco.lone_muon import per_mot_for_campaign
 
+# the forced-noise figures per MOT (per tracked muon x the kept muons per MOT)
+FORCED_NOISE_PER_MOT = ("forced_noise_per_mot", "forced_noise_err", "forced_noise_upper_90",
+                        "forced_noise_empty_upper_90", "forced_noise_truncation_per_mot",
+                        "forced_noise_tail_00_per_mot", "forced_noise_tail_00_err")
+
+
+def kept_per_mot(period: dict) -> float:
+    return period.get("kept_per_mot") or float(period["after_cuts_but_box"]) / float(period["mot"])
+
+
+def apply_campaign(period: dict, campaign: dict) -> tuple[float, float]:
+    """Put ``campaign``'s summary keys into ``period`` and scale its forced-noise figures to the
+    new kept muons; return (old kept, new kept)."""
+    if campaign.get("period") != period.get("period"):
+        raise SystemExit(f"campaign of period {campaign.get('period')!r} given for period {period.get('period')!r}")
+    old = kept_per_mot(period)
+    for key in ("extrapolated_stat_err", "extrapolated_shape_syst", "tail_model", "alternative_per_mot"):
+        period.pop(key, None)  # a campaign without a converged fit does not write them
+    period.update(campaign)
+    new = kept_per_mot(period)
+    for key in FORCED_NOISE_PER_MOT:
+        if isinstance(period.get(key), (int, float)):
+            period[key] = period[key] * new / old
+    return old, new
+
 
 def rescale(period: dict) -> list[tuple[str, float, float, float, float]]:
     """Rewrite ``period``'s strata in place; return (stratum, old kept, new kept, old upper, new upper)."""
-    kept = period.get("kept_per_mot") or float(period["after_cuts_but_box"]) / float(period["mot"])
+    kept = kept_per_mot(period)
     entries = [("0,0", period, "lone_muon_00")] if "lone_muon_00" in period else []
     entries += [(name, period["truth_strata"], name) for name in period.get("truth_strata", {})]
     rows = []
@@ -43,20 +71,26 @@ def rescale(period: dict) -> list[tuple[str, float, float, float, float]]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--period-json", type=Path, required=True, help="directory of misreco_<period>.json")
+    ap.add_argument("--period-json", type=Path, required=True, help="directory of misreco_<period>.json to update")
+    ap.add_argument("--campaign", type=Path, default=None,
+                    help="directory of the re-made campaign's misreco_<period>.json (misreco_campaign.py "
+                         "--period-json); without it only the strata are brought to the file's own campaign")
     ap.add_argument("--periods", default="2022,2023")
     args = ap.parse_args(argv)
     for p in args.periods.split(","):
         path = args.period_json / f"misreco_{p}.json"
         period = json.loads(path.read_text())
+        if args.campaign is not None:
+            old, new = apply_campaign(period, json.loads((args.campaign / f"misreco_{p}.json").read_text()))
+            print(f"\n## {p}: campaign of {args.campaign}: kept beam muons {old:.3g} -> {new:.3g} per MOT "
+                  f"(x {new / old:.3g}); forced-noise figures scaled")
         rows = rescale(period)
         print(f"\n## {p} ({path}): {len(rows)} strata rescaled")
         print("| stratum | kept per MOT before | now | per-MOT upper before | now |")
         print("|---|---|---|---|---|")
         for name, k0, k1, u0, u1 in rows:
             print(f"| ({name}) | {k0:.3g} | {k1:.3g} | {u0:.2g} | {u1:.2g} |")
-        if rows:
-            path.write_text(json.dumps(period, indent=1) + "\n")
+        path.write_text(json.dumps(period, indent=1) + "\n")
     return 0
 
 

@@ -58,3 +58,50 @@ def test_a_stratum_without_a_weight_is_refused(period):
                                        if (s["count"], s["pileup"]) != (1, 1)]
     with pytest.raises(ConfigError, match=r"stratum \(1, 1\).*forced_noise.strata"):
         per_mot_for_campaign(period["truth_strata"]["1,1"], again, (1, 1))
+
+
+def _script():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "strata_per_mot.py"
+    spec = importlib.util.spec_from_file_location("strata_per_mot", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_a_new_campaign_scales_every_per_mot_figure_of_the_period(period, tmp_path):
+    """The campaign's keys replace the old ones; the forced-noise figures and every stratum
+    follow its kept muons; the row of the background table scales likewise."""
+    from na64reco.background import misreco_from_json
+
+    mod = _script()
+    campaign = {"period": "2022", "run": 1, "mot": 20_000_000, "box_count": 0,
+                "after_cuts_but_box": 5 * period["after_cuts_but_box"], "written": 1,
+                "per_mot": None, "per_mot_err": None, "per_mot_upper_limit": 2.3 / 2e7, "upper_limit_cl": 0.9,
+                "extrapolated_per_mot": None, "extrapolated_err": None, "extrapolated_upper_90": None,
+                "extrapolated_sideband": None, "box_true": {}}
+    (tmp_path / "pj").mkdir()
+    (tmp_path / "camp").mkdir()
+    (tmp_path / "pj" / "misreco_2022.json").write_text(json.dumps(period))
+    (tmp_path / "camp" / "misreco_2022.json").write_text(json.dumps(campaign))
+    assert mod.main(["--campaign", str(tmp_path / "camp"), "--period-json", str(tmp_path / "pj"),
+                     "--periods", "2022"]) == 0
+    new = json.loads((tmp_path / "pj" / "misreco_2022.json").read_text())
+    assert new["mot"] == 20_000_000 and "tail_model" not in new  # no converged fit in the new campaign
+    ratio = 2.5  # 5x the muons kept in 2x the MOT
+    for key in mod.FORCED_NOISE_PER_MOT:
+        if isinstance(period.get(key), (int, float)):
+            assert new[key] == pytest.approx(period[key] * ratio), key
+    assert new["truth_strata"]["0,2"]["per_mot_upper"] == pytest.approx(period["truth_strata"]["0,2"]["per_mot_upper"]
+                                                                        * ratio)
+    old_row = misreco_from_json(DATA / "misreco_2022.json")
+    new_row = misreco_from_json(tmp_path / "pj" / "misreco_2022.json")
+    assert new_row.n == pytest.approx(old_row.n * ratio)
+    # a second run with no new campaign changes nothing
+    mod.main(["--period-json", str(tmp_path / "pj"), "--periods", "2022"])
+    assert json.loads((tmp_path / "pj" / "misreco_2022.json").read_text()) == new
+    bad = dict(campaign, period="2023")
+    (tmp_path / "camp" / "misreco_2022.json").write_text(json.dumps(bad))
+    with pytest.raises(SystemExit, match="campaign of period '2023' given for period '2022'"):
+        mod.main(["--campaign", str(tmp_path / "camp"), "--period-json", str(tmp_path / "pj"), "--periods", "2022"])
