@@ -32,8 +32,26 @@ FORCED_NOISE_PER_MOT = ("forced_noise_per_mot", "forced_noise_err", "forced_nois
                         "forced_noise_tail_00_per_mot", "forced_noise_tail_00_err")
 
 
-def kept_per_mot(period: dict) -> float:
-    return period.get("kept_per_mot") or float(period["after_cuts_but_box"]) / float(period["mot"])
+def kept_per_mot(period: dict, name: str = "the period summary") -> float:
+    """Beam muons after all cuts but the box per MOT (``kept_per_mot``, else ``after_cuts_but_box`` /
+    ``mot``); a missing or non-positive value is refused, naming ``name`` and the key."""
+    if period.get("kept_per_mot"):
+        return float(period["kept_per_mot"])
+    for key in ("after_cuts_but_box", "mot"):
+        v = period.get(key)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            raise SystemExit(f"{name}: key {key!r}: expected a number > 0, got {v!r}")
+    return float(period["after_cuts_but_box"]) / float(period["mot"])
+
+
+def _read(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"{path}: cannot read the summary: {exc}") from None
+    if not isinstance(data, dict):
+        raise SystemExit(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def apply_campaign(period: dict, campaign: dict) -> tuple[float, float]:
@@ -42,10 +60,10 @@ def apply_campaign(period: dict, campaign: dict) -> tuple[float, float]:
     if campaign.get("period") != period.get("period"):
         raise SystemExit(f"campaign of period {campaign.get('period')!r} given for period {period.get('period')!r}")
     old = kept_per_mot(period)
+    new = kept_per_mot(campaign, "the campaign summary")
     for key in ("extrapolated_stat_err", "extrapolated_shape_syst", "tail_model", "alternative_per_mot"):
         period.pop(key, None)  # a campaign without a converged fit does not write them
     period.update(campaign)
-    new = kept_per_mot(period)
     for key in FORCED_NOISE_PER_MOT:
         if isinstance(period.get(key), (int, float)):
             period[key] = period[key] * new / old
@@ -79,9 +97,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     for p in args.periods.split(","):
         path = args.period_json / f"misreco_{p}.json"
-        period = json.loads(path.read_text())
+        period = _read(path)
         if args.campaign is not None:
-            old, new = apply_campaign(period, json.loads((args.campaign / f"misreco_{p}.json").read_text()))
+            old, new = apply_campaign(period, _read(args.campaign / f"misreco_{p}.json"))
             print(f"\n## {p}: campaign of {args.campaign}: kept beam muons {old:.3g} -> {new:.3g} per MOT "
                   f"(x {new / old:.3g}); forced-noise figures scaled")
         rows = rescale(period)

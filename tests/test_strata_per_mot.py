@@ -105,3 +105,20 @@ def test_a_new_campaign_scales_every_per_mot_figure_of_the_period(period, tmp_pa
     (tmp_path / "camp" / "misreco_2022.json").write_text(json.dumps(bad))
     with pytest.raises(SystemExit, match="campaign of period '2023' given for period '2022'"):
         mod.main(["--campaign", str(tmp_path / "camp"), "--period-json", str(tmp_path / "pj"), "--periods", "2022"])
+
+
+def test_bad_summaries_name_the_file_and_key(period, tmp_path):
+    mod = _script()
+    (tmp_path / "pj").mkdir()
+    (tmp_path / "camp").mkdir()
+    (tmp_path / "pj" / "misreco_2022.json").write_text(json.dumps(period))
+    with pytest.raises(SystemExit, match=r"camp/misreco_2022.json: cannot read the summary"):
+        mod.main(["--campaign", str(tmp_path / "camp"), "--period-json", str(tmp_path / "pj"), "--periods", "2022"])
+    (tmp_path / "camp" / "misreco_2022.json").write_text("{not json")
+    with pytest.raises(SystemExit, match=r"camp/misreco_2022.json: cannot read the summary"):
+        mod.main(["--campaign", str(tmp_path / "camp"), "--period-json", str(tmp_path / "pj"), "--periods", "2022"])
+    (tmp_path / "camp" / "misreco_2022.json").write_text(json.dumps({"period": "2022", "mot": 1e7}))
+    with pytest.raises(SystemExit, match=r"the campaign summary: key 'after_cuts_but_box': expected a number > 0"):
+        mod.main(["--campaign", str(tmp_path / "camp"), "--period-json", str(tmp_path / "pj"), "--periods", "2022"])
+    # the period file is untouched by a refused campaign
+    assert json.loads((tmp_path / "pj" / "misreco_2022.json").read_text()) == period
