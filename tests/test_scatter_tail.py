@@ -179,3 +179,22 @@ def test_helium_in_the_gap_lowers_the_closed_form():
     rows = [k for k, r in he["rows"].items() if r["probability"] > 0]
     assert rows == ["helium, MS2 gap"]
     assert 5.0 < air["total"] / he["total"] < 10.0
+
+
+def test_the_stronger_2023_ms2_puts_the_closed_form_kinks_below_the_goal():
+    """The 2023 MS2 at twice the field integral (assumed, docs/periods.md "A stronger MS2 in
+    2023"): the box needs twice the kink (kappa(80) - kappa(160) scales with B L), and the tail
+    above it falls ~100x, below the 2023 goal of 5e-13 per MOT; the same trackers at 1.4 T m
+    give ~100x more."""
+    import dataclasses
+
+    s23 = load_setup("na64mu", run=10001)
+    ms2 = s23.magnets["MS2"]
+    weak = dataclasses.replace(s23, magnets={**s23.magnets, "MS2": dataclasses.replace(
+        ms2, field_integral=ms2.field_integral / 2)})
+    cuts = st.selection_cuts()
+    strong, base = st.element_table(s23, **cuts), st.element_table(weak, **cuts)
+    assert strong["kappa_box_mrad"] - strong["kappa_beam_mrad"] == pytest.approx(
+        2 * (base["kappa_box_mrad"] - base["kappa_beam_mrad"]))
+    assert 0 < strong["total"] < 5e-13
+    assert 50 < base["total"] / strong["total"] < 200
