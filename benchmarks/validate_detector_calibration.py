@@ -129,17 +129,22 @@ def forced_noise_shift(split: dict, old: dict, split_err: dict,
     rows = [{"count": r["count"], "pileup": r["pileup"], "events": r["hard"], "numerator": r["fake"],
              "denominator": r["tracked"]} for r in fn["strata"]]
     base = forced_noise_ratio(rows, fn["expected"], expected_pileup=fn["expected_pileup"])
-    print(f"\n== 2022 forced-noise mis-reconstruction ({path.name}, strata reweighted, not rerun) ==")
+    # no fake in any stratum (since stop 18): the 90 % CL upper value moves instead of the estimate
+    key, value_key, lim = (("ratio", "forced_noise_per_mot", "") if base["ratio"] > 0
+                           else ("upper", "forced_noise_upper_90", "< "))
+    print(f"\n== 2022 forced-noise mis-reconstruction ({path.name}, strata reweighted, not rerun"
+          f"{'' if not lim else '; no fake counted: the 90 % CL upper value'}) ==")
     print(f"{'Lambda_R from':34s} {'Lambda_R':>9s} {'per MOT':>9s} {'x 1.98e10 MOT':>14s} {'/ tag':>6s}")
     for label, ratio in (("the tag (setup noise_hits)", {}), ("measured noise (split)", split),
                          ("off-track clusters (old, unsplit)", old)):
         value = lam(ratio)
         est = forced_noise_ratio(rows, value, expected_pileup=fn["expected_pileup"])
-        per_mot = d["forced_noise_per_mot"] * est["ratio"] / base["ratio"]
-        print(f"{label:34s} {value:9.4f} {per_mot:9.2e} {per_mot * 1.98e10:14.3f} {est['ratio'] / base['ratio']:6.2f}")
+        per_mot = d[value_key] * est[key] / base[key]
+        print(f"{label:34s} {value:9.4f} {lim}{per_mot:9.2e} {lim}{per_mot * 1.98e10:14.3f} "
+              f"{est[key] / base[key]:6.2f}")
     err = np.sqrt(lam(split_err, 2))
-    lo_, hi_ = (forced_noise_ratio(rows, lam(split) + k * err, expected_pileup=fn["expected_pileup"])["ratio"]
-                / base["ratio"] for k in (-1, 1))
+    lo_, hi_ = (forced_noise_ratio(rows, lam(split) + k * err, expected_pileup=fn["expected_pileup"])[key]
+                / base[key] for k in (-1, 1))
     print(f"(tag Lambda_R in the file: {fn['expected']:.4f}; the region's planes take the validation's measured / "
           f"true ratios; the measured Lambda_R +- {err:.4f} (stat) moves the estimate by x {lo_:.2f} .. {hi_:.2f})")
 
@@ -150,29 +155,34 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--signal-events", type=int, default=0, help="signal events per efficiency sample (0: skip)")
     ap.add_argument("--mass-mev", type=float, default=100.0)
+    ap.add_argument("--run", type=int, default=RUN,
+                    help="run of the calibration sample: its period's set-up (e.g. 10900: 2023, MS2 at 2.8 T m)")
+    ap.add_argument("--base-tag", default="na64mu-default",
+                    help="tag the calibrations start from (a 2023 run needs na64mu-periods-v1: its planes)")
     args = ap.parse_args(argv)
+    run, base_tag = args.run, args.base_tag
     tmp = Path(tempfile.mkdtemp(prefix="na64calval-"))
     root = tmp / "calib"
     shutil.copytree(REPO_CALIB, root)
     os.environ["NA64RECO_CALIB"] = str(root)
     from na64reco.sim.generate import simulate
 
-    setup = load_setup("na64mu")
+    setup = load_setup("na64mu", run=run)
     rng = np.random.default_rng(args.seed)
-    nominal = load_conditions(setup, RUN, root=root)
+    nominal = load_conditions(setup, run, base_tag, root=root)
     body, fields = true_tracker(setup, nominal, rng)
-    publish("na64mu", "v-true", (1, 999999), {"tracker": body}, base_tag="na64mu-default", root=root,
+    publish("na64mu", "v-true", (1, 999999), {"tracker": body}, base_tag=base_tag, root=root,
             comment="true tracker constants of the validation")
-    true = load_conditions(setup, RUN, "v-true", root=root)
+    true = load_conditions(setup, run, "v-true", root=root)
     beam = tmp / "beam.root"
     t0 = time.perf_counter()
-    simulate("na64mu", args.events, args.seed, RUN, beam, process="beam", calib_tag="v-true",
+    simulate("na64mu", args.events, args.seed, run, beam, process="beam", calib_tag="v-true",
              trigger="calibration")  # beam-calibration trigger: every beam muon written
     print(f"simulated {args.events} beam muons with the true tag in {time.perf_counter() - t0:.0f} s")
-    results, prev = {}, "na64mu-default"
+    results, prev = {}, base_tag
     for kind, tag in (("alignment", "v-align"), ("momentum-scale", "v-scale"), ("efficiency", "v-eff")):
         t0 = time.perf_counter()
-        results[kind] = calibrate_files(kind, setup, [beam], RUN, base_tag=prev, root=root)
+        results[kind] = calibrate_files(kind, setup, [beam], run, base_tag=prev, root=root)
         publish_result(results[kind], setup, tag, (1, 999999), base_tag=prev, root=root, sources=[beam])
         print(f"\n$ na64reco calibrate --kind {kind} --base-tag {prev} --tag {tag}   "
               f"({time.perf_counter() - t0:.1f} s)")
@@ -199,7 +209,7 @@ def main(argv=None) -> int:
     fi = {k: v * tesla * m for k, v in fields.items()}
     conds = {"true alignment": true,
              "nominal (start)": dataclasses.replace(nominal, field_integrals=fi),
-             "fitted alignment": dataclasses.replace(load_conditions(setup, RUN, "v-align", root=root),
+             "fitted alignment": dataclasses.replace(load_conditions(setup, run, "v-align", root=root),
                                                      field_integrals=fi)}
     print("\n== momentum resolution (half 16-84 % width of p/p_true - 1; true field integrals) ==")
     ref = {}
@@ -258,7 +268,7 @@ def main(argv=None) -> int:
                            ("measured plane efficiencies", "v-measured-planes")):
             t0 = time.perf_counter()
             table = signal_efficiency("na64mu", [args.mass_mev * MeV], args.signal_events, seed=args.seed + 10,
-                                      run=RUN, calib_tag=tag)
+                                      run=run, calib_tag=tag)
             pt = table.points[0]
             print(f"{label:36s} eff = {pt.efficiency:.4f} +- {pt.error:.4f}   "
                   f"({time.perf_counter() - t0:.0f} s)")
