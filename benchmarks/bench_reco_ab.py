@@ -38,6 +38,12 @@ def _same(a, b) -> bool:
 
 
 def main() -> None:
+    if len(sys.argv) < 3 or sys.argv[1] in ("-h", "--help"):
+        raise SystemExit(__doc__)
+    from pathlib import Path
+
+    if not (Path(sys.argv[1]) / "na64reco_before").is_dir():
+        raise SystemExit(f"{sys.argv[1]}: no na64reco_before/ in it (make it as the usage above says)")
     sys.path.insert(0, sys.argv[1])
     from na64reco_before.conditions import load_conditions as conditions_before
     from na64reco_before.geometry import load_setup as setup_before
