@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from na64reco.background import fit_tail, misreconstruction_background
+from na64reco.background import MISRECO_FIT_ONLY_KEYS, fit_tail, misreconstruction_background
 from na64reco.campaign import (
     CampaignResult,
     campaign_exposure,
@@ -166,6 +166,7 @@ def period_summary(row: dict) -> dict:
                     "extrapolated_sideband": f["sideband"], "extrapolated_stat_err": f["stat_error"] / n,
                     "extrapolated_shape_syst": f["shape_syst"] / n, "tail_model": f["model"],
                     "alternative_per_mot": f["n_alternative"] / n})
+        assert set(MISRECO_FIT_ONLY_KEYS) <= set(out)
     return out
 
 

@@ -184,7 +184,8 @@ def main(argv=None) -> int:
     result = {"closed_form": {p: {"total": t["total"], "rows": {k: r for k, r in t["rows"].items()
                                                                   if r["probability"] > 0}} for p, t in tables.items()}}
     if args.events:
-        theta_min = {p: args.theta_min or default_theta_min(tables[p]) for p in args.periods}
+        theta_min = {p: default_theta_min(tables[p]) if args.theta_min is None else args.theta_min
+                     for p in args.periods}
         result["forced"] = forced(args.periods, args.events, args.seed, args.workdir, args.workers, theta_min,
                                   args.z_first, args.z_last)
     if args.json:

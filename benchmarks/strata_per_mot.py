@@ -24,24 +24,14 @@ import json
 import sys
 from pathlib import Path
 
+from na64reco.background import MISRECO_FIT_ONLY_KEYS, kept_per_mot
+from na64reco.errors import NA64Error
 from na64reco.lone_muon import per_mot_for_campaign
 
 # the forced-noise figures per MOT (per tracked muon x the kept muons per MOT)
 FORCED_NOISE_PER_MOT = ("forced_noise_per_mot", "forced_noise_err", "forced_noise_upper_90",
                         "forced_noise_empty_upper_90", "forced_noise_truncation_per_mot",
                         "forced_noise_tail_00_per_mot", "forced_noise_tail_00_err")
-
-
-def kept_per_mot(period: dict, name: str = "the period summary") -> float:
-    """Beam muons after all cuts but the box per MOT (``kept_per_mot``, else ``after_cuts_but_box`` /
-    ``mot``); a missing or non-positive value is refused, naming ``name`` and the key."""
-    if period.get("kept_per_mot"):
-        return float(period["kept_per_mot"])
-    for key in ("after_cuts_but_box", "mot"):
-        v = period.get(key)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-            raise SystemExit(f"{name}: key {key!r}: expected a number > 0, got {v!r}")
-    return float(period["after_cuts_but_box"]) / float(period["mot"])
 
 
 def _read(path: Path) -> dict:
@@ -59,9 +49,12 @@ def apply_campaign(period: dict, campaign: dict) -> tuple[float, float]:
     new kept muons; return (old kept, new kept)."""
     if campaign.get("period") != period.get("period"):
         raise SystemExit(f"campaign of period {campaign.get('period')!r} given for period {period.get('period')!r}")
-    old = kept_per_mot(period)
-    new = kept_per_mot(campaign, "the campaign summary")
-    for key in ("extrapolated_stat_err", "extrapolated_shape_syst", "tail_model", "alternative_per_mot"):
+    try:
+        old = kept_per_mot(period, "the period summary")
+        new = kept_per_mot(campaign, "the campaign summary")
+    except NA64Error as exc:
+        raise SystemExit(str(exc)) from None
+    for key in MISRECO_FIT_ONLY_KEYS:
         period.pop(key, None)  # a campaign without a converged fit does not write them
     period.update(campaign)
     for key in FORCED_NOISE_PER_MOT:

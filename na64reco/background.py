@@ -514,6 +514,21 @@ DESIGN_PUNCHTHROUGH_100GEV = {
 }
 #: Keys a mis-reconstruction campaign summary (docs/data/misreco_<period>.json) must have.
 MISRECO_KEYS = ("mot", "box_count", "per_mot", "per_mot_err", "extrapolated_per_mot", "extrapolated_err", "period")
+#: keys of a campaign's summary written only when its tail fit converged (benchmarks/misreco_campaign.py)
+MISRECO_FIT_ONLY_KEYS = ("extrapolated_stat_err", "extrapolated_shape_syst", "tail_model", "alternative_per_mot")
+
+
+def kept_per_mot(summary: dict, name: str = "the mis-reconstruction summary") -> float:
+    """The per-MOT scale of every fake-rate stratum: beam muons after all cuts but the box per MOT
+    of the summary's campaign (``kept_per_mot``, else ``after_cuts_but_box`` / ``mot``).  A missing
+    or non-positive value raises :class:`NA64Error` naming ``name`` and the key."""
+    if summary.get("kept_per_mot"):
+        return float(summary["kept_per_mot"])
+    for key in ("after_cuts_but_box", "mot"):
+        v = summary.get(key)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            raise NA64Error(f"{name}: key {key!r}: expected a number > 0, got {v!r}")
+    return float(summary["after_cuts_but_box"]) / float(summary["mot"])
 
 
 def misreco_from_json(path) -> BackgroundComponent:
@@ -557,7 +572,7 @@ def misreco_from_json(path) -> BackgroundComponent:
             for key in ("count", "pileup", "fake", "per_tracked"):
                 if key not in s:
                     raise NA64Error(f"{path}: key 'forced_noise.strata': a stratum lacks {key!r}: {s!r}")
-        kept = data.get("kept_per_mot") or (float(data["after_cuts_but_box"]) / float(data["mot"]))
+        kept = kept_per_mot(data, str(path))
         fakes = sum(int(s["fake"]) for s in strata)
         empty = data.get("forced_noise_empty_upper_90")
         empty_txt = f"; strata without a fake < {float(empty):.2g} per MOT (90 % CL, sample sizes)" if empty else ""

@@ -33,6 +33,7 @@ make, ``sum_j g_j (u_used - u_right twin)`` (exact: the fit is linear in the hit
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -550,7 +551,9 @@ def _per_mot(est: dict, period: dict, stratum: tuple[int, int] = (0, 0)) -> dict
     if s00 is None:
         return {}
     den = sum(float(s["weight"]) * s["tracked"] / s["hard"] for s in strata if s["hard"])
-    kept = period.get("kept_per_mot") or float(period["after_cuts_but_box"]) / float(period["mot"])
+    from na64reco.background import kept_per_mot
+
+    kept = kept_per_mot(period)
     frac = est["tracked"] / est["hard"]
     scale = float(s00["weight"]) * frac / den * kept  # P(box | tracked (0, 0) muon) -> per MOT
     lg = math.log10(scale)
@@ -590,8 +593,6 @@ def per_mot_for_campaign(est: dict, period: dict, stratum: tuple[int, int]) -> d
     old kept value is kept as ``kept_per_mot_classified_with``.  The forced-soft pile-up block
     of the (0, 1) stratum (``pileup_truth.soft``, :func:`na64reco.pileup_truth.pileup_estimate`)
     is linear in the kept muons too and is scaled with them."""
-    import copy
-
     out = copy.deepcopy(est)
     new = _per_mot(est, period, tuple(stratum))
     if not new:
@@ -601,12 +602,18 @@ def per_mot_for_campaign(est: dict, period: dict, stratum: tuple[int, int]) -> d
     if soft is not None and "per_mot" in soft:
         ratio = new["kept_per_mot"] / float(est["kept_per_mot"])
         soft["per_mot"] = {k: (v if k == "soft_b_fakes" else v * ratio) for k, v in soft["per_mot"].items()}
-        new["per_mot_without_soft_count"] = new["per_mot"]
-        new["per_mot"] = new["per_mot"] + soft["per_mot"]["soft_b_direct"]
-        new["per_mot_err"] = soft["per_mot"]["soft_b_direct_err"]
+        add_soft_count(new, soft["per_mot"])
         new["per_mot_upper_from"] = est.get("per_mot_upper_from", new.get("per_mot_upper_from"))
     out.update(new)
     return out
+
+
+def add_soft_count(est: dict, soft_per_mot: dict) -> None:
+    """The (0, 1) stratum's counted forced-soft fakes (``soft_b_direct``, per MOT) join its central
+    value, their Poisson error its ``per_mot_err`` (:func:`na64reco.pileup_truth.pileup_estimate`)."""
+    est["per_mot_without_soft_count"] = est["per_mot"]
+    est["per_mot"] = est["per_mot"] + soft_per_mot["soft_b_direct"]
+    est["per_mot_err"] = soft_per_mot["soft_b_direct_err"]
 
 
 def _per_mot_bound(est, s00, den, kept, lg, scale, up_count, stratum) -> dict:

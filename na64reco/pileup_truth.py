@@ -61,6 +61,7 @@ from na64reco.lone_muon import (
     TIME_ERROR_MAX_NS,
     _log10_mean,
     _per_mot,
+    add_soft_count,
     stratum_estimate,
     time_pass_terms,
 )
@@ -508,10 +509,7 @@ def pileup_estimate(m: dict, geometry: dict, period: dict | None = None, stratum
                 "old_choice_bound_all_b": 10.0 ** (soft_block["log10_choice_bound_per_tracked_all_b"] + lg),
                 "own_outliers_integrated_upper": 10.0 ** (est.get("log10_p_integrated_upper_own_only",
                                                                   own_bound) + lg)}
-            # the counted soft fakes are part of the stratum's central value (Poisson error beside)
-            est["per_mot_without_soft_count"] = est["per_mot"]
-            est["per_mot"] = est["per_mot"] + central
-            est["per_mot_err"] = soft_block["per_mot"]["soft_b_direct_err"]  # the count's Poisson error
+            add_soft_count(est, soft_block["per_mot"])  # the counted soft fakes join the central value
             if str(est.get("per_mot_upper_from", "")).startswith("outliers integrated"):
                 est["per_mot_upper_from"] = ("outliers integrated (90 % upper) + the pile-up muon forced soft (direct "
                                              "count, 90 % upper) + its hard sets x the search's choice")

@@ -269,6 +269,7 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
     lambda_near = None if forced_pileup is None else expected_near(setup, forced_pileup)  # checks it
     if forced_soft is not None and (forced_pileup is None or forced_pileup.count < 1):
         raise ConfigError("forced soft pile-up needs forced pile-up muons (forced_pileup with count >= 1)")
+    kinks = kink_plan(setup, params) if hard_scatter else None
     job = _Job(setup, params, CaloTables.of(setup, cond), planes, int(seed), int(run),
                process, mass, weight, truth, per_spill, trigger, fault_list, region, forced_pileup,
                true_crossings is not None, forced_soft, forced_scatter, bool(hard_scatter))
@@ -287,9 +288,8 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
                             "probability": forced_soft.probability(params)}} if forced_soft else {}),
         **({"forced_scatter": forced_scatter.to_dict()} if forced_scatter else {}),
         **({"single_scatter": {"q_floor_mev": params.hard_scatter_q_floor,
-                               "core_sigmas": params.hard_scatter_core_sigmas,
-                               "per_muon": kink_plan(setup, params).total}}
-           if hard_scatter and kink_plan(setup, params) is not None else {}),
+                               "core_sigmas": params.hard_scatter_core_sigmas, "per_muon": kinks.total}}
+           if kinks is not None else {}),
     }}
     flush_every = max(1, -(-int(chunk_size) // per_spill))
     bar = None

@@ -110,6 +110,8 @@ def plan(setup, params) -> Plan | None:
     if hit is not None and hit[0] is setup:
         return hit[1]
     result = _plan(setup, floor, sigmas)
+    if len(_PLANS) >= 32:  # setups made on the fly (tests, scans) must not pile up
+        _PLANS.clear()
     _PLANS[key] = (setup, result)
     return result
 
