@@ -211,40 +211,45 @@ def _quality(mom, delta, t0, k_lo, k_hi, period):
 
 
 @numba.njit(cache=True, nogil=True)
-def _newton_t0(y, use, k_lo, k_hi, t0, lo, hi, period, decay, cexp):
+def _newton_t0(yc, cc, kp, k_lo, k_hi, t0, lo, hi, decay):
     """Newton iteration for the pulse start maximising ``Q(t0) = (sum y f)^2 / sum f f``
     (= minimising the template chi2 with the amplitude solved linearly), from ``t0``.
 
-    With ``e_k = k P - t0`` and ``c_k = cexp[k]`` the sums over the used samples with
-    ``e_k > 0`` are ``N = sum y c e^2`` and ``D = sum c^2 e^4`` up to factors that cancel
-    in Q; ``dQ/dt0 = 0`` at ``h = 2 N' D - N D' = 0`` (derivatives in t0), solved by Newton
-    steps ``-h / h'`` (``h' < 0`` at a maximum).  Returns ``(t0, ok, amplitude, Q)``, the
-    last two from the sums of the last iteration (before its step ``s``): Q is stationary
-    there and is moved to the final t0 to second order (``Q' = N h / D^2``), the amplitude
-    ``N tp^2 / (D exp(t0/decay))`` to second order in ``s`` of its logarithm.  ``ok`` is False if
-    a step leaves ``[lo, hi]``, the curvature is not that of a maximum, or the steps have
-    not fallen below :data:`_NEWTON_TOL` after :data:`_N_NEWTON` iterations (the caller
-    then falls back to the golden-section search).
+    With ``e_k = k P - t0`` (``kp[k] = k P``) and ``c_k`` the template factor of sample k for
+    a pulse starting at 0 (``yc[k] = y_k c_k``, ``cc[k] = c_k^2``, both 0 for samples left out
+    of the fit) the sums over the samples with ``e_k > 0`` are ``N = sum y c e^2`` and
+    ``D = sum c^2 e^4`` up to factors that cancel in Q; ``dQ/dt0 = 0`` at
+    ``h = 2 N' D - N D' = 0`` (derivatives in t0), solved by Newton steps ``-h / h'``
+    (``h' < 0`` at a maximum).  Returns ``(t0, ok, amplitude, Q)``, the last two from the sums
+    of the last iteration (before its step ``s``): Q is stationary there and is moved to the
+    final t0 to second order (``Q' = N h / D^2``), the amplitude ``N tp^2 / (D exp(t0/decay))``
+    to second order in ``s`` of its logarithm.  ``ok`` is False if a step leaves ``[lo, hi]``,
+    the curvature is not that of a maximum, or the steps have not fallen below
+    :data:`_NEWTON_TOL` after :data:`_N_NEWTON` iterations (the caller then falls back to the
+    golden-section search).
     """
     for _ in range(_N_NEWTON):
+        # the samples with e_k > 0 are k >= m (e_k grows with k): no test in the sum
+        m = k_lo
+        while m <= k_hi and kp[m] - t0 <= 0.0:
+            m += 1
         a0 = 0.0
         a1 = 0.0
         a2 = 0.0
         b2 = 0.0
         b3 = 0.0
         b4 = 0.0
-        for k in range(k_lo, k_hi + 1):
-            e = k * period - t0
-            if e > 0.0 and use[k]:
-                yc = y[k] * cexp[k]
-                cc = cexp[k] * cexp[k]
-                e2 = e * e
-                a0 += yc
-                a1 += yc * e
-                a2 += yc * e2
-                b2 += cc * e2
-                b3 += cc * e2 * e
-                b4 += cc * e2 * e2
+        for k in range(m, k_hi + 1):
+            e = kp[k] - t0
+            w = yc[k]
+            v = cc[k]
+            e2 = e * e
+            a0 += w
+            a1 += w * e
+            a2 += w * e2
+            b2 += v * e2
+            b3 += v * e2 * e
+            b4 += v * e2 * e2
         # N = a2, N' = -2 a1, N'' = 2 a0; D = b4, D' = -4 b3, D'' = 12 b2
         if a2 <= 0.0 or b4 <= 0.0:
             return t0, False, 0.0, 0.0
@@ -359,8 +364,12 @@ def _fit_digits(
     mom = np.empty((ns + 1, 8))
     # template factor exp(-(k P - 2 decay) / decay) of sample k for a pulse starting at 0
     cexp = np.empty(ns)
+    kp = np.empty(ns)  # sample times k P
     for k in range(ns):
         cexp[k] = math.exp(-(k * period - 2.0 * decay) / decay)
+        kp[k] = k * period
+    yc = np.empty(ns)  # y_k c_k and c_k^2 of the fit's samples (0: left out)
+    cc = np.empty(ns)
     for i in range(n):
         c = cond[i]
         sig = max(noise[c], 1.0)
@@ -438,19 +447,24 @@ def _fit_digits(
         # (max Q = (sum y f)^2 / sum f f, i.e. min chi2) from the half-maximum estimate
         sat = (f & FLAG_SATURATED) != 0
         half_range = (_HALF_RANGE_SATURATED if sat else _HALF_RANGE) * period
-        t0, ok, amp, q = _newton_t0(y, use, k_lo, k_hi, t0c, t0c - half_range, t0c + half_range, period, decay, cexp)
+        npts = 0
+        syy = 0.0
+        for k in range(k_lo, k_hi + 1):
+            if use[k]:
+                yc[k] = y[k] * cexp[k]
+                cc[k] = cexp[k] * cexp[k]
+                syy += y[k] * y[k]
+                npts += 1
+            else:
+                yc[k] = 0.0
+                cc[k] = 0.0
+        t0, ok, amp, q = _newton_t0(yc, cc, kp, k_lo, k_hi, t0c, t0c - half_range, t0c + half_range, decay)
         if not ok:
             t0 = _golden_t0(y, use, k_lo, k_hi, t0c, half_range, sat, period, cexp, mom)
             s1, s2 = _fit_sums(y, use, k_lo, k_hi, t0, period, decay)
             amp = s1 / s2 if s2 > 0 else amax
             q = s1 * s1 / s2 if s2 > 0 else 0.0
         # chi2 of the fit
-        npts = 0
-        syy = 0.0
-        for k in range(k_lo, k_hi + 1):
-            if use[k]:
-                syy += y[k] * y[k]
-                npts += 1
         chi2 = max(syy - q, 0.0) / (noise[c] ** 2 + 1.0 / 12.0)
         c2 = chi2 / (npts - 2) if npts > 2 else np.nan
         # 5. pile-up: a second prominent local maximum, or an inconsistent shape
