@@ -414,18 +414,28 @@ def _fit_digits(
         ped_even[i] = pe
         ped_odd[i] = po
         # 2. pedestal-subtracted samples, maximum, saturation
-        imax = 0
         k_sat_first = ns
         k_sat_last = -1
-        # (separate loops: the first vectorises; saturation is rare)
-        raw_max = adc[i, 0]
-        for k in range(ns):
+        # the largest raw sample of each parity: the largest y is one of theirs (s - pedestal
+        # is monotonic in s, also in floating point); then its first sample (no compare chain)
+        raw_e = adc[i, 0]
+        raw_o = adc[i, 1]
+        for k in range(0, ns - 1, 2):
             a = adc[i, k]
-            y[k] = a - (pe if (k & 1) == 0 else po)
-            raw_max = _max(raw_max, a)
-        for k in range(1, ns):
-            if y[k] > y[imax]:
-                imax = k
+            b = adc[i, k + 1]
+            y[k] = a - pe
+            y[k + 1] = b - po
+            raw_e = _max(raw_e, a)
+            raw_o = _max(raw_o, b)
+        if ns & 1:
+            a = adc[i, ns - 1]
+            y[ns - 1] = a - pe
+            raw_e = _max(raw_e, a)
+        raw_max = _max(raw_e, raw_o)
+        amax = _max(raw_e - pe, raw_o - po)
+        imax = 0
+        while y[imax] != amax:
+            imax += 1
         if raw_max >= max_adc:
             for k in range(ns):
                 use[k] = adc[i, k] < max_adc
@@ -435,7 +445,6 @@ def _fit_digits(
                     k_sat_last = k
         else:
             use[:] = True
-        amax = y[imax]
         if status[c] != 0:
             f |= FLAG_MASKED
         if amax < threshold:
