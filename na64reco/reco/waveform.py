@@ -494,7 +494,12 @@ def _fit_digits(
         pile = c2 > pileup_chi2
         # (the template tail is >= 0: a maximum below the prominence cannot be pile-up)
         low = _max(pileup_fraction * amax, pileup_prominence * sig)
-        for k in range(1, ns - 1):
+        # first a pass without branches for such a maximum (but the used-sample test); usually none
+        n_cand = 0
+        if not pile:
+            for k in range(1, ns - 1):
+                n_cand += (y[k] > low) & (y[k] > y[k - 1]) & (y[k] >= y[k + 1]) & (k != imax)
+        for k in range(1, ns - 1) if n_cand > 0 else range(0):
             if y[k] <= low or k == imax or not use[k]:
                 continue
             if y[k] > y[k - 1] and y[k] >= y[k + 1]:
@@ -505,6 +510,7 @@ def _fit_digits(
                     expected = amp * u * u * math.exp(-(t - 2.0 * decay) / decay)
                 if y[k] - expected > pileup_prominence * sig:
                     pile = True
+                    break
         if pile:
             f |= FLAG_PILEUP
         amplitude[i] = amp
