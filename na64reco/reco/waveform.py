@@ -70,6 +70,11 @@ _N_NEWTON = 6  # Newton iterations before falling back to the golden-section sea
 _NEWTON_TOL = 0.02  # ns, last Newton step (convergence is quadratic: the error after it is ~1e-5 ns)
 _HALF_RANGE, _HALF_RANGE_SATURATED = 0.6, 1.5  # search range of t0 around the first estimate (P)
 _FIT_BEFORE, _FIT_AFTER = 4, 4
+# Sample indices in the kernel's hot loops are unsigned (``_u(k)``, ``_U1``): numba adds the
+# end of the array to a negative signed index (Python's wraparound), a test and select per
+# access the loops cannot prove away.
+_u = np.uint64
+_U1 = np.uint64(1)
 
 
 @dataclass(frozen=True)
@@ -420,11 +425,12 @@ def _fit_digits(
         # is monotonic in s, also in floating point); then its first sample (no compare chain)
         raw_e = adc[i, 0]
         raw_o = adc[i, 1]
-        for k in range(0, ns - 1, 2):
+        for j in range(ns // 2):
+            k = _u(2 * j)
             a = adc[i, k]
-            b = adc[i, k + 1]
+            b = adc[i, k + _U1]
             y[k] = a - pe
-            y[k + 1] = b - po
+            y[k + _U1] = b - po
             raw_e = _max(raw_e, a)
             raw_o = _max(raw_o, b)
         if ns & 1:
