@@ -251,14 +251,14 @@ def _newton_t0(yc, cc, kp, k_lo, k_hi, t0, lo, hi, decay):
         # the samples with e_k > 0 are k >= m (e_k grows with k): no test in the sum
         m = k_lo
         while m <= k_hi and kp[m] - t0 <= 0.0:
-            m += 1
+            m += _U1
         a0 = 0.0
         a1 = 0.0
         a2 = 0.0
         b2 = 0.0
         b3 = 0.0
         b4 = 0.0
-        for k in range(m, k_hi + 1):
+        for k in range(m, k_hi + _U1):
             e = kp[k] - t0
             w = yc[k]
             v = cc[k]
@@ -398,19 +398,19 @@ def _fit_digits(
         ne = 0
         no = 0
         for k in range(0, n_ped, 2):
-            se += adc[i, k]
+            se += adc[i, _u(k)]
             ne += 1
         for k in range(1, n_ped, 2):
-            so += adc[i, k]
+            so += adc[i, _u(k)]
             no += 1
         pe = se / ne
         po = so / no
         bad = False
         cut = contamination * sig
         for k in range(0, n_ped, 2):
-            bad |= abs(adc[i, k] - pe) > cut
+            bad |= abs(adc[i, _u(k)] - pe) > cut
         for k in range(1, n_ped, 2):
-            bad |= abs(adc[i, k] - po) > cut
+            bad |= abs(adc[i, _u(k)] - po) > cut
         f = np.uint8(0)
         if bad:
             pe = ped_even_cond[c]
@@ -440,7 +440,7 @@ def _fit_digits(
         raw_max = _max(raw_e, raw_o)
         amax = _max(raw_e - pe, raw_o - po)
         imax = 0
-        while y[imax] != amax:
+        while y[_u(imax)] != amax:
             imax += 1
         if raw_max >= max_adc:
             for k in range(ns):
@@ -464,8 +464,9 @@ def _fit_digits(
         half = 0.5 * amax
         t_half = 0.0
         for k in range(imax - 1, -1, -1):
-            if y[k] < half:
-                t_half = period * (k + (half - y[k]) / (y[k + 1] - y[k]))
+            yk = y[_u(k)]
+            if yk < half:
+                t_half = period * (k + (half - yk) / (y[_u(k) + _U1] - yk))
                 break
         t0c = t_half - half_rise
         k_first = _min(imax, k_sat_first)
@@ -478,7 +479,7 @@ def _fit_digits(
         half_range = (_HALF_RANGE_SATURATED if sat else _HALF_RANGE) * period
         npts = 0
         syy = 0.0
-        for k in range(k_lo, k_hi + 1):
+        for k in range(_u(k_lo), _u(k_hi) + _U1):
             if use[k]:
                 yc[k] = y[k] * cexp[k]
                 cc[k] = cexp[k] * cexp[k]
@@ -487,7 +488,7 @@ def _fit_digits(
             else:
                 yc[k] = 0.0
                 cc[k] = 0.0
-        t0, ok, amp, q = _newton_t0(yc, cc, kp, k_lo, k_hi, t0c, t0c - half_range, t0c + half_range, decay)
+        t0, ok, amp, q = _newton_t0(yc, cc, kp, _u(k_lo), _u(k_hi), t0c, t0c - half_range, t0c + half_range, decay)
         if not ok:
             t0 = _golden_t0(y, use, k_lo, k_hi, t0c, half_range, sat, period, cexp, mom)
             s1, s2 = _fit_sums(y, use, k_lo, k_hi, t0, period, decay)
@@ -503,8 +504,9 @@ def _fit_digits(
         # first a pass without branches for such a maximum (but the used-sample test); usually none
         n_cand = 0
         if not pile:
-            for k in range(1, ns - 1):
-                n_cand += (y[k] > low) & (y[k] > y[k - 1]) & (y[k] >= y[k + 1]) & (k != imax)
+            for j in range(1, ns - 1):
+                k = _u(j)
+                n_cand += (y[k] > low) & (y[k] > y[k - _U1]) & (y[k] >= y[k + _U1]) & (j != imax)
         for k in range(1, ns - 1) if n_cand > 0 else range(0):
             if y[k] <= low or k == imax or not use[k]:
                 continue
