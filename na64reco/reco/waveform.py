@@ -185,24 +185,33 @@ def _suffix_moments(y, use, k_lo, k_hi, tau, period, cexp, mom):
     """Suffix sums over the used samples k >= m of the fit window (m = k_lo..k_hi+1) of
     ``y c d^j`` (rows 0-2, j = 0..2) and ``c^2 d^j`` (rows 3-7, j = 0..4), with
     ``c = cexp[k]`` and ``d = k P - tau`` (local times: mild cancellation below)."""
+    # (the running sums in registers, each row stored once)
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
     for j in range(8):
-        mom[k_hi + 1, j] = 0.0
+        mom[_u(k_hi + 1), j] = 0.0
     for k in range(k_hi, k_lo - 1, -1):
-        for j in range(8):
-            mom[k, j] = mom[k + 1, j]
-        if use[k]:
+        ku = _u(k)
+        if use[ku]:
             d = k * period - tau
-            yc = y[k] * cexp[k]
-            cc = cexp[k] * cexp[k]
+            yc = y[ku] * cexp[ku]
+            cc = cexp[ku] * cexp[ku]
             d2 = d * d
-            mom[k, 0] += yc
-            mom[k, 1] += yc * d
-            mom[k, 2] += yc * d2
-            mom[k, 3] += cc
-            mom[k, 4] += cc * d
-            mom[k, 5] += cc * d2
-            mom[k, 6] += cc * d2 * d
-            mom[k, 7] += cc * d2 * d2
+            s0 += yc
+            s1 += yc * d
+            s2 += yc * d2
+            s3 += cc
+            s4 += cc * d
+            s5 += cc * d2
+            s6 += cc * d2 * d
+            s7 += cc * d2 * d2
+        mom[ku, 0] = s0
+        mom[ku, 1] = s1
+        mom[ku, 2] = s2
+        mom[ku, 3] = s3
+        mom[ku, 4] = s4
+        mom[ku, 5] = s5
+        mom[ku, 6] = s6
+        mom[ku, 7] = s7
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -219,10 +228,12 @@ def _quality(mom, delta, t0, k_lo, k_hi, period):
     m = _max(m, k_lo)
     if m > k_hi:
         return -1.0
-    syf = mom[m, 2] - 2.0 * delta * mom[m, 1] + delta * delta * mom[m, 0]
+    mu = _u(m)
+    syf = mom[mu, 2] - 2.0 * delta * mom[mu, 1] + delta * delta * mom[mu, 0]
     dd = delta * delta
     sff = (
-        mom[m, 7] - 4.0 * delta * mom[m, 6] + 6.0 * dd * mom[m, 5] - 4.0 * dd * delta * mom[m, 4] + dd * dd * mom[m, 3]
+        mom[mu, 7] - 4.0 * delta * mom[mu, 6] + 6.0 * dd * mom[mu, 5] - 4.0 * dd * delta * mom[mu, 4]
+        + dd * dd * mom[mu, 3]
     )
     if sff <= 0.0:
         return -1.0
