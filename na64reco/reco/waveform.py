@@ -257,29 +257,57 @@ def _newton_t0(yc, cc, kp, k_lo, k_hi, t0, lo, hi, decay):
     the curvature is not that of a maximum, or the steps have not fallen below
     :data:`_NEWTON_TOL` after :data:`_N_NEWTON` iterations (the caller then falls back to the
     golden-section search).
+
+    One pass over the samples gives the sums of the first step and the moments of ``d_k = kP - tau``
+    (``tau`` that step's t0); the later steps over the same samples take their sums from these
+    moments as polynomials in ``t0 - tau`` (equal to the direct sums to rounding, ~1e-15
+    relative); a step that changes the set of samples with ``e_k > 0`` makes a new pass.
     """
+    m_tau = k_hi + _U1 + _U1  # the first sample of the moments (none yet)
+    tau = t0
+    w0 = w1 = w2 = v0 = v1 = v2 = v3 = v4 = 0.0
     for _ in range(_N_NEWTON):
         # the samples with e_k > 0 are k >= m (e_k grows with k): no test in the sum
         m = k_lo
         while m <= k_hi and kp[m] - t0 <= 0.0:
             m += _U1
-        a0 = 0.0
-        a1 = 0.0
-        a2 = 0.0
-        b2 = 0.0
-        b3 = 0.0
-        b4 = 0.0
-        for k in range(m, k_hi + _U1):
-            e = kp[k] - t0
-            w = yc[k]
-            v = cc[k]
-            e2 = e * e
-            a0 += w
-            a1 += w * e
-            a2 += w * e2
-            b2 += v * e2
-            b3 += v * e2 * e
-            b4 += v * e2 * e2
+        if m != m_tau:
+            # one pass over the samples: the moments sum y c d^j (j <= 2) and sum c^2 d^j (j <= 4)
+            # of d_k = k P - tau at tau = t0 (so the sums of this step)
+            tau = t0
+            m_tau = m
+            w0 = w1 = w2 = v0 = v1 = v2 = v3 = v4 = 0.0
+            for k in range(m, k_hi + _U1):
+                e = kp[k] - tau
+                w = yc[k]
+                v = cc[k]
+                e2 = e * e
+                w0 += w
+                w1 += w * e
+                w2 += w * e2
+                v0 += v
+                v1 += v * e
+                v2 += v * e2
+                v3 += v * e2 * e
+                v4 += v * e2 * e2
+            a0 = w0
+            a1 = w1
+            a2 = w2
+            b2 = v2
+            b3 = v3
+            b4 = v4
+        else:
+            # the same samples: the sums at t0 = tau + s from the moments (e_k = d_k - s)
+            s = t0 - tau
+            s2 = s * s
+            s3 = s2 * s
+            s4 = s2 * s2
+            a0 = w0
+            a1 = w1 - s * w0
+            a2 = w2 - 2.0 * s * w1 + s2 * w0
+            b2 = v2 - 2.0 * s * v1 + s2 * v0
+            b3 = v3 - 3.0 * s * v2 + 3.0 * s2 * v1 - s3 * v0
+            b4 = v4 - 4.0 * s * v3 + 6.0 * s2 * v2 - 4.0 * s3 * v1 + s4 * v0
         # N = a2, N' = -2 a1, N'' = 2 a0; D = b4, D' = -4 b3, D'' = 12 b2
         if a2 <= 0.0 or b4 <= 0.0:
             return t0, False, 0.0, 0.0
