@@ -431,25 +431,32 @@ def _fit_digits(
     for i in range(n):
         c = cond[i]
         sig = _max(noise[c], 1.0)
-        # 1. pedestals per parity from the first samples
+        # 1. pedestals per parity from the first samples, in one pass with the extremes of each
+        # parity: |s - mean| > cut for one of them <=> max - mean > cut or mean - min > cut
+        # (s - mean is monotonic in s, also in floating point)
         se = 0.0
         so = 0.0
-        ne = 0
-        no = 0
-        for k in range(0, n_ped, 2):
-            se += adc[i, _u(k)]
-            ne += 1
-        for k in range(1, n_ped, 2):
-            so += adc[i, _u(k)]
-            no += 1
-        pe = se / ne
-        po = so / no
-        bad = False
+        e_lo = e_hi = adc[i, 0]
+        o_lo = o_hi = adc[i, 1]
+        for j in range(n_ped // 2):
+            k = _u(2 * j)
+            a = adc[i, k]
+            b = adc[i, k + _U1]
+            se += a
+            so += b
+            e_lo = _min(e_lo, a)
+            e_hi = _max(e_hi, a)
+            o_lo = _min(o_lo, b)
+            o_hi = _max(o_hi, b)
+        if n_ped & 1:
+            a = adc[i, _u(n_ped - 1)]
+            se += a
+            e_lo = _min(e_lo, a)
+            e_hi = _max(e_hi, a)
+        pe = se / ((n_ped + 1) // 2)
+        po = so / (n_ped // 2)
         cut = contamination * sig
-        for k in range(0, n_ped, 2):
-            bad |= abs(adc[i, _u(k)] - pe) > cut
-        for k in range(1, n_ped, 2):
-            bad |= abs(adc[i, _u(k)] - po) > cut
+        bad = e_hi - pe > cut or pe - e_lo > cut or o_hi - po > cut or po - o_lo > cut
         f = np.uint8(0)
         if bad:
             pe = ped_even_cond[c]
