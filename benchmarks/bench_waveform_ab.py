@@ -10,6 +10,8 @@ this tree's run alternately on them (``_fit_digits`` with the run's conditions, 
 rounds (the machine is shared: separate runs scatter by 20-40 %).  Printed before timing:
 the largest differences of every output (amplitude and energy relative, time absolute) and
 the number of digits whose flags differ.  ``--save OUT.npz`` also writes this tree's outputs.
+``--stage``: also the whole calorimeter stage (``reconstruct_calo`` of this tree on the same
+events) with the earlier and with this tree's kernel swapped in (``_fit_digits``).
 """
 
 from __future__ import annotations
@@ -39,13 +41,18 @@ def _module(name: str, path: Path) -> types.ModuleType:
     return mod
 
 
-def kernel_inputs(path: str, events: int | None):
-    """(adc, cond, stacked tables, kernel args) of every digit of ``path`` as reconstruct_digits makes them."""
+def _events(path: str, events: int | None):
     with open_raw(path) as raw:
         setup = load_setup(raw.setup, run=raw.run)
         conds = load_conditions(setup, raw.run)
     with uproot.open(path, array_cache=None) as f:
         ev = assemble_events(f["events"].arrays(event_branches(), entry_stop=events), path)
+    return setup, conds, ev
+
+
+def kernel_inputs(path: str, events: int | None):
+    """(adc, cond, stacked tables, kernel args) of every digit of ``path`` as reconstruct_digits makes them."""
+    setup, conds, ev = _events(path, events)
     _, det, chan, adc = calo.flat_digits(ev)
     adc = W.check_samples(adc)
     tables = W._condition_tables(setup, conds)
@@ -81,6 +88,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=None)
     ap.add_argument("--repeat", type=int, default=9)
     ap.add_argument("--save", type=Path, default=None)
+    ap.add_argument("--stage", action="store_true", help="also the calorimeter stage with either kernel")
     args = ap.parse_args()
     old = _module("before_waveform", args.before / "na64reco" / "reco" / "waveform.py")
     n_ev, adc, cond, stacked, kargs = kernel_inputs(args.file, args.events)
@@ -107,6 +115,26 @@ def main() -> None:
     print(f"waveform kernel  before {min(t_b):.4f} s ({1e9 * min(t_b) / nd:.0f} ns/digit)  "
           f"after {min(t_a):.4f} s ({1e9 * min(t_a) / nd:.0f} ns/digit)  speed-up {min(t_b) / min(t_a):.2f}x  "
           f"(CPU, minimum of {args.repeat} alternating rounds)")
+    if args.stage:
+        setup, conds, ev = _events(args.file, args.events)
+        mine = W._fit_digits
+
+        def stage(kernel):
+            W._fit_digits = kernel
+            try:
+                return calo.reconstruct_calo(ev, setup, conds)
+            finally:
+                W._fit_digits = mine
+
+        t_b, t_a = [], []
+        for _ in range(args.repeat):
+            for kernel, t in ((old._fit_digits, t_b), (mine, t_a)):
+                c = time.process_time()
+                stage(kernel)
+                t.append(time.process_time() - c)
+        print(f"calorimeter stage before {min(t_b):.4f} s  after {min(t_a):.4f} s  "
+              f"speed-up {min(t_b) / min(t_a):.2f}x "
+              f"(this tree's reconstruct_calo with either kernel; CPU, minimum of {args.repeat} alternating rounds)")
 
 
 if __name__ == "__main__":
