@@ -51,10 +51,12 @@ def _differences(pairs) -> dict[str, str]:
                 if x.dtype.kind == "f" and y.dtype.kind == "f":
                     nan = np.isnan(x) | np.isnan(y)
                     d[2] += int(np.sum(np.isnan(x) != np.isnan(y)))
-                    diff = np.abs(x[~nan] - y[~nan])
+                    x, y = x[~nan], y[~nan]
+                    with np.errstate(invalid="ignore"):  # (inf - inf where equal)
+                        diff = np.where(x == y, 0.0, np.abs(x - y))
                     if diff.size:
                         d[0] = max(d[0], float(diff.max()))
-                        d[1] = max(d[1], float((diff / np.maximum(np.abs(x[~nan]), 1e-300)).max()))
+                        d[1] = max(d[1], float((diff / np.maximum(np.abs(x), 1e-300)).max()))
                 else:
                     d[3] += int(np.sum(x != y)) if x.shape == y.shape else max(x.size, y.size)
     return {k: f"max |diff| {v[0]:.3g}, relative {v[1]:.3g}, NaN mismatches {v[2]}, other mismatches {v[3]}"
