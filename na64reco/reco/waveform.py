@@ -149,8 +149,8 @@ def _kernel_args(cfg: WaveformConfig):
 @numba.njit(cache=True, nogil=True, inline="always")
 def _max(a, b):
     """Python's ``max(a, b)`` (``b if b > a else a``) as plain code: numba's builtin ``max`` and
-    ``min`` of scalars are calls of a separate function here (at 32 samples per digit they were
-    a third of the kernel's time)."""
+    ``min`` of scalars compile to calls of a separate function here (with register spills around
+    them, e.g. once per sample in the pedestal subtraction)."""
     return b if b > a else a
 
 
@@ -486,8 +486,9 @@ def _fit_digits(
         raw_max = _max(raw_e, raw_o)
         amax = _max(raw_e - pe, raw_o - po)
         imax = 0
-        while y[_u(imax)] != amax:
-            imax += 1
+        if amax == amax:  # (NaN: a NaN pedestal; the first sample, as a compare chain over y gives)
+            while y[_u(imax)] != amax:
+                imax += 1
         if raw_max >= max_adc:
             for k in range(ns):
                 use[k] = adc[i, k] < max_adc
