@@ -3,6 +3,8 @@ saturation, pile-up, pedestal fallback, and clear errors for corrupt waveforms."
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -38,11 +40,11 @@ def pulses(amplitude, start, ped_even, ped_odd, noise, rng, extra=None):
     return np.clip(np.round(s), 0, CFG.max_adc).astype(np.int16)
 
 
-def run_kernel(adc, pe, po, noise=2.5, gain=4.0, offset=0.0, status=0):
+def run_kernel(adc, pe, po, noise=2.5, gain=4.0, offset=0.0, status=0, cfg=CFG):
     n = len(adc)
     arrs = [np.broadcast_to(np.asarray(v, dtype=float), (n,)).copy() for v in (pe, po, noise, gain, offset)]
     stat = np.broadcast_to(np.asarray(status, dtype=np.int64), (n,)).copy()
-    return W._waveform_kernel(adc, *arrs, stat, *W._kernel_args(CFG)), (arrs, stat)
+    return W._waveform_kernel(adc, *arrs, stat, *W._kernel_args(cfg)), (arrs, stat)
 
 
 def mixed_sample(rng, n=400):
@@ -63,13 +65,13 @@ def mixed_sample(rng, n=400):
     return adc, pe + rng.normal(0, 0.3, n), po + rng.normal(0, 0.3, n), status
 
 
-def assert_twins_agree(adc, pe, po, status, rng):
+def assert_twins_agree(adc, pe, po, status, rng, cfg=CFG):
     n = len(adc)
     noise = rng.uniform(1.5, 3.5, n)
     gain = rng.uniform(3, 5, n)
     offset = rng.normal(0, 2, n)
-    fast, _ = run_kernel(adc, pe, po, noise, gain, offset, status)
-    slow = W.waveform_reference(adc, pe, po, noise, gain, offset, status, CFG)
+    fast, _ = run_kernel(adc, pe, po, noise, gain, offset, status, cfg)
+    slow = W.waveform_reference(adc, pe, po, noise, gain, offset, status, cfg)
     names = ("amplitude", "time", "energy", "ped_even", "ped_odd", "chi2ndf")
     for name, a, b in zip(names, fast[:6], slow[:6], strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9, equal_nan=True, err_msg=name)
@@ -88,6 +90,17 @@ def test_kernel_agrees_with_reference_twin_on_every_branch(monkeypatch):
     assert 0 < len(fallbacks) < fitted / 2, "sample must exercise both the Newton fit and its golden-section fallback"
     for bit in (W.FLAG_SATURATED, W.FLAG_PILEUP, W.FLAG_PEDESTAL_FALLBACK, W.FLAG_MASKED, W.FLAG_BELOW_THRESHOLD):
         assert np.any(flags & bit), f"sample does not exercise flag {bit}"
+
+
+@pytest.mark.parametrize("n_ped", [2, 5, 7])
+def test_kernel_agrees_with_twin_for_other_pedestal_sample_counts(n_ped):
+    """The kernel's one-pass pedestals (sums and each parity's extremes) for other and odd
+    ``pedestal_samples`` than the setup's 8."""
+    cfg = dataclasses.replace(CFG, pedestal_samples=n_ped)
+    rng = np.random.default_rng(n_ped)
+    adc, pe, po, status = mixed_sample(rng, n=300)
+    flags = assert_twins_agree(adc, pe, po, status, rng, cfg)[6]
+    assert np.any(flags & W.FLAG_PEDESTAL_FALLBACK) or n_ped == 2
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

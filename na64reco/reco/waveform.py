@@ -70,6 +70,11 @@ _N_NEWTON = 6  # Newton iterations before falling back to the golden-section sea
 _NEWTON_TOL = 0.02  # ns, last Newton step (convergence is quadratic: the error after it is ~1e-5 ns)
 _HALF_RANGE, _HALF_RANGE_SATURATED = 0.6, 1.5  # search range of t0 around the first estimate (P)
 _FIT_BEFORE, _FIT_AFTER = 4, 4
+# Sample indices in the kernel's hot loops are unsigned (``_u(k)``, ``_U1``): numba adds the
+# end of the array to a negative signed index (Python's wraparound), a test and select per
+# access the loops cannot prove away.
+_u = np.uint64
+_U1 = np.uint64(1)
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,20 @@ def _kernel_args(cfg: WaveformConfig):
 
 # ----------------------------------------------------------------------------------------
 # fast kernel
+@numba.njit(cache=True, nogil=True, inline="always")
+def _max(a, b):
+    """Python's ``max(a, b)`` (``b if b > a else a``) as plain code: numba's builtin ``max`` and
+    ``min`` of scalars compile to calls of a separate function here (with register spills around
+    them, e.g. once per sample in the pedestal subtraction)."""
+    return b if b > a else a
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _min(a, b):
+    """Python's ``min(a, b)`` (``b if b < a else a``) as plain code (see :func:`_max`)."""
+    return b if b < a else a
+
+
 @numba.njit(cache=True, nogil=True)
 def _fit_sums(y, use, k_lo, k_hi, t0, period, decay):
     """Sums (sum y f, sum f f) of the template starting at t0 over samples k_lo..k_hi."""
@@ -166,24 +185,33 @@ def _suffix_moments(y, use, k_lo, k_hi, tau, period, cexp, mom):
     """Suffix sums over the used samples k >= m of the fit window (m = k_lo..k_hi+1) of
     ``y c d^j`` (rows 0-2, j = 0..2) and ``c^2 d^j`` (rows 3-7, j = 0..4), with
     ``c = cexp[k]`` and ``d = k P - tau`` (local times: mild cancellation below)."""
+    # (the running sums in registers, each row stored once)
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
     for j in range(8):
-        mom[k_hi + 1, j] = 0.0
+        mom[_u(k_hi + 1), j] = 0.0
     for k in range(k_hi, k_lo - 1, -1):
-        for j in range(8):
-            mom[k, j] = mom[k + 1, j]
-        if use[k]:
+        ku = _u(k)
+        if use[ku]:
             d = k * period - tau
-            yc = y[k] * cexp[k]
-            cc = cexp[k] * cexp[k]
+            yc = y[ku] * cexp[ku]
+            cc = cexp[ku] * cexp[ku]
             d2 = d * d
-            mom[k, 0] += yc
-            mom[k, 1] += yc * d
-            mom[k, 2] += yc * d2
-            mom[k, 3] += cc
-            mom[k, 4] += cc * d
-            mom[k, 5] += cc * d2
-            mom[k, 6] += cc * d2 * d
-            mom[k, 7] += cc * d2 * d2
+            s0 += yc
+            s1 += yc * d
+            s2 += yc * d2
+            s3 += cc
+            s4 += cc * d
+            s5 += cc * d2
+            s6 += cc * d2 * d
+            s7 += cc * d2 * d2
+        mom[ku, 0] = s0
+        mom[ku, 1] = s1
+        mom[ku, 2] = s2
+        mom[ku, 3] = s3
+        mom[ku, 4] = s4
+        mom[ku, 5] = s5
+        mom[ku, 6] = s6
+        mom[ku, 7] = s7
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -197,13 +225,15 @@ def _quality(mom, delta, t0, k_lo, k_hi, period):
         m -= 1
     while m <= k_hi and m * period - t0 <= 0.0:
         m += 1
-    m = max(m, k_lo)
+    m = _max(m, k_lo)
     if m > k_hi:
         return -1.0
-    syf = mom[m, 2] - 2.0 * delta * mom[m, 1] + delta * delta * mom[m, 0]
+    mu = _u(m)
+    syf = mom[mu, 2] - 2.0 * delta * mom[mu, 1] + delta * delta * mom[mu, 0]
     dd = delta * delta
     sff = (
-        mom[m, 7] - 4.0 * delta * mom[m, 6] + 6.0 * dd * mom[m, 5] - 4.0 * dd * delta * mom[m, 4] + dd * dd * mom[m, 3]
+        mom[mu, 7] - 4.0 * delta * mom[mu, 6] + 6.0 * dd * mom[mu, 5] - 4.0 * dd * delta * mom[mu, 4]
+        + dd * dd * mom[mu, 3]
     )
     if sff <= 0.0:
         return -1.0
@@ -211,40 +241,73 @@ def _quality(mom, delta, t0, k_lo, k_hi, period):
 
 
 @numba.njit(cache=True, nogil=True)
-def _newton_t0(y, use, k_lo, k_hi, t0, lo, hi, period, decay, cexp):
+def _newton_t0(yc, cc, kp, k_lo, k_hi, t0, lo, hi, decay):
     """Newton iteration for the pulse start maximising ``Q(t0) = (sum y f)^2 / sum f f``
     (= minimising the template chi2 with the amplitude solved linearly), from ``t0``.
 
-    With ``e_k = k P - t0`` and ``c_k = cexp[k]`` the sums over the used samples with
-    ``e_k > 0`` are ``N = sum y c e^2`` and ``D = sum c^2 e^4`` up to factors that cancel
-    in Q; ``dQ/dt0 = 0`` at ``h = 2 N' D - N D' = 0`` (derivatives in t0), solved by Newton
-    steps ``-h / h'`` (``h' < 0`` at a maximum).  Returns ``(t0, ok, amplitude, Q)``, the
-    last two from the sums of the last iteration (before its step ``s``): Q is stationary
-    there and is moved to the final t0 to second order (``Q' = N h / D^2``), the amplitude
-    ``N tp^2 / (D exp(t0/decay))`` to second order in ``s`` of its logarithm.  ``ok`` is False if
-    a step leaves ``[lo, hi]``, the curvature is not that of a maximum, or the steps have
-    not fallen below :data:`_NEWTON_TOL` after :data:`_N_NEWTON` iterations (the caller
-    then falls back to the golden-section search).
+    With ``e_k = k P - t0`` (``kp[k] = k P``) and ``c_k`` the template factor of sample k for
+    a pulse starting at 0 (``yc[k] = y_k c_k``, ``cc[k] = c_k^2``, both 0 for samples left out
+    of the fit) the sums over the samples with ``e_k > 0`` are ``N = sum y c e^2`` and
+    ``D = sum c^2 e^4`` up to factors that cancel in Q; ``dQ/dt0 = 0`` at
+    ``h = 2 N' D - N D' = 0`` (derivatives in t0), solved by Newton steps ``-h / h'``
+    (``h' < 0`` at a maximum).  Returns ``(t0, ok, amplitude, Q)``, the last two from the sums
+    of the last iteration (before its step ``s``): Q is stationary there and is moved to the
+    final t0 to second order (``Q' = N h / D^2``), the amplitude ``N tp^2 / (D exp(t0/decay))``
+    to second order in ``s`` of its logarithm.  ``ok`` is False if a step leaves ``[lo, hi]``,
+    the curvature is not that of a maximum, or the steps have not fallen below
+    :data:`_NEWTON_TOL` after :data:`_N_NEWTON` iterations (the caller then falls back to the
+    golden-section search).
+
+    One pass over the samples gives the sums of the first step and the moments of ``d_k = kP - tau``
+    (``tau`` that step's t0); the later steps over the same samples take their sums from these
+    moments as polynomials in ``t0 - tau`` (equal to the direct sums to rounding, ~1e-15
+    relative); a step that changes the set of samples with ``e_k > 0`` makes a new pass.
     """
+    m_tau = k_hi + _U1 + _U1  # the first sample of the moments (none yet)
+    tau = t0
+    w0 = w1 = w2 = v0 = v1 = v2 = v3 = v4 = 0.0
     for _ in range(_N_NEWTON):
-        a0 = 0.0
-        a1 = 0.0
-        a2 = 0.0
-        b2 = 0.0
-        b3 = 0.0
-        b4 = 0.0
-        for k in range(k_lo, k_hi + 1):
-            e = k * period - t0
-            if e > 0.0 and use[k]:
-                yc = y[k] * cexp[k]
-                cc = cexp[k] * cexp[k]
+        # the samples with e_k > 0 are k >= m (e_k grows with k): no test in the sum
+        m = k_lo
+        while m <= k_hi and kp[m] - t0 <= 0.0:
+            m += _U1
+        if m != m_tau:
+            # one pass over the samples: the moments sum y c d^j (j <= 2) and sum c^2 d^j (j <= 4)
+            # of d_k = k P - tau at tau = t0 (so the sums of this step)
+            tau = t0
+            m_tau = m
+            w0 = w1 = w2 = v0 = v1 = v2 = v3 = v4 = 0.0
+            for k in range(m, k_hi + _U1):
+                e = kp[k] - tau
+                w = yc[k]
+                v = cc[k]
                 e2 = e * e
-                a0 += yc
-                a1 += yc * e
-                a2 += yc * e2
-                b2 += cc * e2
-                b3 += cc * e2 * e
-                b4 += cc * e2 * e2
+                w0 += w
+                w1 += w * e
+                w2 += w * e2
+                v0 += v
+                v1 += v * e
+                v2 += v * e2
+                v3 += v * e2 * e
+                v4 += v * e2 * e2
+            a0 = w0
+            a1 = w1
+            a2 = w2
+            b2 = v2
+            b3 = v3
+            b4 = v4
+        else:
+            # the same samples: the sums at t0 = tau + s from the moments (e_k = d_k - s)
+            s = t0 - tau
+            s2 = s * s
+            s3 = s2 * s
+            s4 = s2 * s2
+            a0 = w0
+            a1 = w1 - s * w0
+            a2 = w2 - 2.0 * s * w1 + s2 * w0
+            b2 = v2 - 2.0 * s * v1 + s2 * v0
+            b3 = v3 - 3.0 * s * v2 + 3.0 * s2 * v1 - s3 * v0
+            b4 = v4 - 4.0 * s * v3 + 6.0 * s2 * v2 - 4.0 * s3 * v1 + s4 * v0
         # N = a2, N' = -2 a1, N'' = 2 a0; D = b4, D' = -4 b3, D'' = 12 b2
         if a2 <= 0.0 or b4 <= 0.0:
             return t0, False, 0.0, 0.0
@@ -359,30 +422,41 @@ def _fit_digits(
     mom = np.empty((ns + 1, 8))
     # template factor exp(-(k P - 2 decay) / decay) of sample k for a pulse starting at 0
     cexp = np.empty(ns)
+    kp = np.empty(ns)  # sample times k P
     for k in range(ns):
         cexp[k] = math.exp(-(k * period - 2.0 * decay) / decay)
+        kp[k] = k * period
+    yc = np.empty(ns)  # y_k c_k and c_k^2 of the fit's samples (0: left out)
+    cc = np.empty(ns)
     for i in range(n):
         c = cond[i]
-        sig = max(noise[c], 1.0)
-        # 1. pedestals per parity from the first samples
+        sig = _max(noise[c], 1.0)
+        # 1. pedestals per parity from the first samples, in one pass with the extremes of each
+        # parity: |s - mean| > cut for one of them <=> max - mean > cut or mean - min > cut
+        # (s - mean is monotonic in s, also in floating point)
         se = 0.0
         so = 0.0
-        ne = 0
-        no = 0
-        for k in range(0, n_ped, 2):
-            se += adc[i, k]
-            ne += 1
-        for k in range(1, n_ped, 2):
-            so += adc[i, k]
-            no += 1
-        pe = se / ne
-        po = so / no
-        bad = False
+        e_lo = e_hi = adc[i, 0]
+        o_lo = o_hi = adc[i, 1]
+        for j in range(n_ped // 2):
+            k = _u(2 * j)
+            a = adc[i, k]
+            b = adc[i, k + _U1]
+            se += a
+            so += b
+            e_lo = _min(e_lo, a)
+            e_hi = _max(e_hi, a)
+            o_lo = _min(o_lo, b)
+            o_hi = _max(o_hi, b)
+        if n_ped & 1:
+            a = adc[i, _u(n_ped - 1)]
+            se += a
+            e_lo = _min(e_lo, a)
+            e_hi = _max(e_hi, a)
+        pe = se / ((n_ped + 1) // 2)
+        po = so / (n_ped // 2)
         cut = contamination * sig
-        for k in range(0, n_ped, 2):
-            bad |= abs(adc[i, k] - pe) > cut
-        for k in range(1, n_ped, 2):
-            bad |= abs(adc[i, k] - po) > cut
+        bad = e_hi - pe > cut or pe - e_lo > cut or o_hi - po > cut or po - o_lo > cut
         f = np.uint8(0)
         if bad:
             pe = ped_even_cond[c]
@@ -391,28 +465,39 @@ def _fit_digits(
         ped_even[i] = pe
         ped_odd[i] = po
         # 2. pedestal-subtracted samples, maximum, saturation
-        imax = 0
         k_sat_first = ns
         k_sat_last = -1
-        # (separate loops: the first vectorises; saturation is rare)
-        raw_max = adc[i, 0]
-        for k in range(ns):
+        # the largest raw sample of each parity: the largest y is one of theirs (s - pedestal
+        # is monotonic in s, also in floating point); then its first sample (no compare chain)
+        raw_e = adc[i, 0]
+        raw_o = adc[i, 1]
+        for j in range(ns // 2):
+            k = _u(2 * j)
             a = adc[i, k]
-            y[k] = a - (pe if (k & 1) == 0 else po)
-            raw_max = max(raw_max, a)
-        for k in range(1, ns):
-            if y[k] > y[imax]:
-                imax = k
+            b = adc[i, k + _U1]
+            y[k] = a - pe
+            y[k + _U1] = b - po
+            raw_e = _max(raw_e, a)
+            raw_o = _max(raw_o, b)
+        if ns & 1:
+            a = adc[i, ns - 1]
+            y[ns - 1] = a - pe
+            raw_e = _max(raw_e, a)
+        raw_max = _max(raw_e, raw_o)
+        amax = _max(raw_e - pe, raw_o - po)
+        imax = 0
+        if amax == amax:  # (NaN: a NaN pedestal; the first sample, as a compare chain over y gives)
+            while y[_u(imax)] != amax:
+                imax += 1
         if raw_max >= max_adc:
             for k in range(ns):
                 use[k] = adc[i, k] < max_adc
                 if not use[k]:
                     f |= FLAG_SATURATED
-                    k_sat_first = min(k_sat_first, k)
+                    k_sat_first = _min(k_sat_first, k)
                     k_sat_last = k
         else:
             use[:] = True
-        amax = y[imax]
         if status[c] != 0:
             f |= FLAG_MASKED
         if amax < threshold:
@@ -426,38 +511,50 @@ def _fit_digits(
         half = 0.5 * amax
         t_half = 0.0
         for k in range(imax - 1, -1, -1):
-            if y[k] < half:
-                t_half = period * (k + (half - y[k]) / (y[k + 1] - y[k]))
+            yk = y[_u(k)]
+            if yk < half:
+                t_half = period * (k + (half - yk) / (y[_u(k) + _U1] - yk))
                 break
         t0c = t_half - half_rise
-        k_first = min(imax, k_sat_first)
-        k_last = max(imax, k_sat_last)
-        k_lo = max(0, k_first - _FIT_BEFORE)
-        k_hi = min(ns - 1, k_last + _FIT_AFTER)
+        k_first = _min(imax, k_sat_first)
+        k_last = _max(imax, k_sat_last)
+        k_lo = _max(0, k_first - _FIT_BEFORE)
+        k_hi = _min(ns - 1, k_last + _FIT_AFTER)
         # Newton steps on the exact condition dQ/dt0 = 0 of the best template fit
         # (max Q = (sum y f)^2 / sum f f, i.e. min chi2) from the half-maximum estimate
         sat = (f & FLAG_SATURATED) != 0
         half_range = (_HALF_RANGE_SATURATED if sat else _HALF_RANGE) * period
-        t0, ok, amp, q = _newton_t0(y, use, k_lo, k_hi, t0c, t0c - half_range, t0c + half_range, period, decay, cexp)
+        npts = 0
+        syy = 0.0
+        for k in range(_u(k_lo), _u(k_hi) + _U1):
+            if use[k]:
+                yc[k] = y[k] * cexp[k]
+                cc[k] = cexp[k] * cexp[k]
+                syy += y[k] * y[k]
+                npts += 1
+            else:
+                yc[k] = 0.0
+                cc[k] = 0.0
+        t0, ok, amp, q = _newton_t0(yc, cc, kp, _u(k_lo), _u(k_hi), t0c, t0c - half_range, t0c + half_range, decay)
         if not ok:
             t0 = _golden_t0(y, use, k_lo, k_hi, t0c, half_range, sat, period, cexp, mom)
             s1, s2 = _fit_sums(y, use, k_lo, k_hi, t0, period, decay)
             amp = s1 / s2 if s2 > 0 else amax
             q = s1 * s1 / s2 if s2 > 0 else 0.0
         # chi2 of the fit
-        npts = 0
-        syy = 0.0
-        for k in range(k_lo, k_hi + 1):
-            if use[k]:
-                syy += y[k] * y[k]
-                npts += 1
-        chi2 = max(syy - q, 0.0) / (noise[c] ** 2 + 1.0 / 12.0)
+        chi2 = _max(syy - q, 0.0) / (noise[c] ** 2 + 1.0 / 12.0)
         c2 = chi2 / (npts - 2) if npts > 2 else np.nan
         # 5. pile-up: a second prominent local maximum, or an inconsistent shape
         pile = c2 > pileup_chi2
         # (the template tail is >= 0: a maximum below the prominence cannot be pile-up)
-        low = max(pileup_fraction * amax, pileup_prominence * sig)
-        for k in range(1, ns - 1):
+        low = _max(pileup_fraction * amax, pileup_prominence * sig)
+        # first a pass without branches for such a maximum (but the used-sample test); usually none
+        n_cand = 0
+        if not pile:
+            for j in range(1, ns - 1):
+                k = _u(j)
+                n_cand += (y[k] > low) & (y[k] > y[k - _U1]) & (y[k] >= y[k + _U1]) & (j != imax)
+        for k in range(1, ns - 1) if n_cand > 0 else range(0):
             if y[k] <= low or k == imax or not use[k]:
                 continue
             if y[k] > y[k - 1] and y[k] >= y[k + 1]:
@@ -468,6 +565,7 @@ def _fit_digits(
                     expected = amp * u * u * math.exp(-(t - 2.0 * decay) / decay)
                 if y[k] - expected > pileup_prominence * sig:
                     pile = True
+                    break
         if pile:
             f |= FLAG_PILEUP
         amplitude[i] = amp
