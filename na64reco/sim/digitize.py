@@ -617,7 +617,8 @@ def _erf(x, table):
         return -1.0
     f = (x + _ERF_RANGE) * _ERF_PER_UNIT
     i = int(f)
-    return table[i] + (f - i) * (table[i + 1] - table[i])
+    iu = np.uint64(i)  # >= 0: an unsigned index spares numba's wrap-around of negative ones (issue 11)
+    return table[iu] + (f - i) * (table[iu + np.uint64(1)] - table[iu])
 
 
 def apv_digits(
@@ -900,9 +901,10 @@ def _apv_points_kernel(ev, plane, u, t, is_apv, q, phase, n_events, n_strips, pi
                         if s < 0 or s >= n_s or dead[p, s]:
                             continue
                         ch = mm_chan[s] if mm else s
-                        buf[ch, 0] += amp * frac * sh0
-                        buf[ch, 1] += amp * frac * sh1
-                        buf[ch, 2] += amp * frac * sh2
+                        cu = np.uint64(ch)  # unsigned indices: no wrap-around code (numba) in the inner loops
+                        buf[cu, 0] += amp * frac * sh0
+                        buf[cu, 1] += amp * frac * sh1
+                        buf[cu, 2] += amp * frac * sh2
                         w = ch >> 6
                         bits[w] |= np.uint64(1) << np.uint64(ch & 63)
                         lo_w = min(lo_w, w)
@@ -913,14 +915,15 @@ def _apv_points_kernel(ev, plane, u, t, is_apv, q, phase, n_events, n_strips, pi
                     bits[w] = 0
                     while m != 0:
                         ch = w * 64 + np.int64(trailing_zeros(m))
+                        cu = np.uint64(ch)
                         m &= m - np.uint64(1)
                         big = -1e300
                         for a in range(3):
                             z = r + a
                             if z >= n_noise:
                                 z -= n_noise
-                            v = buf[ch, a] + noise_sigma * np.float64(noise[z])
-                            buf[ch, a] = v
+                            v = buf[cu, a] + noise_sigma * np.float64(noise[np.uint64(z)])
+                            buf[cu, a] = v
                             if v > big:
                                 big = v
                         r += 3
@@ -929,12 +932,13 @@ def _apv_points_kernel(ev, plane, u, t, is_apv, q, phase, n_events, n_strips, pi
                         o_ev[k] = ee
                         o_pl[k] = p
                         o_ch[k] = ch
+                        ku = np.uint64(k)
                         for a in range(3):
-                            v = np.rint(buf[ch, a])
-                            o_a[a, k] = np.int16(min(max(v, -32768.0), 32767.0))
+                            v = np.rint(buf[cu, a])
+                            o_a[a, ku] = np.int16(min(max(v, -32768.0), 32767.0))
                         k += 1 if big > threshold else 0
                         for a in range(3):
-                            buf[ch, a] = 0.0
+                            buf[cu, a] = 0.0
                 i0 = i1
         e = e_stop
     return o_ev[:k], o_pl[:k], o_ch[:k], o_a[:, :k], True
