@@ -222,7 +222,7 @@ def test_event_lexsort_is_np_lexsort():
     ``np.lexsort`` (stable, ties in input order), for int and float keys with many ties and
     signed zeros; NaN keys and events too large for the insertion sort fall back to it."""
     rng = np.random.default_rng(11)
-    for n, n_events in ((0, 1), (1, 1), (50, 3), (4000, 150), (4000, 2000)):
+    for n, n_events in ((0, 1), (1, 1), (50, 3), (4000, 150), (4000, 2000), (2000, 8)):  # (2000, 8): ~250 per event
         ev = rng.integers(0, n_events, n)
         k0 = rng.integers(0, 6, n)
         k1 = rng.integers(-3, 3, n).astype(float)
