@@ -562,7 +562,7 @@ def tracker_points(rng: np.random.Generator, tables: PlaneTables, n_events: int,
         nz_t = np.concatenate([nz_t, np.zeros(h_ev.size)])  # a hot strip fires with the trigger
     return (
         np.concatenate([ev, nz_ev]),
-        np.concatenate([plane, nz_plane]).astype(np.int64),
+        np.concatenate([plane, nz_plane]).astype(np.int64, copy=False),
         np.concatenate([u, nz_u]),
         np.concatenate([t, nz_t]),
     )
