@@ -148,13 +148,13 @@ def test_apv_cluster_inputs_match_the_pulse_shape():
 
 
 @pytest.mark.parametrize("n_events", [40, 1])
-@pytest.mark.parametrize("pool", [True, False])
+@pytest.mark.parametrize("pool", [True, False, "small"])
 def test_apv_points_kernel_equals_the_rows_route(pool, n_events):
     """The APV digits made from all tracker points in one kernel (straw planes skipped inside,
     the clusters read through a counting-sort permutation, no rows) are those of the rows of
     the masked points sorted by :func:`_group_positions` and :func:`_apv_rows_kernel`, bit for
-    bit (with dead strips, MM and GEM planes, several clusters per (event, plane), the pool's
-    and fresh noise); an event or plane out of range gives ``ok`` False and no digits
+    bit (with dead strips, MM and GEM planes, several clusters per (event, plane), the pool's,
+    fresh and a small wrapped-around noise); an event or plane out of range gives ``ok`` False and no digits
     (apv_digits then takes the rows route).  One event of 3000 points: more clusters than the
     kernel's block (its buffers grow to the event)."""
     setup = load_setup("na64mu")
@@ -177,7 +177,10 @@ def test_apv_points_kernel_equals_the_rows_route(pool, n_events):
     nc = int(m.sum())
     q = rng.uniform(0, 900, nc)
     pulse = (2.0, 60.0, 25.0, 50.0)
-    noise, start = dg._apv_noise(rng, nc, 2, pool)
+    if pool == "small":  # 50 numbers read from random offsets: the windows wrap around the end
+        noise, start = rng.standard_normal(50).astype(np.float32), rng.integers(0, 50, nc)
+    else:
+        noise, start = dg._apv_noise(rng, nc, 2, pool)
     readout = (is_mm, dead, mm_chan, 0.6, 2, dg._readonly(noise), start, 4.0, 12.0, dg._ERF_TABLE)
     *got, ok = dg._apv_points_kernel(ev, plane, u, t, is_apv, q, phase, n_events, n_strips, pitch, *pulse, *readout)
     dest = dg._group_positions(ev[m], plane[m], n_events, n_planes)
