@@ -343,3 +343,18 @@ def test_kernels_compile_once_for_pool_fresh_noise_and_key_types():
     dg.event_lexsort(ev, (plane.astype(np.int16), ev, plane))
     dg.event_lexsort(ev, (t,))
     assert set(dg._event_insertion_sort.signatures) == lexsort
+
+
+def test_event_counts_equal_bincount():
+    """``event_counts`` (runs of equal event indices) is ``np.bincount(ev, minlength=n)``, sorted or
+    not, empty, with empty events at the end, and for other types (the fall-back)."""
+    rng = np.random.default_rng(11)
+    for n, n_events in ((0, 0), (0, 5), (1, 1), (1000, 30), (5000, 4000)):
+        ev = rng.integers(0, max(n_events, 1), n) if n_events else np.zeros(0, np.int64)
+        for e in (np.sort(ev), ev, ev.astype(np.int32)):
+            got = dg.event_counts(e, n_events + 3)
+            want = np.bincount(e, minlength=n_events + 3)
+            assert got.dtype == want.dtype
+            np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError):  # a negative index: np.bincount's error
+        dg.event_counts(np.array([0, -1, 2]), 3)

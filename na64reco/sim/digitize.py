@@ -207,6 +207,37 @@ def _event_insertion_sort(ev, n_events, k0, k1, k2, max_run):
     return order
 
 
+def event_counts(ev, n_events: int) -> np.ndarray:
+    """``np.bincount(ev, minlength=n_events)`` (int64) of event indices ``ev`` in ``[0, n_events)``,
+    counted by runs of equal values: the digits come sorted by event, and ``np.bincount``'s
+    increments of one counter per digit form a chain of dependent stores (~1.3 ms for the 570k
+    APV digits of a spill, ~0.3 ms by runs; issue 11, eighth pass).  Falls back to ``np.bincount``
+    for other integer types or values out of range."""
+    ev = np.asarray(ev)
+    if ev.dtype == np.int64 and ev.ndim == 1:
+        counts, ok = _event_counts(ev, int(n_events))
+        if ok:
+            return counts
+    return np.bincount(ev, minlength=n_events)
+
+
+@numba.njit(cache=True, nogil=True)
+def _event_counts(ev, n_events):
+    counts = np.zeros(n_events, np.int64)
+    n = ev.size
+    i = 0
+    while i < n:
+        e = ev[i]
+        if e < 0 or e >= n_events:
+            return counts, False
+        j = i + 1
+        while j < n and ev[j] == e:
+            j += 1
+        counts[e] += j - i
+        i = j
+    return counts, True
+
+
 def msadc_digits(
     rng: np.random.Generator,
     setup: Setup,
