@@ -210,8 +210,12 @@ def _planes(ctx: Context, run: tuple[Element, ...], tr: Tracks, z: float, gas, u
     for r, idx, tx, ty, z_k in undo:
         for el, coord in zip(run[:r + 1], coords, strict=False):
             coord[idx] -= (tx if el.obj.measures == "x" else ty) * (el.z - z_k)
+    every = bool(m.all())  # the usual case (the thick elements drop the dead tracks): no masked copies
     for el, coord in zip(run, coords, strict=True):
-        ctx.rec.hit(tr.ev[m], el.obj.index, coord[m], tr.t[m])
+        if every:  # the recorder concatenates (copies) its arrays; these are not changed in place
+            ctx.rec.hit(tr.ev, el.obj.index, coord, tr.t)
+        else:
+            ctx.rec.hit(tr.ev[m], el.obj.index, coord[m], tr.t[m])
     return z
 
 
