@@ -18,6 +18,7 @@ import numpy as np
 
 from na64reco import constants
 from na64reco.material import HIGHLAND_LOG, HIGHLAND_MEV, highland  # highland: re-exported, the one implementation
+from na64reco.sim.randoms import standard_normals
 
 KIND_MUON, KIND_ELECTRON, KIND_PION, KIND_KAON = 0, 1, 2, 3
 MASSES = np.array([constants.MUON_MASS, constants.ELECTRON_MASS, constants.PION_CHARGED_MASS,
@@ -83,9 +84,10 @@ def scatter_thin(rng: np.random.Generator, tr: Tracks, x_over_x0, mask=None, dri
         return
     if np.ndim(x_over_x0) == 0:
         x = float(x_over_x0)
+        z1 = standard_normals(rng, 2, tr.n)
         mask = np.ones(tr.n, np.bool_) if mask is None else np.asarray(mask, np.bool_)
-        tr.x, tr.y, tr.tx, tr.ty = _thin_kernel(rng, tr.x, tr.y, tr.tx, tr.ty, float(drift), *_highland_parts(tr, x),
-                                                mask)
+        tr.x, tr.y, tr.tx, tr.ty = _thin_kernel(tr.x, tr.y, tr.tx, tr.ty, float(drift), *_highland_parts(tr, x),
+                                                mask, z1)
         return
     if drift:
         tr.drift(drift)
@@ -108,9 +110,10 @@ def scatter_thick(rng: np.random.Generator, tr: Tracks, x_over_x0, length: float
         return
     if np.ndim(x_over_x0) == 0:
         x = float(x_over_x0)
+        z = standard_normals(rng, 4, tr.n)
         mask = np.ones(tr.n, np.bool_) if mask is None else np.asarray(mask, np.bool_)
-        tr.x, tr.y, tr.tx, tr.ty = _thick_kernel(rng, tr.x, tr.y, tr.tx, tr.ty, float(length),
-                                                 *_highland_parts(tr, x), mask)
+        tr.x, tr.y, tr.tx, tr.ty = _thick_kernel(tr.x, tr.y, tr.tx, tr.ty, float(length), *_highland_parts(tr, x),
+                                                 mask, z)
         return
     th = highland(tr.p, tr.mass, x_over_x0)
     if mask is not None:
@@ -144,23 +147,11 @@ def _theta0(scale, sqrt_x, log_arg, on):
     return theta if on else 0.0
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _normal_rows(rng, rows, n):
-    """``rng.standard_normal((rows, n))`` drawn in the kernel that uses it (the same numbers)."""
-    z = np.empty((rows, n))
-    for r in range(rows):
-        for i in range(n):
-            z[r, i] = rng.standard_normal()
-    return z
-
-
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _thin_kernel(rng, x0, y0, tx0, ty0, drift, scale, log_arg, sqrt_x, mask):
+def _thin_kernel(x0, y0, tx0, ty0, drift, scale, log_arg, sqrt_x, mask, z):
     # no slice assignment (``x1[:] = x0``): its shape check compiles numba's string formatting
-    # of the error message, 2.2 of the simulation's ~10 s of cold compilation (issue 11); the
-    # normals drawn here, one dispatch less per call (issue 11, eighth pass)
+    # of the error message, 2.2 of the simulation's ~10 s of cold compilation (issue 11)
     n = x0.size
-    z = _normal_rows(rng, 2, n)
     x1, y1, tx1, ty1 = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
     for i in range(n):
         x1[i] = x0[i] + tx0[i] * drift if drift != 0.0 else x0[i]
@@ -173,9 +164,8 @@ def _thin_kernel(rng, x0, y0, tx0, ty0, drift, scale, log_arg, sqrt_x, mask):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _thick_kernel(rng, x0, y0, tx0, ty0, length, scale, log_arg, sqrt_x, mask):
+def _thick_kernel(x0, y0, tx0, ty0, length, scale, log_arg, sqrt_x, mask, z):
     n = x0.size
-    z = _normal_rows(rng, 4, n)
     x1, y1, tx1, ty1 = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
     r12 = math.sqrt(12.0)
     for i in range(n):
