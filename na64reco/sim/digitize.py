@@ -163,7 +163,7 @@ def event_lexsort(ev, keys) -> np.ndarray:
         return np.lexsort((*reversed(cols), ev))
     # every key as float64 (integers exact below 2^53, same order): one compiled
     # specialisation of the kernel instead of one per combination of key types (issue 11)
-    k = [c.astype(np.float64) for c in cols]
+    k = [c.astype(np.float64, copy=False) for c in cols]  # float64 keys as they are (read only)
     while len(k) < 3:
         k.append(np.zeros(ev.size))
     order = _event_insertion_sort(ev, int(ev.max()) + 1, k[0], k[1], k[2], _INSERTION_MAX)
