@@ -242,14 +242,6 @@ class Calorimeter:
 
     def cell_index(self, x, y):
         """(ix, iy, inside) of global positions; ``inside`` is False outside or in the hole."""
-        if (isinstance(x, np.ndarray) and isinstance(y, np.ndarray) and x.dtype == np.float64
-                and y.dtype == np.float64 and x.ndim == 1 and x.shape == y.shape):
-            # the simulation's tracks: the same numbers in one numba pass (issue 11, eighth pass)
-            from na64reco.sim.cells import cell_index_kernel
-
-            return cell_index_kernel(x, y, float(self.center[0]), float(self.center[1]), float(self.offset_y),
-                                     float(self.cell_size[0]), float(self.cell_size[1]), int(self.nx), int(self.ny),
-                                     float(self.hole[0]), float(self.hole[1]))
         lx = np.asarray(x) - self.center[0]
         ly = np.asarray(y) - self.center[1] - self.offset_y
         ix = np.floor(lx / self.cell_size[0] + self.nx / 2).astype(np.int64)

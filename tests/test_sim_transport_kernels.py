@@ -209,12 +209,13 @@ def test_follow_with_stations_equals_the_element_by_element_loop():
 
 
 def test_cell_index_kernel_equals_the_numpy_expression():
-    """``Calorimeter.cell_index`` of float64 arrays (the numba pass of ``na64reco.sim.cells``) gives
-    the cells of the numpy expression (taken for lists), bit for bit: every calorimeter of both
-    setups (holes included), cell edges, signed zeros, infinities, NaN and huge values."""
+    """``na64reco.sim.cells.cell_index`` of float64 arrays (its numba pass) gives the cells of
+    ``Calorimeter.cell_index`` (numpy), bit for bit: every calorimeter of both setups (holes
+    included), cell edges, signed zeros, infinities, NaN and huge values."""
     import warnings
 
     from na64reco.geometry import load_setup
+    from na64reco.sim.cells import cell_index
 
     rng = np.random.default_rng(4)
     for name in ("na64mu", "na64e"):
@@ -227,8 +228,8 @@ def test_cell_index_kernel_equals_the_numpy_expression():
             x[300:308] = [-0.0, 0.0, np.inf, -np.inf, np.nan, 1e30, -1e30, det.center[0] + det.hole[0] / 2]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # numpy's cast of NaN / inf
-                want = type(det).cell_index(det, list(x), list(y))
-            got = det.cell_index(x, y)
+                want = det.cell_index(x, y)
+            got = cell_index(det, x, y)
             for a, b in zip(got, want, strict=True):
                 assert a.dtype == b.dtype
                 np.testing.assert_array_equal(a, b)

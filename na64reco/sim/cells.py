@@ -1,9 +1,9 @@
 """Calorimeter cell look-up of the simulation's tracks in one numba pass.
 
-:meth:`na64reco.geometry.Calorimeter.cell_index` on float64 arrays calls
-:func:`cell_index_kernel`: the numpy expression's ~16 passes over the tracks (~25 calls per
-10k-MOT spill: counters, ECAL, VHCAL, HCAL deposits) in one, with the same operations in the
-same order, so the same cells bit for bit (issue 11, eighth pass;
+:func:`cell_index` is :meth:`na64reco.geometry.Calorimeter.cell_index` for the transport: on
+float64 arrays, :func:`cell_index_kernel` does the numpy expression's ~16 passes over the
+tracks (~25 calls per 10k-MOT spill: counters, ECAL, VHCAL, HCAL deposits) in one, with the
+same operations in the same order, so the same cells bit for bit (issue 11, eighth pass;
 ``tests/test_sim_transport_kernels.py``).
 """
 
@@ -13,6 +13,16 @@ import math
 
 import numba
 import numpy as np
+
+
+def cell_index(det, x, y):
+    """``det.cell_index(x, y)`` (a :class:`~na64reco.geometry.Calorimeter`): ``(ix, iy, inside)``."""
+    if (isinstance(x, np.ndarray) and isinstance(y, np.ndarray) and x.dtype == np.float64 and y.dtype == np.float64
+            and x.ndim == 1 and x.shape == y.shape):
+        return cell_index_kernel(x, y, float(det.center[0]), float(det.center[1]), float(det.offset_y),
+                                 float(det.cell_size[0]), float(det.cell_size[1]), int(det.nx), int(det.ny),
+                                 float(det.hole[0]), float(det.hole[1]))
+    return det.cell_index(x, y)
 
 
 @numba.njit(cache=True, nogil=True)
