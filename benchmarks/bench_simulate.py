@@ -6,6 +6,7 @@
     python benchmarks/bench_simulate.py --events 30000 --spills 7 [--profile]
     python benchmarks/bench_simulate.py --compile [K]
     python benchmarks/bench_simulate.py --ab OLD_TREE [--events 100000] [--repeat 6]
+    python benchmarks/bench_simulate.py --ab-all OLD_TREE [--events 100000] [--repeat 6]
     python benchmarks/bench_simulate.py --tail-ab [--trigger physics] [--repeat 4]
 
 1. NA64mu ``mixture`` beam particles per second on one core, *including* writing the raw
@@ -44,6 +45,13 @@ every branch of the written trees: run it on two versions of the code
    APV and MSADC digitisation in each run.  On a shared machine the pairs move together, so
    this resolves a few per cent where separate processes do not.
 
+9. With ``--ab-all OLD_TREE``: the same alternation for the *whole* simulation (writing
+   included): ``OLD_TREE``'s ``na64reco`` package is copied to a temporary directory under
+   another name (its own imports renamed, its ``calib/`` and ``selections/`` linked) and imported
+   beside this tree's; the CPU time of each run, the medians, their ratio, and the median CPU
+   time of each ``--profile`` stage for both (the eighth pass changed more than the
+   digitisation).
+
 The default trigger is ``calibration``: ~94 % of the beam particles are written, which is
 the configuration of issue 11 (94k written events per 100k MOT) and the one where
 digitising and writing matter.  With the physics trigger (``--trigger physics``) about 1 %
@@ -76,12 +84,16 @@ def _simulate(n: int, path: Path, chunk: int, trigger: str) -> tuple[float, floa
 #: (module, attribute, label) of the stages timed by ``--profile`` (CPU time, inclusive)
 _STAGES = (
     ("na64reco.sim.generate", "simulate_spill", "whole spills (all below but writing)"),
+    ("na64reco.sim.generate", "sample_beam", "beam particles (sample_beam)"),
     ("na64reco.sim.generate", "follow", "transport (follow)"),
     ("na64reco.sim.transport", "scatter_thin", "  thin scatterers + flight (incl. RNG)"),
     ("na64reco.sim.transport", "thin_steps", "  tracker stations: planes + air gaps (incl. RNG)"),
     ("na64reco.sim.transport", "scatter_thick", "  thick scatterers (incl. RNG)"),
     ("na64reco.sim.generate", "trigger_mask", "trigger"),
+    ("na64reco.sim.generate", "aggregate", "calorimeter deposits summed per channel"),
     ("na64reco.sim.generate", "msadc_digits", "MSADC digits"),
+    ("na64reco.sim.generate", "beam_pileup_hits", "out-of-time pile-up muons (their transport)"),
+    ("na64reco.sim.generate", "written_hits", "crossings of the written events"),
     ("na64reco.sim.generate", "tracker_points", "tracker points"),
     ("na64reco.sim.generate", "apv_digits", "APV digits"),
     ("na64reco.sim.generate", "straw_digits", "straw digits"),
@@ -91,13 +103,13 @@ _STAGES = (
 )
 
 
-def _install_stage_timers() -> dict[str, float]:
+def _install_stage_timers(package: str = "na64reco") -> dict[str, float]:
     import functools
     import importlib
 
     times: dict[str, float] = {}
     for module, name, label in _STAGES:
-        mod = importlib.import_module(module)
+        mod = importlib.import_module(package + module[len("na64reco"):])
         func = getattr(mod, name, None)
         if func is None:  # a stage of another version of the code (run with PYTHONPATH=<older tree>)
             continue
@@ -342,6 +354,62 @@ def _ab(old_tree: str, n: int, repeat: int, trigger: str) -> None:
           f"per pair: {' '.join(f'{a / b:.3f}' for a, b in zip(runs['old'], runs['new'], strict=True))}")
 
 
+def _old_package(old_tree: str, tmp: Path) -> str:
+    """``OLD_TREE``'s ``na64reco`` importable beside this one: copied to ``tmp`` as
+    ``na64reco_ab_old`` (its own imports renamed), with links to its ``calib/`` and ``selections/``
+    (found beside the package, :mod:`na64reco.resources`).  Returns the package name."""
+    import re
+    import shutil
+
+    name = "na64reco_ab_old"
+    tree = Path(old_tree).resolve()
+    shutil.copytree(tree / "na64reco", tmp / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for path in (tmp / name).rglob("*.py"):
+        path.write_text(re.sub(r"\bna64reco\b", name, path.read_text()))
+    for data in ("calib", "selections"):
+        (tmp / data).symlink_to(tree / data)
+    sys.path.insert(0, str(tmp))
+    return name
+
+
+def _ab_all(old_tree: str, n: int, repeat: int, trigger: str) -> None:
+    """``--ab-all``: the whole simulation of ``old_tree`` (its package imported under another
+    name) against this tree's, alternating in one process, with the stages of ``--profile``."""
+    import importlib
+    import statistics
+
+    from na64reco.sim.heap import retain_freed_memory
+
+    retain_freed_memory()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        old = _old_package(old_tree, tmp)
+        sims = {"old": importlib.import_module(old + ".sim").simulate,
+                "new": importlib.import_module("na64reco.sim").simulate}
+        stages = {"old": _install_stage_timers(old), "new": _install_stage_timers("na64reco")}
+        runs: dict[str, list[float]] = {"old": [], "new": []}
+        parts: dict[str, list[dict]] = {"old": [], "new": []}
+        for r in range(repeat + 1):  # round 0: warm-up of both (imports, numba caches)
+            for which in (("old", "new") if r % 2 == 0 else ("new", "old")):
+                stages[which].clear()
+                c0 = time.process_time()
+                sims[which]("na64mu", n if r else 2000, 1, 1, tmp / "ab.root", trigger=trigger)
+                if r:
+                    runs[which].append(time.process_time() - c0)
+                    parts[which].append(dict(stages[which]))
+    print(f"in-process A/B of the whole simulation, {n} beam particles, trigger {trigger}, {repeat} runs each "
+          f"(CPU s); old = {Path(old_tree).resolve()}")
+    for which in ("old", "new"):
+        print(f"  {which}: {' '.join(f'{x:.3f}' for x in runs[which])}  median {statistics.median(runs[which]):.3f}")
+    print(f"  old / new of the medians: {statistics.median(runs['old']) / statistics.median(runs['new']):.3f}; "
+          f"per pair: {' '.join(f'{a / b:.3f}' for a, b in zip(runs['old'], runs['new'], strict=True))}")
+    print(f"  {'stage (median CPU s)':48s} {'old':>7s} {'new':>7s}  old-new")
+    for _, _, label in _STAGES:
+        if all(label in p for w in parts for p in parts[w]):
+            a, b = (statistics.median(p[label] for p in parts[w]) for w in ("old", "new"))
+            print(f"  {label:48s} {a:7.3f} {b:7.3f}  {a - b:+.3f}")
+
+
 def _peak_rss_child(n: int, trigger: str) -> float:
     code = (
         "import resource, tempfile, os\n"
@@ -391,6 +459,8 @@ def main(argv=None) -> int:
     ap.add_argument("--compile", type=int, nargs="?", const=len(_DIGEST_RUNS), default=0, metavar="K",
                     help="only the cold numba compilation of the first K --digest configurations (default: all)")
     ap.add_argument("--ab", metavar="OLD_TREE", help="in-process A/B of the digitisation against OLD_TREE's")
+    ap.add_argument("--ab-all", metavar="OLD_TREE",
+                    help="in-process A/B of the whole simulation (stages included) against OLD_TREE's")
     ap.add_argument("--tail-ab", action="store_true",
                     help="in-process A/B of the natural single-scattering tail (simulate hard_scatter on / off)")
     args = ap.parse_args(argv)
@@ -399,6 +469,9 @@ def main(argv=None) -> int:
         return 0
     if args.ab:
         _ab(args.ab, args.events, args.repeat, args.trigger)
+        return 0
+    if args.ab_all:
+        _ab_all(args.ab_all, args.events, args.repeat, args.trigger)
         return 0
     if args.compile:
         _cold_compile(args.compile)

@@ -147,18 +147,21 @@ def test_apv_cluster_inputs_match_the_pulse_shape():
                                atol=1e-15)
 
 
-@pytest.mark.parametrize("pool", [True, False])
-def test_apv_points_kernel_equals_the_rows_route(pool):
+@pytest.mark.parametrize("n_events", [40, 1])
+@pytest.mark.parametrize("pool", [True, False, "small"])
+def test_apv_points_kernel_equals_the_rows_route(pool, n_events):
     """The APV digits made from all tracker points in one kernel (straw planes skipped inside,
     the clusters read through a counting-sort permutation, no rows) are those of the rows of
     the masked points sorted by :func:`_group_positions` and :func:`_apv_rows_kernel`, bit for
-    bit (with dead strips, MM and GEM planes, several clusters per (event, plane), the pool's
-    and fresh noise); an event or plane out of range gives ``ok`` False and no digits
-    (apv_digits then takes the rows route)."""
+    bit (with dead strips, MM and GEM planes, several clusters per (event, plane), the pool's,
+    fresh and a small wrapped-around noise); an event or plane out of range gives ``ok`` False and no digits
+    (apv_digits then takes the rows route).  One event of 3000 points: more clusters than the
+    kernel's block (its buffers grow to the event)."""
     setup = load_setup("na64mu")
     ro = setup.readout
     rng = np.random.default_rng(3)
-    n, n_events, n_planes = 3000, 40, len(setup.planes)
+    n, n_planes = 3000, len(setup.planes)
+    assert n > dg._APV_BLOCK
     n_strips = np.array([p.n_strips for p in setup.planes])
     pitch = np.array([p.pitch for p in setup.planes], float)
     is_apv = np.array([p.type != "straw" for p in setup.planes])
@@ -174,13 +177,16 @@ def test_apv_points_kernel_equals_the_rows_route(pool):
     nc = int(m.sum())
     q = rng.uniform(0, 900, nc)
     pulse = (2.0, 60.0, 25.0, 50.0)
-    noise, start = dg._apv_noise(rng, nc, 2, pool)
+    if pool == "small":  # 50 numbers read from random offsets: the windows wrap around the end
+        noise, start = rng.standard_normal(50).astype(np.float32), rng.integers(0, 50, nc)
+    else:
+        noise, start = dg._apv_noise(rng, nc, 2, pool)
     readout = (is_mm, dead, mm_chan, 0.6, 2, dg._readonly(noise), start, 4.0, 12.0, dg._ERF_TABLE)
     *got, ok = dg._apv_points_kernel(ev, plane, u, t, is_apv, q, phase, n_events, n_strips, pitch, *pulse, *readout)
     dest = dg._group_positions(ev[m], plane[m], n_events, n_planes)
     rows = dg._apv_cluster_inputs(dest, ev[m], plane[m], u[m], t[m], q, phase, n_strips, pitch, *pulse)
     want = dg._apv_rows_kernel(rows, n_strips, *readout)
-    assert ok and want[0].size > nc  # several digits per cluster
+    assert ok and want[0].size > (nc if n_events > 1 else 1000)  # several digits per cluster (one event: saturated)
     assert np.diff(want[0]).min() >= 0 and (np.diff(want[0] * 64 + want[1]) == 0).sum() > 100  # shared groups
     got[3] = got[3].T  # the samples as (3, digits)
     for a, b in zip(got, want, strict=True):
@@ -219,7 +225,7 @@ def test_event_lexsort_is_np_lexsort():
     ``np.lexsort`` (stable, ties in input order), for int and float keys with many ties and
     signed zeros; NaN keys and events too large for the insertion sort fall back to it."""
     rng = np.random.default_rng(11)
-    for n, n_events in ((0, 1), (1, 1), (50, 3), (4000, 150), (4000, 2000)):
+    for n, n_events in ((0, 1), (1, 1), (50, 3), (4000, 150), (4000, 2000), (2000, 8)):  # (2000, 8): ~250 per event
         ev = rng.integers(0, n_events, n)
         k0 = rng.integers(0, 6, n)
         k1 = rng.integers(-3, 3, n).astype(float)
@@ -337,3 +343,18 @@ def test_kernels_compile_once_for_pool_fresh_noise_and_key_types():
     dg.event_lexsort(ev, (plane.astype(np.int16), ev, plane))
     dg.event_lexsort(ev, (t,))
     assert set(dg._event_insertion_sort.signatures) == lexsort
+
+
+def test_event_counts_equal_bincount():
+    """``event_counts`` (runs of equal event indices) is ``np.bincount(ev, minlength=n)``, sorted or
+    not, empty, with empty events at the end, and for other types (the fall-back)."""
+    rng = np.random.default_rng(11)
+    for n, n_events in ((0, 0), (0, 5), (1, 1), (1000, 30), (5000, 4000)):
+        ev = rng.integers(0, max(n_events, 1), n) if n_events else np.zeros(0, np.int64)
+        for e in (np.sort(ev), ev, ev.astype(np.int32)):
+            got = dg.event_counts(e, n_events + 3)
+            want = np.bincount(e, minlength=n_events + 3)
+            assert got.dtype == want.dtype
+            np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError):  # a negative index: np.bincount's error
+        dg.event_counts(np.array([0, -1, 2]), 3)

@@ -206,3 +206,30 @@ def test_follow_with_stations_equals_the_element_by_element_loop():
         _same(a.astype(float), b.astype(float))
     for name in ("ev", "x", "y", "tx", "ty", "p", "alive"):
         _same(getattr(o1, name).astype(float), getattr(o2, name).astype(float))
+
+
+def test_cell_index_kernel_equals_the_numpy_expression():
+    """``na64reco.sim.cells.cell_index`` of float64 arrays (its numba pass) gives the cells of
+    ``Calorimeter.cell_index`` (numpy), bit for bit: every calorimeter of both setups (holes
+    included), cell edges, signed zeros, infinities, NaN and huge values."""
+    import warnings
+
+    from na64reco.geometry import load_setup
+    from na64reco.sim.cells import cell_index
+
+    rng = np.random.default_rng(4)
+    for name in ("na64mu", "na64e"):
+        for det in load_setup(name).calorimeters.values():
+            n = 5000
+            x, y = rng.normal(det.center[0], 400, n), rng.normal(det.center[1] + det.offset_y, 400, n)
+            k = rng.integers(-12, 12, (2, 300))  # on cell edges and hole edges
+            x[:300] = det.center[0] + k[0] * det.cell_size[0] / 2
+            y[:300] = det.center[1] + det.offset_y + k[1] * det.cell_size[1] / 2
+            x[300:308] = [-0.0, 0.0, np.inf, -np.inf, np.nan, 1e30, -1e30, det.center[0] + det.hole[0] / 2]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # numpy's cast of NaN / inf
+                want = det.cell_index(x, y)
+            got = cell_index(det, x, y)
+            for a, b in zip(got, want, strict=True):
+                assert a.dtype == b.dtype
+                np.testing.assert_array_equal(a, b)

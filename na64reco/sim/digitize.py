@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 
 import numba
 import numpy as np
+from numba.cpython.unsafe.numbers import trailing_zeros
 from scipy.special import erf, ndtr
 
 from na64reco.conditions import STATUS_DEAD, RunConditions
@@ -59,6 +60,7 @@ from na64reco.sim.forced_noise import ForcedRegion
 from na64reco.sim.forced_noise import apply as force_noise
 from na64reco.sim.noise import POOL_SIZE, gaussian_pool, window_starts
 from na64reco.sim.params import SimParams
+from na64reco.sim.prefetch import prefetch
 from na64reco.sim.randoms import standard_normal
 
 _DET_SHIFT = 256  # channel numbers < 256
@@ -131,8 +133,11 @@ def aggregate(ev, det, chan, energy, t):
 
 
 #: events of more entries than this make :func:`event_lexsort` use ``np.lexsort`` (the
-#: insertion sort inside an event is quadratic; ~10-60 entries per event are typical)
-_INSERTION_MAX = 64
+#: insertion sort inside an event is quadratic; ~10-60 entries per event are typical, and the
+#: calorimeter deposits of a calibration run's spill have a few events of 65-90: at 64 every
+#: spill's deposits went to ``np.lexsort`` after the kernel, 1.4 ms of a spill; 512 entries sort
+#: in ~0.1 ms, issue 11, eighth pass)
+_INSERTION_MAX = 512
 
 
 #: integer keys of :func:`event_lexsort` below this are exact as float64
@@ -158,7 +163,7 @@ def event_lexsort(ev, keys) -> np.ndarray:
         return np.lexsort((*reversed(cols), ev))
     # every key as float64 (integers exact below 2^53, same order): one compiled
     # specialisation of the kernel instead of one per combination of key types (issue 11)
-    k = [c.astype(np.float64) for c in cols]
+    k = [c.astype(np.float64, copy=False) for c in cols]  # float64 keys as they are (read only)
     while len(k) < 3:
         k.append(np.zeros(ev.size))
     order = _event_insertion_sort(ev, int(ev.max()) + 1, k[0], k[1], k[2], _INSERTION_MAX)
@@ -200,6 +205,37 @@ def _event_insertion_sort(ev, n_events, k0, k1, k2, max_run):
                     break
             order[y + 1] = o
     return order
+
+
+def event_counts(ev, n_events: int) -> np.ndarray:
+    """``np.bincount(ev, minlength=n_events)`` (int64) of event indices ``ev`` in ``[0, n_events)``,
+    counted by runs of equal values: the digits come sorted by event, and ``np.bincount``'s
+    increments of one counter per digit form a chain of dependent stores (~1.3 ms for the 570k
+    APV digits of a spill, ~0.3 ms by runs; issue 11, eighth pass).  Falls back to ``np.bincount``
+    for other integer types or values out of range."""
+    ev = np.asarray(ev)
+    if ev.dtype == np.int64 and ev.ndim == 1:
+        counts, ok = _event_counts(ev, int(n_events))
+        if ok:
+            return counts
+    return np.bincount(ev, minlength=n_events)
+
+
+@numba.njit(cache=True, nogil=True)
+def _event_counts(ev, n_events):
+    counts = np.zeros(n_events, np.int64)
+    n = ev.size
+    i = 0
+    while i < n:
+        e = ev[i]
+        if e < 0 or e >= n_events:
+            return counts, False
+        j = i + 1
+        while j < n and ev[j] == e:
+            j += 1
+        counts[e] += j - i
+        i = j
+    return counts, True
 
 
 def msadc_digits(
@@ -446,10 +482,16 @@ def _msadc_kernel(chan_first, amp, t, t0, ped_even, ped_odd, noise_sigma, noise,
     powers[0] = 1.0
     for m in range(1, ns):
         powers[m] = powers[m - 1] * step
+    # unsigned indices below (issue 11, eighth pass): numba wraps a negative signed index around the
+    # array, which keeps LLVM from seeing consecutive addresses, so the noise was read by gather
+    # instructions and the components' loop was not vectorised; the same arithmetic, 1.5x faster
     for i in range(n):
-        z0 = noise_start[i]
+        z0 = np.uint64(noise_start[i])
+        pe = ped_even[i]
+        po = ped_odd[i]
+        sg = noise_sigma[i]
         for s in range(ns):
-            wave[s] = (ped_odd[i] if s % 2 == 1 else ped_even[i]) + noise_sigma[i] * np.float64(noise[z0 + s])
+            wave[s] = (po if s % 2 == 1 else pe) + sg * np.float64(noise[z0 + np.uint64(s)])
         for c in range(chan_first[i], chan_first[i + 1]):
             start = t0[i] + t[c]
             s1 = max(0, int(math.floor(start / period)) + 1)  # first sample strictly after the start
@@ -460,7 +502,7 @@ def _msadc_kernel(chan_first, amp, t, t0, ped_even, ped_odd, noise_sigma, noise,
             e = amp[c] * math.exp(-(s1 * period - start - tp) / decay)
             for s in range(s1, ns):
                 x = s * period - start
-                wave[s] += e * powers[s - s1] * (x / tp) ** 2
+                wave[np.uint64(s)] += e * powers[np.uint64(s - s1)] * (x / tp) ** 2
         for s in range(ns):
             r = np.rint(wave[s])
             if r < 0.0:
@@ -551,7 +593,7 @@ def tracker_points(rng: np.random.Generator, tables: PlaneTables, n_events: int,
         nz_t = np.concatenate([nz_t, np.zeros(h_ev.size)])  # a hot strip fires with the trigger
     return (
         np.concatenate([ev, nz_ev]),
-        np.concatenate([plane, nz_plane]).astype(np.int64),
+        np.concatenate([plane, nz_plane]).astype(np.int64, copy=False),
         np.concatenate([u, nz_u]),
         np.concatenate([t, nz_t]),
     )
@@ -609,7 +651,8 @@ def _erf(x, table):
         return -1.0
     f = (x + _ERF_RANGE) * _ERF_PER_UNIT
     i = int(f)
-    return table[i] + (f - i) * (table[i + 1] - table[i])
+    iu = np.uint64(i)  # >= 0: an unsigned index spares numba's wrap-around of negative ones (issue 11)
+    return table[iu] + (f - i) * (table[iu + np.uint64(1)] - table[iu])
 
 
 def apv_digits(
@@ -735,139 +778,206 @@ def _apv_cluster_inputs(dest, ev, plane, u, t, q, phase, n_strips, pitch, gain, 
     return rows
 
 
+#: clusters of the per-cluster inputs computed ahead in :func:`_apv_points_kernel` (whole events; the
+#: buffers grow to the largest event if needed), and how many clusters ahead its gathers are prefetched
+_APV_BLOCK = 512
+_APV_PREFETCH = 24
+
+
 @numba.njit(cache=True, nogil=True)
 def _apv_points_kernel(ev, plane, u, t, is_apv, q, phase, n_events, n_strips, pitch, gain, first_sample, spacing,
                        peaking, is_mm, dead, mm_chan, spread, half, noise, noise_start, noise_sigma, threshold,
                        erf_table):
     """:func:`_apv_rows_kernel` of the rows that :func:`_apv_cluster_inputs` would make from the
     crossings on APV planes (``is_apv[plane]``; ``q`` their charges in input order), without
-    the rows: a counting sort by (event, plane) gives each group's range and the permutation
-    (two int32 per cluster, 1.5 MB per 10k-MOT spill, cache-resident), and each cluster's
-    coordinate, amplitude and pulse shape are computed where they are used.  The rows (56 bytes
-    per cluster, scattered into an 11 MB array whose lines came from memory cold: ~16 ms of
-    ~35 ms per spill in the run) are not written or read again; the same digits bit for bit
-    (the same arithmetic and noise positions; issue 11, seventh pass).  The charge sharing and
-    the noise, rounding and threshold of a group are :func:`_apv_rows_kernel`'s, written out
-    again in this one function: shared as inlined or called numba functions (array arguments)
-    they were 1.6x slower, reference counting per cluster.  Returns ``(ev, plane, chan, a,
-    ok)``; ``ok`` False (and no digits) if an event or plane is out of range (or more than
-    2^31 points: the permutation is int32)."""
+    the rows, the same digits bit for bit (the same arithmetic, summation order and noise
+    positions).  Returns ``(ev, plane, chan, a, ok)``; ``ok`` False (and no digits) if an event or
+    plane is out of range (or more than 2^31 points: the permutation is int32).
+
+    * The clusters in (event, plane) order by a stable counting sort by event (a table of
+      n_events entries, cache-resident: counting over (event, plane) keys strode through a
+      1.3 MB table, ~10 % of the kernel) and a stable insertion sort by plane inside each event
+      (the crossings are recorded plane by plane, so only the pile-up and noise clusters
+      appended after them move).
+    * Per block of whole events, each cluster's strip coordinate, amplitude and pulse shape
+      (``_apv_row``'s arithmetic) in one tight loop, its gathers through the permutation
+      prefetched :data:`_APV_PREFETCH` clusters ahead (:func:`na64reco.sim.prefetch.prefetch`:
+      the arrays are read in a transposed order, a cache miss per line otherwise); the event and
+      plane are the group's, not gathered.
+    * Per (event, plane) group, the charge sharing into a per-channel buffer as before, the
+      touched channels marked in a bit set (64 channels per word) and visited in channel order
+      by their set bits (instead of a list sorted by insertion), each with the next three noise
+      numbers, rounded, kept above the threshold.  The first noise line of a group a few groups
+      ahead is prefetched.
+
+    ~1.55x faster than the seventh pass's kernel on one spill's inputs (32.5 -> ~21 ms; issue 11, eighth pass).
+    """
     n_planes = n_strips.size
-    n_keys = n_events * n_planes
-    start = np.zeros(n_keys + 1, np.int64)
+    est = np.zeros(n_events + 1, np.int64)  # counting sort by event: est[e] = first cluster of event e
     for i in range(ev.size):
         p = plane[i]
         if p < 0 or p >= n_planes or ev[i] < 0 or ev[i] >= n_events or ev.size > 2147483647:
             z = np.empty(0, np.int64)
             return z, np.empty(0, np.int16), np.empty(0, np.int16), np.empty((3, 0), np.int16), False
         if is_apv[p]:
-            start[ev[i] * n_planes + p + 1] += 1
-    for k in range(1, start.size):
-        start[k] += start[k - 1]
-    n = start[-1]
-    pos = start[:-1].copy()
-    perm = np.empty(n, np.int32)
-    qperm = np.empty(n, np.int32)
+            est[ev[i] + 1] += 1
+    block = _APV_BLOCK
+    for e in range(n_events):
+        block = max(block, est[e + 1])
+        est[e + 1] += est[e]
+    n = est[n_events]
+    pos = est[:-1].copy()
+    perm = np.empty(n, np.int32)  # sorted position -> input index
+    qperm = np.empty(n, np.int32)  # sorted position -> index of the charge (APV points in input order)
+    pkey = np.empty(n, np.int16)  # sorted position -> plane
     o = 0
     for i in range(ev.size):
         p = plane[i]
         if is_apv[p]:
-            key = ev[i] * n_planes + p
-            perm[pos[key]] = i
-            qperm[pos[key]] = o
-            pos[key] += 1
+            e = ev[i]
+            j = pos[e]
+            perm[j] = i
+            qperm[j] = o
+            pkey[j] = p
+            pos[e] = j + 1
             o += 1
+    for e in range(n_events):  # stable insertion sort by plane inside each event
+        a0 = est[e]
+        for x in range(a0 + 1, est[e + 1]):
+            kp = pkey[x]
+            if pkey[x - 1] <= kp:
+                continue
+            ps = perm[x]
+            qs = qperm[x]
+            y = x - 1
+            while y >= a0 and pkey[y] > kp:
+                pkey[y + 1] = pkey[y]
+                perm[y + 1] = perm[y]
+                qperm[y + 1] = qperm[y]
+                y -= 1
+            pkey[y + 1] = kp
+            perm[y + 1] = ps
+            qperm[y + 1] = qs
     cap = n * (2 * half + 1)
     o_ev = np.empty(cap, np.int64)
     o_pl = np.empty(cap, np.int16)
     o_ch = np.empty(cap, np.int16)
     o_a = np.empty((3, cap), np.int16)  # three contiguous sample columns (the file's branches)
     width = dead.shape[1]
-    buf = np.zeros((width, 3))
-    touched = np.zeros(width, np.bool_)
-    tl = np.empty(width, np.int64)
+    n_words = (width + 63) // 64
+    buf = np.zeros((n_words * 64, 3))
+    bits = np.zeros(n_words, np.uint64)  # the touched channels of the group
     n_noise = noise.size
     step = math.exp(-spacing / peaking)
     inv = 1.0 / (spread * math.sqrt(2.0))
+    b_cc = np.empty(block)  # the block's clusters: strip coordinate, amplitude, pulse shape
+    b_amp = np.empty(block)
+    b_sh = np.empty((block, 3))
+    ahead = _APV_PREFETCH
     k = 0
-    for key in range(n_keys):
-        i0 = start[key]
-        i1 = start[key + 1]
-        if i0 == i1:
-            continue
-        e = key // n_planes
-        p = key - e * n_planes
-        nt = 0
-        for cl in range(i0, i1):
-            src = perm[cl]  # the cluster's row, as _apv_row computes it
-            cc = (u[src] + 0.5 * n_strips[p] * pitch[p]) / pitch[p] - 0.5
-            amp = q[qperm[cl]] * gain
-            tt = first_sample - phase[e] - t[src]
-            x_exp = -1.0
-            sh0 = 0.0
-            sh1 = 0.0
-            sh2 = 0.0
-            for j in range(3):
-                x = tt + j * spacing
-                v = 0.0
-                if x > 0:
-                    x_exp = math.exp(1.0 - x / peaking) if x_exp < 0 else x_exp * step
-                    v = (x / peaking) * x_exp
-                if j == 0:
-                    sh0 = v
-                elif j == 1:
-                    sh1 = v
-                else:
-                    sh2 = v
-            s0 = np.int64(np.rint(cc))  # from here as in _apv_rows_kernel: charge sharing,
-            lower = _erf((s0 - half - 0.5 - cc) * inv, erf_table)
-            for off in range(-half, half + 1):
-                s = s0 + off
-                upper = _erf((s + 0.5 - cc) * inv, erf_table)
-                frac = 0.5 * (upper - lower)
-                lower = upper
-                if s < 0 or s >= n_strips[p] or dead[p, s]:
-                    continue
-                ch = mm_chan[s] if is_mm[p] else s
-                buf[ch, 0] += amp * frac * sh0
-                buf[ch, 1] += amp * frac * sh1
-                buf[ch, 2] += amp * frac * sh2
-                if not touched[ch]:
-                    touched[ch] = True
-                    tl[nt] = ch
-                    nt += 1
-        for a in range(1, nt):  # the touched channels in channel order, their noise, threshold, output
-            kk = tl[a]
-            b = a - 1
-            while b >= 0 and tl[b] > kk:
-                tl[b + 1] = tl[b]
-                b -= 1
-            tl[b + 1] = kk
-        r = noise_start[i0] % n_noise
-        for qq in range(nt):
-            ch = tl[qq]
-            big = -1e300
-            for a in range(3):
-                z = r + a
-                if z >= n_noise:
-                    z -= n_noise
-                v = buf[ch, a] + noise_sigma * np.float64(noise[z])
-                buf[ch, a] = v
-                if v > big:
-                    big = v
-            r += 3
-            if r >= n_noise:
-                r -= n_noise
-            o_ev[k] = e
-            o_pl[k] = p
-            o_ch[k] = ch
-            for a in range(3):
-                v = np.rint(buf[ch, a])
-                o_a[a, k] = np.int16(min(max(v, -32768.0), 32767.0))
-            k += 1 if big > threshold else 0
-            for a in range(3):
-                buf[ch, a] = 0.0
-            touched[ch] = False
+    e = 0
+    while e < n_events:
+        c0 = est[e]
+        e_stop = e + 1
+        while e_stop < n_events and est[e_stop + 1] - c0 <= block:
+            e_stop += 1
+        for cl in range(c0, est[e_stop]):
+            if cl + ahead < n:
+                prefetch(u, perm[cl + ahead])
+                prefetch(t, perm[cl + ahead])
+                prefetch(q, qperm[cl + ahead])
+            src = perm[cl]
+            p = np.int64(pkey[cl])
+            b = cl - c0
+            b_cc[b] = (u[src] + 0.5 * n_strips[p] * pitch[p]) / pitch[p] - 0.5
+            b_amp[b] = q[qperm[cl]] * gain
+        for ee in range(e, e_stop):
+            tt0 = first_sample - phase[ee]
+            for cl in range(est[ee], est[ee + 1]):
+                b = cl - c0
+                tt = tt0 - t[perm[cl]]  # = first_sample - phase - t, as _apv_row
+                x_exp = -1.0  # exp(1 - x / peaking) of the previous positive sample, -1 before the first
+                for j in range(3):
+                    x = tt + j * spacing
+                    v = 0.0
+                    if x > 0:
+                        x_exp = math.exp(1.0 - x / peaking) if x_exp < 0 else x_exp * step
+                        v = (x / peaking) * x_exp
+                    b_sh[b, j] = v
+        for ee in range(e, e_stop):
+            i0 = est[ee]
+            e_end = est[ee + 1]
+            while i0 < e_end:  # the (event, plane) groups of the event
+                p = np.int64(pkey[i0])
+                i1 = i0 + 1
+                while i1 < e_end and pkey[i1] == p:
+                    i1 += 1
+                if i0 + ahead < n:
+                    prefetch(noise, min(noise_start[i0 + ahead], n_noise - 1))
+                lo_w = n_words
+                hi_w = -1
+                mm = is_mm[p]
+                n_s = n_strips[p]
+                for cl in range(i0, i1):  # from here as in _apv_rows_kernel: charge sharing,
+                    b = cl - c0
+                    cc = b_cc[b]
+                    amp = b_amp[b]
+                    sh0 = b_sh[b, 0]
+                    sh1 = b_sh[b, 1]
+                    sh2 = b_sh[b, 2]
+                    s0 = np.int64(np.rint(cc))
+                    lower = _erf((s0 - half - 0.5 - cc) * inv, erf_table)
+                    for off in range(-half, half + 1):
+                        s = s0 + off
+                        upper = _erf((s + 0.5 - cc) * inv, erf_table)
+                        frac = 0.5 * (upper - lower)
+                        lower = upper
+                        if s < 0 or s >= n_s or dead[p, s]:
+                            continue
+                        ch = mm_chan[s] if mm else s
+                        cu = np.uint64(ch)  # unsigned indices: no wrap-around code (numba) in the inner loops
+                        buf[cu, 0] += amp * frac * sh0
+                        buf[cu, 1] += amp * frac * sh1
+                        buf[cu, 2] += amp * frac * sh2
+                        w = ch >> 6
+                        bits[w] |= np.uint64(1) << np.uint64(ch & 63)
+                        lo_w = min(lo_w, w)
+                        hi_w = max(hi_w, w)
+                r = noise_start[i0] % n_noise  # the touched channels in channel order: noise, threshold, output
+                for w in range(lo_w, hi_w + 1):
+                    m = bits[w]
+                    bits[w] = 0
+                    while m != 0:
+                        ch = w * 64 + np.int64(trailing_zeros(m))
+                        cu = np.uint64(ch)
+                        m &= m - np.uint64(1)
+                        z0 = r  # the next three noise numbers (wrapping around the pool's end); the
+                        # samples in registers (not through buf: 5 % of the kernel)
+                        z1 = r + 1
+                        z2 = r + 2
+                        if z2 >= n_noise:
+                            z1 = z1 - n_noise if z1 >= n_noise else z1
+                            z2 = z2 - n_noise
+                        v0 = buf[cu, 0] + noise_sigma * np.float64(noise[np.uint64(z0)])
+                        v1 = buf[cu, 1] + noise_sigma * np.float64(noise[np.uint64(z1)])
+                        v2 = buf[cu, 2] + noise_sigma * np.float64(noise[np.uint64(z2)])
+                        buf[cu, 0] = 0.0
+                        buf[cu, 1] = 0.0
+                        buf[cu, 2] = 0.0
+                        big = max(v0, max(v1, v2))
+                        r += 3
+                        if r >= n_noise:
+                            r -= n_noise
+                        o_ev[k] = ee
+                        o_pl[k] = p
+                        o_ch[k] = ch
+                        ku = np.uint64(k)
+                        o_a[0, ku] = np.int16(min(max(np.rint(v0), -32768.0), 32767.0))
+                        o_a[1, ku] = np.int16(min(max(np.rint(v1), -32768.0), 32767.0))
+                        o_a[2, ku] = np.int16(min(max(np.rint(v2), -32768.0), 32767.0))
+                        k += 1 if big > threshold else 0
+                i0 = i1
+        e = e_stop
     return o_ev[:k], o_pl[:k], o_ch[:k], o_a[:, :k], True
 
 

@@ -38,6 +38,12 @@ def moyal(rng: np.random.Generator, mpv, width, n: int | None = None):
     """Moyal (Landau-like) energy-loss sample with most probable value ``mpv``."""
     if n is not None:
         z = standard_normal(rng, n)  # = rng.standard_normal(n), drawn in numba
+        if np.ndim(mpv) == 0 and np.ndim(width) == 0:  # the same operations in place (issue 11, eighth pass)
+            np.multiply(z, z, out=z)
+            np.maximum(z, 1e-300, out=z)
+            np.log(z, out=z)
+            np.multiply(width, z, out=z)
+            return np.subtract(mpv, z, out=z)
     else:
         z = rng.standard_normal(np.broadcast(np.asarray(mpv), np.asarray(width)).shape)
     return mpv - width * np.log(np.maximum(z * z, 1e-300))

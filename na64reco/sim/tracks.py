@@ -186,8 +186,8 @@ def thin_steps(rng: np.random.Generator, tr: Tracks, drift, x_over_x0, record, m
     The same numbers as the calls one by one (tracker stations: air gap, plane, air gap, plane,
     ...), in one kernel: the momenta do not change along the steps, so Highland's
     ``13.6 MeV / (beta p)`` and ``beta^2`` are computed once, the logarithms of all steps in
-    one numpy call (numpy's, see :func:`_highland_parts`), and the normals of all steps in one
-    draw, in the order of the calls (issue 11, fourth pass)."""
+    one numpy call (numpy's, see :func:`_highland_parts`), and the normals of all steps drawn in
+    the kernel, in the order of the calls (issue 11, fourth and eighth passes)."""
     drift = np.asarray(drift, float)
     x = np.asarray(x_over_x0, float)
     record = np.asarray(record, np.int64)
@@ -195,16 +195,14 @@ def thin_steps(rng: np.random.Generator, tr: Tracks, drift, x_over_x0, record, m
     if tr.n == 0:
         tr.drift(float(drift.sum()))
         return np.zeros((n_rec, 0))
-    steps = drift.size
     rows = np.cumsum(x > 0) - 1  # row of each step with material in the logarithms
     scale, beta2 = _highland_base(tr.p, tr.kind, MASSES)
     log_arg = x[x > 0][:, None] / beta2[None, :]  # a numpy division: no kernel to compile (issue 11)
     log_arg = np.log(log_arg, out=log_arg)
-    z = standard_normals(rng, 2 * steps, tr.n)
     sqrt_x = np.sqrt(np.where(x > 0, x, 0.0))  # math.sqrt of each positive x (correctly rounded both)
-    tr.x, tr.y, tr.tx, tr.ty, coords = _steps_kernel(tr.x, tr.y, tr.tx, tr.ty, drift, x > 0, np.where(x > 0, rows, -1),
-                                                     sqrt_x, record, n_rec, scale, log_arg,
-                                                     np.asarray(mask, np.bool_), z)
+    tr.x, tr.y, tr.tx, tr.ty, coords = _steps_kernel(rng, tr.x, tr.y, tr.tx, tr.ty, drift, x > 0,
+                                                     np.where(x > 0, rows, -1), sqrt_x, record, n_rec, scale, log_arg,
+                                                     np.asarray(mask, np.bool_))
     return coords
 
 
@@ -223,31 +221,42 @@ def _highland_base(p, kind, masses):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _steps_kernel(x0, y0, tx0, ty0, drift, material, row, sqrt_x, record, n_rec, scale, log_arg, mask, z):
+def _steps_kernel(rng, x0, y0, tx0, ty0, drift, material, row, sqrt_x, record, n_rec, scale, log_arg, mask):
+    """The steps one after the other, each drawing its normals as ``rng.standard_normal((2, n))``
+    did for all steps at once (row 2 s: the x kicks of step s, row 2 s + 1: the y kicks; the same
+    numbers in the same order) into two rows reused from step to step, instead of a (2 steps, n)
+    array written and read again (issue 11, eighth pass); per track the same arithmetic."""
     n = x0.size
     x, y, tx, ty = x0.copy(), y0.copy(), tx0.copy(), ty0.copy()
     coords = np.empty((n_rec, n))
-    for i in range(n):
-        xi, yi, txi, tyi = x[i], y[i], tx[i], ty[i]
-        k = 0
-        for s in range(drift.size):
-            d = drift[s]
+    zx = np.empty(n)
+    zy = np.empty(n)
+    k = 0
+    for s in range(drift.size):
+        for i in range(n):
+            zx[i] = rng.standard_normal()
+        for i in range(n):
+            zy[i] = rng.standard_normal()
+        d = drift[s]
+        rec = record[s]
+        for i in range(n):
+            xi, yi = x[i], y[i]
             if d != 0.0:
-                xi = xi + txi * d
-                yi = yi + tyi * d
-            if record[s] == 0:
+                xi = xi + tx[i] * d
+                yi = yi + ty[i] * d
+                x[i], y[i] = xi, yi
+            if rec == 0:
                 coords[k, i] = xi
-                k += 1
-            elif record[s] == 1:
+            elif rec == 1:
                 coords[k, i] = yi
-                k += 1
             if material[s]:
                 th = _theta0(scale[i], sqrt_x[s], log_arg[row[s], i], mask[i])
             else:
                 th = _theta0(0.0, 0.0, 0.0, mask[i])
-            txi = txi + th * z[2 * s, i]
-            tyi = tyi + th * z[2 * s + 1, i]
-        x[i], y[i], tx[i], ty[i] = xi, yi, txi, tyi
+            tx[i] = tx[i] + th * zx[i]
+            ty[i] = ty[i] + th * zy[i]
+        if rec >= 0:
+            k += 1
     return x, y, tx, ty, coords
 
 

@@ -28,6 +28,7 @@ from na64reco.io.raw import PROCESSES
 from na64reco.sim import hard_scatter
 from na64reco.sim import interactions as phys
 from na64reco.sim.biasing import forced_decay, forced_log_uniform, survival
+from na64reco.sim.cells import cell_index
 from na64reco.sim.params import SimParams
 from na64reco.sim.punchthrough import punch_through
 from na64reco.sim.signal import recoil_slopes, sample_signal_x
@@ -210,8 +211,12 @@ def _planes(ctx: Context, run: tuple[Element, ...], tr: Tracks, z: float, gas, u
     for r, idx, tx, ty, z_k in undo:
         for el, coord in zip(run[:r + 1], coords, strict=False):
             coord[idx] -= (tx if el.obj.measures == "x" else ty) * (el.z - z_k)
+    every = bool(m.all())  # the usual case (the thick elements drop the dead tracks): no masked copies
     for el, coord in zip(run, coords, strict=True):
-        ctx.rec.hit(tr.ev[m], el.obj.index, coord[m], tr.t[m])
+        if every:  # the recorder concatenates (copies) its arrays; these are not changed in place
+            ctx.rec.hit(tr.ev, el.obj.index, coord, tr.t)
+        else:
+            ctx.rec.hit(tr.ev[m], el.obj.index, coord[m], tr.t[m])
     return z
 
 
@@ -226,7 +231,7 @@ def _plane(ctx: Context, el: Element, tr: Tracks) -> Tracks:
 
 def _counter(ctx: Context, el: Element, tr: Tracks) -> Tracks:
     det: Calorimeter = el.obj
-    ix, _, inside = det.cell_index(tr.x, tr.y)
+    ix, _, inside = cell_index(det, tr.x, tr.y)
     hit = inside & tr.alive
     n = int(hit.sum())
     if n:
@@ -318,7 +323,7 @@ def _mm_of_x0(det: Calorimeter, t_x0):
 
 def _deposit_cells(ctx: Context, det: Calorimeter, section, ev, x, y, energy, t):
     """Single-cell deposits at global (x, y) in ``section`` (array or int); outside -> lost."""
-    ix, iy, inside = det.cell_index(x, y)
+    ix, iy, inside = cell_index(det, x, y)
     keep = inside & (np.asarray(energy) > 0)
     if np.any(keep):
         sec = np.broadcast_to(np.asarray(section), keep.shape)[keep]
@@ -389,7 +394,7 @@ def _ecal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
     rng, prm = ctx.rng, ctx.params
     depths, x0 = _ecal_sections(det)
     total_x0, length = float(x0.sum()), det.depth
-    _, _, inside = det.cell_index(tr.x, tr.y)
+    _, _, inside = cell_index(det, tr.x, tr.y)
     inside &= tr.alive
     new_tracks: list[Tracks] = []
     mid = np.cumsum(depths) - depths / 2  # section mid-depths (mm)
@@ -585,7 +590,7 @@ def _hadron_shower_from_ecal(ctx: Context, ecal: Calorimeter, tr: Tracks, j, d_l
     if veto is not None and prm.hadron_veto_leak_mips > 0:
         n_mip = rng.poisson(prm.hadron_veto_leak_mips, j.size)
         zz = veto.z - ecal.z
-        ix, _, ins = veto.cell_index(tr.x[j] + tr.tx[j] * zz, tr.y[j] + tr.ty[j] * zz)
+        ix, _, ins = cell_index(veto, tr.x[j] + tr.tx[j] * zz, tr.y[j] + tr.ty[j] * zz)
         k = ins & (n_mip > 0)
         if np.any(k):
             e = n_mip[k] * np.clip(phys.moyal(rng, veto.mip_mpv, veto.mip_width, int(k.sum())), 0, None)
@@ -605,7 +610,7 @@ def _hadron_shower_from_ecal(ctx: Context, ecal: Calorimeter, tr: Tracks, j, d_l
 def _vhcal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
     det: Calorimeter = el.obj
     zmid = det.depth / 2
-    hit = tr.alive & det.cell_index(tr.x + tr.tx * zmid, tr.y + tr.ty * zmid)[2]
+    hit = tr.alive & cell_index(det, tr.x + tr.tx * zmid, tr.y + tr.ty * zmid)[2]
     if np.any(hit):
         e = np.clip(phys.moyal(ctx.rng, det.mip_mpv, det.mip_width, int(hit.sum())), 0, None)
         _deposit_cells(ctx, det, 0, tr.ev[hit], (tr.x + tr.tx * zmid)[hit], (tr.y + tr.ty * zmid)[hit], e, tr.t[hit])
@@ -618,7 +623,7 @@ def _hcal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
     rng, prm = ctx.rng, ctx.params
     mod = det.section_depths[0]
     lam_mod = float(det.params.get("interaction_lengths_per_module", 7.5))
-    _, _, inside = det.cell_index(tr.x, tr.y)
+    _, _, inside = cell_index(det, tr.x, tr.y)
     inside &= tr.alive
     is_had = (tr.kind == KIND_PION) | (tr.kind == KIND_KAON)
     # hadrons: interaction depth from the HCAL front, in nucleon interaction lengths (a pion or
