@@ -352,6 +352,49 @@ def test_hits_kernel_grows_its_output_for_events_of_many_ambiguous_hits():
         np.testing.assert_allclose(hits["pos"][lo:hi], [r[1] for r in ref], rtol=0, atol=1e-9)
 
 
+
+def test_hits_kernel_on_unordered_and_repeated_digits():
+    """The kernel reads an event's APV digits in one pass when they are ordered by (plane, channel),
+    as the reader gives them, and from a sorted copy otherwise: digits shuffled within each event give
+    the same whole hit table and search's table bit for bit; repeated digits (the first of them below
+    the threshold, or not) give the slow twin's hits (it keeps the first digit above the threshold)."""
+    import awkward as ak
+
+    from na64reco.reco.tracking.clusters import search_hits
+
+    events, _ = make_events(60, seed=5, pileup=0.3, noise="strip")
+    cfg, pt, _, windows = _tables(SETUP, COND)
+    kw = {"threshold_sigma": cfg.apv_threshold_sigma, "drift_t0": cfg.drift_t0}
+    rng = np.random.default_rng(3)
+    apv = ak.to_list(events["apv"])
+    shuffled = [[ev[i] for i in rng.permutation(len(ev))] if e % 3 else ev for e, ev in enumerate(apv)]
+    other = ak.with_field(events, ak.Array(shuffled), "apv")
+    drop = pt.type == 0
+    for make in (lambda ev: event_hits(ev, pt, **kw),
+                 lambda ev: search_hits(ev, pt, lo=windows[0], hi=windows[1], drop=drop, **kw)):
+        a, b = make(events), make(other)
+        assert a.keys() == b.keys()
+        for k in a:
+            assert np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f"), k
+    thr = cfg.apv_threshold_sigma * RO.apv_noise
+    repeated = []
+    for e, ev in enumerate(shuffled):
+        ev = list(ev)
+        for d in ev[: 4 if e % 2 else 0]:  # a copy of a digit, below the threshold or with other samples
+            low = int(thr) - 1 if e % 4 == 1 else 3 * int(thr)
+            ev.insert(rng.integers(len(ev) + 1), {**d, "a0": low, "a1": low, "a2": low})
+        repeated.append(ev)
+    events = ak.with_field(events, ak.Array(repeated), "apv")
+    hits = event_hits(events, pt, **kw)
+    for e in range(len(events)):
+        ref = event_hits_reference(events[e], SETUP, COND, **kw)
+        lo, hi = hits["offsets"][e], hits["offsets"][e + 1]
+        got = list(zip(hits["plane"][lo:hi].tolist(), hits["size"][lo:hi].tolist(),
+                       hits["ambiguous"][lo:hi].tolist(), strict=True))
+        assert got == [(r[0], r[3], r[4]) for r in ref], f"event {e}"
+        np.testing.assert_allclose(hits["pos"][lo:hi], [r[1] for r in ref], rtol=0, atol=1e-9)
+
+
 def test_demux_strip_map_equals_reference_on_crowded_planes_with_tied_amplitudes():
     """The strip-map kernel (whole segments when their channels are distinct, the greedy search
     otherwise) against the slow twin: many fired channels, amplitudes from three values (ties

@@ -134,6 +134,36 @@ def _window(lo, hi, p):
     return lo[p], hi[p]
 
 
+@numba.njit(cache=True, **NO_NRT)
+def _straw(out_f, out_i, n, e, d, org, s_plane, s_tube, s_tdc, dead, pitch, n_strips, offset, zpl, sig, lsb, t0,
+           velocity, win_lo, win_hi, per_plane, n_planes):
+    """The hits of straw digit ``d`` (tube centre -+ drift distance, both ambiguous; one if the
+    distance is 0) appended at ``n`` unless the tube is dead or, for the search's table, the time is
+    outside its plane's window; returns the new ``n``.  A plain call (~1 straw digit per event)."""
+    whole = win_lo is None
+    sp = s_plane[d]
+    tube = s_tube[d]
+    if not dead[sp, tube]:
+        tdc = float(s_tdc[d])
+        dist = (tdc * lsb - t0) * velocity
+        dist = min(max(dist, 0.0), 0.5 * pitch[sp])
+        u0 = (tube + 0.5) * pitch[sp] - 0.5 * n_strips[sp] * pitch[sp]
+        tt = tdc * lsb
+        t_lo, t_hi = _window(win_lo, win_hi, sp)
+        if whole or (tt >= t_lo and tt <= t_hi):
+            n1 = n
+            if dist == 0.0:
+                n = _put(out_f, out_i, n, whole, sp, offset[sp] + u0, zpl[sp], sig[sp], float(tube), 0.0, tt,
+                         math.nan, 1, org, 0)
+            else:
+                n = _put(out_f, out_i, n, whole, sp, offset[sp] + u0 - dist, zpl[sp], sig[sp], float(tube), 0.0, tt,
+                         math.nan, 1, org, 1)
+                n = _put(out_f, out_i, n, whole, sp, offset[sp] + u0 + dist, zpl[sp], sig[sp], float(tube), 0.0, tt,
+                         math.nan, 1, org, 1)
+            per_plane[e * n_planes + sp] += n - n1
+    return n
+
+
 @numba.njit(cache=True)
 def _reserve(out_f, out_i, n, extra):
     """The output arrays with room for ``extra`` more hits after the first ``n`` (doubling)."""
@@ -218,13 +248,17 @@ def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc
     rstart = np.empty(mg, np.int64)
     rlen = np.empty(mg, np.int64)
     singles = np.empty(mg, np.int64)
+    # an event's APV digits sorted by (plane, channel) when they are not (copies of the inputs' type)
+    sp_, sc_ = plane[:maxd].copy(), chan[:maxd].copy()
+    s0_, s1_, s2_ = a0[:maxd].copy(), a1[:maxd].copy(), a2[:maxd].copy()
     e = 0
     n = 0
     while True:  # blocks of events that fit the output arrays, which grow between blocks
         e, n = _hits_block(e, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0, a1, a2, s_off, s_plane,
                            s_tube, s_tdc, ptype, n_strips, pitch, offset, zpl, sig, dead, table, strip_chan, chan_words,
                            live_words, threshold, spacing, r1, r2, lsb, t0, velocity, win_lo, win_hi, drop, skey, sidx,
-                           key, idx, ch, am, dg, cidx, cand, used, starts, rstart, rlen, singles, a_lim, s_lim)
+                           key, idx, ch, am, dg, cidx, cand, used, starts, rstart, rlen, singles, a_lim, s_lim,
+                           sp_, sc_, s0_, s1_, s2_)
         if e < 0:  # event -1 - e has an invalid digit
             return counts, per_plane, out_f[:, :0], out_i[:, :0], -1 - e
         if e >= n_ev:
@@ -237,7 +271,7 @@ def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc
 def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube,
                 s_tdc, ptype, n_strips, pitch, offset, zpl, sig, dead, table, strip_chan, chan_words, live_words,
                 threshold, spacing, r1, r2, lsb, t0, velocity, win_lo, win_hi, drop, skey, sidx, key, idx, ch, am, dg,
-                cidx, cand, used, starts, rstart, rlen, singles, a_lim, s_lim):
+                cidx, cand, used, starts, rstart, rlen, singles, a_lim, s_lim, sp_, sc_, s0_, s1_, s2_):
     """Hits of events ``e0...`` appended at ``out_*[:, n:]`` until an event might not fit
     (at most ``groups`` hits per APV digit, 2 per straw digit); returns (next event, n), or
     (-1 - e, n) if event ``e`` has a digit whose plane is not one of the setup's or whose channel
@@ -252,20 +286,6 @@ def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0
         lo, hi = offsets[e], offsets[e + 1]
         if n + (hi - lo) * groups + 2 * (s_off[e + 1] - s_off[e]) > cap:
             return e, n
-        m = 0
-        ordered = True
-        for d in range(lo, hi):
-            p = plane[d]
-            if p < 0 or p >= n_planes or chan[d] < 0 or chan[d] >= a_lim[p]:
-                return -1 - e, n
-            if max(a0[d], max(a1[d], a2[d])) > threshold:
-                key[d - lo] = plane[d] * 65536 + chan[d]
-                idx[m] = d - lo
-                if m > 0 and key[idx[m - 1]] > key[d - lo]:
-                    ordered = False
-                m += 1
-        if not ordered:
-            _isort(key, idx, m)
         slo = s_off[e]
         ms = s_off[e + 1] - slo
         ordered = True
@@ -279,135 +299,169 @@ def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0
                 ordered = False
         if not ordered:
             _isort(skey, sidx, ms)
-        js = 0
         start_n = n
-        origin = 0
-        i = 0
-        while i < m or js < ms:
-            if js < ms and (i >= m or s_plane[slo + sidx[js]] < plane[lo + idx[i]]):
-                d = slo + sidx[js]
-                sp = s_plane[d]
-                tube = s_tube[d]
-                if not dead[sp, tube]:  # tube centre -+ drift distance (both hits, ambiguous)
-                    tdc = float(s_tdc[d])
-                    org = (1 << 20) + sidx[js]
-                    dist = (tdc * lsb - t0) * velocity
-                    dist = min(max(dist, 0.0), 0.5 * pitch[sp])
-                    u0 = (tube + 0.5) * pitch[sp] - 0.5 * n_strips[sp] * pitch[sp]
-                    tt = tdc * lsb
-                    t_lo, t_hi = _window(win_lo, win_hi, sp)
-                    if whole or (tt >= t_lo and tt <= t_hi):
-                        n1 = n
-                        if dist == 0.0:
-                            n = _put(out_f, out_i, n, whole, sp, offset[sp] + u0, zpl[sp], sig[sp], float(tube), 0.0,
-                                     tt, math.nan, 1, org, 0)
-                        else:
-                            n = _put(out_f, out_i, n, whole, sp, offset[sp] + u0 - dist, zpl[sp], sig[sp],
-                                     float(tube), 0.0, tt, math.nan, 1, org, 1)
-                            n = _put(out_f, out_i, n, whole, sp, offset[sp] + u0 + dist, zpl[sp], sig[sp],
-                                     float(tube), 0.0, tt, math.nan, 1, org, 1)
-                        per_plane[e * n_planes + sp] += n - n1
-                js += 1
-                continue
-            p = plane[lo + idx[i]]
-            e2 = i
-            while e2 + 1 < m and plane[lo + idx[e2 + 1]] == p:
-                e2 += 1
-            k = 0
-            for q in range(i, e2 + 1):
-                d = lo + idx[q]
-                c = chan[d]
-                if k > 0 and ch[k - 1] == c:  # duplicate digit: keep the first
+        # the APV digits in one pass, plane by plane, when they are ordered by (plane, channel) as the
+        # reader gives them; otherwise (seen as the pass meets a decrease) the event starts again from
+        # a stably sorted copy in the scratch arrays (x*), read by the same pass
+        xp, xc, x0, x1, x2 = plane, chan, a0, a1, a2
+        dd = lo
+        d_end = hi
+        sort_done = False
+        while True:
+            js = 0
+            origin = 0
+            prev_p = -1
+            unordered = False
+            while dd < d_end:
+                p = xp[dd]
+                if p < 0 or p >= n_planes:
+                    return -1 - e, n
+                if p <= prev_p:
+                    unordered = True
+                    break
+                prev_p = p
+                lim = a_lim[p]
+                k = 0
+                last = -1
+                while True:
+                    c = xc[dd]
+                    if c < 0 or c >= lim:
+                        return -1 - e, n
+                    if c < last:
+                        unordered = True
+                        break
+                    last = c
+                    amp = max(x0[dd], max(x1[dd], x2[dd]))
+                    if amp > threshold and (k == 0 or ch[k - 1] != c):  # a duplicate digit: keep the first
+                        ch[k] = c
+                        am[k] = float(amp)
+                        dg[k] = dd
+                        k += 1
+                    dd += 1
+                    if dd >= d_end or xp[dd] != p:
+                        break
+                if unordered:
+                    break
+                if k == 0:
                     continue
-                ch[k] = c
-                am[k] = max(float(a0[d]), max(float(a1[d]), float(a2[d])))
-                dg[k] = d
-                k += 1
-            n_before = n
-            t_lo, t_hi = _window(win_lo, win_hi, p)
-            u_a = pitch[p]  # strip s -> local u = (s + 0.5) * pitch - 0.5 * n_strips * pitch
-            u_b = 0.5 * n_strips[p] * pitch[p]
-            if ptype[p] == 0:  # MM
-                sc = strip_chan[p]  # strip s -> channel index cidx[sc[s + 1]] (demux_plane_mask)
-                nruns, nsing = demux_plane_mask(ch, am, k, chan_words, sc, live_words[p], cand, cidx, used, starts,
-                                                rstart, rlen, singles)
-                for r in range(nruns):
-                    sw = 0.0
-                    sa = 0.0
-                    best = -1.0
-                    jb = -1
-                    for s in range(rstart[r], rstart[r] + rlen[r]):
-                        jr = cidx[sc[s + 1]]  # (not js: the straw digits' counter)
-                        a = am[jr]
-                        sw += s * a
-                        sa += a
-                        if a > best:
-                            best = a
-                            jb = jr
-                    d = dg[jb]
-                    t = strip_time_r(float(a0[d]), float(a1[d]), float(a2[d]), spacing, r1, r2, threshold)
-                    te = strip_time_error_r(float(a0[d]), float(a1[d]), float(a2[d]), spacing, r1, r2, threshold)
-                    if whole or (t >= t_lo and t <= t_hi):
-                        st = sw / sa
-                        n = _put(out_f, out_i, n, whole, p, offset[p] + ((st + 0.5) * u_a - u_b), zpl[p], sig[p], st,
-                                 sa, t, te, rlen[r], origin, 0)
-                    origin += 1
-                if drop[p]:  # the search's table: no MM singles here (their origins still counted)
-                    origin += nsing
-                    nsing = 0
-                for q in range(nsing):
-                    j = singles[q]
-                    d = dg[j]
-                    t = strip_time_r(float(a0[d]), float(a1[d]), float(a2[d]), spacing, r1, r2, threshold)
-                    te = strip_time_error_r(float(a0[d]), float(a1[d]), float(a2[d]), spacing, r1, r2, threshold)
-                    if whole or (t >= t_lo and t <= t_hi):
-                        for g in range(groups):
-                            s = table[ch[j], g]
-                            if dead[p, s]:
-                                continue
-                            n = _put(out_f, out_i, n, whole, p, offset[p] + ((float(s) + 0.5) * u_a - u_b), zpl[p],
-                                     sig[p], float(s), am[j], t, te, 1, origin, 1)
-                    origin += 1
-                for q in range(k):
-                    cidx[ch[q]] = -1
-            else:  # GEM: channel = strip
-                q = 0
-                while q < k:
-                    if dead[p, ch[q]]:
-                        q += 1
-                        continue
-                    r = q
-                    while r + 1 < k and ch[r + 1] == ch[r] + 1 and not dead[p, ch[r + 1]]:
-                        r += 1
-                    sw = 0.0
-                    sa = 0.0
-                    best = -1.0
-                    jb = q
-                    for w in range(q, r + 1):
-                        sw += ch[w] * am[w]
-                        sa += am[w]
-                        if am[w] > best:
-                            best = am[w]
-                            jb = w
-                    d = dg[jb]
-                    t = strip_time_r(float(a0[d]), float(a1[d]), float(a2[d]), spacing, r1, r2, threshold)
-                    te = strip_time_error_r(float(a0[d]), float(a1[d]), float(a2[d]), spacing, r1, r2, threshold)
-                    if whole or (t >= t_lo and t <= t_hi):
-                        st = sw / sa
-                        n = _put(out_f, out_i, n, whole, p, offset[p] + ((st + 0.5) * u_a - u_b), zpl[p], sig[p], st,
-                                 sa, t, te, r - q + 1, origin, 0)
-                    origin += 1
-                    q = r + 1
-            per_plane[e * n_planes + p] += n - n_before
-            i = e2 + 1
+                while js < ms and s_plane[slo + sidx[js]] < p:
+                    n = _straw(out_f, out_i, n, e, slo + sidx[js], (1 << 20) + sidx[js], s_plane, s_tube,
+                               s_tdc, dead, pitch, n_strips, offset, zpl, sig, lsb, t0, velocity, win_lo, win_hi,
+                               per_plane, n_planes)
+                    js += 1
+                n_before = n
+                t_lo, t_hi = _window(win_lo, win_hi, p)
+                u_a = pitch[p]  # strip s -> local u = (s + 0.5) * pitch - 0.5 * n_strips * pitch
+                u_b = 0.5 * n_strips[p] * pitch[p]
+                if ptype[p] == 0:  # MM
+                    sc = strip_chan[p]  # strip s -> channel index cidx[sc[s + 1]] (demux_plane_mask)
+                    nruns, nsing = demux_plane_mask(ch, am, k, chan_words, sc, live_words[p], cand, cidx, used, starts,
+                                                    rstart, rlen, singles)
+                    for r in range(nruns):
+                        sw = 0.0
+                        sa = 0.0
+                        best = -1.0
+                        jb = -1
+                        for s in range(rstart[r], rstart[r] + rlen[r]):
+                            jr = cidx[sc[s + 1]]  # (not js: the straw digits' counter)
+                            a = am[jr]
+                            sw += s * a
+                            sa += a
+                            if a > best:
+                                best = a
+                                jb = jr
+                        d = dg[jb]
+                        t = strip_time_r(float(x0[d]), float(x1[d]), float(x2[d]), spacing, r1, r2, threshold)
+                        te = strip_time_error_r(float(x0[d]), float(x1[d]), float(x2[d]), spacing, r1, r2, threshold)
+                        if whole or (t >= t_lo and t <= t_hi):
+                            st = sw / sa
+                            n = _put(out_f, out_i, n, whole, p, offset[p] + ((st + 0.5) * u_a - u_b), zpl[p], sig[p],
+                                     st, sa, t, te, rlen[r], origin, 0)
+                        origin += 1
+                    if drop[p]:  # the search's table: no MM singles here (their origins still counted)
+                        origin += nsing
+                        nsing = 0
+                    for q in range(nsing):
+                        j = singles[q]
+                        d = dg[j]
+                        t = strip_time_r(float(x0[d]), float(x1[d]), float(x2[d]), spacing, r1, r2, threshold)
+                        te = strip_time_error_r(float(x0[d]), float(x1[d]), float(x2[d]), spacing, r1, r2, threshold)
+                        if whole or (t >= t_lo and t <= t_hi):
+                            for g in range(groups):
+                                s = table[ch[j], g]
+                                if dead[p, s]:
+                                    continue
+                                n = _put(out_f, out_i, n, whole, p, offset[p] + ((float(s) + 0.5) * u_a - u_b), zpl[p],
+                                         sig[p], float(s), am[j], t, te, 1, origin, 1)
+                        origin += 1
+                    for q in range(k):
+                        cidx[ch[q]] = -1
+                else:  # GEM: channel = strip
+                    q = 0
+                    while q < k:
+                        if dead[p, ch[q]]:
+                            q += 1
+                            continue
+                        r = q
+                        while r + 1 < k and ch[r + 1] == ch[r] + 1 and not dead[p, ch[r + 1]]:
+                            r += 1
+                        sw = 0.0
+                        sa = 0.0
+                        best = -1.0
+                        jb = q
+                        for w in range(q, r + 1):
+                            sw += ch[w] * am[w]
+                            sa += am[w]
+                            if am[w] > best:
+                                best = am[w]
+                                jb = w
+                        d = dg[jb]
+                        t = strip_time_r(float(x0[d]), float(x1[d]), float(x2[d]), spacing, r1, r2, threshold)
+                        te = strip_time_error_r(float(x0[d]), float(x1[d]), float(x2[d]), spacing, r1, r2, threshold)
+                        if whole or (t >= t_lo and t <= t_hi):
+                            st = sw / sa
+                            n = _put(out_f, out_i, n, whole, p, offset[p] + ((st + 0.5) * u_a - u_b), zpl[p], sig[p],
+                                     st, sa, t, te, r - q + 1, origin, 0)
+                        origin += 1
+                        q = r + 1
+                per_plane[e * n_planes + p] += n - n_before
+            if not unordered:
+                break
+            if sort_done:  # (not reached: the sorted copy is ordered)
+                return -1 - e, n
+            # start the event again from its digits stably sorted by (plane, channel)
+            for q in range(hi - lo):
+                key[q] = plane[lo + q] * 65536 + chan[lo + q]
+                idx[q] = q
+            _isort(key, idx, hi - lo)
+            for q in range(hi - lo):
+                sp_[q] = plane[lo + idx[q]]
+                sc_[q] = chan[lo + idx[q]]
+                s0_[q] = a0[lo + idx[q]]
+                s1_[q] = a1[lo + idx[q]]
+                s2_[q] = a2[lo + idx[q]]
+            xp, xc, x0, x1, x2 = sp_, sc_, s0_, s1_, s2_
+            dd = 0
+            d_end = hi - lo
+            sort_done = True
+            n = start_n
+            for p in range(n_planes):
+                per_plane[e * n_planes + p] = 0
+        while js < ms:
+            n = _straw(out_f, out_i, n, e, slo + sidx[js], (1 << 20) + sidx[js], s_plane, s_tube, s_tdc, dead,
+                       pitch, n_strips, offset, zpl, sig, lsb, t0, velocity, win_lo, win_hi, per_plane, n_planes)
+            js += 1
         counts[e] = n - start_n
     return n_ev, n
 
 
 # ---------------------------------------------------------------------------------------
 def _native(a):
-    """``a`` as a native-byte-order array (what the kernels accept); no copy if it is one."""
-    return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
+    """``a`` as a native-byte-order, contiguous, writeable array (what the kernels accept: the hits
+    kernel's scratch copies of an event's digits have the inputs' type); no copy if it is one."""
+    if not a.dtype.isnative:
+        return a.astype(a.dtype.newbyteorder("="))
+    return a if a.flags.c_contiguous and a.flags.writeable else np.array(a)
 
 
 def _jagged(coll, names, what, source):
