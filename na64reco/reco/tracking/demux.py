@@ -351,6 +351,8 @@ def _greedy_segments(amps, n, strip_chan, cidx, used, starts, n_seg, run_start, 
         for i in range(n_seg):
             seg_e = starts[2 * i + 1]
             for w in range(starts[2 * i], seg_e):
+                if seg_e - w + 1 < best_l:  # no run from here can be as long as the best: none wins
+                    break
                 jw = cidx[strip_chan[w + 1]]
                 if used[jw]:
                     continue
