@@ -79,7 +79,10 @@ class PlaneTables:
                                     np.full(max(int(self.table.max()) + 1, width) + 2, self.table.shape[0], np.int64)
                                     for i, t in enumerate(self.type)])
         # per plane: the live strips as bits (demux.candidate_words), what the hits kernel reads
-        self.live_words = np.stack([candidate_words(m) for m in self.strip_chan])
+        live = np.stack([candidate_words(m) for m in self.strip_chan])
+        # (zero words up to a multiple of eight: demux_plane_mask ORs the channels' words eight at a time)
+        self.live_words = np.zeros((live.shape[0], -(-live.shape[1] // 8) * 8), np.uint64)
+        self.live_words[:, :live.shape[1]] = live
         self.chan_words = channel_words(self.table, self.live_words.shape[1])  # each channel's strips as bits
         self.mm_channels = ro.mm_channels
         self.spacing = ro.apv_sample_spacing

@@ -271,7 +271,29 @@ def demux_plane_mask(chans, amps, n, chan_words, strip_chan, live, cand, cidx, u
     for j in range(n):
         cidx[chans[j]] = j
         used[j] = 0
-    for w in range(nw):  # word by word: the OR chain stays in a register
+    w0 = 0
+    while w0 + 8 <= nw:  # eight words at a time, channel by channel: the OR chains stay in registers
+        c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = np.uint64(0)
+        for j in range(n):
+            r = chans[j]
+            c0 |= chan_words[r, w0]
+            c1 |= chan_words[r, w0 + 1]
+            c2 |= chan_words[r, w0 + 2]
+            c3 |= chan_words[r, w0 + 3]
+            c4 |= chan_words[r, w0 + 4]
+            c5 |= chan_words[r, w0 + 5]
+            c6 |= chan_words[r, w0 + 6]
+            c7 |= chan_words[r, w0 + 7]
+        cand[w0] = c0 & live[w0]
+        cand[w0 + 1] = c1 & live[w0 + 1]
+        cand[w0 + 2] = c2 & live[w0 + 2]
+        cand[w0 + 3] = c3 & live[w0 + 3]
+        cand[w0 + 4] = c4 & live[w0 + 4]
+        cand[w0 + 5] = c5 & live[w0 + 5]
+        cand[w0 + 6] = c6 & live[w0 + 6]
+        cand[w0 + 7] = c7 & live[w0 + 7]
+        w0 += 8
+    for w in range(w0, nw):  # the rest word by word (none with PlaneTables' tables, padded to eight)
         acc = np.uint64(0)
         for j in range(n):
             acc |= chan_words[chans[j], w]
