@@ -30,7 +30,7 @@ import numpy as np
 from na64reco.errors import RawFormatError
 from na64reco.reco.tracking import apv, demux
 from na64reco.reco.tracking._jit import NO_NRT, njit_cached_with
-from na64reco.reco.tracking.apv import strip_time_error_r, strip_time_r
+from na64reco.reco.tracking.apv import strip_time_and_error_r
 from na64reco.reco.tracking.demux import (
     _isort,
     candidate_words,
@@ -97,35 +97,35 @@ class PlaneTables:
 
 
 # ---------------------------------------------------------------------------------------
-@numba.njit(cache=True)
-def _put(out_f, out_i, n, whole, plane, pos, z, sigma, strip, amp, time, terr, size, origin, amb):
-    """Write one hit at ``n``; returns ``n + 1``.  The whole table: :data:`HIT_FIELDS` in 7 float
-    and 4 int rows; the search's table: ``pos``, ``sigma``, ``time``, ``time_error`` (float rows)
-    and ``origin`` (int row).  ``terr``: the APV time error per unit noise (NaN for straws).
+@numba.njit(cache=True, inline="always")
+def _cand(hf, hn, m, plane, pos, strip, amp, s0, s1, s2, size, origin, amb):
+    """Candidate APV hit ``m`` of an event (``hf`` float rows pos, strip, amp, the three samples of the
+    strip that gives its time, time, time error; ``hn`` int rows plane, size, origin, ambiguous, straw);
+    returns ``m + 1``.  The times are computed for all of an event's candidates in one loop."""
+    hf[0, m] = pos
+    hf[1, m] = strip
+    hf[2, m] = amp
+    hf[3, m] = float(s0)
+    hf[4, m] = float(s1)
+    hf[5, m] = float(s2)
+    hn[0, m] = plane
+    hn[1, m] = size
+    hn[2, m] = origin
+    hn[3, m] = amb
+    hn[4, m] = 0
+    return m + 1
 
-    Not inlined on purpose, and given no array but the outputs: numba increfs and decrefs every
-    array bound to the arguments of an *inlined* function, an atomic operation each, which per
-    hit cost more than the rest of the emission (perf: 20 % of the hits kernel in NRT_incref and
-    NRT_decref); a plain call passes its arguments without (and LLVM may still inline it)."""
-    if whole:
-        out_f[0, n] = pos
-        out_f[1, n] = z
-        out_f[2, n] = sigma
-        out_f[3, n] = strip
-        out_f[4, n] = amp
-        out_f[5, n] = time
-        out_f[6, n] = terr
-        out_i[0, n] = plane
-        out_i[1, n] = size
-        out_i[2, n] = origin
-        out_i[3, n] = amb
-    else:
-        out_f[0, n] = pos
-        out_f[1, n] = sigma
-        out_f[2, n] = time
-        out_f[3, n] = terr
-        out_i[0, n] = origin
-    return n + 1
+
+@numba.njit(cache=True, inline="always")
+def _times(s0, s1, s2, straw, t, te, m, spacing, r1, r2, threshold):
+    """``t[:m]``, ``te[:m]``: (time, time error per unit noise) of an event's candidate hits (one row
+    of :func:`_cand`'s each): a straw's own time (kept in ``s0``) and NaN; the APV strip time and
+    error, in a loop without branches (the compiler vectorises it)."""
+    for i in range(m):
+        a, b = strip_time_and_error_r(s0[i], s1[i], s2[i], spacing, r1, r2, threshold)
+        st = straw[i] != 0
+        t[i] = s0[i] if st else a
+        te[i] = math.nan if st else b
 
 
 @numba.njit(cache=True)
@@ -138,33 +138,31 @@ def _window(lo, hi, p):
 
 
 @numba.njit(cache=True, **NO_NRT)
-def _straw(out_f, out_i, n, e, d, org, s_plane, s_tube, s_tdc, dead, pitch, n_strips, offset, zpl, sig, lsb, t0,
-           velocity, win_lo, win_hi, per_plane, n_planes):
-    """The hits of straw digit ``d`` (tube centre -+ drift distance, both ambiguous; one if the
-    distance is 0) appended at ``n`` unless the tube is dead or, for the search's table, the time is
-    outside its plane's window; returns the new ``n``.  A plain call (~1 straw digit per event)."""
-    whole = win_lo is None
+def _straw(hf, hn, m, d, org, s_plane, s_tube, s_tdc, dead, pitch, n_strips, offset, lsb, t0, velocity):
+    """The candidate hits (:func:`_cand`) of straw digit ``d``, tube centre -+ drift distance, both
+    ambiguous (one if the distance is 0), none if the tube is dead; returns the new ``m``.  A plain
+    call (~1 straw digit per event)."""
     sp = s_plane[d]
     tube = s_tube[d]
-    if not dead[sp, tube]:
-        tdc = float(s_tdc[d])
-        dist = (tdc * lsb - t0) * velocity
-        dist = min(max(dist, 0.0), 0.5 * pitch[sp])
-        u0 = (tube + 0.5) * pitch[sp] - 0.5 * n_strips[sp] * pitch[sp]
-        tt = tdc * lsb
-        t_lo, t_hi = _window(win_lo, win_hi, sp)
-        if whole or (tt >= t_lo and tt <= t_hi):
-            n1 = n
-            if dist == 0.0:
-                n = _put(out_f, out_i, n, whole, sp, offset[sp] + u0, zpl[sp], sig[sp], float(tube), 0.0, tt,
-                         math.nan, 1, org, 0)
-            else:
-                n = _put(out_f, out_i, n, whole, sp, offset[sp] + u0 - dist, zpl[sp], sig[sp], float(tube), 0.0, tt,
-                         math.nan, 1, org, 1)
-                n = _put(out_f, out_i, n, whole, sp, offset[sp] + u0 + dist, zpl[sp], sig[sp], float(tube), 0.0, tt,
-                         math.nan, 1, org, 1)
-            per_plane[e * n_planes + sp] += n - n1
-    return n
+    if dead[sp, tube]:
+        return m
+    tdc = float(s_tdc[d])
+    dist = (tdc * lsb - t0) * velocity
+    dist = min(max(dist, 0.0), 0.5 * pitch[sp])
+    u0 = (tube + 0.5) * pitch[sp] - 0.5 * n_strips[sp] * pitch[sp]
+    tt = tdc * lsb
+    for side in range(1 if dist == 0.0 else 2):
+        hf[0, m] = offset[sp] + u0 if dist == 0.0 else (offset[sp] + u0 - dist if side == 0 else offset[sp] + u0 + dist)
+        hf[1, m] = float(tube)
+        hf[2, m] = 0.0
+        hf[3, m] = tt
+        hn[0, m] = sp
+        hn[1, m] = 1
+        hn[2, m] = org
+        hn[3, m] = 0 if dist == 0.0 else 1
+        hn[4, m] = 1
+        m += 1
+    return m
 
 
 @numba.njit(cache=True)
@@ -252,6 +250,8 @@ def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc
     rlen = np.empty(mg, np.int64)
     singles = np.empty(mg, np.int64)
     # an event's APV digits sorted by (plane, channel) when they are not (copies of the inputs' type)
+    hf = np.empty((8, maxd * groups + 2 * maxs), np.float64)  # an event's candidate hits (_cand)
+    hn = np.empty((5, hf.shape[1]), np.int64)
     sp_, sc_ = plane[:maxd].copy(), chan[:maxd].copy()
     s0_, s1_, s2_ = a0[:maxd].copy(), a1[:maxd].copy(), a2[:maxd].copy()
     e = 0
@@ -261,7 +261,7 @@ def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc
                            s_tube, s_tdc, ptype, n_strips, pitch, offset, zpl, sig, dead, table, strip_chan, chan_words,
                            live_words, threshold, spacing, r1, r2, lsb, t0, velocity, win_lo, win_hi, drop, skey, sidx,
                            key, idx, ch, am, dg, cidx, cand, used, starts, rstart, rlen, singles, a_lim, s_lim,
-                           sp_, sc_, s0_, s1_, s2_)
+                           sp_, sc_, s0_, s1_, s2_, hf, hn)
         if e < 0:  # event -1 - e has an invalid digit
             return counts, per_plane, out_f[:, :0], out_i[:, :0], -1 - e
         if e >= n_ev:
@@ -274,7 +274,7 @@ def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc
 def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube,
                 s_tdc, ptype, n_strips, pitch, offset, zpl, sig, dead, table, strip_chan, chan_words, live_words,
                 threshold, spacing, r1, r2, lsb, t0, velocity, win_lo, win_hi, drop, skey, sidx, key, idx, ch, am, dg,
-                cidx, cand, used, starts, rstart, rlen, singles, a_lim, s_lim, sp_, sc_, s0_, s1_, s2_):
+                cidx, cand, used, starts, rstart, rlen, singles, a_lim, s_lim, sp_, sc_, s0_, s1_, s2_, hf, hn):
     """Hits of events ``e0...`` appended at ``out_*[:, n:]`` until an event might not fit
     (at most ``groups`` hits per APV digit, 2 per straw digit); returns (next event, n), or
     (-1 - e, n) if event ``e`` has a digit whose plane is not one of the setup's or whose channel
@@ -313,6 +313,7 @@ def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0
         while True:
             js = 0
             origin = 0
+            m = 0  # candidate hits of the event (hf, hn), written once their times are known
             prev_p = -1
             unordered = False
             while dd < d_end:
@@ -348,12 +349,9 @@ def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0
                 if k == 0:
                     continue
                 while js < ms and s_plane[slo + sidx[js]] < p:
-                    n = _straw(out_f, out_i, n, e, slo + sidx[js], (1 << 20) + sidx[js], s_plane, s_tube,
-                               s_tdc, dead, pitch, n_strips, offset, zpl, sig, lsb, t0, velocity, win_lo, win_hi,
-                               per_plane, n_planes)
+                    m = _straw(hf, hn, m, slo + sidx[js], (1 << 20) + sidx[js], s_plane, s_tube, s_tdc, dead, pitch,
+                               n_strips, offset, lsb, t0, velocity)
                     js += 1
-                n_before = n
-                t_lo, t_hi = _window(win_lo, win_hi, p)
                 u_a = pitch[p]  # strip s -> local u = (s + 0.5) * pitch - 0.5 * n_strips * pitch
                 u_b = 0.5 * n_strips[p] * pitch[p]
                 if ptype[p] == 0:  # MM
@@ -374,12 +372,9 @@ def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0
                                 best = a
                                 jb = jr
                         d = dg[jb]
-                        t = strip_time_r(float(x0[d]), float(x1[d]), float(x2[d]), spacing, r1, r2, threshold)
-                        te = strip_time_error_r(float(x0[d]), float(x1[d]), float(x2[d]), spacing, r1, r2, threshold)
-                        if whole or (t >= t_lo and t <= t_hi):
-                            st = sw / sa
-                            n = _put(out_f, out_i, n, whole, p, offset[p] + ((st + 0.5) * u_a - u_b), zpl[p], sig[p],
-                                     st, sa, t, te, rlen[r], origin, 0)
+                        st = sw / sa
+                        m = _cand(hf, hn, m, p, offset[p] + ((st + 0.5) * u_a - u_b), st, sa, x0[d], x1[d], x2[d],
+                                  rlen[r], origin, 0)
                         origin += 1
                     if drop[p]:  # the search's table: no MM singles here (their origins still counted)
                         origin += nsing
@@ -387,15 +382,12 @@ def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0
                     for q in range(nsing):
                         j = singles[q]
                         d = dg[j]
-                        t = strip_time_r(float(x0[d]), float(x1[d]), float(x2[d]), spacing, r1, r2, threshold)
-                        te = strip_time_error_r(float(x0[d]), float(x1[d]), float(x2[d]), spacing, r1, r2, threshold)
-                        if whole or (t >= t_lo and t <= t_hi):
-                            for g in range(groups):
-                                s = table[ch[j], g]
-                                if dead[p, s]:
-                                    continue
-                                n = _put(out_f, out_i, n, whole, p, offset[p] + ((float(s) + 0.5) * u_a - u_b), zpl[p],
-                                         sig[p], float(s), am[j], t, te, 1, origin, 1)
+                        for g in range(groups):
+                            s = table[ch[j], g]
+                            if dead[p, s]:
+                                continue
+                            m = _cand(hf, hn, m, p, offset[p] + ((float(s) + 0.5) * u_a - u_b), float(s), am[j],
+                                      x0[d], x1[d], x2[d], 1, origin, 1)
                         origin += 1
                     for q in range(k):
                         cidx[ch[q]] = -1
@@ -419,15 +411,11 @@ def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0
                                 best = am[w]
                                 jb = w
                         d = dg[jb]
-                        t = strip_time_r(float(x0[d]), float(x1[d]), float(x2[d]), spacing, r1, r2, threshold)
-                        te = strip_time_error_r(float(x0[d]), float(x1[d]), float(x2[d]), spacing, r1, r2, threshold)
-                        if whole or (t >= t_lo and t <= t_hi):
-                            st = sw / sa
-                            n = _put(out_f, out_i, n, whole, p, offset[p] + ((st + 0.5) * u_a - u_b), zpl[p], sig[p],
-                                     st, sa, t, te, r - q + 1, origin, 0)
+                        st = sw / sa
+                        m = _cand(hf, hn, m, p, offset[p] + ((st + 0.5) * u_a - u_b), st, sa, x0[d], x1[d], x2[d],
+                                  r - q + 1, origin, 0)
                         origin += 1
                         q = r + 1
-                per_plane[e * n_planes + p] += n - n_before
             if not unordered:
                 break
             if sort_done:  # (not reached: the sorted copy is ordered)
@@ -447,13 +435,38 @@ def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0
             dd = 0
             d_end = hi - lo
             sort_done = True
-            n = start_n
-            for p in range(n_planes):
-                per_plane[e * n_planes + p] = 0
         while js < ms:
-            n = _straw(out_f, out_i, n, e, slo + sidx[js], (1 << 20) + sidx[js], s_plane, s_tube, s_tdc, dead,
-                       pitch, n_strips, offset, zpl, sig, lsb, t0, velocity, win_lo, win_hi, per_plane, n_planes)
+            m = _straw(hf, hn, m, slo + sidx[js], (1 << 20) + sidx[js], s_plane, s_tube, s_tdc, dead, pitch, n_strips,
+                       offset, lsb, t0, velocity)
             js += 1
+        # the APV times of the event's candidate hits in one loop without branches (the straws' times
+        # are their own), then the hits written in order, for the search's table only those in time
+        _times(hf[3], hf[4], hf[5], hn[4], hf[6], hf[7], m, spacing, r1, r2, threshold)
+        for i in range(m):
+            p = hn[0, i]
+            t = hf[6, i]
+            t_lo, t_hi = _window(win_lo, win_hi, p)
+            if whole or (t >= t_lo and t <= t_hi):
+                if whole:
+                    out_f[0, n] = hf[0, i]
+                    out_f[1, n] = zpl[p]
+                    out_f[2, n] = sig[p]
+                    out_f[3, n] = hf[1, i]
+                    out_f[4, n] = hf[2, i]
+                    out_f[5, n] = t
+                    out_f[6, n] = hf[7, i]
+                    out_i[0, n] = p
+                    out_i[1, n] = hn[1, i]
+                    out_i[2, n] = hn[2, i]
+                    out_i[3, n] = hn[3, i]
+                else:
+                    out_f[0, n] = hf[0, i]
+                    out_f[1, n] = sig[p]
+                    out_f[2, n] = t
+                    out_f[3, n] = hf[7, i]
+                    out_i[0, n] = hn[2, i]
+                n += 1
+                per_plane[e * n_planes + p] += 1
         counts[e] = n - start_n
     return n_ev, n
 
