@@ -285,6 +285,9 @@ def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0
     groups = table.shape[1]
     cap = out_f.shape[1]
     whole = win_lo is None  # known when compiling: one specialisation each
+    # an integer amplitude is above the threshold if and only if it is above this integer
+    big = 1 << 40
+    ithr = big if not threshold < big else (-big if threshold < -big else int(math.floor(threshold)))
     for e in range(e0, n_ev):
         lo, hi = offsets[e], offsets[e + 1]
         if n + (hi - lo) * groups + 2 * (s_off[e + 1] - s_off[e]) > cap:
@@ -327,6 +330,7 @@ def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0
                 lim = a_lim[p]
                 k = 0
                 last = -1
+                kept = -1  # the channel of the last digit kept
                 while True:
                     c = xc[dd]
                     if c < 0 or c >= lim:
@@ -335,12 +339,15 @@ def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0
                         unordered = True
                         break
                     last = c
+                    # kept if above the threshold and not a repeated channel (the first is kept): written
+                    # always, counted only then (no branch on the data)
                     amp = max(x0[dd], max(x1[dd], x2[dd]))
-                    if amp > threshold and (k == 0 or ch[k - 1] != c):  # a duplicate digit: keep the first
-                        ch[k] = c
-                        am[k] = float(amp)
-                        dg[k] = dd
-                        k += 1
+                    keep = (amp > ithr) & (c != kept)
+                    ch[k] = c
+                    am[k] = float(amp)
+                    dg[k] = dd
+                    k += keep
+                    kept = c if keep else kept
                     dd += 1
                     if dd >= d_end or xp[dd] != p:
                         break
