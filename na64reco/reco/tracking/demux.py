@@ -310,10 +310,15 @@ def demux_plane_mask(chans, amps, n, chan_words, strip_chan, live, cand, cidx, u
         while st != np.uint64(0):
             low = st & (~st + one)  # the lowest start of the word
             st ^= low
-            s = (w << 6) + _DEBRUIJN[(low * _DEBRUIJN_K) >> np.uint64(58)]
-            e = s + 1
-            while _has(cand, e + 1):
-                e += 1
+            b = _DEBRUIJN[(low * _DEBRUIJN_K) >> np.uint64(58)]
+            s = (w << 6) + b
+            gap = ~cur >> np.uint64(b)  # bit k: strip s + k is no candidate (0 above the word's end)
+            if gap != np.uint64(0):  # the segment ends in this word: at the lowest such bit, less one
+                e = s - 1 + _DEBRUIJN[((gap & (~gap + one)) * _DEBRUIJN_K) >> np.uint64(58)]
+            else:  # it runs into the next word
+                e = s + 1
+                while _has(cand, e + 1):
+                    e += 1
             starts[2 * n_seg] = s
             starts[2 * n_seg + 1] = e
             n_seg += 1
