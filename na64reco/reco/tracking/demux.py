@@ -324,15 +324,19 @@ def demux_plane_mask(chans, amps, n, chan_words, strip_chan, live, cand, cidx, u
             n_seg += 1
             if twice:
                 continue
-            for q in range(s, e + 1):
+            # the channels marked used and their amplitudes summed from the first strip (as _map_sum)
+            jj = cidx[strip_chan[s + 1]]
+            twice |= used[jj] != 0
+            used[jj] = 1
+            tot = amps[jj]
+            for q in range(s + 1, e + 1):
                 jj = cidx[strip_chan[q + 1]]
-                if used[jj]:
-                    twice = True
+                twice |= used[jj] != 0
                 used[jj] = 1
+                tot += amps[jj]
             if twice:
                 continue
             ln = e - s + 1
-            tot = _map_sum(amps, cidx, strip_chan, s, ln)
             r = n_runs
             while r > 0:
                 l2 = run_len[r - 1]
