@@ -98,21 +98,23 @@ class PlaneTables:
 
 # ---------------------------------------------------------------------------------------
 @numba.njit(cache=True, inline="always")
-def _cand(hf, hn, m, plane, pos, strip, amp, s0, s1, s2, size, origin, amb):
+def _cand(hf, hn, m, whole, plane, pos, strip, amp, s0, s1, s2, size, origin, amb):
     """Candidate APV hit ``m`` of an event (``hf`` float rows pos, strip, amp, the three samples of the
-    strip that gives its time, time, time error; ``hn`` int rows plane, size, origin, ambiguous, straw);
-    returns ``m + 1``.  The times are computed for all of an event's candidates in one loop."""
+    strip that gives its time, time, time error; ``hn`` int rows plane, size, origin, ambiguous, straw;
+    strip, amp, size and ambiguous only for the whole table); returns ``m + 1``.  The times are computed
+    for all of an event's candidates in one loop."""
     hf[0, m] = pos
-    hf[1, m] = strip
-    hf[2, m] = amp
     hf[3, m] = float(s0)
     hf[4, m] = float(s1)
     hf[5, m] = float(s2)
     hn[0, m] = plane
-    hn[1, m] = size
     hn[2, m] = origin
-    hn[3, m] = amb
     hn[4, m] = 0
+    if whole:
+        hf[1, m] = strip
+        hf[2, m] = amp
+        hn[1, m] = size
+        hn[3, m] = amb
     return m + 1
 
 
@@ -380,8 +382,8 @@ def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0
                                 jb = jr
                         d = dg[jb]
                         st = sw / sa
-                        m = _cand(hf, hn, m, p, offset[p] + ((st + 0.5) * u_a - u_b), st, sa, x0[d], x1[d], x2[d],
-                                  rlen[r], origin, 0)
+                        m = _cand(hf, hn, m, whole, p, offset[p] + ((st + 0.5) * u_a - u_b), st, sa, x0[d], x1[d],
+                                  x2[d], rlen[r], origin, 0)
                         origin += 1
                     if drop[p]:  # the search's table: no MM singles here (their origins still counted)
                         origin += nsing
@@ -393,7 +395,7 @@ def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0
                             s = table[ch[j], g]
                             if dead[p, s]:
                                 continue
-                            m = _cand(hf, hn, m, p, offset[p] + ((float(s) + 0.5) * u_a - u_b), float(s), am[j],
+                            m = _cand(hf, hn, m, whole, p, offset[p] + ((float(s) + 0.5) * u_a - u_b), float(s), am[j],
                                       x0[d], x1[d], x2[d], 1, origin, 1)
                         origin += 1
                     for q in range(k):
@@ -419,8 +421,8 @@ def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0
                                 jb = w
                         d = dg[jb]
                         st = sw / sa
-                        m = _cand(hf, hn, m, p, offset[p] + ((st + 0.5) * u_a - u_b), st, sa, x0[d], x1[d], x2[d],
-                                  r - q + 1, origin, 0)
+                        m = _cand(hf, hn, m, whole, p, offset[p] + ((st + 0.5) * u_a - u_b), st, sa, x0[d], x1[d],
+                                  x2[d], r - q + 1, origin, 0)
                         origin += 1
                         q = r + 1
             if not unordered:
