@@ -172,6 +172,25 @@ def test_demux_bit_word_tables():
     assert candidate_words(strip_channel_map(small, np.zeros(4, bool))).tolist() == [15, 0]
 
 
+
+def test_branch_free_apv_time_is_bit_for_bit_the_branching_one():
+    """apv.strip_time_and_error_r (the hits kernel's loop over an event's candidate hits) equals
+    strip_time_r and strip_time_error_r bit for bit, NaN where they are NaN: both sample ratios, the
+    threshold's edge, non-positive samples and ratios at or beyond the shape's range."""
+    from na64reco.reco.tracking.apv import strip_time_and_error_r, strip_time_error_r, strip_time_r
+
+    rng = np.random.default_rng(7)
+    samples = rng.integers(-40, 900, size=(20000, 3)).astype(float)
+    samples[:500, 0] = 16.0  # at the threshold
+    samples[500:1000, 2] = 0.0
+    samples[1000:1500, 1] = samples[1000:1500, 2] * 3  # a1 / a2 beyond the shape's range
+    spacing, peaking, thr = RO.apv_sample_spacing, RO.apv_peaking_time, 16.0
+    r1, r2 = np.exp(-spacing / peaking), np.exp(-2.0 * spacing / peaking)
+    for a0, a1, a2 in samples:
+        t, te = strip_time_and_error_r(a0, a1, a2, spacing, r1, r2, thr)
+        want = (strip_time_r(a0, a1, a2, spacing, r1, r2, thr), strip_time_error_r(a0, a1, a2, spacing, r1, r2, thr))
+        assert np.array_equal([t, te], want, equal_nan=True), (a0, a1, a2)
+
 @pytest.fixture(scope="module")
 def noisy():
     events, truth = make_events(100, seed=21, pileup=0.3, noise="strip")

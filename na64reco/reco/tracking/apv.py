@@ -72,7 +72,7 @@ def strip_time_error_r(a0: float, a1: float, a2: float, spacing: float, r1: floa
 
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True)
 def strip_time_and_error_r(a0: float, a1: float, a2: float, spacing: float, r1: float, r2: float,
                            min_a0: float) -> tuple[float, float]:
     """(:func:`strip_time_r`, :func:`strip_time_error_r`) without branches on the data, for a loop

@@ -97,7 +97,7 @@ class PlaneTables:
 
 
 # ---------------------------------------------------------------------------------------
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True)
 def _cand(hf, hn, m, whole, plane, pos, strip, amp, s0, s1, s2, size, origin, amb):
     """Candidate APV hit ``m`` of an event (``hf`` float rows pos, strip, amp, the three samples of the
     strip that gives its time, time, time error; ``hn`` int rows plane, size, origin, ambiguous, straw;
@@ -118,7 +118,7 @@ def _cand(hf, hn, m, whole, plane, pos, strip, amp, s0, s1, s2, size, origin, am
     return m + 1
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True)
 def _times(s0, s1, s2, straw, t, te, m, spacing, r1, r2, threshold):
     """``t[:m]``, ``te[:m]``: (time, time error per unit noise) of an event's candidate hits (one row
     of :func:`_cand`'s each): a straw's own time (kept in ``s0``) and NaN; the APV strip time and
