@@ -204,10 +204,13 @@ def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc
     hits the track search uses (:func:`search_hits`): times inside the windows, no MM singles on
     the planes with ``drop``; out_f (2, hits) ``pos``, ``sigma`` and out_i (1, hits) ``origin``
     (origins numbered as in the whole table).  ``drop`` must be all False for the whole table.
-    Digits need not be ordered; events whose digits are not sorted by (plane, channel) are
-    sorted here (insertion sort), the usual sorted input costs nothing extra.  The APV time is
-    computed only for the strip that gives a hit its time (the largest strip of a cluster, or
-    the channel of an unresolved MM single).
+    Digits need not be ordered: an event's APV digits are read in one pass, plane by plane, while
+    they are sorted by (plane, channel), as the reader gives them; an event whose digits are not
+    starts again from a stably sorted copy (insertion sort into scratch arrays of the inputs' type),
+    read by the same pass.  The APV time is computed only for the strip that gives a hit its time
+    (the largest strip of a cluster, or the channel of an unresolved MM single), for all of an
+    event's candidate hits in one loop once the event's planes are done; the hits are then written
+    in order (for the search's table only those in time).
     """
     n_ev = offsets.shape[0] - 1
     n_planes = ptype.shape[0]
