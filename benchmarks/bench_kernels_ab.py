@@ -74,7 +74,7 @@ def main() -> None:
     old_demux = _module("before_demux", reco / "tracking" / "demux.py")
     old_clusters = _module(  # with the earlier tree's de-multiplexer (whichever of its names it imports)
         "before_clusters", reco / "tracking" / "clusters.py",
-        edit=lambda s: re.sub(r"from na64reco\.reco\.tracking\.demux import [^\n]*", "", s)
+        edit=lambda s: re.sub(r"from na64reco\.reco\.tracking\.demux import (\([^)]*\)|[^\n]*)", "", s)
                         .replace("@njit_cached_with(apv, demux, **NO_NRT)", "@numba.njit(**NO_NRT)")
                         .replace("@njit_cached_with(apv, demux)", "@numba.njit"),
         extra={**{k: v for k, v in vars(old_demux).items() if not k.startswith("__")}, "numba": numba})

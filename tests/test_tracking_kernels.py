@@ -172,6 +172,25 @@ def test_demux_bit_word_tables():
     assert candidate_words(strip_channel_map(small, np.zeros(4, bool))).tolist() == [15, 0]
 
 
+
+def test_branch_free_apv_time_is_bit_for_bit_the_branching_one():
+    """apv.strip_time_and_error_r (the hits kernel's loop over an event's candidate hits) equals
+    strip_time_r and strip_time_error_r bit for bit, NaN where they are NaN: both sample ratios, the
+    threshold's edge, non-positive samples and ratios at or beyond the shape's range."""
+    from na64reco.reco.tracking.apv import strip_time_and_error_r, strip_time_error_r, strip_time_r
+
+    rng = np.random.default_rng(7)
+    samples = rng.integers(-40, 900, size=(20000, 3)).astype(float)
+    samples[:500, 0] = 16.0  # at the threshold
+    samples[500:1000, 2] = 0.0
+    samples[1000:1500, 1] = samples[1000:1500, 2] * 3  # a1 / a2 beyond the shape's range
+    spacing, peaking, thr = RO.apv_sample_spacing, RO.apv_peaking_time, 16.0
+    r1, r2 = np.exp(-spacing / peaking), np.exp(-2.0 * spacing / peaking)
+    for a0, a1, a2 in samples:
+        t, te = strip_time_and_error_r(a0, a1, a2, spacing, r1, r2, thr)
+        want = (strip_time_r(a0, a1, a2, spacing, r1, r2, thr), strip_time_error_r(a0, a1, a2, spacing, r1, r2, thr))
+        assert np.array_equal([t, te], want, equal_nan=True), (a0, a1, a2)
+
 @pytest.fixture(scope="module")
 def noisy():
     events, truth = make_events(100, seed=21, pileup=0.3, noise="strip")
@@ -349,6 +368,49 @@ def test_hits_kernel_grows_its_output_for_events_of_many_ambiguous_hits():
         assert [(int(p), int(n), bool(a)) for p, n, a in zip(hits["plane"][lo:hi], hits["size"][lo:hi],
                                                            hits["ambiguous"][lo:hi], strict=True)] == \
             [(r[0], r[3], r[4]) for r in ref], f"event {e}"
+        np.testing.assert_allclose(hits["pos"][lo:hi], [r[1] for r in ref], rtol=0, atol=1e-9)
+
+
+
+def test_hits_kernel_on_unordered_and_repeated_digits():
+    """The kernel reads an event's APV digits in one pass when they are ordered by (plane, channel),
+    as the reader gives them, and from a sorted copy otherwise: digits shuffled within each event give
+    the same whole hit table and search's table bit for bit; repeated digits (the first of them below
+    the threshold, or not) give the slow twin's hits (it keeps the first digit above the threshold)."""
+    import awkward as ak
+
+    from na64reco.reco.tracking.clusters import search_hits
+
+    events, _ = make_events(60, seed=5, pileup=0.3, noise="strip")
+    cfg, pt, _, windows = _tables(SETUP, COND)
+    kw = {"threshold_sigma": cfg.apv_threshold_sigma, "drift_t0": cfg.drift_t0}
+    rng = np.random.default_rng(3)
+    apv = ak.to_list(events["apv"])
+    shuffled = [[ev[i] for i in rng.permutation(len(ev))] if e % 3 else ev for e, ev in enumerate(apv)]
+    other = ak.with_field(events, ak.Array(shuffled), "apv")
+    drop = pt.type == 0
+    for make in (lambda ev: event_hits(ev, pt, **kw),
+                 lambda ev: search_hits(ev, pt, lo=windows[0], hi=windows[1], drop=drop, **kw)):
+        a, b = make(events), make(other)
+        assert a.keys() == b.keys()
+        for k in a:
+            assert np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f"), k
+    thr = cfg.apv_threshold_sigma * RO.apv_noise
+    repeated = []
+    for e, ev in enumerate(shuffled):
+        ev = list(ev)
+        for d in ev[: 4 if e % 2 else 0]:  # a copy of a digit, below the threshold or with other samples
+            low = int(thr) - 1 if e % 4 == 1 else 3 * int(thr)
+            ev.insert(rng.integers(len(ev) + 1), {**d, "a0": low, "a1": low, "a2": low})
+        repeated.append(ev)
+    events = ak.with_field(events, ak.Array(repeated), "apv")
+    hits = event_hits(events, pt, **kw)
+    for e in range(len(events)):
+        ref = event_hits_reference(events[e], SETUP, COND, **kw)
+        lo, hi = hits["offsets"][e], hits["offsets"][e + 1]
+        got = list(zip(hits["plane"][lo:hi].tolist(), hits["size"][lo:hi].tolist(),
+                       hits["ambiguous"][lo:hi].tolist(), strict=True))
+        assert got == [(r[0], r[3], r[4]) for r in ref], f"event {e}"
         np.testing.assert_allclose(hits["pos"][lo:hi], [r[1] for r in ref], rtol=0, atol=1e-9)
 
 

@@ -30,7 +30,7 @@ import numpy as np
 from na64reco.errors import RawFormatError
 from na64reco.reco.tracking import apv, demux
 from na64reco.reco.tracking._jit import NO_NRT, njit_cached_with
-from na64reco.reco.tracking.apv import strip_time_error_r, strip_time_r
+from na64reco.reco.tracking.apv import strip_time_and_error_r
 from na64reco.reco.tracking.demux import (
     _isort,
     candidate_words,
@@ -79,7 +79,10 @@ class PlaneTables:
                                     np.full(max(int(self.table.max()) + 1, width) + 2, self.table.shape[0], np.int64)
                                     for i, t in enumerate(self.type)])
         # per plane: the live strips as bits (demux.candidate_words), what the hits kernel reads
-        self.live_words = np.stack([candidate_words(m) for m in self.strip_chan])
+        live = np.stack([candidate_words(m) for m in self.strip_chan])
+        # (zero words up to a multiple of eight: demux_plane_mask ORs the channels' words eight at a time)
+        self.live_words = np.zeros((live.shape[0], -(-live.shape[1] // 8) * 8), np.uint64)
+        self.live_words[:, :live.shape[1]] = live
         self.chan_words = channel_words(self.table, self.live_words.shape[1])  # each channel's strips as bits
         self.mm_channels = ro.mm_channels
         self.spacing = ro.apv_sample_spacing
@@ -95,34 +98,36 @@ class PlaneTables:
 
 # ---------------------------------------------------------------------------------------
 @numba.njit(cache=True)
-def _put(out_f, out_i, n, whole, plane, pos, z, sigma, strip, amp, time, terr, size, origin, amb):
-    """Write one hit at ``n``; returns ``n + 1``.  The whole table: :data:`HIT_FIELDS` in 7 float
-    and 4 int rows; the search's table: ``pos``, ``sigma``, ``time``, ``time_error`` (float rows)
-    and ``origin`` (int row).  ``terr``: the APV time error per unit noise (NaN for straws).
-
-    Not inlined on purpose, and given no array but the outputs: numba increfs and decrefs every
-    array bound to the arguments of an *inlined* function, an atomic operation each, which per
-    hit cost more than the rest of the emission (perf: 20 % of the hits kernel in NRT_incref and
-    NRT_decref); a plain call passes its arguments without (and LLVM may still inline it)."""
+def _cand(hf, hn, m, whole, plane, pos, strip, amp, s0, s1, s2, size, origin, amb):
+    """Candidate APV hit ``m`` of an event (``hf`` float rows pos, strip, amp, the three samples of the
+    strip that gives its time, time, time error; ``hn`` int rows plane, size, origin, ambiguous, straw;
+    strip, amp, size and ambiguous only for the whole table); returns ``m + 1``.  The times are computed
+    for all of an event's candidates in one loop."""
+    hf[0, m] = pos
+    hf[3, m] = float(s0)
+    hf[4, m] = float(s1)
+    hf[5, m] = float(s2)
+    hn[0, m] = plane
+    hn[2, m] = origin
+    hn[4, m] = 0
     if whole:
-        out_f[0, n] = pos
-        out_f[1, n] = z
-        out_f[2, n] = sigma
-        out_f[3, n] = strip
-        out_f[4, n] = amp
-        out_f[5, n] = time
-        out_f[6, n] = terr
-        out_i[0, n] = plane
-        out_i[1, n] = size
-        out_i[2, n] = origin
-        out_i[3, n] = amb
-    else:
-        out_f[0, n] = pos
-        out_f[1, n] = sigma
-        out_f[2, n] = time
-        out_f[3, n] = terr
-        out_i[0, n] = origin
-    return n + 1
+        hf[1, m] = strip
+        hf[2, m] = amp
+        hn[1, m] = size
+        hn[3, m] = amb
+    return m + 1
+
+
+@numba.njit(cache=True)
+def _times(s0, s1, s2, straw, t, te, m, spacing, r1, r2, threshold):
+    """``t[:m]``, ``te[:m]``: (time, time error per unit noise) of an event's candidate hits (one row
+    of :func:`_cand`'s each): a straw's own time (kept in ``s0``) and NaN; the APV strip time and
+    error, in a loop without branches (the compiler vectorises it)."""
+    for i in range(m):
+        a, b = strip_time_and_error_r(s0[i], s1[i], s2[i], spacing, r1, r2, threshold)
+        st = straw[i] != 0
+        t[i] = s0[i] if st else a
+        te[i] = math.nan if st else b
 
 
 @numba.njit(cache=True)
@@ -132,6 +137,34 @@ def _window(lo, hi, p):
     if lo is None:
         return -math.inf, math.inf
     return lo[p], hi[p]
+
+
+@numba.njit(cache=True, **NO_NRT)
+def _straw(hf, hn, m, d, org, s_plane, s_tube, s_tdc, dead, pitch, n_strips, offset, lsb, t0, velocity):
+    """The candidate hits (:func:`_cand`) of straw digit ``d``, tube centre -+ drift distance, both
+    ambiguous (one if the distance is 0), none if the tube is dead; returns the new ``m``.  A plain
+    call (~1 straw digit per event)."""
+    sp = s_plane[d]
+    tube = s_tube[d]
+    if dead[sp, tube]:
+        return m
+    tdc = float(s_tdc[d])
+    dist = (tdc * lsb - t0) * velocity
+    dist = min(max(dist, 0.0), 0.5 * pitch[sp])
+    u0 = (tube + 0.5) * pitch[sp] - 0.5 * n_strips[sp] * pitch[sp]
+    tt = tdc * lsb
+    for side in range(1 if dist == 0.0 else 2):
+        hf[0, m] = offset[sp] + u0 if dist == 0.0 else (offset[sp] + u0 - dist if side == 0 else offset[sp] + u0 + dist)
+        hf[1, m] = float(tube)
+        hf[2, m] = 0.0
+        hf[3, m] = tt
+        hn[0, m] = sp
+        hn[1, m] = 1
+        hn[2, m] = org
+        hn[3, m] = 0 if dist == 0.0 else 1
+        hn[4, m] = 1
+        m += 1
+    return m
 
 
 @numba.njit(cache=True)
@@ -171,10 +204,13 @@ def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc
     hits the track search uses (:func:`search_hits`): times inside the windows, no MM singles on
     the planes with ``drop``; out_f (2, hits) ``pos``, ``sigma`` and out_i (1, hits) ``origin``
     (origins numbered as in the whole table).  ``drop`` must be all False for the whole table.
-    Digits need not be ordered; events whose digits are not sorted by (plane, channel) are
-    sorted here (insertion sort), the usual sorted input costs nothing extra.  The APV time is
-    computed only for the strip that gives a hit its time (the largest strip of a cluster, or
-    the channel of an unresolved MM single).
+    Digits need not be ordered: an event's APV digits are read in one pass, plane by plane, while
+    they are sorted by (plane, channel), as the reader gives them; an event whose digits are not
+    starts again from a stably sorted copy (insertion sort into scratch arrays of the inputs' type),
+    read by the same pass.  The APV time is computed only for the strip that gives a hit its time
+    (the largest strip of a cluster, or the channel of an unresolved MM single), for all of an
+    event's candidate hits in one loop once the event's planes are done; the hits are then written
+    in order (for the search's table only those in time).
     """
     n_ev = offsets.shape[0] - 1
     n_planes = ptype.shape[0]
@@ -218,13 +254,19 @@ def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc
     rstart = np.empty(mg, np.int64)
     rlen = np.empty(mg, np.int64)
     singles = np.empty(mg, np.int64)
+    # an event's APV digits sorted by (plane, channel) when they are not (copies of the inputs' type)
+    hf = np.empty((8, maxd * groups + 2 * maxs), np.float64)  # an event's candidate hits (_cand)
+    hn = np.empty((5, hf.shape[1]), np.int64)
+    sp_, sc_ = plane[:maxd].copy(), chan[:maxd].copy()
+    s0_, s1_, s2_ = a0[:maxd].copy(), a1[:maxd].copy(), a2[:maxd].copy()
     e = 0
     n = 0
     while True:  # blocks of events that fit the output arrays, which grow between blocks
         e, n = _hits_block(e, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0, a1, a2, s_off, s_plane,
                            s_tube, s_tdc, ptype, n_strips, pitch, offset, zpl, sig, dead, table, strip_chan, chan_words,
                            live_words, threshold, spacing, r1, r2, lsb, t0, velocity, win_lo, win_hi, drop, skey, sidx,
-                           key, idx, ch, am, dg, cidx, cand, used, starts, rstart, rlen, singles, a_lim, s_lim)
+                           key, idx, ch, am, dg, cidx, cand, used, starts, rstart, rlen, singles, a_lim, s_lim,
+                           sp_, sc_, s0_, s1_, s2_, hf, hn)
         if e < 0:  # event -1 - e has an invalid digit
             return counts, per_plane, out_f[:, :0], out_i[:, :0], -1 - e
         if e >= n_ev:
@@ -237,7 +279,7 @@ def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc
 def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube,
                 s_tdc, ptype, n_strips, pitch, offset, zpl, sig, dead, table, strip_chan, chan_words, live_words,
                 threshold, spacing, r1, r2, lsb, t0, velocity, win_lo, win_hi, drop, skey, sidx, key, idx, ch, am, dg,
-                cidx, cand, used, starts, rstart, rlen, singles, a_lim, s_lim):
+                cidx, cand, used, starts, rstart, rlen, singles, a_lim, s_lim, sp_, sc_, s0_, s1_, s2_, hf, hn):
     """Hits of events ``e0...`` appended at ``out_*[:, n:]`` until an event might not fit
     (at most ``groups`` hits per APV digit, 2 per straw digit); returns (next event, n), or
     (-1 - e, n) if event ``e`` has a digit whose plane is not one of the setup's or whose channel
@@ -248,24 +290,13 @@ def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0
     groups = table.shape[1]
     cap = out_f.shape[1]
     whole = win_lo is None  # known when compiling: one specialisation each
+    # an integer amplitude is above the threshold if and only if it is above this integer
+    big = 1 << 40
+    ithr = big if not threshold < big else (-big if threshold < -big else int(math.floor(threshold)))
     for e in range(e0, n_ev):
         lo, hi = offsets[e], offsets[e + 1]
         if n + (hi - lo) * groups + 2 * (s_off[e + 1] - s_off[e]) > cap:
             return e, n
-        m = 0
-        ordered = True
-        for d in range(lo, hi):
-            p = plane[d]
-            if p < 0 or p >= n_planes or chan[d] < 0 or chan[d] >= a_lim[p]:
-                return -1 - e, n
-            if max(a0[d], max(a1[d], a2[d])) > threshold:
-                key[d - lo] = plane[d] * 65536 + chan[d]
-                idx[m] = d - lo
-                if m > 0 and key[idx[m - 1]] > key[d - lo]:
-                    ordered = False
-                m += 1
-        if not ordered:
-            _isort(key, idx, m)
         slo = s_off[e]
         ms = s_off[e + 1] - slo
         ordered = True
@@ -279,135 +310,186 @@ def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0
                 ordered = False
         if not ordered:
             _isort(skey, sidx, ms)
-        js = 0
         start_n = n
-        origin = 0
-        i = 0
-        while i < m or js < ms:
-            if js < ms and (i >= m or s_plane[slo + sidx[js]] < plane[lo + idx[i]]):
-                d = slo + sidx[js]
-                sp = s_plane[d]
-                tube = s_tube[d]
-                if not dead[sp, tube]:  # tube centre -+ drift distance (both hits, ambiguous)
-                    tdc = float(s_tdc[d])
-                    org = (1 << 20) + sidx[js]
-                    dist = (tdc * lsb - t0) * velocity
-                    dist = min(max(dist, 0.0), 0.5 * pitch[sp])
-                    u0 = (tube + 0.5) * pitch[sp] - 0.5 * n_strips[sp] * pitch[sp]
-                    tt = tdc * lsb
-                    t_lo, t_hi = _window(win_lo, win_hi, sp)
-                    if whole or (tt >= t_lo and tt <= t_hi):
-                        n1 = n
-                        if dist == 0.0:
-                            n = _put(out_f, out_i, n, whole, sp, offset[sp] + u0, zpl[sp], sig[sp], float(tube), 0.0,
-                                     tt, math.nan, 1, org, 0)
-                        else:
-                            n = _put(out_f, out_i, n, whole, sp, offset[sp] + u0 - dist, zpl[sp], sig[sp],
-                                     float(tube), 0.0, tt, math.nan, 1, org, 1)
-                            n = _put(out_f, out_i, n, whole, sp, offset[sp] + u0 + dist, zpl[sp], sig[sp],
-                                     float(tube), 0.0, tt, math.nan, 1, org, 1)
-                        per_plane[e * n_planes + sp] += n - n1
-                js += 1
-                continue
-            p = plane[lo + idx[i]]
-            e2 = i
-            while e2 + 1 < m and plane[lo + idx[e2 + 1]] == p:
-                e2 += 1
-            k = 0
-            for q in range(i, e2 + 1):
-                d = lo + idx[q]
-                c = chan[d]
-                if k > 0 and ch[k - 1] == c:  # duplicate digit: keep the first
+        # the APV digits in one pass, plane by plane, when they are ordered by (plane, channel) as the
+        # reader gives them; otherwise (seen as the pass meets a decrease) the event starts again from
+        # a stably sorted copy in the scratch arrays (x*), read by the same pass
+        xp, xc, x0, x1, x2 = plane, chan, a0, a1, a2
+        dd = lo
+        d_end = hi
+        sort_done = False
+        while True:
+            js = 0
+            origin = 0
+            m = 0  # candidate hits of the event (hf, hn), written once their times are known
+            prev_p = -1
+            unordered = False
+            while dd < d_end:
+                p = xp[dd]
+                if p < 0 or p >= n_planes:
+                    return -1 - e, n
+                if p <= prev_p:
+                    unordered = True
+                    break
+                prev_p = p
+                lim = a_lim[p]
+                k = 0
+                last = -1
+                kept = -1  # the channel of the last digit kept
+                while True:
+                    c = xc[dd]
+                    if c < 0 or c >= lim:
+                        return -1 - e, n
+                    if c < last:
+                        unordered = True
+                        break
+                    last = c
+                    # kept if above the threshold and not a repeated channel (the first is kept): written
+                    # always, counted only then (no branch on the data)
+                    amp = max(x0[dd], max(x1[dd], x2[dd]))
+                    keep = (amp > ithr) & (c != kept)
+                    ch[k] = c
+                    am[k] = float(amp)
+                    dg[k] = dd
+                    k += keep
+                    kept = c if keep else kept
+                    dd += 1
+                    if dd >= d_end or xp[dd] != p:
+                        break
+                if unordered:
+                    break
+                if k == 0:
                     continue
-                ch[k] = c
-                am[k] = max(float(a0[d]), max(float(a1[d]), float(a2[d])))
-                dg[k] = d
-                k += 1
-            n_before = n
-            t_lo, t_hi = _window(win_lo, win_hi, p)
-            u_a = pitch[p]  # strip s -> local u = (s + 0.5) * pitch - 0.5 * n_strips * pitch
-            u_b = 0.5 * n_strips[p] * pitch[p]
-            if ptype[p] == 0:  # MM
-                sc = strip_chan[p]  # strip s -> channel index cidx[sc[s + 1]] (demux_plane_mask)
-                nruns, nsing = demux_plane_mask(ch, am, k, chan_words, sc, live_words[p], cand, cidx, used, starts,
-                                                rstart, rlen, singles)
-                for r in range(nruns):
-                    sw = 0.0
-                    sa = 0.0
-                    best = -1.0
-                    jb = -1
-                    for s in range(rstart[r], rstart[r] + rlen[r]):
-                        jr = cidx[sc[s + 1]]  # (not js: the straw digits' counter)
-                        a = am[jr]
-                        sw += s * a
-                        sa += a
-                        if a > best:
-                            best = a
-                            jb = jr
-                    d = dg[jb]
-                    t = strip_time_r(float(a0[d]), float(a1[d]), float(a2[d]), spacing, r1, r2, threshold)
-                    te = strip_time_error_r(float(a0[d]), float(a1[d]), float(a2[d]), spacing, r1, r2, threshold)
-                    if whole or (t >= t_lo and t <= t_hi):
+                while js < ms and s_plane[slo + sidx[js]] < p:
+                    m = _straw(hf, hn, m, slo + sidx[js], (1 << 20) + sidx[js], s_plane, s_tube, s_tdc, dead, pitch,
+                               n_strips, offset, lsb, t0, velocity)
+                    js += 1
+                u_a = pitch[p]  # strip s -> local u = (s + 0.5) * pitch - 0.5 * n_strips * pitch
+                u_b = 0.5 * n_strips[p] * pitch[p]
+                if ptype[p] == 0:  # MM
+                    sc = strip_chan[p]  # strip s -> channel index cidx[sc[s + 1]] (demux_plane_mask)
+                    nruns, nsing = demux_plane_mask(ch, am, k, chan_words, sc, live_words[p], cand, cidx, used, starts,
+                                                    rstart, rlen, singles)
+                    for r in range(nruns):
+                        sw = 0.0
+                        sa = 0.0
+                        best = -1.0
+                        jb = -1
+                        for s in range(rstart[r], rstart[r] + rlen[r]):
+                            jr = cidx[sc[s + 1]]  # (not js: the straw digits' counter)
+                            a = am[jr]
+                            sw += s * a
+                            sa += a
+                            if a > best:
+                                best = a
+                                jb = jr
+                        d = dg[jb]
                         st = sw / sa
-                        n = _put(out_f, out_i, n, whole, p, offset[p] + ((st + 0.5) * u_a - u_b), zpl[p], sig[p], st,
-                                 sa, t, te, rlen[r], origin, 0)
-                    origin += 1
-                if drop[p]:  # the search's table: no MM singles here (their origins still counted)
-                    origin += nsing
-                    nsing = 0
-                for q in range(nsing):
-                    j = singles[q]
-                    d = dg[j]
-                    t = strip_time_r(float(a0[d]), float(a1[d]), float(a2[d]), spacing, r1, r2, threshold)
-                    te = strip_time_error_r(float(a0[d]), float(a1[d]), float(a2[d]), spacing, r1, r2, threshold)
-                    if whole or (t >= t_lo and t <= t_hi):
+                        m = _cand(hf, hn, m, whole, p, offset[p] + ((st + 0.5) * u_a - u_b), st, sa, x0[d], x1[d],
+                                  x2[d], rlen[r], origin, 0)
+                        origin += 1
+                    if drop[p]:  # the search's table: no MM singles here (their origins still counted)
+                        origin += nsing
+                        nsing = 0
+                    for q in range(nsing):
+                        j = singles[q]
+                        d = dg[j]
                         for g in range(groups):
                             s = table[ch[j], g]
                             if dead[p, s]:
                                 continue
-                            n = _put(out_f, out_i, n, whole, p, offset[p] + ((float(s) + 0.5) * u_a - u_b), zpl[p],
-                                     sig[p], float(s), am[j], t, te, 1, origin, 1)
-                    origin += 1
-                for q in range(k):
-                    cidx[ch[q]] = -1
-            else:  # GEM: channel = strip
-                q = 0
-                while q < k:
-                    if dead[p, ch[q]]:
-                        q += 1
-                        continue
-                    r = q
-                    while r + 1 < k and ch[r + 1] == ch[r] + 1 and not dead[p, ch[r + 1]]:
-                        r += 1
-                    sw = 0.0
-                    sa = 0.0
-                    best = -1.0
-                    jb = q
-                    for w in range(q, r + 1):
-                        sw += ch[w] * am[w]
-                        sa += am[w]
-                        if am[w] > best:
-                            best = am[w]
-                            jb = w
-                    d = dg[jb]
-                    t = strip_time_r(float(a0[d]), float(a1[d]), float(a2[d]), spacing, r1, r2, threshold)
-                    te = strip_time_error_r(float(a0[d]), float(a1[d]), float(a2[d]), spacing, r1, r2, threshold)
-                    if whole or (t >= t_lo and t <= t_hi):
+                            m = _cand(hf, hn, m, whole, p, offset[p] + ((float(s) + 0.5) * u_a - u_b), float(s), am[j],
+                                      x0[d], x1[d], x2[d], 1, origin, 1)
+                        origin += 1
+                    for q in range(k):
+                        cidx[ch[q]] = -1
+                else:  # GEM: channel = strip
+                    q = 0
+                    while q < k:
+                        if dead[p, ch[q]]:
+                            q += 1
+                            continue
+                        r = q
+                        while r + 1 < k and ch[r + 1] == ch[r] + 1 and not dead[p, ch[r + 1]]:
+                            r += 1
+                        sw = 0.0
+                        sa = 0.0
+                        best = -1.0
+                        jb = q
+                        for w in range(q, r + 1):
+                            sw += ch[w] * am[w]
+                            sa += am[w]
+                            if am[w] > best:
+                                best = am[w]
+                                jb = w
+                        d = dg[jb]
                         st = sw / sa
-                        n = _put(out_f, out_i, n, whole, p, offset[p] + ((st + 0.5) * u_a - u_b), zpl[p], sig[p], st,
-                                 sa, t, te, r - q + 1, origin, 0)
-                    origin += 1
-                    q = r + 1
-            per_plane[e * n_planes + p] += n - n_before
-            i = e2 + 1
+                        m = _cand(hf, hn, m, whole, p, offset[p] + ((st + 0.5) * u_a - u_b), st, sa, x0[d], x1[d],
+                                  x2[d], r - q + 1, origin, 0)
+                        origin += 1
+                        q = r + 1
+            if not unordered:
+                break
+            if sort_done:  # (not reached: the sorted copy is ordered)
+                return -1 - e, n
+            # start the event again from its digits stably sorted by (plane, channel)
+            for q in range(hi - lo):
+                key[q] = plane[lo + q] * 65536 + chan[lo + q]
+                idx[q] = q
+            _isort(key, idx, hi - lo)
+            for q in range(hi - lo):
+                sp_[q] = plane[lo + idx[q]]
+                sc_[q] = chan[lo + idx[q]]
+                s0_[q] = a0[lo + idx[q]]
+                s1_[q] = a1[lo + idx[q]]
+                s2_[q] = a2[lo + idx[q]]
+            xp, xc, x0, x1, x2 = sp_, sc_, s0_, s1_, s2_
+            dd = 0
+            d_end = hi - lo
+            sort_done = True
+        while js < ms:
+            m = _straw(hf, hn, m, slo + sidx[js], (1 << 20) + sidx[js], s_plane, s_tube, s_tdc, dead, pitch, n_strips,
+                       offset, lsb, t0, velocity)
+            js += 1
+        # the APV times of the event's candidate hits in one loop without branches (the straws' times
+        # are their own), then the hits written in order, for the search's table only those in time
+        _times(hf[3], hf[4], hf[5], hn[4], hf[6], hf[7], m, spacing, r1, r2, threshold)
+        for i in range(m):
+            p = hn[0, i]
+            t = hf[6, i]
+            t_lo, t_hi = _window(win_lo, win_hi, p)
+            if whole or (t >= t_lo and t <= t_hi):
+                if whole:
+                    out_f[0, n] = hf[0, i]
+                    out_f[1, n] = zpl[p]
+                    out_f[2, n] = sig[p]
+                    out_f[3, n] = hf[1, i]
+                    out_f[4, n] = hf[2, i]
+                    out_f[5, n] = t
+                    out_f[6, n] = hf[7, i]
+                    out_i[0, n] = p
+                    out_i[1, n] = hn[1, i]
+                    out_i[2, n] = hn[2, i]
+                    out_i[3, n] = hn[3, i]
+                else:
+                    out_f[0, n] = hf[0, i]
+                    out_f[1, n] = sig[p]
+                    out_f[2, n] = t
+                    out_f[3, n] = hf[7, i]
+                    out_i[0, n] = hn[2, i]
+                n += 1
+                per_plane[e * n_planes + p] += 1
         counts[e] = n - start_n
     return n_ev, n
 
 
 # ---------------------------------------------------------------------------------------
 def _native(a):
-    """``a`` as a native-byte-order array (what the kernels accept); no copy if it is one."""
-    return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
+    """``a`` as a native-byte-order, contiguous, writeable array (what the kernels accept: the hits
+    kernel's scratch copies of an event's digits have the inputs' type); no copy if it is one."""
+    if not a.dtype.isnative:
+        return a.astype(a.dtype.newbyteorder("="))
+    return a if a.flags.c_contiguous and a.flags.writeable else np.array(a)
 
 
 def _jagged(coll, names, what, source):
