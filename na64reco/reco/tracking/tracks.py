@@ -381,16 +381,22 @@ def _rank(L_nh, L_key, n, order, tmp):
 
 
 @numba.njit(cache=True, **NO_NRT)  # a plain call without reference counting: see _track_kernel
-def _search_view(pos, sig, origin, starts, counts, dz, down, cuts, miss_pen, required, L_hits, L_nh, L_key,
-                 L_chi2, L_par, best_hits, best_par, S, B, C, NH, NUP, MISS, choice, x, order, tmp, base, mark):
+def _search_view(pos, sig, origin, starts, counts, v, v_dz, v_down, cuts, v_miss_pen, v_required, L_hits, L_nh,
+                 L_key, L_chi2, L_par, best_hits, best_par, S, B, C, NH, NUP, MISS, choice, x, order, tmp, base, mark):
     """Search one view of one event.  Returns (nh, chi2, n_tracks, flags); fills best_*.
 
     Depth-first over the planes; level ``ip + 1`` of the workspaces (S, B, C, NH, NUP, MISS)
     holds the normal equations of the hits chosen on planes 0..l.  A branch is pruned when
     its chi2 (``C - B.x``) exceeds the loosest cut any completion could have,
     ``chi2max * (npl - missed - npar)``, plus a rounding margin.  ``cuts``: the view's and
-    event's scalars, in the order unpacked below.
+    event's scalars, in the order unpacked below.  ``v``: the view, whose rows of ``v_dz``,
+    ``v_down``, ``v_miss_pen`` and ``v_required`` are taken here (a row taken by the caller, which
+    is compiled with numba's reference counting, is a new array counted in and out per view).
     """
+    dz = v_dz[v]
+    down = v_down[v]
+    miss_pen = v_miss_pen[v]
+    required = v_required[v]
     npl, npar, ref, kmin, kmax, window, prior, kprior, kprior_sig, anc_ok, anc_pos, anc_dz, vtx_va, vtx_vb, \
         kap_other, vtx_chi2max, vtx_rank, chi2max, maxmiss, maxc = cuts
     for i in range(6):
@@ -615,9 +621,8 @@ def _track_kernel(bounds, n_planes_total, pos, sig, origin, v_planes, v_dz, v_do
             anc_pos = 0.0
             va = v_vtx_va[v]
             if anc_ok:
-                ps = out_par[e, src]
-                slope = ps[1] - (ps[2] if v_npar[src] == 3 else 0.0)
-                anc_pos = ps[0] + slope * v_anchor_src_dz[v]
+                slope = out_par[e, src, 1] - (out_par[e, src, 2] if v_npar[src] == 3 else 0.0)
+                anc_pos = out_par[e, src, 0] + slope * v_anchor_src_dz[v]
             elif src >= 0 and v_spot_var[v] > 0:  # no incoming track: the beam spot
                 anc_ok = True
                 anc_pos = v_spot_pos[v]
@@ -629,9 +634,9 @@ def _track_kernel(bounds, n_planes_total, pos, sig, origin, v_planes, v_dz, v_do
             cuts = (npl, v_npar[v], v_ref[v], v_kmin[v], v_kmax[v], window[v], prior, v_kprior[v], v_kprior_sig[v],
                     anc_ok, anc_pos, v_anchor_dz[v], va, v_vtx_vb[v], kap_other, vtx_chi2max, vtx_rank, chi2max,
                     v_maxmiss[v], maxc)
-            nh, chi2, ntr, flags = _search_view(pos, sig, origin, starts, counts, v_dz[v], v_down[v], cuts,
-                                                v_miss_pen[v], v_required[v], L_hits, L_nh, L_key, L_chi2, L_par, bh,
-                                                bp, S, B, C, NH, NUP, MISS, choice, x, order, tmp, base, mark)
+            nh, chi2, ntr, flags = _search_view(pos, sig, origin, starts, counts, v, v_dz, v_down, cuts, v_miss_pen,
+                                                v_required, L_hits, L_nh, L_key, L_chi2, L_par, bh, bp, S, B, C, NH,
+                                                NUP, MISS, choice, x, order, tmp, base, mark)
             out_nh[e, v] = nh
             out_ntr[e, v] = ntr
             out_flags[e, v] = flags
