@@ -82,6 +82,8 @@ from na64reco.reco.waveform import (
 #: Width of ``srd_module_energy`` for setups without an SRD (the NA64e SRD has 3
 #: modules); a schema choice so that outputs of both setups have the same shapes.
 ABSENT_SRD_MODULES = 3
+_u = np.uint64
+
 #: Impact-point grid (per axis) over the central cell for the shower-shape fit.
 PROFILE_GRID = 9
 
@@ -656,13 +658,9 @@ def _profile_variance(table: np.ndarray, stochastic: float) -> np.ndarray:
 @numba.njit(cache=True, nogil=True, **NO_NRT)
 def _chi2_one(g2, table, pvar, stochastic, floor, obs, inside):
     """Shower-shape chi2/ndf of one event's (nx, ny) cell energies (GeV); ``obs``,
-    ``inside``: (3, 3) work arrays; ``pvar`` = :func:`_profile_variance` of ``table``.  A grid
-    point stops being summed as soon as its partial chi2 exceeds the best so far (terms are
-    >= 0: the minimum is unchanged).  For a full 3x3 block (fractions need no
-    renormalisation) the variance terms come from ``pvar``, the same products as the
-    general path in the same order (identical results, one division per cell fewer)."""
+    ``inside``: (3, 3) work arrays; ``pvar`` = :func:`_profile_variance` of ``table``.  The 3x3
+    block is centred on the first cell with most energy; see :func:`_chi2_around`."""
     nx, ny = g2.shape
-    ng = table.shape[0]
     best_i = 0
     best_j = 0
     for i in range(nx):
@@ -670,6 +668,18 @@ def _chi2_one(g2, table, pvar, stochastic, floor, obs, inside):
             if g2[i, j] > g2[best_i, best_j]:
                 best_i = i
                 best_j = j
+    return _chi2_around(g2, best_i, best_j, table, pvar, stochastic, floor, obs, inside)
+
+
+@numba.njit(cache=True, nogil=True, **NO_NRT)
+def _chi2_around(g2, best_i, best_j, table, pvar, stochastic, floor, obs, inside):
+    """:func:`_chi2_one` of the 3x3 block around cell (best_i, best_j).  A grid point stops being
+    summed as soon as its partial chi2 exceeds the best so far (terms are >= 0: the minimum is
+    unchanged).  For a full 3x3 block (fractions need no renormalisation) the variance terms come
+    from ``pvar``, the same products as the general path in the same order (identical results,
+    one division per cell fewer)."""
+    nx, ny = g2.shape
+    ng = table.shape[0]
     tot = 0.0
     ncell = 0
     for a in range(3):
@@ -686,33 +696,46 @@ def _chi2_one(g2, table, pvar, stochastic, floor, obs, inside):
     best = np.inf
     inv_tot = 1.0 / tot
     ff = floor * floor
+    # grid points from the central one on (g = ng // 2, ..., ng - 1, 0, ..., ng // 2 - 1: a good
+    # bound early), counted unsigned (no negative-index test per table access) and wrapped by a
+    # subtraction, not a modulo (an integer division per point)
+    n_g = _u(ng)
+    half = n_g // _u(2)
     if ncell == 9:  # the usual full block: fractions and variance terms from the tables
         for a in range(3):
             for c in range(3):
                 obs[a, c] *= inv_tot  # observed fractions
-        for q in range(ng):  # the central impact point first: a good bound early
-            g = (q + ng // 2) % ng
+        for q in range(n_g):
+            g = q + half
+            if g >= n_g:
+                g -= n_g
             # the central cell's term alone is a lower bound of the sum below (its terms are
             # >= 0, and a rounded sum of non-negative numbers is >= each of them): a point whose
             # central term reaches the best so far cannot lower it and is skipped.  Same value
-            # (same expression) as in the sum, so the minimum and its bits are unchanged; the
-            # row-wise stop alone summed ~500 of the 729 terms per event, the central cell
-            # dominating the chi2 near the minimum (fifth pass, issue 11)
+            # (same expression) as its term in the sum, where it is reused: the minimum and its
+            # bits are unchanged; the row-wise stop alone summed ~500 of the 729 terms per event,
+            # the central cell dominating the chi2 near the minimum (fifth pass, issue 11)
             d = obs[1, 1] - table[g, 1, 1]
-            if d * d / (pvar[g, 1, 1] * inv_tot + ff) >= best:
+            t11 = d * d / (pvar[g, 1, 1] * inv_tot + ff)
+            if t11 >= best:
                 continue
             chi2 = 0.0
             for a in range(3):
                 for c in range(3):
-                    d = obs[a, c] - table[g, a, c]
-                    chi2 += d * d / (pvar[g, a, c] * inv_tot + ff)
+                    if a == 1 and c == 1:
+                        chi2 += t11
+                    else:
+                        d = obs[a, c] - table[g, a, c]
+                        chi2 += d * d / (pvar[g, a, c] * inv_tot + ff)
                 if chi2 > best:
                     break
             if chi2 < best:
                 best = chi2
         return best / (ncell - 3)
-    for q in range(ng):  # the central impact point first: a good bound early
-        g = (q + ng // 2) % ng
+    for q in range(n_g):
+        g = q + half
+        if g >= n_g:
+            g -= n_g
         norm = 0.0  # the fractions are renormalised to the cells inside
         for a in range(3):
             for c in range(3):
