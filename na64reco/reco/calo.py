@@ -727,6 +727,8 @@ def _chi2_around(g2, best_i, best_j, table, pvar, stochastic, floor, obs, inside
                     else:
                         d = obs[a, c] - table[g, a, c]
                         chi2 += d * d / (pvar[g, a, c] * inv_tot + ff)
+                    if chi2 > best:
+                        break
                 if chi2 > best:
                     break
             if chi2 < best:
