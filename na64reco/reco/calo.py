@@ -539,11 +539,18 @@ def _ecal_event(cells, r, base, e, unit, n_sec, nx, ny, pre, cx, cy, resp_e, res
     chi2 (:func:`_ecal_outputs`), ``e_cell[:, e]`` = the cell with most energy (-1 if none).
     ``grid``, ``obs``, ``inside``, ``scale``: work arrays (``scale`` all ones without a response
     table).  Allocates nothing (compiled without numba's reference counting: a plain call per event)."""
+    # Empty cells (most of them) are skipped: their term is +-0, which leaves each sum as it is (a
+    # sum that starts at +0 and adds finite numbers is never -0, the one value +0 would change),
+    # unless the unit is 0 or NaN or the section's scale is not finite (then 0 / unit * scale is NaN)
     n_cell = nx * ny
+    unit_ok = abs(unit) > 0.0
     if len(resp_e) > 0:
         raw = 0.0
         for c in range(n_sec * n_cell):
-            raw += cells[r, base + c] / unit
+            x = cells[r, base + c]
+            if x == 0.0 and unit_ok:
+                continue
+            raw += x / unit
         u = 1.0 / raw if raw > 0.0 else np.inf
         for k in range(n_sec):
             scale[k] = _interp(u, resp_e, resp_s, k)
@@ -554,9 +561,14 @@ def _ecal_event(cells, r, base, e, unit, n_sec, nx, ny, pre, cx, cy, resp_e, res
     main = 0.0
     for k in range(n_sec):
         sec = 0.0
+        sk = scale[k]
+        skip = unit_ok and abs(sk) < np.inf
         for i in range(nx):
             for j in range(ny):
-                v = cells[r, base + (k * nx + i) * ny + j] / unit * scale[k]
+                x = cells[r, base + (k * nx + i) * ny + j]
+                if x == 0.0 and skip:
+                    continue
+                v = x / unit * sk
                 sec += v
                 grid[i, j] += v
         if pre[k]:
@@ -592,7 +604,10 @@ def _ecal_event(cells, r, base, e, unit, n_sec, nx, ny, pre, cx, cy, resp_e, res
         e_cell[1, e] = -1
         e_out[3, e] = np.nan
         e_out[4, e] = np.nan
-    e_out[5, e] = _chi2_one(grid, table, pvar, stochastic, floor, obs, inside)
+    if abs(tot) < np.inf:  # every cell finite: (bi, bj) is _chi2_one's first maximum as well
+        e_out[5, e] = _chi2_around(grid, bi, bj, table, pvar, stochastic, floor, obs, inside)
+    else:
+        e_out[5, e] = _chi2_one(grid, table, pvar, stochastic, floor, obs, inside)
 
 
 def _profile_params(det: Calorimeter) -> tuple[float, float, float, float]:
