@@ -380,7 +380,7 @@ def _rank(L_nh, L_key, n, order, tmp):
         width *= 2
 
 
-@numba.njit(cache=True, **NO_NRT)  # a plain call without reference counting: see _track_kernel
+@numba.njit(cache=True, inline="always", **NO_NRT)  # inlined into _track_events: see _track_kernel
 def _search_view(pos, sig, origin, starts, counts, v, v_dz, v_down, cuts, v_miss_pen, v_required, L_hits, L_nh,
                  L_key, L_chi2, L_par, best_hits, best_par, S, B, C, NH, NUP, MISS, choice, x, order, tmp, base, mark):
     """Search one view of one event.  Returns (nh, chi2, n_tracks, flags); fills best_*.
@@ -562,46 +562,14 @@ def _search_view(pos, sig, origin, starts, counts, v, v_dz, v_down, cuts, v_miss
     return L_nh[b], L_chi2[b], ntr, flags
 
 
-@numba.njit(cache=True)
-def _track_kernel(bounds, n_planes_total, pos, sig, origin, v_planes, v_dz, v_down, v_npl, v_npar, v_ref,
-                  v_kmin, v_kmax, window, prior, v_kprior, v_kprior_sig, v_anchor, v_anchor_dz, v_anchor_src_dz,
-                  v_vtx_va, v_vtx_vb, v_kview, v_spot_pos, v_spot_var, vtx_chi2max, vtx_rank, anc_miss, v_miss_pen,
-                  v_required, chi2max, v_maxmiss, maxhits, maxc):
-    n_ev = (bounds.shape[0] - 1) // n_planes_total
-    nv = v_planes.shape[0]
-    out_nh = np.zeros((n_ev, nv), np.int64)
-    out_chi2 = np.full((n_ev, nv), np.nan)
-    out_ntr = np.zeros((n_ev, nv), np.int64)
-    out_flags = np.zeros((n_ev, nv), np.int64)
-    out_par = np.full((n_ev, nv, 3), np.nan)
-    out_hits = np.full((n_ev, nv, MAX_PLANES), -1, np.int64)
-    # workspaces, allocated once per call
-    L_hits = np.empty((maxc, MAX_PLANES), np.int64)
-    L_nh = np.empty(maxc, np.int64)
-    L_key = np.empty(maxc)
-    L_chi2 = np.empty(maxc)
-    L_par = np.empty((maxc, 3))
-    starts = np.empty(MAX_PLANES, np.int64)
-    counts = np.empty(MAX_PLANES, np.int64)
-    bh = np.empty(MAX_PLANES, np.int64)
-    bp = np.empty(3)
-    S = np.zeros((MAX_PLANES + 1, 6))
-    B = np.zeros((MAX_PLANES + 1, 3))
-    C = np.zeros(MAX_PLANES + 1)
-    NH = np.zeros(MAX_PLANES + 1, np.int64)
-    NUP = np.zeros(MAX_PLANES + 1, np.int64)
-    MISS = np.zeros(MAX_PLANES + 1, np.int64)
-    choice = np.full(MAX_PLANES, -2, np.int64)
-    x = np.zeros(3)
-    order = np.empty(maxc, np.int64)
-    tmp = np.empty(maxc, np.int64)
-    base = np.empty(MAX_PLANES, np.int64)
-    mark = np.empty(MAX_PLANES * maxhits, np.bool_)
-    # _search_view takes its scalars as one tuple and is compiled without numba's reference
-    # counting (_nrt=False: it allocates nothing), as are _solve and _rank, which it calls.  A
-    # call with its ~30 array arguments, each reference-counted on the way in and out (atomic
-    # operations), cost ~250 ns per view, more than the search of a typical view; inlining it
-    # (the third pass) left the counting of the arrays bound to its arguments in the loop
+@numba.njit(cache=True, **NO_NRT)  # see _track_kernel
+def _track_events(n_ev, nv, bounds, n_planes_total, pos, sig, origin, v_planes, v_dz, v_down, v_npl, v_npar, v_ref,
+                  v_kmin, v_kmax, window, v_kprior, v_kprior_sig, v_anchor, v_anchor_dz, v_anchor_src_dz, v_vtx_va,
+                  v_vtx_vb, v_kview, v_spot_pos, v_spot_var, v_miss_pen, v_required, v_maxmiss, scalars,
+                  out_nh, out_chi2, out_ntr, out_flags, out_par, out_hits, L_hits, L_nh, L_key, L_chi2, L_par,
+                  starts, counts, bh, bp, S, B, C, NH, NUP, MISS, choice, x, order, tmp, base, mark):
+    """The event and view loop of :func:`_track_kernel` (its arrays, outputs and workspaces)."""
+    prior, vtx_chi2max, vtx_rank, anc_miss, chi2max, maxhits, maxc = scalars
     for e in range(n_ev):
         for v in range(nv):
             npl = v_npl[v]
@@ -646,6 +614,55 @@ def _track_kernel(bounds, n_planes_total, pos, sig, origin, v_planes, v_dz, v_do
                     out_par[e, v, i] = bp[i]
                 for ip in range(npl):
                     out_hits[e, v, ip] = bh[ip]
+
+
+@numba.njit(cache=True)
+def _track_kernel(bounds, n_planes_total, pos, sig, origin, v_planes, v_dz, v_down, v_npl, v_npar, v_ref,
+                  v_kmin, v_kmax, window, prior, v_kprior, v_kprior_sig, v_anchor, v_anchor_dz, v_anchor_src_dz,
+                  v_vtx_va, v_vtx_vb, v_kview, v_spot_pos, v_spot_var, vtx_chi2max, vtx_rank, anc_miss, v_miss_pen,
+                  v_required, chi2max, v_maxmiss, maxhits, maxc):
+    n_ev = (bounds.shape[0] - 1) // n_planes_total
+    nv = v_planes.shape[0]
+    out_nh = np.zeros((n_ev, nv), np.int64)
+    out_chi2 = np.full((n_ev, nv), np.nan)
+    out_ntr = np.zeros((n_ev, nv), np.int64)
+    out_flags = np.zeros((n_ev, nv), np.int64)
+    out_par = np.full((n_ev, nv, 3), np.nan)
+    out_hits = np.full((n_ev, nv, MAX_PLANES), -1, np.int64)
+    # workspaces, allocated once per call
+    L_hits = np.empty((maxc, MAX_PLANES), np.int64)
+    L_nh = np.empty(maxc, np.int64)
+    L_key = np.empty(maxc)
+    L_chi2 = np.empty(maxc)
+    L_par = np.empty((maxc, 3))
+    starts = np.empty(MAX_PLANES, np.int64)
+    counts = np.empty(MAX_PLANES, np.int64)
+    bh = np.empty(MAX_PLANES, np.int64)
+    bp = np.empty(3)
+    S = np.zeros((MAX_PLANES + 1, 6))
+    B = np.zeros((MAX_PLANES + 1, 3))
+    C = np.zeros(MAX_PLANES + 1)
+    NH = np.zeros(MAX_PLANES + 1, np.int64)
+    NUP = np.zeros(MAX_PLANES + 1, np.int64)
+    MISS = np.zeros(MAX_PLANES + 1, np.int64)
+    choice = np.full(MAX_PLANES, -2, np.int64)
+    x = np.zeros(3)
+    order = np.empty(maxc, np.int64)
+    tmp = np.empty(maxc, np.int64)
+    base = np.empty(MAX_PLANES, np.int64)
+    mark = np.empty(MAX_PLANES * maxhits, np.bool_)
+    # the event loop is _track_events, compiled without numba's reference counting (_nrt=False: it
+    # allocates nothing), which _search_view, _solve and _rank are inlined into.  A call of
+    # _search_view per view with its ~30 array arguments cost ~250 ns per view with the counting
+    # (atomic operations on each array on the way in and out), its argument passing ~25 % of the
+    # search without it; inlined into this function (the third pass), the counting of the arrays
+    # bound to its arguments was left in the loop
+    _track_events(n_ev, nv, bounds, n_planes_total, pos, sig, origin, v_planes, v_dz, v_down, v_npl, v_npar, v_ref,
+                  v_kmin, v_kmax, window, v_kprior, v_kprior_sig, v_anchor, v_anchor_dz, v_anchor_src_dz, v_vtx_va,
+                  v_vtx_vb, v_kview, v_spot_pos, v_spot_var, v_miss_pen, v_required, v_maxmiss,
+                  (prior, vtx_chi2max, vtx_rank, anc_miss, chi2max, maxhits, maxc),
+                  out_nh, out_chi2, out_ntr, out_flags, out_par, out_hits, L_hits, L_nh, L_key, L_chi2, L_par,
+                  starts, counts, bh, bp, S, B, C, NH, NUP, MISS, choice, x, order, tmp, base, mark)
     return out_nh, out_chi2, out_ntr, out_flags, out_par, out_hits
 
 
