@@ -334,7 +334,7 @@ def _solve(S, B, n, x):
     return True
 
 
-@numba.njit(cache=True, **NO_NRT)  # see _search_view
+@numba.njit(cache=True, inline="always", **NO_NRT)  # see _search_view
 def _rank(L_nh, L_key, n, order, tmp):
     """``order[:n]``: candidates by lower score, ties by more hits; stable (remaining ties keep
     the search order).  Insertion sort for short lists, bottom-up merge sort otherwise."""
@@ -352,8 +352,8 @@ def _rank(L_nh, L_key, n, order, tmp):
     width = 1
     while width < n:
         for lo in range(0, n, 2 * width):
-            mid = min(lo + width, n)
-            hi = min(lo + 2 * width, n)
+            mid = lo + width if lo + width < n else n  # min(): see waveform._min
+            hi = lo + 2 * width if lo + 2 * width < n else n
             i = lo
             j = mid
             k = lo
