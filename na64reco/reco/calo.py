@@ -670,7 +670,7 @@ def _profile_variance(table: np.ndarray, stochastic: float) -> np.ndarray:
     return stochastic * stochastic * table * (1.0 - table)
 
 
-@numba.njit(cache=True, nogil=True, **NO_NRT)
+@numba.njit(cache=True, nogil=True, inline="always", **NO_NRT)
 def _chi2_one(g2, table, pvar, stochastic, floor, obs, inside):
     """Shower-shape chi2/ndf of one event's (nx, ny) cell energies (GeV); ``obs``,
     ``inside``: (3, 3) work arrays; ``pvar`` = :func:`_profile_variance` of ``table``.  The 3x3
@@ -686,7 +686,7 @@ def _chi2_one(g2, table, pvar, stochastic, floor, obs, inside):
     return _chi2_around(g2, best_i, best_j, table, pvar, stochastic, floor, obs, inside)
 
 
-@numba.njit(cache=True, nogil=True, **NO_NRT)
+@numba.njit(cache=True, nogil=True, inline="always", **NO_NRT)
 def _chi2_around(g2, best_i, best_j, table, pvar, stochastic, floor, obs, inside):
     """:func:`_chi2_one` of the 3x3 block around cell (best_i, best_j).  A grid point stops being
     summed as soon as its partial chi2 exceeds the best so far (terms are >= 0: the minimum is
