@@ -269,41 +269,19 @@ def _make_layout(setup: Setup) -> _Layout:
     return _Layout(column, reference, slot, n_col, offsets, tuple(counters))
 
 
-@numba.njit(cache=True, nogil=True)
-def _event_kernel(offsets, det, chan, time, energy, flags, column, reference, counter_slot,
-                  n_columns, n_counters, nominal, window, longest, ecal_lo, ecal_hi, ecal):
-    """Per event: master time (median time of the usable reference digits), timing window
-    (sets FLAG_OUT_OF_TIME in ``flags``), energy sums per column of the counted digits,
-    time of each counter's largest counted digit, flag counts of the digits above threshold.
-
-    The sums of one event are made in a row of ``n_columns`` and used at once: the ECAL
-    columns ``ecal_lo:ecal_hi`` give the ECAL quantities (:func:`_ecal_event`, ``ecal`` its
-    parameters, None without an ECAL), the others are returned, ECAL columns left out
-    (``sums`` (n, n_columns - (ecal_hi - ecal_lo))).  The same additions in the same order
-    as a whole (n, n_columns) table followed by :func:`_ecal_kernel` (the same bits), without
-    that table: 30 MB per 50k events zeroed and read back (issue 11, sixth pass)."""
+@numba.njit(cache=True, nogil=True, **NO_NRT)  # see _event_kernel
+def _event_loop(offsets, det, chan, time, energy, flags, column, reference, counter_slot, n_columns, nominal,
+                window, ecal_lo, ecal_hi, ecal, work, sums, row, t_master, c_energy, c_time, n_flag, buf, e_out,
+                e_cell):
+    """The event loop of :func:`_event_kernel` (its arrays, outputs and work arrays; ``work`` =
+    (grid, obs, inside, scale) of :func:`_ecal_event`, None without an ECAL)."""
     n = len(offsets) - 1
     n_ecal = ecal_hi - ecal_lo
-    sums = np.empty((n, n_columns - n_ecal))
-    row = np.zeros((1, n_columns))
-    t_master = np.empty(n)
-    c_energy = np.full((n, max(n_counters, 1)), -np.inf)
-    c_time = np.full((n, max(n_counters, 1)), np.nan)
-    n_flag = np.zeros((3, n), np.int32)
-    buf = np.empty(max(longest, 1))
     not_ref = FLAG_BELOW_THRESHOLD | FLAG_MASKED | FLAG_PILEUP
     not_good = FLAG_BELOW_THRESHOLD | FLAG_MASKED | FLAG_OUT_OF_TIME
     if ecal is not None:
         e_unit, e_sec, e_nx, e_ny, e_pre, e_cx, e_cy, e_resp_e, e_resp_s, e_table, e_pvar, e_stoch, e_floor = ecal
-        e_out = np.empty((6, n))
-        e_cell = np.empty((2, n), np.int64)
-        grid = np.empty((e_nx, e_ny))
-        obs = np.empty((3, 3))
-        inside = np.empty((3, 3), dtype=np.bool_)
-        scale = np.ones(e_sec)
-    else:
-        e_out = np.empty((6, 0))
-        e_cell = np.empty((2, 0), np.int64)
+        grid, obs, inside, scale = work
     for e in range(n):
         lo = offsets[e]
         hi = offsets[e + 1]
@@ -354,6 +332,44 @@ def _event_kernel(offsets, det, chan, time, energy, flags, column, reference, co
         if ecal is not None:
             _ecal_event(row, 0, ecal_lo, e, e_unit, e_sec, e_nx, e_ny, e_pre, e_cx, e_cy, e_resp_e, e_resp_s,
                         e_table, e_pvar, e_stoch, e_floor, grid, obs, inside, scale, e_out, e_cell)
+
+
+@numba.njit(cache=True, nogil=True)
+def _event_kernel(offsets, det, chan, time, energy, flags, column, reference, counter_slot,
+                  n_columns, n_counters, nominal, window, longest, ecal_lo, ecal_hi, ecal):
+    """Per event: master time (median time of the usable reference digits), timing window
+    (sets FLAG_OUT_OF_TIME in ``flags``), energy sums per column of the counted digits,
+    time of each counter's largest counted digit, flag counts of the digits above threshold.
+
+    The sums of one event are made in a row of ``n_columns`` and used at once: the ECAL
+    columns ``ecal_lo:ecal_hi`` give the ECAL quantities (:func:`_ecal_event`, ``ecal`` its
+    parameters, None without an ECAL), the others are returned, ECAL columns left out
+    (``sums`` (n, n_columns - (ecal_hi - ecal_lo))).  The same additions in the same order
+    as a whole (n, n_columns) table followed by :func:`_ecal_kernel` (the same bits), without
+    that table: 30 MB per 50k events zeroed and read back (issue 11, sixth pass)."""
+    n = len(offsets) - 1
+    n_ecal = ecal_hi - ecal_lo
+    sums = np.empty((n, n_columns - n_ecal))
+    row = np.zeros((1, n_columns))
+    t_master = np.empty(n)
+    c_energy = np.full((n, max(n_counters, 1)), -np.inf)
+    c_time = np.full((n, max(n_counters, 1)), np.nan)
+    n_flag = np.zeros((3, n), np.int32)
+    buf = np.empty(max(longest, 1))
+    if ecal is not None:
+        e_nx, e_ny = ecal[2], ecal[3]
+        e_out = np.empty((6, n))
+        e_cell = np.empty((2, n), np.int64)
+        work = (np.empty((e_nx, e_ny)), np.empty((3, 3)), np.empty((3, 3), dtype=np.bool_), np.ones(ecal[1]))
+    else:
+        e_out = np.empty((6, 0))
+        e_cell = np.empty((2, 0), np.int64)
+        work = None
+    # the event loop is _event_loop, compiled without numba's reference counting (it allocates
+    # nothing), which _ecal_event is inlined into: no call per event with ~15 counted arrays
+    _event_loop(offsets, det, chan, time, energy, flags, column, reference, counter_slot, n_columns, nominal,
+                window, ecal_lo, ecal_hi, ecal, work, sums, row, t_master, c_energy, c_time, n_flag, buf, e_out,
+                e_cell)
     return sums, t_master, c_time, n_flag, e_out, e_cell
 
 
@@ -531,7 +547,7 @@ def _ecal_kernel(chan_e, unit, n_sec, nx, ny, pre, cx, cy, resp_e, resp_s, table
     return e_out, e_cell
 
 
-@numba.njit(cache=True, nogil=True, **NO_NRT)
+@numba.njit(cache=True, nogil=True, inline="always", **NO_NRT)
 def _ecal_event(cells, r, base, e, unit, n_sec, nx, ny, pre, cx, cy, resp_e, resp_s, table, pvar, stochastic, floor,
                 grid, obs, inside, scale, e_out, e_cell):
     """ECAL quantities of event ``e`` from its cell energies ``cells[r, base:base + n_sec * nx * ny]``
