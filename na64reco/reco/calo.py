@@ -517,7 +517,7 @@ def _ecal_quantities(setup: Setup, det: Calorimeter, chan_e: np.ndarray, cond=No
     return _ecal_outputs(*_ecal_kernel(np.asarray(chan_e, np.float64), *_ecal_args(det, cond)))
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _interp(x, xp, fp, k):
     """np.interp(x, xp, fp[:, k]) for a scalar x (constant outside the table)."""
     m = len(xp)
