@@ -554,7 +554,9 @@ def _ecal_event(cells, r, base, e, unit, n_sec, nx, ny, pre, cx, cy, resp_e, res
     (MeV): ``e_out[:, e]`` = preshower, main and total energy, centre of gravity x and y, shower
     chi2 (:func:`_ecal_outputs`), ``e_cell[:, e]`` = the cell with most energy (-1 if none).
     ``grid``, ``obs``, ``inside``, ``scale``: work arrays (``scale`` all ones without a response
-    table).  Allocates nothing (compiled without numba's reference counting: a plain call per event)."""
+    table).  Allocates nothing; inlined (numba ``inline='always'``) into :func:`_event_loop`, which is
+    compiled without numba's reference counting (an inlined call into a function with it counts the
+    arrays bound to its arguments, the reason :func:`_event_loop` is split out)."""
     # Empty cells (most of them) are skipped: their term is +-0, which leaves each sum as it is (a
     # sum that starts at +0 and adds finite numbers is never -0, the one value +0 would change),
     # unless the unit is 0 or NaN or the section's scale is not finite (then 0 / unit * scale is NaN)

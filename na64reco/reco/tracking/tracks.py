@@ -299,7 +299,7 @@ def select_hits(hits: dict, keep: np.ndarray) -> dict:
 # Normal equations of a view fit are kept packed: S = (s00, s01, s02, s11, s12, s22) of the
 # symmetric 3x3 matrix sum(w r r^T), B = sum(w u r), C = sum(w u^2), with the design row
 # r = (1, dz, -dz if downstream else 0) (only the first npar entries are used).
-@numba.njit(cache=True, inline="always", **NO_NRT)  # see _search_view
+@numba.njit(cache=True, inline="always", **NO_NRT)  # inlined into _search_view: see _track_kernel
 def _solve(S, B, n, x):
     """Solve S x = B (packed symmetric S, n = 2 or 3) in closed form; False if S is singular.
 
@@ -334,7 +334,7 @@ def _solve(S, B, n, x):
     return True
 
 
-@numba.njit(cache=True, inline="always", **NO_NRT)  # see _search_view
+@numba.njit(cache=True, inline="always", **NO_NRT)  # inlined into _search_view: see _track_kernel
 def _rank(L_nh, L_key, n, order, tmp):
     """``order[:n]``: candidates by lower score, ties by more hits; stable (remaining ties keep
     the search order).  Insertion sort for short lists, bottom-up merge sort otherwise."""
