@@ -622,10 +622,15 @@ def _ecal_event(cells, r, base, e, unit, n_sec, nx, ny, pre, cx, cy, resp_e, res
         e_cell[1, e] = -1
         e_out[3, e] = np.nan
         e_out[4, e] = np.nan
-    if abs(tot) < np.inf:  # every cell finite: (bi, bj) is _chi2_one's first maximum as well
-        e_out[5, e] = _chi2_around(grid, bi, bj, table, pvar, stochastic, floor, obs, inside)
-    else:
-        e_out[5, e] = _chi2_one(grid, table, pvar, stochastic, floor, obs, inside)
+    if not abs(tot) < np.inf:  # a cell not finite: _chi2_one's first maximum (with every cell finite: bi, bj)
+        bi = 0
+        bj = 0
+        for i in range(nx):
+            for j in range(ny):
+                if grid[i, j] > grid[bi, bj]:
+                    bi = i
+                    bj = j
+    e_out[5, e] = _chi2_around(grid, bi, bj, table, pvar, stochastic, floor, obs, inside)
 
 
 def _profile_params(det: Calorimeter) -> tuple[float, float, float, float]:
@@ -688,7 +693,7 @@ def _profile_variance(table: np.ndarray, stochastic: float) -> np.ndarray:
     return stochastic * stochastic * table * (1.0 - table)
 
 
-@numba.njit(cache=True, nogil=True, inline="always", **NO_NRT)
+@numba.njit(cache=True, nogil=True, **NO_NRT)
 def _chi2_one(g2, table, pvar, stochastic, floor, obs, inside):
     """Shower-shape chi2/ndf of one event's (nx, ny) cell energies (GeV); ``obs``,
     ``inside``: (3, 3) work arrays; ``pvar`` = :func:`_profile_variance` of ``table``.  The 3x3

@@ -334,7 +334,7 @@ def _solve(S, B, n, x):
     return True
 
 
-@numba.njit(cache=True, inline="always", **NO_NRT)  # inlined into _search_view: see _track_kernel
+@numba.njit(cache=True, **NO_NRT)  # a plain call (see _track_kernel)
 def _rank(L_nh, L_key, n, order, tmp):
     """``order[:n]``: candidates by lower score, ties by more hits; stable (remaining ties keep
     the search order).  Insertion sort for short lists, bottom-up merge sort otherwise."""
