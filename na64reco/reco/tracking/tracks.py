@@ -652,11 +652,12 @@ def _track_kernel(bounds, n_planes_total, pos, sig, origin, v_planes, v_dz, v_do
     base = np.empty(MAX_PLANES, np.int64)
     mark = np.empty(MAX_PLANES * maxhits, np.bool_)
     # the event loop is _track_events, compiled without numba's reference counting (_nrt=False: it
-    # allocates nothing), which _search_view, _solve and _rank are inlined into.  A call of
-    # _search_view per view with its ~30 array arguments cost ~250 ns per view with the counting
-    # (atomic operations on each array on the way in and out), its argument passing ~25 % of the
-    # search without it; inlined into this function (the third pass), the counting of the arrays
-    # bound to its arguments was left in the loop
+    # allocates nothing), which _search_view and _solve (numba inline='always') are inlined into;
+    # _rank (once per view) is a plain call (inlined: no measurable gain, ~1 s more cold compile).
+    # A call of _search_view per view with its ~30 array arguments cost ~250 ns per view with the
+    # counting (atomic operations on each array on the way in and out), its argument passing ~25 %
+    # of the search without it; inlined into this function (the third pass), the counting of the
+    # arrays bound to its arguments was left in the loop
     _track_events(n_ev, nv, bounds, n_planes_total, pos, sig, origin, v_planes, v_dz, v_down, v_npl, v_npar, v_ref,
                   v_kmin, v_kmax, window, v_kprior, v_kprior_sig, v_anchor, v_anchor_dz, v_anchor_src_dz, v_vtx_va,
                   v_vtx_vb, v_kview, v_spot_pos, v_spot_var, v_miss_pen, v_required, v_maxmiss,
