@@ -395,3 +395,30 @@ def test_setup_without_ecal_gives_the_absent_ecal_fields(mu):
     assert np.isnan(out["ecal_energy"]).all() and (out["ecal_max_cell_ix"] == -1).all()
     for key in ("hcal_module_energy", "veto_paddle_energy", "counter_S0_energy", "n_pileup"):
         np.testing.assert_array_equal(out[key], full[key], err_msg=key)
+
+
+def test_ecal_kernel_with_empty_cells_and_non_finite_scales_matches_twin(mu):
+    """_ecal_event skips empty cells (their +-0 terms change no sum) unless a section's response
+    scale is not finite (0 * inf is NaN): both cases as the twin, with negative and empty cells."""
+    from types import SimpleNamespace
+
+    setup, _ = mu
+    det = setup.detector("ECAL")
+    rng = np.random.default_rng(13)
+    n = 300
+    chan_e = np.zeros((n, det.n_channels))
+    hit = rng.random(chan_e.shape) < 0.08
+    chan_e[hit] = rng.uniform(-200.0, 9000.0, hit.sum())
+    fields = ("ecal_preshower_energy", "ecal_main_energy", "ecal_energy", "ecal_max_cell_ix", "ecal_max_cell_iy",
+              "ecal_cog_x", "ecal_cog_y")
+    for last in (1.0, np.inf):
+        scale = np.ones((3, det.n_sections))
+        scale[1] = 1.2
+        scale[2, 0] = last
+        cond = SimpleNamespace(response_energy=np.array([1000.0, 5000.0, 50000.0]), response_scale=scale)
+        fast = C._ecal_quantities(setup, det, chan_e, cond)
+        slow = C._ecal_quantities_reference(setup, det, chan_e, cond)
+        for key in fields + (("ecal_shower_chi2",) if np.isfinite(last) else ()):
+            np.testing.assert_allclose(fast[key], slow[key], rtol=1e-12, atol=1e-9, equal_nan=True, err_msg=key)
+        if not np.isfinite(last):  # events above the table: NaN sums (no empty cell skipped)
+            assert np.isnan(fast["ecal_energy"]).any() and np.isfinite(fast["ecal_energy"]).any()

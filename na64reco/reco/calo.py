@@ -82,6 +82,8 @@ from na64reco.reco.waveform import (
 #: Width of ``srd_module_energy`` for setups without an SRD (the NA64e SRD has 3
 #: modules); a schema choice so that outputs of both setups have the same shapes.
 ABSENT_SRD_MODULES = 3
+_u = np.uint64
+
 #: Impact-point grid (per axis) over the central cell for the shower-shape fit.
 PROFILE_GRID = 9
 
@@ -267,41 +269,19 @@ def _make_layout(setup: Setup) -> _Layout:
     return _Layout(column, reference, slot, n_col, offsets, tuple(counters))
 
 
-@numba.njit(cache=True, nogil=True)
-def _event_kernel(offsets, det, chan, time, energy, flags, column, reference, counter_slot,
-                  n_columns, n_counters, nominal, window, longest, ecal_lo, ecal_hi, ecal):
-    """Per event: master time (median time of the usable reference digits), timing window
-    (sets FLAG_OUT_OF_TIME in ``flags``), energy sums per column of the counted digits,
-    time of each counter's largest counted digit, flag counts of the digits above threshold.
-
-    The sums of one event are made in a row of ``n_columns`` and used at once: the ECAL
-    columns ``ecal_lo:ecal_hi`` give the ECAL quantities (:func:`_ecal_event`, ``ecal`` its
-    parameters, None without an ECAL), the others are returned, ECAL columns left out
-    (``sums`` (n, n_columns - (ecal_hi - ecal_lo))).  The same additions in the same order
-    as a whole (n, n_columns) table followed by :func:`_ecal_kernel` (the same bits), without
-    that table: 30 MB per 50k events zeroed and read back (issue 11, sixth pass)."""
+@numba.njit(cache=True, nogil=True, **NO_NRT)  # see _event_kernel
+def _event_loop(offsets, det, chan, time, energy, flags, column, reference, counter_slot, n_columns, nominal,
+                window, ecal_lo, ecal_hi, ecal, work, sums, row, t_master, c_energy, c_time, n_flag, buf, e_out,
+                e_cell):
+    """The event loop of :func:`_event_kernel` (its arrays, outputs and work arrays; ``work`` =
+    (grid, obs, inside, scale) of :func:`_ecal_event`, None without an ECAL)."""
     n = len(offsets) - 1
     n_ecal = ecal_hi - ecal_lo
-    sums = np.empty((n, n_columns - n_ecal))
-    row = np.zeros((1, n_columns))
-    t_master = np.empty(n)
-    c_energy = np.full((n, max(n_counters, 1)), -np.inf)
-    c_time = np.full((n, max(n_counters, 1)), np.nan)
-    n_flag = np.zeros((3, n), np.int32)
-    buf = np.empty(max(longest, 1))
     not_ref = FLAG_BELOW_THRESHOLD | FLAG_MASKED | FLAG_PILEUP
     not_good = FLAG_BELOW_THRESHOLD | FLAG_MASKED | FLAG_OUT_OF_TIME
     if ecal is not None:
         e_unit, e_sec, e_nx, e_ny, e_pre, e_cx, e_cy, e_resp_e, e_resp_s, e_table, e_pvar, e_stoch, e_floor = ecal
-        e_out = np.empty((6, n))
-        e_cell = np.empty((2, n), np.int64)
-        grid = np.empty((e_nx, e_ny))
-        obs = np.empty((3, 3))
-        inside = np.empty((3, 3), dtype=np.bool_)
-        scale = np.ones(e_sec)
-    else:
-        e_out = np.empty((6, 0))
-        e_cell = np.empty((2, 0), np.int64)
+        grid, obs, inside, scale = work
     for e in range(n):
         lo = offsets[e]
         hi = offsets[e + 1]
@@ -352,6 +332,44 @@ def _event_kernel(offsets, det, chan, time, energy, flags, column, reference, co
         if ecal is not None:
             _ecal_event(row, 0, ecal_lo, e, e_unit, e_sec, e_nx, e_ny, e_pre, e_cx, e_cy, e_resp_e, e_resp_s,
                         e_table, e_pvar, e_stoch, e_floor, grid, obs, inside, scale, e_out, e_cell)
+
+
+@numba.njit(cache=True, nogil=True)
+def _event_kernel(offsets, det, chan, time, energy, flags, column, reference, counter_slot,
+                  n_columns, n_counters, nominal, window, longest, ecal_lo, ecal_hi, ecal):
+    """Per event: master time (median time of the usable reference digits), timing window
+    (sets FLAG_OUT_OF_TIME in ``flags``), energy sums per column of the counted digits,
+    time of each counter's largest counted digit, flag counts of the digits above threshold.
+
+    The sums of one event are made in a row of ``n_columns`` and used at once: the ECAL
+    columns ``ecal_lo:ecal_hi`` give the ECAL quantities (:func:`_ecal_event`, ``ecal`` its
+    parameters, None without an ECAL), the others are returned, ECAL columns left out
+    (``sums`` (n, n_columns - (ecal_hi - ecal_lo))).  The same additions in the same order
+    as a whole (n, n_columns) table followed by :func:`_ecal_kernel` (the same bits), without
+    that table: 30 MB per 50k events zeroed and read back (issue 11, sixth pass)."""
+    n = len(offsets) - 1
+    n_ecal = ecal_hi - ecal_lo
+    sums = np.empty((n, n_columns - n_ecal))
+    row = np.zeros((1, n_columns))
+    t_master = np.empty(n)
+    c_energy = np.full((n, max(n_counters, 1)), -np.inf)
+    c_time = np.full((n, max(n_counters, 1)), np.nan)
+    n_flag = np.zeros((3, n), np.int32)
+    buf = np.empty(max(longest, 1))
+    if ecal is not None:
+        e_nx, e_ny = ecal[2], ecal[3]
+        e_out = np.empty((6, n))
+        e_cell = np.empty((2, n), np.int64)
+        work = (np.empty((e_nx, e_ny)), np.empty((3, 3)), np.empty((3, 3), dtype=np.bool_), np.ones(ecal[1]))
+    else:
+        e_out = np.empty((6, 0))
+        e_cell = np.empty((2, 0), np.int64)
+        work = None
+    # the event loop is _event_loop, compiled without numba's reference counting (it allocates
+    # nothing), which _ecal_event is inlined into: no call per event with ~15 counted arrays
+    _event_loop(offsets, det, chan, time, energy, flags, column, reference, counter_slot, n_columns, nominal,
+                window, ecal_lo, ecal_hi, ecal, work, sums, row, t_master, c_energy, c_time, n_flag, buf, e_out,
+                e_cell)
     return sums, t_master, c_time, n_flag, e_out, e_cell
 
 
@@ -499,7 +517,7 @@ def _ecal_quantities(setup: Setup, det: Calorimeter, chan_e: np.ndarray, cond=No
     return _ecal_outputs(*_ecal_kernel(np.asarray(chan_e, np.float64), *_ecal_args(det, cond)))
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _interp(x, xp, fp, k):
     """np.interp(x, xp, fp[:, k]) for a scalar x (constant outside the table)."""
     m = len(xp)
@@ -529,19 +547,28 @@ def _ecal_kernel(chan_e, unit, n_sec, nx, ny, pre, cx, cy, resp_e, resp_s, table
     return e_out, e_cell
 
 
-@numba.njit(cache=True, nogil=True, **NO_NRT)
+@numba.njit(cache=True, nogil=True, inline="always", **NO_NRT)
 def _ecal_event(cells, r, base, e, unit, n_sec, nx, ny, pre, cx, cy, resp_e, resp_s, table, pvar, stochastic, floor,
                 grid, obs, inside, scale, e_out, e_cell):
     """ECAL quantities of event ``e`` from its cell energies ``cells[r, base:base + n_sec * nx * ny]``
     (MeV): ``e_out[:, e]`` = preshower, main and total energy, centre of gravity x and y, shower
     chi2 (:func:`_ecal_outputs`), ``e_cell[:, e]`` = the cell with most energy (-1 if none).
     ``grid``, ``obs``, ``inside``, ``scale``: work arrays (``scale`` all ones without a response
-    table).  Allocates nothing (compiled without numba's reference counting: a plain call per event)."""
+    table).  Allocates nothing; inlined (numba ``inline='always'``) into :func:`_event_loop`, which is
+    compiled without numba's reference counting (an inlined call into a function with it counts the
+    arrays bound to its arguments, the reason :func:`_event_loop` is split out)."""
+    # Empty cells (most of them) are skipped: their term is +-0, which leaves each sum as it is (a
+    # sum that starts at +0 and adds finite numbers is never -0, the one value +0 would change),
+    # unless the unit is 0 or NaN or the section's scale is not finite (then 0 / unit * scale is NaN)
     n_cell = nx * ny
+    unit_ok = abs(unit) > 0.0
     if len(resp_e) > 0:
         raw = 0.0
         for c in range(n_sec * n_cell):
-            raw += cells[r, base + c] / unit
+            x = cells[r, base + c]
+            if x == 0.0 and unit_ok:
+                continue
+            raw += x / unit
         u = 1.0 / raw if raw > 0.0 else np.inf
         for k in range(n_sec):
             scale[k] = _interp(u, resp_e, resp_s, k)
@@ -552,9 +579,14 @@ def _ecal_event(cells, r, base, e, unit, n_sec, nx, ny, pre, cx, cy, resp_e, res
     main = 0.0
     for k in range(n_sec):
         sec = 0.0
+        sk = scale[k]
+        skip = unit_ok and abs(sk) < np.inf
         for i in range(nx):
             for j in range(ny):
-                v = cells[r, base + (k * nx + i) * ny + j] / unit * scale[k]
+                x = cells[r, base + (k * nx + i) * ny + j]
+                if x == 0.0 and skip:
+                    continue
+                v = x / unit * sk
                 sec += v
                 grid[i, j] += v
         if pre[k]:
@@ -590,7 +622,15 @@ def _ecal_event(cells, r, base, e, unit, n_sec, nx, ny, pre, cx, cy, resp_e, res
         e_cell[1, e] = -1
         e_out[3, e] = np.nan
         e_out[4, e] = np.nan
-    e_out[5, e] = _chi2_one(grid, table, pvar, stochastic, floor, obs, inside)
+    if not abs(tot) < np.inf:  # a cell not finite: _chi2_one's first maximum (with every cell finite: bi, bj)
+        bi = 0
+        bj = 0
+        for i in range(nx):
+            for j in range(ny):
+                if grid[i, j] > grid[bi, bj]:
+                    bi = i
+                    bj = j
+    e_out[5, e] = _chi2_around(grid, bi, bj, table, pvar, stochastic, floor, obs, inside)
 
 
 def _profile_params(det: Calorimeter) -> tuple[float, float, float, float]:
@@ -656,13 +696,9 @@ def _profile_variance(table: np.ndarray, stochastic: float) -> np.ndarray:
 @numba.njit(cache=True, nogil=True, **NO_NRT)
 def _chi2_one(g2, table, pvar, stochastic, floor, obs, inside):
     """Shower-shape chi2/ndf of one event's (nx, ny) cell energies (GeV); ``obs``,
-    ``inside``: (3, 3) work arrays; ``pvar`` = :func:`_profile_variance` of ``table``.  A grid
-    point stops being summed as soon as its partial chi2 exceeds the best so far (terms are
-    >= 0: the minimum is unchanged).  For a full 3x3 block (fractions need no
-    renormalisation) the variance terms come from ``pvar``, the same products as the
-    general path in the same order (identical results, one division per cell fewer)."""
+    ``inside``: (3, 3) work arrays; ``pvar`` = :func:`_profile_variance` of ``table``.  The 3x3
+    block is centred on the first cell with most energy; see :func:`_chi2_around`."""
     nx, ny = g2.shape
-    ng = table.shape[0]
     best_i = 0
     best_j = 0
     for i in range(nx):
@@ -670,6 +706,18 @@ def _chi2_one(g2, table, pvar, stochastic, floor, obs, inside):
             if g2[i, j] > g2[best_i, best_j]:
                 best_i = i
                 best_j = j
+    return _chi2_around(g2, best_i, best_j, table, pvar, stochastic, floor, obs, inside)
+
+
+@numba.njit(cache=True, nogil=True, inline="always", **NO_NRT)
+def _chi2_around(g2, best_i, best_j, table, pvar, stochastic, floor, obs, inside):
+    """:func:`_chi2_one` of the 3x3 block around cell (best_i, best_j).  A grid point stops being
+    summed as soon as its partial chi2 exceeds the best so far (terms are >= 0: the minimum is
+    unchanged).  For a full 3x3 block (fractions need no renormalisation) the variance terms come
+    from ``pvar``, the same products as the general path in the same order (identical results,
+    one division per cell fewer)."""
+    nx, ny = g2.shape
+    ng = table.shape[0]
     tot = 0.0
     ncell = 0
     for a in range(3):
@@ -686,33 +734,48 @@ def _chi2_one(g2, table, pvar, stochastic, floor, obs, inside):
     best = np.inf
     inv_tot = 1.0 / tot
     ff = floor * floor
+    # grid points from the central one on (g = ng // 2, ..., ng - 1, 0, ..., ng // 2 - 1: a good
+    # bound early), counted unsigned (no negative-index test per table access) and wrapped by a
+    # subtraction, not a modulo (an integer division per point)
+    n_g = _u(ng)
+    half = n_g // _u(2)
     if ncell == 9:  # the usual full block: fractions and variance terms from the tables
         for a in range(3):
             for c in range(3):
                 obs[a, c] *= inv_tot  # observed fractions
-        for q in range(ng):  # the central impact point first: a good bound early
-            g = (q + ng // 2) % ng
+        for q in range(n_g):
+            g = q + half
+            if g >= n_g:
+                g -= n_g
             # the central cell's term alone is a lower bound of the sum below (its terms are
             # >= 0, and a rounded sum of non-negative numbers is >= each of them): a point whose
             # central term reaches the best so far cannot lower it and is skipped.  Same value
-            # (same expression) as in the sum, so the minimum and its bits are unchanged; the
-            # row-wise stop alone summed ~500 of the 729 terms per event, the central cell
-            # dominating the chi2 near the minimum (fifth pass, issue 11)
+            # (same expression) as its term in the sum, where it is reused: the minimum and its
+            # bits are unchanged; the row-wise stop alone summed ~500 of the 729 terms per event,
+            # the central cell dominating the chi2 near the minimum (fifth pass, issue 11)
             d = obs[1, 1] - table[g, 1, 1]
-            if d * d / (pvar[g, 1, 1] * inv_tot + ff) >= best:
+            t11 = d * d / (pvar[g, 1, 1] * inv_tot + ff)
+            if t11 >= best:
                 continue
             chi2 = 0.0
             for a in range(3):
                 for c in range(3):
-                    d = obs[a, c] - table[g, a, c]
-                    chi2 += d * d / (pvar[g, a, c] * inv_tot + ff)
+                    if a == 1 and c == 1:
+                        chi2 += t11
+                    else:
+                        d = obs[a, c] - table[g, a, c]
+                        chi2 += d * d / (pvar[g, a, c] * inv_tot + ff)
+                    if chi2 > best:
+                        break
                 if chi2 > best:
                     break
             if chi2 < best:
                 best = chi2
         return best / (ncell - 3)
-    for q in range(ng):  # the central impact point first: a good bound early
-        g = (q + ng // 2) % ng
+    for q in range(n_g):
+        g = q + half
+        if g >= n_g:
+            g -= n_g
         norm = 0.0  # the fractions are renormalised to the cells inside
         for a in range(3):
             for c in range(3):

@@ -299,7 +299,7 @@ def select_hits(hits: dict, keep: np.ndarray) -> dict:
 # Normal equations of a view fit are kept packed: S = (s00, s01, s02, s11, s12, s22) of the
 # symmetric 3x3 matrix sum(w r r^T), B = sum(w u r), C = sum(w u^2), with the design row
 # r = (1, dz, -dz if downstream else 0) (only the first npar entries are used).
-@numba.njit(cache=True, **NO_NRT)  # see _search_view
+@numba.njit(cache=True, inline="always", **NO_NRT)  # inlined into _search_view: see _track_kernel
 def _solve(S, B, n, x):
     """Solve S x = B (packed symmetric S, n = 2 or 3) in closed form; False if S is singular.
 
@@ -334,7 +334,7 @@ def _solve(S, B, n, x):
     return True
 
 
-@numba.njit(cache=True, **NO_NRT)  # see _search_view
+@numba.njit(cache=True, **NO_NRT)  # a plain call (see _track_kernel)
 def _rank(L_nh, L_key, n, order, tmp):
     """``order[:n]``: candidates by lower score, ties by more hits; stable (remaining ties keep
     the search order).  Insertion sort for short lists, bottom-up merge sort otherwise."""
@@ -352,8 +352,8 @@ def _rank(L_nh, L_key, n, order, tmp):
     width = 1
     while width < n:
         for lo in range(0, n, 2 * width):
-            mid = min(lo + width, n)
-            hi = min(lo + 2 * width, n)
+            mid = lo + width if lo + width < n else n  # min(): see waveform._min
+            hi = lo + 2 * width if lo + 2 * width < n else n
             i = lo
             j = mid
             k = lo
@@ -380,17 +380,23 @@ def _rank(L_nh, L_key, n, order, tmp):
         width *= 2
 
 
-@numba.njit(cache=True, **NO_NRT)  # a plain call without reference counting: see _track_kernel
-def _search_view(pos, sig, origin, starts, counts, dz, down, cuts, miss_pen, required, L_hits, L_nh, L_key,
-                 L_chi2, L_par, best_hits, best_par, S, B, C, NH, NUP, MISS, choice, x, order, tmp, base, mark):
+@numba.njit(cache=True, inline="always", **NO_NRT)  # inlined into _track_events: see _track_kernel
+def _search_view(pos, sig, origin, starts, counts, v, v_dz, v_down, cuts, v_miss_pen, v_required, L_hits, L_nh,
+                 L_key, L_chi2, L_par, best_hits, best_par, S, B, C, NH, NUP, MISS, choice, x, order, tmp, base, mark):
     """Search one view of one event.  Returns (nh, chi2, n_tracks, flags); fills best_*.
 
     Depth-first over the planes; level ``ip + 1`` of the workspaces (S, B, C, NH, NUP, MISS)
     holds the normal equations of the hits chosen on planes 0..l.  A branch is pruned when
     its chi2 (``C - B.x``) exceeds the loosest cut any completion could have,
     ``chi2max * (npl - missed - npar)``, plus a rounding margin.  ``cuts``: the view's and
-    event's scalars, in the order unpacked below.
+    event's scalars, in the order unpacked below.  ``v``: the view, whose rows of ``v_dz``,
+    ``v_down``, ``v_miss_pen`` and ``v_required`` are taken here (a row taken by the caller, which
+    is compiled with numba's reference counting, is a new array counted in and out per view).
     """
+    dz = v_dz[v]
+    down = v_down[v]
+    miss_pen = v_miss_pen[v]
+    required = v_required[v]
     npl, npar, ref, kmin, kmax, window, prior, kprior, kprior_sig, anc_ok, anc_pos, anc_dz, vtx_va, vtx_vb, \
         kap_other, vtx_chi2max, vtx_rank, chi2max, maxmiss, maxc = cuts
     for i in range(6):
@@ -556,6 +562,60 @@ def _search_view(pos, sig, origin, starts, counts, dz, down, cuts, miss_pen, req
     return L_nh[b], L_chi2[b], ntr, flags
 
 
+@numba.njit(cache=True, **NO_NRT)  # see _track_kernel
+def _track_events(n_ev, nv, bounds, n_planes_total, pos, sig, origin, v_planes, v_dz, v_down, v_npl, v_npar, v_ref,
+                  v_kmin, v_kmax, window, v_kprior, v_kprior_sig, v_anchor, v_anchor_dz, v_anchor_src_dz, v_vtx_va,
+                  v_vtx_vb, v_kview, v_spot_pos, v_spot_var, v_miss_pen, v_required, v_maxmiss, scalars,
+                  out_nh, out_chi2, out_ntr, out_flags, out_par, out_hits, L_hits, L_nh, L_key, L_chi2, L_par,
+                  starts, counts, bh, bp, S, B, C, NH, NUP, MISS, choice, x, order, tmp, base, mark):
+    """The event and view loop of :func:`_track_kernel` (its arrays, outputs and workspaces)."""
+    prior, vtx_chi2max, vtx_rank, anc_miss, chi2max, maxhits, maxc = scalars
+    for e in range(n_ev):
+        for v in range(nv):
+            npl = v_npl[v]
+            busy = False
+            for ip in range(npl):
+                k = e * n_planes_total + v_planes[v, ip]
+                starts[ip] = bounds[k]
+                counts[ip] = bounds[k + 1] - bounds[k]
+                if counts[ip] > maxhits:
+                    busy = True
+            if busy:
+                out_flags[e, v] = FLAG_BUSY
+                out_ntr[e, v] = -1
+                continue
+            src = v_anchor[v]
+            anc_ok = src >= 0 and out_nh[e, src] >= v_npl[src] - anc_miss
+            anc_pos = 0.0
+            va = v_vtx_va[v]
+            if anc_ok:
+                slope = out_par[e, src, 1] - (out_par[e, src, 2] if v_npar[src] == 3 else 0.0)
+                anc_pos = out_par[e, src, 0] + slope * v_anchor_src_dz[v]
+            elif src >= 0 and v_spot_var[v] > 0:  # no incoming track: the beam spot
+                anc_ok = True
+                anc_pos = v_spot_pos[v]
+                va += v_spot_var[v]
+            kap_other = v_kmax[v]
+            kv = v_kview[v]
+            if kv >= 0:
+                kap_other = out_par[e, kv, 2] if out_nh[e, kv] > 0 else v_kmax[kv]
+            cuts = (npl, v_npar[v], v_ref[v], v_kmin[v], v_kmax[v], window[v], prior, v_kprior[v], v_kprior_sig[v],
+                    anc_ok, anc_pos, v_anchor_dz[v], va, v_vtx_vb[v], kap_other, vtx_chi2max, vtx_rank, chi2max,
+                    v_maxmiss[v], maxc)
+            nh, chi2, ntr, flags = _search_view(pos, sig, origin, starts, counts, v, v_dz, v_down, cuts, v_miss_pen,
+                                                v_required, L_hits, L_nh, L_key, L_chi2, L_par, bh, bp, S, B, C, NH,
+                                                NUP, MISS, choice, x, order, tmp, base, mark)
+            out_nh[e, v] = nh
+            out_ntr[e, v] = ntr
+            out_flags[e, v] = flags
+            if nh > 0:
+                out_chi2[e, v] = chi2
+                for i in range(3):
+                    out_par[e, v, i] = bp[i]
+                for ip in range(npl):
+                    out_hits[e, v, ip] = bh[ip]
+
+
 @numba.njit(cache=True)
 def _track_kernel(bounds, n_planes_total, pos, sig, origin, v_planes, v_dz, v_down, v_npl, v_npar, v_ref,
                   v_kmin, v_kmax, window, prior, v_kprior, v_kprior_sig, v_anchor, v_anchor_dz, v_anchor_src_dz,
@@ -591,56 +651,19 @@ def _track_kernel(bounds, n_planes_total, pos, sig, origin, v_planes, v_dz, v_do
     tmp = np.empty(maxc, np.int64)
     base = np.empty(MAX_PLANES, np.int64)
     mark = np.empty(MAX_PLANES * maxhits, np.bool_)
-    # _search_view takes its scalars as one tuple and is compiled without numba's reference
-    # counting (_nrt=False: it allocates nothing), as are _solve and _rank, which it calls.  A
-    # call with its ~30 array arguments, each reference-counted on the way in and out (atomic
-    # operations), cost ~250 ns per view, more than the search of a typical view; inlining it
-    # (the third pass) left the counting of the arrays bound to its arguments in the loop
-    for e in range(n_ev):
-        for v in range(nv):
-            npl = v_npl[v]
-            busy = False
-            for ip in range(npl):
-                k = e * n_planes_total + v_planes[v, ip]
-                starts[ip] = bounds[k]
-                counts[ip] = bounds[k + 1] - bounds[k]
-                if counts[ip] > maxhits:
-                    busy = True
-            if busy:
-                out_flags[e, v] = FLAG_BUSY
-                out_ntr[e, v] = -1
-                continue
-            src = v_anchor[v]
-            anc_ok = src >= 0 and out_nh[e, src] >= v_npl[src] - anc_miss
-            anc_pos = 0.0
-            va = v_vtx_va[v]
-            if anc_ok:
-                ps = out_par[e, src]
-                slope = ps[1] - (ps[2] if v_npar[src] == 3 else 0.0)
-                anc_pos = ps[0] + slope * v_anchor_src_dz[v]
-            elif src >= 0 and v_spot_var[v] > 0:  # no incoming track: the beam spot
-                anc_ok = True
-                anc_pos = v_spot_pos[v]
-                va += v_spot_var[v]
-            kap_other = v_kmax[v]
-            kv = v_kview[v]
-            if kv >= 0:
-                kap_other = out_par[e, kv, 2] if out_nh[e, kv] > 0 else v_kmax[kv]
-            cuts = (npl, v_npar[v], v_ref[v], v_kmin[v], v_kmax[v], window[v], prior, v_kprior[v], v_kprior_sig[v],
-                    anc_ok, anc_pos, v_anchor_dz[v], va, v_vtx_vb[v], kap_other, vtx_chi2max, vtx_rank, chi2max,
-                    v_maxmiss[v], maxc)
-            nh, chi2, ntr, flags = _search_view(pos, sig, origin, starts, counts, v_dz[v], v_down[v], cuts,
-                                                v_miss_pen[v], v_required[v], L_hits, L_nh, L_key, L_chi2, L_par, bh,
-                                                bp, S, B, C, NH, NUP, MISS, choice, x, order, tmp, base, mark)
-            out_nh[e, v] = nh
-            out_ntr[e, v] = ntr
-            out_flags[e, v] = flags
-            if nh > 0:
-                out_chi2[e, v] = chi2
-                for i in range(3):
-                    out_par[e, v, i] = bp[i]
-                for ip in range(npl):
-                    out_hits[e, v, ip] = bh[ip]
+    # the event loop is _track_events, compiled without numba's reference counting (_nrt=False: it
+    # allocates nothing), which _search_view and _solve (numba inline='always') are inlined into;
+    # _rank (once per view) is a plain call (inlined: no measurable gain, ~1 s more cold compile).
+    # A call of _search_view per view with its ~30 array arguments cost ~250 ns per view with the
+    # counting (atomic operations on each array on the way in and out), its argument passing ~25 %
+    # of the search without it; inlined into this function (the third pass), the counting of the
+    # arrays bound to its arguments was left in the loop
+    _track_events(n_ev, nv, bounds, n_planes_total, pos, sig, origin, v_planes, v_dz, v_down, v_npl, v_npar, v_ref,
+                  v_kmin, v_kmax, window, v_kprior, v_kprior_sig, v_anchor, v_anchor_dz, v_anchor_src_dz, v_vtx_va,
+                  v_vtx_vb, v_kview, v_spot_pos, v_spot_var, v_miss_pen, v_required, v_maxmiss,
+                  (prior, vtx_chi2max, vtx_rank, anc_miss, chi2max, maxhits, maxc),
+                  out_nh, out_chi2, out_ntr, out_flags, out_par, out_hits, L_hits, L_nh, L_key, L_chi2, L_par,
+                  starts, counts, bh, bp, S, B, C, NH, NUP, MISS, choice, x, order, tmp, base, mark)
     return out_nh, out_chi2, out_ntr, out_flags, out_par, out_hits
 
 
