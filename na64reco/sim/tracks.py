@@ -260,6 +260,14 @@ def _steps_kernel(rng, x0, y0, tx0, ty0, drift, material, row, sqrt_x, record, n
     return x, y, tx, ty, coords
 
 
+def _as_column(a, dtype, n: int):
+    """``np.broadcast_to(np.asarray(a, dtype), n)``; an array that already is one (the usual case)
+    as it is (the same values; ``broadcast_to``'s Python overhead ~10 us per call, issue 11)."""
+    if type(a) is np.ndarray and a.dtype == dtype and a.shape == (n,):
+        return a
+    return np.broadcast_to(np.asarray(a, dtype), n)
+
+
 class Recorder:
     """Collects true energy deposits and tracker crossings of one spill as flat arrays."""
 
@@ -273,16 +281,15 @@ class Recorder:
         if ev.size == 0:
             return
         n = ev.size
-        self._dep.append((ev, np.full(n, det_id, np.int16), np.broadcast_to(np.asarray(chan, np.int16), n),
-                          np.broadcast_to(np.asarray(energy, float), n), np.broadcast_to(np.asarray(t, float), n)))
+        self._dep.append((ev, np.full(n, det_id, np.int16), _as_column(chan, np.int16, n), _as_column(energy, float, n),
+                          _as_column(t, float, n)))
 
     def hit(self, ev, plane: int, coord, t) -> None:
         ev = np.asarray(ev, np.int64)
         if ev.size == 0:
             return
         n = ev.size
-        self._hits.append((ev, np.full(n, plane, np.int16), np.asarray(coord, float),
-                           np.broadcast_to(np.asarray(t, float), n)))
+        self._hits.append((ev, np.full(n, plane, np.int16), np.asarray(coord, float), _as_column(t, float, n)))
 
     @staticmethod
     def _cat(parts, dtypes):
