@@ -210,10 +210,14 @@ def thin_steps(rng: np.random.Generator, tr: Tracks, drift, x_over_x0, record, m
 def _highland_base(p, kind, masses):
     """``13.6 MeV / (beta p)`` and ``beta^2`` of every track (``x / beta^2`` then by numpy's
     division, correctly rounded like the kernel's: one kernel less to compile, issue 11)."""
+    # the mass of each track by a select over the four kinds (KIND_*) instead of a gather
+    # ``masses[kind[i]]``: the same numbers, 2x faster (42 -> 21 us for 10.5k tracks, issue 11 ninth pass)
     scale = np.empty(p.size)
     beta2 = np.empty(p.size)
+    m0, m1, m2, m3 = masses[0], masses[1], masses[2], masses[3]
     for i in range(p.size):
-        m = masses[kind[i]]
+        k = kind[i]
+        m = m0 if k == 0 else (m1 if k == 1 else (m2 if k == 2 else m3))
         beta = p[i] / math.sqrt(p[i] * p[i] + m * m)
         scale[i] = HIGHLAND_MEV / (beta * p[i])
         beta2[i] = beta * beta
