@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 from scipy.special import gammainc
 
@@ -635,99 +634,6 @@ def _vhcal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
 
 
 def _hcal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
-    det: Calorimeter = el.obj
-    rng, prm = ctx.rng, ctx.params
-    mod = det.section_depths[0]
-    lam_mod = float(det.params.get("interaction_lengths_per_module", 7.5))
-    _, _, inside = cell_index(det, tr.x, tr.y)
-    inside &= tr.alive
-    is_had = (tr.kind == KIND_PION) | (tr.kind == KIND_KAON)
-    # hadrons: interaction depth from the HCAL front, in nucleon interaction lengths (a pion or
-    # kaon interaction length is lambda_ratio times longer, simulation.hadron.punchthrough)
-    ratio = np.ones(tr.n)
-    if prm.punch is not None:
-        ratio[tr.kind == KIND_PION] = prm.punch.lambda_ratio.get("pion", 1.0)
-        ratio[tr.kind == KIND_KAON] = prm.punch.lambda_ratio.get("kaon", 1.0)
-    d = rng.exponential(1.0, tr.n) * ratio
-    had = inside & is_had
-    e_vis = np.zeros(tr.n)
-    shower = had & (d < det.n_sections * lam_mod)
-    if np.any(shower):
-        stoch = float(det.params.get("resolution_stochastic", 0.65))
-        const = float(det.params.get("resolution_constant", 0.06))
-        e_vis[shower] = phys.smear_energy(rng, tr.p[shower] * prm.hadron_visible_fraction, stoch, const)
-    sig = (prm.hadron_lateral_sigma,)
-    is_mu = tr.kind == KIND_MUON
-    for m in range(det.n_sections):
-        zmid = mod / 2
-        lo, hi = m * lam_mod, (m + 1) * lam_mod
-        # the module's masks, gathers, momentum and survival, and the flight in one pass (below)
-        sel, frac, xs, ys, sh, xsh, ysh, p1, alive1, x1, y1, live = _hcal_module(
-            tr.x, tr.y, tr.tx, tr.ty, tr.p, tr.alive, inside, is_had, is_mu, shower, d, float(lo), float(hi),
-            lam_mod, zmid, float(mod), float(prm.hcal_module_energy_loss), _STOP_MOMENTUM_FLOOR)
-        # charged particles crossing the whole module: MIP (muons, hadrons before interacting)
-        if sel.size:
-            e = np.clip(phys.moyal(rng, det.mip_mpv, det.mip_width, sel.size), 0, None)
-            _deposit_cells(ctx, det, m, tr.ev[sel], xs, ys, e * frac, tr.t[sel])
-        if sh.size:
-            f = (phys.hadron_fraction_before(hi - d[sh], prm.hadron_profile_shape)
-                 - phys.hadron_fraction_before(lo - d[sh], prm.hadron_profile_shape))
-            _deposit_spread(ctx, det, m, tr.ev[sh], xsh, ysh, e_vis[sh] * f, tr.t[sh], sig, (1.0,))
-        # energy loss of muons, scattering, end of hadron tracks that showered
-        tr.p, tr.alive, tr.x, tr.y = p1, alive1, x1, y1
-        scatter_thick(rng, tr, prm.hcal_module_x0, mod, live)
-    return tr
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _hcal_module(x, y, tx, ty, p, alive, inside, is_had, is_mu, shower, d, lo, hi, lam, zmid, depth, loss, floor):
-    """One HCAL module of :func:`_hcal` in one pass over the tracks, the same operations as its
-    numpy masks (issue 11, ninth pass): the tracks crossing it (``crossing | partial``: indices,
-    the fraction of the MIP deposit ``(d - lo) / lam`` of a hadron interacting in it, else 1, and
-    the positions at mid-module), the showers ending in it (indices, positions at mid-module),
-    then the muons' momentum after the module's loss, the survivors (``alive`` without the muons
-    below ``floor`` and the showers ending here), the positions at the module's back and the
-    scattering mask (survivors inside)."""
-    n = x.size
-    sel = np.empty(n, np.int64)
-    frac = np.empty(n)
-    xs, ys = np.empty(n), np.empty(n)
-    sh = np.empty(n, np.int64)
-    xsh, ysh = np.empty(n), np.empty(n)
-    p1, x1, y1 = np.empty(n), np.empty(n), np.empty(n)
-    alive1, live = np.empty(n, np.bool_), np.empty(n, np.bool_)
-    k = 0
-    j = 0
-    for i in range(n):
-        a = alive[i] and inside[i]
-        xm = x[i] + tx[i] * zmid
-        ym = y[i] + ty[i] * zmid
-        crossing = a and ((not is_had[i]) or d[i] > hi)
-        partial = a and is_had[i] and d[i] > lo and d[i] <= hi
-        if crossing or partial:
-            sel[k] = i
-            frac[k] = (d[i] - lo) / lam if partial else 1.0
-            xs[k], ys[k] = xm, ym
-            k += 1
-        ends = shower[i] and d[i] < hi
-        if ends:
-            sh[j] = i
-            xsh[j], ysh[j] = xm, ym
-            j += 1
-        mu = a and is_mu[i]
-        pi = p[i] - loss if mu else p[i]
-        p1[i] = pi
-        al = alive[i] and not (mu and pi < floor) and not ends
-        alive1[i] = al
-        live[i] = al and inside[i]
-        x1[i] = x[i] + tx[i] * depth
-        y1[i] = y[i] + ty[i] * depth
-    return sel[:k], frac[:k], xs[:k], ys[:k], sh[:j], xsh[:j], ysh[:j], p1, alive1, x1, y1, live
-
-
-def _hcal_reference(ctx: Context, el: Element, tr: Tracks) -> Tracks:
-    """:func:`_hcal` as numpy masks per module (before issue 11's ninth pass): the reference of
-    ``tests/test_sim_transport_kernels.py``, the same numbers."""
     det: Calorimeter = el.obj
     rng, prm = ctx.rng, ctx.params
     mod = det.section_depths[0]
