@@ -235,25 +235,6 @@ def test_cell_index_kernel_equals_the_numpy_expression():
                 np.testing.assert_array_equal(a, b)
 
 
-def test_kinked_muons_equals_the_numpy_selection():
-    """``hard_scatter._kinked_muons`` (one pass, issue 11 ninth pass) selects the tracks of the
-    numpy expression it replaced: alive primary muons of the kinked events, in track order;
-    repeated events, events absent from the tracks, no kinks and no tracks included."""
-    from na64reco.sim.hard_scatter import _kinked_muons
-    from na64reco.sim.tracks import KIND_MUON, ROLE_PRIMARY
-
-    rng = np.random.default_rng(4)
-    for n, k in ((5000, 7), (5000, 1), (5000, 0), (0, 3), (300, 300)):
-        ev = np.sort(rng.integers(0, max(n // 2, 1), n)).astype(np.int64)
-        alive = rng.random(n) < 0.9
-        role = rng.integers(0, 3, n).astype(np.int8)
-        kind = rng.integers(0, 4, n).astype(np.int8)
-        kink_ev = rng.integers(-2, max(n // 2, 1) + 2, k).astype(np.int64)
-        ref = np.flatnonzero(alive & (role == ROLE_PRIMARY) & (kind == KIND_MUON) & np.isin(ev, kink_ev))
-        got = _kinked_muons(ev, alive, role, kind, kink_ev, ROLE_PRIMARY, KIND_MUON)
-        assert got.dtype == np.int64 and np.array_equal(got, ref)
-
-
 def test_highland_base_equals_the_gathered_masses():
     """``tracks._highland_base`` (the mass by a select over the four kinds, issue 11 ninth pass):
     ``13.6 MeV / (beta p)`` and ``beta^2`` of the masses gathered by kind, bit for bit, for every

@@ -40,7 +40,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import hepunits as u
-import numba
 import numpy as np
 
 from na64reco import constants as C
@@ -174,8 +173,8 @@ def apply(tr, kinks: Kinks, which: np.ndarray, z_after: float) -> list[tuple]:
     planes before it (``transport._planes``), so that a run is never split."""
     from na64reco.sim.tracks import KIND_MUON, ROLE_PRIMARY
 
-    idx = _kinked_muons(tr.ev, tr.alive, tr.role, tr.kind, np.asarray(kinks.ev[which], np.int64),
-                        ROLE_PRIMARY, KIND_MUON)
+    idx = np.flatnonzero(tr.alive & (tr.role == ROLE_PRIMARY) & (tr.kind == KIND_MUON)
+                         & np.isin(tr.ev, kinks.ev[which]))
     done = []
     for j in which:  # one primary muon per event; several kinks of one event add up in turn
         i = idx[tr.ev[idx] == kinks.ev[j]]
@@ -188,22 +187,6 @@ def apply(tr, kinks: Kinks, which: np.ndarray, z_after: float) -> list[tuple]:
         tr.y[i] -= ty * lever
         done.append((i, tx, ty, kinks.z[j]))
     return done
-
-
-@numba.njit(cache=True, nogil=True)
-def _kinked_muons(ev, alive, role, kind, kink_ev, primary, muon):
-    """``np.flatnonzero(alive & (role == primary) & (kind == muon) & np.isin(ev, kink_ev))`` in one
-    pass (issue 11, ninth pass: five numpy passes and ``isin``'s sort per kinked element before)."""
-    out = np.empty(ev.size, np.int64)
-    k = 0
-    for i in range(ev.size):
-        if alive[i] and role[i] == primary and kind[i] == muon:
-            for e in kink_ev:  # a few kinks per element: a scan (np.searchsorted: +0.25 s of cold compile)
-                if e == ev[i]:
-                    out[k] = i
-                    k += 1
-                    break
-    return out[:k]
 
 
 __all__ = ["Kinks", "Plan", "STREAM", "apply", "draw", "plan", "spill_kinks"]
