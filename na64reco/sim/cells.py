@@ -26,19 +26,6 @@ def cell_index(det, x, y):
 
 
 @numba.njit(cache=True, nogil=True)
-def _cell(xi, yi, cx, cy, offset_y, size_x, size_y, nx, ny, hole_x, hole_y):
-    """``(ix, iy, inside)`` of one point (:func:`cell_index_kernel`'s arithmetic)."""
-    lx = xi - cx
-    ly = (yi - cy) - offset_y
-    a = np.int64(math.floor(lx / size_x + nx / 2))
-    b = np.int64(math.floor(ly / size_y + ny / 2))
-    ok = (a >= 0) & (a < nx) & (b >= 0) & (b < ny)
-    if hole_x > 0:
-        ok = ok & ~((abs(lx) < hole_x / 2) & (abs(ly) < hole_y / 2))
-    return min(max(a, 0), nx - 1), min(max(b, 0), ny - 1), ok
-
-
-@numba.njit(cache=True, nogil=True)
 def cell_index_kernel(x, y, cx, cy, offset_y, size_x, size_y, nx, ny, hole_x, hole_y):
     """``(ix, iy, inside)`` as ``Calorimeter.cell_index``: ``ix = floor((x - cx) / size_x + nx / 2)``
     (int64; ``iy`` from ``y - cy - offset_y``), inside the ``nx x ny`` cells and not in the central
@@ -47,8 +34,21 @@ def cell_index_kernel(x, y, cx, cy, offset_y, size_x, size_y, nx, ny, hole_x, ho
     ix = np.empty(n, np.int64)
     iy = np.empty(n, np.int64)
     inside = np.empty(n, np.bool_)
+    hx = nx / 2
+    hy = ny / 2
+    half_x = hole_x / 2
+    half_y = hole_y / 2
     for i in range(n):
-        ix[i], iy[i], inside[i] = _cell(x[i], y[i], cx, cy, offset_y, size_x, size_y, nx, ny, hole_x, hole_y)
+        lx = x[i] - cx
+        ly = (y[i] - cy) - offset_y
+        a = np.int64(math.floor(lx / size_x + hx))
+        b = np.int64(math.floor(ly / size_y + hy))
+        ok = (a >= 0) & (a < nx) & (b >= 0) & (b < ny)
+        if hole_x > 0:
+            ok = ok & ~((abs(lx) < half_x) & (abs(ly) < half_y))
+        inside[i] = ok
+        ix[i] = min(max(a, 0), nx - 1)
+        iy[i] = min(max(b, 0), ny - 1)
     return ix, iy, inside
 
 
@@ -69,10 +69,20 @@ def _cell_deposits(ev, x, y, energy, t, section, cx, cy, offset_y, size_x, size_
     r_ch = np.empty(n, np.int16)
     r_e = np.empty(n)
     r_t = np.empty(n)
+    hx = nx / 2
+    hy = ny / 2
+    half_x = hole_x / 2
+    half_y = hole_y / 2
     k = 0
-    for i in range(n):
-        a, b, ok = _cell(x[i], y[i], cx, cy, offset_y, size_x, size_y, nx, ny, hole_x, hole_y)
-        if ok and energy[i] > 0:
+    for i in range(n):  # cell_index_kernel's arithmetic, then the deposit's mask and gathers
+        lx = x[i] - cx
+        ly = (y[i] - cy) - offset_y
+        a = np.int64(math.floor(lx / size_x + hx))
+        b = np.int64(math.floor(ly / size_y + hy))
+        ok = (a >= 0) & (a < nx) & (b >= 0) & (b < ny)
+        if hole_x > 0:
+            ok = ok & ~((abs(lx) < half_x) & (abs(ly) < half_y))
+        if ok and energy[i] > 0:  # inside: a, b need no clipping
             r_ev[k] = ev[i]
             r_ch[k] = (section * nx + a) * ny + b
             r_e[k] = energy[i]
