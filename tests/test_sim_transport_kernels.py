@@ -233,3 +233,62 @@ def test_cell_index_kernel_equals_the_numpy_expression():
             for a, b in zip(got, want, strict=True):
                 assert a.dtype == b.dtype
                 np.testing.assert_array_equal(a, b)
+
+
+def test_highland_base_equals_the_gathered_masses():
+    """``tracks._highland_base`` (the mass by a select over the four kinds, issue 11 ninth pass):
+    ``13.6 MeV / (beta p)`` and ``beta^2`` of the masses gathered by kind, bit for bit, for every
+    kind, p = 0 and slow tracks."""
+    from na64reco.material import HIGHLAND_MEV
+    from na64reco.sim.tracks import _highland_base
+
+    tr = _tracks(12, 4000)
+    m = MASSES[tr.kind]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        beta = tr.p / np.sqrt(tr.p * tr.p + m * m)
+        ref = (HIGHLAND_MEV / (beta * tr.p), beta * beta)
+    got = _highland_base(tr.p, tr.kind, MASSES)
+    assert set(np.unique(tr.kind)) == {0, 1, 2, 3}
+    for a, b in zip(got, ref, strict=True):
+        _same(a, b)
+
+
+def test_deposit_cells_in_one_pass_equals_the_numpy_masks():
+    """``transport._deposit_cells`` (one pass through ``cells.cell_deposits``, issue 11 ninth
+    pass) records the deposits of ``_deposit_cells_reference`` (numpy masks and gathers), bit for
+    bit: every calorimeter of both setups, every section, points outside and in the hole, zero,
+    negative and NaN energies, no points."""
+    from na64reco.geometry import load_setup
+    from na64reco.sim import transport as tp
+    from na64reco.sim.tracks import Recorder
+
+    rng = np.random.default_rng(8)
+    checked = 0
+    for name in ("na64mu", "na64e"):
+        setup = load_setup(name, run=1)
+        for det in setup.calorimeters.values():
+            if det.kind == "paddles":
+                continue
+            for section in range(det.n_sections):
+                for n in (0, 3000):
+                    span = max(det.nx * det.cell_size[0], det.ny * det.cell_size[1])
+                    x = det.center[0] + rng.uniform(-0.7, 0.7, n) * span
+                    y = det.center[1] + det.offset_y + rng.uniform(-0.7, 0.7, n) * span
+                    x[: n // 20] = det.center[0]  # the hole, if any
+                    y[: n // 20] = det.center[1] + det.offset_y
+                    energy = rng.normal(5.0, 5.0, n)
+                    energy[n // 20: n // 10] = 0.0
+                    energy[n // 10: n // 10 + 5] = np.nan
+                    ev, t = rng.integers(0, 500, n).astype(np.int64), rng.normal(0, 10, n)
+                    recs = []
+                    for deposit in (tp._deposit_cells, tp._deposit_cells_reference):
+                        rec = Recorder(500)
+                        ctx = tp.Context(rng, setup, None, rec, tp.Truth.new(500))
+                        deposit(ctx, det, section, ev, x, y, energy, t)
+                        recs.append(rec.deposits())
+                    for a, b in zip(*recs, strict=True):
+                        assert a.dtype == b.dtype
+                        _same(a.astype(float), b.astype(float))
+                    checked += recs[0][0].size
+    assert checked > 1000
+

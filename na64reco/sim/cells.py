@@ -50,3 +50,42 @@ def cell_index_kernel(x, y, cx, cy, offset_y, size_x, size_y, nx, ny, hole_x, ho
         ix[i] = min(max(a, 0), nx - 1)
         iy[i] = min(max(b, 0), ny - 1)
     return ix, iy, inside
+
+
+def cell_deposits(det, section: int, ev, x, y, energy, t):
+    """The deposits ``(ev, chan, energy, t)`` (int64, int16, float64, float64) of the points inside
+    ``det``'s cells of ``section`` with ``energy > 0``, channel ``det.channel(section, ix, iy)``, in
+    point order: ``transport._deposit_cells``'s mask, gathers and channels in one pass (issue 11,
+    ninth pass); float64 1-d arrays of one size (``ev`` int64) only."""
+    return _cell_deposits(ev, x, y, energy, t, int(section), float(det.center[0]), float(det.center[1]),
+                          float(det.offset_y), float(det.cell_size[0]), float(det.cell_size[1]), int(det.nx),
+                          int(det.ny), float(det.hole[0]), float(det.hole[1]))
+
+
+@numba.njit(cache=True, nogil=True)
+def _cell_deposits(ev, x, y, energy, t, section, cx, cy, offset_y, size_x, size_y, nx, ny, hole_x, hole_y):
+    n = x.size
+    r_ev = np.empty(n, np.int64)
+    r_ch = np.empty(n, np.int16)
+    r_e = np.empty(n)
+    r_t = np.empty(n)
+    hx = nx / 2
+    hy = ny / 2
+    half_x = hole_x / 2
+    half_y = hole_y / 2
+    k = 0
+    for i in range(n):  # cell_index_kernel's arithmetic, then the deposit's mask and gathers
+        lx = x[i] - cx
+        ly = (y[i] - cy) - offset_y
+        a = np.int64(math.floor(lx / size_x + hx))
+        b = np.int64(math.floor(ly / size_y + hy))
+        ok = (a >= 0) & (a < nx) & (b >= 0) & (b < ny)
+        if hole_x > 0:
+            ok = ok & ~((abs(lx) < half_x) & (abs(ly) < half_y))
+        if ok and energy[i] > 0:  # inside: a, b need no clipping
+            r_ev[k] = ev[i]
+            r_ch[k] = (section * nx + a) * ny + b
+            r_e[k] = energy[i]
+            r_t[k] = t[i]
+            k += 1
+    return r_ev[:k], r_ch[:k], r_e[:k], r_t[:k]

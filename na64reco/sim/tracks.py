@@ -210,10 +210,14 @@ def thin_steps(rng: np.random.Generator, tr: Tracks, drift, x_over_x0, record, m
 def _highland_base(p, kind, masses):
     """``13.6 MeV / (beta p)`` and ``beta^2`` of every track (``x / beta^2`` then by numpy's
     division, correctly rounded like the kernel's: one kernel less to compile, issue 11)."""
+    # the mass of each track by a select over the four kinds (KIND_*) instead of a gather
+    # ``masses[kind[i]]``: the same numbers, 2x faster (42 -> 21 us for 10.5k tracks, issue 11 ninth pass)
     scale = np.empty(p.size)
     beta2 = np.empty(p.size)
+    m0, m1, m2, m3 = masses[0], masses[1], masses[2], masses[3]
     for i in range(p.size):
-        m = masses[kind[i]]
+        k = kind[i]
+        m = m0 if k == 0 else (m1 if k == 1 else (m2 if k == 2 else m3))
         beta = p[i] / math.sqrt(p[i] * p[i] + m * m)
         scale[i] = HIGHLAND_MEV / (beta * p[i])
         beta2[i] = beta * beta
@@ -260,6 +264,14 @@ def _steps_kernel(rng, x0, y0, tx0, ty0, drift, material, row, sqrt_x, record, n
     return x, y, tx, ty, coords
 
 
+def _as_column(a, dtype, n: int):
+    """``np.broadcast_to(np.asarray(a, dtype), n)``; an array that already is one (the usual case)
+    as it is (the same values; ``broadcast_to``'s Python overhead ~10 us per call, issue 11)."""
+    if type(a) is np.ndarray and a.dtype == dtype and a.shape == (n,):
+        return a
+    return np.broadcast_to(np.asarray(a, dtype), n)
+
+
 class Recorder:
     """Collects true energy deposits and tracker crossings of one spill as flat arrays."""
 
@@ -273,16 +285,15 @@ class Recorder:
         if ev.size == 0:
             return
         n = ev.size
-        self._dep.append((ev, np.full(n, det_id, np.int16), np.broadcast_to(np.asarray(chan, np.int16), n),
-                          np.broadcast_to(np.asarray(energy, float), n), np.broadcast_to(np.asarray(t, float), n)))
+        self._dep.append((ev, np.full(n, det_id, np.int16), _as_column(chan, np.int16, n), _as_column(energy, float, n),
+                          _as_column(t, float, n)))
 
     def hit(self, ev, plane: int, coord, t) -> None:
         ev = np.asarray(ev, np.int64)
         if ev.size == 0:
             return
         n = ev.size
-        self._hits.append((ev, np.full(n, plane, np.int16), np.asarray(coord, float),
-                           np.broadcast_to(np.asarray(t, float), n)))
+        self._hits.append((ev, np.full(n, plane, np.int16), np.asarray(coord, float), _as_column(t, float, n)))
 
     @staticmethod
     def _cat(parts, dtypes):
