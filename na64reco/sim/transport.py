@@ -28,7 +28,7 @@ from na64reco.io.raw import PROCESSES
 from na64reco.sim import hard_scatter
 from na64reco.sim import interactions as phys
 from na64reco.sim.biasing import forced_decay, forced_log_uniform, survival
-from na64reco.sim.cells import cell_deposits, cell_index
+from na64reco.sim.cells import cell_index
 from na64reco.sim.params import SimParams
 from na64reco.sim.punchthrough import punch_through
 from na64reco.sim.signal import recoil_slopes, sample_signal_x
@@ -322,22 +322,7 @@ def _mm_of_x0(det: Calorimeter, t_x0):
 
 
 def _deposit_cells(ctx: Context, det: Calorimeter, section, ev, x, y, energy, t):
-    """Single-cell deposits at global (x, y) in ``section`` (array or int); outside -> lost.
-    An int section and float64 arrays of one size (every call of the transport) go through
-    :func:`~na64reco.sim.cells.cell_deposits` (one pass, the same deposits), the rest through
-    :func:`_deposit_cells_reference`."""
-    arrays = (x, y, energy, t)
-    if (isinstance(section, int | np.integer) and type(ev) is np.ndarray and ev.dtype == np.int64 and ev.ndim == 1
-            and all(type(a) is np.ndarray and a.dtype == np.float64 and a.shape == ev.shape for a in arrays)
-            and all(a.flags.c_contiguous and a.flags.writeable for a in (ev, *arrays))):  # one specialisation
-        d_ev, d_ch, d_e, d_t = cell_deposits(det, int(section), ev, x, y, energy, t)
-        ctx.rec.deposit(d_ev, det.id, d_ch, d_e, d_t)
-        return
-    _deposit_cells_reference(ctx, det, section, ev, x, y, energy, t)
-
-
-def _deposit_cells_reference(ctx: Context, det: Calorimeter, section, ev, x, y, energy, t):
-    """:func:`_deposit_cells` by numpy masks and gathers (any section and shapes)."""
+    """Single-cell deposits at global (x, y) in ``section`` (array or int); outside -> lost."""
     ix, iy, inside = cell_index(det, x, y)
     keep = inside & (np.asarray(energy) > 0)
     if np.any(keep):
