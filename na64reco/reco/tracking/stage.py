@@ -186,7 +186,8 @@ def reconstruct_tracks(events, setup, conditions, source: str = "", *, config_pa
         drop_tracks = ~time_consistent(res["hits"], nh_checked, hits["time"], hits["time_error"],
                                        time_chi2_cuts(cfg.track_time_prob_min, res["hits"].shape[2]),
                                        cfg.track_time_outliers)
-        if drop_tracks.any():
+        drop_tracks = np.nonzero(drop_tracks)  # (a few: indices, not a mask per table)
+        if drop_tracks[0].size:
             res["nh"][drop_tracks] = 0
             res["par"][drop_tracks] = np.nan
             res["chi2"][drop_tracks] = np.nan
@@ -218,16 +219,23 @@ def reconstruct_tracks(events, setup, conditions, source: str = "", *, config_pa
         out[f"chi2_{role}"] = np.where(ok, res["chi2"][:, ib] / np.maximum(ndf, 1), np.nan)
         out[f"ndf_{role}"] = ndf
         out[f"nhits_{role}"] = res["nh"][:, ib]
-        ntr = res["n_tracks"][:, iv]
-        out[f"n_tracks_{role}"] = np.where((ntr < 0).any(axis=1), -1, ntr.max(axis=1))
-        out[f"n_views_{role}"] = (res["nh"][:, iv] > 0).sum(axis=1).astype(np.int64)
+        # the station's views folded column by column (no (events, views) copies, no reductions
+        # along a short axis)
+        has = [res["nh"][:, i] > 0 for i in iv]
+        ntr_max = functools.reduce(np.maximum, [res["n_tracks"][:, i] for i in iv])
+        ntr_min = functools.reduce(np.minimum, [res["n_tracks"][:, i] for i in iv])
+        out[f"n_tracks_{role}"] = np.where(ntr_min < 0, -1, ntr_max)
+        n_views = has[0].astype(np.int64)
+        for h in has[1:]:
+            n_views += h
+        out[f"n_views_{role}"] = n_views
         view_of_plane = np.full(pt.n_planes, -1, np.int64)  # which of the station's views a plane is in
         for k, i in enumerate(iv):
             view_of_plane[view_planes[i]] = k
         out[f"n_extra_planes_{role}"] = _extra_planes(
-            hits["plane_offsets"], hits["origin"], keep, res["hits"], np.asarray(iv, np.int64), res["nh"][:, iv] > 0,
+            hits["plane_offsets"], hits["origin"], keep, res["hits"], np.asarray(iv, np.int64), np.stack(has, axis=1),
             view_of_plane)
-        out[f"flags_{role}"] = np.bitwise_or.reduce(res["flags"][:, iv], axis=1)
+        out[f"flags_{role}"] = functools.reduce(np.bitwise_or, [res["flags"][:, i] for i in iv])
         coords = {vb.coord: (vb, ib), vo.coord: (vo, io)}
         # at the ECAL front: downstream segments for "in", upstream segments for "out"
         for c in ("x", "y"):
