@@ -181,11 +181,13 @@ def reconstruct_tracks(events, setup, conditions, source: str = "", *, config_pa
         keep = np.ones(len(hits["pos"]), bool)
     if cfg.track_time_prob_min > 0.0:  # a common track time: time-inconsistent view tracks are dropped
         checked = {st.magnet for st in cfg.stations if st.role in cfg.track_time_roles}
-        # the views not checked as if without a track: time_chi2 skips them (consistent)
-        nh_checked = res["nh"] * np.array([v.station in checked for v in vt.views])
-        drop_tracks = ~time_consistent(res["hits"], nh_checked, hits["time"], hits["time_error"],
-                                       time_chi2_cuts(cfg.track_time_prob_min, res["hits"].shape[2]),
-                                       cfg.track_time_outliers)
+        if cfg.track_time_outliers not in (0, 1):
+            raise ValueError(f"time_consistent: outliers must be 0 or 1, got {cfg.track_time_outliers}")
+        drop_tracks = _time_inconsistent(res["hits"], res["nh"], np.array([v.station in checked for v in vt.views]),
+                                         np.ascontiguousarray(hits["time"], np.float64),
+                                         np.ascontiguousarray(hits["time_error"], np.float64),
+                                         time_chi2_cuts(cfg.track_time_prob_min, res["hits"].shape[2]),
+                                         int(cfg.track_time_outliers))
         drop_tracks = np.nonzero(drop_tracks)  # (a few: indices, not a mask per table)
         if drop_tracks[0].size:
             res["nh"][drop_tracks] = 0
@@ -304,6 +306,35 @@ def time_chi2_cuts(prob_min: float, max_hits: int) -> np.ndarray:
 
 
 @numba.njit(cache=True)
+def _view_time_chi2(hits, e, v, time, time_error):
+    """:func:`time_chi2` of one (event, view) with a track: (chi2, chi2_loo, count)."""
+    k = hits.shape[2]
+    sw = 0.0
+    st = 0.0
+    m = 0
+    for j in range(k):
+        h = hits[e, v, j]
+        if h >= 0 and time_error[h] > 0.0 and math.isfinite(time[h]):
+            w = 1.0 / (time_error[h] * time_error[h])
+            sw += w
+            st += w * time[h]
+            m += 1
+    if m < 2:
+        return 0.0, 0.0, m
+    mean = st / sw
+    c = 0.0
+    gain = 0.0
+    for j in range(k):
+        h = hits[e, v, j]
+        if h >= 0 and time_error[h] > 0.0 and math.isfinite(time[h]):
+            w = 1.0 / (time_error[h] * time_error[h])
+            d2 = (time[h] - mean) ** 2
+            c += w * d2
+            gain = max(gain, w * sw / (sw - w) * d2)
+    return c, max(c - gain, 0.0), m
+
+
+@numba.njit(cache=True)
 def time_chi2(hits, nh, time, time_error):
     """Per (event, view): the chi2 of the times of the track's timed hits about their weighted
     mean, the same without the one hit whose removal lowers it most (the chi2 of the others about
@@ -319,32 +350,27 @@ def time_chi2(hits, nh, time, time_error):
         for v in range(n_v):
             if nh[e, v] <= 0:
                 continue
-            sw = 0.0
-            st = 0.0
-            m = 0
-            for j in range(k):
-                h = hits[e, v, j]
-                if h >= 0 and time_error[h] > 0.0 and math.isfinite(time[h]):
-                    w = 1.0 / (time_error[h] * time_error[h])
-                    sw += w
-                    st += w * time[h]
-                    m += 1
-            count[e, v] = m
-            if m < 2:
-                continue
-            mean = st / sw
-            c = 0.0
-            gain = 0.0
-            for j in range(k):
-                h = hits[e, v, j]
-                if h >= 0 and time_error[h] > 0.0 and math.isfinite(time[h]):
-                    w = 1.0 / (time_error[h] * time_error[h])
-                    d2 = (time[h] - mean) ** 2
-                    c += w * d2
-                    gain = max(gain, w * sw / (sw - w) * d2)
-            chi2[e, v] = c
-            chi2_loo[e, v] = max(c - gain, 0.0)
+            chi2[e, v], chi2_loo[e, v], count[e, v] = _view_time_chi2(hits, e, v, time, time_error)
     return chi2, chi2_loo, count
+
+
+@numba.njit(cache=True)
+def _time_inconsistent(hits, nh, checked, time, time_error, cuts, outliers):
+    """``~time_consistent`` of the ``checked`` views (False elsewhere) in one pass: no (events,
+    views) chi2 tables, no cut look-ups by numpy (the same comparisons as :func:`time_consistent`)."""
+    n_ev, n_v, k = hits.shape
+    drop = np.zeros((n_ev, n_v), np.bool_)
+    top = cuts.shape[0] - 1
+    for e in range(n_ev):
+        for v in range(n_v):
+            if not checked[v] or nh[e, v] <= 0:
+                continue  # (no track: 0 <= cuts[0], consistent as time_consistent has it)
+            c, c1, m = _view_time_chi2(hits, e, v, time, time_error)
+            ok = c <= cuts[min(m, top)]
+            if outliers and m >= 3 and c1 <= cuts[min(max(m - 1, 0), top)]:
+                ok = True
+            drop[e, v] = not ok
+    return drop
 
 
 def time_consistent(hits, nh, time, time_error, cuts, outliers: int = 1) -> np.ndarray:
