@@ -180,12 +180,16 @@ def reconstruct_tracks(events, setup, conditions, source: str = "", *, config_pa
     else:  # the table is the search's: every hit usable, the tracks' indices refer to it
         keep = np.ones(len(hits["pos"]), bool)
     if cfg.track_time_prob_min > 0.0:  # a common track time: time-inconsistent view tracks are dropped
-        drop_tracks = ~time_consistent(res["hits"], res["nh"], hits["time"], hits["time_error"],
-                                       time_chi2_cuts(cfg.track_time_prob_min, res["hits"].shape[2]),
-                                       cfg.track_time_outliers)
         checked = {st.magnet for st in cfg.stations if st.role in cfg.track_time_roles}
-        drop_tracks[:, [v.station not in checked for v in vt.views]] = False
-        if drop_tracks.any():
+        if cfg.track_time_outliers not in (0, 1):
+            raise ValueError(f"time_consistent: outliers must be 0 or 1, got {cfg.track_time_outliers}")
+        drop_tracks = _time_inconsistent(res["hits"], res["nh"], np.array([v.station in checked for v in vt.views]),
+                                         np.ascontiguousarray(hits["time"], np.float64),
+                                         np.ascontiguousarray(hits["time_error"], np.float64),
+                                         time_chi2_cuts(cfg.track_time_prob_min, res["hits"].shape[2]),
+                                         int(cfg.track_time_outliers))
+        drop_tracks = np.nonzero(drop_tracks)  # (a few: indices, not a mask per table)
+        if drop_tracks[0].size:
             res["nh"][drop_tracks] = 0
             res["par"][drop_tracks] = np.nan
             res["chi2"][drop_tracks] = np.nan
@@ -217,16 +221,23 @@ def reconstruct_tracks(events, setup, conditions, source: str = "", *, config_pa
         out[f"chi2_{role}"] = np.where(ok, res["chi2"][:, ib] / np.maximum(ndf, 1), np.nan)
         out[f"ndf_{role}"] = ndf
         out[f"nhits_{role}"] = res["nh"][:, ib]
-        ntr = res["n_tracks"][:, iv]
-        out[f"n_tracks_{role}"] = np.where((ntr < 0).any(axis=1), -1, ntr.max(axis=1))
-        out[f"n_views_{role}"] = (res["nh"][:, iv] > 0).sum(axis=1).astype(np.int64)
+        # the station's views folded column by column (no (events, views) copies, no reductions
+        # along a short axis)
+        has = [res["nh"][:, i] > 0 for i in iv]
+        ntr_max = functools.reduce(np.maximum, [res["n_tracks"][:, i] for i in iv])
+        ntr_min = functools.reduce(np.minimum, [res["n_tracks"][:, i] for i in iv])
+        out[f"n_tracks_{role}"] = np.where(ntr_min < 0, -1, ntr_max)
+        n_views = has[0].astype(np.int64)
+        for h in has[1:]:
+            n_views += h
+        out[f"n_views_{role}"] = n_views
         view_of_plane = np.full(pt.n_planes, -1, np.int64)  # which of the station's views a plane is in
         for k, i in enumerate(iv):
             view_of_plane[view_planes[i]] = k
         out[f"n_extra_planes_{role}"] = _extra_planes(
-            hits["plane_offsets"], hits["origin"], keep, res["hits"], np.asarray(iv, np.int64), res["nh"][:, iv] > 0,
+            hits["plane_offsets"], hits["origin"], keep, res["hits"], np.asarray(iv, np.int64), np.stack(has, axis=1),
             view_of_plane)
-        out[f"flags_{role}"] = np.bitwise_or.reduce(res["flags"][:, iv], axis=1)
+        out[f"flags_{role}"] = functools.reduce(np.bitwise_or, [res["flags"][:, i] for i in iv])
         coords = {vb.coord: (vb, ib), vo.coord: (vo, io)}
         # at the ECAL front: downstream segments for "in", upstream segments for "out"
         for c in ("x", "y"):
@@ -295,6 +306,35 @@ def time_chi2_cuts(prob_min: float, max_hits: int) -> np.ndarray:
 
 
 @numba.njit(cache=True)
+def _view_time_chi2(hits, e, v, time, time_error):
+    """:func:`time_chi2` of one (event, view) with a track: (chi2, chi2_loo, count)."""
+    k = hits.shape[2]
+    sw = 0.0
+    st = 0.0
+    m = 0
+    for j in range(k):
+        h = hits[e, v, j]
+        if h >= 0 and time_error[h] > 0.0 and math.isfinite(time[h]):
+            w = 1.0 / (time_error[h] * time_error[h])
+            sw += w
+            st += w * time[h]
+            m += 1
+    if m < 2:
+        return 0.0, 0.0, m
+    mean = st / sw
+    c = 0.0
+    gain = 0.0
+    for j in range(k):
+        h = hits[e, v, j]
+        if h >= 0 and time_error[h] > 0.0 and math.isfinite(time[h]):
+            w = 1.0 / (time_error[h] * time_error[h])
+            d2 = (time[h] - mean) ** 2
+            c += w * d2
+            gain = max(gain, w * sw / (sw - w) * d2)
+    return c, max(c - gain, 0.0), m
+
+
+@numba.njit(cache=True)
 def time_chi2(hits, nh, time, time_error):
     """Per (event, view): the chi2 of the times of the track's timed hits about their weighted
     mean, the same without the one hit whose removal lowers it most (the chi2 of the others about
@@ -310,32 +350,27 @@ def time_chi2(hits, nh, time, time_error):
         for v in range(n_v):
             if nh[e, v] <= 0:
                 continue
-            sw = 0.0
-            st = 0.0
-            m = 0
-            for j in range(k):
-                h = hits[e, v, j]
-                if h >= 0 and time_error[h] > 0.0 and math.isfinite(time[h]):
-                    w = 1.0 / (time_error[h] * time_error[h])
-                    sw += w
-                    st += w * time[h]
-                    m += 1
-            count[e, v] = m
-            if m < 2:
-                continue
-            mean = st / sw
-            c = 0.0
-            gain = 0.0
-            for j in range(k):
-                h = hits[e, v, j]
-                if h >= 0 and time_error[h] > 0.0 and math.isfinite(time[h]):
-                    w = 1.0 / (time_error[h] * time_error[h])
-                    d2 = (time[h] - mean) ** 2
-                    c += w * d2
-                    gain = max(gain, w * sw / (sw - w) * d2)
-            chi2[e, v] = c
-            chi2_loo[e, v] = max(c - gain, 0.0)
+            chi2[e, v], chi2_loo[e, v], count[e, v] = _view_time_chi2(hits, e, v, time, time_error)
     return chi2, chi2_loo, count
+
+
+@numba.njit(cache=True)
+def _time_inconsistent(hits, nh, checked, time, time_error, cuts, outliers):
+    """``~time_consistent`` of the ``checked`` views (False elsewhere) in one pass: no (events,
+    views) chi2 tables, no cut look-ups by numpy (the same comparisons as :func:`time_consistent`)."""
+    n_ev, n_v, k = hits.shape
+    drop = np.zeros((n_ev, n_v), np.bool_)
+    top = cuts.shape[0] - 1
+    for e in range(n_ev):
+        for v in range(n_v):
+            if not checked[v] or nh[e, v] <= 0:
+                continue  # (no track: 0 <= cuts[0], consistent as time_consistent has it)
+            c, c1, m = _view_time_chi2(hits, e, v, time, time_error)
+            ok = c <= cuts[min(m, top)]
+            if outliers and m >= 3 and c1 <= cuts[min(max(m - 1, 0), top)]:
+                ok = True
+            drop[e, v] = not ok
+    return drop
 
 
 def time_consistent(hits, nh, time, time_error, cuts, outliers: int = 1) -> np.ndarray:
@@ -450,6 +485,37 @@ def _patterns(code: np.ndarray, bits: int):
     return codes, first, inverse
 
 
+def _code_table(codes, n: int) -> np.ndarray:
+    """The codes (bool mask over ``2**n`` codes, ``n`` <= 16) that occur in ``codes``, or None
+    for longer codes (then :func:`_patterns`)."""
+    if n > 16 or len(codes) == 0:
+        return None
+    present = np.zeros(1 << n, np.bool_)
+    present[codes] = True
+    return present
+
+
+def _coefficients(code, n: int, rows: int, coef_of):
+    """Per event the ``rows`` coefficients ``coef_of(code)`` (NaN where None) of its pattern
+    ``code`` (``n`` bits), each pattern computed once: a table over the possible codes and one
+    gather for up to 16 bits (no unique / inverse), :func:`_patterns` beyond."""
+    present = _code_table(code, n)
+    if present is None:
+        codes, first, inverse = _patterns(code, n)
+        coef = np.full((rows, len(codes)), np.nan)
+        for k, i in enumerate(first):
+            c = coef_of(int(code[i]))
+            if c is not None:
+                coef[:, k] = c
+        return coef[:, inverse.reshape(-1)]
+    table = np.full((rows, present.size), np.nan)
+    for c in np.flatnonzero(present):
+        v = coef_of(int(c))
+        if v is not None:
+            table[:, c] = v
+    return table[:, code]
+
+
 def _match_chi2(out, res, vt, setup, cfg, hits=None):
     """``track_match_chi2`` per event (see module doc); the variance depends on which planes
     each of the two tracks used (a few patterns per file, each computed once).  ``hits``
@@ -461,45 +527,54 @@ def _match_chi2(out, res, vt, setup, cfg, hits=None):
     admits none that had no match."""
     chi2 = np.zeros(len(out["p_out"]))
     n_proj = np.zeros(len(chi2), np.int64)
-    p_in = out["p_in"] * units.GeV
-    p_out = out["p_out"] * units.GeV
+    # the momentum factors of MatchResolution.variance, once for both projections
+    f_in = (MatchResolution.P_REF / (out["p_in"] * units.GeV)) ** 2
+    f_out = (MatchResolution.P_REF / (out["p_out"] * units.GeV)) ** 2
+    var = np.empty(len(chi2))
+    tmp = np.empty(len(chi2))
     for c in ("x", "y"):
         iv = {v.role: i for i, v in enumerate(vt.views) if v.coord == c}
         vi, vo = vt.views[iv["in"]], vt.views[iv["out"]]
         k_max = res["hits"].shape[2]
         n_in, n_out = min(len(vi.planes), k_max), min(len(vo.planes), k_max)
         code_in, code_out = _used_codes(res["hits"], iv["in"], n_in, iv["out"], n_out)
-        code = code_in * (1 << n_out) + code_out
-        # one (a, b_in, b_out) per pattern of used planes, then one vectorised expression
-        # (the same one as MatchResolution.variance, term by term)
-        codes, first, inverse = _patterns(code, n_in + n_out)
-        coef = np.full((3, len(codes)), np.nan)
-        for k, i in enumerate(first):
-            mi, mo = _bits(code_in[i], n_in), _bits(code_out[i], n_out)
+        code = code_in << n_out
+        code |= code_out
+
+        def coef_of(cd, vi=vi, vo=vo, n_in=n_in, n_out=n_out):
+            mi, mo = _bits(cd >> n_out, n_in), _bits(cd & ((1 << n_out) - 1), n_out)
             if not mi.any() or not mo.any():
-                continue
+                return None
             key = (setup.name, setup.source, setup.period, vi, vo, tuple(mi), tuple(mo))
             if key not in _MATCH_CACHE:
                 _MATCH_CACHE[key] = MatchResolution(setup, vi, vo, mi, mo)
             m = _MATCH_CACHE[key]
-            coef[:, k] = m.a, m.b_in, m.b_out
-        a, b_in, b_out = coef[:, inverse.reshape(-1)]
-        var = a + b_in * (MatchResolution.P_REF / p_in) ** 2 + b_out * (MatchResolution.P_REF / p_out) ** 2
-        d = out[f"out_{c}"] - out[f"in_{c}"]
-        term = d * d / var
-        ok = np.isfinite(term)
-        chi2[ok] += term[ok]
+            return m.a, m.b_in, m.b_out
+
+        # one (a, b_in, b_out) per pattern of used planes, then the expression of
+        # MatchResolution.variance term by term, in place: a + b_in f_in + b_out f_out
+        a, b_in, b_out = _coefficients(code, n_in + n_out, 3, coef_of)
+        np.multiply(b_in, f_in, out=var)
+        var += a
+        np.multiply(b_out, f_out, out=tmp)
+        var += tmp
+        np.subtract(out[f"out_{c}"], out[f"in_{c}"], out=tmp)
+        tmp *= tmp
+        tmp /= var  # the term
+        ok = np.isfinite(tmp)
+        np.add(chi2, tmp, out=chi2, where=ok)
         n_proj += ok
         if hits is not None:
             todo = (code_out != 0) & (code_in == 0) & np.isfinite(out[f"out_{c}"])
             if todo.any():
-                alt = _hit_match_terms(out, c, vi, vo, code_out, n_out, todo, hits, setup)
+                alt = _hit_match_terms(out, c, vi, vo, code_out, n_out, todo, hits, setup, f_out)
                 ok = todo & ~np.isnan(alt)
-                chi2[ok] += alt[ok]
-    return np.where(n_proj > 0, chi2, np.nan)
+                np.add(chi2, alt, out=chi2, where=ok)
+    chi2[n_proj == 0] = np.nan
+    return chi2
 
 
-def _hit_match_terms(out, c, vi, vo, code_out, n_out, todo, hits, setup):
+def _hit_match_terms(out, c, vi, vo, code_out, n_out, todo, hits, setup, f_out=None):
     """The match term of projection ``c`` for the events ``todo`` (an outgoing track and no
     incoming track in ``c``): the smallest ``(u_out - u_hit)^2 / var`` over the usable hits of
     the incoming view's planes carried along the beam direction to the ECAL front
@@ -509,26 +584,30 @@ def _hit_match_terms(out, c, vi, vo, code_out, n_out, todo, hits, setup):
     muon whose incoming track lacks this projection is tied to the target only by the beam
     spot, and two noise hits upstream of MS2 (one in place of a lost true hit) make a fake
     kick that the match cannot see (docs/periods.md, "The counted fakes").  ``code_out``: per
-    event the planes the outgoing track used (:func:`_used_codes`, ``n_out`` bits)."""
+    event the planes the outgoing track used (:func:`_used_codes`, ``n_out`` bits); ``f_out``
+    ``(P_REF / p_out)^2`` if the caller has it."""
     key = (setup.name, setup.source, setup.period, vi)
     if key not in _MATCH_CACHE:
         _MATCH_CACHE[key] = HitMatchResolution(setup, vi)
     hm = _MATCH_CACHE[key]
     p_ref = MatchResolution.P_REF
-    codes, first, inverse = _patterns(code_out, n_out)
-    coef = np.full((2, len(codes)), np.nan)
-    for k, i in enumerate(first):
-        mo = _bits(code_out[i], n_out)
+
+    def coef_of(cd):
+        mo = _bits(cd, n_out)
         if not mo.any():
-            continue
+            return None
         key = (setup.name, setup.source, setup.period, vi, vo, (True,) * len(vi.planes), tuple(mo))
         if key not in _MATCH_CACHE:
             _MATCH_CACHE[key] = MatchResolution(setup, vi, vo, None, mo)
         m = _MATCH_CACHE[key]
-        coef[:, k] = m.a_out, m.b_out
-    a_out, b_out = coef[:, inverse.reshape(-1)]
+        return m.a_out, m.b_out
+
+    a_out, b_out = _coefficients(code_out, n_out, 2, coef_of)
     p_in = np.where(np.isfinite(out["p_in"]), out["p_in"] * units.GeV, setup.beam.energy)
-    var_out = a_out + b_out * (p_ref / (out["p_out"] * units.GeV)) ** 2
+    if f_out is None:
+        f_out = (p_ref / (out["p_out"] * units.GeV)) ** 2
+    var_out = b_out * f_out
+    var_out += a_out
     plane_offsets, pos, usable = hits
     n_planes = len(setup.planes)
     return _nearest_hit_chi2(plane_offsets, pos, usable, n_planes, hm.planes, hm.shift, hm.c0, hm.c1,
