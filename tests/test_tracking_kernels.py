@@ -142,10 +142,13 @@ def test_demux_bit_words_equal_slot_kernel_and_reference(chans, rnd, dead_list, 
     assert got == demux_plane_reference(chans, amps, TABLE, dead)
 
 
-@pytest.mark.parametrize("n_chan, steps", [(8, (1, 3, 5)), (20, (1, 3, 7, 9, 11)), (64, (1, 13, 29, 7, 19))])
+@pytest.mark.parametrize("n_chan, steps", [(8, (1, 3, 5)), (20, (1, 3, 7, 9, 11)), (64, (1, 13, 29, 7, 19)),
+                                           (96, (1, 5, 7))])
 def test_demux_bit_words_on_other_tables(n_chan, steps):
-    """Tables whose strips do not fill whole 64-bit words (24 and 100 strips) or do (320): the
-    bit-word de-multiplexer equals the slow twin on random fired channels and dead strips."""
+    """Tables whose strips do not fill whole 64-bit words (24 and 100 strips) or do (320), and one
+    of 96 channels (planes of more than 64 fired channels take the greedy search's general code,
+    ``_greedy_segments_any``): the bit-word de-multiplexer equals the slow twin on random fired
+    channels and dead strips."""
     table = np.array([[g * n_chan + (c * st_) % n_chan for g, st_ in enumerate(steps)] for c in range(n_chan)])
     rng = np.random.default_rng(n_chan)
     for _ in range(300):

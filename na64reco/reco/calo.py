@@ -622,15 +622,10 @@ def _ecal_event(cells, r, base, e, unit, n_sec, nx, ny, pre, cx, cy, resp_e, res
         e_cell[1, e] = -1
         e_out[3, e] = np.nan
         e_out[4, e] = np.nan
-    if not abs(tot) < np.inf:  # a cell not finite: _chi2_one's first maximum (with every cell finite: bi, bj)
-        bi = 0
-        bj = 0
-        for i in range(nx):
-            for j in range(ny):
-                if grid[i, j] > grid[bi, bj]:
-                    bi = i
-                    bj = j
-    e_out[5, e] = _chi2_around(grid, bi, bj, table, pvar, stochastic, floor, obs, inside)
+    if abs(tot) < np.inf:  # every cell finite: (bi, bj) is _chi2_one's first maximum
+        e_out[5, e] = _chi2_around(grid, bi, bj, table, pvar, stochastic, floor, obs, inside)
+    else:  # a cell not finite: _chi2_one finds its maximum by comparisons alone
+        e_out[5, e] = _chi2_one(grid, table, pvar, stochastic, floor, obs, inside)
 
 
 def _profile_params(det: Calorimeter) -> tuple[float, float, float, float]:

@@ -181,14 +181,10 @@ def reconstruct_tracks(events, setup, conditions, source: str = "", *, config_pa
         keep = np.ones(len(hits["pos"]), bool)
     if cfg.track_time_prob_min > 0.0:  # a common track time: time-inconsistent view tracks are dropped
         checked = {st.magnet for st in cfg.stations if st.role in cfg.track_time_roles}
-        if cfg.track_time_outliers not in (0, 1):
-            raise ValueError(f"time_consistent: outliers must be 0 or 1, got {cfg.track_time_outliers}")
-        drop_tracks = _time_inconsistent(res["hits"], res["nh"], np.array([v.station in checked for v in vt.views]),
-                                         np.ascontiguousarray(hits["time"], np.float64),
-                                         np.ascontiguousarray(hits["time_error"], np.float64),
-                                         time_chi2_cuts(cfg.track_time_prob_min, res["hits"].shape[2]),
-                                         int(cfg.track_time_outliers))
-        drop_tracks = np.nonzero(drop_tracks)  # (a few: indices, not a mask per table)
+        drop_tracks = np.nonzero(~time_consistent(
+            res["hits"], res["nh"], hits["time"], hits["time_error"],
+            time_chi2_cuts(cfg.track_time_prob_min, res["hits"].shape[2]), cfg.track_time_outliers,
+            checked=np.array([v.station in checked for v in vt.views])))  # (a few: indices, not a mask per table)
         if drop_tracks[0].size:
             res["nh"][drop_tracks] = 0
             res["par"][drop_tracks] = np.nan
@@ -355,37 +351,33 @@ def time_chi2(hits, nh, time, time_error):
 
 
 @numba.njit(cache=True)
-def _time_inconsistent(hits, nh, checked, time, time_error, cuts, outliers):
-    """``~time_consistent`` of the ``checked`` views (False elsewhere) in one pass: no (events,
-    views) chi2 tables, no cut look-ups by numpy (the same comparisons as :func:`time_consistent`)."""
+def _time_consistent(hits, nh, checked, time, time_error, cuts, outliers):
+    """:func:`time_consistent` in one pass: no (events, views) chi2 tables."""
     n_ev, n_v, k = hits.shape
-    drop = np.zeros((n_ev, n_v), np.bool_)
+    ok = np.ones((n_ev, n_v), np.bool_)
     top = cuts.shape[0] - 1
     for e in range(n_ev):
         for v in range(n_v):
             if not checked[v] or nh[e, v] <= 0:
-                continue  # (no track: 0 <= cuts[0], consistent as time_consistent has it)
+                continue  # no track: consistent (its chi2 0 <= cuts[0])
             c, c1, m = _view_time_chi2(hits, e, v, time, time_error)
-            ok = c <= cuts[min(m, top)]
-            if outliers and m >= 3 and c1 <= cuts[min(max(m - 1, 0), top)]:
-                ok = True
-            drop[e, v] = not ok
-    return drop
+            ok[e, v] = c <= cuts[min(m, top)] or (outliers == 1 and m >= 3 and c1 <= cuts[min(m - 1, top)])
+    return ok
 
 
-def time_consistent(hits, nh, time, time_error, cuts, outliers: int = 1) -> np.ndarray:
+def time_consistent(hits, nh, time, time_error, cuts, outliers: int = 1, *, checked=None) -> np.ndarray:
     """(events, views) True where the view track's timed hits agree with one time: their
     :func:`time_chi2` is within ``cuts[n]`` (:func:`time_chi2_cuts`) for its n timed hits, or,
     with ``outliers`` = 1, that of the n - 1 hits left without the most deviant one is within
-    ``cuts[n - 1]`` (n >= 3).  True where there is no track or fewer than two timed hits."""
+    ``cuts[n - 1]`` (n >= 3).  True where there is no track or fewer than two timed hits, and in
+    the views not ``checked`` (a bool per view; default: all checked)."""
     if outliers not in (0, 1):
         raise ValueError(f"time_consistent: outliers must be 0 or 1, got {outliers}")
-    c, c1, m = time_chi2(hits, nh, np.ascontiguousarray(time, np.float64),
-                         np.ascontiguousarray(time_error, np.float64))
-    ok = c <= cuts[np.minimum(m, cuts.size - 1)]
-    if outliers:
-        ok |= (m >= 3) & (c1 <= cuts[np.clip(m - 1, 0, cuts.size - 1)])
-    return ok
+    if checked is None:
+        checked = np.ones(hits.shape[1], np.bool_)
+    return _time_consistent(hits, nh, np.asarray(checked, np.bool_), np.ascontiguousarray(time, np.float64),
+                            np.ascontiguousarray(time_error, np.float64), np.asarray(cuts, np.float64),
+                            int(outliers))
 
 
 def extra_planes(plane_offsets, origin, usable, used, has_track, view_of_plane):
@@ -574,7 +566,7 @@ def _match_chi2(out, res, vt, setup, cfg, hits=None):
     return chi2
 
 
-def _hit_match_terms(out, c, vi, vo, code_out, n_out, todo, hits, setup, f_out=None):
+def _hit_match_terms(out, c, vi, vo, code_out, n_out, todo, hits, setup, f_out):
     """The match term of projection ``c`` for the events ``todo`` (an outgoing track and no
     incoming track in ``c``): the smallest ``(u_out - u_hit)^2 / var`` over the usable hits of
     the incoming view's planes carried along the beam direction to the ECAL front
@@ -585,7 +577,7 @@ def _hit_match_terms(out, c, vi, vo, code_out, n_out, todo, hits, setup, f_out=N
     spot, and two noise hits upstream of MS2 (one in place of a lost true hit) make a fake
     kick that the match cannot see (docs/periods.md, "The counted fakes").  ``code_out``: per
     event the planes the outgoing track used (:func:`_used_codes`, ``n_out`` bits); ``f_out``
-    ``(P_REF / p_out)^2`` if the caller has it."""
+    ``(P_REF / p_out)^2`` per event."""
     key = (setup.name, setup.source, setup.period, vi)
     if key not in _MATCH_CACHE:
         _MATCH_CACHE[key] = HitMatchResolution(setup, vi)
@@ -604,8 +596,6 @@ def _hit_match_terms(out, c, vi, vo, code_out, n_out, todo, hits, setup, f_out=N
 
     a_out, b_out = _coefficients(code_out, n_out, 2, coef_of)
     p_in = np.where(np.isfinite(out["p_in"]), out["p_in"] * units.GeV, setup.beam.energy)
-    if f_out is None:
-        f_out = (p_ref / (out["p_out"] * units.GeV)) ** 2
     var_out = b_out * f_out
     var_out += a_out
     plane_offsets, pos, usable = hits
