@@ -41,8 +41,8 @@ import numpy as np
 
 from na64reco import background as bg
 from na64reco import constants
+from na64reco.background.lone_muon_truth import box_p_out
 from na64reco.geometry import load_setup
-from na64reco.lone_muon_truth import box_p_out
 from na64reco.runner import RunOptions, run_files
 from na64reco.sim.biasing import species_per_mot
 from na64reco.sim.generate import simulate

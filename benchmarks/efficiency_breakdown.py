@@ -31,6 +31,7 @@ from pathlib import Path
 
 from hepunits import MeV
 
+from na64reco.background.fake_kicks import TRACKING_CUTS
 from na64reco.efficiency import (
     daq_live_fraction,
     efficiency_breakdown,
@@ -38,7 +39,6 @@ from na64reco.efficiency import (
     published_implied_efficiency,
     signal_efficiency,
 )
-from na64reco.fake_kicks import TRACKING_CUTS
 from na64reco.geometry import load_setup
 from na64reco.io.raw import open_raw
 from na64reco.physics.gminus2 import g_band

@@ -8,7 +8,7 @@ in-time hits (``na64reco/reco/tracking/stage._hit_match_terms``); before, such a
 was left out of the match.  For each raw file (forced samples of
 ``benchmarks/misreco_forced_noise.py --keep-files``: beam muons, calibration trigger) this
 reconstructs once and applies the tracking cuts of the selection
-(:data:`na64reco.fake_kicks.TRACKING_CUTS`) with both matches: beam muons with true p_out >
+(:data:`na64reco.background.fake_kicks.TRACKING_CUTS`) with both matches: beam muons with true p_out >
 100 GeV that pass (``tracked``), and those reconstructed in the box (``fake``), plus the
 p_out resolution against truth of the tracked ones (``E_beam p_out(reco) / p_out(true)``:
 68 % half-width and the fraction beyond 10 %).  ``--signal MASSES`` (MeV) simulates signal
@@ -26,8 +26,8 @@ from pathlib import Path
 import hepunits as u
 import numpy as np
 
+from na64reco.background.fake_kicks import HARD_P_OUT, tracking_cuts_and_box
 from na64reco.conditions import load_conditions
-from na64reco.fake_kicks import HARD_P_OUT, tracking_cuts_and_box
 from na64reco.geometry import load_setup
 from na64reco.io.raw import open_raw
 from na64reco.reco.tracking import reconstruct_tracks, stage

@@ -8,11 +8,11 @@ and the strata with one extra hit source, (1, 0) and (0, 1) (``--strata``).
 
 For each period, EVENTS beam muons of the (0, 0) stratum (exactly 0 noise clusters in the
 region R of the MS2 bend-view planes, exactly 0 out-of-time beam muons in the near times N:
-:mod:`na64reco.fake_kicks`) are simulated with the simulator's true tracker crossings
+:mod:`na64reco.background.fake_kicks`) are simulated with the simulator's true tracker crossings
 (``simulate(true_crossings=)``) in parts of PART-EVENTS (one dask task each; a part's
 classification is kept as ``<part>.muons.npz``, the raw file deleted, so a rerun with the
 same workdir is immediate).  Each tracked muon is classified on truth
-(:func:`na64reco.lone_muon_truth.classify`), and :func:`na64reco.lone_muon.p00_estimate` gives
+(:func:`na64reco.background.lone_muon_truth.classify`), and :func:`na64reco.background.lone_muon.p00_estimate` gives
 
 * the pull of the fitted deflection against the truth for the muons fitted with the right
   hits: its Gaussian fit, GOF, tail counts and largest |pull|;
@@ -27,7 +27,7 @@ same workdir is immediate).  Each tracked muon is classified on truth
 of the tail fit).
 
 ``--strata 1,0 0,1``: the same for the strata with exactly one noise cluster in R, (1, 0), or
-exactly one beam muon in N, (0, 1) (:func:`na64reco.lone_muon.stratum_estimate`: the foreign
+exactly one beam muon in N, (0, 1) (:func:`na64reco.background.lone_muon.stratum_estimate`: the foreign
 hits the tracks used, the closed form of one wrong hit within the chi2 cut, the bound), cached
 per part as ``lone_run<run>_<seed>_s<m><k>_<part>_p<j>.muons.npz`` in WORKDIR; written as
 ``truth_strata["m,k"]`` into ``DIR/misreco_<period>.json`` (a key of its own:
@@ -37,10 +37,10 @@ it takes the strata weights and kept muons per MOT from ``--campaign`` as they a
 
 Strata with k >= 1 near pile-up muons (``--strata 0,1 1,1 0,2 1,2 0,3``) whose parts carry the
 pile-up muon's truth (classified since stop 19: ``src``, ``pu_sep``, ``pu_time``,
-``hard_p_true``) are estimated by :func:`na64reco.pileup_truth.pileup_estimate` (each used hit's
+``hard_p_true``) are estimated by :func:`na64reco.background.pileup_truth.pileup_estimate` (each used hit's
 source on truth, the measured tails at exact shifts and their check against direct counts at
 looser box edges, A's own-outlier bound and the pile-up muon's set bound times the search's
-choice rate); older parts fall back to :func:`na64reco.lone_muon.stratum_estimate`.
+choice rate); older parts fall back to :func:`na64reco.background.lone_muon.stratum_estimate`.
 
 Any stratum (m, k) with m, k <= 9 is classified this way, e.g. the 2023 m = 2 and both periods'
 m = 3 strata split in k (stop 20: ``--strata 2,0 2,1 2,2 2,3 3,0 3,1 3,2``); their weights come
@@ -57,12 +57,12 @@ import math
 import time
 from pathlib import Path
 
+from na64reco.background.fake_kicks import PERIOD_RUNS
+from na64reco.background.lone_muon import p00_estimate, stratum_estimate
+from na64reco.background.lone_muon_truth import load_muons, simulate_parts, view_geometry
+from na64reco.background.pileup_truth import pileup_estimate
 from na64reco.conditions import load_conditions
-from na64reco.fake_kicks import PERIOD_RUNS
 from na64reco.geometry import load_setup
-from na64reco.lone_muon import p00_estimate, stratum_estimate
-from na64reco.lone_muon_truth import load_muons, simulate_parts, view_geometry
-from na64reco.pileup_truth import pileup_estimate
 from na64reco.runner import local_client
 
 #: muons per period (2022 tracks 16 % of them, 2023 92 %): ~14 min of 2 shared cores in all
@@ -292,7 +292,7 @@ def print_estimate(e: dict) -> None:
 
 
 def print_integrated(e: dict) -> None:
-    """The outliers integrated (:mod:`na64reco.outlier_tail`): tails, terms, count check."""
+    """The outliers integrated (:mod:`na64reco.background.outlier_tail`): tails, terms, count check."""
     i = e["integrated"]
     planes = e["view_planes"]
 

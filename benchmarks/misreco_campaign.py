@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from na64reco.background import MISRECO_FIT_ONLY_KEYS, fit_tail, misreconstruction_background
+from na64reco.background.estimates import MISRECO_FIT_ONLY_KEYS, fit_tail, misreconstruction_background
 from na64reco.campaign import (
     CampaignResult,
     campaign_exposure,

@@ -7,10 +7,10 @@
 For each period (2022: run 1, 2023: run 10001) and each stratum (m, k) of ``--strata``,
 EVENTS beam muons are simulated with the calibration trigger, exactly m uncorrelated noise
 clusters per event in the region R of the MS2 bend-view planes over their in-time noise
-window (:func:`na64reco.fake_kicks.bend_region`) and exactly k out-of-time beam muons in the
-near times N (:func:`na64reco.fake_kicks.near_times`; K = ``n``: the pile-up left nominal),
+window (:func:`na64reco.background.fake_kicks.bend_region`) and exactly k out-of-time beam muons in the
+near times N (:func:`na64reco.background.fake_kicks.near_times`; K = ``n``: the pile-up left nominal),
 the rest of the detector nominal; then the tracking cuts of the selection are applied
-(:mod:`na64reco.fake_kicks`).  The combination
+(:mod:`na64reco.background.fake_kicks`).  The combination
 ``sum_{m,k} Poisson(m; Lambda_R) Poisson(k; lambda_N) fakes_{m,k} / N_{m,k}`` over the same
 for the tracked muons is the fake rate per tracked beam muon at the nominal noise and pile-up,
 exact up to the strata not sampled (printed as ``truncation``;
@@ -40,10 +40,10 @@ import json
 import time
 from pathlib import Path
 
-from na64reco.background import forced_noise_ratio, misreconstruction_background
+from na64reco.background.estimates import forced_noise_ratio, misreconstruction_background
+from na64reco.background.fake_kicks import PERIOD_RUNS, study
 from na64reco.constants import NA64MU_2022_MOT as EXPOSURE_2022
 from na64reco.errors import NA64Error
-from na64reco.fake_kicks import PERIOD_RUNS, study
 from na64reco.runner import local_client
 
 NOISE_SCALES = (0.3, 1.0, 3.0, 10.0)

@@ -1,16 +1,16 @@
-"""Toys of the integrated outlier estimate (:mod:`na64reco.outlier_tail`): coverage of its
+"""Toys of the integrated outlier estimate (:mod:`na64reco.background.outlier_tail`): coverage of its
 central and 90 % upper value against the closed form.
 
     python benchmarks/outlier_tail_toys.py [--period 2022] [--toys 200] [--muons 650000]
         [--rate 3e-3] [--z 8:16] [--shapes exponential:1.0,power_law:7] [--seed 1] [--json OUT]
 
 Per toy: the period's outgoing bend view with every plane used (gains, chi2 cap:
-:func:`na64reco.lone_muon.toy_pattern`), MUONS tracked muons at distances to the box spread
+:func:`na64reco.background.lone_muon.toy_pattern`), MUONS tracked muons at distances to the box spread
 evenly over Z fit sigmas, on each plane Poisson(MUONS x RATE) outliers with deviations drawn
 from the known tail (from 3.5 plane resolutions on, half of them towards the box), the muons
 with two or more outlier planes Poisson of what independent planes give.  The estimator sees
-only the drawn outliers (:func:`na64reco.outlier_tail.toy`); the truth is the integral of the
-known densities (:func:`na64reco.outlier_tail.truth`).  Reported per shape: the truth, the
+only the drawn outliers (:func:`na64reco.background.outlier_tail.toy`); the truth is the integral of the
+known densities (:func:`na64reco.background.outlier_tail.truth`).  Reported per shape: the truth, the
 quantiles of central / truth and upper / truth, the fraction of toys whose central value is
 at or above the truth (about one half) and whose upper value covers it (at least 0.9), and
 the share of the truth from deviations beyond the largest one a toy sees (the unseen region).
@@ -25,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from na64reco import outlier_tail as ot
+from na64reco.background import outlier_tail as ot
+from na64reco.background.fake_kicks import PERIOD_RUNS
+from na64reco.background.lone_muon import OUTLIER_SIGMAS, toy_pattern
+from na64reco.background.lone_muon_truth import view_geometry
 from na64reco.conditions import load_conditions
-from na64reco.fake_kicks import PERIOD_RUNS
 from na64reco.geometry import load_setup
-from na64reco.lone_muon import OUTLIER_SIGMAS, toy_pattern
-from na64reco.lone_muon_truth import view_geometry
 
 
 def main(argv=None) -> int:

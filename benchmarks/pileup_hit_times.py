@@ -4,7 +4,7 @@ A forced (0, 1) sample (one pile-up muon "B" in the near times N, no forced nois
 period is simulated with the pile-up truth (``simulate(..., true_crossings=)``) and reconstructed
 with all hits kept (``reconstruct_tracks(return_internals=True)``).  Every true APV crossing of B
 (and of the triggering muon "A") is matched to the nearest hit of its event and plane within
-``CORRECT_SIGMAS`` plane resolutions, as :mod:`na64reco.pileup_truth` does; B's crossings within
+``CORRECT_SIGMAS`` plane resolutions, as :mod:`na64reco.background.pileup_truth` does; B's crossings within
 ``SEPARATE_SIGMAS`` of A's are left out (their cluster may be A's).  Per plane type (MM, GEM) the
 plot shows B's reconstructed hit time minus A's event time against B's true time, the fraction
 of B's crossings with a hit and with a hit inside the search's hit-time window (``_usable``),
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from na64reco.lone_muon_truth import CORRECT_SIGMAS
-from na64reco.pileup_truth import SEPARATE_SIGMAS
+from na64reco.background.lone_muon_truth import CORRECT_SIGMAS
+from na64reco.background.pileup_truth import SEPARATE_SIGMAS
 
 #: a B hit reconstructed this close to A's event time "looks in time" (B itself is >= 15 ns away)
 IN_TIME_LOOKING_NS = 10.0
@@ -32,8 +32,8 @@ IN_TIME_LOOKING_NS = 10.0
 
 def simulate_sample(run: int, events: int, seed: int, workdir: Path) -> tuple[Path, Path]:
     """The forced (0, 1) raw file and its crossings (kept in ``workdir``: re-used if present)."""
+    from na64reco.background.fake_kicks import bend_region, near_times
     from na64reco.conditions import load_conditions
-    from na64reco.fake_kicks import bend_region, near_times
     from na64reco.geometry import load_setup
     from na64reco.sim.forced_noise import ForcedNoise
     from na64reco.sim.generate import simulate
@@ -136,10 +136,11 @@ def hit_times(path: Path, cross: Path, run: int) -> dict:
 
 def near_min_ns(run: int) -> float:
     """The smallest |time| (ns) of B in the forced near times N of the run's period
-    (:func:`na64reco.lone_muon_truth.view_geometry`, from :func:`na64reco.fake_kicks.near_times`)."""
+    (:func:`na64reco.background.lone_muon_truth.view_geometry`, from
+    :func:`na64reco.background.fake_kicks.near_times`)."""
+    from na64reco.background.lone_muon_truth import view_geometry
     from na64reco.conditions import load_conditions
     from na64reco.geometry import load_setup
-    from na64reco.lone_muon_truth import view_geometry
 
     setup = load_setup("na64mu", run=run)
     return view_geometry(setup, load_conditions(setup, run))["near_dt_min_ns"]

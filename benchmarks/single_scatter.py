@@ -1,6 +1,6 @@
 """Single large-angle scattering of the 160 GeV beam muon as a mis-reconstruction source (issue 9).
 
-1. The closed form (:func:`na64reco.scatter_tail.element_table`) per element from the target
+1. The closed form (:func:`na64reco.background.scatter_tail.element_table`) per element from the target
    through the last MS2 plane, both periods: smallest kink landing in the box, natural
    P(scatter above it), per-MOT box probability.
 2. With ``--events N``: N forced beam muons per period (:mod:`na64reco.sim.forced_scatter`, one
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from na64reco import scatter_tail as st
+from na64reco.background import scatter_tail as st
 from na64reco.constants import NA64MU_2022_MOT
 from na64reco.geometry import load_setup
 

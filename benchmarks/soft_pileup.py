@@ -10,11 +10,11 @@ out-of-time beam muon B in the near times N) with B forced to lose a fraction >=
 energy in the ECAL (:mod:`na64reco.sim.forced_soft`: p_B below ~120 GeV, weight P_R per event,
 closed form) are simulated with the true crossings, reconstructed and classified on truth in
 parts of PART-EVENTS (one dask task each; ``<part>.soft.npz`` kept in WORKDIR, raw deleted, so a
-rerun only re-combines).  :func:`na64reco.soft_pileup.soft_summary` counts the fakes (all cuts,
+rerun only re-combines).  :func:`na64reco.background.soft_pileup.soft_summary` counts the fakes (all cuts,
 box p_out < 80 GeV) and the counts with the box edge moved up, and the search's choice of B's
 hits by planes in bins of p_B, beside the natural (0, 1) sample's (B hard but ~3e-3), read from
 the classification cache ``--natural`` (``lone_run<run>_<seed>_s01_50000_p*.muons.npz``; only
-read).  :func:`na64reco.pileup_truth.pileup_estimate` then re-makes the (0, 1) estimate on the
+read).  :func:`na64reco.background.pileup_truth.pileup_estimate` then re-makes the (0, 1) estimate on the
 natural sample with B's set term = the direct soft count + the hard-B set bound (the old choice
 bound kept beside it); ``--period-json DIR`` writes it as ``truth_strata["0,1"]`` into
 ``DIR/misreco_<period>.json`` (copied from ``--campaign`` if absent), the soft sample's figures as
@@ -33,13 +33,13 @@ from pathlib import Path
 
 from lone_muon_tail import events_of  # benchmarks/ is the script directory: --events N or PERIOD:N,...
 
+from na64reco.background.fake_kicks import PERIOD_RUNS
+from na64reco.background.lone_muon_truth import load_muons, view_geometry
+from na64reco.background.pileup_truth import pileup_estimate
+from na64reco.background.soft_pileup import DEFAULT_V_MIN, load_soft, simulate_soft_parts, soft_summary
 from na64reco.conditions import load_conditions
-from na64reco.fake_kicks import PERIOD_RUNS
 from na64reco.geometry import load_setup
-from na64reco.lone_muon_truth import load_muons, view_geometry
-from na64reco.pileup_truth import pileup_estimate
 from na64reco.runner import local_client
-from na64reco.soft_pileup import DEFAULT_V_MIN, load_soft, simulate_soft_parts, soft_summary
 
 DEFAULT_EVENTS = "2022:400000,2023:300000"
 #: 1.98e10 MOT: the 2022 exposure of the published search
@@ -158,7 +158,7 @@ def print_soft(period: str, s: dict, est: dict) -> None:
 
 
 def print_row(path: Path) -> None:
-    from na64reco.background import misreco_from_json
+    from na64reco.background.estimates import misreco_from_json
 
     c = misreco_from_json(path)
     kind = "< " if c.upper_limit else ""

@@ -7,7 +7,7 @@ strata's (``forced_noise_*``, ``benchmarks/misreco_forced_noise.py``) and every 
 stratum's (``lone_muon_00``, ``truth_strata``, ``benchmarks/lone_muon_tail.py``).  After the campaign
 is re-made (a new selection, trigger or field) this puts its summary into the period file and
 re-derives those figures for its kept muons, without re-simulating the strata
-(:func:`na64reco.lone_muon.per_mot_for_campaign`; strata already classified against the new
+(:func:`na64reco.background.lone_muon.per_mot_for_campaign`; strata already classified against the new
 campaign are left as they are), and prints old -> new::
 
     python benchmarks/misreco_campaign.py --mot 10000000 --seed 1 --periods 2022 --period-json NEW
@@ -24,9 +24,9 @@ import json
 import sys
 from pathlib import Path
 
-from na64reco.background import MISRECO_FIT_ONLY_KEYS, kept_per_mot
+from na64reco.background.estimates import MISRECO_FIT_ONLY_KEYS, kept_per_mot
+from na64reco.background.lone_muon import per_mot_for_campaign
 from na64reco.errors import NA64Error
-from na64reco.lone_muon import per_mot_for_campaign
 
 # the forced-noise figures per MOT (per tracked muon x the kept muons per MOT)
 FORCED_NOISE_PER_MOT = ("forced_noise_per_mot", "forced_noise_err", "forced_noise_upper_90",

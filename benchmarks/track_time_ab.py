@@ -7,7 +7,7 @@
 ``track_time_prob_min`` (``tracking.yaml``) drops a view track whose APV hit times disagree
 with one time (``stage.time_consistent``).  Each sample is reconstructed twice, with the
 configured value (``new``) and with 0 (``old``, the criterion off), and the tracking cuts of the
-selection (:data:`na64reco.fake_kicks.TRACKING_CUTS`) applied to both: beam muons with true
+selection (:data:`na64reco.background.fake_kicks.TRACKING_CUTS`) applied to both: beam muons with true
 p_out > 100 GeV that pass (``tracked``) and those in the box (``fake``), the events lost and
 gained, the p_out resolution against truth of the tracked ones (68 % half-width of
 ``p_out(reco) / p_out(true) - 1`` scaled to the beam energy, and the fraction beyond 10 %), and
@@ -26,8 +26,8 @@ from pathlib import Path
 import hepunits as u
 import numpy as np
 
+from na64reco.background.fake_kicks import HARD_P_OUT, tracking_cuts_and_box
 from na64reco.conditions import load_conditions
-from na64reco.fake_kicks import HARD_P_OUT, tracking_cuts_and_box
 from na64reco.geometry import load_setup
 from na64reco.io.raw import open_raw
 from na64reco.reco.tracking import reconstruct_tracks

@@ -13,7 +13,7 @@ is written) and reconstructed.  Among the muons with true p_out > 100 GeV:
 * tracking efficiency: p_in and p_out found, beside the closed form (at most
   max_missing_planes of each bend view's planes without hit, independent plane
   efficiencies, times the beam-spot acceptance of the narrowest plane); and with the
-  selection's tracking cuts (``na64reco.fake_kicks.TRACKING_CUTS``: one track in each
+  selection's tracking cuts (``na64reco.background.fake_kicks.TRACKING_CUTS``: one track in each
   station, p_in window, no second in-time muon in MS2, chi2_out, track match);
 * fakes: reconstructed p_out < 80 GeV, at tracking level and after those cuts.
 
@@ -39,8 +39,8 @@ from pathlib import Path
 import numpy as np
 from scipy import optimize
 
+from na64reco.background.fake_kicks import TRACKING_CUTS
 from na64reco.conditions import load_conditions
-from na64reco.fake_kicks import TRACKING_CUTS
 from na64reco.geometry import load_setup
 from na64reco.io.raw import open_raw
 from na64reco.reco.tracking import reconstruct_tracks

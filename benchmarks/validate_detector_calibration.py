@@ -108,7 +108,7 @@ def forced_noise_shift(split: dict, old: dict, split_err: dict,
     region R at (measured / true) x the nominal noise, the strata reweighted (no rerun)."""
     import json
 
-    from na64reco.background import forced_noise_ratio
+    from na64reco.background.estimates import forced_noise_ratio
 
     if not path.exists():
         print(f"(no {path}: forced-noise shift skipped)")

@@ -85,7 +85,7 @@ NA64MU_P_OUT_MAX = 80 * u.GeV
 #: NA64e signal box: E_ECAL < 50 GeV, i.e. x > 0.5 at 100 GeV (NA64.md).
 NA64E_ECAL_MAX = 50 * u.GeV
 
-# --- single large-angle scattering (na64reco.scatter_tail) --------------------------------
+# --- single large-angle scattering (na64reco.physics.single_scatter) ---------------------------------
 #: Neutron magnetic moment in nuclear magnetons (PDG 2024).
 NEUTRON_MAGNETIC_MOMENT = -1.91304273
 #: Helm nuclear form factor (Lewin & Smith, Astropart. Phys. 6 (1996) 87, eqs. 4.7-4.11):

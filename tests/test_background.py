@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import integrate
 
-from na64reco.background import (
+from na64reco.background.estimates import (
     BackgroundComponent,
     BackgroundTable,
     extrapolate,
@@ -44,7 +44,7 @@ def _draw_power(rng, n, k, peak=160.0, lo=FULL[0], hi=FULL[1]):
 
 @pytest.mark.parametrize("model", ["exponential", "power_law"])
 def test_shape_integrals_match_numerical_quadrature(model):
-    from na64reco.background import TAIL_MODELS
+    from na64reco.background.estimates import TAIL_MODELS
 
     tail = TAIL_MODELS[model](120.0, 160.0)
     for theta in (-0.3, 1e-14, 0.05, 1.0, 2.5) if model == "power_law" else (-0.05, 0.0, 1e-13, 0.06, 0.3):

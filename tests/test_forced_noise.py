@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from forced_checks import assert_combination_matches_direct
 
-from na64reco.background import forced_noise_ratio
+from na64reco.background.estimates import forced_noise_ratio
+from na64reco.background.fake_kicks import bend_region, count
 from na64reco.conditions import load_conditions
 from na64reco.errors import ConfigError, NA64Error
-from na64reco.fake_kicks import bend_region, count
 from na64reco.geometry import load_setup
 from na64reco.reco.tracking.tracks import hit_time_windows
 from na64reco.selection.schema import load_selection

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from forced_checks import assert_combination_matches_direct
 
-from na64reco.background import forced_noise_ratio
+from na64reco.background.estimates import forced_noise_ratio
+from na64reco.background.fake_kicks import count, near_times
 from na64reco.conditions import load_conditions
 from na64reco.errors import ConfigError, NA64Error
-from na64reco.fake_kicks import count, near_times
 from na64reco.geometry import load_setup
 from na64reco.io.raw import open_raw
 from na64reco.selection.schema import load_selection
@@ -204,7 +204,7 @@ def test_stratified_ratio_closed_form_and_checks():
 
 
 def test_misreco_row_from_the_strata(tmp_path):
-    from na64reco.background import misreco_from_json
+    from na64reco.background.estimates import misreco_from_json
 
     path = tmp_path / "misreco_2023.json"
     strata = [{"count": 0, "pileup": 0, "fake": 0, "per_tracked": 0.0},

@@ -67,7 +67,7 @@ def test_bad_gas_volumes_name_the_key(tmp_path, volumes, message):
 
 
 def test_path_elements_cut_at_the_bag_and_carry_its_gas():
-    from na64reco.scatter_tail import path_elements
+    from na64reco.sim.material_path import path_elements
 
     s = load_setup("na64mu", run=1)
     (bag,) = s.readout.gas_volumes
@@ -84,7 +84,7 @@ def test_helium_cuts_the_single_scattering_tail_less_than_its_radiation_length()
     """Per radiation length the Rutherford tail goes as Z(Z+1)/A over the X0 normalisation
     (closed form): helium's 19x longer X0 gives a 5-10x lower probability of a 2.6 mrad scatter
     at 160 GeV in the 4 m gap, not 19x (its small nucleus keeps more of the coherent part)."""
-    from na64reco.scatter_tail import probability_above_q
+    from na64reco.physics.single_scatter import probability_above_q
 
     q = [160 * u.GeV * 2.62e-3]
     length = 3.95 * u.m

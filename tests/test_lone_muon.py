@@ -1,4 +1,4 @@
-"""The lone muon's mis-measurement (the (0, 0) stratum) on truth (na64reco.lone_muon).
+"""The lone muon's mis-measurement (the (0, 0) stratum) on truth (na64reco.background.lone_muon).
 
 The true crossings are opt-in and change nothing else; the kick fit is linear (gains, chi2
 reach against brute force); on a small (0, 0) sample the right-hit fits have Gaussian pulls
@@ -20,12 +20,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from na64reco.conditions import load_conditions
-from na64reco.errors import NA64Error
-from na64reco.geometry import load_setup
-from na64reco.io.raw import open_raw
-from na64reco.lone_muon import OUTLIER_SIGMAS, p00_estimate
-from na64reco.lone_muon_truth import (
+from na64reco.background.lone_muon import OUTLIER_SIGMAS, p00_estimate
+from na64reco.background.lone_muon_truth import (
     CORRECT_SIGMAS,
     classify,
     kick_gain,
@@ -34,6 +30,10 @@ from na64reco.lone_muon_truth import (
     simulate_parts,
     view_geometry,
 )
+from na64reco.conditions import load_conditions
+from na64reco.errors import NA64Error
+from na64reco.geometry import load_setup
+from na64reco.io.raw import open_raw
 from na64reco.selection.schema import load_selection
 from na64reco.sim.generate import simulate
 
@@ -175,7 +175,7 @@ def test_box_probability_and_bound_against_closed_forms(sample):
 
 
 def test_misreco_row_with_the_lone_muon(tmp_path):
-    from na64reco.background import misreco_from_json
+    from na64reco.background.estimates import misreco_from_json
 
     path = tmp_path / "misreco_2022.json"
     strata = [{"count": 0, "pileup": 0, "fake": 0, "per_tracked": 0.0, "upper_90_per_tracked": 3e-6},
@@ -217,7 +217,7 @@ def test_classify_names_a_setup_without_an_outgoing_station(tmp_path):
 # the strata with one extra hit source: (1, 0) one noise cluster in R, (0, 1) one beam muon in N
 
 def test_foreign_hits_on_a_handmade_sample():
-    from na64reco.lone_muon import foreign_hits
+    from na64reco.background.lone_muon import foreign_hits
 
     # plane 2 far with the muon's own hit there (replaced), plane 4 far where it was missing
     m = {"far": np.array([0, 1 << 2, 1 << 4, (1 << 2) | (1 << 4)]),
@@ -229,7 +229,7 @@ def test_foreign_hits_on_a_handmade_sample():
 
 
 def test_one_wrong_hit_within_the_chi2_cut_against_brute_force():
-    from na64reco.lone_muon import single_hit_reach
+    from na64reco.background.lone_muon import single_hit_reach
 
     rng = np.random.default_rng(4)
     dz = np.array([-6.0, -4.0, -2.5, 3.0, 5.0, 6.5, 8.0])
@@ -277,7 +277,7 @@ def sample10(tmp_path_factory):
 
 
 def test_stratum_10_noise_cluster_used_and_bounded(sample, sample10):
-    from na64reco.lone_muon import foreign_hits, stratum_estimate
+    from na64reco.background.lone_muon import foreign_hits, stratum_estimate
 
     m00, geometry = sample
     f00, f10 = foreign_hits(m00), foreign_hits(sample10)
@@ -299,7 +299,7 @@ def test_stratum_10_noise_cluster_used_and_bounded(sample, sample10):
 
 
 def test_misreco_row_with_truth_strata(tmp_path):
-    from na64reco.background import misreco_from_json
+    from na64reco.background.estimates import misreco_from_json
 
     path = tmp_path / "misreco_2023.json"
     strata = [{"count": 0, "pileup": 0, "fake": 0, "per_tracked": 0.0, "upper_90_per_tracked": 3e-6},
@@ -367,7 +367,7 @@ def test_time_pass_bound_against_the_track_time_check(n_own, n_foreign, sigma):
     (time_pass_log10) bounds the pass rate of stage.time_consistent itself on simulated hit times
     (the union over the hit left out is an upper bound, within a factor ~n of it), and is 1 when
     the outlier allowed leaves one time alone."""
-    from na64reco.lone_muon import time_pass_log10
+    from na64reco.background.lone_muon import time_pass_log10
     from na64reco.reco.tracking.stage import time_chi2_cuts, time_consistent
 
     rng = np.random.default_rng(5)
@@ -386,7 +386,7 @@ def test_time_pass_bound_against_the_track_time_check(n_own, n_foreign, sigma):
 
 
 def test_two_pileup_apv_hits_fail_the_track_time_at_one_ns():
-    from na64reco.lone_muon import time_pass_log10
+    from na64reco.background.lone_muon import time_pass_log10
 
     # (2/3) (15 ns / 1 ns)^2 = 150 of noncentrality left after the outlier, 18.4 the cut: < 1e-14
     assert time_pass_log10(2, 2, 15.0, 1.0) < -14.0
@@ -397,7 +397,7 @@ def test_two_pileup_apv_hits_fail_the_track_time_at_one_ns():
 
 
 def test_track_time_block_counts_foreign_apv_and_straw_hits():
-    from na64reco.lone_muon import _track_time_block
+    from na64reco.background.lone_muon import _track_time_block
 
     # planes GEM1X MM5X MM6X ST1X GEM2X (ST1X: straw, out of the track time), all used
     geometry = {"planes": ["GEM1X", "MM5X", "MM6X", "ST1X", "GEM2X"], "timed": np.array([1, 1, 1, 0, 1], bool)}
@@ -424,8 +424,8 @@ def test_box_edge_comes_from_the_selection():
     not ``p_out < max`` is refused with the selection's name."""
     import dataclasses
 
+    from na64reco.background.lone_muon_truth import box_p_out
     from na64reco.errors import ConfigError
-    from na64reco.lone_muon_truth import box_p_out
     from na64reco.selection.schema import Region
 
     sel = load_selection("na64mu_invisible")
@@ -483,10 +483,10 @@ def test_integrated_outliers_replace_the_adversarial_bound():
             assert r["p_ge"] > 1e-3 and r["p_le"] > 1e-3, r
     assert sum(r["counted"] >= 5 for r in rows.values()) >= 2
 # ----------------------------------------------------------------------------------------
-# the pile-up muon on truth: the strata with an out-of-time beam muon in N (na64reco.pileup_truth)
+# the pile-up muon on truth: the strata with an out-of-time beam muon in N (na64reco.background.pileup_truth)
 
 def _near_pileup(setup, run, count=1):
-    from na64reco.fake_kicks import near_times
+    from na64reco.background.fake_kicks import near_times
     from na64reco.sim.occupancy import ForcedPileup
 
     return ForcedPileup.of(near_times(setup, load_conditions(setup, run)), count)
@@ -556,8 +556,8 @@ def test_a_handmade_pileup_hit_is_classified_as_the_pileup_muons(tmp_path):
     """A used hit that sits on a pile-up muon's crossing (hand-made: the crossing file edited so that a
     kept pile-up muon crosses plane j exactly at the used hit and the muon's own crossing lies 20 mm
     away) is classified as the pile-up muon's; with the crossing file as written, it is the muon's own."""
-    from na64reco.lone_muon_truth import SRC_PILEUP, SRC_RIGHT
-    from na64reco.pileup_truth import PILEUP_KEPT
+    from na64reco.background.lone_muon_truth import SRC_PILEUP, SRC_RIGHT
+    from na64reco.background.pileup_truth import PILEUP_KEPT
 
     setup = load_setup("na64mu", run=RUN)
     cond = load_conditions(setup, RUN)
@@ -608,7 +608,7 @@ def test_pileup_set_term_against_toys_of_the_fit():
     independent (least squares), against toys of the weighted fit with Gaussian hits."""
     from scipy import stats
 
-    from na64reco.pileup_truth import _fit_matrices
+    from na64reco.background.pileup_truth import _fit_matrices
 
     geo = _toy_geometry()
     used = np.ones(5, bool)
@@ -640,8 +640,8 @@ def test_pileup_set_bound_and_measured_tail_on_a_toy_with_known_shifts():
     from scipy import stats
     from scipy.special import log_ndtr
 
-    from na64reco.lone_muon import time_pass_log10
-    from na64reco.pileup_truth import _fit_matrices, measured_tail, pileup_set_bound, time_pass_log10_many
+    from na64reco.background.lone_muon import time_pass_log10
+    from na64reco.background.pileup_truth import _fit_matrices, measured_tail, pileup_set_bound, time_pass_log10_many
 
     geo = _toy_geometry()
     c = 500.0  # GeV mrad: kappa_true = c / p
@@ -692,7 +692,7 @@ def test_pileup_set_bound_and_measured_tail_on_a_toy_with_known_shifts():
 
 
 def test_pileup_estimate_refuses_parts_without_the_pileup_truth(sample):
-    from na64reco.pileup_truth import pileup_estimate
+    from na64reco.background.pileup_truth import pileup_estimate
 
     m, geometry = sample
     old = {k: v for k, v in m.items() if k not in ("src", "src_muon", "pu_sep", "pu_time", "hard_p_true")}
@@ -704,7 +704,7 @@ def test_pileup_estimate_adds_the_pileup_sets_to_the_integrated_upper(monkeypatc
     """With A's own outliers integrated (outlier_tail), the row's upper value of a pile-up stratum is
     the integrated upper PLUS B's sets x the search's choice: the pile-up muon's unseen
     configurations are not dropped (the two branches of stop 19 met here)."""
-    from na64reco import pileup_truth as pt
+    from na64reco.background import pileup_truth as pt
 
     own_up, choice = -12.0, -11.0  # log10 per tracked muon
     n = 1000
@@ -737,7 +737,7 @@ def test_pileup_estimate_adds_the_pileup_sets_to_the_integrated_upper(monkeypatc
 def test_the_pileup_time_of_the_track_time_bound_comes_from_the_near_times():
     """view_geometry's near_dt_min_ns is the smallest |time| of the near times N of the period
     (fake_kicks.near_times), not a copied number: 15 ns for both periods' hit-time windows."""
-    from na64reco.fake_kicks import PERIOD_RUNS, near_times
+    from na64reco.background.fake_kicks import PERIOD_RUNS, near_times
 
     for run in PERIOD_RUNS.values():
         setup = load_setup("na64mu", run=run)
@@ -753,7 +753,7 @@ def test_2023_stratum_21_parts_force_two_noise_clusters_and_one_near_muon(tmp_pa
     (2, 1) is written with exactly 2 noise clusters in the 2023 region R (7 bend planes of MS2) and
     exactly 1 beam muon in the near times N, and every hard muon of its classification carries that
     one pile-up muon's truth (its time in N, its crossings)."""
-    from na64reco.fake_kicks import bend_region, near_times
+    from na64reco.background.fake_kicks import bend_region, near_times
     from na64reco.sim.forced_noise import ForcedNoise
 
     setup = load_setup("na64mu", run=RUN)
@@ -802,7 +802,7 @@ def test_per_mot_falls_back_to_the_count_when_the_sample_has_fakes():
     """A stratum whose classified sample has counted fakes: its upper value is the count's 90 % CL
     limit (model-free) and its central value at least the counted rate, not a model bound below
     them; without fakes the smaller of the two bounds stands."""
-    from na64reco.lone_muon import _per_mot
+    from na64reco.background.lone_muon import _per_mot
     from na64reco.stats.limits import poisson_upper_limit
 
     strata = [{"count": 0, "pileup": 0, "weight": 0.9, "hard": 1000, "tracked": 900, "upper_90_per_tracked": 1e-3},

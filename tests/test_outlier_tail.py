@@ -1,4 +1,4 @@
-"""The lone muon's own outliers integrated (na64reco.outlier_tail) against closed forms and toys.
+"""The lone muon's own outliers integrated (na64reco.background.outlier_tail) against closed forms and toys.
 
 The tail fits are the closed-form maximum-likelihood estimates and recover known tails; one
 outlier's shift density keeps its mass and has the closed-form survival; the integral over
@@ -18,7 +18,7 @@ import pytest
 from scipy import integrate as quad_integrate
 from scipy import stats
 
-from na64reco import outlier_tail as ot
+from na64reco.background import outlier_tail as ot
 from na64reco.errors import ConfigError
 
 

@@ -1,4 +1,4 @@
-"""Single large-angle scattering (na64reco.scatter_tail, na64reco.sim.forced_scatter): cross
+"""Single large-angle scattering (na64reco.background.scatter_tail, na64reco.sim.forced_scatter): cross
 sections against closed forms, the kink algebra against a direct fit of a kinked track."""
 
 import math
@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 from na64reco import constants as C
-from na64reco import scatter_tail as st
+from na64reco.background import scatter_tail as st
 from na64reco.geometry import load_setup
 from na64reco.material import highland
+from na64reco.physics import single_scatter as xs
+from na64reco.sim import material_path as mp
 
 P = 160 * u.GeV
 
@@ -23,35 +25,35 @@ def geo2022():
 def test_rutherford_limit_without_form_factors():
     theta = np.array([1e-4, 1e-3, 3e-3, 1e-2])
     for z in (1, 7, 82):
-        got = st.sigma_above_q(P * theta, z, 2.0 * z, form_factors=False, q_max=1e9 * u.GeV)
-        assert np.allclose(got, st.rutherford_above(theta, P, z), rtol=1e-3)
+        got = xs.sigma_above_q(P * theta, z, 2.0 * z, form_factors=False, q_max=1e9 * u.GeV)
+        assert np.allclose(got, xs.rutherford_above(theta, P, z), rtol=1e-3)
 
 
 def test_form_factors_limits():
     # F(0) = 1: the coherent Z^2 at small q; at 0.5 GeV lead's coherent part is gone and the
     # incoherent nucleons (~Z x dipole) are left
-    assert st.helm(1e-3, 207.2) == pytest.approx(1.0, abs=1e-6)
-    assert st.structure(0.1 * u.MeV, 82, 207.2) == pytest.approx(82**2, rel=1e-3)
-    wp, _ = st.nucleon_weights(500 * u.MeV)
-    assert st.structure(500 * u.MeV, 82, 207.2) == pytest.approx(82 * wp, rel=0.5)
-    assert st.structure(500 * u.MeV, 82, 207.2) < 1e-2 * 82**2
+    assert xs.helm(1e-3, 207.2) == pytest.approx(1.0, abs=1e-6)
+    assert xs.structure(0.1 * u.MeV, 82, 207.2) == pytest.approx(82**2, rel=1e-3)
+    wp, _ = xs.nucleon_weights(500 * u.MeV)
+    assert xs.structure(500 * u.MeV, 82, 207.2) == pytest.approx(82 * wp, rel=0.5)
+    assert xs.structure(500 * u.MeV, 82, 207.2) < 1e-2 * 82**2
 
 
 def test_single_scattering_rms_has_the_highland_order():
     # <theta^2> of single scatters from the screening angle up = 2 theta0^2 up to the
     # logarithms Highland folds in: a factor < 2 in the width
     for material, x in (("air", 0.01), ("polyimide", 0.004), ("lead", 1.0)):
-        rms = math.sqrt(st.mean_square_angle(material, x, P) / 2)
+        rms = math.sqrt(xs.mean_square_angle(material, x, P) / 2)
         assert 0.5 < rms / highland(P, C.MUON_MASS, x) < 2.0, material
 
 
 def test_electron_recoil_cannot_fake_the_kick():
-    r = st.electron_recoil(2.0e-3, P)
+    r = xs.electron_recoil(2.0e-3, P)
     assert r["theta_max"] == pytest.approx(C.ELECTRON_MASS / C.MUON_MASS, rel=0.02)
     # the 2.6 mrad the box needs: the muon keeps < 90 GeV, the electron takes > 70 GeV
-    r = st.electron_recoil(2.62e-3, P)
+    r = xs.electron_recoil(2.62e-3, P)
     assert max(r["p_after"]) < 90 * u.GeV and min(r["electron_energy"]) > 70 * u.GeV
-    assert st.electron_recoil(5e-3, P)["p_after"] is None
+    assert xs.electron_recoil(5e-3, P)["p_after"] is None
 
 
 def _direct_fit(view, used, u_hits):
@@ -102,13 +104,13 @@ def test_forced_scatter_weights_and_draws(tmp_path):
     pl = plan(setup, fs)
     q_min = setup.beam.energy * fs.theta_min
     # W: the natural probability of one scatter above q_min in the region (MM5Y's foil and the air)
-    pieces = [s for s in st.path_elements(setup) if 22010.0 <= s.z0 and s.z1 <= 26000.0]
-    want = sum(float(st.probability_above_q(s.material, s.x_over_x0, [q_min])[0]) for s in pieces)
+    pieces = [s for s in mp.path_elements(setup) if 22010.0 <= s.z0 and s.z1 <= 26000.0]
+    want = sum(float(xs.probability_above_q(s.material, s.x_over_x0, [q_min])[0]) for s in pieces)
     assert pl.weight == pytest.approx(want, rel=1e-9)
     assert np.all((pl.z > 22010.0) & (pl.z <= 26000.001))
     # the q distribution of a piece: P(q > 2 q_min | q > q_min) from its cdf against the cross section
     k = int(np.argmax(pl.prob))
-    p2 = st.probability_above_q("air", 1.0, [q_min, 2 * q_min])
+    p2 = xs.probability_above_q("air", 1.0, [q_min, 2 * q_min])
     assert 1 - np.interp(2 * q_min, pl.q[k], pl.cdf[k]) == pytest.approx(p2[1] / p2[0], rel=1e-2)  # 400-point grid
     out = tmp_path / "f.root"
     simulate("na64mu", 2000, 5, 1, out, process="beam", trigger="calibration", forced_scatter=fs)
@@ -122,7 +124,7 @@ def test_single_scatter_row_from_json(tmp_path):
     import json
     import math
 
-    from na64reco.background import single_scatter_from_json
+    from na64reco.background.estimates import single_scatter_from_json
     from na64reco.errors import NA64Error
 
     path = tmp_path / "single_scatter.json"

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from na64reco import scatter_tail as st
 from na64reco.geometry import load_setup
 from na64reco.io.raw import PROCESSES
+from na64reco.physics import single_scatter as xs
 from na64reco.sim import hard_scatter as hs
+from na64reco.sim import material_path as mp
 from na64reco.sim import transport as tp
 from na64reco.sim.beam import sample_beam
 from na64reco.sim.params import load_sim_params
@@ -27,8 +28,8 @@ def test_plan_rates_are_the_cross_section_above_each_cut():
     thin = [i for i, n in enumerate(pl.names) if not n.startswith("ECAL")]
     assert np.all(pl.q_cut[thin] == PARAMS.hard_scatter_q_floor)
     for i in (ecal[0], thin[0], thin[-1]):
-        slab = next(s for s in st.path_elements(SETUP) if s.name == pl.names[i])
-        want = st.probability_above_q(slab.material, slab.x_over_x0, [pl.q_cut[i]])[0]
+        slab = next(s for s in mp.path_elements(SETUP) if s.name == pl.names[i])
+        want = xs.probability_above_q(slab.material, slab.x_over_x0, [pl.q_cut[i]])[0]
         assert pl.prob[i] == pytest.approx(want, rel=1e-9)
     # a setup without the entry (or without an outgoing station) has none
     assert hs.plan(load_setup("na64e"), load_sim_params(load_setup("na64e"))) is None
@@ -50,7 +51,7 @@ def test_draws_follow_the_plan():
     floor = PARAMS.hard_scatter_q_floor
     thin = k.q < 300  # below every thick cut: the floor's pieces
     frac = np.mean(k.q[thin] > 2 * floor)
-    air = st.probability_above_q("air", 1.0, [floor, 2 * floor])
+    air = xs.probability_above_q("air", 1.0, [floor, 2 * floor])
     assert frac == pytest.approx(air[1] / air[0], abs=0.03)  # mixture of materials: ~air
 
 

@@ -1,5 +1,5 @@
 """Forced soft pile-up muons (na64reco.sim.forced_soft) and the direct count of the (0, 1)
-pile-up-set term (na64reco.soft_pileup): the forcing's weight against its closed form and the
+pile-up-set term (na64reco.background.soft_pileup): the forcing's weight against its closed form and the
 natural transport's losses, the forced losses' spectrum and the untouched ones, nothing drawn
 without forcing, the metadata and truth of a forced run, B's momentum from its crossings, and
 the combination of the direct count with the hard-B set bound on synthetic figures."""
@@ -110,8 +110,8 @@ def test_a_forced_run_records_its_weight_and_its_soft_muons(tmp_path, params):
     """The metadata carries the range and P_R; every near muon was forced (it crosses the ECAL),
     its momentum behind the trackers below (1 - v_min) of the beam's largest, the far ones not
     forced and hard but for their own rare losses."""
+    from na64reco.background.fake_kicks import near_times
     from na64reco.conditions import load_conditions
-    from na64reco.fake_kicks import near_times
     from na64reco.io.raw import open_raw
     from na64reco.sim.forced_soft import soft_weight
     from na64reco.sim.generate import simulate
@@ -140,7 +140,7 @@ def test_a_forced_run_records_its_weight_and_its_soft_muons(tmp_path, params):
 def test_pileup_momentum_from_its_crossings():
     """B's momentum from its true crossings minus the muon's (the kick fit is linear): exact on
     straight-line tracks with a thin kick; fewer than 4 planes -> NaN."""
-    from na64reco.soft_pileup import kick_momentum
+    from na64reco.background.soft_pileup import kick_momentum
 
     dz = np.array([-3.5, -2.0, 2.0, 3.0, 4.0])
     geo = {"dz": dz, "down": (dz > 0).astype(float), "sigma": np.array([0.07, 0.07, 0.07, 0.15, 0.07])}
@@ -165,7 +165,7 @@ def test_choice_and_direct_count_on_a_synthetic_sample():
     """The choice table and the direct term on hand-made muons: per hard muon P_R x the 90 %
     upper of 0 fakes (2.30) / hard muons x the forced fraction, per tracked muon of the natural
     sample x its hard / tracked."""
-    from na64reco.soft_pileup import b_planes, choice_table, soft_summary, soft_term
+    from na64reco.background.soft_pileup import b_planes, choice_table, soft_summary, soft_term
     from na64reco.stats.limits import poisson_upper_limit
 
     n_hard, n_tr = 10, 4
@@ -204,8 +204,8 @@ def test_pileup_estimate_takes_the_direct_soft_count(monkeypatch):
     """With a soft sample, B's set term = the direct soft count (per tracked muon) + the set bound
     over the natural muons whose B is hard; the old choice bound over all B stays a cross-check;
     the stratum's integrated upper = A's own + that term, per MOT with the stratum's scale."""
-    from na64reco import pileup_truth as pt
-    from na64reco import soft_pileup as sp
+    from na64reco.background import pileup_truth as pt
+    from na64reco.background import soft_pileup as sp
 
     own_up, choice_all, choice_hard = -12.0, -11.0, -13.0
     n = 1000
@@ -256,7 +256,7 @@ def test_pileup_estimate_takes_the_direct_soft_count(monkeypatch):
 def test_pileup_estimate_reads_the_soft_figures_from_the_period(monkeypatch):
     """Without ``soft=``, the figures written into the period's JSON (``soft_pileup["0,1"]``) are
     used: the same estimate as with them given."""
-    from na64reco import pileup_truth as pt
+    from na64reco.background import pileup_truth as pt
 
     n = 100
     monkeypatch.setattr(pt, "own_only", lambda m, g: {"_separate": np.zeros((n, 5), bool)})
@@ -268,7 +268,7 @@ def test_pileup_estimate_reads_the_soft_figures_from_the_period(monkeypatch):
         "log10_choice_per_tracked_without_time": -11.0, "log10_choice_per_tracked": -12.0, "tracked": n,
         "hard": 2 * n, "choice_by_planes": {}, "log10_mean_by_set_top": {}})
     monkeypatch.setattr(pt, "validate_edges", lambda *a, **k: [])
-    from na64reco import soft_pileup as sp
+    from na64reco.background import soft_pileup as sp
 
     monkeypatch.setattr(sp, "hard_b_only", lambda m, g: (m, {"split_gev": 100.0}))
     m = {"src": np.ones((n, 5), np.int8), "fake": np.zeros(n, bool), "kappa": np.ones(n), "kappa_true": np.ones(n),
@@ -284,8 +284,8 @@ def test_pileup_estimate_reads_the_soft_figures_from_the_period(monkeypatch):
 @pytest.fixture(scope="module")
 def soft_run(tmp_path_factory):
     """A small forced-soft (0, 1) run of 2022 with the crossings (300 calibration-triggered muons)."""
+    from na64reco.background.fake_kicks import near_times
     from na64reco.conditions import load_conditions
-    from na64reco.fake_kicks import near_times
     from na64reco.sim.generate import simulate
     from na64reco.sim.occupancy import ForcedPileup
 
@@ -303,8 +303,8 @@ def test_the_forced_soft_muon_deposits_its_loss_and_mip_in_the_ecal(monkeypatch,
     p before minus p behind (its forced loss(es) v x p, any natural ones, and the MIP); without the
     energy resolution never more (the spread's cells below 50 MeV and the leakage out of the
     cells lost), for most within 3 %; with it, the mean ratio is 1 within the resolution."""
+    from na64reco.background.fake_kicks import near_times
     from na64reco.conditions import load_conditions
-    from na64reco.fake_kicks import near_times
     from na64reco.sim import interactions, occupancy
     from na64reco.sim.occupancy import ForcedPileup, beam_pileup_hits
 
@@ -417,7 +417,7 @@ def test_the_fakes_are_counted_with_the_calorimeter_cuts():
     """Synthetic: of 3 tracking fakes, one fails ecal_mip, one only S4/Smu (the trigger's, not
     counted), one passes all: 2 fakes counted, 3 with the tracking cuts only, the failing cuts
     named per fake; parts without the calorimeter fields count as before."""
-    from na64reco.soft_pileup import CALO_CUTS, calo_passes, soft_summary
+    from na64reco.background.soft_pileup import CALO_CUTS, calo_passes, soft_summary
 
     n_hard, n_tr = 6, 4
     tracked = np.zeros(n_hard, bool)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from na64reco.background.lone_muon import per_mot_for_campaign
 from na64reco.errors import ConfigError
-from na64reco.lone_muon import per_mot_for_campaign
 
 DATA = Path(__file__).resolve().parents[1] / "docs" / "data"
 
@@ -73,7 +73,7 @@ def _script():
 def test_a_new_campaign_scales_every_per_mot_figure_of_the_period(period, tmp_path):
     """The campaign's keys replace the old ones; the forced-noise figures and every stratum
     follow its kept muons; the row of the background table scales likewise."""
-    from na64reco.background import misreco_from_json
+    from na64reco.background.estimates import misreco_from_json
 
     mod = _script()
     campaign = {"period": "2022", "run": 1, "mot": 20_000_000, "box_count": 0,

@@ -302,7 +302,7 @@ def test_extra_audit_log_also_gets_the_record(env):
     ("conditions", "calibration changed: conditions file na64mu/calorimeter/v001.yaml was edited"),
     ("tag", "calibration changed: tag file"),
     ("setup", "calibration changed: detector setup file"),
-    ("code", "code changed: source na64reco/background.py modified"),
+    ("code", "code changed: source na64reco/background/estimates.py modified"),
     ("code_added", "code changed: source processors/sneaky.py added"),
     ("file_content", "file content changed: .*run7_b.root"),
     ("file_removed", "file list changed: removed .*run7_a.root"),
@@ -323,7 +323,7 @@ def test_unblind_refuses_a_changed_analysis(env, change, expected, monkeypatch):
         p = env["calib"] / "setups" / "na64mu.yaml"
         p.write_text(p.read_text() + "# edited\n")
     elif change == "code":
-        p = env["code"] / "na64reco" / "background.py"
+        p = env["code"] / "na64reco" / "background" / "estimates.py"
         p.write_text(p.read_text() + "\n# tweak\n")
     elif change == "code_added":
         (env["code"] / "processors" / "sneaky.py").write_text("x = 1\n")

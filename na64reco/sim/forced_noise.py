@@ -20,7 +20,7 @@ quantity g (e.g. "a fake kick survives the cuts")::
 A sample with ``ForcedNoise(windows, count=m)`` draws every event with the noise outside R
 as usual and exactly m points in R: its mean of g estimates G_m.  The sum over m = 0..M is
 exact up to ``sum_{m > M} Poisson(m; Lambda_R) max|g|``
-(:func:`na64reco.background.forced_noise_ratio`); with R the
+(:func:`na64reco.background.estimates.forced_noise_ratio`); with R the
 in-time windows of the few planes that make a fake, Lambda_R ~ 0.1-0.5 and a few m suffice.
 
 The nominal simulation is unchanged (no forced noise: no extra random numbers are drawn).

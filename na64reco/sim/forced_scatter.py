@@ -3,16 +3,16 @@
 Each beam muon gets exactly one scatter with momentum transfer ``q > q_min = p_beam x
 theta_min`` somewhere between ``z_first`` (default: the ECAL back face) and ``z_last``
 (default: the last plane of the outgoing station), on top of the Gaussian (Highland)
-multiple scattering.  The material is :func:`na64reco.scatter_tail.path_elements` (planes,
+multiple scattering.  The material is :func:`na64reco.sim.material_path.path_elements` (planes,
 counters, air in 20 mm slices); a piece is drawn with probability proportional to its
-natural P(q > q_min), q from its differential cross section (:func:`na64reco.scatter_tail.
+natural P(q > q_min), q from its differential cross section (:func:`na64reco.physics.single_scatter.
 dsigma_d2q`: Rutherford x Helm + incoherent nucleons), azimuth uniform, angle ``q / p`` of the
 muon there.  The event weight is multiplied by the natural probability of one such scatter in
 the whole region, ``W = sum_i P_i(q > q_min)`` (W << 1, so "exactly one" and "at least one"
 agree to O(W)).  The kink is applied at the piece's centre (thin pieces: just after the plane's
 hit); a muon that scatters in the region above q_min in nature is a muon of this sample, so
 per MOT = W x (fraction in the box) when q_min is below every kink that can reach it
-(:func:`na64reco.scatter_tail.element_table`).
+(:func:`na64reco.background.scatter_tail.element_table`).
 
 Only the primary muon is kicked (not pile-up muons); the truth's ``vertex_z`` is the z of its
 kink.  Without ``forced_scatter`` the transport
@@ -27,7 +27,8 @@ import hepunits as u
 import numpy as np
 
 from na64reco.errors import ConfigError
-from na64reco.scatter_tail import path_elements, probability_above_q
+from na64reco.physics.single_scatter import probability_above_q
+from na64reco.sim.material_path import path_elements
 
 _Q_POINTS = 400
 

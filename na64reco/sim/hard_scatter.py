@@ -2,11 +2,11 @@
 
 The transport's multiple scattering is Gaussian (Highland: ``scatter_thin`` / ``scatter_thick``),
 which holds the core of the angle distribution.  Real Coulomb scattering also has a tail of
-single scatters, ~ 1/q^4 in the momentum transfer q (:mod:`na64reco.scatter_tail`: Rutherford x
-Helm form factor + incoherent nucleons).  This module adds that tail to every primary muon at
+single scatters, ~ 1/q^4 in the momentum transfer q (:mod:`na64reco.physics.single_scatter`:
+Rutherford x Helm form factor + incoherent nucleons).  This module adds that tail to every primary muon at
 its natural rate, from the target (the ECAL front) through the last plane of the outgoing
-station (:func:`na64reco.scatter_tail.path_elements`: ECAL slices, counters, tracker planes and
-the gas between them), where a kink can fake the outgoing momentum or the track match:
+station (:func:`na64reco.sim.material_path.path_elements`: ECAL slices, counters, tracker planes
+and the gas between them), where a kink can fake the outgoing momentum or the track match:
 
 * per piece i, scatters with ``q > q_cut_i = max(q_floor, core_sigmas x 13.6 MeV sqrt(x)
   (1 + 0.038 ln x))``, x the radiation lengths of the piece's element (the whole ECAL for its
@@ -44,7 +44,8 @@ import numpy as np
 
 from na64reco import constants as C
 from na64reco.material import highland
-from na64reco.scatter_tail import path_elements, probability_above_q
+from na64reco.physics.single_scatter import probability_above_q
+from na64reco.sim.material_path import path_elements
 
 #: third word of the spill's seed of these draws (the main stream is SeedSequence([seed, spill]))
 STREAM = 0x4B494E4B

@@ -41,7 +41,7 @@ A sample with ``ForcedPileup.of(N, k)`` draws the muons outside N as usual and e
 (uniform times, the same beam kinematics and transport): its mean of g estimates G_k.  The
 two forced processes (noise, pile-up) are independent, so with both forced
 ``E[g] = sum_{m,k} Poisson(m; Lambda_R) Poisson(k; lambda_N) G_{m,k}``
-(:func:`na64reco.background.forced_noise_ratio`).  Without forcing nothing changes (the same
+(:func:`na64reco.background.estimates.forced_noise_ratio`).  Without forcing nothing changes (the same
 random numbers are drawn).
 """
 

@@ -1,6 +1,6 @@
 """The lone beam muon's momentum mis-measurement, classified on truth (the (0, 0) stratum).
 
-In the (0, 0) stratum of :mod:`na64reco.fake_kicks` (no uncorrelated noise cluster in the
+In the (0, 0) stratum of :mod:`na64reco.background.fake_kicks` (no uncorrelated noise cluster in the
 region R of the MS2 bend-view planes, no out-of-time beam muon in the near times N) every
 hit the outgoing search can use on the MS2 bend view is the muon's own: its cluster, or a
 twin of it (the mirror position of a straw hit, a ghost of a multiplexed micromegas
@@ -21,7 +21,7 @@ from the true crossings the simulator writes on request (``simulate(true_crossin
 ``correct``   neither wrong nor far (missing planes allowed: the fit is then simply
               less constrained, still Gaussian with its own covariance)
 
-Per tracked muon (:data:`na64reco.fake_kicks.TRACKING_CUTS`, true p_out above
+Per tracked muon (:data:`na64reco.background.fake_kicks.TRACKING_CUTS`, true p_out above
 ``HARD_P_OUT``): the fitted deflection ``kappa`` (mrad), its sigma from the fit's own
 covariance (hit resolutions only, :func:`kick_gain`), the true deflection
 ``C / p_true`` (``C`` = the magnet's momentum at 1 mrad, the thin-kick relation of the
@@ -38,14 +38,14 @@ import math
 
 import numpy as np
 
-from na64reco.errors import ConfigError
-from na64reco.lone_muon_truth import (
+from na64reco.background.lone_muon_truth import (
     CORRECT_SIGMAS,
     _box_sigmas,
     kick_gain,
     popcount,
     set_reach,
 )
+from na64reco.errors import ConfigError
 
 #: quantile of the right hits' residual norm taken in the chi2 bound of :func:`set_reach`
 #: (what lies beyond is added to the bound as such)
@@ -125,7 +125,7 @@ def _outlier_bound(m, geometry, used, room, width_k, rates, devs, inflation, set
 def _integrated(m, geometry, used, outl, wrong, room, s_k, n_multi, pair_exp, outlier_sigmas, quantile,
                 max_muons: int = BOUND_MUONS, upper_shape: str | None = None) -> dict:
     """The outliers' box probability per tracked muon integrated over their measured and fitted
-    deviation densities (:func:`na64reco.outlier_tail.estimate`): ``used`` / ``outl`` / ``wrong``
+    deviation densities (:func:`na64reco.background.outlier_tail.estimate`): ``used`` / ``outl`` / ``wrong``
     (muons, planes) masks (used, outlier, wrong twin), ``room`` the distance to the box minus
     the core mean and ``s_k`` the core width (mrad) per muon; each pattern of used planes
     averaged over its muons (the ``max_muons`` closest to the box each as itself, the others in
@@ -134,7 +134,7 @@ def _integrated(m, geometry, used, outl, wrong, room, s_k, n_multi, pair_exp, ou
     :func:`_outlier_bound`."""
     from scipy import stats
 
-    from na64reco import outlier_tail
+    from na64reco.background import outlier_tail
 
     sigma = np.asarray(geometry["sigma"], float)
     dev = np.nan_to_num(np.asarray(m["dev"], float))
@@ -233,11 +233,11 @@ def count_check(m, geometry, used, outl, wrong, mean_k, s_k, n_multi, pair_exp, 
 
 
 def toy_pattern(geometry: dict, room_sigmas: np.ndarray, quantile: float = RESIDUAL_QUANTILE):
-    """The pattern of all used planes of ``geometry`` for the toys of :mod:`na64reco.outlier_tail`:
+    """The pattern of all used planes of ``geometry`` for the toys of :mod:`na64reco.background.outlier_tail`:
     its gains, reach and chi2 cap, muons at ``room_sigmas`` fit sigmas from the box."""
     from scipy import stats
 
-    from na64reco import outlier_tail
+    from na64reco.background import outlier_tail
 
     npl = geometry["dz"].size
     u = np.ones(npl, bool)
@@ -344,7 +344,7 @@ def p00_estimate(m: dict, geometry: dict, period: dict | None = None, box: float
       ``bound_muons`` muons per pattern of used planes, evenly spaced in their distance to
       the box): the *adversarial bound*, kept as a cross-check;
     * ``integrated`` (unless ``integrated=False``): the outliers' box probability estimated
-      instead of bounded (:mod:`na64reco.outlier_tail`: per plane the measured deviations and a
+      instead of bounded (:mod:`na64reco.background.outlier_tail`: per plane the measured deviations and a
       fitted tail beyond the largest, integrated over the outlier-plane sets with the Gaussian
       core), central and 90 % upper value (``log10_p_integrated``, ``log10_p_integrated_upper``);
     * ``fakes``: counted directly.
@@ -463,7 +463,8 @@ def p00_estimate(m: dict, geometry: dict, period: dict | None = None, box: float
         out["log10_p_integrated_upper"] = math.log10(max(integ["upper"]["p"], 1e-300))
         out["method"] = ("truth-classified lone muon (benchmarks/lone_muon_tail.py): right-hit fits Gaussian "
                          "(closed-form tail), the outliers (wrong twins, far hits) integrated over their measured "
-                         "deviations per plane and a fitted tail beyond (na64reco.outlier_tail); 90 % upper value: "
+                         "deviations per plane and a fitted tail beyond (na64reco.background.outlier_tail); "
+                         "90 % upper value: "
                          "rates, correlation and tails at their 90 % limits; the adversarial bound (every set of "
                          "outlier planes at its rate limit and twice the largest deviation seen) kept as a cross-check")
     for name, sel in (("wrong twin", wrong & ~far), ("far hit", far)):
@@ -491,8 +492,8 @@ def tail_shapes_gof(m: dict, mean_k, shift, width: float, sideband=(80.0, 144.0)
     from scipy import stats
     from scipy.special import log_ndtr
 
-    from na64reco.background import extrapolate, fit_tail
-    from na64reco.fake_kicks import P_OUT_EDGES
+    from na64reco.background.estimates import extrapolate, fit_tail
+    from na64reco.background.fake_kicks import P_OUT_EDGES
 
     e = float(m["beam_energy_gev"])
     scaled = e * m["p_reco"] / m["p_true"]
@@ -551,7 +552,7 @@ def _per_mot(est: dict, period: dict, stratum: tuple[int, int] = (0, 0)) -> dict
     if s00 is None:
         return {}
     den = sum(float(s["weight"]) * s["tracked"] / s["hard"] for s in strata if s["hard"])
-    from na64reco.background import kept_per_mot
+    from na64reco.background.estimates import kept_per_mot
 
     kept = kept_per_mot(period)
     frac = est["tracked"] / est["hard"]
@@ -591,7 +592,7 @@ def per_mot_for_campaign(est: dict, period: dict, stratum: tuple[int, int]) -> d
     campaign (beam muons after all cuts but the box).  When the campaign is re-made (a new
     selection, trigger or field) this re-derives them without re-simulating the stratum; the
     old kept value is kept as ``kept_per_mot_classified_with``.  The forced-soft pile-up block
-    of the (0, 1) stratum (``pileup_truth.soft``, :func:`na64reco.pileup_truth.pileup_estimate`)
+    of the (0, 1) stratum (``pileup_truth.soft``, :func:`na64reco.background.pileup_truth.pileup_estimate`)
     is linear in the kept muons too and is scaled with them."""
     out = copy.deepcopy(est)
     new = _per_mot(est, period, tuple(stratum))
@@ -610,7 +611,7 @@ def per_mot_for_campaign(est: dict, period: dict, stratum: tuple[int, int]) -> d
 
 def add_soft_count(est: dict, soft_per_mot: dict) -> None:
     """The (0, 1) stratum's counted forced-soft fakes (``soft_b_direct``, per MOT) join its central
-    value, their Poisson error its ``per_mot_err`` (:func:`na64reco.pileup_truth.pileup_estimate`)."""
+    value, their Poisson error its ``per_mot_err`` (:func:`na64reco.background.pileup_truth.pileup_estimate`)."""
     est["per_mot_without_soft_count"] = est["per_mot"]
     est["per_mot"] = est["per_mot"] + soft_per_mot["soft_b_direct"]
     est["per_mot_err"] = soft_per_mot["soft_b_direct_err"]

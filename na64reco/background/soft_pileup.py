@@ -1,9 +1,9 @@
 """The pile-up-set term of a stratum with a near pile-up muon, measured with the muon forced soft.
 
-In a stratum (m, k >= 1) of :mod:`na64reco.fake_kicks` the outgoing search may use the hits of
+In a stratum (m, k >= 1) of :mod:`na64reco.background.fake_kicks` the outgoing search may use the hits of
 a near out-of-time beam muon B.  What can put such a track in the box p_out < 80 GeV is B
 itself being soft: a beam muon that lost a large part of its energy in the ECAL (the active
-target), ~3e-3 of them.  :func:`na64reco.pileup_truth.pileup_set_bound` bounds it with the
+target), ~3e-3 of them.  :func:`na64reco.background.pileup_truth.pileup_set_bound` bounds it with the
 rate at which the search took B's hits in the natural sample (B hard in all but ~3e-3 of it)
 times the largest mean box probability of a set of B's hits, assuming the choice does not
 depend on B's momentum.  Here the experiment's way instead: biased sampling.
@@ -11,14 +11,14 @@ depend on B's momentum.  Here the experiment's way instead: biased sampling.
 * **Soft sample** (:func:`simulate_soft_parts`): the stratum simulated with every near
   muon forced into R = "a radiative loss in the ECAL with v >= ``v_min``" (p_B below ~120 GeV
   for ``v_min`` 0.25; :mod:`na64reco.sim.forced_soft`, weight ``P_R`` per muon, closed form),
-  reconstructed and classified on truth (:func:`na64reco.lone_muon_truth.classify`) with B's true
+  reconstructed and classified on truth (:func:`na64reco.background.lone_muon_truth.classify`) with B's true
   momentum (``pu_p``) and which kept muon is the forced one (``pu_near``).
 * **Direct count** (:func:`soft_summary`): fakes (tracked hard muons with every cut and the box)
   and counts with the box edge moved up; the search's choice of B's hits by number of planes in
   bins of p_B, against the hard-B rate of the natural sample (:func:`choice_table`).
 * **The term** (:func:`soft_term`): ``P_R x (fakes, 90 % CL upper if none) / hard muons``, per
   tracked muon of the natural sample (``x hard / tracked`` there) so that it adds to
-  :func:`na64reco.pileup_truth.pileup_estimate`'s bounds; the muons outside R (B hard) keep
+  :func:`na64reco.background.pileup_truth.pileup_estimate`'s bounds; the muons outside R (B hard) keep
   the set bound, with the box probabilities averaged over the natural muons whose B is not soft
   (:func:`kick_momentum` from B's true crossings: a B below ``SOFT_SPLIT_GEV`` is R's).
 """
@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from na64reco.background.lone_muon_truth import SELECTION, SRC_PILEUP, load_muons
 from na64reco.errors import ConfigError
-from na64reco.lone_muon_truth import SELECTION, SRC_PILEUP, load_muons
 
 #: a pile-up muon whose momentum from its true crossings (:func:`kick_momentum`) is below this (GeV)
 #: is counted in the forced region R (v >= 0.25 of a 160 GeV muon: p below ~120 GeV, the beam's
@@ -43,7 +43,7 @@ DEFAULT_V_MIN = 0.25
 P_BINS = (0.0, 40.0, 80.0, 100.0, 130.0)
 #: box edges (GeV): the box and moved up, for the trend of the direct counts
 EDGES = (80.0, 100.0, 120.0, 140.0)
-#: per part, the fields kept besides those of :func:`na64reco.lone_muon_truth.classify`
+#: per part, the fields kept besides those of :func:`na64reco.background.lone_muon_truth.classify`
 SOFT_FIELDS = ("pu_p", "pu_near")
 #: per hard muon, kept by parts simulated with the forced muon's deposits (2026-11-30, issue 9):
 #: which of :data:`CALO_CUTS` the event passes (bit i: cut i), its reconstructed ECAL energy (GeV)
@@ -54,7 +54,7 @@ CALO_FIELDS = ("calo_pass", "ecal_energy", "event_time", "b_time", "b_e_ecal")
 CALO_CUTS = ("s4_fired", "smu_fired", "ecal_mip", "no_veto", "no_vhcal", "hcal_mip")
 #: those counted with the fakes: not S4 / Smu, which the physics trigger requires and an
 #: unscattered muon misses (the strata scale the calibration-triggered muons to the muons the
-#: physics trigger keeps per MOT, :func:`na64reco.pileup_truth.pileup_estimate`), so they are
+#: physics trigger keeps per MOT, :func:`na64reco.background.pileup_truth.pileup_estimate`), so they are
 #: already in the weight
 COUNTED_CALO_CUTS = ("ecal_mip", "no_veto", "no_vhcal", "hcal_mip")
 
@@ -65,10 +65,10 @@ def soft_part(path: str, run: int, n: int, seed: int, v_min: float = DEFAULT_V_M
     (:class:`na64reco.sim.forced_soft.ForcedSoft` ``[v_min, v_max)``) unless its classification
     exists, classify it, keep ``<part>.soft.npz`` (with ``pu_p``, ``pu_near`` per hard muon and
     the weight's figures) and delete the raw and crossing files (a dask task)."""
-    from na64reco.fake_kicks import HARD_P_OUT
+    from na64reco.background.fake_kicks import HARD_P_OUT
+    from na64reco.background.lone_muon_truth import classify, keep_part, simulate_stratum
+    from na64reco.background.pileup_truth import pileup_muon_field_by_event
     from na64reco.io.raw import open_raw
-    from na64reco.lone_muon_truth import classify, keep_part, simulate_stratum
-    from na64reco.pileup_truth import pileup_muon_field_by_event
     from na64reco.selection.schema import load_selection
     from na64reco.sim.forced_soft import ForcedSoft, soft_weight
     from na64reco.sim.params import load_sim_params
@@ -99,7 +99,7 @@ def calo_fields(events, crossings: dict, near: np.ndarray, setup, cond, selectio
     """:data:`CALO_FIELDS` per hard muon: the calorimeter cuts (:data:`CALO_CUTS`) on the event's
     reconstructed calorimeters (:func:`na64reco.reco.calo.reconstruct_calo`, the forced muon's
     pulses in its waveforms) and the forced muon's time and ECAL deposit (NaN: none kept)."""
-    from na64reco.pileup_truth import pileup_muon_field_by_event
+    from na64reco.background.pileup_truth import pileup_muon_field_by_event
     from na64reco.reco.calo import reconstruct_calo
     from na64reco.selection.cuts import Columns, cut_mask
 
@@ -133,7 +133,7 @@ def simulate_soft_parts(run: int, events: int, seed: int, workdir, *, part_event
                         stratum: tuple[int, int] = (0, 1), v_min: float = DEFAULT_V_MIN,
                         v_max: float = 1.0) -> list[str]:
     """The soft sample of ``stratum`` in parts (part j: seed ``seed x 1000 + 10^8 + 10^6 (10 m + k)
-    + j``: a stream apart from the natural strata's of :func:`na64reco.lone_muon_truth.simulate_parts`),
+    + j``: a stream apart from the natural strata's of :func:`na64reco.background.lone_muon_truth.simulate_parts`),
     on the dask ``client`` if given; returns the part files."""
     m, k = (int(x) for x in stratum)
     if k < 1 or m < 0 or m > 9 or k > 9:
@@ -153,7 +153,7 @@ def simulate_soft_parts(run: int, events: int, seed: int, workdir, *, part_event
 
 
 def load_soft(paths) -> dict:
-    """The parts of :func:`simulate_soft_parts` concatenated (:func:`na64reco.lone_muon_truth.load_muons`
+    """The parts of :func:`simulate_soft_parts` concatenated (:func:`na64reco.background.lone_muon_truth.load_muons`
     plus ``pu_p``, ``pu_near`` per hard muon and the summed weight figures)."""
     m = load_muons(paths)
     parts = [dict(np.load(p)) for p in paths]
@@ -236,7 +236,7 @@ def kick_momentum(m: dict, geometry: dict, min_planes: int = 4) -> np.ndarray:
     planes where both cross (``d``: ``pu_sep``, B minus the muon; the fit of those planes); NaN
     with fewer than ``min_planes`` such planes or a deflection <= 0 (B bent the other way: far
     out of the box)."""
-    from na64reco.pileup_truth import _fit_matrices
+    from na64reco.background.pileup_truth import _fit_matrices
 
     sep = np.asarray(m["pu_sep"], float)  # (hard, kept, planes)
     c = float(m["c_gev_mrad"])
@@ -333,7 +333,7 @@ def _ratio(soft: dict, nat: dict) -> dict:
 def soft_term(summary: dict, natural_tracked: int, natural_hard: int, key: str = "per_hard_natural_upper_90") -> float:
     """log10 of the soft part per tracked muon of the natural sample: ``P_R x (fakes, 90 % upper)
     / hard muons`` of the soft sample x the natural hard-per-tracked (the bounds of
-    :func:`na64reco.pileup_truth.pileup_estimate` are per tracked muon); ``key``
+    :func:`na64reco.background.pileup_truth.pileup_estimate` are per tracked muon); ``key``
     ``"per_hard_natural"``: the count itself (the central value)."""
     v = float(summary.get(key, 0.0)) * natural_hard / max(natural_tracked, 1)
     return math.log10(v) if v > 0 else -math.inf

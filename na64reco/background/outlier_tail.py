@@ -1,7 +1,7 @@
 """The lone muon's own outliers integrated instead of bounded (issue 9, stop 19).
 
 The fitted deflection of a tracked muon is ``kappa = kappa_true + core + sum_{j in S} g_j d_j``
-(the kick fit is linear in the hits: :mod:`na64reco.lone_muon`): a Gaussian core (the right
+(the kick fit is linear in the hits: :mod:`na64reco.background.lone_muon`): a Gaussian core (the right
 hits, checked there) and the *outliers*, the used hits of the set S of planes that are a wrong
 twin or farther than ``OUTLIER_SIGMAS`` plane resolutions from the truth, each moving the fit
 by its gain ``g_j`` (mrad/mm) times its deviation ``d_j`` (mm).  Here the box probability of
@@ -24,7 +24,7 @@ those outliers is *estimated*:
   what independent planes give), a pair seen in the sample its measured rate and signs; the
   shift density of S is the convolution of its planes' densities (three or more planes: all
   towards the box); what the chi2 cut cannot let through (a total shift beyond ``cap_S``, the
-  largest shift outliers on S can make within the cut: :func:`na64reco.lone_muon.set_reach`)
+  largest shift outliers on S can make within the cut: :func:`na64reco.background.lone_muon.set_reach`)
   is dropped;
 * ``P(box) = sum_S rate(S) sum_x density_S(x) mean_i Phi(-(room_i - x) / s_i)`` over the
   tracked muons i of each pattern (``room_i`` the distance of the true deflection to the box
@@ -36,7 +36,7 @@ rate, ``F`` and tail parameter at its one-sided 90 % limit (the heavier tail), f
 the fits do not reject (KS p >= ``GOF_P_MIN`` on every plane fitted on its own), and the
 larger of them: the spread between the shapes is part of it.  Validated on toys
 (``benchmarks/outlier_tail_toys.py``) and against direct counts with the box moved to where
-the sample has events (:func:`count_check` in :mod:`na64reco.lone_muon`).
+the sample has events (:func:`count_check` in :mod:`na64reco.background.lone_muon`).
 """
 
 from __future__ import annotations
@@ -283,7 +283,7 @@ def shift_density(plane: PlaneOutliers, tails: dict, scale: float, dx: float, bi
 @dataclass
 class Pattern:
     """One pattern of used planes: ``used`` (planes,) bool, ``gain`` (planes,), ``reach`` (2^planes: the largest shift
-    per unit residual norm of outliers on each set, :func:`na64reco.lone_muon.set_reach`),
+    per unit residual norm of outliers on each set, :func:`na64reco.background.lone_muon.set_reach`),
     ``cap_scale`` (the chi2 cut's residual norm plus the right hits' at its quantile),
     ``room`` and ``s`` (mrad) of a sample of its muons with weights ``w`` (summing to 1; default
     equal), ``weight`` its muon count."""

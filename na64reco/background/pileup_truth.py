@@ -1,9 +1,9 @@
 """The strata with an out-of-time beam muon near the trigger, estimated on the pile-up muon's truth.
 
-In a stratum (m, k) of :mod:`na64reco.fake_kicks` with k >= 1 beam muons in the near times N,
+In a stratum (m, k) of :mod:`na64reco.background.fake_kicks` with k >= 1 beam muons in the near times N,
 the outgoing bend-view search may use hits of such a pile-up muon ("B") instead of, or besides,
 the triggering muon's ("A").  With ``simulate(true_crossings=)`` the simulator writes B's true
-crossings too, and :func:`na64reco.lone_muon_truth.classify` gives every used hit its source
+crossings too, and :func:`na64reco.background.lone_muon_truth.classify` gives every used hit its source
 (``src``: A's right hit, A's wrong twin, B's hit, or no truth within 5 resolutions) and, for
 every hard muon, B's true crossings relative to A's (``pu_sep``) and B's time (``pu_time``).
 
@@ -29,11 +29,11 @@ right hits.  So:
   times the largest mean ``q_S`` of a c-plane set, summed over c.  It assumes that, given c,
   which muons' B the search takes does not depend on B's momentum and the right hits' errors
   (a soft B, scattered more, is if anything less likely to match the incoming track).  With a
-  sample of the stratum where B is forced soft (:mod:`na64reco.soft_pileup`, ``soft=`` of
+  sample of the stratum where B is forced soft (:mod:`na64reco.background.soft_pileup`, ``soft=`` of
   :func:`pileup_estimate`) the soft B's part is counted directly instead (the choice rate of soft
   B measured there, not assumed) and the bound keeps only the natural muons whose B is hard;
 * **A's own outliers** (wrong twins, A's own cluster far off): the bound of
-  :func:`na64reco.lone_muon.stratum_estimate` on the same muons with B's *separate* hits
+  :func:`na64reco.background.lone_muon.stratum_estimate` on the same muons with B's *separate* hits
   (B's crossing at least ``SEPARATE_SIGMAS`` plane resolutions from A's: not merged with A's
   cluster) replaced by A's true crossing (kappa corrected by the exact ``g_j dev_j``); B's
   hits merged with A's cluster (B within ``SEPARATE_SIGMAS``) stay outliers of A there.
@@ -55,8 +55,7 @@ import math
 
 import numpy as np
 
-from na64reco.errors import ConfigError
-from na64reco.lone_muon import (
+from na64reco.background.lone_muon import (
     OUTLIER_SIGMAS,
     TIME_ERROR_MAX_NS,
     _log10_mean,
@@ -65,7 +64,7 @@ from na64reco.lone_muon import (
     stratum_estimate,
     time_pass_terms,
 )
-from na64reco.lone_muon_truth import (
+from na64reco.background.lone_muon_truth import (
     CORRECT_SIGMAS,
     MAX_TWIN_OFFSET,
     SRC_FAR,
@@ -75,6 +74,7 @@ from na64reco.lone_muon_truth import (
     _box_sigmas,
     box_p_out,
 )
+from na64reco.errors import ConfigError
 
 #: B's hit is *separate* from A's cluster when B's true crossing is at least this many plane
 #: resolutions from A's (twice the 5-resolution window of a hit's source: the two windows do not
@@ -83,7 +83,7 @@ SEPARATE_SIGMAS = 2 * CORRECT_SIGMAS
 #: a (pattern, set) term of the bound below this log10 box probability is dropped before its chi2
 #: and time factors are computed (it cannot matter against the figures, ~1e-13 per MOT)
 LOG10_NEGLIGIBLE = -40.0
-#: out-of-time beam muons per event kept in the truth of :func:`na64reco.lone_muon_truth.classify`
+#: out-of-time beam muons per event kept in the truth of :func:`na64reco.background.lone_muon_truth.classify`
 #: (nearest in time first)
 PILEUP_KEPT = 3
 #: only the out-of-time beam muons within this |time| (ns) of the trigger are kept: the near times
@@ -146,7 +146,7 @@ def _kept_muons(ev: np.ndarray, crossings: dict):
 
 
 def pileup_sources(used, wrong, far, h, hits, ev_of, pu_u):
-    """The source of each used hit of :func:`na64reco.lone_muon_truth.classify` (``src``, SRC_* codes;
+    """The source of each used hit of :func:`na64reco.background.lone_muon_truth.classify` (``src``, SRC_* codes;
     ``src_muon``: which kept pile-up muon, -1 none): the muon's own right hit or wrong twin, a
     kept out-of-time beam muon's (the hit's twin group within ``CORRECT_SIGMAS`` of that muon's
     true crossing, ``pu_u`` (tracked, kept, planes)), or far (no truth within ``CORRECT_SIGMAS``).
@@ -205,7 +205,7 @@ def measured_tail(m: dict, width: float, mean: float, box: float | None = None, 
     ``mean`` at its exact shift ``sum_j g_j dev_j`` over the used hits that are not A's right ones
     (``src`` other than right: wrong twins, B's hits, hits with no truth near) and, with the plane
     resolutions ``sigma`` given, the right ones farther than ``OUTLIER_SIGMAS`` from the truth (the
-    outliers of :func:`na64reco.lone_muon.p00_estimate`: the core is fitted without them)."""
+    outliers of :func:`na64reco.background.lone_muon.p00_estimate`: the core is fitted without them)."""
     from scipy.special import log_ndtr
 
     src = np.asarray(m["src"])
@@ -221,7 +221,7 @@ def measured_tail(m: dict, width: float, mean: float, box: float | None = None, 
 
 def time_pass_log10_many(n_own: int, n_foreign: int, dt: np.ndarray, sigma: float, prob_min: float = 1e-4,
                          outliers: int = 1) -> np.ndarray:
-    """An upper bound of :func:`na64reco.lone_muon.time_pass_log10` for an array of time
+    """An upper bound of :func:`na64reco.background.lone_muon.time_pass_log10` for an array of time
     differences ``dt`` (ns), fast: each noncentral chi2 term (k dof, noncentrality lam, cut x) is
     bounded by ``Phi(sqrt(x) - sqrt(lam))`` (the chi2 is at least the square of its component along
     the two groups' time contrast, a unit Gaussian about ``sqrt(lam)``)."""
@@ -416,14 +416,14 @@ def validate_edges(m: dict, width: float, mean: float, edges=(150.0, 145.0, 140.
 def pileup_estimate(m: dict, geometry: dict, period: dict | None = None, stratum: tuple[int, int] = (0, 1),
                     box: float | None = None, soft: dict | None = None, **kwargs) -> dict:
     """The figures of a stratum with k >= 1 pile-up muons on the pile-up truth (module doc): the
-    estimate of :func:`na64reco.lone_muon.stratum_estimate` on the muons with B's separate hits
+    estimate of :func:`na64reco.background.lone_muon.stratum_estimate` on the muons with B's separate hits
     taken out (A's own outliers and B's merged hits), the measured tail with every hit's exact
     shift, B's set bound, and per MOT the sum of the two bounds.
 
     ``soft``: the figures of the stratum's sample with B forced soft
-    (:func:`na64reco.soft_pileup.soft_summary`).  B's set term is then the direct count of that
+    (:func:`na64reco.background.soft_pileup.soft_summary`).  B's set term is then the direct count of that
     sample (B in the forced region R: ``P_R x`` its fakes' 90 % upper per hard muon) plus the
-    set bound over the natural muons whose B is not soft (:func:`na64reco.soft_pileup.hard_b_only`);
+    set bound over the natural muons whose B is not soft (:func:`na64reco.background.soft_pileup.hard_b_only`);
     the choice bound over all of them stays as a cross-check (``pileup_truth.set_bound``).  Not
     given, it is taken from the period's JSON, ``period["soft_pileup"]["m,k"]``, when there
     (``benchmarks/soft_pileup.py`` writes it), so a rerun of the strata keeps the measured term."""
@@ -440,7 +440,7 @@ def pileup_estimate(m: dict, geometry: dict, period: dict | None = None, stratum
     set_term = b["log10_choice_per_tracked_without_time"]
     soft_block = None
     if soft is not None:
-        from na64reco.soft_pileup import hard_b_only, soft_term
+        from na64reco.background.soft_pileup import hard_b_only, soft_term
 
         m_hard, split = hard_b_only(m, geometry)
         b_hard = pileup_set_bound(m_hard, geometry, width, mean, box)

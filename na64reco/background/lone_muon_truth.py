@@ -6,7 +6,7 @@ far, pile-up muon; :data:`SOURCE_NAMES`) and keeps the fit's figures per muon
 (:data:`MUON_FIELDS`); :func:`simulate_parts` makes a stratum's sample in parts (one dask task
 each, the classification kept, the raw file deleted) and :func:`load_muons` joins them;
 :func:`view_geometry` gives the bend view's planes as the reconstruction fits them.  The
-estimates made from these samples are in :mod:`na64reco.lone_muon` (the classes of used hits
+estimates made from these samples are in :mod:`na64reco.background.lone_muon` (the classes of used hits
 are described there).
 """
 
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from na64reco import units
+from na64reco.background.fake_kicks import HARD_P_OUT, tracking_cuts_and_box
 from na64reco.errors import ConfigError
-from na64reco.fake_kicks import HARD_P_OUT, tracking_cuts_and_box
 from na64reco.io.raw import open_raw
 from na64reco.reco.tracking import reconstruct_tracks
 from na64reco.selection.cuts import Columns
@@ -148,7 +148,7 @@ def classify(path, crossings_path, setup, conditions, selection) -> dict[str, np
     far = used & ~(dbest < CORRECT_SIGMAS * sig[best])
     wrong &= ~far
     # the source of each used hit: the muon's own (right, wrong twin), an out-of-time beam muon's, or none
-    from na64reco.pileup_truth import pileup_sources, pileup_truth_by_event
+    from na64reco.background.pileup_truth import pileup_sources, pileup_truth_by_event
 
     pu_u, pu_t = pileup_truth_by_event(events, crossings, n_setup)
     pu_u = pu_u[:, :, planes]
@@ -188,8 +188,8 @@ def view_geometry(setup, conditions) -> dict:
     """The outgoing bend view's fit geometry: ``dz`` (m), ``down``, ``sigma`` (mm, the plane
     resolutions the fit weights with) per plane in z order and the chi2/ndf cut; the track-time
     settings and ``near_dt_min_ns``, the smallest |time| of a pile-up muon in the near times
-    (:func:`na64reco.fake_kicks.near_times`)."""
-    from na64reco.fake_kicks import near_times
+    (:func:`na64reco.background.fake_kicks.near_times`)."""
+    from na64reco.background.fake_kicks import near_times
     from na64reco.reco.tracking.config import load_tracking_config
     from na64reco.reco.tracking.tracks import make_views
 
@@ -243,7 +243,7 @@ def set_reach(geometry: dict, used: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 def _max_missing(setup) -> int:
     """Planes the outgoing station's bend-view candidates may miss (the view's own rule).  Its
     ``required_planes`` are not imposed on the patterns built from it
-    (:func:`na64reco.pileup_truth.patterns`): a superset of the search's, so bounds stay upper ones."""
+    (:func:`na64reco.background.pileup_truth.patterns`): a superset of the search's, so bounds stay upper ones."""
     from na64reco.reco.tracking.config import load_tracking_config
     from na64reco.sim.transport import outgoing_magnet
 
@@ -281,8 +281,8 @@ def simulate_stratum(path: str, run: int, n: int, seed: int, setup_name: str = "
     N) of ``run`` into ``path`` with the calibration trigger and the true crossings beside it
     (``<path stem>.crossings.npz``); ``forcing``: further ``simulate`` options (e.g.
     ``forced_soft``).  Returns the setup, the conditions and the crossings' path."""
+    from na64reco.background.fake_kicks import bend_region, near_times
     from na64reco.conditions import load_conditions
-    from na64reco.fake_kicks import bend_region, near_times
     from na64reco.geometry import load_setup
     from na64reco.sim.forced_noise import ForcedNoise
     from na64reco.sim.generate import simulate
