@@ -48,14 +48,15 @@ CRASH_DIR_ENV = "NA64RECO_CRASH_DIR"
 
 class HelpFormatter(argparse.HelpFormatter):
     """Appends "(default: X)" to an option's help unless the help already says its default,
-    the option is required or a flag, or it has no default value."""
+    the option is required or a flag, or it has no default value; an empty-string default
+    reads "(default: none)"."""
 
     def _get_help_string(self, action):
         text = action.help or ""
         if ("%(default)" in text or "default" in text.lower() or not action.option_strings
                 or action.required or any(action.default is v for v in (None, False, True, argparse.SUPPRESS))):
             return text
-        return text + " (default: %(default)s)"
+        return text + (" (default: none)" if action.default == "" else " (default: %(default)s)")
 
 
 def _load(name: str):

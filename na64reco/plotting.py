@@ -478,7 +478,10 @@ def figure_hist1d(h, ctx: PlotContext | None = None, *, title: str = "", lo=None
         draw_blinded(ax, blinded, text, scale=xa.scale, shift=xa.shift)
     everything = len(blinded) == 1 and blinded[0] == (xa.edges[0], xa.edges[-1])
     _y_range(ax, hs, ctx.data, empty_text=None if everything else "no events")
-    x0, x1 = _fit_range(xa, hs, [*marks, *(v for iv in blinded for v in iv)])
+    # the shaded spans (signal box, sidebands) stay in view even where no event is: an open end
+    # reaches the axis edge
+    span_ends = [v for a, b, *_ in spans for v in (xa.edges[0] if a is None else a, xa.edges[-1] if b is None else b)]
+    x0, x1 = _fit_range(xa, hs, [*marks, *(v for iv in blinded for v in iv), *span_ends])
     ax.set_xlim(xa.to(x0), xa.to(x1))
     if xa.integer:
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))

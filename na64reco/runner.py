@@ -774,6 +774,9 @@ def format_summary(summary: dict) -> str:
             lines.append(f"{r['cut']:<24}{r['events']:>12d}{r['sumw']:>14.6g}{r['sumw_err']:>11.3g}"
                          f"{r['efficiency']:>9.4f}{r['cumulative']:>9.4f}")
         lines.append("N-1 (all cuts and box but one):")
+        if withheld is not None:  # each row but the box's own requires the box, which is withheld
+            lines.append("  (blinded data: every row but the box's own needs the box, which is withheld except")
+            lines.append("   for the visible control regions of selections/blinding.yaml: a 0 says nothing about it)")
         for r in entry["nminusone"]:
             ev = r["events"] if r["events"] == BLINDED else f"{r['events']:d}"
             sw = r["sumw"] if r["sumw"] == BLINDED else f"{r['sumw']:.6g}"

@@ -20,7 +20,8 @@
 # the fast simulator writes the raw ROOT layout (with truth), we read it back, reconstruct
 # momenta and energies, run the blinded `na64mu_invisible` coffea processor and draw one
 # signal event.  Everything is written into a temporary directory; the samples are small
-# (a few thousand muons) so the notebook runs in well under a minute.
+# (a few thousand muons) so the notebook runs in well under a minute once the numba kernels
+# are compiled and cached; the first run in a new environment compiles them (minutes).
 
 # %%
 import tempfile

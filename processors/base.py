@@ -375,7 +375,7 @@ class InvisibleProcessor(processor.ProcessorABC):
     Parameters
     ----------
     selection : name or path of the selection YAML (default ``SELECTION``)
-    calib_tag : calibration tag (default ``<setup>-default``)
+    calib_tag : calibration tag (default: the setup's tag in ``calib/default_tags.yaml``)
     unblind : ``None`` or an :class:`~na64reco.selection.blinding.UnblindingToken`;
         anything else raises :class:`~na64reco.errors.BlindingError`
     reco : reconstruction stage ``(events, setup, conditions, source) -> ak.Array``;

@@ -69,6 +69,7 @@ def test_every_option_has_help_and_shows_its_default(name):
         if action.option_strings and not action.required and not flag:
             assert "default" in text.lower(), f"na64reco {name} {label}: help does not show the default: {text!r}"
     assert "%%" not in parser.format_help()
+    assert "(default: )" not in parser.format_help()  # an empty default says "none"
 
 
 def test_subcommand_list_and_descriptions_show_percent_once(capsys):
@@ -119,3 +120,20 @@ def test_user_errors_stay_one_line_with_exit_1(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.startswith("na64reco limit: error: --efficiency") and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "crashes").exists()
+
+
+def test_calibration_tag_defaults_name_the_default_tags_file():
+    """A command without --calib-tag (--base-tag for calibrate) uses the setup's tag in
+    calib/default_tags.yaml (na64reco.conditions.default_tag), not ``<setup>-default``."""
+    from na64reco.conditions import default_tag
+
+    assert default_tag("na64mu") != "na64mu-default"  # the pointer has moved: the help must not say <setup>-default
+    parsers = _parsers()
+    checked = []
+    for name, parser in parsers.items():
+        for action in parser._actions:
+            if {"--calib-tag", "--base-tag"} & set(action.option_strings) and not action.required:
+                text = parser._get_formatter()._expand_help(action)
+                assert "calib/default_tags.yaml" in text and "<setup>-default" not in text, (name, text)
+                checked.append(name)
+    assert {"simulate", "calibrate", "dqm", "reco", "display", "run"} <= set(checked)

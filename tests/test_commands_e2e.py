@@ -43,10 +43,11 @@ def _env() -> dict:
     return env
 
 
-def na64reco(*args, cwd: Path, expect: int = 0) -> subprocess.CompletedProcess:
-    """Run ``na64reco ARGS`` in ``cwd``; fail with its output unless it exits ``expect``."""
+def na64reco(*args, cwd: Path, expect: int = 0, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``na64reco ARGS`` in ``cwd`` (``env``: extra environment variables); fail with its
+    output unless it exits ``expect``."""
     argv = [_entry_point(), *map(str, args)]
-    proc = subprocess.run(argv, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
+    proc = subprocess.run(argv, cwd=cwd, env=_env() | (env or {}), capture_output=True, text=True, timeout=TIMEOUT)
     if proc.returncode != expect:
         pytest.fail(f"`na64reco {' '.join(map(str, args))}` exited {proc.returncode} (expected {expect})\n"
                     f"--- stdout (tail)\n{proc.stdout[-3000:]}\n--- stderr (tail)\n{proc.stderr[-5000:]}")
@@ -207,8 +208,10 @@ def test_cutflow_command_on_a_data_run(runs):
     withheld = int(re.search(r"withheld \(blinded region, before the cut-flow\): (\d+)", data).group(1))
     assert withheld == processed - initial > 0
     assert re.search(r"^signal_box\s+blinded\s+blinded", data, re.M)
+    # the N-1 rows of data that need the (withheld) box say so instead of showing a bare 0
+    assert "(blinded data: every row but the box's own needs the box, which is withheld except" in data
     mc = text[text.index("== mc_mixture"):text.index("== data")]
-    assert "withheld" not in mc  # simulation is not blinded
+    assert "withheld" not in mc and "blinded data" not in mc  # simulation is not blinded
 
 
 # ---- display, reco, limit --------------------------------------------------------------
@@ -285,3 +288,105 @@ def test_dqm_through_the_entry_point(tmp_path):
     assert [b["spill"] for b in summary["bad_spills"]] == [2, 3]
     assert "spill: 2" in (tmp_path / "dqm" / "bad_spills.yaml").read_text()
     no_temp_siblings(tmp_path)
+
+
+# ---- simulate and inspect ----------------------------------------------------------------
+def test_simulate_and_inspect_report_what_the_files_hold(tmp_path):
+    """`simulate`'s summary line and `inspect`'s text and JSON agree with the files' trees."""
+    import numpy as np
+    import uproot
+
+    from na64reco.io.raw import PROCESSES
+
+    proc = na64reco("simulate", "--setup", "na64mu", "--events", 2000, "--seed", 5, "--run", 1001,
+                    "--output", "mu.root", cwd=tmp_path)
+    na64reco("simulate", "--setup", "na64mu", "--events", 1000, "--seed", 6, "--run", 1002, "--no-truth",
+             "--output", "data.root", "--quiet", cwd=tmp_path)
+    content = {}
+    for name in ("mu.root", "data.root"):
+        with uproot.open(tmp_path / name) as f:
+            spills = f["spills"].arrays(["n_beam", "n_triggered"], library="np")
+            content[name] = {"events": f["events"].num_entries, "spills": spills["n_beam"].size,
+                             "beam": int(spills["n_beam"].sum()), "triggered": int(spills["n_triggered"].sum()),
+                             "process": f["truth"]["process"].array(library="np") if "truth" in f else None}
+    mu, data = content["mu.root"], content["data.root"]
+    assert mu["beam"] == 2000 and data["beam"] == 1000 and data["process"] is None
+    assert re.search(rf"^mu\.root: {mu['events']} triggered events of 2000 beam particles \({mu['spills']} spills, "
+                     r"setup na64mu, run 1001\) in [\d.]+ s", proc.stdout, re.M), proc.stdout
+    assert mu["events"] == mu["triggered"] > 0
+
+    text = na64reco("inspect", "mu.root", "data.root", cwd=tmp_path).stdout
+    lines = text.splitlines()
+    assert re.match(rf"mu\.root: na64mu run 1001, format v\d+, {mu['events']} events in {mu['spills']} spills, "
+                    r"2000 MOT, simulation \(", lines[0]), lines[0]
+    names = {v: k for k, v in PROCESSES.items()}
+    codes, counts = np.unique(mu["process"], return_counts=True)
+    expected = {names[int(c)]: int(n) for c, n in zip(codes, counts, strict=True)}
+    shown = dict(re.findall(r"^  (\S+)\s+(\d+)$", text, re.M))
+    assert {k: int(v) for k, v in shown.items()} == expected and sum(expected.values()) == mu["events"]
+    (data_line,) = [line for line in lines if line.startswith("data.root:")]
+    assert re.match(rf"data\.root: na64mu run 1002, format v\d+, {data['events']} events in {data['spills']} "
+                    r"spills, 1000 MOT, data \(", data_line), data_line
+
+    infos = json.loads(na64reco("inspect", "--json", "mu.root", "data.root", cwd=tmp_path).stdout)
+    assert [(i["events"], i["beam_particles"], i["has_truth"]) for i in infos] == \
+        [(mu["events"], 2000, True), (data["events"], 1000, False)]
+    assert infos[0]["processes"] == expected and "processes" not in infos[1]
+
+
+# ---- calibrate ----------------------------------------------------------------------------
+def test_calibrate_tracker_chain_as_in_the_docs(tmp_path):
+    """docs/calibration.md's tracker chain (alignment -> momentum scale -> efficiency) through
+    the entry point, default options, into a private calibration directory (NA64RECO_CALIB):
+    every printed constant is the published one and agrees with the true detector (the
+    default tag of calib/default_tags.yaml, with which the beam run was simulated)."""
+    from hepunits import meter, tesla
+
+    from na64reco.conditions import load_conditions
+    from na64reco.geometry import load_setup
+
+    calib = tmp_path / "calib"
+    shutil.copytree(REPO / "calib", calib)
+    env = {"NA64RECO_CALIB": str(calib)}
+    repo_tags = sorted(p.name for p in (REPO / "calib" / "tags").iterdir())
+    na64reco("simulate", "--setup", "na64mu", "--events", 4000, "--seed", 21, "--run", 1500, "--process", "beam",
+             "--trigger", "calibration", "--output", "BEAM.root", "--quiet", cwd=tmp_path)
+    outs = {}
+    for kind, base, tag in (("alignment", "na64mu-default", "mu-align-1"),
+                            ("momentum-scale", "mu-align-1", "mu-scale-1"),
+                            ("efficiency", "mu-scale-1", "mu-eff-1")):
+        proc = na64reco("calibrate", "--setup", "na64mu", "--kind", kind, "--runs", 1000, 1999, "--base-tag", base,
+                        "--tag", tag, "BEAM.root", cwd=tmp_path, env=env)
+        m = re.search(rf"^published tag '{tag}': (\S+)$", proc.stdout, re.M)
+        assert m and Path(m.group(1)).resolve() == (calib / "tags" / f"{tag}.yaml").resolve(), proc.stdout
+        outs[kind] = proc.stdout
+    assert sorted(p.name for p in (REPO / "calib" / "tags").iterdir()) == repo_tags  # the package's calib/ untouched
+
+    setup = load_setup("na64mu", run=1500)
+    true = load_conditions(setup, 1500, root=calib)  # the simulation's constants: the default tag
+    cond = load_conditions(setup, 1500, "mu-eff-1", root=calib)
+    assert load_conditions(setup, 2000, "mu-eff-1", root=calib).field_integrals == {}  # outside --runs
+
+    # alignment: "    MM2X      12.3 +- 4.5 um" for each free plane
+    free = re.findall(r"^    (\S+)\s+(-?[\d.]+) \+- ([\d.]+) um$", outs["alignment"], re.M)
+    assert len(free) >= 5, outs["alignment"]
+    for plane, value, error in free:
+        assert 1000 * cond.planes[plane].alignment == pytest.approx(float(value), abs=0.051), plane
+        assert abs(float(value) - 1000 * true.planes[plane].alignment) < 5 * float(error) + 0.1, (plane, value)
+
+    # momentum scale: "  MS1: field integral 1.23456 +- 0.00012 T m ..."
+    scales = re.findall(r"^  (\S+): field integral ([\d.]+) \+- ([\d.]+) T m", outs["momentum-scale"], re.M)
+    assert {m for m, _, _ in scales} == {"MS1", "MS2"}, outs["momentum-scale"]
+    for magnet, value, error in scales:
+        published = cond.field_integrals[magnet] / (tesla * meter)
+        assert published == pytest.approx(float(value), abs=1e-5), magnet
+        nominal = setup.magnets[magnet].field_integral / (tesla * meter)
+        assert abs(float(value) - nominal) < 5 * float(error) + 1e-4, (magnet, value, nominal)
+
+    # efficiency: "  MM1X      0.9712 +- 0.0021 ..." per plane
+    effs = re.findall(r"^  (\S+)\s+([\d.]+) \+- ([\d.]+)\s+\d+ ", outs["efficiency"], re.M)
+    assert len(effs) == len(setup.planes), outs["efficiency"]
+    for plane, value, error in effs:
+        assert cond.planes[plane].efficiency == pytest.approx(float(value), abs=1e-4), plane
+        (p,) = [q for q in setup.planes if q.name == plane]
+        assert abs(float(value) - true.plane_efficiency(p)) < 5 * float(error) + 0.01, (plane, value)

@@ -28,8 +28,9 @@ TIMEOUT = 300  # s per cell; a whole notebook takes well under a minute
 MAY_UNBLIND = {"06_limits_and_unblinding"}
 
 
-def _code(nb) -> list[str]:
-    return [c.source.strip() for c in nb.cells if c.cell_type == "code"]
+def _cells(nb) -> list[tuple[str, str]]:
+    """Every cell, text too: a markdown edit made in one twin only must not go unseen."""
+    return [(c.cell_type, c.source.strip()) for c in nb.cells]
 
 
 def test_there_are_notebooks():
@@ -43,8 +44,8 @@ def test_notebook_is_paired_and_has_no_large_outputs(source):
     ipynb = source.with_suffix(".ipynb")
     assert ipynb.exists(), f"{ipynb.name} missing: run `jupytext --to ipynb {source.name}`"
     py_nb, ip_nb = jupytext.read(source), jupytext.read(ipynb)
-    assert _code(py_nb) == _code(ip_nb), (f"{ipynb.name} is out of sync with {source.name}: "
-                                          f"run `jupytext --sync {source.name}`")
+    assert _cells(py_nb) == _cells(ip_nb), (f"{ipynb.name} is out of sync with {source.name} (code or text): "
+                                            f"run `jupytext --sync {source.name}`")
     assert ipynb.stat().st_size < 200_000, f"{ipynb.name}: commit it without (large) outputs"
 
 

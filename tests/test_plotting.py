@@ -243,3 +243,21 @@ def test_event_display_refuses_a_data_event_in_the_protected_region(signal_file)
         draw_event(events, i, setup, conditions, data=True)
     draw_event(events, i, setup, conditions, data=False, output=None)  # simulation: drawn
     plt.close("all")
+
+
+def test_shaded_spans_stay_in_view_where_no_event_is():
+    """The unblinded box plot: events only near the beam peak, the signal box (open below)
+    and the sideband shaded; the x range shows both (it was trimmed to the filled bins, so
+    the box and sideband named in the legend were off the plot)."""
+    import hist
+
+    from na64reco.plotting import figure_hist1d
+
+    h = hist.Hist(hist.axis.Regular(120, 0, 240, name="p_out", label="p_out [GeV]"))
+    h.fill(np.random.default_rng(1).normal(160, 5, 200))
+    spans = [(None, 80.0, "signal box", "tab:red"), (80.0, 120.0, "sideband", "tab:blue")]
+    with na64_style():
+        x0, x1 = figure_hist1d(h, spans=spans).axes[0].get_xlim()
+        assert x0 <= 0 and x1 >= 175
+        x0, _ = figure_hist1d(h).axes[0].get_xlim()  # without spans the range is still trimmed to the data
+        assert x0 > 100

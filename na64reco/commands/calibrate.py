@@ -24,7 +24,8 @@ def add_arguments(parser) -> None:
                         help="run range where the new constants are valid")
     parser.add_argument("--tag", required=True, help="name of the new tag (tags are immutable)")
     parser.add_argument("--base-tag", default=None,
-                        help="tag giving the other constants (default <setup>-default)")
+                        help="tag giving the other constants (default: the setup's tag in calib/default_tags.yaml "
+                             "of the calibration directory)")
     parser.add_argument("--calib-dir", default=None, type=Path,
                         help="calibration directory (default: NA64RECO_CALIB or the package's calib/)")
     parser.add_argument("--min-entries", type=int, default=None,

@@ -11,7 +11,8 @@ def add_arguments(p):
     p.add_argument("--event", type=int, required=True, help="event number (the 'event' branch)")
     p.add_argument("--output", "-o", required=True,
                    help="output image (.png, .pdf, .svg), written whole (replaced if it exists)")
-    p.add_argument("--calib-tag", default=None, help="calibration tag (default: <setup>-default)")
+    p.add_argument("--calib-tag", default=None,
+                   help="calibration tag (default: the setup's tag in calib/default_tags.yaml)")
 
 
 def run(args) -> int:

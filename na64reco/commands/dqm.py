@@ -16,7 +16,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing DIR")
     parser.add_argument("--tolerances", metavar="YAML", type=Path, default=None,
                         help="tolerances (default: calib/dqm/tolerances.yaml)")
-    parser.add_argument("--calib-tag", metavar="T", help="conditions tag (default <setup>-default)")
+    parser.add_argument("--calib-tag", metavar="T",
+                        help="conditions tag (default: the setup's tag in calib/default_tags.yaml)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("files", nargs="+", metavar="FILES", help="raw files (paths or URLs)")
 

@@ -18,7 +18,8 @@ def add_arguments(p):
     p.add_argument("raw", help="raw ROOT file (na64raw format)")
     p.add_argument("--output", "-o", required=True,
                    help="output .parquet (or .root) file, written whole at the end (replaced if it exists)")
-    p.add_argument("--calib-tag", default=None, help="calibration tag (default: <setup>-default)")
+    p.add_argument("--calib-tag", default=None,
+                   help="calibration tag (default: the setup's tag in calib/default_tags.yaml)")
     p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK,
                    help="events per chunk (bounds the memory; the progress bar advances by chunks)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -32,7 +32,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--retries", type=int, default=0,
                         help="retries of a chunk after a transient error (time-out, lost connection); "
                              "default %(default)s: no retry")
-    parser.add_argument("--calib-tag", metavar="T", help="calibration tag (default <setup>-default)")
+    parser.add_argument("--calib-tag", metavar="T",
+                        help="calibration tag (default: the setup's tag in calib/default_tags.yaml)")
     parser.add_argument("--selection", metavar="YAML", help="selection file (default: the processor's)")
     parser.add_argument("--output", required=True, metavar="OUTDIR",
                         help="output directory; it appears only when the run has finished (written "

@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK, metavar="K",
                    help=f"beam particles buffered between writes (default {DEFAULT_CHUNK})")
     p.add_argument("--calib-tag", metavar="TAG", help="conditions tag of the true constants "
-                                                     "(default <setup>-default)")
+                                                     "(default: the setup's tag in calib/default_tags.yaml)")
     p.add_argument("--trigger", default="physics", choices=("physics", "calibration"),
                    help="physics: the setup's trigger (default); calibration: its beam-counter terms "
                         "only (no energy cuts), e.g. full-energy electrons for the ECAL calibration")

@@ -192,7 +192,7 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
             ``simulation.signal.default_coupling``.  Only enters the truth weight.
         truth: write the ``truth`` tree.
         chunk_size: beam particles buffered between writes (rounded up to whole spills).
-        calib_tag: conditions tag giving the true constants (default ``<setup>-default``).
+        calib_tag: conditions tag giving the true constants (default: the setup's tag in ``calib/default_tags.yaml``).
         progress: show a tqdm progress bar on stderr.
         mixture: overrides of ``simulation.mixture`` probabilities (validation samples).
         trigger: ``"physics"`` (the setup's trigger) or ``"calibration"`` (its counter

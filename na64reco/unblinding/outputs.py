@@ -76,7 +76,9 @@ def _final_plots(out: dict, state: dict, plot_dir: Path) -> None:
         if h is None:
             continue
         ctx = plot_context(dataset, acc, sel)
-        plot_cutflow(acc["cutflow"], f"{dataset}: cut-flow (unblinded)", plot_dir / f"{dataset}_cutflow.png", ctx)
+        # the procedure's one dataset is named "unblinded": say it once in the titles
+        what = "unblinded data" if dataset == "unblinded" else f"{dataset} (unblinded)"
+        plot_cutflow(acc["cutflow"], f"{what}: cut-flow", plot_dir / f"{dataset}_cutflow.png", ctx)
         with na64_style():
             for name, hn in acc["nminus1"].items():
                 if name == BOX:
@@ -84,7 +86,7 @@ def _final_plots(out: dict, state: dict, plot_dir: Path) -> None:
                 if "module" in hn.axes.name:
                     hn = hn.project(hn.axes[-1].name)
                 lo, hi, text = cut_window(sel, name, ctx)
-                figure_hist1d(hn, ctx, title=f"{dataset}: N-1 of {name}, unblinded", lo=lo, hi=hi, cut_label=text,
+                figure_hist1d(hn, ctx, title=f"{what}: N-1 of {name}", lo=lo, hi=hi, cut_label=text,
                               labels=["data (unblinded)"]).savefig(plot_dir / f"{dataset}_nminus1_{name}.png", dpi=DPI)
             box = sel.signal_box
             unit = value_unit(box.variable, sel.setup)
@@ -93,7 +95,7 @@ def _final_plots(out: dict, state: dict, plot_dir: Path) -> None:
             spans += [(sb.min, sb.max, f"sideband {sb.name}: " + range_text(ctx.sym(sb.variable), sb.min, sb.max,
                                                                              unit), "tab:blue")
                       for sb in sel.sidebands if sb.fails is None and sb.variable == box.variable]
-            title = f"{state['processor']['name']}: {dataset}, unblinded\n(state {state_hash(state)[:12]})"
+            title = f"{state['processor']['name']}: {what}\n(state {state_hash(state)[:12]})"
             figure_hist1d(h, ctx, title=title, labels=["data (unblinded), all cuts but the box"],
                           spans=spans).savefig(plot_dir / f"{dataset}_unblinded_{box.variable}.png", dpi=DPI)
 
