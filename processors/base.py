@@ -34,7 +34,7 @@ from na64reco.geometry import load_setup
 from na64reco.hists import HistGroup, HistSums, HistTemplate, to_hists
 from na64reco.io.checksum import verify_chunk
 from na64reco.io.location import file_version
-from na64reco.io.raw import assemble_events, event_branches, open_raw
+from na64reco.io.raw import assemble_events, check_content, event_branches, open_raw
 from na64reco.selection import (
     BOX,
     CutflowTable,
@@ -506,8 +506,10 @@ class InvisibleProcessor(processor.ProcessorABC):
         return self._files[path]
 
     def verify(self, events, meta: dict, info: FileInfo) -> None:
-        """Check the chunk against its file's content checksums (:mod:`na64reco.io.checksum`).
-        Any failure to read, decompress or verify is a bad-file error naming the entries."""
+        """Check the chunk against its file's content checksums (:mod:`na64reco.io.checksum`)
+        and its values (:func:`~na64reco.io.raw.check_content`: the file's run, event numbers
+        increasing).  Any failure to read, decompress or verify is a bad-file error naming the
+        entries."""
         if not info.path:
             return
         start = int(meta.get("entrystart") or 0)
@@ -519,6 +521,7 @@ class InvisibleProcessor(processor.ProcessorABC):
             arrays = _branches(events, event_branches())
             verify_chunk(blocks, arrays, start, stop, info.path,
                          read=lambda a, b: _raw(info.path).arrays("events", a, b))
+            check_content("events", arrays, info.run, info.path, start)
         except RawFormatError:
             raise
         except Exception as exc:  # whatever uproot/awkward raise on damaged content
@@ -571,8 +574,8 @@ class InvisibleProcessor(processor.ProcessorABC):
             truth = {k: v[keep] for k, v in truth.items()}
         try:
             return attach_truth_stage(reco, truth)
-        except ValueError as exc:
-            raise NA64Error(f"{info.path} entries {start}-{stop}: {exc}") from None
+        except ValueError as exc:  # the file's truth rows are not those of its events: a bad file
+            raise RawFormatError(f"{info.path} entries {start}-{stop}: {exc}") from None
 
     def variables(self) -> list[str]:
         names = [*self.selection.variables, *self.MAIN_VARIABLES]
