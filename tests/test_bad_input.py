@@ -120,6 +120,25 @@ def test_duplicated_or_unordered_event_numbers_are_refused(tmp_path, order, word
         _run([path])
 
 
+@pytest.mark.parametrize("order, words", [
+    (lambda e: np.concatenate([e[:200], e[199:599]]), "of entry 200 is 199, not after 199 of the entries before it"),
+    (lambda e: np.concatenate([e[200:400], e[:200], e[400:]]), "of entry 200 is 0, not after 399 of the entries"),
+])
+def test_event_numbers_are_checked_across_the_chunks_of_a_run(tmp_path, order, words):
+    """(each chunk of 200 events is in order: a duplicate or a swap at a chunk boundary was
+    processed silently)"""
+    def tweak(ev, spills, tr):
+        ev["event"] = order(ev["event"])
+        tr["event"] = ev["event"]
+    path = _write(tmp_path / "c.root", tweak=tweak)
+    for executor in ("iterative", "futures"):
+        with pytest.raises(NA64Error) as err:
+            _run([path], executor=executor, workers=2)
+        assert f"{path}: branch events.event {words}" in str(err.value), str(err.value)
+    with open_raw(path) as raw, pytest.raises(RawFormatError, match="expected event numbers strictly increasing"):
+        raw.events()
+
+
 def test_truth_rows_of_other_events_are_a_bad_file_skipped_when_asked(tmp_path):
     def tweak(ev, spills, tr):
         tr["event"] = tr["event"] + 1
