@@ -91,6 +91,9 @@ PAYLOAD_SCHEMA = {
                 "type": "object",
                 "required": list(CALO_FIELDS),
                 "properties": {**{f: _NUMBERS for f in CALO_FIELDS},
+                               "noise_adc": {"type": "array", "items": {"type": "number", "minimum": 0}},
+                               "status": {"type": "array",
+                                          "items": {"enum": [STATUS_GOOD, STATUS_DEAD, STATUS_NOISY]}},
                                "response_energy_gev": {"type": "array", "items": {"type": "number", "minimum": 0},
                                                        "minItems": 1},
                                "response_scale": {"type": "array", "items": _NUMBERS, "minItems": 1}},
@@ -299,7 +302,12 @@ def resolve(tag: str, run: int, root: Path | None = None) -> dict[str, Path]:
                 f"run {run} has no {payload} conditions in tag {tag!r}: covered run ranges are "
                 f"{', '.join(ranges)}"
             )
-        chosen[payload] = max(candidates)[1]
+        best = max(v for v, _ in candidates)
+        tied = sorted(str(p) for v, p in candidates if v == best)
+        if len(tied) > 1:
+            raise ConfigError(f"tag {tag!r}: {payload} files {' and '.join(tied)} both have version {best} and "
+                              f"cover run {run}; expected one version per run range (the highest version wins)")
+        chosen[payload] = next(p for v, p in candidates if v == best)
     return chosen
 
 

@@ -34,7 +34,7 @@ from na64reco.geometry import load_setup
 from na64reco.hists import HistGroup, HistSums, HistTemplate, to_hists
 from na64reco.io.checksum import verify_chunk
 from na64reco.io.location import file_version
-from na64reco.io.raw import assemble_events, event_branches, open_raw
+from na64reco.io.raw import assemble_events, check_content, event_branches, open_raw
 from na64reco.selection import (
     BOX,
     CutflowTable,
@@ -170,6 +170,26 @@ def settle_exposure(prov: Provenance, read_spills, bad_spills=None) -> None:
         prov.partial_spills += exp.partial
 
 
+def _merge_event_spans(mine: dict, rec: dict) -> None:
+    """Add ``rec``'s chunk spans (``event_spans``: ``(entry start, first event, last event)``
+    of each chunk, :meth:`Processor.provenance`) to ``mine``'s (chunks of one file)."""
+    if "event_spans" in mine or "event_spans" in rec:
+        mine["event_spans"] = [*mine.get("event_spans", ()), *rec.get("event_spans", ())]
+
+
+def check_event_spans(prov: Provenance) -> None:
+    """Event numbers strictly increasing across the chunks of each file (within a chunk,
+    :func:`~na64reco.io.raw.check_content` checks them): a :class:`RawFormatError` naming the
+    file and the entry otherwise.  Removes the spans from the file records."""
+    for path, rec in prov.files.items():
+        spans = sorted(rec.pop("event_spans", ()))
+        for (_, _, last), (start, first, _) in zip(spans[:-1], spans[1:], strict=True):
+            if first <= last:
+                raise RawFormatError(f"{path}: branch events.event of entry {start} is {first}, not after "
+                                     f"{last} of the entries before it; expected event numbers strictly "
+                                     f"increasing ({'duplicated' if first == last else 'out of order'})")
+
+
 def _branches(events, names) -> dict:
     """``{name: events[name]}``; from a plain record array (the runner's chunk read) the
     fields' own buffers (numpy) and layouts, without awkward's high-level field access
@@ -251,6 +271,7 @@ class Provenance:
                 for key in ("events", "chunks"):
                     mine[key] = mine.get(key, 0) + rec.get(key, 0)
                 mine["spill_events"] = merge_spill_counts(mine.get("spill_events", {}), rec.get("spill_events", {}))
+                _merge_event_spans(mine, rec)
             else:
                 files[path] = dict(rec)
         skipped = {k: dict(v) for k, v in self.skipped.items()}
@@ -287,6 +308,7 @@ class Provenance:
             for key in ("events", "chunks"):
                 mine[key] = mine.get(key, 0) + rec.get(key, 0)
             mine["spill_events"] = merge_spill_counts(mine.get("spill_events", {}), rec.get("spill_events", {}))
+            _merge_event_spans(mine, rec)
         for path, rec in other.skipped.items():
             if path in self.skipped:
                 self.skipped[path]["events"] += rec["events"]
@@ -471,6 +493,7 @@ class InvisibleProcessor(processor.ProcessorABC):
         """Exposure (MOT/EOT) of what was processed, spill by spill (:mod:`na64reco.exposure`);
         the merged histogram sums as ``hist.Hist``."""
         for out in accumulator.values():
+            check_event_spans(out["provenance"])
             settle_exposure(out["provenance"], self._spills, self.bad_spills)
         return self._with_hists(accumulator)
 
@@ -506,8 +529,10 @@ class InvisibleProcessor(processor.ProcessorABC):
         return self._files[path]
 
     def verify(self, events, meta: dict, info: FileInfo) -> None:
-        """Check the chunk against its file's content checksums (:mod:`na64reco.io.checksum`).
-        Any failure to read, decompress or verify is a bad-file error naming the entries."""
+        """Check the chunk against its file's content checksums (:mod:`na64reco.io.checksum`)
+        and its values (:func:`~na64reco.io.raw.check_content`: the file's run, event numbers
+        increasing).  Any failure to read, decompress or verify is a bad-file error naming the
+        entries."""
         if not info.path:
             return
         start = int(meta.get("entrystart") or 0)
@@ -519,6 +544,7 @@ class InvisibleProcessor(processor.ProcessorABC):
             arrays = _branches(events, event_branches())
             verify_chunk(blocks, arrays, start, stop, info.path,
                          read=lambda a, b: _raw(info.path).arrays("events", a, b))
+            check_content("events", arrays, info.run, info.path, start)
         except RawFormatError:
             raise
         except Exception as exc:  # whatever uproot/awkward raise on damaged content
@@ -571,8 +597,8 @@ class InvisibleProcessor(processor.ProcessorABC):
             truth = {k: v[keep] for k, v in truth.items()}
         try:
             return attach_truth_stage(reco, truth)
-        except ValueError as exc:
-            raise NA64Error(f"{info.path} entries {start}-{stop}: {exc}") from None
+        except ValueError as exc:  # the file's truth rows are not those of its events: a bad file
+            raise RawFormatError(f"{info.path} entries {start}-{stop}: {exc}") from None
 
     def variables(self) -> list[str]:
         names = [*self.selection.variables, *self.MAIN_VARIABLES]
@@ -664,6 +690,9 @@ class InvisibleProcessor(processor.ProcessorABC):
         prov.conditions = set(getattr(conditions, "files", {}).values())
         rec = {"events": n, "chunks": 1, "data": info.is_data, "run": info.run,  # n_beam, n_spills: postprocess
                "spill_events": count_spills(events["spill"]) if "spill" in events.fields else {}}
+        if n and "event" in events.fields:  # checked across the file's chunks by postprocess
+            event = np.asarray(events["event"])
+            rec["event_spans"] = [(int(meta.get("entrystart") or 0), int(event[0]), int(event[-1]))]
         if info.path:
             prov.files = {info.path: rec}
         return prov

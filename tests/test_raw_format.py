@@ -207,10 +207,10 @@ def _write_both(tmp_path, rng):
     paths = {}
     for name, cls in (("v3", RawWriter), ("v2", _WriterV2)):
         paths[name] = tmp_path / f"{name}.root"
-        with cls(paths[name], setup="na64mu", run=1, has_truth=False) as w:
+        with cls(paths[name], setup="na64mu", run=7, has_truth=False) as w:  # (_chunk's run)
             for c in chunks:
                 w.write_events(c)
-            w.write_spills({"run": [1, 1], "spill": [1, 2], "n_beam": [100, 200], "n_triggered": [40, 25]})
+            w.write_spills({"run": [7, 7], "spill": [1, 2], "n_beam": [100, 200], "n_triggered": [40, 25]})
     return paths
 
 

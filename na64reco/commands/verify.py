@@ -3,7 +3,8 @@
     na64reco verify run1.root run2.root
 
 Reads every tree of every file, recomputes the checksums of each block of entries
-and compares them with the stored ones (``docs/raw-format.md``).  Prints one line per
+and compares them with the stored ones, and checks the values the checksums cannot vouch
+for (run numbers, event order, spill counts, truth weights; ``docs/raw-format.md``).  Prints one line per
 file ("ok" with the entries of each tree, or what is wrong) and exits 1 if any file
 is bad.  Readers verify what they read anyway; this checks files before a campaign
 or after a copy.
@@ -14,7 +15,8 @@ from __future__ import annotations
 import json
 
 NAME = "verify"
-HELP = "check raw files whole against their content checksums (exit 1 if any is bad)"
+HELP = ("check raw files whole against their content checksums and the format's value rules "
+        "(exit 1 if any is bad)")
 
 
 def add_arguments(p):

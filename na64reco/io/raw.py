@@ -348,11 +348,11 @@ class RawFile:
         except Exception as exc:  # uproot/awkward raise many types for damaged content
             raise connection_failure(self.path, exc) or RawFormatError(
                 f"{self.path}: cannot read tree {tree!r} entries {start}-{stop}: {type(exc).__name__}: {exc}") from None
-        if (lo, hi) == (start, stop):
-            return arrays
-        if library == "np":
-            return {k: v[start - lo:stop - lo] for k, v in arrays.items()}
-        return arrays[start - lo:stop - lo]
+        if (lo, hi) != (start, stop):
+            arrays = ({k: v[start - lo:stop - lo] for k, v in arrays.items()} if library == "np"
+                      else arrays[start - lo:stop - lo])
+        check_content(tree, arrays, self.run, self.path, start)
+        return arrays
 
     def events(self, entry_start: int | None = None, entry_stop: int | None = None) -> ak.Array:
         """Events as an awkward record array with ``calo.adc`` of shape (digits, 32); those of a
@@ -387,6 +387,44 @@ class RawFile:
 
     def __exit__(self, *_):
         self.close()
+
+
+def check_content(tree: str, arrays, run: int, source, start: int = 0) -> None:
+    """The values of entries ``start...`` of ``tree`` (``arrays``: its branches, awkward or
+    numpy) that the checksums cannot vouch for, as the format defines them
+    (``docs/raw-format.md``): every row's ``run`` is the file's ``run``; ``events``: event
+    numbers strictly increasing (unique, in order); ``spills``: ``n_beam`` and
+    ``n_triggered`` at least 0; ``truth``: a finite ``weight``.  A :class:`RawFormatError`
+    naming the file, the branch, the entry and the value otherwise (a file written wrongly
+    with valid checksums would give a wrong MOT or a NaN cut-flow)."""
+    if tree not in ("events", "spills", "truth"):
+        return
+
+    def values(name):
+        return np.asarray(arrays[name])
+
+    def fail(name, bad, what):
+        i, k = int(np.flatnonzero(bad)[0]), int(np.count_nonzero(bad))
+        raise RawFormatError(f"{source}: branch {tree}.{name} of entry {start + i} is {values(name)[i].item()!r}; "
+                             f"expected {what} ({k} entr{'y' if k == 1 else 'ies'} of {start}-{start + len(bad)})")
+
+    runs = values("run")
+    if len(runs) and (runs != run).any():
+        fail("run", runs != run, f"the file's run {run} (metadata)")
+    if tree == "events" and len(runs) > 1:
+        step = np.diff(values("event"))
+        if (step <= 0).any():
+            i = int(np.flatnonzero(step <= 0)[0])
+            event = values("event")
+            raise RawFormatError(f"{source}: branch events.event of entry {start + i + 1} is {event[i + 1]}, after "
+                                 f"{event[i]} at entry {start + i}; expected event numbers strictly increasing "
+                                 f"({'duplicated' if step[i] == 0 else 'out of order'})")
+    elif tree == "spills":
+        for name in ("n_beam", "n_triggered"):
+            if (values(name) < 0).any():
+                fail(name, values(name) < 0, "a count >= 0")
+    elif tree == "truth" and not np.isfinite(values("weight")).all():
+        fail("weight", ~np.isfinite(values("weight")), "a finite weight")
 
 
 def event_branches() -> list[str]:
