@@ -76,6 +76,40 @@ def test_reco_export_with_a_moved_setup_withholds_the_reference_box(small_na64mu
     assert f"{np.count_nonzero(hidden | moved['hidden_moved'])} events withheld" in printed
 
 
+@pytest.fixture(scope="module")
+def veto_tag(tmp_path_factory):
+    """A calibration directory with a tag ``veto-x10`` whose VETO gains are 10x nominal: every
+    box event would look like a visible control (the VETO fired, >= 25 MeV)."""
+    import yaml
+
+    root = tmp_path_factory.mktemp("calib_tag") / "calib"
+    shutil.copytree(calib_dir(), root)
+    folder = root / "conditions" / "na64mu" / "calorimeter"
+    body = yaml.safe_load((folder / "v001.yaml").read_text())
+    body["version"] = 2
+    body["detectors"]["VETO"]["gain_mev_per_adc"] = [10 * g for g in body["detectors"]["VETO"]["gain_mev_per_adc"]]
+    (folder / "v002.yaml").write_text(yaml.safe_dump(body))
+    tag = yaml.safe_load((root / "tags" / "na64mu-periods-v1.yaml").read_text())
+    tag.update(tag="veto-x10", payloads={**tag["payloads"], "calorimeter": ["na64mu/calorimeter/v002.yaml"]})
+    (root / "tags" / "veto-x10.yaml").write_text(yaml.safe_dump(tag))
+    return root
+
+
+def test_reco_export_with_a_tag_faking_the_veto_control_withholds_the_reference_box(small_na64mu_files, moved,
+                                                                                      veto_tag, tmp_path):
+    out = tmp_path / "d.parquet"
+    _cli(["reco", str(small_na64mu_files["data"]), "--output", str(out), "--quiet", "--calib-tag", "veto-x10"],
+         veto_tag)
+    with open_raw(small_na64mu_files["data"]) as raw:
+        setup = load_setup(str(veto_tag / "setups" / "na64mu.yaml"), run=raw.run)
+        faked = reconstruct(moved["events"], setup, load_conditions(setup, raw.run, "veto-x10", root=veto_tag))
+    reco, hidden = moved["reco"], moved["hidden"]
+    assert (hidden & ~protected_mask(faked, "na64mu")).any()  # the tag does turn box events into controls
+    table = pd.read_parquet(out)
+    assert table["veto_energy"].min() > 0.025  # the tag was used
+    assert set(table["event"]) == set(np.asarray(reco.event)[~(hidden | protected_mask(faked, "na64mu"))])
+
+
 def test_run_with_a_moved_setup_keeps_the_reference_box_out_of_the_cutflow(small_na64mu_files, moved, tmp_path):
     outdir = tmp_path / "out"
     _cli(["run", "--processor", "na64mu_invisible", "--output", str(outdir), "--no-plots", "--no-progress",
