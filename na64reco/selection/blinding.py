@@ -124,14 +124,26 @@ def _file_sha(path) -> str:
     return sha
 
 
-def _inputs_digest(setup, conditions) -> tuple | None:
-    """What the reconstruction of ``setup`` and ``conditions`` is made of: the setup file's
-    and the conditions files' contents, the period and the run (None if a file is unreadable)."""
+def _digest(source, name: str, period: str, run: int, files: dict) -> tuple | None:
+    """What a reconstruction is made of: the setup file's and the conditions files' contents,
+    the setup, period and run (None if a file is unreadable)."""
     try:
-        return (_file_sha(setup.source), setup.name, setup.period, int(conditions.run),
-                tuple(sorted((k, _file_sha(v)) for k, v in conditions.files.items())))
+        return (_file_sha(source), name, period, int(run), tuple(sorted((k, _file_sha(v)) for k, v in files.items())))
     except (OSError, TypeError):
         return None
+
+
+@functools.lru_cache(maxsize=16)
+def _reference_files(setup: str, run: int) -> tuple[str, str, dict]:
+    """``(setup file, period, conditions files)`` of :func:`reference_inputs`, without loading them
+    (what :func:`reference_protected` compares with first: ~0.1 ms instead of ~250 ms)."""
+    from na64reco.conditions import default_tag, resolve
+    from na64reco.geometry import period_of_run
+
+    root = package_calib_dir()
+    source = str(root / "setups" / f"{setup}.yaml")
+    period = period_of_run(source, int(run))
+    return source, period.name if period else "", resolve(default_tag(setup, root), int(run), root)
 
 
 def reference_protected(events, setup, conditions, reconstruct, *, always: bool = False) -> np.ndarray | None:
@@ -140,14 +152,18 @@ def reference_protected(events, setup, conditions, reconstruct, *, always: bool 
     ``reconstruct(events, setup, conditions)``; None when ``setup`` and ``conditions`` are
     the reference ones (the caller's own :func:`protected_mask` then says it all), unless
     ``always`` (for inputs that may have been changed in memory, e.g. the event display's)."""
+    run = int(conditions.run)
     try:
-        ref_setup, ref_conditions = reference_inputs(setup.name, int(conditions.run))
+        source, period, files = _reference_files(setup.name, run)
+        reference = _digest(source, setup.name, period, run, files)
+        if not always and reference is not None and \
+                _digest(setup.source, setup.name, setup.period, run, conditions.files) == reference:
+            return None
+        ref_setup, ref_conditions = reference_inputs(setup.name, run)
     except NA64Error as exc:
-        raise BlindingError(f"data run {conditions.run}: the protected region cannot be checked with the "
+        raise BlindingError(f"data run {run}: the protected region cannot be checked with the "
                             f"installed package's {setup.name} setup and default calibration tag ({exc}); "
                             "blinding needs that reference reconstruction for every data run") from None
-    if not always and _inputs_digest(setup, conditions) == _inputs_digest(ref_setup, ref_conditions):
-        return None
     return np.asarray(protected_mask(reconstruct(events, ref_setup, ref_conditions), setup.name), bool)
 
 
