@@ -187,3 +187,22 @@ def test_a_runner_record_cannot_relabel_data_as_simulation(small_na64mu_files):
     finally:
         base.close_raw_files()
         base._file_info.cache_clear()
+
+
+def test_assembling_the_flat_events_of_a_data_file_keeps_the_data_mark(small_na64mu_files):
+    """``assemble_events(raw.read_verified("events"))`` (or ``raw.arrays``) of a data file
+    gave unmarked events that the public reconstruction accepted: every event, box included."""
+    from na64reco.io.raw import assemble_events, is_data_events
+
+    for kind in ("data", "mc"):
+        with open_raw(small_na64mu_files[kind]) as raw:
+            setup = load_setup(raw.setup, run=raw.run)
+            conds = load_conditions(setup, raw.run)
+            for flat in (raw.read_verified("events"), raw.read_verified("events", 2, 7), raw.arrays("events", 0, 5)):
+                events = assemble_events(flat, str(raw.path))
+                assert is_data_events(events) == (kind == "data")
+                if kind == "data":
+                    with pytest.raises(BlindingError, match="na64reco.export.iterate_reco"):
+                        reconstruct(events, setup, conds)
+                else:
+                    assert len(reconstruct(events, setup, conds)) == len(flat)
