@@ -27,23 +27,22 @@ def _momentum_text(p) -> str:
     return f"{p:.1f} GeV" if np.isfinite(p) else "not reconstructed"
 
 
-def check_not_blinded(reco, setup_name: str) -> None:
+def check_not_blinded(reco, setup_name: str, reference=None) -> None:
     """Raise :class:`~na64reco.errors.BlindingError` if a data event (one record of
-    ``reco``) lies in the protected region of ``setup_name`` and in no visible control."""
+    ``reco``) lies in the protected region of ``setup_name`` and in no visible control, or
+    is protected by the reference reconstruction (``reference``, a one-event mask from
+    :func:`~na64reco.selection.blinding.reference_protected`)."""
     from na64reco.errors import BlindingError
     from na64reco.selection.blinding import load_protection, protected_mask
 
     protection = load_protection(setup_name)
-    if bool(protected_mask(reco, setup_name)[0]):
-        from na64reco.selection.cuts import column
-
-        r, var = reco[0], protection.protected.variable
-        value = float(column(reco, var)[0])
-        where = f"has no measured {var}, so is not provably outside" if value != value else "is inside"
-        # (never the value itself: that would reveal a hidden event)
-        raise BlindingError(f"run {int(r.run)} event {int(r.event)}: this {setup_name} data event {where} the "
-                            f"protected region {protection.protected.text} (selections/blinding.yaml); it stays "
-                            "hidden until `na64reco unblind`")
+    if bool(protected_mask(reco, setup_name)[0]) or (reference is not None and bool(reference[0])):
+        r = reco[0]
+        # one message whatever the reason (inside, not measured, or only by the reference
+        # reconstruction): which it is, or the value, would tell about a hidden event
+        raise BlindingError(f"run {int(r.run)} event {int(r.event)}: this {setup_name} data event is not provably "
+                            f"outside the protected region {protection.protected.text} (selections/blinding.yaml); "
+                            "it stays hidden until `na64reco unblind`")
 
 
 def draw_event(raw_events, index: int, setup, conditions, *, title: str = "", output=None, data: bool = False):
@@ -61,8 +60,10 @@ def draw_event(raw_events, index: int, setup, conditions, *, title: str = "", ou
     raw_events = release_data_events(raw_events)  # withheld below, before anything is drawn
     one = raw_events[index: index + 1]
     reco = reconstruct(one, setup, conditions)
-    if data:
-        check_not_blinded(reco, setup.name)
+    if data:  # the reference always: setup and conditions are the caller's objects, changed at will
+        from na64reco.selection.blinding import reference_protected
+
+        check_not_blinded(reco, setup.name, reference_protected(one, setup, conditions, reconstruct, always=True))
     trk = event_display(raw_events, index, setup, conditions)
     calo = one.calo[0]
     digits = reconstruct_digits(np.asarray(calo.det), np.asarray(calo.chan), np.asarray(calo.adc).reshape(-1, 32),

@@ -32,7 +32,7 @@ from na64reco.io.location import display_name
 from na64reco.io.raw import RawFile, open_raw, release_data_events
 from na64reco.reco.event import attach_truth, reconstruct
 from na64reco.reco.kinematics import restore_vectors
-from na64reco.selection.blinding import protection_text, withhold_protected
+from na64reco.selection.blinding import protection_text, reference_protected, withhold_protected
 
 
 def provenance(raw, conditions, inputs) -> dict:
@@ -71,9 +71,13 @@ def iterate_reco(path, *, calib_tag: str | None = None, chunk_size: int = DEFAUL
             reco = reconstruct(events, setup, conds, source=str(raw.path))
             if with_truth:
                 reco = attach_truth(reco, raw.truth(start, stop))
-        else:  # data: reconstruct, then withhold the protected region before it leaves
-            reco, n_hidden = withhold_protected(
-                reconstruct(release_data_events(events), setup, conds, source=str(raw.path)), raw.setup)
+        else:  # data: reconstruct, then withhold the protected region before it leaves (also that of
+            # the reference reconstruction: a tag or NA64RECO_CALIB moving p_out / E_ECAL opens nothing)
+            events = release_data_events(events)
+            reference = reference_protected(events, setup, conds,
+                                            lambda ev, s, c: reconstruct(ev, s, c, source=str(raw.path)))
+            reco, n_hidden = withhold_protected(reconstruct(events, setup, conds, source=str(raw.path)), raw.setup,
+                                                reference)
             if withheld is not None:
                 withheld.append(n_hidden)
         yield reco, raw, conds

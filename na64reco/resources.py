@@ -3,8 +3,9 @@
 From a checkout (editable install) they sit beside the ``na64reco`` package; in a
 wheel they are carried inside it as ``na64reco/_data/``.  The environment variables
 ``NA64RECO_CALIB`` and ``NA64RECO_SELECTIONS`` override both, except for what
-:func:`package_selections_dir` serves: the blinding's protected regions always come from
-the installed package.
+:func:`package_selections_dir` and :func:`package_calib_dir` serve: the blinding's protected
+regions, and the reference reconstruction that decides them, always come from the installed
+package.
 """
 
 from __future__ import annotations
@@ -38,6 +39,12 @@ def calib_dir() -> Path:
 def selections_dir() -> Path:
     """Directory holding the cut-flow definitions."""
     return _data_dir("selections", "NA64RECO_SELECTIONS")
+
+
+def package_calib_dir() -> Path:
+    """The ``calib/`` directory of the installed package (``NA64RECO_CALIB`` ignored): the
+    reference setups and conditions of the blinding (:mod:`na64reco.selection.blinding`)."""
+    return _data_dir("calib", None)
 
 
 def package_selections_dir() -> Path:

@@ -64,8 +64,10 @@ def _conditions(setup_name: str, run: int, tag: str):
 @functools.lru_cache(maxsize=256)
 def _file_info(path: str, version: str, checked: bool = False) -> FileInfo:
     rec = _checked(path, version)
-    if rec is not None:  # what the runner's check found: the file is not opened for it
-        return FileInfo(path, rec["setup"], int(rec["run"]), not rec["has_truth"])
+    if rec is not None and not rec["has_truth"]:  # data, as the runner's check found: not opened for it
+        return FileInfo(path, rec["setup"], int(rec["run"]), True)
+    # simulation is taken from the file itself (opened for its truth anyway), never from a record
+    # (:func:`note_checked_files` is callable by anyone: a record cannot relabel data as simulation)
     raw = _open_raw_cached(path, version, checked)
     return FileInfo(path, raw.setup, raw.run, not raw.has_truth)
 
@@ -469,7 +471,10 @@ class InvisibleProcessor(processor.ProcessorABC):
 
         cols = Columns(reco)  # numpy columns, each converted from awkward once per chunk
         masks = cut_masks(cols, self.selection)
-        decision = apply_blinding(cols, masks, self.selection, is_data=info.is_data, token=self.token)
+        reference = self.reference_protected(events, conditions, info) if info.is_data and self.token is None \
+            else None
+        decision = apply_blinding(cols, masks, self.selection, is_data=info.is_data, token=self.token,
+                                  reference=reference)
         cols = cols.take(decision.keep)                              # data: box events gone
         masks = {name: m[decision.keep] for name, m in masks.items()}
         # ---- from here on only blinded events exist ----
@@ -539,7 +544,8 @@ class InvisibleProcessor(processor.ProcessorABC):
         stop = int(meta.get("entrystop") or start + len(events))
         rec = _checked(info.path, file_version(info.path))
         try:
-            known = rec["blocks"] if rec is not None else None  # (None also for a version-2 file)
+            # a record's blocks for data only: a simulated file's own (it is open) check its chunks
+            known = rec["blocks"] if rec is not None and info.is_data else None  # (None for version 2 too)
             blocks = known if known is not None else _raw(info.path).blocks("events")
             arrays = _branches(events, event_branches())
             verify_chunk(blocks, arrays, start, stop, info.path,
@@ -585,6 +591,20 @@ class InvisibleProcessor(processor.ProcessorABC):
             raise NA64Error(f"{info.path}: reconstruction returned {len(reco)} records for "
                             f"{len(events)} events")
         return reco
+
+    def reference_protected(self, events, conditions, info: FileInfo):
+        """Data events protected when reconstructed with the installed package's setup and
+        default tag (:func:`~na64reco.selection.blinding.reference_protected`): a calibration
+        tag or ``NA64RECO_CALIB`` that moves the protected variable opens nothing.  None (no
+        second reconstruction) when this chunk's inputs are the reference ones."""
+        from na64reco.selection.blinding import reference_protected
+
+        def stage(nested, setup, cond):
+            return concatenate_records([reconstruct_stage(nested[a:a + self.RECO_BATCH], setup, cond, info.path)
+                                        for a in range(0, max(len(nested), 1), self.RECO_BATCH)])
+
+        return reference_protected(assemble_events(events, info.path or "<events>"), _setup(self.SETUP, info.run),
+                                   conditions, stage)
 
     def attach_truth(self, reco: ak.Array, info: FileInfo, meta: dict, keep=None) -> ak.Array:
         """Truth weight/process of simulated events, from the ``truth`` tree if reco lacks them

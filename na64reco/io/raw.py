@@ -324,8 +324,19 @@ class RawFile:
         return int(n) if n is not None else int(self.tree(tree).num_entries)
 
     def arrays(self, tree: str, entry_start: int, entry_stop: int) -> ak.Array:
-        """Entries of ``tree`` as read, unchecked (see :meth:`read_verified`)."""
-        return self.tree(tree).arrays(entry_start=entry_start, entry_stop=entry_stop)
+        """Entries of ``tree`` as read, unchecked (see :meth:`read_verified`); the events of a
+        data file carry :data:`DATA_PARAMETER`."""
+        return self._mark(tree, self.tree(tree).arrays(entry_start=entry_start, entry_stop=entry_stop))
+
+    def _mark(self, tree: str, arrays):
+        """``arrays`` of ``tree`` with the data mark if they are the events of a data file (so that
+        :func:`assemble_events` of them is refused by the public reconstruction, as :meth:`events`)."""
+        if tree != "events" or self.has_truth:
+            return arrays
+        if not isinstance(arrays, ak.Array):
+            raise BlindingError(f"{self.path}: the events of a data file are read as awkward arrays only "
+                                "(library='ak'), which keep the data mark of the blinding")
+        return ak.with_parameter(arrays, DATA_PARAMETER, True)
 
     def read_verified(self, tree: str, entry_start: int | None = None, entry_stop: int | None = None,
                       library: str = "ak"):
@@ -352,7 +363,7 @@ class RawFile:
             arrays = ({k: v[start - lo:stop - lo] for k, v in arrays.items()} if library == "np"
                       else arrays[start - lo:stop - lo])
         check_content(tree, arrays, self.run, self.path, start)
-        return arrays
+        return self._mark(tree, arrays)
 
     def events(self, entry_start: int | None = None, entry_stop: int | None = None) -> ak.Array:
         """Events as an awkward record array with ``calo.adc`` of shape (digits, 32); those of a
@@ -446,7 +457,14 @@ def assemble_events(arrays: ak.Array, source="<arrays>") -> ak.Array:
     instead of 3.4 (docs/performance.md, "Per-file overhead", fourth pass;
     ``tests/test_raw_assemble.py``).
     Arrays with behaviours or attrs of their own (coffea's NanoEvents) take ``ak.zip``.
+    Arrays read from a data file (:data:`DATA_PARAMETER`) give events marked as data too.
     """
+    if is_data_events(arrays):
+        return ak.with_parameter(_assemble(arrays, source), DATA_PARAMETER, True)
+    return _assemble(arrays, source)
+
+
+def _assemble(arrays, source) -> ak.Array:
     if isinstance(arrays, ak.Array) and (arrays.behavior or arrays.attrs):
         return _assemble_zipped(arrays, source)
     fields_of = _field_layouts(arrays)

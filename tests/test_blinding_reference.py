@@ -1,0 +1,208 @@
+"""Blinding does not follow a user-chosen reconstruction out of the protected region.
+
+The protected variables (NA64mu p_out, NA64e E_ECAL) are reconstructed quantities.  A
+setup or calibration chosen by the user (``NA64RECO_CALIB``, ``--calib-tag``, a setup
+object given to the event display) with a larger MS2 field integral moves box events above
+80 GeV; they must stay hidden, because the installed package's reference reconstruction
+puts them in the box (``na64reco.selection.blinding.reference_protected``).  Also: a
+runner record (``note_checked_files``) cannot relabel a data file as simulation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from na64reco.conditions import load_conditions
+from na64reco.errors import BlindingError
+from na64reco.geometry import load_setup
+from na64reco.io.raw import open_raw, release_data_events
+from na64reco.reco.event import reconstruct
+from na64reco.resources import calib_dir
+from na64reco.selection.blinding import protected_mask
+
+NOMINAL_MS2 = "field_integral: 1.4 tesla*m    # assumed ~1.4 T m (NA64.md)"
+
+
+@pytest.fixture(scope="module")
+def moved(small_na64mu_files, tmp_path_factory):
+    """A calibration directory whose 2022 MS2 field integral is 3x nominal, and the data
+    file's events hidden by the nominal reconstruction but shown by the moved one."""
+    root = tmp_path_factory.mktemp("calib") / "calib"
+    shutil.copytree(calib_dir(), root)
+    setup_file = root / "setups" / "na64mu.yaml"
+    text = setup_file.read_text()
+    assert NOMINAL_MS2 in text
+    setup_file.write_text(text.replace(NOMINAL_MS2, "field_integral: 4.2 tesla*m", 1))
+    with open_raw(small_na64mu_files["data"]) as raw:
+        events = release_data_events(raw.events())
+        run = raw.run
+    nominal = load_setup("na64mu", run=run)
+    reco = reconstruct(events, nominal, load_conditions(nominal, run))
+    mine = load_setup(str(setup_file), run=run)
+    reco_moved = reconstruct(events, mine, load_conditions(mine, run, root=root))
+    hidden = protected_mask(reco, "na64mu")
+    hidden_moved = protected_mask(reco_moved, "na64mu")
+    leaked = hidden & ~hidden_moved
+    assert leaked.any()  # the moved reconstruction does take box events out, or nothing is tested
+    assert (np.asarray(reco_moved.p_out)[leaked] >= 80).all()
+    return {"root": root, "setup_file": setup_file, "events": events, "reco": reco, "hidden": hidden,
+            "leaked": leaked, "hidden_moved": hidden_moved, "reco_moved": reco_moved, "mine": mine, "run": run}
+
+
+def _cli(args, env_calib):
+    exe = Path(sys.executable).with_name("na64reco")
+    env = {**os.environ, "NA64RECO_CALIB": str(env_calib)}
+    proc = subprocess.run([str(exe), *args], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_reco_export_with_a_moved_setup_withholds_the_reference_box(small_na64mu_files, moved, tmp_path):
+    out = tmp_path / "d.parquet"
+    printed = _cli(["reco", str(small_na64mu_files["data"]), "--output", str(out), "--quiet"], moved["root"])
+    table = pd.read_parquet(out)
+    reco, hidden = moved["reco"], moved["hidden"]
+    assert not set(table["event"]) & set(np.asarray(reco.event)[hidden])  # nothing the reference hides
+    assert set(table["event"]) == set(np.asarray(reco.event)[~(hidden | moved["hidden_moved"])])
+    assert f"{np.count_nonzero(hidden | moved['hidden_moved'])} events withheld" in printed
+
+
+@pytest.fixture(scope="module")
+def veto_tag(tmp_path_factory):
+    """A calibration directory with a tag ``veto-x10`` whose VETO gains are 10x nominal: every
+    box event would look like a visible control (the VETO fired, >= 25 MeV)."""
+    import yaml
+
+    root = tmp_path_factory.mktemp("calib_tag") / "calib"
+    shutil.copytree(calib_dir(), root)
+    folder = root / "conditions" / "na64mu" / "calorimeter"
+    body = yaml.safe_load((folder / "v001.yaml").read_text())
+    body["version"] = 2
+    body["detectors"]["VETO"]["gain_mev_per_adc"] = [10 * g for g in body["detectors"]["VETO"]["gain_mev_per_adc"]]
+    (folder / "v002.yaml").write_text(yaml.safe_dump(body))
+    tag = yaml.safe_load((root / "tags" / "na64mu-periods-v1.yaml").read_text())
+    tag.update(tag="veto-x10", payloads={**tag["payloads"], "calorimeter": ["na64mu/calorimeter/v002.yaml"]})
+    (root / "tags" / "veto-x10.yaml").write_text(yaml.safe_dump(tag))
+    return root
+
+
+def test_reco_export_with_a_tag_faking_the_veto_control_withholds_the_reference_box(small_na64mu_files, moved,
+                                                                                      veto_tag, tmp_path):
+    out = tmp_path / "d.parquet"
+    _cli(["reco", str(small_na64mu_files["data"]), "--output", str(out), "--quiet", "--calib-tag", "veto-x10"],
+         veto_tag)
+    with open_raw(small_na64mu_files["data"]) as raw:
+        setup = load_setup(str(veto_tag / "setups" / "na64mu.yaml"), run=raw.run)
+        faked = reconstruct(moved["events"], setup, load_conditions(setup, raw.run, "veto-x10", root=veto_tag))
+    reco, hidden = moved["reco"], moved["hidden"]
+    assert (hidden & ~protected_mask(faked, "na64mu")).any()  # the tag does turn box events into controls
+    table = pd.read_parquet(out)
+    assert table["veto_energy"].min() > 0.025  # the tag was used
+    assert set(table["event"]) == set(np.asarray(reco.event)[~(hidden | protected_mask(faked, "na64mu"))])
+
+
+def test_run_with_a_moved_setup_keeps_the_reference_box_out_of_the_cutflow(small_na64mu_files, moved, tmp_path):
+    outdir = tmp_path / "out"
+    _cli(["run", "--processor", "na64mu_invisible", "--output", str(outdir), "--no-plots", "--no-progress",
+          str(small_na64mu_files["data"])], moved["root"])
+    summary = json.loads((outdir / "cutflow.json").read_text())["data"]
+    initial = summary["cutflow"][0]["events"]
+    # what the moved reconstruction alone hides, and the union with the reference (computed here)
+    reco_moved = moved["reco_moved"]
+    from na64reco.selection import load_selection
+    from na64reco.selection.blinding import blind_mask
+    from na64reco.selection.cuts import cut_masks
+
+    sel = load_selection("na64mu_invisible")
+    own = blind_mask(reco_moved, cut_masks(reco_moved, sel), sel)
+    assert initial == len(reco_moved) - np.count_nonzero(own | moved["hidden"])
+    assert initial < len(reco_moved) - np.count_nonzero(own)  # the leaked events are not counted
+
+
+def test_event_display_refuses_a_box_event_drawn_with_a_moved_setup(moved):
+    from na64reco.display import draw_event
+
+    i = int(np.flatnonzero(moved["leaked"])[0])
+    mine = moved["mine"]
+    cond = load_conditions(mine, moved["run"], root=moved["root"])
+    with pytest.raises(BlindingError, match="not provably outside the protected region"):
+        draw_event(moved["events"][i:i + 1], 0, mine, cond, data=True)
+
+
+def test_event_display_message_does_not_tell_why_an_event_is_hidden(small_na64mu_files, moved):
+    """A missing p_out and a p_out inside the box give the same refusal (which one it is
+    would count the measured box events by trying every event)."""
+    from na64reco.display import draw_event
+
+    p_out = np.asarray(moved["reco"].p_out)
+    hidden = moved["hidden"]
+    nan_i = int(np.flatnonzero(hidden & np.isnan(p_out))[0])
+    box_i = int(np.flatnonzero(hidden & (p_out < 80))[0])
+    messages = []
+    with open_raw(small_na64mu_files["data"]) as raw:
+        setup = load_setup(raw.setup, run=raw.run)
+        conds = load_conditions(setup, raw.run)
+        for i in (nan_i, box_i):
+            with pytest.raises(BlindingError) as err:
+                draw_event(raw.events(i, i + 1), 0, setup, conds)
+            messages.append(str(err.value).split(": ", 1)[1])
+    assert messages[0] == messages[1]
+
+
+def test_a_runner_record_cannot_relabel_data_as_simulation(small_na64mu_files):
+    """``note_checked_files`` with ``has_truth: True`` for a data file, and a reco hook that
+    adds a truth weight (allowed for simulation): the file itself says data, so blinded."""
+    import awkward as ak
+    from coffea.nanoevents import BaseSchema, NanoEventsFactory
+
+    import processors.base as base
+    from na64reco.io.location import file_version
+    from processors.na64mu_invisible import Processor
+
+    path = str(small_na64mu_files["data"])
+
+    def with_weight(events, setup, conditions, source=""):
+        reco = reconstruct(release_data_events(events), setup, conditions)
+        return ak.with_field(reco, np.ones(len(reco)), "truth_weight")
+
+    with open_raw(path) as raw:
+        rec = {"version": file_version(path), "setup": raw.setup, "run": raw.run, "has_truth": True,
+               "blocks": raw.blocks("events")}
+    base._file_info.cache_clear()
+    base.note_checked_files({path: rec})
+    try:
+        events = NanoEventsFactory.from_root({path: "events"}, schemaclass=BaseSchema, mode="eager",
+                                             metadata={"filename": path, "dataset": "d"}).events()
+        with pytest.raises(BlindingError, match="reco= hook is refused for data"):
+            Processor(reco=with_weight).process(events)
+    finally:
+        base.close_raw_files()
+        base._file_info.cache_clear()
+
+
+def test_assembling_the_flat_events_of_a_data_file_keeps_the_data_mark(small_na64mu_files):
+    """``assemble_events(raw.read_verified("events"))`` (or ``raw.arrays``) of a data file
+    gave unmarked events that the public reconstruction accepted: every event, box included."""
+    from na64reco.io.raw import assemble_events, is_data_events
+
+    for kind in ("data", "mc"):
+        with open_raw(small_na64mu_files[kind]) as raw:
+            setup = load_setup(raw.setup, run=raw.run)
+            conds = load_conditions(setup, raw.run)
+            for flat in (raw.read_verified("events"), raw.read_verified("events", 2, 7), raw.arrays("events", 0, 5)):
+                events = assemble_events(flat, str(raw.path))
+                assert is_data_events(events) == (kind == "data")
+                if kind == "data":
+                    with pytest.raises(BlindingError, match="na64reco.export.iterate_reco"):
+                        reconstruct(events, setup, conds)
+                else:
+                    assert len(reconstruct(events, setup, conds)) == len(flat)
