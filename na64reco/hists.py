@@ -16,6 +16,7 @@ booking the template and filling it chunk by chunk gives, to the last bit
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import numpy as np
 
@@ -58,6 +59,91 @@ class HistTemplate:
         return flat, keep
 
 
+class ChunkBins:
+    """The bins of one chunk's events on the axes of the histograms it fills, each
+    variable's found once and shared by every histogram with the same axis (the variable's
+    histogram of all events and of the selected ones, its N-1 histogram, the 2-D pairs).
+
+    Finding an entry's bin (boost-histogram's ``axis.index``, ~7 ns a value) was the
+    largest part of a fill, and a variable was binned three to four times per chunk
+    (docs/performance.md, "Ninth pass").  :meth:`fill` adds a histogram's entries of several
+    event selections with one ``np.bincount`` per sum (:meth:`HistSums.add_flat`): the same
+    sums as :meth:`HistSums.fill` of each selection in turn, to the last bit
+    (``tests/test_hists.py``)."""
+
+    __slots__ = ("_column", "_bins")
+
+    def __init__(self, column: Callable[[str], np.ndarray]):
+        self._column = column  # name -> numpy column (1-D; 2-D (events, modules) per module)
+        self._bins: dict[str, tuple] = {}  # name -> (axis, bin of each value, inside or None)
+
+    def _axis_bins(self, axis_info: tuple, name: str) -> tuple[np.ndarray, np.ndarray | None]:
+        ax, offset, extent, _, flows = axis_info
+        hit = self._bins.get(name)
+        if hit is None or hit[0] != ax:
+            x = np.asarray(self._column(name))
+            i = np.asarray(ax.index(x.reshape(-1)), dtype=np.intp).reshape(x.shape)
+            if offset:
+                i = i + offset
+            inside = None if flows else (i >= 0) & (i < extent)
+            hit = self._bins[name] = (ax, i, inside)
+        return hit[1], hit[2]
+
+    def fill(self, h: HistSums, names: tuple[str, ...], selections, weights: np.ndarray | None,
+             modules: bool = False) -> None:
+        """Fill ``h`` (axes ``[label axis,] [module,] *names``) with the events of each
+        ``(label, mask)`` of ``selections`` (label: the value on the leading category axis,
+        None without one; mask None: every event), in that order; ``weights`` one per event
+        (None: 1).  ``modules``: ``names`` is one per-module variable (a 2-D column), filled
+        with one entry per module."""
+        axes = h.template._axes
+        lead = len(axes) - len(names) - (1 if modules else 0)
+        flat, inside = 0, None
+        for info, name in zip(axes[len(axes) - len(names):], names, strict=True):
+            i, ok = self._axis_bins(info, name)
+            flat = flat + (i * info[3] if info[3] != 1 else i)
+            inside = ok if inside is None else (inside if ok is None else inside & ok)
+        if np.ndim(flat) != (2 if modules else 1):
+            raise NA64Error(f"histogram {h.template.hist.axes.name}: columns of {names} have {np.ndim(flat)} "
+                            f"dimension(s), expected {2 if modules else 1}")
+        if modules:
+            info = axes[lead]
+            n_mod = np.shape(flat)[1]
+            i = np.asarray(info[0].index(np.arange(n_mod)), dtype=np.intp) + info[1]
+            flat = flat + i * info[3]
+            if not info[4]:
+                ok = np.broadcast_to((i >= 0) & (i < info[2]), np.shape(flat))
+                inside = ok if inside is None else inside & ok
+        parts, wparts = [], []
+        for label, mask in selections:
+            f = flat if mask is None else flat[mask]
+            keep = None if inside is None else (inside if mask is None else inside[mask])
+            if lead:
+                info = axes[0]
+                j = int(info[0].index(label)) + info[1]
+                if not info[4] and not 0 <= j < info[2]:
+                    continue
+                f = f + j * info[3]
+            w = None if weights is None else (weights if mask is None else weights[mask])
+            if modules:
+                if w is not None:
+                    w = np.repeat(w, f.shape[1])
+                f = f.reshape(-1)
+                keep = None if keep is None else keep.reshape(-1)
+            if keep is not None:
+                f = f[keep]
+                w = None if w is None else w[keep]
+            parts.append(f)
+            wparts.append(w)
+        if not parts:
+            return
+        flat = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if weights is None:
+            h.add_flat(flat, None)
+        else:
+            h.add_flat(flat, wparts[0] if len(wparts) == 1 else np.concatenate(wparts))
+
+
 def _rebuild_template(axes, storage) -> HistTemplate:
     import hist
 
@@ -91,6 +177,21 @@ class HistSums:
             flat = np.broadcast_to(flat, weight.shape)
         np.add.at(self.sumw.reshape(-1), flat, weight)
         np.add.at(self.sumw2.reshape(-1), flat, weight * weight)
+
+    def add_flat(self, flat: np.ndarray, weight: np.ndarray | None) -> None:
+        """Add entries by flat bin index (flow bins included, C order: :class:`ChunkBins`),
+        one weight each (``None``: weight 1), bin by bin in the entries' order (``np.bincount``
+        adds them one after the other as ``np.add.at`` and boost-histogram's fill do: the
+        same sums to the last bit)."""
+        size = self.sumw.size
+        if weight is None:
+            counts = np.bincount(flat, minlength=size).astype(float)
+            self.sumw.reshape(-1)[:] += counts
+            self.sumw2.reshape(-1)[:] += counts
+            return
+        weight = np.asarray(weight, dtype=float)
+        self.sumw.reshape(-1)[:] += np.bincount(flat, weight, minlength=size)
+        self.sumw2.reshape(-1)[:] += np.bincount(flat, weight * weight, minlength=size)
 
     def _check(self, other: HistSums) -> None:
         if self.template is not other.template and (

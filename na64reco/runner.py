@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import errno
 import json
+import mmap
+import threading
 import time
 from collections.abc import Mapping
 from contextlib import ExitStack, contextmanager
@@ -406,8 +408,9 @@ def chunk_metadata(item) -> dict:
 
 def read_chunk(item, uproot_options: dict, timeout=None):
     """The entries ``[entrystart, entrystop)`` of the work item's tree, its preload branches
-    (all branches of ``events`` if none), as one awkward record array: one open, one
-    header and one ``arrays`` call (a local file memory-mapped).  Errors propagate from
+    (all branches of ``events`` if none), as one awkward record array: one ``arrays`` call
+    (a local file memory-mapped and, with its tree's header, kept open for the file's next
+    chunks in this thread: :func:`_local_tree`).  Errors propagate from
     inside uproot (the runner's :func:`is_bad_file` takes them as the file's, as when
     coffea read the chunk)."""
     import uproot
@@ -416,14 +419,93 @@ def read_chunk(item, uproot_options: dict, timeout=None):
 
     options = dict(uproot_options)
     timeout = options.pop("timeout", timeout)
-    if not location.is_url(item.filename):  # a local file memory-mapped: ~2 ms per chunk less than
-        options.setdefault("handler", uproot.source.file.MemmapSource)  # fsspec's (and its I/O thread)
     names = [b for b in event_branches() if not item.preload or b in item.preload]
     names += sorted(set(item.preload or ()) - set(names))
-    with uproot.open({item.filename: None}, timeout=timeout, **options) as file:
-        arrays = file[item.treename].arrays(names, entry_start=item.entrystart, entry_stop=item.entrystop,
-                                            how=dict)
+    if location.is_url(item.filename):
+        with uproot.open({item.filename: None}, timeout=timeout, **options) as file:
+            arrays = file[item.treename].arrays(names, entry_start=item.entrystart, entry_stop=item.entrystop,
+                                                how=dict)
+        return record(arrays)
+    # a local file memory-mapped (~2 ms per chunk less than fsspec's source and its I/O thread),
+    # kept open with its tree for the file's next chunk (:func:`_local_tree`)
+    options.setdefault("handler", uproot.source.file.MemmapSource)
+    key, file, tree = _local_tree(item.filename, item.treename, options, timeout)
+    try:
+        arrays = tree.arrays(names, entry_start=item.entrystart, entry_stop=item.entrystop, how=dict)
+    except BaseException:
+        _forget_tree(key)
+        raise
+    finally:
+        if key is None:
+            file.close()
+        else:
+            _release_pages(file)
     return record(arrays)
+
+
+_READERS = threading.local()  # per thread: {(path, version, tree, options): (file, tree)}, most recent last
+_MAX_READERS = 2
+
+
+def _local_tree(path: str, treename: str, options: dict, timeout):
+    """``(key, file, tree)``: the TTree ``treename`` of the local file ``path``, opened (its
+    header deserialised, ~5-12 ms) once per thread for the file's chunks, not once per chunk;
+    kept while the file is at the same version (mtime), at most ``_MAX_READERS`` files (the
+    least recently used is closed); :func:`close_chunk_files` closes them (the runner, after a
+    run; a dask worker's threads keep theirs).  ``key`` None: not kept (options that cannot
+    be a key), the caller closes ``file``."""
+    import uproot
+
+    cache = _READERS.__dict__.setdefault("trees", {})
+    try:
+        key = (path, location.file_version(path), treename, timeout, tuple(sorted(options.items())))
+        hash(key)
+    except (OSError, TypeError):  # (a missing file: uproot's own error below; unhashable options)
+        key = None
+    hit = cache.pop(key, None) if key is not None else None
+    if hit is None:
+        file = uproot.open({path: None}, timeout=timeout, **options)
+        try:
+            hit = (file, file[treename])
+        except BaseException:
+            file.close()
+            raise
+        if key is None or _mapping(file) is None:
+            return None, *hit
+        while len(cache) >= _MAX_READERS:
+            cache.pop(next(iter(cache)))[0].close()
+    cache[key] = hit
+    return key, *hit
+
+
+def _mapping(file):
+    """The ``mmap`` of a file opened with uproot's ``MemmapSource`` (None for another source)."""
+    source = getattr(getattr(file, "file", None), "source", None)
+    mm = getattr(getattr(source, "_file", None), "_mmap", None)
+    return mm if isinstance(mm, mmap.mmap) else None
+
+
+def _release_pages(file) -> None:
+    """Drop the pages of a kept file's memory map from this process (``MADV_DONTNEED``; they
+    stay in the page cache and are mapped again when read): a file kept open across its
+    chunks must not keep the pages of every chunk read in the resident memory, which would
+    then grow with the file's size (``tests/test_runner_io.py``)."""
+    mm = _mapping(file)
+    if mm is not None and not mm.closed:
+        mm.madvise(mmap.MADV_DONTNEED)
+
+
+def _forget_tree(key) -> None:
+    hit = _READERS.__dict__.get("trees", {}).pop(key, None) if key is not None else None
+    if hit is not None:
+        hit[0].close()
+
+
+def close_chunk_files() -> None:
+    """Close the files :func:`read_chunk` keeps open in this thread."""
+    cache = _READERS.__dict__.get("trees", {})
+    while cache:
+        cache.pop(next(iter(cache)))[0].close()
 
 
 def _start_local_cluster(opts: RunOptions, stack: ExitStack):
@@ -554,10 +636,11 @@ def _use_forkserver() -> bool:
 
 
 def _close_raw_files():
-    """Raw files the processor kept open in this process (iterative executor)."""
+    """Raw files the processor and the chunk reader kept open in this process (iterative executor)."""
     from processors.base import close_raw_files
 
     close_raw_files()
+    close_chunk_files()
 
 
 def _note_checked(check: FileCheck) -> None:

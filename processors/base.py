@@ -31,7 +31,7 @@ from na64reco.conditions import default_tag, load_conditions
 from na64reco.errors import BlindingError, ConfigError, NA64Error, RawFormatError, SetupMismatch
 from na64reco.exposure import count_spills, merge_spill_counts, spill_exposure
 from na64reco.geometry import load_setup
-from na64reco.hists import HistGroup, HistSums, HistTemplate, to_hists
+from na64reco.hists import ChunkBins, HistGroup, HistSums, HistTemplate, to_hists
 from na64reco.io.checksum import verify_chunk
 from na64reco.io.location import file_version
 from na64reco.io.raw import assemble_events, event_branches, open_raw
@@ -143,11 +143,12 @@ def concatenate_records(records):
     return concatenate(records)
 
 
-def attach_truth_stage(reco, truth):
-    """The library's truth matching (``na64reco.reco.event.attach_truth``)."""
+def attach_truth_stage(reco, truth, fields=None):
+    """The library's truth matching (``na64reco.reco.event.attach_truth``) of the truth
+    ``fields`` (default the library's)."""
     from na64reco.reco.event import attach_truth
 
-    return attach_truth(reco, truth)
+    return attach_truth(reco, truth) if fields is None else attach_truth(reco, truth, fields)
 
 
 def settle_exposure(prov: Provenance, read_spills, bad_spills=None) -> None:
@@ -398,6 +399,10 @@ class InvisibleProcessor(processor.ProcessorABC):
     #: many events, which gives the same records (the reconstruction is event by event)
     #: at a bounded memory (docs/performance.md, "Worker memory").
     RECO_BATCH = 5000
+    #: Fields of the ``truth`` tree a simulated chunk's records get (``truth_<name>``): those
+    #: the outputs use.  Only these (and ``event``, matched) are read and verified: the
+    #: other truth branches were ~60 % of the truth read's time (docs/performance.md, "Ninth pass").
+    TRUTH_FIELDS: tuple[str, ...] = ("weight",)
 
     def __init__(self, selection: str | None = None, *, calib_tag: str | None = None,
                  unblind=None, reco=None):
@@ -456,12 +461,13 @@ class InvisibleProcessor(processor.ProcessorABC):
         box = region_mask(cols, self.selection.signal_box)
         selection = build_selection(masks, box)
         passed_all = selection.all(*masks)
+        bins = ChunkBins(cols.__getitem__)  # each variable's bins found once for all its histograms
 
         out = {
             "cutflow": CutflowTable.from_selection(selection, list(masks), weights,
                                                    blinded=decision.blinded),
-            "hists": self.fill_histograms(cols, passed_all, weights),
-            "nminus1": self.fill_nminusone(cols, selection, weights),
+            "hists": self.fill_histograms(cols, passed_all, weights, bins=bins),
+            "nminus1": self.fill_nminusone(cols, selection, weights, bins=bins),
             "regions": self.count_regions(cols, selection, masks, box, weights, decision.blinded),
             "provenance": self.provenance(read, meta, info, conditions, excluded=len(read) - len(events)),
         }
@@ -566,32 +572,17 @@ class InvisibleProcessor(processor.ProcessorABC):
         if "truth_weight" in reco.fields:
             return reco
         start, stop = meta.get("entrystart"), meta.get("entrystop")
-        truth = _raw(info.path).truth(start, stop)
+        truth = _raw(info.path).truth(start, stop, ("event", *self.TRUTH_FIELDS))
         if keep is not None:
             truth = {k: v[keep] for k, v in truth.items()}
         try:
-            return attach_truth_stage(reco, truth)
+            return attach_truth_stage(reco, truth, self.TRUTH_FIELDS)
         except ValueError as exc:
             raise NA64Error(f"{info.path} entries {start}-{stop}: {exc}") from None
 
     def variables(self) -> list[str]:
         names = [*self.selection.variables, *self.MAIN_VARIABLES]
         return [v for v in dict.fromkeys(names) if variable_info(v, self.SETUP)]
-
-    def _fill(self, h: HistSums, cols, mask, weights, names, stage: str | None = None):
-        """Fill ``h`` (axes ``[stage,] [module,] *names``, :meth:`_sums`) with the events of
-        ``mask``: the values in axis order, as ``hist.Hist.fill`` by axis name would."""
-        all_events = mask is None
-        w = (np.ones(len(cols)) if all_events else np.ones(np.count_nonzero(mask))) if weights is None \
-            else (weights if all_events else weights[mask])
-        values = [cols[n] if all_events else cols[n][mask] for n in names]
-        lead = () if stage is None else (stage,)
-        if len(names) == 1 and values[0].ndim == 2:  # per-module variable: one entry per module
-            x = values[0]
-            module = np.broadcast_to(np.arange(x.shape[1]), x.shape)
-            h.fill(*lead, module.ravel(), x.ravel(), weight=np.repeat(w, x.shape[1]))
-            return
-        h.fill(*lead, *values, weight=w)
 
     def _book(self, names: tuple[str, ...], stage: bool) -> hist.Hist:
         axes = [hist.axis.StrCategory(["all", "selected"], name="stage")] if stage else []
@@ -613,27 +604,32 @@ class InvisibleProcessor(processor.ProcessorABC):
             template = _TEMPLATES[key] = HistTemplate(self._book(names, stage))
         return HistSums(template)
 
-    def fill_histograms(self, reco, passed_all, weights) -> dict:
-        """Every cut and main variable (and the 2-D pairs), before cuts and after all cuts."""
-        cols = Columns.of(reco)
+    def fill_histograms(self, reco, passed_all, weights, *, bins: ChunkBins | None = None) -> dict:
+        """Every cut and main variable (and the 2-D pairs), before cuts and after all cuts.
+        ``bins``: the chunk's :class:`~na64reco.hists.ChunkBins` of ``reco``'s columns (made
+        here if not given), shared with :meth:`fill_nminusone`; the same sums as :meth:`_fill`
+        of each stage (``tests/test_processors.py``)."""
+        if bins is None:
+            bins = ChunkBins(Columns.of(reco).__getitem__)
         out = {}
+        stages = (("all", None), ("selected", passed_all))
         for names in [(v,) for v in self.variables()] + list(self.PAIRS):
             h = self._sums(names, stage=True)
-            self._fill(h, cols, None, weights, names, stage="all")
-            self._fill(h, cols, passed_all, weights, names, stage="selected")
+            bins.fill(h, names, stages, weights, modules=len(names) == 1 and _is_modules(names[0]))
             out["_vs_".join(names)] = h
         return HistGroup(out)
 
-    def fill_nminusone(self, reco, selection, weights) -> dict:
+    def fill_nminusone(self, reco, selection, weights, *, bins: ChunkBins | None = None) -> dict:
         """For each cut (and the box): its variable for events passing all the others."""
+        if bins is None:
+            bins = ChunkBins(Columns.of(reco).__getitem__)
         names = [*self.selection.cut_names, BOX]
-        cols = Columns.of(reco)
         out = {}
         for name in names:
             var = self.selection.signal_box.variable if name == BOX else self.selection.cut(name).variable
             others = selection.all(*[n for n in names if n != name])
             h = self._sums((var,), stage=False)
-            self._fill(h, cols, others, weights, (var,))
+            bins.fill(h, (var,), ((None, others),), weights, modules=_is_modules(var))
             out[name] = h
         return HistGroup(out)
 

@@ -160,3 +160,69 @@ def test_na64e_processor_runs_and_blinds_data(tmp_path):
     assert out["data"]["regions"]["signal_box"].to_dict()["events"] == "blinded"
     assert out["data"]["hists"]["ecal_energy"][{"stage": "selected"}][:50j].values().sum() == 0
     assert "srd_module_energy" in out["mc"]["hists"]
+
+
+class _TwinMu(SynthMu):
+    """The synthetic processor whose chunks also fill ``hist.Hist`` by axis name, event
+    selection by event selection (the slow twin of the shared-bin fills of
+    :class:`~na64reco.hists.ChunkBins`), as outputs ``twin_hists`` / ``twin_nminus1``."""
+
+    def process_chunk(self, events, meta):
+        self._twin = {}
+        out = super().process_chunk(events, meta)
+        for acc in out.values():
+            acc.update(self._twin)
+        return out
+
+    def _twin_fill(self, h, cols, mask, weights, names, stage=None):
+        sel = slice(None) if mask is None else mask
+        w = np.ones(len(cols))[sel] if weights is None else weights[sel]
+        lead = {} if stage is None else {"stage": stage}
+        x = cols[names[0]][sel]
+        if len(names) == 1 and x.ndim == 2:  # one entry per module
+            h.fill(**lead, module=np.broadcast_to(np.arange(x.shape[1]), x.shape).ravel(), **{names[0]: x.ravel()},
+                   weight=np.repeat(w, x.shape[1]))
+        else:
+            h.fill(**lead, **{n: cols[n][sel] for n in names}, weight=w)
+
+    def fill_histograms(self, reco, passed_all, weights, *, bins=None):
+        twin = {}
+        for names in [(v,) for v in self.variables()] + list(self.PAIRS):
+            h = twin["_vs_".join(names)] = self._book(names, stage=True)
+            self._twin_fill(h, reco, None, weights, names, stage="all")
+            self._twin_fill(h, reco, passed_all, weights, names, stage="selected")
+        self._twin["twin_hists"] = twin
+        return super().fill_histograms(reco, passed_all, weights, bins=bins)
+
+    def fill_nminusone(self, reco, selection, weights, *, bins=None):
+        names, twin = [*self.selection.cut_names, "signal_box"], {}
+        for name in names:
+            var = self.selection.signal_box.variable if name == "signal_box" else self.selection.cut(name).variable
+            h = twin[name] = self._book((var,), stage=False)
+            self._twin_fill(h, reco, selection.all(*[n for n in names if n != name]), weights, (var,))
+        self._twin["twin_nminus1"] = twin
+        return super().fill_nminusone(reco, selection, weights, bins=bins)
+
+
+def test_histograms_equal_hist_filled_by_axis_name(fileset):
+    """The chunk's histograms filled from each variable's bins found once (``ChunkBins``,
+    one ``np.bincount`` per histogram) are, bin for bin with the flow bins and to the last
+    bit, ``hist.Hist`` filled by axis name for each stage and merged chunk by chunk: weighted
+    (simulation) and not (blinded data), per-module and 2-D histograms, events passing all cuts."""
+    out = run_files(fileset, RunOptions("na64mu_invisible", chunksize=400), processor_instance=_TwinMu())
+    assert out["mc"]["provenance"].chunks == 8 and out["mc"]["cutflow"].n[-2] > 0  # "selected" filled
+    compared = 0
+    for ds in ("mc", "data"):
+        for group in ("hists", "nminus1"):
+            ours, twin = out[ds][group], out[ds][f"twin_{group}"]
+            assert ours.keys() == twin.keys()
+            for name, h in ours.items():
+                ref = twin[name]
+                assert h.axes == ref.axes, (ds, name)
+                assert np.array_equal(h.view(flow=True).value, ref.view(flow=True).value), (ds, group, name)
+                assert np.array_equal(h.view(flow=True).variance, ref.view(flow=True).variance), (ds, group, name)
+                compared += h.view(flow=True).value.sum() > 0
+    assert compared > 40
+    modules = [n for n, h in out["mc"]["hists"].items() if "module" in h.axes.name]
+    assert modules and out["mc"]["hists"][modules[0]].values().sum() > 0
+    assert out["mc"]["hists"]["p_in"][{"stage": "selected"}].values().sum() > 0

@@ -87,7 +87,7 @@ def test_chunk_files_and_raw_files_keep_no_array_cache(two_files, monkeypatch):
 
     monkeypatch.setattr(uproot, "open", spy)
     _run(two_files)
-    assert len(caches) == 6 and all(c is None for c in caches)  # 3 chunks per file
+    assert len(caches) == 2 and all(c is None for c in caches)  # 3 chunks per file, opened once for them
     with open_raw(two_files[0]) as raw:
         assert raw._file.file.array_cache is None
 
@@ -166,3 +166,89 @@ def test_the_chunk_reader_gives_what_coffeas_nanoevents_gave(tmp_path, monkeypat
                 assert type(h) is type(ref) and h.axes == ref.axes
                 assert np.array_equal(h.view(flow=True).value, ref.view(flow=True).value)
                 assert np.array_equal(h.view(flow=True).variance, ref.view(flow=True).variance)
+
+
+def test_the_truth_read_of_some_branches_gives_them_verified(two_files, tmp_path):
+    """``RawFile.truth(..., branches)`` (the processor reads ``event`` and its truth fields):
+    the same values as the whole rows; the branches read are checked against the checksums
+    (a damaged one is refused naming it), the others are not read."""
+    import numpy as np
+
+    from na64reco.io.checksum import Blocks
+
+    with open_raw(two_files[0]) as raw:
+        whole = raw.truth(100, 600)
+        some = raw.truth(100, 600, ("event", "weight"))
+        assert sorted(some) == ["event", "weight"]
+        for k in some:
+            assert np.array_equal(some[k], whole[k])
+        blocks = raw.blocks("truth")
+        lo, hi = blocks.widen(0, raw.n_events)
+        rows = raw.truth(lo, hi)
+    damaged = {**rows, "p_in": rows["p_in"] + 1.0}
+    blocks.verify(damaged, lo, hi, "f.root", ("event", "weight"))  # p_in not read: not checked
+    with pytest.raises(RawFormatError, match="branch 'p_in'"):
+        blocks.verify(damaged, lo, hi, "f.root")
+    with pytest.raises(RawFormatError, match="branch 'weight'"):
+        blocks.verify({**rows, "weight": rows["weight"] * 2}, lo, hi, "f.root", ("event", "weight"))
+    assert isinstance(blocks, Blocks)
+
+
+def _mapped_kb(path) -> int | None:
+    """Resident kB of this process's memory maps of ``path`` (None without /proc/self/smaps)."""
+    try:
+        text = open("/proc/self/smaps").read()
+    except OSError:
+        return None
+    total, mine = 0, False
+    for line in text.splitlines():
+        if "-" in line.split(" ", 1)[0] and len(line.split()) >= 5:  # a mapping's header line
+            mine = line.rstrip().endswith(str(path))
+        elif mine and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+def test_the_chunk_reader_keeps_a_file_open_for_its_chunks_without_its_pages(two_files):
+    """``read_chunk`` opens a local file and reads its tree's header once for all its chunks
+    (per thread, at most two files, closed by the runner after the run; a changed file is
+    opened again), gives what a plain uproot read gives, and keeps none of the chunks' pages
+    of the memory map resident (else the memory would grow with the file's size)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import uproot
+
+    import na64reco.runner as runner
+    from na64reco.io.raw import event_branches
+
+    path = two_files[1]
+
+    def item(a, b, f=path):
+        return SimpleNamespace(filename=f, treename="events", entrystart=a, entrystop=b, preload=event_branches())
+
+    runner.close_chunk_files()
+    try:
+        with uproot.open(path) as f:
+            plain = f["events"].arrays(event_branches(), library="np")
+        trees = []
+        for a, b in ((0, 250), (250, 500), (500, 700)):
+            chunk = runner.read_chunk(item(a, b), dict(runner.UPROOT_OPTIONS))
+            for name in ("event", "spill", "time_in_spill"):
+                assert np.array_equal(np.asarray(chunk[name]), plain[name][a:b])
+            (kept,) = runner._READERS.trees.values()
+            trees.append(kept[1])
+            if _mapped_kb(path) is not None:
+                assert _mapped_kb(path) == 0
+        assert trees[0] is trees[1] is trees[2]  # one header for the three chunks
+        st = os.stat(path)
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1000))  # "changed": opened again
+        runner.read_chunk(item(0, 250), dict(runner.UPROOT_OPTIONS))
+        assert len(runner._READERS.trees) == 2 and all(v[1] is not trees[0] for k, v in runner._READERS.trees.items()
+                                                       if k[1] == str(st.st_mtime_ns + 1000))
+        runner.read_chunk(item(0, 250, two_files[0]), dict(runner.UPROOT_OPTIONS))
+        assert len(runner._READERS.trees) == 2  # the least recently used closed
+        assert trees[0]._file.source.closed
+    finally:
+        runner.close_chunk_files()
+    assert runner._READERS.trees == {}

@@ -270,3 +270,30 @@ def test_columns_from_a_dict_name_a_missing_field():
     assert cols["p_out"].tolist() == [1.0, 1.0]
     with pytest.raises(NA64Error, match="no field 'chi2_out' \\(has: p_out\\)"):
         cols["chi2_out"]
+
+
+def test_a_selection_read_again_is_the_one_parsed_unless_its_bytes_changed(tmp_path):
+    """``load_selection`` keeps what it parsed by path and content: the same bytes give the
+    same (immutable) Selection without a second YAML parse; an edited file is parsed again
+    (a new sha256, new cuts), a broken edit is refused as before."""
+    import na64reco.selection.schema as schema
+
+    path = tmp_path / "sel.yaml"
+    path.write_bytes(schema.selection_path("na64mu_invisible").read_bytes())
+    first = load_selection(path)
+    parses = []
+    real = schema.load_yaml
+    schema.load_yaml = lambda *a, **k: parses.append(a) or real(*a, **k)
+    try:
+        assert load_selection(path) is first and parses == []
+        data = yaml.safe_load(path.read_text())
+        data["name"] = "edited"
+        path.write_text(yaml.safe_dump(data))
+        edited = load_selection(path)
+        assert len(parses) == 1 and edited.name == "edited" and edited.sha256 != first.sha256
+        assert load_selection(path) is edited and len(parses) == 1
+        path.write_text("cuts: [\n")
+        with pytest.raises(ConfigError, match="malformed YAML"):
+            load_selection(path)
+    finally:
+        schema.load_yaml = real

@@ -168,9 +168,31 @@ def selection_path(name_or_path: str | Path) -> Path:
     return selections_dir() / f"{name_or_path}.yaml"
 
 
+#: (path, sha256 of the file's bytes) -> its :class:`Selection`: a run parses its selection
+#: once per process, not once per ``run_files`` call (the YAML parse is ~5-10 ms).
+_PARSED: dict[tuple[str, str], Selection] = {}
+_MAX_PARSED = 32
+
+
 def load_selection(name_or_path: str | Path) -> Selection:
-    """Read and validate a selection file; raise :class:`ConfigError` naming file and key."""
+    """Read and validate a selection file; raise :class:`ConfigError` naming file and key.
+    A file read before with the same bytes gives the (immutable) :class:`Selection` parsed then."""
     path = selection_path(name_or_path)
+    try:
+        seen = (str(path), hashlib.sha256(path.read_bytes()).hexdigest())
+    except OSError:  # (load_yaml's error names the file)
+        seen = None
+    if seen in _PARSED:
+        return _PARSED[seen]
+    sel = _parse_selection(path)
+    if seen is not None and seen[1] == sel.sha256:  # (not changed while it was parsed)
+        while len(_PARSED) >= _MAX_PARSED:
+            del _PARSED[next(iter(_PARSED))]
+        _PARSED[seen] = sel
+    return sel
+
+
+def _parse_selection(path: Path) -> Selection:
     node = load_yaml(path, schema_version=SCHEMA_VERSION)
     _check_keys(node, "", {"schema_version", "name", "setup", "description", "cuts",
                            "signal_box", "sidebands"})
