@@ -116,6 +116,9 @@ def main() -> None:
           f"after {a:.3f} ({b / a:.3f}x); chain / read: before {b / r:.2f}x, after {a / r:.2f}x")
     print("  medians: read {:.3f}, before {:.3f}, after {:.3f}".format(
         *(sorted(t[k])[len(t[k]) // 2] for k in ("read", "before", "after"))))
+    paired = sorted(x / y for x, y in zip(t["before"], t["after"], strict=True))
+    print(f"  paired (each round's before / after): median {paired[len(paired) // 2]:.3f}x, "
+          f"range {paired[0]:.3f}-{paired[-1]:.3f}x")
     if spent is not None:
         print("after, CPU ms per step (minimum over the rounds):")
         for k in sorted((k for k in t if k not in ("read", "before", "after")), key=lambda k: -min(t[k])):

@@ -45,6 +45,7 @@ from na64reco.selection import (
     load_selection,
     region_mask,
 )
+from na64reco.selection.blinding import load_protection
 from na64reco.selection.cuts import BLINDED, Columns
 from na64reco.selection.schema import VARIABLES, Selection, variable_info
 
@@ -169,6 +170,20 @@ def settle_exposure(prov: Provenance, read_spills, bad_spills=None) -> None:
         prov.n_spills += exp.n_spills
         prov.n_triggered += exp.n_triggered
         prov.partial_spills += exp.partial
+
+
+def _project(records: ak.Array, fields) -> ak.Array:
+    """``records`` with the ``fields`` it has only, in its order (None: all); a record array
+    with behaviours, attrs or another layout is returned as it is."""
+    layout = records.layout
+    if fields is None or not isinstance(layout, ak.contents.RecordArray) or layout.is_tuple \
+            or records.behavior or records.attrs:
+        return records
+    keep = [f for f in layout.fields if f in fields]
+    if len(keep) == len(layout.fields):
+        return records
+    return ak.Array(ak.contents.RecordArray([layout.content(f) for f in keep], keep, length=layout.length,
+                                            parameters=layout.parameters))
 
 
 def _branches(events, names) -> dict:
@@ -553,18 +568,30 @@ class InvisibleProcessor(processor.ProcessorABC):
                                 "it is for simulation only")
         nested = assemble_events(events, info.path or "<events>")
         setup = _setup(self.SETUP, info.run)
+        fields = self.reco_fields()
         if self.reco is not None:
             reco = self.reco(nested, setup, conditions, info.path)
         elif len(nested) <= self.RECO_BATCH:
-            reco = reconstruct_stage(nested, setup, conditions, info.path)
-        else:
-            reco = concatenate_records([reconstruct_stage(nested[a:a + self.RECO_BATCH], setup, conditions,
-                                                          info.path)
+            reco = _project(reconstruct_stage(nested, setup, conditions, info.path), fields)
+        else:  # the slices' records joined in the fields the outputs read only
+            reco = concatenate_records([_project(reconstruct_stage(nested[a:a + self.RECO_BATCH], setup,
+                                                                   conditions, info.path), fields)
                                         for a in range(0, len(nested), self.RECO_BATCH)])
         if len(reco) != len(events):
             raise NA64Error(f"{info.path}: reconstruction returned {len(reco)} records for "
                             f"{len(events)} events")
         return reco
+
+    def reco_fields(self) -> frozenset[str] | None:
+        """The fields of the library's reco records that the outputs read (None: all): the
+        selection's and the histograms' variables, those of the blinding's protected and
+        control regions, and ``event`` (truth matching).  The chunk's records keep these only,
+        so that a chunk reconstructed in slices joins ~25 fields, not ~60 (docs/performance.md,
+        "Ninth pass"); a subclass reading other fields adds them here."""
+        protection = load_protection(self.SETUP)
+        names = {*self.selection.variables, *self.variables(), *(n for pair in self.PAIRS for n in pair), "event",
+                 protection.protected.variable, *(r.variable for r in protection.visible_controls)}
+        return frozenset(names)
 
     def attach_truth(self, reco: ak.Array, info: FileInfo, meta: dict, keep=None) -> ak.Array:
         """Truth weight/process of simulated events, from the ``truth`` tree if reco lacks them

@@ -252,3 +252,39 @@ def test_the_chunk_reader_keeps_a_file_open_for_its_chunks_without_its_pages(two
     finally:
         runner.close_chunk_files()
     assert runner._READERS.trees == {}
+
+
+def test_the_records_cut_to_the_fields_the_outputs_read_give_the_same_outputs(tmp_path, monkeypatch):
+    """A chunk's reco records keep only the fields of ``reco_fields`` (joined over the
+    reconstruction's slices in those only): every output, the blinded data's included
+    (protected region, controls), is what the records with every field give."""
+    import sys
+
+    from bitflip import canonical
+
+    from na64reco.sim.generate import simulate
+
+    sys.path.insert(0, str(os.path.join(os.path.dirname(__file__), "..", "benchmarks")))
+    from bench_chain_ab import canonical as full_canonical
+
+    files = {"s": [str(tmp_path / "s.root")], "d": [str(tmp_path / "d.root")]}
+    simulate("na64mu", 1500, 4, 1001, files["s"][0], trigger="calibration")
+    simulate("na64mu", 1500, 5, 1001, files["d"][0], trigger="calibration", truth=False)
+
+    class AllFields(Processor):
+        def reco_fields(self):
+            return None
+
+    joined = []
+    real = base.concatenate_records
+    monkeypatch.setattr(base, "concatenate_records", lambda records: joined.append(records[0].fields) or real(records))
+    outs = []
+    for cls in (Processor, AllFields):
+        proc = cls()
+        proc.RECO_BATCH = 250
+        outs.append(run_files(files, RunOptions("na64mu_invisible"), processor_instance=proc))
+    cut, every = joined[0], joined[-1]
+    assert set(cut) == Processor().reco_fields() & set(every) and len(cut) < len(every) / 2
+    assert outs[0]["d"]["cutflow"].blinded and outs[0]["s"]["cutflow"].n[0] > 1000
+    assert canonical(outs[0]) == canonical(outs[1])
+    assert full_canonical(outs[0]) == full_canonical(outs[1])
