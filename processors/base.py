@@ -144,12 +144,11 @@ def concatenate_records(records):
     return concatenate(records)
 
 
-def attach_truth_stage(reco, truth, fields=None):
-    """The library's truth matching (``na64reco.reco.event.attach_truth``) of the truth
-    ``fields`` (default the library's)."""
+def attach_truth_stage(reco, truth):
+    """The library's truth matching (``na64reco.reco.event.attach_truth``)."""
     from na64reco.reco.event import attach_truth
 
-    return attach_truth(reco, truth) if fields is None else attach_truth(reco, truth, fields)
+    return attach_truth(reco, truth)
 
 
 def settle_exposure(prov: Provenance, read_spills, bad_spills=None) -> None:
@@ -414,10 +413,6 @@ class InvisibleProcessor(processor.ProcessorABC):
     #: many events, which gives the same records (the reconstruction is event by event)
     #: at a bounded memory (docs/performance.md, "Worker memory").
     RECO_BATCH = 5000
-    #: Fields of the ``truth`` tree a simulated chunk's records get (``truth_<name>``): those
-    #: the outputs use.  Only these (and ``event``, matched) are read and verified: the
-    #: other truth branches were ~60 % of the truth read's time (docs/performance.md, "Ninth pass").
-    TRUTH_FIELDS: tuple[str, ...] = ("weight",)
 
     def __init__(self, selection: str | None = None, *, calib_tag: str | None = None,
                  unblind=None, reco=None):
@@ -599,11 +594,11 @@ class InvisibleProcessor(processor.ProcessorABC):
         if "truth_weight" in reco.fields:
             return reco
         start, stop = meta.get("entrystart"), meta.get("entrystop")
-        truth = _raw(info.path).truth(start, stop, ("event", *self.TRUTH_FIELDS))
+        truth = _raw(info.path).truth(start, stop)
         if keep is not None:
             truth = {k: v[keep] for k, v in truth.items()}
         try:
-            return attach_truth_stage(reco, truth, self.TRUTH_FIELDS)
+            return attach_truth_stage(reco, truth)
         except ValueError as exc:
             raise NA64Error(f"{info.path} entries {start}-{stop}: {exc}") from None
 

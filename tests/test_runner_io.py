@@ -168,32 +168,6 @@ def test_the_chunk_reader_gives_what_coffeas_nanoevents_gave(tmp_path, monkeypat
                 assert np.array_equal(h.view(flow=True).variance, ref.view(flow=True).variance)
 
 
-def test_the_truth_read_of_some_branches_gives_them_verified(two_files, tmp_path):
-    """``RawFile.truth(..., branches)`` (the processor reads ``event`` and its truth fields):
-    the same values as the whole rows; the branches read are checked against the checksums
-    (a damaged one is refused naming it), the others are not read."""
-    import numpy as np
-
-    from na64reco.io.checksum import Blocks
-
-    with open_raw(two_files[0]) as raw:
-        whole = raw.truth(100, 600)
-        some = raw.truth(100, 600, ("event", "weight"))
-        assert sorted(some) == ["event", "weight"]
-        for k in some:
-            assert np.array_equal(some[k], whole[k])
-        blocks = raw.blocks("truth")
-        lo, hi = blocks.widen(0, raw.n_events)
-        rows = raw.truth(lo, hi)
-    damaged = {**rows, "p_in": rows["p_in"] + 1.0}
-    blocks.verify(damaged, lo, hi, "f.root", ("event", "weight"))  # p_in not read: not checked
-    with pytest.raises(RawFormatError, match="branch 'p_in'"):
-        blocks.verify(damaged, lo, hi, "f.root")
-    with pytest.raises(RawFormatError, match="branch 'weight'"):
-        blocks.verify({**rows, "weight": rows["weight"] * 2}, lo, hi, "f.root", ("event", "weight"))
-    assert isinstance(blocks, Blocks)
-
-
 def _mapped_kb(path) -> int | None:
     """Resident kB of this process's memory maps of ``path`` (None without /proc/self/smaps)."""
     try:

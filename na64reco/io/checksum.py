@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import awkward as ak
@@ -189,10 +189,8 @@ class Blocks:
         i, j = self.covering(start, stop)
         return int(self.starts[i]), int(self.stops[j - 1])
 
-    def verify(self, arrays: Mapping[str, object], start: int, stop: int, source,
-               branches: Collection[str] | None = None) -> None:
-        """Check ``arrays`` (entries ``[start, stop)``, whole blocks) against the stored sums:
-        every branch of the table, or those of ``branches`` (a reader of some branches only)."""
+    def verify(self, arrays: Mapping[str, object], start: int, stop: int, source) -> None:
+        """Check ``arrays`` (entries ``[start, stop)``, whole blocks) against the stored sums."""
         i, j = self.covering(start, stop)
         if j == i:
             return
@@ -201,8 +199,6 @@ class Blocks:
         bounds = np.append(self.starts[i:j], self.stops[j - 1]) - start
         names = set(arrays.fields if isinstance(arrays, ak.Array) else arrays.keys())
         for k, branch in enumerate(self.names):
-            if branches is not None and branch not in branches:
-                continue
             if branch not in names:
                 raise RawFormatError(f"{source}: tree {self.tree!r} lacks branch {branch!r} of its checksums")
             got = block_sums(arrays[branch], bounds)

@@ -28,7 +28,6 @@ branches written by uproot did not read back correctly (checked with uproot 5.7)
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -329,9 +328,8 @@ class RawFile:
         return self.tree(tree).arrays(entry_start=entry_start, entry_stop=entry_stop)
 
     def read_verified(self, tree: str, entry_start: int | None = None, entry_stop: int | None = None,
-                      library: str = "ak", branches: Sequence[str] | None = None):
-        """Entries ``[entry_start, entry_stop)`` of ``tree`` (its ``branches``, default all),
-        checked against its checksums.
+                      library: str = "ak"):
+        """Entries ``[entry_start, entry_stop)`` of ``tree``, checked against its checksums.
 
         The range is widened to whole checksum blocks for the check, then cut back.  Any
         failure to read, decompress or verify is a :class:`RawFormatError` naming the file,
@@ -343,9 +341,8 @@ class RawFile:
         try:
             blocks = self.blocks(tree)
             lo, hi = blocks.widen(start, stop)
-            arrays = self.tree(tree).arrays(None if branches is None else list(branches), entry_start=lo,
-                                            entry_stop=hi, library=library)
-            blocks.verify(arrays, lo, hi, self.path, branches)
+            arrays = self.tree(tree).arrays(entry_start=lo, entry_stop=hi, library=library)
+            blocks.verify(arrays, lo, hi, self.path)
         except RawFormatError:
             raise
         except Exception as exc:  # uproot/awkward raise many types for damaged content
@@ -373,12 +370,10 @@ class RawFile:
     def spills(self) -> dict[str, np.ndarray]:
         return self.read_verified("spills", library="np")
 
-    def truth(self, entry_start: int | None = None, entry_stop: int | None = None,
-              branches: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        """Rows of the ``truth`` tree (``branches``: those only, default all; each read is verified)."""
+    def truth(self, entry_start: int | None = None, entry_stop: int | None = None) -> dict[str, np.ndarray]:
         if not self.has_truth:
             raise RawFormatError(f"{self.path}: has no truth (a data-like file)")
-        return self.read_verified("truth", entry_start, entry_stop, library="np", branches=branches)
+        return self.read_verified("truth", entry_start, entry_stop, library="np")
 
     def verify(self) -> dict[str, int]:
         """Read and check every tree whole; returns the entries of each."""

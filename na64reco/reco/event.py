@@ -53,14 +53,13 @@ def reconstruct(events: ak.Array, setup: Setup, conditions: RunConditions, sourc
     return record({k: _column(v) for k, v in out.items()})
 
 
-def attach_truth(reco: ak.Array, truth: dict[str, np.ndarray], fields: tuple[str, ...] = TRUTH_FIELDS) -> ak.Array:
-    """Add ``truth_<name>`` fields (``fields``: those of :data:`TRUTH_FIELDS` by default) from
-    the truth tree rows matching ``reco``'s events (``truth`` holds ``event`` and ``fields``)."""
+def attach_truth(reco: ak.Array, truth: dict[str, np.ndarray]) -> ak.Array:
+    """Add ``truth_<name>`` fields from the truth tree rows matching ``reco``'s events."""
     if len(truth["event"]) != len(reco) or not np.array_equal(np.asarray(truth["event"]), np.asarray(reco["event"])):
         raise ValueError("truth rows do not match the reconstructed events (event numbers differ)")
-    out = _fields(reco)  # one record, not a copy per added field
-    out.update({f"truth_{name}": np.asarray(truth[name]) for name in fields})
-    return record(out)
+    fields = _fields(reco)  # one record, not a copy per added field
+    fields.update({f"truth_{name}": np.asarray(truth[name]) for name in TRUTH_FIELDS})
+    return record(fields)
 
 
 def record(fields: dict) -> ak.Array:
