@@ -479,7 +479,10 @@ def _local_tree(path: str, treename: str, options: dict, timeout):
 
 
 def _mapping(file):
-    """The ``mmap`` of a file opened with uproot's ``MemmapSource`` (None for another source)."""
+    """The ``mmap`` of a file opened with uproot's ``MemmapSource`` (None for another source, or
+    where ``madvise(MADV_DONTNEED)`` is not available: such a file is not kept)."""
+    if not hasattr(mmap, "MADV_DONTNEED") or not hasattr(mmap.mmap, "madvise"):
+        return None
     source = getattr(getattr(file, "file", None), "source", None)
     mm = getattr(getattr(source, "_file", None), "_mmap", None)
     return mm if isinstance(mm, mmap.mmap) else None
