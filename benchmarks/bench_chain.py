@@ -3,7 +3,8 @@
     python benchmarks/bench_chain.py FILE.root [FILE.root ...] [--processor na64mu_invisible]
         [--chunksizes 5000 20000] [--repeat 3] [--skip-dask]
 
-Prints (each timing the minimum of ``--repeat`` runs, wall and CPU time of this process):
+Prints (each timing the minimum of ``--repeat`` runs, wall and CPU time of this process; the
+plain read and the iterative chain alternated round by round):
 * plain uproot read of the ``events`` tree (all branches) in events/s;
 * the full chain with the iterative executor in events/s/core and its time relative
   to the plain read measured in the same run (target <= 3x), in wall and in CPU time;
@@ -131,11 +132,18 @@ def main(argv=None):
     os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".numba_cache"))
 
     run(args.files[:1], args.processor, "iterative", chunksize=2000)   # warm-up: imports, numba
-    n, r_wall, r_cpu = best(lambda: read_uproot(args.files), args.repeat)
+    cs = max(args.chunksizes)
+    # the read and the chain alternated, round by round: on a shared machine the CPU time of
+    # either moves by 20-40 % within a minute, and the ratio of two blocks of runs measured a
+    # minute apart moved with it (docs/performance.md, "Ninth pass")
+    reads, chains = [], []
+    for _ in range(args.repeat):
+        reads.append(best(lambda: read_uproot(args.files), 1))
+        chains.append(best(lambda: run(args.files, args.processor, "iterative", chunksize=cs), 1))
+    n, r_wall, r_cpu = reads[0][0], min(r[1] for r in reads), min(r[2] for r in reads)
     print(f"plain uproot read      : {n} events in {r_wall:.2f} s wall, {r_cpu:.2f} s CPU = "
           f"{n / r_wall:,.0f} events/s")
-    cs = max(args.chunksizes)
-    n, c_wall, c_cpu = best(lambda: run(args.files, args.processor, "iterative", chunksize=cs), args.repeat)
+    n, c_wall, c_cpu = chains[0][0], min(c[1] for c in chains), min(c[2] for c in chains)
     print(f"full chain (iterative) : {n} events in {c_wall:.2f} s wall, {c_cpu:.2f} s CPU = "
           f"{n / c_cpu:,.0f} events/s/core; {c_wall / r_wall:.1f}x the plain read in wall time, "
           f"{c_cpu / r_cpu:.1f}x in CPU time (target <= 3x)")

@@ -1,0 +1,158 @@
+r"""The full chain (``run_files``, iterative) before/after in ONE process, alternated with the plain read.
+
+    mkdir -p AB && git archive <before-commit> | tar -x -C AB
+    cd AB && mv na64reco na64reco_before && mv processors processors_before
+    grep -rl 'na64reco\|processors' --include=*.py na64reco_before processors_before | xargs sed -i -E \
+        's/\bna64reco\./na64reco_before./g; s/\bimport na64reco\b/import na64reco_before/g;
+         s/from na64reco import/from na64reco_before import/g; s/\bprocessors\./processors_before./g;
+         s/from processors import/from processors_before import/g; s/\bimport processors\b/import processors_before/g'
+    python benchmarks/bench_chain_ab.py AB RAW.root [ROUNDS] [--chunksize 50000] [--steps]
+
+The earlier tree (renamed ``na64reco_before`` / ``processors_before``) and this one run the same
+file through ``run_files`` (iterative executor) alternately with a plain uproot read of the
+``events`` tree (all branches, as ``bench_chain.py``); printed: the minimum CPU time of each
+over the rounds, the speed-up and both chain / read ratios.  The outputs are compared first
+(:func:`canonical`: every cut-flow and N-1 row with its weighted sums, the regions, the
+provenance with its per-file records, every histogram's axes and sums with flow bins; the
+wall time, code version and the selection file's path left out, the conditions files' paths
+from their ``calib/`` on: the two trees are in different folders): the script stops if they
+differ.  ``--steps``: the CPU time of each step of the new chain as well (timers around the
+functions; the rounds' minimum).  Separate runs of bench_chain.py on the shared machine
+scatter by 20-40 % (the read's CPU time with them); alternated rounds in one process do not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import functools
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import uproot
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def canonical(out: dict) -> str:
+    """Everything ``run_files`` returns for each dataset, as one string (floats exactly: JSON
+    writes their shortest round-trip repr), but the wall time, the code version and the
+    selection file's path; the conditions files from their ``calib/`` folder on."""
+    res = {}
+    for ds, acc in out.items():
+        prov = acc["provenance"].to_dict()
+        for key in ("wall_time", "code_version", "selection_file"):
+            prov.pop(key, None)
+        prov["conditions"] = [c[c.rindex("calib/"):] if "calib/" in c else c for c in prov["conditions"]]
+        cf = acc["cutflow"]
+        entry = {"provenance": prov,
+                 "cutflow": {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in vars(cf).items()},
+                 "regions": {k: [v.n, v.sumw, v.sumw2, v.blinded] for k, v in acc["regions"].items()}}
+        for group in ("hists", "nminus1"):
+            entry[group] = {name: [repr(h.axes), str(h.storage_type),
+                                   np.asarray(h.view(flow=True).value).tolist(),
+                                   np.asarray(h.view(flow=True).variance).tolist()]
+                            for name, h in sorted(acc[group].items())}
+        res[ds] = entry
+    return json.dumps(res, sort_keys=True, default=str)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("before", help="folder holding na64reco_before/ and processors_before/")
+    ap.add_argument("file")
+    ap.add_argument("rounds", type=int, nargs="?", default=7)
+    ap.add_argument("--chunksize", type=int, default=50000)
+    ap.add_argument("--processor", default="na64mu_invisible")
+    ap.add_argument("--steps", action="store_true")
+    args = ap.parse_args()
+    if not (Path(args.before) / "na64reco_before").is_dir():
+        raise SystemExit(f"{args.before}: no na64reco_before/ in it (make it as the usage above says)")
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".numba_cache"))
+    sys.path.insert(0, args.before)
+    from na64reco_before.runner import RunOptions as OptionsBefore
+    from na64reco_before.runner import run_files as run_before
+
+    import na64reco.runner as runner
+    from na64reco.runner import RunOptions
+
+    path = args.file
+    opts_b = OptionsBefore(args.processor, executor="iterative", chunksize=args.chunksize)
+    opts_a = RunOptions(args.processor, executor="iterative", chunksize=args.chunksize)
+
+    def read():
+        with uproot.open(path) as f:
+            return len(f["events"].arrays(library="ak"))
+
+    def before():
+        return run_before({"ab": [path]}, opts_b)
+
+    def after():
+        return runner.run_files({"ab": [path]}, opts_a)
+
+    same = canonical(before()) == canonical(after())
+    n = read()
+    print(f"{path}: {n} events, chunks of {args.chunksize}; outputs {'identical' if same else 'DIFFER'}")
+    if not same:
+        raise SystemExit(1)
+    spent = _step_timers() if args.steps else None
+    t = collections.defaultdict(list)
+    for _ in range(args.rounds):
+        for key, fn in (("read", read), ("before", before), ("after", after)):
+            if spent is not None:
+                spent.clear()
+            c = time.process_time()
+            fn()
+            t[key].append(time.process_time() - c)
+            if spent is not None and key == "after":
+                for k, v in spent.items():
+                    t[k].append(v)
+    r, b, a = (min(t[k]) for k in ("read", "before", "after"))
+    print(f"CPU s, minimum of {args.rounds} alternated rounds: plain read {r:.3f}, chain before {b:.3f}, "
+          f"after {a:.3f} ({b / a:.3f}x); chain / read: before {b / r:.2f}x, after {a / r:.2f}x")
+    print("  medians: read {:.3f}, before {:.3f}, after {:.3f}".format(
+        *(sorted(t[k])[len(t[k]) // 2] for k in ("read", "before", "after"))))
+    paired = sorted(x / y for x, y in zip(t["before"], t["after"], strict=True))
+    print(f"  paired (each round's before / after): median {paired[len(paired) // 2]:.3f}x, "
+          f"range {paired[0]:.3f}-{paired[-1]:.3f}x")
+    if spent is not None:
+        print("after, CPU ms per step (minimum over the rounds):")
+        for k in sorted((k for k in t if k not in ("read", "before", "after")), key=lambda k: -min(t[k])):
+            print(f"  {k:<34}{min(t[k]) * 1e3:9.1f}")
+
+
+def _step_timers() -> dict:
+    """Timers around the new chain's steps (module functions and processor methods)."""
+    import na64reco.io.raw as raw
+    import na64reco.runner as runner
+    import processors.base as base
+
+    spent: dict[str, float] = collections.defaultdict(float)
+
+    def timed(fn, label):
+        @functools.wraps(fn)
+        def wrapper(*a, **k):
+            c = time.process_time()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[label] += time.process_time() - c
+        return wrapper
+
+    for obj, names in ((runner, ("check_files", "read_chunk", "make_processor")),
+                       (base, ("assemble_events", "reconstruct_stage", "concatenate_records", "attach_truth_stage",
+                               "cut_masks", "apply_blinding", "region_mask")),
+                       (base.InvisibleProcessor, ("process_chunk", "verify", "attach_truth", "fill_histograms",
+                                                  "fill_nminusone", "count_regions", "provenance", "postprocess")),
+                       (raw.RawFile, ("truth",))):
+        for name in names:
+            setattr(obj, name, timed(getattr(obj, name), f"{obj.__name__}.{name}"))
+    return spent
+
+
+if __name__ == "__main__":
+    main()
