@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import argparse
 import collections
-import functools
+import contextlib
 import json
 import os
 import sys
@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import uproot
+from step_timers import cpu_step_timers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -99,9 +100,15 @@ def main() -> None:
     print(f"{path}: {n} events, chunks of {args.chunksize}; outputs {'identical' if same else 'DIFFER'}")
     if not same:
         raise SystemExit(1)
-    spent = _step_timers() if args.steps else None
+    with cpu_step_timers(_step_patches()) if args.steps else contextlib.nullcontext() as spent:
+        t = _rounds(args.rounds, read, before, after, spent)
+    _report(args, t, spent is not None)
+
+
+def _rounds(rounds, read, before, after, spent) -> dict:
+    """CPU s of each round's read, chain before and after (and the after chain's steps)."""
     t = collections.defaultdict(list)
-    for _ in range(args.rounds):
+    for _ in range(rounds):
         for key, fn in (("read", read), ("before", before), ("after", after)):
             if spent is not None:
                 spent.clear()
@@ -111,6 +118,10 @@ def main() -> None:
             if spent is not None and key == "after":
                 for k, v in spent.items():
                     t[k].append(v)
+    return t
+
+
+def _report(args, t: dict, steps: bool) -> None:
     r, b, a = (min(t[k]) for k in ("read", "before", "after"))
     print(f"CPU s, minimum of {args.rounds} alternated rounds: plain read {r:.3f}, chain before {b:.3f}, "
           f"after {a:.3f} ({b / a:.3f}x); chain / read: before {b / r:.2f}x, after {a / r:.2f}x")
@@ -119,39 +130,25 @@ def main() -> None:
     paired = sorted(x / y for x, y in zip(t["before"], t["after"], strict=True))
     print(f"  paired (each round's before / after): median {paired[len(paired) // 2]:.3f}x, "
           f"range {paired[0]:.3f}-{paired[-1]:.3f}x")
-    if spent is not None:
+    if steps:
         print("after, CPU ms per step (minimum over the rounds):")
         for k in sorted((k for k in t if k not in ("read", "before", "after")), key=lambda k: -min(t[k])):
             print(f"  {k:<34}{min(t[k]) * 1e3:9.1f}")
 
 
-def _step_timers() -> dict:
-    """Timers around the new chain's steps (module functions and processor methods)."""
+def _step_patches() -> list:
+    """(object, function, label) of the new chain's steps (module functions and processor methods)."""
     import na64reco.io.raw as raw
     import na64reco.runner as runner
     import processors.base as base
 
-    spent: dict[str, float] = collections.defaultdict(float)
-
-    def timed(fn, label):
-        @functools.wraps(fn)
-        def wrapper(*a, **k):
-            c = time.process_time()
-            try:
-                return fn(*a, **k)
-            finally:
-                spent[label] += time.process_time() - c
-        return wrapper
-
-    for obj, names in ((runner, ("check_files", "read_chunk", "make_processor")),
-                       (base, ("assemble_events", "reconstruct_stage", "concatenate_records", "attach_truth_stage",
-                               "cut_masks", "apply_blinding", "region_mask")),
-                       (base.InvisibleProcessor, ("process_chunk", "verify", "attach_truth", "fill_histograms",
-                                                  "fill_nminusone", "count_regions", "provenance", "postprocess")),
-                       (raw.RawFile, ("truth",))):
-        for name in names:
-            setattr(obj, name, timed(getattr(obj, name), f"{obj.__name__}.{name}"))
-    return spent
+    groups = ((runner, ("check_files", "read_chunk", "make_processor")),
+              (base, ("assemble_events", "reconstruct_stage", "concatenate_records", "attach_truth_stage",
+                      "cut_masks", "apply_blinding", "region_mask")),
+              (base.InvisibleProcessor, ("process_chunk", "verify", "attach_truth", "fill_histograms",
+                                         "fill_nminusone", "count_regions", "provenance", "postprocess")),
+              (raw.RawFile, ("truth",)))
+    return [(obj, name, f"{obj.__name__}.{name}") for obj, names in groups for name in names]
 
 
 if __name__ == "__main__":

@@ -126,23 +126,10 @@ def pieces(files: list[str]) -> None:
 def steps(small: list[str], big: str, opts) -> None:
     """CPU ms per file of each step of ``run_files`` on the small files and on the big file
     (timers around the functions, in this process), and the excess per small file."""
-    import collections
-    import functools
+    from step_timers import cpu_step_timers
 
     import na64reco.runner as runner
     import processors.base as base
-
-    spent: dict[str, float] = collections.defaultdict(float)
-
-    def timed_fn(fn, label):
-        @functools.wraps(fn)
-        def wrapper(*a, **k):
-            c = time.process_time()
-            try:
-                return fn(*a, **k)
-            finally:
-                spent[label] += time.process_time() - c
-        return wrapper
 
     patches = [(runner, "check_files", "runner: check_files"), (runner, "read_chunk", "runner: read_chunk"),
                (base, "assemble_events", "reco: assemble_events (io)"),
@@ -151,10 +138,7 @@ def steps(small: list[str], big: str, opts) -> None:
     patches += [(base.InvisibleProcessor, m, f"processor: {m}") for m in (
         "process_chunk", "verify", "fill_histograms", "fill_nminusone", "count_regions", "provenance", "postprocess")]
     patches += [(base, f, f"selection: {f}") for f in ("cut_masks", "apply_blinding", "build_selection")]
-    saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
-    for obj, name, label in patches:
-        setattr(obj, name, timed_fn(getattr(obj, name), label))
-    try:
+    with cpu_step_timers(patches) as spent:
         run_files = runner.run_files
         res = {}
         for label, files in (("small", small), ("big", [big])):
@@ -164,9 +148,6 @@ def steps(small: list[str], big: str, opts) -> None:
             events = run_files({"bench": files}, opts)["bench"]["provenance"].events_processed
             spent["TOTAL (run_files)"] = time.process_time() - c
             res[label] = (dict(spent), events)
-    finally:
-        for obj, name, fn in saved:
-            setattr(obj, name, fn)
     (s, ns), (b, nb) = res["small"], res["big"]
     n = len(small)
     print(f"CPU ms per small file ({n} files, {ns} events) and per-file excess over the big file "
