@@ -581,12 +581,8 @@ class InvisibleProcessor(processor.ProcessorABC):
         setup = _setup(self.SETUP, info.run)
         if self.reco is not None:
             reco = self.reco(nested, setup, conditions, info.path)
-        elif len(nested) <= self.RECO_BATCH:
-            reco = reconstruct_stage(nested, setup, conditions, info.path)
         else:
-            reco = concatenate_records([reconstruct_stage(nested[a:a + self.RECO_BATCH], setup, conditions,
-                                                          info.path)
-                                        for a in range(0, len(nested), self.RECO_BATCH)])
+            reco = self._reconstruct_batched(nested, setup, conditions, info.path)
         if len(reco) != len(events):
             raise NA64Error(f"{info.path}: reconstruction returned {len(reco)} records for "
                             f"{len(events)} events")
@@ -600,11 +596,17 @@ class InvisibleProcessor(processor.ProcessorABC):
         from na64reco.selection.blinding import reference_protected
 
         def stage(nested, setup, cond):
-            return concatenate_records([reconstruct_stage(nested[a:a + self.RECO_BATCH], setup, cond, info.path)
-                                        for a in range(0, max(len(nested), 1), self.RECO_BATCH)])
+            return self._reconstruct_batched(nested, setup, cond, info.path)
 
         return reference_protected(assemble_events(events, info.path or "<events>"), _setup(self.SETUP, info.run),
                                    conditions, stage)
+
+    def _reconstruct_batched(self, nested, setup, conditions, path) -> ak.Array:
+        """The reconstruction stage in slices of at most ``RECO_BATCH`` events (bounded memory)."""
+        if len(nested) <= self.RECO_BATCH:
+            return reconstruct_stage(nested, setup, conditions, path)
+        return concatenate_records([reconstruct_stage(nested[a:a + self.RECO_BATCH], setup, conditions, path)
+                                    for a in range(0, len(nested), self.RECO_BATCH)])
 
     def attach_truth(self, reco: ak.Array, info: FileInfo, meta: dict, keep=None) -> ak.Array:
         """Truth weight/process of simulated events, from the ``truth`` tree if reco lacks them
