@@ -39,6 +39,7 @@ import numpy as np
 
 from na64reco import constants
 from na64reco.errors import ConfigError, NA64Error
+from na64reco.job_defaults import RUN_CHUNK
 
 __all__ = ["PROCESSORS", "EfficiencyPoint", "EfficiencyTable", "signal_efficiency",
            "efficiency_from_output", "x_acceptance", "daq_live_fraction", "pileup_free_fraction",
@@ -270,7 +271,7 @@ def efficiency_from_output(acc: dict, weight: float | None, *, mass: float, acce
 
 def signal_efficiency(setup: str, masses, n_events: int, *, seed: int = 1, run: int = 1001,
                       workdir: str | Path | None = None, executor: str = "iterative",
-                      workers: int = 1, chunksize: int = 50_000, coupling: float | None = None,
+                      workers: int = 1, chunksize: int = RUN_CHUNK, coupling: float | None = None,
                       calib_tag: str | None = None, selection: str | None = None,
                       progress: bool = False) -> EfficiencyTable:
     """Simulate a signal sample per mass, run the setup's processor, return the efficiencies.

@@ -30,6 +30,7 @@ from na64reco.errors import RawFormatError
 from na64reco.geometry import load_setup
 from na64reco.io.location import display_name
 from na64reco.io.raw import RawFile, open_raw, release_data_events
+from na64reco.job_defaults import EXPORT_CHUNK
 from na64reco.reco.event import attach_truth, reconstruct
 from na64reco.reco.kinematics import restore_vectors
 from na64reco.selection.blinding import protection_text, reference_protected, withhold_protected
@@ -49,12 +50,9 @@ def provenance(raw, conditions, inputs) -> dict:
     }
 
 
-#: Events per chunk of ``na64reco reco``: bounds the memory and sets the steps of its
-#: progress bar (a 100k-MOT na64mu file advances in 5 steps).
-DEFAULT_CHUNK = 20_000
 
 
-def iterate_reco(path, *, calib_tag: str | None = None, chunk_size: int = DEFAULT_CHUNK, with_truth: bool = True,
+def iterate_reco(path, *, calib_tag: str | None = None, chunk_size: int = EXPORT_CHUNK, with_truth: bool = True,
                  withheld: list | None = None):
     """Yield (reco chunk, RawFile, RunConditions) for consecutive entry ranges of ``path``
     (a file name or an open :class:`~na64reco.io.raw.RawFile`).
@@ -83,7 +81,7 @@ def iterate_reco(path, *, calib_tag: str | None = None, chunk_size: int = DEFAUL
         yield reco, raw, conds
 
 
-def reconstruct_file(path, output, *, calib_tag: str | None = None, chunk_size: int = DEFAULT_CHUNK,
+def reconstruct_file(path, output, *, calib_tag: str | None = None, chunk_size: int = EXPORT_CHUNK,
                      progress: bool = False) -> dict:
     """Reconstruct ``path`` into ``output`` (``.parquet`` or ``.root``); returns a summary.
 

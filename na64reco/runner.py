@@ -45,8 +45,8 @@ from na64reco.config import load_yaml
 from na64reco.errors import BlindingError, ConfigError, NA64Error, RawFormatError, SetupMismatch
 from na64reco.io import location
 from na64reco.io.raw import event_branches, open_raw
+from na64reco.job_defaults import EXECUTORS, RUN_CHUNK
 
-EXECUTORS = ("iterative", "futures", "dask")
 FILESET_SCHEMA_VERSION = 1
 TREE = "events"
 #: uproot options of the files coffea opens per chunk.  No array cache: a chunk's file is
@@ -64,7 +64,7 @@ class RunOptions:
     executor: str = "iterative"
     workers: int = 1
     scheduler: str | None = None
-    chunksize: int = 50_000
+    chunksize: int = RUN_CHUNK
     skip_bad_files: bool = False
     retries: int = 0
     calib_tag: str | None = None

@@ -137,3 +137,21 @@ def test_calibration_tag_defaults_name_the_default_tags_file():
                 assert "calib/default_tags.yaml" in text and "<setup>-default" not in text, (name, text)
                 checked.append(name)
     assert {"simulate", "calibrate", "dqm", "reco", "display", "run"} <= set(checked)
+
+
+#: Heavy modules no command needs to build its options: each cost ~0.3-1 s of start-up, and
+#: every ``na64reco`` command (``--help`` too) builds all the commands' options first.
+HEAVY_FOR_OPTIONS = ("numba", "awkward", "uproot", "coffea", "scipy", "matplotlib", "pyhf", "dask")
+
+
+def test_building_the_options_imports_no_heavy_module():
+    import json
+    import subprocess
+    import sys
+
+    script = ("import json, sys; from na64reco.cli import build_parser; build_parser(); "
+              "print(json.dumps(sorted(sys.modules)))")
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    loaded = {m.split(".")[0] for m in json.loads(res.stdout)}
+    assert not loaded & set(HEAVY_FOR_OPTIONS), sorted(loaded & set(HEAVY_FOR_OPTIONS))

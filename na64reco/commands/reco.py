@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from na64reco.export import DEFAULT_CHUNK
+from na64reco.job_defaults import EXPORT_CHUNK
 
 NAME = "reco"
 HELP = "reconstruct a raw file into a per-event table (Parquet or ROOT)"
@@ -20,7 +20,7 @@ def add_arguments(p):
                    help="output .parquet (or .root) file, written whole at the end (replaced if it exists)")
     p.add_argument("--calib-tag", default=None,
                    help="calibration tag (default: the setup's tag in calib/default_tags.yaml)")
-    p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK,
+    p.add_argument("--chunk-size", type=int, default=EXPORT_CHUNK,
                    help="events per chunk (bounds the memory; the progress bar advances by chunks)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

@@ -11,13 +11,13 @@ See docs/running.md.
 from __future__ import annotations
 
 from na64reco.errors import ConfigError
+from na64reco.job_defaults import EXECUTORS, RUN_CHUNK
 
 NAME = "run"
 HELP = "run a blinded analysis processor (iterative, futures or dask) and save histograms, cut-flow, plots"
 
 
 def add_arguments(parser) -> None:
-    from na64reco.runner import EXECUTORS
     from processors import PROCESSORS
 
     parser.add_argument("--processor", required=True, choices=PROCESSORS, help="analysis processor")
@@ -26,7 +26,7 @@ def add_arguments(parser) -> None:
                         help="processes (futures) or dask workers")
     parser.add_argument("--scheduler", metavar="ADDRESS",
                         help="dask scheduler to connect to (default: start a LocalCluster)")
-    parser.add_argument("--chunksize", type=int, default=50_000, help="events per chunk")
+    parser.add_argument("--chunksize", type=int, default=RUN_CHUNK, help="events per chunk")
     parser.add_argument("--skip-bad-files", action="store_true",
                         help="report and skip unreadable/foreign files instead of stopping")
     parser.add_argument("--retries", type=int, default=0,

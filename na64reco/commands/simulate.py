@@ -6,7 +6,7 @@ import argparse
 
 import hepunits as u
 
-from na64reco.sim.generate import DEFAULT_CHUNK
+from na64reco.job_defaults import SIMULATE_CHUNK
 from na64reco.sim.params import PROCESS_CHOICES
 
 NAME = "simulate"
@@ -29,8 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="Z' coupling g (na64mu) or A' mixing epsilon (na64e); default from the setup's "
                         "simulation.signal.default_coupling")
     p.add_argument("--no-truth", action="store_true", help="do not write the truth tree (data-like file)")
-    p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK, metavar="K",
-                   help=f"beam particles buffered between writes (default {DEFAULT_CHUNK})")
+    p.add_argument("--chunk-size", type=int, default=SIMULATE_CHUNK, metavar="K",
+                   help=f"beam particles buffered between writes (default {SIMULATE_CHUNK})")
     p.add_argument("--calib-tag", metavar="TAG", help="conditions tag of the true constants "
                                                      "(default: the setup's tag in calib/default_tags.yaml)")
     p.add_argument("--trigger", default="physics", choices=("physics", "calibration"),

@@ -5,9 +5,19 @@ Entry point: :func:`simulate` (also ``na64reco simulate``).  Modules: ``params``
 multiple scattering), ``interactions`` (energy loss, showers, decays), ``signal`` (dark
 bremsstrahlung), ``transport`` (element-by-element stepping), ``trigger``, ``digitize``
 (MSADC, APV, straws), ``generate`` (spills, chunked writing).
+
+The package's names are loaded when first used, so that importing a light submodule
+(``na64reco.sim.params`` for the command-line options) does not compile the simulation.
 """
 
-from na64reco.sim.generate import SimulationResult, simulate
-from na64reco.sim.params import PROCESS_CHOICES
+import importlib
+
+_NAMES = {"simulate": "generate", "SimulationResult": "generate", "PROCESS_CHOICES": "params"}
 
 __all__ = ["simulate", "SimulationResult", "PROCESS_CHOICES"]
+
+
+def __getattr__(name):
+    if name in _NAMES:
+        return getattr(importlib.import_module(f"na64reco.sim.{_NAMES[name]}"), name)
+    raise AttributeError(f"module 'na64reco.sim' has no attribute {name!r}")

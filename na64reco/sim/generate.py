@@ -66,6 +66,7 @@ from na64reco.conditions import load_conditions
 from na64reco.errors import ConfigError, RawFormatError
 from na64reco.geometry import Setup, load_setup, period_of_run
 from na64reco.io.raw import PROCESSES, TRIGGER_BITS, RawWriter
+from na64reco.job_defaults import SIMULATE_CHUNK
 from na64reco.sim.beam import sample_beam, with_beam_energy
 from na64reco.sim.digitize import (
     CaloTables,
@@ -89,8 +90,6 @@ from na64reco.sim.signal import lepton_mass_of, sample_signal_x, signal_weight
 from na64reco.sim.tracks import ROLE_PILEUP, Recorder, Tracks, written_hits
 from na64reco.sim.transport import Context, Truth, follow
 from na64reco.sim.trigger import TRIGGERS, calibration_trigger, detector_sums, trigger_mask
-
-DEFAULT_CHUNK = 20_000
 
 
 @dataclass
@@ -168,7 +167,7 @@ def _check_period(setup: Setup, run: int) -> None:
 
 def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, process: str = "mixture",
              mass: float | None = None, coupling: float | None = None, truth: bool = True,
-             chunk_size: int = DEFAULT_CHUNK, calib_tag: str | None = None, progress: bool = False,
+             chunk_size: int = SIMULATE_CHUNK, calib_tag: str | None = None, progress: bool = False,
              mixture: dict[str, float] | None = None, trigger: str = "physics",
              beam_energy: float | None = None, faults: list[dict] | None = None,
              spill_particles: int | None = None, first_spill: int = 0,
