@@ -46,6 +46,7 @@ from na64reco.errors import BlindingError, ConfigError, NA64Error, RawFormatErro
 from na64reco.io import location
 from na64reco.io.raw import event_branches, open_raw
 from na64reco.job_defaults import EXECUTORS, RUN_CHUNK
+from na64reco.summary import cutflow_summary, format_summary
 
 FILESET_SCHEMA_VERSION = 1
 TREE = "events"
@@ -761,87 +762,3 @@ def _json_default(obj):
     if hasattr(obj, "item"):
         return obj.item()
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def cutflow_summary(out: dict) -> dict:
-    """Cut-flow, N-1, regions and key provenance of each dataset (JSON-ready)."""
-    summary = {}
-    for dataset, acc in out.items():
-        prov = acc["provenance"]
-        entry = {"provenance": {k: v for k, v in prov.to_dict().items() if k != "files"}}
-        entry["provenance"]["events_total"] = getattr(prov, "events_total", None)
-        if "cutflow" in acc:
-            entry.update(acc["cutflow"].to_dict())
-            entry["regions"] = {k: v.to_dict() for k, v in acc["regions"].items()}
-        summary[dataset] = entry
-    return summary
-
-
-def format_summary(summary: dict) -> str:
-    """The text form of :func:`cutflow_summary` (what ``na64reco cutflow`` prints)."""
-    from na64reco.selection.cuts import BLINDED
-
-    lines = []
-    for dataset, entry in summary.items():
-        p = entry["provenance"]
-        lines.append(f"== {dataset}: {p['processor']}, selection {p['selection']} "
-                     f"(sha256 {p['selection_sha256'][:12]}), calib tag {p['calib_tag']}, "
-                     f"na64reco {p['code_version']}")
-        lines.append(f"   events: {p['events_processed']} processed + {p['events_skipped']} skipped "
-                     f"= {p.get('events_total')} total; beam particles on target (MOT/EOT): "
-                     f"{p['n_beam']} in {p['n_spills']} spills")
-        for path, rec in p["skipped"].items():
-            lines.append(f"   skipped {path} ({rec['events']} events): {rec['reason']}")
-        if p.get("partial_spills"):
-            lost = sum(s["n_beam"] for s in p["partial_spills"])
-            lines.append(f"   not in MOT/EOT: {len(p['partial_spills'])} spills with skipped events "
-                         f"({lost} beam particles; see na64reco.exposure)")
-        if p.get("excluded_spills"):
-            lost = sum(s["n_beam"] for s in p["excluded_spills"])
-            lines.append(f"   not in MOT/EOT: {len(p['excluded_spills'])} bad spills of {p['bad_spills']} "
-                         f"({lost} beam particles, {p['events_excluded']} events dropped)")
-        if "cutflow" not in entry:
-            lines.append("   no events were processed")
-            continue
-        withheld = _withheld(entry)
-        if withheld is not None:
-            lines.append(f"   withheld (blinded region, before the cut-flow): {withheld} events "
-                         "(the 'initial' row counts processed minus withheld)")
-        lines.append(f"{'cut':<24}{'events':>12}{'weighted':>14}{'+-':>11}{'eff':>9}{'cumul':>9}")
-        for r in entry["cutflow"]:
-            if r["events"] == BLINDED:
-                lines.append(f"{r['cut']:<24}{BLINDED:>12}{BLINDED:>14}")
-                continue
-            lines.append(f"{r['cut']:<24}{r['events']:>12d}{r['sumw']:>14.6g}{r['sumw_err']:>11.3g}"
-                         f"{r['efficiency']:>9.4f}{r['cumulative']:>9.4f}")
-        lines.append("N-1 (all cuts and box but one):")
-        if withheld is not None:  # each row but the box's own requires the box, which is withheld
-            lines.append("  (blinded data: every row but the box's own needs the box, which is withheld except")
-            lines.append("   for the visible control regions of selections/blinding.yaml: a 0 says nothing about it)")
-        for r in entry["nminusone"]:
-            ev = r["events"] if r["events"] == BLINDED else f"{r['events']:d}"
-            sw = r["sumw"] if r["sumw"] == BLINDED else f"{r['sumw']:.6g}"
-            lines.append(f"  {r['cut']:<28}{ev:>12}{sw:>14}")
-        lines.append("regions:")
-        for name, r in entry["regions"].items():
-            ev = r["events"] if r["events"] == BLINDED else f"{r['events']:d}"
-            sw = r["sumw"] if r["sumw"] == BLINDED else f"{r['sumw']:.6g} +- {r['sumw_err']:.3g}"
-            lines.append(f"  {name:<28}{ev:>12}  {sw}")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def _withheld(entry: dict) -> int | None:
-    """Events of a blinded (data) cut-flow removed by blinding before its ``initial`` row.
-
-    It is ``events_processed`` minus the ``initial`` row, two numbers every output shows
-    anyway; it counts every event of the protected region, whatever the cuts say, so it
-    tells nothing about the signal box (see :mod:`na64reco.selection.blinding`).  None for
-    a cut-flow that is not blinded (simulation, unblinded data).
-    """
-    from na64reco.selection.cuts import BLINDED
-
-    rows = entry.get("cutflow") or []
-    if not rows or not any(r["events"] == BLINDED for r in rows) or rows[0]["events"] == BLINDED:
-        return None
-    return int(entry["provenance"]["events_processed"]) - int(rows[0]["events"])

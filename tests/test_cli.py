@@ -155,3 +155,37 @@ def test_building_the_options_imports_no_heavy_module():
     assert res.returncode == 0, res.stderr[-2000:]
     loaded = {m.split(".")[0] for m in json.loads(res.stdout)}
     assert not loaded & set(HEAVY_FOR_OPTIONS), sorted(loaded & set(HEAVY_FOR_OPTIONS))
+
+
+def _blinded_data_summary() -> dict:
+    prov = {"processor": "na64mu_invisible", "selection": "na64mu_invisible", "selection_sha256": "ab" * 32,
+            "calib_tag": "t1", "code_version": "0", "events_processed": 100, "events_skipped": 0,
+            "events_total": 100, "n_beam": 1000, "n_spills": 1, "skipped": {}}
+    row = {"sumw": 90.0, "sumw_err": 9.5, "efficiency": 1.0, "cumulative": 1.0}
+    return {"data": {"provenance": prov,
+                     "cutflow": [{"cut": "initial", "events": 90, **row},
+                                 {"cut": "signal_box", **dict.fromkeys(row, "blinded"), "events": "blinded"}],
+                     "nminusone": [{"cut": "trigger", "events": "blinded", "sumw": "blinded"}],
+                     "regions": {"signal_box": {"events": "blinded", "sumw": "blinded"}}}}
+
+
+def test_cutflow_of_a_saved_json_prints_without_the_analysis_stack(tmp_path):
+    """``na64reco cutflow OUTDIR`` reads ``cutflow.json``: no coffea, numba or awkward to import
+    (~2 s of start-up before), and the blinded cells and the withheld count are printed."""
+    import json
+    import subprocess
+    import sys
+
+    (tmp_path / "cutflow.json").write_text(json.dumps(_blinded_data_summary()))
+    script = ("import json, sys; from na64reco.cli import main; code = main(['cutflow', sys.argv[1]]); "
+              "print(json.dumps([code, sorted(sys.modules)]))")
+    res = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    *text, last = res.stdout.strip().splitlines()
+    code, modules = json.loads(last)
+    assert code == 0
+    assert not {m.split(".")[0] for m in modules} & set(HEAVY_FOR_OPTIONS)
+    text = "\n".join(text)
+    assert "withheld (blinded region, before the cut-flow): 10 events" in text
+    assert [line.split() for line in text.splitlines() if line.startswith("signal_box")] == [
+        ["signal_box", "blinded", "blinded"]]

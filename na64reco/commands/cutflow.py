@@ -22,7 +22,7 @@ def add_arguments(parser) -> None:
 
 
 def load_summary(path: str | Path) -> dict:
-    from na64reco.runner import cutflow_summary
+    from na64reco.summary import cutflow_summary
 
     path = Path(path)
     if path.is_dir():
@@ -56,7 +56,7 @@ def _default(obj):
 
 
 def run(args) -> int:
-    from na64reco.runner import format_summary
+    from na64reco.summary import format_summary
 
     summary = load_summary(args.path)
     print(json.dumps(summary, indent=1) if args.json else format_summary(summary))

@@ -20,9 +20,9 @@ from coffea.analysis_tools import PackedSelection
 
 from na64reco.errors import NA64Error
 from na64reco.selection.schema import Cut, Region, Selection
+from na64reco.summary import BLINDED
 
 BOX = "signal_box"
-BLINDED = "blinded"
 
 
 def column(reco, variable: str) -> np.ndarray:
