@@ -44,6 +44,7 @@ from na64reco.conditions import load_conditions
 from na64reco.config import load_yaml
 from na64reco.errors import NA64Error
 from na64reco.geometry import Setup, load_setup
+from na64reco.io.distinct import check_distinct
 from na64reco.io.raw import open_raw, release_data_events
 from na64reco.reco.calo import digits_of_events, flat_digits
 from na64reco.reco.tracking.clusters import PlaneTables, event_hits
@@ -175,6 +176,13 @@ def _pedestal_noise(adc: np.ndarray, n_ped: int) -> np.ndarray:
     x = adc[:, :n_ped].astype(float)
     dev = np.concatenate([x[:, p::2] - x[:, p::2].mean(axis=1, keepdims=True) for p in (0, 1)], axis=1)
     return np.sqrt((dev**2).sum(axis=1) / max(n_ped - 2, 1))
+
+
+def measure_files(paths, *, calib_tag: str | None = None) -> list[FileQuality]:
+    """:func:`measure_file` of each of ``paths``, after refusing two that hold the same
+    events (:func:`na64reco.io.distinct.check_distinct`: a spill counted twice)."""
+    check_distinct(paths, "dqm inputs")
+    return [measure_file(path, calib_tag=calib_tag) for path in paths]
 
 
 def measure_file(path, *, calib_tag: str | None = None) -> FileQuality:

@@ -29,7 +29,7 @@ from na64reco.conditions import load_conditions
 from na64reco.errors import RawFormatError
 from na64reco.geometry import load_setup
 from na64reco.io.location import display_name
-from na64reco.io.raw import RawFile, open_raw, release_data_events
+from na64reco.io.raw import RawFile, check_event_order, open_raw, release_data_events
 from na64reco.job_defaults import EXPORT_CHUNK
 from na64reco.reco.event import attach_truth, reconstruct
 from na64reco.reco.kinematics import restore_vectors
@@ -58,13 +58,19 @@ def iterate_reco(path, *, calib_tag: str | None = None, chunk_size: int = EXPORT
     (a file name or an open :class:`~na64reco.io.raw.RawFile`).
 
     For data the events of the protected region are withheld from every chunk; the number
-    withheld from each chunk is appended to ``withheld`` if a list is given."""
+    withheld from each chunk is appended to ``withheld`` if a list is given.  Event numbers
+    must increase across the chunks too (within a chunk the read checks them): a chunk
+    restarting them is a :class:`RawFormatError` naming the file and both entries."""
     raw = path if isinstance(path, RawFile) else open_raw(path)
     setup = load_setup(raw.setup, run=raw.run)
     conds = load_conditions(setup, raw.run, calib_tag)
+    previous = None  # event number of the last entry of the chunk before
     for start in range(0, raw.n_events, chunk_size):
         stop = min(start + chunk_size, raw.n_events)
         events = raw.events(start, stop)
+        numbers = np.asarray(events["event"])
+        check_event_order(numbers[:1], raw.path, start, previous)
+        previous = numbers[-1] if len(numbers) else previous
         if raw.has_truth:
             reco = reconstruct(events, setup, conds, source=str(raw.path))
             if with_truth:

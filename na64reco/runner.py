@@ -44,6 +44,7 @@ from coffea.nanoevents import BaseSchema
 from na64reco.config import load_yaml
 from na64reco.errors import BlindingError, ConfigError, NA64Error, RawFormatError, SetupMismatch
 from na64reco.io import location
+from na64reco.io.distinct import DistinctFiles
 from na64reco.io.raw import event_branches, open_raw
 from na64reco.job_defaults import EXECUTORS, RUN_CHUNK
 from na64reco.summary import cutflow_summary, format_summary
@@ -164,73 +165,45 @@ class FileCheck:
 
 
 def check_files(fileset: Mapping[str, list[str]], setup: str, *, skip_bad_files: bool) -> FileCheck:
-    """Open every file with :func:`open_raw` (format, branches, setup, spills tree).
+    """Open every file with :func:`open_raw` (format, branches, setup, spills tree) and read
+    its event numbers (``events.run`` and ``events.event`` alone, :meth:`RawFile.event_numbers`):
+    numbers that do not strictly increase over the whole file make it a bad file here, before
+    anything of it is processed (the chunks check only their own events, and a file's
+    contribution cannot be taken out of the merged outputs after the run).
 
-    A file listed twice in a dataset (the same path, or a copy: the same ROOT file UUID) is a
-    :class:`ConfigError` naming both, with or without ``skip_bad_files``: its events and beam
-    particles would be counted twice."""
+    Two files of a dataset that hold the same events (the same path, a copy, the same
+    simulation seed and settings, data of one run with overlapping event numbers, the same
+    content: :mod:`na64reco.io.distinct`) are a :class:`ConfigError` naming both, with or
+    without ``skip_bad_files``: their events and beam particles would be counted twice."""
     good, entries, skipped, max_cluster, spills_of, info = {}, {}, {}, 0, {}, {}
     for dataset, files in fileset.items():
-        seen: dict = {}  # same-file keys (path, UUID) -> (index, path) of the file that had it
-        for i, path in enumerate(files):
-            first = _earlier(seen, ("path", _same_path(path)), i, path)
-            if first is not None:
-                raise _counted_twice(dataset, f"{path} is listed twice (as {first})")
+        distinct = DistinctFiles(f"dataset {dataset!r}")
+        for path in files:
+            distinct.path(path)
             try:
                 # the events tree now (coffea reads it next); spills when read just below; the
                 # truth tree when the processor reads it (docs/performance.md, "Per-file overhead")
                 with open_raw(path, setup=setup, structure=(TREE,)) as raw:
                     spills = raw.spills()
+                    numbers = raw.event_numbers()
                     n = raw.n_events
                     edges = _cluster_edges(raw)
                     info[str(path)] = {"numentries": n, "uuid": raw.uuid, "clusters": edges,
                                        "version": None if location.is_url(path) else location.file_version(path),
                                        "setup": raw.setup, "run": raw.run, "has_truth": raw.has_truth,
                                        "blocks": raw.blocks(TREE) if raw.version >= 3 else None}
+                    distinct.add(path, raw, numbers)
             except (RawFormatError, SetupMismatch) as exc:
                 one_line = " ".join(str(exc).split())
                 if not skip_bad_files:
                     raise type(exc)(one_line) from None
                 skipped[str(path)] = {"reason": one_line, "events": _entries_if_readable(path)}
                 continue
-            uuid = info[str(path)]["uuid"]
-            if isinstance(uuid, bytes) and len(uuid) == 16 and any(uuid):  # (a real UUID)
-                first = _earlier(seen, ("uuid", uuid), i, path)
-                if first is not None:
-                    raise _counted_twice(dataset, f"{path} is a copy of {first} (the same ROOT file UUID "
-                                                  f"{_uuid_text(uuid)})")
             good.setdefault(dataset, []).append(str(path))
             entries[str(path)] = n
             spills_of[str(path)] = spills
             max_cluster = max(max_cluster, _largest_cluster(edges))
     return FileCheck(good, entries, skipped, max_cluster, spills_of, info)
-
-
-def _same_path(path) -> str:
-    """The file a local path or URL names (a local path resolved: ``a.root`` and ``./a.root`` are one)."""
-    if location.is_url(path):
-        return str(path)
-    try:
-        return str(Path(path).resolve())
-    except OSError:
-        return str(path)
-
-
-def _uuid_text(value: bytes) -> str:
-    import uuid
-
-    return str(uuid.UUID(bytes=value))
-
-
-def _earlier(seen: dict, key, index: int, path):
-    """The earlier file of a dataset that had ``key`` (None if none); file ``index`` (``path``) has it."""
-    first_index, first = seen.setdefault(key, (index, path))
-    return first if first_index != index else None
-
-
-def _counted_twice(dataset: str, what: str) -> ConfigError:
-    return ConfigError(f"dataset {dataset!r}: {what}: its events and beam particles would be counted twice; "
-                       "list each file once")
 
 
 def _cluster_edges(raw) -> list[int]:

@@ -120,23 +120,71 @@ def test_duplicated_or_unordered_event_numbers_are_refused(tmp_path, order, word
         _run([path])
 
 
-@pytest.mark.parametrize("order, words", [
-    (lambda e: np.concatenate([e[:200], e[199:599]]), "of entry 200 is 199, not after 199 of the entries before it"),
-    (lambda e: np.concatenate([e[200:400], e[:200], e[400:]]), "of entry 200 is 0, not after 399 of the entries"),
-])
-def test_event_numbers_are_checked_across_the_chunks_of_a_run(tmp_path, order, words):
-    """(each chunk of 200 events is in order: a duplicate or a swap at a chunk boundary was
-    processed silently)"""
+CROSS_CHUNK = [  # each chunk of 200 events in order, not the file
+    (lambda e: np.concatenate([e[:200], e[199:599]]), "of entry 200 is 199, after 199 at entry 199", "duplicated"),
+    (lambda e: np.concatenate([e[200:400], e[:200], e[400:]]), "of entry 200 is 0, after 399 at entry 199",
+     "out of order"),
+    (lambda e: np.concatenate([e[:200], e[:400]]), "of entry 200 is 0, after 199 at entry 199", "out of order"),
+]
+
+
+def _reorder(order):
     def tweak(ev, spills, tr):
         ev["event"] = order(ev["event"])
         tr["event"] = ev["event"]
-    path = _write(tmp_path / "c.root", tweak=tweak)
+    return tweak
+
+
+@pytest.mark.parametrize("order, words, why", CROSS_CHUNK)
+def test_event_numbers_are_checked_across_the_chunks_of_a_run(tmp_path, order, words, why):
+    """(each chunk of 200 events is in order: a duplicate or a swap at a chunk boundary was
+    processed silently; then found after the run only, where --skip-bad-files could not skip it)"""
+    path = _write(tmp_path / "c.root", tweak=_reorder(order))
     for executor in ("iterative", "futures"):
-        with pytest.raises(NA64Error) as err:
+        with pytest.raises(RawFormatError) as err:
             _run([path], executor=executor, workers=2)
-        assert f"{path}: branch events.event {words}" in str(err.value), str(err.value)
+        assert str(err.value) == (f"{path}: branch events.event {words}; expected event numbers strictly "
+                                  f"increasing ({why})")
     with open_raw(path) as raw, pytest.raises(RawFormatError, match="expected event numbers strictly increasing"):
         raw.events()
+
+
+@pytest.mark.parametrize("order, words, why", CROSS_CHUNK)
+def test_a_file_out_of_order_across_chunks_is_skipped_whole_when_asked(tmp_path, order, words, why):
+    """(the order across chunks was checked after the run, in postprocess: a bad file stopped a
+    --skip-bad-files run, and its events could not be taken out of the merged outputs)"""
+    bad = _write(tmp_path / "c.root", tweak=_reorder(order))
+    good = _write(tmp_path / "good.root", first_event=10_000, tweak=_set(TRUTH, "p_out", slice(0, 100), 20.0))
+    alone = _run([good])["d"]
+    for executor in ("iterative", "futures"):
+        out = _run([good, bad], skip_bad_files=True, executor=executor, workers=2)["d"]
+        prov = out["provenance"]
+        assert prov.skipped == {bad: {"reason": f"{bad}: branch events.event {words}; expected event numbers "
+                                                f"strictly increasing ({why})", "events": 600}}
+        assert prov.events_processed == 600 and prov.events_processed + prov.events_skipped == prov.events_total == 1200
+        assert list(prov.files) == [good]
+        # nothing of the bad file in the outputs: the same as the good file alone
+        assert (prov.n_beam, prov.n_spills, prov.n_triggered) == (alone["provenance"].n_beam, 2, 600) \
+            and alone["provenance"].n_beam == 100_000
+        assert out["cutflow"].to_dict() == alone["cutflow"].to_dict()
+        assert {k: v.to_dict() for k, v in out["regions"].items()} == \
+            {k: v.to_dict() for k, v in alone["regions"].items()}
+        for group in ("hists", "nminus1"):
+            assert out[group].keys() == alone[group].keys()
+            for name, h in out[group].items():
+                np.testing.assert_array_equal(h.values(flow=True), alone[group][name].values(flow=True))
+                np.testing.assert_array_equal(h.variances(flow=True), alone[group][name].variances(flow=True))
+
+
+def test_the_processors_check_of_chunk_spans_still_names_the_file():
+    """(what a processor run outside the runner, which checks no file first, still finds)"""
+    from processors.base import Provenance, check_event_spans
+
+    prov = Provenance("p", "s", "h", "f", "t", "v", files={
+        "x.root": {"event_spans": [(200, 0, 199), (0, 0, 199)]}, "y.root": {"event_spans": [(0, 1, 5)]}})
+    with pytest.raises(RawFormatError, match=r"^x\.root: branch events\.event of entry 200 is 0, not after 199 .*"
+                                             r"\(out of order\)"):
+        check_event_spans(prov)
 
 
 def test_truth_rows_of_other_events_are_a_bad_file_skipped_when_asked(tmp_path):
@@ -235,3 +283,154 @@ def test_a_calorimeter_constant_out_of_its_range_is_refused(calib, field, value,
         assert str(err.value) == f"{path}: {words}"
     finally:
         _payload.cache_clear()
+
+
+@pytest.mark.parametrize("truth", [True, False])
+def test_the_reco_export_checks_event_numbers_across_its_chunks(tmp_path, truth, capsys):
+    """(`na64reco reco` checked each chunk alone: a file whose second chunk restarts the event
+    numbers was exported silently)"""
+    from na64reco.cli import main
+    from na64reco.export import iterate_reco, reconstruct_file
+
+    path = _write(tmp_path / "r.root", truth=truth, tweak=_reorder(lambda e: np.concatenate([e[:300], e[:300]])))
+    words = (f"{path}: branch events.event of entry 300 is 0, after 299 at entry 299; expected event numbers "
+             "strictly increasing (out of order)")
+    with pytest.raises(RawFormatError) as err:
+        reconstruct_file(path, tmp_path / "r.parquet", chunk_size=300)
+    assert str(err.value) == words
+    assert main(["reco", path, "-o", str(tmp_path / "r2.parquet"), "--chunk-size", "300", "--quiet"]) == 1
+    assert words in capsys.readouterr().err and not (tmp_path / "r2.parquet").exists()
+    dup = _write(tmp_path / "d.root", truth=truth, tweak=_reorder(lambda e: np.concatenate([e[:200], e[199:599]])))
+    with pytest.raises(RawFormatError, match=r"d\.root: branch events\.event of entry 200 is 199, after 199 at entry "
+                                             r"199; expected event numbers strictly increasing \(duplicated\)"):
+        for _ in iterate_reco(dup, chunk_size=200):
+            pass
+    good = _write(tmp_path / "g.root", truth=truth)
+    withheld = []
+    assert sum(len(r) for r, *_ in iterate_reco(good, chunk_size=200, withheld=withheld)) + sum(withheld) == 600
+
+
+def test_the_event_numbers_of_a_data_file_are_read_alone_as_numpy_and_nothing_else(tmp_path):
+    """(the runner reads every file's event numbers before the run: identifiers, no measured
+    quantity; any other branch of a data file's events stays refused as numpy)"""
+    from na64reco.errors import BlindingError
+
+    path = _write(tmp_path / "d.root", truth=False, first_event=3)
+    with open_raw(path) as raw:
+        np.testing.assert_array_equal(raw.event_numbers(), np.arange(3, 603))
+        with pytest.raises(BlindingError, match="read as awkward arrays only"):
+            raw.read_verified("events", library="np", branches=("run", "event", "time_in_spill"))
+
+
+def _simulate(path, seed=1, run=1001, **kw):
+    from na64reco.sim.generate import simulate
+
+    simulate("na64mu", kw.pop("n", 300), seed, run, path, process=kw.pop("process", "beam"), trigger="calibration",
+             spill_particles=100, **kw)
+    return str(path)
+
+
+def _check(files, **kw):
+    from na64reco.runner import check_files
+
+    return check_files({"d": list(files)}, "na64mu", skip_bad_files=kw.get("skip_bad_files", False))
+
+
+def test_two_simulations_with_one_seed_are_refused_not_a_double_mot(tmp_path):
+    """(`simulate --seed 1` run twice gives two files of identical content with other ROOT
+    UUIDs: a fileset with both doubled the MOT, silently)"""
+    a, again = _simulate(tmp_path / "a.root"), _simulate(tmp_path / "again.root")
+    with open_raw(a) as x, open_raw(again) as y:
+        assert x.uuid != y.uuid and x.meta["sums_checksum"] == y.meta["sums_checksum"]  # (what made it silent)
+    words = (f"dataset 'd': {again} holds the events of {a}: both were simulated with seed 1, setup 'na64mu', "
+             "run 1001, process 'beam', trigger 'calibration' and the same other settings, and share spills 0-2 ")
+    for skip in (False, True):
+        with pytest.raises(ConfigError) as err:
+            _run([a, again], skip_bad_files=skip)
+        assert str(err.value).startswith(words) and "counted twice; simulate one of them with another --seed" \
+            in str(err.value), str(err.value)
+    # spills 2-4 of seed 1 overlap spill 2 of a; more beam, same first spills too
+    for other, spills in [(_simulate(tmp_path / "late.root", first_spill=2), "2-2"),
+                          (_simulate(tmp_path / "more.root", n=500), "0-2")]:
+        with pytest.raises(ConfigError, match=f"share spills {spills} "):
+            _check([a, other])
+    # legitimate: another seed of the same run (MC campaigns), the next spills of the same seed
+    # (na64reco.campaign), one seed in another run or another process, and one file per dataset
+    fine = [a, _simulate(tmp_path / "b.root", seed=2), _simulate(tmp_path / "next.root", first_spill=3),
+            _simulate(tmp_path / "r.root", run=1002), _simulate(tmp_path / "halo.root", process="halo"),
+            _simulate(tmp_path / "e.root", beam_energy=100_000.0)]
+    assert _check(fine).good["d"] == fine
+    out = run_files({"x": [a], "y": [again]}, RunOptions("na64mu_invisible", chunksize=200))
+    assert out["x"]["provenance"].n_beam == out["y"]["provenance"].n_beam == 300
+
+
+def test_data_files_of_one_run_with_overlapping_event_numbers_are_refused(tmp_path):
+    """(a data file copied and re-written, or one chunk of a run listed in two files, doubled
+    its events and MOT)"""
+    a = _write(tmp_path / "a.root", run=7, truth=False)  # events 0-599
+    late = _write(tmp_path / "late.root", run=7, truth=False, first_event=599, n=10)
+    for skip in (False, True):
+        with pytest.raises(ConfigError) as err:
+            _check([a, late], skip_bad_files=skip)
+        assert str(err.value) == (f"dataset 'd': {late} holds events of {a}: both are data of setup 'na64mu' run 7 "
+                                  "and their event numbers overlap (599-599 here): its events and beam particles "
+                                  "would be counted twice; list each file once")
+    early = _write(tmp_path / "early.root", run=7, truth=False, first_event=-5, n=10)  # (-5...4)
+    with pytest.raises(ConfigError, match=r"early\.root holds events of .*a\.root.*overlap \(0-4 here\)"):
+        _check([a, early])
+    # consecutive files of one run, and the same numbers in another run, are other events
+    check = _check([a, _write(tmp_path / "next.root", run=7, truth=False, first_event=600),
+                    _write(tmp_path / "before.root", run=7, truth=False, first_event=-600),
+                    _write(tmp_path / "run8.root", run=8, truth=False)])
+    assert len(check.good["d"]) == 4
+
+
+def test_a_rewritten_copy_is_refused_by_its_content(tmp_path):
+    """(a file written again with the same content has another UUID: its events counted twice)"""
+    a, b = _write(tmp_path / "a.root"), _write(tmp_path / "b.root")
+    with pytest.raises(ConfigError) as err:
+        _check([a, b])
+    with open_raw(a) as raw:
+        assert str(err.value).startswith(f"dataset 'd': {b} has the same content as {a} (the same checksum table, "
+                                         f"{raw.meta['sums_checksum']}): its events")
+    assert len(_check([a, _write(tmp_path / "c.root", first_event=600)]).good["d"]) == 2
+
+
+def test_calibrate_and_dqm_refuse_one_file_twice_as_the_runner_does(tmp_path, monkeypatch, capsys):
+    """(both summed a file listed twice, a copy or a same-seed simulation twice, silently)"""
+    from na64reco import dqm
+    from na64reco.calibration.publish import calibrate_files
+    from na64reco.cli import main
+    from na64reco.geometry import load_setup
+
+    a = _simulate(tmp_path / "a.root")
+    copy = tmp_path / "copy.root"
+    shutil.copy(a, copy)
+    again = _simulate(tmp_path / "again.root")
+    monkeypatch.chdir(tmp_path)
+    setup = load_setup("na64mu")
+    for files, words in [(["a.root", "./a.root"], "./a.root is listed twice (as a.root)"),
+                         ([a, str(copy)], f"{copy} is a copy of {a} (the same ROOT file UUID "),
+                         ([a, again], f"{again} holds the events of {a}: both were simulated with seed 1")]:
+        with pytest.raises(ConfigError) as err:
+            calibrate_files("mip", setup, files, 1001)
+        assert str(err.value).startswith("calibration inputs (mip): " + words), str(err.value)
+        with pytest.raises(ConfigError) as err:
+            dqm.measure_files(files)
+        assert str(err.value).startswith("dqm inputs: " + words), str(err.value)
+        assert main(["dqm", "--output", "q", "--no-plots", *files]) == 1
+        assert "dqm inputs: " + words in capsys.readouterr().err and not (tmp_path / "q").exists()
+        assert main(["calibrate", "--setup", "na64mu", "--kind", "pedestals", "--runs", "1", "2", "--tag", "t",
+                     "--calib-dir", str(_calib_copy(tmp_path)), *files]) == 1
+        assert "calibration inputs (pedestals): " + words in capsys.readouterr().err
+    b = _simulate(tmp_path / "b.root", seed=2)  # another seed of the run: fine
+    assert [q.path for q in dqm.measure_files([a, b])] == [a, b]
+
+
+def _calib_copy(tmp_path):
+    from na64reco.resources import calib_dir
+
+    root = tmp_path / "calib"
+    if not root.exists():
+        shutil.copytree(calib_dir(), root)
+    return root

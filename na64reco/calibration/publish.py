@@ -19,6 +19,7 @@ from na64reco.calibration.plane_efficiency import efficiency_content, measure_pl
 from na64reco.conditions import CALO_FIELDS, RunConditions, load_conditions, publish
 from na64reco.errors import NA64Error
 from na64reco.geometry import Setup
+from na64reco.io.distinct import check_distinct
 from na64reco.io.location import display_name
 from na64reco.io.raw import open_raw
 
@@ -111,12 +112,14 @@ def calibrate_files(kind: str, setup: Setup, files, run: int, *, base_tag: str |
 
     ``electron``: the beam energy of each file is ``beam_energy_gev`` if given, else the
     one recorded by the simulator in the file (``simulation.beam_energy_gev``), else the
-    setup's nominal beam energy.
+    setup's nominal beam energy.  Two files holding the same events (the same file, a copy,
+    the same simulation seed and settings...: :mod:`na64reco.io.distinct`) are a ConfigError.
     """
     if kind not in KINDS:
         raise NA64Error(f"unknown calibration kind {kind!r}; choose one of: {', '.join(KINDS)}")
     if not files:
         raise NA64Error("no input files given")
+    check_distinct(files, f"calibration inputs ({kind})")  # one file twice would weigh twice
     base = load_conditions(setup, run, base_tag, root=root)
     if kind in TRACKER_KINDS:
         return _calibrate_tracker(kind, setup, files, base, beam_energy_gev)

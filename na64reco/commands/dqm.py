@@ -28,7 +28,7 @@ def run(args) -> int:
 
     check_new_output(args.output, overwrite=args.overwrite, inputs=args.files)
     tolerances = dqm.load_tolerances(args.tolerances)
-    files = [dqm.measure_file(path, calib_tag=args.calib_tag) for path in args.files]
+    files = dqm.measure_files(args.files, calib_tag=args.calib_tag)
     assessment = dqm.assess(files, tolerances)
     with output_dir(args.output, overwrite=args.overwrite, inputs=args.files) as staged:
         dqm.write_summary(assessment, staged / "dqm.json")

@@ -1,0 +1,135 @@
+"""Input files that hold the same events, refused wherever files are summed: a dataset of
+``na64reco run`` (:func:`na64reco.runner.check_files`), the inputs of ``na64reco calibrate``
+and of ``na64reco dqm`` (:func:`check_distinct`).  Two files hold the same events when
+
+* they are the same file: the same path (``a.root`` and ``./a.root`` are one), or a copy
+  (the same ROOT file UUID);
+* they are simulated with the same generator settings and share a spill: every simulated
+  spill has its own random stream, ``SeedSequence([seed, spill])``
+  (:mod:`na64reco.sim.generate`), so the same ``seed``, setup, run, process, trigger,
+  beam energy, mixture, spill size... (the metadata's ``simulation`` record but the
+  ``conditions`` file paths, which name the same files of the same ``calib_tag`` from
+  another checkout, ``n_beam`` and ``first_spill``) and overlapping spill ranges
+  ``first_spill ... first_spill + ceil(n_beam / spill_particles) - 1`` give the same events
+  (bit for bit when the code is the same).  Another seed, or the other spills of one seed
+  (``first_spill``), are other events; the run number is part of the key;
+* they are data (no ``simulation`` record) of one setup and run whose event-number ranges
+  ``[first, last]`` overlap (consecutive files of a run hold disjoint ranges; a spill may
+  straddle two files, so spill numbers may repeat and are not the key);
+* they have the same content: the same checksum table (``sums_checksum`` of the metadata:
+  the sums of every branch of every tree by block), whatever their metadata says.
+
+A :class:`~na64reco.errors.ConfigError` names both files: with or without
+``--skip-bad-files`` (the input list is wrong, not a file), since the events and beam
+particles would be counted twice.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import uuid as _uuid
+from pathlib import Path
+
+from na64reco.errors import ConfigError
+from na64reco.io import location
+from na64reco.io.raw import RawFile, open_raw
+
+#: keys of the ``simulation`` metadata that do not identify the random streams: the spills
+#: (``n_beam``, ``first_spill``: compared as ranges) and the conditions' file paths
+NOT_IDENTITY = ("conditions", "n_beam", "first_spill")
+
+
+def same_path(path) -> str:
+    """The file a local path or URL names (a local path resolved: ``a.root`` and ``./a.root`` are one)."""
+    if location.is_url(path):
+        return str(path)
+    try:
+        return str(Path(path).resolve())
+    except OSError:
+        return str(path)
+
+
+def uuid_text(value: bytes) -> str:
+    return str(_uuid.UUID(bytes=value))
+
+
+class DistinctFiles:
+    """Files seen so far (of one dataset, or of one command's inputs); :meth:`path` and
+    :meth:`add` raise a :class:`ConfigError` naming ``where``, the new file and the earlier
+    one holding the same events.  Costs a dict or a bisection per file, nothing read but
+    the event numbers of data files (:meth:`add`)."""
+
+    def __init__(self, where: str):
+        self.where = where
+        self._seen: dict = {}  # (kind, key) -> path of the first file that had it
+        self._spans: dict = {}  # group -> (sorted firsts, [(first, last, path)] in the same order)
+
+    def path(self, path) -> None:
+        """Refuse ``path`` if it was listed before (before the file is opened)."""
+        self._once(("path", same_path(path)), path, "is listed twice (as {first})")
+
+    def add(self, path, raw: RawFile, event_numbers=None) -> None:
+        """Refuse the open file ``raw`` (listed as ``path``) if an earlier file holds its events,
+        else remember it.  ``event_numbers``: its ``events.event`` if read already (data
+        files only need them; read here otherwise)."""
+        u = raw.uuid
+        if isinstance(u, bytes) and len(u) == 16 and any(u):  # (a real UUID)
+            self._once(("uuid", u), path, f"is a copy of {{first}} (the same ROOT file UUID {uuid_text(u)})")
+        sim = raw.meta.get("simulation")
+        if isinstance(sim, dict) and sim.get("seed") is not None:
+            self._simulated(path, raw, sim)
+        elif not raw.has_truth:
+            numbers = raw.event_numbers() if event_numbers is None else event_numbers
+            if len(numbers):
+                self._span(("data", raw.setup, raw.run), int(numbers[0]), int(numbers[-1]), path,
+                           lambda first, a, b: f"holds events of {first}: both are data of setup {raw.setup!r} "
+                                               f"run {raw.run} and their event numbers overlap ({a}-{b} here)",
+                           "list each file once")
+        entries = raw.meta.get("entries") or {}
+        content = raw.meta.get("sums_checksum")
+        if content and any(int(n) for n in entries.values()):
+            self._once(("content", bool(raw.has_truth), content, json.dumps(entries, sort_keys=True)), path,
+                       f"has the same content as {{first}} (the same checksum table, {content})")
+
+    def _simulated(self, path, raw: RawFile, sim: dict) -> None:
+        settings = {k: v for k, v in sim.items() if k not in NOT_IDENTITY}
+        group = ("simulation", raw.setup, raw.run, json.dumps(settings, sort_keys=True, default=str))
+        first_spill = int(sim.get("first_spill") or 0)
+        n_beam, per_spill = sim.get("n_beam"), sim.get("spill_particles")
+        last_spill = first_spill + -(-int(n_beam) // int(per_spill)) - 1 if n_beam and per_spill else 2**62
+        what = (f"seed {sim['seed']}, setup {raw.setup!r}, run {raw.run}, process {sim.get('process')!r}, "
+                f"trigger {sim.get('trigger')!r} and the same other settings")
+        self._span(group, first_spill, last_spill, path,
+                   lambda first, a, b: f"holds the events of {first}: both were simulated with {what}, and "
+                                       f"share spills {a}-{b} (each spill's random stream is (seed, spill))",
+                   "simulate one of them with another --seed (or other spills: --first-spill)")
+
+    def _once(self, key, path, what: str) -> None:
+        first = self._seen.get(key)
+        if first is not None:
+            raise self._twice(f"{path} {what.format(first=first)}")
+        self._seen[key] = path
+
+    def _span(self, group, lo: int, hi: int, path, what, advice: str) -> None:
+        """``[lo, hi]`` of ``path`` against the disjoint ranges of ``group`` seen so far."""
+        firsts, spans = self._spans.setdefault(group, ([], []))
+        i = bisect.bisect_right(firsts, hi)  # ranges [i:] start after hi
+        if i > 0 and spans[i - 1][1] >= lo:  # the range starting last at or before hi reaches lo
+            a, b, first = spans[i - 1]
+            raise self._twice(f"{path} {what(first, max(a, lo), min(b, hi))}", advice)
+        firsts.insert(i, lo)
+        spans.insert(i, (lo, hi, path))
+
+    def _twice(self, what: str, advice: str = "list each file once") -> ConfigError:
+        return ConfigError(f"{self.where}: {what}: its events and beam particles would be counted twice; {advice}")
+
+
+def check_distinct(paths, where: str) -> None:
+    """Open each of ``paths`` (metadata, ``events`` structure; the event numbers of data
+    files) and refuse two that hold the same events (:class:`DistinctFiles`)."""
+    distinct = DistinctFiles(where)
+    for path in paths:
+        distinct.path(path)
+        with open_raw(path, structure=("events",)) as raw:
+            distinct.add(path, raw)
