@@ -49,6 +49,35 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker sends the collected node ids to the scheduler
+def pytest_collection_finish(session):
+    """Make sure every ``xdist_group`` test carries its group in its node id.
+
+    pytest-xdist's loadgroup tells the scheduler a test's group by appending ``@group`` to
+    its node id (setting ``item._nodeid``).  From pytest 9.2 the node id lives in
+    ``item._id`` and that assignment is silently lost (pytest-xdist issue #1386): every test
+    then becomes its own work unit and each worker rebuilds the module-scoped fixtures
+    (simulations, ``na64reco`` runs) of the modules it touches.  Here the suffix is set
+    where the running pytest keeps the id, unless xdist already did it."""
+    if not getattr(session.config.option, "loadgroup", False):  # set by xdist on a loadgroup worker
+        return
+    for item in session.items:
+        names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                        for m in item.iter_markers("xdist_group")})
+        suffix = "@" + "_".join(names)
+        if not names or item.nodeid.endswith(suffix):
+            continue
+        nodeid = item.nodeid + suffix
+        structured = getattr(item, "_id", None)  # pytest >= 9.2: a NodeId
+        if structured is None:
+            item._nodeid = nodeid  # older pytest (where xdist already did this)
+        else:
+            item._id = type(structured).parse(nodeid)
+        if item.nodeid != nodeid:
+            raise pytest.UsageError(f"cannot put {item.nodeid!r} into its xdist group {suffix[1:]!r}: the suite "
+                                    "would rebuild module fixtures on every worker; check pytest/pytest-xdist")
+
+
 @contextlib.contextmanager
 def _locked(path):
     """An exclusive lock on ``path`` across processes (none without fcntl)."""
