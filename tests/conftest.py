@@ -3,9 +3,9 @@
 The suite runs on all cores with pytest-xdist (``-n auto --dist loadgroup``, pyproject.toml).
 Two rules keep that as cheap as one process and as strict:
 
-* a test module whose tests share a module-scoped fixture (a simulated file, say) is one
-  work unit (an ``xdist_group`` named after the module, added below): its fixture is built
-  once, by one worker; the other tests are spread one by one;
+* the tests of a module that share a module-scoped fixture (a simulated file, say) are one
+  work unit (an ``xdist_group`` named after the module and the fixture, added below): the
+  fixture is built once, by one worker; the other tests are spread one by one;
 * session-scoped inputs (``small_na64mu_files``) are built once per run by whichever worker
   asks first, under a file lock, and read by all (:func:`_made_once`).
 
@@ -39,14 +39,63 @@ SMALL_MOT = 3000
 
 @pytest.hookimpl(tryfirst=True)  # before xdist turns the xdist_group marks into work units
 def pytest_collection_modifyitems(config, items):
-    """One xdist work unit per module for the tests that use a module-scoped fixture."""
+    """One xdist work unit per set of tests sharing a module-scoped fixture.
+
+    Within a module, tests that use one module-scoped fixture (directly or through another
+    fixture), or two fixtures that another test uses together, are one group: each fixture
+    is then built once, by one worker, and a module with two independent fixtures (two
+    simulated samples, say) is two work units that can run at the same time."""
+    parent: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def root(key):
+        while parent.setdefault(key, key) != key:
+            key = parent[key]
+        return key
+
+    shared = {}
     for item in items:
         info = getattr(item, "_fixtureinfo", None)
         if info is None or item.get_closest_marker("xdist_group") is not None:
             continue
-        if any(defs and defs[-1].scope in ("module", "class", "package")
-               for defs in info.name2fixturedefs.values()):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+        module = item.nodeid.split("::")[0]
+        keys = [(module, name) for name, defs in info.name2fixturedefs.items()
+                if defs and defs[-1].scope in ("module", "class", "package")]
+        if keys:
+            shared[item] = keys
+            for key in keys[1:]:
+                parent[root(key)] = root(keys[0])
+    for item, keys in shared.items():
+        module, name = root(keys[0])
+        item.add_marker(pytest.mark.xdist_group(f"{module}:{name}"))
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker sends the collected node ids to the scheduler
+def pytest_collection_finish(session):
+    """Make sure every ``xdist_group`` test carries its group in its node id.
+
+    pytest-xdist's loadgroup tells the scheduler a test's group by appending ``@group`` to
+    its node id (setting ``item._nodeid``).  From pytest 9.2 the node id lives in
+    ``item._id`` and that assignment is silently lost (pytest-xdist issue #1386): every test
+    then becomes its own work unit and each worker rebuilds the module-scoped fixtures
+    (simulations, ``na64reco`` runs) of the modules it touches.  Here the suffix is set
+    where the running pytest keeps the id, unless xdist already did it."""
+    if not getattr(session.config.option, "loadgroup", False):  # set by xdist on a loadgroup worker
+        return
+    for item in session.items:
+        names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                        for m in item.iter_markers("xdist_group")})
+        suffix = "@" + "_".join(names)
+        if not names or item.nodeid.endswith(suffix):
+            continue
+        nodeid = item.nodeid + suffix
+        structured = getattr(item, "_id", None)  # pytest >= 9.2: a NodeId
+        if structured is None:
+            item._nodeid = nodeid  # older pytest (where xdist already did this)
+        else:
+            item._id = type(structured).parse(nodeid)
+        if item.nodeid != nodeid:
+            raise pytest.UsageError(f"cannot put {item.nodeid!r} into its xdist group {suffix[1:]!r}: the suite "
+                                    "would rebuild module fixtures on every worker; check pytest/pytest-xdist")
 
 
 @contextlib.contextmanager

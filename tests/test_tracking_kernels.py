@@ -33,6 +33,25 @@ RO = SETUP.readout
 TABLE = RO.mm_strips_of_channel
 
 
+def as_read(events):
+    """``events`` (apv and straw digits built from python lists: int64) with the dtypes of
+    RawFile.events() (na64reco.io.raw.COLLECTIONS), checked lossless.  The kernels are then
+    run on the types a file gives, which the rest of the suite has compiled already: each
+    other dtype is another compilation of the hits kernel (~1 min of CPU on a cold cache)."""
+    import awkward as ak
+
+    from na64reco.io.raw import COLLECTIONS
+
+    out = events
+    for name in ("apv", "straw"):
+        coll = events[name]
+        cast = ak.zip({f: ak.values_astype(coll[f], dtype) for f, dtype in COLLECTIONS[name].items()})
+        for f in COLLECTIONS[name]:
+            assert ak.all(ak.flatten(cast[f]) == ak.flatten(coll[f])), f"{name}.{f} does not fit its dtype"
+        out = ak.with_field(out, cast, name)
+    return out
+
+
 @settings(deadline=None)
 @given(st.floats(0.5, 120.0))
 def test_apv_time_inverts_the_cr_rc_shape(t_s):
@@ -361,7 +380,7 @@ def test_hits_kernel_grows_its_output_for_events_of_many_ambiguous_hits():
     apv = [[{"plane": p, "chan": c, "a0": 100, "a1": 300, "a2": 200} for p in (0, 2, 4) for c in chans]
            for _ in range(n_ev)]
     straw = [[] if e % 2 else [{"plane": 14, "tube": 7, "tdc": 40}] for e in range(n_ev)]
-    events = ak.zip({"apv": ak.Array(apv), "straw": ak.Array(straw)}, depth_limit=1)
+    events = as_read(ak.zip({"apv": ak.Array(apv), "straw": ak.Array(straw)}, depth_limit=1))
     hits = event_hits(events, pt, threshold_sigma=cfg.apv_threshold_sigma, drift_t0=cfg.drift_t0)
     assert len(hits["pos"]) > 3 * len(chans) * n_ev  # more hits than digits
     for e in range(n_ev):
@@ -390,7 +409,7 @@ def test_hits_kernel_on_unordered_and_repeated_digits():
     rng = np.random.default_rng(3)
     apv = ak.to_list(events["apv"])
     shuffled = [[ev[i] for i in rng.permutation(len(ev))] if e % 3 else ev for e, ev in enumerate(apv)]
-    other = ak.with_field(events, ak.Array(shuffled), "apv")
+    other = as_read(ak.with_field(events, ak.Array(shuffled), "apv"))
     drop = pt.type == 0
     for make in (lambda ev: event_hits(ev, pt, **kw),
                  lambda ev: search_hits(ev, pt, lo=windows[0], hi=windows[1], drop=drop, **kw)):
@@ -406,7 +425,7 @@ def test_hits_kernel_on_unordered_and_repeated_digits():
             low = int(thr) - 1 if e % 4 == 1 else 3 * int(thr)
             ev.insert(rng.integers(len(ev) + 1), {**d, "a0": low, "a1": low, "a2": low})
         repeated.append(ev)
-    events = ak.with_field(events, ak.Array(repeated), "apv")
+    events = as_read(ak.with_field(events, ak.Array(repeated), "apv"))
     hits = event_hits(events, pt, **kw)
     for e in range(len(events)):
         ref = event_hits_reference(events[e], SETUP, COND, **kw)
