@@ -25,6 +25,29 @@ def cutflow_summary(out: dict) -> dict:
     return summary
 
 
+def cutflow_lines(rows) -> list[str]:
+    """The cut-flow rows (``cut``, ``events``, ``sumw``, ``sumw_err``, ``efficiency``,
+    ``cumulative``) as a text table with its header; a blinded row shows only BLINDED."""
+    lines = [f"{'cut':<24}{'events':>12}{'weighted':>14}{'+-':>11}{'eff':>9}{'cumul':>9}"]
+    for r in rows:
+        if r["events"] == BLINDED:
+            lines.append(f"{r['cut']:<24}{BLINDED:>12}{BLINDED:>14}")
+            continue
+        lines.append(f"{r['cut']:<24}{r['events']:>12d}{r['sumw']:>14.6g}{r['sumw_err']:>11.3g}"
+                     f"{r['efficiency']:>9.4f}{r['cumulative']:>9.4f}")
+    return lines
+
+
+def nminusone_lines(rows) -> list[str]:
+    """The N-1 rows (``cut``, ``events``, ``sumw``; either may be BLINDED), indented."""
+    lines = []
+    for r in rows:
+        ev = r["events"] if r["events"] == BLINDED else f"{r['events']:d}"
+        sw = r["sumw"] if r["sumw"] == BLINDED else f"{r['sumw']:.6g}"
+        lines.append(f"  {r['cut']:<28}{ev:>12}{sw:>14}")
+    return lines
+
+
 def format_summary(summary: dict) -> str:
     """The text form of :func:`cutflow_summary` (what ``na64reco cutflow`` prints)."""
     lines = []
@@ -53,21 +76,12 @@ def format_summary(summary: dict) -> str:
         if withheld is not None:
             lines.append(f"   withheld (blinded region, before the cut-flow): {withheld} events "
                          "(the 'initial' row counts processed minus withheld)")
-        lines.append(f"{'cut':<24}{'events':>12}{'weighted':>14}{'+-':>11}{'eff':>9}{'cumul':>9}")
-        for r in entry["cutflow"]:
-            if r["events"] == BLINDED:
-                lines.append(f"{r['cut']:<24}{BLINDED:>12}{BLINDED:>14}")
-                continue
-            lines.append(f"{r['cut']:<24}{r['events']:>12d}{r['sumw']:>14.6g}{r['sumw_err']:>11.3g}"
-                         f"{r['efficiency']:>9.4f}{r['cumulative']:>9.4f}")
+        lines += cutflow_lines(entry["cutflow"])
         lines.append("N-1 (all cuts and box but one):")
         if withheld is not None:  # each row but the box's own requires the box, which is withheld
             lines.append("  (blinded data: every row but the box's own needs the box, which is withheld except")
             lines.append("   for the visible control regions of selections/blinding.yaml: a 0 says nothing about it)")
-        for r in entry["nminusone"]:
-            ev = r["events"] if r["events"] == BLINDED else f"{r['events']:d}"
-            sw = r["sumw"] if r["sumw"] == BLINDED else f"{r['sumw']:.6g}"
-            lines.append(f"  {r['cut']:<28}{ev:>12}{sw:>14}")
+        lines += nminusone_lines(entry["nminusone"])
         lines.append("regions:")
         for name, r in entry["regions"].items():
             ev = r["events"] if r["events"] == BLINDED else f"{r['events']:d}"

@@ -20,7 +20,7 @@ from coffea.analysis_tools import PackedSelection
 
 from na64reco.errors import NA64Error
 from na64reco.selection.schema import Cut, Region, Selection
-from na64reco.summary import BLINDED
+from na64reco.summary import BLINDED, cutflow_lines, nminusone_lines
 
 BOX = "signal_box"
 
@@ -327,18 +327,9 @@ class CutflowTable:
                 "nminusone": self.nminusone_rows()}
 
     def format(self, title: str = "") -> str:
-        """A text table of the cut-flow (events, weighted sum +- error, efficiencies)."""
+        """A text table of the cut-flow (events, weighted sum +- error, efficiencies) and N-1."""
         lines = [title] if title else []
-        lines.append(f"{'cut':<22}{'events':>12}{'weighted':>14}{'+-':>11}{'eff':>9}{'cumul':>9}")
-        for r in self.rows():
-            if r["events"] == BLINDED:
-                lines.append(f"{r['cut']:<22}{BLINDED:>12}{BLINDED:>14}{'':>11}{'':>9}{'':>9}")
-                continue
-            lines.append(f"{r['cut']:<22}{r['events']:>12d}{r['sumw']:>14.6g}{r['sumw_err']:>11.3g}"
-                         f"{r['efficiency']:>9.4f}{r['cumulative']:>9.4f}")
+        lines += cutflow_lines(self.rows())
         lines.append("N-1 (all cuts but one):")
-        for r in self.nminusone_rows():
-            ev = r["events"] if r["events"] == BLINDED else f"{r['events']:d}"
-            sw = r["sumw"] if r["sumw"] == BLINDED else f"{r['sumw']:.6g}"
-            lines.append(f"  {r['cut']:<28}{ev:>12}{sw:>14}")
+        lines += nminusone_lines(self.nminusone_rows())
         return "\n".join(lines)
