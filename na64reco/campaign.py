@@ -131,14 +131,20 @@ def simulate_campaign(setup: str, plan: CampaignPlan, *, seed: int, run: int, ou
 
 
 def campaign_exposure(files) -> tuple[int, int]:
-    """(sum of ``spills.n_beam``, number of spills) over the spill tables of ``files``."""
+    """(sum of ``spills.n_beam``, number of spills) over the spill tables of ``files``; two
+    files holding the same events (the same file, a copy, the same seed's spills again:
+    :mod:`na64reco.io.distinct`) are a ConfigError, as their beam would be counted twice."""
     import numpy as np
 
+    from na64reco.io.distinct import DistinctFiles
     from na64reco.io.raw import open_raw
 
     total, n = 0, 0
+    distinct = DistinctFiles("campaign exposure")
     for f in files:
+        distinct.path(f)
         with open_raw(f) as raw:
+            distinct.add(f, raw)
             spills = raw.spills()
         total += int(np.sum(np.asarray(spills["n_beam"], dtype=np.int64)))
         n += len(spills["n_beam"])

@@ -106,6 +106,18 @@ def test_exposure_is_the_sum_of_spill_n_beam(campaigns):
         assert r.n_written == len(_content(r.files)["events"])
 
 
+def test_exposure_refuses_the_same_spills_twice(campaigns):
+    """The jobs of one campaign share a seed but not their spills: summed once each.  The
+    1- and 2-worker campaigns are the same events (other paths and UUIDs): refused."""
+    from na64reco.errors import ConfigError
+
+    _, res = campaigns
+    with pytest.raises(ConfigError, match=r"campaign exposure: .*share spills 0-2 .*counted twice"):
+        campaign_exposure([*res[1].files, res[2].files[0]])
+    with pytest.raises(ConfigError, match="listed twice"):
+        campaign_exposure([res[1].files[0], res[1].files[0]])
+
+
 def test_processor_mot_of_a_campaign(campaigns):
     from na64reco.runner import RunOptions, run_files
 
