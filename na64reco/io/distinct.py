@@ -29,7 +29,6 @@ from __future__ import annotations
 import bisect
 import json
 import uuid as _uuid
-from pathlib import Path
 
 from na64reco.errors import ConfigError
 from na64reco.io import location
@@ -38,20 +37,6 @@ from na64reco.io.raw import RawFile, open_raw
 #: keys of the ``simulation`` metadata that do not identify the random streams: the spills
 #: (``n_beam``, ``first_spill``: compared as ranges) and the conditions' file paths
 NOT_IDENTITY = ("conditions", "n_beam", "first_spill")
-
-
-def same_path(path) -> str:
-    """The file a local path or URL names (a local path resolved: ``a.root`` and ``./a.root`` are one)."""
-    if location.is_url(path):
-        return str(path)
-    try:
-        return str(Path(path).resolve())
-    except OSError:
-        return str(path)
-
-
-def uuid_text(value: bytes) -> str:
-    return str(_uuid.UUID(bytes=value))
 
 
 class DistinctFiles:
@@ -67,7 +52,7 @@ class DistinctFiles:
 
     def path(self, path) -> None:
         """Refuse ``path`` if it was listed before (before the file is opened)."""
-        self._once(("path", same_path(path)), path, "is listed twice (as {first})")
+        self._once(("path", location.resolve(path)), path, "is listed twice (as {first})")
 
     def add(self, path, raw: RawFile, event_numbers=None) -> None:
         """Refuse the open file ``raw`` (listed as ``path``) if an earlier file holds its events,
@@ -75,7 +60,7 @@ class DistinctFiles:
         files only need them; read here otherwise)."""
         u = raw.uuid
         if isinstance(u, bytes) and len(u) == 16 and any(u):  # (a real UUID)
-            self._once(("uuid", u), path, f"is a copy of {{first}} (the same ROOT file UUID {uuid_text(u)})")
+            self._once(("uuid", u), path, f"is a copy of {{first}} (the same ROOT file UUID {_uuid.UUID(bytes=u)})")
         sim = raw.meta.get("simulation")
         if isinstance(sim, dict) and sim.get("seed") is not None:
             self._simulated(path, raw, sim)
