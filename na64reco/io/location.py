@@ -183,3 +183,14 @@ def open_bytes(path):
         return fs.open(fs_path, "rb")
     except Exception as exc:
         raise _remote_error(path, exc) from None
+
+
+def sha256_file(path) -> str:
+    """SHA-256 of a file's content (hex), read in 1 MiB blocks; ``path`` may be a URL."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open_bytes(path) as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()

@@ -32,16 +32,15 @@ chosen inputs are the reference ones (same file contents) nothing is reconstruct
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import awkward as ak
 import numpy as np
 
 from na64reco.config import load_yaml
 from na64reco.errors import BlindingError, NA64Error
+from na64reco.io.location import sha256_file
 from na64reco.resources import package_calib_dir, package_selections_dir
 from na64reco.selection.cuts import outside_mask, region_mask
 from na64reco.selection.schema import Region, Selection, parse_region
@@ -120,7 +119,7 @@ def _file_sha(path) -> str:
     key = (str(path), st.st_size, st.st_mtime_ns)
     sha = _FILE_SHA.get(key)
     if sha is None:
-        sha = _FILE_SHA[key] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        sha = _FILE_SHA[key] = sha256_file(path)
     return sha
 
 

@@ -15,21 +15,12 @@ from pathlib import Path
 from na64reco import __version__
 from na64reco.errors import ConfigError, NA64Error, RawFormatError
 from na64reco.io import location
+from na64reco.io.location import sha256_file
 
 #: Processor options a ledger may fix (fields of :class:`na64reco.runner.RunOptions`).
 RUN_OPTIONS = ("executor", "workers", "chunksize", "skip_bad_files", "retries", "scheduler")
 #: File types of the code that count as "the code" (besides calib/ and selections/).
 CODE_SUFFIXES = (".py", ".yaml", ".yml", ".json")
-_CHUNK = 1 << 20
-
-
-def sha256_file(path: str | Path) -> str:
-    """SHA-256 of a file's content (hex); ``path`` may be a URL (see :mod:`na64reco.io.location`)."""
-    h = hashlib.sha256()
-    with location.open_bytes(path) as fh:
-        while block := fh.read(_CHUNK):
-            h.update(block)
-    return h.hexdigest()
 
 
 def canonical_json(obj) -> str:
