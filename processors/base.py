@@ -34,7 +34,7 @@ from na64reco.geometry import load_setup
 from na64reco.hists import HistGroup, HistSums, HistTemplate, to_hists
 from na64reco.io.checksum import verify_chunk
 from na64reco.io.location import file_version
-from na64reco.io.raw import assemble_events, check_content, event_branches, open_raw
+from na64reco.io.raw import assemble_events, check_content, check_event_order, event_branches, open_raw
 from na64reco.selection import (
     BOX,
     CutflowTable,
@@ -186,10 +186,7 @@ def check_event_spans(prov: Provenance) -> None:
     for path, rec in prov.files.items():
         spans = sorted(rec.pop("event_spans", ()))
         for (_, _, last), (start, first, _) in zip(spans[:-1], spans[1:], strict=True):
-            if first <= last:
-                raise RawFormatError(f"{path}: branch events.event of entry {start} is {first}, not after "
-                                     f"{last} of the entries before it; expected event numbers strictly "
-                                     f"increasing ({'duplicated' if first == last else 'out of order'})")
+            check_event_order([first], path, start, previous=last)  # (a file's chunks are contiguous)
 
 
 def _branches(events, names) -> dict:

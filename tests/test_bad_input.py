@@ -182,8 +182,8 @@ def test_the_processors_check_of_chunk_spans_still_names_the_file():
 
     prov = Provenance("p", "s", "h", "f", "t", "v", files={
         "x.root": {"event_spans": [(200, 0, 199), (0, 0, 199)]}, "y.root": {"event_spans": [(0, 1, 5)]}})
-    with pytest.raises(RawFormatError, match=r"^x\.root: branch events\.event of entry 200 is 0, not after 199 .*"
-                                             r"\(out of order\)"):
+    with pytest.raises(RawFormatError, match=r"^x\.root: branch events\.event of entry 200 is 0, after 199 at "
+                                             r"entry 199; .*\(out of order\)"):
         check_event_spans(prov)
 
 
