@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -196,6 +197,24 @@ class PlaneConditions:
     time_resolution: float | None = None  # ns; None: the setup's
 
 
+class WithheldConditions(RuntimeError):
+    """A reconstruction stage read conditions of a payload it was not given
+    (:meth:`RunConditions.scoped`): a bug in the stage, never an input error."""
+
+
+class _Withheld(Mapping):
+    """Stands for the conditions of a payload a stage may not read: every use raises."""
+
+    def __init__(self, reader: str, payload: str, tag: str, run: int):
+        self._text = (f"the {reader} stage read {payload} conditions (tag {tag!r}, run {run}); each "
+                      f"reconstruction stage may read only its own payload (RunConditions.scoped)")
+
+    def _refuse(self, *args):
+        raise WithheldConditions(self._text)
+
+    __getitem__ = __iter__ = __len__ = __contains__ = __bool__ = get = keys = items = values = _refuse
+
+
 @dataclass(frozen=True)
 class RunConditions:
     """Everything the reconstruction needs for one run."""
@@ -227,6 +246,28 @@ class RunConditions:
         c = self.planes[plane.name]
         return (plane.time_offset if c.time_offset is None else c.time_offset,
                 plane.time_resolution if c.time_resolution is None else c.time_resolution)
+
+    def scoped(self, payload: str) -> RunConditions:
+        """These conditions with only ``payload``'s parts readable: the other payload's
+        mappings (``calo`` for the tracker, ``planes`` and ``field_integrals`` for the
+        calorimeter) raise :class:`WithheldConditions` on any use, and ``files`` names the
+        payload's file only.  :func:`na64reco.reco.event.reconstruct` runs each stage with
+        its payload's view, so a stage's output is a function of the events, the setup and
+        that payload alone (what the blinding's reference reconstruction relies on to reuse
+        a stage, :func:`na64reco.selection.blinding.reference_protected`).  Made once per
+        object and payload."""
+        if payload not in PAYLOADS:
+            raise ValueError(f"unknown conditions payload {payload!r}; expected one of {', '.join(PAYLOADS)}")
+        views = self.__dict__.setdefault("_na64reco_scoped", {})
+        if payload not in views:
+            other = next(p for p in PAYLOADS if p != payload)
+            hidden = _Withheld(payload, other, self.tag, self.run)
+            views[payload] = replace(
+                self, files={k: v for k, v in self.files.items() if k == payload},
+                calo=self.calo if payload == "calorimeter" else hidden,
+                planes=self.planes if payload == "tracker" else hidden,
+                field_integrals=self.field_integrals if payload == "tracker" else hidden)
+        return views[payload]
 
     def calo_table(self, setup: Setup, field: str) -> np.ndarray:
         """Dense (256, max_channels) table of ``field`` indexed by [detector id, channel].

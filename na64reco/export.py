@@ -78,10 +78,11 @@ def iterate_reco(path, *, calib_tag: str | None = None, chunk_size: int = EXPORT
         else:  # data: reconstruct, then withhold the protected region before it leaves (also that of
             # the reference reconstruction: a tag or NA64RECO_CALIB moving p_out / E_ECAL opens nothing)
             events = release_data_events(events)
-            reference = reference_protected(events, setup, conds,
-                                            lambda ev, s, c: reconstruct(ev, s, c, source=str(raw.path)))
-            reco, n_hidden = withhold_protected(reconstruct(events, setup, conds, source=str(raw.path)), raw.setup,
-                                                reference)
+            reco = reconstruct(events, setup, conds, source=str(raw.path))
+            reference = reference_protected(
+                events, setup, conds, lambda ev, s, c, stages=None: reconstruct(ev, s, c, str(raw.path), stages=stages),
+                reco=reco)
+            reco, n_hidden = withhold_protected(reco, raw.setup, reference)
             if withheld is not None:
                 withheld.append(n_hidden)
         yield reco, raw, conds

@@ -131,11 +131,11 @@ def close_raw_files() -> None:
     _CHECKED.clear()
 
 
-def reconstruct_stage(events, setup, conditions, source=""):
+def reconstruct_stage(events, setup, conditions, source="", stages=None):
     """The library's event reconstruction (``na64reco.reco.event.reconstruct``)."""
     from na64reco.reco.event import reconstruct
 
-    return reconstruct(events, setup, conditions, source=source)
+    return reconstruct(events, setup, conditions, source=source, stages=stages)
 
 
 def concatenate_records(records):
@@ -468,7 +468,7 @@ class InvisibleProcessor(processor.ProcessorABC):
 
         cols = Columns(reco)  # numpy columns, each converted from awkward once per chunk
         masks = cut_masks(cols, self.selection)
-        reference = self.reference_protected(events, conditions, info) if info.is_data and self.token is None \
+        reference = self.reference_protected(events, conditions, info, reco) if info.is_data and self.token is None \
             else None
         decision = apply_blinding(cols, masks, self.selection, is_data=info.is_data, token=self.token,
                                   reference=reference)
@@ -585,24 +585,27 @@ class InvisibleProcessor(processor.ProcessorABC):
                             f"{len(events)} events")
         return reco
 
-    def reference_protected(self, events, conditions, info: FileInfo):
+    def reference_protected(self, events, conditions, info: FileInfo, reco=None):
         """Data events protected when reconstructed with the installed package's setup and
         default tag (:func:`~na64reco.selection.blinding.reference_protected`): a calibration
         tag or ``NA64RECO_CALIB`` that moves the protected variable opens nothing.  None (no
-        second reconstruction) when this chunk's inputs are the reference ones."""
+        second reconstruction) when this chunk's inputs are the reference ones; ``reco`` (this
+        chunk's reconstruction) lets it run again only the stages whose inputs differ."""
         from na64reco.selection.blinding import reference_protected
 
-        def stage(nested, setup, cond):
-            return self._reconstruct_batched(nested, setup, cond, info.path)
+        def stage(nested, setup, cond, stages=None):
+            return self._reconstruct_batched(nested, setup, cond, info.path, stages)
 
         return reference_protected(assemble_events(events, info.path or "<events>"), _setup(self.SETUP, info.run),
-                                   conditions, stage)
+                                   conditions, stage, reco=reco)
 
-    def _reconstruct_batched(self, nested, setup, conditions, path) -> ak.Array:
-        """The reconstruction stage in slices of at most ``RECO_BATCH`` events (bounded memory)."""
+    def _reconstruct_batched(self, nested, setup, conditions, path, stages=None) -> ak.Array:
+        """The reconstruction stage in slices of at most ``RECO_BATCH`` events (bounded memory);
+        ``stages``: see :func:`na64reco.reco.event.reconstruct`."""
+        kw = {} if stages is None else {"stages": stages}
         if len(nested) <= self.RECO_BATCH:
-            return reconstruct_stage(nested, setup, conditions, path)
-        return concatenate_records([reconstruct_stage(nested[a:a + self.RECO_BATCH], setup, conditions, path)
+            return reconstruct_stage(nested, setup, conditions, path, **kw)
+        return concatenate_records([reconstruct_stage(nested[a:a + self.RECO_BATCH], setup, conditions, path, **kw)
                                     for a in range(0, len(nested), self.RECO_BATCH)])
 
     def attach_truth(self, reco: ak.Array, info: FileInfo, meta: dict, keep=None) -> ak.Array:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import awkward as ak
 import numpy as np
 import pandas as pd
 import pytest
@@ -206,3 +207,128 @@ def test_assembling_the_flat_events_of_a_data_file_keeps_the_data_mark(small_na6
                         reconstruct(events, setup, conds)
                 else:
                     assert len(reconstruct(events, setup, conds)) == len(flat)
+
+
+# -- the reference reconstruction runs again only the stages whose inputs differ ----------------
+
+def _payload_tag(root, payload: str, tag: str, edit) -> None:
+    """A new version of ``payload`` in the calibration directory ``root`` made by ``edit(body)``
+    and a tag ``tag`` that uses it (the rest as the package's default tag)."""
+    import yaml
+
+    folder = root / "conditions" / "na64mu" / payload
+    latest = max(folder.glob("v*.yaml"))
+    body = yaml.safe_load((folder / "v001.yaml").read_text())
+    body["version"] = int(latest.stem[1:]) + 1
+    edit(body)
+    (folder / f"v{body['version']:03d}.yaml").write_text(yaml.safe_dump(body))
+    tags = yaml.safe_load((root / "tags" / "na64mu-periods-v1.yaml").read_text())
+    files = [f"na64mu/{payload}/v{body['version']:03d}.yaml"]
+    tags.update(tag=tag, payloads={**tags["payloads"], payload: files})
+    (root / "tags" / f"{tag}.yaml").write_text(yaml.safe_dump(tags))
+
+
+@pytest.fixture(scope="module")
+def payload_tags(tmp_path_factory):
+    """A calibration copy with two tags besides the default: ``ms2-x3`` (tracker payload: the
+    MS2 field integral measured 3x nominal, which moves box events above 80 GeV) and
+    ``veto-x10`` (calorimeter payload: VETO gains 10x, which makes box events look like
+    VETO-fired controls)."""
+    root = tmp_path_factory.mktemp("calib_payloads") / "calib"
+    shutil.copytree(calib_dir(), root)
+
+    def ms2(body):
+        body["schema_version"] = 3
+        body["magnets"] = {"MS2": {"field_integral_tm": 4.2}}
+
+    def veto(body):
+        body["detectors"]["VETO"]["gain_mev_per_adc"] = [10 * g for g in body["detectors"]["VETO"]["gain_mev_per_adc"]]
+
+    _payload_tag(root, "tracker", "ms2-x3", ms2)
+    _payload_tag(root, "calorimeter", "veto-x10", veto)
+    return root
+
+
+class _Spy:
+    """``reconstruct`` recording the ``stages`` of each call."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, events, setup, conditions, stages=None):
+        self.calls.append(stages)
+        return reconstruct(events, setup, conditions, stages=stages)
+
+
+@pytest.mark.parametrize(("tag", "stage"), [("ms2-x3", "tracking"), ("veto-x10", "calo")])
+def test_reference_with_one_payload_changed_redoes_only_its_stage(moved, payload_tags, tag, stage):
+    """Only the stage reading the changed payload runs again, and the protected events are the
+    full reference reconstruction's, bit for bit; the tag does hide fewer events by itself
+    (so the reference matters here)."""
+    from na64reco.selection.blinding import reference_protected
+
+    setup = load_setup("na64mu", run=moved["run"])
+    conds = load_conditions(setup, moved["run"], tag, root=payload_tags)
+    mine = reconstruct(moved["events"], setup, conds)
+    assert (moved["hidden"] & ~protected_mask(mine, "na64mu")).any()  # the tag opens box events by itself
+    full, partial = _Spy(), _Spy()
+    expected = reference_protected(moved["events"], setup, conds, full)
+    got = reference_protected(moved["events"], setup, conds, partial, reco=mine)
+    assert full.calls == [None] and partial.calls == [(stage,)]
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(got, moved["hidden"])  # the reference is the package's reconstruction
+
+
+def test_reference_with_a_moved_setup_redoes_every_stage(moved):
+    from na64reco.selection.blinding import reference_protected
+
+    mine = moved["mine"]
+    cond = load_conditions(mine, moved["run"], root=moved["root"])
+    spy = _Spy()
+    got = reference_protected(moved["events"], mine, cond, spy, reco=moved["reco_moved"])
+    assert spy.calls == [None]
+    np.testing.assert_array_equal(got, moved["hidden"])
+
+
+def test_reference_refuses_a_reco_of_other_events(moved, payload_tags):
+    from na64reco.selection.blinding import reference_protected
+
+    setup = load_setup("na64mu", run=moved["run"])
+    conds = load_conditions(setup, moved["run"], "veto-x10", root=payload_tags)
+    events = moved["events"]
+    with pytest.raises(ValueError, match="reco"):
+        reference_protected(events[1:], setup, conds, _Spy(), reco=reconstruct(events[:-1], setup, conds))
+
+
+def test_each_stage_reads_only_its_own_payload(moved, monkeypatch):
+    """The stages run with :meth:`RunConditions.scoped` views: a stage reading the other
+    payload's conditions fails loudly, and the stages' records put together are the whole."""
+    import na64reco.reco.event as event
+    from na64reco.conditions import WithheldConditions
+
+    setup = load_setup("na64mu", run=moved["run"])
+    conds = load_conditions(setup, moved["run"])
+    events = moved["events"][:50]
+    cal, trk = conds.scoped("calorimeter"), conds.scoped("tracker")
+    assert cal.calo is conds.calo and trk.planes is conds.planes and trk.field_integrals is conds.field_integrals
+    assert set(cal.files) == {"calorimeter"} and set(trk.files) == {"tracker"}
+    for withheld in (lambda: cal.planes["MM1X"], lambda: cal.magnet(setup, "MS2"), lambda: "ECAL" in trk.calo,
+                     lambda: trk.calo_table(setup, "gain"), lambda: list(cal.field_integrals)):
+        with pytest.raises(WithheldConditions, match="may read only its own payload"):
+            withheld()
+    whole = reconstruct(events, setup, conds)
+    parts = {**{f: reconstruct(events, setup, conds, stages=("calo",))[f] for f in ("event", "veto_energy")},
+             **{f: reconstruct(events, setup, conds, stages=("tracking",))[f] for f in ("p_out", "mu_out")}}
+    for name, value in parts.items():
+        assert repr(ak.to_list(value)) == repr(ak.to_list(whole[name])), name  # NaN and None alike
+    assert "p_out" not in reconstruct(events, setup, conds, stages=("calo",)).fields
+
+    calo_function = event.STAGES["calo"][0]
+
+    def nosy(ev, s, c, source=""):
+        c.planes  # noqa: B018 - a look is allowed, a read is not
+        return calo_function(ev, s, c, source=source) | {"peek": np.full(len(ev), c.planes["MM1X"].alignment)}
+
+    monkeypatch.setitem(event.STAGES, "calo", (nosy, "calorimeter"))
+    with pytest.raises(WithheldConditions, match="the calorimeter stage read tracker conditions"):
+        reconstruct(events, setup, conds)

@@ -36,19 +36,33 @@ REQUIRED_FIELDS = (
 TRUTH_FIELDS = ("process", "weight", "p_in", "p_out", "x", "vertex_z", "e_ecal", "e_hcal")
 
 
-def reconstruct(events: ak.Array, setup: Setup, conditions: RunConditions, source: str = "") -> ak.Array:
+#: The reconstruction's stages: name -> (function, the one conditions payload it reads).
+#: Each runs with only its payload readable (:meth:`RunConditions.scoped`), so its fields
+#: depend on the events, the setup and that payload alone.
+STAGES = {"calo": (reconstruct_calo, "calorimeter"), "tracking": (reconstruct_tracks, "tracker")}
+
+
+def reconstruct(events: ak.Array, setup: Setup, conditions: RunConditions, source: str = "", *,
+                stages=None) -> ak.Array:
     """Reconstruct raw ``events`` (as from :meth:`RawFile.events`) into flat records.
 
+    ``stages``: names of :data:`STAGES` to run (default all): a record of the event
+    identifiers and those stages' fields only (``mu_in``/``mu_out`` come with ``tracking``).
     Events of a data file are refused (:class:`~na64reco.errors.BlindingError`): use
     :func:`na64reco.export.iterate_reco`, which withholds the protected region."""
     refuse_data_events(events, "reconstruct()")
+    names = tuple(STAGES) if stages is None else tuple(stages)
+    unknown = [n for n in names if n not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown reconstruction stage {unknown[0]!r}; expected some of {', '.join(STAGES)}")
     out: dict[str, object] = {k: _numpy_field(events, k) for k in ("run", "spill", "event", "trigger")}
-    for name, value in {**reconstruct_calo(events, setup, conditions, source=source),
-                        **reconstruct_tracks(events, setup, conditions, source=source)}.items():
-        if name in out:
-            raise RuntimeError(f"reconstruction stages both produce {name!r}")
-        out[name] = value
-    if setup.beam.particle.startswith("mu"):
+    for stage in names:
+        function, payload = STAGES[stage]
+        for name, value in function(events, setup, conditions.scoped(payload), source=source).items():
+            if name in out:
+                raise RuntimeError(f"reconstruction stages both produce {name!r}")
+            out[name] = value
+    if "tracking" in names and setup.beam.particle.startswith("mu"):
         out.update(muon_vectors(out))  # mu_in, mu_out: vector records from p and the slopes
     return record({k: _column(v) for k, v in out.items()})
 

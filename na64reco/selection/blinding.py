@@ -26,7 +26,8 @@ box events above 80 GeV.  So for data the protected region is also evaluated on 
 reconstruction with the *reference* inputs -- the installed package's setup and its default
 tag for the run (:func:`reference_inputs`, no option or environment variable moves them) --
 and an event protected by either stays hidden (:func:`reference_protected`).  When the
-chosen inputs are the reference ones (same file contents) nothing is reconstructed twice.
+chosen inputs are the reference ones (same file contents) nothing is reconstructed twice;
+when only one conditions payload differs, only the stage that reads it is.
 """
 
 from __future__ import annotations
@@ -123,11 +124,12 @@ def _file_sha(path) -> str:
     return sha
 
 
-def _digest(source, name: str, period: str, run: int, files: dict) -> tuple | None:
-    """What a reconstruction is made of: the setup file's and the conditions files' contents,
-    the setup, period and run (None if a file is unreadable)."""
+def _inputs(source, name: str, period: str, run: int, files: dict) -> dict | None:
+    """What a reconstruction is made of, part by part: ``"setup"`` -> the setup file's contents,
+    the setup, period and run; each conditions payload -> its file's contents (None if a
+    file is unreadable)."""
     try:
-        return (_file_sha(source), name, period, int(run), tuple(sorted((k, _file_sha(v)) for k, v in files.items())))
+        return {"setup": (_file_sha(source), name, period, int(run)), **{k: _file_sha(v) for k, v in files.items()}}
     except (OSError, TypeError):
         return None
 
@@ -145,25 +147,57 @@ def _reference_files(setup: str, run: int) -> tuple[str, str, dict]:
     return source, period.name if period else "", resolve(default_tag(setup, root), int(run), root)
 
 
-def reference_protected(events, setup, conditions, reconstruct, *, always: bool = False) -> np.ndarray | None:
+def _stages_to_redo(mine: dict | None, reference: dict | None) -> tuple[str, ...] | None:
+    """The reconstruction stages whose inputs differ from the reference's, or None for all
+    of them (the setup differs, or a part is unknown).  A stage reads the events, the setup
+    and its one conditions payload only (:data:`na64reco.reco.event.STAGES`, enforced by
+    :meth:`~na64reco.conditions.RunConditions.scoped`), so with the same setup and payload
+    file contents its fields are the reference's."""
+    from na64reco.reco.event import STAGES
+
+    if mine is None or reference is None or mine["setup"] != reference["setup"]:
+        return None
+    return tuple(stage for stage, (_, payload) in STAGES.items()
+                 if payload not in mine or mine[payload] != reference.get(payload))
+
+
+def reference_protected(events, setup, conditions, reconstruct, *, reco=None, always: bool = False
+                        ) -> np.ndarray | None:
     """Data ``events`` (raw, released from their data mark) that are protected when
     reconstructed with the reference inputs (:func:`reference_inputs`) by
-    ``reconstruct(events, setup, conditions)``; None when ``setup`` and ``conditions`` are
-    the reference ones (the caller's own :func:`protected_mask` then says it all), unless
-    ``always`` (for inputs that may have been changed in memory, e.g. the event display's)."""
+    ``reconstruct(events, setup, conditions[, stages=...])``; None when ``setup`` and
+    ``conditions`` are the reference ones (the caller's own :func:`protected_mask` then says
+    it all), unless ``always`` (for inputs that may have been changed in memory, e.g. the
+    event display's).
+
+    ``reco``: the caller's reconstruction of the same ``events`` with ``setup`` and
+    ``conditions`` as read from their files (the library's ``reconstruct``).  With it, only
+    the stages whose inputs differ from the reference's are run again (e.g. the calorimeter
+    stage for a new calorimeter payload) and the other stages' fields are taken from
+    ``reco``: the same values the reference would compute (:func:`_stages_to_redo`)."""
     run = int(conditions.run)
     try:
         source, period, files = _reference_files(setup.name, run)
-        reference = _digest(source, setup.name, period, run, files)
-        if not always and reference is not None and \
-                _digest(setup.source, setup.name, setup.period, run, conditions.files) == reference:
+        reference = _inputs(source, setup.name, period, run, files)
+        mine = _inputs(setup.source, setup.name, setup.period, run, conditions.files)
+        if not always and reference is not None and mine == reference:
             return None
         ref_setup, ref_conditions = reference_inputs(setup.name, run)
     except NA64Error as exc:
         raise BlindingError(f"data run {run}: the protected region cannot be checked with the "
                             f"installed package's {setup.name} setup and default calibration tag ({exc}); "
                             "blinding needs that reference reconstruction for every data run") from None
-    return np.asarray(protected_mask(reconstruct(events, ref_setup, ref_conditions), setup.name), bool)
+    stages = None if always or reco is None else _stages_to_redo(mine, reference)
+    if stages is None:
+        return np.asarray(protected_mask(reconstruct(events, ref_setup, ref_conditions), setup.name), bool)
+    if len(reco) != len(events):
+        raise ValueError(f"reference_protected: reco has {len(reco)} records for {len(events)} events")
+    redone = reconstruct(events, ref_setup, ref_conditions, stages=stages)
+    if not np.array_equal(np.asarray(redone["event"]), np.asarray(reco["event"])):
+        raise ValueError("reference_protected: reco is not the reconstruction of these events")
+    fields = {name: reco[name] for name in reco.fields}
+    fields.update({name: redone[name] for name in redone.fields})
+    return np.asarray(protected_mask(ak.zip(fields, depth_limit=1), setup.name), bool)
 
 
 def protection_text(setup: str) -> str:
