@@ -343,21 +343,25 @@ def test_two_simulations_with_one_seed_are_refused_not_a_double_mot(tmp_path):
     with open_raw(a) as x, open_raw(again) as y:
         assert x.uuid != y.uuid and x.meta["sums_checksum"] == y.meta["sums_checksum"]  # (what made it silent)
     words = (f"dataset 'd': {again} holds the events of {a}: both were simulated with seed 1, setup 'na64mu', "
-             "run 1001, process 'beam', trigger 'calibration' and the same other settings, and share spills 0-2 ")
+             "period '2022', process 'beam', trigger 'calibration' and the same other settings, and share spills 0-2 "
+             "(each spill's random stream is (seed, spill), whatever the run number)")
     for skip in (False, True):
         with pytest.raises(ConfigError) as err:
             _run([a, again], skip_bad_files=skip)
         assert str(err.value).startswith(words) and "counted twice; simulate one of them with another --seed" \
             in str(err.value), str(err.value)
-    # spills 2-4 of seed 1 overlap spill 2 of a; more beam, same first spills too
+    # spills 2-4 of seed 1 overlap spill 2 of a; more beam, same first spills too; the same seed in
+    # another run of the period: the same beam particles (the streams do not depend on the run)
     for other, spills in [(_simulate(tmp_path / "late.root", first_spill=2), "2-2"),
-                          (_simulate(tmp_path / "more.root", n=500), "0-2")]:
+                          (_simulate(tmp_path / "more.root", n=500), "0-2"),
+                          (_simulate(tmp_path / "r.root", run=1002), "0-2")]:
         with pytest.raises(ConfigError, match=f"share spills {spills} "):
             _check([a, other])
     # legitimate: another seed of the same run (MC campaigns), the next spills of the same seed
-    # (na64reco.campaign), one seed in another run or another process, and one file per dataset
+    # (na64reco.campaign), one seed in another period's run (another setup) or another process,
+    # and one file per dataset
     fine = [a, _simulate(tmp_path / "b.root", seed=2), _simulate(tmp_path / "next.root", first_spill=3),
-            _simulate(tmp_path / "r.root", run=1002), _simulate(tmp_path / "halo.root", process="halo"),
+            _simulate(tmp_path / "p.root", run=10001), _simulate(tmp_path / "halo.root", process="halo"),
             _simulate(tmp_path / "e.root", beam_energy=100_000.0)]
     assert _check(fine).good["d"] == fine
     out = run_files({"x": [a], "y": [again]}, RunOptions("na64mu_invisible", chunksize=200))

@@ -12,7 +12,9 @@ and of ``na64reco dqm`` (:func:`check_distinct`).  Two files hold the same event
   another checkout, ``n_beam`` and ``first_spill``) and overlapping spill ranges
   ``first_spill ... first_spill + ceil(n_beam / spill_particles) - 1`` give the same events
   (bit for bit when the code is the same).  Another seed, or the other spills of one seed
-  (``first_spill``), are other events; the run number is part of the key;
+  (``first_spill``), are other events.  The run number is not part of the key: the streams
+  do not depend on it, so ``--seed 1`` in runs 1001 and 1002 simulates the same beam
+  particles (the run's period is: another period's setup makes other events);
 * they are data (no ``simulation`` record) of one setup and run whose event-number ranges
   ``[first, last]`` overlap (consecutive files of a run hold disjoint ranges; a spill may
   straddle two files, so spill numbers may repeat and are not the key);
@@ -79,15 +81,16 @@ class DistinctFiles:
 
     def _simulated(self, path, raw: RawFile, sim: dict) -> None:
         settings = {k: v for k, v in sim.items() if k not in NOT_IDENTITY}
-        group = ("simulation", raw.setup, raw.run, json.dumps(settings, sort_keys=True, default=str))
+        group = ("simulation", raw.setup, json.dumps(settings, sort_keys=True, default=str))  # any run
         first_spill = int(sim.get("first_spill") or 0)
         n_beam, per_spill = sim.get("n_beam"), sim.get("spill_particles")
         last_spill = first_spill + -(-int(n_beam) // int(per_spill)) - 1 if n_beam and per_spill else 2**62
-        what = (f"seed {sim['seed']}, setup {raw.setup!r}, run {raw.run}, process {sim.get('process')!r}, "
-                f"trigger {sim.get('trigger')!r} and the same other settings")
+        what = (f"seed {sim['seed']}, setup {raw.setup!r}, period {sim.get('period')!r}, process "
+                f"{sim.get('process')!r}, trigger {sim.get('trigger')!r} and the same other settings")
         self._span(group, first_spill, last_spill, path,
                    lambda first, a, b: f"holds the events of {first}: both were simulated with {what}, and "
-                                       f"share spills {a}-{b} (each spill's random stream is (seed, spill))",
+                                       f"share spills {a}-{b} (each spill's random stream is (seed, spill), "
+                                       "whatever the run number)",
                    "simulate one of them with another --seed (or other spills: --first-spill)")
 
     def _once(self, key, path, what: str) -> None:
