@@ -3,12 +3,14 @@ r"""Whole ``reconstruct`` before/after in ONE process (the per-kernel A/B is ben
     mkdir -p AB && git archive <before-commit> | tar -x -C AB && mv AB/na64reco AB/na64reco_before
     grep -rl na64reco --include=*.py AB/na64reco_before | xargs sed -i -E 's/\bna64reco\./na64reco_before./g;
         s/\bimport na64reco\b/import na64reco_before/g; s/from na64reco import/from na64reco_before import/g'
-    python benchmarks/bench_reco_ab.py AB RAW.root [ROUNDS]
+    python benchmarks/bench_reco_ab.py AB RAW.root [ROUNDS] [--batch N]
 
 The earlier tree, renamed ``na64reco_before``, and this one reconstruct the same chunks of
 50k events alternately with a plain read of the file; printed: the minimum CPU time of each
 over the rounds, the speed-up and both read + reconstruction ratios; the outputs (every field)
 are checked identical first (where not, each differing field's largest difference is printed).
+``--batch N``: each chunk reconstructed in slices of N events, as the processors do
+(``RECO_BATCH``, 5000), so that the per-call cost counts as in the chain.
 On a loaded machine the separate runs of bench_reco.py scatter
 by 20-40 %; this does not.
 """
@@ -64,6 +66,11 @@ def _differences(pairs) -> dict[str, str]:
 
 
 def main() -> None:
+    batch = None
+    if "--batch" in sys.argv:
+        i = sys.argv.index("--batch")
+        batch = int(sys.argv[i + 1])
+        del sys.argv[i:i + 2]
     if len(sys.argv) < 3 or sys.argv[1] in ("-h", "--help"):
         raise SystemExit(__doc__)
     from pathlib import Path
@@ -94,6 +101,9 @@ def main() -> None:
     ev_a = [assemble_events(c, path) for c in chunks]
     ev_b = [assemble_before(c, path) for c in chunks]
     n = sum(len(e) for e in ev_a)
+    if batch:  # the slices as the processors make them (views of the chunk)
+        ev_a = [e[a:a + batch] for e in ev_a for a in range(0, len(e), batch)]
+        ev_b = [e[a:a + batch] for e in ev_b for a in range(0, len(e), batch)]
 
     def read():
         with uproot.open(path) as f:
@@ -108,7 +118,7 @@ def main() -> None:
 
     outputs = list(zip(before(), after(), strict=True))
     same = all(_same(x, y) for x, y in outputs)
-    print(f"{path}: {n} events; outputs {'identical' if same else 'DIFFER'}")
+    print(f"{path}: {n} events{f' in slices of {batch}' if batch else ''}; outputs {'identical' if same else 'DIFFER'}")
     for name, text in ({} if same else _differences(outputs)).items():
         print(f"  {name}: {text}")
     del outputs

@@ -103,3 +103,28 @@ def test_samples_not_32_per_digit_are_refused(chunks):
     event = int(np.flatnonzero(np.asarray(ak.num(a["calo_adc"], axis=1)) > 0)[0])
     with pytest.raises(RawFormatError, match=r"^bad\.root: calo_adc does not hold 32 samples per calo digit"):
         assemble_events(_moved_hit(a, "calo_adc", event), "bad.root")
+
+
+@pytest.mark.parametrize("kind", ["mc", "data"])
+def test_collection_arrays_are_ak_num_and_flatten(chunks, kind):
+    """``collection_arrays`` (views of the assembled buffers) gives what ``ak.num`` and
+    ``ak.flatten`` give, for whole, sliced (offsets not from 0), masked (another layout: the
+    awkward route), empty and one-event selections; the calo samples as (digits, 32)."""
+    from na64reco.io.raw import collection_arrays
+
+    events = assemble_events(chunks[kind], "test")
+    n = len(events)
+    selections = [events, events[7:n - 5], events[np.arange(n) % 3 != 1], events[3:3], events[4:5],
+                  events[ak.num(events["calo"], axis=1) > 4][2:]]
+    for ev in selections:
+        for coll, fields in COLLECTIONS.items():
+            off, flat = collection_arrays(ev[coll], fields)
+            ref = np.zeros(len(ev) + 1, np.int64)
+            np.cumsum(ak.to_numpy(ak.num(ev[coll], axis=1)), out=ref[1:])
+            np.testing.assert_array_equal(off, ref)
+            assert off.dtype == np.int64
+            for f in fields:
+                want = ak.to_numpy(ak.flatten(ev[coll][f], axis=1))
+                assert flat[f].dtype == want.dtype and flat[f].shape == want.shape, (coll, f)
+                np.testing.assert_array_equal(flat[f], want)
+    assert collection_arrays(events["calo"], ("adc",))[1]["adc"].shape[1:] == (N_SAMPLES,)

@@ -135,6 +135,37 @@ def jagged(counts: np.ndarray, **fields: np.ndarray) -> ak.Array:
     return ak.unflatten(rec, counts)
 
 
+def collection_arrays(coll, names) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The inverse of :func:`jagged`: ``(offsets, {name: flat array})`` of the jagged record
+    collection ``coll`` (e.g. ``events["calo"]``), offsets (int64, ``len(coll) + 1``) from 0.
+    When the layout is the one :func:`assemble_events` makes (a ``ListOffsetArray`` of a
+    ``RecordArray`` of numbers, or of ``RegularArray`` s of numbers: the samples), the arrays
+    are views of its buffers (~20 us per collection); any other layout (a masked or
+    re-indexed selection of events) goes through ``ak.num`` / ``ak.flatten`` (~1 ms): the same
+    values and dtypes either way (``tests/test_raw_assemble.py``)."""
+    lay = ak.to_layout(coll)
+    if isinstance(lay, ak.contents.ListOffsetArray) and isinstance(lay.content, ak.contents.RecordArray):
+        flat = {n: _numbers(lay.content[n]) for n in names}
+        if all(a is not None for a in flat.values()):
+            off = np.asarray(lay.offsets).astype(np.int64)
+            lo, hi = off[0], off[-1]
+            return off - lo, {n: a[lo:hi] for n, a in flat.items()}
+    off = np.zeros(len(coll) + 1, np.int64)
+    np.cumsum(ak.to_numpy(ak.num(coll, axis=1)), out=off[1:])
+    return off, {n: ak.to_numpy(ak.flatten(coll[n], axis=1)) for n in names}
+
+
+def _numbers(content) -> np.ndarray | None:
+    """The numpy array of a field's layout: a ``NumpyArray``, or a ``RegularArray`` of one
+    (rows of ``size``); None for anything else."""
+    if isinstance(content, ak.contents.NumpyArray):
+        return np.asarray(content.data)
+    if (isinstance(content, ak.contents.RegularArray) and isinstance(content.content, ak.contents.NumpyArray)
+            and content.content.data.ndim == 1 and content.size > 0):
+        return np.asarray(content.content.data)[: len(content) * content.size].reshape(len(content), content.size)
+    return None
+
+
 # ----------------------------------------------------------------------------------------
 class RawWriter:
     """Write raw files in chunks (bounded memory).

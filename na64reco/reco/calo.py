@@ -64,7 +64,7 @@ from hepunits import GeV
 
 from na64reco.errors import ConfigError
 from na64reco.geometry import Calorimeter, Setup
-from na64reco.io.raw import refuse_data_events
+from na64reco.io.raw import collection_arrays, refuse_data_events
 from na64reco.reco.tracking._jit import NO_NRT
 from na64reco.reco.waveform import (
     FLAG_BELOW_THRESHOLD,
@@ -90,12 +90,8 @@ PROFILE_GRID = 9
 
 def flat_digits(events) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(counts per event, det, chan, samples (n_digits, 32)) from awkward events."""
-    calo = events["calo"]
-    counts = ak.to_numpy(ak.num(calo, axis=1)).astype(np.int64)
-    det = ak.to_numpy(ak.flatten(calo["det"]))
-    chan = ak.to_numpy(ak.flatten(calo["chan"]))
-    adc = ak.to_numpy(ak.flatten(calo["adc"], axis=1))
-    return counts, det, chan, adc
+    offsets, flat = collection_arrays(events["calo"], ("det", "chan", "adc"))
+    return np.diff(offsets), flat["det"], flat["chan"], flat["adc"]
 
 
 def digits_of_events(events, setup: Setup, conditions, source: str = "") -> tuple[Digits, np.ndarray, np.ndarray]:

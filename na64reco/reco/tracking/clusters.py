@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import math
 
-import awkward as ak
 import numba
 import numpy as np
 
 from na64reco.errors import RawFormatError
+from na64reco.io.raw import collection_arrays
 from na64reco.reco.tracking import apv, demux
 from na64reco.reco.tracking._jit import NO_NRT, njit_cached_with
 from na64reco.reco.tracking.apv import strip_time_and_error_r
@@ -493,19 +493,12 @@ def _native(a):
 
 
 def _jagged(coll, names, what, source):
-    """(offsets, {name: flat numpy array}) of a jagged record collection, without copies when
-    the layout is the plain one the reader makes (ListOffsetArray of a RecordArray)."""
+    """(offsets, {name: flat numpy array}) of a jagged record collection
+    (:func:`na64reco.io.raw.collection_arrays`: views of the reader's buffers), native and
+    contiguous for the kernels."""
     try:
-        lay = ak.to_layout(coll)
-        if isinstance(lay, ak.contents.ListOffsetArray) and isinstance(lay.content, ak.contents.RecordArray):
-            off = np.asarray(lay.offsets).astype(np.int64)
-            lo, hi = off[0], off[-1]
-            flat = {n: _native(np.asarray(lay.content[n].data if hasattr(lay.content[n], "data")
-                                          else ak.to_numpy(lay.content[n]))[lo:hi]) for n in names}
-            return off - lo, flat
-        off = np.zeros(len(coll) + 1, np.int64)
-        np.cumsum(np.asarray(ak.num(coll, axis=1)), out=off[1:])
-        return off, {n: _native(np.asarray(ak.flatten(coll[n]))) for n in names}
+        off, flat = collection_arrays(coll, names)
+        return off, {n: _native(np.asarray(a)) for n, a in flat.items()}
     except Exception as exc:
         raise RawFormatError(f"{source}: cannot read the {what} digits ({', '.join(names)}): {exc}") from None
 
