@@ -533,15 +533,21 @@ def _match_chi2(out, res, vt, setup, cfg, hits=None):
         code = code_in << n_out
         code |= code_out
 
-        def coef_of(cd, vi=vi, vo=vo, n_in=n_in, n_out=n_out):
+        patterns = _MATCH_CACHE.setdefault(("patterns", setup.name, setup.source, setup.period, vi, vo, n_in, n_out),
+                                           {})
+
+        def coef_of(cd, vi=vi, vo=vo, n_in=n_in, n_out=n_out, patterns=patterns):
+            if cd in patterns:  # (each pattern's coefficients once per process, not per call)
+                return patterns[cd]
             mi, mo = _bits(cd >> n_out, n_in), _bits(cd & ((1 << n_out) - 1), n_out)
-            if not mi.any() or not mo.any():
-                return None
-            key = (setup.name, setup.source, setup.period, vi, vo, tuple(mi), tuple(mo))
-            if key not in _MATCH_CACHE:
-                _MATCH_CACHE[key] = MatchResolution(setup, vi, vo, mi, mo)
-            m = _MATCH_CACHE[key]
-            return m.a, m.b_in, m.b_out
+            m = None
+            if mi.any() and mo.any():
+                key = (setup.name, setup.source, setup.period, vi, vo, tuple(mi), tuple(mo))
+                if key not in _MATCH_CACHE:
+                    _MATCH_CACHE[key] = MatchResolution(setup, vi, vo, mi, mo)
+                m = _MATCH_CACHE[key]
+            patterns[cd] = None if m is None else (m.a, m.b_in, m.b_out)
+            return patterns[cd]
 
         # one (a, b_in, b_out) per pattern of used planes, then the expression of
         # MatchResolution.variance term by term, in place: a + b_in f_in + b_out f_out
@@ -584,15 +590,20 @@ def _hit_match_terms(out, c, vi, vo, code_out, n_out, todo, hits, setup, f_out):
     hm = _MATCH_CACHE[key]
     p_ref = MatchResolution.P_REF
 
+    patterns = _MATCH_CACHE.setdefault(("hit patterns", setup.name, setup.source, setup.period, vi, vo, n_out), {})
+
     def coef_of(cd):
+        if cd in patterns:
+            return patterns[cd]
         mo = _bits(cd, n_out)
-        if not mo.any():
-            return None
-        key = (setup.name, setup.source, setup.period, vi, vo, (True,) * len(vi.planes), tuple(mo))
-        if key not in _MATCH_CACHE:
-            _MATCH_CACHE[key] = MatchResolution(setup, vi, vo, None, mo)
-        m = _MATCH_CACHE[key]
-        return m.a_out, m.b_out
+        m = None
+        if mo.any():
+            key = (setup.name, setup.source, setup.period, vi, vo, (True,) * len(vi.planes), tuple(mo))
+            if key not in _MATCH_CACHE:
+                _MATCH_CACHE[key] = MatchResolution(setup, vi, vo, None, mo)
+            m = _MATCH_CACHE[key]
+        patterns[cd] = None if m is None else (m.a_out, m.b_out)
+        return patterns[cd]
 
     a_out, b_out = _coefficients(code_out, n_out, 2, coef_of)
     p_in = np.where(np.isfinite(out["p_in"]), out["p_in"] * units.GeV, setup.beam.energy)
