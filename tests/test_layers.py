@@ -22,7 +22,7 @@ LAYERS: list[set[str]] = [
     {"sim", "reco", "stats"},
     {"selection"},
     {"export", "plotting", "dqm", "calibration", "processors", "background", "dask_worker"},
-    {"display", "dqm_plots", "runner"},
+    {"display", "dqm_plots", "runner", "plot_worker"},
     {"efficiency", "campaign", "unblinding"},
     {"commands", "cli", "_forkserver_preload"},
 ]

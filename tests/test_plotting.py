@@ -7,6 +7,8 @@ station's track in both views; library plotting leaves pyplot and the global sty
 
 from __future__ import annotations
 
+import os
+
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
@@ -179,6 +181,33 @@ def test_control_plots_leave_pyplot_the_backend_and_the_global_style_alone(outpu
     assert len(written) == 2 and all(p.stat().st_size > 1000 for p in written)
     assert matplotlib.get_backend() == backend and plt.get_fignums() == figures
     assert matplotlib.rcParams["font.size"] == size
+
+
+def test_control_plots_drawn_by_several_processes_are_the_same_files(output, tmp_path):
+    """Two processes (this one and a ``python -m na64reco.plot_worker``) write byte for byte the
+    files this process alone writes, and return them in the same order."""
+    _, out = output
+    one = control_plots(out, tmp_path / "one", workers=1)
+    two = control_plots(out, tmp_path / "two", workers=2)
+    assert [p.name for p in one] == [p.name for p in two] and len(one) > 20
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in one)
+    for a, b in zip(one, two, strict=True):
+        assert a.read_bytes() == b.read_bytes(), a.name
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the stand-in interpreter is a shell script")
+def test_a_failing_plot_process_is_an_error_naming_it(output, tmp_path, monkeypatch):
+    import sys
+
+    from na64reco.errors import NA64Error
+
+    _, out = output
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho 'Traceback: something broke in the worker' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(fake))
+    with pytest.raises(NA64Error, match=r"a drawing process failed \(share 1 of 2: Traceback: something broke"):
+        control_plots(out, tmp_path / "plots", workers=2)
 
 
 # ---------------------------------------------------------------------------------------
