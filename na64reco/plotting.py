@@ -635,12 +635,15 @@ def control_plots(out: dict, outdir: str | Path, selection=None, *, workers: int
     8, and at most one per :data:`PLOTS_PER_WORKER` plots; 1 draws them all here).  The others
     are fresh interpreters (``python -m na64reco.plot_worker``), so no script of the caller's is
     run again in them; a worker's failure is an error naming its plots' share and its message.
+    Outputs that cannot be pickled are all drawn here.
     The files are the same whichever process draws them (``tests/test_plotting.py``)."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     stems = [stem for stem, _ in control_specs(out, selection)]
     n = _plot_workers(len(stems)) if workers is None else max(1, min(int(workers), len(stems)))
-    with _plot_processes(out, outdir, selection, n) as wait:
+    inputs = _picklable((out, selection)) if n > 1 else None
+    n = n if inputs is not None else 1  # (something only this process can draw: all of it here)
+    with _plot_processes(inputs, outdir, n) as wait:
         write_control_share(out, outdir, selection, 0, n)
         wait()
     return [outdir / f"{stem}.png" for stem in stems]
@@ -662,15 +665,24 @@ def _plot_workers(n_plots: int) -> int:
     return max(1, min(cores, 8, n_plots // PLOTS_PER_WORKER))
 
 
+def _picklable(obj) -> bytes | None:
+    import pickle
+
+    try:
+        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        return None
+
+
 @contextmanager
-def _plot_processes(out: dict, outdir: Path, selection, shares: int):
-    """Start the processes drawing shares 1 .. ``shares - 1``; yields a function that waits for
+def _plot_processes(inputs: bytes | None, outdir: Path, shares: int):
+    """Start the processes drawing shares 1 .. ``shares - 1`` of the pickled ``(out, selection)``
+    ``inputs``; yields a function that waits for
     them and raises :class:`~na64reco.errors.NA64Error` if one failed (they are stopped if the
     caller's own share fails)."""
     if shares <= 1:
         yield lambda: None
         return
-    import pickle
     import subprocess
     import sys
     import tempfile
@@ -678,10 +690,10 @@ def _plot_processes(out: dict, outdir: Path, selection, shares: int):
     from na64reco.errors import NA64Error
 
     with tempfile.TemporaryDirectory(prefix="na64reco-plots-") as tmp:
-        inputs = Path(tmp) / "inputs.pickle"
-        inputs.write_bytes(pickle.dumps((out, selection), protocol=pickle.HIGHEST_PROTOCOL))
+        path = Path(tmp) / "inputs.pickle"
+        path.write_bytes(inputs)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # the caller's imports
-        procs = [subprocess.Popen([sys.executable, "-m", "na64reco.plot_worker", str(inputs), str(outdir), str(k),
+        procs = [subprocess.Popen([sys.executable, "-m", "na64reco.plot_worker", str(path), str(outdir), str(k),
                                    str(shares)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
                  for k in range(1, shares)]
 

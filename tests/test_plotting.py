@@ -193,6 +193,9 @@ def test_control_plots_drawn_by_several_processes_are_the_same_files(output, tmp
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in one)
     for a, b in zip(one, two, strict=True):
         assert a.read_bytes() == b.read_bytes(), a.name
+    # an output only this process can hold (not picklable): drawn here, the same files
+    here = control_plots({k: {**v, "note": lambda: 0} for k, v in out.items()}, tmp_path / "here", workers=2)
+    assert [p.read_bytes() for p in here] == [p.read_bytes() for p in one]
 
 
 @pytest.mark.skipif(os.name != "posix", reason="the stand-in interpreter is a shell script")
