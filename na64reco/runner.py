@@ -7,7 +7,8 @@
 What this adds to ``coffea.processor.Runner``:
 
 * files are checked with :func:`na64reco.io.raw.open_raw` before coffea sees them
-  (empty, truncated, missing branch, other setup); with ``skip_bad_files`` a bad file
+  (empty, truncated, missing branch, other setup; :mod:`na64reco.file_check`, by this process
+  and, with futures or dask, by the workers too); with ``skip_bad_files`` a bad file
   is listed with the reason and its events are accounted as skipped, without it the run
   stops with one error naming the file.  A file that opens but fails while its chunks
   are read is skipped chunk by chunk (with the same accounting) or stops the run;
@@ -35,7 +36,7 @@ import json
 import time
 from collections.abc import Mapping
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from coffea import processor
@@ -43,8 +44,8 @@ from coffea.nanoevents import BaseSchema
 
 from na64reco.config import load_yaml
 from na64reco.errors import BlindingError, ConfigError, NA64Error, RawFormatError, SetupMismatch
+from na64reco.file_check import DaskChecks, FileCheck, PoolChecks, check_files
 from na64reco.io import location
-from na64reco.io.distinct import DistinctFiles
 from na64reco.io.raw import event_branches, open_raw
 from na64reco.job_defaults import EXECUTORS, RUN_CHUNK
 from na64reco.summary import cutflow_summary, format_summary
@@ -142,83 +143,6 @@ def _dataset_of(path) -> str:
     return f"mc_{process}"
 
 
-@dataclass
-class FileCheck:
-    """Result of checking every file before the run."""
-
-    good: dict[str, list[str]]
-    entries: dict[str, int]                        # path -> events in the file (good files)
-    skipped: dict[str, dict] = field(default_factory=dict)  # path -> {reason, events}
-    max_cluster: int = 0                           # largest basket cluster (events) of the good files
-    spills: dict[str, dict] = field(default_factory=dict)  # path -> the file's spills tree (arrays)
-    #: path -> what coffea's preprocessing would open the file again for
-    #: (``numentries``, ``uuid``, ``clusters``) and its ``version`` when checked (local files:
-    #: :func:`na64reco.io.location.file_version`, the mtime; None for URLs)
-    files: dict[str, dict] = field(default_factory=dict)
-
-    def coffea_metadata(self, treename: str = TREE) -> dict:
-        """coffea ``metadata_cache`` entries of the good files: its preprocessing then opens none."""
-        from coffea.processor.executor import FileMeta
-
-        return {FileMeta(ds, path, treename): {k: self.files[path][k] for k in ("numentries", "uuid", "clusters")}
-                for ds, paths in self.good.items() for path in paths}
-
-
-def check_files(fileset: Mapping[str, list[str]], setup: str, *, skip_bad_files: bool) -> FileCheck:
-    """Open every file with :func:`open_raw` (format, branches, setup, spills tree) and read
-    its event numbers (``events.run`` and ``events.event`` alone, :meth:`RawFile.event_numbers`):
-    numbers that do not strictly increase over the whole file make it a bad file here, before
-    anything of it is processed (the chunks check only their own events, and a file's
-    contribution cannot be taken out of the merged outputs after the run).
-
-    Two files of a dataset that hold the same events (the same path, a copy, the same
-    simulation seed and settings, data of one run with overlapping event numbers, the same
-    content: :mod:`na64reco.io.distinct`) are a :class:`ConfigError` naming both, with or
-    without ``skip_bad_files``: their events and beam particles would be counted twice."""
-    good, entries, skipped, max_cluster, spills_of, info = {}, {}, {}, 0, {}, {}
-    for dataset, files in fileset.items():
-        distinct = DistinctFiles(f"dataset {dataset!r}")
-        for path in files:
-            distinct.path(path)
-            try:
-                # the events tree now (coffea reads it next); spills when read just below; the
-                # truth tree when the processor reads it (docs/performance.md, "Per-file overhead")
-                with open_raw(path, setup=setup, structure=(TREE,)) as raw:
-                    spills = raw.spills()
-                    numbers = raw.event_numbers()
-                    n = raw.n_events
-                    edges = _cluster_edges(raw)
-                    info[str(path)] = {"numentries": n, "uuid": raw.uuid, "clusters": edges,
-                                       "version": None if location.is_url(path) else location.file_version(path),
-                                       "setup": raw.setup, "run": raw.run, "has_truth": raw.has_truth,
-                                       "blocks": raw.blocks(TREE) if raw.version >= 3 else None}
-                    distinct.add(path, raw, numbers)
-            except (RawFormatError, SetupMismatch) as exc:
-                one_line = " ".join(str(exc).split())
-                if not skip_bad_files:
-                    raise type(exc)(one_line) from None
-                skipped[str(path)] = {"reason": one_line, "events": _entries_if_readable(path)}
-                continue
-            good.setdefault(dataset, []).append(str(path))
-            entries[str(path)] = n
-            spills_of[str(path)] = spills
-            max_cluster = max(max_cluster, _largest_cluster(edges))
-    return FileCheck(good, entries, skipped, max_cluster, spills_of, info)
-
-
-def _cluster_edges(raw) -> list[int]:
-    """Entry offsets of the basket clusters of the ``events`` tree (``[0, n]`` if unknown)."""
-    try:
-        return [int(e) for e in raw.tree(TREE).common_entry_offsets()]
-    except Exception:
-        return [0, raw.n_events]
-
-
-def _largest_cluster(edges) -> int:
-    """Events in the largest basket cluster (0 if unknown)."""
-    return int(max(b - a for a, b in zip(edges[:-1], edges[1:], strict=True))) if len(edges) > 1 else 0
-
-
 def chunking(chunksize: int, max_cluster: int) -> tuple[int, bool]:
     """(coffea target chunk size, align to clusters) for chunks of at most ``chunksize`` events.
 
@@ -231,18 +155,6 @@ def chunking(chunksize: int, max_cluster: int) -> tuple[int, bool]:
     return chunksize, False
 
 
-def _entries_if_readable(path) -> int:
-    """Events of a file that failed the check, if its events tree can still be counted."""
-    try:
-        import uproot
-
-        with uproot.open(location.uproot_source(path)) as f:
-            return int(f[TREE].num_entries)
-    except Exception:
-        return 0
-
-
-# ----------------------------------------------------------------------------------------
 def _chain(exc: BaseException):
     seen = []
     while exc is not None and exc not in seen:
@@ -464,28 +376,61 @@ def _close_cluster(starting) -> None:
         starting.result().close()
 
 
-def _make_executor(opts: RunOptions, stack: ExitStack, starting=None):
-    if opts.executor == "iterative":
-        return processor.IterativeExecutor(status=opts.status, retries=0)
-    if opts.executor == "futures":
-        import loky
+class _Workers:
+    """The run's worker processes, made once when first needed: the futures executor's process
+    pool, or the dask client (of ``opts.client``, ``opts.scheduler``, or a local cluster started
+    in the background, ``starting``).  They check files (:meth:`checks`) and then run the
+    chunks (:meth:`executor`); closed with ``stack``."""
 
-        pool = loky.ProcessPoolExecutor(max_workers=opts.workers)  # one pool for the whole run
-        stack.callback(pool.shutdown)
-        return processor.FuturesExecutor(pool=pool, workers=opts.workers, status=opts.status,
-                                         retries=0, compression=1)
-    client = opts.client
-    if client is None:
-        from dask.distributed import Client
+    def __init__(self, opts: RunOptions, stack: ExitStack, starting=None):
+        self.opts, self.stack, self.starting = opts, stack, starting
+        self._pool = self._client = None
 
-        if opts.scheduler:
-            client = stack.enter_context(Client(opts.scheduler))
-        elif starting is not None:
-            client = stack.enter_context(Client(starting.result()))
-        else:
-            cluster = stack.enter_context(local_cluster(opts.workers))
-            client = stack.enter_context(Client(cluster))
-    return processor.DaskExecutor(client=client, status=opts.status, retries=0, treereduction=8)
+    def pool(self):
+        if self._pool is None:
+            import loky
+
+            self._pool = loky.ProcessPoolExecutor(max_workers=self.opts.workers)  # one pool for the whole run
+            self.stack.callback(self._pool.shutdown)
+        return self._pool
+
+    def client(self, *, wait: bool = True):
+        """The dask client; None if ``wait`` is false and the local cluster is still starting."""
+        if self._client is None:
+            opts = self.opts
+            if opts.client is not None:
+                self._client = opts.client
+            else:
+                from dask.distributed import Client
+
+                if opts.scheduler:
+                    self._client = self.stack.enter_context(Client(opts.scheduler))
+                elif self.starting is not None:
+                    if not wait and not self.starting.done():
+                        return None
+                    self._client = self.stack.enter_context(Client(self.starting.result()))
+                else:
+                    cluster = self.stack.enter_context(local_cluster(opts.workers))
+                    self._client = self.stack.enter_context(Client(cluster))
+        return self._client
+
+    def checks(self):
+        """Where the file check may send batches of files (:mod:`na64reco.file_check`): None
+        for the iterative executor (all in this process)."""
+        if self.opts.executor == "futures":
+            return PoolChecks(self.pool(), self.opts.workers)
+        if self.opts.executor == "dask":
+            return DaskChecks(lambda: self.client(wait=False))
+        return None
+
+    def executor(self):
+        opts = self.opts
+        if opts.executor == "iterative":
+            return processor.IterativeExecutor(status=opts.status, retries=0)
+        if opts.executor == "futures":
+            return processor.FuturesExecutor(pool=self.pool(), workers=opts.workers, status=opts.status,
+                                             retries=0, compression=1)
+        return processor.DaskExecutor(client=self.client(), status=opts.status, retries=0, treereduction=8)
 
 
 def local_cluster(workers: int, *, preload: bool = True):
@@ -575,14 +520,31 @@ def _close_raw_files():
     close_raw_files()
 
 
-def _note_checked(check: FileCheck) -> None:
-    """Tell the processor (this process) what the check found in each file: its version,
-    setup, run, truth and the checksum blocks of its events, so that it opens a data file
-    not at all and a simulated one only for its truth (:func:`processors.base.note_checked_files`)."""
+def _note_checked(check: FileCheck, client=None) -> None:
+    """Tell the processors what the check found in each file: its version, setup, run, truth
+    and (checked in this process) the checksum blocks of its events, so that they open a data
+    file not at all, or only for its checksum table, and a simulated one only for its truth
+    (:func:`processors.base.note_checked_files`).  This process's processor (iterative executor),
+    or with ``client`` every dask worker's, without the blocks (~100 bytes a file; a worker
+    reads a file's own table); a worker that joins later checks its files itself."""
     from processors.base import note_checked_files
 
-    note_checked_files({path: {k: rec[k] for k in ("version", "setup", "run", "has_truth", "blocks")}
-                        for path, rec in check.files.items() if rec["version"] is not None})
+    notes = {path: {k: rec[k] for k in ("version", "setup", "run", "has_truth", "blocks")}
+             for path, rec in check.files.items() if rec["version"] is not None}
+    if client is None:
+        note_checked_files(notes)
+    else:
+        client.run(note_checked_files, {path: {**rec, "blocks": None} for path, rec in notes.items()})
+
+
+def _forget_checked(client) -> None:
+    """The dask workers forget the run's check (:func:`_note_checked`)."""
+    from processors.base import close_raw_files
+
+    try:
+        client.run(close_raw_files)
+    except Exception:  # (a cluster that went away: nothing to forget)
+        pass
 
 
 def make_processor(opts: RunOptions, unblind=None):
@@ -606,14 +568,15 @@ def run_files(fileset: Mapping[str, list[str]], opts: RunOptions, *, processor_i
     wrapped = {"out": {}}
     with ExitStack() as stack:
         starting = _start_local_cluster(opts, stack)  # in the background while the files are checked
-        check = check_files(fileset, proc.SETUP, skip_bad_files=opts.skip_bad_files)
+        workers = _Workers(opts, stack, starting)
+        check = check_files(fileset, proc.SETUP, skip_bad_files=opts.skip_bad_files, remote=workers.checks())
         proc.known_spills = check.spills  # read once here; the processor's exposure needs them
         t0 = time.time()
         if check.good:
             coffea_fileset = {ds: {"files": files, "treename": TREE, "preload": event_branches()}
                               for ds, files in check.good.items()}
             target, align = chunking(opts.chunksize, check.max_cluster)
-            executor = _make_executor(opts, stack, starting)
+            executor = workers.executor()
             runner = ChunkRunner(
                 executor=executor, pre_executor=processor.IterativeExecutor(status=False, retries=0),
                 schema=BaseSchema, chunksize=target, align_clusters=align, skipbadfiles=False,
@@ -622,6 +585,9 @@ def run_files(fileset: Mapping[str, list[str]], opts: RunOptions, *, processor_i
             runner.automatic_retries = ChunkGuard(opts.retries, opts.skip_bad_files)
             _note_checked(check)
             stack.callback(_close_raw_files)
+            if opts.executor == "dask":
+                _note_checked(check, workers.client())
+                stack.callback(_forget_checked, workers.client())
             _quiet_coffea_bars(stack, quiet=not opts.status)
             try:
                 wrapped = runner.run(coffea_fileset, proc, treename=TREE, uproot_options=dict(UPROOT_OPTIONS))

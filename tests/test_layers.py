@@ -19,7 +19,7 @@ LAYERS: list[set[str]] = [
     {"geometry", "physics"},
     {"conditions"},
     {"io"},
-    {"sim", "reco", "stats"},
+    {"sim", "reco", "stats", "file_check"},
     {"selection"},
     {"export", "plotting", "dqm", "calibration", "processors", "background", "dask_worker"},
     {"display", "dqm_plots", "runner", "plot_worker"},

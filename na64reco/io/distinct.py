@@ -31,6 +31,7 @@ from __future__ import annotations
 import bisect
 import json
 import uuid as _uuid
+from dataclasses import dataclass
 
 from na64reco.errors import ConfigError
 from na64reco.io import location
@@ -39,6 +40,37 @@ from na64reco.io.raw import RawFile, open_raw
 #: keys of the ``simulation`` metadata that do not identify the random streams: the spills
 #: (``n_beam``, ``first_spill``: compared as ranges) and the conditions' file paths
 NOT_IDENTITY = ("conditions", "n_beam", "first_spill")
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """What :class:`DistinctFiles` compares of one file: small and picklable, so that the
+    file can be opened in another process (the run's workers check the files of a large
+    run, :mod:`na64reco.file_check`) and compared here."""
+
+    uuid: bytes | None
+    setup: str
+    run: int
+    has_truth: bool
+    simulation: dict | None      # the metadata's ``simulation`` record, if any
+    entries: dict                # the metadata's entries per tree
+    sums_checksum: str | None    # the metadata's ``sums_checksum``
+    event_span: tuple[int, int] | None  # first and last event number of a data file with events
+
+    @classmethod
+    def of(cls, raw: RawFile, event_numbers=None) -> FileIdentity:
+        """The identity of the open file ``raw``; ``event_numbers``: its ``events.event`` if read
+        already (only data files need them; read here otherwise)."""
+        sim = raw.meta.get("simulation")
+        sim = sim if isinstance(sim, dict) else None
+        span = None
+        if not (sim is not None and sim.get("seed") is not None) and not raw.has_truth:
+            numbers = raw.event_numbers() if event_numbers is None else event_numbers
+            if len(numbers):
+                span = (int(numbers[0]), int(numbers[-1]))
+        u = raw.uuid
+        return cls(u if isinstance(u, bytes) else None, raw.setup, raw.run, bool(raw.has_truth), sim,
+                   dict(raw.meta.get("entries") or {}), raw.meta.get("sums_checksum"), span)
 
 
 class DistinctFiles:
@@ -56,36 +88,34 @@ class DistinctFiles:
         """Refuse ``path`` if it was listed before (before the file is opened)."""
         self._once(("path", location.resolve(path)), path, "is listed twice (as {first})")
 
-    def add(self, path, raw: RawFile, event_numbers=None) -> None:
-        """Refuse the open file ``raw`` (listed as ``path``) if an earlier file holds its events,
-        else remember it.  ``event_numbers``: its ``events.event`` if read already (data
-        files only need them; read here otherwise)."""
-        u = raw.uuid
-        if isinstance(u, bytes) and len(u) == 16 and any(u):  # (a real UUID)
+    def add(self, path, raw: RawFile | FileIdentity, event_numbers=None) -> None:
+        """Refuse the file ``raw`` (open, or its :class:`FileIdentity`; listed as ``path``) if an
+        earlier file holds its events, else remember it.  ``event_numbers``: its ``events.event``
+        if read already (data files only need them; read here otherwise)."""
+        ident = raw if isinstance(raw, FileIdentity) else FileIdentity.of(raw, event_numbers)
+        u = ident.uuid
+        if u is not None and len(u) == 16 and any(u):  # (a real UUID)
             self._once(("uuid", u), path, f"is a copy of {{first}} (the same ROOT file UUID {_uuid.UUID(bytes=u)})")
-        sim = raw.meta.get("simulation")
-        if isinstance(sim, dict) and sim.get("seed") is not None:
-            self._simulated(path, raw, sim)
-        elif not raw.has_truth:
-            numbers = raw.event_numbers() if event_numbers is None else event_numbers
-            if len(numbers):
-                self._span(("data", raw.setup, raw.run), int(numbers[0]), int(numbers[-1]), path,
-                           lambda first, a, b: f"holds events of {first}: both are data of setup {raw.setup!r} "
-                                               f"run {raw.run} and their event numbers overlap ({a}-{b} here)",
-                           "list each file once")
-        entries = raw.meta.get("entries") or {}
-        content = raw.meta.get("sums_checksum")
-        if content and any(int(n) for n in entries.values()):
-            self._once(("content", bool(raw.has_truth), content, json.dumps(entries, sort_keys=True)), path,
+        sim = ident.simulation
+        if sim is not None and sim.get("seed") is not None:
+            self._simulated(path, ident, sim)
+        elif ident.event_span is not None:
+            self._span(("data", ident.setup, ident.run), *ident.event_span, path,
+                       lambda first, a, b: f"holds events of {first}: both are data of setup {ident.setup!r} "
+                                           f"run {ident.run} and their event numbers overlap ({a}-{b} here)",
+                       "list each file once")
+        content = ident.sums_checksum
+        if content and any(int(n) for n in ident.entries.values()):
+            self._once(("content", ident.has_truth, content, json.dumps(ident.entries, sort_keys=True)), path,
                        f"has the same content as {{first}} (the same checksum table, {content})")
 
-    def _simulated(self, path, raw: RawFile, sim: dict) -> None:
+    def _simulated(self, path, ident: FileIdentity, sim: dict) -> None:
         settings = {k: v for k, v in sim.items() if k not in NOT_IDENTITY}
-        group = ("simulation", raw.setup, json.dumps(settings, sort_keys=True, default=str))  # any run
+        group = ("simulation", ident.setup, json.dumps(settings, sort_keys=True, default=str))  # any run
         first_spill = int(sim.get("first_spill") or 0)
         n_beam, per_spill = sim.get("n_beam"), sim.get("spill_particles")
         last_spill = first_spill + -(-int(n_beam) // int(per_spill)) - 1 if n_beam and per_spill else 2**62
-        what = (f"seed {sim['seed']}, setup {raw.setup!r}, period {sim.get('period')!r}, process "
+        what = (f"seed {sim['seed']}, setup {ident.setup!r}, period {sim.get('period')!r}, process "
                 f"{sim.get('process')!r}, trigger {sim.get('trigger')!r} and the same other settings")
         self._span(group, first_spill, last_spill, path,
                    lambda first, a, b: f"holds the events of {first}: both were simulated with {what}, and "
