@@ -100,6 +100,40 @@ def test_sums_survive_pickling_without_the_templates_storage():
     assert np.array_equal(merged.sumw, 2 * s.sumw) and np.array_equal(merged.sumw2, 2 * s.sumw2)
 
 
+def test_unpickled_sums_share_one_template_per_axes():
+    """A process unpickling many chunks' sums books each template once (the same object for
+    the same axes, pickled anywhere); other axes, another storage or another label are other
+    templates; the cache of unpickled templates stays bounded."""
+    import pickle
+
+    import na64reco.hists as hists_module
+
+    s = HistSums(HistTemplate(_book("pair")))
+    s.fill("all", np.array([1.0, 2.0]), np.array([3.0, 40.0]), weight=np.array([0.5, 2.0]))
+    again = HistSums(HistTemplate(_book("pair")))  # booked elsewhere: the same axes
+    a, b, c = pickle.loads(pickle.dumps(s)), pickle.loads(pickle.dumps(s)), pickle.loads(pickle.dumps(again))
+    assert a.template is b.template is c.template
+    assert pickle.loads(pickle.dumps(a)).template is a.template  # (pickled again from an unpickled one)
+    assert np.array_equal((a + b).sumw, 2 * s.sumw) and (a + c).to_hist().axes == s.template.hist.axes
+    relabelled = _book("pair")
+    relabelled.axes[1].label = "other"
+    others = [HistTemplate(_book("count")), HistTemplate(relabelled),
+              HistTemplate(hist.Hist(*_book("pair").axes, storage=hist.storage.Double()))]
+    for t in others:
+        back = pickle.loads(pickle.dumps(HistSums(t))).template
+        assert back is not a.template and back.hist.axes == t.hist.axes
+        assert type(back.hist.storage_type()) is type(t.hist.storage_type())
+    old = hists_module._MAX_UNPICKLED
+    hists_module._MAX_UNPICKLED = 2
+    try:
+        for n in (101, 102, 103):  # axes not unpickled before
+            pickle.loads(pickle.dumps(HistSums(HistTemplate(hist.Hist(hist.axis.Regular(n, 0.0, 1.0, name="x"),
+                                                                       storage=hist.storage.Weight())))))
+        assert len(hists_module._UNPICKLED) == 2
+    finally:
+        hists_module._MAX_UNPICKLED = old
+
+
 def test_a_group_merges_as_coffea_merges_a_dict_of_sums():
     """Chunks with different histogram names (a name missing in some chunks): the group's
     merge gives what coffea's accumulation of plain dicts of the same sums gives."""
