@@ -1,0 +1,102 @@
+"""Many small files on a dask cluster: wall time, the workers' and the client's CPU, the check's share.
+
+    python benchmarks/bench_dask_files.py [--workdir DIR] [--files 100] [--workers 2] [--repeat 3]
+        [--chunksize 20000]
+
+The files of ``bench_many_files.py --data`` (made there if missing: ``--files`` data-like files of
+1k MOT and one file of the same number of MOT).  A ``na64reco.runner.local_cluster`` of
+``--workers`` workers is started and warmed up (a run over 4 small files), then ``run_files``
+(``executor="dask"`` on that client) runs alternately over the small files and over the big
+file, ``--repeat`` times each.  Printed per run kind (minimum over the rounds): the wall time,
+the CPU time of all workers (``os.times`` in each worker process) and of this process (the
+client: the file check, coffea's bookkeeping, the final merge), the wall time of the up-front
+file check (a timer around ``runner.check_files``); then the per-file excess
+``(t(N files) - t(big file)) / (N - 1)`` of each, and the wall-time ratio of the N files to the
+big file measured in the same rounds.  Run on an otherwise idle machine: the workers and the
+client share its cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def _code_location() -> str:
+    import na64reco
+
+    return str(Path(na64reco.__file__).parent)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "na64reco-bench-many-files"))
+    ap.add_argument("--files", type=int, default=100)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--chunksize", type=int, default=20000)
+    args = ap.parse_args()
+
+    from bench_many_files import make_files
+    from distributed import Client
+
+    import na64reco.runner as runner
+    from na64reco.runner import RunOptions, local_cluster, run_files
+
+    small, big = make_files(Path(args.workdir), args.files, 1000, truth=False)
+    check_wall = []
+    check_files = runner.check_files
+
+    def timed_check(*a, **kw):
+        t = time.perf_counter()
+        try:
+            return check_files(*a, **kw)
+        finally:
+            check_wall.append(time.perf_counter() - t)
+
+    runner.check_files = timed_check
+    results: dict[str, list[tuple[float, float, float, float]]] = {"small": [], "big": []}
+    with local_cluster(args.workers) as cluster, Client(cluster) as client:
+        client.wait_for_workers(args.workers)
+        where = set(client.run(_code_location).values())
+        print(f"code: this process {_code_location()}, workers {', '.join(sorted(where))}")
+        opts = RunOptions("na64mu_invisible", executor="dask", workers=args.workers, client=client,
+                          chunksize=args.chunksize)
+        run_files({"warm": small[:4]}, opts)
+        for _ in range(args.repeat):
+            for kind, files in (("small", small), ("big", [big])):
+                w0, c0 = sum(client.run(_cpu).values()), _cpu()
+                t0 = time.perf_counter()
+                out = run_files({kind: files}, opts)
+                wall = time.perf_counter() - t0
+                w1, c1 = sum(client.run(_cpu).values()), _cpu()
+                assert out[kind]["provenance"].events_processed > 0
+                results[kind].append((wall, w1 - w0, c1 - c0, check_wall[-1]))
+    best = {k: [min(r[i] for r in v) for i in range(4)] for k, v in results.items()}
+    n = len(small)
+    print(f"{n} data-like files of 1k MOT against one file of {n}k MOT, dask with {args.workers} workers, "
+          f"chunks of {args.chunksize}, minimum of {args.repeat} alternated rounds:")
+    print(f"{'':22s} {'wall':>8s} {'workers CPU':>12s} {'client CPU':>11s} {'check wall':>11s}")
+    for kind, label in (("small", f"{n} small files"), ("big", "the big file")):
+        wall, wcpu, ccpu, chk = best[kind]
+        print(f"{label:22s} {wall:7.2f}s {wcpu:11.2f}s {ccpu:10.2f}s {chk:10.2f}s")
+    ex = [(best["small"][i] - best["big"][i]) / (n - 1) * 1e3 for i in range(4)]
+    print(f"per file in excess of the big file: wall {ex[0]:.1f} ms, workers CPU {ex[1]:.1f} ms, "
+          f"client CPU {ex[2]:.1f} ms, check wall {ex[3]:.1f} ms")
+    print(f"wall time, {n} small files / the big file: {best['small'][0] / best['big'][0]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
