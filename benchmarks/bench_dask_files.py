@@ -14,6 +14,12 @@ file check (a timer around ``runner.check_files``); then the per-file excess
 ``(t(N files) - t(big file)) / (N - 1)`` of each, and the wall-time ratio of the N files to the
 big file measured in the same rounds.  Run on an otherwise idle machine: the workers and the
 client share its cores.
+
+``--outputs`` (no cluster): what a worker pays per chunk output besides the processing, on one
+chunk of one small file as the processor returns it: pickling (cloudpickle + lz4, as coffea's
+executors send it), unpickling with the histogram templates this process unpickled before
+(``na64reco.hists``), and unpickling with each template booked again (the cache emptied before
+every call: what every unpickling cost before), minimum CPU of 50 calls each.
 """
 
 from __future__ import annotations
@@ -40,6 +46,47 @@ def _code_location() -> str:
     return str(Path(na64reco.__file__).parent)
 
 
+def output_costs(path: str) -> None:
+    import pickle
+
+    import cloudpickle
+    import lz4.frame
+
+    import na64reco.hists as hists
+    from na64reco.runner import RunOptions, make_processor, run_files
+
+    opts = RunOptions("na64mu_invisible")
+    proc = make_processor(opts)
+    blobs = []
+    process_chunk = type(proc).process_chunk
+
+    def keep(self, events, meta):
+        out = process_chunk(self, events, meta)
+        blobs.append(lz4.frame.compress(cloudpickle.dumps(out), compression_level=1))
+        return out
+
+    type(proc).process_chunk = keep
+    run_files({"one": [path]}, opts, processor_instance=proc)
+    out = pickle.loads(lz4.frame.decompress(blobs[0]))
+
+    def best(fn, before=lambda: None):
+        t = float("inf")
+        for _ in range(50):
+            before()
+            c = time.process_time()
+            fn()
+            t = min(t, time.process_time() - c)
+        return t * 1e3
+
+    dump = best(lambda: lz4.frame.compress(cloudpickle.dumps(out), compression_level=1))
+    cached = best(lambda: pickle.loads(lz4.frame.decompress(blobs[0])))
+    fresh = best(lambda: pickle.loads(lz4.frame.decompress(blobs[0])), hists._UNPICKLED.clear)
+    print(f"one chunk's output of {path} ({len(blobs[0]) / 1e3:.1f} kB compressed), CPU ms, minimum of 50:")
+    print(f"  pickle + lz4                               {dump:7.2f}")
+    print(f"  lz4 + unpickle, templates unpickled before {cached:7.2f}")
+    print(f"  lz4 + unpickle, every template booked      {fresh:7.2f}   ({fresh / cached:.1f}x)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "na64reco-bench-many-files"))
@@ -47,7 +94,13 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--chunksize", type=int, default=20000)
+    ap.add_argument("--outputs", action="store_true", help="only the pickling cost of one chunk's output")
     args = ap.parse_args()
+    if args.outputs:
+        from bench_many_files import make_files
+
+        output_costs(make_files(Path(args.workdir), args.files, 1000, truth=False)[0][0])
+        return
 
     from bench_many_files import make_files
     from distributed import Client
