@@ -164,16 +164,17 @@ class RemoteChecks(Protocol):
 
 class PoolChecks:
     """:class:`RemoteChecks` on a ``concurrent.futures`` process pool of ``workers`` processes
-    (the futures executor's pool: its processes start while this one checks)."""
+    (the futures executor's pool: its processes start while this one checks); ``task`` is what a
+    process runs for a batch (:func:`check_batch` or a function returning the same)."""
 
-    def __init__(self, pool, workers: int):
-        self.pool, self.slots = pool, 2 * workers
+    def __init__(self, pool, workers: int, task: Callable = check_batch):
+        self.pool, self.slots, self.task = pool, 2 * workers, task
 
     def ready(self) -> bool:
         return True
 
     def submit(self, paths, setup):
-        return self.pool.submit(check_batch, paths, setup)
+        return self.pool.submit(self.task, paths, setup)
 
     def wait(self, futures, timeout):
         concurrent.futures.wait(futures, timeout, return_when=concurrent.futures.FIRST_COMPLETED)
@@ -182,10 +183,10 @@ class PoolChecks:
 class DaskChecks:
     """:class:`RemoteChecks` on a dask cluster; ``client()`` returns its ``Client``, or None while
     the cluster is still starting.  Two batches per worker thread, the workers counted again at
-    most once a second (a batch cluster's workers arrive over time)."""
+    most once a second (a batch cluster's workers arrive over time); ``task`` as for :class:`PoolChecks`."""
 
-    def __init__(self, client: Callable):
-        self._client, self._got, self.slots, self._counted = client, None, 0, -1.0
+    def __init__(self, client: Callable, task: Callable = check_batch):
+        self._client, self._got, self.slots, self._counted, self.task = client, None, 0, -1.0, task
 
     def ready(self) -> bool:
         if self._got is None:
@@ -197,7 +198,7 @@ class DaskChecks:
         return self._got is not None and self.slots > 0
 
     def submit(self, paths, setup):
-        return self._got.submit(check_batch, paths, setup, pure=False)
+        return self._got.submit(self.task, paths, setup, pure=False)
 
     def wait(self, futures, timeout):
         from distributed import wait

@@ -418,9 +418,9 @@ class _Workers:
         """Where the file check may send batches of files (:mod:`na64reco.file_check`): None
         for the iterative executor (all in this process)."""
         if self.opts.executor == "futures":
-            return PoolChecks(self.pool(), self.opts.workers)
+            return PoolChecks(self.pool(), self.opts.workers, check_and_note)
         if self.opts.executor == "dask":
-            return DaskChecks(lambda: self.client(wait=False))
+            return DaskChecks(lambda: self.client(wait=False), check_and_note)
         return None
 
     def executor(self):
@@ -525,16 +525,37 @@ def _note_checked(check: FileCheck, client=None) -> None:
     and (checked in this process) the checksum blocks of its events, so that they open a data
     file not at all, or only for its checksum table, and a simulated one only for its truth
     (:func:`processors.base.note_checked_files`).  This process's processor (iterative executor),
-    or with ``client`` every dask worker's, without the blocks (~100 bytes a file; a worker
-    reads a file's own table); a worker that joins later checks its files itself."""
+    or with ``client`` every dask worker's, without the blocks (~100 bytes a file; a worker keeps
+    those of the files it checked itself, :func:`check_and_note`); a worker that joins later
+    checks its files itself."""
     from processors.base import note_checked_files
 
-    notes = {path: {k: rec[k] for k in ("version", "setup", "run", "has_truth", "blocks")}
-             for path, rec in check.files.items() if rec["version"] is not None}
     if client is None:
-        note_checked_files(notes)
+        note_checked_files(_notes(check.files))
     else:
-        client.run(note_checked_files, {path: {**rec, "blocks": None} for path, rec in notes.items()})
+        client.run(note_checked_files, _notes(check.files, blocks=False))
+
+
+def check_and_note(paths, setup: str) -> list:
+    """A worker's batch of the file check (:func:`na64reco.file_check.check_batch`), noted for the
+    processors of that worker process as well (with the checksum blocks, as in the client), so
+    that a chunk of a file it checked is read without a second check; the records go back
+    without the blocks."""
+    from dataclasses import replace
+
+    from na64reco.file_check import check_file
+    from processors.base import note_checked_files
+
+    records = [check_file(p, setup) for p in paths]
+    note_checked_files(_notes({r.path: r.info for r in records if r.info is not None}))
+    return [replace(r, info={**r.info, "blocks": None}) if r.info is not None else r for r in records]
+
+
+def _notes(files: dict, *, blocks: bool = True) -> dict:
+    """What the processors are told of each checked local file (``files``: :attr:`FileCheck.files`)."""
+    return {path: {**{k: rec[k] for k in ("version", "setup", "run", "has_truth")},
+                   "blocks": rec["blocks"] if blocks else None}
+            for path, rec in files.items() if rec["version"] is not None}
 
 
 def _forget_checked(client) -> None:

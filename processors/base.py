@@ -118,8 +118,13 @@ def _checked(path: str, version: str) -> dict | None:
 
 def note_checked_files(records: dict[str, dict]) -> None:
     """Record what the runner's check found in each file (``{path: record}``, see
-    :data:`_CHECKED`) in this process."""
-    _CHECKED.update(records)
+    :data:`_CHECKED`) in this process.  A record without checksum blocks keeps those noted
+    before for the same file version (a dask worker that checked the file itself)."""
+    for path, rec in records.items():
+        old = _CHECKED.get(path)
+        if rec.get("blocks") is None and old is not None and old["version"] == rec["version"]:
+            rec = {**rec, "blocks": old["blocks"]}
+        _CHECKED[path] = rec
 
 
 def close_raw_files() -> None:

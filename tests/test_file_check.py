@@ -196,3 +196,23 @@ def test_records_pickle_small(files):
 
     rec = _here(files[:1])[0]
     assert len(pickle.dumps(dataclasses.replace(rec, info={**rec.info, "blocks": None}))) < 4000
+
+
+def test_a_worker_keeps_the_blocks_of_the_files_it_checked(files):
+    """A worker's batch is noted for its own processors with the checksum blocks; the client's
+    note of the same files (without blocks) keeps them, one of another file version does not."""
+    from na64reco.runner import check_and_note
+    from processors.base import _CHECKED, close_raw_files, note_checked_files
+
+    close_raw_files()
+    try:
+        records = check_and_note(files[:2], "na64mu")
+        assert [r.path for r in records] == files[:2] and all(r.info["blocks"] is None for r in records)
+        assert all(_CHECKED[p]["blocks"] is not None and _CHECKED[p]["version"] == r.info["version"]
+                   for p, r in zip(files[:2], records, strict=True))
+        slim = {p: {**_CHECKED[p], "blocks": None} for p in files[:2]}
+        note_checked_files({files[0]: slim[files[0]], files[1]: {**slim[files[1]], "version": "changed"}})
+        assert _CHECKED[files[0]]["blocks"] is not None
+        assert _CHECKED[files[1]]["blocks"] is None and _CHECKED[files[1]]["version"] == "changed"
+    finally:
+        close_raw_files()
