@@ -21,9 +21,9 @@ import time
 
 import uproot
 
+from na64reco.file_check import TREE, cluster_edges
 from na64reco.io.distinct import DistinctFiles
 from na64reco.io.raw import event_branches, open_raw
-from na64reco.runner import TREE, _cluster_edges
 
 
 def _cpu(fn):
@@ -39,7 +39,7 @@ def measure(path, rounds: int) -> dict[str, float]:
     def check_before():
         raw = held["raw"] = open_raw(path, setup=None, structure=(TREE,))
         raw.spills()
-        _cluster_edges(raw)
+        cluster_edges(raw)
         raw.blocks(TREE)
 
     def numbers():
