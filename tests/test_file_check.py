@@ -191,6 +191,46 @@ def test_a_dask_cluster_checks_files(files):
         _same(a, b)
 
 
+def test_a_run_of_many_files_on_dask_is_the_run_in_one_process(files, truncated, monkeypatch):
+    """``run_files`` on a running dask cluster, whose workers check the files after the first
+    batch and are told the results: the cut-flow, every histogram, the regions and the
+    provenance (files, events, MOT, the bad file's skip) are those of the iterative run."""
+    from distributed import Client
+
+    import na64reco.runner as runner
+    from na64reco.runner import RunOptions, local_cluster, run_files
+
+    fileset = {"d": [*files[:9], truncated, *files[9:]]}
+    ref = run_files(fileset, RunOptions("na64mu_invisible", skip_bad_files=True))
+    handed = []
+    submit = runner.DaskChecks.submit
+    monkeypatch.setattr(runner.DaskChecks, "submit", lambda self, paths, setup: handed.append(paths) or
+                        submit(self, paths, setup))
+    with local_cluster(2) as cluster, Client(cluster) as client:
+        client.wait_for_workers(2)
+        got = run_files(fileset, RunOptions("na64mu_invisible", executor="dask", client=client, skip_bad_files=True,
+                                            chunksize=400))
+        assert all(not notes for notes in client.run(lambda: __import__("processors.base").base._CHECKED).values())
+    assert handed == [fileset["d"][8:]]  # the second batch went to the workers
+    a, b = ref["d"], got["d"]
+    assert a["cutflow"].labels == b["cutflow"].labels
+    np.testing.assert_array_equal(a["cutflow"].n, b["cutflow"].n)
+    np.testing.assert_allclose(a["cutflow"].sumw, b["cutflow"].sumw, rtol=1e-12)
+    for group in ("hists", "nminus1"):
+        assert a[group].keys() == b[group].keys()
+        for name in a[group]:
+            np.testing.assert_allclose(a[group][name].values(flow=True), b[group][name].values(flow=True),
+                                       rtol=1e-12, err_msg=name)
+    def regions(out):
+        return {k: (v.n, v.blinded) for k, v in out["regions"].items()}
+
+    assert regions(a) == regions(b)
+    pa, pb = a["provenance"], b["provenance"]
+    assert (pa.events_processed, pa.events_total, pa.n_beam, sorted(pa.files)) == \
+           (pb.events_processed, pb.events_total, pb.n_beam, sorted(pb.files))
+    assert pa.skipped == pb.skipped and list(pb.skipped) == [truncated]
+
+
 def test_records_pickle_small(files):
     import pickle
 
