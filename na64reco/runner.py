@@ -520,20 +520,24 @@ def _close_raw_files():
     close_raw_files()
 
 
-def _note_checked(check: FileCheck, client=None) -> None:
+def _note_checked(check: FileCheck, client=None) -> str | None:
     """Tell the processors what the check found in each file: its version, setup, run, truth
     and (checked in this process) the checksum blocks of its events, so that they open a data
     file not at all, or only for its checksum table, and a simulated one only for its truth
     (:func:`processors.base.note_checked_files`).  This process's processor (iterative executor),
-    or with ``client`` every dask worker's, without the blocks (~100 bytes a file; a worker keeps
-    those of the files it checked itself, :func:`check_and_note`); a worker that joins later
-    checks its files itself."""
-    from processors.base import note_checked_files
-
+    or with ``client`` every dask worker's, also one that joins during the run, without the blocks
+    (~100 bytes a file; a worker keeps those of the files it checked itself, :func:`check_and_note`),
+    by a worker plugin (:mod:`na64reco.worker_notes`) whose name is returned."""
     if client is None:
+        from processors.base import note_checked_files
+
         note_checked_files(_notes(check.files))
-    else:
-        client.run(note_checked_files, _notes(check.files, blocks=False))
+        return None
+    from na64reco.worker_notes import CheckedFilesPlugin
+
+    plugin = CheckedFilesPlugin(_notes(check.files, blocks=False))
+    client.register_plugin(plugin)
+    return plugin.name
 
 
 def check_and_note(paths, setup: str) -> list:
@@ -558,12 +562,10 @@ def _notes(files: dict, *, blocks: bool = True) -> dict:
             for path, rec in files.items() if rec["version"] is not None}
 
 
-def _forget_checked(client) -> None:
-    """The dask workers forget the run's check (:func:`_note_checked`)."""
-    from processors.base import close_raw_files
-
+def _forget_checked(client, plugin: str) -> None:
+    """The dask workers forget the run's check: its plugin (:func:`_note_checked`) unregistered."""
     try:
-        client.run(close_raw_files)
+        client.unregister_worker_plugin(plugin)
     except Exception:  # (a cluster that went away: nothing to forget)
         pass
 
@@ -607,8 +609,7 @@ def run_files(fileset: Mapping[str, list[str]], opts: RunOptions, *, processor_i
             _note_checked(check)
             stack.callback(_close_raw_files)
             if opts.executor == "dask":
-                _note_checked(check, workers.client())
-                stack.callback(_forget_checked, workers.client())
+                stack.callback(_forget_checked, workers.client(), _note_checked(check, workers.client()))
             _quiet_coffea_bars(stack, quiet=not opts.status)
             try:
                 wrapped = runner.run(coffea_fileset, proc, treename=TREE, uproot_options=dict(UPROOT_OPTIONS))

@@ -127,6 +127,12 @@ def note_checked_files(records: dict[str, dict]) -> None:
         _CHECKED[path] = rec
 
 
+def forget_checked_files(paths) -> None:
+    """Forget what the runner's check found in ``paths`` (the end of a dask run)."""
+    for path in paths:
+        _CHECKED.pop(path, None)
+
+
 def close_raw_files() -> None:
     """Close the raw files this thread keeps open and forget the checked files (the runner
     calls it after a run)."""

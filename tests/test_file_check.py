@@ -256,3 +256,28 @@ def test_a_worker_keeps_the_blocks_of_the_files_it_checked(files):
         assert _CHECKED[files[1]]["blocks"] is None and _CHECKED[files[1]]["version"] == "changed"
     finally:
         close_raw_files()
+
+
+def test_dask_workers_that_join_later_are_told_what_was_checked(files):
+    """The check's notes reach the workers by a plugin: a worker started after they were sent has
+    them too, and unregistering the plugin (the end of the run) makes every worker forget them."""
+    from distributed import Client
+
+    from na64reco.runner import _forget_checked, _note_checked, local_cluster
+    from na64reco.runner import check_files as run_check
+
+    def noted():
+        from processors.base import _CHECKED
+
+        return sorted(_CHECKED)
+
+    check = run_check({"d": files[:3]}, "na64mu", skip_bad_files=False)
+    with local_cluster(1) as cluster, Client(cluster) as client:
+        client.wait_for_workers(1)
+        plugin = _note_checked(check, client)
+        cluster.scale(2)
+        client.wait_for_workers(2)
+        told = client.run(noted)
+        assert len(told) == 2 and all(v == sorted(files[:3]) for v in told.values())
+        _forget_checked(client, plugin)
+        assert all(v == [] for v in client.run(noted).values())
