@@ -533,21 +533,14 @@ def _match_chi2(out, res, vt, setup, cfg, hits=None):
         code = code_in << n_out
         code |= code_out
 
-        patterns = _MATCH_CACHE.setdefault(("patterns", setup.name, setup.source, setup.period, vi, vo, n_in, n_out),
-                                           {})
-
-        def coef_of(cd, vi=vi, vo=vo, n_in=n_in, n_out=n_out, patterns=patterns):
-            if cd in patterns:  # (each pattern's coefficients once per process, not per call)
-                return patterns[cd]
+        def match_of(cd, vi=vi, vo=vo, n_in=n_in, n_out=n_out):
             mi, mo = _bits(cd >> n_out, n_in), _bits(cd & ((1 << n_out) - 1), n_out)
-            m = None
-            if mi.any() and mo.any():
-                key = (setup.name, setup.source, setup.period, vi, vo, tuple(mi), tuple(mo))
-                if key not in _MATCH_CACHE:
-                    _MATCH_CACHE[key] = MatchResolution(setup, vi, vo, mi, mo)
-                m = _MATCH_CACHE[key]
-            patterns[cd] = None if m is None else (m.a, m.b_in, m.b_out)
-            return patterns[cd]
+            if not mi.any() or not mo.any():
+                return None
+            m = MatchResolution(setup, vi, vo, mi, mo)
+            return m.a, m.b_in, m.b_out
+
+        coef_of = _per_pattern(("track match", setup.name, setup.source, setup.period, vi, vo, n_in, n_out), match_of)
 
         # one (a, b_in, b_out) per pattern of used planes, then the expression of
         # MatchResolution.variance term by term, in place: a + b_in f_in + b_out f_out
@@ -572,6 +565,19 @@ def _match_chi2(out, res, vt, setup, cfg, hits=None):
     return chi2
 
 
+def _per_pattern(key, coefficients):
+    """``coefficients(code)`` of a used-plane pattern ``code``, computed once per process for each
+    pattern of the views in ``key`` (in :data:`_MATCH_CACHE`), not again for every call."""
+    patterns = _MATCH_CACHE.setdefault(key, {})
+
+    def of(code):
+        if code not in patterns:
+            patterns[code] = coefficients(code)
+        return patterns[code]
+
+    return of
+
+
 def _hit_match_terms(out, c, vi, vo, code_out, n_out, todo, hits, setup, f_out):
     """The match term of projection ``c`` for the events ``todo`` (an outgoing track and no
     incoming track in ``c``): the smallest ``(u_out - u_hit)^2 / var`` over the usable hits of
@@ -590,21 +596,14 @@ def _hit_match_terms(out, c, vi, vo, code_out, n_out, todo, hits, setup, f_out):
     hm = _MATCH_CACHE[key]
     p_ref = MatchResolution.P_REF
 
-    patterns = _MATCH_CACHE.setdefault(("hit patterns", setup.name, setup.source, setup.period, vi, vo, n_out), {})
-
-    def coef_of(cd):
-        if cd in patterns:
-            return patterns[cd]
+    def match_of(cd):
         mo = _bits(cd, n_out)
-        m = None
-        if mo.any():
-            key = (setup.name, setup.source, setup.period, vi, vo, (True,) * len(vi.planes), tuple(mo))
-            if key not in _MATCH_CACHE:
-                _MATCH_CACHE[key] = MatchResolution(setup, vi, vo, None, mo)
-            m = _MATCH_CACHE[key]
-        patterns[cd] = None if m is None else (m.a_out, m.b_out)
-        return patterns[cd]
+        if not mo.any():
+            return None
+        m = MatchResolution(setup, vi, vo, None, mo)
+        return m.a_out, m.b_out
 
+    coef_of = _per_pattern(("hit match", setup.name, setup.source, setup.period, vi, vo, n_out), match_of)
     a_out, b_out = _coefficients(code_out, n_out, 2, coef_of)
     p_in = np.where(np.isfinite(out["p_in"]), out["p_in"] * units.GeV, setup.beam.energy)
     var_out = b_out * f_out
