@@ -693,16 +693,18 @@ def _plot_processes(inputs: bytes | None, outdir: Path, shares: int):
         path = Path(tmp) / "inputs.pickle"
         path.write_bytes(inputs)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # the caller's imports
-        procs = [subprocess.Popen([sys.executable, "-m", "na64reco.plot_worker", str(path), str(outdir), str(k),
-                                   str(shares)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-                 for k in range(1, shares)]
+        logs = [Path(tmp) / f"share{k}.log" for k in range(1, shares)]  # (a file: a full pipe would stall it)
+        procs = []
+        for k, log in enumerate(logs, start=1):
+            with open(log, "wb") as err:
+                procs.append(subprocess.Popen([sys.executable, "-m", "na64reco.plot_worker", str(path), str(outdir),
+                                               str(k), str(shares)], stdout=subprocess.DEVNULL, stderr=err, env=env))
 
         def wait():
             failed = []
-            for k, proc in enumerate(procs, start=1):
-                _, err = proc.communicate()
-                if proc.returncode != 0:
-                    text = err.decode(errors="replace").strip().splitlines()
+            for k, (proc, log) in enumerate(zip(procs, logs, strict=True), start=1):
+                if proc.wait() != 0:
+                    text = log.read_bytes().decode(errors="replace").strip().splitlines()
                     failed.append(f"share {k} of {shares}: {text[-1] if text else f'exit code {proc.returncode}'}")
             if failed:
                 raise NA64Error(f"control plots in {outdir}: a drawing process failed ({'; '.join(failed)})")
