@@ -15,6 +15,9 @@ and the results are taken in the order of the files.  Without it, the check of a
 it, the check divides among the workers as the processing does.  Which process checked a
 file changes nothing in the result: the same records, errors and skips, in the same order
 (the first bad file of the list stops the run; batches after it are cancelled).
+
+A run over files it checked before takes their records from a cache instead
+(:mod:`na64reco.file_check_cache`, ``cache``), with the same result.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ class FileCheck:
     #: :func:`na64reco.io.location.file_version`, the mtime; None for URLs), ``setup``, ``run``,
     #: ``has_truth`` and ``blocks`` (the ``events`` checksum blocks; None if checked elsewhere)
     files: dict[str, dict] = field(default_factory=dict)
+    from_cache: int = 0                            # files whose record came from the check cache
 
     def coffea_metadata(self, treename: str = TREE) -> dict:
         """coffea ``metadata_cache`` entries of the good files: its preprocessing then opens none."""
@@ -107,7 +111,7 @@ def check_batch(paths: Sequence[str], setup: str) -> list[CheckedFile]:
 
 
 def check_files(fileset: Mapping[str, list[str]], setup: str, *, skip_bad_files: bool,
-                remote: RemoteChecks | None = None) -> FileCheck:
+                remote: RemoteChecks | None = None, cache: KnownChecks | None = None) -> FileCheck:
     """Check every file of ``fileset`` ({dataset: [paths]}) before a run: :func:`check_file`
     (here, and on ``remote``'s workers when it has them); its event numbers that do not
     strictly increase over the whole file make it a bad file here, before anything of it is
@@ -118,7 +122,11 @@ def check_files(fileset: Mapping[str, list[str]], setup: str, *, skip_bad_files:
     simulation seed and settings, data of one run with overlapping event numbers, the same
     content: :mod:`na64reco.io.distinct`) are a :class:`ConfigError` naming both, with or
     without ``skip_bad_files``: their events and beam particles would be counted twice.  A
-    path listed twice in a dataset is refused before any file is opened."""
+    path listed twice in a dataset is refused before any file is opened.
+
+    ``cache``: the records of files checked by earlier runs and unchanged since are taken from
+    it instead of checking the files again, and what this check finds is kept in it
+    (:mod:`na64reco.file_check_cache`); the result is the same."""
     check = FileCheck({}, {})
     distinct = {}
     order = []
@@ -127,9 +135,17 @@ def check_files(fileset: Mapping[str, list[str]], setup: str, *, skip_bad_files:
         for path in files:
             distinct[dataset].path(path)
             order.append((dataset, path))
-    results = checked_in_order([p for _, p in order], setup, remote)
+    known = cache.lookup([p for _, p in order], setup) if cache is not None else {}
+    results = checked_in_order([p for _, p in order if p not in known], setup, remote)
+    checked = []  # records of this check (for the cache)
     try:
-        for (dataset, path), res in zip(order, results, strict=True):
+        for dataset, path in order:
+            res = known.get(path)
+            if res is None:
+                res = next(results)
+                checked.append(res)
+            else:
+                check.from_cache += 1
             if res.error is not None:
                 if not skip_bad_files:
                     res.raise_error()
@@ -143,7 +159,17 @@ def check_files(fileset: Mapping[str, list[str]], setup: str, *, skip_bad_files:
             check.max_cluster = max(check.max_cluster, largest_cluster(res.info["clusters"]))
     finally:
         results.close()  # cancels the workers' batches not needed any more
+        if cache is not None:
+            cache.store(checked, setup)
     return check
+
+
+class KnownChecks(Protocol):
+    """Records of files checked before (:class:`na64reco.file_check_cache.CheckCache`)."""
+
+    def lookup(self, paths: Sequence[str], setup: str) -> dict[str, CheckedFile]: ...
+
+    def store(self, records: Sequence[CheckedFile], setup: str) -> None: ...
 
 
 class RemoteChecks(Protocol):

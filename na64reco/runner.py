@@ -75,6 +75,7 @@ class RunOptions:
     status: bool = False
     client: object = None   # an existing dask Client (tests, notebooks)
     bad_spills: str | Path | None = None  # bad-spill list (na64reco dqm): those spills are dropped
+    check_cache: bool = True  # take the check of files unchanged since an earlier run from its cache
 
     def __post_init__(self):
         if self.executor not in EXECUTORS:
@@ -592,7 +593,8 @@ def run_files(fileset: Mapping[str, list[str]], opts: RunOptions, *, processor_i
     with ExitStack() as stack:
         starting = _start_local_cluster(opts, stack)  # in the background while the files are checked
         workers = _Workers(opts, stack, starting)
-        check = check_files(fileset, proc.SETUP, skip_bad_files=opts.skip_bad_files, remote=workers.checks())
+        check = check_files(fileset, proc.SETUP, skip_bad_files=opts.skip_bad_files, remote=workers.checks(),
+                            cache=_check_cache(opts, stack))
         proc.known_spills = check.spills  # read once here; the processor's exposure needs them
         t0 = time.time()
         if check.good:
@@ -626,6 +628,18 @@ def run_files(fileset: Mapping[str, list[str]], opts: RunOptions, *, processor_i
     for ds in out.values():
         ds["provenance"].wall_time = time.time() - t0
     return out
+
+
+def _check_cache(opts: RunOptions, stack: ExitStack):
+    """The file check cache of the run (:mod:`na64reco.file_check_cache`), closed with ``stack``;
+    None with ``check_cache=False``."""
+    if not opts.check_cache:
+        return None
+    from na64reco.file_check_cache import CheckCache
+
+    cache = CheckCache()
+    stack.callback(cache.close)
+    return cache
 
 
 def _quiet_coffea_bars(stack: ExitStack, *, quiet: bool) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import tempfile
 import warnings
 
 import matplotlib
@@ -32,6 +33,9 @@ matplotlib.use("Agg")
 # temporary name and renames it into place, so two processes compiling at once do not
 # corrupt it (at worst both compile the same kernel).
 os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".numba_cache"))
+# The runs' file check cache (na64reco.file_check_cache) of this process and its subprocesses,
+# not the user's: a fresh one per test process.
+os.environ["NA64RECO_CACHE_DIR"] = tempfile.mkdtemp(prefix="na64reco-check-cache-")
 
 
 #: Beam particles of the shared small NA64mu files (enough for every cut-flow row to be filled).

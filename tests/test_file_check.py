@@ -201,7 +201,7 @@ def test_a_run_of_many_files_on_dask_is_the_run_in_one_process(files, truncated,
     from na64reco.runner import RunOptions, local_cluster, run_files
 
     fileset = {"d": [*files[:9], truncated, *files[9:]]}
-    ref = run_files(fileset, RunOptions("na64mu_invisible", skip_bad_files=True))
+    ref = run_files(fileset, RunOptions("na64mu_invisible", skip_bad_files=True, check_cache=False))
     handed = []
     submit = runner.DaskChecks.submit
     monkeypatch.setattr(runner.DaskChecks, "submit", lambda self, paths, setup: handed.append(paths) or
@@ -209,7 +209,7 @@ def test_a_run_of_many_files_on_dask_is_the_run_in_one_process(files, truncated,
     with local_cluster(2) as cluster, Client(cluster) as client:
         client.wait_for_workers(2)
         got = run_files(fileset, RunOptions("na64mu_invisible", executor="dask", client=client, skip_bad_files=True,
-                                            chunksize=400))
+                                            chunksize=400, check_cache=False))  # (every file checked)
         assert all(not notes for notes in client.run(lambda: __import__("processors.base").base._CHECKED).values())
     assert handed == [fileset["d"][8:]]  # the second batch went to the workers
     a, b = ref["d"], got["d"]

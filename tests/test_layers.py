@@ -20,7 +20,7 @@ LAYERS: list[set[str]] = [
     {"conditions"},
     {"io"},
     {"sim", "reco", "stats", "file_check"},
-    {"selection"},
+    {"selection", "file_check_cache"},
     {"export", "plotting", "dqm", "calibration", "processors", "background", "dask_worker"},
     {"worker_notes"},
     {"display", "dqm_plots", "runner", "plot_worker"},

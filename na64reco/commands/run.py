@@ -50,6 +50,9 @@ def add_arguments(parser) -> None:
                         help="bad-spill list (bad_spills.yaml of `na64reco dqm`): the events of those spills "
                              "are dropped and the spills left out of the MOT/EOT (listed in the provenance); "
                              "default: none")
+    parser.add_argument("--no-check-cache", action="store_true",
+                        help="check every file again, also those checked by an earlier run and unchanged since "
+                             "(default: their check is taken from ~/.cache/na64reco, or $NA64RECO_CACHE_DIR)")
     parser.add_argument("files", nargs="*", metavar="FILES", help="raw files (or --fileset)")
 
 
@@ -79,7 +82,8 @@ def run(args) -> int:
                       scheduler=args.scheduler, chunksize=args.chunksize,
                       skip_bad_files=args.skip_bad_files, retries=args.retries,
                       calib_tag=args.calib_tag, selection=args.selection,
-                      status=not args.no_progress, bad_spills=args.bad_spills)
+                      status=not args.no_progress, bad_spills=args.bad_spills,
+                      check_cache=not args.no_check_cache)
     out = run_files(fileset, opts)
     outdir = save_outputs(out, args.output, plots=not args.no_plots, overwrite=args.overwrite, inputs=inputs)
     print(format_summary(cutflow_summary(out)))

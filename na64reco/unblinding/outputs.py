@@ -44,6 +44,7 @@ def run_unblinded(ledger: dict, token, output_dir: Path | None) -> dict:
     st = ledger["state"]
     opts = RunOptions(processor=st["processor"]["name"], calib_tag=st["calibration"]["tag"],
                       selection=st["selection"]["path"], bad_spills=(st.get("bad_spills") or {}).get("path"),
+                      check_cache=False,  # the run on the record checks every file itself
                       **st["processor"]["options"])
     proc = make_processor(opts, unblind=token)
     out = run_files({"unblinded": [f["path"] for f in st["files"]]}, opts, processor_instance=proc)
