@@ -7,7 +7,9 @@ The files of ``bench_many_files.py --data`` (made there if missing: ``--files`` 
 1k MOT and one file of the same number of MOT).  A ``na64reco.runner.local_cluster`` of
 ``--workers`` workers is started and warmed up (a run over 4 small files), then ``run_files``
 (``executor="dask"`` on that client) runs alternately over the small files and over the big
-file, ``--repeat`` times each.  Printed per run kind (minimum over the rounds): the wall time,
+file, ``--repeat`` times each, as a first run (``check_cache=False``: every file checked) and as
+a run again over the same files (their checks from the check cache, :mod:`na64reco.file_check_cache`,
+in a temporary directory filled by one run first).  Printed per run kind (minimum over the rounds): the wall time,
 the CPU time of all workers (``os.times`` in each worker process) and of this process (the
 client: the file check, coffea's bookkeeping, the final merge), the wall time of the up-front
 file check (a timer around ``runner.check_files``); then the per-file excess
@@ -25,6 +27,7 @@ every call: what every unpickling cost before), minimum CPU of 50 calls each.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
@@ -33,6 +36,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+KINDS = ("small", "big", "small, again", "big, again")
 
 
 def _cpu() -> float:
@@ -102,7 +108,7 @@ def main() -> None:
         output_costs(make_files(Path(args.workdir), args.files, 1000, truth=False)[0][0])
         return
 
-    from bench_many_files import make_files
+    from bench_many_files import fill_cache, make_files
     from distributed import Client
 
     import na64reco.runner as runner
@@ -120,36 +126,44 @@ def main() -> None:
             check_wall.append(time.perf_counter() - t)
 
     runner.check_files = timed_check
-    results: dict[str, list[tuple[float, float, float, float]]] = {"small": [], "big": []}
+    os.environ["NA64RECO_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench-check-cache-")  # (not the user's cache)
+    results: dict[str, list[tuple[float, float, float, float]]] = {k: [] for k in KINDS}
     with local_cluster(args.workers) as cluster, Client(cluster) as client:
         client.wait_for_workers(args.workers)
         where = set(client.run(_code_location).values())
         print(f"code: this process {_code_location()}, workers {', '.join(sorted(where))}")
-        opts = RunOptions("na64mu_invisible", executor="dask", workers=args.workers, client=client,
-                          chunksize=args.chunksize)
-        run_files({"warm": small[:4]}, opts)
+        first = RunOptions("na64mu_invisible", executor="dask", workers=args.workers, client=client,
+                           chunksize=args.chunksize, check_cache=False)
+        again = dataclasses.replace(first, check_cache=True)
+        run_files({"warm": small[:4]}, first)
+        print(f"the check cache holds {fill_cache(small + [big], again)} of the {len(small) + 1} files")
+        runs = {"small": (small, first), "big": ([big], first), "small, again": (small, again),
+                "big, again": ([big], again)}
         for _ in range(args.repeat):
-            for kind, files in (("small", small), ("big", [big])):
+            for kind, (files, opts) in runs.items():
                 w0, c0 = sum(client.run(_cpu).values()), _cpu()
                 t0 = time.perf_counter()
-                out = run_files({kind: files}, opts)
+                out = run_files({"bench": files}, opts)
                 wall = time.perf_counter() - t0
                 w1, c1 = sum(client.run(_cpu).values()), _cpu()
-                assert out[kind]["provenance"].events_processed > 0
+                assert out["bench"]["provenance"].events_processed > 0
                 results[kind].append((wall, w1 - w0, c1 - c0, check_wall[-1]))
     best = {k: [min(r[i] for r in v) for i in range(4)] for k, v in results.items()}
     n = len(small)
     print(f"{n} data-like files of 1k MOT against one file of {n}k MOT, dask with {args.workers} workers, "
-          f"chunks of {args.chunksize}, minimum of {args.repeat} alternated rounds:")
-    print(f"{'':22s} {'wall':>8s} {'workers CPU':>12s} {'client CPU':>11s} {'check wall':>11s}")
-    for kind, label in (("small", f"{n} small files"), ("big", "the big file")):
+          f"chunks of {args.chunksize}, minimum of {args.repeat} alternated rounds; a first run (every file "
+          f"checked) and a run again (the checks from the cache):")
+    print(f"{'':28s} {'wall':>8s} {'workers CPU':>12s} {'client CPU':>11s} {'check wall':>11s}")
+    for kind in KINDS:
         wall, wcpu, ccpu, chk = best[kind]
-        print(f"{label:22s} {wall:7.2f}s {wcpu:11.2f}s {ccpu:10.2f}s {chk:10.2f}s")
-    ex = [(best["small"][i] - best["big"][i]) / (n - 1) * 1e3 for i in range(4)]
-    print(f"per file in excess of the big file: wall {ex[0]:.1f} ms, workers CPU {ex[1]:.1f} ms, "
-          f"client CPU {ex[2]:.1f} ms, check wall {ex[3]:.1f} ms")
-    print(f"wall time, {n} small files / the big file: {best['small'][0] / best['big'][0]:.2f}x")
-
+        label = kind.replace("small", f"{n} small files").replace("big", "the big file")
+        print(f"{label:28s} {wall:7.2f}s {wcpu:11.2f}s {ccpu:10.2f}s {chk:10.2f}s")
+    for tag in ("", ", again"):
+        s, b = best["small" + tag], best["big" + tag]
+        ex = [(s[i] - b[i]) / (n - 1) * 1e3 for i in range(4)]
+        print(f"per file in excess of the big file{tag or ', first run'}: wall {ex[0]:.1f} ms, workers CPU "
+              f"{ex[1]:.1f} ms, client CPU {ex[2]:.1f} ms, check wall {ex[3]:.1f} ms; "
+              f"{n} small files / the big file {s[0] / b[0]:.2f}x (wall)")
 
 if __name__ == "__main__":
     main()

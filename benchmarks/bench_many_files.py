@@ -26,7 +26,8 @@ a temporary directory filled by one run first).
 chunk read), each in a loop over the files.
 ``--steps`` prints the CPU time per file of each step of a run (the runner's check, the
 chunk read, the processor's steps, the reconstruction, the rest) over the N files and
-over the big file, and the excess per file: where the per-file overhead goes.
+over the big file, and the excess per file: where the per-file overhead goes (a first run,
+then a run again with the checks from the cache).
 ``--merge N`` (no files needed) prints the CPU time per file of coffea's accumulation of
 N one-chunk outputs (the processor's provenance, one file record each): the part of the
 per-file cost that grows with the number of files (docs/performance.md, "Per-chunk fixed
@@ -226,7 +227,10 @@ def main(argv=None) -> int:
         pieces(small)
         return 0
     if args.steps:
+        print("first run (every file checked):")
         steps(small, big, opts)
+        print(f"run again (the cache holds {fill_cache(small + [big], again)} of the {len(small) + 1} files):")
+        steps(small, big, again)
         return 0
     run_files({"bench": small[:2]}, opts)  # warm-up: imports, numba JIT, setup and conditions caches
 
