@@ -39,6 +39,7 @@ import pickle
 import sqlite3
 import time
 import warnings
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from functools import cache
@@ -53,9 +54,12 @@ RACY_SECONDS = 2.0
 #: modules whose code makes a check's record: a change to any of them empties the cache
 CHECK_MODULES = ("na64reco.file_check", "na64reco.io.raw", "na64reco.io.distinct", "na64reco.io.checksum",
                  "na64reco.io.location")
+#: a record kept longer than this is dropped when records are next stored (files deleted or moved
+#: leave theirs behind; a file still in use is checked once more and kept again)
+KEEP_DAYS = 90
 _TABLE = """CREATE TABLE IF NOT EXISTS checks (
     path TEXT NOT NULL, setup TEXT NOT NULL, code TEXT NOT NULL, stamp TEXT NOT NULL,
-    record BLOB NOT NULL, PRIMARY KEY (path, setup))"""
+    stored REAL NOT NULL, record BLOB NOT NULL, PRIMARY KEY (path, setup))"""
 
 
 def default_dir() -> Path:
@@ -107,8 +111,12 @@ class _RecordUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"{module}.{name} is not part of a file check record")
 
 
+def _dumps(rec: CheckedFile) -> bytes:
+    return zlib.compress(pickle.dumps(rec, protocol=pickle.HIGHEST_PROTOCOL), 1)  # ~1.3 kB a small file
+
+
 def _loads(blob: bytes) -> CheckedFile:
-    rec = _RecordUnpickler(io.BytesIO(blob)).load()
+    rec = _RecordUnpickler(io.BytesIO(zlib.decompress(blob))).load()
     if not isinstance(rec, CheckedFile) or rec.info is None:
         raise pickle.UnpicklingError(f"not a good file's record: {type(rec).__name__}")
     return rec
@@ -166,8 +174,8 @@ class CheckCache:
             stamp = self._stamps.get(rec.path)
             if rec.info is None or stamp is None or max(stamp[3], stamp[4]) > racy:
                 continue
-            rows.append((location.resolve(rec.path), setup, check_code_digest(), _stamp_text(stamp),
-                         pickle.dumps(rec, protocol=pickle.HIGHEST_PROTOCOL)))
+            rows.append((location.resolve(rec.path), setup, check_code_digest(), _stamp_text(stamp), time.time(),
+                         _dumps(rec)))
         if not rows:
             return
         db = self._connect()
@@ -175,7 +183,8 @@ class CheckCache:
             return
         try:
             with db:
-                db.executemany("INSERT OR REPLACE INTO checks VALUES (?, ?, ?, ?, ?)", rows)
+                db.executemany("INSERT OR REPLACE INTO checks VALUES (?, ?, ?, ?, ?, ?)", rows)
+                db.execute("DELETE FROM checks WHERE stored < ?", (time.time() - KEEP_DAYS * 86400,))
         except sqlite3.Error as exc:
             self._fail(exc)
             return

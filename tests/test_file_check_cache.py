@@ -11,6 +11,7 @@ import os
 import pickle
 import shutil
 import sqlite3
+import zlib
 
 import numpy as np
 import pytest
@@ -178,7 +179,7 @@ def test_a_record_that_would_run_code_is_not_read_back(files, tmp_path):
 
     db = sqlite3.connect(tmp_path / "cache" / file_check_cache.FILENAME)
     with db:
-        db.execute("UPDATE checks SET record = ?", (pickle.dumps(Evil()),))
+        db.execute("UPDATE checks SET record = ?", (zlib.compress(pickle.dumps(Evil())),))
     db.close()
     got, cache = _check(files[:1], tmp_path / "cache")
     assert not marker.exists() and cache.hits == 0 and got.good == {"d": files[:1]}
@@ -241,3 +242,15 @@ def test_the_unblinding_run_checks_every_file(monkeypatch):
     with pytest.raises(Stop):
         outputs.run_unblinded({"state": state}, token=None, output_dir=None)
     assert seen["opts"].check_cache is False
+
+
+def test_old_records_are_dropped(files, tmp_path, monkeypatch):
+    _check(files[:2], tmp_path / "cache")
+    db = sqlite3.connect(tmp_path / "cache" / file_check_cache.FILENAME)
+    with db:
+        db.execute("UPDATE checks SET stored = stored - ? WHERE path = ?",
+                   ((file_check_cache.KEEP_DAYS + 1) * 86400, os.path.realpath(files[0])))
+    db.close()
+    _check(files[2:3], tmp_path / "cache")  # storing drops the old record
+    cache = CheckCache(tmp_path / "cache")
+    assert set(cache.lookup(files[:3], "na64mu")) == set(files[1:3])
