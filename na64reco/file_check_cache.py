@@ -57,6 +57,8 @@ CHECK_MODULES = ("na64reco.file_check", "na64reco.io.raw", "na64reco.io.distinct
 #: a record kept longer than this is dropped when records are next stored (files deleted or moved
 #: leave theirs behind; a file still in use is checked once more and kept again)
 KEEP_DAYS = 90
+#: the layout of the table below (``PRAGMA user_version``): a cache of another layout is emptied
+LAYOUT = 2
 _TABLE = """CREATE TABLE IF NOT EXISTS checks (
     path TEXT NOT NULL, setup TEXT NOT NULL, code TEXT NOT NULL, stamp TEXT NOT NULL,
     stored REAL NOT NULL, record BLOB NOT NULL, PRIMARY KEY (path, setup))"""
@@ -200,8 +202,11 @@ class CheckCache:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 db = sqlite3.connect(self.path, timeout=10)
-                db.execute(_TABLE)
-                db.commit()
+                with db:
+                    if db.execute("PRAGMA user_version").fetchone()[0] != LAYOUT:  # (an older library's)
+                        db.execute("DROP TABLE IF EXISTS checks")
+                        db.execute(f"PRAGMA user_version = {LAYOUT}")
+                    db.execute(_TABLE)
                 self._db = db
             except (OSError, sqlite3.Error) as exc:
                 self._fail(exc)

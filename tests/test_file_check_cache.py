@@ -254,3 +254,19 @@ def test_old_records_are_dropped(files, tmp_path, monkeypatch):
     _check(files[2:3], tmp_path / "cache")  # storing drops the old record
     cache = CheckCache(tmp_path / "cache")
     assert set(cache.lookup(files[:3], "na64mu")) == set(files[1:3])
+
+
+def test_a_cache_of_another_layout_is_emptied_not_a_failure(files, tmp_path):
+    (tmp_path / "cache").mkdir()
+    db = sqlite3.connect(tmp_path / "cache" / file_check_cache.FILENAME)
+    with db:  # (an older library's table: other columns)
+        db.execute("CREATE TABLE checks (path TEXT, setup TEXT, code TEXT, stamp TEXT, record BLOB)")
+        db.execute("INSERT INTO checks VALUES ('x', 'na64mu', 'c', 's', x'00')")
+    db.close()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        first, c1 = _check(files, tmp_path / "cache")
+        second, c2 = _check(files, tmp_path / "cache")
+    assert c1.stored == N_FILES and c2.hits == N_FILES
