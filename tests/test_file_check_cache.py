@@ -270,3 +270,40 @@ def test_a_cache_of_another_layout_is_emptied_not_a_failure(files, tmp_path):
         first, c1 = _check(files, tmp_path / "cache")
         second, c2 = _check(files, tmp_path / "cache")
     assert c1.stored == N_FILES and c2.hits == N_FILES
+
+
+def test_a_bit_flipped_unseen_by_stat_is_an_error_or_changes_nothing(files, tmp_path, monkeypatch):
+    """Flips the file system never saw (the record's stamp set to the flipped file's, as if its
+    times had not moved), in every region of the file: the run again takes the record back and
+    stops naming the file (the chunk read, or its checksums against the record's blocks), or
+    gives the clean run's outputs (the flip hit nothing that is read); never other outputs."""
+    from bitflip import classify, draw_flips, result_of
+
+    from na64reco.runner import RunOptions, run_files
+
+    monkeypatch.setenv("NA64RECO_CACHE_DIR", str(tmp_path / "cache"))
+    target = files[2]
+
+    def run(_):
+        return run_files({"mc": files}, RunOptions("na64mu_invisible"))
+
+    kind, clean = result_of(target, run)  # (also keeps every file's record)
+    assert kind == "result"
+    original = open(target, "rb").read()
+    outcomes = {}
+    for region, bit in draw_flips(target, 2, np.random.default_rng(11)):
+        data = bytearray(original)
+        data[bit // 8] ^= 1 << (bit % 8)
+        with open(target, "r+b") as fh:
+            fh.write(bytes(data))
+        db = sqlite3.connect(tmp_path / "cache" / file_check_cache.FILENAME)
+        with db:
+            db.execute("UPDATE checks SET stamp = ? WHERE path = ?",
+                       (file_check_cache._stamp_text(file_check_cache.file_stamp(target)), os.path.realpath(target)))
+        db.close()
+        cache = CheckCache(tmp_path / "cache")
+        assert target in cache.lookup(files, "na64mu")  # (the record is taken back)
+        cache.close()
+        outcomes[(region, bit)] = classify(*result_of(target, run), target, clean)
+    assert set(outcomes.values()) <= {"error", "identical"}, outcomes
+    assert any(v == "error" for (region, _), v in outcomes.items() if region == "events baskets"), outcomes
