@@ -14,6 +14,7 @@ Two rules keep that as cheap as one process and as strict:
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
@@ -36,6 +37,7 @@ os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.path.dirname(__file__),
 # The runs' file check cache (na64reco.file_check_cache) of this process and its subprocesses,
 # not the user's: a fresh one per test process.
 os.environ["NA64RECO_CACHE_DIR"] = tempfile.mkdtemp(prefix="na64reco-check-cache-")
+atexit.register(shutil.rmtree, os.environ["NA64RECO_CACHE_DIR"], ignore_errors=True)
 
 
 #: Beam particles of the shared small NA64mu files (enough for every cut-flow row to be filled).
