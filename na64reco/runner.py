@@ -558,9 +558,9 @@ def check_and_note(paths, setup: str) -> list:
 
 def _notes(files: dict, *, blocks: bool = True) -> dict:
     """What the processors are told of each checked local file (``files``: :attr:`FileCheck.files`)."""
-    return {path: {**{k: rec[k] for k in ("version", "setup", "run", "has_truth")},
-                   "blocks": rec["blocks"] if blocks else None}
-            for path, rec in files.items() if rec["version"] is not None}
+    from processors.base import checked_note
+
+    return {path: checked_note(rec, blocks=blocks) for path, rec in files.items() if rec["version"] is not None}
 
 
 def _forget_checked(client, plugin: str) -> None:
@@ -593,9 +593,12 @@ def run_files(fileset: Mapping[str, list[str]], opts: RunOptions, *, processor_i
     with ExitStack() as stack:
         starting = _start_local_cluster(opts, stack)  # in the background while the files are checked
         workers = _Workers(opts, stack, starting)
+        cache = _check_cache(opts, stack)
         check = check_files(fileset, proc.SETUP, skip_bad_files=opts.skip_bad_files, remote=workers.checks(),
-                            cache=_check_cache(opts, stack))
+                            cache=cache)
         proc.known_spills = check.spills  # read once here; the processor's exposure needs them
+        if cache is not None and opts.executor == "futures":  # (the pool's processes cannot be told: they look)
+            proc.check_cache = str(cache.path.parent)
         t0 = time.time()
         if check.good:
             coffea_fileset = {ds: {"files": files, "treename": TREE, "preload": event_branches()}

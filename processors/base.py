@@ -127,6 +127,35 @@ def note_checked_files(records: dict[str, dict]) -> None:
         _CHECKED[path] = rec
 
 
+def checked_note(info: dict, *, blocks: bool = True) -> dict:
+    """What a processor is told of a checked file (:func:`note_checked_files`), from its record
+    (:attr:`na64reco.file_check.FileCheck.files`); ``blocks=False``: without the checksum blocks."""
+    return {**{k: info[k] for k in ("version", "setup", "run", "has_truth")},
+            "blocks": info["blocks"] if blocks else None}
+
+
+#: per process: the file check caches opened (:func:`_take_from_cache`), and the spills of the
+#: records taken from them ((path, version) -> spills)
+_CACHES: dict = {}
+_CACHED_SPILLS: dict = {}
+
+
+def _take_from_cache(directory: str, path: str, setup: str) -> None:
+    """Note the record of ``path`` in the run's file check cache (``directory``), if it holds one
+    for the file as it is now (:class:`na64reco.file_check_cache.CheckCache`): a process of the
+    futures pool, which cannot be told what the run's check found, then does not check the file
+    again.  The record routes a file towards data only, as any note (:func:`_file_info`)."""
+    from na64reco.file_check_cache import CheckCache
+
+    cache = _CACHES.get(directory)
+    if cache is None:
+        cache = _CACHES[directory] = CheckCache(directory)
+    rec = cache.lookup([path], setup).get(path)
+    if rec is not None and rec.info.get("version") is not None:
+        note_checked_files({path: checked_note(rec.info)})
+        _CACHED_SPILLS[(path, rec.info["version"])] = rec.spills
+
+
 def forget_checked_files(paths) -> None:
     """Forget what the runner's check found in ``paths`` (the end of a dask run)."""
     for path in paths:
@@ -140,6 +169,7 @@ def close_raw_files() -> None:
     while cache:
         cache.pop(next(iter(cache))).close()
     _CHECKED.clear()
+    _CACHED_SPILLS.clear()
 
 
 def reconstruct_stage(events, setup, conditions, source="", stages=None):
@@ -448,6 +478,9 @@ class InvisibleProcessor(processor.ProcessorABC):
         self.known_spills = {}  # path -> spills tree already read (by the runner's file check)
         self.bad_spills = {}  # (run, spill) -> reasons: spills dropped (runner --bad-spills)
         self.bad_spills_source = None
+        #: the directory of the run's file check cache (futures executor): a pool process looks
+        #: up there the files it was not told of (:func:`_take_from_cache`)
+        self.check_cache = None
 
     def __getstate__(self):  # caches stay behind when shipped to workers
         return {**self.__dict__, "_conditions": {}, "_files": {}, "known_spills": {}}
@@ -521,6 +554,8 @@ class InvisibleProcessor(processor.ProcessorABC):
 
     def _spills(self, path: str) -> dict:
         spills = self.known_spills.get(path)
+        if spills is None:
+            spills = _CACHED_SPILLS.get((path, file_version(path)))
         return spills if spills is not None else _raw(path).spills()
 
     # -- steps ----------------------------------------------------------------------------
@@ -534,6 +569,8 @@ class InvisibleProcessor(processor.ProcessorABC):
             return FileInfo("", self.SETUP, int(runs[0]), True)
         if path not in self._files:
             version = file_version(path)
+            if self.check_cache is not None and _checked(path, version) is None:
+                _take_from_cache(self.check_cache, path, self.SETUP)
             info = _file_info(path, version, _checked(path, version) is not None)
             if info.setup != self.SETUP:
                 raise SetupMismatch(f"{path}: was written for setup {info.setup!r}, but processor "

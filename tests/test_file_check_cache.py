@@ -307,3 +307,47 @@ def test_a_bit_flipped_unseen_by_stat_is_an_error_or_changes_nothing(files, tmp_
         outcomes[(region, bit)] = classify(*result_of(target, run), target, clean)
     assert set(outcomes.values()) <= {"error", "identical"}, outcomes
     assert any(v == "error" for (region, _), v in outcomes.items() if region == "events baskets"), outcomes
+
+
+def test_a_futures_pool_process_takes_the_files_it_was_not_told_of_from_the_cache(tmp_path, monkeypatch):
+    """A process of the futures pool, which the run cannot tell what its check found, looks the
+    file up in the run's cache: a data file is then not opened for its checksum blocks, spills or
+    setup (open_raw fails here if called)."""
+    from na64reco.io.location import file_version
+    from na64reco.sim.generate import simulate
+    from processors import base
+    from processors.na64mu_invisible import Processor
+
+    data = str(tmp_path / "data.root")
+    simulate("na64mu", 100, 5, 1001, data, process="beam", trigger="calibration", spill_particles=50, truth=False)
+    check, _ = _check([data], tmp_path / "cache")
+    proc = Processor()
+    proc.check_cache = str(tmp_path / "cache")
+    proc = pickle.loads(pickle.dumps(proc))  # (as shipped to a pool process)
+    base.close_raw_files()
+
+    def no_open(*a, **kw):
+        raise AssertionError("the file was opened")
+
+    monkeypatch.setattr(base, "open_raw", no_open)
+    try:
+        info = proc.file_info({"filename": data}, None)
+        note = base._checked(data, file_version(data))
+        assert info.is_data and info.run == 1001 and note is not None and note["blocks"] is not None
+        for k, v in check.spills[data].items():
+            np.testing.assert_array_equal(proc._spills(data)[k], v)
+    finally:
+        base.close_raw_files()
+
+
+def test_a_futures_run_from_the_cache_gives_the_run_in_one_process(files):
+    from na64reco.runner import RunOptions, cutflow_summary, run_files
+
+    ref = cutflow_summary(run_files({"mc": files}, RunOptions("na64mu_invisible", check_cache=False)))["mc"]
+    run_files({"mc": files}, RunOptions("na64mu_invisible"))  # (keeps the records)
+    got = cutflow_summary(run_files({"mc": files}, RunOptions("na64mu_invisible", executor="futures", workers=2,
+                                                               chunksize=40)))["mc"]
+    for k in ("cutflow", "nminusone", "regions"):
+        assert json.dumps(got[k], sort_keys=True) == json.dumps(ref[k], sort_keys=True)
+    assert got["provenance"]["events_processed"] == ref["provenance"]["events_processed"] > 0
+    assert got["provenance"]["n_beam"] == ref["provenance"]["n_beam"]
