@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import errno
 import json
+import sys
 import time
 from collections.abc import Mapping
 from contextlib import ExitStack, contextmanager
@@ -597,6 +598,9 @@ def run_files(fileset: Mapping[str, list[str]], opts: RunOptions, *, processor_i
         check = check_files(fileset, proc.SETUP, skip_bad_files=opts.skip_bad_files, remote=workers.checks(),
                             cache=cache)
         proc.known_spills = check.spills  # read once here; the processor's exposure needs them
+        if check.from_cache and opts.status:
+            print(f"the checks of {check.from_cache} of {sum(map(len, fileset.values()))} files taken from "
+                  f"{cache.path} (files unchanged since; --no-check-cache checks every file)", file=sys.stderr)
         if cache is not None and opts.executor == "futures":  # (the pool's processes cannot be told: they look)
             proc.check_cache = str(cache.path.parent)
         t0 = time.time()

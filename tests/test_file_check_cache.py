@@ -351,3 +351,13 @@ def test_a_futures_run_from_the_cache_gives_the_run_in_one_process(files):
         assert json.dumps(got[k], sort_keys=True) == json.dumps(ref[k], sort_keys=True)
     assert got["provenance"]["events_processed"] == ref["provenance"]["events_processed"] > 0
     assert got["provenance"]["n_beam"] == ref["provenance"]["n_beam"]
+
+
+def test_a_run_with_progress_says_which_checks_came_from_the_cache(files, capsys):
+    from na64reco.runner import RunOptions, run_files
+
+    run_files({"mc": files}, RunOptions("na64mu_invisible", status=True))
+    assert "taken from" not in capsys.readouterr().err  # (a first run: every file checked)
+    run_files({"mc": files}, RunOptions("na64mu_invisible", status=True))
+    err = capsys.readouterr().err
+    assert f"the checks of {N_FILES} of {N_FILES} files taken from" in err and "--no-check-cache" in err
