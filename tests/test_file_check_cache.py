@@ -15,6 +15,7 @@ import zlib
 
 import numpy as np
 import pytest
+from test_file_check import _simulate
 
 from na64reco import file_check_cache
 from na64reco.errors import ConfigError, RawFormatError
@@ -22,13 +23,6 @@ from na64reco.file_check import check_files
 from na64reco.file_check_cache import CheckCache
 
 N_FILES = 6
-
-
-def _simulate(path, seed):
-    from na64reco.sim.generate import simulate
-
-    simulate("na64mu", 100, seed, 1001, path, process="beam", trigger="calibration", spill_particles=50)
-    return str(path)
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +140,7 @@ def test_a_file_changed_just_before_its_check_is_not_kept(files, tmp_path, monke
 
 
 def test_workers_check_only_what_the_cache_does_not_know(files, tmp_path):
-    from tests.test_file_check import ThreadChecks
+    from test_file_check import ThreadChecks
 
     _check(files[:3], tmp_path / "cache")
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
