@@ -93,16 +93,18 @@ def test_a_changed_file_is_checked_again(files, made, tmp_path):
     # another file's content copied over the first, its times kept (size and mtime alike as can be)
     shutil.copy2(made[1], files[0])
     os.utime(files[0], ns=(os.stat(made[0]).st_atime_ns, os.stat(made[0]).st_mtime_ns))
-    with pytest.raises(ConfigError, match="hold the same events|same"):  # now a copy of files[1]
+    with pytest.raises(ConfigError) as copied:  # now a copy of files[1]: seen only if checked again
         _check(files, tmp_path / "cache")
+    assert f"{files[1]} is a copy of {files[0]}" in str(copied.value)
     # truncated in place: bad, and reported as bad, not taken from the cache
     data = open(made[0], "rb").read()
     with open(files[0], "wb") as fh:
         fh.write(data[: len(data) // 2])
     got, cache = _check(files, tmp_path / "cache")
     assert list(got.skipped) == [files[0]] and cache.hits == N_FILES - 1
-    with pytest.raises(RawFormatError, match="truncated|corrupt|cannot|not"):
+    with pytest.raises(RawFormatError) as bad:
         _check(files, tmp_path / "cache", skip=False)
+    assert str(bad.value).startswith(f"{files[0]}: ") and "truncated or corrupt" in str(bad.value)
 
 
 def test_a_bad_file_is_not_kept_and_is_reported_every_time(files, tmp_path):
