@@ -151,7 +151,7 @@ def _take_from_cache(directory: str, path: str, setup: str) -> None:
     if cache is None:
         cache = _CACHES[directory] = CheckCache(directory)
     rec = cache.lookup([path], setup).get(path)
-    if rec is not None and rec.info.get("version") is not None:
+    if rec is not None:  # (a local file's: the cache keeps no URL)
         note_checked_files({path: checked_note(rec.info)})
         _CACHED_SPILLS[(path, rec.info["version"])] = rec.spills
 
