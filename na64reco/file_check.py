@@ -52,7 +52,10 @@ class FileCheck:
     #: path -> what coffea's preprocessing would open the file again for
     #: (``numentries``, ``uuid``, ``clusters``) and its ``version`` when checked (local files:
     #: :func:`na64reco.io.location.file_version`, the mtime; None for URLs), ``setup``, ``run``,
-    #: ``has_truth`` and ``blocks`` (the ``events`` checksum blocks; None if checked elsewhere)
+    #: ``has_truth``, ``blocks`` (the ``events`` checksum blocks; None if checked elsewhere) and
+    #: ``baskets`` (where the ``events`` baskets are, :class:`~na64reco.io.baskets.TreeBaskets`:
+    #: a chunk is then read without uproot's header; None if checked elsewhere, for a URL, or
+    #: a tree out of that reader's scope)
     files: dict[str, dict] = field(default_factory=dict)
     from_cache: int = 0                            # files whose record came from the check cache
 
@@ -85,7 +88,7 @@ class CheckedFile:
 
 def check_file(path: str, setup: str, *, blocks: bool = True) -> CheckedFile:
     """Check one file (see the module doc); a bad file gives a :class:`CheckedFile` with its
-    error instead of raising.  ``blocks``: keep the ``events`` checksum blocks in the record
+    error instead of raising.  ``blocks``: keep the ``events`` checksum blocks and basket map in the record
     (for a processor in the same process: :func:`processors.base.note_checked_files`)."""
     try:
         # the events tree now (coffea reads it next); spills when read just below; the
@@ -97,7 +100,9 @@ def check_file(path: str, setup: str, *, blocks: bool = True) -> CheckedFile:
             info = {"numentries": raw.n_events, "uuid": raw.uuid, "clusters": edges,
                     "version": None if location.is_url(path) else location.file_version(path),
                     "setup": raw.setup, "run": raw.run, "has_truth": raw.has_truth,
-                    "blocks": raw.blocks(TREE) if blocks and raw.version >= 3 else None}
+                    "blocks": raw.blocks(TREE) if blocks and raw.version >= 3 else None,
+                    "baskets": raw.baskets(TREE) if blocks and raw.version >= 3 and not location.is_url(path)
+                    else None}
             return CheckedFile(str(path), info, spills, FileIdentity.of(raw, numbers))
     except BAD_FILE_ERRORS as exc:
         return CheckedFile(str(path), error=(type(exc).__name__, " ".join(str(exc).split())),

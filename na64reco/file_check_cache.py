@@ -53,7 +53,7 @@ FILENAME = "file_checks.sqlite"
 RACY_SECONDS = 2.0
 #: modules whose code makes a check's record: a change to any of them empties the cache
 CHECK_MODULES = ("na64reco.file_check", "na64reco.io.raw", "na64reco.io.distinct", "na64reco.io.checksum",
-                 "na64reco.io.location")
+                 "na64reco.io.location", "na64reco.io.baskets")
 #: a record kept longer than this is dropped when records are next stored (files deleted or moved
 #: leave theirs behind; a file still in use is checked once more and kept again)
 KEEP_DAYS = 90
@@ -108,7 +108,7 @@ class _RecordUnpickler(pickle.Unpickler):
         if module.split(".")[0] == "numpy" and name in self._NUMPY:
             return super().find_class(module, name)
         if (module, name) in {("na64reco.file_check", "CheckedFile"), ("na64reco.io.distinct", "FileIdentity"),
-                              ("na64reco.io.checksum", "Blocks")}:
+                              ("na64reco.io.checksum", "Blocks"), ("na64reco.io.baskets", "TreeBaskets")}:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"{module}.{name} is not part of a file check record")
 

@@ -33,7 +33,7 @@ from na64reco.exposure import count_spills, merge_spill_counts, spill_exposure
 from na64reco.geometry import load_setup
 from na64reco.hists import HistGroup, HistSums, HistTemplate, to_hists
 from na64reco.io.checksum import verify_chunk
-from na64reco.io.location import file_version
+from na64reco.io.location import file_version, is_url
 from na64reco.io.raw import assemble_events, check_content, check_event_order, event_branches, open_raw
 from na64reco.selection import (
     BOX,
@@ -101,12 +101,13 @@ def _raw(path: str):
 
 #: path -> what the runner's check (:func:`~na64reco.io.raw.open_raw`) found in the file in
 #: this process for the current run: ``version`` (:func:`na64reco.io.location.file_version`:
-#: the mtime in ns of a local file), ``setup``, ``run``, ``has_truth`` and ``blocks`` (the
+#: the mtime in ns of a local file), ``setup``, ``run``, ``has_truth``, ``blocks`` (the
 #: checksum blocks of ``events``, a :class:`~na64reco.io.checksum.Blocks`, None for a
-#: version-2 file).  A data file is then not opened by the processor at all, a simulated
-#: one for its truth only.  Per process, not on the processor: processors are pickled to
-#: every chunk, and the worker processes of futures/dask, which have not checked the
-#: files, check them.
+#: version-2 file) and ``baskets`` (where the baskets of ``events`` are, a
+#: :class:`~na64reco.io.baskets.TreeBaskets`, or None: :meth:`InvisibleProcessor.known_baskets`).
+#: A data file is then not opened by the processor at all, a simulated one for its truth only.
+#: Per process, not on the processor: processors are pickled to every chunk, and the worker
+#: processes of futures/dask, which have not checked the files, check them.
 _CHECKED: dict[str, dict] = {}
 
 
@@ -123,15 +124,16 @@ def note_checked_files(records: dict[str, dict]) -> None:
     for path, rec in records.items():
         old = _CHECKED.get(path)
         if rec.get("blocks") is None and old is not None and old["version"] == rec["version"]:
-            rec = {**rec, "blocks": old["blocks"]}
+            rec = {**rec, "blocks": old["blocks"], "baskets": old.get("baskets")}
         _CHECKED[path] = rec
 
 
 def checked_note(info: dict, *, blocks: bool = True) -> dict:
     """What a processor is told of a checked file (:func:`note_checked_files`), from its record
-    (:attr:`na64reco.file_check.FileCheck.files`); ``blocks=False``: without the checksum blocks."""
+    (:attr:`na64reco.file_check.FileCheck.files`); ``blocks=False``: without the checksum blocks
+    and the basket map."""
     return {**{k: info[k] for k in ("version", "setup", "run", "has_truth")},
-            "blocks": info["blocks"] if blocks else None}
+            "blocks": info["blocks"] if blocks else None, "baskets": info.get("baskets") if blocks else None}
 
 
 #: per process: the file check caches opened (:func:`_take_from_cache`), and the spills of the
@@ -577,6 +579,19 @@ class InvisibleProcessor(processor.ProcessorABC):
                                     f"{self.NAME} analyses {self.SETUP!r}")
             self._files[path] = info
         return self._files[path]
+
+    def known_baskets(self, path: str):
+        """Where the baskets of the ``events`` of ``path`` are, from what the run's check found in
+        the file as it is now (:class:`~na64reco.io.baskets.TreeBaskets`: the runner reads a chunk
+        by it, without uproot's header of the tree), or None (read by uproot).  A process of the
+        futures pool looks the file up in the run's check cache first, as :meth:`file_info`."""
+        if not path or is_url(path):
+            return None
+        version = file_version(path)
+        if self.check_cache is not None and _checked(path, version) is None:
+            _take_from_cache(self.check_cache, path, self.SETUP)
+        rec = _checked(path, version)
+        return rec.get("baskets") if rec is not None else None
 
     def verify(self, events, meta: dict, info: FileInfo) -> None:
         """Check the chunk against its file's content checksums (:mod:`na64reco.io.checksum`)

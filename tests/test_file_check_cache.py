@@ -62,6 +62,7 @@ def _same_check(a, b):
     for path, rec in a.files.items():
         other = b.files[path]
         assert {k: v for k, v in rec.items() if k != "blocks"} == {k: v for k, v in other.items() if k != "blocks"}
+        assert rec["baskets"] is not None and rec["baskets"] == other["baskets"]
         for x, y in ((rec["blocks"], other["blocks"]),):
             assert x.names == y.names
             np.testing.assert_array_equal(x.table, y.table)

@@ -87,6 +87,9 @@ def test_chunk_files_and_raw_files_keep_no_array_cache(two_files, monkeypatch):
 
     monkeypatch.setattr(uproot, "open", spy)
     _run(two_files)
+    assert caches == []  # the chunks read from the check's basket map: no uproot file opened
+    monkeypatch.setattr(Processor, "known_baskets", lambda self, path: None)  # read by uproot
+    _run(two_files)
     assert len(caches) == 6 and all(c is None for c in caches)  # 3 chunks per file
     with open_raw(two_files[0]) as raw:
         assert raw._file.file.array_cache is None

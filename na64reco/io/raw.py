@@ -37,6 +37,7 @@ import uproot
 
 from na64reco import __version__
 from na64reco.errors import BlindingError, RawFormatError, SetupMismatch
+from na64reco.io.baskets import TreeBaskets
 from na64reco.io.checksum import (
     BOUNDS,
     Blocks,
@@ -350,6 +351,11 @@ class RawFile:
             sums = _read_flat(self._file, sums_tree(tree), None, self.path)
             self._blocks[tree] = Blocks.from_arrays(tree, sums, n, self.path)
         return self._blocks[tree]
+
+    def baskets(self, tree: str) -> TreeBaskets | None:
+        """Where the baskets of ``tree`` are (:class:`~na64reco.io.baskets.TreeBaskets`, from its
+        header: :meth:`tree`), or None if a branch is out of that reader's scope."""
+        return TreeBaskets.of_tree(self.tree(tree))
 
     def _entries(self, tree: str) -> int:
         """Entries of ``tree``: from the metadata, which is checked against each tree when

@@ -1,0 +1,221 @@
+"""The chunk read from the basket map (:mod:`na64reco.io.baskets`): the same arrays as
+uproot's read of the same entries, for every compression and entry range, and a clear error,
+never other numbers, when the file is not what the map says."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import awkward as ak
+import numpy as np
+import pytest
+import uproot
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from na64reco.errors import RawFormatError
+from na64reco.io.baskets import TreeBaskets
+from na64reco.io.raw import event_branches, open_raw
+from na64reco.runner import RunOptions, cutflow_summary, run_files
+from na64reco.sim import simulate
+
+#: entries written per ``extend`` (one basket per branch each), the last one shorter
+BLOCKS = (7, 0, 40, 1, 25)
+
+
+def _block(rng, n):
+    """One ``extend`` of a tree with every kind of branch the reader takes: numbers of each
+    type and size, and lists of them (empty lists included)."""
+    counts = rng.integers(0, 5, n)
+    total = int(counts.sum())
+    return {
+        "i8": rng.integers(-2**62, 2**62, n), "u4": rng.integers(0, 2**32, n, dtype=np.uint32),
+        "f4": rng.normal(size=n).astype(np.float32), "f8": rng.normal(size=n), "b1": rng.random(n) < 0.5,
+        "i2": rng.integers(-2**15, 2**15, n).astype(np.int16),
+        "jag": ak.unflatten(rng.integers(-2**15, 2**15, total).astype(np.int16), counts),
+        "jag_f8": ak.unflatten(rng.normal(size=total), counts),
+        "jag_u1": ak.unflatten(rng.integers(0, 256, total).astype(np.uint8), counts),
+    }
+
+
+def _write(path, compression, blocks=BLOCKS, seed=1):
+    rng = np.random.default_rng(seed)
+    with uproot.recreate(path, compression=compression) as f:
+        for i, n in enumerate(blocks):
+            data = _block(rng, n)
+            if i == 0:
+                f.mktree("t", {k: v.type if isinstance(v, ak.Array) else v.dtype for k, v in data.items()},
+                         counter_name=lambda b: f"n{b}")
+            if n:
+                f["t"].extend(data)
+    return path
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("baskets")
+    return {name: str(_write(d / f"{name}.root", comp)) for name, comp in
+            (("zstd", uproot.ZSTD(1)), ("zlib", uproot.ZLIB(4)), ("lzma", uproot.LZMA(2)), ("lz4", uproot.LZ4(1)),
+             ("stored", None))}
+
+
+def _same(path, baskets, start, stop):
+    with uproot.open(path) as f:
+        ref = f["t"].arrays(entry_start=start, entry_stop=stop, how=dict)
+    got = baskets.read(path, list(ref), start, stop)
+    assert list(got) == list(ref)
+    for name, want in ref.items():
+        have = ak.Array(got[name]) if isinstance(got[name], ak.contents.Content) else got[name]
+        assert ak.type(ak.Array(have)) == ak.type(want), name
+        assert ak.to_list(have) == ak.to_list(want), name
+        if isinstance(have, np.ndarray):
+            assert have.dtype == np.asarray(want).dtype and have.dtype.isnative
+
+
+@pytest.mark.parametrize("kind", ["zstd", "zlib", "lzma", "lz4", "stored"])
+def test_every_compression_reads_as_uproot(files, kind):
+    path = files[kind]
+    with uproot.open(path) as f:
+        baskets = TreeBaskets.of_tree(f["t"])
+    assert baskets is not None and baskets.entries == sum(BLOCKS)
+    assert int(baskets.first[1] - baskets.first[0]) == sum(1 for n in BLOCKS if n)  # one basket per extend
+    _same(path, baskets, 0, baskets.entries)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_any_entry_range_reads_as_uproot(files, data):
+    """Ranges inside one basket, across several, at their edges, empty, one entry."""
+    path = files["zstd"]
+    with uproot.open(path) as f:
+        baskets = TreeBaskets.of_tree(f["t"])
+    start = data.draw(st.integers(0, baskets.entries))
+    stop = data.draw(st.integers(start, baskets.entries))
+    _same(path, baskets, start, stop)
+
+
+def test_a_raw_file_chunk_reads_as_uproot(tmp_path):
+    """The ``events`` of a simulated raw file, as the runner's record of a chunk."""
+    from na64reco.reco.event import record
+
+    path = tmp_path / "sim.root"
+    simulate("na64mu", 3000, 5, 1001, path, trigger="calibration", chunk_size=1000, spill_particles=1000)
+    with open_raw(path) as raw:
+        baskets = raw.baskets("events")
+        n = raw.n_events
+    assert baskets is not None and int(baskets.first[1]) >= 3
+    names = event_branches()
+    for start, stop in ((0, n), (0, int(baskets.stop[0])), (17, n - 5)):
+        with uproot.open(path) as f:
+            ref = record(f["events"].arrays(names, entry_start=start, entry_stop=stop, how=dict))
+        got = record(baskets.read(str(path), names, start, stop))
+        assert got.type == ref.type and ak.array_equal(got, ref)
+
+
+def test_a_tree_out_of_scope_has_no_map(tmp_path):
+    """A fixed-size array branch (not a number per entry or a list of them): uproot reads it."""
+    path = tmp_path / "fixed.root"
+    with uproot.recreate(path) as f:
+        f.mktree("t", {"x": ("i4", (3,)), "y": "f8"})
+        f["t"].extend({"x": np.arange(12, dtype=np.int32).reshape(4, 3), "y": np.arange(4.0)})
+    with uproot.open(path) as f:
+        assert TreeBaskets.of_tree(f["t"]) is None
+
+
+def _map(path):
+    with uproot.open(path) as f:
+        return TreeBaskets.of_tree(f["t"])
+
+
+def test_another_file_at_the_path_is_refused(files, tmp_path):
+    """The map of one file applied to another written alike (same sizes, other numbers) or
+    otherwise (another compression): an error naming the file, branch and what differs."""
+    path = tmp_path / "f.root"
+    shutil.copy(files["zstd"], path)
+    baskets = _map(path)
+    _write(path, uproot.ZLIB(4))  # rewritten in place: the baskets are elsewhere now
+    with pytest.raises(RawFormatError, match=rf"{path}: tree 't' branch '\w+' basket at byte \d+: not the basket "
+                                             r"of its map: .*\(the file changed since it was checked, or is corrupt\)"):
+        baskets.read(str(path), list(baskets.names), 0, baskets.entries)
+
+
+def test_a_truncated_file_is_refused(files, tmp_path):
+    path = tmp_path / "cut.root"
+    shutil.copy(files["zstd"], path)
+    baskets = _map(path)
+    last = int(np.argmax(baskets.seek))
+    with open(path, "r+b") as fh:
+        fh.truncate(int(baskets.seek[last]) + 10)
+    name = baskets.names[int(np.searchsorted(baskets.first, last, side="right")) - 1]
+    with pytest.raises(RawFormatError, match=rf"{path}: tree 't' branch '{name}' basket at byte \d+: the file "
+                                             r"ends after 10 of the basket's \d+ bytes"):
+        baskets.read(str(path), [name], 0, baskets.entries)
+
+
+@pytest.mark.parametrize("where", ["key", "data"])
+def test_a_damaged_basket_is_refused_or_read_as_damaged(files, tmp_path, where):
+    """A flipped byte in a basket's key is refused; in its compressed data it fails to
+    decompress, or decodes to other numbers, which the content checksums of a raw file catch
+    (tests/test_bitflips.py: the run names the file)."""
+    path = tmp_path / "flip.root"
+    shutil.copy(files["zstd"], path)
+    baskets = _map(path)
+    k = int(baskets.first[baskets.names.index("jag")])  # the first basket of a list branch
+    seek, nbytes = int(baskets.seek[k]), int(baskets.nbytes[k])
+    at = seek + (20 if where == "key" else nbytes - 40)
+    with open(path, "r+b") as fh:
+        fh.seek(at)
+        b = fh.read(1)
+        fh.seek(at)
+        fh.write(bytes([b[0] ^ 0x10]))
+    if where == "key":
+        with pytest.raises(RawFormatError, match=rf"{path}: tree 't' branch 'jag' basket at byte {seek}"):
+            baskets.read(str(path), ["jag"], 0, baskets.entries)
+        return
+    try:
+        got = baskets.read(str(path), ["jag"], 0, baskets.entries)
+    except RawFormatError as exc:
+        assert f"branch 'jag' basket at byte {seek}" in str(exc)
+    else:
+        with uproot.open(files["zstd"]) as f:
+            ref = f["t"]["jag"].array()
+        assert not ak.array_equal(ak.Array(got["jag"]), ref)
+
+
+def test_unknown_branch_and_range_are_refused(files):
+    baskets = _map(files["zstd"])
+    with pytest.raises(RawFormatError, match="has no branch.*nope"):
+        baskets.read(files["zstd"], ["i8", "nope"], 0, 1)
+    with pytest.raises(ValueError, match="outside"):
+        baskets.read(files["zstd"], ["i8"], 0, baskets.entries + 1)
+
+
+def test_a_run_reads_its_chunks_from_the_map_with_the_outputs_of_uproot(tmp_path, monkeypatch):
+    """The same cut-flow, regions, histograms and provenance with the chunks read from the
+    check's basket map as with uproot (chunks of 250 events: inside and across baskets)."""
+    import processors.base as base
+
+    files = []
+    for seed in (1, 2):
+        simulate("na64mu", 1500, seed, 1001, tmp_path / f"d{seed}.root", trigger="calibration", truth=False,
+                 chunk_size=600, spill_particles=600)
+        files.append(str(tmp_path / f"d{seed}.root"))
+    reads = []
+    real = TreeBaskets.read
+    monkeypatch.setattr(TreeBaskets, "read", lambda self, *a: reads.append(a[0]) or real(self, *a))
+    opts = RunOptions("na64mu_invisible", chunksize=250, check_cache=False)
+    fast = run_files({"d": files}, opts)["d"]
+    assert len(reads) >= 2 * 4 and set(reads) == set(files)
+    monkeypatch.setattr(base.InvisibleProcessor, "known_baskets", lambda self, path: None)
+    reads.clear()
+    slow = run_files({"d": files}, opts)["d"]
+    assert reads == []
+    for k in ("cutflow", "nminusone", "regions"):  # (as JSON: an empty row's efficiency is NaN)
+        assert json.dumps(cutflow_summary({"d": fast})["d"][k], sort_keys=True) == \
+               json.dumps(cutflow_summary({"d": slow})["d"][k], sort_keys=True)
+    assert fast["provenance"].events_processed == slow["provenance"].events_processed > 0
+    for group in ("hists", "nminus1"):
+        assert fast[group].keys() == slow[group].keys()
+        for name, h in fast[group].items():
+            np.testing.assert_array_equal(h.values(flow=True), slow[group][name].values(flow=True))
