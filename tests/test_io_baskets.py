@@ -194,6 +194,7 @@ def test_unknown_branch_and_range_are_refused(files):
 def test_a_run_reads_its_chunks_from_the_map_with_the_outputs_of_uproot(tmp_path, monkeypatch):
     """The same cut-flow, regions, histograms and provenance with the chunks read from the
     check's basket map as with uproot (chunks of 250 events: inside and across baskets)."""
+    import na64reco.runner as runner
     import processors.base as base
 
     files = []
@@ -201,16 +202,17 @@ def test_a_run_reads_its_chunks_from_the_map_with_the_outputs_of_uproot(tmp_path
         simulate("na64mu", 1500, seed, 1001, tmp_path / f"d{seed}.root", trigger="calibration", truth=False,
                  chunk_size=600, spill_particles=600)
         files.append(str(tmp_path / f"d{seed}.root"))
-    reads = []
-    real = TreeBaskets.read
-    monkeypatch.setattr(TreeBaskets, "read", lambda self, *a: reads.append(a[0]) or real(self, *a))
+    reads = []  # (file, read from the map) of each chunk
+    real = runner.read_chunk
+    monkeypatch.setattr(runner, "read_chunk", lambda item, *a, baskets=None: reads.append(
+        (item.filename, baskets is not None)) or real(item, *a, baskets=baskets))
     opts = RunOptions("na64mu_invisible", chunksize=250, check_cache=False)
     fast = run_files({"d": files}, opts)["d"]
-    assert len(reads) >= 2 * 4 and set(reads) == set(files)
+    assert len(reads) >= 2 * 4 and {f for f, _ in reads} == set(files) and all(m for _, m in reads)
     monkeypatch.setattr(base.InvisibleProcessor, "known_baskets", lambda self, path: None)
     reads.clear()
     slow = run_files({"d": files}, opts)["d"]
-    assert reads == []
+    assert len(reads) >= 2 * 4 and not any(m for _, m in reads)
     for k in ("cutflow", "nminusone", "regions"):  # (as JSON: an empty row's efficiency is NaN)
         assert json.dumps(cutflow_summary({"d": fast})["d"][k], sort_keys=True) == \
                json.dumps(cutflow_summary({"d": slow})["d"][k], sort_keys=True)
@@ -219,3 +221,25 @@ def test_a_run_reads_its_chunks_from_the_map_with_the_outputs_of_uproot(tmp_path
         assert fast[group].keys() == slow[group].keys()
         for name, h in fast[group].items():
             np.testing.assert_array_equal(h.values(flow=True), slow[group][name].values(flow=True))
+
+
+def test_the_raw_reader_reads_every_tree_as_uproot(tmp_path):
+    """:meth:`RawFile.read_verified` (``events()``, ``spills()``, ``truth()``, the event
+    numbers) from the basket maps gives uproot's arrays."""
+    path = tmp_path / "sim.root"
+    simulate("na64mu", 2000, 6, 1001, path, trigger="calibration", chunk_size=700, spill_particles=700)
+    fast, slow = open_raw(path), open_raw(path)
+    for tree in ("events", "spills", "truth"):
+        slow._baskets[tree] = None  # (no map: read by uproot)
+        assert fast.baskets(tree) is not None
+    n = fast.n_events
+    assert ak.array_equal(fast.events(), slow.events()) and fast.events().type == slow.events().type
+    for start, stop in ((0, n), (5, n // 2), (n // 2, n - 1)):
+        a, b = fast.read_verified("events", start, stop), slow.read_verified("events", start, stop)
+        assert a.type == b.type and ak.array_equal(a, b)
+    for get in (lambda r: r.spills(), lambda r: r.truth(), lambda r: {"event": r.event_numbers()}):
+        a, b = get(fast), get(slow)
+        assert a.keys() == b.keys()
+        for k in a:
+            assert a[k].dtype == b[k].dtype
+            np.testing.assert_array_equal(a[k], b[k])

@@ -140,18 +140,27 @@ class TreeBaskets:
                          int(self.stop[k] - self.start[k]), dtype, jagged) for k in range(k0, k1)]
         first_entry = int(self.start[k0]) if k1 > k0 else entry_start
         a, b = entry_start - first_entry, entry_stop - first_entry
-        native = dtype.newbyteorder("=")
-        empty = np.zeros(0, dtype)
         if not jagged:
-            values = parts[0] if len(parts) == 1 else np.concatenate([empty, *parts])
-            return values[a:b].astype(native)
+            return _joined(parts, a, b, dtype)
         counts = np.concatenate([np.zeros(0, np.int64), *(c for c, _ in parts)])
         offsets = np.zeros(counts.size + 1, np.int64)
         np.cumsum(counts, out=offsets[1:])
-        content = parts[0][1] if len(parts) == 1 else np.concatenate([empty, *(v for _, v in parts)])
-        content = content[offsets[a]:offsets[b]].astype(native)
+        content = _joined([v for _, v in parts], int(offsets[a]), int(offsets[b]), dtype)
         offsets = offsets[a:b + 1] - offsets[a]
         return ak.contents.ListOffsetArray(ak.index.Index64(offsets), ak.contents.NumpyArray(content))
+
+
+def _joined(parts: list[np.ndarray], a: int, b: int, dtype: np.dtype) -> np.ndarray:
+    """Items ``[a, b)`` of the baskets' values ``parts`` joined, in the machine's byte order: one
+    copy (the byte swap) into the output."""
+    out = np.empty(b - a, dtype.newbyteorder("="))
+    pos = 0  # item of the joined values where the part starts
+    for v in parts:
+        lo, hi = max(a, pos), min(b, pos + v.size)
+        if hi > lo:
+            out[lo - a:hi - a] = v[lo - pos:hi - pos]
+        pos += v.size
+    return out
 
 
 def _string(head: bytes, pos: int) -> tuple[bytes, int]:
