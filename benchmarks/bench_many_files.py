@@ -23,7 +23,8 @@ a temporary directory filled by one run first).
 ``--profile`` writes a cProfile of one N-file run (``python -m pstats OUT.prof``).
 ``--pieces`` prints the CPU time per small file of the reads a run makes per file
 (opening, metadata, checksum table, each tree's header, the runner's check, coffea's
-chunk read), each in a loop over the files.
+chunk read, the runner's chunk read by uproot and from the check's basket map), each in a
+loop over the files.
 ``--steps`` prints the CPU time per file of each step of a run (the runner's check, the
 chunk read, the processor's steps, the reconstruction, the rest) over the N files and
 over the big file, and the excess per file: where the per-file overhead goes (a first run,
@@ -142,7 +143,22 @@ def pieces(files: list[str]) -> None:
         return read_chunk(SimpleNamespace(filename=f, treename="events", entrystart=0, entrystop=n, preload=None),
                           {"array_cache": None})
 
-    per_file("the runner's chunk read (read_chunk)", own)
+    per_file("the runner's chunk read by uproot (read_chunk)", own)
+    try:
+        from na64reco.io.baskets import TreeBaskets
+    except ImportError:  # (before stop 29)
+        return
+    maps = {}
+    for f in files:  # (what the check keeps: its own cost is in the check's line above)
+        with open_raw(f, structure=("events",)) as r:
+            maps[f] = (r.n_events, TreeBaskets.of_tree(r.tree("events")))
+
+    def by_map(f):
+        n, baskets = maps[f]
+        return read_chunk(SimpleNamespace(filename=f, treename="events", entrystart=0, entrystop=n, preload=None),
+                          {"array_cache": None}, baskets=baskets)
+
+    per_file("the runner's chunk read from the check's basket map", by_map)
 
 
 def steps(small: list[str], big: str, opts) -> None:
