@@ -243,3 +243,94 @@ def test_the_raw_reader_reads_every_tree_as_uproot(tmp_path):
         for k in a:
             assert a[k].dtype == b[k].dtype
             np.testing.assert_array_equal(a[k], b[k])
+
+
+# -- the basket maps a raw file keeps (``na64raw_baskets``) --------------------------------------
+def _mapped(tmp_path, name="m.root", **kw):
+    from test_processors_synthetic import write_raw
+
+    return write_raw(tmp_path / name, n_events=300, **kw)
+
+
+def test_a_raw_file_keeps_the_maps_of_its_trees_headers(tmp_path):
+    """The map written with a file is the one its trees' headers give, each tree is opened
+    from it without its header, and a file written without maps reads the same."""
+    path = _mapped(tmp_path)
+    plain = _mapped(tmp_path, "plain.root", basket_maps=False)
+    with open_raw(path, structure=False) as raw, uproot.open(path) as f, open_raw(plain) as old:
+        for tree in ("events", "spills", "truth"):
+            assert raw._baskets[tree] == TreeBaskets.of_tree(f[tree])
+        assert raw._trees == {}  # (no header read)
+        assert ak.array_equal(raw.events(), old.events()) and raw._trees == {}
+        assert old._trees.keys() == {"events", "spills", "truth"}  # (opened with every header read and checked)
+    with uproot.open(plain) as f:
+        assert "na64raw_baskets" not in f.keys(cycle=False)
+
+
+def _rewrite(path, out, maps):
+    """``path`` copied to ``out`` with its basket map string replaced by ``maps(text)`` and the
+    metadata's checksum of it made again (a well-formed file whose writer was wrong)."""
+    from test_raw_format import signed_meta
+
+    from na64reco.io.checksum import table_checksum
+
+    with uproot.open(path) as f:
+        meta = {k: v for k, v in json.loads(str(f["na64raw"])).items() if k != "checksum"}
+        text = maps(str(f["na64raw_baskets"]))
+    shutil.copy(path, out)
+    with uproot.update(out) as f:
+        f["na64raw_baskets"] = text
+        f["na64raw"] = json.dumps(signed_meta({**meta, "baskets_checksum": table_checksum(text)}))
+
+
+def test_an_edited_basket_map_is_refused_when_the_file_is_opened(tmp_path):
+    path = _mapped(tmp_path)
+    bad = tmp_path / "edited.root"
+    shutil.copy(path, bad)
+    with uproot.update(bad) as f:
+        text = str(f["na64raw_baskets"])
+        f["na64raw_baskets"] = text.replace('"seek":[', '"seek":[1', 1)
+    with pytest.raises(RawFormatError, match=rf"{bad}: basket map mismatch: 'na64raw_baskets' is corrupt"):
+        open_raw(bad, structure=False)
+
+
+def test_a_basket_map_against_the_format_is_refused(tmp_path):
+    """A map whose checksum matches (a writer's error, not damage) but whose branch has
+    another type, or whose baskets do not cover the tree: refused at opening, naming it."""
+    path = _mapped(tmp_path)
+    retyped = tmp_path / "retyped.root"
+    _rewrite(path, retyped, lambda t: t.replace('">i8"', '">f8"', 1))
+    with pytest.raises(RawFormatError, match=rf"{retyped}: branch events.event holds float64, expected int64"):
+        open_raw(retyped, structure=False)
+    short = tmp_path / "short.root"
+    _rewrite(path, short, lambda t: json.dumps({k: {**v, "stop": [s - 1 for s in v["stop"]]}
+                                                      for k, v in json.loads(t).items()}))
+    with pytest.raises(RawFormatError, match=rf"{short}: unreadable basket map of tree '\w+'.*do not cover entries"):
+        open_raw(short, structure=False)
+    gone = tmp_path / "gone.root"
+    shutil.copy(path, gone)
+    with uproot.update(gone) as f:
+        del f["na64raw_baskets"]
+    with pytest.raises(RawFormatError, match=rf"{gone}: has no 'na64raw_baskets' basket map, which its metadata"):
+        open_raw(gone, structure=False)
+
+
+def test_a_basket_map_pointing_elsewhere_is_refused_on_reading(tmp_path):
+    """A map that passes the open's checks but does not match the file's baskets (here: the
+    positions of two branches swapped): the read names the branch and basket."""
+    path = _mapped(tmp_path)
+    swapped = tmp_path / "swapped.root"
+
+    def swap(text):
+        maps = json.loads(text)
+        ev = maps["events"]
+        i, j = ev["branches"].index("run"), ev["branches"].index("spill")
+        ev["seek"][i], ev["seek"][j] = ev["seek"][j], ev["seek"][i]
+        ev["nbytes"][i], ev["nbytes"][j] = ev["nbytes"][j], ev["nbytes"][i]
+        return json.dumps(maps)
+
+    _rewrite(path, swapped, swap)
+    with open_raw(swapped, structure=False) as raw:
+        with pytest.raises(RawFormatError, match=rf"{swapped}: tree 'events' branch '(run|spill)' basket at byte "
+                                                 r"\d+: not the basket of its map: name '(run|spill)' \(expected"):
+            raw.events()

@@ -102,8 +102,9 @@ def synthetic_processor(cls, stage=None):
 
 
 def write_raw(path, *, setup="na64mu", run=1, n_events=1000, first_event=0, truth=True,
-              n_spills=4, beam_per_spill=100_000):
-    """A raw-format file with empty digits, spills and (optionally) truth."""
+              n_spills=4, beam_per_spill=100_000, basket_maps=True):
+    """A raw-format file with empty digits, spills and (optionally) truth (``basket_maps=False``:
+    as written before stop 29, read through the trees' headers)."""
     event = np.arange(first_event, first_event + n_events, dtype=np.int64)
     spill = 1 + (event - first_event) * n_spills // max(n_events, 1)
     zeros = np.zeros(n_events, np.int64)
@@ -112,7 +113,7 @@ def write_raw(path, *, setup="na64mu", run=1, n_events=1000, first_event=0, trut
           "n_calo": zeros, "calo_det": [], "calo_chan": [], "calo_adc": np.zeros((0, 32)),
           "n_apv": zeros, "apv_plane": [], "apv_chan": [], "apv_a0": [], "apv_a1": [], "apv_a2": [],
           "n_straw": zeros, "straw_plane": [], "straw_tube": [], "straw_tdc": []}
-    with RawWriter(path, setup=setup, run=run, has_truth=truth) as w:
+    with RawWriter(path, setup=setup, run=run, has_truth=truth, basket_maps=basket_maps) as w:
         w.write_events(ev)
         spills = np.arange(1, n_spills + 1)
         w.write_spills({"run": np.full(n_spills, run), "spill": spills,

@@ -217,7 +217,7 @@ def _write_both(tmp_path, rng):
 def test_version_3_holds_one_checksum_table_and_version_2_files_still_read(tmp_path):
     paths = _write_both(tmp_path, np.random.default_rng(5))
     with uproot.open(paths["v3"]) as f:
-        assert set(f.keys(cycle=False)) == {"events", "spills", "na64raw", "na64raw_sums"}
+        assert set(f.keys(cycle=False)) == {"events", "spills", "na64raw", "na64raw_sums", "na64raw_baskets"}
     with uproot.open(paths["v2"]) as f:
         assert {"events_sums", "spills_sums"} <= set(f.keys(cycle=False))
     with open_raw(paths["v3"]) as v3, open_raw(paths["v2"]) as v2:

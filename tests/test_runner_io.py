@@ -20,7 +20,14 @@ from processors.na64mu_invisible import Processor
 
 @pytest.fixture(scope="module")
 def two_files(tmp_path_factory):
+    """Two files as written before stop 29: no basket maps, the trees read through their headers."""
     d = tmp_path_factory.mktemp("runner_io")
+    return [str(write_raw(d / f"f{i}.root", n_events=700, first_event=1000 * i, basket_maps=False)) for i in range(2)]
+
+
+@pytest.fixture(scope="module")
+def two_mapped_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("runner_io_maps")
     return [str(write_raw(d / f"f{i}.root", n_events=700, first_event=1000 * i)) for i in range(2)]
 
 
@@ -61,6 +68,22 @@ def test_each_tree_is_checked_once_and_coffea_preprocessing_opens_none(two_files
     assert prov.events_processed == prov.events_total == 1400 and prov.chunks == reference["provenance"].chunks
     assert out["cutflow"].to_dict() == reference["cutflow"].to_dict()
     assert base._CHECKED == {}  # forgotten after the run
+
+
+def test_a_file_with_basket_maps_is_read_without_any_tree_header(two_mapped_files, monkeypatch):
+    """Each tree's structure checked from its basket map when the file is opened (at the run's
+    check, and once more where the processor opens a simulated file for its truth), no header
+    of a tree read, and the outputs of the files without maps."""
+    reference = _run(two_mapped_files)["d"]
+    headers = _counting(monkeypatch, raw_module, "_check_tree")
+    mapped = _counting(monkeypatch, raw_module, "_checked_map")
+    out = _run(two_mapped_files)["d"]
+    assert headers == []
+    pairs = [(str(a[2]), a[0].tree) for a in mapped]
+    assert set(pairs) == {(p, t) for p in two_mapped_files for t in ("events", "spills", "truth")}
+    assert all(pairs.count(pair) == 2 for pair in pairs)
+    assert out["cutflow"].to_dict() == reference["cutflow"].to_dict()
+    assert out["provenance"].events_processed == 1400
 
 
 def test_the_processor_opens_no_data_file_the_runner_checked(tmp_path, monkeypatch):

@@ -111,6 +111,55 @@ class TreeBaskets:
         return cls(str(tree.name), entries, tuple(names), tuple(dtypes), tuple(jagged), np.array(first, np.int64),
                    *(np.concatenate(a) for a in (seek, nbytes, start, stop)))
 
+    def to_dict(self) -> dict:
+        """The map as JSON-able lists (what the raw format's checksum table keeps of each tree,
+        docs/raw-format.md)."""
+        return {"branches": list(self.names), "types": list(self.dtypes), "jagged": [int(j) for j in self.jagged],
+                **{k: getattr(self, k).tolist() for k in ("first", "seek", "nbytes", "start", "stop")}}
+
+    @classmethod
+    def from_dict(cls, tree: str, d: dict, entries: int, source) -> TreeBaskets:
+        """The map of :meth:`to_dict`, checked to describe ``entries`` entries: every branch's
+        baskets contiguous from 0 to ``entries``, positions and sizes positive; a
+        :class:`RawFormatError` naming ``source`` and the tree otherwise."""
+        try:
+            names = tuple(str(n) for n in d["branches"])
+            dtypes = tuple(np.dtype(t).str for t in d["types"])
+            jagged = tuple(bool(j) for j in d["jagged"])
+            arrays = {k: np.array(d[k], np.int64) for k in ("first", "seek", "nbytes", "start", "stop")}
+            first = arrays["first"]
+            n_baskets = arrays["seek"].size
+            if not (len(names) == len(dtypes) == len(jagged) == first.size - 1 > 0):
+                raise ValueError(f"{len(names)} branches, {len(dtypes)} types, {len(jagged)} list flags, "
+                                 f"{first.size} basket offsets")
+            if any(np.dtype(t).kind not in "biuf" or np.dtype(t).shape != () for t in dtypes):
+                raise ValueError(f"types {dtypes} are not all numbers")
+            if any(arrays[k].shape != (n_baskets,) for k in ("nbytes", "start", "stop")) or first[0] != 0 \
+                    or first[-1] != n_baskets or np.any(np.diff(first) <= 0):
+                raise ValueError("basket arrays of different lengths or branch offsets out of order")
+            if np.any(arrays["seek"] <= 0) or np.any(arrays["nbytes"] <= 0):
+                raise ValueError("basket positions and sizes must be positive")
+            for i in range(len(names)):
+                a, b = first[i], first[i + 1]
+                starts, stops = arrays["start"][a:b], arrays["stop"][a:b]
+                if (starts[0] != 0 or stops[-1] != entries or np.any(stops[:-1] != starts[1:])
+                        or np.any(stops <= starts)):
+                    raise ValueError(f"the baskets of {names[i]!r} do not cover entries 0-{entries} in order")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RawFormatError(f"{source}: unreadable basket map of tree {tree!r} in the checksum table: "
+                                 f"{type(exc).__name__}: {exc}") from None
+        return cls(tree, int(entries), names, dtypes, jagged, first, arrays["seek"], arrays["nbytes"],
+                   arrays["start"], arrays["stop"])
+
+    def common_entry_offsets(self) -> list[int]:
+        """The entries where every branch starts a basket, and the end (uproot's
+        ``TTree.common_entry_offsets``): where chunks can be cut without splitting a basket."""
+        common = None
+        for i in range(len(self.names)):
+            starts = set(self.start[self.first[i]:self.first[i + 1]].tolist())
+            common = starts if common is None else common & starts
+        return sorted(common) + [self.entries]
+
     def read(self, path, names, entry_start: int, entry_stop: int) -> dict:
         """``{name: array}`` of the entries ``[entry_start, entry_stop)`` of the branches ``names``
         of the local file ``path`` (the arrays of uproot's ``arrays(names, entry_start, entry_stop,

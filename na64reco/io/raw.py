@@ -59,6 +59,9 @@ FORMAT_VERSION = 3
 READ_VERSIONS = (2, 3)
 META_KEY = "na64raw"
 SUMS_KEY = "na64raw_sums"
+#: where the baskets of each tree are (JSON of :meth:`TreeBaskets.to_dict` by tree; files written
+#: since stop 29, whose metadata then holds its ``baskets_checksum``; docs/raw-format.md)
+BASKETS_KEY = "na64raw_baskets"
 N_SAMPLES = 32
 
 TRIGGER_BITS = {"physics": 1, "random": 2, "calibration": 4}
@@ -181,8 +184,9 @@ class RawWriter:
     """
 
     def __init__(self, path, *, setup: str, run: int, has_truth: bool, extra_meta: dict | None = None,
-                 compression=None):
+                 compression=None, basket_maps: bool = True):
         self.path = Path(path)
+        self.basket_maps = basket_maps  # False: no na64raw_baskets (a file as written before stop 29)
         try:
             self._file = uproot.recreate(self.path, compression=compression or uproot.ZSTD(1))
         except OSError as exc:
@@ -265,14 +269,26 @@ class RawWriter:
         self._extend("truth", arrays, arrays, len(arrays["event"]))
 
     def close(self) -> None:
+        """Close the trees, then add the checksum table, with the basket map of each tree read
+        back from the closed file (:class:`~na64reco.io.baskets.TreeBaskets`: a reader then reads
+        no tree header, docs/raw-format.md), and the metadata."""
         if not self._trees_made:
             self._make_trees()
-        sums = encode_table(self.tables)
-        self._file[SUMS_KEY] = sums
-        meta = {**self.meta, "entries": dict(self.entries), "sums_checksum": table_checksum(sums)}
-        meta["checksum"] = meta_checksum(meta)
-        self._file[META_KEY] = json.dumps(meta)
         self._file.close()
+        baskets = None
+        if self.basket_maps:
+            with uproot.open(self.path, array_cache=None) as f:
+                maps = {tree: TreeBaskets.of_tree(f[tree]) for tree in self.tables if self.entries[tree] > 0}
+            baskets = json.dumps({t: m.to_dict() for t, m in maps.items() if m is not None}, separators=(",", ":"))
+        sums = encode_table(self.tables)  # (content only: two files of the same events have the same table)
+        meta = {**self.meta, "entries": dict(self.entries), "sums_checksum": table_checksum(sums),
+                **({"baskets_checksum": table_checksum(baskets)} if baskets is not None else {})}
+        meta["checksum"] = meta_checksum(meta)
+        with uproot.update(self.path) as f:
+            f[SUMS_KEY] = sums
+            if baskets is not None:
+                f[BASKETS_KEY] = baskets
+            f[META_KEY] = json.dumps(meta)
 
     def __enter__(self):
         return self
@@ -354,8 +370,9 @@ class RawFile:
         return self._blocks[tree]
 
     def baskets(self, tree: str) -> TreeBaskets | None:
-        """Where the baskets of ``tree`` are (:class:`~na64reco.io.baskets.TreeBaskets`, from its
-        header: :meth:`tree`), or None if a branch is out of that reader's scope."""
+        """Where the baskets of ``tree`` are (:class:`~na64reco.io.baskets.TreeBaskets`: from the
+        checksum table, checked when the file was opened, else from the tree's header,
+        :meth:`tree`), or None if a branch is out of that reader's scope."""
         if tree not in self._baskets:
             self._baskets[tree] = TreeBaskets.of_tree(self.tree(tree))
         return self._baskets[tree]
@@ -387,7 +404,7 @@ class RawFile:
     def arrays(self, tree: str, entry_start: int, entry_stop: int) -> ak.Array:
         """Entries of ``tree`` as read, unchecked (see :meth:`read_verified`); the events of a
         data file carry :data:`DATA_PARAMETER`."""
-        return self._mark(tree, self.tree(tree).arrays(entry_start=entry_start, entry_stop=entry_stop))
+        return self._mark(tree, self._read(tree, None, entry_start, entry_stop, "ak"))
 
     def _mark(self, tree: str, arrays):
         """``arrays`` of ``tree`` with the data mark if they are the events of a data file (so that
@@ -684,14 +701,16 @@ def branch_types(has_truth: bool, version: int = FORMAT_VERSION) -> dict[str, di
     return types
 
 
-def _objects(has_truth: bool, version: int) -> set[str]:
-    """Every key a file of this version holds."""
-    return set(branch_types(has_truth, version)) | {META_KEY} | ({SUMS_KEY} if version >= 3 else set())
+def _objects(has_truth: bool, version: int, maps: bool = False) -> set[str]:
+    """Every key a file of this version holds (``maps``: written with basket maps)."""
+    return (set(branch_types(has_truth, version)) | {META_KEY} | ({SUMS_KEY} if version >= 3 else set())
+            | ({BASKETS_KEY} if maps else set()))
 
 
 def _check_unexpected(keys, meta: dict, path) -> None:
     """No object the metadata does not imply (a tree added to a file, e.g. ``truth`` to data)."""
-    expected = _objects(bool(meta.get("has_truth")), int(meta["format_version"]))
+    expected = _objects(bool(meta.get("has_truth")), int(meta["format_version"]),
+                        meta.get("baskets_checksum") is not None)
     unexpected = sorted(set(keys) - expected)
     if unexpected:
         raise RawFormatError(f"{path}: unexpected object(s) {', '.join(map(repr, unexpected))}: the "
@@ -754,6 +773,47 @@ def _read_tables(f, meta: dict, path) -> dict[str, Blocks]:
     return decode_table(text, meta["entries"], {t: list(b) for t, b in types.items()}, path)
 
 
+def _read_maps(f, keys, meta: dict, path) -> dict[str, TreeBaskets]:
+    """The basket maps of a file written with them (``baskets_checksum`` in the metadata), checked
+    against that checksum, the entries and the format's branches and types; {} for a file without."""
+    if meta.get("baskets_checksum") is None:
+        return {}
+    if BASKETS_KEY not in keys:
+        raise RawFormatError(f"{path}: has no '{BASKETS_KEY}' basket map, which its metadata lists")
+    try:
+        text = str(f[BASKETS_KEY])
+    except Exception as exc:
+        raise connection_failure(path, exc) or RawFormatError(
+            f"{path}: unreadable '{BASKETS_KEY}' basket map (truncated or corrupt file?): "
+            f"{type(exc).__name__}: {exc}") from None
+    if table_checksum(text) != meta["baskets_checksum"]:
+        raise RawFormatError(f"{path}: basket map mismatch: '{BASKETS_KEY}' is corrupt or was edited")
+    try:
+        maps = json.loads(text)
+        entries = meta.get("entries")
+        if not isinstance(maps, dict) or not isinstance(entries, dict) or not set(maps) <= set(entries):
+            raise ValueError(f"trees {sorted(maps) if isinstance(maps, dict) else maps!r}, entries of {entries!r}")
+    except ValueError as exc:
+        raise RawFormatError(f"{path}: unreadable '{BASKETS_KEY}' basket map: {exc}") from None
+    types = data_branch_types(bool(meta.get("has_truth")))
+    return {tree: _checked_map(TreeBaskets.from_dict(tree, d, int(meta["entries"][tree]), path), types[tree], path)
+            for tree, d in maps.items()}
+
+
+def _checked_map(baskets: TreeBaskets, types: dict[str, np.dtype], path) -> TreeBaskets:
+    """A tree's basket map with the branches and types of the format (as :func:`_check_tree` checks
+    a tree's header)."""
+    tree = baskets.tree
+    missing = [b for b in types if b not in baskets.names]
+    if missing:
+        raise RawFormatError(f"{path}: tree {tree!r} lacks branch(es) {', '.join(missing)}")
+    for name, got in zip(baskets.names, baskets.dtypes, strict=True):
+        got, want = np.dtype(got), types.get(name)
+        if want is not None and (got.kind != want.kind or got.itemsize != want.itemsize):
+            raise RawFormatError(f"{path}: branch {tree}.{name} holds {got.name}, expected {want.name}")
+    return baskets
+
+
 def open_raw(path, *, setup: str | None = None, structure: bool | tuple[str, ...] = True) -> RawFile:
     """Open and check a raw file: existence, format version, metadata, objects, checksum
     tables, setup, and (``structure``) the trees' branches and entries.
@@ -785,10 +845,12 @@ def open_raw(path, *, setup: str | None = None, structure: bool | tuple[str, ...
         raw = RawFile(path, meta, -1, bool(meta.get("has_truth")), f)
         trees = branch_types(raw.has_truth, raw.version)
         now = tuple(trees) if structure is True else tuple(structure or ())
+        raw._baskets.update(_read_maps(f, keys, meta, path))  # (checked: a tree with one needs no header)
         for tree in now:
             if tree not in keys:
                 raise RawFormatError(f"{path}: has no tree {tree!r}")
-            raw.tree(tree)
+            if tree not in raw._baskets:
+                raw.tree(tree)
         _check_present(keys, meta, path)
         raw.n_events = int(meta["entries"]["events"])
         if raw.version >= 3:
