@@ -5,7 +5,8 @@ Used by ``tests/test_bitflips.py`` (a few dozen flips) and
 file so that every tree is hit, however small: the baskets of each branch of each
 tree (``events``, ``spills``, ``truth``), the metadata string,
 the TTree headers, the checksum table (``na64raw_sums``, format version 3; version 2 had
-the ``*_sums`` trees), and the rest of the file (ROOT header, streamers, free space).
+the ``*_sums`` trees), the basket maps (``na64raw_baskets``, version 4), and the rest of the
+file (ROOT header, streamers, free space).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 import uproot
 
 from na64reco.errors import NA64Error
-from na64reco.io.raw import SUMS_KEY
+from na64reco.io.raw import BASKETS_KEY, SUMS_KEY
 
 
 def regions(path) -> dict[str, list[tuple[int, int]]]:
@@ -38,7 +39,8 @@ def regions(path) -> dict[str, list[tuple[int, int]]]:
                     out.setdefault(f"{name} baskets", []).extend(
                         (int(s), int(s) + int(b)) for s, b in zip(seeks, sizes, strict=True) if b > 0)
             else:
-                out.setdefault("checksum table" if name == SUMS_KEY else "metadata", []).append(span)
+                label = {SUMS_KEY: "checksum table", BASKETS_KEY: "basket maps"}.get(name, "metadata")
+                out.setdefault(label, []).append(span)
     for spans in out.values():
         covered += spans
     covered.sort()

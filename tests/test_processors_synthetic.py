@@ -104,7 +104,7 @@ def synthetic_processor(cls, stage=None):
 def write_raw(path, *, setup="na64mu", run=1, n_events=1000, first_event=0, truth=True,
               n_spills=4, beam_per_spill=100_000, basket_maps=True):
     """A raw-format file with empty digits, spills and (optionally) truth (``basket_maps=False``:
-    as written before stop 29, read through the trees' headers)."""
+    format version 3, as written before stop 29, read through the trees' headers)."""
     event = np.arange(first_event, first_event + n_events, dtype=np.int64)
     spill = 1 + (event - first_event) * n_spills // max(n_events, 1)
     zeros = np.zeros(n_events, np.int64)

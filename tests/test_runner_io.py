@@ -20,7 +20,8 @@ from processors.na64mu_invisible import Processor
 
 @pytest.fixture(scope="module")
 def two_files(tmp_path_factory):
-    """Two files as written before stop 29: no basket maps, the trees read through their headers."""
+    """Two files of format version 3 (as written before stop 29): no basket maps, the trees read
+    through their headers."""
     d = tmp_path_factory.mktemp("runner_io")
     return [str(write_raw(d / f"f{i}.root", n_events=700, first_event=1000 * i, basket_maps=False)) for i in range(2)]
 

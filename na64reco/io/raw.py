@@ -53,14 +53,15 @@ from na64reco.io.location import connection_failure, file_info, is_url, uproot_s
 FORMAT_NAME = "na64raw"
 #: 2: content checksums (``<tree>_sums`` trees, metadata checksum and entry counts);
 #: 3: the checksums of all trees in one string, ``na64raw_sums`` (no ``<tree>_sums`` trees,
-#: whose headers cost more to read than the content of a small file).
-FORMAT_VERSION = 3
-#: Versions this reader reads (version 2: the checksum trees).
-READ_VERSIONS = (2, 3)
+#: whose headers cost more to read than the content of a small file);
+#: 4: version 3 and where the baskets of each tree are, ``na64raw_baskets`` (its SHA-256 in the
+#: metadata's ``baskets_checksum``): a reader reads no tree header.
+FORMAT_VERSION = 4
+#: Versions this reader reads (version 2: the checksum trees; 3: no basket maps).
+READ_VERSIONS = (2, 3, 4)
 META_KEY = "na64raw"
 SUMS_KEY = "na64raw_sums"
-#: where the baskets of each tree are (JSON of :meth:`TreeBaskets.to_dict` by tree; files written
-#: since stop 29, whose metadata then holds its ``baskets_checksum``; docs/raw-format.md)
+#: where the baskets of each tree are (JSON of :meth:`TreeBaskets.to_dict` by tree; version 4)
 BASKETS_KEY = "na64raw_baskets"
 N_SAMPLES = 32
 
@@ -186,7 +187,7 @@ class RawWriter:
     def __init__(self, path, *, setup: str, run: int, has_truth: bool, extra_meta: dict | None = None,
                  compression=None, basket_maps: bool = True):
         self.path = Path(path)
-        self.basket_maps = basket_maps  # False: no na64raw_baskets (a file as written before stop 29)
+        self.basket_maps = basket_maps  # False: no na64raw_baskets, format version 3 (as written before stop 29)
         try:
             self._file = uproot.recreate(self.path, compression=compression or uproot.ZSTD(1))
         except OSError as exc:
@@ -282,7 +283,8 @@ class RawWriter:
             baskets = json.dumps({t: m.to_dict() for t, m in maps.items() if m is not None}, separators=(",", ":"))
         sums = encode_table(self.tables)  # (content only: two files of the same events have the same table)
         meta = {**self.meta, "entries": dict(self.entries), "sums_checksum": table_checksum(sums),
-                **({"baskets_checksum": table_checksum(baskets)} if baskets is not None else {})}
+                **({"baskets_checksum": table_checksum(baskets)} if baskets is not None
+                   else {"format_version": min(self.meta["format_version"], 3)})}
         meta["checksum"] = meta_checksum(meta)
         with uproot.update(self.path) as f:
             f[SUMS_KEY] = sums
@@ -701,16 +703,15 @@ def branch_types(has_truth: bool, version: int = FORMAT_VERSION) -> dict[str, di
     return types
 
 
-def _objects(has_truth: bool, version: int, maps: bool = False) -> set[str]:
-    """Every key a file of this version holds (``maps``: written with basket maps)."""
+def _objects(has_truth: bool, version: int) -> set[str]:
+    """Every key a file of this version holds."""
     return (set(branch_types(has_truth, version)) | {META_KEY} | ({SUMS_KEY} if version >= 3 else set())
-            | ({BASKETS_KEY} if maps else set()))
+            | ({BASKETS_KEY} if version >= 4 else set()))
 
 
 def _check_unexpected(keys, meta: dict, path) -> None:
     """No object the metadata does not imply (a tree added to a file, e.g. ``truth`` to data)."""
-    expected = _objects(bool(meta.get("has_truth")), int(meta["format_version"]),
-                        meta.get("baskets_checksum") is not None)
+    expected = _objects(bool(meta.get("has_truth")), int(meta["format_version"]))
     unexpected = sorted(set(keys) - expected)
     if unexpected:
         raise RawFormatError(f"{path}: unexpected object(s) {', '.join(map(repr, unexpected))}: the "
@@ -776,8 +777,11 @@ def _read_tables(f, meta: dict, path) -> dict[str, Blocks]:
 def _read_maps(f, keys, meta: dict, path) -> dict[str, TreeBaskets]:
     """The basket maps of a file written with them (``baskets_checksum`` in the metadata), checked
     against that checksum, the entries and the format's branches and types; {} for a file without."""
-    if meta.get("baskets_checksum") is None:
+    if int(meta["format_version"]) < 4:
         return {}
+    if meta.get("baskets_checksum") is None:
+        raise RawFormatError(f"{path}: format version {meta['format_version']} without 'baskets_checksum' in its "
+                             f"metadata (a writer's error)")
     if BASKETS_KEY not in keys:
         raise RawFormatError(f"{path}: has no '{BASKETS_KEY}' basket map, which its metadata lists")
     try:
