@@ -581,17 +581,20 @@ class InvisibleProcessor(processor.ProcessorABC):
         return self._files[path]
 
     def known_baskets(self, path: str):
-        """Where the baskets of the ``events`` of ``path`` are, from what the run's check found in
-        the file as it is now (:class:`~na64reco.io.baskets.TreeBaskets`: the runner reads a chunk
-        by it, without uproot's header of the tree), or None (read by uproot).  A process of the
-        futures pool looks the file up in the run's check cache first, as :meth:`file_info`."""
+        """Where the baskets of the ``events`` of ``path`` are (:class:`~na64reco.io.baskets.TreeBaskets`:
+        the runner reads a chunk by it, without uproot's header of the tree): from what the run's
+        check found in the file as it is now, else from the file (opened once per thread, as the
+        processor opens it for its checksum blocks: a dask worker is told of the check without the
+        maps); None for a URL (read by uproot).  A process of the futures pool looks the file up
+        in the run's check cache first, as :meth:`file_info`."""
         if not path or is_url(path):
             return None
         version = file_version(path)
         if self.check_cache is not None and _checked(path, version) is None:
             _take_from_cache(self.check_cache, path, self.SETUP)
         rec = _checked(path, version)
-        return rec.get("baskets") if rec is not None else None
+        baskets = rec.get("baskets") if rec is not None else None
+        return baskets if baskets is not None else _raw(path).baskets("events")
 
     def verify(self, events, meta: dict, info: FileInfo) -> None:
         """Check the chunk against its file's content checksums (:mod:`na64reco.io.checksum`)
