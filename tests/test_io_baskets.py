@@ -83,6 +83,18 @@ def test_every_compression_reads_as_uproot(files, kind):
     _same(path, baskets, 0, baskets.entries)
 
 
+def test_a_system_without_pread_reads_the_same(files, monkeypatch):
+    import os
+
+    path = files["zstd"]
+    baskets = _map(path)
+    want = baskets.read(path, list(baskets.names), 3, 60)
+    monkeypatch.delattr(os, "pread")
+    got = baskets.read(path, list(baskets.names), 3, 60)
+    for name in baskets.names:
+        assert ak.to_list(ak.Array(got[name])) == ak.to_list(ak.Array(want[name]))
+
+
 @settings(max_examples=60, deadline=None)
 @given(data=st.data())
 def test_any_entry_range_reads_as_uproot(files, data):

@@ -44,8 +44,6 @@ from na64reco.errors import RawFormatError
 _KEY = struct.Struct(">ihiIhh")
 #: a TBasket's own members after its key's strings: fVersion, fBufferSize, fNevBufSize, fNevBuf, fLast, flag
 _BASKET = struct.Struct(">hiiiib")
-#: what is read ahead of a basket's data for its key (a basket key of the raw format is ~70 bytes)
-_HEAD = 512
 
 
 @dataclass(frozen=True, eq=False)
@@ -171,7 +169,7 @@ class TreeBaskets:
         unknown = [n for n in names if n not in index]
         if unknown:
             raise RawFormatError(f"{path}: tree {self.tree!r} has no branch(es) {', '.join(unknown)} in its basket map")
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         try:
             return {name: self._branch(fd, path, index[name], entry_start, entry_stop) for name in names}
         finally:
@@ -212,6 +210,15 @@ def _joined(parts: list[np.ndarray], a: int, b: int, dtype: np.dtype) -> np.ndar
     return out
 
 
+def _pread(fd: int, n: int, offset: int) -> bytes:
+    """``n`` bytes at ``offset`` of the open file ``fd`` (fewer at its end): ``os.pread`` where the
+    system has it (POSIX), else a seek and read."""
+    if hasattr(os, "pread"):
+        return os.pread(fd, n, offset)
+    os.lseek(fd, offset, os.SEEK_SET)
+    return os.read(fd, n)
+
+
 def _string(head: bytes, pos: int) -> tuple[bytes, int]:
     """A ROOT ``TString`` at ``pos`` of ``head``: (its bytes, the position after it)."""
     n = head[pos]
@@ -226,7 +233,7 @@ def _basket(fd, path, tree, name, seek, nbytes, n_entries, dtype, jagged):
     """The values of one basket (fixed-size branch), or (counts, values) of its entries (list
     branch), big-endian as stored; every field checked (see the module doc)."""
     where = f"{path}: tree {tree!r} branch {name!r} basket at byte {seek}"
-    data = os.pread(fd, nbytes, seek)
+    data = _pread(fd, nbytes, seek)
     if len(data) != nbytes:
         raise RawFormatError(f"{where}: the file ends after {len(data)} of the basket's {nbytes} bytes "
                              f"(truncated, or changed since it was checked)")
