@@ -760,16 +760,22 @@ def _value_dtype(interpretation) -> np.dtype | None:
     return np.dtype(dtype) if dtype is not None else None
 
 
-def _read_tables(f, meta: dict, path) -> dict[str, Blocks]:
-    """The block tables of a version-3 file, checked against the metadata's ``sums_checksum``."""
+def _checked_string(f, key: str, what: str, checksum, path) -> str:
+    """The string object ``key`` of ``f`` (``what``: its name in messages), checked against the
+    metadata's ``checksum`` of it."""
     try:
-        text = str(f[SUMS_KEY])
+        text = str(f[key])
     except Exception as exc:
         raise connection_failure(path, exc) or RawFormatError(
-            f"{path}: unreadable '{SUMS_KEY}' checksum table (truncated or corrupt file?): "
-            f"{type(exc).__name__}: {exc}") from None
-    if table_checksum(text) != meta.get("sums_checksum"):
-        raise RawFormatError(f"{path}: checksum table mismatch: '{SUMS_KEY}' is corrupt or was edited")
+            f"{path}: unreadable '{key}' {what} (truncated or corrupt file?): {type(exc).__name__}: {exc}") from None
+    if table_checksum(text) != checksum:
+        raise RawFormatError(f"{path}: {what} mismatch: '{key}' is corrupt or was edited")
+    return text
+
+
+def _read_tables(f, meta: dict, path) -> dict[str, Blocks]:
+    """The block tables of a version-3 file, checked against the metadata's ``sums_checksum``."""
+    text = _checked_string(f, SUMS_KEY, "checksum table", meta.get("sums_checksum"), path)
     types = data_branch_types(bool(meta.get("has_truth")))
     return decode_table(text, meta["entries"], {t: list(b) for t, b in types.items()}, path)
 
@@ -784,14 +790,7 @@ def _read_maps(f, keys, meta: dict, path) -> dict[str, TreeBaskets]:
                              f"metadata (a writer's error)")
     if BASKETS_KEY not in keys:
         raise RawFormatError(f"{path}: has no '{BASKETS_KEY}' basket map, which its metadata lists")
-    try:
-        text = str(f[BASKETS_KEY])
-    except Exception as exc:
-        raise connection_failure(path, exc) or RawFormatError(
-            f"{path}: unreadable '{BASKETS_KEY}' basket map (truncated or corrupt file?): "
-            f"{type(exc).__name__}: {exc}") from None
-    if table_checksum(text) != meta["baskets_checksum"]:
-        raise RawFormatError(f"{path}: basket map mismatch: '{BASKETS_KEY}' is corrupt or was edited")
+    text = _checked_string(f, BASKETS_KEY, "basket map", meta["baskets_checksum"], path)
     try:
         maps = json.loads(text)
         entries = meta.get("entries")
