@@ -314,6 +314,10 @@ def test_a_basket_map_against_the_format_is_refused(tmp_path):
     _rewrite(path, retyped, lambda t: t.replace('">i8"', '">f8"', 1))
     with pytest.raises(RawFormatError, match=rf"{retyped}: branch events.event holds float64, expected int64"):
         open_raw(retyped, structure=False)
+    little = tmp_path / "little.root"
+    _rewrite(path, little, lambda t: t.replace('">i8"', '"<i8"', 1))
+    with pytest.raises(RawFormatError, match=rf"{little}: unreadable basket map of tree 'events'.*big-endian"):
+        open_raw(little, structure=False)
     short = tmp_path / "short.root"
     _rewrite(path, short, lambda t: json.dumps({k: {**v, "stop": [s - 1 for s in v["stop"]]}
                                                       for k, v in json.loads(t).items()}))

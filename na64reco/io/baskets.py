@@ -130,8 +130,9 @@ class TreeBaskets:
             if not (len(names) == len(dtypes) == len(jagged) == first.size - 1 > 0):
                 raise ValueError(f"{len(names)} branches, {len(dtypes)} types, {len(jagged)} list flags, "
                                  f"{first.size} basket offsets")
-            if any(np.dtype(t).kind not in "biuf" or np.dtype(t).shape != () for t in dtypes):
-                raise ValueError(f"types {dtypes} are not all numbers")
+            if any(np.dtype(t).kind not in "biuf" or np.dtype(t).shape != () or np.dtype(t).byteorder not in ">|"
+                   for t in dtypes):
+                raise ValueError(f"types {dtypes} are not all numbers as ROOT stores them (big-endian)")
             if any(arrays[k].shape != (n_baskets,) for k in ("nbytes", "start", "stop")) or first[0] != 0 \
                     or first[-1] != n_baskets or np.any(np.diff(first) <= 0):
                 raise ValueError("basket arrays of different lengths or branch offsets out of order")
