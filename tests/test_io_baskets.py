@@ -350,3 +350,33 @@ def test_a_basket_map_pointing_elsewhere_is_refused_on_reading(tmp_path):
         with pytest.raises(RawFormatError, match=rf"{swapped}: tree 'events' branch '(run|spill)' basket at byte "
                                                  r"\d+: not the basket of its map: name '(run|spill)' \(expected"):
             raw.events()
+
+
+def test_zstd_baskets_of_several_compression_blocks_read_as_uproot(tmp_path, monkeypatch):
+    """ROOT compresses a basket in blocks of at most 16 MiB: a 24 MB basket has two, which
+    ``zstandard`` decompresses (any other algorithm goes to uproot's codec)."""
+    import na64reco.io.baskets as baskets_module
+
+    path = tmp_path / "big.root"
+    rng = np.random.default_rng(3)
+    values = rng.integers(0, 1000, 6_000_000).astype(np.int32)
+    counts = np.full(1000, 6000)
+    with uproot.recreate(path, compression=uproot.ZSTD(1)) as f:
+        f.mktree("t", {"flat": np.int32, "lists": ak.types.ListType(ak.types.NumpyType("int32"))})
+        f["t"].extend({"flat": np.arange(1000, dtype=np.int32), "lists": ak.unflatten(values, counts)})
+    used = []  # (decompressed size, taken by the ZSTD path) of each compressed basket
+    real = baskets_module._zstd_blocks
+
+    def spy(*args):
+        out = real(*args)
+        used.append((args[2], out is not None))
+        return out
+
+    monkeypatch.setattr(baskets_module, "_zstd_blocks", spy)
+    _same(str(path), _map(str(path)), 0, 1000)
+    _same(str(path), _map(str(path)), 10, 20)
+    assert all(taken for _, taken in used) and max(n for n, _ in used) > 16 * 2**20  # (two blocks)
+    used.clear()
+    zlib = str(_write(tmp_path / "z.root", uproot.ZLIB(4)))
+    _same(zlib, _map(zlib), 0, 10)
+    assert used and not any(taken for _, taken in used)  # ZLIB blocks: uproot's codec
