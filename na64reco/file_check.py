@@ -320,7 +320,7 @@ def _cancel(pending: dict, k: int) -> None:
 def cluster_edges(raw) -> list[int]:
     """Entry offsets of the basket clusters of the ``events`` tree (``[0, n]`` if unknown)."""
     try:
-        baskets = raw.baskets(TREE)  # (from the checksum table: no header read)
+        baskets = raw.baskets(TREE)  # (a version-4 file's basket map: no header read)
         if baskets is not None:
             return baskets.common_entry_offsets()
         return [int(e) for e in raw.tree(TREE).common_entry_offsets()]

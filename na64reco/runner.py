@@ -338,8 +338,8 @@ def read_chunk(item, uproot_options: dict, timeout=None, baskets=None):
     """The entries ``[entrystart, entrystop)`` of the work item's tree, its preload branches
     (all branches of ``events`` if none), as one awkward record array.  With ``baskets`` (the
     tree's :class:`~na64reco.io.baskets.TreeBaskets` from the run's check of the file, a local
-    file) read from the baskets directly: no header of the tree, ~2-3 ms for a small file
-    instead of ~15-25 ms (docs/performance.md, "The chunk read from the basket map"); else one
+    file) read from the baskets directly: no header of the tree, ~6 ms for a 1k-MOT file instead
+    of ~25 ms (docs/performance.md, "The chunk read from the basket map"); else one
     open, one header and one ``arrays`` call of uproot (a local file memory-mapped).  Errors
     propagate (the runner's :func:`is_bad_file` takes them as the file's, as when coffea read
     the chunk)."""
