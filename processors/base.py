@@ -571,9 +571,7 @@ class InvisibleProcessor(processor.ProcessorABC):
             return FileInfo("", self.SETUP, int(runs[0]), True)
         if path not in self._files:
             version = file_version(path)
-            if self.check_cache is not None and _checked(path, version) is None:
-                _take_from_cache(self.check_cache, path, self.SETUP)
-            info = _file_info(path, version, _checked(path, version) is not None)
+            info = _file_info(path, version, self._checked(path, version) is not None)
             if info.setup != self.SETUP:
                 raise SetupMismatch(f"{path}: was written for setup {info.setup!r}, but processor "
                                     f"{self.NAME} analyses {self.SETUP!r}")
@@ -589,12 +587,16 @@ class InvisibleProcessor(processor.ProcessorABC):
         in the run's check cache first, as :meth:`file_info`."""
         if not path or is_url(path):
             return None
-        version = file_version(path)
-        if self.check_cache is not None and _checked(path, version) is None:
-            _take_from_cache(self.check_cache, path, self.SETUP)
-        rec = _checked(path, version)
+        rec = self._checked(path, file_version(path))
         baskets = rec.get("baskets") if rec is not None else None
         return baskets if baskets is not None else _raw(path).baskets("events")
+
+    def _checked(self, path: str, version: str) -> dict | None:
+        """The run's check of ``path`` at ``version`` (:func:`_checked`); a process of the futures
+        pool, which cannot be told of it, looks it up in the run's check cache first."""
+        if self.check_cache is not None and _checked(path, version) is None:
+            _take_from_cache(self.check_cache, path, self.SETUP)
+        return _checked(path, version)
 
     def verify(self, events, meta: dict, info: FileInfo) -> None:
         """Check the chunk against its file's content checksums (:mod:`na64reco.io.checksum`)

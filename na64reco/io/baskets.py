@@ -8,7 +8,9 @@ small files of a muon campaign that is most of the cost of a chunk read
 that header anyway; :meth:`TreeBaskets.of_tree` keeps from it what a read needs -- each
 branch's number type and the position, size and entry range of each of its baskets -- and
 :meth:`TreeBaskets.read` then reads entries with one ``pread``, one key-header parse and one
-decompression (:func:`uproot.compression.decompress`) per basket.
+decompression per basket (ZSTD by ``zstandard``, any other algorithm by
+:func:`uproot.compression.decompress`).  The maps of a raw file of format version 4 are
+written in it (``na64raw_baskets``): then no header is read at all.
 
 Scope: branches of one fixed-size number type (uproot's ``AsDtype``) and variable-length
 lists of one (``AsJagged(AsDtype)`` without per-entry headers): the branches of the raw
