@@ -5,7 +5,10 @@
 Prints, on one core and in one process: the plain uproot read of the ``events`` branches
 (the baseline), the read + ``assemble_events`` + ``reconstruct`` chain, events/s per
 core (CPU time, minimum of the repeats) and the ratio to the baseline, plus the peak
-memory of the process (bounded by the chunk size, not the file size).
+memory of the process (bounded by the chunk size, not the file size).  Then the same with
+the read of the README's Python API, ``open_raw(path).events(start, stop)`` per chunk (the
+basket maps and the content checksums verified, :mod:`na64reco.io.raw`), alone and with
+``reconstruct``, as ratios to the same baseline.
 
 ``--stages``: also the CPU time of each stage over the whole file (chunks of ``--chunk``
 events already in memory; each the minimum of the repeats), in seconds and as a multiple
@@ -46,6 +49,24 @@ def _reco(path, chunk, setup, conds):
         for arrays in f["events"].iterate(event_branches(), step_size=chunk):
             reco = reconstruct(assemble_events(arrays, str(path)), setup, conds, source=str(path))
             n += len(reco)
+    return n
+
+
+def _api_read(path, chunk):
+    n = 0
+    with open_raw(path) as raw:
+        total = raw.tree("events").num_entries
+        for start in range(0, total, chunk):
+            n += len(raw.events(start, min(start + chunk, total)))
+    return n
+
+
+def _api_reco(path, chunk, setup, conds):
+    n = 0
+    with open_raw(path) as raw:
+        total = raw.tree("events").num_entries
+        for start in range(0, total, chunk):
+            n += len(reconstruct(raw.events(start, min(start + chunk, total)), setup, conds, source=str(path)))
     return n
 
 
@@ -126,12 +147,18 @@ def main() -> None:
     _reco(path, 1000, setup, conds)  # compile the kernels outside the timing
     n, cpu_read, wall_read = _best(lambda: _read(path, args.chunk), args.repeat)
     _, cpu_reco, wall_reco = _best(lambda: _reco(path, args.chunk, setup, conds), args.repeat)
+    _, cpu_api, _ = _best(lambda: _api_read(path, args.chunk), args.repeat)
+    _, cpu_api_reco, _ = _best(lambda: _api_reco(path, args.chunk, setup, conds), args.repeat)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"file {path}: {n} events, chunk {args.chunk}")
     print(f"plain uproot read      : {n / cpu_read:10.0f} events/s/core (CPU {cpu_read:.2f} s, wall {wall_read:.2f} s)")
     print(f"read + reconstruct     : {n / cpu_reco:10.0f} events/s/core (CPU {cpu_reco:.2f} s, wall {wall_reco:.2f} s)")
     print(f"reconstruction alone   : {n / (cpu_reco - cpu_read):10.0f} events/s/core")
     print(f"ratio (read+reco)/read : {cpu_reco / cpu_read:10.2f} x (CPU)   {wall_reco / wall_read:.2f} x (wall)")
+    print(f"README API read        : {n / cpu_api:10.0f} events/s/core (CPU {cpu_api:.2f} s: "
+          f"open_raw(...).events(start, stop), checksums verified; {cpu_api / cpu_read:.2f} x the plain read)")
+    print(f"README API read + reco : {n / cpu_api_reco:10.0f} events/s/core (CPU {cpu_api_reco:.2f} s; "
+          f"{cpu_api_reco / cpu_read:.2f} x the plain read)")
     print(f"peak RSS               : {peak:10.0f} MB")
     if args.stages:
         print(f"stages (CPU s over the {n} events; x = multiple of the plain read's {cpu_read:.2f} s):")

@@ -1,0 +1,180 @@
+"""Where the CPU time of reconstruction or simulation goes, by compiled kernel (Linux ``perf``).
+
+    python benchmarks/perf_kernels.py reco --file RAW.root [--chunk 50000] [--seconds 8] [--top 30]
+    python benchmarks/perf_kernels.py simulate [--events 100000] [--seconds 8] [--top 30]
+
+The stage timers of ``bench_reco.py --stages`` and ``bench_simulate.py --profile`` time Python
+calls; they cannot split a numba kernel from the kernels inlined into it, nor see the operating
+system's time (page faults) or the C libraries' (numpy, the compressor).  This samples the whole
+process with ``perf record`` instead and names the samples in numba's compiled code:
+
+* a child process runs the workload once with an empty numba cache directory, so that every kernel
+  is compiled in the process and its code addresses are known; it writes them to
+  ``/tmp/perf-<pid>.map`` (perf's map of JIT-compiled code: start, size, name), then repeats the
+  workload (``reco``: ``reconstruct`` over the file's chunks of ``--chunk`` events, read into
+  memory first; ``simulate``: ``simulate()`` of ``--events`` NA64mu beam muons, calibration trigger,
+  written to a temporary file);
+* the parent attaches ``perf record -F 2000`` to it for ``--seconds`` seconds and prints the
+  share of the samples of each symbol (a numba kernel as ``module.function``, with what it inlined;
+  ``[k]`` the operating system), then the shares by library.
+
+Needs ``perf`` (``linux-tools``) and permission to attach to one's own processes
+(``/proc/sys/kernel/perf_event_paranoid`` <= 2 for user-space samples, <= 1 with the kernel's).
+The names come from numba's code libraries (``CodeLibrary._final_module``, not a public numba
+API): if a numba version changes it, the kernels show as bare addresses under ``[JIT]``.
+The compile of the first run takes ~1-2 min.  A figure, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+# ---------------------------------------------------------------------------------------------
+# the child: the workload, the map of its compiled code, a loop until killed
+def _perf_map() -> int:
+    """Write ``/tmp/perf-<pid>.map`` with every compiled overload of every numba dispatcher of the
+    loaded modules; returns the number of entries.  Sizes: up to the next function's start."""
+    from numba.core.registry import CPUDispatcher
+
+    entries = []
+    seen = set()
+    for mod in list(sys.modules.values()):
+        for obj in list(getattr(mod, "__dict__", {}).values()):
+            if not isinstance(obj, CPUDispatcher) or id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            name = f"{obj.py_func.__module__}.{obj.py_func.__qualname__}"
+            for cres in obj.overloads.values():
+                lib = cres.library
+                module = getattr(lib, "_final_module", None)
+                for fn in (module.functions if module is not None else ()):
+                    if fn.is_declaration:
+                        continue
+                    try:
+                        addr = lib.get_pointer_to_function(fn.name)
+                    except Exception:  # noqa: BLE001 (a symbol the engine did not keep)
+                        continue
+                    if addr:
+                        entries.append((addr, name))
+    entries.sort()
+    with open(f"/tmp/perf-{os.getpid()}.map", "w") as f:
+        for i, (addr, name) in enumerate(entries):
+            size = min(entries[i + 1][0] - addr if i + 1 < len(entries) else 1 << 16, 1 << 20)
+            f.write(f"{addr:x} {size:x} {name}\n")
+    return len(entries)
+
+
+def _reco_workload(args):
+    import uproot
+
+    from na64reco.conditions import load_conditions
+    from na64reco.geometry import load_setup
+    from na64reco.io.raw import assemble_events, event_branches, open_raw
+    from na64reco.reco.event import reconstruct
+
+    with open_raw(args.file) as raw:
+        setup = load_setup(raw.setup, run=raw.run)
+        conds = load_conditions(setup, raw.run)
+    with uproot.open(args.file) as f:
+        chunks = [assemble_events(a, args.file) for a in f["events"].iterate(event_branches(), step_size=args.chunk)]
+
+    def once():
+        for events in chunks:
+            reconstruct(events, setup, conds)
+    return once
+
+
+def _simulate_workload(args):
+    from na64reco.sim import simulate
+    from na64reco.sim.heap import retain_freed_memory
+
+    retain_freed_memory()  # as `na64reco simulate` does
+
+    out = Path(tempfile.mkdtemp()) / "perf_kernels.root"
+
+    def once():
+        simulate("na64mu", args.events, 1, 1, out, chunk_size=20_000, trigger="calibration")
+    return once
+
+
+def _child(args) -> None:
+    once = {"reco": _reco_workload, "simulate": _simulate_workload}[args.what](args)
+    once()  # compiles every kernel in this process
+    n = _perf_map()
+    print(f"READY {n}", flush=True)
+    while True:
+        once()
+
+
+# ---------------------------------------------------------------------------------------------
+# the parent
+def _report(data: Path, top: int) -> None:
+    def table(sort: str) -> list[tuple[float, str]]:
+        out = subprocess.run(["perf", "report", "-i", str(data), "--stdio", "--no-children", "-q", "-g", "none",
+                              "--sort", sort], capture_output=True, text=True, check=True).stdout
+        rows = []
+        for line in out.splitlines():
+            m = re.match(r"\s*([\d.]+)%\s+(.*\S)", line)
+            if m:
+                rows.append((float(m.group(1)), re.sub(r"(\s+-)+$", "", re.sub(r"\s{2,}", " ", m.group(2)))))
+        return rows
+
+    print(f"share of the samples by symbol (top {top}):")
+    for pct, name in table("symbol")[:top]:
+        print(f"  {pct:6.2f} %  {name}")
+    print("by library ([JIT]: numba's compiled code; [kernel.kallsyms]: the operating system):")
+    for pct, name in table("dso")[:12]:
+        print(f"  {pct:6.2f} %  {name}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=("reco", "simulate"))
+    ap.add_argument("--file", help="raw file (reco)")
+    ap.add_argument("--chunk", type=int, default=50_000)
+    ap.add_argument("--events", type=int, default=100_000, help="beam muons per simulate() call")
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--top", type=int, default=30)
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        _child(args)
+        return
+    if args.what == "reco" and not args.file:
+        ap.error("reco needs --file RAW.root")
+    if shutil.which("perf") is None:
+        sys.exit("perf_kernels.py: the 'perf' command is not installed (linux-tools)")
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, NUMBA_CACHE_DIR=str(Path(tmp) / "numba"))  # compiled here, so named
+        cmd = [sys.executable, __file__, *sys.argv[1:], "--child"]
+        child = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
+        try:
+            t0 = time.perf_counter()
+            line = child.stdout.readline()
+            if not line.startswith("READY"):
+                sys.exit(f"perf_kernels.py: the workload ended before it was ready ({line.strip()!r})")
+            print(f"{args.what}: compiled and ran once in {time.perf_counter() - t0:.0f} s; "
+                  f"{line.split()[1]} compiled functions mapped; sampling {args.seconds:g} s")
+            data = Path(tmp) / "perf.data"
+            subprocess.run(["perf", "record", "-q", "-F", "2000", "-p", str(child.pid), "-o", str(data), "--",
+                            "sleep", str(args.seconds)], check=True, stdout=subprocess.DEVNULL)
+            _report(data, args.top)
+        finally:
+            child.kill()
+            child.wait()
+            Path(f"/tmp/perf-{child.pid}.map").unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    main()
