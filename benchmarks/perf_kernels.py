@@ -67,7 +67,7 @@ def _perf_map() -> int:
                         continue
                     if addr:
                         entries.append((addr, name))
-    entries.sort()
+    entries = sorted(dict(reversed(entries)).items())  # one name per address (the first seen)
     with open(f"/tmp/perf-{os.getpid()}.map", "w") as f:
         for i, (addr, name) in enumerate(entries):
             size = min(entries[i + 1][0] - addr if i + 1 < len(entries) else 1 << 16, 1 << 20)
