@@ -167,8 +167,12 @@ def main() -> None:
             print(f"{args.what}: compiled and ran once in {time.perf_counter() - t0:.0f} s; "
                   f"{line.split()[1]} compiled functions mapped; sampling {args.seconds:g} s")
             data = Path(tmp) / "perf.data"
-            subprocess.run(["perf", "record", "-q", "-F", "2000", "-p", str(child.pid), "-o", str(data), "--",
-                            "sleep", str(args.seconds)], check=True, stdout=subprocess.DEVNULL)
+            rec = subprocess.run(["perf", "record", "-q", "-F", "2000", "-p", str(child.pid), "-o", str(data), "--",
+                                  "sleep", str(args.seconds)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                 text=True)
+            if rec.returncode != 0 or not data.exists():
+                sys.exit(f"perf_kernels.py: perf record failed ({rec.stderr.strip()[-300:]}); attaching to a process "
+                         "needs /proc/sys/kernel/perf_event_paranoid <= 2")
             _report(data, args.top)
         finally:
             child.kill()
