@@ -659,13 +659,16 @@ class InvisibleProcessor(processor.ProcessorABC):
         tag or ``NA64RECO_CALIB`` that moves the protected variable opens nothing.  None (no
         second reconstruction) when this chunk's inputs are the reference ones; ``reco`` (this
         chunk's reconstruction) lets it run again only the stages whose inputs differ."""
-        from na64reco.selection.blinding import reference_protected
+        from na64reco.selection.blinding import reference_protected, uses_reference_inputs
 
         def stage(nested, setup, cond, stages=None):
             return self._reconstruct_batched(nested, setup, cond, info.path, stages)
 
-        return reference_protected(assemble_events(events, info.path or "<events>"), _setup(self.SETUP, info.run),
-                                   conditions, stage, reco=reco)
+        setup = _setup(self.SETUP, info.run)
+        if uses_reference_inputs(setup, conditions):  # (None without assembling the chunk again: ~1.5 ms)
+            return None
+        return reference_protected(assemble_events(events, info.path or "<events>"), setup, conditions, stage,
+                                   reco=reco)
 
     def _reconstruct_batched(self, nested, setup, conditions, path, stages=None) -> ak.Array:
         """The reconstruction stage in slices of at most ``RECO_BATCH`` events (bounded memory);

@@ -332,3 +332,34 @@ def test_each_stage_reads_only_its_own_payload(moved, monkeypatch):
     monkeypatch.setitem(event.STAGES, "calo", (nosy, "calorimeter"))
     with pytest.raises(WithheldConditions, match="the calorimeter stage read tracker conditions"):
         reconstruct(events, setup, conds)
+
+
+def test_uses_reference_inputs_compares_the_inputs_file_by_file(moved):
+    """The package's setup and default tag are the reference; the moved setup is not."""
+    from na64reco.selection.blinding import uses_reference_inputs
+
+    run = moved["run"]
+    nominal = load_setup("na64mu", run=run)
+    assert uses_reference_inputs(nominal, load_conditions(nominal, run))
+    assert not uses_reference_inputs(moved["mine"], load_conditions(moved["mine"], run, root=moved["root"]))
+
+
+def test_a_data_chunk_with_the_reference_inputs_is_assembled_once(small_na64mu_files, moved, monkeypatch):
+    """The processor's reference check of a data chunk reconstructed with the reference inputs does not
+    assemble the chunk's events again (nothing is reconstructed again); with a moved setup it does, and
+    the leaked events stay out of the cut-flow (the test above, through the processor's own steps)."""
+    import processors.base as base
+    from na64reco.runner import RunOptions, run_files
+
+    calls = []
+    real = base.assemble_events
+
+    def counted(events, source):
+        calls.append(len(events))
+        return real(events, source)
+
+    monkeypatch.setattr(base, "assemble_events", counted)
+    run_files({"data": [str(small_na64mu_files["data"])]}, RunOptions("na64mu_invisible", executor="iterative"))
+    n_chunks = len(calls)
+    assert n_chunks >= 1
+    assert sum(calls) == len(moved["events"])  # each event assembled once: for its reconstruction
