@@ -50,17 +50,6 @@ class HistTemplate:
             pickled = self._pickled = (hashlib.sha256(blob).digest(), blob)
         return _rebuild_template, pickled
 
-    def category_offset(self, label: str) -> int:
-        """The flat-index offset of ``label`` on the first axis (a category axis, not a flow bin of it)."""
-        ax, offset, extent, stride, _ = self._axes[0]
-        try:
-            i = int(ax.index(label)) + offset
-        except (KeyError, ValueError, TypeError):
-            i = -1
-        if not 0 <= i < extent - int(ax.traits.overflow) or not isinstance(label, str):
-            raise NA64Error(f"histogram {self.hist.axes.name}: {label!r} is not a category of its first axis")
-        return i * stride
-
     def flat_index(self, values) -> tuple[np.ndarray | int, np.ndarray | None]:
         """(flat bin index, flow bins included, of each entry; the entries kept, None for
         all): the bin ``axis.index`` gives on every axis, as boost-histogram's fill finds it;
@@ -118,22 +107,7 @@ class HistSums:
         a category axis takes one label for all entries) with ``weight`` (an array of the
         same length), adding the weights bin by bin in the entries' order (as boost-histogram)."""
         flat, keep = self.template.flat_index(values)
-        self._add(flat, keep, np.asarray(weight, dtype=float))
-
-    def fill_stages(self, stages: tuple[str, str], *values, weight: np.ndarray, subset: np.ndarray) -> None:
-        """``fill(stages[0], *values, weight=weight)``, then ``fill(stages[1], *[v[subset] for v in
-        values], weight=weight[subset])`` (the first axis a category axis, ``subset`` a mask of the
-        entries): the same sums to the last bit, each entry's bin found once, not twice."""
         weight = np.asarray(weight, dtype=float)
-        flat, keep = self.template.flat_index((stages[0], *values))
-        self._add(flat, keep, weight)
-        delta = self.template.category_offset(stages[1]) - self.template.category_offset(stages[0])
-        flat = np.broadcast_to(flat, weight.shape)[subset] + delta
-        self._add(flat, keep if keep is None or not np.ndim(keep) else keep[subset], weight[subset])
-
-    def _add(self, flat, keep, weight: np.ndarray) -> None:
-        """Add the entries' ``weight`` at their flat bins (``keep``: those filled, None for all), bin
-        by bin in the entries' order (as boost-histogram)."""
         if keep is not None:
             if not np.ndim(keep):
                 if not keep:

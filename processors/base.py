@@ -738,14 +738,8 @@ class InvisibleProcessor(processor.ProcessorABC):
         out = {}
         for names in [(v,) for v in self.variables()] + list(self.PAIRS):
             h = self._sums(names, stage=True)
-            w = np.ones(len(cols)) if weights is None else weights
-            values = [cols[n] for n in names]
-            subset = passed_all
-            if len(names) == 1 and values[0].ndim == 2:  # per-module variable: one entry per module (_fill)
-                x = values[0]
-                values = [np.broadcast_to(np.arange(x.shape[1]), x.shape).ravel(), x.ravel()]
-                w, subset = np.repeat(w, x.shape[1]), np.repeat(passed_all, x.shape[1])
-            h.fill_stages(("all", "selected"), *values, weight=w, subset=subset)  # = _fill "all", then "selected"
+            self._fill(h, cols, None, weights, names, stage="all")
+            self._fill(h, cols, passed_all, weights, names, stage="selected")
             out["_vs_".join(names)] = h
         return HistGroup(out)
 

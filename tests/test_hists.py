@@ -155,30 +155,3 @@ def test_a_group_merges_as_coffea_merges_a_dict_of_sums():
     for k in ref:
         assert got[k].view(flow=True).value.tobytes() == ref[k].view(flow=True).value.tobytes()
         assert got[k].view(flow=True).variance.tobytes() == ref[k].view(flow=True).variance.tobytes()
-
-
-@pytest.mark.parametrize("kind", ["regular", "modules", "pair", "count"])
-@pytest.mark.parametrize("weighted", [False, True])
-def test_filling_both_stages_at_once_gives_the_two_fills(kind, weighted):
-    """fill_stages(("all", "selected"), ...) = fill("all", ...) then fill("selected", masked ...): the
-    same bits as boost-histogram filling both stages, empty and all-passing subsets included."""
-    rng = np.random.default_rng(3)
-    template = HistTemplate(_book(kind))
-    for n in (0, 1, 37, 940):
-        values = _values(kind, n, rng)
-        size = len(values[-1])
-        w = rng.exponential(1.0, size) if weighted else np.ones(size)
-        for passed in (rng.random(size) < 0.3, np.ones(size, bool), np.zeros(size, bool)):
-            h, s = _book(kind), HistSums(template)
-            for stage, m in (("all", slice(None)), ("selected", passed)):
-                bh.Histogram.fill(h, stage, *[v[m] for v in values], weight=w[m])
-            s.fill_stages(("all", "selected"), *values, weight=w, subset=passed)
-            view = h.view(flow=True)
-            assert view.value.tobytes() == s.sumw.tobytes()
-            assert view.variance.tobytes() == s.sumw2.tobytes()
-
-
-def test_filling_stages_needs_categories_of_the_first_axis():
-    s = HistSums(HistTemplate(_book("regular")))
-    with pytest.raises(NA64Error, match="not a category"):
-        s.fill_stages(("all", "passed"), np.zeros(3), weight=np.ones(3), subset=np.ones(3, bool))
