@@ -4,7 +4,8 @@
 
 Prints, on one core and in one process: the plain uproot read of the ``events`` branches
 (the baseline), the read + ``assemble_events`` + ``reconstruct`` chain, events/s per
-core (CPU time, minimum of the repeats) and the ratio to the baseline, plus the peak
+core (CPU time, minimum of the repeats, the measurements alternated round by round) and the
+ratio to the baseline (also the median of the rounds' own ratios), plus the peak
 memory of the process (bounded by the chunk size, not the file size).  Then the same with
 the read of the README's Python API, ``open_raw(path).events(start, stop)`` per chunk (the
 basket maps and the content checksums verified, :mod:`na64reco.io.raw`), alone and with
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -145,16 +147,26 @@ def main() -> None:
         setup = load_setup(raw.setup, run=raw.run)
         conds = load_conditions(setup, raw.run)
     _reco(path, 1000, setup, conds)  # compile the kernels outside the timing
-    n, cpu_read, wall_read = _best(lambda: _read(path, args.chunk), args.repeat)
-    _, cpu_reco, wall_reco = _best(lambda: _reco(path, args.chunk, setup, conds), args.repeat)
-    _, cpu_api, _ = _best(lambda: _api_read(path, args.chunk), args.repeat)
-    _, cpu_api_reco, _ = _best(lambda: _api_reco(path, args.chunk, setup, conds), args.repeat)
+    # the four measurements alternate round by round (the host's load drifts: separate blocks of
+    # repeats bias the ratios); each figure is the minimum over the rounds
+    rounds = {"read": [], "reco": [], "api": [], "api_reco": []}
+    steps = {"read": lambda: _read(path, args.chunk), "reco": lambda: _reco(path, args.chunk, setup, conds),
+             "api": lambda: _api_read(path, args.chunk), "api_reco": lambda: _api_reco(path, args.chunk, setup, conds)}
+    for _ in range(args.repeat):
+        for key, fn in steps.items():
+            n, cpu, wall = _best(fn, 1)
+            rounds[key].append((cpu, wall))
+    (cpu_read, wall_read), (cpu_reco, wall_reco), (cpu_api, _), (cpu_api_reco, _) = (
+        (min(c for c, _ in rounds[k]), min(w for _, w in rounds[k])) for k in steps)
+    paired = [r[0] / q[0] for r, q in zip(rounds["reco"], rounds["read"], strict=True)]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"file {path}: {n} events, chunk {args.chunk}")
     print(f"plain uproot read      : {n / cpu_read:10.0f} events/s/core (CPU {cpu_read:.2f} s, wall {wall_read:.2f} s)")
     print(f"read + reconstruct     : {n / cpu_reco:10.0f} events/s/core (CPU {cpu_reco:.2f} s, wall {wall_reco:.2f} s)")
     print(f"reconstruction alone   : {n / (cpu_reco - cpu_read):10.0f} events/s/core")
     print(f"ratio (read+reco)/read : {cpu_reco / cpu_read:10.2f} x (CPU)   {wall_reco / wall_read:.2f} x (wall)")
+    print(f"  paired (each round's read+reco / its read, CPU): median {statistics.median(paired):.2f} x, "
+          f"range {min(paired):.2f}-{max(paired):.2f}")
     print(f"README API read        : {n / cpu_api:10.0f} events/s/core (CPU {cpu_api:.2f} s: "
           f"open_raw(...).events(start, stop), checksums verified; {cpu_api / cpu_read:.2f} x the plain read)")
     print(f"README API read + reco : {n / cpu_api_reco:10.0f} events/s/core (CPU {cpu_api_reco:.2f} s; "

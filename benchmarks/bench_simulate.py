@@ -12,8 +12,9 @@
 1. NA64mu ``mixture`` beam particles per second on one core, *including* writing the raw
    file (CPU time, minimum of ``--repeat`` runs in one warm process).
 2. The same arrays written again with bare uproot (``mktree`` + ``extend``, same ZSTD(1)
-   compression, same chunking; minimum of ``--repeat``): the ratio tells how much the
-   simulation costs on top of the unavoidable write.
+   compression, same chunking; minimum of ``--repeat``, each write right after a simulation,
+   round by round): the ratio tells how much the simulation costs on top of the unavoidable
+   write; also the median of the rounds' own ratios (robust to a drifting load).
 3. Bytes per written event on disk.
 4. With ``--memory``: peak RSS of fresh processes simulating 50k and 200k beam particles
    (memory must be flat in N: chunked writing).
@@ -63,6 +64,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -126,9 +128,9 @@ def _install_stage_timers(package: str = "na64reco") -> dict[str, float]:
     return times
 
 
-def _plain_write(src: Path, dst: Path, chunk_events: int, repeat: int) -> tuple[float, float]:
-    """Read every tree of ``src`` into memory, then time a bare uproot write of the same arrays
-    (minimum wall and CPU time of ``repeat`` writes)."""
+def _plain_writer(src: Path, dst: Path, chunk_events: int):
+    """Read every tree of ``src`` into memory; returns a function that writes the same arrays to
+    ``dst`` with bare uproot and returns (wall, CPU) seconds of the write."""
     import uproot
 
     with uproot.open(src) as f:
@@ -137,8 +139,8 @@ def _plain_write(src: Path, dst: Path, chunk_events: int, repeat: int) -> tuple[
         sp = f["spills"].arrays(library="np")
     names = [k for k in ev.fields if not k.startswith("n")]  # uproot re-creates the counters
     types = {k: ev[k].type.content for k in names}
-    walls, cpus = [], []
-    for _ in range(repeat):
+
+    def write() -> tuple[float, float]:
         t0, c0 = time.perf_counter(), time.process_time()
         with uproot.recreate(dst, compression=uproot.ZSTD(1)) as out:
             out.mktree("events", types)
@@ -148,9 +150,8 @@ def _plain_write(src: Path, dst: Path, chunk_events: int, repeat: int) -> tuple[
             out["truth"].extend(tr)
             out.mktree("spills", {k: v.dtype for k, v in sp.items()})
             out["spills"].extend(sp)
-        walls.append(time.perf_counter() - t0)
-        cpus.append(time.process_time() - c0)
-    return min(walls), min(cpus)
+        return time.perf_counter() - t0, time.process_time() - c0
+    return write
 
 
 #: the configurations of ``--digest`` (small: ~1 min for all)
@@ -500,7 +501,10 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         _simulate(2000, tmp / "warm.root", args.chunk, args.trigger)  # imports, caches
-        walls, best = [], None
+        # the simulation and the bare write alternate round by round (the host's load drifts: separate
+        # blocks of repeats bias the ratio); the first simulation makes the arrays the write writes
+        walls, best, plain_w, plain_c, paired = [], None, [], [], []
+        write = None
         for _ in range(max(1, args.repeat)):
             if stages is not None:
                 stages.clear()
@@ -508,16 +512,24 @@ def main(argv=None) -> int:
             walls.append(w)
             if best is None or c < best[0]:
                 best = (c, dict(stages or {}))
+            if write is None:
+                size = os.path.getsize(tmp / "sim.root")
+                chunk_events = max(1, int(args.chunk * result.n_written / result.n_beam))
+                write = _plain_writer(tmp / "sim.root", tmp / "plain.root", chunk_events)
+            pw, pc = write()
+            plain_w.append(pw)
+            plain_c.append(pc)
+            paired.append(c / pc)
         wall, (cpu, profile) = min(walls), best
-        size = os.path.getsize(tmp / "sim.root")
-        chunk_events = max(1, int(args.chunk * result.n_written / result.n_beam))
-        plain, plain_cpu = _plain_write(tmp / "sim.root", tmp / "plain.root", chunk_events, max(1, args.repeat))
+        plain, plain_cpu = min(plain_w), min(plain_c)
         print(f"setup na64mu, process mixture, trigger {args.trigger}, {result.n_beam} beam particles -> "
               f"{result.n_written} written (minimum of {args.repeat} runs)")
         print(f"simulate + write : {wall:7.2f} s wall, {cpu:7.2f} s CPU -> "
               f"{result.n_beam / wall:8.0f} beam particles/s, {result.n_written / wall:8.0f} written events/s")
         print(f"plain uproot write of the same arrays: {plain:7.2f} s wall, {plain_cpu:7.2f} s CPU")
         print(f"ratio simulate+write / plain write: {wall / plain:5.2f} (wall), {cpu / plain_cpu:5.2f} (CPU)")
+        print(f"  paired (each round's simulate / its write, CPU): median {statistics.median(paired):5.2f}, "
+              f"range {min(paired):.2f}-{max(paired):.2f}")
         print(f"per core (CPU time): {result.n_beam / cpu:8.0f} beam particles/s")
         per_event = size / max(result.n_written, 1)
         print(f"file size        : {size / 1e6:7.2f} MB = {per_event:6.0f} bytes per written event")
