@@ -54,21 +54,14 @@ def _reco(path, chunk, setup, conds):
     return n
 
 
-def _api_read(path, chunk):
+def _api(path, chunk, setup=None, conds=None):
+    """The README's read, ``open_raw(path).events(start, stop)`` per chunk, and with ``setup`` its
+    ``reconstruct``; returns the events."""
     n = 0
     with open_raw(path) as raw:
-        total = raw.tree("events").num_entries
-        for start in range(0, total, chunk):
-            n += len(raw.events(start, min(start + chunk, total)))
-    return n
-
-
-def _api_reco(path, chunk, setup, conds):
-    n = 0
-    with open_raw(path) as raw:
-        total = raw.tree("events").num_entries
-        for start in range(0, total, chunk):
-            n += len(reconstruct(raw.events(start, min(start + chunk, total)), setup, conds, source=str(path)))
+        for start in range(0, raw.n_events, chunk):
+            events = raw.events(start, min(start + chunk, raw.n_events))
+            n += len(events if setup is None else reconstruct(events, setup, conds, source=str(path)))
     return n
 
 
@@ -151,7 +144,7 @@ def main() -> None:
     # repeats bias the ratios); each figure is the minimum over the rounds
     rounds = {"read": [], "reco": [], "api": [], "api_reco": []}
     steps = {"read": lambda: _read(path, args.chunk), "reco": lambda: _reco(path, args.chunk, setup, conds),
-             "api": lambda: _api_read(path, args.chunk), "api_reco": lambda: _api_reco(path, args.chunk, setup, conds)}
+             "api": lambda: _api(path, args.chunk), "api_reco": lambda: _api(path, args.chunk, setup, conds)}
     for _ in range(args.repeat):
         for key, fn in steps.items():
             n, cpu, wall = _best(fn, 1)
