@@ -441,6 +441,11 @@ class _Workers:
         return processor.DaskExecutor(client=self.client(), status=opts.status, retries=0, treereduction=8)
 
 
+#: what distributed's nanny would put in a local worker's environment and
+#: :func:`local_cluster` leaves out (``None`` in ``distributed.nanny.pre-spawn-environ``)
+WORKER_ENVIRON_UNSET = ("MALLOC_TRIM_THRESHOLD_",)
+
+
 def local_cluster(workers: int, *, preload: bool = True):
     """The one-machine dask cluster of ``--executor dask`` (no ``--scheduler``).
 
@@ -453,6 +458,12 @@ def local_cluster(workers: int, *, preload: bool = True):
     the worker processes are forked from a fork server that imported the analysis modules
     and started numba once (instead of each worker doing it: ~2-3 s of CPU per worker).
     ``benchmarks/bench_dask_startup.py`` times each phase.
+
+    The workers keep glibc's own heap policy: distributed's default sets ``MALLOC_TRIM_THRESHOLD_``
+    in a worker's environment (:data:`WORKER_ENVIRON_UNSET`), which also turns off glibc's dynamic
+    mmap threshold, so every large array of every chunk is mapped afresh and faulted in page by page:
+    ~200k page faults and +25 % CPU per 188k events (docs/performance.md, "dask workers without
+    distributed's malloc trim").  A value the caller's environment sets is inherited all the same.
     """
     import logging
     import os
@@ -465,7 +476,7 @@ def local_cluster(workers: int, *, preload: bool = True):
     cache = os.environ.get("NUMBA_CACHE_DIR") or numba.config.CACHE_DIR
     if cache:
         env["NUMBA_CACHE_DIR"] = str(cache)
-    config = {}
+    config = {f"distributed.nanny.pre-spawn-environ.{k}": None for k in WORKER_ENVIRON_UNSET}
     if preload and _use_forkserver():
         config["distributed.worker.multiprocessing-method"] = "forkserver"
     with dask.config.set(config):
