@@ -59,3 +59,25 @@ def test_malformed_yaml_and_version(tmp_path):
         load_yaml(old, schema_version=1)
     with pytest.raises(ConfigError, match="file not found"):
         load_yaml(tmp_path / "nope.yaml")
+
+
+def test_the_fast_loader_reads_every_shipped_yaml_as_pyyamls_own_parser():
+    """``load_yaml`` uses libyaml's parser where PyYAML has it: every YAML file of ``calib/``,
+    ``selections/`` and the package gives the data PyYAML's pure-Python safe loader gives, and a
+    key given twice is refused by both loaders' classes."""
+    from pathlib import Path
+
+    import yaml
+
+    from na64reco.config import _UniqueKeyLoader
+
+    root = Path(__file__).resolve().parents[1]
+    files = sorted(p for d in ("calib", "selections", "na64reco") for p in (root / d).rglob("*.yaml"))
+    assert len(files) > 15
+    for p in files:
+        text = p.read_text()
+        assert yaml.load(text, Loader=_UniqueKeyLoader) == yaml.load(text, Loader=yaml.SafeLoader), p  # noqa: S506
+    if yaml.__with_libyaml__:
+        assert issubclass(_UniqueKeyLoader, yaml.CSafeLoader)
+    with pytest.raises(yaml.YAMLError, match="key 'a' is given twice"):
+        yaml.load("a: 1\nb: 2\na: 3\n", Loader=_UniqueKeyLoader)  # noqa: S506
