@@ -12,6 +12,7 @@ plain read and the iterative chain alternated round by round):
   --executor dask`` starts: 1 thread each, forked from a fork server that imported the
   analysis modules; workers warmed up first): wall time and speed-up (target >= 1.8x on
   2 free cores);
+* the dask workers' user and system CPU time and minor page faults per run (median);
 * peak resident memory per dask worker for each chunk size (chunks are whole basket
   clusters of at most the chunk size when the clusters fit, see ``na64reco.runner``),
   and the worker's memory after the warm-up (imports, kernels).
@@ -80,6 +81,12 @@ def _peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _usage():
+    """(user s, system s, minor page faults) of this process so far."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime, r.ru_stime, r.ru_minflt
+
+
 def _warm(path, processor, n=500):
     """Process the first ``n`` events in this process (imports, numba compilation)."""
     from coffea.nanoevents import BaseSchema, NanoEventsFactory
@@ -103,7 +110,8 @@ def _rss_mb():
 
 def dask_run(files, processor, workers, chunksize, repeat=1):
     """(events, min wall s, peak RSS MB of the largest worker, warm-up s, RSS MB of the
-    largest worker after the warm-up); start-up and warm-up not timed.  The cluster is
+    largest worker after the warm-up, the workers' (user s, system s, minor page faults) per run
+    summed over them, the medians of the runs); start-up and warm-up not timed.  The cluster is
     :func:`na64reco.runner.local_cluster`, the one ``na64reco run --executor dask`` starts
     (workers forked from a fork server that imported the analysis modules)."""
     from dask.distributed import Client
@@ -116,9 +124,19 @@ def dask_run(files, processor, workers, chunksize, repeat=1):
         warm = time.perf_counter() - t
         idle = client.run(_rss_mb)
         client.run(_reset_peak_rss)
-        n, dt, _ = best(lambda: run(files, processor, "dask", workers, chunksize, client), repeat)
+        usage = []
+
+        def timed_run():
+            before = client.run(_usage)
+            res = run(files, processor, "dask", workers, chunksize, client)
+            after = client.run(_usage)
+            usage.append([sum(after[w][i] - before[w][i] for w in after) for i in range(3)])
+            return res
+
+        n, dt, _ = best(timed_run, repeat)
         peaks = client.run(_peak_rss_mb)
-    return n, dt, max(peaks.values()), warm, max(idle.values())
+    per_run = [sorted(u[i] for u in usage)[len(usage) // 2] for i in range(3)]
+    return n, dt, max(peaks.values()), warm, max(idle.values()), per_run
 
 
 def main(argv=None):
@@ -150,13 +168,16 @@ def main(argv=None):
     if args.skip_dask:
         return 0
     cs = min(args.chunksizes)
-    n1, t1, m1, w1, _ = dask_run(args.files, args.processor, 1, cs, args.repeat)
-    n2, t2, m2, w2, _ = dask_run(args.files, args.processor, 2, cs, args.repeat)
+    n1, t1, m1, w1, _, u1 = dask_run(args.files, args.processor, 1, cs, args.repeat)
+    n2, t2, m2, w2, _, u2 = dask_run(args.files, args.processor, 2, cs, args.repeat)
     print(f"dask 1 worker          : {t1:.2f} s;  2 workers: {t2:.2f} s;  speed-up {t1 / t2:.2f}x "
           f"(target >= 1.8x); {t1 / r_wall:.1f}x / {t2 / r_wall:.1f}x the plain read; "
           f"worker warm-up (kernels from the disk cache, first chunk) {w1:.1f} s / {w2:.1f} s")
+    for k, u in ((1, u1), (2, u2)):  # (a heap policy that maps every large array afresh shows here)
+        print(f"  workers of the {k}-worker runs, median per run: {u[0]:.2f} s user, {u[1]:.2f} s system, "
+              f"{u[2]:,.0f} minor page faults")
     for c in args.chunksizes:
-        _, dt, peak, _, idle = dask_run(args.files, args.processor, 2, c)
+        _, dt, peak, _, idle, _ = dask_run(args.files, args.processor, 2, c)
         print(f"chunksize {c:>7}      : 2 workers {dt:.2f} s, peak RSS per worker {peak:.0f} MB "
               f"(after the warm-up, before the run: {idle:.0f} MB; target <= 300 MB at 20000)")
     return 0
