@@ -16,6 +16,15 @@ interpreter then exits in a fraction of a second instead of walking every object
 holds (1-4 s after a chunk of reconstruction, which the nanny waits for and, past 4 s,
 answers by killing the process with a warning).
 
+A worker whose nanny gave it distributed's default ``MALLOC_TRIM_THRESHOLD_`` (65536, dask's
+``distributed.nanny.pre-spawn-environ``, to hand freed memory back at once) has glibc's dynamic
+mmap threshold turned off by it: every chunk's large arrays are mapped afresh and faulted in page
+by page (~200k page faults and ~25 % more CPU per 188k events, docs/performance.md, "dask workers
+without distributed's malloc trim").  Such a worker keeps freed memory in its heap instead
+(:func:`keep_freed_memory_if_trimmed`, glibc's ``mallopt``); a worker started without that
+variable (:func:`na64reco.runner.local_cluster`), or with another value, keeps its allocator as it
+is.  The peak memory is that of the largest chunk either way; it is not handed back between chunks.
+
 The numba kernels are compiled once into the on-disk cache (``NUMBA_CACHE_DIR``, else
 ``__pycache__`` next to the sources, see :mod:`na64reco.reco.tracking._jit`) and loaded
 from it by every worker; :func:`na64reco.runner.local_cluster` gives the workers the
@@ -25,6 +34,7 @@ client's cache directory.
 from __future__ import annotations
 
 import gc
+import os
 import time
 
 import numba
@@ -59,8 +69,27 @@ def _one(x):
     return x[0] + 1.0
 
 
+#: ``MALLOC_TRIM_THRESHOLD_`` as distributed's nanny sets it by default (its ``distributed.yaml``)
+DISTRIBUTED_TRIM_DEFAULT = "65536"
+
+
+def keep_freed_memory_if_trimmed() -> bool:
+    """Keep freed memory in the heap if this process was started with distributed's default
+    ``MALLOC_TRIM_THRESHOLD_``: glibc's mmap threshold at its maximum and the trim threshold at twice
+    it, the state glibc's dynamic adjustment reaches by itself in a process that frees such blocks
+    (:func:`na64reco.sim.heap.retain_freed_memory`).  True if it was changed.  (A worker's peak
+    memory is then ~50 MB above the trimming worker's: the heap serves every block below 32 MiB
+    from the start; ``benchmarks/bench_worker_heap.py``.)"""
+    if os.environ.get("MALLOC_TRIM_THRESHOLD_") != DISTRIBUTED_TRIM_DEFAULT:
+        return False
+    from na64reco.sim import heap
+
+    return heap.retain_freed_memory(heap.DYNAMIC_TRIM_THRESHOLD_BYTES)
+
+
 def dask_setup(worker=None) -> None:
     """Run by each worker at start-up (distributed preload hook)."""
+    keep_freed_memory_if_trimmed()
     seconds = import_modules() + start_numba()
     if worker is not None:
         worker.na64reco_setup_seconds = seconds

@@ -66,25 +66,3 @@ def test_local_client_runs_tasks_on_workers_or_none_in_process():
         assert client.submit(os.getpid).result() != os.getpid()  # ran in the worker process
     assert client.status == "closed"
 
-
-_ENV_SCRIPT = """
-import json, os
-from na64reco.runner import local_client
-with local_client(1) as client:
-    print(json.dumps(client.submit(lambda: dict(os.environ), pure=False).result()))
-"""
-
-
-def test_local_workers_keep_glibcs_heap_policy(tmp_path):
-    """distributed's default ``MALLOC_TRIM_THRESHOLD_`` is not in a local worker's environment (it
-    turns off glibc's dynamic mmap threshold: every chunk's large arrays faulted in afresh, ~200k
-    faults and +25 % CPU per 188k events); the rest of distributed's worker environment is kept.
-    A fresh interpreter: a fork server started earlier in this one keeps the environment it had."""
-    env = {k: v for k, v in os.environ.items() if k != "MALLOC_TRIM_THRESHOLD_"}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
-    res = subprocess.run([sys.executable, "-c", _ENV_SCRIPT], capture_output=True, text=True, env=env,
-                         cwd=tmp_path, timeout=300)
-    assert res.returncode == 0, res.stderr[-2000:]
-    worker_env = json.loads(res.stdout.strip().splitlines()[-1])
-    assert "MALLOC_TRIM_THRESHOLD_" not in worker_env
-    assert worker_env.get("OMP_NUM_THREADS") == "1"

@@ -21,7 +21,9 @@ Because it changes the whole process, the library never calls it behind the user
 ``simulate()`` leaves the allocator alone (a notebook or a dask worker that goes on to
 process data keeps glibc's defaults).  The processes that only simulate call it: the
 ``na64reco simulate`` command and ``benchmarks/bench_simulate.py``; a script simulating
-many spills in a process of its own may call it first.
+many spills in a process of its own may call it first.  The dask workers' preload calls it
+in one case: a worker started with distributed's default ``MALLOC_TRIM_THRESHOLD_``, whose
+glibc defaults that variable has already replaced (:mod:`na64reco.dask_worker`).
 """
 
 from __future__ import annotations
@@ -40,13 +42,16 @@ MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024
 #: free memory kept at the top of the heap (a few spills' arrays; the peak RSS of a
 #: simulation is ~400 MB, most of it imports)
 TRIM_THRESHOLD_BYTES = 512 * 1024 * 1024
+#: the trim threshold glibc's dynamic adjustment sets along with an mmap threshold at its
+#: maximum (twice it): what a process that frees blocks of >= 32 MiB converges to by itself
+DYNAMIC_TRIM_THRESHOLD_BYTES = 2 * MMAP_THRESHOLD_BYTES
 
 
-@functools.lru_cache(maxsize=1)
-def retain_freed_memory() -> bool:
+@functools.lru_cache(maxsize=4)
+def retain_freed_memory(trim_bytes: int = TRIM_THRESHOLD_BYTES) -> bool:
     """Keep freed memory in the heap for the rest of the process (see the module
-    docstring).  Returns True if glibc accepted both settings, False where there is no
-    glibc ``mallopt`` (nothing changed).  Idempotent."""
+    docstring), up to ``trim_bytes`` free at the heap's top.  Returns True if glibc accepted
+    both settings, False where there is no glibc ``mallopt`` (nothing changed).  Idempotent."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     try:
@@ -57,4 +62,4 @@ def retain_freed_memory() -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     ok = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
-    return bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1 and ok)
+    return bool(mallopt(M_TRIM_THRESHOLD, int(trim_bytes)) == 1 and ok)
