@@ -10,17 +10,22 @@ import pytest
 
 from na64reco.sim import heap
 
-#: a fresh process: 2 rounds of 20 arrays of 4 MB made and freed, minor page faults counted
-#: before and after retain_freed_memory() (glibc returns these blocks to the system on free)
-_CHILD = """
+#: code of a fresh process: ``faults(n)`` makes and frees 2 rounds of ``n`` arrays of 4 MB and returns
+#: the minor page faults it took (also used by test_worker_heap.py)
+FAULTS = """
 import resource, sys
 import numpy as np
-def faults():
+def faults(n=20):
     a = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(2):
-        xs = [np.ones(1 << 19) for _ in range(20)]
+        xs = [np.ones(1 << 19) for _ in range(n)]
         del xs
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - a
+"""
+
+#: faults of 20 arrays counted before and after retain_freed_memory() (glibc returns these blocks to
+#: the system on free)
+_CHILD = FAULTS + """
 faults()
 before = faults()
 import importlib.util

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_sim_heap import FAULTS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,19 +46,11 @@ def test_local_workers_keep_glibcs_heap_policy(tmp_path):
 
 #: a fresh process: 2 rounds of 10 arrays of 4 MB made and freed, minor page faults counted after
 #: the preload's heap step (what distributed's default variable costs: each round faulted in again)
-_HEAP_SCRIPT = """
-import resource
-import numpy as np
+_HEAP_SCRIPT = FAULTS + """
 from na64reco.dask_worker import keep_freed_memory_if_trimmed
-def faults():
-    a = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(2):
-        xs = [np.ones(1 << 19) for _ in range(10)]
-        del xs
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - a
 changed = keep_freed_memory_if_trimmed()
-faults()
-print(changed, faults())
+faults(10)
+print(changed, faults(10))
 """
 
 
