@@ -463,7 +463,9 @@ def local_cluster(workers: int, *, preload: bool = True):
     in a worker's environment (:data:`WORKER_ENVIRON_UNSET`), which also turns off glibc's dynamic
     mmap threshold, so every large array of every chunk is mapped afresh and faulted in page by page:
     ~200k page faults and +25 % CPU per 188k events (docs/performance.md, "dask workers without
-    distributed's malloc trim").  A value the caller's environment sets is inherited all the same.
+    distributed's malloc trim").  A value in the caller's environment is inherited all the same (a
+    ``LocalCluster`` with distributed's defaults puts the default there); with the default value the
+    preload then keeps freed memory instead (:func:`na64reco.dask_worker.keep_freed_memory_if_trimmed`).
     """
     import logging
     import os

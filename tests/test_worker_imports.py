@@ -65,4 +65,3 @@ def test_local_client_runs_tasks_on_workers_or_none_in_process():
         assert len(client.scheduler_info()["workers"]) == 1
         assert client.submit(os.getpid).result() != os.getpid()  # ran in the worker process
     assert client.status == "closed"
-
