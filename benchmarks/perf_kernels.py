@@ -2,6 +2,7 @@
 
     python benchmarks/perf_kernels.py reco --file RAW.root [--chunk 50000] [--seconds 8] [--top 30]
     python benchmarks/perf_kernels.py simulate [--events 100000] [--seconds 8] [--top 30]
+    python benchmarks/perf_kernels.py reco --file RAW.root --annotate _hits_kernel [--lines 40]
 
 The stage timers of ``bench_reco.py --stages`` and ``bench_simulate.py --profile`` time Python
 calls; they cannot split a numba kernel from the kernels inlined into it, nor see the operating
@@ -18,6 +19,12 @@ process with ``perf record`` instead and names the samples in numba's compiled c
   share of the samples of each symbol (a numba kernel as ``module.function``, with what it inlined;
   ``[k]`` the operating system), then the shares by library.
 
+With ``--annotate NAME`` the child also writes the machine code of every mapped function as it is in
+memory, and the parent prints, for each kernel whose name contains NAME, its ``--lines`` hottest
+instructions (the share of the kernel's samples on each, ``perf script``'s sample addresses) with their
+neighbours, disassembled by ``objdump``: where inside a kernel the time goes, on the code that ran (no
+debug build: numba's debug info also turns on bounds checks and longer variable lifetimes).
+
 Needs ``perf`` (``linux-tools``) and permission to attach to one's own processes
 (``/proc/sys/kernel/perf_event_paranoid`` <= 2 for user-space samples, <= 1 with the kernel's).
 The names come from numba's code libraries (``CodeLibrary._final_module``, not a public numba
@@ -28,6 +35,8 @@ The compile of the first run takes ~1-2 min.  A figure, not a test.
 from __future__ import annotations
 
 import argparse
+import collections
+import ctypes
 import os
 import re
 import shutil
@@ -68,11 +77,25 @@ def _perf_map() -> int:
                     if addr:
                         entries.append((addr, name))
     entries = sorted(dict(reversed(entries)).items())  # one name per address (the first seen)
+    code_dir = os.environ.get("PERF_KERNELS_CODE_DIR")
     with open(f"/tmp/perf-{os.getpid()}.map", "w") as f:
         for i, (addr, name) in enumerate(entries):
             size = min(entries[i + 1][0] - addr if i + 1 < len(entries) else 1 << 16, 1 << 20)
             f.write(f"{addr:x} {size:x} {name}\n")
+            if code_dir:  # the machine code as it runs, for --annotate (disassembled by the parent)
+                size = min(size, _mapped_until(addr) - addr)
+                Path(code_dir, f"{addr:x}.bin").write_bytes(ctypes.string_at(addr, size))
     return len(entries)
+
+
+def _mapped_until(addr: int) -> int:
+    """The end of the memory mapping of this process that holds ``addr`` (from /proc/self/maps)."""
+    with open("/proc/self/maps") as f:
+        for line in f:
+            lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+            if lo <= addr < hi:
+                return hi
+    return addr
 
 
 def _reco_workload(args):
@@ -138,6 +161,64 @@ def _report(data: Path, top: int) -> None:
         print(f"  {pct:6.2f} %  {name}")
 
 
+def _disassemble(code: Path, addr: int) -> list[tuple[int, str]]:
+    """(address, instruction) of the machine code in ``code`` loaded at ``addr`` (``objdump``)."""
+    dis = subprocess.run(["objdump", "-D", "-b", "binary", "-m", "i386:x86-64", "--no-show-raw-insn",
+                          f"--adjust-vma={addr:#x}", str(code)], capture_output=True, text=True, check=True).stdout
+    insns = []
+    for row in dis.splitlines():
+        m = re.match(r"\s*([0-9a-f]+):\s*(\S.*)", row)
+        if m:
+            insns.append((int(m.group(1), 16), m.group(2).strip()))
+    return insns
+
+
+def _hot_lines(insns: list[tuple[int, str]], hits: dict[int, int], lines: int, base: int) -> list[str]:
+    """The ``lines`` instructions with the most samples (``hits``: address -> samples), each with the
+    three before and the one after it, in address order; a gap as ``...``."""
+    total = sum(hits.values()) or 1
+    counts = [hits.get(a, 0) for a, _ in insns]
+    hot = sorted(range(len(insns)), key=lambda i: -counts[i])[:lines]
+    show = sorted({j for i in hot if counts[i] for j in range(max(0, i - 3), min(len(insns), i + 2))})
+    out = []
+    prev = None
+    for i in show:
+        if prev is not None and i != prev + 1:
+            out.append("        ...")
+        a, text = insns[i]
+        mark = f"{100 * counts[i] / total:5.1f} %" if counts[i] else "       "
+        out.append(f"  {mark}  {a - base:6x}  {text}")
+        prev = i
+    return out
+
+
+def _annotate(data: Path, perf_map: Path, code_dir: Path, pattern: str, lines: int) -> None:
+    """The hottest instructions of the compiled functions whose name contains ``pattern``: every sampled
+    instruction address counted (``perf script``), the function's machine code as it ran disassembled
+    (``objdump``), and the ``lines`` instructions with the most samples printed with their neighbours,
+    in address order (offsets from the function's start).  A sample usually lands on the instruction
+    after a slow one (skid)."""
+    funcs = []
+    for line in perf_map.read_text().splitlines():
+        addr, size, name = line.split(" ", 2)
+        if pattern in name:
+            funcs.append((int(addr, 16), int(size, 16), name))
+    if not funcs:
+        print(f"--annotate {pattern!r}: no compiled function of that name")
+        return
+    out = subprocess.run(["perf", "script", "-i", str(data), "-F", "ip"], capture_output=True, text=True,
+                         check=True).stdout
+    ips = collections.Counter(int(x, 16) for x in out.split())
+    total = sum(ips.values())
+    for addr, size, name in funcs:
+        code = code_dir / f"{addr:x}.bin"
+        hits = {ip: n for ip, n in ips.items() if addr <= ip < addr + size}
+        if not hits or not code.exists():
+            continue
+        print(f"\n{name} at {addr:#x}: {sum(hits.values())} samples ({100 * sum(hits.values()) / total:.1f} % of all)")
+        print("\n".join(_hot_lines(_disassemble(code, addr), hits, lines, addr)))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=("reco", "simulate"))
@@ -146,6 +227,9 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=100_000, help="beam muons per simulate() call")
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--top", type=int, default=30)
+    ap.add_argument("--annotate", metavar="NAME", help="also the hottest instructions of the kernels whose name "
+                    "contains NAME (e.g. _hits_block)")
+    ap.add_argument("--lines", type=int, default=40, help="instructions shown with --annotate")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -157,6 +241,10 @@ def main() -> None:
         sys.exit("perf_kernels.py: the 'perf' command is not installed (linux-tools)")
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, NUMBA_CACHE_DIR=str(Path(tmp) / "numba"))  # compiled here, so named
+        code_dir = Path(tmp) / "code"
+        if args.annotate:
+            code_dir.mkdir()
+            env["PERF_KERNELS_CODE_DIR"] = str(code_dir)
         cmd = [sys.executable, __file__, *sys.argv[1:], "--child"]
         child = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
         try:
@@ -174,6 +262,8 @@ def main() -> None:
                 sys.exit(f"perf_kernels.py: perf record failed ({rec.stderr.strip()[-300:]}); attaching to a process "
                          "needs /proc/sys/kernel/perf_event_paranoid <= 2")
             _report(data, args.top)
+            if args.annotate:
+                _annotate(data, Path(f"/tmp/perf-{child.pid}.map"), code_dir, args.annotate, args.lines)
         finally:
             child.kill()
             child.wait()

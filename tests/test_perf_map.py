@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import os
+import shutil
 import sys
 import types
 from pathlib import Path
 
 import numba
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,3 +55,43 @@ def test_the_map_holds_a_compiled_kernel_and_its_address():
     assert any(a <= entry < a + s for a, s, _ in mine)
     starts = sorted(a for a, _, _ in rows)
     assert all(b > a for a, b in zip(starts, starts[1:], strict=False))  # one entry per address
+
+
+def test_the_code_dump_is_the_kernel_as_it_runs_and_disassembles(tmp_path, monkeypatch):
+    """With PERF_KERNELS_CODE_DIR the map's entries also leave their machine code, which objdump reads
+    back as x86-64 instructions starting at the entry; the hottest-instruction listing marks the
+    sampled ones with their share and keeps the address order."""
+    if shutil.which("objdump") is None:
+        pytest.skip("objdump (binutils) not installed")
+    holder = types.ModuleType("perf_map_probe_code")
+
+    @numba.njit(cache=False)
+    def probe_code(x):
+        s = 0.0
+        for v in x:
+            s += v * v
+        return s
+
+    holder.probe_code = probe_code
+    sys.modules[holder.__name__] = holder
+    monkeypatch.setenv("PERF_KERNELS_CODE_DIR", str(tmp_path))
+    mod = _module()
+    try:
+        assert probe_code(np.arange(3.0)) == 5.0
+        mod._perf_map()
+    finally:
+        del sys.modules[holder.__name__]
+        Path(f"/tmp/perf-{os.getpid()}.map").unlink(missing_ok=True)
+    cres = next(iter(probe_code.overloads.values()))
+    entry = cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
+    dumps = {int(p.stem, 16): p for p in tmp_path.glob("*.bin")}
+    start = max(a for a in dumps if a <= entry)
+    code = dumps[start].read_bytes()
+    assert code[:16] == ctypes.string_at(start, 16)  # the bytes in memory
+    insns = mod._disassemble(dumps[start], start)
+    assert insns[0][0] == start and any(a == entry for a, _ in insns)
+    assert any(text.startswith("ret") for _, text in insns)
+    listing = mod._hot_lines(insns, {insns[1][0]: 3, insns[4][0]: 1}, 2, start)
+    shares = [line for line in listing if line.split()[1:2] == ["%"]]  # (not the registers: %rax)
+    assert [line.split()[0] for line in shares] == ["75.0", "25.0"]
+    assert all(f"{a - start:x}" in line for line, (a, _) in zip(shares, (insns[1], insns[4]), strict=True))
