@@ -24,10 +24,10 @@ def _module():
     return mod
 
 
-def test_the_map_holds_a_compiled_kernel_and_its_address():
-    """A kernel compiled in the process (not from the disk cache) is in /tmp/perf-<pid>.map under its
-    module and name, at the address of its compiled entry point, with a size up to the next entry."""
-    holder = types.ModuleType("perf_map_probe")
+def _mapped_probe(module_name: str):
+    """(a kernel compiled in this process and held by module ``module_name``, perf_kernels,
+    the lines of the map that ``_perf_map`` wrote for this process)."""
+    holder = types.ModuleType(module_name)
 
     @numba.njit(cache=False)
     def probe_kernel(x):
@@ -38,20 +38,32 @@ def test_the_map_holds_a_compiled_kernel_and_its_address():
 
     holder.probe_kernel = probe_kernel
     sys.modules[holder.__name__] = holder
+    mod = _module()
     try:
         assert probe_kernel(np.arange(4.0)) == 14.0
-        n = _module()._perf_map()
+        n = mod._perf_map()
         lines = Path(f"/tmp/perf-{os.getpid()}.map").read_text().splitlines()
     finally:
         del sys.modules[holder.__name__]
         Path(f"/tmp/perf-{os.getpid()}.map").unlink(missing_ok=True)
     assert n == len(lines) > 0
+    return probe_kernel, mod, lines
+
+
+def _entry(kernel) -> int:
+    cres = next(iter(kernel.overloads.values()))
+    return cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
+
+
+def test_the_map_holds_a_compiled_kernel_and_its_address():
+    """A kernel compiled in the process (not from the disk cache) is in /tmp/perf-<pid>.map under its
+    module and name, at the address of its compiled entry point, with a size up to the next entry."""
+    probe_kernel, _, lines = _mapped_probe("perf_map_probe")
     rows = [(int(a, 16), int(s, 16), name) for a, s, name in (line.split(" ", 2) for line in lines)]
     name = f"{probe_kernel.py_func.__module__}.{probe_kernel.py_func.__qualname__}"
     mine = [r for r in rows if r[2] == name]
     assert mine, name
-    cres = next(iter(probe_kernel.overloads.values()))
-    entry = cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
+    entry = _entry(probe_kernel)
     assert any(a <= entry < a + s for a, s, _ in mine)
     starts = sorted(a for a, _, _ in rows)
     assert all(b > a for a, b in zip(starts, starts[1:], strict=False))  # one entry per address
@@ -63,27 +75,9 @@ def test_the_code_dump_is_the_kernel_as_it_runs_and_disassembles(tmp_path, monke
     sampled ones with their share and keeps the address order."""
     if shutil.which("objdump") is None:
         pytest.skip("objdump (binutils) not installed")
-    holder = types.ModuleType("perf_map_probe_code")
-
-    @numba.njit(cache=False)
-    def probe_code(x):
-        s = 0.0
-        for v in x:
-            s += v * v
-        return s
-
-    holder.probe_code = probe_code
-    sys.modules[holder.__name__] = holder
     monkeypatch.setenv("PERF_KERNELS_CODE_DIR", str(tmp_path))
-    mod = _module()
-    try:
-        assert probe_code(np.arange(3.0)) == 5.0
-        mod._perf_map()
-    finally:
-        del sys.modules[holder.__name__]
-        Path(f"/tmp/perf-{os.getpid()}.map").unlink(missing_ok=True)
-    cres = next(iter(probe_code.overloads.values()))
-    entry = cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
+    probe_kernel, mod, _ = _mapped_probe("perf_map_probe_code")
+    entry = _entry(probe_kernel)
     dumps = {int(p.stem, 16): p for p in tmp_path.glob("*.bin")}
     start = max(a for a in dumps if a <= entry)
     code = dumps[start].read_bytes()
