@@ -332,8 +332,8 @@ def test_dead_channels_and_alignment_from_the_calibration_tag(tmp_path, monkeypa
         sel = ev.apv.plane == gem.index
         q = ak.values_astype(ev.apv.a1[sel], np.float64)
         s = ak.values_astype(ev.apv.chan[sel], np.float64)
-        c = ak.sum(q * s, axis=1) / ak.sum(q, axis=1)
-        return ak.to_numpy(ak.fill_none(ak.nan_to_none(c), np.nan))
+        num, den = ak.to_numpy(ak.sum(q * s, axis=1)), ak.to_numpy(ak.sum(q, axis=1))
+        return np.divide(num, den, out=np.full(den.shape, np.nan), where=den != 0)  # NaN: no GEM1X charge
 
     d = centroid(eb) - centroid(ea)
     d = d[np.isfinite(d)]

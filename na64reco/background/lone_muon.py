@@ -514,7 +514,8 @@ def tail_shapes_gof(m: dict, mean_k, shift, width: float, sideband=(80.0, 144.0)
     def deviance(exp):
         ok = exp > 0
         o, x = obs[ok], exp[ok]
-        d = 2 * np.sum(x - o + np.where(o > 0, o * np.log(np.maximum(o, 1) / x), 0.0))
+        seen = o > 0  # o log(o / x), 0 for o = 0; as a difference of logs: no overflow for a tiny x
+        d = 2 * (np.sum(x - o) + np.sum(o[seen] * (np.log(o[seen]) - np.log(x[seen]))))
         return float(d), int(ok.sum())
 
     d, nb = deviance(model)

@@ -464,7 +464,8 @@ def _ecal_quantities_reference(setup: Setup, det: Calorimeter, chan_e: np.ndarra
     if len(resp_u):
         u = _inverse(cells.sum(axis=(1, 2, 3)))
         scale = np.stack([np.interp(u, resp_u, resp_s[:, k]) for k in range(det.n_sections)], axis=1)
-        cells = cells * scale[:, :, None, None]
+        with np.errstate(invalid="ignore"):  # a non-finite scale times an empty cell: NaN, as the kernel gives
+            cells = cells * scale[:, :, None, None]
     pre = np.array([s == "preshower" for s in det.section_names])
     out = {
         "ecal_preshower_energy": cells[:, pre].sum(axis=(1, 2, 3)),
