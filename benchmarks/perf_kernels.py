@@ -228,7 +228,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--top", type=int, default=30)
     ap.add_argument("--annotate", metavar="NAME", help="also the hottest instructions of the kernels whose name "
-                    "contains NAME (e.g. _hits_block)")
+                    "contains NAME (e.g. _hits_kernel)")
     ap.add_argument("--lines", type=int, default=40, help="instructions shown with --annotate")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -239,6 +239,8 @@ def main() -> None:
         ap.error("reco needs --file RAW.root")
     if shutil.which("perf") is None:
         sys.exit("perf_kernels.py: the 'perf' command is not installed (linux-tools)")
+    if args.annotate and shutil.which("objdump") is None:
+        sys.exit("perf_kernels.py: --annotate needs the 'objdump' command (binutils)")
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, NUMBA_CACHE_DIR=str(Path(tmp) / "numba"))  # compiled here, so named
         code_dir = Path(tmp) / "code"
