@@ -467,22 +467,19 @@ def _fit_digits(
         # 2. pedestal-subtracted samples, maximum, saturation
         k_sat_first = ns
         k_sat_last = -1
-        # the largest raw sample of each parity: the largest y is one of theirs (s - pedestal
+        # the pedestal-subtracted samples, in a loop of their own (vectorised by the compiler);
+        # then the largest raw sample of each parity: the largest y is one of theirs (s - pedestal
         # is monotonic in s, also in floating point); then its first sample (no compare chain)
+        for k in range(_u(ns)):
+            y[k] = adc[i, k] - (po if k & _U1 else pe)
         raw_e = adc[i, 0]
         raw_o = adc[i, 1]
         for j in range(ns // 2):
             k = _u(2 * j)
-            a = adc[i, k]
-            b = adc[i, k + _U1]
-            y[k] = a - pe
-            y[k + _U1] = b - po
-            raw_e = _max(raw_e, a)
-            raw_o = _max(raw_o, b)
+            raw_e = _max(raw_e, adc[i, k])
+            raw_o = _max(raw_o, adc[i, k + _U1])
         if ns & 1:
-            a = adc[i, ns - 1]
-            y[ns - 1] = a - pe
-            raw_e = _max(raw_e, a)
+            raw_e = _max(raw_e, adc[i, ns - 1])
         raw_max = _max(raw_e, raw_o)
         amax = _max(raw_e - pe, raw_o - po)
         imax = 0
