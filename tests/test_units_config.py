@@ -64,7 +64,7 @@ def test_malformed_yaml_and_version(tmp_path):
 def test_the_fast_loader_reads_every_shipped_yaml_as_pyyamls_own_parser():
     """``load_yaml`` uses libyaml's parser where PyYAML has it: every YAML file of ``calib/``,
     ``selections/`` and the package gives the data PyYAML's pure-Python safe loader gives, and a
-    key given twice is refused by both loaders' classes."""
+    key given twice is still refused."""
     from pathlib import Path
 
     import yaml

@@ -44,6 +44,19 @@ def test_local_workers_keep_glibcs_heap_policy(tmp_path):
     assert worker_env.get("OMP_NUM_THREADS") == "1"
 
 
+def test_the_preloads_value_is_distributeds_shipped_default():
+    """The preload acts on distributed's own default value only: if distributed ships another, the
+    constant must follow (else its workers would fault in every chunk again, unseen)."""
+    import distributed
+    import yaml
+
+    from na64reco.dask_worker import DISTRIBUTED_TRIM_DEFAULT
+
+    shipped = yaml.safe_load((Path(distributed.__file__).parent / "distributed.yaml").read_text())
+    value = shipped["distributed"]["nanny"]["pre-spawn-environ"]["MALLOC_TRIM_THRESHOLD_"]
+    assert str(value) == DISTRIBUTED_TRIM_DEFAULT
+
+
 #: a fresh process: 2 rounds of 10 arrays of 4 MB made and freed, minor page faults counted after
 #: the preload's heap step (what distributed's default variable costs: each round faulted in again)
 _HEAP_SCRIPT = FAULTS + """
