@@ -14,6 +14,15 @@ and clustering layers keep their own modules, reference twins and tests.
 Cache root: ``NUMBA_CACHE_DIR`` if set, else ``__pycache__`` next to the defining file,
 else the temporary directory; with no writable place the kernel is not cached.  Stale
 directories (earlier source versions) are never read again; delete them at will.
+
+Literal integers.  In a compiled function, a counter that starts as ``0`` and is then passed to
+another compiled function (``n = 0`` ... ``n = helper(n, ...)`` in a loop) is typed in numba's
+first pass of type inference as ``Literal[int](0)``; the call is resolved, and the helper
+*compiled*, for that type, and once more for ``int64`` when the loop's types are unified.  The
+helper's second specialisation is never run, but a cold start pays its compile (the hits block:
+~6 s of each table's ~13 s).  Such counters start as ``np.int64(0)``;
+``tests/test_cold_compile.py`` checks that no kernel of the package is compiled for a literal
+argument.
 """
 
 from __future__ import annotations
@@ -21,11 +30,13 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 import numba
-from numba.core import cpu
+from numba.core import cpu, types
+from numba.core.registry import CPUDispatcher
 
 # NO_NRT: compile a helper without numba's runtime reference counting.  The helpers that take
 # it allocate nothing and are called per plane or per search node on arrays their caller owns;
@@ -83,3 +94,23 @@ def njit_cached_with(*modules, **options):
             numba.config.CACHE_DIR = before
 
     return decorate
+
+
+def duplicate_specialisations(prefixes=("na64reco", "processors")) -> dict[str, list[list[str]]]:
+    """``{module.function: [literal argument types of each redundant signature, ...]}`` over the
+    compiled functions defined at module level in the loaded modules under ``prefixes``."""
+    found = {}
+    for name, module in list(sys.modules.items()):
+        if module is None or not name.startswith(prefixes):
+            continue
+        for obj in list(vars(module).values()):
+            if not isinstance(obj, CPUDispatcher) or obj.py_func.__module__ != name:
+                continue
+            groups: dict[tuple, list] = {}
+            for sig in obj.signatures:
+                groups.setdefault(tuple(types.unliteral(a) for a in sig), []).append(sig)
+            for sigs in groups.values():
+                if len(sigs) > 1:
+                    found[f"{name}.{obj.py_func.__qualname__}"] = [
+                        [f"argument {i}: {a}" for i, a in enumerate(s) if isinstance(a, types.Literal)] for s in sigs]
+    return found

@@ -259,8 +259,10 @@ def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc
     hn = np.empty((5, hf.shape[1]), np.int64)
     sp_, sc_ = plane[:maxd].copy(), chan[:maxd].copy()
     s0_, s1_, s2_ = a0[:maxd].copy(), a1[:maxd].copy(), a2[:maxd].copy()
-    e = 0
-    n = 0
+    # int64 from the start, not a literal 0 (see "Literal integers" in _jit.py: _hits_block would be
+    # compiled twice, ~6 s more of a cold start)
+    e = np.int64(0)
+    n = np.int64(0)
     while True:  # blocks of events that fit the output arrays, which grow between blocks
         e, n = _hits_block(e, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0, a1, a2, s_off, s_plane,
                            s_tube, s_tdc, ptype, n_strips, pitch, offset, zpl, sig, dead, table, strip_chan, chan_words,
@@ -320,8 +322,10 @@ def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0
         sort_done = False
         while True:
             js = 0
-            origin = 0
-            m = 0  # candidate hits of the event (hf, hn), written once their times are known
+            # the counters and _cand's flags int64 from the start, not literal integers (see "Literal
+            # integers" in _jit.py)
+            origin = np.int64(0)
+            m = np.int64(0)  # candidate hits of the event (hf, hn), written once their times are known
             prev_p = -1
             unordered = False
             while dd < d_end:
@@ -386,7 +390,7 @@ def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0
                         d = dg[jb]
                         st = sw / sa
                         m = _cand(hf, hn, m, whole, p, offset[p] + ((st + 0.5) * u_a - u_b), st, sa, x0[d], x1[d],
-                                  x2[d], rlen[r], origin, 0)
+                                  x2[d], rlen[r], origin, np.int64(0))
                         origin += 1
                     if drop[p]:  # the search's table: no MM singles here (their origins still counted)
                         origin += nsing
@@ -399,7 +403,7 @@ def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0
                             if dead[p, s]:
                                 continue
                             m = _cand(hf, hn, m, whole, p, offset[p] + ((float(s) + 0.5) * u_a - u_b), float(s), am[j],
-                                      x0[d], x1[d], x2[d], 1, origin, 1)
+                                      x0[d], x1[d], x2[d], np.int64(1), origin, np.int64(1))
                         origin += 1
                     for q in range(k):
                         cidx[ch[q]] = -1
@@ -425,7 +429,7 @@ def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0
                         d = dg[jb]
                         st = sw / sa
                         m = _cand(hf, hn, m, whole, p, offset[p] + ((st + 0.5) * u_a - u_b), st, sa, x0[d], x1[d],
-                                  x2[d], r - q + 1, origin, 0)
+                                  x2[d], r - q + 1, origin, np.int64(0))
                         origin += 1
                         q = r + 1
             if not unordered:

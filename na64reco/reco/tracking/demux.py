@@ -299,7 +299,7 @@ def demux_plane_mask(chans, amps, n, chan_words, strip_chan, live, cand, cidx, u
             acc |= chan_words[chans[j], w]
         cand[w] = acc & live[w]
     n_runs = 0
-    n_seg = 0
+    n_seg = np.int64(0)  # (not a literal 0: _greedy_segments would be compiled twice, see _jit.py)
     twice = False
     prev = np.uint64(0)
     for w in range(nw - 1):  # the last word is 0 (candidate_words): no start there
