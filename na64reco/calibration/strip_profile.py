@@ -222,7 +222,8 @@ def _expectations(y, v, allowed, x, f, prior, eta_max, threshold):
             continue
         beta[:] = 0.0
         beta[0] = np.log(max(tot / nv - f, 0.0) + 0.5)
-        best_dev = _fit(beta, 1, y[s], v[s], x[s], f, prior, eta_max, work)
+        # (np.int64: a literal 1 would compile _fit once more, see "Literal integers" in reco/tracking/_jit.py)
+        best_dev = _fit(beta, np.int64(1), y[s], v[s], x[s], f, prior, eta_max, work)
         best_a = beta[0]
         for order in range(1, allowed[s] + 1):
             dev = _fit(beta, order + 1, y[s], v[s], x[s], f, prior, eta_max, work)
