@@ -37,7 +37,8 @@ def test_no_kernel_is_compiled_again_for_literal_arguments(tmp_path, setup, run,
     conditions = load_conditions(raw.setup, raw.run)
     reconstruct(events, geometry, conditions, source=str(path))
     reconstruct_tracks(events, geometry, conditions, return_internals=True)  # the whole hits table
-    assert duplicate_specialisations() == {}
+    # (the modules this workload compiles; other tests' workloads may reach other modules in this process)
+    assert duplicate_specialisations(("na64reco.reco", "na64reco.sim")) == {}
 
 
 def test_the_check_finds_a_kernel_compiled_for_a_literal_counter():
