@@ -21,8 +21,8 @@ first pass of type inference as ``Literal[int](0)``; the call is resolved, and t
 *compiled*, for that type, and once more for ``int64`` when the loop's types are unified.  The
 helper's second specialisation is never run, but a cold start pays its compile (the hits block:
 ~6 s of each table's ~13 s).  Such counters start as ``np.int64(0)``;
-``tests/test_cold_compile.py`` checks that no kernel of the package is compiled for a literal
-argument.
+``tests/test_cold_compile.py`` checks, with :func:`duplicate_specialisations`, that no kernel of
+the reconstruction or the simulation is compiled twice that way.
 """
 
 from __future__ import annotations
