@@ -95,11 +95,13 @@ def main() -> None:
 
     def hits(kernel):
         # kernels since the fourth pass take the search's time windows and MM-singles planes
-        # (None: the whole table, as before)
+        # (None: the whole table, as before; since stop 36 a flag ``whole`` and windows that are not read)
         # and since the fifth the channel map and neighbour table of each plane (demux.py), since the
         # seventh the channel map, each channel's strips and each plane's live strips as bits
         params = inspect.signature(kernel.py_func).parameters
         extra = (None, None, np.zeros(pt.n_planes, np.bool_)) if "drop" in params else ()
+        if "whole" in params:
+            extra = (True, np.zeros(pt.n_planes), np.zeros(pt.n_planes), np.zeros(pt.n_planes, np.bool_))
         tables = {"strip_chan": pt.strip_chan, "neighbours": neighbours, "chan_words": pt.chan_words,
                   "live_words": pt.live_words}
         chan_map = tuple(v for k, v in tables.items() if k in params)

@@ -130,15 +130,6 @@ def _times(s0, s1, s2, straw, t, te, m, spacing, r1, r2, threshold):
         te[i] = math.nan if st else b
 
 
-@numba.njit(cache=True)
-def _window(lo, hi, p):
-    """The time window of plane ``p`` for the search's table (``lo`` None: the whole table, every
-    time, NaN included, is kept: the caller tests ``whole`` first)."""
-    if lo is None:
-        return -math.inf, math.inf
-    return lo[p], hi[p]
-
-
 @numba.njit(cache=True, **NO_NRT)
 def _straw(hf, hn, m, d, org, s_plane, s_tube, s_tdc, dead, pitch, n_strips, offset, lsb, t0, velocity):
     """The candidate hits (:func:`_cand`) of straw digit ``d``, tube centre -+ drift distance, both
@@ -196,14 +187,17 @@ def _digits_ok(plane, chan, allowed, limit):
 @njit_cached_with(apv, demux)
 def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc, ptype, n_strips, pitch, offset,
                  zpl, sig, dead, table, strip_chan, chan_words, live_words, threshold, spacing, peaking, lsb, t0,
-                 velocity, win_lo, win_hi, drop):
+                 velocity, whole, win_lo, win_hi, drop):
     """Flat kernel: APV and straw digits of all events -> hits sorted by (event, plane).
 
-    Returns (counts per event, hits per (event, plane) (n_events * n_planes), out_f (6, hits)
-    floats, out_i (4, hits) ints).  With ``win_lo``, ``win_hi`` (per plane) not None, only the
-    hits the track search uses (:func:`search_hits`): times inside the windows, no MM singles on
-    the planes with ``drop``; out_f (2, hits) ``pos``, ``sigma`` and out_i (1, hits) ``origin``
-    (origins numbered as in the whole table).  ``drop`` must be all False for the whole table.
+    Returns (counts per event, hits per (event, plane) (n_events * n_planes), out_f (7, hits)
+    floats, out_i (4, hits) ints).  With ``whole`` False, only the hits the track search uses
+    (:func:`search_hits`): times inside the windows ``[win_lo, win_hi]`` (per plane), no MM singles
+    on the planes with ``drop``; out_f (4, hits) ``pos``, ``sigma``, ``time``, ``time_error`` and
+    out_i (1, hits) ``origin`` (origins numbered as in the whole table).  With ``whole`` the windows
+    are not read and ``drop`` must be all False.  ``whole`` is an argument, not the windows being
+    None: one specialisation serves both tables (two cost a cold start ~8 s more compiling when
+    the event display or the DQM asks for the whole table).
     Digits need not be ordered: an event's APV digits are read in one pass, plane by plane, while
     they are sorted by (plane, channel), as the reader gives them; an event whose digits are not
     starts again from a stably sorted copy (insertion sort into scratch arrays of the inputs' type),
@@ -217,7 +211,6 @@ def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc
     groups = table.shape[1]
     r1 = math.exp(-spacing / peaking)
     r2 = math.exp(-2.0 * spacing / peaking)
-    whole = win_lo is None
     out_f = np.empty((7 if whole else 4, plane.shape[0] + 2 * s_plane.shape[0] + 16), np.float64)
     out_i = np.empty((4 if whole else 1, out_f.shape[1]), np.int64)
     counts = np.zeros(n_ev, np.int64)
@@ -266,7 +259,8 @@ def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc
     while True:  # blocks of events that fit the output arrays, which grow between blocks
         e, n = _hits_block(e, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0, a1, a2, s_off, s_plane,
                            s_tube, s_tdc, ptype, n_strips, pitch, offset, zpl, sig, dead, table, strip_chan, chan_words,
-                           live_words, threshold, spacing, r1, r2, lsb, t0, velocity, win_lo, win_hi, drop, skey, sidx,
+                           live_words, threshold, spacing, r1, r2, lsb, t0, velocity, whole, win_lo, win_hi, drop, skey,
+                           sidx,
                            key, idx, ch, am, dg, cidx, cand, used, starts, rstart, rlen, singles, a_lim, s_lim,
                            sp_, sc_, s0_, s1_, s2_, hf, hn)
         if e < 0:  # event -1 - e has an invalid digit
@@ -280,8 +274,8 @@ def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc
 @njit_cached_with(apv, demux, **NO_NRT)  # compiles in the de-multiplexer and the APV time, as above
 def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube,
                 s_tdc, ptype, n_strips, pitch, offset, zpl, sig, dead, table, strip_chan, chan_words, live_words,
-                threshold, spacing, r1, r2, lsb, t0, velocity, win_lo, win_hi, drop, skey, sidx, key, idx, ch, am, dg,
-                cidx, cand, used, starts, rstart, rlen, singles, a_lim, s_lim, sp_, sc_, s0_, s1_, s2_, hf, hn):
+                threshold, spacing, r1, r2, lsb, t0, velocity, whole, win_lo, win_hi, drop, skey, sidx, key, idx, ch,
+                am, dg, cidx, cand, used, starts, rstart, rlen, singles, a_lim, s_lim, sp_, sc_, s0_, s1_, s2_, hf, hn):
     """Hits of events ``e0...`` appended at ``out_*[:, n:]`` until an event might not fit
     (at most ``groups`` hits per APV digit, 2 per straw digit); returns (next event, n), or
     (-1 - e, n) if event ``e`` has a digit whose plane is not one of the setup's or whose channel
@@ -291,7 +285,6 @@ def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0
     n_planes = ptype.shape[0]
     groups = table.shape[1]
     cap = out_f.shape[1]
-    whole = win_lo is None  # known when compiling: one specialisation each
     # an integer amplitude is above the threshold if and only if it is above this integer
     big = 1 << 40
     ithr = big if not threshold < big else (-big if threshold < -big else int(math.floor(threshold)))
@@ -461,8 +454,7 @@ def _hits_block(e0, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0
         for i in range(m):
             p = hn[0, i]
             t = hf[6, i]
-            t_lo, t_hi = _window(win_lo, win_hi, p)
-            if whole or (t >= t_lo and t <= t_hi):
+            if whole or (t >= win_lo[p] and t <= win_hi[p]):
                 if whole:
                     out_f[0, n] = hf[0, i]
                     out_f[1, n] = zpl[p]
@@ -543,7 +535,8 @@ def _kernel_hits(events, tables, threshold_sigma, drift_t0, source, lo=None, hi=
         a_off, a["plane"], a["chan"], a["a0"], a["a1"], a["a2"], s_off, s["plane"], s["tube"], s["tdc"],
         tables.type, tables.n_strips, tables.pitch, tables.offset, tables.z, tables.sigma, tables.dead, tables.table,
         tables.strip_chan, tables.chan_words, tables.live_words, tables.apv_threshold(threshold_sigma), tables.spacing,
-        tables.peaking, tables.tdc_lsb, drift_t0, tables.drift_velocity, lo, hi,
+        tables.peaking, tables.tdc_lsb, drift_t0, tables.drift_velocity, lo is None,
+        np.zeros(tables.n_planes) if lo is None else lo, np.zeros(tables.n_planes) if hi is None else hi,
         np.zeros(tables.n_planes, np.bool_) if drop is None else drop)
     if bad >= 0:  # the numpy checks word the error
         limit = np.where(tables.type == 0, tables.mm_channels, tables.n_strips)
