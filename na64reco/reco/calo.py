@@ -559,16 +559,17 @@ def _ecal_kernel(chan_e, unit, n_sec, nx, ny, pre, cx, cy, resp_e, resp_s, table
     return e_out, e_cell
 
 
-@numba.njit(cache=True, nogil=True, inline="always", **NO_NRT)
+@numba.njit(cache=True, nogil=True, forceinline=True, **NO_NRT)
 def _ecal_event(cells, r, base, e, unit, n_sec, nx, ny, pre, cx, cy, resp_e, resp_s, table, pvar, stochastic, floor,
                 grid, obs, inside, scale, e_out, e_cell):
     """ECAL quantities of event ``e`` from its cell energies ``cells[r, base:base + n_sec * nx * ny]``
     (MeV): ``e_out[:, e]`` = preshower, main and total energy, centre of gravity x and y, shower
     chi2 (:func:`_ecal_outputs`), ``e_cell[:, e]`` = the cell with most energy (-1 if none).
     ``grid``, ``obs``, ``inside``, ``scale``: work arrays (``scale`` all ones without a response
-    table).  Allocates nothing; inlined (numba ``inline='always'``) into :func:`_event_loop`, which is
-    compiled without numba's reference counting (an inlined call into a function with it counts the
-    arrays bound to its arguments, the reason :func:`_event_loop` is split out)."""
+    table).  Allocates nothing; inlined by LLVM (``forceinline``: see "Inlining" in tracking/_jit.py) into
+    :func:`_event_loop`, which is compiled without numba's reference counting (an inlined call into a
+    function with it counts the arrays bound to its arguments, the reason :func:`_event_loop` is split
+    out)."""
     # Empty cells (most of them) are skipped: their term is +-0, which leaves each sum as it is (a
     # sum that starts at +0 and adds finite numbers is never -0, the one value +0 would change),
     # unless the unit is 0 or NaN or the section's scale is not finite (then 0 / unit * scale is NaN)
@@ -612,8 +613,10 @@ def _ecal_event(cells, r, base, e, unit, n_sec, nx, ny, pre, cx, cy, resp_e, res
     sx = 0.0
     sy = 0.0
     best = -np.inf
-    bi = 0
-    bj = 0
+    # int64 from the start, not literal integers: _chi2_around would be compiled twice (see "Literal
+    # integers" in tracking/_jit.py)
+    bi = np.int64(0)
+    bj = np.int64(0)
     for i in range(nx):
         for j in range(ny):
             g = grid[i, j]
@@ -706,8 +709,8 @@ def _chi2_one(g2, table, pvar, stochastic, floor, obs, inside):
     ``inside``: (3, 3) work arrays; ``pvar`` = :func:`_profile_variance` of ``table``.  The 3x3
     block is centred on the first cell with most energy; see :func:`_chi2_around`."""
     nx, ny = g2.shape
-    best_i = 0
-    best_j = 0
+    best_i = np.int64(0)  # not literal integers (see _ecal_event)
+    best_j = np.int64(0)
     for i in range(nx):
         for j in range(ny):
             if g2[i, j] > g2[best_i, best_j]:
@@ -716,7 +719,7 @@ def _chi2_one(g2, table, pvar, stochastic, floor, obs, inside):
     return _chi2_around(g2, best_i, best_j, table, pvar, stochastic, floor, obs, inside)
 
 
-@numba.njit(cache=True, nogil=True, inline="always", **NO_NRT)
+@numba.njit(cache=True, nogil=True, forceinline=True, **NO_NRT)
 def _chi2_around(g2, best_i, best_j, table, pvar, stochastic, floor, obs, inside):
     """:func:`_chi2_one` of the 3x3 block around cell (best_i, best_j).  A grid point stops being
     summed as soon as its partial chi2 exceeds the best so far (terms are >= 0: the minimum is

@@ -23,6 +23,18 @@ helper's second specialisation is never run, but a cold start pays its compile (
 ~6 s of each table's ~13 s).  Such counters start as ``np.int64(0)``;
 ``tests/test_cold_compile.py`` checks, with :func:`duplicate_specialisations`, that no kernel of
 the reconstruction or the simulation is compiled twice that way.
+
+Inlining.  The large helpers a kernel inlines (the track search's view search and solver, the MM
+de-multiplexer, the ECAL event and its shower chi2) are marked ``forceinline=True`` (LLVM's
+``alwaysinline``: numba compiles the helper once as a function of its own, LLVM inlines it at each
+call site) rather than numba's ``inline='always'``, which inlines numba's IR before type inference.
+The machine code runs as fast (outputs identical, ``benchmarks/bench_kernels_ab.py`` within +-4 %),
+but numba's IR inliner deep-copies the callee's IR block by block, every block's copy taking the
+callee's whole variable scope along (blocks x variables: 153 x 1591 for the view search), ~8 s of a
+cold start in all (stop 36 of issue 11, docs/performance.md).  A helper inlined that way is a
+function of its own to numba: literal integer arguments compile it twice, as above, and a helper it
+calls inherits ``forceinline`` (and ``_nrt``) unless it sets them.  Small helpers (``_max``,
+``_has``) keep ``inline='always'``: their copies cost nothing.
 """
 
 from __future__ import annotations

@@ -250,7 +250,7 @@ def _has(words, s):
     return (words[s >> 6] >> np.uint64(s & 63)) & np.uint64(1) != np.uint64(0)
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, forceinline=True, **NO_NRT)
 def demux_plane_mask(chans, amps, n, chan_words, strip_chan, live, cand, cidx, used, starts, run_start, run_len,
                      singles):
     """:func:`demux_plane_slots` (same ``run_start``, ``run_len``, ``singles`` and return value;
