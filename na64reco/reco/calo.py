@@ -65,7 +65,7 @@ from hepunits import GeV
 from na64reco.errors import ConfigError
 from na64reco.geometry import Calorimeter, Setup
 from na64reco.io.raw import collection_arrays, refuse_data_events
-from na64reco.reco.tracking._jit import NO_NRT
+from na64reco.reco.tracking._jit import INLINED, NO_NRT
 from na64reco.reco.waveform import (
     FLAG_BELOW_THRESHOLD,
     FLAG_MASKED,
@@ -326,7 +326,7 @@ def _event_loop(offsets, det, chan, time, energy, flags, column, reference, coun
         for c in range(ecal_hi, n_columns):
             sums[e, c - n_ecal] = row[0, c]
         if ecal is not None:
-            _ecal_event(row, 0, ecal_lo, e, e_unit, e_sec, e_nx, e_ny, e_pre, e_cx, e_cy, e_resp_e, e_resp_s,
+            _ecal_event(row, np.int64(0), ecal_lo, e, e_unit, e_sec, e_nx, e_ny, e_pre, e_cx, e_cy, e_resp_e, e_resp_s,
                         e_table, e_pvar, e_stoch, e_floor, grid, obs, inside, scale, e_out, e_cell)
 
 
@@ -554,12 +554,12 @@ def _ecal_kernel(chan_e, unit, n_sec, nx, ny, pre, cx, cy, resp_e, resp_s, table
     inside = np.empty((3, 3), dtype=np.bool_)
     scale = np.ones(n_sec)
     for e in range(n):
-        _ecal_event(chan_e, e, 0, e, unit, n_sec, nx, ny, pre, cx, cy, resp_e, resp_s, table, pvar, stochastic,
-                    floor, grid, obs, inside, scale, e_out, e_cell)
+        _ecal_event(chan_e, e, np.int64(0), e, unit, n_sec, nx, ny, pre, cx, cy, resp_e, resp_s, table, pvar,
+                    stochastic, floor, grid, obs, inside, scale, e_out, e_cell)
     return e_out, e_cell
 
 
-@numba.njit(cache=True, nogil=True, forceinline=True, **NO_NRT)
+@numba.njit(cache=True, nogil=True, **INLINED, **NO_NRT)
 def _ecal_event(cells, r, base, e, unit, n_sec, nx, ny, pre, cx, cy, resp_e, resp_s, table, pvar, stochastic, floor,
                 grid, obs, inside, scale, e_out, e_cell):
     """ECAL quantities of event ``e`` from its cell energies ``cells[r, base:base + n_sec * nx * ny]``
@@ -719,7 +719,7 @@ def _chi2_one(g2, table, pvar, stochastic, floor, obs, inside):
     return _chi2_around(g2, best_i, best_j, table, pvar, stochastic, floor, obs, inside)
 
 
-@numba.njit(cache=True, nogil=True, forceinline=True, **NO_NRT)
+@numba.njit(cache=True, nogil=True, **INLINED, **NO_NRT)
 def _chi2_around(g2, best_i, best_j, table, pvar, stochastic, floor, obs, inside):
     """:func:`_chi2_one` of the 3x3 block around cell (best_i, best_j).  A grid point stops being
     summed as soon as its partial chi2 exceeds the best so far (terms are >= 0: the minimum is

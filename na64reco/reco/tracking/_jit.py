@@ -25,13 +25,14 @@ helper's second specialisation is never run, but a cold start pays its compile (
 the reconstruction or the simulation is compiled twice that way.
 
 Inlining.  The large helpers a kernel inlines (the track search's view search and solver, the MM
-de-multiplexer, the ECAL event and its shower chi2) are marked ``forceinline=True`` (LLVM's
+de-multiplexer, the ECAL event and its shower chi2) are marked ``forceinline=True`` (:data:`INLINED`; LLVM's
 ``alwaysinline``: numba compiles the helper once as a function of its own, LLVM inlines it at each
 call site) rather than numba's ``inline='always'``, which inlines numba's IR before type inference.
 The machine code runs as fast (outputs identical, ``benchmarks/bench_kernels_ab.py`` within +-4 %),
 but numba's IR inliner deep-copies the callee's IR block by block, every block's copy taking the
-callee's whole variable scope along (blocks x variables: 153 x 1591 for the view search), ~8 s of a
-cold start in all (stop 36 of issue 11, docs/performance.md).  A helper inlined that way is a
+callee's whole variable scope along (blocks x variables: 153 x 1591 for the view search): ~18 s of
+the demo's cold start, ~6 s of a process that only reconstructs (stop 36 of issue 11,
+docs/performance.md).  A helper inlined that way is a
 function of its own to numba: literal integer arguments compile it twice, as above, and a helper it
 calls inherits ``forceinline`` (and ``_nrt``) unless it sets them.  Small helpers (``_max``,
 ``_has``) keep ``inline='always'``: their copies cost nothing.
@@ -57,6 +58,13 @@ from numba.core.registry import CPUDispatcher
 # underscored (not public) option of numba's CPU target: if a numba version drops it, the
 # helpers compile with the runtime, slower, with the same results.
 NO_NRT: dict = {"_nrt": False} if hasattr(cpu.CPUTargetOptions, "_nrt") else {}
+
+# INLINED: a large helper inlined into its caller by LLVM (see "Inlining" above); NOT_INLINED: a helper
+# compiled by one that is (it would inherit ``forceinline``) and meant to stay a call.  A numba without
+# the option inlines with its IR inliner: slower to compile, the same code.
+_FORCEINLINE = hasattr(cpu.CPUTargetOptions, "forceinline")
+INLINED: dict = {"forceinline": True} if _FORCEINLINE else {"inline": "always"}
+NOT_INLINED: dict = {"forceinline": False} if _FORCEINLINE else {}
 
 
 def source_digest(*files) -> str:

@@ -38,7 +38,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from na64reco.reco.tracking._jit import NO_NRT
+from na64reco.reco.tracking._jit import INLINED, NO_NRT
 
 
 # _NO_NRT: the de-multiplexer runs once per MM plane and event (~10 per event) on arrays its
@@ -80,8 +80,9 @@ def demux_plane_slots(chans, amps, n, table, dead, slot, used, starts, run_start
     """
     groups = table.shape[1]
     # only a candidate followed by an adjacent candidate strip can start a run of >= 2: each
-    # such pair is found when the second of its two strips is entered (no branch on the data)
-    n_starts = 0
+    # such pair is found when the second of its two strips is entered (no branch on the data);
+    # int64 from the start, not a literal 0 (see "Literal integers" in _jit.py)
+    n_starts = np.int64(0)
     for j in range(n):
         used[j] = 0
         for k in range(groups):
@@ -250,7 +251,7 @@ def _has(words, s):
     return (words[s >> 6] >> np.uint64(s & 63)) & np.uint64(1) != np.uint64(0)
 
 
-@numba.njit(cache=True, forceinline=True, **NO_NRT)
+@numba.njit(cache=True, **INLINED, **NO_NRT)
 def demux_plane_mask(chans, amps, n, chan_words, strip_chan, live, cand, cidx, used, starts, run_start, run_len,
                      singles):
     """:func:`demux_plane_slots` (same ``run_start``, ``run_len``, ``singles`` and return value;

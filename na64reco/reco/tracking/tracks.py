@@ -71,7 +71,7 @@ from dataclasses import dataclass, replace
 import numba
 import numpy as np
 
-from na64reco.reco.tracking._jit import NO_NRT
+from na64reco.reco.tracking._jit import INLINED, NO_NRT, NOT_INLINED
 
 MAX_PLANES = 8
 FLAG_OVERFLOW = 1  # more candidates than max_candidates: some were not considered
@@ -299,7 +299,7 @@ def select_hits(hits: dict, keep: np.ndarray) -> dict:
 # Normal equations of a view fit are kept packed: S = (s00, s01, s02, s11, s12, s22) of the
 # symmetric 3x3 matrix sum(w r r^T), B = sum(w u r), C = sum(w u^2), with the design row
 # r = (1, dz, -dz if downstream else 0) (only the first npar entries are used).
-@numba.njit(cache=True, forceinline=True, **NO_NRT)  # inlined into _search_view: see _track_kernel
+@numba.njit(cache=True, **INLINED, **NO_NRT)  # inlined into _search_view: see _track_kernel
 def _solve(S, B, n, x):
     """Solve S x = B (packed symmetric S, n = 2 or 3) in closed form; False if S is singular.
 
@@ -334,7 +334,7 @@ def _solve(S, B, n, x):
     return True
 
 
-@numba.njit(cache=True, forceinline=False, **NO_NRT)  # a plain call (see _track_kernel)
+@numba.njit(cache=True, **NOT_INLINED, **NO_NRT)  # a plain call (see _track_kernel)
 def _rank(L_nh, L_key, n, order, tmp):
     """``order[:n]``: candidates by lower score, ties by more hits; stable (remaining ties keep
     the search order).  Insertion sort for short lists, bottom-up merge sort otherwise."""
@@ -380,7 +380,7 @@ def _rank(L_nh, L_key, n, order, tmp):
         width *= 2
 
 
-@numba.njit(cache=True, forceinline=True, **NO_NRT)  # inlined into _track_events: see _track_kernel
+@numba.njit(cache=True, **INLINED, **NO_NRT)  # inlined into _track_events: see _track_kernel
 def _search_view(pos, sig, origin, starts, counts, v, v_dz, v_down, cuts, v_miss_pen, v_required, L_hits, L_nh,
                  L_key, L_chi2, L_par, best_hits, best_par, S, B, C, NH, NUP, MISS, choice, x, order, tmp, base, mark):
     """Search one view of one event.  Returns (nh, chi2, n_tracks, flags); fills best_*.
@@ -654,7 +654,7 @@ def _track_kernel(bounds, n_planes_total, pos, sig, origin, v_planes, v_dz, v_do
     # the event loop is _track_events, compiled without numba's reference counting (_nrt=False: it
     # allocates nothing), which _search_view and _solve are inlined into (forceinline: by LLVM, see
     # "Inlining" in _jit.py); _rank (once per view) is a plain call (inlined: no measurable gain, ~1 s
-    # more cold compile; forceinline=False, or it would inherit _search_view's).
+    # more cold compile; NOT_INLINED, or it would inherit _search_view's forceinline).
     # A call of _search_view per view with its ~30 array arguments cost ~250 ns per view with the
     # counting (atomic operations on each array on the way in and out), its argument passing ~25 %
     # of the search without it; inlined into this function (the third pass), the counting of the
