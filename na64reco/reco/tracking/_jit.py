@@ -28,13 +28,13 @@ Inlining.  The large helpers a kernel inlines (the track search's view search an
 de-multiplexer, the ECAL event and its shower chi2) are marked ``forceinline=True`` (:data:`INLINED`; LLVM's
 ``alwaysinline``: numba compiles the helper once as a function of its own, LLVM inlines it at each
 call site) rather than numba's ``inline='always'``, which inlines numba's IR before type inference.
-The machine code runs as fast (outputs identical, ``benchmarks/bench_kernels_ab.py`` within +-4 %),
-but numba's IR inliner deep-copies the callee's IR block by block, every block's copy taking the
-callee's whole variable scope along (blocks x variables: 153 x 1591 for the view search): ~18 s of
-the demo's cold start, ~6 s of a process that only reconstructs (stop 36 of issue 11,
-docs/performance.md).  A helper inlined that way is a
-function of its own to numba: literal integer arguments compile it twice, as above, and a helper it
-calls inherits ``forceinline`` (and ``_nrt``) unless it sets them.  Small helpers (``_max``,
+The machine code runs as fast (outputs identical; ``benchmarks/bench_kernels_ab.py`` and
+``bench_reco_ab.py`` within their scatter), but numba's IR inliner deep-copies the callee's IR block
+by block, every block's copy taking the callee's whole variable scope along (blocks x variables:
+153 x 1591 for the view search): ~18 s of the demo's cold start, ~6 s of a process that only
+reconstructs (stop 36 of issue 11, docs/performance.md).  A helper inlined that way is a function of
+its own to numba: literal integer arguments compile it twice, as above, and a helper it calls
+inherits ``forceinline`` (and ``_nrt``) unless it sets them.  Small helpers (``_max``,
 ``_has``) keep ``inline='always'``: their copies cost nothing.
 """
 

@@ -260,8 +260,7 @@ def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc
         e, n = _hits_block(e, n, out_f, out_i, counts, per_plane, offsets, plane, chan, a0, a1, a2, s_off, s_plane,
                            s_tube, s_tdc, ptype, n_strips, pitch, offset, zpl, sig, dead, table, strip_chan, chan_words,
                            live_words, threshold, spacing, r1, r2, lsb, t0, velocity, whole, win_lo, win_hi, drop, skey,
-                           sidx,
-                           key, idx, ch, am, dg, cidx, cand, used, starts, rstart, rlen, singles, a_lim, s_lim,
+                           sidx, key, idx, ch, am, dg, cidx, cand, used, starts, rstart, rlen, singles, a_lim, s_lim,
                            sp_, sc_, s0_, s1_, s2_, hf, hn)
         if e < 0:  # event -1 - e has an invalid digit
             return counts, per_plane, out_f[:, :0], out_i[:, :0], -1 - e

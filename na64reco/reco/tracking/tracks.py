@@ -334,7 +334,7 @@ def _solve(S, B, n, x):
     return True
 
 
-@numba.njit(cache=True, **NOT_INLINED, **NO_NRT)  # a plain call (see _track_kernel)
+@numba.njit(cache=True, **NOT_INLINED, **NO_NRT)  # not forced inline (see _track_kernel)
 def _rank(L_nh, L_key, n, order, tmp):
     """``order[:n]``: candidates by lower score, ties by more hits; stable (remaining ties keep
     the search order).  Insertion sort for short lists, bottom-up merge sort otherwise."""
@@ -653,8 +653,8 @@ def _track_kernel(bounds, n_planes_total, pos, sig, origin, v_planes, v_dz, v_do
     mark = np.empty(MAX_PLANES * maxhits, np.bool_)
     # the event loop is _track_events, compiled without numba's reference counting (_nrt=False: it
     # allocates nothing), which _search_view and _solve are inlined into (forceinline: by LLVM, see
-    # "Inlining" in _jit.py); _rank (once per view) is a plain call (inlined: no measurable gain, ~1 s
-    # more cold compile; NOT_INLINED, or it would inherit _search_view's forceinline).
+    # "Inlining" in _jit.py); _rank (once per view) is not forced inline (LLVM decides; forced: no
+    # measurable gain, ~1 s more cold compile; NOT_INLINED, or it would inherit _search_view's forceinline).
     # A call of _search_view per view with its ~30 array arguments cost ~250 ns per view with the
     # counting (atomic operations on each array on the way in and out), its argument passing ~25 %
     # of the search without it; inlined into this function (the third pass), the counting of the
