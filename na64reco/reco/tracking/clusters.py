@@ -196,7 +196,7 @@ def _hits_kernel(offsets, plane, chan, a0, a1, a2, s_off, s_plane, s_tube, s_tdc
     on the planes with ``drop``; out_f (4, hits) ``pos``, ``sigma``, ``time``, ``time_error`` and
     out_i (1, hits) ``origin`` (origins numbered as in the whole table).  With ``whole`` the windows
     are not read and ``drop`` must be all False.  ``whole`` is an argument, not the windows being
-    None: one specialisation serves both tables (two cost a cold start ~8 s more compiling when
+    None: one specialisation serves both tables (two cost a cold start ~12 s more compiling when
     the event display or the DQM asks for the whole table).
     Digits need not be ordered: an event's APV digits are read in one pass, plane by plane, while
     they are sorted by (plane, channel), as the reader gives them; an event whose digits are not
@@ -530,13 +530,15 @@ def _kernel_hits(events, tables, threshold_sigma, drift_t0, source, lo=None, hi=
     source = source or "<events>"
     a_off, a = _jagged(events["apv"], ("plane", "chan", "a0", "a1", "a2"), "apv", source)
     s_off, s = _jagged(events["straw"], ("plane", "tube", "tdc"), "straw", source)
+    whole = lo is None  # the whole table: the windows are not read, nothing is dropped
+    if whole:
+        lo = hi = np.zeros(tables.n_planes)
+        drop = np.zeros(tables.n_planes, np.bool_)
     *res, bad = _hits_kernel(
         a_off, a["plane"], a["chan"], a["a0"], a["a1"], a["a2"], s_off, s["plane"], s["tube"], s["tdc"],
         tables.type, tables.n_strips, tables.pitch, tables.offset, tables.z, tables.sigma, tables.dead, tables.table,
         tables.strip_chan, tables.chan_words, tables.live_words, tables.apv_threshold(threshold_sigma), tables.spacing,
-        tables.peaking, tables.tdc_lsb, drift_t0, tables.drift_velocity, lo is None,
-        np.zeros(tables.n_planes) if lo is None else lo, np.zeros(tables.n_planes) if hi is None else hi,
-        np.zeros(tables.n_planes, np.bool_) if drop is None else drop)
+        tables.peaking, tables.tdc_lsb, drift_t0, tables.drift_velocity, whole, lo, hi, drop)
     if bad >= 0:  # the numpy checks word the error
         limit = np.where(tables.type == 0, tables.mm_channels, tables.n_strips)
         _validate("apv", a["plane"], a["chan"], (0, 1), tables, limit, source)
