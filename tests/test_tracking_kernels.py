@@ -112,8 +112,9 @@ def test_demux_channel_map_tables():
 
 
 def _demux_mask(chans, amps, table, dead):
-    """demux_plane_mask (the hits kernel's de-multiplexer since the seventh pass) in demux_plane's
-    return format; checks that it leaves the channel index map as the kernel expects it."""
+    """demux_plane_mask (the hits kernel's de-multiplexer) in demux_plane's return format, with
+    workspaces of the hits kernel's sizes; checks that it leaves the channel index map as the
+    kernel expects it."""
     chans = np.asarray(chans, np.int64)
     amps = np.asarray(amps, np.float64)
     table = np.asarray(table, np.int64)
@@ -140,8 +141,9 @@ def _demux_mask(chans, amps, table, dead):
     st.booleans(),
     st.integers(-1, 316),
 )
-def test_demux_bit_words_equal_slot_kernel_and_reference(chans, rnd, dead_list, beam, cluster):
-    """The bit-word de-multiplexer against the strip-map kernel and the slow twin:
+def test_demux_bit_words_equal_reference(chans, rnd, dead_list, beam, cluster):
+    """The bit-word de-multiplexer (as the hits kernel calls it, and through demux_plane) against the
+    slow twin:
     random fired channels, dead strips (some at word ends: 63, 64, 127, ...), the beam cluster's
     channels that read channel 51 twice (the greedy search), a real cluster of 2-5 strips
     (``cluster`` its first strip, -1 none) and amplitude ties."""
@@ -436,8 +438,8 @@ def test_hits_kernel_on_unordered_and_repeated_digits():
         np.testing.assert_allclose(hits["pos"][lo:hi], [r[1] for r in ref], rtol=0, atol=1e-9)
 
 
-def test_demux_strip_map_equals_reference_on_crowded_planes_with_tied_amplitudes():
-    """The strip-map kernel (whole segments when their channels are distinct, the greedy search
+def test_demux_equals_reference_on_crowded_planes_with_tied_amplitudes():
+    """The de-multiplexer (whole segments when their channels are distinct, the greedy search
     otherwise) against the slow twin: many fired channels, amplitudes from three values (ties
     decided by the lowest strip), a few dead strips."""
     rng = np.random.default_rng(11)

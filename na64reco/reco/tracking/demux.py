@@ -24,13 +24,12 @@ Known limitation: a cluster of 4-5 strips straddling the boundary of groups 3 an
 (strips ~255-260) has the same channels as the run shifted by one strip (channel 51
 reads both strips 255 and 259); the lower run is chosen (a 0.25 mm shift).
 
-:func:`demux_plane_slots` is the numba kernel (:func:`demux_plane` a convenience wrapper);
-:func:`demux_plane_reference` its slow twin.  The kernel keeps the candidates in a strip map
-(strip -> channel) instead of a sorted list; that needs every strip read by one channel only,
-which :class:`~na64reco.reco.tracking.clusters.PlaneTables` checks.  The hits kernel inlines
-:func:`demux_plane_mask`, the same results from per-plane tables built once
-(:func:`strip_channel_map`, :func:`candidate_words`, :func:`channel_words`): the candidate strips
-as bits, no strip map to fill and clear per plane.
+:func:`demux_plane_mask` is the numba kernel, inlined into the hits kernel (:func:`demux_plane` a
+convenience wrapper that builds its tables); :func:`demux_plane_reference` its slow twin.  The
+kernel reads per-plane tables built once (:func:`strip_channel_map`, :func:`candidate_words`,
+:func:`channel_words`): the candidate strips as bits.  Its channel map needs every strip read by
+one channel only, which :class:`~na64reco.reco.tracking.clusters.PlaneTables` checks
+(:func:`check_table`).
 """
 
 from __future__ import annotations
@@ -40,13 +39,14 @@ import numpy as np
 
 from na64reco.reco.tracking._jit import INLINED, NO_NRT
 
-
 # _NO_NRT: the de-multiplexer runs once per MM plane and event (~10 per event) on arrays its
 # caller owns, and allocates nothing.  Compiled with numba's runtime (NRT), every call
 # incremented and decremented the reference count of each of its ~10 array arguments (and of
 # those it passes on), atomic operations that perf showed as ~12 % of the hits kernel; compiled
 # without it (``_nrt=False``: numba then refuses any allocation in these functions) the calls
 # pass the arrays without: hits kernel 0.167 -> 0.140 s per 50k events, identical hits.
+
+
 @numba.njit(cache=True, inline="always")
 def _isort(keys, idx, n):
     """Insertion sort of ``idx[:n]`` by ``keys[idx]`` (stable; fast for the short lists here)."""
@@ -58,142 +58,6 @@ def _isort(keys, idx, n):
             idx[j + 1] = idx[j]
             j -= 1
         idx[j + 1] = v
-
-
-@numba.njit(cache=True, **NO_NRT)  # no reference counting: see _NO_NRT
-def demux_plane_slots(chans, amps, n, table, dead, slot, used, starts, run_start, run_len, singles):
-    """Resolve one MM plane without allocating and without sorting (workspaces given by the caller).
-
-    ``chans[:n]`` fired channels (distinct), ``amps[:n]`` amplitudes, ``table`` (channels,
-    groups) strip of each channel in each group, every strip read by one channel only
-    (:func:`check_table`), ``dead`` (n_strips,) bool.  ``slot`` (int64, > the largest strip
-    + 1) must be -1 everywhere on entry: on return ``slot[s]`` is the index of the channel
-    whose candidate strip ``s`` is (-1 for no candidate) until :func:`clear_slots` resets it;
-    ``used`` (int64, >= n) and ``starts`` (int64, >= n * groups) are scratch.
-
-    Fills ``run_start``/``run_len`` (accepted runs: first strip and length; the run's strips
-    are ``run_start .. run_start + run_len - 1``, their channels ``slot[strip]``) and
-    ``singles`` (unresolved channel indices, ascending).  Returns ``(n_runs, n_singles)``.
-    The runs and their order are those of :func:`demux_plane_reference`: the strip map
-    ``slot`` replaces the sorted candidate list (adjacency is ``slot[s + 1] >= 0``), and the
-    lowest-strip tie-break, which the sorted scan got from its order, is explicit.
-    """
-    groups = table.shape[1]
-    # only a candidate followed by an adjacent candidate strip can start a run of >= 2: each
-    # such pair is found when the second of its two strips is entered (no branch on the data);
-    # int64 from the start, not a literal 0 (see "Literal integers" in _jit.py)
-    n_starts = np.int64(0)
-    for j in range(n):
-        used[j] = 0
-        for k in range(groups):
-            s = table[chans[j], k]
-            if dead[s]:
-                continue
-            slot[s] = j
-            if s > 0:
-                starts[n_starts] = s - 1
-                n_starts += slot[s - 1] >= 0
-            starts[n_starts] = s
-            n_starts += slot[s + 1] >= 0
-    n_runs = _disjoint_segments(amps, n_starts, slot, used, starts, run_start, run_len)
-    if n_runs < 0:  # a channel in two segments (or twice in one): the greedy search below
-        n_runs = 0
-        for j in range(n):
-            used[j] = 0
-    else:
-        n_starts = 0
-    # greedy: repeatedly accept the best run of adjacent candidate strips whose channels
-    # are all unassigned (longest first, then largest summed amplitude, then lowest strip)
-    while n_starts > 0:
-        best_s = -1
-        best_l = 1
-        best_a = 0.0
-        for w in range(n_starts):
-            s = starts[w]
-            if used[slot[s]]:
-                continue
-            e = s
-            tot = amps[slot[s]]
-            while slot[e + 1] >= 0 and not used[slot[e + 1]]:
-                o = slot[e + 1]
-                dup = False  # a channel reads one strip of a cluster at most
-                for q in range(s, e + 1):
-                    if slot[q] == o:
-                        dup = True
-                if dup:
-                    break
-                e += 1
-                tot += amps[o]
-            ln = e - s + 1
-            if ln > best_l or (ln == best_l and ln >= 2 and (tot > best_a or (tot == best_a and s < best_s))):
-                best_s = s
-                best_l = ln
-                best_a = tot
-        if best_s < 0:
-            break
-        for q in range(best_s, best_s + best_l):
-            used[slot[q]] = 1
-        run_start[n_runs] = best_s
-        run_len[n_runs] = best_l
-        n_runs += 1
-    n_singles = 0
-    for j in range(n):
-        if not used[j]:
-            singles[n_singles] = j
-            n_singles += 1
-    return n_runs, n_singles
-
-
-@numba.njit(cache=True, inline="always")
-def _run_sum(amps, slot, s, ln):
-    tot = amps[slot[s]]  # summed from the first strip, as the greedy search sums
-    for q in range(s + 1, s + ln):
-        tot += amps[slot[q]]
-    return tot
-
-
-@numba.njit(cache=True, **NO_NRT)  # no reference counting: see _NO_NRT
-def _disjoint_segments(amps, n_starts, slot, used, starts, run_start, run_len):
-    """The usual case without a search: the segments (maximal runs of adjacent candidate
-    strips) when no channel reads two strips of them.  Then every segment is one accepted
-    run: the greedy search's best run is always a whole segment (a run from inside a segment
-    is shorter than the one from its first strip, and a run never ends before its segment's
-    end when all channels are distinct), and accepting it uses channels of no other segment.
-    The runs are put in the order the greedy search accepts them (longer, then larger
-    summed amplitude, then lower strip first) and their channels marked ``used``.  Returns
-    the number of runs, or -1 if a channel occurs twice (``used`` then holds marks to clear).
-    """
-    n_runs = 0
-    for w in range(n_starts):
-        s = starts[w]
-        if s > 0 and slot[s - 1] >= 0:
-            continue  # not the first strip of its segment
-        e = s + 1
-        while slot[e + 1] >= 0:
-            e += 1
-        for q in range(s, e + 1):
-            j = slot[q]
-            if used[j]:
-                return -1
-            used[j] = 1
-        ln = e - s + 1
-        tot = _run_sum(amps, slot, s, ln)
-        r = n_runs
-        while r > 0:
-            l2 = run_len[r - 1]
-            if ln < l2:
-                break
-            if ln == l2:
-                t2 = _run_sum(amps, slot, run_start[r - 1], l2)
-                if tot < t2 or (tot == t2 and s > run_start[r - 1]):
-                    break
-            run_start[r] = run_start[r - 1]
-            run_len[r] = l2
-            r -= 1
-        run_start[r] = s
-        run_len[r] = ln
-        n_runs += 1
-    return n_runs
 
 
 def strip_channel_map(table, dead) -> np.ndarray:
@@ -254,14 +118,25 @@ def _has(words, s):
 @numba.njit(cache=True, **INLINED, **NO_NRT)
 def demux_plane_mask(chans, amps, n, chan_words, strip_chan, live, cand, cidx, used, starts, run_start, run_len,
                      singles):
-    """:func:`demux_plane_slots` (same ``run_start``, ``run_len``, ``singles`` and return value;
-    ``used`` and ``cidx`` per fired channel: ``cidx[chan]`` its index, reset to -1 by the caller) from
-    per-plane tables, with the candidate strips as a bit set: each word of it is the OR of the
-    fired channels' words (``chan_words``: :func:`channel_words` of the readout table, no branch),
-    masked by the live strips (``live``: :func:`candidate_words` of the plane); the segment starts
-    are the bits whose next strip is a candidate and whose previous one is not, found by shifts
-    over whole words (``cand``: uint64 scratch of ``len(live)`` words, overwritten).  A plane
-    without any pair of adjacent candidates (all singles) costs the ORs and one pass over the words.
+    """Resolve one MM plane without allocating and without sorting (workspaces given by the caller).
+
+    ``chans[:n]`` fired channels (distinct), ``amps[:n]`` amplitudes.  Fills ``run_start`` and
+    ``run_len`` (accepted runs: first strip and length; the run's strips are ``run_start ..
+    run_start + run_len - 1``, their channels' indices ``cidx[strip_chan[strip + 1]]``) and
+    ``singles`` (unresolved channel indices, ascending); returns ``(n_runs, n_singles)``, the runs
+    and their order those of :func:`demux_plane_reference` (the greedy search: the longest run of
+    adjacent candidate strips with unassigned channels first, then the largest summed amplitude,
+    then the lowest strip).  ``used`` (int64, >= n) and ``starts`` (int64, >= n x groups) are
+    scratch, ``singles`` (>= n x groups) too for the greedy search; ``cidx`` (int64, one entry per
+    channel of the table and one more) must be -1 everywhere on entry and holds each fired
+    channel's index on return, reset to -1 by the caller.
+
+    The candidate strips are a bit set: each word of it is the OR of the fired channels' words
+    (``chan_words``: :func:`channel_words` of the readout table, no branch), masked by the live
+    strips (``live``: :func:`candidate_words` of the plane); the segment starts are the bits whose
+    next strip is a candidate and whose previous one is not, found by shifts over whole words
+    (``cand``: uint64 scratch of ``len(live)`` words, overwritten).  A plane without any pair of
+    adjacent candidates (all singles) costs the ORs and one pass over the words.
 
     The segments are found in strip order (the fifth pass's channel map found them in
     channel-then-group order); neither the run order (a total order on (length, summed amplitude,
@@ -353,7 +228,7 @@ def demux_plane_mask(chans, amps, n, chan_words, strip_chan, live, cand, cidx, u
             run_start[r] = s
             run_len[r] = ln
             n_runs += 1
-    if twice:  # the greedy search of demux_plane_slots, over the segments (not inlined: rare)
+    if twice:  # the greedy search over the segments (not inlined: rare)
         n_runs = _greedy_segments(amps, n, strip_chan, cidx, used, starts, n_seg, run_start, run_len, singles)
     n_singles = 0
     for j in range(n):
@@ -365,7 +240,7 @@ def demux_plane_mask(chans, amps, n, chan_words, strip_chan, live, cand, cidx, u
 
 @numba.njit(cache=True, **NO_NRT)  # no reference counting: see _NO_NRT
 def _greedy_segments(amps, n, strip_chan, cidx, used, starts, n_seg, run_start, run_len, mark):
-    """The greedy search of :func:`demux_plane_slots` over the ``n_seg`` segments (first and last
+    """The greedy search of :func:`demux_plane_mask` over the ``n_seg`` segments (first and last
     strip at ``starts[2 i]``, ``starts[2 i + 1]``) found by :func:`demux_plane_mask`: fills
     ``run_start``, ``run_len`` and ``used`` (reset here), returns the number of runs.  ``mark`` (int64,
     >= the segments' strips, at most ``n`` x groups; overwritten): the channel index of each strip of
@@ -432,7 +307,7 @@ def _greedy_segments(amps, n, strip_chan, cidx, used, starts, n_seg, run_start, 
 @numba.njit(cache=True, **NO_NRT)  # no reference counting: see _NO_NRT
 def _greedy_segments_any(amps, n, strip_chan, cidx, used, starts, n_seg, run_start, run_len, mark):
     """(:func:`_greedy_segments` for planes of more than 64 fired channels.)  The greedy search of
-    :func:`demux_plane_slots` over the ``n_seg`` segments (first and last
+    :func:`demux_plane_mask` over the ``n_seg`` segments (first and last
     strip at ``starts[2 i]``, ``starts[2 i + 1]``) found by :func:`demux_plane_mask`: fills
     ``run_start``, ``run_len`` and ``used`` (reset here), returns the number of runs.  ``mark``
     (int64, >= n; overwritten) marks the channels of the run being extended, so that a channel
@@ -484,24 +359,18 @@ def _greedy_segments_any(amps, n, strip_chan, cidx, used, starts, n_seg, run_sta
 
 @numba.njit(cache=True, inline="always")
 def _map_sum(amps, cidx, strip_chan, s, ln):
-    """:func:`_run_sum` through the channel map (same terms, same order)."""
+    """The summed amplitude of the run of ``ln`` strips from strip ``s``, through the channel map
+    (summed from the first strip, as the greedy search sums)."""
     tot = amps[cidx[strip_chan[s + 1]]]
     for q in range(s + 1, s + ln):
         tot += amps[cidx[strip_chan[q + 1]]]
     return tot
 
 
-@numba.njit(cache=True, **NO_NRT)  # no reference counting: see _NO_NRT
-def clear_slots(chans, n, table, slot):
-    """Reset the strip map ``slot`` filled by :func:`demux_plane_slots` to -1."""
-    for j in range(n):
-        for k in range(table.shape[1]):
-            slot[table[chans[j], k]] = -1
-
-
 def check_table(table) -> str | None:
-    """None if every strip of the channel -> strip ``table`` is read by one channel only (what
-    :func:`demux_plane_slots` needs), else a one-line description of the first strip read twice."""
+    """None if every strip of the channel -> strip ``table`` is read by one channel only (what the
+    channel map of :func:`demux_plane_mask` needs), else a one-line description of the first strip
+    read twice."""
     flat = np.asarray(table).reshape(-1)
     strips, counts = np.unique(flat, return_counts=True)
     if (counts > 1).any():
@@ -512,11 +381,11 @@ def check_table(table) -> str | None:
 
 
 def demux_plane(chans, amps, table, dead):
-    """Convenience wrapper of :func:`demux_plane_slots` returning
+    """Convenience wrapper of :func:`demux_plane_mask` (its tables built for this call) returning
     ``(clusters as [[(strip, channel index), ...]], unresolved channel indices)``.
 
     A channel given twice (the hits kernel keeps the first digit of a channel, so only a
-    caller of this wrapper can do that) proposes each strip twice, which the strip map cannot
+    caller of this wrapper can do that) proposes each strip twice, which the channel map cannot
     hold: such input, and a table with a strip read by two channels, go to
     :func:`demux_plane_reference`, which defines the result."""
     chans = np.asarray(chans, np.int64)
@@ -524,13 +393,17 @@ def demux_plane(chans, amps, table, dead):
         return demux_plane_reference(chans, amps, table, dead)
     amps = np.asarray(amps, np.float64)
     table = np.asarray(table, np.int64)
+    strip_chan = strip_channel_map(table, np.asarray(dead, np.bool_))
+    live = candidate_words(strip_chan)
+    words = channel_words(table, len(live))
     n, g = len(chans), table.shape[1]
-    slot = np.full(int(table.max()) + 2, -1, np.int64)
-    used, starts = np.zeros(n + 1, np.int64), np.zeros(n * g + 1, np.int64)
-    rstart, rlen, singles = (np.zeros(n * g + 1, np.int64) for _ in range(3))
-    nr, ns = demux_plane_slots(chans, amps, n, table, np.asarray(dead, np.bool_), slot, used, starts, rstart, rlen,
-                               singles)
-    clusters = [[(int(s), int(slot[s])) for s in range(rstart[r], rstart[r] + rlen[r])] for r in range(nr)]
+    cidx = np.full(table.shape[0] + 1, -1, np.int64)
+    cand = np.zeros(len(live), np.uint64)
+    used, starts, rstart, rlen, singles = (np.zeros(n * g + 1, np.int64) for _ in range(5))
+    nr, ns = demux_plane_mask(chans, amps, n, words, strip_chan, live, cand, cidx, used, starts, rstart, rlen,
+                              singles)
+    clusters = [[(int(s), int(cidx[strip_chan[s + 1]])) for s in range(rstart[r], rstart[r] + rlen[r])]
+                for r in range(nr)]
     return clusters, [int(j) for j in singles[:ns]]
 
 
