@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 
 import numba
-import numpy as np
 
 
 @numba.njit(cache=True)
@@ -97,14 +96,3 @@ def strip_time_and_error_r(a0: float, a1: float, a2: float, spacing: float, r1: 
 def strip_amplitude(a0: float, a1: float, a2: float) -> float:
     """Amplitude (ADC): the largest of the three samples."""
     return max(a0, max(a1, a2))
-
-
-def amplitude_and_time(a0, a1, a2, spacing, peaking, min_a0=0.0):
-    """Vectorised :func:`strip_amplitude` and :func:`strip_time` over numpy arrays."""
-    a0, a1, a2 = (np.asarray(a, dtype=float) for a in (a0, a1, a2))
-    amp = np.maximum(a0, np.maximum(a1, a2))
-    out = np.empty(amp.shape)
-    flat = out.reshape(-1)
-    for i, (x0, x1, x2) in enumerate(zip(a0.reshape(-1), a1.reshape(-1), a2.reshape(-1), strict=True)):
-        flat[i] = strip_time(x0, x1, x2, spacing, peaking, min_a0)
-    return amp, out
