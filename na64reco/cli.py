@@ -94,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    from na64reco.sim.heap import retain_freed_memory
+
+    retain_freed_memory()  # a command's process is the library's own: its chunks' arrays reuse the heap
     try:
         return int(args._run(args) or 0)
     except (NA64Error, OSError) as exc:

@@ -398,7 +398,10 @@ class _Workers:
         if self._pool is None:
             import loky
 
-            self._pool = loky.ProcessPoolExecutor(max_workers=self.opts.workers)  # one pool for the whole run
+            from na64reco.sim.heap import retain_freed_memory
+
+            # one pool for the whole run; its processes only run chunks: their arrays reuse the heap
+            self._pool = loky.ProcessPoolExecutor(max_workers=self.opts.workers, initializer=retain_freed_memory)
             self.stack.callback(self._pool.shutdown)
         return self._pool
 

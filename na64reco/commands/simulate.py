@@ -50,10 +50,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from na64reco.sim import simulate
     from na64reco.sim.faults import load_faults
-    from na64reco.sim.heap import retain_freed_memory
-
-    retain_freed_memory()  # this process only simulates: its spills' arrays reuse the heap
-
     faults = load_faults(args.faults) if args.faults else None
     result = simulate(
         args.setup, args.events, args.seed, args.run, args.output, process=args.process,
