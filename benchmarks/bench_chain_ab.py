@@ -6,7 +6,7 @@ r"""The full chain (``run_files``, iterative) before/after in ONE process, alter
         's/\bna64reco\./na64reco_before./g; s/\bimport na64reco\b/import na64reco_before/g;
          s/from na64reco import/from na64reco_before import/g; s/\bprocessors\./processors_before./g;
          s/from processors import/from processors_before import/g; s/\bimport processors\b/import processors_before/g'
-    python benchmarks/bench_chain_ab.py AB RAW.root [ROUNDS] [--chunksize 50000] [--steps]
+    python benchmarks/bench_chain_ab.py AB RAW.root [ROUNDS] [--chunksize 50000] [--steps] [--heap]
 
 The earlier tree (renamed ``na64reco_before`` / ``processors_before``) and this one run the same
 file through ``run_files`` (iterative executor) alternately with a plain uproot read of the
@@ -72,7 +72,14 @@ def main() -> None:
     ap.add_argument("--chunksize", type=int, default=50000)
     ap.add_argument("--processor", default="na64mu_invisible")
     ap.add_argument("--steps", action="store_true")
+    ap.add_argument("--heap", action="store_true",
+                    help="keep freed memory in the heap first, as a na64reco command's process does "
+                         "(na64reco.sim.heap; the reads and both chains alike)")
     args = ap.parse_args()
+    if args.heap:
+        from na64reco.sim.heap import retain_freed_memory
+
+        retain_freed_memory()
     if not (Path(args.before) / "na64reco_before").is_dir():
         raise SystemExit(f"{args.before}: no na64reco_before/ in it (make it as the usage above says)")
     os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".numba_cache"))
