@@ -1,6 +1,6 @@
 """Full event reconstruction throughput (calorimeters + tracking), as a ratio to reading.
 
-    python benchmarks/bench_reco.py [--file RAW.root | --events 100000] [--repeat 3] [--chunk 50000] [--stages]
+    python benchmarks/bench_reco.py [--file RAW.root | --events 100000] [--repeat 3] [--chunk 50000] [--stages] [--heap]
 
 Prints, on one core and in one process: the plain uproot read of the ``events`` branches
 (the baseline), the read + ``assemble_events`` + ``reconstruct`` chain, events/s per
@@ -129,7 +129,15 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--chunk", type=int, default=50_000)
     ap.add_argument("--stages", action="store_true", help="also the CPU time of each stage")
+    ap.add_argument("--heap", action="store_true",
+                    help="keep freed memory in the heap first (na64reco.sim.heap.retain_freed_memory), as a "
+                         "na64reco command's process does and a user's process may; the read and the "
+                         "reconstruction alike")
     args = ap.parse_args()
+    if args.heap:
+        from na64reco.sim.heap import retain_freed_memory
+
+        retain_freed_memory()
     path = args.file
     if path is None:
         from na64reco.sim import simulate
