@@ -13,14 +13,17 @@ and everything else; functions here never decide what may be shown.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import awkward as ak
 import numpy as np
-from coffea.analysis_tools import PackedSelection
 
 from na64reco.errors import NA64Error
 from na64reco.selection.schema import Cut, Region, Selection
 from na64reco.summary import BLINDED, cutflow_lines, nminusone_lines
+
+if TYPE_CHECKING:  # (an annotation only: importing coffea here cost every process ~0.3 s, a plot worker too)
+    from coffea.analysis_tools import PackedSelection
 
 BOX = "signal_box"
 
