@@ -148,8 +148,8 @@ def _report(args, t: dict, steps: bool) -> None:
           f"range {paired[0]:.3f}-{paired[-1]:.3f}x")
     if steps:
         print("after, CPU ms per step (minimum over the rounds):")
-        steps = (k for k in t if k not in ("read", "read_chunks", "before", "after"))
-        for k in sorted(steps, key=lambda k: -min(t[k])):
+        step_keys = (k for k in t if k not in ("read", "read_chunks", "before", "after"))
+        for k in sorted(step_keys, key=lambda k: -min(t[k])):
             print(f"  {k:<34}{min(t[k]) * 1e3:9.1f}")
 
 
