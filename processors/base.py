@@ -47,6 +47,7 @@ from na64reco.selection import (
 )
 from na64reco.selection.cuts import BLINDED, Columns
 from na64reco.selection.schema import VARIABLES, Selection, variable_info
+from na64reco.selection.token import UnblindingToken
 
 
 @functools.lru_cache(maxsize=8)
@@ -471,7 +472,7 @@ class InvisibleProcessor(processor.ProcessorABC):
             raise ConfigError(f"{self.selection.source}: key 'setup' is {self.selection.setup!r}; "
                               f"processor {self.NAME} needs a {self.SETUP!r} selection")
         if self.token is not None:
-            self.token.check(self.selection)
+            UnblindingToken.check(self.token, self.selection)
         self.calib_tag = calib_tag or default_tag(self.SETUP)
         self.reco = reco
         self.binning = {**BINNING, **self.BINNING_OVERRIDES}

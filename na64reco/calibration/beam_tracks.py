@@ -49,9 +49,9 @@ def read_beam_runs(files, setup: Setup, beam_energy_gev: float | None = None, tr
         with open_raw(path, setup=setup.name) as f:
             energy = beam_energy_gev or (f.meta.get("simulation") or {}).get("beam_energy_gev") \
                 or setup.beam.energy / GeV
-            # beam runs are data on a real detector: the tracks feed only detector constants,
-            # never a per-event output, so the data mark is lifted here (see io.raw.DATA_PARAMETER)
-            runs.append(BeamRun(Path(path), release_data_events(f.events()), float(energy),
+            # beam runs are data on a real detector: their events keep the data mark (io.raw.DATA_PARAMETER);
+            # the calibrations lift it where they reconstruct, for detector constants, never a per-event output
+            runs.append(BeamRun(Path(path), f.events(), float(energy),
                                 f.truth() if truth and f.has_truth else None))
     if sum(len(r.events) for r in runs) == 0:
         raise NA64Error(f"no events in {', '.join(map(str, files))}")
@@ -101,7 +101,7 @@ def reconstruct_views(run: BeamRun, setup: Setup, cond: RunConditions) -> tuple[
     """``(hits, [ViewTracks per view], stage output)`` of ``run`` with ``cond``."""
     # one plane may be missing whatever the period's rule, and none is required: the tag-and-probe
     # of the plane efficiencies needs tracks without the probed plane
-    out = reconstruct_tracks(run.events, setup, cond, str(run.path), return_internals=True,
+    out = reconstruct_tracks(release_data_events(run.events), setup, cond, str(run.path), return_internals=True,
                              config_overrides={"max_missing_planes": 1, "view_max_missing_planes": (),
                                                "required_planes": ()})
     hits, res = out["_hits"], out["_tracks"]

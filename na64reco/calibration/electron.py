@@ -49,7 +49,7 @@ from hepunits import GeV
 from na64reco.config import load_yaml
 from na64reco.errors import NA64Error
 from na64reco.geometry import Setup
-from na64reco.io.raw import TRIGGER_BITS
+from na64reco.io.raw import TRIGGER_BITS, release_data_events
 from na64reco.stats.robust import median_and_sigma
 
 #: defaults of the ``calibration.electron`` section of a setup YAML
@@ -99,7 +99,8 @@ class SectionSums:
             keep = (ak.to_numpy(events["trigger"]).astype(np.int64) & TRIGGER_BITS["random"]) == 0
             events = events[keep]
         n = len(events)
-        digits, ev, _ = digits_of_events(events, self.setup, self.conditions, source)
+        # calibration runs are data on a real detector: the mark is lifted for constants, never per-event output
+        digits, ev, _ = digits_of_events(release_data_events(events), self.setup, self.conditions, source)
         sel = digits.good & (digits.det == self.det.id)
         section = self.det.cell_of_channel(digits.chan[sel])[0]
         idx = ev[sel] * self.det.n_sections + section

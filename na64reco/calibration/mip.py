@@ -32,6 +32,7 @@ from scipy.stats import moyal
 from na64reco.config import Node
 from na64reco.errors import ConfigError
 from na64reco.geometry import Calorimeter, Setup
+from na64reco.io.raw import release_data_events
 from na64reco.reco.calo import digits_of_events
 from na64reco.reco.waveform import FLAG_PILEUP, FLAG_SATURATED
 
@@ -58,7 +59,8 @@ class AmplitudeCollector:
         self.n_events = 0
 
     def add(self, events, source: str = "") -> None:
-        digits, ev, _ = digits_of_events(events, self.setup, self.conditions, source)
+        # calibration runs are data on a real detector: the mark is lifted for constants, never per-event output
+        digits, ev, _ = digits_of_events(release_data_events(events), self.setup, self.conditions, source)
         ok = digits.good & ((digits.flags & (FLAG_PILEUP | FLAG_SATURATED)) == 0)
         det, chan, amp, ev = digits.det[ok], digits.chan[ok], digits.amplitude[ok], ev[ok]
         # the muon's cell: keep only the largest digit of each (event, detector, section);

@@ -30,6 +30,7 @@ from na64reco.conditions import RunConditions, tracker_content
 from na64reco.constants import MOMENTUM_PER_TESLA_METRE
 from na64reco.errors import NA64Error
 from na64reco.geometry import Setup
+from na64reco.io.raw import release_data_events
 from na64reco.reco.calo import reconstruct_calo
 from na64reco.stats.robust import robust_sigma
 
@@ -82,7 +83,7 @@ def measure_scales(runs: list[BeamRun], setup: Setup, base: RunConditions) -> li
     s = setup.beam.momentum_spread
     for run in runs:
         _, vts, _ = reconstruct_views(run, setup, base)
-        calo = reconstruct_calo(run.events, setup, base, str(run.path))
+        calo = reconstruct_calo(release_data_events(run.events), setup, base, str(run.path))  # constants only
         e0 = run.beam_energy_gev
         for vt in vts:
             if not vt.view.bend:

@@ -105,16 +105,40 @@ TRUTH_BRANCHES = {
 #: truth).  The public reconstruction functions refuse such events: they would return every
 #: event, the protected region of the signal search included.  :mod:`na64reco.export` and
 #: the event display reconstruct data and withhold that region themselves.
+#:
+#: The mark sits on the record array *and* on each of its jagged fields (the digit
+#: collections ``calo``, ``apv``, ``straw``, or the raw branches ``calo_adc``, ...): awkward
+#: keeps a list's parameters through selections (a mask, an index array, a sort, a field
+#: projection, ``ak.zip``, ``ak.concatenate``, pickling), while a selection of a record array
+#: drops the record's own.  :func:`is_data_events` looks for it anywhere in the layout, so
+#: events selected from marked ones stay marked; only code that rebuilds the collections from
+#: plain numbers (``ak.flatten`` then ``ak.unflatten``, ``to_list``) or calls
+#: :func:`release_data_events` removes it.
 DATA_PARAMETER = "na64reco_data"
 #: Branches of ``events`` that identify an event and measure nothing: a data file's may be
 #: read as numpy without the data mark (:meth:`RawFile.event_numbers`).
 ID_BRANCHES = ("run", "spill", "event")
 
 
+def _has_mark(layout) -> bool:
+    if isinstance(layout, ak.record.Record):
+        layout = layout.array
+    if not isinstance(layout, ak.contents.Content):
+        return False
+    if layout.parameter(DATA_PARAMETER):
+        return True
+    if isinstance(layout, (ak.contents.RecordArray, ak.contents.UnionArray)):
+        return any(_has_mark(c) for c in layout.contents)
+    content = getattr(layout, "content", None)
+    return content is not None and _has_mark(content)
+
+
 def is_data_events(events) -> bool:
-    """True for events read from a data file by :meth:`RawFile.events`."""
+    """True for events read from a data file by :meth:`RawFile.events` (or raw arrays read by
+    :meth:`RawFile.read_verified` / :meth:`RawFile.arrays`), and for anything selected or built
+    from their collections (see :data:`DATA_PARAMETER`)."""
     try:
-        return bool(ak.parameters(events).get(DATA_PARAMETER))
+        return _has_mark(ak.to_layout(events, allow_record=True))
     except (TypeError, ValueError):
         return False
 
@@ -127,10 +151,41 @@ def refuse_data_events(events, what: str) -> None:
                             "withhold it) or a processor (which blinds it)")
 
 
+def _without_mark(layout):
+    """``layout`` with the data mark taken off every node (no data copied)."""
+    params = {k: v for k, v in layout.parameters.items() if k != DATA_PARAMETER}
+    if isinstance(layout, (ak.contents.RecordArray, ak.contents.UnionArray)):
+        return layout.copy(contents=[_without_mark(c) for c in layout.contents], parameters=params)
+    if getattr(layout, "content", None) is not None:
+        return layout.copy(content=_without_mark(layout.content), parameters=params)
+    return layout.copy(parameters=params)
+
+
+def _with_mark(layout, collection: bool = False):
+    """``layout`` with the data mark on its outermost node and, below the outermost record
+    array, on the outermost list node of each field (no data copied)."""
+    params = {**layout.parameters, DATA_PARAMETER: True}
+    if isinstance(layout, ak.contents.RecordArray) and not collection:
+        return layout.copy(contents=[_with_mark(c, True) for c in layout.contents], parameters=params)
+    if isinstance(layout, (ak.contents.ListOffsetArray, ak.contents.ListArray, ak.contents.RegularArray)):
+        return layout.copy(parameters=params)
+    if isinstance(layout, ak.contents.RecordArray) or getattr(layout, "content", None) is None:
+        return layout  # a number field, or an unexpected record inside a field: nothing to mark
+    return layout.copy(content=_with_mark(layout.content, collection),
+                       parameters=layout.parameters if collection else params)
+
+
+def mark_data_events(arrays: ak.Array) -> ak.Array:
+    """``arrays`` (events, or the raw branches of ``events``, of a data file) with the data mark."""
+    return ak.Array(_with_mark(ak.to_layout(arrays)), behavior=arrays.behavior, attrs=arrays.attrs)
+
+
 def release_data_events(events):
     """``events`` without the data mark, for callers that withhold the protected region of
     what they reconstruct themselves (:mod:`na64reco.export`, :mod:`na64reco.display`)."""
-    return ak.with_parameter(events, DATA_PARAMETER, None) if is_data_events(events) else events
+    if not is_data_events(events):
+        return events
+    return ak.Array(_without_mark(ak.to_layout(events)), behavior=events.behavior, attrs=events.attrs)
 
 
 def jagged(counts: np.ndarray, **fields: np.ndarray) -> ak.Array:
@@ -320,11 +375,21 @@ class RawFile:
     path: Path | str   # a Path, or the URL of a remote file
     meta: dict
     n_events: int
-    has_truth: bool
+    _has_truth: bool   # read-only (:attr:`has_truth`): it decides whether the events carry the data mark
     _file: object = field(repr=False, default=None)
     _blocks: dict = field(repr=False, default_factory=dict)
     _trees: dict = field(repr=False, default_factory=dict)
     _baskets: dict = field(repr=False, default_factory=dict)
+
+    @property
+    def has_truth(self) -> bool:
+        """Whether the file is simulation (a ``truth`` tree); False for data, whose events are marked."""
+        return self._has_truth
+
+    @has_truth.setter
+    def has_truth(self, value) -> None:
+        raise BlindingError(f"{self.path}: has_truth is read from the file and cannot be set (a data file's "
+                            "events stay marked as data)")
 
     @property
     def setup(self) -> str:
@@ -418,7 +483,7 @@ class RawFile:
         if not isinstance(arrays, ak.Array):
             raise BlindingError(f"{self.path}: the events of a data file are read as awkward arrays only "
                                 "(library='ak'), which keep the data mark of the blinding")
-        return ak.with_parameter(arrays, DATA_PARAMETER, True)
+        return mark_data_events(arrays)
 
     def read_verified(self, tree: str, entry_start: int | None = None, entry_stop: int | None = None,
                       library: str = "ak", branches: tuple[str, ...] | None = None):
@@ -454,7 +519,7 @@ class RawFile:
         arrays = self.read_verified("events", entry_start, entry_stop)
         try:
             events = assemble_events(arrays, self.path)
-            return events if self.has_truth else ak.with_parameter(events, DATA_PARAMETER, True)
+            return events if self.has_truth else mark_data_events(events)
         except RawFormatError:
             raise
         except Exception as exc:
@@ -560,7 +625,7 @@ def assemble_events(arrays: ak.Array, source="<arrays>") -> ak.Array:
     Arrays read from a data file (:data:`DATA_PARAMETER`) give events marked as data too.
     """
     if is_data_events(arrays):
-        return ak.with_parameter(_assemble(arrays, source), DATA_PARAMETER, True)
+        return mark_data_events(_assemble(arrays, source))
     return _assemble(arrays, source)
 
 

@@ -97,8 +97,9 @@ def flat_digits(events) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 def digits_of_events(events, setup: Setup, conditions, source: str = "") -> tuple[Digits, np.ndarray, np.ndarray]:
     """Reconstruct all digits of ``events``; returns (digits, event index per digit, master time).
 
-    Applies the timing window (sets ``FLAG_OUT_OF_TIME``).
+    Applies the timing window (sets ``FLAG_OUT_OF_TIME``).  Events of a data file are refused.
     """
+    refuse_data_events(events, "digits_of_events()")
     counts, det, chan, adc = flat_digits(events)
     ev = np.repeat(np.arange(len(counts)), counts)
     run = ak.to_numpy(events["run"]) if "run" in events.fields else None

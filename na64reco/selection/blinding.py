@@ -260,7 +260,7 @@ def apply_blinding(reco: ak.Array, masks: dict[str, np.ndarray], selection: Sele
     if not is_data:
         return BlindingDecision(np.ones(n, bool), False)
     if token is not None:
-        token.check(selection)
+        UnblindingToken.check(check_unblind_argument(token), selection)  # the class's own check, not the object's
         return BlindingDecision(np.ones(n, bool), False)
     hidden = blind_mask(reco, masks, selection)
     if reference is not None:
@@ -272,7 +272,7 @@ def check_unblind_argument(unblind) -> UnblindingToken | None:
     """Validate a processor's ``unblind`` argument: ``None`` or a real token."""
     if unblind is None:
         return None
-    if isinstance(unblind, UnblindingToken):
+    if type(unblind) is UnblindingToken:  # exactly: a subclass or a look-alike could redefine check()
         return unblind
     raise BlindingError(f"unblind={unblind!r} is not accepted: only an UnblindingToken issued from "
                         "a frozen-analysis ledger can open the signal box")

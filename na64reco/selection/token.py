@@ -62,6 +62,9 @@ class UnblindingToken:
         for name, value in zip(self.__slots__, args, strict=True):
             object.__setattr__(self, name, value)
 
+    def __init_subclass__(cls, **kwargs):
+        raise BlindingError("UnblindingToken cannot be subclassed: a subclass could redefine its check")
+
     def __setattr__(self, name, value):
         raise BlindingError("an UnblindingToken is immutable")
 

@@ -27,7 +27,7 @@ import numba
 import numpy as np
 
 from na64reco.errors import RawFormatError
-from na64reco.io.raw import collection_arrays
+from na64reco.io.raw import collection_arrays, refuse_data_events
 from na64reco.reco.tracking import apv, demux
 from na64reco.reco.tracking._jit import NO_NRT, njit_cached_with
 from na64reco.reco.tracking.apv import strip_time_and_error_r
@@ -526,7 +526,9 @@ def _validate(what, plane, chan, allowed_types, tables, limit, source):
 def _kernel_hits(events, tables, threshold_sigma, drift_t0, source, lo=None, hi=None, drop=None):
     """(counts per event, hits per (event, plane), float rows, int rows) of :func:`_hits_kernel`
     on the digits of ``events``, which the kernel checks as it reads them (a separate pass before,
-    until the seventh pass of issue 11); an invalid digit is described by :func:`_validate`."""
+    until the seventh pass of issue 11); an invalid digit is described by :func:`_validate`.
+    Events of a data file are refused (blinding: :func:`na64reco.io.raw.refuse_data_events`)."""
+    refuse_data_events(events, "the tracker hits")
     source = source or "<events>"
     a_off, a = _jagged(events["apv"], ("plane", "chan", "a0", "a1", "a2"), "apv", source)
     s_off, s = _jagged(events["straw"], ("plane", "tube", "tdc"), "straw", source)
@@ -598,10 +600,11 @@ def event_hits_reference(event, setup, conditions, *, threshold_sigma, drift_t0=
     """Slow twin of :func:`event_hits` for ONE event (a python dict/awkward record).
 
     Returns a list of hit tuples ``(plane, pos, strip, size, ambiguous)`` sorted like the
-    fast path (plane, then emission order).
+    fast path (plane, then emission order).  An event of a data file is refused.
     """
     from na64reco.reco.tracking.demux import demux_plane_reference
 
+    refuse_data_events(event, "event_hits_reference()")
     ro = setup.readout
     thr = threshold_sigma * ro.apv_noise
     table = ro.mm_strips_of_channel
