@@ -74,7 +74,7 @@ def iterate_reco(path, *, calib_tag: str | None = None, chunk_size: int = EXPORT
         if raw.has_truth:
             reco = reconstruct(events, setup, conds, source=str(raw.path))
             if with_truth:
-                reco = attach_truth(reco, raw.truth(start, stop))
+                reco = attach_truth(reco, raw.truth(start, stop), str(raw.path), start)
         else:  # data: reconstruct, then withhold the protected region before it leaves (also that of
             # the reference reconstruction: a tag or NA64RECO_CALIB moving p_out / E_ECAL opens nothing)
             events = release_data_events(events)

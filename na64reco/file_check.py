@@ -31,7 +31,7 @@ from typing import Protocol
 from na64reco.errors import RawFormatError, SetupMismatch
 from na64reco.io import location
 from na64reco.io.distinct import DistinctFiles, FileIdentity
-from na64reco.io.raw import open_raw
+from na64reco.io.raw import check_spill_counts, open_raw
 
 TREE = "events"
 #: files per batch handed to a worker (~30 ms of check each: a task of ~0.2 s)
@@ -95,7 +95,9 @@ def check_file(path: str, setup: str, *, blocks: bool = True) -> CheckedFile:
         # truth tree when the processor reads it (docs/performance.md, "Per-file overhead")
         with open_raw(path, setup=setup, structure=(TREE,)) as raw:
             spills = raw.spills()
-            numbers = raw.event_numbers()
+            ids = raw.event_ids()
+            numbers = ids["event"]
+            check_spill_counts(ids["spill"], spills, path)  # a bad file now, not after its events were processed
             edges = cluster_edges(raw)
             info = {"numentries": raw.n_events, "uuid": raw.uuid, "clusters": edges,
                     "version": None if location.is_url(path) else location.file_version(path),

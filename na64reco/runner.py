@@ -217,6 +217,8 @@ def is_bad_file(exc: BaseException) -> bool:
 
     if any(isinstance(e, BlindingError) for e in _chain(exc)):  # a refusal, never a bad file to skip
         return False
+    if any(isinstance(e, ConfigError) for e in _chain(exc)):
+        return False  # a calibration or configuration file is wrong, not the raw file: every file would be "bad"
     bad = (RawFormatError, SetupMismatch, OSError, EOFError, zlib.error, struct.error,
            uproot.exceptions.KeyInFileError, uproot.deserialization.DeserializationError)
     return any(isinstance(e, bad) for e in _chain(exc)) or any(
@@ -271,14 +273,19 @@ class ChunkGuard:
                 if item is not None and self.skip_bad_files and is_bad_file(exc):
                     return {"out": {}, "processed": {item},
                             "na64_skipped": {item.filename: {
-                                "reason": f"entries {item.entrystart}-{item.entrystop}: "
-                                          f"{_root_message(exc)}",
+                                # a list: the skips of a file's chunks are merged by concatenation
+                                "reason": [f"entries {item.entrystart}-{item.entrystop}: {_root_message(exc)}"],
                                 "events": item.entrystop - item.entrystart}}}
                 raise ChunkError(item, exc) from exc
 
 
 def _root_message(exc: BaseException) -> str:
-    inner = _chain(exc)[-1]
+    """The message that says what went wrong: the outermost of the package's own errors in the
+    chain (they name the file, key or value: a calibration YAML's syntax error, a branch's bad
+    value), else the innermost error (what a library raised)."""
+    chain = _chain(exc)
+    own = [e for e in chain if isinstance(e, NA64Error) and not isinstance(e, ChunkError)]
+    inner = own[0] if own else chain[-1]
     return f"{type(inner).__name__}: {inner}"
 
 
@@ -705,9 +712,11 @@ def _account(out: dict, fileset, check: FileCheck, chunk_skips: dict, proc) -> N
             path = str(path)
             for source in (check.skipped, chunk_skips):
                 if path in source:
-                    rec = prov.skipped.setdefault(path, {"reason": source[path]["reason"], "events": 0})
-                    if source is chunk_skips and rec["reason"] != source[path]["reason"]:
-                        rec["reason"] += "; " + source[path]["reason"]
+                    reason = source[path]["reason"]
+                    reason = "; ".join(reason) if isinstance(reason, list) else reason
+                    rec = prov.skipped.setdefault(path, {"reason": reason, "events": 0})
+                    if source is chunk_skips and rec["reason"] != reason:
+                        rec["reason"] += "; " + reason
                     rec["events"] += source[path]["events"]
         prov.events_total = sum(check.entries.get(str(p), prov.skipped.get(str(p), {}).get("events", 0))
                                 for p in files)

@@ -35,6 +35,7 @@ from na64reco.hists import HistGroup, HistSums, HistTemplate, to_hists
 from na64reco.io.checksum import verify_chunk
 from na64reco.io.location import file_version, is_url
 from na64reco.io.raw import assemble_events, check_content, check_event_order, event_branches, open_raw
+from na64reco.resources import calib_dir
 from na64reco.selection import (
     BOX,
     CutflowTable,
@@ -50,15 +51,25 @@ from na64reco.selection.schema import VARIABLES, Selection, variable_info
 from na64reco.selection.token import UnblindingToken
 
 
-@functools.lru_cache(maxsize=8)
 def _setup(name: str, run: int | None = None):
-    """The setup of ``run``'s period (the base description without a run)."""
+    """The setup of ``run``'s period (the base description without a run), from the calibration
+    directory in force now (``NA64RECO_CALIB`` may change in a notebook's process)."""
+    return _setup_in(name, run, str(calib_dir()))
+
+
+@functools.lru_cache(maxsize=8)
+def _setup_in(name: str, run: int | None, root: str):
     return load_setup(name, run=run)
 
 
-@functools.lru_cache(maxsize=64)
 def _conditions(setup_name: str, run: int, tag: str):
-    """Per-process cache: processors are unpickled afresh for every chunk."""
+    """Per-process cache (processors are unpickled afresh for every chunk), by the calibration
+    directory too: the same tag name under another ``NA64RECO_CALIB`` is other conditions."""
+    return _conditions_in(setup_name, run, tag, str(calib_dir()))
+
+
+@functools.lru_cache(maxsize=64)
+def _conditions_in(setup_name: str, run: int, tag: str, root: str):
     return load_conditions(_setup(setup_name, run), run, tag)
 
 

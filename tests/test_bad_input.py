@@ -5,6 +5,7 @@ the branch or key, the value and what was expected, never a silently wrong resul
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -58,13 +59,14 @@ def _set(tree: int, branch: str, index, value):
 EVENTS, SPILLS, TRUTH = 0, 1, 2
 
 
-@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -5.0])
 def test_a_non_finite_truth_weight_is_refused_not_summed_into_the_cutflow(tmp_path, value):
-    """(a NaN weight made every weighted row of the cut-flow NaN, silently)"""
+    """(a NaN weight made every weighted row of the cut-flow NaN, silently; a negative one
+    was summed)"""
     path = _write(tmp_path / "w.root", tweak=_set(TRUTH, "weight", slice(250, 260), value))
     with open_raw(path) as raw, pytest.raises(RawFormatError) as err:
         raw.truth()
-    assert f"{path}: branch truth.weight of entry 250 is {value!r}; expected a finite weight (10 entries" \
+    assert f"{path}: branch truth.weight of entry 250 is {value!r}; expected a finite weight >= 0 (10 entries" \
         in str(err.value)
     with pytest.raises(NA64Error, match=r"w\.root.*truth\.weight of entry 250"):
         _run([path])
@@ -438,3 +440,129 @@ def _calib_copy(tmp_path):
     if not root.exists():
         shutil.copytree(calib_dir(), root)
     return root
+
+
+@pytest.mark.parametrize("branch, value, words", [
+    ("trigger", 8, "expected a non-empty mask of the trigger bits"),
+    ("trigger", 0, "expected a non-empty mask of the trigger bits"),
+    ("time_in_spill", float("nan"), "expected a finite time"),
+])
+def test_event_words_outside_the_format_are_refused(tmp_path, branch, value, words):
+    """(a trigger word of all bits set stopped the run inside the histogram filling, naming
+    neither the branch nor the value, even with --skip-bad-files; a NaN time was accepted)"""
+    path = _write(tmp_path / "t.root", tweak=_set(EVENTS, branch, 7, value))
+    with open_raw(path) as raw, pytest.raises(RawFormatError, match=rf"t\.root: branch events\.{branch} of entry 7 "
+                                                                    rf"is .*; {words}"):
+        raw.events()
+    good = _write(tmp_path / "good.root", first_event=10_000)
+    prov = _run([good, path], skip_bad_files=True)["d"]["provenance"]
+    assert prov.skipped[path]["events"] == 200 and f"events.{branch}" in prov.skipped[path]["reason"]
+    assert prov.events_processed + prov.events_skipped == prov.events_total == 1200
+
+
+def test_an_unknown_truth_process_code_is_refused(tmp_path):
+    path = _write(tmp_path / "p.root", tweak=_set(TRUTH, "process", 3, 99))
+    with open_raw(path) as raw, pytest.raises(RawFormatError, match=r"branch truth\.process of entry 3 is 99; "
+                                                                    r"expected a process code"):
+        raw.truth()
+
+
+def test_msadc_samples_outside_the_adc_range_are_refused():
+    """(samples of +-30000 written with valid checksums moved a pedestal: an HCAL energy of 1.55
+    GeV became 0)"""
+    from na64reco.reco.waveform import check_samples
+
+    adc = np.full((4, 32), 200, np.int16)
+    check_samples(adc, "f.root", max_adc=4095)
+    for value in (-1, 4096, 30000, -30000):
+        bad = adc.copy()
+        bad[2, 17] = value
+        with pytest.raises(RawFormatError, match=rf"f\.root: digit 2 has MSADC sample 17 = {value}; "
+                                                 r"expected raw ADC counts 0\.\.4095"):
+            check_samples(bad, "f.root", max_adc=4095)
+
+
+@pytest.mark.parametrize("edit, words", [
+    ("dead_strips: []", "dead_strips: [99999]"),
+    ("alignment_mm: 0.0444", "alignment_mm: .nan"),
+])
+def test_a_tracker_calibration_error_names_its_file_and_is_never_a_bad_raw_file(calib, small_na64mu_files,
+                                                                                 monkeypatch, edit, words):
+    """(a dead strip out of range was a RawFormatError of the raw file: --skip-bad-files skipped every
+    good file of the run and the run succeeded; a NaN alignment was accepted)"""
+    from na64reco import runner
+
+    for path in (calib / "conditions/na64mu/tracker").glob("v*.yaml"):
+        path.write_text(path.read_text().replace(edit, words, 1) if edit in path.read_text()
+                        else path.read_text().replace("alignment_mm: ", "alignment_mm: .nan #", 1))
+    monkeypatch.setenv("NA64RECO_CALIB", str(calib))
+    opts = RunOptions("na64mu_invisible", skip_bad_files=True)
+    with pytest.raises(NA64Error) as err:
+        run_files({"d": [str(small_na64mu_files["mc"])]}, opts)
+    message = str(err.value)
+    assert "ConfigError" in message and "tracker/v" in message and str(calib) in message
+    assert ("dead_strips" if "dead" in words else "alignment_mm") in message
+    assert not runner.is_bad_file(err.value)
+
+
+def test_the_skip_reasons_of_a_files_chunks_are_separated(tmp_path):
+    path = _write(tmp_path / "w.root", tweak=_set(TRUTH, "weight", slice(0, 600), float("nan")))
+    good = _write(tmp_path / "good.root", first_event=10_000)
+    prov = _run([good, path], skip_bad_files=True)["d"]["provenance"]
+    reason = prov.skipped[path]["reason"]
+    assert reason.startswith("entries 0-200: ") and reason.count("; entries ") == 2, reason
+
+
+def test_the_reco_export_names_the_file_and_entry_of_truth_rows_of_other_events(tmp_path, capsys):
+    """(``na64reco reco`` stopped with 'internal error, a bug' on such a file)"""
+    from na64reco.cli import main
+
+    def tweak(ev, spills, tr):
+        tr["event"] = tr["event"].copy()  # (the events' array otherwise)
+        tr["event"][250:] += 100_000
+    path = _write(tmp_path / "t.root", tweak=tweak)
+    assert main(["reco", path, "--output", str(tmp_path / "t.parquet"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "internal error" not in err
+    assert (f"{path}: truth rows do not match the reconstructed events: entry 250 has truth.event 100250 and "
+            "events.event 250") in err
+
+
+@pytest.mark.parametrize("tweak, words", [
+    (_set(SPILLS, "n_triggered", 0, 10), r"spill 1 has 300 events in the events tree, but spills\.n_triggered says 10"),
+    (_set(SPILLS, "spill", 1, 3), r"events of spill\(s\) \[2\] that the spills tree does not list"),
+])
+def test_spill_counts_that_disagree_with_the_events_are_a_bad_file_before_the_run(tmp_path, tweak, words):
+    """(found only when the exposure was settled, after the file's events were processed: the
+    whole run failed, also with --skip-bad-files, and `na64reco verify` said ok)"""
+    path = _write(tmp_path / "s.root", tweak=tweak)
+    with open_raw(path) as raw, pytest.raises(RawFormatError, match=rf"s\.root: {words}"):
+        raw.verify()
+    with pytest.raises(NA64Error, match=rf"s\.root: {words}"):
+        _run([path])
+    good = _write(tmp_path / "good.root", first_event=10_000)
+    prov = _run([good, path], skip_bad_files=True)["d"]["provenance"]
+    assert prov.skipped[path]["events"] == 600 and prov.events_processed == 600
+    assert prov.events_processed + prov.events_skipped == prov.events_total == 1200
+
+
+@pytest.mark.parametrize("cut", [1, 1000])
+def test_a_file_cut_short_after_its_data_is_refused(tmp_path, cut):
+    """(a file missing its last bytes, the records ROOT writes at the end, passed `na64reco verify`)"""
+    good = _write(tmp_path / "good.root")
+    data = Path(good).read_bytes()
+    path = tmp_path / "cut.root"
+    path.write_bytes(data[:-cut])
+    with pytest.raises(RawFormatError, match=rf"cut\.root: (file is truncated: {len(data) - cut} bytes, its header "
+                                             rf"says {len(data)}|not a readable ROOT file)"):
+        open_raw(path)
+
+
+def test_verify_checks_the_digits_of_each_event_and_the_truth_rows_as_a_run_does(tmp_path):
+    def tweak(ev, spills, tr):
+        tr["event"] = tr["event"].copy()
+        tr["event"][42] += 1_000_000
+    path = _write(tmp_path / "t.root", tweak=tweak)
+    with open_raw(path) as raw, pytest.raises(RawFormatError, match=r"t\.root: truth rows do not match the events "
+                                                                    r"\(entry 42\)"):
+        raw.verify()

@@ -11,12 +11,12 @@ from na64reco.errors import RawFormatError, SetupMismatch
 from na64reco.io.raw import N_SAMPLES, TRUTH_BRANCHES, RawWriter, open_raw
 
 
-def _chunk(rng, n, first_event=0):
+def _chunk(rng, n, first_event=0, spill=0):
     nc, na, ns = rng.integers(0, 6, n), rng.integers(0, 12, n), rng.integers(0, 3, n)
     tc, ta, ts = nc.sum(), na.sum(), ns.sum()
     return {
         "run": np.full(n, 7),
-        "spill": np.arange(n) // 100,
+        "spill": np.full(n, spill),  # (the spills tree of each test lists it with these events)
         "event": first_event + np.arange(n),
         "trigger": np.ones(n),
         "time_in_spill": rng.uniform(0, 4.8, n),
@@ -39,7 +39,8 @@ def _chunk(rng, n, first_event=0):
 
 def _truth(rng, n):
     t = {k: rng.normal(size=n) for k in TRUTH_BRANCHES}
-    t.update(run=np.full(n, 7), spill=np.zeros(n), event=np.arange(n), process=rng.integers(0, 9, n))
+    t.update(run=np.full(n, 7), spill=np.zeros(n), event=np.arange(n), process=rng.integers(0, 9, n),
+             weight=rng.exponential(size=n))  # (expected events per beam particle: >= 0)
     return t
 
 
@@ -47,7 +48,7 @@ def _truth(rng, n):
 def written(tmp_path):
     rng = np.random.default_rng(3)
     path = tmp_path / "run7.root"
-    chunks = [_chunk(rng, 500, 0), _chunk(rng, 300, 500)]
+    chunks = [_chunk(rng, 500, 0, spill=0), _chunk(rng, 300, 500, spill=1)]
     truth = _truth(rng, 800)
     with RawWriter(path, setup="na64mu", run=7, has_truth=True) as w:
         for c in chunks:
@@ -203,7 +204,7 @@ class _WriterV2(RawWriter):
 
 
 def _write_both(tmp_path, rng):
-    chunks = [_chunk(rng, n, first_event=100 * i) for i, n in enumerate((40, 25))]
+    chunks = [_chunk(rng, n, first_event=100 * i, spill=i + 1) for i, n in enumerate((40, 25))]
     paths = {}
     for name, cls in (("v3", RawWriter), ("v2", _WriterV2)):
         paths[name] = tmp_path / f"{name}.root"

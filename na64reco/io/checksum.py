@@ -73,7 +73,8 @@ def content_sum(flat: np.ndarray) -> np.uint64:
     total = np.sum(raw[: n_words * 8].view(np.uint64), dtype=np.uint64) if n_words else np.uint64(0)
     tail = raw[n_words * 8:]
     if tail.size:
-        total = np.uint64(total + np.frombuffer(tail.tobytes() + bytes(8 - tail.size), np.uint64)[0])
+        last = np.frombuffer(tail.tobytes() + bytes(8 - tail.size), np.uint64)
+        total = np.add(np.asarray([total], np.uint64), last)[0]  # wraps, as the sum does (no scalar warning)
     return np.uint64(total)
 
 

@@ -27,7 +27,9 @@ branches written by uproot did not read back correctly (checked with uproot 5.7)
 
 from __future__ import annotations
 
+import functools
 import json
+import operator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -542,9 +544,30 @@ class RawFile:
             raise RawFormatError(f"{self.path}: has no truth (a data-like file)")
         return self.read_verified("truth", entry_start, entry_stop, library="np")
 
+    def event_ids(self) -> dict[str, np.ndarray]:
+        """``events.run``, ``events.spill`` and ``events.event`` of the whole file as numpy (no
+        digits), verified and checked as :meth:`event_numbers`."""
+        return self.read_verified("events", library="np", branches=ID_BRANCHES)
+
     def verify(self) -> dict[str, int]:
-        """Read and check every tree whole; returns the entries of each."""
-        return {tree: len(self.read_verified(tree)) for tree in _trees(self.has_truth)}
+        """Read and check every tree whole, as a run reads it: the checksums, the values
+        (:func:`check_content`), the events assembled (the digits' branches agreeing event by
+        event), the events of each spill against the ``spills`` tree
+        (:func:`check_spill_counts`) and the truth rows against the events; returns the
+        entries of each tree."""
+        events = self.events()
+        spills = self.spills()
+        check_spill_counts(np.asarray(events["spill"]), spills, self.path)
+        entries = {"events": len(events), "spills": len(spills["spill"])}
+        if self.has_truth:
+            truth = self.truth()
+            t_event, e_event = np.asarray(truth["event"]), np.asarray(events["event"])
+            if len(t_event) != len(e_event) or not np.array_equal(t_event, e_event):
+                bad = np.flatnonzero(t_event[:len(e_event)] != e_event[:len(t_event)])
+                at = f"entry {int(bad[0])}" if bad.size else f"{len(t_event)} rows for {len(e_event)} events"
+                raise RawFormatError(f"{self.path}: truth rows do not match the events ({at})")
+            entries["truth"] = len(t_event)
+        return entries
 
     def close(self):
         self._file.close()
@@ -561,7 +584,8 @@ def check_content(tree: str, arrays, run: int, source, start: int = 0) -> None:
     numpy) that the checksums cannot vouch for, as the format defines them
     (``docs/raw-format.md``): every row's ``run`` is the file's ``run``; ``events``: event
     numbers strictly increasing (unique, in order; :func:`check_event_order`); ``spills``:
-    ``n_beam`` and ``n_triggered`` at least 0; ``truth``: a finite ``weight``.  A
+    ``n_beam`` and ``n_triggered`` at least 0; ``truth``: a finite ``weight`` >= 0 and a known
+    ``process`` code; ``events``: a non-empty ``trigger`` mask of known bits, a finite ``time_in_spill``.  A
     :class:`RawFormatError` naming the file, the branch, the entry and the value otherwise
     (a file written wrongly with valid checksums would give a wrong MOT or a NaN cut-flow)."""
     if tree not in ("events", "spills", "truth"):
@@ -578,14 +602,60 @@ def check_content(tree: str, arrays, run: int, source, start: int = 0) -> None:
     runs = values("run")
     if len(runs) and (runs != run).any():
         fail("run", runs != run, f"the file's run {run} (metadata)")
-    if tree == "events" and len(runs) > 1:
-        check_event_order(values("event"), source, start)
+    if tree == "events":
+        if len(runs) > 1:
+            check_event_order(values("event"), source, start)
+        if "trigger" in _names(arrays):
+            trig = values("trigger").astype(np.int64)
+            if ((trig & ~_KNOWN_TRIGGER_BITS) != 0).any() or (trig == 0).any():
+                fail("trigger", ((trig & ~_KNOWN_TRIGGER_BITS) != 0) | (trig == 0),
+                     f"a non-empty mask of the trigger bits {TRIGGER_BITS}")
+        if "time_in_spill" in _names(arrays) and not np.isfinite(values("time_in_spill")).all():
+            fail("time_in_spill", ~np.isfinite(values("time_in_spill")), "a finite time (s)")
     elif tree == "spills":
         for name in ("n_beam", "n_triggered"):
             if (values(name) < 0).any():
                 fail(name, values(name) < 0, "a count >= 0")
-    elif tree == "truth" and not np.isfinite(values("weight")).all():
-        fail("weight", ~np.isfinite(values("weight")), "a finite weight")
+    elif tree == "truth":
+        weight = values("weight")
+        if not (np.isfinite(weight) & (weight >= 0)).all():
+            fail("weight", ~(np.isfinite(weight) & (weight >= 0)), "a finite weight >= 0")
+        if "process" in _names(arrays):
+            known = np.isin(values("process"), list(PROCESSES.values()))
+            if not known.all():
+                fail("process", ~known, f"a process code of {PROCESSES}")
+
+
+#: the bits a ``trigger`` word may have (:data:`TRIGGER_BITS`)
+_KNOWN_TRIGGER_BITS = functools.reduce(operator.or_, TRIGGER_BITS.values())
+
+
+def _names(arrays) -> set[str]:
+    return set(arrays.fields) if isinstance(arrays, ak.Array) else set(arrays)
+
+
+def check_spill_counts(event_spill, spills: dict, source) -> None:
+    """The spill numbers of a file's events (``event_spill``, all of them) against its ``spills``
+    tree: each spill listed once, every event's spill listed, and no spill with more events than
+    its ``n_triggered`` says were written; a :class:`RawFormatError` naming the file, the spill
+    and both counts otherwise (the run would otherwise find it only after processing the file,
+    when the exposure is settled, too late to skip it)."""
+    numbers = np.asarray(spills["spill"]).astype(np.int64)
+    written = np.asarray(spills["n_triggered"]).astype(np.int64)
+    listed, twice = np.unique(numbers, return_counts=True)
+    if (twice > 1).any():
+        raise RawFormatError(f"{source}: the spills tree lists spill {int(listed[twice > 1][0])} "
+                             f"{int(twice[twice > 1][0])} times; expected one entry per spill")
+    seen, counts = np.unique(np.asarray(event_spill).astype(np.int64), return_counts=True)
+    unknown = seen[~np.isin(seen, numbers)]
+    if unknown.size:
+        raise RawFormatError(f"{source}: events of spill(s) {unknown[:5].tolist()} that the spills tree does not list")
+    order = np.argsort(numbers)
+    allowed = written[order][np.searchsorted(numbers[order], seen)]  # (every seen spill is listed)
+    if (counts > allowed).any():
+        i = int(np.flatnonzero(counts > allowed)[0])
+        raise RawFormatError(f"{source}: spill {int(seen[i])} has {int(counts[i])} events in the events tree, but "
+                             f"spills.n_triggered says {int(allowed[i])} were written")
 
 
 def check_event_order(event, source, start: int = 0, previous: int | None = None) -> None:
@@ -896,7 +966,8 @@ def open_raw(path, *, setup: str | None = None, structure: bool | tuple[str, ...
     is verified against the content checksums.
     """
     path = path if is_url(path) else Path(path)
-    if file_info(path).size == 0:  # raises "<path>: file not found"
+    size = file_info(path).size  # raises "<path>: file not found"
+    if size == 0:
         raise RawFormatError(f"{path}: file is empty (0 bytes)")
     try:
         f = uproot.open(uproot_source(path), array_cache=None)  # no cache: every read is verified, then the caller's
@@ -904,6 +975,10 @@ def open_raw(path, *, setup: str | None = None, structure: bool | tuple[str, ...
     except Exception as exc:
         raise connection_failure(path, exc) or RawFormatError(
             f"{path}: not a readable ROOT file (truncated or corrupt?): {exc}") from None
+    end = getattr(f.file, "fEND", None)
+    if isinstance(end, (int, np.integer)) and size < end:  # (cut short after its data: the records at its end)
+        f.close()
+        raise RawFormatError(f"{path}: file is truncated: {size} bytes, its header says {int(end)}")
     try:
         meta = _read_meta(f, keys, path)
         if setup is not None and meta.get("setup") != setup:

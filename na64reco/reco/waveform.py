@@ -728,8 +728,10 @@ class Digits:
         return (self.flags & (FLAG_BELOW_THRESHOLD | FLAG_MASKED | FLAG_OUT_OF_TIME)) == 0
 
 
-def check_samples(adc: np.ndarray, source: str = "", describe=None) -> np.ndarray:
-    """Validate a (n_digits, n_samples) sample array: finite, not all zero.
+def check_samples(adc: np.ndarray, source: str = "", describe=None, max_adc: int | None = None) -> np.ndarray:
+    """Validate a (n_digits, n_samples) sample array: finite, not all zero, and (with ``max_adc``)
+    raw ADC counts in ``0..max_adc`` (the format's 12-bit range: a value outside it, written with
+    valid checksums, would otherwise move a pedestal or a pulse).
 
     Raises :class:`RawFormatError` naming ``source`` and, through ``describe(i)``, the
     event of the first bad digit.  Returns the samples as a C-contiguous array.
@@ -745,6 +747,13 @@ def check_samples(adc: np.ndarray, source: str = "", describe=None) -> np.ndarra
         if bad.any():
             i = int(np.argmax(bad))
             raise RawFormatError(f"{source or '<digits>'}: {where(i)} has NaN/infinite MSADC samples")
+    if max_adc is not None and len(adc) and adc.shape[1]:
+        i = _first_out_of_range(adc, max_adc)
+        if i >= 0:
+            row = adc[i]
+            k = int(np.flatnonzero((row < 0) | (row > max_adc))[0])
+            raise RawFormatError(f"{source or '<digits>'}: {where(i)} has MSADC sample {k} = {row[k].item()!r}; "
+                                 f"expected raw ADC counts 0..{max_adc}")
     if len(adc) and adc.shape[1] and _first_all_zero(adc) >= 0:
         zero = ~adc.any(axis=1)
         i = int(np.argmax(zero))
@@ -753,6 +762,23 @@ def check_samples(adc: np.ndarray, source: str = "", describe=None) -> np.ndarra
             f"({int(zero.sum())} such digit(s) in total): corrupt or unconnected read-out"
         )
     return adc
+
+
+@numba.njit(cache=True, nogil=True)
+def _first_out_of_range(adc, max_adc):
+    """Index of the first row with a sample below 0 or above ``max_adc``, -1 if none (NaN is
+    checked before).  Each row's minimum and maximum in a loop the compiler vectorises."""
+    n, ns = adc.shape
+    for i in range(n):
+        lo = adc[i, 0]
+        hi = adc[i, 0]
+        for k in range(1, ns):
+            v = adc[i, k]
+            lo = v if v < lo else lo
+            hi = v if v > hi else hi
+        if lo < 0 or hi > max_adc:
+            return i
+    return -1
 
 
 @numba.njit(cache=True, nogil=True)
@@ -778,8 +804,8 @@ def reconstruct_digits(det, chan, adc, setup: Setup, conditions, *, source: str 
     """
     det = np.asarray(det, dtype=np.int64)
     chan = np.asarray(chan, dtype=np.int64)
-    adc = check_samples(adc, source, describe)
     cfg = waveform_config(setup)
+    adc = check_samples(adc, source, describe, max_adc=cfg.max_adc)
     if adc.shape[1] != cfg.n_samples:
         raise RawFormatError(
             f"{source or '<digits>'}: {adc.shape[1]} samples per digit, setup {setup.name} expects {cfg.n_samples}"

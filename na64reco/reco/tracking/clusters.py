@@ -26,7 +26,7 @@ import math
 import numba
 import numpy as np
 
-from na64reco.errors import RawFormatError
+from na64reco.errors import ConfigError, RawFormatError
 from na64reco.io.raw import collection_arrays, refuse_data_events
 from na64reco.reco.tracking import apv, demux
 from na64reco.reco.tracking._jit import NO_NRT, njit_cached_with
@@ -55,18 +55,25 @@ class PlaneTables:
         self.pitch = np.array([p.pitch for p in planes], float)
         self.z = np.array([p.z for p in planes], float)
         self.sigma = np.array([p.resolution for p in planes], float)
+        # a conditions payload that does not fit the setup is a calibration error (ConfigError, naming the
+        # tracker file), never the raw file's: the runner must not skip good files for it
+        where = f"conditions tag {conditions.tag!r} run {conditions.run} ({conditions.files.get('tracker', 'tracker')})"
         align = []
         for p in planes:
             if p.name not in conditions.planes:
-                raise RawFormatError(f"conditions {conditions.tag!r} run {conditions.run} have no plane {p.name!r}")
-            align.append(conditions.planes[p.name].alignment)
+                raise ConfigError(f"{where}: no plane {p.name!r}")
+            a = conditions.planes[p.name].alignment
+            if not np.isfinite(a):
+                raise ConfigError(f"{where}: key alignment_mm of plane {p.name} is {a!r}; expected a finite offset")
+            align.append(a)
         self.offset = np.array([p.center for p in planes], float) + np.array(align, float)
         width = int(self.n_strips.max())
         self.dead = np.zeros((self.n_planes, width), np.bool_)
         for i, p in enumerate(planes):
             dead = conditions.planes[p.name].dead_strips
             if np.any((dead < 0) | (dead >= p.n_strips)):
-                raise RawFormatError(f"conditions: dead strips of {p.name} outside 0..{p.n_strips - 1}: {dead}")
+                raise ConfigError(f"{where}: key dead_strips of plane {p.name} is {dead.tolist()}; expected strips "
+                                  f"0..{p.n_strips - 1}")
             self.dead[i, dead] = True
         ro = setup.readout
         self.table = np.ascontiguousarray(ro.mm_strips_of_channel, dtype=np.int64)
