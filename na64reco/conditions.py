@@ -51,6 +51,7 @@ import yaml
 from hepunits import GeV, tesla
 from hepunits import m as metre
 
+from na64reco import as_loaded
 from na64reco.atomic import write_new_file
 from na64reco.config import Node, load_yaml
 from na64reco.errors import CalibrationMissing, ConfigError
@@ -408,7 +409,8 @@ def load_conditions(setup: str | Setup, run: int, tag: str | None = None,
         if trk_node.data["schema_version"] < 3:
             raise trk_node.error(f"magnets.{name}", "magnet field integrals need schema_version 3")
         fields[name] = float(entry["field_integral_tm"]) * tesla * metre
-    return RunConditions(setup.name, tag, int(run), {k: str(v) for k, v in files.items()}, calo, planes, fields)
+    return as_loaded.remember(RunConditions(setup.name, tag, int(run), {k: str(v) for k, v in files.items()}, calo,
+                                            planes, fields))
 
 
 def tracker_content(setup: Setup, cond: RunConditions) -> dict:

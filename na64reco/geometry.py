@@ -37,7 +37,7 @@ from pathlib import Path
 import hepunits
 import numpy as np
 
-from na64reco import constants
+from na64reco import as_loaded, constants
 from na64reco.config import Node, load_yaml
 from na64reco.errors import ConfigError
 from na64reco.resources import calib_dir
@@ -450,7 +450,7 @@ def _load_period(name_or_path: str, period: str) -> Setup:
                 raise ConfigError(f"{path}: key '{where}.{key}': not a key of the base description")
         data = _merge(data, override, f"{where}", str(path))
     setup = _parse_setup(Node(data, str(path)))
-    return replace(setup, period=period)
+    return as_loaded.remember(replace(setup, period=period))  # (shared: edits in place are detected)
 
 
 def _merge(base, over, where: str, source: str):

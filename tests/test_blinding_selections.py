@@ -146,3 +146,69 @@ def test_beam_runs_of_a_data_file_keep_the_mark(small_na64mu_files):
         reconstruct(run.events, setup, conds)
     hits, views, _ = reconstruct_views(run, setup, conds)  # the calibration itself still works
     assert len(views) > 0 and len(hits["pos"]) > 0
+
+
+def test_selections_inside_the_events_keep_the_mark(data_events):
+    from na64reco.reco.calo import flat_digits, reconstruct_calo
+
+    events, setup, conds = data_events
+    inner = ak.zip({"run": events.run, "event": events.event, "calo": events.calo[events.calo.chan >= 0],
+                    "apv": events.apv[events.apv.a0 > -1000], "straw": events.straw}, depth_limit=1)
+    for v in (inner, ak.with_field(events.calo, events.calo.adc - 1, "adc"), events.calo.adc):
+        assert is_data_events(v)
+    for call in (lambda: reconstruct_calo(inner, setup, conds), lambda: reconstruct(inner, setup, conds),
+                 lambda: flat_digits(inner)):
+        with pytest.raises(BlindingError, match="protected region"):
+            call()
+    assert not is_data_events(events.run)  # the identifiers stay plain numbers
+
+
+def _exported_events(path):
+    from na64reco.export import iterate_reco
+
+    return set(np.concatenate([np.asarray(reco["event"]) for reco, _, _ in iterate_reco(path, chunk_size=500)]))
+
+
+@pytest.mark.parametrize("edit", ["setup", "conditions"])
+def test_inputs_edited_in_memory_do_not_move_events_out_of_the_protected_region(small_na64mu_files, edit):
+    """(the blinding compared the inputs by their files: an edit of the shared, cached setup or
+    conditions object, e.g. MS2's field integral x 2.5 in a notebook, moved box events out of the
+    protected region of the export and of the processors)"""
+    import dataclasses
+
+    from na64reco.conditions import load_conditions
+    from na64reco.geometry import load_setup
+
+    path = small_na64mu_files["data"]
+    with open_raw(path) as raw:
+        run, n_events = raw.run, raw.n_events
+    shown = _exported_events(path)  # the reference inputs
+    assert 0 < len(shown) < n_events
+    setup = load_setup("na64mu", run=run)
+    original = setup.magnets["MS2"]
+    if edit == "setup":
+        setup.magnets["MS2"] = dataclasses.replace(original, field_integral=2.5 * original.field_integral)
+        try:
+            moved = _exported_events(path)
+        finally:
+            setup.magnets["MS2"] = original
+            load_setup.cache_clear()
+    else:  # the conditions of one RunConditions object (what a processor caches), edited in place
+        from na64reco.selection.blinding import reference_protected, uses_reference_inputs
+
+        conds = load_conditions(setup, run)
+        assert uses_reference_inputs(setup, conds)
+        conds.calo["VETO"].gain[:] *= 10  # every box event would look like a visible control (VETO fired)
+        assert not uses_reference_inputs(setup, conds)
+        with open_raw(path) as raw:
+            events = release_data_events(raw.events())
+        from na64reco.selection.blinding import protected_mask
+
+        faked = reconstruct(events, setup, conds)
+        assert (protected_mask(faked, "na64mu") != protected_mask(reconstruct(events, setup, load_conditions(
+            setup, run)), "na64mu")).any()  # the edit does move events out of the protected region
+        hidden = reference_protected(events, setup, conds, reconstruct)
+        assert hidden is not None
+        assert not set(np.asarray(events.event)[~hidden]) - shown  # the reference still hides them
+        return
+    assert moved <= shown  # nothing the reference hides is shown

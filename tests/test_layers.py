@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: Lowest first.  Within a layer, two packages do not import each other.
 LAYERS: list[set[str]] = [
-    {"__init__", "units", "errors", "job_defaults", "summary"},
+    {"__init__", "units", "errors", "job_defaults", "summary", "as_loaded"},
     {"config", "constants", "atomic", "resources", "exposure", "hists", "bad_spills", "pulse", "material"},
     {"geometry", "physics"},
     {"conditions"},

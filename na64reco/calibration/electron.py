@@ -99,7 +99,8 @@ class SectionSums:
             keep = (ak.to_numpy(events["trigger"]).astype(np.int64) & TRIGGER_BITS["random"]) == 0
             events = events[keep]
         n = len(events)
-        # calibration runs are data on a real detector: the mark is lifted for constants, never per-event output
+        # calibration runs are data on a real detector: the mark is lifted here; what this returns
+        # (per-event section sums, :meth:`sums`) is meant for electron-beam runs (docs/unblinding.md)
         digits, ev, _ = digits_of_events(release_data_events(events), self.setup, self.conditions, source)
         sel = digits.good & (digits.det == self.det.id)
         section = self.det.cell_of_channel(digits.chan[sel])[0]

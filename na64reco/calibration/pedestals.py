@@ -18,7 +18,7 @@ import awkward as ak
 import numpy as np
 
 from na64reco.geometry import Setup
-from na64reco.io.raw import TRIGGER_BITS
+from na64reco.io.raw import TRIGGER_BITS, release_data_events
 from na64reco.reco.calo import flat_digits
 
 
@@ -43,7 +43,7 @@ class PedestalSums:
         """Accumulate the random-trigger events of ``events``; returns how many were used."""
         trig = ak.to_numpy(events["trigger"]).astype(np.int64)
         rand = (trig & TRIGGER_BITS["random"]) != 0
-        counts, det, chan, adc = flat_digits(events)
+        counts, det, chan, adc = flat_digits(release_data_events(events))  # (a constant per channel, no event's)
         keep = np.repeat(rand, counts)
         det, chan, adc = det[keep].astype(np.int64), chan[keep].astype(np.int64), adc[keep].astype(np.float64)
         ok = (det >= 0) & (det < 256) & (chan >= 0) & (chan < self.width)

@@ -165,16 +165,34 @@ def _without_mark(layout):
 
 def _with_mark(layout, collection: bool = False):
     """``layout`` with the data mark on its outermost node and, below the outermost record
-    array, on the outermost list node of each field (no data copied)."""
+    array, on every node of each jagged field (the digit collections: their lists, records
+    and numbers, so that a selection inside the events, ``ev.calo[ev.calo.chan >= 0]``, or a
+    field of the digits replaced, keeps it too); numbers of the outer record (run, event, ...)
+    are left as they are (no data copied)."""
     params = {**layout.parameters, DATA_PARAMETER: True}
-    if isinstance(layout, ak.contents.RecordArray) and not collection:
-        return layout.copy(contents=[_with_mark(c, True) for c in layout.contents], parameters=params)
-    if isinstance(layout, (ak.contents.ListOffsetArray, ak.contents.ListArray, ak.contents.RegularArray)):
-        return layout.copy(parameters=params)
-    if isinstance(layout, ak.contents.RecordArray) or getattr(layout, "content", None) is None:
-        return layout  # a number field, or an unexpected record inside a field: nothing to mark
-    return layout.copy(content=_with_mark(layout.content, collection),
-                       parameters=layout.parameters if collection else params)
+    if collection:
+        return _mark_tree(layout)
+    if isinstance(layout, ak.contents.RecordArray):
+        return layout.copy(contents=[_with_mark(c, _is_jagged(c)) for c in layout.contents], parameters=params)
+    if getattr(layout, "content", None) is None:
+        return layout  # a number field of the outer record: nothing to mark
+    return layout.copy(content=_with_mark(layout.content), parameters=params)
+
+
+def _is_jagged(layout) -> bool:
+    while isinstance(layout, (ak.contents.IndexedArray, ak.contents.IndexedOptionArray, ak.contents.UnmaskedArray,
+                              ak.contents.ByteMaskedArray, ak.contents.BitMaskedArray)):
+        layout = layout.content
+    return isinstance(layout, (ak.contents.ListOffsetArray, ak.contents.ListArray, ak.contents.RegularArray))
+
+
+def _mark_tree(layout):
+    params = {**layout.parameters, DATA_PARAMETER: True}
+    if isinstance(layout, (ak.contents.RecordArray, ak.contents.UnionArray)):
+        return layout.copy(contents=[_mark_tree(c) for c in layout.contents], parameters=params)
+    if getattr(layout, "content", None) is not None:
+        return layout.copy(content=_mark_tree(layout.content), parameters=params)
+    return layout.copy(parameters=params)
 
 
 def mark_data_events(arrays: ak.Array) -> ak.Array:

@@ -89,7 +89,9 @@ PROFILE_GRID = 9
 
 
 def flat_digits(events) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(counts per event, det, chan, samples (n_digits, 32)) from awkward events."""
+    """(counts per event, det, chan, samples (n_digits, 32)) from awkward events; events of a data
+    file are refused (the flat digits feed the public :func:`reconstruct_digits`)."""
+    refuse_data_events(events, "flat_digits()")
     offsets, flat = collection_arrays(events["calo"], ("det", "chan", "adc"))
     return np.diff(offsets), flat["det"], flat["chan"], flat["adc"]
 

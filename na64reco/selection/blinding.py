@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import awkward as ak
 import numpy as np
 
+from na64reco import as_loaded
 from na64reco.config import load_yaml
 from na64reco.errors import BlindingError, NA64Error
 from na64reco.io.location import sha256_file
@@ -109,6 +110,9 @@ def reference_inputs(setup: str, run: int):
 
     root = package_calib_dir()
     described = load_setup(str(root / "setups" / f"{setup}.yaml"), run=int(run))
+    if not as_loaded.unchanged(described):  # the cached object was edited in place: read it again
+        load_setup.cache_clear()
+        described = load_setup(str(root / "setups" / f"{setup}.yaml"), run=int(run))
     return described, load_conditions(described, int(run), default_tag(setup, root), root=root)
 
 
@@ -164,14 +168,18 @@ def _stages_to_redo(mine: dict | None, reference: dict | None) -> tuple[str, ...
 
 def _compared_inputs(setup, conditions) -> tuple[dict | None, dict | None]:
     """(the inputs of a reconstruction with ``setup`` and ``conditions``, the reference's), part
-    by part (:func:`_inputs`; ~0.1 ms)."""
+    by part (:func:`_inputs`; ~0.1 ms).  Objects not as their loaders made them (edited in
+    place, or made in memory: :func:`na64reco.as_loaded.unchanged`, ~0.5 ms) are not identified
+    by their files: their inputs are unknown (None), and the whole reference reconstruction runs."""
     run = int(conditions.run)
     try:
         source, period, files = _reference_files(setup.name, run)
     except NA64Error as exc:
         raise _no_reference(setup, run, exc) from None
-    return (_inputs(setup.source, setup.name, setup.period, run, conditions.files),
-            _inputs(source, setup.name, period, run, files))
+    reference = _inputs(source, setup.name, period, run, files)
+    if not (as_loaded.unchanged(setup) and as_loaded.unchanged(conditions)):
+        return None, reference
+    return _inputs(setup.source, setup.name, setup.period, run, conditions.files), reference
 
 
 def _no_reference(setup, run: int, exc: Exception) -> BlindingError:
