@@ -268,6 +268,8 @@ class RunConditions:
                 calo=self.calo if payload == "calorimeter" else hidden,
                 planes=self.planes if payload == "tracker" else hidden,
                 field_integrals=self.field_integrals if payload == "tracker" else hidden)
+            if as_loaded.unchanged(self):  # a view of conditions as read is as read (it shares their parts)
+                as_loaded.remember(views[payload])
         return views[payload]
 
     def calo_table(self, setup: Setup, field: str) -> np.ndarray:

@@ -516,6 +516,10 @@ class InvisibleProcessor(processor.ProcessorABC):
         :class:`~na64reco.hists.HistSums` (merged as numpy sums; :meth:`postprocess` makes
         them ``hist.Hist``), one :class:`~na64reco.hists.HistGroup` per group."""
         info = self.file_info(meta, events)
+        if self.selection.setup != self.SETUP:  # (checked when made; a selection set afterwards could move the
+            # protected region to the other setup's, whose visible controls a muon's deposits pass)
+            raise BlindingError(f"processor {self.NAME} is for setup {self.SETUP!r}, its selection "
+                                f"{self.selection.source} for {self.selection.setup!r}")
         self.verify(events, meta, info)
         read = events
         events, keep = self.drop_bad_spills(events)  # listed bad spills: gone before anything is filled

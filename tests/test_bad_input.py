@@ -566,3 +566,30 @@ def test_verify_checks_the_digits_of_each_event_and_the_truth_rows_as_a_run_does
     with open_raw(path) as raw, pytest.raises(RawFormatError, match=r"t\.root: truth rows do not match the events "
                                                                     r"\(entry 42\)"):
         raw.verify()
+
+
+def test_verify_checks_the_adc_range_and_the_run_period_as_the_reconstruction_does(tmp_path, capsys):
+    """(`na64reco verify` said ok for samples of -30000 and for a run in no period of its setup, both
+    refused by `na64reco run`)"""
+    from na64reco.cli import main
+
+    def tweak(ev, spills, tr):
+        ev["n_calo"] = np.zeros(600, np.int64)
+        ev["n_calo"][3] = 1
+        ev["calo_det"], ev["calo_chan"] = [1], [0]
+        ev["calo_adc"] = np.full((1, 32), 200, np.int16)
+        ev["calo_adc"][0, 5] = -30000
+    adc = _write(tmp_path / "adc.root", tweak=tweak)
+    period = _write(tmp_path / "period.root", run=99_999_999)
+    assert main(["verify", adc, period]) == 1
+    out = capsys.readouterr().out
+    assert f"{adc}: BAD: {adc}: digit 0 has MSADC sample 5 = -30000; expected raw ADC counts 0..4095" in out
+    assert f"{period}: BAD: {period}: setup 'na64mu', run 99999999: " in out and "is in no period" in out
+
+
+def test_the_reco_export_checks_the_spill_counts_as_the_runner_does(tmp_path, capsys):
+    from na64reco.cli import main
+
+    path = _write(tmp_path / "s.root", tweak=_set(SPILLS, "spill", 1, 3))
+    assert main(["reco", path, "--output", str(tmp_path / "s.parquet"), "--quiet"]) == 1
+    assert f"{path}: events of spill(s) [2] that the spills tree does not list" in capsys.readouterr().err

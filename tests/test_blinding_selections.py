@@ -212,3 +212,46 @@ def test_inputs_edited_in_memory_do_not_move_events_out_of_the_protected_region(
         assert not set(np.asarray(events.event)[~hidden]) - shown  # the reference still hides them
         return
     assert moved <= shown  # nothing the reference hides is shown
+
+
+def test_conditions_edited_before_the_first_chunk_do_not_fill_the_reference_tables(small_na64mu_files):
+    """(the tracking tables were cached by the files' names: conditions edited in place before the
+    first reconstruction left their tables for the reference reconstruction, which then moved box
+    events out of the protected region)"""
+    import dataclasses
+
+    from na64reco.conditions import load_conditions
+    from na64reco.geometry import load_setup
+    from na64reco.reco.tracking import stage
+    from na64reco.selection.blinding import reference_protected
+
+    path = small_na64mu_files["data"]
+    shown = _exported_events(path)
+    with open_raw(path) as raw:
+        run = raw.run
+        events = release_data_events(raw.events())
+    setup = load_setup("na64mu", run=run)
+    conds = load_conditions(setup, run)
+    from na64reco.selection.blinding import protected_mask
+
+    plane = "GEM2X"  # (a plane of the outgoing track: its offset moves p_out)
+    conds.planes[plane] = dataclasses.replace(conds.planes[plane], alignment=conds.planes[plane].alignment + 0.5)
+    stage._CACHE.clear()
+    stage._MATCH_CACHE.clear()
+    reconstruct(events, setup, conds)  # the edited conditions' tables first
+    assert not stage._CACHE  # nothing cached under the files' names from the edited conditions
+    hidden = reference_protected(events, setup, conds, reconstruct)
+    assert hidden is not None and not set(np.asarray(events.event)[~hidden]) - shown
+    clean = load_conditions(setup, run)
+    np.testing.assert_array_equal(hidden, protected_mask(reconstruct(events, setup, clean), "na64mu"))
+
+
+def test_a_selection_of_the_other_setup_set_after_the_processor_was_made_is_refused(small_na64mu_files):
+    from na64reco.runner import ChunkError, RunOptions, make_processor, run_files
+    from na64reco.selection import load_selection
+
+    opts = RunOptions("na64mu_invisible", executor="iterative")
+    proc = make_processor(opts)
+    proc.selection = load_selection("na64e_invisible")
+    with pytest.raises((BlindingError, ChunkError), match="its selection .* for 'na64e'"):
+        run_files({"data": [str(small_na64mu_files["data"])]}, opts, processor_instance=proc)

@@ -4,7 +4,9 @@
 
 Reads every tree of every file, recomputes the checksums of each block of entries
 and compares them with the stored ones, and checks the values the checksums cannot vouch
-for (run numbers, event order, spill counts, truth weights; ``docs/raw-format.md``).  Prints one line per
+for (run numbers, event order, spill counts, truth rows, trigger words, MSADC sample range;
+``docs/raw-format.md``), and that the file's setup and run period exist.  Channel numbers, the
+straw and APV words are checked by the reconstruction, not here.  Prints one line per
 file ("ok" with the entries of each tree, or what is wrong) and exits 1 if any file
 is bad.  Readers verify what they read anyway; this checks files before a campaign
 or after a copy.
@@ -31,9 +33,32 @@ def check(path) -> dict:
 
     try:
         with open_raw(path) as raw:
-            return {"file": str(path), "ok": True, "entries": raw.verify()}
+            entries = raw.verify()
+            _check_against_setup(raw)
+            return {"file": str(path), "ok": True, "entries": entries}
     except NA64Error as exc:
         return {"file": str(path), "ok": False, "error": str(exc)}
+
+
+def _check_against_setup(raw) -> None:
+    """What the reconstruction checks with the file's setup: the setup and the run's period
+    exist (a :class:`ConfigError` naming the file), the MSADC samples are raw ADC counts
+    ``0..msadc.max_adc``."""
+    import awkward as ak
+    import numpy as np
+
+    from na64reco.errors import ConfigError
+    from na64reco.geometry import load_setup
+    from na64reco.io.raw import release_data_events
+    from na64reco.reco.waveform import check_samples
+
+    try:
+        setup = load_setup(raw.setup, run=raw.run)
+    except ConfigError as exc:
+        raise ConfigError(f"{raw.path}: setup {raw.setup!r}, run {raw.run}: {exc}") from None
+    events = release_data_events(raw.events())  # (read here for its samples only: nothing is reconstructed)
+    adc = np.asarray(ak.flatten(events["calo"]["adc"], axis=1)) if len(events) else np.zeros((0, 32), np.int16)
+    check_samples(adc, str(raw.path), max_adc=setup.msadc.max_adc)
 
 
 def run(args) -> int:

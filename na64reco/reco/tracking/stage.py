@@ -54,7 +54,7 @@ import math
 import numba
 import numpy as np
 
-from na64reco import units
+from na64reco import as_loaded, units
 from na64reco.io.raw import refuse_data_events
 from na64reco.reco.tracking.clusters import PlaneTables, event_hits, search_hits
 from na64reco.reco.tracking.config import load_tracking_config
@@ -74,14 +74,21 @@ SEARCH_COLUMNS = ("pos", "sigma", "origin")
 def _tables(setup, conditions, config_path=None, overrides=None):
     key = (setup.name, setup.source, setup.period, conditions.tag, conditions.run, conditions.files.get("tracker"),
            config_path, tuple(sorted((overrides or {}).items())))
-    if key not in _CACHE:
-        cfg = load_tracking_config(setup, config_path)
-        if overrides:
-            cfg = dataclasses.replace(cfg, **overrides)
-        views = make_views(setup, cfg, conditions)
-        _CACHE[key] = (cfg, PlaneTables(setup, conditions), ViewTables(views, cfg),
-                       hit_time_windows(setup, conditions, cfg.hit_time_sigma))
-    return _CACHE[key]
+    # the key names the files: only objects still as their loaders read them may fill or use the
+    # cache (an edited or in-memory setup or conditions object gets its own tables, and never
+    # leaves them for the blinding's reference reconstruction: na64reco.as_loaded)
+    as_read = as_loaded.unchanged(setup) and as_loaded.unchanged(conditions)
+    if as_read and key in _CACHE:
+        return _CACHE[key]
+    cfg = load_tracking_config(setup, config_path)
+    if overrides:
+        cfg = dataclasses.replace(cfg, **overrides)
+    views = make_views(setup, cfg, conditions)
+    built = (cfg, PlaneTables(setup, conditions), ViewTables(views, cfg),
+             hit_time_windows(setup, conditions, cfg.hit_time_sigma))
+    if as_read:
+        _CACHE[key] = built
+    return built
 
 
 def _search_hits(hits: dict, keep: np.ndarray) -> dict:
@@ -591,9 +598,12 @@ def _hit_match_terms(out, c, vi, vo, code_out, n_out, todo, hits, setup, f_out):
     event the planes the outgoing track used (:func:`_used_codes`, ``n_out`` bits); ``f_out``
     ``(P_REF / p_out)^2`` per event."""
     key = (setup.name, setup.source, setup.period, vi)
-    if key not in _MATCH_CACHE:
-        _MATCH_CACHE[key] = HitMatchResolution(setup, vi)
-    hm = _MATCH_CACHE[key]
+    if not as_loaded.unchanged(setup):  # (an edited setup: its own resolution, not cached under the file's key)
+        hm = HitMatchResolution(setup, vi)
+    elif key not in _MATCH_CACHE:
+        hm = _MATCH_CACHE[key] = HitMatchResolution(setup, vi)
+    else:
+        hm = _MATCH_CACHE[key]
     p_ref = MatchResolution.P_REF
 
     def match_of(cd):
