@@ -255,3 +255,22 @@ def test_a_selection_of_the_other_setup_set_after_the_processor_was_made_is_refu
     proc.selection = load_selection("na64e_invisible")
     with pytest.raises((BlindingError, ChunkError), match="its selection .* for 'na64e'"):
         run_files({"data": [str(small_na64mu_files["data"])]}, opts, processor_instance=proc)
+
+
+def test_the_reference_inputs_are_read_again_after_an_edit_in_place():
+    """(``reference_inputs`` returned one cached pair: conditions edited in place by whoever had
+    them, e.g. VETO gains x 10, became the reference, and every box event looked like a control)"""
+    from na64reco.selection.blinding import reference_inputs
+
+    setup, conds = reference_inputs("na64mu", 1002)
+    gain, ms2 = conds.calo["VETO"].gain.copy(), setup.magnets["MS2"]
+    try:
+        conds.calo["VETO"].gain[:] *= 10
+        setup.magnets["MS2"] = setup.magnets["MS1"]
+        again_setup, again = reference_inputs("na64mu", 1002)
+        assert again is not conds and again_setup is not setup
+        np.testing.assert_array_equal(again.calo["VETO"].gain, gain)
+        assert again_setup.magnets["MS2"] == ms2
+    finally:  # (the edited objects may still be held elsewhere in this process)
+        conds.calo["VETO"].gain[:] = gain
+        setup.magnets["MS2"] = ms2

@@ -101,18 +101,28 @@ def withhold_protected(reco: ak.Array, setup: str, reference: np.ndarray | None 
     return reco[~hidden], int(np.count_nonzero(hidden))
 
 
-@functools.lru_cache(maxsize=16)
 def reference_inputs(setup: str, run: int):
     """``(Setup, RunConditions)`` of ``run`` from the installed package: its setup file and
-    its default tag (``NA64RECO_CALIB`` and ``--calib-tag`` do not move them)."""
+    its default tag (``NA64RECO_CALIB`` and ``--calib-tag`` do not move them).  Cached, and
+    read again if either object was edited in place since (:mod:`na64reco.as_loaded`: the
+    objects are shared, e.g. with whoever called this before)."""
+    pair = _reference_inputs(setup, int(run))
+    if not (as_loaded.unchanged(pair[0]) and as_loaded.unchanged(pair[1])):
+        from na64reco.geometry import load_setup
+
+        _reference_inputs.cache_clear()
+        load_setup.cache_clear()
+        pair = _reference_inputs(setup, int(run))
+    return pair
+
+
+@functools.lru_cache(maxsize=16)
+def _reference_inputs(setup: str, run: int):
     from na64reco.conditions import default_tag, load_conditions
     from na64reco.geometry import load_setup
 
     root = package_calib_dir()
     described = load_setup(str(root / "setups" / f"{setup}.yaml"), run=int(run))
-    if not as_loaded.unchanged(described):  # the cached object was edited in place: read it again
-        load_setup.cache_clear()
-        described = load_setup(str(root / "setups" / f"{setup}.yaml"), run=int(run))
     return described, load_conditions(described, int(run), default_tag(setup, root), root=root)
 
 
