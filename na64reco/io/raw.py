@@ -108,14 +108,16 @@ TRUTH_BRANCHES = {
 #: event, the protected region of the signal search included.  :mod:`na64reco.export` and
 #: the event display reconstruct data and withhold that region themselves.
 #:
-#: The mark sits on the record array *and* on each of its jagged fields (the digit
-#: collections ``calo``, ``apv``, ``straw``, or the raw branches ``calo_adc``, ...): awkward
-#: keeps a list's parameters through selections (a mask, an index array, a sort, a field
-#: projection, ``ak.zip``, ``ak.concatenate``, pickling), while a selection of a record array
-#: drops the record's own.  :func:`is_data_events` looks for it anywhere in the layout, so
-#: events selected from marked ones stay marked; only code that rebuilds the collections from
-#: plain numbers (``ak.flatten`` then ``ak.unflatten``, ``to_list``) or calls
-#: :func:`release_data_events` removes it.
+#: The mark sits on the record array *and* on every node of each of its jagged fields (the
+#: digit collections ``calo``, ``apv``, ``straw``: lists, records and numbers; or the raw
+#: branches ``calo_adc``, ...): awkward keeps those parameters through selections (a mask, an
+#: index array, a sort of events, a field projection, ``ak.zip``, ``ak.concatenate``,
+#: pickling; inside the events a mask of digits or a replaced digit field), while a selection
+#: of a record array drops the record's own.  :func:`is_data_events` looks for it anywhere in
+#: the layout, so data selected from marked data stays marked.  What removes it: code that
+#: rebuilds the digits from plain numbers (``ak.sort`` / ``ak.where`` of digit fields,
+#: ``ak.flatten`` then ``ak.unflatten``, ``to_list``), ``ak.without_parameters``, and
+#: :func:`release_data_events` (docs/unblinding.md, "What it does not stop").
 DATA_PARAMETER = "na64reco_data"
 #: Branches of ``events`` that identify an event and measure nothing: a data file's may be
 #: read as numpy without the data mark (:meth:`RawFile.event_numbers`).
@@ -169,9 +171,9 @@ def _with_mark(layout, collection: bool = False):
     and numbers, so that a selection inside the events, ``ev.calo[ev.calo.chan >= 0]``, or a
     field of the digits replaced, keeps it too); numbers of the outer record (run, event, ...)
     are left as they are (no data copied)."""
-    params = {**layout.parameters, DATA_PARAMETER: True}
     if collection:
         return _mark_tree(layout)
+    params = {**layout.parameters, DATA_PARAMETER: True}
     if isinstance(layout, ak.contents.RecordArray):
         return layout.copy(contents=[_with_mark(c, _is_jagged(c)) for c in layout.contents], parameters=params)
     if getattr(layout, "content", None) is None:
