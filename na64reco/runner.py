@@ -215,10 +215,10 @@ def is_bad_file(exc: BaseException) -> bool:
 
     import uproot
 
-    if any(isinstance(e, BlindingError) for e in _chain(exc)):  # a refusal, never a bad file to skip
+    # a refusal, or a calibration or configuration file that is wrong: never a bad raw file to skip
+    # (every file would be "bad")
+    if any(isinstance(e, (BlindingError, ConfigError)) for e in _chain(exc)):
         return False
-    if any(isinstance(e, ConfigError) for e in _chain(exc)):
-        return False  # a calibration or configuration file is wrong, not the raw file: every file would be "bad"
     bad = (RawFormatError, SetupMismatch, OSError, EOFError, zlib.error, struct.error,
            uproot.exceptions.KeyInFileError, uproot.deserialization.DeserializationError)
     return any(isinstance(e, bad) for e in _chain(exc)) or any(

@@ -200,11 +200,11 @@ def concatenate_records(records):
     return concatenate(records)
 
 
-def attach_truth_stage(reco, truth):
+def attach_truth_stage(reco, truth, source="<events>", start=0):
     """The library's truth matching (``na64reco.reco.event.attach_truth``)."""
     from na64reco.reco.event import attach_truth
 
-    return attach_truth(reco, truth)
+    return attach_truth(reco, truth, source, start)
 
 
 def settle_exposure(prov: Provenance, read_spills, bad_spills=None) -> None:
@@ -702,12 +702,10 @@ class InvisibleProcessor(processor.ProcessorABC):
             return reco
         start, stop = meta.get("entrystart"), meta.get("entrystop")
         truth = _raw(info.path).truth(start, stop)
-        if keep is not None:
-            truth = {k: v[keep] for k, v in truth.items()}
-        try:
-            return attach_truth_stage(reco, truth)
-        except ValueError as exc:  # the file's truth rows are not those of its events: a bad file
-            raise RawFormatError(f"{info.path} entries {start}-{stop}: {exc}") from None
+        if keep is None:  # (a RawFormatError naming the file and the entry if the rows are not the events')
+            return attach_truth_stage(reco, truth, info.path, start)
+        truth = {k: v[keep] for k, v in truth.items()}
+        return attach_truth_stage(reco, truth, f"{info.path} entries {start}-{stop} (bad spills' events dropped)")
 
     def variables(self) -> list[str]:
         names = [*self.selection.variables, *self.MAIN_VARIABLES]

@@ -45,19 +45,18 @@ def _check_against_setup(raw) -> None:
     exist (a :class:`ConfigError` naming the file), the MSADC samples are raw ADC counts
     ``0..msadc.max_adc``."""
     import awkward as ak
-    import numpy as np
 
     from na64reco.errors import ConfigError
     from na64reco.geometry import load_setup
-    from na64reco.io.raw import release_data_events
+    from na64reco.io.raw import ID_BRANCHES
     from na64reco.reco.waveform import check_samples
 
     try:
         setup = load_setup(raw.setup, run=raw.run)
     except ConfigError as exc:
         raise ConfigError(f"{raw.path}: setup {raw.setup!r}, run {raw.run}: {exc}") from None
-    events = release_data_events(raw.events())  # (read here for its samples only: nothing is reconstructed)
-    adc = np.asarray(ak.flatten(events["calo"]["adc"], axis=1)) if len(events) else np.zeros((0, 32), np.int16)
+    samples = raw.read_verified("events", branches=(*ID_BRANCHES, "calo_adc"))["calo_adc"]  # (no reconstruction)
+    adc = ak.to_numpy(ak.flatten(samples)).reshape(-1, setup.msadc.n_samples)
     check_samples(adc, str(raw.path), max_adc=setup.msadc.max_adc)
 
 

@@ -581,12 +581,8 @@ class RawFile:
         entries = {"events": len(events), "spills": len(spills["spill"])}
         if self.has_truth:
             truth = self.truth()
-            t_event, e_event = np.asarray(truth["event"]), np.asarray(events["event"])
-            if len(t_event) != len(e_event) or not np.array_equal(t_event, e_event):
-                bad = np.flatnonzero(t_event[:len(e_event)] != e_event[:len(t_event)])
-                at = f"entry {int(bad[0])}" if bad.size else f"{len(t_event)} rows for {len(e_event)} events"
-                raise RawFormatError(f"{self.path}: truth rows do not match the events ({at})")
-            entries["truth"] = len(t_event)
+            check_truth_rows(truth["event"], events["event"], self.path)
+            entries["truth"] = len(truth["event"])
         return entries
 
     def close(self):
@@ -652,6 +648,20 @@ _KNOWN_TRIGGER_BITS = functools.reduce(operator.or_, TRIGGER_BITS.values())
 
 def _names(arrays) -> set[str]:
     return set(arrays.fields) if isinstance(arrays, ak.Array) else set(arrays)
+
+
+def check_truth_rows(truth_event, event, source, start: int = 0) -> None:
+    """The ``truth`` rows of entries ``start...`` are those of the events (``truth.event`` equal
+    to ``events.event`` entry by entry); a :class:`RawFormatError` naming the file and the
+    first entry that differs otherwise (a file written wrongly, with valid checksums)."""
+    t_event, e_event = np.asarray(truth_event), np.asarray(event)
+    if len(t_event) != len(e_event):
+        raise RawFormatError(f"{source}: truth rows do not match the events: {len(t_event)} truth rows for "
+                             f"{len(e_event)} events from entry {start}")
+    if not np.array_equal(t_event, e_event):
+        i = int(np.flatnonzero(t_event != e_event)[0])
+        raise RawFormatError(f"{source}: truth rows do not match the events: entry {start + i} has truth.event "
+                             f"{t_event[i]} and events.event {e_event[i]}")
 
 
 def check_spill_counts(event_spill, spills: dict, source) -> None:

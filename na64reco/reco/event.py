@@ -21,9 +21,8 @@ import awkward as ak
 import numpy as np
 
 from na64reco.conditions import RunConditions
-from na64reco.errors import RawFormatError
 from na64reco.geometry import Setup
-from na64reco.io.raw import refuse_data_events
+from na64reco.io.raw import check_truth_rows, refuse_data_events
 from na64reco.reco.calo import reconstruct_calo
 from na64reco.reco.kinematics import muon_vectors
 from na64reco.reco.tracking.stage import reconstruct_tracks
@@ -68,19 +67,11 @@ def reconstruct(events: ak.Array, setup: Setup, conditions: RunConditions, sourc
     return record({k: _column(v) for k, v in out.items()})
 
 
-def attach_truth(reco: ak.Array, truth: dict[str, np.ndarray], source: str = "", start: int = 0) -> ak.Array:
+def attach_truth(reco: ak.Array, truth: dict[str, np.ndarray], source: str = "<events>", start: int = 0) -> ak.Array:
     """Add ``truth_<name>`` fields from the truth tree rows matching ``reco``'s events; a
     :class:`RawFormatError` naming ``source`` and the first entry (from ``start``) whose numbers
-    differ otherwise (a file written wrongly, with valid checksums)."""
-    t_event, r_event = np.asarray(truth["event"]), np.asarray(reco["event"])
-    if len(t_event) != len(r_event) or not np.array_equal(t_event, r_event):
-        where = f"{source}: " if source else ""
-        if len(t_event) != len(r_event):
-            raise RawFormatError(f"{where}truth rows do not match the reconstructed events: {len(t_event)} truth "
-                                 f"rows for {len(r_event)} events from entry {start}")
-        i = int(np.flatnonzero(t_event != r_event)[0])
-        raise RawFormatError(f"{where}truth rows do not match the reconstructed events: entry {start + i} has "
-                             f"truth.event {t_event[i]} and events.event {r_event[i]}")
+    differ otherwise (:func:`na64reco.io.raw.check_truth_rows`)."""
+    check_truth_rows(truth["event"], reco["event"], source, start)
     fields = _fields(reco)  # one record, not a copy per added field
     fields.update({f"truth_{name}": np.asarray(truth[name]) for name in TRUTH_FIELDS})
     return record(fields)
