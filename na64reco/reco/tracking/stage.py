@@ -237,9 +237,12 @@ def reconstruct_tracks(events, setup, conditions, source: str = "", *, config_pa
         view_of_plane = np.full(pt.n_planes, -1, np.int64)  # which of the station's views a plane is in
         for k, i in enumerate(iv):
             view_of_plane[view_planes[i]] = k
+        slot_of_plane = np.full(pt.n_planes, -1, np.int64)  # a plane's slot in its view's track hits
+        for i in iv:
+            slot_of_plane[list(vt.views[i].planes)] = np.arange(len(vt.views[i].planes))
         out[f"n_extra_planes_{role}"] = _extra_planes(
             hits["plane_offsets"], hits["origin"], keep, res["hits"], np.asarray(iv, np.int64), np.stack(has, axis=1),
-            view_of_plane)
+            view_of_plane, slot_of_plane)
         out[f"flags_{role}"] = functools.reduce(np.bitwise_or, [res["flags"][:, i] for i in iv])
         coords = {vb.coord: (vb, ib), vo.coord: (vo, io)}
         # at the ECAL front: downstream segments for "in", upstream segments for "out"
@@ -397,15 +400,19 @@ def extra_planes(plane_offsets, origin, usable, used, has_track, view_of_plane):
     the station), ``view_of_plane`` the station view of each setup plane (-1: none)."""
     used = np.ascontiguousarray(used, np.int64)
     return _extra_planes(plane_offsets, origin, usable, used[:, None, :], np.zeros(1, np.int64), has_track,
-                         view_of_plane)
+                         view_of_plane, np.full(len(view_of_plane), -1, np.int64))
 
 
 @numba.njit(cache=True)
-def _extra_planes(plane_offsets, origin, usable, hits, views, has_track, view_of_plane):
+def _extra_planes(plane_offsets, origin, usable, hits, views, has_track, view_of_plane, slot_of_plane):
     """:func:`extra_planes` with the track hit indices of the station's views read in place:
     ``hits`` (events, all views, k), ``views`` the station's views in it (the stage's
     ``res["hits"]`` and the station's view indices; before, the stage copied
-    ``hits[:, views]`` into an (events, views * k) array per station: ~6 MB per 50k events)."""
+    ``hits[:, views]`` into an (events, views * k) array per station: ~6 MB per 50k events).
+    ``slot_of_plane[p] >= 0``: a track's hit on plane p can only be ``hits[e, w, slot_of_plane[p]]``
+    (w the plane's view; the search's tracks hold one slot per plane of their view), so a hit's
+    twin is looked for there alone instead of among all the station's track hits (the same
+    answer: hits of other slots lie on other planes, outside ``[lo, hi)``); -1: all of them."""
     n = hits.shape[0]
     n_planes = view_of_plane.shape[0]
     k = hits.shape[2]
@@ -417,8 +424,15 @@ def _extra_planes(plane_offsets, origin, usable, hits, views, has_track, view_of
                 continue
             lo = plane_offsets[e * n_planes + p]
             hi = plane_offsets[e * n_planes + p + 1]
+            slot = slot_of_plane[p]
             for i in range(lo, hi):
                 if not usable[i]:
+                    continue
+                if slot >= 0:
+                    u = hits[e, views[v], slot]
+                    if not (u >= lo and u < hi and origin[u] == origin[i]):
+                        out[e] += 1
+                        break
                     continue
                 twin = False
                 for w in views:
