@@ -34,7 +34,14 @@ from na64reco.geometry import load_setup
 from na64reco.hists import HistGroup, HistSums, HistTemplate, to_hists
 from na64reco.io.checksum import verify_chunk
 from na64reco.io.location import file_version, is_url
-from na64reco.io.raw import assemble_events, check_content, check_event_order, event_branches, open_raw
+from na64reco.io.raw import (
+    ValueRanges,
+    assemble_events,
+    check_content,
+    check_event_order,
+    event_branches,
+    open_raw,
+)
 from na64reco.resources import calib_dir
 from na64reco.selection import (
     BOX,
@@ -46,6 +53,7 @@ from na64reco.selection import (
     load_selection,
     region_mask,
 )
+from na64reco.selection.blinding import load_protection
 from na64reco.selection.cuts import BLINDED, Columns
 from na64reco.selection.schema import VARIABLES, Selection, variable_info
 from na64reco.selection.token import UnblindingToken
@@ -186,11 +194,11 @@ def close_raw_files() -> None:
     _CACHED_SPILLS.clear()
 
 
-def reconstruct_stage(events, setup, conditions, source="", stages=None):
+def reconstruct_stage(events, setup, conditions, source="", stages=None, leave_out=()):
     """The library's event reconstruction (``na64reco.reco.event.reconstruct``)."""
     from na64reco.reco.event import reconstruct
 
-    return reconstruct(events, setup, conditions, source=source, stages=stages)
+    return reconstruct(events, setup, conditions, source=source, stages=stages, leave_out=leave_out)
 
 
 def concatenate_records(records):
@@ -617,13 +625,14 @@ class InvisibleProcessor(processor.ProcessorABC):
     def verify(self, events, meta: dict, info: FileInfo) -> None:
         """Check the chunk against its file's content checksums (:mod:`na64reco.io.checksum`)
         and its values (:func:`~na64reco.io.raw.check_content`: the file's run, event numbers
-        increasing).  Any failure to read, decompress or verify is a bad-file error naming the
-        entries."""
+        increasing, and the ranges of the setup's :class:`~na64reco.io.raw.ValueRanges`).  Any
+        failure to read, decompress or verify is a bad-file error naming the entries."""
         if not info.path:
             return
         start = int(meta.get("entrystart") or 0)
         stop = int(meta.get("entrystop") or start + len(events))
         rec = _checked(info.path, file_version(info.path))
+        ranges = ValueRanges.of(_setup(self.SETUP, info.run))  # (outside the try: a setup's error is no bad file)
         try:
             # a record's blocks for data only: a simulated file's own (it is open) check its chunks
             known = rec["blocks"] if rec is not None and info.is_data else None  # (None for version 2 too)
@@ -631,7 +640,7 @@ class InvisibleProcessor(processor.ProcessorABC):
             arrays = _branches(events, event_branches())
             verify_chunk(blocks, arrays, start, stop, info.path,
                          read=lambda a, b: _raw(info.path).arrays("events", a, b))
-            check_content("events", arrays, info.run, info.path, start)
+            check_content("events", arrays, info.run, info.path, start, ranges)
         except RawFormatError:
             raise
         except Exception as exc:  # whatever uproot/awkward raise on damaged content
@@ -689,7 +698,9 @@ class InvisibleProcessor(processor.ProcessorABC):
     def _reconstruct_batched(self, nested, setup, conditions, path, stages=None) -> ak.Array:
         """The reconstruction stage in slices of at most ``RECO_BATCH`` events (bounded memory);
         ``stages``: see :func:`na64reco.reco.event.reconstruct`."""
-        kw = {} if stages is None else {"stages": stages}
+        kw = {"leave_out": self.fields_left_out()}
+        if stages is not None:
+            kw["stages"] = stages
         if len(nested) <= self.RECO_BATCH:
             return reconstruct_stage(nested, setup, conditions, path, **kw)
         return concatenate_records([reconstruct_stage(nested[a:a + self.RECO_BATCH], setup, conditions, path, **kw)
@@ -710,6 +721,17 @@ class InvisibleProcessor(processor.ProcessorABC):
     def variables(self) -> list[str]:
         names = [*self.selection.variables, *self.MAIN_VARIABLES]
         return [v for v in dict.fromkeys(names) if variable_info(v, self.SETUP)]
+
+    def fields_left_out(self) -> tuple[str, ...]:
+        """The optional reco fields (:data:`na64reco.reco.event.OPTIONAL_FIELDS`) that nothing of this
+        processor reads (its cuts, box and sidebands, histograms and pairs, the blinding's regions):
+        the reconstruction does not compute them (e.g. the ECAL shower chi2 for NA64mu)."""
+        from na64reco.reco.event import OPTIONAL_FIELDS
+
+        protection = load_protection(self.SETUP)
+        read = {*self.selection.variables, *self.variables(), *(v for pair in self.PAIRS for v in pair),
+                protection.protected.variable, *(r.variable for r in protection.visible_controls)}
+        return tuple(name for name in OPTIONAL_FIELDS if name not in read)
 
     def _fill(self, h: HistSums, cols, mask, weights, names, stage: str | None = None):
         """Fill ``h`` (axes ``[stage,] [module,] *names``, :meth:`_sums`) with the events of

@@ -271,7 +271,7 @@ def _make_layout(setup: Setup) -> _Layout:
 @numba.njit(cache=True, nogil=True, **NO_NRT)  # see _event_kernel
 def _event_loop(offsets, det, chan, time, energy, flags, column, reference, counter_slot, n_columns, nominal,
                 window, ecal_lo, ecal_hi, ecal, work, sums, row, t_master, c_energy, c_time, n_flag, buf, e_out,
-                e_cell):
+                e_cell, shower):
     """The event loop of :func:`_event_kernel` (its arrays, outputs and work arrays; ``work`` =
     (grid, obs, inside, scale) of :func:`_ecal_event`, None without an ECAL)."""
     n = len(offsets) - 1
@@ -330,19 +330,19 @@ def _event_loop(offsets, det, chan, time, energy, flags, column, reference, coun
             sums[e, c - n_ecal] = row[0, c]
         if ecal is not None:
             _ecal_event(row, np.int64(0), ecal_lo, e, e_unit, e_sec, e_nx, e_ny, e_pre, e_cx, e_cy, e_resp_e, e_resp_s,
-                        e_table, e_pvar, e_stoch, e_floor, grid, obs, inside, scale, e_out, e_cell)
+                        e_table, e_pvar, e_stoch, e_floor, grid, obs, inside, scale, e_out, e_cell, shower)
 
 
 @numba.njit(cache=True, nogil=True)
 def _event_kernel(offsets, det, chan, time, energy, flags, column, reference, counter_slot,
-                  n_columns, n_counters, nominal, window, longest, ecal_lo, ecal_hi, ecal):
+                  n_columns, n_counters, nominal, window, longest, ecal_lo, ecal_hi, ecal, shower):
     """Per event: master time (median time of the usable reference digits), timing window
     (sets FLAG_OUT_OF_TIME in ``flags``), energy sums per column of the counted digits,
     time of each counter's largest counted digit, flag counts of the digits above threshold.
 
     The sums of one event are made in a row of ``n_columns`` and used at once: the ECAL
     columns ``ecal_lo:ecal_hi`` give the ECAL quantities (:func:`_ecal_event`, ``ecal`` its
-    parameters, None without an ECAL), the others are returned, ECAL columns left out
+    parameters, None without an ECAL; ``shower``: with the shower chi2), the others are returned, ECAL columns left out
     (``sums`` (n, n_columns - (ecal_hi - ecal_lo))).  The same additions in the same order
     as a whole (n, n_columns) table followed by :func:`_ecal_kernel` (the same bits), without
     that table: 30 MB per 50k events zeroed and read back (issue 11, sixth pass)."""
@@ -368,13 +368,16 @@ def _event_kernel(offsets, det, chan, time, energy, flags, column, reference, co
     # nothing), which _ecal_event is inlined into: no call per event with ~15 counted arrays
     _event_loop(offsets, det, chan, time, energy, flags, column, reference, counter_slot, n_columns, nominal,
                 window, ecal_lo, ecal_hi, ecal, work, sums, row, t_master, c_energy, c_time, n_flag, buf, e_out,
-                e_cell)
+                e_cell, shower)
     return sums, t_master, c_time, n_flag, e_out, e_cell
 
 
-def reconstruct_calo(events, setup: Setup, conditions, source: str = "") -> dict[str, np.ndarray]:
+def reconstruct_calo(events, setup: Setup, conditions, source: str = "", *,
+                     shower_chi2: bool = True) -> dict[str, np.ndarray]:
     """Calorimeter, veto and counter quantities of ``events`` (see the module docstring).
-    Events of a data file are refused (see :func:`na64reco.reco.event.reconstruct`)."""
+    ``shower_chi2=False`` leaves ``ecal_shower_chi2`` out (not computed: for analyses that do not
+    read it, :data:`na64reco.reco.event.OPTIONAL_FIELDS`).  Events of a data file are refused (see
+    :func:`na64reco.reco.event.reconstruct`)."""
     refuse_data_events(events, "reconstruct_calo()")
     n = len(events)
     counts, det, chan, adc = flat_digits(events)
@@ -396,7 +399,7 @@ def reconstruct_calo(events, setup: Setup, conditions, source: str = "") -> dict
     sums, t_master, c_time, n_flag, e_out, e_cell = _event_kernel(
         offsets, digits.det, digits.chan, digits.time, digits.energy, flags, lay.column, lay.reference,
         lay.counter_slot, lay.n_columns, len(lay.counters), float(cfg.nominal_time), float(cfg.timing_window),
-        int(counts.max()) if n else 0, ecal_lo, ecal_hi, ecal_args)
+        int(counts.max()) if n else 0, ecal_lo, ecal_hi, ecal_args, bool(shower_chi2))
     out: dict[str, np.ndarray] = {}
 
     def cols(name, width):  # the columns of a detector in ``sums`` (the ECAL columns left out)
@@ -407,6 +410,8 @@ def reconstruct_calo(events, setup: Setup, conditions, source: str = "") -> dict
         out.update(_ecal_outputs(e_out, e_cell))
     else:
         out.update(_absent_ecal(n))
+    if not shower_chi2:
+        del out["ecal_shower_chi2"]
     for name, key, width in (("HCAL", "hcal", None), ("SRD", "srd", ABSENT_SRD_MODULES)):
         if name in cal:
             e = cols(name, cal[name].n_sections) / GeV
@@ -558,21 +563,22 @@ def _ecal_kernel(chan_e, unit, n_sec, nx, ny, pre, cx, cy, resp_e, resp_s, table
     scale = np.ones(n_sec)
     for e in range(n):
         _ecal_event(chan_e, e, np.int64(0), e, unit, n_sec, nx, ny, pre, cx, cy, resp_e, resp_s, table, pvar,
-                    stochastic, floor, grid, obs, inside, scale, e_out, e_cell)
+                    stochastic, floor, grid, obs, inside, scale, e_out, e_cell, True)
     return e_out, e_cell
 
 
 @numba.njit(cache=True, nogil=True, **INLINED, **NO_NRT)
 def _ecal_event(cells, r, base, e, unit, n_sec, nx, ny, pre, cx, cy, resp_e, resp_s, table, pvar, stochastic, floor,
-                grid, obs, inside, scale, e_out, e_cell):
+                grid, obs, inside, scale, e_out, e_cell, shower):
     """ECAL quantities of event ``e`` from its cell energies ``cells[r, base:base + n_sec * nx * ny]``
     (MeV): ``e_out[:, e]`` = preshower, main and total energy, centre of gravity x and y, shower
     chi2 (:func:`_ecal_outputs`), ``e_cell[:, e]`` = the cell with most energy (-1 if none).
     ``grid``, ``obs``, ``inside``, ``scale``: work arrays (``scale`` all ones without a response
-    table).  Allocates nothing; inlined by LLVM (``forceinline``: see "Inlining" in tracking/_jit.py) into
-    :func:`_event_loop`, which is compiled without numba's reference counting (an inlined call into a
-    function with it counts the arrays bound to its arguments, the reason :func:`_event_loop` is split
-    out)."""
+    table).  ``shower`` False: no shower chi2 (NaN; the scan over impact points is ~half of the
+    calorimeter event loop).  Allocates nothing; inlined by LLVM (``forceinline``: see "Inlining" in
+    tracking/_jit.py) into :func:`_event_loop`, which is compiled without numba's reference counting
+    (an inlined call into a function with it counts the arrays bound to its arguments, the reason
+    :func:`_event_loop` is split out)."""
     # Empty cells (most of them) are skipped: their term is +-0, which leaves each sum as it is (a
     # sum that starts at +0 and adds finite numbers is never -0, the one value +0 would change),
     # unless the unit is 0 or NaN or the section's scale is not finite (then 0 / unit * scale is NaN)
@@ -640,7 +646,9 @@ def _ecal_event(cells, r, base, e, unit, n_sec, nx, ny, pre, cx, cy, resp_e, res
         e_cell[1, e] = -1
         e_out[3, e] = np.nan
         e_out[4, e] = np.nan
-    if abs(tot) < np.inf:  # every cell finite: (bi, bj) is _chi2_one's first maximum
+    if not shower:
+        e_out[5, e] = np.nan
+    elif abs(tot) < np.inf:  # every cell finite: (bi, bj) is _chi2_one's first maximum
         e_out[5, e] = _chi2_around(grid, bi, bj, table, pvar, stochastic, floor, obs, inside)
     else:  # a cell not finite: _chi2_one finds its maximum by comparisons alone
         e_out[5, e] = _chi2_one(grid, table, pvar, stochastic, floor, obs, inside)

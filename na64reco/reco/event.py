@@ -41,13 +41,20 @@ TRUTH_FIELDS = ("process", "weight", "p_in", "p_out", "x", "vertex_z", "e_ecal",
 #: depend on the events, the setup and that payload alone.
 STAGES = {"calo": (reconstruct_calo, "calorimeter"), "tracking": (reconstruct_tracks, "tracker")}
 
+#: Fields an analysis that does not read them may leave out (``reconstruct(leave_out=...)``), because
+#: they cost noticeably more than the rest of their stage: name -> (stage, the stage function's keyword
+#: that turns it off).  ``ecal_shower_chi2``: the ECAL shower-shape fit over impact points, ~half of
+#: the calorimeter event loop, which the NA64mu selection (a MIP in the ECAL) does not use.
+OPTIONAL_FIELDS = {"ecal_shower_chi2": ("calo", "shower_chi2")}
+
 
 def reconstruct(events: ak.Array, setup: Setup, conditions: RunConditions, source: str = "", *,
-                stages=None) -> ak.Array:
+                stages=None, leave_out=()) -> ak.Array:
     """Reconstruct raw ``events`` (as from :meth:`RawFile.events`) into flat records.
 
     ``stages``: names of :data:`STAGES` to run (default all): a record of the event
     identifiers and those stages' fields only (``mu_in``/``mu_out`` come with ``tracking``).
+    ``leave_out``: names of :data:`OPTIONAL_FIELDS` not to compute (the record lacks them).
     Events of a data file are refused (:class:`~na64reco.errors.BlindingError`): use
     :func:`na64reco.export.iterate_reco`, which withholds the protected region."""
     refuse_data_events(events, "reconstruct()")
@@ -55,10 +62,14 @@ def reconstruct(events: ak.Array, setup: Setup, conditions: RunConditions, sourc
     unknown = [n for n in names if n not in STAGES]
     if unknown:
         raise ValueError(f"unknown reconstruction stage {unknown[0]!r}; expected some of {', '.join(STAGES)}")
+    off = [n for n in leave_out if n not in OPTIONAL_FIELDS]
+    if off:
+        raise ValueError(f"field {off[0]!r} cannot be left out; the optional fields are {', '.join(OPTIONAL_FIELDS)}")
     out: dict[str, object] = {k: _numpy_field(events, k) for k in ("run", "spill", "event", "trigger")}
     for stage in names:
         function, payload = STAGES[stage]
-        for name, value in function(events, setup, conditions.scoped(payload), source=source).items():
+        switches = {OPTIONAL_FIELDS[n][1]: False for n in leave_out if OPTIONAL_FIELDS[n][0] == stage}
+        for name, value in function(events, setup, conditions.scoped(payload), source=source, **switches).items():
             if name in out:
                 raise RuntimeError(f"reconstruction stages both produce {name!r}")
             out[name] = value
