@@ -36,8 +36,9 @@ def gauss(run, event, k):
     return np.sqrt(-2 * np.log(np.maximum(u1, 1e-300))) * np.cos(2 * np.pi * u2)
 
 
-def synthetic_reco(events, setup, conditions, source=""):
-    """Reco-like records from the event ids only (GeV, NaN where not reconstructed)."""
+def synthetic_reco(events, setup, conditions, source="", leave_out=()):
+    """Reco-like records from the event ids only (GeV, NaN where not reconstructed); ``leave_out``
+    (the optional fields a processor does not read) is accepted and has nothing to leave out."""
     name = setup if isinstance(setup, str) else setup.name
     run, event = np.asarray(events["run"]), np.asarray(events["event"])
     n = len(event)

@@ -43,7 +43,7 @@ def _veto_fails(event):
     return np.asarray(event) % 10 == 3
 
 
-def fake_reco(events, setup, conditions, source=""):
+def fake_reco(events, setup, conditions, source="", leave_out=()):
     """Every event passes every cut except the veto for event % 10 == 3; p_out from the id."""
     event = np.asarray(events["event"])
     n = len(event)
