@@ -114,3 +114,19 @@ AIR_COMPOSITION = ((7, 14.007, 0.7553), (8, 15.999, 0.2318), (18, 39.948, 0.0128
 POLYIMIDE_COMPOSITION = ((1, 1.008, 0.0264), (6, 12.011, 0.6911), (7, 14.007, 0.0733), (8, 15.999, 0.2092))
 SCINTILLATOR_COMPOSITION = ((1, 1.008, 0.0850), (6, 12.011, 0.9150))
 LEAD_COMPOSITION = ((82, 207.2, 1.0),)
+
+# --- plausibility limits of raw-file values (na64reco.io.raw.check_content) ---------------------
+#: Momentum of the SPS protons slow-extracted to the CERN North Area; M2 (NA64mu) and H4 (NA64e)
+#: carry their secondaries and tertiaries, so no beam particle at NA64 has more (CERN SPS North
+#: Area beams: 400 GeV/c primary protons).  The simulator refuses a beam energy above it.
+SPS_NORTH_AREA_MOMENTUM = 400 * u.GeV
+#: Largest true momentum (``truth.p_in``, ``truth.p_out``) a raw file may hold: the North Area
+#: proton momentum plus 25 % (12-25 sigma of the 1-2 % beam momentum spread of the setups at
+#: that energy; no simulated process adds momentum to the beam particle).  Above it a value is
+#: a wrong one, not a particle.
+TRUTH_MOMENTUM_MAX = 1.25 * SPS_NORTH_AREA_MOMENTUM
+#: Most beam particles one spill may count (``spills.n_beam``): the NA64 beams carry 1e6-1e7
+#: particles per 4.8 s spill (NA64.md), the M2 line at most ~1e8, and a scintillator beam counter
+#: separates particles ~1 ns apart at best (< 5e9 in a 4.8 s spill); 1e10 is 2-4 orders above any
+#: real count and far below a corrupt one (2^62 ~ 4.6e18).
+MAX_BEAM_PER_SPILL = 10**10

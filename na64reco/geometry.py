@@ -147,6 +147,8 @@ class TrackerReadout:
     straw_drift_velocity: float
     straw_tdc_lsb: float
     air_x0_per_metre: float
+    #: largest magnitude of a pedestal-subtracted APV sample (ADC counts: the ADC's full scale)
+    apv_max_adc: int
     #: (first, last) time (ns, relative to the trigger) of simulated noise clusters (APV planes)
     #: and noise straw hits; (0, 0): at the trigger time
     apv_noise_window: tuple[float, float] = (0.0, 0.0)
@@ -555,6 +557,7 @@ def _parse_setup(n: Node) -> Setup:
         straw_drift_velocity=n.node("trackers").quantity("straw_drift_velocity", "length_per_time"),
         straw_tdc_lsb=t.quantity("straw_tdc_lsb", "time", minimum=0.0),
         air_x0_per_metre=t.number("air_x0_per_metre", minimum=0.0),
+        apv_max_adc=t.integer("apv_max_adc", minimum=1),
         apv_noise_window=_time_window(t, "apv_noise_window"),
         straw_noise_window=_time_window(t, "straw_noise_window"),
         beam_pileup_window=_time_window(t, "beam_pileup_window"),

@@ -47,7 +47,7 @@ from na64reco.config import load_yaml
 from na64reco.errors import BlindingError, ConfigError, NA64Error, RawFormatError, SetupMismatch
 from na64reco.file_check import DaskChecks, FileCheck, PoolChecks, check_files
 from na64reco.io import location
-from na64reco.io.raw import event_branches, open_raw
+from na64reco.io.raw import declared_meta, event_branches, open_raw
 from na64reco.job_defaults import EXECUTORS, RUN_CHUNK
 from na64reco.summary import cutflow_summary, format_summary
 
@@ -117,8 +117,9 @@ def fileset_from_files(files: list[str], dataset: str | None = None) -> dict[str
     With ``dataset`` all files form that one dataset.  Otherwise files are grouped by
     what they hold, so that samples are never summed by accident: ``data`` (no truth),
     ``mc_<process>`` for simulated files (``mc_signal_m<mass>GeV`` for signal), ``mc``
-    for simulation of unknown origin, and ``default`` for files that cannot be opened
-    (the run then reports or skips them).
+    for simulation of unknown origin.  A file that cannot be opened (truncated, say: the run then
+    reports or skips it) goes to the dataset its metadata declares, read without checks
+    (:func:`na64reco.io.raw.declared_meta`), and to ``default`` only if even that is unreadable.
     """
     files = [location.location(f) for f in files]  # URLs as given (never through Path)
     if dataset is not None:
@@ -132,11 +133,14 @@ def fileset_from_files(files: list[str], dataset: str | None = None) -> dict[str
 def _dataset_of(path) -> str:
     try:
         with open_raw(path) as raw:
-            if not raw.has_truth:
-                return "data"
-            sim = raw.meta.get("simulation") or {}
-    except NA64Error:
-        return "default"
+            meta = raw.meta
+    except NA64Error:  # a bad file (truncated, say) is listed under the dataset its metadata declares,
+        meta = declared_meta(path)  # so the run reports it skipped there; "default" if that is unreadable too
+        if meta is None:
+            return "default"
+    if not meta.get("has_truth"):
+        return "data"
+    sim = meta.get("simulation") if isinstance(meta.get("simulation"), dict) else {}
     process = sim.get("process")
     if not process:
         return "mc"

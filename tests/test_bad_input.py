@@ -592,3 +592,144 @@ def test_the_reco_export_checks_the_spill_counts_as_the_runner_does(tmp_path, ca
     path = _write(tmp_path / "s.root", tweak=_set(SPILLS, "spill", 1, 3))
     assert main(["reco", path, "--output", str(tmp_path / "s.parquet"), "--quiet"]) == 1
     assert f"{path}: events of spill(s) [2] that the spills tree does not list" in capsys.readouterr().err
+
+
+# ---- values outside their physical range (docs/raw-format.md, "on reading") -------------------------
+@pytest.mark.parametrize("n_beam, words", [
+    (100, r"expected at least the spill's n_triggered, 300 \(the beam counters count every particle"),
+    (2**62, r"expected a count of beam particles per spill <= 1e\+10"),
+])
+def test_an_implausible_beam_count_is_a_bad_file_before_the_run(tmp_path, n_beam, words):
+    """(fewer beam particles than triggered events, or 2^62, was summed into the MOT silently)"""
+    path = _write(tmp_path / "b.root", tweak=_set(SPILLS, "n_beam", 1, n_beam))
+    message = rf"b\.root: branch spills\.n_beam of entry 1 is {n_beam}; {words}"
+    with open_raw(path) as raw:
+        with pytest.raises(RawFormatError, match=message):
+            raw.spills()
+        with pytest.raises(RawFormatError, match=message):
+            raw.verify()  # (`na64reco verify`)
+    with pytest.raises(RawFormatError, match=message):
+        _run([path])
+    good = _write(tmp_path / "good.root", first_event=10_000)
+    prov = _run([good, path], skip_bad_files=True)["d"]["provenance"]  # (the file check reads the spills)
+    assert prov.skipped[path]["events"] == 600 and "spills.n_beam" in prov.skipped[path]["reason"]
+    assert prov.events_processed == 600 and prov.n_beam == 100_000
+    assert prov.events_processed + prov.events_skipped == prov.events_total == 1200
+
+
+def _digit(collection: str, entry: int, **values):
+    """A tweak giving event ``entry`` one ``collection`` digit with ``values`` (the others none)."""
+    def tweak(ev, spills, tr):
+        n = len(ev["event"])
+        ev[f"n_{collection}"] = np.zeros(n, np.int64)
+        ev[f"n_{collection}"][entry] = 1
+        for name, value in values.items():
+            ev[f"{collection}_{name}"] = [value]
+    return tweak
+
+
+#: (tweak, branch, entry, value, what is expected)
+DIGITS = [
+    # (2^31 - 1: the hit fell outside its plane's time window, the 2022 tracking, which wants a hit on
+    # every plane, found no MS2 track, and p_out was NaN, silently)
+    (_digit("straw", 250, plane=14, tube=3, tdc=2**31 - 1), "straw_tdc", 250, 2**31 - 1,
+     r"TDC counts 0\.\.360 \(the straw TDC window of setup 'na64mu': 300 ns from the trigger plus the 60 ns longest "
+     r"drift, at 1 ns per count\)"),
+    (_digit("straw", 250, plane=14, tube=3, tdc=-7), "straw_tdc", 250, -7, r"TDC counts 0\.\.360"),
+    (_digit("apv", 250, plane=0, chan=5, a0=10, a1=-32768, a2=10), "apv_a1", 250, -32768,
+     r"a pedestal-subtracted APV sample in -4095\.\.4095 \(the ADC range of setup 'na64mu'"),
+    (_digit("apv", 250, plane=0, chan=5, a0=30000, a1=40, a2=10), "apv_a0", 250, 30000,
+     r"a pedestal-subtracted APV sample in -4095\.\.4095"),
+]
+TIMES = [
+    (_set(EVENTS, "time_in_spill", 250, -1.0), "time_in_spill", 250, -1.0,
+     r"a time in the spill, 0\.\.4\.8 s \(the spill duration of setup 'na64mu'\)"),
+    (_set(EVENTS, "time_in_spill", 250, 60.0), "time_in_spill", 250, 60.0, r"a time in the spill, 0\.\.4\.8 s"),
+]
+
+
+@pytest.mark.parametrize("tweak, branch, entry, value, words", DIGITS + TIMES)
+def test_event_values_outside_their_range_are_refused_by_run_reco_and_verify(tmp_path, capsys, tweak, branch, entry,
+                                                                              value, words):
+    """(a straw TDC of 2^31 - 1 gave a NaN momentum, an APV sample of -32768 a wrong cluster, a time
+    in the spill of -1 s or 60 s was accepted: all silently)"""
+    from na64reco.cli import main
+
+    path = _write(tmp_path / "v.root", tweak=tweak)
+    digit = r" \(digit 0 of the entry\)" if branch != "time_in_spill" else ""
+    message = rf"v\.root: branch events\.{branch} of entry {entry}{digit} is {value!r}; expected {words}"
+    with open_raw(path) as raw:
+        with pytest.raises(RawFormatError, match=message):
+            raw.events()
+        with pytest.raises(RawFormatError, match=message):
+            raw.verify()
+    assert main(["verify", path]) == 1
+    assert f"{path}: BAD: {path}: branch events.{branch} of entry {entry}" in capsys.readouterr().out
+    assert main(["reco", path, "--output", str(tmp_path / "v.parquet"), "--quiet"]) == 1  # (`na64reco reco`)
+    assert f"{path}: branch events.{branch} of entry {entry}" in capsys.readouterr().err
+    with pytest.raises(NA64Error, match=message):
+        _run([path])  # (`na64reco run`: the processor's check of the chunk)
+    good = _write(tmp_path / "good.root", first_event=10_000)
+    prov = _run([good, path], skip_bad_files=True)["d"]["provenance"]  # its chunk of entries 200-400 skipped
+    assert prov.skipped[path]["events"] == 200 and f"events.{branch} of entry {entry}" in prov.skipped[path]["reason"]
+    assert prov.events_processed == 1000
+    assert prov.events_processed + prov.events_skipped == prov.events_total == 1200
+
+
+@pytest.mark.parametrize("branch, value", [("p_in", -5.0), ("p_in", float("inf")), ("p_out", 1.0e6),
+                                           ("p_out", -0.5)])
+def test_a_truth_momentum_outside_the_physical_range_is_refused(tmp_path, branch, value):
+    path = _write(tmp_path / "p.root", tweak=_set(TRUTH, branch, slice(250, 252), value))
+    message = (rf"p\.root: branch truth\.{branch} of entry 250 is {value!r}; expected a momentum in 0\.\.500 GeV or "
+               r"NaN for none \(na64reco\.constants\.TRUTH_MOMENTUM_MAX: above the 400 GeV/c of the SPS protons")
+    with open_raw(path) as raw:
+        with pytest.raises(RawFormatError, match=message):
+            raw.truth()
+        with pytest.raises(RawFormatError, match=message):
+            raw.verify()
+    with pytest.raises(NA64Error, match=rf"p\.root.*truth\.{branch} of entry 250"):
+        _run([path])
+    good = _write(tmp_path / "good.root", first_event=10_000)
+    prov = _run([good, path], skip_bad_files=True)["d"]["provenance"]
+    assert prov.skipped[path]["events"] == 200 and f"truth.{branch}" in prov.skipped[path]["reason"]
+    assert prov.events_processed + prov.events_skipped == prov.events_total == 1200
+    # NaN (no such particle: a pedestal event, an electron beam's p_out) and the beam's own are fine
+    fine = _write(tmp_path / "f.root", tweak=_set(TRUTH, branch, slice(0, 300), float("nan")))
+    with open_raw(fine) as raw:
+        raw.verify()
+
+
+def test_the_simulator_refuses_a_beam_energy_above_the_north_area_protons():
+    """(the truth of such a beam would be refused by every reader)"""
+    import hepunits as u
+
+    from na64reco.geometry import load_setup
+    from na64reco.sim.beam import with_beam_energy
+
+    setup = load_setup("na64e")
+    assert with_beam_energy(setup, 400 * u.GeV).beam.energy == 400 * u.GeV
+    with pytest.raises(ConfigError, match=r"at most the 400 GeV of the SPS protons of the North Area"):
+        with_beam_energy(setup, 450 * u.GeV)
+
+
+def test_a_truncated_file_of_a_multi_file_run_is_reported_under_its_own_dataset(tmp_path):
+    """(a file that cannot be opened was put in a dataset 'default' of its own, whose provenance then
+    listed it, instead of the dataset it belongs to)"""
+    from na64reco.runner import fileset_from_files
+
+    good = _write(tmp_path / "good.root", first_event=10_000)
+    whole = Path(_write(tmp_path / "whole.root")).read_bytes()
+    cut = tmp_path / "cut.root"
+    cut.write_bytes(whole[:-1000])
+    data = _write(tmp_path / "data.root", truth=False)
+    junk = tmp_path / "junk.root"
+    junk.write_bytes(b"not root")
+    fileset = fileset_from_files([good, str(cut), data, str(junk)])
+    assert fileset == {"mc": [good, str(cut)], "data": [data], "default": [str(junk)]}
+    del fileset["data"], fileset["default"]
+    out = run_files(fileset, RunOptions("na64mu_invisible", chunksize=200, skip_bad_files=True),
+                    processor_instance=Processor(reco=synthetic_reco))
+    assert set(out) == {"mc"}
+    prov = out["mc"]["provenance"]
+    assert list(prov.skipped) == [str(cut)] and "truncated" in prov.skipped[str(cut)]["reason"]
+    assert prov.events_processed == 600

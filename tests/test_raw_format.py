@@ -40,7 +40,8 @@ def _chunk(rng, n, first_event=0, spill=0):
 def _truth(rng, n):
     t = {k: rng.normal(size=n) for k in TRUTH_BRANCHES}
     t.update(run=np.full(n, 7), spill=np.zeros(n), event=np.arange(n), process=rng.integers(0, 9, n),
-             weight=rng.exponential(size=n))  # (expected events per beam particle: >= 0)
+             weight=rng.exponential(size=n),  # (expected events per beam particle: >= 0)
+             p_in=rng.normal(160.0, 3.0, n), p_out=rng.uniform(0.0, 160.0, n))  # (GeV: 0..500 or NaN)
     return t
 
 

@@ -4,9 +4,10 @@
 
 Reads every tree of every file, recomputes the checksums of each block of entries
 and compares them with the stored ones, and checks the values the checksums cannot vouch
-for (run numbers, event order, spill counts, truth rows, trigger words, MSADC sample range;
-``docs/raw-format.md``), and that the file's setup and run period exist.  Channel numbers, the
-straw and APV words are checked by the reconstruction, not here.  Prints one line per
+for (run numbers, event order, spill counts and beam counts, truth rows and momenta, trigger
+words, the time in the spill, the straw TDC, APV and MSADC sample ranges; ``docs/raw-format.md``),
+and that the file's setup and run period exist.  Channel and plane numbers are checked by the
+reconstruction, not here.  Prints one line per
 file ("ok" with the entries of each tree, or what is wrong) and exits 1 if any file
 is bad.  Readers verify what they read anyway; this checks files before a campaign
 or after a copy.

@@ -34,11 +34,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import awkward as ak
+import hepunits as u
 import numpy as np
 import uproot
 
 from na64reco import __version__
-from na64reco.errors import BlindingError, RawFormatError, SetupMismatch
+from na64reco.constants import MAX_BEAM_PER_SPILL, SPS_NORTH_AREA_MOMENTUM, TRUTH_MOMENTUM_MAX
+from na64reco.errors import BlindingError, ConfigError, RawFormatError, SetupMismatch
 from na64reco.io.baskets import TreeBaskets
 from na64reco.io.checksum import (
     BOUNDS,
@@ -122,6 +124,40 @@ DATA_PARAMETER = "na64reco_data"
 #: Branches of ``events`` that identify an event and measure nothing: a data file's may be
 #: read as numpy without the data mark (:meth:`RawFile.event_numbers`).
 ID_BRANCHES = ("run", "spill", "event")
+
+
+@dataclass(frozen=True)
+class ValueRanges:
+    """The ranges of the ``events`` values that depend on the setup (docs/raw-format.md),
+    checked by :func:`check_content`; :meth:`of` makes them from a
+    :class:`~na64reco.geometry.Setup`."""
+
+    setup: str
+    #: s: ``time_in_spill`` lies in ``0..spill_s`` (the setup's ``beam.spill_duration``)
+    spill_s: float
+    #: ``straw_tdc`` lies in ``0..straw_tdc_max`` counts: the TDC window (``straw_noise_window``,
+    #: opening at the trigger) plus the longest drift time (half the widest straw pitch over the
+    #: drift velocity), in ``straw_tdc_lsb``
+    straw_tdc_max: int
+    straw_window_ns: float
+    straw_drift_ns: float
+    straw_lsb_ns: float
+    #: ``apv_a0/a1/a2`` (pedestal-subtracted) lie in ``-apv_max_adc..apv_max_adc``
+    apv_max_adc: int
+
+    @classmethod
+    def of(cls, setup) -> ValueRanges:
+        ro = setup.readout
+        pitch = max((p.pitch for p in setup.planes if p.type == "straw"), default=0.0)
+        drift = 0.5 * pitch / ro.straw_drift_velocity if ro.straw_drift_velocity > 0 else 0.0
+        window = ro.straw_noise_window[1]
+        return cls(setup.name, setup.beam.spill_duration / u.s,
+                   int(np.rint((window + drift) / ro.straw_tdc_lsb)) if ro.straw_tdc_lsb > 0 else 0,
+                   window / u.ns, drift / u.ns, ro.straw_tdc_lsb / u.ns, ro.apv_max_adc)
+
+
+#: branches of ``events`` whose range :class:`ValueRanges` gives
+RANGED_BRANCHES = ("time_in_spill", "straw_tdc", "apv_a0", "apv_a1", "apv_a2")
 
 
 def _has_mark(layout) -> bool:
@@ -402,6 +438,7 @@ class RawFile:
     _blocks: dict = field(repr=False, default_factory=dict)
     _trees: dict = field(repr=False, default_factory=dict)
     _baskets: dict = field(repr=False, default_factory=dict)
+    _ranges: ValueRanges | None = field(repr=False, default=None)
 
     @property
     def has_truth(self) -> bool:
@@ -424,6 +461,18 @@ class RawFile:
     @property
     def version(self) -> int:
         return int(self.meta["format_version"])
+
+    def value_ranges(self) -> ValueRanges:
+        """The ranges of the file's setup for its run (:class:`ValueRanges`); a
+        :class:`ConfigError` naming the file if the setup or the run's period does not exist."""
+        if self._ranges is None:
+            from na64reco.geometry import load_setup
+
+            try:
+                self._ranges = ValueRanges.of(load_setup(self.setup, run=self.run))
+            except ConfigError as exc:
+                raise ConfigError(f"{self.path}: setup {self.setup!r}, run {self.run}: {exc}") from None
+        return self._ranges
 
     @property
     def uuid(self):
@@ -532,7 +581,8 @@ class RawFile:
         if (lo, hi) != (start, stop):
             arrays = ({k: v[start - lo:stop - lo] for k, v in arrays.items()} if library == "np"
                       else arrays[start - lo:stop - lo])
-        check_content(tree, arrays, self.run, self.path, start)
+        ranged = tree == "events" and (branches is None or bool(set(branches) & set(RANGED_BRANCHES)))
+        check_content(tree, arrays, self.run, self.path, start, self.value_ranges() if ranged else None)
         return self._mark(tree, arrays)
 
     def events(self, entry_start: int | None = None, entry_stop: int | None = None) -> ak.Array:
@@ -595,15 +645,21 @@ class RawFile:
         self.close()
 
 
-def check_content(tree: str, arrays, run: int, source, start: int = 0) -> None:
+def check_content(tree: str, arrays, run: int, source, start: int = 0, ranges: ValueRanges | None = None) -> None:
     """The values of entries ``start...`` of ``tree`` (``arrays``: its branches, awkward or
     numpy) that the checksums cannot vouch for, as the format defines them
     (``docs/raw-format.md``): every row's ``run`` is the file's ``run``; ``events``: event
-    numbers strictly increasing (unique, in order; :func:`check_event_order`); ``spills``:
-    ``n_beam`` and ``n_triggered`` at least 0; ``truth``: a finite ``weight`` >= 0 and a known
-    ``process`` code; ``events``: a non-empty ``trigger`` mask of known bits, a finite ``time_in_spill``.  A
-    :class:`RawFormatError` naming the file, the branch, the entry and the value otherwise
-    (a file written wrongly with valid checksums would give a wrong MOT or a NaN cut-flow)."""
+    numbers strictly increasing (unique, in order; :func:`check_event_order`), a non-empty
+    ``trigger`` mask of known bits, a finite ``time_in_spill``; with ``ranges`` (the setup's,
+    :class:`ValueRanges`) ``time_in_spill`` in ``0..`` the spill duration, every ``straw_tdc``
+    inside the TDC window and every APV sample inside the ADC's range; ``spills``: ``n_beam``
+    and ``n_triggered`` at least 0, ``n_beam`` at least ``n_triggered`` (the beam counters count
+    every triggered particle) and at most :data:`~na64reco.constants.MAX_BEAM_PER_SPILL`;
+    ``truth``: a finite ``weight`` >= 0, a known ``process`` code, ``p_in`` and ``p_out`` NaN
+    (none) or in ``0..`` :data:`~na64reco.constants.TRUTH_MOMENTUM_MAX`.  A
+    :class:`RawFormatError` naming the file, the branch, the entry and the value otherwise (a
+    file written wrongly with valid checksums would give a wrong MOT, a NaN cut-flow or an
+    untracked event).  One vectorised pass per branch (a minimum and a maximum for the digits)."""
     if tree not in ("events", "spills", "truth"):
         return
 
@@ -615,31 +671,106 @@ def check_content(tree: str, arrays, run: int, source, start: int = 0) -> None:
         raise RawFormatError(f"{source}: branch {tree}.{name} of entry {start + i} is {values(name)[i].item()!r}; "
                              f"expected {what} ({k} entr{'y' if k == 1 else 'ies'} of {start}-{start + len(bad)})")
 
+    names = _names(arrays)
     runs = values("run")
     if len(runs) and (runs != run).any():
         fail("run", runs != run, f"the file's run {run} (metadata)")
     if tree == "events":
         if len(runs) > 1:
             check_event_order(values("event"), source, start)
-        if "trigger" in _names(arrays):
+        if "trigger" in names:
             trig = values("trigger").astype(np.int64)
             if ((trig & ~_KNOWN_TRIGGER_BITS) != 0).any() or (trig == 0).any():
                 fail("trigger", ((trig & ~_KNOWN_TRIGGER_BITS) != 0) | (trig == 0),
                      f"a non-empty mask of the trigger bits {TRIGGER_BITS}")
-        if "time_in_spill" in _names(arrays) and not np.isfinite(values("time_in_spill")).all():
-            fail("time_in_spill", ~np.isfinite(values("time_in_spill")), "a finite time (s)")
+        if "time_in_spill" in names:
+            t = values("time_in_spill")
+            if not np.isfinite(t).all():
+                fail("time_in_spill", ~np.isfinite(t), "a finite time (s)")
+            if ranges is not None and len(t):
+                top = t.dtype.type(ranges.spill_s) if t.dtype.kind == "f" else ranges.spill_s  # (float32: as stored)
+                if t.min() < 0 or t.max() > top:
+                    fail("time_in_spill", (t < 0) | (t > top), f"a time in the spill, 0..{ranges.spill_s:g} s (the "
+                                                                f"spill duration of setup {ranges.setup!r})")
+        if ranges is not None:
+            _check_digit_ranges(arrays, names, source, start, ranges)
     elif tree == "spills":
         for name in ("n_beam", "n_triggered"):
             if (values(name) < 0).any():
                 fail(name, values(name) < 0, "a count >= 0")
+        n_beam, written = values("n_beam"), values("n_triggered")
+        if (n_beam < written).any():
+            bad = n_beam < written
+            i = int(np.flatnonzero(bad)[0])
+            fail("n_beam", bad, f"at least the spill's n_triggered, {written[i].item()!r} (the beam counters count "
+                                "every particle that triggered an event)")
+        if (n_beam > MAX_BEAM_PER_SPILL).any():
+            fail("n_beam", n_beam > MAX_BEAM_PER_SPILL,
+                 f"a count of beam particles per spill <= {MAX_BEAM_PER_SPILL:.0e} (na64reco.constants."
+                 "MAX_BEAM_PER_SPILL)")
     elif tree == "truth":
         weight = values("weight")
         if not (np.isfinite(weight) & (weight >= 0)).all():
             fail("weight", ~(np.isfinite(weight) & (weight >= 0)), "a finite weight >= 0")
-        if "process" in _names(arrays):
+        if "process" in names:
             known = np.isin(values("process"), list(PROCESSES.values()))
             if not known.all():
                 fail("process", ~known, f"a process code of {PROCESSES}")
+        top = TRUTH_MOMENTUM_MAX / u.GeV
+        for name in ("p_in", "p_out"):
+            if name in names:
+                p = values(name)
+                ok = np.isnan(p) | ((p >= 0) & (p <= top))
+                if not ok.all():
+                    fail(name, ~ok, f"a momentum in 0..{top:g} GeV or NaN for none (na64reco.constants."
+                                    f"TRUTH_MOMENTUM_MAX: above the {SPS_NORTH_AREA_MOMENTUM / u.GeV:g} GeV/c of the "
+                                    "SPS protons of the North Area beams)")
+
+
+def _check_digit_ranges(arrays, names: set[str], source, start: int, ranges: ValueRanges) -> None:
+    """The straw TDC counts and the APV samples of entries ``start...`` inside ``ranges``: a minimum
+    and a maximum of each flat branch; the first digit outside, its entry, and the count only
+    when one is."""
+    lsb = ranges.straw_lsb_ns
+    checks = [("straw_tdc", 0, ranges.straw_tdc_max,
+               f"TDC counts 0..{ranges.straw_tdc_max} (the straw TDC window of setup {ranges.setup!r}: "
+               f"{ranges.straw_window_ns:g} ns from the trigger plus the {ranges.straw_drift_ns:g} ns longest drift, "
+               f"at {lsb:g} ns per count)")]
+    checks += [(f"apv_{a}", -ranges.apv_max_adc, ranges.apv_max_adc,
+                f"a pedestal-subtracted APV sample in -{ranges.apv_max_adc}..{ranges.apv_max_adc} (the ADC range "
+                f"of setup {ranges.setup!r}, trackers.apv_max_adc)") for a in ("a0", "a1", "a2")]
+    for name, lo, hi, what in checks:
+        if name not in names:
+            continue
+        flat, offsets = _flat_values(arrays[name])
+        if not flat.size or (flat.min() >= lo and flat.max() <= hi):
+            continue
+        bad = (flat < lo) | (flat > hi)
+        d, k = int(np.flatnonzero(bad)[0]), int(np.count_nonzero(bad))
+        i = int(np.searchsorted(offsets, d, side="right")) - 1
+        raise RawFormatError(f"{source}: branch events.{name} of entry {start + i} (digit {d - int(offsets[i])} "
+                             f"of the entry) is {flat[d].item()!r}; expected {what} ({k} digit{'' if k == 1 else 's'} "
+                             f"of entries {start}-{start + len(offsets) - 1})")
+
+
+def _flat_values(branch) -> tuple[np.ndarray, np.ndarray]:
+    """``(values, offsets from 0)`` of a jagged branch: awkward (an array or a layout: views of
+    its buffers when it is a list of numbers) or numpy (an array of arrays, ``library="np"``)."""
+    if isinstance(branch, np.ndarray):
+        counts = np.fromiter((len(x) for x in branch), np.int64, len(branch))
+        flat = np.concatenate(list(branch)) if counts.sum() else np.zeros(0, np.int64)
+    else:
+        layout = ak.to_layout(branch)
+        while isinstance(layout, ak.contents.IndexedArray):
+            layout = layout.project()
+        if isinstance(layout, ak.contents.ListOffsetArray) and isinstance(layout.content, ak.contents.NumpyArray):
+            off = np.asarray(layout.offsets.data, np.int64)
+            return np.asarray(layout.content.data)[off[0]:off[-1]], off - off[0]
+        counts = ak.to_numpy(ak.num(branch, axis=1)).astype(np.int64)
+        flat = ak.to_numpy(ak.flatten(branch, axis=1))
+    offsets = np.zeros(len(counts) + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return flat, offsets
 
 
 #: the bits a ``trigger`` word may have (:data:`TRIGGER_BITS`)
@@ -1034,6 +1165,19 @@ def open_raw(path, *, setup: str | None = None, structure: bool | tuple[str, ...
         f.close()
         raise RawFormatError(f"{path}: unreadable tree structure: {type(exc).__name__}: {exc}") from None
     return raw
+
+
+def declared_meta(path) -> dict | None:
+    """The metadata ``path`` declares, read *without any check* (no checksum, format version or
+    size), or None if it cannot be read: what a file refused by :func:`open_raw` (truncated,
+    say) says it holds, for naming its dataset in a report.  Never use it to read data."""
+    path = path if is_url(path) else Path(path)
+    try:
+        with uproot.open(uproot_source(path), array_cache=None) as f:
+            meta = json.loads(str(f[META_KEY]))
+    except Exception:
+        return None
+    return meta if isinstance(meta, dict) and meta.get("format") == FORMAT_NAME else None
 
 
 def _read_meta(f, keys, path) -> dict:
