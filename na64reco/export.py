@@ -29,7 +29,7 @@ from na64reco.conditions import load_conditions
 from na64reco.errors import RawFormatError
 from na64reco.geometry import load_setup
 from na64reco.io.location import display_name
-from na64reco.io.raw import RawFile, check_event_order, check_spill_counts, open_raw, release_data_events
+from na64reco.io.raw import RawFile, check_event_order, check_spill_counts_of, open_raw, release_data_events
 from na64reco.job_defaults import EXPORT_CHUNK
 from na64reco.reco.event import attach_truth, reconstruct
 from na64reco.reco.kinematics import restore_vectors
@@ -62,7 +62,8 @@ def iterate_reco(path, *, calib_tag: str | None = None, chunk_size: int = EXPORT
     must increase across the chunks too (within a chunk the read checks them): a chunk
     restarting them is a :class:`RawFormatError` naming the file and both entries."""
     raw = path if isinstance(path, RawFile) else open_raw(path)
-    check_spill_counts(raw.event_ids()["spill"], raw.spills(), raw.path)  # (as the runner's check before a run)
+    ids = raw.scan_ids()  # (as the runner's check before a run, in bounded memory)
+    check_spill_counts_of(ids.spills, ids.counts, raw.spills(), raw.path)
     setup = load_setup(raw.setup, run=raw.run)
     conds = load_conditions(setup, raw.run, calib_tag)
     previous = None  # event number of the last entry of the chunk before

@@ -31,7 +31,7 @@ from typing import Protocol
 from na64reco.errors import RawFormatError, SetupMismatch
 from na64reco.io import location
 from na64reco.io.distinct import DistinctFiles, FileIdentity
-from na64reco.io.raw import check_spill_counts, open_raw
+from na64reco.io.raw import check_spill_counts_of, open_raw
 
 TREE = "events"
 #: files per batch handed to a worker (~30 ms of check each: a task of ~0.2 s)
@@ -95,9 +95,8 @@ def check_file(path: str, setup: str, *, blocks: bool = True) -> CheckedFile:
         # truth tree when the processor reads it (docs/performance.md, "Per-file overhead")
         with open_raw(path, setup=setup, structure=(TREE,)) as raw:
             spills = raw.spills()
-            ids = raw.event_ids()
-            numbers = ids["event"]
-            check_spill_counts(ids["spill"], spills, path)  # a bad file now, not after its events were processed
+            ids = raw.scan_ids()  # (in bounded memory: not the whole columns of a large file)
+            check_spill_counts_of(ids.spills, ids.counts, spills, path)  # a bad file now, not after its events ran
             edges = cluster_edges(raw)
             info = {"numentries": raw.n_events, "uuid": raw.uuid, "clusters": edges,
                     "version": None if location.is_url(path) else location.file_version(path),
@@ -105,7 +104,7 @@ def check_file(path: str, setup: str, *, blocks: bool = True) -> CheckedFile:
                     "blocks": raw.blocks(TREE) if blocks and raw.version >= 3 else None,
                     "baskets": raw.baskets(TREE) if blocks and raw.version >= 3 and not location.is_url(path)
                     else None}
-            return CheckedFile(str(path), info, spills, FileIdentity.of(raw, numbers))
+            return CheckedFile(str(path), info, spills, FileIdentity.of(raw, ids.span_numbers()))
     except BAD_FILE_ERRORS as exc:
         return CheckedFile(str(path), error=(type(exc).__name__, " ".join(str(exc).split())),
                            events=_entries_if_readable(path))

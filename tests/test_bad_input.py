@@ -733,3 +733,69 @@ def test_a_truncated_file_of_a_multi_file_run_is_reported_under_its_own_dataset(
     prov = out["mc"]["provenance"]
     assert list(prov.skipped) == [str(cut)] and "truncated" in prov.skipped[str(cut)]["reason"]
     assert prov.events_processed == 600
+
+
+def _write_blocks(path, numbers, *, truth=True, block=150):
+    """A raw file of events with the event numbers ``numbers`` (2 spills), written ``block`` events at a
+    time (one checksum block each)."""
+    n = len(numbers)
+    numbers = np.asarray(numbers, np.int64)
+    spill = 1 + np.arange(n) * 2 // n
+    with RawWriter(path, setup="na64mu", run=1, has_truth=truth) as w:
+        for a in range(0, n, block):
+            sl = slice(a, min(a + block, n))
+            k = sl.stop - sl.start
+            zeros = np.zeros(k, np.int64)
+            w.write_events({"run": np.ones(k, np.int64), "spill": spill[sl], "event": numbers[sl],
+                            "trigger": np.ones(k, np.uint32), "time_in_spill": np.zeros(k), "n_calo": zeros,
+                            "calo_det": [], "calo_chan": [], "calo_adc": np.zeros((0, 32)), "n_apv": zeros,
+                            "apv_plane": [], "apv_chan": [], "apv_a0": [], "apv_a1": [], "apv_a2": [],
+                            "n_straw": zeros, "straw_plane": [], "straw_tube": [], "straw_tdc": []})
+            if truth:
+                w.write_truth({"run": np.ones(k, np.int64), "spill": spill[sl], "event": numbers[sl],
+                               "process": np.full(k, PROCESSES["beam"]), "p_in": np.full(k, 160.0),
+                               "p_out": np.full(k, 100.0), "x": np.zeros(k), "vertex_z": np.zeros(k),
+                               "e_ecal": zeros, "e_ecal_preshower": zeros, "e_hcal": zeros, "e_vhcal": zeros,
+                               "e_veto": zeros, "e_srd": zeros, "weight": np.full(k, 0.5)})
+        w.write_spills({"run": np.ones(2, np.int64), "spill": np.array([1, 2]), "n_beam": np.full(2, 50_000),
+                        "n_triggered": np.full(2, n // 2)})
+    return str(path)
+
+
+def test_whole_file_scans_read_a_bounded_number_of_entries_and_agree_with_the_whole_columns(tmp_path, monkeypatch):
+    """The check before a run, the export's and `verify` read a file a step at a time (stop 39: they
+    held its whole identifier columns, ~150 MB more at 1e7 events, and `verify` all its events)."""
+    from na64reco.io import raw as raw_module
+
+    path = _write_blocks(tmp_path / "b.root", np.arange(1000, 1600) * 3)
+    reads = []
+    original = raw_module.RawFile.read_verified
+
+    def spy(self, tree, entry_start=None, entry_stop=None, *a, **kw):
+        reads.append((tree, entry_start, entry_stop))
+        return original(self, tree, entry_start, entry_stop, *a, **kw)
+
+    monkeypatch.setattr(raw_module.RawFile, "read_verified", spy)
+    with open_raw(path) as raw:
+        whole = raw.event_ids()
+        assert raw.scan_ranges("events", 200) == [(0, 300), (300, 600)]
+        reads.clear()
+        ids = raw.scan_ids(step=150)
+        assert [r[1:] for r in reads] == [(0, 150), (150, 300), (300, 450), (450, 600)]
+        spills, counts = np.unique(whole["spill"], return_counts=True)
+        assert (ids.n_events, ids.first, ids.last) == (600, 3000, 4797)
+        assert np.array_equal(ids.spills, spills) and np.array_equal(ids.counts, counts)
+        assert np.array_equal(ids.span_numbers(), [3000, 4797])
+        reads.clear()
+        assert raw.verify(step=150) == {"events": 600, "spills": 2, "truth": 600}
+        assert sorted(r[1:] for r in reads if r[0] == "events") == [(0, 150), (150, 300), (300, 450), (450, 600)]
+        assert raw.verify() == {"events": 600, "spills": 2, "truth": 600}
+
+
+def test_whole_file_scans_see_the_event_order_across_their_reads(tmp_path):
+    numbers = np.concatenate([np.arange(0, 150), np.arange(100, 550)])  # restarts at entry 150, a read's first
+    path = _write_blocks(tmp_path / "o.root", numbers)
+    with open_raw(path) as raw:
+        for scan in (lambda: raw.scan_ids(step=150), lambda: raw.verify(step=150)):
+            with pytest.raises(RawFormatError, match=r"o\.root: branch events\.event of entry 150 is 100, after 149"):
+                scan()

@@ -49,16 +49,19 @@ def _check_against_setup(raw) -> None:
 
     from na64reco.errors import ConfigError
     from na64reco.geometry import load_setup
-    from na64reco.io.raw import ID_BRANCHES
+    from na64reco.io.raw import ID_BRANCHES, VERIFY_ENTRIES
     from na64reco.reco.waveform import check_samples
 
     try:
         setup = load_setup(raw.setup, run=raw.run)
     except ConfigError as exc:
         raise ConfigError(f"{raw.path}: setup {raw.setup!r}, run {raw.run}: {exc}") from None
-    samples = raw.read_verified("events", branches=(*ID_BRANCHES, "calo_adc"))["calo_adc"]  # (no reconstruction)
-    adc = ak.to_numpy(ak.flatten(samples)).reshape(-1, setup.msadc.n_samples)
-    check_samples(adc, str(raw.path), max_adc=setup.msadc.max_adc)
+    before = 0  # digits of the reads before (a digit is named by its place in the file)
+    for start, stop in raw.scan_ranges("events", VERIFY_ENTRIES):  # (no reconstruction; bounded memory)
+        samples = raw.read_verified("events", start, stop, branches=(*ID_BRANCHES, "calo_adc"))["calo_adc"]
+        adc = ak.to_numpy(ak.flatten(samples)).reshape(-1, setup.msadc.n_samples)
+        check_samples(adc, str(raw.path), lambda i, b=before: f"digit {b + i}", max_adc=setup.msadc.max_adc)
+        before += len(adc)
 
 
 def run(args) -> int:

@@ -60,12 +60,13 @@ class FileIdentity:
     @classmethod
     def of(cls, raw: RawFile, event_numbers=None) -> FileIdentity:
         """The identity of the open file ``raw``; ``event_numbers``: its ``events.event`` if read
-        already (only data files need them; read here otherwise)."""
+        already, or their first and last (:meth:`~na64reco.io.raw.EventIds.span_numbers`; only data
+        files need them; scanned here otherwise, in bounded memory)."""
         sim = raw.meta.get("simulation")
         sim = sim if isinstance(sim, dict) else None
         span = None
         if not (sim is not None and sim.get("seed") is not None) and not raw.has_truth:
-            numbers = raw.event_numbers() if event_numbers is None else event_numbers
+            numbers = raw.scan_ids().span_numbers() if event_numbers is None else event_numbers
             if len(numbers):
                 span = (int(numbers[0]), int(numbers[-1]))
         u = raw.uuid

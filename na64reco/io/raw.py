@@ -124,6 +124,37 @@ DATA_PARAMETER = "na64reco_data"
 #: Branches of ``events`` that identify an event and measure nothing: a data file's may be
 #: read as numpy without the data mark (:meth:`RawFile.event_numbers`).
 ID_BRANCHES = ("run", "spill", "event")
+#: entries per read of the whole-file scans (:meth:`RawFile.scan_ids`: the event identifiers that the
+#: check before a run needs; :meth:`RawFile.verify`: whole events, at :data:`VERIFY_ENTRIES`): their
+#: memory is bounded by these, not by the file (a 1e7-event file is checked in the memory of a 1e5 one)
+SCAN_ENTRIES = 1 << 20
+VERIFY_ENTRIES = 50_000
+
+
+@dataclass(frozen=True)
+class EventIds:
+    """What the checks of a whole file need of its event identifiers (:meth:`RawFile.scan_ids`),
+    gathered in bounded memory: the first and last event numbers (the numbers strictly increase,
+    checked on the way) and the events of each spill."""
+
+    n_events: int
+    first: int | None
+    last: int | None
+    spills: np.ndarray  # the spills of the events, ascending, once each (int64)
+    counts: np.ndarray  # events of each of them
+
+    def span_numbers(self) -> np.ndarray:
+        """The first and last event numbers (none for an empty file): what
+        :class:`~na64reco.io.distinct.FileIdentity` reads of the event numbers."""
+        return np.zeros(0, np.int64) if self.first is None else np.array([self.first, self.last], np.int64)
+
+
+def _spill_totals(spills: list[np.ndarray], counts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Events per spill summed over the chunks' ``(spills, counts)``."""
+    if not spills:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    numbers, where = np.unique(np.concatenate(spills), return_inverse=True)
+    return numbers, np.bincount(where, weights=np.concatenate(counts), minlength=len(numbers)).astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -616,23 +647,79 @@ class RawFile:
 
     def event_ids(self) -> dict[str, np.ndarray]:
         """``events.run``, ``events.spill`` and ``events.event`` of the whole file as numpy (no
-        digits), verified and checked as :meth:`event_numbers`."""
+        digits), verified and checked as :meth:`event_numbers` (memory grows with the file: the
+        checks of whole files use :meth:`scan_ids`)."""
         return self.read_verified("events", library="np", branches=ID_BRANCHES)
 
-    def verify(self) -> dict[str, int]:
-        """Read and check every tree whole, as a run reads it: the checksums, the values
-        (:func:`check_content`), the events assembled (the digits' branches agreeing event by
-        event), the events of each spill against the ``spills`` tree
-        (:func:`check_spill_counts`) and the truth rows against the events; returns the
-        entries of each tree."""
-        events = self.events()
+    def scan_ranges(self, tree: str, step: int) -> list[tuple[int, int]]:
+        """``[(start, stop), ...]`` covering ``tree`` in order, each of whole checksum blocks and
+        at least ``step`` entries (the last one may be shorter): the reads of a whole-file scan."""
+        blocks = self.blocks(tree)
+        out: list[tuple[int, int]] = []
+        start = 0
+        for stop in (int(x) for x in blocks.stops):
+            if stop - start >= step:
+                out.append((start, stop))
+                start = stop
+        n = self._entries(tree)
+        if start < n:
+            out.append((start, n))
+        return out
+
+    def scan_ids(self, step: int = SCAN_ENTRIES) -> EventIds:
+        """The event identifiers of the whole file, read ``step`` entries at a time (``events.run``,
+        ``spill`` and ``event``, verified and checked as :meth:`event_numbers`, the order across
+        the reads too): their first and last event numbers and the events of each spill, in memory
+        bounded by ``step`` (:meth:`event_ids` holds the whole columns)."""
+        first = last = None
+        spills, counts = [], []
+        n = 0
+        for start, stop in self.scan_ranges("events", step):
+            ids = self.read_verified("events", start, stop, library="np", branches=ID_BRANCHES)
+            numbers = ids["event"]
+            if not len(numbers):
+                continue
+            if last is not None:
+                check_event_order(numbers[:1], self.path, start, last)
+            first = int(numbers[0]) if first is None else first
+            last = int(numbers[-1])
+            s, c = np.unique(np.asarray(ids["spill"]).astype(np.int64), return_counts=True)
+            spills.append(s)
+            counts.append(c)
+            n += len(numbers)
+        numbers, totals = _spill_totals(spills, counts)
+        return EventIds(n, first, last, numbers, totals)
+
+    def verify(self, step: int = VERIFY_ENTRIES) -> dict[str, int]:
+        """Read and check every tree whole, as a run reads it, ``step`` events at a time (memory
+        bounded by it, not by the file): the checksums, the values (:func:`check_content`), the
+        events assembled (the digits' branches agreeing event by event), the event order across
+        the reads, the events of each spill against the ``spills`` tree
+        (:func:`check_spill_counts_of`) and the truth rows against the events; returns the entries
+        of each tree."""
         spills = self.spills()
-        check_spill_counts(np.asarray(events["spill"]), spills, self.path)
-        entries = {"events": len(events), "spills": len(spills["spill"])}
+        seen, counts = [], []
+        last = None
+        n = 0
+        for start, stop in self.scan_ranges("events", step):
+            events = self.events(start, stop)
+            numbers = np.asarray(events["event"])
+            if len(numbers) and last is not None:
+                check_event_order(numbers[:1], self.path, start, last)
+            last = int(numbers[-1]) if len(numbers) else last
+            s, c = np.unique(np.asarray(events["spill"]).astype(np.int64), return_counts=True)
+            seen.append(s)
+            counts.append(c)
+            if self.has_truth:
+                check_truth_rows(self.truth(start, stop)["event"], numbers, self.path, start)
+            n += len(numbers)
+        check_spill_counts_of(*_spill_totals(seen, counts), spills, self.path)
+        entries = {"events": n, "spills": len(spills["spill"])}
         if self.has_truth:
-            truth = self.truth()
-            check_truth_rows(truth["event"], events["event"], self.path)
-            entries["truth"] = len(truth["event"])
+            entries["truth"] = self._entries("truth")
+            if entries["truth"] != n:
+                raise RawFormatError(f"{self.path}: truth rows do not match the events: {entries['truth']} truth rows "
+                                     f"for {n} events")
         return entries
 
     def close(self):
@@ -797,17 +884,25 @@ def check_truth_rows(truth_event, event, source, start: int = 0) -> None:
 
 def check_spill_counts(event_spill, spills: dict, source) -> None:
     """The spill numbers of a file's events (``event_spill``, all of them) against its ``spills``
-    tree: each spill listed once, every event's spill listed, and no spill with more events than
-    its ``n_triggered`` says were written; a :class:`RawFormatError` naming the file, the spill
-    and both counts otherwise (the run would otherwise find it only after processing the file,
-    when the exposure is settled, too late to skip it)."""
+    tree: :func:`check_spill_counts_of` of their counts."""
+    seen, counts = np.unique(np.asarray(event_spill).astype(np.int64), return_counts=True)
+    check_spill_counts_of(seen, counts, spills, source)
+
+
+def check_spill_counts_of(seen, counts, spills: dict, source) -> None:
+    """The events of each spill of a file (``seen``: the spill numbers of its events, ascending and
+    once each; ``counts``: the events of each) against its ``spills`` tree: each spill listed once,
+    every event's spill listed, and no spill with more events than its ``n_triggered`` says were
+    written; a :class:`RawFormatError` naming the file, the spill and both counts otherwise (the
+    run would otherwise find it only after processing the file, when the exposure is settled, too
+    late to skip it)."""
+    seen, counts = np.asarray(seen, np.int64), np.asarray(counts, np.int64)
     numbers = np.asarray(spills["spill"]).astype(np.int64)
     written = np.asarray(spills["n_triggered"]).astype(np.int64)
     listed, twice = np.unique(numbers, return_counts=True)
     if (twice > 1).any():
         raise RawFormatError(f"{source}: the spills tree lists spill {int(listed[twice > 1][0])} "
                              f"{int(twice[twice > 1][0])} times; expected one entry per spill")
-    seen, counts = np.unique(np.asarray(event_spill).astype(np.int64), return_counts=True)
     unknown = seen[~np.isin(seen, numbers)]
     if unknown.size:
         raise RawFormatError(f"{source}: events of spill(s) {unknown[:5].tolist()} that the spills tree does not list")
