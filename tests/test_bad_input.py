@@ -799,3 +799,28 @@ def test_whole_file_scans_see_the_event_order_across_their_reads(tmp_path):
         for scan in (lambda: raw.scan_ids(step=150), lambda: raw.verify(step=150)):
             with pytest.raises(RawFormatError, match=r"o\.root: branch events\.event of entry 150 is 100, after 149"):
                 scan()
+
+
+def test_the_simulator_writes_only_values_the_readers_accept(tmp_path):
+    """APV samples saturate at ``trackers.apv_max_adc`` and straw TDC counts stay inside the readers'
+    bound (:class:`ValueRanges`) also for a setup without a straw window (stop 39's audit: the simulator
+    clipped APV samples to int16 only and cut the TDC counts only inside a window)."""
+    import dataclasses
+
+    import uproot
+
+    from na64reco.geometry import load_setup
+    from na64reco.io.raw import ValueRanges
+    from na64reco.sim.generate import simulate
+
+    base = load_setup("na64mu", run=1001)
+    setup = dataclasses.replace(base, readout=dataclasses.replace(base.readout, apv_max_adc=120,
+                                                                  straw_noise_window=(0.0, 0.0)))
+    path = tmp_path / "s.root"
+    simulate(setup, 400, 3, 1001, path, trigger="calibration")
+    with uproot.open(path) as f:
+        ev = f["events"].arrays(["apv_a0", "apv_a1", "apv_a2", "straw_tdc"], library="np")
+    samples = np.concatenate([np.concatenate(list(ev[k])) for k in ("apv_a0", "apv_a1", "apv_a2")])
+    tdc = np.concatenate(list(ev["straw_tdc"]))
+    assert np.abs(samples).max() == 120 and (samples == 120).sum() > 100  # saturated, not dropped
+    assert tdc.size > 300 and tdc.min() >= 0 and tdc.max() <= ValueRanges.of(setup).straw_tdc_max

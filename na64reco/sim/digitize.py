@@ -54,6 +54,7 @@ from scipy.special import erf, ndtr
 
 from na64reco.conditions import STATUS_DEAD, RunConditions
 from na64reco.geometry import Setup
+from na64reco.io.raw import ValueRanges
 from na64reco.pulse import msadc_shape
 from na64reco.sim import interactions as phys
 from na64reco.sim.forced_noise import ForcedRegion
@@ -712,6 +713,8 @@ def apv_digits(
         else:
             o_ev, o_pl, o_ch, a = _apv_rows_kernel(rows, *readout, _ERF_TABLE)
         a = a.T
+    # the ADC's range (trackers.apv_max_adc): a pulse above it saturates; the readers refuse a sample outside it
+    np.clip(a, -ro.apv_max_adc, ro.apv_max_adc, out=a)
     return o_ev, o_pl.astype(np.int16, copy=False), o_ch.astype(np.int16, copy=False), a[0], a[1], a[2]
 
 
@@ -1154,6 +1157,8 @@ def straw_digits(rng: np.random.Generator, setup: Setup, tables: PlaneTables, n_
         ok &= (tdc_time >= 0.0) & (tdc_time <= last + 0.5 * pitch / ro.straw_drift_velocity)  # pile-up muons
         # crossing before the trigger or long after it are not read
     tdc = np.rint(tdc_time / ro.straw_tdc_lsb).astype(np.int64)
+    ok &= (tdc >= 0) & (tdc <= ValueRanges.of(setup).straw_tdc_max)  # what the format allows (the readers' bound;
+    # the window's cut above already keeps to it: this matters for a setup without a window)
     ev, plane, tube, tdc = ev[ok], plane[ok], tube[ok], tdc[ok]
     order = event_lexsort(ev, (plane, tube, tdc))  # = np.lexsort((tdc, tube, plane, ev))
     return ev[order], plane[order].astype(np.int16), tube[order].astype(np.int16), tdc[order].astype(np.int32)
