@@ -561,9 +561,12 @@ def _ecal_kernel(chan_e, unit, n_sec, nx, ny, pre, cx, cy, resp_e, resp_s, table
     obs = np.empty((3, 3))
     inside = np.empty((3, 3), dtype=np.bool_)
     scale = np.ones(n_sec)
+    # with the shower chi2, as a bool typed from the start, not the literal True: _ecal_event would be
+    # compiled twice (see "Literal integers" in tracking/_jit.py)
+    shower = np.bool_(n >= 0)
     for e in range(n):
         _ecal_event(chan_e, e, np.int64(0), e, unit, n_sec, nx, ny, pre, cx, cy, resp_e, resp_s, table, pvar,
-                    stochastic, floor, grid, obs, inside, scale, e_out, e_cell, True)
+                    stochastic, floor, grid, obs, inside, scale, e_out, e_cell, shower)
     return e_out, e_cell
 
 
