@@ -54,7 +54,7 @@ def reconstruct(events: ak.Array, setup: Setup, conditions: RunConditions, sourc
 
     ``stages``: names of :data:`STAGES` to run (default all): a record of the event
     identifiers and those stages' fields only (``mu_in``/``mu_out`` come with ``tracking``).
-    ``leave_out``: names of :data:`OPTIONAL_FIELDS` not to compute (the record lacks them).
+    ``leave_out``: a name or names of :data:`OPTIONAL_FIELDS` not to compute (the record lacks them).
     Events of a data file are refused (:class:`~na64reco.errors.BlindingError`): use
     :func:`na64reco.export.iterate_reco`, which withholds the protected region."""
     refuse_data_events(events, "reconstruct()")
@@ -62,6 +62,7 @@ def reconstruct(events: ak.Array, setup: Setup, conditions: RunConditions, sourc
     unknown = [n for n in names if n not in STAGES]
     if unknown:
         raise ValueError(f"unknown reconstruction stage {unknown[0]!r}; expected some of {', '.join(STAGES)}")
+    leave_out = (leave_out,) if isinstance(leave_out, str) else tuple(leave_out)
     off = [n for n in leave_out if n not in OPTIONAL_FIELDS]
     if off:
         raise ValueError(f"field {off[0]!r} cannot be left out; the optional fields are {', '.join(OPTIONAL_FIELDS)}")
