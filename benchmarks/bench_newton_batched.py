@@ -88,6 +88,28 @@ def per_digit(yc, cc, kp, t0, half_range, decay):
     return t, ok, amp, q
 
 
+@numba.njit(cache=True, inline="always")
+def _moments(yc, cc, kp, tau):
+    """One digit's moments over the window's samples with ``d = kp - tau > 0``: ``sum yc d^j`` (j <= 2)
+    and ``sum cc d^j`` (j <= 4), as ``_newton_t0`` makes them in its pass over the samples."""
+    w0 = w1 = w2 = v0 = v1 = v2 = v3 = v4 = 0.0
+    for j in range(yc.shape[0]):
+        e = kp[j] - tau
+        if e > 0.0:
+            w = yc[j]
+            v = cc[j]
+            e2 = e * e
+            w0 += w
+            w1 += w * e
+            w2 += w * e2
+            v0 += v
+            v1 += v * e
+            v2 += v * e2
+            v3 += v * e2 * e
+            v4 += v * e2 * e2
+    return w0, w1, w2, v0, v1, v2, v3, v4
+
+
 @numba.njit(cache=True)
 def steps_needed(yc, cc, kp, t0, half_range, decay, tol, n_newton):
     """Histogram of the Newton steps to convergence (index 1..n_newton; 0: none converged, the last
@@ -99,17 +121,7 @@ def steps_needed(yc, cc, kp, t0, half_range, decay, tol, n_newton):
         hi = t + half_range[i]
         done = False
         for it in range(n_newton):
-            a0 = a1 = a2 = b2 = b3 = b4 = 0.0
-            for j in range(yc.shape[1]):
-                e = kp[i, j] - t
-                if e > 0.0:
-                    e2 = e * e
-                    a0 += yc[i, j]
-                    a1 += yc[i, j] * e
-                    a2 += yc[i, j] * e2
-                    b2 += cc[i, j] * e2
-                    b3 += cc[i, j] * e2 * e
-                    b4 += cc[i, j] * e2 * e2
+            a0, a1, a2, _, _, b2, b3, b4 = _moments(yc[i], cc[i], kp[i], t)
             h = -4.0 * a1 * b4 + 4.0 * a2 * b3
             hp = 4.0 * a0 * b4 + 8.0 * a1 * b3 - 12.0 * a2 * b2
             if a2 <= 0.0 or b4 <= 0.0 or hp >= 0.0:
@@ -228,21 +240,8 @@ def batched(ycT, ccT, kpT, t0_in, half_range, decay, tol, n_newton, block):
             for b in range(nb):  # a step moved a sample across the start: that lane's moments again
                 if state[b] == 0.0 and after[b] != before[b]:
                     tau[b] = t0[b]
-                    w0[b] = w1[b] = w2[b] = v0[b] = v1[b] = v2[b] = v3[b] = v4[b] = 0.0
-                    for j in range(width):
-                        e = kpT[j, s0 + b] - tau[b]
-                        if e > 0.0:
-                            w = ycT[j, s0 + b]
-                            v = ccT[j, s0 + b]
-                            e2 = e * e
-                            w0[b] += w
-                            w1[b] += w * e
-                            w2[b] += w * e2
-                            v0[b] += v
-                            v1[b] += v * e
-                            v2[b] += v * e2
-                            v3[b] += v * e2 * e
-                            v4[b] += v * e2 * e2
+                    w0[b], w1[b], w2[b], v0[b], v1[b], v2[b], v3[b], v4[b] = _moments(
+                        ycT[:, s0 + b], ccT[:, s0 + b], kpT[:, s0 + b], tau[b])
                     before[b] = after[b]
         for b in range(nb):
             ok = (state[b] == 1.0) & (t0[b] >= lo[b]) & (t0[b] <= hi[b])

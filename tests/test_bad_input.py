@@ -771,13 +771,13 @@ def test_whole_file_scans_read_a_bounded_number_of_entries_and_agree_with_the_wh
     reads = []
     original = raw_module.RawFile.read_verified
 
-    def spy(self, tree, entry_start=None, entry_stop=None, *a, **kw):
-        reads.append((tree, entry_start, entry_stop))
-        return original(self, tree, entry_start, entry_stop, *a, **kw)
+    def spy(self, tree, entry_start=None, entry_stop=None, library="ak", branches=None):
+        reads.append((tree if branches is None else f"{tree} {','.join(branches)}", entry_start, entry_stop))
+        return original(self, tree, entry_start, entry_stop, library, branches)
 
     monkeypatch.setattr(raw_module.RawFile, "read_verified", spy)
     with open_raw(path) as raw:
-        whole = raw.event_ids()
+        whole = raw.read_verified("events", library="np", branches=("run", "spill", "event"))
         assert raw.scan_ranges("events", 200) == [(0, 300), (300, 600)]
         reads.clear()
         ids = raw.scan_ids(step=150)
@@ -788,7 +788,9 @@ def test_whole_file_scans_read_a_bounded_number_of_entries_and_agree_with_the_wh
         assert np.array_equal(ids.span_numbers(), [3000, 4797])
         reads.clear()
         assert raw.verify(step=150) == {"events": 600, "spills": 2, "truth": 600}
+        # whole events a step at a time; the identifiers (order, spill counts) in one scan of SCAN_ENTRIES
         assert sorted(r[1:] for r in reads if r[0] == "events") == [(0, 150), (150, 300), (300, 450), (450, 600)]
+        assert [r[1:] for r in reads if r[0] == "events run,spill,event"] == [(0, 600)]
         assert raw.verify() == {"events": 600, "spills": 2, "truth": 600}
 
 

@@ -645,12 +645,6 @@ class RawFile:
             raise RawFormatError(f"{self.path}: has no truth (a data-like file)")
         return self.read_verified("truth", entry_start, entry_stop, library="np")
 
-    def event_ids(self) -> dict[str, np.ndarray]:
-        """``events.run``, ``events.spill`` and ``events.event`` of the whole file as numpy (no
-        digits), verified and checked as :meth:`event_numbers` (memory grows with the file: the
-        checks of whole files use :meth:`scan_ids`)."""
-        return self.read_verified("events", library="np", branches=ID_BRANCHES)
-
     def scan_ranges(self, tree: str, step: int) -> list[tuple[int, int]]:
         """``[(start, stop), ...]`` covering ``tree`` in order, each of whole checksum blocks and
         at least ``step`` entries (the last one may be shorter): the reads of a whole-file scan."""
@@ -670,7 +664,7 @@ class RawFile:
         """The event identifiers of the whole file, read ``step`` entries at a time (``events.run``,
         ``spill`` and ``event``, verified and checked as :meth:`event_numbers`, the order across
         the reads too): their first and last event numbers and the events of each spill, in memory
-        bounded by ``step`` (:meth:`event_ids` holds the whole columns)."""
+        bounded by ``step``, not by the file."""
         first = last = None
         spills, counts = [], []
         n = 0
@@ -693,33 +687,22 @@ class RawFile:
     def verify(self, step: int = VERIFY_ENTRIES) -> dict[str, int]:
         """Read and check every tree whole, as a run reads it, ``step`` events at a time (memory
         bounded by it, not by the file): the checksums, the values (:func:`check_content`), the
-        events assembled (the digits' branches agreeing event by event), the event order across
-        the reads, the events of each spill against the ``spills`` tree
-        (:func:`check_spill_counts_of`) and the truth rows against the events; returns the entries
-        of each tree."""
+        event order and the events of each spill against the ``spills`` tree (:meth:`scan_ids`,
+        :func:`check_spill_counts_of`), the events assembled (the digits' branches agreeing event
+        by event) and the truth rows against the events; returns the entries of each tree."""
         spills = self.spills()
-        seen, counts = [], []
-        last = None
-        n = 0
+        ids = self.scan_ids()
+        check_spill_counts_of(ids.spills, ids.counts, spills, self.path)
         for start, stop in self.scan_ranges("events", step):
             events = self.events(start, stop)
-            numbers = np.asarray(events["event"])
-            if len(numbers) and last is not None:
-                check_event_order(numbers[:1], self.path, start, last)
-            last = int(numbers[-1]) if len(numbers) else last
-            s, c = np.unique(np.asarray(events["spill"]).astype(np.int64), return_counts=True)
-            seen.append(s)
-            counts.append(c)
             if self.has_truth:
-                check_truth_rows(self.truth(start, stop)["event"], numbers, self.path, start)
-            n += len(numbers)
-        check_spill_counts_of(*_spill_totals(seen, counts), spills, self.path)
-        entries = {"events": n, "spills": len(spills["spill"])}
+                check_truth_rows(self.truth(start, stop)["event"], events["event"], self.path, start)
+        entries = {"events": ids.n_events, "spills": len(spills["spill"])}
         if self.has_truth:
             entries["truth"] = self._entries("truth")
-            if entries["truth"] != n:
+            if entries["truth"] != ids.n_events:
                 raise RawFormatError(f"{self.path}: truth rows do not match the events: {entries['truth']} truth rows "
-                                     f"for {n} events")
+                                     f"for {ids.n_events} events")
         return entries
 
     def close(self):
@@ -880,13 +863,6 @@ def check_truth_rows(truth_event, event, source, start: int = 0) -> None:
         i = int(np.flatnonzero(t_event != e_event)[0])
         raise RawFormatError(f"{source}: truth rows do not match the events: entry {start + i} has truth.event "
                              f"{t_event[i]} and events.event {e_event[i]}")
-
-
-def check_spill_counts(event_spill, spills: dict, source) -> None:
-    """The spill numbers of a file's events (``event_spill``, all of them) against its ``spills``
-    tree: :func:`check_spill_counts_of` of their counts."""
-    seen, counts = np.unique(np.asarray(event_spill).astype(np.int64), return_counts=True)
-    check_spill_counts_of(seen, counts, spills, source)
 
 
 def check_spill_counts_of(seen, counts, spills: dict, source) -> None:
