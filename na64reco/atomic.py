@@ -34,7 +34,8 @@ def check_new_output(path: str | Path, *, overwrite: bool = False, inputs: Itera
     """Refuse an existing ``path`` unless ``overwrite`` (call it before any work is done).
 
     Overwriting is refused too when ``path`` holds the current directory or one of
-    ``inputs`` (replacing it would delete them).  Returns ``path`` made absolute.
+    ``inputs``, or is one of ``inputs`` (also through a hard or symbolic link): replacing it
+    would delete them.  Returns ``path`` made absolute.
     """
     shown, path = path, Path(os.path.abspath(path))
     if not (path.exists() or path.is_symlink()):
@@ -48,7 +49,20 @@ def check_new_output(path: str | Path, *, overwrite: bool = False, inputs: Itera
             if inner == path or path in inner.parents:
                 raise OutputExists(f"{shown}: refusing to replace this output {what}: it holds {inner} "
                                    "(an input or the current directory); choose another output")
+    for given in inputs:
+        if _same_file(path, given):
+            alias = "" if Path(os.path.abspath(given)) == path else " (the same file under another name: a link)"
+            raise OutputExists(f"{shown}: refusing to replace this output {what}: it is the input {given}{alias}; "
+                               "choose another output")
     return path
+
+
+def _same_file(path: Path, other: str | Path) -> bool:
+    """Whether ``path`` and ``other`` are one file (False for a URL or a missing file)."""
+    try:
+        return os.path.samefile(path, other)
+    except (OSError, ValueError):
+        return False
 
 
 def _remove(path: Path) -> None:

@@ -27,6 +27,28 @@ _MISSING = object()
 def load_yaml(path: str | Path, *, schema_version: int | Sequence[int] | None = None) -> Node:
     """Read a YAML mapping; check its ``schema_version`` if one is required."""
     path = Path(path)
+    data = read_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, found {type(data).__name__}")
+    node = Node(data, str(path))
+    if schema_version is not None:
+        allowed = (schema_version,) if isinstance(schema_version, int) else tuple(schema_version)
+        version = node.integer("schema_version")
+        if version not in allowed:
+            raise ConfigError(
+                f"{path}: key 'schema_version' is {version}; this version of na64reco reads "
+                f"{', '.join(map(str, allowed))}"
+            )
+    return node
+
+
+def read_yaml(path: str | Path) -> Any:
+    """The document of a YAML file, whatever its top level (a key given twice is an error);
+    a missing, unreadable or malformed file is a one-line :class:`ConfigError` naming the file
+    (and the line and column of a syntax error)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory; expected a YAML file")
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")
     try:
@@ -41,18 +63,7 @@ def load_yaml(path: str | Path, *, schema_version: int | Sequence[int] | None = 
         where = getattr(exc, "problem_mark", None)
         line = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
         raise ConfigError(f"{path}: malformed YAML{line}: {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, found {type(data).__name__}")
-    node = Node(data, str(path))
-    if schema_version is not None:
-        allowed = (schema_version,) if isinstance(schema_version, int) else tuple(schema_version)
-        version = node.integer("schema_version")
-        if version not in allowed:
-            raise ConfigError(
-                f"{path}: key 'schema_version' is {version}; this version of na64reco reads "
-                f"{', '.join(map(str, allowed))}"
-            )
-    return node
+    return data
 
 
 class _UniqueKeys:

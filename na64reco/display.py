@@ -10,6 +10,8 @@ a labelled colour bar in GeV.  A *data* event inside the setup's protected regio
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from na64reco.units import GeV
@@ -25,6 +27,21 @@ def _momentum_text(p) -> str:
     """A reconstructed momentum for the summary line ("not reconstructed" for NaN)."""
     p = float(p)
     return f"{p:.1f} GeV" if np.isfinite(p) else "not reconstructed"
+
+
+def check_image_output(path, option: str) -> None:
+    """Refuse (one-line :class:`~na64reco.errors.ConfigError`) an image file name whose extension
+    matplotlib does not write (``.png``, ``.pdf``, ``.svg``, ...; not ``.pgf``, LaTeX code):
+    called before any work, so a wrong name does not cost the drawing."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    from na64reco.errors import ConfigError
+
+    formats = sorted(set(FigureCanvasBase.get_supported_filetypes()) - {"pgf"})
+    suffix = os.path.splitext(str(path))[1].lower()
+    if suffix[1:] not in formats:
+        found = f"extension {suffix} is not an image format" if suffix else "no file extension"
+        raise ConfigError(f"{option} {path}: {found}; expected one of {', '.join('.' + f for f in formats)}")
 
 
 def check_not_blinded(reco, setup_name: str, reference=None) -> None:
@@ -90,8 +107,11 @@ def draw_event(raw_events, index: int, setup, conditions, *, title: str = "", ou
                        fontsize="small")
         cbar.ax.tick_params(labelsize="x-small")
         modules = ", ".join(f"{e:.1f}" for e in np.asarray(r.hcal_module_energy))
-        summary = (rf"$p_{{in}}$ = {_momentum_text(r.p_in)},  $p_{{out}}$ = {_momentum_text(r.p_out)},  "
-                   rf"$E_{{ECAL}}$ = {float(r.ecal_energy):.2f} GeV,  $E_{{HCAL}}$ = {float(r.hcal_energy):.2f} GeV "
+        fields = reco.fields  # NA64e (one spectrometer) has no p_out; it has the SRD
+        summary = (rf"$p_{{in}}$ = {_momentum_text(r.p_in)},  "
+                   + (rf"$p_{{out}}$ = {_momentum_text(r.p_out)},  " if "p_out" in fields else "")
+                   + (rf"$E_{{SRD}}$ = {float(r.srd_energy) * 1000:.1f} MeV,  " if "srd_energy" in fields else "")
+                   + rf"$E_{{ECAL}}$ = {float(r.ecal_energy):.2f} GeV,  $E_{{HCAL}}$ = {float(r.hcal_energy):.2f} GeV "
                    f"(modules {modules} GeV),  "
                    rf"$E_{{VETO}}$ = {float(r.veto_energy) * 1000:.1f} MeV,  "
                    rf"$E_{{VHCAL}}$ = {float(r.vhcal_energy):.2f} GeV")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 NAME = "display"
-HELP = "draw one event (top and side views: hits, fitted tracks, calorimeter energies) to a PNG"
+HELP = ("draw one event (top and side views: hits, fitted tracks, calorimeter energies; NA64mu or NA64e) "
+        "to an image")
 
 
 def add_arguments(p):
@@ -20,15 +21,19 @@ def run(args) -> int:
 
     from na64reco.atomic import output_file
     from na64reco.conditions import load_conditions
-    from na64reco.display import draw_event
+    from na64reco.display import check_image_output, draw_event
     from na64reco.errors import ConfigError
     from na64reco.geometry import load_setup
     from na64reco.io.raw import open_raw
 
+    check_image_output(args.output, "--output")
     with open_raw(args.raw) as raw:
         setup = load_setup(raw.setup, run=raw.run)
         conds = load_conditions(setup, raw.run, args.calib_tag)
         numbers = raw._file["events"]["event"].array(library="np")
+        if numbers.size == 0:
+            raise ConfigError(f"{args.raw}: no event {args.event}: the file holds no events (events failing the "
+                              "trigger are not in the file); nothing to draw")
         where = np.nonzero(numbers == args.event)[0]
         if where.size == 0:
             raise ConfigError(f"{args.raw}: no event {args.event} (events {numbers.min()}..{numbers.max()}, "
@@ -41,8 +46,9 @@ def run(args) -> int:
 
             t = raw.truth(i, i + 1)
             names = {v: k for k, v in PROCESSES.items()}
-            title += (f"   truth: {names.get(int(t['process'][0]), '?')}, p_in = {t['p_in'][0]:.1f} GeV, "
-                      f"p_out = {t['p_out'][0]:.1f} GeV")
+            p_out = float(t["p_out"][0])  # NaN where there is none (NA64e: no outgoing spectrometer)
+            title += (f"   truth: {names.get(int(t['process'][0]), '?')}, p_in = {t['p_in'][0]:.1f} GeV"
+                      + (f", p_out = {p_out:.1f} GeV" if np.isfinite(p_out) else ""))
         with output_file(args.output) as staged:  # no half-written image after a crash
             draw_event(events, 0, setup, conds, title=title, output=staged, data=not raw.has_truth)
     print(f"event {args.event} of {args.raw} -> {args.output}")

@@ -41,8 +41,10 @@ SETUPS = {
 def add_arguments(parser) -> None:
     parser.add_argument("--setup", choices=sorted(SETUPS), default="na64mu",
                         help="beam mode: na64mu (Z', g) or na64e (A', eps)")
-    parser.add_argument("--mot", type=float, help="muons on target (required for na64mu; no default)")
-    parser.add_argument("--eot", type=float, help="electrons on target (required for na64e; no default)")
+    parser.add_argument("--mot", type=float, help="muons on target (required for na64mu, refused for na64e; "
+                        "no default)")
+    parser.add_argument("--eot", type=float, help="electrons on target (required for na64e, refused for na64mu; "
+                        "no default)")
     parser.add_argument("--efficiency", type=float, required=True,
                         help="signal efficiency in (0, 1], excluding the x > x_min acceptance")
     parser.add_argument("--background", type=float, default=0.0, help="expected background events")
@@ -64,6 +66,11 @@ def _validate(args) -> float:
     setup = SETUPS[args.setup]
     n_on_target = args.mot if setup["model"] == "zprime" else args.eot
     flag = "--mot" if setup["model"] == "zprime" else "--eot"
+    other, other_value, other_setup = ("--eot", args.eot, "na64e") if flag == "--mot" else ("--mot", args.mot, "na64mu")
+    if other_value is not None:  # it would be ignored
+        counted = "muons" if flag == "--mot" else "electrons"
+        raise ConfigError(f"{other} {other_value:g} is an option of setup {other_setup}, not of {args.setup} (which "
+                          f"counts the {counted} on target with {flag}); give {flag} instead")
     if n_on_target is None:
         raise ConfigError(f"setup {args.setup} needs {flag} (number of leptons on target)")
     if not (n_on_target > 0 and math.isfinite(n_on_target)):
@@ -73,10 +80,14 @@ def _validate(args) -> float:
     bad = [m for m in args.masses if not (m > 0 and math.isfinite(m))]
     if bad:
         raise ConfigError(f"--masses must be > 0 GeV, got {bad}")
-    too_heavy = [m for m in args.masses if m * _GEV >= setup["e0"] * (1 - (args.x_min or setup["x_min"]))]
+    if args.x_min is not None and not 0 <= args.x_min < 1:  # before the masses' reach, which depends on it
+        raise ConfigError(f"--x-min must be in [0, 1), got {args.x_min}")
+    x_min = setup["x_min"] if args.x_min is None else args.x_min
+    too_heavy = [m for m in args.masses if m * _GEV >= setup["e0"] * (1 - x_min)]
     if too_heavy:
+        box = f"--x-min {x_min:g}" if args.x_min is not None else f"the x > {x_min:g} signal box of {args.setup}"
         raise ConfigError(f"--masses {too_heavy} GeV are above the kinematic reach of the "
-                          f"{setup['e0'] / _GEV:g} GeV beam with the x > x_min signal box")
+                          f"{setup['e0'] / _GEV:g} GeV beam with {box} (m < E0 (1 - x_min))")
     from na64reco.stats.limits import MAX_RELATIVE_BACKGROUND_UNCERTAINTY as max_rel
 
     for flag, value in (("--background", args.background), ("--background-uncertainty", args.background_uncertainty)):
@@ -93,8 +104,6 @@ def _validate(args) -> float:
         raise ConfigError(f"--observed must be >= 0, got {args.observed}")
     if not 0 < args.cl < 1:
         raise ConfigError(f"--cl must be in (0, 1), got {args.cl}")
-    if args.x_min is not None and not 0 <= args.x_min < 1:
-        raise ConfigError(f"--x-min must be in [0, 1), got {args.x_min}")
     return n_on_target
 
 
@@ -202,6 +211,10 @@ def _draw_limit(result: dict, args, path: str, setup: dict, masses, g90) -> floa
 
 
 def run(args) -> int:
+    if args.plot:
+        from na64reco.display import check_image_output
+
+        check_image_output(args.plot, "--plot")  # before the limits are computed
     result = compute(args)
     if args.plot:
         from na64reco.atomic import output_file

@@ -17,7 +17,8 @@ HELP = "reconstruct a raw file into a per-event table (Parquet or ROOT)"
 def add_arguments(p):
     p.add_argument("raw", help="raw ROOT file (na64raw format)")
     p.add_argument("--output", "-o", required=True,
-                   help="output .parquet (or .root) file, written whole at the end (replaced if it exists)")
+                   help="output .parquet (or .root) file, written whole at the end (replaced if it exists, "
+                        "unless it is the raw file)")
     p.add_argument("--calib-tag", default=None,
                    help="calibration tag (default: the setup's tag in calib/default_tags.yaml)")
     p.add_argument("--chunk-size", type=int, default=EXPORT_CHUNK,
@@ -26,7 +27,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from na64reco.atomic import output_file
+    from na64reco.atomic import check_new_output, output_file
     from na64reco.errors import ConfigError
     from na64reco.export import reconstruct_file
 
@@ -34,6 +35,7 @@ def run(args) -> int:
         raise ConfigError(f"--chunk-size must be positive, got {args.chunk_size}")
     if Path(args.output).suffix not in (".parquet", ".root"):
         raise ConfigError(f"--output {args.output}: must end in .parquet or .root")
+    check_new_output(args.output, overwrite=True, inputs=[args.raw])  # replacing the raw file would delete it
     with output_file(args.output) as staged:  # a crash leaves no half-written table
         summary = reconstruct_file(args.raw, staged, calib_tag=args.calib_tag,
                                    chunk_size=args.chunk_size, progress=not args.quiet)

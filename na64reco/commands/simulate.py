@@ -24,7 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--process", default="mixture", metavar="PROCESS",
                    help=f"one of {', '.join(PROCESS_CHOICES)} (default mixture)")
     p.add_argument("--mass", type=float, metavar="GEV",
-                   help="dark boson mass in GeV (required for --process signal; no default)")
+                   help="dark boson mass in GeV (required for --process signal, refused for a process "
+                        "without signal events; no default)")
     p.add_argument("--coupling", type=float, metavar="G",
                    help="Z' coupling g (na64mu) or A' mixing epsilon (na64e); default from the setup's "
                         "simulation.signal.default_coupling")
@@ -41,6 +42,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spill-particles", type=int, metavar="N",
                    help="beam particles per simulated spill (default: the setup's, at most "
                         "simulation.spill_particles_max)")
+    p.add_argument("--first-spill", type=int, default=0, metavar="N",
+                   help="skip the seed's first N spills: the file holds spills N+1, N+2, ... (the next spills "
+                        "of one seed, e.g. after a file of N spills with the same --seed and --spill-particles; "
+                        "default 0)")
     p.add_argument("--faults", metavar="YAML",
                    help="detector faults to inject into chosen spills: a YAML list of {spill, kind, ...} "
                         "(kinds pedestal_jump, noisy_channel, dead_plane; see na64reco.sim.faults; default: none)")
@@ -57,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         truth=not args.no_truth, chunk_size=args.chunk_size, calib_tag=args.calib_tag,
         progress=not args.quiet, trigger=args.trigger,
         beam_energy=None if args.beam_energy is None else args.beam_energy * u.GeV,
-        faults=faults, spill_particles=args.spill_particles,
+        faults=faults, spill_particles=args.spill_particles, first_spill=args.first_spill,
     )
     if not args.quiet:
         rate = result.n_beam / result.seconds if result.seconds > 0 else float("nan")

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
+from na64reco.config import read_yaml
 from na64reco.errors import ConfigError
 from na64reco.geometry import Setup
 
@@ -61,12 +61,7 @@ class Fault:
 def load_faults(path) -> list[dict]:
     """The fault list of a YAML file: a list, or a mapping with key ``faults`` holding one."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: malformed YAML: {exc}") from None
+    data = read_yaml(path)  # one line naming the file (and the line and column of a syntax error)
     if isinstance(data, dict) and set(data) == {"faults"}:
         data = data["faults"]
     if not isinstance(data, list):

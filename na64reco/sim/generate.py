@@ -62,6 +62,7 @@ from pathlib import Path
 import hepunits as u
 import numpy as np
 
+from na64reco.atomic import output_file
 from na64reco.conditions import load_conditions
 from na64reco.errors import ConfigError, RawFormatError
 from na64reco.geometry import Setup, load_setup, period_of_run
@@ -137,9 +138,10 @@ def _check_inputs(setup, n_events, seed, run, process, mass, coupling, chunk_siz
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
             raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
     if process == "signal" or (process == "mixture" and mass is not None):
-        if mass is None or not np.isfinite(mass) or mass <= 0:
-            raise ConfigError(f"process 'signal' needs a positive dark boson mass (got {mass!r}); "
-                              "give --mass in GeV")
+        if mass is None:
+            raise ConfigError("process 'signal' needs a dark boson mass; give --mass in GeV")
+        if not np.isfinite(mass) or mass <= 0:  # said in GeV, as --mass is given
+            raise ConfigError(f"the dark boson mass (--mass) must be a positive number of GeV, got {mass / u.GeV:g}")
     if coupling is not None and (not np.isfinite(coupling) or coupling <= 0):
         raise ConfigError(f"coupling must be positive, got {coupling!r}")
 
@@ -183,7 +185,8 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
         n_events: beam particles to simulate (MOT / EOT), > 0.
         seed: random seed (>= 0); same seed and options -> identical file content.
         run: run number written to the file and used to look up the conditions.
-        output: path of the ROOT file to create (overwritten).
+        output: path of the ROOT file to create (replaced if it exists), written to a temporary
+            sibling and moved into place only when complete (none is left on failure or interrupt).
         process: one of :data:`na64reco.sim.params.PROCESS_CHOICES`.
         mass: dark boson mass in hepunits (MeV; e.g. ``0.1 * hepunits.GeV``); required for
             ``signal`` (and gives signal events in a mixture with a ``signal`` admixture).
@@ -244,6 +247,13 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
     output = Path(output)
     _check_output(output)
     params = load_sim_params(setup, mixture)
+    if process != "signal" and not (process == "mixture" and params.mixture.get("signal", 0.0) > 0) \
+            and (mass is not None or coupling is not None):  # they enter only signal events: refuse, not ignore
+        given = " and ".join(n for n, v in (("mass (--mass)", mass), ("coupling (--coupling)", coupling))
+                             if v is not None)
+        what = "its mixture has no signal admixture" if process == "mixture" else "it makes no signal events"
+        raise ConfigError(f"{given} given for process {process!r}, but {what}: they would be ignored; "
+                          "use process 'signal' (--process signal) or leave them out")
     lepton_mass = lepton_mass_of(setup.beam.particle)
     weight = 1.0
     if mass is not None:
@@ -257,7 +267,7 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
             raise ConfigError(f"spill_particles must be an integer >= 1, got {spill_particles!r}")
         per_spill = int(spill_particles)
     if isinstance(first_spill, bool) or not isinstance(first_spill, (int, np.integer)) or first_spill < 0:
-        raise ConfigError(f"first_spill must be an integer >= 0, got {first_spill!r}")
+        raise ConfigError(f"first_spill (--first-spill) must be an integer >= 0, got {first_spill!r}")
     fault_list = parse_faults(faults, setup)
     planes = PlaneTables.of(setup, cond)
     region = None
@@ -300,7 +310,11 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
     counts = dict.fromkeys(PROCESSES, 0)
     n_written = 0
     crossings: list[dict] = []
-    with RawWriter(output, setup=setup.name, run=int(run), has_truth=truth, extra_meta=meta) as writer:
+    # written to a temporary sibling and moved into place only when complete: an interrupted
+    # run leaves no half-written file, and an existing output is replaced, not written into
+    # (another name of it, a hard link, keeps its content)
+    with output_file(output) as staged, \
+            RawWriter(staged, setup=setup.name, run=int(run), has_truth=truth, extra_meta=meta) as writer:
         buffer: list[dict] = []
         for i in range(n_spills):
             spill = int(first_spill) + i

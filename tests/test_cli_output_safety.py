@@ -1,0 +1,241 @@
+"""Commands as a user types them never destroy their inputs, never leave a half-written output,
+and answer a wrong option with one line naming it (no traceback, no "internal error").
+
+reco refuses an output that is its raw file (by any name); simulate writes its file whole;
+display draws NA64e events and checks its image name and input before any work; limit names
+the option at fault; simulate's options that would be ignored are refused.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+
+import pytest
+
+from na64reco import atomic, cli
+
+
+def leftovers(folder):
+    return [p.name for p in folder.iterdir() if re.match(r"\..*\.(tmp|old)-\d+", p.name)]
+
+
+def one_line_error(capsys, argv, code=1) -> str:
+    rc = cli.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == code and len(err) == 1 and err[0].startswith(f"na64reco {argv[0]}: error:"), (rc, err)
+    return err[0]
+
+
+# ---- reco: the output is never the input ---------------------------------------------------
+@pytest.mark.parametrize("alias", ["same", "dot", "hardlink", "symlink_out", "symlink_in"])
+def test_reco_refuses_to_replace_its_raw_file(small_na64mu_files, tmp_path, monkeypatch, capsys, alias):
+    import na64reco.export
+
+    raw = tmp_path / "mu.root"
+    shutil.copy(small_na64mu_files["mc"], raw)
+    before = raw.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    given, output = "mu.root", "mu.root"
+    if alias == "dot":
+        given, output = "./mu.root", str(tmp_path / "mu.root")
+    elif alias == "hardlink":
+        os.link(raw, tmp_path / "other.root")
+        output = "other.root"
+    elif alias == "symlink_out":
+        (tmp_path / "other.root").symlink_to(raw)
+        output = "other.root"
+    elif alias == "symlink_in":
+        (tmp_path / "other.root").symlink_to(raw)
+        given = "other.root"
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("reconstruction started")
+
+    monkeypatch.setattr(na64reco.export, "reconstruct_file", no_work)
+    err = one_line_error(capsys, ["reco", given, "-o", output, "--quiet"])
+    assert "refusing to replace" in err and f"input {given}" in err and output in err
+    assert raw.read_bytes() == before and not leftovers(tmp_path)
+
+
+def test_check_new_output_refuses_a_file_that_is_an_input(tmp_path):
+    a = tmp_path / "a.root"
+    a.write_text("raw")
+    os.link(a, tmp_path / "b.root")
+    for out in (a, tmp_path / "b.root"):
+        with pytest.raises(atomic.OutputExists, match="is the input"):
+            atomic.check_new_output(out, overwrite=True, inputs=[a])
+    assert atomic.check_new_output(tmp_path / "c.root", overwrite=True, inputs=[a]) == tmp_path / "c.root"
+    assert atomic.check_new_output(a, overwrite=True, inputs=["https://example.org/a.root"]) == a
+
+
+# ---- simulate: the file appears whole or not at all ---------------------------------------
+SIM = ["simulate", "--setup", "na64mu", "--events", "400", "--spill-particles", "100", "--chunk-size", "100",
+       "--seed", "3", "--quiet"]
+
+
+def test_interrupted_simulate_leaves_the_old_file_and_no_part(tmp_path, monkeypatch, capsys):
+    import na64reco.sim.generate as generate
+
+    out = tmp_path / "beam.root"
+    out.write_bytes(b"an older file")
+    real, calls = generate.simulate_spill, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # after two spills were written
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(generate, "simulate_spill", interrupted)
+    assert cli.main([*SIM, "--output", str(out)]) == cli.EXIT_INTERRUPTED
+    capsys.readouterr()
+    assert len(calls) == 3 and out.read_bytes() == b"an older file" and not leftovers(tmp_path)
+    out.unlink()
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("crash")
+
+    monkeypatch.setattr(generate, "simulate_spill", crash)
+    with pytest.raises(RuntimeError):  # the Python API too
+        generate.simulate("na64mu", 100, 1, 1, out)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_simulate_replaces_a_hard_linked_output_without_writing_into_it(tmp_path, capsys):
+    from na64reco.io.raw import open_raw
+
+    keep = tmp_path / "keep.root"
+    keep.write_bytes(b"another name's content")
+    os.link(keep, tmp_path / "beam.root")
+    assert cli.main([*SIM, "--output", str(tmp_path / "beam.root")]) == 0
+    assert keep.read_bytes() == b"another name's content"
+    with open_raw(tmp_path / "beam.root") as f:
+        assert f.spills()["n_beam"].sum() == 400
+    assert not leftovers(tmp_path)
+
+
+def test_simulate_first_spill_follows_the_duplicate_files_advice(tmp_path, capsys):
+    """Two files of one seed's spills are refused as the same events, with the advice to simulate
+    other spills with ``--first-spill``: an option of simulate, whose file holds the next spills."""
+    import uproot
+
+    from na64reco.campaign import campaign_exposure
+    from na64reco.errors import ConfigError
+
+    first, again = tmp_path / "first.root", tmp_path / "again.root"
+    base = ["simulate", "--setup", "na64mu", "--events", "200", "--spill-particles", "100", "--seed", "5", "--quiet"]
+    assert cli.main([*base, "--output", str(first)]) == 0
+    assert cli.main([*base, "--output", str(again)]) == 0
+    with pytest.raises(ConfigError, match="--first-spill"):
+        campaign_exposure([first, again])
+    assert cli.main([*base, "--first-spill", "2", "--output", str(again)]) == 0
+    with uproot.open(again) as f:
+        assert list(f["spills"]["spill"].array(library="np")) == [3, 4]
+    assert campaign_exposure([first, again])[0] == 400
+    err = one_line_error(capsys, [*base, "--first-spill", "-1", "--output", str(tmp_path / "x.root")])
+    assert "--first-spill" in err and "-1" in err
+
+
+# ---- simulate: options that would be ignored, and the mass in GeV ------------------------
+@pytest.mark.parametrize("extra, named", [(["--process", "beam", "--mass", "0.1"], "--mass"),
+                                          (["--process", "beam", "--coupling", "1e-4"], "--coupling"),
+                                          (["--mass", "0.1"], "--mass")])  # the default mixture has no signal
+def test_simulate_refuses_signal_options_without_signal(tmp_path, capsys, extra, named):
+    out = tmp_path / "x.root"
+    err = one_line_error(capsys, ["simulate", "--setup", "na64mu", "--events", "10", "--output", str(out), *extra])
+    assert named in err and "signal" in err and not out.exists()
+
+
+def test_simulate_mass_error_says_gev(tmp_path, capsys):
+    err = one_line_error(capsys, ["simulate", "--setup", "na64mu", "--events", "10", "--process", "signal",
+                                  "--mass", "-1", "--output", str(tmp_path / "x.root")])
+    assert "--mass" in err and "got -1" in err and "1000" not in err
+
+
+def test_simulate_signal_still_takes_mass_and_coupling(tmp_path, capsys):
+    from na64reco.io.raw import open_raw
+
+    out = tmp_path / "sig.root"
+    assert cli.main(["simulate", "--setup", "na64mu", "--events", "50", "--process", "signal", "--mass", "0.1",
+                     "--coupling", "1e-4", "--output", str(out), "--quiet"]) == 0
+    with open_raw(out) as f:
+        assert f.meta["simulation"]["mass_gev"] == pytest.approx(0.1) and f.meta["simulation"]["coupling"] == 1e-4
+
+
+# ---- simulate --faults: YAML errors name the file, line and column ------------------------
+@pytest.mark.parametrize("text, line", [("faults:\n  - {spill: 2, kind: dead_plane, plane: MM2Y\n  - {spill: 3}\n", 3),
+                                        ("faults:\n  - spill: 2\n   kind: x\n", 3),
+                                        ("- {spill: 2, spill: 3, kind: dead_plane, plane: MM2Y}\n", 1)])
+def test_faults_yaml_errors_name_file_line_and_column(tmp_path, capsys, text, line):
+    faults = tmp_path / "faults.yaml"
+    faults.write_text(text)
+    err = one_line_error(capsys, ["simulate", "--setup", "na64mu", "--events", "10", "--faults", str(faults),
+                                  "--output", str(tmp_path / "x.root")])
+    assert f"{faults}: malformed YAML (line {line}, column" in err and "<unicode string>" not in err
+    assert re.search(r"expected|not allowed|twice", err), err
+
+
+# ---- display ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def na64e_file(tmp_path_factory):
+    from na64reco.sim.generate import simulate
+
+    path = tmp_path_factory.mktemp("na64e") / "e.root"
+    simulate("na64e", 300, 1, 1, path)
+    return path
+
+
+def test_display_draws_na64e_events(na64e_file, tmp_path, capsys):
+    import uproot
+
+    with uproot.open(na64e_file) as f:
+        first = int(f["events"]["event"].array(library="np")[0])
+    out = tmp_path / "e.png"
+    assert cli.main(["display", str(na64e_file), "--event", str(first), "-o", str(out)]) == 0, capsys.readouterr()
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not leftovers(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["x.txt", "x"])
+def test_display_checks_the_image_name_first(na64e_file, tmp_path, monkeypatch, capsys, name):
+    import na64reco.io.raw
+
+    monkeypatch.setattr(na64reco.io.raw, "open_raw", lambda *a, **k: pytest.fail("the raw file was opened"))
+    err = one_line_error(capsys, ["display", str(na64e_file), "--event", "1", "-o", str(tmp_path / name)])
+    assert name in err and ".png" in err and ".pdf" in err and not list(tmp_path.iterdir())
+
+
+def test_display_of_a_file_without_events(tmp_path, capsys):
+    from na64reco.io.raw import open_raw
+    from na64reco.sim.generate import simulate
+
+    empty = tmp_path / "empty.root"
+    simulate("na64mu", 1, 1, 1, empty)  # one beam muon: not triggered
+    with open_raw(empty) as f:
+        assert f.n_events == 0
+    err = one_line_error(capsys, ["display", str(empty), "--event", "1", "-o", str(tmp_path / "e.png")])
+    assert str(empty) in err and "no events" in err and not (tmp_path / "e.png").exists()
+
+
+# ---- limit --------------------------------------------------------------------------------
+LIMIT = ["limit", "--efficiency", "0.1", "--masses", "0.01", "0.1"]
+
+
+def test_limit_checks_the_plot_name(tmp_path, capsys):
+    err = one_line_error(capsys, [*LIMIT, "--mot", "1e10", "--plot", str(tmp_path / "x.txt")])
+    assert "--plot" in err and "x.txt" in err and ".png" in err and not list(tmp_path.iterdir())
+
+
+def test_limit_names_x_min(capsys):
+    err = one_line_error(capsys, [*LIMIT, "--mot", "1e10", "--x-min", "1.2"])
+    assert "--x-min" in err and "1.2" in err and "kinematic reach" not in err
+    err = one_line_error(capsys, ["limit", "--efficiency", "0.1", "--masses", "100", "--mot", "1e10",
+                                  "--x-min", "0.5"])
+    assert "--x-min 0.5" in err and "kinematic reach" in err
+
+
+@pytest.mark.parametrize("setup, wrong, right", [("na64mu", "--eot", "--mot"), ("na64e", "--mot", "--eot")])
+def test_limit_refuses_the_other_setups_exposure(capsys, setup, wrong, right):
+    err = one_line_error(capsys, [*LIMIT, "--setup", setup, right, "1e10", wrong, "1e12"])
+    assert wrong in err and right in err and setup in err
