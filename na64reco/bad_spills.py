@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
+from na64reco.config import read_yaml
 from na64reco.errors import ConfigError
 
 BAD_SPILLS_SCHEMA_VERSION = 1
+#: what a bad-spill list is, for the messages
+BAD_SPILL_LIST = ("a bad-spill list (YAML or JSON: schema_version, spills: [{run, spill, reasons}]; "
+                  "`na64reco dqm` writes it)")
 
 
 class BadSpillsError(ConfigError):
@@ -24,12 +26,12 @@ def load_bad_spills(path) -> dict[tuple[int, int], list[str]]:
     """``{(run, spill): reasons}`` of a bad-spill list written by :func:`write_bad_spills`
     (YAML or JSON with the same keys)."""
     path = Path(path)
+    if not (path.exists() or path.is_symlink()):
+        raise BadSpillsError(f"{path}: bad-spill list not found")
     try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise BadSpillsError(f"{path}: bad-spill list not found") from None
-    except (OSError, yaml.YAMLError) as exc:
-        raise BadSpillsError(f"{path}: cannot read the bad-spill list: {exc}") from None
+        data = read_yaml(path)  # one line naming the file (and the line and column of a syntax error)
+    except ConfigError as exc:
+        raise BadSpillsError(f"{exc}; the file should be {BAD_SPILL_LIST}") from None
     if not isinstance(data, dict) or data.get("schema_version") != BAD_SPILLS_SCHEMA_VERSION:
         found = data.get("schema_version") if isinstance(data, dict) else type(data).__name__
         raise BadSpillsError(f"{path}: key 'schema_version' is {found!r}; expected {BAD_SPILLS_SCHEMA_VERSION} "

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from na64reco.datasets import Sample, SampleMix
 from na64reco.errors import RawFormatError, SetupMismatch
 from na64reco.io import location
 from na64reco.io.distinct import DistinctFiles, FileIdentity
@@ -128,16 +129,19 @@ def check_files(fileset: Mapping[str, list[str]], setup: str, *, skip_bad_files:
     simulation seed and settings, data of one run with overlapping event numbers, the same
     content: :mod:`na64reco.io.distinct`) are a :class:`ConfigError` naming both, with or
     without ``skip_bad_files``: their events and beam particles would be counted twice.  A
-    path listed twice in a dataset is refused before any file is opened.
+    path listed twice in a dataset is refused before any file is opened.  So are two files of a
+    dataset that are not one sample (data and simulation, two triggers or beam energies:
+    :class:`na64reco.datasets.SampleMix`, from what the check read).
 
     ``cache``: the records of files checked by earlier runs and unchanged since are taken from
     it instead of checking the files again, and what this check finds is kept in it
     (:mod:`na64reco.file_check_cache`); the result is the same."""
     check = FileCheck({}, {})
-    distinct = {}
+    distinct, samples = {}, {}
     order = []
     for dataset, files in fileset.items():
         distinct[dataset] = DistinctFiles(f"dataset {dataset!r}")
+        samples[dataset] = SampleMix(dataset)
         for path in files:
             distinct[dataset].path(path)
             order.append((dataset, path))
@@ -158,6 +162,7 @@ def check_files(fileset: Mapping[str, list[str]], setup: str, *, skip_bad_files:
                 check.skipped[str(path)] = {"reason": res.error[1], "events": res.events}
                 continue
             distinct[dataset].add(path, res.identity)
+            samples[dataset].add(path, Sample.of_identity(res.identity))
             check.files[str(path)] = res.info
             check.good.setdefault(dataset, []).append(str(path))
             check.entries[str(path)] = res.info["numentries"]

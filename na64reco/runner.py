@@ -44,10 +44,11 @@ from coffea import processor
 from coffea.nanoevents import BaseSchema
 
 from na64reco.config import load_yaml
+from na64reco.datasets import Sample, check_name, check_names, group_files
 from na64reco.errors import BlindingError, ConfigError, NA64Error, RawFormatError, SetupMismatch
 from na64reco.file_check import DaskChecks, FileCheck, PoolChecks, check_files
 from na64reco.io import location
-from na64reco.io.raw import declared_meta, event_branches, open_raw
+from na64reco.io.raw import declared_meta, event_branches
 from na64reco.job_defaults import EXECUTORS, RUN_CHUNK
 from na64reco.summary import cutflow_summary, format_summary
 
@@ -95,6 +96,7 @@ def load_fileset(path: str | Path) -> dict[str, list[str]]:
 
     A dataset may also be ``{files: [...]}``; relative paths are relative to the YAML,
     absolute paths and URLs (``root://``, ``https://``, ``s3://``) are taken as they are.
+    Dataset names are plain names (:func:`na64reco.datasets.check_name`).
     """
     path = Path(path)
     node = load_yaml(path, schema_version=FILESET_SCHEMA_VERSION)
@@ -102,6 +104,10 @@ def load_fileset(path: str | Path) -> dict[str, list[str]]:
     out = {}
     for name in datasets.data:
         value = datasets.data[name]  # (names may contain dots: no key-path lookup)
+        try:
+            check_name(str(name))
+        except ConfigError as exc:
+            raise datasets.error(str(name), str(exc)) from None
         files = value.get("files") if isinstance(value, dict) else value
         if not isinstance(files, list) or not files or not all(isinstance(f, str) for f in files):
             raise datasets.error(str(name), "expected a non-empty list of file paths (or {files: [...]})")
@@ -114,39 +120,26 @@ def load_fileset(path: str | Path) -> dict[str, list[str]]:
 def fileset_from_files(files: list[str], dataset: str | None = None) -> dict[str, list[str]]:
     """Datasets for a plain list of files.
 
-    With ``dataset`` all files form that one dataset.  Otherwise files are grouped by
-    what they hold, so that samples are never summed by accident: ``data`` (no truth),
-    ``mc_<process>`` for simulated files (``mc_signal_m<mass>GeV`` for signal), ``mc``
-    for simulation of unknown origin.  A file that cannot be opened (truncated, say: the run then
-    reports or skips it) goes to the dataset its metadata declares, read without checks
-    (:func:`na64reco.io.raw.declared_meta`), and to ``default`` only if even that is unreadable.
+    With ``dataset`` (a plain name, :func:`na64reco.datasets.check_name`) all files form that
+    one dataset (the run refuses it if they are not one sample: data and simulation, two
+    triggers or beam energies, :class:`na64reco.datasets.SampleMix`).  Otherwise files are
+    grouped by what their metadata declares, so that samples are never summed by accident:
+    ``data`` (no truth), ``mc_<process>`` for simulated files (``mc_signal_m<mass>GeV`` for
+    signal), ``mc`` for simulation of unknown origin, with a suffix for the files of a group
+    that differ in trigger, beam energy or run period (``mc_mixture_calibration``,
+    ``mc_mixture_100GeV``, ``data_2023``: :func:`na64reco.datasets.group_files`).  The metadata
+    is read without checks (:func:`na64reco.io.raw.declared_meta`, one small read per file; the
+    run checks every file next), so a file that the run will refuse (truncated, say) goes to the
+    dataset its metadata declares, and to ``default`` only if even that is unreadable.
     """
     files = [location.location(f) for f in files]  # URLs as given (never through Path)
     if dataset is not None:
-        return {dataset: files}
-    out: dict[str, list[str]] = {}
+        return {check_name(dataset): files}
+    samples = []
     for f in files:
-        out.setdefault(_dataset_of(f), []).append(f)
-    return out
-
-
-def _dataset_of(path) -> str:
-    try:
-        with open_raw(path) as raw:
-            meta = raw.meta
-    except NA64Error:  # a bad file (truncated, say) is listed under the dataset its metadata declares,
-        meta = declared_meta(path)  # so the run reports it skipped there; "default" if that is unreadable too
-        if meta is None:
-            return "default"
-    if not meta.get("has_truth"):
-        return "data"
-    sim = meta.get("simulation") if isinstance(meta.get("simulation"), dict) else {}
-    process = sim.get("process")
-    if not process:
-        return "mc"
-    if process == "signal" and sim.get("mass_gev") is not None:
-        return f"mc_signal_m{sim['mass_gev']:g}GeV"
-    return f"mc_{process}"
+        meta = declared_meta(f)
+        samples.append((f, None if meta is None else Sample.of_meta(meta)))
+    return group_files(samples)
 
 
 def chunking(chunksize: int, max_cluster: int) -> tuple[int, bool]:
@@ -616,8 +609,12 @@ def run_files(fileset: Mapping[str, list[str]], opts: RunOptions, *, processor_i
     """Run over ``fileset`` ({dataset: [files]}); return ``{dataset: outputs}``.
 
     Every dataset's ``provenance`` lists the skipped files with reasons and events, and
-    carries ``events_total`` (events in all files, bad ones included when countable).
+    carries ``events_total`` (events in all files, bad ones included when countable).  The
+    datasets are in the order of ``fileset``, whatever the executor; their names are checked
+    before anything is done (:func:`na64reco.datasets.check_name`), their files with the
+    files' check (one sample per dataset, :class:`na64reco.datasets.SampleMix`).
     """
+    check_names(fileset)
     proc = processor_instance or make_processor(opts)
     if opts.bad_spills is not None:  # dropped by the processor, left out of the MOT/EOT
         from na64reco.bad_spills import load_bad_spills
@@ -664,6 +661,7 @@ def run_files(fileset: Mapping[str, list[str]], opts: RunOptions, *, processor_i
                 raise NA64Error(f"run failed: {_root_message(exc)}") from exc
     out = dict(wrapped.get("out") or {})
     _account(out, fileset, check, wrapped.get("na64_skipped", {}), proc)
+    out = {ds: out[ds] for ds in fileset}  # (the executors merge the chunks' outputs in the order they finish)
     _require_some_input(out)
     for ds in out.values():
         ds["provenance"].wall_time = time.time() - t0

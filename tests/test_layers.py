@@ -15,9 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Lowest first.  Within a layer, two packages do not import each other.
 LAYERS: list[set[str]] = [
     {"__init__", "units", "errors", "job_defaults", "summary", "as_loaded"},
-    {"config", "constants", "atomic", "resources", "exposure", "hists", "bad_spills", "pulse", "material"},
-    {"geometry", "physics"},
-    {"conditions"},
+    {"config", "constants", "atomic", "resources", "exposure", "hists", "pulse", "material"},
+    {"geometry", "physics", "bad_spills"},
+    {"conditions", "datasets"},
     {"io"},
     {"sim", "reco", "stats", "file_check"},
     {"selection", "file_check_cache"},

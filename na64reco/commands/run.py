@@ -44,8 +44,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--fileset", metavar="FILESET.yaml",
                         help="datasets and their files (instead of FILES; default: none)")
-    parser.add_argument("--dataset", metavar="NAME", help="put all FILES in one dataset NAME "
-                        "(default: group them by content: data, mc_<process>, mc_signal_m<mass>GeV)")
+    parser.add_argument("--dataset", metavar="NAME", help="put all FILES in one dataset NAME (letters, digits, "
+                        "_ . + -; one sample: not data and simulation, nor two triggers or beam energies) "
+                        "(default: group them by content: data, mc_<process>, mc_signal_m<mass>GeV, with a "
+                        "suffix such as _calibration, _100GeV or _2023 for files that differ in trigger, beam "
+                        "energy or period; docs/running.md, \"Datasets\")")
     parser.add_argument("--bad-spills", metavar="FILE",
                         help="bad-spill list (bad_spills.yaml of `na64reco dqm`): the events of those spills "
                              "are dropped and the spills left out of the MOT/EOT (listed in the provenance); "
