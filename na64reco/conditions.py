@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -308,8 +309,23 @@ def _payload(path: str) -> Node:
     return node
 
 
+#: a calibration tag's name: letters, digits and ``_ . + -``, not starting with a dot, so that it is one
+#: file name inside ``tags/`` (no path separator, no ``..``, no hidden or empty name)
+TAG_NAME = re.compile(r"[A-Za-z0-9_+\-][A-Za-z0-9_.+\-]*")
+TAG_NAME_MAX = 128
+
+
+def check_tag_name(tag, what: str = "calibration tag") -> str:
+    """``tag`` if it is a valid tag name, else a :class:`ConfigError` naming ``what`` (the option)."""
+    if not isinstance(tag, str) or not TAG_NAME.fullmatch(tag) or len(tag) > TAG_NAME_MAX:
+        raise ConfigError(f"{what} {tag!r}: not a tag name; expected letters, digits and '_ . + -', not "
+                          f"starting with a dot, 1-{TAG_NAME_MAX} characters (e.g. na64mu-ped-2024)")
+    return tag
+
+
 def tag_path(tag: str, root: Path | None = None) -> Path:
-    return (root or calib_dir()) / "tags" / f"{tag}.yaml"
+    """The file of ``tag`` (a name refused by :func:`check_tag_name` never becomes a path)."""
+    return (root or calib_dir()) / "tags" / f"{check_tag_name(tag)}.yaml"
 
 
 def list_tags(root: Path | None = None) -> list[str]:

@@ -130,3 +130,19 @@ TRUTH_MOMENTUM_MAX = 1.25 * SPS_NORTH_AREA_MOMENTUM
 #: separates particles ~1 ns apart at best (< 5e9 in a 4.8 s spill); 1e10 is 2-4 orders above any
 #: real count and far below a corrupt one (2^62 ~ 4.6e18).
 MAX_BEAM_PER_SPILL = 10**10
+
+# --- plausibility of calibration inputs and results (na64reco.calibration) -------------------
+#: Relative tolerance between ``calibrate --beam-energy`` and the beam energy a file records
+#: (``simulation.beam_energy_gev``): the beams' momentum spread (1-2 %, ``beam.momentum_spread`` of
+#: calib/setups/*.yaml).  A given energy further off is another beam setting, not a rounding.
+CALIBRATION_BEAM_ENERGY_TOLERANCE = 0.02
+#: Allowed range of the ECAL response to beam electrons (peak of the uncorrected ECAL sum / beam
+#: energy) in ``calibrate --kind electron``.  The zero suppression loses ~2 % of a 100 GeV shower
+#: and ~16 % of a 5 GeV one (responses 0.84-0.98 in calib/conditions/na64e/calorimeter/v002.yaml),
+#: gains are off by ~10 % at most (``msadc.gain_spread``): below half or above 1.2 the input is not
+#: electrons of that energy (a muon or hadron run, a wrong --beam-energy, gains off by a factor).
+ECAL_ELECTRON_RESPONSE_RANGE = (0.5, 1.2)
+#: Allowed range of each fitted ECAL section scale (beam energy / section sum, same runs): the
+#: preshower, which loses most below the threshold, needs 1.25-1.27 at 5-10 GeV (v002 above); a factor
+#: 2 either way is not a threshold loss but a wrong input.
+ECAL_SECTION_SCALE_RANGE = (0.5, 2.0)

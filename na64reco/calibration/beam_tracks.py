@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from hepunits import GeV
 
+from na64reco.calibration.inputs import file_beam_energy
 from na64reco.conditions import PlaneConditions, RunConditions
 from na64reco.errors import NA64Error
 from na64reco.geometry import Setup
@@ -41,14 +41,13 @@ class BeamRun:
 
 def read_beam_runs(files, setup: Setup, beam_energy_gev: float | None = None, truth: bool = False) -> list[BeamRun]:
     """Events of ``files``; the beam energy is ``beam_energy_gev``, else the one the simulator
-    recorded in the file, else the setup's."""
+    recorded in the file, else the setup's (:func:`~na64reco.calibration.inputs.file_beam_energy`)."""
     if not files:
         raise NA64Error("no input files given")
     runs = []
     for path in files:
         with open_raw(path, setup=setup.name) as f:
-            energy = beam_energy_gev or (f.meta.get("simulation") or {}).get("beam_energy_gev") \
-                or setup.beam.energy / GeV
+            energy = file_beam_energy(f, path, setup, beam_energy_gev)
             # beam runs are data on a real detector: their events keep the data mark (io.raw.DATA_PARAMETER);
             # the calibrations lift it where they reconstruct, for detector constants, never a per-event output
             runs.append(BeamRun(Path(path), f.events(), float(energy),

@@ -47,6 +47,7 @@ import numpy as np
 from hepunits import GeV
 
 from na64reco.config import load_yaml
+from na64reco.constants import ECAL_ELECTRON_RESPONSE_RANGE, ECAL_SECTION_SCALE_RANGE
 from na64reco.errors import NA64Error
 from na64reco.geometry import Setup
 from na64reco.io.raw import TRIGGER_BITS, release_data_events
@@ -87,6 +88,7 @@ class SectionSums:
         self.setup, self.conditions = setup, without_response(conditions)
         self.det = setup.calorimeters["ECAL"]
         self.parts: dict[float, list[np.ndarray]] = {}
+        self.sources: dict[float, list[str]] = {}  # beam energy -> files
 
     def add(self, events, beam_energy_gev: float, source: str = "") -> int:
         """Add the events of one file taken at ``beam_energy_gev``; returns how many were used.
@@ -108,6 +110,7 @@ class SectionSums:
         s = np.bincount(idx, weights=digits.energy[sel], minlength=n * self.det.n_sections)
         s = s.reshape(n, self.det.n_sections) / GeV
         self.parts.setdefault(float(beam_energy_gev), []).append(s)
+        self.sources.setdefault(float(beam_energy_gev), []).append(source)
         return n
 
     def energies(self) -> list[float]:
@@ -169,6 +172,25 @@ def fit_response_point(sums: np.ndarray, beam_energy: float, core_sigmas: float 
         err[live] = np.sqrt(np.diag(cov))
     raw_pk, _ = peak(x.sum(axis=1))
     return ResponsePoint(float(beam_energy), raw_pk, scale, err, sig / pk, int(n), int(core.sum()))
+
+
+def check_response_point(p: ResponsePoint, sources=()) -> None:
+    """Refuse a response or section scale outside the plausible ranges
+    (``ECAL_ELECTRON_RESPONSE_RANGE``, ``ECAL_SECTION_SCALE_RANGE`` of :mod:`na64reco.constants`):
+    the runs were not electrons of ``p.beam_energy`` (another particle, a wrong beam energy, wrong gains)."""
+    where = f"{', '.join(map(str, sources)) or 'the runs'} at {p.beam_energy:g} GeV"
+    hint = "not electron-beam runs of that energy? check --beam-energy, the beam particle and the gains"
+    lo, hi = ECAL_ELECTRON_RESPONSE_RANGE
+    response = p.raw_peak / p.beam_energy
+    if not lo <= response <= hi:
+        raise NA64Error(f"electron calibration: {where}: the uncorrected ECAL peak is {p.raw_peak:.4g} GeV, a "
+                        f"response of {response:.3g}; expected {lo:g}-{hi:g} of the beam energy "
+                        f"(na64reco.constants.ECAL_ELECTRON_RESPONSE_RANGE): {hint}")
+    lo, hi = ECAL_SECTION_SCALE_RANGE
+    for k, scale in enumerate(p.scale):
+        if not lo <= scale <= hi:
+            raise NA64Error(f"electron calibration: {where}: ECAL section {k} scale {scale:.4g}; expected "
+                            f"{lo:g}-{hi:g} (na64reco.constants.ECAL_SECTION_SCALE_RANGE): {hint}")
 
 
 def response_table(points: list[ResponsePoint], unity_below_gev: float) -> tuple[np.ndarray, np.ndarray]:

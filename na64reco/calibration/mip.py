@@ -63,6 +63,9 @@ class AmplitudeCollector:
         digits, ev, _ = digits_of_events(release_data_events(events), self.setup, self.conditions, source)
         ok = digits.good & ((digits.flags & (FLAG_PILEUP | FLAG_SATURATED)) == 0)
         det, chan, amp, ev = digits.det[ok], digits.chan[ok], digits.amplitude[ok], ev[ok]
+        self.n_events += len(events)
+        if not det.size:  # no MIP-like digit in these events (a short run)
+            return
         # the muon's cell: keep only the largest digit of each (event, detector, section);
         # neighbours with shower leakage are not MIPs (paddles, counters: every channel)
         group = self._group[det, chan]
@@ -71,7 +74,6 @@ class AmplitudeCollector:
         last = np.r_[key[order][1:] != key[order][:-1], True]
         sel = order[last]
         self._parts.append((det[sel] * self.width + chan[sel], amp[sel]))
-        self.n_events += len(events)
 
     @property
     def _group(self) -> np.ndarray:
@@ -111,11 +113,15 @@ class PeakFit:
     entries: int
 
 
+#: fewest amplitudes :func:`fit_mip_peak` fits a peak to (NaN below)
+MIN_FIT_ENTRIES = 20
+
+
 def fit_mip_peak(amplitudes: np.ndarray, width_ratio: float) -> PeakFit:
     """Most probable value of a Landau-like spectrum (see the module docstring)."""
     a = np.asarray(amplitudes, dtype=float)
     a = a[np.isfinite(a)]
-    if a.size < 20:
+    if a.size < MIN_FIT_ENTRIES:
         return PeakFit(math.nan, math.nan, math.nan, int(a.size))
     lo, hi = np.percentile(a, [2, 90])
     counts, edges = np.histogram(a, bins=40, range=(lo, hi))
@@ -145,7 +151,8 @@ def fit_mip_peak(amplitudes: np.ndarray, width_ratio: float) -> PeakFit:
 def mip_gains(collector: AmplitudeCollector, min_entries: int = 200,
               threshold_margin: float = 3.0) -> dict[str, dict[str, np.ndarray]]:
     """Per detector: ``gain`` (MeV/ADC; NaN where not derived), ``gain_error``, ``mpv_adc``,
-    ``entries`` and ``reason`` (why a channel was not calibrated, "" if it was).
+    ``entries``, ``reason`` (why a channel was not calibrated, "" if it was) and ``near_threshold``
+    (channels not calibrated whatever the number of muons, see below).
 
     A channel whose expected MIP peak (with its base gain) lies below ``threshold_margin``
     times the zero-suppression threshold is not calibrated: the threshold cuts into its
@@ -163,6 +170,7 @@ def mip_gains(collector: AmplitudeCollector, min_entries: int = 200,
         gerr = np.full(det.n_channels, np.nan)
         mpv = np.full(det.n_channels, np.nan)
         entries = np.zeros(det.n_channels, np.int64)
+        near = np.zeros(det.n_channels, bool)
         for ch in range(det.n_channels):
             a = amps.get(det.id * collector.width + ch)
             if a is None:
@@ -172,9 +180,10 @@ def mip_gains(collector: AmplitudeCollector, min_entries: int = 200,
             if expected[ch] / base_gain[ch] < threshold_margin * threshold:
                 reason[ch] = (f"MIP peak ~{expected[ch] / base_gain[ch]:.0f} ADC too close to the "
                               f"{threshold:g} ADC zero suppression")
+                near[ch] = True
                 continue
-            if entries[ch] < min_entries:
-                reason[ch] = f"{entries[ch]} MIP entries < {min_entries}"
+            if entries[ch] < max(min_entries, MIN_FIT_ENTRIES):
+                reason[ch] = f"{entries[ch]} MIP entries < {max(min_entries, MIN_FIT_ENTRIES)}"
                 continue
             fit = fit_mip_peak(amps[det.id * collector.width + ch], ratio)
             if np.isfinite(fit.mpv) and fit.mpv > 0:
@@ -183,5 +192,6 @@ def mip_gains(collector: AmplitudeCollector, min_entries: int = 200,
                 gerr[ch] = gain[ch] * fit.error / fit.mpv
             else:
                 reason[ch] = "MIP peak fit failed"
-        out[name] = {"gain": gain, "gain_error": gerr, "mpv_adc": mpv, "entries": entries, "reason": reason}
+        out[name] = {"gain": gain, "gain_error": gerr, "mpv_adc": mpv, "entries": entries, "reason": reason,
+                     "near_threshold": near}
     return out

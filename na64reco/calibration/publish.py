@@ -10,8 +10,15 @@ from hepunits import GeV
 
 from na64reco.calibration.alignment import align, alignment_content
 from na64reco.calibration.beam_tracks import read_beam_runs
-from na64reco.calibration.electron import SectionSums, electron_params, fit_response_point, response_table
-from na64reco.calibration.mip import AmplitudeCollector, mip_gains
+from na64reco.calibration.electron import (
+    SectionSums,
+    check_response_point,
+    electron_params,
+    fit_response_point,
+    response_table,
+)
+from na64reco.calibration.inputs import check_electron_beam, check_runs, file_beam_energy
+from na64reco.calibration.mip import MIN_FIT_ENTRIES, AmplitudeCollector, mip_gains
 from na64reco.calibration.momentum_scale import measure_scales, scale_content
 from na64reco.calibration.momentum_scale import summary as scale_summary
 from na64reco.calibration.pedestals import PedestalSums, pedestal_constants
@@ -107,19 +114,25 @@ def _to_lists(dets: dict) -> dict:
 
 def calibrate_files(kind: str, setup: Setup, files, run: int, *, base_tag: str | None = None,
                     root: Path | None = None, min_entries: int | None = None,
-                    beam_energy_gev: float | None = None) -> CalibrationResult:
+                    beam_energy_gev: float | None = None, runs: tuple[int, int] | None = None) -> CalibrationResult:
     """Derive ``kind`` constants from raw ``files``; the base conditions of ``run`` fill the rest.
 
-    ``electron``: the beam energy of each file is ``beam_energy_gev`` if given, else the
+    ``electron``: the files must be electron-beam runs; the beam energy of each file is
+    ``beam_energy_gev`` if given (refused if it disagrees with the one the file records), else the
     one recorded by the simulator in the file (``simulation.beam_energy_gev``), else the
-    setup's nominal beam energy.  Two files holding the same events (the same file, a copy,
-    the same simulation seed and settings...: :mod:`na64reco.io.distinct`) are a ConfigError.
+    setup's nominal beam energy; a response or section scale outside the plausible ranges of
+    :mod:`na64reco.constants` is refused.  ``runs``: the run range the constants will be
+    published for; a file of another run is a ConfigError.  Two files holding the same events
+    (the same file, a copy, the same simulation seed and settings...: :mod:`na64reco.io.distinct`)
+    are a ConfigError.  A calorimeter kind that calibrates no channel (too few events) is an error.
     """
     if kind not in KINDS:
         raise NA64Error(f"unknown calibration kind {kind!r}; choose one of: {', '.join(KINDS)}")
     if not files:
         raise NA64Error("no input files given")
     check_distinct(files, f"calibration inputs ({kind})")  # one file twice would weigh twice
+    if runs is not None:
+        check_runs(files, setup, runs)
     base = load_conditions(setup, run, base_tag, root=root)
     if kind in TRACKER_KINDS:
         return _calibrate_tracker(kind, setup, files, base, beam_energy_gev)
@@ -141,15 +154,16 @@ def calibrate_files(kind: str, setup: Setup, files, run: int, *, base_tag: str |
                 body[name][f][ok] = d[f][ok]
             result.calibrated[name] = np.flatnonzero(ok).tolist()
             result.skipped[name] = [(int(c), f"{d['entries'][c]} digits < {min_entries}") for c in np.flatnonzero(~ok)]
+        _require_a_channel(result, derived, min_entries, "digits", files)
     elif kind == "electron":
         prm = electron_params(setup)
         min_entries = prm["min_events"] if min_entries is None else min_entries
         col = SectionSums(setup, base)
         for path in files:
             with open_raw(path, setup=setup.name) as f:
-                energy = beam_energy_gev or (f.meta.get("simulation") or {}).get("beam_energy_gev") \
-                    or setup.beam.energy / GeV
-                result.n_events += col.add(f.events(), float(energy), str(path))
+                check_electron_beam(f, path, setup)
+                energy = file_beam_energy(f, path, setup, beam_energy_gev)
+                result.n_events += col.add(f.events(), energy, str(path))
         points = []
         for energy in col.energies():
             sums = col.sums(energy)
@@ -158,6 +172,7 @@ def calibrate_files(kind: str, setup: Setup, files, run: int, *, base_tag: str |
                     (-1, f"{energy:g} GeV: {len(sums)} events < {min_entries}, not used"))
                 continue
             points.append(fit_response_point(sums, energy, prm["core_sigmas"]))
+            check_response_point(points[-1], col.sources[energy])
         if not points:
             raise NA64Error(f"electron calibration: no beam energy with >= {min_entries} events in "
                             f"{', '.join(map(str, files))}")
@@ -178,9 +193,26 @@ def calibrate_files(kind: str, setup: Setup, files, run: int, *, base_tag: str |
             body[name]["gain_mev_per_adc"][ok] = d["gain"][ok]
             result.calibrated[name] = np.flatnonzero(ok).tolist()
             result.skipped[name] = [(int(c), d["reason"][c]) for c in np.flatnonzero(~ok)]
+        _require_a_channel(result, derived, max(min_entries, MIN_FIT_ENTRIES), "MIP hits", files)
     result.derived = derived
     result.content = _to_lists(body)
     return result
+
+
+def _require_a_channel(result: CalibrationResult, derived: dict, needed: int, what: str, files) -> None:
+    """A calorimeter calibration that calibrated no channel publishes nothing: refuse it, naming the
+    channel that came closest (channels that cannot be calibrated whatever the statistics left out)."""
+    if result.n_calibrated:
+        return
+    most, where = -1, ""
+    for name, d in derived.items():
+        for ch in np.flatnonzero(~d.get("near_threshold", np.zeros(len(d["entries"]), bool))):
+            if d["entries"][ch] > most:
+                most, where = int(d["entries"][ch]), f"{name} channel {ch}"
+    closest = f"at most {most} in a channel ({where})" if most > 0 else "none in any channel"
+    raise NA64Error(f"{result.kind} calibration: too few {what} in {result.n_events} events of "
+                    f"{', '.join(map(str, files))}: {closest}, {needed} needed per channel (--min-entries); "
+                    "give a longer run")
 
 
 def _calibrate_tracker(kind: str, setup: Setup, files, base: RunConditions,

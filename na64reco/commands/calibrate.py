@@ -21,8 +21,10 @@ def add_arguments(parser) -> None:
                              "energy (magnet field integrals); efficiency: beam runs (plane efficiency, "
                              "noise rate, dead and hot strips)")
     parser.add_argument("--runs", nargs=2, type=int, required=True, metavar=("FIRST", "LAST"),
-                        help="run range where the new constants are valid")
-    parser.add_argument("--tag", required=True, help="name of the new tag (tags are immutable)")
+                        help="run range where the new constants are valid (must contain the runs of FILES)")
+    parser.add_argument("--tag", required=True,
+                        help="name of the new tag (tags are immutable; letters, digits and '_ . + -', not "
+                             "starting with a dot)")
     parser.add_argument("--base-tag", default=None,
                         help="tag giving the other constants (default: the setup's tag in calib/default_tags.yaml "
                              "of the calibration directory)")
@@ -33,19 +35,34 @@ def add_arguments(parser) -> None:
                              "electron: minimum events per beam energy (default from the setup)")
     parser.add_argument("--beam-energy", type=float, default=None, metavar="GEV",
                         help="electron, momentum-scale: beam energy of all FILES in GeV (default: recorded in each "
-                             "simulated file, else the setup's beam energy)")
+                             "simulated file, else the setup's beam energy; a file that records another energy is "
+                             "refused)")
     parser.add_argument("files", nargs="+", metavar="FILES", help="raw files of the calibration runs (paths or URLs)")
 
 
 def run(args) -> int:
+    import math
+
+    from hepunits import GeV
+
     from na64reco.calibration.publish import calibrate_files, publish_result
-    from na64reco.conditions import tag_path
+    from na64reco.conditions import check_tag_name, tag_path
+    from na64reco.constants import SPS_NORTH_AREA_MOMENTUM
     from na64reco.errors import ConfigError
     from na64reco.geometry import load_setup
 
     first, last = args.runs
     if first > last:
         raise ConfigError(f"--runs {first} {last}: FIRST is after LAST")
+    check_tag_name(args.tag, "--tag")  # a tag name becomes the file tags/<tag>.yaml
+    if args.base_tag is not None:
+        check_tag_name(args.base_tag, "--base-tag")
+    if args.min_entries is not None and args.min_entries < 1:
+        raise ConfigError(f"--min-entries {args.min_entries}: expected at least 1")
+    top = SPS_NORTH_AREA_MOMENTUM / GeV  # no NA64 beam has more (na64reco.constants)
+    if args.beam_energy is not None and not (math.isfinite(args.beam_energy) and 0 < args.beam_energy <= top):
+        raise ConfigError(f"--beam-energy {args.beam_energy:g}: expected a beam energy in GeV, above 0 and at most "
+                          f"{top:g} (the SPS North Area proton momentum)")
     if args.calib_dir is not None and not args.calib_dir.is_dir():
         raise ConfigError(f"--calib-dir {args.calib_dir}: not a directory")
     if tag_path(args.tag, args.calib_dir).exists():  # before the work (tags are immutable)
@@ -53,7 +70,7 @@ def run(args) -> int:
                           "immutable, choose a new --tag")
     setup = load_setup(args.setup)
     result = calibrate_files(args.kind, setup, args.files, first, base_tag=args.base_tag, root=args.calib_dir,
-                             min_entries=args.min_entries, beam_energy_gev=args.beam_energy)
+                             min_entries=args.min_entries, beam_energy_gev=args.beam_energy, runs=(first, last))
     path = publish_result(result, setup, args.tag, (first, last), base_tag=args.base_tag, root=args.calib_dir,
                           sources=args.files)
     print(result.summary())

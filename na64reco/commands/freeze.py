@@ -8,9 +8,11 @@ Example::
 The ledger holds SHA-256 hashes of the selection file, the calibration tag, every
 conditions file it can resolve to and the detector setup, the library and processor
 sources (with the version and git commit), the processor name and options, and each
-input file (size and content).  A ledger is never overwritten; freezing the same
-processor and files again needs ``--force-new`` and a new ledger name, and the new
-ledger records which ones it supersedes.  See ``docs/unblinding.md``.
+input file (size and content).  What a run would refuse before it starts (options, files,
+setup, calibration coverage) is refused here, before the ledger is written.  A ledger is
+never overwritten; freezing the same processor and files again (a ledger in the same
+directory, or an unblinding in the registry) needs ``--force-new`` and a new ledger name,
+and the new ledger records which ones it supersedes.  See ``docs/unblinding.md``.
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ def add_arguments(parser) -> None:
                              "content, and applied again by `na64reco unblind` (default: none)")
     parser.add_argument("--ledger", required=True, metavar="LEDGER.json", help="ledger file to write (must not exist)")
     parser.add_argument("--force-new", action="store_true",
-                        help="freeze again although a ledger for this processor and these files exists "
-                             "(the new ledger records that it supersedes it)")
+                        help="freeze again although a ledger for this processor and these files exists in the "
+                             "directory of --ledger, or the files were unblinded before (the new ledger records "
+                             "what it supersedes)")
     parser.add_argument("--reason", default="",
                         help="why the data are frozen again (required with --force-new when they were unblinded "
                              "before; recorded in the ledger and the unblinding logs)")

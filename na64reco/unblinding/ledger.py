@@ -13,7 +13,7 @@ from na64reco.errors import BlindingError, ConfigError, NA64Error
 from na64reco.unblinding.audit import AUDIT_FORMAT, append_to_logs, default_audit_log
 from na64reco.unblinding.diff import Difference, diff_states
 from na64reco.unblinding.registry import registry_logs, unblinded_before, user_registry
-from na64reco.unblinding.state import analysis_state, dataset_hash, state_hash
+from na64reco.unblinding.state import analysis_state, check_runnable, dataset_hash, state_hash
 
 LEDGER_FORMAT = "na64reco-ledger"
 LEDGER_VERSION = 1
@@ -92,8 +92,11 @@ def freeze(ledger_path: str | Path, *, processor: str, calib_tag: str, files: It
            bad_spills: str | Path | None = None) -> dict:
     """Record the analysis state in a new ledger file; return the ledger.
 
-    An existing ledger is never overwritten.  If another ledger in the same directory
-    froze the same processor and files, or the same data set (by content) was unblinded
+    An existing ledger is never overwritten.  What a run would refuse before it starts is refused
+    here, before the ledger is written (:func:`~na64reco.unblinding.state.check_runnable`: options,
+    input files, setup, calibration coverage), not at the unblinding.  If another ledger in the
+    same directory (only there: freezes are not in the registry) froze the same processor and
+    files, or the same data set (by content) was unblinded
     before, anywhere (:mod:`~na64reco.unblinding.registry`), freezing again is re-tuning:
     it needs ``force_new`` (and, after an unblinding, a ``reason``, recorded in the ledger
     and the registry) and the new ledger lists what it supersedes.
@@ -104,6 +107,7 @@ def freeze(ledger_path: str | Path, *, processor: str, calib_tag: str, files: It
                             "a new file (--force-new --ledger NEW.json) if the analysis really changed")
     state = analysis_state(processor=processor, calib_tag=calib_tag, files=files, selection=selection,
                            options=options, calib_root=calib_root, roots=roots, bad_spills=bad_spills)
+    check_runnable(state)  # an analysis that cannot run would only fail, on the record, at unblind
     earlier = _earlier_ledgers(ledger_path, state)
     unblinded = unblinded_before(state, registry)
     if unblinded and not force_new:

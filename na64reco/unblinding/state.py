@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from na64reco import __version__
-from na64reco.errors import ConfigError, NA64Error, RawFormatError
+from na64reco.errors import CalibrationMissing, ConfigError, NA64Error, RawFormatError
 from na64reco.io import location
 from na64reco.io.location import sha256_file
 
@@ -158,11 +158,54 @@ def bad_spills_state(path: str | Path | None, *, missing_ok: bool = False) -> di
 
 
 def check_options(options: dict | None) -> dict:
+    """``options`` if a run accepts them: known names, the types of the fields of
+    :class:`na64reco.runner.RunOptions`, and the values its own checks allow."""
+    import typing
+
+    from na64reco.runner import RunOptions
+
     options = dict(options or {})
     unknown = sorted(set(options) - set(RUN_OPTIONS))
     if unknown:
         raise ConfigError(f"unknown processor option(s) {unknown}; allowed: {', '.join(RUN_OPTIONS)}")
+    hints = typing.get_type_hints(RunOptions)
+    for name, value in options.items():
+        hint = hints[name]
+        if not isinstance(value, hint) or (isinstance(value, bool) and hint is not bool):
+            expected = getattr(hint, "__name__", None) or str(hint)
+            raise ConfigError(f"processor option {name}: {value!r} is not of type {expected}")
+    try:
+        RunOptions(processor="", **options)  # the run's checks of the values (executor, workers, ...)
+    except ConfigError as exc:
+        raise ConfigError(f"processor options {canonical_json(options)}: {exc}") from None
     return options
+
+
+def check_runnable(state: dict) -> None:
+    """What a run of the analysis of ``state`` checks before it starts, done now: every input file
+    opens and passes the file checks of a run (:func:`na64reco.file_check.check_files`: format,
+    checksums, setup of the processor, event numbers, no file twice), with the frozen options'
+    ``skip_bad_files``, and the calibration tag covers the run of every file."""
+    from na64reco.conditions import load_conditions
+    from na64reco.file_check import check_files
+    from na64reco.geometry import load_setup
+
+    proc = state["processor"]
+    skip = bool(proc["options"].get("skip_bad_files", False))
+    check = check_files({"frozen": [f["path"] for f in state["files"]]}, proc["setup"], skip_bad_files=skip)
+    if not check.good:
+        path, rec = next(iter(check.skipped.items()))
+        raise NA64Error(f"no input file passes the checks of a run: all {len(check.skipped)} would be skipped "
+                        f"(first: {path}: {rec['reason']})")
+    cal = state["calibration"]
+    first_of_run = {}
+    for path, info in check.files.items():
+        first_of_run.setdefault(int(info["run"]), path)
+    for run, path in sorted(first_of_run.items()):
+        try:
+            load_conditions(load_setup(proc["setup"], run=run), run, cal["tag"], root=Path(cal["root"]))
+        except (ConfigError, CalibrationMissing) as exc:
+            raise type(exc)(f"{path} is run {run}: {exc}") from None
 
 
 def analysis_state(*, processor: str, calib_tag: str, files: Iterable[str | Path],
@@ -170,8 +213,10 @@ def analysis_state(*, processor: str, calib_tag: str, files: Iterable[str | Path
                    calib_root: Path | None = None, roots: dict[str, Path] | None = None,
                    missing_ok: bool = False, bad_spills: str | Path | None = None) -> dict:
     """Everything that defines the result of running ``processor`` over ``files``."""
+    from na64reco.conditions import check_tag_name
     from na64reco.selection.schema import load_selection
 
+    check_tag_name(calib_tag, "calibration tag")  # it names the file tags/<tag>.yaml
     setup, sel_path = _processor_info(processor, selection)
     if not sel_path.is_file():
         raise ConfigError(f"selection file {sel_path} does not exist")
