@@ -58,7 +58,12 @@ def check_new_output(path: str | Path, *, overwrite: bool = False, inputs: Itera
 
 
 def _same_file(path: Path, other: str | Path) -> bool:
-    """Whether ``path`` and ``other`` are one file (False for a URL or a missing file)."""
+    """Whether ``path`` and ``other`` are one file (a ``file://`` URL as its local path; False for
+    another URL or a missing file)."""
+    if isinstance(other, str) and other[:7].lower() == "file://":
+        from urllib.parse import unquote, urlsplit
+
+        other = unquote(urlsplit(other).path)
     try:
         return os.path.samefile(path, other)
     except (OSError, ValueError):

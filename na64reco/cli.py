@@ -15,8 +15,10 @@ import argparse
 import datetime
 import importlib
 import os
+import signal
 import sys
 import tempfile
+import threading
 import traceback
 from pathlib import Path
 
@@ -42,7 +44,23 @@ COMMANDS = (
 
 
 #: Exit codes: user or system error, bug in na64reco, interrupted (128 + SIGINT).
-EXIT_ERROR, EXIT_BUG, EXIT_INTERRUPTED = 1, 3, 130
+EXIT_ERROR, EXIT_BUG, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 3, 130, 143
+
+
+class _Terminated(BaseException):
+    """SIGTERM (a batch system's or ``timeout``'s kill), raised in the main thread so that the
+    command unwinds as after Ctrl-C: outputs in progress (temporary siblings) are removed."""
+
+
+_HANDLER_PID: list[int] = []  # the process that installed :func:`_terminated`
+
+
+def _terminated(signum, frame):
+    if os.getpid() not in _HANDLER_PID:  # a forked worker inherited the handler: die as by default
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    raise _Terminated()
 CRASH_DIR_ENV = "NA64RECO_CRASH_DIR"
 
 
@@ -97,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     from na64reco.sim.heap import retain_freed_memory
 
     retain_freed_memory()  # a command's process is the library's own: its chunks' arrays reuse the heap
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if in_main else None
+    _HANDLER_PID[:] = [os.getpid()]
     try:
         return int(args._run(args) or 0)
     except (NA64Error, OSError) as exc:
@@ -108,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"na64reco {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except _Terminated:
+        print(f"na64reco {args.command}: terminated (SIGTERM)", file=sys.stderr)
+        return EXIT_TERMINATED
     except Exception as exc:
         if args.traceback:
             raise
@@ -118,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"na64reco {args.command}: internal error, a bug in na64reco ({kind[:200]}); {saved}",
               file=sys.stderr)
         return EXIT_BUG
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def save_crash_report(exc: BaseException, argv: list[str]) -> Path | None:

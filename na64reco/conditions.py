@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -54,7 +53,7 @@ from hepunits import m as metre
 
 from na64reco import as_loaded
 from na64reco.atomic import write_new_file
-from na64reco.config import Node, load_yaml
+from na64reco.config import PLAIN_NAME_RULE, Node, is_plain_name, load_yaml
 from na64reco.errors import CalibrationMissing, ConfigError
 from na64reco.geometry import Setup, load_setup
 from na64reco.resources import calib_dir
@@ -309,17 +308,11 @@ def _payload(path: str) -> Node:
     return node
 
 
-#: a calibration tag's name: letters, digits and ``_ . + -``, not starting with a dot, so that it is one
-#: file name inside ``tags/`` (no path separator, no ``..``, no hidden or empty name)
-TAG_NAME = re.compile(r"[A-Za-z0-9_+\-][A-Za-z0-9_.+\-]*")
-TAG_NAME_MAX = 128
-
-
 def check_tag_name(tag, what: str = "calibration tag") -> str:
-    """``tag`` if it is a valid tag name, else a :class:`ConfigError` naming ``what`` (the option)."""
-    if not isinstance(tag, str) or not TAG_NAME.fullmatch(tag) or len(tag) > TAG_NAME_MAX:
-        raise ConfigError(f"{what} {tag!r}: not a tag name; expected letters, digits and '_ . + -', not "
-                          f"starting with a dot, 1-{TAG_NAME_MAX} characters (e.g. na64mu-ped-2024)")
+    """``tag`` if it is a plain name (:func:`na64reco.config.is_plain_name`: it becomes the file
+    ``tags/<tag>.yaml``), else a :class:`ConfigError` naming ``what`` (the option)."""
+    if not is_plain_name(tag):
+        raise ConfigError(f"{what} {tag!r}: not a tag name; expected {PLAIN_NAME_RULE} (e.g. na64mu-ped-2024)")
     return tag
 
 

@@ -12,6 +12,7 @@ All accessors raise :class:`~na64reco.errors.ConfigError`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,19 @@ from na64reco.errors import ConfigError
 from na64reco.units import parse_quantity
 
 _MISSING = object()
+
+
+#: a name that becomes a file or directory name (a calibration tag, a dataset): letters, digits and
+#: ``_ . + -``, not starting with a dot (no path separator, no ``..``, no hidden or empty name), at most
+#: :data:`PLAIN_NAME_MAX` characters (file systems allow 255 bytes, and outputs add to it)
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_+\-][A-Za-z0-9_.+\-]*")
+PLAIN_NAME_MAX = 128
+PLAIN_NAME_RULE = (f"letters, digits and '_ . + -', not starting with a dot, 1-{PLAIN_NAME_MAX} characters")
+
+
+def is_plain_name(value) -> bool:
+    """Whether ``value`` is a :data:`PLAIN_NAME` string of at most :data:`PLAIN_NAME_MAX` characters."""
+    return isinstance(value, str) and len(value) <= PLAIN_NAME_MAX and PLAIN_NAME.fullmatch(value) is not None
 
 
 def load_yaml(path: str | Path, *, schema_version: int | Sequence[int] | None = None) -> Node:

@@ -14,8 +14,9 @@ dataset may hold.
   ``mc_mixture_100GeV``, ``data_2023``...).  A group whose files agree keeps its plain name.
 * One dataset is one sample (:class:`SampleMix`, checked with the files before the run
   from what the check read): its cut-flow sums the events and its MOT/EOT the spills of all
-  its files, so data and simulation, two setups, two triggers or two beam energies in one
-  dataset are refused, naming a file of each.  (Run periods may be summed.)
+  its files, so data and simulation, two setups, two triggers, two beam energies, two simulated
+  processes or two signal masses in one dataset are refused, naming a file of each.  (Run periods
+  may be summed.)
 """
 
 from __future__ import annotations
@@ -26,18 +27,18 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from na64reco.config import PLAIN_NAME_RULE, is_plain_name
 from na64reco.errors import ConfigError, NA64Error
 
 #: what a dataset name may be (it becomes file and directory names of the outputs)
-NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]*")
-ALLOWED = "letters, digits and '_', '.', '+', '-' (not starting with '.'; it names the output plots)"
+ALLOWED = f"{PLAIN_NAME_RULE} (it names the output plots)"
 #: the trigger of the usual sample (:data:`na64reco.sim.trigger.TRIGGERS`)
 USUAL_TRIGGER = "physics"
 
 
 def check_name(name) -> str:
     """``name`` if it is a plain dataset name, else a :class:`ConfigError` naming it."""
-    if not isinstance(name, str) or not NAME.fullmatch(name):
+    if not is_plain_name(name):
         raise ConfigError(f"dataset name {name!r} is not allowed: expected {ALLOWED}")
     return name
 
@@ -147,6 +148,15 @@ def _suffixes(members: list[Sample]) -> list[str]:
     return suffixes
 
 
+class MixedSamples(ConfigError):
+    """Two files of one dataset that are not one sample: ``first`` and ``second`` say what each
+    is, with its path (``"simulation (a.root)"``)."""
+
+    def __init__(self, message: str, first: str, second: str):
+        super().__init__(message)
+        self.first, self.second = first, second
+
+
 class SampleMix:
     """The files of one dataset, checked to be one sample (module doc): :meth:`add` raises a
     :class:`ConfigError` naming the dataset, the first file of one kind and the file of another."""
@@ -157,17 +167,19 @@ class SampleMix:
 
     def add(self, path, sample: Sample) -> None:
         kinds = {"truth": sample.simulated, "setup": sample.setup, "trigger": sample.trigger,
-                 "beam energy": sample.beam_energy_gev}
+                 "beam energy": sample.beam_energy_gev,
+                 "process": sample.process if sample.simulated else None,
+                 "signal mass": sample.mass_gev if sample.simulated else None}
         for attribute, value in kinds.items():
             if value is None:  # (not declared: nothing to compare)
                 continue
             first, first_path = self._first.setdefault(attribute, (value, str(path)))
             if first != value:
-                raise ConfigError(
-                    f"dataset {self.dataset!r} mixes {_kind(attribute, first)} ({first_path}) and "
-                    f"{_kind(attribute, value)} ({path}): one dataset is one sample (its cut-flow and MOT/EOT "
-                    "sum all its files); give them as two datasets (a --fileset, or no --dataset: FILES are then "
-                    "grouped by what they hold)")
+                one, other = f"{_kind(attribute, first)} ({first_path})", f"{_kind(attribute, value)} ({path})"
+                raise MixedSamples(
+                    f"dataset {self.dataset!r} mixes {one} and {other}: one dataset is one sample (its cut-flow "
+                    "and MOT/EOT sum all its files); give them as two datasets (a --fileset, or no --dataset: "
+                    "FILES are then grouped by what they hold)", one, other)
 
 
 def _kind(attribute: str, value) -> str:
@@ -177,6 +189,10 @@ def _kind(attribute: str, value) -> str:
         return f"files of setup {value!r}"
     if attribute == "trigger":
         return f"files of the {value} trigger"
+    if attribute == "process":
+        return f"simulated {value!r} files"
+    if attribute == "signal mass":
+        return f"signal of mass {value:g} GeV"
     return f"files of a {value:g} GeV beam"
 
 

@@ -25,6 +25,7 @@ import awkward as ak
 import numpy as np
 
 from na64reco import __version__
+from na64reco.atomic import check_new_output
 from na64reco.conditions import load_conditions
 from na64reco.errors import RawFormatError
 from na64reco.geometry import load_setup
@@ -99,6 +100,7 @@ def reconstruct_file(path, output, *, calib_tag: str | None = None, chunk_size: 
     output = Path(output)
     if output.suffix not in (".parquet", ".root"):
         raise RawFormatError(f"{output}: output must end in .parquet or .root")
+    check_new_output(output, overwrite=True, inputs=[path])  # replacing the raw file would delete it
     opened = open_raw(path)
     if opened.n_events == 0:
         raise RawFormatError(f"{path}: no events to reconstruct")

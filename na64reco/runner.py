@@ -88,6 +88,10 @@ class RunOptions:
             raise ConfigError(f"chunksize must be >= 1, got {self.chunksize}")
         if self.retries < 0:
             raise ConfigError(f"retries must be >= 0, got {self.retries}")
+        if self.calib_tag is not None:  # before any file is read (it names the file tags/<tag>.yaml)
+            from na64reco.conditions import check_tag_name
+
+            check_tag_name(self.calib_tag, "--calib-tag")
 
 
 # ----------------------------------------------------------------------------------------

@@ -360,11 +360,13 @@ def test_two_simulations_with_one_seed_are_refused_not_a_double_mot(tmp_path):
         with pytest.raises(ConfigError, match=f"share spills {spills} "):
             _check([a, other])
     # legitimate: another seed of the same run (MC campaigns), the next spills of the same seed
-    # (na64reco.campaign), one seed in another period's run (another setup) or another process,
-    # and one file per dataset
+    # (na64reco.campaign), one seed in another period's run (another setup), and one file per dataset
     fine = [a, _simulate(tmp_path / "b.root", seed=2), _simulate(tmp_path / "next.root", first_spill=3),
-            _simulate(tmp_path / "p.root", run=10001), _simulate(tmp_path / "halo.root", process="halo")]
+            _simulate(tmp_path / "p.root", run=10001)]
     assert _check(fine).good["d"] == fine
+    # one seed of another process holds other events, but is another sample: not in the same dataset
+    with pytest.raises(ConfigError, match=r"mixes simulated 'beam' files .* and simulated 'halo' files"):
+        _check([a, _simulate(tmp_path / "halo.root", process="halo")])
     # one seed at another beam energy holds other events, but is another sample: not in the same dataset
     with pytest.raises(ConfigError, match=r"mixes files of a 160 GeV beam .* and files of a 100 GeV beam"):
         _check([a, _simulate(tmp_path / "e.root", beam_energy=100_000.0)])

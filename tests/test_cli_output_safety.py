@@ -239,3 +239,63 @@ def test_limit_names_x_min(capsys):
 def test_limit_refuses_the_other_setups_exposure(capsys, setup, wrong, right):
     err = one_line_error(capsys, [*LIMIT, "--setup", setup, right, "1e10", wrong, "1e12"])
     assert wrong in err and right in err and setup in err
+
+
+# ---- found by a review of the fixes above -----------------------------------------------------
+def test_reco_refuses_its_raw_file_given_as_a_file_url(small_na64mu_files, tmp_path, monkeypatch, capsys):
+    """(`reco file://$PWD/b.root --output b.root` read the file through the URL and replaced it)"""
+    raw = tmp_path / "b.root"
+    shutil.copy(small_na64mu_files["mc"], raw)
+    before = raw.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    err = one_line_error(capsys, ["reco", f"file://{raw}", "-o", "b.root", "--quiet"])
+    assert "refusing to replace" in err and raw.read_bytes() == before
+
+
+def test_the_python_api_refuses_to_export_onto_its_raw_file(small_na64mu_files, tmp_path):
+    """(`reconstruct_file('api.root', 'api.root')` destroyed the raw file: the check was in the command only)"""
+    from na64reco.export import reconstruct_file
+
+    raw = tmp_path / "api.root"
+    shutil.copy(small_na64mu_files["mc"], raw)
+    before = raw.read_bytes()
+    with pytest.raises(atomic.OutputExists, match="refusing to replace"):
+        reconstruct_file(raw, raw)
+    assert raw.read_bytes() == before
+
+
+def test_a_terminated_simulate_leaves_no_part(tmp_path, monkeypatch, capsys):
+    """SIGTERM (a batch system's kill, `timeout`) unwinds like Ctrl-C: it left `.beam.tmp-<pid>.root`,
+    which no later run removes (the name holds the process id)."""
+    import signal
+
+    import na64reco.sim.generate as generate
+
+    real, calls = generate.simulate_spill, []
+
+    def killed(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(generate, "simulate_spill", killed)
+    before = signal.getsignal(signal.SIGTERM)
+    assert cli.main([*SIM, "--output", str(tmp_path / "beam.root")]) == cli.EXIT_TERMINATED
+    assert "terminated (SIGTERM)" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [] and signal.getsignal(signal.SIGTERM) == before
+
+
+def test_simulate_refuses_a_fault_outside_its_spills(tmp_path, capsys):
+    """(`--first-spill 2` with a fault in spill 1 injected nothing, silently)"""
+    faults = tmp_path / "faults.yaml"
+    faults.write_text("- {spill: 1, kind: dead_plane, plane: MM1X}\n")
+    err = one_line_error(capsys, [*SIM, "--output", str(tmp_path / "f.root"), "--first-spill", "2",
+                                  "--faults", str(faults)])
+    assert "fault in spill 1: the file holds spills 3-" in err and not (tmp_path / "f.root").exists()
+
+
+def test_limit_with_both_exposures_names_the_one_to_leave_out(capsys):
+    err = one_line_error(capsys, ["limit", "--mot", "1e10", "--eot", "1e10", "--efficiency", "0.1",
+                                  "--masses", "0.1"])
+    assert "--eot 1e+10 is an option of setup na64e" in err and "leave it out" in err

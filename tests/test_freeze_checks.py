@@ -91,3 +91,22 @@ def test_freeze_refuses_a_calibration_tag_that_is_not_a_tag_name(env, capsys, ta
     shutil.copy(env["calib"] / "tags" / f"{TAG}.yaml", env["calib"] / "tags" / ".hidden.yaml")
     assert _freeze_cli(env, tag=tag) == 1
     _refused(env, capsys, f"calibration tag {tag!r}: not a tag name")
+
+
+def test_freeze_of_two_samples_says_what_to_freeze(env, capsys, monkeypatch):
+    """(files of two beam energies were refused with the run's advice: "dataset 'frozen' mixes ...; give
+    them as two datasets (a --fileset, or no --dataset)", options freeze does not have)"""
+    import na64reco.file_check
+    from na64reco.datasets import Sample, SampleMix
+
+    def mixed(fileset, setup, **kwargs):
+        (name, files), = fileset.items()
+        mix = SampleMix(name)
+        mix.add(files[0], Sample("na64mu", 7, False, beam_energy_gev=160.0))
+        mix.add(files[1], Sample("na64mu", 7, False, beam_energy_gev=100.0))
+
+    monkeypatch.setattr(na64reco.file_check, "check_files", mixed)
+    assert _freeze_cli(env) == 1
+    err = _refused(env, capsys, "the files to freeze mix files of a 160 GeV beam", "100 GeV",
+                   "freeze each sample as its own analysis")
+    assert "--fileset" not in err and "'frozen'" not in err

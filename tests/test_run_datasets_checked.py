@@ -31,6 +31,7 @@ def files(tmp_path_factory):
         "data": dict(seed=5, run=6, truth=False),
         "data23": dict(seed=6, run=10002, truth=False),
         "sig": dict(seed=7, run=5, process="signal", mass=0.1 * u.GeV),
+        "sig05": dict(seed=8, run=5, process="signal", mass=0.5 * u.GeV),
     }
     for name, kw in kinds.items():
         simulate("na64mu", MOT, output=d / f"{name}.root", **kw)
@@ -55,7 +56,7 @@ def test_a_dataset_name_cannot_write_outside_the_output(files, tmp_path, monkeyp
     monkeypatch.chdir(work)
     assert _run("--dataset", "../../escape", "--output", "r", files["mu"]) == 1
     err = _one_line_error(capsys)
-    assert "'../../escape'" in err and "letters, digits and '_', '.', '+', '-'" in err
+    assert "'../../escape'" in err and "letters, digits and '_ . + -'" in err
     assert not any(tmp_path.rglob("*.png")) and not (work / "r").exists()
 
 
@@ -86,6 +87,8 @@ def test_a_fileset_dataset_name_is_checked_when_the_fileset_is_read(files, tmp_p
     ("sig", "data", ("simulation", "data")),
     ("mu", "calib", ("files of the physics trigger", "files of the calibration trigger")),
     ("mu", "e100", ("files of a 160 GeV beam", "files of a 100 GeV beam")),
+    ("sig", "sig05", ("signal of mass 0.1 GeV", "signal of mass 0.5 GeV")),  # (summed at first)
+    ("mu", "sig", ("simulated 'mixture' files", "simulated 'signal' files")),
 ])
 def test_an_explicit_dataset_of_two_samples_is_refused(files, a, b, what, tmp_path, monkeypatch, capsys):
     """(`--dataset all sig.root data.root` summed data, weight 1, and MC, weights ~5e-12, in one
@@ -173,3 +176,19 @@ def test_a_binary_bad_spill_list_is_a_user_error(files, tmp_path, monkeypatch, c
     assert _run("--bad-spills", path, "--output", "r", files["mu"]) == 1
     err = _one_line_error(capsys)
     assert "bad_spills.yaml: not a UTF-8 text file" in err and "a bad-spill list" in err
+
+
+def test_a_dataset_name_too_long_for_the_plots_is_refused_before_any_work(files, tmp_path, monkeypatch, capsys):
+    """(a 250-character name ran the whole analysis, then failed writing its plots: "File name too long")"""
+    monkeypatch.chdir(tmp_path)
+    assert _run("--dataset", "a" * 129, "--output", "r", files["mu"]) == 1
+    assert "1-128 characters" in _one_line_error(capsys) and not (tmp_path / "r").exists()
+    assert list(fileset_from_files([files["mu"]], "a" * 128)) == ["a" * 128]
+
+
+def test_a_calibration_tag_that_is_no_name_is_refused_before_any_file_is_read(tmp_path, monkeypatch, capsys):
+    """(`run --calib-tag ../../x` was refused only inside the first chunk, after the file checks)"""
+    monkeypatch.chdir(tmp_path)
+    assert _run("--calib-tag", "../../x", "--output", "r", tmp_path / "missing.root") == 1
+    err = _one_line_error(capsys)
+    assert "--calib-tag '../../x': not a tag name" in err and "missing.root" not in err

@@ -4,7 +4,6 @@
 ``mip``        muon runs -> gains (MeV per ADC count) from the MIP peak of each channel
 ``publish``    write the derived constants as a new conditions version and tag
 ``inputs``     checks of the input files (run range, beam particle, beam energy)
-``tags``       the rule for tag names (a tag is the file ``tags/<tag>.yaml``)
 
 The ``na64reco calibrate`` command (:mod:`na64reco.commands.calibrate`) drives them.
 """

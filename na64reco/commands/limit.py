@@ -67,6 +67,9 @@ def _validate(args) -> float:
     n_on_target = args.mot if setup["model"] == "zprime" else args.eot
     flag = "--mot" if setup["model"] == "zprime" else "--eot"
     other, other_value, other_setup = ("--eot", args.eot, "na64e") if flag == "--mot" else ("--mot", args.mot, "na64mu")
+    if other_value is not None and n_on_target is not None:
+        raise ConfigError(f"{other} {other_value:g} is an option of setup {other_setup}, not of {args.setup}; "
+                          f"leave it out ({flag} gives the leptons on target)")
     if other_value is not None:  # it would be ignored
         counted = "muons" if flag == "--mot" else "electrons"
         raise ConfigError(f"{other} {other_value:g} is an option of setup {other_setup}, not of {args.setup} (which "

@@ -284,6 +284,12 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
                process, mass, weight, truth, per_spill, trigger, fault_list, region, forced_pileup,
                true_crossings is not None, forced_soft, forced_scatter, bool(hard_scatter))
     n_spills = -(-int(n_events) // per_spill)
+    lo, hi = int(first_spill) + 1, int(first_spill) + n_spills  # the file's spills (numbered from 1)
+    outside = [f.spill for f in fault_list if not lo <= f.spill <= hi]
+    if outside:  # it would inject nothing: refuse, not ignore
+        raise ConfigError(f"fault in spill {outside[0]}: the file holds spills {lo}-{hi} ({n_events} beam particles "
+                          f"in spills of {per_spill}" + (f", from --first-spill {first_spill}" if first_spill else "")
+                          + "); a fault must be in one of them")
     meta = {"simulation": {
         "seed": int(seed), "period": setup.period, "process": process, "n_beam": int(n_events),
         "spill_particles": per_spill, **({"first_spill": int(first_spill)} if first_spill else {}),

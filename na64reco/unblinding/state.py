@@ -187,12 +187,17 @@ def check_runnable(state: dict) -> None:
     checksums, setup of the processor, event numbers, no file twice), with the frozen options'
     ``skip_bad_files``, and the calibration tag covers the run of every file."""
     from na64reco.conditions import load_conditions
+    from na64reco.datasets import MixedSamples
     from na64reco.file_check import check_files
     from na64reco.geometry import load_setup
 
     proc = state["processor"]
     skip = bool(proc["options"].get("skip_bad_files", False))
-    check = check_files({"frozen": [f["path"] for f in state["files"]]}, proc["setup"], skip_bad_files=skip)
+    try:
+        check = check_files({"frozen": [f["path"] for f in state["files"]]}, proc["setup"], skip_bad_files=skip)
+    except MixedSamples as exc:  # (its advice is the run's: datasets; a frozen analysis is one sample)
+        raise ConfigError(f"the files to freeze mix {exc.first} and {exc.second}: an analysis is frozen and "
+                          "unblinded for one sample; freeze each sample as its own analysis") from None
     if not check.good:
         path, rec = next(iter(check.skipped.items()))
         raise NA64Error(f"no input file passes the checks of a run: all {len(check.skipped)} would be skipped "
