@@ -110,7 +110,7 @@ def draw_event(raw_events, index: int, setup, conditions, *, title: str = "", ou
         fields = reco.fields  # NA64e (one spectrometer) has no p_out; it has the SRD
         summary = (rf"$p_{{in}}$ = {_momentum_text(r.p_in)},  "
                    + (rf"$p_{{out}}$ = {_momentum_text(r.p_out)},  " if "p_out" in fields else "")
-                   + (rf"$E_{{SRD}}$ = {float(r.srd_energy) * 1000:.1f} MeV,  " if "srd_energy" in fields else "")
+                   + (rf"$E_{{SRD}}$ = {float(r.srd_energy) * 1000:.1f} MeV,  " if "SRD" in setup.calorimeters else "")
                    + rf"$E_{{ECAL}}$ = {float(r.ecal_energy):.2f} GeV,  $E_{{HCAL}}$ = {float(r.hcal_energy):.2f} GeV "
                    f"(modules {modules} GeV),  "
                    rf"$E_{{VETO}}$ = {float(r.veto_energy) * 1000:.1f} MeV,  "

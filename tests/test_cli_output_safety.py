@@ -299,3 +299,21 @@ def test_limit_with_both_exposures_names_the_one_to_leave_out(capsys):
     err = one_line_error(capsys, ["limit", "--mot", "1e10", "--eot", "1e10", "--efficiency", "0.1",
                                   "--masses", "0.1"])
     assert "--eot 1e+10 is an option of setup na64e" in err and "leave it out" in err
+
+
+@pytest.mark.parametrize("setup_name", ["na64mu", "na64e"])
+def test_the_display_summary_names_what_the_setup_has(setup_name, small_na64mu_files, na64e_file):
+    """NA64e: no p_out (one spectrometer), the SRD energy; NA64mu: p_out, no SRD (it showed
+    "E_SRD = nan MeV" after the NA64e fix)."""
+    from na64reco.conditions import load_conditions
+    from na64reco.display import draw_event
+    from na64reco.geometry import load_setup
+    from na64reco.io.raw import open_raw
+
+    path = na64e_file if setup_name == "na64e" else small_na64mu_files["mc"]
+    with open_raw(path) as raw:
+        setup = load_setup(raw.setup, run=raw.run)
+        fig = draw_event(raw.events(0, 1), 0, setup, load_conditions(setup, raw.run, None))
+    summary = fig.axes[0].get_title(loc="left")
+    assert ("SRD" in summary) == (setup_name == "na64e") and ("p_{out}" in summary) == (setup_name == "na64mu")
+    assert "nan" not in summary
