@@ -12,9 +12,10 @@ unique over the campaign.
 The exposure is the sum of ``spills.n_beam`` over the files (:func:`campaign_exposure`);
 it equals ``n_beam`` exactly.
 
-    plan = plan_campaign(n_beam=10**6, spill_particles=10_000, spills_per_file=10)
-    result = simulate_campaign("na64mu", plan, seed=1, run=10001, outdir="camp", workers=2)
-    # then: na64reco.runner.run_files({"beam": result.files}, RunOptions(...))
+    if __name__ == "__main__":  # needed in a script: the dask workers are new processes that import it
+        plan = plan_campaign(n_beam=10**6, spill_particles=10_000, spills_per_file=10)
+        result = simulate_campaign("na64mu", plan, seed=1, run=10001, outdir="camp", workers=2)
+        # then: na64reco.runner.run_files({"beam": result.files}, RunOptions(...))
 """
 
 from __future__ import annotations

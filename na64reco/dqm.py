@@ -393,6 +393,8 @@ def summary(assessment: Assessment) -> dict:
         "files": [{"file": f.path, "run": f.run, "data": f.is_data, "spills": len(f.spill),
                    "n_beam": int(f.n_beam.sum()), "events": int(f.n_events.sum())} for f in files],
         "n_spills": int(sum(len(f.spill) for f in files)), "n_bad_spills": len(assessment.bad),
+        # False: fewer than MIN_SPILLS spills, nothing could be judged (no bad spill is no verdict)
+        "judged": bool(sum(len(f.spill) for f in files) >= MIN_SPILLS),
         "n_beam": int(sum(f.n_beam.sum() for f in files)),
         "n_beam_good": int(sum(f.n_beam[i] for f in files for i, s in enumerate(f.spill)
                                if (f.path, int(s)) not in bad)),

@@ -45,8 +45,34 @@ def load_summary(path: str | Path) -> dict:
             out = load(path)
         except Exception as exc:
             raise NA64Error(f"{path}: cannot read the coffea output: {exc}") from None
-        return json.loads(json.dumps(cutflow_summary(out), default=_default))
+        try:
+            summary = cutflow_summary(out)
+        except (AttributeError, KeyError, TypeError) as exc:  # a coffea file of something else
+            raise NA64Error(f"{path}: {NOT_A_RUN_OUTPUT} ({_what(exc)})") from None
+        return json.loads(json.dumps(summary, default=_default))
     raise NA64Error(f"{path}: expected an output directory, output.coffea or cutflow.json")
+
+
+#: what a file given to the command must be
+NOT_A_RUN_OUTPUT = "not the cut-flow of a `na64reco run` output of this version"
+
+
+def _what(exc: BaseException) -> str:
+    return f"missing key {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+
+
+def format_checked(summary, path) -> str:
+    """:func:`na64reco.summary.format_summary` of the ``summary`` read from ``path``; a summary
+    of another shape (another JSON, another version's) is a one-line :class:`NA64Error`."""
+    from na64reco.summary import format_summary
+
+    if not isinstance(summary, dict) or not summary or not all(isinstance(v, dict) for v in summary.values()):
+        raise NA64Error(f"{path}: {NOT_A_RUN_OUTPUT} (expected {{dataset: {{provenance, cutflow, nminusone, "
+                        "regions, ...}})")
+    try:
+        return format_summary(summary)
+    except (AttributeError, KeyError, TypeError, ValueError, IndexError) as exc:
+        raise NA64Error(f"{path}: {NOT_A_RUN_OUTPUT} ({_what(exc)})") from None
 
 
 def _default(obj):
@@ -56,8 +82,7 @@ def _default(obj):
 
 
 def run(args) -> int:
-    from na64reco.summary import format_summary
-
     summary = load_summary(args.path)
-    print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
+    text = format_checked(summary, args.path)  # (checked with --json too)
+    print(json.dumps(summary, indent=1) if args.json else text)
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 NAME = "dqm"
@@ -40,6 +41,10 @@ def run(args) -> int:
             dqm_plots(assessment, staged / "plots")
     n = sum(len(f.spill) for f in files)
     print(f"{n} spills in {len(files)} file(s): {len(assessment.bad)} out of tolerance")
+    if n < dqm.MIN_SPILLS:
+        print(f"na64reco dqm: warning: {n} spill(s): a channel or plane is judged against the median of at least "
+              f"{dqm.MIN_SPILLS} spills, so nothing was judged; the empty bad-spill list is no verdict on the run "
+              "(dqm.json: judged false)", file=sys.stderr)
     for b in assessment.bad:
         print(f"  {b['file']} run {b['run']} spill {b['spill']}: {'; '.join(b['reasons'][:3])}"
               + (f" (+{len(b['reasons']) - 3} more)" if len(b["reasons"]) > 3 else ""))

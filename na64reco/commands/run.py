@@ -10,6 +10,8 @@ See docs/running.md.
 
 from __future__ import annotations
 
+import sys
+
 from na64reco.errors import ConfigError
 from na64reco.job_defaults import EXECUTORS, RUN_CHUNK
 
@@ -91,4 +93,11 @@ def run(args) -> int:
     outdir = save_outputs(out, args.output, plots=not args.no_plots, overwrite=args.overwrite, inputs=inputs)
     print(format_summary(cutflow_summary(out)))
     print(f"outputs written to {outdir}/")
+    if args.bad_spills and not any(ds["provenance"].excluded_spills for ds in out.values()):
+        from na64reco.bad_spills import load_bad_spills
+
+        listed = len(load_bad_spills(args.bad_spills))
+        if listed:  # (an empty list is a good run's)
+            print(f"na64reco run: warning: none of the {listed} spills of --bad-spills {args.bad_spills} is in the "
+                  "input files (a list of another run?): nothing was dropped", file=sys.stderr)
     return 0
