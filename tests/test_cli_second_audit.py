@@ -7,15 +7,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_cli_output_safety import one_line_error as _one_line
 
 from na64reco import cli
-
-
-def _one_line(capsys, argv, code=1) -> str:
-    rc = cli.main(argv)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert rc == code and len(err) == 1 and err[0].startswith(f"na64reco {argv[0]}: error:"), (rc, err)
-    return err[0]
 
 
 @pytest.mark.parametrize("content", ["[]", '{"a": "b"}', '{"mc": {"x": 1}}', '{"mc": {"provenance": {}}}', "{}"])
