@@ -130,8 +130,8 @@ def check_files(fileset: Mapping[str, list[str]], setup: str, *, skip_bad_files:
     content: :mod:`na64reco.io.distinct`) are a :class:`ConfigError` naming both, with or
     without ``skip_bad_files``: their events and beam particles would be counted twice.  A
     path listed twice in a dataset is refused before any file is opened.  So are two files of a
-    dataset that are not one sample (data and simulation, two triggers or beam energies:
-    :class:`na64reco.datasets.SampleMix`, from what the check read).
+    dataset that are not one sample (data and simulation, two triggers, beam energies, simulated
+    processes or signal masses: :class:`na64reco.datasets.SampleMix`, from what the check read).
 
     ``cache``: the records of files checked by earlier runs and unchanged since are taken from
     it instead of checking the files again, and what this check finds is kept in it

@@ -347,6 +347,17 @@ class Setup:
         return pos["x"], pos["y"]
 
 
+def check_beam_energy(energy: float, what: str = "beam energy") -> float:
+    """``energy`` (MeV) if it can be a beam energy here: finite, above 0 and at most the SPS North
+    Area's proton momentum (:data:`na64reco.constants.SPS_NORTH_AREA_MOMENTUM`; no NA64 beam has
+    more), else a one-line :class:`ConfigError` naming ``what`` (e.g. the option) in GeV."""
+    top = constants.SPS_NORTH_AREA_MOMENTUM
+    if not (math.isfinite(energy) and 0 < energy <= top):
+        raise ConfigError(f"{what} {energy / hepunits.GeV:g} GeV: expected above 0 and at most {top / hepunits.GeV:g} "
+                          "GeV, the SPS protons of the North Area (constants.SPS_NORTH_AREA_MOMENTUM)")
+    return energy
+
+
 def deflection_offset(magnet: Magnet, momentum, z):
     """Position (mm) at ``z`` of a beam-charge particle of ``momentum`` relative to the reference.
 

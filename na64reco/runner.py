@@ -126,8 +126,8 @@ def fileset_from_files(files: list[str], dataset: str | None = None) -> dict[str
 
     With ``dataset`` (a plain name, :func:`na64reco.datasets.check_name`) all files form that
     one dataset (the run refuses it if they are not one sample: data and simulation, two
-    triggers or beam energies, :class:`na64reco.datasets.SampleMix`).  Otherwise files are
-    grouped by what their metadata declares, so that samples are never summed by accident:
+    triggers, beam energies, processes or signal masses, :class:`na64reco.datasets.SampleMix`).
+    Otherwise files are grouped by what their metadata declares, so that samples are never summed by accident:
     ``data`` (no truth), ``mc_<process>`` for simulated files (``mc_signal_m<mass>GeV`` for
     signal), ``mc`` for simulation of unknown origin, with a suffix for the files of a group
     that differ in trigger, beam energy or run period (``mc_mixture_calibration``,

@@ -44,7 +44,7 @@ def test_beam_energy_override_keeps_the_reference_trajectory(tmp_path):
     scaled = with_beam_energy(setup, 10 * u.GeV)
     z = np.array([setup.detector("ECAL").z])
     np.testing.assert_allclose(scaled.reference_position(z), setup.reference_position(z), atol=1e-9)
-    with pytest.raises(ConfigError, match="beam energy must be positive"):
+    with pytest.raises(ConfigError, match="beam energy -0.001 GeV: expected above 0"):
         with_beam_energy(setup, -1.0)
     with pytest.raises(ConfigError, match="unknown trigger"):
         simulate("na64e", 10, 1, 1, tmp_path / "x.root", trigger="cosmic")

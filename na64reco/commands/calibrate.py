@@ -41,15 +41,12 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    import math
-
     from hepunits import GeV
 
     from na64reco.calibration.publish import calibrate_files, publish_result
     from na64reco.conditions import check_tag_name, tag_path
-    from na64reco.constants import SPS_NORTH_AREA_MOMENTUM
     from na64reco.errors import ConfigError
-    from na64reco.geometry import load_setup
+    from na64reco.geometry import check_beam_energy, load_setup
 
     first, last = args.runs
     if first > last:
@@ -59,10 +56,8 @@ def run(args) -> int:
         check_tag_name(args.base_tag, "--base-tag")
     if args.min_entries is not None and args.min_entries < 1:
         raise ConfigError(f"--min-entries {args.min_entries}: expected at least 1")
-    top = SPS_NORTH_AREA_MOMENTUM / GeV  # no NA64 beam has more (na64reco.constants)
-    if args.beam_energy is not None and not (math.isfinite(args.beam_energy) and 0 < args.beam_energy <= top):
-        raise ConfigError(f"--beam-energy {args.beam_energy:g}: expected a beam energy in GeV, above 0 and at most "
-                          f"{top:g} (the SPS North Area proton momentum)")
+    if args.beam_energy is not None:
+        check_beam_energy(args.beam_energy * GeV, "--beam-energy")
     if args.calib_dir is not None and not args.calib_dir.is_dir():
         raise ConfigError(f"--calib-dir {args.calib_dir}: not a directory")
     if tag_path(args.tag, args.calib_dir).exists():  # before the work (tags are immutable)

@@ -47,7 +47,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--fileset", metavar="FILESET.yaml",
                         help="datasets and their files (instead of FILES; default: none)")
     parser.add_argument("--dataset", metavar="NAME", help="put all FILES in one dataset NAME (letters, digits, "
-                        "_ . + -; one sample: not data and simulation, nor two triggers or beam energies) "
+                        "_ . + -; one sample: not data and simulation, nor two triggers, beam energies, "
+                        "processes or signal masses) "
                         "(default: group them by content: data, mc_<process>, mc_signal_m<mass>GeV, with a "
                         "suffix such as _calibration, _100GeV or _2023 for files that differ in trigger, beam "
                         "energy or period; docs/running.md, \"Datasets\")")

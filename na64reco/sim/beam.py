@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 
-import hepunits as u
 import numpy as np
 
-from na64reco.constants import SPS_NORTH_AREA_MOMENTUM
-from na64reco.geometry import Setup
+from na64reco.geometry import Setup, check_beam_energy
 from na64reco.io.raw import PROCESSES
 from na64reco.sim.randoms import standard_normals
 from na64reco.sim.tracks import KIND_ELECTRON, KIND_KAON, KIND_MUON, KIND_PION, ROLE_PRIMARY, Tracks
@@ -26,12 +24,7 @@ def with_beam_energy(setup: Setup, energy: float) -> Setup:
     reference momentum scale with it (the beam-line and spectrometer settings follow the
     beam energy), so beam particles follow the same reference trajectory and hit the
     detectors where the nominal beam does.  For calibration runs at other energies."""
-    if not np.isfinite(energy) or energy <= 0 or energy > SPS_NORTH_AREA_MOMENTUM:
-        from na64reco.errors import ConfigError
-
-        raise ConfigError(f"beam energy must be positive and at most the {SPS_NORTH_AREA_MOMENTUM / u.GeV:g} GeV of "
-                          f"the SPS protons of the North Area (constants.SPS_NORTH_AREA_MOMENTUM), got {energy!r} MeV")
-    f = energy / setup.beam.energy
+    f = check_beam_energy(float(energy)) / setup.beam.energy
     magnets = {k: dataclasses.replace(m, field_integral=m.field_integral * f,
                                       reference_momentum=m.reference_momentum * f)
                for k, m in setup.magnets.items()}
