@@ -712,7 +712,7 @@ def test_the_simulator_refuses_a_beam_energy_above_the_north_area_protons():
 
     setup = load_setup("na64e")
     assert with_beam_energy(setup, 400 * u.GeV).beam.energy == 400 * u.GeV
-    with pytest.raises(ConfigError, match=r"beam energy 450 GeV: expected above 0 and at most 400 GeV, the SPS protons"):
+    with pytest.raises(ConfigError, match=r"beam energy 450 GeV: expected above 0 and at most 400 GeV, the SPS"):
         with_beam_energy(setup, 450 * u.GeV)
 
 
