@@ -10,6 +10,11 @@ its pickle without private attributes: ~0.1 ms for a setup, ~0.2 ms for a run's 
 :func:`unchanged` says whether it is still the same, and False for an object no loader made
 (e.g. ``dataclasses.replace`` of one).  What it does not see: edits of the private caches
 (``_...`` attributes), which are made from the rest when first used (docs/unblinding.md).
+
+The loaders and the reconstruction's caches hold what a file said when it was read (keyed by
+its path), so a file edited after it was read is not what those objects hold: the YAML reader
+notes the content of every file it reads (:func:`note_read`), and :func:`read_once` says
+whether a file had one content in every read of this process, that of its bytes now.
 """
 
 from __future__ import annotations
@@ -20,6 +25,10 @@ import pickle
 import weakref
 
 _MADE: dict[int, tuple[weakref.ref, bytes]] = {}
+#: file path -> SHA-256 of its bytes when first read in this process (:func:`note_read`)
+_READ: dict[str, str] = {}
+#: files read with two different contents in this process
+_REREAD: set[str] = set()
 
 
 class _ContentPickler(pickle.Pickler):
@@ -60,3 +69,17 @@ def unchanged(obj) -> bool:
     """True if a loader made ``obj`` (:func:`remember`) and its content is still what it made."""
     entry = _MADE.get(id(obj))
     return entry is not None and entry[0]() is obj and _digest(obj) == entry[1]
+
+
+def note_read(path, sha256: str) -> None:
+    """Note that a loader read the file ``path`` with content ``sha256`` (hex digest of its bytes)."""
+    key = str(path)
+    if _READ.setdefault(key, sha256) != sha256:
+        _REREAD.add(key)
+
+
+def read_once(path, sha256: str) -> bool:
+    """True if every read of ``path`` in this process (:func:`note_read`) gave the content ``sha256``
+    (its bytes now): an object made from it, and whatever was cached under its path, is that file."""
+    key = str(path)
+    return key not in _REREAD and _READ.get(key) == sha256

@@ -12,6 +12,7 @@ All accessors raise :class:`~na64reco.errors.ConfigError`.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from na64reco import as_loaded
 from na64reco.errors import ConfigError
 from na64reco.units import parse_quantity
 
@@ -66,11 +68,14 @@ def read_yaml(path: str | Path) -> Any:
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")
     try:
-        text = path.read_text(encoding="utf-8")
+        content = path.read_bytes()
+        text = content.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start}: {exc.reason}); expected YAML") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    # what this process read (a file edited after it was read is not what its loaded objects hold)
+    as_loaded.note_read(path, hashlib.sha256(content).hexdigest())
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:

@@ -180,7 +180,8 @@ def _compared_inputs(setup, conditions) -> tuple[dict | None, dict | None]:
     """(the inputs of a reconstruction with ``setup`` and ``conditions``, the reference's), part
     by part (:func:`_inputs`; ~0.1 ms).  Objects not as their loaders made them (edited in
     place, or made in memory: :func:`na64reco.as_loaded.unchanged`, ~0.5 ms) are not identified
-    by their files: their inputs are unknown (None), and the whole reference reconstruction runs."""
+    by their files: their inputs are unknown (None), and the whole reference reconstruction runs; so
+    are objects read from a file that was edited since (:func:`na64reco.as_loaded.read_once`)."""
     run = int(conditions.run)
     try:
         source, period, files = _reference_files(setup.name, run)
@@ -189,7 +190,11 @@ def _compared_inputs(setup, conditions) -> tuple[dict | None, dict | None]:
     reference = _inputs(source, setup.name, period, run, files)
     if not (as_loaded.unchanged(setup) and as_loaded.unchanged(conditions)):
         return None, reference
-    return _inputs(setup.source, setup.name, setup.period, run, conditions.files), reference
+    mine = _inputs(setup.source, setup.name, setup.period, run, conditions.files)
+    if mine is not None and not all(as_loaded.read_once(path, _file_sha(path))
+                                    for path in (setup.source, *conditions.files.values())):
+        return None, reference  # a file edited since it was read: the objects (and caches) hold what it said then
+    return mine, reference
 
 
 def _no_reference(setup, run: int, exc: Exception) -> BlindingError:

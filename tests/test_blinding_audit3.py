@@ -1,0 +1,106 @@
+"""Blinding holes found by a third audit of the blinding (tests fail without their fixes).
+
+* A calibration file edited, read, then restored: the loaded conditions (cached by the
+  loaders and the processors) still hold the edited constants, while the blinding compared
+  the inputs by the file's bytes *now* -- equal to the reference's -- and skipped the
+  reference reconstruction.  VETO gains x20 made every box event a "visible control"
+  (``na64reco.export.iterate_reco`` exported all of them, the processor filled them).
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+
+from na64reco.resources import calib_dir
+
+
+@pytest.fixture(scope="module")
+def box_data(tmp_path_factory):
+    """A data-like (no truth) NA64mu file of Z' signal events: most of them in the box."""
+    from na64reco.sim.generate import simulate
+
+    path = tmp_path_factory.mktemp("audit3") / "signal_data.root"
+    simulate("na64mu", 1500, 5, 1001, path, process="signal", mass=0.1, truth=False)
+    return path
+
+
+def _calib_copy(tmp_path):
+    root = tmp_path / "calib"
+    shutil.copytree(calib_dir(), root)
+    return root
+
+
+def _veto_gains_x20(path):
+    """Write VETO gains x20 into the calorimeter payload ``path``; returns its original bytes."""
+    original = path.read_bytes()
+    body = yaml.safe_load(original)
+    body["detectors"]["VETO"]["gain_mev_per_adc"] = [20 * g for g in body["detectors"]["VETO"]["gain_mev_per_adc"]]
+    path.write_text(yaml.safe_dump(body))
+    return original
+
+
+def _exported_events(path, **kw):
+    from na64reco.export import iterate_reco
+
+    return {int(e) for chunk, _, _ in iterate_reco(path, **kw) for e in np.asarray(chunk.event)}
+
+
+def test_export_after_a_calibration_file_restored_withholds_the_reference_box(box_data, tmp_path, monkeypatch):
+    nominal = _exported_events(box_data)
+    root = _calib_copy(tmp_path)
+    payload = root / "conditions" / "na64mu" / "calorimeter" / "v001.yaml"
+    original = _veto_gains_x20(payload)
+    monkeypatch.setenv("NA64RECO_CALIB", str(root))
+    _exported_events(box_data)  # the edited payload read (and cached)
+    payload.write_bytes(original)  # the file as the reference's again, the cached constants not
+    shown = _exported_events(box_data)
+    assert shown <= nominal, f"{len(shown - nominal)} events the reference hides were exported"
+
+
+def test_processor_after_a_calibration_file_restored_fills_no_box_event(box_data, tmp_path, monkeypatch):
+    from na64reco.runner import RunOptions, run_files
+
+    def box_entries(out):
+        h = out["data"]["hists"]["p_out"][{"stage": "all"}]
+        return h.values()[h.axes[0].edges[:-1] < 80].sum(), out["data"]["cutflow"].n[0]
+
+    opts = RunOptions("na64mu_invisible", executor="iterative", status=False)
+    nominal = box_entries(run_files({"data": [str(box_data)]}, opts))
+    root = _calib_copy(tmp_path)
+    payload = root / "conditions" / "na64mu" / "calorimeter" / "v001.yaml"
+    original = _veto_gains_x20(payload)
+    monkeypatch.setenv("NA64RECO_CALIB", str(root))
+    run_files({"data": [str(box_data)]}, opts)  # the processor caches the edited conditions
+    payload.write_bytes(original)
+    in_box, kept = box_entries(run_files({"data": [str(box_data)]}, opts))
+    assert in_box <= nominal[0] and kept <= nominal[1]
+
+
+def test_a_setup_file_read_with_two_contents_is_not_the_reference(tmp_path):
+    """The reconstruction's caches are keyed by the setup file's path: after the file was read
+    with another content in this process, its objects are not identified by its bytes."""
+    from na64reco.conditions import load_conditions
+    from na64reco.geometry import load_setup
+    from na64reco.selection.blinding import uses_reference_inputs
+
+    root = _calib_copy(tmp_path)
+    setup_file = root / "setups" / "na64mu.yaml"
+    text = setup_file.read_text()
+    try:
+        setup = load_setup(str(setup_file), run=1001)
+        conditions = load_conditions(setup, 1001, root=root)
+        assert uses_reference_inputs(setup, conditions)  # a copy, read once: the reference's files
+        setup_file.write_text(text + "\n# edited\n")
+        assert not uses_reference_inputs(setup, conditions)  # edited since it was read
+        load_setup.cache_clear()
+        load_setup(str(setup_file), run=1001)  # read with the other content
+        setup_file.write_text(text)
+        load_setup.cache_clear()
+        setup = load_setup(str(setup_file), run=1001)
+        assert not uses_reference_inputs(setup, load_conditions(setup, 1001, root=root))
+    finally:
+        load_setup.cache_clear()
