@@ -40,10 +40,9 @@ import numpy as np
 import yaml
 
 from na64reco.bad_spills import BAD_SPILLS_SCHEMA_VERSION, BadSpillsError, load_bad_spills  # noqa: F401 (re-exported)
-from na64reco.conditions import load_conditions
 from na64reco.config import load_yaml
 from na64reco.errors import NA64Error
-from na64reco.geometry import Setup, load_setup
+from na64reco.geometry import Setup
 from na64reco.io.distinct import check_distinct
 from na64reco.io.raw import open_raw, release_data_events
 from na64reco.reco.calo import digits_of_events, flat_digits
@@ -188,8 +187,8 @@ def measure_files(paths, *, calib_tag: str | None = None) -> list[FileQuality]:
 def measure_file(path, *, calib_tag: str | None = None) -> FileQuality:
     """Per-spill quantities of the raw file ``path`` (see the module docstring)."""
     with open_raw(path) as raw:
-        setup = load_setup(raw.setup, run=raw.run)
-        cond = load_conditions(setup, raw.run, calib_tag)
+        setup = raw.run_setup()  # (errors name the file)
+        cond = raw.run_conditions(setup, calib_tag)
         spills = raw.spills()
         # DQM outputs detector quantities per spill, never a per-event physics quantity: the
         # data mark (blinding, io.raw.DATA_PARAMETER) is lifted as for the calibrations

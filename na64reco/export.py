@@ -26,9 +26,7 @@ import numpy as np
 
 from na64reco import __version__
 from na64reco.atomic import check_new_output
-from na64reco.conditions import load_conditions
 from na64reco.errors import RawFormatError
-from na64reco.geometry import load_setup
 from na64reco.io.location import display_name
 from na64reco.io.raw import RawFile, check_event_order, check_spill_counts_of, open_raw, release_data_events
 from na64reco.job_defaults import EXPORT_CHUNK
@@ -65,8 +63,8 @@ def iterate_reco(path, *, calib_tag: str | None = None, chunk_size: int = EXPORT
     raw = path if isinstance(path, RawFile) else open_raw(path)
     ids = raw.scan_ids()  # (as the runner's check before a run, in bounded memory)
     check_spill_counts_of(ids.spills, ids.counts, raw.spills(), raw.path)
-    setup = load_setup(raw.setup, run=raw.run)
-    conds = load_conditions(setup, raw.run, calib_tag)
+    setup = raw.run_setup()  # (errors name the file)
+    conds = raw.run_conditions(setup, calib_tag)
     previous = None  # event number of the last entry of the chunk before
     for start in range(0, raw.n_events, chunk_size):
         stop = min(start + chunk_size, raw.n_events)

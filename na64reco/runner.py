@@ -45,7 +45,7 @@ from coffea.nanoevents import BaseSchema
 
 from na64reco.config import load_yaml
 from na64reco.datasets import Sample, check_name, check_names, group_files
-from na64reco.errors import BlindingError, ConfigError, NA64Error, RawFormatError, SetupMismatch
+from na64reco.errors import BlindingError, CalibrationMissing, ConfigError, NA64Error, RawFormatError, SetupMismatch
 from na64reco.file_check import DaskChecks, FileCheck, PoolChecks, check_files
 from na64reco.io import location
 from na64reco.io.raw import declared_meta, event_branches
@@ -632,6 +632,7 @@ def run_files(fileset: Mapping[str, list[str]], opts: RunOptions, *, processor_i
         check = check_files(fileset, proc.SETUP, skip_bad_files=opts.skip_bad_files, remote=workers.checks(),
                             cache=cache)
         proc.known_spills = check.spills  # read once here; the processor's exposure needs them
+        _check_runs_known(check, proc)
         if check.from_cache and opts.status:
             print(f"the checks of {check.from_cache} of {sum(map(len, fileset.values()))} files taken from "
                   f"{cache.path} (files unchanged since; --no-check-cache checks every file)", file=sys.stderr)
@@ -670,6 +671,22 @@ def run_files(fileset: Mapping[str, list[str]], opts: RunOptions, *, processor_i
     for ds in out.values():
         ds["provenance"].wall_time = time.time() - t0
     return out
+
+
+def _check_runs_known(check: FileCheck, proc) -> None:
+    """The setup period and the conditions of every good file's run, loaded before any chunk: a
+    run with neither (run 0, a run after the last period, a run the tag does not cover) stops the
+    run now, naming its first file, instead of when a chunk of that file is reached (not a bad file:
+    the files are whole, the calibration is missing)."""
+    seen = set()
+    for path, rec in check.files.items():
+        if rec["run"] in seen:
+            continue
+        seen.add(rec["run"])
+        try:
+            proc.conditions(int(rec["run"]))
+        except (ConfigError, CalibrationMissing) as exc:
+            raise type(exc)(f"{path}: {exc}") from None
 
 
 def _check_cache(opts: RunOptions, stack: ExitStack):

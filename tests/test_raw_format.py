@@ -11,6 +11,12 @@ from na64reco.errors import RawFormatError, SetupMismatch
 from na64reco.io.raw import N_SAMPLES, TRUTH_BRANCHES, RawWriter, open_raw
 
 
+def _place(counts):
+    """Each digit's index in its event (random channels made distinct within an event: a channel
+    is read once per event)."""
+    return np.concatenate([np.arange(k) for k in counts]) if len(counts) else np.zeros(0, np.int64)
+
+
 def _chunk(rng, n, first_event=0, spill=0):
     nc, na, ns = rng.integers(0, 6, n), rng.integers(0, 12, n), rng.integers(0, 3, n)
     tc, ta, ts = nc.sum(), na.sum(), ns.sum()
@@ -22,11 +28,11 @@ def _chunk(rng, n, first_event=0, spill=0):
         "time_in_spill": rng.uniform(0, 4.8, n),
         "n_calo": nc,
         "calo_det": rng.integers(1, 15, tc),
-        "calo_chan": rng.integers(0, 60, tc),
+        "calo_chan": 10 * _place(nc) + rng.integers(0, 10, tc),
         "calo_adc": rng.integers(0, 4096, (tc, N_SAMPLES)),
         "n_apv": na,
         "apv_plane": rng.integers(0, 17, ta),
-        "apv_chan": rng.integers(0, 320, ta),
+        "apv_chan": 26 * _place(na) + rng.integers(0, 26, ta),
         "apv_a0": rng.integers(-20, 500, ta),
         "apv_a1": rng.integers(-20, 900, ta),
         "apv_a2": rng.integers(-20, 700, ta),
@@ -38,10 +44,11 @@ def _chunk(rng, n, first_event=0, spill=0):
 
 
 def _truth(rng, n):
-    t = {k: rng.normal(size=n) for k in TRUTH_BRANCHES}
+    t = {k: np.abs(rng.normal(size=n)) for k in TRUTH_BRANCHES}  # (deposited energies: >= 0)
     t.update(run=np.full(n, 7), spill=np.zeros(n), event=np.arange(n), process=rng.integers(0, 9, n),
              weight=rng.exponential(size=n),  # (expected events per beam particle: >= 0)
-             p_in=rng.normal(160.0, 3.0, n), p_out=rng.uniform(0.0, 160.0, n))  # (GeV: 0..500 or NaN)
+             p_in=rng.normal(160.0, 3.0, n), p_out=rng.uniform(0.0, 160.0, n),  # (GeV: 0..500 or NaN)
+             x=rng.uniform(0.0, 1.0, n))  # (an energy fraction)
     return t
 
 

@@ -20,17 +20,15 @@ def run(args) -> int:
     import numpy as np
 
     from na64reco.atomic import output_file
-    from na64reco.conditions import load_conditions
     from na64reco.display import check_image_output, draw_event
     from na64reco.errors import ConfigError
-    from na64reco.geometry import load_setup
     from na64reco.io.raw import open_raw
 
     check_image_output(args.output, "--output")
     with open_raw(args.raw) as raw:
-        setup = load_setup(raw.setup, run=raw.run)
-        conds = load_conditions(setup, raw.run, args.calib_tag)
-        numbers = raw._file["events"]["event"].array(library="np")
+        setup = raw.run_setup()  # (errors name the file)
+        conds = raw.run_conditions(setup, args.calib_tag)
+        numbers = raw.event_numbers()  # verified (a damaged tree header or basket is a RawFormatError)
         if numbers.size == 0:
             raise ConfigError(f"{args.raw}: no event {args.event}: the file holds no events (events failing the "
                               "trigger are not in the file); nothing to draw")

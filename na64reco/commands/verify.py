@@ -47,15 +47,10 @@ def _check_against_setup(raw) -> None:
     ``0..msadc.max_adc``."""
     import awkward as ak
 
-    from na64reco.errors import ConfigError
-    from na64reco.geometry import load_setup
     from na64reco.io.raw import ID_BRANCHES, VERIFY_ENTRIES
     from na64reco.reco.waveform import check_samples
 
-    try:
-        setup = load_setup(raw.setup, run=raw.run)
-    except ConfigError as exc:
-        raise ConfigError(f"{raw.path}: setup {raw.setup!r}, run {raw.run}: {exc}") from None
+    setup = raw.run_setup()  # (a ConfigError naming the file)
     before = 0  # digits of the reads before (a digit is named by its place in the file)
     for start, stop in raw.scan_ranges("events", VERIFY_ENTRIES):  # (no reconstruction; bounded memory)
         samples = raw.read_verified("events", start, stop, branches=(*ID_BRANCHES, "calo_adc"))["calo_adc"]

@@ -40,7 +40,7 @@ import uproot
 
 from na64reco import __version__
 from na64reco.constants import MAX_BEAM_PER_SPILL, SPS_NORTH_AREA_MOMENTUM, TRUTH_MOMENTUM_MAX
-from na64reco.errors import BlindingError, ConfigError, RawFormatError, SetupMismatch
+from na64reco.errors import BlindingError, CalibrationMissing, ConfigError, RawFormatError, SetupMismatch
 from na64reco.io.baskets import TreeBaskets
 from na64reco.io.checksum import (
     BOUNDS,
@@ -103,6 +103,8 @@ TRUTH_BRANCHES = {
     "e_vhcal": np.float32, "e_veto": np.float32, "e_srd": np.float32,  # GeV, true deposits
     "weight": np.float64,    # expected events per simulated beam particle x N (see docs)
 }
+#: the true deposited energies of ``truth`` (GeV: finite, >= 0)
+TRUTH_ENERGIES = ("e_ecal", "e_ecal_preshower", "e_hcal", "e_vhcal", "e_veto", "e_srd")
 
 
 #: Awkward parameter on the events :meth:`RawFile.events` reads from a *data* file (no
@@ -497,13 +499,28 @@ class RawFile:
         """The ranges of the file's setup for its run (:class:`ValueRanges`); a
         :class:`ConfigError` naming the file if the setup or the run's period does not exist."""
         if self._ranges is None:
-            from na64reco.geometry import load_setup
-
-            try:
-                self._ranges = ValueRanges.of(load_setup(self.setup, run=self.run))
-            except ConfigError as exc:
-                raise ConfigError(f"{self.path}: setup {self.setup!r}, run {self.run}: {exc}") from None
+            self._ranges = ValueRanges.of(self.run_setup())
         return self._ranges
+
+    def run_setup(self):
+        """The description of the file's setup in its run's period (``load_setup(setup, run=run)``);
+        a :class:`ConfigError` naming the file if the setup or the run's period does not exist."""
+        from na64reco.geometry import load_setup
+
+        try:
+            return load_setup(self.setup, run=self.run)
+        except ConfigError as exc:
+            raise ConfigError(f"{self.path}: setup {self.setup!r}, run {self.run}: {exc}") from None
+
+    def run_conditions(self, setup, calib_tag: str | None = None):
+        """The conditions of the file's run in ``calib_tag`` (default: the setup's tag); a
+        :class:`CalibrationMissing` naming the file if none cover its run."""
+        from na64reco.conditions import load_conditions
+
+        try:
+            return load_conditions(setup, self.run, calib_tag)
+        except CalibrationMissing as exc:
+            raise CalibrationMissing(f"{self.path}: {exc}") from None
 
     @property
     def uuid(self):
@@ -764,6 +781,7 @@ def check_content(tree: str, arrays, run: int, source, start: int = 0, ranges: V
                                                                 f"spill duration of setup {ranges.setup!r})")
         if ranges is not None:
             _check_digit_ranges(arrays, names, source, start, ranges)
+        _check_unique_digits(arrays, names, source, start)
     elif tree == "spills":
         for name in ("n_beam", "n_triggered"):
             if (values(name) < 0).any():
@@ -786,6 +804,13 @@ def check_content(tree: str, arrays, run: int, source, start: int = 0, ranges: V
             known = np.isin(values("process"), list(PROCESSES.values()))
             if not known.all():
                 fail("process", ~known, f"a process code of {PROCESSES}")
+        rules = [(name, lambda v: np.isfinite(v) & (v >= 0), "a finite deposited energy >= 0 (GeV)")
+                 for name in TRUTH_ENERGIES]
+        rules += [("x", lambda v: (v >= 0) & (v <= 1), "an energy fraction E_X / E_0 in 0..1 (0 if no signal)"),
+                  ("vertex_z", lambda v: ~np.isinf(v), "a finite position (mm) or NaN for none")]
+        for name, rule, what in rules:
+            if name in names and not (ok := rule(values(name))).all():
+                fail(name, ~ok, what)
         top = TRUTH_MOMENTUM_MAX / u.GeV
         for name in ("p_in", "p_out"):
             if name in names:
@@ -821,6 +846,45 @@ def _check_digit_ranges(arrays, names: set[str], source, start: int, ranges: Val
         raise RawFormatError(f"{source}: branch events.{name} of entry {start + i} (digit {d - int(offsets[i])} "
                              f"of the entry) is {flat[d].item()!r}; expected {what} ({k} digit{'' if k == 1 else 's'} "
                              f"of entries {start}-{start + len(offsets) - 1})")
+
+
+#: the digits read once per event: one MSADC digit per calorimeter channel, one APV digit per
+#: tracker channel (a straw tube may have several hits: not here)
+UNIQUE_DIGITS = (("calo_det", "calo_chan"), ("apv_plane", "apv_chan"))
+
+
+def _check_unique_digits(arrays, names: set[str], source, start: int) -> None:
+    """No MSADC or APV channel twice in an entry (the reconstruction would add both digits: a
+    calorimeter cell with twice its energy); the first one twice is named otherwise.  The digits
+    are written in channel order, checked in one pass; other orders are sorted."""
+    for a, b in UNIQUE_DIGITS:
+        if a not in names or b not in names:
+            continue
+        first, offsets = _flat_values(arrays[a])
+        second = _flat_values(arrays[b])[0]
+        if first.size < 2:
+            continue
+        channel = first.astype(np.int32)  # (plane or detector) << 16 | channel, in place: int16 branches
+        np.left_shift(channel, 16, out=channel)
+        np.bitwise_or(channel, second.view(np.uint16), out=channel, casting="unsafe")
+        rising = channel[1:] > channel[:-1]  # (2.3x faster than the first version: ~9 ms per 94k events)
+        edges = offsets[1:-1] - 1  # the last digit of each entry but the last: the next entry's starts anew
+        rising[edges[(edges >= 0) & (edges < rising.size)]] = True
+        if rising.all():
+            continue
+        entry = np.repeat(np.arange(len(offsets) - 1, dtype=np.int64), np.diff(offsets))
+        key = (entry << 32) | (channel.astype(np.int64) & 0xFFFFFFFF)
+        order = np.argsort(key, kind="stable")
+        same = np.flatnonzero(np.diff(key[order]) == 0)
+        if not same.size:
+            continue
+        d = int(order[same[0] + 1])
+        i = int(entry[d])
+        k = int(same.size)
+        raise RawFormatError(
+            f"{source}: entry {start + i} has {a.split('_')[0]} digit {a}={first[d].item()} {b}={second[d].item()} "
+            f"twice; expected each channel at most once per entry ({k} repeated digit{'' if k == 1 else 's'} of "
+            f"entries {start}-{start + len(offsets) - 1})")
 
 
 def _flat_values(branch) -> tuple[np.ndarray, np.ndarray]:
@@ -1109,13 +1173,20 @@ def _check_tree(f, tree: str, types: dict[str, np.dtype], meta: dict, path):
     if tree in entries and int(t.num_entries) != int(entries[tree]):
         raise RawFormatError(f"{path}: tree {tree!r} has {t.num_entries} entries, the metadata says "
                              f"{entries[tree]} (corrupt file)")
-    _check_branches(tree, {b.name: b.interpretation for b in t.branches}, types, path)
+    _check_branches(tree, {b.name: b.interpretation for b in t.branches}, types, path,
+                    {b.name: isinstance(b.interpretation, uproot.interpretation.jagged.AsJagged) for b in t.branches})
     return t
 
 
-def _check_branches(tree: str, present: dict, types: dict[str, np.dtype], path) -> None:
+#: the branches of ``events`` that hold a list per entry (the digits' fields and samples); every other
+#: branch of the format holds one number per entry
+LIST_BRANCHES = frozenset({f"{c}_{f}" for c, fields in COLLECTIONS.items() for f in fields} | {"calo_adc"})
+
+
+def _check_branches(tree: str, present: dict, types: dict[str, np.dtype], path, lists: dict) -> None:
     """Every branch of ``types`` in ``present`` (name -> uproot interpretation, or the stored numpy
-    type of a basket map) with the format's kind and size of number."""
+    type of a basket map) with the format's kind and size of number, and a list per entry where the
+    format has one (``lists``: name -> whether the branch is stored as a list per entry)."""
     missing = [b for b in types if b not in present]
     if missing:
         raise RawFormatError(f"{path}: tree {tree!r} lacks branch(es) {', '.join(missing)}")
@@ -1125,6 +1196,11 @@ def _check_branches(tree: str, present: dict, types: dict[str, np.dtype], path) 
         if got is None or got.kind != want.kind or got.itemsize != want.itemsize:
             raise RawFormatError(f"{path}: branch {tree}.{name} holds {got.name if got is not None else stored}, "
                                  f"expected {want.name}")
+        is_list = tree == "events" and name in LIST_BRANCHES
+        if bool(lists[name]) != is_list:
+            raise RawFormatError(f"{path}: branch {tree}.{name} holds {'a list of ' if lists[name] else 'one '}"
+                                 f"{got.name} per entry, expected {'a list of ' if is_list else 'one '}{want.name} "
+                                 "per entry")
 
 
 def _value_dtype(interpretation) -> np.dtype | None:
@@ -1179,7 +1255,8 @@ def _read_maps(f, keys, meta: dict, path) -> dict[str, TreeBaskets]:
 def _checked_map(baskets: TreeBaskets, types: dict[str, np.dtype], path) -> TreeBaskets:
     """A tree's basket map with the branches and types of the format (as :func:`_check_tree` checks
     a tree's header)."""
-    _check_branches(baskets.tree, dict(zip(baskets.names, baskets.dtypes, strict=True)), types, path)
+    _check_branches(baskets.tree, dict(zip(baskets.names, baskets.dtypes, strict=True)), types, path,
+                    dict(zip(baskets.names, baskets.jagged, strict=True)))
     return baskets
 
 
