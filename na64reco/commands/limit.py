@@ -154,7 +154,35 @@ def crossing_mass(masses, g90, g_low) -> float | None:
     return float(masses[0]) if d[0] < 0 else None  # excluded over the whole range
 
 
-def _plot(result: dict, args, path: str) -> float | None:
+def excluded_range(masses, g90, g_low) -> tuple[float, float | None] | None:
+    """(first, last) mass of the g-2 band excluded from :func:`crossing_mass` on (log interpolation).
+
+    ``last`` is where g90 rises above ``g_low`` again (Z' -> mu mu opens, the 1/m^2 fall of
+    the yield) and None if the band stays excluded to the end of ``masses``; None if the band
+    is excluded nowhere.
+    """
+    first = crossing_mass(masses, g90, g_low)
+    if first is None:
+        return None
+    d = np.log(np.asarray(g90)) - np.log(np.asarray(g_low))
+    masses = np.asarray(masses, float)
+    for i in range(len(d) - 1):
+        if masses[i + 1] > first and d[i] < 0 <= d[i + 1]:
+            lm = np.log(masses[i]) + d[i] / (d[i] - d[i + 1]) * (np.log(masses[i + 1]) - np.log(masses[i]))
+            return first, float(np.exp(lm))
+    return first, None
+
+
+def _excluded_text(excluded, lowest: float) -> str:
+    """'above X MeV', 'from X to Y MeV', ... for the excluded part of the g-2 band."""
+    first, last = excluded
+    start = f"from {first:.1f} MeV" if first > lowest else f"from the lowest mass shown ({lowest:.1f} MeV)"
+    if last is None:
+        return f"above {first:.1f} MeV" if first > lowest else "over the whole range shown"
+    return f"{start} to {last:.1f} MeV"
+
+
+def _plot(result: dict, args, path: str) -> tuple[float, float | None] | None:
     from na64reco.physics.yields import expected_signal
     from na64reco.plotting import na64_style
     from na64reco.stats.limits import coupling_limit
@@ -171,8 +199,11 @@ def _plot(result: dict, args, path: str) -> float | None:
         return _draw_limit(result, args, path, setup, masses, g90)
 
 
-def _draw_limit(result: dict, args, path: str, setup: dict, masses, g90) -> float | None:
-    """The exclusion plot (in the NA64 style set by the caller); returns the g-2 crossing mass."""
+def _draw_limit(result: dict, args, path: str, setup: dict, masses, g90) -> tuple[float, float | None] | None:
+    """The exclusion plot (in the NA64 style set by the caller); returns the excluded part of the g-2 band.
+
+    That is :func:`excluded_range` on the plot's mass grid (MeV), or None.
+    """
     from matplotlib.figure import Figure
 
     from na64reco.physics.gminus2 import g_band
@@ -180,13 +211,13 @@ def _draw_limit(result: dict, args, path: str, setup: dict, masses, g90) -> floa
 
     fig = Figure(figsize=(11, 9), layout="constrained")
     ax = fig.add_subplot()
-    crossing = None
+    excluded = None
     if setup["model"] == "zprime":
         lo, mid, hi = g_band(masses, 2.0)
         ax.fill_between(masses / _GEV, lo, hi, color="tab:green", alpha=0.35,
                         label=r"$(g-2)_\mu$ $\pm 2\sigma$ ($\Delta a_\mu=(2.51\pm0.59)\times10^{-9}$)")
         ax.plot(masses / _GEV, mid, color="tab:green", lw=1)
-        crossing = crossing_mass(masses, g90, lo)
+        excluded = excluded_range(masses, g90, lo)
     label = "this calculation, 90% CL" + (f" (eff={args.efficiency:g}, {args.method.upper()})")
     ax.plot(masses / _GEV, g90, color="k", lw=2, label=label)
     ax.fill_between(masses / _GEV, g90, 1.0, color="gray", alpha=0.2, lw=0, label="excluded at 90% CL")
@@ -197,10 +228,8 @@ def _draw_limit(result: dict, args, path: str, setup: dict, masses, g90) -> floa
     ax.set_ylim(min(g90.min(), 1e-4) / 2, 2e-2)
     text = (f"{args.setup}: {beam_label(args.setup, result['n_on_target'])}, "
             f"b = {args.background:g} events, $n_{{obs}}$ = {args.observed}")
-    if crossing is not None:
-        where = ("over the whole range shown" if crossing <= masses[0]
-                 else f"above {crossing:.0f} MeV")
-        text += f"\ng-2 band excluded {where} (this calc.)"
+    if excluded is not None:
+        text += f"\ng-2 band excluded {_excluded_text(excluded, float(masses[0]))} (this calc.)"
     if setup["model"] == "zprime":
         text += "\nNA64mu 2022: g-2 explanation excluded above ~40 MeV"
     ax.text(0.03, 0.97, text, transform=ax.transAxes, va="top", fontsize="xx-small",
@@ -210,7 +239,7 @@ def _draw_limit(result: dict, args, path: str, setup: dict, masses, g90) -> floa
     freeze_layout(fig)
     exp_label(ax, data=True, rlabel=beam_label(args.setup, result["n_on_target"]))
     fig.savefig(path, dpi=DPI)
-    return crossing
+    return excluded
 
 
 def run(args) -> int:
@@ -223,7 +252,9 @@ def run(args) -> int:
         from na64reco.atomic import output_file
 
         with output_file(args.plot) as staged:
-            result["g2_crossing_mev"] = _plot(result, args, staged)
+            excluded = _plot(result, args, staged)
+            result["g2_crossing_mev"] = excluded[0] if excluded else None
+            result["g2_excluded_to_mev"] = excluded[1] if excluded else None
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -245,7 +276,9 @@ def run(args) -> int:
         for r in result["limits"]:
             print(f"{r['mass_gev']:10.4g} {result['n_up']:7.3f} {r['eps90']:10.3e}")
     if args.plot:
-        cross = result.get("g2_crossing_mev")
-        print(f"# plot written to {args.plot}"
-              + (f"; g-2 band excluded above {cross:.1f} MeV" if cross else ""))
+        cross, last = result.get("g2_crossing_mev"), result.get("g2_excluded_to_mev")
+        where = ""
+        if cross:
+            where = f"from {cross:.1f} to {last:.1f} MeV" if last is not None else f"above {cross:.1f} MeV"
+        print(f"# plot written to {args.plot}" + (f"; g-2 band excluded {where} (plot grid)" if where else ""))
     return 0
