@@ -38,7 +38,7 @@ import numpy as np
 from hepunits import GeV, MeV
 from IPython.display import Image, display
 
-from na64reco.commands.limit import crossing_mass
+from na64reco.commands.limit import excluded_range
 from na64reco.efficiency import signal_efficiency
 from na64reco.errors import BlindingError
 from na64reco.physics.gminus2 import g_band
@@ -75,7 +75,7 @@ eff = np.exp(np.interp(np.log(grid), np.log(masses), np.log(table.efficiency)))
 g90 = np.array([coupling_limit(m, n_up, n_ref=expected_signal(MOT, m, 1e-4, e, n_steps=8), coupling_ref=1e-4)
                 for m, e in zip(grid, eff, strict=True)])
 lo, mid, hi = g_band(grid, 2.0)
-cross = crossing_mass(grid, g90, lo)
+excluded = excluded_range(grid, g90, lo)  # (first, last) mass; last None if excluded to the end
 fig, ax = plt.subplots(figsize=(10, 7))
 ax.fill_between(grid / GeV, lo, hi, color="tab:green", alpha=0.35, label=r"$(g-2)_\mu$ $\pm2\sigma$")
 ax.plot(grid / GeV, mid, color="tab:green", lw=1)
@@ -90,12 +90,13 @@ ax.text(0.03, 0.95, rf"NA64$\mu$ inputs: {MOT:.3g} MOT, $b={B}\pm{DB}$, $n_{{obs
         va="top", fontsize=13)
 ax.legend(loc="lower right", fontsize=12)
 plt.show()
-if cross is None:
+if excluded is None:
     where = "nowhere in the range shown"
-elif cross <= grid[0]:
-    where = f"over the whole range shown ({grid[0] / MeV:g}-{grid[-1] / MeV:g} MeV)"
 else:
-    where = f"above {cross / MeV:.1f} MeV"
+    first, last = excluded
+    start = f"from {first / MeV:.1f} MeV" if first > grid[0] else f"from the lowest mass shown ({grid[0] / MeV:g} MeV)"
+    # above 2 m_mu the Z' also decays to mu mu: the limit rises above the band again
+    where = f"{start} to {last / MeV:.1f} MeV" if last is not None else f"{start} to the end of the range shown"
 print(f"g-2 band (lower 2 sigma edge) excluded {where}; published NA64mu 2022: above ~40 MeV")
 
 # %% [markdown]
