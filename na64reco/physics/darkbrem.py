@@ -23,6 +23,16 @@ theta-independent), and the theta integral is done in closed form
 
 For m >> m_l this is BEST's  4 alpha^2 alpha_X chi beta x (1 - x + x^2/3) / (m^2 (1 - x)).
 
+Emission angle (:func:`sample_pt`): at fixed x, with chi taken theta-independent as in IWW, the
+formula above is a density in u (d cos(theta) = du / (2 E0^2 x)) with the closed-form CDF
+
+    G(U) = A (1/U0 - 1/U) - B (1/(6 U0^2) - 1/(2 U^2) + U0/(3 U^3)),   A = 1 - x + x^2/2,
+    B = x (1 - x) M^2,
+
+cut where the flux vanishes (t_min = (U / (2 E0 (1 - x)))^2 > t_max, the WW relation): the
+transverse momentum of X is p_T = x E0 theta = sqrt(x u), typically sqrt(x U0) =
+sqrt(m^2 (1 - x) + m_l^2 x^2) (~ m_l x for m << m_l, not ~ m).
+
 WW (``method="ww"``): chi depends on x and theta through
 t_min = (U / (2 E0 (1 - x)))^2 and the theta (u) integral is numerical; t_max defaults to
 E0^2 as in DMG4 (the flux vanishes where t_min > t_max, which bounds the angles).
@@ -40,7 +50,7 @@ import numpy as np
 from na64reco import constants
 from na64reco.physics.flux import chi
 
-__all__ = ["alpha_x", "dsigma_dx", "sigma_total", "x_limits", "x_pdf", "sample_x"]
+__all__ = ["alpha_x", "dsigma_dx", "sigma_total", "x_limits", "x_pdf", "sample_x", "pt_cdf", "sample_pt"]
 
 _HBARC2 = constants.HBARC**2  # MeV^2 mm^2: converts 1/MeV^2 to mm^2
 _ALPHA = constants.FINE_STRUCTURE
@@ -212,3 +222,52 @@ def sample_x(rng: np.random.Generator, n: int, e0: float, mass: float,
     """
     x, cdf = _cdf_table(float(e0), float(mass), float(lepton_mass), float(Z), float(A), method)
     return np.interp(rng.random(n), cdf, x)
+
+
+def _angular_terms(x, e0, mass, lepton_mass, t_max):
+    """(A, B, U0, U_cut) of the emission angle's density at energy fraction(s) ``x`` (MeV^2)."""
+    x = np.asarray(x, float)
+    if t_max is None:
+        t_max = _t_max_default(e0, mass, lepton_mass, "iww")
+    u0 = mass**2 * (1.0 - x) / x + lepton_mass**2 * x
+    u_cut = np.maximum(2.0 * e0 * (1.0 - x) * np.sqrt(t_max), u0)  # no phase space left: theta = 0
+    return 1.0 - x + 0.5 * x**2, x * (1.0 - x) * (mass**2 + 2.0 * lepton_mass**2), u0, u_cut
+
+
+def _angular_g(big_u, a, b, u0):
+    return a * (1.0 / u0 - 1.0 / big_u) - b * (1.0 / (6.0 * u0**2) - 0.5 / big_u**2 + u0 / (3.0 * big_u**3))
+
+
+def pt_cdf(pt, x, e0: float, mass: float, lepton_mass: float = constants.MUON_MASS, *,
+           t_max: float | None = None):
+    """P(p_T(X) < ``pt``) at energy fraction ``x`` (closed form, module docstring); MeV.
+
+    ``t_max`` (MeV^2) bounds the flux as in :func:`dsigma_dx` (default the IWW m^2 + m_l^2).
+    """
+    a, b, u0, u_cut = _angular_terms(x, e0, mass, lepton_mass, t_max)
+    big_u = np.clip(u0 + np.asarray(pt, float) ** 2 / np.asarray(x, float), u0, u_cut)
+    norm = _angular_g(u_cut, a, b, u0)
+    return np.where(norm > 0, _angular_g(big_u, a, b, u0) / np.where(norm > 0, norm, 1.0), 1.0)
+
+
+def sample_pt(rng: np.random.Generator, x, e0: float, mass: float, lepton_mass: float = constants.MUON_MASS,
+              *, t_max: float | None = None) -> np.ndarray:
+    """Transverse momentum (MeV) of X emitted with energy fraction ``x`` (array), one per x.
+
+    Drawn from :func:`pt_cdf`'s density: U from the 1/U^2 part by its inverse CDF, kept with
+    probability 1 - (B/A)(U - U0)/U^2 (>= 1/2 for every x and mass: the M^2 term's largest
+    share is B/(4 A U0)).  The recoiling lepton gets -p_T (the nucleus's recoil neglected).
+    """
+    a, b, u0, u_cut = (np.broadcast_to(v, np.shape(x)).astype(float).ravel()
+                       for v in _angular_terms(x, e0, mass, lepton_mass, t_max))
+    big_u = np.empty(a.size)
+    todo = np.arange(a.size)
+    while todo.size:
+        r = rng.random(todo.size)
+        inv0 = 1.0 / u0[todo]
+        u = 1.0 / (inv0 - r * (inv0 - 1.0 / u_cut[todo]))
+        keep = rng.random(todo.size) * a[todo] <= a[todo] - b[todo] * (u - u0[todo]) / u**2
+        big_u[todo[keep]] = u[keep]
+        todo = todo[~keep]
+    xs = np.asarray(x, float).ravel()
+    return np.sqrt(np.clip(xs * (big_u - u0), 0.0, None)).reshape(np.shape(x))

@@ -59,7 +59,6 @@ class SimParams:
     apv_threshold_sigma: float
     # signal
     default_coupling: float
-    recoil_pt_scale: float
     extra: dict = field(default_factory=dict, compare=False)
     # rare processes and biased sampling (optional sections; docs/backgrounds.md)
     dimuon_rate: float = 0.0  # tridents per muon, v in [dimuon_v_min, dimuon_v_max]
@@ -142,7 +141,6 @@ def load_sim_params(setup: Setup, mixture: dict[str, float] | None = None) -> Si
         apv_first_sample=a.quantity("first_sample_time", "time"),
         apv_threshold_sigma=a.number("threshold_sigma", minimum=0.0),
         default_coupling=sg.number("default_coupling", minimum=0.0),
-        recoil_pt_scale=sg.number("recoil_pt_scale", minimum=0.0),
     )
     if params.dimuon_v_min >= params.dimuon_v_max:
         raise d.error("v_min", f"{params.dimuon_v_min} must be below v_max={params.dimuon_v_max}")

@@ -7,9 +7,11 @@
   over 40 X0, so the production rate is flat in depth); electrons (na64e) exponential in
   radiation lengths from the ECAL front (the primary electron loses its energy as
   E_0 exp(-t)), truncated to the ECAL.
-* The lepton continues with (1 - x) E and a recoil transverse momentum
-  p_T = recoil_pt_scale x m_X x |N(0, 1)| in a uniform azimuth (approximation: typical
-  virtuality of the exchanged lepton); the X deposits nothing.
+* The lepton continues with (1 - x) E and the opposite of the X's transverse momentum,
+  drawn at that x from the same WW double-differential cross section
+  (:func:`na64reco.physics.darkbrem.sample_pt`; typically sqrt(m_X^2 (1 - x) + m_l^2 x^2),
+  ~80 MeV at x = 0.75 for a light Z', the nucleus's recoil neglected), in a uniform
+  azimuth; the X deposits nothing.
 * truth weight: expected signal events per beam particle for (mass, coupling) from
   :func:`na64reco.physics.yields.expected_signal` (N_MOT = 1, efficiency 1, the whole x
   range); 1.0 if that module is not available.
@@ -53,9 +55,12 @@ def signal_weight(mass: float, coupling: float, e0: float, lepton_mass: float) -
         return 1.0
 
 
-def recoil_slopes(rng: np.random.Generator, p_after, mass: float, pt_scale: float):
-    """(dtx, dty) of the recoiling lepton with p_T = pt_scale m_X |N(0,1)|."""
+def recoil_slopes(rng: np.random.Generator, p_after, x, e0: float, mass: float, lepton_mass: float):
+    """(dtx, dty) of the lepton recoiling from an X emitted with energy fraction ``x``: its p_T
+    from :func:`na64reco.physics.darkbrem.sample_pt`, its azimuth uniform."""
+    from na64reco.physics.darkbrem import sample_pt
+
     n = np.size(p_after)
-    pt = pt_scale * mass * np.abs(rng.standard_normal(n))
+    pt = sample_pt(rng, np.asarray(x, float), e0, mass, lepton_mass)
     phi = rng.uniform(0, 2 * np.pi, n)
     return pt / p_after * np.cos(phi), pt / p_after * np.sin(phi)

@@ -410,7 +410,7 @@ def _ecal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
             xs = sample_signal_x(rng, sig.size, ctx.setup.beam.energy, ctx.signal_mass, constants.MUON_MASS)
             zv = rng.uniform(0.0, length, sig.size)
             p[sig] = p[sig] * (1.0 - xs)
-            dtx, dty = recoil_slopes(rng, p[sig], ctx.signal_mass, prm.recoil_pt_scale)
+            dtx, dty = recoil_slopes(rng, p[sig], xs, ctx.setup.beam.energy, ctx.signal_mass, constants.MUON_MASS)
             j = mu[sig]
             tr.x[j] -= dtx * zv  # kink at the vertex: shift the line so that it passes there
             tr.y[j] -= dty * zv
