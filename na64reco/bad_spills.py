@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from na64reco.config import read_yaml
+from na64reco.config import read_yaml_hashed
 from na64reco.errors import ConfigError
 
 BAD_SPILLS_SCHEMA_VERSION = 1
@@ -25,11 +25,17 @@ class BadSpillsError(ConfigError):
 def load_bad_spills(path) -> dict[tuple[int, int], list[str]]:
     """``{(run, spill): reasons}`` of a bad-spill list written by :func:`write_bad_spills`
     (YAML or JSON with the same keys)."""
+    return load_bad_spills_hashed(path)[0]
+
+
+def load_bad_spills_hashed(path) -> tuple[dict[tuple[int, int], list[str]], str]:
+    """(:func:`load_bad_spills`, the SHA-256 of the bytes read): what a run records of the list
+    it applied (``Provenance.bad_spills_sha256``), from the one read it parsed."""
     path = Path(path)
     if not (path.exists() or path.is_symlink()):
         raise BadSpillsError(f"{path}: bad-spill list not found")
     try:
-        data = read_yaml(path)  # one line naming the file (and the line and column of a syntax error)
+        data, sha256 = read_yaml_hashed(path)  # one line naming the file (and the line and column of a syntax error)
     except ConfigError as exc:
         raise BadSpillsError(f"{exc}; the file should be {BAD_SPILL_LIST}") from None
     if not isinstance(data, dict) or data.get("schema_version") != BAD_SPILLS_SCHEMA_VERSION:
@@ -45,4 +51,4 @@ def load_bad_spills(path) -> dict[tuple[int, int], list[str]]:
                                               for k in ("run", "spill")):
             raise BadSpillsError(f"{path}: spills[{i}] needs integer 'run' and 'spill', got {s!r}")
         out[(s["run"], s["spill"])] = [str(r) for r in s.get("reasons") or []]
-    return out
+    return out, sha256

@@ -62,6 +62,12 @@ def read_yaml(path: str | Path) -> Any:
     """The document of a YAML file, whatever its top level (a key given twice is an error);
     a missing, unreadable or malformed file is a one-line :class:`ConfigError` naming the file
     (and the line and column of a syntax error)."""
+    return read_yaml_hashed(path)[0]
+
+
+def read_yaml_hashed(path: str | Path) -> tuple[Any, str]:
+    """(:func:`read_yaml`'s document, the SHA-256 of the bytes it was parsed from): what a record
+    of the file's use names, with no second read that could see other content."""
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{path}: is a directory; expected a YAML file")
@@ -75,14 +81,15 @@ def read_yaml(path: str | Path) -> Any:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     # what this process read (a file edited after it was read is not what its loaded objects hold)
-    as_loaded.note_read(path, hashlib.sha256(content).hexdigest())
+    sha256 = hashlib.sha256(content).hexdigest()
+    as_loaded.note_read(path, sha256)
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
         raise ConfigError(f"{path}: malformed YAML{line}: {getattr(exc, 'problem', exc)}") from None
-    return data
+    return data, sha256
 
 
 class _UniqueKeys:

@@ -67,7 +67,8 @@ def format_summary(summary: dict) -> str:
                          f"({lost} beam particles; see na64reco.exposure)")
         if p.get("excluded_spills"):
             lost = sum(s["n_beam"] for s in p["excluded_spills"])
-            lines.append(f"   not in MOT/EOT: {len(p['excluded_spills'])} bad spills of {p['bad_spills']} "
+            sha = f" (sha256 {p['bad_spills_sha256'][:12]})" if p.get("bad_spills_sha256") else ""
+            lines.append(f"   not in MOT/EOT: {len(p['excluded_spills'])} bad spills of {p['bad_spills']}{sha} "
                          f"({lost} beam particles, {p['events_excluded']} events dropped)")
         if "cutflow" not in entry:
             lines.append("   no events were processed")

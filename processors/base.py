@@ -315,11 +315,12 @@ class Provenance:
     wall_time: float | None = None   # set by the runner (s)
     partial_spills: list = field(default_factory=list)  # spills not counted in n_beam (events skipped)
     bad_spills: str | None = None  # the bad-spill list applied (na64reco dqm), if any
+    bad_spills_sha256: str | None = None  # the SHA-256 of the list's bytes as the run read them
     events_excluded: int = 0  # of events_processed: dropped as events of a listed bad spill
     excluded_spills: list = field(default_factory=list)  # bad spills not counted in n_beam
 
     _CONSTANTS = ("processor", "selection", "selection_sha256", "calib_tag", "code_version",
-                  "unblinded_by", "bad_spills")
+                  "unblinded_by", "bad_spills", "bad_spills_sha256")
 
     def __add__(self, other: Provenance) -> Provenance:
         for k in self._CONSTANTS:
@@ -349,6 +350,7 @@ class Provenance:
             self.n_beam + other.n_beam, self.n_spills + other.n_spills,
             self.n_triggered + other.n_triggered, files, skipped, self.conditions | other.conditions,
             partial_spills=self.partial_spills + other.partial_spills, bad_spills=self.bad_spills,
+            bad_spills_sha256=self.bad_spills_sha256,
             events_excluded=self.events_excluded + other.events_excluded,
             excluded_spills=self.excluded_spills + other.excluded_spills,
         )
@@ -396,7 +398,7 @@ class Provenance:
             "processor", "selection", "selection_sha256", "selection_file", "calib_tag",
             "code_version", "unblinded_by", "events_processed", "chunks", "n_beam", "n_spills",
             "n_triggered", "files", "skipped", "events_total", "wall_time", "partial_spills", "bad_spills",
-            "events_excluded", "excluded_spills")} | {
+            "bad_spills_sha256", "events_excluded", "excluded_spills")} | {
             "events_skipped": self.events_skipped, "conditions": sorted(self.conditions)}
 
 
@@ -500,6 +502,7 @@ class InvisibleProcessor(processor.ProcessorABC):
         self.known_spills = {}  # path -> spills tree already read (by the runner's file check)
         self.bad_spills = {}  # (run, spill) -> reasons: spills dropped (runner --bad-spills)
         self.bad_spills_source = None
+        self.bad_spills_sha256 = None
         #: the directory of the run's file check cache (futures executor): a pool process looks
         #: up there the files it was not told of (:func:`_take_from_cache`)
         self.check_cache = None
@@ -813,7 +816,8 @@ class InvisibleProcessor(processor.ProcessorABC):
         of them), so that the accounting of the events and spills closes."""
         prov = Provenance(self.NAME, self.selection.name, self.selection.sha256, self.selection.source,
                           self.calib_tag, __version__,
-                          repr(self.token) if self.token is not None else None, bad_spills=self.bad_spills_source)
+                          repr(self.token) if self.token is not None else None, bad_spills=self.bad_spills_source,
+                          bad_spills_sha256=self.bad_spills_sha256)
         n = len(events)
         prov.events_processed, prov.chunks, prov.events_excluded = n, 1, excluded
         prov.conditions = set(getattr(conditions, "files", {}).values())

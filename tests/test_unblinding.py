@@ -607,6 +607,43 @@ def test_an_edited_or_missing_bad_spill_list_blocks_unblinding(env):
         ub.unblind(env["ledger"], confirm=True, runner=lambda *a: pytest.fail("must not run"))
 
 
+def test_a_run_records_the_content_of_the_bad_spill_list_it_applied(env):
+    """The provenance names the list by path and by the SHA-256 of the bytes the run parsed."""
+    import hashlib
+
+    from na64reco.runner import RunOptions, run_files
+    from na64reco.summary import cutflow_summary, format_summary
+
+    listed = _bad_spill_list(env["tmp"] / "bad_spills.yaml", [(7, 2)])
+    out = run_files({"data": [str(f) for f in env["files"]]},
+                    RunOptions(PROC, calib_tag=TAG, selection=str(env["sel"]), bad_spills=str(listed),
+                               check_cache=False))
+    prov = out["data"]["provenance"]
+    assert prov.bad_spills == str(listed)
+    assert prov.bad_spills_sha256 == hashlib.sha256(listed.read_bytes()).hexdigest()
+    assert prov.to_dict()["bad_spills_sha256"] == prov.bad_spills_sha256
+    listed_spill = write_data(env["tmp"] / "data" / "run7_spill2.root", 1000, 50, spill=2)
+    out = run_files({"data": [str(listed_spill)]},
+                    RunOptions(PROC, calib_tag=TAG, selection=str(env["sel"]), bad_spills=str(listed),
+                               check_cache=False))
+    assert f"(sha256 {prov.bad_spills_sha256[:12]})" in format_summary(cutflow_summary(out))
+
+
+def test_a_bad_spill_list_changed_during_the_unblinding_is_refused(env, monkeypatch):
+    """The checks before the run see the frozen list; if the run's own read gives other bytes
+    (edited in between), the unblinding fails on the record instead of counting other spills."""
+    import na64reco.bad_spills as bs
+
+    listed = _bad_spill_list(env["tmp"] / "bad_spills.yaml", [(7, 2)])
+    _freeze(env, bad_spills=listed)
+    read = bs.load_bad_spills_hashed
+    monkeypatch.setattr(bs, "load_bad_spills_hashed", lambda p: ({}, read(p)[1][::-1]))  # other content read
+    with pytest.raises(BlindingError, match="changed during the unblinding"):
+        ub.unblind(env["ledger"], confirm=True)
+    kinds = [r["kind"] for r in ub.read_audit_log(ub.default_audit_log(env["ledger"]))]
+    assert kinds == ["unblinding-aborted"]
+
+
 def test_a_malformed_bad_spill_list_is_refused_at_freeze(env):
     p = env["tmp"] / "bad.yaml"
     p.write_text("spills: [1, 2]\n")

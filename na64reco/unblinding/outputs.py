@@ -48,11 +48,24 @@ def run_unblinded(ledger: dict, token, output_dir: Path | None) -> dict:
                       **st["processor"]["options"])
     proc = make_processor(opts, unblind=token)
     out = run_files({"unblinded": [f["path"] for f in st["files"]]}, opts, processor_instance=proc)
+    _check_bad_spills_applied(out, st.get("bad_spills"))
     result = _result_from_output(out)
     if output_dir is not None:
         write_outputs(out, output_dir, plots=False)  # output.coffea, hists.root, cut-flow, provenance
         _final_plots(out, st, output_dir / "plots")
     return result
+
+
+def _check_bad_spills_applied(out: dict, frozen: dict | None) -> None:
+    """The run dropped the frozen bad-spill list's content (its SHA-256 as the run read it): a list
+    edited between the checks before the unblinding and the run's own read is an error."""
+    want = (frozen or {}).get("sha256")
+    for acc in out.values():
+        got = acc["provenance"].bad_spills_sha256 if "provenance" in acc else None
+        if got != want:
+            raise BlindingError(f"the bad-spill list {(frozen or {}).get('path')} read by the unblinded run has "
+                                f"SHA-256 {str(got)[:12]}..., frozen {str(want)[:12]}...: it changed during the "
+                                "unblinding; restore the frozen list")
 
 
 def _final_plots(out: dict, state: dict, plot_dir: Path) -> None:
