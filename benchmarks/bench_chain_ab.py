@@ -43,13 +43,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def canonical(out: dict) -> str:
     """Everything ``run_files`` returns for each dataset, as one string (floats exactly: JSON
-    writes their shortest round-trip repr), but the wall time, the code version and the
-    selection file's path; the conditions files from their ``calib/`` folder on."""
+    writes their shortest round-trip repr), but the wall time, the code version, the
+    selection file's path and the provenance fields that are None (a field added since, e.g.
+    ``bad_spills_sha256`` without a list); the conditions files from their ``calib/`` folder on."""
     res = {}
     for ds, acc in out.items():
         prov = acc["provenance"].to_dict()
         for key in ("wall_time", "code_version", "selection_file"):
             prov.pop(key, None)
+        prov = {k: v for k, v in prov.items() if v is not None}  # a field one tree lacks reads as None in the other
         prov["conditions"] = [c[c.rindex("calib/"):] if "calib/" in c else c for c in prov["conditions"]]
         cf = acc["cutflow"]
         entry = {"provenance": prov,

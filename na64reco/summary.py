@@ -56,9 +56,14 @@ def format_summary(summary: dict) -> str:
         lines.append(f"== {dataset}: {p['processor']}, selection {p['selection']} "
                      f"(sha256 {p['selection_sha256'][:12]}), calib tag {p['calib_tag']}, "
                      f"na64reco {p['code_version']}")
+        total = p.get("events_total")
+        adds_up = total is None or p["events_processed"] + p["events_skipped"] == total
         lines.append(f"   events: {p['events_processed']} processed + {p['events_skipped']} skipped "
-                     f"= {p.get('events_total')} total; beam particles on target (MOT/EOT): "
+                     f"{'=' if adds_up else '!='} {total} total; beam particles on target (MOT/EOT): "
                      f"{p['n_beam']} in {p['n_spills']} spills")
+        if not adds_up:  # a run accounts for every event: an edited or damaged output
+            lines.append(f"   WARNING: the events do not add up ({p['events_processed'] + p['events_skipped']} "
+                         f"of {total}): this output was edited or is not a whole run's")
         for path, rec in p["skipped"].items():
             lines.append(f"   skipped {path} ({rec['events']} events): {rec['reason']}")
         if p.get("partial_spills"):

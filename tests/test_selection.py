@@ -73,6 +73,12 @@ def _mutated(**changes):
      "cuts.0.bits", ["physics", "random"]),
     ({"cuts__1__variable": "srd_module_energy"}, "cuts.1.variable", ["unknown variable"]),
     ({"cuts__1__variable": "counter_S9_energy"}, "cuts.1.variable", ["counter_S4_energy"]),
+    # a range that no value of a never-negative variable is in (a sign slip in a tuned cut)
+    ({"cuts__1": {"name": "fit", "type": "range", "variable": "chi2_out", "max": -5}}, "cuts.1.max",
+     ["chi2_out is never negative", "keeps no event"]),
+    ({"cuts__1": {"name": "n", "type": "range", "variable": "n_tracks_out", "max": 0}}, "cuts.1.max",
+     ["n_tracks_out is never negative"]),
+    ({"signal_box": {"variable": "p_out", "max": "-80 GeV"}}, "signal_box.max", ["p_out is never negative", "GeV"]),
 ])
 def test_validation_errors_name_file_key_and_allowed_values(tmp_path, changes, key, words):
     p = _write(tmp_path, _mutated(**changes))
@@ -270,3 +276,9 @@ def test_columns_from_a_dict_name_a_missing_field():
     assert cols["p_out"].tolist() == [1.0, 1.0]
     with pytest.raises(NA64Error, match="no field 'chi2_out' \\(has: p_out\\)"):
         cols["chi2_out"]
+
+
+def test_a_negative_max_is_allowed_where_noise_makes_values_negative(tmp_path):
+    """Energies are pedestal-subtracted sums: a cut below 0 GeV is odd but can select events."""
+    d = _mutated(cuts__1={"name": "quiet", "type": "range", "variable": "veto_energy", "max": "-0.001 GeV"})
+    assert load_selection(_write(tmp_path, d)).cut("quiet").max == pytest.approx(-0.001)

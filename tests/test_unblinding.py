@@ -626,7 +626,12 @@ def test_a_run_records_the_content_of_the_bad_spill_list_it_applied(env):
     out = run_files({"data": [str(listed_spill)]},
                     RunOptions(PROC, calib_tag=TAG, selection=str(env["sel"]), bad_spills=str(listed),
                                check_cache=False))
-    assert f"(sha256 {prov.bad_spills_sha256[:12]})" in format_summary(cutflow_summary(out))
+    summary = cutflow_summary(out)
+    assert f"(sha256 {prov.bad_spills_sha256[:12]})" in format_summary(summary)
+    assert "do not add up" not in format_summary(summary)
+    ds = next(iter(summary))
+    summary[ds]["provenance"]["events_total"] += 5  # a hand-edited cutflow.json: `na64reco cutflow` says so
+    assert "!= " in format_summary(summary) and "WARNING: the events do not add up" in format_summary(summary)
 
 
 def test_a_bad_spill_list_changed_during_the_unblinding_is_refused(env, monkeypatch):

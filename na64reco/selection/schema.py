@@ -78,6 +78,9 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "veto_paddle_energy": ("modules", "energy"),
     "srd_module_energy": ("modules", "energy"),
 }
+#: Scalar variables that are never negative (measured, or NaN when not): a range with ``max <= 0``
+#: on one of them, or on a count, keeps no event (energies are not here: noise makes them negative)
+NON_NEGATIVE = frozenset({"p_in", "p_out", "chi2_in", "chi2_out", "track_match_chi2", "ecal_shower_chi2"})
 _COUNTER = re.compile(r"^counter_([A-Za-z0-9]+)_energy$")
 #: Counters of each setup (``counter_<NAME>_energy`` fields of the reco record).
 COUNTERS = {"na64mu": ("S0", "S1", "V1", "S4", "Smu"), "na64e": ("S0", "S1", "V1")}
@@ -228,6 +231,14 @@ def _bound(node: Node, key: str, dimension: str) -> float | None:
     return q / GeV  # the reco record is in GeV
 
 
+def _check_not_empty(node: Node, var: str, kind: str, hi, dimension) -> None:
+    """A range ``min <= var < max`` that no value of a never-negative variable can be in is an error."""
+    if hi is not None and hi <= 0 and (kind == "count" or var in NON_NEGATIVE):
+        unit = " GeV" if dimension == "energy" else ""
+        raise node.error("max", f"{var} is never negative: max {hi:g}{unit} keeps no event (a range keeps "
+                         f"min <= {var} < max)")
+
+
 def _range_text(var, lo, hi, dimension) -> str:
     unit = " GeV" if dimension == "energy" else ""
     parts = []
@@ -271,6 +282,7 @@ def _parse_cut(c: Node, setup: str) -> Cut:
         raise c.error("min", "a range cut needs 'min', 'max' or both")
     if lo is not None and hi is not None and lo >= hi:
         raise c.error("max", f"max ({hi:g}) must be above min ({lo:g})")
+    _check_not_empty(c, var, kind, hi, dim)
     modules = None
     if ctype == "each_in_range" and c.has("modules"):
         mods = c.raw("modules")
@@ -292,6 +304,7 @@ def _parse_region(r: Node, setup: str, name: str, cut_names: list[str], *, allow
         raise r.error("min", "a region needs 'min', 'max' or both")
     if lo is not None and hi is not None and lo >= hi:
         raise r.error("max", f"max ({hi:g}) must be above min ({lo:g})")
+    _check_not_empty(r, var, kind, hi, dim)
     fails = None
     if allow_fails and r.has("fails"):
         fails = r.string("fails", choices=cut_names)
