@@ -78,6 +78,14 @@ def note_read(path, sha256: str) -> None:
         _REREAD.add(key)
 
 
+def changed_since_read(path, sha256: str) -> bool:
+    """True if this process read ``path`` (:func:`note_read`) with another content than ``sha256``
+    (its bytes now), or with two contents: what was loaded or cached from it is not the file.
+    False for a file it never read (nothing of it is held)."""
+    key = str(path)
+    return key in _REREAD or _READ.get(key, sha256) != sha256
+
+
 def read_once(path, sha256: str) -> bool:
     """True if every read of ``path`` in this process (:func:`note_read`) gave the content ``sha256``
     (its bytes now): an object made from it, and whatever was cached under its path, is that file."""

@@ -104,3 +104,37 @@ def test_a_setup_file_read_with_two_contents_is_not_the_reference(tmp_path):
         assert not uses_reference_inputs(setup, load_conditions(setup, 1001, root=root))
     finally:
         load_setup.cache_clear()
+
+
+def test_a_reference_calibration_file_restored_after_a_read_stops_the_export(box_data, tmp_path, monkeypatch):
+    """The package's own calib/ is the analyst's in a checkout: VETO gains x20 written into it, read
+    (cached by path), the file restored.  The reference reconstruction would be made from the cached
+    edit, so it is refused (a fresh process reads the file again); found by the review of the fix."""
+    from na64reco.errors import BlindingError
+    from na64reco.geometry import load_setup
+    from na64reco.selection import blinding
+
+    nominal = _exported_events(box_data)
+    root = _calib_copy(tmp_path)
+    payload = root / "conditions" / "na64mu" / "calorimeter" / "v001.yaml"
+
+    def clear():
+        blinding._reference_inputs.cache_clear()
+        blinding._reference_files.cache_clear()
+        load_setup.cache_clear()
+
+    clear()
+    monkeypatch.setattr(blinding, "package_calib_dir", lambda: root)  # the reference's files: this copy
+    monkeypatch.setenv("NA64RECO_CALIB", str(root))  # and the analyst's the same files
+    try:
+        original = _veto_gains_x20(payload)
+        _exported_events(box_data)  # the edit read: reference and analyst's inputs alike
+        payload.write_bytes(original)
+        try:
+            shown = _exported_events(box_data)
+        except BlindingError as exc:
+            assert "changed after this process read it" in str(exc) and str(payload) in str(exc)
+        else:
+            assert shown <= nominal, f"{len(shown - nominal)} events the reference hides were exported"
+    finally:
+        clear()

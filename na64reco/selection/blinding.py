@@ -105,7 +105,15 @@ def reference_inputs(setup: str, run: int):
     """``(Setup, RunConditions)`` of ``run`` from the installed package: its setup file and
     its default tag (``NA64RECO_CALIB`` and ``--calib-tag`` do not move them).  Cached, and
     read again if either object was edited in place since (:mod:`na64reco.as_loaded`: the
-    objects are shared, e.g. with whoever called this before)."""
+    objects are shared, e.g. with whoever called this before).  A :class:`BlindingError` if one
+    of their files was read by this process with other content than it has now (edited, read,
+    restored: the loaders' and the reconstruction's caches, keyed by path, hold the edit; in a
+    checkout the package's ``calib/`` is the analyst's): the reference needs a fresh process."""
+    source, _, files = _reference_files(setup, int(run))
+    for path in (source, *files.values()):
+        if as_loaded.changed_since_read(path, _file_sha(path)):
+            raise BlindingError(f"{path}: this file of the reference calibration changed after this process "
+                                "read it (the loaded constants are the old ones); start a fresh process")
     pair = _reference_inputs(setup, int(run))
     if not (as_loaded.unchanged(pair[0]) and as_loaded.unchanged(pair[1])):
         from na64reco.geometry import load_setup
