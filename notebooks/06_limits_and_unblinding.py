@@ -38,7 +38,7 @@ import numpy as np
 from hepunits import GeV, MeV
 from IPython.display import Image, display
 
-from na64reco.commands.limit import excluded_range
+from na64reco.commands.limit import excluded_range, excluded_text
 from na64reco.efficiency import signal_efficiency
 from na64reco.errors import BlindingError
 from na64reco.physics.gminus2 import g_band
@@ -90,13 +90,7 @@ ax.text(0.03, 0.95, rf"NA64$\mu$ inputs: {MOT:.3g} MOT, $b={B}\pm{DB}$, $n_{{obs
         va="top", fontsize=13)
 ax.legend(loc="lower right", fontsize=12)
 plt.show()
-if excluded is None:
-    where = "nowhere in the range shown"
-else:
-    first, last = excluded
-    start = f"from {first / MeV:.1f} MeV" if first > grid[0] else f"from the lowest mass shown ({grid[0] / MeV:g} MeV)"
-    # above 2 m_mu the Z' also decays to mu mu: the limit rises above the band again
-    where = f"{start} to {last / MeV:.1f} MeV" if last is not None else f"{start} to the end of the range shown"
+where = excluded_text(excluded, grid[0] / MeV)  # the words of `na64reco limit --plot`
 print(f"g-2 band (lower 2 sigma edge) excluded {where}; published NA64mu 2022: above ~40 MeV")
 
 # %% [markdown]

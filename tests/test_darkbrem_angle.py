@@ -49,7 +49,8 @@ def test_pt_cdf_is_the_angle_integral_of_the_ww_cross_section(m, x):
 @pytest.mark.parametrize("m,x", CASES)
 def test_the_angle_integral_is_the_x_spectrum(m, x):
     """Integrated over all angles (no flux cut), the double-differential formula gives dsigma_dx:
-    the angle and x of the simulated signal come from one cross section."""
+    the angle's density is the x spectrum's own (the cut where the flux vanishes differs only at
+    x > 0.99, module docstring)."""
     full = integrate.quad(lambda th: _d2sigma(th, x, m) * th, 0, np.inf, limit=400, epsabs=0)[0]
     beta = np.sqrt(1 - (m / (x * E0)) ** 2)
     pref = 4 * constants.FINE_STRUCTURE**2 * darkbrem.alpha_x(1.0) * constants.HBARC**2
@@ -95,3 +96,40 @@ def test_recoil_slopes_give_the_muon_the_emission_pt():
     assert stats.kstest(pt, lambda v: darkbrem.pt_cdf(v, x, E0, m)).pvalue > 1e-3
     phi = np.arctan2(dty, dtx)
     assert stats.kstest((phi + np.pi) / (2 * np.pi), "uniform").pvalue > 1e-3
+
+
+def test_bad_energy_fractions_are_refused_and_edges_are_handled():
+    rng = np.random.default_rng(2)
+    for bad in (0.0, 1.0, -0.2, np.nan, np.inf):
+        with pytest.raises(ValueError, match="energy fraction x = .*expected a number in \\(0, 1\\)"):
+            darkbrem.sample_pt(rng, np.array([0.5, bad]), E0, 10.0)
+        with pytest.raises(ValueError, match="energy fraction"):
+            darkbrem.pt_cdf(10.0, bad, E0, 10.0)
+    assert darkbrem.pt_cdf(-5.0, 0.5, E0, 10.0) == 0.0
+    assert darkbrem.pt_cdf(0.0, 0.5, E0, 10.0) == pytest.approx(0.0, abs=1e-12)
+    assert darkbrem.pt_cdf(1e9, 0.5, E0, 10.0) == pytest.approx(1.0)
+    assert darkbrem.sample_pt(rng, np.zeros(0), E0, 10.0).shape == (0,)
+    assert np.ndim(darkbrem.sample_pt(rng, 0.5, E0, 10.0)) == 0
+    # a flux bound that leaves no angle (U_cut <= U0; not reached with the IWW t_max): straight on
+    assert np.all(darkbrem.sample_pt(rng, np.full(10, 0.5), E0, 10.0, t_max=1e-12) == 0.0)
+    assert darkbrem.pt_cdf(0.0, 0.5, E0, 10.0, t_max=1e-12) == 1.0
+
+
+def test_a_setup_that_still_sets_the_old_recoil_scale_is_refused(tmp_path):
+    import shutil
+
+    import yaml
+
+    from na64reco.errors import ConfigError
+    from na64reco.geometry import load_setup
+    from na64reco.resources import calib_dir
+    from na64reco.sim.params import load_sim_params
+
+    src = calib_dir() / "setups" / "na64mu.yaml"
+    body = yaml.safe_load(src.read_text())
+    body["simulation"]["signal"]["recoil_pt_scale"] = 3.0
+    path = tmp_path / "na64mu.yaml"
+    path.write_text(yaml.safe_dump(body))
+    shutil.copytree(calib_dir() / "conditions", tmp_path / "conditions")
+    with pytest.raises(ConfigError, match="recoil_pt_scale.*no longer read"):
+        load_sim_params(load_setup(str(path), run=1001))

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import hepunits as u
+import numpy as np
 import pytest
 
 from na64reco import cli, constants
@@ -64,3 +65,18 @@ def test_cutflows_doc_signal_count_matches_yield():
     expected_row = re.search(r"\| expected in box for 1\.98e\+10 MOT \| [^|]+ \| ([0-9.]+) \+-", text)
     assert expected_row
     assert math.isclose(emitted * efficiency_in_box, float(expected_row.group(1)), rel_tol=0.02)
+
+
+def test_excluded_range_and_its_words():
+    """One wording for the plot, the command and notebook 06; a band excluded from the first mass on
+    is reported from there (not from a later crossing)."""
+    from na64reco.commands.limit import excluded_range, excluded_text
+
+    m = np.array([1.0, 10.0, 100.0, 1000.0])
+    low = np.ones(4)
+    assert excluded_text(excluded_range(m, np.array([2.0, 0.5, 0.5, 2.0]), low), 1.0).startswith("from ")
+    assert " to " in excluded_text(excluded_range(m, np.array([2.0, 0.5, 0.5, 2.0]), low), 1.0)
+    assert excluded_range(m, np.array([0.5, 2.0, 0.5, 0.5]), low)[0] == 1.0  # excluded at the first mass
+    assert excluded_text(excluded_range(m, np.array([0.5, 0.5, 0.5, 0.5]), low), 1.0) == "over the whole range shown"
+    assert excluded_text(excluded_range(m, np.array([2.0, 0.5, 0.5, 0.5]), low), 1.0).startswith("above ")
+    assert excluded_text(None, 1.0) == "nowhere in the range shown"

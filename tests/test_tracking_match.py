@@ -51,7 +51,16 @@ def _no_recoil(rng, p_after, x, e0, mass, lepton_mass):
     return np.zeros(n), np.zeros(n)
 
 
+_SAMPLES: dict = {}  # name -> (name, chi2): each sample simulated once per test session
+
+
 def _match_chi2(tmp_path_factory, name):
+    if name not in _SAMPLES:
+        _SAMPLES[name] = _simulated_match_chi2(tmp_path_factory, name)
+    return _SAMPLES[name]
+
+
+def _simulated_match_chi2(tmp_path_factory, name):
     # the 2023-like period (plane efficiencies 0.95-0.97): with the 2022 planes (0.90) the beam
     # tail beyond 20 is 1.4 % (1.7 % before the vertex constraint in the search): wrong hits
     # on missing planes, not the variance this test checks (docs/periods.md)

@@ -642,9 +642,17 @@ def test_a_bad_spill_list_changed_during_the_unblinding_is_refused(env, monkeypa
     listed = _bad_spill_list(env["tmp"] / "bad_spills.yaml", [(7, 2)])
     _freeze(env, bad_spills=listed)
     read = bs.load_bad_spills_hashed
-    monkeypatch.setattr(bs, "load_bad_spills_hashed", lambda p: ({}, read(p)[1][::-1]))  # other content read
+    calls = []
+
+    def edited_after_the_check(p):  # the unblinding's state check reads the frozen list, the run another
+        calls.append(p)
+        spills, sha = read(p)
+        return (spills, sha) if len(calls) == 1 else ({}, sha[::-1])
+
+    monkeypatch.setattr(bs, "load_bad_spills_hashed", edited_after_the_check)
     with pytest.raises(BlindingError, match="changed during the unblinding"):
         ub.unblind(env["ledger"], confirm=True)
+    assert len(calls) == 2  # refused at the run's read, before any event
     kinds = [r["kind"] for r in ub.read_audit_log(ub.default_audit_log(env["ledger"]))]
     assert kinds == ["unblinding-aborted"]
 

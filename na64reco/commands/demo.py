@@ -84,17 +84,15 @@ def _display_signal_event(path, output: Path) -> Path:
     """Event display of the first signal event with true and reconstructed p_out in the box."""
     import numpy as np
 
-    from na64reco.conditions import load_conditions
     from na64reco.display import draw_event
-    from na64reco.geometry import load_setup
     from na64reco.io.raw import open_raw
     from na64reco.reco.event import reconstruct
 
     with open_raw(path) as raw:
         n = min(raw.n_events, 500)
         truth = raw.truth(0, n)
-        setup = load_setup(raw.setup, run=raw.run)
-        conditions = load_conditions(setup, raw.run)
+        setup = raw.run_setup()  # (errors name the file)
+        conditions = raw.run_conditions(setup)
         reco = reconstruct(raw.events(0, n), setup, conditions)
         p_in, p_out = (np.asarray(reco[k], dtype=float) for k in ("p_in", "p_out"))
         box = _box_edge_gev()  # a fully reconstructed event: both momenta measured, p_out in the box

@@ -145,17 +145,21 @@ def compute(args) -> dict:
 
 
 def crossing_mass(masses, g90, g_low) -> float | None:
-    """Lowest mass (same units as ``masses``) above which g90 < g_low (log interpolation)."""
+    """Lowest mass (same units as ``masses``) above which g90 < g_low (log interpolation):
+    ``masses[0]`` if the band is excluded there already, None if it is excluded nowhere."""
     d = np.log(np.asarray(g90)) - np.log(np.asarray(g_low))
+    if d[0] < 0:
+        return float(masses[0])  # excluded from the start
     for i in range(len(d) - 1):
         if d[i] >= 0 > d[i + 1]:
             lm = np.log(masses[i]) + d[i] / (d[i] - d[i + 1]) * (np.log(masses[i + 1]) - np.log(masses[i]))
             return float(np.exp(lm))
-    return float(masses[0]) if d[0] < 0 else None  # excluded over the whole range
+    return None
 
 
 def excluded_range(masses, g90, g_low) -> tuple[float, float | None] | None:
-    """(first, last) mass of the g-2 band excluded from :func:`crossing_mass` on (log interpolation).
+    """(first, last) mass of the first part of the g-2 band excluded, from :func:`crossing_mass` on
+    (log interpolation).
 
     ``last`` is where g90 rises above ``g_low`` again (Z' -> mu mu opens, the 1/m^2 fall of
     the yield) and None if the band stays excluded to the end of ``masses``; None if the band
@@ -173,10 +177,14 @@ def excluded_range(masses, g90, g_low) -> tuple[float, float | None] | None:
     return first, None
 
 
-def _excluded_text(excluded, lowest: float) -> str:
-    """'above X MeV', 'from X to Y MeV', ... for the excluded part of the g-2 band."""
+def excluded_text(excluded, lowest: float) -> str:
+    """'above X MeV', 'from X to Y MeV', ... for the excluded part of the g-2 band
+    (:func:`excluded_range` in MeV; ``lowest`` the first mass of its grid): the words of the
+    plot, the command's output and notebook 06."""
+    if excluded is None:
+        return "nowhere in the range shown"
     first, last = excluded
-    start = f"from {first:.1f} MeV" if first > lowest else f"from the lowest mass shown ({lowest:.1f} MeV)"
+    start = f"from {first:.1f}" if first > lowest else f"from the lowest mass shown ({lowest:.1f} MeV)"
     if last is None:
         return f"above {first:.1f} MeV" if first > lowest else "over the whole range shown"
     return f"{start} to {last:.1f} MeV"
@@ -228,8 +236,9 @@ def _draw_limit(result: dict, args, path: str, setup: dict, masses, g90) -> tupl
     ax.set_ylim(min(g90.min(), 1e-4) / 2, 2e-2)
     text = (f"{args.setup}: {beam_label(args.setup, result['n_on_target'])}, "
             f"b = {args.background:g} events, $n_{{obs}}$ = {args.observed}")
+    result["g2_excluded_text"] = excluded_text(excluded, float(masses[0])) if setup["model"] == "zprime" else None
     if excluded is not None:
-        text += f"\ng-2 band excluded {_excluded_text(excluded, float(masses[0]))} (this calc.)"
+        text += f"\ng-2 band excluded {result['g2_excluded_text']} (this calc.)"
     if setup["model"] == "zprime":
         text += "\nNA64mu 2022: g-2 explanation excluded above ~40 MeV"
     ax.text(0.03, 0.97, text, transform=ax.transAxes, va="top", fontsize="xx-small",
@@ -276,9 +285,6 @@ def run(args) -> int:
         for r in result["limits"]:
             print(f"{r['mass_gev']:10.4g} {result['n_up']:7.3f} {r['eps90']:10.3e}")
     if args.plot:
-        cross, last = result.get("g2_crossing_mev"), result.get("g2_excluded_to_mev")
-        where = ""
-        if cross:
-            where = f"from {cross:.1f} to {last:.1f} MeV" if last is not None else f"above {cross:.1f} MeV"
+        where = result.get("g2_excluded_text")
         print(f"# plot written to {args.plot}" + (f"; g-2 band excluded {where} (plot grid)" if where else ""))
     return 0

@@ -855,8 +855,9 @@ UNIQUE_DIGITS = (("calo_det", "calo_chan"), ("apv_plane", "apv_chan"))
 
 def _check_unique_digits(arrays, names: set[str], source, start: int) -> None:
     """No MSADC or APV channel twice in an entry (the reconstruction would add both digits: a
-    calorimeter cell with twice its energy); the first one twice is named otherwise.  The digits
-    are written in channel order, checked in one pass; other orders are sorted."""
+    calorimeter cell with twice its energy): a :class:`RawFormatError` naming the first repeated
+    digit.  Digits in channel order (as written) are checked in one pass of neighbour comparisons;
+    other orders are sorted."""
     for a, b in UNIQUE_DIGITS:
         if a not in names or b not in names:
             continue
@@ -872,12 +873,14 @@ def _check_unique_digits(arrays, names: set[str], source, start: int) -> None:
         rising[edges[(edges >= 0) & (edges < rising.size)]] = True
         if rising.all():
             continue
+        # digits not in channel order (another writer): a sort finds a repeat; the slower stable
+        # argsort only names the first one
         entry = np.repeat(np.arange(len(offsets) - 1, dtype=np.int64), np.diff(offsets))
         key = (entry << 32) | (channel.astype(np.int64) & 0xFFFFFFFF)
+        if np.all(np.diff(np.sort(key)) != 0):
+            continue
         order = np.argsort(key, kind="stable")
         same = np.flatnonzero(np.diff(key[order]) == 0)
-        if not same.size:
-            continue
         d = int(order[same[0] + 1])
         i = int(entry[d])
         k = int(same.size)

@@ -112,6 +112,9 @@ def load_sim_params(setup: Setup, mixture: dict[str, float] | None = None) -> Si
     h = s.node("hadron")
     a = s.node("apv")
     sg = s.node("signal")
+    if sg.has("recoil_pt_scale"):  # (read until stop 41; a setup that sets it expects an effect)
+        raise sg.error("recoil_pt_scale", "is no longer read: the signal lepton's recoil comes from the WW emission "
+                       "angle (na64reco.physics.darkbrem.sample_pt); remove the key")
     params = SimParams(
         source=setup.source,
         spill_particles_max=s.integer("spill_particles_max", minimum=1),

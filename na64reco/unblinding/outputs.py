@@ -43,12 +43,12 @@ def run_unblinded(ledger: dict, token, output_dir: Path | None) -> dict:
 
     st = ledger["state"]
     opts = RunOptions(processor=st["processor"]["name"], calib_tag=st["calibration"]["tag"],
-                      selection=st["selection"]["path"], bad_spills=(st.get("bad_spills") or {}).get("path"),
+                      selection=st["selection"]["path"],
                       check_cache=False,  # the run on the record checks every file itself
                       **st["processor"]["options"])
     proc = make_processor(opts, unblind=token)
+    _apply_frozen_bad_spills(proc, st.get("bad_spills"))
     out = run_files({"unblinded": [f["path"] for f in st["files"]]}, opts, processor_instance=proc)
-    _check_bad_spills_applied(out, st.get("bad_spills"))
     result = _result_from_output(out)
     if output_dir is not None:
         write_outputs(out, output_dir, plots=False)  # output.coffea, hists.root, cut-flow, provenance
@@ -56,16 +56,20 @@ def run_unblinded(ledger: dict, token, output_dir: Path | None) -> dict:
     return result
 
 
-def _check_bad_spills_applied(out: dict, frozen: dict | None) -> None:
-    """The run dropped the frozen bad-spill list's content (its SHA-256 as the run read it): a list
-    edited between the checks before the unblinding and the run's own read is an error."""
-    want = (frozen or {}).get("sha256")
-    for acc in out.values():
-        got = acc["provenance"].bad_spills_sha256 if "provenance" in acc else None
-        if got != want:
-            raise BlindingError(f"the bad-spill list {(frozen or {}).get('path')} read by the unblinded run has "
-                                f"SHA-256 {str(got)[:12]}..., frozen {str(want)[:12]}...: it changed during the "
-                                "unblinding; restore the frozen list")
+def _apply_frozen_bad_spills(proc, frozen: dict | None) -> None:
+    """Give the processor the frozen bad-spill list, read once here and checked against the frozen
+    SHA-256 before any event is read: a list edited after the checks before the unblinding (which
+    compared it too) is an error, not other spills dropped from the box's count."""
+    if not frozen:
+        return
+    from na64reco.bad_spills import load_bad_spills_hashed
+
+    spills, sha256 = load_bad_spills_hashed(frozen["path"])
+    if sha256 != frozen["sha256"]:
+        raise BlindingError(f"the bad-spill list {frozen['path']} has SHA-256 {sha256[:12]}..., frozen "
+                            f"{str(frozen['sha256'])[:12]}...: it changed during the unblinding; restore the "
+                            "frozen list")
+    proc.bad_spills, proc.bad_spills_sha256, proc.bad_spills_source = spills, sha256, str(frozen["path"])
 
 
 def _final_plots(out: dict, state: dict, plot_dir: Path) -> None:

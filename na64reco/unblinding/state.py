@@ -148,13 +148,13 @@ def bad_spills_state(path: str | Path | None, *, missing_ok: bool = False) -> di
     """
     if path is None:
         return None
-    from na64reco.bad_spills import load_bad_spills
+    from na64reco.bad_spills import load_bad_spills_hashed
 
     path = Path(path).resolve()
     if missing_ok and not path.is_file():
         return {"path": str(path), "sha256": None, "spills": None}
-    spills = load_bad_spills(path)
-    return {"path": str(path), "sha256": sha256_file(path), "spills": len(spills)}
+    spills, sha256 = load_bad_spills_hashed(path)  # the hash of the bytes parsed (one read)
+    return {"path": str(path), "sha256": sha256, "spills": len(spills)}
 
 
 def check_options(options: dict | None) -> dict:
