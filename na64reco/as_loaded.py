@@ -89,5 +89,4 @@ def changed_since_read(path, sha256: str) -> bool:
 def read_once(path, sha256: str) -> bool:
     """True if every read of ``path`` in this process (:func:`note_read`) gave the content ``sha256``
     (its bytes now): an object made from it, and whatever was cached under its path, is that file."""
-    key = str(path)
-    return key not in _REREAD and _READ.get(key) == sha256
+    return str(path) in _READ and not changed_since_read(path, sha256)

@@ -621,10 +621,7 @@ def run_files(fileset: Mapping[str, list[str]], opts: RunOptions, *, processor_i
     check_names(fileset)
     proc = processor_instance or make_processor(opts)
     if opts.bad_spills is not None:  # dropped by the processor, left out of the MOT/EOT
-        from na64reco.bad_spills import load_bad_spills_hashed
-
-        proc.bad_spills, proc.bad_spills_sha256 = load_bad_spills_hashed(opts.bad_spills)
-        proc.bad_spills_source = str(opts.bad_spills)
+        proc.use_bad_spills(opts.bad_spills)
     wrapped = {"out": {}}
     with ExitStack() as stack:
         starting = _start_local_cluster(opts, stack)  # in the background while the files are checked

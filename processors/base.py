@@ -650,6 +650,15 @@ class InvisibleProcessor(processor.ProcessorABC):
             raise RawFormatError(f"{info.path}: entries {start}-{stop}: cannot read or decode: "
                                  f"{type(exc).__name__}: {exc}") from None
 
+    def use_bad_spills(self, path) -> str:
+        """Drop the spills of the bad-spill list ``path`` (``na64reco dqm``); returns the SHA-256 of
+        the bytes read, which the provenance records (``bad_spills_sha256``)."""
+        from na64reco.bad_spills import load_bad_spills_hashed
+
+        self.bad_spills, self.bad_spills_sha256 = load_bad_spills_hashed(path)
+        self.bad_spills_source = str(path)
+        return self.bad_spills_sha256
+
     def drop_bad_spills(self, events):
         """``(events, keep)``: the events not in a spill of :attr:`bad_spills` and their mask
         (None when nothing is dropped)."""

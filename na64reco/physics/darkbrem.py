@@ -83,6 +83,11 @@ def _u0(x, mass, lepton_mass):
     return mass**2 * (1.0 - x) / x + lepton_mass**2 * x
 
 
+def _big_m2(mass, lepton_mass):
+    """M^2 = m^2 + 2 m_l^2 of the amplitude's second term (MeV^2)."""
+    return mass**2 + 2.0 * lepton_mass**2
+
+
 def _u_cut(x, e0, t_max):
     """U above which the flux vanishes (t_min = (U / (2 E0 (1 - x)))^2 > t_max; MeV^2)."""
     return 2.0 * e0 * (1.0 - x) * np.sqrt(t_max)
@@ -96,7 +101,7 @@ def _iww_bracket(x, e0, mass, lepton_mass):
     xs = np.where(inside, x, 0.5)
     beta = np.sqrt(np.clip(1.0 - (mass / (xs * e0)) ** 2, 0.0, None))
     u0 = _u0(xs, mass, lepton_mass)
-    big_m2 = mass**2 + 2.0 * lepton_mass**2
+    big_m2 = _big_m2(mass, lepton_mass)
     val = beta * ((1.0 - xs + 0.5 * xs**2) / u0 - xs * (1.0 - xs) * big_m2 / (6.0 * u0**2))
     return np.where(inside, val, 0.0)
 
@@ -117,7 +122,7 @@ def _ww_bracket(x, e0, mass, lepton_mass, Z, A, t_max, inelastic):
     xs = np.where(inside, x, 0.5)[..., None]
     beta = np.sqrt(np.clip(1.0 - (mass / (xs * e0)) ** 2, 0.0, None))
     u0 = _u0(xs, mass, lepton_mass)
-    big_m2 = mass**2 + 2.0 * lepton_mass**2
+    big_m2 = _big_m2(mass, lepton_mass)
     # chi vanishes for U > U_cut = 2 E0 (1 - x) sqrt(t_max); integrate in ln U.
     u_cut = _u_cut(xs, e0, t_max)
     ok = u_cut > u0
@@ -251,7 +256,7 @@ def _angular_terms(x, e0, mass, lepton_mass, t_max):
         t_max = _t_max_default(e0, mass, lepton_mass, "iww")
     u0 = _u0(x, mass, lepton_mass)
     u_cut = np.maximum(_u_cut(x, e0, t_max), u0)  # no phase space left: theta = 0
-    return 1.0 - x + 0.5 * x**2, x * (1.0 - x) * (mass**2 + 2.0 * lepton_mass**2), u0, u_cut
+    return 1.0 - x + 0.5 * x**2, x * (1.0 - x) * _big_m2(mass, lepton_mass), u0, u_cut
 
 
 def _angular_g(big_u, a, b, u0):

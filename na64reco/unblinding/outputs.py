@@ -62,14 +62,11 @@ def _apply_frozen_bad_spills(proc, frozen: dict | None) -> None:
     compared it too) is an error, not other spills dropped from the box's count."""
     if not frozen:
         return
-    from na64reco.bad_spills import load_bad_spills_hashed
-
-    spills, sha256 = load_bad_spills_hashed(frozen["path"])
+    sha256 = proc.use_bad_spills(frozen["path"])
     if sha256 != frozen["sha256"]:
         raise BlindingError(f"the bad-spill list {frozen['path']} has SHA-256 {sha256[:12]}..., frozen "
                             f"{str(frozen['sha256'])[:12]}...: it changed during the unblinding; restore the "
                             "frozen list")
-    proc.bad_spills, proc.bad_spills_sha256, proc.bad_spills_source = spills, sha256, str(frozen["path"])
 
 
 def _final_plots(out: dict, state: dict, plot_dir: Path) -> None:
