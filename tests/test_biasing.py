@@ -104,20 +104,6 @@ def test_punch_through_of_the_setup_within_a_factor_3_of_the_design_study():
             assert r / 3 < p < 3 * r, (species, k, p, r)
 
 
-def test_forced_kaon_decays_carry_the_decay_probability(tmp_path):
-    out = tmp_path / "k.root"
-    simulate("na64mu", 300, seed=2, run=1001, output=out, process="kdecay", truth=True)
-    t = uproot.open(out)["truth"].arrays(["weight", "p_in", "vertex_z"], library="np")
-    setup = load_setup("na64mu", run=1001)
-    z0 = max(p.z for p in setup.planes if p.station == "MS1") + 1.0
-    z1 = setup.detector("ECAL").z - 1.0
-    gbct = t["p_in"] * u.GeV / constants.KAON_CHARGED_MASS * constants.KAON_CHARGED_CTAU
-    expected = (1 - np.exp(-(z1 - z0) / gbct)) * constants.KAON_TO_MUNU_BR
-    assert len(t["weight"]) > 50
-    np.testing.assert_allclose(t["weight"], expected, rtol=1e-3)  # p_in is stored as float32
-    assert np.all((t["vertex_z"] >= z0) & (t["vertex_z"] <= z1))
-
-
 def test_forced_tridents_and_leading_hadrons_are_weighted(tmp_path):
     prm = load_sim_params(load_setup("na64mu"))
     out = tmp_path / "d.root"

@@ -25,9 +25,9 @@ from scipy.special import gammainc
 from na64reco import constants
 from na64reco.geometry import Calorimeter, Magnet, Setup, TrackerPlane
 from na64reco.io.raw import PROCESSES
-from na64reco.sim import hard_scatter
+from na64reco.sim import decays, hard_scatter
 from na64reco.sim import interactions as phys
-from na64reco.sim.biasing import forced_decay, forced_log_uniform, survival
+from na64reco.sim.biasing import forced_log_uniform, survival
 from na64reco.sim.cells import cell_index
 from na64reco.sim.params import SimParams
 from na64reco.sim.punchthrough import punch_through
@@ -37,7 +37,6 @@ from na64reco.sim.tracks import (
     KIND_KAON,
     KIND_MUON,
     KIND_PION,
-    MASSES,
     ROLE_PRIMARY,
     ROLE_SECONDARY,
     Recorder,
@@ -62,7 +61,7 @@ _ELEMENTS: dict[int, tuple[Setup, tuple]] = {}
 
 
 def elements(setup: Setup) -> tuple[Element, ...]:
-    """The setup's elements in z order (with the decay region after the first station)."""
+    """The setup's elements in z order (with the decays' start at the end of the incoming field)."""
     cached = _ELEMENTS.get(id(setup))
     if cached is not None and cached[0] is setup:
         return cached[1]
@@ -80,8 +79,7 @@ def _elements(setup: Setup) -> tuple[Element, ...]:
         elif det.name in ("ECAL", "VHCAL", "HCAL", "SRD"):
             out.append(Element(det.z, det.name.lower(), det))
     first = incoming_magnet(setup)
-    station_planes = [p.z for p in setup.planes if p.station == first.name]
-    out.append(Element(max(station_planes + [first.center_z]) + 1.0, "decay", None))
+    out.append(Element(first.center_z + first.length / 2, "decay", None))  # decays.regions: the first starts here
     return tuple(sorted(out, key=lambda e: e.z))
 
 
@@ -140,6 +138,8 @@ class Context:
     forced_scatter: object = None
     #: natural single large-angle scatters of the primary muons (na64reco.sim.hard_scatter.Kinks), else None
     hard_kinks: object = None
+    #: K/pi -> mu nu decays drawn and not yet reached (na64reco.sim.decays.Pending), else None
+    decays: object = None
 
 
 # ----------------------------------------------------------------------------------------
@@ -161,9 +161,13 @@ def follow(ctx: Context, tr: Tracks, last_z: float | None = None) -> Tracks:
     k = 0
     while k < len(els):
         el = els[k]
+        due = ctx.decays.next_z if ctx.decays is not None else np.inf
+        if due < el.z:  # decays in flight before this element (the tracks are at z)
+            ctx.decays.apply_before(ctx, tr, z, el.z)
+            due = ctx.decays.next_z
         if el.kind == "plane":  # a station's planes and their air gaps in one kernel
-            end = k
-            while end < len(els) and els[end].kind == "plane":
+            end = k + 1
+            while end < len(els) and els[end].kind == "plane" and els[end].z <= due:  # a run stops at a decay
                 end += 1
             # a natural kink after a plane inside the run: applied before the run (at z) and taken
             # back from the crossings of the planes up to it (hard_scatter.apply doc)
@@ -264,43 +268,9 @@ def _magnet(ctx: Context, el: Element, tr: Tracks) -> Tracks:
 
 
 def _decay(ctx: Context, el: Element, tr: Tracks) -> Tracks:
-    """Forced K/pi -> mu nu decays between the incoming station and the ECAL front.
-
-    The decay point follows the exponential decay law restricted to the volume
-    (:func:`~na64reco.sim.biasing.forced_decay`); biased runs weight the event with
-    P(decay in the volume) x BR(-> mu nu) (per beam K / pi).
-    """
-    flags = (PROCESSES["kdecay"], PROCESSES["pidecay"])
-    sel = np.flatnonzero(tr.alive & (tr.role == ROLE_PRIMARY) & np.isin(tr.flag, flags)
-                         & ((tr.kind == KIND_PION) | (tr.kind == KIND_KAON)))
-    if sel.size == 0:
-        return tr
-    rng = ctx.rng
-    z_end = ctx.setup.detector("ECAL").z - 1.0
-    kind = tr.kind[sel]
-    zd, w = np.empty(sel.size), np.empty(sel.size)
-    p_mu, theta, phi = np.empty(sel.size), np.empty(sel.size), np.empty(sel.size)
-    # two_body_decay takes a scalar parent mass: pions and kaons separately
-    for k, ctau, br in ((KIND_PION, constants.PION_CHARGED_CTAU, constants.PION_TO_MUNU_BR),
-                        (KIND_KAON, constants.KAON_CHARGED_CTAU, constants.KAON_TO_MUNU_BR)):
-        m = kind == k
-        if np.any(m):
-            zd[m], w[m] = forced_decay(rng, tr.p[sel][m], float(MASSES[k]), ctau, el.z, z_end)
-            w[m] *= br
-            p_mu[m], theta[m], phi[m] = phys.two_body_decay(rng, tr.p[sel][m], float(MASSES[k]),
-                                                            constants.MUON_MASS)
-    if ctx.biased:
-        ctx.truth.weight[tr.ev[sel]] *= w
-    dzd = zd - el.z
-    dtx, dty = theta * np.cos(phi), theta * np.sin(phi)
-    # new line through the decay point: x(z_el) = x + tx dzd - (tx + dtx) dzd
-    tr.x[sel] = tr.x[sel] - dtx * dzd
-    tr.y[sel] = tr.y[sel] - dty * dzd
-    tr.tx[sel] = tr.tx[sel] + dtx
-    tr.ty[sel] = tr.ty[sel] + dty
-    tr.p[sel] = p_mu
-    tr.kind[sel] = KIND_MUON
-    ctx.truth.vertex_z[tr.ev[sel]] = zd
+    """The start of the K/pi -> mu nu decay regions: the decay points are drawn here
+    (:func:`~na64reco.sim.decays.schedule`) and applied when reached (``follow``)."""
+    ctx.decays = decays.schedule(ctx, tr)
     return tr
 
 
@@ -493,8 +463,13 @@ def _ecal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
     had = np.flatnonzero(inside & ((tr.kind == KIND_PION) | (tr.kind == KIND_KAON)))
     if had.size:
         ev, t = tr.ev[had], tr.t[had]
-        d = rng.exponential(1.0, had.size)
+        # depth of the interaction in nucleon interaction lengths (a pion's or kaon's is lambda_ratio
+        # times longer); a parent whose decay lies behind the ECAL was drawn to cross it (decays module)
+        ratio = np.array([decays.lambda_ratio(prm, k) for k in (KIND_PION, KIND_KAON)])
+        d = rng.exponential(1.0, had.size) * ratio[(tr.kind[had] == KIND_KAON).astype(np.intp)]
         inter = d < prm.hadron_ecal_lambda
+        if ctx.decays is not None:
+            inter &= ~((tr.role[had] == ROLE_PRIMARY) & ctx.decays.holds(ev))
         total, f_ps = _mip_split(ctx, det, had.size)
         frac_before = np.where(inter, d / max(prm.hadron_ecal_lambda, 1e-9), 1.0)
         for s in range(len(depths)):
