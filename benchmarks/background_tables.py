@@ -288,7 +288,8 @@ def kaon_chain(info: dict, setup) -> list[str]:
     eff_box = eff[rows[-1]["cut"]]
     lines = ["| factor | value |", "|---|---|",
              f"| K per MOT (hadron admixture x K/pi) | {k['per_mot']:.2g} |",
-             f"| P(decay between MS1 and the ECAL) x BR(K -> mu nu) | {w_decay:.3g} |",
+             f"| P(decay after the MS1 field before the ECAL, or behind the ECAL before the last MS2 plane "
+             f"having crossed it) x BR(K -> mu nu) | {w_decay:.3g} |",
              f"| P(p_mu < 80 GeV), two-body kinematics at {p_k / GeV:g} GeV (closed form) | {box_kin:.3f} |"]
     for cut in ("trigger", "track_match", "hcal_mip"):
         if cut in eff:

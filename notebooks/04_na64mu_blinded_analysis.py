@@ -164,7 +164,7 @@ mis = bg.misreconstruction_background(counts=h.values(), edges=edges, sideband=(
                                       peak=160, model="exponential", alternative="power_law")
 mis = mis.scaled(EXPOSURE / mot["data"])
 k_box = out["kdecay"]["regions"]["signal_box"]
-# the forced sample is weighted (biased sampling): each event carries P(decay in the volume) x BR
+# the forced sample is weighted (biased sampling): each event carries P(decay in a region that reaches the box) x BR
 # per beam kaon, so the probability per MOT is the kaons per MOT (docs/backgrounds.md)
 beam = load_setup("na64mu").beam
 p_k = beam.hadron_admixture * beam.kaon_to_pion

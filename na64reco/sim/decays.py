@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from na64reco import constants
+from na64reco.errors import ConfigError
 from na64reco.io.raw import PROCESSES
 from na64reco.sim import interactions as phys
 from na64reco.sim.biasing import forced_exponential
@@ -81,7 +82,7 @@ def regions(setup) -> tuple[Region, ...]:
         out.append(Region("behind the ECAL", ecal.z + ecal.depth, last, True))
     for r in out:
         if not r.z1 > r.z0:
-            raise ValueError(f"decay region {r.name!r} of setup {setup.name!r} is empty: [{r.z0}, {r.z1}] mm")
+            raise ConfigError(f"decay region {r.name!r} of setup {setup.name!r} is empty: [{r.z0}, {r.z1}] mm")
     return tuple(out)
 
 

@@ -3,8 +3,9 @@
 Elements (sorted by z): tracker planes (true crossings + multiple scattering), thin
 counters and veto paddles (MIP deposits + scattering), magnets (thin kicks
 ``q * Magnet.kick(p)`` in the bend plane: a negative particle bends towards negative
-coordinates, like the reference trajectory), the decay region after the incoming
-momentum station, and the thick detectors with their physics (ECAL: target, muon
+coordinates, like the reference trajectory), the start of the K/pi decay regions at the
+end of the incoming field (:mod:`na64reco.sim.decays`: each decay is applied before the first
+element behind its point, a run of planes being cut there), and the thick detectors with their physics (ECAL: target, muon
 energy loss, signal, tridents, showers; VHCAL; HCAL modules; SRD).  Between elements
 the particles fly straight and scatter in air (``air_x0_per_metre``) or in the gas of a
 gas volume (``gas_volumes``: e.g. a helium bag in MS2).
@@ -179,7 +180,8 @@ def follow(ctx: Context, tr: Tracks, last_z: float | None = None) -> Tracks:
             k = end
             continue
         dz = el.z - z
-        if dz > 0:  # straight flight and the scattering in air (or a gas volume), in one pass
+        if dz > 0 and el.kind != "decay":  # straight flight and the scattering in air (or a gas volume), in one
+            # pass; the decays' start is no material and leaves the flight to the next element whole
             scatter_thin(ctx.rng, tr, gas.x0_between(z, el.z), tr.alive, drift=dz)
             z = el.z
         tr = _HANDLERS[el.kind](ctx, el, tr)
