@@ -78,7 +78,8 @@ def plot(results: list[dict], path: Path) -> None:
         ax.set_yscale("log")
         ax.set_xlabel("decay point z [m]")
         ax.set_ylabel("sum of weights per bin (P(decay) x BR per beam K)")
-        ax.set_title(f"K -> mu nu, {res['period']}: {res['total']:.3g} +- {res['total_error']:.1g} events / 1.98e10 MOT")
+        ax.set_title(f"K -> mu nu, {res['period']}: {res['total']:.3g} +- {res['total_error']:.1g} "
+                     "events / 1.98e10 MOT")
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -34,7 +34,19 @@ NOMINAL_MS2 = "field_integral: 1.4 tesla*m    # assumed ~1.4 T m (NA64.md)"
 
 
 @pytest.fixture(scope="module")
-def moved(small_na64mu_files, tmp_path_factory):
+def box_data(tmp_path_factory):
+    """A data-like file (no truth) with events in the box at every p_out: a simulated signal run
+    (m = 0.1 GeV), 2022-like.  (The small mixture of the conftest has a box event only by the luck of
+    its random numbers.)"""
+    from na64reco.sim.generate import simulate
+
+    path = tmp_path_factory.mktemp("box_data") / "data.root"
+    simulate("na64mu", 1500, seed=13, run=1002, output=path, process="signal", mass=0.1 * 1000.0, truth=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def moved(box_data, tmp_path_factory):
     """A calibration directory whose 2022 MS2 field integral is 3x nominal, and the data
     file's events hidden by the nominal reconstruction but shown by the moved one."""
     root = tmp_path_factory.mktemp("calib") / "calib"
@@ -43,7 +55,7 @@ def moved(small_na64mu_files, tmp_path_factory):
     text = setup_file.read_text()
     assert NOMINAL_MS2 in text
     setup_file.write_text(text.replace(NOMINAL_MS2, "field_integral: 4.2 tesla*m", 1))
-    with open_raw(small_na64mu_files["data"]) as raw:
+    with open_raw(box_data) as raw:
         events = release_data_events(raw.events())
         run = raw.run
     nominal = load_setup("na64mu", run=run)
@@ -67,9 +79,9 @@ def _cli(args, env_calib):
     return proc.stdout
 
 
-def test_reco_export_with_a_moved_setup_withholds_the_reference_box(small_na64mu_files, moved, tmp_path):
+def test_reco_export_with_a_moved_setup_withholds_the_reference_box(box_data, moved, tmp_path):
     out = tmp_path / "d.parquet"
-    printed = _cli(["reco", str(small_na64mu_files["data"]), "--output", str(out), "--quiet"], moved["root"])
+    printed = _cli(["reco", str(box_data), "--output", str(out), "--quiet"], moved["root"])
     table = pd.read_parquet(out)
     reco, hidden = moved["reco"], moved["hidden"]
     assert not set(table["event"]) & set(np.asarray(reco.event)[hidden])  # nothing the reference hides
@@ -96,12 +108,12 @@ def veto_tag(tmp_path_factory):
     return root
 
 
-def test_reco_export_with_a_tag_faking_the_veto_control_withholds_the_reference_box(small_na64mu_files, moved,
+def test_reco_export_with_a_tag_faking_the_veto_control_withholds_the_reference_box(box_data, moved,
                                                                                       veto_tag, tmp_path):
     out = tmp_path / "d.parquet"
-    _cli(["reco", str(small_na64mu_files["data"]), "--output", str(out), "--quiet", "--calib-tag", "veto-x10"],
+    _cli(["reco", str(box_data), "--output", str(out), "--quiet", "--calib-tag", "veto-x10"],
          veto_tag)
-    with open_raw(small_na64mu_files["data"]) as raw:
+    with open_raw(box_data) as raw:
         setup = load_setup(str(veto_tag / "setups" / "na64mu.yaml"), run=raw.run)
         faked = reconstruct(moved["events"], setup, load_conditions(setup, raw.run, "veto-x10", root=veto_tag))
     reco, hidden = moved["reco"], moved["hidden"]
@@ -111,10 +123,10 @@ def test_reco_export_with_a_tag_faking_the_veto_control_withholds_the_reference_
     assert set(table["event"]) == set(np.asarray(reco.event)[~(hidden | protected_mask(faked, "na64mu"))])
 
 
-def test_run_with_a_moved_setup_keeps_the_reference_box_out_of_the_cutflow(small_na64mu_files, moved, tmp_path):
+def test_run_with_a_moved_setup_keeps_the_reference_box_out_of_the_cutflow(box_data, moved, tmp_path):
     outdir = tmp_path / "out"
     _cli(["run", "--processor", "na64mu_invisible", "--output", str(outdir), "--no-plots", "--no-progress",
-          str(small_na64mu_files["data"])], moved["root"])
+          str(box_data)], moved["root"])
     summary = json.loads((outdir / "cutflow.json").read_text())["data"]
     initial = summary["cutflow"][0]["events"]
     # what the moved reconstruction alone hides, and the union with the reference (computed here)
@@ -139,7 +151,7 @@ def test_event_display_refuses_a_box_event_drawn_with_a_moved_setup(moved):
         draw_event(moved["events"][i:i + 1], 0, mine, cond, data=True)
 
 
-def test_event_display_message_does_not_tell_why_an_event_is_hidden(small_na64mu_files, moved):
+def test_event_display_message_does_not_tell_why_an_event_is_hidden(box_data, moved):
     """A missing p_out and a p_out inside the box give the same refusal (which one it is
     would count the measured box events by trying every event)."""
     from na64reco.display import draw_event
@@ -149,7 +161,7 @@ def test_event_display_message_does_not_tell_why_an_event_is_hidden(small_na64mu
     nan_i = int(np.flatnonzero(hidden & np.isnan(p_out))[0])
     box_i = int(np.flatnonzero(hidden & (p_out < 80))[0])
     messages = []
-    with open_raw(small_na64mu_files["data"]) as raw:
+    with open_raw(box_data) as raw:
         setup = load_setup(raw.setup, run=raw.run)
         conds = load_conditions(setup, raw.run)
         for i in (nan_i, box_i):
@@ -344,7 +356,7 @@ def test_uses_reference_inputs_compares_the_inputs_file_by_file(moved):
     assert not uses_reference_inputs(moved["mine"], load_conditions(moved["mine"], run, root=moved["root"]))
 
 
-def test_a_data_chunk_with_the_reference_inputs_is_assembled_once(small_na64mu_files, moved, monkeypatch):
+def test_a_data_chunk_with_the_reference_inputs_is_assembled_once(box_data, moved, monkeypatch):
     """The processor's reference check of a data chunk reconstructed with the reference inputs does not
     assemble the chunk's events again (nothing is reconstructed again).  With a moved setup it must:
     ``test_run_with_a_moved_setup_keeps_the_reference_box_out_of_the_cutflow`` runs that case in a
@@ -360,5 +372,5 @@ def test_a_data_chunk_with_the_reference_inputs_is_assembled_once(small_na64mu_f
         return real(events, source)
 
     monkeypatch.setattr(base, "assemble_events", counted)
-    run_files({"data": [str(small_na64mu_files["data"])]}, RunOptions("na64mu_invisible", executor="iterative"))
+    run_files({"data": [str(box_data)]}, RunOptions("na64mu_invisible", executor="iterative"))
     assert calls and sum(calls) == len(moved["events"])  # each event assembled once: for its reconstruction

@@ -177,3 +177,32 @@ def test_mixture_rate_is_the_forced_rate(process):
     forced = species_per_mot(setup, process) * float(decays.decay_probability(setup, params, kind,
                                                                                setup.beam.energy)[0]) * br
     assert params.mixture[process] == pytest.approx(forced, rel=0.01)
+
+
+def test_truth_p_out_is_the_muon_of_a_decay_behind_the_ms2_magnet():
+    """A parent still a K at the MS2 magnet: the truth p_out is the decay muon's momentum, set at the decay."""
+    n = 20_000
+    setup, _, _, truth = _transport("kdecay", n, 14)
+    late = truth.vertex_z > setup.magnets["MS2"].center_z
+    assert late.sum() > 500
+    assert np.all(np.isfinite(truth.p_out[late]))
+    lo, _ = phys.two_body_momentum_range(truth.p_in[late], constants.KAON_CHARGED_MASS, constants.MUON_MASS)
+    # the parent lost ~0.4 GeV of ionisation in the ECAL before it decayed
+    assert np.all((truth.p_out[late] <= truth.p_in[late]) & (truth.p_out[late] >= lo - 1e3))
+
+
+@pytest.mark.parametrize(("kind", "ratio"), [(KIND_PION, 1.22), (KIND_KAON, 1.35)])
+def test_ecal_interaction_length_per_species(kind, ratio):
+    """A beam hadron without a decay crosses the 1.3 nucleon interaction lengths of the ECAL with
+    probability exp(-1.3 / lambda_ratio) (0.345 for a pion, 0.382 for a kaon)."""
+    setup = load_setup(SETUP)
+    params = load_sim_params(setup)
+    n = 20_000
+    rng = np.random.default_rng(15)
+    tracks = sample_beam(rng, setup, np.arange(n), np.full(n, PROCESSES["hadron"], np.int8))
+    tracks.kind[:] = kind
+    ecal = setup.detector("ECAL")
+    out = follow(Context(rng, setup, params, Recorder(n), Truth.new(n)), tracks, last_z=ecal.z)
+    crossed = np.count_nonzero((out.role == ROLE_PRIMARY) & (out.kind == kind)) / n
+    expected = np.exp(-1.3 / ratio)
+    assert crossed == pytest.approx(expected, abs=5 * np.sqrt(expected * (1 - expected) / n))

@@ -102,9 +102,10 @@ def test_right_hit_pulls_are_gaussian_and_outliers_explain_the_rest(sample):
     off = np.abs(np.nan_to_num(m["dev"])) > OUTLIER_SIGMAS * geometry["sigma"][None, :]
     right = (m["wrong"] == 0) & ~off.any(axis=1)
     z = pull[right]
-    # the fit's own sigma (hit resolutions) plus a few per cent of scattering inside MS2
+    # the fit's own sigma (hit resolutions) plus a few per cent of scattering inside MS2; the sample's
+    # std scatters by 1/sqrt(2 N) (0.012 for ~3400 muons) around that
     assert abs(z.mean()) < 5 * z.std() / math.sqrt(z.size)
-    assert 1.0 < z.std() < 1.1
+    assert 1.0 - 4 / math.sqrt(2 * z.size) < z.std() < 1.1
     assert stats.kstest((z - z.mean()) / z.std(), "norm").pvalue > 1e-3
     assert np.max(np.abs(z - z.mean())) < 5.5 * z.std()
     # every pull beyond 5 core widths belongs to a discrete class (wrong twin or far hit)

@@ -19,7 +19,9 @@ field moves the measured p_in out of its window unless the decay is within ~0.1 
 end: < 2 % of the first region) and decays inside the ECAL (0.53 m of ~15 m, of which a kaon
 reaches on average ~70 %: ~3 % of the decay probability; their muon is like one from a decay
 just before the ECAL).  The magnets are thin kicks: a decay in the first half of MS2's field
-gets the muon's full kick, one in the second half the parent's.
+gets the muon's full kick, one in the second half the parent's.  The natural single large-angle
+kinks (:mod:`na64reco.sim.hard_scatter`, muons only) of the gap in which the decay happens are
+applied before it, to the parent, which they skip: ~3e-3 of the decay muons lose such a kink.
 
 Every event of these processes decays, forced: the decay point is drawn from the exponential
 decay law (decay length (p/m) c tau) restricted to the union of the regions, each weighted with

@@ -5,8 +5,9 @@ counters and veto paddles (MIP deposits + scattering), magnets (thin kicks
 ``q * Magnet.kick(p)`` in the bend plane: a negative particle bends towards negative
 coordinates, like the reference trajectory), the start of the K/pi decay regions at the
 end of the incoming field (:mod:`na64reco.sim.decays`: each decay is applied before the first
-element behind its point, a run of planes being cut there), and the thick detectors with their physics (ECAL: target, muon
-energy loss, signal, tridents, showers; VHCAL; HCAL modules; SRD).  Between elements
+element behind its point, a run of planes being cut there), and the thick detectors with
+their physics (ECAL: target, muon energy loss, signal, tridents, showers; VHCAL; HCAL
+modules; SRD).  Between elements
 the particles fly straight and scatter in air (``air_x0_per_metre``) or in the gas of a
 gas volume (``gas_volumes``: e.g. a helium bag in MS2).
 
