@@ -11,11 +11,9 @@ import uproot
 from scipy import stats
 
 from na64reco import background as bg
-from na64reco import constants
 from na64reco.errors import ConfigError, NA64Error
 from na64reco.geometry import load_setup
 from na64reco.sim.biasing import (
-    forced_decay,
     forced_exponential,
     forced_log_uniform,
     log_uniform_fraction,
@@ -48,16 +46,6 @@ def test_forced_exponential_estimate_agrees_with_direct_counting():
     sigma_direct = np.sqrt(p_direct * (1 - p_direct) / direct.size)
     assert abs(p_biased - p_direct) < 4 * np.hypot(err, sigma_direct)
     assert p_biased == pytest.approx(exact, abs=4 * err)
-
-
-def test_forced_decay_weight_is_the_decay_law():
-    rng = np.random.default_rng(5)
-    p = np.full(1000, 160 * u.GeV)
-    z, w = forced_decay(rng, p, constants.KAON_CHARGED_MASS, constants.KAON_CHARGED_CTAU, 16 * u.m, 18.5 * u.m)
-    gbct = 160 * u.GeV / constants.KAON_CHARGED_MASS * constants.KAON_CHARGED_CTAU  # ~1.2 km
-    assert np.all(w == pytest.approx(1 - np.exp(-2.5 * u.m / gbct), rel=1e-12))
-    assert w[0] == pytest.approx(2.5 * u.m / gbct, rel=2e-3)  # ~2.1e-3, the number in the setup comment
-    assert np.all((z >= 16 * u.m) & (z <= 18.5 * u.m))
 
 
 def test_log_uniform_forcing():

@@ -18,7 +18,8 @@ Closed forms used (all exact):
 * exponential depth with mean free path L restricted to [a, b]:
   P = exp(-a/L) - exp(-b/L); inverse CDF d = -L ln(exp(-a/L) - u P), u ~ U(0, 1);
 * survival without interaction over a thickness t: exp(-t/L);
-* decay in flight of a particle of momentum p, mass m, c tau: L = (p/m) c tau;
+* decay in flight of a particle of momentum p, mass m, c tau: L = (p/m) c tau (over several
+  regions: :mod:`na64reco.sim.decays`);
 * a 1/v spectrum on [v_min, v_max] restricted to [a, b]: P = ln(b/a) / ln(v_max/v_min),
   v = a (b/a)^u.
 """
@@ -29,7 +30,7 @@ import numpy as np
 
 from na64reco.errors import ConfigError
 
-__all__ = ["FORCED_PROCESSES", "forced_decay", "forced_exponential", "forced_log_uniform", "log_uniform_fraction",
+__all__ = ["FORCED_PROCESSES", "forced_exponential", "forced_log_uniform", "log_uniform_fraction",
            "species_per_mot", "survival", "weighted_rate"]
 
 
@@ -55,18 +56,6 @@ def forced_exponential(rng: np.random.Generator, mean_free_path, lo, hi, n: int 
     u = rng.random(shape)
     depth = -lam * np.log(a - u * (a - b))
     return np.clip(depth, lo, hi), weight
-
-
-def forced_decay(rng: np.random.Generator, momentum, mass: float, ctau: float, z0: float, z1: float):
-    """Decay points of particles (``momentum``, ``mass``, c tau ``ctau``) forced into [z0, z1].
-
-    The particles are at ``z0``; returns ``(z_decay, weight)`` with weight = P(decay in
-    [z0, z1]) = 1 - exp(-(z1 - z0) / ((p/m) c tau)).
-    """
-    p = np.asarray(momentum, float)
-    length = p / mass * ctau
-    d, w = forced_exponential(rng, length, 0.0, z1 - z0)
-    return z0 + d, w
 
 
 def log_uniform_fraction(v_min: float, v_max: float, lo: float, hi: float) -> float:
