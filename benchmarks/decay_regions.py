@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from na64reco import constants
 from na64reco.conditions import load_conditions
 from na64reco.geometry import load_setup
 from na64reco.io import open_raw
@@ -32,7 +33,7 @@ from na64reco.sim import decays
 from na64reco.sim.biasing import species_per_mot
 from na64reco.sim.generate import simulate
 
-EXPOSURE_2022 = 1.98e10  # MOT, PRL 132, 211803 (seed 001)
+EXPOSURE_2022 = constants.NA64MU_2022_MOT  # MOT, PRL 132, 211803 (seed 001)
 
 
 def period(run: int, n: int, seed: int, tmp: Path) -> dict:

@@ -49,12 +49,13 @@ from na64reco.errors import ConfigError
 from na64reco.io.raw import PROCESSES
 from na64reco.sim import interactions as phys
 from na64reco.sim.biasing import forced_exponential
+from na64reco.sim.punchthrough import lambda_ratios
 from na64reco.sim.tracks import KIND_KAON, KIND_MUON, KIND_PION, MASSES, ROLE_PRIMARY, Tracks
 
-#: the decaying species: track kind -> (name in simulation.hadron.punchthrough.lambda_ratio, c tau, BR(-> mu nu))
+#: the decaying species: track kind -> (c tau, BR(-> mu nu))
 SPECIES = {
-    KIND_KAON: ("kaon", constants.KAON_CHARGED_CTAU, constants.KAON_TO_MUNU_BR),
-    KIND_PION: ("pion", constants.PION_CHARGED_CTAU, constants.PION_TO_MUNU_BR),
+    KIND_KAON: (constants.KAON_CHARGED_CTAU, constants.KAON_TO_MUNU_BR),
+    KIND_PION: (constants.PION_CHARGED_CTAU, constants.PION_TO_MUNU_BR),
 }
 #: the processes whose primary decays
 DECAY_FLAGS = (PROCESSES["kdecay"], PROCESSES["pidecay"])
@@ -91,21 +92,13 @@ def regions(setup) -> tuple[Region, ...]:
 def ecal_survival(params, kind: int) -> float:
     """P(a parent of ``kind`` crosses the ECAL without a hadronic interaction):
     exp(-ecal_interaction_lengths / lambda_ratio)."""
-    return float(np.exp(-params.hadron_ecal_lambda / lambda_ratio(params, kind)))
+    return float(np.exp(-params.hadron_ecal_lambda / lambda_ratios(params.punch, kind)))
 
 
-def lambda_ratio(params, kind: int) -> float:
-    """Interaction length of the species over the nucleon one (1 when the setup gives none)."""
-    if params.punch is None:
-        return 1.0
-    return float(params.punch.lambda_ratio.get(SPECIES[kind][0], 1.0)) if kind in SPECIES else 1.0
-
-
-def _region_probabilities(setup, params, kind: int, momentum, start_z: float) -> np.ndarray:
+def _region_probabilities(regs, params, kind: int, momentum, start_z: float) -> np.ndarray:
     """(particles, regions): P(decay in the region, the parent alive at ``start_z``) x survival."""
-    _, ctau, _ = SPECIES[kind]
+    ctau, _ = SPECIES[kind]
     length = np.asarray(momentum, float)[:, None] / float(MASSES[kind]) * ctau
-    regs = regions(setup)
     z0 = np.array([r.z0 for r in regs]) - start_z
     z1 = np.array([r.z1 for r in regs]) - start_z
     s = np.array([ecal_survival(params, kind) if r.behind_ecal else 1.0 for r in regs])
@@ -116,7 +109,7 @@ def decay_probability(setup, params, kind: int, momentum, start_z: float | None 
     """P(a parent of ``momentum`` at ``start_z`` (default: the beam start) decays in a region
     it reaches), without the branching ratio."""
     z = setup.beam.start_z if start_z is None else start_z
-    return _region_probabilities(setup, params, kind, np.atleast_1d(momentum), z).sum(axis=1)
+    return _region_probabilities(regions(setup), params, kind, np.atleast_1d(momentum), z).sum(axis=1)
 
 
 @dataclass
@@ -182,12 +175,12 @@ def schedule(ctx, tr: Tracks) -> Pending | None:
     start = setup.beam.start_z
     regs = regions(setup)
     zd, w = np.empty(sel.size), np.empty(sel.size)
-    for kind, (_, ctau, br) in SPECIES.items():
+    for kind, (ctau, br) in SPECIES.items():
         m = np.flatnonzero(tr.kind[sel] == kind)
         if m.size == 0:
             continue
         p = tr.p[sel[m]]
-        prob = _region_probabilities(setup, ctx.params, kind, p, start)
+        prob = _region_probabilities(regs, ctx.params, kind, p, start)
         total = prob.sum(axis=1)
         # the region by its share, then the depth from the decay law restricted to it
         cum = np.cumsum(prob, axis=1) / total[:, None]

@@ -62,6 +62,19 @@ class PunchThroughModel:
         return self.cut_neutral if species in NEUTRAL else self.cut_charged
 
 
+def lambda_ratios(model: PunchThroughModel | None, kinds) -> np.ndarray:
+    """lambda_species / lambda_nucleon for each track kind (``sim.tracks.KIND_*``): the model's pion
+    and kaon ratios, 1 for every other kind and for all of them without a model."""
+    from na64reco.sim.tracks import KIND_KAON, KIND_PION
+
+    kinds = np.asarray(kinds)
+    out = np.ones(kinds.shape)
+    if model is not None:
+        out[kinds == KIND_PION] = model.lambda_ratio.get("pion", 1.0)
+        out[kinds == KIND_KAON] = model.lambda_ratio.get("kaon", 1.0)
+    return out
+
+
 def punch_through(rng: np.random.Generator, model: PunchThroughModel, species: str, energy, n_modules: float,
                   n: int | None = None, biased: bool = True) -> np.ndarray:
     """Per-hadron punch-through outcomes through ``n_modules`` modules.

@@ -32,7 +32,7 @@ from na64reco.sim import interactions as phys
 from na64reco.sim.biasing import forced_log_uniform, survival
 from na64reco.sim.cells import cell_index
 from na64reco.sim.params import SimParams
-from na64reco.sim.punchthrough import punch_through
+from na64reco.sim.punchthrough import lambda_ratios, punch_through
 from na64reco.sim.signal import recoil_slopes, sample_signal_x
 from na64reco.sim.tracks import (
     KIND_ELECTRON,
@@ -468,8 +468,7 @@ def _ecal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
         ev, t = tr.ev[had], tr.t[had]
         # depth of the interaction in nucleon interaction lengths (a pion's or kaon's is lambda_ratio
         # times longer); a parent whose decay lies behind the ECAL was drawn to cross it (decays module)
-        ratio = np.array([decays.lambda_ratio(prm, k) for k in (KIND_PION, KIND_KAON)])
-        d = rng.exponential(1.0, had.size) * ratio[(tr.kind[had] == KIND_KAON).astype(np.intp)]
+        d = rng.exponential(1.0, had.size) * lambda_ratios(prm.punch, tr.kind[had])
         inter = d < prm.hadron_ecal_lambda
         if ctx.decays is not None:
             inter &= ~((tr.role[had] == ROLE_PRIMARY) & ctx.decays.holds(ev))
@@ -606,11 +605,7 @@ def _hcal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
     is_had = (tr.kind == KIND_PION) | (tr.kind == KIND_KAON)
     # hadrons: interaction depth from the HCAL front, in nucleon interaction lengths (a pion or
     # kaon interaction length is lambda_ratio times longer, simulation.hadron.punchthrough)
-    ratio = np.ones(tr.n)
-    if prm.punch is not None:
-        ratio[tr.kind == KIND_PION] = prm.punch.lambda_ratio.get("pion", 1.0)
-        ratio[tr.kind == KIND_KAON] = prm.punch.lambda_ratio.get("kaon", 1.0)
-    d = rng.exponential(1.0, tr.n) * ratio
+    d = rng.exponential(1.0, tr.n) * lambda_ratios(prm.punch, tr.kind)
     had = inside & is_had
     e_vis = np.zeros(tr.n)
     shower = had & (d < det.n_sections * lam_mod)
