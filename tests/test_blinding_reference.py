@@ -41,7 +41,7 @@ def box_data(tmp_path_factory):
     from na64reco.sim.generate import simulate
 
     path = tmp_path_factory.mktemp("box_data") / "data.root"
-    simulate("na64mu", 1500, seed=13, run=1002, output=path, process="signal", mass=0.1 * 1000.0, truth=False)
+    simulate("na64mu", 1500, seed=13, run=1002, output=path, process="signal", mass=100.0, truth=False)  # MeV
     return path
 
 
