@@ -40,6 +40,19 @@ LEAD_Z = 82
 LEAD_A = 207.2 * u.g / u.mole
 LEAD_DENSITY = 11.35 * u.g / u.cm3
 LEAD_RADIATION_LENGTH = 5.612 * u.mm  # 6.37 g/cm2 / 11.35 g/cm3
+#: Classical electron radius (CODATA 2018).
+CLASSICAL_ELECTRON_RADIUS = 2.8179403262e-15 * u.m
+# Stopping of muons (na64reco.physics.muon_losses.Absorber): Z, A (g/mol), mean excitation energy I,
+# Sternheimer's density-effect parameters C-bar, x0, x1, a, k, delta0 (Sternheimer, Berger, Seltzer,
+# ADNDT 30 (1984) 261, as listed by PDG "Atomic and Nuclear Properties").
+LEAD_STOPPING = (82, 207.2, 823.0 * u.eV, 6.2018, 0.3776, 3.8073, 0.09359, 3.1608, 0.14)
+IRON_STOPPING = (26, 55.845, 286.0 * u.eV, 4.2911, -0.0012, 3.1531, 0.14680, 2.9632, 0.12)
+#: Muon critical energies, where the electronic loss equals the radiative one, a(E_c) = b(E_c) E_c
+#: (PDG "Atomic and Nuclear Properties"; Groom, Mokhov, Striganov, ADNDT 78 (2001) 183).
+IRON_MUON_CRITICAL_ENERGY = 347.0 * u.GeV
+#: Minimum mean ionisation of a muon (PDG "Atomic and Nuclear Properties"), MeV cm2/g.
+LEAD_MIN_IONISATION = 1.122 * u.MeV * u.cm2 / u.g
+IRON_MIN_IONISATION = 1.451 * u.MeV * u.cm2 / u.g
 
 # --- muon g-2 --------------------------------------------------------------------------
 #: Delta a_mu = a_mu(exp) - a_mu(SM, WP2020) after the FNAL 2021 result:
@@ -68,12 +81,13 @@ FF_PROTON_DIPOLE = 0.71 * u.GeV**2
 PROTON_MAGNETIC_MOMENT = 2.792847
 #: Lead mass number used by the form factors (PDG atomic weight, dimensionless).
 LEAD_MASS_NUMBER = 207.2
-# Muon energy loss in lead (PDG "Atomic and Nuclear Properties", Pb; Groom, Mokhov,
-# Striganov, ADNDT 78 (2001) 183):  -dE/dx = rho * (a + b E).
-#: Ionisation part a for a ~100 GeV muon in Pb incl. relativistic rise (PDG table, ~1.4).
-LEAD_MUON_IONISATION = 1.4 * u.MeV * u.cm2 / u.g
-#: Muon critical energy in Pb, where ionisation = radiative loss, so b = a / E_muc (PDG).
+# Muon energy loss -dE/dx = rho (a + b E) (na64reco.physics.muon_losses computes a and b).
+#: Muon critical energy in Pb, where the electronic loss equals the radiative one (PDG "Atomic and
+#: Nuclear Properties"; Groom, Mokhov, Striganov, ADNDT 78 (2001) 183): a check of the computed a, b.
 LEAD_MUON_CRITICAL_ENERGY = 141.0 * u.GeV
+#: Photonuclear part of b, ~0.4e-6 cm2/g in lead and iron at 10-1000 GeV (Groom, Mokhov, Striganov,
+#: above; Bezrukov-Bugaev); not computed by na64reco.physics.muon_losses.
+MUON_PHOTONUCLEAR_B = 0.4e-6 * u.cm2 / u.g
 #: NA64 ECAL depth used as the dark-bremsstrahlung target: 40 X0 of Pb/Sc shashlik
 #: (NA64.md; Sieber, OPG/SPS 2021: L_mu ~ 40 X0).  Effective lead = 40 X0(Pb).
 NA64_ECAL_DEPTH_X0 = 40.0

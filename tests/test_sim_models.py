@@ -36,17 +36,24 @@ def test_highland_closed_form():
     assert highland(160 * u.GeV, constants.MUON_MASS, 0.0) == 0.0
 
 
-def test_radiative_number_and_spectrum():
-    bx, vmin = 2.04e-3, 1e-3
-    numeric = integrate.quad(lambda v: bx * phys.radiative_shape(v) / v, vmin, 1.0)[0]
-    assert phys.radiative_mean_number(bx, vmin) == pytest.approx(numeric, rel=1e-8)
-    # mean fractional loss of the full spectrum is b X
-    assert integrate.quad(lambda v: phys.radiative_shape(v), 0, 1)[0] == pytest.approx(1.0)
+def test_muon_losses_sampling_against_the_table():
+    """The sampler's number of losses per muon (Poisson mean from the table, 5 sigma), their v
+    (KS against the table's CDF), their depths (uniform in the given fraction), and the table
+    nearest in energy."""
+    losses = phys.MuonLosses("lead", 254.8, 1e-3, 160 * u.GeV)
+    table = losses.table(160 * u.GeV)
     rng = np.random.default_rng(2)
-    idx, v = phys.radiative_losses(rng, 200_000, bx, vmin)
-    expected = 200_000 * phys.radiative_mean_number(bx, vmin)
+    n = 200_000
+    idx, v, depth = losses.sample(rng, np.full(n, 160 * u.GeV), 0.25, 0.75)
+    expected = 0.5 * n * table.mean_number(1e-3)
     assert abs(idx.size - expected) < 5 * np.sqrt(expected)
-    assert stats.kstest(v, lambda w: phys.radiative_cdf_above(w, vmin)).pvalue > 1e-3
+    assert stats.kstest(v, table.cdf).pvalue > 1e-3
+    assert stats.kstest((depth - 0.25) / 0.5, "uniform").pvalue > 1e-3
+    # a 60 GeV muon uses the table at 2^(-11/8) x 160 = 61.7 GeV (the nearest of the 2^(1/8) steps)
+    assert losses.table(60 * u.GeV).energy == pytest.approx(160 * u.GeV * 2 ** (-11 / 8))
+    lo, _, _ = losses.sample(rng, np.full(n, 60 * u.GeV), 0.0, 1.0)
+    expected_lo = n * losses.table(60 * u.GeV).mean_number(1e-3)
+    assert abs(lo.size - expected_lo) < 5 * np.sqrt(expected_lo)
 
 
 def test_two_body_decay_kinematics():

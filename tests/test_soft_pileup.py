@@ -14,7 +14,6 @@ import pytest
 from na64reco.errors import ConfigError
 from na64reco.geometry import load_setup
 from na64reco.sim.forced_soft import ForcedSoft, SoftLosses, chosen_near
-from na64reco.sim.interactions import radiative_losses, radiative_mean_number
 from na64reco.sim.params import load_sim_params
 
 RUN = 1  # 2022
@@ -25,17 +24,25 @@ def params():
     return load_sim_params(load_setup("na64mu", run=RUN))
 
 
+def _natural(rng, n, params):
+    """The natural ECAL losses ``(k, v, depth)`` of ``n`` beam-energy muons."""
+    return params.ecal_losses.sample(rng, np.full(n, params.beam_energy), 0.0, 1.0)
+
+
+def _mean_number(params, v_lo, v_hi=1.0):
+    return params.ecal_losses.table(params.beam_energy).mean_number(v_lo, v_hi)
+
+
 def test_weight_closed_form_against_the_natural_losses(params):
     """P_R = 1 - exp(-n_R) with n_R = N(v_min) - N(v_max) (closed form) against the fraction of
     muons of the natural loss process with a loss in [v_min, v_max) (binomial, 5 sigma)."""
     soft = ForcedSoft.of(0.25)
-    bx, vmin = params.radiative_bx, params.radiative_v_min
-    n_r = radiative_mean_number(bx, 0.25)
+    n_r = _mean_number(params, 0.25)
     assert soft.expected_losses(params) == pytest.approx(n_r)
     assert soft.probability(params) == pytest.approx(1 - math.exp(-n_r))
     assert 1e-3 < soft.probability(params) < 1e-2  # "~1e-3 of the beam muons" (docs/periods.md)
     n = 3_000_000
-    k, v = radiative_losses(np.random.default_rng(1), n, bx, vmin)
+    k, v, _ = _natural(np.random.default_rng(1), n, params)
     frac = np.unique(k[v >= 0.25]).size / n
     p = soft.probability(params)
     assert frac == pytest.approx(p, abs=5 * math.sqrt(p / n))
@@ -52,14 +59,15 @@ def test_forced_losses_follow_the_natural_spectrum_and_keep_the_others(params):
     muons not chosen keep exactly their natural losses."""
     from scipy import stats
 
-    bx, vmin = params.radiative_bx, params.radiative_v_min
     rng = np.random.default_rng(2)
     n = 200_000
-    k, v = radiative_losses(rng, n, bx, vmin)
+    k, v, d = _natural(rng, n, params)
     chosen = np.zeros(n, bool)
     chosen[: n // 2] = True
     hook = SoftLosses(ForcedSoft.of(0.25), params, chosen)
-    k2, v2 = hook.losses(rng, np.arange(n), k, v)
+    p = np.full(n, params.beam_energy)
+    k2, v2, d2, e2 = hook.losses(rng, np.arange(n), k, v, d, p[k], p)
+    assert k2.size == v2.size == d2.size == e2.size and np.all((d2 >= 0) & (d2 <= 1)) and np.all(e2 == p[0])
     inside = (v2 >= 0.25) & (v2 < 1.0)
     per_muon = np.bincount(k2[inside], minlength=n)
     assert np.all(per_muon[: n // 2] >= 1)
@@ -68,11 +76,11 @@ def test_forced_losses_follow_the_natural_spectrum_and_keep_the_others(params):
     orig = k >= n // 2
     assert np.array_equal(np.sort(v2[mine]), np.sort(v[orig]))
     # outside the range: the natural mean number per muon (Poisson, 5 sigma)
-    expect_out = radiative_mean_number(bx, vmin) - radiative_mean_number(bx, 0.25)
+    expect_out = _mean_number(params, params.radiative_v_min, 0.25)
     n_out = int(np.sum(~inside & (k2 < n // 2)))
     assert n_out == pytest.approx(expect_out * n / 2, abs=5 * math.sqrt(expect_out * n / 2))
     # the forced v against the natural v in the range
-    nat = radiative_losses(np.random.default_rng(3), 3_000_000, bx, vmin)[1]
+    nat = _natural(np.random.default_rng(3), 3_000_000, params)[1]
     nat = nat[nat >= 0.25]
     forced = v2[inside & (k2 < n // 2)]
     assert stats.ks_2samp(forced, nat).pvalue > 1e-3
@@ -86,10 +94,12 @@ def test_forced_losses_follow_the_natural_spectrum_and_keep_the_others(params):
 def test_no_random_number_without_a_chosen_muon(params):
     """The hook draws only for chosen muons: with none chosen the losses and the stream are the same."""
     rng_a, rng_b = np.random.default_rng(5), np.random.default_rng(5)
-    k, v = radiative_losses(rng_a, 1000, params.radiative_bx, params.radiative_v_min)
-    k_b, v_b = radiative_losses(rng_b, 1000, params.radiative_bx, params.radiative_v_min)
-    k2, v2 = SoftLosses(ForcedSoft.of(0.3), params, np.zeros(1000, bool)).losses(rng_b, np.arange(1000), k_b, v_b)
-    assert np.array_equal(k, k2) and np.array_equal(v, v2)
+    k, v, d = _natural(rng_a, 1000, params)
+    k_b, v_b, d_b = _natural(rng_b, 1000, params)
+    p = np.full(1000, params.beam_energy)
+    k2, v2, d2, _ = SoftLosses(ForcedSoft.of(0.3), params, np.zeros(1000, bool)).losses(
+        rng_b, np.arange(1000), k_b, v_b, d_b, p[k_b], p)
+    assert np.array_equal(k, k2) and np.array_equal(v, v2) and np.array_equal(d, d2)
     assert rng_a.random() == rng_b.random()
 
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from na64reco import constants
 from na64reco.physics.darkbrem import sigma_total
+from na64reco.physics.muon_losses import LEAD, mean_loss_coefficients
 from na64reco.physics.widths import br_invisible
 
 __all__ = ["lead_number_density", "muon_energy_profile", "electron_energy_profile",
@@ -45,11 +46,11 @@ def lead_number_density() -> float:
 def muon_energy_profile(e0: float, thickness: float, n_steps: int = 20):
     """Midpoint muon energies (MeV) and slice lengths (mm) through ``thickness`` mm of lead.
 
-    Integrates -dE/dz = rho (a + b E) exactly: E(z) = (E0 + a/b) exp(-rho b z) - a/b.
+    Integrates -dE/dz = rho (a + b E) exactly: E(z) = (E0 + a/b) exp(-rho b z) - a/b, with a and b
+    of a muon of ``e0`` in lead (:func:`na64reco.physics.muon_losses.mean_loss_coefficients`).
     """
     rho = constants.LEAD_DENSITY
-    a = constants.LEAD_MUON_IONISATION
-    b = a / constants.LEAD_MUON_CRITICAL_ENERGY
+    a, b = mean_loss_coefficients(LEAD, e0)
     edges = np.linspace(0.0, thickness, n_steps + 1)
     mid = 0.5 * (edges[1:] + edges[:-1])
     energy = (e0 + a / b) * np.exp(-rho * b * mid) - a / b

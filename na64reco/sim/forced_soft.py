@@ -2,22 +2,23 @@
 
 A beam muon that lost a large fraction of its energy upstream of MS2 is, in this simulator,
 one that had a hard radiative loss in the ECAL (the active target): the only element before
-MS2 where a muon loses more than its ionisation (:func:`na64reco.sim.interactions.radiative_losses`:
-losses with v = E_loss / E are a Poisson process of density ``b X (4/3 (1 - v) + v^2) / v``,
-``b X`` = ``SimParams.radiative_bx``).  A pile-up muon B with momentum ``(1 - v) x 160 GeV`` is
+MS2 where a muon loses more than its ionisation (:class:`na64reco.sim.interactions.MuonLosses`:
+losses with v = E_loss / E, knock-on electrons, bremsstrahlung and e+e- pairs, are a Poisson process
+of density dN/dv from their cross sections, ``SimParams.ecal_losses``).  A pile-up muon B with momentum ``(1 - v) x 160 GeV`` is
 what the mis-reconstruction can take for a scattered muon, at ~1e-3 of the beam muons.
 
 :class:`ForcedSoft` (``simulate(forced_pileup=..., forced_soft=...)``) is exact biased sampling of
 that tail for the ``forced_pileup.count`` near muons of every event (the muons in N of
 :class:`na64reco.sim.occupancy.ForcedPileup`), as :mod:`na64reco.sim.forced_noise` does for the
-noise.  The region R of a muon: at least one radiative loss in the ECAL with ``v`` in
+noise.  The region R of a muon: at least one discrete loss in the ECAL with ``v`` in
 ``[v_min, v_max)``.  The losses of a Poisson process in disjoint ranges of v are independent, so
 given R:
 
 * the losses outside ``[v_min, v_max)`` are drawn as in the natural transport (the natural
   draws, those inside the range dropped: the same process thinned);
 * the number inside is a zero-truncated Poisson of mean ``n_R = N(v_min) - N(v_max)``
-  (:func:`na64reco.sim.interactions.radiative_mean_number`): the first loss's place in a unit
+  (the spectrum at the beam energy, :meth:`na64reco.physics.muon_losses.LossSpectrum.mean_number`):
+  the first loss's place in a unit
   interval from its conditional law ``-ln(1 - u (1 - e^-n_R)) / n_R``, then Poisson
   ``n_R (1 - t_1)`` more; each v from the spectrum restricted to the range (inverse CDF).
 
@@ -28,7 +29,7 @@ cannot be in R: it is left as it is and counted (``soft_missed`` in the crossing
 :func:`soft_weight` then takes the fraction that was forced).
 
 **Their deposits.**  The forced muon's ECAL signal is no MIP: the loss showers in the ECAL
-(:func:`na64reco.sim.transport._em_shower`, the lateral spread of every radiative loss) at the
+(:func:`na64reco.sim.transport._em_shower`, the lateral spread of every discrete loss) at the
 muon's time t_B, well inside the MSADC readout window for the near times.  The deposits its
 transport records up to the last tracker plane (ECAL shower + MIP, upstream counters, VETO,
 VHCAL) are merged into the event's calorimeter deposits and digitised with them
@@ -50,12 +51,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from na64reco.errors import ConfigError
-from na64reco.sim.interactions import radiative_cdf_above, radiative_mean_number
 
 
 @dataclass(frozen=True)
 class ForcedSoft:
-    """Every near pile-up muon forced into R: a radiative loss in the ECAL with ``v`` in
+    """Every near pile-up muon forced into R: a discrete loss in the ECAL with ``v`` in
     ``[v_min, v_max)`` (module doc)."""
 
     v_min: float
@@ -66,7 +66,7 @@ class ForcedSoft:
         lo, hi = float(v_min), float(v_max)
         if not (0.0 < lo < hi <= 1.0):
             raise ConfigError(f"forced soft pile-up: need 0 < v_min < v_max <= 1 (fractions of the muon's energy "
-                              f"lost in one radiative loss), got v_min={v_min!r}, v_max={v_max!r}")
+                              f"lost in one discrete loss), got v_min={v_min!r}, v_max={v_max!r}")
         return ForcedSoft(lo, hi)
 
     @staticmethod
@@ -81,8 +81,7 @@ class ForcedSoft:
     def expected_losses(self, params) -> float:
         """n_R: the natural mean number of losses in the range per muon crossing the ECAL."""
         self._check(params)
-        return float(radiative_mean_number(params.radiative_bx, self.v_min)
-                     - (radiative_mean_number(params.radiative_bx, self.v_max) if self.v_max < 1.0 else 0.0))
+        return params.ecal_losses.table(params.beam_energy).mean_number(self.v_min, self.v_max)
 
     def probability(self, params) -> float:
         """P_R = 1 - exp(-n_R): the natural probability of R for a muon crossing the ECAL."""
@@ -106,15 +105,17 @@ class SoftLosses:
         self.forced = forced
         self.chosen = np.asarray(chosen, bool)  # per label
         self.n_r = forced.expected_losses(params)
-        self.v_min_sim = float(params.radiative_v_min)
+        self.spectrum = params.ecal_losses.table(params.beam_energy)
         self.v_forced = np.zeros(self.chosen.size)  # per label: the sum of its forced v (0: not forced)
 
-    def losses(self, rng: np.random.Generator, labels: np.ndarray, k: np.ndarray, v: np.ndarray):
-        """The ECAL's radiative losses ``(k, v)`` (track index among the muons inside, fraction) with
-        the chosen muons' losses in the range replaced by a draw conditioned on at least one."""
+    def losses(self, rng: np.random.Generator, labels: np.ndarray, k: np.ndarray, v: np.ndarray,
+               depth: np.ndarray, energy: np.ndarray, p: np.ndarray):
+        """The ECAL's discrete losses ``(k, v, depth, energy)`` (track index among the muons inside,
+        fraction, depth fraction, the muon's energy; ``p`` the muons' energies) with the chosen
+        muons' losses in the range replaced by a draw conditioned on at least one."""
         on = np.flatnonzero(self.chosen[labels])
         if not on.size:
-            return k, v
+            return k, v, depth, energy
         lo, hi = self.forced.v_min, self.forced.v_max
         forced_track = np.zeros(labels.size, bool)
         forced_track[on] = True
@@ -123,12 +124,11 @@ class SoftLosses:
         t1 = -np.log1p(-u * -math.expm1(-self.n_r)) / self.n_r  # first loss's place, given >= 1
         n = 1 + rng.poisson(self.n_r * (1.0 - t1))
         idx = np.repeat(on, n)
-        f_lo, f_hi = radiative_cdf_above(np.array([lo, hi]), self.v_min_sim)
-        grid = np.exp(np.linspace(np.log(self.v_min_sim), 0.0, 8193))
-        cdf = radiative_cdf_above(grid, self.v_min_sim)
-        vf = np.clip(np.interp(f_lo + rng.random(idx.size) * (f_hi - f_lo), cdf, grid), lo, np.nextafter(hi, lo))
+        f_lo, f_hi = self.spectrum.cdf(np.array([lo, hi]))
+        vf = np.clip(self.spectrum.quantile(f_lo + rng.random(idx.size) * (f_hi - f_lo)), lo, np.nextafter(hi, lo))
         np.add.at(self.v_forced, labels[idx], vf)
-        return np.concatenate([k[keep], idx]), np.concatenate([v[keep], vf])
+        return (np.concatenate([k[keep], idx]), np.concatenate([v[keep], vf]),
+                np.concatenate([depth[keep], rng.random(idx.size)]), np.concatenate([energy[keep], p[idx]]))
 
 
 def chosen_near(times: np.ndarray, near: list[tuple[float, float]]) -> np.ndarray:

@@ -8,13 +8,11 @@ setup, never from literals here.
   Landau distribution with the same most probable value, J.E. Moyal, Phil. Mag. 46
   (1955) 263): ``E = mpv + width * y``, ``y = -ln(z^2)``, ``z ~ N(0, 1)``; its mode is
   exactly ``mpv``.  The true Landau tail (~1/E^2) is lighter here; the hard part of the
-  muon tail is produced explicitly by :func:`radiative_losses`.
-* Muon radiative losses (bremsstrahlung, e+e- pair production, knock-on electrons) with
-  v = E_loss / E:  dN/dv = b X (4/3 (1 - v) + v^2) / v  (bremsstrahlung-like shape,
-  normalised so that Int_0^1 v dN/dv dv = b X = mean fractional loss; PDG "Passage of
-  particles through matter", muon energy loss, b(E) of lead ~ 8e-6 cm^2/g near 100 GeV).
-  The number of losses with v > v_min is Poisson with mean
-  N(v_min) = b X [4/3 (-ln v_min - 1 + v_min) + (1 - v_min^2)/2].
+  muon tail is produced explicitly by :class:`MuonLosses`.
+* Muon discrete losses (knock-on electrons, bremsstrahlung, e+e- pair production) with
+  v = E_loss / E > v_min, each process from its cross section
+  (:mod:`na64reco.physics.muon_losses`), tabulated per absorber and muon energy
+  (:class:`MuonLosses`); the number per muon is Poisson.
 * EM showers: longitudinal Gamma profile dE/dt ~ t^(a-1) e^(-b t) (t in X0), with
   t_max = (a - 1)/b = ln(E/E_c) - 0.5 (PDG eq. 34.36); lateral profile: two Gaussians
   (core + tail) in Moliere radii; resolution sigma/E = s/sqrt(E/GeV) (+) c.
@@ -25,12 +23,11 @@ setup, never from literals here.
 
 from __future__ import annotations
 
-import functools
-
 import hepunits as u
 import numpy as np
 from scipy.special import gammainc, ndtr
 
+from na64reco.physics.muon_losses import LossSpectrum, loss_spectrum
 from na64reco.sim.randoms import standard_normal
 
 
@@ -49,45 +46,56 @@ def moyal(rng: np.random.Generator, mpv, width, n: int | None = None):
     return mpv - width * np.log(np.maximum(z * z, 1e-300))
 
 
-# ---- muon radiative losses -------------------------------------------------------------
-def radiative_shape(v):
-    """Unnormalised v dN/dv of the hard-loss spectrum: 4/3 (1 - v) + v^2 (Int_0^1 = 1)."""
-    v = np.asarray(v, float)
-    return 4.0 / 3.0 * (1.0 - v) + v * v
+# ---- muon discrete energy losses --------------------------------------------------------
+_TABLE_ENERGY_MIN = 1.0 * u.GeV  # a muon below it uses this table (it stops in a few m of iron)
 
 
-def radiative_mean_number(bx: float, v_min: float) -> float:
-    """Expected number of losses with v in (v_min, 1) for b X = ``bx`` (closed form)."""
-    return bx * (4.0 / 3.0 * (-np.log(v_min) - 1.0 + v_min) + 0.5 * (1.0 - v_min**2))
+class MuonLosses:
+    """The discrete losses (knock-on electrons, bremsstrahlung, e+e- pairs) with v = eps/E above
+    ``v_min`` of muons crossing ``thickness`` g/cm2 of one absorber
+    (:func:`na64reco.physics.muon_losses.loss_spectrum`; softer losses are the MIP part).
 
-
-def radiative_cdf_above(v, v_min: float) -> np.ndarray:
-    """P(V <= v | V > v_min) of the hard-loss spectrum (closed form, for tests)."""
-    v = np.asarray(v, float)
-
-    def prim(w):
-        return 4.0 / 3.0 * (np.log(w) - w) + 0.5 * w * w
-
-    return (prim(v) - prim(v_min)) / (prim(1.0) - prim(v_min))
-
-
-@functools.lru_cache(maxsize=8)
-def _radiative_table(v_min: float):
-    s = np.linspace(np.log(v_min), 0.0, 2049)  # ln v grid
-    v = np.exp(s)
-    return radiative_cdf_above(v, v_min), v
-
-
-def radiative_losses(rng: np.random.Generator, n_tracks: int, bx: float, v_min: float):
-    """Hard radiative losses of ``n_tracks`` muons crossing b X = ``bx``.
-
-    Returns ``(track_index, v)``: one entry per loss (a track can have several; most
-    have none).  Sampling by inverse CDF on a fine ln-v grid of the closed-form CDF.
+    The spectrum depends on the muon's energy: it is tabulated at energies ``e_ref * 2^(k/8)``
+    (integer k) and a muon uses the table nearest to its energy (within +-4.4 %; at ``e_ref``,
+    the beam energy, exactly).
     """
-    counts = rng.poisson(radiative_mean_number(bx, v_min), n_tracks)
-    idx = np.repeat(np.arange(n_tracks), counts)
-    cdf, v = _radiative_table(float(v_min))
-    return idx, np.interp(rng.random(idx.size), cdf, v)
+
+    _STEP = 2.0 ** 0.125
+
+    def __init__(self, absorber: str, thickness: float, v_min: float, e_ref: float):
+        self.absorber, self.thickness, self.v_min, self.e_ref = absorber, float(thickness), float(v_min), float(e_ref)
+
+    def table(self, energy: float) -> LossSpectrum:
+        """The spectrum at the tabulated energy nearest to ``energy`` (MeV)."""
+        return self._table(int(np.rint(np.log(energy / self.e_ref) / np.log(self._STEP))))
+
+    def _table(self, k: int) -> LossSpectrum:
+        return loss_spectrum(self.absorber, self.e_ref * self._STEP**k, self.thickness, self.v_min)
+
+    def sample(self, rng: np.random.Generator, energy, frac_lo, frac_hi):
+        """The losses of muons of ``energy`` (MeV, one per track) crossing the fraction
+        ``[frac_lo, frac_hi]`` of the thickness (scalars or one per track).
+
+        Returns ``(track_index, v, depth)``: one entry per loss (Poisson number per track, most
+        none), ``depth`` uniform in the track's fraction.
+        """
+        energy = np.asarray(energy, float)
+        lo = np.broadcast_to(np.asarray(frac_lo, float), energy.shape)
+        hi = np.broadcast_to(np.asarray(frac_hi, float), energy.shape)
+        kk = np.rint(np.log(np.maximum(energy, _TABLE_ENERGY_MIN) / self.e_ref) / np.log(self._STEP)).astype(np.int64)
+        idx_parts, v_parts = [], []
+        for k in np.unique(kk):
+            tab = self._table(int(k))
+            sel = np.flatnonzero(kk == k)
+            counts = rng.poisson(tab.cumulative[-1] * np.clip(hi[sel] - lo[sel], 0.0, None))
+            idx = np.repeat(sel, counts)
+            idx_parts.append(idx)
+            v_parts.append(tab.quantile(rng.random(idx.size)))
+        if not idx_parts:
+            return np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
+        idx, v = np.concatenate(idx_parts), np.concatenate(v_parts)
+        depth = lo[idx] + rng.random(idx.size) * (hi[idx] - lo[idx])
+        return idx, v, depth
 
 
 # ---- EM showers ------------------------------------------------------------------------

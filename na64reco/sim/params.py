@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from na64reco.config import Node, load_yaml
 from na64reco.errors import ConfigError
 from na64reco.geometry import Setup
+from na64reco.sim.interactions import MuonLosses
 from na64reco.sim.punchthrough import SPECIES, PunchThroughModel
 
 #: Processes of the simulator (``--process``); ``mixture`` mixes the beam with the
@@ -29,7 +30,7 @@ class SimParams:
     spill_particles_max: int
     mixture: dict[str, float]
     # muon energy loss
-    radiative_b: float  # cm2/g
+    beam_energy: float  # MeV (the energy of the losses' reference table)
     radiative_v_min: float
     ecal_lead_g_cm2: float
     hcal_module_energy_loss: float  # MeV
@@ -74,9 +75,9 @@ class SimParams:
     hard_scatter_core_sigmas: float = 4.0  # and at least this many Highland widths (p theta0) of the element
 
     @property
-    def radiative_bx(self) -> float:
-        """b X of the ECAL: mean fractional radiative energy loss of a muon (dimensionless)."""
-        return self.radiative_b * self.ecal_lead_g_cm2
+    def ecal_losses(self) -> MuonLosses:
+        """The discrete losses (v > ``radiative_v_min``) of a muon crossing the ECAL's lead."""
+        return MuonLosses("lead", self.ecal_lead_g_cm2, self.radiative_v_min, self.beam_energy)
 
 
 def load_sim_params(setup: Setup, mixture: dict[str, float] | None = None) -> SimParams:
@@ -115,11 +116,14 @@ def load_sim_params(setup: Setup, mixture: dict[str, float] | None = None) -> Si
     if sg.has("recoil_pt_scale"):  # (read until stop 41; a setup that sets it expects an effect)
         raise sg.error("recoil_pt_scale", "is no longer read: the signal lepton's recoil comes from the WW emission "
                        "angle (na64reco.physics.darkbrem.sample_pt); remove the key")
+    if m.has("radiative_b_cm2_per_g"):  # (read until stop 43; a setup that sets it expects an effect)
+        raise m.error("radiative_b_cm2_per_g", "is no longer read: the muon's discrete losses come from the "
+                      "cross sections of na64reco.physics.muon_losses; remove the key")
     params = SimParams(
         source=setup.source,
+        beam_energy=setup.beam.energy,
         spill_particles_max=s.integer("spill_particles_max", minimum=1),
         mixture=mix,
-        radiative_b=m.number("radiative_b_cm2_per_g", minimum=0.0),
         radiative_v_min=m.number("radiative_v_min", minimum=1e-6, maximum=0.5),
         ecal_lead_g_cm2=m.number("ecal_lead_g_cm2", minimum=0.0),
         hcal_module_energy_loss=m.quantity("hcal_module_energy_loss", "energy", minimum=0.0),

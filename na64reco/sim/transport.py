@@ -376,6 +376,8 @@ def _ecal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
     mu = np.flatnonzero(inside & (tr.kind == KIND_MUON))
     if mu.size:
         p = tr.p[mu].copy()
+        p_front = p.copy()
+        f_vertex = np.ones(mu.size)  # depth fraction of a signal or trident vertex (1: none)
         ev, t = tr.ev[mu], tr.t[mu]
         # signal: dark bremsstrahlung
         sig = np.flatnonzero((tr.flag[mu] == PROCESSES["signal"]) & (tr.role[mu] == ROLE_PRIMARY))
@@ -391,6 +393,7 @@ def _ecal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
             tr.ty[j] += dty
             ctx.truth.x[ev[sig]] = xs
             ctx.truth.vertex_z[ev[sig]] = det.z + zv
+            f_vertex[sig] = zv / length
         # tridents mu N -> mu N mu+ mu-
         dim = np.flatnonzero((tr.flag[mu] == PROCESSES["dimuon"]) & (tr.role[mu] == ROLE_PRIMARY))
         if dim.size:
@@ -401,6 +404,7 @@ def _ecal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
             else:
                 v = np.exp(rng.uniform(np.log(prm.dimuon_v_min), np.log(prm.dimuon_v_max), dim.size))
             zv = rng.uniform(0.0, length, dim.size)
+            f_vertex[dim] = zv / length
             e_pair = v * p[dim]
             p[dim] -= e_pair
             share = rng.uniform(0.1, 0.9, dim.size)
@@ -431,17 +435,19 @@ def _ecal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
         for s in range(len(depths)):
             e_s = total * (f_ps if s == 0 else (1 - f_ps)) if len(depths) > 1 else total
             _deposit_cells(ctx, det, s, ev, tr.x[mu] + tr.tx[mu] * mid[s], tr.y[mu] + tr.ty[mu] * mid[s], e_s, t)
-        # hard radiative losses, showering where they happen
-        k, v = phys.radiative_losses(rng, mu.size, prm.radiative_bx, prm.radiative_v_min)
+        # discrete losses (knock-ons, bremsstrahlung, pairs), showering where they happen: at the
+        # energy before a signal or trident vertex in front of it, at the energy after it behind
+        k, v, depth, e_at = _discrete_losses(ctx, mu.size, p_front, p, f_vertex)
         if ctx.forced_soft is not None:
-            k, v = ctx.forced_soft.losses(rng, ev, k, v)
+            k, v, depth, e_at = ctx.forced_soft.losses(rng, ev, k, v, depth, e_at, p)
         if k.size:
-            e_loss = v * p[k]
-            tv = rng.uniform(0.0, total_x0, k.size)
+            e_loss = v * e_at
+            tv = depth * total_x0
             zv = _mm_of_x0(det, tv)
             j = mu[k]
             _em_shower(ctx, det, ev[k], tr.x[j] + tr.tx[j] * zv, tr.y[j] + tr.ty[j] * zv, e_loss, tv, t[k])
-            np.subtract.at(p, k, e_loss)
+            # a loss in front of a vertex lowers the energy the vertex's fraction is taken of
+            np.subtract.at(p, k, v * p[k])
         p -= total
         tr.p[mu] = p
         tr.alive[mu] = p > _STOP_MOMENTUM_FLOOR
@@ -492,6 +498,23 @@ def _ecal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
             nt.drift(length)
         tr = Tracks.concat([tr] + new_tracks)
     return tr
+
+
+def _discrete_losses(ctx: Context, n: int, p_front, p_back, f_vertex):
+    """The ECAL's discrete losses of ``n`` muons: ``(k, v, depth, energy)`` per loss (track index,
+    fraction of the energy, depth fraction, the energy it is a fraction of).  A muon with a vertex
+    at depth fraction ``f_vertex < 1`` crosses the part in front of it at ``p_front`` and the rest
+    at ``p_back``; the others cross it all at ``p_back`` (= ``p_front``)."""
+    losses = ctx.params.ecal_losses
+    k, v, depth = losses.sample(ctx.rng, np.where(f_vertex < 1.0, p_front, p_back), 0.0, f_vertex)
+    after = np.flatnonzero(f_vertex < 1.0)
+    if not after.size:
+        return k, v, depth, p_back[k]
+    k2, v2, d2 = losses.sample(ctx.rng, p_back[after], f_vertex[after], 1.0)
+    k2 = after[k2]
+    k, v, depth = np.concatenate([k, k2]), np.concatenate([v, v2]), np.concatenate([depth, d2])
+    e_at = np.where(depth < f_vertex[k], p_front[k], p_back[k])
+    return k, v, depth, e_at
 
 
 def _leading_hadron(ctx: Context, det: Calorimeter, tr: Tracks, j, p, k):
