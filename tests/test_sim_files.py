@@ -13,7 +13,6 @@ from na64reco.conditions import load_conditions
 from na64reco.errors import ConfigError
 from na64reco.geometry import load_setup
 from na64reco.io.raw import PROCESSES, TRIGGER_BITS, open_raw
-from na64reco.sim import interactions as phys
 from na64reco.sim import simulate
 from na64reco.sim.params import load_sim_params
 

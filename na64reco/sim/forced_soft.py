@@ -4,8 +4,8 @@ A beam muon that lost a large fraction of its energy upstream of MS2 is, in this
 one that had a hard radiative loss in the ECAL (the active target): the only element before
 MS2 where a muon loses more than its ionisation (:class:`na64reco.sim.interactions.MuonLosses`:
 losses with v = E_loss / E, knock-on electrons, bremsstrahlung and e+e- pairs, are a Poisson process
-of density dN/dv from their cross sections, ``SimParams.ecal_losses``).  A pile-up muon B with momentum ``(1 - v) x 160 GeV`` is
-what the mis-reconstruction can take for a scattered muon, at ~1e-3 of the beam muons.
+of density dN/dv from their cross sections, ``SimParams.ecal_losses``).  A pile-up muon B with
+momentum ``(1 - v) x 160 GeV`` is what the mis-reconstruction can take for a scattered muon, at ~1e-3 of the beam muons.
 
 :class:`ForcedSoft` (``simulate(forced_pileup=..., forced_soft=...)``) is exact biased sampling of
 that tail for the ``forced_pileup.count`` near muons of every event (the muons in N of
