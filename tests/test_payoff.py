@@ -1,6 +1,6 @@
 """benchmarks/payoff_2022.py: the simulated 2022-like data set frozen, unblinded and turned into a limit.
 
-The end-to-end test runs the script at tiny scale (2000 MOT plus 60 injected Z'
+The end-to-end test runs the script at tiny scale (2000 MOT plus 300 injected Z'
 interactions, so that the box is not empty) through the real ``na64reco`` commands and
 checks that the count it reports is the one the unblind command reports (asked again:
 the recorded result is printed) and the one in ``unblinded_counts.json``.
@@ -81,7 +81,7 @@ def test_payoff_end_to_end_at_tiny_scale(tmp_path):
         pytest.skip("the na64reco entry point is not installed (pip install -e .)")
     work, plot, summary = tmp_path / "payoff", tmp_path / "exclusion.png", tmp_path / "payoff.json"
     proc = subprocess.run([sys.executable, str(SCRIPT), "--mot", "2000", "--seed", "7", "--workdir", str(work),
-                           "--inject-signal", "0.1:60", "--plot", str(plot), "--summary", str(summary)],
+                           "--inject-signal", "0.1:300", "--plot", str(plot), "--summary", str(summary)],
                           cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
@@ -96,7 +96,7 @@ def test_payoff_end_to_end_at_tiny_scale(tmp_path):
     counts = json.loads((work / "unblinded" / "unblinded_counts.json").read_text())
     assert res["observed"] == reported == counts["result"]["signal_box"]["events"]
     assert res["observed"] > 0                            # the injected signal is in the box
-    assert res["data"]["mot"] == 2060 == counts["result"]["n_beam"]
+    assert res["data"]["mot"] == 2300 == counts["result"]["n_beam"]
     assert res["blinded_box"] == "blinded"
     assert res["consistent"], res                         # background + injected x efficiency, within Poisson
     assert f"unblinded: {res['observed']} observed" in proc.stdout

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field, replace
 from na64reco.config import Node, load_yaml
 from na64reco.errors import ConfigError
 from na64reco.geometry import Setup
-from na64reco.sim.interactions import MuonLosses
 from na64reco.sim.punchthrough import SPECIES, PunchThroughModel
 
 #: Processes of the simulator (``--process``); ``mixture`` mixes the beam with the
@@ -75,8 +74,12 @@ class SimParams:
     hard_scatter_core_sigmas: float = 4.0  # and at least this many Highland widths (p theta0) of the element
 
     @property
-    def ecal_losses(self) -> MuonLosses:
-        """The discrete losses (v > ``radiative_v_min``) of a muon crossing the ECAL's lead."""
+    def ecal_losses(self):
+        """The discrete losses (v > ``radiative_v_min``) of a muon crossing the ECAL's lead
+        (:class:`na64reco.sim.interactions.MuonLosses`; imported here: the CLI's options read these
+        parameters without the physics stack)."""
+        from na64reco.sim.interactions import MuonLosses
+
         return MuonLosses("lead", self.ecal_lead_g_cm2, self.radiative_v_min, self.beam_energy)
 
 
