@@ -57,8 +57,8 @@ def main(argv=None) -> int:
     prm = load_sim_params(load_setup("na64mu"))
     x = prm.ecal_lead_g_cm2
     print(f"\n## Discrete losses of a 160 GeV muon in the ECAL ({x:g} g/cm2 of lead), mean number per muon\n")
-    thresholds = (("v > 1e-3 (0.16 GeV, simulated)", 1e-3), ("E > 1.6 GeV (ECAL MIP cut)", 0.01),
-                  ("E > 20 GeV", 0.125), ("v > 0.5 (signal box)", 0.5))
+    thresholds = ((f"v > {prm.radiative_v_min:g} (simulated)", prm.radiative_v_min),
+                  ("E > 1.6 GeV (ECAL MIP cut)", 0.01), ("E > 20 GeV", 0.125), ("v > 0.5 (signal box)", 0.5))
     print("| losses | " + " | ".join(PROCESSES) + " | all |")
     print("|---|" + "---|" * (len(PROCESSES) + 1))
     for label, v0 in thresholds:

@@ -125,6 +125,34 @@ def scatter_thick(rng: np.random.Generator, tr: Tracks, x_over_x0, length: float
     tr.ty = tr.ty + th * z[3]
 
 
+def scatter_thick_across_vertex(rng: np.random.Generator, tr: Tracks, idx, x_front, l_front, p_front,
+                                x_back, l_back) -> None:
+    """:func:`scatter_thick` for tracks ``idx`` whose momentum changes inside the scatterer: the front
+    part (``x_front`` radiation lengths, ``l_front`` mm, one per track) crossed at ``p_front``, the back
+    part (``x_back``, ``l_back``) at the track's present momentum ``tr.p``.  Each part is a thick
+    scatterer (PDG eq. 34.19-34.20); the front part's angle flies over the back part:
+
+        dx = l1 th1 (z0/sqrt(12) + z1/2) + th1 z1 l2 + l2 th2 (z2/sqrt(12) + z3/2),  dtx = th1 z1 + th2 z3
+
+    Var(dx) = th1^2 (l1^2/3 + l1 l2 + l2^2) + th2^2 l2^2/3, which for th^2 proportional to the length
+    (one momentum, no Highland log) is the whole scatterer's th^2 L^2 / 3.  Eight normals per track.
+    """
+    idx = np.asarray(idx)
+    if not idx.size:
+        return
+    mass = MASSES[tr.kind[idx]]
+    th1 = highland(np.asarray(p_front, float), mass, np.asarray(x_front, float))
+    th2 = highland(tr.p[idx], mass, np.asarray(x_back, float))
+    l1, l2 = np.asarray(l_front, float), np.asarray(l_back, float)
+    z = rng.standard_normal((8, idx.size))
+    for pos, slope, k in (("x", "tx", 0), ("y", "ty", 4)):
+        a1 = th1 * z[k + 1]
+        back = l2 * th2 * (z[k + 2] / np.sqrt(12.0) + z[k + 3] / 2.0)
+        dx = l1 * th1 * z[k] / np.sqrt(12.0) + a1 * (l1 / 2.0 + l2) + back
+        getattr(tr, pos)[idx] += dx
+        getattr(tr, slope)[idx] += a1 + th2 * z[k + 3]
+
+
 def _highland_parts(tr: Tracks, x: float) -> tuple[np.ndarray, np.ndarray, float]:
     """The factors of :func:`~na64reco.material.highland` of every track for ``x`` radiation
     lengths: ``13.6 MeV / (beta p)``, ``log(x / beta^2)`` and ``sqrt(x)`` (zeros if ``x <= 0``:

@@ -44,6 +44,7 @@ from na64reco.sim.tracks import (
     Recorder,
     Tracks,
     scatter_thick,
+    scatter_thick_across_vertex,
     scatter_thin,
     thin_steps,
 )
@@ -294,6 +295,12 @@ def _mm_of_x0(det: Calorimeter, t_x0):
     return np.interp(t_x0, np.concatenate([[0.0], np.cumsum(x0)]), np.concatenate([[0.0], np.cumsum(depths)]))
 
 
+def _x0_of_mm(det: Calorimeter, z_mm):
+    """Depth in radiation lengths of a physical depth (mm from the front); inverse of :func:`_mm_of_x0`."""
+    depths, x0 = _ecal_sections(det)
+    return np.interp(z_mm, np.concatenate([[0.0], np.cumsum(depths)]), np.concatenate([[0.0], np.cumsum(x0)]))
+
+
 def _deposit_cells(ctx: Context, det: Calorimeter, section, ev, x, y, energy, t):
     """Single-cell deposits at global (x, y) in ``section`` (array or int); outside -> lost."""
     ix, iy, inside = cell_index(det, x, y)
@@ -374,10 +381,12 @@ def _ecal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
 
     # ---- muons -------------------------------------------------------------------------
     mu = np.flatnonzero(inside & (tr.kind == KIND_MUON))
+    across = None  # the muons with a signal or trident vertex: (index, X0 fraction, mm, momentum before)
     if mu.size:
         p = tr.p[mu].copy()
         p_front = p.copy()
-        f_vertex = np.ones(mu.size)  # depth fraction of a signal or trident vertex (1: none)
+        f_vertex = np.ones(mu.size)  # depth of a signal or trident vertex in radiation lengths / total (1: none)
+        z_vertex = np.full(mu.size, length)  # and in mm
         ev, t = tr.ev[mu], tr.t[mu]
         # signal: dark bremsstrahlung
         sig = np.flatnonzero((tr.flag[mu] == PROCESSES["signal"]) & (tr.role[mu] == ROLE_PRIMARY))
@@ -393,7 +402,7 @@ def _ecal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
             tr.ty[j] += dty
             ctx.truth.x[ev[sig]] = xs
             ctx.truth.vertex_z[ev[sig]] = det.z + zv
-            f_vertex[sig] = zv / length
+            f_vertex[sig], z_vertex[sig] = _x0_of_mm(det, zv) / total_x0, zv
         # tridents mu N -> mu N mu+ mu-
         dim = np.flatnonzero((tr.flag[mu] == PROCESSES["dimuon"]) & (tr.role[mu] == ROLE_PRIMARY))
         if dim.size:
@@ -404,7 +413,7 @@ def _ecal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
             else:
                 v = np.exp(rng.uniform(np.log(prm.dimuon_v_min), np.log(prm.dimuon_v_max), dim.size))
             zv = rng.uniform(0.0, length, dim.size)
-            f_vertex[dim] = zv / length
+            f_vertex[dim], z_vertex[dim] = _x0_of_mm(det, zv) / total_x0, zv
             e_pair = v * p[dim]
             p[dim] -= e_pair
             share = rng.uniform(0.1, 0.9, dim.size)
@@ -451,6 +460,8 @@ def _ecal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
         p -= total
         tr.p[mu] = p
         tr.alive[mu] = p > _STOP_MOMENTUM_FLOOR
+        vertex = f_vertex < 1.0
+        across = (mu[vertex], f_vertex[vertex], z_vertex[vertex], p_front[vertex])
 
     # ---- electrons: full EM shower (and the dark photon signal) -------------------------
     el_idx = np.flatnonzero(inside & (tr.kind == KIND_ELECTRON))
@@ -492,7 +503,16 @@ def _ecal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
     # ---- all survivors: multiple scattering in the ECAL and straight flight ------------
     live = tr.alive & inside
     tr.drift(length)  # straight line with the incoming slopes, then the scattering at the exit
-    scatter_thick(rng, tr, det.x0_fraction, length, live)
+    if across is not None and across[0].size:
+        # a muon with a signal or trident vertex: the part in front of it at its momentum before
+        j, f, zv, p_in = across
+        keep = live[j]
+        live[j] = False
+        scatter_thick(rng, tr, det.x0_fraction, length, live)
+        scatter_thick_across_vertex(rng, tr, j[keep], det.x0_fraction * f[keep], zv[keep], p_in[keep],
+                                    det.x0_fraction * (1.0 - f[keep]), length - zv[keep])
+    else:
+        scatter_thick(rng, tr, det.x0_fraction, length, live)
     if new_tracks:
         for nt in new_tracks:
             nt.drift(length)
