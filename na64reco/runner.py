@@ -115,6 +115,9 @@ def load_fileset(path: str | Path) -> dict[str, list[str]]:
         files = value.get("files") if isinstance(value, dict) else value
         if not isinstance(files, list) or not files or not all(isinstance(f, str) for f in files):
             raise datasets.error(str(name), "expected a non-empty list of file paths (or {files: [...]})")
+        if str(name) in out:  # 1 and "1" are two YAML keys but one dataset name: one would replace the other
+            raise datasets.error(str(name), "given twice (as a number and as a string, e.g. 1: and \"1\":); "
+                                 "expected each dataset once")
         out[str(name)] = [location.join(path.parent, f) for f in files]
     if not out:
         raise node.error("datasets", "no datasets")

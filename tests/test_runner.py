@@ -171,6 +171,11 @@ def test_fileset_yaml(files, tmp_path):
         load_fileset(bad)
     with pytest.raises(ConfigError, match="executor"):
         RunOptions("na64mu_invisible", executor="spark")
+    # 1 and "1" are two YAML keys but one dataset name: refused, not one silently replacing the other
+    twice = tmp_path / "twice.yaml"
+    twice.write_text('schema_version: 1\ndatasets:\n  1: [good0.root]\n  "1": [good1.root]\n')
+    with pytest.raises(ConfigError, match=r"datasets\.1.*given twice"):
+        load_fileset(twice)
 
 
 def test_saved_outputs_and_cutflow_command(files, tmp_path, capsys):
