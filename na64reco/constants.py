@@ -45,8 +45,10 @@ CLASSICAL_ELECTRON_RADIUS = 2.8179403262e-15 * u.m
 # Stopping of muons (na64reco.physics.muon_losses.Absorber): Z, A (g/mol), mean excitation energy I,
 # Sternheimer's density-effect parameters C-bar, x0, x1, a, k, delta0 (Sternheimer, Berger, Seltzer,
 # ADNDT 30 (1984) 261, as listed by PDG "Atomic and Nuclear Properties").
-LEAD_STOPPING = (82, 207.2, 823.0 * u.eV, 6.2018, 0.3776, 3.8073, 0.09359, 3.1608, 0.14)
+LEAD_STOPPING = (LEAD_Z, LEAD_A / (u.g / u.mole), 823.0 * u.eV, 6.2018, 0.3776, 3.8073, 0.09359, 3.1608, 0.14)
 IRON_STOPPING = (26, 55.845, 286.0 * u.eV, 4.2911, -0.0012, 3.1531, 0.14680, 2.9632, 0.12)
+#: Bethe's K = 4 pi N_A r_e^2 m_e c^2 per g/mol (PDG Table 34.1): K Z/A is the loss scale per g/cm2.
+BETHE_K = 0.307075 * u.MeV * u.cm2 / u.g
 #: Muon critical energies, where the electronic loss equals the radiative one, a(E_c) = b(E_c) E_c
 #: (PDG "Atomic and Nuclear Properties"; Groom, Mokhov, Striganov, ADNDT 78 (2001) 183).
 IRON_MUON_CRITICAL_ENERGY = 347.0 * u.GeV

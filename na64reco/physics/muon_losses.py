@@ -46,8 +46,7 @@ __all__ = ["Absorber", "LEAD", "IRON", "ionisation", "knock_on_spectrum", "brems
 
 _ME = constants.ELECTRON_MASS
 _SQRT_E = math.sqrt(math.e)
-#: K = 4 pi N_A r_e^2 m_e c^2 (PDG Table 34.1), per (g/mol) so that K Z/A is per g/cm2.
-_K = 0.307075 * u.MeV * u.cm2 / u.g
+_K = constants.BETHE_K
 
 
 @dataclass(frozen=True)
@@ -196,13 +195,18 @@ def pair_dsigma(absorber: Absorber, energy: float, v, mass: float = constants.MU
     return out
 
 
+_DSIGMA = {"brems": bremsstrahlung_dsigma, "pair": pair_dsigma}
+
+
 def _log_grid(v_min: float, n: int) -> np.ndarray:
     return np.exp(np.linspace(math.log(v_min), 0.0, n))
 
 
 def energy_loss_b(absorber: Absorber, energy: float, process: str, mass: float = constants.MUON_MASS) -> float:
     """b of one radiative process ("brems" or "pair") in cm2/g (a number): Int v dsigma/dv dv N_A/A."""
-    dsigma = {"brems": bremsstrahlung_dsigma, "pair": pair_dsigma}[process]
+    if process not in _DSIGMA:
+        raise ValueError(f"process {process!r}: unknown (known: {', '.join(_DSIGMA)})")
+    dsigma = _DSIGMA[process]
     v = _log_grid(1e-7, 4001)
     f = v * dsigma(absorber, energy, v, mass) * v  # v dsigma/dv, times v for d(ln v)
     integral = float(np.sum(0.5 * (f[1:] + f[:-1]) * np.diff(np.log(v))))
@@ -245,12 +249,6 @@ class LossSpectrum:
         """Inverse of :meth:`cdf` (linear in ln v between grid points)."""
         return np.exp(np.interp(np.asarray(q, float) * self.cumulative[-1], self.cumulative, np.log(self.v)))
 
-    def sample(self, rng: np.random.Generator, n_tracks: int):
-        """``(track_index, v)``: the losses of ``n_tracks`` muons (Poisson number each, most none)."""
-        counts = rng.poisson(self.cumulative[-1], n_tracks)
-        idx = np.repeat(np.arange(n_tracks), counts)
-        return idx, self.quantile(rng.random(idx.size))
-
     def b_fraction(self) -> float:
         """Mean fractional loss in the discrete part: Int_{v_min}^1 v dN/dv dv."""
         f = self.v * self.dndv * self.v
@@ -260,9 +258,9 @@ class LossSpectrum:
 _ABSORBERS = {"lead": LEAD, "iron": IRON}
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=256)  # the simulator's ECAL needs ~60 energies (1-160 GeV) per absorber
 def loss_spectrum(absorber: str, energy: float, thickness: float, v_min: float,
-                  processes: tuple[str, ...] = ("brems", "pair", "knock_on"), n_grid: int = 2049) -> LossSpectrum:
+                  processes: tuple[str, ...] = ("brems", "pair", "knock_on"), n_grid: int = 1025) -> LossSpectrum:
     """:class:`LossSpectrum` of ``absorber`` ("lead" or "iron") for a muon of total ``energy`` (MeV)."""
     if absorber not in _ABSORBERS:
         raise ValueError(f"absorber {absorber!r}: unknown (known: {', '.join(_ABSORBERS)})")
@@ -274,9 +272,8 @@ def loss_spectrum(absorber: str, energy: float, thickness: float, v_min: float,
     for proc in processes:
         if proc == "knock_on":
             dndv += knock_on_spectrum(ab, energy, v) * thickness
-        elif proc in ("brems", "pair"):
-            dsigma = bremsstrahlung_dsigma if proc == "brems" else pair_dsigma
-            dndv += dsigma(ab, energy, v) * ab.per_gram * thickness
+        elif proc in _DSIGMA:
+            dndv += _DSIGMA[proc](ab, energy, v) * ab.per_gram * thickness
         else:
             raise ValueError(f"process {proc!r}: unknown (known: brems, pair, knock_on)")
     f = dndv * v  # dN/d(ln v)

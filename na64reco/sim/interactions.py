@@ -66,8 +66,11 @@ class MuonLosses:
         self.absorber, self.thickness, self.v_min, self.e_ref = absorber, float(thickness), float(v_min), float(e_ref)
 
     def table(self, energy: float) -> LossSpectrum:
-        """The spectrum at the tabulated energy nearest to ``energy`` (MeV)."""
-        return self._table(int(np.rint(np.log(energy / self.e_ref) / np.log(self._STEP))))
+        """The spectrum at the tabulated energy nearest to ``energy`` (MeV; below 1 GeV, 1 GeV's)."""
+        return self._table(int(self._index(np.asarray(energy, float))))
+
+    def _index(self, energy: np.ndarray) -> np.ndarray:
+        return np.rint(np.log(np.maximum(energy, _TABLE_ENERGY_MIN) / self.e_ref) / np.log(self._STEP)).astype(np.int64)
 
     def _table(self, k: int) -> LossSpectrum:
         return loss_spectrum(self.absorber, self.e_ref * self._STEP**k, self.thickness, self.v_min)
@@ -82,7 +85,7 @@ class MuonLosses:
         energy = np.asarray(energy, float)
         lo = np.broadcast_to(np.asarray(frac_lo, float), energy.shape)
         hi = np.broadcast_to(np.asarray(frac_hi, float), energy.shape)
-        kk = np.rint(np.log(np.maximum(energy, _TABLE_ENERGY_MIN) / self.e_ref) / np.log(self._STEP)).astype(np.int64)
+        kk = self._index(energy)
         idx_parts, v_parts = [], []
         for k in np.unique(kk):
             tab = self._table(int(k))

@@ -134,15 +134,19 @@ def scatter_thick_across_vertex(rng: np.random.Generator, tr: Tracks, idx, x_fro
 
         dx = l1 th1 (z0/sqrt(12) + z1/2) + th1 z1 l2 + l2 th2 (z2/sqrt(12) + z3/2),  dtx = th1 z1 + th2 z3
 
-    Var(dx) = th1^2 (l1^2/3 + l1 l2 + l2^2) + th2^2 l2^2/3, which for th^2 proportional to the length
-    (one momentum, no Highland log) is the whole scatterer's th^2 L^2 / 3.  Eight normals per track.
+    Var(dx) = th1^2 (l1^2/3 + l1 l2 + l2^2) + th2^2 l2^2/3.  Highland's log term is the whole
+    scatterer's (PDG: the formula applies to the total thickness), th_i = theta0(p_i, x1 + x2)
+    sqrt(x_i / (x1 + x2)), so that at one momentum the two parts are the whole scatterer exactly
+    (th^2 proportional to the length: Var(dx) = th^2 L^2 / 3).  Eight normals per track.
     """
     idx = np.asarray(idx)
     if not idx.size:
         return
     mass = MASSES[tr.kind[idx]]
-    th1 = highland(np.asarray(p_front, float), mass, np.asarray(x_front, float))
-    th2 = highland(tr.p[idx], mass, np.asarray(x_back, float))
+    x1, x2 = np.asarray(x_front, float), np.asarray(x_back, float)
+    total = x1 + x2
+    th1 = highland(np.asarray(p_front, float), mass, total) * np.sqrt(x1 / total)
+    th2 = highland(tr.p[idx], mass, total) * np.sqrt(x2 / total)
     l1, l2 = np.asarray(l_front, float), np.asarray(l_back, float)
     z = rng.standard_normal((8, idx.size))
     for pos, slope, k in (("x", "tx", 0), ("y", "ty", 4)):

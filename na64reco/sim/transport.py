@@ -501,18 +501,8 @@ def _ecal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
             tr.alive[j] = False
 
     # ---- all survivors: multiple scattering in the ECAL and straight flight ------------
-    live = tr.alive & inside
     tr.drift(length)  # straight line with the incoming slopes, then the scattering at the exit
-    if across is not None and across[0].size:
-        # a muon with a signal or trident vertex: the part in front of it at its momentum before
-        j, f, zv, p_in = across
-        keep = live[j]
-        live[j] = False
-        scatter_thick(rng, tr, det.x0_fraction, length, live)
-        scatter_thick_across_vertex(rng, tr, j[keep], det.x0_fraction * f[keep], zv[keep], p_in[keep],
-                                    det.x0_fraction * (1.0 - f[keep]), length - zv[keep])
-    else:
-        scatter_thick(rng, tr, det.x0_fraction, length, live)
+    _ecal_scattering(rng, tr, det.x0_fraction, length, tr.alive & inside, across)
     if new_tracks:
         for nt in new_tracks:
             nt.drift(length)
@@ -520,11 +510,29 @@ def _ecal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
     return tr
 
 
+def _ecal_scattering(rng, tr: Tracks, x0: float, length: float, live, across) -> None:
+    """The ECAL's multiple scattering at its exit (``x0`` radiation lengths over ``length`` mm) of the
+    ``live`` tracks; a muon with a signal or trident vertex (``across``: track indices, the vertex's
+    X0 fraction and depth in mm, the momentum before it) is scattered over the part in front of the
+    vertex at its momentum before and over the rest at its momentum now, once."""
+    if across is None or not across[0].size:
+        scatter_thick(rng, tr, x0, length, live)
+        return
+    j, f, zv, p_in = across
+    keep = live[j]
+    rest = live.copy()
+    rest[j] = False
+    scatter_thick(rng, tr, x0, length, rest)
+    scatter_thick_across_vertex(rng, tr, j[keep], x0 * f[keep], zv[keep], p_in[keep], x0 * (1.0 - f[keep]),
+                                length - zv[keep])
+
+
 def _discrete_losses(ctx: Context, n: int, p_front, p_back, f_vertex):
     """The ECAL's discrete losses of ``n`` muons: ``(k, v, depth, energy)`` per loss (track index,
     fraction of the energy, depth fraction, the energy it is a fraction of).  A muon with a vertex
     at depth fraction ``f_vertex < 1`` crosses the part in front of it at ``p_front`` and the rest
-    at ``p_back``; the others cross it all at ``p_back`` (= ``p_front``)."""
+    at ``p_back``; the others cross it all at ``p_back`` (which a leading-hadron muon has lowered
+    already: its vertex is not split, the losses are drawn at its energy after it)."""
     losses = ctx.params.ecal_losses
     k, v, depth = losses.sample(ctx.rng, np.where(f_vertex < 1.0, p_front, p_back), 0.0, f_vertex)
     after = np.flatnonzero(f_vertex < 1.0)
@@ -533,7 +541,7 @@ def _discrete_losses(ctx: Context, n: int, p_front, p_back, f_vertex):
     k2, v2, d2 = losses.sample(ctx.rng, p_back[after], f_vertex[after], 1.0)
     k2 = after[k2]
     k, v, depth = np.concatenate([k, k2]), np.concatenate([v, v2]), np.concatenate([depth, d2])
-    e_at = np.where(depth < f_vertex[k], p_front[k], p_back[k])
+    e_at = np.where((f_vertex[k] < 1.0) & (depth < f_vertex[k]), p_front[k], p_back[k])
     return k, v, depth, e_at
 
 
