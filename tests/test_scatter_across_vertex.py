@@ -121,3 +121,65 @@ def test_losses_in_front_of_and_behind_a_vertex():
                           (~vtx, losses.table(40 * u.GeV).mean_number(5e-3))):
         mean = expected * n / 2
         assert int(sel.sum()) == pytest.approx(mean, abs=5 * np.sqrt(mean))
+
+
+def test_a_trident_pair_loses_energy_behind_its_vertex():
+    """transport._pair_losses: a trident's muons draw the ECAL's discrete losses over the depth behind
+    their vertex at their own energy (Poisson mean: the X0 fraction behind x the table's number, 5 sigma),
+    and the ECAL records their showers (the energy lost, to the calorimeter's resolution and containment)."""
+    from na64reco.geometry import load_setup
+    from na64reco.sim.params import load_sim_params
+    from na64reco.sim.tracks import Recorder
+    from na64reco.sim.transport import Context, Truth, _pair_losses
+
+    setup = load_setup("na64mu")
+    params = load_sim_params(setup)
+    det = setup.detector("ECAL")
+    n = 100_000
+    ctx = Context(np.random.default_rng(8), setup, params, Recorder(n), Truth.new(n))
+    zeros = np.zeros(n)
+    p = np.full(n, 50 * u.GeV)
+    f = np.full(n, 0.25)
+    lost = _pair_losses(ctx, det, np.arange(n), zeros, zeros, zeros, zeros, zeros, np.full(n, 0.25 * det.depth), f, p)
+    table = params.ecal_losses.table(50 * u.GeV)
+    expected = 0.75 * n * table.mean_number(params.radiative_v_min)
+    n_lossy = np.count_nonzero(lost)
+    mean_per_lossy = expected / n / (1 - np.exp(-expected / n))  # losses per muon with >= 1 (Poisson)
+    assert n_lossy * mean_per_lossy == pytest.approx(expected, abs=5 * np.sqrt(expected))
+    assert np.all(lost[lost > 0] >= params.radiative_v_min * 50 * u.GeV)
+    deposited = ctx.rec.deposits()[3].sum()
+    assert deposited == pytest.approx(lost.sum(), rel=0.05)
+
+
+def test_a_trident_pair_is_scattered_behind_its_vertex():
+    """The pair's slopes at the ECAL's exit, relative to the primary's, in units of the opening angle
+    m / p: variance 1 from the opening alone, plus (13.6 MeV sqrt(x) (1 + 0.038 ln x) / m)^2 from the
+    scattering over the x radiation lengths behind the vertex (independent of p); 5 % (statistics and
+    the pair's losses, which lower p a little)."""
+    from na64reco.geometry import load_setup
+    from na64reco.io.raw import PROCESSES
+    from na64reco.sim.beam import sample_beam
+    from na64reco.sim.params import load_sim_params
+    from na64reco.sim.tracks import ROLE_SECONDARY, Recorder
+    from na64reco.sim.transport import Context, Truth, _ecal_sections, _x0_of_mm, follow
+
+    setup = load_setup("na64mu")
+    params = load_sim_params(setup)
+    det = setup.detector("ECAL")
+    n = 40_000
+    rng = np.random.default_rng(9)
+    tracks = sample_beam(rng, setup, np.arange(n), np.full(n, PROCESSES["dimuon"], np.int8))
+    truth = Truth.new(n)
+    out = follow(Context(rng, setup, params, Recorder(n), truth), tracks, last_z=det.z)
+    prim = np.full(n, np.nan)
+    is_prim = (out.role == ROLE_PRIMARY) & (out.kind == KIND_MUON)
+    prim[out.ev[is_prim]] = out.tx[is_prim]
+    sec = np.flatnonzero((out.role == ROLE_SECONDARY) & np.isfinite(prim[out.ev]) & out.alive)
+    r = (out.tx[sec] - prim[out.ev[sec]]) * out.p[sec] / constants.MUON_MASS
+    total_x0 = float(_ecal_sections(det)[1].sum())
+    x_rest = total_x0 - _x0_of_mm(det, truth.vertex_z[out.ev[sec]] - det.z)
+    s2 = np.where(x_rest > 0, (13.6 * np.sqrt(x_rest) * (1 + 0.038 * np.log(np.maximum(x_rest, 1e-9)))
+                               / constants.MUON_MASS) ** 2, 0.0)
+    expected = 1.0 + float(np.mean(s2))
+    assert expected > 1.2  # the scattering is a visible part of the spread
+    assert np.var(r) == pytest.approx(expected, rel=0.05)

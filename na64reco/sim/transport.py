@@ -382,6 +382,7 @@ def _ecal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
     # ---- muons -------------------------------------------------------------------------
     mu = np.flatnonzero(inside & (tr.kind == KIND_MUON))
     across = None  # the muons with a signal or trident vertex: (index, X0 fraction, mm, momentum before)
+    pair_scatter: list = []  # a trident's muon pair: (tracks, radiation lengths and mm behind the vertex)
     if mu.size:
         p = tr.p[mu].copy()
         p_front = p.copy()
@@ -428,12 +429,17 @@ def _ecal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
                 ntx, nty = tr.tx[j] + th[0], tr.ty[j] + th[1]
                 pair.append(Tracks(
                     ev=ev[dim].copy(), x=xv + ntx * rest - ntx * length, y=yv + nty * rest - nty * length,
-                    tx=ntx, ty=nty, p=pm, q=np.full(dim.size, charge, np.int8),
+                    tx=ntx, ty=nty, p=pm.copy(), q=np.full(dim.size, charge, np.int8),
                     kind=np.full(dim.size, KIND_MUON, np.int8), role=np.full(dim.size, ROLE_SECONDARY, np.int8),
                     flag=tr.flag[j].copy(), t=t[dim].copy(), alive=pm > _STOP_MOMENTUM_FLOOR))
                 # their ionisation over the remaining depth (main section cell at the exit)
                 e_ion = np.clip(phys.moyal(rng, det.mip_mpv, det.mip_width, dim.size), 0, None) * rest / length
                 _deposit_cells(ctx, det, len(depths) - 1, ev[dim], xv + ntx * rest, yv + nty * rest, e_ion, t[dim])
+                # and their discrete losses behind the vertex, showering where they happen (stop 43)
+                pair[-1].p -= e_ion + _pair_losses(ctx, det, ev[dim], t[dim], xv, yv, ntx, nty, zv, f_vertex[dim], pm)
+                pair[-1].alive &= pair[-1].p > _STOP_MOMENTUM_FLOOR
+            # the pair is scattered over the depth behind the vertex at the ECAL's exit (below)
+            pair_scatter += [(nt, total_x0 * (1.0 - f_vertex[dim]), rest) for nt in pair]
             new_tracks += pair  # positions are given at the ECAL *front* plane like the others
         # leading neutral hadron mu N -> mu X h, punching through everything behind it
         lead = np.flatnonzero((tr.flag[mu] == PROCESSES["punchthrough"]) & (tr.role[mu] == ROLE_PRIMARY))
@@ -506,8 +512,26 @@ def _ecal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
     if new_tracks:
         for nt in new_tracks:
             nt.drift(length)
+        for nt, x_rest, rest in pair_scatter:
+            scatter_thick(rng, nt, x_rest, rest, nt.alive)
         tr = Tracks.concat([tr] + new_tracks)
     return tr
+
+
+def _pair_losses(ctx: Context, det: Calorimeter, ev, t, xv, yv, tx, ty, zv, f_vertex, p) -> np.ndarray:
+    """The ECAL's discrete losses of muons made at a vertex (a trident's pair: at ``(xv, yv)``, depth
+    ``zv`` mm and X0 fraction ``f_vertex``, slopes ``tx, ty``, momentum ``p``) over the depth behind
+    it, each showering where it happens; returns the energy each muon lost to them."""
+    depths, x0 = _ecal_sections(det)
+    total_x0 = float(x0.sum())
+    k, v, depth = ctx.params.ecal_losses.sample(ctx.rng, p, f_vertex, 1.0)
+    lost = np.zeros(p.size)
+    if k.size:
+        tv = depth * total_x0
+        dz = _mm_of_x0(det, tv) - zv[k]
+        _em_shower(ctx, det, ev[k], xv[k] + tx[k] * dz, yv[k] + ty[k] * dz, v * p[k], tv, t[k])
+        np.add.at(lost, k, v * p[k])
+    return lost
 
 
 def _ecal_scattering(rng, tr: Tracks, x0: float, length: float, live, across) -> None:
