@@ -87,9 +87,11 @@ class MuonLosses:
         hi = np.broadcast_to(np.asarray(frac_hi, float), energy.shape)
         kk = self._index(energy)
         idx_parts, v_parts = [], []
-        for k in np.unique(kk):
+        k_lo = int(kk.min()) if kk.size else 0
+        used = np.flatnonzero(np.bincount(kk - k_lo)) + k_lo  # the tables used, ascending
+        for k in used:
             tab = self._table(int(k))
-            sel = np.flatnonzero(kk == k)
+            sel = np.flatnonzero(kk == k) if used.size > 1 else np.arange(kk.size)
             counts = rng.poisson(tab.cumulative[-1] * np.clip(hi[sel] - lo[sel], 0.0, None))
             idx = np.repeat(sel, counts)
             idx_parts.append(idx)

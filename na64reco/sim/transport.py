@@ -311,14 +311,20 @@ def _deposit_cells(ctx: Context, det: Calorimeter, section, ev, x, y, energy, t)
                         np.asarray(energy)[keep], np.asarray(t)[keep])
 
 
+def _spread_fractions(det: Calorimeter, x, y, sigmas, weights) -> np.ndarray:
+    """(n, nx, ny) fractions of spots at (x, y) in the cells of a section (Gaussian mixture)."""
+    cx, cy = det.cell_center((det.nx - 1) / 2, (det.ny - 1) / 2)
+    return phys.cell_fractions(np.asarray(x) - cx, np.asarray(y) - cy, det.nx, det.ny, det.cell_size, sigmas, weights)
+
+
 def _deposit_spread(ctx: Context, det: Calorimeter, section: int, ev, x, y, energy, t, sigmas, weights,
-                    min_energy: float = 0.05):
-    """Deposits of spots spread over the cells of one section (Gaussian mixture)."""
+                    min_energy: float = 0.05, frac: np.ndarray | None = None):
+    """Deposits of spots spread over the cells of one section (Gaussian mixture; ``frac``: the spots'
+    :func:`_spread_fractions` if already computed, e.g. for another section)."""
     if len(ev) == 0:
         return
-    cx, cy = det.cell_center((det.nx - 1) / 2, (det.ny - 1) / 2)
-    frac = phys.cell_fractions(np.asarray(x) - cx, np.asarray(y) - cy, det.nx, det.ny, det.cell_size,
-                               sigmas, weights)
+    if frac is None:
+        frac = _spread_fractions(det, x, y, sigmas, weights)
     e = np.asarray(energy)[:, None, None] * frac
     k, ix, iy = np.nonzero(e > min_energy)
     if k.size:
@@ -337,9 +343,10 @@ def _em_shower(ctx: Context, det: Calorimeter, ev, x, y, energy, t_start_x0, t):
     f_ps = np.where(depth > 0, gammainc(a, b * depth), 0.0)
     sig = (prm.core_sigma * rm, prm.tail_sigma * rm)
     w = (prm.core_fraction, 1.0 - prm.core_fraction)
-    if len(x0) > 1:
-        _deposit_spread(ctx, det, 0, ev, x, y, e * f_ps, t, sig, w)
-        _deposit_spread(ctx, det, 1, ev, x, y, e * (1 - f_ps), t, sig, w)
+    if len(x0) > 1:  # the same lateral spread in both sections: its fractions computed once
+        frac = _spread_fractions(det, x, y, sig, w) if len(ev) else None
+        _deposit_spread(ctx, det, 0, ev, x, y, e * f_ps, t, sig, w, frac=frac)
+        _deposit_spread(ctx, det, 1, ev, x, y, e * (1 - f_ps), t, sig, w, frac=frac)
     else:
         _deposit_spread(ctx, det, 0, ev, x, y, e, t, sig, w)
 
