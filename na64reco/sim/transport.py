@@ -529,8 +529,7 @@ def _pair_losses(ctx: Context, det: Calorimeter, ev, t, xv, yv, tx, ty, zv, f_ve
     """The ECAL's discrete losses of muons made at a vertex (a trident's pair: at ``(xv, yv)``, depth
     ``zv`` mm and X0 fraction ``f_vertex``, slopes ``tx, ty``, momentum ``p``) over the depth behind
     it, each showering where it happens; returns the energy each muon lost to them."""
-    depths, x0 = _ecal_sections(det)
-    total_x0 = float(x0.sum())
+    total_x0 = float(_ecal_sections(det)[1].sum())
     k, v, depth = ctx.params.ecal_losses.sample(ctx.rng, p, f_vertex, 1.0)
     lost = np.zeros(p.size)
     if k.size:
