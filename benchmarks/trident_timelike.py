@@ -46,7 +46,8 @@ def main() -> int:
     prm = load_sim_params(load_setup("na64mu"))
     toy = prm.dimuon_rate * math.log(prm.dimuon_v_max / prm.bias_v_min) / math.log(prm.dimuon_v_max / prm.dimuon_v_min)
     print(f"timelike tridents per {e0 / u.GeV:g} GeV muon in {constants.NA64_ECAL_DEPTH_X0:g} X0 of lead:")
-    for label, x_min in (("all v", None), (f"v > {prm.bias_v_min:g}", prm.bias_v_min), ("v > 0.9", 0.9)):
+    for label, x_min in (("all v", None), (f"v > {prm.bias_v_min:g}", prm.bias_v_min),
+                         (f"v > {prm.dimuon_v_max:g}", prm.dimuon_v_max), ("v > 0.9", 0.9)):
         print(f"  {label:10s} {timelike_per_muon(e0, x_min):.3g}")
     print(f"the simulator's toy (1/v on [{prm.dimuon_v_min:g}, {prm.dimuon_v_max:g}], rate {prm.dimuon_rate:g}) "
           f"with v > {prm.bias_v_min:g}: {toy:.3g} per muon (the forced dimuon sample's weight)")
