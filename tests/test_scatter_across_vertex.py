@@ -151,11 +151,18 @@ def test_a_trident_pair_loses_energy_behind_its_vertex():
     assert deposited == pytest.approx(lost.sum(), rel=0.05)
 
 
-def test_a_trident_pair_is_scattered_behind_its_vertex():
-    """The pair's slopes at the ECAL's exit, relative to the primary's, in units of the opening angle
-    m / p: variance 1 from the opening alone, plus (13.6 MeV sqrt(x) (1 + 0.038 ln x) / m)^2 from the
-    scattering over the x radiation lengths behind the vertex (independent of p); 5 % (statistics and
-    the pair's losses, which lower p a little)."""
+def test_a_trident_pair_is_scattered_behind_its_vertex(monkeypatch):
+    """The pair's slopes at the ECAL's exit, relative to the primary's, in units of the toy's opening
+    angle m / p (the timelike part switched off): variance 1 from the opening alone, plus
+    (13.6 MeV sqrt(x) (1 + 0.038 ln x) / m)^2 from the scattering over the x radiation lengths behind the
+    vertex (independent of p)."""
+    import dataclasses
+
+    from na64reco.sim import tridents
+
+    toy_only = tridents.rates
+    monkeypatch.setattr(tridents, "rates", lambda *a: dataclasses.replace(toy_only(*a), timelike=0.0,
+                                                                           timelike_forced=0.0))
     from na64reco.geometry import load_setup
     from na64reco.io.raw import PROCESSES
     from na64reco.sim.beam import sample_beam
@@ -180,6 +187,9 @@ def test_a_trident_pair_is_scattered_behind_its_vertex():
     x_rest = total_x0 - _x0_of_mm(det, truth.vertex_z[out.ev[sec]] - det.z)
     s2 = np.where(x_rest > 0, (13.6 * np.sqrt(x_rest) * (1 + 0.038 * np.log(np.maximum(x_rest, 1e-9)))
                                / constants.MUON_MASS) ** 2, 0.0)
-    expected = 1.0 + float(np.mean(s2))
-    assert expected > 1.2  # the scattering is a visible part of the spread
-    assert np.var(r) == pytest.approx(expected, rel=0.05)
+    assert float(np.mean(s2)) > 0.2  # the scattering is a visible part of the spread
+    # per muon N(0, 1 + s2): the robust width (MAD; the primary's rare large-angle kinks make tails) of
+    # r / sqrt(1 + s2) is 1, 0.97 as the pair's losses lower p a little (0.79 without the scattering)
+    z = r / np.sqrt(1.0 + s2)
+    width = 1.4826 * float(np.median(np.abs(z - np.median(z))))
+    assert width == pytest.approx(0.97, abs=0.02)

@@ -27,7 +27,7 @@ from scipy.special import gammainc
 from na64reco import constants
 from na64reco.geometry import Calorimeter, Magnet, Setup, TrackerPlane
 from na64reco.io.raw import PROCESSES
-from na64reco.sim import decays, hard_scatter
+from na64reco.sim import decays, hard_scatter, tridents
 from na64reco.sim import interactions as phys
 from na64reco.sim.biasing import forced_log_uniform, survival
 from na64reco.sim.cells import cell_index
@@ -411,29 +411,23 @@ def _ecal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
             ctx.truth.x[ev[sig]] = xs
             ctx.truth.vertex_z[ev[sig]] = det.z + zv
             f_vertex[sig], z_vertex[sig] = _x0_of_mm(det, zv) / total_x0, zv
-        # tridents mu N -> mu N mu+ mu-
+        # tridents mu N -> mu N mu+ mu- (na64reco.sim.tridents: the toy's spacelike part and the timelike one)
         dim = np.flatnonzero((tr.flag[mu] == PROCESSES["dimuon"]) & (tr.role[mu] == ROLE_PRIMARY))
         if dim.size:
-            if ctx.biased:  # forced into the pair fractions that can put the muon in the box
-                v, w = forced_log_uniform(rng, dim.size, prm.dimuon_v_min, prm.dimuon_v_max,
-                                          prm.bias_v_min, prm.dimuon_v_max)
-                ctx.truth.weight[ev[dim]] *= w * prm.dimuon_rate
-            else:
-                v = np.exp(rng.uniform(np.log(prm.dimuon_v_min), np.log(prm.dimuon_v_max), dim.size))
+            # forced (biased runs) into the pair fractions that can put the muon in the box
+            v, legs, (rtx, rty), w = tridents.draw(rng, p[dim], ctx.setup.beam.energy, prm, ctx.biased)
+            if ctx.biased:
+                ctx.truth.weight[ev[dim]] *= w
             zv = rng.uniform(0.0, length, dim.size)
             f_vertex[dim], z_vertex[dim] = _x0_of_mm(det, zv) / total_x0, zv
-            e_pair = v * p[dim]
-            p[dim] -= e_pair
-            share = rng.uniform(0.1, 0.9, dim.size)
+            p[dim] -= v * p[dim]
             ctx.truth.vertex_z[ev[dim]] = det.z + zv
             j = mu[dim]
             rest = length - zv
+            xv, yv = tr.x[j] + tr.tx[j] * zv, tr.y[j] + tr.ty[j] * zv
             pair = []
-            for charge, frac in ((+1, share), (-1, 1.0 - share)):
-                pm = e_pair * frac
-                th = constants.MUON_MASS / pm * rng.standard_normal((2, dim.size))
-                xv, yv = tr.x[j] + tr.tx[j] * zv, tr.y[j] + tr.ty[j] * zv
-                ntx, nty = tr.tx[j] + th[0], tr.ty[j] + th[1]
+            for charge, (pm, dtx, dty) in zip((+1, -1), legs, strict=True):
+                ntx, nty = tr.tx[j] + dtx, tr.ty[j] + dty
                 pair.append(Tracks(
                     ev=ev[dim].copy(), x=xv + ntx * rest - ntx * length, y=yv + nty * rest - nty * length,
                     tx=ntx, ty=nty, p=pm.copy(), q=np.full(dim.size, charge, np.int8),
@@ -445,6 +439,11 @@ def _ecal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
                 # and their discrete losses behind the vertex, showering where they happen (stop 43)
                 pair[-1].p -= e_ion + _pair_losses(ctx, det, ev[dim], t[dim], xv, yv, ntx, nty, zv, f_vertex[dim], pm)
                 pair[-1].alive &= pair[-1].p > _STOP_MOMENTUM_FLOOR
+            # the primary's recoil (timelike part) as a kink at the vertex
+            tr.x[j] -= rtx * zv
+            tr.y[j] -= rty * zv
+            tr.tx[j] += rtx
+            tr.ty[j] += rty
             # the pair is scattered over the depth behind the vertex at the ECAL's exit (below)
             pair_scatter += [(nt, total_x0 * (1.0 - f_vertex[dim]), rest) for nt in pair]
             new_tracks += pair  # positions are given at the ECAL *front* plane like the others
