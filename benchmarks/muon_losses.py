@@ -17,7 +17,6 @@ from pathlib import Path
 
 import hepunits as u
 import numpy as np
-from scipy import optimize
 
 from na64reco import constants
 from na64reco.geometry import load_setup
@@ -27,14 +26,6 @@ from na64reco.sim import simulate
 from na64reco.sim.params import load_sim_params
 
 PROCESSES = ("knock_on", "brems", "pair")
-
-
-def _critical_energy(absorber) -> float:
-    def diff(e_gev):
-        a, b = ml.mean_loss_coefficients(absorber, e_gev * u.GeV)
-        return a / (u.MeV * u.cm2 / u.g) - b / (u.cm2 / u.g) * e_gev * 1000.0
-
-    return optimize.brentq(diff, 20.0, 3000.0)
 
 
 def main(argv=None) -> int:
@@ -52,7 +43,7 @@ def main(argv=None) -> int:
         bb, bp = ml.energy_loss_b(ab, e, "brems"), ml.energy_loss_b(ab, e, "pair")
         bn = constants.MUON_PHOTONUCLEAR_B / (u.cm2 / u.g)
         print(f"| {ab.name} | {ml.ionisation(ab, e):.3f} | {bb * 1e6:.2f} | {bp * 1e6:.2f} | {bn * 1e6:.2f} | "
-              f"{(bb + bp + bn) * 1e6:.2f} | {_critical_energy(ab):.0f} GeV | {pdg:.0f} GeV |")
+              f"{(bb + bp + bn) * 1e6:.2f} | {ml.critical_energy(ab) / u.GeV:.0f} GeV | {pdg:.0f} GeV |")
 
     prm = load_sim_params(load_setup("na64mu"))
     x = prm.ecal_lead_g_cm2

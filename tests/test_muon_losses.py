@@ -32,11 +32,9 @@ def test_critical_energy_against_the_pdg(absorber, e_c, tol):
     loss (the electrons' bremsstrahlung adds ~2 % at 141 GeV), which put the crossing a few per cent higher.
     It catches a factor ~1.1 or more in b (e.g. a lost (1 - v), a factor 2 anywhere); a 1-3 % change of a
     cross section is the next test's."""
-    def diff(e_gev):
-        a, b = ml.mean_loss_coefficients(absorber, e_gev * u.GeV)
-        return a / (u.MeV * u.cm2 / u.g) - b / (u.cm2 / u.g) * e_gev * 1000.0
-
-    ours = optimize.brentq(diff, 20.0, 3000.0) * u.GeV
+    ours = ml.critical_energy(absorber)
+    a, b = ml.mean_loss_coefficients(absorber, ours)
+    assert a == pytest.approx(b * ours, rel=1e-6)
     assert ours == pytest.approx(e_c, rel=tol)
 
 
@@ -114,3 +112,24 @@ def test_bad_arguments_are_named():
         ml.loss_spectrum("lead", 1e5, 1.0, 1e-3, ("photonuclear",))
     with pytest.raises(ValueError, match="process 'knock_on': unknown"):
         ml.energy_loss_b(ml.LEAD, 1e5, "knock_on")
+
+
+def test_a_setup_that_still_sets_the_old_radiative_b_is_refused(tmp_path):
+    """``simulation.muon.radiative_b_cm2_per_g`` (read until stop 43) is refused by name: the losses come
+    from the cross sections now, and a setup that sets it expects an effect it would not get."""
+    import shutil
+
+    import yaml
+
+    from na64reco.errors import ConfigError
+    from na64reco.geometry import load_setup
+    from na64reco.resources import calib_dir
+    from na64reco.sim.params import load_sim_params
+
+    body = yaml.safe_load((calib_dir() / "setups" / "na64mu.yaml").read_text())
+    body["simulation"]["muon"]["radiative_b_cm2_per_g"] = 8.0e-6
+    path = tmp_path / "na64mu.yaml"
+    path.write_text(yaml.safe_dump(body))
+    shutil.copytree(calib_dir() / "conditions", tmp_path / "conditions")
+    with pytest.raises(ConfigError, match="radiative_b_cm2_per_g.*no longer read"):
+        load_sim_params(load_setup(str(path), run=1001))

@@ -42,7 +42,7 @@ def test_spectral_density_integral_against_its_closed_form():
 def test_timelike_spectrum_is_hard():
     """At 160 GeV in lead: ~2.9e-7 timelike tridents per muon crossing 40 X0, 88 % with v > 0.45 and
     38 % with v > 0.9 (the review's ~85 % above 0.5 and ~40 % above 0.9)."""
-    atoms = LEAD.per_gram * constants.NA64_ECAL_DEPTH_X0 * 6.37  # 40 X0 of lead in g/cm2
+    atoms = LEAD.per_gram * constants.NA64_ECAL_DEPTH_X0 * constants.X0_LEAD / (u.g / u.cm2)  # 40 X0 of lead
     total = phys_tridents.timelike_sigma(E0) * atoms
     assert 2.0e-7 < total < 4.0e-7
     assert phys_tridents.timelike_sigma(E0, 0.45) / phys_tridents.timelike_sigma(E0) == pytest.approx(0.88, abs=0.02)

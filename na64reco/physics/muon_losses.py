@@ -42,7 +42,7 @@ import numpy as np
 from na64reco import constants
 
 __all__ = ["Absorber", "LEAD", "IRON", "ionisation", "knock_on_spectrum", "bremsstrahlung_dsigma", "pair_dsigma",
-           "energy_loss_b", "mean_loss_coefficients", "LossSpectrum", "loss_spectrum"]
+           "energy_loss_b", "mean_loss_coefficients", "critical_energy", "LossSpectrum", "loss_spectrum"]
 
 _ME = constants.ELECTRON_MASS
 _SQRT_E = math.sqrt(math.e)
@@ -202,17 +202,21 @@ def _log_grid(v_min: float, n: int) -> np.ndarray:
     return np.exp(np.linspace(math.log(v_min), 0.0, n))
 
 
+def _ln_v_cumulative(v: np.ndarray, dn_dv: np.ndarray) -> np.ndarray:
+    """Int_{v_0}^{v_i} dN/dv dv on a ln-v grid (trapezoids in ln v), from 0 at the first point."""
+    f = dn_dv * v  # dN / d ln v
+    return np.concatenate([[0.0], np.cumsum(0.5 * (f[1:] + f[:-1]) * np.diff(np.log(v)))])
+
+
 def energy_loss_b(absorber: Absorber, energy: float, process: str, mass: float = constants.MUON_MASS) -> float:
     """b of one radiative process ("brems" or "pair") in cm2/g (a number): Int v dsigma/dv dv N_A/A."""
     if process not in _DSIGMA:
         raise ValueError(f"process {process!r}: unknown (known: {', '.join(_DSIGMA)})")
-    dsigma = _DSIGMA[process]
     v = _log_grid(1e-7, 4001)
-    f = v * dsigma(absorber, energy, v, mass) * v  # v dsigma/dv, times v for d(ln v)
-    integral = float(np.sum(0.5 * (f[1:] + f[:-1]) * np.diff(np.log(v))))
-    return integral * absorber.per_gram
+    return float(_ln_v_cumulative(v, v * _DSIGMA[process](absorber, energy, v, mass))[-1]) * absorber.per_gram
 
 
+@functools.lru_cache(maxsize=64)  # ~20 ms each; the yields ask for the beam energy's at every mass and coupling
 def mean_loss_coefficients(absorber: Absorber, energy: float, mass: float = constants.MUON_MASS):
     """``(a, b)`` of the mean loss -dE/dx = rho (a + b E) at ``energy``, in hepunits (MeV cm2/g,
     cm2/g): Bethe's a, b = b_brems + b_pair + b_nucl (the photonuclear part from
@@ -220,6 +224,17 @@ def mean_loss_coefficients(absorber: Absorber, energy: float, mass: float = cons
     b = energy_loss_b(absorber, energy, "brems", mass) + energy_loss_b(absorber, energy, "pair", mass)
     return (ionisation(absorber, energy, mass) * u.MeV * u.cm2 / u.g,
             b * u.cm2 / u.g + constants.MUON_PHOTONUCLEAR_B)
+
+
+def critical_energy(absorber: Absorber, mass: float = constants.MUON_MASS) -> float:
+    """The muon critical energy (MeV), where a(E) = b(E) E (PDG's definition; Groom et al.)."""
+    from scipy.optimize import brentq
+
+    def diff(e_gev):
+        a, b = mean_loss_coefficients(absorber, e_gev * u.GeV, mass)
+        return a - b * e_gev * u.GeV
+
+    return brentq(diff, 20.0, 3000.0) * u.GeV
 
 
 @dataclass(frozen=True)
@@ -251,8 +266,7 @@ class LossSpectrum:
 
     def b_fraction(self) -> float:
         """Mean fractional loss in the discrete part: Int_{v_min}^1 v dN/dv dv."""
-        f = self.v * self.dndv * self.v
-        return float(np.sum(0.5 * (f[1:] + f[:-1]) * np.diff(np.log(self.v))))
+        return float(_ln_v_cumulative(self.v, self.v * self.dndv)[-1])
 
 
 _ABSORBERS = {"lead": LEAD, "iron": IRON}
@@ -276,6 +290,5 @@ def loss_spectrum(absorber: str, energy: float, thickness: float, v_min: float,
             dndv += _DSIGMA[proc](ab, energy, v) * ab.per_gram * thickness
         else:
             raise ValueError(f"process {proc!r}: unknown (known: brems, pair, knock_on)")
-    f = dndv * v  # dN/d(ln v)
-    cumulative = np.concatenate([[0.0], np.cumsum(0.5 * (f[1:] + f[:-1]) * np.diff(np.log(v)))])
+    cumulative = _ln_v_cumulative(v, dndv)
     return LossSpectrum(absorber, float(energy), float(thickness), float(v_min), tuple(processes), v, dndv, cumulative)

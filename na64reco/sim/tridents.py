@@ -65,7 +65,9 @@ def _draw_x_pt(rng, e0: float, masses: np.ndarray, x_min: float | None):
             if not low.size:
                 break
             xs[low] = darkbrem.sample_x(rng, low.size, e0, m)
-        x[sel] = np.maximum(xs, x_min) if x_min is not None else xs
+        else:  # (at least ~half of every mass's spectrum lies above the forced region's edge)
+            raise RuntimeError(f"timelike trident of mass {m:.1f} MeV: no x >= {x_min} in {_MAX_REDRAWS} draws")
+        x[sel] = xs
         pt[sel] = darkbrem.sample_pt(rng, x[sel], e0, m)
     return x, pt
 
