@@ -98,10 +98,9 @@ def test_forced_tridents_and_leading_hadrons_are_weighted(tmp_path):
     out = tmp_path / "d.root"
     simulate("na64mu", 300, seed=3, run=1001, output=out, process="dimuon")
     w = uproot.open(out)["truth"]["weight"].array(library="np")
-    share = log_uniform_fraction(prm.dimuon_v_min, prm.dimuon_v_max, prm.bias_v_min, prm.dimuon_v_max)
-    # the toy's forced share plus the timelike part above bias_v_min (na64reco.sim.tridents)
-    timelike = trident_rates(prm, load_setup("na64mu").beam.energy).timelike_forced
-    np.testing.assert_allclose(w, prm.dimuon_rate * share + timelike, rtol=1e-12)
+    # the spacelike and the timelike parts above bias_v_min (na64reco.sim.tridents)
+    r = trident_rates(prm, load_setup("na64mu").beam.energy)
+    np.testing.assert_allclose(w, r.spacelike_forced + r.timelike_forced, rtol=1e-12)
     out = tmp_path / "p.root"
     simulate("na64mu", 300, seed=3, run=1001, output=out, process="punchthrough")
     t = uproot.open(out)["truth"].arrays(["weight", "p_out"], library="np")
@@ -171,7 +170,8 @@ def test_forced_tridents_agree_with_the_unforced_rate_in_the_simulator(tmp_path)
     f = uproot.open(forced_file)["truth"].arrays(["p_out", "weight"], library="np")
     k = np.sum((d["p_out"] < 80) & (d["process"] == 6))
     p_direct, e_direct = k / n_tridents, np.sqrt(k) / n_tridents
-    p_forced, e_forced = weighted_rate(f["weight"] / prm.dimuon_rate, f["p_out"] < 80, n_sampled=3000)
+    per_trident = trident_rates(prm, load_setup("na64mu").beam.energy).total
+    p_forced, e_forced = weighted_rate(f["weight"] / per_trident, f["p_out"] < 80, n_sampled=3000)
     assert k > 100
     assert abs(p_forced - p_direct) < 4 * np.hypot(e_direct, e_forced)
 

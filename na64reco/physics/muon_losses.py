@@ -42,7 +42,7 @@ import numpy as np
 from na64reco import constants
 
 __all__ = ["Absorber", "LEAD", "IRON", "ionisation", "knock_on_spectrum", "bremsstrahlung_dsigma", "pair_dsigma",
-           "energy_loss_b", "mean_loss_coefficients", "critical_energy", "LossSpectrum", "loss_spectrum"]
+           "pair_phi", "energy_loss_b", "mean_loss_coefficients", "critical_energy", "LossSpectrum", "loss_spectrum"]
 
 _ME = constants.ELECTRON_MASS
 _SQRT_E = math.sqrt(math.e)
@@ -184,15 +184,25 @@ def pair_dsigma(absorber: Absorber, energy: float, v, mass: float = constants.MU
     l_mu = (np.log(mass / _ME * bz * np.sqrt((1 + 1 / xi) * (1 + y_mu))
                    / (1 + 2 * _ME * _SQRT_E * bz * (1 + xi) * (1 + y_mu) / ev))
             - np.log(1.5 * z13 * np.sqrt((1 + 1 / xi) * (1 + y_mu))))
-    phi_e = (((2 + r2) * (1 + beta) + xi * (3 + r2)) * np.log1p(1 / xi) + (1 - r2 - beta) / (1 + xi) - (3 + r2)) * l_e
-    phi_mu = (((1 + r2) * (1 + 1.5 * beta) - (1 + 2 * beta) * (1 - r2) / xi) * np.log1p(xi)
-              + xi * (1 - r2 - beta) / (1 + xi) + (1 + 2 * beta) * (1 - r2)) * l_mu
-    integrand = np.maximum(phi_e, 0.0) + (_ME / mass) ** 2 * np.maximum(phi_mu, 0.0)
+    b_e, b_mu = pair_phi(r2, beta, xi)
+    integrand = np.maximum(b_e * l_e, 0.0) + (_ME / mass) ** 2 * np.maximum(b_mu * l_mu, 0.0)
     integral = np.sum(integrand * jac, axis=1)
     r_e = constants.CLASSICAL_ELECTRON_RADIUS
     pref = 4 / (3 * math.pi) * z * (z + zeta) * (constants.FINE_STRUCTURE * r_e) ** 2
     out[ok] = pref * (1 - v[ok]) / v[ok] * np.maximum(integral, 0.0)
     return out
+
+
+def pair_phi(r2, beta, xi):
+    """Kokoulin and Petrukhin's ``(Phi_e, Phi_mu)`` of lepton pair production by a muon (without their
+    logarithms L_e, L_mu): the parts of the pair's asymmetry rho (``r2`` = rho^2) integrand from momentum
+    transfers of the order of the pair lepton's mass and of the muon's, with ``beta = v^2 / (2 (1 - v))`` and
+    ``xi = (m_mu v / (2 m_pair))^2 (1 - rho^2) / (1 - v)``.  For a muon pair (m_pair = m_mu) their sum is the
+    Phi of Kelner, Kokoulin and Petrukhin's muon-pair cross section (:mod:`na64reco.physics.tridents`)."""
+    phi_e = (((2 + r2) * (1 + beta) + xi * (3 + r2)) * np.log1p(1 / xi) + (1 - r2 - beta) / (1 + xi) - (3 + r2))
+    phi_mu = (((1 + r2) * (1 + 1.5 * beta) - (1 + 2 * beta) * (1 - r2) / xi) * np.log1p(xi)
+              + xi * (1 - r2 - beta) / (1 + xi) + (1 + 2 * beta) * (1 - r2))
+    return phi_e, phi_mu
 
 
 _DSIGMA = {"brems": bremsstrahlung_dsigma, "pair": pair_dsigma}

@@ -35,8 +35,7 @@ class SimParams:
     hcal_module_energy_loss: float  # MeV
     hcal_module_x0: float
     # dimuons
-    dimuon_v_min: float
-    dimuon_v_max: float
+    dimuon_v_min: float  # spacelike tridents are simulated above it (na64reco.sim.tridents)
     # EM showers
     critical_energy: float  # MeV
     profile_b: float
@@ -61,7 +60,6 @@ class SimParams:
     default_coupling: float
     extra: dict = field(default_factory=dict, compare=False)
     # rare processes and biased sampling (optional sections; docs/backgrounds.md)
-    dimuon_rate: float = 0.0  # tridents per muon, v in [dimuon_v_min, dimuon_v_max]
     punch: PunchThroughModel | None = None
     leading_rate: float = 0.0  # leading hadrons per muon with v >= leading_v_min
     leading_v_min: float = 0.1
@@ -119,6 +117,10 @@ def load_sim_params(setup: Setup, mixture: dict[str, float] | None = None) -> Si
     if sg.has("recoil_pt_scale"):  # (read until stop 41; a setup that sets it expects an effect)
         raise sg.error("recoil_pt_scale", "is no longer read: the signal lepton's recoil comes from the WW emission "
                        "angle (na64reco.physics.darkbrem.sample_pt); remove the key")
+    for key in ("rate", "v_max"):  # (read until stop 44; a setup that sets them expects an effect)
+        if d.has(key):
+            raise d.error(key, "is no longer read: the tridents' rates and spectra come from their cross sections "
+                          "(na64reco.physics.tridents); remove the key")
     if m.has("radiative_b_cm2_per_g"):  # (read until stop 43; a setup that sets it expects an effect)
         raise m.error("radiative_b_cm2_per_g", "is no longer read: the muon's discrete losses come from the "
                       "cross sections of na64reco.physics.muon_losses; remove the key")
@@ -131,8 +133,7 @@ def load_sim_params(setup: Setup, mixture: dict[str, float] | None = None) -> Si
         ecal_lead_g_cm2=m.number("ecal_lead_g_cm2", minimum=0.0),
         hcal_module_energy_loss=m.quantity("hcal_module_energy_loss", "energy", minimum=0.0),
         hcal_module_x0=m.number("hcal_module_x0", minimum=0.0),
-        dimuon_v_min=d.number("v_min", minimum=1e-4, maximum=1.0),
-        dimuon_v_max=d.number("v_max", minimum=1e-4, maximum=1.0),
+        dimuon_v_min=d.number("v_min", minimum=0.01, maximum=0.9),
         critical_energy=sh.quantity("critical_energy", "energy", minimum=0.0),
         profile_b=sh.number("profile_b", minimum=0.01),
         core_fraction=sh.number("lateral_core_fraction", minimum=0.0, maximum=1.0),
@@ -152,9 +153,7 @@ def load_sim_params(setup: Setup, mixture: dict[str, float] | None = None) -> Si
         apv_threshold_sigma=a.number("threshold_sigma", minimum=0.0),
         default_coupling=sg.number("default_coupling", minimum=0.0),
     )
-    if params.dimuon_v_min >= params.dimuon_v_max:
-        raise d.error("v_min", f"{params.dimuon_v_min} must be below v_max={params.dimuon_v_max}")
-    return replace(params, **_rare_process_params(setup, s, h, d))
+    return replace(params, **_rare_process_params(setup, s, h))
 
 
 def _setup_yaml(source: str) -> Node:
@@ -172,9 +171,9 @@ def _parsed_yaml(source: str, mtime_ns: int, size: int) -> Node:
     return load_yaml(source)
 
 
-def _rare_process_params(setup: Setup, s, h, d) -> dict:
-    """The optional punch-through, leading-hadron, trident-rate and biasing entries."""
-    out: dict = {"dimuon_rate": d.number("rate", 0.0, minimum=0.0, maximum=1.0)}
+def _rare_process_params(setup: Setup, s, h) -> dict:
+    """The optional punch-through, leading-hadron and biasing entries."""
+    out: dict = {}
     if h.has("punchthrough"):
         pt = h.node("punchthrough")
         ratio_node = pt.node("lambda_ratio")

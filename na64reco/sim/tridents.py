@@ -1,19 +1,25 @@
 """Muon tridents mu N -> mu N mu+ mu- in the ECAL: what the transport's ``dimuon`` process draws.
 
-Two parts, each a probability per muon crossing the ECAL:
+Two parts, each a probability per muon crossing the ECAL, both computed (:mod:`na64reco.physics.tridents`):
 
-* **spacelike (Bethe-Heitler), the toy** (``simulation.dimuon`` of the setup, rate *assumed*): the pair's
-  energy fraction v from 1/v on [v_min, v_max], its share between the two muons uniform in 0.1-0.9, each
-  muon's angle Gaussian with sigma m_mu / p, the primary without a recoil;
-* **timelike** (:mod:`na64reco.physics.tridents`, computed): a virtual photon of mass M emitted like a
-  dark photon with epsilon = 1, M from its spectral density times the emission cross section, v = x from
-  the IWW spectrum at that M (``darkbrem.sample_x``), the primary recoiling with the photon's p_T
-  (``darkbrem.sample_pt``), the photon decaying to the pair isotropically in its rest frame.
+* **spacelike** (Bethe-Heitler: the pair made by the muon's nearly real photon in the nucleus' field), above
+  ``simulation.dimuon.v_min`` of the setup: the pair's energy fraction v and asymmetry rho from Kelner,
+  Kokoulin and Petrukhin's cross section (``sample_spacelike``); the photon's transverse momentum k_T from
+  the equivalent-photon spectrum k_T^2 dk_T^2 / (k_T^2 + m^2 v^2)^2 up to a virtuality 4 m^2 above its
+  minimum (k_T^2 <= 4 m^2 (1 - v), assumed: the pair's mass scale), the primary recoiling with -k_T; each
+  muon at an angle u m / E from the photon's direction, u from 2 u du / (1 + u^2)^2 (the leading form of
+  the pair's angular distribution, cut at u = 10), the two azimuths opposite;
+* **timelike**: a virtual photon of mass M emitted like a dark photon with epsilon = 1, M from its spectral
+  density times the emission cross section, v = x from the IWW spectrum at that M (``darkbrem.sample_x``),
+  the primary recoiling with the photon's p_T (``darkbrem.sample_pt``), the photon decaying to the pair
+  isotropically in its rest frame.
 
-A ``dimuon`` event is timelike with probability rate_timelike / (rate_toy + rate_timelike).  Forced
+A ``dimuon`` event is timelike with probability rate_timelike / (rate_spacelike + rate_timelike).  Forced
 (biased runs, v >= ``biasing.v_min``): the same two parts restricted to v >= v_min, each with its
 probability there; the event's weight is their sum (the probability per muon of a trident in the
-forced region), the part drawn by its share.
+forced region), the part drawn by its share.  Until stop 44 the spacelike part was a toy with an assumed
+rate (1e-5 per muon on 0.02 < v < 0.6, 1/v, no recoil): the computed part is 0.45x that on the toy's range,
+0.53x in the forced region, and reaches v = 1 (2.3e-7 per muon above v = 0.6).
 """
 
 from __future__ import annotations
@@ -31,26 +37,78 @@ _MAX_REDRAWS = 200
 
 @dataclass(frozen=True)
 class Rates:
-    """Tridents per muon crossing the ECAL: the toy's and the timelike part's, in all and forced."""
+    """Tridents per muon crossing the ECAL: the spacelike and the timelike part's, in all and forced."""
 
-    toy: float
+    spacelike: float
     timelike: float
-    toy_forced: float
+    spacelike_forced: float
     timelike_forced: float
 
     @property
+    def total(self) -> float:
+        return self.spacelike + self.timelike
+
+    @property
     def forced(self) -> float:
-        return self.toy_forced + self.timelike_forced
+        return self.spacelike_forced + self.timelike_forced
 
 
 def rates(params, e0: float) -> Rates:
     """:class:`Rates` for the setup's parameters (``SimParams``) and beam energy ``e0`` (MeV)."""
     atoms = LEAD.per_gram * params.ecal_lead_g_cm2  # lead nuclei per mm2 of the ECAL
-    lo, hi, bias = params.dimuon_v_min, params.dimuon_v_max, params.bias_v_min
-    toy_share = np.log(hi / max(bias, lo)) / np.log(hi / lo) if bias < hi else 0.0
-    return Rates(toy=params.dimuon_rate, timelike=tridents.timelike_sigma(e0) * atoms,
-                 toy_forced=params.dimuon_rate * float(toy_share),
+    lo, bias = params.dimuon_v_min, params.bias_v_min
+    return Rates(spacelike=tridents.spacelike_sigma(e0, lo) * atoms, timelike=tridents.timelike_sigma(e0) * atoms,
+                 spacelike_forced=tridents.spacelike_sigma(e0, max(lo, bias)) * atoms,
                  timelike_forced=tridents.timelike_sigma(e0, bias) * atoms)
+
+
+#: the photon's virtuality above its minimum, in units of m_mu^2, where the equivalent-photon spectrum is
+#: cut (the pair's mass scale, (2 m_mu)^2; assumed)
+_KT_CUT_M2 = 4.0
+#: the pair muons' angles from the photon's direction: u = theta E / m_mu up to this (the 1 / u^3 tail of
+#: 2 u / (1 + u^2)^2 beyond it holds 1 % of the pairs)
+_U_MAX = 10.0
+
+
+def _photon_kt(rng, v: np.ndarray, m: float) -> np.ndarray:
+    """k_T (MeV) of the spacelike photon: density k^2 dk^2 / (k^2 + a)^2, a = m^2 v^2, on
+    k^2 <= _KT_CUT_M2 m^2 (1 - v), by inverting its CDF F(x) = ln(1 + x / a) - x / (x + a) (bisection)."""
+    a = (m * v) ** 2
+    k2max = _KT_CUT_M2 * m * m * (1.0 - v)
+
+    def cdf(x):
+        return np.log1p(x / a) - x / (x + a)
+
+    target = rng.random(v.size) * cdf(k2max)
+    lo, hi = np.zeros(v.size), k2max.copy()
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        below = cdf(mid) < target
+        lo = np.where(below, mid, lo)
+        hi = np.where(below, hi, mid)
+    return np.sqrt(0.5 * (lo + hi))
+
+
+def _spacelike(rng, p: np.ndarray, e0: float, v_min: float):
+    """``(v, legs, recoil)`` of spacelike pairs for muons of momentum ``p`` (see the module doc)."""
+    m = constants.MUON_MASS
+    n = p.size
+    v, rho = tridents.sample_spacelike(rng, n, e0, v_min)
+    kt = _photon_kt(rng, v, m)
+    phi = rng.uniform(0.0, 2 * np.pi, n)
+    p_after = (1.0 - v) * p
+    recoil = (kt / p_after * np.cos(phi), kt / p_after * np.sin(phi))
+    e_pair = v * p
+    gx, gy = -kt / e_pair * np.cos(phi), -kt / e_pair * np.sin(phi)  # the photon's direction
+    az = rng.uniform(0.0, 2 * np.pi, n)
+    legs = []
+    for sign in (1.0, -1.0):
+        energy = 0.5 * e_pair * (1.0 + sign * rho)
+        r = rng.random(n) * _U_MAX**2 / (1.0 + _U_MAX**2)  # the CDF u^2 / (1 + u^2) cut at _U_MAX
+        theta = np.sqrt(r / (1.0 - r)) * m / energy
+        legs.append((np.sqrt(np.clip(energy**2 - m * m, 0.0, None)),
+                     gx + sign * theta * np.cos(az), gy + sign * theta * np.sin(az)))
+    return v, legs, recoil
 
 
 def _draw_x_pt(rng, e0: float, masses: np.ndarray, x_min: float | None):
@@ -72,6 +130,35 @@ def _draw_x_pt(rng, e0: float, masses: np.ndarray, x_min: float | None):
     return x, pt
 
 
+def _timelike(rng, p: np.ndarray, e0: float, x_min: float | None):
+    """``(v, legs, recoil)`` of timelike pairs for muons of momentum ``p`` (see the module doc)."""
+    m = constants.MUON_MASS
+    n = p.size
+    masses = tridents.sample_mass(rng, n, e0, x_min)
+    x, pt = _draw_x_pt(rng, e0, masses, x_min)
+    e_gamma = x * p
+    phi = rng.uniform(0.0, 2 * np.pi, n)
+    p_after = (1.0 - x) * p
+    recoil = (pt / p_after * np.cos(phi), pt / p_after * np.sin(phi))
+    gx, gy = -pt / e_gamma * np.cos(phi), -pt / e_gamma * np.sin(phi)  # the photon's direction
+    # the decay: isotropic in the photon's rest frame, boosted along its direction
+    pstar = np.sqrt(np.clip(masses**2 / 4.0 - m**2, 0.0, None))
+    cos = rng.uniform(-1.0, 1.0, n)
+    sin = np.sqrt(1.0 - cos**2)
+    az = rng.uniform(0.0, 2 * np.pi, n)
+    gamma = e_gamma / masses
+    beta = np.sqrt(np.clip(1.0 - 1.0 / gamma**2, 0.0, None))
+    legs = []
+    for sign in (1.0, -1.0):
+        p_par = gamma * (sign * pstar * cos + beta * masses / 2.0)
+        p_t = sign * pstar * sin
+        energy = gamma * (masses / 2.0 + sign * beta * pstar * cos)
+        along = np.maximum(p_par, 1e-9)
+        legs.append((np.sqrt(np.clip(energy**2 - m**2, 0.0, None)),  # its momentum
+                     gx + p_t / along * np.cos(az), gy + p_t / along * np.sin(az)))
+    return x, legs, recoil
+
+
 def draw(rng: np.random.Generator, p: np.ndarray, e0: float, params, biased: bool):
     """The tridents of muons of momentum ``p`` (MeV): ``(v, legs, recoil, weight)``.
 
@@ -81,48 +168,27 @@ def draw(rng: np.random.Generator, p: np.ndarray, e0: float, params, biased: boo
     """
     n = p.size
     r = rates(params, e0)
-    share_tl = (r.timelike_forced / r.forced) if biased else r.timelike / (r.toy + r.timelike)
+    share_tl = (r.timelike_forced / r.forced) if biased else r.timelike / r.total
     timelike = rng.random(n) < share_tl
     v = np.empty(n)
     legs = [[np.empty(n), np.zeros(n), np.zeros(n)] for _ in range(2)]
     recoil = (np.zeros(n), np.zeros(n))
-    # the toy (spacelike)
-    toy = np.flatnonzero(~timelike)
-    if toy.size:
-        lo = max(params.bias_v_min, params.dimuon_v_min) if biased else params.dimuon_v_min
-        v[toy] = np.exp(rng.uniform(np.log(lo), np.log(params.dimuon_v_max), toy.size))
-        share = rng.uniform(0.1, 0.9, toy.size)
-        for leg, frac in zip(legs, (share, 1.0 - share), strict=True):
-            e = v[toy] * p[toy] * frac
-            leg[0][toy] = e
-            th = constants.MUON_MASS / e * rng.standard_normal((2, toy.size))
-            leg[1][toy], leg[2][toy] = th
+    # the spacelike part
+    sl = np.flatnonzero(~timelike)
+    if sl.size:
+        v_min = max(params.bias_v_min, params.dimuon_v_min) if biased else params.dimuon_v_min
+        v[sl], pair, (rx, ry) = _spacelike(rng, p[sl], e0, v_min)
+        recoil[0][sl], recoil[1][sl] = rx, ry
+        for leg, made in zip(legs, pair, strict=True):
+            for k in range(3):
+                leg[k][sl] = made[k]
     # the timelike part
     tl = np.flatnonzero(timelike)
     if tl.size:
-        x_min = params.bias_v_min if biased else None
-        masses = tridents.sample_mass(rng, tl.size, e0, x_min)
-        x, pt = _draw_x_pt(rng, e0, masses, x_min)
-        v[tl] = x
-        e_gamma = x * p[tl]
-        phi = rng.uniform(0.0, 2 * np.pi, tl.size)
-        p_after = (1.0 - x) * p[tl]
-        recoil[0][tl], recoil[1][tl] = pt / p_after * np.cos(phi), pt / p_after * np.sin(phi)
-        gx, gy = -pt / e_gamma * np.cos(phi), -pt / e_gamma * np.sin(phi)  # the photon's direction
-        # the decay: isotropic in the photon's rest frame, boosted along its direction
-        pstar = np.sqrt(np.clip(masses**2 / 4.0 - constants.MUON_MASS**2, 0.0, None))
-        cos = rng.uniform(-1.0, 1.0, tl.size)
-        sin = np.sqrt(1.0 - cos**2)
-        az = rng.uniform(0.0, 2 * np.pi, tl.size)
-        gamma = e_gamma / masses
-        beta = np.sqrt(np.clip(1.0 - 1.0 / gamma**2, 0.0, None))
-        for leg, sign in zip(legs, (1.0, -1.0), strict=True):
-            p_par = gamma * (sign * pstar * cos + beta * masses / 2.0)
-            p_t = sign * pstar * sin
-            energy = gamma * (masses / 2.0 + sign * beta * pstar * cos)
-            leg[0][tl] = np.sqrt(np.clip(energy**2 - constants.MUON_MASS**2, 0.0, None))  # its momentum
-            along = np.maximum(p_par, 1e-9)
-            leg[1][tl] = gx + p_t / along * np.cos(az)
-            leg[2][tl] = gy + p_t / along * np.sin(az)
+        v[tl], pair, (rx, ry) = _timelike(rng, p[tl], e0, params.bias_v_min if biased else None)
+        recoil[0][tl], recoil[1][tl] = rx, ry
+        for leg, made in zip(legs, pair, strict=True):
+            for k in range(3):
+                leg[k][tl] = made[k]
     weight = np.full(n, r.forced) if biased else np.ones(n)
     return v, [tuple(leg) for leg in legs], recoil, weight
