@@ -52,7 +52,8 @@ def main() -> int:
     r = rates(prm, e0)
     print(f"a forced dimuon event's weight (v > {prm.bias_v_min:g}): {r.forced:.3g} per muon "
           f"(spacelike {r.spacelike_forced:.3g} + timelike {r.timelike_forced:.3g})")
-    v = np.exp(np.linspace(math.log(2 * constants.MUON_MASS / e0 * 1.001), math.log(1 - constants.MUON_MASS / e0), 3001))
+    m = constants.MUON_MASS
+    v = np.exp(np.linspace(math.log(2 * m / e0 * 1.001), math.log(1 - m / e0), 3001))
     f = tridents.spacelike_dsigma(e0, v) * v * v
     b_mumu = float(np.sum(0.5 * (f[1:] + f[:-1]) * np.diff(np.log(v)))) * LEAD.per_gram
     print(f"spacelike energy loss b = {b_mumu:.3g} cm2/g = {b_mumu / energy_loss_b(LEAD, e0, 'pair'):.3g} x the e+e- "
