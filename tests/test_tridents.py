@@ -15,6 +15,7 @@ import pytest
 from scipy import integrate
 
 from na64reco import constants
+from na64reco.errors import NA64Error
 from na64reco.geometry import load_setup
 from na64reco.physics import tridents as phys_tridents
 from na64reco.physics.muon_losses import LEAD, energy_loss_b, pair_phi
@@ -190,6 +191,52 @@ def test_the_timelike_pair_has_the_drawn_mass_and_energy(params):
     assert np.sqrt(m2) == pytest.approx(nearest, rel=3e-3)  # the slopes add the photon direction linearly
     assert e[0] + e[1] == pytest.approx(v * E0, rel=1e-9)
     assert np.all(v >= params.bias_v_min)
+
+
+def test_unbiased_draw_follows_both_rates(params):
+    """Unbiased: v >= ``dimuon.v_min`` for the spacelike pairs; the share of v > 0.6 is (spacelike + timelike
+    above 0.6) / (their totals); every weight 1; below v_min only timelike pairs (their share there)."""
+    rng = np.random.default_rng(3)
+    n = 60_000
+    v, legs, recoil, w = tridents.draw(rng, np.full(n, E0), E0, params, biased=False)
+    r = tridents.rates(params, E0)
+    atoms = LEAD.per_gram * params.ecal_lead_g_cm2
+    assert np.all(w == 1.0) and np.all(np.isfinite(v)) and np.all((v > 0) & (v < 1))
+    for v_cut in (0.6, 0.9):
+        above = phys_tridents.spacelike_sigma(E0, v_cut) + phys_tridents.timelike_sigma(E0, v_cut)
+        expected = above * atoms / r.total
+        frac = float(np.mean(v > v_cut))
+        assert frac == pytest.approx(expected, abs=5 * math.sqrt(expected * (1 - expected) / n))
+    low = float(np.mean(v < params.dimuon_v_min))  # timelike only
+    expected = r.timelike / r.total * (1 - phys_tridents.timelike_sigma(E0, params.dimuon_v_min)
+                                       / phys_tridents.timelike_sigma(E0))
+    assert low == pytest.approx(expected, abs=5 * math.sqrt(max(expected, 1 / n) / n))
+
+
+def test_legs_conserve_the_pair_energy_below_the_beam_energy(params):
+    """A muon below the beam energy: the asymmetry's range is its own (both legs keep E >= m_mu) and the
+    pair's energy is v p; every slope is finite and below tan(1 rad)."""
+    rng = np.random.default_rng(4)
+    n = 100_000
+    p = rng.uniform(20 * u.GeV, 200 * u.GeV, n)
+    v, legs, (rx, ry) = tridents._spacelike(rng, p, E0, params.dimuon_v_min)
+    e = [np.sqrt(leg[0] ** 2 + M_MU**2) for leg in legs]
+    assert np.all(legs[0][0] > 0) and np.all(legs[1][0] > 0)
+    np.testing.assert_allclose(e[0] + e[1], v * p, rtol=1e-9)
+    slopes = np.concatenate([legs[0][1], legs[0][2], legs[1][1], legs[1][2], rx, ry])
+    assert np.all(np.isfinite(slopes)) and np.max(np.abs(slopes)) < 2 * math.tan(1.0)
+
+
+def test_retired_trident_keys_are_refused(tmp_path):
+    """``simulation.dimuon.rate`` and ``v_max`` (the toy's, read until stop 43) are refused by name."""
+    src = load_setup("na64mu").source
+    text = open(src).read()
+    assert "  dimuon:\n" in text
+    for key, value in (("rate", "1.0e-5"), ("v_max", "0.6")):
+        bad = tmp_path / f"na64mu_{key}.yaml"
+        bad.write_text(text.replace("  dimuon:\n", f"  dimuon:\n    {key}: {value}\n", 1))
+        with pytest.raises(NA64Error, match=f"{key}.*no longer read"):
+            load_sim_params(load_setup(str(bad)))
 
 
 def test_mixture_rate_is_the_model(params):

@@ -169,9 +169,12 @@ def spacelike_sigma(e0: float, v_min: float) -> float:
     return spacelike_table(float(e0), float(v_min))[2]
 
 
-def sample_spacelike(rng: np.random.Generator, n: int, e0: float, v_min: float):
-    """``n`` spacelike pairs above ``v_min``: ``(v, rho)``, v by inverse CDF (linear in ln v between grid
-    points), the asymmetry |rho| from the CDF of the nearest grid v, its sign at random."""
+def sample_spacelike(rng: np.random.Generator, n: int, e0: float, v_min: float, energy=None):
+    """``n`` spacelike pairs above ``v_min`` from the tables at ``e0``: ``(v, rho)``, v by inverse CDF
+    (linear in ln v between grid points), the asymmetry |rho| from the CDF of the nearest grid v in the
+    variable ln(1 - |rho|) / ln(1 - rho_max), its sign at random.  ``energy`` (MeV, per pair; default e0):
+    the muon's own energy, which sets rho_max = 1 - 2 m_mu / (v E) where that variable is mapped back (so
+    that both muons of a muon below e0 keep E >= m_mu)."""
     v_grid, cdf, _, s, c = spacelike_table(float(e0), float(v_min))
     v = np.exp(np.interp(rng.random(n), cdf, np.log(v_grid)))
     k = np.clip(np.rint(np.interp(np.log(v), np.log(v_grid), np.arange(v_grid.size))).astype(np.int64), 0,
@@ -181,6 +184,7 @@ def sample_spacelike(rng: np.random.Generator, n: int, e0: float, v_min: float):
     for kk in np.unique(k):
         sel = np.flatnonzero(k == kk)
         frac[sel] = np.interp(u[sel], c[kk], s)
-    t_lo = np.log(2.0 * constants.MUON_MASS / (v * e0))
+    e = np.broadcast_to(np.asarray(e0 if energy is None else energy, float), (n,))
+    t_lo = np.log(np.minimum(2.0 * constants.MUON_MASS / (v * e), 1.0))
     rho = -np.expm1(frac * t_lo) * np.where(rng.random(n) < 0.5, 1.0, -1.0)
     return v, rho

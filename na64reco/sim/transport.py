@@ -411,7 +411,7 @@ def _ecal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
             ctx.truth.x[ev[sig]] = xs
             ctx.truth.vertex_z[ev[sig]] = det.z + zv
             f_vertex[sig], z_vertex[sig] = _x0_of_mm(det, zv) / total_x0, zv
-        # tridents mu N -> mu N mu+ mu- (na64reco.sim.tridents: the toy's spacelike part and the timelike one)
+        # tridents mu N -> mu N mu+ mu- (na64reco.sim.tridents: the spacelike and the timelike part)
         dim = np.flatnonzero((tr.flag[mu] == PROCESSES["dimuon"]) & (tr.role[mu] == ROLE_PRIMARY))
         if dim.size:
             # forced (biased runs) into the pair fractions that can put the muon in the box
@@ -439,7 +439,7 @@ def _ecal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
                 # and their discrete losses behind the vertex, showering where they happen (stop 43)
                 pair[-1].p -= e_ion + _pair_losses(ctx, det, ev[dim], t[dim], xv, yv, ntx, nty, zv, f_vertex[dim], pm)
                 pair[-1].alive &= pair[-1].p > _STOP_MOMENTUM_FLOOR
-            # the primary's recoil (timelike part) as a kink at the vertex
+            # the primary's recoil as a kink at the vertex
             tr.x[j] -= rtx * zv
             tr.y[j] -= rty * zv
             tr.tx[j] += rtx

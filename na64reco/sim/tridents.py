@@ -8,7 +8,8 @@ Two parts, each a probability per muon crossing the ECAL, both computed (:mod:`n
   the equivalent-photon spectrum k_T^2 dk_T^2 / (k_T^2 + m^2 v^2)^2 up to a virtuality 4 m^2 above its
   minimum (k_T^2 <= 4 m^2 (1 - v), assumed: the pair's mass scale), the primary recoiling with -k_T; each
   muon at an angle u m / E from the photon's direction, u from 2 u du / (1 + u^2)^2 (the leading form of
-  the pair's angular distribution, cut at u = 10), the two azimuths opposite;
+  the pair's angular distribution, cut at u = 10 and at 1 rad), the two azimuths opposite; the asymmetry's
+  range from the muon's own energy;
 * **timelike**: a virtual photon of mass M emitted like a dark photon with epsilon = 1, M from its spectral
   density times the emission cross section, v = x from the IWW spectrum at that M (``darkbrem.sample_x``),
   the primary recoiling with the photon's p_T (``darkbrem.sample_pt``), the photon decaying to the pair
@@ -18,7 +19,7 @@ A ``dimuon`` event is timelike with probability rate_timelike / (rate_spacelike 
 (biased runs, v >= ``biasing.v_min``): the same two parts restricted to v >= v_min, each with its
 probability there; the event's weight is their sum (the probability per muon of a trident in the
 forced region), the part drawn by its share.  Until stop 44 the spacelike part was a toy with an assumed
-rate (1e-5 per muon on 0.02 < v < 0.6, 1/v, no recoil): the computed part is 0.45x that on the toy's range,
+rate (1e-5 per muon on 0.02 < v < 0.6, 1/v, no recoil): the computed part is 0.43x that on the toy's range,
 0.53x in the forced region, and reaches v = 1 (2.3e-7 per muon above v = 0.6).
 """
 
@@ -66,8 +67,10 @@ def rates(params, e0: float) -> Rates:
 #: cut (the pair's mass scale, (2 m_mu)^2; assumed)
 _KT_CUT_M2 = 4.0
 #: the pair muons' angles from the photon's direction: u = theta E / m_mu up to this (the 1 / u^3 tail of
-#: 2 u / (1 + u^2)^2 beyond it holds 1 % of the pairs)
+#: 2 u / (1 + u^2)^2 beyond it holds 1 % of the pairs), and theta up to _THETA_MAX (a muon of a few hundred
+#: MeV: it leaves the ECAL sideways or stops in it)
 _U_MAX = 10.0
+_THETA_MAX = 1.0
 
 
 def _photon_kt(rng, v: np.ndarray, m: float) -> np.ndarray:
@@ -93,7 +96,7 @@ def _spacelike(rng, p: np.ndarray, e0: float, v_min: float):
     """``(v, legs, recoil)`` of spacelike pairs for muons of momentum ``p`` (see the module doc)."""
     m = constants.MUON_MASS
     n = p.size
-    v, rho = tridents.sample_spacelike(rng, n, e0, v_min)
+    v, rho = tridents.sample_spacelike(rng, n, e0, v_min, energy=p)
     kt = _photon_kt(rng, v, m)
     phi = rng.uniform(0.0, 2 * np.pi, n)
     p_after = (1.0 - v) * p
@@ -105,7 +108,7 @@ def _spacelike(rng, p: np.ndarray, e0: float, v_min: float):
     for sign in (1.0, -1.0):
         energy = 0.5 * e_pair * (1.0 + sign * rho)
         r = rng.random(n) * _U_MAX**2 / (1.0 + _U_MAX**2)  # the CDF u^2 / (1 + u^2) cut at _U_MAX
-        theta = np.sqrt(r / (1.0 - r)) * m / energy
+        theta = np.tan(np.minimum(np.sqrt(r / (1.0 - r)) * m / energy, _THETA_MAX))  # as a slope
         legs.append((np.sqrt(np.clip(energy**2 - m * m, 0.0, None)),
                      gx + sign * theta * np.cos(az), gy + sign * theta * np.sin(az)))
     return v, legs, recoil
