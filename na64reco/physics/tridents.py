@@ -161,7 +161,10 @@ def spacelike_table(e0: float, v_min: float, n_v: int = 257, n_rho: int = 65):
     f = spacelike_rho_integrand(LEAD, e0, v[:, None], rho) * np.exp(s[None, :] * t_lo) * (-t_lo)  # d/ds
     c = np.concatenate([np.zeros((v.size, 1)), np.cumsum(0.5 * (f[:, 1:] + f[:, :-1]) * np.diff(s), axis=1)], axis=1)
     c = c / np.where(c[:, -1:] > 0, c[:, -1:], 1.0)
-    return v, cum / cum[-1], float(cum[-1]), s, c
+    out = (v, cum / cum[-1], s, c)
+    for a in out:  # cached: shared by every caller
+        a.flags.writeable = False
+    return out[0], out[1], float(cum[-1]), out[2], out[3]
 
 
 def spacelike_sigma(e0: float, v_min: float) -> float:
