@@ -19,8 +19,8 @@ A ``dimuon`` event is timelike with probability rate_timelike / (rate_spacelike 
 (biased runs, v >= ``biasing.v_min``): the same two parts restricted to v >= v_min, each with its
 probability there; the event's weight is their sum (the probability per muon of a trident in the
 forced region), the part drawn by its share.  Until stop 44 the spacelike part was a toy with an assumed
-rate (1e-5 per muon on 0.02 < v < 0.6, 1/v, no recoil): the computed part is 0.43x that on the toy's range,
-0.53x in the forced region, and reaches v = 1 (2.3e-7 per muon above v = 0.6).
+rate (1e-5 per muon on 0.02 < v < 0.6, 1/v, no recoil): the computed part is 0.86x that on the toy's range,
+1.07x in the forced region, and reaches v = 1 (4.6e-7 per muon above v = 0.6).
 """
 
 from __future__ import annotations
