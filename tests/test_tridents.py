@@ -143,9 +143,9 @@ def _bethe_heitler_mumu(e_gamma: float, z: int = 82, a: float = 207.2) -> float:
 def test_spacelike_normalisation_against_equivalent_photons(energy_gev):
     """At small v the spacelike pair is the muon's nearly real photon converting in the nucleus' field: d sigma
     / dv = n(v) sigma_BH(v E), with the photon flux (alpha / pi v) [(1 - v + v^2/2) ln(Q2max / Q2min) - (1 - v)],
-    Q2min = m^2 v^2 / (1 - v) and Q2max = 4 m^2 (the pair's mass scale).  The formula meets it within 15 % at
-    v = 0.03-0.2 from 50 to 300 GeV (4 % at 160 GeV); with the rho integral over [0, rho_max] only it would be
-    half of it."""
+    Q2min = m^2 v^2 / (1 - v) and Q2max = 4 m^2 (the pair's mass scale; the estimate's own uncertainty from
+    that choice is ~25 %).  The formula meets it within 15 % at v = 0.03-0.2 from 50 to 300 GeV (4 % at
+    160 GeV); with the rho integral over [0, rho_max] only it would be half of it."""
     energy = energy_gev * u.GeV
     for v in (0.03, 0.05, 0.1, 0.2):
         q2min = M_MU**2 * v * v / (1 - v)

@@ -23,11 +23,12 @@ are one here), and X = 1 + U(rho) - U(rho_max) the nuclear form factor's logarit
 
     U = 0.65 A^-0.27 B Z^-1/3 (m_mu / m_e) / (1 + 2 sqrt(e) m_mu^2 B Z^-1/3 (1 + xi) (1 + Y) / (m_e v E (1 - rho^2))),
 
-B = 183, Y = 10 sqrt(m_mu / E).  The normalisation: with the rho integral over [0, rho_max] only (as a
-public implementation has it) the cross section is half the e+e- formula's at equal masses, and half the
-equivalent-photon estimate (the muon's photon flux up to a virtuality 4 m_mu^2 times Burkhardt, Kelner and
-Kokoulin's gamma N -> mu mu cross section), which the full range meets to 4 % at v = 0.03-0.2 and 160 GeV
-(13 % from 50 to 300 GeV; ``tests/test_tridents.py``).  At 160 GeV in lead: 12.3 ub per nucleus above
+B = 183, Y = 10 sqrt(m_mu / E).  The normalisation: the rho integral over both signs, as PROPOSAL has it;
+over [0, rho_max] only (Geant4's model) the cross section is half the equivalent-photon estimate (the
+muon's photon flux up to a virtuality Q2max times Burkhardt, Kelner and Kokoulin's gamma N -> mu mu cross
+section), which the full range meets at v = 0.03-0.2: 0.96-1.03 with Q2max = 4 m_mu^2, 0.73-1.7 for Q2max
+from 16 to 1 m_mu^2 (the estimate's uncertainty, ~25 %; the half range would need Q2max ~ 0.15 m_mu^2, below
+any pair's mass squared; ``tests/test_tridents.py``).  At 160 GeV in lead: 12.3 ub per nucleus above
 v = 0.02 (9.1e-6 per muon crossing the ECAL's 40 X0), 1.22 ub above v = 0.45; its energy loss is 7.8e-4 of
 the e+e- pairs'.  The identity of the two mu- (or mu+) in the final state and the interference with the
 timelike part are left out, as in that paper.
