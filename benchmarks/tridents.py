@@ -5,7 +5,8 @@ the spacelike part (Kelner, Kokoulin, Petrukhin's direct muon pair production) a
 virtual photon emitted as a dark photon of its mass with epsilon = 1, times the muon loop's spectral
 density), above the pair energy fractions that matter: the simulated spacelike range (``dimuon.v_min``),
 the forced region of the ``dimuon`` process (``biasing.v_min``), 0.6 (the old toy's end) and 0.9; the
-weight of a forced ``dimuon`` event; the spacelike part's energy loss against the e+e- pairs'.  With
+weight of a forced ``dimuon`` event; the spacelike part's energy loss against the e+e- pairs'; the ratio of
+the spacelike formula to the equivalent-photon estimate at three virtuality cut-offs.  With
 ``--plot F`` it draws v dsigma/dv of both parts.
 
     python benchmarks/tridents.py --plot docs/images/tridents.png
@@ -58,6 +59,11 @@ def main() -> int:
     b_mumu = float(np.sum(0.5 * (f[1:] + f[:-1]) * np.diff(np.log(v)))) * LEAD.per_gram
     print(f"spacelike energy loss b = {b_mumu:.3g} cm2/g = {b_mumu / energy_loss_b(LEAD, e0, 'pair'):.3g} x the e+e- "
           "pairs'")
+    print("the normalisation's check: formula / equivalent-photon estimate (physics.tridents.equivalent_photon_dsigma)")
+    for q2 in (1.0, 4.0, 16.0):
+        ratios = [tridents.spacelike_dsigma(e0, v)[0] / tridents.equivalent_photon_dsigma(e0, v, q2)
+                  for v in (0.03, 0.05, 0.1, 0.2)]
+        print(f"  Q2max = {q2:4.0f} m_mu^2, v = 0.03 / 0.05 / 0.1 / 0.2: " + " / ".join(f"{r:.2f}" for r in ratios))
     if args.plot:
         import matplotlib
 

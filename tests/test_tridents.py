@@ -124,21 +124,6 @@ def test_spacelike_rate_against_the_toy_it_replaced():
     assert b_mumu / b_ee == pytest.approx(7.8e-4, rel=0.05)
 
 
-def _bethe_heitler_mumu(e_gamma: float, z: int = 82, a: float = 207.2) -> float:
-    """sigma(gamma N -> N mu+ mu-) per nucleus (mm2): Burkhardt, Kelner and Kokoulin's parametrisation of the
-    Bethe-Heitler cross section with the nuclear form factor (CERN-SL-2002-016), an independent reference."""
-    m, me = M_MU, constants.ELECTRON_MASS
-    b, dn = 183.0, 1.54 * a**0.27
-    zt = z ** (-1.0 / 3.0)
-    w_inf = b * zt * m / (dn * me)
-    w_med = 1.0 / (4.0 * dn * math.sqrt(math.e) * m)
-    p_thr, p_sat = 1.479 + 0.00799 * dn, -0.88
-    corr = 1.0 + 0.04 * math.log(1.0 + (-18.0 + 4347.0 / (b * zt)) / e_gamma)
-    e_eff = (1.0 - 4.0 * m / e_gamma) ** p_thr * ((w_inf / w_med) ** p_sat + e_gamma**p_sat) ** (1.0 / p_sat)
-    r_mu = constants.CLASSICAL_ELECTRON_RADIUS * me / m
-    return 7.0 / 9.0 * 4.0 * constants.FINE_STRUCTURE * z * z * r_mu**2 * math.log(1.0 + w_med * corr * e_eff)
-
-
 @pytest.mark.parametrize("energy_gev", [50, 160, 300])
 def test_spacelike_normalisation_against_equivalent_photons(energy_gev):
     """At small v the spacelike pair is the muon's nearly real photon converting in the nucleus' field: d sigma
@@ -148,11 +133,18 @@ def test_spacelike_normalisation_against_equivalent_photons(energy_gev):
     160 GeV); with the rho integral over [0, rho_max] only it would be half of it."""
     energy = energy_gev * u.GeV
     for v in (0.03, 0.05, 0.1, 0.2):
-        q2min = M_MU**2 * v * v / (1 - v)
-        flux = constants.FINE_STRUCTURE / (math.pi * v) * ((1 - v + v * v / 2) * math.log(4 * M_MU**2 / q2min)
-                                                           - (1 - v))
-        ratio = phys_tridents.spacelike_dsigma(energy, v)[0] / (flux * _bethe_heitler_mumu(v * energy))
+        ratio = phys_tridents.spacelike_dsigma(energy, v)[0] / phys_tridents.equivalent_photon_dsigma(energy, v)
         assert ratio == pytest.approx(1.0, abs=0.15), (energy_gev, v, ratio)
+
+
+def test_bethe_heitler_reference_values():
+    """The reference gamma Pb -> mu mu cross section: 0 below the threshold 4 m_mu (the parametrisation's),
+    rising with the photon energy towards its saturation; 0.27 / 0.42 / 0.58 mb at 8 / 16 / 32 GeV."""
+    mb = 1e-25  # mm2
+    assert phys_tridents.bethe_heitler_mumu(4 * M_MU * 0.99) == 0.0
+    values = [phys_tridents.bethe_heitler_mumu(e * u.GeV) / mb for e in (8, 16, 32, 1000)]
+    assert values[:3] == pytest.approx([0.273, 0.418, 0.584], abs=0.002)
+    assert values[0] < values[1] < values[2] < values[3] < 2.0
 
 
 def test_sampled_spacelike_v_and_rho_follow_the_density():
