@@ -23,7 +23,7 @@ import numpy as np
 from na64reco import constants
 from na64reco.geometry import load_setup
 from na64reco.physics import tridents
-from na64reco.physics.muon_losses import LEAD, energy_loss_b
+from na64reco.physics.muon_losses import LEAD, energy_loss_b, ln_cumulative
 from na64reco.sim.params import load_sim_params
 from na64reco.sim.tridents import rates
 
@@ -55,8 +55,7 @@ def main() -> int:
           f"(spacelike {r.spacelike_forced:.3g} + timelike {r.timelike_forced:.3g})")
     m = constants.MUON_MASS
     v = np.exp(np.linspace(math.log(2 * m / e0 * 1.001), math.log(1 - m / e0), 3001))
-    f = tridents.spacelike_dsigma(e0, v) * v * v
-    b_mumu = float(np.sum(0.5 * (f[1:] + f[:-1]) * np.diff(np.log(v)))) * LEAD.per_gram
+    b_mumu = float(ln_cumulative(v, tridents.spacelike_dsigma(e0, v) * v)[-1]) * LEAD.per_gram  # Int v dsigma/dv dv
     print(f"spacelike energy loss b = {b_mumu:.3g} cm2/g = {b_mumu / energy_loss_b(LEAD, e0, 'pair'):.3g} x the e+e- "
           "pairs'")
     print("the normalisation's check: formula / equivalent-photon estimate (physics.tridents.equivalent_photon_dsigma)")

@@ -42,7 +42,8 @@ import numpy as np
 from na64reco import constants
 
 __all__ = ["Absorber", "LEAD", "IRON", "ionisation", "knock_on_spectrum", "bremsstrahlung_dsigma", "pair_dsigma",
-           "pair_phi", "energy_loss_b", "mean_loss_coefficients", "critical_energy", "LossSpectrum", "loss_spectrum"]
+           "pair_phi", "ln_cumulative", "energy_loss_b", "mean_loss_coefficients", "critical_energy", "LossSpectrum",
+           "loss_spectrum"]
 
 _ME = constants.ELECTRON_MASS
 _SQRT_E = math.sqrt(math.e)
@@ -212,8 +213,8 @@ def _log_grid(v_min: float, n: int) -> np.ndarray:
     return np.exp(np.linspace(math.log(v_min), 0.0, n))
 
 
-def _ln_v_cumulative(v: np.ndarray, dn_dv: np.ndarray) -> np.ndarray:
-    """Int_{v_0}^{v_i} dN/dv dv on a ln-v grid (trapezoids in ln v), from 0 at the first point."""
+def ln_cumulative(v: np.ndarray, dn_dv: np.ndarray) -> np.ndarray:
+    """Int_{v_0}^{v_i} dN/dv dv on a log grid ``v`` (trapezoids in ln v), from 0 at the first point."""
     f = dn_dv * v  # dN / d ln v
     return np.concatenate([[0.0], np.cumsum(0.5 * (f[1:] + f[:-1]) * np.diff(np.log(v)))])
 
@@ -223,7 +224,7 @@ def energy_loss_b(absorber: Absorber, energy: float, process: str, mass: float =
     if process not in _DSIGMA:
         raise ValueError(f"process {process!r}: unknown (known: {', '.join(_DSIGMA)})")
     v = _log_grid(1e-7, 4001)
-    return float(_ln_v_cumulative(v, v * _DSIGMA[process](absorber, energy, v, mass))[-1]) * absorber.per_gram
+    return float(ln_cumulative(v, v * _DSIGMA[process](absorber, energy, v, mass))[-1]) * absorber.per_gram
 
 
 @functools.lru_cache(maxsize=64)  # ~20 ms each; the yields ask for the beam energy's at every mass and coupling
@@ -276,7 +277,7 @@ class LossSpectrum:
 
     def b_fraction(self) -> float:
         """Mean fractional loss in the discrete part: Int_{v_min}^1 v dN/dv dv."""
-        return float(_ln_v_cumulative(self.v, self.v * self.dndv)[-1])
+        return float(ln_cumulative(self.v, self.v * self.dndv)[-1])
 
 
 _ABSORBERS = {"lead": LEAD, "iron": IRON}
@@ -300,5 +301,5 @@ def loss_spectrum(absorber: str, energy: float, thickness: float, v_min: float,
             dndv += _DSIGMA[proc](ab, energy, v) * ab.per_gram * thickness
         else:
             raise ValueError(f"process {proc!r}: unknown (known: brems, pair, knock_on)")
-    cumulative = _ln_v_cumulative(v, dndv)
+    cumulative = ln_cumulative(v, dndv)
     return LossSpectrum(absorber, float(energy), float(thickness), float(v_min), tuple(processes), v, dndv, cumulative)

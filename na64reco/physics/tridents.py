@@ -44,7 +44,7 @@ import numpy as np
 
 from na64reco import constants
 from na64reco.physics import darkbrem
-from na64reco.physics.muon_losses import LEAD, Absorber, pair_phi
+from na64reco.physics.muon_losses import LEAD, Absorber, ln_cumulative, pair_phi
 
 __all__ = ["spectral_density", "timelike_sigma", "mass_table", "sample_mass", "spacelike_rho_integrand",
            "spacelike_dsigma", "spacelike_table", "spacelike_sigma", "sample_spacelike", "bethe_heitler_mumu",
@@ -68,8 +68,7 @@ def mass_table(e0: float, x_min: float | None = None, n_masses: int = 161):
     to 20 GeV) and the timelike cross section per lead nucleus (mm2) with x > ``x_min`` (None: all)."""
     masses = np.exp(np.linspace(math.log(2 * constants.MUON_MASS * 1.0005), math.log(_M_MAX), n_masses))
     sig = np.array([darkbrem.sigma_total(e0, m, coupling=1.0, model="aprime", x_min=x_min) for m in masses])
-    dens = spectral_density(masses) * sig * 2.0 * masses * masses  # d sigma / d ln M
-    cum = np.concatenate([[0.0], np.cumsum(0.5 * (dens[1:] + dens[:-1]) * np.diff(np.log(masses)))])
+    cum = ln_cumulative(masses, spectral_density(masses) * sig * 2.0 * masses)  # d sigma / dM = 2 M d sigma / dM^2
     return masses, cum / cum[-1], float(cum[-1])
 
 
@@ -162,8 +161,7 @@ def spacelike_table(e0: float, v_min: float, n_v: int = 257, n_rho: int = 65):
     if not 2 * m / e0 < v_min < v_hi:
         raise ValueError(f"spacelike trident: v_min={v_min} outside the kinematic range ({2 * m / e0:.3g}, {v_hi:.6g})")
     v = np.exp(np.linspace(math.log(v_min), math.log(v_hi * (1 - 1e-9)), n_v))
-    dens = spacelike_dsigma(e0, v) * v  # d sigma / d ln v
-    cum = np.concatenate([[0.0], np.cumsum(0.5 * (dens[1:] + dens[:-1]) * np.diff(np.log(v)))])
+    cum = ln_cumulative(v, spacelike_dsigma(e0, v))
     s = np.linspace(0.0, 1.0, n_rho)
     t_lo = np.log(2.0 * m / (v * e0))[:, None]
     rho = -np.expm1(s[None, :] * t_lo)
@@ -204,14 +202,15 @@ def sample_spacelike(rng: np.random.Generator, n: int, e0: float, v_min: float, 
 
 # ----------------------------------------------------------------------------------------------------
 # an independent estimate of the spacelike part, for its normalisation's check
-def bethe_heitler_mumu(e_gamma: float, z: int = 82, a: float = 207.2) -> float:
+def bethe_heitler_mumu(e_gamma: float, absorber: Absorber = LEAD) -> float:
     """sigma(gamma N -> N mu+ mu-) per nucleus (mm2) at photon energy ``e_gamma`` (MeV): Burkhardt, Kelner and
     Kokoulin's parametrisation of the Bethe-Heitler cross section with the nuclear form factor
     (CERN-SL-2002-016); 0.27 / 0.42 / 0.58 mb on lead at 8 / 16 / 32 GeV."""
     m, me = constants.MUON_MASS, constants.ELECTRON_MASS
     if e_gamma <= 4.0 * m:
         return 0.0
-    b, dn = 183.0, 1.54 * a**0.27
+    z, a = absorber.z, absorber.a
+    b, dn = _B, 1.54 * a**0.27
     zt = z ** (-1.0 / 3.0)
     w_inf = b * zt * m / (dn * me)
     w_med = 1.0 / (4.0 * dn * math.sqrt(math.e) * m)

@@ -404,10 +404,7 @@ def _ecal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
             p[sig] = p[sig] * (1.0 - xs)
             dtx, dty = recoil_slopes(rng, p[sig], xs, ctx.setup.beam.energy, ctx.signal_mass, constants.MUON_MASS)
             j = mu[sig]
-            tr.x[j] -= dtx * zv  # kink at the vertex: shift the line so that it passes there
-            tr.y[j] -= dty * zv
-            tr.tx[j] += dtx
-            tr.ty[j] += dty
+            _kink(tr, j, dtx, dty, zv)
             ctx.truth.x[ev[sig]] = xs
             ctx.truth.vertex_z[ev[sig]] = det.z + zv
             f_vertex[sig], z_vertex[sig] = _x0_of_mm(det, zv) / total_x0, zv
@@ -439,11 +436,7 @@ def _ecal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
                 # and their discrete losses behind the vertex, showering where they happen (stop 43)
                 pair[-1].p -= e_ion + _pair_losses(ctx, det, ev[dim], t[dim], xv, yv, ntx, nty, zv, f_vertex[dim], pm)
                 pair[-1].alive &= pair[-1].p > _STOP_MOMENTUM_FLOOR
-            # the primary's recoil as a kink at the vertex
-            tr.x[j] -= rtx * zv
-            tr.y[j] -= rty * zv
-            tr.tx[j] += rtx
-            tr.ty[j] += rty
+            _kink(tr, j, rtx, rty, zv)  # the primary's recoil
             # the pair is scattered over the depth behind the vertex at the ECAL's exit (below)
             pair_scatter += [(nt, total_x0 * (1.0 - f_vertex[dim]), rest) for nt in pair]
             new_tracks += pair  # positions are given at the ECAL *front* plane like the others
@@ -522,6 +515,15 @@ def _ecal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
             scatter_thick(rng, nt, x_rest, rest, nt.alive)
         tr = Tracks.concat([tr] + new_tracks)
     return tr
+
+
+def _kink(tr: Tracks, j, dtx, dty, zv) -> None:
+    """Tracks ``j`` (lines given at the element's front) turned by ``(dtx, dty)`` at depth ``zv`` mm: the
+    line is shifted so that it still passes through the vertex."""
+    tr.x[j] -= dtx * zv
+    tr.y[j] -= dty * zv
+    tr.tx[j] += dtx
+    tr.ty[j] += dty
 
 
 def _pair_losses(ctx: Context, det: Calorimeter, ev, t, xv, yv, tx, ty, zv, f_vertex, p) -> np.ndarray:

@@ -92,17 +92,22 @@ def _photon_kt(rng, v: np.ndarray, m: float) -> np.ndarray:
     return np.sqrt(0.5 * (lo + hi))
 
 
+def _photon_emission(rng, pt: np.ndarray, v: np.ndarray, p: np.ndarray):
+    """A photon of energy fraction ``v`` and transverse momentum ``pt`` emitted by muons of momentum ``p`` at a
+    random azimuth: ``(recoil, (gx, gy))``, the primary's slopes' change and the photon's slopes."""
+    phi = rng.uniform(0.0, 2 * np.pi, p.size)
+    cos, sin = np.cos(phi), np.sin(phi)
+    p_after, e_gamma = (1.0 - v) * p, v * p
+    return (pt / p_after * cos, pt / p_after * sin), (-pt / e_gamma * cos, -pt / e_gamma * sin)
+
+
 def _spacelike(rng, p: np.ndarray, e0: float, v_min: float):
     """``(v, legs, recoil)`` of spacelike pairs for muons of momentum ``p`` (see the module doc)."""
     m = constants.MUON_MASS
     n = p.size
     v, rho = tridents.sample_spacelike(rng, n, e0, v_min, energy=p)
-    kt = _photon_kt(rng, v, m)
-    phi = rng.uniform(0.0, 2 * np.pi, n)
-    p_after = (1.0 - v) * p
-    recoil = (kt / p_after * np.cos(phi), kt / p_after * np.sin(phi))
+    recoil, (gx, gy) = _photon_emission(rng, _photon_kt(rng, v, m), v, p)
     e_pair = v * p
-    gx, gy = -kt / e_pair * np.cos(phi), -kt / e_pair * np.sin(phi)  # the photon's direction
     az = rng.uniform(0.0, 2 * np.pi, n)
     legs = []
     for sign in (1.0, -1.0):
@@ -139,11 +144,8 @@ def _timelike(rng, p: np.ndarray, e0: float, x_min: float | None):
     n = p.size
     masses = tridents.sample_mass(rng, n, e0, x_min)
     x, pt = _draw_x_pt(rng, e0, masses, x_min)
+    recoil, (gx, gy) = _photon_emission(rng, pt, x, p)
     e_gamma = x * p
-    phi = rng.uniform(0.0, 2 * np.pi, n)
-    p_after = (1.0 - x) * p
-    recoil = (pt / p_after * np.cos(phi), pt / p_after * np.sin(phi))
-    gx, gy = -pt / e_gamma * np.cos(phi), -pt / e_gamma * np.sin(phi)  # the photon's direction
     # the decay: isotropic in the photon's rest frame, boosted along its direction
     pstar = np.sqrt(np.clip(masses**2 / 4.0 - m**2, 0.0, None))
     cos = rng.uniform(-1.0, 1.0, n)
@@ -176,22 +178,15 @@ def draw(rng: np.random.Generator, p: np.ndarray, e0: float, params, biased: boo
     v = np.empty(n)
     legs = [[np.empty(n), np.zeros(n), np.zeros(n)] for _ in range(2)]
     recoil = (np.zeros(n), np.zeros(n))
-    # the spacelike part
-    sl = np.flatnonzero(~timelike)
-    if sl.size:
-        v_min = max(params.bias_v_min, params.dimuon_v_min) if biased else params.dimuon_v_min
-        v[sl], pair, (rx, ry) = _spacelike(rng, p[sl], e0, v_min)
-        recoil[0][sl], recoil[1][sl] = rx, ry
-        for leg, made in zip(legs, pair, strict=True):
-            for k in range(3):
-                leg[k][sl] = made[k]
-    # the timelike part
-    tl = np.flatnonzero(timelike)
-    if tl.size:
-        v[tl], pair, (rx, ry) = _timelike(rng, p[tl], e0, params.bias_v_min if biased else None)
-        recoil[0][tl], recoil[1][tl] = rx, ry
-        for leg, made in zip(legs, pair, strict=True):
-            for k in range(3):
-                leg[k][tl] = made[k]
+    v_min = max(params.bias_v_min, params.dimuon_v_min) if biased else params.dimuon_v_min
+    parts = ((np.flatnonzero(~timelike), lambda pp: _spacelike(rng, pp, e0, v_min)),
+             (np.flatnonzero(timelike), lambda pp: _timelike(rng, pp, e0, params.bias_v_min if biased else None)))
+    for sel, make in parts:  # the spacelike part first, then the timelike one
+        if sel.size:
+            v[sel], pair, (rx, ry) = make(p[sel])
+            recoil[0][sel], recoil[1][sel] = rx, ry
+            for leg, made in zip(legs, pair, strict=True):
+                for k in range(3):
+                    leg[k][sel] = made[k]
     weight = np.full(n, r.forced) if biased else np.ones(n)
     return v, [tuple(leg) for leg in legs], recoil, weight
