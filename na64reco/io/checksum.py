@@ -218,10 +218,21 @@ def verify_chunk(blocks: Blocks, arrays: Mapping[str, object], start: int, stop:
                  read: Callable[[int, int], Mapping[str, object]]) -> None:
     """Verify the entries ``[start, stop)`` held in ``arrays``.
 
-    Whole blocks inside the range are checked from ``arrays``; a block cut by the range
-    is checked by reading it whole with ``read(block_start, block_stop)`` (chunks aligned
-    to the basket clusters, as the runner makes them, never need that).
+    The range must lie inside the tree and every branch of ``arrays`` hold ``stop - start``
+    entries.  Whole blocks inside the range are checked from ``arrays``; a block cut by the
+    range is read whole with ``read(block_start, block_stop)``, checked, and the part of it
+    the range covers compared value by value with ``arrays`` (chunks aligned to the basket
+    clusters, as the runner makes them, never need that): a chunk is the content of the
+    entries it names, or an error, also when it covers no whole block.
     """
+    n_tree = int(blocks.stops[-1]) if len(blocks.stops) else 0
+    if not 0 <= start <= stop <= n_tree:
+        raise RawFormatError(f"{source}: entries {start}-{stop} are not inside tree {blocks.tree!r} "
+                             f"(entries 0-{n_tree})")
+    for name, values in arrays.items():
+        if _length(values) != stop - start:
+            raise RawFormatError(f"{source}: tree {blocks.tree!r}, branch {name!r}: the chunk holds "
+                                 f"{_length(values)} entries for entries {start}-{stop} ({stop - start})")
     lo, hi = blocks.widen(start, stop)
     if (lo, hi) == (start, stop):
         blocks.verify(arrays, start, stop, source)
@@ -234,4 +245,29 @@ def verify_chunk(blocks: Blocks, arrays: Mapping[str, object], start: int, stop:
     for k in range(i, j):
         if k not in inner:
             a, b = int(blocks.starts[k]), int(blocks.stops[k])
-            blocks.verify(read(a, b), a, b, source)
+            whole = read(a, b)
+            blocks.verify(whole, a, b, source)
+            lo, hi = max(a, start), min(b, stop)  # the part of the block the chunk holds
+            for name in blocks.names:
+                if name in arrays and not same_content(arrays[name][lo - start:hi - start], whole[name][lo - a:hi - a]):
+                    raise RawFormatError(f"{source}: tree {blocks.tree!r}, branch {name!r}, entries {lo}-{hi}: "
+                                         "the chunk's content is not the file's")
+
+
+def _length(values) -> int:
+    """Entries of a numpy array, an awkward array or layout."""
+    return int(values.shape[0]) if isinstance(values, np.ndarray) else len(values)
+
+
+def same_content(x, y) -> bool:
+    """Whether two branches' entries (numpy or awkward, flat or jagged) hold the same values in
+    the same lists (NaN equal to NaN; the dtypes may differ in byte order only)."""
+    fx, ox = _flat(x)
+    fy, oy = _flat(y)
+    if (ox is None) != (oy is None) or fx.dtype.newbyteorder("=") != fy.dtype.newbyteorder("="):
+        return False
+    if ox is not None:
+        if len(ox) != len(oy) or not np.array_equal(np.diff(ox), np.diff(oy)):
+            return False
+        fx, fy = fx[ox[0]:ox[-1]], fy[oy[0]:oy[-1]]
+    return fx.shape == fy.shape and bool(np.array_equal(fx, fy, equal_nan=fx.dtype.kind in "fc"))

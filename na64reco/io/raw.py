@@ -466,12 +466,18 @@ class RawFile:
     path: Path | str   # a Path, or the URL of a remote file
     meta: dict
     n_events: int
-    _has_truth: bool   # read-only (:attr:`has_truth`): it decides whether the events carry the data mark
     _file: object = field(repr=False, default=None)
+    # read-only (:attr:`has_truth`): it decides whether the events carry the data mark; set from the
+    # open file's own trees, never an argument (``dataclasses.replace`` cannot make a data file simulation)
+    _has_truth: bool = field(init=False, repr=False, default=False)
     _blocks: dict = field(repr=False, default_factory=dict)
     _trees: dict = field(repr=False, default_factory=dict)
     _baskets: dict = field(repr=False, default_factory=dict)
     _ranges: ValueRanges | None = field(repr=False, default=None)
+
+    def __post_init__(self):
+        keys = self._file.keys(cycle=False) if self._file is not None else ()
+        self._has_truth = bool(self.meta.get("has_truth")) and "truth" in keys
 
     @property
     def has_truth(self) -> bool:
@@ -1296,7 +1302,7 @@ def open_raw(path, *, setup: str | None = None, structure: bool | tuple[str, ...
         if setup is not None and meta.get("setup") != setup:
             raise SetupMismatch(f"{path}: was written for setup {meta.get('setup')!r}, not {setup!r}")
         _check_unexpected(keys, meta, path)
-        raw = RawFile(path, meta, -1, bool(meta.get("has_truth")), f)
+        raw = RawFile(path, meta, -1, f)
         trees = branch_types(raw.has_truth, raw.version)
         now = tuple(trees) if structure is True else tuple(structure or ())
         raw._baskets.update(_read_maps(f, keys, meta, path))  # (checked: a tree with one needs no header)
