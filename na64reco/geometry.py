@@ -38,11 +38,11 @@ import hepunits
 import numpy as np
 
 from na64reco import as_loaded, constants
-from na64reco.config import Node, load_yaml
+from na64reco.config import Node
 from na64reco.errors import ConfigError
 from na64reco.resources import calib_dir
+from na64reco.setup_document import setup_document
 
-SCHEMA_VERSION = 1
 SETUPS = ("na64mu", "na64e")
 TRACKER_TYPES = ("MM", "GEM", "straw")
 
@@ -418,7 +418,7 @@ def period_of_run(name_or_path: str, run: int) -> Period | None:
 
 @functools.lru_cache(maxsize=16)
 def _periods(path: str) -> tuple[Period, ...]:
-    node = load_yaml(path, schema_version=SCHEMA_VERSION)
+    node = setup_document(path)
     if not node.has("periods"):
         return ()
     out = []
@@ -449,7 +449,7 @@ _NOT_OVERRIDABLE = ("schema_version", "setup", "periods", "simulation", "calibra
 @functools.lru_cache(maxsize=16)
 def _load_period(name_or_path: str, period: str) -> Setup:
     path = _setup_file(name_or_path)
-    node = load_yaml(path, schema_version=SCHEMA_VERSION)
+    node = setup_document(path)
     data = {k: v for k, v in node.data.items() if k != "periods"}
     if period:
         (entry,) = [(i, p) for i, p in enumerate(node.nodes("periods")) if str(p.raw("name")) == period]

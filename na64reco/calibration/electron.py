@@ -46,11 +46,11 @@ import awkward as ak
 import numpy as np
 from hepunits import GeV
 
-from na64reco.config import load_yaml
 from na64reco.constants import ECAL_ELECTRON_RESPONSE_RANGE, ECAL_SECTION_SCALE_RANGE
 from na64reco.errors import NA64Error
 from na64reco.geometry import Setup
 from na64reco.io.raw import TRIGGER_BITS, release_data_events
+from na64reco.setup_document import setup_document
 from na64reco.stats.robust import median_and_sigma
 
 #: defaults of the ``calibration.electron`` section of a setup YAML
@@ -59,7 +59,7 @@ DEFAULTS = {"core_sigmas": 2.5, "unity_below_gev": 1.0, "min_events": 300}
 
 def electron_params(setup: Setup) -> dict:
     """``calibration.electron`` of the setup YAML (core_sigmas, unity_below_gev, min_events)."""
-    root = load_yaml(setup.source)
+    root = setup_document(setup.source)
     out = dict(DEFAULTS)
     if root.has("calibration") and root.node("calibration").has("electron"):
         n = root.node("calibration").node("electron")

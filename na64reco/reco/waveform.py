@@ -51,10 +51,10 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from na64reco.config import load_yaml
 from na64reco.errors import RawFormatError
 from na64reco.geometry import Setup
 from na64reco.pulse import msadc_half_rise_time, msadc_shape
+from na64reco.setup_document import setup_document
 
 FLAG_SATURATED = 1
 FLAG_PILEUP = 2
@@ -103,7 +103,7 @@ class WaveformConfig:
 
 @functools.lru_cache(maxsize=16)
 def _config_from_source(source: str, n_samples, period, max_adc, decay, signal_time, threshold):
-    a = load_yaml(source).node("msadc")
+    a = setup_document(source).node("msadc")
     return WaveformConfig(
         n_samples=n_samples,
         period=period,

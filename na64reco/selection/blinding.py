@@ -41,12 +41,13 @@ import numpy as np
 
 from na64reco import as_loaded
 from na64reco.config import load_yaml
-from na64reco.errors import BlindingError, NA64Error
+from na64reco.errors import BlindingError, ConfigError, NA64Error
 from na64reco.io.location import sha256_file
 from na64reco.resources import package_calib_dir, package_selections_dir
 from na64reco.selection.cuts import outside_mask, region_mask
 from na64reco.selection.schema import Region, Selection, parse_region
 from na64reco.selection.token import UnblindingToken, unblinding_lock_path
+from na64reco.setup_document import setup_sources
 
 __all__ = ["PROTECTED_FILE", "BlindingDecision", "Protection", "UnblindingToken", "apply_blinding", "blind_mask",
            "check_unblind_argument", "load_protection", "protected_mask", "protection_path", "protection_text",
@@ -148,12 +149,13 @@ def _file_sha(path) -> str:
 
 
 def _inputs(source, name: str, period: str, run: int, files: dict) -> dict | None:
-    """What a reconstruction is made of, part by part: ``"setup"`` -> the setup file's contents,
-    the setup, period and run; each conditions payload -> its file's contents (None if a
-    file is unreadable)."""
+    """What a reconstruction is made of, part by part: ``"setup"`` -> the contents of the setup
+    file and its bases (:func:`~na64reco.setup_document.setup_sources`), the setup, period and
+    run; each conditions payload -> its file's contents (None if a file is unreadable)."""
     try:
-        return {"setup": (_file_sha(source), name, period, int(run)), **{k: _file_sha(v) for k, v in files.items()}}
-    except (OSError, TypeError):
+        shas = tuple(_file_sha(p) for p in setup_sources(source))
+        return {"setup": (shas, name, period, int(run)), **{k: _file_sha(v) for k, v in files.items()}}
+    except (OSError, TypeError, ConfigError):
         return None
 
 

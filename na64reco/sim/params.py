@@ -10,9 +10,10 @@ import functools
 import os
 from dataclasses import dataclass, field, replace
 
-from na64reco.config import Node, load_yaml
+from na64reco.config import Node
 from na64reco.errors import ConfigError
 from na64reco.geometry import Setup
+from na64reco.setup_document import setup_document, setup_sources
 from na64reco.sim.punchthrough import SPECIES, PunchThroughModel
 
 #: Processes of the simulator (``--process``); ``mixture`` mixes the beam with the
@@ -160,15 +161,16 @@ def _setup_yaml(source: str) -> Node:
     """The setup file, parsed once per process and version of the file (~0.1 s of YAML for
     the NA64mu setup, 5 % of simulating 100k MOT; issue 11).  The nodes are only read."""
     try:
-        st = os.stat(source)
+        stats = tuple((st.st_mtime_ns, st.st_size) for st in map(os.stat, setup_sources(source)))
     except OSError:
-        return load_yaml(source)  # its error names the file
-    return _parsed_yaml(str(source), st.st_mtime_ns, st.st_size)
+        return setup_document(source)  # its error names the file
+    return _parsed_yaml(str(source), stats)
 
 
 @functools.lru_cache(maxsize=16)
-def _parsed_yaml(source: str, mtime_ns: int, size: int) -> Node:
-    return load_yaml(source)
+def _parsed_yaml(source: str, stats: tuple) -> Node:
+    """(``stats``: the (mtime, size) of the file and its bases, the key of the cache)"""
+    return setup_document(source)
 
 
 def _rare_process_params(setup: Setup, s, h) -> dict:

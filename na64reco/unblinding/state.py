@@ -16,6 +16,7 @@ from na64reco import __version__
 from na64reco.errors import CalibrationMissing, ConfigError, NA64Error, RawFormatError
 from na64reco.io import location
 from na64reco.io.location import sha256_file
+from na64reco.setup_document import setup_sha256
 
 #: Processor options a ledger may fix (fields of :class:`na64reco.runner.RunOptions`).
 RUN_OPTIONS = ("executor", "workers", "chunksize", "skip_bad_files", "retries", "scheduler")
@@ -106,7 +107,7 @@ def calibration_state(tag: str, root: Path | None = None) -> dict:
         "root": str(root.resolve()),
         "tag_sha256": sha256_file(tag_path(tag, root)),
         "setup": setup,
-        "setup_sha256": sha256_file(setup_file) if setup_file.is_file() else None,
+        "setup_sha256": setup_sha256(setup_file) if setup_file.is_file() else None,  # (with its bases)
         "conditions": conditions,
     }
 
