@@ -51,7 +51,7 @@ import yaml
 from hepunits import GeV, tesla
 from hepunits import m as metre
 
-from na64reco import as_loaded
+from na64reco import as_loaded, constants
 from na64reco.atomic import write_new_file
 from na64reco.config import PLAIN_NAME_RULE, Node, is_plain_name, load_yaml
 from na64reco.errors import CalibrationMissing, ConfigError
@@ -364,6 +364,32 @@ def resolve(tag: str, run: int, root: Path | None = None) -> dict[str, Path]:
     return chosen
 
 
+
+def _check_calo_ranges(node, name: str, det, msadc, arrays: dict) -> None:
+    """The calorimeter constants of detector ``name`` inside what the read-out can give: pedestals in
+    0..``msadc.max_adc``, noise above 0 and below the ADC range, time offsets within the sampled
+    window (``n_samples`` x ``sample_period``), gains within
+    :data:`~na64reco.constants.CALO_GAIN_TO_NOMINAL_RANGE` of the detector's ``nominal_gain``."""
+    window = msadc.n_samples * msadc.sample_period
+    lo_gain, hi_gain = (f * det.nominal_gain for f in constants.CALO_GAIN_TO_NOMINAL_RANGE)
+    checks = (
+        ("pedestal_even", 0.0, msadc.max_adc, f"pedestals in ADC counts within 0..{msadc.max_adc}"),
+        ("pedestal_odd", 0.0, msadc.max_adc, f"pedestals in ADC counts within 0..{msadc.max_adc}"),
+        ("noise_adc", np.nextafter(0.0, 1.0), msadc.max_adc, f"noise in ADC counts above 0, below {msadc.max_adc}"),
+        ("time_offset_ns", -window, window, f"time offsets within +-{window:g} ns (the sampled window)"),
+        ("gain_mev_per_adc", lo_gain, hi_gain,
+         f"gains within {lo_gain:g}..{hi_gain:g} MeV per count ({constants.CALO_GAIN_TO_NOMINAL_RANGE[0]:g}-"
+         f"{constants.CALO_GAIN_TO_NOMINAL_RANGE[1]:g} x the setup's nominal_gain {det.nominal_gain:g} MeV)"),
+    )
+    for field_name, lo, hi, expected in checks:
+        a = arrays[field_name]
+        bad = np.flatnonzero((a < lo) | (a > hi))
+        if bad.size:
+            k = int(bad[0])
+            raise node.error(f"detectors.{name}.{field_name}",
+                             f"channel {k} has {a[k]:g}; expected {expected}")
+
+
 def load_conditions(setup: str | Setup, run: int, tag: str | None = None,
                     root: Path | None = None) -> RunConditions:
     """Conditions of ``run`` for ``setup`` from ``tag`` (default: ``calib/default_tags.yaml``).
@@ -393,6 +419,7 @@ def load_conditions(setup: str | Setup, run: int, tag: str | None = None,
             arrays[f] = a
         if np.any(arrays["gain_mev_per_adc"] <= 0):
             raise calo_node.error(f"detectors.{name}.gain_mev_per_adc", "gains must be positive")
+        _check_calo_ranges(calo_node, name, det, setup.msadc, arrays)
         calo[name] = CaloConditions(
             arrays["pedestal_even"], arrays["pedestal_odd"], arrays["noise_adc"],
             arrays["gain_mev_per_adc"], arrays["time_offset_ns"], arrays["status"].astype(np.int8),

@@ -162,3 +162,10 @@ ECAL_ELECTRON_RESPONSE_RANGE = (0.5, 1.2)
 #: preshower, which loses most below the threshold, needs 1.25-1.27 at 5-10 GeV (v002 above); a factor
 #: 2 either way is not a threshold loss but a wrong input.
 ECAL_SECTION_SCALE_RANGE = (0.5, 2.0)
+
+# --- plausibility of the calorimeter conditions (na64reco.conditions) --------------------------
+#: Allowed range of a channel's gain relative to its detector's ``nominal_gain`` (calib/setups): the
+#: channel-to-channel spread is ~10 % (``msadc.gain_spread``) and the shipped constants lie within
+#: 0.74-1.29 of nominal; a factor 100 either way is not a calibration but a unit or typing error
+#: (a gain of 1e30 MeV per count made a 3.5e31 GeV ECAL energy, read without a word, before).
+CALO_GAIN_TO_NOMINAL_RANGE = (0.01, 100.0)

@@ -62,11 +62,13 @@ def check_not_blinded(reco, setup_name: str, reference=None) -> None:
                             "it stays hidden until `na64reco unblind`")
 
 
-def draw_event(raw_events, index: int, setup, conditions, *, title: str = "", output=None, data: bool = False):
+def draw_event(raw_events, index: int, setup, conditions, *, title: str = "", output=None, data: bool = False,
+               source: str = ""):
     """Draw event ``index`` of ``raw_events``; returns the matplotlib figure (saved, and
     not kept by pyplot, if ``output``).  A data event (``data``, or events read from a data
     file, which carry that mark whatever ``data`` says) gets "Internal" labels, and one in
-    the protected region raises :class:`~na64reco.errors.BlindingError`."""
+    the protected region raises :class:`~na64reco.errors.BlindingError`.  ``source``: the file the
+    events come from, named by the errors of bad digits."""
     from na64reco.io.raw import is_data_events, release_data_events
     from na64reco.plotting import DPI, exp_label, na64_style
     from na64reco.reco.event import reconstruct
@@ -76,7 +78,7 @@ def draw_event(raw_events, index: int, setup, conditions, *, title: str = "", ou
     data = data or is_data_events(raw_events)
     raw_events = release_data_events(raw_events)  # withheld below, before anything is drawn
     one = raw_events[index: index + 1]
-    reco = reconstruct(one, setup, conditions)
+    reco = reconstruct(one, setup, conditions, source)
     if data:  # the reference always: setup and conditions are the caller's objects, changed at will
         from na64reco.selection.blinding import reference_protected
 
@@ -84,7 +86,7 @@ def draw_event(raw_events, index: int, setup, conditions, *, title: str = "", ou
     trk = event_display(raw_events, index, setup, conditions)
     calo = one.calo[0]
     digits = reconstruct_digits(np.asarray(calo.det), np.asarray(calo.chan), np.asarray(calo.adc).reshape(-1, 32),
-                                setup, conditions)
+                                setup, conditions, source=source)
     energy_of = {}
     for d, c, e, g in zip(digits.det, digits.chan, digits.energy, digits.good, strict=True):
         if g:

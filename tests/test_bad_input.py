@@ -59,15 +59,15 @@ def _set(tree: int, branch: str, index, value):
 EVENTS, SPILLS, TRUTH = 0, 1, 2
 
 
-@pytest.mark.parametrize("value", [float("nan"), float("inf"), -5.0])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -5.0, 1e300])
 def test_a_non_finite_truth_weight_is_refused_not_summed_into_the_cutflow(tmp_path, value):
     """(a NaN weight made every weighted row of the cut-flow NaN, silently; a negative one
-    was summed)"""
+    was summed; one of 1e300, events per beam particle, overflowed the sums to inf)"""
     path = _write(tmp_path / "w.root", tweak=_set(TRUTH, "weight", slice(250, 260), value))
     with open_raw(path) as raw, pytest.raises(RawFormatError) as err:
         raw.truth()
-    assert f"{path}: branch truth.weight of entry 250 is {value!r}; expected a finite weight >= 0 (10 entries" \
-        in str(err.value)
+    assert (f"{path}: branch truth.weight of entry 250 is {value!r}; expected a weight in 0..1 (expected events "
+            "per beam particle) (10 entries") in str(err.value)
     with pytest.raises(NA64Error, match=r"w\.root.*truth\.weight of entry 250"):
         _run([path])
     good = _write(tmp_path / "good.root", first_event=10_000)
@@ -268,6 +268,17 @@ def test_two_conditions_files_of_one_version_for_a_run_are_refused(calib):
 @pytest.mark.parametrize("field, value, words", [
     ("noise_adc", -1.0, "key 'detectors.ECAL.noise_adc.3': -1.0 is less than the minimum of 0"),
     ("status", 7, "key 'detectors.ECAL.status.3': 7 is not one of [0, 1, 2]"),  # (was: masked as if dead)
+    # (each was read without a word: a gain of 1e30 MeV per count made a 3.5e31 GeV ECAL energy)
+    ("gain_mev_per_adc", 1e30, "key 'detectors.ECAL.gain_mev_per_adc': channel 3 has 1e+30; expected gains "
+                               "within 0.04..400 MeV per count (0.01-100 x the setup's nominal_gain 4 MeV)"),
+    ("pedestal_even", 1e9, "key 'detectors.ECAL.pedestal_even': channel 3 has 1e+09; expected pedestals in ADC "
+                           "counts within 0..4095"),
+    ("pedestal_odd", -3000.0, "key 'detectors.ECAL.pedestal_odd': channel 3 has -3000; expected pedestals in ADC "
+                              "counts within 0..4095"),
+    ("noise_adc", 0.0, "key 'detectors.ECAL.noise_adc': channel 3 has 0; expected noise in ADC counts above 0, "
+                       "below 4095"),
+    ("time_offset_ns", 1e12, "key 'detectors.ECAL.time_offset_ns': channel 3 has 1e+12; expected time offsets "
+                             "within +-400 ns (the sampled window)"),
 ])
 def test_a_calorimeter_constant_out_of_its_range_is_refused(calib, field, value, words):
     import yaml
@@ -830,3 +841,18 @@ def test_the_simulator_writes_only_values_the_readers_accept(tmp_path):
     tdc = np.concatenate(list(ev["straw_tdc"]))
     assert np.abs(samples).max() == 120 and (samples == 120).sum() > 100  # saturated, not dropped
     assert tdc.size > 300 and tdc.min() >= 0 and tdc.max() <= ValueRanges.of(setup).straw_tdc_max
+
+
+def test_a_bad_digit_is_named_by_its_file_run_and_event_in_every_command(tmp_path, capsys):
+    """(`na64reco display` named the file `<digits>`; `reco --chunk-size 10` and `run` named an entry
+    counted within the chunk, 'entry 9' for the file's entry 39)"""
+    from na64reco.cli import main
+
+    path = _write(tmp_path / "d.root", tweak=_digit("calo", 39, det=999, chan=3, adc=np.full(32, 300)))
+    where = "run 1 event 39 (detector id 999 channel 3)"
+    assert main(["reco", path, "--output", str(tmp_path / "d.parquet"), "--chunk-size", "10", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert path in err and where in err and "entry" not in err, err
+    assert main(["display", path, "--event", "39", "--output", str(tmp_path / "d.png")]) == 1
+    err = capsys.readouterr().err
+    assert path in err and where in err and "<digits>" not in err, err

@@ -106,6 +106,16 @@ def test_dimensionless_bounds_are_plain_numbers(tmp_path):
     assert load_selection(_write(tmp_path, d)).cut("chi2").max == 3.0
 
 
+@pytest.mark.parametrize("bound", [float("nan"), float("inf"), "nan GeV", "inf GeV", "-inf GeV"])
+def test_a_bound_that_is_not_finite_is_refused(tmp_path, bound):
+    """(``max: .nan`` made the cut keep no event, ``max: .inf`` was accepted: silently)"""
+    variable = "chi2_out" if isinstance(bound, float) else "p_out"
+    d = _mutated(cuts__1={"name": "c", "type": "range", "variable": variable, "max": bound})
+    words = "finite.*leave the key out for no bound" if isinstance(bound, float) else "is not a quantity"
+    with pytest.raises(ConfigError, match=rf"key 'cuts\.1\.max'.*{words}"):
+        load_selection(_write(tmp_path, d))
+
+
 def test_known_variables_depend_on_setup():
     assert "srd_module_energy" in known_variables("na64e")
     assert "srd_module_energy" not in known_variables("na64mu")

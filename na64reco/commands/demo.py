@@ -93,14 +93,14 @@ def _display_signal_event(path, output: Path) -> Path:
         truth = raw.truth(0, n)
         setup = raw.run_setup()  # (errors name the file)
         conditions = raw.run_conditions(setup)
-        reco = reconstruct(raw.events(0, n), setup, conditions)
+        reco = reconstruct(raw.events(0, n), setup, conditions, str(path))
         p_in, p_out = (np.asarray(reco[k], dtype=float) for k in ("p_in", "p_out"))
         box = _box_edge_gev()  # a fully reconstructed event: both momenta measured, p_out in the box
         candidates = np.nonzero((truth["p_out"] < box) & (p_out < box) & np.isfinite(p_in))[0]
         i = int(candidates[0]) if candidates.size else 0
         draw_event(raw.events(i, i + 1), 0, setup, conditions,
                    title=f"{Path(path).name}: simulated Z' signal, true p_out = {truth['p_out'][i]:.1f} GeV",
-                   output=output)
+                   output=output, source=str(path))
     return output
 
 

@@ -48,6 +48,7 @@ def run(args) -> int:
             title += (f"   truth: {names.get(int(t['process'][0]), '?')}, p_in = {t['p_in'][0]:.1f} GeV"
                       + (f", p_out = {p_out:.1f} GeV" if np.isfinite(p_out) else ""))
         with output_file(args.output) as staged:  # no half-written image after a crash
-            draw_event(events, 0, setup, conds, title=title, output=staged, data=not raw.has_truth)
+            draw_event(events, 0, setup, conds, title=title, output=staged, data=not raw.has_truth,
+                       source=str(args.raw))
     print(f"event {args.event} of {args.raw} -> {args.output}")
     return 0

@@ -804,8 +804,9 @@ def check_content(tree: str, arrays, run: int, source, start: int = 0, ranges: V
                  "MAX_BEAM_PER_SPILL)")
     elif tree == "truth":
         weight = values("weight")
-        if not (np.isfinite(weight) & (weight >= 0)).all():
-            fail("weight", ~(np.isfinite(weight) & (weight >= 0)), "a finite weight >= 0")
+        ok = np.isfinite(weight) & (weight >= 0) & (weight <= 1)
+        if not ok.all():  # (events per beam particle: a probability, each particle makes at most one event)
+            fail("weight", ~ok, "a weight in 0..1 (expected events per beam particle)")
         if "process" in names:
             known = np.isin(values("process"), list(PROCESSES.values()))
             if not known.all():

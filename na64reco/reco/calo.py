@@ -57,7 +57,6 @@ import dataclasses
 import functools
 import math
 
-import awkward as ak
 import numba
 import numpy as np
 from hepunits import GeV
@@ -104,15 +103,7 @@ def digits_of_events(events, setup: Setup, conditions, source: str = "") -> tupl
     refuse_data_events(events, "digits_of_events()")
     counts, det, chan, adc = flat_digits(events)
     ev = np.repeat(np.arange(len(counts)), counts)
-    run = ak.to_numpy(events["run"]) if "run" in events.fields else None
-    number = ak.to_numpy(events["event"]) if "event" in events.fields else None
-
-    def describe(i):
-        e = int(ev[i])
-        if run is not None and number is not None:
-            return f"run {int(run[e])} event {int(number[e])} (entry {e}, detector id {det[i]} channel {chan[i]})"
-        return f"entry {e} (digit {i})"
-
+    describe = _describer(events, counts, det, chan)
     digits = reconstruct_digits(det, chan, adc, setup, conditions, source=source, describe=describe)
     cfg = waveform_config(setup)
     ref_ids = [d.id for d in setup.calorimeters.values() if d.kind == "counter" or d.name == "ECAL"]
@@ -430,15 +421,16 @@ def reconstruct_calo(events, setup: Setup, conditions, source: str = "", *,
 
 
 def _describer(events, counts, det, chan):
-    """``describe(i)``: names the event of digit ``i`` in error messages."""
+    """``describe(i)``: names the event of digit ``i`` in error messages, by its run and event
+    number (an index into ``events``, a chunk of a file, would not be the file's entry)."""
     fields = events.fields
 
     def describe(i):
         e = int(np.searchsorted(np.cumsum(counts), i, side="right"))
         if "run" in fields and "event" in fields:
-            return (f"run {int(events['run'][e])} event {int(events['event'][e])} (entry {e}, "
-                    f"detector id {det[i]} channel {chan[i]})")
-        return f"entry {e} (digit {i})"
+            return (f"run {int(events['run'][e])} event {int(events['event'][e])} "
+                    f"(detector id {det[i]} channel {chan[i]})")
+        return f"event {e} of those given (digit {i}; they carry no run and event numbers)"
 
     return describe
 

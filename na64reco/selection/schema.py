@@ -36,6 +36,7 @@ that one, which the event must fail.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,13 +222,16 @@ def _bound(node: Node, key: str, dimension: str) -> float | None:
         return None
     raw = node.raw(key)
     if dimension == "dimensionless":
-        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
-            raise node.error(key, f"expected a plain number (the variable is dimensionless), found {raw!r}")
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
+            raise node.error(key, f"expected a finite plain number (the variable is dimensionless), found {raw!r}"
+                             " (leave the key out for no bound)")
         return float(raw)
     if isinstance(raw, (int, float)) and not isinstance(raw, bool):
         raise node.error(key, f"{raw!r} has no unit: write it as a quantity such as '{raw} GeV' "
                          f"({dimension})")
     q = node.quantity(key, dimension)
+    if not math.isfinite(q):
+        raise node.error(key, f"expected a finite value, found {raw!r} (leave the key out for no bound)")
     return q / GeV  # the reco record is in GeV
 
 
