@@ -118,16 +118,27 @@ def output_dir(path: str | Path, *, overwrite: bool = False, inputs: Iterable[st
 def output_file(path: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling of ``path`` (same suffix, so writers that go by the
     suffix still work) and move it to ``path`` with :func:`os.replace` when the block
-    ends without an exception; delete it otherwise."""
+    ends without an exception; delete it otherwise.  An error writing it names ``path``, not the
+    temporary name (an :class:`OutputError`)."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     staged = final.with_name(f".{final.stem}.tmp-{os.getpid()}{final.suffix}")
     try:
         yield staged
         os.replace(staged, final)
+    except OSError as exc:
+        text = str(exc)
+        if str(staged) not in text and exc.filename not in (str(staged), staged):
+            raise
+        text = text.replace(str(staged), str(final)) if str(staged) in text else (exc.strerror or text)
+        raise OutputError(f"{final}: cannot write: {text}") from None
     finally:
         if staged.exists():
             staged.unlink()
+
+
+class OutputError(NA64Error, OSError):
+    """An output file that cannot be written (named as the caller asked for it)."""
 
 
 def write_new_file(path: str | Path, text: str) -> Path:

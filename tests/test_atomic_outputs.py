@@ -76,6 +76,21 @@ def test_output_file_is_replaced_atomically(tmp_path):
     assert target.read_text() == "new" and not leftovers(tmp_path)
 
 
+def test_an_output_that_cannot_be_written_is_named_as_asked(tmp_path):
+    """(the error named the temporary sibling, '/proc/.x.tmp-28827.parquet')"""
+    target = tmp_path / "x.parquet"
+    with pytest.raises(atomic.OutputError) as err:  # (pyarrow's words)
+        with atomic.output_file(target) as staged:
+            raise OSError(f"Failed to open local file '{staged}'. Detail: [errno 13] Permission denied")
+    assert str(err.value) == f"{target}: cannot write: Failed to open local file '{target}'. Detail: [errno 13] " \
+        "Permission denied"
+    with pytest.raises(atomic.OutputError) as err:
+        with atomic.output_file(target) as staged:
+            raise PermissionError(13, "Permission denied", str(staged))
+    assert str(err.value) == f"{target}: cannot write: [Errno 13] Permission denied: '{target}'"
+    assert not list(tmp_path.iterdir())
+
+
 def test_write_new_file_never_overwrites(tmp_path):
     path = atomic.write_new_file(tmp_path / "ledger.json", "{}")
     with pytest.raises(FileExistsError):
