@@ -218,6 +218,15 @@ class Calorimeter:
     deflected_magnet: str = ""  # counters beside the beam (module doc): the bending magnet
     edge_momentum: float = 0.0  # ... and the momentum whose trajectory passes the inner edge (MeV)
 
+    def number(self, key: str) -> float:
+        """The plain-number entry ``key`` of this detector's description in the setup file (a
+        ConfigError naming the detector and key if it is missing or not a number)."""
+        value = self.params.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"setup detector {self.name}: key 'calorimeters.{self.name}.{key}': expected a "
+                              f"number, found {value!r}")
+        return float(value)
+
     @property
     def n_channels(self) -> int:
         if self.kind == "paddles":

@@ -177,3 +177,15 @@ def test_period_removes_and_updates_planes_by_name(tmp_path):
     names = [p.name for p in s.planes]
     assert "MM1X" not in names and next(p for p in s.planes if p.name == "MM2X").efficiency == 0.5
     assert [p.index for p in s.planes] == list(range(len(s.planes)))
+
+
+def test_a_detector_number_the_simulation_needs_is_required_not_defaulted():
+    """(the simulator read the HCAL's resolution and module depth with defaults that repeated the
+    setup file's values: a setup without them got the copies silently)"""
+    from na64reco.errors import ConfigError
+
+    hcal = load_setup("na64mu").calorimeters["HCAL"]
+    assert hcal.number("interaction_lengths_per_module") == 7.5 and hcal.number("resolution_stochastic") == 0.65
+    with pytest.raises(ConfigError, match=r"setup detector HCAL: key 'calorimeters\.HCAL\.nope': expected a number, "
+                                          r"found None"):
+        hcal.number("nope")

@@ -187,7 +187,7 @@ def _rare_process_params(setup: Setup, s, h) -> dict:
         if hcal is None:
             raise pt.error("lambda_ratio", "punch-through needs an HCAL in the setup")
         out["punch"] = PunchThroughModel(
-            module_lambda=float(hcal.params.get("interaction_lengths_per_module", 7.5)),
+            module_lambda=hcal.number("interaction_lengths_per_module"),
             lambda_ratio=ratios, visible_fraction=h.number("visible_fraction", minimum=0.0, maximum=1.0),
             cut_charged=pt.quantity("cut_charged", "energy", minimum=0.0),
             cut_neutral=pt.quantity("cut_neutral", "energy", minimum=0.0))

@@ -25,6 +25,7 @@ import numpy as np
 from scipy.special import gammainc
 
 from na64reco import constants
+from na64reco.errors import ConfigError
 from na64reco.geometry import Calorimeter, Magnet, Setup, TrackerPlane
 from na64reco.io.raw import PROCESSES
 from na64reco.sim import decays, hard_scatter, tridents
@@ -626,8 +627,10 @@ def _hadron_shower_from_ecal(ctx: Context, ecal: Calorimeter, tr: Tracks, j, d_l
     rng, prm, setup = ctx.rng, ctx.params, ctx.setup
     hcal = setup.calorimeters.get("HCAL")
     e_vis = tr.p[j] * prm.hadron_visible_fraction
-    stoch = float(hcal.params.get("resolution_stochastic", 0.65)) if hcal else 0.65
-    const = float(hcal.params.get("resolution_constant", 0.06)) if hcal else 0.06
+    if hcal is None:
+        raise ConfigError(f"setup {setup.name}: a hadron showering in the ECAL needs the HCAL's hadronic energy "
+                          "resolution, and the setup has no HCAL")
+    stoch, const = hcal.number("resolution_stochastic"), hcal.number("resolution_constant")
     e_vis = phys.smear_energy(rng, e_vis, stoch, const)
     ev, t = tr.ev[j], tr.t[j]
     lam = prm.hadron_ecal_lambda
@@ -656,7 +659,7 @@ def _hadron_shower_from_ecal(ctx: Context, ecal: Calorimeter, tr: Tracks, j, d_l
             ctx.rec.deposit(ev[k], veto.id, 2 * ix[k], e, t[k])
             ctx.rec.deposit(ev[k], veto.id, 2 * ix[k] + 1, e, t[k])
     if hcal is not None:
-        lam_mod = float(hcal.params.get("interaction_lengths_per_module", 7.5))
+        lam_mod = hcal.number("interaction_lengths_per_module")
         zz = hcal.z - ecal.z
         xh, yh = tr.x[j] + tr.tx[j] * zz, tr.y[j] + tr.ty[j] * zz
         for m in range(hcal.n_sections):
@@ -681,7 +684,7 @@ def _hcal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
     det: Calorimeter = el.obj
     rng, prm = ctx.rng, ctx.params
     mod = det.section_depths[0]
-    lam_mod = float(det.params.get("interaction_lengths_per_module", 7.5))
+    lam_mod = det.number("interaction_lengths_per_module")
     _, _, inside = cell_index(det, tr.x, tr.y)
     inside &= tr.alive
     is_had = (tr.kind == KIND_PION) | (tr.kind == KIND_KAON)
@@ -692,8 +695,7 @@ def _hcal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
     e_vis = np.zeros(tr.n)
     shower = had & (d < det.n_sections * lam_mod)
     if np.any(shower):
-        stoch = float(det.params.get("resolution_stochastic", 0.65))
-        const = float(det.params.get("resolution_constant", 0.06))
+        stoch, const = det.number("resolution_stochastic"), det.number("resolution_constant")
         e_vis[shower] = phys.smear_energy(rng, tr.p[shower] * prm.hadron_visible_fraction, stoch, const)
     sig = (prm.hadron_lateral_sigma,)
     for m in range(det.n_sections):
