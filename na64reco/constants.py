@@ -169,3 +169,11 @@ ECAL_SECTION_SCALE_RANGE = (0.5, 2.0)
 #: 0.74-1.29 of nominal; a factor 100 either way is not a calibration but a unit or typing error
 #: (a gain of 1e30 MeV per count made a 3.5e31 GeV ECAL energy, read without a word, before).
 CALO_GAIN_TO_NOMINAL_RANGE = (0.01, 100.0)
+
+# --- Kelner, Kokoulin and Petrukhin's muon cross sections (na64reco.physics.muon_losses, .tridents) ----
+#: Screening constant B of the atomic form factor, ln(B Z^-1/3) (Kelner, Kokoulin, Petrukhin, Phys. At.
+#: Nucl. 60 (1997) 576 and 63 (2000) 1603; Groom, Mokhov, Striganov, ADNDT 78 (2001) 183).
+KKP_SCREENING_B = 183.0
+#: The nucleus' size in the nuclear form factor: D_n = KKP_D_N_COEFF A^KKP_D_N_POWER (same papers).
+KKP_D_N_COEFF = 1.54
+KKP_D_N_POWER = 0.27

@@ -129,8 +129,9 @@ def bremsstrahlung_dsigma(absorber: Absorber, energy: float, v, mass: float = co
     z = absorber.z
     z13 = z ** (-1.0 / 3.0)
     delta = mass * mass * v / (2 * energy * (1 - v))
-    d_n = 1.54 * absorber.a**0.27
-    phi_n = np.log(183 * z13 * (mass + delta * (d_n * _SQRT_E - 2)) / (d_n * (_ME + delta * _SQRT_E * 183 * z13)))
+    d_n = constants.KKP_D_N_COEFF * absorber.a**constants.KKP_D_N_POWER
+    b = constants.KKP_SCREENING_B
+    phi_n = np.log(b * z13 * (mass + delta * (d_n * _SQRT_E - 2)) / (d_n * (_ME + delta * _SQRT_E * b * z13)))
     phi_e = np.log(1429 * z13 * z13 * mass / ((1 + delta * mass / (_ME * _ME * _SQRT_E))
                                                 * (_ME + delta * _SQRT_E * 1429 * z13 * z13)))
     phi_e = np.where(v < 1 / (1 + mass * mass / (2 * _ME * energy)), np.maximum(phi_e, 0.0), 0.0)
@@ -178,7 +179,7 @@ def pair_dsigma(absorber: Absorber, energy: float, v, mass: float = constants.MU
     xi = (mass * w / (2 * _ME)) ** 2 * (1 - r2) / (1 - w)
     y_e = (5 - r2 + 4 * beta * (1 + r2)) / (2 * (1 + 3 * beta) * np.log(3 + 1 / xi) - r2 - 2 * beta * (2 - r2))
     y_mu = (4 + r2 + 3 * beta * (1 + r2)) / ((1 + r2) * (1.5 + 2 * beta) * np.log(3 + xi) + 1 - 1.5 * r2)
-    bz = 183 / z13
+    bz = constants.KKP_SCREENING_B / z13
     ev = energy * w * (1 - r2)
     l_e = (np.log(bz * np.sqrt((1 + xi) * (1 + y_e)) / (1 + 2 * _ME * _SQRT_E * bz * (1 + xi) * (1 + y_e) / ev))
            - 0.5 * np.log(1 + (1.5 * _ME * z13 / mass) ** 2 * (1 + xi) * (1 + y_e)))

@@ -88,7 +88,7 @@ def sample_mass(rng: np.random.Generator, n: int, e0: float, x_min: float | None
 
 # ----------------------------------------------------------------------------------------------------
 # the spacelike part (Kelner, Kokoulin, Petrukhin 2000)
-_B = 183.0
+_B = constants.KKP_SCREENING_B
 _FF_COEFF = 0.65  # U's numerator: 0.65 A^-0.27 B Z^-1/3 m_mu / m_e (the nuclear size)
 _FF_A_POWER = -0.27
 _Y_COEFF = 10.0
@@ -210,7 +210,7 @@ def bethe_heitler_mumu(e_gamma: float, absorber: Absorber = LEAD) -> float:
     if e_gamma <= 4.0 * m:
         return 0.0
     z, a = absorber.z, absorber.a
-    b, dn = _B, 1.54 * a**0.27
+    b, dn = _B, constants.KKP_D_N_COEFF * a**constants.KKP_D_N_POWER
     zt = z ** (-1.0 / 3.0)
     w_inf = b * zt * m / (dn * me)
     w_med = 1.0 / (4.0 * dn * math.sqrt(math.e) * m)
