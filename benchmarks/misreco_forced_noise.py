@@ -77,6 +77,15 @@ TAIL_SIDEBAND = (80.0, 144.0)
 BOX = (None, 80.0)
 
 
+def _beam_peak_gev() -> float:
+    """The tail models' beam peak: the NA64mu beam energy of calib/setups/na64mu.yaml (GeV)."""
+    import hepunits as u
+
+    from na64reco.geometry import load_setup
+
+    return load_setup("na64mu").beam.energy / u.GeV
+
+
 def parse_strata(text: str) -> tuple[list, dict]:
     strata, events = [], {}
     for item in filter(None, text.split(",")):
@@ -111,7 +120,8 @@ def tail_bound(res: dict, est: dict) -> dict | None:
                                      if lo < TAIL_SIDEBAND[0]))}
     try:
         comp = misreconstruction_background(counts=counts, edges=res["p_out_edges"], sideband=TAIL_SIDEBAND,
-                                            box=BOX, model="exponential", alternative="power_law")
+                                            box=BOX, peak=_beam_peak_gev(), model="exponential",
+                                            alternative="power_law")
     except NA64Error as exc:
         return {**out, "message": str(exc)}
     f = term["weight"] / est["denominator_per_event"] / row["hard"]

@@ -24,6 +24,7 @@ from na64reco.errors import NA64Error
 SLOPE = 0.06  # 1/GeV: true exponential low-side tail of the 160 GeV peak
 FULL = (10.0, 120.0)  # the tail is generated over the box and the sideband
 SIDEBAND = (80.0, 120.0)
+PEAK = 160.0  # the beam peak of the tail models (GeV)
 BOX = (10.0, 80.0)
 
 
@@ -55,7 +56,7 @@ def test_shape_integrals_match_numerical_quadrature(model):
 def test_fit_recovers_slope_and_its_error():
     rng = np.random.default_rng(11)
     x = _draw_exponential(rng, 4000, *SIDEBAND)
-    fit = fit_tail(x, SIDEBAND)
+    fit = fit_tail(x, SIDEBAND, peak=PEAK)
     assert fit.n_events == 4000 and fit.nu == pytest.approx(4000)
     assert abs(fit.theta - SLOPE) < 3 * fit.theta_error
     # Cramer-Rao: var(s) = 1 / (N var_s(x)) for a truncated exponential family
@@ -75,7 +76,7 @@ def test_closure_and_coverage_on_200_toys():
     pulls = []
     for _ in range(200):
         x = _draw_exponential(rng, rng.poisson(mu_total))
-        fit = fit_tail(x[x >= SIDEBAND[0]], SIDEBAND)  # only the sideband is "unblinded"
+        fit = fit_tail(x[x >= SIDEBAND[0]], SIDEBAND, peak=PEAK)  # only the sideband is "unblinded"
         n, err = extrapolate(fit, BOX)
         pulls.append((n - true_box) / err)
     pulls = np.array(pulls)
@@ -94,18 +95,27 @@ def test_stat_error_without_shape_covariance_would_undercover():
     covered = 0
     for _ in range(100):
         x = _draw_exponential(rng, rng.poisson(mu_total))
-        fit = fit_tail(x[x >= SIDEBAND[0]], SIDEBAND)
+        fit = fit_tail(x[x >= SIDEBAND[0]], SIDEBAND, peak=PEAK)
         n, _ = extrapolate(fit, BOX)
         covered += abs(n - true_box) < n / math.sqrt(fit.nu)
     assert covered / 100 < 0.5
+
+
+def test_the_sideband_and_beam_peak_are_required_not_defaulted():
+    """(they defaulted to NA64mu's 80-120 GeV and 160 GeV: an NA64e fit that left the peak out
+    used a 160 GeV peak for its 100 GeV beam, silently)"""
+    with pytest.raises(NA64Error, match="fit_tail: give fit_range .* and peak"):
+        fit_tail(np.linspace(80, 120, 50), SIDEBAND)
+    with pytest.raises(TypeError, match="peak"):
+        misreconstruction_background(np.linspace(80, 120, 50), sideband=SIDEBAND, box=BOX)
 
 
 def test_binned_and_unbinned_fits_agree():
     rng = np.random.default_rng(3)
     x = _draw_exponential(rng, 1500, *SIDEBAND)
     counts, edges = np.histogram(x, bins=np.linspace(*SIDEBAND, 81))
-    unb = fit_tail(x, SIDEBAND)
-    binned = fit_tail(counts=counts, edges=edges)
+    unb = fit_tail(x, SIDEBAND, peak=PEAK)
+    binned = fit_tail(counts=counts, edges=edges, fit_range=SIDEBAND, peak=PEAK)
     assert binned.binned and not unb.binned
     assert binned.theta == pytest.approx(unb.theta, abs=0.1 * unb.theta_error)
     assert binned.theta_error == pytest.approx(unb.theta_error, rel=0.05)
@@ -119,10 +129,10 @@ def test_power_law_truth_is_recovered_and_shape_systematic_covers_model_choice()
     k = 3.0
     x = _draw_power(rng, 200_000, k)
     sb = x[x >= SIDEBAND[0]]
-    fit = fit_tail(sb, SIDEBAND, model="power_law")
+    fit = fit_tail(sb, SIDEBAND, model="power_law", peak=PEAK)
     assert abs(fit.theta - k) < 3 * fit.theta_error
     true_box = np.count_nonzero(x < BOX[1])
-    est = misreconstruction_background(sb, sideband=SIDEBAND, box=BOX, model="exponential",
+    est = misreconstruction_background(sb, sideband=SIDEBAND, box=BOX, peak=PEAK, model="exponential",
                                        alternative="power_law")
     d = est.details
     assert d["shape_syst"] == pytest.approx(abs(d["n_alternative"] - est.n))
@@ -135,11 +145,11 @@ def test_power_law_truth_is_recovered_and_shape_systematic_covers_model_choice()
 
 def test_too_few_sideband_events_and_bad_ranges_are_refused():
     with pytest.raises(NA64Error, match="sideband events"):
-        fit_tail([90.0, 95.0, 100.0], SIDEBAND)
+        fit_tail([90.0, 95.0, 100.0], SIDEBAND, peak=PEAK)
     with pytest.raises(NA64Error, match="below the peak"):
-        fit_tail(np.linspace(150, 170, 50), (150.0, 170.0), model="power_law")
+        fit_tail(np.linspace(150, 170, 50), (150.0, 170.0), model="power_law", peak=PEAK)
     with pytest.raises(NA64Error, match="unknown tail model"):
-        fit_tail(np.linspace(80, 120, 50), SIDEBAND, model="gaussian")
+        fit_tail(np.linspace(80, 120, 50), SIDEBAND, model="gaussian", peak=PEAK)
 
 
 def test_mc_component_scales_weights_to_exposure():
@@ -222,7 +232,8 @@ def test_campaign_extrapolation_upper_bound_covers_the_truth_at_90_percent(slope
     for _ in range(n_toys):
         x = _draw_exponential(rng, rng.poisson(mu_total), 0.0, 120.0, slope)
         counts, _ = np.histogram(x, edges)
-        est = misreconstruction_background(counts=counts, edges=edges, sideband=(80.0, 120.0), box=(None, 80.0))
+        est = misreconstruction_background(counts=counts, edges=edges, sideband=(80.0, 120.0), box=(None, 80.0),
+                                           peak=PEAK)
         covered += true_box <= est.n + 1.2816 * est.error
         stat_covered += abs(est.n - true_box) < est.details["stat_error"]
     tol = 3 * math.sqrt(0.9 * 0.1 / n_toys)

@@ -183,14 +183,18 @@ def _hessian(f, x: np.ndarray, steps: np.ndarray) -> np.ndarray:
     return h
 
 
-def fit_tail(values=None, fit_range: tuple[float, float] = (80.0, 120.0), *, model: str = "exponential",
-             peak: float = 160.0, counts=None, edges=None) -> TailFit:
+def fit_tail(values=None, fit_range: tuple[float, float] | None = None, *, model: str = "exponential",
+             peak: float | None = None, counts=None, edges=None) -> TailFit:
     """Fit a tail shape to the events in ``fit_range`` (extended maximum likelihood).
 
     Either unbinned (``values``: the variable of each sideband event; events outside
     ``fit_range`` are ignored) or binned (``counts`` in bins ``edges`` covering
-    ``fit_range``; Poisson likelihood).  ``peak`` is the beam peak (same unit).
+    ``fit_range``; Poisson likelihood).  ``peak`` is the beam peak (same unit).  Both are
+    required: the sideband is the analysis's (its selection's ``sidebands``), the peak its beam's.
     """
+    if fit_range is None or peak is None:
+        raise NA64Error("fit_tail: give fit_range (the sideband, e.g. (80, 120) GeV of p_out for NA64mu) and peak "
+                        "(the beam energy in the same unit): they depend on the setup and the selection")
     lo, hi = float(fit_range[0]), float(fit_range[1])
     if not lo < hi:
         raise NA64Error(f"fit range {fit_range}: the lower edge must be below the upper edge")
@@ -389,8 +393,8 @@ class BackgroundTable:
         return "\n".join(lines)
 
 
-def misreconstruction_background(values=None, *, sideband: tuple[float, float] = (80.0, 120.0),
-                                 box: tuple[float | None, float] = (None, 80.0), peak: float = 160.0,
+def misreconstruction_background(values=None, *, sideband: tuple[float, float], box: tuple[float | None, float],
+                                 peak: float,
                                  model: str = "exponential", alternative: str | None = "power_law",
                                  counts=None, edges=None,
                                  source: str = "momentum mis-reconstruction") -> BackgroundComponent:
