@@ -235,6 +235,18 @@ def _bound(node: Node, key: str, dimension: str) -> float | None:
     return q / GeV  # the reco record is in GeV
 
 
+def _bounds(node: Node, var: str, kind: str, dim: str, what: str) -> tuple[float | None, float | None]:
+    """``(min, max)`` of a range cut or region (units checked, at least one given, min below max,
+    a range that can hold a value)."""
+    lo, hi = _bound(node, "min", dim), _bound(node, "max", dim)
+    if lo is None and hi is None:
+        raise node.error("min", f"{what} needs 'min', 'max' or both")
+    if lo is not None and hi is not None and lo >= hi:
+        raise node.error("max", f"max ({hi:g}) must be above min ({lo:g})")
+    _check_not_empty(node, var, kind, hi, dim)
+    return lo, hi
+
+
 def _check_not_empty(node: Node, var: str, kind: str, hi, dimension) -> None:
     """A range ``min <= var < max`` that no value of a never-negative variable can be in is an error."""
     if hi is not None and hi <= 0 and (kind == "count" or var in NON_NEGATIVE):
@@ -281,12 +293,7 @@ def _parse_cut(c: Node, setup: str) -> Cut:
             mask |= TRIGGER_BITS[b]
         return Cut(name, ctype, var, bits=mask, text=f"{var} has {'+'.join(bits)}")
     _check_keys(c, "", common | {"min", "max"} | ({"modules"} if ctype == "each_in_range" else set()))
-    lo, hi = _bound(c, "min", dim), _bound(c, "max", dim)
-    if lo is None and hi is None:
-        raise c.error("min", "a range cut needs 'min', 'max' or both")
-    if lo is not None and hi is not None and lo >= hi:
-        raise c.error("max", f"max ({hi:g}) must be above min ({lo:g})")
-    _check_not_empty(c, var, kind, hi, dim)
+    lo, hi = _bounds(c, var, kind, dim, "a range cut")
     modules = None
     if ctype == "each_in_range" and c.has("modules"):
         mods = c.raw("modules")
@@ -303,12 +310,7 @@ def _parse_region(r: Node, setup: str, name: str, cut_names: list[str], *, allow
     var, (kind, dim) = _variable(r, setup)
     if kind not in ("scalar", "count"):
         raise r.error("variable", f"{var!r} is a {kind} variable; a region needs a scalar variable")
-    lo, hi = _bound(r, "min", dim), _bound(r, "max", dim)
-    if lo is None and hi is None:
-        raise r.error("min", "a region needs 'min', 'max' or both")
-    if lo is not None and hi is not None and lo >= hi:
-        raise r.error("max", f"max ({hi:g}) must be above min ({lo:g})")
-    _check_not_empty(r, var, kind, hi, dim)
+    lo, hi = _bounds(r, var, kind, dim, "a region")
     fails = None
     if allow_fails and r.has("fails"):
         fails = r.string("fails", choices=cut_names)
