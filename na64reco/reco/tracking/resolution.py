@@ -17,6 +17,7 @@ to first order.
 
 from __future__ import annotations
 
+import hepunits as u
 import numpy as np
 
 from na64reco import constants
@@ -140,7 +141,7 @@ class MatchResolution:
     (mm^2, momenta in MeV); see the comment above.  ``in_used``/``out_used``: plane masks of
     the two views (default all planes)."""
 
-    P_REF = 100_000.0  # MeV
+    P_REF = 100 * u.GeV  # the reference momentum of the b terms
 
     def __init__(self, setup, view_in, view_out, in_used=None, out_used=None, mass=constants.MUON_MASS):
         z_e = setup.detector("ECAL").z
