@@ -30,17 +30,17 @@ from pathlib import Path
 import numpy as np
 from hepunits import GeV, MeV
 
-from na64reco import constants
 from na64reco.commands.limit import crossing_mass
 from na64reco.efficiency import signal_efficiency, x_acceptance
 from na64reco.physics.gminus2 import g_band
 from na64reco.physics.yields import expected_signal
+from na64reco.selection.signal_model import signal_model
 from na64reco.stats.limits import cls_upper_limit, coupling_limit
 
 MOT = 1.98e10
 BACKGROUND, BACKGROUND_ERR, OBSERVED = 0.07, 0.03, 0
 PUBLISHED_CROSSING = 40 * MeV  # "the g-2 explanation is excluded for m_Z' >~ 40 MeV"
-X_MIN = 1.0 - constants.NA64MU_P_OUT_MAX / constants.NA64MU_BEAM_ENERGY
+X_MIN = signal_model("na64mu").x_min  # the box of selections/na64mu_invisible.yaml
 G_REF = 1e-4
 N_STEPS = 8  # depth slices of the yield integral (the muon loses < 1 % of its energy)
 

@@ -96,10 +96,8 @@ NA64_ECAL_DEPTH_X0 = 40.0
 #: Nominal beam energies: NA64mu M2 muons 160 GeV, NA64e H4 electrons 100 GeV (NA64.md).
 NA64MU_BEAM_ENERGY = 160 * u.GeV
 NA64E_BEAM_ENERGY = 100 * u.GeV
-#: NA64mu signal box: scattered muon momentum p_out < 80 GeV (PRL 132, 211803 (2024)).
-NA64MU_P_OUT_MAX = 80 * u.GeV
-#: NA64e signal box: E_ECAL < 50 GeV, i.e. x > 0.5 at 100 GeV (NA64.md).
-NA64E_ECAL_MAX = 50 * u.GeV
+#: (The signal boxes, p_out < 80 GeV for NA64mu (PRL 132, 211803 (2024)) and E_ECAL < 50 GeV for NA64e
+#: (NA64.md), are the selections' (selections/*_invisible.yaml; na64reco.selection.signal_model).)
 
 # --- single large-angle scattering (na64reco.physics.single_scatter) ---------------------------------
 #: Neutron magnetic moment in nuclear magnetons (PDG 2024).

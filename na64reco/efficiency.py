@@ -37,9 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
-from na64reco import constants
 from na64reco.errors import ConfigError, NA64Error
 from na64reco.job_defaults import RUN_CHUNK
+from na64reco.selection.signal_model import signal_model
 
 __all__ = ["PROCESSORS", "EfficiencyPoint", "EfficiencyTable", "signal_efficiency",
            "efficiency_from_output", "x_acceptance", "daq_live_fraction", "pileup_free_fraction",
@@ -48,13 +48,6 @@ __all__ = ["PROCESSORS", "EfficiencyPoint", "EfficiencyTable", "signal_efficienc
 #: Invisible-mode processor of each setup.
 PROCESSORS = {"na64mu": "na64mu_invisible", "na64e": "na64e_invisible"}
 
-#: Beam energy, lepton mass, model and signal-box x_min of each setup (published numbers).
-_KINEMATICS = {
-    "na64mu": (constants.NA64MU_BEAM_ENERGY, constants.MUON_MASS, "zprime",
-               1.0 - constants.NA64MU_P_OUT_MAX / constants.NA64MU_BEAM_ENERGY),
-    "na64e": (constants.NA64E_BEAM_ENERGY, constants.ELECTRON_MASS, "aprime",
-              1.0 - constants.NA64E_ECAL_MAX / constants.NA64E_BEAM_ENERGY),
-}
 
 
 @dataclass
@@ -220,9 +213,9 @@ def x_acceptance(setup: str, mass: float, method: str = "iww") -> float:
 
 
 def _kinematics(setup: str):
-    if setup not in _KINEMATICS:
-        raise ConfigError(f"setup {setup!r} has no signal model; choose one of: {', '.join(_KINEMATICS)}")
-    return _KINEMATICS[setup]
+    """Beam energy, lepton mass, model and signal-box x_min of ``setup`` (:func:`signal_model`)."""
+    m = signal_model(setup)
+    return m.e0, m.lepton_mass, m.model, m.x_min
 
 
 def _signal_weight_of(path) -> float | None:

@@ -33,9 +33,10 @@ from __future__ import annotations
 
 import errno
 import json
+import numbers
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,18 +81,78 @@ class RunOptions:
     check_cache: bool = True  # take the check of files unchanged since an earlier run from its cache
 
     def __post_init__(self):
-        if self.executor not in EXECUTORS:
+        if not isinstance(self.executor, str) or self.executor not in EXECUTORS:
             raise ConfigError(f"executor {self.executor!r} is not one of: {', '.join(EXECUTORS)}")
-        if self.workers < 1:
-            raise ConfigError(f"workers must be >= 1, got {self.workers}")
-        if self.chunksize < 1:
-            raise ConfigError(f"chunksize must be >= 1, got {self.chunksize}")
-        if self.retries < 0:
-            raise ConfigError(f"retries must be >= 0, got {self.retries}")
+        for name, least in (("workers", 1), ("chunksize", 1), ("retries", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise ConfigError(f"{name} must be an integer >= {least}, got {value!r} ({type(value).__name__})")
+            if value < least:
+                raise ConfigError(f"{name} must be >= {least}, got {value}")
+            setattr(self, name, int(value))  # (a numpy integer as a plain int)
+        if self.scheduler is not None:  # before any work: the form of the address (its connection: the run's start)
+            check_scheduler_address(self.scheduler)
         if self.calib_tag is not None:  # before any file is read (it names the file tags/<tag>.yaml)
             from na64reco.conditions import check_tag_name
 
             check_tag_name(self.calib_tag, "--calib-tag")
+
+
+#: the schemes of distributed's communication back-ends (``distributed.comm``)
+SCHEDULER_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx", "inproc")
+
+
+def check_scheduler_address(address) -> str:
+    """``address`` if it is the address of a dask scheduler, ``[SCHEME://]HOST:PORT`` (tcp:// if no
+    scheme; a scheme of :data:`SCHEDULER_SCHEMES`; an IPv6 host in brackets), else a
+    :class:`ConfigError` naming it.  Only its form is checked (by itself, not through dask's
+    configuration): whether a scheduler answers there is seen when the run connects."""
+    expected = "expected the address of a dask scheduler such as tcp://HOST:PORT"
+    if not isinstance(address, str):
+        raise ConfigError(f"scheduler must be a text, got {address!r} ({type(address).__name__}); {expected}")
+    scheme, sep, loc = address.strip().partition("://")
+    if not sep:
+        scheme, loc = "tcp", scheme
+    why = None
+    if not address.strip():
+        why = "empty"
+    elif scheme not in SCHEDULER_SCHEMES:
+        why = f"unknown scheme {scheme!r} (known: {', '.join(SCHEDULER_SCHEMES)})"
+    elif scheme != "inproc":
+        host, colon, port = loc.rpartition(":")
+        if not colon or not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
+            why = "no HOST:PORT with a port in 1-65535"
+    if why:
+        raise ConfigError(f"scheduler {address!r} is not a scheduler address ({why}); {expected}")
+    return address
+
+
+def _one_fileset(fileset) -> dict[str, list[str]]:
+    """``fileset`` ({dataset: [files]}) with each dataset's files as a list of locations
+    (:func:`na64reco.io.location.location`); a single path (a ``str`` or path object) is a
+    dataset of one file.  A dataset without files, or a file that is not a path, is a
+    :class:`ConfigError` naming the dataset."""
+    import os
+
+    if not isinstance(fileset, Mapping):
+        raise ConfigError(f"fileset must be a mapping {{dataset: [files]}}, got {type(fileset).__name__}")
+    if not fileset:
+        raise ConfigError("fileset has no datasets; expected {dataset: [files]}")
+    out = {}
+    for name, files in fileset.items():
+        if isinstance(files, (str, os.PathLike)):
+            files = [files]
+        elif isinstance(files, Mapping) or not isinstance(files, Iterable):
+            raise ConfigError(f"dataset {name!r}: expected a list of file paths (or one path), "
+                              f"got {type(files).__name__}")
+        files = list(files)
+        if not files:
+            raise ConfigError(f"dataset {name!r} has no files; expected a non-empty list of file paths")
+        bad = [f for f in files if not isinstance(f, (str, os.PathLike))]
+        if bad:
+            raise ConfigError(f"dataset {name!r}: {bad[0]!r} ({type(bad[0]).__name__}) is not a file path")
+        out[name] = [location.location(f) for f in files]
+    return out
 
 
 # ----------------------------------------------------------------------------------------
@@ -112,6 +173,11 @@ def load_fileset(path: str | Path) -> dict[str, list[str]]:
             check_name(str(name))
         except ConfigError as exc:
             raise datasets.error(str(name), str(exc)) from None
+        if isinstance(value, dict):
+            unknown = [str(k) for k in value if k != "files"]
+            if unknown:
+                raise datasets.error(str(name), f"unknown key {unknown[0]!r}; the allowed key is 'files' "
+                                     "(a dataset is a list of file paths or {files: [...]})")
         files = value.get("files") if isinstance(value, dict) else value
         if not isinstance(files, list) or not files or not all(isinstance(f, str) for f in files):
             raise datasets.error(str(name), "expected a non-empty list of file paths (or {files: [...]})")
@@ -426,7 +492,7 @@ class _Workers:
                 from dask.distributed import Client
 
                 if opts.scheduler:
-                    self._client = self.stack.enter_context(Client(opts.scheduler))
+                    self._client = self.stack.enter_context(_connect(opts.scheduler))
                 elif self.starting is not None:
                     if not wait and not self.starting.done():
                         return None
@@ -453,6 +519,19 @@ class _Workers:
             return processor.FuturesExecutor(pool=self.pool(), workers=opts.workers, status=opts.status,
                                              retries=0, compression=1)
         return processor.DaskExecutor(client=self.client(), status=opts.status, retries=0, treereduction=8)
+
+
+def _connect(address: str):
+    """A dask ``Client`` of the scheduler at ``address``; a scheduler that cannot be reached (within
+    dask's ``distributed.comm.timeouts.connect``, 30 s by default) is an :class:`NA64Error` naming it."""
+    from dask.distributed import Client
+
+    check_scheduler_address(address)
+    try:
+        return Client(address)
+    except (OSError, TimeoutError) as exc:
+        raise NA64Error(f"cannot connect to the dask scheduler {address} (--scheduler): "
+                        f"{' '.join(str(exc).split()) or type(exc).__name__}") from exc
 
 
 #: what distributed's nanny would put in a local worker's environment and
@@ -621,6 +700,7 @@ def run_files(fileset: Mapping[str, list[str]], opts: RunOptions, *, processor_i
     before anything is done (:func:`na64reco.datasets.check_name`), their files with the
     files' check (one sample per dataset, :class:`na64reco.datasets.SampleMix`).
     """
+    fileset = _one_fileset(fileset)
     check_names(fileset)
     proc = processor_instance or make_processor(opts)
     if opts.bad_spills is not None:  # dropped by the processor, left out of the MOT/EOT
@@ -629,6 +709,8 @@ def run_files(fileset: Mapping[str, list[str]], opts: RunOptions, *, processor_i
     with ExitStack() as stack:
         starting = _start_local_cluster(opts, stack)  # in the background while the files are checked
         workers = _Workers(opts, stack, starting)
+        if opts.executor == "dask" and opts.client is None and opts.scheduler:
+            workers.client()  # connect now: a scheduler that does not answer stops the run before any work
         cache = _check_cache(opts, stack)
         check = check_files(fileset, proc.SETUP, skip_bad_files=opts.skip_bad_files, remote=workers.checks(),
                             cache=cache)

@@ -127,7 +127,7 @@ def write_raw(path, *, setup="na64mu", run=1, n_events=1000, first_event=0, trut
                            "p_in": np.full(n_events, 160.0), "p_out": np.full(n_events, 100.0),
                            "x": u, "vertex_z": np.zeros(n_events), "e_ecal": zeros, "e_ecal_preshower": zeros,
                            "e_hcal": zeros, "e_vhcal": zeros, "e_veto": zeros, "e_srd": zeros,
-                           "weight": 0.5 + u})
+                           "weight": 0.25 + 0.5 * u})  # (a weight is events per beam particle: <= 1)
     return path
 
 

@@ -45,6 +45,7 @@ import numpy as np
 from na64reco import constants as C
 from na64reco.errors import ConfigError
 from na64reco.physics.single_scatter import atoms_per_area, dsigma_d2q, probability_above_q
+from na64reco.selection.signal_model import signal_model
 from na64reco.sim.material_path import Slab, path_elements
 
 
@@ -227,7 +228,7 @@ def element_table(setup, conditions=None, p: float | None = None, track_match_ma
     p = setup.beam.energy if p is None else p
     mag = geo["magnet"]
     kappa0 = float(mag.kick(p)) * 1000.0
-    kappa_box = float(mag.kick(C.NA64MU_P_OUT_MAX)) * 1000.0
+    kappa_box = float(mag.kick(signal_model(setup.name).box_max)) * 1000.0  # the box edge p_out
     tx = np.geomspace(0.05, 200.0, 500)
     tx = np.concatenate([-tx[::-1], tx])  # mrad, signed
     ty = np.concatenate([-np.geomspace(1e-3, 200.0, 300)[::-1], [0.0], np.geomspace(1e-3, 200.0, 300)])

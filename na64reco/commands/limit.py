@@ -17,25 +17,19 @@ from __future__ import annotations
 import json
 import math
 
+import hepunits as u
 import numpy as np
 
-from na64reco import constants
-from na64reco.errors import ConfigError
+from na64reco.errors import ConfigError, NA64Error
+from na64reco.selection.signal_model import signal_model
 
 NAME = "limit"
 HELP = "90% CL upper limits on signal events and on the coupling g (Z') or eps (A') vs mass"
 
-_GEV = 1000.0  # MeV per GeV (hepunits internal unit is MeV)
+_GEV = u.GeV
 
-#: Built-in setups: beam, model and signal box (published numbers, see constants).
-SETUPS = {
-    "na64mu": {"e0": constants.NA64MU_BEAM_ENERGY, "lepton_mass": constants.MUON_MASS,
-               "model": "zprime", "x_min": 1.0 - constants.NA64MU_P_OUT_MAX / constants.NA64MU_BEAM_ENERGY,
-               "coupling": "g"},
-    "na64e": {"e0": constants.NA64E_BEAM_ENERGY, "lepton_mass": constants.ELECTRON_MASS,
-              "model": "aprime", "x_min": 1.0 - constants.NA64E_ECAL_MAX / constants.NA64E_BEAM_ENERGY,
-              "coupling": "eps"},
-}
+#: the setups whose search the command knows (beam, model and signal box: na64reco.selection.signal_model)
+SETUPS = ("na64mu", "na64e")
 
 
 def add_arguments(parser) -> None:
@@ -63,9 +57,9 @@ def add_arguments(parser) -> None:
 
 
 def _validate(args) -> float:
-    setup = SETUPS[args.setup]
-    n_on_target = args.mot if setup["model"] == "zprime" else args.eot
-    flag = "--mot" if setup["model"] == "zprime" else "--eot"
+    setup = signal_model(args.setup)
+    n_on_target = args.mot if setup.model == "zprime" else args.eot
+    flag = "--mot" if setup.model == "zprime" else "--eot"
     other, other_value, other_setup = ("--eot", args.eot, "na64e") if flag == "--mot" else ("--mot", args.mot, "na64mu")
     if other_value is not None and n_on_target is not None:
         raise ConfigError(f"{other} {other_value:g} is an option of setup {other_setup}, not of {args.setup}; "
@@ -85,12 +79,12 @@ def _validate(args) -> float:
         raise ConfigError(f"--masses must be > 0 GeV, got {bad}")
     if args.x_min is not None and not 0 <= args.x_min < 1:  # before the masses' reach, which depends on it
         raise ConfigError(f"--x-min must be in [0, 1), got {args.x_min}")
-    x_min = setup["x_min"] if args.x_min is None else args.x_min
-    too_heavy = [m for m in args.masses if m * _GEV >= setup["e0"] * (1 - x_min)]
+    x_min = setup.x_min if args.x_min is None else args.x_min
+    too_heavy = [m for m in args.masses if m * _GEV >= setup.e0 * (1 - x_min)]
     if too_heavy:
         box = f"--x-min {x_min:g}" if args.x_min is not None else f"the x > {x_min:g} signal box of {args.setup}"
         raise ConfigError(f"--masses {too_heavy} GeV are above the kinematic reach of the "
-                          f"{setup['e0'] / _GEV:g} GeV beam with {box} (m < E0 (1 - x_min))")
+                          f"{setup.e0 / _GEV:g} GeV beam with {box} (m < E0 (1 - x_min))")
     from na64reco.stats.limits import MAX_RELATIVE_BACKGROUND_UNCERTAINTY as max_rel
 
     for flag, value in (("--background", args.background), ("--background-uncertainty", args.background_uncertainty)):
@@ -117,23 +111,27 @@ def compute(args) -> dict:
     from na64reco.stats.limits import cls_upper_limit, coupling_limit, poisson_upper_limit
 
     n_on_target = _validate(args)
-    setup = SETUPS[args.setup]
-    x_min = setup["x_min"] if args.x_min is None else args.x_min
-    n_up = cls_upper_limit(args.observed, args.background, args.background_uncertainty, args.cl)
-    n_up_poisson = poisson_upper_limit(args.observed, args.background, args.cl)
+    setup = signal_model(args.setup)
+    x_min = setup.x_min if args.x_min is None else args.x_min
+    try:
+        n_up = cls_upper_limit(args.observed, args.background, args.background_uncertainty, args.cl)
+        n_up_poisson = poisson_upper_limit(args.observed, args.background, args.cl)
+    except (ValueError, RuntimeError) as exc:  # (the inputs were checked above: a configuration without a limit)
+        raise NA64Error(f"no upper limit for --observed {args.observed} --background {args.background:g} "
+                        f"--background-uncertainty {args.background_uncertainty:g} --cl {args.cl:g}: {exc}") from exc
     rows = []
     for mass_gev in args.masses:
         mass = mass_gev * _GEV
         ref = 1e-4
         # the yield is linear in the leptons on target: the per-lepton yield keeps the
         # coupling limit finite for any exposure (g90 ~ 1/sqrt(N), N up to the float range)
-        n_ref_per_lepton = expected_signal(1.0, mass, ref, args.efficiency, e0=setup["e0"],
-                                           lepton_mass=setup["lepton_mass"], model=setup["model"],
+        n_ref_per_lepton = expected_signal(1.0, mass, ref, args.efficiency, e0=setup.e0,
+                                           lepton_mass=setup.lepton_mass, model=setup.model,
                                            x_min=x_min, method=args.method)
         g90 = coupling_limit(mass, n_up, n_ref=n_ref_per_lepton, coupling_ref=ref) / math.sqrt(n_on_target)
         row = {"mass_gev": mass_gev, "n_expected_at_1e-4": n_ref_per_lepton * n_on_target,
-               f"{setup['coupling']}90": g90}
-        if setup["model"] == "zprime":
+               f"{setup.coupling}90": g90}
+        if setup.model == "zprime":
             lo, mid, hi = (float(v) for v in g_band(mass, 2.0))
             row.update({"g2_band_low": lo, "g2_band_central": mid, "g2_band_high": hi,
                         "g2_excluded": bool(row["g90"] < lo)})
@@ -195,13 +193,13 @@ def _plot(result: dict, args, path: str) -> tuple[float, float | None] | None:
     from na64reco.plotting import na64_style
     from na64reco.stats.limits import coupling_limit
 
-    setup = SETUPS[args.setup]
-    masses = np.geomspace(1.0, 0.5 * setup["e0"] * (1 - result["x_min"]) if setup["model"] == "zprime"
+    setup = signal_model(args.setup)
+    masses = np.geomspace(1.0, 0.5 * setup.e0 * (1 - result["x_min"]) if setup.model == "zprime"
                           else 1000.0, 40)  # MeV
     masses = masses[masses < 2000.0]
     g90 = np.array([coupling_limit(m, result["n_up"], n_ref=expected_signal(
-        result["n_on_target"], m, 1e-4, args.efficiency, e0=setup["e0"],
-        lepton_mass=setup["lepton_mass"], model=setup["model"], x_min=result["x_min"],
+        result["n_on_target"], m, 1e-4, args.efficiency, e0=setup.e0,
+        lepton_mass=setup.lepton_mass, model=setup.model, x_min=result["x_min"],
         n_steps=8, method=args.method), coupling_ref=1e-4) for m in masses])
     with na64_style():
         return _draw_limit(result, args, path, setup, masses, g90)
@@ -220,7 +218,7 @@ def _draw_limit(result: dict, args, path: str, setup: dict, masses, g90) -> tupl
     fig = Figure(figsize=(11, 9), layout="constrained")
     ax = fig.add_subplot()
     excluded = None
-    if setup["model"] == "zprime":
+    if setup.model == "zprime":
         lo, mid, hi = g_band(masses, 2.0)
         ax.fill_between(masses / _GEV, lo, hi, color="tab:green", alpha=0.35,
                         label=r"$(g-2)_\mu$ $\pm 2\sigma$ ($\Delta a_\mu=(2.51\pm0.59)\times10^{-9}$)")
@@ -231,15 +229,15 @@ def _draw_limit(result: dict, args, path: str, setup: dict, masses, g90) -> tupl
     ax.fill_between(masses / _GEV, g90, 1.0, color="gray", alpha=0.2, lw=0, label="excluded at 90% CL")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel(r"$m_{Z'}$ [GeV]" if setup["model"] == "zprime" else r"$m_{A'}$ [GeV]")
-    ax.set_ylabel(r"$g_{Z'}$" if setup["model"] == "zprime" else "ε (kinetic mixing)")
+    ax.set_xlabel(r"$m_{Z'}$ [GeV]" if setup.model == "zprime" else r"$m_{A'}$ [GeV]")
+    ax.set_ylabel(r"$g_{Z'}$" if setup.model == "zprime" else "ε (kinetic mixing)")
     ax.set_ylim(min(g90.min(), 1e-4) / 2, 2e-2)
     text = (f"{args.setup}: {beam_label(args.setup, result['n_on_target'])}, "
             f"b = {args.background:g} events, $n_{{obs}}$ = {args.observed}")
-    result["g2_excluded_text"] = excluded_text(excluded, float(masses[0])) if setup["model"] == "zprime" else None
+    result["g2_excluded_text"] = excluded_text(excluded, float(masses[0])) if setup.model == "zprime" else None
     if excluded is not None:
         text += f"\ng-2 band excluded {result['g2_excluded_text']} (this calc.)"
-    if setup["model"] == "zprime":
+    if setup.model == "zprime":
         text += "\nNA64mu 2022: g-2 explanation excluded above ~40 MeV"
     ax.text(0.03, 0.97, text, transform=ax.transAxes, va="top", fontsize="xx-small",
             bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8})
@@ -267,7 +265,7 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    c = SETUPS[args.setup]["coupling"]
+    c = signal_model(args.setup).coupling
     print(f"# {args.setup}: N_on_target={result['n_on_target']:.4g} eff={args.efficiency:g} "
           f"b={args.background:g}+-{args.background_uncertainty:g} n_obs={args.observed} "
           f"x>{result['x_min']:g} ({args.method})")

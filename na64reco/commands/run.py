@@ -80,16 +80,17 @@ def run(args) -> int:
         raise ConfigError("--workers needs --executor futures or dask")
     if args.scheduler and args.executor != "dask":
         raise ConfigError("--scheduler needs --executor dask")
-    fileset = load_fileset(args.fileset) if args.fileset else fileset_from_files(args.files, args.dataset)
-    inputs = [f for files in fileset.values() for f in files] + ([args.fileset] if args.fileset else []) \
-        + ([args.bad_spills] if args.bad_spills else [])
-    check_new_output(args.output, overwrite=args.overwrite, inputs=inputs)  # before hours of work
+    # the options checked first (a --scheduler that is no address, ...): before the files are read
     opts = RunOptions(args.processor, executor=args.executor, workers=args.workers,
                       scheduler=args.scheduler, chunksize=args.chunksize,
                       skip_bad_files=args.skip_bad_files, retries=args.retries,
                       calib_tag=args.calib_tag, selection=args.selection,
                       status=not args.no_progress, bad_spills=args.bad_spills,
                       check_cache=not args.no_check_cache)
+    fileset = load_fileset(args.fileset) if args.fileset else fileset_from_files(args.files, args.dataset)
+    inputs = [f for files in fileset.values() for f in files] + ([args.fileset] if args.fileset else []) \
+        + ([args.bad_spills] if args.bad_spills else [])
+    check_new_output(args.output, overwrite=args.overwrite, inputs=inputs)  # before hours of work
     out = run_files(fileset, opts)
     outdir = save_outputs(out, args.output, plots=not args.no_plots, overwrite=args.overwrite, inputs=inputs)
     print(format_summary(cutflow_summary(out)))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import optimize, special, stats
 
 #: 90 % CL upper limit on a Poisson mean with no event observed and no background: -ln(0.1)
 ZERO_OBSERVED_UL90 = -math.log(0.1)
@@ -30,6 +30,33 @@ __all__ = ["ZERO_OBSERVED_UL90", "poisson_upper_limit", "cls_upper_limit", "coup
 #: Largest relative background uncertainty the one-bin model describes: the normsys
 #: interpolation of pyhf fails (NaN fits) or gives meaningless limits far beyond this.
 MAX_RELATIVE_BACKGROUND_UNCERTAINTY = 10.0
+
+
+def log_poisson_cdf(n: int, mean: float) -> float:
+    """log P(N <= n | mean), also where P itself underflows (a background of ~750 events or more
+    with few observed: ``poisson.cdf(0, 1000)`` is 0, and a ratio of two such is 0/0).
+
+    Where the cdf is a normal float it is taken from scipy; else (then n < mean and the terms
+    e^-mean mean^i / i! grow with i) it is -mean + log sum_{i<=n} mean^i / i!, summed in log space.
+    """
+    n = int(n)
+    if mean <= 0.0:
+        return 0.0
+    p = float(stats.poisson.cdf(n, mean))
+    if p > 1e-280:
+        return math.log(p)
+    i = np.arange(n + 1, dtype=float)
+    terms = i * math.log(mean) - special.gammaln(i + 1.0)
+    return float(-mean + special.logsumexp(terms))
+
+
+def _log_cls(n: int, mean_sb: float, mean_b: float) -> float:
+    """log CLs = log P(N <= n | s + b) - log P(N <= n | b), finite for any finite means."""
+    value = log_poisson_cdf(n, mean_sb) - log_poisson_cdf(n, mean_b)
+    if not math.isfinite(value):
+        raise ValueError(f"CLs is not defined for n_obs={n}, s+b={mean_sb:g}, b={mean_b:g} "
+                         "(the Poisson probabilities are out of the float range)")
+    return value
 
 
 def _check(n_obs, background, cl):
@@ -50,14 +77,13 @@ def poisson_upper_limit(n_obs: int, background: float = 0.0, cl: float = 0.9,
     _check(n_obs, background, cl)
     n = int(n_obs)
 
-    def cl_sb(s):
-        return stats.poisson.cdf(n, s + background)
-
-    norm = stats.poisson.cdf(n, background) if method == "cls" else 1.0
     if method not in ("cls", "classical"):
         raise ValueError(f"method must be 'cls' or 'classical', got {method!r}")
-    alpha = 1.0 - cl
-    f = lambda s: cl_sb(s) / norm - alpha  # noqa: E731
+    log_alpha = math.log1p(-cl)
+    if method == "cls":  # in logs: P(n <= n_obs | b) underflows for large b (0/0)
+        f = lambda s: _log_cls(n, s + background, background) - log_alpha  # noqa: E731
+    else:
+        f = lambda s: log_poisson_cdf(n, s + background) - log_alpha  # noqa: E731
     hi = 10.0 + 10.0 * (n + background)
     if f(0.0) <= 0.0:  # classical limit can be empty for large b and small n
         return 0.0
@@ -127,16 +153,24 @@ def cls_upper_limit(n_obs: int, background: float, background_uncertainty: float
         for poi in (mu, 0.0):
             pars = pyhf.infer.mle.fixed_poi_fit(poi, data, model, par_bounds=bounds)
             lam.append(float(model.expected_actualdata(pars)[0]))
-        return stats.poisson.cdf(n, lam[0]) / stats.poisson.cdf(n, lam[1])
+        if not all(math.isfinite(v) and v >= 0 for v in lam):
+            raise ValueError(f"the one-bin fit failed (Poisson means {lam}) for n_obs={n}, b={background:g}, "
+                             f"background uncertainty {background_uncertainty:g}, mu={mu:g}")
+        return _log_cls(n, lam[0], lam[1])  # in logs: the cdf underflows for large b (0/0)
 
     def cls_asymptotic(mu):
-        return float(pyhf.infer.hypotest(mu, data, model, test_stat="qtilde",
-                                         calctype="asymptotics", par_bounds=bounds))
+        value = float(pyhf.infer.hypotest(mu, data, model, test_stat="qtilde",
+                                          calctype="asymptotics", par_bounds=bounds))
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"pyhf's asymptotic CLs is {value} at mu={mu:g} (n_obs={n}, b={background:g}, "
+                             f"background uncertainty {background_uncertainty:g}); use calctype='exact'")
+        return math.log(value)
 
-    cls = cls_exact if calctype == "exact" else cls_asymptotic
+    log_cls = cls_exact if calctype == "exact" else cls_asymptotic
+    log_alpha = math.log1p(-cl)
 
     def f(mu):
-        return cls(mu) - (1.0 - cl)
+        return log_cls(mu) - log_alpha
 
     lo, hi = 1e-3, 2.0
     while f(hi) > 0:  # the limit is below n_obs + 10 sqrt(n_obs) + 10 for any background
