@@ -856,3 +856,16 @@ def test_a_bad_digit_is_named_by_its_file_run_and_event_in_every_command(tmp_pat
     assert main(["display", path, "--event", "39", "--output", str(tmp_path / "d.png")]) == 1
     err = capsys.readouterr().err
     assert path in err and where in err and "<digits>" not in err, err
+
+
+def test_a_coupling_whose_signal_weight_is_above_one_is_refused(tmp_path):
+    """(the simulator wrote a weight of 2.85 events per beam particle for eps = 3, which its own
+    reader then refused; before, the yield's failure was also hidden behind a weight of 1)"""
+    import hepunits as u
+
+    from na64reco.sim.generate import simulate
+
+    with pytest.raises(ConfigError, match=r"coupling 3 at mass 0\.001 GeV gives 2\.85 expected signal events per "
+                                          r"beam particle, above 1"):
+        simulate("na64e", 300, 1, 1, tmp_path / "s.root", process="signal", mass=0.001 * u.GeV, coupling=3.0)
+    assert not (tmp_path / "s.root").exists()

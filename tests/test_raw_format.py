@@ -46,7 +46,7 @@ def _chunk(rng, n, first_event=0, spill=0):
 def _truth(rng, n):
     t = {k: np.abs(rng.normal(size=n)) for k in TRUTH_BRANCHES}  # (deposited energies: >= 0)
     t.update(run=np.full(n, 7), spill=np.zeros(n), event=np.arange(n), process=rng.integers(0, 9, n),
-             weight=rng.exponential(size=n),  # (expected events per beam particle: >= 0)
+             weight=rng.uniform(size=n),  # (expected events per beam particle: 0..1)
              p_in=rng.normal(160.0, 3.0, n), p_out=rng.uniform(0.0, 160.0, n),  # (GeV: 0..500 or NaN)
              x=rng.uniform(0.0, 1.0, n))  # (an energy fraction)
     return t

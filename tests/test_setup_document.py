@@ -90,3 +90,27 @@ def test_the_blinding_sees_an_edited_base(tmp_path):
     mu_file = root / "setups" / "na64mu.yaml"
     mu_file.write_text(mu_file.read_text().replace("noise: 2.5 ", "noise: 2.6 "))
     assert _inputs(e_file, "na64e", "", 1, {}) != before
+
+
+def test_a_base_edited_read_and_restored_is_not_the_reference(tmp_path):
+    """(the blinding checked that only the variant's own file was not edited since it was read: an NA64e
+    setup loaded while its base na64mu.yaml was edited, the base then restored, compared equal to the
+    reference by the files' contents and skipped the reference reconstruction; review of stop 45)"""
+    from na64reco.conditions import load_conditions
+    from na64reco.geometry import load_setup
+    from na64reco.selection.blinding import uses_reference_inputs
+
+    root = tmp_path / "calib"
+    shutil.copytree(calib_dir(), root)
+    e_file, mu_file = root / "setups" / "na64e.yaml", root / "setups" / "na64mu.yaml"
+    text = mu_file.read_text()
+    try:
+        setup = load_setup(str(e_file), run=1)
+        assert uses_reference_inputs(setup, load_conditions(setup, 1, root=root))  # a copy, read once
+        load_setup.cache_clear()
+        mu_file.write_text(text.replace("signal_time: 125 ns", "signal_time: 150 ns"))
+        setup = load_setup(str(e_file), run=1)  # read with the edited base
+        mu_file.write_text(text)  # restored: the files' contents are the reference's again
+        assert not uses_reference_inputs(setup, load_conditions(setup, 1, root=root))
+    finally:
+        load_setup.cache_clear()

@@ -21,7 +21,6 @@ import hepunits as u
 import numpy as np
 
 from na64reco.errors import ConfigError, NA64Error
-from na64reco.selection.signal_model import signal_model
 
 NAME = "limit"
 HELP = "90% CL upper limits on signal events and on the coupling g (Z') or eps (A') vs mass"
@@ -30,6 +29,14 @@ _GEV = u.GeV
 
 #: the setups whose search the command knows (beam, model and signal box: na64reco.selection.signal_model)
 SETUPS = ("na64mu", "na64e")
+
+
+def _signal_model(setup: str):
+    """:func:`na64reco.selection.signal_model.signal_model` (imported when used: building the command
+    line's options imports no analysis module)."""
+    from na64reco.selection.signal_model import signal_model
+
+    return signal_model(setup)
 
 
 def add_arguments(parser) -> None:
@@ -57,7 +64,7 @@ def add_arguments(parser) -> None:
 
 
 def _validate(args) -> float:
-    setup = signal_model(args.setup)
+    setup = _signal_model(args.setup)
     n_on_target = args.mot if setup.model == "zprime" else args.eot
     flag = "--mot" if setup.model == "zprime" else "--eot"
     other, other_value, other_setup = ("--eot", args.eot, "na64e") if flag == "--mot" else ("--mot", args.mot, "na64mu")
@@ -111,7 +118,7 @@ def compute(args) -> dict:
     from na64reco.stats.limits import cls_upper_limit, coupling_limit, poisson_upper_limit
 
     n_on_target = _validate(args)
-    setup = signal_model(args.setup)
+    setup = _signal_model(args.setup)
     x_min = setup.x_min if args.x_min is None else args.x_min
     try:
         n_up = cls_upper_limit(args.observed, args.background, args.background_uncertainty, args.cl)
@@ -193,7 +200,7 @@ def _plot(result: dict, args, path: str) -> tuple[float, float | None] | None:
     from na64reco.plotting import na64_style
     from na64reco.stats.limits import coupling_limit
 
-    setup = signal_model(args.setup)
+    setup = _signal_model(args.setup)
     masses = np.geomspace(1.0, 0.5 * setup.e0 * (1 - result["x_min"]) if setup.model == "zprime"
                           else 1000.0, 40)  # MeV
     masses = masses[masses < 2000.0]
@@ -265,7 +272,7 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    c = signal_model(args.setup).coupling
+    c = _signal_model(args.setup).coupling
     print(f"# {args.setup}: N_on_target={result['n_on_target']:.4g} eff={args.efficiency:g} "
           f"b={args.background:g}+-{args.background_uncertainty:g} n_obs={args.observed} "
           f"x>{result['x_min']:g} ({args.method})")

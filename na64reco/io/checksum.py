@@ -225,14 +225,21 @@ def verify_chunk(blocks: Blocks, arrays: Mapping[str, object], start: int, stop:
     clusters, as the runner makes them, never need that): a chunk is the content of the
     entries it names, or an error, also when it covers no whole block.
     """
+    if isinstance(arrays, ak.Array):  # (a record array: its fields)
+        arrays = {f: arrays[f] for f in arrays.fields}
     n_tree = int(blocks.stops[-1]) if len(blocks.stops) else 0
     if not 0 <= start <= stop <= n_tree:
         raise RawFormatError(f"{source}: entries {start}-{stop} are not inside tree {blocks.tree!r} "
                              f"(entries 0-{n_tree})")
+    missing = [b for b in blocks.names if b not in arrays]
+    if missing:
+        raise RawFormatError(f"{source}: tree {blocks.tree!r}: the chunk lacks branch {missing[0]!r} of its checksums")
     for name, values in arrays.items():
         if _length(values) != stop - start:
             raise RawFormatError(f"{source}: tree {blocks.tree!r}, branch {name!r}: the chunk holds "
                                  f"{_length(values)} entries for entries {start}-{stop} ({stop - start})")
+    if start == stop:
+        return  # (an empty chunk holds nothing to compare)
     lo, hi = blocks.widen(start, stop)
     if (lo, hi) == (start, stop):
         blocks.verify(arrays, start, stop, source)
@@ -249,7 +256,7 @@ def verify_chunk(blocks: Blocks, arrays: Mapping[str, object], start: int, stop:
             blocks.verify(whole, a, b, source)
             lo, hi = max(a, start), min(b, stop)  # the part of the block the chunk holds
             for name in blocks.names:
-                if name in arrays and not same_content(arrays[name][lo - start:hi - start], whole[name][lo - a:hi - a]):
+                if not same_content(arrays[name][lo - start:hi - start], whole[name][lo - a:hi - a]):
                     raise RawFormatError(f"{source}: tree {blocks.tree!r}, branch {name!r}, entries {lo}-{hi}: "
                                          "the chunk's content is not the file's")
 

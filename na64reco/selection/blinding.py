@@ -202,8 +202,10 @@ def _compared_inputs(setup, conditions) -> tuple[dict | None, dict | None]:
         return None, reference
     mine = _inputs(setup.source, setup.name, setup.period, run, conditions.files)
     if mine is not None and not all(as_loaded.read_once(path, _file_sha(path))
-                                    for path in (setup.source, *conditions.files.values())):
-        return None, reference  # a file edited since it was read: the objects (and caches) hold what it said then
+                                    for path in (*setup_sources(setup.source), *conditions.files.values())):
+        # a file edited since it was read (the setup's own or its base): the objects (and caches) hold
+        # what it said then
+        return None, reference
     return mine, reference
 
 

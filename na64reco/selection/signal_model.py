@@ -1,8 +1,9 @@
 """The signal model of each setup's invisible-mode search, from one description.
 
-The beam energy is the setup's (``calib/setups``), the lepton and the model (Z' coupled to muons,
-NA64mu; A' mixing with the photon, NA64e) are the setup's beam particle's, and the signal box is
-the shipped selection's (``selections/<setup>_invisible.yaml``): ``x_min = 1 - box / E0`` for a
+The beam energy is the setup's (``calib/setups``); the model of each setup's search and its lepton
+are fixed here (NA64mu: a Z' coupled to muons; NA64e: an A' mixing with the photon, electrons); the
+signal box is the search's selection's (``selections/<setup>_invisible.yaml``, found as
+:func:`~na64reco.selection.schema.load_selection` finds it): ``x_min = 1 - box / E0`` for a
 box on the scattered muon's momentum (NA64mu, p_out < 80 GeV) or on the ECAL energy (NA64e,
 E_ECAL < 50 GeV).  The ``limit`` command, the efficiency tables and the background studies read
 it here, so that the box of the yields is the box of the analysis.
@@ -10,7 +11,6 @@ it here, so that the box of the yields is the box of the analysis.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import hepunits as u
@@ -41,7 +41,6 @@ class SignalModel:
     x_min: float          # the smallest energy fraction of the X the box takes: 1 - box_max / e0
 
 
-@functools.lru_cache(maxsize=4)
 def signal_model(setup: str) -> SignalModel:
     """The :class:`SignalModel` of ``setup``'s invisible-mode search (a ConfigError for another setup)."""
     if setup not in _SEARCHES:

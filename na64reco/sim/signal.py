@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import hepunits as u
 import numpy as np
 
 from na64reco import constants
@@ -43,16 +44,19 @@ def sample_signal_x(rng: np.random.Generator, n: int, e0: float, mass: float, le
 
 
 def signal_weight(mass: float, coupling: float, e0: float, lepton_mass: float) -> float:
-    """Expected signal events per beam particle (physics.yields), or 1.0 if unavailable."""
-    try:
-        from na64reco.physics.yields import expected_signal
-    except ImportError:
-        return 1.0
+    """Expected signal events per beam particle (:func:`na64reco.physics.yields.expected_signal`).
+
+    A ConfigError if it is above 1: each beam particle makes at most one event, and the yield's
+    coupling^2 scaling (a thin target, the X rarely emitted) has broken down long before."""
+    from na64reco.physics.yields import expected_signal
+
     model = "zprime" if lepton_mass > 10 * constants.ELECTRON_MASS else "aprime"
-    try:
-        return float(expected_signal(1.0, mass, coupling, e0=e0, lepton_mass=lepton_mass, model=model))
-    except Exception:  # the physics layer is under development: never break the simulation
-        return 1.0
+    weight = float(expected_signal(1.0, mass, coupling, e0=e0, lepton_mass=lepton_mass, model=model))
+    if not 0.0 <= weight <= 1.0:
+        raise ConfigError(f"coupling {coupling:g} at mass {mass / u.GeV:g} GeV gives {weight:.3g} expected signal "
+                          "events per beam particle, above 1: the yield's coupling^2 scaling does not hold there; "
+                          "simulate with a smaller coupling (the weights scale as coupling^2)")
+    return weight
 
 
 def recoil_slopes(rng: np.random.Generator, p_after, x, e0: float, mass: float, lepton_mass: float):
