@@ -114,3 +114,15 @@ def test_a_base_edited_read_and_restored_is_not_the_reference(tmp_path):
         assert not uses_reference_inputs(setup, load_conditions(setup, 1, root=root))
     finally:
         load_setup.cache_clear()
+
+
+def test_an_optional_simulation_section_a_process_needs_is_required_not_defaulted():
+    """(the forced processes read the biasing and leading-hadron parameters with dataclass defaults
+    that repeated NA64mu's values: a setup without the sections got them silently)"""
+    from na64reco.sim.params import load_sim_params
+
+    e = load_sim_params(load_setup("na64e"))
+    assert e.need("bias_v_min") == 0.45 and e.need("bias_ecal_visible_max") == 2000.0  # from the base
+    with pytest.raises(ConfigError, match=r"na64e\.yaml: key 'simulation\.hadron\.leading': missing; the process "
+                                          r"simulated needs its v_min"):
+        e.need("leading_v_min")

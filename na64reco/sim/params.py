@@ -62,15 +62,25 @@ class SimParams:
     extra: dict = field(default_factory=dict, compare=False)
     # rare processes and biased sampling (optional sections; docs/backgrounds.md)
     punch: PunchThroughModel | None = None
-    leading_rate: float = 0.0  # leading hadrons per muon with v >= leading_v_min
-    leading_v_min: float = 0.1
+    leading_rate: float = 0.0  # leading hadrons per muon with v >= leading_v_min (0: no such section)
+    leading_v_min: float | None = None  # (None: the setup has no simulation.hadron.leading; see need())
     leading_neutral_fraction: float = 0.0
-    bias_v_min: float = 0.45  # forced energy-transfer fractions [bias_v_min, v_max]
-    bias_ecal_visible_max: float = 2000.0  # MeV
+    bias_v_min: float | None = None  # forced energy-transfer fractions [bias_v_min, v_max] (simulation.biasing)
+    bias_ecal_visible_max: float | None = None  # MeV
     # natural single large-angle scattering of the primary muon (na64reco.sim.hard_scatter);
     # q_floor 0: off
     hard_scatter_q_floor: float = 0.0  # MeV: smallest momentum transfer added
     hard_scatter_core_sigmas: float = 4.0  # and at least this many Highland widths (p theta0) of the element
+
+    def need(self, name: str):
+        """The value of the optional parameter ``name`` (``leading_v_min``, ``bias_v_min``,
+        ``bias_ecal_visible_max``), or a ConfigError naming the setup file's section it comes from."""
+        value = getattr(self, name)
+        if value is None:
+            section = "simulation.hadron.leading" if name.startswith("leading") else "simulation.biasing"
+            raise ConfigError(f"{self.source}: key '{section}': missing; the process simulated needs its "
+                              f"{name.split('_', 1)[1]}")
+        return value
 
     @property
     def ecal_losses(self):

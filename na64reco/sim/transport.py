@@ -596,11 +596,11 @@ def _leading_hadron(ctx: Context, det: Calorimeter, tr: Tracks, j, p, k):
     rng, prm = ctx.rng, ctx.params
     n = j.size
     ev, t = tr.ev[j], tr.t[j]
-    v, w = forced_log_uniform(rng, n, prm.leading_v_min, 1.0, prm.bias_v_min, 1.0)
+    v, w = forced_log_uniform(rng, n, prm.need("leading_v_min"), 1.0, prm.need("bias_v_min"), 1.0)
     w = w * prm.leading_rate * prm.leading_neutral_fraction
     nu = v * p[k]
     fvis = prm.hadron_visible_fraction
-    budget = np.clip(prm.bias_ecal_visible_max / np.maximum(nu * fvis, 1e-9), 0.0, 1.0)
+    budget = np.clip(prm.need("bias_ecal_visible_max") / np.maximum(nu * fvis, 1e-9), 0.0, 1.0)
     z = 1.0 - budget * rng.random(n)  # U(1 - budget, 1): visible (1 - z) nu f_vis below the max
     w = w * budget
     zv = rng.uniform(0.0, det.depth, n)

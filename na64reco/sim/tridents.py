@@ -57,7 +57,7 @@ class Rates:
 def rates(params, e0: float) -> Rates:
     """:class:`Rates` for the setup's parameters (``SimParams``) and beam energy ``e0`` (MeV)."""
     atoms = LEAD.per_gram * params.ecal_lead_g_cm2  # lead nuclei per mm2 of the ECAL
-    lo, bias = params.dimuon_v_min, params.bias_v_min
+    lo, bias = params.dimuon_v_min, params.need("bias_v_min")
     return Rates(spacelike=tridents.spacelike_sigma(e0, lo) * atoms, timelike=tridents.timelike_sigma(e0) * atoms,
                  spacelike_forced=tridents.spacelike_sigma(e0, max(lo, bias)) * atoms,
                  timelike_forced=tridents.timelike_sigma(e0, bias) * atoms)
@@ -178,9 +178,10 @@ def draw(rng: np.random.Generator, p: np.ndarray, e0: float, params, biased: boo
     v = np.empty(n)
     legs = [[np.empty(n), np.zeros(n), np.zeros(n)] for _ in range(2)]
     recoil = (np.zeros(n), np.zeros(n))
-    v_min = max(params.bias_v_min, params.dimuon_v_min) if biased else params.dimuon_v_min
+    bias = params.need("bias_v_min") if biased else None
+    v_min = max(bias, params.dimuon_v_min) if biased else params.dimuon_v_min
     parts = ((np.flatnonzero(~timelike), lambda pp: _spacelike(rng, pp, e0, v_min)),
-             (np.flatnonzero(timelike), lambda pp: _timelike(rng, pp, e0, params.bias_v_min if biased else None)))
+             (np.flatnonzero(timelike), lambda pp: _timelike(rng, pp, e0, bias)))
     for sel, make in parts:  # the spacelike part first, then the timelike one
         if sel.size:
             v[sel], pair, (rx, ry) = make(p[sel])
