@@ -60,7 +60,9 @@ def test_log_uniform_forcing():
 
 
 def _model(**kw):
-    return PunchThroughModel(7.5, {"pion": 1.22, "proton": 1.0, "neutron": 1.0}, **kw)
+    """The model of calib/setups/na64mu.yaml's numbers, ``kw`` replacing some."""
+    return PunchThroughModel(**{"module_lambda": 7.5, "lambda_ratio": {"pion": 1.22, "proton": 1.0, "neutron": 1.0},
+                                "visible_fraction": 0.75, "cut_charged": 2500.0, "cut_neutral": 100.0, **kw})
 
 
 def test_punch_through_weights_are_exact_without_soft_interactions():

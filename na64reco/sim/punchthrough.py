@@ -33,7 +33,7 @@ Sampling:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -46,10 +46,10 @@ NEUTRAL = ("neutron", "klong")
 @dataclass(frozen=True)
 class PunchThroughModel:
     module_lambda: float  # nucleon interaction lengths per HCAL module
-    lambda_ratio: dict[str, float] = field(default_factory=dict)  # lambda_species / lambda_nucleon
-    visible_fraction: float = 0.75
-    cut_charged: float = 2500.0  # MeV
-    cut_neutral: float = 100.0  # MeV
+    lambda_ratio: dict[str, float]  # lambda_species / lambda_nucleon
+    visible_fraction: float  # (all three from the setup's simulation.hadron section, no defaults)
+    cut_charged: float  # MeV
+    cut_neutral: float  # MeV
     max_interactions: int = 60
 
     def thickness(self, species: str, n_modules) -> float:
