@@ -37,9 +37,11 @@ MOMENTUM_PER_TESLA_METRE = C_LIGHT * c.eplus
 
 # --- target material: lead (PDG Atomic and Nuclear Properties) ----------------------------
 LEAD_Z = 82
-LEAD_A = 207.2 * u.g / u.mole
+#: Lead's mass number, the PDG atomic weight (dimensionless; the form factors' A).
+LEAD_MASS_NUMBER = 207.2
+LEAD_A = LEAD_MASS_NUMBER * u.g / u.mole
 LEAD_DENSITY = 11.35 * u.g / u.cm3
-LEAD_RADIATION_LENGTH = 5.612 * u.mm  # 6.37 g/cm2 / 11.35 g/cm3
+LEAD_RADIATION_LENGTH = 5.612 * u.mm  # X0_LEAD (6.37 g/cm2, below) / LEAD_DENSITY, rounded as PDG quotes it
 #: Classical electron radius (CODATA 2018).
 CLASSICAL_ELECTRON_RADIUS = 2.8179403262e-15 * u.m
 # Stopping of muons (na64reco.physics.muon_losses.Absorber): Z, A (g/mol), mean excitation energy I,
@@ -81,8 +83,6 @@ FF_NUCLEAR_D = 0.164 * u.GeV**2
 FF_PROTON_DIPOLE = 0.71 * u.GeV**2
 #: Proton magnetic moment in nuclear magnetons (PDG 2024).
 PROTON_MAGNETIC_MOMENT = 2.792847
-#: Lead mass number used by the form factors (PDG atomic weight, dimensionless).
-LEAD_MASS_NUMBER = 207.2
 # Muon energy loss -dE/dx = rho (a + b E) (na64reco.physics.muon_losses computes a and b).
 #: Muon critical energy in Pb, where the electronic loss equals the radiative one (PDG "Atomic and
 #: Nuclear Properties"; Groom, Mokhov, Striganov, ADNDT 78 (2001) 183): a check of the computed a, b.
