@@ -114,6 +114,29 @@ def test_files_outside_the_runs_range_are_refused(inputs, capsys, kind):
     assert _files(root) == before
 
 
+def test_a_run_range_across_two_periods_is_refused(inputs, capsys):
+    """(--runs 1 99999 published a 2022 tracker payload valid for 2023 runs too, whose planes it lacks:
+    `na64reco run` of a 2023 file then failed on 'no entry for plane MM7X')"""
+    root, files = inputs
+    before = _files(root)
+    assert _calibrate(root, "--setup", "na64mu", "--kind", "alignment", "--runs", "1", "99999", "--tag", "span",
+                      str(files["mu"])) == 1
+    _one_line(capsys, "--runs 1 99999 spans the run periods 2022 (runs 1-9999), 2023 (runs 10000-999999)")
+    assert _files(root) == before
+
+
+def test_a_run_of_the_2023_period_is_calibrated_with_its_layout(inputs, tmp_path, capsys):
+    """(calibrate loaded the setup without a run, the 2022 layout: a 2023 run's planes 17-20 were 'not a
+    plane index of the setup', whatever the kind)"""
+    root, _ = inputs
+    run23 = tmp_path / "b23.root"
+    sim.simulate("na64mu", 600, 3, 10900, run23, process="beam", trigger="calibration")
+    assert _calibrate(root, "--setup", "na64mu", "--kind", "alignment", "--runs", "10000", "19999", "--tag", "y23",
+                      "--min-entries", "5", str(run23)) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "MM7X" in out and "published tag 'y23'" in out  # a plane of the 2023 layout only
+
+
 # ---- 3. tag names -------------------------------------------------------------------------------
 @pytest.mark.parametrize("option, tag", [("--tag", "../evil"), ("--tag", ""), ("--tag", "a b/c"),
                                          ("--tag", ".hidden"), ("--base-tag", "../tags/na64mu-default")])

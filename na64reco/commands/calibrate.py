@@ -40,6 +40,19 @@ def add_arguments(parser) -> None:
     parser.add_argument("files", nargs="+", metavar="FILES", help="raw files of the calibration runs (paths or URLs)")
 
 
+def _check_one_period(setup: str, first: int, last: int) -> None:
+    """A ConfigError if the runs ``first..last`` span two run periods of ``setup`` (two detector layouts:
+    a tracker payload of one would lack planes of the other)."""
+    from na64reco.errors import ConfigError
+    from na64reco.geometry import list_periods
+
+    spanned = [p for p in list_periods(setup) if p.first <= last and first <= p.last]
+    if len(spanned) > 1:
+        names = ", ".join(f"{p.name} (runs {p.first}-{p.last})" for p in spanned)
+        raise ConfigError(f"--runs {first} {last} spans the run periods {names} of setup {setup!r}: constants are "
+                          "published for one detector layout; calibrate each period's runs separately")
+
+
 def run(args) -> int:
     from hepunits import GeV
 
@@ -63,7 +76,8 @@ def run(args) -> int:
     if tag_path(args.tag, args.calib_dir).exists():  # before the work (tags are immutable)
         raise ConfigError(f"tag {args.tag!r} exists already ({tag_path(args.tag, args.calib_dir)}); tags are "
                           "immutable, choose a new --tag")
-    setup = load_setup(args.setup)
+    setup = load_setup(args.setup, run=first)  # the layout of the runs' period (checked: one period)
+    _check_one_period(args.setup, first, last)
     result = calibrate_files(args.kind, setup, args.files, first, base_tag=args.base_tag, root=args.calib_dir,
                              min_entries=args.min_entries, beam_energy_gev=args.beam_energy, runs=(first, last))
     path = publish_result(result, setup, args.tag, (first, last), base_tag=args.base_tag, root=args.calib_dir,
