@@ -120,19 +120,19 @@ def main(argv: list[str] | None = None) -> int:
     _HANDLER_PID[:] = [os.getpid()]
     try:
         return int(args._run(args) or 0)
+    except (KeyboardInterrupt, _Terminated) as exc:
+        return _stopped(args.command, exc)
     except (NA64Error, OSError) as exc:
+        if _signal_in(exc) is not None:
+            return _stopped(args.command, _signal_in(exc))
         if args.traceback:
             raise
         message = " ".join(str(exc).split())  # one line, whatever the library below wrote
         print(f"na64reco {args.command}: error: {message}", file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:
-        print(f"na64reco {args.command}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except _Terminated:
-        print(f"na64reco {args.command}: terminated (SIGTERM)", file=sys.stderr)
-        return EXIT_TERMINATED
     except Exception as exc:
+        if _signal_in(exc) is not None:  # (a signal inside a compiled kernel: "SystemError ... exception set")
+            return _stopped(args.command, _signal_in(exc))
         if args.traceback:
             raise
         where = save_crash_report(exc, argv if argv is not None else sys.argv[1:])
@@ -145,6 +145,28 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if in_main:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _signal_in(exc: BaseException) -> BaseException | None:
+    """The KeyboardInterrupt or SIGTERM (``_Terminated``) that ``exc`` was raised from or while handling,
+    if any: a signal that arrives inside a numba kernel surfaces as a ``SystemError`` ("returned a result
+    with an exception set") caused by it."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, (KeyboardInterrupt, _Terminated)):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _stopped(command: str, exc: BaseException) -> int:
+    """The exit of a command stopped by Ctrl-C (130) or SIGTERM (143)."""
+    if isinstance(exc, _Terminated):
+        print(f"na64reco {command}: terminated (SIGTERM)", file=sys.stderr)
+        return EXIT_TERMINATED
+    print(f"na64reco {command}: interrupted", file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 def save_crash_report(exc: BaseException, argv: list[str]) -> Path | None:

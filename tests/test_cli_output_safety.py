@@ -75,6 +75,31 @@ SIM = ["simulate", "--setup", "na64mu", "--events", "400", "--spill-particles", 
        "--seed", "3", "--quiet"]
 
 
+@pytest.mark.parametrize("signal_exc, code, words", [
+    (KeyboardInterrupt, "EXIT_INTERRUPTED", "interrupted"),
+    (cli._Terminated, "EXIT_TERMINATED", "terminated (SIGTERM)"),
+])
+def test_a_signal_inside_a_compiled_kernel_is_an_interruption_not_a_bug(tmp_path, monkeypatch, capsys, signal_exc,
+                                                                      code, words):
+    """(Ctrl-C or SIGTERM arriving inside a numba kernel surfaces as "SystemError: CPUDispatcher(...) returned
+    a result with an exception set", caused by the signal's exception: reported as an internal error with a
+    crash file, exit 3, instead of 130 / 143)"""
+    import na64reco.sim.generate as generate
+
+    def in_kernel(*args, **kwargs):
+        try:
+            raise signal_exc()
+        except BaseException as exc:
+            raise SystemError("CPUDispatcher(<function _kernel>) returned a result with an exception set") from exc
+
+    monkeypatch.setattr(generate, "simulate_spill", in_kernel)
+    monkeypatch.setenv("NA64RECO_CRASH_DIR", str(tmp_path / "crash"))
+    assert cli.main([*SIM, "--output", str(tmp_path / "beam.root")]) == getattr(cli, code)
+    err = capsys.readouterr().err
+    assert words in err and "internal error" not in err, err
+    assert not (tmp_path / "crash").exists() and not leftovers(tmp_path)
+
+
 def test_interrupted_simulate_leaves_the_old_file_and_no_part(tmp_path, monkeypatch, capsys):
     import na64reco.sim.generate as generate
 
