@@ -45,6 +45,7 @@ COMMANDS = (
 
 #: Exit codes: user or system error, bug in na64reco, interrupted (128 + SIGINT).
 EXIT_ERROR, EXIT_BUG, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 3, 130, 143
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader of the output went away (`na64reco cutflow ... | head`)
 
 
 class _Terminated(BaseException):
@@ -122,6 +123,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except (KeyboardInterrupt, _Terminated) as exc:
         return _stopped(args.command, exc)
+    except BrokenPipeError:  # stdout's reader closed it: nothing more to print, no error to report
+        try:  # (Python's flush of stdout at exit would fail again)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # (a stdout without a file descriptor)
+            pass
+        return EXIT_BROKEN_PIPE
     except (NA64Error, OSError) as exc:
         if _signal_in(exc) is not None:
             return _stopped(args.command, _signal_in(exc))

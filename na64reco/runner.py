@@ -851,10 +851,12 @@ def save_outputs(out: dict, outdir: str | Path, *, plots: bool = True, overwrite
     return Path(outdir)
 
 
-def write_outputs(out: dict, directory: Path, *, plots: bool = True) -> None:
+def write_outputs(out: dict, directory: str | Path, *, plots: bool = True) -> None:
     """The files of :func:`save_outputs`, written into the existing ``directory``."""
     import uproot
     from coffea.util import save
+
+    directory = Path(directory)
 
     save(out, directory / "output.coffea")
     with uproot.recreate(directory / "hists.root") as f:

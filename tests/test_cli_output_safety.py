@@ -100,6 +100,18 @@ def test_a_signal_inside_a_compiled_kernel_is_an_interruption_not_a_bug(tmp_path
     assert not (tmp_path / "crash").exists() and not leftovers(tmp_path)
 
 
+def test_a_closed_output_pipe_ends_the_command_quietly(monkeypatch, capsys):
+    """(`na64reco cutflow out/ --json | head` printed "error: [Errno 32] Broken pipe")"""
+    import na64reco.commands.limit as limit
+
+    def closed(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(limit, "run", closed)
+    assert cli.main(["limit", "--mot", "1e10", "--efficiency", "0.1", "--masses", "0.1"]) == cli.EXIT_BROKEN_PIPE
+    assert capsys.readouterr().err == ""
+
+
 def test_interrupted_simulate_leaves_the_old_file_and_no_part(tmp_path, monkeypatch, capsys):
     import na64reco.sim.generate as generate
 
