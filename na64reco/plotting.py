@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -702,10 +703,15 @@ def _plot_processes(inputs: bytes | None, outdir: Path, shares: int):
 
         def wait():
             failed = []
+            interrupted = False
             for k, (proc, log) in enumerate(zip(procs, logs, strict=True), start=1):
                 if proc.wait() != 0:
                     text = log.read_bytes().decode(errors="replace").strip().splitlines()
                     failed.append(f"share {k} of {shares}: {text[-1] if text else f'exit code {proc.returncode}'}")
+                    # (Ctrl-C reaches the drawing processes too: the run was interrupted, nothing failed)
+                    interrupted |= proc.returncode == -signal.SIGINT or bool(text and text[-1] == "KeyboardInterrupt")
+            if interrupted:
+                raise KeyboardInterrupt
             if failed:
                 raise NA64Error(f"control plots in {outdir}: a drawing process failed ({'; '.join(failed)})")
 

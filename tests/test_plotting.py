@@ -225,6 +225,22 @@ def test_a_failing_plot_process_is_an_error_naming_it(output, tmp_path, monkeypa
         control_plots(out, tmp_path / "plots", workers=2)
 
 
+@pytest.mark.skipif(os.name != "posix", reason="the stand-in interpreter is a shell script")
+@pytest.mark.parametrize("script", ["echo 'KeyboardInterrupt' >&2; exit 1", "kill -INT $$"])
+def test_a_plot_process_stopped_by_ctrl_c_is_an_interruption(output, tmp_path, monkeypatch, script):
+    """(Ctrl-C during the plots of `na64reco run` reached the drawing processes: "a drawing process
+    failed (share 1 of 2: KeyboardInterrupt)", exit 1, instead of "interrupted", 130)"""
+    import sys
+
+    out = _few_plots(output[1], per_kind=1)
+    fake = tmp_path / "python"
+    fake.write_text(f"#!/bin/sh\n{script}\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(fake))
+    with pytest.raises(KeyboardInterrupt):
+        control_plots(out, tmp_path / "plots", workers=2)
+
+
 # ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def signal_file(tmp_path_factory):
