@@ -42,8 +42,8 @@ def check_new_output(path: str | Path, *, overwrite: bool = False, inputs: Itera
         return path
     what = "directory" if path.is_dir() else "file"
     if not overwrite:
-        raise OutputExists(f"{shown}: output {what} exists; give {option} to replace it (nothing of it "
-                           "is kept) or choose another output")
+        raise OutputExists(f"{shown}: output {what} exists; give {option} (overwrite=True from Python) to "
+                           "replace it (nothing of it is kept) or choose another output")
     if path.is_dir() and not path.is_symlink():
         for inner in (Path.cwd(), *(Path(os.path.abspath(p)) for p in inputs)):
             if inner == path or path in inner.parents:

@@ -137,6 +137,14 @@ def test_a_run_of_the_2023_period_is_calibrated_with_its_layout(inputs, tmp_path
     assert "MM7X" in out and "published tag 'y23'" in out  # a plane of the 2023 layout only
 
 
+def test_a_tracker_calibration_of_a_run_without_beam_tracks_names_the_file(inputs, capsys):
+    """(alignment on a pedestal run said "view MS1 y has 0 usable tracks", naming no file)"""
+    root, files = inputs
+    assert _calibrate(root, "--setup", "na64mu", "--kind", "alignment", "--runs", "1000", "1999", "--tag", "pa",
+                      str(files["ped"])) == 1
+    _one_line(capsys, f"{files['ped']} (1 events): alignment: view", "usable tracks")
+
+
 # ---- 3. tag names -------------------------------------------------------------------------------
 @pytest.mark.parametrize("option, tag", [("--tag", "../evil"), ("--tag", ""), ("--tag", "a b/c"),
                                          ("--tag", ".hidden"), ("--base-tag", "../tags/na64mu-default")])

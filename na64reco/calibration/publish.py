@@ -217,8 +217,18 @@ def _require_a_channel(result: CalibrationResult, derived: dict, needed: int, wh
 
 def _calibrate_tracker(kind: str, setup: Setup, files, base: RunConditions,
                        beam_energy_gev: float | None) -> CalibrationResult:
-    """The tracker kinds: beam runs -> a new ``tracker`` payload body."""
+    """The tracker kinds: beam runs -> a new ``tracker`` payload body.  A measurement that finds too
+    little in the runs (a run of another kind: no beam tracks) is an error naming the files."""
     runs = read_beam_runs(files, setup, beam_energy_gev)
+    try:
+        return _tracker_result(kind, setup, runs, base)
+    except NA64Error as exc:
+        if type(exc) is not NA64Error:
+            raise
+        raise NA64Error(f"{', '.join(map(str, files))} ({sum(len(r.events) for r in runs)} events): {exc}") from None
+
+
+def _tracker_result(kind: str, setup: Setup, runs, base: RunConditions) -> CalibrationResult:
     n = sum(len(r.events) for r in runs)
     if kind == "alignment":
         res = align(runs, setup, base)

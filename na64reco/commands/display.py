@@ -8,7 +8,7 @@ HELP = ("draw one event (top and side views: hits, fitted tracks, calorimeter en
 
 
 def add_arguments(p):
-    p.add_argument("raw", help="raw ROOT file")
+    p.add_argument("raw", help="raw ROOT file (a path or a URL: root://, https://, s3://)")
     p.add_argument("--event", type=int, required=True, help="event number (the 'event' branch)")
     p.add_argument("--output", "-o", required=True,
                    help="output image (.png, .pdf, .svg), written whole (replaced if it exists)")

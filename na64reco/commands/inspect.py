@@ -9,7 +9,7 @@ HELP = "summarise a raw file: format, setup, run, events, spills, exposure and t
 
 
 def add_arguments(p):
-    p.add_argument("files", nargs="+", help="raw ROOT files")
+    p.add_argument("files", nargs="+", help="raw ROOT files (paths or URLs: root://, https://, s3://)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 

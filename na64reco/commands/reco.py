@@ -15,7 +15,7 @@ HELP = "reconstruct a raw file into a per-event table (Parquet or ROOT)"
 
 
 def add_arguments(p):
-    p.add_argument("raw", help="raw ROOT file (na64raw format)")
+    p.add_argument("raw", help="raw ROOT file (na64raw format; a path or a URL: root://, https://, s3://)")
     p.add_argument("--output", "-o", required=True,
                    help="output .parquet (or .root) file, written whole at the end (replaced if it exists, "
                         "unless it is the raw file)")

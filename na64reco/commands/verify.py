@@ -23,7 +23,7 @@ HELP = ("check raw files whole against their content checksums and the format's 
 
 
 def add_arguments(p):
-    p.add_argument("files", nargs="+", help="raw ROOT files to check")
+    p.add_argument("files", nargs="+", help="raw ROOT files to check (paths or URLs: root://, https://, s3://)")
     p.add_argument("--json", action="store_true", help="print one JSON record per file instead of text")
 
 
