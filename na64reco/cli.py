@@ -129,19 +129,16 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError):  # (a stdout without a file descriptor)
             pass
         return EXIT_BROKEN_PIPE
-    except (NA64Error, OSError) as exc:
-        if _signal_in(exc) is not None:
-            return _stopped(args.command, _signal_in(exc))
-        if args.traceback:
-            raise
-        message = " ".join(str(exc).split())  # one line, whatever the library below wrote
-        print(f"na64reco {args.command}: error: {message}", file=sys.stderr)
-        return EXIT_ERROR
     except Exception as exc:
-        if _signal_in(exc) is not None:  # (a signal inside a compiled kernel: "SystemError ... exception set")
-            return _stopped(args.command, _signal_in(exc))
+        stopped = _signal_in(exc)  # (a signal inside a compiled kernel: "SystemError ... exception set")
+        if stopped is not None:
+            return _stopped(args.command, stopped)
         if args.traceback:
             raise
+        if isinstance(exc, (NA64Error, OSError)):
+            message = " ".join(str(exc).split())  # one line, whatever the library below wrote
+            print(f"na64reco {args.command}: error: {message}", file=sys.stderr)
+            return EXIT_ERROR
         where = save_crash_report(exc, argv if argv is not None else sys.argv[1:])
         kind = f"{type(exc).__name__}: {' '.join(str(exc).split())}".rstrip(": ")
         saved = (f"the full traceback is in {where}; please report it with that file" if where else

@@ -364,7 +364,6 @@ def resolve(tag: str, run: int, root: Path | None = None) -> dict[str, Path]:
     return chosen
 
 
-
 def _check_calo_ranges(node, name: str, det, msadc, arrays: dict) -> None:
     """The calorimeter constants of detector ``name`` inside what the read-out can give: pedestals in
     0..``msadc.max_adc``, noise above 0 and below the ADC range, time offsets within the sampled

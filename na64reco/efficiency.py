@@ -49,7 +49,6 @@ __all__ = ["PROCESSORS", "EfficiencyPoint", "EfficiencyTable", "signal_efficienc
 PROCESSORS = {"na64mu": "na64mu_invisible", "na64e": "na64e_invisible"}
 
 
-
 @dataclass
 class EfficiencyPoint:
     """Efficiency of one signal sample (mass in MeV, hepunits)."""

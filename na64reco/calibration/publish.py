@@ -220,16 +220,16 @@ def _calibrate_tracker(kind: str, setup: Setup, files, base: RunConditions,
     """The tracker kinds: beam runs -> a new ``tracker`` payload body.  A measurement that finds too
     little in the runs (a run of another kind: no beam tracks) is an error naming the files."""
     runs = read_beam_runs(files, setup, beam_energy_gev)
+    n = sum(len(r.events) for r in runs)
     try:
-        return _tracker_result(kind, setup, runs, base)
+        return _tracker_result(kind, setup, runs, base, n)
     except NA64Error as exc:
         if type(exc) is not NA64Error:
             raise
-        raise NA64Error(f"{', '.join(map(str, files))} ({sum(len(r.events) for r in runs)} events): {exc}") from None
+        raise NA64Error(f"{', '.join(map(str, files))} ({n} events): {exc}") from None
 
 
-def _tracker_result(kind: str, setup: Setup, runs, base: RunConditions) -> CalibrationResult:
-    n = sum(len(r.events) for r in runs)
+def _tracker_result(kind: str, setup: Setup, runs, base: RunConditions, n: int) -> CalibrationResult:
     if kind == "alignment":
         res = align(runs, setup, base)
         return CalibrationResult(kind, n, alignment_content(setup, base, res), derived={"alignment": res},

@@ -76,8 +76,8 @@ def run(args) -> int:
     if tag_path(args.tag, args.calib_dir).exists():  # before the work (tags are immutable)
         raise ConfigError(f"tag {args.tag!r} exists already ({tag_path(args.tag, args.calib_dir)}); tags are "
                           "immutable, choose a new --tag")
-    setup = load_setup(args.setup, run=first)  # the layout of the runs' period (checked: one period)
     _check_one_period(args.setup, first, last)
+    setup = load_setup(args.setup, run=first)  # the layout of the runs' period
     result = calibrate_files(args.kind, setup, args.files, first, base_tag=args.base_tag, root=args.calib_dir,
                              min_entries=args.min_entries, beam_energy_gev=args.beam_energy, runs=(first, last))
     path = publish_result(result, setup, args.tag, (first, last), base_tag=args.base_tag, root=args.calib_dir,

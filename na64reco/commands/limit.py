@@ -25,8 +25,6 @@ from na64reco.errors import ConfigError, NA64Error
 NAME = "limit"
 HELP = "90% CL upper limits on signal events and on the coupling g (Z') or eps (A') vs mass"
 
-_GEV = u.GeV
-
 #: the setups whose search the command knows (beam, model and signal box: na64reco.selection.signal_model)
 SETUPS = ("na64mu", "na64e")
 
@@ -87,11 +85,11 @@ def _validate(args) -> float:
     if args.x_min is not None and not 0 <= args.x_min < 1:  # before the masses' reach, which depends on it
         raise ConfigError(f"--x-min must be in [0, 1), got {args.x_min}")
     x_min = setup.x_min if args.x_min is None else args.x_min
-    too_heavy = [m for m in args.masses if m * _GEV >= setup.e0 * (1 - x_min)]
+    too_heavy = [m for m in args.masses if m * u.GeV >= setup.e0 * (1 - x_min)]
     if too_heavy:
         box = f"--x-min {x_min:g}" if args.x_min is not None else f"the x > {x_min:g} signal box of {args.setup}"
         raise ConfigError(f"--masses {too_heavy} GeV are above the kinematic reach of the "
-                          f"{setup.e0 / _GEV:g} GeV beam with {box} (m < E0 (1 - x_min))")
+                          f"{setup.e0 / u.GeV:g} GeV beam with {box} (m < E0 (1 - x_min))")
     from na64reco.stats.limits import MAX_RELATIVE_BACKGROUND_UNCERTAINTY as max_rel
 
     for flag, value in (("--background", args.background), ("--background-uncertainty", args.background_uncertainty)):
@@ -128,7 +126,7 @@ def compute(args) -> dict:
                         f"--background-uncertainty {args.background_uncertainty:g} --cl {args.cl:g}: {exc}") from exc
     rows = []
     for mass_gev in args.masses:
-        mass = mass_gev * _GEV
+        mass = mass_gev * u.GeV
         ref = 1e-4
         # the yield is linear in the leptons on target: the per-lepton yield keeps the
         # coupling limit finite for any exposure (g90 ~ 1/sqrt(N), N up to the float range)
@@ -212,7 +210,7 @@ def _plot(result: dict, args, path: str) -> tuple[float, float | None] | None:
         return _draw_limit(result, args, path, setup, masses, g90)
 
 
-def _draw_limit(result: dict, args, path: str, setup: dict, masses, g90) -> tuple[float, float | None] | None:
+def _draw_limit(result: dict, args, path: str, setup, masses, g90) -> tuple[float, float | None] | None:
     """The exclusion plot (in the NA64 style set by the caller); returns the excluded part of the g-2 band.
 
     That is :func:`excluded_range` on the plot's mass grid (MeV), or None.
@@ -227,13 +225,13 @@ def _draw_limit(result: dict, args, path: str, setup: dict, masses, g90) -> tupl
     excluded = None
     if setup.model == "zprime":
         lo, mid, hi = g_band(masses, 2.0)
-        ax.fill_between(masses / _GEV, lo, hi, color="tab:green", alpha=0.35,
+        ax.fill_between(masses / u.GeV, lo, hi, color="tab:green", alpha=0.35,
                         label=r"$(g-2)_\mu$ $\pm 2\sigma$ ($\Delta a_\mu=(2.51\pm0.59)\times10^{-9}$)")
-        ax.plot(masses / _GEV, mid, color="tab:green", lw=1)
+        ax.plot(masses / u.GeV, mid, color="tab:green", lw=1)
         excluded = excluded_range(masses, g90, lo)
     label = "this calculation, 90% CL" + (f" (eff={args.efficiency:g}, {args.method.upper()})")
-    ax.plot(masses / _GEV, g90, color="k", lw=2, label=label)
-    ax.fill_between(masses / _GEV, g90, 1.0, color="gray", alpha=0.2, lw=0, label="excluded at 90% CL")
+    ax.plot(masses / u.GeV, g90, color="k", lw=2, label=label)
+    ax.fill_between(masses / u.GeV, g90, 1.0, color="gray", alpha=0.2, lw=0, label="excluded at 90% CL")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(r"$m_{Z'}$ [GeV]" if setup.model == "zprime" else r"$m_{A'}$ [GeV]")

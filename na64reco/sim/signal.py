@@ -54,8 +54,8 @@ def signal_weight(mass: float, coupling: float, e0: float, lepton_mass: float) -
     weight = float(expected_signal(1.0, mass, coupling, e0=e0, lepton_mass=lepton_mass, model=model))
     if not 0.0 <= weight <= 1.0:
         raise ConfigError(f"coupling {coupling:g} at mass {mass / u.GeV:g} GeV gives {weight:.3g} expected signal "
-                          "events per beam particle, above 1: the yield's coupling^2 scaling does not hold there; "
-                          "simulate with a smaller coupling (the weights scale as coupling^2)")
+                          "events per beam particle, not in 0..1: the yield's coupling^2 scaling does not hold "
+                          "there; simulate with a smaller coupling (the weights scale as coupling^2)")
     return weight
 
 

@@ -658,14 +658,13 @@ def _hadron_shower_from_ecal(ctx: Context, ecal: Calorimeter, tr: Tracks, j, d_l
             e = n_mip[k] * np.clip(phys.moyal(rng, veto.mip_mpv, veto.mip_width, int(k.sum())), 0, None)
             ctx.rec.deposit(ev[k], veto.id, 2 * ix[k], e, t[k])
             ctx.rec.deposit(ev[k], veto.id, 2 * ix[k] + 1, e, t[k])
-    if hcal is not None:
-        lam_mod = hcal.number("interaction_lengths_per_module")
-        zz = hcal.z - ecal.z
-        xh, yh = tr.x[j] + tr.tx[j] * zz, tr.y[j] + tr.ty[j] * zz
-        for m in range(hcal.n_sections):
-            f = (phys.hadron_fraction_before(rem + (m + 1) * lam_mod, prm.hadron_profile_shape)
-                 - phys.hadron_fraction_before(rem + m * lam_mod, prm.hadron_profile_shape))
-            _deposit_spread(ctx, hcal, m, ev, xh, yh, e_vis * f, t, sig, (1.0,))
+    lam_mod = hcal.number("interaction_lengths_per_module")
+    zz = hcal.z - ecal.z
+    xh, yh = tr.x[j] + tr.tx[j] * zz, tr.y[j] + tr.ty[j] * zz
+    for m in range(hcal.n_sections):
+        f = (phys.hadron_fraction_before(rem + (m + 1) * lam_mod, prm.hadron_profile_shape)
+             - phys.hadron_fraction_before(rem + m * lam_mod, prm.hadron_profile_shape))
+        _deposit_spread(ctx, hcal, m, ev, xh, yh, e_vis * f, t, sig, (1.0,))
 
 
 # ---- VHCAL, HCAL, SRD ------------------------------------------------------------------
