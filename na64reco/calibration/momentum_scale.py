@@ -66,6 +66,8 @@ def clipped(kappa: np.ndarray) -> np.ndarray:
     """Mask of ``kappa`` within CLIP_SIGMAS robust sigma of the median (iterated)."""
     ok = np.isfinite(kappa)
     for _ in range(5):
+        if not ok.any():  # no track: the caller's count says so (no median of nothing)
+            break
         med = np.median(kappa[ok])
         sig = robust_sigma(kappa[ok], centre=med)
         new = np.isfinite(kappa) & (np.abs(kappa - med) <= CLIP_SIGMAS * sig)

@@ -411,6 +411,8 @@ def _probe_view(hits, vt, setup: Setup, base: RunConditions, out, acc, n_planes)
     w = np.where(hit >= 0, 1.0 / sig[None, :] ** 2, 0.0)
     R = design(view)
     down = np.asarray(view.down)
+    if not one.any():  # no track to probe with: the caller's count of probe tracks says so
+        return
     prior_mean, prior_sigma = _priors(vt, R)
     for ip, index in enumerate(view.planes):
         p = setup.planes[index]
