@@ -106,9 +106,9 @@ def main() -> None:
         t = time.perf_counter()
         simulate("na64mu", args.events, 2024, 5, path)
         print(f"simulated {args.events} muons into {path} in {time.perf_counter() - t:.1f} s")
-    setup = load_setup("na64mu")
     with open_raw(path) as f:
         n = f.n_events
+        setup = load_setup("na64mu", run=f.run)
         cond = load_conditions(setup, f.run)
         branches = ["calo_det", "calo_chan", "calo_adc"]
 

@@ -51,7 +51,7 @@ def _warm(path: str) -> float:
     from na64reco.reco.event import reconstruct
 
     with open_raw(path) as raw:
-        setup = load_setup(raw.setup)
+        setup = load_setup(raw.setup, run=raw.run)
         reconstruct(raw.events(0, min(64, raw.n_events)), setup, load_conditions(setup, raw.run, None))
     return _time.perf_counter() - t0
 

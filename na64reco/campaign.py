@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from na64reco.config import integer_at_least
 from na64reco.errors import ConfigError
 
 
@@ -56,9 +57,7 @@ class CampaignResult:
 
 
 def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
+    return integer_at_least(value, 1, name)
 
 
 def plan_campaign(n_beam: int, spill_particles: int, spills_per_file: int) -> CampaignPlan:

@@ -395,7 +395,11 @@ def load_conditions(setup: str | Setup, run: int, tag: str | None = None,
 
     A setup given by name is loaded for the run's period (:func:`~na64reco.geometry.load_setup`).
     """
-    setup = load_setup(setup, run=int(run)) if isinstance(setup, str) else setup
+    if isinstance(setup, str):
+        setup = load_setup(setup, run=int(run))
+    elif not isinstance(setup, Setup):
+        raise TypeError(f"load_conditions(): setup is a {type(setup).__name__}; expected a setup name or a Setup "
+                        "(load_setup)")
     root = Path(root) if root else None
     tag = tag or default_tag(setup.name, root)
     t = load_tag(tag, root)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterator, Sequence
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,14 @@ PLAIN_NAME_RULE = (f"letters, digits and '_ . + -', not starting with a dot, 1-{
 def is_plain_name(value) -> bool:
     """Whether ``value`` is a :data:`PLAIN_NAME` string of at most :data:`PLAIN_NAME_MAX` characters."""
     return isinstance(value, str) and len(value) <= PLAIN_NAME_MAX and PLAIN_NAME.fullmatch(value) is not None
+
+
+def integer_at_least(value, least: int, what: str) -> int:
+    """``value`` as an ``int`` if it is an integer (Python's or numpy's, not a bool) of at least
+    ``least``, else a :class:`ConfigError` naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < least:
+        raise ConfigError(f"{what} must be an integer >= {least}, got {value!r}")
+    return int(value)
 
 
 def load_yaml(path: str | Path, *, schema_version: int | Sequence[int] | None = None) -> Node:

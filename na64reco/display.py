@@ -10,6 +10,7 @@ a labelled colour bar in GeV.  A *data* event inside the setup's protected regio
 
 from __future__ import annotations
 
+import numbers
 import os
 
 import numpy as np
@@ -75,6 +76,11 @@ def draw_event(raw_events, index: int, setup, conditions, *, title: str = "", ou
     from na64reco.reco.tracking.stage import event_display
     from na64reco.reco.waveform import reconstruct_digits
 
+    n = len(raw_events)
+    if isinstance(index, bool) or not isinstance(index, numbers.Integral) or not -n <= index < n:
+        raise IndexError(f"draw_event(): event index {index!r} is not one of the {n} events of "
+                         f"{source or 'raw_events'} (0..{n - 1}, or negative from the end)")
+    index = int(index) % n
     data = data or is_data_events(raw_events)
     raw_events = release_data_events(raw_events)  # withheld below, before anything is drawn
     one = raw_events[index: index + 1]

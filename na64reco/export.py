@@ -26,6 +26,7 @@ import numpy as np
 
 from na64reco import __version__
 from na64reco.atomic import check_new_output
+from na64reco.config import integer_at_least
 from na64reco.errors import RawFormatError
 from na64reco.io.location import display_name
 from na64reco.io.raw import RawFile, check_event_order, check_spill_counts_of, open_raw, release_data_events
@@ -60,6 +61,7 @@ def iterate_reco(path, *, calib_tag: str | None = None, chunk_size: int = EXPORT
     withheld from each chunk is appended to ``withheld`` if a list is given.  Event numbers
     must increase across the chunks too (within a chunk the read checks them): a chunk
     restarting them is a :class:`RawFormatError` naming the file and both entries."""
+    integer_at_least(chunk_size, 1, "iterate_reco(): chunk_size")
     raw = path if isinstance(path, RawFile) else open_raw(path)
     ids = raw.scan_ids()  # (as the runner's check before a run, in bounded memory)
     check_spill_counts_of(ids.spills, ids.counts, raw.spills(), raw.path)
@@ -172,9 +174,15 @@ def _write_chunk(writer, output: Path, reco: ak.Array):
 
 
 def read_reco(path) -> tuple[ak.Array, dict]:
-    """Read a Parquet reco file back: (records, provenance); ``mu_in`` / ``mu_out`` are vectors."""
+    """Read a Parquet reco file back: (records, provenance); ``mu_in`` / ``mu_out`` are vectors.
+    (A ``.root`` output is a flat TTree ``reco``, its provenance the string ``na64reco``: read it with
+    uproot.)"""
     import pyarrow.parquet as pq
 
+    if Path(path).suffix != ".parquet":
+        raise RawFormatError(f"{path}: read_reco reads the Parquet output of reconstruct_file (.parquet); a .root "
+                             "output is a flat TTree: uproot.open(path)['reco'].arrays(), provenance "
+                             "uproot.open(path)['na64reco']")
     table = pq.read_table(path)
     meta = json.loads(pq.read_metadata(path).metadata[b"na64reco"])
     return restore_vectors(ak.from_arrow(table)), meta

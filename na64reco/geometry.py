@@ -407,6 +407,19 @@ def load_setup(name_or_path: str, run: int | None = None) -> Setup:
     return _load_period(str(name_or_path), period.name if period else "")
 
 
+def check_period(setup: Setup, run: int, what: str) -> None:
+    """A :class:`ConfigError` unless ``setup`` was loaded for the period of ``run`` (``what`` names the
+    run's source: "the events of FILE", "conditions of run N"): a setup loaded without a run applies
+    neither a period's planes nor its rules (e.g. the 2022 tracking's hit on every plane), and its
+    reconstruction of a run in a period would be silently another's."""
+    period = period_of_run(setup.source, int(run))
+    name = period.name if period else ""
+    if name != setup.period:
+        loaded = f"period {setup.period!r}" if setup.period else "the base description (no run given)"
+        raise ConfigError(f"{what}: run {int(run)} is in period {name!r} of setup {setup.name!r}, but the setup was "
+                          f"loaded for {loaded}; load it with load_setup({setup.name!r}, run={int(run)})")
+
+
 def list_periods(name_or_path: str) -> tuple[Period, ...]:
     """The run periods of a setup file (empty if it has none)."""
     return _periods(str(_setup_file(str(name_or_path))))

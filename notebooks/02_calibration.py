@@ -51,7 +51,7 @@ root = workdir / "calib"
 shutil.copytree(calib_dir(), root)           # a private calibration directory
 os.environ["NA64RECO_CALIB"] = str(root)     # this kernel reads and writes only the copy
 RUN = 500
-setup = load_setup("na64mu")
+setup = load_setup("na64mu", run=RUN)
 print("calibration directory:", root)
 
 # %% [markdown]

@@ -148,9 +148,10 @@ display(Image(filename=str(workdir / "unblinded" / "plots" / "unblinded_unblinde
 again = unblind(ledger, confirm=True, output_dir=workdir / "again", audit_log=audit, registry=registry)
 print("ran again:", again.ran)
 print(format_result(again).splitlines()[0])
-for record in read_audit_log(audit):
-    print(json.dumps({k: record[k] for k in ("user", "time_utc", "state_sha256", "processor", "calib_tag")}))
-    print("  observed in the box:", record["result"]["signal_box"]["events"])
+for record in read_audit_log(audit):  # the start of the unblinding (before the box opened), then its result
+    print(record["kind"], json.dumps({k: record[k] for k in ("user", "time_utc", "state_sha256", "calib_tag")}))
+    if "result" in record:
+        print("  observed in the box:", record["result"]["signal_box"]["events"])
 
 # %% [markdown]
 # Every log is hash-chained (each record carries the SHA-256 of the previous line; the first

@@ -30,7 +30,7 @@ def world(tmp_path_factory):
     shutil.copytree(REPO_CALIB, root, dirs_exist_ok=True)
     mp = pytest.MonkeyPatch()
     mp.setenv("NA64RECO_CALIB", str(root))
-    setup = load_setup("na64mu")
+    setup = load_setup("na64mu", run=RUN)
     publish("na64mu", "true-mu", (1, 999999), nominal_content(setup, seed=4242), base_tag="na64mu-default",
             comment="true constants of the closure test", root=root)
     ped = root / "ped.root"

@@ -266,10 +266,22 @@ def test_limit_checks_the_plot_name(tmp_path, capsys):
 
 def test_limit_names_x_min(capsys):
     err = one_line_error(capsys, [*LIMIT, "--mot", "1e10", "--x-min", "1.2"])
-    assert "--x-min" in err and "1.2" in err and "kinematic reach" not in err
+    assert "--x-min" in err and "1.2" in err and "m < E0 (1 - x_min)" not in err
     err = one_line_error(capsys, ["limit", "--efficiency", "0.1", "--masses", "100", "--mot", "1e10",
                                   "--x-min", "0.5"])
-    assert "--x-min 0.5" in err and "kinematic reach" in err
+    assert "--x-min 0.5" in err and "m < E0 (1 - x_min) = 80 GeV" in err
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--efficiency", "1e-300", "--masses", "0.1"], ("no finite limit at 0.1 GeV", "--efficiency 1e-300")),
+    (["--efficiency", "0.1", "--masses", "0.1", "--cl", "0.99999"], ("99.999% CL upper limit on signal events",)),
+])
+def test_limit_at_the_edges_of_floating_point_and_confidence(capsys, args, words):
+    """(an efficiency of 1e-300 printed an infinite g90; --cl 0.99999 failed in the root finder's bracket)"""
+    code = cli.main(["limit", "--mot", "1e10", *args])
+    out, err = capsys.readouterr()
+    assert code == (1 if "no finite" in words[0] else 0), err
+    assert all(w in (err if code else out) for w in words), (out, err)
 
 
 @pytest.mark.parametrize("setup, wrong, right", [("na64mu", "--eot", "--mot"), ("na64e", "--mot", "--eot")])

@@ -34,7 +34,7 @@ def test_no_kernel_is_compiled_again_for_literal_arguments(tmp_path, setup, run)
     raw = open_raw(path)
     events = raw.events()
     assert len(events) > 50  # the kernels ran on real events (the calibration trigger keeps most beam particles)
-    geometry = load_setup(raw.setup)
+    geometry = load_setup(raw.setup, run=raw.run)
     conditions = load_conditions(raw.setup, raw.run)
     reconstruct(events, geometry, conditions, source=str(path))
     reconstruct_tracks(events, geometry, conditions, return_internals=True)  # the whole hits table

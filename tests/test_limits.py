@@ -13,6 +13,13 @@ def test_poisson_zero_observed_zero_background():
     assert limits.poisson_upper_limit(0, 0.0, cl=0.95) == pytest.approx(-math.log(0.05), rel=1e-9)
 
 
+@pytest.mark.parametrize("cl", [0.99999, 1 - 1e-12])
+def test_poisson_zero_observed_at_a_confidence_level_close_to_one(cl):
+    """s_up = -ln(1 - cl) for n = b = 0: 11.5 at 0.99999 lay beyond the root finder's bracket (10)."""
+    assert limits.poisson_upper_limit(0, 0.0, cl) == pytest.approx(-math.log1p(-cl), rel=1e-9)
+    assert limits.poisson_upper_limit(0, 0.0, cl, method="classical") == pytest.approx(-math.log1p(-cl), rel=1e-9)
+
+
 def test_poisson_known_values():
     # classical (Neyman) 90 % upper limits, b = 0 (PDG Statistics review, table 40.3)
     for n, ref in [(1, 3.890), (2, 5.322), (3, 6.681)]:

@@ -260,7 +260,7 @@ def _display_inputs(path):
 
     with open_raw(path) as raw:
         events = raw.events(0, raw.n_events)
-        setup = load_setup(raw.setup)
+        setup = load_setup(raw.setup, run=raw.run)
         conditions = load_conditions(setup, raw.run)
     reco = reconstruct(events, setup, conditions)
     return events, setup, conditions, reco

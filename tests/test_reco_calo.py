@@ -41,7 +41,7 @@ def make_events(setup, cond, ev, names, chans, energies_mev, dt=None, seed=0, n_
 
 @pytest.fixture(scope="module")
 def mu():
-    setup = load_setup("na64mu")
+    setup = load_setup("na64mu", run=1)
     return setup, load_conditions(setup, 1)
 
 
@@ -319,7 +319,7 @@ def test_energy_scale_against_truth(tmp_path):
 
     path = tmp_path / "mu.root"
     sim.simulate("na64mu", 12000, 21, 5, path, trigger="calibration")  # every beam muon written
-    setup = load_setup("na64mu")
+    setup = load_setup("na64mu", run=5)
     with open_raw(path) as f:
         events, truth = f.events(), f.truth()
     cond = load_conditions(setup, 5)

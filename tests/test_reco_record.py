@@ -43,8 +43,8 @@ def test_fields_of_other_lengths_or_kinds_go_through_zip():
 
 
 def test_fields_of_a_record_and_its_numeric_fields_are_those_of_awkward():
+    from na64reco.io.raw import numpy_field as _numpy_field
     from na64reco.reco.event import _fields as fields_of
-    from na64reco.reco.event import _numpy_field
 
     rec = record(_fields(940, np.random.default_rng(3)))
     got = fields_of(rec)

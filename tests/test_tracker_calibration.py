@@ -59,7 +59,7 @@ def world(tmp_path_factory):
     shutil.copytree(REPO_CALIB, root, dirs_exist_ok=True)
     mp = pytest.MonkeyPatch()
     mp.setenv("NA64RECO_CALIB", str(root))
-    setup = load_setup("na64mu")
+    setup = load_setup("na64mu", run=RUN)
     base = load_conditions(setup, RUN, root=root)
     publish("na64mu", "true-trk", (1, 999999), {"tracker": true_tracker(setup, base)}, base_tag="na64mu-default",
             comment="true tracker constants of the closure test", root=root)
@@ -129,12 +129,13 @@ def test_alignment_closure(world):
     assert aligned.planes["MM2X"].alignment == pytest.approx(true.planes["MM2X"].alignment, abs=0.01)
 
 
-def _p_in_resolution(events, truth, setup, cond) -> float:
+def _p_in_resolution(events, truth, setup, cond) -> tuple[float, float, int]:
+    """(median, half the 16-84 % width) of p_in / true p_in - 1, and the number of tracks."""
     r = reconstruct_tracks(events, setup, cond)
     rel = r["p_in"] / truth["p_in"] - 1
     rel = rel[np.isfinite(rel)]
-    q16, q84 = np.percentile(rel, [16, 84])
-    return 0.5 * (q84 - q16)
+    q16, q50, q84 = np.percentile(rel, [16, 50, 84])
+    return q50, 0.5 * (q84 - q16), rel.size
 
 
 def test_momentum_resolution_restored_by_the_alignment(world):
@@ -150,8 +151,12 @@ def test_momentum_resolution_restored_by_the_alignment(world):
     aligned = _p_in_resolution(events, truth, setup, replace(aligned_c, field_integrals=fields))
     nominal = _p_in_resolution(events, truth, setup,
                                replace(load_conditions(setup, RUN, root=root), field_integrals=fields))
-    assert abs(aligned / perfect - 1) < 0.05, (aligned, perfect)
-    assert nominal > 1.2 * perfect  # the test has power: misaligned is clearly worse
+    median_error = 1.25 * perfect[1] / np.sqrt(perfect[2])
+    assert abs(aligned[1] / perfect[1] - 1) < 0.05, (aligned, perfect)
+    assert abs(aligned[0] - perfect[0]) < 3 * median_error and aligned[2] > 0.98 * perfect[2], (aligned, perfect)
+    # the test has power: misaligned, the 2022 tracking (a hit on every plane) measures p_in ~2 % high
+    # and loses a quarter of the tracks (with one plane allowed to miss, the width grew instead)
+    assert abs(nominal[0] - perfect[0]) > 20 * median_error and nominal[2] < 0.9 * perfect[2], (nominal, perfect)
 
 
 def test_momentum_scale_closure(world):

@@ -230,15 +230,17 @@ def test_unblind_once_then_the_record(env):
     assert res.record["result"]["n_beam"] == 10 * 210
     assert (out / "unblinded_counts.json").is_file()
     assert list((out / "plots").glob("*unblinded_p_out.png"))
-    lines = log.read_text().splitlines()
-    rec = json.loads(lines[0])
+    started, rec = (json.loads(line) for line in log.read_text().splitlines())
     ledger = ub.read_ledger(env["ledger"])
     assert rec["ledger_sha256"] == ledger["ledger_sha256"] and rec["state_sha256"] == ledger["state_sha256"]
-    assert rec["prev_sha256"] == ledger["ledger_sha256"]  # the chain starts at the ledger
+    # the start is on the record before the box opens; the chain starts at the ledger
+    assert started["kind"] == "unblinding-started" and "result" not in started
+    assert started["attempt"] == rec["attempt"] and started["prev_sha256"] == ledger["ledger_sha256"]
     assert rec["dataset_sha256"] == ub.dataset_hash(ledger["state"]["files"])
-    # the same record in the user's registry and beside the data, keyed by the data set
+    # the same records in the user's registry and beside the data, keyed by the data set
     for reg in ub.registry_logs(rec["dataset_sha256"], ledger["state"]["files"]):
-        assert ub.read_audit_log(reg) == [rec]
+        assert [r["kind"] for r in ub.read_audit_log(reg)] == ["unblinding-started", "unblinding"]
+        assert ub.read_audit_log(reg)[1] == {**rec, "prev_sha256": ub.read_audit_log(reg)[1]["prev_sha256"]}
     assert rec["user"] and rec["time_utc"].endswith("+00:00")
     assert rec["result"]["signal_box"]["events"] == exp["signal_box"]
 
@@ -248,7 +250,7 @@ def test_unblind_once_then_the_record(env):
     again = ub.unblind(env["ledger"], confirm=True, output_dir=env["tmp"] / "again", runner=must_not_run)
     assert not again.ran and again.record == rec
     assert "unblinded before, on " + rec["time_utc"] in ub.format_result(again)
-    assert len(log.read_text().splitlines()) == 1  # nothing rewritten, nothing added
+    assert len(log.read_text().splitlines()) == 2  # nothing rewritten, nothing added
     # a new ledger of the same frozen state is the same analysis: still the record
     twin = env["ledger"].with_name("twin.json")
     ub.freeze(twin, processor=PROC, calib_tag=TAG, files=env["files"], selection=str(env["sel"]),
@@ -291,7 +293,8 @@ def test_extra_audit_log_also_gets_the_record(env):
     extra = env["tmp"] / "elsewhere" / "audit.jsonl"
     res = ub.unblind(env["ledger"], confirm=True, audit_log=extra, runner=lambda *a: {
         "signal_box": {"events": 3}, "sidebands": {}, "n_beam": 1})
-    assert json.loads(extra.read_text())["state_sha256"] == res.record["state_sha256"]
+    assert [json.loads(line)["state_sha256"] for line in extra.read_text().splitlines()] == [
+        res.record["state_sha256"]] * 2  # its start and its result
     # the log beside the ledger is always written, so another --audit-log cannot hide it
     again = ub.unblind(env["ledger"], confirm=True, audit_log=env["tmp"] / "fresh.jsonl")
     assert not again.ran and again.observed == 3
@@ -414,7 +417,7 @@ def test_a_hand_edited_count_in_the_audit_log_is_refused(env):
     ub.unblind(env["ledger"], confirm=True, runner=_fake_run(3))
     log = ub.default_audit_log(env["ledger"])
     log.write_text(log.read_text().replace('"events":3', '"events":0'))
-    with pytest.raises(ub.AuditLogError, match=f"audit log {log} record 1 was edited"):
+    with pytest.raises(ub.AuditLogError, match=f"audit log {log} record 2 was edited"):
         ub.unblind(env["ledger"], confirm=True, runner=_never)
 
 
@@ -426,11 +429,12 @@ def test_an_edited_earlier_record_breaks_the_chain(env):
     ub.freeze(second, processor=PROC, calib_tag=TAG, files=env["files"], selection=str(env["sel"]),
               force_new=True, reason="chi2 cut loosened")
     log = ub.default_audit_log(env["ledger"])
-    assert [r["kind"] for r in ub.read_audit_log(log)] == ["unblinding", "freeze-after-unblinding"]
+    assert [r["kind"] for r in ub.read_audit_log(log)] == ["unblinding-started", "unblinding",
+                                                          "freeze-after-unblinding"]
     lines = log.read_text().splitlines()
-    lines[0] = lines[0].replace('"events":3', '"events":1')
+    lines[1] = lines[1].replace('"events":3', '"events":1')
     log.write_text("\n".join(lines) + "\n")
-    with pytest.raises(ub.AuditLogError, match=f"audit log {log} record 2: the hash chain is broken"):
+    with pytest.raises(ub.AuditLogError, match=f"audit log {log} record 3: the hash chain is broken"):
         ub.read_audit_log(log)
 
 
@@ -442,8 +446,8 @@ def test_a_truncated_or_deleted_audit_log_is_refused(env, how):
     log = ub.default_audit_log(env["ledger"])
     first = log.read_text()
     if how == "truncated":
-        log.write_text(first[: len(first) // 2])
-        expected = "record 1 is cut short"
+        log.write_text(first[: len(first) - 40])
+        expected = "record 2 is cut short"
     elif how == "emptied":
         log.write_text("")
         expected = "holds 0 record.*record 1 onwards was removed"
@@ -454,10 +458,10 @@ def test_a_truncated_or_deleted_audit_log_is_refused(env, how):
         ub.audit.head_path(log).unlink()
         expected = "chain head .* is missing"
     else:
-        rec = json.loads(first)
+        rec = json.loads(first.splitlines()[-1])
         rec["prev_sha256"] = "0" * 64
         log.write_text(first + ub.audit.canonical_line(rec) + "\n")
-        expected = "record 2"
+        expected = "record 3"
     with pytest.raises(ub.AuditLogError, match=expected):
         ub.unblind(env["ledger"], confirm=True, runner=_never)
 
@@ -509,7 +513,8 @@ def test_refreezing_retuned_cuts_elsewhere_supersedes_the_unblinding(env):
     new = ub.freeze(ledger, force_new=True, reason="chi2 cut loosened after unblinding", **kw)
     assert new["supersedes"] == [{"ledger": str(env["ledger"].resolve()),
                                   "state_sha256": first.record["state_sha256"],
-                                  "unblinded_at": first.record["time_utc"], "unblinded_by": first.record["user"]}]
+                                  "unblinded_at": first.record["time_utc"], "unblinded_by": first.record["user"],
+                                  "shared_files": None}]
     assert new["reason"] == "chi2 cut loosened after unblinding"
     (noted,) = ub.read_audit_log(ub.default_audit_log(ledger))
     assert noted["kind"] == "freeze-after-unblinding" and noted["reason"] == new["reason"]
@@ -554,24 +559,27 @@ def test_a_failed_unblinding_leaves_a_trace_and_can_be_run_again(env):
 
     with pytest.raises(RuntimeError, match="plotting failed"):
         ub.unblind(env["ledger"], confirm=True, runner=dies)
-    (aborted,) = ub.read_audit_log(ub.default_audit_log(env["ledger"]))
+    started, aborted = ub.read_audit_log(ub.default_audit_log(env["ledger"]))
     assert aborted["kind"] == "unblinding-aborted" and "plotting failed" in aborted["error"]
-    assert ub.read_audit_log(env["registry"] / f"{aborted['dataset_sha256']}.jsonl") == [aborted]
+    assert started["kind"] == "unblinding-started" and started["attempt"] == aborted["attempt"]
+    assert ub.read_audit_log(env["registry"] / f"{aborted['dataset_sha256']}.jsonl") == [started, aborted]
     res = ub.unblind(env["ledger"], confirm=True, runner=_fake_run(3))
     assert res.ran and [r["kind"] for r in ub.read_audit_log(ub.default_audit_log(env["ledger"]))] == [
-        "unblinding-aborted", "unblinding"]
+        "unblinding-started", "unblinding-aborted", "unblinding-started", "unblinding"]
 
 
 def test_a_log_rewritten_with_a_valid_chain_disagrees_with_the_registry(env):
     _freeze(env)
     ub.unblind(env["ledger"], confirm=True, runner=_fake_run(3))
     log = ub.default_audit_log(env["ledger"])
-    (rec,) = ub.read_audit_log(log)
+    started, rec = ub.read_audit_log(log)
     log.unlink()
     ub.audit.head_path(log).unlink()
-    rec.pop("prev_sha256")
+    for r in (started, rec):
+        r.pop("prev_sha256")
     rec["result"]["signal_box"]["events"] = 0
-    ub.append_audit_record(log, rec)  # a rewrite that recomputes the chain and the head
+    for r in (started, rec):
+        ub.append_audit_record(log, r)  # a rewrite that recomputes the chain and the head
     with pytest.raises(ub.AuditLogError, match="recorded differently in .*: one of them was edited"):
         ub.unblind(env["ledger"], confirm=True, runner=_never)
 
@@ -654,7 +662,7 @@ def test_a_bad_spill_list_changed_during_the_unblinding_is_refused(env, monkeypa
         ub.unblind(env["ledger"], confirm=True)
     assert len(calls) == 2  # refused at the run's read, before any event
     kinds = [r["kind"] for r in ub.read_audit_log(ub.default_audit_log(env["ledger"]))]
-    assert kinds == ["unblinding-aborted"]
+    assert kinds == ["unblinding-started", "unblinding-aborted"]
 
 
 def test_a_malformed_bad_spill_list_is_refused_at_freeze(env):

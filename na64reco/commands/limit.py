@@ -88,8 +88,9 @@ def _validate(args) -> float:
     too_heavy = [m for m in args.masses if m * u.GeV >= setup.e0 * (1 - x_min)]
     if too_heavy:
         box = f"--x-min {x_min:g}" if args.x_min is not None else f"the x > {x_min:g} signal box of {args.setup}"
-        raise ConfigError(f"--masses {too_heavy} GeV are above the kinematic reach of the "
-                          f"{setup.e0 / u.GeV:g} GeV beam with {box} (m < E0 (1 - x_min))")
+        raise ConfigError(f"--masses {too_heavy} GeV: the yield's Weizsaecker-Williams calculation (for m << E0) "
+                          f"is used only for m < E0 (1 - x_min) = {setup.e0 * (1 - x_min) / u.GeV:g} GeV, with the "
+                          f"{setup.e0 / u.GeV:g} GeV beam and {box} (above, it is not even monotonic in m)")
     from na64reco.stats.limits import MAX_RELATIVE_BACKGROUND_UNCERTAINTY as max_rel
 
     for flag, value in (("--background", args.background), ("--background-uncertainty", args.background_uncertainty)):
@@ -123,7 +124,7 @@ def compute(args) -> dict:
         n_up_poisson = poisson_upper_limit(args.observed, args.background, args.cl)
     except (ValueError, RuntimeError) as exc:  # (the inputs were checked above: a configuration without a limit)
         raise NA64Error(f"no upper limit for --observed {args.observed} --background {args.background:g} "
-                        f"--background-uncertainty {args.background_uncertainty:g} --cl {args.cl:g}: {exc}") from exc
+                        f"--background-uncertainty {args.background_uncertainty:g} --cl {args.cl!r}: {exc}") from exc
     rows = []
     for mass_gev in args.masses:
         mass = mass_gev * u.GeV
@@ -134,6 +135,10 @@ def compute(args) -> dict:
                                            lepton_mass=setup.lepton_mass, model=setup.model,
                                            x_min=x_min, method=args.method)
         g90 = coupling_limit(mass, n_up, n_ref=n_ref_per_lepton, coupling_ref=ref) / math.sqrt(n_on_target)
+        if not math.isfinite(g90):
+            raise NA64Error(f"no finite limit at {mass_gev:g} GeV: {n_ref_per_lepton:g} signal events per lepton "
+                            f"on target at {setup.coupling} = {ref:g} with --efficiency {args.efficiency:g} (too "
+                            "small for floating point)")
         row = {"mass_gev": mass_gev, "n_expected_at_1e-4": n_ref_per_lepton * n_on_target,
                f"{setup.coupling}90": g90}
         if setup.model == "zprime":
@@ -274,7 +279,7 @@ def run(args) -> int:
     print(f"# {args.setup}: N_on_target={result['n_on_target']:.4g} eff={args.efficiency:g} "
           f"b={args.background:g}+-{args.background_uncertainty:g} n_obs={args.observed} "
           f"x>{result['x_min']:g} ({args.method})")
-    print(f"# {args.cl:.0%} CL upper limit on signal events: {result['n_up']:.3f} "
+    print(f"# {100 * args.cl:.10g}% CL upper limit on signal events: {result['n_up']:.3f} "
           f"(Poisson CLs cross-check {result['n_up_poisson']:.3f})")
     if c == "g":
         print(f"{'mass_GeV':>10} {'n_up':>7} {'g90':>10} {'g2_low':>10} {'g2_mid':>10} "

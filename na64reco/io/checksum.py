@@ -194,7 +194,7 @@ class Blocks:
         """Check ``arrays`` (entries ``[start, stop)``, whole blocks) against the stored sums
         (of the ``branches`` given, default all)."""
         i, j = self.covering(start, stop)
-        if j == i:
+        if j == i or stop <= start:  # (an empty range: nothing to check)
             return
         if self.starts[i] != start or self.stops[j - 1] != stop:
             raise ValueError(f"range {start}-{stop} is not made of whole blocks")  # a bug, not a bad file

@@ -216,6 +216,17 @@ def is_data_events(events) -> bool:
         return False
 
 
+def numpy_field(records: ak.Array, name: str) -> np.ndarray:
+    """``np.asarray(records[name])``; a numeric field of a plain record array from its buffer (~1 us
+    against awkward's projection, ~100 us)."""
+    layout = records.layout
+    if isinstance(layout, ak.contents.RecordArray) and name in layout.fields:
+        field = layout.content(name)
+        if isinstance(field, ak.contents.NumpyArray) and not field.parameters:
+            return np.asarray(field.data)[:layout.length]
+    return np.asarray(records[name])
+
+
 def refuse_data_events(events, what: str) -> None:
     """Raise :class:`BlindingError` if ``events`` come from a data file (see :data:`DATA_PARAMETER`)."""
     if is_data_events(events):
@@ -613,15 +624,16 @@ class RawFile:
     def read_verified(self, tree: str, entry_start: int | None = None, entry_stop: int | None = None,
                       library: str = "ak", branches: tuple[str, ...] | None = None):
         """Entries ``[entry_start, entry_stop)`` of ``tree`` (its ``branches``, default all),
-        checked against its checksums.
+        checked against its checksums.  The bounds are those of a Python slice: negative ones count
+        from the end, and a range that ends before it starts is empty.
 
         The range is widened to whole checksum blocks for the check, then cut back.  Any
         failure to read, decompress or verify is a :class:`RawFormatError` naming the file,
         the tree and the entries.
         """
         n = self._entries(tree)
-        start = 0 if entry_start is None else max(0, min(int(entry_start), n))
-        stop = n if entry_stop is None else max(start, min(int(entry_stop), n))
+        start, stop, _ = slice(entry_start, entry_stop).indices(n)
+        stop = max(start, stop)
         try:
             blocks = self.blocks(tree)
             lo, hi = blocks.widen(start, stop)
@@ -640,8 +652,9 @@ class RawFile:
         return self._mark(tree, arrays)
 
     def events(self, entry_start: int | None = None, entry_stop: int | None = None) -> ak.Array:
-        """Events as an awkward record array with ``calo.adc`` of shape (digits, 32); those of a
-        data file carry :data:`DATA_PARAMETER` (the public reconstruction refuses them)."""
+        """Events ``[entry_start, entry_stop)`` (a Python slice's bounds: ``events(-10)`` the last ten) as an
+        awkward record array with ``calo.adc`` of shape (digits, 32); those of a data file carry
+        :data:`DATA_PARAMETER` (the public reconstruction refuses them)."""
         arrays = self.read_verified("events", entry_start, entry_stop)
         try:
             events = assemble_events(arrays, self.path)

@@ -64,6 +64,7 @@ from hepunits import GeV
 from na64reco.errors import ConfigError
 from na64reco.geometry import Calorimeter, Setup
 from na64reco.io.raw import collection_arrays, refuse_data_events
+from na64reco.reco.inputs import check_belong
 from na64reco.reco.tracking._jit import INLINED, NO_NRT
 from na64reco.reco.waveform import (
     FLAG_BELOW_THRESHOLD,
@@ -370,6 +371,7 @@ def reconstruct_calo(events, setup: Setup, conditions, source: str = "", *,
     read it, :data:`na64reco.reco.event.OPTIONAL_FIELDS`).  Events of a data file are refused (see
     :func:`na64reco.reco.event.reconstruct`)."""
     refuse_data_events(events, "reconstruct_calo()")
+    check_belong(events, setup, conditions, source, "reconstruct_calo()")
     n = len(events)
     counts, det, chan, adc = flat_digits(events)
     offsets = np.zeros(n + 1, np.int64)

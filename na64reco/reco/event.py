@@ -22,8 +22,9 @@ import numpy as np
 
 from na64reco.conditions import RunConditions
 from na64reco.geometry import Setup
-from na64reco.io.raw import check_truth_rows, refuse_data_events
+from na64reco.io.raw import check_truth_rows, numpy_field, refuse_data_events
 from na64reco.reco.calo import reconstruct_calo
+from na64reco.reco.inputs import check_belong
 from na64reco.reco.kinematics import muon_vectors
 from na64reco.reco.tracking.stage import reconstruct_tracks
 
@@ -52,13 +53,15 @@ def reconstruct(events: ak.Array, setup: Setup, conditions: RunConditions, sourc
                 stages=None, leave_out=()) -> ak.Array:
     """Reconstruct raw ``events`` (as from :meth:`RawFile.events`) into flat records.
 
-    ``stages``: names of :data:`STAGES` to run (default all): a record of the event
+    ``stages``: a name or names of :data:`STAGES` to run (default all): a record of the event
     identifiers and those stages' fields only (``mu_in``/``mu_out`` come with ``tracking``).
     ``leave_out``: a name or names of :data:`OPTIONAL_FIELDS` not to compute (the record lacks them).
     Events of a data file are refused (:class:`~na64reco.errors.BlindingError`): use
     :func:`na64reco.export.iterate_reco`, which withholds the protected region."""
+    _check_types(events, setup, conditions)
+    check_belong(events, setup, conditions, source, "reconstruct()")
     refuse_data_events(events, "reconstruct()")
-    names = tuple(STAGES) if stages is None else tuple(stages)
+    names = tuple(STAGES) if stages is None else (stages,) if isinstance(stages, str) else tuple(stages)
     unknown = [n for n in names if n not in STAGES]
     if unknown:
         raise ValueError(f"unknown reconstruction stage {unknown[0]!r}; expected some of {', '.join(STAGES)}")
@@ -66,7 +69,7 @@ def reconstruct(events: ak.Array, setup: Setup, conditions: RunConditions, sourc
     off = [n for n in leave_out if n not in OPTIONAL_FIELDS]
     if off:
         raise ValueError(f"field {off[0]!r} cannot be left out; the optional fields are {', '.join(OPTIONAL_FIELDS)}")
-    out: dict[str, object] = {k: _numpy_field(events, k) for k in ("run", "spill", "event", "trigger")}
+    out: dict[str, object] = {k: numpy_field(events, k) for k in ("run", "spill", "event", "trigger")}
     for stage in names:
         function, payload = STAGES[stage]
         switches = {OPTIONAL_FIELDS[n][1]: False for n in leave_out if OPTIONAL_FIELDS[n][0] == stage}
@@ -77,6 +80,20 @@ def reconstruct(events: ak.Array, setup: Setup, conditions: RunConditions, sourc
     if "tracking" in names and setup.beam.particle.startswith("mu"):
         out.update(muon_vectors(out))  # mu_in, mu_out: vector records from p and the slopes
     return record({k: _column(v) for k, v in out.items()})
+
+
+def _check_types(events, setup, conditions) -> None:
+    """Clear errors for arguments of :func:`reconstruct` of the wrong kind."""
+    if not isinstance(events, ak.Array):
+        hint = "; for one event pass events[i:i + 1]" if isinstance(events, ak.Record) else ""
+        raise TypeError(f"reconstruct(): events is a {type(events).__name__}; expected an awkward Array of raw "
+                        f"events (RawFile.events()){hint}")
+    if not isinstance(setup, Setup):
+        raise TypeError(f"reconstruct(): setup is a {type(setup).__name__}; expected a Setup "
+                        "(load_setup(name, run=run))")
+    if not isinstance(conditions, RunConditions):
+        raise TypeError(f"reconstruct(): conditions is a {type(conditions).__name__}; expected RunConditions "
+                        "(load_conditions(setup, run))")
 
 
 def attach_truth(reco: ak.Array, truth: dict[str, np.ndarray], source: str = "<events>", start: int = 0) -> ak.Array:
@@ -181,16 +198,6 @@ def _fields(records: ak.Array) -> dict:
             and not layout.parameters:
         return {name: layout.content(name) for name in layout.fields}
     return {name: records[name] for name in records.fields}
-
-
-def _numpy_field(records: ak.Array, name: str) -> np.ndarray:
-    """``np.asarray(records[name])``; a numeric field of a plain record array from its buffer."""
-    layout = records.layout
-    if isinstance(layout, ak.contents.RecordArray) and name in layout.fields:
-        field = layout.content(name)
-        if isinstance(field, ak.contents.NumpyArray) and not field.parameters:
-            return np.asarray(field.data)
-    return np.asarray(records[name])
 
 
 def _column(value):

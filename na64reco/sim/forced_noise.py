@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from na64reco.config import integer_at_least
 from na64reco.errors import ConfigError
 
 
@@ -49,8 +50,7 @@ class ForcedNoise:
 
     @staticmethod
     def of(windows: dict[str, tuple[float, float]], count: int) -> ForcedNoise:
-        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
-            raise ConfigError(f"forced noise: count must be an integer >= 0, got {count!r}")
+        integer_at_least(count, 0, "forced noise: count")
         if not windows:
             raise ConfigError("forced noise: no plane in the region")
         return ForcedNoise(tuple((str(k), float(a), float(b)) for k, (a, b) in sorted(windows.items())), int(count))

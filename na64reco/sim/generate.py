@@ -64,6 +64,7 @@ import numpy as np
 
 from na64reco.atomic import output_file
 from na64reco.conditions import load_conditions
+from na64reco.config import integer_at_least
 from na64reco.errors import ConfigError, RawFormatError
 from na64reco.geometry import Setup, load_setup, period_of_run
 from na64reco.io.raw import PROCESSES, TRIGGER_BITS, RawWriter
@@ -135,8 +136,7 @@ def _check_inputs(setup, n_events, seed, run, process, mass, coupling, chunk_siz
         raise ConfigError(f"unknown process {process!r}; choose one of: {', '.join(PROCESS_CHOICES)}")
     for name, value, minimum in (("n_events", n_events, 1), ("seed", seed, 0), ("run", run, 0),
                                  ("chunk_size", chunk_size, 1)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-            raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        integer_at_least(value, minimum, name)
     if process == "signal" or (process == "mixture" and mass is not None):
         if mass is None:
             raise ConfigError("process 'signal' needs a dark boson mass; give --mass in GeV")
@@ -262,12 +262,8 @@ def simulate(setup: str | Setup, n_events: int, seed: int, run: int, output, pro
         weight = signal_weight(mass, coupling, setup.beam.energy, lepton_mass)
     per_spill = int(max(1, min(setup.beam.particles_per_spill, params.spill_particles_max)))
     if spill_particles is not None:
-        if isinstance(spill_particles, bool) or not isinstance(spill_particles, (int, np.integer)) \
-                or spill_particles < 1:
-            raise ConfigError(f"spill_particles must be an integer >= 1, got {spill_particles!r}")
-        per_spill = int(spill_particles)
-    if isinstance(first_spill, bool) or not isinstance(first_spill, (int, np.integer)) or first_spill < 0:
-        raise ConfigError(f"first_spill (--first-spill) must be an integer >= 0, got {first_spill!r}")
+        per_spill = integer_at_least(spill_particles, 1, "spill_particles")
+    integer_at_least(first_spill, 0, "first_spill (--first-spill)")
     fault_list = parse_faults(faults, setup)
     planes = PlaneTables.of(setup, cond)
     region = None

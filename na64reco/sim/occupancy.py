@@ -52,6 +52,7 @@ from dataclasses import dataclass
 import numpy as np
 from hepunits import GeV
 
+from na64reco.config import integer_at_least
 from na64reco.errors import ConfigError
 from na64reco.io.raw import PROCESSES
 from na64reco.sim.beam import sample_beam
@@ -84,8 +85,7 @@ class ForcedPileup:
 
     @staticmethod
     def of(near, count: int) -> ForcedPileup:
-        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
-            raise ConfigError(f"forced pile-up: count must be an integer >= 0, got {count!r}")
+        integer_at_least(count, 0, "forced pile-up: count")
         near = tuple((float(a), float(b)) for a, b in near)
         if not near or any(not b > a for a, b in near):
             raise ConfigError(f"forced pile-up: near times must be intervals (first < last) ns, got {list(near)}")

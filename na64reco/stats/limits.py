@@ -84,9 +84,11 @@ def poisson_upper_limit(n_obs: int, background: float = 0.0, cl: float = 0.9,
         f = lambda s: _log_cls(n, s + background, background) - log_alpha  # noqa: E731
     else:
         f = lambda s: log_poisson_cdf(n, s + background) - log_alpha  # noqa: E731
-    hi = 10.0 + 10.0 * (n + background)
     if f(0.0) <= 0.0:  # classical limit can be empty for large b and small n
         return 0.0
+    hi = 10.0 + 10.0 * (n + background)
+    while f(hi) > 0.0:  # (a confidence level close to 1: n = b = 0 at 0.99999 needs s > 11.5)
+        hi *= 2.0
     return float(optimize.brentq(f, 0.0, hi, xtol=1e-10))
 
 

@@ -133,10 +133,14 @@ def append_audit_record(path: str | Path, record: dict) -> dict:
 
 
 def append_to_logs(required: Iterable[Path], optional: Iterable[Path], record: dict) -> None:
-    """Append ``record`` to every ``required`` log, and to the ``optional`` ones where they can be
-    written (a warning otherwise: e.g. a registry beside read-only data)."""
+    """Append ``record`` to every ``required`` log (an :class:`AuditLogError` naming a log that cannot
+    be written), and to the ``optional`` ones where they can be written (a warning otherwise: e.g. a
+    registry beside read-only data)."""
     for log in dict.fromkeys(required):
-        append_audit_record(log, record)
+        try:
+            append_audit_record(log, record)
+        except OSError as exc:
+            raise AuditLogError(f"cannot write the audit log {log}: {exc.strerror or exc}") from None
     for log in dict.fromkeys(optional):
         try:
             append_audit_record(log, record)
@@ -164,6 +168,18 @@ def find_records(logs: Iterable[str | Path], *, kind: str = "unblinding", state_
 
 def _identity(rec: dict) -> str:
     return canonical_line({k: v for k, v in rec.items() if k != "prev_sha256"})
+
+
+def unfinished_attempts(state_sha256: str, logs: Iterable[str | Path]) -> list[dict]:
+    """The ``unblinding-started`` records of ``state_sha256`` in ``logs`` whose attempt has no end there
+    (no ``unblinding`` or ``unblinding-aborted`` record of the same ``attempt``): unblindings that died
+    (SIGKILL, out of memory, a power cut) with the box perhaps open and outputs perhaps written."""
+    logs = list(logs)
+    ended = {rec.get("attempt") for kind in ("unblinding", "unblinding-aborted")
+             for _, rec in find_records(logs, kind=kind, state_sha256=state_sha256)}
+    started = {rec["attempt"]: rec for _, rec in find_records(logs, kind="unblinding-started",
+                                                              state_sha256=state_sha256)}
+    return [rec for attempt, rec in started.items() if attempt not in ended]
 
 
 def previous_unblinding(state_sha256: str, logs: Iterable[str | Path]) -> dict | None:

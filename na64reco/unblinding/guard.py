@@ -41,7 +41,7 @@ def unblinding_session(ledger_path: str | Path, ledger: dict, dataset_lock: str 
                 fh = open(lock, "x")  # one unblinding at a time
             except FileExistsError:
                 raise BlindingError(f"an unblinding of {what} is in progress ({lock} exists: "
-                                    f"{lock.read_text().strip()}); remove the lock only if that run died") from None
+                                    f"{lock.read_text().strip()}){_died(lock)}") from None
             held.append(lock)
             with fh:
                 json.dump({"user": getpass.getuser(), "host": socket.gethostname(), "pid": os.getpid(),
@@ -52,3 +52,22 @@ def unblinding_session(ledger_path: str | Path, ledger: dict, dataset_lock: str 
         for lock in held:
             lock.unlink(missing_ok=True)
         _close_session(token)
+
+
+def _died(lock: Path) -> str:
+    """The end of the message for an existing ``lock``: whether the process it names is gone."""
+    try:
+        held = json.loads(lock.read_text())
+        pid, host = int(held["pid"]), held["host"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "; remove the lock only if that run died"
+    if host != socket.gethostname():
+        return f"; remove the lock only if that run (on {host}) died"
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return (f"; its process {pid} is gone: that run died. Remove the lock; the start of that unblinding is "
+                "on the record, so the next one needs --force-new --reason")
+    except PermissionError:
+        pass  # alive, another user's
+    return f"; its process {pid} is running"

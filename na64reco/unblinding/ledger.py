@@ -12,7 +12,7 @@ from na64reco.atomic import write_new_file
 from na64reco.errors import BlindingError, ConfigError, NA64Error
 from na64reco.unblinding.audit import AUDIT_FORMAT, append_to_logs, default_audit_log
 from na64reco.unblinding.diff import Difference, diff_states
-from na64reco.unblinding.registry import registry_logs, unblinded_before, user_registry
+from na64reco.unblinding.registry import file_hashes, registry_logs, unblinded_before, user_registry
 from na64reco.unblinding.state import analysis_state, check_runnable, dataset_hash, state_hash
 
 LEDGER_FORMAT = "na64reco-ledger"
@@ -64,7 +64,58 @@ def read_ledger(path: str | Path) -> dict:
             or ledger.get("ledger_sha256") != _ledger_body_hash(ledger)):
         raise BlindingError(f"ledger {path} was edited after it was frozen (its hashes do not match "
                             "its content): freeze again into a new ledger")
+    _check_form(ledger, path)
     return ledger
+
+
+#: What :func:`read_ledger` requires of a ledger beyond its hashes (a ledger written by another tool, or
+#: edited with its hashes recomputed): dotted key -> the types allowed.
+_FORM = {
+    "frozen_at": str, "frozen_by": str, "note": str, "reason": str, "supersedes": list,
+    "state.processor": dict, "state.processor.name": str, "state.processor.setup": str,
+    "state.processor.options": dict, "state.selection": dict, "state.selection.path": str,
+    "state.selection.sha256": str, "state.calibration": dict, "state.calibration.tag": str,
+    "state.calibration.conditions": dict, "state.code": dict, "state.code.version": str,
+    "state.code.source_sha256": str, "state.files": list, "state.bad_spills": (dict, type(None)),
+}
+_FILE_FORM = {"path": str, "sha256": str, "size": int}
+_BAD_SPILLS_FORM = {"path": str, "sha256": (str, type(None)), "spills": (int, type(None))}
+_SUPERSEDED_FORM = {"state_sha256": str, "ledger": str}
+
+
+def _check_form(ledger: dict, path: Path) -> None:
+    """A :class:`BlindingError` naming the key of ``ledger`` that is missing or of another type than
+    a frozen ledger has (:data:`_FORM`), or an empty list of files."""
+
+    def fail(key: str, what: str):
+        raise BlindingError(f"ledger {path}: key {key!r} {what}: not a ledger as na64reco freeze writes it; "
+                            "freeze again into a new ledger")
+
+    def of_type(value, types, key: str):
+        if isinstance(value, bool) or not isinstance(value, types):
+            names = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
+            fail(key, f"is a {type(value).__name__}, expected {names}")
+        return value
+
+    def check(node: dict, form: dict, prefix: str) -> None:
+        for key, types in form.items():
+            value = node
+            for part in key.split("."):
+                if not isinstance(value, dict) or part not in value:
+                    fail(prefix + key, "is missing")
+                value = value[part]
+            of_type(value, types, prefix + key)
+
+    check(ledger, _FORM, "")
+    state = ledger["state"]
+    if not state["files"]:
+        fail("state.files", "is empty")
+    for i, f in enumerate(state["files"]):
+        check(of_type(f, dict, f"state.files.{i}"), _FILE_FORM, f"state.files.{i}.")
+    if state["bad_spills"] is not None:
+        check(state["bad_spills"], _BAD_SPILLS_FORM, "state.bad_spills.")
+    for i, sup in enumerate(ledger["supersedes"]):
+        check(of_type(sup, dict, f"supersedes.{i}"), _SUPERSEDED_FORM, f"supersedes.{i}.")
 
 
 def _same_dataset(a: dict, b: dict) -> bool:
@@ -112,7 +163,8 @@ def freeze(ledger_path: str | Path, *, processor: str, calib_tag: str, files: It
     unblinded = unblinded_before(state, registry)
     if unblinded and not force_new:
         u = unblinded[0]
-        raise BlindingError(f"these files were unblinded before ({u['unblinded_at']} by {u['unblinded_by']}, "
+        which = "these files were" if u["shared_files"] is None else f"{u['shared_files']} of these files were"
+        raise BlindingError(f"{which} unblinded before ({u['unblinded_at']} by {u['unblinded_by']}, "
                             f"ledger {u['ledger']}): a new freeze of the same data is re-tuning after "
                             "unblinding; use --force-new --reason '...' to record it")
     if earlier and not force_new:
@@ -134,7 +186,8 @@ def freeze(ledger_path: str | Path, *, processor: str, calib_tag: str, files: It
         record = {"format": AUDIT_FORMAT, "kind": "freeze-after-unblinding", "user": ledger["frozen_by"],
                   "time_utc": ledger["frozen_at"], "ledger": str(ledger_path.resolve()),
                   "ledger_sha256": ledger["ledger_sha256"], "state_sha256": ledger["state_sha256"],
-                  "dataset_sha256": dataset_hash(state["files"]), "reason": reason, "supersedes": unblinded}
+                  "dataset_sha256": dataset_hash(state["files"]), "file_sha256s": file_hashes(state["files"]),
+                  "reason": reason, "supersedes": unblinded}
         registries = registry_logs(record["dataset_sha256"], state["files"], registry, for_writing=True)
         append_to_logs([default_audit_log(ledger_path), registries[0]], registries[1:], record)
     return ledger

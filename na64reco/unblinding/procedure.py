@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import getpass
 import json
+import secrets
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +20,12 @@ from na64reco.unblinding.audit import (
     append_to_logs,
     default_audit_log,
     previous_unblinding,
+    unfinished_attempts,
 )
 from na64reco.unblinding.guard import unblinding_session
 from na64reco.unblinding.ledger import read_ledger, verify
 from na64reco.unblinding.outputs import run_unblinded
-from na64reco.unblinding.registry import registry_logs, unblinded_before, user_registry
+from na64reco.unblinding.registry import file_hashes, registry_logs, unblinded_before, user_registry
 from na64reco.unblinding.state import dataset_hash
 
 
@@ -83,9 +86,12 @@ def unblind(ledger_path: str | Path, *, confirm: bool, output_dir: str | Path | 
     others = [u for u in unblinded_before(ledger["state"], registry) if u["state_sha256"] not in superseded]
     if others and not (force_new and reason.strip()):
         u = others[0]
-        raise BlindingError(f"the data set of {ledger_path.name} was unblinded before with another frozen state "
-                            f"({u['unblinded_at']} by {u['unblinded_by']}, ledger {u['ledger']}) that this ledger "
-                            "does not supersede: use --force-new --reason '...' to record why it is opened again")
+        raise BlindingError(f"{_shared(u, 'the data set of ' + ledger_path.name)} was unblinded before with another "
+                            f"frozen state ({u['unblinded_at']} by {u['unblinded_by']}, ledger {u['ledger']}) that "
+                            "this ledger does not supersede: use --force-new --reason '...' to record why it is "
+                            "opened again")
+    died = unfinished_attempts(ledger["state_sha256"], every_log)
+    _check_died(died, force_new, reason)
 
     out_dir = Path(output_dir) if output_dir is not None else None
     keep = [ledger_path, *logs, *(f["path"] for f in files)]  # never inside a replaced directory
@@ -94,14 +100,16 @@ def unblind(ledger_path: str | Path, *, confirm: bool, output_dir: str | Path | 
     record = {
         "format": AUDIT_FORMAT, "kind": "unblinding", "user": getpass.getuser(),
         "ledger": str(ledger_path), "ledger_sha256": ledger["ledger_sha256"],
-        "state_sha256": ledger["state_sha256"], "dataset_sha256": dataset,
+        "state_sha256": ledger["state_sha256"], "dataset_sha256": dataset, "file_sha256s": file_hashes(files),
         "processor": ledger["state"]["processor"]["name"],
         "selection_sha256": ledger["state"]["selection"]["sha256"],
         "calib_tag": ledger["state"]["calibration"]["tag"],
         "code_version": ledger["state"]["code"]["version"],
         "git_commit": current["code"].get("git_commit"),
         "supersedes": ledger["supersedes"] + others,
-        "reason": "; ".join(r for r in (ledger.get("reason", ""), reason if others else "") if r),
+        "reason": "; ".join(r for r in (ledger.get("reason", ""), reason if others or died else "") if r),
+        "attempt": secrets.token_hex(8),  # ties the start of this run to its end
+        "died_before": [{"attempt": d["attempt"], "started_at": d["time_utc"], "user": d["user"]} for d in died],
         "registry": str(user_registry(registry)),
         "notes": [str(d) for d in diffs],
         "output_dir": str(out_dir.resolve()) if out_dir else None,
@@ -115,23 +123,50 @@ def unblind(ledger_path: str | Path, *, confirm: bool, output_dir: str | Path | 
         late = [u for u in unblinded_before(ledger["state"], registry)
                 if u["state_sha256"] not in superseded and u not in others]
         if late and not (force_new and reason.strip()):  # another frozen state finished while we checked
-            raise BlindingError(f"the data set of {ledger_path.name} was just unblinded with another frozen "
-                                f"state (ledger {late[0]['ledger']}): use --force-new --reason '...' to open it again")
+            raise BlindingError(f"{_shared(late[0], 'the data set of ' + ledger_path.name)} was just unblinded with "
+                                f"another frozen state (ledger {late[0]['ledger']}): use --force-new --reason '...' "
+                                "to open it again")
+        _check_died([d for d in unfinished_attempts(ledger["state_sha256"], every_log) if d not in died],
+                    force_new, reason)
+        # on the record before the box opens: a log that cannot be written stops the unblinding here,
+        # and a run that dies without a trace (SIGKILL, out of memory) leaves this start, which the next
+        # unblinding of the state finds (_check_died)
+        append_to_logs(*write_to, {**record, "kind": "unblinding-started", "time_utc": _now()})
+        recorded = False
         staging = staged_output_dir(out_dir, overwrite=overwrite, inputs=keep) if out_dir else nullcontext()
         try:
             with staging as staged:
                 result = (runner or run_unblinded)(ledger, token, staged)
                 record = {**record, "time_utc": _now(), "result": result}
                 append_to_logs(*write_to, record)  # on the record before anything else can fail
+                recorded = True
                 if staged is not None:
                     with open(staged / "unblinded_counts.json", "x") as fh:
                         json.dump(record, fh, indent=1, sort_keys=True, default=_json_default)
         except BaseException as exc:  # the box may be partly open: leave a trace, then fail
-            if "result" not in record:
-                append_to_logs(*write_to, {**record, "kind": "unblinding-aborted", "time_utc": _now(),
-                                           "error": f"{type(exc).__name__}: {exc}"})
+            if not recorded:  # (with the result if it could not be appended to every log)
+                with contextlib.suppress(Exception):  # if this fails too, the start stays unfinished
+                    append_to_logs(*write_to, {**record, "kind": "unblinding-aborted", "time_utc": _now(),
+                                               "error": f"{type(exc).__name__}: {exc}"})
             raise
     return UnblindingResult(record, ran=True, output_dir=out_dir)
+
+
+def _shared(earlier: dict, whole: str) -> str:
+    """How the data of an earlier unblinding (:func:`unblinded_before`) overlaps this one's."""
+    n = earlier.get("shared_files")
+    return whole if n is None else f"{n} of the files of {whole.removeprefix('the data set of ')}"
+
+
+def _check_died(died: list[dict], force_new: bool, reason: str) -> None:
+    """Refuse to run again after an unblinding of the same state that died (:func:`unfinished_attempts`)
+    unless ``force_new`` with a ``reason``: its box may have been open and its outputs written."""
+    if died and not (force_new and reason.strip()):
+        d = died[0]
+        raise BlindingError(f"an unblinding of this frozen state started at {d['time_utc']} by {d['user']} and never "
+                            "ended (the process died: the box may have been open, and outputs may exist in "
+                            f"{d.get('output_dir') or 'no output directory'} or a temporary sibling of it): use "
+                            "--force-new --reason '...' to run it again on the record")
 
 
 def _now() -> str:

@@ -49,10 +49,24 @@ def registry_logs(dataset_sha256: str, files: list[dict], registry: str | Path |
     return [d / f"{dataset_sha256}.jsonl" for d in dict.fromkeys(dirs)]
 
 
+def file_hashes(files: list[dict]) -> list[str]:
+    """The sorted SHA-256s of a data set's files, as the records carry them (``file_sha256s``)."""
+    return sorted(f["sha256"] for f in files)
+
+
 def unblinded_before(state: dict, registry: str | Path | None = None) -> list[dict]:
-    """Recorded unblindings of the data set of ``state`` (any frozen state), one per state."""
+    """Recorded unblindings of data sharing files with ``state``'s (any frozen state), one per state:
+    the same data set, or one with a file more or less (its records' ``file_sha256s``), found in every
+    registry log of the user's registry and beside ``state``'s files.  ``shared_files``: None for the
+    same data set, else the number of files in common."""
     dataset = dataset_hash(state["files"])
-    found = find_records(registry_logs(dataset, state["files"], registry), dataset_sha256=dataset)
-    by_state = {rec["state_sha256"]: rec for _, rec in reversed(found)}
-    return [{"ledger": r["ledger"], "state_sha256": s, "unblinded_at": r["time_utc"], "unblinded_by": r["user"]}
-            for s, r in by_state.items()]
+    mine = set(file_hashes(state["files"]))
+    dirs = {log.parent for log in registry_logs(dataset, state["files"], registry)}
+    logs = [log for d in sorted(dirs) if d.is_dir() for log in sorted(d.glob("*.jsonl"))]
+    by_state = {}
+    for _, rec in reversed(find_records(logs)):
+        shared = None if rec.get("dataset_sha256") == dataset else len(mine & set(rec.get("file_sha256s") or ()))
+        if shared != 0:
+            by_state[rec["state_sha256"]] = (rec, shared)
+    return [{"ledger": r["ledger"], "state_sha256": s, "unblinded_at": r["time_utc"], "unblinded_by": r["user"],
+             "shared_files": shared} for s, (r, shared) in by_state.items()]

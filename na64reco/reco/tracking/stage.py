@@ -56,6 +56,7 @@ import numpy as np
 
 from na64reco import as_loaded, units
 from na64reco.io.raw import refuse_data_events
+from na64reco.reco.inputs import check_belong
 from na64reco.reco.tracking.clusters import PlaneTables, event_hits, search_hits
 from na64reco.reco.tracking.config import load_tracking_config
 from na64reco.reco.tracking.resolution import HitMatchResolution, MatchResolution
@@ -161,6 +162,7 @@ def reconstruct_tracks(events, setup, conditions, source: str = "", *, config_pa
     search may use (in time and, unless ``use_mm_singles``, not a micromegas single).
     """
     refuse_data_events(events, "reconstruct_tracks()")
+    check_belong(events, setup, conditions, source, "reconstruct_tracks()")
     cfg, pt, vt, (t_lo, t_hi) = _tables(setup, conditions, config_path, config_overrides)
     n = len(events)
     # out-of-time hits are not used (hit_time_windows), nor, unless use_mm_singles, the MM

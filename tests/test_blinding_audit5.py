@@ -1,0 +1,168 @@
+"""Fifth blinding review: holes in "unblind once, on the record" and in reading a ledger.
+
+* an audit log that could not be written was found only after the box was open: the run's result
+  was computed, the record failed, and the next ``unblind`` ran as if for the first time;
+* a run killed without a chance to write (SIGKILL, out of memory) left its outputs and no record;
+* the registry knew a data set only by its exact set of files: one file more or less was "new";
+* a ledger with its hashes recomputed but a key missing or of another type was an internal error.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+
+import pytest
+
+import na64reco.unblinding as ub
+from na64reco.errors import BlindingError
+from na64reco.unblinding.state import state_hash
+
+pytest.importorskip("processors")
+import test_unblinding as tu  # noqa: E402
+from test_unblinding import PROC, TAG, _fake_run, _freeze, _never, write_data  # noqa: E402
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """The temporary calib/, selection, code tree, registry and data files of test_unblinding.py."""
+    return tu.env.__wrapped__(tmp_path, monkeypatch)
+
+
+def _kinds(log):
+    return [r["kind"] for r in ub.read_audit_log(log)]
+
+
+def test_an_audit_log_that_cannot_be_written_stops_the_unblinding_before_the_box_opens(env):
+    """(the record failed after the unblinded run, and no aborted record was left)"""
+    _freeze(env)
+    blocker = env["tmp"] / "a_file"
+    blocker.write_text("")
+    bad_log = blocker / "audit.jsonl"  # its directory is a file
+    with pytest.raises(ub.AuditLogError, match=f"cannot write the audit log {bad_log}"):
+        ub.unblind(env["ledger"], confirm=True, audit_log=bad_log, runner=_never)
+    res = ub.unblind(env["ledger"], confirm=True, runner=_fake_run(3))  # nothing was opened: it runs
+    assert res.ran and res.observed == 3
+
+
+def test_a_result_that_could_not_be_recorded_everywhere_is_recorded_as_aborted(env, monkeypatch):
+    _freeze(env)
+    write = ub.audit.append_audit_record
+    registry_log = None
+
+    def fails_for_the_result_in_the_registry(path, record):
+        nonlocal registry_log
+        if record["kind"] == "unblinding" and path.parent == env["registry"]:
+            registry_log = path
+            raise OSError(28, "No space left on device")
+        return write(path, record)
+
+    monkeypatch.setattr(ub.audit, "append_audit_record", fails_for_the_result_in_the_registry)
+    with pytest.raises(ub.AuditLogError, match="No space left on device"):
+        ub.unblind(env["ledger"], confirm=True, runner=_fake_run(3))
+    assert _kinds(registry_log) == ["unblinding-started", "unblinding-aborted"]
+    aborted = ub.read_audit_log(registry_log)[1]
+    assert aborted["result"]["signal_box"]["events"] == 3 and "No space left" in aborted["error"]
+    monkeypatch.setattr(ub.audit, "append_audit_record", write)
+    again = ub.unblind(env["ledger"], confirm=True, runner=_never)  # the log beside the ledger has it
+    assert not again.ran and again.observed == 3
+
+
+def _killed_unblinding(ledger, output):
+    """In a forked child: an unblinding whose process is killed (SIGKILL) while the box is open."""
+
+    def killed(_ledger, _token, staged):
+        (staged / "hists.root").write_text("unblinded histograms")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    ub.unblind(ledger, confirm=True, runner=killed, output_dir=output)
+
+
+def test_a_killed_unblinding_is_on_the_record_and_is_not_run_again_silently(env):
+    """(a SIGKILL during the run left unblinded outputs and no record; with the locks removed, as the
+    message says, the next unblinding was recorded as the first)"""
+    ledger = _freeze(env)
+    child = multiprocessing.get_context("fork").Process(target=_killed_unblinding,
+                                                        args=(env["ledger"], env["tmp"] / "out"))
+    child.start()
+    child.join(60)
+    assert child.exitcode == -signal.SIGKILL
+    log = ub.default_audit_log(env["ledger"])
+    assert _kinds(log) == ["unblinding-started"]
+    locks = [*env["ledger"].parent.glob(".unblinding-*.lock"), *env["registry"].glob("*.lock")]
+    assert len(locks) == 2
+    with pytest.raises(BlindingError, match=f"started at .* and never ended .* may exist in {env['tmp'] / 'out'} "
+                                            "or a temporary sibling .*--force-new --reason"):
+        ub.unblind(env["ledger"], confirm=True, runner=_never)
+    again = dict(confirm=True, force_new=True, reason="the first run was killed by the batch system")
+    with pytest.raises(BlindingError, match=rf"in progress .* its process {child.pid} is gone: that run died"):
+        ub.unblind(env["ledger"], runner=_never, **again)
+    for lock in locks:
+        lock.unlink()
+    res = ub.unblind(env["ledger"], runner=_fake_run(3), **again)
+    (died,) = res.record["died_before"]
+    assert died["attempt"] == ub.read_audit_log(log)[0]["attempt"] and died["attempt"] != res.record["attempt"]
+    assert "killed by the batch system" in res.record["reason"]
+    assert _kinds(log) == ["unblinding-started", "unblinding-started", "unblinding"]
+    assert res.record["state_sha256"] == ledger["state_sha256"]
+
+
+@pytest.mark.parametrize("files, shared", [(lambda f, extra: [*f, extra], 2), (lambda f, extra: f[:1], 1)])
+def test_a_data_set_with_a_file_more_or_less_is_not_a_new_data_set(env, files, shared):
+    """(the registry was keyed on the exact set of files: adding or removing one made the re-tuned
+    selection's freeze and unblinding look like the first of a new data set)"""
+    _freeze(env)
+    first = ub.unblind(env["ledger"], confirm=True, runner=_fake_run(3))
+    extra = write_data(env["tmp"] / "data" / "run7_c.root", 210, 50)
+    env["sel"].write_text(env["sel"].read_text().replace("max: 20\n", "max: 21\n", 1))
+    other = env["tmp"] / "retuned" / "l.json"
+    kw = dict(processor=PROC, calib_tag=TAG, files=files(env["files"], extra), selection=str(env["sel"]))
+    with pytest.raises(BlindingError, match=f"{shared} of these files were unblinded before"):
+        ub.freeze(other, **kw)
+    new = ub.freeze(other, force_new=True, reason="a file more after the unblinding", **kw)
+    assert [(s["state_sha256"], s["shared_files"]) for s in new["supersedes"]] == [
+        (first.record["state_sha256"], shared)]
+    assert ub.unblind(other, confirm=True, runner=_fake_run(4)).ran  # supersedes it: on the record
+
+
+def test_an_overlapping_data_set_frozen_before_the_unblinding_needs_a_reason(env):
+    """Two ledgers frozen before either was opened, of data sets sharing files: the second unblinding
+    needs --force-new --reason, like two ledgers of one data set."""
+    extra = write_data(env["tmp"] / "data" / "run7_c.root", 210, 50)
+    _freeze(env)
+    other = env["tmp"] / "wider" / "l.json"
+    ub.freeze(other, processor=PROC, calib_tag=TAG, files=[*env["files"], extra], selection=str(env["sel"]))
+    ub.unblind(env["ledger"], confirm=True, runner=_fake_run(3))
+    with pytest.raises(BlindingError, match="2 of the files of l.json was unblinded before with another frozen"):
+        ub.unblind(other, confirm=True, runner=_never)
+    res = ub.unblind(other, confirm=True, runner=_fake_run(5), force_new=True, reason="one more run")
+    assert res.ran and [s["shared_files"] for s in res.record["supersedes"]] == [2]
+
+
+def _rehashed(ledger: dict) -> dict:
+    ledger["state_sha256"] = state_hash(ledger["state"])
+    ledger["ledger_sha256"] = state_hash({k: v for k, v in ledger.items() if k != "ledger_sha256"})
+    return ledger
+
+
+@pytest.mark.parametrize("edit, key", [
+    (lambda lg: lg["state"].pop("files"), "'state.files' is missing"),
+    (lambda lg: lg["state"]["calibration"].pop("tag"), "'state.calibration.tag' is missing"),
+    (lambda lg: lg.pop("supersedes"), "'supersedes' is missing"),
+    (lambda lg: lg["state"].update(files="a.root"), "'state.files' is a str, expected list"),
+    (lambda lg: lg["state"].update(files=[]), "'state.files' is empty"),
+    (lambda lg: lg["state"]["files"][0].update(sha256=None), "'state.files.0.sha256' is a NoneType"),
+    (lambda lg: lg["state"].update(bad_spills={"path": None}), "'state.bad_spills.path' is a NoneType"),
+    (lambda lg: lg["supersedes"].append("x"), "'supersedes.0' is a str, expected dict"),
+])
+def test_a_ledger_of_another_form_is_refused_naming_the_key(env, edit, key):
+    """(with its hashes recomputed, a missing key was 'internal error, a bug in na64reco (KeyError)', and an
+    empty file list passed verify and failed only in the run, after the token was issued)"""
+    ledger = _freeze(env)
+    edit(ledger)
+    env["ledger"].write_text(json.dumps(_rehashed(ledger)))
+    with pytest.raises(BlindingError, match=f"ledger {env['ledger']}: key {key}"):
+        ub.unblind(env["ledger"], confirm=True, runner=_never)
+    assert not ub.default_audit_log(env["ledger"]).exists()
