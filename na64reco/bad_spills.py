@@ -28,6 +28,13 @@ def load_bad_spills(path) -> dict[tuple[int, int], list[str]]:
     return load_bad_spills_hashed(path)[0]
 
 
+def bad_spills_judged(path) -> bool:
+    """False if the list says ``judged: false`` (``na64reco dqm`` of too few spills to judge any); a
+    list without the key (written by hand, or before it existed) is taken as judged."""
+    data, _ = read_yaml_hashed(Path(path))
+    return not (isinstance(data, dict) and data.get("judged") is False)
+
+
 def load_bad_spills_hashed(path) -> tuple[dict[tuple[int, int], list[str]], str]:
     """(:func:`load_bad_spills`, the SHA-256 of the bytes read): what a run records of the list
     it applied (``Provenance.bad_spills_sha256``), from the one read it parsed."""
@@ -50,5 +57,6 @@ def load_bad_spills_hashed(path) -> tuple[dict[tuple[int, int], list[str]], str]
         if not isinstance(s, dict) or not all(isinstance(s.get(k), int) and not isinstance(s.get(k), bool)
                                               for k in ("run", "spill")):
             raise BadSpillsError(f"{path}: spills[{i}] needs integer 'run' and 'spill', got {s!r}")
-        out[(s["run"], s["spill"])] = [str(r) for r in s.get("reasons") or []]
+        reasons = out.setdefault((s["run"], s["spill"]), [])  # (a spill listed twice keeps both entries' reasons)
+        reasons += [str(r) for r in s.get("reasons") or [] if str(r) not in reasons]
     return out, sha256

@@ -42,7 +42,7 @@ import yaml
 from na64reco.bad_spills import BAD_SPILLS_SCHEMA_VERSION, BadSpillsError, load_bad_spills  # noqa: F401 (re-exported)
 from na64reco.config import load_yaml
 from na64reco.errors import NA64Error
-from na64reco.geometry import Setup
+from na64reco.geometry import Setup, period_of_run
 from na64reco.io.distinct import check_distinct
 from na64reco.io.raw import open_raw, release_data_events
 from na64reco.reco.calo import digits_of_events, flat_digits
@@ -252,6 +252,11 @@ class Assessment:
     pulls: dict[str, np.ndarray] = field(default_factory=dict)
     medians: dict[str, np.ndarray] = field(default_factory=dict)
 
+    @property
+    def judged(self) -> bool:
+        """False with fewer than :data:`MIN_SPILLS` spills: nothing could be judged (no bad spill is no verdict)."""
+        return sum(len(f.spill) for f in self.files) >= MIN_SPILLS
+
 
 def judge(x: np.ndarray, err: np.ndarray, valid: np.ndarray, floor: float, n_sigma: float):
     """Deviation of each spill (rows) from the median over spills, per column.
@@ -292,6 +297,14 @@ def assess(files: list[FileQuality], tol: Tolerances) -> Assessment:
     setups = {f.setup for f in files}
     if len(setups) > 1:
         raise NA64Error(f"files of several setups ({', '.join(sorted(setups))}): run dqm once per setup")
+    periods = {}
+    for f in files:
+        period = period_of_run(f.setup, f.run)
+        periods.setdefault(period.name if period else "", []).append(f"{Path(f.path).name} (run {f.run})")
+    if len(periods) > 1:  # (their tracker planes and tolerances of occupancy differ)
+        listed = "; ".join(f"{name or 'no period'}: {', '.join(names)}" for name, names in sorted(periods.items()))
+        raise NA64Error(f"files of several run periods of setup {files[0].setup!r} ({listed}): run dqm once per "
+                        "period")
     cat = {name: np.concatenate([getattr(f, name) for f in files]) for name in (
         "n_beam", "n_triggered", "n_events", "digits", "pedestal", "pedestal_entries", "noise", "gain",
         "gain_entries", "gain_width", "plane_events", "plane_hits", "occupancy", "trigger_per_beam",
@@ -366,9 +379,10 @@ def assess(files: list[FileQuality], tol: Tolerances) -> Assessment:
 
 # ----------------------------------------------------------------------------------------
 def write_bad_spills(assessment: Assessment, path) -> Path:
-    """The bad-spill list as YAML (``schema_version``, ``tolerances``, ``spills``)."""
+    """The bad-spill list as YAML (``schema_version``, ``tolerances``, ``files``, ``judged``: False when
+    too few spills were given to judge any, ``spills``)."""
     data = {"schema_version": BAD_SPILLS_SCHEMA_VERSION, "tolerances": assessment.tolerances.source,
-            "files": [f.path for f in assessment.files], "spills": assessment.bad}
+            "files": [f.path for f in assessment.files], "judged": assessment.judged, "spills": assessment.bad}
     path = Path(path)
     path.write_text(yaml.safe_dump(data, sort_keys=False, width=200))
     return path
@@ -392,8 +406,7 @@ def summary(assessment: Assessment) -> dict:
         "files": [{"file": f.path, "run": f.run, "data": f.is_data, "spills": len(f.spill),
                    "n_beam": int(f.n_beam.sum()), "events": int(f.n_events.sum())} for f in files],
         "n_spills": int(sum(len(f.spill) for f in files)), "n_bad_spills": len(assessment.bad),
-        # False: fewer than MIN_SPILLS spills, nothing could be judged (no bad spill is no verdict)
-        "judged": bool(sum(len(f.spill) for f in files) >= MIN_SPILLS),
+        "judged": assessment.judged,
         "n_beam": int(sum(f.n_beam.sum() for f in files)),
         "n_beam_good": int(sum(f.n_beam[i] for f in files for i, s in enumerate(f.spill)
                                if (f.path, int(s)) not in bad)),

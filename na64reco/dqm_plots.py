@@ -40,9 +40,18 @@ def _label(ax, a: Assessment) -> None:
     exp_label(ax, data=any(f.is_data for f in a.files), rlabel=f"{text}, {beam_label(a.files[0].setup, n_beam)}")
 
 
+def _rotated(labels: list[str]) -> bool:
+    """Spill labels written across (run/spill: "1001/10"), which need a deeper bottom margin."""
+    return len(labels[0]) > 3
+
+
+def _margins(base: dict, labels: list[str]) -> dict:
+    return {**base, "bottom": 0.2} if _rotated(labels) else base
+
+
 def _ticks(ax, x, labels, label, axis="x") -> None:
     step = max(1, int(np.ceil(len(x) / 25)))
-    getattr(ax, f"set_{axis}ticks")(x[::step], labels[::step], rotation=90 if len(labels[0]) > 3 else 0)
+    getattr(ax, f"set_{axis}ticks")(x[::step], labels[::step], rotation=90 if _rotated(labels) else 0)
     getattr(ax, f"set_{axis}label")(label)
 
 
@@ -58,7 +67,7 @@ def figure_rates(a: Assessment):
     n = np.concatenate([f.n_beam for f in a.files]).astype(float)
     err = np.sqrt(np.clip(tpb * (1 - tpb), 0, None) / np.maximum(n, 1))
     bad = _bad_rows(a)
-    fig = new_figure(margins=_MARGINS_1D)
+    fig = new_figure(margins=_margins(_MARGINS_1D, labels))
     ax = fig.add_subplot()
     ax.errorbar(x[~bad], tpb[~bad], err[~bad], fmt="o", color="k", label="good spills")
     if bad.any():
@@ -76,7 +85,7 @@ def figure_rates(a: Assessment):
 def figure_events(a: Assessment):
     """Beam particles (counters) and triggered events of each spill."""
     x, labels, xlabel = _spill_axis(a)
-    fig = new_figure(margins=_MARGINS_1D)
+    fig = new_figure(margins=_margins(_MARGINS_1D, labels))
     ax = fig.add_subplot()
     for name, label, style in (("n_beam", "beam particles (counters)", "o"),
                                ("n_triggered", "triggered events", "s"), ("n_events", "events read", "x")):
@@ -97,7 +106,7 @@ def _map(a: Assessment, values: np.ndarray, pulls: np.ndarray, rows: list[str], 
          diverging: bool = False, groups: list[tuple[str, int, int]] | None = None):
     """Spill (x) x channel/plane (y) map of ``values``; cells with pull > 1 boxed in red."""
     x, labels, xlabel = _spill_axis(a)
-    fig = new_figure(figsize=(13, 9), margins=_MARGINS)
+    fig = new_figure(figsize=(13, 9), margins=_margins(_MARGINS, labels))
     ax = fig.add_subplot()
     ax.set_facecolor(NO_DATA_COLOR)
     v = np.ma.masked_invalid(values.T)
@@ -106,9 +115,9 @@ def _map(a: Assessment, values: np.ndarray, pulls: np.ndarray, rows: list[str], 
         lim = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 1.0
         kw = {"cmap": "RdBu_r", "vmin": -lim or -1, "vmax": lim or 1}
     mesh = ax.pcolormesh(np.arange(len(x) + 1) - 0.5, np.arange(len(rows) + 1) - 0.5, v, **kw)
-    fig.colorbar(mesh, ax=ax, label=zlabel, pad=0.02)
-    ax.text(0.0, -0.075, "grey: too few entries\nred box: out of tolerance", transform=ax.transAxes,
-            ha="left", va="top", fontsize="x-small")
+    fig.colorbar(mesh, ax=ax, pad=0.02).set_label(zlabel, fontsize="small")
+    fig.text(0.01, 0.01, "grey: too few entries; red box: out of tolerance", ha="left", va="bottom",
+             fontsize="x-small")  # (in the figure's corner: clear of the spill labels, however long)
     for s, k in zip(*np.nonzero(np.nan_to_num(pulls) > 1.0), strict=True):
         ax.add_patch(Rectangle((s - 0.5, k - 0.5), 1, 1, fill=False, ec=BAD_COLOR, lw=2))
     _ticks(ax, x, labels, xlabel)

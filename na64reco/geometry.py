@@ -392,7 +392,7 @@ def _setup_file(name_or_path: str) -> Path:
         if name_or_path not in SETUPS:
             raise ConfigError(f"unknown setup {name_or_path!r}; known setups: {', '.join(SETUPS)}")
         path = setup_path(name_or_path)
-    return path
+    return path.absolute()  # (a setup's source stays valid after a change of directory)
 
 
 def load_setup(name_or_path: str, run: int | None = None) -> Setup:
@@ -416,8 +416,9 @@ def check_period(setup: Setup, run: int, what: str) -> None:
     name = period.name if period else ""
     if name != setup.period:
         loaded = f"period {setup.period!r}" if setup.period else "the base description (no run given)"
+        by = setup.name if Path(setup.source) == setup_path(setup.name).absolute() else setup.source
         raise ConfigError(f"{what}: run {int(run)} is in period {name!r} of setup {setup.name!r}, but the setup was "
-                          f"loaded for {loaded}; load it with load_setup({setup.name!r}, run={int(run)})")
+                          f"loaded for {loaded}; load it with load_setup({by!r}, run={int(run)})")
 
 
 def list_periods(name_or_path: str) -> tuple[Period, ...]:

@@ -804,6 +804,16 @@ def _require_some_input(out: dict) -> None:
                         f"(first: {first}: {rec['reason']})")
 
 
+def _in_entry_order(reasons: list[str]) -> list[str]:
+    """A file's skipped chunks ("entries A-B: why") in entry order: the executors finish (and so
+    accumulate) them in any order, and the provenance of one run must not depend on it."""
+    def start(reason: str) -> int:
+        head = reason.split(":", 1)[0].removeprefix("entries ")
+        return int(head.split("-")[0]) if head.split("-")[0].isdigit() else -1
+
+    return sorted(reasons, key=start)
+
+
 def _account(out: dict, fileset, check: FileCheck, chunk_skips: dict, proc) -> None:
     """Attach skipped files and the event totals to each dataset's provenance."""
     from processors.base import Provenance
@@ -819,7 +829,7 @@ def _account(out: dict, fileset, check: FileCheck, chunk_skips: dict, proc) -> N
             for source in (check.skipped, chunk_skips):
                 if path in source:
                     reason = source[path]["reason"]
-                    reason = "; ".join(reason) if isinstance(reason, list) else reason
+                    reason = "; ".join(_in_entry_order(reason)) if isinstance(reason, list) else reason
                     rec = prov.skipped.setdefault(path, {"reason": reason, "events": 0})
                     if source is chunk_skips and rec["reason"] != reason:
                         rec["reason"] += "; " + reason

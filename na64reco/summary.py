@@ -81,7 +81,7 @@ def format_summary(summary: dict) -> str:
         withheld = _withheld(entry)
         if withheld is not None:
             lines.append(f"   withheld (blinded region, before the cut-flow): {withheld} events "
-                         "(the 'initial' row counts processed minus withheld)")
+                         "(the 'initial' row counts processed minus bad-spill events minus withheld)")
         lines += cutflow_lines(entry["cutflow"])
         lines.append("N-1 (all cuts and box but one):")
         if withheld is not None:  # each row but the box's own requires the box, which is withheld
@@ -100,12 +100,14 @@ def format_summary(summary: dict) -> str:
 def _withheld(entry: dict) -> int | None:
     """Events of a blinded (data) cut-flow removed by blinding before its ``initial`` row.
 
-    It is ``events_processed`` minus the ``initial`` row, two numbers every output shows
-    anyway; it counts every event of the protected region, whatever the cuts say, so it
-    tells nothing about the signal box (see :mod:`na64reco.selection.blinding`).  None for
-    a cut-flow that is not blinded (simulation, unblinded data).
+    It is ``events_processed`` minus the events of bad spills dropped before the cut-flow
+    (``events_excluded``) minus the ``initial`` row, numbers every output shows anyway; it counts
+    every event of the protected region, whatever the cuts say, so it tells nothing about the
+    signal box (see :mod:`na64reco.selection.blinding`).  None for a cut-flow that is not
+    blinded (simulation, unblinded data).
     """
     rows = entry.get("cutflow") or []
     if not rows or not any(r["events"] == BLINDED for r in rows) or rows[0]["events"] == BLINDED:
         return None
-    return int(entry["provenance"]["events_processed"]) - int(rows[0]["events"])
+    p = entry["provenance"]
+    return int(p["events_processed"]) - int(p.get("events_excluded") or 0) - int(rows[0]["events"])

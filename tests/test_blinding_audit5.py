@@ -93,15 +93,20 @@ def test_a_killed_unblinding_is_on_the_record_and_is_not_run_again_silently(env)
     assert _kinds(log) == ["unblinding-started"]
     locks = [*env["ledger"].parent.glob(".unblinding-*.lock"), *env["registry"].glob("*.lock")]
     assert len(locks) == 2
+    with pytest.raises(BlindingError, match=rf"in progress .* its process {child.pid} is gone: that run died"):
+        ub.unblind(env["ledger"], confirm=True, runner=_never)
+    for lock in locks:
+        lock.unlink()
     with pytest.raises(BlindingError, match=f"started at .* and never ended .* may exist in {env['tmp'] / 'out'} "
                                             "or a temporary sibling .*--force-new --reason"):
         ub.unblind(env["ledger"], confirm=True, runner=_never)
-    again = dict(confirm=True, force_new=True, reason="the first run was killed by the batch system")
-    with pytest.raises(BlindingError, match=rf"in progress .* its process {child.pid} is gone: that run died"):
-        ub.unblind(env["ledger"], runner=_never, **again)
-    for lock in locks:
-        lock.unlink()
-    res = ub.unblind(env["ledger"], runner=_fake_run(3), **again)
+    # another frozen state of the same files, and a new freeze, see the start too
+    other = env["tmp"] / "other" / "l.json"
+    kw = dict(processor=PROC, calib_tag=TAG, files=env["files"], selection=str(env["sel"]))
+    with pytest.raises(BlindingError, match="these files were unblinded before .*a start without an end"):
+        ub.freeze(other, options={"chunksize": 1000}, **kw)
+    res = ub.unblind(env["ledger"], runner=_fake_run(3), confirm=True, force_new=True,
+                     reason="the first run was killed by the batch system")
     (died,) = res.record["died_before"]
     assert died["attempt"] == ub.read_audit_log(log)[0]["attempt"] and died["attempt"] != res.record["attempt"]
     assert "killed by the batch system" in res.record["reason"]
@@ -156,6 +161,8 @@ def _rehashed(ledger: dict) -> dict:
     (lambda lg: lg["state"]["files"][0].update(sha256=None), "'state.files.0.sha256' is a NoneType"),
     (lambda lg: lg["state"].update(bad_spills={"path": None}), "'state.bad_spills.path' is a NoneType"),
     (lambda lg: lg["supersedes"].append("x"), "'supersedes.0' is a str, expected dict"),
+    (lambda lg: lg["state"]["calibration"].pop("root"), "'state.calibration.root' is missing"),
+    (lambda lg: lg["state"]["code"].pop("source_files"), "'state.code.source_files' is missing"),
 ])
 def test_a_ledger_of_another_form_is_refused_naming_the_key(env, edit, key):
     """(with its hashes recomputed, a missing key was 'internal error, a bug in na64reco (KeyError)', and an
@@ -166,3 +173,61 @@ def test_a_ledger_of_another_form_is_refused_naming_the_key(env, edit, key):
     with pytest.raises(BlindingError, match=f"ledger {env['ledger']}: key {key}"):
         ub.unblind(env["ledger"], confirm=True, runner=_never)
     assert not ub.default_audit_log(env["ledger"]).exists()
+
+
+# ---- the review of these fixes -----------------------------------------------------------------
+def test_a_died_run_blocks_another_frozen_state_of_the_same_files(env):
+    """(a start without an end blocked only its own state: a second ledger frozen before the death was
+    unblinded without --force-new and recorded no supersedes)"""
+    _freeze(env)
+    other = env["tmp"] / "other" / "l.json"
+    ub.freeze(other, processor=PROC, calib_tag=TAG, files=env["files"], selection=str(env["sel"]),
+              options={"chunksize": 1000})
+    child = multiprocessing.get_context("fork").Process(target=_killed_unblinding,
+                                                        args=(env["ledger"], env["tmp"] / "out"))
+    child.start()
+    child.join(60)
+    for lock in [*env["ledger"].parent.glob(".unblinding-*.lock"), *env["registry"].glob("*.lock")]:
+        lock.unlink()
+    with pytest.raises(BlindingError, match="has an unblinding started at .* never ended .*--force-new --reason"):
+        ub.unblind(other, confirm=True, runner=_never)
+    res = ub.unblind(other, confirm=True, runner=_fake_run(2), force_new=True, reason="the first died")
+    assert [(s["state_sha256"], s["ended"]) for s in res.record["supersedes"]] == [
+        (ub.read_ledger(env["ledger"])["state_sha256"], False)]
+    assert res.record["reason"] == "the first died"
+
+
+def test_a_start_that_reached_only_some_logs_is_closed_by_an_abort(env, monkeypatch):
+    """(a registry that refused the start left it dangling in the log beside the ledger: the next
+    unblinding was told the process had died)"""
+    _freeze(env)
+    write = ub.audit.append_audit_record
+
+    def registry_full(path, record):
+        if record["kind"] == "unblinding-started" and path.parent == env["registry"]:
+            raise OSError(122, "Disk quota exceeded")
+        return write(path, record)
+
+    monkeypatch.setattr(ub.audit, "append_audit_record", registry_full)
+    with pytest.raises(ub.AuditLogError, match="Disk quota exceeded"):
+        ub.unblind(env["ledger"], confirm=True, runner=_never)
+    assert _kinds(ub.default_audit_log(env["ledger"])) == ["unblinding-started", "unblinding-aborted"]
+    monkeypatch.setattr(ub.audit, "append_audit_record", write)
+    assert ub.unblind(env["ledger"], confirm=True, runner=_fake_run(3)).ran
+
+
+def test_registry_logs_deleted_or_foreign(env):
+    """(a registry log deleted with its head left was not seen by the scan of the registry; a stray
+    notes.jsonl with a bad head blocked every unblinding)"""
+    (env["registry"]).mkdir(parents=True, exist_ok=True)
+    (env["registry"] / "notes.jsonl").write_text("not a log\n")
+    _freeze(env)
+    first = ub.unblind(env["ledger"], confirm=True, runner=_fake_run(3))
+    log = env["registry"] / f"{first.record['dataset_sha256']}.jsonl"
+    log.unlink()
+    for beside in env["tmp"].glob("data/.na64reco-unblindings/*.jsonl"):
+        beside.unlink()
+    extra = write_data(env["tmp"] / "data" / "run7_c.root", 210, 50)
+    with pytest.raises(ub.AuditLogError, match=f"{log.name} was deleted: its chain head"):
+        ub.freeze(env["tmp"] / "wider" / "l.json", processor=PROC, calib_tag=TAG, files=[*env["files"], extra],
+                  selection=str(env["sel"]))

@@ -112,7 +112,7 @@ def test_exposure_refuses_the_same_spills_twice(campaigns):
     from na64reco.errors import ConfigError
 
     _, res = campaigns
-    with pytest.raises(ConfigError, match=r"campaign exposure: .*share spills 0-2 .*counted twice"):
+    with pytest.raises(ConfigError, match=r"campaign exposure: .*share spills 1-3 .*counted twice"):
         campaign_exposure([*res[1].files, res[2].files[0]])
     with pytest.raises(ConfigError, match="listed twice"):
         campaign_exposure([res[1].files[0], res[1].files[0]])

@@ -169,6 +169,19 @@ def _blinded_data_summary() -> dict:
                      "regions": {"signal_box": {"events": "blinded", "sumw": "blinded"}}}}
 
 
+def test_the_withheld_count_leaves_out_the_events_of_bad_spills():
+    """(a run dropping 18792 events of bad spills printed 'withheld (blinded region ...): 18792 events')"""
+    from na64reco.summary import format_summary
+
+    summary = _blinded_data_summary()
+    prov = summary["data"]["provenance"]
+    prov.update(events_processed=130, events_total=130, events_excluded=30, bad_spills="bad.yaml",
+                excluded_spills=[{"run": 7, "spill": 2, "n_beam": 300}])
+    text = format_summary(summary)
+    assert "withheld (blinded region, before the cut-flow): 10 events" in text
+    assert "1 bad spills of bad.yaml (300 beam particles, 30 events dropped)" in text
+
+
 def test_cutflow_of_a_saved_json_prints_without_the_analysis_stack(tmp_path):
     """``na64reco cutflow OUTDIR`` reads ``cutflow.json``: no coffea, numba or awkward to import
     (~2 s of start-up before), and the blinded cells and the withheld count are printed."""

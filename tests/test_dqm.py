@@ -134,6 +134,14 @@ def test_bad_faults_are_refused(fault, message, tmp_path):
         simulate("na64mu", 10, 1, 1, tmp_path / "x.root", faults=[fault])
 
 
+def test_a_spill_listed_twice_keeps_the_reasons_of_both_entries(tmp_path):
+    """(the second entry's reasons replaced the first's, silently)"""
+    p = tmp_path / "b.yaml"
+    p.write_text("schema_version: 1\nspills: [{run: 1, spill: 2, reasons: [a]}, {run: 1, spill: 2, reasons: [b, a]},"
+                 " {run: 1, spill: 3}]\n")
+    assert dqm.load_bad_spills(p) == {(1, 2): ["a", "b"], (1, 3): []}
+
+
 def test_bad_spill_list_errors(tmp_path):
     p = tmp_path / "b.yaml"
     with pytest.raises(dqm.BadSpillsError, match="not found"):
@@ -146,3 +154,36 @@ def test_bad_spill_list_errors(tmp_path):
         dqm.load_bad_spills(p)
     with pytest.raises(dqm.BadSpillsError, match="spills"):  # refused before any file is read
         run_files({"x": ["nofile.root"]}, RunOptions("na64mu_invisible", bad_spills=p))
+
+
+def test_files_of_two_run_periods_are_refused_naming_them(tmp_path, capsys):
+    """(a 2022 and a 2023 run together: 'internal error, a bug in na64reco (ValueError: ... size 17 and ...
+    size 21)', their tracker planes)"""
+    from na64reco.cli import main
+
+    a, b = tmp_path / "a.root", tmp_path / "b.root"
+    simulate("na64mu", 300, 1, 1001, a, trigger="calibration")
+    simulate("na64mu", 300, 2, 12000, b, trigger="calibration")
+    assert main(["dqm", str(a), str(b), "--output", str(tmp_path / "q")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error" not in err, err
+    assert "several run periods of setup 'na64mu' (2022: a.root (run 1001); 2023: b.root (run 12000))" in err
+    assert not (tmp_path / "q").exists()
+
+
+def test_a_list_of_too_few_spills_says_so_and_run_warns(tmp_path, capsys):
+    """(dqm of fewer than three spills wrote an empty bad_spills.yaml with no sign that nothing was judged;
+    `run --bad-spills` took it silently)"""
+    import yaml
+
+    from na64reco.cli import main
+
+    path = tmp_path / "one.root"
+    simulate("na64mu", 300, 1, 1001, path, trigger="calibration")
+    assert main(["dqm", str(path), "--output", str(tmp_path / "q"), "--no-plots"]) == 0
+    listed = yaml.safe_load((tmp_path / "q" / "bad_spills.yaml").read_text())
+    assert listed["judged"] is False and listed["spills"] == []
+    capsys.readouterr()
+    assert main(["run", "--processor", "na64mu_invisible", "--no-plots", "--bad-spills",
+                 str(tmp_path / "q" / "bad_spills.yaml"), "--output", str(tmp_path / "r"), str(path)]) == 0
+    assert "says judged: false" in capsys.readouterr().err

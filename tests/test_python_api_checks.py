@@ -118,3 +118,30 @@ def test_read_reco_names_the_format_it_reads(mu, tmp_path):
     reconstruct_file(mu[0], out)
     with pytest.raises(RawFormatError, match=r"read_reco reads the Parquet output .* uproot.open\(path\)\['reco'\]"):
         read_reco(out)
+
+
+def test_a_setup_loaded_by_a_relative_path_survives_a_change_of_directory(mu, tmp_path, monkeypatch):
+    """(the period check read the setup file again by its relative path: "cs/my.yaml: file not found" after
+    os.chdir; its message suggested load_setup('na64mu', ...) for a setup loaded from a file)"""
+    import shutil
+
+    from na64reco.resources import calib_dir
+
+    path, _, events, _, conditions = mu
+    (tmp_path / "cs").mkdir()
+    shutil.copy(calib_dir() / "setups" / "na64mu.yaml", tmp_path / "cs" / "my.yaml")
+    monkeypatch.chdir(tmp_path)
+    mine = load_setup("cs/my.yaml", run=RUN)
+    monkeypatch.chdir(tmp_path / "cs")
+    assert len(reconstruct(events[:20], mine, conditions, str(path))) == 20
+    base = load_setup(str(tmp_path / "cs" / "my.yaml"))
+    with pytest.raises(ConfigError, match=rf"load_setup\('{tmp_path / 'cs' / 'my.yaml'}', run=1001\)"):
+        reconstruct(events[:20], base, conditions, str(path))
+
+
+@pytest.mark.parametrize("bound", [2.7, True, "3"])
+def test_entry_bounds_that_are_not_integers_are_named(mu, bound):
+    """(events(2.7, 5) gave Python's bare slice TypeError; events(True) was accepted as 1)"""
+    _, raw, _, _, _ = mu
+    with pytest.raises(TypeError, match=rf"entry_start of tree 'events' must be an integer or None, got {bound!r}"):
+        raw.events(bound, 5)

@@ -514,7 +514,7 @@ def test_refreezing_retuned_cuts_elsewhere_supersedes_the_unblinding(env):
     assert new["supersedes"] == [{"ledger": str(env["ledger"].resolve()),
                                   "state_sha256": first.record["state_sha256"],
                                   "unblinded_at": first.record["time_utc"], "unblinded_by": first.record["user"],
-                                  "shared_files": None}]
+                                  "shared_files": None, "ended": True}]
     assert new["reason"] == "chi2 cut loosened after unblinding"
     (noted,) = ub.read_audit_log(ub.default_audit_log(ledger))
     assert noted["kind"] == "freeze-after-unblinding" and noted["reason"] == new["reason"]

@@ -95,11 +95,14 @@ def run(args) -> int:
     outdir = save_outputs(out, args.output, plots=not args.no_plots, overwrite=args.overwrite, inputs=inputs)
     print(format_summary(cutflow_summary(out)))
     print(f"outputs written to {outdir}/")
-    if args.bad_spills and not any(ds["provenance"].excluded_spills for ds in out.values()):
-        from na64reco.bad_spills import load_bad_spills
+    if args.bad_spills:
+        from na64reco.bad_spills import bad_spills_judged, load_bad_spills
 
         listed = len(load_bad_spills(args.bad_spills))
-        if listed:  # (an empty list is a good run's)
+        if listed and not any(ds["provenance"].excluded_spills for ds in out.values()):  # (empty: a good run's)
             print(f"na64reco run: warning: none of the {listed} spills of --bad-spills {args.bad_spills} is in the "
                   "input files (a list of another run?): nothing was dropped", file=sys.stderr)
+        if not bad_spills_judged(args.bad_spills):
+            print(f"na64reco run: warning: --bad-spills {args.bad_spills} says judged: false (na64reco dqm had too few "
+                  "spills to judge any): its spills are no verdict on the run's quality", file=sys.stderr)
     return 0

@@ -113,14 +113,14 @@ class DistinctFiles:
     def _simulated(self, path, ident: FileIdentity, sim: dict) -> None:
         settings = {k: v for k, v in sim.items() if k not in NOT_IDENTITY}
         group = ("simulation", ident.setup, json.dumps(settings, sort_keys=True, default=str))  # any run
-        first_spill = int(sim.get("first_spill") or 0)
+        first_spill = int(sim.get("first_spill") or 0)  # spills before this file's first (its first is first_spill + 1)
         n_beam, per_spill = sim.get("n_beam"), sim.get("spill_particles")
         last_spill = first_spill + -(-int(n_beam) // int(per_spill)) - 1 if n_beam and per_spill else 2**62
         what = (f"seed {sim['seed']}, setup {ident.setup!r}, period {sim.get('period')!r}, process "
                 f"{sim.get('process')!r}, trigger {sim.get('trigger')!r} and the same other settings")
         self._span(group, first_spill, last_spill, path,
                    lambda first, a, b: f"holds the events of {first}: both were simulated with {what}, and "
-                                       f"share spills {a}-{b} (each spill's random stream is (seed, spill), "
+                                       f"share spills {a + 1}-{b + 1} (each spill's random stream is (seed, spill), "
                                        "whatever the run number)",
                    "simulate one of them with another --seed (or other spills: --first-spill)")
 

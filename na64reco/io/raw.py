@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import json
+import numbers
 import operator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -631,6 +632,9 @@ class RawFile:
         failure to read, decompress or verify is a :class:`RawFormatError` naming the file,
         the tree and the entries.
         """
+        for name, bound in (("entry_start", entry_start), ("entry_stop", entry_stop)):
+            if bound is not None and (isinstance(bound, bool) or not isinstance(bound, numbers.Integral)):
+                raise TypeError(f"{self.path}: {name} of tree {tree!r} must be an integer or None, got {bound!r}")
         n = self._entries(tree)
         start, stop, _ = slice(entry_start, entry_stop).indices(n)
         stop = max(start, stop)

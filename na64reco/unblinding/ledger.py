@@ -74,9 +74,12 @@ _FORM = {
     "frozen_at": str, "frozen_by": str, "note": str, "reason": str, "supersedes": list,
     "state.processor": dict, "state.processor.name": str, "state.processor.setup": str,
     "state.processor.options": dict, "state.selection": dict, "state.selection.path": str,
-    "state.selection.sha256": str, "state.calibration": dict, "state.calibration.tag": str,
-    "state.calibration.conditions": dict, "state.code": dict, "state.code.version": str,
-    "state.code.source_sha256": str, "state.files": list, "state.bad_spills": (dict, type(None)),
+    "state.selection.sha256": str, "state.selection.name": str, "state.calibration": dict,
+    "state.calibration.tag": str, "state.calibration.tag_sha256": str, "state.calibration.root": str,
+    "state.calibration.setup": str, "state.calibration.setup_sha256": str, "state.calibration.conditions": dict,
+    "state.code": dict, "state.code.version": str, "state.code.source_sha256": str,
+    "state.code.source_files": dict, "state.code.git_commit": (str, type(None)), "state.files": list,
+    "state.bad_spills": (dict, type(None)),
 }
 _FILE_FORM = {"path": str, "sha256": str, "size": int}
 _BAD_SPILLS_FORM = {"path": str, "sha256": (str, type(None)), "spills": (int, type(None))}
@@ -164,7 +167,8 @@ def freeze(ledger_path: str | Path, *, processor: str, calib_tag: str, files: It
     if unblinded and not force_new:
         u = unblinded[0]
         which = "these files were" if u["shared_files"] is None else f"{u['shared_files']} of these files were"
-        raise BlindingError(f"{which} unblinded before ({u['unblinded_at']} by {u['unblinded_by']}, "
+        when = u["unblinded_at"] + ("" if u["ended"] else ", a start without an end: running, or died")
+        raise BlindingError(f"{which} unblinded before ({when} by {u['unblinded_by']}, "
                             f"ledger {u['ledger']}): a new freeze of the same data is re-tuning after "
                             "unblinding; use --force-new --reason '...' to record it")
     if earlier and not force_new:

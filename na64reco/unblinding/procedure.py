@@ -25,7 +25,12 @@ from na64reco.unblinding.audit import (
 from na64reco.unblinding.guard import unblinding_session
 from na64reco.unblinding.ledger import read_ledger, verify
 from na64reco.unblinding.outputs import run_unblinded
-from na64reco.unblinding.registry import file_hashes, registry_logs, unblinded_before, user_registry
+from na64reco.unblinding.registry import (
+    file_hashes,
+    registry_logs,
+    unblinded_before,
+    user_registry,
+)
 from na64reco.unblinding.state import dataset_hash
 
 
@@ -83,15 +88,16 @@ def unblind(ledger_path: str | Path, *, confirm: bool, output_dir: str | Path | 
                             f"(frozen {ledger['frozen_at']} by {ledger['frozen_by']}): "
                             + "; ".join(str(d) for d in blocking))
     superseded = {s["state_sha256"] for s in ledger["supersedes"]}
-    others = [u for u in unblinded_before(ledger["state"], registry) if u["state_sha256"] not in superseded]
+    mine = ledger["state_sha256"]  # (its own died runs: _check_died below; re-running an abort is allowed)
+    # (a start without an end of the same data set: the data set's lock below tells whether it is running)
+    others = [u for u in unblinded_before(ledger["state"], registry)
+              if u["state_sha256"] not in superseded | {mine} and u["ended"]]
     if others and not (force_new and reason.strip()):
         u = others[0]
         raise BlindingError(f"{_shared(u, 'the data set of ' + ledger_path.name)} was unblinded before with another "
                             f"frozen state ({u['unblinded_at']} by {u['unblinded_by']}, ledger {u['ledger']}) that "
                             "this ledger does not supersede: use --force-new --reason '...' to record why it is "
                             "opened again")
-    died = unfinished_attempts(ledger["state_sha256"], every_log)
-    _check_died(died, force_new, reason)
 
     out_dir = Path(output_dir) if output_dir is not None else None
     keep = [ledger_path, *logs, *(f["path"] for f in files)]  # never inside a replaced directory
@@ -107,9 +113,8 @@ def unblind(ledger_path: str | Path, *, confirm: bool, output_dir: str | Path | 
         "code_version": ledger["state"]["code"]["version"],
         "git_commit": current["code"].get("git_commit"),
         "supersedes": ledger["supersedes"] + others,
-        "reason": "; ".join(r for r in (ledger.get("reason", ""), reason if others or died else "") if r),
+        "reason": ledger.get("reason", ""),
         "attempt": secrets.token_hex(8),  # ties the start of this run to its end
-        "died_before": [{"attempt": d["attempt"], "started_at": d["time_utc"], "user": d["user"]} for d in died],
         "registry": str(user_registry(registry)),
         "notes": [str(d) for d in diffs],
         "output_dir": str(out_dir.resolve()) if out_dir else None,
@@ -121,20 +126,28 @@ def unblind(ledger_path: str | Path, *, confirm: bool, output_dir: str | Path | 
         if earlier is not None:
             return UnblindingResult(earlier, ran=False)
         late = [u for u in unblinded_before(ledger["state"], registry)
-                if u["state_sha256"] not in superseded and u not in others]
-        if late and not (force_new and reason.strip()):  # another frozen state finished while we checked
-            raise BlindingError(f"{_shared(late[0], 'the data set of ' + ledger_path.name)} was just unblinded with "
-                                f"another frozen state (ledger {late[0]['ledger']}): use --force-new --reason '...' "
-                                "to open it again")
-        _check_died([d for d in unfinished_attempts(ledger["state_sha256"], every_log) if d not in died],
-                    force_new, reason)
-        # on the record before the box opens: a log that cannot be written stops the unblinding here,
-        # and a run that dies without a trace (SIGKILL, out of memory) leaves this start, which the next
-        # unblinding of the state finds (_check_died)
-        append_to_logs(*write_to, {**record, "kind": "unblinding-started", "time_utc": _now()})
+                if u["state_sha256"] not in superseded | {mine} and u not in others]
+        if late and not (force_new and reason.strip()):  # another frozen state finished while we checked, or died
+            u = late[0]
+            how = "was just unblinded" if u["ended"] else (f"has an unblinding started at {u['unblinded_at']} that "
+                                                            "never ended (the process died)")
+            raise BlindingError(f"{_shared(u, 'the data set of ' + ledger_path.name)} {how} with another frozen state "
+                                f"(ledger {u['ledger']}): use --force-new --reason '...' to open it again")
+        record["supersedes"] = record["supersedes"] + late
+        # under the locks: a start without an end is a run that died, not one in progress
+        died = unfinished_attempts(mine, every_log)
+        _check_died(died, force_new, reason)
+        if others or late or died:  # opened with --force-new: its reason on the record
+            record["reason"] = "; ".join(r for r in (ledger.get("reason", ""), reason) if r)
+        record["died_before"] = [{"attempt": d["attempt"], "started_at": d["time_utc"], "user": d["user"]}
+                                 for d in died]
         recorded = False
         staging = staged_output_dir(out_dir, overwrite=overwrite, inputs=keep) if out_dir else nullcontext()
         try:
+            # on the record before the box opens: a log that cannot be written stops the unblinding here
+            # (the logs written before it get the abort), and a run that dies without a trace (SIGKILL, out
+            # of memory) leaves this start, which the next unblinding finds (_check_died, unblinded_before)
+            append_to_logs(*write_to, {**record, "kind": "unblinding-started", "time_utc": _now()})
             with staging as staged:
                 result = (runner or run_unblinded)(ledger, token, staged)
                 record = {**record, "time_utc": _now(), "result": result}

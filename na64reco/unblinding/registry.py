@@ -18,13 +18,15 @@ and every record name the registry they used.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
-from na64reco.unblinding.audit import find_records
+from na64reco.unblinding.audit import find_records, unfinished_attempts
 from na64reco.unblinding.state import dataset_hash
 
 REGISTRY_ENV = "NA64RECO_REGISTRY"
 BESIDE_DATA = ".na64reco-unblindings"
+_LOG_NAME = re.compile(r"[0-9a-f]{64}\.jsonl")
 
 
 def user_registry(registry: str | Path | None = None) -> Path:
@@ -54,19 +56,37 @@ def file_hashes(files: list[dict]) -> list[str]:
     return sorted(f["sha256"] for f in files)
 
 
+def registry_dir_logs(directory: Path) -> list[Path]:
+    """The registry logs in ``directory``: files named ``<64 hex digits>.jsonl`` (a data set's hash), and
+    those whose chain head alone is left (a deleted log: reading it is an error, as it must be)."""
+    if not directory.is_dir():
+        return []
+    names = {p.name.removesuffix(".head") for p in directory.iterdir()}
+    return [directory / n for n in sorted(names) if _LOG_NAME.fullmatch(n)]
+
+
 def unblinded_before(state: dict, registry: str | Path | None = None) -> list[dict]:
     """Recorded unblindings of data sharing files with ``state``'s (any frozen state), one per state:
-    the same data set, or one with a file more or less (its records' ``file_sha256s``), found in every
-    registry log of the user's registry and beside ``state``'s files.  ``shared_files``: None for the
-    same data set, else the number of files in common."""
+    the same data set, or one with a file more or less (its records' ``file_sha256s``; records written
+    before they carried them count for the same data set only), found in every registry log of the
+    user's registry and beside ``state``'s files.  An unblinding is a result on the record, an abort
+    that carries a result, or a start without an end (a run that died with the box perhaps open).
+    ``shared_files``: None for the same data set, else the number of files in common; ``ended``: False
+    for a start without an end (running, or died)."""
     dataset = dataset_hash(state["files"])
     mine = set(file_hashes(state["files"]))
     dirs = {log.parent for log in registry_logs(dataset, state["files"], registry)}
-    logs = [log for d in sorted(dirs) if d.is_dir() for log in sorted(d.glob("*.jsonl"))]
+    logs = [log for d in sorted(dirs) for log in registry_dir_logs(d)]
+    records = [rec for _, rec in find_records(logs, kind="unblinding")]
+    records += [rec for _, rec in find_records(logs, kind="unblinding-aborted") if "result" in rec]
+    states = {rec["state_sha256"] for _, rec in find_records(logs, kind="unblinding-started")}
+    for state_sha256 in sorted(states):
+        records += unfinished_attempts(state_sha256, logs)
     by_state = {}
-    for _, rec in reversed(find_records(logs)):
+    for rec in reversed(records):
         shared = None if rec.get("dataset_sha256") == dataset else len(mine & set(rec.get("file_sha256s") or ()))
         if shared != 0:
             by_state[rec["state_sha256"]] = (rec, shared)
     return [{"ledger": r["ledger"], "state_sha256": s, "unblinded_at": r["time_utc"], "unblinded_by": r["user"],
-             "shared_files": shared} for s, (r, shared) in by_state.items()]
+             "shared_files": shared, "ended": r["kind"] != "unblinding-started"}
+            for s, (r, shared) in by_state.items()]
