@@ -409,7 +409,7 @@ def load_setup(name_or_path: str, run: int | None = None) -> Setup:
 
 def check_period(setup: Setup, run: int, what: str) -> None:
     """A :class:`ConfigError` unless ``setup`` was loaded for the period of ``run`` (``what`` names the
-    run's source: "the events of FILE", "conditions of run N"): a setup loaded without a run applies
+    run's source, e.g. "reconstruct(): the events of FILE"): a setup loaded without a run applies
     neither a period's planes nor its rules (e.g. the 2022 tracking's hit on every plane), and its
     reconstruction of a run in a period would be silently another's."""
     period = period_of_run(setup.source, int(run))

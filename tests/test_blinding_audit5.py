@@ -140,7 +140,7 @@ def test_an_overlapping_data_set_frozen_before_the_unblinding_needs_a_reason(env
     other = env["tmp"] / "wider" / "l.json"
     ub.freeze(other, processor=PROC, calib_tag=TAG, files=[*env["files"], extra], selection=str(env["sel"]))
     ub.unblind(env["ledger"], confirm=True, runner=_fake_run(3))
-    with pytest.raises(BlindingError, match="2 of the files of l.json was unblinded before with another frozen"):
+    with pytest.raises(BlindingError, match="2 of the files of l.json were unblinded before with another frozen"):
         ub.unblind(other, confirm=True, runner=_never)
     res = ub.unblind(other, confirm=True, runner=_fake_run(5), force_new=True, reason="one more run")
     assert res.ran and [s["shared_files"] for s in res.record["supersedes"]] == [2]
@@ -189,7 +189,8 @@ def test_a_died_run_blocks_another_frozen_state_of_the_same_files(env):
     child.join(60)
     for lock in [*env["ledger"].parent.glob(".unblinding-*.lock"), *env["registry"].glob("*.lock")]:
         lock.unlink()
-    with pytest.raises(BlindingError, match="has an unblinding started at .* never ended .*--force-new --reason"):
+    with pytest.raises(BlindingError, match="the data set of l.json was in an unblinding started at .* never "
+                                            "ended .*--force-new --reason"):
         ub.unblind(other, confirm=True, runner=_never)
     res = ub.unblind(other, confirm=True, runner=_fake_run(2), force_new=True, reason="the first died")
     assert [(s["state_sha256"], s["ended"]) for s in res.record["supersedes"]] == [

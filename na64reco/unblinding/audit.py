@@ -150,13 +150,13 @@ def append_to_logs(required: Iterable[Path], optional: Iterable[Path], record: d
             warnings.warn(f"could not append to {log}: {exc}", stacklevel=2)
 
 
-def find_records(logs: Iterable[str | Path], *, kind: str = "unblinding", state_sha256: str | None = None,
+def find_records(logs: Iterable[str | Path], *, kind: str | None = "unblinding", state_sha256: str | None = None,
                  dataset_sha256: str | None = None) -> list[tuple[Path, dict]]:
-    """``(log, record)`` of every record of ``kind`` matching the given hashes, in all ``logs``."""
+    """``(log, record)`` of every record of ``kind`` (None: any) matching the given hashes, in all ``logs``."""
     out = []
     for log in logs:
         for rec in read_audit_log(log):
-            if rec.get("format") != AUDIT_FORMAT or rec.get("kind", "unblinding") != kind:
+            if rec.get("format") != AUDIT_FORMAT or (kind is not None and rec.get("kind", "unblinding") != kind):
                 continue
             if state_sha256 is not None and rec.get("state_sha256") != state_sha256:
                 continue
@@ -174,11 +174,14 @@ def unfinished_attempts(state_sha256: str, logs: Iterable[str | Path]) -> list[d
     """The ``unblinding-started`` records of ``state_sha256`` in ``logs`` whose attempt has no end there
     (no ``unblinding`` or ``unblinding-aborted`` record of the same ``attempt``): unblindings that died
     (SIGKILL, out of memory, a power cut) with the box perhaps open and outputs perhaps written."""
-    logs = list(logs)
-    ended = {rec.get("attempt") for kind in ("unblinding", "unblinding-aborted")
-             for _, rec in find_records(logs, kind=kind, state_sha256=state_sha256)}
-    started = {rec["attempt"]: rec for _, rec in find_records(logs, kind="unblinding-started",
-                                                              state_sha256=state_sha256)}
+    return unfinished([rec for _, rec in find_records(logs, kind=None, state_sha256=state_sha256)])
+
+
+def unfinished(records: list[dict]) -> list[dict]:
+    """The ``unblinding-started`` records among ``records`` whose ``attempt`` (random, unique) has no end
+    among them (:func:`unfinished_attempts`, on records already read)."""
+    ended = {rec.get("attempt") for rec in records if rec.get("kind") in ("unblinding", "unblinding-aborted")}
+    started = {rec["attempt"]: rec for rec in records if rec.get("kind") == "unblinding-started"}
     return [rec for attempt, rec in started.items() if attempt not in ended]
 
 

@@ -94,10 +94,9 @@ def unblind(ledger_path: str | Path, *, confirm: bool, output_dir: str | Path | 
               if u["state_sha256"] not in superseded | {mine} and u["ended"]]
     if others and not (force_new and reason.strip()):
         u = others[0]
-        raise BlindingError(f"{_shared(u, 'the data set of ' + ledger_path.name)} was unblinded before with another "
-                            f"frozen state ({u['unblinded_at']} by {u['unblinded_by']}, ledger {u['ledger']}) that "
-                            "this ledger does not supersede: use --force-new --reason '...' to record why it is "
-                            "opened again")
+        raise BlindingError(f"{_overlap(u, ledger_path.name)} unblinded before with another frozen state "
+                            f"({u['unblinded_at']} by {u['unblinded_by']}, ledger {u['ledger']}) that this ledger does "
+                            "not supersede: use --force-new --reason '...' to record why it is opened again")
 
     out_dir = Path(output_dir) if output_dir is not None else None
     keep = [ledger_path, *logs, *(f["path"] for f in files)]  # never inside a replaced directory
@@ -129,10 +128,10 @@ def unblind(ledger_path: str | Path, *, confirm: bool, output_dir: str | Path | 
                 if u["state_sha256"] not in superseded | {mine} and u not in others]
         if late and not (force_new and reason.strip()):  # another frozen state finished while we checked, or died
             u = late[0]
-            how = "was just unblinded" if u["ended"] else (f"has an unblinding started at {u['unblinded_at']} that "
-                                                            "never ended (the process died)")
-            raise BlindingError(f"{_shared(u, 'the data set of ' + ledger_path.name)} {how} with another frozen state "
-                                f"(ledger {u['ledger']}): use --force-new --reason '...' to open it again")
+            how = "just unblinded" if u["ended"] else (f"in an unblinding started at {u['unblinded_at']} that never "
+                                                        "ended (the process died)")
+            raise BlindingError(f"{_overlap(u, ledger_path.name)} {how} with another frozen state (ledger "
+                                f"{u['ledger']}): use --force-new --reason '...' to open it again")
         record["supersedes"] = record["supersedes"] + late
         # under the locks: a start without an end is a run that died, not one in progress
         died = unfinished_attempts(mine, every_log)
@@ -165,10 +164,10 @@ def unblind(ledger_path: str | Path, *, confirm: bool, output_dir: str | Path | 
     return UnblindingResult(record, ran=True, output_dir=out_dir)
 
 
-def _shared(earlier: dict, whole: str) -> str:
-    """How the data of an earlier unblinding (:func:`unblinded_before`) overlaps this one's."""
-    n = earlier.get("shared_files")
-    return whole if n is None else f"{n} of the files of {whole.removeprefix('the data set of ')}"
+def _overlap(earlier: dict, ledger_name: str) -> str:
+    """The subject of a message on an earlier unblinding (:func:`unblinded_before`) of these files."""
+    n = earlier["shared_files"]
+    return f"the data set of {ledger_name} was" if n is None else f"{n} of the files of {ledger_name} were"
 
 
 def _check_died(died: list[dict], force_new: bool, reason: str) -> None:

@@ -21,7 +21,7 @@ import os
 import re
 from pathlib import Path
 
-from na64reco.unblinding.audit import find_records, unfinished_attempts
+from na64reco.unblinding.audit import find_records, unfinished
 from na64reco.unblinding.state import dataset_hash
 
 REGISTRY_ENV = "NA64RECO_REGISTRY"
@@ -77,16 +77,14 @@ def unblinded_before(state: dict, registry: str | Path | None = None) -> list[di
     mine = set(file_hashes(state["files"]))
     dirs = {log.parent for log in registry_logs(dataset, state["files"], registry)}
     logs = [log for d in sorted(dirs) for log in registry_dir_logs(d)]
-    records = [rec for _, rec in find_records(logs, kind="unblinding")]
-    records += [rec for _, rec in find_records(logs, kind="unblinding-aborted") if "result" in rec]
-    states = {rec["state_sha256"] for _, rec in find_records(logs, kind="unblinding-started")}
-    for state_sha256 in sorted(states):
-        records += unfinished_attempts(state_sha256, logs)
+    found = [rec for _, rec in find_records(logs, kind=None)]  # (every log read once)
+    records = [rec for rec in found if rec.get("kind", "unblinding") == "unblinding"
+               or (rec.get("kind") == "unblinding-aborted" and "result" in rec)] + unfinished(found)
     by_state = {}
     for rec in reversed(records):
         shared = None if rec.get("dataset_sha256") == dataset else len(mine & set(rec.get("file_sha256s") or ()))
         if shared != 0:
             by_state[rec["state_sha256"]] = (rec, shared)
     return [{"ledger": r["ledger"], "state_sha256": s, "unblinded_at": r["time_utc"], "unblinded_by": r["user"],
-             "shared_files": shared, "ended": r["kind"] != "unblinding-started"}
+             "shared_files": shared, "ended": r.get("kind") != "unblinding-started"}
             for s, (r, shared) in by_state.items()]
