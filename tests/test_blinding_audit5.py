@@ -92,8 +92,9 @@ def test_a_killed_unblinding_is_on_the_record_and_is_not_run_again_silently(env)
     log = ub.default_audit_log(env["ledger"])
     assert _kinds(log) == ["unblinding-started"]
     locks = [*env["ledger"].parent.glob(".unblinding-*.lock"), *env["registry"].glob("*.lock")]
-    assert len(locks) == 2
-    with pytest.raises(BlindingError, match=rf"in progress .* its process {child.pid} is gone: that run died"):
+    assert len(locks) == 2 + len(env["files"])  # the state's, the data set's and one per file
+    with pytest.raises(BlindingError, match=rf"in progress .* its process {child.pid} is gone: that run died\. "
+                                            rf"Remove the locks naming process {child.pid}"):
         ub.unblind(env["ledger"], confirm=True, runner=_never)
     for lock in locks:
         lock.unlink()
@@ -232,3 +233,80 @@ def test_registry_logs_deleted_or_foreign(env):
     with pytest.raises(ub.AuditLogError, match=f"{log.name} was deleted: its chain head"):
         ub.freeze(env["tmp"] / "wider" / "l.json", processor=PROC, calib_tag=TAG, files=[*env["files"], extra],
                   selection=str(env["sel"]))
+
+
+def _waits_in_child(ledger, ready, release):
+    """In a forked child: an unblinding whose runner waits until ``release`` is set."""
+
+    def waits(*_):
+        ready.set()
+        release.wait(60)
+        return {"signal_box": {"events": 1}, "sidebands": {}, "n_beam": 1}
+
+    ub.unblind(ledger, confirm=True, runner=waits)
+
+
+def test_data_sets_sharing_a_file_are_not_unblinded_at_once(env):
+    """(overlapping data sets had different locks: the second was told the first had died, and with
+    --force-new ran while the first still ran)"""
+    extra = write_data(env["tmp"] / "data" / "run7_c.root", 210, 50)
+    _freeze(env)
+    other = env["tmp"] / "wider" / "l.json"
+    ub.freeze(other, processor=PROC, calib_tag=TAG, files=[env["files"][1], extra], selection=str(env["sel"]))
+    ctx = multiprocessing.get_context("fork")
+    ready, release = ctx.Event(), ctx.Event()
+    child = ctx.Process(target=_waits_in_child, args=(env["ledger"], ready, release))
+    child.start()
+    try:
+        assert ready.wait(60)
+        with pytest.raises(BlindingError, match="an unblinding of a data set with this file .* is in progress .*"
+                                                f"its process {child.pid} is running"):
+            ub.unblind(other, confirm=True, runner=_never, force_new=True, reason="should wait")
+    finally:
+        release.set()
+        child.join(60)
+    assert child.exitcode == 0
+    res = ub.unblind(other, confirm=True, runner=_fake_run(2), force_new=True, reason="the other one shares b")
+    assert [s["shared_files"] for s in res.record["supersedes"]] == [1]
+
+
+def test_an_append_killed_before_its_chain_head_is_read_as_appended(env):
+    """(a kill between a log's line and its head blocked every later freeze and unblind: 'chain head missing'
+    or 'record added by hand')"""
+    _freeze(env)
+    log = ub.default_audit_log(env["ledger"])
+    ub.unblind(env["ledger"], confirm=True, runner=_fake_run(3))
+    head = ub.audit.head_path(log)
+    two_records = head.read_text()
+    started, result = ub.read_audit_log(log)
+    head.write_text(two_records.replace('"records": 2', '"records": 1').replace(
+        json.loads(two_records)["last_sha256"], ub.audit._sha(ub.audit.canonical_line(started))))
+    assert ub.read_audit_log(log) == [started, result]  # the second line's append was cut before its head
+    head.unlink()
+    log.write_text(ub.audit.canonical_line(started) + "\n")  # the first append of a new log, head not written
+    assert ub.read_audit_log(log) == [started]
+    log.write_text(log.read_text() + ub.audit.canonical_line(result) + "\n")  # two lines and no head: refused
+    with pytest.raises(ub.AuditLogError, match="chain head .* is missing"):
+        ub.read_audit_log(log)
+
+
+def test_an_end_written_outside_the_starts_log_does_not_close_a_died_run(env, tmp_path):
+    """(an abort record for the dead attempt, put in a throw-away --audit-log or in a new registry log
+    named 64 zeros, let the dead state re-run, or the dead files be frozen again, with no reason)"""
+    _freeze(env)
+    child = multiprocessing.get_context("fork").Process(target=_killed_unblinding,
+                                                        args=(env["ledger"], env["tmp"] / "out"))
+    child.start()
+    child.join(60)
+    for lock in [*env["ledger"].parent.glob(".unblinding-*.lock"), *env["registry"].glob("*.lock")]:
+        lock.unlink()
+    (started,) = ub.read_audit_log(ub.default_audit_log(env["ledger"]))
+    forged = {k: v for k, v in started.items() if k != "prev_sha256"} | {"kind": "unblinding-aborted"}
+    throwaway = tmp_path / "elsewhere" / "audit.jsonl"
+    ub.append_audit_record(throwaway, forged)
+    with pytest.raises(BlindingError, match="started at .* and never ended"):
+        ub.unblind(env["ledger"], confirm=True, audit_log=throwaway, runner=_never)
+    ub.append_audit_record(env["registry"] / f"{'0' * 64}.jsonl", forged)
+    with pytest.raises(ub.AuditLogError, match=f"registry log .*{'0' * 64}.jsonl holds a record of data set"):
+        ub.freeze(env["tmp"] / "again" / "l.json", processor=PROC, calib_tag=TAG, files=env["files"],
+                  selection=str(env["sel"]), options={"chunksize": 1000})

@@ -78,8 +78,12 @@ def read_audit_log(path: str | Path) -> list[dict]:
     text = path.read_text()
     if not text and not head_path(path).exists():
         return []
-    head = _read_head(path)
     lines = text.split("\n")
+    # an append killed between its line and its head (SIGKILL, a power cut: what the start record is for)
+    # leaves one whole, chained line more than the head counts: read as appended, and the next append
+    # writes the head; anything else (a line cut short, a broken chain, more lines) stays an error
+    first = not head_path(path).exists() and len(lines) == 2
+    head = {"records": 0, "last_sha256": ""} if first else _read_head(path)
     if lines[-1]:
         raise AuditLogError(f"audit log {path} record {len(lines)} is cut short: the log was truncated or edited")
     records, prev = [], None
@@ -99,6 +103,9 @@ def read_audit_log(path: str | Path) -> list[dict]:
     if n < head["records"]:
         raise AuditLogError(f"audit log {path} holds {n} record(s), its chain head {head_path(path).name} "
                             f"{head['records']}: record {n + 1} onwards was removed")
+    torn = n == head["records"] + 1 and (n == 1 or _sha(lines[n - 2]) == head["last_sha256"])
+    if torn:
+        return records
     if n > head["records"]:
         raise AuditLogError(f"audit log {path} record {head['records'] + 1} was added by hand "
                             f"(the chain head {head_path(path).name} records {head['records']})")
@@ -174,15 +181,20 @@ def unfinished_attempts(state_sha256: str, logs: Iterable[str | Path]) -> list[d
     """The ``unblinding-started`` records of ``state_sha256`` in ``logs`` whose attempt has no end there
     (no ``unblinding`` or ``unblinding-aborted`` record of the same ``attempt``): unblindings that died
     (SIGKILL, out of memory, a power cut) with the box perhaps open and outputs perhaps written."""
-    return unfinished([rec for _, rec in find_records(logs, kind=None, state_sha256=state_sha256)])
+    return unfinished(find_records(logs, kind=None, state_sha256=state_sha256))
 
 
-def unfinished(records: list[dict]) -> list[dict]:
-    """The ``unblinding-started`` records among ``records`` whose ``attempt`` (random, unique) has no end
-    among them (:func:`unfinished_attempts`, on records already read)."""
-    ended = {rec.get("attempt") for rec in records if rec.get("kind") in ("unblinding", "unblinding-aborted")}
-    started = {rec["attempt"]: rec for rec in records if rec.get("kind") == "unblinding-started"}
-    return [rec for attempt, rec in started.items() if attempt not in ended]
+def unfinished(found: list[tuple[Path, dict]]) -> list[dict]:
+    """The ``unblinding-started`` records among ``found`` ``(log, record)`` whose ``attempt`` (random,
+    unique) has no end in a log that holds the start (an end written anywhere else, e.g. a log made
+    for it, does not close it): :func:`unfinished_attempts` on records already read."""
+    ended = {(log, rec.get("attempt")) for log, rec in found
+             if rec.get("kind") in ("unblinding", "unblinding-aborted")}
+    started = {}
+    for log, rec in found:
+        if rec.get("kind") == "unblinding-started":
+            started.setdefault(rec.get("attempt"), (rec, []))[1].append(log)
+    return [rec for attempt, (rec, logs) in started.items() if not any((log, attempt) in ended for log in logs)]
 
 
 def previous_unblinding(state_sha256: str, logs: Iterable[str | Path]) -> dict | None:

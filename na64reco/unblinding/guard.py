@@ -25,14 +25,17 @@ from na64reco.selection.token import _close_session, _open_session, public_diges
 
 
 @contextlib.contextmanager
-def unblinding_session(ledger_path: str | Path, ledger: dict, dataset_lock: str | Path | None = None):
-    """Lock the frozen state (and the data set, at ``dataset_lock``) and yield the
+def unblinding_session(ledger_path: str | Path, ledger: dict, dataset_lock: str | Path | None = None,
+                       file_locks=()):
+    """Lock the frozen state (and the data set, at ``dataset_lock``, and each of its files, at
+    ``file_locks``: data sets that share a file are not unblinded at once) and yield the
     :class:`~na64reco.selection.token.UnblindingToken`."""
     state = ledger["state_sha256"]
     token = _open_session(ledger_path, state, ledger["state"]["selection"]["sha256"])
     locks = [(unblinding_lock_path(ledger_path, state), "this frozen state")]
     if dataset_lock is not None:
         locks.append((Path(dataset_lock), "this data set (with any frozen state)"))
+    locks += [(Path(lock), "a data set with this file (with any frozen state)") for lock in file_locks]
     held: list[Path] = []
     try:
         for lock, what in locks:
@@ -66,8 +69,9 @@ def _died(lock: Path) -> str:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return (f"; its process {pid} is gone: that run died. Remove the lock; the start of that unblinding is "
-                "on the record, so the next one needs --force-new --reason")
+        return (f"; its process {pid} is gone: that run died. Remove the locks naming process {pid} (this one, "
+                f"the others in {lock.parent} and the one beside its ledger); the start of that unblinding is on the "
+                "record, so the next one needs --force-new --reason")
     except PermissionError:
         pass  # alive, another user's
     return f"; its process {pid} is running"

@@ -120,7 +120,9 @@ def unblind(ledger_path: str | Path, *, confirm: bool, output_dir: str | Path | 
     }
     registries = registry_logs(dataset, files, registry, for_writing=True)
     write_to = ([*logs, registries[0]], registries[1:])  # required; beside the data if possible
-    with unblinding_session(ledger_path, ledger, user_registry(registry) / f"{dataset}.lock") as token:
+    locks = user_registry(registry)
+    with unblinding_session(ledger_path, ledger, locks / f"{dataset}.lock",
+                            [locks / f"file-{h}.lock" for h in file_hashes(files)]) as token:
         earlier = previous_unblinding(ledger["state_sha256"], every_log)  # again, under the locks
         if earlier is not None:
             return UnblindingResult(earlier, ran=False)
@@ -129,7 +131,7 @@ def unblind(ledger_path: str | Path, *, confirm: bool, output_dir: str | Path | 
         if late and not (force_new and reason.strip()):  # another frozen state finished while we checked, or died
             u = late[0]
             how = "just unblinded" if u["ended"] else (f"in an unblinding started at {u['unblinded_at']} that never "
-                                                        "ended (the process died)")
+                                                        "ended (the process died, or it runs as another user)")
             raise BlindingError(f"{_overlap(u, ledger_path.name)} {how} with another frozen state (ledger "
                                 f"{u['ledger']}): use --force-new --reason '...' to open it again")
         record["supersedes"] = record["supersedes"] + late

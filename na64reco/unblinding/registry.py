@@ -21,7 +21,7 @@ import os
 import re
 from pathlib import Path
 
-from na64reco.unblinding.audit import find_records, unfinished
+from na64reco.unblinding.audit import AuditLogError, find_records, unfinished
 from na64reco.unblinding.state import dataset_hash
 
 REGISTRY_ENV = "NA64RECO_REGISTRY"
@@ -77,8 +77,12 @@ def unblinded_before(state: dict, registry: str | Path | None = None) -> list[di
     mine = set(file_hashes(state["files"]))
     dirs = {log.parent for log in registry_logs(dataset, state["files"], registry)}
     logs = [log for d in sorted(dirs) for log in registry_dir_logs(d)]
-    found = [rec for _, rec in find_records(logs, kind=None)]  # (every log read once)
-    records = [rec for rec in found if rec.get("kind", "unblinding") == "unblinding"
+    found = find_records(logs, kind=None)  # (every log read once)
+    for log, rec in found:  # a registry log holds the records of the data set it is named after
+        if rec.get("dataset_sha256") != log.stem:
+            raise AuditLogError(f"registry log {log} holds a record of data set {rec.get('dataset_sha256')!r}: "
+                                "not written by na64reco (a registry log is named after its records' data set)")
+    records = [rec for _, rec in found if rec.get("kind", "unblinding") == "unblinding"
                or (rec.get("kind") == "unblinding-aborted" and "result" in rec)] + unfinished(found)
     by_state = {}
     for rec in reversed(records):
