@@ -80,6 +80,9 @@ def fmt(x: float) -> str:
 def comp_text(c: bg.BackgroundComponent) -> str:
     if c.upper_limit:
         return f"< {c.n:.2g}"
+    if c.limit_part > 0:  # an estimate and a limit in one row: "estimate + < limit"
+        estimate = dataclasses.replace(c, n=c.n - c.limit_part, limit_part=0.0)
+        return f"{comp_text(estimate)} + < {c.limit_part:.2g}"
     return f"{c.n:.2g} +- {c.error:.1g}" if c.error else f"{c.n:.2g}"
 
 
@@ -178,7 +181,7 @@ def misreco(period: str) -> tuple[bg.BackgroundComponent, str]:
     if not scatter.exists():
         return row, note
     kink = bg.single_scatter_from_json(scatter, period, box_p_out())
-    total = bg.sum_components("momentum mis-reconstruction", [row, kink])
+    total = bg.sum_components("momentum mis-reconstruction", [dataclasses.replace(row, source="tracking"), kink])
     note += (f"; the row is the sum of the tracking's {row.text()} per MOT ({row.method}) and the single "
              f"large-angle scattering in MS2's {kink.text()} per MOT ({kink.method})")
     return total, note
@@ -355,7 +358,9 @@ def tables(args, tmp: Path, t0: float) -> str:
         period, comps, info = cached_period_rates(run, args, tmp)
         mis, note = misreco(period)
         notes.append(f"* {period}: mis-reconstruction {note}.")
-        decays = bg.sum_components("hadron decays in flight", [comps["kdecay"], comps["pidecay"]])
+        decays = bg.sum_components("hadron decays in flight", [
+            dataclasses.replace(comps["kdecay"], source="K -> mu nu"),
+            dataclasses.replace(comps["pidecay"], source="pi -> mu nu")])
         dimu = dimuon(period, args.dimuon_json)
         if dimu is not None:
             notes.append(f"* {period}: dimuons {dimu[0].method}; the row is the direct count (no assumption), "

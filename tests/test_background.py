@@ -240,3 +240,57 @@ def test_campaign_extrapolation_upper_bound_covers_the_truth_at_90_percent(slope
     assert covered / n_toys >= 0.9 - tol, covered / n_toys
     # the statistical error alone is a fair 68 % interval in this regime too
     assert abs(stat_covered / n_toys - 0.683) < 3 * math.sqrt(0.683 * 0.317 / n_toys), stat_covered / n_toys
+
+
+# ---- the review of the background toolkit (stop 46) ------------------------------------------
+def test_a_row_summing_an_estimate_and_a_limit_keeps_the_limit_out_of_the_estimated_total():
+    """(the K/pi row, K 0.0048 +- 0.0004 plus the pi limit < 0.00046, counted as an estimate of 0.0053: the
+    2022 'total of the estimated rows' held two 90 % CL limits)"""
+    from na64reco.background import estimates as bge
+
+    k = bge.BackgroundComponent("K", 0.0048, 0.0004)
+    pi = bge.BackgroundComponent("pi", 0.00046, 0.0, True)
+    row = bge.sum_components("K/pi", [k, pi])
+    assert (row.n, row.error, row.limit_part, row.upper_limit) == pytest.approx((0.00526, 0.0004, 0.00046, False))
+    assert row.text() == "0.0048 +- 0.0004 + < 0.0005"
+    table = bge.BackgroundTable((row, bge.BackgroundComponent("kinks", 0.081, 0.007)))
+    assert table.estimated_total() == pytest.approx((0.0858, math.hypot(0.0004, 0.007)))
+    (limit,) = table.limits()
+    assert limit.upper_limit and limit.n == pytest.approx(0.00046) and limit.source == "K/pi (pi)"
+    assert table.total()[0] == pytest.approx(0.08626)  # the conservative total: every row at its value
+    assert table.scaled(2.0).components[0].limit_part == pytest.approx(0.00092)
+
+
+@pytest.mark.parametrize("box, words", [((None, 170.0), "below the sideband"), ((None, 100.0), "below the sideband"),
+                                        ((80.0, 60.0), "0 <= lo < hi")])
+def test_a_box_beyond_the_sideband_or_inverted_is_refused(box, words):
+    """(box (None, 170) gave a complex estimate, (None, 160) a ZeroDivisionError, (80, 60) 0 +- 0)"""
+    rng = np.random.default_rng(1)
+    x = 160.0 - rng.exponential(15.0, 4000)
+    with pytest.raises(NA64Error, match=words):
+        misreconstruction_background(x, sideband=(80.0, 120.0), box=box, peak=160.0)
+
+
+def test_binned_fits_take_event_counts_only():
+    """(counts x 0.0026 were fitted as Poisson counts: 0.088 +- 0.19 where the error is ~11 %)"""
+    edges = np.linspace(80.0, 120.0, 21)
+    counts = np.full(20, 100.0)
+    for bad in (counts * 0.0026, -counts, np.where(np.arange(20) == 3, np.nan, counts)):
+        with pytest.raises(NA64Error, match="binned counts must be event counts"):
+            fit_tail(counts=bad, edges=edges, fit_range=(80.0, 120.0), peak=160.0)
+
+
+@pytest.mark.parametrize("make", [
+    lambda bge: bge.BackgroundComponent("x", float("nan"), 0.1),
+    lambda bge: bge.BackgroundComponent("x", -0.1, 0.0),
+    lambda bge: bge.rate_component("x", float("nan"), 1e10),
+    lambda bge: bge.mc_component_from_sums("x", 3, float("nan"), 1.0, n_simulated=100, exposure=1e10),
+    lambda bge: bge.mc_component_from_sums("x", 3, -1.0, 1.0, n_simulated=100, exposure=1e10),
+    lambda bge: bge.BackgroundComponent("x", 1.0, 0.1).scaled(float("nan")),
+])
+def test_non_finite_or_negative_inputs_are_refused_naming_the_component(make):
+    """(NaN weights, rates or scales gave NaN estimates; a negative sum of weights a negative one)"""
+    from na64reco.background import estimates as bge
+
+    with pytest.raises(NA64Error, match="'x'|scale factor"):
+        make(bge)

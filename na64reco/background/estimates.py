@@ -205,6 +205,9 @@ def fit_tail(values=None, fit_range: tuple[float, float] | None = None, *, model
             raise NA64Error("fit_tail: give either values (unbinned) or counts and edges (binned)")
         counts = np.asarray(counts, dtype=float)
         edges = np.asarray(edges, dtype=float)
+        if not np.all(np.isfinite(counts) & (counts >= 0) & (counts == np.round(counts))):
+            raise NA64Error("fit_tail: binned counts must be event counts (integers >= 0): the Poisson likelihood "
+                            "does not describe weighted or scaled counts (fit the events unbinned, or their counts)")
         if edges.shape != (counts.size + 1,) or np.any(np.diff(edges) <= 0):
             raise NA64Error("fit_tail: edges must be increasing with one more entry than counts")
         inside = (edges[:-1] >= lo - 1e-9) & (edges[1:] <= hi + 1e-9)
@@ -273,6 +276,9 @@ def extrapolate(fit: TailFit, region: tuple[float | None, float | None]) -> tupl
     if region[1] is None:
         raise NA64Error("extrapolate: the region needs an upper edge below the peak")
     hi = float(region[1])
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo < hi < fit.model.peak):
+        raise NA64Error(f"extrapolate: region {region} must be 0 <= lo < hi below the beam peak {fit.model.peak:g} "
+                        "(the tail model describes only the region below it)")
     a, b = fit.fit_range
 
     def ratio(theta: float) -> float:
@@ -293,8 +299,10 @@ class BackgroundComponent:
     """One background source in the signal box.
 
     ``n`` events with 1-sigma ``error``; if ``upper_limit`` is True, ``n`` is an upper
-    limit (``< n``) and ``error`` is 0.  ``details`` carries the inputs (fit results,
-    sums of weights) for provenance.
+    limit (``< n``) and ``error`` is 0.  ``limit_part``: the part of ``n`` that is upper limits
+    added at their value (a row summing an estimate and a limit, :func:`sum_components`; the
+    error is the estimate's).  ``details`` carries the inputs (fit results, sums of weights) for
+    provenance.
     """
 
     source: str
@@ -303,15 +311,27 @@ class BackgroundComponent:
     upper_limit: bool = False
     method: str = ""
     details: dict = field(default_factory=dict, compare=False)
+    limit_part: float = 0.0
+
+    def __post_init__(self):
+        if not all(math.isfinite(v) and v >= 0 for v in (self.n, self.error, self.limit_part)) \
+                or self.limit_part > self.n:
+            raise NA64Error(f"background component {self.source!r}: n {self.n!r}, error {self.error!r} and "
+                            f"limit_part {self.limit_part!r} must be finite and >= 0, limit_part at most n")
 
     def scaled(self, factor: float) -> BackgroundComponent:
         """The component for ``factor`` times the exposure (MC- or rate-driven sources)."""
-        if factor < 0:
-            raise NA64Error(f"exposure scale factor must be >= 0, got {factor}")
-        return replace(self, n=self.n * factor, error=self.error * factor)
+        if not (math.isfinite(factor) and factor >= 0):
+            raise NA64Error(f"exposure scale factor must be finite and >= 0, got {factor}")
+        return replace(self, n=self.n * factor, error=self.error * factor, limit_part=self.limit_part * factor)
 
     def text(self) -> str:
-        """``"n +- error"`` rounded to the error's precision, or ``"< n"``."""
+        """``"n +- error"`` rounded to the error's precision, or ``"< n"``; a row with a limit part
+        ``"estimate +- error + < limit"``."""
+        if self.limit_part > 0 and not self.upper_limit:
+            estimate = replace(self, n=self.n - self.limit_part, limit_part=0.0)
+            limit = replace(self, n=self.limit_part, error=0.0, upper_limit=True, limit_part=0.0)
+            return f"{estimate.text()} + {limit.text()}"
         ref = self.n if (self.upper_limit or self.error <= 0) else self.error
         d = _decimals(ref)
         if d > 4:  # tiny numbers: common power of ten, e.g. (1.86 +- 0.03)e-06
@@ -343,13 +363,17 @@ class BackgroundTable:
     title: str = "expected background in the signal box"
 
     def estimated_total(self) -> tuple[float, float]:
-        """Sum of the estimated rows (upper limits left out) and its error (quadrature sum)."""
+        """Sum of the estimated rows (upper limits, and the limit parts of rows, left out) and its
+        error (quadrature sum)."""
         est = [c for c in self.components if not c.upper_limit]
-        return float(sum(c.n for c in est)), float(math.sqrt(sum(c.error ** 2 for c in est)))
+        return float(sum(c.n - c.limit_part for c in est)), float(math.sqrt(sum(c.error ** 2 for c in est)))
 
     def limits(self) -> tuple[BackgroundComponent, ...]:
-        """The rows that are only upper limits (listed beside the total, not in it)."""
-        return tuple(c for c in self.components if c.upper_limit)
+        """The rows that are only upper limits, and the limit parts of the other rows (listed beside
+        the total, not in it)."""
+        return tuple(c if c.upper_limit else BackgroundComponent(
+            f"{c.source} ({', '.join(c.details.get('limits', ())) or 'its limits'})", c.limit_part, 0.0, True,
+            "the part of the row that is upper limits") for c in self.components if c.upper_limit or c.limit_part > 0)
 
     def total(self) -> tuple[float, float]:
         """Conservative total: the estimated rows plus each limit ``< u`` at its value ``u``,
@@ -404,8 +428,12 @@ def misreconstruction_background(values=None, *, sideband: tuple[float, float], 
     the shape systematic ``|n(alternative) - n(model)|``, added in quadrature.  The box
     lower edge ``None`` means 0.  Units: those of ``values`` (GeV for the reco record).
     """
+    box_lo = 0.0 if box[0] is None else box[0]
+    if box[1] is not None and not box[1] <= min(sideband):
+        raise NA64Error(f"misreconstruction_background: the box {box} must lie below the sideband {sideband} (the "
+                        f"sideband's events are not the box's), and both below the peak {peak:g}")
     fit = fit_tail(values, sideband, model=model, peak=peak, counts=counts, edges=edges)
-    n, stat = extrapolate(fit, box)
+    n, stat = extrapolate(fit, (box_lo, box[1]))
     details = {"model": model, "sideband": list(sideband), "box": [box[0], box[1]], "peak": peak,
                "n_sideband": fit.n_events, "theta": fit.theta, "theta_error": fit.theta_error,
                "parameter": fit.model.parameter, "stat_error": stat, "binned": fit.binned}
@@ -745,7 +773,8 @@ def single_scatter_from_json(path, period: str, box: float) -> BackgroundCompone
 def sum_components(source: str, parts) -> BackgroundComponent:
     """Sum of components (errors in quadrature; a sum of limits is a limit; a limit added
     to a measured value adds ``u`` with no error, conservatively, like :meth:`BackgroundTable.total`:
-    never ``u +- u``)."""
+    never ``u +- u``, and is kept as the row's ``limit_part``, which a table's estimated total leaves
+    out and lists beside it)."""
     parts = list(parts)
     if not parts:
         raise NA64Error(f"sum_components {source!r}: nothing to add")
@@ -753,7 +782,10 @@ def sum_components(source: str, parts) -> BackgroundComponent:
         return BackgroundComponent(source, sum(p.n for p in parts), 0.0, True, " + ".join(p.source for p in parts))
     n = sum(p.n for p in parts)
     err = math.sqrt(sum(p.error ** 2 for p in parts if not p.upper_limit))
-    return BackgroundComponent(source, n, err, False, " + ".join(p.source for p in parts))
+    limit_part = sum(p.n if p.upper_limit else p.limit_part for p in parts)
+    limits = [p.source for p in parts if p.upper_limit or p.limit_part > 0]
+    return BackgroundComponent(source, n, err, False, " + ".join(p.source for p in parts), {"limits": limits},
+                               min(limit_part, n))
 
 
 def forced_noise_ratio(rows: list[dict], expected: float, cl: float = 0.9,
