@@ -80,6 +80,18 @@ def _killed_unblinding(ledger, output):
     ub.unblind(ledger, confirm=True, runner=killed, output_dir=output)
 
 
+def _kill_an_unblinding(env) -> None:
+    """The ledger's unblinding killed while its box is open, and the locks it left removed (as their
+    message says)."""
+    child = multiprocessing.get_context("fork").Process(target=_killed_unblinding,
+                                                        args=(env["ledger"], env["tmp"] / "out"))
+    child.start()
+    child.join(60)
+    assert child.exitcode == -signal.SIGKILL
+    for lock in [*env["ledger"].parent.glob(".unblinding-*.lock"), *env["registry"].glob("*.lock")]:
+        lock.unlink()
+
+
 def test_a_killed_unblinding_is_on_the_record_and_is_not_run_again_silently(env):
     """(a SIGKILL during the run left unblinded outputs and no record; with the locks removed, as the
     message says, the next unblinding was recorded as the first)"""
@@ -184,12 +196,7 @@ def test_a_died_run_blocks_another_frozen_state_of_the_same_files(env):
     other = env["tmp"] / "other" / "l.json"
     ub.freeze(other, processor=PROC, calib_tag=TAG, files=env["files"], selection=str(env["sel"]),
               options={"chunksize": 1000})
-    child = multiprocessing.get_context("fork").Process(target=_killed_unblinding,
-                                                        args=(env["ledger"], env["tmp"] / "out"))
-    child.start()
-    child.join(60)
-    for lock in [*env["ledger"].parent.glob(".unblinding-*.lock"), *env["registry"].glob("*.lock")]:
-        lock.unlink()
+    _kill_an_unblinding(env)
     with pytest.raises(BlindingError, match="the data set of l.json was in an unblinding started at .* never "
                                             "ended .*--force-new --reason"):
         ub.unblind(other, confirm=True, runner=_never)
@@ -294,12 +301,7 @@ def test_an_end_written_outside_the_starts_log_does_not_close_a_died_run(env, tm
     """(an abort record for the dead attempt, put in a throw-away --audit-log or in a new registry log
     named 64 zeros, let the dead state re-run, or the dead files be frozen again, with no reason)"""
     _freeze(env)
-    child = multiprocessing.get_context("fork").Process(target=_killed_unblinding,
-                                                        args=(env["ledger"], env["tmp"] / "out"))
-    child.start()
-    child.join(60)
-    for lock in [*env["ledger"].parent.glob(".unblinding-*.lock"), *env["registry"].glob("*.lock")]:
-        lock.unlink()
+    _kill_an_unblinding(env)
     (started,) = ub.read_audit_log(ub.default_audit_log(env["ledger"]))
     forged = {k: v for k, v in started.items() if k != "prev_sha256"} | {"kind": "unblinding-aborted"}
     throwaway = tmp_path / "elsewhere" / "audit.jsonl"
