@@ -97,14 +97,15 @@ def _run_job(setup: str, job: SpillJob, seed: int, run: int, path: str, options:
 
 
 def simulate_campaign(setup: str, plan: CampaignPlan, *, seed: int, run: int, outdir, stem: str | None = None,
-                      workers: int = 1, client=None, **options) -> CampaignResult:
+                      workers: int = 1, client=None, overwrite: bool = False, **options) -> CampaignResult:
     """Run the jobs of ``plan`` on a dask cluster and return the files written.
 
     ``client``: an existing ``distributed.Client``; otherwise a
     :func:`na64reco.runner.local_cluster` of ``workers`` processes is started and closed.
     ``options`` go to :func:`~na64reco.sim.generate.simulate` (``process``, ``trigger``,
     ``truth``, ``mixture``, ...).  Files are ``outdir/<stem>_NNNNN.root`` (default stem
-    ``<setup>_run<run>_seed<seed>``).
+    ``<setup>_<process>_run<run>_seed<seed>``); existing ones are refused unless ``overwrite``
+    (another campaign's files, and the results that name them, would silently change).
     """
     from contextlib import ExitStack
 
@@ -113,8 +114,12 @@ def simulate_campaign(setup: str, plan: CampaignPlan, *, seed: int, run: int, ou
     outdir = Path(outdir)
     if not outdir.is_dir():
         raise ConfigError(f"campaign output directory {outdir} does not exist")
-    stem = stem or f"{setup}_run{run}_seed{seed}"
+    stem = stem or f"{setup}_{options.get('process', 'mixture')}_run{run}_seed{seed}"
     paths = [str(job_path(outdir, stem, j)) for j in plan.jobs]
+    existing = [p for p in paths if Path(p).exists()]
+    if existing and not overwrite:
+        raise ConfigError(f"campaign: {len(existing)} of its {len(paths)} files exist ({existing[0]}, ...): another "
+                          "campaign's? give another stem or outdir, or overwrite=True")
     t0 = time.perf_counter()
     with ExitStack() as stack:
         if client is None:

@@ -17,8 +17,11 @@ x = E_X/E_0 > 0.5 part of the spectrum, smeared by the p_out resolution).  All s
 events of a sample carry the same weight, so ``eff = n_box / N_sim`` and its error is
 binomial, sqrt(eff (1 - eff) / N_sim).
 
-For limits, use ``eff`` with the yield over the *whole* x range
-(``expected_signal(..., efficiency=eff)`` without ``x_min``).  ``eff / acceptance``
+For limits, use ``eff`` times the factors the signal sample does not contain, the DAQ live
+fraction and the pile-up-free fraction (``eff * daq_live_fraction(setup, rate) *
+pileup_free_fraction(setup)``, as ``benchmarks/efficiency_breakdown.py`` does: 0.89 for the 2022
+period), with the yield over the *whole* x range (``expected_signal(..., efficiency=...)`` without
+``x_min``).  ``eff / acceptance``
 (``acceptance`` = the analytic IWW fraction of the cross section with x > x_min) is the
 efficiency *excluding* the x acceptance, the quantity ``na64reco limit --efficiency``
 expects together with its ``x_min``.
@@ -245,6 +248,10 @@ def efficiency_from_output(acc: dict, weight: float | None, *, mass: float, acce
 
     prov = acc["provenance"]
     n_sim = int(prov.n_beam)
+    if getattr(prov, "partial_spills", None):  # their beam is not in n_beam, their selected events are in the box
+        raise NA64Error(f"the output has {len(prov.partial_spills)} spill(s) with skipped events: their beam "
+                        "particles are left out of the MOT but their selected events are counted, which would "
+                        "raise the efficiency; run again without skipped chunks")
     if n_sim <= 0:
         raise NA64Error("the output has no beam count (spills tree not read?): cannot normalise")
     box = acc["regions"][BOX] if "regions" in acc else None

@@ -58,7 +58,10 @@ print("working directory:", workdir)
 # (`na64reco.efficiency`; trigger, acceptance, cuts and the p_out < 80 GeV box included, so
 # it multiplies the yield over the whole x range).  `benchmarks/limits_vs_mass.py` does the
 # same with more masses and events, and compares with the efficiency implied by the
-# published 40 MeV crossing.
+# published 40 MeV crossing.  The signal samples have no DAQ dead time and no pile-up: a
+# limit to quote multiplies the efficiency by `daq_live_fraction` and `pileup_free_fraction`
+# (`na64reco.efficiency`; 0.92 x 0.97 = 0.89 for the 2022 period,
+# `benchmarks/efficiency_breakdown.py`); the curve below, an illustration, leaves them out.
 
 # %%
 MOT, B, DB, N_OBS = 1.98e10, 0.07, 0.03, 0

@@ -8,6 +8,8 @@ exposure (sum of spills.n_beam over the files, and the processor's MOT) is N exa
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import awkward as ak
 import numpy as np
 import pytest
@@ -130,3 +132,14 @@ def test_processor_mot_of_a_campaign(campaigns):
 def test_first_spill_is_validated(tmp_path):
     with pytest.raises(ConfigError, match="first_spill"):
         simulate("na64mu", 10, 1, 1, tmp_path / "x.root", first_spill=-1)
+
+
+def test_a_second_campaign_does_not_overwrite_the_files_of_the_first(campaigns):
+    """(the default stem ignored the process: a signal campaign into the same folder replaced the mixture files,
+    and the first result's files then held other events)"""
+    plan, out = campaigns
+    first = out[1]
+    folder = Path(first.files[0]).parent
+    assert Path(first.files[0]).name.startswith("na64mu_beam_run10001_seed7_")
+    with pytest.raises(ConfigError, match=r"campaign: 4 of its 4 files exist .*overwrite=True"):
+        simulate_campaign("na64mu", plan, seed=SEED, run=RUN, outdir=folder, process="beam", trigger="calibration")

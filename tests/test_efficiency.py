@@ -143,6 +143,25 @@ def test_errors():
     with pytest.raises(NA64Error, match="beam count"):
         efficiency_from_output({"provenance": Prov()}, 1.0, mass=1.0, acceptance=0.5)
 
+    class Partial:  # (a skipped chunk: its spills' beam left out of n_beam, their selected events kept: 2.4x)
+        n_beam, n_triggered, partial_spills = 2000, 900, [{"run": 1001, "spill": 2, "n_beam": 2000}]
+
+    with pytest.raises(NA64Error, match="1 spill.* with skipped events: .*raise the efficiency"):
+        efficiency_from_output({"provenance": Partial()}, 1.0, mass=1.0, acceptance=0.5)
+
+
+@pytest.mark.parametrize("kw, name", [({"mass": -10.0}, "mass"), ({"mass": 200e3}, "mass"), ({"n_mot": -1e10}, "n_mot"),
+                                      ({"coupling": float("nan")}, "coupling"), ({"efficiency": 2.0}, "efficiency"),
+                                      ({"x_min": -1.0}, "x_min"), ({"x_min": float("nan")}, "x_min")])
+def test_expected_signal_refuses_what_a_yield_cannot_have(kw, name):
+    """(a mass of -10 MeV gave 1.05 events; x_min = nan or -1 silently meant no cut)"""
+    from na64reco.physics.yields import expected_signal
+
+    args = {"n_mot": 1e10, "mass": 100.0, "coupling": 1e-4, "efficiency": 0.05} | kw
+    with pytest.raises(ValueError, match=f"expected_signal: {name} = "):
+        expected_signal(args["n_mot"], args["mass"], args["coupling"], args["efficiency"],
+                        **({"x_min": kw["x_min"]} if "x_min" in kw else {}))
+
 
 def test_daq_live_fraction_is_non_paralysable_dead_time():
     """1 / (1 + R tau): R from triggers per muon x muons per spill / spill length."""

@@ -26,6 +26,8 @@ Energies, masses and lengths in hepunits (MeV, mm).
 
 from __future__ import annotations
 
+import math
+
 import hepunits as u
 import numpy as np
 
@@ -83,8 +85,18 @@ def expected_signal(n_mot: float, mass: float, coupling: float, efficiency: floa
         br_inv: invisible branching ratio (default from :func:`br_invisible`).
         n_steps: depth slices.  method: "iww" or "ww".
 
-    Returns the expected count (float).
+    Returns the expected count (float).  Inputs a yield cannot have (a mass, energy or exposure that is
+    not a finite positive number, an efficiency outside (0, 1], an ``x_min`` outside [0, 1)) are refused.
     """
+    checks = {"n_mot": (n_mot, n_mot >= 0), "mass": (mass, 0 < mass < e0), "coupling": (coupling, coupling >= 0),
+              "efficiency": (efficiency, 0 < efficiency <= 1), "e0": (e0, e0 > 0),
+              "x_min": (x_min, x_min is None or 0 <= x_min < 1),
+              "p_out_max": (p_out_max, p_out_max is None or p_out_max > 0)}
+    for name, (value, ok) in checks.items():
+        if value is not None and not (math.isfinite(value) and ok):
+            raise ValueError(f"expected_signal: {name} = {value!r} (MeV for energies and masses) is not one a yield "
+                             "can have: expected n_mot, coupling >= 0, 0 < mass < e0, efficiency in (0, 1], x_min in "
+                             "[0, 1), all finite")
     is_muon = lepton_mass > 10 * constants.ELECTRON_MASS
     if target_x0 is None:
         target_x0 = constants.NA64_ECAL_DEPTH_X0 if is_muon else 1.0
