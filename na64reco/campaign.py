@@ -56,16 +56,12 @@ class CampaignResult:
     cpu_seconds: float  # sum of the simulation times of the jobs
 
 
-def _positive_int(name: str, value) -> int:
-    return integer_at_least(value, 1, name)
-
-
 def plan_campaign(n_beam: int, spill_particles: int, spills_per_file: int) -> CampaignPlan:
     """Cut ``n_beam`` particles into spills of ``spill_particles`` (the last one shorter)
     and the spills into files of ``spills_per_file`` (the last one shorter)."""
-    n_beam = _positive_int("n_beam", n_beam)
-    spill_particles = _positive_int("spill_particles", spill_particles)
-    spills_per_file = _positive_int("spills_per_file", spills_per_file)
+    n_beam = integer_at_least(n_beam, 1, "n_beam")
+    spill_particles = integer_at_least(spill_particles, 1, "spill_particles")
+    spills_per_file = integer_at_least(spills_per_file, 1, "spills_per_file")
     n_spills = -(-n_beam // spill_particles)
     jobs = []
     for index, first in enumerate(range(0, n_spills, spills_per_file)):
@@ -125,7 +121,7 @@ def simulate_campaign(setup: str, plan: CampaignPlan, *, seed: int, run: int, ou
         if client is None:
             from na64reco.runner import local_cluster
 
-            cluster = stack.enter_context(local_cluster(_positive_int("workers", workers)))
+            cluster = stack.enter_context(local_cluster(integer_at_least(workers, 1, "workers")))
             client = stack.enter_context(Client(cluster))
         futures = client.map(_run_job, [setup] * len(paths), plan.jobs, [seed] * len(paths), [run] * len(paths),
                              paths, [options] * len(paths), [plan.spill_particles] * len(paths),
