@@ -42,6 +42,7 @@ from na64reco.config import Node
 from na64reco.errors import ConfigError
 from na64reco.resources import calib_dir
 from na64reco.setup_document import setup_document
+from na64reco.units import MM_PER_M
 
 SETUPS = ("na64mu", "na64e")
 TRACKER_TYPES = ("MM", "GEM", "straw")
@@ -162,12 +163,12 @@ class TrackerReadout:
     def x0_between(self, z0: float, z1: float) -> float:
         """Radiation lengths of the gas on the path from ``z0`` to ``z1`` (mm, z0 <= z1): air, but
         inside the ``gas_volumes`` their gas.  Without volumes exactly ``air x0/mm x (z1 - z0)``."""
-        air = self.air_x0_per_metre / 1000.0
+        air = self.air_x0_per_metre / MM_PER_M
         x = air * (z1 - z0)
         for v in self.gas_volumes:
             overlap = min(z1, v.z1) - max(z0, v.z0)
             if overlap > 0:
-                x += overlap * (v.x0_per_metre / 1000.0 - air)
+                x += overlap * (v.x0_per_metre / MM_PER_M - air)
         return x
 
     def medium_at(self, z: float) -> str:

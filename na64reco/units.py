@@ -14,6 +14,11 @@ import re
 import hepunits
 
 GeV = hepunits.GeV
+#: The tracking's working units (``na64reco.reco.tracking``): lever arms in metres, slopes and kicks
+#: in mrad, so that an offset in mm is lever arm x slope.  Conversions multiply or divide by these
+#: factors (both exactly 1000.0: the same floating-point results as the literal).
+MRAD_PER_RAD = hepunits.rad / hepunits.mrad
+MM_PER_M = hepunits.m / hepunits.mm
 
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _QUANTITY = re.compile(rf"^\s*({_NUMBER})\s*(.*?)\s*$")

@@ -47,6 +47,7 @@ from na64reco.errors import ConfigError
 from na64reco.physics.single_scatter import atoms_per_area, dsigma_d2q, probability_above_q
 from na64reco.selection.signal_model import signal_model
 from na64reco.sim.material_path import Slab, path_elements
+from na64reco.units import MRAD_PER_RAD
 
 
 def station_geometry(setup, conditions=None) -> dict:
@@ -227,12 +228,12 @@ def element_table(setup, conditions=None, p: float | None = None, track_match_ma
     geo = station_geometry(setup, conditions)
     p = setup.beam.energy if p is None else p
     mag = geo["magnet"]
-    kappa0 = float(mag.kick(p)) * 1000.0
-    kappa_box = float(mag.kick(signal_model(setup.name).box_max)) * 1000.0  # the box edge p_out
+    kappa0 = float(mag.kick(p)) * MRAD_PER_RAD
+    kappa_box = float(mag.kick(signal_model(setup.name).box_max)) * MRAD_PER_RAD  # the box edge p_out
     tx = np.geomspace(0.05, 200.0, 500)
     tx = np.concatenate([-tx[::-1], tx])  # mrad, signed
     ty = np.concatenate([-np.geomspace(1e-3, 200.0, 300)[::-1], [0.0], np.geomspace(1e-3, 200.0, 300)])
-    wx, wy = _trapezoid_weights(tx * 1e-3), _trapezoid_weights(ty * 1e-3)  # rad
+    wx, wy = _trapezoid_weights(tx * u.mrad), _trapezoid_weights(ty * u.mrad)  # rad
     rows = {}
     for slab in path_elements(setup, air_step):
         z_s = 0.5 * (slab.z0 + slab.z1) / u.m
@@ -249,7 +250,7 @@ def element_table(setup, conditions=None, p: float | None = None, track_match_ma
             continue
         inbox = np.flatnonzero(fx > 0)
         row["theta_min_mrad"] = min(row["theta_min_mrad"], float(np.abs(tx[inbox]).min()))
-        theta = np.hypot(tx[:, None], ty[None, :]) * 1e-3  # rad
+        theta = np.hypot(tx[:, None], ty[None, :]) * u.mrad  # rad
         # both projections required (both_views_out): the match has both terms
         accept = fx[:, None] * ay[None, :] * ((px[:, None] + py[None, :]) <= track_match_max)
         kernel = accept * wx[:, None] * wy[None, :]
@@ -257,11 +258,11 @@ def element_table(setup, conditions=None, p: float | None = None, track_match_ma
         for z, a, n in atoms_per_area(slab.material, slab.x_over_x0):
             prob += n * float(np.sum(kernel * p * p * dsigma_d2q(p * theta, z, a)))
         row["probability"] += prob * geo["incoming"]
-    q_box = p * (kappa_box - kappa0) * 1e-3  # a kink as large as the extra kick the box needs
+    q_box = p * (kappa_box - kappa0) * u.mrad  # a kink as large as the extra kick the box needs
     for row in rows.values():
         row["p_above_box_kink"] = float(probability_above_q(row["material"], row["x_over_x0"], [q_box])[0])
         if math.isfinite(row["theta_min_mrad"]):
-            q = p * row["theta_min_mrad"] * 1e-3
+            q = p * row["theta_min_mrad"] * u.mrad
             row["p_above_theta_min"] = float(probability_above_q(row["material"], row["x_over_x0"], [q])[0])
     return {"rows": rows, "total": float(sum(r["probability"] for r in rows.values())),
             "incoming_tracked": geo["incoming"], "kappa_beam_mrad": kappa0, "kappa_box_mrad": kappa_box,

@@ -33,6 +33,7 @@ from na64reco.geometry import Setup
 from na64reco.io.raw import release_data_events
 from na64reco.reco.calo import reconstruct_calo
 from na64reco.stats.robust import robust_sigma
+from na64reco.units import MRAD_PER_RAD
 
 #: events whose calorimeters upstream of the magnet measured more are not used (GeV): the
 #: radiative tail, where E[1/p] is not the second-order formula
@@ -94,7 +95,7 @@ def measure_scales(runs: list[BeamRun], setup: Setup, base: RunConditions) -> li
             loss = upstream_loss(calo, setup, setup.magnets[name].center_z)[vt.event]
             ok = (vt.n_tracks == 1) & (loss < MAX_LOSS_GEV)
             e = e0 - loss[ok]
-            kap.setdefault(name, []).append(vt.par[ok, 2] / 1000.0)  # rad
+            kap.setdefault(name, []).append(vt.par[ok, 2] / MRAD_PER_RAD)  # rad
             inv.setdefault(name, []).append((1.0 + s * s * e0 * e0 / (e * e)) / (e * GeV))  # 1/MeV
             loss_all.setdefault(name, []).append(loss[ok])
     out = []

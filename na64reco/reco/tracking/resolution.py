@@ -22,6 +22,7 @@ import numpy as np
 
 from na64reco import constants
 from na64reco.material import highland, thick_scatterer_offset_sigma
+from na64reco.units import MM_PER_M, MRAD_PER_RAD
 
 AIR_SUBLAYERS = 16
 
@@ -38,7 +39,7 @@ def scatterers(setup, z_first: float, z_last: float, p: float, mass=constants.MU
     for a, b in zip(edges[:-1], edges[1:], strict=True):
         if b <= a:
             continue
-        th = highland(p, mass, air * (b - a) / 1000.0)
+        th = highland(p, mass, air * (b - a) / MM_PER_M)
         sub = (np.arange(AIR_SUBLAYERS) + 0.5) / AIR_SUBLAYERS
         for f in sub:
             out.append((a + f * (b - a), th / np.sqrt(AIR_SUBLAYERS)))
@@ -74,7 +75,7 @@ def momentum_resolution(setup, view, p: float, planes_used=None, *, scattering: 
     if not view.bend:
         raise ValueError(f"view {view.station}/{view.coord} is not a bend view: no momentum")
     cov = view_covariance(setup, view, p, planes_used, scattering=scattering)
-    kappa = setup.magnets[view.station].kick(p) * 1000.0  # mrad
+    kappa = setup.magnets[view.station].kick(p) * MRAD_PER_RAD  # mrad
     return float(np.sqrt(cov[2, 2]) / kappa)
 
 
@@ -114,7 +115,7 @@ def extrapolation_variance(setup, view, z: float, p: float, *, downstream: bool,
     downstream segment if ``downstream``) plus the scattering in the material between the
     view's planes and ``z``."""
     cov = view_covariance(setup, view, p, planes_used, mass=mass)
-    dz = (z - view.z_magnet) / 1000.0  # m (parameters: a mm, b mrad, kappa mrad)
+    dz = (z - view.z_magnet) / MM_PER_M  # m (parameters: a mm, b mrad, kappa mrad)
     g = np.array([1.0, dz, -dz if downstream else 0.0])[: cov.shape[0]]
     var = float(g @ cov @ g)
     used = np.ones(len(view.planes), bool) if planes_used is None else np.asarray(planes_used, bool)

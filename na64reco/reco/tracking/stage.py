@@ -143,9 +143,9 @@ def _search_selection(time, plane, ambiguous, pos, sigma, origin, lo, hi, drop):
 
 def _extrapolate(par, view, z, downstream: bool):
     """Position (mm) and slope (rad) at ``z`` of fitted view parameters ``par`` (..., 3)."""
-    dz = (z - view.z_magnet) / 1000.0
+    dz = (z - view.z_magnet) / units.MM_PER_M
     slope = par[..., 1] - (par[..., 2] if (view.bend and downstream) else 0.0)
-    return par[..., 0] + slope * dz, slope / 1000.0
+    return par[..., 0] + slope * dz, slope / units.MRAD_PER_RAD
 
 
 def reconstruct_tracks(events, setup, conditions, source: str = "", *, config_path=None,
@@ -217,7 +217,7 @@ def reconstruct_tracks(events, setup, conditions, source: str = "", *, config_pa
         io = next(i for i in iv if not vt.views[i].bend)
         vb, vo = vt.views[ib], vt.views[io]
         magnet = conditions.magnet(setup, st.magnet)  # field integral of the conditions
-        kappa = res["par"][:, ib, 2] / 1000.0
+        kappa = res["par"][:, ib, 2] / units.MRAD_PER_RAD
         ok = res["nh"][:, ib] > 0
         p = np.full(n, np.nan)
         p[ok] = magnet.momentum(kappa[ok]) / units.GeV
@@ -688,7 +688,7 @@ def event_display(events, index: int, setup, conditions, *, config_path=None) ->
         pos = np.array([_extrapolate(par, v, z, downstream=z > v.z_magnet)[0] for z in zs])
         entry = {"station": v.station, "coord": v.coord, "z": zs, "pos": pos, "chi2": float(t["chi2"][0, i])}
         if v.bend:
-            entry["p"] = float(conditions.magnet(setup, v.station).momentum(par[2] / 1000.0) / units.GeV)
+            entry["p"] = float(conditions.magnet(setup, v.station).momentum(par[2] / units.MRAD_PER_RAD) / units.GeV)
         tracks.append(entry)
     hits = {
         "plane": np.array([setup.planes[p].name for p in h["plane"]]),

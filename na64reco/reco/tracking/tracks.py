@@ -68,10 +68,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import hepunits
 import numba
 import numpy as np
 
 from na64reco.reco.tracking._jit import INLINED, NO_NRT, NOT_INLINED
+from na64reco.units import MM_PER_M, MRAD_PER_RAD
 
 MAX_PLANES = 8
 FLAG_OVERFLOW = 1  # more candidates than max_candidates: some were not considered
@@ -127,21 +129,21 @@ def make_views(setup, config, conditions=None) -> tuple[View, ...]:
             planes = sorted((p for p in setup.planes_of(m.name) if p.measures == coord), key=lambda p: p.z)
             if len(planes) > MAX_PLANES:
                 raise ValueError(f"station {m.name} has {len(planes)} {coord} planes; at most {MAX_PLANES}")
-            ref = setup.reference_position(np.array([m.center_z - 1000.0, m.center_z]))
+            ref = setup.reference_position(np.array([m.center_z - hepunits.m, m.center_z]))
             r = ref[0] if coord == "x" else ref[1]
             bend = coord == m.bend_plane
             views.append(View(
                 station=m.name, role=st.role, coord=coord, bend=bend, z_magnet=m.center_z,
                 planes=tuple(p.index for p in planes),
-                dz=tuple((p.z - m.center_z) / 1000.0 for p in planes),
+                dz=tuple((p.z - m.center_z) / MM_PER_M for p in planes),
                 down=tuple(p.side == "downstream" for p in planes),
                 ref_slope=float(r[1] - r[0]),  # mm per m = mrad
                 ref_pos=float(r[1]),
-                kappa_min=float(m.kick(st.p_max) * 1000.0) if bend else 0.0,
-                kappa_max=float(m.kick(st.p_min) * 1000.0) if bend else 0.0,
-                slope_window=float(st.slope_window * 1000.0),
-                kappa_prior=float(m.kick(setup.beam.energy) * 1000.0) if bend and st.momentum_prior > 0 else 0.0,
-                kappa_prior_sigma=float(m.kick(setup.beam.energy) * 1000.0 * st.momentum_prior) if bend else 0.0,
+                kappa_min=float(m.kick(st.p_max) * MRAD_PER_RAD) if bend else 0.0,
+                kappa_max=float(m.kick(st.p_min) * MRAD_PER_RAD) if bend else 0.0,
+                slope_window=float(st.slope_window * MRAD_PER_RAD),
+                kappa_prior=float(m.kick(setup.beam.energy) * MRAD_PER_RAD) if bend and st.momentum_prior > 0 else 0.0,
+                kappa_prior_sigma=float(m.kick(setup.beam.energy) * MRAD_PER_RAD * st.momentum_prior) if bend else 0.0,
                 miss_penalty=tuple(
                     missing_plane_penalty(p) if conditions is None
                     else missing_plane_penalty(p, conditions.plane_efficiency(p), conditions.plane_noise_hits(p))
@@ -162,8 +164,8 @@ def make_views(setup, config, conditions=None) -> tuple[View, ...]:
             b = setup.beam
             spot = (b.spot_sigma_x**2 + (b.divergence_x * (z_anchor - b.start_z)) ** 2 if v.coord == "x"
                     else b.spot_sigma_y**2 + (b.divergence_y * (z_anchor - b.start_z)) ** 2)
-            v = replace(v, anchor_view=src[0], anchor_dz=(z_anchor - v.z_magnet) / 1000.0,
-                        anchor_src_dz=(z_anchor - w.z_magnet) / 1000.0, vertex_va=va, vertex_vb=vb, kappa_view=kv,
+            v = replace(v, anchor_view=src[0], anchor_dz=(z_anchor - v.z_magnet) / MM_PER_M,
+                        anchor_src_dz=(z_anchor - w.z_magnet) / MM_PER_M, vertex_va=va, vertex_vb=vb, kappa_view=kv,
                         spot_pos=float(ref[0] if v.coord == "x" else ref[1]), spot_var=float(spot))
         out.append(v)
     return tuple(out)
@@ -186,7 +188,7 @@ def _vertex_variance(setup, view_in, view_out) -> tuple[float, float]:
     mr = MatchResolution(setup, view_in, view_out)
     va = mr.a + mr.b_in * (mr.P_REF / setup.beam.energy) ** 2
     magnet = setup.magnets[view_out.station]
-    kappa_ref = magnet.kick(mr.P_REF) * 1000.0  # mrad at P_REF
+    kappa_ref = magnet.kick(mr.P_REF) * MRAD_PER_RAD  # mrad at P_REF
     return float(va), float(mr.b_out / kappa_ref**2)
 
 
@@ -227,7 +229,7 @@ class ViewTables:
             self.miss_pen[i, :n] = v.miss_penalty
             self.required[i, :n] = v.required or (False,) * n
         self.window = np.array([v.slope_window for v in views])  # mrad
-        self.prior = config.slope_prior * 1000.0
+        self.prior = config.slope_prior * MRAD_PER_RAD
         self.chi2max = config.chi2_ndf_max
         self.maxmiss = np.array([v.max_missing for v in views], np.int64)
         self.maxhits = config.max_hits_per_plane
