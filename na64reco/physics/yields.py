@@ -9,8 +9,9 @@ NA64.md section 3).  Assumptions (documented, adjustable by argument):
   224.5 mm of lead; the scintillator (Z = 6) contributes < 1 % of the Z^2-weighted yield
   and is neglected.
 * Muon mode: the muon keeps its identity and loses energy continuously,
-  -dE/dz = rho (a + b E), a = 1.4 MeV cm^2/g, b = a / E_muc (E_muc = 141 GeV in Pb, PDG).
-  Over 224.5 mm a 160 GeV muon loses ~0.7 GeV (~0.4 %), so a constant energy would be
+  -dE/dz = rho (a + b E) with Bethe's a and the radiative b of lead at the beam energy
+  (:func:`na64reco.physics.muon_losses.mean_loss_coefficients`; at 160 GeV a = 1.86 MeV cm^2/g,
+  b = 1.47e-5 cm^2/g).  Over 224.5 mm a 160 GeV muon loses ~1.1 GeV (~0.7 %), so a constant energy would be
   good at the 1 % level; we integrate anyway (``n_steps`` slices, midpoint energies).
 * Electron mode (NA64e, A'): only the primary electron radiates, with mean energy
   E(z) = E0 exp(-z/X0), over ``target_x0`` = 1 X0 by default (L_e ~ 1 X0, Sieber 2021).

@@ -3,8 +3,9 @@
 * x = E_X / E_0 is drawn from the IWW d sigma/dx of :mod:`na64reco.physics.darkbrem`
   (``sample_x``) at the nominal beam energy; the shape depends only weakly on E_0 over
   the few-% beam spread, so E_X = x E at the vertex.
-* Vertex depth: muons (na64mu) uniform along the ECAL depth (the muon keeps ~its energy
-  over 40 X0, so the production rate is flat in depth); electrons (na64e) exponential in
+* Vertex depth: muons (na64mu) uniform in the ECAL's radiation lengths, i.e. in the lead crossed,
+  not in millimetres (the muon keeps ~its energy over 40 X0, so the production rate per X0 is flat;
+  ``na64reco.sim.transport._vertex_depths``); electrons (na64e) exponential in
   radiation lengths from the ECAL front (the primary electron loses its energy as
   E_0 exp(-t)), truncated to the ECAL.
 * The lepton continues with (1 - x) E and the opposite of the X's transverse momentum,
@@ -36,8 +37,8 @@ def sample_signal_x(rng: np.random.Generator, n: int, e0: float, mass: float, le
 
     lo, hi = x_limits(e0, mass, lepton_mass)
     if not 0 < lo < hi:
-        raise ConfigError(f"signal mass {mass / 1000:g} GeV is not kinematically allowed at "
-                          f"E0 = {e0 / 1000:g} GeV")
+        raise ConfigError(f"signal mass {mass / u.GeV:g} GeV is not kinematically allowed at "
+                          f"E0 = {e0 / u.GeV:g} GeV")
     if n == 0:
         return np.zeros(0)
     return sample_x(rng, n, e0, mass, lepton_mass, constants.LEAD_Z, constants.LEAD_MASS_NUMBER)

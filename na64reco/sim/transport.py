@@ -296,6 +296,18 @@ def _mm_of_x0(det: Calorimeter, t_x0):
     return np.interp(t_x0, np.concatenate([[0.0], np.cumsum(x0)]), np.concatenate([[0.0], np.cumsum(depths)]))
 
 
+def _vertex_depths(rng, det: Calorimeter, n: int):
+    """(mm from the front, fraction of the radiation lengths in front) of ``n`` interaction vertices
+    in the ECAL, uniform in the lead crossed (radiation lengths), not in millimetres: the sections
+    sample lead at different densities (NA64mu: 4 X0 in the 80 mm preshower, 36 X0 in the 450 mm
+    main section), and the signal's, the tridents' and the leading hadrons' rates go with the
+    nuclei crossed.  One uniform number per vertex."""
+    _, x0 = _ecal_sections(det)
+    total = float(x0.sum())
+    t = rng.uniform(0.0, total, n)
+    return _mm_of_x0(det, t), t / total
+
+
 def _x0_of_mm(det: Calorimeter, z_mm):
     """Depth in radiation lengths of a physical depth (mm from the front); inverse of :func:`_mm_of_x0`."""
     depths, x0 = _ecal_sections(det)
@@ -401,14 +413,14 @@ def _ecal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
         sig = np.flatnonzero((tr.flag[mu] == PROCESSES["signal"]) & (tr.role[mu] == ROLE_PRIMARY))
         if sig.size and ctx.signal_mass is not None:
             xs = sample_signal_x(rng, sig.size, ctx.setup.beam.energy, ctx.signal_mass, constants.MUON_MASS)
-            zv = rng.uniform(0.0, length, sig.size)
+            zv, fv = _vertex_depths(rng, det, sig.size)
             p[sig] = p[sig] * (1.0 - xs)
             dtx, dty = recoil_slopes(rng, p[sig], xs, ctx.setup.beam.energy, ctx.signal_mass, constants.MUON_MASS)
             j = mu[sig]
             _kink(tr, j, dtx, dty, zv)
             ctx.truth.x[ev[sig]] = xs
             ctx.truth.vertex_z[ev[sig]] = det.z + zv
-            f_vertex[sig], z_vertex[sig] = _x0_of_mm(det, zv) / total_x0, zv
+            f_vertex[sig], z_vertex[sig] = fv, zv
         # tridents mu N -> mu N mu+ mu- (na64reco.sim.tridents: the spacelike and the timelike part)
         dim = np.flatnonzero((tr.flag[mu] == PROCESSES["dimuon"]) & (tr.role[mu] == ROLE_PRIMARY))
         if dim.size:
@@ -416,8 +428,8 @@ def _ecal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
             v, legs, (rtx, rty), w = tridents.draw(rng, p[dim], ctx.setup.beam.energy, prm, ctx.biased)
             if ctx.biased:
                 ctx.truth.weight[ev[dim]] *= w
-            zv = rng.uniform(0.0, length, dim.size)
-            f_vertex[dim], z_vertex[dim] = _x0_of_mm(det, zv) / total_x0, zv
+            zv, fv = _vertex_depths(rng, det, dim.size)
+            f_vertex[dim], z_vertex[dim] = fv, zv
             p[dim] -= v * p[dim]
             ctx.truth.vertex_z[ev[dim]] = det.z + zv
             j = mu[dim]
@@ -581,7 +593,8 @@ def _leading_hadron(ctx: Context, det: Calorimeter, tr: Tracks, j, p, k):
     """mu N -> mu X h in the target with a leading neutral hadron (process ``punchthrough``).
 
     ``j``: track indices of the muons, ``p[k]`` their momenta (updated here).  Vertex
-    uniform in the ECAL depth; energy transfer nu = v p, dN/dv ~ 1/v on [leading v_min, 1];
+    uniform in the ECAL's radiation lengths (:func:`_vertex_depths`); energy transfer nu = v p,
+    dN/dv ~ 1/v on [leading v_min, 1];
     the leading hadron (neutral, a neutron) takes z nu, z ~ U(0, 1); the rest (1 - z) nu
     showers at the vertex with the visible fraction.  Forced, each with its probability in
     the weight of biased runs: v in [biasing v_min, 1] (the box), the hadron neutral, a
@@ -603,9 +616,10 @@ def _leading_hadron(ctx: Context, det: Calorimeter, tr: Tracks, j, p, k):
     budget = np.clip(prm.need("bias_ecal_visible_max") / np.maximum(nu * fvis, 1e-9), 0.0, 1.0)
     z = 1.0 - budget * rng.random(n)  # U(1 - budget, 1): visible (1 - z) nu f_vis below the max
     w = w * budget
-    zv = rng.uniform(0.0, det.depth, n)
+    zv, fv = _vertex_depths(rng, det, n)
     ratio = prm.punch.lambda_ratio.get("neutron", 1.0) if prm.punch is not None else 1.0
-    w = w * survival(prm.hadron_ecal_lambda * (1.0 - zv / det.depth), ratio)
+    # the interaction lengths behind the vertex: the ECAL's, in the share of its lead left behind
+    w = w * survival(prm.hadron_ecal_lambda * (1.0 - fv), ratio)
     hcal = ctx.setup.calorimeters.get("HCAL")
     if hcal is not None and prm.punch is not None:
         w = w * punch_through(rng, prm.punch, "neutron", z * nu, hcal.n_sections, biased=True)
