@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -430,6 +431,12 @@ def load_conditions(setup: str | Setup, run: int, tag: str | None = None,
         )
     trk_node = _payload(str(files["tracker"]))
     planes = {}
+    names = {p.name for p in setup.planes}
+    for name in trk_node.data.get("planes", {}):
+        if name not in names:  # a misspelled plane: its constants would never be used
+            known = ", ".join(p.name for p in setup.planes)
+            raise trk_node.error(f"planes.{name}", f"not a plane of setup {setup.name} (period "
+                                                   f"{setup.period or 'base'}): {known}")
     for p in setup.planes:
         entry = trk_node.data.get("planes", {}).get(p.name)
         if entry is None:
@@ -437,9 +444,16 @@ def load_conditions(setup: str | Setup, run: int, tag: str | None = None,
         extra = [f for f in TRACKER_OPTIONAL if f in entry]
         if extra and trk_node.data["schema_version"] < 3:
             raise trk_node.error(f"planes.{p.name}.{extra[0]}", "optional tracker fields need schema_version 3")
+        # (jsonschema's number bounds let NaN and infinity through: a NaN alignment or field hides every event)
+        for f in ("alignment_mm", *TRACKER_OPTIONAL):
+            v = entry.get(f)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise trk_node.error(f"planes.{p.name}.{f}", f"is {v}; expected a finite number")
+        for f in ("hot_strips", "dead_strips"):
+            strips = np.asarray(entry.get(f, []), dtype=np.int64)
+            if np.any(strips >= p.n_strips):
+                raise trk_node.error(f"planes.{p.name}.{f}", f"strips outside 0..{p.n_strips - 1}: {strips.tolist()}")
         hot = np.asarray(entry.get("hot_strips", []), dtype=np.int64)
-        if np.any(hot >= p.n_strips):
-            raise trk_node.error(f"planes.{p.name}.hot_strips", f"strips outside 0..{p.n_strips - 1}: {hot.tolist()}")
         planes[p.name] = PlaneConditions(float(entry["alignment_mm"]), np.asarray(entry["dead_strips"], dtype=np.int64),
                                          entry.get("efficiency"), entry.get("noise_hits"), hot,
                                          entry.get("time_offset_ns"), entry.get("time_resolution_ns"))
@@ -449,6 +463,9 @@ def load_conditions(setup: str | Setup, run: int, tag: str | None = None,
             raise trk_node.error(f"magnets.{name}", f"not a magnet of setup {setup.name} ({', '.join(setup.magnets)})")
         if trk_node.data["schema_version"] < 3:
             raise trk_node.error(f"magnets.{name}", "magnet field integrals need schema_version 3")
+        if not math.isfinite(float(entry["field_integral_tm"])):
+            raise trk_node.error(f"magnets.{name}.field_integral_tm", f"is {entry['field_integral_tm']}; expected a "
+                                                                     f"finite field integral (T m)")
         fields[name] = float(entry["field_integral_tm"]) * tesla * metre
     return as_loaded.remember(RunConditions(setup.name, tag, int(run), {k: str(v) for k, v in files.items()}, calo,
                                             planes, fields))

@@ -171,6 +171,13 @@ class Node:
     def has(self, key: str) -> bool:
         return self.raw(key, None) is not None
 
+    def check_keys(self, allowed) -> None:
+        """A ConfigError naming the first key not in ``allowed``: a misspelled optional key would
+        otherwise be silently ignored, its default in force."""
+        for key in self.data:
+            if key not in allowed:
+                raise self.error(str(key), f"unknown key; allowed keys: {', '.join(sorted(allowed))}")
+
     def node(self, key: str) -> Node:
         value = self.raw(key)
         if not isinstance(value, dict):
@@ -243,6 +250,8 @@ class Node:
     def _check_range(self, key, q, minimum, maximum, shown):
         if q != q:  # NaN
             raise self.error(key, "is NaN")
+        if q in (float("inf"), float("-inf")):  # (no configured value is infinite: a typo or an overflow)
+            raise self.error(key, f"{shown!r} is infinite; expected a finite value")
         if minimum is not None and q < minimum:
             raise self.error(key, f"{shown!r} is below the allowed minimum {minimum}")
         if maximum is not None and q > maximum:

@@ -41,7 +41,7 @@ from na64reco import as_loaded, constants
 from na64reco.config import Node
 from na64reco.errors import ConfigError
 from na64reco.resources import calib_dir
-from na64reco.setup_document import setup_document
+from na64reco.setup_document import refuse_new_keys, setup_document
 from na64reco.units import MM_PER_M
 
 SETUPS = ("na64mu", "na64e")
@@ -485,6 +485,7 @@ def _load_period(name_or_path: str, period: str) -> Setup:
                 raise ConfigError(f"{path}: key '{where}.{key}': cannot be overridden by a period")
             if key not in data:
                 raise ConfigError(f"{path}: key '{where}.{key}': not a key of the base description")
+        refuse_new_keys(data, override, where, path)
         data = _merge(data, override, f"{where}", str(path))
     setup = _parse_setup(Node(data, str(path)))
     return as_loaded.remember(replace(setup, period=period))  # (shared: edits in place are detected)
@@ -525,9 +526,33 @@ def _merge_planes(base: list, over, where: str, source: str) -> list:
     return out
 
 
+#: The keys of a setup's document (its sections) and of a calorimeter entry: any other is a
+#: misspelling, refused (the readers would never read it, a default or the base's value in force).
+SETUP_KEYS = frozenset({"schema_version", "setup", "description", "beam", "magnets", "trackers", "calorimeters",
+                        "msadc", "trigger", "simulation", "calibration", "periods"})
+CALORIMETER_KEYS = frozenset({
+    "kind", "id", "z", "size", "cells", "cell_size", "sections", "modules", "module_depth", "paddles",
+    "paddle_size", "pmts_per_paddle", "hole", "offset_y", "deflected", "mip_mpv", "mip_width", "nominal_gain",
+    "sampling_fraction", "x0_fraction", "moliere_radius", "resolution_stochastic", "resolution_constant",
+    "shower_containment", "shower_fraction_floor", "interaction_lengths_per_module", "synchrotron_mean"})
+BEAM_KEYS = frozenset({
+    "particle", "energy", "momentum_spread", "spot_sigma_x", "spot_sigma_y", "divergence_x", "divergence_y", "start_z",
+    "halo_fraction", "halo_radius_min", "halo_radius_max", "hadron_admixture", "kaon_to_pion", "particles_per_spill",
+    "spill_duration", "pileup_window"})
+MAGNET_KEYS = frozenset({"bend_plane", "center_z", "length", "field_integral", "reference_momentum"})
+MSADC_KEYS = frozenset({
+    "n_samples", "sample_period", "max_adc", "pulse_rise", "pulse_decay", "signal_time", "time_jitter",
+    "zero_suppression", "nominal_pedestal", "pedestal_spread", "parity_offset", "noise", "gain_spread",
+    "pedestal_samples", "pedestal_contamination", "timing_window", "pileup_fraction", "pileup_prominence",
+    "pileup_chi2"})
+TRIGGER_KEYS = frozenset({"logic", "counter_threshold", "dead_time_per_event"})
+
+
 def _parse_setup(n: Node) -> Setup:
+    n.check_keys(SETUP_KEYS)
     name = n.string("setup")
     b = n.node("beam")
+    b.check_keys(BEAM_KEYS)
     beam = Beam(
         particle=b.string("particle", choices=("mu-", "mu+", "e-", "e+")),
         energy=b.quantity("energy", "energy", minimum=0.0),
@@ -548,6 +573,7 @@ def _parse_setup(n: Node) -> Setup:
     )
     magnets = {}
     for mname, m in n.node("magnets").items():
+        m.check_keys(MAGNET_KEYS)
         magnets[mname] = Magnet(
             name=mname,
             bend_plane=m.string("bend_plane", choices=("x", "y")),
@@ -612,6 +638,7 @@ def _parse_setup(n: Node) -> Setup:
     if len(set(ids)) != len(ids):
         raise n.error("calorimeters", f"detector ids must be unique, found {sorted(ids)}")
     a = n.node("msadc")
+    a.check_keys(MSADC_KEYS)
     msadc = MSADC(
         n_samples=a.integer("n_samples", minimum=8),
         sample_period=a.quantity("sample_period", "time", minimum=0.0),
@@ -628,6 +655,7 @@ def _parse_setup(n: Node) -> Setup:
         gain_spread=a.number("gain_spread", minimum=0.0, maximum=0.5),
     )
     trig = n.node("trigger")
+    trig.check_keys(TRIGGER_KEYS)
     logic = trig.raw("logic")
     if not isinstance(logic, list) or not logic:
         raise trig.error("logic", "expected a non-empty list of terms")
@@ -694,6 +722,7 @@ def _time_window(node, key: str) -> tuple[float, float]:
 
 
 def _parse_calorimeter(name: str, c: Node, magnets: dict[str, Magnet]) -> Calorimeter:
+    c.check_keys(CALORIMETER_KEYS)
     kind = c.string("kind", choices=("calorimeter", "modules", "paddles", "counter"))
     deflected, edge = "", 0.0
     if c.has("deflected"):

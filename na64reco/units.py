@@ -9,6 +9,7 @@ energies and momenta) happens only at the edges.
 
 from __future__ import annotations
 
+import math
 import re
 
 import hepunits
@@ -66,7 +67,12 @@ def parse_quantity(text: str | float | int, dimension: str) -> float:
     if not m:
         raise ValueError(f"{text!r} is not a quantity: expected '<number> <unit>' ({dimension})")
     number, unit = float(m.group(1)), m.group(2).replace(" ", "")
+    if not math.isfinite(number):  # ('1e400' is a number the regex takes, and infinity as a float)
+        raise ValueError(f"{text!r}: {m.group(1)} is beyond a float's range; expected a finite {dimension}")
     if unit not in allowed:
         shown = ", ".join(u or "<none>" for u in allowed)
         raise ValueError(f"{text!r}: unit {unit or '<none>'!r} is not a {dimension} unit ({shown})")
-    return number * (_unit_value(unit) if unit else 1.0)
+    value = number * (_unit_value(unit) if unit else 1.0)
+    if not math.isfinite(value):
+        raise ValueError(f"{text!r} is beyond a float's range in internal units; expected a finite {dimension}")
+    return value

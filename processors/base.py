@@ -42,6 +42,7 @@ from na64reco.io.raw import (
     event_branches,
     open_raw,
 )
+from na64reco.reco.calo import module_widths
 from na64reco.resources import calib_dir
 from na64reco.selection import (
     BOX,
@@ -53,9 +54,9 @@ from na64reco.selection import (
     load_selection,
     region_mask,
 )
-from na64reco.selection.blinding import load_protection
-from na64reco.selection.cuts import BLINDED, Columns
-from na64reco.selection.schema import VARIABLES, Selection, variable_info
+from na64reco.selection.blinding import check_sidebands, load_protection
+from na64reco.selection.cuts import BLINDED, Columns, failed_mask
+from na64reco.selection.schema import VARIABLES, Selection, check_modules, variable_info
 from na64reco.selection.token import UnblindingToken
 
 
@@ -492,6 +493,8 @@ class InvisibleProcessor(processor.ProcessorABC):
         if self.selection.setup != self.SETUP:
             raise ConfigError(f"{self.selection.source}: key 'setup' is {self.selection.setup!r}; "
                               f"processor {self.NAME} needs a {self.SETUP!r} selection")
+        check_modules(self.selection, module_widths(_setup(self.SETUP)))
+        check_sidebands(self.selection)
         if self.token is not None:
             UnblindingToken.check(self.token, self.selection)
         self.calib_tag = calib_tag or default_tag(self.SETUP)
@@ -814,7 +817,8 @@ class InvisibleProcessor(processor.ProcessorABC):
         out = {BOX: counts(selection.all(*masks) & box, hidden=blinded)}
         for sb in self.selection.sidebands:
             if sb.fails:
-                base = selection.all(*[n for n in masks if n != sb.fails]) & ~masks[sb.fails]
+                cut = next(c for c in self.selection.cuts if c.name == sb.fails)
+                base = selection.all(*[n for n in masks if n != sb.fails]) & failed_mask(reco, cut)
             else:
                 base = selection.all(*masks)
             out[sb.name] = counts(base & region_mask(reco, sb))

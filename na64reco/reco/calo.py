@@ -84,6 +84,15 @@ from na64reco.reco.waveform import (
 ABSENT_SRD_MODULES = 3
 _u = np.uint64
 
+
+def module_widths(setup: Setup) -> dict[str, int]:
+    """The number of values per event of each per-module variable of the reco record for ``setup``
+    (what a selection's ``modules:`` may index): the HCAL's and the SRD's modules, the VETO's paddles."""
+    cal = setup.calorimeters
+    return {"hcal_module_energy": cal["HCAL"].n_sections if "HCAL" in cal else 1,
+            "srd_module_energy": cal["SRD"].n_sections if "SRD" in cal else ABSENT_SRD_MODULES,
+            "veto_paddle_energy": cal["VETO"].n_sections if "VETO" in cal else 1}
+
 #: Impact-point grid (per axis) over the central cell for the shower-shape fit.
 PROFILE_GRID = 9
 

@@ -33,6 +33,7 @@ when only one conditions payload differs, only the stage that reads it is.
 from __future__ import annotations
 
 import functools
+import math
 import os
 from dataclasses import dataclass
 
@@ -50,9 +51,9 @@ from na64reco.selection.token import UnblindingToken, unblinding_lock_path
 from na64reco.setup_document import setup_sources
 
 __all__ = ["PROTECTED_FILE", "BlindingDecision", "Protection", "UnblindingToken", "apply_blinding", "blind_mask",
-           "check_unblind_argument", "load_protection", "protected_mask", "protection_path", "protection_text",
-           "reference_inputs", "reference_protected", "unblinding_lock_path", "uses_reference_inputs",
-           "withhold_protected"]
+           "check_sidebands", "check_unblind_argument", "load_protection", "protected_mask", "protection_path",
+           "protection_text", "reference_inputs", "reference_protected", "unblinding_lock_path",
+           "uses_reference_inputs", "withhold_protected"]
 
 PROTECTED_FILE = "blinding.yaml"
 
@@ -79,6 +80,77 @@ def load_protection(setup: str) -> Protection:
     controls = tuple(parse_region(c, setup, f"control{i}") for i, c in
                      enumerate(entry.nodes("visible_controls") if entry.has("visible_controls") else []))
     return Protection(protected, controls)
+
+
+# -- sidebands outside the blinded region ----------------------------------------------------
+# A set of values of one variable: half-open intervals [lo, hi) and whether NaN is in it.
+_EVERY = (((-math.inf, math.inf),), True)
+
+
+def _within(lo, hi, nan: bool):
+    return (((-math.inf if lo is None else lo, math.inf if hi is None else hi),), nan)
+
+
+def _beyond(lo, hi, nan: bool):
+    parts = (((-math.inf, lo),) if lo is not None else ()) + (((hi, math.inf),) if hi is not None else ())
+    return parts, nan
+
+
+def _meet(a, b):
+    spans = tuple((max(x0, y0), min(x1, y1)) for x0, x1 in a[0] for y0, y1 in b[0] if max(x0, y0) < min(x1, y1))
+    return spans, a[1] and b[1]
+
+
+def _constrain(sets: dict, variable: str, values) -> None:
+    sets[variable] = _meet(sets.get(variable, _EVERY), values)
+
+
+def _sideband_values(selection: Selection, region: Region) -> dict:
+    """What a sideband allows of each scalar variable its range and its cuts' ranges constrain (every
+    range cut passed: finite and inside; the ``fails`` cut: measured outside,
+    :func:`na64reco.selection.cuts.failed_mask`); other cuts (counts, bits, per-module) constrain no variable here."""
+    sets: dict = {}
+    _constrain(sets, region.variable, _within(region.min, region.max, False))
+    for c in selection.cuts:
+        if c.type != "range":
+            continue
+        _constrain(sets, c.variable, _beyond(c.min, c.max, False) if c.name == region.fails
+                   else _within(c.min, c.max, False))
+    return sets
+
+
+def _hidden_values(box: Region, controls: tuple[Region, ...]) -> dict:
+    """What data events withheld for ``box`` allow of each variable: inside it or NaN, and in no
+    visible control (outside each control's range, or NaN)."""
+    sets: dict = {}
+    _constrain(sets, box.variable, _within(box.min, box.max, True))
+    for c in controls:
+        _constrain(sets, c.variable, _beyond(c.min, c.max, True))
+    return sets
+
+
+def check_sidebands(selection: Selection) -> None:
+    """A ConfigError naming the selection file for a sideband that may hold events withheld from data
+    (:func:`protected_mask`: the setup's protected region, or the selection's box, and no visible
+    control): on data those are hidden, on simulation counted, so the sideband's data count would fall
+    short without a sign (e.g. ``fails: no_veto`` with a VETO cut below the protection's 25 MeV: the
+    events between are hidden).  A sideband passes if one variable's values it allows and the withheld
+    events' values do not meet, from the ranges alone (a sound check: what it cannot prove apart is
+    refused)."""
+    protection = load_protection(selection.setup)
+    for sb in selection.sidebands:
+        mine = _sideband_values(selection, sb)
+        for box, what in ((protection.protected, f"the blinded region of {PROTECTED_FILE}"),
+                          (selection.signal_box, "the signal box")):
+            hidden = _hidden_values(box, protection.visible_controls)
+            if any(_meet(mine[v], hidden[v]) == ((), False) for v in mine.keys() & hidden.keys()):
+                continue  # apart on this variable
+            controls = "; ".join(c.text for c in protection.visible_controls) or "none"
+            raise ConfigError(f"{selection.source}: sideband {sb.name!r} ({sb.text}) can hold events of {what} "
+                              f"({box.text}, unless in a visible control: {controls}), which are withheld from "
+                              f"data: its data count would fall short of the simulation's.  Its range or its "
+                              f"cuts must exclude them by one variable: a range outside '{box.text}', or a "
+                              f"failed cut whose failures all lie in a visible control")
 
 
 def protected_mask(reco: ak.Array, setup: str) -> np.ndarray:
@@ -261,7 +333,8 @@ def reference_protected(events, setup, conditions, reconstruct, *, reco=None, al
 def protection_text(setup: str) -> str:
     """The protected region and its visible controls, in words (for output metadata)."""
     protection = load_protection(setup)
-    text = protection.protected.text
+    # (an event without the variable, e.g. no outgoing track, is not provably outside: most withheld ones)
+    text = f"{protection.protected.text} or {protection.protected.variable} not measured"
     if protection.visible_controls:
         text += " unless " + " or ".join(c.text for c in protection.visible_controls)
     return text

@@ -144,6 +144,23 @@ def cut_mask(reco: ak.Array, cut: Cut) -> np.ndarray:
     return np.all(_in_range(x, cut.min, cut.max), axis=1)
 
 
+def failed_mask(reco: ak.Array, cut: Cut) -> np.ndarray:
+    """Events that fail ``cut`` by a measured value: what a sideband's ``fails: <cut>`` takes.  A NaN
+    (not reconstructed) fails every cut but is no measurement beyond the cut, so it is not in the
+    sideband: an event without a VETO measurement is no "VETO failed" event (and is hidden on data,
+    :func:`na64reco.selection.blinding.check_sidebands`)."""
+    failed = ~cut_mask(reco, cut)
+    if cut.type in ("range", "each_in_range"):
+        x = column(reco, cut.variable)
+        if x.dtype.kind == "f":
+            if x.ndim == 2:
+                x = x[:, list(cut.modules)] if cut.modules is not None else x
+                failed &= np.all(np.isfinite(x), axis=1)
+            else:
+                failed &= np.isfinite(x)
+    return failed
+
+
 def cut_masks(reco: ak.Array, selection: Selection) -> dict[str, np.ndarray]:
     """Mask of each cut, in the selection's order."""
     return {c.name: cut_mask(reco, c) for c in selection.cuts}

@@ -30,7 +30,11 @@ NaN (not reconstructed) fails every cut.
 
 The signal box is a range on one variable, applied after *all* cuts.  A sideband is a
 range on one variable after all cuts, or, with ``fails: <cut>``, after all cuts but
-that one, which the event must fail.
+that one, which the event must fail by a measured value (a NaN is not in it).  A sideband must
+lie outside the blinded region (``selections/blinding.yaml``) and the signal box: on data their
+events are withheld, so a sideband reaching into them would count short of the simulation
+without a sign (refused when a processor takes the selection,
+:func:`na64reco.selection.blinding.check_sidebands`).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from na64reco.config import Node, load_yaml
+from na64reco.errors import ConfigError
 from na64reco.io.raw import TRIGGER_BITS
 from na64reco.resources import selections_dir
 from na64reco.units import GeV
@@ -203,9 +208,7 @@ def load_selection(name_or_path: str | Path) -> Selection:
 
 
 def _check_keys(node: Node, where: str, allowed: set[str]) -> None:
-    for key in node.data:
-        if key not in allowed:
-            raise node.error(str(key), f"unknown key; allowed keys: {', '.join(sorted(allowed))}")
+    node.check_keys(allowed)
 
 
 def _variable(node: Node, setup: str) -> tuple[str, tuple[str, str]]:
@@ -297,11 +300,24 @@ def _parse_cut(c: Node, setup: str) -> Cut:
     modules = None
     if ctype == "each_in_range" and c.has("modules"):
         mods = c.raw("modules")
-        if not isinstance(mods, list) or not mods or not all(isinstance(m, int) and m >= 0 for m in mods):
+        # (a bool is an int to Python, and numpy would take [True] as a mask)
+        if not isinstance(mods, list) or not mods or not all(
+                isinstance(m, int) and not isinstance(m, bool) and m >= 0 for m in mods):
             raise c.error("modules", f"{mods!r}: expected a list of module indices (0, 1, ...)")
         modules = tuple(mods)
     text = _range_text(var if ctype == "range" else f"each {var}", lo, hi, dim)
     return Cut(name, ctype, var, min=lo, max=hi, modules=modules, text=text)
+
+
+def check_modules(selection: Selection, widths: dict[str, int]) -> None:
+    """A ConfigError naming the selection file and the cut if a cut's ``modules`` index a module the
+    variable does not have (``widths``: :func:`na64reco.reco.calo.module_widths` of the setup): found
+    when the selection is taken, not at the first chunk after its reconstruction."""
+    for c in selection.cuts:
+        n = widths.get(c.variable)
+        if c.modules is not None and n is not None and max(c.modules) >= n:
+            raise ConfigError(f"{selection.source}: cut {c.name!r}: modules {list(c.modules)}: {c.variable} has "
+                              f"{n} module{'s' if n != 1 else ''} in setup {selection.setup} (0..{n - 1})")
 
 
 def _parse_region(r: Node, setup: str, name: str, cut_names: list[str], *, allow_fails: bool) -> Region:
