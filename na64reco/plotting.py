@@ -263,6 +263,8 @@ class PlotContext:
 
         b = self.blinding
         out = " or ".join(dict.fromkeys(text(r) for r in b.regions))
+        # (not provably outside: without the variable, e.g. no outgoing track, most of the withheld events)
+        out += "\nor " + " or ".join(dict.fromkeys(f"no {self.sym(r.variable)}" for r in b.regions))
         if b.controls:
             out += "\nunless " + " or ".join(text(c) for c in b.controls)
         return out
@@ -607,14 +609,15 @@ def control_specs(out: dict, selection=None) -> Iterator[tuple[str, Callable[[],
         for name, h in acc["hists"].items():
             if name.count("_vs_"):
                 def hist2d(h=h, ctx=ctx):
-                    return figure_hist2d(h[{"stage": "selected"}], ctx, title=f"{ctx.name}: after all cuts")
+                    return figure_hist2d(h[{"stage": "selected"}], ctx, title=f"{ctx.name}: after all cuts but the box")
                 yield f"{dataset}_{name}", hist2d
                 continue
             what = "Module entries" if "module" in h.axes.name else "Events"
 
             def hist1d(h=h, ctx=ctx, what=what):
                 return figure_hist1d([project_modules(h[{"stage": s}]) for s in ("all", "selected")], ctx,
-                                     title=ctx.name, labels=["before cuts", "after all cuts"], ylabel_what=what)
+                                     title=ctx.name, labels=["before cuts", "after all cuts but the box"],
+                                     ylabel_what=what)
             yield f"{dataset}_{name}", hist1d
 
 

@@ -91,7 +91,9 @@ plt.show()
 # For the signal, the N-1 distribution of each cut (its variable for events passing all the
 # other cuts and the box).  For MC and data the N-1 distributions require the box, which is
 # blind for data, so the panels show their distributions *before cuts* (data: the protected
-# box region is already removed, except clear veto controls).  The last panel is p_out after
+# region, p_out < 80 GeV or no outgoing track, is already removed, except clear veto controls;
+# the MC keeps those events, most of them without an outgoing track, so data lie below MC
+# here: that is the blinding, not the normalisation).  The last panel is p_out after
 # all cuts: the box (hatched) is empty for data.  MC is normalised to the data MOT; the
 # signal is scaled to the MC area.
 

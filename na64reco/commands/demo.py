@@ -158,7 +158,7 @@ def _summary_figure(result: dict, output: Path, mass: float) -> Path:
                     ax.stairs(values / total, edges, color=colour, lw=2.5, label=label)
                     ax.errorbar(axis.centers, values / total, yerr=err, fmt="none", color=colour, lw=1)
             if edges is None:  # no sample has an event after all cuts: say so instead of an empty axis
-                ax.text(0.5, 0.5, f"no event after all cuts ({var})", transform=ax.transAxes, ha="center")
+                ax.text(0.5, 0.5, f"no event after all cuts but the box ({var})", transform=ax.transAxes, ha="center")
                 continue
             ax.set_yscale("log")
             ax.set_ylim(1e-5, 30)
@@ -171,8 +171,9 @@ def _summary_figure(result: dict, output: Path, mass: float) -> Path:
                         ax.axvline(edge, color="#e42536", ls="--", lw=2.5,
                                    label="signal box: " + range_text(symbol(labels), box.min, box.max, "GeV"))
                 draw_blinded(ax, blinded_intervals(blinding, var, edges[0], edges[-1]), "blinded in data")
-            ax.legend(loc="upper right", fontsize="x-small", title="after all cuts, normalised to unit area",
-                      title_fontsize="x-small", alignment="left", frameon=True, facecolor="white", framealpha=1.0,
+            ax.legend(loc="upper right", fontsize="x-small",
+                      title="after all cuts but the box, normalised to unit area", title_fontsize="x-small",
+                      alignment="left", frameon=True, facecolor="white", framealpha=1.0,
                       edgecolor="0.7")
         flow = result[sig_name]["cutflow"].to_dict()["cutflow"]
         y = np.arange(len(flow))[::-1]
