@@ -213,7 +213,7 @@ class Node:
             return value
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.error(key, f"expected a number, found {value!r}")
-        return self._check_range(key, float(value), minimum, maximum, value)
+        return self._check_range(key, self._float(key, value), minimum, maximum, value)
 
     def integer(self, key: str, default: Any = _MISSING, *, minimum: int | None = None,
                 maximum: int | None = None) -> int:
@@ -244,8 +244,14 @@ class Node:
         if length is not None and len(value) != length:
             raise self.error(key, f"expected {length} values, found {len(value)}")
         for i, v in enumerate(value):
-            self._check_range(f"{key}.{i}", float(v), minimum, maximum, v)
+            self._check_range(f"{key}.{i}", self._float(f"{key}.{i}", v), minimum, maximum, v)
         return [float(v) for v in value]
+
+    def _float(self, key, value) -> float:
+        try:
+            return float(value)
+        except OverflowError:  # (a YAML integer beyond a float's range)
+            raise self.error(key, f"{str(value)[:12]}... is beyond a float's range; expected a finite value") from None
 
     def _check_range(self, key, q, minimum, maximum, shown):
         if q != q:  # NaN

@@ -41,7 +41,7 @@ from na64reco import as_loaded, constants
 from na64reco.config import Node
 from na64reco.errors import ConfigError
 from na64reco.resources import calib_dir
-from na64reco.setup_document import refuse_new_keys, setup_document
+from na64reco.setup_document import setup_document
 from na64reco.units import MM_PER_M
 
 SETUPS = ("na64mu", "na64e")
@@ -485,7 +485,6 @@ def _load_period(name_or_path: str, period: str) -> Setup:
                 raise ConfigError(f"{path}: key '{where}.{key}': cannot be overridden by a period")
             if key not in data:
                 raise ConfigError(f"{path}: key '{where}.{key}': not a key of the base description")
-        refuse_new_keys(data, override, where, path)
         data = _merge(data, override, f"{where}", str(path))
     setup = _parse_setup(Node(data, str(path)))
     return as_loaded.remember(replace(setup, period=period))  # (shared: edits in place are detected)
@@ -546,6 +545,13 @@ MSADC_KEYS = frozenset({
     "pedestal_samples", "pedestal_contamination", "timing_window", "pileup_fraction", "pileup_prominence",
     "pileup_chi2"})
 TRIGGER_KEYS = frozenset({"logic", "counter_threshold", "dead_time_per_event"})
+TRACKER_KEYS = frozenset({
+    "defaults", "planes", "mm_channels", "mm_multiplex_steps", "apv_sample_spacing", "apv_peaking_time", "apv_gain",
+    "apv_noise", "apv_noise_window", "apv_max_adc", "cluster_spread", "straw_drift_velocity", "straw_tdc_lsb",
+    "straw_noise_window", "air_x0_per_metre", "beam_pileup_window", "gas_volumes"})
+#: a plane's keys (its own, and those its type's ``defaults`` give it)
+PLANE_KEYS = frozenset({"name", "type", "station", "side", "z", "measures", "n_strips", "pitch", "resolution",
+                        "efficiency", "x0_fraction", "noise_hits", "time_offset", "time_resolution"})
 
 
 def _parse_setup(n: Node) -> Setup:
@@ -583,9 +589,14 @@ def _parse_setup(n: Node) -> Setup:
             reference_momentum=m.quantity("reference_momentum", "energy", minimum=0.0),
         )
     t = n.node("trackers")
+    t.check_keys(TRACKER_KEYS)
     defaults = t.node("defaults")
+    defaults.check_keys(TRACKER_TYPES)
+    for ptype in defaults.data:
+        defaults.node(ptype).check_keys(PLANE_KEYS)
     planes = []
     for i, p in enumerate(t.nodes("planes")):
+        p.check_keys(PLANE_KEYS)
         ptype = p.string("type", choices=TRACKER_TYPES)
         d = defaults.node(ptype)
         merged = Node({**d.data, **p.data}, p.source, p.path)

@@ -3,7 +3,7 @@
 ``control_plots(out, outdir)`` writes, per dataset: the cut-flow (fraction of the
 initial events after each cut, with the counts written on the bars; a blinded row is a
 hatched bar reading "blinded"), the N-1 distribution of every cut with its window
-marked, and the distributions before cuts and after all cuts.  Every figure carries the
+marked, and the distributions before cuts and after all cuts but the box.  Every figure carries the
 "NA64 Simulation" / "NA64 Internal" label (simulation / data) and the MOT or EOT, every
 y axis reads "Events / <bin width> <unit>", and on *blinded data* every range that
 blinding hides is drawn as a hatched band labelled "blinded", read from

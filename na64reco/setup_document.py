@@ -83,27 +83,7 @@ def setup_document(path) -> Node:
         raise ConfigError(f"{path}: key 'drop': expected a list of dotted keys of the base, found {drop!r}")
     data = _without(base, drop, path)
     own = {k: v for k, v in node.data.items() if k not in VARIANT_KEYS}
-    refuse_new_keys(data, own, "", path)
     return Node(_over(data, own), str(path))
-
-
-def refuse_new_keys(base, own, where: str, source) -> None:
-    """A ConfigError for a key of ``own`` (a variant's document, a period's override) that the mapping
-    of ``base`` it is merged into does not have, unless that mapping holds named entries (every value a
-    mapping: the magnets, the calorimeters, ...), where a new name adds an entry.  Elsewhere a new key
-    is a misspelling the readers would never read ('beem', 'field_integal', 'momentum_sprd'), and the
-    base's value would stay in force without a word."""
-    if not (isinstance(base, dict) and isinstance(own, dict)):
-        return
-    named = all(isinstance(v, dict) for v in base.values())  # (an empty mapping, e.g. all dropped: no names to compare)
-    for k, v in own.items():
-        key = f"{where}.{k}" if where else str(k)
-        if k in base:
-            refuse_new_keys(base[k], v, key, source)
-        elif not named:
-            known = ", ".join(str(x) for x in base)
-            raise ConfigError(f"{source}: key '{key}': not a key of the base description, which has "
-                              f"{where or 'top-level'} keys {known}; a misspelling would be silently ignored")
 
 
 def setup_sha256(path) -> str:

@@ -82,8 +82,9 @@ def format_summary(summary: dict) -> str:
         if withheld is not None:
             lines.append(f"   withheld (blinded region, before the cut-flow): {withheld} events "
                          "(the 'initial' row counts processed minus bad-spill events minus withheld)")
-            lines.append("   (withheld: the box variable in the box or not measured, e.g. no outgoing track; "
-                         "simulation keeps them: compare data and simulation after the cuts that need it)")
+            lines.append("   (withheld: the box variable in the box or not measured, in NA64mu mostly events without "
+                         "an outgoing track; simulation keeps them: compare data and simulation after the cuts "
+                         "that need the box variable)")
         lines += cutflow_lines(entry["cutflow"])
         lines.append("N-1 (all cuts and box but one):")
         if withheld is not None:  # each row but the box's own requires the box, which is withheld

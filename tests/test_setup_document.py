@@ -20,14 +20,12 @@ def _write(path, doc):
 
 def test_variant_takes_the_base_drops_and_overrides(tmp_path):
     _write(tmp_path / "a.yaml", {"schema_version": 1, "x": {"p": 1, "q": [1, 2], "r": {"s": 3, "t": 4}},
-                                 "y": 5, "gone": {"k": 1}, "m": {"A": {"k": 1}}})
+                                 "y": 5, "gone": {"k": 1}})
     _write(tmp_path / "b.yaml", {"schema_version": 1, "base": "a.yaml", "drop": ["gone", "x.r.t"],
-                                 "x": {"q": [9], "r": {"s": 30}}, "m": {"B": {"k": 2}}})
+                                 "x": {"q": [9], "new": 7, "r": {"s": 30}}, "z": 6})
     doc = setup_document(tmp_path / "b.yaml").data
-    # a new entry in a mapping of named entries (every value a mapping): B beside A
-    assert doc == {"schema_version": 1, "x": {"q": [9], "r": {"s": 30}, "p": 1}, "m": {"B": {"k": 2}, "A": {"k": 1}},
-                   "y": 5}
-    assert list(doc["x"]) == ["q", "r", "p"]  # the variant's keys first, in its order
+    assert doc == {"schema_version": 1, "x": {"q": [9], "new": 7, "r": {"s": 30}, "p": 1}, "z": 6, "y": 5}
+    assert list(doc["x"]) == ["q", "new", "r", "p"]  # the variant's keys first, in its order
     assert setup_sources(tmp_path / "b.yaml") == (tmp_path / "b.yaml", tmp_path / "a.yaml")
     assert setup_document(tmp_path / "a.yaml").data["x"]["r"] == {"s": 3, "t": 4}  # the base untouched
 
@@ -41,12 +39,9 @@ def test_variant_takes_the_base_drops_and_overrides(tmp_path):
     ({"base": "a.yaml", "drop": ["y.deeper"]}, "key 'drop': 'y.deeper' is not a key of the base"),
     ({"base": "a.yaml", "drop": "y"}, "key 'drop': expected a list of dotted keys"),
     ({"drop": ["y"]}, "key 'drop': only a setup with a 'base' can drop keys"),
-    # a key the base does not have is a misspelling, never read: refused, not silently ignored
-    ({"base": "a.yaml", "yy": 5}, "key 'yy': not a key of the base description, which has top-level keys"),
-    ({"base": "a.yaml", "x": {"pp": 2}}, "key 'x.pp': not a key of the base description, which has x keys p"),
 ])
 def test_bad_variants_name_the_file_and_key(tmp_path, doc, message):
-    _write(tmp_path / "a.yaml", {"schema_version": 1, "y": 5, "x": {"p": 1}})
+    _write(tmp_path / "a.yaml", {"schema_version": 1, "y": 5})
     path = _write(tmp_path / "b.yaml", {"schema_version": 1, **doc})
     with pytest.raises(ConfigError, match=message):
         setup_document(path)

@@ -105,7 +105,7 @@ def _display_signal_event(path, output: Path) -> Path:
 
 
 def _summary_figure(result: dict, output: Path, mass: float) -> Path:
-    """p_out and E_ECAL after all cuts (shapes) for MC, signal and the blinded data-like
+    """p_out and E_ECAL after all cuts but the box (shapes) for MC, signal and the blinded data-like
     run, with the signal box and the blinded range; the signal cut-flow."""
     import numpy as np
     from matplotlib.figure import Figure
