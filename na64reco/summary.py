@@ -18,6 +18,8 @@ def cutflow_summary(out: dict) -> dict:
         prov = acc["provenance"]
         entry = {"provenance": {k: v for k, v in prov.to_dict().items() if k != "files"}}
         entry["provenance"]["events_total"] = getattr(prov, "events_total", None)
+        # (data read with a calibration other than the reference: its protected events withheld as well)
+        entry["provenance"]["reference_withheld"] = any(rec.get("reference_withheld") for rec in prov.files.values())
         if "cutflow" in acc:
             entry.update(acc["cutflow"].to_dict())
             entry["regions"] = {k: v.to_dict() for k, v in acc["regions"].items()}
@@ -85,6 +87,10 @@ def format_summary(summary: dict) -> str:
             lines.append("   (withheld: the box variable in the box or not measured, in NA64mu mostly events without "
                          "an outgoing track; simulation keeps them: compare data and simulation after the cuts "
                          "that need the box variable)")
+            if entry["provenance"].get("reference_withheld"):
+                lines.append("   (the calibration is not the reference one: the events protected by the reference "
+                             "reconstruction are withheld too, so a sideband next to the box may count short of the "
+                             "simulation)")
         lines += cutflow_lines(entry["cutflow"])
         lines.append("N-1 (all cuts and box but one):")
         if withheld is not None:  # each row but the box's own requires the box, which is withheld

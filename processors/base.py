@@ -836,6 +836,12 @@ class InvisibleProcessor(processor.ProcessorABC):
         prov.conditions = set(getattr(conditions, "files", {}).values())
         rec = {"events": n, "chunks": 1, "data": info.is_data, "run": info.run,  # n_beam, n_spills: postprocess
                "spill_events": count_spills(events["spill"]) if "spill" in events.fields else {}}
+        if info.is_data and self.token is None and conditions is not None:
+            from na64reco.selection.blinding import uses_reference_inputs
+
+            # the reference reconstruction's protected events are withheld as well (reference_protected):
+            # beside the box they can fall in a sideband, which then counts short of the simulation
+            rec["reference_withheld"] = not uses_reference_inputs(_setup(self.SETUP, info.run), conditions)
         if n and "event" in events.fields:  # checked across the file's chunks by postprocess
             event = np.asarray(events["event"])
             rec["event_spans"] = [(int(meta.get("entrystart") or 0), int(event[0]), int(event[-1]))]

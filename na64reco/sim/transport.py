@@ -443,8 +443,9 @@ def _ecal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
                     tx=ntx, ty=nty, p=pm.copy(), q=np.full(dim.size, charge, np.int8),
                     kind=np.full(dim.size, KIND_MUON, np.int8), role=np.full(dim.size, ROLE_SECONDARY, np.int8),
                     flag=tr.flag[j].copy(), t=t[dim].copy(), alive=pm > _STOP_MOMENTUM_FLOOR))
-                # their ionisation over the remaining depth (main section cell at the exit)
-                e_ion = np.clip(phys.moyal(rng, det.mip_mpv, det.mip_width, dim.size), 0, None) * rest / length
+                # their ionisation over the remaining material, the share of the ECAL's lead behind the
+                # vertex (main section cell at the exit)
+                e_ion = np.clip(phys.moyal(rng, det.mip_mpv, det.mip_width, dim.size), 0, None) * (1.0 - f_vertex[dim])
                 _deposit_cells(ctx, det, len(depths) - 1, ev[dim], xv + ntx * rest, yv + nty * rest, e_ion, t[dim])
                 # and their discrete losses behind the vertex, showering where they happen (stop 43)
                 pair[-1].p -= e_ion + _pair_losses(ctx, det, ev[dim], t[dim], xv, yv, ntx, nty, zv, f_vertex[dim], pm)
@@ -650,12 +651,14 @@ def _hadron_shower_from_ecal(ctx: Context, ecal: Calorimeter, tr: Tracks, j, d_l
     lam = prm.hadron_ecal_lambda
     rem = lam - d_lambda  # interaction lengths left in the ECAL
     f_ecal = phys.hadron_fraction_before(rem, prm.hadron_profile_shape)
-    depths, _ = _ecal_sections(ecal)
-    ps_lambda = lam * depths[0] / depths.sum()
+    # interaction lengths go with the lead as the radiation lengths do (:func:`_vertex_depths`): the
+    # preshower's share of them is its share of the X0, the depth in mm from that share
+    depths, x0 = _ecal_sections(ecal)
+    ps_lambda = lam * x0[0] / x0.sum()
     f_ps = np.where(d_lambda < ps_lambda,
                     phys.hadron_fraction_before(ps_lambda - d_lambda, prm.hadron_profile_shape), 0.0)
     sig = (prm.hadron_lateral_sigma,)
-    zv = d_lambda / lam * ecal.depth
+    zv = _mm_of_x0(ecal, np.clip(d_lambda / lam, 0.0, 1.0) * x0.sum())
     xv, yv = tr.x[j] + tr.tx[j] * zv, tr.y[j] + tr.ty[j] * zv
     if len(depths) > 1:
         _deposit_spread(ctx, ecal, 0, ev, xv, yv, e_vis * f_ps, t, sig, (1.0,))
