@@ -93,6 +93,9 @@ MUON_PHOTONUCLEAR_B = 0.4e-6 * u.cm2 / u.g
 #: NA64 ECAL depth used as the dark-bremsstrahlung target: 40 X0 of Pb/Sc shashlik
 #: (NA64.md; Sieber, OPG/SPS 2021: L_mu ~ 40 X0).  Effective lead = 40 X0(Pb).
 NA64_ECAL_DEPTH_X0 = 40.0
+#: Depth over which the primary electron (NA64e) produces the A' in the yield and the simulation: its
+#: effective length L_e ~ 1 X0 (Sieber, OPG/SPS 2021), its mean energy falling as E0 exp(-t) over it.
+ELECTRON_SIGNAL_DEPTH_X0 = 1.0
 #: Nominal beam energies: NA64mu M2 muons 160 GeV, NA64e H4 electrons 100 GeV (NA64.md).
 NA64MU_BEAM_ENERGY = 160 * u.GeV
 NA64E_BEAM_ENERGY = 100 * u.GeV

@@ -100,7 +100,7 @@ def expected_signal(n_mot: float, mass: float, coupling: float, efficiency: floa
                              "[0, 1), all finite")
     is_muon = lepton_mass > 10 * constants.ELECTRON_MASS
     if target_x0 is None:
-        target_x0 = constants.NA64_ECAL_DEPTH_X0 if is_muon else 1.0
+        target_x0 = constants.NA64_ECAL_DEPTH_X0 if is_muon else constants.ELECTRON_SIGNAL_DEPTH_X0
     thickness = target_x0 * constants.LEAD_RADIATION_LENGTH
     profile = muon_energy_profile if is_muon else electron_energy_profile
     energies, lengths = profile(e0, thickness, n_steps)

@@ -5,10 +5,13 @@
   the few-% beam spread, so E_X = x E at the vertex.
 * Vertex depth: muons (na64mu) uniform in the ECAL's radiation lengths, i.e. in the lead crossed,
   not in millimetres (the muon keeps ~its energy over 40 X0, so the production rate per X0 is flat;
-  ``na64reco.sim.transport._vertex_depths``); electrons (na64e) exponential in
-  radiation lengths from the ECAL front (the primary electron loses its energy as
-  E_0 exp(-t)), truncated to the ECAL.
-* The lepton continues with (1 - x) E and the opposite of the X's transverse momentum,
+  ``na64reco.sim.transport._vertex_depths``); electrons (na64e) uniform over the
+  primary electron's first ``constants.ELECTRON_SIGNAL_DEPTH_X0`` (1 X0) from the ECAL front, as the
+  yield integrates it (:mod:`na64reco.physics.yields`); the electron reaches the vertex with its mean
+  energy E(t) = E_0 exp(-t), the photons it radiated before shower from the ECAL front, and the X
+  takes x E(t).
+* The lepton continues with (1 - x) E (E at the vertex; the electron's shower starts there) and
+  the opposite of the X's transverse momentum,
   drawn at that x from the same WW double-differential cross section
   (:func:`na64reco.physics.darkbrem.sample_pt`; typically sqrt(m_X^2 (1 - x) + m_l^2 x^2),
   ~80 MeV at x = 0.75 for a light Z', the nucleus's recoil neglected), in a uniform

@@ -488,14 +488,25 @@ def _ecal(ctx: Context, el: Element, tr: Tracks) -> Tracks:
         e = tr.p[el_idx].copy()
         ev, t = tr.ev[el_idx], tr.t[el_idx]
         sig = np.flatnonzero((tr.flag[el_idx] == PROCESSES["signal"]) & (tr.role[el_idx] == ROLE_PRIMARY))
+        start = np.zeros(el_idx.size)
         if sig.size and ctx.signal_mass is not None:
             xs = sample_signal_x(rng, sig.size, ctx.setup.beam.energy, ctx.signal_mass, constants.ELECTRON_MASS)
+            # the vertex uniform over the primary's production depth, as the yield integrates it
+            # (physics/yields.py: the slices of ELECTRON_SIGNAL_DEPTH_X0); the primary reaches it with its mean
+            # energy E0 exp(-t): the rest went to bremsstrahlung photons, which shower from the front; the X takes
+            # x E(t), the recoil's (1 - x) E(t) showers from the vertex (before: a depth drawn Exp(1 X0) over the
+            # whole ECAL for the truth only, x E0 missing and nothing in front of the recoil's shower)
             u01 = rng.random(sig.size)
-            tv = -np.log1p(-u01 * (1.0 - np.exp(-total_x0)))  # Exp(1 X0) truncated to the ECAL
-            e[sig] *= 1.0 - xs
+            tv = u01 * min(constants.ELECTRON_SIGNAL_DEPTH_X0, total_x0)
+            e_vertex = e[sig] * np.exp(-tv)
+            radiated = e[sig] - e_vertex
+            e[sig] = (1.0 - xs) * e_vertex
+            start[sig] = tv
             ctx.truth.x[ev[sig]] = xs
             ctx.truth.vertex_z[ev[sig]] = det.z + _mm_of_x0(det, tv)
-        _em_shower(ctx, det, ev, tr.x[el_idx], tr.y[el_idx], e, np.zeros(el_idx.size), t)
+            j = el_idx[sig]
+            _em_shower(ctx, det, ev[sig], tr.x[j], tr.y[j], radiated, np.zeros(sig.size), t[sig])
+        _em_shower(ctx, det, ev, tr.x[el_idx], tr.y[el_idx], e, start, t)
         tr.alive[el_idx] = False
 
     # ---- hadrons: interaction (shower shared with the HCAL) or MIP ------------------------
