@@ -60,7 +60,7 @@ selection = load_selection("na64e_invisible")
 
 # %% [markdown]
 # ## Cut-flows (the data box row reads `blinded`)
-# The NA64e trigger (preshower > 2 GeV and E_ECAL < 95 GeV, a missing-energy trigger) keeps
+# The NA64e trigger (preshower > 0.3 GeV and E_ECAL < 95 GeV, a missing-energy trigger) keeps
 # only a small fraction of the beam electrons, which deposit their full 100 GeV, so the
 # data-like sample is small; the printed trigger counts above say how small.
 
