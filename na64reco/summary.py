@@ -92,6 +92,12 @@ def format_summary(summary: dict) -> str:
                              "reconstruction are withheld too, so a sideband next to the box may count short of the "
                              "simulation)")
         lines += cutflow_lines(entry["cutflow"])
+        box = (entry.get("regions") or {}).get("signal_box") or {}
+        if withheld is None and p.get("n_beam") and isinstance(box.get("events"), int):
+            # (a simulation writes only triggered events: the fractions above leave the trigger out)
+            lines.append(f"   box events per beam particle on target: {box['events']} / {p['n_beam']} = "
+                         f"{box['events'] / p['n_beam']:.4g} (the fractions above are of the written, triggered "
+                         "events; a limit's efficiency is per beam particle: na64reco.efficiency)")
         lines.append("N-1 (all cuts and box but one):")
         if withheld is not None:  # each row but the box's own requires the box, which is withheld
             lines.append("  (blinded data: every row but the box's own needs the box, which is withheld except")

@@ -182,6 +182,23 @@ def test_the_withheld_count_leaves_out_the_events_of_bad_spills():
     assert "1 bad spills of bad.yaml (300 beam particles, 30 events dropped)" in text
 
 
+def test_a_simulation_summary_gives_the_box_per_beam_particle():
+    """(the cut-flow's fractions start at the written, triggered events: a signal's 54 % there was 21 % of
+    the EOT, what a limit needs; a reader of the cut-flow took the 54 %)"""
+    from na64reco.summary import format_summary
+
+    summary = _blinded_data_summary()
+    entry = summary["data"]
+    entry["cutflow"] = [{"cut": "initial", "events": 90, "sumw": 90.0, "sumw_err": 9.5, "efficiency": 1.0,
+                         "cumulative": 1.0},
+                        {"cut": "signal_box", "events": 45, "sumw": 45.0, "sumw_err": 6.7, "efficiency": 0.5,
+                         "cumulative": 0.5}]
+    entry["nminusone"] = []
+    entry["regions"] = {"signal_box": {"events": 45, "sumw": 45.0, "sumw_err": 6.7}}
+    assert "box events per beam particle on target: 45 / 1000 = 0.045" in format_summary(summary)
+    assert "per beam particle" not in format_summary(_blinded_data_summary())  # blinded data: nothing
+
+
 def test_cutflow_of_a_saved_json_prints_without_the_analysis_stack(tmp_path):
     """``na64reco cutflow OUTDIR`` reads ``cutflow.json``: no coffea, numba or awkward to import
     (~2 s of start-up before), and the blinded cells and the withheld count are printed."""
