@@ -32,6 +32,7 @@ from pathlib import Path
 
 import hist
 import matplotlib.colors
+import matplotlib.patches
 import matplotlib.style
 import matplotlib.ticker
 import mplhep
@@ -515,12 +516,20 @@ def figure_hist2d(h, ctx: PlotContext | None = None, *, title: str = "") -> Figu
     cbar.set_label(f"Events / ({wx} $\\times$ {wy})" if wx and wy else "Events / bin", loc="top")
     bands = ([], [])
     if ctx.blinding is not None:
-        bands = (blinded_intervals(ctx.blinding, xa.name, xa.edges[0], xa.edges[-1]),
-                 blinded_intervals(ctx.blinding, ya.name, ya.edges[0], ya.edges[-1]))
+        b = ctx.blinding
+        bands = (blinded_intervals(b, xa.name, xa.edges[0], xa.edges[-1]),
+                 blinded_intervals(b, ya.name, ya.edges[0], ya.edges[-1]))
+        # a band of one axis is hidden only where the other axis is outside the visible controls (NA64e's
+        # E_ECAL < 50 GeV band stops at E_HCAL = 2 GeV: above, the events are shown)
+        rest = (blinded_intervals(b, xa.name, xa.edges[0], xa.edges[-1], inside_box=True),
+                blinded_intervals(b, ya.name, ya.edges[0], ya.edges[-1], inside_box=True))
+        boxes = [(x, y) for x in bands[0] for y in rest[1]] + [(x, y) for y in bands[1] for x in rest[0]]
         text = "blinded: " + ctx.hidden_text()
-        draw_blinded(ax, bands[0], text, scale=xa.scale, shift=xa.shift, filled=False)
-        draw_blinded(ax, bands[1], None if bands[0] else text, vertical=False, scale=ya.scale, shift=ya.shift,
-                     filled=False)
+        for i, ((x0, x1), (y0, y1)) in enumerate(boxes):
+            lo = ((x0 + xa.shift) * xa.scale, (y0 + ya.shift) * ya.scale)
+            ax.add_patch(matplotlib.patches.Rectangle(
+                lo, (x1 + xa.shift) * xa.scale - lo[0], (y1 + ya.shift) * ya.scale - lo[1], facecolor="none",
+                edgecolor="0.45", hatch=BLINDED_HATCH, lw=0, zorder=3, label=text if i == 0 else None))
     for which, a, proj, band in (("x", xa, values.sum(axis=1), bands[0]), ("y", ya, values.sum(axis=0), bands[1])):
         lo, hi = _fit_range(a, [_Values(proj)], [v for iv in band for v in iv])
         (ax.set_xlim if which == "x" else ax.set_ylim)(a.to(lo), a.to(hi))

@@ -173,6 +173,23 @@ def test_blinded_intervals_and_range_text():
     assert range_text("E", 0.5, 5.0, "GeV") == "0.5 < E < 5 GeV"
 
 
+def test_a_2d_blinded_band_stops_where_the_other_axis_is_a_visible_control():
+    """(NA64e's E_ECAL < 50 GeV band covered every E_HCAL, the visible control E_HCAL >= 2 GeV too)"""
+    import hist
+
+    from na64reco.plotting import Blinding, PlotContext, figure_hist2d
+    from na64reco.selection.schema import Region
+
+    b = Blinding((Region("protected", "ecal_energy", None, 50.0),), (Region("c", "hcal_energy", 2.0, None),))
+    h = hist.Hist(hist.axis.Regular(12, 0, 120, name="ecal_energy", label="E_ECAL [GeV]"),
+                  hist.axis.Regular(6, 0, 6, name="hcal_energy", label="E_HCAL [GeV]"))
+    h.fill(ecal_energy=[95.0, 30.0], hcal_energy=[0.5, 4.0])
+    fig = figure_hist2d(h, PlotContext(data=True, blinding=b, setup="na64e"))
+    (band,) = [p for p in fig.axes[0].patches if p.get_hatch()]
+    assert (band.get_x(), band.get_y(), band.get_width(), band.get_height()) == (0.0, 0.0, 50.0, 2.0)
+    plt.close(fig)
+
+
 def test_control_plots_leave_pyplot_the_backend_and_the_global_style_alone(output, tmp_path):
     _, out = output
     backend, figures, size = matplotlib.get_backend(), plt.get_fignums(), matplotlib.rcParams["font.size"]
