@@ -247,7 +247,7 @@ def test_highland_base_equals_the_gathered_masses():
     with np.errstate(divide="ignore", invalid="ignore"):
         beta = tr.p / np.sqrt(tr.p * tr.p + m * m)
         ref = (HIGHLAND_MEV / (beta * tr.p), beta * beta)
-    got = _highland_base(tr.p, tr.kind, MASSES)
+    got = _highland_base(tr.p, tr.kind, MASSES, HIGHLAND_MEV)
     assert set(np.unique(tr.kind)) == {0, 1, 2, 3}
     for a, b in zip(got, ref, strict=True):
         _same(a, b)

@@ -16,8 +16,8 @@ from dataclasses import dataclass, fields
 import numba
 import numpy as np
 
-from na64reco import constants
-from na64reco.material import HIGHLAND_LOG, HIGHLAND_MEV, highland  # highland: re-exported, the one implementation
+from na64reco import constants, material
+from na64reco.material import highland  # re-exported, the one implementation
 from na64reco.sim.randoms import standard_normals
 
 KIND_MUON, KIND_ELECTRON, KIND_PION, KIND_KAON = 0, 1, 2, 3
@@ -87,7 +87,7 @@ def scatter_thin(rng: np.random.Generator, tr: Tracks, x_over_x0, mask=None, dri
         z1 = standard_normals(rng, 2, tr.n)
         mask = np.ones(tr.n, np.bool_) if mask is None else np.asarray(mask, np.bool_)
         tr.x, tr.y, tr.tx, tr.ty = _thin_kernel(tr.x, tr.y, tr.tx, tr.ty, float(drift), *_highland_parts(tr, x),
-                                                mask, z1)
+                                                mask, z1, material.HIGHLAND_LOG)
         return
     if drift:
         tr.drift(drift)
@@ -113,7 +113,7 @@ def scatter_thick(rng: np.random.Generator, tr: Tracks, x_over_x0, length: float
         z = standard_normals(rng, 4, tr.n)
         mask = np.ones(tr.n, np.bool_) if mask is None else np.asarray(mask, np.bool_)
         tr.x, tr.y, tr.tx, tr.ty = _thick_kernel(tr.x, tr.y, tr.tx, tr.ty, float(length), *_highland_parts(tr, x),
-                                                 mask, z)
+                                                 mask, z, material.HIGHLAND_LOG)
         return
     th = highland(tr.p, tr.mass, x_over_x0)
     if mask is not None:
@@ -165,22 +165,25 @@ def _highland_parts(tr: Tracks, x: float) -> tuple[np.ndarray, np.ndarray, float
     if not x > 0:
         zero = np.zeros(tr.n)
         return zero, zero, 0.0
-    scale, beta2 = _highland_base(tr.p, tr.kind, MASSES)
+    scale, beta2 = _highland_base(tr.p, tr.kind, MASSES, material.HIGHLAND_MEV)
     arg = np.divide(x, beta2, out=beta2)  # IEEE division: the kernel's x / (beta * beta) to the bit
     return scale, np.log(arg, out=arg), math.sqrt(x)
 
 
+# Highland's constants (na64reco.material) reach the kernels as arguments, read when they are called:
+# a constant a kernel reads as a global is frozen into its on-disk cache, keyed on this file alone, so
+# an edit of material.py would be ignored until this file changed (stop 47's test review).
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _theta0(scale, sqrt_x, log_arg, on):
+def _theta0(scale, sqrt_x, log_arg, on, c_log):
     """Highland's theta0 from its factors, in the order of :func:`~na64reco.material.highland`,
-    clipped at 0 (a NaN stays NaN, like ``np.clip``); 0 where not ``on``."""
-    theta = scale * sqrt_x * (1.0 + HIGHLAND_LOG * log_arg)
+    clipped at 0 (a NaN stays NaN, like ``np.clip``); 0 where not ``on``; ``c_log`` its log coefficient."""
+    theta = scale * sqrt_x * (1.0 + c_log * log_arg)
     theta = 0.0 if theta < 0.0 else theta
     return theta if on else 0.0
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _thin_kernel(x0, y0, tx0, ty0, drift, scale, log_arg, sqrt_x, mask, z):
+def _thin_kernel(x0, y0, tx0, ty0, drift, scale, log_arg, sqrt_x, mask, z, c_log):
     # no slice assignment (``x1[:] = x0``): its shape check compiles numba's string formatting
     # of the error message, 2.2 of the simulation's ~10 s of cold compilation (issue 11)
     n = x0.size
@@ -189,19 +192,19 @@ def _thin_kernel(x0, y0, tx0, ty0, drift, scale, log_arg, sqrt_x, mask, z):
         x1[i] = x0[i] + tx0[i] * drift if drift != 0.0 else x0[i]
         y1[i] = y0[i] + ty0[i] * drift if drift != 0.0 else y0[i]
     for i in range(n):
-        th = _theta0(scale[i], sqrt_x, log_arg[i], mask[i])
+        th = _theta0(scale[i], sqrt_x, log_arg[i], mask[i], c_log)
         tx1[i] = tx0[i] + th * z[0, i]
         ty1[i] = ty0[i] + th * z[1, i]
     return x1, y1, tx1, ty1
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _thick_kernel(x0, y0, tx0, ty0, length, scale, log_arg, sqrt_x, mask, z):
+def _thick_kernel(x0, y0, tx0, ty0, length, scale, log_arg, sqrt_x, mask, z, c_log):
     n = x0.size
     x1, y1, tx1, ty1 = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
     r12 = math.sqrt(12.0)
     for i in range(n):
-        th = _theta0(scale[i], sqrt_x, log_arg[i], mask[i])
+        th = _theta0(scale[i], sqrt_x, log_arg[i], mask[i], c_log)
         lth = length * th
         x1[i] = x0[i] + lth * (z[0, i] / r12 + z[1, i] / 2.0)
         tx1[i] = tx0[i] + th * z[1, i]
@@ -228,18 +231,18 @@ def thin_steps(rng: np.random.Generator, tr: Tracks, drift, x_over_x0, record, m
         tr.drift(float(drift.sum()))
         return np.zeros((n_rec, 0))
     rows = np.cumsum(x > 0) - 1  # row of each step with material in the logarithms
-    scale, beta2 = _highland_base(tr.p, tr.kind, MASSES)
+    scale, beta2 = _highland_base(tr.p, tr.kind, MASSES, material.HIGHLAND_MEV)
     log_arg = x[x > 0][:, None] / beta2[None, :]  # a numpy division: no kernel to compile (issue 11)
     log_arg = np.log(log_arg, out=log_arg)
     sqrt_x = np.sqrt(np.where(x > 0, x, 0.0))  # math.sqrt of each positive x (correctly rounded both)
     tr.x, tr.y, tr.tx, tr.ty, coords = _steps_kernel(rng, tr.x, tr.y, tr.tx, tr.ty, drift, x > 0,
                                                      np.where(x > 0, rows, -1), sqrt_x, record, n_rec, scale, log_arg,
-                                                     np.asarray(mask, np.bool_))
+                                                     np.asarray(mask, np.bool_), material.HIGHLAND_LOG)
     return coords
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _highland_base(p, kind, masses):
+def _highland_base(p, kind, masses, c_mev):
     """``13.6 MeV / (beta p)`` and ``beta^2`` of every track (``x / beta^2`` then by numpy's
     division, correctly rounded like the kernel's: one kernel less to compile, issue 11)."""
     # the mass of each track by a select over the four kinds (KIND_*) instead of a gather
@@ -251,13 +254,13 @@ def _highland_base(p, kind, masses):
         k = kind[i]
         m = m0 if k == 0 else (m1 if k == 1 else (m2 if k == 2 else m3))
         beta = p[i] / math.sqrt(p[i] * p[i] + m * m)
-        scale[i] = HIGHLAND_MEV / (beta * p[i])
+        scale[i] = c_mev / (beta * p[i])
         beta2[i] = beta * beta
     return scale, beta2
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _steps_kernel(rng, x0, y0, tx0, ty0, drift, material, row, sqrt_x, record, n_rec, scale, log_arg, mask):
+def _steps_kernel(rng, x0, y0, tx0, ty0, drift, material, row, sqrt_x, record, n_rec, scale, log_arg, mask, c_log):
     """The steps one after the other, each drawing its normals as ``rng.standard_normal((2, n))``
     did for all steps at once (row 2 s: the x kicks of step s, row 2 s + 1: the y kicks; the same
     numbers in the same order) into two rows reused from step to step, instead of a (2 steps, n)
@@ -286,9 +289,9 @@ def _steps_kernel(rng, x0, y0, tx0, ty0, drift, material, row, sqrt_x, record, n
             elif rec == 1:
                 coords[k, i] = yi
             if material[s]:
-                th = _theta0(scale[i], sqrt_x[s], log_arg[row[s], i], mask[i])
+                th = _theta0(scale[i], sqrt_x[s], log_arg[row[s], i], mask[i], c_log)
             else:
-                th = _theta0(0.0, 0.0, 0.0, mask[i])
+                th = _theta0(0.0, 0.0, 0.0, mask[i], c_log)
             tx[i] = tx[i] + th * zx[i]
             ty[i] = ty[i] + th * zy[i]
         if rec >= 0:
