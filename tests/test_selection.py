@@ -292,3 +292,24 @@ def test_a_negative_max_is_allowed_where_noise_makes_values_negative(tmp_path):
     """Energies are pedestal-subtracted sums: a cut below 0 GeV is odd but can select events."""
     d = _mutated(cuts__1={"name": "quiet", "type": "range", "variable": "veto_energy", "max": "-0.001 GeV"})
     assert load_selection(_write(tmp_path, d)).cut("quiet").max == pytest.approx(-0.001)
+
+
+def test_ranges_are_half_open_at_their_edges():
+    """``min <= x < max`` exactly (the schema's rule; a ``<=`` at the upper edge survived every test):
+    on counts, ``max: 2`` keeps 0 and 1 (the selection's no_pileup_out); NaN fails; a region and its
+    outside split the finite values with no overlap at the edges."""
+    from na64reco.selection.cuts import cut_mask, outside_mask
+    from na64reco.selection.schema import Cut, Region
+
+    counts = ak.Array({"n_extra_planes_out": np.array([0, 1, 2, 3])})
+    cut = Cut("no_pileup_out", "range", "n_extra_planes_out", max=2)
+    assert cut_mask(counts, cut).tolist() == [True, True, False, False]
+    x = ak.Array({"p_out": np.array([79.999, 80.0, 80.001, 120.0, np.nan])})
+    assert cut_mask(x, Cut("c", "range", "p_out", min=80.0, max=120.0)).tolist() == [False, True, True, False, False]
+    mods = ak.Array({"hcal_module_energy": np.array([[0.5, 4.9], [0.5, 5.0], [0.4999, 1.0]])})
+    each = Cut("hcal_mip", "each_in_range", "hcal_module_energy", min=0.5, max=5.0)
+    assert cut_mask(mods, each).tolist() == [True, False, False]
+    region = Region("box", "p_out", None, 80.0)
+    inside, outside = region_mask(x, region), outside_mask(x, region)
+    assert inside.tolist() == [True, False, False, False, False]
+    assert not np.any(inside & outside) and (inside | outside).tolist() == [True, True, True, True, False]

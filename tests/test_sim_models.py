@@ -34,6 +34,13 @@ def test_highland_closed_form():
     th = highland(1000.0 * u.GeV, constants.MUON_MASS, 1.0)
     assert th == pytest.approx(13.6e-6, rel=1e-6)
     assert highland(160 * u.GeV, constants.MUON_MASS, 0.0) == 0.0
+    # the log term where it matters (at 1 X0 it vanishes: its sign went unnoticed), PDG's form written out:
+    # theta0 = 13.6 MeV / (beta c p) sqrt(x) (1 + 0.038 ln(x / beta^2)), 10 GeV muons
+    p, m = 10 * u.GeV, 105.6583755 * u.MeV
+    beta = p / np.hypot(p, m)
+    for x in (0.01, 100.0):
+        pdg = 13.6 / (beta * p / u.MeV) * np.sqrt(x) * (1 + 0.038 * np.log(x / beta**2))
+        assert highland(p, constants.MUON_MASS, x) == pytest.approx(pdg, rel=1e-9)
 
 
 def test_muon_losses_sampling_against_the_table():
@@ -221,6 +228,20 @@ def test_trigger_logic_by_hand():
     e[-1] = 0.1 * mip["S4"]
     fired = trigger_mask(setup, 4, ev, det, np.zeros_like(det), e)
     assert fired.tolist() == [True, False, False, False]
+    # the threshold itself (calib/setups/na64mu.yaml trigger.counter_threshold: 0.3 MIP, written out):
+    # S4 or Smu just below it does not fire, just above it does; V1 just above it vetoes
+    assert setup.trigger.counter_threshold == 0.3
+    for name, veto in (("S4", False), ("Smu", False), ("V1", True)):
+        below, above = e.copy(), e.copy()
+        idx = [i for i, r in enumerate(rows) if r == (0, name)]
+        if veto:  # event 0 with V1 added at 0.29 / 0.31 MIP
+            ev2, det2 = np.append(ev, 0), np.append(det, np.int16(ids["V1"]))
+            below, above = np.append(e, 0.29 * mip["V1"]), np.append(e, 0.31 * mip["V1"])
+        else:
+            ev2, det2 = ev, det
+            below[idx], above[idx] = 0.29 * mip[name], 0.31 * mip[name]
+        got = [trigger_mask(setup, 4, ev2, det2, np.zeros_like(det2), x)[0] for x in (below, above)]
+        assert got == ([True, False] if veto else [False, True]), name
 
 
 def test_muon_momentum_after_decay_within_two_body_limits():

@@ -77,7 +77,8 @@ def test_a_second_in_time_muon_fills_the_planes_and_single_muons_do_not(tmp_path
         simulate(setup, 3000, 3, run, path, process=process, trigger="calibration")
         out = reconstruct_tracks(open_raw(path).events(), setup, cond)
         ok = np.isfinite(out["p_out"])
-        frac[process] = float(np.mean(out["n_extra_planes_out"][ok] > 2))
+        # vetoed by the selection's no_pileup_out (max: 2, a half-open range: 2 or more planes fail)
+        frac[process] = float(np.mean(out["n_extra_planes_out"][ok] >= 2))
     assert frac["beam"] < 0.06, frac  # nominal noise and out-of-time pile-up: a few %
     assert frac["pileup"] > 0.8, frac  # an in-time second muon: vetoed
 
