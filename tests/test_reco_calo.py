@@ -329,14 +329,18 @@ def test_energy_scale_against_truth(tmp_path):
     mip = truth["e_ecal"] < 0.6
     shower = truth["e_ecal"] > 10.0
     assert mip.sum() > 6000 and shower.sum() > 30
-    ratios = {
-        "hcal": out["hcal_energy"].sum() / truth["e_hcal"].sum(),
-        "ecal_main_mip": out["ecal_main_energy"][mip].sum() / e_main[mip].sum(),
-        "ecal_showers": out["ecal_energy"][shower].sum() / truth["e_ecal"][shower].sum(),
-        "veto": out["veto_energy"].sum() / truth["e_veto"].sum(),
+    pairs = {
+        "hcal": (out["hcal_energy"], truth["e_hcal"]),
+        "ecal_main_mip": (out["ecal_main_energy"][mip], e_main[mip]),
+        "ecal_showers": (out["ecal_energy"][shower], truth["e_ecal"][shower]),
+        "veto": (out["veto_energy"], truth["e_veto"]),
     }
-    for key, r in ratios.items():
-        assert abs(r - 1) < 0.01, (key, r)
+    for key, (x, y) in pairs.items():
+        r = x.sum() / y.sum()
+        se = np.sqrt(np.sum((x - r * y) ** 2)) / y.sum()  # the ratio estimator's standard error
+        # 5 sigma and 0.3 % for what the zero suppression leaves out (measured: 1.0000-0.9956, 0.8-4.6 sigma);
+        # the fixed 1 % before let a 0.9 % amplitude error pass (stop 47's mutation review)
+        assert abs(r - 1) < 0.003 + 5 * se, (key, r, se)
     # per-event agreement of the HCAL (MIPs and showers) where it has a deposit (the calibration
     # trigger also writes muons that miss it): median ratio within 0.5 %
     hit = truth["e_hcal"] > 0
