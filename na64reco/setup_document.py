@@ -83,7 +83,31 @@ def setup_document(path) -> Node:
         raise ConfigError(f"{path}: key 'drop': expected a list of dotted keys of the base, found {drop!r}")
     data = _without(base, drop, path)
     own = {k: v for k, v in node.data.items() if k not in VARIANT_KEYS}
+    for section in UNLISTED_SECTIONS:
+        refuse_new_keys(data.get(section), own.get(section), section, path)
     return Node(_over(data, own), str(path))
+
+
+#: The sections whose keys have no list of their own (read by several modules: the simulator's
+#: parameters, the calibrations): a variant or a period may set only keys its base has there.
+UNLISTED_SECTIONS = ("simulation", "calibration")
+
+
+def refuse_new_keys(base, own, where: str, source) -> None:
+    """A ConfigError for a key of ``own`` (a variant's or a period's part of an unlisted section) that the
+    mapping of ``base`` it is merged into does not have, unless that mapping holds named entries (every value
+    a mapping, e.g. the simulated processes), where a new name adds an entry: elsewhere a new key is a
+    misspelling the readers would never read ('default_couplng'), the base's value staying in force."""
+    if not (isinstance(base, dict) and isinstance(own, dict)):
+        return
+    named = all(isinstance(v, dict) for v in base.values())  # (an empty mapping: no names to compare)
+    for k, v in own.items():
+        key = f"{where}.{k}"
+        if k in base:
+            refuse_new_keys(base[k], v, key, source)
+        elif not named:
+            raise ConfigError(f"{source}: key '{key}': not a key of the base description, which has {where} keys "
+                              f"{', '.join(str(x) for x in base)}; a misspelling would be silently ignored")
 
 
 def setup_sha256(path) -> str:

@@ -93,8 +93,11 @@ def format_summary(summary: dict) -> str:
                              "simulation)")
         lines += cutflow_lines(entry["cutflow"])
         box = (entry.get("regions") or {}).get("signal_box") or {}
-        if withheld is None and p.get("n_beam") and isinstance(box.get("events"), int):
-            # (a simulation writes only triggered events: the fractions above leave the trigger out)
+        first = (entry.get("cutflow") or [{}])[0]
+        if withheld is None and p.get("n_beam") and isinstance(box.get("events"), int) and box["events"] > 0 \
+                and _one_weight(first, box):
+            # (a simulation writes only triggered events: the fractions above leave the trigger out; with
+            # events of different weights, e.g. forced processes, a count per beam particle means nothing)
             lines.append(f"   box events per beam particle on target: {box['events']} / {p['n_beam']} = "
                          f"{box['events'] / p['n_beam']:.4g} (the fractions above are of the written, triggered "
                          "events; a limit's efficiency is per beam particle: na64reco.efficiency)")
@@ -110,6 +113,15 @@ def format_summary(summary: dict) -> str:
             lines.append(f"  {name:<28}{ev:>12}  {sw}")
         lines.append("")
     return "\n".join(lines)
+
+
+def _one_weight(first: dict, box: dict) -> bool:
+    """True if the written events and the box's have one weight (sum of weights / events the same)."""
+    try:
+        w0, w1 = first["sumw"] / first["events"], box["sumw"] / box["events"]
+    except (KeyError, TypeError, ZeroDivisionError):
+        return False
+    return abs(w0 - w1) <= 1e-9 * abs(w0)
 
 
 def _withheld(entry: dict) -> int | None:

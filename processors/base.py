@@ -238,9 +238,12 @@ def settle_exposure(prov: Provenance, read_spills, bad_spills=None) -> None:
 
 def _merge_event_spans(mine: dict, rec: dict) -> None:
     """Add ``rec``'s chunk spans (``event_spans``: ``(entry start, first event, last event)``
-    of each chunk, :meth:`Processor.provenance`) to ``mine``'s (chunks of one file)."""
+    of each chunk, :meth:`Processor.provenance`) to ``mine``'s (chunks of one file), and OR their
+    ``reference_withheld`` flags."""
     if "event_spans" in mine or "event_spans" in rec:
         mine["event_spans"] = [*mine.get("event_spans", ()), *rec.get("event_spans", ())]
+    if "reference_withheld" in mine or "reference_withheld" in rec:  # any chunk's (the inputs can change mid-run)
+        mine["reference_withheld"] = bool(mine.get("reference_withheld")) or bool(rec.get("reference_withheld"))
 
 
 def check_event_spans(prov: Provenance) -> None:

@@ -156,3 +156,19 @@ def test_a_calibration_other_than_the_reference_says_sidebands_may_count_short(b
     monkeypatch.setenv("NA64RECO_CALIB", str(root))
     text = format_summary(cutflow_summary(run_files({"data": [str(box_data)]}, opts)))
     assert "the calibration is not the reference one" in text
+
+
+def test_the_reference_flag_of_a_file_is_any_chunks():
+    """(the first chunk's flag won: a calibration edited mid-run left the summary silent)"""
+    from processors.base import Provenance
+
+    def prov(flag):
+        p = Provenance("p", "s", "x", "f", "t", "v")
+        p.files = {"a.root": {"events": 1, "chunks": 1, "reference_withheld": flag}}
+        return p
+
+    assert (prov(False) + prov(True)).files["a.root"]["reference_withheld"] is True
+    merged = prov(False)
+    merged += prov(True)
+    assert merged.files["a.root"]["reference_withheld"] is True
+    assert (prov(False) + prov(False)).files["a.root"]["reference_withheld"] is False

@@ -196,6 +196,8 @@ def test_a_simulation_summary_gives_the_box_per_beam_particle():
     entry["nminusone"] = []
     entry["regions"] = {"signal_box": {"events": 45, "sumw": 45.0, "sumw_err": 6.7}}
     assert "box events per beam particle on target: 45 / 1000 = 0.045" in format_summary(summary)
+    entry["regions"]["signal_box"]["sumw"] = 30.0  # weighted events (a forced process): no count per beam particle
+    assert "per beam particle" not in format_summary(summary)
     assert "per beam particle" not in format_summary(_blinded_data_summary())  # blinded data: nothing
 
 

@@ -64,8 +64,9 @@ from hepunits import GeV
 from na64reco.errors import ConfigError
 from na64reco.geometry import Calorimeter, Setup
 from na64reco.io.raw import collection_arrays, refuse_data_events
+from na64reco.reco import waveform
 from na64reco.reco.inputs import check_belong
-from na64reco.reco.tracking._jit import INLINED, NO_NRT
+from na64reco.reco.tracking._jit import INLINED, NO_NRT, njit_cached_with
 from na64reco.reco.waveform import (
     FLAG_BELOW_THRESHOLD,
     FLAG_MASKED,
@@ -269,7 +270,8 @@ def _make_layout(setup: Setup) -> _Layout:
     return _Layout(column, reference, slot, n_col, offsets, tuple(counters))
 
 
-@numba.njit(cache=True, nogil=True, **NO_NRT)  # see _event_kernel
+# (keyed on waveform.py too: the FLAG_* it reads are compiled in)
+@njit_cached_with(waveform, nogil=True, **NO_NRT)  # see _event_kernel
 def _event_loop(offsets, det, chan, time, energy, flags, column, reference, counter_slot, n_columns, nominal,
                 window, ecal_lo, ecal_hi, ecal, work, sums, row, t_master, c_energy, c_time, n_flag, buf, e_out,
                 e_cell, shower):
@@ -334,7 +336,7 @@ def _event_loop(offsets, det, chan, time, energy, flags, column, reference, coun
                         e_table, e_pvar, e_stoch, e_floor, grid, obs, inside, scale, e_out, e_cell, shower)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_cached_with(waveform, nogil=True)  # (compiles _event_loop in)
 def _event_kernel(offsets, det, chan, time, energy, flags, column, reference, counter_slot,
                   n_columns, n_counters, nominal, window, longest, ecal_lo, ecal_hi, ecal, shower):
     """Per event: master time (median time of the usable reference digits), timing window

@@ -105,13 +105,16 @@ def njit_cached_with(*modules, **options):
     def decorate(fn):
         where = cache_dir_for(fn, modules)
         if where is None:
-            return numba.njit(cache=False, **options)(fn)
-        before = numba.config.CACHE_DIR
-        numba.config.CACHE_DIR = str(where)  # read once, when caching is enabled below
-        try:
-            return numba.njit(cache=True, **options)(fn)
-        finally:
-            numba.config.CACHE_DIR = before
+            kernel = numba.njit(cache=False, **options)(fn)
+        else:
+            before = numba.config.CACHE_DIR
+            numba.config.CACHE_DIR = str(where)  # read once, when caching is enabled below
+            try:
+                kernel = numba.njit(cache=True, **options)(fn)
+            finally:
+                numba.config.CACHE_DIR = before
+        kernel.keyed_on = frozenset(m.__name__ for m in modules)  # (tests/test_kernel_globals.py)
+        return kernel
 
     return decorate
 

@@ -125,7 +125,7 @@ def _cand(hf, hn, m, whole, plane, pos, strip, amp, s0, s1, s2, size, origin, am
     return m + 1
 
 
-@numba.njit(cache=True)
+@njit_cached_with(apv)  # (compiles apv's strip time in)
 def _times(s0, s1, s2, straw, t, te, m, spacing, r1, r2, threshold):
     """``t[:m]``, ``te[:m]``: (time, time error per unit noise) of an event's candidate hits (one row
     of :func:`_cand`'s each): a straw's own time (kept in ``s0``) and NaN; the APV strip time and
