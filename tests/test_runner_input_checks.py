@@ -106,6 +106,8 @@ def test_the_cli_refuses_a_bad_scheduler_in_one_line_before_reading_the_files(tm
 
 def test_a_scheduler_that_does_not_answer_is_a_clear_error(raw):
     import dask
+    import distributed  # noqa: F401  (its config defaults loaded first: imported inside the ``set`` below,
+    # they were dropped with it on exit, and later tests of this process met KeyError 'distributed')
 
     t0 = time.monotonic()
     words = r"cannot connect to the dask scheduler tcp://127\.0\.0\.1:1 \(--scheduler\)"
