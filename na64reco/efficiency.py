@@ -203,7 +203,10 @@ def x_acceptance(setup: str, mass: float, method: str = "iww") -> float:
     """Fraction of the dark-bremsstrahlung cross section with x > the signal-box x_min.
 
     Analytic (:func:`na64reco.physics.darkbrem.sigma_total`) at the nominal beam energy;
-    ``mass`` in MeV.
+    ``mass`` in MeV.  For NA64e it is a reference figure only: the A' takes x of the electron's
+    energy at its vertex, E0 exp(-t) (``na64reco.sim.transport``), so the box (E_ECAL < 50 GeV)
+    needs x E(t) > 50 GeV, and an efficiency quoted "relative to" this acceptance also holds the
+    depth's loss.  A limit uses the efficiency per beam particle, which holds everything.
     """
     from na64reco.physics.darkbrem import sigma_total
 
