@@ -41,7 +41,7 @@ from na64reco import as_loaded, constants
 from na64reco.config import Node
 from na64reco.errors import ConfigError
 from na64reco.resources import calib_dir
-from na64reco.setup_document import UNLISTED_SECTIONS, refuse_new_keys, setup_document
+from na64reco.setup_document import setup_document
 from na64reco.units import MM_PER_M
 
 SETUPS = ("na64mu", "na64e")
@@ -485,16 +485,15 @@ def _load_period(name_or_path: str, period: str) -> Setup:
                 raise ConfigError(f"{path}: key '{where}.{key}': cannot be overridden by a period")
             if key not in data:
                 raise ConfigError(f"{path}: key '{where}.{key}': not a key of the base description")
-        for section in UNLISTED_SECTIONS:
-            refuse_new_keys(data.get(section), override.get(section), f"{where}.{section}", path)
         data = _merge(data, override, f"{where}", str(path))
     try:
         setup = _parse_setup(Node(data, str(path)))
     except ConfigError as exc:
         if not period:
             raise
+        _load_period(name_or_path, "")  # an error of the base description itself is raised as it is
         # (the key is named in the setup as the period's override made it: say where the override is)
-        raise ConfigError(f"{exc} (the setup as period {period!r} overrides it: {where})") from None
+        raise ConfigError(f"{exc} (in the setup as period {period!r} overrides it: {where})") from exc
     return as_loaded.remember(replace(setup, period=period))  # (shared: edits in place are detected)
 
 

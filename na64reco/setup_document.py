@@ -83,31 +83,30 @@ def setup_document(path) -> Node:
         raise ConfigError(f"{path}: key 'drop': expected a list of dotted keys of the base, found {drop!r}")
     data = _without(base, drop, path)
     own = {k: v for k, v in node.data.items() if k not in VARIANT_KEYS}
+    root = load_yaml(setup_sources(path)[-1]).data  # the first base, whole: what the chain's variants only drop
     for section in UNLISTED_SECTIONS:
-        refuse_new_keys(data.get(section), own.get(section), section, path)
+        refuse_new_keys(root.get(section), own.get(section), section, path)
     return Node(_over(data, own), str(path))
 
 
 #: The sections whose keys have no list of their own (read by several modules: the simulator's
-#: parameters, the calibrations): a variant or a period may set only keys its base has there.
+#: parameters, the calibrations; a period cannot override them): a variant may set there only keys
+#: the first base of its chain has (dropped ones included: a variant may set again what its base drops).
 UNLISTED_SECTIONS = ("simulation", "calibration")
 
 
-def refuse_new_keys(base, own, where: str, source) -> None:
-    """A ConfigError for a key of ``own`` (a variant's or a period's part of an unlisted section) that the
-    mapping of ``base`` it is merged into does not have, unless that mapping holds named entries (every value
-    a mapping, e.g. the simulated processes), where a new name adds an entry: elsewhere a new key is a
-    misspelling the readers would never read ('default_couplng'), the base's value staying in force."""
-    if not (isinstance(base, dict) and isinstance(own, dict)):
+def refuse_new_keys(root, own, where: str, source) -> None:
+    """A ConfigError for a key of ``own`` (a variant's part of an unlisted section) that the same mapping of
+    ``root`` (the chain's first base, before any drop) does not have: a misspelling the readers would never
+    read ('default_couplng', 'electorn'), the base's value staying in force."""
+    if not (isinstance(root, dict) and isinstance(own, dict)):
         return
-    named = all(isinstance(v, dict) for v in base.values())  # (an empty mapping: no names to compare)
     for k, v in own.items():
         key = f"{where}.{k}"
-        if k in base:
-            refuse_new_keys(base[k], v, key, source)
-        elif not named:
+        if k not in root:
             raise ConfigError(f"{source}: key '{key}': not a key of the base description, which has {where} keys "
-                              f"{', '.join(str(x) for x in base)}; a misspelling would be silently ignored")
+                              f"{', '.join(str(x) for x in root)}; a misspelling would be silently ignored")
+        refuse_new_keys(root[k], v, key, source)
 
 
 def setup_sha256(path) -> str:

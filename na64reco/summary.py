@@ -20,6 +20,7 @@ def cutflow_summary(out: dict) -> dict:
         entry["provenance"]["events_total"] = getattr(prov, "events_total", None)
         # (data read with a calibration other than the reference: its protected events withheld as well)
         entry["provenance"]["reference_withheld"] = any(rec.get("reference_withheld") for rec in prov.files.values())
+        entry["provenance"]["data"] = any(rec.get("data") for rec in prov.files.values())
         if "cutflow" in acc:
             entry.update(acc["cutflow"].to_dict())
             entry["regions"] = {k: v.to_dict() for k, v in acc["regions"].items()}
@@ -93,14 +94,14 @@ def format_summary(summary: dict) -> str:
                              "simulation)")
         lines += cutflow_lines(entry["cutflow"])
         box = (entry.get("regions") or {}).get("signal_box") or {}
-        first = (entry.get("cutflow") or [{}])[0]
-        if withheld is None and p.get("n_beam") and isinstance(box.get("events"), int) and box["events"] > 0 \
-                and _one_weight(first, box):
-            # (a simulation writes only triggered events: the fractions above leave the trigger out; with
-            # events of different weights, e.g. forced processes, a count per beam particle means nothing)
-            lines.append(f"   box events per beam particle on target: {box['events']} / {p['n_beam']} = "
-                         f"{box['events'] / p['n_beam']:.4g} (the fractions above are of the written, triggered "
-                         "events; a limit's efficiency is per beam particle: na64reco.efficiency)")
+        if withheld is None and not p.get("data") and p.get("n_beam") and isinstance(box.get("events"), int):
+            # (a simulation writes only triggered events: the fractions above leave the trigger out)
+            n, sumw = box["events"], box.get("sumw")
+            weighted = isinstance(sumw, float) and abs(sumw - n) > 1e-9 * max(n, 1)
+            lines.append(f"   box events per simulated beam particle: {n} / {p['n_beam']} = {n / p['n_beam']:.4g}"
+                         + (f"; weighted, per beam particle on target: {sumw / p['n_beam']:.4g}" if weighted else "")
+                         + " (the fractions above are of the written, triggered events; a signal's efficiency for "
+                         "a limit is per simulated beam particle: na64reco.efficiency)")
         lines.append("N-1 (all cuts and box but one):")
         if withheld is not None:  # each row but the box's own requires the box, which is withheld
             lines.append("  (blinded data: every row but the box's own needs the box, which is withheld except")
@@ -113,15 +114,6 @@ def format_summary(summary: dict) -> str:
             lines.append(f"  {name:<28}{ev:>12}  {sw}")
         lines.append("")
     return "\n".join(lines)
-
-
-def _one_weight(first: dict, box: dict) -> bool:
-    """True if the written events and the box's have one weight (sum of weights / events the same)."""
-    try:
-        w0, w1 = first["sumw"] / first["events"], box["sumw"] / box["events"]
-    except (KeyError, TypeError, ZeroDivisionError):
-        return False
-    return abs(w0 - w1) <= 1e-9 * abs(w0)
 
 
 def _withheld(entry: dict) -> int | None:

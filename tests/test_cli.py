@@ -195,10 +195,11 @@ def test_a_simulation_summary_gives_the_box_per_beam_particle():
                          "cumulative": 0.5}]
     entry["nminusone"] = []
     entry["regions"] = {"signal_box": {"events": 45, "sumw": 45.0, "sumw_err": 6.7}}
-    assert "box events per beam particle on target: 45 / 1000 = 0.045" in format_summary(summary)
-    entry["regions"]["signal_box"]["sumw"] = 30.0  # weighted events (a forced process): no count per beam particle
-    assert "per beam particle" not in format_summary(summary)
-    assert "per beam particle" not in format_summary(_blinded_data_summary())  # blinded data: nothing
+    assert "box events per simulated beam particle: 45 / 1000 = 0.045 (the fractions" in format_summary(summary)
+    # a forced process of weight 1.2e-6 (its probability per beam particle): the weighted rate beside the count
+    entry["regions"]["signal_box"]["sumw"] = 45 * 1.2e-6
+    assert ("45 / 1000 = 0.045; weighted, per beam particle on target: 5.4e-08" in format_summary(summary))
+    assert "per simulated beam particle" not in format_summary(_blinded_data_summary())  # blinded data: nothing
 
 
 def test_cutflow_of_a_saved_json_prints_without_the_analysis_stack(tmp_path):

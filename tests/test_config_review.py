@@ -81,6 +81,39 @@ def test_variants_and_periods_may_still_set_keys_their_base_leaves_out(tmp_path)
     assert load_setup(str(root / "na64mu.yaml"), run=20000).calorimeters["S0"] is not None
 
 
+@pytest.mark.parametrize("section, message", [
+    ("simulation:\n  signal:\n    default_couplng: 2.0e-4\n", "key 'simulation.signal.default_couplng': not a key"),
+    ("calibration:\n  electorn:\n    core_sigmas: 4.0\n", "key 'calibration.electorn': not a key"),
+])
+def test_a_variants_unlisted_sections_take_only_keys_of_the_first_base(tmp_path, section, message):
+    root = _setups(tmp_path)
+    (root / "v.yaml").write_text(f"schema_version: 1\nbase: na64e.yaml\nsetup: na64e\n{section}")
+    with pytest.raises(ConfigError, match=message):
+        load_setup(str(root / "v.yaml"), run=1)
+
+
+def test_a_variant_may_set_again_what_its_base_drops(tmp_path):
+    """(na64e drops simulation.muon.single_scatter; a variant of it that sets it again is no misspelling)"""
+    root = _setups(tmp_path)
+    (root / "v.yaml").write_text("schema_version: 1\nbase: na64e.yaml\nsetup: na64e\nsimulation:\n  muon:\n"
+                                 "    single_scatter: {q_floor: 20 MeV, core_sigmas: 4}\n")
+    assert load_setup(str(root / "v.yaml"), run=1).name == "na64e"
+
+
+def test_an_error_of_the_base_is_not_put_on_a_period(tmp_path):
+    root = _setups(tmp_path)
+    path = _edit(root / "na64mu.yaml", "deflected: {magnet: MS2, edge_momentum: 70 GeV}",
+                 "deflected: {magnet: MS2, edge_momentun: 70 GeV}")
+    with pytest.raises(ConfigError, match="deflected.edge_momentun': unknown key") as err:
+        load_setup(str(path), run=1)
+    assert "overrides it" not in str(err.value)
+    root2 = tmp_path / "two"
+    shutil.copytree(calib_dir() / "setups", root2)
+    path = _edit(root2 / "na64mu.yaml", "MS2: {field_integral: 2.8 tesla*m}", "MS2: {field_integal: 2.8 tesla*m}")
+    with pytest.raises(ConfigError, match=r"in the setup as period '2023' overrides it: periods.1.override"):
+        load_setup(str(path), run=20000)
+
+
 def test_quantities_and_numbers_must_be_finite():
     with pytest.raises(ValueError, match="1e400 is beyond a float's range"):
         parse_quantity("1e400 GeV", "energy")

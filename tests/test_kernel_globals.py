@@ -72,9 +72,33 @@ def _dependencies(modules):
     return out
 
 
+def _callees(obj) -> list:
+    """The compiled functions of its own module that a kernel calls (compiled into it)."""
+    g = obj.py_func.__globals__
+    return [g[n] for n in _names(obj.py_func.__code__)
+            if isinstance(g.get(n), CPUDispatcher) and g[n].py_func.__module__ == obj.py_func.__module__
+            and g[n] is not obj]
+
+
 def test_cached_kernels_are_keyed_on_every_file_they_compile_in():
     modules = [importlib.import_module(m.name) for m in pkgutil.walk_packages(na64reco.__path__, "na64reco.")]
     deps = _dependencies(modules)
+    # a kernel compiles in its own module's kernels and with them what they read: their dependencies too
+    kernels = {f"{m.__name__}.{n}": o for m in modules for n, o in vars(m).items()
+               if isinstance(o, CPUDispatcher) and o.py_func.__module__ == m.__name__
+               and type(o._cache).__name__ != "NullCache"}
+    name_of = {id(o): k for k, o in kernels.items()}
+    for key, obj in kernels.items():
+        seen, todo, found = {id(obj)}, list(_callees(obj)), list(deps.get(key, (obj, []))[1])
+        while todo:
+            callee = todo.pop()
+            if id(callee) in seen:
+                continue
+            seen.add(id(callee))
+            found += deps.get(name_of.get(id(callee), ""), (None, []))[1]
+            todo += _callees(callee)
+        if found:
+            deps[key] = (obj, found)
     unkeyed = {k: [d for d in ds if d[1] not in getattr(obj, "keyed_on", ())] for k, (obj, ds) in deps.items()}
     assert not {k: v for k, v in unkeyed.items() if v}, unkeyed
     assert "na64reco.reco.calo._event_loop" in deps  # (the scan sees what it is for: FLAG_* of waveform.py)
