@@ -54,7 +54,7 @@ from na64reco.selection import (
     load_selection,
     region_mask,
 )
-from na64reco.selection.blinding import check_sidebands, load_protection
+from na64reco.selection.blinding import check_sidebands, load_protection, uses_reference_inputs
 from na64reco.selection.cuts import BLINDED, Columns, failed_mask
 from na64reco.selection.schema import VARIABLES, Selection, check_modules, variable_info
 from na64reco.selection.token import UnblindingToken
@@ -702,7 +702,7 @@ class InvisibleProcessor(processor.ProcessorABC):
         tag or ``NA64RECO_CALIB`` that moves the protected variable opens nothing.  None (no
         second reconstruction) when this chunk's inputs are the reference ones; ``reco`` (this
         chunk's reconstruction) lets it run again only the stages whose inputs differ."""
-        from na64reco.selection.blinding import reference_protected, uses_reference_inputs
+        from na64reco.selection.blinding import reference_protected
 
         def stage(nested, setup, cond, stages=None):
             return self._reconstruct_batched(nested, setup, cond, info.path, stages)
@@ -840,8 +840,6 @@ class InvisibleProcessor(processor.ProcessorABC):
         rec = {"events": n, "chunks": 1, "data": info.is_data, "run": info.run,  # n_beam, n_spills: postprocess
                "spill_events": count_spills(events["spill"]) if "spill" in events.fields else {}}
         if info.is_data and self.token is None and conditions is not None:
-            from na64reco.selection.blinding import uses_reference_inputs
-
             # the reference reconstruction's protected events are withheld as well (reference_protected):
             # beside the box they can fall in a sideband, which then counts short of the simulation
             rec["reference_withheld"] = not uses_reference_inputs(_setup(self.SETUP, info.run), conditions)
