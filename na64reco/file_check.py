@@ -52,7 +52,7 @@ class FileCheck:
     spills: dict[str, dict] = field(default_factory=dict)  # path -> the file's spills tree (arrays)
     #: path -> what coffea's preprocessing would open the file again for
     #: (``numentries``, ``uuid``, ``clusters``) and its ``version`` when checked (local files:
-    #: :func:`na64reco.io.location.file_version`, the mtime; None for URLs), ``setup``, ``run``,
+    #: :func:`na64reco.io.location.file_version`: mtime, ctime, inode, size; None for URLs), ``setup``, ``run``,
     #: ``has_truth``, ``blocks`` (the ``events`` checksum blocks; None if checked elsewhere) and
     #: ``baskets`` (where the ``events`` baskets are, :class:`~na64reco.io.baskets.TreeBaskets`:
     #: a chunk is then read without uproot's header; None if checked elsewhere, for a URL, or

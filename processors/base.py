@@ -105,7 +105,7 @@ def _open_raw_cached(path: str, version: str, checked: bool = False):
     did not check (truth) are checked when first read (:func:`~na64reco.io.raw.open_raw`
     ``structure=False``)."""
     cache = _LOCAL.__dict__.setdefault("files", {})
-    key = (path, version)  # version: mtime (local), ETag or Last-Modified (remote)
+    key = (path, version)  # version: mtime, ctime, inode, size (local), ETag or Last-Modified (remote)
     raw = cache.pop(key, None)
     if raw is None:
         raw = open_raw(path, structure=not checked)
@@ -122,7 +122,7 @@ def _raw(path: str):
 
 #: path -> what the runner's check (:func:`~na64reco.io.raw.open_raw`) found in the file in
 #: this process for the current run: ``version`` (:func:`na64reco.io.location.file_version`:
-#: the mtime in ns of a local file), ``setup``, ``run``, ``has_truth``, ``blocks`` (the
+#: mtime, ctime, inode and size of a local file), ``setup``, ``run``, ``has_truth``, ``blocks`` (the
 #: checksum blocks of ``events``, a :class:`~na64reco.io.checksum.Blocks`, None for a
 #: version-2 file) and ``baskets`` (where the baskets of ``events`` are, a
 #: :class:`~na64reco.io.baskets.TreeBaskets`, or None: :meth:`InvisibleProcessor.known_baskets`).
@@ -193,6 +193,7 @@ def close_raw_files() -> None:
         cache.pop(next(iter(cache))).close()
     _CHECKED.clear()
     _CACHED_SPILLS.clear()
+    _file_info.cache_clear()
 
 
 def reconstruct_stage(events, setup, conditions, source="", stages=None, leave_out=()):

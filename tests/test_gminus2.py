@@ -44,3 +44,10 @@ def test_g_band_reproduces_delta_a_mu():
     # known number: light Z' needs g = sqrt(8 pi^2 * 2.51e-9) = 4.45e-4
     assert gm.g_band(1e-3)[1] == pytest.approx(np.sqrt(8 * np.pi**2 * 2.51e-9), rel=1e-4)
     assert gm.g_band(1.0, n_sigma=5)[0] == 0.0
+
+
+@pytest.mark.parametrize("m", [-5.0, 0.0, float("nan"), float("inf")])
+def test_a_mass_that_is_not_positive_and_finite_is_refused(m):
+    """(-5 MeV gave the 5 MeV value, NaN a NaN band, 0 a division warning: statistics review, stop 48)"""
+    with pytest.raises(ValueError, match="expected a finite mass > 0"):
+        gm.g_band(np.array([10.0, m]))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +10,7 @@ from hepunits import GeV
 
 from na64reco.calibration.alignment import align, alignment_content
 from na64reco.calibration.beam_tracks import read_beam_runs
+from na64reco.calibration.blinded_inputs import calibration_events
 from na64reco.calibration.electron import (
     SectionSums,
     check_response_point,
@@ -48,12 +49,20 @@ class CalibrationResult:
     derived: dict = field(default_factory=dict)  # the raw derived arrays per detector
     payload: str = "calorimeter"  # the conditions payload ``content`` is the body of
     report: str = ""  # the summary of the tracker kinds
+    withheld: int = 0  # physics-trigger events of data inside the protected region, not used
 
     @property
     def n_calibrated(self) -> int:
         return sum(len(v) for v in self.calibrated.values())
 
     def summary(self) -> str:
+        text = self._summary()
+        if self.withheld:
+            text += (f"\n{self.withheld} physics-trigger events of data not used: inside the protected region "
+                     "(blind until the unblinding; na64reco.calibration.blinded_inputs)")
+        return text
+
+    def _summary(self) -> str:
         if self.report:
             return self.report
         if self.kind == "electron":
@@ -135,15 +144,21 @@ def calibrate_files(kind: str, setup: Setup, files, run: int, *, base_tag: str |
         check_runs(files, setup, runs)
     base = load_conditions(setup, run, base_tag, root=root)
     if kind in TRACKER_KINDS:
-        return _calibrate_tracker(kind, setup, files, base, beam_energy_gev)
+        return _calibrate_tracker(kind, setup, files, base, beam_energy_gev, base_tag, root)
     body = _base_body(setup, base)
     result = CalibrationResult(kind, 0, {})
+
+    def events_of(f, path):  # the file's events a calibration may use (blinding)
+        conditions = base if f.run == run else load_conditions(setup, f.run, base_tag, root=root)
+        events, withheld = calibration_events(f.events(), setup, conditions, str(path))
+        result.withheld += withheld
+        return events
     if kind == "pedestals":
         min_entries = 50 if min_entries is None else min_entries
         sums = PedestalSums(max(d.n_channels for d in setup.calorimeters.values()))
         for path in files:
             with open_raw(path, setup=setup.name) as f:
-                result.n_events += sums.add(f.events(), setup)
+                result.n_events += sums.add(events_of(f, path), setup)
         if result.n_events == 0:
             raise NA64Error(f"no random-trigger events in {', '.join(map(str, files))}: "
                             "pedestals need a pedestal run (simulate --process pedestal)")
@@ -163,7 +178,7 @@ def calibrate_files(kind: str, setup: Setup, files, run: int, *, base_tag: str |
             with open_raw(path, setup=setup.name) as f:
                 check_electron_beam(f, path, setup)
                 energy = file_beam_energy(f, path, setup, beam_energy_gev)
-                result.n_events += col.add(f.events(), energy, str(path))
+                result.n_events += col.add(events_of(f, path), energy, str(path))
         points = []
         for energy in col.energies():
             sums = col.sums(energy)
@@ -185,7 +200,7 @@ def calibrate_files(kind: str, setup: Setup, files, run: int, *, base_tag: str |
         col = AmplitudeCollector(setup, base)
         for path in files:
             with open_raw(path, setup=setup.name) as f:
-                col.add(f.events(), str(path))
+                col.add(events_of(f, path), str(path))
         result.n_events = col.n_events
         derived = mip_gains(col, min_entries=min_entries)
         for name, d in derived.items():
@@ -215,14 +230,23 @@ def _require_a_channel(result: CalibrationResult, derived: dict, needed: int, wh
                     "give a longer run")
 
 
-def _calibrate_tracker(kind: str, setup: Setup, files, base: RunConditions,
-                       beam_energy_gev: float | None) -> CalibrationResult:
+def _calibrate_tracker(kind: str, setup: Setup, files, base: RunConditions, beam_energy_gev: float | None,
+                       base_tag: str | None, root: Path | None) -> CalibrationResult:
     """The tracker kinds: beam runs -> a new ``tracker`` payload body.  A measurement that finds too
     little in the runs (a run of another kind: no beam tracks) is an error naming the files."""
     runs = read_beam_runs(files, setup, beam_energy_gev)
+    withheld = 0
+    for i, r in enumerate(runs):
+        number = int(r.events["run"][0]) if len(r.events) else int(base.run)
+        conditions = base if number == base.run else load_conditions(setup, number, base_tag, root=root)
+        events, hidden = calibration_events(r.events, setup, conditions, str(r.path))
+        runs[i] = replace(r, events=events)
+        withheld += hidden
     n = sum(len(r.events) for r in runs)
     try:
-        return _tracker_result(kind, setup, runs, base, n)
+        result = _tracker_result(kind, setup, runs, base, n)
+        result.withheld = withheld
+        return result
     except NA64Error as exc:
         if type(exc) is not NA64Error:
             raise

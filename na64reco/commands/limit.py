@@ -48,7 +48,8 @@ def add_arguments(parser) -> None:
                         help="signal efficiency in (0, 1], excluding the x > x_min acceptance")
     parser.add_argument("--background", type=float, default=0.0, help="expected background events")
     parser.add_argument("--background-uncertainty", type=float, default=0.0,
-                        help="absolute 1-sigma uncertainty of the background")
+                        help="absolute 1-sigma uncertainty of the background (Gaussian, truncated at 0; CLs and CLb "
+                             "averaged over it)")
     parser.add_argument("--observed", type=int, default=0, help="observed events in the signal box")
     parser.add_argument("--masses", type=float, nargs="+", required=True, help="X masses in GeV")
     parser.add_argument("--x-min", type=float, default=None,

@@ -40,7 +40,7 @@ class FileInfo:
     """What :func:`file_info` knows of a file without reading its content."""
 
     size: int        # bytes
-    version: str     # changes when the file is rewritten (mtime_ns, ETag or Last-Modified)
+    version: str     # changes when the file is rewritten (local: mtime, ctime, inode, size; ETag or Last-Modified)
 
 
 def is_url(path) -> bool:
@@ -151,7 +151,7 @@ def file_info(path) -> FileInfo:
             raise RawFormatError(f"{path}: {exc.strerror or exc}") from None
         if not Path(path).is_file():
             raise RawFormatError(f"{path}: not a file")
-        return FileInfo(st.st_size, str(st.st_mtime_ns))
+        return FileInfo(st.st_size, _local_version(st))
     fs, fs_path = _filesystem(path)
     try:
         info = fs.info(fs_path)
@@ -167,10 +167,19 @@ def file_info(path) -> FileInfo:
     return FileInfo(int(size), version)
 
 
+def _local_version(st: os.stat_result) -> str:
+    """The version of a local file: its modification and change times, inode and size.  The
+    mtime alone can be set back (``os.utime``) after the content was replaced, and a cache keyed
+    on it took a data file copied over a simulated one for the simulation (blinding review, stop
+    48); the change time cannot be set by a user, and a replacing rename gives another inode.
+    No device number: a shared file system may number its device differently on each node."""
+    return f"{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_size}"
+
+
 def file_version(path) -> str:
     """:attr:`FileInfo.version` (cheap for local files: one ``stat``)."""
     if not is_url(path):
-        return str(os.stat(path).st_mtime_ns)
+        return _local_version(os.stat(path))
     return file_info(path).version
 
 

@@ -33,7 +33,12 @@ def loop_integral(mass):
     turns over for small r), and in ln(1-x) on [1/2, 1), split at 1-x = 1/r (the turn-over
     for large r).  Limits: 1/2 for m -> 0 and 1/(3 r) for m -> infinity.
     """
-    r = (np.asarray(mass, float) / constants.MUON_MASS) ** 2
+    mass = np.asarray(mass, float)
+    if not np.all(np.isfinite(mass) & (mass > 0)):
+        bad = mass[~(np.isfinite(mass) & (mass > 0))].ravel()[0]
+        raise ValueError(f"Z' mass {bad:g} MeV: expected a finite mass > 0 (only m^2 enters the loop: a negative "
+                         "mass gave the value of its absolute one)")
+    r = (mass / constants.MUON_MASS) ** 2
     r1 = r[..., None]
 
     def f(x):
