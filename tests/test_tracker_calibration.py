@@ -109,6 +109,34 @@ def test_weak_modes_and_exact_solution():
         assert np.all(err[fixed] == 0) and np.all(err[np.setdiff1d(range(npl), fixed)] > 0)
 
 
+def test_an_alignment_that_does_not_converge_is_an_error(world):
+    """A base 4 mm off for one plane (twice the hits' window): the fit does not capture it.  Before stop 48
+    the eighth iteration's result was published (-0.85 +- 0.01 mm for +4 mm; calibration review)."""
+    from na64reco.errors import NA64Error
+
+    setup, root, beam, _, _ = world
+    body = tracker_content(setup, load_conditions(setup, RUN, root=root))
+    body["planes"]["MM3X"]["alignment_mm"] = round(body["planes"]["MM3X"]["alignment_mm"] - 4.0, 5)
+    publish("na64mu", "off-4mm", (1, 999999), {"tracker": body}, base_tag="na64mu-default",
+            comment="MM3X 4 mm off", root=root)
+    with pytest.raises(NA64Error, match="alignment did not converge in 8 iterations: plane MM3X still moved"):
+        calibrate_files("alignment", setup, [beam], RUN, base_tag="off-4mm", root=root)
+
+
+def test_a_range_over_two_bases_is_refused(world):
+    """(the base at the range's first run was taken for all of it: a momentum scale over 800-999 on a tag
+    aligned for 900-999 reconstructed run 900 unaligned, 6 sigma off, and published the unaligned planes over
+    the aligned ones; calibration review, stop 48)"""
+    setup, root, beam, _, _ = world
+    body = tracker_content(setup, load_conditions(setup, RUN, root=root))
+    publish("na64mu", "part-range", (650, 999), {"tracker": body}, base_tag="na64mu-default",
+            comment="a tracker payload for part of the range", root=root)
+    with pytest.raises(ConfigError, match="gives run 600 the tracker conditions .* and run 650 .*--runs 600 649 and "
+                                          "--runs 650 999 apart"):
+        calibrate_files("alignment", setup, [beam], RUN, base_tag="part-range", root=root, runs=(600, 999))
+    calibrate_files("alignment", setup, [beam], RUN, base_tag="part-range", root=root, runs=(650, 999))
+
+
 def test_alignment_closure(world):
     setup, root, beam, true, results = world
     res = results["alignment"].derived["alignment"]

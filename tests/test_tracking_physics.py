@@ -121,3 +121,24 @@ def test_alignment_is_applied():
         r = res[h["plane"][sel] == pl.index]
         r = r[np.abs(r) < 1.0]
         assert abs(np.mean(r)) < 5 * np.std(r) / np.sqrt(r.size) + 0.005, pl.name
+
+
+def test_the_deflection_prior_and_window_follow_the_conditions_field():
+    """(they were the setup's: a momentum-scale measurement was pulled toward the nominal field, -0.05 % for
+    a field 2 % off, 6 sigma; calibration review, stop 48)"""
+    from na64reco.calibration.beam_tracks import trial_conditions
+    from na64reco.units import MRAD_PER_RAD
+
+    cfg = load_tracking_config(SETUP)
+    scaled = trial_conditions(COND, field_integrals={k: 1.05 * m.field_integral for k, m in SETUP.magnets.items()})
+    nominal = {(v.station, v.coord): v for v in make_views(SETUP, cfg, COND)}
+    for v in make_views(SETUP, cfg, scaled):
+        if not v.bend:
+            continue
+        magnet = scaled.magnet(SETUP, v.station)
+        w = nominal[(v.station, v.coord)]
+        assert v.kappa_max == pytest.approx(1.05 * w.kappa_max, rel=1e-9)
+        assert v.kappa_min == pytest.approx(1.05 * w.kappa_min, rel=1e-9)
+        if w.kappa_prior:
+            assert v.kappa_prior == pytest.approx(magnet.kick(SETUP.beam.energy) * MRAD_PER_RAD, rel=1e-9)
+            assert v.kappa_prior == pytest.approx(1.05 * w.kappa_prior, rel=1e-9)

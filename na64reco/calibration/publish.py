@@ -24,7 +24,7 @@ from na64reco.calibration.momentum_scale import measure_scales, scale_content
 from na64reco.calibration.momentum_scale import summary as scale_summary
 from na64reco.calibration.pedestals import PedestalSums, pedestal_constants
 from na64reco.calibration.plane_efficiency import efficiency_content, measure_planes
-from na64reco.conditions import CALO_FIELDS, RunConditions, load_conditions, publish
+from na64reco.conditions import CALO_FIELDS, RunConditions, check_one_base, default_tag, load_conditions, publish
 from na64reco.errors import NA64Error
 from na64reco.geometry import Setup
 from na64reco.io.distinct import check_distinct
@@ -142,6 +142,7 @@ def calibrate_files(kind: str, setup: Setup, files, run: int, *, base_tag: str |
     check_distinct(files, f"calibration inputs ({kind})")  # one file twice would weigh twice
     if runs is not None:
         check_runs(files, setup, runs)
+        check_one_base(base_tag or default_tag(setup.name, root), *runs, root=root)
     base = load_conditions(setup, run, base_tag, root=root)
     if kind in TRACKER_KINDS:
         return _calibrate_tracker(kind, setup, files, base, beam_energy_gev, base_tag, root)

@@ -120,10 +120,13 @@ def make_views(setup, config, conditions=None) -> tuple[View, ...]:
     """The views of every configured station (bend projection first).  The missing-plane
     penalties use the plane efficiencies and noise of ``conditions`` (a run's
     :class:`~na64reco.conditions.RunConditions`: measured with ``calibrate --kind
-    efficiency``), else the setup's."""
+    efficiency``), else the setup's; the deflection window and the ranking prior on the beam's
+    deflection use the conditions' field integral (the setup's pulled a momentum-scale
+    measurement toward the nominal field: -0.05 % at a field 2 % off, 6 sigma; calibration review,
+    stop 48)."""
     views = []
     for st in config.stations:
-        m = setup.magnets[st.magnet]
+        m = setup.magnets[st.magnet] if conditions is None else conditions.magnet(setup, st.magnet)
         other = "x" if m.bend_plane == "y" else "y"
         for coord in (m.bend_plane, other):
             planes = sorted((p for p in setup.planes_of(m.name) if p.measures == coord), key=lambda p: p.z)
