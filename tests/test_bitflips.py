@@ -93,3 +93,47 @@ def test_verify_command_names_the_bad_file_and_exits_1(clean, tmp_path):
     assert lines[1].startswith(f"{bad}: BAD: ") and "tree 'events'" in lines[1]
     ok = subprocess.run([str(exe), "verify", str(src)], capture_output=True, text=True, env=os.environ, timeout=120)
     assert ok.returncode == 0, ok.stdout + ok.stderr
+
+
+def _uproot_view(path) -> str:
+    """What uproot itself (tree headers included) reads of every tree, or the error it raises."""
+    import json
+
+    import uproot
+
+    try:
+        with uproot.open(path) as f:
+            return json.dumps({t: {k: np.asarray(v).tolist() for k, v in f[t].arrays(library="np").items()}
+                               for t in ("spills", "events")}, default=str)
+    except Exception as exc:  # noqa: BLE001  (any failure of the independent reader)
+        return f"error: {type(exc).__name__}"
+
+
+def test_verify_reads_the_tree_headers_as_any_other_reader_must(clean, tmp_path):
+    """A local read takes the baskets from the file's basket map and never needed the TTree headers, so
+    `verify` passed a file whose spills header said 65537 entries, which uproot, ROOT or a URL read refuse
+    (integrity review, stop 48: 53 of 217 flips in that header).  Wherever uproot's own reading changes,
+    verify must fail."""
+    from na64reco.errors import RawFormatError
+    from na64reco.io.raw import open_raw
+
+    src = clean[0]
+    reference = _uproot_view(src)
+    spans = {r: s for r, s in regions(src).items() if r in ("spills header", "events header")}
+    rng = np.random.default_rng(48)
+    changed = caught = 0
+    for region, (a, b) in ((r, s) for r, ss in spans.items() for s in ss):
+        for byte in rng.choice(np.arange(a, b), size=min(40, b - a), replace=False):
+            dst = flipped_copy(src, tmp_path / "header.root", int(byte) * 8 + int(rng.integers(8)))
+            if _uproot_view(dst) == reference:
+                continue
+            changed += 1
+            try:
+                with open_raw(dst) as raw:
+                    raw.verify()
+            except RawFormatError as exc:
+                assert str(dst) in str(exc)
+                caught += 1
+            else:
+                pytest.fail(f"{region}: byte {byte}: uproot reads the file otherwise, verify passes it")
+    assert changed > 0 and caught == changed
