@@ -87,15 +87,19 @@ def test_track_match_chi2_is_chi2_with_two_dof(matched):
     """Quantiles of the simulated chi2 against chi2(2 dof): the resolution model (points and
     multiple scattering) for beam muons and for the softer signal muons (their emission kink
     left out: it is physics, not resolution).  Tolerance: 4 standard errors of the sample
-    quantile plus a model allowance of 25 % (measured on 100k beam muons the median is 18 %
-    low: the sigma is ~10 % too large), and the tail beyond the cut value 20 is below 1 %."""
+    quantile plus a model allowance: 8 % for the beam (median 0.97, 90 % quantile 1.04 of chi2(2)'s on
+    3461 muons), 20 % for the signal (0.87, 0.93: the model scatters the whole ECAL at p_out, the muon
+    crossed the part before its vertex at p_in).  Before stop 48 the beam's median was at 0.71 (an
+    allowance of 25 %): kinks inside the incoming view counted as extrapolation errors.  The tail beyond
+    the cut value 20 is below 1 %."""
     name, c = matched
     n = len(c)
     assert n > 1500, name
+    allowance = {"beam": 0.08, "signal_without_recoil": 0.20}[name]
     for q in (0.5, 0.9):
         x_q = chi2_dist.ppf(q, 2)
         stat = np.sqrt(q * (1 - q) / n) / chi2_dist.pdf(x_q, 2)
-        assert abs(np.quantile(c, q) - x_q) < 4 * stat + 0.25 * x_q, (name, q, np.quantile(c, q), x_q)
+        assert abs(np.quantile(c, q) - x_q) < 4 * stat + allowance * x_q, (name, q, np.quantile(c, q), x_q)
     assert np.mean(c > 20) < 0.01, name
 
 
@@ -108,3 +112,42 @@ def test_the_emission_kink_widens_the_signal_match_and_the_cut_keeps_it(tmp_path
     _, kinked = _match_chi2(tmp_path_factory, "signal")
     assert np.quantile(kinked, 0.9) > 1.2 * np.quantile(plain, 0.9)
     assert np.mean(kinked > 20) < 0.03
+
+
+@pytest.mark.parametrize("role,coord", [("in", "x"), ("in", "y"), ("out", "x"), ("out", "y")])
+def test_extrapolation_variance_matches_a_toy_of_its_model(role, coord):
+    """Points with their resolution plus kinks at the model's scatterers, fitted by weighted least
+    squares (numpy's lstsq here) and extrapolated to the ECAL front: the spread of (extrapolated - true
+    position) against extrapolation_variance.  Before stop 48 a kink inside the incoming view was counted
+    as an error although the true position at the ECAL moves with it (the in-x variance was 0.0275 mm^2
+    for 0.0059; the beam's match chi2 median at 0.71 of chi2(2)'s)."""
+    from na64reco.reco.tracking.config import load_tracking_config
+    from na64reco.reco.tracking.resolution import _material_between, extrapolation_variance, scatterers
+    from na64reco.reco.tracking.tracks import make_views
+    from na64reco.units import MM_PER_M
+
+    setup = load_setup("na64mu", run=10001)
+    view = next(v for v in make_views(setup, load_tracking_config(setup)) if v.role == role and v.coord == coord)
+    z_e = setup.detector("ECAL").z
+    p = 160 * units.GeV
+    downstream = role == "in"
+    zi = np.array([setup.planes[i].z for i in view.planes])
+    sig = np.array([setup.planes[i].resolution for i in view.planes])
+    lo, hi = (zi.max(), z_e) if downstream else (z_e, zi.min())
+    material = scatterers(setup, zi.min(), zi.max(), p) + _material_between(setup, lo, hi, p)
+    zs = np.array([m[0] for m in material])
+    th = np.array([m[1] for m in material])
+    rng = np.random.default_rng(48)
+    n = 40_000
+    kinks = rng.standard_normal((n, zs.size)) * th
+    points = kinks @ np.clip(zi[None, :] - zs[:, None], 0, None) + rng.standard_normal((n, zi.size)) * sig
+    truth = kinks @ np.clip(z_e - zs, 0, None)
+    dz = np.asarray(view.dz)
+    cols = [np.ones_like(dz), dz] + ([np.where(view.down, -dz, 0.0)] if view.bend else [])
+    A = np.stack(cols, axis=1) / sig[:, None]
+    par = np.linalg.lstsq(A, (points / sig).T, rcond=None)[0].T
+    dz_e = (z_e - view.z_magnet) / MM_PER_M
+    g = np.array([1.0, dz_e, -dz_e if downstream else 0.0])[: A.shape[1]]
+    spread = np.var(par @ g - truth)
+    expected = extrapolation_variance(setup, view, z_e, p, downstream=downstream)
+    assert spread == pytest.approx(expected, rel=5 * np.sqrt(2 / n))

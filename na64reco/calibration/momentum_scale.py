@@ -63,6 +63,13 @@ def upstream_loss(calo: dict, setup: Setup, z: float) -> np.ndarray:
     return loss
 
 
+def expected_inverse_momentum(e0: float, loss, spread: float):
+    """E[1 / p] (1/GeV) of a beam particle of energy ``e0`` (GeV, relative Gaussian spread ``spread``)
+    that left ``loss`` (GeV) upstream: ``1 / (e0 - L) * (1 + spread^2 e0^2 / (e0 - L)^2)`` (module doc)."""
+    e = e0 - np.asarray(loss, float)
+    return (1.0 + spread * spread * e0 * e0 / (e * e)) / e
+
+
 def clipped(kappa: np.ndarray) -> np.ndarray:
     """Mask of ``kappa`` within CLIP_SIGMAS robust sigma of the median (iterated)."""
     ok = np.isfinite(kappa)
@@ -94,9 +101,8 @@ def measure_scales(runs: list[BeamRun], setup: Setup, base: RunConditions) -> li
             name = vt.view.station
             loss = upstream_loss(calo, setup, setup.magnets[name].center_z)[vt.event]
             ok = (vt.n_tracks == 1) & (loss < MAX_LOSS_GEV)
-            e = e0 - loss[ok]
             kap.setdefault(name, []).append(vt.par[ok, 2] / MRAD_PER_RAD)  # rad
-            inv.setdefault(name, []).append((1.0 + s * s * e0 * e0 / (e * e)) / (e * GeV))  # 1/MeV
+            inv.setdefault(name, []).append(expected_inverse_momentum(e0, loss[ok], s) / GeV)  # 1/MeV
             loss_all.setdefault(name, []).append(loss[ok])
     out = []
     for name in kap:
