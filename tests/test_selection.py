@@ -313,3 +313,8 @@ def test_ranges_are_half_open_at_their_edges():
     inside, outside = region_mask(x, region), outside_mask(x, region)
     assert inside.tolist() == [True, False, False, False, False]
     assert not np.any(inside & outside) and (inside | outside).tolist() == [True, True, True, True, False]
+    # a region's lower edge is inside it, not provably outside (a < there, not <=: an event exactly at the
+    # edge of a protected region with a minimum would be shown; mutation review, stop 48)
+    lower = Region("control", "p_out", 80.0, 120.0)
+    assert region_mask(x, lower).tolist() == [False, True, True, False, False]
+    assert outside_mask(x, lower).tolist() == [True, False, False, True, False]

@@ -151,3 +151,22 @@ def test_extrapolation_variance_matches_a_toy_of_its_model(role, coord):
     spread = np.var(par @ g - truth)
     expected = extrapolation_variance(setup, view, z_e, p, downstream=downstream)
     assert spread == pytest.approx(expected, rel=5 * np.sqrt(2 / n))
+
+
+def test_the_air_of_a_gap_scatters_as_one_highland_layer_spread_over_it():
+    """The air between two planes: its sub-layers' angles add up (in quadrature) to Highland's angle of
+    the whole gap, and they lie inside it (an angle per sub-layer of theta / 16 instead of theta / 4 passed
+    every test: mutation review, stop 48)."""
+    from na64reco import constants
+    from na64reco.material import highland
+    from na64reco.reco.tracking.resolution import scatterers
+
+    setup = load_setup("na64mu")
+    p = 80 * units.GeV
+    z0, z1 = 6010.0, 14000.0  # MM2Y to MM3X: the MS1 gap, no plane inside
+    assert not [pl for pl in setup.planes if z0 < pl.z < z1]
+    air = [(z, th) for z, th in scatterers(setup, z0, z1, p) if z != z0]  # (the plane at z0 left out)
+    whole = highland(p, constants.MUON_MASS, setup.readout.air_x0_per_metre * (z1 - z0) / 1000.0)
+    assert sum(th**2 for _, th in air) == pytest.approx(whole**2, rel=1e-12)
+    zs = np.array([z for z, _ in air])
+    assert np.all((zs > z0) & (zs < z1)) and np.ptp(zs) > 0.8 * (z1 - z0)
