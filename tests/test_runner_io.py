@@ -4,8 +4,6 @@ opens no file, the chunk files keep no decoded arrays, and the outputs do not ch
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from coffea.processor import Runner
 from test_processors_synthetic import synthetic_reco, write_raw
@@ -120,17 +118,19 @@ def test_chunk_files_and_raw_files_keep_no_array_cache(two_files, monkeypatch):
 
 
 def test_a_file_changed_since_the_check_is_checked_again(two_files, monkeypatch):
+    from na64reco.io.location import file_version
+
     path = two_files[0]
     checked = _counting(monkeypatch, raw_module, "_check_tree")
     base.close_raw_files()
     record = {"setup": "na64mu", "run": 1, "has_truth": True, "blocks": None}
-    base.note_checked_files({path: {**record, "version": str(os.stat(path).st_mtime_ns - 1)}})  # another mtime
+    base.note_checked_files({path: {**record, "version": file_version(path) + "-before"}})  # another version
     try:
         base._raw(path)
         assert {a[1] for a in checked} == {"events", "spills", "truth"}  # every tree, at opening
         base.close_raw_files()
         checked.clear()
-        base.note_checked_files({path: {**record, "version": str(os.stat(path).st_mtime_ns)}})
+        base.note_checked_files({path: {**record, "version": file_version(path)}})
         base._raw(path)
         assert checked == []  # the same file as checked: its trees when first read
     finally:
