@@ -814,6 +814,20 @@ def _in_entry_order(reasons: list[str]) -> list[str]:
     return sorted(reasons, key=start)
 
 
+def _in_fileset_order(prov, files: list[str]) -> None:
+    """The files of ``prov`` and its excluded and partial spills in the order of ``files`` (then by
+    spill): the executors merge the chunks' provenance in the order they finish, and dask listed two
+    files the other way round from the iterative executor (executors review, stop 48)."""
+    rank = {path: i for i, path in enumerate(files)}
+
+    def key(path):
+        return rank.get(path, len(rank)), path
+
+    prov.files = {path: prov.files[path] for path in sorted(prov.files, key=key)}
+    for name in ("excluded_spills", "partial_spills"):
+        setattr(prov, name, sorted(getattr(prov, name), key=lambda e: (*key(e["file"]), e["spill"])))
+
+
 def _account(out: dict, fileset, check: FileCheck, chunk_skips: dict, proc) -> None:
     """Attach skipped files and the event totals to each dataset's provenance."""
     from processors.base import Provenance
@@ -824,6 +838,7 @@ def _account(out: dict, fileset, check: FileCheck, chunk_skips: dict, proc) -> N
                 proc.NAME, proc.selection.name, proc.selection.sha256, proc.selection.source,
                 proc.calib_tag, __import__("na64reco").__version__)}
         prov = out[dataset]["provenance"]
+        _in_fileset_order(prov, [str(p) for p in files])
         for path in files:
             path = str(path)
             for source in (check.skipped, chunk_skips):

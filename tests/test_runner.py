@@ -266,3 +266,20 @@ def test_a_file_refused_up_front_adds_no_exposure(files):
     prov = out["d"]["provenance"]
     assert prov.n_beam == _reference_exposure([files["good"][0]], lambda event: event >= 0) == 4 * 100_000
     assert prov.partial_spills == []
+
+
+def test_the_provenance_lists_files_and_spills_in_fileset_order_whatever_order_chunks_finished():
+    """(dask merged two files' provenance the other way round from the iterative executor: provenance.json
+    and the cut-flow's excluded spills differed between executors; executors review, stop 48)"""
+    from na64reco.runner import _in_fileset_order
+    from processors.base import Provenance
+
+    prov = Provenance("p", "s", "sha", "src", "tag", "v")
+    prov.files = {"b.root": {"run": 2}, "a.root": {"run": 1}}
+    prov.excluded_spills = [{"file": "b.root", "spill": 1}, {"file": "a.root", "spill": 5},
+                            {"file": "a.root", "spill": 2}]
+    prov.partial_spills = [{"file": "b.root", "spill": 3}, {"file": "a.root", "spill": 4}]
+    _in_fileset_order(prov, ["a.root", "b.root"])
+    assert list(prov.files) == ["a.root", "b.root"]
+    assert [(e["file"], e["spill"]) for e in prov.excluded_spills] == [("a.root", 2), ("a.root", 5), ("b.root", 1)]
+    assert [e["file"] for e in prov.partial_spills] == ["a.root", "b.root"]
