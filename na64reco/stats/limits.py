@@ -167,8 +167,6 @@ def cls_upper_limit(n_obs: int, background: float, background_uncertainty: float
     background); it is known to be too optimistic for n_obs = 0 with b << 1 (gives ~1.4 instead
     of 2.3 events) and is offered for comparison.
     """
-    import pyhf
-
     _check(n_obs, background, cl)
     if not (math.isfinite(background_uncertainty) and background_uncertainty >= 0):
         raise ValueError(f"background uncertainty must be a finite number >= 0, got {background_uncertainty}")
@@ -188,6 +186,8 @@ def cls_upper_limit(n_obs: int, background: float, background_uncertainty: float
             return poisson_upper_limit(n, background, cl)
         return _solve_cls(lambda s: _log_cls_hybrid(n, s, background, background_uncertainty), n, background, cl,
                           xtol=1e-8)
+    import pyhf
+
     model = single_bin_model(background, background_uncertainty)
     data = pyhf.tensorlib.astensor([float(n_obs)] + model.config.auxdata)
     bounds = model.config.suggested_bounds()
@@ -198,7 +198,7 @@ def cls_upper_limit(n_obs: int, background: float, background_uncertainty: float
                                           calctype="asymptotics", par_bounds=bounds))
         if not (math.isfinite(value) and value > 0):
             raise ValueError(f"pyhf's asymptotic CLs is {value} at mu={mu:g} (n_obs={n}, b={background:g}, "
-                             f"background uncertainty {background_uncertainty:g}); use calctype='exact'")
+                             f"background uncertainty {background_uncertainty:g}); use calctype='hybrid'")
         return math.log(value)
 
     return _solve_cls(cls_asymptotic, n, background, cl, xtol=1e-6)

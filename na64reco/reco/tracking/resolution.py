@@ -46,12 +46,9 @@ def scatterers(setup, z_first: float, z_last: float, p: float, mass=constants.MU
     return out
 
 
-def view_covariance(setup, view, p: float, planes_used=None, *, scattering: bool = True,
-                    mass=constants.MUON_MASS) -> np.ndarray:
-    """Covariance of the fitted view parameters (a mm, b mrad[, kappa mrad]) at momentum ``p``.
-
-    ``planes_used``: boolean mask over the view's planes (default: all).
-    """
+def _view_fit(setup, view, planes_used=None):
+    """``(z, sigma, G)`` of the used planes of ``view``: their positions (mm), resolutions (mm) and
+    the weighted least-squares estimator ``G = (A^T W A)^-1 A^T W`` of the view's parameters."""
     used = np.ones(len(view.planes), bool) if planes_used is None else np.asarray(planes_used, bool)
     planes = [setup.planes[i] for i, u in zip(view.planes, used, strict=True) if u]
     dz = np.array([d for d, u in zip(view.dz, used, strict=True) if u])
@@ -60,10 +57,18 @@ def view_covariance(setup, view, p: float, planes_used=None, *, scattering: bool
     A = np.stack(cols, axis=1)
     sig = np.array([pl.resolution for pl in planes])
     W = np.diag(1.0 / sig**2)
-    G = np.linalg.solve(A.T @ W @ A, A.T @ W)
+    return np.array([pl.z for pl in planes]), sig, np.linalg.solve(A.T @ W @ A, A.T @ W)
+
+
+def view_covariance(setup, view, p: float, planes_used=None, *, scattering: bool = True,
+                    mass=constants.MUON_MASS) -> np.ndarray:
+    """Covariance of the fitted view parameters (a mm, b mrad[, kappa mrad]) at momentum ``p``.
+
+    ``planes_used``: boolean mask over the view's planes (default: all).
+    """
+    z, sig, G = _view_fit(setup, view, planes_used)
     V = np.diag(sig**2)
     if scattering:
-        z = np.array([pl.z for pl in planes])
         for zs, th in scatterers(setup, z.min(), z.max(), p, mass):
             g = np.clip(z - zs, 0.0, None)
             V = V + th**2 * np.outer(g, g)
@@ -122,20 +127,11 @@ def extrapolation_variance(setup, view, z: float, p: float, *, downstream: bool,
     left out for scatterers inside the view: a kink that the fit follows (one before the last planes)
     was counted as an error of the extrapolation to the ECAL, and the track-match chi2 of beam muons
     had its median at 0.71 of chi2(2)'s."""
-    used = np.ones(len(view.planes), bool) if planes_used is None else np.asarray(planes_used, bool)
-    planes = [setup.planes[i] for i, u in zip(view.planes, used, strict=True) if u]
-    dz = np.array([d for d, u in zip(view.dz, used, strict=True) if u])
-    down = np.array([d for d, u in zip(view.down, used, strict=True) if u])
-    cols = [np.ones_like(dz), dz] + ([np.where(down, -dz, 0.0)] if view.bend else [])
-    A = np.stack(cols, axis=1)
-    sig = np.array([pl.resolution for pl in planes])
-    W = np.diag(1.0 / sig**2)
-    G = np.linalg.solve(A.T @ W @ A, A.T @ W)
+    zi, sig, G = _view_fit(setup, view, planes_used)
     dz_z = (z - view.z_magnet) / MM_PER_M  # m (parameters: a mm, b mrad, kappa mrad)
-    g = np.array([1.0, dz_z, -dz_z if downstream else 0.0])[: A.shape[1]]
+    g = np.array([1.0, dz_z, -dz_z if downstream else 0.0])[: G.shape[0]]
     gG = g @ G  # the extrapolated position's weights on the measured points
     var = float(np.sum((gG * sig) ** 2))
-    zi = np.array([pl.z for pl in planes])
     lo, hi = (zi.max(), z) if z >= zi.max() else (z, zi.min())
     material = scatterers(setup, zi.min(), zi.max(), p, mass) + _material_between(setup, lo, hi, p, mass)
     for z_s, th in material:
