@@ -884,21 +884,3 @@ def test_a_coupling_whose_signal_weight_is_above_one_is_refused(tmp_path):
         simulate("na64e", 300, 1, 1, tmp_path / "s.root", process="signal", mass=0.001 * u.GeV, coupling=3.0)
     assert not (tmp_path / "s.root").exists()
 
-
-def test_only_a_files_first_and_last_spill_may_be_partial():
-    """(a spill inside a file with fewer events than its n_triggered took its beam out of the exposure
-    without a word; integrity review, stop 48)"""
-    from na64reco.io.raw import check_spill_counts_of
-
-    def spills(n_triggered, numbers=(1, 2, 3)):
-        return {"spill": np.array(numbers), "n_triggered": np.array(n_triggered)}
-
-    check_spill_counts_of([1, 2, 3], [10, 25, 30], spills([12, 25, 35]), "f.root")  # the edges continue elsewhere
-    check_spill_counts_of([1, 3], [10, 30], spills([12, 0, 35]), "f.root")  # an empty spill between them
-    check_spill_counts_of([2, 3], [25, 30], spills([5, 25, 35]), "f.root")  # spill 1: in the file before
-    with pytest.raises(RawFormatError, match=r"f\.root: spill 2 has 20 events in the events tree, but spills\."
-                                             r"n_triggered says 25 were written; only a file's first and last spill"):
-        check_spill_counts_of([1, 2, 3], [10, 20, 30], spills([12, 25, 30]), "f.root")
-    with pytest.raises(RawFormatError, match=r"f\.root: spill 2 has no events in the events tree, but spills\."
-                                             r"n_triggered says 5 were written"):
-        check_spill_counts_of([1, 3], [10, 30], spills([12, 5, 35]), "f.root")

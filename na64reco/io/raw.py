@@ -993,24 +993,6 @@ def check_spill_counts_of(seen, counts, spills: dict, source) -> None:
         i = int(np.flatnonzero(counts > allowed)[0])
         raise RawFormatError(f"{source}: spill {int(seen[i])} has {int(counts[i])} events in the events tree, but "
                              f"spills.n_triggered says {int(allowed[i])} were written")
-    # a file is a stretch of the event stream: only its first and last spill may continue in another file,
-    # so a spill between them holds all its events (a larger n_triggered took the spill's beam out of the
-    # exposure without a word; integrity review, stop 48)
-    if seen.size > 2:
-        inner = slice(1, -1)
-        short = np.flatnonzero(counts[inner] != allowed[inner])
-        if short.size:
-            i = int(short[0]) + 1
-            raise RawFormatError(f"{source}: spill {int(seen[i])} has {int(counts[i])} events in the events tree, but "
-                                 f"spills.n_triggered says {int(allowed[i])} were written; only a file's first and "
-                                 "last spill may continue in another file")
-    if seen.size:
-        between = (numbers > seen[0]) & (numbers < seen[-1]) & ~np.isin(numbers, seen) & (written > 0)
-        if between.any():
-            j = int(np.flatnonzero(between)[0])
-            raise RawFormatError(f"{source}: spill {int(numbers[j])} has no events in the events tree, but "
-                                 f"spills.n_triggered says {int(written[j])} were written; only a file's first and "
-                                 "last spill may continue in another file")
 
 
 def check_event_order(event, source, start: int = 0, previous: int | None = None) -> None:
