@@ -365,22 +365,23 @@ def resolve(tag: str, run: int, root: Path | None = None) -> dict[str, Path]:
     return chosen
 
 
-def check_one_base(tag: str, first: int, last: int, root: Path | None = None) -> None:
-    """Every run of ``first``..``last`` gets the same conditions files from ``tag``: a calibration
-    over that range starts from (and carries over) one base.  Before stop 48 the base at FIRST
-    was taken for the whole range: a momentum scale over 800-999 on a tag aligned for 900-999
-    reconstructed run 900 unaligned and published the unaligned planes over it."""
+def check_one_base(tag: str, first: int, last: int, payloads=PAYLOADS, root: Path | None = None) -> None:
+    """Every run of ``first``..``last`` gets the same ``payloads`` conditions files from ``tag``: a
+    calibration of a payload over that range starts from (and carries over) one base of it.  Before
+    stop 48 the base at FIRST was taken for the whole range: a momentum scale over 800-999 on a tag
+    aligned for 900-999 reconstructed run 900 unaligned and published the unaligned planes over it.
+    (The other payloads keep their own run ranges in the new tag.)"""
     root = root or calib_dir()
     t = load_tag(tag, root)
     edges = {first, last}
-    for payload in PAYLOADS:
+    for payload in payloads:
         for rel in t.data["payloads"][payload]:
             runs = _payload(str(root / "conditions" / rel)).data["runs"]
             edges |= {r for r in (runs["first"], runs["last"] + 1) if first < r <= last}
     runs = sorted(edges)
     chosen = [resolve(tag, r, root) for r in runs]
     for r, files in zip(runs[1:], chosen[1:], strict=True):
-        changed = [k for k in PAYLOADS if files[k] != chosen[0][k]]
+        changed = [k for k in payloads if files[k] != chosen[0][k]]
         if changed:
             k = changed[0]
             raise ConfigError(f"--runs {first} {last}: tag {tag!r} gives run {first} the {k} conditions "

@@ -12,7 +12,7 @@ from decimal import Decimal, getcontext
 
 import numpy as np
 import pytest
-from scipy import optimize
+from scipy import optimize, stats
 from scipy.special import gammaln, logsumexp
 
 from na64reco import cli
@@ -77,6 +77,11 @@ def _reference_hybrid_cls(n: int, b: float, db: float) -> float:
 
 
 @pytest.mark.parametrize("b", BACKGROUNDS)
+def test_poisson_cls_zero_observed_is_minus_log_alpha_for_any_background(b):
+    assert limits.poisson_upper_limit(0, b, CL) == pytest.approx(-math.log(1 - CL), rel=1e-9)
+
+
+@pytest.mark.parametrize("b", BACKGROUNDS)
 @pytest.mark.parametrize("n", [1, 5, 30])
 def test_poisson_cls_matches_exact_sums(n, b):
     up = limits.poisson_upper_limit(n, b, CL)
@@ -129,3 +134,23 @@ def test_cli_limit_large_background(capsys):
         assert out["n_up"] == pytest.approx(-math.log(0.1), rel=1e-6)
         assert out["n_up_poisson"] == pytest.approx(-math.log(0.1), rel=1e-9)
         assert math.isfinite(out["limits"][0]["g90"])
+
+
+@pytest.mark.parametrize("n,b,db", [(1000, 3000.0, 20000.0), (100, 100.0, 50.0), (5, 2.0, 10.0)])
+def test_cls_with_an_uncertainty_far_above_the_count(n, b, db):
+    """The averaged cdf is a plateau up to b ~ n - s that ends inside a Gaussian much wider than it: with
+    the integrand's maximum as the only break point the adaptive integration lost part of the plateau
+    (1000 on 3000 +- 20000: 782.4 for 900.6; review of stop 48).  Reference: a 0.01-event trapezoid over
+    b in [0, n + 60 sqrt(n + 1) + 60], beyond which the cdf is below e^-1800 of the plateau."""
+    step = 0.01
+    bp = np.arange(0.0, n + 60 * math.sqrt(n + 1) + 60, step)
+    log_w = -0.5 * ((bp - b) / db) ** 2
+    log_w[[0, -1]] += math.log(0.5)
+
+    def log_avg(s):
+        return logsumexp(log_w + stats.poisson.logcdf(n, s + bp))
+
+    base = log_avg(0.0)
+    reference = optimize.brentq(lambda s: log_avg(s) - base - math.log(1 - CL), 1e-6, 10.0 + 10.0 * (n + b),
+                                xtol=1e-9)
+    assert limits.cls_upper_limit(n, b, db, CL) == pytest.approx(reference, rel=1e-5)

@@ -149,6 +149,14 @@ def test_a_range_over_two_bases_is_refused(world):
                                           "--runs 650 999 apart"):
         calibrate_files("alignment", setup, [beam], RUN, base_tag="part-range", root=root, runs=(600, 999))
     calibrate_files("alignment", setup, [beam], RUN, base_tag="part-range", root=root, runs=(650, 999))
+    # another payload's range inside the range is no obstacle: the new tag keeps its ranges
+    calo = load_conditions(setup, RUN, root=root)
+    from na64reco.calibration.publish import _base_body, _to_lists
+
+    publish("na64mu", "part-calo", (650, 999), {"calorimeter": _to_lists(_base_body(setup, calo))},
+            base_tag="na64mu-default",
+            comment="a calorimeter payload for part of the range", root=root)
+    calibrate_files("alignment", setup, [beam], RUN, base_tag="part-calo", root=root, runs=(600, 999))
 
 
 def test_alignment_closure(world):

@@ -142,7 +142,8 @@ def calibrate_files(kind: str, setup: Setup, files, run: int, *, base_tag: str |
     check_distinct(files, f"calibration inputs ({kind})")  # one file twice would weigh twice
     if runs is not None:
         check_runs(files, setup, runs)
-        check_one_base(base_tag or default_tag(setup.name, root), *runs, root=root)
+        check_one_base(base_tag or default_tag(setup.name, root), *runs,
+                       payloads=("tracker",) if kind in TRACKER_KINDS else ("calorimeter",), root=root)
     base = load_conditions(setup, run, base_tag, root=root)
     if kind in TRACKER_KINDS:
         return _calibrate_tracker(kind, setup, files, base, beam_energy_gev, base_tag, root)

@@ -103,8 +103,12 @@ def _log_averaged_cdf(n: int, s: float, background: float, uncertainty: float) -
     """log of P(N <= n | s + b) averaged over b ~ Gauss(background, uncertainty), b >= 0, up to
     the Gaussian's normalisation (which cancels in CLs).  The log of the integrand is concave
     in b (a Poisson cdf is log-concave in its mean), so it has one maximum: the integrand is
-    scaled by it and integrated adaptively around it (it can be as narrow as one event where
-    the uncertainty is thousands)."""
+    scaled by it and integrated adaptively, piece by piece between its maximum and the cdf's
+    edge (b = n - s, +-sqrt(n + 1) wide), where it is above e^-60 of its maximum: it can be as
+    narrow as one event where the uncertainty is thousands, or a plateau that ends at that edge
+    far inside the Gaussian (1000
+    observed on 3000 +- 20000 lost 13 % of the limit with the maximum as the only break point;
+    review of stop 48)."""
     lo = max(0.0, background - 8.0 * uncertainty)
     hi = background + 8.0 * uncertainty
 
@@ -114,8 +118,17 @@ def _log_averaged_cdf(n: int, s: float, background: float, uncertainty: float) -
     mode = optimize.minimize_scalar(lambda b: -log_f(b), bounds=(lo, hi), method="bounded",
                                     options={"xatol": 1e-6 * max(1.0, uncertainty)}).x
     peak = log_f(mode)
-    value, _ = integrate.quad(lambda b: math.exp(log_f(b) - peak), lo, hi, points=[mode], limit=400,
-                              epsabs=0.0, epsrel=1e-10)
+
+    def drop(b):  # > 0 where the integrand is above e^-60 of its maximum (monotone on each side: concave)
+        return log_f(b) - peak + 60.0
+
+    lo = lo if drop(lo) >= 0 else optimize.brentq(drop, lo, mode, xtol=1e-9 * max(1.0, mode))
+    hi = hi if drop(hi) >= 0 else optimize.brentq(drop, mode, hi, xtol=1e-9 * max(1.0, hi))
+    width = math.sqrt(n + 1.0)
+    breaks = {lo, hi, float(mode), *(n - s + k * width for k in (-10, -3, 0, 3, 10, 30))}
+    edges = sorted(b for b in breaks if lo <= b <= hi)
+    value = sum(integrate.quad(lambda b: math.exp(log_f(b) - peak), a, c, limit=200, epsabs=0.0, epsrel=1e-10)[0]
+                for a, c in zip(edges[:-1], edges[1:], strict=True) if c > a)
     return peak + math.log(value)
 
 
@@ -176,8 +189,8 @@ def cls_upper_limit(n_obs: int, background: float, background_uncertainty: float
     if background_uncertainty > MAX_RELATIVE_BACKGROUND_UNCERTAINTY * background:
         ratio = background_uncertainty / background
         raise ValueError(f"background uncertainty {background_uncertainty:g} is {ratio:.3g} times the background "
-                         f"{background:g}; the Gaussian-constrained normalisation of the one-bin model is meaningful "
-                         f"up to {MAX_RELATIVE_BACKGROUND_UNCERTAINTY:g} times it")
+                         f"{background:g}; a background estimate is meaningful with an uncertainty up to "
+                         f"{MAX_RELATIVE_BACKGROUND_UNCERTAINTY:g} times it")
     if calctype not in ("hybrid", "asymptotics"):
         raise ValueError(f"calctype must be 'hybrid' or 'asymptotics', got {calctype!r}")
     n = int(n_obs)
