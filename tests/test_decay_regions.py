@@ -206,3 +206,40 @@ def test_ecal_interaction_length_per_species(kind, ratio):
     crossed = np.count_nonzero((out.role == ROLE_PRIMARY) & (out.kind == kind)) / n
     expected = np.exp(-1.3 / ratio)
     assert crossed == pytest.approx(expected, abs=5 * np.sqrt(expected * (1 - expected) / n))
+
+
+def test_a_kink_keeps_the_line_through_its_vertex_in_both_projections():
+    """(the x line was moved the wrong way and no test saw it: mutation review, stop 48)"""
+    from na64reco.sim.transport import _kink
+
+    n = 3
+    tr = Tracks(ev=np.arange(n), x=np.array([0.0, 1.0, -2.0]), y=np.array([0.5, -1.0, 3.0]),
+                tx=np.array([0.0, 1e-3, -2e-3]), ty=np.array([2e-4, 0.0, 1e-3]), p=np.full(n, 80e3),
+                q=-np.ones(n, np.int8), kind=np.full(n, KIND_MUON, np.int8), role=np.full(n, ROLE_PRIMARY, np.int8),
+                flag=np.zeros(n, np.int8), t=np.zeros(n), alive=np.ones(n, bool))
+    zv = np.array([100.0, 250.0, 400.0])
+    before = (tr.x + tr.tx * zv, tr.y + tr.ty * zv)
+    j = np.arange(n)
+    _kink(tr, j, np.array([1e-3, -3e-3, 2e-3]), np.array([-2e-3, 1e-3, 5e-4]), zv)
+    np.testing.assert_allclose(tr.x + tr.tx * zv, before[0], atol=1e-12)
+    np.testing.assert_allclose(tr.y + tr.ty * zv, before[1], atol=1e-12)
+    np.testing.assert_allclose(tr.tx, [1e-3, -2e-3, 0.0], atol=1e-15)
+
+
+def test_a_muon_loses_the_module_energy_in_each_hcal_module_it_crosses():
+    """(a loss 10 % low passed every test: mutation review, stop 48)"""
+    from na64reco.sim.cells import cell_index
+    from na64reco.sim.transport import _HANDLERS, elements
+
+    setup = load_setup(SETUP)
+    params = load_sim_params(setup)
+    hcal = setup.detector("HCAL")
+    el = next(e for e in elements(setup) if e.obj is hcal)
+    n = 200
+    x, y = np.full(n, float(hcal.center[0])), np.full(n, float(hcal.center[1] + hcal.offset_y))
+    assert cell_index(hcal, x, y)[2].all()
+    tr = Tracks(ev=np.arange(n), x=x, y=y, tx=np.zeros(n), ty=np.zeros(n), p=np.full(n, 100e3),
+                q=-np.ones(n, np.int8), kind=np.full(n, KIND_MUON, np.int8), role=np.full(n, ROLE_PRIMARY, np.int8),
+                flag=np.zeros(n, np.int8), t=np.zeros(n), alive=np.ones(n, bool))
+    out = _HANDLERS["hcal"](Context(np.random.default_rng(5), setup, params, Recorder(n), Truth.new(n)), el, tr)
+    np.testing.assert_allclose(out.p, 100e3 - hcal.n_sections * params.hcal_module_energy_loss, rtol=1e-12)

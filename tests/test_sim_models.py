@@ -327,3 +327,21 @@ def test_a_setup_object_of_another_period_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"period '2023' but run 1001 is in period '2022'"):
         simulate(load_setup("na64mu", run=10001), 10, 1, 1001, tmp_path / "x.root")
     simulate(load_setup("na64mu", run=1001), 10, 1, 1001, tmp_path / "x.root")
+
+
+def test_na64e_trigger_at_its_energy_terms_edges():
+    """The NA64e trigger (calib/setups/na64e.yaml: S0, S1, ECAL.preshower > 0.3 GeV, ECAL < 95 GeV) fires
+    just inside both energy edges and not just outside (a threshold 10 % high passed every test: mutation
+    review, stop 48)."""
+    setup = load_setup("na64e")
+    ecal = setup.detector("ECAL")
+    ids = {k: setup.detector(k).id for k in ("S0", "S1")}
+    mip = {k: setup.detector(k).mip_mpv for k in ids}
+    pre, main = ecal.channel(0, 2, 3), ecal.channel(1, 2, 3)
+    cases = [(0.29, 50.0, False), (0.31, 50.0, True), (0.5, 94.4, True), (0.5, 94.6, False)]
+    for i, (e_pre, e_main, expected) in enumerate(cases):
+        det = np.array([ids["S0"], ids["S1"], ecal.id, ecal.id], np.int16)
+        chan = np.array([0, 0, pre, main], np.int16)
+        e = np.array([mip["S0"], mip["S1"], e_pre * u.GeV, e_main * u.GeV])
+        got = trigger_mask(setup, 1, np.zeros(4, np.int64), det, chan, e)[0]
+        assert got == expected, (i, e_pre, e_main)
