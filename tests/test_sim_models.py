@@ -7,7 +7,7 @@ import dataclasses
 import hepunits as u
 import numpy as np
 import pytest
-from scipy import integrate, stats
+from scipy import stats
 
 from na64reco import constants
 from na64reco.geometry import load_setup
@@ -81,16 +81,6 @@ def test_cell_fractions_sum_and_symmetry():
                             (0.25 * 35, 35.0), (0.85, 0.15))
     assert f.sum(axis=(1, 2)) == pytest.approx([1.0, 1.0], abs=1e-9)
     assert np.allclose(f[0], f[0][::-1, :]) and np.allclose(f[0], f[0][:, ::-1])
-
-
-def test_em_profile_containment():
-    # the Gamma profile is normalised: everything inside a very deep block, nothing at depth 0
-    assert phys.em_fraction_before(1000.0, 100 * u.GeV, 10 * u.MeV, 0.5) == pytest.approx(1.0)
-    assert phys.em_fraction_before(0.0, 100 * u.GeV, 10 * u.MeV, 0.5) == 0.0
-    # mean depth = a / b  =  t_max + 1/b
-    a = phys.em_profile_a(100 * u.GeV, 10 * u.MeV, 0.5)
-    mean = integrate.quad(lambda t: 1 - phys.em_fraction_before(t, 100 * u.GeV, 10 * u.MeV, 0.5), 0, 200)[0]
-    assert mean == pytest.approx(a / 0.5, rel=1e-6)
 
 
 # ---- transport-level checks ------------------------------------------------------------

@@ -104,18 +104,6 @@ class MuonLosses:
 
 
 # ---- EM showers ------------------------------------------------------------------------
-def em_profile_a(energy, critical_energy: float, b: float):
-    """Gamma-profile shape parameter a = b t_max + 1, t_max = ln(E/E_c) - 0.5 (>= 0)."""
-    tmax = np.clip(np.log(np.maximum(energy, 1e-9) / critical_energy) - 0.5, 0.0, None)
-    return b * tmax + 1.0
-
-
-def em_fraction_before(depth_x0, energy, critical_energy: float, b: float):
-    """Fraction of an EM shower of ``energy`` contained in the first ``depth_x0`` X0."""
-    d = np.clip(np.asarray(depth_x0, float), 0.0, None)
-    return gammainc(em_profile_a(energy, critical_energy, b), b * d)
-
-
 def em_profile_fluctuated(rng, energy, critical_energy: float, b: float, log_tmax, log_alpha, rho):
     """Per-shower Gamma-profile parameters (a, b) with correlated log-normal fluctuations.
 
