@@ -136,11 +136,14 @@ def test_cli_limit_large_background(capsys):
         assert math.isfinite(out["limits"][0]["g90"])
 
 
-@pytest.mark.parametrize("n,b,db", [(1000, 3000.0, 20000.0), (100, 100.0, 50.0), (5, 2.0, 10.0)])
-def test_cls_with_an_uncertainty_far_above_the_count(n, b, db):
+@pytest.mark.parametrize("n,b,db", [(1000, 3000.0, 20000.0), (100, 100.0, 50.0), (5, 2.0, 10.0),
+                                    (20, 1000.0, 100.0), (5, 1e4, 1e3), (300, 1e5, 1e4)])
+def test_cls_with_an_uncertainty_far_above_the_count_or_a_count_far_below_the_background(n, b, db):
     """The averaged cdf is a plateau up to b ~ n - s that ends inside a Gaussian much wider than it: with
     the integrand's maximum as the only break point the adaptive integration lost part of the plateau
-    (1000 on 3000 +- 20000: 782.4 for 900.6; review of stop 48).  Reference: a 0.01-event trapezoid over
+    (1000 on 3000 +- 20000: 782.4 for 900.6; review of stop 48).  A count far below the background puts
+    the weight near b = n, below background - 8 sigma, where the integration once started (20 on 1000 +-
+    100: 2.55 for 16.37; second review of stop 48).  Reference: a 0.01-event trapezoid over
     b in [0, n + 60 sqrt(n + 1) + 60], beyond which the cdf is below e^-1800 of the plateau."""
     step = 0.01
     bp = np.arange(0.0, n + 60 * math.sqrt(n + 1) + 60, step)

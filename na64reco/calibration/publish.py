@@ -34,6 +34,10 @@ from na64reco.io.raw import open_raw
 CALO_KINDS = ("pedestals", "mip", "electron")
 TRACKER_KINDS = ("alignment", "momentum-scale", "efficiency")
 KINDS = CALO_KINDS + TRACKER_KINDS
+#: the conditions payloads a kind reconstructs with one base over its --runs range (check_one_base): the
+#: one it publishes, and the calorimeter for the momentum scale (the upstream losses it subtracts)
+_BASE_PAYLOADS = {**dict.fromkeys(CALO_KINDS, ("calorimeter",)), "alignment": ("tracker",),
+                  "momentum-scale": ("tracker", "calorimeter"), "efficiency": ("tracker",)}
 #: conditions field -> CaloConditions attribute
 _ATTR = {"pedestal_even": "pedestal_even", "pedestal_odd": "pedestal_odd", "noise_adc": "noise_adc",
          "gain_mev_per_adc": "gain", "time_offset_ns": "time_offset", "status": "status"}
@@ -142,8 +146,7 @@ def calibrate_files(kind: str, setup: Setup, files, run: int, *, base_tag: str |
     check_distinct(files, f"calibration inputs ({kind})")  # one file twice would weigh twice
     if runs is not None:
         check_runs(files, setup, runs)
-        check_one_base(base_tag or default_tag(setup.name, root), *runs,
-                       payloads=("tracker",) if kind in TRACKER_KINDS else ("calorimeter",), root=root)
+        check_one_base(base_tag or default_tag(setup.name, root), *runs, payloads=_BASE_PAYLOADS[kind], root=root)
     base = load_conditions(setup, run, base_tag, root=root)
     if kind in TRACKER_KINDS:
         return _calibrate_tracker(kind, setup, files, base, beam_energy_gev, base_tag, root)

@@ -94,9 +94,20 @@ def poisson_upper_limit(n_obs: int, background: float = 0.0, cl: float = 0.9,
 
 
 def _log_cdf_fast(n: int, mean: float) -> float:
-    """:func:`log_poisson_cdf` by scipy's ufunc (~1 us a call), the log-space sum where it underflows."""
+    """:func:`log_poisson_cdf` by scipy's ufunc (~1 us a call); where it underflows (then mean > n)
+    the sum from its largest term down, ``mean^n / n! sum_k prod_{j<k} (n - j) / mean``, whose
+    terms fall at least as fast as ``(n / mean)^k``, until they no longer count (a few hundred
+    terms at n = 1e5 instead of the n + 1 of the log-space sum: 2 ms a call there)."""
     p = float(special.pdtr(n, mean)) if mean > 0.0 else 1.0
-    return math.log(p) if p > 1e-280 else log_poisson_cdf(n, mean)
+    if p > 1e-280:
+        return math.log(p)
+    total = term = 1.0
+    for j in range(n):
+        term *= (n - j) / mean
+        total += term
+        if term < 1e-17 * total:
+            break
+    return -mean + n * math.log(mean) - math.lgamma(n + 1.0) + math.log(total)
 
 
 def _log_averaged_cdf(n: int, s: float, background: float, uncertainty: float) -> float:
@@ -109,7 +120,7 @@ def _log_averaged_cdf(n: int, s: float, background: float, uncertainty: float) -
     far inside the Gaussian (1000
     observed on 3000 +- 20000 lost 13 % of the limit with the maximum as the only break point;
     review of stop 48)."""
-    lo = max(0.0, background - 8.0 * uncertainty)
+    lo = 0.0  # (not background - 8 sigma: a count far below the background puts the weight near b = n)
     hi = background + 8.0 * uncertainty
 
     def log_f(b):
