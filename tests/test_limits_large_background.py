@@ -157,3 +157,21 @@ def test_cls_with_an_uncertainty_far_above_the_count_or_a_count_far_below_the_ba
     reference = optimize.brentq(lambda s: log_avg(s) - base - math.log(1 - CL), 1e-6, 10.0 + 10.0 * (n + b),
                                 xtol=1e-9)
     assert limits.cls_upper_limit(n, b, db, CL) == pytest.approx(reference, rel=1e-5)
+
+
+@pytest.mark.parametrize("n,b", [(0, 1e-6), (5, 0.01), (20, 1.0), (100000, 0.01)])
+def test_cls_with_a_vanishing_uncertainty_is_the_known_background_limit(n, b):
+    """(an uncertainty of 1e-8 made the search for the integrand's maximum land many sigma off it and the
+    scaled integrand overflowed: OverflowError; third review of stop 48)"""
+    assert limits.cls_upper_limit(n, b, 1e-6 * b, CL) == pytest.approx(limits.poisson_upper_limit(n, b, CL), rel=1e-6)
+
+
+def test_cls_of_a_large_count_needs_no_warning():
+    """(n = 1e5 on 50 +- 50 warned of round-off in the integration; the uncertainty is a sixth of sqrt(n),
+    so the limit is within 0.1 % of the known-background one)"""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        up = limits.cls_upper_limit(100000, 50.0, 50.0, CL)
+    assert up == pytest.approx(limits.poisson_upper_limit(100000, 50.0, CL), rel=1e-3)

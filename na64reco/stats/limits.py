@@ -126,8 +126,10 @@ def _log_averaged_cdf(n: int, s: float, background: float, uncertainty: float) -
     def log_f(b):
         return _log_cdf_fast(n, s + b) - 0.5 * ((b - background) / uncertainty) ** 2
 
+    # (the tolerance follows the narrower of the Gaussian and the cdf's edge: one of 1e-6 over [0, hi] put the
+    # "maximum" many sigma off a Gaussian 1e-8 wide, and the scaled integrand overflowed; third review of stop 48)
     mode = optimize.minimize_scalar(lambda b: -log_f(b), bounds=(lo, hi), method="bounded",
-                                    options={"xatol": 1e-6 * max(1.0, uncertainty)}).x
+                                    options={"xatol": 1e-3 * min(uncertainty, math.sqrt(n + 1.0))}).x
     peak = log_f(mode)
 
     def drop(b):  # > 0 where the integrand is above e^-60 of its maximum (monotone on each side: concave)
@@ -138,7 +140,8 @@ def _log_averaged_cdf(n: int, s: float, background: float, uncertainty: float) -
     width = math.sqrt(n + 1.0)
     breaks = {lo, hi, float(mode), *(n - s + k * width for k in (-10, -3, 0, 3, 10, 30))}
     edges = sorted(b for b in breaks if lo <= b <= hi)
-    value = sum(integrate.quad(lambda b: math.exp(log_f(b) - peak), a, c, limit=200, epsabs=0.0, epsrel=1e-10)[0]
+    value = sum(integrate.quad(lambda b: math.exp(log_f(b) - peak), a, c, limit=200, epsabs=1e-13 * (c - a),
+                               epsrel=1e-9)[0]
                 for a, c in zip(edges[:-1], edges[1:], strict=True) if c > a)
     return peak + math.log(value)
 
