@@ -101,6 +101,8 @@ def _log_cdf_fast(n: int, mean: float) -> float:
     p = float(special.pdtr(n, mean)) if mean > 0.0 else 1.0
     if p > 1e-280:
         return math.log(p)
+    if mean <= n:  # (not expected: the cdf is >= ~1/2 there)
+        return log_poisson_cdf(n, mean)
     total = term = 1.0
     for j in range(n):
         term *= (n - j) / mean
@@ -117,9 +119,8 @@ def _log_averaged_cdf(n: int, s: float, background: float, uncertainty: float) -
     scaled by it and integrated adaptively, piece by piece between its maximum and the cdf's
     edge (b = n - s, +-sqrt(n + 1) wide), where it is above e^-60 of its maximum: it can be as
     narrow as one event where the uncertainty is thousands, or a plateau that ends at that edge
-    far inside the Gaussian (1000
-    observed on 3000 +- 20000 lost 13 % of the limit with the maximum as the only break point;
-    review of stop 48)."""
+    far inside the Gaussian (1000 observed on 3000 +- 20000 lost 13 % of the limit with the
+    maximum as the only break point; review of stop 48)."""
     lo = 0.0  # (not background - 8 sigma: a count far below the background puts the weight near b = n)
     hi = background + 8.0 * uncertainty
 
