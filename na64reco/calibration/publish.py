@@ -24,6 +24,8 @@ from na64reco.calibration.momentum_scale import measure_scales, scale_content
 from na64reco.calibration.momentum_scale import summary as scale_summary
 from na64reco.calibration.pedestals import PedestalSums, pedestal_constants
 from na64reco.calibration.plane_efficiency import efficiency_content, measure_planes
+from na64reco.calibration.timing import DEFAULT_MIN_ENTRIES as TIMING_MIN_ENTRIES
+from na64reco.calibration.timing import TimeCollector, time_offsets
 from na64reco.conditions import CALO_FIELDS, RunConditions, check_one_base, default_tag, load_conditions, publish
 from na64reco.errors import NA64Error
 from na64reco.geometry import Setup
@@ -31,7 +33,7 @@ from na64reco.io.distinct import check_distinct
 from na64reco.io.location import display_name
 from na64reco.io.raw import open_raw
 
-CALO_KINDS = ("pedestals", "mip", "electron")
+CALO_KINDS = ("pedestals", "mip", "timing", "electron")
 TRACKER_KINDS = ("alignment", "momentum-scale", "efficiency")
 KINDS = CALO_KINDS + TRACKER_KINDS
 #: the conditions payloads a kind reconstructs with one base over its --runs range (check_one_base): the
@@ -74,12 +76,21 @@ class CalibrationResult:
         lines = [f"{self.kind}: {self.n_events} events, {self.n_calibrated} channels calibrated"]
         for name, chans in self.calibrated.items():
             skipped = self.skipped.get(name, [])
-            lines.append(f"  {name}: {len(chans)} calibrated, {len(skipped)} left at the base values")
+            lines.append(f"  {name}: {len(chans)} calibrated, {len(skipped)} left at the base values"
+                         + (self._shift_summary(name) if self.kind == "timing" and chans else ""))
         for name, items in self.skipped.items():
             for ch, why in items:
                 lines.append(f"    {name} channel {ch}: {why}")
         return "\n".join(lines)
 
+
+    def _shift_summary(self, name: str) -> str:
+        """The timing kind's change of detector ``name``: its largest offset shift and the median one."""
+        d = self.derived[name]
+        ok = np.flatnonzero(np.isfinite(d["shift"]))
+        k = ok[np.argmax(np.abs(d["shift"][ok]))]
+        return (f"; offsets moved by at most {d['shift'][k]:+.2f} +- {d['error'][k]:.2f} ns (channel {k}), "
+                f"median |move| {np.median(np.abs(d['shift'][ok])):.2f} ns")
 
     def _electron_summary(self) -> str:
         d = self.derived["ECAL"]
@@ -200,6 +211,20 @@ def calibrate_files(kind: str, setup: Setup, files, run: int, *, base_tag: str |
         body["ECAL"]["response_energy_gev"] = table_e
         body["ECAL"]["response_scale"] = table_s
         derived = {"ECAL": {"points": points, "response_energy_gev": table_e, "response_scale": table_s}}
+    elif kind == "timing":
+        min_entries = TIMING_MIN_ENTRIES if min_entries is None else min_entries
+        col = TimeCollector(setup, base)
+        for path in files:
+            with open_raw(path, setup=setup.name) as f:
+                col.add(events_of(f, path), str(path))
+        result.n_events = col.n_events
+        derived = time_offsets(col, min_entries=min_entries)
+        for name, d in derived.items():
+            ok = np.isfinite(d["time_offset"])
+            body[name]["time_offset_ns"][ok] = d["time_offset"][ok]
+            result.calibrated[name] = np.flatnonzero(ok).tolist()
+            result.skipped[name] = [(int(c), d["reason"][c]) for c in np.flatnonzero(~ok)]
+        _require_a_channel(result, derived, min_entries, "clean pulses", files)
     else:
         min_entries = 200 if min_entries is None else min_entries
         col = AmplitudeCollector(setup, base)

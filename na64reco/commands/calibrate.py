@@ -6,16 +6,19 @@ from pathlib import Path
 
 NAME = "calibrate"
 HELP = ("derive constants from calibration runs (pedestals from random triggers, gains from muon "
-        "MIP peaks, the ECAL shower response from electron-beam runs; tracker alignment, magnet field "
-        "integrals, plane efficiencies, noise, dead and hot strips from beam runs) and publish them as a "
+        "MIP peaks, channel time offsets from beam pulses, the ECAL shower response from electron-beam runs; "
+        "tracker alignment, magnet field integrals, plane efficiencies, noise, dead and hot strips from beam "
+        "runs) and publish them as a "
         "new conditions version and tag")
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--setup", required=True, choices=("na64mu", "na64e"), help="detector setup")
     parser.add_argument("--kind", required=True,
-                        choices=("pedestals", "mip", "electron", "alignment", "momentum-scale", "efficiency"),
-                        help="pedestals: random-trigger run; mip: muon run (gains); electron: "
+                        choices=("pedestals", "mip", "timing", "electron", "alignment", "momentum-scale",
+                                 "efficiency"),
+                        help="pedestals: random-trigger run; mip: muon run (gains); timing: beam run "
+                             "(MSADC channel time offsets); electron: "
                              "electron-beam runs at one or more energies (ECAL section response); "
                              "alignment: beam runs (plane offsets); momentum-scale: beam runs at a known "
                              "energy (magnet field integrals); efficiency: beam runs (plane efficiency, "
@@ -31,7 +34,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--calib-dir", default=None, type=Path,
                         help="calibration directory (default: NA64RECO_CALIB or the package's calib/)")
     parser.add_argument("--min-entries", type=int, default=None,
-                        help="minimum digits per channel (default 50 for pedestals, 200 for mip); "
+                        help="minimum digits per channel (default 50 for pedestals and timing, 200 for mip); "
                              "electron: minimum events per beam energy (default from the setup)")
     parser.add_argument("--beam-energy", type=float, default=None, metavar="GEV",
                         help="electron, momentum-scale: beam energy of all FILES in GeV (default: recorded in each "
