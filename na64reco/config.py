@@ -51,8 +51,13 @@ def integer_at_least(value, least: int, what: str) -> int:
 
 def load_yaml(path: str | Path, *, schema_version: int | Sequence[int] | None = None) -> Node:
     """Read a YAML mapping; check its ``schema_version`` if one is required."""
+    return load_yaml_hashed(path, schema_version=schema_version)[0]
+
+
+def load_yaml_hashed(path: str | Path, *, schema_version: int | Sequence[int] | None = None) -> tuple[Node, str]:
+    """(:func:`load_yaml`'s node, the SHA-256 of the bytes it was parsed from: one read)."""
     path = Path(path)
-    data = read_yaml(path)
+    data, sha256 = read_yaml_hashed(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, found {type(data).__name__}")
     node = Node(data, str(path))
@@ -64,7 +69,7 @@ def load_yaml(path: str | Path, *, schema_version: int | Sequence[int] | None = 
                 f"{path}: key 'schema_version' is {version}; this version of na64reco reads "
                 f"{', '.join(map(str, allowed))}"
             )
-    return node
+    return node, sha256
 
 
 def read_yaml(path: str | Path) -> Any:

@@ -257,6 +257,17 @@ def check_event_spans(prov: Provenance) -> None:
             check_event_order([first], path, start, previous=last)  # (a file's chunks are contiguous)
 
 
+def bad_spill_mask(events, bad_spills) -> np.ndarray | None:
+    """The events of ``events`` not in a spill of ``bad_spills`` ((run, spill) pairs): a boolean mask,
+    or None when none is dropped."""
+    if not bad_spills:
+        return None
+    key = np.asarray(events["run"]).astype(np.int64) * 2**32 + np.asarray(events["spill"]).astype(np.int64)
+    bad = np.array([r * 2**32 + s for r, s in bad_spills], np.int64)
+    keep = ~np.isin(key, bad)
+    return None if keep.all() else keep
+
+
 def _branches(events, names) -> dict:
     """``{name: events[name]}``; from a plain record array (the runner's chunk read) the
     fields' own buffers (numpy) and layouts, without awkward's high-level field access
@@ -540,7 +551,11 @@ class InvisibleProcessor(processor.ProcessorABC):
                                 f"{self.selection.source} for {self.selection.setup!r}")
         self.verify(events, meta, info)
         read = events
-        events, keep = self.drop_bad_spills(events)  # listed bad spills: gone before anything is filled
+        # listed bad spills: gone before anything is filled.  A function of the events as read, not a
+        # method a subclass could override to hand the reconstruction and the blinding's reference
+        # altered digits (a VETO scaled into the visible control region showed the box's events)
+        keep = bad_spill_mask(read, self.bad_spills)
+        events = read if keep is None else read[keep]
         conditions = self.conditions(info.run)
         reco = self.reconstruct(events, conditions, info)
         if not info.is_data:
@@ -666,16 +681,6 @@ class InvisibleProcessor(processor.ProcessorABC):
         self.bad_spills_source = str(path)
         return self.bad_spills_sha256
 
-    def drop_bad_spills(self, events):
-        """``(events, keep)``: the events not in a spill of :attr:`bad_spills` and their mask
-        (None when nothing is dropped)."""
-        if not self.bad_spills:
-            return events, None
-        key = np.asarray(events["run"]).astype(np.int64) * 2**32 + np.asarray(events["spill"]).astype(np.int64)
-        bad = np.array([r * 2**32 + s for r, s in self.bad_spills], np.int64)
-        keep = ~np.isin(key, bad)
-        return (events, None) if keep.all() else (events[keep], keep)
-
     def conditions(self, run: int):
         if run not in self._conditions:
             self._conditions[run] = _conditions(self.SETUP, run, self.calib_tag)
@@ -727,7 +732,7 @@ class InvisibleProcessor(processor.ProcessorABC):
 
     def attach_truth(self, reco: ak.Array, info: FileInfo, meta: dict, keep=None) -> ak.Array:
         """Truth weight/process of simulated events, from the ``truth`` tree if reco lacks them
-        (``keep``: the chunk's events kept, :meth:`drop_bad_spills`)."""
+        (``keep``: the chunk's events kept, :func:`bad_spill_mask`)."""
         if "truth_weight" in reco.fields:
             return reco
         start, stop = meta.get("entrystart"), meta.get("entrystop")

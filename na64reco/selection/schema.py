@@ -39,13 +39,12 @@ without a sign (refused when a processor takes the selection,
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from na64reco.config import Node, load_yaml
+from na64reco.config import Node, load_yaml_hashed
 from na64reco.errors import ConfigError
 from na64reco.io.raw import TRIGGER_BITS
 from na64reco.resources import selections_dir
@@ -180,7 +179,7 @@ def selection_path(name_or_path: str | Path) -> Path:
 def load_selection(name_or_path: str | Path) -> Selection:
     """Read and validate a selection file; raise :class:`ConfigError` naming file and key."""
     path = selection_path(name_or_path)
-    node = load_yaml(path, schema_version=SCHEMA_VERSION)
+    node, digest = load_yaml_hashed(path, schema_version=SCHEMA_VERSION)  # one read: the digest is of what was parsed
     _check_keys(node, "", {"schema_version", "name", "setup", "description", "cuts",
                            "signal_box", "sidebands"})
     setup = node.string("setup", choices=SETUPS)
@@ -202,7 +201,6 @@ def load_selection(name_or_path: str | Path) -> Selection:
     sb_names = [s.name for s in sidebands]
     if len(set(sb_names)) != len(sb_names) or "signal_box" in sb_names:
         raise node.error("sidebands", f"sideband names must be unique and not 'signal_box': {sb_names}")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
     return Selection(name, setup, tuple(cuts), box, sidebands, str(path), digest,
                      node.string("description", ""))
 

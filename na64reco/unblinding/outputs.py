@@ -52,7 +52,7 @@ def run_unblinded(ledger: dict, token, output_dir: Path | None) -> dict:
     result = _result_from_output(out)
     if output_dir is not None:
         write_outputs(out, output_dir, plots=False)  # output.coffea, hists.root, cut-flow, provenance
-        _final_plots(out, st, output_dir / "plots")
+        _final_plots(out, st, proc.selection, output_dir / "plots")  # the selection the token opened
     return result
 
 
@@ -69,8 +69,9 @@ def _apply_frozen_bad_spills(proc, frozen: dict | None) -> None:
                             "frozen list")
 
 
-def _final_plots(out: dict, state: dict, plot_dir: Path) -> None:
-    """Unblinded cut-flow, N-1 of each cut, and the box variable with box and sidebands."""
+def _final_plots(out: dict, state: dict, sel, plot_dir: Path) -> None:
+    """Unblinded cut-flow, N-1 of each cut, and the box variable with box and sidebands, drawn with the
+    selection ``sel`` the run used (not the file read again: it could have changed since)."""
     from na64reco.plotting import (
         DPI,
         cut_window,
@@ -82,9 +83,7 @@ def _final_plots(out: dict, state: dict, plot_dir: Path) -> None:
         value_unit,
     )
     from na64reco.selection.cuts import BOX
-    from na64reco.selection.schema import load_selection
 
-    sel = load_selection(state["selection"]["path"])
     plot_dir.mkdir(parents=True, exist_ok=True)
     for dataset, acc in out.items():
         h = acc.get("nminus1", {}).get(BOX)
