@@ -618,14 +618,18 @@ class InvisibleProcessor(processor.ProcessorABC):
             if len(runs) != 1:
                 raise NA64Error(f"a chunk without file metadata must hold one run, found {runs}")
             return FileInfo("", self.SETUP, int(runs[0]), True)
-        if path not in self._files:
-            version = file_version(path)
+        # by a local file's version too (one stat): a file replaced at the same path (a data file copied
+        # over a simulated one while a notebook keeps the processor) is asked again, not taken for the
+        # file it replaced.  A URL's version would cost a request per chunk: by its path
+        key = (path, None if is_url(path) else file_version(path))
+        if key not in self._files:
+            version = key[1] or file_version(path)
             info = _file_info(path, version, self._checked(path, version) is not None)
             if info.setup != self.SETUP:
                 raise SetupMismatch(f"{path}: was written for setup {info.setup!r}, but processor "
                                     f"{self.NAME} analyses {self.SETUP!r}")
-            self._files[path] = info
-        return self._files[path]
+            self._files[key] = info
+        return self._files[key]
 
     def known_baskets(self, path: str):
         """Where the baskets of the ``events`` of ``path`` are (:class:`~na64reco.io.baskets.TreeBaskets`:

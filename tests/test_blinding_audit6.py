@@ -10,6 +10,9 @@
   the calorimeter samples x 3 pushed every VETO into the visible control region and showed 860
   data events of the box in the ``p_out`` histogram.  The bad spills are now dropped from the
   events as read, by a function.
+* The processor's file cache was keyed by the path alone: a data file copied over a simulated
+  one that a kept processor had read stayed "simulation" (its ``reco=`` hook accepted, the box
+  counted).  A local file's entry is now keyed by its version as well.
 """
 
 from __future__ import annotations
@@ -74,3 +77,38 @@ def test_a_subclass_cannot_alter_the_events_through_a_bad_spill_hook(box_data):
     below = edges[1:] <= 80.0
     assert h["all", :].values()[below].sum() == 0  # no data event with p_out < 80 GeV
     assert out["regions"]["signal_box"].blinded
+
+
+def test_a_kept_processor_asks_again_about_a_file_replaced_at_its_path(box_data, tmp_path):
+    """A notebook keeps a processor with a ``reco=`` hook (allowed for simulation), runs it on a
+    simulated file, then a data file is copied over that path: the processor's file cache was keyed
+    by the path alone and kept calling it simulation (the hook accepted, the box counted)."""
+    import shutil
+
+    import uproot
+
+    from na64reco.errors import BlindingError
+    from na64reco.io.raw import event_branches
+    from na64reco.sim.generate import simulate
+    from processors import get_processor
+    from processors.base import reconstruct_stage
+
+    def reco(nested, setup, cond, src):  # the library's reconstruction with a unit weight
+        r = reconstruct_stage(nested, setup, cond, src)
+        return ak.with_field(r, np.ones(len(r)), "truth_weight")
+
+    path = tmp_path / "run.root"
+    simulate("na64mu", 2000, 6, 1002, path, process="signal", mass=0.1 * u.GeV)
+    proc = get_processor("na64mu_invisible")(reco=reco)
+
+    def process():
+        with uproot.open(path) as f:
+            ev = f["events"].arrays(event_branches(), library="ak")
+        return proc.process_chunk(ev, {"filename": str(path), "entrystart": 0, "entrystop": len(ev),
+                                       "dataset": "x"})["x"]
+
+    assert not process()["regions"]["signal_box"].blinded  # simulation: the box is counted
+    shutil.copyfile(box_data, tmp_path / "copy.root")
+    (tmp_path / "copy.root").replace(path)  # the data file now at the simulated file's path
+    with pytest.raises(BlindingError, match="reco= hook is refused for data"):
+        process()
