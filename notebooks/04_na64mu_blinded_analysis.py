@@ -170,8 +170,10 @@ k_box = out["kdecay"]["regions"]["signal_box"]
 # per beam kaon, so the probability per MOT is the kaons per MOT (docs/backgrounds.md)
 beam = load_setup("na64mu").beam
 p_k = beam.hadron_admixture * beam.kaon_to_pion
+first = out["kdecay"]["cutflow"].rows()[0]  # the sample's mean weight: the limit if no MC event is in the box
 kdec = bg.mc_component_from_sums("K -> mu nu in flight", k_box.n, k_box.sumw, k_box.sumw2,
-                                 n_simulated=mot["kdecay"], exposure=EXPOSURE, probability=p_k)
+                                 n_simulated=mot["kdecay"], exposure=EXPOSURE, probability=p_k,
+                                 mean_weight=first["sumw"] / first["events"])
 table = bg.BackgroundTable((mis, kdec), f"expected background in the box for {EXPOSURE:.3g} MOT (this notebook)")
 print(table.format())
 print()

@@ -177,6 +177,22 @@ def test_mc_component_scales_weights_to_exposure():
     assert (same.n, same.error) == pytest.approx((c4.n, c4.error))
 
 
+def test_mc_component_from_sums_without_box_events_needs_the_mean_weight():
+    """A weighted forced sample (K decays: weights P(decay) x BR ~ 0.005) with no event in the box: the
+    limit is 2.30 x the mean weight x the scale; without the mean weight it is refused (a default of 1
+    made notebook 04's K -> mu nu limit ~200x too high: < 0.9 for ~0.0045)."""
+    kw = dict(n_simulated=1500, exposure=1.98e10, probability=3e-8)
+    with pytest.raises(NA64Error, match="mean_weight"):
+        mc_component_from_sums("K -> mu nu", 0, 0.0, 0.0, **kw)
+    c = mc_component_from_sums("K -> mu nu", 0, 0.0, 0.0, mean_weight=2.5784 / 525, **kw)
+    assert c.upper_limit
+    assert c.n == pytest.approx(-math.log(0.1) * (2.5784 / 525) * 1.98e10 * 3e-8 / 1500, rel=1e-6)
+    assert c.n == pytest.approx(0.00448, rel=0.01)
+    for bad in (float("nan"), -1.0, float("inf")):
+        with pytest.raises(NA64Error, match="mean_weight"):
+            mc_component_from_sums("K -> mu nu", 0, 0.0, 0.0, mean_weight=bad, **kw)
+
+
 def test_mc_component_without_box_events_is_a_90cl_limit():
     w = np.full(400, 2e-9)
     c = mc_component("punch-through", w, np.zeros(400, bool), n_simulated=1e4, exposure=1e10)

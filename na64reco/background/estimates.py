@@ -475,17 +475,25 @@ def mc_component(source: str, weights, in_box, *, n_simulated: float, exposure: 
 
 
 def mc_component_from_sums(source: str, n_box: int, sumw: float, sumw2: float, *, n_simulated: float,
-                           exposure: float, probability: float = 1.0, mean_weight: float = 1.0,
+                           exposure: float, probability: float = 1.0, mean_weight: float | None = None,
                            cl: float = 0.9) -> BackgroundComponent:
     """:func:`mc_component` from the box counts of a processor output.
 
     ``n_box``, ``sumw``, ``sumw2``: MC events, sum of truth weights and of their squares in
     the box (``regions["signal_box"]`` of a simulation run); ``mean_weight`` the mean
-    truth weight of the sample (used for the limit when ``n_box`` is 0).
+    truth weight of the sample (``sumw / events`` of the cut-flow's first row; 1 for an
+    unweighted forced sample): the limit when ``n_box`` is 0 is 2.30 of it, so it must be
+    given then (a default of 1 made a K-decay sample, weights ~0.005, 200x too high).
     """
     if not (n_simulated > 0 and exposure >= 0 and probability >= 0):
         raise NA64Error(f"mc component {source!r}: n_simulated must be > 0, exposure and probability "
                         f">= 0 (got {n_simulated}, {exposure}, {probability})")
+    if n_box == 0 and mean_weight is None:
+        raise NA64Error(f"mc component {source!r}: no MC event in the box, and the limit needs the sample's "
+                        "mean truth weight: pass mean_weight= (sumw / events of the cut-flow's first row; "
+                        "1.0 for an unweighted sample)")
+    if mean_weight is not None and not (math.isfinite(mean_weight) and mean_weight >= 0):
+        raise NA64Error(f"mc component {source!r}: mean_weight {mean_weight}: expected a finite value >= 0")
     scale = exposure * probability / n_simulated
     details = {"n_mc_in_box": int(n_box), "sumw": float(sumw), "sumw2": float(sumw2),
                "n_simulated": float(n_simulated), "exposure": float(exposure),
