@@ -194,3 +194,25 @@ def test_too_few_events_is_a_clear_error(inputs, capsys):
     assert _calibrate(root, *args, "--kind", "mip", "--min-entries", "0", str(files["mu"])) == 1
     _one_line(capsys, "--min-entries 0: expected at least 1")
     assert _files(root) == before
+
+
+def test_a_tag_made_without_base_tag_keeps_the_default_tags_payload_files(inputs, tmp_path):
+    """Without ``--base-tag`` the constants are derived against the setup's tag in default_tags.yaml and
+    must be published over its payload lists (before stop 49 over ``<setup>-default``'s: a NA64mu tag
+    lost tracker v002, whose 2023 planes, and 2023 runs failed with it; a NA64e tag lost the ECAL
+    response, -1.9 % energy scale outside its runs)."""
+    import yaml
+
+    from na64reco.conditions import default_tag, tag_path
+
+    root, _ = inputs
+    for setup in ("na64mu", "na64e"):
+        ped = tmp_path / f"ped_{setup}.root"
+        sim.simulate(setup, 60, 4, RUN, ped, process="pedestal")
+        tag = f"nobase-{setup}"
+        assert _calibrate(root, "--setup", setup, "--kind", "pedestals", "--runs", "1500", "1500", "--tag", tag,
+                          "--min-entries", "10", str(ped)) == 0
+        base = yaml.safe_load(tag_path(default_tag(setup, root), root).read_text())["payloads"]
+        new = yaml.safe_load(tag_path(tag, root).read_text())["payloads"]
+        assert base["tracker"] == new["tracker"]
+        assert new["calorimeter"][:-1] == base["calorimeter"] and len(new["calorimeter"]) == len(base["calorimeter"]) + 1

@@ -299,18 +299,21 @@ def _tracker_result(kind: str, setup: Setup, runs, base: RunConditions, n: int) 
 
 def publish_result(result: CalibrationResult, setup: Setup, tag: str, runs: tuple[int, int], *,
                    base_tag: str | None = None, root: Path | None = None, sources=()) -> Path:
-    """Write ``result`` as a new conditions version (of its payload) and a new ``tag``."""
+    """Write ``result`` as a new conditions version (of its payload) and a new ``tag``, over the payload
+    lists of ``base_tag`` (default: the setup's tag in ``default_tags.yaml``, the one the constants were
+    derived against; before stop 49 it was ``<setup>-default``, and a tag made without ``--base-tag`` lost
+    the default tag's newer payload files outside its run range)."""
+    base_tag = base_tag or default_tag(setup.name, root)
     if result.payload == "tracker":
-        what = f"{result.kind} derived from beam tracks, the other tracker constants from " \
-               f"{base_tag or 'the default tag'}"
+        what = f"{result.kind} derived from beam tracks, the other tracker constants from {base_tag}"
     elif result.kind == "electron":
         energies = ", ".join(f"{p.beam_energy:g}" for p in result.derived["ECAL"]["points"])
         what = (f"ECAL section response table from beam electrons of {energies} GeV (unit scale at the "
-                f"lowest table energy and below); channel constants from {base_tag or 'the default tag'}")
+                f"lowest table energy and below); channel constants from {base_tag}")
     else:
-        what = f"{result.n_calibrated} channels derived, the others from {base_tag or 'the default tag'}"
+        what = f"{result.n_calibrated} channels derived, the others from {base_tag}"
     comment = (f"{result.kind} calibration from {result.n_events} events"
                + (f" of {', '.join(display_name(s) for s in sources)}" if sources else "") + f"; {what}")
     return publish(setup.name, tag, runs, {result.payload: result.content},
-                   base_tag=base_tag or f"{setup.name}-default", comment=comment,
+                   base_tag=base_tag, comment=comment,
                    description=f"{result.kind} calibration for runs {runs[0]}-{runs[1]}", root=root)
