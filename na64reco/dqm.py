@@ -85,6 +85,12 @@ def load_tolerances(path=None) -> Tolerances:
     path = Path(path) if path is not None else default_tolerances_path()
     node = load_yaml(path, schema_version=TOLERANCES_SCHEMA_VERSION)
     r, c, t = node.node("rates"), node.node("calo"), node.node("tracker")
+    # a misspelt or misplaced tolerance is an error, not a tolerance silently not applied
+    node.check_keys({"schema_version", "n_sigma", "rates", "calo", "tracker"})
+    r.check_keys({"trigger_per_beam_floor", "missing_events_max"})
+    c.check_keys({"min_entries", "occupancy_floor", "pedestal_floor_adc", "noise_floor_adc", "gain_min_entries",
+                  "gain_ratio_floor"})
+    t.check_keys({"min_events", "hit_fraction_floor", "hits_per_event_floor"})
     return Tolerances(
         str(path), node.number("n_sigma", minimum=0.0),
         r.number("trigger_per_beam_floor", minimum=0.0), r.integer("missing_events_max", minimum=0),

@@ -215,4 +215,5 @@ def test_a_tag_made_without_base_tag_keeps_the_default_tags_payload_files(inputs
         base = yaml.safe_load(tag_path(default_tag(setup, root), root).read_text())["payloads"]
         new = yaml.safe_load(tag_path(tag, root).read_text())["payloads"]
         assert base["tracker"] == new["tracker"]
-        assert new["calorimeter"][:-1] == base["calorimeter"] and len(new["calorimeter"]) == len(base["calorimeter"]) + 1
+        assert new["calorimeter"][:-1] == base["calorimeter"]  # the default tag's files, then the new one
+        assert len(new["calorimeter"]) == len(base["calorimeter"]) + 1

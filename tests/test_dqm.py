@@ -187,3 +187,19 @@ def test_a_list_of_too_few_spills_says_so_and_run_warns(tmp_path, capsys):
     assert main(["run", "--processor", "na64mu_invisible", "--no-plots", "--bad-spills",
                  str(tmp_path / "q" / "bad_spills.yaml"), "--output", str(tmp_path / "r"), str(path)]) == 0
     assert "says judged: false" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("section", "key"), [("tracker", "hit_fraction_flor"), ("tracker", "min_entries"),
+                                              (None, "nsigma"), ("rates", "missing_events")])
+def test_an_unknown_tolerance_is_refused_naming_it(tmp_path, section, key):
+    """A misspelt or misplaced tolerance (``calo.min_entries`` put under ``tracker``) was silently
+    ignored: the user believed it applied."""
+    import yaml
+
+    doc = yaml.safe_load(dqm.default_tolerances_path().read_text())
+    (doc[section] if section else doc)[key] = 0.3
+    path = tmp_path / "tol.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError, match=rf"tol\.yaml.*{key}.*unknown key"):
+        dqm.load_tolerances(path)
+    assert dqm.load_tolerances().n_sigma == 5.0  # the shipped file passes
