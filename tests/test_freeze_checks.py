@@ -8,6 +8,7 @@ Uses the synthetic data, temporary calib/ and registry of ``tests/test_unblindin
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -65,6 +66,14 @@ def test_freeze_refuses_a_truncated_file_unless_the_run_would_skip_it(env, capsy
     # with skip_bad_files the run (and so the unblinding) skips it: that can be frozen
     assert _freeze_cli(env, "--options", '{"skip_bad_files": true}', files=[good, bad]) == 0
     assert env["ledger"].exists()
+
+
+def test_freeze_refuses_a_file_given_twice(env, capsys):
+    """`run` refuses a file listed twice; freeze merged it silently (stop 49 review)."""
+    first = env["files"][0]
+    relative = Path(first).parent / ".." / Path(first).parent.name / Path(first).name
+    assert _freeze_cli(env, files=[*env["files"], relative]) == 1
+    _refused(env, capsys, "given twice", Path(first).name)
 
 
 def test_freeze_refuses_a_file_of_another_setup(env, capsys):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from na64reco.atomic import write_new_file
 from na64reco.errors import BlindingError, ConfigError, NA64Error
+from na64reco.io import location
 from na64reco.unblinding.audit import AUDIT_FORMAT, append_to_logs, default_audit_log
 from na64reco.unblinding.diff import Difference, diff_states
 from na64reco.unblinding.registry import file_hashes, registry_logs, unblinded_before, user_registry
@@ -159,6 +160,13 @@ def freeze(ledger_path: str | Path, *, processor: str, calib_tag: str, files: It
     if ledger_path.exists():
         raise BlindingError(f"{ledger_path} exists: a frozen ledger is never overwritten; freeze into "
                             "a new file (--force-new --ledger NEW.json) if the analysis really changed")
+    files = list(files)
+    seen: dict[str, str] = {}
+    for f in files:  # as `run` refuses a file given twice (a typo the ledger would silently merge)
+        key = location.resolve(f)
+        if key in seen:
+            raise ConfigError(f"input file {f} is given twice ({seen[key]}): list each file once")
+        seen[key] = str(f)
     state = analysis_state(processor=processor, calib_tag=calib_tag, files=files, selection=selection,
                            options=options, calib_root=calib_root, roots=roots, bad_spills=bad_spills)
     check_runnable(state)  # an analysis that cannot run would only fail, on the record, at unblind
